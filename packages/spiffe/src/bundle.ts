@@ -1,0 +1,131 @@
+/**
+ * SPIFFE bundles (SPIFFE_Trust_Domain_and_Bundle.md section 4): the JWKS-based JSON form and PEM.
+ */
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { WritError } from './errors.ts';
+import { parseTrustDomain } from './id.ts';
+import { certificatesToPem, parseCertificate, parseCertificatesPem, publicKeyOf, type Certificate } from './x509.ts';
+
+export interface TrustBundle {
+  readonly trustDomain: string;
+  readonly x509Authorities: readonly Certificate[];
+  /** JWT authorities keyed by `kid`. */
+  readonly jwtAuthorities: ReadonlyMap<string, KeyObject>;
+  readonly sequence?: number;
+  /** Seconds. */
+  readonly refreshHint?: number;
+}
+
+export const MAX_BUNDLE_BYTES = 1024 * 1024;
+export const MAX_BUNDLE_KEYS = 1000;
+
+const KNOWN_KTY = new Set(['EC', 'RSA']);
+
+function invalid(msg: string): never {
+  throw new WritError('ERR_BUNDLE_INVALID', `invalid SPIFFE bundle: ${msg}`);
+}
+
+/**
+ * Parses SPIFFE bundle JSON. JWKs with an unknown `kty` or `use` are skipped without discarding the
+ * rest; an empty `keys` array is a valid bundle that trusts nothing.
+ */
+export function parseBundleJson(trustDomain: string, input: string | unknown): TrustBundle {
+  parseTrustDomain(trustDomain);
+  let doc: unknown = input;
+  if (typeof input === 'string') {
+    if (input.length > MAX_BUNDLE_BYTES) invalid(`larger than ${MAX_BUNDLE_BYTES} bytes`);
+    try {
+      doc = JSON.parse(input);
+    } catch {
+      invalid('not JSON');
+    }
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) invalid('not a JSON object');
+  const o = doc as Record<string, unknown>;
+  if (!Array.isArray(o['keys'])) invalid('"keys" must be an array');
+  const keys = o['keys'] as unknown[];
+  if (keys.length > MAX_BUNDLE_KEYS) invalid(`more than ${MAX_BUNDLE_KEYS} keys`);
+  const seq = o['spiffe_sequence'];
+  if (seq !== undefined && (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0)) invalid('"spiffe_sequence" must be a non-negative integer');
+  const hint = o['spiffe_refresh_hint'];
+  if (hint !== undefined && (typeof hint !== 'number' || !Number.isSafeInteger(hint) || hint < 0)) invalid('"spiffe_refresh_hint" must be a non-negative integer');
+
+  const x509Authorities: Certificate[] = [];
+  const jwtAuthorities = new Map<string, KeyObject>();
+  keys.forEach((k, i) => {
+    if (k === null || typeof k !== 'object' || Array.isArray(k)) invalid(`keys[${i}] is not an object`);
+    const jwk = k as Record<string, unknown>;
+    // Section 4.2.1 and 4.2.2: unknown kty or use means the whole JWK is ignored.
+    if (typeof jwk['kty'] !== 'string' || !KNOWN_KTY.has(jwk['kty'])) return;
+    const use = jwk['use'];
+    if (use === 'x509-svid') {
+      const x5c = jwk['x5c'];
+      if (!Array.isArray(x5c) || x5c.length !== 1 || typeof x5c[0] !== 'string') invalid(`keys[${i}]: an x509-svid key must have exactly one certificate in "x5c"`);
+      if (jwk['kid'] !== undefined) invalid(`keys[${i}]: an x509-svid key must not have a "kid"`);
+      try {
+        x509Authorities.push(parseCertificate(Buffer.from(x5c[0] as string, 'base64')));
+      } catch (err) {
+        invalid(`keys[${i}]: x5c certificate: ${(err as Error).message}`);
+      }
+    } else if (use === 'jwt-svid') {
+      const kid = jwk['kid'];
+      if (typeof kid !== 'string' || kid.length === 0) invalid(`keys[${i}]: a jwt-svid key must have a "kid"`);
+      if (jwtAuthorities.has(kid)) invalid(`keys[${i}]: duplicate kid ${JSON.stringify(kid)}`);
+      try {
+        jwtAuthorities.set(kid, createPublicKey({ key: publicJwk(jwk), format: 'jwk' }));
+      } catch {
+        invalid(`keys[${i}]: not a valid ${jwk['kty']} public key`);
+      }
+    }
+  });
+  return {
+    trustDomain,
+    x509Authorities,
+    jwtAuthorities,
+    ...(seq === undefined ? {} : { sequence: seq as number }),
+    ...(hint === undefined ? {} : { refreshHint: hint as number }),
+  };
+}
+
+/** Only the public members: a JWK carrying `d` must never make us hold a private key. */
+function publicJwk(jwk: Record<string, unknown>): JsonWebKey {
+  if (jwk['d'] !== undefined) invalid('a key contains private key material ("d")');
+  const pick = jwk['kty'] === 'EC' ? ['kty', 'crv', 'x', 'y'] : ['kty', 'n', 'e'];
+  return Object.fromEntries(pick.map((k) => [k, jwk[k]])) as JsonWebKey;
+}
+
+export interface BundleJson {
+  keys: Array<Record<string, unknown>>;
+  spiffe_sequence?: number;
+  spiffe_refresh_hint?: number;
+}
+
+export function jwkOf(key: KeyObject): Record<string, unknown> {
+  return key.export({ format: 'jwk' }) as Record<string, unknown>;
+}
+
+export function formatBundleJson(bundle: TrustBundle): BundleJson {
+  const keys: Array<Record<string, unknown>> = [];
+  for (const cert of bundle.x509Authorities) {
+    keys.push({ use: 'x509-svid', ...jwkOf(publicKeyOf(cert)), x5c: [cert.der.toString('base64')] });
+  }
+  for (const [kid, key] of bundle.jwtAuthorities) keys.push({ use: 'jwt-svid', kid, ...jwkOf(key) });
+  return {
+    keys,
+    ...(bundle.sequence === undefined ? {} : { spiffe_sequence: bundle.sequence }),
+    ...(bundle.refreshHint === undefined ? {} : { spiffe_refresh_hint: bundle.refreshHint }),
+  };
+}
+
+/** The X.509 authorities as PEM (JWT authorities have no PEM form and are left out). */
+export function bundleToPem(bundle: TrustBundle): string {
+  return certificatesToPem(bundle.x509Authorities);
+}
+
+export function parseBundlePem(trustDomain: string, pem: string): TrustBundle {
+  parseTrustDomain(trustDomain);
+  if (pem.length > MAX_BUNDLE_BYTES) invalid(`larger than ${MAX_BUNDLE_BYTES} bytes`);
+  const certs = parseCertificatesPem(pem);
+  if (certs.length === 0) invalid('no CERTIFICATE blocks in PEM');
+  return { trustDomain, x509Authorities: certs, jwtAuthorities: new Map() };
+}
