@@ -1,0 +1,22 @@
+/**
+ * The narrow surface the SQL store needs from a database, kysely-style: one implementation per
+ * database under this folder, typed structurally so the store itself imports no driver.
+ * SQL is written once with `?` placeholders; the Postgres driver numbers them.
+ */
+export type SqlValue = string | number | null;
+export type Row = Record<string, unknown>;
+
+export interface SqlExecutor {
+  query(sql: string, params?: readonly SqlValue[]): Promise<Row[]>;
+}
+
+export interface SqlDriver extends SqlExecutor {
+  readonly dialect: 'sqlite' | 'postgres';
+  /** Runs `fn` in one transaction: committed if it resolves, rolled back if it throws. */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** Serialises migrations between replicas (inside a transaction). */
+  lockForMigration(tx: SqlExecutor): Promise<void>;
+  /** Maps a driver error to a WritError where it means something to callers (unique violation, lost connection). */
+  isUniqueViolation(err: unknown): boolean;
+  close(): Promise<void>;
+}

@@ -1,0 +1,112 @@
+import pg from 'pg';
+import { WritError } from '@writ/spiffe';
+import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
+
+// Connection-level failures: the database is away, not the request wrong. Mapped to 503.
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '53300']);
+
+function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (e?.code && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(e?.message ?? '');
+}
+
+function wrap(err: unknown): never {
+  if (isUnavailable(err)) throw new WritError('ERR_STORE_UNAVAILABLE', 'the database is unavailable', { cause: err });
+  throw err;
+}
+
+/** Numbers `?` placeholders as `$1, $2, ...` (the store never puts `?` inside SQL literals). */
+function numberPlaceholders(sql: string): string {
+  let n = 0;
+  return sql.replace(/\?/g, () => `$${++n}`);
+}
+
+const cache = new Map<string, string>();
+function pgSql(sql: string): string {
+  let out = cache.get(sql);
+  if (out === undefined) {
+    out = numberPlaceholders(sql);
+    if (cache.size < 1000) cache.set(sql, out);
+  }
+  return out;
+}
+
+const types = {
+  getTypeParser(oid: number, format?: 'text' | 'binary'): (v: string) => unknown {
+    if (oid === 20) return Number; // int8 as number: all our BIGINTs are epoch ms or counters
+    return pg.types.getTypeParser(oid, format as 'text');
+  },
+};
+
+export interface PostgresOptions {
+  readonly url: string;
+  /** Schema to use (search_path); tests give each run its own. */
+  readonly schema?: string;
+  readonly onError?: (err: Error) => void;
+}
+
+export class PostgresDriver implements SqlDriver {
+  readonly dialect = 'postgres' as const;
+  readonly #pool: pg.Pool;
+
+  constructor(opts: PostgresOptions) {
+    this.#pool = new pg.Pool({
+      connectionString: opts.url,
+      max: 10,
+      connectionTimeoutMillis: 3000,
+      idleTimeoutMillis: 30_000,
+      types,
+      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+    });
+    // An idle client losing its connection must not crash the process; the pool replaces it.
+    this.#pool.on('error', (err) => opts.onError?.(err));
+  }
+
+  async query(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
+    try {
+      return (await this.#pool.query(pgSql(sql), params as SqlValue[])).rows as Row[];
+    } catch (err) {
+      return wrap(err);
+    }
+  }
+
+  async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      return wrap(err);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const out = await fn({
+        query: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[],
+      });
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true;
+      }
+      return wrap(err);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async lockForMigration(tx: SqlExecutor): Promise<void> {
+    await tx.query("SELECT pg_advisory_xact_lock(hashtext('writ-migrate'))");
+  }
+
+  isUniqueViolation(err: unknown): boolean {
+    return (err as { code?: string })?.code === '23505';
+  }
+
+  close(): Promise<void> {
+    return this.#pool.end();
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * Schema migrations. The DDL is portable between SQLite and PostgreSQL on purpose: times are
+ * epoch milliseconds in BIGINT, lists are JSON in TEXT, flags are INTEGER 0/1.
+ */
+export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly string[] }> = [
+  {
+    version: 1,
+    statements: [
+      `CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)`,
+      `INSERT INTO counters (name, value) VALUES ('entry_revision', 0), ('bundle_sequence', 0)`,
+      `CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        spiffe_id TEXT NOT NULL,
+        parent_id TEXT NOT NULL,
+        selectors TEXT NOT NULL,
+        selectors_key TEXT NOT NULL,
+        x509_svid_ttl INTEGER NOT NULL,
+        jwt_svid_ttl INTEGER NOT NULL,
+        dns_names TEXT NOT NULL,
+        federates_with TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        hint TEXT NOT NULL,
+        expires_at BIGINT,
+        revision BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      `CREATE UNIQUE INDEX entries_identity ON entries (spiffe_id, parent_id, selectors_key)`,
+      `CREATE INDEX entries_parent ON entries (parent_id, id)`,
+      `CREATE INDEX entries_revision ON entries (revision)`,
+      `CREATE TABLE entry_selectors (entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE, selector TEXT NOT NULL, PRIMARY KEY (selector, entry_id))`,
+      `CREATE INDEX entry_selectors_entry ON entry_selectors (entry_id)`,
+      `CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, node_name TEXT NOT NULL, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL, used_at BIGINT)`,
+      `CREATE TABLE admin_tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT)`,
+      `CREATE TABLE agents (
+        spiffe_id TEXT PRIMARY KEY, node_name TEXT NOT NULL, attestation_type TEXT NOT NULL, selectors TEXT NOT NULL,
+        serial TEXT NOT NULL, expires_at BIGINT NOT NULL, banned INTEGER NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE authorities (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, server_id TEXT NOT NULL, status TEXT NOT NULL,
+        public_data TEXT NOT NULL, not_before BIGINT NOT NULL, not_after BIGINT NOT NULL
+      )`,
+      `CREATE TABLE federated_bundles (trust_domain TEXT PRIMARY KEY, bundle TEXT NOT NULL, updated_at BIGINT NOT NULL)`,
+    ],
+  },
+];

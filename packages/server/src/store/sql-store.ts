@@ -1,0 +1,339 @@
+import { randomUUID } from 'node:crypto';
+import { WritError } from '@writ/spiffe';
+import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
+import { MIGRATIONS } from './schema.ts';
+import {
+  DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+  type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
+  type ListEntriesQuery, type Page, type Role, type Store,
+} from './types.ts';
+
+const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+// Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
+const INSERT_CHUNK = 500;
+
+const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
+
+function toEntry(r: Row): Entry {
+  return {
+    id: r['id'] as string,
+    spiffeId: r['spiffe_id'] as string,
+    parentId: r['parent_id'] as string,
+    selectors: JSON.parse(r['selectors'] as string) as string[],
+    x509SvidTtl: num(r['x509_svid_ttl']),
+    jwtSvidTtl: num(r['jwt_svid_ttl']),
+    dnsNames: JSON.parse(r['dns_names'] as string) as string[],
+    federatesWith: JSON.parse(r['federates_with'] as string) as string[],
+    admin: num(r['admin']) === 1,
+    hint: r['hint'] as string,
+    expiresAt: numOrNull(r['expires_at']),
+    revision: num(r['revision']),
+    createdAt: num(r['created_at']),
+    updatedAt: num(r['updated_at']),
+  };
+}
+
+function toAgent(r: Row): Agent {
+  return {
+    spiffeId: r['spiffe_id'] as string,
+    nodeName: r['node_name'] as string,
+    attestationType: r['attestation_type'] as string,
+    selectors: JSON.parse(r['selectors'] as string) as string[],
+    serial: r['serial'] as string,
+    expiresAt: num(r['expires_at']),
+    banned: num(r['banned']) === 1,
+    createdAt: num(r['created_at']),
+    updatedAt: num(r['updated_at']),
+  };
+}
+
+function toAdminToken(r: Row): AdminToken {
+  return {
+    id: r['id'] as string,
+    hash: r['hash'] as string,
+    role: r['role'] as Role,
+    name: r['name'] as string,
+    createdAt: num(r['created_at']),
+    expiresAt: numOrNull(r['expires_at']),
+  };
+}
+
+function toAuthority(r: Row): Authority {
+  return {
+    id: r['id'] as string,
+    kind: r['kind'] as Authority['kind'],
+    serverId: r['server_id'] as string,
+    status: r['status'] as Authority['status'],
+    publicData: r['public_data'] as string,
+    notBefore: num(r['not_before']),
+    notAfter: num(r['not_after']),
+  };
+}
+
+function toFederated(r: Row): FederatedBundle {
+  return { trustDomain: r['trust_domain'] as string, bundle: r['bundle'] as string, updatedAt: num(r['updated_at']) };
+}
+
+/** Canonical selectors: sorted, unique. Two entries with the same set are the same identity. */
+function canonicalSelectors(selectors: readonly string[]): string[] {
+  return [...new Set(selectors)].sort();
+}
+
+function entryParams(id: string, e: EntryInput, revision: number, createdAt: number, updatedAt: number): SqlValue[] {
+  const selectors = canonicalSelectors(e.selectors);
+  return [
+    id, e.spiffeId, e.parentId, JSON.stringify(selectors), selectors.join('\n'), e.x509SvidTtl, e.jwtSvidTtl,
+    JSON.stringify(e.dnsNames), JSON.stringify(e.federatesWith), e.admin ? 1 : 0, e.hint, e.expiresAt, revision, createdAt, updatedAt,
+  ];
+}
+
+const ENTRY_INSERT_COLUMNS = 'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
+
+function encodePageToken(id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url');
+}
+function decodePageToken(token: string): string {
+  if (token.length > 200 || !/^[A-Za-z0-9_-]*$/.test(token)) throw new WritError('ERR_PAGE_TOKEN_INVALID', 'pageToken is not one this server issued', { field: 'pageToken' });
+  return Buffer.from(token, 'base64url').toString('utf8');
+}
+
+/** The Store over any SqlDriver: the same SQL runs on SQLite and PostgreSQL. */
+export class SqlStore implements Store {
+  readonly #db: SqlDriver;
+
+  constructor(driver: SqlDriver) {
+    this.#db = driver;
+  }
+
+  get kind(): 'sqlite' | 'postgres' {
+    return this.#db.dialect;
+  }
+
+  async migrate(): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      await this.#db.lockForMigration(tx);
+      await tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+      const done = new Set((await tx.query('SELECT version FROM schema_migrations')).map((r) => num(r['version'])));
+      for (const m of MIGRATIONS) {
+        if (done.has(m.version)) continue;
+        for (const stmt of m.statements) await tx.query(stmt);
+        await tx.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, Date.now()]);
+      }
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.#db.query('SELECT 1 AS ok');
+  }
+
+  close(): Promise<void> {
+    return this.#db.close();
+  }
+
+  async #nextRevision(tx: SqlExecutor, count: number): Promise<number> {
+    const rows = await tx.query("UPDATE counters SET value = value + ? WHERE name = 'entry_revision' RETURNING value", [count]);
+    return num(rows[0]!['value']);
+  }
+
+  #unique<T>(err: unknown, what: string): T {
+    if (this.#db.isUniqueViolation(err)) throw new WritError('ERR_ENTRY_EXISTS', what);
+    throw err;
+  }
+
+  async createEntries(inputs: readonly EntryInput[], now: number): Promise<Entry[]> {
+    if (inputs.length === 0) return [];
+    const seen = new Map<string, number>();
+    inputs.forEach((e, i) => {
+      const key = `${e.spiffeId}\u0000${e.parentId}\u0000${canonicalSelectors(e.selectors).join('\n')}`;
+      const prev = seen.get(key);
+      if (prev !== undefined) throw new WritError('ERR_ENTRY_EXISTS', `entries[${i}] duplicates entries[${prev}] (same spiffeId, parentId and selectors)`, { field: `entries[${i}]` });
+      seen.set(key, i);
+    });
+    try {
+      return await this.#db.transaction(async (tx) => {
+        const last = await this.#nextRevision(tx, inputs.length);
+        const first = last - inputs.length + 1;
+        const created: Entry[] = inputs.map((e, i) => ({
+          ...e,
+          selectors: canonicalSelectors(e.selectors),
+          id: randomUUID(),
+          revision: first + i,
+          createdAt: now,
+          updatedAt: now,
+        }));
+        for (let i = 0; i < created.length; i += INSERT_CHUNK) {
+          const chunk = created.slice(i, i + INSERT_CHUNK);
+          await tx.query(
+            `INSERT INTO entries (${ENTRY_INSERT_COLUMNS}) VALUES ${chunk.map(() => ENTRY_ROW).join(', ')}`,
+            chunk.flatMap((e) => entryParams(e.id, e, e.revision, now, now)),
+          );
+          const sel = chunk.flatMap((e) => e.selectors.map((s) => [e.id, s] as const));
+          for (let j = 0; j < sel.length; j += INSERT_CHUNK * 2) {
+            const part = sel.slice(j, j + INSERT_CHUNK * 2);
+            await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${part.map(() => '(?, ?)').join(', ')}`, part.flat());
+          }
+        }
+        return created;
+      });
+    } catch (err) {
+      return this.#unique(err, inputs.length === 1 ? 'an entry with this spiffeId, parentId and selectors already exists' : 'an entry in the batch already exists (same spiffeId, parentId and selectors); nothing was created');
+    }
+  }
+
+  async getEntry(id: string): Promise<Entry | undefined> {
+    const rows = await this.#db.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`, [id]);
+    return rows[0] ? toEntry(rows[0]) : undefined;
+  }
+
+  async listEntries(q: ListEntriesQuery): Promise<Page<Entry>> {
+    const pageSize = Math.min(Math.max(q.pageSize ?? DEFAULT_PAGE_SIZE, 1), MAX_PAGE_SIZE);
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (q.spiffeId !== undefined) (where.push('spiffe_id = ?'), params.push(q.spiffeId));
+    if (q.parentId !== undefined) (where.push('parent_id = ?'), params.push(q.parentId));
+    const selectors = q.selectors ? canonicalSelectors(q.selectors) : [];
+    if (selectors.length > 0) {
+      where.push(`id IN (SELECT entry_id FROM entry_selectors WHERE selector IN (${selectors.map(() => '?').join(', ')}) GROUP BY entry_id HAVING COUNT(*) = ?)`);
+      params.push(...selectors, selectors.length);
+    }
+    if (q.pageToken) (where.push('id > ?'), params.push(decodePageToken(q.pageToken)));
+    const rows = await this.#db.query(
+      `SELECT ${ENTRY_COLUMNS} FROM entries ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`,
+      [...params, pageSize + 1],
+    );
+    const items = rows.slice(0, pageSize).map(toEntry);
+    return { items, nextPageToken: rows.length > pageSize ? encodePageToken(items[items.length - 1]!.id) : undefined };
+  }
+
+  async updateEntry(id: string, input: EntryInput, now: number): Promise<Entry> {
+    try {
+      return await this.#db.transaction(async (tx) => {
+        const cur = await tx.query('SELECT created_at FROM entries WHERE id = ?', [id]);
+        if (!cur[0]) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${id} not found`);
+        const createdAt = num(cur[0]['created_at']);
+        const revision = await this.#nextRevision(tx, 1);
+        const p = entryParams(id, input, revision, createdAt, now);
+        await tx.query(
+          `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ? WHERE id = ?`,
+          [...p.slice(1, 13), now, id],
+        );
+        await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
+        const selectors = canonicalSelectors(input.selectors);
+        if (selectors.length) await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`, selectors.flatMap((s) => [id, s]));
+        return { ...input, selectors, id, revision, createdAt, updatedAt: now };
+      });
+    } catch (err) {
+      return this.#unique(err, 'another entry with this spiffeId, parentId and selectors already exists');
+    }
+  }
+
+  async deleteEntry(id: string): Promise<boolean> {
+    return this.#db.transaction(async (tx) => {
+      await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
+      const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING id', [id]);
+      if (rows.length) await this.#nextRevision(tx, 1);
+      return rows.length > 0;
+    });
+  }
+
+  async createJoinToken(t: JoinToken): Promise<void> {
+    await this.#db.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [t.hash, t.nodeName, t.expiresAt, t.createdAt]);
+  }
+
+  async redeemJoinToken(hash: string, now: number): Promise<JoinToken> {
+    // One conditional UPDATE: two agents racing with the same token cannot both win.
+    const rows = await this.#db.query(
+      'UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING hash, node_name, expires_at, created_at',
+      [now, hash, now],
+    );
+    const r = rows[0];
+    if (r) return { hash, nodeName: r['node_name'] as string, expiresAt: num(r['expires_at']), createdAt: num(r['created_at']) };
+    const why = (await this.#db.query('SELECT used_at, expires_at FROM join_tokens WHERE hash = ?', [hash]))[0];
+    if (!why) throw new WritError('ERR_JOIN_TOKEN_INVALID', 'join token is not known');
+    if (why['used_at'] !== null) throw new WritError('ERR_JOIN_TOKEN_USED', 'join token was already used');
+    throw new WritError('ERR_JOIN_TOKEN_EXPIRED', 'join token has expired');
+  }
+
+  async createAdminToken(t: AdminToken): Promise<void> {
+    await this.#db.query('INSERT INTO admin_tokens (id, hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [t.id, t.hash, t.role, t.name, t.createdAt, t.expiresAt]);
+  }
+
+  async findAdminToken(hash: string): Promise<AdminToken | undefined> {
+    const rows = await this.#db.query('SELECT * FROM admin_tokens WHERE hash = ?', [hash]);
+    return rows[0] ? toAdminToken(rows[0]) : undefined;
+  }
+
+  async listAdminTokens(): Promise<AdminToken[]> {
+    return (await this.#db.query('SELECT * FROM admin_tokens ORDER BY created_at, id')).map(toAdminToken);
+  }
+
+  async deleteAdminToken(id: string): Promise<boolean> {
+    return (await this.#db.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id', [id])).length > 0;
+  }
+
+  async upsertAgent(a: Agent): Promise<void> {
+    await this.#db.query(
+      `INSERT INTO agents (spiffe_id, node_name, attestation_type, selectors, serial, expires_at, banned, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (spiffe_id) DO UPDATE SET node_name = excluded.node_name, attestation_type = excluded.attestation_type,
+         selectors = excluded.selectors, serial = excluded.serial, expires_at = excluded.expires_at, banned = excluded.banned, updated_at = excluded.updated_at`,
+      [a.spiffeId, a.nodeName, a.attestationType, JSON.stringify(a.selectors), a.serial, a.expiresAt, a.banned ? 1 : 0, a.createdAt, a.updatedAt],
+    );
+  }
+
+  async getAgent(spiffeId: string): Promise<Agent | undefined> {
+    const rows = await this.#db.query('SELECT * FROM agents WHERE spiffe_id = ?', [spiffeId]);
+    return rows[0] ? toAgent(rows[0]) : undefined;
+  }
+
+  async listAgents(): Promise<Agent[]> {
+    return (await this.#db.query('SELECT * FROM agents ORDER BY spiffe_id')).map(toAgent);
+  }
+
+  async listAuthorities(): Promise<Authority[]> {
+    return (await this.#db.query('SELECT * FROM authorities ORDER BY not_before, id')).map(toAuthority);
+  }
+
+  async saveAuthorities(upsert: readonly Authority[], remove: readonly string[]): Promise<void> {
+    if (upsert.length === 0 && remove.length === 0) return;
+    await this.#db.transaction(async (tx) => {
+      for (const a of upsert) {
+        await tx.query(
+          `INSERT INTO authorities (id, kind, server_id, status, public_data, not_before, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET status = excluded.status, public_data = excluded.public_data`,
+          [a.id, a.kind, a.serverId, a.status, a.publicData, a.notBefore, a.notAfter],
+        );
+      }
+      for (const id of remove) await tx.query('DELETE FROM authorities WHERE id = ?', [id]);
+      await tx.query("UPDATE counters SET value = value + 1 WHERE name = 'bundle_sequence'");
+    });
+  }
+
+  async bundleSequence(): Promise<number> {
+    const rows = await this.#db.query("SELECT value FROM counters WHERE name = 'bundle_sequence'");
+    return num(rows[0]!['value']);
+  }
+
+  async setFederatedBundle(b: FederatedBundle): Promise<void> {
+    await this.#db.query(
+      'INSERT INTO federated_bundles (trust_domain, bundle, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain) DO UPDATE SET bundle = excluded.bundle, updated_at = excluded.updated_at',
+      [b.trustDomain, b.bundle, b.updatedAt],
+    );
+  }
+
+  async getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined> {
+    const rows = await this.#db.query('SELECT * FROM federated_bundles WHERE trust_domain = ?', [trustDomain]);
+    return rows[0] ? toFederated(rows[0]) : undefined;
+  }
+
+  async listFederatedBundles(): Promise<FederatedBundle[]> {
+    return (await this.#db.query('SELECT * FROM federated_bundles ORDER BY trust_domain')).map(toFederated);
+  }
+
+  async deleteFederatedBundle(trustDomain: string): Promise<boolean> {
+    return (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
+  }
+}

@@ -1,0 +1,139 @@
+/** The store conformance suite: every case runs against SQLite and PostgreSQL alike. */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { isWritError } from '@writ/spiffe';
+import { STORE_FACTORIES, type TestStore } from '../testing/stores.ts';
+import type { EntryInput } from './types.ts';
+
+const base: EntryInput = {
+  spiffeId: 'spiffe://example.org/web',
+  parentId: 'spiffe://example.org/writ/agent/node1',
+  selectors: ['unix:uid:1000'],
+  x509SvidTtl: 0,
+  jwtSvidTtl: 0,
+  dnsNames: [],
+  federatesWith: [],
+  admin: false,
+  hint: '',
+  expiresAt: null,
+};
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(async () => t.dispose());
+
+    it('creates, reads, updates and deletes an entry with increasing revisions', async () => {
+      const [e] = await t.store.createEntries([{ ...base, selectors: ['unix:uid:1000', 'unix:gid:50', 'unix:uid:1000'], dnsNames: ['web.local'] }], 1000);
+      assert.ok(e);
+      assert.deepEqual(e.selectors, ['unix:gid:50', 'unix:uid:1000'], 'selectors sorted and de-duplicated');
+      const got = await t.store.getEntry(e.id);
+      assert.deepEqual(got, e);
+      const upd = await t.store.updateEntry(e.id, { ...base, hint: 'web', admin: true, expiresAt: 5000 }, 2000);
+      assert.ok(upd.revision > e.revision);
+      assert.equal(upd.createdAt, 1000);
+      assert.equal(upd.updatedAt, 2000);
+      assert.deepEqual(await t.store.getEntry(e.id), upd);
+      assert.equal(await t.store.deleteEntry(e.id), true);
+      assert.equal(await t.store.getEntry(e.id), undefined);
+      assert.equal(await t.store.deleteEntry(e.id), false);
+    });
+
+    it('rejects a duplicate entry and a batch containing one, creating nothing', async () => {
+      await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/dup' }], 1);
+      await assert.rejects(t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/dup' }], 1), (e) => isWritError(e, 'ERR_ENTRY_EXISTS'));
+      // same selectors in another order are the same identity
+      await assert.rejects(
+        t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/new1' }, { ...base, spiffeId: 'spiffe://example.org/dup' }], 1),
+        (e) => isWritError(e, 'ERR_ENTRY_EXISTS'),
+      );
+      const page = await t.store.listEntries({ spiffeId: 'spiffe://example.org/new1' });
+      assert.equal(page.items.length, 0, 'the failed batch left nothing behind');
+      await assert.rejects(
+        t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/x', selectors: ['a:1', 'b:2'] }, { ...base, spiffeId: 'spiffe://example.org/x', selectors: ['b:2', 'a:1'] }], 1),
+        (e) => isWritError(e, 'ERR_ENTRY_EXISTS') && e.field === 'entries[1]',
+      );
+    });
+
+    it('updating an entry into a duplicate of another is refused and changes nothing', async () => {
+      const [a, b] = await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/ua' }, { ...base, spiffeId: 'spiffe://example.org/ub' }], 1);
+      await assert.rejects(t.store.updateEntry(b!.id, { ...base, spiffeId: 'spiffe://example.org/ua' }, 2), (e) => isWritError(e, 'ERR_ENTRY_EXISTS'));
+      assert.deepEqual(await t.store.getEntry(b!.id), b);
+      assert.ok(a);
+      await assert.rejects(t.store.updateEntry('nope', base, 2), (e) => isWritError(e, 'ERR_ENTRY_NOT_FOUND'));
+    });
+
+    it('lists by parent, SPIFFE ID and selectors, with pagination that visits each entry once', async () => {
+      const parent = 'spiffe://example.org/writ/agent/pager';
+      const inputs = Array.from({ length: 25 }, (_, i) => ({ ...base, parentId: parent, spiffeId: `spiffe://example.org/p/${i}`, selectors: i % 2 ? ['k8s:ns:a', 'k8s:sa:x'] : ['k8s:ns:a'] }));
+      await t.store.createEntries(inputs, 1);
+      const seen: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await t.store.listEntries({ parentId: parent, pageSize: 10, ...(token ? { pageToken: token } : {}) });
+        assert.ok(page.items.length <= 10);
+        seen.push(...page.items.map((e) => e.spiffeId));
+        token = page.nextPageToken;
+      } while (token);
+      assert.equal(seen.length, 25);
+      assert.equal(new Set(seen).size, 25);
+      const both = await t.store.listEntries({ parentId: parent, selectors: ['k8s:sa:x', 'k8s:ns:a'], pageSize: 100 });
+      assert.equal(both.items.length, 12);
+      const one = await t.store.listEntries({ spiffeId: 'spiffe://example.org/p/3' });
+      assert.equal(one.items.length, 1);
+      await assert.rejects(t.store.listEntries({ pageToken: '!!!' }), (e) => isWritError(e, 'ERR_PAGE_TOKEN_INVALID'));
+    });
+
+    it('join tokens are single use and expire', async () => {
+      await t.store.createJoinToken({ hash: 'h1', nodeName: 'n1', expiresAt: 100, createdAt: 1 });
+      await t.store.createJoinToken({ hash: 'h2', nodeName: 'n2', expiresAt: 100, createdAt: 1 });
+      const results = await Promise.allSettled([t.store.redeemJoinToken('h1', 50), t.store.redeemJoinToken('h1', 50)]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'exactly one racer wins');
+      const loser = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(isWritError(loser.reason, 'ERR_JOIN_TOKEN_USED'));
+      await assert.rejects(t.store.redeemJoinToken('h2', 100), (e) => isWritError(e, 'ERR_JOIN_TOKEN_EXPIRED'));
+      await assert.rejects(t.store.redeemJoinToken('zzz', 1), (e) => isWritError(e, 'ERR_JOIN_TOKEN_INVALID'));
+    });
+
+    it('admin tokens are found by hash and deleted', async () => {
+      await t.store.createAdminToken({ id: 'a1', hash: 'ha', role: 'viewer', name: 'ci', createdAt: 1, expiresAt: null });
+      assert.equal((await t.store.findAdminToken('ha'))?.role, 'viewer');
+      assert.equal((await t.store.listAdminTokens()).length, 1);
+      assert.equal(await t.store.deleteAdminToken('a1'), true);
+      assert.equal(await t.store.findAdminToken('ha'), undefined);
+    });
+
+    it('authorities are saved atomically and bump the bundle sequence', async () => {
+      const s0 = await t.store.bundleSequence();
+      const a = { id: 'x1', kind: 'x509', serverId: 's', status: 'active', publicData: 'pem', notBefore: 1, notAfter: 2 } as const;
+      await t.store.saveAuthorities([a, { ...a, id: 'j1', kind: 'jwt' }], []);
+      assert.equal(await t.store.bundleSequence(), s0 + 1);
+      await t.store.saveAuthorities([{ ...a, status: 'old' }], ['j1']);
+      const all = await t.store.listAuthorities();
+      assert.deepEqual(all.map((x) => [x.id, x.status]), [['x1', 'old']]);
+      assert.equal(await t.store.bundleSequence(), s0 + 2);
+    });
+
+    it('federated bundles and agents round-trip', async () => {
+      await t.store.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[]}', updatedAt: 1 });
+      await t.store.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[],"spiffe_sequence":2}', updatedAt: 2 });
+      assert.equal((await t.store.getFederatedBundle('other.org'))?.updatedAt, 2);
+      assert.equal((await t.store.listFederatedBundles()).length, 1);
+      assert.equal(await t.store.deleteFederatedBundle('other.org'), true);
+      assert.equal(await t.store.getFederatedBundle('other.org'), undefined);
+      const agent = { spiffeId: 'spiffe://example.org/writ/agent/n', nodeName: 'n', attestationType: 'join_token', selectors: ['join_token:n'], serial: 'ab', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 };
+      await t.store.upsertAgent(agent);
+      await t.store.upsertAgent({ ...agent, banned: true, updatedAt: 2 });
+      assert.deepEqual(await t.store.getAgent(agent.spiffeId), { ...agent, banned: true, updatedAt: 2 });
+      assert.equal((await t.store.listAgents()).length, 1);
+    });
+
+    it('migrations are idempotent', async () => {
+      await t.store.migrate();
+      await t.store.ping();
+    });
+  });
+}

@@ -1,0 +1,139 @@
+/** The store: everything the server persists, behind one interface with a SQLite and a Postgres driver. */
+
+export interface EntryInput {
+  readonly spiffeId: string;
+  readonly parentId: string;
+  /** `type:value` selectors; all must match. Stored sorted and de-duplicated. */
+  readonly selectors: readonly string[];
+  /** Seconds; 0 means the server default. */
+  readonly x509SvidTtl: number;
+  readonly jwtSvidTtl: number;
+  readonly dnsNames: readonly string[];
+  readonly federatesWith: readonly string[];
+  readonly admin: boolean;
+  readonly hint: string;
+  /** Epoch milliseconds, or null for no expiry. */
+  readonly expiresAt: number | null;
+}
+
+export interface Entry extends EntryInput {
+  readonly id: string;
+  /** Increases on every change; the agent sync follows it. */
+  readonly revision: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export interface ListEntriesQuery {
+  readonly spiffeId?: string;
+  readonly parentId?: string;
+  /** Entries that have every one of these selectors. */
+  readonly selectors?: readonly string[];
+  readonly pageSize?: number;
+  readonly pageToken?: string;
+}
+
+export interface Page<T> {
+  readonly items: T[];
+  readonly nextPageToken: string | undefined;
+}
+
+export interface JoinToken {
+  /** sha256 of the token, hex; the token itself is never stored. */
+  readonly hash: string;
+  readonly nodeName: string;
+  readonly expiresAt: number;
+  readonly createdAt: number;
+}
+
+export const ROLES = ['viewer', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface AdminToken {
+  readonly id: string;
+  readonly hash: string;
+  readonly role: Role;
+  readonly name: string;
+  readonly createdAt: number;
+  readonly expiresAt: number | null;
+}
+
+export interface Agent {
+  readonly spiffeId: string;
+  readonly nodeName: string;
+  readonly attestationType: string;
+  readonly selectors: readonly string[];
+  readonly serial: string;
+  readonly expiresAt: number;
+  readonly banned: boolean;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export const AUTHORITY_STATUSES = ['prepared', 'active', 'old'] as const;
+export type AuthorityStatus = (typeof AUTHORITY_STATUSES)[number];
+
+/**
+ * One signing authority in the CA journal. Only public material is stored here; the private key
+ * stays on the disk of the server that made it (`serverId`). Every server's authorities are
+ * published in the bundle, so replicas each sign with their own keys (as SPIRE does).
+ */
+export interface Authority {
+  readonly id: string;
+  readonly kind: 'x509' | 'jwt';
+  readonly serverId: string;
+  readonly status: AuthorityStatus;
+  /** x509: the CA certificate chain as PEM (ours first); jwt: the public JWK as JSON. */
+  readonly publicData: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+
+export interface FederatedBundle {
+  readonly trustDomain: string;
+  /** SPIFFE bundle JSON, as given. */
+  readonly bundle: string;
+  readonly updatedAt: number;
+}
+
+export interface Store {
+  readonly kind: 'sqlite' | 'postgres';
+  /** Applies pending schema migrations. Safe to run from several replicas at once. */
+  migrate(): Promise<void>;
+  /** Resolves when the database answers a trivial query. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  /** Creates all entries or none (ERR_ENTRY_EXISTS on a duplicate spiffeId+parentId+selectors). */
+  createEntries(inputs: readonly EntryInput[], now: number): Promise<Entry[]>;
+  getEntry(id: string): Promise<Entry | undefined>;
+  listEntries(query: ListEntriesQuery): Promise<Page<Entry>>;
+  updateEntry(id: string, input: EntryInput, now: number): Promise<Entry>;
+  deleteEntry(id: string): Promise<boolean>;
+
+  createJoinToken(token: JoinToken): Promise<void>;
+  /** Marks the token used and returns it; ERR_JOIN_TOKEN_INVALID / _EXPIRED / _USED otherwise. */
+  redeemJoinToken(hash: string, now: number): Promise<JoinToken>;
+
+  createAdminToken(token: AdminToken): Promise<void>;
+  findAdminToken(hash: string): Promise<AdminToken | undefined>;
+  listAdminTokens(): Promise<AdminToken[]>;
+  deleteAdminToken(id: string): Promise<boolean>;
+
+  upsertAgent(agent: Agent): Promise<void>;
+  getAgent(spiffeId: string): Promise<Agent | undefined>;
+  listAgents(): Promise<Agent[]>;
+
+  listAuthorities(): Promise<Authority[]>;
+  /** Inserts or replaces authorities and deletes others, atomically; bumps the bundle sequence. */
+  saveAuthorities(upsert: readonly Authority[], remove: readonly string[]): Promise<void>;
+  bundleSequence(): Promise<number>;
+
+  setFederatedBundle(bundle: FederatedBundle): Promise<void>;
+  getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;
+  listFederatedBundles(): Promise<FederatedBundle[]>;
+  deleteFederatedBundle(trustDomain: string): Promise<boolean>;
+}
+
+export const MAX_PAGE_SIZE = 1000;
+export const DEFAULT_PAGE_SIZE = 100;

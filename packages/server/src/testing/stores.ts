@@ -1,0 +1,43 @@
+/** Store factories for tests and benchmarks: a fresh SQLite file, a fresh Postgres schema. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { openStore } from '../store/open.ts';
+import type { Store } from '../store/types.ts';
+
+export const TEST_PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface TestStore {
+  readonly name: 'sqlite' | 'postgres';
+  readonly store: Store;
+  dispose(): Promise<void>;
+}
+
+export async function sqliteTestStore(): Promise<TestStore> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-store-'));
+  const store = await openStore({ db: 'sqlite', dataDir: dir });
+  return { name: 'sqlite', store, dispose: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+export async function postgresTestStore(): Promise<TestStore> {
+  const schema = `writ_t_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = new pg.Client({ connectionString: TEST_PG_URL });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  await admin.end();
+  const store = await openStore({ db: TEST_PG_URL, dataDir: tmpdir(), schema });
+  return {
+    name: 'postgres',
+    store,
+    dispose: async () => {
+      await store.close();
+      const c = new pg.Client({ connectionString: TEST_PG_URL });
+      await c.connect();
+      await c.query(`DROP SCHEMA ${schema} CASCADE`);
+      await c.end();
+    },
+  };
+}
+
+export const STORE_FACTORIES = [sqliteTestStore, postgresTestStore] as const;
