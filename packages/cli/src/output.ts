@@ -1,0 +1,22 @@
+/** `-o table|json|yaml` for every read command. */
+import { stringify } from 'yaml';
+import { WritError } from '@writ/spiffe';
+
+export const FORMATS = ['table', 'json', 'yaml'] as const;
+export type Format = (typeof FORMATS)[number];
+
+export function checkFormat(f: string): Format {
+  if (!(FORMATS as readonly string[]).includes(f)) throw new WritError('ERR_FIELD_INVALID', `-o must be one of ${FORMATS.join(', ')}`, { field: 'output' });
+  return f as Format;
+}
+
+/** Prints `data`; for tables, `rows` gives the columns to show. */
+export function print(format: Format, data: unknown, rows?: () => { head: string[]; body: string[][] }): void {
+  if (format === 'json') return void process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+  if (format === 'yaml') return void process.stdout.write(stringify(data));
+  if (!rows) return void process.stdout.write(stringify(data));
+  const { head, body } = rows();
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  process.stdout.write(`${[line(head), ...body.map(line)].join('\n')}\n`);
+}

@@ -1,0 +1,135 @@
+/** Small HTTP plumbing: routing, bounded JSON bodies, error mapping. No framework: the surface is small. */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { WritError, isWritError } from '@writ/spiffe';
+import type { Role } from '../store/types.ts';
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+export interface Request {
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly params: readonly string[];
+  readonly raw: IncomingMessage;
+  /** The caller's role, once authenticated. */
+  role: Role | undefined;
+  /** The parsed JSON body (routes with `body`). */
+  body: unknown;
+}
+
+export interface Reply {
+  readonly status: number;
+  readonly body: unknown;
+  readonly contentType?: string;
+  readonly headers?: Record<string, string>;
+}
+
+export type Handler = (req: Request) => Promise<Reply> | Reply;
+
+export interface Route {
+  readonly method: string;
+  readonly pattern: RegExp;
+  /** The route name used in metrics and the OpenAPI document, e.g. `/v1/entries/{id}`. */
+  readonly name: string;
+  /** undefined: no authentication. */
+  readonly role: Role | undefined;
+  readonly body?: { readonly limit: number } | undefined;
+  readonly summary: string;
+  readonly handler: Handler;
+}
+
+export const ok = (body: unknown, status = 200): Reply => ({ status, body });
+
+/** Reads the body as JSON with a size limit checked while streaming, before parsing. */
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') throw new WritError('ERR_CONTENT_TYPE', `Content-Type must be application/json, got ${JSON.stringify(type.slice(0, 60) || 'none')}`);
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new WritError('ERR_JSON_INVALID', 'request body is empty; a JSON object is expected');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new WritError('ERR_JSON_INVALID', `request body is not valid JSON: ${(err as Error).message.slice(0, 120)}`);
+  }
+}
+
+/** Serialises an error for the client: WritErrors as themselves, anything else as a bare 500. */
+export function errorReply(err: unknown): Reply {
+  if (isWritError(err)) return { status: err.status, body: err.toJSON() };
+  return { status: 500, body: { code: 'ERR_INTERNAL', message: 'internal error; see the server log' } };
+}
+
+export function send(res: ServerResponse, reply: Reply): void {
+  if (res.headersSent) return;
+  const isText = typeof reply.body === 'string';
+  const payload = isText ? (reply.body as string) : `${JSON.stringify(reply.body)}\n`;
+  res.writeHead(reply.status, {
+    'content-type': reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : 'application/json'),
+    'content-length': Buffer.byteLength(payload),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...reply.headers,
+  });
+  res.end(payload);
+}
+
+// ------------------------------------------------------------ input validation helpers
+
+export type Json = Record<string, unknown>;
+
+export function object(v: unknown, field = 'body'): Json {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new WritError('ERR_FIELD_INVALID', `${field} must be a JSON object`, { field });
+  return v as Json;
+}
+
+/** Rejects any key not in `allowed`, naming it. */
+export function onlyKeys(o: Json, allowed: readonly string[], prefix = ''): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown field "${prefix}${k.slice(0, 64)}"; allowed: ${allowed.join(', ')}`, { field: prefix + k.slice(0, 64) });
+  }
+}
+
+export function str(o: Json, key: string, opts: { required?: boolean; max?: number; prefix?: string } = {}): string | undefined {
+  const v = o[key];
+  const field = (opts.prefix ?? '') + key;
+  if (v === undefined || v === null) {
+    if (opts.required) throw new WritError('ERR_FIELD_MISSING', `field "${field}" is required`, { field });
+    return undefined;
+  }
+  if (typeof v !== 'string') throw new WritError('ERR_FIELD_INVALID', `field "${field}" must be a string`, { field });
+  const max = opts.max ?? 2048;
+  if (v.length > max) throw new WritError('ERR_FIELD_INVALID', `field "${field}" is longer than ${max} characters`, { field });
+  return v;
+}
+
+export function strList(o: Json, key: string, opts: { max: number; itemMax?: number; prefix?: string }): string[] | undefined {
+  const v = o[key];
+  const field = (opts.prefix ?? '') + key;
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw new WritError('ERR_FIELD_INVALID', `field "${field}" must be an array of strings`, { field });
+  if (v.length > opts.max) throw new WritError('ERR_FIELD_INVALID', `field "${field}" has more than ${opts.max} items`, { field });
+  return v.map((x, i) => {
+    if (typeof x !== 'string') throw new WritError('ERR_FIELD_INVALID', `field "${field}[${i}]" must be a string`, { field: `${field}[${i}]` });
+    if (x.length > (opts.itemMax ?? 2048)) throw new WritError('ERR_FIELD_INVALID', `field "${field}[${i}]" is too long`, { field: `${field}[${i}]` });
+    return x;
+  });
+}
+
+/** Re-throws a validation error with the field it concerns. */
+export function withField<T>(field: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (isWritError(err) && err.field === undefined) throw new WritError(err.code, `field "${field}": ${err.message}`, { field, cause: err });
+    throw err;
+  }
+}

@@ -1,0 +1,238 @@
+/** The admin and public HTTP API: one table of routes, each with its role and handler. */
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import {
+  WritError, bundleToPem, certificatesToPem, formatBundleJson, jwkOf, jwtAlgorithmFor, keyTypeOf, parseBundleJson, parseCsr, parseSpiffeId,
+  parseTrustDomain, type TrustBundle,
+} from '@writ/spiffe';
+import type { CertificateAuthority } from '../ca/ca.ts';
+import type { Metrics } from '../metrics.ts';
+import { ROLES, type Role, type Store } from '../store/types.ts';
+import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
+import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
+
+export interface ApiContext {
+  readonly store: Store;
+  readonly ca: CertificateAuthority;
+  readonly trustDomain: string;
+  /** Base URL clients reach this server at, e.g. https://127.0.0.1:8443. */
+  readonly publicUrl: string;
+  readonly jwtIssuer: string;
+  readonly metrics: Metrics;
+  readonly clock: () => number;
+  /** Resolves when the server can serve: store reachable and CA initialised. */
+  readonly ready: () => Promise<void>;
+}
+
+export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
+const newJoinToken = (): string => randomBytes(24).toString('base64url');
+
+const NODE_NAME = /^[a-zA-Z0-9._-]{1,128}$/;
+const MAX_JOIN_TOKEN_TTL_MS = 30 * 86_400_000;
+const BATCH_LIMIT = 10_000;
+
+function audienceList(o: Record<string, unknown>): string[] {
+  const v = o['audience'];
+  const list = typeof v === 'string' ? [v] : strList(o, 'audience', { max: 16, itemMax: 512 });
+  if (!list || list.length === 0 || list.some((a) => a.length === 0)) throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
+  return list;
+}
+
+function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: number): Record<string, unknown> {
+  return { trustDomain, updatedAt: new Date(updatedAt).toISOString(), bundle: formatBundleJson(bundle) };
+}
+
+export function buildRoutes(ctx: ApiContext): Route[] {
+  const td = ctx.trustDomain;
+  const routes: Route[] = [];
+  const add = (method: string, name: string, role: Role | undefined, summary: string, handler: Route['handler'], body?: { limit: number }): void => {
+    const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
+    routes.push({ method, name, pattern, role, summary, handler, body });
+  };
+  const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
+
+  // ---------------------------------------------------------------- health and metadata
+  add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ok({ status: 'ok' }));
+  add('GET', '/readyz', undefined, 'Readiness: the store answers and the CA can sign.', async () => {
+    await ctx.ready();
+    return ok({ status: 'ok' });
+  });
+  add('GET', '/metrics', undefined, 'Prometheus metrics.', async () => ({ status: 200, body: await ctx.metrics.registry.metrics(), contentType: ctx.metrics.registry.contentType }));
+
+  // ---------------------------------------------------------------- bundle, federation and OIDC (public)
+  add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () => ok(formatBundleJson(ctx.ca.bundle())));
+  add('GET', '/.well-known/openid-configuration', undefined, 'OpenID Connect discovery for JWT-SVID verification.', () =>
+    ok({
+      issuer: ctx.jwtIssuer,
+      jwks_uri: `${ctx.publicUrl}/keys`,
+      authorization_endpoint: '',
+      response_types_supported: ['id_token'],
+      subject_types_supported: ['public'],
+      id_token_signing_alg_values_supported: ['ES256', 'ES384', 'RS256'],
+    }),
+  );
+  add('GET', '/keys', undefined, 'JWKS of the JWT-SVID signing keys.', () => {
+    const keys = [...ctx.ca.bundle().jwtAuthorities].map(([kid, key]) => ({ ...jwkOf(key), kid, use: 'sig', alg: jwtAlgorithmFor(keyTypeOf(key)) }));
+    return ok({ keys });
+  });
+
+  // ---------------------------------------------------------------- entries
+  add('GET', '/v1/entries', 'viewer', 'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).', async (req) => {
+    const q = req.query;
+    for (const k of q.keys()) if (!['spiffeId', 'parentId', 'selector', 'pageSize', 'pageToken'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
+    const pageSizeRaw = q.get('pageSize');
+    const pageSize = pageSizeRaw === null ? undefined : Number(pageSizeRaw);
+    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000)) throw new WritError('ERR_FIELD_INVALID', 'pageSize must be an integer from 1 to 1000', { field: 'pageSize' });
+    const spiffeId = q.get('spiffeId');
+    const parentId = q.get('parentId');
+    if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
+    if (parentId !== null) withField('parentId', () => parseSpiffeId(parentId));
+    const page = await ctx.store.listEntries({
+      ...(spiffeId !== null ? { spiffeId } : {}),
+      ...(parentId !== null ? { parentId } : {}),
+      selectors: q.getAll('selector'),
+      ...(pageSize !== undefined ? { pageSize } : {}),
+      ...(q.get('pageToken') ? { pageToken: q.get('pageToken')! } : {}),
+    });
+    return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
+  });
+  add('POST', '/v1/entries', 'operator', 'Create a registration entry.', async (req) => {
+    const now = ctx.clock();
+    const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
+    return ok(entryJson(e!), 201);
+  }, JSON_BODY);
+  add('POST', '/v1/entries/batch', 'operator', `Create up to ${BATCH_LIMIT} entries, all or none.`, async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['entries']);
+    const list = o['entries'];
+    if (!Array.isArray(list) || list.length === 0) throw new WritError('ERR_FIELD_INVALID', 'field "entries" must be a non-empty array', { field: 'entries' });
+    if (list.length > BATCH_LIMIT) throw new WritError('ERR_FIELD_INVALID', `field "entries" has more than ${BATCH_LIMIT} items`, { field: 'entries' });
+    const now = ctx.clock();
+    const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
+    const created = await ctx.store.createEntries(inputs, now);
+    return ok({ entries: created.map(entryJson) }, 201);
+  }, { limit: 16 * DEFAULT_BODY_LIMIT });
+  const getEntry = async (req: Request) => {
+    const e = await ctx.store.getEntry(req.params[0]!);
+    if (!e) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
+    return e;
+  };
+  add('GET', '/v1/entries/{id}', 'viewer', 'Get one entry.', async (req) => ok(entryJson(await getEntry(req))));
+  add('PATCH', '/v1/entries/{id}', 'operator', 'Change the given fields of an entry.', async (req) => {
+    const base = await getEntry(req);
+    const now = ctx.clock();
+    return ok(entryJson(await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now)));
+  }, JSON_BODY);
+  add('PUT', '/v1/entries/{id}', 'operator', 'Replace an entry.', async (req) => {
+    const base = await getEntry(req);
+    const now = ctx.clock();
+    return ok(entryJson(await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now)));
+  }, JSON_BODY);
+  add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
+    if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
+    return { status: 204, body: '' };
+  });
+
+  // ---------------------------------------------------------------- join tokens
+  add('POST', '/v1/join-tokens', 'operator', 'Create a single-use join token for an agent.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['nodeName', 'ttl']);
+    const nodeName = str(o, 'nodeName', { max: 128 }) ?? `node-${randomBytes(4).toString('hex')}`;
+    if (!NODE_NAME.test(nodeName)) throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" may hold only a-z A-Z 0-9 . _ - (1 to 128 characters)', { field: 'nodeName' });
+    if (nodeName === '.' || nodeName === '..') throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" cannot be "." or ".."', { field: 'nodeName' });
+    const ttlMs = ttlField(o, 'ttl', MAX_JOIN_TOKEN_TTL_MS) ?? 3_600_000;
+    const token = newJoinToken();
+    const now = ctx.clock();
+    await ctx.store.createJoinToken({ hash: hashToken(token), nodeName, expiresAt: now + ttlMs, createdAt: now });
+    return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
+  }, JSON_BODY);
+
+  // ---------------------------------------------------------------- admin tokens
+  add('POST', '/v1/admin-tokens', 'admin', 'Create an API token with a role (admin, operator, viewer). The token is shown once.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['role', 'name', 'ttl']);
+    const role = str(o, 'role', { required: true, max: 16 }) as Role;
+    if (!ROLES.includes(role)) throw new WritError('ERR_FIELD_INVALID', `field "role" must be one of ${ROLES.join(', ')}`, { field: 'role' });
+    const name = str(o, 'name', { max: 128 }) ?? '';
+    const ttlMs = ttlField(o, 'ttl', 3660 * 86_400_000);
+    const token = newAdminToken();
+    const now = ctx.clock();
+    const rec = { id: randomUUID(), hash: hashToken(token), role, name, createdAt: now, expiresAt: ttlMs === undefined ? null : now + ttlMs };
+    await ctx.store.createAdminToken(rec);
+    return ok({ id: rec.id, token, role, name, createdAt: new Date(now).toISOString(), expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString() }, 201);
+  }, JSON_BODY);
+  add('GET', '/v1/admin-tokens', 'admin', 'List API tokens (never the tokens themselves).', async () =>
+    ok({
+      adminTokens: (await ctx.store.listAdminTokens()).map((t) => ({
+        id: t.id, role: t.role, name: t.name, createdAt: new Date(t.createdAt).toISOString(), expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
+      })),
+    }),
+  );
+  add('DELETE', '/v1/admin-tokens/{id}', 'admin', 'Revoke an API token.', async (req) => {
+    if (!(await ctx.store.deleteAdminToken(req.params[0]!))) throw new WritError('ERR_NOT_FOUND', 'admin token not found');
+    return { status: 204, body: '' };
+  });
+
+  // ---------------------------------------------------------------- minting (admin; for CI systems and tests)
+  add('POST', '/v1/svids/x509', 'admin', 'Sign an X.509-SVID for a SPIFFE ID from a CSR (PEM). The private key stays with the caller.', (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['spiffeId', 'csr', 'ttl', 'dnsNames']);
+    const spiffeId = str(o, 'spiffeId', { required: true })!;
+    withField('spiffeId', () => parseSpiffeId(spiffeId));
+    const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
+    const { spki } = withField('csr', () => parseCsr(csr));
+    const ttlMs = ttlField(o, 'ttl', MAX_X509_TTL_MS);
+    const dnsNames = (strList(o, 'dnsNames', { max: 32, itemMax: 253 }) ?? []).map((d, i) => parseDnsName(d, `dnsNames[${i}]`));
+    const svid = ctx.ca.signX509Svid({ spiffeId, spki, dnsNames, ...(ttlMs ? { ttlMs } : {}) });
+    ctx.metrics.svidsIssued.inc({ type: 'x509' });
+    return ok({
+      spiffeId,
+      svid: certificatesToPem(svid.chain),
+      bundle: bundleToPem(ctx.ca.bundle()),
+      expiresAt: new Date(svid.expiresAt).toISOString(),
+    }, 201);
+  }, JSON_BODY);
+  add('POST', '/v1/svids/jwt', 'admin', 'Mint a JWT-SVID for a SPIFFE ID and audience.', (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['spiffeId', 'audience', 'ttl']);
+    const spiffeId = str(o, 'spiffeId', { required: true })!;
+    withField('spiffeId', () => parseSpiffeId(spiffeId));
+    const audience = audienceList(o);
+    const ttlMs = ttlField(o, 'ttl', MAX_JWT_TTL_MS);
+    const jwt = ctx.ca.signJwtSvid(spiffeId, audience, ttlMs);
+    ctx.metrics.svidsIssued.inc({ type: 'jwt' });
+    return ok({ spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() }, 201);
+  }, JSON_BODY);
+
+  // ---------------------------------------------------------------- federated bundles
+  const tdParam = (req: Request): string => {
+    const name = decodeURIComponent(req.params[0]!);
+    withField('trustDomain', () => parseTrustDomain(name));
+    if (name === td) throw new WritError('ERR_TRUST_DOMAIN_INVALID', `"${td}" is this server's own trust domain`, { field: 'trustDomain' });
+    return name;
+  };
+  add('GET', '/v1/federated-bundles', 'viewer', 'List the foreign trust domain bundles this server holds.', async () => ({
+    status: 200,
+    body: { bundles: (await ctx.store.listFederatedBundles()).map((b) => federatedJson(b.trustDomain, parseBundleJson(b.trustDomain, b.bundle), b.updatedAt)) },
+  }));
+  add('GET', '/v1/federated-bundles/{trustDomain}', 'viewer', "Get a foreign trust domain's bundle.", async (req) => {
+    const name = tdParam(req);
+    const b = await ctx.store.getFederatedBundle(name);
+    if (!b) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
+    return ok(federatedJson(name, parseBundleJson(name, b.bundle), b.updatedAt));
+  });
+  add('PUT', '/v1/federated-bundles/{trustDomain}', 'admin', "Set a foreign trust domain's bundle (body: SPIFFE bundle JSON).", async (req) => {
+    const name = tdParam(req);
+    const bundle = parseBundleJson(name, req.body);
+    const now = ctx.clock();
+    await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
+    return ok(federatedJson(name, bundle, now));
+  }, JSON_BODY);
+  add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
+    const name = tdParam(req);
+    if (!(await ctx.store.deleteFederatedBundle(name))) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
+    return { status: 204, body: '' };
+  });
+
+  return routes;
+}

@@ -1,0 +1,127 @@
+/** Server configuration: flags over a YAML file over defaults, validated with errors naming the setting. */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { KEY_TYPES, WritError, parseDuration, parseTrustDomain, type KeyType } from '@writ/spiffe';
+
+export interface ServerConfig {
+  readonly trustDomain: string;
+  readonly dataDir: string;
+  readonly host: string;
+  readonly port: number;
+  /** `sqlite` (default), `sqlite:/path`, or a postgres:// URL. */
+  readonly db: string;
+  readonly caKeyType: KeyType;
+  readonly caTtlMs: number;
+  readonly x509SvidTtlMs: number;
+  readonly jwtSvidTtlMs: number;
+  /** `iss` of JWT-SVIDs and the OIDC discovery issuer; default the server's URL. */
+  readonly jwtIssuer: string | undefined;
+  /** Extra DNS names for the server's own certificate (localhost is always there). */
+  readonly dnsNames: readonly string[];
+  readonly upstreamCa: { readonly certFile: string; readonly keyFile: string; readonly bundleFile: string | undefined } | undefined;
+  /** Key-encryption key for private keys at rest (from WRIT_KEK or kekFile); never logged. */
+  readonly kek: string | undefined;
+  readonly logLevel: string;
+}
+
+export const SERVER_DEFAULTS = {
+  listen: '127.0.0.1:8443',
+  db: 'sqlite',
+  caKeyType: 'ec-p256',
+  caTtl: '24h',
+  x509SvidTtl: '1h',
+  jwtSvidTtl: '5m',
+  logLevel: 'info',
+} as const;
+
+const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel'] as const;
+type Key = (typeof KEYS)[number];
+export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames'>, string>> & {
+  config?: string;
+  dnsNames?: string[];
+  upstreamCaCert?: string;
+  upstreamCaKey?: string;
+  upstreamCaBundle?: string;
+};
+
+function bad(field: string, msg: string): never {
+  throw new WritError('ERR_CONFIG_INVALID', `${field}: ${msg}`, { field });
+}
+
+export function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) bad('listen', `${JSON.stringify(v)} is not HOST:PORT (e.g. 127.0.0.1:8443, [::1]:8443, 0.0.0.0:8443)`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  let file: Record<string, unknown> = {};
+  if (flags.config) {
+    let text: string;
+    try {
+      text = readFileSync(flags.config, 'utf8');
+    } catch (err) {
+      return bad('config', `cannot read ${flags.config}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text, { maxAliasCount: 10 });
+    } catch (err) {
+      return bad('config', `${flags.config} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) bad('config', `${flags.config} must be a mapping of settings`);
+      file = doc as Record<string, unknown>;
+      for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
+    }
+  }
+  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames'>): string | undefined => {
+    const v = flags[k] ?? file[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
+    return String(v);
+  };
+  const trustDomain = get('trustDomain') ?? bad('trustDomain', 'is required (--trust-domain example.org)');
+  try {
+    parseTrustDomain(trustDomain);
+  } catch (err) {
+    bad('trustDomain', (err as Error).message);
+  }
+  const dataDir = resolve(get('dataDir') ?? bad('dataDir', 'is required (--data-dir DIR)'));
+  const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
+  const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
+  if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl', max: number): number => parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, 1000);
+  const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
+  const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
+  const jwtSvidTtlMs = dur('jwtSvidTtl', 86_400_000);
+  const dnsRaw = flags.dnsNames ?? file['dnsNames'] ?? [];
+  if (!Array.isArray(dnsRaw) || dnsRaw.some((d) => typeof d !== 'string')) bad('dnsNames', 'must be a list of DNS names');
+  const up = file['upstreamCa'] as Record<string, unknown> | undefined;
+  const certFile = flags.upstreamCaCert ?? (up?.['certFile'] as string | undefined);
+  const keyFile = flags.upstreamCaKey ?? (up?.['keyFile'] as string | undefined);
+  const bundleFile = flags.upstreamCaBundle ?? (up?.['bundleFile'] as string | undefined);
+  if ((certFile === undefined) !== (keyFile === undefined)) bad('upstreamCa', 'needs both a certificate file and a key file');
+  let kek = env['WRIT_KEK'] || undefined;
+  const kekFile = get('kekFile');
+  if (kekFile) {
+    try {
+      kek = readFileSync(kekFile, 'utf8').trim();
+    } catch (err) {
+      bad('kekFile', `cannot read ${kekFile}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    if (!kek) bad('kekFile', `${kekFile} is empty`);
+  }
+  return {
+    trustDomain, dataDir, host, port,
+    db: get('db') ?? SERVER_DEFAULTS.db,
+    caKeyType, caTtlMs, x509SvidTtlMs, jwtSvidTtlMs,
+    jwtIssuer: get('jwtIssuer'),
+    dnsNames: dnsRaw as string[],
+    upstreamCa: certFile && keyFile ? { certFile, keyFile, bundleFile } : undefined,
+    kek,
+    logLevel: get('logLevel') ?? SERVER_DEFAULTS.logLevel,
+  };
+}

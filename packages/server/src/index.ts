@@ -1,0 +1,6 @@
+export { startServer, type RunningServer, type StartOptions } from './server.ts';
+export { loadServerConfig, parseListen, SERVER_DEFAULTS, type ServerConfig, type ServerFlags } from './config.ts';
+export { CertificateAuthority, type CaOptions, type UpstreamCa } from './ca/ca.ts';
+export { generateSigner, readPrivateKey, writePrivateKey } from './ca/keys.ts';
+export { openStore, redactDbUrl } from './store/open.ts';
+export { ROLES, type Role, type Store, type Entry, type EntryInput } from './store/types.ts';

@@ -1,0 +1,23 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The server's metrics, on a registry of its own (several servers can share a process in tests). */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly httpRequests: Counter<'method' | 'route' | 'status'>;
+  readonly httpDuration: Histogram<'method' | 'route'>;
+  readonly svidsIssued: Counter<'type'>;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'writ_' });
+  return {
+    registry,
+    httpRequests: new Counter({ name: 'writ_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    httpDuration: new Histogram({
+      name: 'writ_http_request_duration_seconds', help: 'HTTP request latency.', labelNames: ['method', 'route'], registers: [registry],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    }),
+    svidsIssued: new Counter({ name: 'writ_svids_issued_total', help: 'SVIDs signed by the admin API.', labelNames: ['type'], registers: [registry] }),
+  };
+}

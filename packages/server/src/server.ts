@@ -1,0 +1,260 @@
+/**
+ * `writ server`: opens the store, runs the CA, serves the API over HTTPS with a certificate from
+ * its own CA, and keeps rotating. The thin `main` lives in the CLI.
+ */
+import { createPublicKey, randomUUID, type KeyObject } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pino, type Logger } from 'pino';
+import {
+  WritError, bundleToPem, certificatesToPem, isWritError, parseCertificatesPem, toPem, type Certificate,
+} from '@writ/spiffe';
+import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
+import { generateSigner, readPrivateKey } from './ca/keys.ts';
+import type { ServerConfig } from './config.ts';
+import { errorReply, readJson, send, type Request, type Route } from './api/http.ts';
+import { openApiDocument } from './api/openapi.ts';
+import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
+import { createMetrics } from './metrics.ts';
+import { openStore, redactDbUrl } from './store/open.ts';
+import { ROLES, type Role, type Store } from './store/types.ts';
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly store: Store;
+  readonly ca: CertificateAuthority;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly log?: Logger;
+  readonly clock?: () => number;
+}
+
+const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
+
+function loadUpstream(cfg: NonNullable<ServerConfig['upstreamCa']>, kek: string | undefined): UpstreamCa {
+  const read = (f: string, what: string): string => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (err) {
+      throw new WritError('ERR_CONFIG_INVALID', `upstream CA ${what} ${f}: ${(err as NodeJS.ErrnoException).code}`, { field: 'upstreamCa' });
+    }
+  };
+  const chain = parseCertificatesPem(read(cfg.certFile, 'certificate'));
+  if (chain.length === 0 || chain[0]!.basicConstraints?.ca !== true) throw new WritError('ERR_CONFIG_INVALID', `upstream CA certificate ${cfg.certFile} must start with a CA certificate`, { field: 'upstreamCa' });
+  const signer = readPrivateKey(cfg.keyFile, kek);
+  if (!signer.key.asymmetricKeyType || !chain[0]!.spki.equals(generatePublicSpki(signer))) throw new WritError('ERR_CONFIG_INVALID', `upstream CA key ${cfg.keyFile} does not match its certificate`, { field: 'upstreamCa' });
+  let roots: Certificate[];
+  if (cfg.bundleFile) roots = parseCertificatesPem(read(cfg.bundleFile, 'bundle'));
+  else roots = chain.filter((c) => c.issuer.equals(c.subject));
+  if (roots.length === 0) throw new WritError('ERR_CONFIG_INVALID', 'the upstream CA chain has no self-signed root; give the trust roots as a bundle file', { field: 'upstreamCa' });
+  return { chain, signer, roots };
+}
+
+function generatePublicSpki(signer: { key: KeyObject }): Buffer {
+  return createPublicKey(signer.key).export({ format: 'der', type: 'spki' });
+}
+
+function serverId(dataDir: string): string {
+  const f = join(dataDir, 'server.id');
+  if (existsSync(f)) return readFileSync(f, 'utf8').trim();
+  const id = randomUUID();
+  writeFileSync(f, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): Promise<RunningServer> {
+  const log = opts.log ?? pino({ level: cfg.logLevel, base: { svc: 'writ-server' }, timestamp: pino.stdTimeFunctions.isoTime });
+  const clock = opts.clock ?? Date.now;
+  mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+
+  let store: Store;
+  try {
+    store = await openStore({ db: cfg.db, dataDir: cfg.dataDir, onError: (err) => log.warn({ err: err.message }, 'database connection lost; will reconnect') });
+  } catch (err) {
+    const why = isWritError(err) ? err.message : ((err as Error).message || String((err as { code?: string }).code ?? err));
+    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${why}`, { cause: err });
+  }
+
+  const timers: NodeJS.Timeout[] = [];
+  let httpServer: Server | undefined;
+  try {
+    const ca = new CertificateAuthority({
+      store, trustDomain: cfg.trustDomain, dataDir: cfg.dataDir, serverId: serverId(cfg.dataDir), keyType: cfg.caKeyType,
+      caTtlMs: cfg.caTtlMs, x509SvidTtlMs: cfg.x509SvidTtlMs, jwtSvidTtlMs: cfg.jwtSvidTtlMs,
+      ...(cfg.upstreamCa ? { upstream: loadUpstream(cfg.upstreamCa, cfg.kek) } : {}),
+      ...(cfg.kek ? { kek: cfg.kek } : {}),
+      clock,
+      onEvent: (event, fields) => log.info(fields, event),
+    });
+    // Publicly reachable URL: a wildcard listen address is reached through loopback locally.
+    const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
+    const urlHost = isIP(host) === 6 ? `[${host}]` : host;
+    let publicUrl = '';
+    let jwtIssuer = cfg.jwtIssuer ?? '';
+    await ca.rotate();
+
+    // ---------------------------------------------------------------- files the operator needs
+    const bundlePath = join(cfg.dataDir, 'bundle.pem');
+    const writeBundle = (): void => {
+      const pem = bundleToPem(ca.bundle());
+      if (!existsSync(bundlePath) || readFileSync(bundlePath, 'utf8') !== pem) writeFileSync(bundlePath, pem, { mode: 0o644 });
+    };
+    writeBundle();
+    const tokenPath = join(cfg.dataDir, 'admin.token');
+    if ((await store.listAdminTokens()).length === 0) {
+      const token = newAdminToken();
+      await store.createAdminToken({ id: randomUUID(), hash: hashToken(token), role: 'admin', name: 'initial', createdAt: clock(), expiresAt: null });
+      writeFileSync(tokenPath, `${token}\n`, { mode: 0o600 });
+      chmodSync(tokenPath, 0o600);
+      log.info({ path: tokenPath }, 'wrote the initial admin token');
+    }
+
+    // ---------------------------------------------------------------- TLS identity of the server
+    const serverSpiffeId = `spiffe://${cfg.trustDomain}/writ/server`;
+    let tlsExpiresAt = 0;
+    const tlsIdentity = (): { key: string; cert: string } => {
+      const signer = generateSigner('ec-p256');
+      const ips = new Set(['127.0.0.1', '::1']);
+      if (isIP(cfg.host) && cfg.host !== '0.0.0.0' && cfg.host !== '::') ips.add(cfg.host);
+      const dns = new Set(['localhost', ...cfg.dnsNames]);
+      if (!isIP(cfg.host)) dns.add(cfg.host);
+      const svid = ca.signX509Svid({ spiffeId: serverSpiffeId, spki: signer.publicKey.export({ format: 'der', type: 'spki' }), dnsNames: [...dns], ipAddresses: [...ips] });
+      tlsExpiresAt = svid.expiresAt;
+      return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain) };
+    };
+    let ready = true;
+    const metrics = createMetrics();
+    const ctx = {
+      store, ca, trustDomain: cfg.trustDomain, metrics, clock,
+      get publicUrl() { return publicUrl; },
+      get jwtIssuer() { return jwtIssuer; },
+      ready: async () => {
+        try {
+          await Promise.race([store.ping(), new Promise((_, rej) => setTimeout(() => rej(new WritError('ERR_STORE_UNAVAILABLE', 'database did not answer within 2s')), 2000).unref())]);
+        } catch (err) {
+          ready = false;
+          throw isWritError(err) ? err : new WritError('ERR_STORE_UNAVAILABLE', 'the database is unavailable');
+        }
+        ready = true;
+        ca.bundle();
+      },
+    };
+    const routes = buildRoutes(ctx);
+    routes.push({
+      method: 'GET', name: '/v1/openapi.json', pattern: /^\/v1\/openapi\.json$/, role: undefined, summary: 'This document.',
+      handler: () => ({ status: 200, body: openApiDocument(routes, publicUrl) }),
+    });
+    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2' }, (req, res) => void handle(req, res, routes, ctx.store, metrics, log));
+    httpServer.headersTimeout = 10_000;
+    httpServer.requestTimeout = 60_000;
+    httpServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
+    httpServer.on('clientError', (_err, socket) => socket.destroy());
+    const srv = httpServer;
+    await new Promise<void>((resolveListen, rejectListen) => {
+      srv.once('error', (err: NodeJS.ErrnoException) => rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, { field: 'listen' })));
+      srv.listen(cfg.port, cfg.host, () => resolveListen());
+    });
+    const addr = srv.address();
+    const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
+    publicUrl = `https://${urlHost}:${port}`;
+    if (!jwtIssuer) jwtIssuer = publicUrl;
+
+    // ---------------------------------------------------------------- background work
+    let lastSequence = ca.bundle().sequence;
+    const tick = async (): Promise<void> => {
+      try {
+        await ca.rotate();
+        if (ca.bundle().sequence !== lastSequence) {
+          lastSequence = ca.bundle().sequence;
+          writeBundle();
+          log.info({ sequence: lastSequence }, 'trust bundle changed');
+        }
+        // Renew the server certificate at half life; new connections get it, live ones keep theirs.
+        if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
+        if (!ready) await ctx.ready().then(() => log.info('database is back'), () => undefined);
+      } catch (err) {
+        if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
+      }
+    };
+    const every = Math.min(Math.max(cfg.caTtlMs / 100, 1000), 10_000);
+    timers.push(setInterval(() => void tick(), every).unref());
+
+    log.info({ url: publicUrl, trustDomain: cfg.trustDomain, db: redactDbUrl(cfg.db), store: store.kind, bundle: bundlePath, adminToken: tokenPath }, 'writ server listening');
+    return {
+      url: publicUrl,
+      port,
+      store,
+      ca,
+      close: async () => {
+        for (const t of timers) clearInterval(t);
+        srv.closeAllConnections();
+        await new Promise<void>((r) => srv.close(() => r()));
+        await store.close();
+      },
+    };
+  } catch (err) {
+    for (const t of timers) clearInterval(t);
+    httpServer?.close();
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<Role> {
+  const h = req.headers.authorization;
+  const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
+  if (!m) throw new WritError('ERR_UNAUTHENTICATED', h ? 'Authorization header must be "Bearer <token>"' : 'this endpoint needs an API token (Authorization: Bearer <token>)');
+  const tok = await store.findAdminToken(hashToken(m[1]!));
+  if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now)) throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
+  if (ROLE_RANK[tok.role] < ROLE_RANK[need]) throw new WritError('ERR_FORBIDDEN', `this needs the ${need} role; the token has ${tok.role}`);
+  return tok.role;
+}
+
+async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[], store: Store, metrics: ReturnType<typeof createMetrics>, log: Logger): Promise<void> {
+  const start = performance.now();
+  const method = raw.method ?? 'GET';
+  let routeName = 'unmatched';
+  let status = 500;
+  try {
+    const url = new URL(raw.url ?? '/', 'https://writ.invalid');
+    const candidates = routes.filter((r) => r.pattern.test(url.pathname));
+    if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
+    const route = candidates.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
+    if (!route) {
+      const allow = [...new Set(candidates.map((r) => r.method))].join(', ');
+      status = 405;
+      send(res, { status, body: { code: 'ERR_METHOD_NOT_ALLOWED', message: `${method} is not allowed here; allowed: ${allow}` }, headers: { allow } });
+      return;
+    }
+    routeName = route.name;
+    const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, body: undefined };
+    if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
+    if (route.body) req.body = await readJson(raw, route.body.limit);
+    const reply = await route.handler(req);
+    status = reply.status;
+    send(res, reply);
+  } catch (err) {
+    const reply = errorReply(err);
+    status = reply.status;
+    if (status >= 500 && !isWritError(err, 'ERR_STORE_UNAVAILABLE') && !isWritError(err, 'ERR_CA_UNAVAILABLE')) {
+      log.error({ route: routeName, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'request failed');
+    }
+    const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+    if (status === 413) headers['connection'] = 'close';
+    send(res, { ...reply, headers });
+    if (status === 413) raw.resume();
+  } finally {
+    const seconds = (performance.now() - start) / 1000;
+    metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
+    metrics.httpDuration.observe({ method, route: routeName }, seconds);
+    log.info({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
+  }
+}
+
