@@ -34,6 +34,7 @@ export function parseTrustDomain(name: string, code: 'ERR_SPIFFE_ID_INVALID' | '
   if (typeof name !== 'string') throw new TypeError('trust domain must be a string');
   if (name.length === 0) fail(code, input, 'trust domain is empty');
   if (name.length > MAX_TRUST_DOMAIN_BYTES) fail(code, input, `trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`);
+  if (name.includes('@')) fail(code, input, 'userinfo is not allowed');
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if (c >= 128 || TD_CHARS[c] !== 1) {

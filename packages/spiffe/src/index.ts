@@ -3,7 +3,7 @@ export { parseSpiffeId, parseTrustDomain, formatSpiffeId, isSpiffeId, trustDomai
 export { toPem, fromPem } from './pem.ts';
 export {
   parseCertificate, parseCertificatesPem, certificatesToPem, publicKeyOf, isSignedBy, verifyX509Svid, leafSpiffeId,
-  issueCertificate, buildName, keyIdentifier, keyTypeOf, parseCsr, createCsr, OID, KU, KEY_TYPES,
+  issueCertificate, buildName, extension, keyUsageBits, keyIdentifier, keyTypeOf, parseCsr, createCsr, OID, KU, KEY_TYPES,
   type Certificate, type CertificateTemplate, type Issuer, type KeyType, type Signer, type VerifiedX509Svid, type X509BundleSource,
 } from './x509.ts';
 export {

@@ -109,13 +109,13 @@ function parse(token: string): Parsed {
   if (token.length > MAX_JWT_BYTES) reject('ERR_JWT_TOO_LARGE', `token longer than ${MAX_JWT_BYTES} bytes`);
   const dot1 = token.indexOf('.');
   const dot2 = token.indexOf('.', dot1 + 1);
-  if (dot1 <= 0 || dot2 <= dot1 + 1 || dot2 === token.length - 1 || token.indexOf('.', dot2 + 1) !== -1) {
-    reject('ERR_JWT_MALFORMED', 'not a JWS compact serialization (three non-empty base64url parts)');
+  if (dot1 <= 0 || dot2 <= dot1 + 1 || token.indexOf('.', dot2 + 1) !== -1) {
+    reject('ERR_JWT_MALFORMED', 'not a JWS compact serialization (three base64url parts)');
   }
   const h = token.slice(0, dot1);
   const p = token.slice(dot1 + 1, dot2);
   const s = token.slice(dot2 + 1);
-  if (!B64URL.test(h) || !B64URL.test(p) || !B64URL.test(s)) reject('ERR_JWT_MALFORMED', 'parts must be unpadded base64url');
+  if (!B64URL.test(h) || !B64URL.test(p) || (s !== '' && !B64URL.test(s))) reject('ERR_JWT_MALFORMED', 'parts must be unpadded base64url');
   const header = decodeJson(h, 'header');
   for (const k of Object.keys(header)) {
     if (k !== 'alg' && k !== 'kid' && k !== 'typ') reject('ERR_JWT_HEADER_INVALID', `header "${k.slice(0, 32)}" is not allowed (only alg, kid, typ)`);
@@ -124,6 +124,8 @@ function parse(token: string): Parsed {
   if (typeof alg !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(alg)) {
     reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${JSON.stringify(typeof alg === 'string' ? alg.slice(0, 16) : alg ?? null)} is not one of ${JWT_ALGORITHMS.join(', ')}`);
   }
+  // An empty signature is reported after the alg check so `alg: none` gets the precise error.
+  if (s === '') reject('ERR_JWT_MALFORMED', 'signature is empty');
   const typ = header['typ'];
   if (typ !== undefined && typ !== 'JWT' && typ !== 'JOSE') reject('ERR_JWT_HEADER_INVALID', 'typ must be JWT or JOSE when present');
   const kid = header['kid'];

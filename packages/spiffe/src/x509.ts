@@ -326,7 +326,7 @@ export function buildName(attrs: ReadonlyArray<readonly [string, string]>): Buff
   return der.seq(...attrs.map(([o, v]) => der.set(der.seq(der.oid(o), der.utf8(v)))));
 }
 
-function keyUsageBits(...bits: number[]): Buffer {
+export function keyUsageBits(...bits: number[]): Buffer {
   let v = 0;
   for (const b of bits) v |= 0x8000 >> b;
   let bytes = Buffer.from([v >> 8, v & 0xff]);
@@ -337,7 +337,7 @@ function keyUsageBits(...bits: number[]): Buffer {
   return der.bitString(bytes, unused);
 }
 
-function extension(id: string, critical: boolean, value: Buffer): Buffer {
+export function extension(id: string, critical: boolean, value: Buffer): Buffer {
   return critical ? der.seq(der.oid(id), der.bool(true), der.octets(value)) : der.seq(der.oid(id), der.octets(value));
 }
 
@@ -358,6 +358,8 @@ export interface CertificateTemplate {
   readonly dnsNames?: readonly string[];
   readonly ipAddresses?: readonly Buffer[];
   readonly pathLen?: number;
+  /** Replaces the standard extensions entirely (tests build non-conforming certificates with it). */
+  readonly extensions?: readonly Buffer[];
 }
 
 /** The issuer: its certificate (undefined for a self-signed root) and its key. */
@@ -389,6 +391,7 @@ export function issueCertificate(tpl: CertificateTemplate, issuer: Issuer, seria
   const aki = issuer.cert?.subjectKeyId ?? (issuer.cert ? keyIdentifier(issuer.cert.spki) : ski);
   exts.push(extension(OID.authorityKeyIdentifier, false, der.seq(der.tlv(0x80, aki))));
 
+  const extensions = tpl.extensions ?? exts;
   const serialBytes = serial ?? randomSerial();
   const alg = algorithmIdentifier(issuer.signer.keyType);
   const tbs = der.seq(
@@ -399,7 +402,7 @@ export function issueCertificate(tpl: CertificateTemplate, issuer: Issuer, seria
     der.seq(der.time(tpl.notBefore), der.time(tpl.notAfter)),
     tpl.subject,
     tpl.spki,
-    der.ctx(3, true, der.seq(...exts)),
+    der.ctx(3, true, der.seq(...extensions)),
   );
   const sig = cryptoSign(SIG_ALG[issuer.signer.keyType].digest, tbs, issuer.signer.key);
   return parseCertificate(der.seq(tbs, alg, der.bitString(sig)));
