@@ -83,11 +83,14 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   }
 
   const timers: NodeJS.Timeout[] = [];
+  let publicUrl = '';
+  let jwtIssuer = cfg.jwtIssuer ?? '';
   let httpServer: Server | undefined;
   try {
     const ca = new CertificateAuthority({
       store, trustDomain: cfg.trustDomain, dataDir: cfg.dataDir, serverId: serverId(cfg.dataDir), keyType: cfg.caKeyType,
       caTtlMs: cfg.caTtlMs, x509SvidTtlMs: cfg.x509SvidTtlMs, jwtSvidTtlMs: cfg.jwtSvidTtlMs,
+      jwtIssuer: () => jwtIssuer,
       ...(cfg.upstreamCa ? { upstream: loadUpstream(cfg.upstreamCa, cfg.kek) } : {}),
       ...(cfg.kek ? { kek: cfg.kek } : {}),
       clock,
@@ -96,8 +99,6 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // Publicly reachable URL: a wildcard listen address is reached through loopback locally.
     const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
     const urlHost = isIP(host) === 6 ? `[${host}]` : host;
-    let publicUrl = '';
-    let jwtIssuer = cfg.jwtIssuer ?? '';
     await ca.rotate();
 
     // ---------------------------------------------------------------- files the operator needs
@@ -154,7 +155,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2' }, (req, res) => void handle(req, res, routes, ctx.store, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
-    httpServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
+    httpServer.on('tlsClientError', (err, socket) => {
+      log.debug({ err: err.message }, 'TLS handshake failed');
+      socket.destroy();
+    });
+    httpServer.handshakeTimeout = 10_000;
     httpServer.on('clientError', (_err, socket) => socket.destroy());
     const srv = httpServer;
     await new Promise<void>((resolveListen, rejectListen) => {

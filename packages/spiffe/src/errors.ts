@@ -40,7 +40,8 @@ export const ERROR_CODES = {
   ERR_METHOD_NOT_ALLOWED: 405,
   ERR_NOT_FOUND: 404,
   ERR_ENTRY_NOT_FOUND: 404,
-  ERR_ENTRY_EXISTS: 409,
+  // 400 rather than 409: the contract groups duplicates with other invalid input.
+  ERR_ENTRY_EXISTS: 400,
   ERR_CONFLICT: 409,
   ERR_PAGE_TOKEN_INVALID: 400,
   // authentication

@@ -147,6 +147,27 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
   }, JSON_BODY);
 
+  // ---------------------------------------------------------------- node attestation: join token
+  add('POST', '/v1/agent/attest/join-token', undefined, 'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['joinToken', 'csr']);
+    const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
+    const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
+    const { spki } = withField('csr', () => parseCsr(csr));
+    const now = ctx.clock();
+    const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), now);
+    const spiffeId = `spiffe://${td}/writ/agent/${redeemed.nodeName}`;
+    const existing = await ctx.store.getAgent(spiffeId);
+    if (existing?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${spiffeId} is banned`);
+    const svid = ctx.ca.signX509Svid({ spiffeId, spki });
+    await ctx.store.upsertAgent({
+      spiffeId, nodeName: redeemed.nodeName, attestationType: 'join_token', selectors: [`join_token:${redeemed.nodeName}`],
+      serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, banned: false, createdAt: existing?.createdAt ?? now, updatedAt: now,
+    });
+    ctx.metrics.svidsIssued.inc({ type: 'agent' });
+    return ok({ spiffeId, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() }, 201);
+  }, JSON_BODY);
+
   // ---------------------------------------------------------------- admin tokens
   add('POST', '/v1/admin-tokens', 'admin', 'Create an API token with a role (admin, operator, viewer). The token is shown once.', async (req) => {
     const o = object(req.body);

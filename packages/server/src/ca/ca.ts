@@ -36,7 +36,8 @@ export interface CaOptions {
   readonly caTtlMs: number;
   readonly x509SvidTtlMs: number;
   readonly jwtSvidTtlMs: number;
-  readonly jwtIssuer?: string;
+  /** `iss` of JWT-SVIDs; a function when it is known only once the server listens. */
+  readonly jwtIssuer?: string | (() => string);
   readonly upstream?: UpstreamCa;
   readonly kek?: string;
   readonly clock?: () => number;
@@ -244,12 +245,13 @@ export class CertificateAuthority {
     const key = this.#active(this.#jwt);
     const now = this.#clock();
     const expiresAt = Math.min(now + (ttlMs ?? this.#o.jwtSvidTtlMs), key.record.notAfter);
+    const issuer = typeof this.#o.jwtIssuer === 'function' ? this.#o.jwtIssuer() : this.#o.jwtIssuer;
     const claims = {
       sub: id.uri,
       aud: audience.length === 1 ? audience[0]! : [...audience],
       exp: Math.floor(expiresAt / 1000),
       iat: Math.floor(now / 1000),
-      ...(this.#o.jwtIssuer ? { iss: this.#o.jwtIssuer } : {}),
+      ...(issuer ? { iss: issuer } : {}),
     };
     return { token: signJwtSvid(claims, key.kid, key.signer), expiresAt };
   }

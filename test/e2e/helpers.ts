@@ -1,0 +1,158 @@
+/** Real processes for end-to-end tests: the writ server and CLI as children, plus a cuttable TCP proxy. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ROOT = new URL('../../', import.meta.url).pathname;
+export const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
+/** Debian's python3, where python3-jwt and python3-grpcio live (a pyenv python may come first on PATH). */
+export const DEBIAN_PYTHON = '/usr/bin/python3';
+
+/** The environment for children: the test runner's own variables would make a child node act as a test file. */
+function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  delete env['NODE_TEST_CONTEXT'];
+  return env;
+}
+
+export interface ServerProcess {
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly adminToken: string;
+  readonly child: ChildProcess;
+  /** Every stdout line so far. */
+  readonly logs: string[];
+  readonly stderr: string[];
+  stop(): Promise<number | null>;
+}
+
+export async function startServerProcess(opts: { args?: string[]; dataDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-e2e-'));
+  const args = [WRIT, 'server', 'start', '--data-dir', dataDir, '--trust-domain', 'e2e.test', '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv(opts.env) });
+  const logs: string[] = [];
+  const stderr: string[] = [];
+  let buf = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in 20s; stderr: ${stderr.join('')}`)), 20_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        logs.push(line);
+        try {
+          const j = JSON.parse(line) as { msg?: string; url?: string };
+          if (j.msg === 'writ server listening' && j.url) (clearTimeout(timer), resolve(j.url));
+        } catch { /* not JSON: the assertion on log format will see it */ }
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited with ${code}: ${stderr.join('')}`))));
+  });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    dataDir,
+    adminToken: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(),
+    child,
+    logs,
+    stderr,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to completion (no shell), with optional stdin. */
+export function run(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: childEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
+    child.stdin.on('error', () => undefined); // a child that exits without reading its input
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** The writ CLI against a running server, connection settings through the environment. */
+export function writ(server: ServerProcess | undefined, args: readonly string[], opts: { token?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  const env: NodeJS.ProcessEnv = server
+    ? { WRIT_SERVER: server.url, WRIT_TOKEN: opts.token ?? server.adminToken, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem'), ...opts.env }
+    : { ...opts.env };
+  return run(process.execPath, [WRIT, ...args], { env, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+}
+
+/** A TCP proxy to a real service that a test can cut and restore, to simulate an outage. */
+export class CuttableProxy {
+  #server: Server | undefined;
+  readonly #sockets = new Set<Socket>();
+  port = 0;
+  readonly targetPort: number;
+  constructor(targetPort: number) {
+    this.targetPort = targetPort;
+  }
+
+  async open(): Promise<void> {
+    this.#server = createServer((client) => {
+      const upstream = connect(this.targetPort, '127.0.0.1');
+      this.#sockets.add(client).add(upstream);
+      const drop = (): void => void (client.destroy(), upstream.destroy(), this.#sockets.delete(client), this.#sockets.delete(upstream));
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => this.#server!.listen(this.port, '127.0.0.1', () => r()));
+    const a = this.#server.address();
+    if (typeof a === 'object' && a) this.port = a.port;
+  }
+
+  async cut(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+    await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
+    this.#server = undefined;
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
