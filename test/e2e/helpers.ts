@@ -1,6 +1,6 @@
 /** Real processes for end-to-end tests: the writ server and CLI as children, plus a cuttable TCP proxy. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,7 +58,8 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
     url,
     port: Number(new URL(url).port),
     dataDir,
-    adminToken: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(),
+    // Only the first server of a store writes admin.token; replicas share the store's tokens.
+    adminToken: existsSync(join(dataDir, 'admin.token')) ? readFileSync(join(dataDir, 'admin.token'), 'utf8').trim() : '',
     child,
     logs,
     stderr,

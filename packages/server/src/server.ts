@@ -152,14 +152,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       method: 'GET', name: '/v1/openapi.json', pattern: /^\/v1\/openapi\.json$/, role: undefined, summary: 'This document.',
       handler: () => ({ status: 200, body: openApiDocument(routes, publicUrl) }),
     });
-    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2' }, (req, res) => void handle(req, res, routes, ctx.store, metrics, log));
+    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000 }, (req, res) => void handle(req, res, routes, ctx.store, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
       log.debug({ err: err.message }, 'TLS handshake failed');
       socket.destroy();
     });
-    httpServer.handshakeTimeout = 10_000;
     httpServer.on('clientError', (_err, socket) => socket.destroy());
     const srv = httpServer;
     await new Promise<void>((resolveListen, rejectListen) => {

@@ -12,7 +12,10 @@ function isUnavailable(err: unknown): boolean {
 }
 
 function wrap(err: unknown): never {
-  if (isUnavailable(err)) throw new WritError('ERR_STORE_UNAVAILABLE', 'the database is unavailable', { cause: err });
+  if (isUnavailable(err)) {
+    const e = err as { code?: string; message?: string };
+    throw new WritError('ERR_STORE_UNAVAILABLE', `the database is unavailable (${(e.code ?? e.message ?? 'error').slice(0, 120)})`, { cause: err });
+  }
   throw err;
 }
 

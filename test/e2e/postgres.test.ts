@@ -1,0 +1,151 @@
+/**
+ * The server on PostgreSQL as a real child process: what happens when the database is away at
+ * start and while running (a cuttable TCP proxy in front of the real Postgres), and an upstream
+ * CA made by openssl.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { CuttableProxy, cleanup, freePort, run, startServerProcess, waitFor, writ, WRIT, type ServerProcess } from './helpers.ts';
+
+const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgPort = Number(new URL(PG_URL).port || 5432);
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+describe('server on PostgreSQL', () => {
+  const dbName = `writ_e2e_${process.pid}`;
+  const proxy = new CuttableProxy(pgPort);
+  let srv: ServerProcess;
+  let dbUrl: string;
+
+  before(async () => {
+    await admin((c) => c.query(`CREATE DATABASE ${dbName}`));
+    await proxy.open();
+    const u = new URL(PG_URL);
+    u.port = String(proxy.port);
+    u.pathname = `/${dbName}`;
+    dbUrl = u.toString();
+    srv = await startServerProcess({ args: ['--db', dbUrl] });
+  });
+  after(async () => {
+    await srv?.stop();
+    await proxy.cut();
+    if (srv) cleanup(srv.dataDir);
+    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+  });
+
+  it('keeps its state in Postgres: a second replica with its own data dir sees the entries and publishes its own CA', async () => {
+    const r = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/pg', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:7', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const replica = await startServerProcess({ args: ['--db', dbUrl] });
+    try {
+      const list = JSON.parse((await writ(replica, ['entry', 'list', '-o', 'json'], { token: srv.adminToken })).stdout);
+      assert.deepEqual(list.map((e: { spiffeId: string }) => e.spiffeId), ['spiffe://e2e.test/pg']);
+      // both replicas' CAs are in the one bundle, so an SVID from either verifies against either's bundle
+      const bundle = JSON.parse((await writ(replica, ['bundle', 'show'])).stdout);
+      assert.equal(bundle.keys.filter((k: { use: string }) => k.use === 'x509-svid').length, 2);
+      const out = join(replica.dataDir, 'minted');
+      assert.equal((await writ(replica, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/r2', '--out', out], { token: srv.adminToken })).code, 0);
+      await waitFor('the first replica to pick up the second CA', async () => {
+        const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
+        writeFileSync(join(out, 'srv-bundle.pem'), pem);
+        const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
+        return v.code === 0 ? true : undefined;
+      }, 20_000);
+    } finally {
+      await replica.stop();
+      cleanup(replica.dataDir);
+    }
+  });
+
+  it('answers 503 on /readyz and writes while the database is away, and resumes by itself when it returns', async () => {
+    const ready = async (): Promise<string> => (await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/readyz`])).stdout;
+    assert.equal(await ready(), '200');
+    await proxy.cut();
+    try {
+      assert.equal(await ready(), '503');
+      const w = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/during-outage', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:8']);
+      assert.equal(w.code, 1);
+      assert.match(w.stderr, /ERR_STORE_UNAVAILABLE/);
+      const live = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/livez`]);
+      assert.equal(live.stdout, '200', 'the process itself is alive');
+      assert.equal(srv.child.exitCode, null);
+    } finally {
+      await proxy.open();
+    }
+    await waitFor('readiness after the database returns', async () => ((await ready()) === '200' ? true : undefined));
+    const w = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/after-outage', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:8']);
+    assert.equal(w.code, 0, w.stderr);
+    const log = srv.logs.join('\n');
+    assert.ok(!/"level":50/.test(log), 'an outage is not an internal error');
+  });
+
+  it('refuses to start when the database is unreachable: one clear line, exit 1', async () => {
+    const dead = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'writ-dead-'));
+    const r = await run(process.execPath, [WRIT, 'server', 'start', '--data-dir', dir, '--trust-domain', 'e2e.test', '--db', `postgres://postgres:s3cret-pw@127.0.0.1:${dead}/x`]);
+    cleanup(dir);
+    assert.equal(r.code, 1);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^writ: cannot open the database postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/x: .*ECONNREFUSED.* \[ERR_STORE_UNAVAILABLE\]$/);
+    assert.ok(!r.stderr.includes('s3cret-pw') && !r.stdout.includes('s3cret-pw'), 'the password is redacted');
+  });
+
+  it('refuses bad configuration with one line naming the setting and exit 1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-cfg-'));
+    const cfg = join(dir, 'writ.yaml');
+    for (const [args, pattern] of [
+      [['--trust-domain', 'Bad_TD'], /trustDomain: .*lowercase/],
+      [['--trust-domain', 'e2e.test', '--ca-ttl', '0s'], /caTtl: must be at least 1s/],
+      [['--trust-domain', 'e2e.test', '--listen', 'nowhere'], /listen: .*HOST:PORT/],
+      [['--trust-domain', 'e2e.test', '--db', 'mysql://x'], /--db must be/],
+      [['--config', cfg], /colour: unknown setting/],
+    ] as const) {
+      writeFileSync(cfg, 'trustDomain: e2e.test\ncolour: blue\n');
+      const r = await run(process.execPath, [WRIT, 'server', 'start', '--data-dir', dir, ...args]);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, pattern);
+    }
+    cleanup(dir);
+  });
+});
+
+describe('under an upstream CA made by openssl', () => {
+  it('SVIDs chain through the Writ intermediate to the upstream root, and openssl verifies them against the root alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-upstream-'));
+    const key = join(dir, 'root.key');
+    const crt = join(dir, 'root.pem');
+    const gen = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384', '-nodes', '-keyout', key, '-out', crt, '-days', '30', '-subj', '/O=Corp/CN=Corp Root CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    assert.equal(gen.code, 0, gen.stderr);
+    const srv = await startServerProcess({ args: ['--upstream-ca-cert', crt, '--upstream-ca-key', key] });
+    try {
+      assert.equal(readFileSync(join(srv.dataDir, 'bundle.pem'), 'utf8').trim(), readFileSync(crt, 'utf8').trim(), 'the bundle is the upstream root');
+      const out = join(dir, 'svid');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/legacy', '--out', out])).code, 0);
+      const chain = readFileSync(join(out, 'svid.pem'), 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g)!;
+      assert.equal(chain.length, 2, 'leaf then the Writ intermediate');
+      writeFileSync(join(dir, 'leaf.pem'), chain[0]!);
+      writeFileSync(join(dir, 'inter.pem'), chain[1]!);
+      const v = await run('openssl', ['verify', '-CAfile', crt, '-untrusted', join(dir, 'inter.pem'), join(dir, 'leaf.pem')]);
+      assert.match(v.stdout, /leaf\.pem: OK/, v.stderr);
+    } finally {
+      await srv.stop();
+      cleanup(srv.dataDir);
+      cleanup(dir);
+    }
+  });
+});
