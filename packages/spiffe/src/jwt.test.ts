@@ -139,3 +139,18 @@ describe('JWT-SVID validation', () => {
     assert.equal(v.cacheSize, 2, 'the cache is bounded');
   });
 });
+
+describe('ECDSA signature encodings', () => {
+  it('property: DER and JOSE r||s conversions agree with OpenSSL both ways', async () => {
+    const { derToJose, joseToDer } = await import('./jwt.ts');
+    const { verify } = await import('node:crypto');
+    fc.assert(fc.property(fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.constantFrom([ec256, 32] as const, [ec384, 48] as const), (msg, [k, n]) => {
+      const data = Buffer.from(msg);
+      const der = cryptoSign(n === 32 ? 'sha256' : 'sha384', data, k.privateKey);
+      const jose = derToJose(der, n);
+      assert.equal(jose.length, 2 * n);
+      assert.ok(verify(n === 32 ? 'sha256' : 'sha384', data, { key: k.publicKey, dsaEncoding: 'ieee-p1363' }, jose));
+      assert.ok(joseToDer(jose, n).equals(der));
+    }), { numRuns: 300 });
+  });
+});

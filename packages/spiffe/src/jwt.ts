@@ -38,8 +38,40 @@ export function signJwtSvid(claims: JwtClaims, kid: string, signer: Signer): str
   const head = Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url');
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   const input = `${head}.${body}`;
-  const sig = cryptoSign(DIGEST[alg], Buffer.from(input), alg[0] === 'E' ? { key: signer.key, dsaEncoding: 'ieee-p1363' } : signer.key);
+  const der = cryptoSign(DIGEST[alg], Buffer.from(input), signer.key);
+  const sig = alg[0] === 'E' ? derToJose(der, EC_CURVE[alg]!.sigLen / 2) : der;
   return `${input}.${sig.toString('base64url')}`;
+}
+
+// ECDSA signatures are DER in X.509 and r||s in JOSE. Node converts with `dsaEncoding: 'ieee-p1363'`,
+// but that path measured at half the speed of DER on Node 24, so the conversion is done here.
+
+/** DER `SEQUENCE { INTEGER r, INTEGER s }` to fixed-width r||s. */
+export function derToJose(der: Buffer, n: number): Buffer {
+  const out = Buffer.alloc(2 * n);
+  let p = 2;
+  if (der[1]! & 0x80) p += der[1]! & 0x7f;
+  for (let k = 0; k < 2; k++) {
+    const len = der[p + 1]!;
+    let start = p + 2;
+    let l = len;
+    while (l > n && der[start] === 0) (start++, l--);
+    der.copy(out, k * n + (n - l), start, start + l);
+    p += 2 + len;
+  }
+  return out;
+}
+
+/** Fixed-width r||s to DER, for verification on the fast path. */
+export function joseToDer(sig: Buffer, n: number): Buffer {
+  const int = (b: Buffer): Buffer => {
+    let i = 0;
+    while (i < b.length - 1 && b[i] === 0) i++;
+    const v = b.subarray(i);
+    return v[0]! & 0x80 ? Buffer.concat([Buffer.from([0x02, v.length + 1, 0]), v]) : Buffer.concat([Buffer.from([0x02, v.length]), v]);
+  };
+  const body = Buffer.concat([int(sig.subarray(0, n)), int(sig.subarray(n))]);
+  return Buffer.concat([body.length < 0x80 ? Buffer.from([0x30, body.length]) : Buffer.from([0x30, 0x81, body.length]), body]);
 }
 
 const DIGEST: Record<JwtAlgorithm, string> = {
@@ -178,7 +210,7 @@ function verifySignature(p: Parsed, key: KeyObject): boolean {
   if (ec && p.signature.length !== ec.sigLen) return false;
   const digest = DIGEST[p.alg];
   try {
-    if (ec) return cryptoVerify(digest, p.signingInput, { key, dsaEncoding: 'ieee-p1363' }, p.signature);
+    if (ec) return cryptoVerify(digest, p.signingInput, key, joseToDer(p.signature, ec.sigLen / 2));
     if (p.alg[0] === 'P') return cryptoVerify(digest, p.signingInput, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, p.signature);
     return cryptoVerify(digest, p.signingInput, key, p.signature);
   } catch {

@@ -1,0 +1,12 @@
+/** `npm run bench -- <name>`: runs one benchmark (or all with no name). */
+const BENCHES = { ca: './ca.ts', store: './store.ts' } as const;
+const name = process.argv[2];
+if (name && !(name in BENCHES)) {
+  console.error(`unknown benchmark "${name}"; choose one of: ${Object.keys(BENCHES).join(', ')}`);
+  process.exit(2);
+}
+for (const [n, file] of Object.entries(BENCHES)) {
+  if (name && n !== name) continue;
+  const mod = (await import(file)) as { run(): Promise<void> };
+  await mod.run();
+}

@@ -1,0 +1,34 @@
+import { execFileSync } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+
+/** Calls `fn` repeatedly for about `seconds`, in chunks, and returns operations per second. */
+export function rate(seconds: number, fn: (i: number) => void, chunk = 1000): number {
+  for (let i = 0; i < chunk; i++) fn(i); // warm-up
+  let n = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  while (performance.now() < end) {
+    for (let i = 0; i < chunk; i++) fn(n + i);
+    n += chunk;
+  }
+  return n / ((performance.now() - start) / 1000);
+}
+
+/** `openssl speed -seconds S ecdsap256`: sign/s and verify/s of one core, measured now. */
+export function opensslEcdsaP256(seconds = 3): { sign: number; verify: number } {
+  const out = execFileSync('openssl', ['speed', '-seconds', String(seconds), 'ecdsap256'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const line = out.split('\n').find((l) => /nistp256/.test(l) && /\d+\.\d+\s+\d+\.\d+\s*$/.test(l));
+  if (!line) throw new Error(`cannot read openssl speed output:\n${out}`);
+  const nums = line.trim().split(/\s+/).slice(-2).map(Number);
+  return { sign: nums[0]!, verify: nums[1]! };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+export function row(name: string, value: string, baseline: string, ratio: string, target: string): void {
+  console.log(`${name.padEnd(40)} ${value.padStart(14)} ${baseline.padStart(28)} ${ratio.padStart(8)}  ${target}`);
+}
