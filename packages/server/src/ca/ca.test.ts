@@ -125,3 +125,24 @@ describe('certificate authority', () => {
     rmSync(udir, { recursive: true, force: true });
   });
 });
+
+describe('certificate authority key types', () => {
+  for (const keyType of ['ec-p256', 'ec-p384', 'rsa-2048'] as const) {
+    it(`${keyType}: issues X.509-SVIDs and JWT-SVIDs that validate against its bundle`, async () => {
+      const t = await sqliteTestStore();
+      const dir = mkdtempSync(join(tmpdir(), `writ-${keyType}-`));
+      const now = Date.now();
+      const ca = new CertificateAuthority({ store: t.store, trustDomain: 'kt.example', dataDir: dir, serverId: keyType, keyType, caTtlMs: 24 * H, x509SvidTtlMs: H, jwtSvidTtlMs: 300_000, clock: () => now });
+      await ca.rotate();
+      const bundles = new Map([['kt.example', ca.bundle()]]);
+      const svid = ca.signX509Svid({ spiffeId: 'spiffe://kt.example/w', spki: csrSpki() });
+      assert.equal(verifyX509Svid(svid.chain, bundles, new Date(now)).spiffeId.uri, 'spiffe://kt.example/w');
+      const jwt = ca.signJwtSvid('spiffe://kt.example/w', ['aud']);
+      const header = JSON.parse(Buffer.from(jwt.token.split('.')[0]!, 'base64url').toString());
+      assert.equal(header.alg, { 'ec-p256': 'ES256', 'ec-p384': 'ES384', 'rsa-2048': 'RS256' }[keyType]);
+      assert.equal(validateJwtSvid(jwt.token, bundles, { audience: 'aud', now: new Date(now) }).spiffeId.uri, 'spiffe://kt.example/w');
+      await t.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    });
+  }
+});
