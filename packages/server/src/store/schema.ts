@@ -43,4 +43,13 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE TABLE federated_bundles (trust_domain TEXT PRIMARY KEY, bundle TEXT NOT NULL, updated_at BIGINT NOT NULL)`,
     ],
   },
+  {
+    // Agent sync is incremental by revision: a deleted entry (or one moved to another parent)
+    // leaves a tombstone for its old parent at the revision of the change.
+    version: 2,
+    statements: [
+      `CREATE TABLE entry_tombstones (entry_id TEXT NOT NULL, parent_id TEXT NOT NULL, revision BIGINT NOT NULL)`,
+      `CREATE INDEX entry_tombstones_parent ON entry_tombstones (parent_id, revision)`,
+    ],
+  },
 ];

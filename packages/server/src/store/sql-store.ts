@@ -210,10 +210,13 @@ export class SqlStore implements Store {
   async updateEntry(id: string, input: EntryInput, now: number): Promise<Entry> {
     try {
       return await this.#db.transaction(async (tx) => {
-        const cur = await tx.query('SELECT created_at FROM entries WHERE id = ?', [id]);
+        const cur = await tx.query('SELECT created_at, parent_id FROM entries WHERE id = ?', [id]);
         if (!cur[0]) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${id} not found`);
         const createdAt = num(cur[0]['created_at']);
         const revision = await this.#nextRevision(tx, 1);
+        if (cur[0]['parent_id'] !== input.parentId) {
+          await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, cur[0]['parent_id'] as string, revision]);
+        }
         const p = entryParams(id, input, revision, createdAt, now);
         await tx.query(
           `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
@@ -233,8 +236,11 @@ export class SqlStore implements Store {
   async deleteEntry(id: string): Promise<boolean> {
     return this.#db.transaction(async (tx) => {
       await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
-      const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING id', [id]);
-      if (rows.length) await this.#nextRevision(tx, 1);
+      const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING parent_id', [id]);
+      if (rows.length) {
+        const revision = await this.#nextRevision(tx, 1);
+        await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, rows[0]!['parent_id'] as string, revision]);
+      }
       return rows.length > 0;
     });
   }
@@ -272,6 +278,20 @@ export class SqlStore implements Store {
 
   async deleteAdminToken(id: string): Promise<boolean> {
     return (await this.#db.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id', [id])).length > 0;
+  }
+
+  async syncEntries(parentId: string, sinceRevision: number): Promise<{ entries: Entry[]; removed: string[]; revision: number }> {
+    // Read the revision first: anything committed after it is picked up by the next call.
+    return this.#db.transaction(async (tx) => {
+      const revision = num((await tx.query("SELECT value FROM counters WHERE name = 'entry_revision'"))[0]!['value']);
+      const entries = (await tx.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent_id = ? AND revision > ? ORDER BY revision`, [parentId, sinceRevision])).map(toEntry);
+      const removed = sinceRevision === 0 ? [] : (await tx.query('SELECT entry_id FROM entry_tombstones WHERE parent_id = ? AND revision > ?', [parentId, sinceRevision])).map((r) => r['entry_id'] as string);
+      return { entries, removed, revision };
+    });
+  }
+
+  async deleteAgent(spiffeId: string): Promise<boolean> {
+    return (await this.#db.query('DELETE FROM agents WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
   }
 
   async upsertAgent(a: Agent): Promise<void> {

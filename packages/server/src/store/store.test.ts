@@ -137,3 +137,33 @@ for (const factory of STORE_FACTORIES) {
     });
   });
 }
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance, agent sync: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(async () => t.dispose());
+
+    it('gives an agent its entries incrementally by revision, with removals and moves', async () => {
+      const a = 'spiffe://example.org/writ/agent/a';
+      const b = 'spiffe://example.org/writ/agent/b';
+      const [e1, e2] = await t.store.createEntries([{ ...base, parentId: a, spiffeId: 'spiffe://example.org/s1' }, { ...base, parentId: a, spiffeId: 'spiffe://example.org/s2' }], 1);
+      await t.store.createEntries([{ ...base, parentId: b, spiffeId: 'spiffe://example.org/s3' }], 1);
+      const full = await t.store.syncEntries(a, 0);
+      assert.deepEqual(full.entries.map((e) => e.id).sort(), [e1!.id, e2!.id].sort());
+      assert.deepEqual(full.removed, []);
+      const none = await t.store.syncEntries(a, full.revision);
+      assert.equal(none.entries.length + none.removed.length, 0);
+      await t.store.deleteEntry(e1!.id);
+      await t.store.updateEntry(e2!.id, { ...base, parentId: b, spiffeId: 'spiffe://example.org/s2' }, 2);
+      const delta = await t.store.syncEntries(a, full.revision);
+      assert.deepEqual(delta.removed.sort(), [e1!.id, e2!.id].sort());
+      assert.equal(delta.entries.length, 0);
+      const forB = await t.store.syncEntries(b, full.revision);
+      assert.deepEqual(forB.entries.map((e) => e.spiffeId), ['spiffe://example.org/s2']);
+      assert.ok(await t.store.deleteAgent('nobody') === false);
+    });
+  });
+}

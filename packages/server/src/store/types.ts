@@ -120,7 +120,14 @@ export interface Store {
   listAdminTokens(): Promise<AdminToken[]>;
   deleteAdminToken(id: string): Promise<boolean>;
 
+  /**
+   * What changed for one agent since `sinceRevision` (0: everything): its entries with a higher
+   * revision, the ids of entries it lost, and the current revision to ask from next time.
+   */
+  syncEntries(parentId: string, sinceRevision: number): Promise<{ entries: Entry[]; removed: string[]; revision: number }>;
+
   upsertAgent(agent: Agent): Promise<void>;
+  deleteAgent(spiffeId: string): Promise<boolean>;
   getAgent(spiffeId: string): Promise<Agent | undefined>;
   listAgents(): Promise<Agent[]>;
 
