@@ -7,11 +7,12 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 import {
-  WritError, bundleToPem, certificatesToPem, isWritError, parseCertificatesPem, toPem, type Certificate,
+  WritError, bundleToPem, certificatesToPem, isWritError, parseCertificate, parseCertificatesPem, toPem, verifyX509Svid, type Certificate,
 } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
@@ -19,6 +20,7 @@ import type { ServerConfig } from './config.ts';
 import { errorReply, readJson, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
+import { notifyChange } from './api/agent-routes.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import { ROLES, type Role, type Store } from './store/types.ts';
@@ -152,7 +154,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       method: 'GET', name: '/v1/openapi.json', pattern: /^\/v1\/openapi\.json$/, role: undefined, summary: 'This document.',
       handler: () => ({ status: 200, body: openApiDocument(routes, publicUrl) }),
     });
-    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000 }, (req, res) => void handle(req, res, routes, ctx.store, metrics, log));
+    // Client certificates are requested (agents present their SVID) but checked per route, not by TLS:
+    // admin clients use bearer tokens and have none.
+    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false }, (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -178,6 +182,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         if (ca.bundle().sequence !== lastSequence) {
           lastSequence = ca.bundle().sequence;
           writeBundle();
+          notifyChange();
           log.info({ sequence: lastSequence }, 'trust bundle changed');
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
@@ -211,6 +216,31 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   }
 }
 
+/** Agent routes: the TLS client certificate must be the current SVID of a live, unbanned agent. */
+async function authenticateAgent(req: IncomingMessage, store: Store, ca: CertificateAuthority): Promise<string> {
+  const sock = req.socket as TLSSocket;
+  const chain: Certificate[] = [];
+  let peer: DetailedPeerCertificate | undefined = sock.getPeerCertificate?.(true) as DetailedPeerCertificate | undefined;
+  while (peer?.raw && chain.length < 8) {
+    chain.push(parseCertificate(peer.raw));
+    if (!peer.issuerCertificate || peer.issuerCertificate === peer || peer.issuerCertificate.raw.equals(peer.raw)) break;
+    peer = peer.issuerCertificate;
+  }
+  if (chain.length === 0) throw new WritError('ERR_UNAUTHENTICATED', "agent endpoints need the agent's X.509-SVID as TLS client certificate");
+  let id: string;
+  try {
+    id = verifyX509Svid(chain, new Map([[ca.trustDomain, ca.bundle()]])).spiffeId.uri;
+  } catch (err) {
+    throw new WritError('ERR_UNAUTHENTICATED', `client certificate rejected: ${(err as Error).message}`);
+  }
+  if (!id.startsWith(`spiffe://${ca.trustDomain}/writ/agent/`)) throw new WritError('ERR_FORBIDDEN', `${id} is not an agent identity`);
+  const agent = await store.getAgent(id);
+  if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} is not attested (evicted?); it must attest again`);
+  if (agent.banned) throw new WritError('ERR_FORBIDDEN', `agent ${id} is banned`);
+  if (agent.serial !== chain[0]!.serialHex) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} presented a superseded SVID; it must attest again`);
+  return id;
+}
+
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<Role> {
   const h = req.headers.authorization;
   const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
@@ -221,7 +251,7 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
   return tok.role;
 }
 
-async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[], store: Store, metrics: ReturnType<typeof createMetrics>, log: Logger): Promise<void> {
+async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[], store: Store, ca: CertificateAuthority, metrics: ReturnType<typeof createMetrics>, log: Logger): Promise<void> {
   const start = performance.now();
   const method = raw.method ?? 'GET';
   let routeName = 'unmatched';
@@ -238,8 +268,9 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
       return;
     }
     routeName = route.name;
-    const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, body: undefined };
-    if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
+    const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, agent: undefined, body: undefined };
+    if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
+    else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
     if (route.body) req.body = await readJson(raw, route.body.limit);
     const reply = await route.handler(req);
     status = reply.status;

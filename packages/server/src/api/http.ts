@@ -13,6 +13,8 @@ export interface Request {
   readonly raw: IncomingMessage;
   /** The caller's role, once authenticated. */
   role: Role | undefined;
+  /** The calling agent's SPIFFE ID, on agent routes (authenticated by its X.509-SVID). */
+  agent: string | undefined;
   /** The parsed JSON body (routes with `body`). */
   body: unknown;
 }
@@ -31,8 +33,8 @@ export interface Route {
   readonly pattern: RegExp;
   /** The route name used in metrics and the OpenAPI document, e.g. `/v1/entries/{id}`. */
   readonly name: string;
-  /** undefined: no authentication. */
-  readonly role: Role | undefined;
+  /** undefined: no authentication; 'agent': the client certificate must be a live agent SVID. */
+  readonly role: Role | 'agent' | undefined;
   readonly body?: { readonly limit: number } | undefined;
   readonly summary: string;
   readonly handler: Handler;

@@ -8,6 +8,7 @@ import type { CertificateAuthority } from '../ca/ca.ts';
 import type { Metrics } from '../metrics.ts';
 import { ROLES, type Role, type Store } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
+import { agentRoutes, notifyChange } from './agent-routes.ts';
 import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
 
 export interface ApiContext {
@@ -45,7 +46,7 @@ function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: numb
 export function buildRoutes(ctx: ApiContext): Route[] {
   const td = ctx.trustDomain;
   const routes: Route[] = [];
-  const add = (method: string, name: string, role: Role | undefined, summary: string, handler: Route['handler'], body?: { limit: number }): void => {
+  const add = (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }): void => {
     const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
     routes.push({ method, name, pattern, role, summary, handler, body });
   };
@@ -99,6 +100,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   add('POST', '/v1/entries', 'operator', 'Create a registration entry.', async (req) => {
     const now = ctx.clock();
     const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
+    notifyChange();
     return ok(entryJson(e!), 201);
   }, JSON_BODY);
   add('POST', '/v1/entries/batch', 'operator', `Create up to ${BATCH_LIMIT} entries, all or none.`, async (req) => {
@@ -110,6 +112,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     const now = ctx.clock();
     const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
     const created = await ctx.store.createEntries(inputs, now);
+    notifyChange();
     return ok({ entries: created.map(entryJson) }, 201);
   }, { limit: 16 * DEFAULT_BODY_LIMIT });
   const getEntry = async (req: Request) => {
@@ -121,15 +124,20 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   add('PATCH', '/v1/entries/{id}', 'operator', 'Change the given fields of an entry.', async (req) => {
     const base = await getEntry(req);
     const now = ctx.clock();
-    return ok(entryJson(await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now)));
+    const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
+    notifyChange();
+    return ok(entryJson(updated));
   }, JSON_BODY);
   add('PUT', '/v1/entries/{id}', 'operator', 'Replace an entry.', async (req) => {
     const base = await getEntry(req);
     const now = ctx.clock();
-    return ok(entryJson(await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now)));
+    const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
+    notifyChange();
+    return ok(entryJson(updated));
   }, JSON_BODY);
   add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
     if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
+    notifyChange();
     return { status: 204, body: '' };
   });
 
@@ -247,13 +255,16 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     const bundle = parseBundleJson(name, req.body);
     const now = ctx.clock();
     await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
+    notifyChange();
     return ok(federatedJson(name, bundle, now));
   }, JSON_BODY);
   add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
     const name = tdParam(req);
     if (!(await ctx.store.deleteFederatedBundle(name))) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
+    notifyChange();
     return { status: 204, body: '' };
   });
 
+  agentRoutes(ctx, add);
   return routes;
 }
