@@ -157,3 +157,52 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
 export function cleanup(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+export interface AgentProcess {
+  readonly socket: string;
+  readonly dataDir: string;
+  readonly child: ChildProcess;
+  readonly logs: string[];
+  stop(): Promise<number | null>;
+}
+
+/** `writ agent start` as a child process; resolves once it serves the Workload API. */
+export async function startAgentProcess(server: ServerProcess, opts: { joinToken?: string; dataDir?: string; socket?: string } = {}): Promise<AgentProcess> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-agent-'));
+  const socket = opts.socket ?? join(dataDir, 'api.sock');
+  const args = [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', socket, ...(opts.joinToken ? ['--join-token', opts.joinToken] : [])];
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: childEnv({ WRIT_SERVER: server.url, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem') }),
+  });
+  const logs: string[] = [];
+  const stderr: string[] = [];
+  let buf = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`agent did not start in 20s: ${stderr.join('')}`)), 20_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        logs.push(line);
+        if (line.includes('"writ agent serving the Workload API"')) (clearTimeout(timer), resolve());
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`agent exited with ${code}: ${stderr.join('')}`))));
+  });
+  return {
+    socket,
+    dataDir,
+    child,
+    logs,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}

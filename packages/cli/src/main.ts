@@ -1,7 +1,7 @@
 /** `writ <noun> <verb>`: the operator's and CI's command line. Exit codes: 0 ok, 1 error, 2 usage. */
 import { Command, CommanderError, Option } from 'commander';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateSigner, loadServerConfig, startServer, SERVER_DEFAULTS } from '@writ/server';
@@ -11,6 +11,15 @@ import { runDemo } from './demo.ts';
 import { FORMATS, checkFormat, print } from './output.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+/** Workload API errors become WritErrors (exit 1) with the gRPC status in the message. */
+async function grpcCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new WritError('ERR_REQUEST_FAILED', `Workload API: ${(err as Error).message}`);
+  }
+}
 
 interface Globals {
   server?: string;
@@ -311,6 +320,118 @@ export function buildProgram(): Command {
       const res = await api.call<{ token: string }>('POST', '/v1/svids/jwt', { spiffeId: f.spiffeId, audience: f.audience, ...(f.ttl ? { ttl: f.ttl } : {}) });
       if (format === 'table') return void process.stdout.write(`${res.token}\n`);
       print(format, res);
+    });
+
+  // ---------------------------------------------------------------- agents
+  const agent = program.command('agent').description('node agents: run one, or manage the attested ones');
+  agent
+    .command('start')
+    .description('start an agent in the foreground: attests the node, serves the Workload API on --socket')
+    .requiredOption('--data-dir <dir>', 'identity and SVID cache (kept across restarts)')
+    .option('--join-token <token>', 'single-use join token (writ token create); only needed the first time')
+    .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
+    .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
+    .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
+    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<Globals>();
+      const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
+      const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
+      if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
+      let caPem: string;
+      try {
+        caPem = readFileSync(caFile, 'utf8');
+      } catch (err) {
+        throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
+      }
+      if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
+      const { Agent, WorkloadApiServer } = await import('@writ/agent');
+      const { pino } = await import('pino');
+      const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
+      mkdirSync(dirname(f.socket), { recursive: true });
+      const a = new Agent({ serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log });
+      await a.start();
+      const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log });
+      await api.listen();
+      log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
+      const stop = (): void => {
+        a.stop();
+        void api.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await new Promise(() => undefined);
+    });
+  agent.command('list').description('list attested agents').action(async (_o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ agents: Array<Record<string, string | boolean>> }>('GET', '/v1/agents');
+    print(format, res.agents, () => ({ head: ['SPIFFE ID', 'ATTESTATION', 'SVID EXPIRES', 'BANNED'], body: res.agents.map((a) => [String(a['spiffeId']), String(a['attestationType']), String(a['expiresAt']), a['banned'] ? 'yes' : 'no']) }));
+  });
+  agent.command('show').argument('<spiffe-id>').description('show one agent').action(async (id: string, _o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    print(format, await api.call('GET', `/v1/agents/${encodeURIComponent(id)}`));
+  });
+  for (const [verb, what] of [['evict', 'its SVID stops working; it must attest again'], ['ban', 'its SVID stops working and it cannot attest again']] as const) {
+    agent.command(verb).argument('<spiffe-id>').description(`${verb} an agent: ${what}`).action(async (id: string, _o: unknown, cmd: Command) => {
+      await clientOf(cmd).api.call('POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`);
+      process.stderr.write(`${verb === 'ban' ? 'banned' : 'evicted'} ${id}\n`);
+    });
+  }
+
+  // ---------------------------------------------------------------- Workload API client
+  const socketOpt = (c: Command): Command => c.option('--socket <path>', 'Workload API socket (or SPIFFE_ENDPOINT_SOCKET)');
+  const workloadClient = async (socket: string | undefined) => {
+    const { WorkloadClient } = await import('@writ/sdk');
+    const ep = socket ? (socket.includes('://') ? socket : `unix://${resolve(socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
+    if (!ep) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
+    return new WorkloadClient(ep);
+  };
+  socketOpt(svid.command('fetch'))
+    .description("fetch this process's X.509-SVIDs from the Workload API")
+    .option('--write <dir>', 'write svid.pem, svid.key, bundle.pem (and svid.N.* for more SVIDs) here')
+    .action(async (f: { socket?: string; write?: string }, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
+      const c = await workloadClient(f.socket);
+      try {
+        const ctx = await grpcCall(() => c.fetchX509Context());
+        const rows = ctx.svids.map((s) => ({ spiffeId: s.spiffeId, hint: s.hint, expiresAt: s.chain[0]!.notAfter.toISOString() }));
+        if (f.write) {
+          mkdirSync(f.write, { recursive: true });
+          ctx.svids.forEach((s, i) => {
+            const base = i === 0 ? 'svid' : `svid.${i}`;
+            writeFileSync(join(f.write!, `${base}.pem`), s.chain.map((c) => toPem('CERTIFICATE', c.der)).join(''));
+            writeFileSync(join(f.write!, `${base}.key`), s.key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+          });
+          writeFileSync(join(f.write, 'bundle.pem'), [...ctx.bundles.values()].flatMap((b) => b.x509Authorities.map((c) => toPem('CERTIFICATE', c.der))).join(''));
+        }
+        print(format, rows, () => ({ head: ['SPIFFE ID', 'HINT', 'EXPIRES'], body: rows.map((r) => [r.spiffeId, r.hint, r.expiresAt]) }));
+      } finally {
+        c.close();
+      }
+    });
+  socketOpt(svid.command('jwt'))
+    .description('fetch a JWT-SVID for this process from the Workload API and print it')
+    .requiredOption('--audience <aud>', 'audience (repeatable)', collect)
+    .option('--spiffe-id <id>', 'which of the workload\'s identities')
+    .action(async (f: { socket?: string; audience: string[]; spiffeId?: string }, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
+      const c = await workloadClient(f.socket);
+      try {
+        const svids = await grpcCall(() => c.fetchJwtSvids(f.audience, f.spiffeId ?? ''));
+        if (format === 'table') return void process.stdout.write(`${svids[0]?.svid ?? ''}\n`);
+        print(format, svids);
+      } finally {
+        c.close();
+      }
+    });
+  socketOpt(svid.command('watch'))
+    .description('print a line each time the Workload API sends new X.509-SVIDs (Ctrl-C to stop)')
+    .action(async (f: { socket?: string }) => {
+      const c = await workloadClient(f.socket);
+      c.watchX509Context(
+        (ctx) => process.stdout.write(`${new Date().toISOString()} ${ctx.svids.map((s) => `${s.spiffeId} serial=${s.chain[0]!.serialHex} expires=${s.chain[0]!.notAfter.toISOString()}`).join(' ')}\n`),
+        (err) => process.stderr.write(`${new Date().toISOString()} ${err.message}; reconnecting\n`),
+      );
+      await new Promise(() => undefined);
     });
 
   // ---------------------------------------------------------------- demo and completion

@@ -178,6 +178,7 @@ export function parseEndpoint(addr: string): { path: string } | { host: string; 
 export class GrpcClient {
   readonly #endpoint: ReturnType<typeof parseEndpoint>;
   #session: ClientHttp2Session | undefined;
+  #active = 0;
 
   constructor(endpoint: string) {
     this.#endpoint = parseEndpoint(endpoint);
@@ -190,6 +191,7 @@ export class GrpcClient {
       createConnection: () => ('path' in ep ? netConnect(ep.path) : netConnect(ep.port, ep.host)),
     });
     s.on('error', () => undefined);
+    // Idle connections must not keep the process alive; live calls do (see #active).
     s.unref();
     this.#session = s;
     return s;
@@ -198,12 +200,17 @@ export class GrpcClient {
   /** Starts a call; `onMessage` for each response, `onEnd` once with the final status. Returns a cancel function. */
   call(method: string, request: Buffer, metadata: Record<string, string>, onMessage: (m: Buffer) => void, onEnd: (err: GrpcError | undefined) => void): () => void {
     let ended = false;
+    const session = this.#connect();
+    if (this.#active++ === 0) session.ref();
     const finish = (err: GrpcError | undefined): void => {
-      if (!ended) (ended = true, onEnd(err));
+      if (ended) return;
+      ended = true;
+      if (--this.#active === 0 && !session.destroyed) session.unref();
+      onEnd(err);
     };
     let req: ReturnType<ClientHttp2Session['request']>;
     try {
-      req = this.#connect().request({ ':method': 'POST', ':path': method, 'content-type': 'application/grpc', te: 'trailers', ...metadata });
+      req = session.request({ ':method': 'POST', ':path': method, 'content-type': 'application/grpc', te: 'trailers', ...metadata });
     } catch (err) {
       finish(new GrpcError(GRPC_STATUS.UNAVAILABLE, (err as Error).message));
       return () => undefined;

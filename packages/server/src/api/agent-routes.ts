@@ -50,6 +50,10 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
     const deadline = Date.now() + wait * 1000;
     for (;;) {
+      // Re-checked on every wake-up: an agent evicted or banned mid-poll learns it at once.
+      const me = await ctx.store.getAgent(req.agent!);
+      if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
+      if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
       const r = await ctx.store.syncEntries(req.agent!, since);
       const b = await bundlesState(ctx);
       const changed = since === 0 || r.entries.length > 0 || r.removed.length > 0 || b.version !== known;
@@ -124,12 +128,14 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const a = await agentParam(req);
     if (a.banned) throw new WritError('ERR_CONFLICT', `agent ${a.spiffeId} is banned; evicting would lift the ban`);
     await ctx.store.deleteAgent(a.spiffeId);
+    notifyChange(); // wakes its long poll so it learns now, not at the next timeout
     return ok({ ...agentJson(a), evicted: true });
   });
   add('POST', '/v1/agents/{id}/ban', 'admin', 'Ban an agent: its SVID stops working and it cannot attest again under this name.', async (req) => {
     const a = await agentParam(req);
     const banned = { ...a, banned: true, updatedAt: ctx.clock() };
     await ctx.store.upsertAgent(banned);
+    notifyChange();
     return ok(agentJson(banned));
   });
 }

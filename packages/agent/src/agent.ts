@@ -1,0 +1,361 @@
+/**
+ * The agent: attests its node to the server, keeps the entries it is entitled to in sync, has
+ * X.509-SVIDs signed for keys it generates itself, rotates them at half life (±10% jitter), keeps
+ * everything in its data directory so a restart serves at once, and keeps serving from that cache
+ * while the server is away.
+ */
+import { EventEmitter } from 'node:events';
+import { createPrivateKey, generateKeyPairSync, randomInt, type KeyObject } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import {
+  WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, toPem, type BundleJson, type Certificate, type TrustBundle,
+} from '@writ/spiffe';
+import { ServerClient } from './server-client.ts';
+
+export interface EntryView {
+  readonly id: string;
+  readonly spiffeId: string;
+  readonly parentId: string;
+  readonly selectors: readonly string[];
+  readonly x509SvidTtl: number;
+  readonly jwtSvidTtl: number;
+  readonly dnsNames: readonly string[];
+  readonly federatesWith: readonly string[];
+  readonly admin: boolean;
+  readonly hint: string;
+  readonly expiresAt: string | null;
+  readonly revision: number;
+}
+
+interface StoredSvid {
+  readonly chainPem: string;
+  readonly keyPem: string;
+  readonly notBefore: number;
+  readonly expiresAt: number;
+  readonly rotateAt: number;
+}
+
+interface State {
+  spiffeId: string;
+  svidPem: string;
+  keyPem: string;
+  revision: number;
+  bundlesVersion: string;
+  bundle: BundleJson | undefined;
+  federated: Record<string, BundleJson>;
+  entries: Record<string, EntryView>;
+  svids: Record<string, StoredSvid>;
+}
+
+/** An SVID ready to hand to a workload. */
+export interface ServedSvid {
+  readonly entry: EntryView;
+  readonly chain: readonly Certificate[];
+  readonly keyPkcs8Der: Buffer;
+  readonly expiresAt: number;
+}
+
+export interface AgentOptions {
+  readonly serverUrl: string;
+  /** PEM bundle to trust the server with on first contact. */
+  readonly caPem: string;
+  readonly joinToken?: string | undefined;
+  readonly dataDir: string;
+  readonly log: Logger;
+  readonly clock?: () => number;
+  /** How long a sync request may wait on the server for a change. */
+  readonly syncWaitSeconds?: number;
+}
+
+const STATE_FILE = 'agent-state.json';
+
+function generateKey(): { key: KeyObject; pub: KeyObject } {
+  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { key: k.privateKey, pub: k.publicKey };
+}
+
+function csrFor(k: { key: KeyObject; pub: KeyObject }): string {
+  return toPem('CERTIFICATE REQUEST', createCsr({ key: k.key, keyType: 'ec-p256' }, k.pub));
+}
+
+/** Rotation at half life with ±10% jitter, so a fleet does not renew in lockstep. */
+function rotationTime(notBefore: number, expiresAt: number): number {
+  const half = (expiresAt - notBefore) / 2;
+  return notBefore + half + (half * randomInt(-100, 101)) / 1000;
+}
+
+export class Agent extends EventEmitter {
+  readonly #o: AgentOptions;
+  readonly #clock: () => number;
+  readonly #client: ServerClient;
+  #state: State | undefined;
+  #bundles = new Map<string, TrustBundle>();
+  #stopped = false;
+  #timers: NodeJS.Timeout[] = [];
+  #jwtCache = new Map<string, { token: string; refreshAt: number; expiresAt: number }>();
+  #syncing: Promise<void> | undefined;
+  #connected = false;
+
+  constructor(opts: AgentOptions) {
+    super();
+    this.#o = opts;
+    this.#clock = opts.clock ?? Date.now;
+    this.#client = new ServerClient(opts.serverUrl, opts.caPem);
+  }
+
+  get spiffeId(): string {
+    return this.#state?.spiffeId ?? '';
+  }
+  get trustDomain(): string {
+    return this.spiffeId.slice(9).split('/')[0] ?? '';
+  }
+  /** Whether the last exchange with the server succeeded. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  // ---------------------------------------------------------------- persistence
+
+  #load(): void {
+    const f = join(this.#o.dataDir, STATE_FILE);
+    if (!existsSync(f)) return;
+    try {
+      this.#state = JSON.parse(readFileSync(f, 'utf8')) as State;
+      this.#rebuildBundles();
+      this.#o.log.info({ spiffeId: this.#state.spiffeId, entries: Object.keys(this.#state.entries).length, svids: Object.keys(this.#state.svids).length }, 'loaded cached identity and SVIDs');
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, 'agent state unreadable; attesting afresh');
+      this.#state = undefined;
+    }
+  }
+
+  #save(): void {
+    if (!this.#state) return;
+    mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
+    const f = join(this.#o.dataDir, STATE_FILE);
+    const tmp = `${f}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify(this.#state), { mode: 0o600 });
+    chmodSync(tmp, 0o600);
+    renameSync(tmp, f);
+  }
+
+  #rebuildBundles(): void {
+    const s = this.#state!;
+    const m = new Map<string, TrustBundle>();
+    if (s.bundle) m.set(this.trustDomain, parseBundleJson(this.trustDomain, s.bundle));
+    for (const [td, b] of Object.entries(s.federated)) {
+      try {
+        m.set(td, parseBundleJson(td, b));
+      } catch (err) {
+        this.#o.log.warn({ trustDomain: td, err: (err as Error).message }, 'ignoring a malformed federated bundle from the server');
+      }
+    }
+    this.#bundles = m;
+  }
+
+  // ---------------------------------------------------------------- node attestation
+
+  async #attest(): Promise<void> {
+    if (!this.#o.joinToken) throw new WritError('ERR_CONFIG_INVALID', 'the agent has no identity yet: give it a join token (--join-token; writ token create makes one)', { field: 'joinToken' });
+    const k = generateKey();
+    const res = await this.#client.call<{ spiffeId: string; svid: string; bundle: string }>('POST', '/v1/agent/attest/join-token', { joinToken: this.#o.joinToken, csr: csrFor(k) });
+    this.#state = {
+      spiffeId: res.spiffeId, svidPem: res.svid, keyPem: k.key.export({ format: 'pem', type: 'pkcs8' }) as string,
+      revision: 0, bundlesVersion: '', bundle: undefined, federated: {}, entries: {}, svids: {},
+    };
+    this.#save();
+    this.#o.log.info({ spiffeId: res.spiffeId }, 'attested to the server with a join token');
+  }
+
+  #useIdentity(): void {
+    const s = this.#state!;
+    const ca = s.bundle ? parseBundleJson(this.trustDomain, s.bundle).x509Authorities.map((c) => toPem('CERTIFICATE', c.der)).join('') : this.#o.caPem;
+    this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem } });
+  }
+
+  #agentSvidExpiry(): { notBefore: number; expiresAt: number } {
+    const leaf = parseCertificatesPem(this.#state!.svidPem)[0]!;
+    return { notBefore: leaf.notBefore.getTime(), expiresAt: leaf.notAfter.getTime() };
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(): Promise<void> {
+    mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
+    this.#load();
+    if (!this.#state || this.#agentSvidExpiry().expiresAt <= this.#clock()) {
+      if (this.#state) this.#o.log.warn('the agent SVID has expired; attesting again');
+      await this.#attest();
+    }
+    this.#useIdentity();
+    this.emit('update');
+    void this.#syncLoop();
+    this.#timers.push(setInterval(() => void this.#rotate().catch((err) => this.#o.log.warn({ err: (err as Error).message }, 'rotation failed; will retry')), 1000));
+    await this.#rotate().catch(() => undefined);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#client.close();
+  }
+
+  /** Long-polls the server; applies each answer; backs off while the server is away. */
+  async #syncLoop(): Promise<void> {
+    let backoff = 500;
+    while (!this.#stopped) {
+      try {
+        await this.syncOnce(this.#o.syncWaitSeconds ?? 20);
+        backoff = 500;
+      } catch (err) {
+        if (this.#stopped) return;
+        if (this.#connected) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'lost the server; serving from cache');
+        this.#connected = false;
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 10_000);
+      }
+    }
+  }
+
+  /** One sync exchange (exposed for tests and the benchmark). */
+  async syncOnce(waitSeconds = 0): Promise<void> {
+    const s = this.#state!;
+    const q = new URLSearchParams({ since: String(s.revision), wait: String(waitSeconds), bundles: s.bundlesVersion });
+    const r = await this.#client.call<{ revision: number; full: boolean; entries: EntryView[]; removed: string[]; bundlesVersion: string; bundle: BundleJson; federatedBundles: Record<string, BundleJson> }>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
+    if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
+    this.#connected = true;
+    let changed = false;
+    if (r.full) {
+      const keep = new Set(r.entries.map((e) => e.id));
+      for (const id of Object.keys(s.entries)) if (!keep.has(id)) (delete s.entries[id], delete s.svids[id], (changed = true));
+    }
+    for (const id of r.removed) if (s.entries[id]) (delete s.entries[id], delete s.svids[id], (changed = true));
+    for (const e of r.entries) {
+      const prev = s.entries[e.id];
+      // A changed entry (new TTL, DNS names, ID) needs a new SVID.
+      if (prev && (prev.spiffeId !== e.spiffeId || prev.x509SvidTtl !== e.x509SvidTtl || prev.dnsNames.join() !== e.dnsNames.join())) delete s.svids[e.id];
+      s.entries[e.id] = e;
+      changed = true;
+    }
+    if (r.bundlesVersion !== s.bundlesVersion) {
+      s.bundle = r.bundle;
+      s.federated = r.federatedBundles;
+      s.bundlesVersion = r.bundlesVersion;
+      this.#rebuildBundles();
+      this.#useIdentity();
+      changed = true;
+    }
+    s.revision = r.revision;
+    if (changed) {
+      this.#jwtCache.clear();
+      this.#save();
+      this.emit('update');
+      await this.#rotate().catch(() => undefined);
+    }
+  }
+
+  /** Signs what is missing or due, in batches; renews the agent's own SVID at half life. */
+  async #rotate(): Promise<void> {
+    if (this.#syncing) return this.#syncing;
+    this.#syncing = (async () => {
+      const s = this.#state;
+      if (!s) return;
+      const now = this.#clock();
+      const own = this.#agentSvidExpiry();
+      if (now >= own.notBefore + (own.expiresAt - own.notBefore) / 2) {
+        const k = generateKey();
+        const r = await this.#client.call<{ svid: string }>('POST', '/v1/agent/renew', { csr: csrFor(k) });
+        s.svidPem = r.svid;
+        s.keyPem = k.key.export({ format: 'pem', type: 'pkcs8' }) as string;
+        this.#useIdentity();
+        this.#save();
+        this.#o.log.info('renewed the agent SVID');
+      }
+      const due = Object.values(s.entries).filter((e) => {
+        const sv = s.svids[e.id];
+        return !sv || now >= sv.rotateAt;
+      });
+      for (let i = 0; i < due.length; i += 500) {
+        const batch = due.slice(i, i + 500).map((e) => ({ e, k: generateKey() }));
+        const res = await this.#client.call<{ svids: Array<{ entryId: string; svid: string; expiresAt: string }> }>('POST', '/v1/agent/svids', {
+          requests: batch.map(({ e, k }) => ({ entryId: e.id, csr: csrFor(k) })),
+        });
+        const keys = new Map(batch.map(({ e, k }) => [e.id, k.key]));
+        for (const sv of res.svids) {
+          const leaf = parseCertificatesPem(sv.svid)[0]!;
+          const notBefore = leaf.notBefore.getTime();
+          const expiresAt = leaf.notAfter.getTime();
+          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: keys.get(sv.entryId)!.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(notBefore, expiresAt) };
+        }
+        this.#save();
+        this.emit('update');
+      }
+    })().finally(() => (this.#syncing = undefined));
+    return this.#syncing;
+  }
+
+  // ---------------------------------------------------------------- what the Workload API serves
+
+  /** Entries whose selectors are all among `selectors`. */
+  entriesFor(selectors: readonly string[]): EntryView[] {
+    const have = new Set(selectors);
+    const now = this.#clock();
+    return Object.values(this.#state?.entries ?? {})
+      .filter((e) => (e.expiresAt === null || Date.parse(e.expiresAt) > now) && e.selectors.every((x) => have.has(x)))
+      .sort((a, b) => (a.spiffeId === b.spiffeId ? a.id.localeCompare(b.id) : a.spiffeId.localeCompare(b.spiffeId)));
+  }
+
+  /** The current, unexpired SVID of an entry. */
+  svidOf(entry: EntryView): ServedSvid | undefined {
+    const sv = this.#state?.svids[entry.id];
+    if (!sv || sv.expiresAt <= this.#clock()) return undefined;
+    return {
+      entry,
+      chain: parseCertificatesPem(sv.chainPem),
+      keyPkcs8Der: createPrivateKey(sv.keyPem).export({ format: 'der', type: 'pkcs8' }),
+      expiresAt: sv.expiresAt,
+    };
+  }
+
+  bundle(trustDomain: string): TrustBundle | undefined {
+    return this.#bundles.get(trustDomain);
+  }
+
+  /** Own trust domain's bundle plus those the given entries federate with. */
+  bundlesFor(entries: readonly EntryView[]): Map<string, TrustBundle> {
+    const out = new Map<string, TrustBundle>();
+    const own = this.#bundles.get(this.trustDomain);
+    if (own) out.set(this.trustDomain, own);
+    for (const e of entries) for (const td of e.federatesWith) {
+      const b = this.#bundles.get(td);
+      if (b) out.set(td, b);
+    }
+    return out;
+  }
+
+  /** A JWT-SVID from the server, cached per entry and audience until half its life. */
+  async jwtSvid(entry: EntryView, audience: readonly string[]): Promise<{ token: string; expiresAt: number }> {
+    const key = `${entry.id}\u0000${[...audience].sort().join('\u0000')}`;
+    const now = this.#clock();
+    const hit = this.#jwtCache.get(key);
+    if (hit && now < hit.refreshAt) return hit;
+    try {
+      const r = await this.#client.call<{ token: string; expiresAt: string }>('POST', '/v1/agent/jwt-svid', { entryId: entry.id, audience });
+      const expiresAt = Date.parse(r.expiresAt);
+      const v = { token: r.token, expiresAt, refreshAt: now + (expiresAt - now) / 2 };
+      this.#jwtCache.set(key, v);
+      return v;
+    } catch (err) {
+      // Server away: a cached token that has not expired is still good.
+      if (hit && hit.expiresAt > now + 5000) return hit;
+      throw err;
+    }
+  }
+
+  /** Keep the bundles JSON shape for the JWT bundle RPC. */
+  jwtBundleJson(b: TrustBundle): Buffer {
+    return Buffer.from(JSON.stringify({ keys: formatBundleJson({ ...b, x509Authorities: [] }).keys }));
+  }
+}

@@ -1,0 +1,68 @@
+/** The agent's HTTPS client of the server: trusts the bundle, presents the agent SVID on agent routes. */
+import { Agent as HttpsAgent, request } from 'node:https';
+import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
+
+export class ServerClient {
+  readonly #base: URL;
+  #ca: string;
+  #agent: HttpsAgent;
+  #identity: { cert: string; key: string } | undefined;
+
+  constructor(serverUrl: string, caPem: string) {
+    this.#base = new URL(serverUrl);
+    this.#ca = caPem;
+    this.#agent = this.#newAgent();
+  }
+
+  #newAgent(): HttpsAgent {
+    return new HttpsAgent({ keepAlive: true, maxSockets: 8, ca: this.#ca, ...(this.#identity ?? {}) });
+  }
+
+  /** New trust roots or a new agent SVID: later requests use them. */
+  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void {
+    if (opts.ca !== undefined) this.#ca = opts.ca;
+    if ('identity' in opts) this.#identity = opts.identity;
+    this.#agent.destroy();
+    this.#agent = this.#newAgent();
+  }
+
+  call<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(new URL(path, this.#base), {
+        method,
+        agent: this.#agent,
+        timeout: timeoutMs,
+        headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > 256 * 1024 * 1024) req.destroy(new Error('response too large'));
+          else chunks.push(c);
+        });
+        res.on('end', () => {
+          let json: Record<string, unknown> | undefined;
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+          } catch {
+            json = undefined;
+          }
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300 && json) return resolve(json as T);
+          const code = (typeof json?.['code'] === 'string' && json['code'] in ERROR_CODES ? json['code'] : 'ERR_REQUEST_FAILED') as ErrorCode;
+          reject(new WritError(code, typeof json?.['message'] === 'string' ? json['message'] : `server answered HTTP ${status}${json ? '' : ' with a body that is not JSON'}`));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+      req.on('error', (e: NodeJS.ErrnoException) => reject(new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`)));
+      if (payload !== undefined) req.write(payload);
+      req.end();
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}

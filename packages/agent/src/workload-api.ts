@@ -1,0 +1,222 @@
+/**
+ * The SPIFFE Workload API on the agent's Unix socket: gRPC service `SpiffeWorkloadAPI` (no proto
+ * package), per SPIFFE_Workload_Endpoint.md and SPIFFE_Workload_API.md. The caller is identified by
+ * the kernel's credentials of its connection, attested when it connects and re-checked per call.
+ */
+import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { JwtSvidValidator, isWritError, trustDomainId, type TrustBundle } from '@writ/spiffe';
+import {
+  GRPC_STATUS, GrpcError, ServerCall, acceptUnaryRequest, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
+  encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
+} from '@writ/sdk';
+import type { Agent, EntryView } from './agent.ts';
+import { attestUnix, processStartTime } from './attest/unix.ts';
+import { peerCred, type PeerCred } from './peercred.ts';
+
+const SERVICE = '/SpiffeWorkloadAPI/';
+const MAX_REQUEST_BYTES = 64 * 1024;
+const kCaller = Symbol('writ.caller');
+
+interface Caller {
+  readonly cred: PeerCred;
+  readonly startTime: string;
+}
+
+export interface WorkloadApiOptions {
+  readonly agent: Agent;
+  readonly socketPath: string;
+  /** File mode of the socket; default 0o777: attestation, not permissions, decides who gets what. */
+  readonly socketMode?: number;
+  readonly log: Logger;
+  /** Extra selectors for a caller (docker, k8s attestors); unix selectors are always there. */
+  readonly attestors?: ReadonlyArray<(cred: PeerCred) => Promise<string[]>>;
+}
+
+const derConcat = (certs: ReadonlyArray<{ der: Buffer }>): Buffer => Buffer.concat(certs.map((c) => c.der));
+
+export class WorkloadApiServer {
+  readonly #o: WorkloadApiOptions;
+  readonly #server: Http2Server;
+  readonly #streams = new Set<() => void>();
+  readonly #sockets = new Set<Socket>();
+
+  constructor(opts: WorkloadApiOptions) {
+    this.#o = opts;
+    this.#server = createServer({ settings: { maxConcurrentStreams: 1000 }, maxSessionMemory: 16 });
+    // Credentials are read the moment the connection is accepted, before the caller can do anything.
+    this.#server.on('connection', (socket: Socket) => {
+      try {
+        const cred = peerCred(socket);
+        try {
+          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime: processStartTime(cred.pid) };
+        } catch { /* caller already gone: its calls are refused */ }
+        this.#sockets.add(socket);
+        socket.on('close', () => this.#sockets.delete(socket));
+      } catch (err) {
+        opts.log.warn({ err: (err as Error).message }, 'cannot read peer credentials; closing the connection');
+        socket.destroy();
+      }
+    });
+    this.#server.on('sessionError', () => undefined);
+    this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+    opts.agent.on('update', () => {
+      for (const push of this.#streams) push();
+    });
+  }
+
+  async listen(): Promise<void> {
+    const p = this.#o.socketPath;
+    if (existsSync(p)) {
+      if (!lstatSync(p).isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
+      unlinkSync(p); // a stale socket from a previous run
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(p, () => resolve());
+    });
+    chmodSync(p, this.#o.socketMode ?? 0o777);
+  }
+
+  close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    return new Promise((r) => this.#server.close(() => r()));
+  }
+
+  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    acceptUnaryRequest(stream, headers, MAX_REQUEST_BYTES, (call, request) => void this.#dispatch(call, request, stream).catch((err) => call.fail(err)));
+  }
+
+  async #caller(stream: ServerHttp2Stream): Promise<string[]> {
+    const socket = stream.session?.socket as unknown as Record<symbol, Caller | undefined> | undefined;
+    const caller = socket?.[kCaller];
+    if (!caller) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'the calling process could not be identified');
+    try {
+      const { selectors } = await attestUnix(caller.cred, { expectedStartTime: caller.startTime });
+      for (const a of this.#o.attestors ?? []) selectors.push(...(await a(caller.cred)));
+      return selectors;
+    } catch (err) {
+      throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, `workload attestation failed: ${(err as Error).message}`);
+    }
+  }
+
+  async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
+    if (!call.method.startsWith(SERVICE)) return call.end(GRPC_STATUS.UNIMPLEMENTED, `unknown service in ${call.method.slice(0, 100)}`);
+    const method = call.method.slice(SERVICE.length);
+    const known = ['FetchX509SVID', 'FetchX509Bundles', 'FetchJWTSVID', 'FetchJWTBundles', 'ValidateJWTSVID'];
+    if (!known.includes(method)) return call.end(GRPC_STATUS.UNIMPLEMENTED, `${method.slice(0, 100)} is not implemented by this agent`);
+    // SPIFFE_Workload_Endpoint.md: every request carries this header, or it is refused.
+    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    const selectors = await this.#caller(stream);
+    const agent = this.#o.agent;
+    switch (method) {
+      case 'FetchX509SVID':
+        return this.#stream(call, () => {
+          const entries = agent.entriesFor(selectors);
+          if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+          const svids = entries.map((e) => agent.svidOf(e)).filter((s) => s !== undefined);
+          if (svids.length === 0) return undefined; // signed soon: the stream answers when they are
+          const own = agent.bundle(agent.trustDomain);
+          const federated = new Map<string, Buffer>();
+          for (const [td, b] of agent.bundlesFor(entries)) if (td !== agent.trustDomain) federated.set(trustDomainId(td), derConcat(b.x509Authorities));
+          return encodeX509SvidResponse({
+            svids: svids.map((s) => ({
+              spiffeId: s.entry.spiffeId, x509Svid: derConcat(s.chain), x509SvidKey: s.keyPkcs8Der, bundle: derConcat(own?.x509Authorities ?? []), hint: s.entry.hint,
+            })),
+            crl: [],
+            federatedBundles: federated,
+          });
+        });
+      case 'FetchX509Bundles':
+        return this.#stream(call, () => {
+          const entries = agent.entriesFor(selectors);
+          if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+          return encodeX509BundlesResponse({ crl: [], bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), derConcat(b.x509Authorities)])) });
+        });
+      case 'FetchJWTBundles':
+        return this.#stream(call, () => {
+          const entries = agent.entriesFor(selectors);
+          if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+          return encodeJwtBundlesResponse({ bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), agent.jwtBundleJson(b)])) });
+        });
+      case 'FetchJWTSVID': {
+        const req = decodeRequest(() => decodeJwtSvidRequest(request));
+        if (req.audience.length === 0 || req.audience.some((a) => a === '')) return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'audience must be specified');
+        let entries = agent.entriesFor(selectors);
+        if (entries.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+        if (req.spiffeId) {
+          entries = entries.filter((e) => e.spiffeId === req.spiffeId);
+          if (entries.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, `the workload is not entitled to ${req.spiffeId.slice(0, 200)}`);
+        }
+        const svids: JwtSvid[] = [];
+        for (const e of uniqueBySpiffeId(entries)) {
+          try {
+            svids.push({ spiffeId: e.spiffeId, svid: (await agent.jwtSvid(e, req.audience)).token, hint: e.hint });
+          } catch (err) {
+            return call.end(GRPC_STATUS.UNAVAILABLE, `cannot mint a JWT-SVID now: ${isWritError(err) ? err.message : 'server unavailable'}`);
+          }
+        }
+        call.send(encodeJwtSvidResponse(svids));
+        return call.end();
+      }
+      case 'ValidateJWTSVID': {
+        const req = decodeRequest(() => decodeValidateJwtSvidRequest(request));
+        if (!req.audience) return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'audience must be specified');
+        if (!req.svid) return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'svid must be specified');
+        const entries = agent.entriesFor(selectors);
+        if (entries.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+        const bundles: Map<string, TrustBundle> = agent.bundlesFor(entries);
+        try {
+          const v = new JwtSvidValidator(bundles).validate(req.svid, req.audience);
+          call.send(encodeValidateJwtSvidResponse({ spiffeId: v.spiffeId.uri, claims: v.claims as Record<string, unknown> }));
+          return call.end();
+        } catch (err) {
+          return call.end(GRPC_STATUS.INVALID_ARGUMENT, isWritError(err) ? err.message : 'invalid JWT-SVID');
+        }
+      }
+    }
+  }
+
+  /**
+   * A server stream: the full state at once, then again on every change. `build` returns the
+   * encoded message, undefined when there is nothing to send yet, or throws a GrpcError to end.
+   */
+  #stream(call: ServerCall, build: () => Buffer | undefined): void {
+    let last: Buffer | undefined;
+    const push = (): void => {
+      if (call.closed) return void this.#streams.delete(push);
+      try {
+        const msg = build();
+        if (msg && (!last || !msg.equals(last))) {
+          last = msg;
+          call.send(msg);
+        }
+      } catch (err) {
+        this.#streams.delete(push);
+        call.fail(err);
+      }
+    };
+    call.stream.on('close', () => this.#streams.delete(push));
+    this.#streams.add(push);
+    push();
+  }
+
+  get activeStreams(): number {
+    return this.#streams.size;
+  }
+}
+
+function decodeRequest<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new GrpcError(GRPC_STATUS.INVALID_ARGUMENT, `malformed request message: ${(err as Error).message}`);
+  }
+}
+
+function uniqueBySpiffeId(entries: readonly EntryView[]): EntryView[] {
+  const seen = new Set<string>();
+  return entries.filter((e) => (seen.has(e.spiffeId) ? false : (seen.add(e.spiffeId), true)));
+}

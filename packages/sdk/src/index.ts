@@ -1,0 +1,14 @@
+export {
+  GRPC_STATUS, GrpcError, GrpcClient, ServerCall, Deframer, acceptUnaryRequest, frame, parseEndpoint, encodeGrpcMessage, decodeGrpcMessage,
+  DEFAULT_MAX_MESSAGE_BYTES, type GrpcStatus,
+} from './grpc.ts';
+export {
+  ProtoError, Writer, fields, encodeStruct, decodeStruct,
+  encodeX509SvidResponse, decodeX509SvidResponse, encodeX509BundlesResponse, decodeX509BundlesResponse,
+  encodeJwtSvidRequest, decodeJwtSvidRequest, encodeJwtSvidResponse, decodeJwtSvidResponse,
+  encodeJwtBundlesResponse, decodeJwtBundlesResponse, encodeValidateJwtSvidRequest, decodeValidateJwtSvidRequest,
+  encodeValidateJwtSvidResponse, decodeValidateJwtSvidResponse,
+  type X509Svid, type X509SvidResponse, type X509BundlesResponse, type JwtSvidRequest, type JwtSvid, type JwtBundlesResponse,
+  type ValidateJwtSvidRequest, type ValidateJwtSvidResponse,
+} from './proto.ts';
+export { WorkloadClient, type X509Context } from './workload-client.ts';

@@ -1,0 +1,168 @@
+/**
+ * A client of the SPIFFE Workload API (SPIFFE_Workload_API.md, client rules): the security header on
+ * every call, retries with backoff on Unavailable and PermissionDenied but not InvalidArgument,
+ * reconnection when a stream ends, messages with empty mandatory fields discarded.
+ */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { parseBundleJson, parseCertificate, parseTrustDomain, type Certificate, type TrustBundle } from '@writ/spiffe';
+import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
+import {
+  decodeJwtBundlesResponse, decodeJwtSvidResponse, decodeValidateJwtSvidResponse, decodeX509BundlesResponse, decodeX509SvidResponse,
+  encodeJwtSvidRequest, encodeValidateJwtSvidRequest, type JwtSvid,
+} from './proto.ts';
+
+const HEADER = { 'workload.spiffe.io': 'true' };
+const M = '/SpiffeWorkloadAPI/';
+
+export interface X509SvidItem {
+  readonly spiffeId: string;
+  /** Leaf first. */
+  readonly chain: readonly Certificate[];
+  readonly key: KeyObject;
+  readonly hint: string;
+}
+
+export interface X509Context {
+  /** The first is the default SVID. */
+  readonly svids: readonly X509SvidItem[];
+  /** Own and federated trust domains' X.509 bundles, keyed by trust domain name. */
+  readonly bundles: ReadonlyMap<string, TrustBundle>;
+}
+
+/** Splits concatenated DER certificates. */
+export function splitDer(buf: Buffer): Certificate[] {
+  const out: Certificate[] = [];
+  let p = 0;
+  while (p < buf.length) {
+    if (buf[p] !== 0x30 || p + 2 > buf.length) throw new GrpcError(GRPC_STATUS.INTERNAL, 'malformed certificate list');
+    let len = buf[p + 1]!;
+    let head = 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + buf[p + 2 + i]!;
+      head += n;
+    }
+    out.push(parseCertificate(buf.subarray(p, p + head + len)));
+    p += head + len;
+  }
+  return out;
+}
+
+function tdOf(key: string): string {
+  return parseTrustDomain(key.startsWith('spiffe://') ? key.slice(9) : key);
+}
+
+function x509Bundle(td: string, der: Buffer): TrustBundle {
+  return { trustDomain: td, x509Authorities: splitDer(der), jwtAuthorities: new Map() };
+}
+
+/** Decodes an X509SVIDResponse into an X509Context; undefined when mandatory fields are empty. */
+export function toX509Context(msg: Buffer): X509Context | undefined {
+  const r = decodeX509SvidResponse(msg);
+  if (r.svids.length === 0) return undefined;
+  const svids: X509SvidItem[] = [];
+  const bundles = new Map<string, TrustBundle>();
+  for (const s of r.svids) {
+    if (!s.spiffeId || s.x509Svid.length === 0 || s.x509SvidKey.length === 0 || s.bundle.length === 0) return undefined;
+    svids.push({ spiffeId: s.spiffeId, chain: splitDer(s.x509Svid), key: createPrivateKey({ key: s.x509SvidKey, format: 'der', type: 'pkcs8' }), hint: s.hint });
+    const td = tdOf(s.spiffeId.slice(9).split('/')[0]!);
+    if (!bundles.has(td)) bundles.set(td, x509Bundle(td, s.bundle));
+  }
+  for (const [k, der] of r.federatedBundles) bundles.set(tdOf(k), x509Bundle(tdOf(k), der));
+  return { svids, bundles };
+}
+
+export class WorkloadClient {
+  readonly #grpc: GrpcClient;
+
+  /** `endpoint` defaults to SPIFFE_ENDPOINT_SOCKET (`unix:///path` or `tcp://ip:port`). */
+  constructor(endpoint: string | undefined = process.env['SPIFFE_ENDPOINT_SOCKET']) {
+    if (!endpoint) throw new TypeError('no Workload API endpoint: pass one or set SPIFFE_ENDPOINT_SOCKET');
+    this.#grpc = new GrpcClient(endpoint);
+  }
+
+  /** The first X509SVIDResponse of the stream. */
+  fetchX509Context(): Promise<X509Context> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const cancel = this.#grpc.call(`${M}FetchX509SVID`, Buffer.alloc(0), HEADER, (m) => {
+        const ctx = toX509Context(m);
+        if (ctx && !done) {
+          done = true;
+          resolve(ctx);
+          cancel();
+        }
+      }, (err) => {
+        if (!done) (done = true, reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended before an SVID arrived')));
+      });
+    });
+  }
+
+  /**
+   * Streams X.509 contexts; reconnects with backoff when the stream ends or fails with Unavailable
+   * or PermissionDenied, stops on InvalidArgument. Returns a function that stops watching.
+   */
+  watchX509Context(onUpdate: (ctx: X509Context) => void, onError: (err: GrpcError) => void = () => undefined): () => void {
+    let stopped = false;
+    let cancel: () => void = () => undefined;
+    let backoff = 200;
+    const start = (): void => {
+      if (stopped) return;
+      cancel = this.#grpc.call(`${M}FetchX509SVID`, Buffer.alloc(0), HEADER, (m) => {
+        const ctx = toX509Context(m);
+        if (ctx) {
+          backoff = 200;
+          onUpdate(ctx);
+        }
+      }, (err) => {
+        if (stopped) return;
+        if (err) onError(err);
+        if (err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
+        setTimeout(start, backoff).unref();
+        backoff = Math.min(backoff * 2, 10_000);
+      });
+    };
+    start();
+    return () => {
+      stopped = true;
+      cancel();
+    };
+  }
+
+  async fetchX509Bundles(): Promise<Map<string, TrustBundle>> {
+    const msg = await this.#firstOfStream(`${M}FetchX509Bundles`);
+    const r = decodeX509BundlesResponse(msg);
+    return new Map([...r.bundles].map(([k, der]) => [tdOf(k), x509Bundle(tdOf(k), der)]));
+  }
+
+  async fetchJwtBundles(): Promise<Map<string, TrustBundle>> {
+    const msg = await this.#firstOfStream(`${M}FetchJWTBundles`);
+    const r = decodeJwtBundlesResponse(msg);
+    return new Map([...r.bundles].map(([k, json]) => [tdOf(k), parseBundleJson(tdOf(k), json.toString('utf8'))]));
+  }
+
+  async fetchJwtSvids(audience: readonly string[], spiffeId = ''): Promise<JwtSvid[]> {
+    const res = await this.#grpc.unary(`${M}FetchJWTSVID`, encodeJwtSvidRequest({ audience: [...audience], spiffeId }), HEADER);
+    return decodeJwtSvidResponse(res).filter((s) => s.spiffeId && s.svid);
+  }
+
+  async validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }> {
+    return decodeValidateJwtSvidResponse(await this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER));
+  }
+
+  #firstOfStream(method: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const cancel = this.#grpc.call(method, Buffer.alloc(0), HEADER, (m) => {
+        if (!done) (done = true, resolve(m), cancel());
+      }, (err) => {
+        if (!done) (done = true, reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended without a message')));
+      });
+    });
+  }
+
+  close(): void {
+    this.#grpc.close();
+  }
+}

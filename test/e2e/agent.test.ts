@@ -1,0 +1,176 @@
+/**
+ * Server, agent and workloads as real processes. The Workload API is driven by Python's grpcio
+ * (Debian python3-grpcio, stubs compiled with python3-grpc-tools) and by the writ CLI.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WorkloadClient } from '@writ/sdk';
+import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+
+let srv: ServerProcess;
+let partner: ServerProcess;
+let agent: AgentProcess;
+let stubs: string;
+const AUD = 'spiffe://e2e.test/ns/db';
+
+async function entry(args: string[]): Promise<{ id: string }> {
+  const r = await writ(srv, ['entry', 'create', '--parent-id', 'spiffe://e2e.test/writ/agent/node-a', ...args, '-o', 'json']);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+before(async () => {
+  [srv, partner] = await Promise.all([startServerProcess(), startServerProcess({ args: ['--trust-domain', 'partner.test'] })]);
+  // Static federation with a real second trust domain.
+  const pb = await writ(partner, ['bundle', 'show']);
+  const f = join(srv.dataDir, 'partner.json');
+  writeFileSync(f, pb.stdout);
+  assert.equal((await writ(srv, ['bundle', 'set', '--trust-domain', 'partner.test', '-f', f])).code, 0);
+  await entry(['--spiffe-id', 'spiffe://e2e.test/ns/web', '--selector', 'unix:uid:0', '--federates-with', 'partner.test', '--hint', 'main']);
+  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-a', '-o', 'json'])).stdout).token as string;
+  // The socket lives in a directory every local user can reach: attestation decides, not permissions.
+  const sockDir = mkdtempSync(join(tmpdir(), 'writ-sock-'));
+  chmodSync(sockDir, 0o755);
+  agent = await startAgentProcess(srv, { joinToken: token, socket: join(sockDir, 'api.sock') });
+  stubs = mkdtempSync(join(tmpdir(), 'writ-pystubs-'));
+  const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, 'test/e2e/fixtures')}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'workload.proto']);
+  assert.equal(gen.code, 0, gen.stderr);
+  chmodSync(stubs, 0o755);
+});
+
+after(async () => {
+  await agent?.stop();
+  await Promise.all([srv?.stop(), partner?.stop()]);
+  for (const d of [srv?.dataDir, partner?.dataDir, agent?.dataDir, stubs]) if (d) cleanup(d);
+});
+
+const py = (args: string[], opts: { uid?: number } = {}) =>
+  opts.uid === undefined
+    ? run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/workload_client.py'), stubs, agent.socket, AUD, ...args])
+    : run('setpriv', [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', DEBIAN_PYTHON, join(ROOT, 'test/e2e/fixtures/workload_client.py'), stubs, agent.socket, AUD, ...args]);
+
+describe('the Workload API, driven by Python grpcio', () => {
+  it('serves every RPC with the standard wire format, header rule, federation and Unimplemented WIT RPCs', async () => {
+    await waitFor('the first SVID', async () => ((await writ(undefined, ['svid', 'fetch', '--socket', agent.socket])).code === 0 ? true : undefined));
+    const partnerJwt = JSON.parse((await writ(partner, ['svid', 'mint-jwt', '--spiffe-id', 'spiffe://partner.test/billing', '--audience', AUD, '-o', 'json'])).stdout).token as string;
+    const r = await py(['all', partnerJwt]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.no_header, 'INVALID_ARGUMENT');
+    assert.equal(out.x509.svids.length, 1);
+    assert.equal(out.x509.svids[0].spiffe_id, 'spiffe://e2e.test/ns/web');
+    assert.equal(out.x509.svids[0].hint, 'main');
+    assert.ok(out.x509.svids[0].key_bytes > 100 && out.x509.svids[0].bundle_bytes > 300);
+    assert.equal(out.x509.first_cert_der_hex.slice(0, 2), '30', 'DER, not PEM');
+    assert.deepEqual(out.x509.federated, ['spiffe://partner.test']);
+    assert.deepEqual(out.x509_bundles, ['spiffe://e2e.test', 'spiffe://partner.test']);
+    assert.deepEqual(out.jwt, [{ spiffe_id: 'spiffe://e2e.test/ns/web', parts: 3 }]);
+    assert.equal(out.jwt_no_audience, 'INVALID_ARGUMENT');
+    assert.equal(out.jwt_other_id, 'PERMISSION_DENIED');
+    assert.deepEqual(Object.keys(out.jwt_bundles).sort(), ['spiffe://e2e.test', 'spiffe://partner.test']);
+    assert.ok(out.jwt_bundles['spiffe://e2e.test'] >= 1);
+    assert.equal(out.validate.spiffe_id, 'spiffe://e2e.test/ns/web');
+    assert.equal(out.validate.claims.sub, 'spiffe://e2e.test/ns/web');
+    assert.equal(out.validate.claims.aud, AUD);
+    assert.equal(out.validate_wrong_audience, 'INVALID_ARGUMENT');
+    assert.equal(out.validate_garbage, 'INVALID_ARGUMENT');
+    assert.equal(out.validate_federated, 'spiffe://partner.test/billing', "a federated domain's token, checked against its own keys");
+    assert.equal(out.wit, 'UNIMPLEMENTED');
+    // The chain the Python client received verifies with openssl against the bundle it received.
+    await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'bundle.der'), '-out', join(stubs, 'bundle.pem')]);
+    const v = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), '-inform', 'DER', join(stubs, 'svid.der')]).catch(() => undefined);
+    const leaf = await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'svid.der'), '-out', join(stubs, 'svid.pem')]);
+    assert.equal(leaf.code, 0);
+    const v2 = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(stubs, 'svid.pem')]);
+    assert.match(v2.stdout, /svid\.pem: OK/, `${v?.stderr ?? ''}${v2.stderr}`);
+  });
+
+  it('a caller with no identity (another uid) gets PermissionDenied', async () => {
+    const r = await py(['denied'], { uid: 65534 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { FetchX509SVID: 'PERMISSION_DENIED', FetchJWTSVID: 'PERMISSION_DENIED' });
+  });
+
+  it('garbage bytes and a vanished client leave the agent serving everyone else', async () => {
+    await new Promise<void>((resolve) => {
+      const s = connect(agent.socket, () => s.write(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x08\x00\x00\x00\x00\x00garbage'.repeat(20))));
+      s.resume();
+      s.on('close', () => resolve()).on('error', () => resolve());
+      setTimeout(() => s.destroy(), 500);
+    });
+    const c = new WorkloadClient(`unix://${agent.socket}`);
+    const ctx = await c.fetchX509Context();
+    assert.equal(ctx.svids[0]!.spiffeId, 'spiffe://e2e.test/ns/web');
+    c.close();
+    assert.equal(agent.child.exitCode, null);
+  });
+});
+
+describe('sync, rotation and outages', () => {
+  it('a new entry reaches the workload stream, a deleted one is withdrawn within seconds', async () => {
+    const c = new WorkloadClient(`unix://${agent.socket}`);
+    const seen: string[][] = [];
+    const errors: string[] = [];
+    const stop = c.watchX509Context((ctx) => seen.push(ctx.svids.map((s) => s.spiffeId)), (e) => errors.push(e.message));
+    await waitFor('initial context', async () => (seen.length > 0 ? true : undefined));
+    const extra = await entry(['--spiffe-id', 'spiffe://e2e.test/ns/web-extra', '--selector', 'unix:uid:0', '--selector', 'unix:gid:0']);
+    await waitFor('the new SVID on the stream', async () => (seen.at(-1)?.includes('spiffe://e2e.test/ns/web-extra') ? true : undefined), 10_000);
+    assert.equal((await writ(srv, ['entry', 'delete', extra.id])).code, 0);
+    await waitFor('the SVID withdrawn', async () => (seen.at(-1)?.length === 1 ? true : undefined), 10_000);
+    stop();
+    c.close();
+  });
+
+  it('keeps serving from cache with the server down, and after its own restart', async () => {
+    await srv.stop();
+    try {
+      const c = new WorkloadClient(`unix://${agent.socket}`);
+      assert.equal((await c.fetchX509Context()).svids[0]!.spiffeId, 'spiffe://e2e.test/ns/web');
+      c.close();
+      await agent.stop();
+      agent = await startAgentProcess(srv, { dataDir: agent.dataDir, socket: agent.socket });
+      const c2 = new WorkloadClient(`unix://${agent.socket}`);
+      const ctx = await c2.fetchX509Context();
+      assert.equal(ctx.svids[0]!.spiffeId, 'spiffe://e2e.test/ns/web', 'served at once from the data dir, no server needed');
+      c2.close();
+    } finally {
+      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+    }
+    const later = await entry(['--spiffe-id', 'spiffe://e2e.test/ns/after-restart', '--selector', 'unix:uid:0']);
+    const c3 = new WorkloadClient(`unix://${agent.socket}`);
+    await waitFor('the agent to catch up with the restarted server', async () => {
+      const ctx = await c3.fetchX509Context();
+      return ctx.svids.some((s) => s.spiffeId === 'spiffe://e2e.test/ns/after-restart') ? true : undefined;
+    }, 30_000);
+    c3.close();
+    assert.ok(later.id);
+  });
+});
+
+describe('agent management', () => {
+  it('lists agents; an evicted agent is refused until it attests again; a banned one cannot attest', async () => {
+    const list = JSON.parse((await writ(srv, ['agent', 'list', '-o', 'json'])).stdout);
+    assert.ok(list.some((a: { spiffeId: string }) => a.spiffeId === 'spiffe://e2e.test/writ/agent/node-a'));
+    const show = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-a', '-o', 'json'])).stdout);
+    assert.equal(show.attestationType, 'join_token');
+    // A second node, evicted then banned.
+    const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
+    const b = await startAgentProcess(srv, { joinToken: tok });
+    try {
+      assert.equal((await writ(srv, ['agent', 'evict', 'spiffe://e2e.test/writ/agent/node-b'])).code, 0);
+      await waitFor('the evicted agent to notice', async () => (b.logs.some((l) => /not attested|evicted/.test(l)) ? true : undefined), 30_000);
+      const again = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
+      assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-a'])).code, 0);
+      const banned = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-a', '-o', 'json'])).stdout);
+      assert.equal(banned.banned, true);
+      assert.ok(again);
+    } finally {
+      await b.stop();
+      cleanup(b.dataDir);
+    }
+  });
+});
