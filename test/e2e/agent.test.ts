@@ -174,3 +174,33 @@ describe('agent management', () => {
     }
   });
 });
+
+describe('two workloads under two uids talk mTLS through the SDK', () => {
+  it('each gets its own identity; SVIDs rotate during a live connection without an error', async () => {
+    const ttl = '4s';
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/server', '--selector', 'unix:uid:1001', '--x509-svid-ttl', ttl]);
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/client', '--selector', 'unix:uid:1002', '--x509-svid-ttl', ttl]);
+    const fixture = join(ROOT, 'test/e2e/fixtures/workload.ts');
+    const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, DURATION_MS: '9000' };
+    const { spawn } = await import('node:child_process');
+    const server = spawn('setpriv', ['--reuid=1001', '--regid=1001', '--clear-groups', process.execPath, fixture, 'server', 'spiffe://e2e.test/ns/client'], { env: { ...process.env, ...env, NODE_TEST_CONTEXT: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let serr = '';
+    server.stderr.on('data', (d: Buffer) => (serr += d.toString()));
+    try {
+      const first = await new Promise<{ port: number; id: string }>((resolve, reject) => {
+        server.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString().split('\n')[0]!)));
+        server.once('exit', (c) => reject(new Error(`workload server exited ${c}: ${serr}`)));
+      });
+      assert.equal(first.id, 'spiffe://e2e.test/ns/server');
+      const client = await run('setpriv', ['--reuid=1002', '--regid=1002', '--clear-groups', process.execPath, fixture, 'client', String(first.port), 'spiffe://e2e.test/ns/server'], { env: { ...env, NODE_TEST_CONTEXT: '' }, timeoutMs: 40_000 });
+      assert.equal(client.code, 0, client.stderr);
+      const report = JSON.parse(client.stdout.trim().split('\n').at(-1)!);
+      assert.deepEqual(report.errors, [], 'no error on the live connection or on new ones');
+      assert.ok(report.pongs >= 50, `the live connection kept working (${report.pongs} echoes)`);
+      assert.ok(report.serverSerials.length >= 2, `the server presented rotated SVIDs to new connections: ${report.serverSerials}`);
+      assert.ok(report.clientSerials.length >= 2, `the client rotated too: ${report.clientSerials}`);
+    } finally {
+      server.kill();
+    }
+  });
+});

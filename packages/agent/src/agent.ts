@@ -80,11 +80,18 @@ function csrFor(k: { key: KeyObject; pub: KeyObject }): string {
   return toPem('CERTIFICATE REQUEST', createCsr({ key: k.key, keyType: 'ec-p256' }, k.pub));
 }
 
-/** Rotation at half life with ±10% jitter, so a fleet does not renew in lockstep. */
-function rotationTime(notBefore: number, expiresAt: number): number {
-  const half = (expiresAt - notBefore) / 2;
-  return notBefore + half + (half * randomInt(-100, 101)) / 1000;
+/**
+ * Rotation at half the remaining life from issuance, ±10% jitter so a fleet does not renew in
+ * lockstep. (Measured from when the SVID arrived: NotBefore is backdated and would make short TTLs
+ * look half-spent already.)
+ */
+function rotationTime(issuedAt: number, expiresAt: number): number {
+  const half = (expiresAt - issuedAt) / 2;
+  return issuedAt + half + (half * randomInt(-100, 101)) / 1000;
 }
+
+/** Writ backdates NotBefore by this much (see the CA); the real issuance time is later. */
+const BACKDATE_MS = 10_000;
 
 export class Agent extends EventEmitter {
   readonly #o: AgentOptions;
@@ -264,7 +271,8 @@ export class Agent extends EventEmitter {
       if (!s) return;
       const now = this.#clock();
       const own = this.#agentSvidExpiry();
-      if (now >= own.notBefore + (own.expiresAt - own.notBefore) / 2) {
+      const issued = Math.min(own.notBefore + BACKDATE_MS, own.expiresAt);
+      if (now >= issued + (own.expiresAt - issued) / 2) {
         const k = generateKey();
         const r = await this.#client.call<{ svid: string }>('POST', '/v1/agent/renew', { csr: csrFor(k) });
         s.svidPem = r.svid;
@@ -287,7 +295,7 @@ export class Agent extends EventEmitter {
           const leaf = parseCertificatesPem(sv.svid)[0]!;
           const notBefore = leaf.notBefore.getTime();
           const expiresAt = leaf.notAfter.getTime();
-          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: keys.get(sv.entryId)!.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(notBefore, expiresAt) };
+          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: keys.get(sv.entryId)!.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(this.#clock(), expiresAt) };
         }
         this.#save();
         this.emit('update');
