@@ -163,11 +163,21 @@ describe('agent management', () => {
     try {
       assert.equal((await writ(srv, ['agent', 'evict', 'spiffe://e2e.test/writ/agent/node-b'])).code, 0);
       await waitFor('the evicted agent to notice', async () => (b.logs.some((l) => /not attested|evicted/.test(l)) ? true : undefined), 30_000);
-      const again = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
-      assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-a'])).code, 0);
-      const banned = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-a', '-o', 'json'])).stdout);
-      assert.equal(banned.banned, true);
-      assert.ok(again);
+      // A banned node cannot attest again, even with a fresh join token.
+      assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-b'])).code, 1, 'an evicted agent has no record to ban');
+      const c1 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
+      const c = await startAgentProcess(srv, { joinToken: c1 });
+      await c.stop();
+      cleanup(c.dataDir);
+      assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-c'])).code, 0);
+      const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
+      assert.equal(shown.banned, true);
+      const c2 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
+      const refused = await run(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'agent', 'start', '--data-dir', mkdtempSync(join(tmpdir(), 'writ-banned-')), '--join-token', c2, '--socket', join(tmpdir(), `writ-banned-${process.pid}.sock`)], {
+        env: { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem'), NODE_TEST_CONTEXT: '' },
+      });
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /banned.*ERR_FORBIDDEN/);
     } finally {
       await b.stop();
       cleanup(b.dataDir);
