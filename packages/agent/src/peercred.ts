@@ -1,4 +1,5 @@
 /** The kernel's credentials of a Unix-socket peer (SO_PEERCRED), through the addon in ../native. */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { WritError } from '@writ/spiffe';
@@ -13,7 +14,10 @@ let addon: { getPeerCred(fd: number): PeerCred } | undefined;
 function load(): { getPeerCred(fd: number): PeerCred } {
   if (!addon) {
     try {
-      addon = createRequire(import.meta.url)('../native/build/peercred.node') as { getPeerCred(fd: number): PeerCred };
+      // From the sources (packages/agent/src) or from the bundled build (dist/).
+      const req = createRequire(import.meta.url);
+      const found = ['../native/build/peercred.node', '../packages/agent/native/build/peercred.node'].map((p) => new URL(p, import.meta.url)).find((u) => existsSync(u));
+      addon = req(found ? found.pathname : '../native/build/peercred.node') as { getPeerCred(fd: number): PeerCred };
     } catch (err) {
       throw new WritError('ERR_INTERNAL', `the peer-credential addon is not built (run npm ci on Linux): ${(err as Error).message}`);
     }

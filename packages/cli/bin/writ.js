@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The `writ` command. Writ runs its TypeScript sources directly (Node >= 22.18 strips types);
-// when an older node comes first on PATH, hand over to the Node the repository pins.
+// The `writ` command. Runs the bundled build in dist/ (made by npm ci) while it is newer than
+// every source file, else the TypeScript sources directly (Node >= 22.18 strips types). When an
+// older node comes first on PATH, hands over to the Node the repository pins.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -17,5 +19,21 @@ if (major < 22 || (major === 22 && minor < 18)) {
   const r = spawnSync(pinned, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   process.exit(r.status ?? 1);
 }
-const { main } = await import('../src/main.ts');
+
+function newestSource(dir) {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = `${dir}/${e.name}`;
+    t = Math.max(t, e.isDirectory() ? newestSource(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const dist = `${root}dist/writ.js`;
+let useDist = false;
+if (existsSync(dist) && process.env.WRIT_FROM_SOURCE !== '1') {
+  const built = statSync(dist).mtimeMs;
+  useDist = ['spiffe', 'sdk', 'agent', 'server', 'cli'].every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
+}
+const { main } = await import(useDist ? dist : '../src/main.ts');
 process.exitCode = await main(process.argv.slice(2));

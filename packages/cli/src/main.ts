@@ -4,10 +4,9 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
-import { generateSigner, loadServerConfig, startServer, SERVER_DEFAULTS } from '@writ/server';
+import { generateKeyPairSync } from 'node:crypto';
 import { ApiClient, DEFAULT_SERVER } from './client.ts';
 import { completionScript } from './completion.ts';
-import { runDemo } from './demo.ts';
 import { FORMATS, checkFormat, print } from './output.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -108,13 +107,13 @@ export function buildProgram(): Command {
     .description('start the server in the foreground (JSON log lines on stdout)')
     .option('--data-dir <dir>', 'where keys, bundle.pem, admin.token and the SQLite database live')
     .option('--trust-domain <td>', 'trust domain, e.g. example.org')
-    .option('--listen <host:port>', `address to listen on (default ${SERVER_DEFAULTS.listen})`)
+    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8443)')
     .option('--db <db>', 'sqlite (default), sqlite:/path/file.db, or postgres://user@host/db')
     .option('--config <file>', 'YAML file with the same settings (flags win)')
     .option('--ca-key-type <type>', 'ec-p256 (default), ec-p384 or rsa-2048')
-    .option('--ca-ttl <duration>', `CA lifetime (default ${SERVER_DEFAULTS.caTtl})`)
-    .option('--x509-svid-ttl <duration>', `default X.509-SVID lifetime (default ${SERVER_DEFAULTS.x509SvidTtl})`)
-    .option('--jwt-svid-ttl <duration>', `default JWT-SVID lifetime (default ${SERVER_DEFAULTS.jwtSvidTtl})`)
+    .option('--ca-ttl <duration>', 'CA lifetime (default 24h)')
+    .option('--x509-svid-ttl <duration>', 'default X.509-SVID lifetime (default 1h)')
+    .option('--jwt-svid-ttl <duration>', 'default JWT-SVID lifetime (default 5m)')
     .option('--jwt-issuer <url>', 'iss claim of JWT-SVIDs and the OIDC issuer (default: the server URL)')
     .option('--dns-name <name>', "extra DNS name for the server's certificate (repeatable)", collect)
     .option('--upstream-ca-cert <file>', 'sit under an existing PKI: CA certificate (chain) PEM')
@@ -123,6 +122,8 @@ export function buildProgram(): Command {
     .option('--kek-file <file>', 'file holding the key-encryption key for private keys at rest (or env WRIT_KEK)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | undefined>) => {
+      // Loaded here so agent and client commands do not pay for the server's dependencies.
+      const { loadServerConfig, startServer } = await import('@writ/server');
       const cfg = loadServerConfig({
         ...(o['config'] ? { config: o['config'] as string } : {}),
         ...(o['dataDir'] ? { dataDir: o['dataDir'] as string } : {}),
@@ -294,8 +295,9 @@ export function buildProgram(): Command {
     .action(async (f: { spiffeId: string; out: string; ttl?: string; dnsName?: string[] }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       // The key is made here and never leaves this machine; the server signs a CSR.
-      const signer = generateSigner('ec-p256');
-      const csr = toPem('CERTIFICATE REQUEST', createCsr(signer, signer.publicKey));
+      const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const signer = { key: pair.privateKey, keyType: 'ec-p256' as const };
+      const csr = toPem('CERTIFICATE REQUEST', createCsr(signer, pair.publicKey));
       const res = await api.call<{ svid: string; bundle: string; expiresAt: string; spiffeId: string }>('POST', '/v1/svids/x509', {
         spiffeId: f.spiffeId, csr, ...(f.ttl ? { ttl: f.ttl } : {}), ...(f.dnsName?.length ? { dnsNames: f.dnsName } : {}),
       });
@@ -345,7 +347,7 @@ export function buildProgram(): Command {
       }
       if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
       const { Agent, WorkloadApiServer } = await import('@writ/agent');
-      const { pino } = await import('pino');
+      const pino = (await import('pino')).default;
       const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
       mkdirSync(dirname(f.socket), { recursive: true });
       const a = new Agent({ serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log });
@@ -439,7 +441,7 @@ export function buildProgram(): Command {
     .command('demo')
     .description('start a throwaway server on SQLite, issue and verify an X.509-SVID and a JWT-SVID, and explain each step')
     .option('--data-dir <dir>', 'keep the demo server state here (default: a temporary directory)')
-    .action(async (f: { dataDir?: string }) => runDemo(f.dataDir));
+    .action(async (f: { dataDir?: string }) => (await import('./demo.ts')).runDemo(f.dataDir));
   program
     .command('completion')
     .argument('<shell>', 'bash or zsh')

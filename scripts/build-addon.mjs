@@ -5,7 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const here = dirname(fileURLToPath(import.meta.url));
+const here = join(dirname(fileURLToPath(import.meta.url)), '..', 'packages', 'agent', 'native');
 const out = join(here, 'build', 'peercred.node');
 const root = join(here, '..', '..', '..');
 const candidates = [
