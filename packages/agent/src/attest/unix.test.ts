@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { isWritError } from '@writ/spiffe';
+import { attestUnix, processStartTime } from './unix.ts';
+
+describe('unix workload attestor', () => {
+  it('attests this very process from the real /proc', async () => {
+    const a = await attestUnix({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    assert.ok(a.selectors.includes(`unix:uid:${process.getuid!()}`));
+    assert.ok(a.selectors.includes(`unix:path:${process.execPath}`), a.selectors.join(' '));
+    assert.ok(a.selectors.some((s) => /^unix:sha256:[0-9a-f]{64}$/.test(s)));
+    assert.equal(a.startTime, processStartTime(process.pid));
+  });
+
+  it('refuses a reused PID: the start time differs from the one seen at connect', async () => {
+    await assert.rejects(attestUnix({ pid: process.pid, uid: 0, gid: 0 }, { expectedStartTime: '1' }), (e) => isWritError(e, 'ERR_FORBIDDEN') && /another process/.test(e.message));
+  });
+
+  it('refuses a vanished process, and reads a command name with spaces and parentheses correctly', async () => {
+    const proc = mkdtempSync(join(tmpdir(), 'writ-proc-'));
+    mkdirSync(join(proc, '42'));
+    // comm "(a b) c" then state and fields up to starttime (field 22) = 777
+    writeFileSync(join(proc, '42', 'stat'), `42 ((a b) c) S ${Array.from({ length: 18 }, (_, i) => i + 4).join(' ')} 777 0 0\n`);
+    const bin = join(proc, 'bin');
+    cpSync('/bin/true', bin);
+    symlinkSync(bin, join(proc, '42', 'exe'));
+    assert.equal(processStartTime(42, proc), '777');
+    const a = await attestUnix({ pid: 42, uid: 1, gid: 1 }, { proc, expectedStartTime: '777' });
+    assert.ok(a.selectors.includes(`unix:path:${bin}`));
+    await assert.rejects(attestUnix({ pid: 43, uid: 1, gid: 1 }, { proc }), (e) => isWritError(e, 'ERR_FORBIDDEN') && /gone/.test(e.message));
+    rmSync(proc, { recursive: true, force: true });
+  });
+});
