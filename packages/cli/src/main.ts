@@ -1,6 +1,6 @@
 /** `writ <noun> <verb>`: the operator's and CI's command line. Exit codes: 0 ok, 1 error, 2 usage. */
 import { Command, CommanderError, Option } from 'commander';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
@@ -333,8 +333,12 @@ export function buildProgram(): Command {
     .option('--join-token <token>', 'single-use join token (writ token create); only needed the first time')
     .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
     .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
+    .option('--docker-socket <path>', 'enable the docker workload attestor (e.g. /var/run/docker.sock)')
+    .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
+    .option('--kubelet-ca <file>', "the kubelet's serving CA")
+    .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string }, cmd: Command) => {
+    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<Globals>();
       const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
       const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
@@ -346,13 +350,17 @@ export function buildProgram(): Command {
         throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
       }
       if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
-      const { Agent, WorkloadApiServer } = await import('@writ/agent');
+      const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor } = await import('@writ/agent');
+      const attestors = [
+        ...(f.dockerSocket ? [dockerAttestor({ socketPath: f.dockerSocket })] : []),
+        ...(f.kubeletUrl ? [k8sAttestor({ kubeletUrl: f.kubeletUrl, ...(f.kubeletCa ? { caFile: f.kubeletCa } : {}), ...(existsSync(f.kubeletTokenFile) ? { tokenFile: f.kubeletTokenFile } : {}) })] : []),
+      ];
       const pino = (await import('pino')).default;
       const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
       mkdirSync(dirname(f.socket), { recursive: true });
       const a = new Agent({ serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log });
       await a.start();
-      const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log });
+      const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
       await api.listen();
       log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
       const stop = (): void => {
