@@ -62,6 +62,8 @@ export interface AgentOptions {
   /** PEM bundle to trust the server with on first contact. */
   readonly caPem: string;
   readonly joinToken?: string | undefined;
+  /** k8s_psat node attestation: the cluster name the server knows and the projected token's file. */
+  readonly psat?: { readonly cluster: string; readonly tokenFile: string } | undefined;
   readonly dataDir: string;
   readonly log: Logger;
   readonly clock?: () => number;
@@ -165,15 +167,29 @@ export class Agent extends EventEmitter {
   // ---------------------------------------------------------------- node attestation
 
   async #attest(): Promise<void> {
-    if (!this.#o.joinToken) throw new WritError('ERR_CONFIG_INVALID', 'the agent has no identity yet: give it a join token (--join-token; writ token create makes one)', { field: 'joinToken' });
     const k = generateKey();
-    const res = await this.#client.call<{ spiffeId: string; svid: string; bundle: string }>('POST', '/v1/agent/attest/join-token', { joinToken: this.#o.joinToken, csr: csrFor(k) });
+    let res: { spiffeId: string; svid: string; bundle: string };
+    if (this.#o.psat) {
+      let token: string;
+      try {
+        token = readFileSync(this.#o.psat.tokenFile, 'utf8').trim();
+      } catch (err) {
+        throw new WritError('ERR_CONFIG_INVALID', `cannot read the projected service account token ${this.#o.psat.tokenFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'psatTokenFile' });
+      }
+      // Attestation is unauthenticated TLS to the server: no client certificate yet.
+      this.#client.configure({ ca: this.#o.caPem, identity: undefined });
+      res = await this.#client.call('POST', '/v1/agent/attest/k8s-psat', { cluster: this.#o.psat.cluster, token, csr: csrFor(k) });
+    } else {
+      if (!this.#o.joinToken) throw new WritError('ERR_CONFIG_INVALID', 'the agent has no valid identity: give it a join token (--join-token; writ token create makes one), or use k8s_psat attestation', { field: 'joinToken' });
+      res = await this.#client.call('POST', '/v1/agent/attest/join-token', { joinToken: this.#o.joinToken, csr: csrFor(k) });
+    }
+    const kept = this.#state;
     this.#state = {
       spiffeId: res.spiffeId, svidPem: res.svid, keyPem: k.key.export({ format: 'pem', type: 'pkcs8' }) as string,
-      revision: 0, bundlesVersion: '', bundle: undefined, federated: {}, entries: {}, svids: {},
+      revision: 0, bundlesVersion: '', bundle: undefined, federated: {}, entries: kept?.entries ?? {}, svids: kept?.svids ?? {},
     };
     this.#save();
-    this.#o.log.info({ spiffeId: res.spiffeId }, 'attested to the server with a join token');
+    this.#o.log.info({ spiffeId: res.spiffeId, method: this.#o.psat ? 'k8s_psat' : 'join_token' }, 'attested to the server');
   }
 
   #useIdentity(): void {
@@ -220,6 +236,20 @@ export class Agent extends EventEmitter {
         if (this.#stopped) return;
         if (this.#connected) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'lost the server; serving from cache');
         this.#connected = false;
+        // Offline longer than the agent SVID lives (or evicted): attest again instead of getting stuck.
+        const expired = this.#agentSvidExpiry().expiresAt <= this.#clock();
+        if ((expired || isWritError(err, 'ERR_UNAUTHENTICATED')) && this.#o.psat) {
+          try {
+            await this.#attest();
+            this.#useIdentity();
+            backoff = 500;
+            continue;
+          } catch (e) {
+            this.#o.log.warn({ err: (e as Error).message }, 're-attestation failed; will retry');
+          }
+        } else if (expired) {
+          this.#o.log.error('the agent SVID has expired and join tokens are single use: restart the agent with a new --join-token');
+        }
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 10_000);
       }

@@ -333,12 +333,14 @@ export function buildProgram(): Command {
     .option('--join-token <token>', 'single-use join token (writ token create); only needed the first time')
     .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
     .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
+    .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
+    .option('--psat-token-file <file>', 'the projected token', '/var/run/secrets/tokens/writ-agent')
     .option('--docker-socket <path>', 'enable the docker workload attestor (e.g. /var/run/docker.sock)')
     .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
     .option('--kubelet-ca <file>', "the kubelet's serving CA")
     .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string }, cmd: Command) => {
+    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string; psatCluster?: string; psatTokenFile: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<Globals>();
       const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
       const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
@@ -358,7 +360,10 @@ export function buildProgram(): Command {
       const pino = (await import('pino')).default;
       const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
       mkdirSync(dirname(f.socket), { recursive: true });
-      const a = new Agent({ serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log });
+      const a = new Agent({
+        serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log,
+        ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
+      });
       await a.start();
       const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
       await api.listen();

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseTrustDomain, type KeyType } from '@writ/spiffe';
+import type { PsatCluster } from './attest/psat.ts';
 
 export interface ServerConfig {
   readonly trustDomain: string;
@@ -23,6 +24,8 @@ export interface ServerConfig {
   /** Key-encryption key for private keys at rest (from WRIT_KEK or kekFile); never logged. */
   readonly kek: string | undefined;
   readonly logLevel: string;
+  /** k8s_psat node attestation: clusters by name (YAML only). */
+  readonly k8sPsat: Record<string, PsatCluster>;
 }
 
 export const SERVER_DEFAULTS = {
@@ -35,9 +38,9 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel'] as const;
+const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat'] as const;
 type Key = (typeof KEYS)[number];
-export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames'>, string>> & {
+export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat'>, string>> & {
   config?: string;
   dnsNames?: string[];
   upstreamCaCert?: string;
@@ -54,6 +57,20 @@ export function parseListen(v: string): { host: string; port: number } {
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) bad('listen', `${JSON.stringify(v)} is not HOST:PORT (e.g. 127.0.0.1:8443, [::1]:8443, 0.0.0.0:8443)`);
   return { host: (m[1] ?? m[2])!, port };
+}
+
+const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'issuer', 'audience', 'serviceAccounts'];
+
+function psatClusters(v: unknown): Record<string, PsatCluster> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, issuer?, audience?, serviceAccounts? }');
+  const out: Record<string, PsatCluster> = {};
+  for (const [name, c] of Object.entries(v as Record<string, unknown>)) {
+    if (!c || typeof c !== 'object' || Array.isArray(c)) bad(`k8sPsat.${name}`, 'must be a mapping');
+    for (const k of Object.keys(c)) if (!PSAT_KEYS.includes(k)) bad(`k8sPsat.${name}.${k}`, `unknown setting; known: ${PSAT_KEYS.join(', ')}`);
+    out[name] = c as PsatCluster;
+  }
+  return out;
 }
 
 export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -77,7 +94,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
       for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
     }
   }
-  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames'>): string | undefined => {
+  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat'>): string | undefined => {
     const v = flags[k] ?? file[k];
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
@@ -123,5 +140,6 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     upstreamCa: certFile && keyFile ? { certFile, keyFile, bundleFile } : undefined,
     kek,
     logLevel: get('logLevel') ?? SERVER_DEFAULTS.logLevel,
+    k8sPsat: psatClusters(file['k8sPsat']),
   };
 }

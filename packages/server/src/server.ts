@@ -21,6 +21,7 @@ import { errorReply, readJson, send, type Request, type Route } from './api/http
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
 import { notifyChange } from './api/agent-routes.ts';
+import { PsatAttestor } from './attest/psat.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import { ROLES, type Role, type Store } from './store/types.ts';
@@ -134,8 +135,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
     let ready = true;
     const metrics = createMetrics();
+    const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
     const ctx = {
-      store, ca, trustDomain: cfg.trustDomain, metrics, clock,
+      store, ca, trustDomain: cfg.trustDomain, metrics, clock, psat,
       get publicUrl() { return publicUrl; },
       get jwtIssuer() { return jwtIssuer; },
       ready: async () => {

@@ -7,7 +7,7 @@ export {
   type Certificate, type CertificateTemplate, type Issuer, type KeyType, type Signer, type VerifiedX509Svid, type X509BundleSource,
 } from './x509.ts';
 export {
-  signJwtSvid, validateJwtSvid, JwtSvidValidator, jwtAlgorithmFor, JWT_ALGORITHMS, MAX_JWT_BYTES, DEFAULT_LEEWAY_SECONDS,
+  signJwtSvid, validateJwtSvid, verifyJws, JwtSvidValidator, jwtAlgorithmFor, JWT_ALGORITHMS, MAX_JWT_BYTES, DEFAULT_LEEWAY_SECONDS,
   type JwtAlgorithm, type JwtClaims, type JwtBundleSource, type ValidatedJwtSvid, type JwtValidationOptions,
 } from './jwt.ts';
 export { parseBundleJson, formatBundleJson, bundleToPem, parseBundlePem, jwkOf, MAX_BUNDLE_BYTES, type TrustBundle, type BundleJson } from './bundle.ts';

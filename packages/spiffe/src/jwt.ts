@@ -218,6 +218,28 @@ function verifySignature(p: Parsed, key: KeyObject): boolean {
   }
 }
 
+/**
+ * Verifies a compact JWS signed with one of the JWT-SVID algorithms against `key`, for tokens that
+ * are not JWT-SVIDs (e.g. Kubernetes service account tokens). Returns the claims; checks nothing else.
+ */
+export function verifyJws(token: string, keys: ReadonlyMap<string, KeyObject>): { header: Record<string, unknown>; claims: Record<string, unknown> } {
+  if (typeof token !== 'string' || token.length > MAX_JWT_BYTES) reject('ERR_JWT_TOO_LARGE', `token longer than ${MAX_JWT_BYTES} bytes`);
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts.every((x) => B64URL.test(x))) reject('ERR_JWT_MALFORMED', 'not a JWS compact serialization');
+  const header = decodeJson(parts[0]!, 'header');
+  const alg = header['alg'];
+  if (typeof alg !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(alg)) reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${JSON.stringify(String(alg).slice(0, 16))} is not allowed`);
+  if (header['crit'] !== undefined) reject('ERR_JWT_HEADER_INVALID', 'crit is not supported');
+  const kid = typeof header['kid'] === 'string' ? header['kid'] : undefined;
+  const key = kid !== undefined ? keys.get(kid) : keys.size === 1 ? [...keys.values()][0] : undefined;
+  if (!key) reject('ERR_JWT_KEY_NOT_FOUND', `no key for kid ${JSON.stringify(String(kid).slice(0, 64))}`);
+  if (!keyMatchesAlg(key, alg as JwtAlgorithm)) reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${alg} does not match the key type`);
+  const claims = decodeJson(parts[1]!, 'payload');
+  const p = { alg: alg as JwtAlgorithm, kid: kid ?? '', claims: claims as unknown as JwtClaims, spiffeId: undefined as never, signingInput: Buffer.from(`${parts[0]}.${parts[1]}`, 'latin1'), signature: Buffer.from(parts[2]!, 'base64url') };
+  if (!verifySignature(p, key)) reject('ERR_JWT_SIGNATURE_INVALID', 'signature does not verify');
+  return { header, claims };
+}
+
 function lookupKey(p: Parsed, bundles: JwtBundleSource): KeyObject {
   const bundle = bundles.get(p.spiffeId.trustDomain);
   if (!bundle) reject('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${p.spiffeId.trustDomain}"`);

@@ -5,6 +5,7 @@ import {
   parseTrustDomain, type TrustBundle,
 } from '@writ/spiffe';
 import type { CertificateAuthority } from '../ca/ca.ts';
+import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
 import { ROLES, type Role, type Store } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
@@ -22,6 +23,7 @@ export interface ApiContext {
   readonly clock: () => number;
   /** Resolves when the server can serve: store reachable and CA initialised. */
   readonly ready: () => Promise<void>;
+  readonly psat?: PsatAttestor | undefined;
 }
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
@@ -155,25 +157,41 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
   }, JSON_BODY);
 
-  // ---------------------------------------------------------------- node attestation: join token
+  // ---------------------------------------------------------------- node attestation
+  /** Signs the agent SVID and records the agent; a banned agent is refused. */
+  const admitAgent = async (spiffeId: string, nodeName: string, attestationType: string, selectors: string[], spki: Buffer) => {
+    const existing = await ctx.store.getAgent(spiffeId);
+    if (existing?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${spiffeId} is banned`);
+    const now = ctx.clock();
+    const svid = ctx.ca.signX509Svid({ spiffeId, spki });
+    await ctx.store.upsertAgent({
+      spiffeId, nodeName, attestationType, selectors, serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, banned: false, createdAt: existing?.createdAt ?? now, updatedAt: now,
+    });
+    ctx.metrics.svidsIssued.inc({ type: 'agent' });
+    return ok({ spiffeId, selectors, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() }, 201);
+  };
   add('POST', '/v1/agent/attest/join-token', undefined, 'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.', async (req) => {
     const o = object(req.body);
     onlyKeys(o, ['joinToken', 'csr']);
     const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
     const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
     const { spki } = withField('csr', () => parseCsr(csr));
-    const now = ctx.clock();
-    const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), now);
-    const spiffeId = `spiffe://${td}/writ/agent/${redeemed.nodeName}`;
-    const existing = await ctx.store.getAgent(spiffeId);
-    if (existing?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${spiffeId} is banned`);
-    const svid = ctx.ca.signX509Svid({ spiffeId, spki });
-    await ctx.store.upsertAgent({
-      spiffeId, nodeName: redeemed.nodeName, attestationType: 'join_token', selectors: [`join_token:${redeemed.nodeName}`],
-      serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, banned: false, createdAt: existing?.createdAt ?? now, updatedAt: now,
-    });
-    ctx.metrics.svidsIssued.inc({ type: 'agent' });
-    return ok({ spiffeId, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() }, 201);
+    const spiffeIdOf = (node: string): string => `spiffe://${td}/writ/agent/${node}`;
+    // Checked before redeeming, so a banned node does not burn a token.
+    const peek = await ctx.store.getAgent(spiffeIdOf((await ctx.store.peekJoinToken(hashToken(joinToken)))?.nodeName ?? ''));
+    if (peek?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${peek.spiffeId} is banned`);
+    const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
+    return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
+  }, JSON_BODY);
+  add('POST', '/v1/agent/attest/k8s-psat', undefined, 'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['cluster', 'token', 'csr']);
+    const cluster = str(o, 'cluster', { required: true, max: 253 })!;
+    const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
+    const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
+    if (!ctx.psat) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat node attestation is not configured on this server');
+    const r = await ctx.psat.attest(cluster, token);
+    return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
   }, JSON_BODY);
 
   // ---------------------------------------------------------------- admin tokens

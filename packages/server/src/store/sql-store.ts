@@ -249,6 +249,11 @@ export class SqlStore implements Store {
     await this.#db.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [t.hash, t.nodeName, t.expiresAt, t.createdAt]);
   }
 
+  async peekJoinToken(hash: string): Promise<JoinToken | undefined> {
+    const r = (await this.#db.query('SELECT node_name, expires_at, created_at FROM join_tokens WHERE hash = ?', [hash]))[0];
+    return r ? { hash, nodeName: r['node_name'] as string, expiresAt: num(r['expires_at']), createdAt: num(r['created_at']) } : undefined;
+  }
+
   async redeemJoinToken(hash: string, now: number): Promise<JoinToken> {
     // One conditional UPDATE: two agents racing with the same token cannot both win.
     const rows = await this.#db.query(

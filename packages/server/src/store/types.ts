@@ -112,6 +112,8 @@ export interface Store {
   deleteEntry(id: string): Promise<boolean>;
 
   createJoinToken(token: JoinToken): Promise<void>;
+  /** The token's record without redeeming it (undefined when unknown). */
+  peekJoinToken(hash: string): Promise<JoinToken | undefined>;
   /** Marks the token used and returns it; ERR_JOIN_TOKEN_INVALID / _EXPIRED / _USED otherwise. */
   redeemJoinToken(hash: string, now: number): Promise<JoinToken>;
 
