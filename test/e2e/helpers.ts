@@ -167,13 +167,13 @@ export interface AgentProcess {
 }
 
 /** `writ agent start` as a child process; resolves once it serves the Workload API. */
-export async function startAgentProcess(server: ServerProcess, opts: { joinToken?: string; dataDir?: string; socket?: string; extraArgs?: string[] } = {}): Promise<AgentProcess> {
+export async function startAgentProcess(server: ServerProcess, opts: { joinToken?: string; dataDir?: string; socket?: string; extraArgs?: string[]; serverUrl?: string } = {}): Promise<AgentProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-agent-'));
   const socket = opts.socket ?? join(dataDir, 'api.sock');
   const args = [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', socket, ...(opts.joinToken ? ['--join-token', opts.joinToken] : []), ...(opts.extraArgs ?? [])];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: childEnv({ WRIT_SERVER: server.url, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem') }),
+    env: childEnv({ WRIT_SERVER: opts.serverUrl ?? server.url, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem') }),
   });
   const logs: string[] = [];
   const stderr: string[] = [];

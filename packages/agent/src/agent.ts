@@ -5,12 +5,12 @@
  * while the server is away.
  */
 import { EventEmitter } from 'node:events';
-import { createPrivateKey, generateKeyPairSync, randomInt, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomInt, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
-  WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, toPem, type BundleJson, type Certificate, type TrustBundle,
+  WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
 import { ServerClient } from './server-client.ts';
 
@@ -94,6 +94,49 @@ function rotationTime(issuedAt: number, expiresAt: number): number {
 
 /** Writ backdates NotBefore by this much (see the CA); the real issuance time is later. */
 const BACKDATE_MS = 10_000;
+
+interface SyncResponse {
+  revision: number;
+  full: boolean;
+  entries: EntryView[];
+  removed: string[];
+  bundlesVersion: string;
+  bundle: BundleJson;
+  federatedBundles: Record<string, BundleJson>;
+}
+
+function checkSyncResponse(raw: unknown, trustDomain: string): SyncResponse {
+  const bad = (why: string): never => {
+    throw new WritError('ERR_REQUEST_FAILED', `the server sent a malformed sync answer: ${why}`);
+  };
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('not an object');
+  const r = raw as Record<string, unknown>;
+  if (!Number.isSafeInteger(r['revision']) || (r['revision'] as number) < 0) bad('revision');
+  if (typeof r['full'] !== 'boolean') bad('full');
+  if (!Array.isArray(r['removed']) || !r['removed'].every((x) => typeof x === 'string')) bad('removed');
+  if (typeof r['bundlesVersion'] !== 'string') bad('bundlesVersion');
+  if (!Array.isArray(r['entries'])) bad('entries');
+  const strs = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  for (const e of r['entries'] as unknown[]) {
+    const o = e as Record<string, unknown>;
+    if (!o || typeof o !== 'object' || typeof o['id'] !== 'string' || !o['id']) bad('an entry without id');
+    try {
+      parseSpiffeId(o['spiffeId'] as string);
+    } catch {
+      bad(`entry ${String(o['id']).slice(0, 40)}: spiffeId`);
+    }
+    if (typeof o['parentId'] !== 'string' || !strs(o['selectors']) || !strs(o['dnsNames']) || !strs(o['federatesWith'])) bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
+    if (typeof o['x509SvidTtl'] !== 'number' || typeof o['jwtSvidTtl'] !== 'number' || typeof o['hint'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
+    if (o['expiresAt'] !== null && typeof o['expiresAt'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: expiresAt`);
+  }
+  try {
+    parseBundleJson(trustDomain, r['bundle']);
+  } catch (err) {
+    bad(`bundle: ${(err as Error).message}`);
+  }
+  if (!r['federatedBundles'] || typeof r['federatedBundles'] !== 'object') bad('federatedBundles');
+  return r as unknown as SyncResponse;
+}
 
 export class Agent extends EventEmitter {
   readonly #o: AgentOptions;
@@ -228,13 +271,17 @@ export class Agent extends EventEmitter {
   /** Long-polls the server; applies each answer; backs off while the server is away. */
   async #syncLoop(): Promise<void> {
     let backoff = 500;
+    let lastError = '';
     while (!this.#stopped) {
       try {
         await this.syncOnce(this.#o.syncWaitSeconds ?? 20);
         backoff = 500;
       } catch (err) {
         if (this.#stopped) return;
-        if (this.#connected) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'lost the server; serving from cache');
+        // Each new kind of failure is logged once, not every retry.
+        const msg = (err as Error).message;
+        if (this.#connected || msg !== lastError) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: msg }, this.#connected ? 'lost the server; serving from cache' : 'sync failed; serving from cache');
+        lastError = msg;
         this.#connected = false;
         // Offline longer than the agent SVID lives (or evicted): attest again instead of getting stuck.
         const expired = this.#agentSvidExpiry().expiresAt <= this.#clock();
@@ -260,7 +307,9 @@ export class Agent extends EventEmitter {
   async syncOnce(waitSeconds = 0): Promise<void> {
     const s = this.#state!;
     const q = new URLSearchParams({ since: String(s.revision), wait: String(waitSeconds), bundles: s.bundlesVersion });
-    const r = await this.#client.call<{ revision: number; full: boolean; entries: EntryView[]; removed: string[]; bundlesVersion: string; bundle: BundleJson; federatedBundles: Record<string, BundleJson> }>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
+    const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
+    // Checked whole before anything is applied: a malformed answer changes nothing.
+    const r = checkSyncResponse(raw, this.trustDomain);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
     let changed = false;
@@ -321,11 +370,19 @@ export class Agent extends EventEmitter {
           requests: batch.map(({ e, k }) => ({ entryId: e.id, csr: csrFor(k) })),
         });
         const keys = new Map(batch.map(({ e, k }) => [e.id, k.key]));
+        if (!Array.isArray(res?.svids)) throw new WritError('ERR_REQUEST_FAILED', 'the server sent a malformed signing answer');
         for (const sv of res.svids) {
-          const leaf = parseCertificatesPem(sv.svid)[0]!;
+          const key = keys.get(sv?.entryId);
+          const leaf = typeof sv?.svid === 'string' ? parseCertificatesPem(sv.svid)[0] : undefined;
+          // Only a certificate for the key we generated is kept; anything else is dropped.
+          const want = s.entries[sv?.entryId]?.spiffeId;
+          if (!key || !leaf || !leaf.spki.equals(createPublicKey(key).export({ format: 'der', type: 'spki' })) || leaf.uris[0] !== want) {
+            this.#o.log.warn({ entryId: String(sv?.entryId).slice(0, 64) }, 'ignoring a signed SVID that does not match the request');
+            continue;
+          }
           const notBefore = leaf.notBefore.getTime();
           const expiresAt = leaf.notAfter.getTime();
-          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: keys.get(sv.entryId)!.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(this.#clock(), expiresAt) };
+          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: key.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(this.#clock(), expiresAt) };
         }
         this.#save();
         this.emit('update');
