@@ -110,6 +110,62 @@ describe('the Workload API, driven by Python grpcio', () => {
   });
 });
 
+describe('hostile input on the socket', () => {
+  it('an oversized request message gets ResourceExhausted, an unknown method Unimplemented', async () => {
+    const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk');
+    const g = new GrpcClient(`unix://${agent.socket}`);
+    const big = Buffer.alloc(200 * 1024, 1);
+    await assert.rejects(g.unary('/SpiffeWorkloadAPI/FetchJWTSVID', big, { 'workload.spiffe.io': 'true' }), (e) => e instanceof GrpcError && e.code === GRPC_STATUS.RESOURCE_EXHAUSTED);
+    await assert.rejects(g.unary('/SpiffeWorkloadAPI/Nope', Buffer.alloc(0), { 'workload.spiffe.io': 'true' }), (e) => e instanceof GrpcError && e.code === GRPC_STATUS.UNIMPLEMENTED);
+    g.close();
+  });
+
+  it('an executable replaced on disk after the process started does not change the identity of the running process', async () => {
+    const { createHash } = await import('node:crypto');
+    const { copyFileSync, readFileSync: rf, rmSync, renameSync } = await import('node:fs');
+    const bin = join(mkdtempSync(join(tmpdir(), 'writ-exe-')), 'svc');
+    copyFileSync('/usr/bin/python3.11', bin);
+    chmodSync(bin, 0o755);
+    chmodSync(join(bin, '..'), 0o755);
+    const hash = createHash('sha256').update(rf(bin)).digest('hex');
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/pinned-binary', '--selector', `unix:sha256:${hash}`, '--selector', `unix:path:${bin}`]);
+    // A long-running process from the binary: it asks twice, with the file replaced in between.
+    const script = `
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import grpc, workload_pb2 as pb, workload_pb2_grpc as rpc
+stub = rpc.SpiffeWorkloadAPIStub(grpc.insecure_channel("unix://" + sys.argv[2]))
+def ids():
+    for m in stub.FetchX509SVID(pb.X509SVIDRequest(), metadata=[("workload.spiffe.io", "true")], timeout=5):
+        return sorted(s.spiffe_id for s in m.svids)
+for _ in range(50):
+    try:
+        if "spiffe://e2e.test/ns/pinned-binary" in ids(): break
+    except grpc.RpcError: pass
+    time.sleep(0.2)
+print(ids(), flush=True)
+sys.stdin.readline()
+print(ids(), flush=True)
+`;
+    const { spawn } = await import('node:child_process');
+    const proc = spawn(bin, ['-c', script, stubs, agent.socket], { stdio: ['pipe', 'pipe', 'pipe'], env: { PYTHONPATH: '/usr/lib/python3/dist-packages' } });
+    const lines: string[] = [];
+    proc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
+    let err = '';
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    await waitFor('the first answer', async () => (lines.length >= 1 ? true : undefined), 20_000).catch(() => assert.fail(err));
+    assert.match(lines[0]!, /pinned-binary/);
+    // Replace the file on disk with another program.
+    copyFileSync('/bin/true', `${bin}.new`);
+    renameSync(`${bin}.new`, bin);
+    proc.stdin.write('\n');
+    await waitFor('the second answer', async () => (lines.length >= 2 ? true : undefined), 20_000).catch(() => assert.fail(err));
+    assert.match(lines[1]!, /pinned-binary/, 'the running process is still attested by what it runs, not by what the file now holds');
+    proc.kill();
+    rmSync(join(bin, '..'), { recursive: true, force: true });
+  });
+});
+
 describe('sync, rotation and outages', () => {
   it('a new entry reaches the workload stream, a deleted one is withdrawn within seconds', async () => {
     const c = new WorkloadClient(`unix://${agent.socket}`);

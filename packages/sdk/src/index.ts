@@ -11,7 +11,7 @@ export {
   type X509Svid, type X509SvidResponse, type X509BundlesResponse, type JwtSvidRequest, type JwtSvid, type JwtBundlesResponse,
   type ValidateJwtSvidRequest, type ValidateJwtSvidResponse,
 } from './proto.ts';
-export { WorkloadClient, type X509Context } from './workload-client.ts';
+export { WorkloadClient, type X509Context, type RetryOptions } from './workload-client.ts';
 export { BundleSet, X509Source, JwtSource, type SourceOptions } from './sources.ts';
 export { createMtlsServer, mtlsConnect, authorizeAny, authorizeId, authorizeMemberOf, verifyPeer, peerChain, peerIdOf, type Authorizer, type MtlsServerOptions, type MtlsConnectOptions } from './tls.ts';
 export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts';

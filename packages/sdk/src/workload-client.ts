@@ -73,17 +73,44 @@ export function toX509Context(msg: Buffer): X509Context | undefined {
   return { svids, bundles };
 }
 
+/** Codes a client retries (SPIFFE_Workload_API.md): the agent may be starting, or the identity not yet issued. */
+const RETRYABLE: ReadonlySet<number> = new Set([GRPC_STATUS.UNAVAILABLE, GRPC_STATUS.PERMISSION_DENIED]);
+
+export interface RetryOptions {
+  /** Attempts in all (default 5: 0.2, 0.4, 0.8, 1.6 s between them). 1 disables retries. */
+  readonly attempts?: number;
+}
+
 export class WorkloadClient {
   readonly #grpc: GrpcClient;
+  readonly #attempts: number;
 
-  /** `endpoint` defaults to SPIFFE_ENDPOINT_SOCKET (`unix:///path` or `tcp://ip:port`). */
-  constructor(endpoint: string | undefined = process.env['SPIFFE_ENDPOINT_SOCKET']) {
-    if (!endpoint) throw new TypeError('no Workload API endpoint: pass one or set SPIFFE_ENDPOINT_SOCKET');
-    this.#grpc = new GrpcClient(endpoint);
+  async #retry<T>(fn: () => Promise<T>): Promise<T> {
+    let delay = 200;
+    for (let i = 1; ; i++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof GrpcError) || !RETRYABLE.has(err.code) || i >= this.#attempts) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        delay *= 2;
+      }
+    }
   }
 
-  /** The first X509SVIDResponse of the stream. */
+  /** `endpoint` defaults to SPIFFE_ENDPOINT_SOCKET (`unix:///path` or `tcp://ip:port`). */
+  constructor(endpoint: string | undefined = process.env['SPIFFE_ENDPOINT_SOCKET'], opts: RetryOptions = {}) {
+    if (!endpoint) throw new TypeError('no Workload API endpoint: pass one or set SPIFFE_ENDPOINT_SOCKET');
+    this.#grpc = new GrpcClient(endpoint);
+    this.#attempts = Math.max(1, opts.attempts ?? 5);
+  }
+
+  /** The first X509SVIDResponse of the stream (retried on Unavailable and PermissionDenied). */
   fetchX509Context(): Promise<X509Context> {
+    return this.#retry(() => this.#fetchX509Context());
+  }
+
+  #fetchX509Context(): Promise<X509Context> {
     return new Promise((resolve, reject) => {
       let done = false;
       const cancel = this.#grpc.call(`${M}FetchX509SVID`, Buffer.alloc(0), HEADER, (m) => {
@@ -131,24 +158,24 @@ export class WorkloadClient {
   }
 
   async fetchX509Bundles(): Promise<Map<string, TrustBundle>> {
-    const msg = await this.#firstOfStream(`${M}FetchX509Bundles`);
+    const msg = await this.#retry(() => this.#firstOfStream(`${M}FetchX509Bundles`));
     const r = decodeX509BundlesResponse(msg);
     return new Map([...r.bundles].map(([k, der]) => [tdOf(k), x509Bundle(tdOf(k), der)]));
   }
 
   async fetchJwtBundles(): Promise<Map<string, TrustBundle>> {
-    const msg = await this.#firstOfStream(`${M}FetchJWTBundles`);
+    const msg = await this.#retry(() => this.#firstOfStream(`${M}FetchJWTBundles`));
     const r = decodeJwtBundlesResponse(msg);
     return new Map([...r.bundles].map(([k, json]) => [tdOf(k), parseBundleJson(tdOf(k), json.toString('utf8'))]));
   }
 
   async fetchJwtSvids(audience: readonly string[], spiffeId = ''): Promise<JwtSvid[]> {
-    const res = await this.#grpc.unary(`${M}FetchJWTSVID`, encodeJwtSvidRequest({ audience: [...audience], spiffeId }), HEADER);
+    const res = await this.#retry(() => this.#grpc.unary(`${M}FetchJWTSVID`, encodeJwtSvidRequest({ audience: [...audience], spiffeId }), HEADER));
     return decodeJwtSvidResponse(res).filter((s) => s.spiffeId && s.svid);
   }
 
   async validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }> {
-    return decodeValidateJwtSvidResponse(await this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER));
+    return decodeValidateJwtSvidResponse(await this.#retry(() => this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER)));
   }
 
   #firstOfStream(method: string): Promise<Buffer> {
