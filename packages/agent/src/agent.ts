@@ -149,6 +149,7 @@ export class Agent extends EventEmitter {
   #jwtCache = new Map<string, { token: string; refreshAt: number; expiresAt: number }>();
   #syncing: Promise<void> | undefined;
   #connected = false;
+  #resync = true;
 
   constructor(opts: AgentOptions) {
     super();
@@ -283,6 +284,7 @@ export class Agent extends EventEmitter {
         if (this.#connected || msg !== lastError) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: msg }, this.#connected ? 'lost the server; serving from cache' : 'sync failed; serving from cache');
         lastError = msg;
         this.#connected = false;
+        this.#resync = true;
         // Offline longer than the agent SVID lives (or evicted): attest again instead of getting stuck.
         const expired = this.#agentSvidExpiry().expiresAt <= this.#clock();
         if ((expired || isWritError(err, 'ERR_UNAUTHENTICATED')) && this.#o.psat) {
@@ -306,7 +308,9 @@ export class Agent extends EventEmitter {
   /** One sync exchange (exposed for tests and the benchmark). */
   async syncOnce(waitSeconds = 0): Promise<void> {
     const s = this.#state!;
-    const q = new URLSearchParams({ since: String(s.revision), wait: String(waitSeconds), bundles: s.bundlesVersion });
+    // After a failed exchange (a reconnect), ask for everything: nothing missed can linger.
+    const since = this.#resync ? 0 : s.revision;
+    const q = new URLSearchParams({ since: String(since), wait: String(since === 0 ? 0 : waitSeconds), bundles: s.bundlesVersion });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
     const r = checkSyncResponse(raw, this.trustDomain);
@@ -334,6 +338,7 @@ export class Agent extends EventEmitter {
       changed = true;
     }
     s.revision = r.revision;
+    this.#resync = false;
     if (changed) {
       this.#jwtCache.clear();
       this.#save();

@@ -336,11 +336,13 @@ export function buildProgram(): Command {
     .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
     .option('--psat-token-file <file>', 'the projected token', '/var/run/secrets/tokens/writ-agent')
     .option('--docker-socket <path>', 'enable the docker workload attestor (e.g. /var/run/docker.sock)')
+    .option('--containerd-socket <path>', 'enable the containerd workload attestor (e.g. /run/containerd/containerd.sock)')
+    .option('--containerd-namespace <ns>', 'containerd namespace', 'k8s.io')
     .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
     .option('--kubelet-ca <file>', "the kubelet's serving CA")
     .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string; psatCluster?: string; psatTokenFile: string }, cmd: Command) => {
+    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string; psatCluster?: string; psatTokenFile: string; containerdSocket?: string; containerdNamespace: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<Globals>();
       const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
       const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
@@ -352,8 +354,9 @@ export function buildProgram(): Command {
         throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
       }
       if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
-      const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor } = await import('@writ/agent');
+      const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
       const attestors = [
+        ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
         ...(f.dockerSocket ? [dockerAttestor({ socketPath: f.dockerSocket })] : []),
         ...(f.kubeletUrl ? [k8sAttestor({ kubeletUrl: f.kubeletUrl, ...(f.kubeletCa ? { caFile: f.kubeletCa } : {}), ...(existsSync(f.kubeletTokenFile) ? { tokenFile: f.kubeletTokenFile } : {}) })] : []),
       ];
