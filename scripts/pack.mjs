@@ -1,0 +1,46 @@
+// Packs the publishable libraries (@writ/spiffe, @writ/sdk) as npm tarballs in pack/: JavaScript
+// (one ESM file per package, dependencies left external) plus type declarations. Inside the
+// repository the packages run from their TypeScript sources; Node does not strip types under
+// node_modules, so what is published must be JavaScript.
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const out = join(root, 'pack');
+const stage = join(out, 'stage');
+rmSync(out, { recursive: true, force: true });
+mkdirSync(stage, { recursive: true });
+
+// Declarations for both packages in one tsc run.
+writeFileSync(join(stage, 'tsconfig.json'), JSON.stringify({
+  extends: join(root, 'tsconfig.json'),
+  compilerOptions: { noEmit: false, declaration: true, emitDeclarationOnly: true, rewriteRelativeImportExtensions: true, outDir: join(stage, 'types'), rootDir: join(root, 'packages') },
+  include: [join(root, 'packages/spiffe/src/**/*.ts'), join(root, 'packages/sdk/src/**/*.ts')],
+  exclude: [join(root, 'packages/**/*.test.ts')],
+}));
+execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(stage, 'tsconfig.json')], { stdio: 'inherit' });
+
+const tarballs = [];
+for (const name of ['spiffe', 'sdk']) {
+  const pkgDir = join(root, 'packages', name);
+  const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
+  const dest = join(stage, name);
+  mkdirSync(join(dest, 'dist'), { recursive: true });
+  await esbuild.build({
+    entryPoints: [join(pkgDir, 'src/index.ts')], outfile: join(dest, 'dist/index.js'), bundle: true, format: 'esm', platform: 'node', target: 'node20',
+    external: Object.keys(pkg.dependencies ?? {}), logLevel: 'warning',
+  });
+  cpSync(join(stage, 'types', name, 'src'), join(dest, 'types'), { recursive: true });
+  pkg.exports = { '.': { types: './types/index.d.ts', default: './dist/index.js' } };
+  pkg.types = './types/index.d.ts';
+  pkg.files = ['dist', 'types'];
+  pkg.engines = { node: '>=20' };
+  writeFileSync(join(dest, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);
+  const file = execFileSync('npm', ['pack', '--pack-destination', out, '--silent'], { cwd: dest, encoding: 'utf8' }).trim().split('\n').pop();
+  tarballs.push(join(out, file));
+}
+rmSync(stage, { recursive: true, force: true });
+console.log(tarballs.join('\n'));
