@@ -281,9 +281,9 @@ describe('the SDK as published', () => {
     writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], { cwd: proj, env: { npm_config_cache: join(proj, '.npm') }, timeoutMs: 120_000 });
     assert.equal(inst.code, 0, inst.stderr);
-    writeFileSync(join(proj, 'app.mjs'), `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids[0].spiffeId);\nc.close();\n`);
+    writeFileSync(join(proj, 'app.mjs'), `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`);
     const r = await run(process.execPath, [join(proj, 'app.mjs'), `unix://${agent.socket}`], { env: { NODE_TEST_CONTEXT: '' } });
-    assert.equal(r.stdout.trim(), 'spiffe://e2e.test/ns/web', r.stderr);
+    assert.ok(r.stdout.trim().split(' ').includes('spiffe://e2e.test/ns/web'), r.stdout + r.stderr);
     writeFileSync(join(proj, 'app.ts'), `import { X509Source, authorizeMemberOf, type X509Context } from '@writ/sdk';\nconst s: Promise<X509Source> = X509Source.create({ timeoutMs: 1 });\nconst a = authorizeMemberOf('example.org');\nexport const used: [typeof s, typeof a, X509Context | undefined] = [s, a, undefined];\n`);
     writeFileSync(join(proj, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', noEmit: true, skipLibCheck: false, types: ['node'], typeRoots: [join(ROOT, 'node_modules/@types')] }, files: ['app.ts'] }));
     const tc = await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(proj, 'tsconfig.json')]);
