@@ -95,6 +95,15 @@ describe('the Workload API, driven by Python grpcio', () => {
     assert.deepEqual(JSON.parse(r.stdout), { FetchX509SVID: 'PERMISSION_DENIED', FetchJWTSVID: 'PERMISSION_DENIED' });
   });
 
+  it('the SDK validates a JWT-SVID against the bundles from the Workload API', async () => {
+    const { JwtSource, validateJwtSvid } = await import('@writ/sdk');
+    const src = await JwtSource.create({ endpoint: `unix://${agent.socket}` });
+    const svid = await src.fetchJwtSvid(AUD);
+    assert.equal((await validateJwtSvid(svid.svid, AUD, src)).spiffeId.uri, 'spiffe://e2e.test/ns/web');
+    await assert.rejects(validateJwtSvid(svid.svid, 'spiffe://e2e.test/other', src), /audience/);
+    src.close();
+  });
+
   it('garbage bytes and a vanished client leave the agent serving everyone else', async () => {
     await new Promise<void>((resolve) => {
       const s = connect(agent.socket, () => s.write(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x08\x00\x00\x00\x00\x00garbage'.repeat(20))));

@@ -12,7 +12,7 @@ export {
   type ValidateJwtSvidRequest, type ValidateJwtSvidResponse,
 } from './proto.ts';
 export { WorkloadClient, type X509Context, type RetryOptions } from './workload-client.ts';
-export { BundleSet, X509Source, JwtSource, type SourceOptions } from './sources.ts';
+export { BundleSet, X509Source, JwtSource, validateJwtSvid, type SourceOptions } from './sources.ts';
 export { createMtlsServer, mtlsConnect, authorizeAny, authorizeId, authorizeMemberOf, verifyPeer, peerChain, peerIdOf, type Authorizer, type MtlsServerOptions, type MtlsConnectOptions } from './tls.ts';
 export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts';
-export { validateJwtSvid, JwtSvidValidator } from '@writ/spiffe';
+export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';

@@ -160,3 +160,20 @@ export class JwtSource {
     this.#client.close();
   }
 }
+
+let defaultJwtSource: Promise<JwtSource> | undefined;
+
+/**
+ * Validates a JWT-SVID for `audience` against the JWT bundles from the Workload API (a shared
+ * JwtSource on SPIFFE_ENDPOINT_SOCKET unless one is given), each token against its own trust
+ * domain's keys.
+ *
+ * @example const { spiffeId } = await validateJwtSvid(req.headers.authorization.slice(7), 'spiffe://example.org/api');
+ */
+export async function validateJwtSvid(token: string, audience: string, source?: JwtSource): Promise<ValidatedJwtSvid> {
+  const src = source ?? (await (defaultJwtSource ??= JwtSource.create().catch((err: unknown) => {
+    defaultJwtSource = undefined;
+    throw err;
+  })));
+  return src.validate(token, audience);
+}
