@@ -239,7 +239,7 @@ export class Agent extends EventEmitter {
   #useIdentity(): void {
     const s = this.#state!;
     const ca = s.bundle ? parseBundleJson(this.trustDomain, s.bundle).x509Authorities.map((c) => toPem('CERTIFICATE', c.der)).join('') : this.#o.caPem;
-    this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem } });
+    this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem }, serverId: `spiffe://${this.trustDomain}/writ/server` });
   }
 
   #agentSvidExpiry(): { notBefore: number; expiresAt: number } {

@@ -1,5 +1,6 @@
 /** The agent's HTTPS client of the server: trusts the bundle, presents the agent SVID on agent routes. */
 import { Agent as HttpsAgent, request } from 'node:https';
+import { checkServerIdentity } from 'node:tls';
 import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
 
 export class ServerClient {
@@ -7,6 +8,7 @@ export class ServerClient {
   #ca: string;
   #agent: HttpsAgent;
   #identity: { cert: string; key: string } | undefined;
+  #serverId: string | undefined;
 
   constructor(serverUrl: string, caPem: string) {
     this.#base = new URL(serverUrl);
@@ -15,12 +17,24 @@ export class ServerClient {
   }
 
   #newAgent(): HttpsAgent {
-    return new HttpsAgent({ keepAlive: true, maxSockets: 8, ca: this.#ca, ...(this.#identity ?? {}) });
+    const expected = this.#serverId;
+    return new HttpsAgent({
+      keepAlive: true, maxSockets: 8, ca: this.#ca, ...(this.#identity ?? {}),
+      // Once the trust domain is known, the server must also prove it is the Writ server of it:
+      // a workload SVID from the same CA, with the right address, is not enough.
+      checkServerIdentity: (host, cert) => {
+        const err = checkServerIdentity(host, cert);
+        if (err || !expected) return err;
+        const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
+        return uris.length === 1 && uris[0] === expected ? undefined : new Error(`the server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${expected}`);
+      },
+    });
   }
 
   /** New trust roots or a new agent SVID: later requests use them. */
-  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void {
+  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined; serverId?: string }): void {
     if (opts.ca !== undefined) this.#ca = opts.ca;
+    if (opts.serverId !== undefined) this.#serverId = opts.serverId;
     if ('identity' in opts) this.#identity = opts.identity;
     this.#agent.destroy();
     this.#agent = this.#newAgent();
