@@ -1,0 +1,218 @@
+/**
+ * The decision engine. Policies compile into a trie keyed by destination; each destination node
+ * holds a trie of its rules keyed by source, so a decision walks two short tries and never scans the
+ * rule list. Semantics, in order: not loaded -> deny; no authenticated caller -> deny; quarantine
+ * (either side, unless the caller is break-glass) -> deny; any matching deny -> deny; any matching
+ * allow -> allow; otherwise deny. Audit mode computes the same answer but lets the request pass.
+ */
+import { WritError, parseSpiffeId } from '@writ/spiffe';
+import type { Action, Policy, Rule } from './model.ts';
+import { SegmentTrie, idSegments, matchSegments, parsePathPattern } from './pattern.ts';
+
+export const REASONS = ['ALLOW_RULE', 'DENY_RULE', 'NO_MATCHING_ALLOW', 'QUARANTINED', 'UNAUTHENTICATED', 'NO_POLICY_LOADED', 'AUDIT_ALLOWED'] as const;
+export type Reason = (typeof REASONS)[number];
+
+export type ActionRequest =
+  | { readonly kind: 'http'; readonly method: string; readonly path: string; readonly port?: number }
+  | { readonly kind: 'grpc'; readonly method: string; readonly port?: number }
+  | { readonly kind: 'tcp'; readonly port: number };
+
+export interface AuthzRequest {
+  /** The caller's SPIFFE ID; undefined when it presented none. */
+  readonly from: string | undefined;
+  readonly to: string;
+  readonly action: ActionRequest;
+  /** Lowercase header names (HTTP/gRPC), for `when` conditions. */
+  readonly headers?: Readonly<Record<string, string | undefined>>;
+}
+
+export interface RuleRef {
+  readonly policy: string;
+  readonly index: number;
+  readonly name: string;
+  readonly line: number;
+}
+
+export interface Decision {
+  /** allow; deny; or audit-would-deny (denied by an audit-mode rule or policy: the request passes). */
+  readonly decision: 'allow' | 'deny' | 'audit-would-deny';
+  /** Whether the request may proceed. */
+  readonly allowed: boolean;
+  readonly reason: Reason;
+  readonly rule: RuleRef | undefined;
+  readonly revision: number;
+}
+
+const ref = (r: Rule): RuleRef => ({ policy: r.policy, index: r.index, name: r.name, line: r.line });
+
+interface CompiledPolicy {
+  readonly policy: Policy;
+  readonly byFrom: SegmentTrie<Rule>;
+}
+
+function splitGrpc(method: string): string[] {
+  return method.startsWith('/') ? method.slice(1).split('/') : method.split('/');
+}
+
+function actionMatches(actions: readonly Action[] | null, a: ActionRequest): boolean {
+  if (actions === null) return true;
+  for (const x of actions) {
+    if (x.kind === 'tcp') {
+      const port = a.port;
+      if (port !== undefined && x.ports.includes(port)) return true;
+    } else if (x.kind === 'http' && a.kind === 'http') {
+      if (x.methods !== null && !x.methods.includes(a.method)) continue;
+      if (x.paths === null) return true;
+      const segs = a.path === '/' ? [] : a.path.slice(1).split('/');
+      if (x.paths.some((p) => matchSegments(p.segments, segs))) return true;
+    } else if (x.kind === 'grpc' && a.kind === 'grpc') {
+      const segs = splitGrpc(a.method);
+      if (x.methods.some((p) => matchSegments(p.segments, segs))) return true;
+    }
+  }
+  return false;
+}
+
+function whenHolds(rule: Rule, headers: AuthzRequest['headers']): boolean {
+  for (const c of rule.when) {
+    const v = headers?.[c.header];
+    if (c.equals !== undefined ? v !== c.equals : c.present === false ? v !== undefined : v === undefined) return false;
+  }
+  return true;
+}
+
+export interface EngineOptions {
+  readonly revision?: number;
+  /** Identities that may call (and be called by) quarantined workloads. */
+  readonly breakGlass?: readonly string[];
+  readonly clock?: () => number;
+}
+
+export class PolicyEngine {
+  readonly #byTo = new SegmentTrie<CompiledPolicy>();
+  readonly #policies: readonly Policy[];
+  readonly #breakGlass: ReadonlySet<string>;
+  readonly #clock: () => number;
+  #quarantine: ReadonlySet<string> = new Set();
+  readonly revision: number;
+  readonly loaded: boolean;
+
+  constructor(policies: readonly Policy[] | undefined, opts: EngineOptions = {}) {
+    this.loaded = policies !== undefined;
+    this.#policies = policies ?? [];
+    this.revision = opts.revision ?? 0;
+    this.#breakGlass = new Set(opts.breakGlass ?? []);
+    this.#clock = opts.clock ?? Date.now;
+    for (const p of this.#policies) {
+      const byFrom = new SegmentTrie<Rule>();
+      for (const r of p.rules) for (const f of r.from) byFrom.insert(f.segments, r);
+      this.#byTo.insert(p.to.segments, { policy: p, byFrom });
+    }
+  }
+
+  get policies(): readonly Policy[] {
+    return this.#policies;
+  }
+
+  /** Replaces the set of quarantined identities (applied before any rule). */
+  setQuarantine(ids: Iterable<string>): void {
+    this.#quarantine = new Set(ids);
+  }
+
+  get quarantined(): ReadonlySet<string> {
+    return this.#quarantine;
+  }
+
+  decide(req: AuthzRequest): Decision {
+    const revision = this.revision;
+    if (!this.loaded) return { decision: 'deny', allowed: false, reason: 'NO_POLICY_LOADED', rule: undefined, revision };
+    const from = req.from;
+    if (from === undefined || from === '') return { decision: 'deny', allowed: false, reason: 'UNAUTHENTICATED', rule: undefined, revision };
+    if (this.#quarantine.size > 0 && !this.#breakGlass.has(from) && (this.#quarantine.has(from) || this.#quarantine.has(req.to))) {
+      return { decision: 'deny', allowed: false, reason: 'QUARANTINED', rule: undefined, revision };
+    }
+    const now = this.#clock();
+    const fromSeg = idSegments(from);
+    let enforceDeny: Rule | undefined;
+    let auditDeny: Rule | undefined;
+    let allow: Rule | undefined;
+    let governed = false;
+    let enforced = false;
+    this.#byTo.match(idSegments(req.to), (cp) => {
+      governed = true;
+      if (cp.policy.mode === 'enforce') enforced = true;
+      cp.byFrom.match(fromSeg, (r) => {
+        if (r.expires !== null && r.expires <= now) return;
+        if (r.effect === 'deny' ? (r.mode === 'enforce' ? enforceDeny : auditDeny) : allow) return; // already have one of this kind
+        if (!actionMatches(r.actions, req.action) || !whenHolds(r, req.headers)) return;
+        if (r.effect === 'allow') allow = r;
+        else if (r.mode === 'enforce') enforceDeny = r;
+        else auditDeny = r;
+      });
+    });
+    if (enforceDeny) return { decision: 'deny', allowed: false, reason: 'DENY_RULE', rule: ref(enforceDeny), revision };
+    if (auditDeny) return { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: ref(auditDeny), revision };
+    if (allow) return { decision: 'allow', allowed: true, reason: 'ALLOW_RULE', rule: ref(allow), revision };
+    // Nothing allows it. Governed only by audit-mode policies: it passes, logged as would-deny.
+    if (governed && !enforced) return { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: undefined, revision };
+    return { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision };
+  }
+
+  /**
+   * The decision with why: the deciding rule, or for a deny without a deny rule the nearest rules
+   * and which of their fields did not match. Not on the hot path: it scans.
+   */
+  explain(req: AuthzRequest): Decision & { nearest: Array<RuleRef & { effect: 'allow' | 'deny'; mismatched: string[] }> } {
+    const d = this.decide(req);
+    if (d.rule || d.reason !== 'NO_MATCHING_ALLOW' && d.reason !== 'AUDIT_ALLOWED') return { ...d, nearest: [] };
+    const now = this.#clock();
+    const fromSeg = req.from ? idSegments(req.from) : [];
+    const toSeg = idSegments(req.to);
+    const scored: Array<RuleRef & { effect: 'allow' | 'deny'; mismatched: string[] }> = [];
+    for (const p of this.#policies) {
+      const toOk = matchSegments(p.to.segments, toSeg);
+      for (const r of p.rules) {
+        if (r.effect !== 'allow') continue;
+        const mismatched: string[] = [];
+        if (!toOk) mismatched.push('to');
+        if (!r.from.some((f) => matchSegments(f.segments, fromSeg))) mismatched.push('from');
+        if (!actionMatches(r.actions, req.action)) mismatched.push('action');
+        if (!whenHolds(r, req.headers)) mismatched.push('when');
+        if (r.expires !== null && r.expires <= now) mismatched.push('expires');
+        scored.push({ ...ref(r), effect: r.effect, mismatched });
+      }
+    }
+    scored.sort((a, b) => a.mismatched.length - b.mismatched.length || a.policy.localeCompare(b.policy) || a.index - b.index);
+    return { ...d, nearest: scored.slice(0, 3) };
+  }
+}
+
+/**
+ * Parses an action as written on the command line or in policy tests:
+ * `GET /v1/orders/42`, `grpc /orders.v1.Orders/Get`, `tcp 5432` (or `tcp:5432`, or just `5432`).
+ */
+export function parseAction(s: string): ActionRequest {
+  const t = s.trim();
+  let m: RegExpExecArray | null;
+  if ((m = /^(?:tcp[: ])?\s*(\d{1,5})$/i.exec(t))) {
+    const port = Number(m[1]);
+    if (port >= 1 && port <= 65535) return { kind: 'tcp', port };
+  }
+  if ((m = /^grpc[: ]\s*(\/?[A-Za-z0-9_.]+\/[A-Za-z0-9_]+)$/i.exec(t))) return { kind: 'grpc', method: m[1]!.startsWith('/') ? m[1]! : `/${m[1]}` };
+  if ((m = /^([A-Za-z]+)\s+(\/\S*)$/.exec(t))) {
+    const path = m[2]!.split('?')[0]!;
+    try {
+      parsePathPattern(path === '/' ? '/' : path.replace(/\/$/, ''));
+    } catch {
+      throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))}: the path is not a plain path`, { field: 'action' });
+    }
+    return { kind: 'http', method: m[1]!.toUpperCase(), path };
+  }
+  throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))} is not "METHOD /path", "grpc /pkg.Service/Method" or "tcp PORT"`, { field: 'action' });
+}
+
+/** Checks the identities of a request as given by a person (CLI, API). */
+export function checkRequestIds(req: { from?: string; to: string }): void {
+  if (req.from !== undefined) parseSpiffeId(req.from);
+  parseSpiffeId(req.to);
+}

@@ -1,0 +1,100 @@
+/**
+ * Segment-wise patterns, for identities and for HTTP paths: a segment is matched exactly, `*`
+ * matches exactly one segment, and a trailing `**` matches one or more further segments. No regular
+ * expressions. An identity pattern's first segment is its trust domain, which must be exact.
+ */
+import { WritError, parseTrustDomain } from '@writ/spiffe';
+
+const SEGMENT = /^[A-Za-z0-9._-]+$/;
+
+export interface Pattern {
+  readonly source: string;
+  readonly segments: readonly string[];
+}
+
+function invalid(what: string, p: string, why: string): never {
+  throw new WritError('ERR_FIELD_INVALID', `${what} pattern ${JSON.stringify(p.slice(0, 120))}: ${why}`);
+}
+
+function checkSegments(what: string, p: string, segs: string[]): void {
+  segs.forEach((s, i) => {
+    if (s === '**') {
+      if (i !== segs.length - 1) invalid(what, p, '"**" is only allowed as the last segment');
+    } else if (s !== '*' && !SEGMENT.test(s)) invalid(what, p, `segment ${JSON.stringify(s.slice(0, 40))} may hold only letters, digits, . _ - (or be * / **)`);
+    if (s === '.' || s === '..') invalid(what, p, `segment "${s}" is not allowed`);
+  });
+}
+
+/** `spiffe://td/ns/web/**`, `spiffe://td/ns/*\/sa/api`, or an exact SPIFFE ID. */
+export function parseIdPattern(p: string): Pattern {
+  if (typeof p !== 'string' || p.length > 2048) invalid('identity', String(p), 'must be a string of at most 2048 bytes');
+  if (!p.startsWith('spiffe://')) invalid('identity', p, 'must start with spiffe://');
+  const [td, ...path] = p.slice(9).split('/');
+  try {
+    parseTrustDomain(td!);
+  } catch {
+    invalid('identity', p, 'the trust domain must be exact (a-z 0-9 . - _; no wildcards)');
+  }
+  if (path.length === 0 && p.endsWith('/')) invalid('identity', p, 'trailing "/"');
+  if (path.some((s) => s === '')) invalid('identity', p, 'empty segment or trailing "/"');
+  checkSegments('identity', p, path);
+  return { source: p, segments: [td!, ...path] };
+}
+
+/** `/v1/orders/*`, `/static/**`, `/` or an exact path. */
+export function parsePathPattern(p: string): Pattern {
+  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 1024) invalid('path', String(p), 'must start with "/" (at most 1024 characters)');
+  if (p === '/') return { source: p, segments: [] };
+  const segs = p.slice(1).split('/');
+  if (segs.some((s) => s === '')) invalid('path', p, 'empty segment or trailing "/"');
+  checkSegments('path', p, segs);
+  return { source: p, segments: segs };
+}
+
+/** Splits a concrete identity into its segments (trust domain first). */
+export function idSegments(id: string): string[] {
+  return id.slice(9).split('/');
+}
+
+/** Whether concrete segments match a pattern's segments. */
+export function matchSegments(pattern: readonly string[], value: readonly string[]): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i]!;
+    if (p === '**') return value.length > i; // one or more further segments
+    if (i >= value.length) return false;
+    if (p !== '*' && p !== value[i]) return false;
+  }
+  return pattern.length === value.length;
+}
+
+/** A trie over segment patterns: finds every item whose pattern matches a value, without scanning. */
+export class SegmentTrie<T> {
+  readonly #exact = new Map<string, SegmentTrie<T>>();
+  #star: SegmentTrie<T> | undefined;
+  readonly #globstar: T[] = [];
+  readonly #here: T[] = [];
+
+  insert(segments: readonly string[], item: T, i = 0): void {
+    if (i === segments.length) return void this.#here.push(item);
+    const s = segments[i]!;
+    if (s === '**') return void this.#globstar.push(item);
+    let next = s === '*' ? this.#star : this.#exact.get(s);
+    if (!next) {
+      next = new SegmentTrie<T>();
+      if (s === '*') this.#star = next;
+      else this.#exact.set(s, next);
+    }
+    next.insert(segments, item, i + 1);
+  }
+
+  /** Calls `fn` for every item whose pattern matches `value`. */
+  match(value: readonly string[], fn: (item: T) => void, i = 0): void {
+    if (i === value.length) {
+      for (const x of this.#here) fn(x);
+      return;
+    }
+    for (const x of this.#globstar) fn(x);
+    this.#exact.get(value[i]!)?.match(value, fn, i + 1);
+    this.#star?.match(value, fn, i + 1);
+  }
+}

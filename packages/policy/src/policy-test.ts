@@ -1,0 +1,49 @@
+/**
+ * Policy tests for CI: documents of `kind: PolicyTest` with cases run against a policy set.
+ *
+ *   kind: PolicyTest
+ *   cases:
+ *     - name: web reads orders
+ *       from: spiffe://prod.example/ns/web/sa/frontend
+ *       to: spiffe://prod.example/ns/orders/sa/api
+ *       action: GET /v1/orders/42
+ *       headers: { x-env: prod }     # optional
+ *       expect: allow                # allow | deny | audit-would-deny
+ */
+import { WritError } from '@writ/spiffe';
+import { PolicyEngine, checkRequestIds, parseAction, type Decision } from './engine.ts';
+
+export interface PolicyTestResult {
+  readonly name: string;
+  readonly passed: boolean;
+  readonly expected: string;
+  readonly got: Decision;
+}
+
+const EXPECT = ['allow', 'deny', 'audit-would-deny'];
+
+export function runPolicyTests(engine: PolicyEngine, docs: ReadonlyArray<{ kind: string; value: unknown; line: number }>): PolicyTestResult[] {
+  const out: PolicyTestResult[] = [];
+  for (const d of docs) {
+    if (d.kind !== 'PolicyTest') throw new WritError('ERR_POLICY_INVALID', `line ${d.line}: unknown kind "${d.kind}" (expected AccessPolicy or PolicyTest)`);
+    const cases = (d.value as { cases?: unknown }).cases;
+    if (!Array.isArray(cases) || cases.length === 0) throw new WritError('ERR_POLICY_INVALID', `line ${d.line}: a PolicyTest needs a non-empty "cases" list`);
+    cases.forEach((c: Record<string, unknown>, i) => {
+      const name = typeof c?.['name'] === 'string' ? c['name'] : `case ${i + 1} (line ${d.line})`;
+      for (const k of Object.keys(c ?? {})) if (!['name', 'from', 'to', 'action', 'headers', 'expect'].includes(k)) throw new WritError('ERR_POLICY_INVALID', `${name}: unknown field "${k}"`);
+      const expect = String(c['expect']);
+      if (!EXPECT.includes(expect)) throw new WritError('ERR_POLICY_INVALID', `${name}: expect must be ${EXPECT.join(', ')}`);
+      const from = c['from'] === undefined || c['from'] === null ? undefined : String(c['from']);
+      const to = String(c['to']);
+      try {
+        checkRequestIds({ ...(from !== undefined ? { from } : {}), to });
+      } catch (err) {
+        throw new WritError('ERR_POLICY_INVALID', `${name}: ${(err as Error).message}`);
+      }
+      const headers = Object.fromEntries(Object.entries((c['headers'] as Record<string, unknown>) ?? {}).map(([k, v]) => [k.toLowerCase(), String(v)]));
+      const got = engine.decide({ from, to, action: parseAction(String(c['action'] ?? '')), headers });
+      out.push({ name, passed: got.decision === expect, expected: expect, got });
+    });
+  }
+  return out;
+}
