@@ -43,6 +43,8 @@ export interface Decision {
   readonly revision: number;
 }
 
+const CACHE_ENTRIES = 100_000;
+
 const ref = (r: Rule): RuleRef => ({ policy: r.policy, index: r.index, name: r.name, line: r.line });
 
 interface CompiledPolicy {
@@ -90,6 +92,16 @@ export interface EngineOptions {
 
 export class PolicyEngine {
   readonly #byTo = new SegmentTrie<CompiledPolicy>();
+  // Reused result arrays: decide() is synchronous, so one of each is enough.
+  readonly #scratchPolicies: CompiledPolicy[] = [];
+  readonly #scratchRules: Rule[] = [];
+  /**
+   * Decisions remembered by (from, to, action): the policy set of an engine never changes (a new
+   * revision is a new engine), quarantine is checked before the cache, rule expiry clears it, and
+   * decisions that depended on headers are not stored. Bounded; oldest first out.
+   */
+  readonly #cache = new Map<string, Decision>();
+  #nextExpiry = -Infinity;
   readonly #policies: readonly Policy[];
   readonly #breakGlass: ReadonlySet<string>;
   readonly #clock: () => number;
@@ -119,6 +131,11 @@ export class PolicyEngine {
     this.#quarantine = new Set(ids);
   }
 
+  /** Forgets remembered decisions (the benchmark measures cold decisions with it). */
+  clearCache(): void {
+    this.#cache.clear();
+  }
+
   get quarantined(): ReadonlySet<string> {
     return this.#quarantine;
   }
@@ -132,30 +149,58 @@ export class PolicyEngine {
       return { decision: 'deny', allowed: false, reason: 'QUARANTINED', rule: undefined, revision };
     }
     const now = this.#clock();
+    if (now >= this.#nextExpiry) this.#onExpiry(now);
+    const a = req.action;
+    const key = `${from}\n${req.to}\n${a.kind === 'tcp' ? a.port : a.kind === 'http' ? `${a.method} ${a.path} ${a.port ?? ''}` : `${a.method} ${a.port ?? ''}`}`;
+    const hit = this.#cache.get(key);
+    if (hit) return hit;
     const fromSeg = idSegments(from);
+    let conditional = false;
     let enforceDeny: Rule | undefined;
     let auditDeny: Rule | undefined;
     let allow: Rule | undefined;
     let governed = false;
     let enforced = false;
-    this.#byTo.match(idSegments(req.to), (cp) => {
+    const policies = this.#byTo.collect(idSegments(req.to), this.#scratchPolicies);
+    for (let p = 0; p < policies.length; p++) {
+      const cp = policies[p]!;
       governed = true;
       if (cp.policy.mode === 'enforce') enforced = true;
-      cp.byFrom.match(fromSeg, (r) => {
-        if (r.expires !== null && r.expires <= now) return;
-        if (r.effect === 'deny' ? (r.mode === 'enforce' ? enforceDeny : auditDeny) : allow) return; // already have one of this kind
-        if (!actionMatches(r.actions, req.action) || !whenHolds(r, req.headers)) return;
+      const rules = cp.byFrom.collect(fromSeg, this.#scratchRules);
+      for (let k = 0; k < rules.length; k++) {
+        const r = rules[k]!;
+        if (r.expires !== null && r.expires <= now) continue;
+        if (r.effect === 'deny' ? (r.mode === 'enforce' ? enforceDeny : auditDeny) : allow) continue; // already have one of this kind
+        if (r.when.length > 0) conditional = true;
+        if (!actionMatches(r.actions, req.action) || !whenHolds(r, req.headers)) continue;
         if (r.effect === 'allow') allow = r;
         else if (r.mode === 'enforce') enforceDeny = r;
         else auditDeny = r;
-      });
-    });
-    if (enforceDeny) return { decision: 'deny', allowed: false, reason: 'DENY_RULE', rule: ref(enforceDeny), revision };
-    if (auditDeny) return { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: ref(auditDeny), revision };
-    if (allow) return { decision: 'allow', allowed: true, reason: 'ALLOW_RULE', rule: ref(allow), revision };
+      }
+      rules.length = 0;
+    }
+    policies.length = 0;
+    let d: Decision;
+    if (enforceDeny) d = { decision: 'deny', allowed: false, reason: 'DENY_RULE', rule: ref(enforceDeny), revision };
+    else if (auditDeny) d = { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: ref(auditDeny), revision };
+    else if (allow) d = { decision: 'allow', allowed: true, reason: 'ALLOW_RULE', rule: ref(allow), revision };
     // Nothing allows it. Governed only by audit-mode policies: it passes, logged as would-deny.
-    if (governed && !enforced) return { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: undefined, revision };
-    return { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision };
+    else if (governed && !enforced) d = { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: undefined, revision };
+    else d = { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision };
+    // Header conditions make the answer depend on more than the key: those are not remembered.
+    if (!conditional) {
+      if (this.#cache.size >= CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
+      this.#cache.set(key, Object.freeze(d));
+    }
+    return d;
+  }
+
+  /** A rule expired: remembered decisions may be stale. */
+  #onExpiry(now: number): void {
+    this.#cache.clear();
+    let next = Infinity;
+    for (const p of this.#policies) for (const r of p.rules) if (r.expires !== null && r.expires > now && r.expires < next) next = r.expires;
+    this.#nextExpiry = next;
   }
 
   /**

@@ -67,34 +67,65 @@ export function matchSegments(pattern: readonly string[], value: readonly string
   return pattern.length === value.length;
 }
 
-/** A trie over segment patterns: finds every item whose pattern matches a value, without scanning. */
-export class SegmentTrie<T> {
-  readonly #exact = new Map<string, SegmentTrie<T>>();
-  #star: SegmentTrie<T> | undefined;
-  readonly #globstar: T[] = [];
-  readonly #here: T[] = [];
+interface TrieNode<T> {
+  exact: Map<string, TrieNode<T>> | null;
+  star: TrieNode<T> | null;
+  /** Items whose pattern ends in `**` here. */
+  glob: T[] | null;
+  /** Items whose pattern ends exactly here. */
+  here: T[] | null;
+}
 
-  insert(segments: readonly string[], item: T, i = 0): void {
-    if (i === segments.length) return void this.#here.push(item);
-    const s = segments[i]!;
-    if (s === '**') return void this.#globstar.push(item);
-    let next = s === '*' ? this.#star : this.#exact.get(s);
-    if (!next) {
-      next = new SegmentTrie<T>();
-      if (s === '*') this.#star = next;
-      else this.#exact.set(s, next);
+const node = <T>(): TrieNode<T> => ({ exact: null, star: null, glob: null, here: null });
+
+/**
+ * A trie over segment patterns: finds every item whose pattern matches a value without scanning.
+ * Plain objects and an explicit stack: this is the innermost loop of every decision.
+ */
+export class SegmentTrie<T> {
+  readonly root: TrieNode<T> = node();
+
+  insert(segments: readonly string[], item: T): void {
+    let n = this.root;
+    for (let i = 0; i < segments.length; i++) {
+      const s = segments[i]!;
+      if (s === '**') {
+        (n.glob ??= []).push(item);
+        return;
+      }
+      let next: TrieNode<T> | undefined;
+      if (s === '*') next = n.star ??= node();
+      else {
+        n.exact ??= new Map();
+        next = n.exact.get(s);
+        if (!next) n.exact.set(s, (next = node()));
+      }
+      n = next;
     }
-    next.insert(segments, item, i + 1);
+    (n.here ??= []).push(item);
+  }
+
+  /** Appends to `out` every item whose pattern matches `value`; returns `out`. */
+  collect(value: readonly string[], out: T[] = []): T[] {
+    const nodes: Array<TrieNode<T>> = [this.root];
+    const depths: number[] = [0];
+    while (nodes.length > 0) {
+      const n = nodes.pop()!;
+      const i = depths.pop()!;
+      if (i === value.length) {
+        if (n.here) for (const x of n.here) out.push(x);
+        continue;
+      }
+      if (n.glob) for (const x of n.glob) out.push(x);
+      const e = n.exact?.get(value[i]!);
+      if (e) (nodes.push(e), depths.push(i + 1));
+      if (n.star) (nodes.push(n.star), depths.push(i + 1));
+    }
+    return out;
   }
 
   /** Calls `fn` for every item whose pattern matches `value`. */
-  match(value: readonly string[], fn: (item: T) => void, i = 0): void {
-    if (i === value.length) {
-      for (const x of this.#here) fn(x);
-      return;
-    }
-    for (const x of this.#globstar) fn(x);
-    this.#exact.get(value[i]!)?.match(value, fn, i + 1);
-    this.#star?.match(value, fn, i + 1);
+  match(value: readonly string[], fn: (item: T) => void): void {
+    for (const x of this.collect(value)) fn(x);
   }
 }
