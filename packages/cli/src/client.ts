@@ -33,8 +33,14 @@ export class ApiClient {
     }
   }
 
+  /** GETs a text document (YAML); errors as for `call`. */
+  async text(path: string): Promise<string> {
+    const r = await this.call<{ __text: string }>('GET', path, undefined, { raw: true });
+    return r.__text;
+  }
+
   /** Calls the API; resolves with the parsed JSON body (undefined for 204). */
-  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { auth?: boolean } = {}): Promise<T> {
+  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { auth?: boolean; raw?: boolean } = {}): Promise<T> {
     const auth = opts.auth ?? true;
     if (auth && !this.#token) {
       return Promise.reject(new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'));
@@ -66,7 +72,7 @@ export class ApiClient {
               json = undefined;
             }
             const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) return resolve(json as T);
+            if (status >= 200 && status < 300) return resolve((opts.raw ? { __text: text } : json) as T);
             const err = json as { code?: string; message?: string; field?: string } | undefined;
             const code = (err?.code && err.code in ERROR_CODES ? err.code : 'ERR_REQUEST_FAILED') as ErrorCode;
             reject(new WritError(code, err?.message ?? `server answered HTTP ${status}`, err?.field ? { field: err.field } : undefined));

@@ -75,6 +75,14 @@ function entryOptions(c: Command): Command {
     .option('--expires-at <time>', 'RFC 3339 time after which the entry is invalid ("never" to clear)');
 }
 
+function readText(file: string): string {
+  try {
+    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_CONFIG_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+  }
+}
+
 function readDataFile(file: string): unknown {
   let text: string;
   try {
@@ -452,6 +460,94 @@ export function buildProgram(): Command {
       await new Promise(() => undefined);
     });
 
+  // ---------------------------------------------------------------- policy
+  const policy = program.command('policy').description('access policies: who may call whom');
+  policy
+    .command('apply')
+    .description('validate and apply AccessPolicy YAML (adds or replaces policies by name; a new revision)')
+    .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
+    .option('--dry-run', 'validate and show what would change, apply nothing')
+    .option('--replace', 'make the file the whole policy set (policies not in it are removed)')
+    .option('--comment <text>', 'why (kept in the history)')
+    .action(async (f: { file: string; dryRun?: boolean; replace?: boolean; comment?: string }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const yaml = readText(f.file);
+      // Validate locally first: the errors carry this file's name and line numbers.
+      const { parsePolicies } = await import('@writ/policy');
+      parsePolicies(yaml, { file: f.file });
+      const res = await api.call<{ revision: number; changed: string[]; added: string[]; removed: string[]; dryRun: boolean }>('POST', '/v1/policies', { yaml, ...(f.dryRun ? { dryRun: true } : {}), ...(f.replace ? { replace: true } : {}), ...(f.comment ? { comment: f.comment } : {}) });
+      if (format !== 'table') return print(format, res);
+      const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
+      process.stdout.write(`${res.dryRun ? 'dry run: ' : ''}revision ${res.revision}; ${what}\n`);
+    });
+  policy.command('list').description('the current policy set').action(async (_o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ revision: number; policies: Array<Record<string, string | number>> }>('GET', '/v1/policies');
+    print(format, res, () => ({ head: ['NAME', 'TO', 'MODE', 'RULES'], body: res.policies.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]) }));
+  });
+  policy.command('get').argument('<name>').option('--revision <n>', 'from an earlier revision').description('print one policy as YAML').action(async (name: string, f: { revision?: string }, cmd: Command) => {
+    const { api } = clientOf(cmd);
+    process.stdout.write(await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`));
+  });
+  policy.command('delete').argument('<name>').description('remove a policy (a new revision)').action(async (name: string, _o: unknown, cmd: Command) => {
+    const res = await clientOf(cmd).api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+    process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
+  });
+  policy.command('history').description('policy revisions, newest first').action(async (_o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ revisions: Array<{ revision: number; createdAt: string; createdBy: string; comment: string; policies: string[] }> }>('GET', '/v1/policies/history');
+    print(format, res.revisions, () => ({ head: ['REVISION', 'CREATED', 'BY', 'POLICIES', 'COMMENT'], body: res.revisions.map((r) => [String(r.revision), r.createdAt, r.createdBy, String(r.policies.length), r.comment]) }));
+  });
+  policy.command('diff').argument('<from>').argument('[to]').description('what changed between two revisions (to: latest)').action(async (from: string, to: string | undefined, _o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ from: number; to: number; changes: Array<{ name: string; change: string; diff: string[] }> }>('GET', `/v1/policies/diff?from=${encodeURIComponent(from)}${to ? `&to=${encodeURIComponent(to)}` : ''}`);
+    if (format !== 'table') return print(format, res);
+    if (res.changes.length === 0) return void process.stdout.write(`revisions ${res.from} and ${res.to} are the same\n`);
+    for (const c of res.changes) process.stdout.write(`${c.change} ${c.name}\n${c.diff.map((l) => `  ${l}`).join('\n')}\n`);
+  });
+  policy.command('rollback').argument('<revision>').description('make an earlier revision current (as a new revision)').action(async (rev: string, _o: unknown, cmd: Command) => {
+    const res = await clientOf(cmd).api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+    process.stdout.write(`restored revision ${res.restored} as revision ${res.revision}\n`);
+  });
+  policy
+    .command('test')
+    .argument('<file>', 'YAML with PolicyTest documents (cases), and optionally the AccessPolicy documents to test')
+    .option('-f, --policy <file>', 'more AccessPolicy files to test against (repeatable)', collect)
+    .description('run policy test cases offline; exit 3 when a case fails (for CI)')
+    .action(async (file: string, f: { policy?: string[] }, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
+      const { PolicyEngine, parsePolicies, runPolicyTests } = await import('@writ/policy');
+      const main = parsePolicies(readText(file), { file, allowExpired: true });
+      const extra = (f.policy ?? []).flatMap((p) => parsePolicies(readText(p), { file: p, allowExpired: true }).policies);
+      const results = runPolicyTests(new PolicyEngine([...main.policies, ...extra]), main.others);
+      const failed = results.filter((r) => !r.passed);
+      if (format !== 'table') print(format, results.map((r) => ({ name: r.name, passed: r.passed, expected: r.expected, got: r.got.decision, reason: r.got.reason, rule: r.got.rule?.name ?? null })));
+      else {
+        for (const r of results) process.stdout.write(`${r.passed ? 'PASS' : 'FAIL'}  ${r.name}${r.passed ? '' : `: expected ${r.expected}, got ${r.got.decision} (${r.got.reason}${r.got.rule ? `, rule ${r.got.rule.name}` : ''})`}\n`);
+        process.stdout.write(`${results.length - failed.length} passed, ${failed.length} failed\n`);
+      }
+      if (failed.length) throw new CommanderError(3, 'writ.violation', `${failed.length} policy test case(s) failed`);
+    });
+
+  program
+    .command('authz')
+    .description('authorization decisions')
+    .command('check')
+    .description('decide and explain one request against the current policy set')
+    .requiredOption('--from <id>', 'caller SPIFFE ID')
+    .requiredOption('--to <id>', 'callee SPIFFE ID')
+    .requiredOption('--action <action>', '"GET /path", "grpc /pkg.Svc/Method" or "tcp PORT"')
+    .option('--header <name=value>', 'request header for when-conditions (repeatable)', collect)
+    .action(async (f: { from: string; to: string; action: string; header?: string[] }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const headers = Object.fromEntries((f.header ?? []).map((h) => [h.slice(0, h.indexOf('=')), h.slice(h.indexOf('=') + 1)]));
+      const res = await api.call<{ decision: string; reason: string; revision: number; rule?: { name: string; policy: string; line: number }; nearest: Array<{ name: string; policy: string; mismatched: string[] }> }>('POST', '/v1/authz/check', { from: f.from, to: f.to, action: f.action, ...(f.header ? { headers } : {}) });
+      if (format !== 'table') return print(format, res);
+      process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
+      if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
+      for (const n of res.nearest) process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+    });
+
   // ---------------------------------------------------------------- demo and completion
   program
     .command('demo')
@@ -478,6 +574,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       if (err.code === 'writ.usage') process.stderr.write(`writ: ${err.message}\n`);
+      if (err.code === 'writ.violation') {
+        process.stderr.write(`writ: ${err.message}\n`);
+        return 3;
+      }
       return 2;
     }
     if (isWritError(err)) {

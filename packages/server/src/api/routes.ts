@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.ts';
 import { ROLES, type Role, type Store } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
 import { agentRoutes, notifyChange } from './agent-routes.ts';
+import { policyRoutes } from './policy-routes.ts';
 import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
 
 export interface ApiContext {
@@ -284,5 +285,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   agentRoutes(ctx, add);
+  policyRoutes(ctx, add);
   return routes;
 }

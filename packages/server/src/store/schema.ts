@@ -52,4 +52,12 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX entry_tombstones_parent ON entry_tombstones (parent_id, revision)`,
     ],
   },
+  {
+    // Every policy apply is a revision holding the whole set (name -> YAML source), so history,
+    // diff and rollback are reads and copies.
+    version: 3,
+    statements: [
+      `CREATE TABLE policy_revisions (revision BIGINT PRIMARY KEY, created_at BIGINT NOT NULL, created_by TEXT NOT NULL, comment TEXT NOT NULL, policies TEXT NOT NULL)`,
+    ],
+  },
 ];

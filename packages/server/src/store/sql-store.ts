@@ -5,7 +5,7 @@ import { MIGRATIONS } from './schema.ts';
 import {
   DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
   type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type ListEntriesQuery, type Page, type Role, type Store,
+  type ListEntriesQuery, type Page, type PolicyRevision, type Role, type Store,
 } from './types.ts';
 
 const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
@@ -69,6 +69,10 @@ function toAuthority(r: Row): Authority {
     notBefore: num(r['not_before']),
     notAfter: num(r['not_after']),
   };
+}
+
+function toPolicyRevision(r: Row): PolicyRevision {
+  return { revision: num(r['revision']), createdAt: num(r['created_at']), createdBy: r['created_by'] as string, comment: r['comment'] as string, policies: JSON.parse(r['policies'] as string) as Record<string, string> };
 }
 
 function toFederated(r: Row): FederatedBundle {
@@ -340,6 +344,32 @@ export class SqlStore implements Store {
   async bundleSequence(): Promise<number> {
     const rows = await this.#db.query("SELECT value FROM counters WHERE name = 'bundle_sequence'");
     return num(rows[0]!['value']);
+  }
+
+  async appendPolicyRevision(rev: Omit<PolicyRevision, 'revision'>, expectedCurrent: number): Promise<PolicyRevision> {
+    try {
+      return await this.#db.transaction(async (tx) => {
+        const cur = num((await tx.query('SELECT COALESCE(MAX(revision), 0) AS r FROM policy_revisions'))[0]!['r']);
+        if (cur !== expectedCurrent) throw new WritError('ERR_CONFLICT', `the policy set changed meanwhile (revision ${cur}, expected ${expectedCurrent}); apply again`);
+        const revision = cur + 1;
+        await tx.query('INSERT INTO policy_revisions (revision, created_at, created_by, comment, policies) VALUES (?, ?, ?, ?, ?)', [revision, rev.createdAt, rev.createdBy, rev.comment, JSON.stringify(rev.policies)]);
+        return { ...rev, revision };
+      });
+    } catch (err) {
+      if (this.#db.isUniqueViolation(err)) throw new WritError('ERR_CONFLICT', 'the policy set changed meanwhile; apply again');
+      throw err;
+    }
+  }
+
+  async getPolicyRevision(revision?: number): Promise<PolicyRevision | undefined> {
+    const rows = revision === undefined
+      ? await this.#db.query('SELECT * FROM policy_revisions ORDER BY revision DESC LIMIT 1')
+      : await this.#db.query('SELECT * FROM policy_revisions WHERE revision = ?', [revision]);
+    return rows[0] ? toPolicyRevision(rows[0]) : undefined;
+  }
+
+  async listPolicyRevisions(limit: number): Promise<PolicyRevision[]> {
+    return (await this.#db.query('SELECT * FROM policy_revisions ORDER BY revision DESC LIMIT ?', [limit])).map(toPolicyRevision);
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {

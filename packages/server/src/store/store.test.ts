@@ -131,6 +131,17 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await t.store.listAgents()).length, 1);
     });
 
+    it('policy revisions are appended in order; a stale writer gets a conflict', async () => {
+      assert.equal(await t.store.getPolicyRevision(), undefined);
+      const r1 = await t.store.appendPolicyRevision({ createdAt: 1, createdBy: 'a', comment: '', policies: { p: 'x' } }, 0);
+      assert.equal(r1.revision, 1);
+      await assert.rejects(t.store.appendPolicyRevision({ createdAt: 2, createdBy: 'b', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
+      await t.store.appendPolicyRevision({ createdAt: 3, createdBy: 'a', comment: 'two', policies: { p: 'y', q: 'z' } }, 1);
+      assert.deepEqual((await t.store.getPolicyRevision())?.policies, { p: 'y', q: 'z' });
+      assert.deepEqual((await t.store.getPolicyRevision(1))?.policies, { p: 'x' });
+      assert.deepEqual((await t.store.listPolicyRevisions(10)).map((r) => r.revision), [2, 1]);
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();

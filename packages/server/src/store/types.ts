@@ -96,6 +96,15 @@ export interface FederatedBundle {
   readonly updatedAt: number;
 }
 
+export interface PolicyRevision {
+  readonly revision: number;
+  readonly createdAt: number;
+  readonly createdBy: string;
+  readonly comment: string;
+  /** Policy name -> its YAML document. */
+  readonly policies: Readonly<Record<string, string>>;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Applies pending schema migrations. Safe to run from several replicas at once. */
@@ -137,6 +146,12 @@ export interface Store {
   /** Inserts or replaces authorities and deletes others, atomically; bumps the bundle sequence. */
   saveAuthorities(upsert: readonly Authority[], remove: readonly string[]): Promise<void>;
   bundleSequence(): Promise<number>;
+
+  /** Stores the next revision (current + 1) atomically; two racing writers cannot both get it. */
+  appendPolicyRevision(rev: Omit<PolicyRevision, 'revision'>, expectedCurrent: number): Promise<PolicyRevision>;
+  /** A revision, or the latest when `revision` is undefined; undefined when there is none. */
+  getPolicyRevision(revision?: number): Promise<PolicyRevision | undefined>;
+  listPolicyRevisions(limit: number): Promise<PolicyRevision[]>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;

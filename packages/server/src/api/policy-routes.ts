@@ -1,0 +1,146 @@
+/** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
+import { WritError } from '@writ/spiffe';
+import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
+import type { PolicyRevision } from '../store/types.ts';
+import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, withField, type Route } from './http.ts';
+import type { ApiContext } from './routes.ts';
+
+/** Splits multi-document YAML into its documents' text, by policy name (after validation). */
+function sourcesByName(text: string, policies: readonly Policy[]): Record<string, string> {
+  const docs = text.split(/^---[ \t]*$/m).map((d) => d.replace(/^\s*\n/, '').trimEnd()).filter((d) => d.trim() !== '');
+  const out: Record<string, string> = {};
+  for (const p of policies) {
+    const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
+    out[p.name] = `${doc ?? ''}\n`;
+  }
+  return out;
+}
+
+/** A minimal line diff (longest common subsequence), `-`/`+`/` ` prefixed. */
+export function lineDiff(a: string, b: string): string[] {
+  const x = a.split('\n');
+  const y = b.split('\n');
+  if (x.length * y.length > 4_000_000) return [...x.map((l) => `-${l}`), ...y.map((l) => `+${l}`)];
+  const dp = Array.from({ length: x.length + 1 }, () => new Uint32Array(y.length + 1));
+  for (let i = x.length - 1; i >= 0; i--) for (let j = y.length - 1; j >= 0; j--) dp[i]![j] = x[i] === y[j] ? dp[i + 1]![j + 1]! + 1 : Math.max(dp[i + 1]![j]!, dp[i]![j + 1]!);
+  const out: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < x.length && j < y.length) {
+    if (x[i] === y[j]) (out.push(` ${x[i]}`), i++, j++);
+    else if (dp[i + 1]![j]! >= dp[i]![j + 1]!) out.push(`-${x[i++]}`);
+    else out.push(`+${y[j++]}`);
+  }
+  while (i < x.length) out.push(`-${x[i++]}`);
+  while (j < y.length) out.push(`+${y[j++]}`);
+  return out;
+}
+
+export function policyRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void): void {
+  let cached: { revision: number; engine: PolicyEngine } | undefined;
+  const engineFor = async (): Promise<PolicyEngine> => {
+    const rev = await ctx.store.getPolicyRevision();
+    if (!rev) return new PolicyEngine(undefined);
+    if (cached?.revision !== rev.revision) {
+      const policies = Object.values(rev.policies).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies);
+      cached = { revision: rev.revision, engine: new PolicyEngine(policies, { revision: rev.revision }) };
+    }
+    return cached.engine;
+  };
+  const summary = (r: PolicyRevision) => ({ revision: r.revision, createdAt: new Date(r.createdAt).toISOString(), createdBy: r.createdBy, comment: r.comment, policies: Object.keys(r.policies).sort() });
+  const revParam = (v: unknown, field: string): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 1) throw new WritError('ERR_FIELD_INVALID', `${field} must be a revision number (1, 2, ...)`, { field });
+    return n;
+  };
+  const mustGet = async (n: number): Promise<PolicyRevision> => {
+    const r = await ctx.store.getPolicyRevision(n);
+    if (!r) throw new WritError('ERR_NOT_FOUND', `policy revision ${n} does not exist`);
+    return r;
+  };
+  const write = async (current: PolicyRevision | undefined, policies: Record<string, string>, by: string, comment: string) => {
+    const rev = await ctx.store.appendPolicyRevision({ createdAt: ctx.clock(), createdBy: by, comment, policies }, current?.revision ?? 0);
+    return rev;
+  };
+
+  add('POST', '/v1/policies', 'operator', 'Apply AccessPolicy YAML: validates (with line numbers), then stores a new revision with these policies added or replaced. dryRun: validate and show what would change.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['yaml', 'dryRun', 'comment', 'replace']);
+    const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
+    const comment = str(o, 'comment', { max: 500 }) ?? '';
+    const { policies, others } = parsePolicies(yaml, { file: 'request' });
+    if (others.length) throw new WritError('ERR_POLICY_INVALID', `only kind AccessPolicy can be applied (found ${others.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`);
+    if (policies.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
+    const current = await ctx.store.getPolicyRevision();
+    const incoming = sourcesByName(yaml, policies);
+    const next: Record<string, string> = o['replace'] === true ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+    const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
+    const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
+    const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
+    if (o['dryRun'] === true || changed.length === 0) return ok({ dryRun: o['dryRun'] === true, revision: current?.revision ?? 0, ...result });
+    const rev = await write(current, next, req.role ?? 'operator', comment);
+    return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
+  }, { limit: 5 * DEFAULT_BODY_LIMIT });
+
+  add('GET', '/v1/policies', 'viewer', 'The current policy set.', async () => {
+    const r = await ctx.store.getPolicyRevision();
+    if (!r) return ok({ revision: 0, policies: [] });
+    const policies = Object.entries(r.policies).sort().map(([name, y]) => {
+      const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
+      return { name, to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
+    });
+    return ok({ revision: r.revision, policies });
+  });
+  add('GET', '/v1/policies/history', 'viewer', 'Policy revisions, newest first.', async (req) => {
+    const limit = Math.min(Number(req.query.get('limit') ?? 50) || 50, 1000);
+    return ok({ revisions: (await ctx.store.listPolicyRevisions(limit)).map(summary) });
+  });
+  add('GET', '/v1/policies/diff', 'viewer', 'What changed between two revisions (?from=N&to=M; to defaults to the latest).', async (req) => {
+    const a = await mustGet(revParam(req.query.get('from'), 'from'));
+    const b = req.query.get('to') ? await mustGet(revParam(req.query.get('to'), 'to')) : (await ctx.store.getPolicyRevision())!;
+    const names = [...new Set([...Object.keys(a.policies), ...Object.keys(b.policies)])].sort();
+    const changes = names.filter((n) => a.policies[n] !== b.policies[n]).map((n) => ({
+      name: n,
+      change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
+      diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, i, all) => l[0] !== ' ' || all.length < 40),
+    }));
+    return ok({ from: a.revision, to: b.revision, changes });
+  });
+  add('POST', '/v1/policies/rollback', 'operator', 'Make an earlier revision current again (as a new revision).', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['revision', 'comment']);
+    const target = await mustGet(revParam(o['revision'], 'revision'));
+    const current = await ctx.store.getPolicyRevision();
+    const rev = await write(current, { ...target.policies }, req.role ?? 'operator', str(o, 'comment', { max: 500 }) ?? `rollback to revision ${target.revision}`);
+    return ok({ revision: rev.revision, restored: target.revision }, 201);
+  }, { limit: DEFAULT_BODY_LIMIT });
+  add('GET', '/v1/policies/{name}', 'viewer', 'One policy of the current set, as YAML (?revision=N for an earlier one).', async (req) => {
+    const r = req.query.get('revision') ? await mustGet(revParam(req.query.get('revision'), 'revision')) : await ctx.store.getPolicyRevision();
+    const name = decodeURIComponent(req.params[0]!);
+    const y = r?.policies[name];
+    if (!r || y === undefined) throw new WritError('ERR_NOT_FOUND', `no policy named ${JSON.stringify(name.slice(0, 100))}`);
+    return { status: 200, body: y, contentType: 'application/yaml' };
+  });
+  add('DELETE', '/v1/policies/{name}', 'operator', 'Remove a policy (a new revision without it).', async (req) => {
+    const current = await ctx.store.getPolicyRevision();
+    const name = decodeURIComponent(req.params[0]!);
+    if (!current?.policies[name]) throw new WritError('ERR_NOT_FOUND', `no policy named ${JSON.stringify(name.slice(0, 100))}`);
+    const next = { ...current.policies };
+    delete next[name];
+    const rev = await write(current, next, req.role ?? 'operator', `delete ${name}`);
+    return ok({ revision: rev.revision, removed: name });
+  });
+
+  add('POST', '/v1/authz/check', 'viewer', 'Decide and explain one request against the current policy set: {from, to, action, headers?}.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['from', 'to', 'action', 'headers']);
+    const from = str(o, 'from', { max: 2048 });
+    const to = str(o, 'to', { required: true, max: 2048 })!;
+    withField(from === undefined ? 'to' : 'from', () => checkRequestIds({ ...(from !== undefined ? { from } : {}), to }));
+    const action = withField('action', () => parseAction(str(o, 'action', { required: true, max: 2048 })!));
+    const headers = o['headers'] === undefined ? undefined : object(o['headers'], 'headers');
+    const engine = await engineFor();
+    const x = engine.explain({ from, to, action, ...(headers ? { headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), String(v)])) } : {}) });
+    return ok({ ...x, request: { from: from ?? null, to, action: o['action'] } });
+  }, { limit: 64 * 1024 });
+}

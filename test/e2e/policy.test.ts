@@ -1,0 +1,128 @@
+/** Policies through the CLI and API: tests for CI, apply with revisions, diff, rollback, checks. */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { cleanup, run, startServerProcess, writ, type ServerProcess } from './helpers.ts';
+
+let srv: ServerProcess;
+let dir: string;
+const ORDERS = (pathPattern: string) => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders-api }
+spec:
+  to: spiffe://e2e.test/ns/orders/sa/api
+  rules:
+    - effect: allow
+      from: [spiffe://e2e.test/ns/web/**]
+      actions: [{ methods: [GET], paths: ["${pathPattern}"] }]
+    - effect: deny
+      from: [spiffe://e2e.test/ns/legacy/*]
+`;
+const REPORTS = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: reports }
+spec:
+  to: spiffe://e2e.test/ns/reports/**
+  mode: audit
+  rules:
+    - { effect: allow, from: [spiffe://e2e.test/ns/bi/*] }
+`;
+
+before(async () => {
+  srv = await startServerProcess();
+  dir = mkdtempSync(join(tmpdir(), 'writ-policy-'));
+});
+after(async () => {
+  await srv.stop();
+  cleanup(srv.dataDir);
+  cleanup(dir);
+});
+
+describe('writ policy test (offline, for CI)', () => {
+  it('passes with exit 0 and fails with exit 3, naming the case', async () => {
+    const f = join(dir, 'suite.yaml');
+    const cases = (expectDelete: string) => `${ORDERS('/v1/orders/*')}---
+kind: PolicyTest
+cases:
+  - { name: web reads an order, from: spiffe://e2e.test/ns/web/sa/frontend, to: spiffe://e2e.test/ns/orders/sa/api, action: GET /v1/orders/7, expect: allow }
+  - { name: web cannot delete, from: spiffe://e2e.test/ns/web/sa/frontend, to: spiffe://e2e.test/ns/orders/sa/api, action: DELETE /v1/orders/7, expect: ${expectDelete} }
+  - { name: legacy denied, from: spiffe://e2e.test/ns/legacy/app, to: spiffe://e2e.test/ns/orders/sa/api, action: tcp 5432, expect: deny }
+`;
+    writeFileSync(f, cases('deny'));
+    const ok = await writ(undefined, ['policy', 'test', f]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^3 passed, 0 failed$/m);
+    writeFileSync(f, cases('allow'));
+    const bad = await writ(undefined, ['policy', 'test', f]);
+    assert.equal(bad.code, 3);
+    assert.match(bad.stdout, /FAIL {2}web cannot delete: expected allow, got deny \(NO_MATCHING_ALLOW\)/);
+    assert.match(bad.stdout, /^2 passed, 1 failed$/m);
+  });
+});
+
+describe('policies on the server', () => {
+  it('refuses an invalid file with every problem and its line, applies nothing', async () => {
+    const f = join(dir, 'bad.yaml');
+    writeFileSync(f, ORDERS('/v1/orders/*').replace('effect: deny', 'effect: deny\n      colour: red').replace('spiffe://e2e.test/ns/web/**', 'spiffe://e2e.test/ns/web/.*'));
+    const r = await writ(srv, ['policy', 'apply', '-f', f]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${f.replace(/[/.]/g, '\\$&')}:8:\\d+: rules\\[0\\]\\.from\\[0\\]`));
+    assert.match(r.stderr, /:11:\d+: unknown field "colour"/);
+    assert.match(r.stderr, /ERR_POLICY_INVALID/);
+    assert.equal(JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout).revision, 0);
+  });
+
+  it('apply creates revisions; list, get, history, diff, rollback and delete work; checks explain', async () => {
+    const f = join(dir, 'p.yaml');
+    writeFileSync(f, `${ORDERS('/v1/orders/*')}---\n${REPORTS}`);
+    const dry = await writ(srv, ['policy', 'apply', '-f', f, '--dry-run']);
+    assert.match(dry.stdout, /^dry run: revision 0; would change: orders-api, reports$/m);
+    assert.match((await writ(srv, ['policy', 'apply', '-f', f, '--comment', 'first'])).stdout, /^revision 1; changed: orders-api, reports$/m);
+    assert.match((await writ(srv, ['policy', 'apply', '-f', f])).stdout, /^revision 1; no change$/m);
+    writeFileSync(f, ORDERS('/v1/orders/**'));
+    assert.match((await writ(srv, ['policy', 'apply', '-f', f])).stdout, /^revision 2; changed: orders-api$/m);
+    const list = await writ(srv, ['policy', 'list']);
+    assert.match(list.stdout, /orders-api\s+spiffe:\/\/e2e\.test\/ns\/orders\/sa\/api\s+enforce\s+2/);
+    assert.match((await writ(srv, ['policy', 'get', 'orders-api'])).stdout, /paths: \["\/v1\/orders\/\*\*"\]/);
+    assert.match((await writ(srv, ['policy', 'get', 'orders-api', '--revision', '1'])).stdout, /paths: \["\/v1\/orders\/\*"\]/);
+    const diff = await writ(srv, ['policy', 'diff', '1', '2']);
+    assert.match(diff.stdout, /^changed orders-api$/m);
+    assert.match(diff.stdout, /^ {2}-.*\/v1\/orders\/\*"\]/m);
+    assert.match(diff.stdout, /^ {2}\+.*\/v1\/orders\/\*\*"\]/m);
+
+    const check = async (from: string, action: string) => JSON.parse((await writ(srv, ['authz', 'check', '--from', from, '--to', 'spiffe://e2e.test/ns/orders/sa/api', '--action', action, '-o', 'json'])).stdout);
+    const a = await check('spiffe://e2e.test/ns/web/sa/frontend', 'GET /v1/orders/7/items');
+    assert.equal(a.decision, 'allow');
+    assert.equal(a.rule.name, 'orders-api#0');
+    assert.equal(a.revision, 2);
+    const d = await check('spiffe://e2e.test/ns/web/sa/frontend', 'POST /v1/orders');
+    assert.equal(d.decision, 'deny');
+    assert.deepEqual(d.nearest[0].mismatched, ['action']);
+    const table = await writ(srv, ['authz', 'check', '--from', 'spiffe://e2e.test/ns/legacy/x', '--to', 'spiffe://e2e.test/ns/orders/sa/api', '--action', 'GET /']);
+    assert.match(table.stdout, /^DENY \(DENY_RULE\) at policy revision 2\n {2}decided by rule orders-api#1 \(policy orders-api, line \d+\)$/m);
+
+    assert.match((await writ(srv, ['policy', 'rollback', '1'])).stdout, /^restored revision 1 as revision 3$/m);
+    assert.equal((await check('spiffe://e2e.test/ns/web/sa/frontend', 'GET /v1/orders/7/items')).decision, 'deny', 'the rolled-back pattern is one segment again');
+    assert.equal((await writ(srv, ['policy', 'delete', 'reports'])).code, 0);
+    const hist = JSON.parse((await writ(srv, ['policy', 'history', '-o', 'json'])).stdout);
+    assert.deepEqual(hist.map((h: { revision: number }) => h.revision), [4, 3, 2, 1]);
+    assert.equal(hist[3].comment, 'first');
+    assert.deepEqual(hist[0].policies, ['orders-api']);
+  });
+
+  it('hostile policy documents get a 4xx, never a 500', async () => {
+    const post = (yaml: string) => run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), '-H', `Authorization: Bearer ${srv.adminToken}`, '-H', 'content-type: application/json', '--data-binary', '@-', '-w', '\n%{http_code}', `${srv.url}/v1/policies`], { input: JSON.stringify({ yaml }) });
+    for (const [yaml, status] of [
+      ['['.repeat(50_000), '400'],
+      ['a: &a [*a, *a]\n', '400'],
+      ['kind: AccessPolicy\n'.repeat(3), '400'],
+      ['x'.repeat(6 * 1024 * 1024), '413'],
+      [ORDERS('/v1/orders/*').replace('GET', 'FETCH'), '400'],
+    ] as const) {
+      const r = await post(yaml);
+      assert.equal(r.stdout.trim().split('\n').pop(), status, r.stdout.slice(0, 300));
+    }
+  });
+});
