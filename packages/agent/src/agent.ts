@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import {
   WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
+import { PolicyEngine, parsePolicies } from '@writ/policy';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {
@@ -47,6 +48,10 @@ interface State {
   federated: Record<string, BundleJson>;
   entries: Record<string, EntryView>;
   svids: Record<string, StoredSvid>;
+  /** The last good policy set (name -> YAML) and its revision: enforced while the server is away. */
+  policyRevision?: number;
+  policies?: Record<string, string>;
+  quarantine?: { version: string; ids: string[]; breakGlass: string[] };
 }
 
 /** An SVID ready to hand to a workload. */
@@ -96,6 +101,8 @@ function rotationTime(issuedAt: number, expiresAt: number): number {
 const BACKDATE_MS = 10_000;
 
 interface SyncResponse {
+  quarantine?: { version: string; ids: string[]; breakGlass: string[] };
+  policy?: { revision: number; policies: Record<string, string> };
   revision: number;
   full: boolean;
   entries: EntryView[];
@@ -135,6 +142,10 @@ function checkSyncResponse(raw: unknown, trustDomain: string): SyncResponse {
     bad(`bundle: ${(err as Error).message}`);
   }
   if (!r['federatedBundles'] || typeof r['federatedBundles'] !== 'object') bad('federatedBundles');
+  const q = r['quarantine'] as Record<string, unknown> | undefined;
+  if (q !== undefined && (typeof q !== 'object' || typeof q['version'] !== 'string' || !strs(q['ids']) || !strs(q['breakGlass']))) bad('quarantine');
+  const p = r['policy'] as Record<string, unknown> | undefined;
+  if (p !== undefined && (typeof p !== 'object' || !Number.isSafeInteger(p['revision']) || !p['policies'] || typeof p['policies'] !== 'object' || !Object.values(p['policies'] as object).every((v) => typeof v === 'string'))) bad('policy');
   return r as unknown as SyncResponse;
 }
 
@@ -150,6 +161,8 @@ export class Agent extends EventEmitter {
   #syncing: Promise<void> | undefined;
   #connected = false;
   #resync = true;
+  #engine = new PolicyEngine(undefined);
+  #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
     super();
@@ -177,6 +190,8 @@ export class Agent extends EventEmitter {
     try {
       this.#state = JSON.parse(readFileSync(f, 'utf8')) as State;
       this.#rebuildBundles();
+      if (this.#state.policies && this.#state.policyRevision !== undefined) this.#loadPolicy(this.#state.policyRevision, this.#state.policies);
+      this.#applyQuarantine();
       this.#o.log.info({ spiffeId: this.#state.spiffeId, entries: Object.keys(this.#state.entries).length, svids: Object.keys(this.#state.svids).length }, 'loaded cached identity and SVIDs');
     } catch (err) {
       this.#o.log.warn({ err: (err as Error).message }, 'agent state unreadable; attesting afresh');
@@ -310,13 +325,30 @@ export class Agent extends EventEmitter {
     const s = this.#state!;
     // After a failed exchange (a reconnect), ask for everything: nothing missed can linger.
     const since = this.#resync ? 0 : s.revision;
-    const q = new URLSearchParams({ since: String(since), wait: String(since === 0 ? 0 : waitSeconds), bundles: s.bundlesVersion });
+    const q = new URLSearchParams({
+      since: String(since), wait: String(since === 0 ? 0 : waitSeconds), bundles: s.bundlesVersion,
+      policy: String(s.policyRevision ?? 0), quarantine: s.quarantine?.version ?? '',
+    });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
     const r = checkSyncResponse(raw, this.trustDomain);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
     let changed = false;
+    // Quarantine ahead of everything else in the answer.
+    if (r.quarantine && r.quarantine.version !== (s.quarantine?.version ?? '')) {
+      s.quarantine = r.quarantine;
+      this.#applyQuarantine();
+      changed = true;
+      this.#o.log.info({ quarantined: r.quarantine.ids.length }, 'quarantine changed');
+    }
+    if (r.policy && r.policy.revision !== s.policyRevision) {
+      if (this.#loadPolicy(r.policy.revision, r.policy.policies)) {
+        s.policyRevision = r.policy.revision;
+        s.policies = r.policy.policies;
+        changed = true;
+      }
+    }
     if (r.full) {
       const keep = new Set(r.entries.map((e) => e.id));
       for (const id of Object.keys(s.entries)) if (!keep.has(id)) (delete s.entries[id], delete s.svids[id], (changed = true));
@@ -398,12 +430,43 @@ export class Agent extends EventEmitter {
 
   // ---------------------------------------------------------------- what the Workload API serves
 
-  /** Entries whose selectors are all among `selectors`. */
+  // ---------------------------------------------------------------- policy and quarantine
+
+  /** Compiles a policy set; a set that does not compile is refused and the last good one stays. */
+  #loadPolicy(revision: number, policies: Record<string, string>): boolean {
+    try {
+      const parsed = Object.values(policies).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies);
+      this.#engine = new PolicyEngine(parsed, { revision, breakGlass: this.#state?.quarantine?.breakGlass ?? [], clock: this.#clock });
+      this.#applyQuarantine();
+      this.#o.log.info({ revision, policies: parsed.length }, 'enforcing policy revision');
+      return true;
+    } catch (err) {
+      this.#o.log.error({ revision, err: (err as Error).message.slice(0, 500) }, 'policy revision does not compile; keeping the last good one');
+      return false;
+    }
+  }
+
+  #applyQuarantine(): void {
+    const q = this.#state?.quarantine;
+    if (q && this.#engine.loaded) {
+      // Break-glass identities come with the quarantine list; a new engine keeps them.
+      this.#engine = new PolicyEngine(this.#engine.policies, { revision: this.#engine.revision, breakGlass: q.breakGlass, clock: this.#clock });
+    }
+    this.#engine.setQuarantine(q?.ids ?? []);
+    this.#quarantined = new Set(q?.ids ?? []);
+  }
+
+  /** The local decision engine (the last good policy revision, with the current quarantine). */
+  get engine(): PolicyEngine {
+    return this.#engine;
+  }
+
+  /** Entries whose selectors are all among `selectors`; never a quarantined identity. */
   entriesFor(selectors: readonly string[]): EntryView[] {
     const have = new Set(selectors);
     const now = this.#clock();
     return Object.values(this.#state?.entries ?? {})
-      .filter((e) => (e.expiresAt === null || Date.parse(e.expiresAt) > now) && e.selectors.every((x) => have.has(x)))
+      .filter((e) => !this.#quarantined.has(e.spiffeId) && (e.expiresAt === null || Date.parse(e.expiresAt) > now) && e.selectors.every((x) => have.has(x)))
       .sort((a, b) => (a.spiffeId === b.spiffeId ? a.id.localeCompare(b.id) : a.spiffeId.localeCompare(b.spiffeId)));
   }
 

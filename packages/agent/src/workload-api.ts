@@ -7,9 +7,11 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { JwtSvidValidator, isWritError, trustDomainId, type TrustBundle } from '@writ/spiffe';
+import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
+import { randomUUID } from 'node:crypto';
+import { parseAction } from '@writ/policy';
 import {
-  GRPC_STATUS, GrpcError, ServerCall, acceptUnaryRequest, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
+  GRPC_STATUS, GrpcError, ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
   encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
 } from '@writ/sdk';
 import type { Agent, EntryView } from './agent.ts';
@@ -17,6 +19,33 @@ import { attestUnix, processStartTime } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
+const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
+
+function decodeCheckRequest(buf: Buffer): { from: string; to: string; action: string; headers: Record<string, string> } {
+  const out = { from: '', to: '', action: '', headers: {} as Record<string, string> };
+  for (const f of fields(buf)) {
+    if (f.wire !== 2) continue;
+    if (f.field === 1) out.from = f.data.toString('utf8');
+    else if (f.field === 2) out.to = f.data.toString('utf8');
+    else if (f.field === 3) out.action = f.data.toString('utf8');
+    else if (f.field === 4) {
+      let k = '';
+      let v = '';
+      for (const e of fields(f.data)) {
+        if (e.field === 1) k = e.data.toString('utf8');
+        else if (e.field === 2) v = e.data.toString('utf8');
+      }
+      out.headers[k.toLowerCase()] = v;
+    }
+  }
+  return out;
+}
+
+function encodeCheckResponse(r: { allowed: boolean; decision: string; reason: string; rule: string; policyRevision: number; decisionId: string }): Buffer {
+  const w = new Writer().bool(1, r.allowed).string(2, r.decision).string(3, r.reason).string(4, r.rule);
+  if (r.policyRevision > 0) w.enumValue(5, r.policyRevision);
+  return w.string(6, r.decisionId).finish();
+}
 const MAX_REQUEST_BYTES = 64 * 1024;
 const kCaller = Symbol('writ.caller');
 
@@ -110,6 +139,7 @@ export class WorkloadApiServer {
   }
 
   async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
+    if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
     if (!call.method.startsWith(SERVICE)) return call.end(GRPC_STATUS.UNIMPLEMENTED, `unknown service in ${call.method.slice(0, 100)}`);
     const method = call.method.slice(SERVICE.length);
     const known = ['FetchX509SVID', 'FetchX509Bundles', 'FetchJWTSVID', 'FetchJWTBundles', 'ValidateJWTSVID'];
@@ -184,6 +214,26 @@ export class WorkloadApiServer {
         }
       }
     }
+  }
+
+  /** writ.authz.v1.Authorizer/Check (packages/sdk/proto/writ_authz.proto): a local decision, no network hop. */
+  async #check(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
+    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    const req = decodeRequest(() => decodeCheckRequest(request));
+    const selectors = await this.#caller(stream);
+    const mine = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
+    if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+    if (!mine.includes(req.to)) return call.end(GRPC_STATUS.PERMISSION_DENIED, `"to" must be one of the caller's own identities (${mine.join(', ').slice(0, 300)})`);
+    let action;
+    try {
+      action = parseAction(req.action);
+      if (req.from) parseSpiffeId(req.from);
+    } catch (err) {
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, (err as Error).message);
+    }
+    const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
+    call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId: randomUUID() }));
+    return call.end();
   }
 
   /**

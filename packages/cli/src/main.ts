@@ -529,6 +529,35 @@ export function buildProgram(): Command {
       if (failed.length) throw new CommanderError(3, 'writ.violation', `${failed.length} policy test case(s) failed`);
     });
 
+  policy.command('status').description("each agent's enforced policy revision and lag").action(async (_o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ revision: number; agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null }> }>('GET', '/v1/policy/status');
+    print(format, res, () => ({ head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'], body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]) }));
+  });
+
+  const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
+  quarantine
+    .command('add')
+    .argument('<spiffe-id>')
+    .requiredOption('--reason <text>', 'why (kept and shown)')
+    .option('--ttl <duration>', 'lift it automatically after this long')
+    .description('quarantine an identity: it can neither call nor be called; agents stop serving its SVIDs')
+    .action(async (id: string, f: { reason: string; ttl?: string }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call('POST', '/v1/quarantine', { spiffeId: id, reason: f.reason, ...(f.ttl ? { ttl: f.ttl } : {}) });
+      if (format !== 'table') return print(format, res);
+      process.stderr.write(`quarantined ${id}\n`);
+    });
+  quarantine.command('remove').argument('<spiffe-id>').description('lift a quarantine').action(async (id: string, _o: unknown, cmd: Command) => {
+    await clientOf(cmd).api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`);
+    process.stderr.write(`lifted the quarantine of ${id}\n`);
+  });
+  quarantine.command('list').description('quarantined identities').action(async (_o: unknown, cmd: Command) => {
+    const { api, format } = clientOf(cmd);
+    const res = await api.call<{ quarantine: Array<{ spiffeId: string; reason: string; expiresAt: string | null; createdAt: string }> }>('GET', '/v1/quarantine');
+    print(format, res.quarantine, () => ({ head: ['SPIFFE ID', 'SINCE', 'EXPIRES', 'REASON'], body: res.quarantine.map((q) => [q.spiffeId, q.createdAt, q.expiresAt ?? 'never', q.reason]) }));
+  });
+
   program
     .command('authz')
     .description('authorization decisions')

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { KEY_TYPES, WritError, parseDuration, parseTrustDomain, type KeyType } from '@writ/spiffe';
+import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
 
 export interface ServerConfig {
@@ -26,6 +26,8 @@ export interface ServerConfig {
   readonly logLevel: string;
   /** k8s_psat node attestation: clusters by name (YAML only). */
   readonly k8sPsat: Record<string, PsatCluster>;
+  /** Identities that may still call and be called by quarantined workloads (YAML only). */
+  readonly breakGlass: readonly string[];
 }
 
 export const SERVER_DEFAULTS = {
@@ -38,9 +40,9 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat'] as const;
+const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat', 'breakGlass'] as const;
 type Key = (typeof KEYS)[number];
-export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat'>, string>> & {
+export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>, string>> & {
   config?: string;
   dnsNames?: string[];
   upstreamCaCert?: string;
@@ -73,6 +75,18 @@ function psatClusters(v: unknown): Record<string, PsatCluster> {
   return out;
 }
 
+function breakGlassIds(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) bad('breakGlass', 'must be a list of SPIFFE IDs');
+  return v.map((id, i) => {
+    try {
+      return parseSpiffeId(String(id)).uri;
+    } catch (err) {
+      return bad(`breakGlass[${i}]`, (err as Error).message);
+    }
+  });
+}
+
 export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   let file: Record<string, unknown> = {};
   if (flags.config) {
@@ -94,7 +108,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
       for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
     }
   }
-  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat'>): string | undefined => {
+  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>): string | undefined => {
     const v = flags[k] ?? file[k];
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
@@ -141,5 +155,6 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     kek,
     logLevel: get('logLevel') ?? SERVER_DEFAULTS.logLevel,
     k8sPsat: psatClusters(file['k8sPsat']),
+    breakGlass: breakGlassIds(file['breakGlass']),
   };
 }

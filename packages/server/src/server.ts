@@ -137,7 +137,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
     const ctx = {
-      store, ca, trustDomain: cfg.trustDomain, metrics, clock, psat,
+      store, ca, trustDomain: cfg.trustDomain, metrics, clock, psat, breakGlass: cfg.breakGlass,
       get publicUrl() { return publicUrl; },
       get jwtIssuer() { return jwtIssuer; },
       ready: async () => {

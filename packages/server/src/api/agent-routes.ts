@@ -46,6 +46,12 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const since = Number(req.query.get('since') ?? '0');
     const wait = Math.min(Number(req.query.get('wait') ?? '0'), MAX_WAIT_S);
     const known = req.query.get('bundles') ?? '';
+    const wantsPolicy = req.query.has('policy');
+    const knownPolicy = Number(req.query.get('policy') ?? '-1');
+    const wantsQuarantine = req.query.has('quarantine');
+    const knownQuarantine = req.query.get('quarantine') ?? '';
+    // The agent reports the policy revision it enforces with every sync.
+    if (Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) await ctx.store.ackPolicy(req.agent!, knownPolicy, ctx.clock());
     if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
     if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
     const deadline = Date.now() + wait * 1000;
@@ -56,11 +62,18 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
       const r = await ctx.store.syncEntries(req.agent!, since);
       const b = await bundlesState(ctx);
-      const changed = since === 0 || r.entries.length > 0 || r.removed.length > 0 || b.version !== known;
+      const q = await ctx.store.listQuarantine(ctx.clock());
+      const qVersion = q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join(',');
+      const policy = await ctx.store.getPolicyRevision();
+      const policyChanged = wantsPolicy && (policy?.revision ?? 0) !== knownPolicy;
+      const changed = since === 0 || r.entries.length > 0 || r.removed.length > 0 || b.version !== known || (wantsQuarantine && qVersion !== knownQuarantine) || policyChanged;
       if (changed || Date.now() >= deadline || req.raw.destroyed) {
         return ok({
+          // Quarantine first: an agent applies it ahead of anything else in the answer.
+          quarantine: { version: qVersion, ids: q.map((x) => x.spiffeId), breakGlass: ctx.breakGlass },
           revision: r.revision, full: since === 0, entries: r.entries.map(entryJson), removed: r.removed,
           bundlesVersion: b.version, bundle: formatBundleJson(b.bundle), federatedBundles: b.federated,
+          ...(policyChanged ? { policy: { revision: policy?.revision ?? 0, policies: policy?.policies ?? {} } } : {}),
         });
       }
       await new Promise<void>((resolve) => {

@@ -1,5 +1,7 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
-import { WritError } from '@writ/spiffe';
+import { WritError, parseSpiffeId } from '@writ/spiffe';
+import { notifyChange } from './agent-routes.ts';
+import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
 import type { PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, withField, type Route } from './http.ts';
@@ -40,12 +42,17 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
   let cached: { revision: number; engine: PolicyEngine } | undefined;
   const engineFor = async (): Promise<PolicyEngine> => {
     const rev = await ctx.store.getPolicyRevision();
-    if (!rev) return new PolicyEngine(undefined);
-    if (cached?.revision !== rev.revision) {
-      const policies = Object.values(rev.policies).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies);
-      cached = { revision: rev.revision, engine: new PolicyEngine(policies, { revision: rev.revision }) };
+    let engine: PolicyEngine;
+    if (!rev) engine = new PolicyEngine(undefined, { breakGlass: ctx.breakGlass });
+    else {
+      if (cached?.revision !== rev.revision) {
+        const policies = Object.values(rev.policies).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies);
+        cached = { revision: rev.revision, engine: new PolicyEngine(policies, { revision: rev.revision, breakGlass: ctx.breakGlass }) };
+      }
+      engine = cached.engine;
     }
-    return cached.engine;
+    engine.setQuarantine((await ctx.store.listQuarantine(ctx.clock())).map((q) => q.spiffeId));
+    return engine;
   };
   const summary = (r: PolicyRevision) => ({ revision: r.revision, createdAt: new Date(r.createdAt).toISOString(), createdBy: r.createdBy, comment: r.comment, policies: Object.keys(r.policies).sort() });
   const revParam = (v: unknown, field: string): number => {
@@ -60,6 +67,7 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
   };
   const write = async (current: PolicyRevision | undefined, policies: Record<string, string>, by: string, comment: string) => {
     const rev = await ctx.store.appendPolicyRevision({ createdAt: ctx.clock(), createdBy: by, comment, policies }, current?.revision ?? 0);
+    notifyChange(); // agents waiting on a sync hear of it now
     return rev;
   };
 
@@ -129,6 +137,42 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     delete next[name];
     const rev = await write(current, next, req.role ?? 'operator', `delete ${name}`);
     return ok({ revision: rev.revision, removed: name });
+  });
+
+  // ---------------------------------------------------------------- quarantine
+  const quarantineJson = (q: { spiffeId: string; reason: string; createdBy: string; createdAt: number; expiresAt: number | null }) => ({
+    spiffeId: q.spiffeId, reason: q.reason, createdBy: q.createdBy, createdAt: new Date(q.createdAt).toISOString(), expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString(),
+  });
+  add('POST', '/v1/quarantine', 'operator', 'Quarantine an identity: it can neither call nor be called (break-glass identities excepted), and agents stop serving its SVIDs.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['spiffeId', 'reason', 'ttl']);
+    const spiffeId = withField('spiffeId', () => parseSpiffeId(str(o, 'spiffeId', { required: true })!)).uri;
+    const reason = str(o, 'reason', { required: true, max: 500 })!;
+    const ttl = ttlField(o, 'ttl', 366 * 86_400_000);
+    const now = ctx.clock();
+    const q = { spiffeId, reason, createdBy: req.role ?? 'operator', createdAt: now, expiresAt: ttl === undefined ? null : now + ttl };
+    await ctx.store.putQuarantine(q);
+    notifyChange();
+    return ok(quarantineJson(q), 201);
+  }, { limit: 64 * 1024 });
+  add('GET', '/v1/quarantine', 'viewer', 'Quarantined identities.', async () => ok({ quarantine: (await ctx.store.listQuarantine(ctx.clock())).map(quarantineJson), breakGlass: ctx.breakGlass }));
+  add('DELETE', '/v1/quarantine/{id}', 'operator', 'Lift a quarantine (id: URL-encoded SPIFFE ID).', async (req) => {
+    const id = decodeURIComponent(req.params[0]!);
+    if (!(await ctx.store.removeQuarantine(id))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
+    notifyChange();
+    return { status: 204, body: '' };
+  });
+
+  add('GET', '/v1/policy/status', 'viewer', 'Which policy revision each agent enforces, and how far behind it is.', async () => {
+    const current = (await ctx.store.getPolicyRevision())?.revision ?? 0;
+    const now = ctx.clock();
+    return ok({
+      revision: current,
+      agents: (await ctx.store.listPolicyAcks()).map((a) => ({
+        spiffeId: a.spiffeId, revision: a.policyRevision, behind: current - a.policyRevision,
+        ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null, secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
+      })),
+    });
   });
 
   add('POST', '/v1/authz/check', 'viewer', 'Decide and explain one request against the current policy set: {from, to, action, headers?}.', async (req) => {

@@ -25,6 +25,7 @@ export interface ApiContext {
   /** Resolves when the server can serve: store reachable and CA initialised. */
   readonly ready: () => Promise<void>;
   readonly psat?: PsatAttestor | undefined;
+  readonly breakGlass: readonly string[];
 }
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');

@@ -60,4 +60,13 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE TABLE policy_revisions (revision BIGINT PRIMARY KEY, created_at BIGINT NOT NULL, created_by TEXT NOT NULL, comment TEXT NOT NULL, policies TEXT NOT NULL)`,
     ],
   },
+  {
+    // Quarantine, and which policy revision each agent says it enforces.
+    version: 4,
+    statements: [
+      `CREATE TABLE quarantine (spiffe_id TEXT PRIMARY KEY, reason TEXT NOT NULL, created_by TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT)`,
+      `ALTER TABLE agents ADD COLUMN policy_revision BIGINT NOT NULL DEFAULT 0`,
+      `ALTER TABLE agents ADD COLUMN policy_acked_at BIGINT NOT NULL DEFAULT 0`,
+    ],
+  },
 ];

@@ -5,7 +5,7 @@ import { MIGRATIONS } from './schema.ts';
 import {
   DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
   type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type ListEntriesQuery, type Page, type PolicyRevision, type Role, type Store,
+  type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
 } from './types.ts';
 
 const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
@@ -370,6 +370,34 @@ export class SqlStore implements Store {
 
   async listPolicyRevisions(limit: number): Promise<PolicyRevision[]> {
     return (await this.#db.query('SELECT * FROM policy_revisions ORDER BY revision DESC LIMIT ?', [limit])).map(toPolicyRevision);
+  }
+
+  async putQuarantine(q: QuarantineEntry): Promise<void> {
+    await this.#db.query(
+      `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+      [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
+    );
+  }
+
+  async removeQuarantine(spiffeId: string): Promise<boolean> {
+    return (await this.#db.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+  }
+
+  async listQuarantine(now: number): Promise<QuarantineEntry[]> {
+    return (await this.#db.query('SELECT * FROM quarantine WHERE expires_at IS NULL OR expires_at > ? ORDER BY spiffe_id', [now])).map((r) => ({
+      spiffeId: r['spiffe_id'] as string, reason: r['reason'] as string, createdBy: r['created_by'] as string, createdAt: num(r['created_at']), expiresAt: numOrNull(r['expires_at']),
+    }));
+  }
+
+  async ackPolicy(spiffeId: string, revision: number, at: number): Promise<void> {
+    await this.#db.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ? AND (policy_revision <> ? OR policy_acked_at < ?)', [revision, at, spiffeId, revision, at - 5000]);
+  }
+
+  async listPolicyAcks(): Promise<PolicyAck[]> {
+    return (await this.#db.query('SELECT spiffe_id, policy_revision, policy_acked_at FROM agents WHERE banned = 0 ORDER BY spiffe_id')).map((r) => ({
+      spiffeId: r['spiffe_id'] as string, policyRevision: num(r['policy_revision']), ackedAt: num(r['policy_acked_at']),
+    }));
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {

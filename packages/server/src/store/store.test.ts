@@ -142,6 +142,19 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual((await t.store.listPolicyRevisions(10)).map((r) => r.revision), [2, 1]);
     });
 
+    it('quarantine entries expire; policy acks are recorded per agent', async () => {
+      await t.store.putQuarantine({ spiffeId: 'spiffe://e/q1', reason: 'compromised', createdBy: 'admin', createdAt: 1, expiresAt: null });
+      await t.store.putQuarantine({ spiffeId: 'spiffe://e/q2', reason: 'test', createdBy: 'admin', createdAt: 1, expiresAt: 100 });
+      assert.deepEqual((await t.store.listQuarantine(50)).map((q) => q.spiffeId), ['spiffe://e/q1', 'spiffe://e/q2']);
+      assert.deepEqual((await t.store.listQuarantine(100)).map((q) => q.spiffeId), ['spiffe://e/q1']);
+      assert.equal(await t.store.removeQuarantine('spiffe://e/q1'), true);
+      assert.equal(await t.store.removeQuarantine('spiffe://e/q1'), false);
+      const agent = { spiffeId: 'spiffe://e/writ/agent/ack', nodeName: 'ack', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 };
+      await t.store.upsertAgent(agent);
+      await t.store.ackPolicy(agent.spiffeId, 4, 1000);
+      assert.deepEqual((await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 });
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();

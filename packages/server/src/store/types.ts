@@ -105,6 +105,20 @@ export interface PolicyRevision {
   readonly policies: Readonly<Record<string, string>>;
 }
 
+export interface QuarantineEntry {
+  readonly spiffeId: string;
+  readonly reason: string;
+  readonly createdBy: string;
+  readonly createdAt: number;
+  readonly expiresAt: number | null;
+}
+
+export interface PolicyAck {
+  readonly spiffeId: string;
+  readonly policyRevision: number;
+  readonly ackedAt: number;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Applies pending schema migrations. Safe to run from several replicas at once. */
@@ -152,6 +166,15 @@ export interface Store {
   /** A revision, or the latest when `revision` is undefined; undefined when there is none. */
   getPolicyRevision(revision?: number): Promise<PolicyRevision | undefined>;
   listPolicyRevisions(limit: number): Promise<PolicyRevision[]>;
+
+  /** Adds or updates a quarantined identity. */
+  putQuarantine(q: QuarantineEntry): Promise<void>;
+  removeQuarantine(spiffeId: string): Promise<boolean>;
+  /** Identities quarantined at `now` (expired ones left out). */
+  listQuarantine(now: number): Promise<QuarantineEntry[]>;
+  /** Records the policy revision an agent reports it enforces. */
+  ackPolicy(spiffeId: string, revision: number, at: number): Promise<void>;
+  listPolicyAcks(): Promise<PolicyAck[]>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;

@@ -1,0 +1,120 @@
+/**
+ * Policy distribution, quarantine and local checks with real processes: the agent's
+ * writ.authz.v1.Authorizer driven by Python grpcio.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, it } from 'node:test';
+import { WorkloadClient } from '@writ/sdk';
+import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+
+let srv: ServerProcess;
+let agent: AgentProcess;
+let stubs: string;
+const ME = 'spiffe://e2e.test/ns/orders/sa/api';
+const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
+const policyFile = (methods: string) => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: ${ME}
+  rules:
+    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
+    - { effect: deny, from: ["spiffe://e2e.test/ns/legacy/*"] }
+`;
+
+async function check(from: string, action: string, to = ME): Promise<Record<string, unknown>> {
+  const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/authz_client.py'), stubs, agent.socket, from, to, action]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+async function apply(text: string): Promise<void> {
+  const f = join(stubs, 'p.yaml');
+  writeFileSync(f, text);
+  const r = await writ(srv, ['policy', 'apply', '-f', f]);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+before(async () => {
+  srv = await startServerProcess();
+  await writ(srv, ['entry', 'create', '--spiffe-id', ME, '--parent-id', 'spiffe://e2e.test/writ/agent/enf', '--selector', 'unix:uid:0']);
+  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'enf', '-o', 'json'])).stdout).token as string;
+  agent = await startAgentProcess(srv, { joinToken: token });
+  stubs = mkdtempSync(join(tmpdir(), 'writ-authz-stubs-'));
+  const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, 'packages/sdk/proto')}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'writ_authz.proto']);
+  assert.equal(gen.code, 0, gen.stderr);
+});
+after(async () => {
+  await agent.stop();
+  await srv.stop();
+  for (const d of [srv.dataDir, agent.dataDir, stubs]) cleanup(d);
+});
+
+describe('local authorization on the agent', () => {
+  it('denies everything with NO_POLICY_LOADED before any policy, then decides locally per the applied policy', async () => {
+    await waitFor('an identity', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] ? true : undefined));
+    assert.equal((await check(WEB, 'GET /v1/orders/1'))['reason'], 'NO_POLICY_LOADED');
+    await apply(policyFile('GET'));
+    await waitFor('the policy at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
+    const a = await check(WEB, 'GET /v1/orders/1');
+    assert.equal(a['decision'], 'allow');
+    assert.equal(a['rule'], 'orders#0');
+    assert.match(String(a['id']), /^[0-9a-f-]{36}$/);
+    assert.deepEqual(await check('spiffe://e2e.test/ns/legacy/app', 'GET /v1/orders/1').then((x) => [x['decision'], x['reason']]), ['deny', 'DENY_RULE']);
+    assert.equal((await check('', 'GET /v1/orders/1'))['reason'], 'UNAUTHENTICATED');
+    assert.equal((await check(WEB, 'GET /v1/orders/1', 'spiffe://e2e.test/ns/someone/else'))['status'], 'PERMISSION_DENIED', 'a workload may only ask about calls to itself');
+    assert.equal((await check(WEB, 'launch the missiles'))['status'], 'INVALID_ARGUMENT');
+  });
+
+  it('a policy change is enforced within a second, and every agent reports the revision it enforces', async () => {
+    const t = performance.now();
+    await apply(policyFile('GET, DELETE'));
+    await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
+    const ms = performance.now() - t;
+    assert.ok(ms < 1000, `applied and enforced in ${ms.toFixed(0)} ms`);
+    await waitFor('the agent to acknowledge', async () => {
+      const s = JSON.parse((await writ(srv, ['policy', 'status', '-o', 'json'])).stdout);
+      const me = s.agents.find((a: { spiffeId: string }) => a.spiffeId === 'spiffe://e2e.test/writ/agent/enf');
+      return me && me.revision === s.revision && me.behind === 0 ? true : undefined;
+    }, 30_000);
+  });
+
+  it('quarantine denies a caller within a second, withdraws the SVIDs of a quarantined workload, and lifts cleanly', async () => {
+    const t = performance.now();
+    assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'stolen token'])).code, 0);
+    await waitFor('quarantine at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] === 'QUARANTINED' ? true : undefined), 5000);
+    assert.ok(performance.now() - t < 1000);
+    assert.match((await writ(srv, ['quarantine', 'list'])).stdout, /spiffe:\/\/e2e\.test\/ns\/web\/sa\/frontend\s+\S+\s+never\s+stolen token/);
+    // Quarantining this workload's own identity ends its SVID stream.
+    const c = new WorkloadClient(`unix://${agent.socket}`, { attempts: 1 });
+    const errors: string[] = [];
+    const seen: number[] = [];
+    const stop = c.watchX509Context((ctx) => seen.push(ctx.svids.length), (e) => errors.push(e.message));
+    await waitFor('the first context', async () => (seen.length ? true : undefined));
+    await writ(srv, ['quarantine', 'add', ME, '--reason', 'incident 42', '--ttl', '1h']);
+    await waitFor('the stream to end with PermissionDenied', async () => (errors.some((e) => /PERMISSION_DENIED/.test(e)) ? true : undefined), 5000);
+    await writ(srv, ['quarantine', 'remove', ME]);
+    await writ(srv, ['quarantine', 'remove', WEB]);
+    await waitFor('the identity back', async () => ((await c.fetchX509Context()).svids.length === 1 ? true : undefined), 10_000);
+    assert.equal((await check(WEB, 'GET /v1/orders/1'))['decision'], 'allow');
+    stop();
+    c.close();
+  });
+
+  it('with the server away the agent keeps enforcing the last good policy, also after its own restart', async () => {
+    await srv.stop();
+    try {
+      assert.equal((await check(WEB, 'DELETE /v1/orders/1'))['decision'], 'allow');
+      assert.equal((await check('spiffe://e2e.test/ns/legacy/app', 'GET /v1/orders/1'))['decision'], 'deny');
+      await agent.stop();
+      agent = await startAgentProcess(srv, { dataDir: agent.dataDir, socket: agent.socket });
+      assert.equal((await check(WEB, 'DELETE /v1/orders/1'))['decision'], 'allow', 'the policy came back from the data dir');
+    } finally {
+      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+    }
+  });
+});
