@@ -218,9 +218,22 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   }
 }
 
+/** Per TLS connection: its client certificate was verified once (it cannot change on the connection). */
+const verifiedPeers = new WeakMap<TLSSocket, { id: string; serial: string; notAfter: number; bundleSequence: number | undefined }>();
+
 /** Agent routes: the TLS client certificate must be the current SVID of a live, unbanned agent. */
 async function authenticateAgent(req: IncomingMessage, store: Store, ca: CertificateAuthority): Promise<string> {
   const sock = req.socket as TLSSocket;
+  const known = verifiedPeers.get(sock);
+  // Chain verification is the expensive part: redo it only when the connection is new, the
+  // certificate has expired or the bundle changed. The store record is checked on every request.
+  if (known && known.notAfter > Date.now() && known.bundleSequence === ca.bundle().sequence) {
+    const agent = await store.getAgent(known.id);
+    if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${known.id} is not attested (evicted?); it must attest again`);
+    if (agent.banned) throw new WritError('ERR_FORBIDDEN', `agent ${known.id} is banned`);
+    if (agent.serial !== known.serial) throw new WritError('ERR_UNAUTHENTICATED', `agent ${known.id} presented a superseded SVID; it must attest again`);
+    return known.id;
+  }
   const chain: Certificate[] = [];
   let peer: DetailedPeerCertificate | undefined = sock.getPeerCertificate?.(true) as DetailedPeerCertificate | undefined;
   while (peer?.raw && chain.length < 8) {
@@ -240,6 +253,7 @@ async function authenticateAgent(req: IncomingMessage, store: Store, ca: Certifi
   if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} is not attested (evicted?); it must attest again`);
   if (agent.banned) throw new WritError('ERR_FORBIDDEN', `agent ${id} is banned`);
   if (agent.serial !== chain[0]!.serialHex) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} presented a superseded SVID; it must attest again`);
+  verifiedPeers.set(sock, { id, serial: chain[0]!.serialHex, notAfter: chain[0]!.notAfter.getTime(), bundleSequence: ca.bundle().sequence });
   return id;
 }
 

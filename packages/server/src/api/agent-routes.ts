@@ -8,8 +8,36 @@ import type { ApiContext } from './routes.ts';
 
 /** In-process wake-ups for long-polling agents; other replicas' changes are caught by polling. */
 export const changes = new EventEmitter().setMaxListeners(0);
+let generation = 0;
 export function notifyChange(): void {
+  generation++;
   changes.emit('change');
+}
+
+interface SharedState {
+  readonly at: number;
+  readonly generation: number;
+  readonly value: Promise<{ bundles: Awaited<ReturnType<typeof bundlesState>>; quarantine: Array<{ spiffeId: string; expiresAt: number | null }>; policy: { revision: number; policies: Readonly<Record<string, string>> } | undefined }>;
+}
+let shared: SharedState | undefined;
+
+/**
+ * What every agent's answer has in common (bundles, quarantine, policy), read once per change and
+ * shared by all waiting polls: a change wakes a thousand agents, not five thousand queries. Reread
+ * at least every second, for changes made through other replicas.
+ */
+function sharedState(ctx: ApiContext): SharedState['value'] {
+  const now = Date.now();
+  if (!shared || shared.generation !== generation || now - shared.at > 1000) {
+    const value = (async () => ({
+      bundles: await bundlesState(ctx),
+      quarantine: await ctx.store.listQuarantine(ctx.clock()),
+      policy: await ctx.store.getPolicyRevision(),
+    }))();
+    shared = { at: now, generation, value };
+    value.catch(() => (shared = undefined));
+  }
+  return shared.value;
 }
 
 const MAX_WAIT_S = 30;
@@ -22,12 +50,13 @@ function agentJson(a: Agent): Record<string, unknown> {
   };
 }
 
-async function bundlesState(ctx: ApiContext): Promise<{ version: string; bundle: TrustBundle; federated: Record<string, unknown> }> {
+async function bundlesState(ctx: ApiContext): Promise<{ version: string; bundle: TrustBundle; bundleJson: unknown; federated: Record<string, unknown> }> {
   const fed = await ctx.store.listFederatedBundles();
   const bundle = ctx.ca.bundle();
   return {
     version: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
     bundle,
+    bundleJson: formatBundleJson(bundle),
     federated: Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as unknown])),
   };
 }
@@ -61,10 +90,8 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
       if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
       const r = await ctx.store.syncEntries(req.agent!, since);
-      const b = await bundlesState(ctx);
-      const q = await ctx.store.listQuarantine(ctx.clock());
+      const { bundles: b, quarantine: q, policy } = await sharedState(ctx);
       const qVersion = q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join(',');
-      const policy = await ctx.store.getPolicyRevision();
       const policyChanged = wantsPolicy && (policy?.revision ?? 0) !== knownPolicy;
       const changed = since === 0 || r.entries.length > 0 || r.removed.length > 0 || b.version !== known || (wantsQuarantine && qVersion !== knownQuarantine) || policyChanged;
       if (changed || Date.now() >= deadline || req.raw.destroyed) {
@@ -72,7 +99,7 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
           // Quarantine first: an agent applies it ahead of anything else in the answer.
           quarantine: { version: qVersion, ids: q.map((x) => x.spiffeId), breakGlass: ctx.breakGlass },
           revision: r.revision, full: since === 0, entries: r.entries.map(entryJson), removed: r.removed,
-          bundlesVersion: b.version, bundle: formatBundleJson(b.bundle), federatedBundles: b.federated,
+          bundlesVersion: b.version, bundle: b.bundleJson, federatedBundles: b.federated,
           ...(policyChanged ? { policy: { revision: policy?.revision ?? 0, policies: policy?.policies ?? {} } } : {}),
         });
       }

@@ -290,13 +290,12 @@ export class SqlStore implements Store {
   }
 
   async syncEntries(parentId: string, sinceRevision: number): Promise<{ entries: Entry[]; removed: string[]; revision: number }> {
-    // Read the revision first: anything committed after it is picked up by the next call.
-    return this.#db.transaction(async (tx) => {
-      const revision = num((await tx.query("SELECT value FROM counters WHERE name = 'entry_revision'"))[0]!['value']);
-      const entries = (await tx.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent_id = ? AND revision > ? ORDER BY revision`, [parentId, sinceRevision])).map(toEntry);
-      const removed = sinceRevision === 0 ? [] : (await tx.query('SELECT entry_id FROM entry_tombstones WHERE parent_id = ? AND revision > ?', [parentId, sinceRevision])).map((r) => r['entry_id'] as string);
-      return { entries, removed, revision };
-    });
+    // No transaction needed: the revision is read first, so anything committed after it has a
+    // higher revision and is (re)sent by the next call. Sending a change twice is harmless.
+    const revision = num((await this.#db.query("SELECT value FROM counters WHERE name = 'entry_revision'"))[0]!['value']);
+    const entries = (await this.#db.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent_id = ? AND revision > ? ORDER BY revision`, [parentId, sinceRevision])).map(toEntry);
+    const removed = sinceRevision === 0 ? [] : (await this.#db.query('SELECT entry_id FROM entry_tombstones WHERE parent_id = ? AND revision > ?', [parentId, sinceRevision])).map((r) => r['entry_id'] as string);
+    return { entries, removed, revision: entries.reduce((m, e) => Math.max(m, e.revision), revision) };
   }
 
   async deleteAgent(spiffeId: string): Promise<boolean> {
