@@ -1,4 +1,4 @@
-// Packs the publishable libraries (@writ/spiffe, @writ/sdk) as npm tarballs in pack/: JavaScript
+// Packs the publishable libraries (@writ/spiffe, @writ/policy, @writ/sdk) as npm tarballs in pack/: JavaScript
 // (one ESM file per package, dependencies left external) plus type declarations. Inside the
 // repository the packages run from their TypeScript sources; Node does not strip types under
 // node_modules, so what is published must be JavaScript.
@@ -18,21 +18,23 @@ mkdirSync(stage, { recursive: true });
 writeFileSync(join(stage, 'tsconfig.json'), JSON.stringify({
   extends: join(root, 'tsconfig.json'),
   compilerOptions: { noEmit: false, declaration: true, emitDeclarationOnly: true, rewriteRelativeImportExtensions: true, outDir: join(stage, 'types'), rootDir: join(root, 'packages') },
-  include: [join(root, 'packages/spiffe/src/**/*.ts'), join(root, 'packages/sdk/src/**/*.ts')],
+  include: [join(root, 'packages/spiffe/src/**/*.ts'), join(root, 'packages/policy/src/**/*.ts'), join(root, 'packages/sdk/src/**/*.ts')],
   exclude: [join(root, 'packages/**/*.test.ts')],
 }));
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(stage, 'tsconfig.json')], { stdio: 'inherit' });
 
 const tarballs = [];
-for (const name of ['spiffe', 'sdk']) {
+for (const name of ['spiffe', 'policy', 'sdk']) {
   const pkgDir = join(root, 'packages', name);
   const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
   const dest = join(stage, name);
   mkdirSync(join(dest, 'dist'), { recursive: true });
   await esbuild.build({
     entryPoints: [join(pkgDir, 'src/index.ts')], outfile: join(dest, 'dist/index.js'), bundle: true, format: 'esm', platform: 'node', target: 'node20',
-    external: Object.keys(pkg.dependencies ?? {}), logLevel: 'warning',
+    // Our own packages stay separate; third-party code (yaml) is bundled, so the SDK installs alone.
+    external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/')), logLevel: 'warning',
   });
+  pkg.dependencies = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([d]) => d.startsWith('@writ/')));
   cpSync(join(stage, 'types', name, 'src'), join(dest, 'types'), { recursive: true });
   pkg.exports = { '.': { types: './types/index.d.ts', default: './dist/index.js' } };
   pkg.types = './types/index.d.ts';

@@ -285,7 +285,7 @@ describe('the SDK as published', () => {
     const packed = await run(process.execPath, [join(ROOT, 'scripts/pack.mjs')], { timeoutMs: 120_000 });
     assert.equal(packed.code, 0, packed.stderr);
     const tarballs = packed.stdout.trim().split('\n').filter((l) => l.endsWith('.tgz'));
-    assert.equal(tarballs.length, 2);
+    assert.equal(tarballs.length, 3);
     const proj = mkdtempSync(join(tmpdir(), 'writ-consumer-'));
     writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], { cwd: proj, env: { npm_config_cache: join(proj, '.npm') }, timeoutMs: 120_000 });

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import {
   WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
-import { PolicyEngine, parsePolicies } from '@writ/policy';
+import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {
@@ -454,6 +454,17 @@ export class Agent extends EventEmitter {
     }
     this.#engine.setQuarantine(q?.ids ?? []);
     this.#quarantined = new Set(q?.ids ?? []);
+  }
+
+  /** The policy documents whose destination matches one of `ids`, for SDKs that decide in-process. */
+  policyFor(ids: readonly string[]): { revision: number; documents: string[]; quarantine: string[]; breakGlass: string[] } {
+    const s = this.#state;
+    const docs: string[] = [];
+    for (const p of this.#engine.policies) {
+      const yaml = s?.policies?.[p.name];
+      if (yaml && ids.some((id) => matchSegments(p.to.segments, id.slice(9).split('/')))) docs.push(yaml);
+    }
+    return { revision: this.#engine.revision, documents: docs, quarantine: [...this.#quarantined], breakGlass: s?.quarantine?.breakGlass ?? [] };
   }
 
   /** The local decision engine (the last good policy revision, with the current quarantine). */

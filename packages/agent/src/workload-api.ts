@@ -20,6 +20,7 @@ import { peerCred, type PeerCred } from './peercred.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
+const WATCH_POLICY = '/writ.authz.v1.PolicyDistribution/WatchPolicy';
 
 function decodeCheckRequest(buf: Buffer): { from: string; to: string; action: string; headers: Record<string, string> } {
   const out = { from: '', to: '', action: '', headers: {} as Record<string, string> };
@@ -140,6 +141,22 @@ export class WorkloadApiServer {
 
   async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
     if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
+    if (call.method === WATCH_POLICY) {
+      if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+      const selectors = await this.#caller(stream);
+      return this.#stream(call, () => {
+        const ids = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
+        if (ids.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+        const p = this.#o.agent.policyFor(ids);
+        const w = new Writer();
+        if (p.revision > 0) w.enumValue(1, p.revision);
+        for (const d of p.documents) w.message(2, Buffer.from(d, 'utf8'));
+        for (const q of p.quarantine) w.message(3, Buffer.from(q, 'utf8'));
+        for (const b of p.breakGlass) w.message(4, Buffer.from(b, 'utf8'));
+        // An empty update is still an update (no policy yet): always send something on change.
+        return w.finish();
+      });
+    }
     if (!call.method.startsWith(SERVICE)) return call.end(GRPC_STATUS.UNIMPLEMENTED, `unknown service in ${call.method.slice(0, 100)}`);
     const method = call.method.slice(SERVICE.length);
     const known = ['FetchX509SVID', 'FetchX509Bundles', 'FetchJWTSVID', 'FetchJWTBundles', 'ValidateJWTSVID'];

@@ -16,3 +16,4 @@ export { BundleSet, X509Source, JwtSource, validateJwtSvid, type SourceOptions }
 export { createMtlsServer, mtlsConnect, authorizeAny, authorizeId, authorizeMemberOf, verifyPeer, peerChain, peerIdOf, type Authorizer, type MtlsServerOptions, type MtlsConnectOptions } from './tls.ts';
 export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts';
 export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';
+export { LocalPolicy, writMiddleware, writFastify, authorizeRequest, type MiddlewareOptions, type WritRequestInfo } from './authz.ts';

@@ -1,0 +1,111 @@
+/** SDK middleware for node:http, Express and Fastify, with the policy streamed from a real agent. */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import express from 'express';
+import Fastify from 'fastify';
+import { JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
+import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+
+const ME = 'spiffe://e2e.test/ns/orders/sa/api';
+const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
+const LEGACY = 'spiffe://e2e.test/ns/legacy/batch';
+let srv: ServerProcess;
+let agent: AgentProcess;
+let policy: LocalPolicy;
+let jwt: JwtSource;
+const tokens = new Map<string, string>();
+const servers: Array<{ name: string; url: string; close: () => Promise<unknown> }> = [];
+
+const policyYaml = (methods: string) => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: ${ME}
+  rules:
+    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
+    - { effect: deny, from: ["spiffe://e2e.test/ns/legacy/*"] }
+`;
+
+async function apply(text: string): Promise<void> {
+  const f = join(agent.dataDir, 'policy.yaml');
+  writeFileSync(f, text);
+  assert.equal((await writ(srv, ['policy', 'apply', '-f', f])).code, 0);
+}
+
+before(async () => {
+  srv = await startServerProcess();
+  for (const id of [ME, WEB, LEGACY]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
+  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'mw', '-o', 'json'])).stdout).token as string;
+  agent = await startAgentProcess(srv, { joinToken: token });
+  await apply(policyYaml('GET'));
+  const endpoint = `unix://${agent.socket}`;
+  const c = new WorkloadClient(endpoint);
+  for (const id of [WEB, LEGACY]) tokens.set(id, (await c.fetchJwtSvids([ME], id))[0]!.svid);
+  c.close();
+  jwt = await JwtSource.create({ endpoint });
+  policy = await LocalPolicy.create({ endpoint });
+  await waitFor('the first policy revision in the SDK', async () => (policy.revision > 0 ? true : undefined));
+  const opts = { policy, to: ME, jwt: { source: jwt, audience: ME } };
+  const reply = (info: WritRequestInfo | undefined) => JSON.stringify({ peer: info?.peer?.uri, rule: info?.decision.rule?.name });
+
+  const plain: Server = createServer((req, res) => writMiddleware(opts)(req, res, () => res.end(reply((req as IncomingMessage & { writ?: WritRequestInfo }).writ))));
+  const app = express();
+  app.use(writMiddleware(opts));
+  app.get('/v1/orders/:id', (req, res) => void res.send(reply((req as unknown as { writ: WritRequestInfo }).writ)));
+  app.post('/v1/orders/:id', (req, res) => void res.send(reply((req as unknown as { writ: WritRequestInfo }).writ)));
+  const fastify = Fastify();
+  await fastify.register(writFastify as never, opts);
+  fastify.get('/v1/orders/:id', async (request) => reply((request as unknown as { writ: WritRequestInfo }).writ));
+  fastify.post('/v1/orders/:id', async (request) => reply((request as unknown as { writ: WritRequestInfo }).writ));
+  await fastify.listen({ port: 0, host: '127.0.0.1' });
+  for (const [name, s] of [['node:http', plain], ['express', createServer(app)]] as const) {
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    servers.push({ name, url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, close: () => new Promise((r) => s.close(r)) });
+  }
+  servers.push({ name: 'fastify', url: `http://127.0.0.1:${(fastify.server.address() as AddressInfo).port}`, close: () => fastify.close() });
+});
+
+after(async () => {
+  for (const s of servers) await s.close();
+  policy?.close();
+  jwt?.close();
+  await agent?.stop();
+  await srv?.stop();
+  cleanup(srv.dataDir);
+  cleanup(agent.dataDir);
+});
+
+async function call(url: string, method: string, as?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`${url}/v1/orders/7`, { method, headers: as ? { authorization: `Bearer ${tokens.get(as)}` } : {} });
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+describe('SDK middleware, deciding in-process from the policy the agent streams', () => {
+  it('node:http, Express and Fastify allow, deny with 403 {code, decisionId}, and refuse the unauthenticated', async () => {
+    for (const s of servers) {
+      const ok = await call(s.url, 'GET', WEB);
+      assert.equal(ok.status, 200, `${s.name}: ${JSON.stringify(ok.body)}`);
+      assert.deepEqual(ok.body, { peer: WEB, rule: 'orders#0' }, `${s.name}: req.writ.peer reaches the handler`);
+      const post = await call(s.url, 'POST', WEB);
+      assert.equal(post.status, 403, s.name);
+      assert.equal(post.body['code'], 'NO_MATCHING_ALLOW');
+      assert.match(String(post.body['decisionId']), /^[0-9a-f-]{36}$/);
+      assert.equal((await call(s.url, 'GET', LEGACY)).body['code'], 'DENY_RULE', s.name);
+      const anon = await call(s.url, 'GET');
+      assert.equal(anon.status, 401, s.name);
+      assert.equal(anon.body['code'], 'UNAUTHENTICATED');
+    }
+  });
+
+  it('a policy change reaches the in-process policy within a second', async () => {
+    const t = Date.now();
+    await apply(policyYaml('GET, POST'));
+    await waitFor('POST allowed', async () => ((await call(servers[0]!.url, 'POST', WEB)).status === 200 ? true : undefined), 5000);
+    assert.ok(Date.now() - t < 1500, `${Date.now() - t} ms`);
+    for (const s of servers) assert.equal((await call(s.url, 'POST', WEB)).status, 200, s.name);
+  });
+});
