@@ -33,6 +33,8 @@ for (const name of ['spiffe', 'policy', 'sdk']) {
     entryPoints: [join(pkgDir, 'src/index.ts')], outfile: join(dest, 'dist/index.js'), bundle: true, format: 'esm', platform: 'node', target: 'node20',
     // Our own packages stay separate; third-party code (yaml) is bundled, so the SDK installs alone.
     external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/')), logLevel: 'warning',
+    // Bundled CommonJS (yaml) calls require() for Node built-ins.
+    banner: { js: "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);" },
   });
   pkg.dependencies = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([d]) => d.startsWith('@writ/')));
   cpSync(join(stage, 'types', name, 'src'), join(dest, 'types'), { recursive: true });
