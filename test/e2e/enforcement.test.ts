@@ -105,6 +105,28 @@ describe('local authorization on the agent', () => {
     c.close();
   });
 
+  it('every local decision reaches the decision log and the metrics', async () => {
+    const marker = `spiffe://e2e.test/ns/web/sa/logged-${Date.now()}`;
+    await check(marker, 'GET /v1/orders/99');
+    const rows = await waitFor('the decision in the log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', marker, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.length ? r : undefined;
+    }, 10_000);
+    assert.equal(rows[0]!['decision'], 'allow');
+    assert.equal(rows[0]!['reason'], 'ALLOW_RULE');
+    assert.equal(rows[0]!['to'], ME);
+    assert.equal(rows[0]!['rule'], 'orders#0');
+    assert.equal(rows[0]!['reporter'], 'spiffe://e2e.test/writ/agent/enf');
+    const denies = JSON.parse((await writ(srv, ['decisions', 'query', '--decision', 'deny', '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+    assert.ok(denies.some((d) => d['reason'] === 'DENY_RULE') && denies.some((d) => d['reason'] === 'QUARANTINED'));
+    const metrics = (await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/metrics`])).stdout;
+    assert.match(metrics, /writ_authz_decisions_total\{decision="allow",reason="ALLOW_RULE"\} \d+/);
+    assert.match(metrics, /writ_authz_decisions_total\{decision="deny",reason="QUARANTINED"\} \d+/);
+    assert.match(metrics, /writ_authz_decision_duration_seconds_count \d+/);
+    const table = await writ(srv, ['decisions', 'query', '--from', marker]);
+    assert.match(table.stdout, /ALLOW_RULE/);
+  });
+
   it('with the server away the agent keeps enforcing the last good policy, also after its own restart', async () => {
     await srv.stop();
     try {

@@ -77,6 +77,7 @@ export interface AgentOptions {
 }
 
 const STATE_FILE = 'agent-state.json';
+const DECISION_BUFFER = 10_000;
 
 function generateKey(): { key: KeyObject; pub: KeyObject } {
   const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -162,6 +163,8 @@ export class Agent extends EventEmitter {
   #connected = false;
   #resync = true;
   #engine = new PolicyEngine(undefined);
+  #decisions: Array<Record<string, unknown>> = [];
+  #dropped = 0;
   #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
@@ -275,6 +278,7 @@ export class Agent extends EventEmitter {
     this.emit('update');
     void this.#syncLoop();
     this.#timers.push(setInterval(() => void this.#rotate().catch((err) => this.#o.log.warn({ err: (err as Error).message }, 'rotation failed; will retry')), 1000));
+    this.#timers.push(setInterval(() => void this.#flushDecisions(), 1000));
     await this.#rotate().catch(() => undefined);
   }
 
@@ -465,6 +469,34 @@ export class Agent extends EventEmitter {
       if (yaml && ids.some((id) => matchSegments(p.to.segments, id.slice(9).split('/')))) docs.push(yaml);
     }
     return { revision: this.#engine.revision, documents: docs, quarantine: [...this.#quarantined], breakGlass: s?.quarantine?.breakGlass ?? [] };
+  }
+
+  /**
+   * Records a decision for the server's decision log. The buffer is bounded: when it is full the
+   * decision is dropped and counted, and the count is reported with the next batch.
+   */
+  logDecision(d: { id: string; at: number; from: string; to: string; action: string; decision: string; reason: string; policyRevision: number; rule: string; latencyUs: number }): void {
+    if (this.#decisions.length >= DECISION_BUFFER) this.#dropped++;
+    else this.#decisions.push(d);
+  }
+
+  async #flushDecisions(): Promise<void> {
+    if (this.#decisions.length === 0 && this.#dropped === 0) return;
+    const batch = this.#decisions.splice(0, 5000);
+    const dropped = this.#dropped;
+    try {
+      await this.#client.call('POST', '/v1/agent/decisions', { decisions: batch, dropped });
+      this.#dropped -= dropped;
+    } catch {
+      // Server away: put them back (still bounded) and try again later.
+      const room = DECISION_BUFFER - this.#decisions.length;
+      this.#dropped += Math.max(0, batch.length - room);
+      this.#decisions.unshift(...batch.slice(0, room));
+    }
+  }
+
+  get decisionLogStats(): { buffered: number; dropped: number } {
+    return { buffered: this.#decisions.length, dropped: this.#dropped };
   }
 
   /** The local decision engine (the last good policy revision, with the current quarantine). */

@@ -248,8 +248,12 @@ export class WorkloadApiServer {
     } catch (err) {
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, (err as Error).message);
     }
+    const t0 = process.hrtime.bigint();
     const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
-    call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId: randomUUID() }));
+    const latencyUs = Number(process.hrtime.bigint() - t0) / 1000;
+    const decisionId = randomUUID();
+    this.#o.agent.logDecision({ id: decisionId, at: Date.now(), from: req.from, to: req.to, action: req.action.slice(0, 512), decision: d.decision, reason: d.reason, policyRevision: d.revision, rule: d.rule?.name ?? '', latencyUs });
+    call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }));
     return call.end();
   }
 

@@ -535,6 +535,48 @@ export function buildProgram(): Command {
     print(format, res, () => ({ head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'], body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]) }));
   });
 
+  const decisions = program.command('decisions').description('the decision log reported by agents');
+  type DecisionRow = { id: string; at: string; from: string | null; to: string; action: string; decision: string; reason: string; rule: string; policyRevision: number };
+  const decisionRows = (rows: DecisionRow[]) => () => ({
+    head: ['TIME', 'DECISION', 'REASON', 'FROM', 'TO', 'ACTION', 'RULE'],
+    body: rows.map((d) => [d.at, d.decision, d.reason, d.from ?? '(none)', d.to, d.action, d.rule]),
+  });
+  const decisionFilters = (c: Command): Command => c
+    .option('--from <id>', 'only this caller').option('--to <id>', 'only this callee')
+    .option('--decision <d>', 'allow, deny or audit-would-deny');
+  decisionFilters(decisions.command('query'))
+    .option('--since <duration>', 'how far back, e.g. 15m (default 1h)', '1h')
+    .option('--limit <n>', 'at most this many (newest first)', '100')
+    .description('query recent decisions')
+    .action(async (f: { from?: string; to?: string; decision?: string; since: string; limit: string }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const { parseDuration } = await import('@writ/spiffe');
+      const q = new URLSearchParams({ since: new Date(Date.now() - parseDuration(f.since, 'since', 366 * 86_400_000)).toISOString(), limit: f.limit });
+      for (const k of ['from', 'to', 'decision'] as const) if (f[k]) q.set(k, f[k]!);
+      const res = await api.call<{ decisions: DecisionRow[] }>('GET', `/v1/decisions?${q}`);
+      print(format, res.decisions, decisionRows(res.decisions));
+    });
+  decisionFilters(decisions.command('tail'))
+    .description('print decisions as they arrive (Ctrl-C to stop)')
+    .action(async (f: { from?: string; to?: string; decision?: string }, cmd: Command) => {
+      const { api } = clientOf(cmd);
+      const seen = new Set<string>();
+      let since = new Date(Date.now() - 60_000).toISOString();
+      for (;;) {
+        const q = new URLSearchParams({ since, limit: '1000' });
+        for (const k of ['from', 'to', 'decision'] as const) if (f[k]) q.set(k, f[k]!);
+        const res = await api.call<{ decisions: DecisionRow[] }>('GET', `/v1/decisions?${q}`);
+        for (const d of res.decisions.reverse()) {
+          if (seen.has(d.id)) continue;
+          seen.add(d.id);
+          since = d.at;
+          process.stdout.write(`${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`);
+        }
+        if (seen.size > 100_000) seen.clear();
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    });
+
   const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
   quarantine
     .command('add')

@@ -6,6 +6,9 @@ export interface Metrics {
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route'>;
   readonly svidsIssued: Counter<'type'>;
+  readonly decisions: Counter<'decision' | 'reason'>;
+  readonly decisionLatency: Histogram<string>;
+  readonly decisionsDropped: Counter<'reporter'>;
 }
 
 export function createMetrics(): Metrics {
@@ -19,5 +22,11 @@ export function createMetrics(): Metrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     }),
     svidsIssued: new Counter({ name: 'writ_svids_issued_total', help: 'SVIDs signed by the admin API.', labelNames: ['type'], registers: [registry] }),
+    decisions: new Counter({ name: 'writ_authz_decisions_total', help: 'Authorization decisions reported by enforcement points.', labelNames: ['decision', 'reason'], registers: [registry] }),
+    decisionLatency: new Histogram({
+      name: 'writ_authz_decision_duration_seconds', help: 'Time enforcement points took to decide.', registers: [registry],
+      buckets: [0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005],
+    }),
+    decisionsDropped: new Counter({ name: 'writ_decision_log_dropped_total', help: 'Decisions an enforcement point dropped because its log buffer was full.', labelNames: ['reporter'], registers: [registry] }),
   };
 }

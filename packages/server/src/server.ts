@@ -178,6 +178,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
+    let lastPrune = 0;
     const tick = async (): Promise<void> => {
       try {
         await ca.rotate();
@@ -190,6 +191,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
         if (!ready) await ctx.ready().then(() => log.info('database is back'), () => undefined);
+        if (clock() - lastPrune > 3_600_000) {
+          lastPrune = clock();
+          await store.pruneDecisions(clock() - 7 * 86_400_000); // decision logs are kept a week
+        }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
       }

@@ -154,6 +154,32 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     return ok({ spiffeId: agent.spiffeId, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() });
   }, JSON_BODY);
 
+  add('POST', '/v1/agent/decisions', 'agent', 'Report a batch of decisions: {decisions: [...], dropped}.', async (req) => {
+    const o = object(req.body);
+    onlyKeys(o, ['decisions', 'dropped']);
+    const list = o['decisions'];
+    if (!Array.isArray(list) || list.length > 5000) throw new WritError('ERR_FIELD_INVALID', 'field "decisions" must be a list of at most 5000', { field: 'decisions' });
+    const dropped = o['dropped'];
+    if (dropped !== undefined && (!Number.isSafeInteger(dropped) || (dropped as number) < 0)) throw new WritError('ERR_FIELD_INVALID', 'field "dropped" must be a count', { field: 'dropped' });
+    const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
+    const records = list.map((d, i) => {
+      const x = object(d, `decisions[${i}]`);
+      const s = (k: string, max = 2048): string => (typeof x[k] === 'string' ? (x[k] as string).slice(0, max) : '');
+      if (!kinds.has(s('decision'))) throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
+      const at = Number(x['at']);
+      const latencyUs = Number(x['latencyUs']);
+      if (Number.isFinite(latencyUs) && latencyUs >= 0) ctx.metrics.decisionLatency.observe(latencyUs / 1e6);
+      return {
+        id: s('id', 64) || `${req.agent}-${i}-${Date.now()}`, at: Number.isFinite(at) ? at : ctx.clock(), from: s('from'), to: s('to'), action: s('action', 512),
+        decision: s('decision') as 'allow', reason: s('reason', 64), policyRevision: Number(x['policyRevision']) || 0, rule: s('rule', 256), reporter: req.agent!,
+      };
+    });
+    await ctx.store.addDecisions(records);
+    for (const r of records) ctx.metrics.decisions.inc({ decision: r.decision, reason: r.reason });
+    if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped as number);
+    return ok({ stored: records.length });
+  }, { limit: 8 * DEFAULT_BODY_LIMIT });
+
   // ---------------------------------------------------------------- operator's view
   const agentParam = async (req: Request): Promise<Agent> => {
     const id = decodeURIComponent(req.params[0]!);

@@ -175,6 +175,20 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     });
   });
 
+  add('GET', '/v1/decisions', 'viewer', 'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=).', async (req) => {
+    const q = req.query;
+    for (const k of q.keys()) if (!['from', 'to', 'decision', 'since', 'limit'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
+    const since = q.get('since');
+    const sinceMs = since === null ? undefined : Date.parse(since);
+    if (sinceMs !== undefined && !Number.isFinite(sinceMs)) throw new WritError('ERR_FIELD_INVALID', 'since must be an RFC 3339 time', { field: 'since' });
+    const limit = Math.min(Math.max(Number(q.get('limit') ?? 100) || 100, 1), 10_000);
+    const rows = await ctx.store.queryDecisions({
+      ...(q.get('from') !== null ? { from: q.get('from')! } : {}), ...(q.get('to') !== null ? { to: q.get('to')! } : {}),
+      ...(q.get('decision') !== null ? { decision: q.get('decision')! } : {}), ...(sinceMs !== undefined ? { since: sinceMs } : {}), limit,
+    });
+    return ok({ decisions: rows.map((d) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })) });
+  });
+
   add('POST', '/v1/authz/check', 'viewer', 'Decide and explain one request against the current policy set: {from, to, action, headers?}.', async (req) => {
     const o = object(req.body);
     onlyKeys(o, ['from', 'to', 'action', 'headers']);

@@ -69,4 +69,14 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `ALTER TABLE agents ADD COLUMN policy_acked_at BIGINT NOT NULL DEFAULT 0`,
     ],
   },
+  {
+    version: 5,
+    statements: [
+      `CREATE TABLE decisions (
+        id TEXT PRIMARY KEY, at BIGINT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL, action TEXT NOT NULL,
+        decision TEXT NOT NULL, reason TEXT NOT NULL, policy_revision BIGINT NOT NULL, rule TEXT NOT NULL, reporter TEXT NOT NULL
+      )`,
+      `CREATE INDEX decisions_at ON decisions (at)`,
+    ],
+  },
 ];

@@ -5,7 +5,7 @@ import { MIGRATIONS } from './schema.ts';
 import {
   DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
   type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
+  type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
 } from './types.ts';
 
 const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
@@ -397,6 +397,37 @@ export class SqlStore implements Store {
     return (await this.#db.query('SELECT spiffe_id, policy_revision, policy_acked_at FROM agents WHERE banned = 0 ORDER BY spiffe_id')).map((r) => ({
       spiffeId: r['spiffe_id'] as string, policyRevision: num(r['policy_revision']), ackedAt: num(r['policy_acked_at']),
     }));
+  }
+
+  async addDecisions(records: readonly DecisionRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.#db.transaction(async (tx) => {
+      for (let i = 0; i < records.length; i += 200) {
+        const chunk = records.slice(i, i + 200);
+        await tx.query(
+          `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`,
+          chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter]),
+        );
+      }
+    });
+  }
+
+  async queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (q.from !== undefined) (where.push('from_id = ?'), params.push(q.from));
+    if (q.to !== undefined) (where.push('to_id = ?'), params.push(q.to));
+    if (q.decision !== undefined) (where.push('decision = ?'), params.push(q.decision));
+    if (q.since !== undefined) (where.push('at >= ?'), params.push(q.since));
+    const rows = await this.#db.query(`SELECT * FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id LIMIT ?`, [...params, q.limit]);
+    return rows.map((r) => ({
+      id: r['id'] as string, at: num(r['at']), from: r['from_id'] as string, to: r['to_id'] as string, action: r['action'] as string,
+      decision: r['decision'] as DecisionRecord['decision'], reason: r['reason'] as string, policyRevision: num(r['policy_revision']), rule: r['rule'] as string, reporter: r['reporter'] as string,
+    }));
+  }
+
+  async pruneDecisions(before: number): Promise<void> {
+    await this.#db.query('DELETE FROM decisions WHERE at < ?', [before]);
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {

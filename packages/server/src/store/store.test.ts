@@ -155,6 +155,17 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual((await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 });
     });
 
+    it('decisions are stored once, queried newest first with filters, and pruned', async () => {
+      const d = (id: string, at: number, decision: 'allow' | 'deny') => ({ id, at, from: 'spiffe://e/a', to: 'spiffe://e/b', action: 'GET /', decision, reason: decision === 'allow' ? 'ALLOW_RULE' : 'DENY_RULE', policyRevision: 3, rule: 'p#0', reporter: 'spiffe://e/writ/agent/x' });
+      await t.store.addDecisions([d('d1', 10, 'allow'), d('d2', 20, 'deny'), d('d3', 30, 'allow')]);
+      await t.store.addDecisions([d('d1', 10, 'allow')]); // a retried batch
+      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3', 'd2', 'd1']);
+      assert.deepEqual((await t.store.queryDecisions({ decision: 'deny', limit: 10 })).map((x) => x.id), ['d2']);
+      assert.deepEqual((await t.store.queryDecisions({ since: 20, limit: 10 })).map((x) => x.id), ['d3', 'd2']);
+      await t.store.pruneDecisions(25);
+      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();

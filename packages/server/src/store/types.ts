@@ -119,6 +119,29 @@ export interface PolicyAck {
   readonly ackedAt: number;
 }
 
+export interface DecisionRecord {
+  readonly id: string;
+  readonly at: number;
+  /** '' when the caller was unauthenticated. */
+  readonly from: string;
+  readonly to: string;
+  readonly action: string;
+  readonly decision: 'allow' | 'deny' | 'audit-would-deny';
+  readonly reason: string;
+  readonly policyRevision: number;
+  readonly rule: string;
+  /** The agent (or proxy) that decided. */
+  readonly reporter: string;
+}
+
+export interface DecisionQuery {
+  readonly from?: string;
+  readonly to?: string;
+  readonly decision?: string;
+  readonly since?: number;
+  readonly limit: number;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Applies pending schema migrations. Safe to run from several replicas at once. */
@@ -175,6 +198,12 @@ export interface Store {
   /** Records the policy revision an agent reports it enforces. */
   ackPolicy(spiffeId: string, revision: number, at: number): Promise<void>;
   listPolicyAcks(): Promise<PolicyAck[]>;
+
+  /** Stores decisions (a duplicate id is ignored, so a retried batch is harmless). */
+  addDecisions(records: readonly DecisionRecord[]): Promise<void>;
+  /** Newest first. */
+  queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]>;
+  pruneDecisions(before: number): Promise<void>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;
