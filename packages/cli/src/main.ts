@@ -403,6 +403,32 @@ export function buildProgram(): Command {
     });
   }
 
+  // ---------------------------------------------------------------- proxy
+  program
+    .command('proxy')
+    .description('run the mTLS sidecar beside a workload (foreground, JSON logs)')
+    .option('--socket <path>', 'the agent\'s Workload API socket (or SPIFFE_ENDPOINT_SOCKET)')
+    .option('--spiffe-id <id>', 'which of the workload\'s identities to use (default: its first)')
+    .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM (repeatable)', collect)
+    .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
+    .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
+    .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
+    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; logLevel: string }) => {
+      const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
+      const pino = (await import('pino')).default;
+      const log = pino({ level: f.logLevel, base: { svc: 'writ-proxy' }, timestamp: pino.stdTimeFunctions.isoTime });
+      const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
+      if (!endpoint) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
+      if (!f.inbound?.length && !f.outbound?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --inbound or --outbound');
+      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound: (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode)), outbound: (f.outbound ?? []).map(parseOutbound), log });
+      const ports = await proxy.start();
+      log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
+      const stop = (): void => void proxy.close().then(() => process.exit(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await new Promise(() => undefined);
+    });
+
   // ---------------------------------------------------------------- Workload API client
   const socketOpt = (c: Command): Command => c.option('--socket <path>', 'Workload API socket (or SPIFFE_ENDPOINT_SOCKET)');
   const workloadClient = async (socket: string | undefined) => {

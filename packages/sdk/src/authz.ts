@@ -21,6 +21,7 @@ export class LocalPolicy {
   readonly #grpc: GrpcClient;
   #stop: () => void = () => undefined;
   #closed = false;
+  readonly #listeners = new Set<() => void>();
 
   private constructor(endpoint: string) {
     this.#grpc = new GrpcClient(endpoint);
@@ -68,6 +69,7 @@ export class LocalPolicy {
       const engine = new PolicyEngine(policies, { revision, breakGlass });
       engine.setQuarantine(quarantine);
       this.#engine = engine;
+      for (const fn of this.#listeners) fn();
     } catch {
       // A set that does not compile keeps the last good one (the agent checked it already).
     }
@@ -75,6 +77,12 @@ export class LocalPolicy {
 
   get revision(): number {
     return this.#engine.revision;
+  }
+
+  /** Called after every update (new revision or quarantine). */
+  onUpdate(fn: () => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
   }
 
   decide(req: Parameters<PolicyEngine['decide']>[0]): Decision {

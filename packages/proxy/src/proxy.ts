@@ -1,0 +1,247 @@
+/**
+ * `writ proxy`: a sidecar beside a workload, no code change in it.
+ * - inbound LISTEN=UPSTREAM: terminates mTLS with the workload's SVID, requires a valid peer SVID
+ *   (own trust domain or a federated one, each checked against its own bundle), authorizes per
+ *   connection (tcp) or per request (http: HTTP/1.1 and HTTP/2 via ALPN), forwards plaintext to the
+ *   local app with `x-writ-peer-id`; a denied request gets 403 `{code, decisionId}`, a denied
+ *   connection is closed.
+ * - outbound LISTEN=spiffe://ID@HOST:PORT: accepts plaintext from the local app and originates
+ *   mTLS, refusing a server whose SPIFFE ID is not ID (a reused IP cannot fool it).
+ * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
+ * connections; live connections from or to a quarantined identity are closed.
+ */
+import { randomUUID } from 'node:crypto';
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
+import { LocalPolicy, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
+import type { Decision } from '@writ/policy';
+
+export interface Inbound {
+  readonly listen: { host: string; port: number };
+  readonly upstream: { host: string; port: number };
+  readonly mode: 'http' | 'tcp';
+}
+export interface Outbound {
+  readonly listen: { host: string; port: number };
+  readonly spiffeId: string;
+  readonly target: { host: string; port: number };
+}
+
+export function parseHostPort(s: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[3]) > 65535) throw new WritError('ERR_CONFIG_INVALID', `${what}: ${JSON.stringify(s)} is not HOST:PORT`);
+  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
+}
+
+/** `LISTEN=UPSTREAM` */
+export function parseInbound(s: string, mode: 'http' | 'tcp'): Inbound {
+  const [l, u] = s.split('=');
+  if (!l || !u) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080`);
+  return { listen: parseHostPort(l, '--inbound'), upstream: parseHostPort(u, '--inbound'), mode };
+}
+
+/** `LISTEN=spiffe://ID@HOST:PORT` */
+export function parseOutbound(s: string): Outbound {
+  const eq = s.indexOf('=');
+  const at = s.lastIndexOf('@');
+  if (eq < 0 || at < eq) throw new WritError('ERR_CONFIG_INVALID', `--outbound ${JSON.stringify(s)}: expected LISTEN=spiffe://ID@HOST:PORT`);
+  const spiffeId = parseSpiffeId(s.slice(eq + 1, at)).uri;
+  return { listen: parseHostPort(s.slice(0, eq), '--outbound'), spiffeId, target: parseHostPort(s.slice(at + 1), '--outbound') };
+}
+
+export interface ProxyOptions {
+  readonly endpoint: string;
+  readonly spiffeId?: string;
+  readonly inbound: readonly Inbound[];
+  readonly outbound: readonly Outbound[];
+  readonly log: Logger;
+}
+
+interface Live {
+  readonly peer: string | undefined;
+  readonly to: string;
+  readonly socket: Socket;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'host', 'x-writ-peer-id']);
+
+export class WritProxy {
+  readonly #o: ProxyOptions;
+  #source!: X509Source;
+  #policy!: LocalPolicy;
+  readonly #servers: Array<NetServer | TlsServer | Http2SecureServer> = [];
+  readonly #live = new Set<Live>();
+
+  constructor(opts: ProxyOptions) {
+    this.#o = opts;
+  }
+
+  get spiffeId(): string {
+    return this.#source.svid.spiffeId;
+  }
+
+  async start(): Promise<Array<{ kind: string; port: number }>> {
+    const want = this.#o.spiffeId;
+    this.#source = await X509Source.create({ endpoint: this.#o.endpoint, ...(want ? { pick: (s) => s.find((x) => x.spiffeId === want) } : {}) });
+    this.#policy = await LocalPolicy.create({ endpoint: this.#o.endpoint });
+    // Quarantine (or any policy change) re-checks live connections; the denied ones are closed.
+    this.#policy.onUpdate(() => this.#recheck());
+    const ports: Array<{ kind: string; port: number }> = [];
+    for (const ib of this.#o.inbound) ports.push({ kind: `inbound-${ib.mode}`, port: await this.#listen(ib.mode === 'http' ? this.#httpInbound(ib) : this.#tcpInbound(ib), ib.listen) });
+    for (const ob of this.#o.outbound) ports.push({ kind: 'outbound', port: await this.#listen(this.#outbound(ob), ob.listen) });
+    return ports;
+  }
+
+  async #listen(server: NetServer | TlsServer | Http2SecureServer, at: { host: string; port: number }): Promise<number> {
+    this.#servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(at.port, at.host, () => resolve());
+    });
+    const a = server.address();
+    return typeof a === 'object' && a ? a.port : at.port;
+  }
+
+  #creds(): { key: string; cert: string } {
+    return this.#source.tlsCredentials();
+  }
+
+  /** The peer's SPIFFE ID if it presented a valid SVID of a trust domain we hold a bundle for. */
+  #peer(socket: TLSSocket): SpiffeId | undefined {
+    const chain = peerChain(socket);
+    if (chain.length === 0) return undefined;
+    try {
+      return verifyX509Svid(chain, this.#source.bundles).spiffeId;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #decide(peer: string | undefined, action: Parameters<LocalPolicy['decide']>[0]['action'], headers?: Record<string, string>): Decision & { decisionId: string } {
+    const d = this.#policy.decide({ from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
+    const decisionId = randomUUID();
+    if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to: this.spiffeId, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
+    return { ...d, decisionId };
+  }
+
+  #track(peer: string | undefined, socket: Socket): void {
+    const l = { peer, to: this.spiffeId, socket };
+    this.#live.add(l);
+    socket.once('close', () => this.#live.delete(l));
+  }
+
+  #recheck(): void {
+    for (const l of this.#live) {
+      const d = this.#policy.decide({ from: l.peer, to: l.to, action: { kind: 'tcp', port: 0 } });
+      if (d.reason === 'QUARANTINED') {
+        this.#o.log.warn({ peer: l.peer, to: l.to }, 'closing a live connection: quarantined');
+        l.socket.destroy();
+      }
+    }
+  }
+
+  #tlsOptions() {
+    return { ...this.#creds(), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const };
+  }
+
+  #rotate(server: TlsServer | Http2SecureServer): void {
+    this.#source.on('update', () => server.setSecureContext({ ...this.#creds(), minVersion: 'TLSv1.2' }));
+  }
+
+  #tcpInbound(ib: Inbound): TlsServer {
+    const server = tlsCreateServer(this.#tlsOptions(), (socket) => {
+      socket.on('error', () => undefined);
+      const peer = this.#peer(socket);
+      const d = this.#decide(peer?.uri, { kind: 'tcp', port: ib.listen.port });
+      if (!d.allowed) return void socket.destroy();
+      this.#track(peer?.uri, socket);
+      const up = netConnect(ib.upstream.port, ib.upstream.host);
+      up.on('error', () => socket.destroy());
+      socket.on('close', () => up.destroy());
+      socket.pipe(up).pipe(socket);
+    });
+    server.on('tlsClientError', (_e, s) => s.destroy());
+    this.#rotate(server);
+    return server;
+  }
+
+  #httpInbound(ib: Inbound): Http2SecureServer {
+    const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: true, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+    server.on('secureConnection', (socket: TLSSocket) => {
+      socket.on('error', () => undefined);
+      const peer = this.#peer(socket);
+      (socket as unknown as { writPeer: string | undefined }).writPeer = peer?.uri;
+      this.#track(peer?.uri, socket);
+    });
+    server.on('tlsClientError', (_e, s) => s.destroy());
+    server.on('sessionError', () => undefined);
+    this.#rotate(server);
+    return server;
+  }
+
+  #forward(req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse, ib: Inbound): void {
+    const socket = (req.socket ?? (req as Http2ServerRequest).stream?.session?.socket) as TLSSocket & { writPeer?: string };
+    const peer = socket?.writPeer;
+    const method = (req.method ?? 'GET').toUpperCase();
+    const url = req.url ?? '/';
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (typeof v === 'string' && !k.startsWith(':')) headers[k] = v;
+    const d = this.#decide(peer, { kind: 'http', method, path: url.split('?')[0]!, port: ib.listen.port }, headers);
+    if (!d.allowed) {
+      const body = JSON.stringify({ code: d.reason, decisionId: d.decisionId });
+      (res as ServerResponse).writeHead(403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    const out: OutgoingHttpHeaders = {};
+    for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
+    out['host'] = String((req.headers as IncomingHttpHeaders)[':authority'] ?? (req.headers as IncomingHttpHeaders)['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
+    if (peer) out['x-writ-peer-id'] = peer;
+    const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method, path: url, headers: out, agent: this.#agent }, (ur) => {
+      const h: OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) h[k] = v;
+      (res as ServerResponse).writeHead(ur.statusCode ?? 502, h);
+      ur.pipe(res as NodeJS.WritableStream);
+    });
+    up.on('error', (err) => {
+      if (!res.headersSent) {
+        const body = JSON.stringify({ code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
+        (res as ServerResponse).writeHead(502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      } else res.destroy?.();
+    });
+    (req as NodeJS.ReadableStream).pipe(up);
+  }
+
+  readonly #agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+
+  #outbound(ob: Outbound): NetServer {
+    return netCreateServer((local) => {
+      local.on('error', () => undefined);
+      local.pause();
+      mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port }).then((remote) => {
+        remote.on('error', () => local.destroy());
+        local.on('close', () => remote.destroy());
+        remote.on('close', () => local.destroy());
+        this.#track(ob.spiffeId, remote);
+        local.pipe(remote).pipe(local);
+        local.resume();
+      }, (err: Error) => {
+        this.#o.log.warn({ target: `${ob.target.host}:${ob.target.port}`, expected: ob.spiffeId, err: err.message }, 'outbound connection refused: the server is not who it should be');
+        local.destroy();
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.#live) l.socket.destroy();
+    await Promise.all(this.#servers.map((s) => new Promise((r) => s.close(() => r(undefined)))));
+    this.#policy?.close();
+    this.#source?.close();
+    this.#agent.destroy();
+  }
+}

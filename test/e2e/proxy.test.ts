@@ -1,0 +1,184 @@
+/**
+ * Three workloads (web, orders, legacy) behind `writ proxy`, called with curl: allowed and denied
+ * calls per policy, a policy change within a second, quarantine closing a live connection, audit
+ * mode, and hostile input at the proxy.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WRIT, cleanup, freePort, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+
+const TD = 'spiffe://e2e.test/ns';
+const ORDERS = `${TD}/orders/sa/api`;
+const WEB = `${TD}/web/sa/frontend`;
+const LEGACY = `${TD}/legacy/sa/batch`;
+const REPORTS = `${TD}/reports/sa/api`;
+let srv: ServerProcess;
+let agent: AgentProcess;
+let app: Server;
+const proxies: ChildProcess[] = [];
+const logs: string[] = [];
+const port: Record<string, number> = {};
+
+const POLICY = (methods: string) => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: ${ORDERS}
+  rules:
+    - { effect: allow, from: ["${TD}/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
+    - { effect: deny, from: ["${TD}/legacy/**"] }
+---
+apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: reports }
+spec:
+  to: ${REPORTS}
+  mode: audit
+  rules:
+    - { effect: allow, from: ["${TD}/web/**"] }
+`;
+
+async function apply(text: string): Promise<void> {
+  const f = join(agent.dataDir, 'p.yaml');
+  writeFileSync(f, text);
+  assert.equal((await writ(srv, ['policy', 'apply', '-f', f])).code, 0);
+}
+
+async function startProxy(args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
+  proxies.push(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (const line of buf.split('\n').slice(0, -1)) logs.push(line);
+      if (buf.includes('"writ proxy listening"')) resolve();
+      buf = buf.slice(buf.lastIndexOf('\n') + 1);
+    });
+    child.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
+  });
+}
+
+const curl = (name: string, args: string[] = []) => run('curl', ['-sS', '-w', '\n%{http_code}', ...args, `http://127.0.0.1:${port[name]}/v1/orders/7`]);
+const status = (r: { stdout: string }) => r.stdout.trim().split('\n').pop();
+const body = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').slice(0, -1).join('\n')) as Record<string, unknown>;
+
+before(async () => {
+  srv = await startServerProcess();
+  for (const id of [ORDERS, WEB, LEGACY, REPORTS]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
+  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
+  agent = await startAgentProcess(srv, { joinToken: token });
+  await apply(POLICY('GET'));
+  // The apps: plain HTTP servers that report what the proxy told them.
+  app = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ peer: req.headers['x-writ-peer-id'] ?? null, method: req.method, path: req.url }));
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+  const appPort = (app.address() as AddressInfo).port;
+  for (const k of ['orders', 'reports', 'web', 'legacy', 'webToReports', 'legacyToReports', 'impostor']) port[k] = await freePort();
+  await startProxy(['--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${appPort}`]);
+  await startProxy(['--spiffe-id', REPORTS, '--inbound', `127.0.0.1:${port['reports']}=127.0.0.1:${appPort}`]);
+  await startProxy(['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['web']}=${ORDERS}@127.0.0.1:${port['orders']}`, '--outbound', `127.0.0.1:${port['webToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`,
+    // An outbound that expects billing but reaches orders' address: must be refused.
+    '--outbound', `127.0.0.1:${port['impostor']}=${TD}/billing/sa/api@127.0.0.1:${port['orders']}`]);
+  await startProxy(['--spiffe-id', LEGACY, '--outbound', `127.0.0.1:${port['legacy']}=${ORDERS}@127.0.0.1:${port['orders']}`, '--outbound', `127.0.0.1:${port['legacyToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`]);
+});
+
+after(async () => {
+  for (const p of proxies) p.kill();
+  app?.close();
+  await agent?.stop();
+  await srv?.stop();
+  cleanup(srv.dataDir);
+  cleanup(agent.dataDir);
+});
+
+describe('writ proxy', () => {
+  it('allows per policy and tells the app who called; denies with 403 {code, decisionId}', async () => {
+    const ok = await waitFor('an allowed call', async () => {
+      const r = await curl('web');
+      return status(r) === '200' ? r : undefined;
+    }, 10_000);
+    assert.deepEqual(body(ok), { peer: WEB, method: 'GET', path: '/v1/orders/7' });
+    const post = await curl('web', ['-X', 'POST']);
+    assert.equal(status(post), '403');
+    assert.equal(body(post)['code'], 'NO_MATCHING_ALLOW');
+    assert.match(String(body(post)['decisionId']), /^[0-9a-f-]{36}$/);
+    const legacy = await curl('legacy');
+    assert.equal(status(legacy), '403');
+    assert.equal(body(legacy)['code'], 'DENY_RULE');
+    const spoof = await curl('legacy', ['-H', `x-writ-peer-id: ${WEB}`]);
+    assert.equal(status(spoof), '403', 'a client cannot claim an identity with the header');
+  });
+
+  it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
+    const r = await run('curl', ['-sS', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
+    assert.notEqual(r.code, 0);
+    await waitFor('the refusal in the log', async () => (logs.some((l) => l.includes('outbound connection refused')) ? true : undefined), 5000);
+  });
+
+  it('audit mode lets a call pass and logs it as would-deny', async () => {
+    const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['legacyToReports']}/anything`]);
+    assert.equal(status(r), '200');
+    await waitFor('the would-deny decision', async () => (logs.some((l) => l.includes('"decision":"audit-would-deny"') && l.includes(LEGACY)) ? true : undefined), 5000);
+  });
+
+  it('a policy change is enforced within a second', async () => {
+    const t = Date.now();
+    await apply(POLICY('GET, POST'));
+    await waitFor('POST allowed', async () => (status(await curl('web', ['-X', 'POST'])) === '200' ? true : undefined), 5000);
+    assert.ok(Date.now() - t < 1500, `${Date.now() - t} ms`);
+  });
+
+  it('quarantine closes a live connection from web and refuses new calls', async () => {
+    const sock = connect(port['web']!, '127.0.0.1');
+    let closed = false;
+    let got = '';
+    sock.on('data', (d) => (got += d.toString()));
+    sock.on('close', () => (closed = true));
+    sock.write('GET /v1/orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n');
+    await waitFor('the first response on the live connection', async () => (got.includes('HTTP/1.1 200') ? true : undefined), 5000);
+    assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'compromised'])).code, 0);
+    await waitFor('the live connection to close', async () => (closed ? true : undefined), 5000);
+    const after = await curl('web');
+    assert.ok(status(after) === '403' || after.code !== 0, 'new calls are refused');
+    if (status(after) === '403') assert.equal(body(after)['code'], 'QUARANTINED');
+    await writ(srv, ['quarantine', 'remove', WEB]);
+    await waitFor('web back', async () => (status(await curl('web')) === '200' ? true : undefined), 5000);
+  });
+
+  it('conflicting Content-Length and Transfer-Encoding, non-SVID clients and garbage TLS are refused; the proxy keeps serving', async () => {
+    const raw = await new Promise<string>((resolve) => {
+      const s = connect(port['web']!, '127.0.0.1');
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+      s.write('POST /v1/orders/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+      setTimeout(() => s.destroy(), 3000);
+    });
+    assert.match(raw, /^HTTP\/1\.1 400/);
+    // A client certificate that is not an SVID: no identity, so no entry.
+    const k = join(agent.dataDir, 'self');
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${k}.key`, '-out', `${k}.pem`, '-days', '1', '-subj', '/CN=intruder']);
+    const r = await run('curl', ['-sSk', '--cert', `${k}.pem`, '--key', `${k}.key`, '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
+    assert.equal(status(r), '403');
+    assert.equal(body(r)['code'], 'UNAUTHENTICATED');
+    await new Promise<void>((resolve) => {
+      const s = connect(port['orders']!, '127.0.0.1', () => s.write(Buffer.from('\x16\x03\x01\x02\x00garbage'.repeat(50))));
+      s.resume();
+      s.on('close', () => resolve()).on('error', () => resolve());
+    });
+    assert.equal(status(await curl('web')), '200');
+    assert.ok(proxies.every((p) => p.exitCode === null));
+  });
+});
