@@ -1,0 +1,184 @@
+/**
+ * Proxy benchmark. Same two-hop topology for both proxies, since wrk cannot present client
+ * certificates: client -> outbound proxy (plaintext in, mTLS out) -> inbound proxy (mTLS in,
+ * plaintext out) -> app. Writ: two `writ proxy` processes. nginx (Debian): one instance with both
+ * server blocks, client certificates = SVIDs minted by Writ. Latency at a fixed 1,000 rps from an
+ * open-loop client (Debian's wrk has no fixed-rate mode); peak throughput with wrk.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { percentile, row } from './util.ts';
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
+const TD = 'spiffe://bench.example/ns';
+const CLIENT = `${TD}/client/sa/app`;
+const APP = `${TD}/app/sa/api`;
+
+const freePort = (): Promise<number> => new Promise((r) => {
+  const s = createServer().listen(0, '127.0.0.1', () => {
+    const p = (s.address() as { port: number }).port;
+    s.close(() => r(p));
+  });
+});
+
+function child(args: string[], env: NodeJS.ProcessEnv = {}, ready?: RegExp): Promise<ChildProcess & { output: string }> {
+  const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } }) as ChildProcess & { output: string };
+  c.output = '';
+  if (!ready) {
+    c.stdout!.resume();
+    return Promise.resolve(c);
+  }
+  return new Promise((resolve, reject) => {
+    c.stdout!.on('data', (d: Buffer) => {
+      c.output += d.toString();
+      if (ready.test(c.output)) {
+        c.stdout!.removeAllListeners('data');
+        c.stdout!.resume();
+        resolve(c);
+      }
+    });
+    c.once('exit', (code) => reject(new Error(`${args[1]} exited ${code}`)));
+  });
+}
+
+async function waitPort(port: number): Promise<void> {
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+async function fixedRate(port: number, rps: number, seconds: number): Promise<number[]> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const lat: number[] = [];
+  const total = rps * seconds;
+  const interval = 1000 / rps;
+  const start = performance.now();
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    let done = 0;
+    const tick = (): void => {
+      const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1);
+      while (sent < due) {
+        sent++;
+        const t = performance.now();
+        const req = request({ host: '127.0.0.1', port, path: '/v1/items/1', agent }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            lat.push(performance.now() - t);
+            if (++done === total) resolve();
+          });
+        });
+        req.on('error', () => {
+          if (++done === total) resolve();
+        });
+        req.end();
+      }
+      if (sent < total) setTimeout(tick, Math.max(0, interval / 2));
+    };
+    tick();
+  });
+  agent.destroy();
+  return lat.sort((a, b) => a - b);
+}
+
+function wrk(port: number): number {
+  const out = execFileSync('wrk', ['-t2', '-c64', '-d5s', `http://127.0.0.1:${port}/v1/items/1`], { encoding: 'utf8' });
+  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]);
+}
+
+export async function run(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-bench-proxy-'));
+  const kids: ChildProcess[] = [];
+  const nginxConf = join(dir, 'nginx.conf');
+  try {
+    const srv = await child([WRIT, 'server', 'start', '--data-dir', join(dir, 'srv'), '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0'], {}, /"writ server listening"/);
+    kids.push(srv);
+    const env = { WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem'), WRIT_TOKEN: readFileSync(join(dir, 'srv', 'admin.token'), 'utf8').trim() };
+    const serverUrl = /"url":"(https:\/\/[^"]+)"/.exec(srv.output)![1]!;
+    const w = (args: string[]): string => execFileSync(process.execPath, [WRIT, ...args], { encoding: 'utf8', env: { ...process.env, ...env, WRIT_SERVER: serverUrl } });
+    for (const id of [CLIENT, APP]) w(['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://bench.example/writ/agent/bench', '--selector', `unix:uid:${process.getuid!()}`]);
+    writeFileSync(join(dir, 'p.yaml'), `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }] }]\n`);
+    w(['policy', 'apply', '-f', join(dir, 'p.yaml')]);
+    const token = w(['token', 'create', '--node-name', 'bench']).trim();
+    const sock = join(dir, 'api.sock');
+    kids.push(await child([WRIT, 'agent', 'start', '--data-dir', join(dir, 'agent'), '--socket', sock, '--join-token', token, '--log-level', 'warn'], { ...env, WRIT_SERVER: serverUrl }));
+    for (let i = 0; i < 100; i++) {
+      try {
+        execFileSync(process.execPath, [WRIT, 'svid', 'fetch', '--socket', sock], { stdio: 'ignore' });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const [appPort, inPort, outPort, ngIn, ngOut] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    kids.push(await child(['-e', `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`], {}, /up/));
+    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--log-level', 'warn']));
+    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--log-level', 'warn']));
+    await waitPort(inPort!);
+    await waitPort(outPort!);
+    // nginx with SVIDs minted by the same CA.
+    w(['svid', 'mint-x509', '--spiffe-id', APP, '--dns-name', 'localhost', '--out', join(dir, 'ng-app')]);
+    w(['svid', 'mint-x509', '--spiffe-id', CLIENT, '--out', join(dir, 'ng-client')]);
+    writeFileSync(nginxConf, `worker_processes 2;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app_plain { server 127.0.0.1:${appPort}; keepalive 64; }
+  upstream app_tls { server 127.0.0.1:${ngIn}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${ngIn} ssl;
+    ssl_certificate ${dir}/ng-app/svid.pem; ssl_certificate_key ${dir}/ng-app/svid.key;
+    ssl_client_certificate ${dir}/ng-app/bundle.pem; ssl_verify_client on;
+    location / { proxy_pass http://app_plain; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-peer $ssl_client_s_dn; }
+  }
+  server {
+    listen 127.0.0.1:${ngOut};
+    location / {
+      proxy_pass https://app_tls; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate ${dir}/ng-client/svid.pem; proxy_ssl_certificate_key ${dir}/ng-client/svid.key;
+      proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
+    }
+  }
+}
+`);
+    execFileSync('nginx', ['-c', nginxConf, '-p', dir]);
+    // Warm up all paths and check they answer.
+    for (const p of [appPort, outPort, ngOut]) await fixedRate(p!, 200, 1);
+
+    console.log('\nProxy benchmark: client -> outbound proxy -> mTLS -> inbound proxy -> app\n');
+    row('path', 'p50 @1,000 rps', 'p99 @1,000 rps', 'peak rps', 'added vs direct');
+    const direct = await fixedRate(appPort!, 1000, 5);
+    const writ = await fixedRate(outPort!, 1000, 5);
+    const ng = await fixedRate(ngOut!, 1000, 5);
+    const peaks = { direct: wrk(appPort!), writ: wrk(outPort!), nginx: wrk(ngOut!) };
+    const show = (name: string, l: number[], peak: number): void =>
+      row(name, `${percentile(l, 50).toFixed(3)} ms`, `${percentile(l, 99).toFixed(3)} ms`, `${Math.round(peak)}`,
+        name === 'direct' ? '' : `p50 +${(percentile(l, 50) - percentile(direct, 50)).toFixed(3)} ms, p99 +${(percentile(l, 99) - percentile(direct, 99)).toFixed(3)} ms`);
+    show('direct', direct, peaks.direct);
+    show('writ proxy x2', writ, peaks.writ);
+    show('nginx x2', ng, peaks.nginx);
+    console.log(`\nwrit peak / nginx peak: ${(peaks.writ / peaks.nginx).toFixed(2)} (target >= 0.7); added latency target: p50 <= 0.3 ms, p99 <= 1.5 ms at 1,000 rps (here over two proxy hops)`);
+  } finally {
+    try {
+      execFileSync('nginx', ['-c', nginxConf, '-p', dir, '-s', 'stop'], { stdio: 'ignore' });
+    } catch { /* not started */ }
+    for (const k of kids.reverse()) k.kill();
+    await new Promise((r) => setTimeout(r, 500));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
