@@ -155,11 +155,12 @@ export class WritProxy {
   #tcpInbound(ib: Inbound): TlsServer {
     const server = tlsCreateServer(this.#tlsOptions(), (socket) => {
       socket.on('error', () => undefined);
+      socket.setNoDelay(true);
       const peer = this.#peer(socket);
       const d = this.#decide(peer?.uri, { kind: 'tcp', port: ib.listen.port });
       if (!d.allowed) return void socket.destroy();
       this.#track(peer?.uri, socket);
-      const up = netConnect(ib.upstream.port, ib.upstream.host);
+      const up = netConnect({ port: ib.upstream.port, host: ib.upstream.host, noDelay: true });
       up.on('error', () => socket.destroy());
       socket.on('close', () => up.destroy());
       socket.pipe(up).pipe(socket);
@@ -173,6 +174,7 @@ export class WritProxy {
     const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: true, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
     server.on('secureConnection', (socket: TLSSocket) => {
       socket.on('error', () => undefined);
+      socket.setNoDelay(true);
       const peer = this.#peer(socket);
       (socket as unknown as { writPeer: string | undefined }).writPeer = peer?.uri;
       this.#track(peer?.uri, socket);
@@ -220,10 +222,12 @@ export class WritProxy {
   readonly #agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
 
   #outbound(ob: Outbound): NetServer {
-    return netCreateServer((local) => {
+    // Nagle off everywhere: a proxy that batches small writes turns into 40 ms delayed-ACK stalls.
+    return netCreateServer({ noDelay: true }, (local) => {
       local.on('error', () => undefined);
       local.pause();
       mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port }).then((remote) => {
+        remote.setNoDelay(true);
         remote.on('error', () => local.destroy());
         local.on('close', () => remote.destroy());
         remote.on('close', () => local.destroy());
