@@ -109,8 +109,9 @@ export async function run(): Promise<void> {
     const env = { WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem'), WRIT_TOKEN: readFileSync(join(dir, 'srv', 'admin.token'), 'utf8').trim() };
     const serverUrl = /"url":"(https:\/\/[^"]+)"/.exec(srv.output)![1]!;
     const w = (args: string[]): string => execFileSync(process.execPath, [WRIT, ...args], { encoding: 'utf8', env: { ...process.env, ...env, WRIT_SERVER: serverUrl } });
+    const [appPort, inPort, outPort, ngIn, ngOut] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
     for (const id of [CLIENT, APP]) w(['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://bench.example/writ/agent/bench', '--selector', `unix:uid:${process.getuid!()}`]);
-    writeFileSync(join(dir, 'p.yaml'), `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }] }]\n`);
+    writeFileSync(join(dir, 'p.yaml'), `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }, { ports: [${inPort}] }] }]\n`);
     w(['policy', 'apply', '-f', join(dir, 'p.yaml')]);
     const token = w(['token', 'create', '--node-name', 'bench']).trim();
     const sock = join(dir, 'api.sock');
@@ -123,9 +124,9 @@ export async function run(): Promise<void> {
         await new Promise((r) => setTimeout(r, 200));
       }
     }
-    const [appPort, inPort, outPort, ngIn, ngOut] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
     kids.push(await child(['-e', `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`], {}, /up/));
-    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--log-level', 'warn']));
+    // BENCH_PROXY_MODE=tcp measures the inbound as a plain authorized pipe (no HTTP parsing).
+    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--inbound-mode', process.env['BENCH_PROXY_MODE'] ?? 'http', '--log-level', 'warn']));
     kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--log-level', 'warn']));
     await waitPort(inPort!);
     await waitPort(outPort!);
