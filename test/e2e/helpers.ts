@@ -63,13 +63,17 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
     child,
     logs,
     stderr,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
-        child.once('exit', (code) => resolve(code));
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
+}
+
+/** SIGTERM, then resolves with the exit code (at once when it already exited). */
+function stopChild(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
 }
 
 export interface RunResult {
@@ -198,11 +202,6 @@ export async function startAgentProcess(server: ServerProcess, opts: { joinToken
     dataDir,
     child,
     logs,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
-        child.once('exit', (code) => resolve(code));
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }
