@@ -120,6 +120,18 @@ describe('writ proxy', () => {
     assert.equal(status(spoof), '403', 'a client cannot claim an identity with the header');
   });
 
+  it('HTTP/2 (ALPN h2) straight to the inbound proxy with a client SVID is decided per request too', async () => {
+    const out = join(agent.dataDir, 'h2-web');
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
+    const base = ['-sS', '--http2', '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code} %{http_version}'];
+    const ok = await run('curl', [...base, `https://orders:${port['orders']}/v1/orders/9`]);
+    assert.match(ok.stdout, /\n200 2$/, ok.stderr + ok.stdout);
+    assert.equal(JSON.parse(ok.stdout.split('\n')[0]!).peer, WEB);
+    const denied = await run('curl', [...base, '-X', 'DELETE', `https://orders:${port['orders']}/v1/orders/9`]);
+    assert.match(denied.stdout, /\n403 2$/);
+    assert.equal(JSON.parse(denied.stdout.split('\n')[0]!).code, 'NO_MATCHING_ALLOW');
+  });
+
   it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
     const r = await run('curl', ['-sS', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
     assert.notEqual(r.code, 0);
