@@ -11,7 +11,7 @@
  * connections; live connections from or to a quarantined identity are closed.
  */
 import { randomUUID } from 'node:crypto';
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent, createServer as createHttp1Server, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
@@ -171,7 +171,15 @@ export class WritProxy {
   }
 
   #httpInbound(ib: Inbound): Http2SecureServer {
-    const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: true, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+    // HTTP/2 through the http2 server; HTTP/1.1 (ALPN http/1.1 or none) through a plain http.Server
+    // on the same TLS socket: the http2 compatibility layer for HTTP/1.1 measured at half the speed.
+    const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: false, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+    const http1 = createHttp1Server({ keepAliveTimeout: 60_000 }, (req, res) => this.#forward(req, res, ib));
+    http1.on('clientError', (_e, s) => {
+      if (s.writable) s.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else s.destroy();
+    });
+    server.on('unknownProtocol', (socket: TLSSocket) => http1.emit('connection', socket));
     server.on('secureConnection', (socket: TLSSocket) => {
       socket.on('error', () => undefined);
       socket.setNoDelay(true);
