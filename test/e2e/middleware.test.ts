@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import Fastify from 'fastify';
-import { JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
+import { DecisionReporter, JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
 import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const ME = 'spiffe://e2e.test/ns/orders/sa/api';
@@ -17,6 +17,7 @@ let srv: ServerProcess;
 let agent: AgentProcess;
 let policy: LocalPolicy;
 let jwt: JwtSource;
+let reporter: DecisionReporter;
 const tokens = new Map<string, string>();
 const servers: Array<{ name: string; url: string; close: () => Promise<unknown> }> = [];
 
@@ -49,7 +50,8 @@ before(async () => {
   jwt = await JwtSource.create({ endpoint });
   policy = await LocalPolicy.create({ endpoint });
   await waitFor('the first policy revision in the SDK', async () => (policy.revision > 0 ? true : undefined));
-  const opts = { policy, to: ME, jwt: { source: jwt, audience: ME } };
+  reporter = new DecisionReporter(endpoint, { flushMs: 200 });
+  const opts = { policy, to: ME, jwt: { source: jwt, audience: ME }, reporter };
   const reply = (info: WritRequestInfo | undefined) => JSON.stringify({ peer: info?.peer?.uri, rule: info?.decision.rule?.name });
 
   const plain: Server = createServer((req, res) => writMiddleware(opts)(req, res, () => res.end(reply((req as IncomingMessage & { writ?: WritRequestInfo }).writ))));
@@ -73,6 +75,7 @@ after(async () => {
   for (const s of servers) await s.close();
   policy?.close();
   jwt?.close();
+  await reporter?.close();
   await agent?.stop();
   await srv?.stop();
   cleanup(srv.dataDir);
@@ -99,6 +102,13 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
       assert.equal(anon.status, 401, s.name);
       assert.equal(anon.body['code'], 'UNAUTHENTICATED');
     }
+  });
+
+  it("in-process decisions reach the server's decision log through the agent", async () => {
+    await waitFor('SDK decisions in the log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', LEGACY, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['reason'] === 'DENY_RULE' && d['to'] === ME) ? true : undefined;
+    }, 10_000);
   });
 
   it('a policy change reaches the in-process policy within a second', async () => {

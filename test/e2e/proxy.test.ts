@@ -132,6 +132,17 @@ describe('writ proxy', () => {
     assert.equal(JSON.parse(denied.stdout.split('\n')[0]!).code, 'NO_MATCHING_ALLOW');
   });
 
+  it("the proxy's decisions reach the server's decision log through the agent", async () => {
+    const rows = await waitFor('proxy decisions in the log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['reason'] === 'DENY_RULE') && r.some((d) => d['decision'] === 'allow') ? r : undefined;
+    }, 10_000);
+    const deny = rows.find((d) => d['reason'] === 'DENY_RULE')!;
+    assert.equal(deny['from'], LEGACY);
+    assert.equal(deny['action'], 'GET /v1/orders/7');
+    assert.equal(deny['reporter'], 'spiffe://e2e.test/writ/agent/px');
+  });
+
   it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
     const r = await run('curl', ['-sS', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
     assert.notEqual(r.code, 0);

@@ -480,6 +480,11 @@ export class Agent extends EventEmitter {
     else this.#decisions.push(d);
   }
 
+  /** Drops reported by in-process reporters travel with this agent's own. */
+  countDropped(n: number): void {
+    this.#dropped += n;
+  }
+
   async #flushDecisions(): Promise<void> {
     if (this.#decisions.length === 0 && this.#dropped === 0) return;
     const batch = this.#decisions.splice(0, 5000);

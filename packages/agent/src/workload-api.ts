@@ -21,6 +21,7 @@ import { peerCred, type PeerCred } from './peercred.ts';
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
 const WATCH_POLICY = '/writ.authz.v1.PolicyDistribution/WatchPolicy';
+const DECISION_REPORT = '/writ.authz.v1.DecisionLog/Report';
 
 function decodeCheckRequest(buf: Buffer): { from: string; to: string; action: string; headers: Record<string, string> } {
   const out = { from: '', to: '', action: '', headers: {} as Record<string, string> };
@@ -141,6 +142,7 @@ export class WorkloadApiServer {
 
   async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
     if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
+    if (call.method === DECISION_REPORT) return this.#report(call, request, stream);
     if (call.method === WATCH_POLICY) {
       if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
       const selectors = await this.#caller(stream);
@@ -254,6 +256,47 @@ export class WorkloadApiServer {
     const decisionId = randomUUID();
     this.#o.agent.logDecision({ id: decisionId, at: Date.now(), from: req.from, to: req.to, action: req.action.slice(0, 512), decision: d.decision, reason: d.reason, policyRevision: d.revision, rule: d.rule?.name ?? '', latencyUs });
     call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }));
+    return call.end();
+  }
+
+  /** writ.authz.v1.DecisionLog/Report: decisions made in-process by the caller, for its own identities only. */
+  async #report(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
+    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    const selectors = await this.#caller(stream);
+    const mine = new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId));
+    if (mine.size === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
+    let accepted = 0;
+    let dropped = 0;
+    const str = (f: { data: Buffer }, max: number): string => f.data.toString('utf8').slice(0, max);
+    const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
+    try {
+      for (const f of fields(request)) {
+        if (f.field === 2 && f.wire === 0) dropped = f.int;
+        if (f.field !== 1 || f.wire !== 2) continue;
+        const d = { id: '', at: Date.now(), from: '', to: '', action: '', decision: '', reason: '', policyRevision: 0, rule: '', latencyUs: -1 };
+        for (const g of fields(f.data)) {
+          if (g.field === 1) d.id = str(g, 64);
+          else if (g.field === 2 && g.wire === 0) d.at = g.int;
+          else if (g.field === 3) d.from = str(g, 2048);
+          else if (g.field === 4) d.to = str(g, 2048);
+          else if (g.field === 5) d.action = str(g, 512);
+          else if (g.field === 6) d.decision = str(g, 32);
+          else if (g.field === 7) d.reason = str(g, 64);
+          else if (g.field === 8) d.rule = str(g, 256);
+          else if (g.field === 9 && g.wire === 0) d.policyRevision = g.int;
+          else if (g.field === 10 && g.wire === 0) d.latencyUs = g.int / 1000;
+        }
+        // A workload reports what was decided about calls to itself, nothing else.
+        if (!mine.has(d.to) || !kinds.has(d.decision)) continue;
+        this.#o.agent.logDecision({ ...d, id: d.id || randomUUID() });
+        accepted++;
+      }
+    } catch (err) {
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, `malformed report: ${(err as Error).message}`);
+    }
+    if (dropped > 0) this.#o.agent.countDropped(dropped);
+    call.send(Buffer.alloc(0));
+    void accepted;
     return call.end();
   }
 

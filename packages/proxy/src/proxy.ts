@@ -17,7 +17,7 @@ import { connect as netConnect, createServer as netCreateServer, type Server as 
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
-import { LocalPolicy, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
+import { DecisionReporter, LocalPolicy, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import type { Decision } from '@writ/policy';
 
 export interface Inbound {
@@ -75,6 +75,7 @@ export class WritProxy {
   #policy!: LocalPolicy;
   readonly #servers: Array<NetServer | TlsServer | Http2SecureServer> = [];
   readonly #live = new Set<Live>();
+  #reporter!: DecisionReporter;
 
   constructor(opts: ProxyOptions) {
     this.#o = opts;
@@ -88,6 +89,7 @@ export class WritProxy {
     const want = this.#o.spiffeId;
     this.#source = await X509Source.create({ endpoint: this.#o.endpoint, ...(want ? { pick: (s) => s.find((x) => x.spiffeId === want) } : {}) });
     this.#policy = await LocalPolicy.create({ endpoint: this.#o.endpoint });
+    this.#reporter = new DecisionReporter(this.#o.endpoint);
     // Quarantine (or any policy change) re-checks live connections; the denied ones are closed.
     this.#policy.onUpdate(() => this.#recheck());
     const ports: Array<{ kind: string; port: number }> = [];
@@ -122,8 +124,15 @@ export class WritProxy {
   }
 
   #decide(peer: string | undefined, action: Parameters<LocalPolicy['decide']>[0]['action'], headers?: Record<string, string>): Decision & { decisionId: string } {
+    const t0 = process.hrtime.bigint();
     const d = this.#policy.decide({ from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
+    const latencyNs = Number(process.hrtime.bigint() - t0);
     const decisionId = randomUUID();
+    this.#reporter.record({
+      id: decisionId, at: Date.now(), from: peer ?? '', to: this.spiffeId,
+      action: action.kind === 'tcp' ? `tcp ${action.port}` : action.kind === 'http' ? `${action.method} ${action.path}` : `grpc ${action.method}`,
+      decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, latencyNs,
+    });
     if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to: this.spiffeId, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
     return { ...d, decisionId };
   }
@@ -252,6 +261,7 @@ export class WritProxy {
   async close(): Promise<void> {
     for (const l of this.#live) l.socket.destroy();
     await Promise.all(this.#servers.map((s) => new Promise((r) => s.close(() => r(undefined)))));
+    await this.#reporter?.close();
     this.#policy?.close();
     this.#source?.close();
     this.#agent.destroy();

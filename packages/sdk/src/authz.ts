@@ -10,6 +10,7 @@ import { PolicyEngine, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
+import type { DecisionReporter } from './decision-log.ts';
 import type { JwtSource, X509Source } from './sources.ts';
 import { peerChain, peerIdOf } from './tls.ts';
 
@@ -113,6 +114,8 @@ export interface MiddlewareOptions {
   readonly jwt?: { readonly source: JwtSource; readonly audience: string };
   /** Called with every decision (for logs). */
   readonly onDecision?: (info: WritRequestInfo, req: IncomingMessage) => void;
+  /** Sends every decision to the server's decision log through the agent. */
+  readonly reporter?: DecisionReporter;
 }
 
 function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undefined {
@@ -146,9 +149,13 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const path = (req.url ?? '/').split('?')[0]!;
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'authorization') headers[k] = v;
-  const decision = opts.policy.decide({ from: peer?.uri, to, action: { kind: 'http', method: (req.method ?? 'GET').toUpperCase(), path }, headers });
+  const method = (req.method ?? 'GET').toUpperCase();
+  const t0 = process.hrtime.bigint();
+  const decision = opts.policy.decide({ from: peer?.uri, to, action: { kind: 'http', method, path }, headers });
+  const latencyNs = Number(process.hrtime.bigint() - t0);
   const info = { peer, decision, decisionId: randomUUID() };
   opts.onDecision?.(info, req);
+  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
   if (!decision.allowed) {
     const body = JSON.stringify({ code: decision.reason, decisionId: info.decisionId });
     res.writeHead(decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });

@@ -17,3 +17,4 @@ export { createMtlsServer, mtlsConnect, authorizeAny, authorizeId, authorizeMemb
 export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts';
 export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';
 export { LocalPolicy, writMiddleware, writFastify, authorizeRequest, type MiddlewareOptions, type WritRequestInfo } from './authz.ts';
+export { DecisionReporter, type ReportedDecision } from './decision-log.ts';
