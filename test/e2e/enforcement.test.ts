@@ -127,6 +127,23 @@ describe('local authorization on the agent', () => {
     assert.match(table.stdout, /ALLOW_RULE/);
   });
 
+  it('a dry run lists the calls seen recently whose outcome would change', async () => {
+    // web's DELETE was allowed above (revision with GET, DELETE); a policy with GET only would deny it.
+    await check(WEB, 'DELETE /v1/orders/1');
+    await waitFor('the DELETE in the log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', WEB, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
+    }, 10_000);
+    const f = join(stubs, 'dry.yaml');
+    writeFileSync(f, policyFile('GET'));
+    const r = await writ(srv, ['policy', 'apply', '-f', f, '--dry-run']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`allow -> deny {2}${WEB.replace(/[/.]/g, '\\$&')} -> ${ME.replace(/[/.]/g, '\\$&')} {2}DELETE /v1/orders/1 {2}\\(seen \\d+x\\)`));
+    const json = JSON.parse((await writ(srv, ['policy', 'apply', '-f', f, '--dry-run', '-o', 'json'])).stdout);
+    assert.ok(json.changedEdges.some((e: { action: string; after: string }) => e.action === 'DELETE /v1/orders/1' && e.after === 'deny'));
+    assert.ok(!json.changedEdges.some((e: { action: string }) => e.action === 'GET /v1/orders/1'), 'unchanged calls are not listed');
+  });
+
   it('with the server away the agent keeps enforcing the last good policy, also after its own restart', async () => {
     await srv.stop();
     try {

@@ -501,10 +501,14 @@ export function buildProgram(): Command {
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
       parsePolicies(yaml, { file: f.file });
-      const res = await api.call<{ revision: number; changed: string[]; added: string[]; removed: string[]; dryRun: boolean }>('POST', '/v1/policies', { yaml, ...(f.dryRun ? { dryRun: true } : {}), ...(f.replace ? { replace: true } : {}), ...(f.comment ? { comment: f.comment } : {}) });
+      const res = await api.call<{ revision: number; changed: string[]; added: string[]; removed: string[]; dryRun: boolean; changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }> }>('POST', '/v1/policies', { yaml, ...(f.dryRun ? { dryRun: true } : {}), ...(f.replace ? { replace: true } : {}), ...(f.comment ? { comment: f.comment } : {}) });
       if (format !== 'table') return print(format, res);
       const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
       process.stdout.write(`${res.dryRun ? 'dry run: ' : ''}revision ${res.revision}; ${what}\n`);
+      if (res.changedEdges) {
+        process.stdout.write(res.changedEdges.length ? `calls seen in the last day whose outcome would change:\n` : 'no call seen in the last day would change outcome\n');
+        for (const e of res.changedEdges) process.stdout.write(`  ${e.before} -> ${e.after}  ${e.from ?? '(no identity)'} -> ${e.to}  ${e.action}  (seen ${e.seen}x)\n`);
+      }
     });
   policy.command('list').description('the current policy set').action(async (_o: unknown, cmd: Command) => {
     const { api, format } = clientOf(cmd);

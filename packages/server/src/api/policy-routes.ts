@@ -54,6 +54,37 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     engine.setQuarantine((await ctx.store.listQuarantine(ctx.clock())).map((q) => q.spiffeId));
     return engine;
   };
+  /**
+   * Edges (caller, callee, action) seen in the last day's decisions whose outcome the proposed set
+   * would change. Header conditions cannot be replayed (headers are not logged): they count as absent.
+   */
+  const changedEdges = async (before: Readonly<Record<string, string>> | undefined, after: Readonly<Record<string, string>>) => {
+    const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
+      new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
+    const a = compile(before);
+    const b = compile(after);
+    const seen = new Map<string, { from: string; to: string; action: string; count: number }>();
+    for (const d of await ctx.store.queryDecisions({ since: ctx.clock() - 86_400_000, limit: 10_000 })) {
+      const key = `${d.from}\n${d.to}\n${d.action}`;
+      const e = seen.get(key);
+      if (e) e.count++;
+      else seen.set(key, { from: d.from, to: d.to, action: d.action, count: 1 });
+    }
+    const out: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string; rule: string | null }> = [];
+    for (const e of seen.values()) {
+      let action;
+      try {
+        action = parseAction(e.action);
+      } catch {
+        continue;
+      }
+      const req = { from: e.from || undefined, to: e.to, action };
+      const x = a.decide(req);
+      const y = b.decide(req);
+      if (x.decision !== y.decision) out.push({ from: e.from || null, to: e.to, action: e.action, seen: e.count, before: x.decision, after: y.decision, rule: y.rule?.name ?? null });
+    }
+    return out.sort((p, q) => q.seen - p.seen).slice(0, 200);
+  };
   const summary = (r: PolicyRevision) => ({ revision: r.revision, createdAt: new Date(r.createdAt).toISOString(), createdBy: r.createdBy, comment: r.comment, policies: Object.keys(r.policies).sort() });
   const revParam = (v: unknown, field: string): number => {
     const n = Number(v);
@@ -85,7 +116,8 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
     const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
     const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
-    if (o['dryRun'] === true || changed.length === 0) return ok({ dryRun: o['dryRun'] === true, revision: current?.revision ?? 0, ...result });
+    if (o['dryRun'] === true) return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
+    if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
     const rev = await write(current, next, req.role ?? 'operator', comment);
     return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
   }, { limit: 5 * DEFAULT_BODY_LIMIT });
