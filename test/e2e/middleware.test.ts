@@ -111,6 +111,30 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
     }, 10_000);
   });
 
+  it('an SDK mTLS server closes a live connection when the peer is quarantined', async () => {
+    const { X509Source, createMtlsServer, mtlsConnect, authorizeMemberOf } = await import('@writ/sdk');
+    const endpoint = `unix://${agent.socket}`;
+    const serverSrc = await X509Source.create({ endpoint, pick: (s) => s.find((x) => x.spiffeId === ME) });
+    const clientSrc = await X509Source.create({ endpoint, pick: (s) => s.find((x) => x.spiffeId === WEB) });
+    const server = createMtlsServer({ source: serverSrc, authorize: authorizeMemberOf('e2e.test'), policy }, (socket) => socket.on('data', (d) => socket.write(d)));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const sock = await mtlsConnect({ source: clientSrc, authorize: authorizeMemberOf('e2e.test'), host: '127.0.0.1', port: (server.address() as AddressInfo).port });
+    let closed = false;
+    sock.on('close', () => (closed = true)).on('error', () => undefined);
+    sock.write('ping');
+    await new Promise((r) => sock.once('data', r));
+    assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'test'])).code, 0);
+    try {
+      await waitFor('the live connection to close', async () => (closed ? true : undefined), 5000);
+    } finally {
+      await writ(srv, ['quarantine', 'remove', WEB]);
+      server.close();
+      serverSrc.close();
+      clientSrc.close();
+    }
+    await waitFor('the quarantine lifted in-process', async () => ((await call(servers[0]!.url, 'GET', WEB)).status === 200 ? true : undefined), 5000);
+  });
+
   it('a policy change reaches the in-process policy within a second', async () => {
     const t = Date.now();
     await apply(policyYaml('GET, POST'));

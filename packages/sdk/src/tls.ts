@@ -5,6 +5,7 @@
  */
 import { connect as tlsConnect, createServer as tlsCreateServer, type DetailedPeerCertificate, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
 import { WritError, parseCertificate, parseTrustDomain, verifyX509Svid, type Certificate, type SpiffeId } from '@writ/spiffe';
+import type { LocalPolicy } from './authz.ts';
 import type { X509Source } from './sources.ts';
 
 export type Authorizer = (id: SpiffeId) => boolean;
@@ -44,6 +45,8 @@ export const peerIdOf = (socket: TLSSocket): SpiffeId | undefined => peers.get(s
 export interface MtlsServerOptions extends Omit<TlsOptions, 'key' | 'cert' | 'ca' | 'requestCert' | 'rejectUnauthorized'> {
   readonly source: X509Source;
   readonly authorize: Authorizer;
+  /** With the policy the agent streams: live connections from or to a quarantined identity are closed. */
+  readonly policy?: LocalPolicy;
 }
 
 /**
@@ -52,15 +55,24 @@ export interface MtlsServerOptions extends Omit<TlsOptions, 'key' | 'cert' | 'ca
  * reports the others.
  */
 export function createMtlsServer(opts: MtlsServerOptions, onConnection: (socket: TLSSocket, peer: SpiffeId) => void): Server {
-  const { source, authorize, ...tls } = opts;
+  const { source, authorize, policy, ...tls } = opts;
   const server = tlsCreateServer({ ...tls, ...source.tlsCredentials(), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
   const rotate = (): void => server.setSecureContext({ ...source.tlsCredentials(), minVersion: 'TLSv1.2' });
   source.on('update', rotate);
-  server.on('close', () => source.off('update', rotate));
+  const live = new Map<TLSSocket, SpiffeId>();
+  const recheck = (): void => {
+    for (const [socket, peer] of live) {
+      if (policy!.decide({ from: peer.uri, to: source.svid.spiffeId, action: { kind: 'tcp', port: 0 } }).reason === 'QUARANTINED') socket.destroy();
+    }
+  };
+  const stopWatching = policy?.onUpdate(recheck);
+  server.on('close', () => (source.off('update', rotate), stopWatching?.()));
   server.on('secureConnection', (socket: TLSSocket) => {
     try {
       const id = verifyPeer(socket, source, authorize);
       peers.set(socket, id);
+      live.set(socket, id);
+      socket.once('close', () => live.delete(socket));
       onConnection(socket, id);
     } catch (err) {
       server.emit('rejected', err, socket);
