@@ -41,6 +41,7 @@ function sharedState(ctx: ApiContext): SharedState['value'] {
 }
 
 const MAX_WAIT_S = 30;
+const acks = new Map<string, { revision: number; at: number }>();
 const POLL_MS = 1000;
 
 function agentJson(a: Agent): Record<string, unknown> {
@@ -79,8 +80,16 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const knownPolicy = Number(req.query.get('policy') ?? '-1');
     const wantsQuarantine = req.query.has('quarantine');
     const knownQuarantine = req.query.get('quarantine') ?? '';
-    // The agent reports the policy revision it enforces with every sync.
-    if (Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) await ctx.store.ackPolicy(req.agent!, knownPolicy, ctx.clock());
+    // The agent reports the policy revision it enforces with every sync; written when it changes
+    // (or every 30 s as a heartbeat), not on every poll: a change wakes every agent at once.
+    if (Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) {
+      const last = acks.get(req.agent!);
+      const now = ctx.clock();
+      if (!last || last.revision !== knownPolicy || now - last.at > 30_000) {
+        await ctx.store.ackPolicy(req.agent!, knownPolicy, now);
+        acks.set(req.agent!, { revision: knownPolicy, at: now });
+      }
+    }
     if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
     if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
     const deadline = Date.now() + wait * 1000;

@@ -390,7 +390,7 @@ export class SqlStore implements Store {
   }
 
   async ackPolicy(spiffeId: string, revision: number, at: number): Promise<void> {
-    await this.#db.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ? AND (policy_revision <> ? OR policy_acked_at < ?)', [revision, at, spiffeId, revision, at - 5000]);
+    await this.#db.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [revision, at, spiffeId]);
   }
 
   async listPolicyAcks(): Promise<PolicyAck[]> {
