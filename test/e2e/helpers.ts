@@ -35,21 +35,13 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv(opts.env) });
   const logs: string[] = [];
   const stderr: string[] = [];
-  let buf = '';
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in 20s; stderr: ${stderr.join('')}`)), 20_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        logs.push(line);
-        try {
-          const j = JSON.parse(line) as { msg?: string; url?: string };
-          if (j.msg === 'writ server listening' && j.url) (clearTimeout(timer), resolve(j.url));
-        } catch { /* not JSON: the assertion on log format will see it */ }
-      }
+    onLines(child, logs, (line) => {
+      try {
+        const j = JSON.parse(line) as { msg?: string; url?: string };
+        if (j.msg === 'writ server listening' && j.url) (clearTimeout(timer), resolve(j.url));
+      } catch { /* not JSON: the assertion on log format will see it */ }
     });
     child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited with ${code}: ${stderr.join('')}`))));
@@ -65,6 +57,21 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
     stderr,
     stop: () => stopChild(child),
   };
+}
+
+/** Collects a child's stdout lines into `logs` (for the whole life of the child) and calls `fn` on each. */
+function onLines(child: ChildProcess, logs: string[], fn: (line: string) => void): void {
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      logs.push(line);
+      fn(line);
+    }
+  });
 }
 
 /** SIGTERM, then resolves with the exit code (at once when it already exited). */
@@ -181,18 +188,10 @@ export async function startAgentProcess(server: ServerProcess, opts: { joinToken
   });
   const logs: string[] = [];
   const stderr: string[] = [];
-  let buf = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent did not start in 20s: ${stderr.join('')}`)), 20_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        logs.push(line);
-        if (line.includes('"writ agent serving the Workload API"')) (clearTimeout(timer), resolve());
-      }
+    onLines(child, logs, (line) => {
+      if (line.includes('"writ agent serving the Workload API"')) (clearTimeout(timer), resolve());
     });
     child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`agent exited with ${code}: ${stderr.join('')}`))));

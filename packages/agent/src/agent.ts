@@ -13,6 +13,7 @@ import {
   WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
+import { BoundedBatch } from '@writ/sdk';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {
@@ -163,8 +164,7 @@ export class Agent extends EventEmitter {
   #connected = false;
   #resync = true;
   #engine = new PolicyEngine(undefined);
-  #decisions: Array<Record<string, unknown>> = [];
-  #dropped = 0;
+  readonly #decisions = new BoundedBatch<Record<string, unknown>>(DECISION_BUFFER);
   #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
@@ -476,32 +476,20 @@ export class Agent extends EventEmitter {
    * decision is dropped and counted, and the count is reported with the next batch.
    */
   logDecision(d: { id: string; at: number; from: string; to: string; action: string; decision: string; reason: string; policyRevision: number; rule: string; latencyUs: number }): void {
-    if (this.#decisions.length >= DECISION_BUFFER) this.#dropped++;
-    else this.#decisions.push(d);
+    this.#decisions.push(d);
   }
 
   /** Drops reported by in-process reporters travel with this agent's own. */
   countDropped(n: number): void {
-    this.#dropped += n;
+    this.#decisions.countDropped(n);
   }
 
-  async #flushDecisions(): Promise<void> {
-    if (this.#decisions.length === 0 && this.#dropped === 0) return;
-    const batch = this.#decisions.splice(0, 5000);
-    const dropped = this.#dropped;
-    try {
-      await this.#client.call('POST', '/v1/agent/decisions', { decisions: batch, dropped });
-      this.#dropped -= dropped;
-    } catch {
-      // Server away: put them back (still bounded) and try again later.
-      const room = DECISION_BUFFER - this.#decisions.length;
-      this.#dropped += Math.max(0, batch.length - room);
-      this.#decisions.unshift(...batch.slice(0, room));
-    }
+  #flushDecisions(): Promise<void> {
+    return this.#decisions.flush(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }));
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {
-    return { buffered: this.#decisions.length, dropped: this.#dropped };
+    return this.#decisions.stats;
   }
 
   /** The local decision engine (the last good policy revision, with the current quarantine). */

@@ -265,7 +265,6 @@ export class WorkloadApiServer {
     const selectors = await this.#caller(stream);
     const mine = new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId));
     if (mine.size === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-    let accepted = 0;
     let dropped = 0;
     const str = (f: { data: Buffer }, max: number): string => f.data.toString('utf8').slice(0, max);
     const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
@@ -289,14 +288,12 @@ export class WorkloadApiServer {
         // A workload reports what was decided about calls to itself, nothing else.
         if (!mine.has(d.to) || !kinds.has(d.decision)) continue;
         this.#o.agent.logDecision({ ...d, id: d.id || randomUUID() });
-        accepted++;
       }
     } catch (err) {
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, `malformed report: ${(err as Error).message}`);
     }
     if (dropped > 0) this.#o.agent.countDropped(dropped);
     call.send(Buffer.alloc(0));
-    void accepted;
     return call.end();
   }
 

@@ -3,6 +3,7 @@
  * to the server's decision log. Bounded: when the buffer is full a decision is dropped and counted,
  * and the count travels with the next batch. Never blocks a request.
  */
+import { BoundedBatch } from './bounded-batch.ts';
 import { GrpcClient } from './grpc.ts';
 import { Writer } from './proto.ts';
 
@@ -23,48 +24,37 @@ export interface ReportedDecision {
 
 export class DecisionReporter {
   readonly #grpc: GrpcClient;
-  readonly #max: number;
-  #buffer: ReportedDecision[] = [];
-  #dropped = 0;
+  readonly #buffer: BoundedBatch<ReportedDecision>;
   readonly #timer: NodeJS.Timeout;
 
   constructor(endpoint: string, opts: { maxBuffered?: number; flushMs?: number } = {}) {
     this.#grpc = new GrpcClient(endpoint);
-    this.#max = opts.maxBuffered ?? 10_000;
+    this.#buffer = new BoundedBatch(opts.maxBuffered ?? 10_000);
     this.#timer = setInterval(() => void this.flush(), opts.flushMs ?? 1000);
     this.#timer.unref();
   }
 
   record(d: ReportedDecision): void {
-    if (this.#buffer.length >= this.#max) this.#dropped++;
-    else this.#buffer.push(d);
+    this.#buffer.push(d);
   }
 
   get stats(): { buffered: number; dropped: number } {
-    return { buffered: this.#buffer.length, dropped: this.#dropped };
+    return this.#buffer.stats;
   }
 
-  async flush(): Promise<void> {
-    if (this.#buffer.length === 0 && this.#dropped === 0) return;
-    const batch = this.#buffer.splice(0, 2000);
-    const dropped = this.#dropped;
-    const w = new Writer();
-    for (const d of batch) {
-      const m = new Writer().string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
-      if (d.at > 0) m.enumValue(2, d.at);
-      if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
-      if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
-      w.message(1, m.finish());
-    }
-    if (dropped > 0) w.enumValue(2, dropped);
-    try {
-      await this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
-      this.#dropped -= dropped;
-    } catch {
-      const room = this.#max - this.#buffer.length;
-      this.#dropped += Math.max(0, batch.length - room);
-      this.#buffer.unshift(...batch.slice(0, room));
-    }
+  flush(): Promise<void> {
+    return this.#buffer.flush(2000, (batch, dropped) => {
+      const w = new Writer();
+      for (const d of batch) {
+        const m = new Writer().string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
+        if (d.at > 0) m.enumValue(2, d.at);
+        if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
+        if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
+        w.message(1, m.finish());
+      }
+      if (dropped > 0) w.enumValue(2, dropped);
+      return this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
+    });
   }
 
   async close(): Promise<void> {

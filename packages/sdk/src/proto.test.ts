@@ -85,3 +85,21 @@ describe('gRPC framing', () => {
     for (const bad of ['unix://host/path', 'tcp://127.0.0.1', 'http://x', '/run/api.sock', 'tcp://127.0.0.1:1/path']) assert.throws(() => parseEndpoint(bad), TypeError, bad);
   });
 });
+
+describe('bounded batches', () => {
+  it('drop and count when full, put a failed batch back, and send the drop count once', async () => {
+    const { BoundedBatch } = await import('./bounded-batch.ts');
+    const b = new BoundedBatch<number>(3);
+    for (const n of [1, 2, 3, 4, 5]) b.push(n);
+    assert.deepEqual(b.stats, { buffered: 3, dropped: 2 });
+    await b.flush(10, async () => {
+      throw new Error('server away');
+    });
+    assert.deepEqual(b.stats, { buffered: 3, dropped: 2 }, 'nothing lost beyond the bound');
+    const sent: Array<[number[], number]> = [];
+    await b.flush(2, async (items, dropped) => void sent.push([items, dropped]));
+    await b.flush(2, async (items, dropped) => void sent.push([items, dropped]));
+    assert.deepEqual(sent, [[[1, 2], 2], [[3], 0]]);
+    assert.deepEqual(b.stats, { buffered: 0, dropped: 0 });
+  });
+});
