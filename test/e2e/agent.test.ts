@@ -216,6 +216,25 @@ describe('sync, rotation and outages', () => {
   });
 });
 
+describe('long polling', () => {
+  it('an agent of a server that has no entries at all waits on its poll instead of asking again and again', async () => {
+    const empty = await startServerProcess();
+    const tok = JSON.parse((await writ(empty, ['token', 'create', '--node-name', 'idle', '-o', 'json'])).stdout).token as string;
+    const a = await startAgentProcess(empty, { joinToken: tok });
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      const metrics = (await run('curl', ['-sS', '--cacert', join(empty.dataDir, 'bundle.pem'), `${empty.url}/metrics`])).stdout;
+      const polls = Number(/writ_http_requests_total\{method="GET",route="\/v1\/agent\/sync",status="200"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      assert.ok(polls >= 1 && polls <= 3, `${polls} sync polls in 3 s`);
+    } finally {
+      await a.stop();
+      await empty.stop();
+      cleanup(a.dataDir);
+      cleanup(empty.dataDir);
+    }
+  });
+});
+
 describe('agent management', () => {
   it('lists agents; an evicted agent is refused until it attests again; a banned one cannot attest', async () => {
     const list = JSON.parse((await writ(srv, ['agent', 'list', '-o', 'json'])).stdout);

@@ -110,11 +110,12 @@ interface SyncResponse {
   entries: EntryView[];
   removed: string[];
   bundlesVersion: string;
-  bundle: BundleJson;
-  federatedBundles: Record<string, BundleJson>;
+  /** Only when `bundlesVersion` differs from the one the agent asked with. */
+  bundle?: BundleJson;
+  federatedBundles?: Record<string, BundleJson>;
 }
 
-function checkSyncResponse(raw: unknown, trustDomain: string): SyncResponse {
+function checkSyncResponse(raw: unknown, trustDomain: string, knownBundles: string): SyncResponse {
   const bad = (why: string): never => {
     throw new WritError('ERR_REQUEST_FAILED', `the server sent a malformed sync answer: ${why}`);
   };
@@ -138,12 +139,15 @@ function checkSyncResponse(raw: unknown, trustDomain: string): SyncResponse {
     if (typeof o['x509SvidTtl'] !== 'number' || typeof o['jwtSvidTtl'] !== 'number' || typeof o['hint'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
     if (o['expiresAt'] !== null && typeof o['expiresAt'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: expiresAt`);
   }
-  try {
-    parseBundleJson(trustDomain, r['bundle']);
-  } catch (err) {
-    bad(`bundle: ${(err as Error).message}`);
+  // The bundles come along only when they changed; a new version without them is malformed.
+  if (r['bundlesVersion'] !== knownBundles || r['bundle'] !== undefined) {
+    try {
+      parseBundleJson(trustDomain, r['bundle']);
+    } catch (err) {
+      bad(`bundle: ${(err as Error).message}`);
+    }
+    if (!r['federatedBundles'] || typeof r['federatedBundles'] !== 'object') bad('federatedBundles');
   }
-  if (!r['federatedBundles'] || typeof r['federatedBundles'] !== 'object') bad('federatedBundles');
   const q = r['quarantine'] as Record<string, unknown> | undefined;
   if (q !== undefined && (typeof q !== 'object' || typeof q['version'] !== 'string' || !strs(q['ids']) || !strs(q['breakGlass']))) bad('quarantine');
   const p = r['policy'] as Record<string, unknown> | undefined;
@@ -330,12 +334,12 @@ export class Agent extends EventEmitter {
     // After a failed exchange (a reconnect), ask for everything: nothing missed can linger.
     const since = this.#resync ? 0 : s.revision;
     const q = new URLSearchParams({
-      since: String(since), wait: String(since === 0 ? 0 : waitSeconds), bundles: s.bundlesVersion,
+      since: String(since), wait: String(this.#resync ? 0 : waitSeconds), bundles: s.bundlesVersion,
       policy: String(s.policyRevision ?? 0), quarantine: s.quarantine?.version ?? '',
     });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
-    const r = checkSyncResponse(raw, this.trustDomain);
+    const r = checkSyncResponse(raw, this.trustDomain, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
     let changed = false;
@@ -367,7 +371,7 @@ export class Agent extends EventEmitter {
     }
     if (r.bundlesVersion !== s.bundlesVersion) {
       s.bundle = r.bundle;
-      s.federated = r.federatedBundles;
+      s.federated = r.federatedBundles!;
       s.bundlesVersion = r.bundlesVersion;
       this.#rebuildBundles();
       this.#useIdentity();

@@ -33,7 +33,8 @@ const dist = `${root}dist/writ.js`;
 let useDist = false;
 if (existsSync(dist) && process.env.WRIT_FROM_SOURCE !== '1') {
   const built = statSync(dist).mtimeMs;
-  useDist = ['spiffe', 'sdk', 'agent', 'server', 'cli'].every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
+  const pkgs = existsSync(`${root}packages`) ? readdirSync(`${root}packages`) : [];
+  useDist = pkgs.every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
 }
 const { main } = await import(useDist ? dist : '../src/main.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -310,7 +310,9 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
-    log.info({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
+    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
+    const level = routeName === '/v1/agent/sync' && status === 200 ? 'debug' : 'info';
+    log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }
 

@@ -1,64 +1,146 @@
 /** The agent-facing API (mTLS with the agent's SVID) and the operator's view of agents. */
 import { EventEmitter } from 'node:events';
 import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId, type TrustBundle } from '@writ/spiffe';
-import type { Agent, Store } from '../store/types.ts';
+import type { Agent, ChangeStamp, PolicyAck, Store } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
 import { entryJson } from './validate.ts';
 import type { ApiContext } from './routes.ts';
 
-/** In-process wake-ups for long-polling agents; other replicas' changes are caught by polling. */
+/** In-process wake-ups for long-polling agents; other replicas' changes arrive through `watch`. */
 export const changes = new EventEmitter().setMaxListeners(0);
 let generation = 0;
-export function notifyChange(): void {
+let agentsGeneration = 0;
+/** Wakes every waiting agent poll; `agents` when an agent was evicted or banned (each re-reads its record). */
+export function notifyChange(what?: 'agents'): void {
   generation++;
+  if (what === 'agents') agentsGeneration++;
   changes.emit('change');
 }
 
-interface SharedState {
-  readonly at: number;
-  readonly generation: number;
-  readonly value: Promise<{ bundles: Awaited<ReturnType<typeof bundlesState>>; quarantine: Array<{ spiffeId: string; expiresAt: number | null }>; policy: { revision: number; policies: Readonly<Record<string, string>> } | undefined }>;
+/**
+ * What every agent's answer has in common, read and serialised once per change and shared by all
+ * waiting polls: a change wakes a thousand agents, not a thousand queries and serialisations.
+ */
+interface Snapshot {
+  readonly stamp: ChangeStamp;
+  readonly bundlesVersion: string;
+  /** `"bundle":{...},"federatedBundles":{...}`, sent only to agents that do not have this version. */
+  readonly bundlesJson: string;
+  readonly quarantineVersion: string;
+  readonly quarantineJson: string;
+  readonly policyRevision: number;
+  readonly policyJson: string;
 }
-let shared: SharedState | undefined;
+
+/** Per server: the shared snapshot, the store watcher, and the acknowledgements waiting to be written. */
+interface SyncState {
+  snapshot: { at: number; generation: number; value: Promise<Snapshot> } | undefined;
+  watcher: NodeJS.Timeout | undefined;
+  lastStamp: ChangeStamp | undefined;
+  /** Last acknowledgement written per agent. */
+  readonly acks: Map<string, { revision: number; at: number }>;
+  readonly pendingAcks: Map<string, PolicyAck>;
+  flushing: Promise<void> | undefined;
+}
+const states = new WeakMap<ApiContext, SyncState>();
+function syncState(ctx: ApiContext): SyncState {
+  let s = states.get(ctx);
+  if (!s) states.set(ctx, (s = { snapshot: undefined, watcher: undefined, lastStamp: undefined, acks: new Map(), pendingAcks: new Map(), flushing: undefined }));
+  return s;
+}
+
+/** Re-read at least every second even without a wake-up, for changes made through other replicas. */
+function snapshot(ctx: ApiContext): Promise<Snapshot> {
+  const st = syncState(ctx);
+  const now = Date.now();
+  if (!st.snapshot || st.snapshot.generation !== generation || now - st.snapshot.at > 1000) {
+    const value = (async (): Promise<Snapshot> => {
+      const stamp = await ctx.store.changeStamp(ctx.clock());
+      const fed = await ctx.store.listFederatedBundles();
+      const bundle = ctx.ca.bundle();
+      const q = await ctx.store.listQuarantine(ctx.clock());
+      const policy = await ctx.store.getPolicyRevision();
+      const quarantineVersion = q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join(',');
+      const federated = Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as unknown]));
+      return {
+        stamp,
+        bundlesVersion: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
+        bundlesJson: `"bundle":${JSON.stringify(formatBundleJson(bundle))},"federatedBundles":${JSON.stringify(federated)}`,
+        quarantineVersion,
+        quarantineJson: JSON.stringify({ version: quarantineVersion, ids: q.map((x) => x.spiffeId), breakGlass: ctx.breakGlass }),
+        policyRevision: policy?.revision ?? 0,
+        policyJson: JSON.stringify({ revision: policy?.revision ?? 0, policies: policy?.policies ?? {} }),
+      };
+    })();
+    st.snapshot = { at: now, generation, value };
+    value.catch(() => (st.snapshot = undefined));
+  }
+  return st.snapshot.value;
+}
 
 /**
- * What every agent's answer has in common (bundles, quarantine, policy), read once per change and
- * shared by all waiting polls: a change wakes a thousand agents, not five thousand queries. Reread
- * at least every second, for changes made through other replicas.
+ * While agents wait, one query a second notices changes made through other replicas (or that
+ * happen by themselves, like a quarantine expiring) and wakes the polls: one query per server,
+ * not one per waiting agent. Stops when nobody waits.
  */
-function sharedState(ctx: ApiContext): SharedState['value'] {
-  const now = Date.now();
-  if (!shared || shared.generation !== generation || now - shared.at > 1000) {
-    const value = (async () => ({
-      bundles: await bundlesState(ctx),
-      quarantine: await ctx.store.listQuarantine(ctx.clock()),
-      policy: await ctx.store.getPolicyRevision(),
-    }))();
-    shared = { at: now, generation, value };
-    value.catch(() => (shared = undefined));
-  }
-  return shared.value;
+function watch(ctx: ApiContext): void {
+  const st = syncState(ctx);
+  if (st.watcher) return;
+  st.watcher = setInterval(() => {
+    if (changes.listenerCount('change') === 0) {
+      clearInterval(st.watcher);
+      st.watcher = undefined;
+      st.lastStamp = undefined;
+      return;
+    }
+    ctx.store.changeStamp(ctx.clock()).then((s) => {
+      const last = st.lastStamp;
+      st.lastStamp = s;
+      if (last && last.all !== s.all) notifyChange(last.agents !== s.agents ? 'agents' : undefined);
+    }, () => undefined);
+  }, POLL_MS);
+  st.watcher.unref();
+}
+
+/**
+ * Acknowledgements are written in batches (one transaction every ACK_FLUSH_MS): a change makes
+ * every agent acknowledge at once, and a thousand single-row commits would queue behind each other.
+ */
+function queueAck(ctx: ApiContext, agent: string, revision: number): void {
+  const st = syncState(ctx);
+  const now = ctx.clock();
+  const last = st.acks.get(agent);
+  // Written when it changes, or every 30 s as a heartbeat (the status shows when it was last seen).
+  if (last && last.revision === revision && now - last.at <= 30_000) return;
+  st.acks.set(agent, { revision, at: now });
+  const first = st.pendingAcks.size === 0;
+  st.pendingAcks.set(agent, { spiffeId: agent, policyRevision: revision, ackedAt: now });
+  if (first) setTimeout(() => void flushAcks(ctx), ACK_FLUSH_MS).unref();
+}
+
+/** Writes the queued acknowledgements; the policy status awaits it so that it shows them. */
+export async function flushAcks(ctx: ApiContext): Promise<void> {
+  const st = syncState(ctx);
+  await st.flushing;
+  if (st.pendingAcks.size === 0) return;
+  const batch = [...st.pendingAcks.values()];
+  st.pendingAcks.clear();
+  st.flushing = ctx.store.ackPolicies(batch).catch(() => {
+    // Store away: forget them so that the agents' next polls queue them again.
+    for (const a of batch) st.acks.delete(a.spiffeId);
+  });
+  await st.flushing;
+  st.flushing = undefined;
 }
 
 const MAX_WAIT_S = 30;
-const acks = new Map<string, { revision: number; at: number }>();
 const POLL_MS = 1000;
+const ACK_FLUSH_MS = 50;
 
 function agentJson(a: Agent): Record<string, unknown> {
   return {
     spiffeId: a.spiffeId, nodeName: a.nodeName, attestationType: a.attestationType, selectors: a.selectors, serial: a.serial,
     expiresAt: new Date(a.expiresAt).toISOString(), banned: a.banned, createdAt: new Date(a.createdAt).toISOString(), updatedAt: new Date(a.updatedAt).toISOString(),
-  };
-}
-
-async function bundlesState(ctx: ApiContext): Promise<{ version: string; bundle: TrustBundle; bundleJson: unknown; federated: Record<string, unknown> }> {
-  const fed = await ctx.store.listFederatedBundles();
-  const bundle = ctx.ca.bundle();
-  return {
-    version: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
-    bundle,
-    bundleJson: formatBundleJson(bundle),
-    federated: Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as unknown])),
   };
 }
 
@@ -80,46 +162,44 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const knownPolicy = Number(req.query.get('policy') ?? '-1');
     const wantsQuarantine = req.query.has('quarantine');
     const knownQuarantine = req.query.get('quarantine') ?? '';
-    // The agent reports the policy revision it enforces with every sync; written when it changes
-    // (or every 30 s as a heartbeat), not on every poll: a change wakes every agent at once.
-    if (Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) {
-      const last = acks.get(req.agent!);
-      const now = ctx.clock();
-      if (!last || last.revision !== knownPolicy || now - last.at > 30_000) {
-        await ctx.store.ackPolicy(req.agent!, knownPolicy, now);
-        acks.set(req.agent!, { revision: knownPolicy, at: now });
-      }
-    }
     if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
     if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
+    // The agent reports the policy revision it enforces with every sync.
+    if (wantsPolicy && Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) queueAck(ctx, req.agent!, knownPolicy);
     const deadline = Date.now() + wait * 1000;
+    // Authentication has just read the agent's record; it is read again only after an eviction or ban.
+    let seenAgents = agentsGeneration;
     for (;;) {
-      // Re-checked on every wake-up: an agent evicted or banned mid-poll learns it at once.
-      const me = await ctx.store.getAgent(req.agent!);
-      if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
-      if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
-      const r = await ctx.store.syncEntries(req.agent!, since);
-      const { bundles: b, quarantine: q, policy } = await sharedState(ctx);
-      const qVersion = q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join(',');
-      const policyChanged = wantsPolicy && (policy?.revision ?? 0) !== knownPolicy;
-      const changed = since === 0 || r.entries.length > 0 || r.removed.length > 0 || b.version !== known || (wantsQuarantine && qVersion !== knownQuarantine) || policyChanged;
-      if (changed || Date.now() >= deadline || req.raw.destroyed) {
-        return ok({
-          // Quarantine first: an agent applies it ahead of anything else in the answer.
-          quarantine: { version: qVersion, ids: q.map((x) => x.spiffeId), breakGlass: ctx.breakGlass },
-          revision: r.revision, full: since === 0, entries: r.entries.map(entryJson), removed: r.removed,
-          bundlesVersion: b.version, bundle: b.bundleJson, federatedBundles: b.federated,
-          ...(policyChanged ? { policy: { revision: policy?.revision ?? 0, policies: policy?.policies ?? {} } } : {}),
-        });
+      if (seenAgents !== agentsGeneration) {
+        seenAgents = agentsGeneration;
+        const me = await ctx.store.getAgent(req.agent!);
+        if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
+        if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
       }
+      const snap = await snapshot(ctx);
+      // An agent already at the store's entries revision cannot have missed an entry change.
+      const r = since !== 0 && since === snap.stamp.entryRevision ? { entries: [], removed: [], revision: since } : await ctx.store.syncEntries(req.agent!, since);
+      const policyChanged = wantsPolicy && snap.policyRevision !== knownPolicy;
+      const bundlesChanged = snap.bundlesVersion !== known;
+      const changed = r.entries.length > 0 || r.removed.length > 0 || bundlesChanged || (wantsQuarantine && snap.quarantineVersion !== knownQuarantine) || policyChanged;
+      if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
+        // Quarantine first: an agent applies it ahead of anything else in the answer.
+        const body = `{"quarantine":${snap.quarantineJson},"revision":${r.revision},"full":${since === 0},"entries":${JSON.stringify(r.entries.map(entryJson))},`
+          + `"removed":${JSON.stringify(r.removed)},"bundlesVersion":${JSON.stringify(snap.bundlesVersion)}${bundlesChanged ? `,${snap.bundlesJson}` : ''}`
+          + `${policyChanged ? `,"policy":${snap.policyJson}` : ''}}\n`;
+        return { status: 200, body, contentType: 'application/json' };
+      }
+      watch(ctx);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
+        const t = setTimeout(done, Math.max(0, deadline - Date.now()));
         function done(): void {
           clearTimeout(t);
           changes.off('change', done);
+          req.raw.socket.off('close', done);
           resolve();
         }
         changes.once('change', done);
+        req.raw.socket.once('close', done);
       });
     }
   });
@@ -203,14 +283,14 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const a = await agentParam(req);
     if (a.banned) throw new WritError('ERR_CONFLICT', `agent ${a.spiffeId} is banned; evicting would lift the ban`);
     await ctx.store.deleteAgent(a.spiffeId);
-    notifyChange(); // wakes its long poll so it learns now, not at the next timeout
+    notifyChange('agents'); // wakes its long poll so it learns now, not at the next timeout
     return ok({ ...agentJson(a), evicted: true });
   });
   add('POST', '/v1/agents/{id}/ban', 'admin', 'Ban an agent: its SVID stops working and it cannot attest again under this name.', async (req) => {
     const a = await agentParam(req);
     const banned = { ...a, banned: true, updatedAt: ctx.clock() };
     await ctx.store.upsertAgent(banned);
-    notifyChange();
+    notifyChange('agents');
     return ok(agentJson(banned));
   });
 }

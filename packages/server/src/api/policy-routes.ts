@@ -1,6 +1,6 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
-import { notifyChange } from './agent-routes.ts';
+import { flushAcks, notifyChange } from './agent-routes.ts';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
 import type { PolicyRevision } from '../store/types.ts';
@@ -196,6 +196,7 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
   });
 
   add('GET', '/v1/policy/status', 'viewer', 'Which policy revision each agent enforces, and how far behind it is.', async () => {
+    await flushAcks(ctx);
     const current = (await ctx.store.getPolicyRevision())?.revision ?? 0;
     const now = ctx.clock();
     return ok({

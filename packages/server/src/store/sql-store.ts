@@ -5,7 +5,7 @@ import { MIGRATIONS } from './schema.ts';
 import {
   DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
   type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
+  type ChangeStamp, type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
 } from './types.ts';
 
 const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
@@ -389,8 +389,27 @@ export class SqlStore implements Store {
     }));
   }
 
-  async ackPolicy(spiffeId: string, revision: number, at: number): Promise<void> {
-    await this.#db.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [revision, at, spiffeId]);
+  async ackPolicies(acks: readonly PolicyAck[]): Promise<void> {
+    if (acks.length === 0) return;
+    await this.#db.transaction(async (tx) => {
+      for (const a of acks) await tx.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [a.policyRevision, a.ackedAt, a.spiffeId]);
+    });
+  }
+
+  async changeStamp(now: number): Promise<ChangeStamp> {
+    const r = (await this.#db.query(
+      `SELECT (SELECT value FROM counters WHERE name = 'entry_revision') AS e,
+         (SELECT COALESCE(MAX(revision), 0) FROM policy_revisions) AS p,
+         (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NULL OR expires_at > ?) AS qn,
+         (SELECT COALESCE(MAX(created_at), 0) FROM quarantine) AS qt,
+         (SELECT COUNT(*) FROM federated_bundles) AS fn,
+         (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
+         (SELECT COUNT(*) FROM agents) AS an,
+         (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab`,
+      [now],
+    ))[0]!;
+    const agents = `${num(r['an'])}/${num(r['ab'])}`;
+    return { entryRevision: num(r['e']), agents, all: `${num(r['e'])}|${num(r['p'])}|${num(r['qn'])}@${num(r['qt'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}` };
   }
 
   async listPolicyAcks(): Promise<PolicyAck[]> {

@@ -151,8 +151,36 @@ for (const factory of STORE_FACTORIES) {
       assert.equal(await t.store.removeQuarantine('spiffe://e/q1'), false);
       const agent = { spiffeId: 'spiffe://e/writ/agent/ack', nodeName: 'ack', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 };
       await t.store.upsertAgent(agent);
-      await t.store.ackPolicy(agent.spiffeId, 4, 1000);
+      await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 }]);
       assert.deepEqual((await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 });
+    });
+
+    it('the change stamp moves with every change an agent must hear of, and only then', async () => {
+      const now = 10_000;
+      const s0 = await t.store.changeStamp(now);
+      assert.deepEqual(await t.store.changeStamp(now), s0, 'stable while nothing changes');
+      const steps: Array<[string, () => Promise<unknown>]> = [
+        ['quarantine add', () => t.store.putQuarantine({ spiffeId: 'spiffe://e/st', reason: 'r', createdBy: 'a', createdAt: 5, expiresAt: now + 50 })],
+        ['policy revision', async () => t.store.appendPolicyRevision({ createdAt: 1, createdBy: 'a', comment: '', policies: {} }, (await t.store.getPolicyRevision())?.revision ?? 0)],
+        ['agent added', () => t.store.upsertAgent({ spiffeId: 'spiffe://e/writ/agent/st', nodeName: 'st', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 })],
+        ['agent banned', () => t.store.upsertAgent({ spiffeId: 'spiffe://e/writ/agent/st', nodeName: 'st', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: true, createdAt: 1, updatedAt: 2 })],
+        ['agent evicted', () => t.store.deleteAgent('spiffe://e/writ/agent/st')],
+        ['quarantine remove', () => t.store.removeQuarantine('spiffe://e/st')],
+      ];
+      let prev = s0;
+      for (const [what, act] of steps) {
+        await act();
+        const s = await t.store.changeStamp(now);
+        assert.notEqual(s.all, prev.all, what);
+        prev = s;
+      }
+      await t.store.putQuarantine({ spiffeId: 'spiffe://e/st2', reason: 'r', createdBy: 'a', createdAt: 6, expiresAt: now + 50 });
+      const before = await t.store.changeStamp(now);
+      assert.notEqual((await t.store.changeStamp(now + 60)).all, before.all, 'a quarantine that expires changes the stamp');
+      await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/stamp' }], 1);
+      const after = await t.store.changeStamp(now);
+      assert.ok(after.entryRevision > s0.entryRevision, 'an entry change moves the entries revision');
+      assert.notEqual(after.all, before.all);
     });
 
     it('decisions are stored once, queried newest first with filters, and pruned', async () => {

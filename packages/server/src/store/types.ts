@@ -113,6 +113,14 @@ export interface QuarantineEntry {
   readonly expiresAt: number | null;
 }
 
+export interface ChangeStamp {
+  readonly entryRevision: number;
+  /** Changes when the agents table loses a row or an agent is banned. */
+  readonly agents: string;
+  /** Changes when anything in the stamp changes. */
+  readonly all: string;
+}
+
 export interface PolicyAck {
   readonly spiffeId: string;
   readonly policyRevision: number;
@@ -195,9 +203,15 @@ export interface Store {
   removeQuarantine(spiffeId: string): Promise<boolean>;
   /** Identities quarantined at `now` (expired ones left out). */
   listQuarantine(now: number): Promise<QuarantineEntry[]>;
-  /** Records the policy revision an agent reports it enforces. */
-  ackPolicy(spiffeId: string, revision: number, at: number): Promise<void>;
+  /** Records the policy revisions agents report they enforce, all in one transaction. */
+  ackPolicies(acks: readonly PolicyAck[]): Promise<void>;
   listPolicyAcks(): Promise<PolicyAck[]>;
+  /**
+   * A cheap fingerprint of everything an agent's sync answer depends on (entries revision, policy
+   * revision, live quarantine, federated bundles, agents evicted or banned): one query, so that a
+   * server can notice other replicas' changes by polling this instead of every agent's state.
+   */
+  changeStamp(now: number): Promise<ChangeStamp>;
 
   /** Stores decisions (a duplicate id is ignored, so a retried batch is harmless). */
   addDecisions(records: readonly DecisionRecord[]): Promise<void>;
