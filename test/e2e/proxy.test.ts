@@ -144,8 +144,9 @@ describe('writ proxy', () => {
   });
 
   it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
-    const r = await run('curl', ['-sS', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
-    assert.notEqual(r.code, 0);
+    const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
+    assert.equal(status(r), '502');
+    assert.equal(body(r)['code'], 'ERR_UPSTREAM');
     await waitFor('the refusal in the log', async () => (logs.some((l) => l.includes('outbound connection refused')) ? true : undefined), 5000);
   });
 

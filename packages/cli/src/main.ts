@@ -412,15 +412,16 @@ export function buildProgram(): Command {
     .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM (repeatable)', collect)
     .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
     .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
+    .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections; tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; logLevel: string }) => {
+    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; outboundMode: 'http' | 'tcp'; logLevel: string }) => {
       const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
       const pino = (await import('pino')).default;
       const log = pino({ level: f.logLevel, base: { svc: 'writ-proxy' }, timestamp: pino.stdTimeFunctions.isoTime });
       const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
       if (!endpoint) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
       if (!f.inbound?.length && !f.outbound?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --inbound or --outbound');
-      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound: (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode)), outbound: (f.outbound ?? []).map(parseOutbound), log });
+      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound: (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode)), outbound: (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode)), log });
       const ports = await proxy.start();
       log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
       const stop = (): void => void proxy.close().then(() => process.exit(0));

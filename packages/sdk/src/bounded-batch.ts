@@ -12,9 +12,14 @@ export class BoundedBatch<T> {
     this.#max = max;
   }
 
-  push(item: T): void {
-    if (this.#items.length >= this.#max) this.#dropped++;
+  /** Adds an item, or counts a drop when full (`undefined`: a drop the caller saw coming). */
+  push(item: T | undefined): void {
+    if (item === undefined || this.#items.length >= this.#max) this.#dropped++;
     else this.#items.push(item);
+  }
+
+  get full(): boolean {
+    return this.#items.length >= this.#max;
   }
 
   /** Counts drops that happened elsewhere (a reporter's own), to be sent with the next batch. */

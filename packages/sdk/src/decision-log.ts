@@ -24,18 +24,25 @@ export interface ReportedDecision {
 
 export class DecisionReporter {
   readonly #grpc: GrpcClient;
-  readonly #buffer: BoundedBatch<ReportedDecision>;
+  /** Decisions already encoded (at record time: the cost is spread over requests, not paid in one go). */
+  readonly #buffer: BoundedBatch<Buffer>;
   readonly #timer: NodeJS.Timeout;
 
   constructor(endpoint: string, opts: { maxBuffered?: number; flushMs?: number } = {}) {
     this.#grpc = new GrpcClient(endpoint);
-    this.#buffer = new BoundedBatch(opts.maxBuffered ?? 10_000);
-    this.#timer = setInterval(() => void this.flush(), opts.flushMs ?? 1000);
+    this.#buffer = new BoundedBatch(opts.maxBuffered ?? 20_000);
+    // Small, frequent batches: no pause in the caller's event loop, and 10,000 decisions a second get through.
+    this.#timer = setInterval(() => void this.flush(), opts.flushMs ?? 200);
     this.#timer.unref();
   }
 
   record(d: ReportedDecision): void {
-    this.#buffer.push(d);
+    if (this.#buffer.full) return this.#buffer.push(undefined);
+    const m = new Writer(256).string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
+    if (d.at > 0) m.enumValue(2, d.at);
+    if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
+    if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
+    this.#buffer.push(m.finish());
   }
 
   get stats(): { buffered: number; dropped: number } {
@@ -44,14 +51,8 @@ export class DecisionReporter {
 
   flush(): Promise<void> {
     return this.#buffer.flush(2000, (batch, dropped) => {
-      const w = new Writer();
-      for (const d of batch) {
-        const m = new Writer().string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
-        if (d.at > 0) m.enumValue(2, d.at);
-        if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
-        if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
-        w.message(1, m.finish());
-      }
+      const w = new Writer(batch.length * 200 + 16);
+      for (const m of batch) w.message(1, m);
       if (dropped > 0) w.enumValue(2, dropped);
       return this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
     });

@@ -15,36 +15,52 @@ export class ProtoError extends Error {
 
 // ------------------------------------------------------------------ writer
 
+/** Encodes into one growing buffer: no allocation per field (decision logs encode thousands a second). */
 export class Writer {
-  readonly #parts: Buffer[] = [];
+  #buf: Buffer;
+  #pos = 0;
 
+  constructor(sizeHint = 256) {
+    this.#buf = Buffer.allocUnsafe(sizeHint);
+  }
+
+  #room(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#pos + n));
+    this.#buf.copy(next, 0, 0, this.#pos);
+    this.#buf = next;
+  }
   #varint(n: number): void {
-    const bytes: number[] = [];
+    this.#room(10);
     while (n > 0x7f) {
-      bytes.push((n & 0x7f) | 0x80);
+      this.#buf[this.#pos++] = (n & 0x7f) | 0x80;
       n = Math.floor(n / 128);
     }
-    bytes.push(n);
-    this.#parts.push(Buffer.from(bytes));
+    this.#buf[this.#pos++] = n;
   }
   #tag(field: number, wire: number): void {
     this.#varint(field * 8 + wire);
   }
   bytes(field: number, v: Buffer | Uint8Array | undefined): this {
     if (!v || v.length === 0) return this; // proto3: defaults are not written
-    this.#tag(field, WIRE_LEN);
-    this.#varint(v.length);
-    this.#parts.push(Buffer.from(v.buffer, v.byteOffset, v.length));
-    return this;
+    return this.message(field, v);
   }
   string(field: number, v: string | undefined): this {
-    return v ? this.bytes(field, Buffer.from(v, 'utf8')) : this;
+    if (!v) return this;
+    const n = Buffer.byteLength(v, 'utf8');
+    this.#tag(field, WIRE_LEN);
+    this.#varint(n);
+    this.#room(n);
+    this.#pos += this.#buf.write(v, this.#pos, n, 'utf8');
+    return this;
   }
   /** A length-delimited field that is always written (sub-messages, repeated/map entries). */
-  message(field: number, v: Buffer): this {
+  message(field: number, v: Buffer | Uint8Array): this {
     this.#tag(field, WIRE_LEN);
     this.#varint(v.length);
-    this.#parts.push(v);
+    this.#room(v.length);
+    this.#buf.set(v, this.#pos);
+    this.#pos += v.length;
     return this;
   }
   bool(field: number, v: boolean): this {
@@ -60,13 +76,14 @@ export class Writer {
   }
   double(field: number, v: number): this {
     this.#tag(field, WIRE_I64);
-    const b = Buffer.alloc(8);
-    b.writeDoubleLE(v);
-    this.#parts.push(b);
+    this.#room(8);
+    this.#buf.writeDoubleLE(v, this.#pos);
+    this.#pos += 8;
     return this;
   }
+  /** The encoded bytes (a view: a writer is not used after finish). */
   finish(): Buffer {
-    return Buffer.concat(this.#parts);
+    return this.#buf.subarray(0, this.#pos);
   }
 }
 

@@ -1,0 +1,229 @@
+/**
+ * The HTTP/1.1 relay against real sockets: a raw client on one side, a Node HTTP server (or a raw
+ * one, for shapes Node would not send) on the other.
+ */
+import assert from 'node:assert/strict';
+import { createServer as httpServer, type Server as HttpServer } from 'node:http';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ChunkedScanner, HttpError, UpstreamPool, headEnd, parseRequestHead, relayHttp1 } from './http1.ts';
+
+const head = (s: string) => {
+  const b = Buffer.from(s, 'latin1');
+  return parseRequestHead(b, headEnd(b));
+};
+const status = (s: string): number => {
+  try {
+    head(s);
+    return 0;
+  } catch (err) {
+    return (err as HttpError).status;
+  }
+};
+
+describe('request head parser', () => {
+  it('reads method, path, framing and keep-alive', () => {
+    const r = head('POST /v1/x?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\n');
+    assert.equal(r.method, 'POST');
+    assert.equal(r.path, '/v1/x');
+    assert.deepEqual(r.body, { kind: 'length', n: 5 });
+    assert.equal(r.keepAlive, true);
+    assert.deepEqual(r.fields.all('x-a'), ['1', '2']);
+    assert.deepEqual(head('GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n').body, { kind: 'chunked' });
+    assert.equal(head('GET / HTTP/1.0\r\n\r\n').keepAlive, false);
+    assert.equal(head('GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n').keepAlive, true);
+    assert.equal(head('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n').keepAlive, false);
+    assert.equal(head('GET http://a/b/c?d HTTP/1.1\r\nHost: a\r\n\r\n').path, '/b/c');
+  });
+
+  it('refuses every framing two parsers could read differently, and other malformed heads', () => {
+    const cases: Array<[string, number]> = [
+      ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n', 400],
+      ['POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n', 400],
+      ['POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  folded\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost : a\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400],
+      ['GET /a b HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+      ['GET a HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+      ['G(T / HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+      ['GET http://[::1 HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+      ['GET / HTTP/2.0\r\nHost: a\r\n\r\n', 505],
+      ['CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n', 405],
+      [`GET / HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(101)}\r\n`, 431],
+    ];
+    for (const [text, want] of cases) assert.equal(status(text), want, JSON.stringify(text));
+  });
+
+  it('never throws anything but an HttpError on arbitrary bytes (property)', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+      const b = Buffer.concat([Buffer.from(bytes), Buffer.from('\r\n\r\n')]);
+      try {
+        parseRequestHead(b, headEnd(b));
+      } catch (err) {
+        assert.ok(err instanceof HttpError, String(err));
+        assert.ok([400, 405, 431, 505].includes(err.status));
+      }
+    }), { numRuns: 2000 });
+  });
+});
+
+describe('chunked framing', () => {
+  it('finds the end of a chunked body however the bytes are split', () => {
+    const body = Buffer.from('5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT');
+    const end = body.length - 4;
+    for (let cut = 1; cut < end; cut++) {
+      const s = new ChunkedScanner();
+      const a = s.feed(body.subarray(0, cut));
+      assert.equal(a, cut);
+      assert.equal(s.done, false);
+      const b = s.feed(body.subarray(cut));
+      assert.equal(a + b, end, `cut at ${cut}`);
+      assert.equal(s.done, true);
+    }
+  });
+  it('refuses malformed sizes and data longer than its size', () => {
+    for (const bad of ['zz\r\n', '5\r\nhelloX\r\n', '5\nhello', `${'f'.repeat(16)}\r\n`]) assert.throws(() => new ChunkedScanner().feed(Buffer.from(bad)), HttpError, bad);
+  });
+});
+
+/** A raw client: writes `text`, collects everything until the server closes or `until` matches. */
+function exchange(port: number, text: string | string[], until?: RegExp): Promise<string> {
+  return new Promise((resolve) => {
+    const s: Socket = connect(port, '127.0.0.1');
+    let out = '';
+    const done = (): void => (s.destroy(), resolve(out));
+    s.on('data', (d) => {
+      out += d.toString('latin1');
+      if (until?.test(out)) done();
+    });
+    s.on('close', done);
+    s.on('error', done);
+    const parts = Array.isArray(text) ? text : [text];
+    let i = 0;
+    const next = (): void => {
+      if (i < parts.length) s.write(parts[i++]!, () => setTimeout(next, 20));
+    };
+    s.on('connect', next);
+    setTimeout(done, 3000);
+  });
+}
+
+describe('relay', () => {
+  let app: HttpServer;
+  let relay: Server;
+  let port = 0;
+  let appConnections = 0;
+  const listen = (srv: Server | HttpServer): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as AddressInfo).port)));
+
+  before(async () => {
+    app = httpServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (req.url === '/chunked') {
+          res.write('ab');
+          res.end('cd');
+          return;
+        }
+        if (req.url === '/nobody') return void res.writeHead(204).end();
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
+      });
+    });
+    app.on('connection', () => appConnections++);
+    app.on('upgrade', (_req, socket) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      socket.pipe(socket);
+    });
+    const appPort = await listen(app);
+    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
+      const s = connect(appPort, '127.0.0.1');
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    }));
+    relay = createServer((c) => relayHttp1(c, {
+      pool,
+      addFields: [['x-writ-peer-id', 'spiffe://t/caller']],
+      dropFields: ['x-writ-peer-id'],
+      authorize: (r) => (r.path.startsWith('/denied') ? { status: 403, body: { code: 'DENY_RULE', decisionId: 'd1' } } : undefined),
+    }));
+    port = await listen(relay);
+  });
+  after(() => {
+    relay.close();
+    app.close();
+    app.closeAllConnections();
+  });
+
+  it('forwards requests with the peer field (a client-sent one dropped) and keeps upstream connections for reuse', async () => {
+    const before = appConnections;
+    for (let i = 0; i < 3; i++) {
+      const r = await exchange(port, `GET /a/${i} HTTP/1.1\r\nHost: x\r\nx-writ-peer-id: spiffe://t/liar\r\nConnection: keep-alive\r\n\r\n`, /\}$/);
+      const body = JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4));
+      assert.deepEqual(body, { method: 'GET', url: `/a/${i}`, body: '', peer: 'spiffe://t/caller', conn: null });
+    }
+    assert.equal(appConnections - before, 1, 'three client connections, one upstream connection');
+  });
+
+  it('pipelined requests are answered in order, a denied one in its place with 403 JSON', async () => {
+    const r = await exchange(port, 'GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /denied HTTP/1.1\r\nHost: x\r\n\r\nPOST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc', /"url":"\/three"[^}]*\}$/);
+    const order = [...r.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    assert.deepEqual(order, ['200', '403', '200']);
+    assert.match(r, /\{"code":"DENY_RULE","decisionId":"d1"\}/);
+    assert.match(r, /"body":"abc"/);
+  });
+
+  it('chunked uploads split across writes, chunked and bodiless responses', async () => {
+    const up = await exchange(port, ['POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo', '\r\n4\r\nbar!\r\n0\r\n\r\n'], /\}$/);
+    assert.match(up, /"body":"foobar!"/);
+    const ch = await exchange(port, 'GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n', /0\r\n\r\n$/);
+    assert.match(ch, /transfer-encoding: chunked/i);
+    assert.match(ch, /2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n$/);
+    const nb = await exchange(port, 'GET /nobody HTTP/1.1\r\nHost: x\r\n\r\nHEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n', /"url":"\/after"[^}]*\}$/);
+    assert.deepEqual([...nb.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['204', '200', '200']);
+  });
+
+  it('Expect: 100-continue passes the interim response; Upgrade switches to a tunnel', async () => {
+    const c = await exchange(port, ['POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n', 'hi'], /\}$/);
+    assert.match(c, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200/);
+    assert.match(c, /"body":"hi"/);
+    const u = await exchange(port, ['GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n', 'ping-through-tunnel'], /ping-through-tunnel/);
+    assert.match(u, /^HTTP\/1\.1 101/);
+    assert.match(u, /ping-through-tunnel$/);
+  });
+
+  it('malformed and smuggling-shaped requests get 400 and a closed connection; the relay keeps serving', async () => {
+    const r = await exchange(port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(r, /^HTTP\/1\.1 400 /);
+    assert.doesNotMatch(r, /smuggled/);
+    assert.match(r, /connection: close/);
+    const big = await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(big, /^HTTP\/1\.1 431 /);
+    assert.match(await exchange(port, 'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/), /^HTTP\/1\.1 200/);
+  });
+
+  it('an unreachable upstream is a 502 with a code', async () => {
+    const dead = createServer();
+    const deadPort = await listen(dead);
+    await new Promise((r) => dead.close(r));
+    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
+      const s = connect(deadPort, '127.0.0.1');
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    }));
+    const r2 = createServer((c) => relayHttp1(c, { pool }));
+    const p2 = await listen(r2);
+    const r = await exchange(p2, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    r2.close();
+    assert.match(r, /^HTTP\/1\.1 502 /);
+    assert.match(r, /"code":"ERR_UPSTREAM"/);
+  });
+});
