@@ -282,7 +282,9 @@ export class Agent extends EventEmitter {
     this.emit('update');
     void this.#syncLoop();
     this.#timers.push(setInterval(() => void this.#rotate().catch((err) => this.#o.log.warn({ err: (err as Error).message }, 'rotation failed; will retry')), 1000));
-    this.#timers.push(setInterval(() => void this.#flushDecisions(), 1000));
+    // Small, frequent batches: the server stores each in a few milliseconds instead of one
+    // burst a second that preempts the workloads and proxies sharing its cores.
+    this.#timers.push(setInterval(() => void this.#flushDecisions(), 250));
     await this.#rotate().catch(() => undefined);
   }
 
@@ -489,7 +491,7 @@ export class Agent extends EventEmitter {
   }
 
   #flushDecisions(): Promise<void> {
-    return this.#decisions.flush(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }));
+    return this.#decisions.flush(2500, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }));
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {
