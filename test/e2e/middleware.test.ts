@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import Fastify from 'fastify';
 import { DecisionReporter, JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
-import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const ME = 'spiffe://e2e.test/ns/orders/sa/api';
 const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
@@ -109,6 +109,21 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
       const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', LEGACY, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
       return r.some((d) => d['reason'] === 'DENY_RULE' && d['to'] === ME) ? true : undefined;
     }, 10_000);
+  });
+
+  it('thousands of decisions in one flush all arrive (batches stay under the agent\'s 64 KiB message limit)', async () => {
+    const metric = async (): Promise<number> => {
+      const m = (await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/metrics`])).stdout;
+      return Number(/writ_authz_decisions_total\{decision="allow",reason="ALLOW_RULE"\} (\d+)/.exec(m)?.[1] ?? 0);
+    };
+    const before = await metric();
+    const bulk = new DecisionReporter(`unix://${agent.socket}`, { flushMs: 60_000 });
+    for (let i = 0; i < 3000; i++) {
+      bulk.record({ id: `bulk-${i}-${process.pid}`, at: Date.now(), from: WEB, to: ME, action: `GET /v1/orders/${i}`, decision: 'allow', reason: 'ALLOW_RULE', rule: 'orders-api#0', policyRevision: 1, latencyNs: 1000 });
+    }
+    await bulk.close();
+    assert.deepEqual(bulk.stats, { buffered: 0, dropped: 0 });
+    await waitFor('all 3,000 at the server', async () => ((await metric()) - before >= 3000 ? true : undefined), 10_000);
   });
 
   it('an SDK mTLS server closes a live connection when the peer is quarantined', async () => {

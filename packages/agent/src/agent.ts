@@ -490,8 +490,11 @@ export class Agent extends EventEmitter {
     this.#decisions.countDropped(n);
   }
 
-  #flushDecisions(): Promise<void> {
-    return this.#decisions.flush(2500, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }));
+  async #flushDecisions(): Promise<void> {
+    // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
+    await this.#decisions.flush(2500, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }), {
+      permanent: (err) => isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID'),
+    });
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {

@@ -31,18 +31,40 @@ export class BoundedBatch<T> {
     return { buffered: this.#items.length, dropped: this.#dropped };
   }
 
-  /** Takes up to `size` items and sends them with the drop count; on failure they go back. */
-  async flush(size: number, send: (items: T[], dropped: number) => Promise<unknown>): Promise<void> {
-    if (this.#items.length === 0 && this.#dropped === 0) return;
-    const batch = this.#items.splice(0, size);
+  /**
+   * Takes up to `size` items (and, with `weigh`, no more than `maxWeight` of them, but always at
+   * least one) and sends them with the drop count. On failure they go back, unless `permanent`
+   * says the receiver will never take them: then they are counted as dropped, not retried forever.
+   * Returns how many items were sent.
+   */
+  async flush(size: number, send: (items: T[], dropped: number) => Promise<unknown>, opts: { weigh?: (item: T) => number; maxWeight?: number; permanent?: (err: unknown) => boolean } = {}): Promise<number> {
+    if (this.#items.length === 0 && this.#dropped === 0) return 0;
+    let n = Math.min(size, this.#items.length);
+    if (opts.weigh && opts.maxWeight !== undefined) {
+      let w = 0;
+      for (let i = 0; i < n; i++) {
+        w += opts.weigh(this.#items[i]!);
+        if (w > opts.maxWeight && i > 0) {
+          n = i;
+          break;
+        }
+      }
+    }
+    const batch = this.#items.splice(0, n);
     const dropped = this.#dropped;
     try {
       await send(batch, dropped);
       this.#dropped -= dropped;
-    } catch {
+      return batch.length;
+    } catch (err) {
+      if (opts.permanent?.(err)) {
+        this.#dropped += batch.length;
+        return 0;
+      }
       const room = this.#max - this.#items.length;
       this.#dropped += Math.max(0, batch.length - room);
       this.#items.unshift(...batch.slice(0, room));
+      return 0;
     }
   }
 }

@@ -4,10 +4,14 @@
  * and the count travels with the next batch. Never blocks a request.
  */
 import { BoundedBatch } from './bounded-batch.ts';
-import { GrpcClient } from './grpc.ts';
+import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
 import { Writer } from './proto.ts';
 
 const REPORT = '/writ.authz.v1.DecisionLog/Report';
+/** Under the agent's 64 KiB limit for one request message, with room for framing. */
+const MAX_MESSAGE = 60 * 1024;
+/** Answers that mean the agent will never take this batch. */
+const PERMANENT = new Set<number>([GRPC_STATUS.INVALID_ARGUMENT, GRPC_STATUS.RESOURCE_EXHAUSTED, GRPC_STATUS.PERMISSION_DENIED]);
 
 export interface ReportedDecision {
   readonly id: string;
@@ -27,6 +31,7 @@ export class DecisionReporter {
   /** Decisions already encoded (at record time: the cost is spread over requests, not paid in one go). */
   readonly #buffer: BoundedBatch<Buffer>;
   readonly #timer: NodeJS.Timeout;
+  #flushing = false;
 
   constructor(endpoint: string, opts: { maxBuffered?: number; flushMs?: number } = {}) {
     this.#grpc = new GrpcClient(endpoint);
@@ -49,13 +54,26 @@ export class DecisionReporter {
     return this.#buffer.stats;
   }
 
-  flush(): Promise<void> {
-    return this.#buffer.flush(2000, (batch, dropped) => {
-      const w = new Writer(batch.length * 200 + 16);
-      for (const m of batch) w.message(1, m);
-      if (dropped > 0) w.enumValue(2, dropped);
-      return this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
-    });
+  /**
+   * Sends what is buffered, in messages under the agent's 64 KiB request limit (a bigger one is
+   * refused, and retrying it would refuse it forever). A refused batch is counted as dropped.
+   */
+  async flush(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (let i = 0; i < 50; i++) {
+        const sent = await this.#buffer.flush(2000, (batch, dropped) => {
+          const w = new Writer(MAX_MESSAGE);
+          for (const m of batch) w.message(1, m);
+          if (dropped > 0) w.enumValue(2, dropped);
+          return this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
+        }, { weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code) });
+        if (sent === 0 || this.#buffer.stats.buffered === 0) break;
+      }
+    } finally {
+      this.#flushing = false;
+    }
   }
 
   async close(): Promise<void> {

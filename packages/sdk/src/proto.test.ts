@@ -102,4 +102,21 @@ describe('bounded batches', () => {
     assert.deepEqual(sent, [[[1, 2], 2], [[3], 0]]);
     assert.deepEqual(b.stats, { buffered: 0, dropped: 0 });
   });
+
+  it('split by weight, and a batch the receiver will never take is counted as dropped, not retried', async () => {
+    const { BoundedBatch } = await import('./bounded-batch.ts');
+    const b = new BoundedBatch<string>(100);
+    for (const s of ['aaaa', 'bb', 'cccc', 'dddddddddd']) b.push(s);
+    const sent: string[][] = [];
+    const weigh = { weigh: (s: string) => s.length, maxWeight: 6 };
+    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 2);
+    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 1);
+    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 1, 'one heavier than the limit still goes alone');
+    assert.deepEqual(sent, [['aaaa', 'bb'], ['cccc'], ['dddddddddd']]);
+    b.push('x');
+    assert.equal(await b.flush(10, async () => {
+      throw new Error('too large');
+    }, { permanent: () => true }), 0);
+    assert.deepEqual(b.stats, { buffered: 0, dropped: 1 });
+  });
 });
