@@ -95,7 +95,7 @@ describe('chunked framing', () => {
 });
 
 /** A raw client: writes `text`, collects everything until the server closes or `until` matches. */
-function exchange(port: number, text: string | string[], until?: RegExp): Promise<string> {
+function exchange(port: number, text: string | string[], until?: RegExp, gapMs = 20): Promise<string> {
   return new Promise((resolve) => {
     const s: Socket = connect(port, '127.0.0.1');
     let out = '';
@@ -109,7 +109,7 @@ function exchange(port: number, text: string | string[], until?: RegExp): Promis
     const parts = Array.isArray(text) ? text : [text];
     let i = 0;
     const next = (): void => {
-      if (i < parts.length) s.write(parts[i++]!, () => setTimeout(next, 20));
+      if (i < parts.length) s.write(parts[i++]!, () => setTimeout(next, gapMs));
     };
     s.on('connect', next);
     setTimeout(done, 3000);
@@ -207,7 +207,39 @@ describe('relay', () => {
     assert.match(r, /connection: close/);
     const big = await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`);
     assert.match(big, /^HTTP\/1\.1 431 /);
+    assert.match(big, /"code":"ERR_HEADERS_TOO_LARGE"/);
     assert.match(await exchange(port, 'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/), /^HTTP\/1\.1 200/);
+  });
+
+  it('a head trickled in too slowly gets 408; an idle keep-alive connection is closed quietly', async () => {
+    const slow = createServer((c) => relayHttp1(c, { pool: new UpstreamPool(() => Promise.reject(new Error('unused'))), headTimeoutMs: 300, keepAliveMs: 400 }));
+    const sp = await listen(slow);
+    const r = await exchange(sp, ['GET / HTTP/1.1\r\n', 'Host: x\r\n', 'X: 1\r\n', 'X-Late: 1\r\n'], undefined, 250);
+    assert.match(r, /^HTTP\/1\.1 408 /);
+    assert.match(r, /"code":"ERR_REQUEST_TIMEOUT"/);
+    const t = Date.now();
+    const idle = await exchange(sp, []);
+    assert.equal(idle, '', 'closed without a word');
+    assert.ok(Date.now() - t < 2000);
+    slow.close();
+  });
+
+  it('a client that half-closes after its request still gets the answer', async () => {
+    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool(() => new Promise((resolve, reject) => {
+      const s = connect((app.address() as AddressInfo).port, '127.0.0.1');
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    })) }));
+    const hp = await listen(half);
+    const got = await new Promise<string>((resolve) => {
+      const s = connect(hp, '127.0.0.1', () => s.end('GET /half HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('close', () => resolve(out));
+    });
+    half.close();
+    assert.match(got, /^HTTP\/1\.1 200/);
+    assert.match(got, /"url":"\/half"/);
   });
 
   it('an unreachable upstream is a 502 with a code', async () => {

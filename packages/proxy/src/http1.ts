@@ -11,6 +11,10 @@
 import type { Socket } from 'node:net';
 
 export const MAX_HEAD = 16 * 1024;
+/** Idle keep-alive connections close after this (no limit while a request is in flight). */
+const KEEPALIVE_TIMEOUT_MS = 120_000;
+/** A request head must be complete this long after its first byte. */
+const HEAD_TIMEOUT_MS = 30_000;
 const MAX_FIELDS = 100;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -311,11 +315,17 @@ export interface RelayOptions {
   readonly addFields?: ReadonlyArray<readonly [string, string]>;
   /** Client fields never forwarded (lower-case names). */
   readonly dropFields?: readonly string[];
+  /** A request head must be complete this long after its first byte (default 30 s). */
+  readonly headTimeoutMs?: number;
+  /** Idle keep-alive connections close after this (default 120 s). */
+  readonly keepAliveMs?: number;
   /** Called when the upstream cannot be reached; the client gets 502. */
   readonly onUpstreamError?: (err: Error) => void;
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 505: 'HTTP Version Not Supported' };
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 505: 'HTTP Version Not Supported' };
+
+const FAIL_CODES: Record<number, string> = { 405: 'ERR_METHOD_NOT_ALLOWED', 408: 'ERR_REQUEST_TIMEOUT', 431: 'ERR_HEADERS_TOO_LARGE', 502: 'ERR_UPSTREAM', 505: 'ERR_HTTP_VERSION' };
 
 function response(status: number, body: Record<string, unknown>, close: boolean): string {
   const text = JSON.stringify(body);
@@ -346,7 +356,11 @@ interface Exchange {
  * over a pooled upstream connection that goes back to the pool when its response is complete.
  */
 export function relayHttp1(client: Socket, o: RelayOptions): void {
+  const HEAD_MS = o.headTimeoutMs ?? HEAD_TIMEOUT_MS;
+  const KEEPALIVE_MS = o.keepAliveMs ?? KEEPALIVE_TIMEOUT_MS;
   let buf: Buffer = Buffer.alloc(0);
+  let headStarted = 0;
+  let clientEnded = false;
   let scanFrom = 0;
   let state: 'head' | 'connecting' | 'body' | 'waiting' | 'tunnel' | 'done' = 'head';
   let req: RequestHead | undefined;
@@ -358,7 +372,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     flushOut();
     state = 'done';
     if (up) up.upstream.socket.destroy();
-    if (client.writable && !resp?.sent) client.end(response(status, { code: status === 502 ? 'ERR_UPSTREAM' : 'ERR_BAD_REQUEST', message }, true));
+    if (client.writable && !resp?.sent) client.end(response(status, { code: FAIL_CODES[status] ?? 'ERR_BAD_REQUEST', message }, true));
     else client.destroy();
   };
 
@@ -415,8 +429,15 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     }
     state = 'head';
     req = undefined;
+    client.setTimeout(KEEPALIVE_MS);
+    headStarted = 0;
     client.resume();
     pump();
+    // A client that sent its last request and then half-closed gets its answer, then the close.
+    if (clientEnded && state === 'head') {
+      state = 'done';
+      client.end();
+    }
   };
 
   const exchange: Exchange = {
@@ -437,7 +458,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
             resp.buf = resp.buf.length ? Buffer.concat([resp.buf, d.subarray(i)]) : d.subarray(i);
             i = d.length;
             const end = headEnd(resp.buf);
-            if (end < 0) {
+            if (end < 0 || end > MAX_HEAD) {
               if (resp.buf.length > MAX_HEAD) throw new HttpError(502, 'the upstream sent an oversized response head');
               return;
             }
@@ -546,10 +567,15 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         const end = headEnd(buf, scanFrom);
         if (end < 0) {
           if (buf.length > MAX_HEAD) throw new HttpError(431, `request head larger than ${MAX_HEAD} bytes`);
+          if (buf.length > 0 && headStarted === 0) headStarted = Date.now();
+          // A head trickled in byte by byte holds a connection: it gets HEAD_MS in all.
+          if (headStarted && Date.now() - headStarted > HEAD_MS) throw new HttpError(408, `request head not complete after ${HEAD_MS / 1000} s`);
           scanFrom = buf.length;
           return;
         }
         scanFrom = 0;
+        headStarted = 0;
+        if (end > MAX_HEAD) throw new HttpError(431, `request head larger than ${MAX_HEAD} bytes`);
         const r = parseRequestHead(buf, end);
         buf = buf.subarray(end + 4);
         const refusal = o.authorize?.(r);
@@ -566,6 +592,8 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         }
         req = r;
         reqBody = new BodyCounter(r.body);
+        // No idle limit while a request is in flight: an upstream may take its time (long polls).
+        client.setTimeout(0);
         state = 'connecting';
         client.pause();
         connectAndSend(true);
@@ -580,11 +608,25 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     if (state === 'head' || state === 'body') pump();
     else if (state === 'waiting' && buf.length > MAX_HEAD) client.pause(); // pipelined: wait for our turn
   });
+  client.on('end', () => {
+    clientEnded = true;
+    // Nothing in flight: close now; otherwise `finish` closes after the answer.
+    if (state === 'head') {
+      state = 'done';
+      client.end();
+    }
+  });
   client.on('close', () => {
     const was = state;
     state = 'done';
     if (up && was !== 'tunnel') up.upstream.socket.destroy();
   });
   client.on('error', () => undefined);
-  client.setTimeout(120_000, () => client.destroy());
+  client.on('timeout', () => {
+    // Idle between requests (or a head that never completes): closed.
+    if (state !== 'head') return;
+    if (buf.length) fail(408, `request head not complete after ${KEEPALIVE_MS / 1000} s idle`);
+    else (state = 'done'), client.end();
+  });
+  client.setTimeout(KEEPALIVE_MS);
 }

@@ -288,7 +288,8 @@ export class WritProxy {
       // Requests go over kept-alive mTLS connections: a new client connection costs no handshake.
       const pool = new UpstreamPool(open);
       this.#pools.push(pool);
-      return netCreateServer({ noDelay: true }, (local) => {
+      // allowHalfOpen: a client that half-closes after its request still gets the answer.
+      return netCreateServer({ noDelay: true, allowHalfOpen: true }, (local) => {
         this.#track(ob.spiffeId, local);
         relayHttp1(local, { pool });
       });
