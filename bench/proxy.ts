@@ -130,6 +130,13 @@ function wrk(port: number): number {
 }
 
 export async function run(): Promise<void> {
+  for (const tool of ['wrk', 'nginx']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`the proxy benchmark needs ${tool}: apt-get install -y wrk nginx-light`);
+    }
+  }
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-proxy-'));
   const kids: ChildProcess[] = [];
   const nginxConf = join(dir, 'nginx.conf');
