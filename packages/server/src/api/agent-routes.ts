@@ -154,7 +154,7 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
 export function agentRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void): void {
   const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
 
-  add('GET', '/v1/agent/sync', 'agent', 'Entries of the calling agent changed since revision `since` (0: all), plus bundles; waits up to `wait` seconds for a change.', async (req) => {
+  add('GET', '/v1/agent/sync', 'agent', 'Entries of the calling agent changed since revision `since` (0: all), quarantine, and the bundles and policy when they differ from the `bundles` version and `policy` revision the agent reports (its acknowledgement); waits up to `wait` seconds for a change (`since=0&wait=0`: a full resync at once).', async (req) => {
     const since = Number(req.query.get('since') ?? '0');
     const wait = Math.min(Number(req.query.get('wait') ?? '0'), MAX_WAIT_S);
     const known = req.query.get('bundles') ?? '';
