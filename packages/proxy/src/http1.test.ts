@@ -94,6 +94,43 @@ describe('chunked framing', () => {
   });
 });
 
+describe('upstream pool', () => {
+  it('a burst waits for connections to come free instead of opening one per request', async () => {
+    const sink = createServer((c) => c.resume());
+    const port = await new Promise<number>((r) => sink.listen(0, '127.0.0.1', () => r((sink.address() as AddressInfo).port)));
+    let opens = 0;
+    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
+      opens++;
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => setTimeout(() => resolve(s), 30)); // a slow handshake
+      s.once('error', reject);
+    }), { maxOpening: 2 });
+    const first = await pool.acquire();
+    const burst = Array.from({ length: 6 }, () => pool.acquire());
+    await new Promise((r) => setTimeout(r, 10));
+    pool.release(first.upstream);
+    const got = await Promise.all(burst.slice(0, 3));
+    assert.equal(opens, 3, 'the first, then two opened for the burst');
+    for (const g of got) pool.release(g.upstream);
+    const rest = await Promise.all(burst.slice(3));
+    assert.equal(opens, 3, 'the rest reuse freed connections');
+    assert.ok(rest.every((r) => r.reused));
+    for (const g of rest) pool.release(g.upstream);
+    pool.close();
+    sink.close();
+  });
+
+  it('waiters learn when the upstream cannot be reached at all', async () => {
+    let calls = 0;
+    const pool = new UpstreamPool(() => {
+      calls++;
+      return Promise.reject(new Error('ECONNREFUSED'));
+    }, { maxOpening: 1 });
+    await assert.rejects(pool.acquire(), /ECONNREFUSED/);
+    assert.equal(calls, 1);
+  });
+});
+
 /** A raw client: writes `text`, collects everything until the server closes or `until` matches. */
 function exchange(port: number, text: string | string[], until?: RegExp, gapMs = 20): Promise<string> {
   return new Promise((resolve) => {

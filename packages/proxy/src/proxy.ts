@@ -286,7 +286,9 @@ export class WritProxy {
     };
     if (ob.mode === 'http') {
       // Requests go over kept-alive mTLS connections: a new client connection costs no handshake.
-      const pool = new UpstreamPool(open);
+      // Idle mTLS connections are kept a minute (a writ inbound keeps them two): re-opening one
+      // costs a handshake on both sides, which is what a latency tail is made of.
+      const pool = new UpstreamPool(open, { idleMs: 60_000 });
       this.#pools.push(pool);
       // allowHalfOpen: a client that half-closes after its request still gets the answer.
       return netCreateServer({ noDelay: true, allowHalfOpen: true }, (local) => {
