@@ -7,11 +7,9 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { percentile, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -61,50 +59,16 @@ async function waitPort(port: number): Promise<void> {
 }
 
 /**
- * Open-loop requests at a fixed rate. The connection pool is warmed at the same rate first, so
- * what is measured is steady-state request latency; connection setup (a TLS handshake per new
- * client connection through an L4 outbound proxy) is not part of it.
+ * Open-loop requests at a fixed rate from a separate load-generator process (bench/loadgen.ts),
+ * after a 3 s warm-up at the same rate (a JIT-compiled proxy's first few thousand requests are
+ * not its steady state): steady-state request latency.
  */
 async function fixedRate(port: number, rps: number, seconds: number): Promise<number[]> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  await openLoop(port, rps, 1, agent);
-  const lat = await openLoop(port, rps, seconds, agent);
-  agent.destroy();
-  return lat;
-}
-
-async function openLoop(port: number, rps: number, seconds: number, agent: Agent): Promise<number[]> {
-  const lat: number[] = [];
-  const total = rps * seconds;
-  const interval = 1000 / rps;
-  const start = performance.now();
-  await new Promise<void>((resolve) => {
-    let sent = 0;
-    let done = 0;
-    const tick = (): void => {
-      const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1);
-      while (sent < due) {
-        sent++;
-        const t = performance.now();
-        const req = request({ host: '127.0.0.1', port, path: '/v1/items/1', agent }, (res) => {
-          res.resume();
-          res.on('end', () => {
-            const ms = performance.now() - t;
-            if (process.env['BENCH_SLOW'] && ms > 10) console.log(`slow ${ms.toFixed(1)} ms at ${(t - start).toFixed(0)} ms, sockets ${Object.values(agent.sockets).flat().length}`);
-            lat.push(ms);
-            if (++done === total) resolve();
-          });
-        });
-        req.on('error', () => {
-          if (++done === total) resolve();
-        });
-        req.end();
-      }
-      if (sent < total) setTimeout(tick, Math.max(0, interval / 2));
-    };
-    tick();
-  });
-  return lat.sort((a, b) => a - b);
+  const gen = (s: number): { latencies: number[]; errors: number } => JSON.parse(execFileSync(process.execPath, ['--max-semi-space-size=32', join(ROOT, 'bench/loadgen.ts'), String(port), String(rps), String(s)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
+  gen(3);
+  const r = gen(seconds);
+  if (r.errors) console.log(`  (${r.errors} requests to port ${port} failed)`);
+  return r.latencies;
 }
 
 /**
