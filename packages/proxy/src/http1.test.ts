@@ -172,6 +172,7 @@ describe('relay', () => {
         }
         if (req.url === '/nobody') return void res.writeHead(204).end();
         res.setHeader('content-type', 'application/json');
+        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null }));
         res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
       });
     });
@@ -208,6 +209,24 @@ describe('relay', () => {
       assert.deepEqual(body, { method: 'GET', url: `/a/${i}`, body: '', peer: 'spiffe://t/caller', conn: null });
     }
     assert.equal(appConnections - before, 1, 'three client connections, one upstream connection');
+  });
+
+  it('connection-specific fields stop at the proxy, both ways (RFC 9110 7.6.1)', async () => {
+    const r = await exchange(port, 'GET /hop HTTP/1.1\r\nHost: x\r\nConnection: X-Foo\r\nX-Foo: secret\r\nTE: trailers\r\nKeep-Alive: 300\r\nX-E2E: kept\r\n\r\n', /\}$/);
+    assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept' });
+    // The app (Node) answers with Connection: keep-alive and Keep-Alive: timeout=5; neither is the client's business.
+    assert.doesNotMatch(r.slice(0, r.indexOf('\r\n\r\n')), /keep-alive/i);
+    const closing = await exchange(port, 'GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(closing, /\r\nconnection: close\r\n/);
+    assert.match(closing, /\}$/, 'answered in full, then closed');
+    // HTTP/1.0 keep-alive holds when the upstream's answer has a length; a body the upstream
+    // delimits by closing is passed on with connection: close.
+    const old = await exchange(port, 'GET /nobody HTTP/1.0\r\nConnection: keep-alive\r\n\r\n', /\r\n\r\n$/);
+    assert.match(old, /^HTTP\/1\.1 204/);
+    assert.match(old, /\r\nconnection: keep-alive\r\n/i);
+    const delimited = await exchange(port, 'GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+    assert.match(delimited, /\r\nconnection: close\r\n/);
+    assert.match(delimited, /\}$/);
   });
 
   it('pipelined requests are answered in order, a denied one in its place with 403 JSON', async () => {

@@ -55,6 +55,8 @@ export interface RequestHead {
 export interface ResponseHead {
   readonly status: number;
   readonly version: '1.0' | '1.1';
+  readonly startLine: string;
+  readonly fields: Fields;
   readonly body: Framing;
   /** Whether the upstream connection can carry another request after this response. */
   readonly reusable: boolean;
@@ -123,9 +125,32 @@ function contentLength(fields: Fields, status: number): number | undefined {
   return Number(cl[0]);
 }
 
+/**
+ * Fields that belong to one connection, not the message (RFC 9110 7.6.1): Connection and every
+ * field it names, plus those known to be hop-by-hop. Transfer-Encoding stays: the relay forwards
+ * the body in the same framing it arrived in.
+ */
 function hopByHop(fields: Fields): Set<string> {
   const conn = tokens(fields.all('connection'));
-  return new Set(['connection', 'keep-alive', 'proxy-connection', ...conn]);
+  return new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', ...conn.filter((c) => c !== 'transfer-encoding' && c !== 'content-length')]);
+}
+
+/**
+ * The response head as the client gets it: the upstream's connection fields dropped and the
+ * proxy's own added (close when this client connection ends after the response, keep-alive for an
+ * HTTP/1.0 client that asked for it). Undefined when the head can go as it came.
+ */
+function forwardResponseHead(head: ResponseHead, req: RequestHead): string | undefined {
+  const drop = hopByHop(head.fields);
+  if (head.status === 101) drop.delete('upgrade');
+  // A body delimited by the upstream closing reaches the client the same way: it must not expect more.
+  const own = !req.keepAlive || head.body.kind === 'close' ? 'close' : req.version === '1.0' ? 'keep-alive' : undefined;
+  if (!own && !head.fields.list.some(([k]) => drop.has(k.toLowerCase()))) return undefined;
+  let out = `${head.startLine}\r\n`;
+  for (const [k, v] of head.fields.list) if (!drop.has(k.toLowerCase())) out += `${k}: ${v}\r\n`;
+  if (head.status === 101) out += 'connection: upgrade\r\n';
+  else if (own) out += `connection: ${own}\r\n`;
+  return `${out}\r\n`;
 }
 
 export function parseRequestHead(buf: Buffer, end: number): RequestHead {
@@ -180,7 +205,7 @@ export function parseResponseHead(buf: Buffer, end: number, requestMethod: strin
     body = cl === undefined ? { kind: 'close' } : cl === 0 ? { kind: 'none' } : { kind: 'length', n: cl };
   }
   const keep = version === '1.1' ? !conn.includes('close') : conn.includes('keep-alive');
-  return { status, version, body, reusable: keep && body.kind !== 'close' };
+  return { status, version, startLine: first, fields, body, reusable: keep && body.kind !== 'close' };
 }
 
 /**
@@ -402,6 +427,8 @@ function forwardHead(req: RequestHead, add: ReadonlyArray<readonly [string, stri
   for (const [k, v] of req.fields.list) if (!drop.has(k.toLowerCase())) out += `${k}: ${v}\r\n`;
   for (const [k, v] of add) out += `${k}: ${v}\r\n`;
   if (req.upgrade) out += 'connection: upgrade\r\n';
+  // HTTP/1.0 is not persistent unless asked; asking keeps the pooled upstream connection reusable.
+  else if (req.version === '1.0') out += 'connection: keep-alive\r\n';
   return `${out}\r\n`;
 }
 
@@ -457,21 +484,27 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
    * and body that arrived together leave in one write (one TLS record, one segment): written
    * separately, the second can wait on the peer's delayed ACK, and each write costs a syscall.
    */
-  let pending: Buffer | undefined;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
   const out = (chunk: Buffer): void => {
-    if (pending && pending.buffer === chunk.buffer && pending.byteOffset + pending.length === chunk.byteOffset) {
-      pending = Buffer.from(pending.buffer, pending.byteOffset, pending.length + chunk.length);
-    } else {
-      flushOut();
-      pending = chunk;
-    }
+    const last = pending.at(-1);
+    if (last && last.buffer === chunk.buffer && last.byteOffset + last.length === chunk.byteOffset) {
+      pending[pending.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + chunk.length);
+    } else pending.push(chunk);
+    pendingBytes += chunk.length;
   };
   const flushOut = (): void => {
-    if (!pending) return;
-    const p = pending;
-    pending = undefined;
-    if (up) writeClient(p);
-    else client.write(p);
+    if (pending.length === 0) return;
+    // A rewritten head and the body behind it: one write while that is cheap to copy.
+    const p = pending.length === 1 ? pending[0]! : pendingBytes <= 64 * 1024 ? Buffer.concat(pending, pendingBytes) : undefined;
+    const parts = pending;
+    pending = [];
+    pendingBytes = 0;
+    const write = (b: Buffer): void => (up ? writeClient(b) : void client.write(b));
+    if (p) return write(p);
+    client.cork();
+    for (const b of parts) write(b);
+    process.nextTick(() => client.uncork());
   };
 
   /** The response is complete: the upstream goes back to the pool, the next request may start. */
@@ -524,7 +557,8 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
               return;
             }
             const head = parseResponseHead(resp.buf, end, resp.method);
-            const headBytes = resp.buf.subarray(0, end + 4);
+            const rewritten = req ? forwardResponseHead(head, req) : undefined;
+            const headBytes = rewritten === undefined ? resp.buf.subarray(0, end + 4) : Buffer.from(rewritten, 'latin1');
             const rest = resp.buf.subarray(end + 4);
             resp.sent = true;
             out(headBytes);
