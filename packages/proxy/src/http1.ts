@@ -326,7 +326,6 @@ export class UpstreamPool {
   async acquire(reuse = true): Promise<{ upstream: Upstream; reused: boolean }> {
     while (reuse && this.#idle.length) {
       const u = this.#idle.pop()!;
-      u.socket.setTimeout(0);
       if (!u.socket.destroyed && u.socket.writable) return { upstream: u, reused: true };
     }
     if (reuse && this.#opening >= this.#maxOpening && this.#live > 0) {
@@ -364,7 +363,12 @@ export class UpstreamPool {
       }
     });
     socket.on('error', () => undefined);
-    socket.on('timeout', () => socket.destroy());
+    // One inactivity timer for the connection's life (re-arming it per request allocated a timer
+    // each time): it closes the connection only while it sits idle in the pool.
+    socket.setTimeout(this.#idleMs);
+    socket.on('timeout', () => {
+      if (this.#idle.includes(u)) socket.destroy();
+    });
     return u;
   }
 
@@ -375,7 +379,6 @@ export class UpstreamPool {
     const w = this.#waiters.shift();
     if (w) return w.resolve({ upstream: u, reused: true });
     if (this.#idle.length >= this.#maxIdle) return void u.socket.destroy();
-    u.socket.setTimeout(this.#idleMs);
     this.#idle.push(u);
   }
 
@@ -523,7 +526,6 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     }
     state = 'head';
     req = undefined;
-    client.setTimeout(KEEPALIVE_MS);
     headStarted = 0;
     client.resume();
     pump();
@@ -687,8 +689,6 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         }
         req = r;
         reqBody = new BodyCounter(r.body);
-        // No idle limit while a request is in flight: an upstream may take its time (long polls).
-        client.setTimeout(0);
         state = 'connecting';
         client.pause();
         connectAndSend(true);
@@ -718,7 +718,8 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   });
   client.on('error', () => undefined);
   client.on('timeout', () => {
-    // Idle between requests (or a head that never completes): closed.
+    // Idle between requests (or a head that never completes): closed. No limit while a request
+    // is in flight: an upstream may take its time (long polls).
     if (state !== 'head') return;
     if (buf.length) fail(408, `request head not complete after ${KEEPALIVE_MS / 1000} s idle`);
     else (state = 'done'), client.end();
