@@ -298,6 +298,43 @@ describe('relay', () => {
     assert.match(got, /"url":"\/half"/);
   });
 
+  it('an early answer (413) while a large body is still arriving reaches the client, and the connection ends', async () => {
+    const early = httpServer((req, res) => {
+      // Answers at once and drains what comes (a reset would lose the answer on any proxy).
+      req.resume();
+      res.writeHead(413, { 'content-length': '0' }).end();
+    });
+    const ep = await listen(early);
+    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
+      const s = connect(ep, '127.0.0.1');
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    }));
+    const r3 = createServer((c) => relayHttp1(c, { pool }));
+    const p3 = await listen(r3);
+    const got = await new Promise<string>((resolve) => {
+      const s = connect(p3, '127.0.0.1');
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve(out));
+      s.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n');
+      const chunk = Buffer.alloc(64 * 1024, 97);
+      let sent = 0;
+      const more = (): void => {
+        while (sent < 50_000_000 && !s.destroyed) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', more);
+        }
+      };
+      more();
+      setTimeout(() => s.destroy(), 3000);
+    });
+    r3.close();
+    early.close();
+    assert.match(got, /^HTTP\/1\.1 413/);
+  });
+
   it('an unreachable upstream is a 502 with a code', async () => {
     const dead = createServer();
     const deadPort = await listen(dead);

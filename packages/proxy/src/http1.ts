@@ -699,6 +699,9 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   };
 
   client.on('data', (d: Buffer) => {
+    // After the answer that ends this connection (say, an early 413 while a large body was still
+    // arriving), whatever else comes is dropped, not kept.
+    if (state === 'done') return;
     buf = buf.length ? Buffer.concat([buf, d]) : d;
     if (state === 'head' || state === 'body') pump();
     else if (state === 'waiting' && buf.length > MAX_HEAD) client.pause(); // pipelined: wait for our turn
