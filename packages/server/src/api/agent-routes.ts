@@ -269,7 +269,15 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       };
     });
     await ctx.store.addDecisions(records);
-    for (const r of records) ctx.metrics.decisions.inc({ decision: r.decision, reason: r.reason });
+    // One counter update per (decision, reason) in the batch, not per decision.
+    const counts = new Map<string, { decision: string; reason: string; n: number }>();
+    for (const r of records) {
+      const k = `${r.decision}\u0000${r.reason}`;
+      const c = counts.get(k);
+      if (c) c.n++;
+      else counts.set(k, { decision: r.decision, reason: r.reason, n: 1 });
+    }
+    for (const c of counts.values()) ctx.metrics.decisions.inc({ decision: c.decision, reason: c.reason }, c.n);
     if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped as number);
     return ok({ stored: records.length });
   }, { limit: 8 * DEFAULT_BODY_LIMIT });
