@@ -180,6 +180,22 @@ describe('writ proxy', () => {
     await waitFor('web back', async () => (status(await curl('web')) === '200' ? true : undefined), 5000);
   });
 
+  it('an SVID from a trust domain orders does not federate with is no identity: 403 UNAUTHENTICATED, even with an allowed path', async () => {
+    const partner = await startServerProcess({ args: ['--trust-domain', 'partner.test'] });
+    try {
+      const out = join(agent.dataDir, 'partner-web');
+      // Same path as the allowed caller, other trust domain: a policy pattern for e2e.test must not match it.
+      assert.equal((await writ(partner, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://partner.test/ns/web/sa/frontend', '--out', out])).code, 0);
+      const r = await run('curl', ['-sSk', '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
+      assert.equal(status(r), '403', r.stderr + r.stdout);
+      assert.equal(body(r)['code'], 'UNAUTHENTICATED');
+      assert.equal(status(await curl('web')), '200', 'and the proxy keeps serving');
+    } finally {
+      await partner.stop();
+      cleanup(partner.dataDir);
+    }
+  });
+
   it('conflicting Content-Length and Transfer-Encoding, non-SVID clients and garbage TLS are refused; the proxy keeps serving', async () => {
     const raw = await new Promise<string>((resolve) => {
       const s = connect(port['web']!, '127.0.0.1');
