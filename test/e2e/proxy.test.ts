@@ -180,7 +180,7 @@ describe('writ proxy', () => {
     await waitFor('web back', async () => (status(await curl('web')) === '200' ? true : undefined), 5000);
   });
 
-  it('an SVID from a trust domain orders does not federate with is no identity: 403 UNAUTHENTICATED, even with an allowed path', async () => {
+  it('an SVID from a trust domain orders does not federate with is no identity (403 UNAUTHENTICATED); once federated, it is checked against that bundle and the policy decides', async () => {
     const partner = await startServerProcess({ args: ['--trust-domain', 'partner.test'] });
     try {
       const out = join(agent.dataDir, 'partner-web');
@@ -190,6 +190,19 @@ describe('writ proxy', () => {
       assert.equal(status(r), '403', r.stderr + r.stdout);
       assert.equal(body(r)['code'], 'UNAUTHENTICATED');
       assert.equal(status(await curl('web')), '200', 'and the proxy keeps serving');
+      // Federated (bundle stored, orders' entry federates with it): the same SVID is an identity,
+      // checked against partner.test's bundle, and the policy decides (no rule allows it).
+      const f = join(agent.dataDir, 'partner-bundle.json');
+      writeFileSync(f, (await writ(partner, ['bundle', 'show'])).stdout);
+      assert.equal((await writ(srv, ['bundle', 'set', '--trust-domain', 'partner.test', '-f', f])).code, 0);
+      const entries = JSON.parse((await writ(srv, ['entry', 'list', '-o', 'json'])).stdout) as Array<{ id: string; spiffeId: string }>;
+      const orders = entries.find((e) => e.spiffeId === ORDERS)!;
+      assert.equal((await writ(srv, ['entry', 'update', orders.id, '--federates-with', 'partner.test'])).code, 0);
+      const federated = await waitFor('the federated bundle at the orders proxy', async () => {
+        const x = await run('curl', ['-sSk', '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
+        return status(x) === '403' && body(x)['code'] !== 'UNAUTHENTICATED' ? x : undefined;
+      }, 15_000);
+      assert.equal(body(federated)['code'], 'NO_MATCHING_ALLOW');
     } finally {
       await partner.stop();
       cleanup(partner.dataDir);
