@@ -67,7 +67,7 @@ async function fixedRate(port: number, rps: number, seconds: number): Promise<nu
   const gen = (s: number): { latencies: number[]; errors: number } => JSON.parse(execFileSync(process.execPath, ['--max-semi-space-size=32', join(ROOT, 'bench/loadgen.ts'), String(port), String(rps), String(s)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
   gen(3);
   const r = gen(seconds);
-  if (r.errors) console.log(`  (${r.errors} requests to port ${port} failed)`);
+  if (r.errors) console.log(`  (${r.errors} of ${rps * seconds} requests to port ${port} failed)`);
   return r.latencies;
 }
 
@@ -110,8 +110,9 @@ export async function run(): Promise<void> {
     const env = { WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem'), WRIT_TOKEN: readFileSync(join(dir, 'srv', 'admin.token'), 'utf8').trim() };
     const serverUrl = /"url":"(https:\/\/[^"]+)"/.exec(srv.output)![1]!;
     const w = (args: string[]): string => execFileSync(process.execPath, [WRIT, ...args], { encoding: 'utf8', env: { ...process.env, ...env, WRIT_SERVER: serverUrl } });
-    const [appPort, inPort, outPort, ngIn, ngOut] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
-    for (const id of [CLIENT, APP]) w(['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://bench.example/writ/agent/bench', '--selector', `unix:uid:${process.getuid!()}`]);
+    const [appPort, inPort, outPort, ngIn, ngOut, ngToWrit, writToNg] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    // DNS name localhost on the app's SVID: nginx as a client verifies the name as well as the chain.
+    for (const id of [CLIENT, APP]) w(['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://bench.example/writ/agent/bench', '--selector', `unix:uid:${process.getuid!()}`, '--dns-name', 'localhost']);
     writeFileSync(join(dir, 'p.yaml'), `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }, { ports: [${inPort}] }] }]\n`);
     w(['policy', 'apply', '-f', join(dir, 'p.yaml')]);
     const token = w(['token', 'create', '--node-name', 'bench']).trim();
@@ -128,7 +129,8 @@ export async function run(): Promise<void> {
     kids.push(await child(['-e', `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`], {}, /up/));
     // BENCH_PROXY_MODE=tcp measures the inbound as a plain authorized pipe (no HTTP parsing).
     kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--inbound-mode', process.env['BENCH_PROXY_MODE'] ?? 'http', '--log-level', 'warn']));
-    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--log-level', 'warn']));
+    // The second outbound goes to nginx's inbound: one writ hop, the other nginx.
+    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--outbound', `127.0.0.1:${writToNg}=${APP}@127.0.0.1:${ngIn}`, '--log-level', 'warn']));
     await waitPort(inPort!);
     await waitPort(outPort!);
     // nginx with SVIDs minted by the same CA.
@@ -156,11 +158,22 @@ http {
       proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
     }
   }
+  # nginx as the mTLS client in front of the writ inbound: wrk cannot present a client certificate.
+  upstream writ_in { server 127.0.0.1:${inPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${ngToWrit};
+    location / {
+      proxy_pass https://writ_in; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate ${dir}/ng-client/svid.pem; proxy_ssl_certificate_key ${dir}/ng-client/svid.key;
+      proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
+    }
+  }
 }
 `);
     execFileSync('nginx', ['-c', nginxConf, '-p', dir]);
     // Warm up all paths and check they answer.
-    for (const p of [appPort, outPort, ngOut]) await fixedRate(p!, 200, 1);
+    console.log(`ports: direct ${appPort}, writ x2 ${outPort}, nginx x2 ${ngOut}, nginx -> writ ${ngToWrit}, writ -> nginx ${writToNg}`);
+    for (const p of [appPort, outPort, ngOut, ngToWrit, writToNg]) await fixedRate(p!, 200, 1);
 
     console.log('\nProxy benchmark: client -> outbound proxy -> mTLS -> inbound proxy -> app\n');
     row('path', 'p50 @1,000 rps', 'p99 @1,000 rps', 'peak rps', 'added vs direct');
@@ -181,6 +194,18 @@ http {
       row(name, `${r.p50.toFixed(3)} ms`, `${r.p99.toFixed(3)} ms`, `${Math.round(r.rps)}`, name === 'direct' ? '' : `p50 +${(r.p50 - paced.direct.p50).toFixed(3)} ms, p99 +${(r.p99 - paced.direct.p99).toFixed(3)} ms`);
     }
     console.log(`\nwrit peak / nginx peak: ${(peaks.writ / peaks.nginx).toFixed(2)} (target >= 0.7); added latency target: p50 <= 0.3 ms, p99 <= 1.5 ms at 1,000 rps (here over two proxy hops)`);
+
+    // One hop at a time: the same two-hop path with nginx as the other hop, so each line compares
+    // one writ proxy with one nginx doing the same job.
+    console.log('\nOne hop at a time (nginx as the other hop; open loop at 1,000 rps, peak with wrk):\n');
+    row('path', 'p50', 'p99', 'peak rps', 'vs nginx x2 (same path, nginx in its place)');
+    const hops = { 'nginx out -> writ in': ngToWrit!, 'writ out -> nginx in': writToNg! };
+    for (const [name, port] of Object.entries(hops)) {
+      const l = await fixedRate(port, 1000, 5);
+      const peak = wrk(port);
+      row(name, `${percentile(l, 50).toFixed(3)} ms`, `${percentile(l, 99).toFixed(3)} ms`, `${Math.round(peak)}`,
+        `p50 +${(percentile(l, 50) - percentile(ng, 50)).toFixed(3)} ms, p99 +${(percentile(l, 99) - percentile(ng, 99)).toFixed(3)} ms, peak ${(peak / peaks.nginx).toFixed(2)}x`);
+    }
   } finally {
     try {
       execFileSync('nginx', ['-c', nginxConf, '-p', dir, '-s', 'stop'], { stdio: 'ignore' });
