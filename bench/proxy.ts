@@ -128,9 +128,11 @@ export async function run(): Promise<void> {
     }
     kids.push(await child(['-e', `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`], {}, /up/));
     // BENCH_PROXY_MODE=tcp measures the inbound as a plain authorized pipe (no HTTP parsing).
-    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--inbound-mode', process.env['BENCH_PROXY_MODE'] ?? 'http', '--log-level', 'warn']));
+    // Each writ proxy runs 2 worker processes (`--workers 2`), as nginx runs 2 workers (BENCH_WORKERS=N to change).
+    const workers = ['--workers', process.env['BENCH_WORKERS'] ?? '2'];
+    kids.push(await child([WRIT, 'proxy', ...workers, '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--inbound-mode', process.env['BENCH_PROXY_MODE'] ?? 'http', '--log-level', 'warn']));
     // The second outbound goes to nginx's inbound: one writ hop, the other nginx.
-    kids.push(await child([WRIT, 'proxy', '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--outbound', `127.0.0.1:${writToNg}=${APP}@127.0.0.1:${ngIn}`, '--log-level', 'warn']));
+    kids.push(await child([WRIT, 'proxy', ...workers, '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--outbound', `127.0.0.1:${writToNg}=${APP}@127.0.0.1:${ngIn}`, '--log-level', 'warn']));
     await waitPort(inPort!);
     await waitPort(outPort!);
     // nginx with SVIDs minted by the same CA.

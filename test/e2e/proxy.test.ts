@@ -85,7 +85,8 @@ before(async () => {
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
   const appPort = (app.address() as AddressInfo).port;
   for (const k of ['orders', 'reports', 'web', 'legacy', 'webToReports', 'legacyToReports', 'impostor']) port[k] = await freePort();
-  await startProxy(['--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${appPort}`]);
+  // orders runs as two worker processes sharing the listener: every test below goes through them.
+  await startProxy(['--spiffe-id', ORDERS, '--workers', '2', '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${appPort}`]);
   await startProxy(['--spiffe-id', REPORTS, '--inbound', `127.0.0.1:${port['reports']}=127.0.0.1:${appPort}`]);
   await startProxy(['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['web']}=${ORDERS}@127.0.0.1:${port['orders']}`, '--outbound', `127.0.0.1:${port['webToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`,
     // An outbound that expects billing but reaches orders' address: must be refused.
@@ -207,6 +208,20 @@ describe('writ proxy', () => {
       await partner.stop();
       cleanup(partner.dataDir);
     }
+  });
+
+  it('--workers: both workers listen on the shared port; a worker that cannot start stops the proxy with a clear error', async () => {
+    await waitFor('two listening workers', async () => (logs.filter((l) => l.includes('"writ proxy listening"') && l.includes(ORDERS) && /"worker":\d/.test(l)).length >= 2 ? true : undefined), 10_000);
+    const taken = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--workers', '2', '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`], { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 });
+    assert.notEqual(taken.code, 0);
+    assert.match(taken.stdout + taken.stderr, /EADDRINUSE|in use|failed to start/);
+    const single = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`], { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 });
+    assert.equal(single.code, 1, 'one process: exits too, it does not hang on its agent streams');
+    assert.match(single.stderr, /EADDRINUSE|in use/);
+    const bad = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--workers', 'lots', '--inbound', '127.0.0.1:1=127.0.0.1:2']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--workers "lots": a number from 1 to 64, or auto/);
+    assert.equal(status(await curl('web')), '200');
   });
 
   it('conflicting Content-Length and Transfer-Encoding, non-SVID clients and garbage TLS are refused; the proxy keeps serving', async () => {

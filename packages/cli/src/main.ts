@@ -413,17 +413,36 @@ export function buildProgram(): Command {
     .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
     .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
     .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections; tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))
+    .option('--workers <n>', 'processes sharing the listeners: a number, or "auto" for one per CPU', '1')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; outboundMode: 'http' | 'tcp'; logLevel: string }) => {
+    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; outboundMode: 'http' | 'tcp'; workers: string; logLevel: string }) => {
       const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
       const pino = (await import('pino')).default;
-      const log = pino({ level: f.logLevel, base: { svc: 'writ-proxy' }, timestamp: pino.stdTimeFunctions.isoTime });
+      const cluster = (await import('node:cluster')).default;
+      const log = pino({ level: f.logLevel, base: { svc: 'writ-proxy', ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) }, timestamp: pino.stdTimeFunctions.isoTime });
       const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
       if (!endpoint) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
       if (!f.inbound?.length && !f.outbound?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --inbound or --outbound');
-      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound: (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode)), outbound: (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode)), log });
-      const ports = await proxy.start();
+      const workers = f.workers === 'auto' ? (await import('node:os')).availableParallelism() : Number(f.workers);
+      if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64) throw new CommanderError(2, 'writ.usage', `--workers ${JSON.stringify(f.workers)}: a number from 1 to 64, or auto`);
+      const inbound = (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode));
+      const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
+      if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
+      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log });
+      let ports: Awaited<ReturnType<typeof proxy.start>>;
+      try {
+        ports = await proxy.start();
+      } catch (err) {
+        // Nothing may keep the process up after a failed start (the agent streams, a worker's IPC).
+        await proxy.close().catch(() => undefined);
+        if (cluster.isWorker) {
+          log.error({ err: (err as Error).message }, 'proxy worker failed to start');
+          process.exit(1);
+        }
+        throw err;
+      }
       log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
+      if (cluster.isWorker) process.send?.('writ:listening');
       const stop = (): void => void proxy.close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
@@ -665,6 +684,48 @@ export function buildProgram(): Command {
       process.stdout.write(completionScript(program, shell));
     });
   return program;
+}
+
+/**
+ * `writ proxy --workers N`: N processes share the listening sockets (node:cluster), so one proxy
+ * can use more than one core. A worker that dies after it was listening is replaced; one that
+ * dies before (a port in use, no agent) stops them all with its exit code.
+ */
+async function runProxyWorkers(cluster: typeof import('node:cluster').default, n: number, log: import('pino').Logger): Promise<never> {
+  let stopping = false;
+  const fork = (): void => {
+    const w = cluster.fork();
+    let listening = false;
+    w.on('message', (m) => {
+      if (m === 'writ:listening') listening = true;
+    });
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      if (!listening) {
+        log.error({ code, signal }, 'a proxy worker failed to start; stopping');
+        stopping = true;
+        for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
+        process.exit(code || 1);
+      }
+      log.warn({ code, signal }, 'a proxy worker exited; starting another');
+      setTimeout(fork, 200);
+    });
+  };
+  for (let i = 0; i < n; i++) fork();
+  log.info({ workers: n }, 'writ proxy workers starting');
+  const stop = (): void => {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    const done = (): void => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    };
+    cluster.on('exit', done);
+    done();
+    setTimeout(() => process.exit(0), 5000).unref();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return new Promise<never>(() => undefined);
 }
 
 export async function main(argv: string[]): Promise<number> {
