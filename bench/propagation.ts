@@ -138,7 +138,7 @@ async function measure(n: number): Promise<void> {
     const arrivals = new Map<string, number[]>();
     const loop = async (s: SimAgent): Promise<void> => {
       while (!s.stopped) {
-        const q = new URLSearchParams({ since: String(s.state.since), wait: s.polls === 0 ? '0' : '25', bundles: s.state.bundles, policy: String(s.state.policy), quarantine: s.state.quarantine });
+        const q = new URLSearchParams({ since: String(s.state.since), wait: s.polls === 0 ? '0' : '25', bundles: s.state.bundles, policy: String(s.state.policy), quarantine: s.state.quarantine, lean: '1' });
         let r: Record<string, unknown>;
         try {
           r = await s.conn.get(`/v1/agent/sync?${q}`);

@@ -276,6 +276,15 @@ describe('node attestation with a join token', () => {
     const first = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: token, csr }), token: null });
     assert.equal(first.status, 201, first.text);
     assert.equal(first.body['spiffeId'], 'spiffe://e2e.test/writ/agent/edge-1');
+    // The agent SVID works for the agent API. Bundles come in every sync answer to an agent that
+    // does not ask `lean=1` (agents older than this server), and only when changed to one that does.
+    writeFileSync(join(work, 'agent.pem'), first.body['svid'] as string);
+    const sync = async (q: string): Promise<Record<string, unknown>> => JSON.parse((await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), '--cert', join(work, 'agent.pem'), '--key', join(work, 'agent.key'), `${srv.url}/v1/agent/sync?${q}`])).stdout);
+    const full = await sync('since=0&wait=0');
+    assert.ok(full['bundle'], JSON.stringify(full).slice(0, 200));
+    const v = encodeURIComponent(full['bundlesVersion'] as string);
+    assert.equal((await sync(`since=0&wait=0&lean=1&bundles=${v}`))['bundle'], undefined);
+    assert.ok((await sync(`since=0&wait=0&bundles=${v}`))['bundle'], 'an agent that does not ask lean=1 still gets the bundles');
     const again = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: token, csr }), token: null });
     assert.equal(again.status, 401);
     assert.equal(again.body['code'], 'ERR_JOIN_TOKEN_USED');

@@ -337,7 +337,7 @@ export class Agent extends EventEmitter {
     const since = this.#resync ? 0 : s.revision;
     const q = new URLSearchParams({
       since: String(since), wait: String(this.#resync ? 0 : waitSeconds), bundles: s.bundlesVersion,
-      policy: String(s.policyRevision ?? 0), quarantine: s.quarantine?.version ?? '',
+      policy: String(s.policyRevision ?? 0), quarantine: s.quarantine?.version ?? '', lean: '1',
     });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.

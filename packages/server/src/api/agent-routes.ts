@@ -167,6 +167,9 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const knownPolicy = Number(req.query.get('policy') ?? '-1');
     const wantsQuarantine = req.query.has('quarantine');
     const knownQuarantine = req.query.get('quarantine') ?? '';
+    // Agents from before bundles were left out of unchanged answers ask without `lean=1` and get
+    // them every time: a server upgraded ahead of its agents does not break them.
+    const lean = req.query.get('lean') === '1';
     if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
     if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
     // The agent reports the policy revision it enforces with every sync.
@@ -190,7 +193,7 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
         // Quarantine first: an agent applies it ahead of anything else in the answer.
         const body = `{"quarantine":${snap.quarantineJson},"revision":${r.revision},"full":${since === 0},"entries":${JSON.stringify(r.entries.map(entryJson))},`
-          + `"removed":${JSON.stringify(r.removed)},"bundlesVersion":${JSON.stringify(snap.bundlesVersion)}${bundlesChanged ? `,${snap.bundlesJson}` : ''}`
+          + `"removed":${JSON.stringify(r.removed)},"bundlesVersion":${JSON.stringify(snap.bundlesVersion)}${bundlesChanged || !lean ? `,${snap.bundlesJson}` : ''}`
           + `${policyChanged ? `,"policy":${snap.policyJson}` : ''}}\n`;
         return { status: 200, body, contentType: 'application/json' };
       }
