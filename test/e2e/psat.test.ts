@@ -38,7 +38,7 @@ let agent: AgentProcess | undefined;
 const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const now = Date.now();
 const tlsCert = issueCertificate({ subject: buildName([[OID.commonName, 'kube-apiserver']]), spki: tls.publicKey.export({ format: 'der', type: 'spki' }), notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000), ca: true, uris: [], ipAddresses: [Buffer.from([127, 0, 0, 1])] }, { cert: undefined, signer: { key: tls.privateKey, keyType: 'ec-p256' } });
-const jwks = createServer({ key: tls.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', tlsCert.der) }, (req, res) => {
+const jwks = createServer({ key: tls.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', tlsCert.der) }, (_req, res) => {
   res.setHeader('content-type', 'application/json');
   res.end(JSON.stringify({ keys: [{ ...saKey.publicKey.export({ format: 'jwk' }), kid: KID, use: 'sig', alg: 'RS256' }] }));
   return undefined;

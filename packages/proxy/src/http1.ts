@@ -54,7 +54,6 @@ export interface RequestHead {
 
 export interface ResponseHead {
   readonly status: number;
-  readonly version: '1.0' | '1.1';
   readonly startLine: string;
   readonly fields: Fields;
   readonly body: Framing;
@@ -195,7 +194,6 @@ export function parseResponseHead(buf: Buffer, end: number, requestMethod: strin
   const m = /^HTTP\/1\.([01]) (\d{3})(?: [^]*)?$/.exec(first);
   if (!m) throw new HttpError(502, 'malformed status line from the upstream');
   const status = Number(m[2]);
-  const version = m[1] === '1' ? '1.1' : '1.0';
   const conn = tokens(fields.all('connection'));
   let body: Framing;
   if (requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304) body = { kind: 'none' };
@@ -204,8 +202,8 @@ export function parseResponseHead(buf: Buffer, end: number, requestMethod: strin
     const cl = contentLength(fields, 502);
     body = cl === undefined ? { kind: 'close' } : cl === 0 ? { kind: 'none' } : { kind: 'length', n: cl };
   }
-  const keep = version === '1.1' ? !conn.includes('close') : conn.includes('keep-alive');
-  return { status, version, startLine: first, fields, body, reusable: keep && body.kind !== 'close' };
+  const keep = m[1] === '1' ? !conn.includes('close') : conn.includes('keep-alive');
+  return { status, startLine: first, fields, body, reusable: keep && body.kind !== 'close' };
 }
 
 /**

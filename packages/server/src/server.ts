@@ -24,7 +24,7 @@ import { notifyChange } from './api/agent-routes.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
-import { ROLES, type Role, type Store } from './store/types.ts';
+import type { Role, Store } from './store/types.ts';
 
 export interface RunningServer {
   readonly url: string;

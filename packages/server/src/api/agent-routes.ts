@@ -1,5 +1,5 @@
 /** The agent-facing API (mTLS with the agent's SVID) and the operator's view of agents. */
-import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId, type TrustBundle } from '@writ/spiffe';
+import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId } from '@writ/spiffe';
 import type { Agent, ChangeStamp, PolicyAck, Store } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
 import { entryJson } from './validate.ts';

@@ -142,7 +142,7 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     const changes = names.filter((n) => a.policies[n] !== b.policies[n]).map((n) => ({
       name: n,
       change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
-      diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, i, all) => l[0] !== ' ' || all.length < 40),
+      diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, _i, all) => l[0] !== ' ' || all.length < 40),
     }));
     return ok({ from: a.revision, to: b.revision, changes });
   });
