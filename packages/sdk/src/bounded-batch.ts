@@ -12,9 +12,8 @@ export class BoundedBatch<T> {
     this.#max = max;
   }
 
-  /** Adds an item, or counts a drop when full (`undefined`: a drop the caller saw coming). */
-  push(item: T | undefined): void {
-    if (item === undefined || this.#items.length >= this.#max) this.#dropped++;
+  push(item: T): void {
+    if (this.#items.length >= this.#max) this.#dropped++;
     else this.#items.push(item);
   }
 

@@ -42,7 +42,7 @@ export class DecisionReporter {
   }
 
   record(d: ReportedDecision): void {
-    if (this.#buffer.full) return this.#buffer.push(undefined);
+    if (this.#buffer.full) return this.#buffer.countDropped(1); // not worth encoding
     const m = new Writer(256).string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
     if (d.at > 0) m.enumValue(2, d.at);
     if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
