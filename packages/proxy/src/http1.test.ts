@@ -7,7 +7,7 @@ import { createServer as httpServer, type Server as HttpServer } from 'node:http
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ChunkedScanner, HttpError, UpstreamPool, headEnd, parseRequestHead, relayHttp1 } from './http1.ts';
+import { ChunkedScanner, HttpError, UpstreamPool, connectTcp, headEnd, parseRequestHead, relayHttp1 } from './http1.ts';
 
 const head = (s: string) => {
   const b = Buffer.from(s, 'latin1');
@@ -182,11 +182,7 @@ describe('relay', () => {
       socket.pipe(socket);
     });
     const appPort = await listen(app);
-    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
-      const s = connect(appPort, '127.0.0.1');
-      s.once('connect', () => resolve(s));
-      s.once('error', reject);
-    }));
+    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', appPort));
     relay = createServer((c) => relayHttp1(c, {
       pool,
       addFields: [['x-writ-peer-id', 'spiffe://t/caller']],
@@ -281,11 +277,7 @@ describe('relay', () => {
   });
 
   it('a client that half-closes after its request still gets the answer', async () => {
-    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool(() => new Promise((resolve, reject) => {
-      const s = connect((app.address() as AddressInfo).port, '127.0.0.1');
-      s.once('connect', () => resolve(s));
-      s.once('error', reject);
-    })) }));
+    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool(() => connectTcp('127.0.0.1', (app.address() as AddressInfo).port)) }));
     const hp = await listen(half);
     const got = await new Promise<string>((resolve) => {
       const s = connect(hp, '127.0.0.1', () => s.end('GET /half HTTP/1.1\r\nHost: x\r\n\r\n'));
@@ -305,11 +297,7 @@ describe('relay', () => {
       res.writeHead(413, { 'content-length': '0' }).end();
     });
     const ep = await listen(early);
-    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
-      const s = connect(ep, '127.0.0.1');
-      s.once('connect', () => resolve(s));
-      s.once('error', reject);
-    }));
+    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', ep));
     const r3 = createServer((c) => relayHttp1(c, { pool }));
     const p3 = await listen(r3);
     const got = await new Promise<string>((resolve) => {
@@ -339,11 +327,7 @@ describe('relay', () => {
     const dead = createServer();
     const deadPort = await listen(dead);
     await new Promise((r) => dead.close(r));
-    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
-      const s = connect(deadPort, '127.0.0.1');
-      s.once('connect', () => resolve(s));
-      s.once('error', reject);
-    }));
+    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', deadPort));
     const r2 = createServer((c) => relayHttp1(c, { pool }));
     const p2 = await listen(r2);
     const r = await exchange(p2, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');

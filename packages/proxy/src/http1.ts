@@ -8,7 +8,7 @@
  * several Content-Length fields, a Transfer-Encoding whose last coding is not chunked, obs-fold,
  * bare LF or CR, whitespace before the colon, control characters, a missing or repeated Host.
  */
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 
 export const MAX_HEAD = 16 * 1024;
 /** Idle keep-alive connections close after this (no limit while a request is in flight). */
@@ -287,6 +287,15 @@ export class BodyCounter {
 
 // ------------------------------------------------------------------------------------------ pool
 
+/** A plain TCP connection, resolved once connected (an `UpstreamPool` opener for a local app). */
+export function connectTcp(host: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host, port, noDelay: true });
+    s.once('connect', () => (s.off('error', reject), resolve(s)));
+    s.once('error', reject);
+  });
+}
+
 interface Upstream {
   readonly socket: Socket;
   owner: Exchange | undefined;
@@ -436,7 +445,6 @@ function forwardHead(req: RequestHead, add: ReadonlyArray<readonly [string, stri
 /** One request/response on an upstream connection. */
 interface Exchange {
   upstreamData(d: Buffer): void;
-  relay(d: Buffer): void;
   upstreamClosed(): void;
 }
 
@@ -534,75 +542,77 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     }
   };
 
+  /** Response bytes from the upstream: the head parsed (and rewritten), the body passed on. */
+  const relayResponse = (d: Buffer): void => {
+    if (!resp) return;
+    let i = 0;
+    try {
+      while (i < d.length && resp) {
+        if (!resp.head) {
+          resp.buf = resp.buf.length ? Buffer.concat([resp.buf, d.subarray(i)]) : d.subarray(i);
+          i = d.length;
+          const end = headEnd(resp.buf);
+          if (end < 0 || end > MAX_HEAD) {
+            if (resp.buf.length > MAX_HEAD) throw new HttpError(502, 'the upstream sent an oversized response head');
+            return;
+          }
+          const head = parseResponseHead(resp.buf, end, resp.method);
+          const rewritten = req ? forwardResponseHead(head, req) : undefined;
+          const headBytes = rewritten === undefined ? resp.buf.subarray(0, end + 4) : Buffer.from(rewritten, 'latin1');
+          const rest = resp.buf.subarray(end + 4);
+          resp.sent = true;
+          out(headBytes);
+          if (head.status === 101 && req?.upgrade) {
+            // Switched protocols: from here on, bytes both ways, on a connection of its own.
+            state = 'tunnel';
+            flushOut();
+            const s = up!.upstream.socket;
+            up!.upstream.owner = undefined;
+            s.removeAllListeners('data');
+            if (rest.length) client.write(rest);
+            if (buf.length) s.write(buf);
+            buf = Buffer.alloc(0);
+            s.on('close', () => client.destroy());
+            client.on('close', () => s.destroy());
+            client.removeAllListeners('data');
+            s.pipe(client);
+            client.pipe(s);
+            client.resume();
+            return;
+          }
+          if (head.status < 200) {
+            // Interim (100 Continue, 103): passed on; the final response follows.
+            resp.buf = Buffer.alloc(0);
+            d = rest;
+            i = 0;
+            continue;
+          }
+          resp.head = head;
+          resp.body = new BodyCounter(head.body, 502);
+          resp.buf = Buffer.alloc(0);
+          d = rest;
+          i = 0;
+          if (resp.body.framing.kind === 'none') return void finish();
+          continue;
+        }
+        const n = resp.body!.take(d, i);
+        if (n > 0) out(i === 0 && n === d.length ? d : d.subarray(i, i + n));
+        i += n;
+        if (resp.body!.done) return void finish();
+      }
+      if (i < d.length) up?.upstream.socket.destroy(); // bytes after a complete response
+    } catch (err) {
+      fail(err instanceof HttpError ? err.status : 502, (err as Error).message);
+    }
+  };
+
   const exchange: Exchange = {
     upstreamData(d: Buffer): void {
       if (!resp) return void up?.upstream.socket.destroy();
       try {
-        this.relay(d);
+        relayResponse(d);
       } finally {
         flushOut();
-      }
-    },
-    relay(d: Buffer): void {
-      if (!resp) return;
-      let i = 0;
-      try {
-        while (i < d.length && resp) {
-          if (!resp.head) {
-            resp.buf = resp.buf.length ? Buffer.concat([resp.buf, d.subarray(i)]) : d.subarray(i);
-            i = d.length;
-            const end = headEnd(resp.buf);
-            if (end < 0 || end > MAX_HEAD) {
-              if (resp.buf.length > MAX_HEAD) throw new HttpError(502, 'the upstream sent an oversized response head');
-              return;
-            }
-            const head = parseResponseHead(resp.buf, end, resp.method);
-            const rewritten = req ? forwardResponseHead(head, req) : undefined;
-            const headBytes = rewritten === undefined ? resp.buf.subarray(0, end + 4) : Buffer.from(rewritten, 'latin1');
-            const rest = resp.buf.subarray(end + 4);
-            resp.sent = true;
-            out(headBytes);
-            if (head.status === 101 && req?.upgrade) {
-              // Switched protocols: from here on, bytes both ways, on a connection of its own.
-              state = 'tunnel';
-              flushOut();
-              const s = up!.upstream.socket;
-              up!.upstream.owner = undefined;
-              s.removeAllListeners('data');
-              if (rest.length) client.write(rest);
-              if (buf.length) s.write(buf);
-              buf = Buffer.alloc(0);
-              s.on('close', () => client.destroy());
-              client.on('close', () => s.destroy());
-              client.removeAllListeners('data');
-              s.pipe(client);
-              client.pipe(s);
-              client.resume();
-              return;
-            }
-            if (head.status < 200) {
-              // Interim (100 Continue, 103): passed on; the final response follows.
-              resp.buf = Buffer.alloc(0);
-              d = rest;
-              i = 0;
-              continue;
-            }
-            resp.head = head;
-            resp.body = new BodyCounter(head.body, 502);
-            resp.buf = Buffer.alloc(0);
-            d = rest;
-            i = 0;
-            if (resp.body.framing.kind === 'none') return void finish();
-            continue;
-          }
-          const n = resp.body!.take(d, i);
-          if (n > 0) out(i === 0 && n === d.length ? d : d.subarray(i, i + n));
-          i += n;
-          if (resp.body!.done) return void finish();
-        }
-        if (i < d.length) up?.upstream.socket.destroy(); // bytes after a complete response
-      } catch (err) {
-        fail(err instanceof HttpError ? err.status : 502, (err as Error).message);
       }
     },
     upstreamClosed(): void {

@@ -19,15 +19,8 @@ import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { DecisionReporter, LocalPolicy, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import type { Decision } from '@writ/policy';
-import { UpstreamPool, relayHttp1 } from './http1.ts';
+import { UpstreamPool, connectTcp, relayHttp1 } from './http1.ts';
 
-function plainConnect(host: string, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ host, port, noDelay: true });
-    s.once('connect', () => (s.off('error', reject), resolve(s)));
-    s.once('error', reject);
-  });
-}
 
 export interface Inbound {
   readonly listen: { host: string; port: number };
@@ -197,7 +190,7 @@ export class WritProxy {
     // relay in http1.ts over kept-alive upstream connections: Node's http.Server plus one
     // http.request per request measured at half nginx's throughput.
     const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: false, unknownProtocolTimeout: 2 ** 31 - 1, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
-    const pool = new UpstreamPool(() => plainConnect(ib.upstream.host, ib.upstream.port));
+    const pool = new UpstreamPool(() => connectTcp(ib.upstream.host, ib.upstream.port));
     this.#pools.push(pool);
     // http2 emits 'unknownProtocol' from its own 'secureConnection' listener, before ours runs.
     const peerOf = (socket: TLSSocket & { writPeer?: string | undefined }): string | undefined => {
