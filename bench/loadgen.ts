@@ -10,6 +10,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { responseReader } from './util.ts';
 
 const [port, rps, seconds] = process.argv.slice(2).map(Number) as [number, number, number];
 const start = performance.now();
@@ -17,7 +18,6 @@ const REQUEST = Buffer.from(`GET /v1/items/1 HTTP/1.1\r\nHost: 127.0.0.1:${port}
 
 interface Conn {
   socket: Socket;
-  buf: Buffer;
   sentAt: number;
   busy: boolean;
 }
@@ -28,25 +28,18 @@ const latencies: number[] = [];
 let errors = 0;
 
 function open(): Conn {
-  const c: Conn = { socket: connect({ port, host: '127.0.0.1', noDelay: true }), buf: Buffer.alloc(0), sentAt: 0, busy: false };
-  c.socket.on('data', (d: Buffer) => {
-    c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
-    const end = c.buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    const m = /\r\ncontent-length: *(\d+)/i.exec(c.buf.toString('latin1', 0, end));
-    const total = end + 4 + Number(m?.[1] ?? 0);
-    if (c.buf.length < total) return;
-    if (!c.buf.toString('latin1', 0, 12).startsWith('HTTP/1.1 200')) errors++;
+  const c: Conn = { socket: connect({ port, host: '127.0.0.1', noDelay: true }), sentAt: 0, busy: false };
+  c.socket.on('data', responseReader((status) => {
+    if (status !== 200) errors++;
     else {
       const ms = performance.now() - c.sentAt;
       latencies.push(ms);
       // BENCH_SLOW=MS lists the slow ones with when they were sent, to see whether they cluster.
       if (SLOW && ms > SLOW) process.stderr.write(`slow ${ms.toFixed(1)} ms, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
     }
-    c.buf = c.buf.subarray(total);
     c.busy = false;
     idle.push(c);
-  });
+  }));
   c.socket.on('error', () => undefined);
   c.socket.on('close', () => {
     if (c.busy) errors++;

@@ -12,7 +12,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createCsr, toPem } from '@writ/spiffe';
-import { percentile, row } from './util.ts';
+import { percentile, responseReader, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 
@@ -44,7 +44,6 @@ function call(base: string, agent: HttpsAgent, method: string, path: string, bod
 class LightConn {
   readonly #opts: ConnectionOptions;
   #socket: TLSSocket | undefined;
-  #buf: Buffer = Buffer.alloc(0);
   #waiting: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void } | undefined;
 
   constructor(opts: ConnectionOptions) {
@@ -57,11 +56,15 @@ class LightConn {
       if (!this.#socket) {
         const s = tlsConnect(this.#opts);
         s.setNoDelay(true);
-        s.on('data', (d: Buffer) => this.#data(d));
+        s.on('data', responseReader((status, body) => {
+          const w = this.#waiting;
+          this.#waiting = undefined;
+          if (status !== 200) w?.reject(new Error(`HTTP ${status}: ${body.toString().slice(0, 200)}`));
+          else w?.resolve(JSON.parse(body.toString()) as Record<string, unknown>);
+        }));
         s.on('error', () => undefined);
         s.on('close', () => {
           if (this.#socket === s) this.#socket = undefined;
-          this.#buf = Buffer.alloc(0);
           this.#waiting?.reject(new Error('connection closed'));
           this.#waiting = undefined;
         });
@@ -69,21 +72,6 @@ class LightConn {
       }
       this.#socket.write(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`);
     });
-  }
-
-  #data(d: Buffer): void {
-    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, d]) : Buffer.from(d);
-    const end = this.#buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    const head = this.#buf.subarray(0, end).toString('latin1');
-    const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-    if (this.#buf.length < end + 4 + len) return;
-    const body = this.#buf.subarray(end + 4, end + 4 + len).toString();
-    this.#buf = this.#buf.subarray(end + 4 + len);
-    const w = this.#waiting;
-    this.#waiting = undefined;
-    if (!head.startsWith('HTTP/1.1 200')) w?.reject(new Error(head.split('\r\n')[0]));
-    else w?.resolve(JSON.parse(body) as Record<string, unknown>);
   }
 
   destroy(): void {

@@ -32,3 +32,24 @@ export const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 export function row(name: string, value: string, baseline: string, ratio: string, target: string): void {
   console.log(`${name.padEnd(40)} ${value.padStart(14)} ${baseline.padStart(28)} ${ratio.padStart(8)}  ${target}`);
 }
+
+/**
+ * Splits a keep-alive HTTP/1.1 response stream into responses, for the benchmarks' hand-written
+ * clients (their servers answer with Content-Length bodies). One reader per connection.
+ */
+export function responseReader(onResponse: (status: number, body: Buffer) => void): (d: Buffer) => void {
+  let buf: Buffer = Buffer.alloc(0);
+  return (d) => {
+    buf = buf.length ? Buffer.concat([buf, d]) : d;
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.toString('latin1', 0, end);
+      const total = end + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length < total) return;
+      const body = buf.subarray(end + 4, total);
+      buf = buf.subarray(total);
+      onResponse(Number(head.slice(9, 12)), body);
+    }
+  };
+}
