@@ -9,34 +9,19 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { WorkloadClient } from '@writ/sdk';
-import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { DEBIAN_PYTHON, ROOT, applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let agent: AgentProcess;
 let stubs: string;
 const ME = 'spiffe://e2e.test/ns/orders/sa/api';
 const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
-const policyFile = (methods: string) => `apiVersion: writ.dev/v1
-kind: AccessPolicy
-metadata: { name: orders }
-spec:
-  to: ${ME}
-  rules:
-    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
-    - { effect: deny, from: ["spiffe://e2e.test/ns/legacy/*"] }
-`;
+const apply = (yaml: string): Promise<void> => applyPolicy(srv, stubs, yaml);
 
 async function check(from: string, action: string, to = ME): Promise<Record<string, unknown>> {
   const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/authz_client.py'), stubs, agent.socket, from, to, action]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as Record<string, unknown>;
-}
-
-async function apply(text: string): Promise<void> {
-  const f = join(stubs, 'p.yaml');
-  writeFileSync(f, text);
-  const r = await writ(srv, ['policy', 'apply', '-f', f]);
-  assert.equal(r.code, 0, r.stderr);
 }
 
 before(async () => {
@@ -58,7 +43,7 @@ describe('local authorization on the agent', () => {
   it('denies everything with NO_POLICY_LOADED before any policy, then decides locally per the applied policy', async () => {
     await waitFor('an identity', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] ? true : undefined));
     assert.equal((await check(WEB, 'GET /v1/orders/1'))['reason'], 'NO_POLICY_LOADED');
-    await apply(policyFile('GET'));
+    await apply(ordersPolicy(ME, 'GET'));
     await waitFor('the policy at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
     const a = await check(WEB, 'GET /v1/orders/1');
     assert.equal(a['decision'], 'allow');
@@ -72,7 +57,7 @@ describe('local authorization on the agent', () => {
 
   it('a policy change is enforced within a second, and every agent reports the revision it enforces', async () => {
     const t = performance.now();
-    await apply(policyFile('GET, DELETE'));
+    await apply(ordersPolicy(ME, 'GET, DELETE'));
     await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
     const ms = performance.now() - t;
     assert.ok(ms < 1000, `applied and enforced in ${ms.toFixed(0)} ms`);
@@ -135,7 +120,7 @@ describe('local authorization on the agent', () => {
       return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
     }, 10_000);
     const f = join(stubs, 'dry.yaml');
-    writeFileSync(f, policyFile('GET'));
+    writeFileSync(f, ordersPolicy(ME, 'GET'));
     const r = await writ(srv, ['policy', 'apply', '-f', f, '--dry-run']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`allow -> deny {2}${WEB.replace(/[/.]/g, '\\$&')} -> ${ME.replace(/[/.]/g, '\\$&')} {2}DELETE /v1/orders/1 {2}\\(seen \\d+x\\)`));

@@ -1,6 +1,7 @@
 /** Real processes for end-to-end tests: the writ server and CLI as children, plus a cuttable TCP proxy. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,4 +204,23 @@ export async function startAgentProcess(server: ServerProcess, opts: { joinToken
     logs,
     stop: () => stopChild(child),
   };
+}
+
+/** The orders policy the enforcement tests share: web may call `to` with `methods` on /v1/orders/*, legacy is denied. */
+export const ordersPolicy = (to: string, methods: string): string => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: ${to}
+  rules:
+    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
+    - { effect: deny, from: ["spiffe://e2e.test/ns/legacy/*"] }
+`;
+
+/** `writ policy apply -f` with `yaml` written to a file in `dir`; the apply must succeed. */
+export async function applyPolicy(server: ServerProcess, dir: string, yaml: string): Promise<void> {
+  const f = join(dir, 'policy.yaml');
+  writeFileSync(f, yaml);
+  const r = await writ(server, ['policy', 'apply', '-f', f]);
+  assert.equal(r.code, 0, r.stderr);
 }

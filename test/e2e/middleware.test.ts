@@ -2,13 +2,12 @@
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import Fastify from 'fastify';
 import { DecisionReporter, JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
-import { cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const ME = 'spiffe://e2e.test/ns/orders/sa/api';
 const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
@@ -21,28 +20,14 @@ let reporter: DecisionReporter;
 const tokens = new Map<string, string>();
 const servers: Array<{ name: string; url: string; close: () => Promise<unknown> }> = [];
 
-const policyYaml = (methods: string) => `apiVersion: writ.dev/v1
-kind: AccessPolicy
-metadata: { name: orders }
-spec:
-  to: ${ME}
-  rules:
-    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"], actions: [{ methods: [${methods}], paths: ["/v1/orders/*"] }] }
-    - { effect: deny, from: ["spiffe://e2e.test/ns/legacy/*"] }
-`;
-
-async function apply(text: string): Promise<void> {
-  const f = join(agent.dataDir, 'policy.yaml');
-  writeFileSync(f, text);
-  assert.equal((await writ(srv, ['policy', 'apply', '-f', f])).code, 0);
-}
+const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
 
 before(async () => {
   srv = await startServerProcess();
   for (const id of [ME, WEB, LEGACY]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'mw', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
-  await apply(policyYaml('GET'));
+  await apply(ordersPolicy(ME, 'GET'));
   const endpoint = `unix://${agent.socket}`;
   const c = new WorkloadClient(endpoint);
   for (const id of [WEB, LEGACY]) tokens.set(id, (await c.fetchJwtSvids([ME], id))[0]!.svid);
@@ -152,7 +137,7 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
 
   it('a policy change reaches the in-process policy within a second', async () => {
     const t = Date.now();
-    await apply(policyYaml('GET, POST'));
+    await apply(ordersPolicy(ME, 'GET, POST'));
     await waitFor('POST allowed', async () => ((await call(servers[0]!.url, 'POST', WEB)).status === 200 ? true : undefined), 5000);
     assert.ok(Date.now() - t < 1500, `${Date.now() - t} ms`);
     for (const s of servers) assert.equal((await call(s.url, 'POST', WEB)).status, 200, s.name);

@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WRIT, cleanup, freePort, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { WRIT, applyPolicy, cleanup, freePort, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test/ns';
 const ORDERS = `${TD}/orders/sa/api`;
@@ -44,11 +44,7 @@ spec:
     - { effect: allow, from: ["${TD}/web/**"] }
 `;
 
-async function apply(text: string): Promise<void> {
-  const f = join(agent.dataDir, 'p.yaml');
-  writeFileSync(f, text);
-  assert.equal((await writ(srv, ['policy', 'apply', '-f', f])).code, 0);
-}
+const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
 
 async function startProxy(args: string[]): Promise<void> {
   const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
