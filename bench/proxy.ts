@@ -138,6 +138,15 @@ export async function run(): Promise<void> {
     // nginx with SVIDs minted by the same CA.
     w(['svid', 'mint-x509', '--spiffe-id', APP, '--dns-name', 'localhost', '--out', join(dir, 'ng-app')]);
     w(['svid', 'mint-x509', '--spiffe-id', CLIENT, '--out', join(dir, 'ng-client')]);
+    // An nginx outbound: plaintext in on `listen`, mTLS out to `upstream` with the client SVID.
+    const outboundBlock = (listen: number, upstream: string): string => `  server {
+    listen 127.0.0.1:${listen};
+    location / {
+      proxy_pass https://${upstream}; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate ${dir}/ng-client/svid.pem; proxy_ssl_certificate_key ${dir}/ng-client/svid.key;
+      proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
+    }
+  }`;
     writeFileSync(nginxConf, `worker_processes 2;
 pid ${dir}/nginx.pid;
 error_log ${dir}/nginx-error.log warn;
@@ -152,24 +161,10 @@ http {
     ssl_client_certificate ${dir}/ng-app/bundle.pem; ssl_verify_client on;
     location / { proxy_pass http://app_plain; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-peer $ssl_client_s_dn; }
   }
-  server {
-    listen 127.0.0.1:${ngOut};
-    location / {
-      proxy_pass https://app_tls; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_ssl_certificate ${dir}/ng-client/svid.pem; proxy_ssl_certificate_key ${dir}/ng-client/svid.key;
-      proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
-    }
-  }
+${outboundBlock(ngOut!, 'app_tls')}
   # nginx as the mTLS client in front of the writ inbound: wrk cannot present a client certificate.
   upstream writ_in { server 127.0.0.1:${inPort}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${ngToWrit};
-    location / {
-      proxy_pass https://writ_in; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_ssl_certificate ${dir}/ng-client/svid.pem; proxy_ssl_certificate_key ${dir}/ng-client/svid.key;
-      proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
-    }
-  }
+${outboundBlock(ngToWrit!, 'writ_in')}
 }
 `);
     execFileSync('nginx', ['-c', nginxConf, '-p', dir]);
