@@ -210,11 +210,8 @@ export class WritProxy {
         addFields: peer ? [['x-writ-peer-id', peer]] : [],
         dropFields: ['x-writ-peer-id'],
         authorize: (r) => {
-          const headers: Record<string, string> = {};
-          for (const [k, v] of r.fields.list) {
-            const n = k.toLowerCase();
-            headers[n] = headers[n] === undefined ? v : `${headers[n]}, ${v}`;
-          }
+          // Read only when a rule has header conditions: no per-request copy of every field.
+          const headers = new Proxy<Record<string, string>>({}, { get: (_t, name) => (typeof name === 'string' ? r.fields.all(name).join(', ') || undefined : undefined) });
           const d = this.#decide(peer, { kind: 'http', method: r.method.toUpperCase(), path: r.path, port: ib.listen.port }, headers);
           return d.allowed ? undefined : { status: 403, body: { code: d.reason, decisionId: d.decisionId } };
         },
