@@ -81,5 +81,5 @@ await new Promise<void>((resolve) => {
 const deadline = performance.now() + 5000;
 while (latencies.length + errors < total && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 latencies.sort((a, b) => a - b);
-process.stdout.write(JSON.stringify({ latencies, errors }));
-process.exit(0);
+// Exit once the output is flushed: to a pipe, a write is asynchronous and exit would cut it short.
+process.stdout.write(JSON.stringify({ latencies, errors }), () => process.exit(0));
