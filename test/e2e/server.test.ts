@@ -359,6 +359,21 @@ describe('bad input never produces a 500 or a crash', () => {
     assert.equal((await call('PUT', '/v1/federated-bundles/Bad_TD', { body: '{"keys":[]}' })).body['code'], 'ERR_TRUST_DOMAIN_INVALID');
   });
 
+  it('Expect: 100-continue: an oversized upload is refused with 413 before its body is sent, an acceptable one proceeds', async () => {
+    const auth = ['-H', `Authorization: Bearer ${srv.adminToken}`, '-H', 'content-type: application/json', '-w', '\n%{http_code}', '-v'];
+    // curl sends the body only after a 100 (or after --expect100-timeout, set beyond the test's
+    // 30 s limit here), and asks for one by itself for a body over 1 MiB.
+    const bigBody = ' '.repeat(3 * 1024 * 1024);
+    const refused = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), ...auth, '--expect100-timeout', '60', '--data-binary', '@-', `${srv.url}/v1/entries`], { input: bigBody });
+    assert.equal(refused.stdout.trim().split('\n').pop(), '413', refused.stdout.slice(0, 300));
+    assert.match(refused.stdout, /ERR_BODY_TOO_LARGE/);
+    assert.doesNotMatch(refused.stderr, /< HTTP\/1\.1 100/, 'no 100 Continue for a body that will be refused');
+    const body = JSON.stringify({ ...entry, spiffeId: 'spiffe://e2e.test/expect-continue' });
+    const ok = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), ...auth, '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '--data-binary', '@-', `${srv.url}/v1/entries`], { input: body });
+    assert.equal(ok.stdout.trim().split('\n').pop(), '201', ok.stdout.slice(0, 300));
+    assert.match(ok.stderr, /< HTTP\/1\.1 100 Continue/);
+  });
+
   it('raw garbage on the socket and a half-sent body leave the server serving', async () => {
     const { connect } = await import('node:net');
     await new Promise<void>((resolve) => {

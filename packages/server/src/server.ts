@@ -159,6 +159,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // Client certificates are requested (agents present their SVID) but checked per route, not by TLS:
     // admin clients use bearer tokens and have none.
     httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false }, (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log));
+    // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
+    // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
+    // automatic 100 would invite the body and then lose the 413 in the connection reset).
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -292,7 +296,7 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
     const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, agent: undefined, body: undefined };
     if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
     else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
-    if (route.body) req.body = await readJson(raw, route.body.limit);
+    if (route.body) req.body = await readJson(raw, route.body.limit, () => res.writeContinue());
     const reply = await route.handler(req);
     status = reply.status;
     send(res, reply);

@@ -42,12 +42,16 @@ export interface Route {
 
 export const ok = (body: unknown, status = 200): Reply => ({ status, body });
 
-/** Reads the body as JSON with a size limit checked while streaming, before parsing. */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+/**
+ * Reads the body as JSON with a size limit checked while streaming, before parsing. `proceed`
+ * sends 100 Continue to a client that waits for it, once the declared size has been accepted.
+ */
+export async function readJson(req: IncomingMessage, limit: number, proceed?: () => void): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') throw new WritError('ERR_CONTENT_TYPE', `Content-Type must be application/json, got ${JSON.stringify(type.slice(0, 60) || 'none')}`);
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
+  if (proceed && /^100-continue$/i.test(req.headers.expect ?? '')) proceed();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
