@@ -13,7 +13,7 @@ import {
   WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
-import { BoundedBatch } from '@writ/sdk';
+import { BoundedBatch, encodeDecision, encodeReport, type ReportedDecision } from '@writ/sdk';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {
@@ -168,7 +168,8 @@ export class Agent extends EventEmitter {
   #connected = false;
   #resync = true;
   #engine = new PolicyEngine(undefined);
-  readonly #decisions = new BoundedBatch<Record<string, unknown>>(DECISION_BUFFER);
+  /** Encoded `writ.authz.v1.Decision` messages, shipped to the server as they are. */
+  readonly #decisions = new BoundedBatch<Buffer>(DECISION_BUFFER);
   #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
@@ -478,11 +479,13 @@ export class Agent extends EventEmitter {
   }
 
   /**
-   * Records a decision for the server's decision log. The buffer is bounded: when it is full the
-   * decision is dropped and counted, and the count is reported with the next batch.
+   * Records a decision for the server's decision log: a decision (encoded here) or an encoded
+   * `writ.authz.v1.Decision` from a workload's report (kept as it is). The buffer is bounded:
+   * when it is full the decision is dropped and counted, and the count is reported with the next batch.
    */
-  logDecision(d: { id: string; at: number; from: string; to: string; action: string; decision: string; reason: string; policyRevision: number; rule: string; latencyUs: number }): void {
-    this.#decisions.push(d);
+  logDecision(d: ReportedDecision | Buffer): void {
+    if (this.#decisions.full) return this.#decisions.countDropped(1);
+    this.#decisions.push(Buffer.isBuffer(d) ? d : encodeDecision(d));
   }
 
   /** Drops reported by in-process reporters travel with this agent's own. */
@@ -492,8 +495,10 @@ export class Agent extends EventEmitter {
 
   async #flushDecisions(): Promise<void> {
     // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
-    await this.#decisions.flush(2500, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', { decisions, dropped }), {
-      permanent: (err) => isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID'),
+    // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
+    await this.#decisions.flush(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', encodeReport(decisions, dropped)), {
+      weigh: (m) => m.length + 4, maxWeight: 4 * 1024 * 1024,
+      permanent: (err) => isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID'),
     });
   }
 

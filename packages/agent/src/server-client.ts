@@ -40,14 +40,16 @@ export class ServerClient {
     this.#agent = this.#newAgent();
   }
 
+  /** A JSON request; a Buffer body goes as protobuf (`application/x-protobuf`). */
   call<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    const type = Buffer.isBuffer(body) ? 'application/x-protobuf' : 'application/json';
     return new Promise<T>((resolve, reject) => {
       const req = request(new URL(path, this.#base), {
         method,
         agent: this.#agent,
         timeout: timeoutMs,
-        headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
+        headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}) },
       }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;

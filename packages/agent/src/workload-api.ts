@@ -8,11 +8,11 @@ import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHt
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
-import { randomUUID } from 'node:crypto';
 import { parseAction } from '@writ/policy';
 import {
   GRPC_STATUS, GrpcError, ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
   encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
+  decodeDecision, newDecisionId, readReport, type ReportedDecision,
 } from '@writ/sdk';
 import type { Agent, EntryView } from './agent.ts';
 import { attestUnix, processStartTime } from './attest/unix.ts';
@@ -252,9 +252,9 @@ export class WorkloadApiServer {
     }
     const t0 = process.hrtime.bigint();
     const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
-    const latencyUs = Number(process.hrtime.bigint() - t0) / 1000;
-    const decisionId = randomUUID();
-    this.#o.agent.logDecision({ id: decisionId, at: Date.now(), from: req.from, to: req.to, action: req.action.slice(0, 512), decision: d.decision, reason: d.reason, policyRevision: d.revision, rule: d.rule?.name ?? '', latencyUs });
+    const latencyNs = Number(process.hrtime.bigint() - t0);
+    const decisionId = newDecisionId();
+    this.#o.agent.logDecision({ id: decisionId, at: Date.now(), from: req.from, to: req.to, action: req.action, decision: d.decision, reason: d.reason, policyRevision: d.revision, rule: d.rule?.name ?? '', latencyNs });
     call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }));
     return call.end();
   }
@@ -265,34 +265,30 @@ export class WorkloadApiServer {
     const selectors = await this.#caller(stream);
     const mine = new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId));
     if (mine.size === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-    let dropped = 0;
-    const str = (f: { data: Buffer }, max: number): string => f.data.toString('utf8').slice(0, max);
     const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
+    let dropped = 0;
+    let malformed = 0;
+    // Logged once the whole report has been read: a report that turns out malformed is refused whole.
+    const accepted: Array<Buffer | ReportedDecision> = [];
     try {
-      for (const f of fields(request)) {
-        if (f.field === 2 && f.wire === 0) dropped = f.int;
-        if (f.field !== 1 || f.wire !== 2) continue;
-        const d = { id: '', at: Date.now(), from: '', to: '', action: '', decision: '', reason: '', policyRevision: 0, rule: '', latencyUs: -1 };
-        for (const g of fields(f.data)) {
-          if (g.field === 1) d.id = str(g, 64);
-          else if (g.field === 2 && g.wire === 0) d.at = g.int;
-          else if (g.field === 3) d.from = str(g, 2048);
-          else if (g.field === 4) d.to = str(g, 2048);
-          else if (g.field === 5) d.action = str(g, 512);
-          else if (g.field === 6) d.decision = str(g, 32);
-          else if (g.field === 7) d.reason = str(g, 64);
-          else if (g.field === 8) d.rule = str(g, 256);
-          else if (g.field === 9 && g.wire === 0) d.policyRevision = g.int;
-          else if (g.field === 10 && g.wire === 0) d.latencyUs = g.int / 1000;
+      ({ dropped } = readReport(request, (bytes) => {
+        let d;
+        try {
+          d = decodeDecision(bytes);
+        } catch {
+          return void malformed++; // one malformed decision: counted as dropped, the rest still go
         }
         // A workload reports what was decided about calls to itself, nothing else.
-        if (!mine.has(d.to) || !kinds.has(d.decision)) continue;
-        this.#o.agent.logDecision({ ...d, id: d.id || randomUUID() });
-      }
+        if (!mine.has(d.to) || !kinds.has(d.decision)) return;
+        // Forwarded as the reporter encoded it (copied: the request buffer is not kept alive);
+        // re-encoded only to fill in an id or time the reporter left out.
+        accepted.push(d.id && d.at ? Buffer.from(bytes) : { ...d, id: d.id || newDecisionId(), at: d.at || Date.now() });
+      }));
     } catch (err) {
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, `malformed report: ${(err as Error).message}`);
     }
-    if (dropped > 0) this.#o.agent.countDropped(dropped);
+    for (const d of accepted) this.#o.agent.logDecision(d);
+    if (dropped + malformed > 0) this.#o.agent.countDropped(dropped + malformed);
     call.send(Buffer.alloc(0));
     return call.end();
   }

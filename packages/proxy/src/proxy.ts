@@ -10,14 +10,13 @@
  * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
  * connections; live connections from or to a quarantined identity are closed.
  */
-import { randomUUID } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
-import { DecisionReporter, LocalPolicy, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
+import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import type { Decision } from '@writ/policy';
 import { UpstreamPool, connectTcp, relayHttp1 } from './http1.ts';
 
@@ -131,7 +130,7 @@ export class WritProxy {
     const t0 = process.hrtime.bigint();
     const d = this.#policy.decide({ from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
     const latencyNs = Number(process.hrtime.bigint() - t0);
-    const decisionId = randomUUID();
+    const decisionId = newDecisionId();
     this.#reporter.record({
       id: decisionId, at: Date.now(), from: peer ?? '', to: this.spiffeId,
       action: action.kind === 'tcp' ? `tcp ${action.port}` : action.kind === 'http' ? `${action.method} ${action.path}` : `grpc ${action.method}`,

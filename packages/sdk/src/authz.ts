@@ -3,14 +3,13 @@
  * from the agent (writ.authz.v1.PolicyDistribution/WatchPolicy) and compiled locally, so a decision
  * is a function call. Middleware for node:http, Express and Fastify on top.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { PolicyEngine, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
-import type { DecisionReporter } from './decision-log.ts';
+import { newDecisionId, type DecisionReporter } from './decision-log.ts';
 import type { JwtSource, X509Source } from './sources.ts';
 import { peerChain, peerIdOf } from './tls.ts';
 
@@ -153,7 +152,7 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const t0 = process.hrtime.bigint();
   const decision = opts.policy.decide({ from: peer?.uri, to, action: { kind: 'http', method, path }, headers });
   const latencyNs = Number(process.hrtime.bigint() - t0);
-  const info = { peer, decision, decisionId: randomUUID() };
+  const info = { peer, decision, decisionId: newDecisionId() };
   opts.onDecision?.(info, req);
   opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
   if (!decision.allowed) {

@@ -1,11 +1,16 @@
 /**
- * Reports in-process decisions to the agent (writ.authz.v1.DecisionLog/Report), which forwards them
- * to the server's decision log. Bounded: when the buffer is full a decision is dropped and counted,
- * and the count travels with the next batch. Never blocks a request.
+ * The decision log's wire format and its first hop. Every decision is one protobuf
+ * `writ.authz.v1.Decision` (packages/sdk/proto/writ_authz.proto), encoded once where it is made and
+ * carried as those same bytes by the agent to the server, which decodes it once to store it.
+ *
+ * `DecisionReporter` reports in-process decisions to the agent (writ.authz.v1.DecisionLog/Report).
+ * Bounded: when the buffer is full a decision is dropped and counted, and the count travels with
+ * the next batch. Never blocks a request.
  */
+import { randomFillSync } from 'node:crypto';
 import { BoundedBatch } from './bounded-batch.ts';
 import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
-import { Writer } from './proto.ts';
+import { ProtoError, Writer } from './proto.ts';
 
 const REPORT = '/writ.authz.v1.DecisionLog/Report';
 /** Under the agent's 64 KiB limit for one request message, with room for framing. */
@@ -15,7 +20,9 @@ const PERMANENT = new Set<number>([GRPC_STATUS.INVALID_ARGUMENT, GRPC_STATUS.RES
 
 export interface ReportedDecision {
   readonly id: string;
+  /** Epoch milliseconds. */
   readonly at: number;
+  /** '' when the caller presented no identity. */
   readonly from: string;
   readonly to: string;
   readonly action: string;
@@ -23,7 +30,127 @@ export interface ReportedDecision {
   readonly reason: string;
   readonly rule: string;
   readonly policyRevision: number;
+  /** How long the decision took; 0 when unknown. */
   readonly latencyNs: number;
+}
+
+/** Longest accepted value of each string field, in bytes (longer ones make the record invalid). */
+export const DECISION_LIMITS = { id: 64, from: 2048, to: 2048, action: 512, decision: 32, reason: 64, rule: 256 } as const;
+
+// UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, then random bits. Time-ordered ids keep
+// a log's primary-key index appending at its end instead of touching a random page per insert.
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+const pool = Buffer.allocUnsafe(16 * 256);
+let poolAt = pool.length;
+
+/** A new decision id: a UUIDv7 string, e.g. `019ad6c4-1f2e-7a3b-9c4d-5e6f708192a3`. */
+export function newDecisionId(now = Date.now()): string {
+  if (poolAt === pool.length) (randomFillSync(pool), (poolAt = 0));
+  const r = poolAt;
+  poolAt += 16;
+  const h = (i: number): string => HEX[pool[r + i]!]!;
+  const t = now.toString(16).padStart(12, '0').slice(-12);
+  return `${t.slice(0, 8)}-${t.slice(8)}-${HEX[0x70 | (pool[r + 6]! & 0x0f)]}${h(7)}-${HEX[0x80 | (pool[r + 8]! & 0x3f)]}${h(9)}-${h(10)}${h(11)}${h(12)}${h(13)}${h(14)}${h(15)}`;
+}
+
+/** `v` cut to at most `max` UTF-8 bytes, on a character boundary (a long request path, say). */
+function clip(v: string, max: number): string {
+  if (v.length * 3 <= max || Buffer.byteLength(v) <= max) return v;
+  const b = Buffer.from(v);
+  let n = max;
+  while (n > 0 && (b[n]! & 0xc0) === 0x80) n--; // not inside a multi-byte character
+  return b.toString('utf8', 0, n);
+}
+
+/** One `writ.authz.v1.Decision` message; values longer than DECISION_LIMITS are cut to fit. */
+export function encodeDecision(d: ReportedDecision): Buffer {
+  const L = DECISION_LIMITS;
+  const m = new Writer(256).string(1, clip(d.id, L.id)).string(3, clip(d.from, L.from)).string(4, clip(d.to, L.to)).string(5, clip(d.action, L.action))
+    .string(6, clip(d.decision, L.decision)).string(7, clip(d.reason, L.reason)).string(8, clip(d.rule, L.rule));
+  if (d.at > 0) m.enumValue(2, d.at);
+  if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
+  if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
+  return m.finish();
+}
+
+/** A `writ.authz.v1.ReportRequest`: encoded decisions and the reporter's drop count. */
+export function encodeReport(decisions: readonly Buffer[], dropped: number): Buffer {
+  const w = new Writer(decisions.reduce((n, d) => n + d.length + 4, 16));
+  for (const m of decisions) w.message(1, m);
+  if (dropped > 0) w.enumValue(2, dropped);
+  return w.finish();
+}
+
+/**
+ * Walks the fields of the message in `buf[start..end]`: varints to `onInt`, length-delimited
+ * fields to `onBytes` as a range of `buf` (nothing copied). Fixed-width fields are skipped. Varints
+ * beyond 2^53 are refused: times, revisions and latencies never get there, and a hostile one must
+ * not turn into a wrong number.
+ */
+function walk(buf: Buffer, start: number, end: number, onInt: (field: number, v: number) => void, onBytes: (field: number, from: number, to: number) => void): void {
+  let p = start;
+  const varint = (): number => {
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 8; i++) {
+      if (p >= end) throw new ProtoError('truncated varint');
+      const b = buf[p++]!;
+      n += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) {
+        if (!Number.isSafeInteger(n)) throw new ProtoError('varint out of range');
+        return n;
+      }
+      mul *= 128;
+    }
+    throw new ProtoError('varint too long');
+  };
+  while (p < end) {
+    const key = varint();
+    const field = Math.floor(key / 8);
+    const wire = key & 7;
+    if (field === 0) throw new ProtoError('field number 0');
+    if (wire === 0) onInt(field, varint());
+    else if (wire === 2) {
+      const len = varint();
+      if (p + len > end) throw new ProtoError('length past the end');
+      onBytes(field, p, p + len);
+      p += len;
+    } else if (wire === 1 || wire === 5) {
+      p += wire === 1 ? 8 : 4;
+      if (p > end) throw new ProtoError('fixed field past the end');
+    } else throw new ProtoError(`unsupported wire type ${wire}`);
+  }
+}
+
+const STRING_FIELDS = [undefined, 'id', undefined, 'from', 'to', 'action', 'decision', 'reason', 'rule'] as const;
+
+/**
+ * Decodes one `Decision` (`buf[start..end]`). Unknown fields are skipped; a malformed message or
+ * an over-long value throws ProtoError. Missing strings are '', missing numbers 0.
+ */
+export function decodeDecision(buf: Buffer, start = 0, end = buf.length): ReportedDecision {
+  const d = { id: '', at: 0, from: '', to: '', action: '', decision: '', reason: '', rule: '', policyRevision: 0, latencyNs: 0 };
+  walk(buf, start, end, (field, v) => {
+    if (field === 2) d.at = v;
+    else if (field === 9) d.policyRevision = v;
+    else if (field === 10) d.latencyNs = v;
+  }, (field, from, to) => {
+    const name = STRING_FIELDS[field];
+    if (!name) return;
+    if (to - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
+    d[name] = buf.toString('utf8', from, to);
+  });
+  return d;
+}
+
+/**
+ * Splits a `ReportRequest` into its decisions and the drop count without decoding the decisions:
+ * `visit` sees each one's bytes as a view into `buf`.
+ */
+export function readReport(buf: Buffer, visit: (decision: Buffer) => void): { dropped: number } {
+  let dropped = 0;
+  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (dropped = v)), (field, from, to) => void (field === 1 && visit(buf.subarray(from, to))));
+  return { dropped };
 }
 
 export class DecisionReporter {
@@ -43,11 +170,7 @@ export class DecisionReporter {
 
   record(d: ReportedDecision): void {
     if (this.#buffer.full) return this.#buffer.countDropped(1); // not worth encoding
-    const m = new Writer(256).string(1, d.id).string(3, d.from).string(4, d.to).string(5, d.action).string(6, d.decision).string(7, d.reason).string(8, d.rule);
-    if (d.at > 0) m.enumValue(2, d.at);
-    if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
-    if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
-    this.#buffer.push(m.finish());
+    this.#buffer.push(encodeDecision(d));
   }
 
   get stats(): { buffered: number; dropped: number } {
@@ -63,12 +186,7 @@ export class DecisionReporter {
     this.#flushing = true;
     try {
       for (let i = 0; i < 50; i++) {
-        const sent = await this.#buffer.flush(2000, (batch, dropped) => {
-          const w = new Writer(MAX_MESSAGE);
-          for (const m of batch) w.message(1, m);
-          if (dropped > 0) w.enumValue(2, dropped);
-          return this.#grpc.unary(REPORT, w.finish(), { 'workload.spiffe.io': 'true' });
-        }, { weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code) });
+ const sent = await this.#buffer.flush(2000, (batch, dropped) => this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' }), { weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code) });
         if (sent === 0 || this.#buffer.stats.buffered === 0) break;
       }
     } finally {

@@ -27,6 +27,6 @@ export function createMetrics(): Metrics {
       name: 'writ_authz_decision_duration_seconds', help: 'Time enforcement points took to decide.', registers: [registry],
       buckets: [0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005],
     }),
-    decisionsDropped: new Counter({ name: 'writ_decision_log_dropped_total', help: 'Decisions an enforcement point dropped because its log buffer was full.', labelNames: ['reporter'], registers: [registry] }),
+    decisionsDropped: new Counter({ name: 'writ_decision_log_dropped_total', help: 'Decisions that did not reach the log: dropped by an enforcement point whose buffer was full, or refused here as malformed.', labelNames: ['reporter'], registers: [registry] }),
   };
 }

@@ -17,7 +17,7 @@ import {
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
 import type { ServerConfig } from './config.ts';
-import { errorReply, readJson, send, type Request, type Route } from './api/http.ts';
+import { errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
 import { notifyChange } from './api/agent-routes.ts';
@@ -296,7 +296,7 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
     const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, agent: undefined, body: undefined };
     if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
     else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
-    if (route.body) req.body = await readJson(raw, route.body.limit, () => res.writeContinue());
+    if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
     const reply = await route.handler(req);
     status = reply.status;
     send(res, reply);

@@ -1,7 +1,8 @@
 /** The agent-facing API (mTLS with the agent's SVID) and the operator's view of agents. */
 import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId } from '@writ/spiffe';
-import type { Agent, ChangeStamp, PolicyAck, Store } from '../store/types.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
+import type { Agent, ChangeStamp, DecisionRecord, PolicyAck, Store } from '../store/types.ts';
+import { decodeDecision, newDecisionId, readReport } from '@writ/sdk';
+import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { entryJson } from './validate.ts';
 import type { ApiContext } from './routes.ts';
 
@@ -156,7 +157,7 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   return e;
 }
 
-export function agentRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void): void {
+export function agentRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody) => void): void {
   const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
 
   add('GET', '/v1/agent/sync', 'agent', 'Entries of the calling agent changed since revision `since` (0: all), quarantine, and the bundles and policy when they differ from the `bundles` version and `policy` revision the agent reports (its acknowledgement); waits up to `wait` seconds for a change (`since=0&wait=0`: a full resync at once).', async (req) => {
@@ -251,26 +252,60 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     return ok({ spiffeId: agent.spiffeId, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() });
   }, JSON_BODY);
 
-  add('POST', '/v1/agent/decisions', 'agent', 'Report a batch of decisions: {decisions: [...], dropped}.', async (req) => {
-    const o = object(req.body);
+  const KINDS = new Set(['allow', 'deny', 'audit-would-deny']);
+  /**
+   * A protobuf writ.authz.v1.ReportRequest, as agents send it. A malformed message is refused whole;
+   * a malformed or out-of-range decision inside a well-formed one is skipped and counted as dropped.
+   */
+  const binaryReport = (body: Buffer, reporter: string): { records: DecisionRecord[]; dropped: number } => {
+    const records: DecisionRecord[] = [];
+    let rejected = 0;
+    let dropped;
+    try {
+      ({ dropped } = readReport(body, (bytes) => {
+        let d;
+        try {
+          d = decodeDecision(bytes);
+        } catch {
+          return void rejected++;
+        }
+        if (!KINDS.has(d.decision)) return void rejected++;
+        if (d.latencyNs > 0) ctx.metrics.decisionLatency.observe(d.latencyNs / 1e9);
+        records.push({
+          id: d.id || newDecisionId(), at: d.at || ctx.clock(), from: d.from, to: d.to, action: d.action,
+          decision: d.decision as DecisionRecord['decision'], reason: d.reason, policyRevision: d.policyRevision, rule: d.rule, reporter,
+        });
+      }));
+    } catch (err) {
+      throw new WritError('ERR_PROTOBUF_INVALID', `body is not a writ.authz.v1.ReportRequest: ${(err as Error).message}`);
+    }
+    return { records, dropped: dropped + rejected };
+  };
+  /** The JSON form, {decisions: [...], dropped}, which agents of earlier versions send. */
+  const jsonReport = (body: unknown, reporter: string): { records: DecisionRecord[]; dropped: number } => {
+    const o = object(body);
     onlyKeys(o, ['decisions', 'dropped']);
     const list = o['decisions'];
     if (!Array.isArray(list) || list.length > 5000) throw new WritError('ERR_FIELD_INVALID', 'field "decisions" must be a list of at most 5000', { field: 'decisions' });
-    const dropped = o['dropped'];
-    if (dropped !== undefined && (!Number.isSafeInteger(dropped) || (dropped as number) < 0)) throw new WritError('ERR_FIELD_INVALID', 'field "dropped" must be a count', { field: 'dropped' });
-    const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
-    const records = list.map((d, i) => {
+    const dropped = o['dropped'] ?? 0;
+    if (!Number.isSafeInteger(dropped) || (dropped as number) < 0) throw new WritError('ERR_FIELD_INVALID', 'field "dropped" must be a count', { field: 'dropped' });
+    const records = list.map((d, i): DecisionRecord => {
       const x = object(d, `decisions[${i}]`);
       const s = (k: string, max = 2048): string => (typeof x[k] === 'string' ? (x[k] as string).slice(0, max) : '');
-      if (!kinds.has(s('decision'))) throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
+      if (!KINDS.has(s('decision'))) throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
       const at = Number(x['at']);
       const latencyUs = Number(x['latencyUs']);
       if (Number.isFinite(latencyUs) && latencyUs >= 0) ctx.metrics.decisionLatency.observe(latencyUs / 1e6);
       return {
-        id: s('id', 64) || `${req.agent}-${i}-${Date.now()}`, at: Number.isFinite(at) ? at : ctx.clock(), from: s('from'), to: s('to'), action: s('action', 512),
-        decision: s('decision') as 'allow', reason: s('reason', 64), policyRevision: Number(x['policyRevision']) || 0, rule: s('rule', 256), reporter: req.agent!,
+        id: s('id', 64) || newDecisionId(), at: Number.isFinite(at) ? at : ctx.clock(), from: s('from'), to: s('to'), action: s('action', 512),
+        decision: s('decision') as DecisionRecord['decision'], reason: s('reason', 64), policyRevision: Number(x['policyRevision']) || 0, rule: s('rule', 256), reporter,
       };
     });
+    return { records, dropped: dropped as number };
+  };
+
+  add('POST', '/v1/agent/decisions', 'agent', 'Report a batch of decisions: a protobuf writ.authz.v1.ReportRequest (application/x-protobuf, what agents send), or JSON {decisions: [...], dropped}.', async (req) => {
+    const { records, dropped } = Buffer.isBuffer(req.body) ? binaryReport(req.body, req.agent!) : jsonReport(req.body, req.agent!);
     await ctx.store.addDecisions(records);
     // One counter update per (decision, reason) in the batch, not per decision.
     const counts = new Map<string, { decision: string; reason: string; n: number }>();
@@ -281,9 +316,9 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       else counts.set(k, { decision: r.decision, reason: r.reason, n: 1 });
     }
     for (const c of counts.values()) ctx.metrics.decisions.inc({ decision: c.decision, reason: c.reason }, c.n);
-    if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped as number);
+    if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped);
     return ok({ stored: records.length });
-  }, { limit: 8 * DEFAULT_BODY_LIMIT });
+  }, { limit: 8 * DEFAULT_BODY_LIMIT, protobuf: 'writ.authz.v1.ReportRequest' });
 
   // ---------------------------------------------------------------- operator's view
   const agentParam = async (req: Request): Promise<Agent> => {

@@ -35,20 +35,32 @@ export interface Route {
   readonly name: string;
   /** undefined: no authentication; 'agent': the client certificate must be a live agent SVID. */
   readonly role: Role | 'agent' | undefined;
-  readonly body?: { readonly limit: number } | undefined;
+  /** A body is read (size-limited) before the handler: JSON, or with `protobuf` also `application/x-protobuf` (a Buffer). */
+  readonly body?: RouteBody | undefined;
   readonly summary: string;
   readonly handler: Handler;
+}
+
+export interface RouteBody {
+  readonly limit: number;
+  /** The protobuf message this route also takes, for the OpenAPI document (`writ.authz.v1.ReportRequest`). */
+  readonly protobuf?: string;
 }
 
 export const ok = (body: unknown, status = 200): Reply => ({ status, body });
 
 /**
- * Reads the body as JSON with a size limit checked while streaming, before parsing. `proceed`
- * sends 100 Continue to a client that waits for it, once the declared size has been accepted.
+ * Reads the body with a size limit checked while streaming, before parsing: parsed JSON, or the
+ * bytes of a protobuf body where the route takes one. `proceed` sends 100 Continue to a client
+ * that waits for it, once the content type and declared size have been accepted.
  */
-export async function readJson(req: IncomingMessage, limit: number, proceed?: () => void): Promise<unknown> {
+export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: () => void): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-  if (type !== 'application/json') throw new WritError('ERR_CONTENT_TYPE', `Content-Type must be application/json, got ${JSON.stringify(type.slice(0, 60) || 'none')}`);
+  const binary = body.protobuf !== undefined && (type === 'application/x-protobuf' || type === 'application/protobuf');
+  if (type !== 'application/json' && !binary) {
+    throw new WritError('ERR_CONTENT_TYPE', `Content-Type must be application/json${body.protobuf ? ' or application/x-protobuf' : ''}, got ${JSON.stringify(type.slice(0, 60) || 'none')}`);
+  }
+  const { limit } = body;
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
   if (proceed && /^100-continue$/i.test(req.headers.expect ?? '')) proceed();
@@ -59,7 +71,8 @@ export async function readJson(req: IncomingMessage, limit: number, proceed?: ()
     if (size > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  if (binary) return Buffer.concat(chunks, size);
+  const text = Buffer.concat(chunks, size).toString('utf8');
   if (text.trim() === '') throw new WritError('ERR_JSON_INVALID', 'request body is empty; a JSON object is expected');
   try {
     return JSON.parse(text);

@@ -8,7 +8,7 @@ import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
 import { ROLES, type Role, type Store } from '../store/types.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route } from './http.ts';
+import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { agentRoutes, notifyChange } from './agent-routes.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
@@ -50,7 +50,7 @@ function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: numb
 export function buildRoutes(ctx: ApiContext): Route[] {
   const td = ctx.trustDomain;
   const routes: Route[] = [];
-  const add = (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }): void => {
+  const add = (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody): void => {
     const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
     routes.push({ method, name, pattern, role, summary, handler, body });
   };
