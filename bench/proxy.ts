@@ -230,9 +230,10 @@ ${outboundBlock(ngToWrit!, 'writ_in')}
     console.log(`ports: direct ${appPort}, writ x2 ${outPort}, nginx x2 ${ngOut}, nginx -> writ ${ngToWrit}, writ -> nginx ${writToNg}`);
     for (const p of [appPort, outPort, ngOut, ngToWrit, writToNg]) await fixedRate(p!, 200, 1);
     if (process.env['BENCH_HOLD']) {
-      // For profiling by hand: everything stays up until Ctrl-C.
+      // For profiling by hand: everything stays up until Ctrl-C (or SIGTERM), then is torn down.
       console.log(`holding; pids: ${Object.entries(groups).map(([k, f]) => `${k} ${f().join(' ')}`).join('; ')}`);
-      await new Promise((r) => process.once('SIGINT', r));
+      await new Promise((r) => (process.once('SIGINT', r), process.once('SIGTERM', r)));
+      return;
     }
 
     const paths = {

@@ -496,7 +496,7 @@ export class Agent extends EventEmitter {
   async #flushDecisions(): Promise<void> {
     // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
     // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
-    await this.#decisions.flush(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', encodeReport(decisions, dropped)), {
+    await this.#decisions.drain(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', encodeReport(decisions, dropped)), {
       weigh: (m) => m.length + 4, maxWeight: 4 * 1024 * 1024,
       permanent: (err) => isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID'),
     });

@@ -66,4 +66,18 @@ export class BoundedBatch<T> {
       return 0;
     }
   }
+
+  /**
+   * Sends what is buffered now (not what arrives meanwhile), in as many batches as `flush` cuts it
+   * into; stops at the first batch that fails. Under load, sending until empty would keep a batch
+   * in flight all the time, each carrying only what arrived during the last round trip.
+   */
+  async drain(size: number, send: (items: T[], dropped: number) => Promise<unknown>, opts: Parameters<BoundedBatch<T>['flush']>[2] = {}): Promise<void> {
+    let left = this.#items.length;
+    do {
+      const sent = await this.flush(size, send, opts);
+      if (sent === 0) return;
+      left -= sent;
+    } while (left > 0);
+  }
 }

@@ -185,10 +185,9 @@ export class DecisionReporter {
     if (this.#flushing) return;
     this.#flushing = true;
     try {
-      for (let i = 0; i < 50; i++) {
- const sent = await this.#buffer.flush(2000, (batch, dropped) => this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' }), { weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code) });
-        if (sent === 0 || this.#buffer.stats.buffered === 0) break;
-      }
+      await this.#buffer.drain(2000, (batch, dropped) => this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' }), {
+        weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code),
+      });
     } finally {
       this.#flushing = false;
     }
