@@ -182,7 +182,7 @@ describe('relay', () => {
       socket.pipe(socket);
     });
     const appPort = await listen(app);
-    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', appPort));
+    const pool = new UpstreamPool((onData) => connectTcp('127.0.0.1', appPort, onData));
     relay = createServer((c) => relayHttp1(c, {
       pool,
       addFields: [['x-writ-peer-id', 'spiffe://t/caller']],
@@ -277,7 +277,7 @@ describe('relay', () => {
   });
 
   it('a client that half-closes after its request still gets the answer', async () => {
-    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool(() => connectTcp('127.0.0.1', (app.address() as AddressInfo).port)) }));
+    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }));
     const hp = await listen(half);
     const got = await new Promise<string>((resolve) => {
       const s = connect(hp, '127.0.0.1', () => s.end('GET /half HTTP/1.1\r\nHost: x\r\n\r\n'));
@@ -297,7 +297,7 @@ describe('relay', () => {
       res.writeHead(413, { 'content-length': '0' }).end();
     });
     const ep = await listen(early);
-    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', ep));
+    const pool = new UpstreamPool((onData) => connectTcp('127.0.0.1', ep, onData));
     const r3 = createServer((c) => relayHttp1(c, { pool }));
     const p3 = await listen(r3);
     const got = await new Promise<string>((resolve) => {
@@ -327,7 +327,7 @@ describe('relay', () => {
     const dead = createServer();
     const deadPort = await listen(dead);
     await new Promise((r) => dead.close(r));
-    const pool = new UpstreamPool(() => connectTcp('127.0.0.1', deadPort));
+    const pool = new UpstreamPool((onData) => connectTcp('127.0.0.1', deadPort, onData));
     const r2 = createServer((c) => relayHttp1(c, { pool }));
     const p2 = await listen(r2);
     const r = await exchange(p2, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');

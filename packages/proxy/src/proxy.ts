@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import type { Decision } from '@writ/policy';
-import { UpstreamPool, connectTcp, relayHttp1 } from './http1.ts';
+import { UpstreamPool, connectTcp, relayHttp1, type OnData } from './http1.ts';
 
 
 export interface Inbound {
@@ -126,18 +126,20 @@ export class WritProxy {
     }
   }
 
-  #decide(peer: string | undefined, action: Parameters<LocalPolicy['decide']>[0]['action'], headers?: Record<string, string>): Decision & { decisionId: string } {
+  #decide(peer: string | undefined, action: Parameters<LocalPolicy['decide']>[0]['action'], headers?: Record<string, string>): { allowed: boolean; reason: string; decisionId: string } {
+    const to = this.spiffeId;
     const t0 = process.hrtime.bigint();
-    const d = this.#policy.decide({ from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
+    const d = this.#policy.decide({ from: peer, to, action, ...(headers ? { headers } : {}) });
     const latencyNs = Number(process.hrtime.bigint() - t0);
-    const decisionId = newDecisionId();
+    const at = Date.now();
+    const decisionId = newDecisionId(at);
     this.#reporter.record({
-      id: decisionId, at: Date.now(), from: peer ?? '', to: this.spiffeId,
+      id: decisionId, at, from: peer ?? '', to,
       action: action.kind === 'tcp' ? `tcp ${action.port}` : action.kind === 'http' ? `${action.method} ${action.path}` : `grpc ${action.method}`,
       decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, latencyNs,
     });
-    if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to: this.spiffeId, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
-    return { ...d, decisionId };
+    if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
+    return { allowed: d.allowed, reason: d.reason, decisionId };
   }
 
   #track(peer: string | undefined, socket: Socket): void {
@@ -189,7 +191,7 @@ export class WritProxy {
     // relay in http1.ts over kept-alive upstream connections: Node's http.Server plus one
     // http.request per request measured at half nginx's throughput.
     const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: false, unknownProtocolTimeout: 2 ** 31 - 1, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
-    const pool = new UpstreamPool(() => connectTcp(ib.upstream.host, ib.upstream.port));
+    const pool = new UpstreamPool((onData) => connectTcp(ib.upstream.host, ib.upstream.port, onData));
     this.#pools.push(pool);
     // http2 emits 'unknownProtocol' from its own 'secureConnection' listener, before ours runs.
     const peerOf = (socket: TLSSocket & { writPeer?: string | undefined }): string | undefined => {
@@ -262,10 +264,11 @@ export class WritProxy {
   readonly #pools: UpstreamPool[] = [];
 
   #outbound(ob: Outbound): NetServer {
-    const open = async (): Promise<Socket> => {
+    const open = async (onData?: OnData): Promise<Socket> => {
       try {
         const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port });
         remote.setNoDelay(true);
+        if (onData) remote.on('data', onData);
         this.#track(ob.spiffeId, remote);
         return remote;
       } catch (err) {
