@@ -12,7 +12,7 @@ import { parseAction } from '@writ/policy';
 import {
   GRPC_STATUS, GrpcError, ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
   encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
-  decodeDecision, newDecisionId, readReport, type ReportedDecision,
+  decisionShape, decodeDecision, newDecisionId, readReport, type ReportedDecision,
 } from '@writ/sdk';
 import type { Agent, EntryView } from './agent.ts';
 import { attestUnix, processStartTime } from './attest/unix.ts';
@@ -49,6 +49,9 @@ function encodeCheckResponse(r: { allowed: boolean; decision: string; reason: st
   return w.string(6, r.decisionId).finish();
 }
 const MAX_REQUEST_BYTES = 64 * 1024;
+const KINDS = ['allow', 'deny', 'audit-would-deny'].map((k) => Buffer.from(k));
+/** Decision reports carry many decisions: fewer, larger messages (each call is attested). */
+const MAX_REPORT_BYTES = 1024 * 1024;
 const kCaller = Symbol('writ.caller');
 
 interface Caller {
@@ -117,7 +120,7 @@ export class WorkloadApiServer {
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    acceptUnaryRequest(stream, headers, MAX_REQUEST_BYTES, (call, request) => void this.#dispatch(call, request, stream).catch((err) => call.fail(err)));
+    acceptUnaryRequest(stream, headers, headers[':path'] === DECISION_REPORT ? MAX_REPORT_BYTES : MAX_REQUEST_BYTES, (call, request) => void this.#dispatch(call, request, stream).catch((err) => call.fail(err)));
   }
 
   async #caller(stream: ServerHttp2Stream): Promise<string[]> {
@@ -263,26 +266,30 @@ export class WorkloadApiServer {
   async #report(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
     if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
     const selectors = await this.#caller(stream);
-    const mine = new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId));
-    if (mine.size === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-    const kinds = new Set(['allow', 'deny', 'audit-would-deny']);
+    const mine = this.#o.agent.entriesFor(selectors).map((e) => Buffer.from(e.spiffeId));
+    if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
     let dropped = 0;
     let malformed = 0;
     // Logged once the whole report has been read: a report that turns out malformed is refused whole.
     const accepted: Array<Buffer | ReportedDecision> = [];
     try {
       ({ dropped } = readReport(request, (bytes) => {
-        let d;
+        let shape;
         try {
-          d = decodeDecision(bytes);
+          shape = decisionShape(bytes);
         } catch {
           return void malformed++; // one malformed decision: counted as dropped, the rest still go
         }
-        // A workload reports what was decided about calls to itself, nothing else.
-        if (!mine.has(d.to) || !kinds.has(d.decision)) return;
-        // Forwarded as the reporter encoded it (copied: the request buffer is not kept alive);
-        // re-encoded only to fill in an id or time the reporter left out.
-        accepted.push(d.id && d.at ? Buffer.from(bytes) : { ...d, id: d.id || newDecisionId(), at: d.at || Date.now() });
+        // A workload reports what was decided about calls to itself, nothing else (compared as
+        // bytes: a decision is passed on as the reporter encoded it, never decoded here).
+        const [ts, te] = shape.to;
+        const [ds, de] = shape.decision;
+        if (!mine.some((id) => id.compare(bytes, ts, te) === 0) || !KINDS.some((k) => k.compare(bytes, ds, de) === 0)) return;
+        // Copied (the request buffer is not kept alive); decoded and re-encoded only to fill in
+        // an id or time the reporter left out.
+        if (shape.complete) return void accepted.push(Buffer.from(bytes));
+        const d = decodeDecision(bytes);
+        accepted.push({ ...d, id: d.id || newDecisionId(), at: d.at || Date.now() });
       }));
     } catch (err) {
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, `malformed report: ${(err as Error).message}`);

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { DECISION_LIMITS, decodeDecision, encodeDecision, encodeReport, newDecisionId, readReport, type ReportedDecision } from './decision-log.ts';
+import { createServer } from 'node:http2';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { acceptUnaryRequest } from './grpc.ts';
+import { DecisionReporter, DECISION_LIMITS, decisionShape, decodeDecision, encodeDecision, encodeReport, newDecisionId, readReport, type ReportedDecision } from './decision-log.ts';
 import { ProtoError } from './proto.ts';
 
 const decision = (over: Partial<ReportedDecision> = {}): ReportedDecision => ({
@@ -69,6 +74,18 @@ describe('decision codec', () => {
     }), { numRuns: 2000 });
   });
 
+  it("finds `to` and `decision` in the bytes without decoding (what an agent checks)", () => {
+    const d = decision({ to: 'spiffe://td/ns/örders' });
+    const bytes = encodeDecision(d);
+    const shape = decisionShape(bytes);
+    assert.equal(bytes.toString('utf8', ...shape.to), d.to);
+    assert.equal(bytes.toString('utf8', ...shape.decision), 'deny');
+    assert.equal(shape.complete, true);
+    assert.equal(decisionShape(encodeDecision(decision({ id: '' }))).complete, false, 'no id: the agent fills one in');
+    assert.equal(decisionShape(encodeDecision(decision({ at: 0 }))).complete, false, 'no time: the agent fills one in');
+    assert.throws(() => decisionShape(Buffer.from([0x22, 0x05, 0x61])), ProtoError);
+  });
+
   it('a report carries decisions as they were encoded, and the drop count', () => {
     const ds = [decision(), decision({ decision: 'allow', reason: 'ALLOW_RULE', rule: 'orders#0' })].map(encodeDecision);
     const seen: Buffer[] = [];
@@ -76,5 +93,41 @@ describe('decision codec', () => {
     assert.equal(dropped, 7);
     assert.deepEqual(seen, ds);
     assert.equal(readReport(encodeReport([], 0), () => assert.fail('no decisions')).dropped, 0);
+  });
+});
+
+describe('DecisionReporter', () => {
+  it('sends a flush in large messages, and in 60 KiB ones to an agent that refuses more than 64 KiB (earlier versions)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-reporter-'));
+    const sizes: number[] = [];
+    const ids = new Set<string>();
+    let limit = 1024 * 1024;
+    const server = createServer();
+    server.on('stream', (stream, headers) => acceptUnaryRequest(stream, headers, limit, (call, request) => {
+      sizes.push(request.length);
+      readReport(request, (d) => void ids.add(decodeDecision(d).id));
+      call.send(Buffer.alloc(0));
+      call.end();
+    }));
+    await new Promise<void>((r) => server.listen(join(dir, 's.sock'), () => r()));
+    try {
+      for (const [agentLimit, expectMax] of [[1024 * 1024, 1024 * 1024], [64 * 1024, 60 * 1024]] as const) {
+        limit = agentLimit;
+        sizes.length = 0;
+        ids.clear();
+        const reporter = new DecisionReporter(`unix://${join(dir, 's.sock')}`, { flushMs: 60_000 });
+        for (let i = 0; i < 3000; i++) reporter.record(decision({ action: `GET /v1/orders/${i}` }));
+        await reporter.flush();
+        if (agentLimit < 1024 * 1024) await reporter.flush(); // the refused batch went back; this sends it
+        await reporter.close();
+        assert.equal(ids.size, 3000, `all delivered to an agent taking ${agentLimit} bytes`);
+        assert.deepEqual(reporter.stats, { buffered: 0, dropped: 0 });
+        assert.ok(Math.max(...sizes) <= expectMax, `${Math.max(...sizes)} <= ${expectMax}`);
+        if (agentLimit === 1024 * 1024) assert.equal(sizes.length, 1, 'one message for 3,000 decisions');
+      }
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -13,8 +13,10 @@ import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
 import { ProtoError, Writer } from './proto.ts';
 
 const REPORT = '/writ.authz.v1.DecisionLog/Report';
-/** Under the agent's 64 KiB limit for one request message, with room for framing. */
-const MAX_MESSAGE = 60 * 1024;
+/** One report message: under the 1 MiB the agent takes for a report, with room for framing. */
+const MAX_MESSAGE = 1000 * 1024;
+/** Agents of earlier versions take 64 KiB requests at most. */
+const MAX_MESSAGE_OLD_AGENT = 60 * 1024;
 /** Answers that mean the agent will never take this batch. */
 const PERMANENT = new Set<number>([GRPC_STATUS.INVALID_ARGUMENT, GRPC_STATUS.RESOURCE_EXHAUSTED, GRPC_STATUS.PERMISSION_DENIED]);
 
@@ -148,6 +150,33 @@ export function decodeDecision(buf: Buffer, start = 0, end = buf.length): Report
   return d;
 }
 
+/** Where a decision's `to` and `decision` values are, and whether it carries an id and a time. */
+export interface DecisionShape {
+  readonly to: readonly [number, number];
+  readonly decision: readonly [number, number];
+  readonly complete: boolean;
+}
+
+/**
+ * The shape of one encoded `Decision`, read without decoding its strings: what an agent checks
+ * before passing the bytes on. Throws ProtoError where `decodeDecision` would.
+ */
+export function decisionShape(buf: Buffer): DecisionShape {
+  let to: [number, number] = [0, 0];
+  let decision: [number, number] = [0, 0];
+  let id = false;
+  let at = false;
+  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (at = v > 0)), (field, from, end) => {
+    const name = STRING_FIELDS[field];
+    if (!name) return;
+    if (end - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
+    if (field === 1) id = end > from;
+    else if (field === 4) to = [from, end];
+    else if (field === 6) decision = [from, end];
+  });
+  return { to, decision, complete: id && at };
+}
+
 /**
  * Splits a `ReportRequest` into its decisions and the drop count without decoding the decisions:
  * `visit` sees each one's bytes as a view into `buf`.
@@ -164,6 +193,7 @@ export class DecisionReporter {
   readonly #buffer: BoundedBatch<Buffer>;
   readonly #timer: NodeJS.Timeout;
   #flushing = false;
+  #maxMessage = MAX_MESSAGE;
 
   constructor(endpoint: string, opts: { maxBuffered?: number; flushMs?: number } = {}) {
     this.#grpc = new GrpcClient(endpoint);
@@ -190,8 +220,21 @@ export class DecisionReporter {
     if (this.#flushing) return;
     this.#flushing = true;
     try {
-      await this.#buffer.drain(2000, (batch, dropped) => this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' }), {
-        weigh: (m) => m.length + 4, maxWeight: MAX_MESSAGE, permanent: (err) => err instanceof GrpcError && PERMANENT.has(err.code),
+      let size = 0;
+      await this.#buffer.drain(10_000, (batch, dropped) => {
+        size = batch.reduce((n, m) => n + m.length + 4, 0);
+        return this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' });
+      }, {
+        weigh: (m) => m.length + 4, maxWeight: this.#maxMessage,
+        permanent: (err) => {
+          if (!(err instanceof GrpcError) || !PERMANENT.has(err.code)) return false;
+          // An agent that takes only small messages: the batch goes back and is sent in smaller ones.
+          if (err.code === GRPC_STATUS.RESOURCE_EXHAUSTED && size > MAX_MESSAGE_OLD_AGENT && this.#maxMessage > MAX_MESSAGE_OLD_AGENT) {
+            this.#maxMessage = MAX_MESSAGE_OLD_AGENT;
+            return false;
+          }
+          return true;
+        },
       });
     } finally {
       this.#flushing = false;
