@@ -7,6 +7,7 @@
  * Bounded: when the buffer is full a decision is dropped and counted, and the count travels with
  * the next batch. Never blocks a request.
  */
+import { isAscii } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 import { BoundedBatch } from './bounded-batch.ts';
 import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
@@ -133,9 +134,11 @@ const STRING_FIELDS = [undefined, 'id', undefined, 'from', 'to', 'action', 'deci
 
 /**
  * Decodes one `Decision` (`buf[start..end]`). Unknown fields are skipped; a malformed message or
- * an over-long value throws ProtoError. Missing strings are '', missing numbers 0.
+ * an over-long value throws ProtoError. Missing strings are '', missing numbers 0. `text`, the
+ * whole of `buf` as a string when it is all ASCII, lets values be cut from it instead of decoded
+ * one by one (a native call each).
  */
-export function decodeDecision(buf: Buffer, start = 0, end = buf.length): ReportedDecision {
+export function decodeDecision(buf: Buffer, start = 0, end = buf.length, text?: string): ReportedDecision {
   const d = { id: '', at: 0, from: '', to: '', action: '', decision: '', reason: '', rule: '', policyRevision: 0, latencyNs: 0 };
   walk(buf, start, end, (field, v) => {
     if (field === 2) d.at = v;
@@ -145,9 +148,29 @@ export function decodeDecision(buf: Buffer, start = 0, end = buf.length): Report
     const name = STRING_FIELDS[field];
     if (!name) return;
     if (to - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
-    d[name] = buf.toString('utf8', from, to);
+    d[name] = text === undefined ? buf.toString('utf8', from, to) : text.slice(from, to);
   });
   return d;
+}
+
+/**
+ * Decodes a whole `ReportRequest`: its decisions, how many of them were malformed (skipped), and
+ * the reporter's drop count. Throws ProtoError when the message itself is malformed.
+ */
+export function decodeReport(buf: Buffer): { decisions: ReportedDecision[]; malformed: number; dropped: number } {
+  const text = isAscii(buf) ? buf.toString('latin1') : undefined;
+  const decisions: ReportedDecision[] = [];
+  let malformed = 0;
+  let dropped = 0;
+  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (dropped = v)), (field, from, to) => {
+    if (field !== 1) return;
+    try {
+      decisions.push(decodeDecision(buf, from, to, text));
+    } catch {
+      malformed++;
+    }
+  });
+  return { decisions, malformed, dropped };
 }
 
 /** Where a decision's `to` and `decision` values are, and whether it carries an id and a time. */

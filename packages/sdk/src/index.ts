@@ -17,5 +17,5 @@ export { createMtlsServer, mtlsConnect, authorizeAny, authorizeId, authorizeMemb
 export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts';
 export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';
 export { LocalPolicy, writMiddleware, writFastify, authorizeRequest, type MiddlewareOptions, type WritRequestInfo } from './authz.ts';
-export { DecisionReporter, DECISION_LIMITS, decisionShape, decodeDecision, encodeDecision, encodeReport, newDecisionId, readReport, type DecisionShape, type ReportedDecision } from './decision-log.ts';
+export { DecisionReporter, DECISION_LIMITS, decisionShape, decodeDecision, decodeReport, encodeDecision, encodeReport, newDecisionId, readReport, type DecisionShape, type ReportedDecision } from './decision-log.ts';
 export { BoundedBatch } from './bounded-batch.ts';

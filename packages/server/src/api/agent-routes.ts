@@ -1,7 +1,7 @@
 /** The agent-facing API (mTLS with the agent's SVID) and the operator's view of agents. */
 import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId } from '@writ/spiffe';
 import type { Agent, ChangeStamp, DecisionRecord, PolicyAck, Store } from '../store/types.ts';
-import { decodeDecision, newDecisionId, readReport } from '@writ/sdk';
+import { decodeReport, newDecisionId } from '@writ/sdk';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { entryJson } from './validate.ts';
 import type { ApiContext } from './routes.ts';
@@ -258,28 +258,26 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
    * a malformed or out-of-range decision inside a well-formed one is skipped and counted as dropped.
    */
   const binaryReport = (body: Buffer, reporter: string): { records: DecisionRecord[]; dropped: number } => {
-    const records: DecisionRecord[] = [];
-    let rejected = 0;
-    let dropped;
+    let report;
     try {
-      ({ dropped } = readReport(body, (bytes) => {
-        let d;
-        try {
-          d = decodeDecision(bytes);
-        } catch {
-          return void rejected++;
-        }
-        if (!KINDS.has(d.decision)) return void rejected++;
-        if (d.latencyNs > 0) ctx.metrics.decisionLatency.observe(d.latencyNs / 1e9);
-        records.push({
-          id: d.id || newDecisionId(), at: d.at || ctx.clock(), from: d.from, to: d.to, action: d.action,
-          decision: d.decision as DecisionRecord['decision'], reason: d.reason, policyRevision: d.policyRevision, rule: d.rule, reporter,
-        });
-      }));
+      report = decodeReport(body);
     } catch (err) {
       throw new WritError('ERR_PROTOBUF_INVALID', `body is not a writ.authz.v1.ReportRequest: ${(err as Error).message}`);
     }
-    return { records, dropped: dropped + rejected };
+    const records: DecisionRecord[] = [];
+    let rejected = report.malformed;
+    for (const d of report.decisions) {
+      if (!KINDS.has(d.decision)) {
+        rejected++;
+        continue;
+      }
+      if (d.latencyNs > 0) ctx.metrics.decisionLatency.observe(d.latencyNs / 1e9);
+      records.push({
+        id: d.id || newDecisionId(), at: d.at || ctx.clock(), from: d.from, to: d.to, action: d.action,
+        decision: d.decision as DecisionRecord['decision'], reason: d.reason, policyRevision: d.policyRevision, rule: d.rule, reporter,
+      });
+    }
+    return { records, dropped: report.dropped + rejected };
   };
   /** The JSON form, {decisions: [...], dropped}, which agents of earlier versions send. */
   const jsonReport = (body: unknown, reporter: string): { records: DecisionRecord[]; dropped: number } => {
