@@ -13,7 +13,7 @@ import {
   WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
-import { BoundedBatch, encodeDecision, encodeReport, type ReportedDecision } from '@writ/sdk';
+import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {
@@ -168,8 +168,8 @@ export class Agent extends EventEmitter {
   #connected = false;
   #resync = true;
   #engine = new PolicyEngine(undefined);
-  /** Encoded `writ.authz.v1.Decision` messages, shipped to the server as they are. */
-  readonly #decisions = new BoundedBatch<Buffer>(DECISION_BUFFER);
+  /** Encoded `writ.authz.v1.Decision` messages, shipped to the server as they are (4 MiB messages at most). */
+  readonly #decisions = new ReportBuffer(DECISION_BUFFER, 4 * 1024 * 1024);
   #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
@@ -485,7 +485,7 @@ export class Agent extends EventEmitter {
    */
   logDecision(d: ReportedDecision | Buffer): void {
     if (this.#decisions.full) return this.#decisions.countDropped(1);
-    this.#decisions.push(Buffer.isBuffer(d) ? d : encodeDecision(d));
+    this.#decisions.push(Buffer.isBuffer(d) ? d : encodeDecision(d)); // copied in
   }
 
   /** Drops reported by in-process reporters travel with this agent's own. */
@@ -496,10 +496,8 @@ export class Agent extends EventEmitter {
   async #flushDecisions(): Promise<void> {
     // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
     // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
-    await this.#decisions.drain(5000, (decisions, dropped) => this.#client.call('POST', '/v1/agent/decisions', encodeReport(decisions, dropped)), {
-      weigh: (m) => m.length + 4, maxWeight: 4 * 1024 * 1024,
-      permanent: (err) => isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID'),
-    });
+    await this.#decisions.drain((message) => this.#client.call('POST', '/v1/agent/decisions', message), (err) =>
+      isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID') ? 'drop' : 'retry');
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {

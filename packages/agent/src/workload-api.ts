@@ -285,9 +285,9 @@ export class WorkloadApiServer {
         const [ts, te] = shape.to;
         const [ds, de] = shape.decision;
         if (!mine.some((id) => id.compare(bytes, ts, te) === 0) || !KINDS.some((k) => k.compare(bytes, ds, de) === 0)) return;
-        // Copied (the request buffer is not kept alive); decoded and re-encoded only to fill in
-        // an id or time the reporter left out.
-        if (shape.complete) return void accepted.push(Buffer.from(bytes));
+        // Passed on as they are (copied into the agent's outgoing report); decoded and re-encoded
+        // only to fill in an id or time the reporter left out.
+        if (shape.complete) return void accepted.push(bytes);
         const d = decodeDecision(bytes);
         accepted.push({ ...d, id: d.id || newDecisionId(), at: d.at || Date.now() });
       }));

@@ -9,7 +9,7 @@
  */
 import { isAscii } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
-import { BoundedBatch } from './bounded-batch.ts';
+import { ReportBuffer } from './report-buffer.ts';
 import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
 import { ProtoError, Writer } from './proto.ts';
 
@@ -72,13 +72,17 @@ function clip(v: string, max: number): string {
 
 /** One `writ.authz.v1.Decision` message; values longer than DECISION_LIMITS are cut to fit. */
 export function encodeDecision(d: ReportedDecision): Buffer {
+  return writeDecision(new Writer(256), d).finish();
+}
+
+function writeDecision(w: Writer, d: ReportedDecision): Writer {
   const L = DECISION_LIMITS;
-  const m = new Writer(256).string(1, clip(d.id, L.id)).string(3, clip(d.from, L.from)).string(4, clip(d.to, L.to)).string(5, clip(d.action, L.action))
+  const m = w.string(1, clip(d.id, L.id)).string(3, clip(d.from, L.from)).string(4, clip(d.to, L.to)).string(5, clip(d.action, L.action))
     .string(6, clip(d.decision, L.decision)).string(7, clip(d.reason, L.reason)).string(8, clip(d.rule, L.rule));
   if (d.at > 0) m.enumValue(2, d.at);
   if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
   if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
-  return m.finish();
+  return m;
 }
 
 /** A `writ.authz.v1.ReportRequest`: encoded decisions and the reporter's drop count. */
@@ -213,14 +217,14 @@ export function readReport(buf: Buffer, visit: (decision: Buffer) => void): { dr
 export class DecisionReporter {
   readonly #grpc: GrpcClient;
   /** Decisions already encoded (at record time: the cost is spread over requests, not paid in one go). */
-  readonly #buffer: BoundedBatch<Buffer>;
+  readonly #buffer: ReportBuffer;
+  readonly #scratch = new Writer(512);
   readonly #timer: NodeJS.Timeout;
   #flushing = false;
-  #maxMessage = MAX_MESSAGE;
 
   constructor(endpoint: string, opts: { maxBuffered?: number; flushMs?: number } = {}) {
     this.#grpc = new GrpcClient(endpoint);
-    this.#buffer = new BoundedBatch(opts.maxBuffered ?? 20_000);
+    this.#buffer = new ReportBuffer(opts.maxBuffered ?? 20_000, MAX_MESSAGE);
     // Small, frequent batches: no pause in the caller's event loop, and 10,000 decisions a second get through.
     this.#timer = setInterval(() => void this.flush(), opts.flushMs ?? 200);
     this.#timer.unref();
@@ -228,7 +232,7 @@ export class DecisionReporter {
 
   record(d: ReportedDecision): void {
     if (this.#buffer.full) return this.#buffer.countDropped(1); // not worth encoding
-    this.#buffer.push(encodeDecision(d));
+    this.#buffer.push(writeDecision(this.#scratch.reset(), d).finish());
   }
 
   get stats(): { buffered: number; dropped: number } {
@@ -236,28 +240,21 @@ export class DecisionReporter {
   }
 
   /**
-   * Sends what is buffered, in messages under the agent's 64 KiB request limit (a bigger one is
-   * refused, and retrying it would refuse it forever). A refused batch is counted as dropped.
+   * Sends what is buffered, in messages of up to 1 MiB. A message the agent refuses as malformed
+   * or too large would be refused forever: its decisions are counted as dropped, except that an
+   * agent of an earlier version, which takes 64 KiB at most, gets them again in smaller messages.
    */
   async flush(): Promise<void> {
     if (this.#flushing) return;
     this.#flushing = true;
     try {
-      let size = 0;
-      await this.#buffer.drain(10_000, (batch, dropped) => {
-        size = batch.reduce((n, m) => n + m.length + 4, 0);
-        return this.#grpc.unary(REPORT, encodeReport(batch, dropped), { 'workload.spiffe.io': 'true' });
-      }, {
-        weigh: (m) => m.length + 4, maxWeight: this.#maxMessage,
-        permanent: (err) => {
-          if (!(err instanceof GrpcError) || !PERMANENT.has(err.code)) return false;
-          // An agent that takes only small messages: the batch goes back and is sent in smaller ones.
-          if (err.code === GRPC_STATUS.RESOURCE_EXHAUSTED && size > MAX_MESSAGE_OLD_AGENT && this.#maxMessage > MAX_MESSAGE_OLD_AGENT) {
-            this.#maxMessage = MAX_MESSAGE_OLD_AGENT;
-            return false;
-          }
-          return true;
-        },
+      await this.#buffer.drain((message) => this.#grpc.unary(REPORT, message, { 'workload.spiffe.io': 'true' }), (err, message) => {
+        if (!(err instanceof GrpcError) || !PERMANENT.has(err.code)) return 'retry';
+        if (err.code === GRPC_STATUS.RESOURCE_EXHAUSTED && message.length > MAX_MESSAGE_OLD_AGENT && this.#buffer.maxMessage > MAX_MESSAGE_OLD_AGENT) {
+          this.#buffer.maxMessage = MAX_MESSAGE_OLD_AGENT;
+          return 'retry';
+        }
+        return 'drop';
       });
     } finally {
       this.#flushing = false;

@@ -18,4 +18,4 @@ export { splitDer, toX509Context, type X509SvidItem } from './workload-client.ts
 export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';
 export { LocalPolicy, writMiddleware, writFastify, authorizeRequest, type MiddlewareOptions, type WritRequestInfo } from './authz.ts';
 export { DecisionReporter, DECISION_LIMITS, decisionShape, decodeDecision, decodeReport, encodeDecision, encodeReport, newDecisionId, readReport, type DecisionShape, type ReportedDecision } from './decision-log.ts';
-export { BoundedBatch } from './bounded-batch.ts';
+export { ReportBuffer, type FailedMessage } from './report-buffer.ts';

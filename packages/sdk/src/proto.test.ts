@@ -85,38 +85,3 @@ describe('gRPC framing', () => {
     for (const bad of ['unix://host/path', 'tcp://127.0.0.1', 'http://x', '/run/api.sock', 'tcp://127.0.0.1:1/path']) assert.throws(() => parseEndpoint(bad), TypeError, bad);
   });
 });
-
-describe('bounded batches', () => {
-  it('drop and count when full, put a failed batch back, and send the drop count once', async () => {
-    const { BoundedBatch } = await import('./bounded-batch.ts');
-    const b = new BoundedBatch<number>(3);
-    for (const n of [1, 2, 3, 4, 5]) b.push(n);
-    assert.deepEqual(b.stats, { buffered: 3, dropped: 2 });
-    await b.flush(10, async () => {
-      throw new Error('server away');
-    });
-    assert.deepEqual(b.stats, { buffered: 3, dropped: 2 }, 'nothing lost beyond the bound');
-    const sent: Array<[number[], number]> = [];
-    await b.flush(2, async (items, dropped) => void sent.push([items, dropped]));
-    await b.flush(2, async (items, dropped) => void sent.push([items, dropped]));
-    assert.deepEqual(sent, [[[1, 2], 2], [[3], 0]]);
-    assert.deepEqual(b.stats, { buffered: 0, dropped: 0 });
-  });
-
-  it('split by weight, and a batch the receiver will never take is counted as dropped, not retried', async () => {
-    const { BoundedBatch } = await import('./bounded-batch.ts');
-    const b = new BoundedBatch<string>(100);
-    for (const s of ['aaaa', 'bb', 'cccc', 'dddddddddd']) b.push(s);
-    const sent: string[][] = [];
-    const weigh = { weigh: (s: string) => s.length, maxWeight: 6 };
-    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 2);
-    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 1);
-    assert.equal(await b.flush(10, async (items) => void sent.push(items), weigh), 1, 'one heavier than the limit still goes alone');
-    assert.deepEqual(sent, [['aaaa', 'bb'], ['cccc'], ['dddddddddd']]);
-    b.push('x');
-    assert.equal(await b.flush(10, async () => {
-      throw new Error('too large');
-    }, { permanent: () => true }), 0);
-    assert.deepEqual(b.stats, { buffered: 0, dropped: 1 });
-  });
-});

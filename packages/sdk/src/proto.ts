@@ -81,7 +81,12 @@ export class Writer {
     this.#pos += 8;
     return this;
   }
-  /** The encoded bytes (a view: a writer is not used after finish). */
+  /** Starts over, keeping the buffer (a scratch writer for many small messages). */
+  reset(): this {
+    this.#pos = 0;
+    return this;
+  }
+  /** The encoded bytes (a view, valid until the writer is written to again). */
   finish(): Buffer {
     return this.#buf.subarray(0, this.#pos);
   }
