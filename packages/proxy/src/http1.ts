@@ -21,6 +21,30 @@ const HEAD_TIMEOUT_MS = 30_000;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const EMPTY = Buffer.alloc(0);
 
+// Deadlines (idle keep-alive connections, slow heads, idle pooled upstreams) for every connection
+// from one timer: socket.setTimeout re-arms a timer on every read and write (about 1% of the
+// proxy's CPU under load); here activity stamps a number and a sweep four times a second checks.
+const SWEEP_MS = 250;
+const sweeps = new Set<(now: number) => void>();
+let sweepTimer: NodeJS.Timeout | undefined;
+/** The time as of the last sweep: good enough for stamping activity against deadlines of seconds. */
+let coarseNow = Date.now();
+function onSweep(check: (now: number) => void): () => void {
+  sweeps.add(check);
+  if (!sweepTimer) {
+    coarseNow = Date.now();
+    sweepTimer = setInterval(() => {
+      coarseNow = Date.now();
+      for (const f of sweeps) f(coarseNow);
+    }, SWEEP_MS);
+    sweepTimer.unref();
+  }
+  return () => {
+    sweeps.delete(check);
+    if (sweeps.size === 0 && sweepTimer) (clearInterval(sweepTimer), (sweepTimer = undefined));
+  };
+}
+
 /**
  * Finds where a chunked body ends, across as many calls as the bytes take to arrive. Bytes are
  * not changed (they are forwarded as they came); sizes, line ends and trailer size are checked.
@@ -124,6 +148,8 @@ export function connectTcp(host: string, port: number, onData: OnData = () => un
 export interface Upstream {
   readonly socket: Socket;
   owner: Exchange | undefined;
+  /** When it went back to the pool. */
+  idleSince?: number;
 }
 
 /**
@@ -148,7 +174,13 @@ export class UpstreamPool {
     this.#maxIdle = opts.maxIdle ?? 128;
     this.#idleMs = opts.idleMs ?? 4000;
     this.#maxOpening = opts.maxOpening ?? 4;
+    // Idle connections close after idleMs (below the upstream's own keep-alive timeout, so the
+    // proxy closes first rather than racing the upstream's close).
+    this.#stopSweep = onSweep((now) => {
+      for (const u of this.#idle) if (now - u.idleSince! > this.#idleMs) u.socket.destroy();
+    });
   }
+  readonly #stopSweep: () => void;
 
   /**
    * An idle connection if there is one (unless `reuse` is false), else a new one. A burst does not
@@ -205,12 +237,6 @@ export class UpstreamPool {
       }
     });
     socket.on('error', () => undefined);
-    // One inactivity timer for the connection's life (re-arming it per request allocated a timer
-    // each time): it closes the connection only while it sits idle in the pool.
-    socket.setTimeout(this.#idleMs);
-    socket.on('timeout', () => {
-      if (this.#idle.includes(up)) socket.destroy();
-    });
     if (unsolicited) socket.destroy();
     return up;
   }
@@ -222,11 +248,13 @@ export class UpstreamPool {
     const w = this.#waiters.shift();
     if (w) return w.resolve({ upstream: u, reused: true });
     if (this.#idle.length >= this.#maxIdle) return void u.socket.destroy();
+    u.idleSince = coarseNow;
     this.#idle.push(u);
   }
 
   close(): void {
     this.#closed = true;
+    this.#stopSweep();
     for (const u of this.#idle.splice(0)) u.socket.destroy();
     for (const w of this.#waiters.splice(0)) w.reject(new Error('proxy closing'));
   }
@@ -282,6 +310,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   const dropNames = [...(o.dropFields ?? []), ...(o.addFields ?? []).map(([k]) => k.toLowerCase())];
   let buf: Buffer = EMPTY;
   let headStarted = 0;
+  let lastActive = Date.now();
   let clientEnded = false;
   let scanFrom = 0;
   let state: 'head' | 'connecting' | 'body' | 'waiting' | 'tunnel' | 'done' = 'head';
@@ -358,6 +387,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     state = 'head';
     req = undefined;
     headStarted = 0;
+    lastActive = coarseNow;
     if (client.isPaused()) client.resume();
     pump();
     // A client that sent its last request and then half-closed gets its answer, then the close.
@@ -502,9 +532,8 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         const end = headEnd(buf, scanFrom);
         if (end < 0) {
           if (buf.length > MAX_HEAD) throw new HttpError(431, `request head larger than ${MAX_HEAD} bytes`);
+          // A head trickled in byte by byte holds a connection: it gets HEAD_MS in all (the sweep checks).
           if (buf.length > 0 && headStarted === 0) headStarted = Date.now();
-          // A head trickled in byte by byte holds a connection: it gets HEAD_MS in all.
-          if (headStarted && Date.now() - headStarted > HEAD_MS) throw new HttpError(408, `request head not complete after ${HEAD_MS / 1000} s`);
           scanFrom = buf.length;
           return;
         }
@@ -539,6 +568,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     // After the answer that ends this connection (say, an early 413 while a large body was still
     // arriving), whatever else comes is dropped, not kept.
     if (state === 'done') return;
+    lastActive = coarseNow;
     buf = buf.length ? Buffer.concat([buf, d]) : d;
     if (state === 'head' || state === 'body') pump();
     // A request in flight: what follows (its body, pipelined requests) waits here, up to a bound.
@@ -558,12 +588,12 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     if (up && was !== 'tunnel') up.upstream.socket.destroy();
   });
   client.on('error', () => undefined);
-  client.on('timeout', () => {
-    // Idle between requests (or a head that never completes): closed. No limit while a request
-    // is in flight: an upstream may take its time (long polls).
+  // Idle between requests: closed quietly; a head still incomplete HEAD_MS after its first byte:
+  // 408. No limit while a request is in flight: an upstream may take its time (long polls).
+  const stopSweep = onSweep((now) => {
     if (state !== 'head') return;
-    if (buf.length) fail(408, `request head not complete after ${KEEPALIVE_MS / 1000} s idle`);
-    else (state = 'done'), client.end();
+    if (headStarted && now - headStarted > HEAD_MS) fail(408, `request head not complete after ${HEAD_MS / 1000} s`);
+    else if (!headStarted && now - lastActive > KEEPALIVE_MS) (state = 'done'), client.end();
   });
-  client.setTimeout(KEEPALIVE_MS);
+  client.once('close', stopSweep);
 }
