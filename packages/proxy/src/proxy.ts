@@ -266,9 +266,8 @@ export class WritProxy {
   #outbound(ob: Outbound): NetServer {
     const open = async (onData?: OnData): Promise<Socket> => {
       try {
-        const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port });
+        const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port, ...(onData ? { onData } : {}) });
         remote.setNoDelay(true);
-        if (onData) remote.on('data', onData);
         this.#track(ob.spiffeId, remote);
         return remote;
       } catch (err) {

@@ -89,7 +89,15 @@ export interface MtlsConnectOptions {
   readonly host: string;
   readonly port: number;
   readonly servername?: string;
+  /**
+   * Receives the decrypted bytes instead of 'data' events (Node's `onread`: no buffer allocation
+   * and no stream machinery per read, for proxies). Each chunk is the caller's to keep.
+   */
+  readonly onData?: (chunk: Buffer) => void;
 }
+
+/** One read buffer for every `onData` connection: reads are handed over synchronously and copied out. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /** Connects with the current SVID; resolves only once the server's SVID is verified and authorized. */
 export function mtlsConnect(opts: MtlsConnectOptions): Promise<TLSSocket> {
@@ -99,6 +107,7 @@ export function mtlsConnect(opts: MtlsConnectOptions): Promise<TLSSocket> {
       // Web PKI checks do not apply: the SPIFFE checks below replace them.
       rejectUnauthorized: false, checkServerIdentity: () => undefined,
       ...(opts.servername ? { servername: opts.servername } : {}),
+      ...(opts.onData ? { onread: { buffer: READ_BUFFER, callback: (n: number, b: Uint8Array) => (opts.onData!(Buffer.from(b.subarray(0, n))), true) } } : {}),
     });
     socket.once('secureConnect', () => {
       try {
