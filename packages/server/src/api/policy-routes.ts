@@ -55,23 +55,17 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     return engine;
   };
   /**
-   * Edges (caller, callee, action) seen in the last day's decisions whose outcome the proposed set
-   * would change. Header conditions cannot be replayed (headers are not logged): they count as absent.
+   * Edges (caller, callee, action) seen in the last day's decisions (all of them, from the edge
+   * aggregate; the 100,000 most used when there are more) whose outcome the proposed set would
+   * change. Header conditions cannot be replayed (headers are not logged): they count as absent.
    */
   const changedEdges = async (before: Readonly<Record<string, string>> | undefined, after: Readonly<Record<string, string>>) => {
     const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
       new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
     const a = compile(before);
     const b = compile(after);
-    const seen = new Map<string, { from: string; to: string; action: string; count: number }>();
-    for (const d of await ctx.store.queryDecisions({ since: ctx.clock() - 86_400_000, limit: 10_000 })) {
-      const key = `${d.from}\n${d.to}\n${d.action}`;
-      const e = seen.get(key);
-      if (e) e.count++;
-      else seen.set(key, { from: d.from, to: d.to, action: d.action, count: 1 });
-    }
     const out: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string; rule: string | null }> = [];
-    for (const e of seen.values()) {
+    for (const e of await ctx.store.listDecisionEdges({ since: ctx.clock() - 86_400_000, limit: 100_000 })) {
       let action;
       try {
         action = parseAction(e.action);
@@ -81,7 +75,7 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
       const req = { from: e.from || undefined, to: e.to, action };
       const x = a.decide(req);
       const y = b.decide(req);
-      if (x.decision !== y.decision) out.push({ from: e.from || null, to: e.to, action: e.action, seen: e.count, before: x.decision, after: y.decision, rule: y.rule?.name ?? null });
+      if (x.decision !== y.decision) out.push({ from: e.from || null, to: e.to, action: e.action, seen: e.seen, before: x.decision, after: y.decision, rule: y.rule?.name ?? null });
     }
     return out.sort((p, q) => q.seen - p.seen).slice(0, 200);
   };

@@ -79,4 +79,19 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX decisions_at ON decisions (at)`,
     ],
   },
+  {
+    // Edges (caller, callee, action) seen in the decision log, with when and how often: what a
+    // dry-run replays (all of the day's edges, not only the latest decisions) and a service graph.
+    version: 6,
+    statements: [
+      `CREATE TABLE decision_edges (
+        from_id TEXT NOT NULL, to_id TEXT NOT NULL, action TEXT NOT NULL,
+        first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, seen BIGINT NOT NULL,
+        PRIMARY KEY (from_id, to_id, action)
+      )`,
+      `CREATE INDEX decision_edges_last_seen ON decision_edges (last_seen)`,
+      `INSERT INTO decision_edges (from_id, to_id, action, first_seen, last_seen, seen)
+        SELECT from_id, to_id, action, MIN(at), MAX(at), COUNT(*) FROM decisions GROUP BY from_id, to_id, action`,
+    ],
+  },
 ];

@@ -5,7 +5,7 @@ import { MIGRATIONS } from './schema.ts';
 import {
   DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
   type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type ChangeStamp, type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
+  type ChangeStamp, type DecisionEdge, type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
 } from './types.ts';
 
 const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
@@ -421,14 +421,42 @@ export class SqlStore implements Store {
   async addDecisions(records: readonly DecisionRecord[]): Promise<void> {
     if (records.length === 0) return;
     await this.#db.transaction(async (tx) => {
+      const edges = new Map<string, { from: string; to: string; action: string; first: number; last: number; seen: number }>();
       for (let i = 0; i < records.length; i += 200) {
         const chunk = records.slice(i, i + 200);
-        await tx.query(
-          `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`,
+        // RETURNING names the rows actually inserted: a retried decision is not counted twice.
+        const inserted = new Set((await tx.query(
+          `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING RETURNING id`,
           chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter]),
+        )).map((r) => r['id'] as string));
+        for (const d of chunk) {
+          if (!inserted.has(d.id)) continue;
+          const key = `${d.from}\n${d.to}\n${d.action}`;
+          const e = edges.get(key);
+          if (e) (e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at)));
+          else edges.set(key, { from: d.from, to: d.to, action: d.action, first: d.at, last: d.at, seen: 1 });
+        }
+      }
+      const list = [...edges.values()];
+      for (let i = 0; i < list.length; i += 200) {
+        const chunk = list.slice(i, i + 200);
+        await tx.query(
+          `INSERT INTO decision_edges (from_id, to_id, action, first_seen, last_seen, seen) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
+            ON CONFLICT (from_id, to_id, action) DO UPDATE SET seen = decision_edges.seen + excluded.seen,
+              first_seen = CASE WHEN excluded.first_seen < decision_edges.first_seen THEN excluded.first_seen ELSE decision_edges.first_seen END,
+              last_seen = CASE WHEN excluded.last_seen > decision_edges.last_seen THEN excluded.last_seen ELSE decision_edges.last_seen END`,
+          chunk.flatMap((e) => [e.from, e.to, e.action, e.first, e.last, e.seen]),
         );
       }
     });
+  }
+
+  async listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]> {
+    const rows = await this.#db.query('SELECT * FROM decision_edges WHERE last_seen >= ? ORDER BY seen DESC, from_id, to_id, action LIMIT ?', [q.since, q.limit]);
+    return rows.map((r) => ({
+      from: r['from_id'] as string, to: r['to_id'] as string, action: r['action'] as string,
+      firstSeen: num(r['first_seen']), lastSeen: num(r['last_seen']), seen: num(r['seen']),
+    }));
   }
 
   async queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]> {
@@ -447,6 +475,7 @@ export class SqlStore implements Store {
 
   async pruneDecisions(before: number): Promise<void> {
     await this.#db.query('DELETE FROM decisions WHERE at < ?', [before]);
+    await this.#db.query('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {

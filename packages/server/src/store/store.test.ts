@@ -194,6 +194,20 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
     });
 
+    it('decisions are counted on their edges once each, and old edges are pruned', async () => {
+      const d = (id: string, at: number, from: string, action: string) => ({ id, at, from, to: 'spiffe://e/edges', action, decision: 'allow' as const, reason: 'ALLOW_RULE', policyRevision: 1, rule: 'p#0', reporter: 'spiffe://e/writ/agent/x' });
+      await t.store.addDecisions([d('e1', 100, 'spiffe://e/a', 'GET /x'), d('e2', 300, 'spiffe://e/a', 'GET /x'), d('e3', 200, '', 'tcp 5432')]);
+      await t.store.addDecisions([d('e2', 300, 'spiffe://e/a', 'GET /x'), d('e4', 50, 'spiffe://e/a', 'GET /x')]); // e2 retried, e4 late
+      const edges = (await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges');
+      assert.deepEqual(edges.map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]), [
+        ['spiffe://e/a', 'GET /x', 3, 50, 300],
+        ['', 'tcp 5432', 1, 200, 200],
+      ]);
+      assert.deepEqual((await t.store.listDecisionEdges({ since: 250, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action), ['GET /x']);
+      await t.store.pruneDecisions(250);
+      assert.deepEqual((await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action), ['GET /x']);
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();
@@ -230,3 +244,37 @@ for (const factory of STORE_FACTORIES) {
     });
   });
 }
+
+describe('migration 6 (decision edges) on a store that already has decisions', () => {
+  it('counts the decisions already logged on their edges', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { SqliteDriver } = await import('./sqlite.ts');
+    const { SqlStore } = await import('./sql-store.ts');
+    const { MIGRATIONS } = await import('./schema.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'writ-migrate-'));
+    const db = new SqliteDriver(join(dir, 'writ.db'));
+    try {
+      // The schema as version 5 left it, with a week of decisions in it.
+      await db.query('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+      for (const m of MIGRATIONS.filter((x) => x.version <= 5)) {
+        for (const stmt of m.statements) await db.query(stmt);
+        await db.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, 0]);
+      }
+      const row = (id: string, at: number, from: string, action: string) => [id, at, from, 'spiffe://e/b', action, 'allow', 'ALLOW_RULE', 1, 'r', 'spiffe://e/writ/agent/x'];
+      for (const r of [row('a', 10, 'spiffe://e/a', 'GET /'), row('b', 30, 'spiffe://e/a', 'GET /'), row('c', 20, '', 'tcp 1')]) {
+        await db.query('INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', r);
+      }
+      const store = new SqlStore(db);
+      await store.migrate();
+      assert.deepEqual((await store.listDecisionEdges({ since: 0, limit: 10 })).map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]), [
+        ['spiffe://e/a', 'GET /', 2, 10, 30],
+        ['', 'tcp 1', 1, 20, 20],
+      ]);
+    } finally {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -142,6 +142,18 @@ export interface DecisionRecord {
   readonly reporter: string;
 }
 
+/** A (caller, callee, action) edge of the decision log. */
+export interface DecisionEdge {
+  /** '' when the caller was unauthenticated. */
+  readonly from: string;
+  readonly to: string;
+  readonly action: string;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+  /** Decisions logged on this edge. */
+  readonly seen: number;
+}
+
 export interface DecisionQuery {
   readonly from?: string;
   readonly to?: string;
@@ -213,10 +225,15 @@ export interface Store {
    */
   changeStamp(now: number): Promise<ChangeStamp>;
 
-  /** Stores decisions (a duplicate id is ignored, so a retried batch is harmless). */
+  /**
+   * Stores decisions and counts them on their edges, in one transaction (a duplicate id is
+   * ignored and not counted again, so a retried batch is harmless).
+   */
   addDecisions(records: readonly DecisionRecord[]): Promise<void>;
   /** Newest first. */
   queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]>;
+  /** Edges seen since `since`, most used first. */
+  listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]>;
   pruneDecisions(before: number): Promise<void>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
