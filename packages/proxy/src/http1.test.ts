@@ -131,6 +131,8 @@ describe('upstream pool', () => {
   });
 });
 
+const BIG = (await import('node:crypto')).randomBytes(24 * 1024 * 1024);
+
 /** A raw client: writes `text`, collects everything until the server closes or `until` matches. */
 function exchange(port: number, text: string | string[], until?: RegExp, gapMs = 20): Promise<string> {
   return new Promise((resolve) => {
@@ -171,6 +173,10 @@ describe('relay', () => {
           return;
         }
         if (req.url === '/nobody') return void res.writeHead(204).end();
+        if (req.url === '/big') {
+          res.setHeader('content-length', BIG.length);
+          return void res.end(BIG);
+        }
         res.setHeader('content-type', 'application/json');
         if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null }));
         res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
@@ -205,6 +211,35 @@ describe('relay', () => {
       assert.deepEqual(body, { method: 'GET', url: `/a/${i}`, body: '', peer: 'spiffe://t/caller', conn: null });
     }
     assert.equal(appConnections - before, 1, 'three client connections, one upstream connection');
+  });
+
+  it('a large response to a slow reader arrives whole and in order (the upstream paused and resumed under back-pressure)', async () => {
+    const { createHash } = await import('node:crypto');
+    const { connect } = await import('node:net');
+    const got = await new Promise<{ hash: string; bytes: number }>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1', () => s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n'));
+      const h = createHash('sha256');
+      let head = '';
+      let bytes = 0;
+      s.on('data', (d: Buffer) => {
+        let body = d;
+        if (!head.includes('\r\n\r\n')) {
+          head += d.toString('latin1');
+          const i = head.indexOf('\r\n\r\n');
+          if (i < 0) return;
+          body = Buffer.from(head.slice(i + 4), 'latin1');
+          head = head.slice(0, i + 4);
+        }
+        h.update(body);
+        bytes += body.length;
+        // A slow reader: stops now and then, long enough for every buffer on the way to fill.
+        if (Math.random() < 0.05) (s.pause(), setTimeout(() => s.resume(), 20));
+        if (bytes === BIG.length) (s.destroy(), resolve({ hash: h.digest('hex'), bytes }));
+      });
+      s.on('error', reject);
+    });
+    assert.equal(got.bytes, BIG.length);
+    assert.equal(got.hash, createHash('sha256').update(BIG).digest('hex'));
   });
 
   it('connection-specific fields stop at the proxy, both ways (RFC 9110 7.6.1)', async () => {
