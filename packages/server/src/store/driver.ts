@@ -8,6 +8,8 @@ export type Row = Record<string, unknown>;
 
 export interface SqlExecutor {
   query(sql: string, params?: readonly SqlValue[]): Promise<Row[]>;
+  /** Runs a statement that returns no rows; resolves to how many rows it changed. */
+  execute(sql: string, params?: readonly SqlValue[]): Promise<number>;
 }
 
 export interface SqlDriver extends SqlExecutor {

@@ -74,6 +74,14 @@ export class PostgresDriver implements SqlDriver {
     }
   }
 
+  async execute(sql: string, params: readonly SqlValue[] = []): Promise<number> {
+    try {
+      return (await this.#pool.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0;
+    } catch (err) {
+      return wrap(err);
+    }
+  }
+
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
@@ -86,6 +94,7 @@ export class PostgresDriver implements SqlDriver {
       await client.query('BEGIN');
       const out = await fn({
         query: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[],
+        execute: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0,
       });
       await client.query('COMMIT');
       return out;

@@ -421,26 +421,38 @@ export class SqlStore implements Store {
   async addDecisions(records: readonly DecisionRecord[]): Promise<void> {
     if (records.length === 0) return;
     await this.#db.transaction(async (tx) => {
-      const edges = new Map<string, { from: string; to: string; action: string; first: number; last: number; seen: number }>();
+      // Edges by caller, callee and action (nested maps: no key string per decision).
+      const edges = new Map<string, Map<string, Map<string, { first: number; last: number; seen: number }>>>();
+      const count = (d: DecisionRecord): void => {
+        let byTo = edges.get(d.from);
+        if (!byTo) edges.set(d.from, (byTo = new Map()));
+        let byAction = byTo.get(d.to);
+        if (!byAction) byTo.set(d.to, (byAction = new Map()));
+        const e = byAction.get(d.action);
+        if (e) (e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at)));
+        else byAction.set(d.action, { first: d.at, last: d.at, seen: 1 });
+      };
       for (let i = 0; i < records.length; i += 200) {
         const chunk = records.slice(i, i + 200);
-        // RETURNING names the rows actually inserted: a retried decision is not counted twice.
-        const inserted = new Set((await tx.query(
-          `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING RETURNING id`,
-          chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter]),
-        )).map((r) => r['id'] as string));
-        for (const d of chunk) {
-          if (!inserted.has(d.id)) continue;
-          const key = `${d.from}\n${d.to}\n${d.action}`;
-          const e = edges.get(key);
-          if (e) (e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at)));
-          else edges.set(key, { from: d.from, to: d.to, action: d.action, first: d.at, last: d.at, seen: 1 });
+        const insert = `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`;
+        const params = chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter]);
+        // Every row new (the usual case) is counted as it is. When some ids were already stored (a
+        // retried batch), the chunk is inserted again asking which rows are new, so nothing is
+        // counted twice on its edge.
+        await tx.execute('SAVEPOINT decisions_chunk');
+        if ((await tx.execute(insert, params)) === chunk.length) {
+          for (const d of chunk) count(d);
+        } else {
+          await tx.execute('ROLLBACK TO SAVEPOINT decisions_chunk');
+          const inserted = new Set((await tx.query(`${insert} RETURNING id`, params)).map((r) => r['id'] as string));
+          for (const d of chunk) if (inserted.has(d.id)) count(d);
         }
+        await tx.execute('RELEASE SAVEPOINT decisions_chunk');
       }
-      const list = [...edges.values()];
+      const list = [...edges].flatMap(([from, byTo]) => [...byTo].flatMap(([to, byAction]) => [...byAction].map(([action, e]) => ({ from, to, action, ...e }))));
       for (let i = 0; i < list.length; i += 200) {
         const chunk = list.slice(i, i + 200);
-        await tx.query(
+        await tx.execute(
           `INSERT INTO decision_edges (from_id, to_id, action, first_seen, last_seen, seen) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
             ON CONFLICT (from_id, to_id, action) DO UPDATE SET seen = decision_edges.seen + excluded.seen,
               first_seen = CASE WHEN excluded.first_seen < decision_edges.first_seen THEN excluded.first_seen ELSE decision_edges.first_seen END,

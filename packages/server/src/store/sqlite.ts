@@ -22,13 +22,22 @@ export class SqliteDriver implements SqlDriver {
     }
   }
 
-  #run(sql: string, params: readonly SqlValue[]): Row[] {
+  #prepare(sql: string): StatementSync {
     let stmt = this.#statements.get(sql);
     if (!stmt) {
       stmt = this.#db.prepare(sql);
       // Bulk inserts make many distinct statements; keep the cache for the repeated ones.
       if (this.#statements.size < 500) this.#statements.set(sql, stmt);
     }
+    return stmt;
+  }
+
+  #execute(sql: string, params: readonly SqlValue[]): number {
+    return Number(this.#prepare(sql).run(...params).changes);
+  }
+
+  #run(sql: string, params: readonly SqlValue[]): Row[] {
+    const stmt = this.#prepare(sql);
     const returnsRows = /^\s*(SELECT|WITH)\b/i.test(sql) || /\bRETURNING\b/i.test(sql);
     if (returnsRows) return stmt.all(...params) as Row[];
     stmt.run(...params);
@@ -45,11 +54,15 @@ export class SqliteDriver implements SqlDriver {
     return this.#exclusive(() => this.#run(sql, params));
   }
 
+  execute(sql: string, params: readonly SqlValue[] = []): Promise<number> {
+    return this.#exclusive(() => this.#execute(sql, params));
+  }
+
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     return this.#exclusive(async () => {
       this.#db.exec('BEGIN IMMEDIATE');
       try {
-        const out = await fn({ query: async (sql, params = []) => this.#run(sql, params) });
+        const out = await fn({ query: async (sql, params = []) => this.#run(sql, params), execute: async (sql, params = []) => this.#execute(sql, params) });
         this.#db.exec('COMMIT');
         return out;
       } catch (err) {
