@@ -17,7 +17,6 @@ import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSock
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
-import type { Decision } from '@writ/policy';
 import { UpstreamPool, connectTcp, relayHttp1, type OnData } from './http1.ts';
 
 
