@@ -345,6 +345,24 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
       assert.equal(bad.stdout.trim().split('\n').pop(), '400', bad.stdout);
       assert.equal(JSON.parse(bad.stdout.split('\n')[0]!).code, 'ERR_PROTOBUF_INVALID');
     }
+    // `writ decisions tail` follows arrivals: a decision made an hour ago that arrives now (a
+    // reporter that was cut off) is shown, where following by decision time would skip it.
+    const env: NodeJS.ProcessEnv = { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
+    delete env['NODE_TEST_CONTEXT'];
+    const tail = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'decisions', 'tail', '--to', marker], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let tailed = '';
+    tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
+    try {
+      await waitFor('tail to start', async () => ((await call('GET', '/metrics', { token: null })).text.includes('route="/v1/decisions"') ? true : undefined), 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const hourAgo = Date.now() - 3_600_000;
+      writeFileSync(join(work, 'late.json'), JSON.stringify({ decisions: [{ id: `late-${process.pid}`, at: hourAgo, from: '', to: marker, action: 'DELETE /late', decision: 'deny', reason: 'NO_MATCHING_ALLOW', rule: '', policyRevision: 1 }], dropped: 0 }));
+      assert.match((await post('application/json', join(work, 'late.json'))).stdout, /"stored":1/);
+      await waitFor('the late decision in the tail', async () => (tailed.includes('DELETE /late') ? true : undefined), 10_000);
+      assert.match(tailed, new RegExp(`^${new Date(hourAgo).toISOString().replace(/[.]/g, '\\.')} DENY NO_MATCHING_ALLOW \\(none\\) -> ${marker.replace(/[/.]/g, '\\$&')} DELETE /late$`, 'm'));
+    } finally {
+      tail.kill();
+    }
     // Only agents report: an admin token is not an agent SVID, and neither is no credential.
     const anon = await curl(['-H', 'content-type: application/x-protobuf', '--data-binary', `@${join(work, 'report.bin')}`, '-w', '\n%{http_code}', `${srv.url}/v1/agent/decisions`]);
     assert.equal(anon.stdout.trim().split('\n').pop(), '401');

@@ -607,23 +607,26 @@ export function buildProgram(): Command {
       print(format, res.decisions, decisionRows(res.decisions));
     });
   decisionFilters(decisions.command('tail'))
-    .description('print decisions as they arrive (Ctrl-C to stop)')
+    .description('print decisions as they arrive (Ctrl-C to stop): the last minute, then every new arrival')
     .action(async (f: { from?: string; to?: string; decision?: string }, cmd: Command) => {
       const { api } = clientOf(cmd);
-      const seen = new Set<string>();
-      let since = new Date(Date.now() - 60_000).toISOString();
+      const filters = new URLSearchParams();
+      for (const k of ['from', 'to', 'decision'] as const) if (f[k]) filters.set(k, f[k]!);
+      const print = (d: DecisionRow): void => void process.stdout.write(`${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`);
+      // Followed by arrival at the server, not by decision time: reporters deliver late by their
+      // flush intervals (more after an outage), and following by time would skip those.
+      const first = await api.call<{ decisions: DecisionRow[]; cursor: string }>('GET', `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), since: new Date(Date.now() - 60_000).toISOString(), limit: '1000' })}`);
+      first.decisions.reverse().forEach(print);
+      // What arrived between the cursor and that first page is in both: printed once.
+      const shown = new Set(first.decisions.map((d) => d.id));
+      let cursor = first.cursor;
       for (;;) {
-        const q = new URLSearchParams({ since, limit: '1000' });
-        for (const k of ['from', 'to', 'decision'] as const) if (f[k]) q.set(k, f[k]!);
-        const res = await api.call<{ decisions: DecisionRow[] }>('GET', `/v1/decisions?${q}`);
-        for (const d of res.decisions.reverse()) {
-          if (seen.has(d.id)) continue;
-          seen.add(d.id);
-          since = d.at;
-          process.stdout.write(`${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`);
-        }
-        if (seen.size > 100_000) seen.clear();
-        await new Promise((r) => setTimeout(r, 1000));
+        const res = await api.call<{ decisions: DecisionRow[]; cursor: string }>('GET', `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), after: cursor, limit: '1000' })}`);
+        for (const d of res.decisions) if (!shown.has(d.id)) print(d);
+        shown.clear();
+        cursor = res.cursor;
+        // A full page: more are waiting; otherwise look again in a second.
+        if (res.decisions.length < 1000) await new Promise((r) => setTimeout(r, 1000));
       }
     });
 

@@ -202,18 +202,26 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     });
   });
 
-  add('GET', '/v1/decisions', 'viewer', 'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=).', async (req) => {
+  add('GET', '/v1/decisions', 'viewer', 'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=); with ?after=CURSOR, those that arrived since that cursor, in arrival order. `cursor` in the answer is where to follow on from.', async (req) => {
     const q = req.query;
-    for (const k of q.keys()) if (!['from', 'to', 'decision', 'since', 'limit'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
+    for (const k of q.keys()) if (!['from', 'to', 'decision', 'since', 'after', 'limit'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
     const since = q.get('since');
     const sinceMs = since === null ? undefined : Date.parse(since);
     if (sinceMs !== undefined && !Number.isFinite(sinceMs)) throw new WritError('ERR_FIELD_INVALID', 'since must be an RFC 3339 time', { field: 'since' });
+    const afterRaw = q.get('after');
+    const after = afterRaw === null ? undefined : Number(afterRaw);
+    if (after !== undefined && (!/^\d{1,16}$/.test(afterRaw!) || !Number.isSafeInteger(after))) throw new WritError('ERR_FIELD_INVALID', 'after must be a cursor from an earlier answer (a whole number)', { field: 'after' });
     const limit = Math.min(Math.max(Number(q.get('limit') ?? 100) || 100, 1), 10_000);
+    // Read first: every decision up to it has been committed, so following on from it skips none.
+    const upTo = await ctx.store.decisionCursor();
     const rows = await ctx.store.queryDecisions({
       ...(q.get('from') !== null ? { from: q.get('from')! } : {}), ...(q.get('to') !== null ? { to: q.get('to')! } : {}),
-      ...(q.get('decision') !== null ? { decision: q.get('decision')! } : {}), ...(sinceMs !== undefined ? { since: sinceMs } : {}), limit,
+      ...(q.get('decision') !== null ? { decision: q.get('decision')! } : {}), ...(sinceMs !== undefined ? { since: sinceMs } : {}),
+      ...(after !== undefined ? { after, upTo } : {}), limit,
     });
-    return ok({ decisions: rows.map((d) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })) });
+    // A full page of arrivals continues where it ended; otherwise everything up to `upTo` was seen.
+    const cursor = after !== undefined && rows.length === limit ? rows.at(-1)!.seq! : upTo;
+    return ok({ decisions: rows.map(({ seq: _seq, ...d }) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })), cursor: String(cursor) });
   });
 
   add('POST', '/v1/authz/check', 'viewer', 'Decide and explain one request against the current policy set: {from, to, action, headers?}.', async (req) => {

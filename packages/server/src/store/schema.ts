@@ -94,4 +94,15 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         SELECT from_id, to_id, action, MIN(at), MAX(at), COUNT(*) FROM decisions GROUP BY from_id, to_id, action`,
     ],
   },
+  {
+    // The order decisions reached the store, for followers (`writ decisions tail`): a decision's
+    // own time says when it was made, and reporters deliver late by their flush intervals (or by an
+    // outage), so following by time would skip what arrives after a newer one.
+    version: 7,
+    statements: [
+      `ALTER TABLE decisions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0`,
+      `CREATE INDEX decisions_seq ON decisions (seq)`,
+      `INSERT INTO counters (name, value) VALUES ('decision_seq', 0)`,
+    ],
+  },
 ];

@@ -432,10 +432,13 @@ export class SqlStore implements Store {
         if (e) (e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at)));
         else byAction.set(d.action, { first: d.at, last: d.at, seen: 1 });
       };
+      // Arrival numbers for the batch: the counter row also orders batches of several replicas (a
+      // second one waits for the first to commit), so followers never see a lower seq appear later.
+      let seq = num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'decision_seq' RETURNING value", [records.length]))[0]!['value']) - records.length;
       for (let i = 0; i < records.length; i += 200) {
         const chunk = records.slice(i, i + 200);
-        const insert = `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`;
-        const params = chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter]);
+        const insert = `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter, seq) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`;
+        const params = chunk.flatMap((d) => [d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter, ++seq]);
         // Every row new (the usual case) is counted as it is. When some ids were already stored (a
         // retried batch), the chunk is inserted again asking which rows are new, so nothing is
         // counted twice on its edge.
@@ -478,12 +481,21 @@ export class SqlStore implements Store {
     if (q.to !== undefined) (where.push('to_id = ?'), params.push(q.to));
     if (q.decision !== undefined) (where.push('decision = ?'), params.push(q.decision));
     if (q.since !== undefined) (where.push('at >= ?'), params.push(q.since));
-    const rows = await this.#db.query(`SELECT * FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id LIMIT ?`, [...params, q.limit]);
+    if (q.after !== undefined) (where.push('seq > ?'), params.push(q.after));
+    if (q.upTo !== undefined) (where.push('seq <= ?'), params.push(q.upTo));
+    const order = q.after !== undefined ? 'seq' : 'at DESC, id';
+    const rows = await this.#db.query(`SELECT * FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`, [...params, q.limit]);
     return rows.map((r) => ({
       id: r['id'] as string, at: num(r['at']), from: r['from_id'] as string, to: r['to_id'] as string, action: r['action'] as string,
       decision: r['decision'] as DecisionRecord['decision'], reason: r['reason'] as string, policyRevision: num(r['policy_revision']), rule: r['rule'] as string, reporter: r['reporter'] as string,
+      seq: num(r['seq']),
     }));
   }
+
+  async decisionCursor(): Promise<number> {
+    return num((await this.#db.query("SELECT value FROM counters WHERE name = 'decision_seq'"))[0]?.['value'] ?? 0);
+  }
+
 
   async pruneDecisions(before: number): Promise<void> {
     await this.#db.query('DELETE FROM decisions WHERE at < ?', [before]);

@@ -194,6 +194,19 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
     });
 
+    it('followers read decisions in arrival order from a cursor, whatever their decision times', async () => {
+      const d = (id: string, at: number) => ({ id, at, from: 'spiffe://e/a', to: 'spiffe://e/follow', action: 'GET /', decision: 'allow' as const, reason: 'ALLOW_RULE', policyRevision: 1, rule: 'r', reporter: 'spiffe://e/writ/agent/x' });
+      const start = await t.store.decisionCursor();
+      await t.store.addDecisions([d('f1', 500), d('f2', 600)]);
+      await t.store.addDecisions([d('f3', 100)]); // decided earlier, arrived later (a late reporter)
+      const all = await t.store.queryDecisions({ to: 'spiffe://e/follow', after: start, limit: 10 });
+      assert.deepEqual(all.map((x) => x.id), ['f1', 'f2', 'f3']);
+      assert.equal(await t.store.decisionCursor(), all.at(-1)!.seq);
+      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', after: all[0]!.seq!, limit: 10 })).map((x) => x.id), ['f2', 'f3']);
+      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', after: start, upTo: all[1]!.seq!, limit: 10 })).map((x) => x.id), ['f1', 'f2']);
+      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', limit: 10 })).map((x) => x.id), ['f2', 'f1', 'f3'], 'without a cursor: newest decision first');
+    });
+
     it('decisions are counted on their edges once each, and old edges are pruned', async () => {
       const d = (id: string, at: number, from: string, action: string) => ({ id, at, from, to: 'spiffe://e/edges', action, decision: 'allow' as const, reason: 'ALLOW_RULE', policyRevision: 1, rule: 'p#0', reporter: 'spiffe://e/writ/agent/x' });
       await t.store.addDecisions([d('e1', 100, 'spiffe://e/a', 'GET /x'), d('e2', 300, 'spiffe://e/a', 'GET /x'), d('e3', 200, '', 'tcp 5432')]);

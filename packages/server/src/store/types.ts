@@ -140,6 +140,8 @@ export interface DecisionRecord {
   readonly rule: string;
   /** The agent (or proxy) that decided. */
   readonly reporter: string;
+  /** Arrival order at the store (set by the store; 0 before it was stored). */
+  readonly seq?: number;
 }
 
 /** A (caller, callee, action) edge of the decision log. */
@@ -159,6 +161,10 @@ export interface DecisionQuery {
   readonly to?: string;
   readonly decision?: string;
   readonly since?: number;
+  /** Only decisions that arrived after this `seq`, oldest arrival first (a follower's cursor). */
+  readonly after?: number;
+  /** With `after`: and no later than this `seq` (a cursor read before the query). */
+  readonly upTo?: number;
   readonly limit: number;
 }
 
@@ -231,7 +237,10 @@ export interface Store {
    */
   addDecisions(records: readonly DecisionRecord[]): Promise<void>;
   /** Newest first. */
+  /** Newest first by time; with `after`, in arrival order after that cursor. */
   queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]>;
+  /** The `seq` of the latest arrival (0 when none): where a new follower starts. */
+  decisionCursor(): Promise<number>;
   /** Edges seen since `since`, most used first. */
   listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]>;
   pruneDecisions(before: number): Promise<void>;
