@@ -1,6 +1,8 @@
 /**
  * Schema migrations. The DDL is portable between SQLite and PostgreSQL on purpose: times are
- * epoch milliseconds in BIGINT, lists are JSON in TEXT, flags are INTEGER 0/1.
+ * epoch milliseconds in BIGINT, lists are JSON in TEXT, flags are INTEGER 0/1. One word differs:
+ * `{INT64_PRIMARY_KEY}` is `INTEGER PRIMARY KEY` in SQLite (the rowid itself, 64-bit) and
+ * `BIGINT PRIMARY KEY` in PostgreSQL (where INTEGER is 32-bit).
  */
 export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly string[] }> = [
   {
@@ -97,12 +99,20 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
   {
     // The order decisions reached the store, for followers (`writ decisions tail`): a decision's
     // own time says when it was made, and reporters deliver late by their flush intervals (or by an
-    // outage), so following by time would skip what arrives after a newer one.
+    // outage), so following by time would skip what arrives after a newer one. The arrival number
+    // is the table's key (SQLite's rowid: no index more than before).
     version: 7,
     statements: [
-      `ALTER TABLE decisions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0`,
-      `CREATE INDEX decisions_seq ON decisions (seq)`,
-      `INSERT INTO counters (name, value) VALUES ('decision_seq', 0)`,
+      `CREATE TABLE decisions_v7 (
+        seq {INT64_PRIMARY_KEY}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL, action TEXT NOT NULL,
+        decision TEXT NOT NULL, reason TEXT NOT NULL, policy_revision BIGINT NOT NULL, rule TEXT NOT NULL, reporter TEXT NOT NULL
+      )`,
+      `INSERT INTO decisions_v7 (seq, id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter)
+        SELECT ROW_NUMBER() OVER (ORDER BY at, id), id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter FROM decisions`,
+      `DROP TABLE decisions`,
+      `ALTER TABLE decisions_v7 RENAME TO decisions`,
+      `CREATE INDEX decisions_at ON decisions (at)`,
+      `INSERT INTO counters (name, value) SELECT 'decision_seq', COUNT(*) FROM decisions`,
     ],
   },
 ];

@@ -122,7 +122,8 @@ export class SqlStore implements Store {
       const done = new Set((await tx.query('SELECT version FROM schema_migrations')).map((r) => num(r['version'])));
       for (const m of MIGRATIONS) {
         if (done.has(m.version)) continue;
-        for (const stmt of m.statements) await tx.query(stmt);
+        const int64Key = this.#db.dialect === 'sqlite' ? 'INTEGER PRIMARY KEY' : 'BIGINT PRIMARY KEY';
+        for (const stmt of m.statements) await tx.query(stmt.replaceAll('{INT64_PRIMARY_KEY}', int64Key));
         await tx.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, Date.now()]);
       }
     });

@@ -258,8 +258,8 @@ for (const factory of STORE_FACTORIES) {
   });
 }
 
-describe('migration 6 (decision edges) on a store that already has decisions', () => {
-  it('counts the decisions already logged on their edges', async () => {
+describe('migrations 6 and 7 on a store that already has decisions', () => {
+  it('counts the decisions already logged on their edges, and numbers them for followers in time order', async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
@@ -285,6 +285,10 @@ describe('migration 6 (decision edges) on a store that already has decisions', (
         ['spiffe://e/a', 'GET /', 2, 10, 30],
         ['', 'tcp 1', 1, 20, 20],
       ]);
+      assert.deepEqual((await store.queryDecisions({ after: 0, limit: 10 })).map((d) => [d.seq, d.id]), [[1, 'a'], [2, 'c'], [3, 'b']]);
+      assert.equal(await store.decisionCursor(), 3);
+      await store.addDecisions([{ id: 'd', at: 5, from: '', to: 'spiffe://e/b', action: 'GET /', decision: 'allow', reason: 'ALLOW_RULE', policyRevision: 1, rule: 'r', reporter: 'spiffe://e/writ/agent/x' }]);
+      assert.deepEqual((await store.queryDecisions({ after: 3, limit: 10 })).map((d) => [d.seq, d.id]), [[4, 'd']], 'new arrivals follow on');
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });
