@@ -1,7 +1,7 @@
 /** SDK middleware for node:http, Express and Fastify, with the policy streamed from a real agent. */
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
@@ -86,6 +86,39 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
       const anon = await call(s.url, 'GET');
       assert.equal(anon.status, 401, s.name);
       assert.equal(anon.body['code'], 'UNAUTHENTICATED');
+    }
+  });
+
+  it('decide on the path in normal form: a respelled path gets the same decision, a "." or ".." segment a 400 before any handler', async () => {
+    // Raw requests: fetch would resolve the dot segments before sending.
+    const raw = (url: string, path: string, as: string): Promise<{ status: number; body: Record<string, unknown> }> => new Promise((resolve, reject) => {
+      const s = connect(Number(new URL(url).port), '127.0.0.1', () => s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.get(as)}\r\nConnection: close\r\n\r\n`));
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('error', reject);
+      s.on('close', () => {
+        const i = out.indexOf('\r\n\r\n');
+        let body: Record<string, unknown>;
+        try {
+          body = JSON.parse(out.slice(i + 4)) as Record<string, unknown>;
+        } catch {
+          body = { text: out.slice(i + 4, i + 200) }; // a framework's own 404 page
+        }
+        resolve({ status: Number(out.slice(9, 12)), body });
+      });
+    });
+    for (const s of servers) {
+      // Allowed as "/v1/orders/7"; whether the framework then routes that spelling is its own affair.
+      const respelled = await raw(s.url, '/v1/%6Frders//7', WEB);
+      assert.ok(respelled.status === 200 || respelled.status === 404, `${s.name}: ${respelled.status} ${JSON.stringify(respelled.body)}`);
+      if (s.name === 'node:http') assert.deepEqual(respelled.body, { peer: WEB, rule: 'orders#0' });
+      assert.equal((await raw(s.url, '/v1/%6Frders//7', LEGACY)).body['code'], 'DENY_RULE', s.name);
+      for (const p of ['/v1/orders/%2e%2e', '/v1/orders/7/..', '/v1/./orders/7', '/v1/orders/%7']) {
+        const r = await raw(s.url, p, WEB);
+        assert.equal(r.status, 400, `${s.name} ${p}: ${JSON.stringify(r.body)}`);
+        // Fastify refuses a broken escape itself, before any hook runs.
+        assert.equal(r.body['code'], s.name === 'fastify' && p.endsWith('%7') ? 'FST_ERR_BAD_URL' : 'ERR_PATH_INVALID', `${s.name} ${p}`);
+      }
     }
   });
 

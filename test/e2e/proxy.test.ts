@@ -117,16 +117,40 @@ describe('writ proxy', () => {
     assert.equal(status(spoof), '403', 'a client cannot claim an identity with the header');
   });
 
-  it('HTTP/2 (ALPN h2) straight to the inbound proxy with a client SVID is decided per request too', async () => {
-    const out = join(agent.dataDir, 'h2-web');
+  // Whatever a client offers in ALPN (h2 and http/1.1, only http/1.1, nothing), it gets that
+  // protocol and the same per-request decision.
+  for (const [offer, flags, version] of [['h2 first', ['--http2'], '2'], ['only http/1.1', ['--http1.1'], '1.1'], ['nothing', ['--http1.1', '--no-alpn'], '1.1']] as const) {
+    it(`straight to the inbound proxy with a client SVID, offering ${offer} in ALPN: HTTP/${version}, decided per request`, async () => {
+      const out = join(agent.dataDir, 'direct-web');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
+      const base = ['-sS', ...flags, '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code} %{http_version}'];
+      const ok = await run('curl', [...base, `https://orders:${port['orders']}/v1/orders/9`]);
+      assert.match(ok.stdout, new RegExp(`\\n200 ${version}$`), ok.stderr + ok.stdout);
+      assert.equal(JSON.parse(ok.stdout.split('\n')[0]!).peer, WEB);
+      const denied = await run('curl', [...base, '-X', 'DELETE', `https://orders:${port['orders']}/v1/orders/9`]);
+      assert.match(denied.stdout, new RegExp(`\\n403 ${version}$`));
+      assert.equal(JSON.parse(denied.stdout.split('\n')[0]!).code, 'NO_MATCHING_ALLOW');
+    });
+  }
+
+  it('paths are decided in normal form ("/v1/%6Frders/9" and "//v1/orders/9" are "/v1/orders/9"); a "." or ".." segment, encoded or not, is refused with 400', async () => {
+    const out = join(agent.dataDir, 'direct-web');
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
-    const base = ['-sS', '--http2', '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code} %{http_version}'];
-    const ok = await run('curl', [...base, `https://orders:${port['orders']}/v1/orders/9`]);
-    assert.match(ok.stdout, /\n200 2$/, ok.stderr + ok.stdout);
-    assert.equal(JSON.parse(ok.stdout.split('\n')[0]!).peer, WEB);
-    const denied = await run('curl', [...base, '-X', 'DELETE', `https://orders:${port['orders']}/v1/orders/9`]);
-    assert.match(denied.stdout, /\n403 2$/);
-    assert.equal(JSON.parse(denied.stdout.split('\n')[0]!).code, 'NO_MATCHING_ALLOW');
+    for (const flags of [['--http2'], ['--http1.1']]) {
+      const base = ['-sS', ...flags, '--path-as-is', '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code}'];
+      const url = (p: string): string => `https://orders:${port['orders']}${p}`;
+      for (const p of ['/v1/%6Frders/9', '//v1/orders/9']) {
+        const r = await run('curl', [...base, url(p)]);
+        assert.equal(status(r), '200', `${flags[0]} ${p}: ${r.stdout}`);
+        assert.equal(body(r)['peer'], WEB);
+      }
+      // "/v1/orders/%2e%2e" matched "/v1/orders/*" as it came, and is "/v1" to an app that resolves it.
+      for (const p of ['/v1/orders/%2e%2e', '/v1/orders/9/..', '/v1/orders/./9', '/v1/orders/%2E/9', '/v1/orders/%zz']) {
+        const r = await run('curl', [...base, url(p)]);
+        assert.equal(status(r), '400', `${flags[0]} ${p}: ${r.stdout}`);
+        assert.equal(body(r)['code'], 'ERR_PATH_INVALID');
+      }
+    }
   });
 
   it("the proxy's decisions reach the server's decision log through the agent", async () => {

@@ -7,7 +7,7 @@
  */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import type { Action, Policy, Rule } from './model.ts';
-import { SegmentTrie, idSegments, matchSegments, parsePathPattern } from './pattern.ts';
+import { SegmentTrie, idSegments, matchSegments, normalizePath } from './pattern.ts';
 
 export const REASONS = ['ALLOW_RULE', 'DENY_RULE', 'NO_MATCHING_ALLOW', 'QUARANTINED', 'UNAUTHENTICATED', 'NO_POLICY_LOADED', 'AUDIT_ALLOWED'] as const;
 export type Reason = (typeof REASONS)[number];
@@ -245,11 +245,12 @@ export function parseAction(s: string): ActionRequest {
   }
   if ((m = /^grpc[: ]\s*(\/?[A-Za-z0-9_.]+\/[A-Za-z0-9_]+)$/i.exec(t))) return { kind: 'grpc', method: m[1]!.startsWith('/') ? m[1]! : `/${m[1]}` };
   if ((m = /^([A-Za-z]+)\s+(\/\S*)$/.exec(t))) {
-    const path = m[2]!.split('?')[0]!;
+    // Any request path, decided in the normal form the proxy and the SDK decide it in.
+    let path: string;
     try {
-      parsePathPattern(path === '/' ? '/' : path.replace(/\/$/, ''));
-    } catch {
-      throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))}: the path is not a plain path`, { field: 'action' });
+      path = normalizePath(m[2]!.split('?')[0]!);
+    } catch (err) {
+      throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))}: ${(err as Error).message}`, { field: 'action' });
     }
     return { kind: 'http', method: m[1]!.toUpperCase(), path };
   }

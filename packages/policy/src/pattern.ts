@@ -51,6 +51,46 @@ export function parsePathPattern(p: string): Pattern {
   return { source: p, segments: segs };
 }
 
+const UNRESERVED = /^[A-Za-z0-9._~-]$/;
+const HEX2 = /^[0-9A-Fa-f]{2}$/;
+
+/**
+ * The form of a request path that decisions are made on, so that spellings an app may take for
+ * the same path cannot slip past a rule: percent-encoded unreserved characters decoded and other
+ * escapes in upper case (RFC 3986 6.2.2.1-2, "/%61dmin" is "/admin"), runs of "/" merged ("//admin"
+ * is "/admin", as nginx and many frameworks route it). A "." or ".." segment, literal or encoded,
+ * is refused rather than resolved: clients remove them before sending (RFC 3986 5.2.4), so one
+ * that arrives is an attempt to make the proxy and the app see different paths. An encoded "/"
+ * (%2F) stays encoded, inside its segment. Throws ERR_PATH_INVALID; returns `path` itself (no
+ * copy) when it is already in that form, which is nearly always.
+ */
+export function normalizePath(path: string): string {
+  if (path.charCodeAt(0) !== 47) return path; // "*" (OPTIONS) or not a path at all
+  if (!path.includes('%') && !path.includes('//') && !path.includes('/.')) return path;
+  let out = '';
+  for (let i = 0; i < path.length; i++) {
+    const c = path[i]!;
+    if (c !== '%') {
+      out += c;
+      continue;
+    }
+    const hex = path.slice(i + 1, i + 3);
+    if (!HEX2.test(hex)) throw new WritError('ERR_PATH_INVALID', `the path has a "%" that is not followed by two hex digits (at ${i})`);
+    const ch = String.fromCharCode(parseInt(hex, 16));
+    out += UNRESERVED.test(ch) ? ch : `%${hex.toUpperCase()}`;
+    i += 2;
+  }
+  const segs = out.split('/');
+  const kept = [''];
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i]!;
+    if (s === '.' || s === '..') throw new WritError('ERR_PATH_INVALID', `the path has a "${s}" segment`);
+    if (s !== '' || i === segs.length - 1) kept.push(s);
+  }
+  const norm = kept.length === 1 ? '/' : kept.join('/');
+  return norm === path ? path : norm;
+}
+
 /** Splits a concrete identity into its segments (trust domain first). */
 export function idSegments(id: string): string[] {
   return id.slice(9).split('/');

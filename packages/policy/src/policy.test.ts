@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { isWritError } from '@writ/spiffe';
 import { PolicyEngine, parseAction, type AuthzRequest } from './engine.ts';
 import { PolicyError, parsePolicies } from './model.ts';
+import { normalizePath } from './pattern.ts';
 import { runPolicyTests } from './policy-test.ts';
 
 const NOW = Date.parse('2026-06-01T00:00:00Z');
@@ -200,5 +201,42 @@ cases:
     assert.deepEqual(parseAction('tcp:5432'), { kind: 'tcp', port: 5432 });
     assert.deepEqual(parseAction('grpc /a.B/C'), { kind: 'grpc', method: '/a.B/C' });
     assert.throws(() => parseAction('launch missiles'), (e) => isWritError(e, 'ERR_ACTION_INVALID'));
+    // Real paths hold more than pattern characters; they are taken in normal form.
+    assert.deepEqual(parseAction('GET /v1/things:batchGet/a~b@c'), { kind: 'http', method: 'GET', path: '/v1/things:batchGet/a~b@c' });
+    assert.deepEqual(parseAction('GET //v1/%6Frders/1'), { kind: 'http', method: 'GET', path: '/v1/orders/1' });
+    assert.throws(() => parseAction('GET /v1/../admin'), (e) => isWritError(e, 'ERR_ACTION_INVALID') && /"\.\." segment/.test((e as Error).message));
+  });
+});
+
+describe('request paths in normal form', () => {
+  it('decodes unreserved escapes, upper-cases the others, merges slashes, refuses dot segments and broken escapes', () => {
+    for (const [raw, norm] of [
+      ['/', '/'], ['/v1/orders/1', '/v1/orders/1'], ['/.well-known/spiffe', '/.well-known/spiffe'], ['/a/.b/..c', '/a/.b/..c'],
+      ['/%61dmin', '/admin'], ['/%7Euser/%7e', '/~user/~'], ['/a%2fb', '/a%2Fb'], ['/a%2Fb/%20x', '/a%2Fb/%20x'], ['/%e2%82%ac', '/%E2%82%AC'],
+      ['//admin', '/admin'], ['/a//b///c', '/a/b/c'], ['/a/b/', '/a/b/'], ['/a//', '/a/'], ['//', '/'], ['*', '*'],
+    ] as const) assert.equal(normalizePath(raw), norm, raw);
+    for (const raw of ['/..', '/a/../b', '/a/./b', '/a/.', '/%2e%2e/admin', '/a/%2E/b', '/.%2e/x', '/a%', '/a%2', '/a%zz', '/%%41'])
+      assert.throws(() => normalizePath(raw), (e) => isWritError(e, 'ERR_PATH_INVALID'), raw);
+  });
+
+  it('property: normal form is a fixed point, and every spelling of a path gets the decision its normal form gets', () => {
+    const e = engine();
+    const seg = fc.stringMatching(/^[A-Za-z0-9_~:@-]{1,6}$/).filter((x) => x !== '.' && x !== '..');
+    // Another spelling: some unreserved characters percent-encoded (":" and "@" are reserved: %3A is
+    // not ":"), some slashes doubled.
+    const respell = (segs: string[], picks: boolean[]): string => segs.map((s, k) => (picks[k] ? '/' : '') + '/' + [...s].map((c, j) => (picks[(j + k) % picks.length] && /[\w~-]/.test(c) ? `%${c.charCodeAt(0).toString(16)}` : c)).join('')).join('');
+    fc.assert(fc.property(fc.array(seg, { maxLength: 5 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (segs, picks) => {
+      const plain = segs.length ? `/${segs.join('/')}` : '/';
+      const other = segs.length ? respell(segs, picks) : '/';
+      assert.equal(normalizePath(plain), plain);
+      assert.equal(normalizePath(other), plain);
+      assert.equal(normalizePath(normalizePath(other)), plain);
+      for (const from of ['spiffe://prod.example/ns/web/sa/a', 'spiffe://prod.example/ns/legacy/x']) {
+        const a = e.decide(req(from, ORD, `GET /v1/orders${plain}`));
+        const b = e.decide(req(from, ORD, `GET /v1/orders${other}`));
+        assert.equal(b.decision, a.decision);
+        assert.equal(b.rule?.name, a.rule?.name);
+      }
+    }));
   });
 });

@@ -7,17 +7,22 @@
  * Strict on purpose: a message whose framing two parsers could read differently is refused —
  * Content-Length together with Transfer-Encoding, several Content-Length fields, a
  * Transfer-Encoding whose last coding is not chunked, obs-fold, bare LF or CR, whitespace before
- * the colon, control characters, a missing or repeated Host.
+ * the colon, control characters, a missing or repeated Host. The path that decisions are made on
+ * is the request's in normal form (`normalizePath`); one with a "." or ".." segment is refused.
  */
+import { normalizePath } from '@writ/policy';
 
 export const MAX_HEAD = 16 * 1024;
 const MAX_FIELDS = 100;
 
 export class HttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** The `code` of the JSON answer when it is not the status's usual one. */
+  readonly code: string | undefined;
+  constructor(status: number, message: string, code?: string) {
     super(message);
     this.status = status;
+    this.code = code;
   }
 }
 
@@ -278,6 +283,11 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
       throw new HttpError(400, 'malformed request target');
     }
   } else throw new HttpError(400, 'malformed request target');
+  try {
+    path = normalizePath(path);
+  } catch (err) {
+    throw new HttpError(400, (err as Error).message, 'ERR_PATH_INVALID');
+  }
   let hosts = 0;
   for (let i = 0; i < head.count; i++) if (head.kind(i) === HOST) hosts++;
   if (hosts > 1 || (version === '1.1' && hosts === 0)) throw new HttpError(400, hosts ? 'more than one Host field' : 'no Host field');

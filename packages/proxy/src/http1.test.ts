@@ -268,6 +268,29 @@ describe('relay', () => {
     assert.match(r, /"body":"abc"/);
   });
 
+  it('empty lines before a request line are ignored (RFC 9112 2.2), also between pipelined requests', async () => {
+    const r = await exchange(port, ['\r\nGET /one HTTP/1.1\r\nHost: x\r\n\r\n', '\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n'], /"url":"\/three"[^}]*\}$/);
+    assert.deepEqual([...r.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['200', '200', '200']);
+    assert.match(r, /"body":"hi"/);
+  });
+
+  it('decisions see the path in normal form; a dot segment is a 400 with its own code', async () => {
+    const seen: string[] = [];
+    const pool = new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData));
+    const other = createServer((c) => relayHttp1(c, { pool, authorize: (r) => void seen.push(r.path) }));
+    const p = await listen(other);
+    const r = await exchange(p, 'GET /v1/%6Frders//7?q=%2e%2e HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+    assert.match(r, /^HTTP\/1\.1 200/);
+    assert.match(r, /"url":"\/v1\/%6Frders\/\/7\?q=%2e%2e"/, 'forwarded as it came');
+    assert.deepEqual(seen, ['/v1/orders/7']);
+    const bad = await exchange(p, 'GET /v1/%2E%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(bad, /^HTTP\/1\.1 400 /);
+    assert.match(bad, /"code":"ERR_PATH_INVALID"/);
+    assert.deepEqual(seen, ['/v1/orders/7'], 'never decided, never forwarded');
+    other.close();
+    pool.close();
+  });
+
   it('chunked uploads split across writes, chunked and bodiless responses', async () => {
     const up = await exchange(port, ['POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo', '\r\n4\r\nbar!\r\n0\r\n\r\n'], /\}$/);
     assert.match(up, /"body":"foobar!"/);

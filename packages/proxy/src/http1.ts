@@ -319,11 +319,11 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   let up: { upstream: { socket: Socket; owner: Exchange | undefined }; reused: boolean } | undefined;
   let resp: { head: ResponseHead | undefined; buf: Buffer; body: BodyCounter | undefined; sent: boolean; method: string } | undefined;
 
-  const fail = (status: number, message: string): void => {
+  const fail = (status: number, message: string, code?: string): void => {
     flushOut();
     state = 'done';
     if (up) up.upstream.socket.destroy();
-    if (client.writable && !resp?.sent) client.end(response(status, { code: FAIL_CODES[status] ?? 'ERR_BAD_REQUEST', message }, true));
+    if (client.writable && !resp?.sent) client.end(response(status, { code: code ?? FAIL_CODES[status] ?? 'ERR_BAD_REQUEST', message }, true));
     else client.destroy();
   };
 
@@ -529,6 +529,13 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
           state = 'waiting';
           continue;
         }
+        if (scanFrom === 0) {
+          // Empty lines before a request line are ignored (RFC 9112 2.2: some clients send CRLF
+          // after a body).
+          let s = 0;
+          while (s + 1 < buf.length && buf[s] === 13 && buf[s + 1] === 10) s += 2;
+          if (s) buf = buf.subarray(s);
+        }
         const end = headEnd(buf, scanFrom);
         if (end < 0) {
           if (buf.length > MAX_HEAD) throw new HttpError(431, `request head larger than ${MAX_HEAD} bytes`);
@@ -560,7 +567,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         connectAndSend(true);
       }
     } catch (err) {
-      fail(err instanceof HttpError ? err.status : 400, (err as Error).message);
+      fail(err instanceof HttpError ? err.status : 400, (err as Error).message, (err as HttpError).code);
     }
   };
 

@@ -11,11 +11,12 @@
  * connections; live connections from or to a quarantined identity are closed.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
+import { normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import { UpstreamPool, connectTcp, relayHttp1, type OnData } from './http1.ts';
 
@@ -75,7 +76,7 @@ export class WritProxy {
   readonly #o: ProxyOptions;
   #source!: X509Source;
   #policy!: LocalPolicy;
-  readonly #servers: Array<NetServer | TlsServer | Http2SecureServer> = [];
+  readonly #servers: Array<NetServer | TlsServer> = [];
   readonly #live = new Set<Live>();
   #reporter!: DecisionReporter;
 
@@ -100,7 +101,7 @@ export class WritProxy {
     return ports;
   }
 
-  async #listen(server: NetServer | TlsServer | Http2SecureServer, at: { host: string; port: number }): Promise<number> {
+  async #listen(server: NetServer | TlsServer, at: { host: string; port: number }): Promise<number> {
     this.#servers.push(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -162,7 +163,7 @@ export class WritProxy {
     return { ...this.#creds(), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const, noDelay: true };
   }
 
-  #rotate(server: TlsServer | Http2SecureServer): void {
+  #rotate(server: TlsServer): void {
     this.#source.on('update', () => server.setSecureContext({ ...this.#creds(), minVersion: 'TLSv1.2' }));
   }
 
@@ -184,26 +185,24 @@ export class WritProxy {
     return server;
   }
 
-  #httpInbound(ib: Inbound): Http2SecureServer {
-    // http2 would destroy a socket handed to 'unknownProtocol' after 10 s (unknownProtocolTimeout).
-    // HTTP/2 (ALPN h2) through the http2 server; HTTP/1.1 (ALPN http/1.1 or none) through the
-    // relay in http1.ts over kept-alive upstream connections: Node's http.Server plus one
-    // http.request per request measured at half nginx's throughput.
-    const server = createSecureServer({ ...this.#tlsOptions(), allowHTTP1: false, unknownProtocolTimeout: 2 ** 31 - 1, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+  #httpInbound(ib: Inbound): TlsServer {
+    // One TLS server; ALPN picks the protocol (h2 first, then http/1.1; a client offering neither
+    // or no ALPN at all is spoken to in HTTP/1.1). HTTP/2 connections are handed to an http2
+    // server that never listens itself; HTTP/1.1 goes through the relay in http1.ts over kept-alive
+    // upstream connections (Node's http.Server plus one http.request per request measured at half
+    // nginx's throughput). An http2 secure server listening itself would refuse, with a
+    // no_application_protocol alert, every client that offers only http/1.1 (curl --http1.1,
+    // Python's urllib3, most HTTP/1.1 libraries) unless it also took over HTTP/1.1 itself.
+    const h2 = createSecureServer({ allowHTTP1: false, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+    h2.on('sessionError', () => undefined);
     const pool = new UpstreamPool((onData) => connectTcp(ib.upstream.host, ib.upstream.port, onData));
     this.#pools.push(pool);
-    // http2 emits 'unknownProtocol' from its own 'secureConnection' listener, before ours runs.
-    const peerOf = (socket: TLSSocket & { writPeer?: string | undefined }): string | undefined => {
-      if (!('writPeer' in socket)) {
-        socket.on('error', () => undefined);
-        socket.setNoDelay(true);
-        socket.writPeer = this.#peer(socket)?.uri;
-        this.#track(socket.writPeer, socket);
-      }
-      return socket.writPeer;
-    };
-    server.on('unknownProtocol', (socket: TLSSocket) => {
-      const peer = peerOf(socket);
+    const server = tlsCreateServer({ ...this.#tlsOptions(), ALPNProtocols: ['h2', 'http/1.1'] }, (socket: TLSSocket & { writPeer?: string | undefined }) => {
+      socket.on('error', () => undefined);
+      socket.setNoDelay(true);
+      const peer = (socket.writPeer = this.#peer(socket)?.uri);
+      this.#track(peer, socket);
+      if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
       relayHttp1(socket, {
         pool,
         // The app learns the caller from this field only; a client-sent one never passes.
@@ -218,9 +217,7 @@ export class WritProxy {
         onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
       });
     });
-    server.on('secureConnection', (socket: TLSSocket) => void peerOf(socket));
     server.on('tlsClientError', (_e, s) => s.destroy());
-    server.on('sessionError', () => undefined);
     this.#rotate(server);
     return server;
   }
@@ -232,13 +229,19 @@ export class WritProxy {
     const url = req.url ?? '/';
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (typeof v === 'string' && !k.startsWith(':')) headers[k] = v;
-    const d = this.#decide(peer, { kind: 'http', method, path: url.split('?')[0]!, port: ib.listen.port }, headers);
-    if (!d.allowed) {
-      const body = JSON.stringify({ code: d.reason, decisionId: d.decisionId });
-      (res as ServerResponse).writeHead(403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    const answer = (status: number, o: object): void => {
+      const body = JSON.stringify(o);
+      (res as ServerResponse).writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
-      return;
+    };
+    let path: string;
+    try {
+      path = normalizePath(url.split('?')[0]!);
+    } catch (err) {
+      return answer(400, { code: (err as WritError).code, message: (err as Error).message });
     }
+    const d = this.#decide(peer, { kind: 'http', method, path, port: ib.listen.port }, headers);
+    if (!d.allowed) return answer(403, { code: d.reason, decisionId: d.decisionId });
     const out: OutgoingHttpHeaders = {};
     for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
     out['host'] = String((req.headers as IncomingHttpHeaders)[':authority'] ?? (req.headers as IncomingHttpHeaders)['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
@@ -251,9 +254,7 @@ export class WritProxy {
     });
     up.on('error', (err) => {
       if (!res.headersSent) {
-        const body = JSON.stringify({ code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
-        (res as ServerResponse).writeHead(502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
+        answer(502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
       } else res.destroy?.();
     });
     (req as NodeJS.ReadableStream).pipe(up);

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { PolicyEngine, parsePolicies, type Decision } from '@writ/policy';
+import { PolicyEngine, normalizePath, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
@@ -140,12 +140,25 @@ function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undef
   return undefined;
 }
 
-/** Decides one request; writes the 403 itself when denied. Returns the info, or undefined when denied. */
+/**
+ * Decides one request on its path in normal form (`normalizePath`); writes the answer itself when
+ * denied (403, 401 without an identity, 400 for a path with a "." or ".." segment or a broken
+ * escape). Returns the info, or undefined when answered.
+ */
 export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts: MiddlewareOptions): WritRequestInfo | undefined {
   const to = opts.to ?? opts.x509?.svid.spiffeId;
   if (!to) throw new TypeError('writ middleware needs `to` or an `x509` source');
+  let path: string;
+  try {
+    path = normalizePath((req.url ?? '/').split('?')[0]!);
+  } catch (err) {
+    // Answered before any identity work: nothing is decided on a path two parsers could read apart.
+    const body = JSON.stringify({ code: (err as WritError).code, message: (err as Error).message });
+    res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return undefined;
+  }
   const peer = peerOf(req, opts);
-  const path = (req.url ?? '/').split('?')[0]!;
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'authorization') headers[k] = v;
   const method = (req.method ?? 'GET').toUpperCase();
