@@ -263,7 +263,10 @@ function requestLine(buf: Buffer, n: number): { method: string; target: string; 
   const ok = m > 0 && buf[m] === 32 && t > m + 1 && buf[t] === 32 && n - v === 8 && buf.readUInt32BE(v) === 0x48545450 && buf[v + 4] === 47 && buf[v + 6] === 46
     && buf[v + 5]! >= 48 && buf[v + 5]! <= 57 && buf[v + 7]! >= 48 && buf[v + 7]! <= 57;
   if (!ok) throw new HttpError(400, 'malformed request line');
-  if (buf[v + 5] !== 49 || (buf[v + 7] !== 48 && buf[v + 7] !== 49)) throw new HttpError(505, `${buf.toString('latin1', v, n)} is not supported`);
+  if (buf[v + 5] !== 49) throw new HttpError(505, `${buf.toString('latin1', v, n)} is not supported`);
+  // HTTP/1.x above 1.1 is taken as 1.1 (RFC 9112 2.3) and forwarded as 1.1, the version the proxy
+  // speaks (RFC 9110 6.2): the digit is changed in the received bytes the head is copied from.
+  if (buf[v + 7]! > 49) buf[v + 7] = 49;
   return { method: buf.toString('latin1', 0, m), target: buf.toString('latin1', m + 1, t), version: buf[v + 7] === 49 ? '1.1' : '1.0' };
 }
 

@@ -8,6 +8,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ChunkedScanner, HttpError, UpstreamPool, connectTcp, headEnd, parseRequestHead, relayHttp1 } from './http1.ts';
+import { forwardRequestHead } from './http1-head.ts';
 
 const head = (s: string) => {
   const b = Buffer.from(s, 'latin1');
@@ -35,6 +36,10 @@ describe('request head parser', () => {
     assert.equal(head('GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n').keepAlive, true);
     assert.equal(head('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n').keepAlive, false);
     assert.equal(head('GET http://a/b/c?d HTTP/1.1\r\nHost: a\r\n\r\n').path, '/b/c');
+    // A later 1.x minor version is taken, and forwarded, as 1.1 (RFC 9112 2.3, RFC 9110 6.2).
+    const later = head('GET /x HTTP/1.7\r\nHost: a\r\n\r\n');
+    assert.equal(later.version, '1.1');
+    assert.match(forwardRequestHead(later, Buffer.alloc(0), []).toString('latin1'), /^GET \/x HTTP\/1\.1\r\n/);
   });
 
   it('refuses every framing two parsers could read differently, and other malformed heads', () => {
