@@ -69,9 +69,9 @@ async function waitPort(port: number): Promise<void> {
  * after a 3 s warm-up at the same rate (a JIT-compiled proxy's first few thousand requests are
  * not its steady state): steady-state request latency.
  */
-async function fixedRate(port: number, rps: number, seconds: number): Promise<number[]> {
+async function fixedRate(port: number, rps: number, seconds: number, warmUp = true): Promise<number[]> {
   const gen = (s: number): { latencies: number[]; errors: number } => JSON.parse(execFileSync(process.execPath, ['--max-semi-space-size=32', join(ROOT, 'bench/loadgen.ts'), String(port), String(rps), String(s)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
-  gen(3);
+  if (warmUp) gen(3);
   const r = gen(seconds);
   if (r.errors) console.log(`  (${r.errors} of ${rps * seconds} requests to port ${port} failed)`);
   return r.latencies;
@@ -157,6 +157,19 @@ function alternate(a: number, b: number, rounds = 3): { ratio: number; min: numb
   for (let i = 0; i < rounds; i++) ratios.push(run(a) / run(b));
   ratios.sort((x, y) => x - y);
   return { ratio: ratios[Math.floor(ratios.length / 2)]!, min: ratios[0]!, max: ratios.at(-1)! };
+}
+
+/**
+ * Latency of two paths at 1,000 rps, 5 s on each in turn, `rounds` times (both already warm): the
+ * median over the rounds of each path's p50 and p99. A single 5 s run's p99 moves by 2x between
+ * runs on this kind of machine, for every path.
+ */
+async function alternateLatency(a: number, b: number, rounds = 3): Promise<{ p50: [number, number]; p99: [number, number]; p99s: [number[], number[]] }> {
+  const runs: [number[][], number[][]] = [[], []];
+  for (let i = 0; i < rounds; i++) for (const [k, port] of [a, b].entries()) runs[k as 0 | 1].push(await fixedRate(port, 1000, 5, false));
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  const at = (k: 0 | 1, q: number): number[] => runs[k].map((l) => percentile(l, q));
+  return { p50: [median(at(0, 50)), median(at(1, 50))], p99: [median(at(0, 99)), median(at(1, 99))], p99s: [at(0, 99), at(1, 99)] };
 }
 
 const showCpu = (cpuUs: Record<string, number>): string => Object.entries(cpuUs).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
@@ -281,6 +294,13 @@ ${outboundBlock(ngToWrit!, 'writ_in')}
     console.log(`  outbound (plaintext in, mTLS out): ${vs('writ out -> nginx in', 'nginx out -> nginx in')}`);
     console.log(`  both hops:                         ${vs('writ out -> writ in', 'nginx out -> nginx in')}`);
     console.log(`  nginx x2 over direct:              ${vs('nginx out -> nginx in', 'direct')}`);
+
+    console.log('\nLatency again, alternating 5 s runs of the two paths 3 times (medians over the runs):');
+    for (const [label, a, b] of [['inbound ', 'nginx out -> writ in', 'nginx out -> nginx in'], ['outbound', 'writ out -> nginx in', 'nginx out -> nginx in']] as const) {
+      const r = await alternateLatency(paths[a], paths[b]);
+      const ms = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join('/');
+      console.log(`  ${label}: added p50 ${(r.p50[0] - r.p50[1]).toFixed(3)} ms, added p99 ${(r.p99[0] - r.p99[1]).toFixed(3)} ms (p99 runs: writ path ${ms(r.p99s[0])} ms, nginx path ${ms(r.p99s[1])} ms)`);
+    }
 
     console.log('\nThe same at ~1,000 rps from wrk itself (10 connections, 10 ms between requests on each):\n');
     row('path', 'p50', 'p99', 'rps', '');
