@@ -18,9 +18,11 @@ const ORDERS = `${TD}/orders/sa/api`;
 const WEB = `${TD}/web/sa/frontend`;
 const LEGACY = `${TD}/legacy/sa/batch`;
 const REPORTS = `${TD}/reports/sa/api`;
+const BILLING = `${TD}/billing/sa/grpc`;
 let srv: ServerProcess;
 let agent: AgentProcess;
 let app: Server;
+let grpcApp: ChildProcess | undefined;
 const proxies: ChildProcess[] = [];
 const logs: string[] = [];
 const port: Record<string, number> = {};
@@ -42,6 +44,15 @@ spec:
   mode: audit
   rules:
     - { effect: allow, from: ["${TD}/web/**"] }
+---
+apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: billing }
+spec:
+  to: ${BILLING}
+  rules:
+    - { effect: allow, from: ["${TD}/web/**"], actions: [{ grpc: [/billing.v1.Billing/Get, /billing.v1.Billing/Fail, /billing.v1.Billing/Watch] }] }
+    - { effect: deny, from: ["${TD}/legacy/**"] }
 `;
 
 const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
@@ -50,7 +61,7 @@ async function startProxy(args: string[]): Promise<void> {
   const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
   proxies.push(child);
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString(), process.env['DEBUG_PROXY'] && process.stderr.write(d)));
   await new Promise<void>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -70,6 +81,8 @@ const body = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').s
 before(async () => {
   srv = await startServerProcess();
   for (const id of [ORDERS, WEB, LEGACY, REPORTS]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
+  // A DNS name as well: Python's gRPC client checks a host name against the server certificate.
+  await writ(srv, ['entry', 'create', '--spiffe-id', BILLING, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0', '--dns-name', 'localhost']);
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   await apply(POLICY('GET'));
@@ -91,6 +104,7 @@ before(async () => {
 });
 
 after(async () => {
+  grpcApp?.kill();
   for (const p of proxies) p.kill();
   app?.close();
   await agent?.stop();
@@ -268,5 +282,64 @@ describe('writ proxy', () => {
     });
     assert.equal(status(await curl('web')), '200');
     assert.ok(proxies.every((p) => p.exitCode === null));
+  });
+});
+
+describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Python grpcio', () => {
+  const PY = '/usr/bin/python3'; // Debian's, with python3-grpcio
+  const fixtures = join(import.meta.dirname, 'fixtures');
+  let svid: Record<string, string[]>;
+  const call = async (as: string, ...methods: string[]): Promise<Array<Record<string, unknown>>> => {
+    const r = await run(PY, [join(fixtures, 'grpc_call.py'), `127.0.0.1:${port['billing']}`, ...svid[as]!, ...methods.map((m) => `/billing.v1.Billing/${m}`)]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+  };
+
+  before(async () => {
+    grpcApp = spawn(PY, [join(fixtures, 'grpc_billing.py')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const appPort = await new Promise<number>((resolve, reject) => {
+      grpcApp!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      grpcApp!.once('exit', (c) => reject(new Error(`grpc app exited ${c}`)));
+    });
+    port['billing'] = await freePort();
+    await startProxy(['--spiffe-id', BILLING, '--inbound', `127.0.0.1:${port['billing']}=h2c://127.0.0.1:${appPort}`]);
+    svid = {};
+    for (const [name, id] of [['web', WEB], ['legacy', LEGACY]] as const) {
+      const out = join(agent.dataDir, `grpc-${name}`);
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', out])).code, 0);
+      svid[name] = [join(out, 'bundle.pem'), join(out, 'svid.pem'), join(out, 'svid.key')];
+    }
+  });
+
+  it('allowed methods go through with the peer, trailers, errors and streams intact; others are PERMISSION_DENIED with the reason', async () => {
+    const web = await waitFor('an allowed gRPC call', async () => {
+      const r = await call('web', 'Get', 'Fail', 'Watch', 'Delete');
+      return r[0]!['code'] === 'OK' ? r : undefined;
+    }, 10_000);
+    const [get, fail, watch, del] = web;
+    assert.deepEqual(get, { method: '/billing.v1.Billing/Get', code: 'OK', body: `peer=${WEB};req=hello`, trailers: { 'x-total': '42' } });
+    assert.deepEqual(fail, { method: '/billing.v1.Billing/Fail', code: 'NOT_FOUND', details: 'no such invoice' });
+    assert.deepEqual(watch!['body'], ['tick 0', 'tick 1', 'tick 2']);
+    assert.equal(del!['code'], 'PERMISSION_DENIED');
+    assert.match(String(del!['details']), /^NO_MATCHING_ALLOW \(decision [0-9a-f-]{36}\)$/);
+    const [legacy] = await call('legacy', 'Get');
+    assert.equal(legacy!['code'], 'PERMISSION_DENIED');
+    assert.match(String(legacy!['details']), /^DENY_RULE /);
+  });
+
+  it('decisions on gRPC calls are logged as gRPC actions', async () => {
+    await waitFor('the gRPC deny in the decision log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', BILLING, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['action'] === 'grpc /billing.v1.Billing/Delete' && d['reason'] === 'NO_MATCHING_ALLOW') ? true : undefined;
+    }, 10_000);
+  });
+
+  it('an h2c upstream is reached over HTTP/2 only: ALPN offers h2 alone, a client without ALPN gets 505', async () => {
+    const base = ['-sSk', '--http1.1', '--cert', svid['web']![1]!, '--key', svid['web']![2]!, '-w', '\n%{http_code}', `https://127.0.0.1:${port['billing']}/billing.v1.Billing/Get`];
+    const h1 = await run('curl', base);
+    assert.match(h1.stderr, /no application protocol/, h1.stderr);
+    const none = await run('curl', ['--no-alpn', ...base]);
+    assert.equal(status(none), '505', none.stdout + none.stderr);
+    assert.equal(body(none)['code'], 'ERR_HTTP_VERSION');
   });
 });

@@ -409,7 +409,7 @@ export function buildProgram(): Command {
     .description('run the mTLS sidecar beside a workload (foreground, JSON logs)')
     .option('--socket <path>', 'the agent\'s Workload API socket (or SPIFFE_ENDPOINT_SOCKET)')
     .option('--spiffe-id <id>', 'which of the workload\'s identities to use (default: its first)')
-    .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM (repeatable)', collect)
+    .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM: HOST:PORT (HTTP/1.1) or h2c://HOST:PORT (an app that speaks HTTP/2, e.g. gRPC) (repeatable)', collect)
     .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
     .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
     .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections; tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))

@@ -62,10 +62,12 @@ function actionMatches(actions: readonly Action[] | null, a: ActionRequest): boo
     if (x.kind === 'tcp') {
       const port = a.port;
       if (port !== undefined && x.ports.includes(port)) return true;
-    } else if (x.kind === 'http' && a.kind === 'http') {
-      if (x.methods !== null && !x.methods.includes(a.method)) continue;
+    } else if (x.kind === 'http' && a.kind !== 'tcp') {
+      // A gRPC call is an HTTP POST to /package.Service/Method, and HTTP rules see it as one.
+      if (x.methods !== null && !x.methods.includes(a.kind === 'http' ? a.method : 'POST')) continue;
       if (x.paths === null) return true;
-      const segs = a.path === '/' ? [] : a.path.slice(1).split('/');
+      const path = a.kind === 'http' ? a.path : a.method;
+      const segs = path === '/' ? [] : path.slice(1).split('/');
       if (x.paths.some((p) => matchSegments(p.segments, segs))) return true;
     } else if (x.kind === 'grpc' && a.kind === 'grpc') {
       const segs = splitGrpc(a.method);
@@ -230,6 +232,18 @@ export class PolicyEngine {
     scored.sort((a, b) => a.mismatched.length - b.mismatched.length || a.policy.localeCompare(b.policy) || a.index - b.index);
     return { ...d, nearest: scored.slice(0, 3) };
   }
+}
+
+/**
+ * The action of an HTTP request as an enforcement point decides it: a gRPC call (content type
+ * `application/grpc`, `application/grpc+proto`, `application/grpc-web`..., a POST to
+ * `/package.Service/Method`) is the gRPC action, so `grpc:` rules apply to it (and HTTP rules
+ * still see it as that POST); anything else is `METHOD /path`. `path` is in normal form already.
+ */
+export function httpAction(method: string, path: string, contentType: string | undefined, port?: number): ActionRequest {
+  const port_ = port === undefined ? {} : { port };
+  if (method === 'POST' && contentType !== undefined && /^application\/grpc(?:[-+;]|$)/i.test(contentType) && /^\/[^/]+\/[^/]+$/.test(path)) return { kind: 'grpc', method: path, ...port_ };
+  return { kind: 'http', method, path, ...port_ };
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isWritError } from '@writ/spiffe';
-import { PolicyEngine, parseAction, type AuthzRequest } from './engine.ts';
+import { PolicyEngine, httpAction, parseAction, type AuthzRequest } from './engine.ts';
 import { PolicyError, parsePolicies } from './model.ts';
 import { normalizePath } from './pattern.ts';
 import { runPolicyTests } from './policy-test.ts';
@@ -205,6 +205,48 @@ cases:
     assert.deepEqual(parseAction('GET /v1/things:batchGet/a~b@c'), { kind: 'http', method: 'GET', path: '/v1/things:batchGet/a~b@c' });
     assert.deepEqual(parseAction('GET //v1/%6Frders/1'), { kind: 'http', method: 'GET', path: '/v1/orders/1' });
     assert.throws(() => parseAction('GET /v1/../admin'), (e) => isWritError(e, 'ERR_ACTION_INVALID') && /"\.\." segment/.test((e as Error).message));
+  });
+});
+
+describe('gRPC calls', () => {
+  const GRPC = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders-grpc }
+spec:
+  to: spiffe://prod.example/ns/orders/sa/grpc
+  rules:
+    - effect: allow
+      from: [spiffe://prod.example/ns/web/**]
+      actions: [{ grpc: ["/orders.v1.Orders/GetOrder", "/orders.v1.Orders/List"] }]
+    - effect: allow
+      name: ops-by-path
+      from: [spiffe://prod.example/ns/ops/*]
+      actions: [{ methods: [POST], paths: ["/orders.v1.Orders/*"] }]
+    - effect: deny
+      from: [spiffe://prod.example/ns/web/sa/intern]
+      actions: [{ grpc: ["/orders.v1.Orders/List"] }]
+`;
+  const to = 'spiffe://prod.example/ns/orders/sa/grpc';
+
+  it('a POST with a gRPC content type to /pkg.Service/Method is the gRPC action; anything else is HTTP', () => {
+    assert.deepEqual(httpAction('POST', '/orders.v1.Orders/List', 'application/grpc', 443), { kind: 'grpc', method: '/orders.v1.Orders/List', port: 443 });
+    for (const ct of ['application/grpc+proto', 'application/grpc-web+proto', 'Application/GRPC; charset=x']) assert.equal(httpAction('POST', '/a.B/C', ct).kind, 'grpc', ct);
+    assert.equal(httpAction('POST', '/a.B/C', 'application/grpcx').kind, 'http');
+    assert.equal(httpAction('POST', '/a.B/C', 'application/json').kind, 'http');
+    assert.equal(httpAction('GET', '/a.B/C', 'application/grpc').kind, 'http');
+    assert.equal(httpAction('POST', '/a/B/C', 'application/grpc').kind, 'http');
+    assert.equal(httpAction('POST', '/a.B/C', undefined).kind, 'http');
+  });
+
+  it('gRPC rules decide gRPC calls; HTTP rules see them as the POST they are; denies still win', () => {
+    const e = new PolicyEngine(parsePolicies(GRPC, { now: NOW }).policies, { revision: 1, clock: () => NOW });
+    const call = (from: string, method: string) => e.decide({ from, to, action: httpAction('POST', method, 'application/grpc') });
+    assert.equal(call('spiffe://prod.example/ns/web/sa/a', '/orders.v1.Orders/GetOrder').decision, 'allow');
+    assert.equal(call('spiffe://prod.example/ns/web/sa/a', '/orders.v1.Orders/Delete').reason, 'NO_MATCHING_ALLOW');
+    assert.equal(call('spiffe://prod.example/ns/ops/admin', '/orders.v1.Orders/Delete').rule?.name, 'ops-by-path');
+    assert.equal(call('spiffe://prod.example/ns/web/sa/intern', '/orders.v1.Orders/List').reason, 'DENY_RULE');
+    // The same path without a gRPC content type is plain HTTP: gRPC rules do not apply to it.
+    assert.equal(e.decide({ from: 'spiffe://prod.example/ns/web/sa/a', to, action: httpAction('POST', '/orders.v1.Orders/GetOrder', 'application/json') }).reason, 'NO_MATCHING_ALLOW');
   });
 });
 

@@ -2,21 +2,22 @@
  * `writ proxy`: a sidecar beside a workload, no code change in it.
  * - inbound LISTEN=UPSTREAM: terminates mTLS with the workload's SVID, requires a valid peer SVID
  *   (own trust domain or a federated one, each checked against its own bundle), authorizes per
- *   connection (tcp) or per request (http: HTTP/1.1 and HTTP/2 via ALPN), forwards plaintext to the
- *   local app with `x-writ-peer-id`; a denied request gets 403 `{code, decisionId}`, a denied
- *   connection is closed.
+ *   connection (tcp) or per request (http: HTTP/1.1 and HTTP/2 via ALPN; gRPC calls as gRPC
+ *   actions), forwards plaintext to the local app (HTTP/1.1, or HTTP/2 for an h2c:// upstream) with
+ *   `x-writ-peer-id`; a denied request gets 403 `{code, decisionId}` (a gRPC call the gRPC status
+ *   PERMISSION_DENIED), a denied connection is closed.
  * - outbound LISTEN=spiffe://ID@HOST:PORT: accepts plaintext from the local app and originates
  *   mTLS, refusing a server whose SPIFFE ID is not ID (a reused IP cannot fool it).
  * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
  * connections; live connections from or to a quarantined identity are closed.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { connect as http2Connect, constants as h2constants, createSecureServer, type ClientHttp2Session, type ClientHttp2Stream, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
-import { normalizePath } from '@writ/policy';
+import { httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import { UpstreamPool, connectTcp, relayHttp1, type OnData } from './http1.ts';
 
@@ -25,6 +26,8 @@ export interface Inbound {
   readonly listen: { host: string; port: number };
   readonly upstream: { host: string; port: number };
   readonly mode: 'http' | 'tcp';
+  /** What the app speaks: HTTP/1.1 (`HOST:PORT` or `http://HOST:PORT`) or HTTP/2 without TLS (`h2c://HOST:PORT`, e.g. a gRPC server). */
+  readonly upstreamProtocol: 'http1' | 'h2c';
 }
 export interface Outbound {
   readonly listen: { host: string; port: number };
@@ -40,11 +43,15 @@ export function parseHostPort(s: string, what: string): { host: string; port: nu
   return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
 }
 
-/** `LISTEN=UPSTREAM` */
+/** `LISTEN=UPSTREAM`, UPSTREAM being `HOST:PORT`, `http://HOST:PORT` or `h2c://HOST:PORT`. */
 export function parseInbound(s: string, mode: 'http' | 'tcp'): Inbound {
-  const [l, u] = s.split('=');
-  if (!l || !u) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080`);
-  return { listen: parseHostPort(l, '--inbound'), upstream: parseHostPort(u, '--inbound'), mode };
+  const [l, u, extra] = s.split('=');
+  if (!l || !u || extra !== undefined) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080 (or =h2c://127.0.0.1:50051 for an app that speaks HTTP/2, such as a gRPC server)`);
+  const scheme = /^([a-z0-9]+):\/\//i.exec(u);
+  const upstreamProtocol = scheme?.[1]!.toLowerCase() === 'h2c' ? 'h2c' : 'http1';
+  if (scheme && !['http', 'h2c'].includes(scheme[1]!.toLowerCase())) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: the upstream is HOST:PORT, http://HOST:PORT or h2c://HOST:PORT`);
+  if (upstreamProtocol === 'h2c' && mode === 'tcp') throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: an h2c:// upstream needs --inbound-mode http`);
+  return { listen: parseHostPort(l, '--inbound'), upstream: parseHostPort(scheme ? u.slice(scheme[0].length) : u, '--inbound'), mode, upstreamProtocol };
 }
 
 /** `LISTEN=spiffe://ID@HOST:PORT` */
@@ -70,6 +77,15 @@ interface Live {
   readonly socket: Socket;
 }
 
+/** A JSON answer on an HTTP/2 stream (unless the client is gone). */
+function answerStream(stream: ServerHttp2Stream, status: number, o: object): void {
+  if (stream.destroyed || stream.headersSent) return;
+  const body = JSON.stringify(o);
+  stream.respond({ ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  stream.end(body);
+}
+
+const H2_ONLY = JSON.stringify({ code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' });
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'host', 'x-writ-peer-id']);
 
 export class WritProxy {
@@ -193,16 +209,23 @@ export class WritProxy {
     // nginx's throughput). An http2 secure server listening itself would refuse, with a
     // no_application_protocol alert, every client that offers only http/1.1 (curl --http1.1,
     // Python's urllib3, most HTTP/1.1 libraries) unless it also took over HTTP/1.1 itself.
-    const h2 = createSecureServer({ allowHTTP1: false, settings: { maxConcurrentStreams: 256 } }, (req, res) => this.#forward(req, res, ib));
+    const h2 = createSecureServer({ allowHTTP1: false, settings: { maxConcurrentStreams: 256 } });
+    // An h2c app gets raw streams (trailers pass as they are); an HTTP/1.1 app the compatibility API.
+    if (ib.upstreamProtocol === 'h2c') h2.on('stream', (stream, headers) => this.#forwardH2c(stream, headers, ib));
+    else h2.on('request', (req, res) => this.#forward(req, res, ib));
     h2.on('sessionError', () => undefined);
     const pool = new UpstreamPool((onData) => connectTcp(ib.upstream.host, ib.upstream.port, onData));
     this.#pools.push(pool);
-    const server = tlsCreateServer({ ...this.#tlsOptions(), ALPNProtocols: ['h2', 'http/1.1'] }, (socket: TLSSocket & { writPeer?: string | undefined }) => {
+    // An app that speaks HTTP/2 (h2c://) is reached by HTTP/2 clients only: an HTTP/1.1 request
+    // cannot carry what such apps rely on (gRPC's trailers).
+    const h2Only = ib.upstreamProtocol === 'h2c';
+    const server = tlsCreateServer({ ...this.#tlsOptions(), ALPNProtocols: h2Only ? ['h2'] : ['h2', 'http/1.1'] }, (socket: TLSSocket & { writPeer?: string | undefined }) => {
       socket.on('error', () => undefined);
       socket.setNoDelay(true);
       const peer = (socket.writPeer = this.#peer(socket)?.uri);
       this.#track(peer, socket);
       if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
+      if (h2Only) return void socket.end(`HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${H2_ONLY.length}\r\n\r\n${H2_ONLY}`);
       relayHttp1(socket, {
         pool,
         // The app learns the caller from this field only; a client-sent one never passes.
@@ -211,7 +234,9 @@ export class WritProxy {
         authorize: (r) => {
           // Read only when a rule has header conditions: no per-request copy of every field.
           const headers = new Proxy<Record<string, string>>({}, { get: (_t, name) => (typeof name === 'string' ? r.fields.all(name).join(', ') || undefined : undefined) });
-          const d = this.#decide(peer, { kind: 'http', method: r.method.toUpperCase(), path: r.path, port: ib.listen.port }, headers);
+          const method = r.method.toUpperCase();
+          // The content type is looked at only for a POST (a gRPC call is one).
+          const d = this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers);
           return d.allowed ? undefined : { status: 403, body: { code: d.reason, decisionId: d.decisionId } };
         },
         onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
@@ -222,42 +247,115 @@ export class WritProxy {
     return server;
   }
 
-  #forward(req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse, ib: Inbound): void {
-    const socket = (req.socket ?? (req as Http2ServerRequest).stream?.session?.socket) as TLSSocket & { writPeer?: string };
-    const peer = socket?.writPeer;
-    const method = (req.method ?? 'GET').toUpperCase();
-    const url = req.url ?? '/';
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (typeof v === 'string' && !k.startsWith(':')) headers[k] = v;
-    const answer = (status: number, o: object): void => {
-      const body = JSON.stringify(o);
-      (res as ServerResponse).writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    };
+  /**
+   * Decides one HTTP/2 request. A refusal is answered on the stream here (400 for a path that is
+   * not in normal form, 403 `{code, decisionId}`, or for a gRPC call a gRPC status) and undefined
+   * returned; otherwise the caller's identity.
+   */
+  #admitH2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ib: Inbound): { peer: string | undefined } | undefined {
+    const peer = (stream.session?.socket as (TLSSocket & { writPeer?: string }) | undefined)?.writPeer;
+    const method = String(headers[':method'] ?? 'GET').toUpperCase();
+    const fields: Record<string, string> = {};
+    for (const [k, v] of Object.entries(headers)) if (typeof v === 'string' && !k.startsWith(':')) fields[k] = v;
     let path: string;
     try {
-      path = normalizePath(url.split('?')[0]!);
+      path = normalizePath(String(headers[':path'] ?? '/').split('?')[0]!);
     } catch (err) {
-      return answer(400, { code: (err as WritError).code, message: (err as Error).message });
+      return void answerStream(stream, 400, { code: (err as WritError).code, message: (err as Error).message });
     }
-    const d = this.#decide(peer, { kind: 'http', method, path, port: ib.listen.port }, headers);
-    if (!d.allowed) return answer(403, { code: d.reason, decisionId: d.decisionId });
+    const action = httpAction(method, path, fields['content-type'], ib.listen.port);
+    const d = this.#decide(peer, action, fields);
+    if (d.allowed) return { peer };
+    if (action.kind !== 'grpc') return void answerStream(stream, 403, { code: d.reason, decisionId: d.decisionId });
+    // A gRPC client reads a gRPC status: PERMISSION_DENIED (UNAUTHENTICATED without an identity) in
+    // a trailers-only answer, the reason and decision id in grpc-message.
+    if (!stream.destroyed) {
+      stream.respond({
+        ':status': 200, 'content-type': 'application/grpc', 'grpc-status': d.reason === 'UNAUTHENTICATED' ? '16' : '7',
+        'grpc-message': `${d.reason} (decision ${d.decisionId})`, 'x-writ-decision-id': d.decisionId,
+      }, { endStream: true });
+    }
+    return undefined;
+  }
+
+  /** HTTP/2 from the client, HTTP/1.1 to the app (through Node's compatibility API and http.request). */
+  #forward(req: Http2ServerRequest, res: Http2ServerResponse, ib: Inbound): void {
+    const ok = this.#admitH2(req.stream, req.headers, ib);
+    if (!ok) return;
     const out: OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
-    out['host'] = String((req.headers as IncomingHttpHeaders)[':authority'] ?? (req.headers as IncomingHttpHeaders)['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
-    if (peer) out['x-writ-peer-id'] = peer;
-    const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method, path: url, headers: out, agent: this.#agent }, (ur) => {
+    for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
+    out['host'] = String(req.headers[':authority'] ?? req.headers['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
+    if (ok.peer) out['x-writ-peer-id'] = ok.peer;
+    const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method: req.method, path: req.url, headers: out, agent: this.#agent }, (ur) => {
       const h: OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) h[k] = v;
-      (res as ServerResponse).writeHead(ur.statusCode ?? 502, h);
-      ur.pipe(res as NodeJS.WritableStream);
+      res.writeHead(ur.statusCode ?? 502, h);
+      ur.pipe(res);
     });
     up.on('error', (err) => {
-      if (!res.headersSent) {
-        answer(502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
-      } else res.destroy?.();
+      if (!res.headersSent) answerStream(req.stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
+      else res.destroy();
     });
-    (req as NodeJS.ReadableStream).pipe(up);
+    req.pipe(up);
+  }
+
+  /**
+   * HTTP/2 from the client to an app that speaks HTTP/2 without TLS (h2c://, a gRPC server), on raw
+   * streams: each request a stream on one kept-open upstream session; response headers, body and
+   * trailers (gRPC's status) passed on as they come, a trailers-only answer as one HEADERS frame.
+   */
+  #forwardH2c(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ib: Inbound): void {
+    const ok = this.#admitH2(stream, headers, ib);
+    if (!ok) return;
+    const out: OutgoingHttpHeaders = { ':method': headers[':method'], ':path': headers[':path'], ':scheme': 'http', ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}` };
+    for (const [k, v] of Object.entries(headers)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
+    // The one TE value HTTP/2 allows, and gRPC requires.
+    if (headers['te'] === 'trailers') out['te'] = 'trailers';
+    if (ok.peer) out['x-writ-peer-id'] = ok.peer;
+    const failed = (err: Error): void => {
+      if (stream.destroyed) return;
+      if (!stream.headersSent) answerStream(stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
+      else stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+    };
+    let up: ClientHttp2Stream;
+    try {
+      up = this.#h2cSession(ib).request(out);
+    } catch (err) {
+      return failed(err as Error);
+    }
+    const pass = (h: IncomingHttpHeaders): OutgoingHttpHeaders => {
+      const o: OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(h)) if ((!k.startsWith(':') || k === ':status') && !HOP_BY_HOP.has(k) && v !== undefined) o[k] = v;
+      return o;
+    };
+    up.on('response', (h, flags) => {
+      if (stream.destroyed) return;
+      if (flags & h2constants.NGHTTP2_FLAG_END_STREAM) return void stream.respond(pass(h), { endStream: true });
+      let trailers: OutgoingHttpHeaders = {};
+      up.on('trailers', (t) => (trailers = pass(t)));
+      stream.respond(pass(h), { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers(trailers));
+      up.pipe(stream);
+    });
+    up.on('error', failed);
+    stream.on('error', () => undefined);
+    stream.on('close', () => void (up.closed || up.close(h2constants.NGHTTP2_CANCEL)));
+    stream.pipe(up);
+  }
+
+  readonly #h2c = new Map<Inbound, ClientHttp2Session>();
+
+  #h2cSession(ib: Inbound): ClientHttp2Session {
+    const open = this.#h2c.get(ib);
+    if (open && !open.closed && !open.destroyed) return open;
+    const host = ib.upstream.host.includes(':') ? `[${ib.upstream.host}]` : ib.upstream.host;
+    const s = http2Connect(`http://${host}:${ib.upstream.port}`);
+    const forget = (): void => void (this.#h2c.get(ib) === s && this.#h2c.delete(ib));
+    s.on('error', (err) => (forget(), this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable')));
+    s.on('close', forget);
+    s.on('goaway', forget);
+    this.#h2c.set(ib, s);
+    return s;
   }
 
   readonly #agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
@@ -308,6 +406,7 @@ export class WritProxy {
     this.#policy?.close();
     this.#source?.close();
     this.#agent.destroy();
+    for (const s of this.#h2c.values()) s.destroy();
     for (const p of this.#pools) p.close();
   }
 }

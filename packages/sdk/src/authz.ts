@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { PolicyEngine, normalizePath, parsePolicies, type Decision } from '@writ/policy';
+import { PolicyEngine, httpAction, normalizePath, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
@@ -163,11 +163,12 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'authorization') headers[k] = v;
   const method = (req.method ?? 'GET').toUpperCase();
   const t0 = process.hrtime.bigint();
-  const decision = opts.policy.decide({ from: peer?.uri, to, action: { kind: 'http', method, path }, headers });
+  const action = httpAction(method, path, req.headers['content-type']);
+  const decision = opts.policy.decide({ from: peer?.uri, to, action, headers });
   const latencyNs = Number(process.hrtime.bigint() - t0);
   const info = { peer, decision, decisionId: newDecisionId() };
   opts.onDecision?.(info, req);
-  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
+  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: action.kind === 'grpc' ? `grpc ${path}` : `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
   if (!decision.allowed) {
     const body = JSON.stringify({ code: decision.reason, decisionId: info.decisionId });
     res.writeHead(decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
