@@ -290,7 +290,8 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
   const fixtures = join(import.meta.dirname, 'fixtures');
   let svid: Record<string, string[]>;
   const call = async (as: string, ...methods: string[]): Promise<Array<Record<string, unknown>>> => {
-    const r = await run(PY, [join(fixtures, 'grpc_call.py'), `127.0.0.1:${port['billing']}`, ...svid[as]!, ...methods.map((m) => `/billing.v1.Billing/${m}`)]);
+    const target = as === 'web outbound' ? [`127.0.0.1:${port['webToBilling']}`, '-', '-', '-'] : [`127.0.0.1:${port['billing']}`, ...svid[as]!];
+    const r = await run(PY, [join(fixtures, 'grpc_call.py'), ...target, ...methods.map((m) => `/billing.v1.Billing/${m}`)]);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as Array<Record<string, unknown>>;
   };
@@ -302,7 +303,9 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
       grpcApp!.once('exit', (c) => reject(new Error(`grpc app exited ${c}`)));
     });
     port['billing'] = await freePort();
+    port['webToBilling'] = await freePort();
     await startProxy(['--spiffe-id', BILLING, '--inbound', `127.0.0.1:${port['billing']}=h2c://127.0.0.1:${appPort}`]);
+    await startProxy(['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['webToBilling']}=${BILLING}@127.0.0.1:${port['billing']}`]);
     svid = {};
     for (const [name, id] of [['web', WEB], ['legacy', LEGACY]] as const) {
       const out = join(agent.dataDir, `grpc-${name}`);
@@ -325,6 +328,16 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     const [legacy] = await call('legacy', 'Get');
     assert.equal(legacy!['code'], 'PERMISSION_DENIED');
     assert.match(String(legacy!['details']), /^DENY_RULE /);
+  });
+
+  it("through web's outbound proxy too: the app's plaintext gRPC (h2c) goes out as mTLS with ALPN h2", async () => {
+    const [get, del, watch] = await call('web outbound', 'Get', 'Delete', 'Watch');
+    assert.deepEqual(get, { method: '/billing.v1.Billing/Get', code: 'OK', body: `peer=${WEB};req=hello`, trailers: { 'x-total': '42' } });
+    assert.equal(del!['code'], 'PERMISSION_DENIED');
+    assert.deepEqual(watch!['body'], ['tick 0', 'tick 1', 'tick 2']);
+    // HTTP/1.1 through the same outbound still goes by the relay (and reaches a 505: billing is HTTP/2 only).
+    const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['webToBilling']}/billing.v1.Billing/Get`]);
+    assert.equal(status(r), '505', r.stdout + r.stderr);
   });
 
   it('decisions on gRPC calls are logged as gRPC actions', async () => {

@@ -412,7 +412,7 @@ export function buildProgram(): Command {
     .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM: HOST:PORT (HTTP/1.1) or h2c://HOST:PORT (an app that speaks HTTP/2, e.g. gRPC) (repeatable)', collect)
     .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
     .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
-    .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections; tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))
+    .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections (an HTTP/2 client, e.g. gRPC, gets an mTLS connection of its own with ALPN h2); tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))
     .option('--workers <n>', 'processes sharing the listeners: a number, or "auto" for one per CPU', '1')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; outboundMode: 'http' | 'tcp'; workers: string; logLevel: string }) => {

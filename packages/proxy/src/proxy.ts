@@ -77,6 +77,22 @@ interface Live {
   readonly socket: Socket;
 }
 
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/**
+ * Whether a plaintext client opens with the HTTP/2 connection preface (RFC 9113 3.4: prior
+ * knowledge, as gRPC clients do over h2c), judged on its first bytes, which are put back.
+ */
+function sniffH2(local: Socket, then: (h2: boolean) => void): void {
+  local.on('error', () => undefined);
+  local.once('data', (d: Buffer) => {
+    local.pause();
+    local.unshift(d);
+    const n = Math.min(d.length, H2_PREFACE.length);
+    then(d.compare(H2_PREFACE, 0, n, 0, n) === 0);
+  });
+}
+
 /** A JSON answer on an HTTP/2 stream (unless the client is gone). */
 function answerStream(stream: ServerHttp2Stream, status: number, o: object): void {
   if (stream.destroyed || stream.headersSent) return;
@@ -362,9 +378,9 @@ export class WritProxy {
   readonly #pools: UpstreamPool[] = [];
 
   #outbound(ob: Outbound): NetServer {
-    const open = async (onData?: OnData): Promise<Socket> => {
+    const open = async (onData?: OnData, alpn?: readonly string[]): Promise<Socket> => {
       try {
-        const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port, ...(onData ? { onData } : {}) });
+        const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port, ...(onData ? { onData } : {}), ...(alpn ? { alpn } : {}) });
         remote.setNoDelay(true);
         this.#track(ob.spiffeId, remote);
         return remote;
@@ -372,6 +388,19 @@ export class WritProxy {
         this.#o.log.warn({ target: `${ob.target.host}:${ob.target.port}`, expected: ob.spiffeId, err: (err as Error).message }, 'outbound connection refused: the server is not who it should be');
         throw err;
       }
+    };
+    // One mTLS connection per client connection. Nagle off everywhere: a proxy that batches small
+    // writes turns into 40 ms delayed-ACK stalls.
+    const tunnel = (local: Socket, alpn?: readonly string[]): void => {
+      local.on('error', () => undefined);
+      local.pause();
+      open(undefined, alpn).then((remote) => {
+        remote.on('error', () => local.destroy());
+        local.on('close', () => remote.destroy());
+        remote.on('close', () => local.destroy());
+        local.pipe(remote).pipe(local);
+        local.resume();
+      }, () => local.destroy());
     };
     if (ob.mode === 'http') {
       // Requests go over kept-alive mTLS connections: a new client connection costs no handshake.
@@ -382,21 +411,13 @@ export class WritProxy {
       // allowHalfOpen: a client that half-closes after its request still gets the answer.
       return netCreateServer({ noDelay: true, allowHalfOpen: true }, (local) => {
         this.#track(ob.spiffeId, local);
-        relayHttp1(local, { pool });
+        // A client that speaks HTTP/2 from its first byte (gRPC over h2c) is tunnelled with ALPN h2.
+        // (HTTP clients speak first, so waiting for the first bytes cannot stall a protocol.)
+        sniffH2(local, (h2) => (h2 ? tunnel(local, ['h2']) : (relayHttp1(local, { pool }), local.resume())));
       });
     }
-    // Nagle off everywhere: a proxy that batches small writes turns into 40 ms delayed-ACK stalls.
-    return netCreateServer({ noDelay: true }, (local) => {
-      local.on('error', () => undefined);
-      local.pause();
-      open().then((remote) => {
-        remote.on('error', () => local.destroy());
-        local.on('close', () => remote.destroy());
-        remote.on('close', () => local.destroy());
-        local.pipe(remote).pipe(local);
-        local.resume();
-      }, () => local.destroy());
-    });
+    // Not sniffed: in many protocols the server speaks first (MySQL, SMTP).
+    return netCreateServer({ noDelay: true }, (local) => tunnel(local));
   }
 
   async close(): Promise<void> {

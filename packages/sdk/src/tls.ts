@@ -89,6 +89,8 @@ export interface MtlsConnectOptions {
   readonly host: string;
   readonly port: number;
   readonly servername?: string;
+  /** Protocols to offer in ALPN (none by default). */
+  readonly alpn?: readonly string[];
   /**
    * Receives the decrypted bytes instead of 'data' events (Node's `onread`: no buffer allocation
    * and no stream machinery per read, for proxies). Each chunk is the caller's to keep.
@@ -107,6 +109,7 @@ export function mtlsConnect(opts: MtlsConnectOptions): Promise<TLSSocket> {
       // Web PKI checks do not apply: the SPIFFE checks below replace them.
       rejectUnauthorized: false, checkServerIdentity: () => undefined,
       ...(opts.servername ? { servername: opts.servername } : {}),
+      ...(opts.alpn ? { ALPNProtocols: [...opts.alpn] } : {}),
       ...(opts.onData ? { onread: { buffer: READ_BUFFER, callback: (n: number, b: Uint8Array) => (opts.onData!(Buffer.from(b.subarray(0, n))), true) } } : {}),
     });
     socket.once('secureConnect', () => {
