@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect as http2Connect, constants as h2constants } from 'node:http2';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -338,6 +339,27 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     // HTTP/1.1 through the same outbound still goes by the relay (and reaches a 505: billing is HTTP/2 only).
     const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['webToBilling']}/billing.v1.Billing/Get`]);
     assert.equal(status(r), '505', r.stdout + r.stderr);
+  });
+
+  it('streams a client resets with an error code, half-sent or refused, leave the proxy serving', async () => {
+    const [ca, cert, key] = svid['web']!.map((f) => readFileSync(f));
+    // billing (h2c app, raw streams) and orders (HTTP/1.1 app, Node's compatibility API).
+    for (const [p, paths] of [['billing', ['/billing.v1.Billing/Get', '/billing.v1.Billing/Delete']], ['orders', ['/v1/orders/1', '/v1/orders/%2e%2e']]] as const) {
+      const session = http2Connect(`https://127.0.0.1:${port[p]}`, { ca, cert, key, checkServerIdentity: () => undefined });
+      session.on('error', () => undefined);
+      for (const path of paths) {
+        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+        req.on('error', () => undefined);
+        req.write(Buffer.from([0, 0, 0, 0, 9]));
+        req.close(h2constants.NGHTTP2_PROTOCOL_ERROR);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      session.close();
+    }
+    assert.equal(status(await curl('web')), '200');
+    const [get] = await call('web', 'Get');
+    assert.equal(get!['code'], 'OK');
+    assert.ok(proxies.every((p) => p.exitCode === null));
   });
 
   it('decisions on gRPC calls are logged as gRPC actions', async () => {

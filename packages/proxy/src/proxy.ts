@@ -321,6 +321,8 @@ export class WritProxy {
    * trailers (gRPC's status) passed on as they come, a trailers-only answer as one HEADERS frame.
    */
   #forwardH2c(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ib: Inbound): void {
+    // A client's RST_STREAM with an error code is an 'error' here: never one without a listener.
+    stream.on('error', () => undefined);
     const ok = this.#admitH2(stream, headers, ib);
     if (!ok) return;
     const out: OutgoingHttpHeaders = { ':method': headers[':method'], ':path': headers[':path'], ':scheme': 'http', ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}` };
@@ -354,7 +356,6 @@ export class WritProxy {
       up.pipe(stream);
     });
     up.on('error', failed);
-    stream.on('error', () => undefined);
     stream.on('close', () => void (up.closed || up.close(h2constants.NGHTTP2_CANCEL)));
     stream.pipe(up);
   }
