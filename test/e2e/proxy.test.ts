@@ -362,6 +362,35 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     assert.ok(proxies.every((p) => p.exitCode === null));
   });
 
+  it('odd HTTP/2 requests (CONNECT, a 60 KB field, a body longer than its content-length, OPTIONS *) get a 4xx or a stream reset; the proxy keeps serving', async () => {
+    const [ca, cert, key] = svid['web']!.map((f) => readFileSync(f));
+    const tries: Array<Record<string, string>> = [
+      { ':method': 'CONNECT', ':authority': 'x:443' },
+      { ':method': 'GET', ':path': '/v1/orders/1', 'x-a': 'a'.repeat(60_000) },
+      { ':method': 'POST', ':path': '/billing.v1.Billing/Get', 'content-type': 'application/grpc', te: 'trailers', 'content-length': '3' },
+      { ':method': 'OPTIONS', ':path': '*' },
+    ];
+    for (const p of ['billing', 'orders']) {
+      for (const h of tries) {
+        const session = http2Connect(`https://127.0.0.1:${port[p]}`, { ca, cert, key, checkServerIdentity: () => undefined });
+        session.on('error', () => undefined);
+        const outcome = await new Promise<string>((resolve) => {
+          const req = session.request(h, { endStream: false });
+          req.on('response', (r) => resolve(String(r[':status'])));
+          req.on('error', () => resolve('reset'));
+          req.on('close', () => resolve('reset'));
+          req.resume();
+          req.end(Buffer.from([0, 0, 0, 0, 0]));
+        });
+        session.destroy();
+        assert.ok(outcome === 'reset' || Number(outcome) >= 400, `${p} ${JSON.stringify(h).slice(0, 60)}: ${outcome}`);
+      }
+    }
+    assert.equal((await call('web', 'Get'))[0]!['code'], 'OK');
+    assert.equal(status(await curl('web')), '200');
+    assert.ok(proxies.every((x) => x.exitCode === null));
+  });
+
   it('decisions on gRPC calls are logged as gRPC actions', async () => {
     await waitFor('the gRPC deny in the decision log', async () => {
       const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', BILLING, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
