@@ -182,7 +182,8 @@ type Next = (err?: unknown) => void;
 
 /**
  * Middleware for node:http and Express: `(req, res, next)`. Sets `req.writ = { peer, decision }`
- * for the handler; answers 403 `{code, decisionId}` itself on a deny (401 without an identity).
+ * for the handler; answers 403 `{code, decisionId}` itself on a deny (401 without an identity, 400
+ * `ERR_PATH_INVALID` for a path with a "." or ".." segment).
  */
 export function writMiddleware(opts: MiddlewareOptions): (req: IncomingMessage, res: ServerResponse, next: Next) => void {
   return (req, res, next) => {
