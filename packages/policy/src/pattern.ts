@@ -51,6 +51,8 @@ export function parsePathPattern(p: string): Pattern {
   return { source: p, segments: segs };
 }
 
+/** Longer than any HTTP server's request line limit (nginx and Node: 8-16 KiB for the whole head). */
+const MAX_REQUEST_PATH = 64 * 1024;
 const UNRESERVED = /^[A-Za-z0-9._~-]$/;
 const HEX2 = /^[0-9A-Fa-f]{2}$/;
 
@@ -65,6 +67,7 @@ const HEX2 = /^[0-9A-Fa-f]{2}$/;
  * copy) when it is already in that form, which is nearly always.
  */
 export function normalizePath(path: string): string {
+  if (path.length > MAX_REQUEST_PATH) throw new WritError('ERR_PATH_INVALID', `the path is longer than ${MAX_REQUEST_PATH} characters`);
   if (path.charCodeAt(0) !== 47) return path; // "*" (OPTIONS) or not a path at all
   if (!path.includes('%') && !path.includes('//') && !path.includes('/.')) return path;
   let out = '';

@@ -257,8 +257,23 @@ describe('request paths in normal form', () => {
       ['/%61dmin', '/admin'], ['/%7Euser/%7e', '/~user/~'], ['/a%2fb', '/a%2Fb'], ['/a%2Fb/%20x', '/a%2Fb/%20x'], ['/%e2%82%ac', '/%E2%82%AC'],
       ['//admin', '/admin'], ['/a//b///c', '/a/b/c'], ['/a/b/', '/a/b/'], ['/a//', '/a/'], ['//', '/'], ['*', '*'],
     ] as const) assert.equal(normalizePath(raw), norm, raw);
+    assert.throws(() => normalizePath(`/${'a'.repeat(70_000)}`), (e) => isWritError(e, 'ERR_PATH_INVALID'));
     for (const raw of ['/..', '/a/../b', '/a/./b', '/a/.', '/%2e%2e/admin', '/a/%2E/b', '/.%2e/x', '/a%', '/a%2', '/a%zz', '/%%41'])
       assert.throws(() => normalizePath(raw), (e) => isWritError(e, 'ERR_PATH_INVALID'), raw);
+  });
+
+  it('property: any string either fails with ERR_PATH_INVALID or gives a path that is its own normal form', () => {
+    const chars = fc.constantFrom('/', '.', '%', '2', 'e', 'E', 'f', 'F', 'a', '~', ':', ' ', 'z');
+    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.array(chars, { maxLength: 40 }).map((c) => `/${c.join('')}`)), (raw) => {
+      let norm: string;
+      try {
+        norm = normalizePath(raw);
+      } catch (e) {
+        return assert.ok(isWritError(e, 'ERR_PATH_INVALID'), String(e));
+      }
+      assert.equal(normalizePath(norm), norm);
+      if (raw.startsWith('/')) assert.doesNotMatch(norm, /\/\/|\/\.\.?(\/|$)/);
+    }), { numRuns: 2000 });
   });
 
   it('property: normal form is a fixed point, and every spelling of a path gets the decision its normal form gets', () => {
