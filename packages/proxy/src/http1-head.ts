@@ -249,6 +249,8 @@ export interface RequestHead {
   readonly keepAlive: boolean;
   /** The Upgrade field when the client asks to switch protocols. */
   readonly upgrade: string | undefined;
+  /** For an absolute-form target, its authority: the Host the request is forwarded with (RFC 9112 3.2.2). */
+  readonly authority: string | undefined;
   /** The head as scanned, for forwarding. */
   readonly head: Head;
 }
@@ -275,13 +277,17 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   const { method, target, version } = requestLine(buf, head.startEnd);
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not proxied');
   let path: string;
+  let authority: string | undefined;
   if (target.charCodeAt(0) === 47) {
     const q = target.indexOf('?');
     path = q < 0 ? target : target.slice(0, q);
   } else if (target === '*' && method === 'OPTIONS') path = '*';
   else if (/^https?:\/\//i.test(target)) {
     try {
-      path = new URL(target).pathname;
+      const u = new URL(target);
+      path = u.pathname;
+      authority = u.host;
+      if (u.username || u.password) throw new HttpError(400, 'user information in the request target');
     } catch {
       throw new HttpError(400, 'malformed request target');
     }
@@ -305,7 +311,7 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   const conn = head.connection;
   const keepAlive = version === '1.1' ? !conn.includes('close') : conn.includes('keep-alive');
   const up = conn.includes('upgrade') ? head.values(UPGRADE) : [];
-  return { method, target, path, version, fields: head, body, keepAlive, upgrade: up.length ? up.join(', ') : undefined, head };
+  return { method, target, path, version, fields: head, body, keepAlive, upgrade: up.length ? up.join(', ') : undefined, authority, head };
 }
 
 /**
@@ -317,7 +323,7 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   const h = req.head;
   let dropped = false;
   for (let i = 0; i < h.count && !dropped; i++) for (const n of drop) if (h.nameIs(i, n)) dropped = true;
-  if (!h.hasHop && !dropped && req.version === '1.1') {
+  if (!h.hasHop && !dropped && req.version === '1.1' && req.authority === undefined) {
     if (add.length === 0) return h.buf.subarray(0, h.end + 4);
     return Buffer.concat([h.buf.subarray(0, h.end + 2), add, CRLF]);
   }
@@ -325,8 +331,10 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   const upgrading = req.upgrade !== undefined;
   // An upgrade keeps its Upgrade field; HTTP/1.0 is not persistent unless asked, and asking keeps
   // the pooled upstream connection reusable.
-  const own = upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '';
-  return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
+  // An absolute-form target's authority replaces the Host field (RFC 9112 3.2.2).
+  const own = (req.authority !== undefined ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '');
+  const replaceHost = req.authority !== undefined;
+  return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || (replaceHost && h.kind(i) === HOST) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
 }
 const CRLF = Buffer.from('\r\n');
 

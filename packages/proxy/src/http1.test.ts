@@ -36,6 +36,17 @@ describe('request head parser', () => {
     assert.equal(head('GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n').keepAlive, true);
     assert.equal(head('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n').keepAlive, false);
     assert.equal(head('GET http://a/b/c?d HTTP/1.1\r\nHost: a\r\n\r\n').path, '/b/c');
+    // An absolute-form target's authority replaces Host when forwarded (RFC 9112 3.2.2); user
+    // information in it is an error (RFC 9110 4.2.4).
+    const abs = head('GET http://orders.internal:8080/b?c HTTP/1.1\r\nHost: elsewhere\r\nX-A: 1\r\n\r\n');
+    assert.equal(abs.authority, 'orders.internal:8080');
+    const fwd = forwardRequestHead(abs, Buffer.alloc(0), []).toString('latin1');
+    assert.match(fwd, /^GET http:\/\/orders\.internal:8080\/b\?c HTTP\/1\.1\r\n/);
+    assert.match(fwd, /\r\nhost: orders\.internal:8080\r\n/);
+    assert.doesNotMatch(fwd, /elsewhere/);
+    assert.match(fwd, /\r\nX-A: 1\r\n/);
+    assert.equal(head('GET /x HTTP/1.1\r\nHost: a\r\n\r\n').authority, undefined);
+    assert.throws(() => head('GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n'), (e) => e instanceof HttpError && e.status === 400);
     // A later 1.x minor version is taken, and forwarded, as 1.1 (RFC 9112 2.3, RFC 9110 6.2).
     const later = head('GET /x HTTP/1.7\r\nHost: a\r\n\r\n');
     assert.equal(later.version, '1.1');
