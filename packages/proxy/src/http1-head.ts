@@ -283,14 +283,15 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
     path = q < 0 ? target : target.slice(0, q);
   } else if (target === '*' && method === 'OPTIONS') path = '*';
   else if (/^https?:\/\//i.test(target)) {
+    let u: URL;
     try {
-      const u = new URL(target);
-      path = u.pathname;
-      authority = u.host;
-      if (u.username || u.password) throw new HttpError(400, 'user information in the request target');
+      u = new URL(target);
     } catch {
       throw new HttpError(400, 'malformed request target');
     }
+    if (u.username || u.password) throw new HttpError(400, 'user information in the request target');
+    path = u.pathname;
+    authority = u.host;
   } else throw new HttpError(400, 'malformed request target');
   try {
     path = normalizePath(path);
@@ -332,8 +333,8 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   // An upgrade keeps its Upgrade field; HTTP/1.0 is not persistent unless asked, and asking keeps
   // the pooled upstream connection reusable.
   // An absolute-form target's authority replaces the Host field (RFC 9112 3.2.2).
-  const own = (req.authority !== undefined ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '');
   const replaceHost = req.authority !== undefined;
+  const own = (replaceHost ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '');
   return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || (replaceHost && h.kind(i) === HOST) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
 }
 const CRLF = Buffer.from('\r\n');

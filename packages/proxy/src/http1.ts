@@ -287,7 +287,8 @@ const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 
 
 const FAIL_CODES: Record<number, string> = { 405: 'ERR_METHOD_NOT_ALLOWED', 408: 'ERR_REQUEST_TIMEOUT', 431: 'ERR_HEADERS_TOO_LARGE', 502: 'ERR_UPSTREAM', 505: 'ERR_HTTP_VERSION' };
 
-function response(status: number, body: Record<string, unknown>, close: boolean): string {
+/** A complete HTTP/1.1 answer with a JSON body. */
+export function response(status: number, body: Record<string, unknown>, close: boolean): string {
   const text = JSON.stringify(body);
   return `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${text}`;
 }

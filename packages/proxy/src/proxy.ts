@@ -11,7 +11,7 @@
  * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
  * connections; live connections from or to a quarantined identity are closed.
  */
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import { connect as http2Connect, constants as h2constants, createSecureServer, type ClientHttp2Session, type ClientHttp2Stream, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
-import { UpstreamPool, connectTcp, relayHttp1, type OnData } from './http1.ts';
+import { UpstreamPool, connectTcp, relayHttp1, response, type OnData } from './http1.ts';
 
 
 export interface Inbound {
@@ -101,8 +101,14 @@ function answerStream(stream: ServerHttp2Stream, status: number, o: object): voi
   stream.end(body);
 }
 
-const H2_ONLY = JSON.stringify({ code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' });
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'host', 'x-writ-peer-id']);
+
+/** The end-to-end fields of a message: no pseudo-header (but `:status` when `status`), nothing hop-by-hop. */
+function endToEnd(h: IncomingHttpHeaders, status = false): OutgoingHttpHeaders {
+  const o: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(h)) if ((!k.startsWith(':') || (status && k === ':status')) && !HOP_BY_HOP.has(k) && v !== undefined) o[k] = v;
+  return o;
+}
 
 export class WritProxy {
   readonly #o: ProxyOptions;
@@ -241,7 +247,7 @@ export class WritProxy {
       const peer = (socket.writPeer = this.#peer(socket)?.uri);
       this.#track(peer, socket);
       if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
-      if (h2Only) return void socket.end(`HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${H2_ONLY.length}\r\n\r\n${H2_ONLY}`);
+      if (h2Only) return void socket.end(response(505, { code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' }, true));
       relayHttp1(socket, {
         pool,
         // The app learns the caller from this field only; a client-sent one never passes.
@@ -298,14 +304,11 @@ export class WritProxy {
   #forward(req: Http2ServerRequest, res: Http2ServerResponse, ib: Inbound): void {
     const ok = this.#admitH2(req.stream, req.headers, ib);
     if (!ok) return;
-    const out: OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
+    const out = endToEnd(req.headers);
     out['host'] = String(req.headers[':authority'] ?? req.headers['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
     const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method: req.method, path: req.url, headers: out, agent: this.#agent }, (ur) => {
-      const h: OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(ur.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) h[k] = v;
-      res.writeHead(ur.statusCode ?? 502, h);
+      res.writeHead(ur.statusCode ?? 502, endToEnd(ur.headers));
       ur.pipe(res);
     });
     up.on('error', (err) => {
@@ -325,8 +328,7 @@ export class WritProxy {
     stream.on('error', () => undefined);
     const ok = this.#admitH2(stream, headers, ib);
     if (!ok) return;
-    const out: OutgoingHttpHeaders = { ':method': headers[':method'], ':path': headers[':path'], ':scheme': 'http', ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}` };
-    for (const [k, v] of Object.entries(headers)) if (!k.startsWith(':') && !HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
+    const out: OutgoingHttpHeaders = { ':method': headers[':method'], ':path': headers[':path'], ':scheme': 'http', ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}`, ...endToEnd(headers) };
     // The one TE value HTTP/2 allows, and gRPC requires.
     if (headers['te'] === 'trailers') out['te'] = 'trailers';
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
@@ -341,17 +343,12 @@ export class WritProxy {
     } catch (err) {
       return failed(err as Error);
     }
-    const pass = (h: IncomingHttpHeaders): OutgoingHttpHeaders => {
-      const o: OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(h)) if ((!k.startsWith(':') || k === ':status') && !HOP_BY_HOP.has(k) && v !== undefined) o[k] = v;
-      return o;
-    };
     up.on('response', (h, flags) => {
       if (stream.destroyed) return;
-      if (flags & h2constants.NGHTTP2_FLAG_END_STREAM) return void stream.respond(pass(h), { endStream: true });
+      if (flags & h2constants.NGHTTP2_FLAG_END_STREAM) return void stream.respond(endToEnd(h, true), { endStream: true });
       let trailers: OutgoingHttpHeaders = {};
-      up.on('trailers', (t) => (trailers = pass(t)));
-      stream.respond(pass(h), { waitForTrailers: true });
+      up.on('trailers', (t) => (trailers = endToEnd(t)));
+      stream.respond(endToEnd(h, true), { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers(trailers));
       up.pipe(stream);
     });

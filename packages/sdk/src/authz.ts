@@ -140,6 +140,12 @@ function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undef
   return undefined;
 }
 
+function answer(res: ServerResponse, status: number, o: object): void {
+  const body = JSON.stringify(o);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 /**
  * Decides one request on its path in normal form (`normalizePath`); writes the answer itself when
  * denied (403, 401 without an identity, 400 for a path with a "." or ".." segment or a broken
@@ -153,10 +159,7 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
     path = normalizePath((req.url ?? '/').split('?')[0]!);
   } catch (err) {
     // Answered before any identity work: nothing is decided on a path two parsers could read apart.
-    const body = JSON.stringify({ code: (err as WritError).code, message: (err as Error).message });
-    res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-    return undefined;
+    return void answer(res, 400, { code: (err as WritError).code, message: (err as Error).message });
   }
   const peer = peerOf(req, opts);
   const headers: Record<string, string> = {};
@@ -169,12 +172,7 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const info = { peer, decision, decisionId: newDecisionId() };
   opts.onDecision?.(info, req);
   opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: action.kind === 'grpc' ? `grpc ${path}` : `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
-  if (!decision.allowed) {
-    const body = JSON.stringify({ code: decision.reason, decisionId: info.decisionId });
-    res.writeHead(decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-    return undefined;
-  }
+  if (!decision.allowed) return void answer(res, decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { code: decision.reason, decisionId: info.decisionId });
   return info;
 }
 
