@@ -41,14 +41,17 @@ export function parseIdPattern(p: string): Pattern {
   return { source: p, segments: [td!, ...path] };
 }
 
-/** `/v1/orders/*`, `/static/**`, `/` or an exact path. */
+/** `/v1/orders/*`, `/static/**`, `/`, or an exact path (`/v1/orders/` with its trailing "/"). */
 export function parsePathPattern(p: string): Pattern {
   if (typeof p !== 'string' || !p.startsWith('/') || p.length > 1024) invalid('path', String(p), 'must start with "/" (at most 1024 characters)');
   if (p === '/') return { source: p, segments: [] };
   const segs = p.slice(1).split('/');
-  if (segs.some((s) => s === '')) invalid('path', p, 'empty segment or trailing "/"');
+  // A trailing "/" is an empty last segment, matched exactly: "/v1/orders/" is not "/v1/orders".
+  const trailing = segs.at(-1) === '' ? segs.pop() : undefined;
+  if (segs.some((s) => s === '')) invalid('path', p, 'empty segment ("//")');
   checkSegments('path', p, segs);
-  return { source: p, segments: segs };
+  if (trailing !== undefined && segs.at(-1) === '**') invalid('path', p, '"**" is only allowed as the last segment');
+  return { source: p, segments: trailing === undefined ? segs : [...segs, ''] };
 }
 
 /** Longer than any HTTP server's request line limit (nginx and Node: 8-16 KiB for the whole head). */
@@ -99,13 +102,18 @@ export function idSegments(id: string): string[] {
   return id.slice(9).split('/');
 }
 
-/** Whether concrete segments match a pattern's segments. */
+/**
+ * Whether concrete segments match a pattern's segments. `*` and `**` never match an empty segment
+ * (a path's trailing "/"): "/v1/orders/*" allows one order, not "/v1/orders/", which most routers
+ * take for the collection "/v1/orders"; only a pattern that ends in "/" matches a path that does.
+ */
 export function matchSegments(pattern: readonly string[], value: readonly string[]): boolean {
   for (let i = 0; i < pattern.length; i++) {
     const p = pattern[i]!;
-    if (p === '**') return value.length > i; // one or more further segments
+    // One or more further segments, not just the empty one after a trailing "/".
+    if (p === '**') return value.length > i + 1 || (value.length === i + 1 && value[i] !== '');
     if (i >= value.length) return false;
-    if (p !== '*' && p !== value[i]) return false;
+    if (p === '*' ? value[i] === '' : p !== value[i]) return false;
   }
   return pattern.length === value.length;
 }

@@ -77,6 +77,44 @@ describe('policy semantics', () => {
     });
   }
 
+  it('* and ** never match the empty segment of a trailing "/"; a pattern ending in "/" matches exactly that', () => {
+    const doc = (paths: string) => `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: p }
+spec:
+  to: ${ORD}
+  rules:
+    - { effect: allow, from: [spiffe://prod.example/ns/web/**], actions: [{ methods: [GET], paths: [${paths}] }] }
+`;
+    const allowed = (paths: string, path: string): boolean => engine(doc(paths)).decide(req('spiffe://prod.example/ns/web/a', ORD, `GET ${path}`)).allowed;
+    const table: Array<[string, string, boolean]> = [
+      ['/v1/orders/*', '/v1/orders/7', true],
+      // "/v1/orders/" is the collection to most routers: one order's rule must not list them all.
+      ['/v1/orders/*', '/v1/orders/', false],
+      ['/v1/orders/*', '/v1/orders', false],
+      ['/v1/orders/', '/v1/orders/', true],
+      ['/v1/orders/', '/v1/orders', false],
+      ['/v1/orders', '/v1/orders/', false],
+      ['/static/**', '/static/a', true],
+      ['/static/**', '/static/css/', true],
+      ['/static/**', '/static/', false],
+      ['/static/**', '/static', false],
+      ['/*/', '/v1/', true],
+      ['/*/', '/v1', false],
+    ];
+    for (const [pattern, path, want] of table) assert.equal(allowed(`"${pattern}"`, path), want, `${pattern} ${path}`);
+    const issue = (paths: string): string => {
+      try {
+        parsePolicies(doc(paths), { now: NOW });
+        return '';
+      } catch (err) {
+        return (err as PolicyError).issues.map((i) => i.message).join('; ');
+      }
+    };
+    assert.match(issue('"/v1//orders"'), /empty segment/);
+    assert.match(issue('"/static/**/"'), /last segment/);
+  });
+
   it('expired rules stop applying', () => {
     const later = engine(ORDERS, () => Date.parse('2027-01-01T00:00:00Z'));
     assert.equal(later.decide(req('spiffe://prod.example/ns/legacy/sa', ORD, 'GET /')).decision, 'allow', 'the deny expired, the allow still holds');
