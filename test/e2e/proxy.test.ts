@@ -9,9 +9,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect as http2Connect, constants as h2constants } from 'node:http2';
 import { connect } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import fc from 'fast-check';
+import { normalizePath } from '@writ/policy';
 import { WRIT, applyPolicy, cleanup, freePort, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test/ns';
@@ -25,6 +28,8 @@ let agent: AgentProcess;
 let app: Server;
 let grpcApp: ChildProcess | undefined;
 const proxies: ChildProcess[] = [];
+/** Every request the app received: method, target, and each x-writ-peer-id field it carried. */
+const seen: Array<{ method: string; url: string; peers: string[] }> = [];
 const logs: string[] = [];
 const port: Record<string, number> = {};
 
@@ -79,6 +84,66 @@ const curl = (name: string, args: string[] = []) => run('curl', ['-sS', '-w', '\
 const status = (r: { stdout: string }) => r.stdout.trim().split('\n').pop();
 const body = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').slice(0, -1).join('\n')) as Record<string, unknown>;
 
+/** Writes the pieces, half-closes, and returns what came back once the proxy closed (or 'HANG'). */
+/** WRIT_FUZZ_SCALE=20 runs the fuzzers twenty times as long (a soak before a release). */
+const FUZZ_SCALE = Math.max(1, Number(process.env['WRIT_FUZZ_SCALE']) || 1);
+
+/** Writes the pieces (a moment apart), half-closes, and returns what came back once the peer closed (or 'HANG ...'). */
+function exchange(s: Socket, pieces: Buffer[]): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const timer = setTimeout(() => (s.destroy(), resolve(`HANG after ${JSON.stringify(got.slice(0, 200))}`)), 10_000);
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', () => undefined);
+    s.on('close', () => (clearTimeout(timer), resolve(got)));
+    void (async () => {
+      for (const p of pieces) {
+        if (s.destroyed) return;
+        s.write(p);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      s.end();
+    })();
+  });
+}
+
+const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+};
+/** An HPACK block of literal fields without indexing, no Huffman (RFC 7541 6.2.2). */
+const block = (fields: Record<string, string>): Buffer => Buffer.concat(Object.entries(fields).map(([n, v]) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)])));
+
+/**
+ * HTTP/2 connections of valid frames (the given requests on streams 1, 3, 5..., each with a
+ * forged x-writ-peer-id and a DATA frame; SETTINGS, WINDOW_UPDATE, PING, RST_STREAM, CONTINUATION)
+ * in random order with random bytes changed: whatever the proxy makes of them, it keeps running.
+ */
+async function fuzzH2(open: () => Promise<Socket>, requests: Array<[method: string, path: string, extra: Record<string, string>]>, numRuns = 100 * FUZZ_SCALE): Promise<void> {
+  const frames = [frame(4, 0, 0, Buffer.alloc(0)), frame(8, 0, 0, Buffer.from([0, 0, 1, 0])), frame(6, 0, 0, Buffer.alloc(8)), frame(3, 0, 1, Buffer.from([0, 0, 0, 8])), frame(9, 4, 3, block({ x: 'y' }))];
+  requests.forEach(([method, path, extra], i) => {
+    const id = 1 + 2 * i;
+    frames.push(frame(1, 4, id, block({ ':method': method, ':scheme': 'https', ':authority': 'orders', ':path': path, 'x-writ-peer-id': LEGACY, ...extra })));
+    frames.push(frame(1, 5, id, block({ ':method': method, ':scheme': 'https', ':authority': 'orders', ':path': path, ...extra })));
+    frames.push(frame(0, 1, id, Buffer.from([0, 0, 0, 0, 0])));
+  });
+  const connection = fc.tuple(fc.array(fc.constantFrom(...frames), { minLength: 1, maxLength: 8 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 })).map(([fs, bytes]) => {
+    const b = Buffer.concat(fs);
+    for (const [at, v] of bytes) b[at % b.length] = v;
+    return [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), b];
+  });
+  await fc.assert(fc.asyncProperty(connection, async (pieces) => {
+    const s = await open();
+    // An HTTP/2 server may keep a connection open after the client's last frame: closed after a moment.
+    setTimeout(() => s.destroy(), 200);
+    await exchange(s, pieces);
+  }), { numRuns });
+}
+
 before(async () => {
   srv = await startServerProcess();
   for (const id of [ORDERS, WEB, LEGACY, REPORTS]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
@@ -89,6 +154,9 @@ before(async () => {
   await apply(POLICY('GET'));
   // The apps: plain HTTP servers that report what the proxy told them.
   app = createServer((req, res) => {
+    const peers: string[] = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'x-writ-peer-id') peers.push(req.rawHeaders[i + 1]!);
+    seen.push({ method: req.method!, url: req.url!, peers });
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ peer: req.headers['x-writ-peer-id'] ?? null, method: req.method, path: req.url }));
   });
@@ -284,6 +352,73 @@ describe('writ proxy', () => {
     assert.equal(status(await curl('web')), '200');
     assert.ok(proxies.every((p) => p.exitCode === null));
   });
+
+  it("a fuzzer's mutated HTTP/1.1 (to the inbound over mTLS, to the outbound in plaintext) and HTTP/2 frames: each connection gets responses or a close, never a hang; the app sees only allowed requests, each carrying the caller's true identity once; the proxies keep serving", async () => {
+    await apply(POLICY('GET'));
+    await waitFor('POST refused again', async () => (status(await curl('web', ['-X', 'POST'])) === '403' ? true : undefined), 5000);
+    const dir = join(agent.dataDir, 'fuzz-web');
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', dir])).code, 0);
+    const [ca, cert, key] = ['bundle.pem', 'svid.pem', 'svid.key'].map((f) => readFileSync(join(dir, f)));
+    const smuggled = 'GET /admin HTTP/1.1\r\nHost: orders\r\n\r\n';
+    // Requests the policy allows (GET /v1/orders/*) carrying what a smuggler or an impostor would
+    // add, and refused ones; the fuzzer mutates them.
+    const bases = [
+      'GET /v1/orders/1 HTTP/1.1\r\nHost: orders\r\n\r\n',
+      `GET /v1/orders/2 HTTP/1.1\r\nHost: orders\r\nx-writ-peer-id: ${LEGACY}\r\n\r\n${smuggled}`,
+      `GET /v1/orders/3 HTTP/1.1\r\nHost: orders\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+      `GET /v1/orders/4 HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`,
+      'GET /v1/orders/5 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      'POST /v1/orders/6 HTTP/1.1\r\nHost: orders\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc',
+      // A body shorter than declared: the client half-closes before its end.
+      'GET /v1/orders/7 HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\nabc',
+    ];
+    const tokens = ['\r', '\n', '\r\n', ' ', '\t', ':', '\0', '\x7f', '\xff', '0', 'f', ';', ',', '/', '%', '%2e', '..', 'chunked', 'Content-Length: 0\r\n', 'Content-Length: 99\r\n',
+      'Transfer-Encoding: chunked\r\n', 'Transfer-Encoding: gzip, chunked\r\n', 'Host: x\r\n', `x-writ-peer-id: ${LEGACY}\r\n`, 'HTTP/1.0', '\r\n\r\n', 'Connection: close\r\n', smuggled];
+    const mutation = fc.oneof(
+      fc.tuple(fc.constant('insert' as const), fc.nat(), fc.constantFrom(...tokens)),
+      fc.tuple(fc.constant('delete' as const), fc.nat(), fc.integer({ min: 1, max: 8 })),
+      fc.tuple(fc.constant('repeat' as const), fc.nat(), fc.integer({ min: 1, max: 16 })),
+      fc.tuple(fc.constant('byte' as const), fc.nat(), fc.integer({ min: 0, max: 255 })),
+    );
+    const message = fc.tuple(fc.constantFrom(...bases), fc.array(mutation, { maxLength: 3 }), fc.array(fc.nat(), { maxLength: 2 })).map(([base, ms, cuts]) => {
+      let b = Buffer.from(base, 'latin1');
+      for (const [kind, at, arg] of ms) {
+        const i = at % (b.length + 1);
+        if (kind === 'insert') b = Buffer.concat([b.subarray(0, i), Buffer.from(arg, 'latin1'), b.subarray(i)]);
+        else if (kind === 'delete') b = Buffer.concat([b.subarray(0, i), b.subarray(i + arg)]);
+        else if (kind === 'repeat') b = Buffer.concat([b.subarray(0, i + arg), b.subarray(i)]);
+        else if (i < b.length) b[i] = arg;
+      }
+      // Sent in pieces, so each parser also sees a message arrive across reads.
+      const at = [...new Set(cuts.map((c) => c % (b.length + 1)))].sort((x, y) => x - y);
+      return [0, ...at].map((from, k) => b.subarray(from, at[k] ?? b.length)).filter((p) => p.length > 0);
+    });
+    const tls = (alpn: string): Promise<Socket> => new Promise((resolve, reject) => {
+      const s = tlsConnect({ port: port['orders']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: [alpn], checkServerIdentity: () => undefined }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const plain = (): Promise<Socket> => new Promise((resolve) => {
+      const s = connect(port['web']!, '127.0.0.1', () => resolve(s));
+    });
+    seen.length = 0;
+    for (const [name, open] of [['inbound (mTLS)', () => tls('http/1.1')], ['outbound (plaintext)', plain]] as const) {
+      await fc.assert(fc.asyncProperty(message, async (pieces) => {
+        const got = await exchange(await open(), pieces);
+        assert.match(got, /^(?:$|HTTP\/1\.1 [1-5]\d\d )/, `${name}: ${JSON.stringify(Buffer.concat(pieces).toString('latin1'))} got ${JSON.stringify(got.slice(0, 300))}`);
+      }), { numRuns: 200 * FUZZ_SCALE });
+    }
+    await fuzzH2(() => tls('h2'), [
+      ['GET', '/v1/orders/1', {}], ['POST', '/admin', { 'content-length': '4' }], ['GET', '/v1/orders/%2e%2e', {}],
+    ]);
+    assert.ok(proxies.every((p) => p.exitCode === null), 'every proxy process is still running');
+    assert.equal(status(await curl('web')), '200');
+    assert.ok(seen.length > 50, `the app received ${seen.length} requests`);
+    for (const r of seen) {
+      assert.deepEqual(r.peers, [WEB], `${r.method} ${r.url}: the app was told ${JSON.stringify(r.peers)}`);
+      assert.equal(r.method.toUpperCase(), 'GET', `${r.method} ${r.url} reached the app`);
+      assert.match(normalizePath(r.url.split('?')[0]!), /^\/v1\/orders\/[^/]+$/, `${r.method} ${r.url} reached the app`);
+    }
+  });
 });
 
 describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Python grpcio', () => {
@@ -388,6 +523,17 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     }
     assert.equal((await call('web', 'Get'))[0]!['code'], 'OK');
     assert.equal(status(await curl('web')), '200');
+    assert.ok(proxies.every((x) => x.exitCode === null));
+  });
+
+  it("a fuzzer's HTTP/2 frames (gRPC calls allowed and refused, forged identities, resets) with bytes changed leave the proxy serving", async () => {
+    const [ca, cert, key] = svid['web']!.map((f) => readFileSync(f));
+    const grpc = { 'content-type': 'application/grpc', te: 'trailers' };
+    await fuzzH2(() => new Promise((resolve, reject) => {
+      const s = tlsConnect({ port: port['billing']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined }, () => resolve(s));
+      s.once('error', reject);
+    }), [['POST', '/billing.v1.Billing/Get', grpc], ['POST', '/billing.v1.Billing/Delete', grpc], ['POST', '/billing.v1.Billing/Watch', grpc]]);
+    assert.equal((await call('web', 'Get'))[0]!['code'], 'OK');
     assert.ok(proxies.every((x) => x.exitCode === null));
   });
 

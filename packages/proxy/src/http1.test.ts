@@ -364,6 +364,24 @@ describe('relay', () => {
     assert.match(got, /"url":"\/half"/);
   });
 
+  it('a client that half-closes before the end of its body gets 400 at once, not a connection held open forever', async () => {
+    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }));
+    const hp = await listen(half);
+    for (const text of ['POST /short HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc', 'POST /short HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab']) {
+      const t0 = Date.now();
+      const got = await new Promise<string>((resolve) => {
+        const s = connect(hp, '127.0.0.1', () => s.end(text));
+        let out = '';
+        s.on('data', (d) => (out += d.toString()));
+        s.on('close', () => resolve(out));
+        setTimeout(() => s.destroy(), 5000);
+      });
+      assert.match(got, /^HTTP\/1\.1 400 [^]*"code":"ERR_BODY_INCOMPLETE"/, JSON.stringify(text));
+      assert.ok(Date.now() - t0 < 4000);
+    }
+    half.close();
+  });
+
   it('an early answer (413) while a large body is still arriving reaches the client, and the connection ends', async () => {
     const early = httpServer((req, res) => {
       // Answers at once and drains what comes (a reset would lose the answer on any proxy).

@@ -522,10 +522,11 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     try {
       while (state === 'head' || state === 'body') {
         if (state === 'body') {
-          if (buf.length === 0) return;
           const n = reqBody!.take(buf, 0);
           if (n > 0) writeUp(buf.subarray(0, n));
           buf = buf.subarray(n);
+          // A client that closed its side before its body's end can never finish the request.
+          if (!reqBody!.done && clientEnded) throw new HttpError(400, 'the client closed its side before the end of the request body', 'ERR_BODY_INCOMPLETE');
           if (!reqBody!.done) return;
           state = 'waiting';
           continue;
@@ -584,11 +585,12 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   });
   client.on('end', () => {
     clientEnded = true;
-    // Nothing in flight: close now; otherwise `finish` closes after the answer.
+    // Nothing in flight: close now; a body still due is an error (pump says so); otherwise
+    // `finish` closes after the answer.
     if (state === 'head') {
       state = 'done';
       client.end();
-    }
+    } else if (state === 'body') pump();
   });
   client.on('close', () => {
     const was = state;

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { isWritError } from '@writ/spiffe';
-import { parseInbound, parseOutbound } from './proxy.ts';
+import { parseInbound, parseOutbound, sniffH2 } from './proxy.ts';
 
 describe('--inbound and --outbound', () => {
   it('an inbound upstream is HOST:PORT or http:// (HTTP/1.1), or h2c:// (HTTP/2 without TLS)', () => {
@@ -18,5 +19,43 @@ describe('--inbound and --outbound', () => {
   it('an outbound names the identity it must reach', () => {
     assert.deepEqual(parseOutbound('127.0.0.1:9000=spiffe://example.org/ns/orders/sa/api@orders.internal:8443'), { listen: { host: '127.0.0.1', port: 9000 }, spiffeId: 'spiffe://example.org/ns/orders/sa/api', target: { host: 'orders.internal', port: 8443 }, mode: 'http' });
     for (const bad of ['127.0.0.1:9000=orders:8443', '127.0.0.1:9000=spiffe://Bad Id@h:1']) assert.throws(() => parseOutbound(bad), bad);
+  });
+});
+
+describe('outbound protocol sniffing', () => {
+  /** What sniffH2 decides for a client that sends `pieces` one read apart, and the bytes it put back. */
+  const sniff = (pieces: string[], end = false): Promise<{ h2: boolean | 'closed'; bytes: string }> => new Promise((resolve) => {
+    const server = createServer((local) => {
+      local.on('close', () => resolve({ h2: 'closed', bytes: '' }));
+      sniffH2(local, (h2) => {
+        let bytes = '';
+        local.on('data', (d: Buffer) => {
+          bytes += d.toString('latin1');
+          if (bytes.length === pieces.join('').length) (resolve({ h2, bytes }), local.destroy());
+        });
+        local.resume();
+      });
+    });
+    server.listen(0, '127.0.0.1', async () => {
+      const c = connect((server.address() as AddressInfo).port, '127.0.0.1');
+      c.on('error', () => undefined);
+      for (const p of pieces) {
+        c.write(p);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (end) c.end();
+      server.close();
+      c.on('close', () => undefined);
+      setTimeout(() => c.destroy(), 200);
+    });
+  });
+
+  it('decides on as many bytes as it takes: a first read of "P" may be POST or the HTTP/2 preface', async () => {
+    assert.deepEqual(await sniff(['GET / HTTP/1.1\r\nHost: a\r\n\r\n']), { h2: false, bytes: 'GET / HTTP/1.1\r\nHost: a\r\n\r\n' });
+    assert.deepEqual(await sniff(['P', 'OST / HTTP/1.1\r\n\r\n']), { h2: false, bytes: 'POST / HTTP/1.1\r\n\r\n' });
+    assert.deepEqual(await sniff(['PRI * HTTP/2.0\r\n', '\r\nSM\r\n\r\n\x00\x00']), { h2: true, bytes: 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00' });
+    assert.deepEqual(await sniff(['PRI * HTTP/1.1\r\n\r\n']), { h2: false, bytes: 'PRI * HTTP/1.1\r\n\r\n' });
+    // Ends while its bytes could still be either: nothing complete was sent, the connection is closed.
+    assert.deepEqual(await sniff(['PR'], true), { h2: 'closed', bytes: '' });
   });
 });

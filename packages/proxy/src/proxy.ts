@@ -81,16 +81,27 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 /**
  * Whether a plaintext client opens with the HTTP/2 connection preface (RFC 9113 3.4: prior
- * knowledge, as gRPC clients do over h2c), judged on its first bytes, which are put back.
+ * knowledge, as gRPC clients do over h2c), judged on its first bytes, which are put back. Decided
+ * only once the bytes differ from the preface or hold all of it: a first read of "P" may be "POST".
+ * A client that ends before that sent no complete request of either kind, and is closed.
  */
-function sniffH2(local: Socket, then: (h2: boolean) => void): void {
-  local.on('error', () => undefined);
-  local.once('data', (d: Buffer) => {
+export function sniffH2(local: Socket, then: (h2: boolean) => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const onData = (d: Buffer): void => {
+    seen = seen.length ? Buffer.concat([seen, d]) : d;
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const same = seen.compare(H2_PREFACE, 0, n, 0, n) === 0;
+    if (same && n < H2_PREFACE.length) return;
+    local.off('data', onData);
+    local.off('end', onEnd);
     local.pause();
-    local.unshift(d);
-    const n = Math.min(d.length, H2_PREFACE.length);
-    then(d.compare(H2_PREFACE, 0, n, 0, n) === 0);
-  });
+    local.unshift(seen);
+    then(same);
+  };
+  const onEnd = (): void => void local.destroy();
+  local.on('error', () => undefined);
+  local.on('data', onData);
+  local.once('end', onEnd);
 }
 
 /** A JSON answer on an HTTP/2 stream (unless the client is gone). */
