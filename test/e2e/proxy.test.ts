@@ -29,7 +29,7 @@ let app: Server;
 let grpcApp: ChildProcess | undefined;
 const proxies: ChildProcess[] = [];
 /** Every request the app received: method, target, and each x-writ-peer-id field it carried. */
-const seen: Array<{ method: string; url: string; peers: string[] }> = [];
+const seen: Array<{ method: string; url: string; peers: string[]; via: string | undefined }> = [];
 const logs: string[] = [];
 const port: Record<string, number> = {};
 
@@ -156,7 +156,7 @@ before(async () => {
   app = createServer((req, res) => {
     const peers: string[] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'x-writ-peer-id') peers.push(req.rawHeaders[i + 1]!);
-    seen.push({ method: req.method!, url: req.url!, peers });
+    seen.push({ method: req.method!, url: req.url!, peers, via: req.headers['via'] });
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ peer: req.headers['x-writ-peer-id'] ?? null, method: req.method, path: req.url }));
   });
@@ -189,6 +189,7 @@ describe('writ proxy', () => {
       return status(r) === '200' ? r : undefined;
     }, 10_000);
     assert.deepEqual(body(ok), { peer: WEB, method: 'GET', path: '/v1/orders/7' });
+    assert.equal(seen.at(-1)!.via, '1.1 writ, 1.1 writ', 'both hops, the outbound first');
     const post = await curl('web', ['-X', 'POST']);
     assert.equal(status(post), '403');
     assert.equal(body(post)['code'], 'NO_MATCHING_ALLOW');
@@ -210,6 +211,7 @@ describe('writ proxy', () => {
       const ok = await run('curl', [...base, `https://orders:${port['orders']}/v1/orders/9`]);
       assert.match(ok.stdout, new RegExp(`\\n200 ${version}$`), ok.stderr + ok.stdout);
       assert.equal(JSON.parse(ok.stdout.split('\n')[0]!).peer, WEB);
+      assert.equal(seen.at(-1)!.via, `${version} writ`, 'the proxy names itself in Via with the version the request came in');
       const denied = await run('curl', [...base, '-X', 'DELETE', `https://orders:${port['orders']}/v1/orders/9`]);
       assert.match(denied.stdout, new RegExp(`\\n403 ${version}$`));
       assert.equal(JSON.parse(denied.stdout.split('\n')[0]!).code, 'NO_MATCHING_ALLOW');

@@ -194,7 +194,7 @@ describe('relay', () => {
           return void res.end(BIG);
         }
         res.setHeader('content-type', 'application/json');
-        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null }));
+        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null, via: req.headers['via'] ?? null }));
         res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
       });
     });
@@ -260,7 +260,10 @@ describe('relay', () => {
 
   it('connection-specific fields stop at the proxy, both ways (RFC 9110 7.6.1)', async () => {
     const r = await exchange(port, 'GET /hop HTTP/1.1\r\nHost: x\r\nConnection: X-Foo\r\nX-Foo: secret\r\nTE: trailers\r\nKeep-Alive: 300\r\nX-E2E: kept\r\n\r\n', /\}$/);
-    assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept' });
+    // The proxy adds itself to Via (RFC 9110 7.6.3), after the hops before it, with the version the request came in.
+    assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept', via: '1.1 writ' });
+    const via = await exchange(port, 'GET /hop HTTP/1.0\r\nVia: 1.1 edge\r\n\r\n', /\}$/);
+    assert.equal(JSON.parse(via.slice(via.indexOf('\r\n\r\n') + 4)).via, '1.1 edge, 1.0 writ');
     // The app (Node) answers with Connection: keep-alive and Keep-Alive: timeout=5; neither is the client's business.
     assert.doesNotMatch(r.slice(0, r.indexOf('\r\n\r\n')), /keep-alive/i);
     const closing = await exchange(port, 'GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');

@@ -275,6 +275,8 @@ export interface RelayOptions {
   readonly addFields?: ReadonlyArray<readonly [string, string]>;
   /** Client fields never forwarded (lower-case names). */
   readonly dropFields?: readonly string[];
+  /** The name this hop gives itself in the Via field of every forwarded request (default "writ"; RFC 9110 7.6.3). */
+  readonly via?: string;
   /** A request head must be complete this long after its first byte (default 30 s). */
   readonly headTimeoutMs?: number;
   /** Idle keep-alive connections close after this (default 120 s). */
@@ -307,7 +309,10 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   const HEAD_MS = o.headTimeoutMs ?? HEAD_TIMEOUT_MS;
   const KEEPALIVE_MS = o.keepAliveMs ?? KEEPALIVE_TIMEOUT_MS;
   // The proxy's own fields, encoded once per connection; a client's fields of the same names never pass.
-  const addLines = Buffer.from((o.addFields ?? []).map(([k, v]) => `${k}: ${v}\r\n`).join(''), 'latin1');
+  // With this hop in Via (RFC 9110 7.6.3: a gateway MUST add itself to each request it forwards),
+  // named with the version the request came in.
+  const own = (o.addFields ?? []).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const addLines = { '1.1': Buffer.from(`${own}via: 1.1 ${o.via ?? 'writ'}\r\n`, 'latin1'), '1.0': Buffer.from(`${own}via: 1.0 ${o.via ?? 'writ'}\r\n`, 'latin1') };
   const dropNames = [...(o.dropFields ?? []), ...(o.addFields ?? []).map(([k]) => k.toLowerCase())];
   let buf: Buffer = EMPTY;
   let headStarted = 0;
@@ -501,7 +506,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
     // With a body, the head and the body bytes already here leave together.
     const withBody = !reqBody!.done;
     if (withBody) s.cork();
-    s.write(forwardRequestHead(r, addLines, dropNames));
+    s.write(forwardRequestHead(r, addLines[r.version], dropNames));
     state = withBody ? 'body' : 'waiting';
     if (client.isPaused()) client.resume();
     pump();

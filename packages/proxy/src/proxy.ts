@@ -114,6 +114,12 @@ function answerStream(stream: ServerHttp2Stream, status: number, o: object): voi
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'host', 'x-writ-peer-id']);
 
+/** A request's Via field with this hop added (RFC 9110 7.6.3), received over HTTP/2. */
+function via(h: IncomingHttpHeaders): string {
+  const v = h['via'];
+  return v ? `${Array.isArray(v) ? v.join(', ') : v}, 2 writ` : '2 writ';
+}
+
 /** The end-to-end fields of a message: no pseudo-header (but `:status` when `status`), nothing hop-by-hop. */
 function endToEnd(h: IncomingHttpHeaders, status = false): OutgoingHttpHeaders {
   const o: OutgoingHttpHeaders = {};
@@ -318,6 +324,7 @@ export class WritProxy {
     const out = endToEnd(req.headers);
     out['host'] = String(req.headers[':authority'] ?? req.headers['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
+    out['via'] = via(req.headers);
     const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method: req.method, path: req.url, headers: out, agent: this.#agent }, (ur) => {
       res.writeHead(ur.statusCode ?? 502, endToEnd(ur.headers));
       ur.pipe(res);
@@ -343,6 +350,7 @@ export class WritProxy {
     // The one TE value HTTP/2 allows, and gRPC requires.
     if (headers['te'] === 'trailers') out['te'] = 'trailers';
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
+    out['via'] = via(headers);
     const failed = (err: Error): void => {
       if (stream.destroyed) return;
       if (!stream.headersSent) answerStream(stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
