@@ -379,8 +379,13 @@ export function forwardResponseHead(res: ResponseHead, req: RequestHead): Buffer
   // A body delimited by the upstream closing reaches the client the same way: it must not expect more.
   const own = !req.keepAlive || res.body.kind === 'close' ? 'close' : req.version === '1.0' ? 'keep-alive' : undefined;
   const h = res.head;
-  if (!own && !h.hasHop) return undefined;
+  // The proxy's own version on the status line (RFC 9112 2.3: an intermediary MUST send its own
+  // HTTP-version in forwarded messages), also for an HTTP/1.0 upstream.
+  const upstream10 = h.buf[7] === 48;
+  if (!own && !h.hasHop && !upstream10) return undefined;
   const hop = h.hopTest();
   const switching = res.status === 101;
-  return h.rewrite((i) => hop(i) && !(switching && h.kind(i) === UPGRADE), switching ? 'connection: upgrade\r\n' : own ? `connection: ${own}\r\n` : '');
+  const out = h.rewrite((i) => hop(i) && !(switching && h.kind(i) === UPGRADE), switching ? 'connection: upgrade\r\n' : own ? `connection: ${own}\r\n` : '');
+  out[7] = 49;
+  return out;
 }

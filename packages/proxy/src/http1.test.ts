@@ -418,6 +418,25 @@ describe('relay', () => {
     assert.match(got, /^HTTP\/1\.1 413/);
   });
 
+  it("an HTTP/1.0 upstream's answers go out with the proxy's own version, HTTP/1.1 (RFC 9112 2.3), framed as they came", async () => {
+    // A raw upstream that speaks HTTP/1.0: a length-delimited answer, then a close-delimited one.
+    const old = createServer((c) => c.on('data', (d: Buffer) => {
+      if (d.toString().startsWith('GET /len ')) c.write('HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+      else c.end('HTTP/1.0 200 OK\r\n\r\nuntil close');
+    }));
+    const op = await listen(old);
+    const r4 = createServer((c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', op, onData)) }));
+    const p4 = await listen(r4);
+    const len = await exchange(p4, 'GET /len HTTP/1.1\r\nHost: x\r\n\r\n', /ok$/);
+    assert.match(len, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(len, /\r\nContent-Length: 2\r\n/);
+    const closing = await exchange(p4, 'GET /close HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(closing, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(closing, /\r\nconnection: close\r\n\r\nuntil close$/);
+    r4.close();
+    old.close();
+  });
+
   it('an unreachable upstream is a 502 with a code', async () => {
     const dead = createServer();
     const deadPort = await listen(dead);
