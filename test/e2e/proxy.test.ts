@@ -230,12 +230,24 @@ describe('writ proxy', () => {
         assert.equal(body(r)['peer'], WEB);
       }
       // "/v1/orders/%2e%2e" matched "/v1/orders/*" as it came, and is "/v1" to an app that resolves it.
-      for (const p of ['/v1/orders/%2e%2e', '/v1/orders/9/..', '/v1/orders/./9', '/v1/orders/%2E/9', '/v1/orders/%zz']) {
+      // "\" is "/" to WHATWG URL parsers ("/v1/orders\admin" would be "/v1/orders/admin").
+      for (const p of ['/v1/orders/%2e%2e', '/v1/orders/9/..', '/v1/orders/./9', '/v1/orders/%2E/9', '/v1/orders/%zz', '/v1/orders\\admin']) {
         const r = await run('curl', [...base, url(p)]);
         assert.equal(status(r), '400', `${flags[0]} ${p}: ${r.stdout}`);
         assert.equal(body(r)['code'], 'ERR_PATH_INVALID');
       }
     }
+  });
+
+  it('a fragment in a request target is refused with 400 (an app would drop it: "/admin#/v1/orders/1" is "/admin" to it)', async () => {
+    const out = join(agent.dataDir, 'direct-web');
+    const [ca, cert, key] = ['bundle.pem', 'svid.pem', 'svid.key'].map((f) => readFileSync(join(out, f)));
+    const s = await new Promise<Socket>((resolve) => {
+      const c = tlsConnect({ port: port['orders']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined }, () => resolve(c));
+    });
+    const got = await exchange(s, [Buffer.from('GET /v1/orders/x#/../1 HTTP/1.1\r\nHost: orders\r\n\r\n')]);
+    assert.match(got, /^HTTP\/1\.1 400 /);
+    assert.match(got, /"code":"ERR_PATH_INVALID"/);
   });
 
   it("the proxy's decisions reach the server's decision log through the agent", async () => {

@@ -66,12 +66,17 @@ const HEX2 = /^[0-9A-Fa-f]{2}$/;
  * is "/admin", as nginx and many frameworks route it). A "." or ".." segment, literal or encoded,
  * is refused rather than resolved: clients remove them before sending (RFC 3986 5.2.4), so one
  * that arrives is an attempt to make the proxy and the app see different paths. An encoded "/"
- * (%2F) stays encoded, inside its segment. Throws ERR_PATH_INVALID; returns `path` itself (no
+ * (%2F) stays encoded, inside its segment. "#" and "\\" are refused too. Throws ERR_PATH_INVALID; returns `path` itself (no
  * copy) when it is already in that form, which is nearly always.
  */
 export function normalizePath(path: string): string {
   if (path.length > MAX_REQUEST_PATH) throw new WritError('ERR_PATH_INVALID', `the path is longer than ${MAX_REQUEST_PATH} characters`);
   if (path.charCodeAt(0) !== 47) return path; // "*" (OPTIONS) or not a path at all
+  // Never part of a path (RFC 3986 3.3), and read differently by different parsers: an app drops a
+  // fragment ("/admin#x" is "/admin" to it), and WHATWG URL parsing (Node's URL, browsers) takes
+  // "\" for "/" ("/v1\admin" is "/v1/admin").
+  if (path.includes('#')) throw new WritError('ERR_PATH_INVALID', 'the path has a "#" (a fragment is never sent in a request)');
+  if (path.includes('\\')) throw new WritError('ERR_PATH_INVALID', 'the path has a "\\" (some parsers take it for "/")');
   if (!path.includes('%') && !path.includes('//') && !path.includes('/.')) return path;
   let out = '';
   for (let i = 0; i < path.length; i++) {

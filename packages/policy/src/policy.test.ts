@@ -296,7 +296,7 @@ describe('request paths in normal form', () => {
       ['//admin', '/admin'], ['/a//b///c', '/a/b/c'], ['/a/b/', '/a/b/'], ['/a//', '/a/'], ['//', '/'], ['*', '*'],
     ] as const) assert.equal(normalizePath(raw), norm, raw);
     assert.throws(() => normalizePath(`/${'a'.repeat(70_000)}`), (e) => isWritError(e, 'ERR_PATH_INVALID'));
-    for (const raw of ['/..', '/a/../b', '/a/./b', '/a/.', '/%2e%2e/admin', '/a/%2E/b', '/.%2e/x', '/a%', '/a%2', '/a%zz', '/%%41'])
+    for (const raw of ['/..', '/a/../b', '/a/./b', '/a/.', '/%2e%2e/admin', '/a/%2E/b', '/.%2e/x', '/a%', '/a%2', '/a%zz', '/%%41', '/admin#x', '/v1\\admin', '/a/b\\'])
       assert.throws(() => normalizePath(raw), (e) => isWritError(e, 'ERR_PATH_INVALID'), raw);
   });
 

@@ -272,6 +272,9 @@ function requestLine(buf: Buffer, n: number): { method: string; target: string; 
   return { method: buf.toString('latin1', 0, m), target: buf.toString('latin1', m + 1, t), version: buf[v + 7] === 49 ? '1.1' : '1.0' };
 }
 
+/** uri-host [":" port] (RFC 3986 3.2.2-3): an IP literal in brackets or a reg-name, which may be empty. */
+const HOST_VALUE = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
+
 export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   const head = scan(buf, end);
   const { method, target, version } = requestLine(buf, head.startEnd);
@@ -290,7 +293,13 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
       throw new HttpError(400, 'malformed request target');
     }
     if (u.username || u.password) throw new HttpError(400, 'user information in the request target');
-    path = u.pathname;
+    // The path as sent, not as the URL parser resolved it ("/a/../b" would be "/b", "\\" a "/"): it
+    // gets the same checks as an origin-form one.
+    const rest = target.slice(target.indexOf('//') + 2);
+    const slash = rest.search(/[/?]/);
+    const raw = slash < 0 || rest[slash] === '?' ? '/' : rest.slice(slash);
+    const q = raw.indexOf('?');
+    path = q < 0 ? raw : raw.slice(0, q);
     authority = u.host;
   } else throw new HttpError(400, 'malformed request target');
   try {
@@ -301,6 +310,8 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   let hosts = 0;
   for (let i = 0; i < head.count; i++) if (head.kind(i) === HOST) hosts++;
   if (hosts > 1 || (version === '1.1' && hosts === 0)) throw new HttpError(400, hosts ? 'more than one Host field' : 'no Host field');
+  // RFC 9110 7.2: a Host that is not uri-host [":" port] is a 400 (a MUST).
+  if (hosts === 1 && !HOST_VALUE.test(head.values(HOST)[0]!)) throw new HttpError(400, 'the Host field is not HOST[:PORT]');
   const cl = contentLength(head, 400);
   let body: Framing = { kind: 'none' };
   if (head.has(TRANSFER_ENCODING)) {

@@ -46,6 +46,9 @@ describe('request head parser', () => {
     assert.doesNotMatch(fwd, /elsewhere/);
     assert.match(fwd, /\r\nX-A: 1\r\n/);
     assert.equal(head('GET /x HTTP/1.1\r\nHost: a\r\n\r\n').authority, undefined);
+    for (const host of ['', 'orders', 'orders.internal:8443', '127.0.0.1:80', '[::1]:8443', 'a:']) assert.equal(head(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).path, '/', host);
+    assert.equal(head('GET http://a HTTP/1.1\r\nHost: a\r\n\r\n').path, '/');
+    assert.equal(head('GET http://a:8080/%61/b?c=/d HTTP/1.1\r\nHost: a\r\n\r\n').path, '/a/b');
     assert.throws(() => head('GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n'), (e) => e instanceof HttpError && e.status === 400);
     // A later 1.x minor version is taken, and forwarded, as 1.1 (RFC 9112 2.3, RFC 9110 6.2).
     const later = head('GET /x HTTP/1.7\r\nHost: a\r\n\r\n');
@@ -73,6 +76,15 @@ describe('request head parser', () => {
       ['GET http://[::1 HTTP/1.1\r\nHost: a\r\n\r\n', 400],
       ['GET / HTTP/2.0\r\nHost: a\r\n\r\n', 505],
       ['CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n', 405],
+      // A Host that is not uri-host[:port] (RFC 9110 7.2).
+      ['GET / HTTP/1.1\r\nHost: a b\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a/b\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: u@a\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: a:b\r\n\r\n', 400],
+      ['GET / HTTP/1.1\r\nHost: [::1\r\n\r\n', 400],
+      // An absolute-form path gets the checks an origin-form one does (the URL parser would resolve it).
+      ['GET http://a/v1/../admin HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+      ['GET http://a/v1\\admin HTTP/1.1\r\nHost: a\r\n\r\n', 400],
       [`GET / HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(101)}\r\n`, 431],
     ];
     for (const [text, want] of cases) assert.equal(status(text), want, JSON.stringify(text));
