@@ -29,7 +29,7 @@ let app: Server;
 let grpcApp: ChildProcess | undefined;
 const proxies: ChildProcess[] = [];
 /** Every request the app received: method, target, and each x-writ-peer-id field it carried. */
-const seen: Array<{ method: string; url: string; peers: string[]; via: string | undefined }> = [];
+const seen: Array<{ method: string; url: string; peers: string[]; via: string | undefined; maxForwards: string | undefined }> = [];
 const logs: string[] = [];
 const port: Record<string, number> = {};
 
@@ -156,7 +156,7 @@ before(async () => {
   app = createServer((req, res) => {
     const peers: string[] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'x-writ-peer-id') peers.push(req.rawHeaders[i + 1]!);
-    seen.push({ method: req.method!, url: req.url!, peers, via: req.headers['via'] });
+    seen.push({ method: req.method!, url: req.url!, peers, via: req.headers['via'], maxForwards: req.headers['max-forwards'] as string | undefined });
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ peer: req.headers['x-writ-peer-id'] ?? null, method: req.method, path: req.url }));
   });
@@ -248,6 +248,23 @@ describe('writ proxy', () => {
     const got = await exchange(s, [Buffer.from('GET /v1/orders/x#/../1 HTTP/1.1\r\nHost: orders\r\n\r\n')]);
     assert.match(got, /^HTTP\/1\.1 400 /);
     assert.match(got, /"code":"ERR_PATH_INVALID"/);
+  });
+
+  it('Max-Forwards over HTTP/2 and HTTP/1.1 (curl): OPTIONS at 0 is answered by the proxy, at 3 forwarded with 2; TRACE at 0 is 405', async () => {
+    const out = join(agent.dataDir, 'direct-web');
+    for (const flag of ['--http2', '--http1.1']) {
+      const base = ['-sS', flag, '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-k', '-w', '\n%{http_code}'];
+      const url = `https://127.0.0.1:${port['reports']}/reports/1`;
+      const n = seen.length;
+      const here = await run('curl', [...base, '-X', 'OPTIONS', '-H', 'Max-Forwards: 0', url]);
+      assert.equal(here.stdout.trim(), '200', `${flag}: ${here.stdout}${here.stderr}`);
+      assert.equal(seen.length, n, `${flag}: the app was not asked`);
+      const onward = await run('curl', [...base, '-X', 'OPTIONS', '-H', 'Max-Forwards: 3', url]);
+      assert.equal(status(onward), '200');
+      assert.equal(seen.at(-1)!.maxForwards, '2', flag);
+      const trace = await run('curl', [...base, '-X', 'TRACE', '-H', 'Max-Forwards: 0', url]);
+      assert.equal(status(trace), '405', flag);
+    }
   });
 
   it("the proxy's decisions reach the server's decision log through the agent", async () => {

@@ -251,6 +251,8 @@ export interface RequestHead {
   readonly upgrade: string | undefined;
   /** For an absolute-form target, its authority: the Host the request is forwarded with (RFC 9112 3.2.2). */
   readonly authority: string | undefined;
+  /** Max-Forwards of an OPTIONS or TRACE request (RFC 9110 7.6.2): 0 makes this hop the final recipient. */
+  readonly maxForwards: number | undefined;
   /** The head as scanned, for forwarding. */
   readonly head: Head;
 }
@@ -323,7 +325,15 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   const conn = head.connection;
   const keepAlive = version === '1.1' ? !conn.includes('close') : conn.includes('keep-alive');
   const up = conn.includes('upgrade') ? head.values(UPGRADE) : [];
-  return { method, target, path, version, fields: head, body, keepAlive, upgrade: up.length ? up.join(', ') : undefined, authority, head };
+  const maxForwards = method === 'OPTIONS' || method === 'TRACE' ? parseMaxForwards(head.all('max-forwards')) : undefined;
+  return { method, target, path, version, fields: head, body, keepAlive, upgrade: up.length ? up.join(', ') : undefined, authority, maxForwards, head };
+}
+
+/** Max-Forwards = 1*DIGIT (RFC 9110 7.6.2); absent is undefined, anything else malformed. */
+export function parseMaxForwards(values: readonly string[]): number | undefined {
+  if (values.length === 0) return undefined;
+  if (values.length > 1 || !/^\d{1,9}$/.test(values[0]!)) throw new HttpError(400, 'Max-Forwards is not one number');
+  return Number(values[0]);
 }
 
 /**
@@ -335,7 +345,7 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   const h = req.head;
   let dropped = false;
   for (let i = 0; i < h.count && !dropped; i++) for (const n of drop) if (h.nameIs(i, n)) dropped = true;
-  if (!h.hasHop && !dropped && req.version === '1.1' && req.authority === undefined) {
+  if (!h.hasHop && !dropped && req.version === '1.1' && req.authority === undefined && req.maxForwards === undefined) {
     if (add.length === 0) return h.buf.subarray(0, h.end + 4);
     return Buffer.concat([h.buf.subarray(0, h.end + 2), add, CRLF]);
   }
@@ -345,8 +355,11 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   // the pooled upstream connection reusable.
   // An absolute-form target's authority replaces the Host field (RFC 9112 3.2.2).
   const replaceHost = req.authority !== undefined;
-  const own = (replaceHost ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '');
-  return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || (replaceHost && h.kind(i) === HOST) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
+  // One hop fewer for the next recipient (RFC 9110 7.6.2; a request at 0 is answered, not forwarded).
+  const mf = req.maxForwards;
+  const own = (replaceHost ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '')
+    + (mf !== undefined ? `max-forwards: ${Math.max(0, mf - 1)}\r\n` : '');
+  return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || (replaceHost && h.kind(i) === HOST) || (mf !== undefined && h.nameIs(i, 'max-forwards')) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
 }
 const CRLF = Buffer.from('\r\n');
 

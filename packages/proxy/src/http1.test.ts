@@ -188,10 +188,12 @@ describe('relay', () => {
   let relay: Server;
   let port = 0;
   let appConnections = 0;
+  let optionsOrTrace = 0;
   const listen = (srv: Server | HttpServer): Promise<number> => new Promise((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as AddressInfo).port)));
 
   before(async () => {
     app = httpServer((req, res) => {
+      if (req.method === 'OPTIONS' || req.method === 'TRACE') optionsOrTrace++;
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -206,7 +208,7 @@ describe('relay', () => {
           return void res.end(BIG);
         }
         res.setHeader('content-type', 'application/json');
-        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null, via: req.headers['via'] ?? null }));
+        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null, via: req.headers['via'] ?? null, mf: req.headers['max-forwards'] ?? null }));
         res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
       });
     });
@@ -273,7 +275,7 @@ describe('relay', () => {
   it('connection-specific fields stop at the proxy, both ways (RFC 9110 7.6.1)', async () => {
     const r = await exchange(port, 'GET /hop HTTP/1.1\r\nHost: x\r\nConnection: X-Foo\r\nX-Foo: secret\r\nTE: trailers\r\nKeep-Alive: 300\r\nX-E2E: kept\r\n\r\n', /\}$/);
     // The proxy adds itself to Via (RFC 9110 7.6.3), after the hops before it, with the version the request came in.
-    assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept', via: '1.1 writ' });
+    assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept', via: '1.1 writ', mf: null });
     const via = await exchange(port, 'GET /hop HTTP/1.0\r\nVia: 1.1 edge\r\n\r\n', /\}$/);
     assert.equal(JSON.parse(via.slice(via.indexOf('\r\n\r\n') + 4)).via, '1.1 edge, 1.0 writ');
     // The app (Node) answers with Connection: keep-alive and Keep-Alive: timeout=5; neither is the client's business.
@@ -289,6 +291,22 @@ describe('relay', () => {
     const delimited = await exchange(port, 'GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
     assert.match(delimited, /\r\nconnection: close\r\n/);
     assert.match(delimited, /\}$/);
+  });
+
+  it('Max-Forwards on OPTIONS and TRACE (RFC 9110 7.6.2): at 0 the proxy answers as the final recipient, otherwise forwards one fewer', async () => {
+    const before = optionsOrTrace;
+    const here = await exchange(port, 'OPTIONS /hop HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n', /\r\n\r\n$/);
+    assert.match(here, /^HTTP\/1\.1 200 OK\r\ncontent-length: 0\r\n/);
+    const trace = await exchange(port, 'TRACE /hop HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nCookie: secret\r\n\r\n', /\}$/);
+    assert.match(trace, /^HTTP\/1\.1 405 [^]*\r\nallow: OPTIONS\r\n/);
+    assert.doesNotMatch(trace, /secret/, 'a TRACE is not reflected');
+    const onward = await exchange(port, 'OPTIONS /hop HTTP/1.1\r\nHost: x\r\nMax-Forwards: 5\r\n\r\n', /\}$/);
+    assert.equal(JSON.parse(onward.slice(onward.indexOf('\r\n\r\n') + 4)).mf, '4');
+    // Other methods carry it untouched; a malformed one on OPTIONS is a 400.
+    const get = await exchange(port, 'GET /hop HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n', /\}$/);
+    assert.equal(JSON.parse(get.slice(get.indexOf('\r\n\r\n') + 4)).mf, '0');
+    assert.match(await exchange(port, 'OPTIONS /hop HTTP/1.1\r\nHost: x\r\nMax-Forwards: -1\r\n\r\n'), /^HTTP\/1\.1 400 /);
+    assert.equal(optionsOrTrace - before, 1, 'only the one with hops left reached the app');
   });
 
   it('pipelined requests are answered in order, a denied one in its place with 403 JSON', async () => {

@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net';
 
 import { HttpError, MAX_HEAD, forwardRequestHead, forwardResponseHead, headEnd, parseRequestHead, parseResponseHead, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
 
-export { HttpError, MAX_HEAD, headEnd, parseRequestHead, parseResponseHead, type Fields, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
+export { HttpError, MAX_HEAD, headEnd, parseMaxForwards, parseRequestHead, parseResponseHead, type Fields, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
 
 /** Idle keep-alive connections close after this (no limit while a request is in flight). */
 const KEEPALIVE_TIMEOUT_MS = 120_000;
@@ -289,10 +289,21 @@ const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 
 
 const FAIL_CODES: Record<number, string> = { 405: 'ERR_METHOD_NOT_ALLOWED', 408: 'ERR_REQUEST_TIMEOUT', 431: 'ERR_HEADERS_TOO_LARGE', 502: 'ERR_UPSTREAM', 505: 'ERR_HTTP_VERSION' };
 
-/** A complete HTTP/1.1 answer with a JSON body. */
-export function response(status: number, body: Record<string, unknown>, close: boolean): string {
+/** A complete HTTP/1.1 answer with a JSON body (and `fields`, ready-made lines). */
+export function response(status: number, body: Record<string, unknown>, close: boolean, fields = ''): string {
   const text = JSON.stringify(body);
-  return `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${text}`;
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${fields}${close ? 'connection: close\r\n' : ''}\r\n${text}`;
+}
+
+/**
+ * The answer to an OPTIONS or TRACE request whose Max-Forwards is 0, which makes this hop its final
+ * recipient (RFC 9110 7.6.2): OPTIONS, an empty 200; TRACE, 405. A TRACE is not reflected (9.3.8
+ * SHOULD): the echo would carry what this hop adds, and reflected requests are how cross-site
+ * tracing reads fields a script cannot.
+ */
+export function finalHop(method: string, close: boolean): string {
+  if (method === 'TRACE') return response(405, { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, close, 'allow: OPTIONS\r\n');
+  return `HTTP/1.1 200 OK\r\ncontent-length: 0\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
 }
 
 /** One request/response on an upstream connection. */
@@ -557,11 +568,11 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
         const r = parseRequestHead(buf, end);
         buf = buf.subarray(end + 4);
         const refusal = o.authorize?.(r);
-        if (refusal) {
+        if (refusal || r.maxForwards === 0) {
           // Answered here; a request with a body is answered and the connection closed rather
           // than reading a body nobody will use.
           const close = !r.keepAlive || r.body.kind !== 'none';
-          client.write(response(refusal.status, refusal.body, close));
+          client.write(refusal ? response(refusal.status, refusal.body, close) : finalHop(r.method, close));
           if (close) {
             state = 'done';
             return void client.end();

@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
-import { UpstreamPool, connectTcp, relayHttp1, response, type OnData } from './http1.ts';
+import { UpstreamPool, connectTcp, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
 
 export interface Inbound {
@@ -105,10 +105,10 @@ export function sniffH2(local: Socket, then: (h2: boolean) => void): void {
 }
 
 /** A JSON answer on an HTTP/2 stream (unless the client is gone). */
-function answerStream(stream: ServerHttp2Stream, status: number, o: object): void {
+function answerStream(stream: ServerHttp2Stream, status: number, o: object, fields: OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.headersSent) return;
   const body = JSON.stringify(o);
-  stream.respond({ ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  stream.respond({ ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...fields });
   stream.end(body);
 }
 
@@ -291,7 +291,7 @@ export class WritProxy {
    * not in normal form, 403 `{code, decisionId}`, or for a gRPC call a gRPC status) and undefined
    * returned; otherwise the caller's identity.
    */
-  #admitH2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ib: Inbound): { peer: string | undefined } | undefined {
+  #admitH2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ib: Inbound): { peer: string | undefined; maxForwards?: number } | undefined {
     const peer = (stream.session?.socket as (TLSSocket & { writPeer?: string }) | undefined)?.writPeer;
     const method = String(headers[':method'] ?? 'GET').toUpperCase();
     const fields: Record<string, string> = {};
@@ -304,7 +304,20 @@ export class WritProxy {
     }
     const action = httpAction(method, path, fields['content-type'], ib.listen.port);
     const d = this.#decide(peer, action, fields);
-    if (d.allowed) return { peer };
+    if (d.allowed) {
+      if (method !== 'OPTIONS' && method !== 'TRACE') return { peer };
+      // Max-Forwards (RFC 9110 7.6.2): at 0 this hop is the final recipient; otherwise one fewer.
+      let mf: number | undefined;
+      try {
+        mf = parseMaxForwards(fields['max-forwards'] === undefined ? [] : [fields['max-forwards']]);
+      } catch (err) {
+        return void answerStream(stream, 400, { code: 'ERR_BAD_REQUEST', message: (err as Error).message });
+      }
+      if (mf !== 0) return { peer, ...(mf !== undefined ? { maxForwards: mf - 1 } : {}) };
+      if (method === 'TRACE') return void answerStream(stream, 405, { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, { allow: 'OPTIONS' });
+      if (!stream.destroyed) stream.respond({ ':status': 200, 'content-length': 0 }, { endStream: true });
+      return undefined;
+    }
     if (action.kind !== 'grpc') return void answerStream(stream, 403, { code: d.reason, decisionId: d.decisionId });
     // A gRPC client reads a gRPC status: PERMISSION_DENIED (UNAUTHENTICATED without an identity) in
     // a trailers-only answer, the reason and decision id in grpc-message.
@@ -325,6 +338,7 @@ export class WritProxy {
     out['host'] = String(req.headers[':authority'] ?? req.headers['host'] ?? `${ib.upstream.host}:${ib.upstream.port}`);
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
     out['via'] = via(req.headers);
+    if (ok.maxForwards !== undefined) out['max-forwards'] = String(ok.maxForwards);
     const up = httpRequest({ host: ib.upstream.host, port: ib.upstream.port, method: req.method, path: req.url, headers: out, agent: this.#agent }, (ur) => {
       res.writeHead(ur.statusCode ?? 502, endToEnd(ur.headers));
       ur.pipe(res);
@@ -351,6 +365,7 @@ export class WritProxy {
     if (headers['te'] === 'trailers') out['te'] = 'trailers';
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
     out['via'] = via(headers);
+    if (ok.maxForwards !== undefined) out['max-forwards'] = String(ok.maxForwards);
     const failed = (err: Error): void => {
       if (stream.destroyed) return;
       if (!stream.headersSent) answerStream(stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
