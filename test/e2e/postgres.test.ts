@@ -111,6 +111,7 @@ describe('server on PostgreSQL', () => {
       [['--trust-domain', 'Bad_TD'], /trustDomain: .*lowercase/],
       [['--trust-domain', 'e2e.test', '--ca-ttl', '0s'], /caTtl: must be at least 1s/],
       [['--trust-domain', 'e2e.test', '--listen', 'nowhere'], /listen: .*HOST:PORT/],
+      [['--trust-domain', 'e2e.test', '--decision-retention', '12h'], /decisionRetention: must be at least 1d/],
       [['--trust-domain', 'e2e.test', '--db', 'mysql://x'], /--db must be/],
       [['--config', cfg], /colour: unknown setting/],
     ] as const) {

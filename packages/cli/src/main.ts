@@ -128,6 +128,7 @@ export function buildProgram(): Command {
     .option('--upstream-ca-key <file>', 'the upstream CA private key PEM')
     .option('--upstream-ca-bundle <file>', 'trust roots of the upstream PKI, when the chain has no self-signed root')
     .option('--kek-file <file>', 'file holding the key-encryption key for private keys at rest (or env WRIT_KEK)')
+    .option('--decision-retention <duration>', 'how long decision logs are kept (default 7d, at least 1d)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -148,6 +149,7 @@ export function buildProgram(): Command {
         ...(o['upstreamCaKey'] ? { upstreamCaKey: o['upstreamCaKey'] as string } : {}),
         ...(o['upstreamCaBundle'] ? { upstreamCaBundle: o['upstreamCaBundle'] as string } : {}),
         ...(o['kekFile'] ? { kekFile: o['kekFile'] as string } : {}),
+        ...(o['decisionRetention'] ? { decisionRetention: o['decisionRetention'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
       const running = await startServer(cfg);

@@ -28,6 +28,8 @@ export interface ServerConfig {
   readonly k8sPsat: Record<string, PsatCluster>;
   /** Identities that may still call and be called by quarantined workloads (YAML only). */
   readonly breakGlass: readonly string[];
+  /** How long decision-log records (and edges not seen since) are kept. */
+  readonly decisionRetentionMs: number;
 }
 
 export const SERVER_DEFAULTS = {
@@ -37,10 +39,11 @@ export const SERVER_DEFAULTS = {
   caTtl: '24h',
   x509SvidTtl: '1h',
   jwtSvidTtl: '5m',
+  decisionRetention: '7d',
   logLevel: 'info',
 } as const;
 
-const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat', 'breakGlass'] as const;
+const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat', 'breakGlass', 'decisionRetention'] as const;
 type Key = (typeof KEYS)[number];
 export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>, string>> & {
   config?: string;
@@ -124,10 +127,12 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl', max: number): number => parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, 1000);
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention', max: number, min = 1000): number => parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
   const jwtSvidTtlMs = dur('jwtSvidTtl', 86_400_000);
+  // A dry run replays the last day's edges: less than a day would leave it less to replay.
+  const decisionRetentionMs = dur('decisionRetention', 10 * 366 * 86_400_000, 86_400_000);
   const dnsRaw = flags.dnsNames ?? file['dnsNames'] ?? [];
   if (!Array.isArray(dnsRaw) || dnsRaw.some((d) => typeof d !== 'string')) bad('dnsNames', 'must be a list of DNS names');
   const up = file['upstreamCa'] as Record<string, unknown> | undefined;
@@ -156,5 +161,6 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     logLevel: get('logLevel') ?? SERVER_DEFAULTS.logLevel,
     k8sPsat: psatClusters(file['k8sPsat']),
     breakGlass: breakGlassIds(file['breakGlass']),
+    decisionRetentionMs,
   };
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 import {
-  WritError, bundleToPem, certificatesToPem, isWritError, parseCertificate, parseCertificatesPem, toPem, verifyX509Svid, type Certificate,
+  WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificate, parseCertificatesPem, toPem, verifyX509Svid, type Certificate,
 } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
@@ -197,7 +197,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         if (!ready) await ctx.ready().then(() => log.info('database is back'), () => undefined);
         if (clock() - lastPrune > 3_600_000) {
           lastPrune = clock();
-          await store.pruneDecisions(clock() - 7 * 86_400_000); // decision logs are kept a week
+          const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
+          if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
         }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');

@@ -498,9 +498,18 @@ export class SqlStore implements Store {
   }
 
 
-  async pruneDecisions(before: number): Promise<void> {
-    await this.#db.query('DELETE FROM decisions WHERE at < ?', [before]);
-    await this.#db.query('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
+  async pruneDecisions(before: number, batch = 5000): Promise<number> {
+    // In batches, each its own statement: one DELETE of an hour's decisions (millions of rows at
+    // a busy site) would hold the database's write lock, and stall every report, for seconds.
+    let removed = 0;
+    for (;;) {
+      const n = await this.#db.execute('DELETE FROM decisions WHERE seq IN (SELECT seq FROM decisions WHERE at < ? ORDER BY at LIMIT ?)', [before, batch]);
+      removed += n;
+      if (n < batch) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    await this.#db.execute('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
+    return removed;
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {

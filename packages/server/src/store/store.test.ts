@@ -190,7 +190,11 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3', 'd2', 'd1']);
       assert.deepEqual((await t.store.queryDecisions({ decision: 'deny', limit: 10 })).map((x) => x.id), ['d2']);
       assert.deepEqual((await t.store.queryDecisions({ since: 20, limit: 10 })).map((x) => x.id), ['d3', 'd2']);
-      await t.store.pruneDecisions(25);
+      assert.equal(await t.store.pruneDecisions(25), 2);
+      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
+      // In batches: 7 old ones in batches of 2 all go, the newer ones stay.
+      await t.store.addDecisions([1, 2, 3, 4, 5, 6, 7].map((i) => d(`old${i}`, i, 'allow')));
+      assert.equal(await t.store.pruneDecisions(25, 2), 7);
       assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
     });
 

@@ -243,7 +243,8 @@ export interface Store {
   decisionCursor(): Promise<number>;
   /** Edges seen since `since`, most used first. */
   listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]>;
-  pruneDecisions(before: number): Promise<void>;
+  /** Removes decisions made before `before` (in batches of `batch`) and edges last seen before it; returns how many decisions. */
+  pruneDecisions(before: number, batch?: number): Promise<number>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;
