@@ -29,20 +29,28 @@ let errors = 0;
 
 function open(): Conn {
   const c: Conn = { socket: connect({ port, host: '127.0.0.1', noDelay: true }), sentAt: 0, busy: false };
-  c.socket.on('data', responseReader((status) => {
-    if (status !== 200) errors++;
-    else {
+  c.socket.on('data', responseReader((status, _body, closing) => {
+    if (status !== 200) {
+      errors++;
+      process.stderr.write(`loadgen: status ${status} at ${(c.sentAt - start).toFixed(0)} ms\n`);
+    } else {
       const ms = performance.now() - c.sentAt;
       latencies.push(ms);
       // BENCH_SLOW=MS lists the slow ones with when they were sent, to see whether they cluster.
       if (SLOW && ms > SLOW) process.stderr.write(`slow ${ms.toFixed(1)} ms, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
     }
     c.busy = false;
-    idle.push(c);
+    // nginx closes a client connection after 1,000 requests (keepalive_requests), saying so in the
+    // last response: a request sent on it after that would be lost in the close.
+    if (closing) c.socket.end();
+    else idle.push(c);
   }));
   c.socket.on('error', () => undefined);
   c.socket.on('close', () => {
-    if (c.busy) errors++;
+    if (c.busy) {
+      errors++;
+      process.stderr.write(`loadgen: connection closed with a request in flight, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
+    }
     c.busy = false;
     const i = idle.indexOf(c);
     if (i >= 0) idle.splice(i, 1);

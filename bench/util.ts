@@ -37,7 +37,8 @@ export function row(name: string, value: string, baseline: string, ratio: string
  * Splits a keep-alive HTTP/1.1 response stream into responses, for the benchmarks' hand-written
  * clients (their servers answer with Content-Length bodies). One reader per connection.
  */
-export function responseReader(onResponse: (status: number, body: Buffer) => void): (d: Buffer) => void {
+/** Reads responses off a connection; `closing` when the server said it closes after this one (Connection: close). */
+export function responseReader(onResponse: (status: number, body: Buffer, closing: boolean) => void): (d: Buffer) => void {
   let buf: Buffer = Buffer.alloc(0);
   return (d) => {
     buf = buf.length ? Buffer.concat([buf, d]) : d;
@@ -49,7 +50,7 @@ export function responseReader(onResponse: (status: number, body: Buffer) => voi
       if (buf.length < total) return;
       const body = buf.subarray(end + 4, total);
       buf = buf.subarray(total);
-      onResponse(Number(head.slice(9, 12)), body);
+      onResponse(Number(head.slice(9, 12)), body, /\r\nconnection: *close\r?$/im.test(head));
     }
   };
 }
