@@ -450,6 +450,23 @@ describe('writ proxy', () => {
       assert.match(normalizePath(r.url.split('?')[0]!), /^\/v1\/orders\/[^/]+$/, `${r.method} ${r.url} reached the app`);
     }
   });
+
+  it('the agent restarts: meanwhile the proxies keep deciding on the last policy; after, they reconnect, enforce the next change, and deliver the decisions made while it was down', async () => {
+    const { dataDir, socket } = agent;
+    await agent.stop();
+    assert.equal(status(await curl('web')), '200', 'allowed with the agent down');
+    const denied = await curl('legacy');
+    assert.equal(status(denied), '403', 'denied with the agent down');
+    const duringOutage = String(body(denied)['decisionId']);
+    agent = await startAgentProcess(srv, { dataDir, socket });
+    await apply(POLICY('GET, DELETE'));
+    await waitFor('DELETE allowed by the policy from the restarted agent', async () => (status(await curl('web', ['-X', 'DELETE'])) === '200' ? true : undefined), 20_000);
+    await waitFor('the decision made while the agent was down, in the log', async () => {
+      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '--limit', '1000', '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['id'] === duringOutage) ? true : undefined;
+    }, 20_000);
+    await apply(POLICY('GET'));
+  });
 });
 
 describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Python grpcio', () => {
