@@ -1,8 +1,8 @@
 /**
  * Proxy benchmark. Same two-hop topology for both proxies, since wrk cannot present client
  * certificates: client -> outbound proxy (plaintext in, mTLS out) -> inbound proxy (mTLS in,
- * plaintext out) -> app. Writ: two `writ proxy` processes. nginx (Debian): one instance with both
- * server blocks, client certificates = SVIDs minted by Writ. Latency at a fixed 1,000 rps from an
+ * plaintext out) -> app. Writ: two `writ proxy` processes. nginx (Debian): two instances likewise,
+ * client certificates = SVIDs minted by Writ. Latency at a fixed 1,000 rps from an
  * open-loop client (Debian's wrk has no fixed-rate mode); peak throughput with wrk.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -184,7 +184,7 @@ export async function run(): Promise<void> {
   }
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-proxy-'));
   const kids: ChildProcess[] = [];
-  const nginxConf = join(dir, 'nginx.conf');
+  const nginxConfs: string[] = [];
   try {
     const srv = await child([WRIT, 'server', 'start', '--data-dir', join(dir, 'srv'), '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0'], {}, /"writ server listening"/);
     kids.push(srv);
@@ -232,30 +232,39 @@ export async function run(): Promise<void> {
       proxy_ssl_trusted_certificate ${dir}/ng-client/bundle.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
     }
   }`;
-    writeFileSync(nginxConf, `worker_processes 2;
-pid ${dir}/nginx.pid;
-error_log ${dir}/nginx-error.log warn;
+    // Two nginx instances, as there are two writ proxies: the outbound and the inbound are separate
+    // processes in a deployment (other hosts, other pods). One instance with both server blocks let
+    // a worker carry a request across both hops inside one process, with no wake-up or context
+    // switch between them, which neither writ nor a real deployment gets.
+    const nginxConfig = (name: string, body: string): string => {
+      writeFileSync(join(dir, `${name}.conf`), `worker_processes 2;
+pid ${dir}/${name}.pid;
+error_log ${dir}/${name}-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream app_plain { server 127.0.0.1:${appPort}; keepalive 64; }
-  upstream app_tls { server 127.0.0.1:${ngIn}; keepalive 64; }
+${body}
+}
+`);
+      return join(dir, `${name}.conf`);
+    };
+    const nginxIn = nginxConfig('nginx-in', `  upstream app_plain { server 127.0.0.1:${appPort}; keepalive 64; }
   server {
     listen 127.0.0.1:${ngIn} ssl;
     ssl_certificate ${dir}/ng-app/svid.pem; ssl_certificate_key ${dir}/ng-app/svid.key;
     ssl_client_certificate ${dir}/ng-app/bundle.pem; ssl_verify_client on;
     location / { proxy_pass http://app_plain; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-peer $ssl_client_s_dn; }
-  }
+  }`);
+    const nginxOut = nginxConfig('nginx-out', `  upstream app_tls { server 127.0.0.1:${ngIn}; keepalive 64; }
 ${outboundBlock(ngOut!, 'app_tls')}
   # nginx as the mTLS client in front of the writ inbound: wrk cannot present a client certificate.
   upstream writ_in { server 127.0.0.1:${inPort}; keepalive 64; }
-${outboundBlock(ngToWrit!, 'writ_in')}
-}
-`);
-    execFileSync('nginx', ['-c', nginxConf, '-p', dir]);
-    const nginxPid = Number(readFileSync(join(dir, 'nginx.pid'), 'utf8'));
+${outboundBlock(ngToWrit!, 'writ_in')}`);
+    nginxConfs.push(nginxIn, nginxOut);
+    for (const conf of nginxConfs) execFileSync('nginx', ['-c', conf, '-p', dir]);
+    const [nginxInPid, nginxOutPid] = ['nginx-in', 'nginx-out'].map((n) => Number(readFileSync(join(dir, `${n}.pid`), 'utf8')));
     const groups: Groups = {
-      'writ in': () => tree(writIn.pid!), 'writ out': () => tree(writOut.pid!), nginx: () => tree(nginxPid),
+      'writ in': () => tree(writIn.pid!), 'writ out': () => tree(writOut.pid!), 'nginx in': () => tree(nginxInPid!), 'nginx out': () => tree(nginxOutPid!),
       app: () => [app.pid!], agent: () => [agent.pid!], server: () => [srv.pid!],
     };
     // Warm up all paths and check they answer.
@@ -309,9 +318,11 @@ ${outboundBlock(ngToWrit!, 'writ_in')}
       row(name, `${r.p50.toFixed(3)} ms`, `${r.p99.toFixed(3)} ms`, `${Math.round(r.rps)}`, '');
     }
   } finally {
-    try {
-      execFileSync('nginx', ['-c', nginxConf, '-p', dir, '-s', 'stop'], { stdio: 'ignore' });
-    } catch { /* not started */ }
+    for (const conf of nginxConfs) {
+      try {
+        execFileSync('nginx', ['-c', conf, '-p', dir, '-s', 'stop'], { stdio: 'ignore' });
+      } catch { /* not started */ }
+    }
     for (const k of kids.reverse()) k.kill();
     await new Promise((r) => setTimeout(r, 500));
     rmSync(dir, { recursive: true, force: true });
