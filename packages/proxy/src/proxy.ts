@@ -159,7 +159,12 @@ export class WritProxy {
   async #listen(server: NetServer | TlsServer, at: { host: string; port: number }): Promise<number> {
     this.#servers.push(server);
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the address is in use (EADDRINUSE: another process listens there)'
+          : err.code === 'EACCES' ? 'permission denied (EACCES: ports below 1024 need privileges)'
+          : err.code === 'EADDRNOTAVAIL' ? 'no such local address (EADDRNOTAVAIL)' : err.message;
+        reject(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}: ${why}`));
+      });
       server.listen(at.port, at.host, () => resolve());
     });
     const a = server.address();
