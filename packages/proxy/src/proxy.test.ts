@@ -58,4 +58,18 @@ describe('outbound protocol sniffing', () => {
     // Ends while its bytes could still be either: nothing complete was sent, the connection is closed.
     assert.deepEqual(await sniff(['PR'], true), { h2: 'closed', bytes: '' });
   });
+
+  it('a client that stops inside the preface is closed after the timeout', async () => {
+    const server = createServer((local) => sniffH2(local, () => assert.fail('decided'), 100));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const t0 = Date.now();
+    const closed = await new Promise<number>((resolve) => {
+      const c = connect((server.address() as AddressInfo).port, '127.0.0.1', () => c.write('PRI * HT'));
+      c.on('error', () => undefined);
+      c.on('close', () => resolve(Date.now() - t0));
+      setTimeout(() => c.destroy(), 3000);
+    });
+    server.close();
+    assert.ok(closed < 2000, `closed after ${closed} ms`);
+  });
 });

@@ -83,15 +83,17 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
  * Whether a plaintext client opens with the HTTP/2 connection preface (RFC 9113 3.4: prior
  * knowledge, as gRPC clients do over h2c), judged on its first bytes, which are put back. Decided
  * only once the bytes differ from the preface or hold all of it: a first read of "P" may be "POST".
- * A client that ends before that sent no complete request of either kind, and is closed.
+ * A client that ends before that, or is still undecided after 30 s, sent no complete request of
+ * either kind, and is closed.
  */
-export function sniffH2(local: Socket, then: (h2: boolean) => void): void {
+export function sniffH2(local: Socket, then: (h2: boolean) => void, timeoutMs = 30_000): void {
   let seen: Buffer = Buffer.alloc(0);
   const onData = (d: Buffer): void => {
     seen = seen.length ? Buffer.concat([seen, d]) : d;
     const n = Math.min(seen.length, H2_PREFACE.length);
     const same = seen.compare(H2_PREFACE, 0, n, 0, n) === 0;
     if (same && n < H2_PREFACE.length) return;
+    clearTimeout(slow);
     local.off('data', onData);
     local.off('end', onEnd);
     local.pause();
@@ -99,6 +101,11 @@ export function sniffH2(local: Socket, then: (h2: boolean) => void): void {
     then(same);
   };
   const onEnd = (): void => void local.destroy();
+  // A client that stops inside the preface's first bytes holds nothing for long (as the relay
+  // gives a request head 30 s).
+  const slow = setTimeout(() => local.destroy(), timeoutMs);
+  slow.unref();
+  local.once('close', () => clearTimeout(slow));
   local.on('error', () => undefined);
   local.on('data', onData);
   local.once('end', onEnd);
