@@ -271,6 +271,11 @@ export function parseAction(s: string): ActionRequest {
   throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))} is not "METHOD /path", "grpc /pkg.Service/Method" or "tcp PORT"`, { field: 'action' });
 }
 
+/** An action as `parseAction` reads it, and as decision logs show it: `GET /path`, `grpc /pkg.Service/Method`, `tcp 5432`. */
+export function formatAction(a: ActionRequest): string {
+  return a.kind === 'tcp' ? `tcp ${a.port}` : a.kind === 'http' ? `${a.method} ${a.path}` : `grpc ${a.method}`;
+}
+
 /** Checks the identities of a request as given by a person (CLI, API). */
 export function checkRequestIds(req: { from?: string; to: string }): void {
   if (req.from !== undefined) parseSpiffeId(req.from);

@@ -17,7 +17,7 @@ import { connect as netConnect, createServer as netCreateServer, type Server as 
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
-import { httpAction, normalizePath } from '@writ/policy';
+import { formatAction, httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import { UpstreamPool, connectTcp, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
@@ -202,7 +202,7 @@ export class WritProxy {
     const decisionId = newDecisionId(at);
     this.#reporter.record({
       id: decisionId, at, from: peer ?? '', to,
-      action: action.kind === 'tcp' ? `tcp ${action.port}` : action.kind === 'http' ? `${action.method} ${action.path}` : `grpc ${action.method}`,
+      action: formatAction(action),
       decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, latencyNs,
     });
     if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');

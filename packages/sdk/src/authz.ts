@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { PolicyEngine, httpAction, normalizePath, parsePolicies, type Decision } from '@writ/policy';
+import { PolicyEngine, formatAction, httpAction, normalizePath, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
@@ -171,7 +171,7 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const latencyNs = Number(process.hrtime.bigint() - t0);
   const info = { peer, decision, decisionId: newDecisionId() };
   opts.onDecision?.(info, req);
-  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: action.kind === 'grpc' ? `grpc ${path}` : `${method} ${path}`, decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
+  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: formatAction(action), decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
   if (!decision.allowed) return void answer(res, decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { code: decision.reason, decisionId: info.decisionId });
   return info;
 }
