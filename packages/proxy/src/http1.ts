@@ -14,6 +14,8 @@ import { HttpError, MAX_HEAD, forwardRequestHead, forwardResponseHead, headEnd, 
 
 export { HttpError, MAX_HEAD, headEnd, parseMaxForwards, parseRequestHead, parseResponseHead, type Fields, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
 
+/** The name the proxy gives itself in the Via field of each request it forwards (RFC 9110 7.6.3). */
+export const VIA = 'writ';
 /** Idle keep-alive connections close after this (no limit while a request is in flight). */
 const KEEPALIVE_TIMEOUT_MS = 120_000;
 /** A request head must be complete this long after its first byte. */
@@ -275,8 +277,6 @@ export interface RelayOptions {
   readonly addFields?: ReadonlyArray<readonly [string, string]>;
   /** Client fields never forwarded (lower-case names). */
   readonly dropFields?: readonly string[];
-  /** The name this hop gives itself in the Via field of every forwarded request (default "writ"; RFC 9110 7.6.3). */
-  readonly via?: string;
   /** A request head must be complete this long after its first byte (default 30 s). */
   readonly headTimeoutMs?: number;
   /** Idle keep-alive connections close after this (default 120 s). */
@@ -299,10 +299,15 @@ export function response(status: number, body: Record<string, unknown>, close: b
  * The answer to an OPTIONS or TRACE request whose Max-Forwards is 0, which makes this hop its final
  * recipient (RFC 9110 7.6.2): OPTIONS, an empty 200; TRACE, 405. A TRACE is not reflected (9.3.8
  * SHOULD): the echo would carry what this hop adds, and reflected requests are how cross-site
- * tracing reads fields a script cannot.
+ * tracing reads fields a script cannot. For both HTTP/1.1 (`finalHopResponse`) and HTTP/2.
  */
-export function finalHop(method: string, close: boolean): string {
-  if (method === 'TRACE') return response(405, { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, close, 'allow: OPTIONS\r\n');
+export function finalHop(method: string): { status: 200 } | { status: 405; body: Record<string, unknown>; allow: string } {
+  return method === 'TRACE' ? { status: 405, body: { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, allow: 'OPTIONS' } : { status: 200 };
+}
+
+function finalHopResponse(method: string, close: boolean): string {
+  const a = finalHop(method);
+  if (a.status === 405) return response(a.status, a.body, close, `allow: ${a.allow}\r\n`);
   return `HTTP/1.1 200 OK\r\ncontent-length: 0\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
 }
 
@@ -323,7 +328,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
   // With this hop in Via (RFC 9110 7.6.3: a gateway MUST add itself to each request it forwards),
   // named with the version the request came in.
   const own = (o.addFields ?? []).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  const addLines = { '1.1': Buffer.from(`${own}via: 1.1 ${o.via ?? 'writ'}\r\n`, 'latin1'), '1.0': Buffer.from(`${own}via: 1.0 ${o.via ?? 'writ'}\r\n`, 'latin1') };
+  const addLines = { '1.1': Buffer.from(`${own}via: 1.1 ${VIA}\r\n`, 'latin1'), '1.0': Buffer.from(`${own}via: 1.0 ${VIA}\r\n`, 'latin1') };
   const dropNames = [...(o.dropFields ?? []), ...(o.addFields ?? []).map(([k]) => k.toLowerCase())];
   let buf: Buffer = EMPTY;
   let headStarted = 0;
@@ -572,7 +577,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
           // Answered here; a request with a body is answered and the connection closed rather
           // than reading a body nobody will use.
           const close = !r.keepAlive || r.body.kind !== 'none';
-          client.write(refusal ? response(refusal.status, refusal.body, close) : finalHop(r.method, close));
+          client.write(refusal ? response(refusal.status, refusal.body, close) : finalHopResponse(r.method, close));
           if (close) {
             state = 'done';
             return void client.end();

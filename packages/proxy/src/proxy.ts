@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { formatAction, httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
-import { UpstreamPool, connectTcp, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
+import { UpstreamPool, VIA, connectTcp, finalHop, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
 
 export interface Inbound {
@@ -124,7 +124,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 /** A request's Via field with this hop added (RFC 9110 7.6.3), received over HTTP/2. */
 function via(h: IncomingHttpHeaders): string {
   const v = h['via'];
-  return v ? `${Array.isArray(v) ? v.join(', ') : v}, 2 writ` : '2 writ';
+  return `${v ? `${Array.isArray(v) ? v.join(', ') : v}, ` : ''}2 ${VIA}`;
 }
 
 /** The end-to-end fields of a message: no pseudo-header (but `:status` when `status`), nothing hop-by-hop. */
@@ -326,7 +326,8 @@ export class WritProxy {
         return void answerStream(stream, 400, { code: 'ERR_BAD_REQUEST', message: (err as Error).message });
       }
       if (mf !== 0) return { peer, ...(mf !== undefined ? { maxForwards: mf - 1 } : {}) };
-      if (method === 'TRACE') return void answerStream(stream, 405, { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, { allow: 'OPTIONS' });
+      const a = finalHop(method);
+      if (a.status === 405) return void answerStream(stream, a.status, a.body, { allow: a.allow });
       if (!stream.destroyed) stream.respond({ ':status': 200, 'content-length': 0 }, { endStream: true });
       return undefined;
     }
