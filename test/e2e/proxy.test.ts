@@ -105,6 +105,21 @@ const status = (r: { stdout: string }) => r.stdout.trim().split('\n').pop();
 const body = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').slice(0, -1).join('\n')) as Record<string, unknown>;
 
 /** Writes the pieces, half-closes, and returns what came back once the proxy closed (or 'HANG'). */
+/** An mTLS connection to 127.0.0.1:`port` with the SVID in `files` (bundle, certificate, key paths), offering `alpn`. */
+function mtls(port: number, files: readonly string[], alpn: string): Promise<Socket> {
+  const [ca, cert, key] = files.map((f) => readFileSync(f));
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ port, host: '127.0.0.1', ca, cert, key, ALPNProtocols: [alpn], checkServerIdentity: () => undefined }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+const svidFiles = (dir: string): string[] => ['bundle.pem', 'svid.pem', 'svid.key'].map((f) => join(dir, f));
+/** curl's arguments for presenting the SVID in `dir` and trusting its bundle. */
+const curlSvid = (dir: string): string[] => {
+  const [ca, cert, key] = svidFiles(dir);
+  return ['--cacert', ca!, '--cert', cert!, '--key', key!];
+};
+
 /** WRIT_FUZZ_SCALE=20 runs the fuzzers twenty times as long (a soak before a release). */
 const FUZZ_SCALE = Math.max(1, Number(process.env['WRIT_FUZZ_SCALE']) || 1);
 
@@ -227,7 +242,7 @@ describe('writ proxy', () => {
     it(`straight to the inbound proxy with a client SVID, offering ${offer} in ALPN: HTTP/${version}, decided per request`, async () => {
       const out = join(agent.dataDir, 'direct-web');
       assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
-      const base = ['-sS', ...flags, '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code} %{http_version}'];
+      const base = ['-sS', ...flags, ...curlSvid(out), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code} %{http_version}'];
       const ok = await run('curl', [...base, `https://orders:${port['orders']}/v1/orders/9`]);
       assert.match(ok.stdout, new RegExp(`\\n200 ${version}$`), ok.stderr + ok.stdout);
       assert.equal(JSON.parse(ok.stdout.split('\n')[0]!).peer, WEB);
@@ -242,7 +257,7 @@ describe('writ proxy', () => {
     const out = join(agent.dataDir, 'direct-web');
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
     for (const flags of [['--http2'], ['--http1.1']]) {
-      const base = ['-sS', ...flags, '--path-as-is', '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code}'];
+      const base = ['-sS', ...flags, '--path-as-is', ...curlSvid(out), '--resolve', `orders:${port['orders']}:127.0.0.1`, '-k', '-w', '\n%{http_code}'];
       const url = (p: string): string => `https://orders:${port['orders']}${p}`;
       for (const p of ['/v1/%6Frders/9', '//v1/orders/9']) {
         const r = await run('curl', [...base, url(p)]);
@@ -260,11 +275,7 @@ describe('writ proxy', () => {
   });
 
   it('a fragment in a request target is refused with 400 (an app would drop it: "/admin#/v1/orders/1" is "/admin" to it)', async () => {
-    const out = join(agent.dataDir, 'direct-web');
-    const [ca, cert, key] = ['bundle.pem', 'svid.pem', 'svid.key'].map((f) => readFileSync(join(out, f)));
-    const s = await new Promise<Socket>((resolve) => {
-      const c = tlsConnect({ port: port['orders']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined }, () => resolve(c));
-    });
+    const s = await mtls(port['orders']!, svidFiles(join(agent.dataDir, 'direct-web')), 'http/1.1');
     const got = await exchange(s, [Buffer.from('GET /v1/orders/x#/../1 HTTP/1.1\r\nHost: orders\r\n\r\n')]);
     assert.match(got, /^HTTP\/1\.1 400 /);
     assert.match(got, /"code":"ERR_PATH_INVALID"/);
@@ -273,7 +284,7 @@ describe('writ proxy', () => {
   it('Max-Forwards over HTTP/2 and HTTP/1.1 (curl): OPTIONS at 0 is answered by the proxy, at 3 forwarded with 2; TRACE at 0 is 405', async () => {
     const out = join(agent.dataDir, 'direct-web');
     for (const flag of ['--http2', '--http1.1']) {
-      const base = ['-sS', flag, '--cacert', join(out, 'bundle.pem'), '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-k', '-w', '\n%{http_code}'];
+      const base = ['-sS', flag, ...curlSvid(out), '-k', '-w', '\n%{http_code}'];
       const url = `https://127.0.0.1:${port['reports']}/reports/1`;
       const n = seen.length;
       const here = await run('curl', [...base, '-X', 'OPTIONS', '-H', 'Max-Forwards: 0', url]);
@@ -411,7 +422,6 @@ describe('writ proxy', () => {
     await waitFor('POST refused again', async () => (status(await curl('web', ['-X', 'POST'])) === '403' ? true : undefined), 5000);
     const dir = join(agent.dataDir, 'fuzz-web');
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', dir])).code, 0);
-    const [ca, cert, key] = ['bundle.pem', 'svid.pem', 'svid.key'].map((f) => readFileSync(join(dir, f)));
     const smuggled = 'GET /admin HTTP/1.1\r\nHost: orders\r\n\r\n';
     // Requests the policy allows (GET /v1/orders/*) carrying what a smuggler or an impostor would
     // add, and refused ones; the fuzzer mutates them.
@@ -446,10 +456,7 @@ describe('writ proxy', () => {
       const at = [...new Set(cuts.map((c) => c % (b.length + 1)))].sort((x, y) => x - y);
       return [0, ...at].map((from, k) => b.subarray(from, at[k] ?? b.length)).filter((p) => p.length > 0);
     });
-    const tls = (alpn: string): Promise<Socket> => new Promise((resolve, reject) => {
-      const s = tlsConnect({ port: port['orders']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: [alpn], checkServerIdentity: () => undefined }, () => resolve(s));
-      s.once('error', reject);
-    });
+    const tls = (alpn: string): Promise<Socket> => mtls(port['orders']!, svidFiles(dir), alpn);
     const plain = (): Promise<Socket> => new Promise((resolve) => {
       const s = connect(port['web']!, '127.0.0.1', () => resolve(s));
     });
@@ -516,7 +523,7 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     for (const [name, id] of [['web', WEB], ['legacy', LEGACY]] as const) {
       const out = join(agent.dataDir, `grpc-${name}`);
       assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', out])).code, 0);
-      svid[name] = [join(out, 'bundle.pem'), join(out, 'svid.pem'), join(out, 'svid.key')];
+      svid[name] = svidFiles(out);
     }
   });
 
@@ -597,12 +604,8 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
   });
 
   it("a fuzzer's HTTP/2 frames (gRPC calls allowed and refused, forged identities, resets) with bytes changed leave the proxy serving", async () => {
-    const [ca, cert, key] = svid['web']!.map((f) => readFileSync(f));
     const grpc = { 'content-type': 'application/grpc', te: 'trailers' };
-    await fuzzH2(() => new Promise((resolve, reject) => {
-      const s = tlsConnect({ port: port['billing']!, host: '127.0.0.1', ca, cert, key, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined }, () => resolve(s));
-      s.once('error', reject);
-    }), [['POST', '/billing.v1.Billing/Get', grpc], ['POST', '/billing.v1.Billing/Delete', grpc], ['POST', '/billing.v1.Billing/Watch', grpc]]);
+    await fuzzH2(() => mtls(port['billing']!, svid['web']!, 'h2'), [['POST', '/billing.v1.Billing/Get', grpc], ['POST', '/billing.v1.Billing/Delete', grpc], ['POST', '/billing.v1.Billing/Watch', grpc]]);
     assert.equal((await call('web', 'Get'))[0]!['code'], 'OK');
     assert.ok(proxies.every((x) => x.exitCode === null));
   });
