@@ -384,7 +384,7 @@ describe('writ proxy', () => {
     assert.equal(single.code, 1, 'one process: exits too, it does not hang on its agent streams');
     // One line naming the address and the reason, not a stack trace.
     assert.match(single.stderr, /^writ: cannot listen on 127\.0\.0\.1:\d+: the address is in use \(EADDRINUSE: another process listens there\)/);
-    assert.doesNotMatch(single.stderr, /unexpected error|    at /);
+    assert.doesNotMatch(single.stderr, /unexpected error| {4}at /);
     const bad = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--workers', 'lots', '--inbound', '127.0.0.1:1=127.0.0.1:2']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--workers "lots": a number from 1 to 64, or auto/);

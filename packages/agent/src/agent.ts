@@ -424,7 +424,7 @@ export class Agent extends EventEmitter {
           const leaf = typeof sv?.svid === 'string' ? parseCertificatesPem(sv.svid)[0] : undefined;
           // Only a certificate for the key we generated is kept; anything else is dropped.
           const want = s.entries[sv?.entryId]?.spiffeId;
-          if (!key || !leaf || !leaf.spki.equals(createPublicKey(key).export({ format: 'der', type: 'spki' })) || leaf.uris[0] !== want) {
+          if (!key || !leaf?.spki.equals(createPublicKey(key).export({ format: 'der', type: 'spki' })) || leaf.uris[0] !== want) {
             this.#o.log.warn({ entryId: String(sv?.entryId).slice(0, 64) }, 'ignoring a signed SVID that does not match the request');
             continue;
           }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
 import { parseAction } from '@writ/policy';
 import {
-  GRPC_STATUS, GrpcError, ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
+  GRPC_STATUS, GrpcError, type ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
   encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
   decisionShape, decodeDecision, newDecisionId, readReport, type ReportedDecision,
 } from '@writ/sdk';

@@ -11,7 +11,7 @@
  *       expect: allow                # allow | deny | audit-would-deny
  */
 import { WritError } from '@writ/spiffe';
-import { PolicyEngine, checkRequestIds, parseAction, type Decision } from './engine.ts';
+import { type PolicyEngine, checkRequestIds, parseAction, type Decision } from './engine.ts';
 
 export interface PolicyTestResult {
   readonly name: string;

@@ -312,7 +312,7 @@ describe('request paths in normal form', () => {
     const seg = fc.stringMatching(/^[A-Za-z0-9_~:@-]{1,6}$/).filter((x) => x !== '.' && x !== '..');
     // Another spelling: some unreserved characters percent-encoded (":" and "@" are reserved: %3A is
     // not ":"), some slashes doubled.
-    const respell = (segs: string[], picks: boolean[]): string => segs.map((s, k) => (picks[k] ? '/' : '') + '/' + [...s].map((c, j) => (picks[(j + k) % picks.length] && /[\w~-]/.test(c) ? `%${c.charCodeAt(0).toString(16)}` : c)).join('')).join('');
+    const respell = (segs: string[], picks: boolean[]): string => segs.map((s, k) => `${picks[k] ? '/' : ''}/${[...s].map((c, j) => (picks[(j + k) % picks.length] && /[\w~-]/.test(c) ? `%${c.charCodeAt(0).toString(16)}` : c)).join('')}`).join('');
     fc.assert(fc.property(fc.array(seg, { maxLength: 5 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (segs, picks) => {
       const plain = segs.length ? `/${segs.join('/')}` : '/';
       const other = segs.length ? respell(segs, picks) : '/';

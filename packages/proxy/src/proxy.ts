@@ -48,7 +48,7 @@ export function parseInbound(s: string, mode: 'http' | 'tcp'): Inbound {
   const [l, u, extra] = s.split('=');
   if (!l || !u || extra !== undefined) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080 (or =h2c://127.0.0.1:50051 for an app that speaks HTTP/2, such as a gRPC server)`);
   const scheme = /^([a-z0-9]+):\/\//i.exec(u);
-  const upstreamProtocol = scheme?.[1]!.toLowerCase() === 'h2c' ? 'h2c' : 'http1';
+  const upstreamProtocol = scheme?.[1]?.toLowerCase() === 'h2c' ? 'h2c' : 'http1';
   if (scheme && !['http', 'h2c'].includes(scheme[1]!.toLowerCase())) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: the upstream is HOST:PORT, http://HOST:PORT or h2c://HOST:PORT`);
   if (upstreamProtocol === 'h2c' && mode === 'tcp') throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: an h2c:// upstream needs --inbound-mode http`);
   return { listen: parseHostPort(l, '--inbound'), upstream: parseHostPort(scheme ? u.slice(scheme[0].length) : u, '--inbound'), mode, upstreamProtocol };

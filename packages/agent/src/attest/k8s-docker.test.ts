@@ -46,13 +46,13 @@ describe('docker attestor against a fake Docker Engine on a Unix socket', () => 
     res.setHeader('content-type', 'application/json');
     if (req.url === `/v1.41/containers/${CID}/json`) {
       return res.end(JSON.stringify({
-        Id: CID, Name: '/shop-web-1', Image: 'sha256:' + 'c'.repeat(64),
+        Id: CID, Name: '/shop-web-1', Image: `sha256:${'c'.repeat(64)}`,
         Config: { Image: 'registry.example/shop/web:1.4', Labels: { 'com.example.team': 'shop', tier: 'frontend' }, Env: ['SECRET=x'] },
         State: { Status: 'running', Pid: 4242 },
       }));
     }
-    if (req.url === `/v1.41/images/${encodeURIComponent('sha256:' + 'c'.repeat(64))}/json`) {
-      return res.end(JSON.stringify({ Id: 'sha256:' + 'c'.repeat(64), RepoTags: ['registry.example/shop/web:1.4'], RepoDigests: ['registry.example/shop/web@sha256:' + 'd'.repeat(64)] }));
+    if (req.url === `/v1.41/images/${encodeURIComponent(`sha256:${'c'.repeat(64)}`)}/json`) {
+      return res.end(JSON.stringify({ Id: `sha256:${'c'.repeat(64)}`, RepoTags: ['registry.example/shop/web:1.4'], RepoDigests: [`registry.example/shop/web@sha256:${'d'.repeat(64)}`] }));
     }
     res.statusCode = 404;
     res.end(JSON.stringify({ message: `No such container: ${req.url}` }));
@@ -103,8 +103,8 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
       status: {
         phase: 'Running',
         containerStatuses: [
-          { name: 'web', image: 'registry.example/shop/web:1.4', imageID: 'registry.example/shop/web@sha256:' + 'd'.repeat(64), containerID: `containerd://${CID}`, ready: true },
-          { name: 'sidecar', image: 'proxy:2', imageID: 'proxy@sha256:' + 'f'.repeat(64), containerID: `containerd://${'9'.repeat(64)}` },
+          { name: 'web', image: 'registry.example/shop/web:1.4', imageID: `registry.example/shop/web@sha256:${'d'.repeat(64)}`, containerID: `containerd://${CID}`, ready: true },
+          { name: 'sidecar', image: 'proxy:2', imageID: `proxy@sha256:${'f'.repeat(64)}`, containerID: `containerd://${'9'.repeat(64)}` },
         ],
       },
     }],
