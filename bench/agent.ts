@@ -38,7 +38,10 @@ async function bareH2RoundTrips(n: number, dir: string): Promise<number[]> {
     const s = h2connect('http://localhost', { createConnection: () => netConnect(path) });
     await new Promise<void>((resolve, reject) => {
       const req = s.request({ ':path': '/' });
-      req.on('data', () => undefined).on('end', () => resolve()).on('error', reject);
+      req
+        .on('data', () => undefined)
+        .on('end', () => resolve())
+        .on('error', reject);
       req.end();
     });
     times.push(performance.now() - t);
@@ -56,16 +59,42 @@ export async function run(): Promise<void> {
     const res = await fetchJson(server.url, caPem, readFileSync(join(dir, 'srv', 'admin.token'), 'utf8').trim(), '/v1/join-tokens', { nodeName: node });
     return res['token'] as string;
   };
-  const base = { selectors: [`unix:uid:${process.getuid!()}`], x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [], admin: false, hint: '', expiresAt: null } satisfies Partial<EntryInput>;
+  const base = {
+    selectors: [`unix:uid:${process.getuid!()}`],
+    x509SvidTtl: 0,
+    jwtSvidTtl: 0,
+    dnsNames: [],
+    federatesWith: [],
+    admin: false,
+    hint: '',
+    expiresAt: null,
+  } satisfies Partial<EntryInput>;
   console.log('\nAgent benchmark\n');
   row('measurement', 'result', 'baseline (same run)', 'ratio', 'target');
   try {
     // ---------------------------------------------------------------- agent as a child process
     await server.store.createEntries([{ ...base, spiffeId: 'spiffe://bench.example/w', parentId: 'spiffe://bench.example/writ/agent/n1' }], Date.now());
     const socket = join(dir, 'api.sock');
-    const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'agent', 'start', '--data-dir', join(dir, 'a1'), '--socket', socket, '--join-token', await joinToken('n1'), '--log-level', 'warn'], {
-      env: { ...process.env, WRIT_SERVER: server.url, WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem') }, stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'packages/cli/bin/writ.js'),
+        'agent',
+        'start',
+        '--data-dir',
+        join(dir, 'a1'),
+        '--socket',
+        socket,
+        '--join-token',
+        await joinToken('n1'),
+        '--log-level',
+        'warn',
+      ],
+      {
+        env: { ...process.env, WRIT_SERVER: server.url, WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem') },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     try {
       const ep = `unix://${socket}`;
       for (let i = 0; ; i++) {
@@ -90,8 +119,20 @@ export async function run(): Promise<void> {
       }
       times.sort((a, b) => a - b);
       const bare = await bareH2RoundTrips(N, dir);
-      row(`connect -> first X509SVIDResponse (${N}x)`, `p50 ${percentile(times, 50).toFixed(2)} ms`, `bare h2 round trip p50 ${percentile(bare, 50).toFixed(2)} ms`, (percentile(times, 50) / percentile(bare, 50)).toFixed(1), '');
-      row('', `p99 ${percentile(times, 99).toFixed(2)} ms`, `p99 ${percentile(bare, 99).toFixed(2)} ms`, (percentile(times, 99) / percentile(bare, 99)).toFixed(1), 'p99 <= 20 ms');
+      row(
+        `connect -> first X509SVIDResponse (${N}x)`,
+        `p50 ${percentile(times, 50).toFixed(2)} ms`,
+        `bare h2 round trip p50 ${percentile(bare, 50).toFixed(2)} ms`,
+        (percentile(times, 50) / percentile(bare, 50)).toFixed(1),
+        '',
+      );
+      row(
+        '',
+        `p99 ${percentile(times, 99).toFixed(2)} ms`,
+        `p99 ${percentile(bare, 99).toFixed(2)} ms`,
+        (percentile(times, 99) / percentile(bare, 99)).toFixed(1),
+        'p99 <= 20 ms',
+      );
 
       const idle = procStats(child.pid!);
       const STREAMS = 1000;
@@ -104,16 +145,24 @@ export async function run(): Promise<void> {
           const c = new WorkloadClient(ep);
           clients.push(c);
           let first = true;
-          stops.push(c.watchX509Context(() => {
-            if (first) (first = false, ++got === STREAMS && resolve());
-          }));
+          stops.push(
+            c.watchX509Context(() => {
+              if (first) (first = false), ++got === STREAMS && resolve();
+            }),
+          );
         }
       });
       const openMs = performance.now() - t0;
       const busy = procStats(child.pid!);
       await new Promise((r) => setTimeout(r, 2000));
       const held = procStats(child.pid!);
-      row(`${fmt(STREAMS)} concurrent FetchX509SVID streams`, `RSS ${held.rssMb.toFixed(0)} MB`, `idle agent RSS ${idle.rssMb.toFixed(0)} MB`, (held.rssMb / idle.rssMb).toFixed(1), 'RSS <= 150 MB');
+      row(
+        `${fmt(STREAMS)} concurrent FetchX509SVID streams`,
+        `RSS ${held.rssMb.toFixed(0)} MB`,
+        `idle agent RSS ${idle.rssMb.toFixed(0)} MB`,
+        (held.rssMb / idle.rssMb).toFixed(1),
+        'RSS <= 150 MB',
+      );
       row('', `open all: ${openMs.toFixed(0)} ms`, `agent CPU ${(busy.cpuMs - idle.cpuMs).toFixed(0)} ms`, '', '');
       row('', `CPU while held 2 s: ${(held.cpuMs - busy.cpuMs).toFixed(0)} ms`, '', '', '');
       for (const s of stops) s();
@@ -125,7 +174,12 @@ export async function run(): Promise<void> {
     // ---------------------------------------------------------------- 10,000 entries to one agent
     const M = Number(process.env['BENCH_AGENT_ENTRIES'] ?? 10_000);
     const parent = 'spiffe://bench.example/writ/agent/n2';
-    const entries = Array.from({ length: M }, (_, i) => ({ ...base, spiffeId: `spiffe://bench.example/svc/${i}`, parentId: parent, selectors: [`k8s:pod-uid:${i}`] }));
+    const entries = Array.from({ length: M }, (_, i) => ({
+      ...base,
+      spiffeId: `spiffe://bench.example/svc/${i}`,
+      parentId: parent,
+      selectors: [`k8s:pod-uid:${i}`],
+    }));
     for (let i = 0; i < M; i += 5000) await server.store.createEntries(entries.slice(i, i + 5000), Date.now());
     const agent = new Agent({ serverUrl: server.url, caPem, joinToken: await joinToken('n2'), dataDir: join(dir, 'a2'), log: quiet });
     const t1 = performance.now();
@@ -149,7 +203,13 @@ export async function run(): Promise<void> {
     }
     await startP;
     agent.stop();
-    row(`${fmt(M)} entries synced to one agent`, `${(synced / 1000).toFixed(2)} s`, `(all ${fmt(M)} SVIDs signed: ${(signed / 1000).toFixed(2)} s)`, '', '<= 2 s');
+    row(
+      `${fmt(M)} entries synced to one agent`,
+      `${(synced / 1000).toFixed(2)} s`,
+      `(all ${fmt(M)} SVIDs signed: ${(signed / 1000).toFixed(2)} s)`,
+      '',
+      '<= 2 s',
+    );
   } finally {
     await server.close();
     rmSync(dir, { recursive: true, force: true });
@@ -159,11 +219,15 @@ export async function run(): Promise<void> {
 async function fetchJson(base: string, ca: string, token: string, path: string, body: unknown): Promise<Record<string, unknown>> {
   const { request } = await import('node:https');
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, base), { method: 'POST', ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
-      let t = '';
-      res.on('data', (d: Buffer) => (t += d.toString()));
-      res.on('end', () => resolve(JSON.parse(t) as Record<string, unknown>));
-    });
+    const req = request(
+      new URL(path, base),
+      { method: 'POST', ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } },
+      (res) => {
+        let t = '';
+        res.on('data', (d: Buffer) => (t += d.toString()));
+        res.on('end', () => resolve(JSON.parse(t) as Record<string, unknown>));
+      },
+    );
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });

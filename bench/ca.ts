@@ -12,7 +12,16 @@ import { fmt, opensslEcdsaP256, rate, row } from './util.ts';
 export async function run(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-ca-'));
   const store = await openStore({ db: 'sqlite', dataDir: dir });
-  const ca = new CertificateAuthority({ store, trustDomain: 'bench.example', dataDir: dir, serverId: 'b', keyType: 'ec-p256', caTtlMs: 86_400_000, x509SvidTtlMs: 3_600_000, jwtSvidTtlMs: 300_000 });
+  const ca = new CertificateAuthority({
+    store,
+    trustDomain: 'bench.example',
+    dataDir: dir,
+    serverId: 'b',
+    keyType: 'ec-p256',
+    caTtlMs: 86_400_000,
+    x509SvidTtlMs: 3_600_000,
+    jwtSvidTtlMs: 300_000,
+  });
   await ca.rotate();
   const bundles = new Map([['bench.example', ca.bundle()]]);
   const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
@@ -40,10 +49,14 @@ export async function run(): Promise<void> {
     const s = generateSigner('ec-p256');
     return toPem('CERTIFICATE REQUEST', createCsr(s, s.publicKey));
   });
-  const issue = rate(SECONDS, (i) => {
-    const { spki } = parseCsr(csrs[i % csrs.length]!);
-    certificatesToPem(ca.signX509Svid({ spiffeId: `spiffe://bench.example/w/${i & 1023}`, spki }).chain);
-  }, 200);
+  const issue = rate(
+    SECONDS,
+    (i) => {
+      const { spki } = parseCsr(csrs[i % csrs.length]!);
+      certificatesToPem(ca.signX509Svid({ spiffeId: `spiffe://bench.example/w/${i & 1023}`, spki }).chain);
+    },
+    200,
+  );
   // Issuance is one ECDSA verify (the CSR's proof of possession) plus one sign.
   const osslPair = 1 / (1 / ossl.sign + 1 / ossl.verify);
   row('X.509-SVID issuance (CSR -> chain PEM)', fmt(issue), `openssl sign+verify ${fmt(osslPair)}/s`, (issue / osslPair).toFixed(2), '>= 3,000/s');

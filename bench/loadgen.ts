@@ -29,22 +29,25 @@ let errors = 0;
 
 function open(): Conn {
   const c: Conn = { socket: connect({ port, host: '127.0.0.1', noDelay: true }), sentAt: 0, busy: false };
-  c.socket.on('data', responseReader((status, _body, closing) => {
-    if (status !== 200) {
-      errors++;
-      process.stderr.write(`loadgen: status ${status} at ${(c.sentAt - start).toFixed(0)} ms\n`);
-    } else {
-      const ms = performance.now() - c.sentAt;
-      latencies.push(ms);
-      // BENCH_SLOW=MS lists the slow ones with when they were sent, to see whether they cluster.
-      if (SLOW && ms > SLOW) process.stderr.write(`slow ${ms.toFixed(1)} ms, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
-    }
-    c.busy = false;
-    // nginx closes a client connection after 1,000 requests (keepalive_requests), saying so in the
-    // last response: a request sent on it after that would be lost in the close.
-    if (closing) c.socket.end();
-    else idle.push(c);
-  }));
+  c.socket.on(
+    'data',
+    responseReader((status, _body, closing) => {
+      if (status !== 200) {
+        errors++;
+        process.stderr.write(`loadgen: status ${status} at ${(c.sentAt - start).toFixed(0)} ms\n`);
+      } else {
+        const ms = performance.now() - c.sentAt;
+        latencies.push(ms);
+        // BENCH_SLOW=MS lists the slow ones with when they were sent, to see whether they cluster.
+        if (SLOW && ms > SLOW) process.stderr.write(`slow ${ms.toFixed(1)} ms, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
+      }
+      c.busy = false;
+      // nginx closes a client connection after 1,000 requests (keepalive_requests), saying so in the
+      // last response: a request sent on it after that would be lost in the close.
+      if (closing) c.socket.end();
+      else idle.push(c);
+    }),
+  );
   c.socket.on('error', () => undefined);
   c.socket.on('close', () => {
     if (c.busy) {
@@ -80,7 +83,7 @@ let sent = 0;
 await new Promise<void>((resolve) => {
   const tick = (): void => {
     const now = performance.now();
-    while (sent < total && start + sent * interval <= now) (send(), sent++);
+    while (sent < total && start + sent * interval <= now) send(), sent++;
     if (sent < total) setTimeout(tick, 0);
     else resolve();
   };

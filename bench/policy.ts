@@ -90,7 +90,13 @@ export async function run(): Promise<void> {
     cold.push(`${fmt(n)} rules: ${fmt(k.rate)}/s, p99 ${k.p99us.toFixed(2)} µs`);
     const c = measure((i) => e.enforceSync(...reqs[i & 4095]!.c), n >= 1000 ? Math.min(SECONDS, 1) : SECONDS, n >= 10_000 ? 200 : 5000);
     if (n === 10) small = w.rate;
-    row(`${fmt(n)}`, `${fmt(w.rate)} (${w.p99us.toFixed(2)} µs)`, `${fmt(c.rate)} (${c.p99us.toFixed(1)} µs)`, `${(w.rate / c.rate).toFixed(0)}x`, n === 10_000 ? `>= 1,000,000/s; >= 100x casbin; cost x${(small / w.rate).toFixed(2)} vs 10 rules (<= 2)` : '');
+    row(
+      `${fmt(n)}`,
+      `${fmt(w.rate)} (${w.p99us.toFixed(2)} µs)`,
+      `${fmt(c.rate)} (${c.p99us.toFixed(1)} µs)`,
+      `${(w.rate / c.rate).toFixed(0)}x`,
+      n === 10_000 ? `>= 1,000,000/s; >= 100x casbin; cost x${(small / w.rate).toFixed(2)} vs 10 rules (<= 2)` : '',
+    );
   }
   console.log(`\nwithout remembered decisions (every decision walks the index): ${cold.join('; ')}`);
 }

@@ -19,18 +19,24 @@ const ROOT = new URL('../', import.meta.url).pathname;
 function call(base: string, agent: HttpsAgent, method: string, path: string, body?: unknown, token?: string): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(new URL(path, base), {
-      method, agent, timeout: 60_000,
-      headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const t = Buffer.concat(chunks).toString();
-        if ((res.statusCode ?? 500) >= 300) return reject(new Error(`${method} ${path}: ${res.statusCode} ${t.slice(0, 200)}`));
-        resolve(t ? (JSON.parse(t) as Record<string, unknown>) : {});
-      });
-    });
+    const req = request(
+      new URL(path, base),
+      {
+        method,
+        agent,
+        timeout: 60_000,
+        headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const t = Buffer.concat(chunks).toString();
+          if ((res.statusCode ?? 500) >= 300) return reject(new Error(`${method} ${path}: ${res.statusCode} ${t.slice(0, 200)}`));
+          resolve(t ? (JSON.parse(t) as Record<string, unknown>) : {});
+        });
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -56,12 +62,15 @@ class LightConn {
       if (!this.#socket) {
         const s = tlsConnect(this.#opts);
         s.setNoDelay(true);
-        s.on('data', responseReader((status, body) => {
-          const w = this.#waiting;
-          this.#waiting = undefined;
-          if (status !== 200) w?.reject(new Error(`HTTP ${status}: ${body.toString().slice(0, 200)}`));
-          else w?.resolve(JSON.parse(body.toString()) as Record<string, unknown>);
-        }));
+        s.on(
+          'data',
+          responseReader((status, body) => {
+            const w = this.#waiting;
+            this.#waiting = undefined;
+            if (status !== 200) w?.reject(new Error(`HTTP ${status}: ${body.toString().slice(0, 200)}`));
+            else w?.resolve(JSON.parse(body.toString()) as Record<string, unknown>);
+          }),
+        );
         s.on('error', () => undefined);
         s.on('close', () => {
           if (this.#socket === s) this.#socket = undefined;
@@ -87,7 +96,23 @@ interface SimAgent {
 }
 
 async function startServer(dir: string): Promise<{ url: string; stop: () => void }> {
-  const child = spawn(process.execPath, [...(process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir=/tmp/sprof'] : []), join(ROOT, 'packages/cli/bin/writ.js'), 'server', 'start', '--data-dir', dir, '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0', ...(process.env['BENCH_SERVER_LOG'] ? ['--log-level', 'debug'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      ...(process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir=/tmp/sprof'] : []),
+      join(ROOT, 'packages/cli/bin/writ.js'),
+      'server',
+      'start',
+      '--data-dir',
+      dir,
+      '--trust-domain',
+      'bench.example',
+      '--listen',
+      '127.0.0.1:0',
+      ...(process.env['BENCH_SERVER_LOG'] ? ['--log-level', 'debug'] : []),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const url = await new Promise<string>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -114,19 +139,40 @@ async function measure(n: number): Promise<void> {
     // Attest n agents (in batches, to keep the setup itself reasonable).
     const sims: SimAgent[] = [];
     for (let i = 0; i < n; i += 200) {
-      await Promise.all(Array.from({ length: Math.min(200, n - i) }, async (_, k) => {
-        const jt = (await call(server.url, admin, 'POST', '/v1/join-tokens', { nodeName: `sim-${i + k}` }, token))['token'] as string;
-        const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-        const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
-        const att = await call(server.url, new HttpsAgent({ ca }), 'POST', '/v1/agent/attest/join-token', { joinToken: jt, csr });
-        const { hostname, port } = new URL(server.url);
-        sims.push({ polls: 0, conn: new LightConn({ host: hostname, port: Number(port), ca, cert: att['svid'] as string, key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, servername: 'localhost' }), state: { since: 0, bundles: '', policy: 0, quarantine: '' }, stopped: false });
-      }));
+      await Promise.all(
+        Array.from({ length: Math.min(200, n - i) }, async (_, k) => {
+          const jt = (await call(server.url, admin, 'POST', '/v1/join-tokens', { nodeName: `sim-${i + k}` }, token))['token'] as string;
+          const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+          const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
+          const att = await call(server.url, new HttpsAgent({ ca }), 'POST', '/v1/agent/attest/join-token', { joinToken: jt, csr });
+          const { hostname, port } = new URL(server.url);
+          sims.push({
+            polls: 0,
+            conn: new LightConn({
+              host: hostname,
+              port: Number(port),
+              ca,
+              cert: att['svid'] as string,
+              key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
+              servername: 'localhost',
+            }),
+            state: { since: 0, bundles: '', policy: 0, quarantine: '' },
+            stopped: false,
+          });
+        }),
+      );
     }
     const arrivals = new Map<string, number[]>();
     const loop = async (s: SimAgent): Promise<void> => {
       while (!s.stopped) {
-        const q = new URLSearchParams({ since: String(s.state.since), wait: s.polls === 0 ? '0' : '25', bundles: s.state.bundles, policy: String(s.state.policy), quarantine: s.state.quarantine, lean: '1' });
+        const q = new URLSearchParams({
+          since: String(s.state.since),
+          wait: s.polls === 0 ? '0' : '25',
+          bundles: s.state.bundles,
+          policy: String(s.state.policy),
+          quarantine: s.state.quarantine,
+          lean: '1',
+        });
         let r: Record<string, unknown>;
         try {
           r = await s.conn.get(`/v1/agent/sync?${q}`);
@@ -138,8 +184,10 @@ async function measure(n: number): Promise<void> {
         s.polls++;
         const pol = r['policy'] as { revision: number } | undefined;
         const qu = r['quarantine'] as { version: string };
-        if (pol && pol.revision !== s.state.policy) (arrivals.get(`policy:${pol.revision}`) ?? arrivals.set(`policy:${pol.revision}`, []).get(`policy:${pol.revision}`)!).push(now);
-        if (qu.version !== s.state.quarantine && qu.version) (arrivals.get(`quarantine:${qu.version}`) ?? arrivals.set(`quarantine:${qu.version}`, []).get(`quarantine:${qu.version}`)!).push(now);
+        if (pol && pol.revision !== s.state.policy)
+          (arrivals.get(`policy:${pol.revision}`) ?? arrivals.set(`policy:${pol.revision}`, []).get(`policy:${pol.revision}`)!).push(now);
+        if (qu.version !== s.state.quarantine && qu.version)
+          (arrivals.get(`quarantine:${qu.version}`) ?? arrivals.set(`quarantine:${qu.version}`, []).get(`quarantine:${qu.version}`)!).push(now);
         s.state = { since: r['revision'] as number, bundles: r['bundlesVersion'] as string, policy: pol?.revision ?? s.state.policy, quarantine: qu.version };
       }
     };
@@ -158,25 +206,46 @@ async function measure(n: number): Promise<void> {
       // For a policy: also until `GET /v1/policy/status` shows every agent enforcing it; each
       // agent's acknowledgement time is when the server heard it (its `ackedAt`).
       let acks: number[] = [];
-      const acked = revision === undefined ? Promise.resolve() : (async () => {
-        while (performance.now() - start < 30_000) {
-          const st = await call(server.url, admin, 'GET', '/v1/policy/status', undefined, token) as { agents: Array<{ revision: number; ackedAt: string }> };
-          if (st.agents.length === n && st.agents.every((a) => a.revision === revision)) return void (acks = st.agents.map((a) => Date.parse(a.ackedAt) - wall0).sort((a, b) => a - b));
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      })();
+      const acked =
+        revision === undefined
+          ? Promise.resolve()
+          : (async () => {
+              while (performance.now() - start < 30_000) {
+                const st = (await call(server.url, admin, 'GET', '/v1/policy/status', undefined, token)) as {
+                  agents: Array<{ revision: number; ackedAt: string }>;
+                };
+                if (st.agents.length === n && st.agents.every((a) => a.revision === revision))
+                  return void (acks = st.agents.map((a) => Date.parse(a.ackedAt) - wall0).sort((a, b) => a - b));
+                await new Promise((r) => setTimeout(r, 50));
+              }
+            })();
       while ((arrivals.get(key)?.length ?? 0) < n && performance.now() - start < 30_000) await new Promise((r) => setTimeout(r, 5));
       await acked;
       const lat = (arrivals.get(key) ?? []).map((t) => t - t0).sort((a, b) => a - b);
-      row(`${n} agents: ${what}`, `p50 ${percentile(lat, 50).toFixed(0)} ms`, `p99 ${percentile(lat, 99).toFixed(0)} ms, all ${lat.at(-1)?.toFixed(0)} ms`, `${lat.length}/${n}`, 'p99 <= 250 ms');
-      if (revision !== undefined) row(`${n} agents: ${what.replace('all have it', 'all acknowledged')}`, `p50 ${percentile(acks, 50).toFixed(0)} ms`, `p99 ${percentile(acks, 99).toFixed(0)} ms, all ${acks.at(-1)?.toFixed(0)} ms`, `${acks.length}/${n}`, 'p99 <= 250 ms');
+      row(
+        `${n} agents: ${what}`,
+        `p50 ${percentile(lat, 50).toFixed(0)} ms`,
+        `p99 ${percentile(lat, 99).toFixed(0)} ms, all ${lat.at(-1)?.toFixed(0)} ms`,
+        `${lat.length}/${n}`,
+        'p99 <= 250 ms',
+      );
+      if (revision !== undefined)
+        row(
+          `${n} agents: ${what.replace('all have it', 'all acknowledged')}`,
+          `p50 ${percentile(acks, 50).toFixed(0)} ms`,
+          `p99 ${percentile(acks, 99).toFixed(0)} ms, all ${acks.at(-1)?.toFixed(0)} ms`,
+          `${acks.length}/${n}`,
+          'p99 <= 250 ms',
+        );
       console.log(`   (the admin call itself took ${callMs.toFixed(0)} ms; the first agent had it at ${lat[0]?.toFixed(0)} ms)`);
     };
     const yaml = `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: p }\nspec:\n  to: spiffe://bench.example/ns/a/sa/b\n  rules: [{ effect: allow, from: ["spiffe://bench.example/**"] }]\n`;
     await report('policy apply -> all have it', 'policy:1', () => call(server.url, admin, 'POST', '/v1/policies', { yaml }, token), 1);
     await new Promise((r) => setTimeout(r, 1000));
-    await report('quarantine add -> all have it', 'quarantine:spiffe://bench.example/ns/x/sa/y@', () => call(server.url, admin, 'POST', '/v1/quarantine', { spiffeId: 'spiffe://bench.example/ns/x/sa/y', reason: 'bench' }, token));
-    for (const s of sims) (s.stopped = true, s.conn.destroy());
+    await report('quarantine add -> all have it', 'quarantine:spiffe://bench.example/ns/x/sa/y@', () =>
+      call(server.url, admin, 'POST', '/v1/quarantine', { spiffeId: 'spiffe://bench.example/ns/x/sa/y', reason: 'bench' }, token),
+    );
+    for (const s of sims) (s.stopped = true), s.conn.destroy();
     server.stop();
     await Promise.allSettled(loops);
   } finally {

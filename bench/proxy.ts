@@ -18,12 +18,13 @@ const TD = 'spiffe://bench.example/ns';
 const CLIENT = `${TD}/client/sa/app`;
 const APP = `${TD}/app/sa/api`;
 
-const freePort = (): Promise<number> => new Promise((r) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const p = (s.address() as { port: number }).port;
-    s.close(() => r(p));
+const freePort = (): Promise<number> =>
+  new Promise((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
   });
-});
 
 /**
  * A child process. `ownSession` starts it in a session of its own (setsid), as nginx puts itself
@@ -32,7 +33,9 @@ const freePort = (): Promise<number> => new Promise((r) => {
  * share of the CPU that nginx, alone in its group, does not have to share (measured: ~10% of peak).
  */
 function child(args: string[], env: NodeJS.ProcessEnv = {}, ready?: RegExp, ownSession = false): Promise<ChildProcess & { output: string }> {
-  const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env }, detached: ownSession }) as ChildProcess & { output: string };
+  const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env }, detached: ownSession }) as ChildProcess & {
+    output: string;
+  };
   c.output = '';
   if (!ready) {
     c.stdout!.resume();
@@ -70,7 +73,13 @@ async function waitPort(port: number): Promise<void> {
  * not its steady state): steady-state request latency.
  */
 async function fixedRate(port: number, rps: number, seconds: number, warmUp = true): Promise<number[]> {
-  const gen = (s: number): { latencies: number[]; errors: number } => JSON.parse(execFileSync(process.execPath, ['--max-semi-space-size=32', join(ROOT, 'bench/loadgen.ts'), String(port), String(rps), String(s)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
+  const gen = (s: number): { latencies: number[]; errors: number } =>
+    JSON.parse(
+      execFileSync(process.execPath, ['--max-semi-space-size=32', join(ROOT, 'bench/loadgen.ts'), String(port), String(rps), String(s)], {
+        encoding: 'utf8',
+        maxBuffer: 64 * 1024 * 1024,
+      }),
+    );
   if (warmUp) gen(3);
   const r = gen(seconds);
   if (r.errors) console.log(`  (${r.errors} of ${rps * seconds} requests to port ${port} failed)`);
@@ -101,7 +110,9 @@ function tree(pid: number): number[] {
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       parents.set(ppid, [...(parents.get(ppid) ?? []), Number(d)]);
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   const out = [pid];
   for (let i = 0; i < out.length; i++) out.push(...(parents.get(out[i]!) ?? []));
@@ -115,7 +126,9 @@ function cpuSeconds(pids: number[]): number {
     try {
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
       ticks += Number(f[11]) + Number(f[12]);
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return ticks / 100; // USER_HZ
 }
@@ -152,7 +165,8 @@ function wrk(port: number, groups: Groups = {}): { rps: number; cpuUs: Record<st
  * compares the paths under the same conditions.
  */
 function alternate(a: number, b: number, rounds = 3): { ratio: number; min: number; max: number } {
-  const run = (port: number): number => Number(/Requests\/sec:\s+([\d.]+)/.exec(execFileSync('wrk', ['-t2', '-c64', '-d3s', `http://127.0.0.1:${port}/v1/items/1`], { encoding: 'utf8' }))![1]);
+  const run = (port: number): number =>
+    Number(/Requests\/sec:\s+([\d.]+)/.exec(execFileSync('wrk', ['-t2', '-c64', '-d3s', `http://127.0.0.1:${port}/v1/items/1`], { encoding: 'utf8' }))![1]);
   const ratios: number[] = [];
   for (let i = 0; i < rounds; i++) ratios.push(run(a) / run(b));
   ratios.sort((x, y) => x - y);
@@ -172,7 +186,10 @@ async function alternateLatency(a: number, b: number, rounds = 3): Promise<{ p50
   return { p50: [median(at(0, 50)), median(at(1, 50))], p99: [median(at(0, 99)), median(at(1, 99))], p99s: [at(0, 99), at(1, 99)] };
 }
 
-const showCpu = (cpuUs: Record<string, number>): string => Object.entries(cpuUs).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+const showCpu = (cpuUs: Record<string, number>): string =>
+  Object.entries(cpuUs)
+    .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+    .join(', ');
 
 export async function run(): Promise<void> {
   for (const tool of ['wrk', 'nginx']) {
@@ -186,19 +203,50 @@ export async function run(): Promise<void> {
   const kids: ChildProcess[] = [];
   const nginxConfs: string[] = [];
   try {
-    const srv = await child([WRIT, 'server', 'start', '--data-dir', join(dir, 'srv'), '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0'], {}, /"writ server listening"/);
+    const srv = await child(
+      [WRIT, 'server', 'start', '--data-dir', join(dir, 'srv'), '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0'],
+      {},
+      /"writ server listening"/,
+    );
     kids.push(srv);
     const env = { WRIT_CA_FILE: join(dir, 'srv', 'bundle.pem'), WRIT_TOKEN: readFileSync(join(dir, 'srv', 'admin.token'), 'utf8').trim() };
     const serverUrl = /"url":"(https:\/\/[^"]+)"/.exec(srv.output)![1]!;
-    const w = (args: string[]): string => execFileSync(process.execPath, [WRIT, ...args], { encoding: 'utf8', env: { ...process.env, ...env, WRIT_SERVER: serverUrl } });
-    const [appPort, inPort, outPort, ngIn, ngOut, ngToWrit, writToNg] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const w = (args: string[]): string =>
+      execFileSync(process.execPath, [WRIT, ...args], { encoding: 'utf8', env: { ...process.env, ...env, WRIT_SERVER: serverUrl } });
+    const [appPort, inPort, outPort, ngIn, ngOut, ngToWrit, writToNg] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
     // DNS name localhost on the app's SVID: nginx as a client verifies the name as well as the chain.
-    for (const id of [CLIENT, APP]) w(['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://bench.example/writ/agent/bench', '--selector', `unix:uid:${process.getuid!()}`, '--dns-name', 'localhost']);
-    writeFileSync(join(dir, 'p.yaml'), `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }, { ports: [${inPort}] }] }]\n`);
+    for (const id of [CLIENT, APP])
+      w([
+        'entry',
+        'create',
+        '--spiffe-id',
+        id,
+        '--parent-id',
+        'spiffe://bench.example/writ/agent/bench',
+        '--selector',
+        `unix:uid:${process.getuid!()}`,
+        '--dns-name',
+        'localhost',
+      ]);
+    writeFileSync(
+      join(dir, 'p.yaml'),
+      `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: app }\nspec:\n  to: ${APP}\n  rules: [{ effect: allow, from: ["${TD}/client/**"], actions: [{ methods: [GET], paths: ["/v1/items/*"] }, { ports: [${inPort}] }] }]\n`,
+    );
     w(['policy', 'apply', '-f', join(dir, 'p.yaml')]);
     const token = w(['token', 'create', '--node-name', 'bench']).trim();
     const sock = join(dir, 'api.sock');
-    const agent = await child([WRIT, 'agent', 'start', '--data-dir', join(dir, 'agent'), '--socket', sock, '--join-token', token, '--log-level', 'warn'], { ...env, WRIT_SERVER: serverUrl });
+    const agent = await child([WRIT, 'agent', 'start', '--data-dir', join(dir, 'agent'), '--socket', sock, '--join-token', token, '--log-level', 'warn'], {
+      ...env,
+      WRIT_SERVER: serverUrl,
+    });
     kids.push(agent);
     for (let i = 0; i < 100; i++) {
       try {
@@ -208,15 +256,60 @@ export async function run(): Promise<void> {
         await new Promise((r) => setTimeout(r, 200));
       }
     }
-    const app = await child(['-e', `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`], {}, /up/);
+    const app = await child(
+      [
+        '-e',
+        `require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"ok":true}'); }).listen(${appPort}, '127.0.0.1', () => console.log('up'))`,
+      ],
+      {},
+      /up/,
+    );
     kids.push(app);
     // BENCH_PROXY_MODE=tcp measures the inbound as a plain authorized pipe (no HTTP parsing).
     // Each writ proxy runs 2 worker processes (`--workers 2`), as nginx runs 2 workers (BENCH_WORKERS=N to change).
     const workers = ['--workers', process.env['BENCH_WORKERS'] ?? '2'];
-    const writIn = await child([WRIT, 'proxy', ...workers, '--socket', sock, '--spiffe-id', APP, '--inbound', `127.0.0.1:${inPort}=127.0.0.1:${appPort}`, '--inbound-mode', process.env['BENCH_PROXY_MODE'] ?? 'http', '--log-level', 'warn'], {}, undefined, true);
+    const writIn = await child(
+      [
+        WRIT,
+        'proxy',
+        ...workers,
+        '--socket',
+        sock,
+        '--spiffe-id',
+        APP,
+        '--inbound',
+        `127.0.0.1:${inPort}=127.0.0.1:${appPort}`,
+        '--inbound-mode',
+        process.env['BENCH_PROXY_MODE'] ?? 'http',
+        '--log-level',
+        'warn',
+      ],
+      {},
+      undefined,
+      true,
+    );
     kids.push(writIn);
     // The second outbound goes to nginx's inbound: one writ hop, the other nginx.
-    const writOut = await child([WRIT, 'proxy', ...workers, '--socket', sock, '--spiffe-id', CLIENT, '--outbound', `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`, '--outbound', `127.0.0.1:${writToNg}=${APP}@127.0.0.1:${ngIn}`, '--log-level', 'warn'], {}, undefined, true);
+    const writOut = await child(
+      [
+        WRIT,
+        'proxy',
+        ...workers,
+        '--socket',
+        sock,
+        '--spiffe-id',
+        CLIENT,
+        '--outbound',
+        `127.0.0.1:${outPort}=${APP}@127.0.0.1:${inPort}`,
+        '--outbound',
+        `127.0.0.1:${writToNg}=${APP}@127.0.0.1:${ngIn}`,
+        '--log-level',
+        'warn',
+      ],
+      {},
+      undefined,
+      true,
+    );
     kids.push(writOut);
     await waitPort(inPort!);
     await waitPort(outPort!);
@@ -237,7 +330,9 @@ export async function run(): Promise<void> {
     // a worker carry a request across both hops inside one process, with no wake-up or context
     // switch between them, which neither writ nor a real deployment gets.
     const nginxConfig = (name: string, body: string): string => {
-      writeFileSync(join(dir, `${name}.conf`), `worker_processes 2;
+      writeFileSync(
+        join(dir, `${name}.conf`),
+        `worker_processes 2;
 pid ${dir}/${name}.pid;
 error_log ${dir}/${name}-error.log warn;
 events { worker_connections 4096; }
@@ -245,34 +340,50 @@ http {
   access_log off;
 ${body}
 }
-`);
+`,
+      );
       return join(dir, `${name}.conf`);
     };
-    const nginxIn = nginxConfig('nginx-in', `  upstream app_plain { server 127.0.0.1:${appPort}; keepalive 64; }
+    const nginxIn = nginxConfig(
+      'nginx-in',
+      `  upstream app_plain { server 127.0.0.1:${appPort}; keepalive 64; }
   server {
     listen 127.0.0.1:${ngIn} ssl;
     ssl_certificate ${dir}/ng-app/svid.pem; ssl_certificate_key ${dir}/ng-app/svid.key;
     ssl_client_certificate ${dir}/ng-app/bundle.pem; ssl_verify_client on;
     location / { proxy_pass http://app_plain; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-peer $ssl_client_s_dn; }
-  }`);
-    const nginxOut = nginxConfig('nginx-out', `  upstream app_tls { server 127.0.0.1:${ngIn}; keepalive 64; }
+  }`,
+    );
+    const nginxOut = nginxConfig(
+      'nginx-out',
+      `  upstream app_tls { server 127.0.0.1:${ngIn}; keepalive 64; }
 ${outboundBlock(ngOut!, 'app_tls')}
   # nginx as the mTLS client in front of the writ inbound: wrk cannot present a client certificate.
   upstream writ_in { server 127.0.0.1:${inPort}; keepalive 64; }
-${outboundBlock(ngToWrit!, 'writ_in')}`);
+${outboundBlock(ngToWrit!, 'writ_in')}`,
+    );
     nginxConfs.push(nginxIn, nginxOut);
     for (const conf of nginxConfs) execFileSync('nginx', ['-c', conf, '-p', dir]);
     const [nginxInPid, nginxOutPid] = ['nginx-in', 'nginx-out'].map((n) => Number(readFileSync(join(dir, `${n}.pid`), 'utf8')));
     const groups: Groups = {
-      'writ in': () => tree(writIn.pid!), 'writ out': () => tree(writOut.pid!), 'nginx in': () => tree(nginxInPid!), 'nginx out': () => tree(nginxOutPid!),
-      app: () => [app.pid!], agent: () => [agent.pid!], server: () => [srv.pid!],
+      'writ in': () => tree(writIn.pid!),
+      'writ out': () => tree(writOut.pid!),
+      'nginx in': () => tree(nginxInPid!),
+      'nginx out': () => tree(nginxOutPid!),
+      app: () => [app.pid!],
+      agent: () => [agent.pid!],
+      server: () => [srv.pid!],
     };
     // Warm up all paths and check they answer.
     console.log(`ports: direct ${appPort}, writ x2 ${outPort}, nginx x2 ${ngOut}, nginx -> writ ${ngToWrit}, writ -> nginx ${writToNg}`);
     for (const p of [appPort, outPort, ngOut, ngToWrit, writToNg]) await fixedRate(p!, 200, 1);
     if (process.env['BENCH_HOLD']) {
       // For profiling by hand: everything stays up until Ctrl-C (or SIGTERM), then is torn down.
-      console.log(`holding; pids: ${Object.entries(groups).map(([k, f]) => `${k} ${f().join(' ')}`).join('; ')}`);
+      console.log(
+        `holding; pids: ${Object.entries(groups)
+          .map(([k, f]) => `${k} ${f().join(' ')}`)
+          .join('; ')}`,
+      );
       await new Promise((r) => (process.once('SIGINT', r), process.once('SIGTERM', r)));
       return;
     }
@@ -305,10 +416,15 @@ ${outboundBlock(ngToWrit!, 'writ_in')}`);
     console.log(`  nginx x2 over direct:              ${vs('nginx out -> nginx in', 'direct')}`);
 
     console.log('\nLatency again, alternating 5 s runs of the two paths 3 times (medians over the runs):');
-    for (const [label, a, b] of [['inbound ', 'nginx out -> writ in', 'nginx out -> nginx in'], ['outbound', 'writ out -> nginx in', 'nginx out -> nginx in']] as const) {
+    for (const [label, a, b] of [
+      ['inbound ', 'nginx out -> writ in', 'nginx out -> nginx in'],
+      ['outbound', 'writ out -> nginx in', 'nginx out -> nginx in'],
+    ] as const) {
       const r = await alternateLatency(paths[a], paths[b]);
       const ms = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join('/');
-      console.log(`  ${label}: added p50 ${(r.p50[0] - r.p50[1]).toFixed(3)} ms, added p99 ${(r.p99[0] - r.p99[1]).toFixed(3)} ms (p99 runs: writ path ${ms(r.p99s[0])} ms, nginx path ${ms(r.p99s[1])} ms)`);
+      console.log(
+        `  ${label}: added p50 ${(r.p50[0] - r.p50[1]).toFixed(3)} ms, added p99 ${(r.p99[0] - r.p99[1]).toFixed(3)} ms (p99 runs: writ path ${ms(r.p99s[0])} ms, nginx path ${ms(r.p99s[1])} ms)`,
+      );
     }
 
     console.log('\nThe same at ~1,000 rps from wrk itself (10 connections, 10 ms between requests on each):\n');
@@ -321,7 +437,9 @@ ${outboundBlock(ngToWrit!, 'writ_in')}`);
     for (const conf of nginxConfs) {
       try {
         execFileSync('nginx', ['-c', conf, '-p', dir, '-s', 'stop'], { stdio: 'ignore' });
-      } catch { /* not started */ }
+      } catch {
+        /* not started */
+      }
     }
     for (const k of kids.reverse()) k.kill();
     await new Promise((r) => setTimeout(r, 500));

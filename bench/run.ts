@@ -1,5 +1,12 @@
 /** `npm run bench -- <name>`: runs one benchmark (or all with no name). */
-const BENCHES = { ca: './ca.ts', store: './store.ts', agent: './agent.ts', policy: './policy.ts', propagation: './propagation.ts', proxy: './proxy.ts' } as const;
+const BENCHES = {
+  ca: './ca.ts',
+  store: './store.ts',
+  agent: './agent.ts',
+  policy: './policy.ts',
+  propagation: './propagation.ts',
+  proxy: './proxy.ts',
+} as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {
   console.error(`unknown benchmark "${name}"; choose one of: ${Object.keys(BENCHES).join(', ')}`);

@@ -23,7 +23,13 @@ function entries(): EntryInput[] {
     spiffeId: `spiffe://bench.example/ns/n${i % 97}/sa/w${i}`,
     parentId: `spiffe://bench.example/writ/agent/node-${i % PARENTS}`,
     selectors: [`k8s:ns:n${i % 97}`, `k8s:sa:w${i}`, 'k8s:cluster:bench'],
-    x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [], admin: false, hint: '', expiresAt: null,
+    x509SvidTtl: 0,
+    jwtSvidTtl: 0,
+    dnsNames: [],
+    federatesWith: [],
+    admin: false,
+    hint: '',
+    expiresAt: null,
   }));
 }
 
@@ -52,12 +58,34 @@ async function measure(name: string, store: Store, raw: { insert(rows: EntryInpu
   times.sort((a, b) => a - b);
   rawTimes.sort((a, b) => a - b);
   const p50 = percentile(times, 50);
-  row(`${name}: list one parent (${N / PARENTS}) of ${fmt(N)}`, `p50 ${p50.toFixed(2)} ms`, `raw SELECT p50 ${percentile(rawTimes, 50).toFixed(2)} ms`, (p50 / percentile(rawTimes, 50)).toFixed(2), '< 20 ms');
+  row(
+    `${name}: list one parent (${N / PARENTS}) of ${fmt(N)}`,
+    `p50 ${p50.toFixed(2)} ms`,
+    `raw SELECT p50 ${percentile(rawTimes, 50).toFixed(2)} ms`,
+    (p50 / percentile(rawTimes, 50)).toFixed(2),
+    '< 20 ms',
+  );
   row('', `p99 ${percentile(times, 99).toFixed(2)} ms`, '', '', '');
 }
 
-const RAW_COLUMNS = 'id TEXT, spiffe_id TEXT, parent_id TEXT, selectors TEXT, x509_svid_ttl INTEGER, jwt_svid_ttl INTEGER, dns_names TEXT, federates_with TEXT, admin INTEGER, hint TEXT, expires_at BIGINT, revision BIGINT, created_at BIGINT, updated_at BIGINT';
-const rawValues = (e: EntryInput, i: number): Array<string | number | null> => [`raw-${i}-${e.spiffeId}`, e.spiffeId, e.parentId, JSON.stringify(e.selectors), 0, 0, '[]', '[]', 0, '', null, i, 0, 0];
+const RAW_COLUMNS =
+  'id TEXT, spiffe_id TEXT, parent_id TEXT, selectors TEXT, x509_svid_ttl INTEGER, jwt_svid_ttl INTEGER, dns_names TEXT, federates_with TEXT, admin INTEGER, hint TEXT, expires_at BIGINT, revision BIGINT, created_at BIGINT, updated_at BIGINT';
+const rawValues = (e: EntryInput, i: number): Array<string | number | null> => [
+  `raw-${i}-${e.spiffeId}`,
+  e.spiffeId,
+  e.parentId,
+  JSON.stringify(e.selectors),
+  0,
+  0,
+  '[]',
+  '[]',
+  0,
+  '',
+  null,
+  i,
+  0,
+  0,
+];
 
 export async function run(): Promise<void> {
   console.log(`\nStore benchmark (${fmt(N)} entries over ${PARENTS} parents, batches of ${BATCH})\n`);
@@ -96,7 +124,10 @@ export async function run(): Promise<void> {
         for (let i = 0; i < rows.length; i += 500) {
           const chunk = rows.slice(i, i + 500);
           const params = chunk.flatMap((r) => rawValues(r, k++));
-          await admin.query(`INSERT INTO ${schema}.raw VALUES ${chunk.map((_, j) => `(${Array.from({ length: 14 }, (_, c) => `$${j * 14 + c + 1}`).join(',')})`).join(',')}`, params);
+          await admin.query(
+            `INSERT INTO ${schema}.raw VALUES ${chunk.map((_, j) => `(${Array.from({ length: 14 }, (_, c) => `$${j * 14 + c + 1}`).join(',')})`).join(',')}`,
+            params,
+          );
         }
       },
       list: async (p) => (await admin.query(`SELECT * FROM ${schema}.entries WHERE parent_id = $1 ORDER BY id LIMIT 1001`, [p])).rowCount ?? 0,

@@ -15,12 +15,22 @@ rmSync(out, { recursive: true, force: true });
 mkdirSync(stage, { recursive: true });
 
 // Declarations for both packages in one tsc run.
-writeFileSync(join(stage, 'tsconfig.json'), JSON.stringify({
-  extends: join(root, 'tsconfig.json'),
-  compilerOptions: { noEmit: false, declaration: true, emitDeclarationOnly: true, rewriteRelativeImportExtensions: true, outDir: join(stage, 'types'), rootDir: join(root, 'packages') },
-  include: [join(root, 'packages/spiffe/src/**/*.ts'), join(root, 'packages/policy/src/**/*.ts'), join(root, 'packages/sdk/src/**/*.ts')],
-  exclude: [join(root, 'packages/**/*.test.ts')],
-}));
+writeFileSync(
+  join(stage, 'tsconfig.json'),
+  JSON.stringify({
+    extends: join(root, 'tsconfig.json'),
+    compilerOptions: {
+      noEmit: false,
+      declaration: true,
+      emitDeclarationOnly: true,
+      rewriteRelativeImportExtensions: true,
+      outDir: join(stage, 'types'),
+      rootDir: join(root, 'packages'),
+    },
+    include: [join(root, 'packages/spiffe/src/**/*.ts'), join(root, 'packages/policy/src/**/*.ts'), join(root, 'packages/sdk/src/**/*.ts')],
+    exclude: [join(root, 'packages/**/*.test.ts')],
+  }),
+);
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(stage, 'tsconfig.json')], { stdio: 'inherit' });
 
 const tarballs = [];
@@ -30,9 +40,15 @@ for (const name of ['spiffe', 'policy', 'sdk']) {
   const dest = join(stage, name);
   mkdirSync(join(dest, 'dist'), { recursive: true });
   await esbuild.build({
-    entryPoints: [join(pkgDir, 'src/index.ts')], outfile: join(dest, 'dist/index.js'), bundle: true, format: 'esm', platform: 'node', target: 'node20',
+    entryPoints: [join(pkgDir, 'src/index.ts')],
+    outfile: join(dest, 'dist/index.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
     // Our own packages stay separate; third-party code (yaml) is bundled, so the SDK installs alone.
-    external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/')), logLevel: 'warning',
+    external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/')),
+    logLevel: 'warning',
     // Bundled CommonJS (yaml) calls require() for Node built-ins.
     banner: { js: "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);" },
   });

@@ -37,7 +37,14 @@ before(async () => {
   chmodSync(sockDir, 0o755);
   agent = await startAgentProcess(srv, { joinToken: token, socket: join(sockDir, 'api.sock') });
   stubs = mkdtempSync(join(tmpdir(), 'writ-pystubs-'));
-  const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, 'test/e2e/fixtures')}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'workload.proto']);
+  const gen = await run(DEBIAN_PYTHON, [
+    '-m',
+    'grpc_tools.protoc',
+    `-I${join(ROOT, 'test/e2e/fixtures')}`,
+    `--python_out=${stubs}`,
+    `--grpc_python_out=${stubs}`,
+    'workload.proto',
+  ]);
   assert.equal(gen.code, 0, gen.stderr);
   chmodSync(stubs, 0o755);
 });
@@ -51,12 +58,24 @@ after(async () => {
 const py = (args: string[], opts: { uid?: number } = {}) =>
   opts.uid === undefined
     ? run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/workload_client.py'), stubs, agent.socket, AUD, ...args])
-    : run('setpriv', [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', DEBIAN_PYTHON, join(ROOT, 'test/e2e/fixtures/workload_client.py'), stubs, agent.socket, AUD, ...args]);
+    : run('setpriv', [
+        `--reuid=${opts.uid}`,
+        `--regid=${opts.uid}`,
+        '--clear-groups',
+        DEBIAN_PYTHON,
+        join(ROOT, 'test/e2e/fixtures/workload_client.py'),
+        stubs,
+        agent.socket,
+        AUD,
+        ...args,
+      ]);
 
 describe('the Workload API, driven by Python grpcio', () => {
   it('serves every RPC with the standard wire format, header rule, federation and Unimplemented WIT RPCs', async () => {
     await waitFor('the first SVID', async () => ((await writ(undefined, ['svid', 'fetch', '--socket', agent.socket])).code === 0 ? true : undefined));
-    const partnerJwt = JSON.parse((await writ(partner, ['svid', 'mint-jwt', '--spiffe-id', 'spiffe://partner.test/billing', '--audience', AUD, '-o', 'json'])).stdout).token as string;
+    const partnerJwt = JSON.parse(
+      (await writ(partner, ['svid', 'mint-jwt', '--spiffe-id', 'spiffe://partner.test/billing', '--audience', AUD, '-o', 'json'])).stdout,
+    ).token as string;
     const r = await py(['all', partnerJwt]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
@@ -124,8 +143,14 @@ describe('hostile input on the socket', () => {
     const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk');
     const g = new GrpcClient(`unix://${agent.socket}`);
     const big = Buffer.alloc(200 * 1024, 1);
-    await assert.rejects(g.unary('/SpiffeWorkloadAPI/FetchJWTSVID', big, { 'workload.spiffe.io': 'true' }), (e) => e instanceof GrpcError && e.code === GRPC_STATUS.RESOURCE_EXHAUSTED);
-    await assert.rejects(g.unary('/SpiffeWorkloadAPI/Nope', Buffer.alloc(0), { 'workload.spiffe.io': 'true' }), (e) => e instanceof GrpcError && e.code === GRPC_STATUS.UNIMPLEMENTED);
+    await assert.rejects(
+      g.unary('/SpiffeWorkloadAPI/FetchJWTSVID', big, { 'workload.spiffe.io': 'true' }),
+      (e) => e instanceof GrpcError && e.code === GRPC_STATUS.RESOURCE_EXHAUSTED,
+    );
+    await assert.rejects(
+      g.unary('/SpiffeWorkloadAPI/Nope', Buffer.alloc(0), { 'workload.spiffe.io': 'true' }),
+      (e) => e instanceof GrpcError && e.code === GRPC_STATUS.UNIMPLEMENTED,
+    );
     g.close();
   });
 
@@ -180,7 +205,10 @@ describe('sync, rotation and outages', () => {
     const c = new WorkloadClient(`unix://${agent.socket}`);
     const seen: string[][] = [];
     const errors: string[] = [];
-    const stop = c.watchX509Context((ctx) => seen.push(ctx.svids.map((s) => s.spiffeId)), (e) => errors.push(e.message));
+    const stop = c.watchX509Context(
+      (ctx) => seen.push(ctx.svids.map((s) => s.spiffeId)),
+      (e) => errors.push(e.message),
+    );
     await waitFor('initial context', async () => (seen.length > 0 ? true : undefined));
     const extra = await entry(['--spiffe-id', 'spiffe://e2e.test/ns/web-extra', '--selector', 'unix:uid:0', '--selector', 'unix:gid:0']);
     await waitFor('the new SVID on the stream', async () => (seen.at(-1)?.includes('spiffe://e2e.test/ns/web-extra') ? true : undefined), 10_000);
@@ -207,10 +235,14 @@ describe('sync, rotation and outages', () => {
     }
     const later = await entry(['--spiffe-id', 'spiffe://e2e.test/ns/after-restart', '--selector', 'unix:uid:0']);
     const c3 = new WorkloadClient(`unix://${agent.socket}`);
-    await waitFor('the agent to catch up with the restarted server', async () => {
-      const ctx = await c3.fetchX509Context();
-      return ctx.svids.some((s) => s.spiffeId === 'spiffe://e2e.test/ns/after-restart') ? true : undefined;
-    }, 30_000);
+    await waitFor(
+      'the agent to catch up with the restarted server',
+      async () => {
+        const ctx = await c3.fetchX509Context();
+        return ctx.svids.some((s) => s.spiffeId === 'spiffe://e2e.test/ns/after-restart') ? true : undefined;
+      },
+      30_000,
+    );
     c3.close();
     assert.ok(later.id);
   });
@@ -257,9 +289,23 @@ describe('agent management', () => {
       const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
       assert.equal(shown.banned, true);
       const c2 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
-      const refused = await run(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'agent', 'start', '--data-dir', mkdtempSync(join(tmpdir(), 'writ-banned-')), '--join-token', c2, '--socket', join(tmpdir(), `writ-banned-${process.pid}.sock`)], {
-        env: { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem'), NODE_TEST_CONTEXT: '' },
-      });
+      const refused = await run(
+        process.execPath,
+        [
+          join(ROOT, 'packages/cli/bin/writ.js'),
+          'agent',
+          'start',
+          '--data-dir',
+          mkdtempSync(join(tmpdir(), 'writ-banned-')),
+          '--join-token',
+          c2,
+          '--socket',
+          join(tmpdir(), `writ-banned-${process.pid}.sock`),
+        ],
+        {
+          env: { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem'), NODE_TEST_CONTEXT: '' },
+        },
+      );
       assert.equal(refused.code, 1);
       assert.match(refused.stderr, /banned.*ERR_FORBIDDEN/);
     } finally {
@@ -277,7 +323,10 @@ describe('two workloads under two uids talk mTLS through the SDK', () => {
     const fixture = join(ROOT, 'test/e2e/fixtures/workload.ts');
     const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, DURATION_MS: '9000' };
     const { spawn } = await import('node:child_process');
-    const server = spawn('setpriv', ['--reuid=1001', '--regid=1001', '--clear-groups', process.execPath, fixture, 'server', 'spiffe://e2e.test/ns/client'], { env: { ...process.env, ...env, NODE_TEST_CONTEXT: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = spawn('setpriv', ['--reuid=1001', '--regid=1001', '--clear-groups', process.execPath, fixture, 'server', 'spiffe://e2e.test/ns/client'], {
+      env: { ...process.env, ...env, NODE_TEST_CONTEXT: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let serr = '';
     server.stderr.on('data', (d: Buffer) => (serr += d.toString()));
     try {
@@ -286,7 +335,11 @@ describe('two workloads under two uids talk mTLS through the SDK', () => {
         server.once('exit', (c) => reject(new Error(`workload server exited ${c}: ${serr}`)));
       });
       assert.equal(first.id, 'spiffe://e2e.test/ns/server');
-      const client = await run('setpriv', ['--reuid=1002', '--regid=1002', '--clear-groups', process.execPath, fixture, 'client', String(first.port), 'spiffe://e2e.test/ns/server'], { env: { ...env, NODE_TEST_CONTEXT: '' }, timeoutMs: 40_000 });
+      const client = await run(
+        'setpriv',
+        ['--reuid=1002', '--regid=1002', '--clear-groups', process.execPath, fixture, 'client', String(first.port), 'spiffe://e2e.test/ns/server'],
+        { env: { ...env, NODE_TEST_CONTEXT: '' }, timeoutMs: 40_000 },
+      );
       assert.equal(client.code, 0, client.stderr);
       const report = JSON.parse(client.stdout.trim().split('\n').at(-1)!);
       assert.deepEqual(report.errors, [], 'no error on the live connection or on new ones');
@@ -303,17 +356,45 @@ describe('the SDK as published', () => {
   it('packs to JavaScript + types that a plain project installs offline, type-checks against, and runs from node_modules', async () => {
     const packed = await run(process.execPath, [join(ROOT, 'scripts/pack.mjs')], { timeoutMs: 120_000 });
     assert.equal(packed.code, 0, packed.stderr);
-    const tarballs = packed.stdout.trim().split('\n').filter((l) => l.endsWith('.tgz'));
+    const tarballs = packed.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.endsWith('.tgz'));
     assert.equal(tarballs.length, 3);
     const proj = mkdtempSync(join(tmpdir(), 'writ-consumer-'));
     writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-    const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], { cwd: proj, env: { npm_config_cache: join(proj, '.npm') }, timeoutMs: 120_000 });
+    const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], {
+      cwd: proj,
+      env: { npm_config_cache: join(proj, '.npm') },
+      timeoutMs: 120_000,
+    });
     assert.equal(inst.code, 0, inst.stderr);
-    writeFileSync(join(proj, 'app.mjs'), `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`);
+    writeFileSync(
+      join(proj, 'app.mjs'),
+      `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`,
+    );
     const r = await run(process.execPath, [join(proj, 'app.mjs'), `unix://${agent.socket}`], { env: { NODE_TEST_CONTEXT: '' } });
     assert.ok(r.stdout.trim().split(' ').includes('spiffe://e2e.test/ns/web'), r.stdout + r.stderr);
-    writeFileSync(join(proj, 'app.ts'), `import { X509Source, authorizeMemberOf, type X509Context } from '@writ/sdk';\nconst s: Promise<X509Source> = X509Source.create({ timeoutMs: 1 });\nconst a = authorizeMemberOf('example.org');\nexport const used: [typeof s, typeof a, X509Context | undefined] = [s, a, undefined];\n`);
-    writeFileSync(join(proj, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', noEmit: true, skipLibCheck: false, types: ['node'], typeRoots: [join(ROOT, 'node_modules/@types')] }, files: ['app.ts'] }));
+    writeFileSync(
+      join(proj, 'app.ts'),
+      `import { X509Source, authorizeMemberOf, type X509Context } from '@writ/sdk';\nconst s: Promise<X509Source> = X509Source.create({ timeoutMs: 1 });\nconst a = authorizeMemberOf('example.org');\nexport const used: [typeof s, typeof a, X509Context | undefined] = [s, a, undefined];\n`,
+    );
+    writeFileSync(
+      join(proj, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          noEmit: true,
+          skipLibCheck: false,
+          types: ['node'],
+          typeRoots: [join(ROOT, 'node_modules/@types')],
+        },
+        files: ['app.ts'],
+      }),
+    );
     const tc = await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(proj, 'tsconfig.json')]);
     assert.equal(tc.code, 0, tc.stdout + tc.stderr);
     cleanup(proj);

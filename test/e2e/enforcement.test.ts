@@ -9,7 +9,20 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { WorkloadClient } from '@writ/sdk';
-import { DEBIAN_PYTHON, ROOT, applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  DEBIAN_PYTHON,
+  ROOT,
+  applyPolicy,
+  cleanup,
+  ordersPolicy,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 let srv: ServerProcess;
 let agent: AgentProcess;
@@ -30,7 +43,14 @@ before(async () => {
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'enf', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   stubs = mkdtempSync(join(tmpdir(), 'writ-authz-stubs-'));
-  const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, 'packages/sdk/proto')}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'writ_authz.proto']);
+  const gen = await run(DEBIAN_PYTHON, [
+    '-m',
+    'grpc_tools.protoc',
+    `-I${join(ROOT, 'packages/sdk/proto')}`,
+    `--python_out=${stubs}`,
+    `--grpc_python_out=${stubs}`,
+    'writ_authz.proto',
+  ]);
   assert.equal(gen.code, 0, gen.stderr);
 });
 after(async () => {
@@ -51,7 +71,11 @@ describe('local authorization on the agent', () => {
     assert.match(String(a['id']), /^[0-9a-f-]{36}$/);
     assert.deepEqual(await check('spiffe://e2e.test/ns/legacy/app', 'GET /v1/orders/1').then((x) => [x['decision'], x['reason']]), ['deny', 'DENY_RULE']);
     assert.equal((await check('', 'GET /v1/orders/1'))['reason'], 'UNAUTHENTICATED');
-    assert.equal((await check(WEB, 'GET /v1/orders/1', 'spiffe://e2e.test/ns/someone/else'))['status'], 'PERMISSION_DENIED', 'a workload may only ask about calls to itself');
+    assert.equal(
+      (await check(WEB, 'GET /v1/orders/1', 'spiffe://e2e.test/ns/someone/else'))['status'],
+      'PERMISSION_DENIED',
+      'a workload may only ask about calls to itself',
+    );
     assert.equal((await check(WEB, 'launch the missiles'))['status'], 'INVALID_ARGUMENT');
   });
 
@@ -61,11 +85,15 @@ describe('local authorization on the agent', () => {
     await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
     const ms = performance.now() - t;
     assert.ok(ms < 1000, `applied and enforced in ${ms.toFixed(0)} ms`);
-    await waitFor('the agent to acknowledge', async () => {
-      const s = JSON.parse((await writ(srv, ['policy', 'status', '-o', 'json'])).stdout);
-      const me = s.agents.find((a: { spiffeId: string }) => a.spiffeId === 'spiffe://e2e.test/writ/agent/enf');
-      return me && me.revision === s.revision && me.behind === 0 ? true : undefined;
-    }, 30_000);
+    await waitFor(
+      'the agent to acknowledge',
+      async () => {
+        const s = JSON.parse((await writ(srv, ['policy', 'status', '-o', 'json'])).stdout);
+        const me = s.agents.find((a: { spiffeId: string }) => a.spiffeId === 'spiffe://e2e.test/writ/agent/enf');
+        return me && me.revision === s.revision && me.behind === 0 ? true : undefined;
+      },
+      30_000,
+    );
   });
 
   it('quarantine denies a caller within a second, withdraws the SVIDs of a quarantined workload, and lifts cleanly', async () => {
@@ -78,7 +106,10 @@ describe('local authorization on the agent', () => {
     const c = new WorkloadClient(`unix://${agent.socket}`, { attempts: 1 });
     const errors: string[] = [];
     const seen: number[] = [];
-    const stop = c.watchX509Context((ctx) => seen.push(ctx.svids.length), (e) => errors.push(e.message));
+    const stop = c.watchX509Context(
+      (ctx) => seen.push(ctx.svids.length),
+      (e) => errors.push(e.message),
+    );
     await waitFor('the first context', async () => (seen.length ? true : undefined));
     await writ(srv, ['quarantine', 'add', ME, '--reason', 'incident 42', '--ttl', '1h']);
     await waitFor('the stream to end with PermissionDenied', async () => (errors.some((e) => /PERMISSION_DENIED/.test(e)) ? true : undefined), 5000);
@@ -93,10 +124,14 @@ describe('local authorization on the agent', () => {
   it('every local decision reaches the decision log and the metrics', async () => {
     const marker = `spiffe://e2e.test/ns/web/sa/logged-${Date.now()}`;
     await check(marker, 'GET /v1/orders/99');
-    const rows = await waitFor('the decision in the log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', marker, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.length ? r : undefined;
-    }, 10_000);
+    const rows = await waitFor(
+      'the decision in the log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', marker, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+        return r.length ? r : undefined;
+      },
+      10_000,
+    );
     assert.equal(rows[0]!['decision'], 'allow');
     assert.equal(rows[0]!['reason'], 'ALLOW_RULE');
     assert.equal(rows[0]!['to'], ME);
@@ -115,15 +150,22 @@ describe('local authorization on the agent', () => {
   it('a dry run lists the calls seen recently whose outcome would change', async () => {
     // web's DELETE was allowed above (revision with GET, DELETE); a policy with GET only would deny it.
     await check(WEB, 'DELETE /v1/orders/1');
-    await waitFor('the DELETE in the log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', WEB, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
-    }, 10_000);
+    await waitFor(
+      'the DELETE in the log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', WEB, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+        return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
+      },
+      10_000,
+    );
     const f = join(stubs, 'dry.yaml');
     writeFileSync(f, ordersPolicy(ME, 'GET'));
     const r = await writ(srv, ['policy', 'apply', '-f', f, '--dry-run']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`allow -> deny {2}${WEB.replace(/[/.]/g, '\\$&')} -> ${ME.replace(/[/.]/g, '\\$&')} {2}DELETE /v1/orders/1 {2}\\(seen \\d+x\\)`));
+    assert.match(
+      r.stdout,
+      new RegExp(`allow -> deny {2}${WEB.replace(/[/.]/g, '\\$&')} -> ${ME.replace(/[/.]/g, '\\$&')} {2}DELETE /v1/orders/1 {2}\\(seen \\d+x\\)`),
+    );
     const json = JSON.parse((await writ(srv, ['policy', 'apply', '-f', f, '--dry-run', '-o', 'json'])).stdout);
     assert.ok(json.changedEdges.some((e: { action: string; after: string }) => e.action === 'DELETE /v1/orders/1' && e.after === 'deny'));
     assert.ok(!json.changedEdges.some((e: { action: string }) => e.action === 'GET /v1/orders/1'), 'unchanged calls are not listed');

@@ -41,8 +41,10 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
     onLines(child, logs, (line) => {
       try {
         const j = JSON.parse(line) as { msg?: string; url?: string };
-        if (j.msg === 'writ server listening' && j.url) (clearTimeout(timer), resolve(j.url));
-      } catch { /* not JSON: the assertion on log format will see it */ }
+        if (j.msg === 'writ server listening' && j.url) clearTimeout(timer), resolve(j.url);
+      } catch {
+        /* not JSON: the assertion on log format will see it */
+      }
     });
     child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited with ${code}: ${stderr.join('')}`))));
@@ -91,7 +93,11 @@ export interface RunResult {
 }
 
 /** Runs a command to completion (no shell), with optional stdin. */
-export function run(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: childEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
     let stdout = '';
@@ -107,7 +113,11 @@ export function run(cmd: string, args: readonly string[], opts: { env?: NodeJS.P
 }
 
 /** The writ CLI against a running server, connection settings through the environment. */
-export function writ(server: ServerProcess | undefined, args: readonly string[], opts: { token?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function writ(
+  server: ServerProcess | undefined,
+  args: readonly string[],
+  opts: { token?: string; input?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   const env: NodeJS.ProcessEnv = server
     ? { WRIT_SERVER: server.url, WRIT_TOKEN: opts.token ?? server.adminToken, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem'), ...opts.env }
     : { ...opts.env };
@@ -179,10 +189,23 @@ export interface AgentProcess {
 }
 
 /** `writ agent start` as a child process; resolves once it serves the Workload API. */
-export async function startAgentProcess(server: ServerProcess, opts: { joinToken?: string; dataDir?: string; socket?: string; extraArgs?: string[]; serverUrl?: string } = {}): Promise<AgentProcess> {
+export async function startAgentProcess(
+  server: ServerProcess,
+  opts: { joinToken?: string; dataDir?: string; socket?: string; extraArgs?: string[]; serverUrl?: string } = {},
+): Promise<AgentProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-agent-'));
   const socket = opts.socket ?? join(dataDir, 'api.sock');
-  const args = [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', socket, ...(opts.joinToken ? ['--join-token', opts.joinToken] : []), ...(opts.extraArgs ?? [])];
+  const args = [
+    WRIT,
+    'agent',
+    'start',
+    '--data-dir',
+    dataDir,
+    '--socket',
+    socket,
+    ...(opts.joinToken ? ['--join-token', opts.joinToken] : []),
+    ...(opts.extraArgs ?? []),
+  ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: childEnv({ WRIT_SERVER: opts.serverUrl ?? server.url, WRIT_CA_FILE: join(server.dataDir, 'bundle.pem') }),
@@ -192,7 +215,7 @@ export async function startAgentProcess(server: ServerProcess, opts: { joinToken
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent did not start in 20s: ${stderr.join('')}`)), 20_000);
     onLines(child, logs, (line) => {
-      if (line.includes('"writ agent serving the Workload API"')) (clearTimeout(timer), resolve());
+      if (line.includes('"writ agent serving the Workload API"')) clearTimeout(timer), resolve();
     });
     child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`agent exited with ${code}: ${stderr.join('')}`))));

@@ -14,7 +14,16 @@ let fake: ReturnType<typeof createServer> | undefined;
 
 before(async () => {
   srv = await startServerProcess();
-  await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/ns/cached', '--parent-id', 'spiffe://e2e.test/writ/agent/m1', '--selector', 'unix:uid:0']);
+  await writ(srv, [
+    'entry',
+    'create',
+    '--spiffe-id',
+    'spiffe://e2e.test/ns/cached',
+    '--parent-id',
+    'spiffe://e2e.test/writ/agent/m1',
+    '--selector',
+    'unix:uid:0',
+  ]);
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'm1', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
 });
@@ -41,16 +50,30 @@ it('garbage from the server changes nothing the workloads see, and is logged', a
     JSON.stringify([1, 2, 3]),
   ];
   let n = 0;
-  fake = createServer({ key: readFileSync(join(out, 'svid.key')), cert: readFileSync(join(out, 'svid.pem')), requestCert: true, rejectUnauthorized: false }, (_req, res) => {
-    res.setHeader('content-type', 'application/json');
-    res.end(answers[n++ % answers.length]);
-  });
+  fake = createServer(
+    { key: readFileSync(join(out, 'svid.key')), cert: readFileSync(join(out, 'svid.pem')), requestCert: true, rejectUnauthorized: false },
+    (_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(answers[n++ % answers.length]);
+    },
+  );
   await new Promise<void>((r) => fake!.listen(0, '127.0.0.1', () => r()));
-  agent = await startAgentProcess(srv, { dataDir: agent.dataDir, socket: agent.socket, serverUrl: `https://localhost:${(fake.address() as AddressInfo).port}` });
+  agent = await startAgentProcess(srv, {
+    dataDir: agent.dataDir,
+    socket: agent.socket,
+    serverUrl: `https://localhost:${(fake.address() as AddressInfo).port}`,
+  });
   await waitFor('a few malformed answers', async () => (n >= 6 ? true : undefined), 30_000);
   const ctx = await c.fetchX509Context();
-  assert.deepEqual(ctx.svids.map((s) => s.spiffeId), ['spiffe://e2e.test/ns/cached'], 'the cached identity is still served');
-  assert.ok(agent.logs.some((l) => l.includes('malformed')), 'the agent said what was wrong');
+  assert.deepEqual(
+    ctx.svids.map((s) => s.spiffeId),
+    ['spiffe://e2e.test/ns/cached'],
+    'the cached identity is still served',
+  );
+  assert.ok(
+    agent.logs.some((l) => l.includes('malformed')),
+    'the agent said what was wrong',
+  );
   assert.equal(agent.child.exitCode, null);
   c.close();
 });

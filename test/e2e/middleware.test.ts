@@ -7,7 +7,18 @@ import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import Fastify from 'fastify';
 import { DecisionReporter, JwtSource, LocalPolicy, WorkloadClient, writFastify, writMiddleware, type WritRequestInfo } from '@writ/sdk';
-import { applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  applyPolicy,
+  cleanup,
+  ordersPolicy,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 const ME = 'spiffe://e2e.test/ns/orders/sa/api';
 const WEB = 'spiffe://e2e.test/ns/web/sa/frontend';
@@ -24,7 +35,8 @@ const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, y
 
 before(async () => {
   srv = await startServerProcess();
-  for (const id of [ME, WEB, LEGACY]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
+  for (const id of [ME, WEB, LEGACY])
+    await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'mw', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   await apply(ordersPolicy(ME, 'GET'));
@@ -39,7 +51,9 @@ before(async () => {
   const opts = { policy, to: ME, jwt: { source: jwt, audience: ME }, reporter };
   const reply = (info: WritRequestInfo | undefined) => JSON.stringify({ peer: info?.peer?.uri, rule: info?.decision.rule?.name });
 
-  const plain: Server = createServer((req, res) => writMiddleware(opts)(req, res, () => res.end(reply((req as IncomingMessage & { writ?: WritRequestInfo }).writ))));
+  const plain: Server = createServer((req, res) =>
+    writMiddleware(opts)(req, res, () => res.end(reply((req as IncomingMessage & { writ?: WritRequestInfo }).writ))),
+  );
   const app = express();
   app.use(writMiddleware(opts));
   app.get('/v1/orders/:id', (req, res) => void res.send(reply((req as unknown as { writ: WritRequestInfo }).writ)));
@@ -49,7 +63,10 @@ before(async () => {
   fastify.get('/v1/orders/:id', async (request) => reply((request as unknown as { writ: WritRequestInfo }).writ));
   fastify.post('/v1/orders/:id', async (request) => reply((request as unknown as { writ: WritRequestInfo }).writ));
   await fastify.listen({ port: 0, host: '127.0.0.1' });
-  for (const [name, s] of [['node:http', plain], ['express', createServer(app)]] as const) {
+  for (const [name, s] of [
+    ['node:http', plain],
+    ['express', createServer(app)],
+  ] as const) {
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
     servers.push({ name, url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, close: () => new Promise((r) => s.close(r)) });
   }
@@ -91,22 +108,25 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
 
   it('decide on the path in normal form: a respelled path gets the same decision, a "." or ".." segment a 400 before any handler', async () => {
     // Raw requests: fetch would resolve the dot segments before sending.
-    const raw = (url: string, path: string, as: string): Promise<{ status: number; body: Record<string, unknown> }> => new Promise((resolve, reject) => {
-      const s = connect(Number(new URL(url).port), '127.0.0.1', () => s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.get(as)}\r\nConnection: close\r\n\r\n`));
-      let out = '';
-      s.on('data', (d) => (out += d.toString()));
-      s.on('error', reject);
-      s.on('close', () => {
-        const i = out.indexOf('\r\n\r\n');
-        let body: Record<string, unknown>;
-        try {
-          body = JSON.parse(out.slice(i + 4)) as Record<string, unknown>;
-        } catch {
-          body = { text: out.slice(i + 4, i + 200) }; // a framework's own 404 page
-        }
-        resolve({ status: Number(out.slice(9, 12)), body });
+    const raw = (url: string, path: string, as: string): Promise<{ status: number; body: Record<string, unknown> }> =>
+      new Promise((resolve, reject) => {
+        const s = connect(Number(new URL(url).port), '127.0.0.1', () =>
+          s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.get(as)}\r\nConnection: close\r\n\r\n`),
+        );
+        let out = '';
+        s.on('data', (d) => (out += d.toString()));
+        s.on('error', reject);
+        s.on('close', () => {
+          const i = out.indexOf('\r\n\r\n');
+          let body: Record<string, unknown>;
+          try {
+            body = JSON.parse(out.slice(i + 4)) as Record<string, unknown>;
+          } catch {
+            body = { text: out.slice(i + 4, i + 200) }; // a framework's own 404 page
+          }
+          resolve({ status: Number(out.slice(9, 12)), body });
+        });
       });
-    });
     for (const s of servers) {
       // Allowed as "/v1/orders/7"; whether the framework then routes that spelling is its own affair.
       const respelled = await raw(s.url, '/v1/%6Frders//7', WEB);
@@ -123,13 +143,17 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
   });
 
   it("in-process decisions reach the server's decision log through the agent", async () => {
-    await waitFor('SDK decisions in the log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', LEGACY, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.some((d) => d['reason'] === 'DENY_RULE' && d['to'] === ME) ? true : undefined;
-    }, 10_000);
+    await waitFor(
+      'SDK decisions in the log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--from', LEGACY, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+        return r.some((d) => d['reason'] === 'DENY_RULE' && d['to'] === ME) ? true : undefined;
+      },
+      10_000,
+    );
   });
 
-  it('thousands of decisions in one flush all arrive (batches stay under the agent\'s 64 KiB message limit)', async () => {
+  it("thousands of decisions in one flush all arrive (batches stay under the agent's 64 KiB message limit)", async () => {
     const metric = async (): Promise<number> => {
       const m = (await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/metrics`])).stdout;
       return Number(/writ_authz_decisions_total\{decision="allow",reason="ALLOW_RULE"\} (\d+)/.exec(m)?.[1] ?? 0);
@@ -137,7 +161,18 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
     const before = await metric();
     const bulk = new DecisionReporter(`unix://${agent.socket}`, { flushMs: 60_000 });
     for (let i = 0; i < 3000; i++) {
-      bulk.record({ id: `bulk-${i}-${process.pid}`, at: Date.now(), from: WEB, to: ME, action: `GET /v1/orders/${i}`, decision: 'allow', reason: 'ALLOW_RULE', rule: 'orders-api#0', policyRevision: 1, latencyNs: 1000 });
+      bulk.record({
+        id: `bulk-${i}-${process.pid}`,
+        at: Date.now(),
+        from: WEB,
+        to: ME,
+        action: `GET /v1/orders/${i}`,
+        decision: 'allow',
+        reason: 'ALLOW_RULE',
+        rule: 'orders-api#0',
+        policyRevision: 1,
+        latencyNs: 1000,
+      });
     }
     await bulk.close();
     assert.deepEqual(bulk.stats, { buffered: 0, dropped: 0 });
@@ -149,9 +184,16 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
     const endpoint = `unix://${agent.socket}`;
     const serverSrc = await X509Source.create({ endpoint, pick: (s) => s.find((x) => x.spiffeId === ME) });
     const clientSrc = await X509Source.create({ endpoint, pick: (s) => s.find((x) => x.spiffeId === WEB) });
-    const server = createMtlsServer({ source: serverSrc, authorize: authorizeMemberOf('e2e.test'), policy }, (socket) => socket.on('data', (d) => socket.write(d)));
+    const server = createMtlsServer({ source: serverSrc, authorize: authorizeMemberOf('e2e.test'), policy }, (socket) =>
+      socket.on('data', (d) => socket.write(d)),
+    );
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const sock = await mtlsConnect({ source: clientSrc, authorize: authorizeMemberOf('e2e.test'), host: '127.0.0.1', port: (server.address() as AddressInfo).port });
+    const sock = await mtlsConnect({
+      source: clientSrc,
+      authorize: authorizeMemberOf('e2e.test'),
+      host: '127.0.0.1',
+      port: (server.address() as AddressInfo).port,
+    });
     let closed = false;
     sock.on('close', () => (closed = true)).on('error', () => undefined);
     sock.write('ping');

@@ -65,7 +65,10 @@ cases:
 describe('policies on the server', () => {
   it('refuses an invalid file with every problem and its line, applies nothing', async () => {
     const f = join(dir, 'bad.yaml');
-    writeFileSync(f, ORDERS('/v1/orders/*').replace('effect: deny', 'effect: deny\n      colour: red').replace('spiffe://e2e.test/ns/web/**', 'spiffe://e2e.test/ns/web/.*'));
+    writeFileSync(
+      f,
+      ORDERS('/v1/orders/*').replace('effect: deny', 'effect: deny\n      colour: red').replace('spiffe://e2e.test/ns/web/**', 'spiffe://e2e.test/ns/web/.*'),
+    );
     const r = await writ(srv, ['policy', 'apply', '-f', f]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`${f.replace(/[/.]/g, '\\$&')}:8:\\d+: rules\\[0\\]\\.from\\[0\\]`));
@@ -92,7 +95,8 @@ describe('policies on the server', () => {
     assert.match(diff.stdout, /^ {2}-.*\/v1\/orders\/\*"\]/m);
     assert.match(diff.stdout, /^ {2}\+.*\/v1\/orders\/\*\*"\]/m);
 
-    const check = async (from: string, action: string) => JSON.parse((await writ(srv, ['authz', 'check', '--from', from, '--to', 'spiffe://e2e.test/ns/orders/sa/api', '--action', action, '-o', 'json'])).stdout);
+    const check = async (from: string, action: string) =>
+      JSON.parse((await writ(srv, ['authz', 'check', '--from', from, '--to', 'spiffe://e2e.test/ns/orders/sa/api', '--action', action, '-o', 'json'])).stdout);
     const a = await check('spiffe://e2e.test/ns/web/sa/frontend', 'GET /v1/orders/7/items');
     assert.equal(a.decision, 'allow');
     assert.equal(a.rule.name, 'orders-api#0');
@@ -100,20 +104,54 @@ describe('policies on the server', () => {
     const d = await check('spiffe://e2e.test/ns/web/sa/frontend', 'POST /v1/orders');
     assert.equal(d.decision, 'deny');
     assert.deepEqual(d.nearest[0].mismatched, ['action']);
-    const table = await writ(srv, ['authz', 'check', '--from', 'spiffe://e2e.test/ns/legacy/x', '--to', 'spiffe://e2e.test/ns/orders/sa/api', '--action', 'GET /']);
+    const table = await writ(srv, [
+      'authz',
+      'check',
+      '--from',
+      'spiffe://e2e.test/ns/legacy/x',
+      '--to',
+      'spiffe://e2e.test/ns/orders/sa/api',
+      '--action',
+      'GET /',
+    ]);
     assert.match(table.stdout, /^DENY \(DENY_RULE\) at policy revision 2\n {2}decided by rule orders-api#1 \(policy orders-api, line \d+\)$/m);
 
     assert.match((await writ(srv, ['policy', 'rollback', '1'])).stdout, /^restored revision 1 as revision 3$/m);
-    assert.equal((await check('spiffe://e2e.test/ns/web/sa/frontend', 'GET /v1/orders/7/items')).decision, 'deny', 'the rolled-back pattern is one segment again');
+    assert.equal(
+      (await check('spiffe://e2e.test/ns/web/sa/frontend', 'GET /v1/orders/7/items')).decision,
+      'deny',
+      'the rolled-back pattern is one segment again',
+    );
     assert.equal((await writ(srv, ['policy', 'delete', 'reports'])).code, 0);
     const hist = JSON.parse((await writ(srv, ['policy', 'history', '-o', 'json'])).stdout);
-    assert.deepEqual(hist.map((h: { revision: number }) => h.revision), [4, 3, 2, 1]);
+    assert.deepEqual(
+      hist.map((h: { revision: number }) => h.revision),
+      [4, 3, 2, 1],
+    );
     assert.equal(hist[3].comment, 'first');
     assert.deepEqual(hist[0].policies, ['orders-api']);
   });
 
   it('hostile policy documents get a 4xx, never a 500', async () => {
-    const post = (yaml: string) => run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), '-H', `Authorization: Bearer ${srv.adminToken}`, '-H', 'content-type: application/json', '--data-binary', '@-', '-w', '\n%{http_code}', `${srv.url}/v1/policies`], { input: JSON.stringify({ yaml }) });
+    const post = (yaml: string) =>
+      run(
+        'curl',
+        [
+          '-sS',
+          '--cacert',
+          join(srv.dataDir, 'bundle.pem'),
+          '-H',
+          `Authorization: Bearer ${srv.adminToken}`,
+          '-H',
+          'content-type: application/json',
+          '--data-binary',
+          '@-',
+          '-w',
+          '\n%{http_code}',
+          `${srv.url}/v1/policies`,
+        ],
+        { input: JSON.stringify({ yaml }) },
+      );
     for (const [yaml, status] of [
       ['['.repeat(50_000), '400'],
       ['a: &a [*a, *a]\n', '400'],

@@ -47,23 +47,41 @@ describe('server on PostgreSQL', () => {
   });
 
   it('keeps its state in Postgres: a second replica with its own data dir sees the entries and publishes its own CA', async () => {
-    const r = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/pg', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:7', '-o', 'json']);
+    const r = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/pg',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/a',
+      '--selector',
+      'unix:uid:7',
+      '-o',
+      'json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const replica = await startServerProcess({ args: ['--db', dbUrl] });
     try {
       const list = JSON.parse((await writ(replica, ['entry', 'list', '-o', 'json'], { token: srv.adminToken })).stdout);
-      assert.deepEqual(list.map((e: { spiffeId: string }) => e.spiffeId), ['spiffe://e2e.test/pg']);
+      assert.deepEqual(
+        list.map((e: { spiffeId: string }) => e.spiffeId),
+        ['spiffe://e2e.test/pg'],
+      );
       // both replicas' CAs are in the one bundle, so an SVID from either verifies against either's bundle
       const bundle = JSON.parse((await writ(replica, ['bundle', 'show'])).stdout);
       assert.equal(bundle.keys.filter((k: { use: string }) => k.use === 'x509-svid').length, 2);
       const out = join(replica.dataDir, 'minted');
       assert.equal((await writ(replica, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/r2', '--out', out], { token: srv.adminToken })).code, 0);
-      await waitFor('the first replica to pick up the second CA', async () => {
-        const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
-        writeFileSync(join(out, 'srv-bundle.pem'), pem);
-        const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
-        return v.code === 0 ? true : undefined;
-      }, 20_000);
+      await waitFor(
+        'the first replica to pick up the second CA',
+        async () => {
+          const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
+          writeFileSync(join(out, 'srv-bundle.pem'), pem);
+          const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
+          return v.code === 0 ? true : undefined;
+        },
+        20_000,
+      );
     } finally {
       await replica.stop();
       cleanup(replica.dataDir);
@@ -71,12 +89,22 @@ describe('server on PostgreSQL', () => {
   });
 
   it('answers 503 on /readyz and writes while the database is away, and resumes by itself when it returns', async () => {
-    const ready = async (): Promise<string> => (await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/readyz`])).stdout;
+    const ready = async (): Promise<string> =>
+      (await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/readyz`])).stdout;
     assert.equal(await ready(), '200');
     await proxy.cut();
     try {
       assert.equal(await ready(), '503');
-      const w = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/during-outage', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:8']);
+      const w = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/during-outage',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/a',
+        '--selector',
+        'unix:uid:8',
+      ]);
       assert.equal(w.code, 1);
       assert.match(w.stderr, /ERR_STORE_UNAVAILABLE/);
       const live = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/livez`]);
@@ -86,7 +114,16 @@ describe('server on PostgreSQL', () => {
       await proxy.open();
     }
     await waitFor('readiness after the database returns', async () => ((await ready()) === '200' ? true : undefined));
-    const w = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/after-outage', '--parent-id', 'spiffe://e2e.test/writ/agent/a', '--selector', 'unix:uid:8']);
+    const w = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/after-outage',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/a',
+      '--selector',
+      'unix:uid:8',
+    ]);
     assert.equal(w.code, 0, w.stderr);
     const log = srv.logs.join('\n');
     assert.ok(!/"level":50/.test(log), 'an outage is not an internal error');
@@ -95,7 +132,17 @@ describe('server on PostgreSQL', () => {
   it('refuses to start when the database is unreachable: one clear line, exit 1', async () => {
     const dead = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'writ-dead-'));
-    const r = await run(process.execPath, [WRIT, 'server', 'start', '--data-dir', dir, '--trust-domain', 'e2e.test', '--db', `postgres://postgres:s3cret-pw@127.0.0.1:${dead}/x`]);
+    const r = await run(process.execPath, [
+      WRIT,
+      'server',
+      'start',
+      '--data-dir',
+      dir,
+      '--trust-domain',
+      'e2e.test',
+      '--db',
+      `postgres://postgres:s3cret-pw@127.0.0.1:${dead}/x`,
+    ]);
     cleanup(dir);
     assert.equal(r.code, 1);
     const lines = r.stderr.trim().split('\n');
@@ -130,7 +177,27 @@ describe('under an upstream CA made by openssl', () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-upstream-'));
     const key = join(dir, 'root.key');
     const crt = join(dir, 'root.pem');
-    const gen = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384', '-nodes', '-keyout', key, '-out', crt, '-days', '30', '-subj', '/O=Corp/CN=Corp Root CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    const gen = await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-384',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      crt,
+      '-days',
+      '30',
+      '-subj',
+      '/O=Corp/CN=Corp Root CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
     assert.equal(gen.code, 0, gen.stderr);
     const srv = await startServerProcess({ args: ['--upstream-ca-cert', crt, '--upstream-ca-key', key] });
     try {

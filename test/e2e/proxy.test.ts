@@ -15,7 +15,19 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { normalizePath } from '@writ/policy';
-import { WRIT, applyPolicy, cleanup, freePort, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  WRIT,
+  applyPolicy,
+  cleanup,
+  freePort,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 const TD = 'spiffe://e2e.test/ns';
 const ORDERS = `${TD}/orders/sa/api`;
@@ -79,10 +91,13 @@ async function startProxyOn(ports: string[], args: () => string[]): Promise<void
 }
 
 async function startProxy(args: string[]): Promise<void> {
-  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
+  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_TEST_CONTEXT: '' },
+  });
   proxies.push(child);
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString(), process.env['DEBUG_PROXY'] && process.stderr.write(d)));
+  child.stderr!.on('data', (d: Buffer) => ((err += d.toString()), process.env['DEBUG_PROXY'] && process.stderr.write(d)));
   let started = false;
   await new Promise<void>((resolve, reject) => {
     let buf = '';
@@ -151,39 +166,70 @@ const frame = (type: number, flags: number, stream: number, payload: Buffer): Bu
   return Buffer.concat([h, payload]);
 };
 /** An HPACK block of literal fields without indexing, no Huffman (RFC 7541 6.2.2). */
-const block = (fields: Record<string, string>): Buffer => Buffer.concat(Object.entries(fields).map(([n, v]) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)])));
+const block = (fields: Record<string, string>): Buffer =>
+  Buffer.concat(Object.entries(fields).map(([n, v]) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)])));
 
 /**
  * HTTP/2 connections of valid frames (the given requests on streams 1, 3, 5..., each with a
  * forged x-writ-peer-id and a DATA frame; SETTINGS, WINDOW_UPDATE, PING, RST_STREAM, CONTINUATION)
  * in random order with random bytes changed: whatever the proxy makes of them, it keeps running.
  */
-async function fuzzH2(open: () => Promise<Socket>, requests: Array<[method: string, path: string, extra: Record<string, string>]>, numRuns = 100 * FUZZ_SCALE): Promise<void> {
-  const frames = [frame(4, 0, 0, Buffer.alloc(0)), frame(8, 0, 0, Buffer.from([0, 0, 1, 0])), frame(6, 0, 0, Buffer.alloc(8)), frame(3, 0, 1, Buffer.from([0, 0, 0, 8])), frame(9, 4, 3, block({ x: 'y' }))];
+async function fuzzH2(
+  open: () => Promise<Socket>,
+  requests: Array<[method: string, path: string, extra: Record<string, string>]>,
+  numRuns = 100 * FUZZ_SCALE,
+): Promise<void> {
+  const frames = [
+    frame(4, 0, 0, Buffer.alloc(0)),
+    frame(8, 0, 0, Buffer.from([0, 0, 1, 0])),
+    frame(6, 0, 0, Buffer.alloc(8)),
+    frame(3, 0, 1, Buffer.from([0, 0, 0, 8])),
+    frame(9, 4, 3, block({ x: 'y' })),
+  ];
   requests.forEach(([method, path, extra], i) => {
     const id = 1 + 2 * i;
     frames.push(frame(1, 4, id, block({ ':method': method, ':scheme': 'https', ':authority': 'orders', ':path': path, 'x-writ-peer-id': LEGACY, ...extra })));
     frames.push(frame(1, 5, id, block({ ':method': method, ':scheme': 'https', ':authority': 'orders', ':path': path, ...extra })));
     frames.push(frame(0, 1, id, Buffer.from([0, 0, 0, 0, 0])));
   });
-  const connection = fc.tuple(fc.array(fc.constantFrom(...frames), { minLength: 1, maxLength: 8 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 })).map(([fs, bytes]) => {
-    const b = Buffer.concat(fs);
-    for (const [at, v] of bytes) b[at % b.length] = v;
-    return [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), b];
-  });
-  await fc.assert(fc.asyncProperty(connection, async (pieces) => {
-    const s = await open();
-    // An HTTP/2 server may keep a connection open after the client's last frame: closed after a moment.
-    setTimeout(() => s.destroy(), 200);
-    await exchange(s, pieces);
-  }), { numRuns });
+  const connection = fc
+    .tuple(
+      fc.array(fc.constantFrom(...frames), { minLength: 1, maxLength: 8 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+    )
+    .map(([fs, bytes]) => {
+      const b = Buffer.concat(fs);
+      for (const [at, v] of bytes) b[at % b.length] = v;
+      return [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), b];
+    });
+  await fc.assert(
+    fc.asyncProperty(connection, async (pieces) => {
+      const s = await open();
+      // An HTTP/2 server may keep a connection open after the client's last frame: closed after a moment.
+      setTimeout(() => s.destroy(), 200);
+      await exchange(s, pieces);
+    }),
+    { numRuns },
+  );
 }
 
 before(async () => {
   srv = await startServerProcess();
-  for (const id of [ORDERS, WEB, LEGACY, REPORTS]) await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
+  for (const id of [ORDERS, WEB, LEGACY, REPORTS])
+    await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
   // A DNS name as well: Python's gRPC client checks a host name against the server certificate.
-  await writ(srv, ['entry', 'create', '--spiffe-id', BILLING, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0', '--dns-name', 'localhost']);
+  await writ(srv, [
+    'entry',
+    'create',
+    '--spiffe-id',
+    BILLING,
+    '--parent-id',
+    'spiffe://e2e.test/writ/agent/px',
+    '--selector',
+    'unix:uid:0',
+    '--dns-name',
+    'localhost',
+  ]);
   const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   await apply(POLICY('GET'));
@@ -201,10 +247,25 @@ before(async () => {
   // orders runs as two worker processes sharing the listener: every test below goes through them.
   await startProxyOn(['orders'], () => ['--spiffe-id', ORDERS, '--workers', '2', '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${appPort}`]);
   await startProxyOn(['reports'], () => ['--spiffe-id', REPORTS, '--inbound', `127.0.0.1:${port['reports']}=127.0.0.1:${appPort}`]);
-  await startProxyOn(['web', 'webToReports', 'impostor'], () => ['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['web']}=${ORDERS}@127.0.0.1:${port['orders']}`, '--outbound', `127.0.0.1:${port['webToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`,
+  await startProxyOn(['web', 'webToReports', 'impostor'], () => [
+    '--spiffe-id',
+    WEB,
+    '--outbound',
+    `127.0.0.1:${port['web']}=${ORDERS}@127.0.0.1:${port['orders']}`,
+    '--outbound',
+    `127.0.0.1:${port['webToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`,
     // An outbound that expects billing but reaches orders' address: must be refused.
-    '--outbound', `127.0.0.1:${port['impostor']}=${TD}/billing/sa/api@127.0.0.1:${port['orders']}`]);
-  await startProxyOn(['legacy', 'legacyToReports'], () => ['--spiffe-id', LEGACY, '--outbound', `127.0.0.1:${port['legacy']}=${ORDERS}@127.0.0.1:${port['orders']}`, '--outbound', `127.0.0.1:${port['legacyToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`]);
+    '--outbound',
+    `127.0.0.1:${port['impostor']}=${TD}/billing/sa/api@127.0.0.1:${port['orders']}`,
+  ]);
+  await startProxyOn(['legacy', 'legacyToReports'], () => [
+    '--spiffe-id',
+    LEGACY,
+    '--outbound',
+    `127.0.0.1:${port['legacy']}=${ORDERS}@127.0.0.1:${port['orders']}`,
+    '--outbound',
+    `127.0.0.1:${port['legacyToReports']}=${REPORTS}@127.0.0.1:${port['reports']}`,
+  ]);
 });
 
 after(async () => {
@@ -219,10 +280,14 @@ after(async () => {
 
 describe('writ proxy', () => {
   it('allows per policy and tells the app who called; denies with 403 {code, decisionId}', async () => {
-    const ok = await waitFor('an allowed call', async () => {
-      const r = await curl('web');
-      return status(r) === '200' ? r : undefined;
-    }, 10_000);
+    const ok = await waitFor(
+      'an allowed call',
+      async () => {
+        const r = await curl('web');
+        return status(r) === '200' ? r : undefined;
+      },
+      10_000,
+    );
     assert.deepEqual(body(ok), { peer: WEB, method: 'GET', path: '/v1/orders/7' });
     assert.equal(seen.at(-1)!.via, '1.1 writ, 1.1 writ', 'both hops, the outbound first');
     const post = await curl('web', ['-X', 'POST']);
@@ -238,7 +303,11 @@ describe('writ proxy', () => {
 
   // Whatever a client offers in ALPN (h2 and http/1.1, only http/1.1, nothing), it gets that
   // protocol and the same per-request decision.
-  for (const [offer, flags, version] of [['h2 first', ['--http2'], '2'], ['only http/1.1', ['--http1.1'], '1.1'], ['nothing', ['--http1.1', '--no-alpn'], '1.1']] as const) {
+  for (const [offer, flags, version] of [
+    ['h2 first', ['--http2'], '2'],
+    ['only http/1.1', ['--http1.1'], '1.1'],
+    ['nothing', ['--http1.1', '--no-alpn'], '1.1'],
+  ] as const) {
     it(`straight to the inbound proxy with a client SVID, offering ${offer} in ALPN: HTTP/${version}, decided per request`, async () => {
       const out = join(agent.dataDir, 'direct-web');
       assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', out])).code, 0);
@@ -299,10 +368,14 @@ describe('writ proxy', () => {
   });
 
   it("the proxy's decisions reach the server's decision log through the agent", async () => {
-    const rows = await waitFor('proxy decisions in the log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.some((d) => d['reason'] === 'DENY_RULE') && r.some((d) => d['decision'] === 'allow') ? r : undefined;
-    }, 10_000);
+    const rows = await waitFor(
+      'proxy decisions in the log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+        return r.some((d) => d['reason'] === 'DENY_RULE') && r.some((d) => d['decision'] === 'allow') ? r : undefined;
+      },
+      10_000,
+    );
     const deny = rows.find((d) => d['reason'] === 'DENY_RULE')!;
     assert.equal(deny['from'], LEGACY);
     assert.equal(deny['action'], 'GET /v1/orders/7');
@@ -319,7 +392,11 @@ describe('writ proxy', () => {
   it('audit mode lets a call pass and logs it as would-deny', async () => {
     const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['legacyToReports']}/anything`]);
     assert.equal(status(r), '200');
-    await waitFor('the would-deny decision', async () => (logs.some((l) => l.includes('"decision":"audit-would-deny"') && l.includes(LEGACY)) ? true : undefined), 5000);
+    await waitFor(
+      'the would-deny decision',
+      async () => (logs.some((l) => l.includes('"decision":"audit-would-deny"') && l.includes(LEGACY)) ? true : undefined),
+      5000,
+    );
   });
 
   it('a policy change is enforced within a second', async () => {
@@ -352,7 +429,16 @@ describe('writ proxy', () => {
       const out = join(agent.dataDir, 'partner-web');
       // Same path as the allowed caller, other trust domain: a policy pattern for e2e.test must not match it.
       assert.equal((await writ(partner, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://partner.test/ns/web/sa/frontend', '--out', out])).code, 0);
-      const r = await run('curl', ['-sSk', '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
+      const r = await run('curl', [
+        '-sSk',
+        '--cert',
+        join(out, 'svid.pem'),
+        '--key',
+        join(out, 'svid.key'),
+        '-w',
+        '\n%{http_code}',
+        `https://127.0.0.1:${port['orders']}/v1/orders/1`,
+      ]);
       assert.equal(status(r), '403', r.stderr + r.stdout);
       assert.equal(body(r)['code'], 'UNAUTHENTICATED');
       assert.equal(status(await curl('web')), '200', 'and the proxy keeps serving');
@@ -364,10 +450,23 @@ describe('writ proxy', () => {
       const entries = JSON.parse((await writ(srv, ['entry', 'list', '-o', 'json'])).stdout) as Array<{ id: string; spiffeId: string }>;
       const orders = entries.find((e) => e.spiffeId === ORDERS)!;
       assert.equal((await writ(srv, ['entry', 'update', orders.id, '--federates-with', 'partner.test'])).code, 0);
-      const federated = await waitFor('the federated bundle at the orders proxy', async () => {
-        const x = await run('curl', ['-sSk', '--cert', join(out, 'svid.pem'), '--key', join(out, 'svid.key'), '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
-        return status(x) === '403' && body(x)['code'] !== 'UNAUTHENTICATED' ? x : undefined;
-      }, 15_000);
+      const federated = await waitFor(
+        'the federated bundle at the orders proxy',
+        async () => {
+          const x = await run('curl', [
+            '-sSk',
+            '--cert',
+            join(out, 'svid.pem'),
+            '--key',
+            join(out, 'svid.key'),
+            '-w',
+            '\n%{http_code}',
+            `https://127.0.0.1:${port['orders']}/v1/orders/1`,
+          ]);
+          return status(x) === '403' && body(x)['code'] !== 'UNAUTHENTICATED' ? x : undefined;
+        },
+        15_000,
+      );
       assert.equal(body(federated)['code'], 'NO_MATCHING_ALLOW');
     } finally {
       await partner.stop();
@@ -376,11 +475,23 @@ describe('writ proxy', () => {
   });
 
   it('--workers: both workers listen on the shared port; a worker that cannot start stops the proxy with a clear error', async () => {
-    await waitFor('two listening workers', async () => (logs.filter((l) => l.includes('"writ proxy listening"') && l.includes(ORDERS) && /"worker":\d/.test(l)).length >= 2 ? true : undefined), 10_000);
-    const taken = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--workers', '2', '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`], { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 });
+    await waitFor(
+      'two listening workers',
+      async () => (logs.filter((l) => l.includes('"writ proxy listening"') && l.includes(ORDERS) && /"worker":\d/.test(l)).length >= 2 ? true : undefined),
+      10_000,
+    );
+    const taken = await run(
+      process.execPath,
+      [WRIT, 'proxy', '--socket', agent.socket, '--workers', '2', '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`],
+      { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 },
+    );
     assert.notEqual(taken.code, 0);
     assert.match(taken.stdout + taken.stderr, /EADDRINUSE|in use|failed to start/);
-    const single = await run(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`], { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 });
+    const single = await run(
+      process.execPath,
+      [WRIT, 'proxy', '--socket', agent.socket, '--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:1`],
+      { env: { NODE_TEST_CONTEXT: '' }, timeoutMs: 10_000 },
+    );
     assert.equal(single.code, 1, 'one process: exits too, it does not hang on its agent streams');
     // One line naming the address and the reason, not a stack trace.
     assert.match(single.stderr, /^writ: cannot listen on 127\.0\.0\.1:\d+: the address is in use \(EADDRINUSE: another process listens there\)/);
@@ -404,7 +515,23 @@ describe('writ proxy', () => {
     assert.match(raw, /^HTTP\/1\.1 400/);
     // A client certificate that is not an SVID: no identity, so no entry.
     const k = join(agent.dataDir, 'self');
-    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${k}.key`, '-out', `${k}.pem`, '-days', '1', '-subj', '/CN=intruder']);
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${k}.key`,
+      '-out',
+      `${k}.pem`,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=intruder',
+    ]);
     const r = await run('curl', ['-sSk', '--cert', `${k}.pem`, '--key', `${k}.key`, '-w', '\n%{http_code}', `https://127.0.0.1:${port['orders']}/v1/orders/1`]);
     assert.equal(status(r), '403');
     assert.equal(body(r)['code'], 'UNAUTHENTICATED');
@@ -435,8 +562,36 @@ describe('writ proxy', () => {
       // A body shorter than declared: the client half-closes before its end.
       'GET /v1/orders/7 HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\nabc',
     ];
-    const tokens = ['\r', '\n', '\r\n', ' ', '\t', ':', '\0', '\x7f', '\xff', '0', 'f', ';', ',', '/', '%', '%2e', '..', 'chunked', 'Content-Length: 0\r\n', 'Content-Length: 99\r\n',
-      'Transfer-Encoding: chunked\r\n', 'Transfer-Encoding: gzip, chunked\r\n', 'Host: x\r\n', `x-writ-peer-id: ${LEGACY}\r\n`, 'HTTP/1.0', '\r\n\r\n', 'Connection: close\r\n', smuggled];
+    const tokens = [
+      '\r',
+      '\n',
+      '\r\n',
+      ' ',
+      '\t',
+      ':',
+      '\0',
+      '\x7f',
+      '\xff',
+      '0',
+      'f',
+      ';',
+      ',',
+      '/',
+      '%',
+      '%2e',
+      '..',
+      'chunked',
+      'Content-Length: 0\r\n',
+      'Content-Length: 99\r\n',
+      'Transfer-Encoding: chunked\r\n',
+      'Transfer-Encoding: gzip, chunked\r\n',
+      'Host: x\r\n',
+      `x-writ-peer-id: ${LEGACY}\r\n`,
+      'HTTP/1.0',
+      '\r\n\r\n',
+      'Connection: close\r\n',
+      smuggled,
+    ];
     const mutation = fc.oneof(
       fc.tuple(fc.constant('insert' as const), fc.nat(), fc.constantFrom(...tokens)),
       fc.tuple(fc.constant('delete' as const), fc.nat(), fc.integer({ min: 1, max: 8 })),
@@ -457,20 +612,39 @@ describe('writ proxy', () => {
       return [0, ...at].map((from, k) => b.subarray(from, at[k] ?? b.length)).filter((p) => p.length > 0);
     });
     const tls = (alpn: string): Promise<Socket> => mtls(port['orders']!, svidFiles(dir), alpn);
-    const plain = (): Promise<Socket> => new Promise((resolve) => {
-      const s = connect(port['web']!, '127.0.0.1', () => resolve(s));
-    });
+    const plain = (): Promise<Socket> =>
+      new Promise((resolve) => {
+        const s = connect(port['web']!, '127.0.0.1', () => resolve(s));
+      });
     seen.length = 0;
-    for (const [name, open] of [['inbound (mTLS)', () => tls('http/1.1')], ['outbound (plaintext)', plain]] as const) {
-      await fc.assert(fc.asyncProperty(message, async (pieces) => {
-        const got = await exchange(await open(), pieces);
-        assert.match(got, /^(?:$|HTTP\/1\.1 [1-5]\d\d )/, `${name}: ${JSON.stringify(Buffer.concat(pieces).toString('latin1'))} got ${JSON.stringify(got.slice(0, 300))}`);
-      }), { numRuns: 200 * FUZZ_SCALE });
+    for (const [name, open] of [
+      ['inbound (mTLS)', () => tls('http/1.1')],
+      ['outbound (plaintext)', plain],
+    ] as const) {
+      await fc.assert(
+        fc.asyncProperty(message, async (pieces) => {
+          const got = await exchange(await open(), pieces);
+          assert.match(
+            got,
+            /^(?:$|HTTP\/1\.1 [1-5]\d\d )/,
+            `${name}: ${JSON.stringify(Buffer.concat(pieces).toString('latin1'))} got ${JSON.stringify(got.slice(0, 300))}`,
+          );
+        }),
+        { numRuns: 200 * FUZZ_SCALE },
+      );
     }
-    await fuzzH2(() => tls('h2'), [
-      ['GET', '/v1/orders/1', {}], ['POST', '/admin', { 'content-length': '4' }], ['GET', '/v1/orders/%2e%2e', {}],
-    ]);
-    assert.ok(proxies.every((p) => p.exitCode === null), 'every proxy process is still running');
+    await fuzzH2(
+      () => tls('h2'),
+      [
+        ['GET', '/v1/orders/1', {}],
+        ['POST', '/admin', { 'content-length': '4' }],
+        ['GET', '/v1/orders/%2e%2e', {}],
+      ],
+    );
+    assert.ok(
+      proxies.every((p) => p.exitCode === null),
+      'every proxy process is still running',
+    );
     assert.equal(status(await curl('web')), '200');
     assert.ok(seen.length > 50, `the app received ${seen.length} requests`);
     for (const r of seen) {
@@ -489,11 +663,21 @@ describe('writ proxy', () => {
     const duringOutage = String(body(denied)['decisionId']);
     agent = await startAgentProcess(srv, { dataDir, socket });
     await apply(POLICY('GET, DELETE'));
-    await waitFor('DELETE allowed by the policy from the restarted agent', async () => (status(await curl('web', ['-X', 'DELETE'])) === '200' ? true : undefined), 20_000);
-    await waitFor('the decision made while the agent was down, in the log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '--limit', '1000', '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.some((d) => d['id'] === duringOutage) ? true : undefined;
-    }, 20_000);
+    await waitFor(
+      'DELETE allowed by the policy from the restarted agent',
+      async () => (status(await curl('web', ['-X', 'DELETE'])) === '200' ? true : undefined),
+      20_000,
+    );
+    await waitFor(
+      'the decision made while the agent was down, in the log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', ORDERS, '--limit', '1000', '-o', 'json'])).stdout) as Array<
+          Record<string, unknown>
+        >;
+        return r.some((d) => d['id'] === duringOutage) ? true : undefined;
+      },
+      20_000,
+    );
     await apply(POLICY('GET'));
   });
 });
@@ -520,7 +704,10 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
     await startProxyOn(['billing'], () => ['--spiffe-id', BILLING, '--inbound', `127.0.0.1:${port['billing']}=h2c://127.0.0.1:${appPort}`]);
     await startProxyOn(['webToBilling'], () => ['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['webToBilling']}=${BILLING}@127.0.0.1:${port['billing']}`]);
     svid = {};
-    for (const [name, id] of [['web', WEB], ['legacy', LEGACY]] as const) {
+    for (const [name, id] of [
+      ['web', WEB],
+      ['legacy', LEGACY],
+    ] as const) {
       const out = join(agent.dataDir, `grpc-${name}`);
       assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', out])).code, 0);
       svid[name] = svidFiles(out);
@@ -528,10 +715,14 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
   });
 
   it('allowed methods go through with the peer, trailers, errors and streams intact; others are PERMISSION_DENIED with the reason', async () => {
-    const web = await waitFor('an allowed gRPC call', async () => {
-      const r = await call('web', 'Get', 'Fail', 'Watch', 'Delete');
-      return r[0]!['code'] === 'OK' ? r : undefined;
-    }, 10_000);
+    const web = await waitFor(
+      'an allowed gRPC call',
+      async () => {
+        const r = await call('web', 'Get', 'Fail', 'Watch', 'Delete');
+        return r[0]!['code'] === 'OK' ? r : undefined;
+      },
+      10_000,
+    );
     const [get, fail, watch, del] = web;
     assert.deepEqual(get, { method: '/billing.v1.Billing/Get', code: 'OK', body: `peer=${WEB};req=hello`, trailers: { 'x-total': '42' } });
     assert.deepEqual(fail, { method: '/billing.v1.Billing/Fail', code: 'NOT_FOUND', details: 'no such invoice' });
@@ -556,7 +747,10 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
   it('streams a client resets with an error code, half-sent or refused, leave the proxy serving', async () => {
     const [ca, cert, key] = svid['web']!.map((f) => readFileSync(f));
     // billing (h2c app, raw streams) and orders (HTTP/1.1 app, Node's compatibility API).
-    for (const [p, paths] of [['billing', ['/billing.v1.Billing/Get', '/billing.v1.Billing/Delete']], ['orders', ['/v1/orders/1', '/v1/orders/%2e%2e']]] as const) {
+    for (const [p, paths] of [
+      ['billing', ['/billing.v1.Billing/Get', '/billing.v1.Billing/Delete']],
+      ['orders', ['/v1/orders/1', '/v1/orders/%2e%2e']],
+    ] as const) {
       const session = http2Connect(`https://127.0.0.1:${port[p]}`, { ca, cert, key, checkServerIdentity: () => undefined });
       session.on('error', () => undefined);
       for (const path of paths) {
@@ -605,20 +799,41 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
 
   it("a fuzzer's HTTP/2 frames (gRPC calls allowed and refused, forged identities, resets) with bytes changed leave the proxy serving", async () => {
     const grpc = { 'content-type': 'application/grpc', te: 'trailers' };
-    await fuzzH2(() => mtls(port['billing']!, svid['web']!, 'h2'), [['POST', '/billing.v1.Billing/Get', grpc], ['POST', '/billing.v1.Billing/Delete', grpc], ['POST', '/billing.v1.Billing/Watch', grpc]]);
+    await fuzzH2(
+      () => mtls(port['billing']!, svid['web']!, 'h2'),
+      [
+        ['POST', '/billing.v1.Billing/Get', grpc],
+        ['POST', '/billing.v1.Billing/Delete', grpc],
+        ['POST', '/billing.v1.Billing/Watch', grpc],
+      ],
+    );
     assert.equal((await call('web', 'Get'))[0]!['code'], 'OK');
     assert.ok(proxies.every((x) => x.exitCode === null));
   });
 
   it('decisions on gRPC calls are logged as gRPC actions', async () => {
-    await waitFor('the gRPC deny in the decision log', async () => {
-      const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', BILLING, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-      return r.some((d) => d['action'] === 'grpc /billing.v1.Billing/Delete' && d['reason'] === 'NO_MATCHING_ALLOW') ? true : undefined;
-    }, 10_000);
+    await waitFor(
+      'the gRPC deny in the decision log',
+      async () => {
+        const r = JSON.parse((await writ(srv, ['decisions', 'query', '--to', BILLING, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+        return r.some((d) => d['action'] === 'grpc /billing.v1.Billing/Delete' && d['reason'] === 'NO_MATCHING_ALLOW') ? true : undefined;
+      },
+      10_000,
+    );
   });
 
   it('an h2c upstream is reached over HTTP/2 only: ALPN offers h2 alone, a client without ALPN gets 505', async () => {
-    const base = ['-sSk', '--http1.1', '--cert', svid['web']![1]!, '--key', svid['web']![2]!, '-w', '\n%{http_code}', `https://127.0.0.1:${port['billing']}/billing.v1.Billing/Get`];
+    const base = [
+      '-sSk',
+      '--http1.1',
+      '--cert',
+      svid['web']![1]!,
+      '--key',
+      svid['web']![2]!,
+      '-w',
+      '\n%{http_code}',
+      `https://127.0.0.1:${port['billing']}/billing.v1.Billing/Get`,
+    ];
     const h1 = await run('curl', base);
     assert.match(h1.stderr, /no application protocol/, h1.stderr);
     const none = await run('curl', ['--no-alpn', ...base]);

@@ -24,8 +24,18 @@ const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('bas
 function psat(over: Record<string, unknown> = {}, key = saKey.privateKey): string {
   const now = Math.floor(Date.now() / 1000);
   const claims = {
-    aud: ['writ-server'], exp: now + 3600, iat: now, nbf: now, iss: ISS, sub: 'system:serviceaccount:writ:writ-agent',
-    'kubernetes.io': { namespace: 'writ', serviceaccount: { name: 'writ-agent', uid: randomUUID() }, pod: { name: 'writ-agent-x7k2p', uid: randomUUID() }, node: { name: 'node-7', uid: randomUUID() } },
+    aud: ['writ-server'],
+    exp: now + 3600,
+    iat: now,
+    nbf: now,
+    iss: ISS,
+    sub: 'system:serviceaccount:writ:writ-agent',
+    'kubernetes.io': {
+      namespace: 'writ',
+      serviceaccount: { name: 'writ-agent', uid: randomUUID() },
+      pod: { name: 'writ-agent-x7k2p', uid: randomUUID() },
+      node: { name: 'node-7', uid: randomUUID() },
+    },
     ...over,
   };
   const input = `${b64({ alg: 'RS256', kid: KID, typ: 'JWT' })}.${b64(claims)}`;
@@ -37,7 +47,18 @@ let srv: ServerProcess;
 let agent: AgentProcess | undefined;
 const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const now = Date.now();
-const tlsCert = issueCertificate({ subject: buildName([[OID.commonName, 'kube-apiserver']]), spki: tls.publicKey.export({ format: 'der', type: 'spki' }), notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000), ca: true, uris: [], ipAddresses: [Buffer.from([127, 0, 0, 1])] }, { cert: undefined, signer: { key: tls.privateKey, keyType: 'ec-p256' } });
+const tlsCert = issueCertificate(
+  {
+    subject: buildName([[OID.commonName, 'kube-apiserver']]),
+    spki: tls.publicKey.export({ format: 'der', type: 'spki' }),
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + 3_600_000),
+    ca: true,
+    uris: [],
+    ipAddresses: [Buffer.from([127, 0, 0, 1])],
+  },
+  { cert: undefined, signer: { key: tls.privateKey, keyType: 'ec-p256' } },
+);
 const jwks = createServer({ key: tls.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', tlsCert.der) }, (_req, res) => {
   res.setHeader('content-type', 'application/json');
   res.end(JSON.stringify({ keys: [{ ...saKey.publicKey.export({ format: 'jwk' }), kid: KID, use: 'sig', alg: 'RS256' }] }));
@@ -48,17 +69,20 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'writ-psat-'));
   await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', () => r()));
   writeFileSync(join(dir, 'apiserver-ca.pem'), toPem('CERTIFICATE', tlsCert.der));
-  writeFileSync(join(dir, 'writ.yaml'), [
-    'trustDomain: e2e.test',
-    'x509SvidTtl: 4s',
-    'k8sPsat:',
-    '  c1:',
-    `    jwksUrl: https://127.0.0.1:${(jwks.address() as AddressInfo).port}/openid/v1/jwks`,
-    `    jwksCaFile: ${join(dir, 'apiserver-ca.pem')}`,
-    `    issuer: ${ISS}`,
-    '    serviceAccounts: ["writ:writ-agent"]',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'writ.yaml'),
+    [
+      'trustDomain: e2e.test',
+      'x509SvidTtl: 4s',
+      'k8sPsat:',
+      '  c1:',
+      `    jwksUrl: https://127.0.0.1:${(jwks.address() as AddressInfo).port}/openid/v1/jwks`,
+      `    jwksCaFile: ${join(dir, 'apiserver-ca.pem')}`,
+      `    issuer: ${ISS}`,
+      '    serviceAccounts: ["writ:writ-agent"]',
+      '',
+    ].join('\n'),
+  );
   srv = await startServerProcess({ args: ['--config', join(dir, 'writ.yaml')] });
 });
 
@@ -72,8 +96,21 @@ after(async () => {
 });
 
 async function attest(body: Record<string, unknown>): Promise<{ status: string; body: Record<string, unknown> }> {
-  const csr = (await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x'])).stdout;
-  const r = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), '-H', 'content-type: application/json', '-d', JSON.stringify({ cluster: 'c1', csr, ...body }), '-w', '\n%{http_code}', `${srv.url}/v1/agent/attest/k8s-psat`]);
+  const csr = (
+    await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x'])
+  ).stdout;
+  const r = await run('curl', [
+    '-sS',
+    '--cacert',
+    join(srv.dataDir, 'bundle.pem'),
+    '-H',
+    'content-type: application/json',
+    '-d',
+    JSON.stringify({ cluster: 'c1', csr, ...body }),
+    '-w',
+    '\n%{http_code}',
+    `${srv.url}/v1/agent/attest/k8s-psat`,
+  ]);
   const lines = r.stdout.trim().split('\n');
   const status = lines.pop()!;
   return { status, body: JSON.parse(lines.join('\n')) };
@@ -84,7 +121,13 @@ describe('k8s_psat node attestation', () => {
     const ok = await attest({ token: psat() });
     assert.equal(ok.status, '201', JSON.stringify(ok.body));
     assert.equal(ok.body['spiffeId'], 'spiffe://e2e.test/writ/agent/k8s_psat/c1/node-7');
-    assert.deepEqual(ok.body['selectors'], ['k8s_psat:cluster:c1', 'k8s_psat:agent_ns:writ', 'k8s_psat:agent_sa:writ-agent', 'k8s_psat:agent_node_name:node-7', 'k8s_psat:agent_pod_name:writ-agent-x7k2p']);
+    assert.deepEqual(ok.body['selectors'], [
+      'k8s_psat:cluster:c1',
+      'k8s_psat:agent_ns:writ',
+      'k8s_psat:agent_sa:writ-agent',
+      'k8s_psat:agent_node_name:node-7',
+      'k8s_psat:agent_pod_name:writ-agent-x7k2p',
+    ]);
   });
 
   const refusals: Array<[string, Record<string, unknown>, string, string]> = [
@@ -92,7 +135,12 @@ describe('k8s_psat node attestation', () => {
     ['an expired token', { token: psat({ exp: Math.floor(Date.now() / 1000) - 10 }) }, '401', 'expired'],
     ['a token signed by another key', { token: psat({}, otherKey.privateKey) }, '401', 'signature'],
     ['another issuer', { token: psat({ iss: 'https://evil.example' }) }, '401', 'issuer'],
-    ['a service account not allowed to attest', { token: psat({ 'kubernetes.io': { namespace: 'default', serviceaccount: { name: 'default' }, node: { name: 'node-7' } } }) }, '403', 'may not attest'],
+    [
+      'a service account not allowed to attest',
+      { token: psat({ 'kubernetes.io': { namespace: 'default', serviceaccount: { name: 'default' }, node: { name: 'node-7' } } }) },
+      '403',
+      'may not attest',
+    ],
     ['a token not bound to a node', { token: psat({ 'kubernetes.io': { namespace: 'writ', serviceaccount: { name: 'writ-agent' } } }) }, '401', 'node'],
     ['an unknown cluster', { token: psat(), cluster: 'c9' }, '401', 'not configured'],
     ['garbage', { token: 'not.a.jwt' }, '401', 'k8s_psat'],
@@ -118,9 +166,22 @@ describe('k8s_psat node attestation', () => {
     await srv.stop();
     await new Promise((r) => setTimeout(r, 6000));
     srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--config', join(dir, 'writ.yaml'), '--listen', `127.0.0.1:${port}`] });
-    await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/ns/on-psat-node', '--parent-id', 'spiffe://e2e.test/writ/agent/k8s_psat/c1/node-7', '--selector', 'unix:uid:0']);
+    await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/on-psat-node',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/k8s_psat/c1/node-7',
+      '--selector',
+      'unix:uid:0',
+    ]);
     const c = new WorkloadClient(`unix://${agent.socket}`);
-    await waitFor('an SVID through the re-attested agent', async () => ((await c.fetchX509Context()).svids.some((s) => s.spiffeId === 'spiffe://e2e.test/ns/on-psat-node') ? true : undefined), 30_000);
+    await waitFor(
+      'an SVID through the re-attested agent',
+      async () => ((await c.fetchX509Context()).svids.some((s) => s.spiffeId === 'spiffe://e2e.test/ns/on-psat-node') ? true : undefined),
+      30_000,
+    );
     c.close();
     assert.ok(agent.logs.filter((l) => l.includes('"attested to the server"')).length >= 2, 'attested twice');
   });

@@ -14,28 +14,41 @@ import { DEBIAN_PYTHON, ROOT, cleanup, freePort, run, startServerProcess, waitFo
 let srv: ServerProcess;
 let work: string;
 
-interface Res { status: number; body: Record<string, unknown>; text: string; headers: Record<string, string | string[] | undefined> }
+interface Res {
+  status: number;
+  body: Record<string, unknown>;
+  text: string;
+  headers: Record<string, string | string[] | undefined>;
+}
 
 /** A raw HTTPS call (for input curl cannot shape, such as a lying Content-Length). */
 function call(method: string, path: string, opts: { body?: string | Buffer; token?: string | null; type?: string } = {}): Promise<Res> {
   return new Promise((resolve, reject) => {
     const token = opts.token === undefined ? srv.adminToken : opts.token;
-    const req = request(`${srv.url}${path}`, {
-      method,
-      ca: readFileSync(join(srv.dataDir, 'bundle.pem')),
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(opts.body !== undefined ? { 'content-type': opts.type ?? 'application/json' } : {}),
+    const req = request(
+      `${srv.url}${path}`,
+      {
+        method,
+        ca: readFileSync(join(srv.dataDir, 'bundle.pem')),
+        headers: {
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(opts.body !== undefined ? { 'content-type': opts.type ?? 'application/json' } : {}),
+        },
       },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => {
-        let body: Record<string, unknown> = {};
-        try { body = text ? JSON.parse(text) : {}; } catch { /* text endpoints */ }
-        resolve({ status: res.statusCode!, body, text, headers: res.headers });
-      });
-    });
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => {
+          let body: Record<string, unknown> = {};
+          try {
+            body = text ? JSON.parse(text) : {};
+          } catch {
+            /* text endpoints */
+          }
+          resolve({ status: res.statusCode!, body, text, headers: res.headers });
+        });
+      },
+    );
     req.on('error', reject);
     if (opts.body !== undefined) req.write(opts.body);
     req.end();
@@ -67,7 +80,21 @@ describe('first start', () => {
   });
 
   it("serves HTTPS with its own CA's certificate for spiffe://TD/writ/server (openssl s_client verifies it)", async () => {
-    const r = await run('openssl', ['s_client', '-connect', `127.0.0.1:${srv.port}`, '-CAfile', join(srv.dataDir, 'bundle.pem'), '-verify_return_error', '-verify_ip', '127.0.0.1', '-showcerts'], { input: '' });
+    const r = await run(
+      'openssl',
+      [
+        's_client',
+        '-connect',
+        `127.0.0.1:${srv.port}`,
+        '-CAfile',
+        join(srv.dataDir, 'bundle.pem'),
+        '-verify_return_error',
+        '-verify_ip',
+        '127.0.0.1',
+        '-showcerts',
+      ],
+      { input: '' },
+    );
     assert.match(r.stdout, /Verify return code: 0 \(ok\)/);
     const leaf = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)![0];
     const text = await run('openssl', ['x509', '-noout', '-ext', 'subjectAltName'], { input: leaf });
@@ -79,7 +106,16 @@ describe('first start', () => {
 describe('curl drives the admin API with the bundle as CA and the admin token', () => {
   it('creates, lists, fetches, patches and deletes an entry; roles are enforced', async () => {
     const auth = ['-H', `Authorization: Bearer ${srv.adminToken}`];
-    const created = await curl([...auth, '-H', 'content-type: application/json', '-d', JSON.stringify({ spiffeId: 'spiffe://e2e.test/web', parentId: 'spiffe://e2e.test/writ/agent/n1', selectors: ['unix:uid:1000'] }), '-w', '\n%{http_code}', `${srv.url}/v1/entries`]);
+    const created = await curl([
+      ...auth,
+      '-H',
+      'content-type: application/json',
+      '-d',
+      JSON.stringify({ spiffeId: 'spiffe://e2e.test/web', parentId: 'spiffe://e2e.test/writ/agent/n1', selectors: ['unix:uid:1000'] }),
+      '-w',
+      '\n%{http_code}',
+      `${srv.url}/v1/entries`,
+    ]);
     const lines = created.stdout.trim().split('\n');
     const code = lines.pop();
     const body = lines.join('\n');
@@ -87,22 +123,64 @@ describe('curl drives the admin API with the bundle as CA and the admin token', 
     const entry = JSON.parse(body);
     assert.equal(entry.spiffeId, 'spiffe://e2e.test/web');
     const list = JSON.parse((await curl([...auth, `${srv.url}/v1/entries?parentId=spiffe://e2e.test/writ/agent/n1`])).stdout);
-    assert.deepEqual(list.entries.map((e: { id: string }) => e.id), [entry.id]);
-    const patched = JSON.parse((await curl([...auth, '-X', 'PATCH', '-H', 'content-type: application/json', '-d', '{"hint":"frontend","x509SvidTtl":"30m"}', `${srv.url}/v1/entries/${entry.id}`])).stdout);
+    assert.deepEqual(
+      list.entries.map((e: { id: string }) => e.id),
+      [entry.id],
+    );
+    const patched = JSON.parse(
+      (
+        await curl([
+          ...auth,
+          '-X',
+          'PATCH',
+          '-H',
+          'content-type: application/json',
+          '-d',
+          '{"hint":"frontend","x509SvidTtl":"30m"}',
+          `${srv.url}/v1/entries/${entry.id}`,
+        ])
+      ).stdout,
+    );
     assert.equal(patched.hint, 'frontend');
     assert.equal(patched.x509SvidTtl, 1800);
     assert.deepEqual(patched.selectors, ['unix:uid:1000']);
 
     const noToken = await curl(['-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/entries`]);
     assert.equal(noToken.stdout, '401');
-    const viewer = JSON.parse((await curl([...auth, '-H', 'content-type: application/json', '-d', '{"role":"viewer","name":"dash"}', `${srv.url}/v1/admin-tokens`])).stdout);
+    const viewer = JSON.parse(
+      (await curl([...auth, '-H', 'content-type: application/json', '-d', '{"role":"viewer","name":"dash"}', `${srv.url}/v1/admin-tokens`])).stdout,
+    );
     const asViewer = ['-H', `Authorization: Bearer ${viewer.token}`];
     assert.equal((await curl([...asViewer, '-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/entries`])).stdout, '200');
     const denied = await curl([...asViewer, '-X', 'DELETE', '-w', '\n%{http_code}', `${srv.url}/v1/entries/${entry.id}`]);
     assert.match(denied.stdout, /ERR_FORBIDDEN[\s\S]*\n403$/);
     const op = JSON.parse((await curl([...auth, '-H', 'content-type: application/json', '-d', '{"role":"operator"}', `${srv.url}/v1/admin-tokens`])).stdout);
-    assert.equal((await curl(['-H', `Authorization: Bearer ${op.token}`, '-X', 'POST', '-H', 'content-type: application/json', '-d', '{"role":"admin"}', '-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/admin-tokens`])).stdout, '403', 'an operator cannot mint admin tokens');
-    assert.equal((await curl(['-H', `Authorization: Bearer ${op.token}`, '-X', 'DELETE', '-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/entries/${entry.id}`])).stdout, '204');
+    assert.equal(
+      (
+        await curl([
+          '-H',
+          `Authorization: Bearer ${op.token}`,
+          '-X',
+          'POST',
+          '-H',
+          'content-type: application/json',
+          '-d',
+          '{"role":"admin"}',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          `${srv.url}/v1/admin-tokens`,
+        ])
+      ).stdout,
+      '403',
+      'an operator cannot mint admin tokens',
+    );
+    assert.equal(
+      (await curl(['-H', `Authorization: Bearer ${op.token}`, '-X', 'DELETE', '-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/entries/${entry.id}`]))
+        .stdout,
+      '204',
+    );
     assert.equal((await curl([...auth, '-o', '/dev/null', '-w', '%{http_code}', `${srv.url}/v1/entries/${entry.id}`])).stdout, '404');
   });
 
@@ -143,8 +221,18 @@ describe('minted SVIDs work with openssl, curl and PyJWT', () => {
     assert.match(text, /X509v3 Key Usage: critical\n\s+Digital Signature, Key Encipherment, Key Agreement\n/);
     assert.match(text, /X509v3 Extended Key Usage: \n\s+TLS Web Server Authentication, TLS Web Client Authentication\n/);
     assert.match(text, /X509v3 Subject Alternative Name: \n\s+URI:spiffe:\/\/e2e\.test\/ns\/web\n/);
-    const exts = [...text.matchAll(/^\s+(X509v3 [^:]+):/gm)].map((m) => m[1]).filter((n) => n !== 'X509v3 extensions').sort();
-    assert.deepEqual(exts, ['X509v3 Authority Key Identifier', 'X509v3 Basic Constraints', 'X509v3 Extended Key Usage', 'X509v3 Key Usage', 'X509v3 Subject Alternative Name', 'X509v3 Subject Key Identifier']);
+    const exts = [...text.matchAll(/^\s+(X509v3 [^:]+):/gm)]
+      .map((m) => m[1])
+      .filter((n) => n !== 'X509v3 extensions')
+      .sort();
+    assert.deepEqual(exts, [
+      'X509v3 Authority Key Identifier',
+      'X509v3 Basic Constraints',
+      'X509v3 Extended Key Usage',
+      'X509v3 Key Usage',
+      'X509v3 Subject Alternative Name',
+      'X509v3 Subject Key Identifier',
+    ]);
     const nb = Date.parse(/Not Before: (.+)/.exec(text)![1]!);
     const na = Date.parse(/Not After : (.+)/.exec(text)![1]!);
     assert.ok(Math.abs(na - nb - (2 * 3600_000 + 10_000)) <= 2000, 'server TTL (2h) plus the 10 s backdate');
@@ -156,10 +244,37 @@ describe('minted SVIDs work with openssl, curl and PyJWT', () => {
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/db', '--dns-name', 'localhost', '--out', s])).code, 0);
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/api', '--out', c])).code, 0);
     const port = await freePort();
-    const server = spawn('openssl', ['s_server', '-accept', String(port), '-cert', join(s, 'svid.pem'), '-key', join(s, 'svid.key'), '-CAfile', join(s, 'bundle.pem'), '-Verify', '2', '-verify_return_error', '-www'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const server = spawn(
+      'openssl',
+      [
+        's_server',
+        '-accept',
+        String(port),
+        '-cert',
+        join(s, 'svid.pem'),
+        '-key',
+        join(s, 'svid.key'),
+        '-CAfile',
+        join(s, 'bundle.pem'),
+        '-Verify',
+        '2',
+        '-verify_return_error',
+        '-www',
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     try {
       await waitFor('s_server', async () => ((await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`])).code === 0 ? true : undefined));
-      const ok = await run('curl', ['-sS', '--cacert', join(c, 'bundle.pem'), '--cert', join(c, 'svid.pem'), '--key', join(c, 'svid.key'), `https://localhost:${port}/`]);
+      const ok = await run('curl', [
+        '-sS',
+        '--cacert',
+        join(c, 'bundle.pem'),
+        '--cert',
+        join(c, 'svid.pem'),
+        '--key',
+        join(c, 'svid.key'),
+        `https://localhost:${port}/`,
+      ]);
       assert.equal(ok.code, 0, ok.stderr);
       assert.match(ok.stdout, /Client certificate[\s\S]*BEGIN CERTIFICATE/i);
       const without = await run('curl', ['-sS', '--cacert', join(c, 'bundle.pem'), `https://localhost:${port}/`]);
@@ -194,7 +309,24 @@ except jwt.InvalidTokenError as e:
 
 describe('the writ CLI', () => {
   it('manages entries with table, json and yaml output and the documented exit codes', async () => {
-    const c = await writ(srv, ['entry', 'create', '--spiffe-id', 'spiffe://e2e.test/cli', '--parent-id', 'spiffe://e2e.test/writ/agent/n2', '--selector', 'k8s:ns:shop', '--selector', 'k8s:sa:web', '--dns-name', 'web.shop', '--federates-with', 'partner.example', '-o', 'json']);
+    const c = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/cli',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/n2',
+      '--selector',
+      'k8s:ns:shop',
+      '--selector',
+      'k8s:sa:web',
+      '--dns-name',
+      'web.shop',
+      '--federates-with',
+      'partner.example',
+      '-o',
+      'json',
+    ]);
     assert.equal(c.code, 0, c.stderr);
     const e = JSON.parse(c.stdout);
     assert.deepEqual(e.selectors, ['k8s:ns:shop', 'k8s:sa:web']);
@@ -221,7 +353,13 @@ describe('the writ CLI', () => {
 
   it('creates many entries from a file, all or none', async () => {
     const f = join(work, 'entries.yaml');
-    writeFileSync(f, Array.from({ length: 50 }, (_, i) => `- spiffeId: spiffe://e2e.test/batch/${i}\n  parentId: spiffe://e2e.test/writ/agent/b\n  selectors: [unix:uid:${i}]\n`).join(''));
+    writeFileSync(
+      f,
+      Array.from(
+        { length: 50 },
+        (_, i) => `- spiffeId: spiffe://e2e.test/batch/${i}\n  parentId: spiffe://e2e.test/writ/agent/b\n  selectors: [unix:uid:${i}]\n`,
+      ).join(''),
+    );
     const r = await writ(srv, ['entry', 'create', '-f', f, '-o', 'json']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).length, 50);
@@ -272,14 +410,42 @@ describe('node attestation with a join token', () => {
   it('a join token is redeemed once for an agent SVID; reuse and expiry are refused with 401 and their codes', async () => {
     const { stdout } = await writ(srv, ['token', 'create', '--node-name', 'edge-1', '-o', 'json']);
     const token = JSON.parse(stdout).token as string;
-    const csr = (await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'agent.key'), '-subj', '/CN=ignored'])).stdout;
+    const csr = (
+      await run('openssl', [
+        'req',
+        '-new',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(work, 'agent.key'),
+        '-subj',
+        '/CN=ignored',
+      ])
+    ).stdout;
     const first = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: token, csr }), token: null });
     assert.equal(first.status, 201, first.text);
     assert.equal(first.body['spiffeId'], 'spiffe://e2e.test/writ/agent/edge-1');
     // The agent SVID works for the agent API. Bundles come in every sync answer to an agent that
     // does not ask `lean=1` (agents older than this server), and only when changed to one that does.
     writeFileSync(join(work, 'agent.pem'), first.body['svid'] as string);
-    const sync = async (q: string): Promise<Record<string, unknown>> => JSON.parse((await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), '--cert', join(work, 'agent.pem'), '--key', join(work, 'agent.key'), `${srv.url}/v1/agent/sync?${q}`])).stdout);
+    const sync = async (q: string): Promise<Record<string, unknown>> =>
+      JSON.parse(
+        (
+          await run('curl', [
+            '-sS',
+            '--cacert',
+            join(srv.dataDir, 'bundle.pem'),
+            '--cert',
+            join(work, 'agent.pem'),
+            '--key',
+            join(work, 'agent.key'),
+            `${srv.url}/v1/agent/sync?${q}`,
+          ])
+        ).stdout,
+      );
     const full = await sync('since=0&wait=0');
     assert.ok(full['bundle'], JSON.stringify(full).slice(0, 200));
     const v = encodeURIComponent(full['bundlesVersion'] as string);
@@ -299,10 +465,37 @@ describe('node attestation with a join token', () => {
 
   it('decision reports from an agent: protobuf encoded by Python, the JSON form older agents send, malformed ones refused', async () => {
     const { stdout } = await writ(srv, ['token', 'create', '--node-name', 'edge-2', '-o', 'json']);
-    const csr = (await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'edge2.key'), '-subj', '/CN=ignored'])).stdout;
+    const csr = (
+      await run('openssl', [
+        'req',
+        '-new',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(work, 'edge2.key'),
+        '-subj',
+        '/CN=ignored',
+      ])
+    ).stdout;
     const att = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: JSON.parse(stdout).token, csr }), token: null });
     writeFileSync(join(work, 'edge2.pem'), att.body['svid'] as string);
-    const post = (type: string, file: string) => curl(['--cert', join(work, 'edge2.pem'), '--key', join(work, 'edge2.key'), '-H', `content-type: ${type}`, '--data-binary', `@${file}`, '-w', '\n%{http_code}', `${srv.url}/v1/agent/decisions`]);
+    const post = (type: string, file: string) =>
+      curl([
+        '--cert',
+        join(work, 'edge2.pem'),
+        '--key',
+        join(work, 'edge2.key'),
+        '-H',
+        `content-type: ${type}`,
+        '--data-binary',
+        `@${file}`,
+        '-w',
+        '\n%{http_code}',
+        `${srv.url}/v1/agent/decisions`,
+      ]);
     // An independent encoder: Python's protobuf runtime, classes generated by protoc from our .proto.
     const stubs = join(work, 'authz-stubs');
     const marker = `spiffe://e2e.test/ns/pyreport/sa/${process.pid}`;
@@ -320,7 +513,11 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     assert.equal(protoc.code, 0, protoc.stderr);
     const enc = await run(DEBIAN_PYTHON, ['-c', py, marker, join(work, 'report.bin')]);
     assert.equal(enc.code, 0, enc.stderr);
-    const before = Number(/writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/edge-2"\} (\d+)/.exec((await call('GET', '/metrics', { token: null })).text)?.[1] ?? 0);
+    const before = Number(
+      /writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/edge-2"\} (\d+)/.exec(
+        (await call('GET', '/metrics', { token: null })).text,
+      )?.[1] ?? 0,
+    );
     const r = await post('application/x-protobuf', join(work, 'report.bin'));
     assert.equal(r.stdout.trim().split('\n').pop(), '200', r.stdout);
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n')[0]!), { stored: 2 }, 'the decision with an unknown outcome is skipped');
@@ -328,15 +525,57 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     const after = Number(/writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/edge-2"\} (\d+)/.exec(metrics)?.[1] ?? 0);
     assert.equal(after - before, 4, 'the 3 the reporter dropped and the 1 skipped here are counted');
     const stored = (await call('GET', `/v1/decisions?to=${encodeURIComponent(marker)}`)).body['decisions'] as Array<Record<string, unknown>>;
-    assert.deepEqual(stored.map((d) => [d['id'], d['at'], d['from'], d['action'], d['decision'], d['reason'], d['policyRevision'], d['rule'], d['reporter']]), [
-      ['019ad6c4-0000-7000-8000-000000000002', '2025-12-01T00:00:00.001Z', null, 'tcp 5432', 'allow', 'ALLOW_RULE', 0, 'db#0', 'spiffe://e2e.test/writ/agent/edge-2'],
-      ['019ad6c4-0000-7000-8000-000000000001', '2025-12-01T00:00:00.000Z', `${marker}-caller`, 'GET /v1/orders/7', 'deny', 'NO_MATCHING_ALLOW', 4, '', 'spiffe://e2e.test/writ/agent/edge-2'],
-    ]);
+    assert.deepEqual(
+      stored.map((d) => [d['id'], d['at'], d['from'], d['action'], d['decision'], d['reason'], d['policyRevision'], d['rule'], d['reporter']]),
+      [
+        [
+          '019ad6c4-0000-7000-8000-000000000002',
+          '2025-12-01T00:00:00.001Z',
+          null,
+          'tcp 5432',
+          'allow',
+          'ALLOW_RULE',
+          0,
+          'db#0',
+          'spiffe://e2e.test/writ/agent/edge-2',
+        ],
+        [
+          '019ad6c4-0000-7000-8000-000000000001',
+          '2025-12-01T00:00:00.000Z',
+          `${marker}-caller`,
+          'GET /v1/orders/7',
+          'deny',
+          'NO_MATCHING_ALLOW',
+          4,
+          '',
+          'spiffe://e2e.test/writ/agent/edge-2',
+        ],
+      ],
+    );
     // Sent again (a retried batch): nothing is stored twice.
     assert.equal((await post('application/x-protobuf', join(work, 'report.bin'))).stdout.trim().split('\n').pop(), '200');
     assert.equal(((await call('GET', `/v1/decisions?to=${encodeURIComponent(marker)}`)).body['decisions'] as unknown[]).length, 2);
     // Older agents' JSON.
-    writeFileSync(join(work, 'report.json'), JSON.stringify({ decisions: [{ id: 'json-1', at: 1764547200002, from: '', to: marker, action: 'GET /', decision: 'allow', reason: 'ALLOW_RULE', rule: 'r', policyRevision: 1, latencyUs: 3 }], dropped: 0 }));
+    writeFileSync(
+      join(work, 'report.json'),
+      JSON.stringify({
+        decisions: [
+          {
+            id: 'json-1',
+            at: 1764547200002,
+            from: '',
+            to: marker,
+            action: 'GET /',
+            decision: 'allow',
+            reason: 'ALLOW_RULE',
+            rule: 'r',
+            policyRevision: 1,
+            latencyUs: 3,
+          },
+        ],
+        dropped: 0,
+      }),
+    );
     assert.match((await post('application/json', join(work, 'report.json'))).stdout, /^\{"stored":1\}\n+200$/);
     // Hostile bodies: a truncated message, a length running past the end, a varint that never ends.
     for (const bytes of [Buffer.from([0x0a, 0x05, 0x0a]), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f]), Buffer.alloc(20, 0xff)]) {
@@ -349,22 +588,61 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     // reporter that was cut off) is shown, where following by decision time would skip it.
     const env: NodeJS.ProcessEnv = { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
     delete env['NODE_TEST_CONTEXT'];
-    const tail = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'decisions', 'tail', '--to', marker], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const tail = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'decisions', 'tail', '--to', marker], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let tailed = '';
     tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
     try {
-      await waitFor('tail to start', async () => ((await call('GET', '/metrics', { token: null })).text.includes('route="/v1/decisions"') ? true : undefined), 10_000);
+      await waitFor(
+        'tail to start',
+        async () => ((await call('GET', '/metrics', { token: null })).text.includes('route="/v1/decisions"') ? true : undefined),
+        10_000,
+      );
       await new Promise((r) => setTimeout(r, 500));
       const hourAgo = Date.now() - 3_600_000;
-      writeFileSync(join(work, 'late.json'), JSON.stringify({ decisions: [{ id: `late-${process.pid}`, at: hourAgo, from: '', to: marker, action: 'DELETE /late', decision: 'deny', reason: 'NO_MATCHING_ALLOW', rule: '', policyRevision: 1 }], dropped: 0 }));
+      writeFileSync(
+        join(work, 'late.json'),
+        JSON.stringify({
+          decisions: [
+            {
+              id: `late-${process.pid}`,
+              at: hourAgo,
+              from: '',
+              to: marker,
+              action: 'DELETE /late',
+              decision: 'deny',
+              reason: 'NO_MATCHING_ALLOW',
+              rule: '',
+              policyRevision: 1,
+            },
+          ],
+          dropped: 0,
+        }),
+      );
       assert.match((await post('application/json', join(work, 'late.json'))).stdout, /"stored":1/);
       await waitFor('the late decision in the tail', async () => (tailed.includes('DELETE /late') ? true : undefined), 10_000);
-      assert.match(tailed, new RegExp(`^${new Date(hourAgo).toISOString().replace(/[.]/g, '\\.')} DENY NO_MATCHING_ALLOW \\(none\\) -> ${marker.replace(/[/.]/g, '\\$&')} DELETE /late$`, 'm'));
+      assert.match(
+        tailed,
+        new RegExp(
+          `^${new Date(hourAgo).toISOString().replace(/[.]/g, '\\.')} DENY NO_MATCHING_ALLOW \\(none\\) -> ${marker.replace(/[/.]/g, '\\$&')} DELETE /late$`,
+          'm',
+        ),
+      );
     } finally {
       tail.kill();
     }
     // Only agents report: an admin token is not an agent SVID, and neither is no credential.
-    const anon = await curl(['-H', 'content-type: application/x-protobuf', '--data-binary', `@${join(work, 'report.bin')}`, '-w', '\n%{http_code}', `${srv.url}/v1/agent/decisions`]);
+    const anon = await curl([
+      '-H',
+      'content-type: application/x-protobuf',
+      '--data-binary',
+      `@${join(work, 'report.bin')}`,
+      '-w',
+      '\n%{http_code}',
+      `${srv.url}/v1/agent/decisions`,
+    ]);
     assert.equal(anon.stdout.trim().split('\n').pop(), '401');
   });
 });
@@ -424,9 +702,18 @@ describe('bad input never produces a 500 or a crash', () => {
     assert.equal((await call('GET', '/v1/entries?pageSize=0')).status, 400);
     assert.equal((await call('GET', '/v1/entries/%ZZ')).status, 404);
     assert.equal((await call('GET', '/v1/entries', { token: 'writ_forged' })).body['code'], 'ERR_UNAUTHENTICATED');
-    assert.equal((await call('POST', '/v1/svids/jwt', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', audience: [] }) })).body['code'], 'ERR_FIELD_MISSING');
-    assert.equal((await call('POST', '/v1/svids/x509', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', csr: 'garbage' }) })).body['code'], 'ERR_CSR_INVALID');
-    assert.equal((await call('PUT', '/v1/federated-bundles/partner.example', { body: '{"keys":[{"kty":"EC","use":"x509-svid","x5c":["AAAA"]}]}' })).body['code'], 'ERR_BUNDLE_INVALID');
+    assert.equal(
+      (await call('POST', '/v1/svids/jwt', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', audience: [] }) })).body['code'],
+      'ERR_FIELD_MISSING',
+    );
+    assert.equal(
+      (await call('POST', '/v1/svids/x509', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', csr: 'garbage' }) })).body['code'],
+      'ERR_CSR_INVALID',
+    );
+    assert.equal(
+      (await call('PUT', '/v1/federated-bundles/partner.example', { body: '{"keys":[{"kty":"EC","use":"x509-svid","x5c":["AAAA"]}]}' })).body['code'],
+      'ERR_BUNDLE_INVALID',
+    );
     assert.equal((await call('PUT', '/v1/federated-bundles/Bad_TD', { body: '{"keys":[]}' })).body['code'], 'ERR_TRUST_DOMAIN_INVALID');
   });
 
@@ -435,12 +722,32 @@ describe('bad input never produces a 500 or a crash', () => {
     // curl sends the body only after a 100 (or after --expect100-timeout, set beyond the test's
     // 30 s limit here), and asks for one by itself for a body over 1 MiB.
     const bigBody = ' '.repeat(3 * 1024 * 1024);
-    const refused = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), ...auth, '--expect100-timeout', '60', '--data-binary', '@-', `${srv.url}/v1/entries`], { input: bigBody });
+    const refused = await run(
+      'curl',
+      ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), ...auth, '--expect100-timeout', '60', '--data-binary', '@-', `${srv.url}/v1/entries`],
+      { input: bigBody },
+    );
     assert.equal(refused.stdout.trim().split('\n').pop(), '413', refused.stdout.slice(0, 300));
     assert.match(refused.stdout, /ERR_BODY_TOO_LARGE/);
     assert.doesNotMatch(refused.stderr, /< HTTP\/1\.1 100/, 'no 100 Continue for a body that will be refused');
     const body = JSON.stringify({ ...entry, spiffeId: 'spiffe://e2e.test/expect-continue' });
-    const ok = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), ...auth, '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '--data-binary', '@-', `${srv.url}/v1/entries`], { input: body });
+    const ok = await run(
+      'curl',
+      [
+        '-sS',
+        '--cacert',
+        join(srv.dataDir, 'bundle.pem'),
+        ...auth,
+        '-H',
+        'Expect: 100-continue',
+        '--expect100-timeout',
+        '60',
+        '--data-binary',
+        '@-',
+        `${srv.url}/v1/entries`,
+      ],
+      { input: body },
+    );
     assert.equal(ok.stdout.trim().split('\n').pop(), '201', ok.stdout.slice(0, 300));
     assert.match(ok.stderr, /< HTTP\/1\.1 100 Continue/);
   });

@@ -10,7 +10,17 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
-  WritError, createCsr, formatBundleJson, isWritError, parseBundleJson, parseCertificatesPem, parseSpiffeId, toPem, type BundleJson, type Certificate, type TrustBundle,
+  WritError,
+  createCsr,
+  formatBundleJson,
+  isWritError,
+  parseBundleJson,
+  parseCertificatesPem,
+  parseSpiffeId,
+  toPem,
+  type BundleJson,
+  type Certificate,
+  type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
 import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk';
@@ -135,8 +145,10 @@ function checkSyncResponse(raw: unknown, trustDomain: string, knownBundles: stri
     } catch {
       bad(`entry ${String(o['id']).slice(0, 40)}: spiffeId`);
     }
-    if (typeof o['parentId'] !== 'string' || !strs(o['selectors']) || !strs(o['dnsNames']) || !strs(o['federatesWith'])) bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
-    if (typeof o['x509SvidTtl'] !== 'number' || typeof o['jwtSvidTtl'] !== 'number' || typeof o['hint'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
+    if (typeof o['parentId'] !== 'string' || !strs(o['selectors']) || !strs(o['dnsNames']) || !strs(o['federatesWith']))
+      bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
+    if (typeof o['x509SvidTtl'] !== 'number' || typeof o['jwtSvidTtl'] !== 'number' || typeof o['hint'] !== 'string')
+      bad(`entry ${String(o['id']).slice(0, 40)}: fields`);
     if (o['expiresAt'] !== null && typeof o['expiresAt'] !== 'string') bad(`entry ${String(o['id']).slice(0, 40)}: expiresAt`);
   }
   // The bundles come along only when they changed; a new version without them is malformed.
@@ -151,7 +163,15 @@ function checkSyncResponse(raw: unknown, trustDomain: string, knownBundles: stri
   const q = r['quarantine'] as Record<string, unknown> | undefined;
   if (q !== undefined && (typeof q !== 'object' || typeof q['version'] !== 'string' || !strs(q['ids']) || !strs(q['breakGlass']))) bad('quarantine');
   const p = r['policy'] as Record<string, unknown> | undefined;
-  if (p !== undefined && (typeof p !== 'object' || !Number.isSafeInteger(p['revision']) || !p['policies'] || typeof p['policies'] !== 'object' || !Object.values(p['policies'] as object).every((v) => typeof v === 'string'))) bad('policy');
+  if (
+    p !== undefined &&
+    (typeof p !== 'object' ||
+      !Number.isSafeInteger(p['revision']) ||
+      !p['policies'] ||
+      typeof p['policies'] !== 'object' ||
+      !Object.values(p['policies'] as object).every((v) => typeof v === 'string'))
+  )
+    bad('policy');
   return r as unknown as SyncResponse;
 }
 
@@ -200,7 +220,10 @@ export class Agent extends EventEmitter {
       this.#rebuildBundles();
       if (this.#state.policies && this.#state.policyRevision !== undefined) this.#loadPolicy(this.#state.policyRevision, this.#state.policies);
       this.#applyQuarantine();
-      this.#o.log.info({ spiffeId: this.#state.spiffeId, entries: Object.keys(this.#state.entries).length, svids: Object.keys(this.#state.svids).length }, 'loaded cached identity and SVIDs');
+      this.#o.log.info(
+        { spiffeId: this.#state.spiffeId, entries: Object.keys(this.#state.entries).length, svids: Object.keys(this.#state.svids).length },
+        'loaded cached identity and SVIDs',
+      );
     } catch (err) {
       this.#o.log.warn({ err: (err as Error).message }, 'agent state unreadable; attesting afresh');
       this.#state = undefined;
@@ -241,19 +264,35 @@ export class Agent extends EventEmitter {
       try {
         token = readFileSync(this.#o.psat.tokenFile, 'utf8').trim();
       } catch (err) {
-        throw new WritError('ERR_CONFIG_INVALID', `cannot read the projected service account token ${this.#o.psat.tokenFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'psatTokenFile' });
+        throw new WritError(
+          'ERR_CONFIG_INVALID',
+          `cannot read the projected service account token ${this.#o.psat.tokenFile}: ${(err as NodeJS.ErrnoException).code}`,
+          { field: 'psatTokenFile' },
+        );
       }
       // Attestation is unauthenticated TLS to the server: no client certificate yet.
       this.#client.configure({ ca: this.#o.caPem, identity: undefined });
       res = await this.#client.call('POST', '/v1/agent/attest/k8s-psat', { cluster: this.#o.psat.cluster, token, csr: csrFor(k) });
     } else {
-      if (!this.#o.joinToken) throw new WritError('ERR_CONFIG_INVALID', 'the agent has no valid identity: give it a join token (--join-token; writ token create makes one), or use k8s_psat attestation', { field: 'joinToken' });
+      if (!this.#o.joinToken)
+        throw new WritError(
+          'ERR_CONFIG_INVALID',
+          'the agent has no valid identity: give it a join token (--join-token; writ token create makes one), or use k8s_psat attestation',
+          { field: 'joinToken' },
+        );
       res = await this.#client.call('POST', '/v1/agent/attest/join-token', { joinToken: this.#o.joinToken, csr: csrFor(k) });
     }
     const kept = this.#state;
     this.#state = {
-      spiffeId: res.spiffeId, svidPem: res.svid, keyPem: k.key.export({ format: 'pem', type: 'pkcs8' }) as string,
-      revision: 0, bundlesVersion: '', bundle: undefined, federated: {}, entries: kept?.entries ?? {}, svids: kept?.svids ?? {},
+      spiffeId: res.spiffeId,
+      svidPem: res.svid,
+      keyPem: k.key.export({ format: 'pem', type: 'pkcs8' }) as string,
+      revision: 0,
+      bundlesVersion: '',
+      bundle: undefined,
+      federated: {},
+      entries: kept?.entries ?? {},
+      svids: kept?.svids ?? {},
     };
     this.#save();
     this.#o.log.info({ spiffeId: res.spiffeId, method: this.#o.psat ? 'k8s_psat' : 'join_token' }, 'attested to the server');
@@ -261,7 +300,11 @@ export class Agent extends EventEmitter {
 
   #useIdentity(): void {
     const s = this.#state!;
-    const ca = s.bundle ? parseBundleJson(this.trustDomain, s.bundle).x509Authorities.map((c) => toPem('CERTIFICATE', c.der)).join('') : this.#o.caPem;
+    const ca = s.bundle
+      ? parseBundleJson(this.trustDomain, s.bundle)
+          .x509Authorities.map((c) => toPem('CERTIFICATE', c.der))
+          .join('')
+      : this.#o.caPem;
     this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem }, serverId: `spiffe://${this.trustDomain}/writ/server` });
   }
 
@@ -282,7 +325,9 @@ export class Agent extends EventEmitter {
     this.#useIdentity();
     this.emit('update');
     void this.#syncLoop();
-    this.#timers.push(setInterval(() => void this.#rotate().catch((err) => this.#o.log.warn({ err: (err as Error).message }, 'rotation failed; will retry')), 1000));
+    this.#timers.push(
+      setInterval(() => void this.#rotate().catch((err) => this.#o.log.warn({ err: (err as Error).message }, 'rotation failed; will retry')), 1000),
+    );
     // Small, frequent batches: the server stores each in a few milliseconds instead of one
     // burst a second that preempts the workloads and proxies sharing its cores.
     this.#timers.push(setInterval(() => void this.#flushDecisions(), 250));
@@ -307,7 +352,11 @@ export class Agent extends EventEmitter {
         if (this.#stopped) return;
         // Each new kind of failure is logged once, not every retry.
         const msg = (err as Error).message;
-        if (this.#connected || msg !== lastError) this.#o.log.warn({ code: isWritError(err) ? err.code : undefined, err: msg }, this.#connected ? 'lost the server; serving from cache' : 'sync failed; serving from cache');
+        if (this.#connected || msg !== lastError)
+          this.#o.log.warn(
+            { code: isWritError(err) ? err.code : undefined, err: msg },
+            this.#connected ? 'lost the server; serving from cache' : 'sync failed; serving from cache',
+          );
         lastError = msg;
         this.#connected = false;
         this.#resync = true;
@@ -337,8 +386,12 @@ export class Agent extends EventEmitter {
     // After a failed exchange (a reconnect), ask for everything: nothing missed can linger.
     const since = this.#resync ? 0 : s.revision;
     const q = new URLSearchParams({
-      since: String(since), wait: String(this.#resync ? 0 : waitSeconds), bundles: s.bundlesVersion,
-      policy: String(s.policyRevision ?? 0), quarantine: s.quarantine?.version ?? '', lean: '1',
+      since: String(since),
+      wait: String(this.#resync ? 0 : waitSeconds),
+      bundles: s.bundlesVersion,
+      policy: String(s.policyRevision ?? 0),
+      quarantine: s.quarantine?.version ?? '',
+      lean: '1',
     });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
@@ -362,9 +415,9 @@ export class Agent extends EventEmitter {
     }
     if (r.full) {
       const keep = new Set(r.entries.map((e) => e.id));
-      for (const id of Object.keys(s.entries)) if (!keep.has(id)) (delete s.entries[id], delete s.svids[id], (changed = true));
+      for (const id of Object.keys(s.entries)) if (!keep.has(id)) delete s.entries[id], delete s.svids[id], (changed = true);
     }
-    for (const id of r.removed) if (s.entries[id]) (delete s.entries[id], delete s.svids[id], (changed = true));
+    for (const id of r.removed) if (s.entries[id]) delete s.entries[id], delete s.svids[id], (changed = true);
     for (const e of r.entries) {
       const prev = s.entries[e.id];
       // A changed entry (new TTL, DNS names, ID) needs a new SVID.
@@ -430,7 +483,13 @@ export class Agent extends EventEmitter {
           }
           const notBefore = leaf.notBefore.getTime();
           const expiresAt = leaf.notAfter.getTime();
-          s.svids[sv.entryId] = { chainPem: sv.svid, keyPem: key.export({ format: 'pem', type: 'pkcs8' }) as string, notBefore, expiresAt, rotateAt: rotationTime(this.#clock(), expiresAt) };
+          s.svids[sv.entryId] = {
+            chainPem: sv.svid,
+            keyPem: key.export({ format: 'pem', type: 'pkcs8' }) as string,
+            notBefore,
+            expiresAt,
+            rotateAt: rotationTime(this.#clock(), expiresAt),
+          };
         }
         this.#save();
         this.emit('update');
@@ -496,8 +555,14 @@ export class Agent extends EventEmitter {
   async #flushDecisions(): Promise<void> {
     // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
     // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
-    await this.#decisions.drain((message) => this.#client.call('POST', '/v1/agent/decisions', message), (err) =>
-      isWritError(err) && (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID') ? 'drop' : 'retry');
+    await this.#decisions.drain(
+      (message) => this.#client.call('POST', '/v1/agent/decisions', message),
+      (err) =>
+        isWritError(err) &&
+        (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID')
+          ? 'drop'
+          : 'retry',
+    );
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {
@@ -539,10 +604,11 @@ export class Agent extends EventEmitter {
     const out = new Map<string, TrustBundle>();
     const own = this.#bundles.get(this.trustDomain);
     if (own) out.set(this.trustDomain, own);
-    for (const e of entries) for (const td of e.federatesWith) {
-      const b = this.#bundles.get(td);
-      if (b) out.set(td, b);
-    }
+    for (const e of entries)
+      for (const td of e.federatesWith) {
+        const b = this.#bundles.get(td);
+        if (b) out.set(td, b);
+      }
     return out;
   }
 

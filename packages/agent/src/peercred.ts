@@ -16,7 +16,9 @@ function load(): { getPeerCred(fd: number): PeerCred } {
     try {
       // From the sources (packages/agent/src) or from the bundled build (dist/).
       const req = createRequire(import.meta.url);
-      const found = ['../native/build/peercred.node', '../packages/agent/native/build/peercred.node'].map((p) => new URL(p, import.meta.url)).find((u) => existsSync(u));
+      const found = ['../native/build/peercred.node', '../packages/agent/native/build/peercred.node']
+        .map((p) => new URL(p, import.meta.url))
+        .find((u) => existsSync(u));
       addon = req(found ? found.pathname : '../native/build/peercred.node') as { getPeerCred(fd: number): PeerCred };
     } catch (err) {
       throw new WritError('ERR_INTERNAL', `the peer-credential addon is not built (run npm ci on Linux): ${(err as Error).message}`);

@@ -19,14 +19,22 @@ export class ServerClient {
   #newAgent(): HttpsAgent {
     const expected = this.#serverId;
     return new HttpsAgent({
-      keepAlive: true, maxSockets: 8, ca: this.#ca, ...(this.#identity ?? {}),
+      keepAlive: true,
+      maxSockets: 8,
+      ca: this.#ca,
+      ...(this.#identity ?? {}),
       // Once the trust domain is known, the server must also prove it is the Writ server of it:
       // a workload SVID from the same CA, with the right address, is not enough.
       checkServerIdentity: (host, cert) => {
         const err = checkServerIdentity(host, cert);
         if (err || !expected) return err;
-        const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
-        return uris.length === 1 && uris[0] === expected ? undefined : new Error(`the server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${expected}`);
+        const uris = (cert.subjectaltname ?? '')
+          .split(', ')
+          .filter((n) => n.startsWith('URI:'))
+          .map((n) => n.slice(4));
+        return uris.length === 1 && uris[0] === expected
+          ? undefined
+          : new Error(`the server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${expected}`);
       },
     });
   }
@@ -45,34 +53,45 @@ export class ServerClient {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body);
     const type = Buffer.isBuffer(body) ? 'application/x-protobuf' : 'application/json';
     return new Promise<T>((resolve, reject) => {
-      const req = request(new URL(path, this.#base), {
-        method,
-        agent: this.#agent,
-        timeout: timeoutMs,
-        headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}) },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > 256 * 1024 * 1024) req.destroy(new Error('response too large'));
-          else chunks.push(c);
-        });
-        res.on('end', () => {
-          let json: Record<string, unknown> | undefined;
-          try {
-            json = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
-          } catch {
-            json = undefined;
-          }
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300 && json) return resolve(json as T);
-          const code = (typeof json?.['code'] === 'string' && json['code'] in ERROR_CODES ? json['code'] : 'ERR_REQUEST_FAILED') as ErrorCode;
-          reject(new WritError(code, typeof json?.['message'] === 'string' ? json['message'] : `server answered HTTP ${status}${json ? '' : ' with a body that is not JSON'}`));
-        });
-      });
+      const req = request(
+        new URL(path, this.#base),
+        {
+          method,
+          agent: this.#agent,
+          timeout: timeoutMs,
+          headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > 256 * 1024 * 1024) req.destroy(new Error('response too large'));
+            else chunks.push(c);
+          });
+          res.on('end', () => {
+            let json: Record<string, unknown> | undefined;
+            try {
+              json = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+            } catch {
+              json = undefined;
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300 && json) return resolve(json as T);
+            const code = (typeof json?.['code'] === 'string' && json['code'] in ERROR_CODES ? json['code'] : 'ERR_REQUEST_FAILED') as ErrorCode;
+            reject(
+              new WritError(
+                code,
+                typeof json?.['message'] === 'string' ? json['message'] : `server answered HTTP ${status}${json ? '' : ' with a body that is not JSON'}`,
+              ),
+            );
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
-      req.on('error', (e: NodeJS.ErrnoException) => reject(new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`)));
+      req.on('error', (e: NodeJS.ErrnoException) =>
+        reject(new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`)),
+      );
       if (payload !== undefined) req.write(payload);
       req.end();
     });

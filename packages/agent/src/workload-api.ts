@@ -10,9 +10,25 @@ import type { Logger } from 'pino';
 import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
 import { parseAction } from '@writ/policy';
 import {
-  GRPC_STATUS, GrpcError, type ServerCall, Writer, acceptUnaryRequest, fields, decodeJwtSvidRequest, decodeValidateJwtSvidRequest, encodeJwtBundlesResponse,
-  encodeJwtSvidResponse, encodeValidateJwtSvidResponse, encodeX509BundlesResponse, encodeX509SvidResponse, type JwtSvid,
-  decisionShape, decodeDecision, newDecisionId, readReport, type ReportedDecision,
+  GRPC_STATUS,
+  GrpcError,
+  type ServerCall,
+  Writer,
+  acceptUnaryRequest,
+  fields,
+  decodeJwtSvidRequest,
+  decodeValidateJwtSvidRequest,
+  encodeJwtBundlesResponse,
+  encodeJwtSvidResponse,
+  encodeValidateJwtSvidResponse,
+  encodeX509BundlesResponse,
+  encodeX509SvidResponse,
+  type JwtSvid,
+  decisionShape,
+  decodeDecision,
+  newDecisionId,
+  readReport,
+  type ReportedDecision,
 } from '@writ/sdk';
 import type { Agent, EntryView } from './agent.ts';
 import { attestUnix, processStartTime } from './attest/unix.ts';
@@ -86,7 +102,9 @@ export class WorkloadApiServer {
         const cred = peerCred(socket);
         try {
           (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime: processStartTime(cred.pid) };
-        } catch { /* caller already gone: its calls are refused */ }
+        } catch {
+          /* caller already gone: its calls are refused */
+        }
         this.#sockets.add(socket);
         socket.on('close', () => this.#sockets.delete(socket));
       } catch (err) {
@@ -120,7 +138,12 @@ export class WorkloadApiServer {
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    acceptUnaryRequest(stream, headers, headers[':path'] === DECISION_REPORT ? MAX_REPORT_BYTES : MAX_REQUEST_BYTES, (call, request) => void this.#dispatch(call, request, stream).catch((err) => call.fail(err)));
+    acceptUnaryRequest(
+      stream,
+      headers,
+      headers[':path'] === DECISION_REPORT ? MAX_REPORT_BYTES : MAX_REQUEST_BYTES,
+      (call, request) => void this.#dispatch(call, request, stream).catch((err) => call.fail(err)),
+    );
   }
 
   async #caller(stream: ServerHttp2Stream): Promise<string[]> {
@@ -147,7 +170,8 @@ export class WorkloadApiServer {
     if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
     if (call.method === DECISION_REPORT) return this.#report(call, request, stream);
     if (call.method === WATCH_POLICY) {
-      if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+      if (call.metadata['workload.spiffe.io'] !== 'true')
+        return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
       const selectors = await this.#caller(stream);
       return this.#stream(call, () => {
         const ids = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
@@ -167,7 +191,8 @@ export class WorkloadApiServer {
     const known = ['FetchX509SVID', 'FetchX509Bundles', 'FetchJWTSVID', 'FetchJWTBundles', 'ValidateJWTSVID'];
     if (!known.includes(method)) return call.end(GRPC_STATUS.UNIMPLEMENTED, `${method.slice(0, 100)} is not implemented by this agent`);
     // SPIFFE_Workload_Endpoint.md: every request carries this header, or it is refused.
-    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    if (call.metadata['workload.spiffe.io'] !== 'true')
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
     const selectors = await this.#caller(stream);
     const agent = this.#o.agent;
     switch (method) {
@@ -182,7 +207,11 @@ export class WorkloadApiServer {
           for (const [td, b] of agent.bundlesFor(entries)) if (td !== agent.trustDomain) federated.set(trustDomainId(td), derConcat(b.x509Authorities));
           return encodeX509SvidResponse({
             svids: svids.map((s) => ({
-              spiffeId: s.entry.spiffeId, x509Svid: derConcat(s.chain), x509SvidKey: s.keyPkcs8Der, bundle: derConcat(own?.x509Authorities ?? []), hint: s.entry.hint,
+              spiffeId: s.entry.spiffeId,
+              x509Svid: derConcat(s.chain),
+              x509SvidKey: s.keyPkcs8Der,
+              bundle: derConcat(own?.x509Authorities ?? []),
+              hint: s.entry.hint,
             })),
             crl: [],
             federatedBundles: federated,
@@ -192,7 +221,10 @@ export class WorkloadApiServer {
         return this.#stream(call, () => {
           const entries = agent.entriesFor(selectors);
           if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-          return encodeX509BundlesResponse({ crl: [], bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), derConcat(b.x509Authorities)])) });
+          return encodeX509BundlesResponse({
+            crl: [],
+            bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), derConcat(b.x509Authorities)])),
+          });
         });
       case 'FetchJWTBundles':
         return this.#stream(call, () => {
@@ -240,12 +272,14 @@ export class WorkloadApiServer {
 
   /** writ.authz.v1.Authorizer/Check (packages/sdk/proto/writ_authz.proto): a local decision, no network hop. */
   async #check(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
-    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    if (call.metadata['workload.spiffe.io'] !== 'true')
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
     const req = decodeRequest(() => decodeCheckRequest(request));
     const selectors = await this.#caller(stream);
     const mine = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
     if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-    if (!mine.includes(req.to)) return call.end(GRPC_STATUS.PERMISSION_DENIED, `"to" must be one of the caller's own identities (${mine.join(', ').slice(0, 300)})`);
+    if (!mine.includes(req.to))
+      return call.end(GRPC_STATUS.PERMISSION_DENIED, `"to" must be one of the caller's own identities (${mine.join(', ').slice(0, 300)})`);
     let action;
     try {
       action = parseAction(req.action);
@@ -257,14 +291,28 @@ export class WorkloadApiServer {
     const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
     const latencyNs = Number(process.hrtime.bigint() - t0);
     const decisionId = newDecisionId();
-    this.#o.agent.logDecision({ id: decisionId, at: Date.now(), from: req.from, to: req.to, action: req.action, decision: d.decision, reason: d.reason, policyRevision: d.revision, rule: d.rule?.name ?? '', latencyNs });
-    call.send(encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }));
+    this.#o.agent.logDecision({
+      id: decisionId,
+      at: Date.now(),
+      from: req.from,
+      to: req.to,
+      action: req.action,
+      decision: d.decision,
+      reason: d.reason,
+      policyRevision: d.revision,
+      rule: d.rule?.name ?? '',
+      latencyNs,
+    });
+    call.send(
+      encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }),
+    );
     return call.end();
   }
 
   /** writ.authz.v1.DecisionLog/Report: decisions made in-process by the caller, for its own identities only. */
   async #report(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
-    if (call.metadata['workload.spiffe.io'] !== 'true') return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    if (call.metadata['workload.spiffe.io'] !== 'true')
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
     const selectors = await this.#caller(stream);
     const mine = this.#o.agent.entriesFor(selectors).map((e) => Buffer.from(e.spiffeId));
     if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');

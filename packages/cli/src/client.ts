@@ -43,7 +43,9 @@ export class ApiClient {
   call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { auth?: boolean; raw?: boolean } = {}): Promise<T> {
     const auth = opts.auth ?? true;
     if (auth && !this.#token) {
-      return Promise.reject(new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'));
+      return Promise.reject(
+        new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'),
+      );
     }
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const url = new URL(path, this.#url);

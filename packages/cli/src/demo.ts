@@ -4,9 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import {
-  JwtSvidValidator, createCsr, isWritError, parseBundleJson, parseCertificatesPem, toPem, verifyX509Svid, type TrustBundle,
-} from '@writ/spiffe';
+import { JwtSvidValidator, createCsr, isWritError, parseBundleJson, parseCertificatesPem, toPem, verifyX509Svid, type TrustBundle } from '@writ/spiffe';
 import { generateSigner, loadServerConfig, startServer } from '@writ/server';
 import { ApiClient } from './client.ts';
 
@@ -20,12 +18,17 @@ export async function runDemo(keepDir?: string): Promise<void> {
   const server = await startServer(cfg, { log: pino({ level: 'warn' }, process.stderr) });
   try {
     say(`1. Started a server at ${server.url} on the embedded SQLite store (${join(dataDir, 'writ.db')}).`);
-    for (const a of server.ca.authorities()) say(`   ${a.kind === 'x509' ? 'X.509 CA ' : 'JWT key  '} ${a.id.slice(0, 12)}…  ${a.status}, valid until ${new Date(a.notAfter).toISOString()}`);
+    for (const a of server.ca.authorities())
+      say(`   ${a.kind === 'x509' ? 'X.509 CA ' : 'JWT key  '} ${a.id.slice(0, 12)}…  ${a.status}, valid until ${new Date(a.notAfter).toISOString()}`);
     say(`   Trust bundle written to ${join(dataDir, 'bundle.pem')}; admin token to ${join(dataDir, 'admin.token')} (mode 0600).`);
 
     const api = new ApiClient({ server: server.url, token: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(), caFile: join(dataDir, 'bundle.pem') });
     const web = `spiffe://${td}/ns/shop/sa/web`;
-    const entry = await api.call<{ id: string }>('POST', '/v1/entries', { spiffeId: web, parentId: `spiffe://${td}/writ/agent/node-1`, selectors: ['unix:uid:1000', 'unix:path:/usr/bin/web'] });
+    const entry = await api.call<{ id: string }>('POST', '/v1/entries', {
+      spiffeId: web,
+      parentId: `spiffe://${td}/writ/agent/node-1`,
+      selectors: ['unix:uid:1000', 'unix:path:/usr/bin/web'],
+    });
     say(`\n2. Registered entry ${entry.id}: workloads on node-1 running /usr/bin/web as uid 1000 are ${web}.`);
 
     // X.509-SVID: the key is made here; the server only ever sees a CSR.
@@ -45,7 +48,12 @@ export async function runDemo(keepDir?: string): Promise<void> {
     const jwt = await api.call<{ token: string; expiresAt: string }>('POST', '/v1/svids/jwt', { spiffeId: web, audience: [db] });
     const discovery = await api.call<{ jwks_uri: string }>('GET', '/.well-known/openid-configuration', undefined, { auth: false });
     const jwks = await api.call<{ keys: Array<Record<string, string>> }>('GET', new URL(discovery.jwks_uri).pathname, undefined, { auth: false });
-    const keys = new Map(jwks.keys.map((k) => [k['kid']!, createPublicKey({ key: { kty: k['kty'], crv: k['crv'], x: k['x'], y: k['y'], n: k['n'], e: k['e'] } as never, format: 'jwk' })]));
+    const keys = new Map(
+      jwks.keys.map((k) => [
+        k['kid']!,
+        createPublicKey({ key: { kty: k['kty'], crv: k['crv'], x: k['x'], y: k['y'], n: k['n'], e: k['e'] } as never, format: 'jwk' }),
+      ]),
+    );
     const validator = new JwtSvidValidator(new Map([[td, { jwtAuthorities: keys }]]));
     const v = validator.validate(jwt.token, db);
     say(`\n4. Minted a JWT-SVID for audience ${db}, valid until ${jwt.expiresAt}:`);

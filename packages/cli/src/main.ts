@@ -44,8 +44,16 @@ const entryRows = (entries: EntryJson[]) => () => ({
 });
 
 interface EntryFlags {
-  spiffeId?: string; parentId?: string; selector?: string[]; x509SvidTtl?: string; jwtSvidTtl?: string; dnsName?: string[];
-  federatesWith?: string[]; admin?: boolean; hint?: string; expiresAt?: string;
+  spiffeId?: string;
+  parentId?: string;
+  selector?: string[];
+  x509SvidTtl?: string;
+  jwtSvidTtl?: string;
+  dnsName?: string[];
+  federatesWith?: string[];
+  admin?: boolean;
+  hint?: string;
+  expiresAt?: string;
 }
 function entryBody(f: EntryFlags): Record<string, unknown> {
   const b: Record<string, unknown> = {};
@@ -198,23 +206,32 @@ export function buildProgram(): Command {
       } while (pageToken);
       print(format, all, entryRows(all));
     });
-  entry.command('show').argument('<id>').description('show one entry').action(async (id: string, _o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    print(format, await api.call('GET', `/v1/entries/${encodeURIComponent(id)}`));
-  });
-  entryOptions(entry.command('update').argument('<id>').description('change the given fields of an entry (--selector replaces all selectors)'))
-    .action(async (id: string, f: EntryFlags, cmd: Command) => {
+  entry
+    .command('show')
+    .argument('<id>')
+    .description('show one entry')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      print(format, await api.call('GET', `/v1/entries/${encodeURIComponent(id)}`));
+    });
+  entryOptions(entry.command('update').argument('<id>').description('change the given fields of an entry (--selector replaces all selectors)')).action(
+    async (id: string, f: EntryFlags, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const body = entryBody(f);
       if (Object.keys(body).length === 0) throw new CommanderError(2, 'writ.usage', 'nothing to update: give at least one field flag');
       const e = await api.call<EntryJson>('PATCH', `/v1/entries/${encodeURIComponent(id)}`, body);
       print(format, e, entryRows([e]));
+    },
+  );
+  entry
+    .command('delete')
+    .argument('<id>')
+    .description('delete an entry')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api } = clientOf(cmd);
+      await api.call('DELETE', `/v1/entries/${encodeURIComponent(id)}`);
+      process.stderr.write(`deleted entry ${id}\n`);
     });
-  entry.command('delete').argument('<id>').description('delete an entry').action(async (id: string, _o: unknown, cmd: Command) => {
-    const { api } = clientOf(cmd);
-    await api.call('DELETE', `/v1/entries/${encodeURIComponent(id)}`);
-    process.stderr.write(`deleted entry ${id}\n`);
-  });
 
   // ---------------------------------------------------------------- join tokens and admin tokens
   program
@@ -226,7 +243,10 @@ export function buildProgram(): Command {
     .option('--ttl <duration>', 'how long the token can be redeemed (default 1h)')
     .action(async (f: { nodeName?: string; ttl?: string }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<Record<string, string>>('POST', '/v1/join-tokens', { ...(f.nodeName ? { nodeName: f.nodeName } : {}), ...(f.ttl ? { ttl: f.ttl } : {}) });
+      const res = await api.call<Record<string, string>>('POST', '/v1/join-tokens', {
+        ...(f.nodeName ? { nodeName: f.nodeName } : {}),
+        ...(f.ttl ? { ttl: f.ttl } : {}),
+      });
       if (format === 'table') return void process.stdout.write(`${res['token']}\n`);
       print(format, res);
     });
@@ -239,19 +259,33 @@ export function buildProgram(): Command {
     .description('create an API token (printed once)')
     .action(async (f: { role: string; name?: string; ttl?: string }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<Record<string, string>>('POST', '/v1/admin-tokens', { role: f.role, ...(f.name ? { name: f.name } : {}), ...(f.ttl ? { ttl: f.ttl } : {}) });
+      const res = await api.call<Record<string, string>>('POST', '/v1/admin-tokens', {
+        role: f.role,
+        ...(f.name ? { name: f.name } : {}),
+        ...(f.ttl ? { ttl: f.ttl } : {}),
+      });
       if (format === 'table') return void process.stdout.write(`${res['token']}\n`);
       print(format, res);
     });
-  adminToken.command('list').description('list API tokens (not their values)').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ adminTokens: Array<Record<string, string>> }>('GET', '/v1/admin-tokens');
-    print(format, res.adminTokens, () => ({ head: ['ID', 'ROLE', 'NAME', 'EXPIRES'], body: res.adminTokens.map((t) => [t['id']!, t['role']!, t['name']!, t['expiresAt'] ?? 'never']) }));
-  });
-  adminToken.command('delete').argument('<id>').description('revoke an API token').action(async (id: string, _o: unknown, cmd: Command) => {
-    await clientOf(cmd).api.call('DELETE', `/v1/admin-tokens/${encodeURIComponent(id)}`);
-    process.stderr.write(`revoked admin token ${id}\n`);
-  });
+  adminToken
+    .command('list')
+    .description('list API tokens (not their values)')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ adminTokens: Array<Record<string, string>> }>('GET', '/v1/admin-tokens');
+      print(format, res.adminTokens, () => ({
+        head: ['ID', 'ROLE', 'NAME', 'EXPIRES'],
+        body: res.adminTokens.map((t) => [t['id']!, t['role']!, t['name']!, t['expiresAt'] ?? 'never']),
+      }));
+    });
+  adminToken
+    .command('delete')
+    .argument('<id>')
+    .description('revoke an API token')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      await clientOf(cmd).api.call('DELETE', `/v1/admin-tokens/${encodeURIComponent(id)}`);
+      process.stderr.write(`revoked admin token ${id}\n`);
+    });
 
   // ---------------------------------------------------------------- bundles
   const bundle = program.command('bundle').description("trust bundles: this trust domain's and federated ones");
@@ -280,18 +314,28 @@ export function buildProgram(): Command {
       if (format === 'table') return void process.stderr.write(`stored the bundle of ${f.trustDomain}\n`);
       print(format, res);
     });
-  bundle.command('list').description('list federated bundles').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ bundles: Array<{ trustDomain: string; updatedAt: string; bundle: { keys: unknown[]; spiffe_sequence?: number } }> }>('GET', '/v1/federated-bundles');
-    print(format, res.bundles, () => ({
-      head: ['TRUST DOMAIN', 'KEYS', 'SEQUENCE', 'UPDATED'],
-      body: res.bundles.map((b) => [b.trustDomain, String(b.bundle.keys.length), String(b.bundle.spiffe_sequence ?? ''), b.updatedAt]),
-    }));
-  });
-  bundle.command('delete').argument('<trust-domain>').description('delete a federated bundle').action(async (td: string, _o: unknown, cmd: Command) => {
-    await clientOf(cmd).api.call('DELETE', `/v1/federated-bundles/${encodeURIComponent(td)}`);
-    process.stderr.write(`deleted the bundle of ${td}\n`);
-  });
+  bundle
+    .command('list')
+    .description('list federated bundles')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ bundles: Array<{ trustDomain: string; updatedAt: string; bundle: { keys: unknown[]; spiffe_sequence?: number } }> }>(
+        'GET',
+        '/v1/federated-bundles',
+      );
+      print(format, res.bundles, () => ({
+        head: ['TRUST DOMAIN', 'KEYS', 'SEQUENCE', 'UPDATED'],
+        body: res.bundles.map((b) => [b.trustDomain, String(b.bundle.keys.length), String(b.bundle.spiffe_sequence ?? ''), b.updatedAt]),
+      }));
+    });
+  bundle
+    .command('delete')
+    .argument('<trust-domain>')
+    .description('delete a federated bundle')
+    .action(async (td: string, _o: unknown, cmd: Command) => {
+      await clientOf(cmd).api.call('DELETE', `/v1/federated-bundles/${encodeURIComponent(td)}`);
+      process.stderr.write(`deleted the bundle of ${td}\n`);
+    });
 
   // ---------------------------------------------------------------- SVID minting
   const svid = program.command('svid').description('SVIDs for CI systems and tests (admin)');
@@ -309,7 +353,10 @@ export function buildProgram(): Command {
       const signer = { key: pair.privateKey, keyType: 'ec-p256' as const };
       const csr = toPem('CERTIFICATE REQUEST', createCsr(signer, pair.publicKey));
       const res = await api.call<{ svid: string; bundle: string; expiresAt: string; spiffeId: string }>('POST', '/v1/svids/x509', {
-        spiffeId: f.spiffeId, csr, ...(f.ttl ? { ttl: f.ttl } : {}), ...(f.dnsName?.length ? { dnsNames: f.dnsName } : {}),
+        spiffeId: f.spiffeId,
+        csr,
+        ...(f.ttl ? { ttl: f.ttl } : {}),
+        ...(f.dnsName?.length ? { dnsNames: f.dnsName } : {}),
       });
       mkdirSync(f.out, { recursive: true });
       const keyPath = join(f.out, 'svid.key');
@@ -317,8 +364,13 @@ export function buildProgram(): Command {
       chmodSync(keyPath, 0o600);
       writeFileSync(join(f.out, 'svid.pem'), res.svid);
       writeFileSync(join(f.out, 'bundle.pem'), res.bundle);
-      const out = { spiffeId: res.spiffeId, expiresAt: res.expiresAt, files: { svid: join(f.out, 'svid.pem'), key: keyPath, bundle: join(f.out, 'bundle.pem') } };
-      if (format === 'table') return void process.stdout.write(`${res.spiffeId}  expires ${res.expiresAt}\n  ${out.files.svid}\n  ${out.files.key}\n  ${out.files.bundle}\n`);
+      const out = {
+        spiffeId: res.spiffeId,
+        expiresAt: res.expiresAt,
+        files: { svid: join(f.out, 'svid.pem'), key: keyPath, bundle: join(f.out, 'bundle.pem') },
+      };
+      if (format === 'table')
+        return void process.stdout.write(`${res.spiffeId}  expires ${res.expiresAt}\n  ${out.files.svid}\n  ${out.files.key}\n  ${out.files.bundle}\n`);
       print(format, out);
     });
   svid
@@ -352,104 +404,179 @@ export function buildProgram(): Command {
     .option('--kubelet-ca <file>', "the kubelet's serving CA")
     .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { dataDir: string; joinToken?: string; socket: string; socketMode: string; logLevel: string; dockerSocket?: string; kubeletUrl?: string; kubeletCa?: string; kubeletTokenFile: string; psatCluster?: string; psatTokenFile: string; containerdSocket?: string; containerdNamespace: string }, cmd: Command) => {
-      const g = cmd.optsWithGlobals<Globals>();
-      const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
-      const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
-      if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
-      let caPem: string;
-      try {
-        caPem = readFileSync(caFile, 'utf8');
-      } catch (err) {
-        throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
-      }
-      if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
-      const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
-      const attestors = [
-        ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
-        ...(f.dockerSocket ? [dockerAttestor({ socketPath: f.dockerSocket })] : []),
-        ...(f.kubeletUrl ? [k8sAttestor({ kubeletUrl: f.kubeletUrl, ...(f.kubeletCa ? { caFile: f.kubeletCa } : {}), ...(existsSync(f.kubeletTokenFile) ? { tokenFile: f.kubeletTokenFile } : {}) })] : []),
-      ];
-      const pino = (await import('pino')).default;
-      const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
-      mkdirSync(dirname(f.socket), { recursive: true });
-      const a = new Agent({
-        serverUrl: server, caPem, joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'], dataDir: f.dataDir, log,
-        ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
+    .action(
+      async (
+        f: {
+          dataDir: string;
+          joinToken?: string;
+          socket: string;
+          socketMode: string;
+          logLevel: string;
+          dockerSocket?: string;
+          kubeletUrl?: string;
+          kubeletCa?: string;
+          kubeletTokenFile: string;
+          psatCluster?: string;
+          psatTokenFile: string;
+          containerdSocket?: string;
+          containerdNamespace: string;
+        },
+        cmd: Command,
+      ) => {
+        const g = cmd.optsWithGlobals<Globals>();
+        const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
+        const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
+        if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
+        let caPem: string;
+        try {
+          caPem = readFileSync(caFile, 'utf8');
+        } catch (err) {
+          throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
+        }
+        if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
+        const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
+        const attestors = [
+          ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
+          ...(f.dockerSocket ? [dockerAttestor({ socketPath: f.dockerSocket })] : []),
+          ...(f.kubeletUrl
+            ? [
+                k8sAttestor({
+                  kubeletUrl: f.kubeletUrl,
+                  ...(f.kubeletCa ? { caFile: f.kubeletCa } : {}),
+                  ...(existsSync(f.kubeletTokenFile) ? { tokenFile: f.kubeletTokenFile } : {}),
+                }),
+              ]
+            : []),
+        ];
+        const pino = (await import('pino')).default;
+        const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
+        mkdirSync(dirname(f.socket), { recursive: true });
+        const a = new Agent({
+          serverUrl: server,
+          caPem,
+          joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
+          dataDir: f.dataDir,
+          log,
+          ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
+        });
+        await a.start();
+        const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
+        await api.listen();
+        log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
+        const stop = (): void => {
+          a.stop();
+          void api.close().then(() => process.exit(0));
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await new Promise(() => undefined);
+      },
+    );
+  agent
+    .command('list')
+    .description('list attested agents')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ agents: Array<Record<string, string | boolean>> }>('GET', '/v1/agents');
+      print(format, res.agents, () => ({
+        head: ['SPIFFE ID', 'ATTESTATION', 'SVID EXPIRES', 'BANNED'],
+        body: res.agents.map((a) => [String(a['spiffeId']), String(a['attestationType']), String(a['expiresAt']), a['banned'] ? 'yes' : 'no']),
+      }));
+    });
+  agent
+    .command('show')
+    .argument('<spiffe-id>')
+    .description('show one agent')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      print(format, await api.call('GET', `/v1/agents/${encodeURIComponent(id)}`));
+    });
+  for (const [verb, what] of [
+    ['evict', 'its SVID stops working; it must attest again'],
+    ['ban', 'its SVID stops working and it cannot attest again'],
+  ] as const) {
+    agent
+      .command(verb)
+      .argument('<spiffe-id>')
+      .description(`${verb} an agent: ${what}`)
+      .action(async (id: string, _o: unknown, cmd: Command) => {
+        await clientOf(cmd).api.call('POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`);
+        process.stderr.write(`${verb === 'ban' ? 'banned' : 'evicted'} ${id}\n`);
       });
-      await a.start();
-      const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
-      await api.listen();
-      log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
-      const stop = (): void => {
-        a.stop();
-        void api.close().then(() => process.exit(0));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      await new Promise(() => undefined);
-    });
-  agent.command('list').description('list attested agents').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ agents: Array<Record<string, string | boolean>> }>('GET', '/v1/agents');
-    print(format, res.agents, () => ({ head: ['SPIFFE ID', 'ATTESTATION', 'SVID EXPIRES', 'BANNED'], body: res.agents.map((a) => [String(a['spiffeId']), String(a['attestationType']), String(a['expiresAt']), a['banned'] ? 'yes' : 'no']) }));
-  });
-  agent.command('show').argument('<spiffe-id>').description('show one agent').action(async (id: string, _o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    print(format, await api.call('GET', `/v1/agents/${encodeURIComponent(id)}`));
-  });
-  for (const [verb, what] of [['evict', 'its SVID stops working; it must attest again'], ['ban', 'its SVID stops working and it cannot attest again']] as const) {
-    agent.command(verb).argument('<spiffe-id>').description(`${verb} an agent: ${what}`).action(async (id: string, _o: unknown, cmd: Command) => {
-      await clientOf(cmd).api.call('POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`);
-      process.stderr.write(`${verb === 'ban' ? 'banned' : 'evicted'} ${id}\n`);
-    });
   }
 
   // ---------------------------------------------------------------- proxy
   program
     .command('proxy')
     .description('run the mTLS sidecar beside a workload (foreground, JSON logs)')
-    .option('--socket <path>', 'the agent\'s Workload API socket (or SPIFFE_ENDPOINT_SOCKET)')
-    .option('--spiffe-id <id>', 'which of the workload\'s identities to use (default: its first)')
-    .option('--inbound <listen=upstream>', 'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM: HOST:PORT (HTTP/1.1) or h2c://HOST:PORT (an app that speaks HTTP/2, e.g. gRPC) (repeatable)', collect)
+    .option('--socket <path>', "the agent's Workload API socket (or SPIFFE_ENDPOINT_SOCKET)")
+    .option('--spiffe-id <id>', "which of the workload's identities to use (default: its first)")
+    .option(
+      '--inbound <listen=upstream>',
+      'terminate mTLS on LISTEN, authorize, forward plaintext to UPSTREAM: HOST:PORT (HTTP/1.1) or h2c://HOST:PORT (an app that speaks HTTP/2, e.g. gRPC) (repeatable)',
+      collect,
+    )
     .addOption(new Option('--inbound-mode <mode>', 'http: per request (HTTP/1.1 and HTTP/2); tcp: per connection').choices(['http', 'tcp']).default('http'))
     .option('--outbound <listen=spiffe://ID@host:port>', 'accept plaintext on LISTEN, originate mTLS to HOST:PORT, which must be ID (repeatable)', collect)
-    .addOption(new Option('--outbound-mode <mode>', 'http: HTTP/1.1 requests over kept-alive mTLS connections (an HTTP/2 client, e.g. gRPC, gets an mTLS connection of its own with ALPN h2); tcp: one mTLS connection per client connection (any protocol)').choices(['http', 'tcp']).default('http'))
+    .addOption(
+      new Option(
+        '--outbound-mode <mode>',
+        'http: HTTP/1.1 requests over kept-alive mTLS connections (an HTTP/2 client, e.g. gRPC, gets an mTLS connection of its own with ALPN h2); tcp: one mTLS connection per client connection (any protocol)',
+      )
+        .choices(['http', 'tcp'])
+        .default('http'),
+    )
     .option('--workers <n>', 'processes sharing the listeners: a number, or "auto" for one per CPU', '1')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(async (f: { socket?: string; spiffeId?: string; inbound?: string[]; inboundMode: 'http' | 'tcp'; outbound?: string[]; outboundMode: 'http' | 'tcp'; workers: string; logLevel: string }) => {
-      const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
-      const pino = (await import('pino')).default;
-      const cluster = (await import('node:cluster')).default;
-      const log = pino({ level: f.logLevel, base: { svc: 'writ-proxy', ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) }, timestamp: pino.stdTimeFunctions.isoTime });
-      const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
-      if (!endpoint) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
-      if (!f.inbound?.length && !f.outbound?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --inbound or --outbound');
-      const workers = f.workers === 'auto' ? (await import('node:os')).availableParallelism() : Number(f.workers);
-      if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64) throw new CommanderError(2, 'writ.usage', `--workers ${JSON.stringify(f.workers)}: a number from 1 to 64, or auto`);
-      const inbound = (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode));
-      const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
-      if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
-      const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log });
-      let ports: Awaited<ReturnType<typeof proxy.start>>;
-      try {
-        ports = await proxy.start();
-      } catch (err) {
-        // Nothing may keep the process up after a failed start (the agent streams, a worker's IPC).
-        await proxy.close().catch(() => undefined);
-        if (cluster.isWorker) {
-          log.error({ err: (err as Error).message }, 'proxy worker failed to start');
-          process.exit(1);
+    .action(
+      async (f: {
+        socket?: string;
+        spiffeId?: string;
+        inbound?: string[];
+        inboundMode: 'http' | 'tcp';
+        outbound?: string[];
+        outboundMode: 'http' | 'tcp';
+        workers: string;
+        logLevel: string;
+      }) => {
+        const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
+        const pino = (await import('pino')).default;
+        const cluster = (await import('node:cluster')).default;
+        const log = pino({
+          level: f.logLevel,
+          base: { svc: 'writ-proxy', ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
+          timestamp: pino.stdTimeFunctions.isoTime,
+        });
+        const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : process.env['SPIFFE_ENDPOINT_SOCKET'];
+        if (!endpoint) throw new CommanderError(2, 'writ.usage', 'give --socket PATH or set SPIFFE_ENDPOINT_SOCKET');
+        if (!f.inbound?.length && !f.outbound?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --inbound or --outbound');
+        const workers = f.workers === 'auto' ? (await import('node:os')).availableParallelism() : Number(f.workers);
+        if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
+          throw new CommanderError(2, 'writ.usage', `--workers ${JSON.stringify(f.workers)}: a number from 1 to 64, or auto`);
+        const inbound = (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode));
+        const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
+        if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
+        const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log });
+        let ports: Awaited<ReturnType<typeof proxy.start>>;
+        try {
+          ports = await proxy.start();
+        } catch (err) {
+          // Nothing may keep the process up after a failed start (the agent streams, a worker's IPC).
+          await proxy.close().catch(() => undefined);
+          if (cluster.isWorker) {
+            log.error({ err: (err as Error).message }, 'proxy worker failed to start');
+            process.exit(1);
+          }
+          throw err;
         }
-        throw err;
-      }
-      log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
-      if (cluster.isWorker) process.send?.('writ:listening');
-      const stop = (): void => void proxy.close().then(() => process.exit(0));
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      await new Promise(() => undefined);
-    });
+        log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
+        if (cluster.isWorker) process.send?.('writ:listening');
+        const stop = (): void => void proxy.close().then(() => process.exit(0));
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await new Promise(() => undefined);
+      },
+    );
 
   // ---------------------------------------------------------------- Workload API client
   const socketOpt = (c: Command): Command => c.option('--socket <path>', 'Workload API socket (or SPIFFE_ENDPOINT_SOCKET)');
@@ -475,7 +602,10 @@ export function buildProgram(): Command {
             writeFileSync(join(f.write!, `${base}.pem`), s.chain.map((c) => toPem('CERTIFICATE', c.der)).join(''));
             writeFileSync(join(f.write!, `${base}.key`), s.key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
           });
-          writeFileSync(join(f.write, 'bundle.pem'), [...ctx.bundles.values()].flatMap((b) => b.x509Authorities.map((c) => toPem('CERTIFICATE', c.der))).join(''));
+          writeFileSync(
+            join(f.write, 'bundle.pem'),
+            [...ctx.bundles.values()].flatMap((b) => b.x509Authorities.map((c) => toPem('CERTIFICATE', c.der))).join(''),
+          );
         }
         print(format, rows, () => ({ head: ['SPIFFE ID', 'HINT', 'EXPIRES'], body: rows.map((r) => [r.spiffeId, r.hint, r.expiresAt]) }));
       } finally {
@@ -485,7 +615,7 @@ export function buildProgram(): Command {
   socketOpt(svid.command('jwt'))
     .description('fetch a JWT-SVID for this process from the Workload API and print it')
     .requiredOption('--audience <aud>', 'audience (repeatable)', collect)
-    .option('--spiffe-id <id>', 'which of the workload\'s identities')
+    .option('--spiffe-id <id>', "which of the workload's identities")
     .action(async (f: { socket?: string; audience: string[]; spiffeId?: string }, cmd: Command) => {
       const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
       const c = await workloadClient(f.socket);
@@ -502,7 +632,10 @@ export function buildProgram(): Command {
     .action(async (f: { socket?: string }) => {
       const c = await workloadClient(f.socket);
       c.watchX509Context(
-        (ctx) => process.stdout.write(`${new Date().toISOString()} ${ctx.svids.map((s) => `${s.spiffeId} serial=${s.chain[0]!.serialHex} expires=${s.chain[0]!.notAfter.toISOString()}`).join(' ')}\n`),
+        (ctx) =>
+          process.stdout.write(
+            `${new Date().toISOString()} ${ctx.svids.map((s) => `${s.spiffeId} serial=${s.chain[0]!.serialHex} expires=${s.chain[0]!.notAfter.toISOString()}`).join(' ')}\n`,
+          ),
         (err) => process.stderr.write(`${new Date().toISOString()} ${err.message}; reconnecting\n`),
       );
       await new Promise(() => undefined);
@@ -523,44 +656,95 @@ export function buildProgram(): Command {
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
       parsePolicies(yaml, { file: f.file });
-      const res = await api.call<{ revision: number; changed: string[]; added: string[]; removed: string[]; dryRun: boolean; changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }> }>('POST', '/v1/policies', { yaml, ...(f.dryRun ? { dryRun: true } : {}), ...(f.replace ? { replace: true } : {}), ...(f.comment ? { comment: f.comment } : {}) });
+      const res = await api.call<{
+        revision: number;
+        changed: string[];
+        added: string[];
+        removed: string[];
+        dryRun: boolean;
+        changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }>;
+      }>('POST', '/v1/policies', {
+        yaml,
+        ...(f.dryRun ? { dryRun: true } : {}),
+        ...(f.replace ? { replace: true } : {}),
+        ...(f.comment ? { comment: f.comment } : {}),
+      });
       if (format !== 'table') return print(format, res);
       const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
       process.stdout.write(`${res.dryRun ? 'dry run: ' : ''}revision ${res.revision}; ${what}\n`);
       if (res.changedEdges) {
-        process.stdout.write(res.changedEdges.length ? `calls seen in the last day whose outcome would change:\n` : 'no call seen in the last day would change outcome\n');
-        for (const e of res.changedEdges) process.stdout.write(`  ${e.before} -> ${e.after}  ${e.from ?? '(no identity)'} -> ${e.to}  ${e.action}  (seen ${e.seen}x)\n`);
+        process.stdout.write(
+          res.changedEdges.length ? `calls seen in the last day whose outcome would change:\n` : 'no call seen in the last day would change outcome\n',
+        );
+        for (const e of res.changedEdges)
+          process.stdout.write(`  ${e.before} -> ${e.after}  ${e.from ?? '(no identity)'} -> ${e.to}  ${e.action}  (seen ${e.seen}x)\n`);
       }
     });
-  policy.command('list').description('the current policy set').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ revision: number; policies: Array<Record<string, string | number>> }>('GET', '/v1/policies');
-    print(format, res, () => ({ head: ['NAME', 'TO', 'MODE', 'RULES'], body: res.policies.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]) }));
-  });
-  policy.command('get').argument('<name>').option('--revision <n>', 'from an earlier revision').description('print one policy as YAML').action(async (name: string, f: { revision?: string }, cmd: Command) => {
-    const { api } = clientOf(cmd);
-    process.stdout.write(await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`));
-  });
-  policy.command('delete').argument('<name>').description('remove a policy (a new revision)').action(async (name: string, _o: unknown, cmd: Command) => {
-    const res = await clientOf(cmd).api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
-    process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
-  });
-  policy.command('history').description('policy revisions, newest first').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ revisions: Array<{ revision: number; createdAt: string; createdBy: string; comment: string; policies: string[] }> }>('GET', '/v1/policies/history');
-    print(format, res.revisions, () => ({ head: ['REVISION', 'CREATED', 'BY', 'POLICIES', 'COMMENT'], body: res.revisions.map((r) => [String(r.revision), r.createdAt, r.createdBy, String(r.policies.length), r.comment]) }));
-  });
-  policy.command('diff').argument('<from>').argument('[to]').description('what changed between two revisions (to: latest)').action(async (from: string, to: string | undefined, _o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ from: number; to: number; changes: Array<{ name: string; change: string; diff: string[] }> }>('GET', `/v1/policies/diff?from=${encodeURIComponent(from)}${to ? `&to=${encodeURIComponent(to)}` : ''}`);
-    if (format !== 'table') return print(format, res);
-    if (res.changes.length === 0) return void process.stdout.write(`revisions ${res.from} and ${res.to} are the same\n`);
-    for (const c of res.changes) process.stdout.write(`${c.change} ${c.name}\n${c.diff.map((l) => `  ${l}`).join('\n')}\n`);
-  });
-  policy.command('rollback').argument('<revision>').description('make an earlier revision current (as a new revision)').action(async (rev: string, _o: unknown, cmd: Command) => {
-    const res = await clientOf(cmd).api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
-    process.stdout.write(`restored revision ${res.restored} as revision ${res.revision}\n`);
-  });
+  policy
+    .command('list')
+    .description('the current policy set')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number; policies: Array<Record<string, string | number>> }>('GET', '/v1/policies');
+      print(format, res, () => ({
+        head: ['NAME', 'TO', 'MODE', 'RULES'],
+        body: res.policies.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
+      }));
+    });
+  policy
+    .command('get')
+    .argument('<name>')
+    .option('--revision <n>', 'from an earlier revision')
+    .description('print one policy as YAML')
+    .action(async (name: string, f: { revision?: string }, cmd: Command) => {
+      const { api } = clientOf(cmd);
+      process.stdout.write(await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`));
+    });
+  policy
+    .command('delete')
+    .argument('<name>')
+    .description('remove a policy (a new revision)')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const res = await clientOf(cmd).api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
+    });
+  policy
+    .command('history')
+    .description('policy revisions, newest first')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revisions: Array<{ revision: number; createdAt: string; createdBy: string; comment: string; policies: string[] }> }>(
+        'GET',
+        '/v1/policies/history',
+      );
+      print(format, res.revisions, () => ({
+        head: ['REVISION', 'CREATED', 'BY', 'POLICIES', 'COMMENT'],
+        body: res.revisions.map((r) => [String(r.revision), r.createdAt, r.createdBy, String(r.policies.length), r.comment]),
+      }));
+    });
+  policy
+    .command('diff')
+    .argument('<from>')
+    .argument('[to]')
+    .description('what changed between two revisions (to: latest)')
+    .action(async (from: string, to: string | undefined, _o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ from: number; to: number; changes: Array<{ name: string; change: string; diff: string[] }> }>(
+        'GET',
+        `/v1/policies/diff?from=${encodeURIComponent(from)}${to ? `&to=${encodeURIComponent(to)}` : ''}`,
+      );
+      if (format !== 'table') return print(format, res);
+      if (res.changes.length === 0) return void process.stdout.write(`revisions ${res.from} and ${res.to} are the same\n`);
+      for (const c of res.changes) process.stdout.write(`${c.change} ${c.name}\n${c.diff.map((l) => `  ${l}`).join('\n')}\n`);
+    });
+  policy
+    .command('rollback')
+    .argument('<revision>')
+    .description('make an earlier revision current (as a new revision)')
+    .action(async (rev: string, _o: unknown, cmd: Command) => {
+      const res = await clientOf(cmd).api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+      process.stdout.write(`restored revision ${res.restored} as revision ${res.revision}\n`);
+    });
   policy
     .command('test')
     .argument('<file>', 'YAML with PolicyTest documents (cases), and optionally the AccessPolicy documents to test')
@@ -573,29 +757,61 @@ export function buildProgram(): Command {
       const extra = (f.policy ?? []).flatMap((p) => parsePolicies(readText(p), { file: p, allowExpired: true }).policies);
       const results = runPolicyTests(new PolicyEngine([...main.policies, ...extra]), main.others);
       const failed = results.filter((r) => !r.passed);
-      if (format !== 'table') print(format, results.map((r) => ({ name: r.name, passed: r.passed, expected: r.expected, got: r.got.decision, reason: r.got.reason, rule: r.got.rule?.name ?? null })));
+      if (format !== 'table')
+        print(
+          format,
+          results.map((r) => ({
+            name: r.name,
+            passed: r.passed,
+            expected: r.expected,
+            got: r.got.decision,
+            reason: r.got.reason,
+            rule: r.got.rule?.name ?? null,
+          })),
+        );
       else {
-        for (const r of results) process.stdout.write(`${r.passed ? 'PASS' : 'FAIL'}  ${r.name}${r.passed ? '' : `: expected ${r.expected}, got ${r.got.decision} (${r.got.reason}${r.got.rule ? `, rule ${r.got.rule.name}` : ''})`}\n`);
+        for (const r of results)
+          process.stdout.write(
+            `${r.passed ? 'PASS' : 'FAIL'}  ${r.name}${r.passed ? '' : `: expected ${r.expected}, got ${r.got.decision} (${r.got.reason}${r.got.rule ? `, rule ${r.got.rule.name}` : ''})`}\n`,
+          );
         process.stdout.write(`${results.length - failed.length} passed, ${failed.length} failed\n`);
       }
       if (failed.length) throw new CommanderError(3, 'writ.violation', `${failed.length} policy test case(s) failed`);
     });
 
-  policy.command('status').description("each agent's enforced policy revision and lag").action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ revision: number; agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null }> }>('GET', '/v1/policy/status');
-    print(format, res, () => ({ head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'], body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]) }));
-  });
+  policy
+    .command('status')
+    .description("each agent's enforced policy revision and lag")
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number; agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null }> }>(
+        'GET',
+        '/v1/policy/status',
+      );
+      print(format, res, () => ({
+        head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'],
+        body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]),
+      }));
+    });
 
   const decisions = program.command('decisions').description('the decision log reported by agents');
-  type DecisionRow = { id: string; at: string; from: string | null; to: string; action: string; decision: string; reason: string; rule: string; policyRevision: number };
+  type DecisionRow = {
+    id: string;
+    at: string;
+    from: string | null;
+    to: string;
+    action: string;
+    decision: string;
+    reason: string;
+    rule: string;
+    policyRevision: number;
+  };
   const decisionRows = (rows: DecisionRow[]) => () => ({
     head: ['TIME', 'DECISION', 'REASON', 'FROM', 'TO', 'ACTION', 'RULE'],
     body: rows.map((d) => [d.at, d.decision, d.reason, d.from ?? '(none)', d.to, d.action, d.rule]),
   });
-  const decisionFilters = (c: Command): Command => c
-    .option('--from <id>', 'only this caller').option('--to <id>', 'only this callee')
-    .option('--decision <d>', 'allow, deny or audit-would-deny');
+  const decisionFilters = (c: Command): Command =>
+    c.option('--from <id>', 'only this caller').option('--to <id>', 'only this callee').option('--decision <d>', 'allow, deny or audit-would-deny');
   decisionFilters(decisions.command('query'))
     .option('--since <duration>', 'how far back, e.g. 15m (default 1h)', '1h')
     .option('--limit <n>', 'at most this many (newest first)', '100')
@@ -614,16 +830,25 @@ export function buildProgram(): Command {
       const { api } = clientOf(cmd);
       const filters = new URLSearchParams();
       for (const k of ['from', 'to', 'decision'] as const) if (f[k]) filters.set(k, f[k]!);
-      const print = (d: DecisionRow): void => void process.stdout.write(`${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`);
+      const print = (d: DecisionRow): void =>
+        void process.stdout.write(
+          `${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`,
+        );
       // Followed by arrival at the server, not by decision time: reporters deliver late by their
       // flush intervals (more after an outage), and following by time would skip those.
-      const first = await api.call<{ decisions: DecisionRow[]; cursor: string }>('GET', `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), since: new Date(Date.now() - 60_000).toISOString(), limit: '1000' })}`);
+      const first = await api.call<{ decisions: DecisionRow[]; cursor: string }>(
+        'GET',
+        `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), since: new Date(Date.now() - 60_000).toISOString(), limit: '1000' })}`,
+      );
       first.decisions.reverse().forEach(print);
       // What arrived between the cursor and that first page is in both: printed once.
       const shown = new Set(first.decisions.map((d) => d.id));
       let cursor = first.cursor;
       for (;;) {
-        const res = await api.call<{ decisions: DecisionRow[]; cursor: string }>('GET', `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), after: cursor, limit: '1000' })}`);
+        const res = await api.call<{ decisions: DecisionRow[]; cursor: string }>(
+          'GET',
+          `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), after: cursor, limit: '1000' })}`,
+        );
         for (const d of res.decisions) if (!shown.has(d.id)) print(d);
         shown.clear();
         cursor = res.cursor;
@@ -645,15 +870,28 @@ export function buildProgram(): Command {
       if (format !== 'table') return print(format, res);
       process.stderr.write(`quarantined ${id}\n`);
     });
-  quarantine.command('remove').argument('<spiffe-id>').description('lift a quarantine').action(async (id: string, _o: unknown, cmd: Command) => {
-    await clientOf(cmd).api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`);
-    process.stderr.write(`lifted the quarantine of ${id}\n`);
-  });
-  quarantine.command('list').description('quarantined identities').action(async (_o: unknown, cmd: Command) => {
-    const { api, format } = clientOf(cmd);
-    const res = await api.call<{ quarantine: Array<{ spiffeId: string; reason: string; expiresAt: string | null; createdAt: string }> }>('GET', '/v1/quarantine');
-    print(format, res.quarantine, () => ({ head: ['SPIFFE ID', 'SINCE', 'EXPIRES', 'REASON'], body: res.quarantine.map((q) => [q.spiffeId, q.createdAt, q.expiresAt ?? 'never', q.reason]) }));
-  });
+  quarantine
+    .command('remove')
+    .argument('<spiffe-id>')
+    .description('lift a quarantine')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      await clientOf(cmd).api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`);
+      process.stderr.write(`lifted the quarantine of ${id}\n`);
+    });
+  quarantine
+    .command('list')
+    .description('quarantined identities')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ quarantine: Array<{ spiffeId: string; reason: string; expiresAt: string | null; createdAt: string }> }>(
+        'GET',
+        '/v1/quarantine',
+      );
+      print(format, res.quarantine, () => ({
+        head: ['SPIFFE ID', 'SINCE', 'EXPIRES', 'REASON'],
+        body: res.quarantine.map((q) => [q.spiffeId, q.createdAt, q.expiresAt ?? 'never', q.reason]),
+      }));
+    });
 
   program
     .command('authz')
@@ -667,11 +905,18 @@ export function buildProgram(): Command {
     .action(async (f: { from: string; to: string; action: string; header?: string[] }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const headers = Object.fromEntries((f.header ?? []).map((h) => [h.slice(0, h.indexOf('=')), h.slice(h.indexOf('=') + 1)]));
-      const res = await api.call<{ decision: string; reason: string; revision: number; rule?: { name: string; policy: string; line: number }; nearest: Array<{ name: string; policy: string; mismatched: string[] }> }>('POST', '/v1/authz/check', { from: f.from, to: f.to, action: f.action, ...(f.header ? { headers } : {}) });
+      const res = await api.call<{
+        decision: string;
+        reason: string;
+        revision: number;
+        rule?: { name: string; policy: string; line: number };
+        nearest: Array<{ name: string; policy: string; mismatched: string[] }>;
+      }>('POST', '/v1/authz/check', { from: f.from, to: f.to, action: f.action, ...(f.header ? { headers } : {}) });
       if (format !== 'table') return print(format, res);
       process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
       if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
-      for (const n of res.nearest) process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+      for (const n of res.nearest)
+        process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
     });
 
   // ---------------------------------------------------------------- demo and completion

@@ -17,6 +17,10 @@ export function print(format: Format, data: unknown, rows?: () => { head: string
   if (!rows) return void process.stdout.write(stringify(data));
   const { head, body } = rows();
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   process.stdout.write(`${[line(head), ...body.map(line)].join('\n')}\n`);
 }

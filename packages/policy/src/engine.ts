@@ -211,7 +211,7 @@ export class PolicyEngine {
    */
   explain(req: AuthzRequest): Decision & { nearest: Array<RuleRef & { effect: 'allow' | 'deny'; mismatched: string[] }> } {
     const d = this.decide(req);
-    if (d.rule || d.reason !== 'NO_MATCHING_ALLOW' && d.reason !== 'AUDIT_ALLOWED') return { ...d, nearest: [] };
+    if (d.rule || (d.reason !== 'NO_MATCHING_ALLOW' && d.reason !== 'AUDIT_ALLOWED')) return { ...d, nearest: [] };
     const now = this.#clock();
     const fromSeg = req.from ? idSegments(req.from) : [];
     const toSeg = idSegments(req.to);
@@ -242,7 +242,8 @@ export class PolicyEngine {
  */
 export function httpAction(method: string, path: string, contentType: string | undefined, port?: number): ActionRequest {
   const port_ = port === undefined ? {} : { port };
-  if (method === 'POST' && contentType !== undefined && /^application\/grpc(?:[-+;]|$)/i.test(contentType) && /^\/[^/]+\/[^/]+$/.test(path)) return { kind: 'grpc', method: path, ...port_ };
+  if (method === 'POST' && contentType !== undefined && /^application\/grpc(?:[-+;]|$)/i.test(contentType) && /^\/[^/]+\/[^/]+$/.test(path))
+    return { kind: 'grpc', method: path, ...port_ };
   return { kind: 'http', method, path, ...port_ };
 }
 
@@ -268,7 +269,9 @@ export function parseAction(s: string): ActionRequest {
     }
     return { kind: 'http', method: m[1]!.toUpperCase(), path };
   }
-  throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))} is not "METHOD /path", "grpc /pkg.Service/Method" or "tcp PORT"`, { field: 'action' });
+  throw new WritError('ERR_ACTION_INVALID', `action ${JSON.stringify(t.slice(0, 80))} is not "METHOD /path", "grpc /pkg.Service/Method" or "tcp PORT"`, {
+    field: 'action',
+  });
 }
 
 /** An action as `parseAction` reads it, and as decision logs show it: `GET /path`, `grpc /pkg.Service/Method`, `tcp 5432`. */

@@ -1,4 +1,30 @@
-export { parsePolicies, PolicyError, LIMITS, MODES, PROTOCOLS, type Policy, type Rule, type Action, type Condition, type Mode, type Protocol, type PolicyIssue } from './model.ts';
-export { PolicyEngine, parseAction, formatAction, httpAction, checkRequestIds, REASONS, type AuthzRequest, type ActionRequest, type Decision, type Reason, type RuleRef, type EngineOptions } from './engine.ts';
+export {
+  parsePolicies,
+  PolicyError,
+  LIMITS,
+  MODES,
+  PROTOCOLS,
+  type Policy,
+  type Rule,
+  type Action,
+  type Condition,
+  type Mode,
+  type Protocol,
+  type PolicyIssue,
+} from './model.ts';
+export {
+  PolicyEngine,
+  parseAction,
+  formatAction,
+  httpAction,
+  checkRequestIds,
+  REASONS,
+  type AuthzRequest,
+  type ActionRequest,
+  type Decision,
+  type Reason,
+  type RuleRef,
+  type EngineOptions,
+} from './engine.ts';
 export { parseIdPattern, parsePathPattern, normalizePath, matchSegments, SegmentTrie, type Pattern } from './pattern.ts';
 export { runPolicyTests, type PolicyTestResult } from './policy-test.ts';

@@ -78,7 +78,13 @@ export interface PolicyIssue {
 export class PolicyError extends WritError {
   readonly issues: readonly PolicyIssue[];
   constructor(file: string, issues: readonly PolicyIssue[]) {
-    super('ERR_POLICY_INVALID', `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}:\n${issues.slice(0, 50).map((i) => `  ${file}:${i.line}:${i.column}: ${i.message}`).join('\n')}`);
+    super(
+      'ERR_POLICY_INVALID',
+      `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}:\n${issues
+        .slice(0, 50)
+        .map((i) => `  ${file}:${i.line}:${i.column}: ${i.message}`)
+        .join('\n')}`,
+    );
     this.issues = issues;
   }
 }
@@ -105,7 +111,10 @@ function nestingDepth(text: string): number {
  * Parses and validates policy YAML (one or many documents). Documents of other kinds are returned
  * in `others` for callers (policy tests) to interpret. `now` decides whether rules have expired.
  */
-export function parsePolicies(text: string, opts: { file?: string; now?: number; allowExpired?: boolean } = {}): { policies: Policy[]; others: Array<{ kind: string; value: unknown; line: number }> } {
+export function parsePolicies(
+  text: string,
+  opts: { file?: string; now?: number; allowExpired?: boolean } = {},
+): { policies: Policy[]; others: Array<{ kind: string; value: unknown; line: number }> } {
   const file = opts.file ?? 'policy';
   if (typeof text !== 'string') throw new TypeError('policy text must be a string');
   if (Buffer.byteLength(text) > LIMITS.bytes) throw new PolicyError(file, [{ line: 1, column: 1, message: `larger than ${LIMITS.bytes} bytes` }]);
@@ -178,7 +187,8 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
     if (!isScalar(api) || api.value !== 'writ.dev/v1') issue(api ?? doc.contents, 'apiVersion must be writ.dev/v1');
     const meta = fieldsOf(top.get('metadata'), 'metadata', ['name', 'labels', 'description'], ['name']);
     const name = meta?.get('name') ? str(meta.get('name'), 'metadata.name') : undefined;
-    if (name !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name)) issue(meta!.get('name'), 'metadata.name must be lowercase a-z 0-9 . - (like a Kubernetes name)');
+    if (name !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name))
+      issue(meta!.get('name'), 'metadata.name must be lowercase a-z 0-9 . - (like a Kubernetes name)');
     if (name !== undefined && names.has(name)) issue(meta!.get('name'), `policy "${name}" is defined twice (also line ${names.get(name)})`);
     if (name !== undefined) names.set(name, pos(doc.contents).line);
     const spec = fieldsOf(top.get('spec'), 'spec', ['to', 'mode', 'protocol', 'rules'], ['to', 'rules']);
@@ -193,7 +203,8 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
     const rulesNode = spec.get('rules');
     const rules: Rule[] = [];
     if (rulesNode && !isSeq(rulesNode)) issue(rulesNode, 'spec.rules must be a list');
-    else if (rulesNode && (rulesNode.items.length === 0 || rulesNode.items.length > LIMITS.rulesPerPolicy)) issue(rulesNode, `spec.rules must hold 1 to ${LIMITS.rulesPerPolicy} rules`);
+    else if (rulesNode && (rulesNode.items.length === 0 || rulesNode.items.length > LIMITS.rulesPerPolicy))
+      issue(rulesNode, `spec.rules must hold 1 to ${LIMITS.rulesPerPolicy} rules`);
     else if (rulesNode) {
       (rulesNode.items as Node[]).forEach((rn, index) => {
         const w = `rules[${index}]`;
@@ -201,7 +212,9 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
         if (!r) return;
         const effect = r.get('effect') ? str(r.get('effect'), `${w}.effect`) : undefined;
         if (effect !== undefined && effect !== 'allow' && effect !== 'deny') issue(r.get('effect'), `${w}.effect must be allow or deny`);
-        const from = (r.get('from') ? list(r.get('from'), `${w}.from`) ?? [] : []).map((n, i) => pattern(n, `${w}.from[${i}]`, parseIdPattern)).filter((p): p is Pattern => !!p);
+        const from = (r.get('from') ? (list(r.get('from'), `${w}.from`) ?? []) : [])
+          .map((n, i) => pattern(n, `${w}.from[${i}]`, parseIdPattern))
+          .filter((p): p is Pattern => !!p);
         let actions: Action[] | null = null;
         if (r.get('actions')) {
           actions = [];
@@ -216,18 +229,26 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
             }
             if (protocol !== 'any' && kinds[0] !== protocol) issue(an, `${aw} is a ${kinds[0]!.toUpperCase()} action but spec.protocol is ${protocol}`);
             if (kinds[0] === 'http') {
-              const methods = a.has('methods') ? (list(a.get('methods'), `${aw}.methods`) ?? []).map((n) => str(n, `${aw}.methods`)?.toUpperCase()).filter((m): m is string => !!m) : null;
-              for (const m of methods ?? []) if (!METHODS.includes(m)) issue(a.get('methods'), `${aw}.methods: unknown HTTP method ${JSON.stringify(m.slice(0, 20))}`);
-              const paths = a.has('paths') ? (list(a.get('paths'), `${aw}.paths`) ?? []).map((n, j) => pattern(n, `${aw}.paths[${j}]`, parsePathPattern)).filter((p): p is Pattern => !!p) : null;
+              const methods = a.has('methods')
+                ? (list(a.get('methods'), `${aw}.methods`) ?? []).map((n) => str(n, `${aw}.methods`)?.toUpperCase()).filter((m): m is string => !!m)
+                : null;
+              for (const m of methods ?? [])
+                if (!METHODS.includes(m)) issue(a.get('methods'), `${aw}.methods: unknown HTTP method ${JSON.stringify(m.slice(0, 20))}`);
+              const paths = a.has('paths')
+                ? (list(a.get('paths'), `${aw}.paths`) ?? []).map((n, j) => pattern(n, `${aw}.paths[${j}]`, parsePathPattern)).filter((p): p is Pattern => !!p)
+                : null;
               actions.push({ kind: 'http', methods: methods?.includes('*') ? null : methods, paths });
             } else if (kinds[0] === 'grpc') {
-              const methods = (list(a.get('grpc'), `${aw}.grpc`) ?? []).map((n, j) => pattern(n, `${aw}.grpc[${j}]`, parsePathPattern)).filter((p): p is Pattern => !!p);
+              const methods = (list(a.get('grpc'), `${aw}.grpc`) ?? [])
+                .map((n, j) => pattern(n, `${aw}.grpc[${j}]`, parsePathPattern))
+                .filter((p): p is Pattern => !!p);
               actions.push({ kind: 'grpc', methods });
             } else {
               const ports: number[] = [];
               for (const pn of list(a.get('ports'), `${aw}.ports`) ?? []) {
                 const v = isScalar(pn) ? Number(pn.value) : NaN;
-                if (!Number.isInteger(v) || v < 1 || v > 65535) issue(pn, `${aw}.ports: ${JSON.stringify(isScalar(pn) ? pn.value : '?')} is not a port (1-65535)`);
+                if (!Number.isInteger(v) || v < 1 || v > 65535)
+                  issue(pn, `${aw}.ports: ${JSON.stringify(isScalar(pn) ? pn.value : '?')} is not a port (1-65535)`);
                 else ports.push(v);
               }
               actions.push({ kind: 'tcp', ports });
@@ -240,13 +261,19 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
             const c = fieldsOf(cn, `${w}.when[${i}]`, ['header', 'equals', 'present'], ['header']);
             if (!c) continue;
             const header = str(c.get('header'), `${w}.when[${i}].header`);
-            if (header !== undefined && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/.test(header)) issue(c.get('header'), `${w}.when[${i}].header is not a header name`);
+            if (header !== undefined && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/.test(header))
+              issue(c.get('header'), `${w}.when[${i}].header is not a header name`);
             const eq = c.get('equals');
             const present = c.get('present');
             if (eq && present) issue(cn, `${w}.when[${i}] takes "equals" or "present", not both`);
             if (present && (!isScalar(present) || typeof present.value !== 'boolean')) issue(present, `${w}.when[${i}].present must be true or false`);
             if (protocol === 'tcp') issue(cn, `${w}.when[${i}]: header conditions need HTTP, but spec.protocol is ${protocol}`);
-            if (header) when.push({ header: header.toLowerCase(), ...(eq ? { equals: String((eq as { value: unknown }).value) } : {}), ...(present ? { present: (present as { value: boolean }).value } : {}) });
+            if (header)
+              when.push({
+                header: header.toLowerCase(),
+                ...(eq ? { equals: String((eq as { value: unknown }).value) } : {}),
+                ...(present ? { present: (present as { value: boolean }).value } : {}),
+              });
           }
         }
         const ruleModeNode = r.get('mode');
@@ -263,12 +290,35 @@ export function parsePolicies(text: string, opts: { file?: string; now?: number;
         }
         const ruleName = r.get('name') ? str(r.get('name'), `${w}.name`) : undefined;
         if (effect && from.length) {
-          rules.push({ policy: name ?? '', index, name: ruleName ?? `${name ?? 'policy'}#${index}`, effect: effect as 'allow' | 'deny', from, actions, when, mode: MODES.includes(ruleMode) ? ruleMode : mode, expires, line: pos(rn).line });
+          rules.push({
+            policy: name ?? '',
+            index,
+            name: ruleName ?? `${name ?? 'policy'}#${index}`,
+            effect: effect as 'allow' | 'deny',
+            from,
+            actions,
+            when,
+            mode: MODES.includes(ruleMode) ? ruleMode : mode,
+            expires,
+            line: pos(rn).line,
+          });
         }
       });
     }
-    if (name !== undefined && to) policies.push({ name, to, mode: MODES.includes(mode) ? mode : 'enforce', protocol: PROTOCOLS.includes(protocol) ? protocol : 'any', rules, line: pos(doc.contents).line });
+    if (name !== undefined && to)
+      policies.push({
+        name,
+        to,
+        mode: MODES.includes(mode) ? mode : 'enforce',
+        protocol: PROTOCOLS.includes(protocol) ? protocol : 'any',
+        rules,
+        line: pos(doc.contents).line,
+      });
   }
-  if (issues.length) throw new PolicyError(file, issues.sort((a, b) => a.line - b.line || a.column - b.column));
+  if (issues.length)
+    throw new PolicyError(
+      file,
+      issues.sort((a, b) => a.line - b.line || a.column - b.column),
+    );
   return { policies, others };
 }

@@ -176,8 +176,8 @@ export class SegmentTrie<T> {
       }
       if (n.glob) for (const x of n.glob) out.push(x);
       const e = n.exact?.get(value[i]!);
-      if (e) (nodes.push(e), depths.push(i + 1));
-      if (n.star) (nodes.push(n.star), depths.push(i + 1));
+      if (e) nodes.push(e), depths.push(i + 1);
+      if (n.star) nodes.push(n.star), depths.push(i + 1);
     }
     return out;
   }

@@ -30,7 +30,8 @@ export function runPolicyTests(engine: PolicyEngine, docs: ReadonlyArray<{ kind:
     if (!Array.isArray(cases) || cases.length === 0) throw new WritError('ERR_POLICY_INVALID', `line ${d.line}: a PolicyTest needs a non-empty "cases" list`);
     cases.forEach((c: Record<string, unknown>, i) => {
       const name = typeof c?.['name'] === 'string' ? c['name'] : `case ${i + 1} (line ${d.line})`;
-      for (const k of Object.keys(c ?? {})) if (!['name', 'from', 'to', 'action', 'headers', 'expect'].includes(k)) throw new WritError('ERR_POLICY_INVALID', `${name}: unknown field "${k}"`);
+      for (const k of Object.keys(c ?? {}))
+        if (!['name', 'from', 'to', 'action', 'headers', 'expect'].includes(k)) throw new WritError('ERR_POLICY_INVALID', `${name}: unknown field "${k}"`);
       const expect = String(c['expect']);
       if (!EXPECT.includes(expect)) throw new WritError('ERR_POLICY_INVALID', `${name}: expect must be ${EXPECT.join(', ')}`);
       const from = c['from'] === undefined || c['from'] === null ? undefined : String(c['from']);

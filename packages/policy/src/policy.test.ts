@@ -41,8 +41,14 @@ spec:
       from: [spiffe://prod.example/ns/bi/*]
 `;
 
-const engine = (text = ORDERS, clock = () => NOW) => new PolicyEngine(parsePolicies(text, { now: NOW }).policies, { revision: 7, clock, breakGlass: ['spiffe://prod.example/ns/sre/sa/breakglass'] });
-const req = (from: string | undefined, to: string, action: string, headers?: Record<string, string>): AuthzRequest => ({ from, to, action: parseAction(action), ...(headers ? { headers } : {}) });
+const engine = (text = ORDERS, clock = () => NOW) =>
+  new PolicyEngine(parsePolicies(text, { now: NOW }).policies, { revision: 7, clock, breakGlass: ['spiffe://prod.example/ns/sre/sa/breakglass'] });
+const req = (from: string | undefined, to: string, action: string, headers?: Record<string, string>): AuthzRequest => ({
+  from,
+  to,
+  action: parseAction(action),
+  ...(headers ? { headers } : {}),
+});
 const ORD = 'spiffe://prod.example/ns/orders/sa/api';
 /** The problems parsing `text` reports, as "LINE: message" (none when it parses). */
 const issuesOf = (text: string): string[] => {
@@ -70,11 +76,26 @@ describe('policy semantics', () => {
     ['no actions means any action', req('spiffe://prod.example/ns/admin/sa/ops', ORD, 'grpc /orders.v1.Orders/Delete'), 'allow', 'ALLOW_RULE'],
     ['when: header equals', req('spiffe://prod.example/ns/canary/sa/web', ORD, 'GET /', { 'x-env': 'canary' }), 'allow', 'ALLOW_RULE', 'canary-header'],
     ['when: header absent', req('spiffe://prod.example/ns/canary/sa/web', ORD, 'GET /'), 'deny', 'NO_MATCHING_ALLOW'],
-    ['default deny for an ungoverned destination', req('spiffe://prod.example/ns/web/sa/frontend', 'spiffe://prod.example/ns/other/sa/x', 'GET /'), 'deny', 'NO_MATCHING_ALLOW'],
+    [
+      'default deny for an ungoverned destination',
+      req('spiffe://prod.example/ns/web/sa/frontend', 'spiffe://prod.example/ns/other/sa/x', 'GET /'),
+      'deny',
+      'NO_MATCHING_ALLOW',
+    ],
     ['other trust domain never matches', req('spiffe://other.example/ns/web/sa/frontend', ORD, 'GET /v1/orders/1'), 'deny', 'NO_MATCHING_ALLOW'],
     ['unauthenticated', req(undefined, ORD, 'GET /v1/orders/1'), 'deny', 'UNAUTHENTICATED'],
-    ['audit mode passes what it would deny', req('spiffe://prod.example/ns/web/sa/x', 'spiffe://prod.example/ns/reports/sa/api', 'GET /'), 'audit-would-deny', 'AUDIT_ALLOWED'],
-    ['audit mode allows what it allows', req('spiffe://prod.example/ns/bi/metabase', 'spiffe://prod.example/ns/reports/sa/api', 'GET /'), 'allow', 'ALLOW_RULE'],
+    [
+      'audit mode passes what it would deny',
+      req('spiffe://prod.example/ns/web/sa/x', 'spiffe://prod.example/ns/reports/sa/api', 'GET /'),
+      'audit-would-deny',
+      'AUDIT_ALLOWED',
+    ],
+    [
+      'audit mode allows what it allows',
+      req('spiffe://prod.example/ns/bi/metabase', 'spiffe://prod.example/ns/reports/sa/api', 'GET /'),
+      'allow',
+      'ALLOW_RULE',
+    ],
   ];
   for (const [what, r, decision, reason, rule] of cases) {
     it(what, () => {
@@ -128,7 +149,11 @@ spec:
     assert.equal(q.decide(req('spiffe://prod.example/ns/web/sa/frontend', ORD, 'GET /v1/orders/1')).reason, 'QUARANTINED');
     q.setQuarantine([ORD]);
     assert.equal(q.decide(req('spiffe://prod.example/ns/admin/sa/ops', ORD, 'GET /')).reason, 'QUARANTINED');
-    assert.equal(q.decide(req('spiffe://prod.example/ns/sre/sa/breakglass', ORD, 'GET /')).reason, 'NO_MATCHING_ALLOW', 'break-glass skips quarantine, rules still apply');
+    assert.equal(
+      q.decide(req('spiffe://prod.example/ns/sre/sa/breakglass', ORD, 'GET /')).reason,
+      'NO_MATCHING_ALLOW',
+      'break-glass skips quarantine, rules still apply',
+    );
   });
 
   it('no policy loaded denies everything with its own reason', () => {
@@ -146,12 +171,20 @@ spec:
 
   it('property: adding an allow never turns a deny-rule decision into an allow', () => {
     const base = engine();
-    fc.assert(fc.property(fc.constantFrom('web/sa/frontend', 'legacy/sa', 'admin/sa/ops', 'x/y'), fc.constantFrom('GET /', 'GET /v1/orders/1', 'tcp 5432'), (who, act) => {
-      const r = req(`spiffe://prod.example/ns/${who}`, ORD, act);
-      const before = base.decide(r);
-      const more = engine(`${ORDERS}---\napiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: extra }\nspec:\n  to: ${ORD}\n  rules:\n    - effect: allow\n      from: [spiffe://prod.example/**]\n`).decide(r);
-      if (before.reason === 'DENY_RULE') assert.equal(more.reason, 'DENY_RULE');
-    }));
+    fc.assert(
+      fc.property(
+        fc.constantFrom('web/sa/frontend', 'legacy/sa', 'admin/sa/ops', 'x/y'),
+        fc.constantFrom('GET /', 'GET /v1/orders/1', 'tcp 5432'),
+        (who, act) => {
+          const r = req(`spiffe://prod.example/ns/${who}`, ORD, act);
+          const before = base.decide(r);
+          const more = engine(
+            `${ORDERS}---\napiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: extra }\nspec:\n  to: ${ORD}\n  rules:\n    - effect: allow\n      from: [spiffe://prod.example/**]\n`,
+          ).decide(r);
+          if (before.reason === 'DENY_RULE') assert.equal(more.reason, 'DENY_RULE');
+        },
+      ),
+    );
   });
 });
 
@@ -159,7 +192,8 @@ describe('policy validation', () => {
   const doc = (spec: string): string => `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: p }\nspec:\n${spec}`;
 
   it('reports unknown fields, bad patterns, HTTP on TCP-only targets and expired rules, with line numbers', () => {
-    const issues = issuesOf(doc(`  to: spiffe://prod.example/ns/db/**
+    const issues = issuesOf(
+      doc(`  to: spiffe://prod.example/ns/db/**
   protocol: tcp
   rules:
     - effect: allow
@@ -172,12 +206,28 @@ describe('policy validation', () => {
     - effect: deny
       from: [spiffe://prod.example/ns/old]
       expires: 2020-01-01T00:00:00Z
-`));
-    assert.ok(issues.some((i) => /^9: unknown field "frm"/.test(i)), issues.join('\n'));
-    assert.ok(issues.some((i) => /^8: rules\[0\] needs "from"/.test(i)), issues.join('\n'));
-    assert.ok(issues.some((i) => /^11: rules\[1\]\.from\[0\]: .*segment/.test(i)), issues.join('\n'));
-    assert.ok(issues.some((i) => /^14: rules\[2\]\.actions\[0\] is a HTTP action but spec.protocol is tcp/.test(i)), issues.join('\n'));
-    assert.ok(issues.some((i) => /^17: rules\[3\]\.expires is in the past/.test(i)), issues.join('\n'));
+`),
+    );
+    assert.ok(
+      issues.some((i) => /^9: unknown field "frm"/.test(i)),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((i) => /^8: rules\[0\] needs "from"/.test(i)),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((i) => /^11: rules\[1\]\.from\[0\]: .*segment/.test(i)),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((i) => /^14: rules\[2\]\.actions\[0\] is a HTTP action but spec.protocol is tcp/.test(i)),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((i) => /^17: rules\[3\]\.expires is in the past/.test(i)),
+      issues.join('\n'),
+    );
   });
 
   it('rejects regular expressions, wildcard trust domains, ** in the middle, duplicates and wrong kinds of values', () => {
@@ -189,27 +239,46 @@ describe('policy validation', () => {
       ['  to: spiffe://a/x\n  rules: [{ effect: allow, from: [spiffe://a/b], actions: [{ ports: [70000] }] }]\n', /not a port/],
       ['  to: spiffe://a/x\n  rules: []\n', /1 to/],
     ] as const) {
-      assert.ok(issuesOf(doc(spec)).some((i) => re.test(i)), `${spec} -> ${issuesOf(doc(spec)).join('; ')}`);
+      assert.ok(
+        issuesOf(doc(spec)).some((i) => re.test(i)),
+        `${spec} -> ${issuesOf(doc(spec)).join('; ')}`,
+      );
     }
-    assert.ok(issuesOf(`${doc('  to: spiffe://a/x\n  rules: [{ effect: allow, from: [spiffe://a/b] }]\n')}---\n${doc('  to: spiffe://a/y\n  rules: [{ effect: allow, from: [spiffe://a/b] }]\n')}`).some((i) => /defined twice/.test(i)));
+    assert.ok(
+      issuesOf(
+        `${doc('  to: spiffe://a/x\n  rules: [{ effect: allow, from: [spiffe://a/b] }]\n')}---\n${doc('  to: spiffe://a/y\n  rules: [{ effect: allow, from: [spiffe://a/b] }]\n')}`,
+      ).some((i) => /defined twice/.test(i)),
+    );
   });
 
   it('refuses huge and deeply nested documents before parsing them', () => {
-    assert.throws(() => parsePolicies('['.repeat(100_000)), (e) => isWritError(e, 'ERR_POLICY_INVALID') && /nested deeper/.test(e.message));
-    assert.throws(() => parsePolicies('x'.repeat(5 * 1024 * 1024)), (e) => isWritError(e, 'ERR_POLICY_INVALID') && /larger than/.test(e.message));
-    assert.throws(() => parsePolicies('a: &a [*a, *a]\n'), (e) => isWritError(e, 'ERR_POLICY_INVALID'));
+    assert.throws(
+      () => parsePolicies('['.repeat(100_000)),
+      (e) => isWritError(e, 'ERR_POLICY_INVALID') && /nested deeper/.test(e.message),
+    );
+    assert.throws(
+      () => parsePolicies('x'.repeat(5 * 1024 * 1024)),
+      (e) => isWritError(e, 'ERR_POLICY_INVALID') && /larger than/.test(e.message),
+    );
+    assert.throws(
+      () => parsePolicies('a: &a [*a, *a]\n'),
+      (e) => isWritError(e, 'ERR_POLICY_INVALID'),
+    );
   });
 
   it('property: arbitrary text and mutated policies either parse or fail with line-numbered issues, never crash', () => {
     const mutate = fc.tuple(fc.nat(ORDERS.length - 1), fc.string({ maxLength: 5 })).map(([i, s]) => ORDERS.slice(0, i) + s + ORDERS.slice(i + 1));
-    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 300 }), mutate), (text) => {
-      try {
-        parsePolicies(text, { now: NOW });
-      } catch (err) {
-        assert.ok(err instanceof PolicyError, String(err));
-        assert.ok(err.issues.every((i) => i.line >= 1));
-      }
-    }), { numRuns: 1500 });
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 300 }), mutate), (text) => {
+        try {
+          parsePolicies(text, { now: NOW });
+        } catch (err) {
+          assert.ok(err instanceof PolicyError, String(err));
+          assert.ok(err.issues.every((i) => i.line >= 1));
+        }
+      }),
+      { numRuns: 1500 },
+    );
   });
 });
 
@@ -224,18 +293,31 @@ cases:
 `;
     const { policies, others } = parsePolicies(text, { now: NOW });
     const results = runPolicyTests(new PolicyEngine(policies, { clock: () => NOW }), others);
-    assert.deepEqual(results.map((r) => [r.name, r.passed]), [['web reads', true], ['legacy denied', true], ['wrong on purpose', false]]);
+    assert.deepEqual(
+      results.map((r) => [r.name, r.passed]),
+      [
+        ['web reads', true],
+        ['legacy denied', true],
+        ['wrong on purpose', false],
+      ],
+    );
   });
 
   it('parses actions', () => {
     assert.deepEqual(parseAction('get /v1/x?y=1'), { kind: 'http', method: 'GET', path: '/v1/x' });
     assert.deepEqual(parseAction('tcp:5432'), { kind: 'tcp', port: 5432 });
     assert.deepEqual(parseAction('grpc /a.B/C'), { kind: 'grpc', method: '/a.B/C' });
-    assert.throws(() => parseAction('launch missiles'), (e) => isWritError(e, 'ERR_ACTION_INVALID'));
+    assert.throws(
+      () => parseAction('launch missiles'),
+      (e) => isWritError(e, 'ERR_ACTION_INVALID'),
+    );
     // Real paths hold more than pattern characters; they are taken in normal form.
     assert.deepEqual(parseAction('GET /v1/things:batchGet/a~b@c'), { kind: 'http', method: 'GET', path: '/v1/things:batchGet/a~b@c' });
     assert.deepEqual(parseAction('GET //v1/%6Frders/1'), { kind: 'http', method: 'GET', path: '/v1/orders/1' });
-    assert.throws(() => parseAction('GET /v1/../admin'), (e) => isWritError(e, 'ERR_ACTION_INVALID') && /"\.\." segment/.test((e as Error).message));
+    assert.throws(
+      () => parseAction('GET /v1/../admin'),
+      (e) => isWritError(e, 'ERR_ACTION_INVALID') && /"\.\." segment/.test((e as Error).message),
+    );
   });
 });
 
@@ -261,7 +343,8 @@ spec:
 
   it('a POST with a gRPC content type to /pkg.Service/Method is the gRPC action; anything else is HTTP', () => {
     assert.deepEqual(httpAction('POST', '/orders.v1.Orders/List', 'application/grpc', 443), { kind: 'grpc', method: '/orders.v1.Orders/List', port: 443 });
-    for (const ct of ['application/grpc+proto', 'application/grpc-web+proto', 'Application/GRPC; charset=x']) assert.equal(httpAction('POST', '/a.B/C', ct).kind, 'grpc', ct);
+    for (const ct of ['application/grpc+proto', 'application/grpc-web+proto', 'Application/GRPC; charset=x'])
+      assert.equal(httpAction('POST', '/a.B/C', ct).kind, 'grpc', ct);
     assert.equal(httpAction('POST', '/a.B/C', 'application/grpcx').kind, 'http');
     assert.equal(httpAction('POST', '/a.B/C', 'application/json').kind, 'http');
     assert.equal(httpAction('GET', '/a.B/C', 'application/grpc').kind, 'http');
@@ -277,34 +360,81 @@ spec:
     assert.equal(call('spiffe://prod.example/ns/ops/admin', '/orders.v1.Orders/Delete').rule?.name, 'ops-by-path');
     assert.equal(call('spiffe://prod.example/ns/web/sa/intern', '/orders.v1.Orders/List').reason, 'DENY_RULE');
     // The same path without a gRPC content type is plain HTTP: gRPC rules do not apply to it.
-    assert.equal(e.decide({ from: 'spiffe://prod.example/ns/web/sa/a', to, action: httpAction('POST', '/orders.v1.Orders/GetOrder', 'application/json') }).reason, 'NO_MATCHING_ALLOW');
+    assert.equal(
+      e.decide({ from: 'spiffe://prod.example/ns/web/sa/a', to, action: httpAction('POST', '/orders.v1.Orders/GetOrder', 'application/json') }).reason,
+      'NO_MATCHING_ALLOW',
+    );
   });
 });
 
 describe('request paths in normal form', () => {
   it('decodes unreserved escapes, upper-cases the others, merges slashes, refuses dot segments and broken escapes', () => {
     for (const [raw, norm] of [
-      ['/', '/'], ['/v1/orders/1', '/v1/orders/1'], ['/.well-known/spiffe', '/.well-known/spiffe'], ['/a/.b/..c', '/a/.b/..c'],
-      ['/%61dmin', '/admin'], ['/%7Euser/%7e', '/~user/~'], ['/a%2fb', '/a%2Fb'], ['/a%2Fb/%20x', '/a%2Fb/%20x'], ['/%e2%82%ac', '/%E2%82%AC'],
-      ['//admin', '/admin'], ['/a//b///c', '/a/b/c'], ['/a/b/', '/a/b/'], ['/a//', '/a/'], ['//', '/'], ['*', '*'],
-    ] as const) assert.equal(normalizePath(raw), norm, raw);
-    assert.throws(() => normalizePath(`/${'a'.repeat(70_000)}`), (e) => isWritError(e, 'ERR_PATH_INVALID'));
-    for (const raw of ['/..', '/a/../b', '/a/./b', '/a/.', '/%2e%2e/admin', '/a/%2E/b', '/.%2e/x', '/a%', '/a%2', '/a%zz', '/%%41', '/admin#x', '/v1\\admin', '/a/b\\'])
-      assert.throws(() => normalizePath(raw), (e) => isWritError(e, 'ERR_PATH_INVALID'), raw);
+      ['/', '/'],
+      ['/v1/orders/1', '/v1/orders/1'],
+      ['/.well-known/spiffe', '/.well-known/spiffe'],
+      ['/a/.b/..c', '/a/.b/..c'],
+      ['/%61dmin', '/admin'],
+      ['/%7Euser/%7e', '/~user/~'],
+      ['/a%2fb', '/a%2Fb'],
+      ['/a%2Fb/%20x', '/a%2Fb/%20x'],
+      ['/%e2%82%ac', '/%E2%82%AC'],
+      ['//admin', '/admin'],
+      ['/a//b///c', '/a/b/c'],
+      ['/a/b/', '/a/b/'],
+      ['/a//', '/a/'],
+      ['//', '/'],
+      ['*', '*'],
+    ] as const)
+      assert.equal(normalizePath(raw), norm, raw);
+    assert.throws(
+      () => normalizePath(`/${'a'.repeat(70_000)}`),
+      (e) => isWritError(e, 'ERR_PATH_INVALID'),
+    );
+    for (const raw of [
+      '/..',
+      '/a/../b',
+      '/a/./b',
+      '/a/.',
+      '/%2e%2e/admin',
+      '/a/%2E/b',
+      '/.%2e/x',
+      '/a%',
+      '/a%2',
+      '/a%zz',
+      '/%%41',
+      '/admin#x',
+      '/v1\\admin',
+      '/a/b\\',
+    ])
+      assert.throws(
+        () => normalizePath(raw),
+        (e) => isWritError(e, 'ERR_PATH_INVALID'),
+        raw,
+      );
   });
 
   it('property: any string either fails with ERR_PATH_INVALID or gives a path that is its own normal form', () => {
     const chars = fc.constantFrom('/', '.', '%', '2', 'e', 'E', 'f', 'F', 'a', '~', ':', ' ', 'z');
-    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.array(chars, { maxLength: 40 }).map((c) => `/${c.join('')}`)), (raw) => {
-      let norm: string;
-      try {
-        norm = normalizePath(raw);
-      } catch (e) {
-        return assert.ok(isWritError(e, 'ERR_PATH_INVALID'), String(e));
-      }
-      assert.equal(normalizePath(norm), norm);
-      if (raw.startsWith('/')) assert.doesNotMatch(norm, /\/\/|\/\.\.?(\/|$)/);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 40 }),
+          fc.array(chars, { maxLength: 40 }).map((c) => `/${c.join('')}`),
+        ),
+        (raw) => {
+          let norm: string;
+          try {
+            norm = normalizePath(raw);
+          } catch (e) {
+            return assert.ok(isWritError(e, 'ERR_PATH_INVALID'), String(e));
+          }
+          assert.equal(normalizePath(norm), norm);
+          if (raw.startsWith('/')) assert.doesNotMatch(norm, /\/\/|\/\.\.?(\/|$)/);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it('property: normal form is a fixed point, and every spelling of a path gets the decision its normal form gets', () => {
@@ -312,19 +442,27 @@ describe('request paths in normal form', () => {
     const seg = fc.stringMatching(/^[A-Za-z0-9_~:@-]{1,6}$/).filter((x) => x !== '.' && x !== '..');
     // Another spelling: some unreserved characters percent-encoded (":" and "@" are reserved: %3A is
     // not ":"), some slashes doubled.
-    const respell = (segs: string[], picks: boolean[]): string => segs.map((s, k) => `${picks[k] ? '/' : ''}/${[...s].map((c, j) => (picks[(j + k) % picks.length] && /[\w~-]/.test(c) ? `%${c.charCodeAt(0).toString(16)}` : c)).join('')}`).join('');
-    fc.assert(fc.property(fc.array(seg, { maxLength: 5 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (segs, picks) => {
-      const plain = segs.length ? `/${segs.join('/')}` : '/';
-      const other = segs.length ? respell(segs, picks) : '/';
-      assert.equal(normalizePath(plain), plain);
-      assert.equal(normalizePath(other), plain);
-      assert.equal(normalizePath(normalizePath(other)), plain);
-      for (const from of ['spiffe://prod.example/ns/web/sa/a', 'spiffe://prod.example/ns/legacy/x']) {
-        const a = e.decide(req(from, ORD, `GET /v1/orders${plain}`));
-        const b = e.decide(req(from, ORD, `GET /v1/orders${other}`));
-        assert.equal(b.decision, a.decision);
-        assert.equal(b.rule?.name, a.rule?.name);
-      }
-    }));
+    const respell = (segs: string[], picks: boolean[]): string =>
+      segs
+        .map(
+          (s, k) =>
+            `${picks[k] ? '/' : ''}/${[...s].map((c, j) => (picks[(j + k) % picks.length] && /[\w~-]/.test(c) ? `%${c.charCodeAt(0).toString(16)}` : c)).join('')}`,
+        )
+        .join('');
+    fc.assert(
+      fc.property(fc.array(seg, { maxLength: 5 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (segs, picks) => {
+        const plain = segs.length ? `/${segs.join('/')}` : '/';
+        const other = segs.length ? respell(segs, picks) : '/';
+        assert.equal(normalizePath(plain), plain);
+        assert.equal(normalizePath(other), plain);
+        assert.equal(normalizePath(normalizePath(other)), plain);
+        for (const from of ['spiffe://prod.example/ns/web/sa/a', 'spiffe://prod.example/ns/legacy/x']) {
+          const a = e.decide(req(from, ORD, `GET /v1/orders${plain}`));
+          const b = e.decide(req(from, ORD, `GET /v1/orders${other}`));
+          assert.equal(b.decision, a.decision);
+          assert.equal(b.rule?.name, a.rule?.name);
+        }
+      }),
+    );
   });
 });

@@ -54,8 +54,14 @@ const PROXY_CONNECTION = 6;
 const TE = 7;
 const UPGRADE = 8;
 const KNOWN: ReadonlyArray<readonly [number, string]> = [
-  [HOST, 'host'], [CONTENT_LENGTH, 'content-length'], [TRANSFER_ENCODING, 'transfer-encoding'], [CONNECTION, 'connection'],
-  [KEEP_ALIVE, 'keep-alive'], [PROXY_CONNECTION, 'proxy-connection'], [TE, 'te'], [UPGRADE, 'upgrade'],
+  [HOST, 'host'],
+  [CONTENT_LENGTH, 'content-length'],
+  [TRANSFER_ENCODING, 'transfer-encoding'],
+  [CONNECTION, 'connection'],
+  [KEEP_ALIVE, 'keep-alive'],
+  [PROXY_CONNECTION, 'proxy-connection'],
+  [TE, 'te'],
+  [UPGRADE, 'upgrade'],
 ];
 const KNOWN_BY_LENGTH: Array<Array<readonly [number, string]>> = [];
 for (const k of KNOWN) (KNOWN_BY_LENGTH[k[1].length] ??= []).push(k);
@@ -83,7 +89,10 @@ function knownKind(buf: Buffer, s: number, e: number): number {
 function tokens(values: string[]): string[] {
   // The usual case, one value with one token ("keep-alive", "chunked"), without the array churn.
   if (values.length === 1 && !values[0]!.includes(',')) return values[0] ? [values[0].toLowerCase()] : [];
-  return values.flatMap((v) => v.split(',')).map((t) => t.trim().toLowerCase()).filter(Boolean);
+  return values
+    .flatMap((v) => v.split(','))
+    .map((t) => t.trim().toLowerCase())
+    .filter(Boolean);
 }
 
 /**
@@ -197,7 +206,7 @@ function scan(buf: Buffer, end: number): Head {
   if (startEnd < end && (buf[startEnd] === 10 || buf[startEnd + 1] !== 10)) throw new HttpError(400, 'a line ends with a bare LF or CR');
   const offs: number[] = [];
   const kinds: number[] = [];
-  for (let pos = startEnd + 2; pos < end + 2;) {
+  for (let pos = startEnd + 2; pos < end + 2; ) {
     if (kinds.length >= MAX_FIELDS) throw new HttpError(431, `more than ${MAX_FIELDS} header fields`);
     const c0 = buf[pos]!;
     if (c0 === 32 || c0 === 9) throw new HttpError(400, 'obsolete line folding in a header field');
@@ -214,7 +223,8 @@ function scan(buf: Buffer, end: number): Head {
       const c = buf[j]!;
       if (c === 13) break;
       // Control characters, including a bare LF inside the line (the CR at `end` stops this).
-      if ((c < 32 && c !== 9) || c === 127) throw new HttpError(400, c === 10 ? 'a line ends with a bare LF or CR' : `control characters in header field ${buf.toString('latin1', pos, i)}`);
+      if ((c < 32 && c !== 9) || c === 127)
+        throw new HttpError(400, c === 10 ? 'a line ends with a bare LF or CR' : `control characters in header field ${buf.toString('latin1', pos, i)}`);
       j++;
     }
     if (buf[j + 1] !== 10) throw new HttpError(400, 'a line ends with a bare LF or CR');
@@ -264,8 +274,19 @@ function requestLine(buf: Buffer, n: number): { method: string; target: string; 
   let t = m + 1;
   while (t < n && buf[t]! > 32 && buf[t]! < 127) t++;
   const v = t + 1;
-  const ok = m > 0 && buf[m] === 32 && t > m + 1 && buf[t] === 32 && n - v === 8 && buf.readUInt32BE(v) === 0x48545450 && buf[v + 4] === 47 && buf[v + 6] === 46
-    && buf[v + 5]! >= 48 && buf[v + 5]! <= 57 && buf[v + 7]! >= 48 && buf[v + 7]! <= 57;
+  const ok =
+    m > 0 &&
+    buf[m] === 32 &&
+    t > m + 1 &&
+    buf[t] === 32 &&
+    n - v === 8 &&
+    buf.readUInt32BE(v) === 0x48545450 &&
+    buf[v + 4] === 47 &&
+    buf[v + 6] === 46 &&
+    buf[v + 5]! >= 48 &&
+    buf[v + 5]! <= 57 &&
+    buf[v + 7]! >= 48 &&
+    buf[v + 7]! <= 57;
   if (!ok) throw new HttpError(400, 'malformed request line');
   if (buf[v + 5] !== 49) throw new HttpError(505, `${buf.toString('latin1', v, n)} is not supported`);
   // HTTP/1.x above 1.1 is taken as 1.1 (RFC 9112 2.3) and forwarded as 1.1, the version the proxy
@@ -357,9 +378,18 @@ export function forwardRequestHead(req: RequestHead, add: Buffer, drop: readonly
   const replaceHost = req.authority !== undefined;
   // One hop fewer for the next recipient (RFC 9110 7.6.2; a request at 0 is answered, not forwarded).
   const mf = req.maxForwards;
-  const own = (replaceHost ? `host: ${req.authority}\r\n` : '') + (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '')
-    + (mf !== undefined ? `max-forwards: ${Math.max(0, mf - 1)}\r\n` : '');
-  return h.rewrite((i) => (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) || (replaceHost && h.kind(i) === HOST) || (mf !== undefined && h.nameIs(i, 'max-forwards')) || drop.some((n) => h.nameIs(i, n)), own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add);
+  const own =
+    (replaceHost ? `host: ${req.authority}\r\n` : '') +
+    (upgrading ? 'connection: upgrade\r\n' : req.version === '1.0' ? 'connection: keep-alive\r\n' : '') +
+    (mf !== undefined ? `max-forwards: ${Math.max(0, mf - 1)}\r\n` : '');
+  return h.rewrite(
+    (i) =>
+      (hop(i) && !(upgrading && h.kind(i) === UPGRADE)) ||
+      (replaceHost && h.kind(i) === HOST) ||
+      (mf !== undefined && h.nameIs(i, 'max-forwards')) ||
+      drop.some((n) => h.nameIs(i, n)),
+    own ? Buffer.concat([add, Buffer.from(own, 'latin1')]) : add,
+  );
 }
 const CRLF = Buffer.from('\r\n');
 
@@ -378,8 +408,21 @@ export function parseResponseHead(buf: Buffer, end: number, requestMethod: strin
   const head = scan(buf, end);
   const n = head.startEnd;
   // HTTP/1.x SSS[ reason]
-  const ok = n >= 12 && buf.readUInt32BE(0) === 0x48545450 && buf[4] === 47 && buf[5] === 49 && buf[6] === 46 && (buf[7] === 48 || buf[7] === 49) && buf[8] === 32
-    && buf[9]! >= 48 && buf[9]! <= 57 && buf[10]! >= 48 && buf[10]! <= 57 && buf[11]! >= 48 && buf[11]! <= 57 && (n === 12 || buf[12] === 32);
+  const ok =
+    n >= 12 &&
+    buf.readUInt32BE(0) === 0x48545450 &&
+    buf[4] === 47 &&
+    buf[5] === 49 &&
+    buf[6] === 46 &&
+    (buf[7] === 48 || buf[7] === 49) &&
+    buf[8] === 32 &&
+    buf[9]! >= 48 &&
+    buf[9]! <= 57 &&
+    buf[10]! >= 48 &&
+    buf[10]! <= 57 &&
+    buf[11]! >= 48 &&
+    buf[11]! <= 57 &&
+    (n === 12 || buf[12] === 32);
   if (!ok) throw new HttpError(502, 'malformed status line from the upstream');
   const status = (buf[9]! - 48) * 100 + (buf[10]! - 48) * 10 + (buf[11]! - 48);
   const conn = head.connection;

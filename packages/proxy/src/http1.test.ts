@@ -46,10 +46,14 @@ describe('request head parser', () => {
     assert.doesNotMatch(fwd, /elsewhere/);
     assert.match(fwd, /\r\nX-A: 1\r\n/);
     assert.equal(head('GET /x HTTP/1.1\r\nHost: a\r\n\r\n').authority, undefined);
-    for (const host of ['', 'orders', 'orders.internal:8443', '127.0.0.1:80', '[::1]:8443', 'a:']) assert.equal(head(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).path, '/', host);
+    for (const host of ['', 'orders', 'orders.internal:8443', '127.0.0.1:80', '[::1]:8443', 'a:'])
+      assert.equal(head(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).path, '/', host);
     assert.equal(head('GET http://a HTTP/1.1\r\nHost: a\r\n\r\n').path, '/');
     assert.equal(head('GET http://a:8080/%61/b?c=/d HTTP/1.1\r\nHost: a\r\n\r\n').path, '/a/b');
-    assert.throws(() => head('GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n'), (e) => e instanceof HttpError && e.status === 400);
+    assert.throws(
+      () => head('GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n'),
+      (e) => e instanceof HttpError && e.status === 400,
+    );
     // A later 1.x minor version is taken, and forwarded, as 1.1 (RFC 9112 2.3, RFC 9110 6.2).
     const later = head('GET /x HTTP/1.7\r\nHost: a\r\n\r\n');
     assert.equal(later.version, '1.1');
@@ -91,15 +95,18 @@ describe('request head parser', () => {
   });
 
   it('never throws anything but an HttpError on arbitrary bytes (property)', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
-      const b = Buffer.concat([Buffer.from(bytes), Buffer.from('\r\n\r\n')]);
-      try {
-        parseRequestHead(b, headEnd(b));
-      } catch (err) {
-        assert.ok(err instanceof HttpError, String(err));
-        assert.ok([400, 405, 431, 505].includes(err.status));
-      }
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        const b = Buffer.concat([Buffer.from(bytes), Buffer.from('\r\n\r\n')]);
+        try {
+          parseRequestHead(b, headEnd(b));
+        } catch (err) {
+          assert.ok(err instanceof HttpError, String(err));
+          assert.ok([400, 405, 431, 505].includes(err.status));
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 
@@ -118,7 +125,8 @@ describe('chunked framing', () => {
     }
   });
   it('refuses malformed sizes and data longer than its size', () => {
-    for (const bad of ['zz\r\n', '5\r\nhelloX\r\n', '5\nhello', `${'f'.repeat(16)}\r\n`]) assert.throws(() => new ChunkedScanner().feed(Buffer.from(bad)), HttpError, bad);
+    for (const bad of ['zz\r\n', '5\r\nhelloX\r\n', '5\nhello', `${'f'.repeat(16)}\r\n`])
+      assert.throws(() => new ChunkedScanner().feed(Buffer.from(bad)), HttpError, bad);
   });
 });
 
@@ -127,12 +135,16 @@ describe('upstream pool', () => {
     const sink = createServer((c) => c.resume());
     const port = await new Promise<number>((r) => sink.listen(0, '127.0.0.1', () => r((sink.address() as AddressInfo).port)));
     let opens = 0;
-    const pool = new UpstreamPool(() => new Promise((resolve, reject) => {
-      opens++;
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => setTimeout(() => resolve(s), 30)); // a slow handshake
-      s.once('error', reject);
-    }), { maxOpening: 2 });
+    const pool = new UpstreamPool(
+      () =>
+        new Promise((resolve, reject) => {
+          opens++;
+          const s = connect(port, '127.0.0.1');
+          s.once('connect', () => setTimeout(() => resolve(s), 30)); // a slow handshake
+          s.once('error', reject);
+        }),
+      { maxOpening: 2 },
+    );
     const first = await pool.acquire();
     const burst = Array.from({ length: 6 }, () => pool.acquire());
     await new Promise((r) => setTimeout(r, 10));
@@ -150,10 +162,13 @@ describe('upstream pool', () => {
 
   it('waiters learn when the upstream cannot be reached at all', async () => {
     let calls = 0;
-    const pool = new UpstreamPool(() => {
-      calls++;
-      return Promise.reject(new Error('ECONNREFUSED'));
-    }, { maxOpening: 1 });
+    const pool = new UpstreamPool(
+      () => {
+        calls++;
+        return Promise.reject(new Error('ECONNREFUSED'));
+      },
+      { maxOpening: 1 },
+    );
     await assert.rejects(pool.acquire(), /ECONNREFUSED/);
     assert.equal(calls, 1);
   });
@@ -208,8 +223,26 @@ describe('relay', () => {
           return void res.end(BIG);
         }
         res.setHeader('content-type', 'application/json');
-        if (req.url === '/hop') return void res.end(JSON.stringify({ xfoo: req.headers['x-foo'] ?? null, te: req.headers['te'] ?? null, keep: req.headers['keep-alive'] ?? null, e2e: req.headers['x-e2e'] ?? null, via: req.headers['via'] ?? null, mf: req.headers['max-forwards'] ?? null }));
-        res.end(JSON.stringify({ method: req.method, url: req.url, body: Buffer.concat(chunks).toString(), peer: req.headers['x-writ-peer-id'] ?? null, conn: req.headers['connection'] ?? null }));
+        if (req.url === '/hop')
+          return void res.end(
+            JSON.stringify({
+              xfoo: req.headers['x-foo'] ?? null,
+              te: req.headers['te'] ?? null,
+              keep: req.headers['keep-alive'] ?? null,
+              e2e: req.headers['x-e2e'] ?? null,
+              via: req.headers['via'] ?? null,
+              mf: req.headers['max-forwards'] ?? null,
+            }),
+          );
+        res.end(
+          JSON.stringify({
+            method: req.method,
+            url: req.url,
+            body: Buffer.concat(chunks).toString(),
+            peer: req.headers['x-writ-peer-id'] ?? null,
+            conn: req.headers['connection'] ?? null,
+          }),
+        );
       });
     });
     app.on('connection', () => appConnections++);
@@ -219,12 +252,14 @@ describe('relay', () => {
     });
     const appPort = await listen(app);
     const pool = new UpstreamPool((onData) => connectTcp('127.0.0.1', appPort, onData));
-    relay = createServer((c) => relayHttp1(c, {
-      pool,
-      addFields: [['x-writ-peer-id', 'spiffe://t/caller']],
-      dropFields: ['x-writ-peer-id'],
-      authorize: (r) => (r.path.startsWith('/denied') ? { status: 403, body: { code: 'DENY_RULE', decisionId: 'd1' } } : undefined),
-    }));
+    relay = createServer((c) =>
+      relayHttp1(c, {
+        pool,
+        addFields: [['x-writ-peer-id', 'spiffe://t/caller']],
+        dropFields: ['x-writ-peer-id'],
+        authorize: (r) => (r.path.startsWith('/denied') ? { status: 403, body: { code: 'DENY_RULE', decisionId: 'd1' } } : undefined),
+      }),
+    );
     port = await listen(relay);
   });
   after(() => {
@@ -263,8 +298,8 @@ describe('relay', () => {
         h.update(body);
         bytes += body.length;
         // A slow reader: stops now and then, long enough for every buffer on the way to fill.
-        if (Math.random() < 0.05) (s.pause(), setTimeout(() => s.resume(), 20));
-        if (bytes === BIG.length) (s.destroy(), resolve({ hash: h.digest('hex'), bytes }));
+        if (Math.random() < 0.05) s.pause(), setTimeout(() => s.resume(), 20);
+        if (bytes === BIG.length) s.destroy(), resolve({ hash: h.digest('hex'), bytes });
       });
       s.on('error', reject);
     });
@@ -273,7 +308,11 @@ describe('relay', () => {
   });
 
   it('connection-specific fields stop at the proxy, both ways (RFC 9110 7.6.1)', async () => {
-    const r = await exchange(port, 'GET /hop HTTP/1.1\r\nHost: x\r\nConnection: X-Foo\r\nX-Foo: secret\r\nTE: trailers\r\nKeep-Alive: 300\r\nX-E2E: kept\r\n\r\n', /\}$/);
+    const r = await exchange(
+      port,
+      'GET /hop HTTP/1.1\r\nHost: x\r\nConnection: X-Foo\r\nX-Foo: secret\r\nTE: trailers\r\nKeep-Alive: 300\r\nX-E2E: kept\r\n\r\n',
+      /\}$/,
+    );
     // The proxy adds itself to Via (RFC 9110 7.6.3), after the hops before it, with the version the request came in.
     assert.deepEqual(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)), { xfoo: null, te: null, keep: null, e2e: 'kept', via: '1.1 writ', mf: null });
     const via = await exchange(port, 'GET /hop HTTP/1.0\r\nVia: 1.1 edge\r\n\r\n', /\}$/);
@@ -310,7 +349,11 @@ describe('relay', () => {
   });
 
   it('pipelined requests are answered in order, a denied one in its place with 403 JSON', async () => {
-    const r = await exchange(port, 'GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /denied HTTP/1.1\r\nHost: x\r\n\r\nPOST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc', /"url":"\/three"[^}]*\}$/);
+    const r = await exchange(
+      port,
+      'GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /denied HTTP/1.1\r\nHost: x\r\n\r\nPOST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc',
+      /"url":"\/three"[^}]*\}$/,
+    );
     const order = [...r.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
     assert.deepEqual(order, ['200', '403', '200']);
     assert.match(r, /\{"code":"DENY_RULE","decisionId":"d1"\}/);
@@ -318,8 +361,18 @@ describe('relay', () => {
   });
 
   it('empty lines before a request line are ignored (RFC 9112 2.2), also between pipelined requests', async () => {
-    const r = await exchange(port, ['\r\nGET /one HTTP/1.1\r\nHost: x\r\n\r\n', '\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n'], /"url":"\/three"[^}]*\}$/);
-    assert.deepEqual([...r.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['200', '200', '200']);
+    const r = await exchange(
+      port,
+      [
+        '\r\nGET /one HTTP/1.1\r\nHost: x\r\n\r\n',
+        '\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n',
+      ],
+      /"url":"\/three"[^}]*\}$/,
+    );
+    assert.deepEqual(
+      [...r.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]),
+      ['200', '200', '200'],
+    );
     assert.match(r, /"body":"hi"/);
   });
 
@@ -346,21 +399,35 @@ describe('relay', () => {
     const ch = await exchange(port, 'GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n', /0\r\n\r\n$/);
     assert.match(ch, /transfer-encoding: chunked/i);
     assert.match(ch, /2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n$/);
-    const nb = await exchange(port, 'GET /nobody HTTP/1.1\r\nHost: x\r\n\r\nHEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n', /"url":"\/after"[^}]*\}$/);
-    assert.deepEqual([...nb.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['204', '200', '200']);
+    const nb = await exchange(
+      port,
+      'GET /nobody HTTP/1.1\r\nHost: x\r\n\r\nHEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n',
+      /"url":"\/after"[^}]*\}$/,
+    );
+    assert.deepEqual(
+      [...nb.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]),
+      ['204', '200', '200'],
+    );
   });
 
   it('Expect: 100-continue passes the interim response; Upgrade switches to a tunnel', async () => {
     const c = await exchange(port, ['POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n', 'hi'], /\}$/);
     assert.match(c, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200/);
     assert.match(c, /"body":"hi"/);
-    const u = await exchange(port, ['GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n', 'ping-through-tunnel'], /ping-through-tunnel/);
+    const u = await exchange(
+      port,
+      ['GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n', 'ping-through-tunnel'],
+      /ping-through-tunnel/,
+    );
     assert.match(u, /^HTTP\/1\.1 101/);
     assert.match(u, /ping-through-tunnel$/);
   });
 
   it('malformed and smuggling-shaped requests get 400 and a closed connection; the relay keeps serving', async () => {
-    const r = await exchange(port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n');
+    const r = await exchange(
+      port,
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
     assert.match(r, /^HTTP\/1\.1 400 /);
     assert.doesNotMatch(r, /smuggled/);
     assert.match(r, /connection: close/);
@@ -371,7 +438,9 @@ describe('relay', () => {
   });
 
   it('a head trickled in too slowly gets 408; an idle keep-alive connection is closed quietly', async () => {
-    const slow = createServer((c) => relayHttp1(c, { pool: new UpstreamPool(() => Promise.reject(new Error('unused'))), headTimeoutMs: 300, keepAliveMs: 400 }));
+    const slow = createServer((c) =>
+      relayHttp1(c, { pool: new UpstreamPool(() => Promise.reject(new Error('unused'))), headTimeoutMs: 300, keepAliveMs: 400 }),
+    );
     const sp = await listen(slow);
     const r = await exchange(sp, ['GET / HTTP/1.1\r\n', 'Host: x\r\n', 'X: 1\r\n', 'X-Late: 1\r\n'], undefined, 250);
     assert.match(r, /^HTTP\/1\.1 408 /);
@@ -384,7 +453,9 @@ describe('relay', () => {
   });
 
   it('a client that half-closes after its request still gets the answer', async () => {
-    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }));
+    const half = createServer({ allowHalfOpen: true }, (c) =>
+      relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }),
+    );
     const hp = await listen(half);
     const got = await new Promise<string>((resolve) => {
       const s = connect(hp, '127.0.0.1', () => s.end('GET /half HTTP/1.1\r\nHost: x\r\n\r\n'));
@@ -398,9 +469,14 @@ describe('relay', () => {
   });
 
   it('a client that half-closes before the end of its body gets 400 at once, not a connection held open forever', async () => {
-    const half = createServer({ allowHalfOpen: true }, (c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }));
+    const half = createServer({ allowHalfOpen: true }, (c) =>
+      relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', (app.address() as AddressInfo).port, onData)) }),
+    );
     const hp = await listen(half);
-    for (const text of ['POST /short HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc', 'POST /short HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab']) {
+    for (const text of [
+      'POST /short HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc',
+      'POST /short HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab',
+    ]) {
       const t0 = Date.now();
       const got = await new Promise<string>((resolve) => {
         const s = connect(hp, '127.0.0.1', () => s.end(text));
@@ -450,10 +526,12 @@ describe('relay', () => {
 
   it("an HTTP/1.0 upstream's answers go out with the proxy's own version, HTTP/1.1 (RFC 9112 2.3), framed as they came", async () => {
     // A raw upstream that speaks HTTP/1.0: a length-delimited answer, then a close-delimited one.
-    const old = createServer((c) => c.on('data', (d: Buffer) => {
-      if (d.toString().startsWith('GET /len ')) c.write('HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
-      else c.end('HTTP/1.0 200 OK\r\n\r\nuntil close');
-    }));
+    const old = createServer((c) =>
+      c.on('data', (d: Buffer) => {
+        if (d.toString().startsWith('GET /len ')) c.write('HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+        else c.end('HTTP/1.0 200 OK\r\n\r\nuntil close');
+      }),
+    );
     const op = await listen(old);
     const r4 = createServer((c) => relayHttp1(c, { pool: new UpstreamPool((onData) => connectTcp('127.0.0.1', op, onData)) }));
     const p4 = await listen(r4);

@@ -10,9 +10,31 @@
  */
 import { connect, type Socket } from 'node:net';
 
-import { HttpError, MAX_HEAD, forwardRequestHead, forwardResponseHead, headEnd, parseRequestHead, parseResponseHead, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
+import {
+  HttpError,
+  MAX_HEAD,
+  forwardRequestHead,
+  forwardResponseHead,
+  headEnd,
+  parseRequestHead,
+  parseResponseHead,
+  type Framing,
+  type RequestHead,
+  type ResponseHead,
+} from './http1-head.ts';
 
-export { HttpError, MAX_HEAD, headEnd, parseMaxForwards, parseRequestHead, parseResponseHead, type Fields, type Framing, type RequestHead, type ResponseHead } from './http1-head.ts';
+export {
+  HttpError,
+  MAX_HEAD,
+  headEnd,
+  parseMaxForwards,
+  parseRequestHead,
+  parseResponseHead,
+  type Fields,
+  type Framing,
+  type RequestHead,
+  type ResponseHead,
+} from './http1-head.ts';
 
 /** The name the proxy gives itself in the Via field of each request it forwards (RFC 9110 7.6.3). */
 export const VIA = 'writ';
@@ -43,7 +65,7 @@ function onSweep(check: (now: number) => void): () => void {
   }
   return () => {
     sweeps.delete(check);
-    if (sweeps.size === 0 && sweepTimer) (clearInterval(sweepTimer), (sweepTimer = undefined));
+    if (sweeps.size === 0 && sweepTimer) clearInterval(sweepTimer), (sweepTimer = undefined);
   };
 }
 
@@ -81,7 +103,8 @@ export class ChunkedScanner {
       i = stop;
       if (this.#line.length > 4096) throw new HttpError(this.errorStatus, 'chunk line too long');
       if (lf < 0) break;
-      if (!this.#line.endsWith('\r\n') || this.#line.indexOf('\r') !== this.#line.length - 2) throw new HttpError(this.errorStatus, 'chunked body: a line does not end with CRLF');
+      if (!this.#line.endsWith('\r\n') || this.#line.indexOf('\r') !== this.#line.length - 2)
+        throw new HttpError(this.errorStatus, 'chunked body: a line does not end with CRLF');
       const line = this.#line.slice(0, -2);
       this.#line = '';
       if (this.#state === 'data-end') {
@@ -96,7 +119,8 @@ export class ChunkedScanner {
         this.#trailerBytes += line.length + 2;
         if (this.#trailerBytes > MAX_HEAD) throw new HttpError(this.errorStatus, 'chunked body: trailer too large');
         if (line === '') this.done = true;
-        else if (line[0] === ' ' || line[0] === '\t' || !TOKEN.test(line.slice(0, Math.max(0, line.indexOf(':'))))) throw new HttpError(this.errorStatus, 'chunked body: malformed trailer field');
+        else if (line[0] === ' ' || line[0] === '\t' || !TOKEN.test(line.slice(0, Math.max(0, line.indexOf(':')))))
+          throw new HttpError(this.errorStatus, 'chunked body: malformed trailer field');
       }
     }
     return i - start;
@@ -141,7 +165,12 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
  */
 export function connectTcp(host: string, port: number, onData: OnData = () => undefined): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host, port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number, b: Uint8Array) => (onData(Buffer.from(b.subarray(0, n))), true) } });
+    const s = connect({
+      host,
+      port,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number, b: Uint8Array) => (onData(Buffer.from(b.subarray(0, n))), true) },
+    });
     s.once('connect', () => (s.off('error', reject), resolve(s)));
     s.once('error', reject);
   });
@@ -285,9 +314,23 @@ export interface RelayOptions {
   readonly onUpstreamError?: (err: Error) => void;
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 505: 'HTTP Version Not Supported' };
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  505: 'HTTP Version Not Supported',
+};
 
-const FAIL_CODES: Record<number, string> = { 405: 'ERR_METHOD_NOT_ALLOWED', 408: 'ERR_REQUEST_TIMEOUT', 431: 'ERR_HEADERS_TOO_LARGE', 502: 'ERR_UPSTREAM', 505: 'ERR_HTTP_VERSION' };
+const FAIL_CODES: Record<number, string> = {
+  405: 'ERR_METHOD_NOT_ALLOWED',
+  408: 'ERR_REQUEST_TIMEOUT',
+  431: 'ERR_HEADERS_TOO_LARGE',
+  502: 'ERR_UPSTREAM',
+  505: 'ERR_HTTP_VERSION',
+};
 
 /** A complete HTTP/1.1 answer with a JSON body (and `fields`, ready-made lines). */
 export function response(status: number, body: Record<string, unknown>, close: boolean, fields = ''): string {
@@ -302,7 +345,9 @@ export function response(status: number, body: Record<string, unknown>, close: b
  * tracing reads fields a script cannot. For both HTTP/1.1 (`finalHopResponse`) and HTTP/2.
  */
 export function finalHop(method: string): { status: 200 } | { status: 405; body: Record<string, unknown>; allow: string } {
-  return method === 'TRACE' ? { status: 405, body: { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, allow: 'OPTIONS' } : { status: 200 };
+  return method === 'TRACE'
+    ? { status: 405, body: { code: 'ERR_METHOD_NOT_ALLOWED', message: 'TRACE is not reflected by the proxy' }, allow: 'OPTIONS' }
+    : { status: 200 };
 }
 
 function finalHopResponse(method: string, close: boolean): string {

@@ -6,49 +6,64 @@ import { parseInbound, parseOutbound, sniffH2 } from './proxy.ts';
 
 describe('--inbound and --outbound', () => {
   it('an inbound upstream is HOST:PORT or http:// (HTTP/1.1), or h2c:// (HTTP/2 without TLS)', () => {
-    assert.deepEqual(parseInbound('0.0.0.0:8443=127.0.0.1:8080', 'http'), { listen: { host: '0.0.0.0', port: 8443 }, upstream: { host: '127.0.0.1', port: 8080 }, mode: 'http', upstreamProtocol: 'http1' });
+    assert.deepEqual(parseInbound('0.0.0.0:8443=127.0.0.1:8080', 'http'), {
+      listen: { host: '0.0.0.0', port: 8443 },
+      upstream: { host: '127.0.0.1', port: 8080 },
+      mode: 'http',
+      upstreamProtocol: 'http1',
+    });
     assert.equal(parseInbound('0.0.0.0:8443=http://127.0.0.1:8080', 'http').upstreamProtocol, 'http1');
     assert.deepEqual(parseInbound('[::1]:8443=H2C://[::1]:50051', 'http').upstream, { host: '::1', port: 50051 });
     assert.equal(parseInbound('[::1]:8443=h2c://[::1]:50051', 'http').upstreamProtocol, 'h2c');
     for (const bad of ['8443', '0.0.0.0:8443=', '0.0.0.0:8443=a:1=b:2', '0.0.0.0:8443=https://a:1', '0.0.0.0:8443=h2c://a', '0.0.0.0:99999=a:1']) {
-      assert.throws(() => parseInbound(bad, 'http'), (e) => isWritError(e, 'ERR_CONFIG_INVALID'), bad);
+      assert.throws(
+        () => parseInbound(bad, 'http'),
+        (e) => isWritError(e, 'ERR_CONFIG_INVALID'),
+        bad,
+      );
     }
     assert.throws(() => parseInbound('0.0.0.0:8443=h2c://a:1', 'tcp'), /needs --inbound-mode http/);
   });
 
   it('an outbound names the identity it must reach', () => {
-    assert.deepEqual(parseOutbound('127.0.0.1:9000=spiffe://example.org/ns/orders/sa/api@orders.internal:8443'), { listen: { host: '127.0.0.1', port: 9000 }, spiffeId: 'spiffe://example.org/ns/orders/sa/api', target: { host: 'orders.internal', port: 8443 }, mode: 'http' });
+    assert.deepEqual(parseOutbound('127.0.0.1:9000=spiffe://example.org/ns/orders/sa/api@orders.internal:8443'), {
+      listen: { host: '127.0.0.1', port: 9000 },
+      spiffeId: 'spiffe://example.org/ns/orders/sa/api',
+      target: { host: 'orders.internal', port: 8443 },
+      mode: 'http',
+    });
     for (const bad of ['127.0.0.1:9000=orders:8443', '127.0.0.1:9000=spiffe://Bad Id@h:1']) assert.throws(() => parseOutbound(bad), bad);
   });
 });
 
 describe('outbound protocol sniffing', () => {
   /** What sniffH2 decides for a client that sends `pieces` one read apart, and the bytes it put back. */
-  const sniff = (pieces: string[], end = false): Promise<{ h2: boolean | 'closed'; bytes: string }> => new Promise((resolve) => {
-    const server = createServer((local) => {
-      local.on('close', () => resolve({ h2: 'closed', bytes: '' }));
-      sniffH2(local, (h2) => {
-        let bytes = '';
-        local.on('data', (d: Buffer) => {
-          bytes += d.toString('latin1');
-          if (bytes.length === pieces.join('').length) (resolve({ h2, bytes }), local.destroy());
+  const sniff = (pieces: string[], end = false): Promise<{ h2: boolean | 'closed'; bytes: string }> =>
+    new Promise((resolve) => {
+      const server = createServer((local) => {
+        local.on('close', () => resolve({ h2: 'closed', bytes: '' }));
+        sniffH2(local, (h2) => {
+          let bytes = '';
+          local.on('data', (d: Buffer) => {
+            bytes += d.toString('latin1');
+            if (bytes.length === pieces.join('').length) resolve({ h2, bytes }), local.destroy();
+          });
+          local.resume();
         });
-        local.resume();
+      });
+      server.listen(0, '127.0.0.1', async () => {
+        const c = connect((server.address() as AddressInfo).port, '127.0.0.1');
+        c.on('error', () => undefined);
+        for (const p of pieces) {
+          c.write(p);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        if (end) c.end();
+        server.close();
+        c.on('close', () => undefined);
+        setTimeout(() => c.destroy(), 200);
       });
     });
-    server.listen(0, '127.0.0.1', async () => {
-      const c = connect((server.address() as AddressInfo).port, '127.0.0.1');
-      c.on('error', () => undefined);
-      for (const p of pieces) {
-        c.write(p);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      if (end) c.end();
-      server.close();
-      c.on('close', () => undefined);
-      setTimeout(() => c.destroy(), 200);
-    });
-  });
 
   it('decides on as many bytes as it takes: a first read of "P" may be POST or the HTTP/2 preface', async () => {
     assert.deepEqual(await sniff(['GET / HTTP/1.1\r\nHost: a\r\n\r\n']), { h2: false, bytes: 'GET / HTTP/1.1\r\nHost: a\r\n\r\n' });

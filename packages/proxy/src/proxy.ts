@@ -12,7 +12,16 @@
  * connections; live connections from or to a quarantined identity are closed.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { connect as http2Connect, constants as h2constants, createSecureServer, type ClientHttp2Session, type ClientHttp2Stream, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Stream } from 'node:http2';
+import {
+  connect as http2Connect,
+  constants as h2constants,
+  createSecureServer,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -20,7 +29,6 @@ import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/s
 import { formatAction, httpAction, normalizePath } from '@writ/policy';
 import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
 import { UpstreamPool, VIA, connectTcp, finalHop, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
-
 
 export interface Inbound {
   readonly listen: { host: string; port: number };
@@ -46,11 +54,17 @@ export function parseHostPort(s: string, what: string): { host: string; port: nu
 /** `LISTEN=UPSTREAM`, UPSTREAM being `HOST:PORT`, `http://HOST:PORT` or `h2c://HOST:PORT`. */
 export function parseInbound(s: string, mode: 'http' | 'tcp'): Inbound {
   const [l, u, extra] = s.split('=');
-  if (!l || !u || extra !== undefined) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080 (or =h2c://127.0.0.1:50051 for an app that speaks HTTP/2, such as a gRPC server)`);
+  if (!l || !u || extra !== undefined)
+    throw new WritError(
+      'ERR_CONFIG_INVALID',
+      `--inbound ${JSON.stringify(s)}: expected LISTEN=UPSTREAM, e.g. 0.0.0.0:8443=127.0.0.1:8080 (or =h2c://127.0.0.1:50051 for an app that speaks HTTP/2, such as a gRPC server)`,
+    );
   const scheme = /^([a-z0-9]+):\/\//i.exec(u);
   const upstreamProtocol = scheme?.[1]?.toLowerCase() === 'h2c' ? 'h2c' : 'http1';
-  if (scheme && !['http', 'h2c'].includes(scheme[1]!.toLowerCase())) throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: the upstream is HOST:PORT, http://HOST:PORT or h2c://HOST:PORT`);
-  if (upstreamProtocol === 'h2c' && mode === 'tcp') throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: an h2c:// upstream needs --inbound-mode http`);
+  if (scheme && !['http', 'h2c'].includes(scheme[1]!.toLowerCase()))
+    throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: the upstream is HOST:PORT, http://HOST:PORT or h2c://HOST:PORT`);
+  if (upstreamProtocol === 'h2c' && mode === 'tcp')
+    throw new WritError('ERR_CONFIG_INVALID', `--inbound ${JSON.stringify(s)}: an h2c:// upstream needs --inbound-mode http`);
   return { listen: parseHostPort(l, '--inbound'), upstream: parseHostPort(scheme ? u.slice(scheme[0].length) : u, '--inbound'), mode, upstreamProtocol };
 }
 
@@ -119,7 +133,18 @@ function answerStream(stream: ServerHttp2Stream, status: number, o: object, fiel
   stream.end(body);
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'host', 'x-writ-peer-id']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'http2-settings',
+  'host',
+  'x-writ-peer-id',
+]);
 
 /** A request's Via field with this hop added (RFC 9110 7.6.3), received over HTTP/2. */
 function via(h: IncomingHttpHeaders): string {
@@ -158,7 +183,8 @@ export class WritProxy {
     // Quarantine (or any policy change) re-checks live connections; the denied ones are closed.
     this.#policy.onUpdate(() => this.#recheck());
     const ports: Array<{ kind: string; port: number }> = [];
-    for (const ib of this.#o.inbound) ports.push({ kind: `inbound-${ib.mode}`, port: await this.#listen(ib.mode === 'http' ? this.#httpInbound(ib) : this.#tcpInbound(ib), ib.listen) });
+    for (const ib of this.#o.inbound)
+      ports.push({ kind: `inbound-${ib.mode}`, port: await this.#listen(ib.mode === 'http' ? this.#httpInbound(ib) : this.#tcpInbound(ib), ib.listen) });
     for (const ob of this.#o.outbound) ports.push({ kind: 'outbound', port: await this.#listen(this.#outbound(ob), ob.listen) });
     return ports;
   }
@@ -167,9 +193,14 @@ export class WritProxy {
     this.#servers.push(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
-        const why = err.code === 'EADDRINUSE' ? 'the address is in use (EADDRINUSE: another process listens there)'
-          : err.code === 'EACCES' ? 'permission denied (EACCES: ports below 1024 need privileges)'
-          : err.code === 'EADDRNOTAVAIL' ? 'no such local address (EADDRNOTAVAIL)' : err.message;
+        const why =
+          err.code === 'EADDRINUSE'
+            ? 'the address is in use (EADDRINUSE: another process listens there)'
+            : err.code === 'EACCES'
+              ? 'permission denied (EACCES: ports below 1024 need privileges)'
+              : err.code === 'EADDRNOTAVAIL'
+                ? 'no such local address (EADDRNOTAVAIL)'
+                : err.message;
         reject(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}: ${why}`));
       });
       server.listen(at.port, at.host, () => resolve());
@@ -193,7 +224,11 @@ export class WritProxy {
     }
   }
 
-  #decide(peer: string | undefined, action: Parameters<LocalPolicy['decide']>[0]['action'], headers?: Record<string, string>): { allowed: boolean; reason: string; decisionId: string } {
+  #decide(
+    peer: string | undefined,
+    action: Parameters<LocalPolicy['decide']>[0]['action'],
+    headers?: Record<string, string>,
+  ): { allowed: boolean; reason: string; decisionId: string } {
     const to = this.spiffeId;
     const t0 = process.hrtime.bigint();
     const d = this.#policy.decide({ from: peer, to, action, ...(headers ? { headers } : {}) });
@@ -201,11 +236,19 @@ export class WritProxy {
     const at = Date.now();
     const decisionId = newDecisionId(at);
     this.#reporter.record({
-      id: decisionId, at, from: peer ?? '', to,
+      id: decisionId,
+      at,
+      from: peer ?? '',
+      to,
       action: formatAction(action),
-      decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, latencyNs,
+      decision: d.decision,
+      reason: d.reason,
+      rule: d.rule?.name ?? '',
+      policyRevision: d.revision,
+      latencyNs,
     });
-    if (d.decision !== 'allow') this.#o.log.info({ decisionId, from: peer ?? null, to, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
+    if (d.decision !== 'allow')
+      this.#o.log.info({ decisionId, from: peer ?? null, to, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
     return { allowed: d.allowed, reason: d.reason, decisionId };
   }
 
@@ -270,29 +313,35 @@ export class WritProxy {
     // An app that speaks HTTP/2 (h2c://) is reached by HTTP/2 clients only: an HTTP/1.1 request
     // cannot carry what such apps rely on (gRPC's trailers).
     const h2Only = ib.upstreamProtocol === 'h2c';
-    const server = tlsCreateServer({ ...this.#tlsOptions(), ALPNProtocols: h2Only ? ['h2'] : ['h2', 'http/1.1'] }, (socket: TLSSocket & { writPeer?: string | undefined }) => {
-      socket.on('error', () => undefined);
-      socket.setNoDelay(true);
-      const peer = (socket.writPeer = this.#peer(socket)?.uri);
-      this.#track(peer, socket);
-      if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
-      if (h2Only) return void socket.end(response(505, { code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' }, true));
-      relayHttp1(socket, {
-        pool,
-        // The app learns the caller from this field only; a client-sent one never passes.
-        addFields: peer ? [['x-writ-peer-id', peer]] : [],
-        dropFields: ['x-writ-peer-id'],
-        authorize: (r) => {
-          // Read only when a rule has header conditions: no per-request copy of every field.
-          const headers = new Proxy<Record<string, string>>({}, { get: (_t, name) => (typeof name === 'string' ? r.fields.all(name).join(', ') || undefined : undefined) });
-          const method = r.method.toUpperCase();
-          // The content type is looked at only for a POST (a gRPC call is one).
-          const d = this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers);
-          return d.allowed ? undefined : { status: 403, body: { code: d.reason, decisionId: d.decisionId } };
-        },
-        onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
-      });
-    });
+    const server = tlsCreateServer(
+      { ...this.#tlsOptions(), ALPNProtocols: h2Only ? ['h2'] : ['h2', 'http/1.1'] },
+      (socket: TLSSocket & { writPeer?: string | undefined }) => {
+        socket.on('error', () => undefined);
+        socket.setNoDelay(true);
+        const peer = (socket.writPeer = this.#peer(socket)?.uri);
+        this.#track(peer, socket);
+        if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
+        if (h2Only) return void socket.end(response(505, { code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' }, true));
+        relayHttp1(socket, {
+          pool,
+          // The app learns the caller from this field only; a client-sent one never passes.
+          addFields: peer ? [['x-writ-peer-id', peer]] : [],
+          dropFields: ['x-writ-peer-id'],
+          authorize: (r) => {
+            // Read only when a rule has header conditions: no per-request copy of every field.
+            const headers = new Proxy<Record<string, string>>(
+              {},
+              { get: (_t, name) => (typeof name === 'string' ? r.fields.all(name).join(', ') || undefined : undefined) },
+            );
+            const method = r.method.toUpperCase();
+            // The content type is looked at only for a POST (a gRPC call is one).
+            const d = this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers);
+            return d.allowed ? undefined : { status: 403, body: { code: d.reason, decisionId: d.decisionId } };
+          },
+          onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
+        });
+      },
+    );
     server.on('tlsClientError', (_e, s) => s.destroy());
     this.#rotate(server);
     return server;
@@ -335,10 +384,16 @@ export class WritProxy {
     // A gRPC client reads a gRPC status: PERMISSION_DENIED (UNAUTHENTICATED without an identity) in
     // a trailers-only answer, the reason and decision id in grpc-message.
     if (!stream.destroyed) {
-      stream.respond({
-        ':status': 200, 'content-type': 'application/grpc', 'grpc-status': d.reason === 'UNAUTHENTICATED' ? '16' : '7',
-        'grpc-message': `${d.reason} (decision ${d.decisionId})`, 'x-writ-decision-id': d.decisionId,
-      }, { endStream: true });
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': d.reason === 'UNAUTHENTICATED' ? '16' : '7',
+          'grpc-message': `${d.reason} (decision ${d.decisionId})`,
+          'x-writ-decision-id': d.decisionId,
+        },
+        { endStream: true },
+      );
     }
     return undefined;
   }
@@ -357,7 +412,8 @@ export class WritProxy {
       ur.pipe(res);
     });
     up.on('error', (err) => {
-      if (!res.headersSent) answerStream(req.stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
+      if (!res.headersSent)
+        answerStream(req.stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
       else res.destroy();
     });
     req.pipe(up);
@@ -373,7 +429,13 @@ export class WritProxy {
     stream.on('error', () => undefined);
     const ok = this.#admitH2(stream, headers, ib);
     if (!ok) return;
-    const out: OutgoingHttpHeaders = { ':method': headers[':method'], ':path': headers[':path'], ':scheme': 'http', ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}`, ...endToEnd(headers) };
+    const out: OutgoingHttpHeaders = {
+      ':method': headers[':method'],
+      ':path': headers[':path'],
+      ':scheme': 'http',
+      ':authority': headers[':authority'] ?? `${ib.upstream.host}:${ib.upstream.port}`,
+      ...endToEnd(headers),
+    };
     // The one TE value HTTP/2 allows, and gRPC requires.
     if (headers['te'] === 'trailers') out['te'] = 'trailers';
     if (ok.peer) out['x-writ-peer-id'] = ok.peer;
@@ -381,7 +443,8 @@ export class WritProxy {
     if (ok.maxForwards !== undefined) out['max-forwards'] = String(ok.maxForwards);
     const failed = (err: Error): void => {
       if (stream.destroyed) return;
-      if (!stream.headersSent) answerStream(stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
+      if (!stream.headersSent)
+        answerStream(stream, 502, { code: 'ERR_UPSTREAM', message: `upstream unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}` });
       else stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
     };
     let up: ClientHttp2Stream;
@@ -425,12 +488,22 @@ export class WritProxy {
   #outbound(ob: Outbound): NetServer {
     const open = async (onData?: OnData, alpn?: readonly string[]): Promise<Socket> => {
       try {
-        const remote = await mtlsConnect({ source: this.#source, authorize: authorizeId(ob.spiffeId), host: ob.target.host, port: ob.target.port, ...(onData ? { onData } : {}), ...(alpn ? { alpn } : {}) });
+        const remote = await mtlsConnect({
+          source: this.#source,
+          authorize: authorizeId(ob.spiffeId),
+          host: ob.target.host,
+          port: ob.target.port,
+          ...(onData ? { onData } : {}),
+          ...(alpn ? { alpn } : {}),
+        });
         remote.setNoDelay(true);
         this.#track(ob.spiffeId, remote);
         return remote;
       } catch (err) {
-        this.#o.log.warn({ target: `${ob.target.host}:${ob.target.port}`, expected: ob.spiffeId, err: (err as Error).message }, 'outbound connection refused: the server is not who it should be');
+        this.#o.log.warn(
+          { target: `${ob.target.host}:${ob.target.port}`, expected: ob.spiffeId, err: (err as Error).message },
+          'outbound connection refused: the server is not who it should be',
+        );
         throw err;
       }
     };
@@ -439,13 +512,16 @@ export class WritProxy {
     const tunnel = (local: Socket, alpn?: readonly string[]): void => {
       local.on('error', () => undefined);
       local.pause();
-      open(undefined, alpn).then((remote) => {
-        remote.on('error', () => local.destroy());
-        local.on('close', () => remote.destroy());
-        remote.on('close', () => local.destroy());
-        local.pipe(remote).pipe(local);
-        local.resume();
-      }, () => local.destroy());
+      open(undefined, alpn).then(
+        (remote) => {
+          remote.on('error', () => local.destroy());
+          local.on('close', () => remote.destroy());
+          remote.on('close', () => local.destroy());
+          local.pipe(remote).pipe(local);
+          local.resume();
+        },
+        () => local.destroy(),
+      );
     };
     if (ob.mode === 'http') {
       // Requests go over kept-alive mTLS connections: a new client connection costs no handshake.

@@ -37,16 +37,22 @@ export class LocalPolicy {
       let backoff = 200;
       const start = (): void => {
         if (lp.#closed) return;
-        lp.#stop = lp.#grpc.call(WATCH, Buffer.alloc(0), { 'workload.spiffe.io': 'true' }, (m) => {
-          lp.#apply(m);
-          backoff = 200;
-          clearTimeout(timer);
-          resolve();
-        }, (err: GrpcError | undefined) => {
-          if (lp.#closed || err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
-          setTimeout(start, backoff).unref();
-          backoff = Math.min(backoff * 2, 10_000);
-        });
+        lp.#stop = lp.#grpc.call(
+          WATCH,
+          Buffer.alloc(0),
+          { 'workload.spiffe.io': 'true' },
+          (m) => {
+            lp.#apply(m);
+            backoff = 200;
+            clearTimeout(timer);
+            resolve();
+          },
+          (err: GrpcError | undefined) => {
+            if (lp.#closed || err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
+            setTimeout(start, backoff).unref();
+            backoff = Math.min(backoff * 2, 10_000);
+          },
+        );
       };
       start();
     });
@@ -127,7 +133,9 @@ function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undef
       if (chain.length) {
         try {
           return verifyX509Svid(chain, opts.x509.bundles).spiffeId;
-        } catch { /* not an SVID: try a token */ }
+        } catch {
+          /* not an SVID: try a token */
+        }
       }
     }
   }
@@ -135,7 +143,9 @@ function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undef
   if (opts.jwt && auth?.startsWith('Bearer ')) {
     try {
       return opts.jwt.source.validate(auth.slice(7).trim(), opts.jwt.audience).spiffeId;
-    } catch { /* an invalid token is no identity: the decision says UNAUTHENTICATED */ }
+    } catch {
+      /* an invalid token is no identity: the decision says UNAUTHENTICATED */
+    }
   }
   return undefined;
 }
@@ -171,7 +181,18 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const latencyNs = Number(process.hrtime.bigint() - t0);
   const info = { peer, decision, decisionId: newDecisionId() };
   opts.onDecision?.(info, req);
-  opts.reporter?.record({ id: info.decisionId, at: Date.now(), from: peer?.uri ?? '', to, action: formatAction(action), decision: decision.decision, reason: decision.reason, rule: decision.rule?.name ?? '', policyRevision: decision.revision, latencyNs });
+  opts.reporter?.record({
+    id: info.decisionId,
+    at: Date.now(),
+    from: peer?.uri ?? '',
+    to,
+    action: formatAction(action),
+    decision: decision.decision,
+    reason: decision.reason,
+    rule: decision.rule?.name ?? '',
+    policyRevision: decision.revision,
+    latencyNs,
+  });
   if (!decision.allowed) return void answer(res, decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { code: decision.reason, decisionId: info.decisionId });
   return info;
 }
@@ -202,7 +223,13 @@ export function writMiddleware(opts: MiddlewareOptions): (req: IncomingMessage, 
  * it is registered on and its children; `request.writ` holds `{ peer, decision }`.
  */
 export function writFastify(
-  fastify: { decorateRequest(name: string, value: unknown): void; addHook(name: 'onRequest', fn: (request: { raw: IncomingMessage; writ?: WritRequestInfo }, reply: { raw: ServerResponse; hijack(): void }, done: (err?: Error) => void) => void): void },
+  fastify: {
+    decorateRequest(name: string, value: unknown): void;
+    addHook(
+      name: 'onRequest',
+      fn: (request: { raw: IncomingMessage; writ?: WritRequestInfo }, reply: { raw: ServerResponse; hijack(): void }, done: (err?: Error) => void) => void,
+    ): void;
+  },
   opts: MiddlewareOptions,
   done: (err?: Error) => void,
 ): void {

@@ -6,12 +6,31 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acceptUnaryRequest } from './grpc.ts';
-import { DecisionReporter, DECISION_LIMITS, decisionShape, decodeDecision, encodeDecision, encodeReport, newDecisionId, readReport, type ReportedDecision } from './decision-log.ts';
+import {
+  DecisionReporter,
+  DECISION_LIMITS,
+  decisionShape,
+  decodeDecision,
+  encodeDecision,
+  encodeReport,
+  newDecisionId,
+  readReport,
+  type ReportedDecision,
+} from './decision-log.ts';
 import { ProtoError } from './proto.ts';
 
 const decision = (over: Partial<ReportedDecision> = {}): ReportedDecision => ({
-  id: newDecisionId(), at: 1_764_547_200_000, from: 'spiffe://td/ns/web', to: 'spiffe://td/ns/orders', action: 'GET /v1/orders/7',
-  decision: 'deny', reason: 'NO_MATCHING_ALLOW', rule: '', policyRevision: 12, latencyNs: 850, ...over,
+  id: newDecisionId(),
+  at: 1_764_547_200_000,
+  from: 'spiffe://td/ns/web',
+  to: 'spiffe://td/ns/orders',
+  action: 'GET /v1/orders/7',
+  decision: 'deny',
+  reason: 'NO_MATCHING_ALLOW',
+  rule: '',
+  policyRevision: 12,
+  latencyNs: 850,
+  ...over,
 });
 
 describe('decision ids', () => {
@@ -36,14 +55,24 @@ describe('decision codec', () => {
   });
 
   it('round-trips arbitrary decisions within the limits (property)', () => {
-    const text = (max: number) => fc.string({ unit: 'binary', maxLength: Math.floor(max / 4) }) // code points: at most 4 UTF-8 bytes each;
-    fc.assert(fc.property(
-      fc.record({
-        id: text(DECISION_LIMITS.id), at: fc.nat(), from: text(DECISION_LIMITS.from), to: text(DECISION_LIMITS.to), action: text(DECISION_LIMITS.action),
-        decision: text(DECISION_LIMITS.decision), reason: text(DECISION_LIMITS.reason), rule: text(DECISION_LIMITS.rule), policyRevision: fc.nat(), latencyNs: fc.nat(),
-      }),
-      (d) => assert.deepEqual(decodeDecision(encodeDecision(d)), { ...d }),
-    ));
+    const text = (max: number) => fc.string({ unit: 'binary', maxLength: Math.floor(max / 4) }); // code points: at most 4 UTF-8 bytes each;
+    fc.assert(
+      fc.property(
+        fc.record({
+          id: text(DECISION_LIMITS.id),
+          at: fc.nat(),
+          from: text(DECISION_LIMITS.from),
+          to: text(DECISION_LIMITS.to),
+          action: text(DECISION_LIMITS.action),
+          decision: text(DECISION_LIMITS.decision),
+          reason: text(DECISION_LIMITS.reason),
+          rule: text(DECISION_LIMITS.rule),
+          policyRevision: fc.nat(),
+          latencyNs: fc.nat(),
+        }),
+        (d) => assert.deepEqual(decodeDecision(encodeDecision(d)), { ...d }),
+      ),
+    );
   });
 
   it('cuts over-long values on a character boundary, so the record stays valid', () => {
@@ -63,18 +92,21 @@ describe('decision codec', () => {
   });
 
   it('arbitrary bytes either decode or throw ProtoError, nothing else (property)', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
-      for (const read of [() => decodeDecision(Buffer.from(bytes)), () => readReport(Buffer.from(bytes), (d) => void decodeDecision(d))]) {
-        try {
-          read();
-        } catch (err) {
-          assert.ok(err instanceof ProtoError, String(err));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
+        for (const read of [() => decodeDecision(Buffer.from(bytes)), () => readReport(Buffer.from(bytes), (d) => void decodeDecision(d))]) {
+          try {
+            read();
+          } catch (err) {
+            assert.ok(err instanceof ProtoError, String(err));
+          }
         }
-      }
-    }), { numRuns: 2000 });
+      }),
+      { numRuns: 2000 },
+    );
   });
 
-  it("finds `to` and `decision` in the bytes without decoding (what an agent checks)", () => {
+  it('finds `to` and `decision` in the bytes without decoding (what an agent checks)', () => {
     const d = decision({ to: 'spiffe://td/ns/örders' });
     const bytes = encodeDecision(d);
     const shape = decisionShape(bytes);
@@ -103,15 +135,20 @@ describe('DecisionReporter', () => {
     const ids = new Set<string>();
     let limit = 1024 * 1024;
     const server = createServer();
-    server.on('stream', (stream, headers) => acceptUnaryRequest(stream, headers, limit, (call, request) => {
-      sizes.push(request.length);
-      readReport(request, (d) => void ids.add(decodeDecision(d).id));
-      call.send(Buffer.alloc(0));
-      call.end();
-    }));
+    server.on('stream', (stream, headers) =>
+      acceptUnaryRequest(stream, headers, limit, (call, request) => {
+        sizes.push(request.length);
+        readReport(request, (d) => void ids.add(decodeDecision(d).id));
+        call.send(Buffer.alloc(0));
+        call.end();
+      }),
+    );
     await new Promise<void>((r) => server.listen(join(dir, 's.sock'), () => r()));
     try {
-      for (const [agentLimit, expectMax] of [[1024 * 1024, 1024 * 1024], [64 * 1024, 60 * 1024]] as const) {
+      for (const [agentLimit, expectMax] of [
+        [1024 * 1024, 1024 * 1024],
+        [64 * 1024, 60 * 1024],
+      ] as const) {
         limit = agentLimit;
         sizes.length = 0;
         ids.clear();

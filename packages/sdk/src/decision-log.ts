@@ -56,7 +56,7 @@ export function newDecisionId(now = Date.now()): string {
     prefix = `${t.slice(0, 8)}-${t.slice(8)}-7`;
     prefixMs = now;
   }
-  if (poolAt === pool.length) (randomFillSync(pool), (poolAt = 0));
+  if (poolAt === pool.length) randomFillSync(pool), (poolAt = 0);
   const h = pool.toString('hex', poolAt, (poolAt += 10)); // 80 random bits, 74 of them used
   return `${prefix}${h.slice(0, 3)}-${VARIANT[parseInt(h[3]!, 16)]}${h.slice(4, 7)}-${h.slice(7, 19)}`;
 }
@@ -77,8 +77,14 @@ export function encodeDecision(d: ReportedDecision): Buffer {
 
 function writeDecision(w: Writer, d: ReportedDecision): Writer {
   const L = DECISION_LIMITS;
-  const m = w.string(1, clip(d.id, L.id)).string(3, clip(d.from, L.from)).string(4, clip(d.to, L.to)).string(5, clip(d.action, L.action))
-    .string(6, clip(d.decision, L.decision)).string(7, clip(d.reason, L.reason)).string(8, clip(d.rule, L.rule));
+  const m = w
+    .string(1, clip(d.id, L.id))
+    .string(3, clip(d.from, L.from))
+    .string(4, clip(d.to, L.to))
+    .string(5, clip(d.action, L.action))
+    .string(6, clip(d.decision, L.decision))
+    .string(7, clip(d.reason, L.reason))
+    .string(8, clip(d.rule, L.rule));
   if (d.at > 0) m.enumValue(2, d.at);
   if (d.policyRevision > 0) m.enumValue(9, d.policyRevision);
   if (d.latencyNs > 0) m.enumValue(10, Math.round(d.latencyNs));
@@ -99,7 +105,13 @@ export function encodeReport(decisions: readonly Buffer[], dropped: number): Buf
  * beyond 2^53 are refused: times, revisions and latencies never get there, and a hostile one must
  * not turn into a wrong number.
  */
-function walk(buf: Buffer, start: number, end: number, onInt: (field: number, v: number) => void, onBytes: (field: number, from: number, to: number) => void): void {
+function walk(
+  buf: Buffer,
+  start: number,
+  end: number,
+  onInt: (field: number, v: number) => void,
+  onBytes: (field: number, from: number, to: number) => void,
+): void {
   let p = start;
   const varint = (): number => {
     let n = 0;
@@ -144,16 +156,22 @@ const STRING_FIELDS = [undefined, 'id', undefined, 'from', 'to', 'action', 'deci
  */
 export function decodeDecision(buf: Buffer, start = 0, end = buf.length, text?: string): ReportedDecision {
   const d = { id: '', at: 0, from: '', to: '', action: '', decision: '', reason: '', rule: '', policyRevision: 0, latencyNs: 0 };
-  walk(buf, start, end, (field, v) => {
-    if (field === 2) d.at = v;
-    else if (field === 9) d.policyRevision = v;
-    else if (field === 10) d.latencyNs = v;
-  }, (field, from, to) => {
-    const name = STRING_FIELDS[field];
-    if (!name) return;
-    if (to - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
-    d[name] = text === undefined ? buf.toString('utf8', from, to) : text.slice(from, to);
-  });
+  walk(
+    buf,
+    start,
+    end,
+    (field, v) => {
+      if (field === 2) d.at = v;
+      else if (field === 9) d.policyRevision = v;
+      else if (field === 10) d.latencyNs = v;
+    },
+    (field, from, to) => {
+      const name = STRING_FIELDS[field];
+      if (!name) return;
+      if (to - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
+      d[name] = text === undefined ? buf.toString('utf8', from, to) : text.slice(from, to);
+    },
+  );
   return d;
 }
 
@@ -166,14 +184,20 @@ export function decodeReport(buf: Buffer): { decisions: ReportedDecision[]; malf
   const decisions: ReportedDecision[] = [];
   let malformed = 0;
   let dropped = 0;
-  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (dropped = v)), (field, from, to) => {
-    if (field !== 1) return;
-    try {
-      decisions.push(decodeDecision(buf, from, to, text));
-    } catch {
-      malformed++;
-    }
-  });
+  walk(
+    buf,
+    0,
+    buf.length,
+    (field, v) => void (field === 2 && (dropped = v)),
+    (field, from, to) => {
+      if (field !== 1) return;
+      try {
+        decisions.push(decodeDecision(buf, from, to, text));
+      } catch {
+        malformed++;
+      }
+    },
+  );
   return { decisions, malformed, dropped };
 }
 
@@ -193,14 +217,20 @@ export function decisionShape(buf: Buffer): DecisionShape {
   let decision: [number, number] = [0, 0];
   let id = false;
   let at = false;
-  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (at = v > 0)), (field, from, end) => {
-    const name = STRING_FIELDS[field];
-    if (!name) return;
-    if (end - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
-    if (field === 1) id = end > from;
-    else if (field === 4) to = [from, end];
-    else if (field === 6) decision = [from, end];
-  });
+  walk(
+    buf,
+    0,
+    buf.length,
+    (field, v) => void (field === 2 && (at = v > 0)),
+    (field, from, end) => {
+      const name = STRING_FIELDS[field];
+      if (!name) return;
+      if (end - from > DECISION_LIMITS[name]) throw new ProtoError(`${name} longer than ${DECISION_LIMITS[name]} bytes`);
+      if (field === 1) id = end > from;
+      else if (field === 4) to = [from, end];
+      else if (field === 6) decision = [from, end];
+    },
+  );
   return { to, decision, complete: id && at };
 }
 
@@ -210,7 +240,13 @@ export function decisionShape(buf: Buffer): DecisionShape {
  */
 export function readReport(buf: Buffer, visit: (decision: Buffer) => void): { dropped: number } {
   let dropped = 0;
-  walk(buf, 0, buf.length, (field, v) => void (field === 2 && (dropped = v)), (field, from, to) => void (field === 1 && visit(buf.subarray(from, to))));
+  walk(
+    buf,
+    0,
+    buf.length,
+    (field, v) => void (field === 2 && (dropped = v)),
+    (field, from, to) => void (field === 1 && visit(buf.subarray(from, to))),
+  );
   return { dropped };
 }
 
@@ -248,14 +284,17 @@ export class DecisionReporter {
     if (this.#flushing) return;
     this.#flushing = true;
     try {
-      await this.#buffer.drain((message) => this.#grpc.unary(REPORT, message, { 'workload.spiffe.io': 'true' }), (err, message) => {
-        if (!(err instanceof GrpcError) || !PERMANENT.has(err.code)) return 'retry';
-        if (err.code === GRPC_STATUS.RESOURCE_EXHAUSTED && message.length > MAX_MESSAGE_OLD_AGENT && this.#buffer.maxMessage > MAX_MESSAGE_OLD_AGENT) {
-          this.#buffer.maxMessage = MAX_MESSAGE_OLD_AGENT;
-          return 'retry';
-        }
-        return 'drop';
-      });
+      await this.#buffer.drain(
+        (message) => this.#grpc.unary(REPORT, message, { 'workload.spiffe.io': 'true' }),
+        (err, message) => {
+          if (!(err instanceof GrpcError) || !PERMANENT.has(err.code)) return 'retry';
+          if (err.code === GRPC_STATUS.RESOURCE_EXHAUSTED && message.length > MAX_MESSAGE_OLD_AGENT && this.#buffer.maxMessage > MAX_MESSAGE_OLD_AGENT) {
+            this.#buffer.maxMessage = MAX_MESSAGE_OLD_AGENT;
+            return 'retry';
+          }
+          return 'drop';
+        },
+      );
     } finally {
       this.#flushing = false;
     }

@@ -4,13 +4,22 @@
  * without a generated stub or a native dependency.
  */
 import { connect as netConnect } from 'node:net';
-import {
-  connect as h2connect, constants as h2, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream,
-} from 'node:http2';
+import { connect as h2connect, constants as h2, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 
 export const GRPC_STATUS = {
-  OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16,
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
 } as const;
 export type GrpcStatus = (typeof GRPC_STATUS)[keyof typeof GRPC_STATUS];
 export const STATUS_NAME: Record<number, string> = Object.fromEntries(Object.entries(GRPC_STATUS).map(([k, v]) => [v, k]));
@@ -51,7 +60,7 @@ export class Deframer {
     this.#max = max;
   }
   push(chunk: Buffer): Buffer[] {
-    if (chunk.length) (this.#chunks.push(chunk), (this.#length += chunk.length));
+    if (chunk.length) this.#chunks.push(chunk), (this.#length += chunk.length);
     const out: Buffer[] = [];
     for (;;) {
       if (this.#need === 0) {
@@ -80,7 +89,10 @@ export class Deframer {
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2 spec). */
 export function encodeGrpcMessage(s: string): string {
-  return Buffer.from(s, 'utf8').reduce((acc, b) => acc + (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`), '');
+  return Buffer.from(s, 'utf8').reduce(
+    (acc, b) => acc + (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`),
+    '',
+  );
 }
 export function decodeGrpcMessage(s: string): string {
   try {
@@ -143,7 +155,12 @@ export class ServerCall {
  * Reads the single request message of a unary-request call (all Workload API RPCs are), then
  * hands the call to `handler`. Malformed framing ends the call with a clear status.
  */
-export function acceptUnaryRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, maxBytes: number, handler: (call: ServerCall, request: Buffer) => void): void {
+export function acceptUnaryRequest(
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  maxBytes: number,
+  handler: (call: ServerCall, request: Buffer) => void,
+): void {
   const call = new ServerCall(stream, headers);
   stream.on('error', () => undefined); // a client vanishing mid-stream is not our error
   if (headers[':method'] !== 'POST' || !String(headers['content-type'] ?? '').startsWith('application/grpc')) {
@@ -181,13 +198,15 @@ export function acceptUnaryRequest(stream: ServerHttp2Stream, headers: IncomingH
 export function parseEndpoint(addr: string): { path: string } | { host: string; port: number } {
   if (addr.startsWith('unix://')) {
     const u = new URL(addr);
-    if (u.host !== '' || !u.pathname || u.search || u.hash || u.username) throw new TypeError(`invalid unix endpoint ${JSON.stringify(addr)}: use unix:///absolute/path`);
+    if (u.host !== '' || !u.pathname || u.search || u.hash || u.username)
+      throw new TypeError(`invalid unix endpoint ${JSON.stringify(addr)}: use unix:///absolute/path`);
     return { path: decodeURIComponent(u.pathname) };
   }
   if (addr.startsWith('unix:')) return { path: addr.slice(5) };
   if (addr.startsWith('tcp://')) {
     const u = new URL(addr);
-    if (!u.port || u.pathname !== '' && u.pathname !== '/' || u.search || u.hash || u.username) throw new TypeError(`invalid tcp endpoint ${JSON.stringify(addr)}: use tcp://IP:PORT`);
+    if (!u.port || (u.pathname !== '' && u.pathname !== '/') || u.search || u.hash || u.username)
+      throw new TypeError(`invalid tcp endpoint ${JSON.stringify(addr)}: use tcp://IP:PORT`);
     return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
   }
   throw new TypeError(`invalid endpoint ${JSON.stringify(addr)}: must start with unix:// or tcp://`);
@@ -216,7 +235,13 @@ export class GrpcClient {
   }
 
   /** Starts a call; `onMessage` for each response, `onEnd` once with the final status. Returns a cancel function. */
-  call(method: string, request: Buffer, metadata: Record<string, string>, onMessage: (m: Buffer) => void, onEnd: (err: GrpcError | undefined) => void): () => void {
+  call(
+    method: string,
+    request: Buffer,
+    metadata: Record<string, string>,
+    onMessage: (m: Buffer) => void,
+    onEnd: (err: GrpcError | undefined) => void,
+  ): () => void {
     let ended = false;
     const session = this.#connect();
     if (this.#active++ === 0) session.ref();
@@ -267,7 +292,13 @@ export class GrpcClient {
   unary(method: string, request: Buffer, metadata: Record<string, string>): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       let reply: Buffer | undefined;
-      this.call(method, request, metadata, (m) => (reply = m), (err) => (err ? reject(err) : reply ? resolve(reply) : reject(new GrpcError(GRPC_STATUS.INTERNAL, 'no response message'))));
+      this.call(
+        method,
+        request,
+        metadata,
+        (m) => (reply = m),
+        (err) => (err ? reject(err) : reply ? resolve(reply) : reject(new GrpcError(GRPC_STATUS.INTERNAL, 'no response message'))),
+      );
     });
   }
 

@@ -334,7 +334,10 @@ function decodeValue(buf: Buffer, depth: number): unknown {
     else if (f.field === 3 && f.wire === WIRE_LEN) out = str(f);
     else if (f.field === 4 && f.wire === WIRE_VARINT) out = f.int !== 0;
     else if (f.field === 5 && f.wire === WIRE_LEN) out = decodeStruct(f.data, depth + 1);
-    else if (f.field === 6 && f.wire === WIRE_LEN) out = fields(f.data).filter((g) => g.field === 1).map((g) => decodeValue(g.data, depth + 1));
+    else if (f.field === 6 && f.wire === WIRE_LEN)
+      out = fields(f.data)
+        .filter((g) => g.field === 1)
+        .map((g) => decodeValue(g.data, depth + 1));
   }
   return out;
 }

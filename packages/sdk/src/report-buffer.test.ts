@@ -4,14 +4,24 @@ import { decodeDecision, encodeDecision, readReport, type ReportedDecision } fro
 import { ReportBuffer } from './report-buffer.ts';
 
 const d = (i: number): ReportedDecision => ({
-  id: `id-${i}`, at: 1_764_547_200_000 + i, from: 'spiffe://td/a', to: 'spiffe://td/b', action: `GET /v1/x/${i}`, decision: 'allow', reason: 'ALLOW_RULE', rule: 'r#0', policyRevision: 1, latencyNs: 0,
+  id: `id-${i}`,
+  at: 1_764_547_200_000 + i,
+  from: 'spiffe://td/a',
+  to: 'spiffe://td/b',
+  action: `GET /v1/x/${i}`,
+  decision: 'allow',
+  reason: 'ALLOW_RULE',
+  rule: 'r#0',
+  policyRevision: 1,
+  latencyNs: 0,
 });
 /** What a receiver sees: ids per message and the drop counts. */
-const receive = (sent: Buffer[]) => sent.map((m) => {
-  const ids: string[] = [];
-  const { dropped } = readReport(m, (b) => void ids.push(decodeDecision(b).id));
-  return { ids, dropped };
-});
+const receive = (sent: Buffer[]) =>
+  sent.map((m) => {
+    const ids: string[] = [];
+    const { dropped } = readReport(m, (b) => void ids.push(decodeDecision(b).id));
+    return { ids, dropped };
+  });
 
 describe('report buffer', () => {
   it('sends what it holds as ReportRequest messages, in order; drops and counts beyond its bound', async () => {
@@ -36,15 +46,21 @@ describe('report buffer', () => {
     assert.deepEqual(b.stats, { buffered: 2, dropped: 4 });
     const sent: Buffer[] = [];
     await b.drain(async (m) => void sent.push(Buffer.from(m)));
-    assert.deepEqual(receive(sent), [{ ids: ['id-1'], dropped: 4 }, { ids: ['id-2'], dropped: 0 }]);
+    assert.deepEqual(receive(sent), [
+      { ids: ['id-1'], dropped: 4 },
+      { ids: ['id-2'], dropped: 0 },
+    ]);
   });
 
   it('a message the receiver will never take is counted as dropped, not retried', async () => {
     const b = new ReportBuffer(10, 1024 * 1024);
     for (const i of [1, 2]) b.push(encodeDecision(d(i)));
-    await b.drain(async () => {
-      throw new Error('malformed');
-    }, () => 'drop');
+    await b.drain(
+      async () => {
+        throw new Error('malformed');
+      },
+      () => 'drop',
+    );
     assert.deepEqual(b.stats, { buffered: 0, dropped: 2 });
     const sent: Buffer[] = [];
     await b.drain(async (m) => void sent.push(Buffer.from(m)));
@@ -58,6 +74,9 @@ describe('report buffer', () => {
     const sent: Buffer[] = [];
     await b.drain(async (m) => void sent.push(Buffer.from(m)));
     assert.ok(sent.length > 5 && sent.every((m) => m.length <= 8 * 1024), sent.map((m) => m.length).join(','));
-    assert.deepEqual(receive(sent).flatMap((r) => r.ids), Array.from({ length: 900 }, (_, i) => `id-${i}`));
+    assert.deepEqual(
+      receive(sent).flatMap((r) => r.ids),
+      Array.from({ length: 900 }, (_, i) => `id-${i}`),
+    );
   });
 });

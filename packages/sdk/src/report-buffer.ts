@@ -101,7 +101,7 @@ export class ReportBuffer {
     const old = this.#chunks;
     this.#chunks = [];
     for (const c of old) {
-      for (let p = 0; p < c.used;) {
+      for (let p = 0; p < c.used; ) {
         if (c.buf[p] !== 0x0a) throw new ProtoError('report buffer corrupt');
         let len = 0;
         let mul = 1;
@@ -124,7 +124,10 @@ export class ReportBuffer {
    * message per chunk, the drop count in the first. Stops at the first failure; `failed` says
    * whether that message goes back or is dropped.
    */
-  async drain(send: (message: Buffer, decisions: number) => Promise<unknown>, failed: (err: unknown, message: Buffer) => FailedMessage = () => 'retry'): Promise<void> {
+  async drain(
+    send: (message: Buffer, decisions: number) => Promise<unknown>,
+    failed: (err: unknown, message: Buffer) => FailedMessage = () => 'retry',
+  ): Promise<void> {
     this.#resplit();
     const chunks = this.#chunks;
     this.#chunks = [];

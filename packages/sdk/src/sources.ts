@@ -55,7 +55,12 @@ export class X509Source extends EventEmitter {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         src.close();
-        reject(new WritError('ERR_REQUEST_FAILED', `no X.509-SVID from the Workload API within ${opts.timeoutMs ?? 30_000} ms${lastError ? ` (last error: ${lastError})` : ''}`));
+        reject(
+          new WritError(
+            'ERR_REQUEST_FAILED',
+            `no X.509-SVID from the Workload API within ${opts.timeoutMs ?? 30_000} ms${lastError ? ` (last error: ${lastError})` : ''}`,
+          ),
+        );
       }, opts.timeoutMs ?? 30_000);
       let lastError = '';
       src.#stop = src.#client.watchX509Context(
@@ -171,9 +176,11 @@ let defaultJwtSource: Promise<JwtSource> | undefined;
  * @example const { spiffeId } = await validateJwtSvid(req.headers.authorization.slice(7), 'spiffe://example.org/api');
  */
 export async function validateJwtSvid(token: string, audience: string, source?: JwtSource): Promise<ValidatedJwtSvid> {
-  const src = source ?? (await (defaultJwtSource ??= JwtSource.create().catch((err: unknown) => {
-    defaultJwtSource = undefined;
-    throw err;
-  })));
+  const src =
+    source ??
+    (await (defaultJwtSource ??= JwtSource.create().catch((err: unknown) => {
+      defaultJwtSource = undefined;
+      throw err;
+    })));
   return src.validate(token, audience);
 }

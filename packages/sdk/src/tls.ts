@@ -11,7 +11,10 @@ import type { X509Source } from './sources.ts';
 export type Authorizer = (id: SpiffeId) => boolean;
 
 export const authorizeAny = (): Authorizer => () => true;
-export const authorizeId = (...ids: string[]): Authorizer => (id) => ids.includes(id.uri);
+export const authorizeId =
+  (...ids: string[]): Authorizer =>
+  (id) =>
+    ids.includes(id.uri);
 export function authorizeMemberOf(trustDomain: string): Authorizer {
   parseTrustDomain(trustDomain);
   return (id) => id.trustDomain === trustDomain;
@@ -105,9 +108,13 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 export function mtlsConnect(opts: MtlsConnectOptions): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
-      host: opts.host, port: opts.port, ...opts.source.tlsCredentials(), minVersion: 'TLSv1.2',
+      host: opts.host,
+      port: opts.port,
+      ...opts.source.tlsCredentials(),
+      minVersion: 'TLSv1.2',
       // Web PKI checks do not apply: the SPIFFE checks below replace them.
-      rejectUnauthorized: false, checkServerIdentity: () => undefined,
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
       ...(opts.servername ? { servername: opts.servername } : {}),
       ...(opts.alpn ? { ALPNProtocols: [...opts.alpn] } : {}),
       ...(opts.onData ? { onread: { buffer: READ_BUFFER, callback: (n: number, b: Uint8Array) => (opts.onData!(Buffer.from(b.subarray(0, n))), true) } } : {}),

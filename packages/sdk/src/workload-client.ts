@@ -7,8 +7,14 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parseBundleJson, parseCertificate, parseTrustDomain, type Certificate, type TrustBundle } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, GrpcError } from './grpc.ts';
 import {
-  decodeJwtBundlesResponse, decodeJwtSvidResponse, decodeValidateJwtSvidResponse, decodeX509BundlesResponse, decodeX509SvidResponse,
-  encodeJwtSvidRequest, encodeValidateJwtSvidRequest, type JwtSvid,
+  decodeJwtBundlesResponse,
+  decodeJwtSvidResponse,
+  decodeValidateJwtSvidResponse,
+  decodeX509BundlesResponse,
+  decodeX509SvidResponse,
+  encodeJwtSvidRequest,
+  encodeValidateJwtSvidRequest,
+  type JwtSvid,
 } from './proto.ts';
 
 const HEADER = { 'workload.spiffe.io': 'true' };
@@ -65,7 +71,12 @@ export function toX509Context(msg: Buffer): X509Context | undefined {
   const bundles = new Map<string, TrustBundle>();
   for (const s of r.svids) {
     if (!s.spiffeId || s.x509Svid.length === 0 || s.x509SvidKey.length === 0 || s.bundle.length === 0) return undefined;
-    svids.push({ spiffeId: s.spiffeId, chain: splitDer(s.x509Svid), key: createPrivateKey({ key: s.x509SvidKey, format: 'der', type: 'pkcs8' }), hint: s.hint });
+    svids.push({
+      spiffeId: s.spiffeId,
+      chain: splitDer(s.x509Svid),
+      key: createPrivateKey({ key: s.x509SvidKey, format: 'der', type: 'pkcs8' }),
+      hint: s.hint,
+    });
     const td = tdOf(s.spiffeId.slice(9).split('/')[0]!);
     if (!bundles.has(td)) bundles.set(td, x509Bundle(td, s.bundle));
   }
@@ -113,16 +124,22 @@ export class WorkloadClient {
   #fetchX509Context(): Promise<X509Context> {
     return new Promise((resolve, reject) => {
       let done = false;
-      const cancel = this.#grpc.call(`${M}FetchX509SVID`, Buffer.alloc(0), HEADER, (m) => {
-        const ctx = toX509Context(m);
-        if (ctx && !done) {
-          done = true;
-          resolve(ctx);
-          cancel();
-        }
-      }, (err) => {
-        if (!done) (done = true, reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended before an SVID arrived')));
-      });
+      const cancel = this.#grpc.call(
+        `${M}FetchX509SVID`,
+        Buffer.alloc(0),
+        HEADER,
+        (m) => {
+          const ctx = toX509Context(m);
+          if (ctx && !done) {
+            done = true;
+            resolve(ctx);
+            cancel();
+          }
+        },
+        (err) => {
+          if (!done) (done = true), reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended before an SVID arrived'));
+        },
+      );
     });
   }
 
@@ -136,19 +153,25 @@ export class WorkloadClient {
     let backoff = 200;
     const start = (): void => {
       if (stopped) return;
-      cancel = this.#grpc.call(`${M}FetchX509SVID`, Buffer.alloc(0), HEADER, (m) => {
-        const ctx = toX509Context(m);
-        if (ctx) {
-          backoff = 200;
-          onUpdate(ctx);
-        }
-      }, (err) => {
-        if (stopped) return;
-        if (err) onError(err);
-        if (err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
-        setTimeout(start, backoff).unref();
-        backoff = Math.min(backoff * 2, 10_000);
-      });
+      cancel = this.#grpc.call(
+        `${M}FetchX509SVID`,
+        Buffer.alloc(0),
+        HEADER,
+        (m) => {
+          const ctx = toX509Context(m);
+          if (ctx) {
+            backoff = 200;
+            onUpdate(ctx);
+          }
+        },
+        (err) => {
+          if (stopped) return;
+          if (err) onError(err);
+          if (err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
+          setTimeout(start, backoff).unref();
+          backoff = Math.min(backoff * 2, 10_000);
+        },
+      );
     };
     start();
     return () => {
@@ -175,17 +198,25 @@ export class WorkloadClient {
   }
 
   async validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }> {
-    return decodeValidateJwtSvidResponse(await this.#retry(() => this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER)));
+    return decodeValidateJwtSvidResponse(
+      await this.#retry(() => this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER)),
+    );
   }
 
   #firstOfStream(method: string): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       let done = false;
-      const cancel = this.#grpc.call(method, Buffer.alloc(0), HEADER, (m) => {
-        if (!done) (done = true, resolve(m), cancel());
-      }, (err) => {
-        if (!done) (done = true, reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended without a message')));
-      });
+      const cancel = this.#grpc.call(
+        method,
+        Buffer.alloc(0),
+        HEADER,
+        (m) => {
+          if (!done) (done = true), resolve(m), cancel();
+        },
+        (err) => {
+          if (!done) (done = true), reject(err ?? new GrpcError(GRPC_STATUS.UNAVAILABLE, 'stream ended without a message'));
+        },
+      );
     });
   }
 

@@ -43,7 +43,24 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-const KEYS = ['trustDomain', 'dataDir', 'listen', 'db', 'caKeyType', 'caTtl', 'x509SvidTtl', 'jwtSvidTtl', 'jwtIssuer', 'dnsNames', 'upstreamCa', 'kekFile', 'logLevel', 'k8sPsat', 'breakGlass', 'decisionRetention'] as const;
+const KEYS = [
+  'trustDomain',
+  'dataDir',
+  'listen',
+  'db',
+  'caKeyType',
+  'caTtl',
+  'x509SvidTtl',
+  'jwtSvidTtl',
+  'jwtIssuer',
+  'dnsNames',
+  'upstreamCa',
+  'kekFile',
+  'logLevel',
+  'k8sPsat',
+  'breakGlass',
+  'decisionRetention',
+] as const;
 type Key = (typeof KEYS)[number];
 export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>, string>> & {
   config?: string;
@@ -68,7 +85,8 @@ const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'issuer', 'audience', 's
 
 function psatClusters(v: unknown): Record<string, PsatCluster> {
   if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, issuer?, audience?, serviceAccounts? }');
+  if (typeof v !== 'object' || Array.isArray(v))
+    bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, issuer?, audience?, serviceAccounts? }');
   const out: Record<string, PsatCluster> = {};
   for (const [name, c] of Object.entries(v as Record<string, unknown>)) {
     if (!c || typeof c !== 'object' || Array.isArray(c)) bad(`k8sPsat.${name}`, 'must be a mapping');
@@ -127,7 +145,8 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention', max: number, min = 1000): number => parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention', max: number, min = 1000): number =>
+    parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
   const jwtSvidTtlMs = dur('jwtSvidTtl', 86_400_000);
@@ -151,9 +170,15 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     if (!kek) bad('kekFile', `${kekFile} is empty`);
   }
   return {
-    trustDomain, dataDir, host, port,
+    trustDomain,
+    dataDir,
+    host,
+    port,
     db: get('db') ?? SERVER_DEFAULTS.db,
-    caKeyType, caTtlMs, x509SvidTtlMs, jwtSvidTtlMs,
+    caKeyType,
+    caTtlMs,
+    x509SvidTtlMs,
+    jwtSvidTtlMs,
     jwtIssuer: get('jwtIssuer'),
     dnsNames: dnsRaw as string[],
     upstreamCa: certFile && keyFile ? { certFile, keyFile, bundleFile } : undefined,

@@ -16,17 +16,37 @@ export function createMetrics(): Metrics {
   collectDefaultMetrics({ register: registry, prefix: 'writ_' });
   return {
     registry,
-    httpRequests: new Counter({ name: 'writ_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    httpRequests: new Counter({
+      name: 'writ_http_requests_total',
+      help: 'HTTP requests by route and status.',
+      labelNames: ['method', 'route', 'status'],
+      registers: [registry],
+    }),
     httpDuration: new Histogram({
-      name: 'writ_http_request_duration_seconds', help: 'HTTP request latency.', labelNames: ['method', 'route'], registers: [registry],
+      name: 'writ_http_request_duration_seconds',
+      help: 'HTTP request latency.',
+      labelNames: ['method', 'route'],
+      registers: [registry],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     }),
     svidsIssued: new Counter({ name: 'writ_svids_issued_total', help: 'SVIDs signed by the admin API.', labelNames: ['type'], registers: [registry] }),
-    decisions: new Counter({ name: 'writ_authz_decisions_total', help: 'Authorization decisions reported by enforcement points.', labelNames: ['decision', 'reason'], registers: [registry] }),
+    decisions: new Counter({
+      name: 'writ_authz_decisions_total',
+      help: 'Authorization decisions reported by enforcement points.',
+      labelNames: ['decision', 'reason'],
+      registers: [registry],
+    }),
     decisionLatency: new Histogram({
-      name: 'writ_authz_decision_duration_seconds', help: 'Time enforcement points took to decide.', registers: [registry],
+      name: 'writ_authz_decision_duration_seconds',
+      help: 'Time enforcement points took to decide.',
+      registers: [registry],
       buckets: [0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005],
     }),
-    decisionsDropped: new Counter({ name: 'writ_decision_log_dropped_total', help: 'Decisions that did not reach the log: dropped by an enforcement point whose buffer was full, or refused here as malformed.', labelNames: ['reporter'], registers: [registry] }),
+    decisionsDropped: new Counter({
+      name: 'writ_decision_log_dropped_total',
+      help: 'Decisions that did not reach the log: dropped by an enforcement point whose buffer was full, or refused here as malformed.',
+      labelNames: ['reporter'],
+      registers: [registry],
+    }),
   };
 }

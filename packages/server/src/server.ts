@@ -12,7 +12,16 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 import {
-  WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificate, parseCertificatesPem, toPem, verifyX509Svid, type Certificate,
+  WritError,
+  bundleToPem,
+  certificatesToPem,
+  formatDuration,
+  isWritError,
+  parseCertificate,
+  parseCertificatesPem,
+  toPem,
+  verifyX509Svid,
+  type Certificate,
 } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
@@ -50,13 +59,16 @@ function loadUpstream(cfg: NonNullable<ServerConfig['upstreamCa']>, kek: string 
     }
   };
   const chain = parseCertificatesPem(read(cfg.certFile, 'certificate'));
-  if (chain.length === 0 || chain[0]!.basicConstraints?.ca !== true) throw new WritError('ERR_CONFIG_INVALID', `upstream CA certificate ${cfg.certFile} must start with a CA certificate`, { field: 'upstreamCa' });
+  if (chain.length === 0 || chain[0]!.basicConstraints?.ca !== true)
+    throw new WritError('ERR_CONFIG_INVALID', `upstream CA certificate ${cfg.certFile} must start with a CA certificate`, { field: 'upstreamCa' });
   const signer = readPrivateKey(cfg.keyFile, kek);
-  if (!signer.key.asymmetricKeyType || !chain[0]!.spki.equals(generatePublicSpki(signer))) throw new WritError('ERR_CONFIG_INVALID', `upstream CA key ${cfg.keyFile} does not match its certificate`, { field: 'upstreamCa' });
+  if (!signer.key.asymmetricKeyType || !chain[0]!.spki.equals(generatePublicSpki(signer)))
+    throw new WritError('ERR_CONFIG_INVALID', `upstream CA key ${cfg.keyFile} does not match its certificate`, { field: 'upstreamCa' });
   let roots: Certificate[];
   if (cfg.bundleFile) roots = parseCertificatesPem(read(cfg.bundleFile, 'bundle'));
   else roots = chain.filter((c) => c.issuer.equals(c.subject));
-  if (roots.length === 0) throw new WritError('ERR_CONFIG_INVALID', 'the upstream CA chain has no self-signed root; give the trust roots as a bundle file', { field: 'upstreamCa' });
+  if (roots.length === 0)
+    throw new WritError('ERR_CONFIG_INVALID', 'the upstream CA chain has no self-signed root; give the trust roots as a bundle file', { field: 'upstreamCa' });
   return { chain, signer, roots };
 }
 
@@ -81,7 +93,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   try {
     store = await openStore({ db: cfg.db, dataDir: cfg.dataDir, onError: (err) => log.warn({ err: err.message }, 'database connection lost; will reconnect') });
   } catch (err) {
-    const why = isWritError(err) ? err.message : ((err as Error).message || String((err as { code?: string }).code ?? err));
+    const why = isWritError(err) ? err.message : (err as Error).message || String((err as { code?: string }).code ?? err);
     throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${why}`, { cause: err });
   }
 
@@ -91,8 +103,14 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let httpServer: Server | undefined;
   try {
     const ca = new CertificateAuthority({
-      store, trustDomain: cfg.trustDomain, dataDir: cfg.dataDir, serverId: serverId(cfg.dataDir), keyType: cfg.caKeyType,
-      caTtlMs: cfg.caTtlMs, x509SvidTtlMs: cfg.x509SvidTtlMs, jwtSvidTtlMs: cfg.jwtSvidTtlMs,
+      store,
+      trustDomain: cfg.trustDomain,
+      dataDir: cfg.dataDir,
+      serverId: serverId(cfg.dataDir),
+      keyType: cfg.caKeyType,
+      caTtlMs: cfg.caTtlMs,
+      x509SvidTtlMs: cfg.x509SvidTtlMs,
+      jwtSvidTtlMs: cfg.jwtSvidTtlMs,
       jwtIssuer: () => jwtIssuer,
       ...(cfg.upstreamCa ? { upstream: loadUpstream(cfg.upstreamCa, cfg.kek) } : {}),
       ...(cfg.kek ? { kek: cfg.kek } : {}),
@@ -129,7 +147,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       if (isIP(cfg.host) && cfg.host !== '0.0.0.0' && cfg.host !== '::') ips.add(cfg.host);
       const dns = new Set(['localhost', ...cfg.dnsNames]);
       if (!isIP(cfg.host)) dns.add(cfg.host);
-      const svid = ca.signX509Svid({ spiffeId: serverSpiffeId, spki: signer.publicKey.export({ format: 'der', type: 'spki' }), dnsNames: [...dns], ipAddresses: [...ips] });
+      const svid = ca.signX509Svid({
+        spiffeId: serverSpiffeId,
+        spki: signer.publicKey.export({ format: 'der', type: 'spki' }),
+        dnsNames: [...dns],
+        ipAddresses: [...ips],
+      });
       tlsExpiresAt = svid.expiresAt;
       return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain) };
     };
@@ -137,12 +160,25 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
     const ctx = {
-      store, ca, trustDomain: cfg.trustDomain, metrics, clock, psat, breakGlass: cfg.breakGlass,
-      get publicUrl() { return publicUrl; },
-      get jwtIssuer() { return jwtIssuer; },
+      store,
+      ca,
+      trustDomain: cfg.trustDomain,
+      metrics,
+      clock,
+      psat,
+      breakGlass: cfg.breakGlass,
+      get publicUrl() {
+        return publicUrl;
+      },
+      get jwtIssuer() {
+        return jwtIssuer;
+      },
       ready: async () => {
         try {
-          await Promise.race([store.ping(), new Promise((_, rej) => setTimeout(() => rej(new WritError('ERR_STORE_UNAVAILABLE', 'database did not answer within 2s')), 2000).unref())]);
+          await Promise.race([
+            store.ping(),
+            new Promise((_, rej) => setTimeout(() => rej(new WritError('ERR_STORE_UNAVAILABLE', 'database did not answer within 2s')), 2000).unref()),
+          ]);
         } catch (err) {
           ready = false;
           throw isWritError(err) ? err : new WritError('ERR_STORE_UNAVAILABLE', 'the database is unavailable');
@@ -153,12 +189,19 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
     const routes = buildRoutes(ctx);
     routes.push({
-      method: 'GET', name: '/v1/openapi.json', pattern: /^\/v1\/openapi\.json$/, role: undefined, summary: 'This document.',
+      method: 'GET',
+      name: '/v1/openapi.json',
+      pattern: /^\/v1\/openapi\.json$/,
+      role: undefined,
+      summary: 'This document.',
       handler: () => ({ status: 200, body: openApiDocument(routes, publicUrl) }),
     });
     // Client certificates are requested (agents present their SVID) but checked per route, not by TLS:
     // admin clients use bearer tokens and have none.
-    httpServer = createServer({ ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false }, (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log));
+    httpServer = createServer(
+      { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
+      (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log),
+    );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
@@ -172,7 +215,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     httpServer.on('clientError', (_err, socket) => socket.destroy());
     const srv = httpServer;
     await new Promise<void>((resolveListen, rejectListen) => {
-      srv.once('error', (err: NodeJS.ErrnoException) => rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, { field: 'listen' })));
+      srv.once('error', (err: NodeJS.ErrnoException) =>
+        rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, { field: 'listen' })),
+      );
       srv.listen(cfg.port, cfg.host, () => resolveListen());
     });
     const addr = srv.address();
@@ -194,7 +239,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
-        if (!ready) await ctx.ready().then(() => log.info('database is back'), () => undefined);
+        if (!ready)
+          await ctx.ready().then(
+            () => log.info('database is back'),
+            () => undefined,
+          );
         if (clock() - lastPrune > 3_600_000) {
           lastPrune = clock();
           const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
@@ -207,7 +256,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const every = Math.min(Math.max(cfg.caTtlMs / 100, 1000), 10_000);
     timers.push(setInterval(() => void tick(), every).unref());
 
-    log.info({ url: publicUrl, trustDomain: cfg.trustDomain, db: redactDbUrl(cfg.db), store: store.kind, bundle: bundlePath, adminToken: tokenPath }, 'writ server listening');
+    log.info(
+      { url: publicUrl, trustDomain: cfg.trustDomain, db: redactDbUrl(cfg.db), store: store.kind, bundle: bundlePath, adminToken: tokenPath },
+      'writ server listening',
+    );
     return {
       url: publicUrl,
       port,
@@ -270,14 +322,27 @@ async function authenticateAgent(req: IncomingMessage, store: Store, ca: Certifi
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<Role> {
   const h = req.headers.authorization;
   const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
-  if (!m) throw new WritError('ERR_UNAUTHENTICATED', h ? 'Authorization header must be "Bearer <token>"' : 'this endpoint needs an API token (Authorization: Bearer <token>)');
+  if (!m)
+    throw new WritError(
+      'ERR_UNAUTHENTICATED',
+      h ? 'Authorization header must be "Bearer <token>"' : 'this endpoint needs an API token (Authorization: Bearer <token>)',
+    );
   const tok = await store.findAdminToken(hashToken(m[1]!));
-  if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now)) throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
+  if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now))
+    throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
   if (ROLE_RANK[tok.role] < ROLE_RANK[need]) throw new WritError('ERR_FORBIDDEN', `this needs the ${need} role; the token has ${tok.role}`);
   return tok.role;
 }
 
-async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[], store: Store, ca: CertificateAuthority, metrics: ReturnType<typeof createMetrics>, log: Logger): Promise<void> {
+async function handle(
+  raw: IncomingMessage,
+  res: ServerResponse,
+  routes: Route[],
+  store: Store,
+  ca: CertificateAuthority,
+  metrics: ReturnType<typeof createMetrics>,
+  log: Logger,
+): Promise<void> {
   const start = performance.now();
   const method = raw.method ?? 'GET';
   let routeName = 'unmatched';
@@ -294,7 +359,16 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
       return;
     }
     routeName = route.name;
-    const req: Request = { method, path: url.pathname, query: url.searchParams, params: route.pattern.exec(url.pathname)!.slice(1), raw, role: undefined, agent: undefined, body: undefined };
+    const req: Request = {
+      method,
+      path: url.pathname,
+      query: url.searchParams,
+      params: route.pattern.exec(url.pathname)!.slice(1),
+      raw,
+      role: undefined,
+      agent: undefined,
+      body: undefined,
+    };
     if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
     else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
     if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
@@ -320,4 +394,3 @@ async function handle(raw: IncomingMessage, res: ServerResponse, routes: Route[]
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }
-

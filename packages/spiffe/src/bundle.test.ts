@@ -7,7 +7,17 @@ import { OID, buildName, issueCertificate } from './x509.ts';
 
 const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const now = Date.now();
-const ca = issueCertificate({ subject: buildName([[OID.commonName, 'ca']]), spki: k.publicKey.export({ format: 'der', type: 'spki' }), notBefore: new Date(now - 1000), notAfter: new Date(now + 3_600_000), ca: true, uris: ['spiffe://example.org'] }, { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } });
+const ca = issueCertificate(
+  {
+    subject: buildName([[OID.commonName, 'ca']]),
+    spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+    notBefore: new Date(now - 1000),
+    notAfter: new Date(now + 3_600_000),
+    ca: true,
+    uris: ['spiffe://example.org'],
+  },
+  { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
+);
 const jwtKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
 const bundle = { trustDomain: 'example.org', x509Authorities: [ca], jwtAuthorities: new Map([['k1', jwtKey]]), sequence: 7, refreshHint: 300 };
 
@@ -28,7 +38,11 @@ describe('SPIFFE bundle', () => {
 
   it('skips JWKs with an unknown kty or use and keeps the rest', () => {
     const json = formatBundleJson(bundle);
-    json.keys.push({ kty: 'OKP', crv: 'Ed25519', x: 'AAAA', use: 'jwt-svid', kid: 'ed' }, { ...json.keys[1]!, use: 'wit-svid', kid: 'w' }, { ...json.keys[1]!, use: undefined, kid: 'nouse' });
+    json.keys.push(
+      { kty: 'OKP', crv: 'Ed25519', x: 'AAAA', use: 'jwt-svid', kid: 'ed' },
+      { ...json.keys[1]!, use: 'wit-svid', kid: 'w' },
+      { ...json.keys[1]!, use: undefined, kid: 'nouse' },
+    );
     const back = parseBundleJson('example.org', json);
     assert.deepEqual([...back.jwtAuthorities.keys()], ['k1']);
     assert.equal(back.x509Authorities.length, 1);
@@ -52,7 +66,10 @@ describe('SPIFFE bundle', () => {
   ];
   for (const [what, doc] of bad) {
     it(`rejects ${what}`, () => {
-      assert.throws(() => parseBundleJson('example.org', typeof doc === 'string' ? doc : JSON.stringify(doc)), (e) => isWritError(e, 'ERR_BUNDLE_INVALID'));
+      assert.throws(
+        () => parseBundleJson('example.org', typeof doc === 'string' ? doc : JSON.stringify(doc)),
+        (e) => isWritError(e, 'ERR_BUNDLE_INVALID'),
+      );
     });
   }
 
@@ -60,6 +77,9 @@ describe('SPIFFE bundle', () => {
     const pem = bundleToPem(bundle);
     assert.match(pem, /^-----BEGIN CERTIFICATE-----/);
     assert.ok(parseBundlePem('example.org', pem).x509Authorities[0]!.der.equals(ca.der));
-    assert.throws(() => parseBundlePem('example.org', 'nothing'), (e) => isWritError(e, 'ERR_BUNDLE_INVALID'));
+    assert.throws(
+      () => parseBundlePem('example.org', 'nothing'),
+      (e) => isWritError(e, 'ERR_BUNDLE_INVALID'),
+    );
   });
 });

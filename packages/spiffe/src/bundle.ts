@@ -48,7 +48,8 @@ export function parseBundleJson(trustDomain: string, input: string | unknown): T
   const seq = o['spiffe_sequence'];
   if (seq !== undefined && (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0)) invalid('"spiffe_sequence" must be a non-negative integer');
   const hint = o['spiffe_refresh_hint'];
-  if (hint !== undefined && (typeof hint !== 'number' || !Number.isSafeInteger(hint) || hint < 0)) invalid('"spiffe_refresh_hint" must be a non-negative integer');
+  if (hint !== undefined && (typeof hint !== 'number' || !Number.isSafeInteger(hint) || hint < 0))
+    invalid('"spiffe_refresh_hint" must be a non-negative integer');
 
   const x509Authorities: Certificate[] = [];
   const jwtAuthorities = new Map<string, KeyObject>();
@@ -60,7 +61,8 @@ export function parseBundleJson(trustDomain: string, input: string | unknown): T
     const use = jwk['use'];
     if (use === 'x509-svid') {
       const x5c = jwk['x5c'];
-      if (!Array.isArray(x5c) || x5c.length !== 1 || typeof x5c[0] !== 'string') invalid(`keys[${i}]: an x509-svid key must have exactly one certificate in "x5c"`);
+      if (!Array.isArray(x5c) || x5c.length !== 1 || typeof x5c[0] !== 'string')
+        invalid(`keys[${i}]: an x509-svid key must have exactly one certificate in "x5c"`);
       if (jwk['kid'] !== undefined) invalid(`keys[${i}]: an x509-svid key must not have a "kid"`);
       try {
         x509Authorities.push(parseCertificate(Buffer.from(x5c[0] as string, 'base64')));

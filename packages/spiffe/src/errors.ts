@@ -82,9 +82,7 @@ export class WritError extends Error {
   }
 
   toJSON(): { code: ErrorCode; message: string; field?: string } {
-    return this.field === undefined
-      ? { code: this.code, message: this.message }
-      : { code: this.code, message: this.message, field: this.field };
+    return this.field === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, field: this.field };
   }
 }
 

@@ -37,55 +37,89 @@ const CASES: ReadonlyArray<readonly [rule: string, invalid: string, valid: strin
 describe('SPIFFE ID', () => {
   for (const [rule, invalid, valid] of CASES) {
     it(`${rule}: rejects ${JSON.stringify(invalid.slice(0, 50))}, accepts ${JSON.stringify(valid.slice(0, 50))}`, () => {
-      assert.throws(() => parseSpiffeId(invalid), (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID') && e.message.length < 300);
+      assert.throws(
+        () => parseSpiffeId(invalid),
+        (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID') && e.message.length < 300,
+      );
       assert.equal(parseSpiffeId(valid).uri, valid);
     });
   }
 
   it('splits trust domain and path', () => {
-    assert.deepEqual(parseSpiffeId('spiffe://prod.example/ns/web/sa/api'), { trustDomain: 'prod.example', path: '/ns/web/sa/api', uri: 'spiffe://prod.example/ns/web/sa/api' });
+    assert.deepEqual(parseSpiffeId('spiffe://prod.example/ns/web/sa/api'), {
+      trustDomain: 'prod.example',
+      path: '/ns/web/sa/api',
+      uri: 'spiffe://prod.example/ns/web/sa/api',
+    });
     assert.deepEqual(parseSpiffeId('spiffe://prod.example'), { trustDomain: 'prod.example', path: '', uri: 'spiffe://prod.example' });
     assert.equal(formatSpiffeId('example.org', 'ns', 'web'), 'spiffe://example.org/ns/web');
-    assert.throws(() => formatSpiffeId('example.org', 'a/b', '..'), (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'));
-    assert.throws(() => parseTrustDomain('EXAMPLE'), (e) => isWritError(e, 'ERR_TRUST_DOMAIN_INVALID'));
+    assert.throws(
+      () => formatSpiffeId('example.org', 'a/b', '..'),
+      (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'),
+    );
+    assert.throws(
+      () => parseTrustDomain('EXAMPLE'),
+      (e) => isWritError(e, 'ERR_TRUST_DOMAIN_INVALID'),
+    );
   });
 
   const tdChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789.-_');
   const pathChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_');
   const segment = fc.string({ unit: pathChar, minLength: 1, maxLength: 20 }).filter((s) => s !== '.' && s !== '..');
-  const validId = fc.tuple(fc.string({ unit: tdChar, minLength: 1, maxLength: 40 }), fc.array(segment, { maxLength: 8 })).map(([td, segs]) => `spiffe://${td}${segs.map((s) => `/${s}`).join('')}`);
+  const validId = fc
+    .tuple(fc.string({ unit: tdChar, minLength: 1, maxLength: 40 }), fc.array(segment, { maxLength: 8 }))
+    .map(([td, segs]) => `spiffe://${td}${segs.map((s) => `/${s}`).join('')}`);
 
   it('property: every ID built from the allowed alphabet parses and round-trips', () => {
-    fc.assert(fc.property(validId, (id) => {
-      const p = parseSpiffeId(id);
-      assert.equal(p.uri, id);
-      assert.equal(`spiffe://${p.trustDomain}${p.path}`, id);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(validId, (id) => {
+        const p = parseSpiffeId(id);
+        assert.equal(p.uri, id);
+        assert.equal(`spiffe://${p.trustDomain}${p.path}`, id);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('property: any string either parses to itself or fails with ERR_SPIFFE_ID_INVALID (never another error)', () => {
-    const anyish = fc.oneof(fc.string({ maxLength: 100 }), fc.string({ unit: 'binary', maxLength: 60 }).map((s) => `spiffe://${s}`), validId.map((v) => `${v}${'?#%@: /'[v.length % 7]}x`));
-    fc.assert(fc.property(anyish, (s) => {
-      try {
-        assert.equal(parseSpiffeId(s).uri, s);
-      } catch (err) {
-        assert.ok(isWritError(err, 'ERR_SPIFFE_ID_INVALID'), String(err));
-      }
-    }), { numRuns: 3000 });
+    const anyish = fc.oneof(
+      fc.string({ maxLength: 100 }),
+      fc.string({ unit: 'binary', maxLength: 60 }).map((s) => `spiffe://${s}`),
+      validId.map((v) => `${v}${'?#%@: /'[v.length % 7]}x`),
+    );
+    fc.assert(
+      fc.property(anyish, (s) => {
+        try {
+          assert.equal(parseSpiffeId(s).uri, s);
+        } catch (err) {
+          assert.ok(isWritError(err, 'ERR_SPIFFE_ID_INVALID'), String(err));
+        }
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('property: inserting a forbidden character into a valid ID makes it invalid', () => {
     const bad = fc.constantFrom(...'?#%@: !$&\'()*+,;=[]{}\\|"<>^`~é');
-    fc.assert(fc.property(validId, bad, fc.nat(), (id, ch, pos) => {
-      const at = 9 + (pos % (id.length - 8)); // after "spiffe://"
-      const mutated = id.slice(0, at) + ch + id.slice(at);
-      assert.throws(() => parseSpiffeId(mutated), (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'));
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(validId, bad, fc.nat(), (id, ch, pos) => {
+        const at = 9 + (pos % (id.length - 8)); // after "spiffe://"
+        const mutated = id.slice(0, at) + ch + id.slice(at);
+        assert.throws(
+          () => parseSpiffeId(mutated),
+          (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'),
+        );
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('property: oversized input is refused by length before scanning', () => {
-    fc.assert(fc.property(fc.integer({ min: 2049, max: 100_000 }), (n) => {
-      assert.throws(() => parseSpiffeId(`spiffe://example.org/${'a'.repeat(n)}`), /longer than 2048 bytes/);
-    }), { numRuns: 50 });
+    fc.assert(
+      fc.property(fc.integer({ min: 2049, max: 100_000 }), (n) => {
+        assert.throws(() => parseSpiffeId(`spiffe://example.org/${'a'.repeat(n)}`), /longer than 2048 bytes/);
+      }),
+      { numRuns: 50 },
+    );
   });
 });

@@ -67,7 +67,10 @@ export function parseSpiffeId(input: string): SpiffeId {
   const rest = input.slice(SCHEME.length);
   const slash = rest.indexOf('/');
   const td = slash === -1 ? rest : rest.slice(0, slash);
-  for (const [ch, why] of [['?', 'a query is not allowed'], ['#', 'a fragment is not allowed']] as const) {
+  for (const [ch, why] of [
+    ['?', 'a query is not allowed'],
+    ['#', 'a fragment is not allowed'],
+  ] as const) {
     if (input.includes(ch)) fail(code, input, why);
   }
   parseTrustDomain(td, code, input);

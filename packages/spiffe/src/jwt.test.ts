@@ -14,7 +14,17 @@ const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const NOW = new Date('2026-06-01T00:00:00Z');
 const t = NOW.getTime() / 1000;
 const bundles = new Map<string, { jwtAuthorities: Map<string, KeyObject> }>([
-  ['example.org', { jwtAuthorities: new Map([['ec', ec256.publicKey], ['ec384', ec384.publicKey], ['rsa', rsa.publicKey], ['ed', ed.publicKey]]) }],
+  [
+    'example.org',
+    {
+      jwtAuthorities: new Map([
+        ['ec', ec256.publicKey],
+        ['ec384', ec384.publicKey],
+        ['rsa', rsa.publicKey],
+        ['ed', ed.publicKey],
+      ]),
+    },
+  ],
   ['other.org', { jwtAuthorities: new Map([['other', other.publicKey]]) }],
 ]);
 const b64 = (o: unknown): string => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
@@ -41,7 +51,11 @@ const C = { sub: 'spiffe://example.org/web', aud: 'db', exp: t + 300, iat: t };
 const AUD = 'db';
 
 function rejects(tok: string, code: ErrorCode, audience = AUD): void {
-  assert.throws(() => validateJwtSvid(tok, bundles, { audience, now: NOW }), (e) => isWritError(e, code), `expected ${code}`);
+  assert.throws(
+    () => validateJwtSvid(tok, bundles, { audience, now: NOW }),
+    (e) => isWritError(e, code),
+    `expected ${code}`,
+  );
 }
 function accepts(tok: string, audience = AUD): void {
   assert.equal(validateJwtSvid(tok, bundles, { audience, now: NOW }).spiffeId.uri, JSON.parse(Buffer.from(tok.split('.')[1]!, 'base64url').toString()).sub);
@@ -50,10 +64,30 @@ function accepts(tok: string, audience = AUD): void {
 // rule, invalid token, error code, valid counterpart
 const CASES: ReadonlyArray<readonly [string, () => string, ErrorCode, () => string]> = [
   ['alg none is refused', () => token({ alg: 'none', kid: 'ec' }, C, null), 'ERR_JWT_ALG_UNSUPPORTED', () => token(H, C)],
-  ['HS256 is refused even with the public key as secret', () => token({ alg: 'HS256', kid: 'ec' }, C, ec256.publicKey.export({ format: 'der', type: 'spki' })), 'ERR_JWT_ALG_UNSUPPORTED', () => token(H, C)],
-  ['EdDSA is refused even with an Ed25519 key in the bundle', () => token({ alg: 'EdDSA', kid: 'ed' }, C, ed.privateKey), 'ERR_JWT_ALG_UNSUPPORTED', () => token({ alg: 'ES384', kid: 'ec384' }, C, ec384.privateKey)],
-  ['alg must match the key type (RS256 on an EC key)', () => token({ alg: 'RS256', kid: 'ec' }, C, rsa.privateKey), 'ERR_JWT_ALG_UNSUPPORTED', () => token({ alg: 'RS256', kid: 'rsa' }, C, rsa.privateKey)],
-  ['alg must match the curve (ES384 on a P-256 key)', () => token({ alg: 'ES384', kid: 'ec' }, C, ec384.privateKey), 'ERR_JWT_ALG_UNSUPPORTED', () => token({ alg: 'PS256', kid: 'rsa' }, C, rsa.privateKey)],
+  [
+    'HS256 is refused even with the public key as secret',
+    () => token({ alg: 'HS256', kid: 'ec' }, C, ec256.publicKey.export({ format: 'der', type: 'spki' })),
+    'ERR_JWT_ALG_UNSUPPORTED',
+    () => token(H, C),
+  ],
+  [
+    'EdDSA is refused even with an Ed25519 key in the bundle',
+    () => token({ alg: 'EdDSA', kid: 'ed' }, C, ed.privateKey),
+    'ERR_JWT_ALG_UNSUPPORTED',
+    () => token({ alg: 'ES384', kid: 'ec384' }, C, ec384.privateKey),
+  ],
+  [
+    'alg must match the key type (RS256 on an EC key)',
+    () => token({ alg: 'RS256', kid: 'ec' }, C, rsa.privateKey),
+    'ERR_JWT_ALG_UNSUPPORTED',
+    () => token({ alg: 'RS256', kid: 'rsa' }, C, rsa.privateKey),
+  ],
+  [
+    'alg must match the curve (ES384 on a P-256 key)',
+    () => token({ alg: 'ES384', kid: 'ec' }, C, ec384.privateKey),
+    'ERR_JWT_ALG_UNSUPPORTED',
+    () => token({ alg: 'PS256', kid: 'rsa' }, C, rsa.privateKey),
+  ],
   ['only alg, kid, typ headers (crit)', () => token({ ...H, crit: ['exp'] }, C), 'ERR_JWT_HEADER_INVALID', () => token(H, C)],
   ['only alg, kid, typ headers (jku)', () => token({ ...H, jku: 'https://evil.example/keys' }, C), 'ERR_JWT_HEADER_INVALID', () => token(H, C)],
   ['typ is JWT or JOSE', () => token({ ...H, typ: 'at+jwt' }, C), 'ERR_JWT_HEADER_INVALID', () => token({ ...H, typ: 'JOSE' }, C)],
@@ -68,7 +102,12 @@ const CASES: ReadonlyArray<readonly [string, () => string, ErrorCode, () => stri
   ['exp in the past beyond leeway', () => token(H, { ...C, exp: t - 31 }), 'ERR_JWT_EXPIRED', () => token(H, { ...C, exp: t - 29 })],
   ['nbf is honoured', () => token(H, { ...C, nbf: t + 31 }), 'ERR_JWT_NOT_YET_VALID', () => token(H, { ...C, nbf: t + 29 })],
   ['kid must name a key', () => token({ ...H, kid: 'nope' }, C), 'ERR_JWT_KEY_NOT_FOUND', () => token(H, C)],
-  ['key comes from the bundle of sub\'s trust domain only', () => token({ ...H, kid: 'other' }, C, other.privateKey), 'ERR_JWT_KEY_NOT_FOUND', () => token({ ...H, kid: 'other' }, { ...C, sub: 'spiffe://other.org/web' }, other.privateKey)],
+  [
+    "key comes from the bundle of sub's trust domain only",
+    () => token({ ...H, kid: 'other' }, C, other.privateKey),
+    'ERR_JWT_KEY_NOT_FOUND',
+    () => token({ ...H, kid: 'other' }, { ...C, sub: 'spiffe://other.org/web' }, other.privateKey),
+  ],
   ['a trust domain without a bundle', () => token(H, { ...C, sub: 'spiffe://third.org/web' }), 'ERR_BUNDLE_NOT_FOUND', () => token(H, C)],
   ['signature must verify', () => token(H, C, other.privateKey), 'ERR_JWT_SIGNATURE_INVALID', () => token(H, C)],
   ['compact serialization only (JSON serialization)', () => JSON.stringify({ payload: b64(C), signatures: [] }), 'ERR_JWT_MALFORMED', () => token(H, C)],
@@ -92,32 +131,58 @@ describe('JWT-SVID validation', () => {
   });
 
   it('round-trips tokens signed by signJwtSvid for each key type', () => {
-    for (const [kid, key, keyType] of [['ec', ec256.privateKey, 'ec-p256'], ['ec384', ec384.privateKey, 'ec-p384'], ['rsa', rsa.privateKey, 'rsa-2048']] as const) {
+    for (const [kid, key, keyType] of [
+      ['ec', ec256.privateKey, 'ec-p256'],
+      ['ec384', ec384.privateKey, 'ec-p384'],
+      ['rsa', rsa.privateKey, 'rsa-2048'],
+    ] as const) {
       const tok = signJwtSvid({ ...C, aud: ['db', 'cache'] }, kid, { key, keyType });
       assert.equal(validateJwtSvid(tok, bundles, { audience: 'cache', now: NOW }).kid, kid);
     }
   });
 
   it('property: arbitrary input is rejected with a WritError, never a crash', () => {
-    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 300 }), fc.tuple(fc.base64String(), fc.base64String(), fc.base64String()).map((p) => p.join('.'))), (s) => {
-      assert.throws(() => validateJwtSvid(s, bundles, { audience: AUD, now: NOW }), (e) => isWritError(e));
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 300 }),
+          fc.tuple(fc.base64String(), fc.base64String(), fc.base64String()).map((p) => p.join('.')),
+        ),
+        (s) => {
+          assert.throws(
+            () => validateJwtSvid(s, bundles, { audience: AUD, now: NOW }),
+            (e) => isWritError(e),
+          );
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 
   it('property: changing any one character of a valid token makes it invalid', () => {
     const good = token(H, C);
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.';
-    fc.assert(fc.property(fc.nat(good.length - 1), fc.constantFrom(...alphabet), (pos, ch) => {
-      fc.pre(good[pos] !== ch);
-      const mutated = good.slice(0, pos) + ch + good.slice(pos + 1);
-      // A change in the last base64url character can leave the decoded bytes unchanged (unused bits).
-      let same = false;
-      try {
-        same = mutated.split('.').every((p, i) => Buffer.from(p, 'base64url').equals(Buffer.from(good.split('.')[i]!, 'base64url')) && (i < 2 ? p === good.split('.')[i] : true));
-      } catch { /* different shape */ }
-      if (same) return;
-      assert.throws(() => validateJwtSvid(mutated, bundles, { audience: AUD, now: NOW }), (e) => isWritError(e));
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.nat(good.length - 1), fc.constantFrom(...alphabet), (pos, ch) => {
+        fc.pre(good[pos] !== ch);
+        const mutated = good.slice(0, pos) + ch + good.slice(pos + 1);
+        // A change in the last base64url character can leave the decoded bytes unchanged (unused bits).
+        let same = false;
+        try {
+          same = mutated
+            .split('.')
+            .every((p, i) => Buffer.from(p, 'base64url').equals(Buffer.from(good.split('.')[i]!, 'base64url')) && (i < 2 ? p === good.split('.')[i] : true));
+        } catch {
+          /* different shape */
+        }
+        if (same) return;
+        assert.throws(
+          () => validateJwtSvid(mutated, bundles, { audience: AUD, now: NOW }),
+          (e) => isWritError(e),
+        );
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('the caching validator skips the signature check on a hit but still enforces time, audience and key presence', () => {
@@ -128,12 +193,22 @@ describe('JWT-SVID validation', () => {
     assert.equal(v.validate(tok, AUD).spiffeId.uri, C.sub);
     assert.equal(v.cacheSize, 1);
     assert.equal(v.validate(tok, AUD).kid, 'ec');
-    assert.throws(() => v.validate(tok, 'other-aud'), (e) => isWritError(e, 'ERR_JWT_AUDIENCE_MISMATCH'));
+    assert.throws(
+      () => v.validate(tok, 'other-aud'),
+      (e) => isWritError(e, 'ERR_JWT_AUDIENCE_MISMATCH'),
+    );
     now = new Date(NOW.getTime() + 400_000);
-    assert.throws(() => v.validate(tok, AUD), (e) => isWritError(e, 'ERR_JWT_EXPIRED'));
+    assert.throws(
+      () => v.validate(tok, AUD),
+      (e) => isWritError(e, 'ERR_JWT_EXPIRED'),
+    );
     now = NOW;
     keys.delete('ec');
-    assert.throws(() => v.validate(tok, AUD), (e) => isWritError(e, 'ERR_JWT_KEY_NOT_FOUND'), 'a key removed from the bundle takes effect at once');
+    assert.throws(
+      () => v.validate(tok, AUD),
+      (e) => isWritError(e, 'ERR_JWT_KEY_NOT_FOUND'),
+      'a key removed from the bundle takes effect at once',
+    );
     keys.set('ec', ec256.publicKey);
     for (let i = 0; i < 5; i++) v.validate(token(H, { ...C, jti: String(i) }), AUD);
     assert.equal(v.cacheSize, 2, 'the cache is bounded');
@@ -144,13 +219,16 @@ describe('ECDSA signature encodings', () => {
   it('property: DER and JOSE r||s conversions agree with OpenSSL both ways', async () => {
     const { derToJose, joseToDer } = await import('./jwt.ts');
     const { verify } = await import('node:crypto');
-    fc.assert(fc.property(fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.constantFrom([ec256, 32] as const, [ec384, 48] as const), (msg, [k, n]) => {
-      const data = Buffer.from(msg);
-      const der = cryptoSign(n === 32 ? 'sha256' : 'sha384', data, k.privateKey);
-      const jose = derToJose(der, n);
-      assert.equal(jose.length, 2 * n);
-      assert.ok(verify(n === 32 ? 'sha256' : 'sha384', data, { key: k.publicKey, dsaEncoding: 'ieee-p1363' }, jose));
-      assert.ok(joseToDer(jose, n).equals(der));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.constantFrom([ec256, 32] as const, [ec384, 48] as const), (msg, [k, n]) => {
+        const data = Buffer.from(msg);
+        const der = cryptoSign(n === 32 ? 'sha256' : 'sha384', data, k.privateKey);
+        const jose = derToJose(der, n);
+        assert.equal(jose.length, 2 * n);
+        assert.ok(verify(n === 32 ? 'sha256' : 'sha384', data, { key: k.publicKey, dsaEncoding: 'ieee-p1363' }, jose));
+        assert.ok(joseToDer(jose, n).equals(der));
+      }),
+      { numRuns: 300 },
+    );
   });
 });

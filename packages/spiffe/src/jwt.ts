@@ -55,7 +55,7 @@ export function derToJose(der: Buffer, n: number): Buffer {
     const len = der[p + 1]!;
     let start = p + 2;
     let l = len;
-    while (l > n && der[start] === 0) (start++, l--);
+    while (l > n && der[start] === 0) start++, l--;
     der.copy(out, k * n + (n - l), start, start + l);
     p += 2 + len;
   }
@@ -75,9 +75,15 @@ export function joseToDer(sig: Buffer, n: number): Buffer {
 }
 
 const DIGEST: Record<JwtAlgorithm, string> = {
-  RS256: 'sha256', RS384: 'sha384', RS512: 'sha512',
-  ES256: 'sha256', ES384: 'sha384', ES512: 'sha512',
-  PS256: 'sha256', PS384: 'sha384', PS512: 'sha512',
+  RS256: 'sha256',
+  RS384: 'sha384',
+  RS512: 'sha512',
+  ES256: 'sha256',
+  ES384: 'sha384',
+  ES512: 'sha512',
+  PS256: 'sha256',
+  PS384: 'sha384',
+  PS512: 'sha512',
 };
 const EC_CURVE: Partial<Record<JwtAlgorithm, { curve: string; sigLen: number }>> = {
   ES256: { curve: 'prime256v1', sigLen: 64 },
@@ -107,8 +113,16 @@ export interface JwtValidationOptions {
 const B64URL = /^[A-Za-z0-9_-]+$/;
 
 type JwtErrorCode =
-  | 'ERR_JWT_MALFORMED' | 'ERR_JWT_TOO_LARGE' | 'ERR_JWT_ALG_UNSUPPORTED' | 'ERR_JWT_HEADER_INVALID' | 'ERR_JWT_CLAIM_INVALID'
-  | 'ERR_JWT_AUDIENCE_MISMATCH' | 'ERR_JWT_EXPIRED' | 'ERR_JWT_NOT_YET_VALID' | 'ERR_JWT_KEY_NOT_FOUND' | 'ERR_JWT_SIGNATURE_INVALID'
+  | 'ERR_JWT_MALFORMED'
+  | 'ERR_JWT_TOO_LARGE'
+  | 'ERR_JWT_ALG_UNSUPPORTED'
+  | 'ERR_JWT_HEADER_INVALID'
+  | 'ERR_JWT_CLAIM_INVALID'
+  | 'ERR_JWT_AUDIENCE_MISMATCH'
+  | 'ERR_JWT_EXPIRED'
+  | 'ERR_JWT_NOT_YET_VALID'
+  | 'ERR_JWT_KEY_NOT_FOUND'
+  | 'ERR_JWT_SIGNATURE_INVALID'
   | 'ERR_BUNDLE_NOT_FOUND';
 
 function reject(code: JwtErrorCode, msg: string): never {
@@ -154,7 +168,10 @@ function parse(token: string): Parsed {
   }
   const alg = header['alg'];
   if (typeof alg !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(alg)) {
-    reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${JSON.stringify(typeof alg === 'string' ? alg.slice(0, 16) : alg ?? null)} is not one of ${JWT_ALGORITHMS.join(', ')}`);
+    reject(
+      'ERR_JWT_ALG_UNSUPPORTED',
+      `alg ${JSON.stringify(typeof alg === 'string' ? alg.slice(0, 16) : (alg ?? null))} is not one of ${JWT_ALGORITHMS.join(', ')}`,
+    );
   }
   // An empty signature is reported after the alg check so `alg: none` gets the precise error.
   if (s === '') reject('ERR_JWT_MALFORMED', 'signature is empty');
@@ -176,7 +193,8 @@ function parse(token: string): Parsed {
   const audOk = typeof aud === 'string' ? aud.length > 0 : Array.isArray(aud) && aud.length > 0 && aud.every((a) => typeof a === 'string');
   if (!audOk) reject('ERR_JWT_CLAIM_INVALID', 'aud claim is missing or empty');
   if (typeof claims['exp'] !== 'number' || !Number.isFinite(claims['exp'])) reject('ERR_JWT_CLAIM_INVALID', 'exp claim is missing or not a number');
-  if (claims['nbf'] !== undefined && (typeof claims['nbf'] !== 'number' || !Number.isFinite(claims['nbf']))) reject('ERR_JWT_CLAIM_INVALID', 'nbf claim is not a number');
+  if (claims['nbf'] !== undefined && (typeof claims['nbf'] !== 'number' || !Number.isFinite(claims['nbf'])))
+    reject('ERR_JWT_CLAIM_INVALID', 'nbf claim is not a number');
   return {
     alg: alg as JwtAlgorithm,
     kid,
@@ -191,7 +209,8 @@ function checkTimeAndAudience(claims: JwtClaims, opts: JwtValidationOptions): vo
   const now = (opts.now ?? new Date()).getTime() / 1000;
   const leeway = opts.leewaySeconds ?? DEFAULT_LEEWAY_SECONDS;
   if (claims.exp + leeway <= now) reject('ERR_JWT_EXPIRED', `token expired at ${new Date(claims.exp * 1000).toISOString()}`);
-  if (claims.nbf !== undefined && claims.nbf - leeway > now) reject('ERR_JWT_NOT_YET_VALID', `token not valid before ${new Date(claims.nbf * 1000).toISOString()}`);
+  if (claims.nbf !== undefined && claims.nbf - leeway > now)
+    reject('ERR_JWT_NOT_YET_VALID', `token not valid before ${new Date(claims.nbf * 1000).toISOString()}`);
   const aud = claims.aud;
   if (!(typeof aud === 'string' ? aud === opts.audience : aud.includes(opts.audience))) {
     reject('ERR_JWT_AUDIENCE_MISMATCH', `audience ${JSON.stringify(opts.audience)} is not in the token's aud claim`);
@@ -211,7 +230,8 @@ function verifySignature(p: Parsed, key: KeyObject): boolean {
   const digest = DIGEST[p.alg];
   try {
     if (ec) return cryptoVerify(digest, p.signingInput, key, joseToDer(p.signature, ec.sigLen / 2));
-    if (p.alg[0] === 'P') return cryptoVerify(digest, p.signingInput, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, p.signature);
+    if (p.alg[0] === 'P')
+      return cryptoVerify(digest, p.signingInput, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, p.signature);
     return cryptoVerify(digest, p.signingInput, key, p.signature);
   } catch {
     return false;
@@ -228,14 +248,22 @@ export function verifyJws(token: string, keys: ReadonlyMap<string, KeyObject>): 
   if (parts.length !== 3 || !parts.every((x) => B64URL.test(x))) reject('ERR_JWT_MALFORMED', 'not a JWS compact serialization');
   const header = decodeJson(parts[0]!, 'header');
   const alg = header['alg'];
-  if (typeof alg !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(alg)) reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${JSON.stringify(String(alg).slice(0, 16))} is not allowed`);
+  if (typeof alg !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(alg))
+    reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${JSON.stringify(String(alg).slice(0, 16))} is not allowed`);
   if (header['crit'] !== undefined) reject('ERR_JWT_HEADER_INVALID', 'crit is not supported');
   const kid = typeof header['kid'] === 'string' ? header['kid'] : undefined;
   const key = kid !== undefined ? keys.get(kid) : keys.size === 1 ? [...keys.values()][0] : undefined;
   if (!key) reject('ERR_JWT_KEY_NOT_FOUND', `no key for kid ${JSON.stringify(String(kid).slice(0, 64))}`);
   if (!keyMatchesAlg(key, alg as JwtAlgorithm)) reject('ERR_JWT_ALG_UNSUPPORTED', `alg ${alg} does not match the key type`);
   const claims = decodeJson(parts[1]!, 'payload');
-  const p = { alg: alg as JwtAlgorithm, kid: kid ?? '', claims: claims as unknown as JwtClaims, spiffeId: undefined as never, signingInput: Buffer.from(`${parts[0]}.${parts[1]}`, 'latin1'), signature: Buffer.from(parts[2]!, 'base64url') };
+  const p = {
+    alg: alg as JwtAlgorithm,
+    kid: kid ?? '',
+    claims: claims as unknown as JwtClaims,
+    spiffeId: undefined as never,
+    signingInput: Buffer.from(`${parts[0]}.${parts[1]}`, 'latin1'),
+    signature: Buffer.from(parts[2]!, 'base64url'),
+  };
   if (!verifySignature(p, key)) reject('ERR_JWT_SIGNATURE_INVALID', 'signature does not verify');
   return { header, claims };
 }

@@ -5,8 +5,18 @@ import fc from 'fast-check';
 import * as der from './der.ts';
 import { isWritError, type ErrorCode } from './errors.ts';
 import {
-  KU, OID, buildName, createCsr, extension, issueCertificate, keyUsageBits, parseCertificate, parseCsr, verifyX509Svid,
-  type Certificate, type Signer,
+  KU,
+  OID,
+  buildName,
+  createCsr,
+  extension,
+  issueCertificate,
+  keyUsageBits,
+  parseCertificate,
+  parseCsr,
+  verifyX509Svid,
+  type Certificate,
+  type Signer,
 } from './x509.ts';
 
 const NOW = new Date('2026-06-01T00:00:00Z');
@@ -16,13 +26,29 @@ function keyPair(): { signer: Signer; spki: Buffer; pub: KeyObject } {
   const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return { signer: { key: k.privateKey, keyType: 'ec-p256' }, spki: k.publicKey.export({ format: 'der', type: 'spki' }), pub: k.publicKey };
 }
-function makeCa(td: string, parent?: { cert: Certificate; signer: Signer }, opts: { ca?: boolean; keyCertSign?: boolean } = {}): { cert: Certificate; signer: Signer } {
+function makeCa(
+  td: string,
+  parent?: { cert: Certificate; signer: Signer },
+  opts: { ca?: boolean; keyCertSign?: boolean } = {},
+): { cert: Certificate; signer: Signer } {
   const k = keyPair();
-  const exts = opts.ca === false || opts.keyCertSign === false
-    ? [extension(OID.basicConstraints, true, der.seq(...(opts.ca === false ? [] : [der.bool(true)]))), extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, ...(opts.keyCertSign === false ? [] : [KU.keyCertSign])))]
-    : undefined;
+  const exts =
+    opts.ca === false || opts.keyCertSign === false
+      ? [
+          extension(OID.basicConstraints, true, der.seq(...(opts.ca === false ? [] : [der.bool(true)]))),
+          extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, ...(opts.keyCertSign === false ? [] : [KU.keyCertSign]))),
+        ]
+      : undefined;
   const cert = issueCertificate(
-    { subject: buildName([[OID.commonName, `${td} CA ${Math.random()}`]]), spki: k.spki, notBefore: new Date(NOW.getTime() - H), notAfter: new Date(NOW.getTime() + 24 * H), ca: true, uris: [`spiffe://${td}`], ...(exts ? { extensions: exts } : {}) },
+    {
+      subject: buildName([[OID.commonName, `${td} CA ${Math.random()}`]]),
+      spki: k.spki,
+      notBefore: new Date(NOW.getTime() - H),
+      notAfter: new Date(NOW.getTime() + 24 * H),
+      ca: true,
+      uris: [`spiffe://${td}`],
+      ...(exts ? { extensions: exts } : {}),
+    },
     parent ?? { cert: undefined, signer: k.signer },
   );
   return { cert, signer: k.signer };
@@ -37,47 +63,143 @@ const dns = (d: string): Buffer => der.tlv(0x82, Buffer.from(d));
 const BC_LEAF = extension(OID.basicConstraints, true, der.seq());
 const KU_LEAF = extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.keyEncipherment, KU.keyAgreement));
 
-interface LeafOpts { id?: string; extensions?: Buffer[]; issuer?: { cert: Certificate; signer: Signer }; notBefore?: number; notAfter?: number }
+interface LeafOpts {
+  id?: string;
+  extensions?: Buffer[];
+  issuer?: { cert: Certificate; signer: Signer };
+  notBefore?: number;
+  notAfter?: number;
+}
 function leaf(o: LeafOpts = {}): Certificate {
   const k = keyPair();
   return issueCertificate(
     {
-      subject: buildName([[OID.organization, 'Writ']]), spki: k.spki,
-      notBefore: new Date(o.notBefore ?? NOW.getTime() - 10_000), notAfter: new Date(o.notAfter ?? NOW.getTime() + H),
-      ca: false, uris: [o.id ?? 'spiffe://example.org/web'], ...(o.extensions ? { extensions: o.extensions } : {}),
+      subject: buildName([[OID.organization, 'Writ']]),
+      spki: k.spki,
+      notBefore: new Date(o.notBefore ?? NOW.getTime() - 10_000),
+      notAfter: new Date(o.notAfter ?? NOW.getTime() + H),
+      ca: false,
+      uris: [o.id ?? 'spiffe://example.org/web'],
+      ...(o.extensions ? { extensions: o.extensions } : {}),
     },
     o.issuer ?? rootA,
   );
 }
 
-const bundles = new Map([['example.org', { x509Authorities: [rootA.cert] }], ['other.org', { x509Authorities: [rootB.cert] }]]);
+const bundles = new Map([
+  ['example.org', { x509Authorities: [rootA.cert] }],
+  ['other.org', { x509Authorities: [rootB.cert] }],
+]);
 const verify = (chain: Certificate[]) => verifyX509Svid(chain, bundles, NOW);
 
 const CASES: ReadonlyArray<readonly [string, () => Certificate[], ErrorCode, () => Certificate[]]> = [
-  ['leaf must not be a CA', () => [leaf({ extensions: [extension(OID.basicConstraints, true, der.seq(der.bool(true))), KU_LEAF, san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'))] })]],
-  ['keyUsage must be present', () => [leaf({ extensions: [BC_LEAF, san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'))] })]],
-  ['keyUsage must be critical', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, false, keyUsageBits(KU.digitalSignature)), san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature)), san(uri('spiffe://example.org/web'))] })]],
-  ['keyUsage needs digitalSignature', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.keyEncipherment)), san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.keyEncipherment)), san(uri('spiffe://example.org/web'))] })]],
-  ['keyUsage must not have keyCertSign', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.keyCertSign)), san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf()]],
-  ['keyUsage must not have cRLSign', () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.cRLSign)), san(uri('spiffe://example.org/web'))] })], 'ERR_X509_SVID_INVALID', () => [leaf()]],
-  ['a URI SAN is required', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(dns('web.example.org'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(dns('web.example.org'), uri('spiffe://example.org/web'))] })]],
-  ['exactly one URI SAN', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'), uri('spiffe://example.org/db'))] })], 'ERR_X509_SVID_INVALID', () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'), der.tlv(0x87, Buffer.from([127, 0, 0, 1])))] })]],
+  [
+    'leaf must not be a CA',
+    () => [leaf({ extensions: [extension(OID.basicConstraints, true, der.seq(der.bool(true))), KU_LEAF, san(uri('spiffe://example.org/web'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'))] })],
+  ],
+  [
+    'keyUsage must be present',
+    () => [leaf({ extensions: [BC_LEAF, san(uri('spiffe://example.org/web'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'))] })],
+  ],
+  [
+    'keyUsage must be critical',
+    () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, false, keyUsageBits(KU.digitalSignature)), san(uri('spiffe://example.org/web'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature)), san(uri('spiffe://example.org/web'))] })],
+  ],
+  [
+    'keyUsage needs digitalSignature',
+    () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.keyEncipherment)), san(uri('spiffe://example.org/web'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [
+      leaf({
+        extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.keyEncipherment)), san(uri('spiffe://example.org/web'))],
+      }),
+    ],
+  ],
+  [
+    'keyUsage must not have keyCertSign',
+    () => [
+      leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.keyCertSign)), san(uri('spiffe://example.org/web'))] }),
+    ],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf()],
+  ],
+  [
+    'keyUsage must not have cRLSign',
+    () => [leaf({ extensions: [BC_LEAF, extension(OID.keyUsage, true, keyUsageBits(KU.digitalSignature, KU.cRLSign)), san(uri('spiffe://example.org/web'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf()],
+  ],
+  [
+    'a URI SAN is required',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(dns('web.example.org'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(dns('web.example.org'), uri('spiffe://example.org/web'))] })],
+  ],
+  [
+    'exactly one URI SAN',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'), uri('spiffe://example.org/db'))] })],
+    'ERR_X509_SVID_INVALID',
+    () => [leaf({ extensions: [BC_LEAF, KU_LEAF, san(uri('spiffe://example.org/web'), der.tlv(0x87, Buffer.from([127, 0, 0, 1])))] })],
+  ],
   ['the URI SAN is a SPIFFE ID', () => [leaf({ id: 'https://example.org/web' })], 'ERR_X509_SVID_INVALID', () => [leaf({ id: 'spiffe://example.org/web' })]],
   ['the SPIFFE ID has a path', () => [leaf({ id: 'spiffe://example.org' })], 'ERR_X509_SVID_INVALID', () => [leaf({ id: 'spiffe://example.org/x' })]],
   ['not expired', () => [leaf({ notAfter: NOW.getTime() - 1000 })], 'ERR_X509_EXPIRED', () => [leaf({ notAfter: NOW.getTime() + 1000 })]],
   ['not before its validity', () => [leaf({ notBefore: NOW.getTime() + 1000 })], 'ERR_X509_EXPIRED', () => [leaf({ notBefore: NOW.getTime() - 1000 })]],
-  ["chains only to its own trust domain's bundle", () => [leaf({ id: 'spiffe://other.org/web', issuer: rootA })], 'ERR_X509_CHAIN_INVALID', () => [leaf({ id: 'spiffe://other.org/web', issuer: rootB })]],
+  [
+    "chains only to its own trust domain's bundle",
+    () => [leaf({ id: 'spiffe://other.org/web', issuer: rootA })],
+    'ERR_X509_CHAIN_INVALID',
+    () => [leaf({ id: 'spiffe://other.org/web', issuer: rootB })],
+  ],
   ['an unknown CA is refused', () => [leaf({ issuer: makeCa('example.org') })], 'ERR_X509_CHAIN_INVALID', () => [leaf({ issuer: rootA })]],
   ['a trust domain without a bundle', () => [leaf({ id: 'spiffe://third.org/web' })], 'ERR_BUNDLE_NOT_FOUND', () => [leaf()]],
-  ['intermediates must be CAs', () => { const i = makeCa('example.org', rootA, { ca: false }); return [leaf({ issuer: i }), i.cert]; }, 'ERR_X509_SVID_INVALID', () => { const i = makeCa('example.org', rootA); return [leaf({ issuer: i }), i.cert]; }],
-  ['intermediates need keyCertSign', () => { const i = makeCa('example.org', rootA, { keyCertSign: false }); return [leaf({ issuer: i }), i.cert]; }, 'ERR_X509_SVID_INVALID', () => { const i = makeCa('example.org', rootA); return [leaf({ issuer: i }), i.cert]; }],
+  [
+    'intermediates must be CAs',
+    () => {
+      const i = makeCa('example.org', rootA, { ca: false });
+      return [leaf({ issuer: i }), i.cert];
+    },
+    'ERR_X509_SVID_INVALID',
+    () => {
+      const i = makeCa('example.org', rootA);
+      return [leaf({ issuer: i }), i.cert];
+    },
+  ],
+  [
+    'intermediates need keyCertSign',
+    () => {
+      const i = makeCa('example.org', rootA, { keyCertSign: false });
+      return [leaf({ issuer: i }), i.cert];
+    },
+    'ERR_X509_SVID_INVALID',
+    () => {
+      const i = makeCa('example.org', rootA);
+      return [leaf({ issuer: i }), i.cert];
+    },
+  ],
 ];
 
 describe('X.509-SVID validation', () => {
   for (const [rule, bad, code, good] of CASES) {
     it(rule, () => {
-      assert.throws(() => verify(bad()), (e) => isWritError(e, code), `expected ${code}`);
-      assert.equal(verify(good()).spiffeId.trustDomain, good()[0]!.uris.find((u) => u.startsWith('spiffe://'))!.slice(9).split('/')[0]);
+      assert.throws(
+        () => verify(bad()),
+        (e) => isWritError(e, code),
+        `expected ${code}`,
+      );
+      assert.equal(
+        verify(good()).spiffeId.trustDomain,
+        good()[0]!
+          .uris.find((u) => u.startsWith('spiffe://'))!
+          .slice(9)
+          .split('/')[0],
+      );
     });
   }
 
@@ -96,18 +218,38 @@ describe('X.509-SVID validation', () => {
     assert.ok(parseCsr(csr).spki.equals(k.spki));
     const forged = Buffer.from(csr);
     forged[forged.length - 5] = forged[forged.length - 5]! ^ 0xff;
-    assert.throws(() => parseCsr(forged), (e) => isWritError(e, 'ERR_CSR_INVALID'));
-    assert.throws(() => parseCsr('not a csr'), (e) => isWritError(e, 'ERR_CSR_INVALID'));
+    assert.throws(
+      () => parseCsr(forged),
+      (e) => isWritError(e, 'ERR_CSR_INVALID'),
+    );
+    assert.throws(
+      () => parseCsr('not a csr'),
+      (e) => isWritError(e, 'ERR_CSR_INVALID'),
+    );
   });
 
   it('property: random and truncated DER never crashes the parser', () => {
     const good = leaf().der;
-    fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.nat(good.length).map((n) => good.subarray(0, n)), fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })).map(([i, b]) => { const c = Buffer.from(good); c[i] = b; return c; })), (bytes) => {
-      try {
-        parseCertificate(Buffer.from(bytes));
-      } catch (err) {
-        assert.ok(isWritError(err, 'ERR_X509_MALFORMED') || isWritError(err), String(err));
-      }
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 600 }),
+          fc.nat(good.length).map((n) => good.subarray(0, n)),
+          fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })).map(([i, b]) => {
+            const c = Buffer.from(good);
+            c[i] = b;
+            return c;
+          }),
+        ),
+        (bytes) => {
+          try {
+            parseCertificate(Buffer.from(bytes));
+          } catch (err) {
+            assert.ok(isWritError(err, 'ERR_X509_MALFORMED') || isWritError(err), String(err));
+          }
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 });

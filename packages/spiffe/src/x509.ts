@@ -251,7 +251,11 @@ export function verifyX509Svid(chain: readonly Certificate[], bundles: X509Bundl
       return { spiffeId, chain: path };
     }
     const next = intermediates.find((c) => !path.includes(c) && isSignedBy(current, c));
-    if (!next) throw new WritError('ERR_X509_CHAIN_INVALID', `X.509-SVID rejected: no path from ${spiffeId.uri} to an authority of trust domain "${spiffeId.trustDomain}"`);
+    if (!next)
+      throw new WritError(
+        'ERR_X509_CHAIN_INVALID',
+        `X.509-SVID rejected: no path from ${spiffeId.uri} to an authority of trust domain "${spiffeId.trustDomain}"`,
+      );
     if (next.basicConstraints?.ca !== true) svidError('an intermediate certificate is not a CA (basicConstraints cA=false)');
     if (!hasBit(next, KU.keyCertSign)) svidError('an intermediate certificate lacks keyUsage keyCertSign');
     const pathLen = next.basicConstraints.pathLen;
@@ -264,7 +268,8 @@ export function verifyX509Svid(chain: readonly Certificate[], bundles: X509Bundl
 
 function checkValidity(cert: Certificate, now: Date): void {
   const t = now.getTime();
-  if (t < cert.notBefore.getTime()) throw new WritError('ERR_X509_EXPIRED', `X.509-SVID rejected: a certificate is not valid before ${cert.notBefore.toISOString()}`);
+  if (t < cert.notBefore.getTime())
+    throw new WritError('ERR_X509_EXPIRED', `X.509-SVID rejected: a certificate is not valid before ${cert.notBefore.toISOString()}`);
   if (t > cert.notAfter.getTime()) throw new WritError('ERR_X509_EXPIRED', `X.509-SVID rejected: a certificate expired at ${cert.notAfter.toISOString()}`);
 }
 
@@ -307,7 +312,10 @@ export function keyTypeOf(key: KeyObject): KeyType {
   if (key.asymmetricKeyType === 'ec' && d?.namedCurve === 'prime256v1') return 'ec-p256';
   if (key.asymmetricKeyType === 'ec' && d?.namedCurve === 'secp384r1') return 'ec-p384';
   if (key.asymmetricKeyType === 'rsa' && (d?.modulusLength ?? 0) >= 2048) return 'rsa-2048';
-  throw new WritError('ERR_KEY_INVALID', `unsupported key (${key.asymmetricKeyType} ${d?.namedCurve ?? d?.modulusLength ?? ''}); use EC P-256, EC P-384 or RSA >= 2048`);
+  throw new WritError(
+    'ERR_KEY_INVALID',
+    `unsupported key (${key.asymmetricKeyType} ${d?.namedCurve ?? d?.modulusLength ?? ''}); use EC P-256, EC P-384 or RSA >= 2048`,
+  );
 }
 
 const SIG_ALG: Record<KeyType, { oid: string; digest: string; params: boolean }> = {
@@ -344,7 +352,9 @@ export function extension(id: string, critical: boolean, value: Buffer): Buffer 
 /** Key identifier per RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
 export function keyIdentifier(spki: Buffer): Buffer {
   const parts = der.children(der.parseDer(spki));
-  return createHash('sha1').update(der.expectTag(parts[1], der.TAG.BIT_STRING, 'subjectPublicKey').value.subarray(1)).digest();
+  return createHash('sha1')
+    .update(der.expectTag(parts[1], der.TAG.BIT_STRING, 'subjectPublicKey').value.subarray(1))
+    .digest();
 }
 
 export interface CertificateTemplate {

@@ -21,7 +21,12 @@ describe('cgroup parsing', () => {
     ['docker, cgroup v1', `12:pids:/docker/${CID}\n11:memory:/docker/${CID}\n`, CID, undefined],
     ['docker, cgroup v2 systemd', `0::/system.slice/docker-${CID}.scope\n`, CID, undefined],
     ['kubelet cgroupfs, v1', `4:cpu:/kubepods/burstable/pod${POD_UID}/${CID}\n`, CID, POD_UID],
-    ['kubelet systemd + containerd, v2', `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CID}.scope\n`, CID, POD_UID],
+    [
+      'kubelet systemd + containerd, v2',
+      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CID}.scope\n`,
+      CID,
+      POD_UID,
+    ],
     ['CRI-O', `0::/kubepods.slice/kubepods-pod${POD_UID.replace(/-/g, '_')}.slice/crio-${CID}.scope\n`, CID, POD_UID],
     ['not in a container', '0::/user.slice/user-1000.slice/session-2.scope\n', undefined, undefined],
   ];
@@ -45,14 +50,24 @@ describe('docker attestor against a fake Docker Engine on a Unix socket', () => 
     seen.push(req.url ?? '');
     res.setHeader('content-type', 'application/json');
     if (req.url === `/v1.41/containers/${CID}/json`) {
-      return res.end(JSON.stringify({
-        Id: CID, Name: '/shop-web-1', Image: `sha256:${'c'.repeat(64)}`,
-        Config: { Image: 'registry.example/shop/web:1.4', Labels: { 'com.example.team': 'shop', tier: 'frontend' }, Env: ['SECRET=x'] },
-        State: { Status: 'running', Pid: 4242 },
-      }));
+      return res.end(
+        JSON.stringify({
+          Id: CID,
+          Name: '/shop-web-1',
+          Image: `sha256:${'c'.repeat(64)}`,
+          Config: { Image: 'registry.example/shop/web:1.4', Labels: { 'com.example.team': 'shop', tier: 'frontend' }, Env: ['SECRET=x'] },
+          State: { Status: 'running', Pid: 4242 },
+        }),
+      );
     }
     if (req.url === `/v1.41/images/${encodeURIComponent(`sha256:${'c'.repeat(64)}`)}/json`) {
-      return res.end(JSON.stringify({ Id: `sha256:${'c'.repeat(64)}`, RepoTags: ['registry.example/shop/web:1.4'], RepoDigests: [`registry.example/shop/web@sha256:${'d'.repeat(64)}`] }));
+      return res.end(
+        JSON.stringify({
+          Id: `sha256:${'c'.repeat(64)}`,
+          RepoTags: ['registry.example/shop/web:1.4'],
+          RepoDigests: [`registry.example/shop/web@sha256:${'d'.repeat(64)}`],
+        }),
+      );
     }
     res.statusCode = 404;
     res.end(JSON.stringify({ message: `No such container: ${req.url}` }));
@@ -96,25 +111,45 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
   let dir: string;
   let auth = '';
   const podList = {
-    kind: 'PodList', apiVersion: 'v1',
-    items: [{
-      metadata: { name: 'web-7d9f8', namespace: 'shop', uid: POD_UID, labels: { app: 'web', 'pod-template-hash': '7d9f8' } },
-      spec: { serviceAccountName: 'web', nodeName: 'node-1', containers: [{ name: 'web', image: 'registry.example/shop/web:1.4' }] },
-      status: {
-        phase: 'Running',
-        containerStatuses: [
-          { name: 'web', image: 'registry.example/shop/web:1.4', imageID: `registry.example/shop/web@sha256:${'d'.repeat(64)}`, containerID: `containerd://${CID}`, ready: true },
-          { name: 'sidecar', image: 'proxy:2', imageID: `proxy@sha256:${'f'.repeat(64)}`, containerID: `containerd://${'9'.repeat(64)}` },
-        ],
+    kind: 'PodList',
+    apiVersion: 'v1',
+    items: [
+      {
+        metadata: { name: 'web-7d9f8', namespace: 'shop', uid: POD_UID, labels: { app: 'web', 'pod-template-hash': '7d9f8' } },
+        spec: { serviceAccountName: 'web', nodeName: 'node-1', containers: [{ name: 'web', image: 'registry.example/shop/web:1.4' }] },
+        status: {
+          phase: 'Running',
+          containerStatuses: [
+            {
+              name: 'web',
+              image: 'registry.example/shop/web:1.4',
+              imageID: `registry.example/shop/web@sha256:${'d'.repeat(64)}`,
+              containerID: `containerd://${CID}`,
+              ready: true,
+            },
+            { name: 'sidecar', image: 'proxy:2', imageID: `proxy@sha256:${'f'.repeat(64)}`, containerID: `containerd://${'9'.repeat(64)}` },
+          ],
+        },
       },
-    }],
+    ],
   };
   const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const now = Date.now();
-  const cert = issueCertificate({ subject: buildName([[OID.commonName, 'kubelet']]), spki: k.publicKey.export({ format: 'der', type: 'spki' }), notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000), ca: true, uris: [], ipAddresses: [Buffer.from([127, 0, 0, 1])] }, { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } });
+  const cert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'kubelet']]),
+      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+      ca: true,
+      uris: [],
+      ipAddresses: [Buffer.from([127, 0, 0, 1])],
+    },
+    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
+  );
   const server = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', cert.der) }, (req, res) => {
     auth = req.headers.authorization ?? '';
-    if (req.url !== '/pods') return (res.statusCode = 404), res.end('{}');
+    if (req.url !== '/pods') return ((res.statusCode = 404), res.end('{}'));
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(podList));
     return undefined;
@@ -132,10 +167,21 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
   });
 
   it('finds the pod and container of the caller and yields the pod selectors', async () => {
-    const { proc, pid } = fakeProc(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CID}.scope\n`);
+    const { proc, pid } = fakeProc(
+      `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CID}.scope\n`,
+    );
     const sel = await k8sAttestor({ kubeletUrl: url, caFile: join(dir, 'ca.pem'), tokenFile: join(dir, 'token'), proc })({ pid, uid: 0, gid: 0 });
     assert.equal(auth, 'Bearer sa-token-value');
-    for (const s of ['k8s:ns:shop', 'k8s:sa:web', 'k8s:pod-name:web-7d9f8', `k8s:pod-uid:${POD_UID}`, 'k8s:node-name:node-1', 'k8s:pod-label:app:web', 'k8s:container-name:web', 'k8s:container-image:registry.example/shop/web:1.4']) {
+    for (const s of [
+      'k8s:ns:shop',
+      'k8s:sa:web',
+      'k8s:pod-name:web-7d9f8',
+      `k8s:pod-uid:${POD_UID}`,
+      'k8s:node-name:node-1',
+      'k8s:pod-label:app:web',
+      'k8s:container-name:web',
+      'k8s:container-image:registry.example/shop/web:1.4',
+    ]) {
       assert.ok(sel.includes(s), `${s} in ${sel.join(' ')}`);
     }
     assert.ok(!sel.includes('k8s:container-name:sidecar'));

@@ -29,7 +29,11 @@ interface ContainerStatus {
 interface Pod {
   metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string> | null };
   spec?: { serviceAccountName?: string; nodeName?: string };
-  status?: { containerStatuses?: ContainerStatus[] | null; initContainerStatuses?: ContainerStatus[] | null; ephemeralContainerStatuses?: ContainerStatus[] | null };
+  status?: {
+    containerStatuses?: ContainerStatus[] | null;
+    initContainerStatuses?: ContainerStatus[] | null;
+    ephemeralContainerStatuses?: ContainerStatus[] | null;
+  };
 }
 
 export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promise<string[]> {
@@ -38,7 +42,10 @@ export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promi
   const pods = async (fresh: boolean): Promise<Pod[]> => {
     if (!fresh && cache && Date.now() - cache.at < (opts.cacheMs ?? 2000)) return cache.pods;
     const token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined;
-    const r = await getJson(new URL('/pods', opts.kubeletUrl).toString(), { ...(ca ? { ca } : {}), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
+    const r = await getJson(new URL('/pods', opts.kubeletUrl).toString(), {
+      ...(ca ? { ca } : {}),
+      ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    });
     if (r.status !== 200) throw new WritError('ERR_REQUEST_FAILED', `kubelet /pods: HTTP ${r.status}`);
     const items = (r.body as { items?: Pod[] }).items;
     if (!Array.isArray(items)) throw new WritError('ERR_REQUEST_FAILED', 'kubelet /pods: not a PodList');
@@ -52,7 +59,11 @@ export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promi
     for (const fresh of [false, true]) {
       for (const pod of await pods(fresh)) {
         if (podUid && pod.metadata?.uid !== podUid) continue;
-        const statuses = [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])];
+        const statuses = [
+          ...(pod.status?.containerStatuses ?? []),
+          ...(pod.status?.initContainerStatuses ?? []),
+          ...(pod.status?.ephemeralContainerStatuses ?? []),
+        ];
         const container = statuses.find((s) => containerId && s.containerID?.endsWith(`://${containerId}`));
         if (!container && containerId) continue;
         const m = pod.metadata ?? {};

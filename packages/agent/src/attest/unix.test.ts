@@ -16,7 +16,10 @@ describe('unix workload attestor', () => {
   });
 
   it('refuses a reused PID: the start time differs from the one seen at connect', async () => {
-    await assert.rejects(attestUnix({ pid: process.pid, uid: 0, gid: 0 }, { expectedStartTime: '1' }), (e) => isWritError(e, 'ERR_FORBIDDEN') && /another process/.test(e.message));
+    await assert.rejects(
+      attestUnix({ pid: process.pid, uid: 0, gid: 0 }, { expectedStartTime: '1' }),
+      (e) => isWritError(e, 'ERR_FORBIDDEN') && /another process/.test(e.message),
+    );
   });
 
   it('refuses a vanished process, and reads a command name with spaces and parentheses correctly', async () => {

@@ -22,7 +22,9 @@ function names(file: string): Map<number, string> {
       const [name, , id] = line.split(':');
       if (name && id !== undefined && /^\d+$/.test(id) && !m.has(Number(id))) m.set(Number(id), name);
     }
-  } catch { /* no such file: names are simply not offered as selectors */ }
+  } catch {
+    /* no such file: names are simply not offered as selectors */
+  }
   return m;
 }
 
@@ -35,7 +37,12 @@ async function exeHash(pid: number, proc: string): Promise<string> {
   const hit = hashCache.get(key);
   if (hit) return hit;
   const h = createHash('sha256');
-  await new Promise<void>((resolve, reject) => createReadStream(`${proc}/${pid}/exe`).on('data', (d) => h.update(d)).on('end', resolve).on('error', reject));
+  await new Promise<void>((resolve, reject) =>
+    createReadStream(`${proc}/${pid}/exe`)
+      .on('data', (d) => h.update(d))
+      .on('end', resolve)
+      .on('error', reject),
+  );
   const digest = h.digest('hex');
   if (hashCache.size > 1000) hashCache.clear();
   hashCache.set(key, digest);
@@ -60,7 +67,8 @@ export async function attestUnix(cred: PeerCred, opts: { proc?: string; expected
   } catch {
     throw new WritError('ERR_FORBIDDEN', `workload process ${pid} is gone`);
   }
-  if (opts.expectedStartTime !== undefined && before !== opts.expectedStartTime) throw new WritError('ERR_FORBIDDEN', `PID ${pid} now belongs to another process`);
+  if (opts.expectedStartTime !== undefined && before !== opts.expectedStartTime)
+    throw new WritError('ERR_FORBIDDEN', `PID ${pid} now belongs to another process`);
   const selectors = [`unix:uid:${uid}`, `unix:gid:${gid}`];
   const user = names('/etc/passwd').get(uid);
   const group = names('/etc/group').get(gid);
@@ -76,7 +84,9 @@ export async function attestUnix(cred: PeerCred, opts: { proc?: string; expected
   let after: string | undefined;
   try {
     after = processStartTime(pid, proc);
-  } catch { /* gone */ }
+  } catch {
+    /* gone */
+  }
   if (after !== before) throw new WritError('ERR_FORBIDDEN', `workload process ${pid} changed while it was being attested`);
   return { selectors: selectors.sort(), startTime: before };
 }

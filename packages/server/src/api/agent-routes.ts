@@ -51,7 +51,8 @@ interface SyncState {
 const states = new WeakMap<ApiContext, SyncState>();
 function syncState(ctx: ApiContext): SyncState {
   let s = states.get(ctx);
-  if (!s) states.set(ctx, (s = { snapshot: undefined, watcher: undefined, lastStamp: undefined, acks: new Map(), pendingAcks: new Map(), flushing: undefined }));
+  if (!s)
+    states.set(ctx, (s = { snapshot: undefined, watcher: undefined, lastStamp: undefined, acks: new Map(), pendingAcks: new Map(), flushing: undefined }));
   return s;
 }
 
@@ -99,11 +100,14 @@ function watch(ctx: ApiContext): void {
       st.lastStamp = undefined;
       return;
     }
-    ctx.store.changeStamp(ctx.clock()).then((s) => {
-      const last = st.lastStamp;
-      st.lastStamp = s;
-      if (last && last.all !== s.all) notifyChange(last.agents !== s.agents ? 'agents' : undefined);
-    }, () => undefined);
+    ctx.store.changeStamp(ctx.clock()).then(
+      (s) => {
+        const last = st.lastStamp;
+        st.lastStamp = s;
+        if (last && last.all !== s.all) notifyChange(last.agents !== s.agents ? 'agents' : undefined);
+      },
+      () => undefined,
+    );
   }, POLL_MS);
   st.watcher.unref();
 }
@@ -145,8 +149,15 @@ const ACK_FLUSH_MS = 50;
 
 function agentJson(a: Agent): Record<string, unknown> {
   return {
-    spiffeId: a.spiffeId, nodeName: a.nodeName, attestationType: a.attestationType, selectors: a.selectors, serial: a.serial,
-    expiresAt: new Date(a.expiresAt).toISOString(), banned: a.banned, createdAt: new Date(a.createdAt).toISOString(), updatedAt: new Date(a.updatedAt).toISOString(),
+    spiffeId: a.spiffeId,
+    nodeName: a.nodeName,
+    attestationType: a.attestationType,
+    selectors: a.selectors,
+    serial: a.serial,
+    expiresAt: new Date(a.expiresAt).toISOString(),
+    banned: a.banned,
+    createdAt: new Date(a.createdAt).toISOString(),
+    updatedAt: new Date(a.updatedAt).toISOString(),
   };
 }
 
@@ -157,100 +168,150 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   return e;
 }
 
-export function agentRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody) => void): void {
+export function agentRoutes(
+  ctx: ApiContext,
+  add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody) => void,
+): void {
   const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
 
-  add('GET', '/v1/agent/sync', 'agent', 'Entries of the calling agent changed since revision `since` (0: all), quarantine, and the bundles and policy when they differ from the `bundles` version and `policy` revision the agent reports (its acknowledgement); waits up to `wait` seconds for a change (`since=0&wait=0`: a full resync at once).', async (req) => {
-    const since = Number(req.query.get('since') ?? '0');
-    const wait = Math.min(Number(req.query.get('wait') ?? '0'), MAX_WAIT_S);
-    const known = req.query.get('bundles') ?? '';
-    const wantsPolicy = req.query.has('policy');
-    const knownPolicy = Number(req.query.get('policy') ?? '-1');
-    const wantsQuarantine = req.query.has('quarantine');
-    const knownQuarantine = req.query.get('quarantine') ?? '';
-    // Agents from before bundles were left out of unchanged answers ask without `lean=1` and get
-    // them every time: a server upgraded ahead of its agents does not break them.
-    const lean = req.query.get('lean') === '1';
-    if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
-    if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
-    // The agent reports the policy revision it enforces with every sync.
-    if (wantsPolicy && Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) queueAck(ctx, req.agent!, knownPolicy);
-    const deadline = Date.now() + wait * 1000;
-    // Authentication has just read the agent's record; it is read again only after an eviction or ban.
-    let seenAgents = agentsGeneration;
-    for (;;) {
-      if (seenAgents !== agentsGeneration) {
-        seenAgents = agentsGeneration;
-        const me = await ctx.store.getAgent(req.agent!);
-        if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
-        if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
-      }
-      const snap = await snapshot(ctx);
-      // An agent already at the store's entries revision cannot have missed an entry change.
-      const r = since !== 0 && since === snap.stamp.entryRevision ? { entries: [], removed: [], revision: since } : await ctx.store.syncEntries(req.agent!, since);
-      const policyChanged = wantsPolicy && snap.policyRevision !== knownPolicy;
-      const bundlesChanged = snap.bundlesVersion !== known;
-      const changed = r.entries.length > 0 || r.removed.length > 0 || bundlesChanged || (wantsQuarantine && snap.quarantineVersion !== knownQuarantine) || policyChanged;
-      if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
-        // Quarantine first: an agent applies it ahead of anything else in the answer.
-        const body = `{"quarantine":${snap.quarantineJson},"revision":${r.revision},"full":${since === 0},"entries":${JSON.stringify(r.entries.map(entryJson))},`
-          + `"removed":${JSON.stringify(r.removed)},"bundlesVersion":${JSON.stringify(snap.bundlesVersion)}${bundlesChanged || !lean ? `,${snap.bundlesJson}` : ''}`
-          + `${policyChanged ? `,"policy":${snap.policyJson}` : ''}}\n`;
-        return { status: 200, body, contentType: 'application/json' };
-      }
-      watch(ctx);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.max(0, deadline - Date.now()));
-        function done(): void {
-          clearTimeout(t);
-          waiting.delete(done);
-          req.raw.socket.off('close', done);
-          resolve();
+  add(
+    'GET',
+    '/v1/agent/sync',
+    'agent',
+    'Entries of the calling agent changed since revision `since` (0: all), quarantine, and the bundles and policy when they differ from the `bundles` version and `policy` revision the agent reports (its acknowledgement); waits up to `wait` seconds for a change (`since=0&wait=0`: a full resync at once).',
+    async (req) => {
+      const since = Number(req.query.get('since') ?? '0');
+      const wait = Math.min(Number(req.query.get('wait') ?? '0'), MAX_WAIT_S);
+      const known = req.query.get('bundles') ?? '';
+      const wantsPolicy = req.query.has('policy');
+      const knownPolicy = Number(req.query.get('policy') ?? '-1');
+      const wantsQuarantine = req.query.has('quarantine');
+      const knownQuarantine = req.query.get('quarantine') ?? '';
+      // Agents from before bundles were left out of unchanged answers ask without `lean=1` and get
+      // them every time: a server upgraded ahead of its agents does not break them.
+      const lean = req.query.get('lean') === '1';
+      if (!Number.isSafeInteger(since) || since < 0) throw new WritError('ERR_FIELD_INVALID', 'since must be a non-negative integer', { field: 'since' });
+      if (!Number.isFinite(wait) || wait < 0) throw new WritError('ERR_FIELD_INVALID', 'wait must be seconds from 0 to 30', { field: 'wait' });
+      // The agent reports the policy revision it enforces with every sync.
+      if (wantsPolicy && Number.isSafeInteger(knownPolicy) && knownPolicy >= 0) queueAck(ctx, req.agent!, knownPolicy);
+      const deadline = Date.now() + wait * 1000;
+      // Authentication has just read the agent's record; it is read again only after an eviction or ban.
+      let seenAgents = agentsGeneration;
+      for (;;) {
+        if (seenAgents !== agentsGeneration) {
+          seenAgents = agentsGeneration;
+          const me = await ctx.store.getAgent(req.agent!);
+          if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
+          if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${req.agent} is banned`);
         }
-        waiting.add(done);
-        req.raw.socket.once('close', done);
+        const snap = await snapshot(ctx);
+        // An agent already at the store's entries revision cannot have missed an entry change.
+        const r =
+          since !== 0 && since === snap.stamp.entryRevision ? { entries: [], removed: [], revision: since } : await ctx.store.syncEntries(req.agent!, since);
+        const policyChanged = wantsPolicy && snap.policyRevision !== knownPolicy;
+        const bundlesChanged = snap.bundlesVersion !== known;
+        const changed =
+          r.entries.length > 0 || r.removed.length > 0 || bundlesChanged || (wantsQuarantine && snap.quarantineVersion !== knownQuarantine) || policyChanged;
+        if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
+          // Quarantine first: an agent applies it ahead of anything else in the answer.
+          const body =
+            `{"quarantine":${snap.quarantineJson},"revision":${r.revision},"full":${since === 0},"entries":${JSON.stringify(r.entries.map(entryJson))},` +
+            `"removed":${JSON.stringify(r.removed)},"bundlesVersion":${JSON.stringify(snap.bundlesVersion)}${bundlesChanged || !lean ? `,${snap.bundlesJson}` : ''}` +
+            `${policyChanged ? `,"policy":${snap.policyJson}` : ''}}\n`;
+          return { status: 200, body, contentType: 'application/json' };
+        }
+        watch(ctx);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+          function done(): void {
+            clearTimeout(t);
+            waiting.delete(done);
+            req.raw.socket.off('close', done);
+            resolve();
+          }
+          waiting.add(done);
+          req.raw.socket.once('close', done);
+        });
+      }
+    },
+  );
+
+  add(
+    'POST',
+    '/v1/agent/svids',
+    'agent',
+    "Sign X.509-SVIDs for the calling agent's entries from CSRs (keys stay on the node).",
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['requests']);
+      const list = o['requests'];
+      if (!Array.isArray(list) || list.length === 0 || list.length > 1000)
+        throw new WritError('ERR_FIELD_INVALID', 'field "requests" must hold 1 to 1000 items', { field: 'requests' });
+      const svids = [];
+      for (const [i, item] of list.entries()) {
+        const r = object(item, `requests[${i}]`);
+        onlyKeys(r, ['entryId', 'csr'], `requests[${i}].`);
+        const entry = await ownEntry(
+          ctx.store,
+          req.agent!,
+          str(r, 'entryId', { required: true, max: 64, prefix: `requests[${i}].` })!,
+          `requests[${i}].entryId`,
+        );
+        const { spki } = withField(`requests[${i}].csr`, () => parseCsr(str(r, 'csr', { required: true, max: 32 * 1024, prefix: `requests[${i}].` })!));
+        const svid = ctx.ca.signX509Svid({
+          spiffeId: entry.spiffeId,
+          spki,
+          dnsNames: entry.dnsNames,
+          ...(entry.x509SvidTtl ? { ttlMs: entry.x509SvidTtl * 1000 } : {}),
+        });
+        svids.push({ entryId: entry.id, spiffeId: entry.spiffeId, svid: certificatesToPem(svid.chain), expiresAt: new Date(svid.expiresAt).toISOString() });
+      }
+      ctx.metrics.svidsIssued.inc({ type: 'x509' }, svids.length);
+      return ok({ svids });
+    },
+    { limit: 16 * DEFAULT_BODY_LIMIT },
+  );
+
+  add(
+    'POST',
+    '/v1/agent/jwt-svid',
+    'agent',
+    "Mint a JWT-SVID for one of the calling agent's entries.",
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['entryId', 'audience']);
+      const entry = await ownEntry(ctx.store, req.agent!, str(o, 'entryId', { required: true, max: 64 })!, 'entryId');
+      const audience = strList(o, 'audience', { max: 16, itemMax: 512 }) ?? [];
+      if (audience.length === 0 || audience.some((a) => !a))
+        throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
+      const jwt = ctx.ca.signJwtSvid(entry.spiffeId, audience, entry.jwtSvidTtl ? entry.jwtSvidTtl * 1000 : undefined);
+      ctx.metrics.svidsIssued.inc({ type: 'jwt' });
+      return ok({ spiffeId: entry.spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() });
+    },
+    JSON_BODY,
+  );
+
+  add(
+    'POST',
+    '/v1/agent/renew',
+    'agent',
+    "Renew the calling agent's own SVID from a CSR.",
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['csr']);
+      const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
+      const agent = (await ctx.store.getAgent(req.agent!))!;
+      const svid = ctx.ca.signX509Svid({ spiffeId: agent.spiffeId, spki });
+      await ctx.store.upsertAgent({ ...agent, serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, updatedAt: ctx.clock() });
+      return ok({
+        spiffeId: agent.spiffeId,
+        svid: certificatesToPem(svid.chain),
+        bundle: bundleToPem(ctx.ca.bundle()),
+        expiresAt: new Date(svid.expiresAt).toISOString(),
       });
-    }
-  });
-
-  add('POST', '/v1/agent/svids', 'agent', "Sign X.509-SVIDs for the calling agent's entries from CSRs (keys stay on the node).", async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['requests']);
-    const list = o['requests'];
-    if (!Array.isArray(list) || list.length === 0 || list.length > 1000) throw new WritError('ERR_FIELD_INVALID', 'field "requests" must hold 1 to 1000 items', { field: 'requests' });
-    const svids = [];
-    for (const [i, item] of list.entries()) {
-      const r = object(item, `requests[${i}]`);
-      onlyKeys(r, ['entryId', 'csr'], `requests[${i}].`);
-      const entry = await ownEntry(ctx.store, req.agent!, str(r, 'entryId', { required: true, max: 64, prefix: `requests[${i}].` })!, `requests[${i}].entryId`);
-      const { spki } = withField(`requests[${i}].csr`, () => parseCsr(str(r, 'csr', { required: true, max: 32 * 1024, prefix: `requests[${i}].` })!));
-      const svid = ctx.ca.signX509Svid({ spiffeId: entry.spiffeId, spki, dnsNames: entry.dnsNames, ...(entry.x509SvidTtl ? { ttlMs: entry.x509SvidTtl * 1000 } : {}) });
-      svids.push({ entryId: entry.id, spiffeId: entry.spiffeId, svid: certificatesToPem(svid.chain), expiresAt: new Date(svid.expiresAt).toISOString() });
-    }
-    ctx.metrics.svidsIssued.inc({ type: 'x509' }, svids.length);
-    return ok({ svids });
-  }, { limit: 16 * DEFAULT_BODY_LIMIT });
-
-  add('POST', '/v1/agent/jwt-svid', 'agent', "Mint a JWT-SVID for one of the calling agent's entries.", async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['entryId', 'audience']);
-    const entry = await ownEntry(ctx.store, req.agent!, str(o, 'entryId', { required: true, max: 64 })!, 'entryId');
-    const audience = strList(o, 'audience', { max: 16, itemMax: 512 }) ?? [];
-    if (audience.length === 0 || audience.some((a) => !a)) throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
-    const jwt = ctx.ca.signJwtSvid(entry.spiffeId, audience, entry.jwtSvidTtl ? entry.jwtSvidTtl * 1000 : undefined);
-    ctx.metrics.svidsIssued.inc({ type: 'jwt' });
-    return ok({ spiffeId: entry.spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() });
-  }, JSON_BODY);
-
-  add('POST', '/v1/agent/renew', 'agent', "Renew the calling agent's own SVID from a CSR.", async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['csr']);
-    const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
-    const agent = (await ctx.store.getAgent(req.agent!))!;
-    const svid = ctx.ca.signX509Svid({ spiffeId: agent.spiffeId, spki });
-    await ctx.store.upsertAgent({ ...agent, serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, updatedAt: ctx.clock() });
-    return ok({ spiffeId: agent.spiffeId, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() });
-  }, JSON_BODY);
+    },
+    JSON_BODY,
+  );
 
   const KINDS = new Set(['allow', 'deny', 'audit-would-deny']);
   /**
@@ -273,8 +334,16 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
       }
       if (d.latencyNs > 0) ctx.metrics.decisionLatency.observe(d.latencyNs / 1e9);
       records.push({
-        id: d.id || newDecisionId(), at: d.at || ctx.clock(), from: d.from, to: d.to, action: d.action,
-        decision: d.decision as DecisionRecord['decision'], reason: d.reason, policyRevision: d.policyRevision, rule: d.rule, reporter,
+        id: d.id || newDecisionId(),
+        at: d.at || ctx.clock(),
+        from: d.from,
+        to: d.to,
+        action: d.action,
+        decision: d.decision as DecisionRecord['decision'],
+        reason: d.reason,
+        policyRevision: d.policyRevision,
+        rule: d.rule,
+        reporter,
       });
     }
     return { records, dropped: report.dropped + rejected };
@@ -284,39 +353,57 @@ export function agentRoutes(ctx: ApiContext, add: (method: string, name: string,
     const o = object(body);
     onlyKeys(o, ['decisions', 'dropped']);
     const list = o['decisions'];
-    if (!Array.isArray(list) || list.length > 5000) throw new WritError('ERR_FIELD_INVALID', 'field "decisions" must be a list of at most 5000', { field: 'decisions' });
+    if (!Array.isArray(list) || list.length > 5000)
+      throw new WritError('ERR_FIELD_INVALID', 'field "decisions" must be a list of at most 5000', { field: 'decisions' });
     const dropped = o['dropped'] ?? 0;
-    if (!Number.isSafeInteger(dropped) || (dropped as number) < 0) throw new WritError('ERR_FIELD_INVALID', 'field "dropped" must be a count', { field: 'dropped' });
+    if (!Number.isSafeInteger(dropped) || (dropped as number) < 0)
+      throw new WritError('ERR_FIELD_INVALID', 'field "dropped" must be a count', { field: 'dropped' });
     const records = list.map((d, i): DecisionRecord => {
       const x = object(d, `decisions[${i}]`);
       const s = (k: string, max = 2048): string => (typeof x[k] === 'string' ? (x[k] as string).slice(0, max) : '');
-      if (!KINDS.has(s('decision'))) throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
+      if (!KINDS.has(s('decision')))
+        throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
       const at = Number(x['at']);
       const latencyUs = Number(x['latencyUs']);
       if (Number.isFinite(latencyUs) && latencyUs >= 0) ctx.metrics.decisionLatency.observe(latencyUs / 1e6);
       return {
-        id: s('id', 64) || newDecisionId(), at: Number.isFinite(at) ? at : ctx.clock(), from: s('from'), to: s('to'), action: s('action', 512),
-        decision: s('decision') as DecisionRecord['decision'], reason: s('reason', 64), policyRevision: Number(x['policyRevision']) || 0, rule: s('rule', 256), reporter,
+        id: s('id', 64) || newDecisionId(),
+        at: Number.isFinite(at) ? at : ctx.clock(),
+        from: s('from'),
+        to: s('to'),
+        action: s('action', 512),
+        decision: s('decision') as DecisionRecord['decision'],
+        reason: s('reason', 64),
+        policyRevision: Number(x['policyRevision']) || 0,
+        rule: s('rule', 256),
+        reporter,
       };
     });
     return { records, dropped: dropped as number };
   };
 
-  add('POST', '/v1/agent/decisions', 'agent', 'Report a batch of decisions: a protobuf writ.authz.v1.ReportRequest (application/x-protobuf, what agents send), or JSON {decisions: [...], dropped}.', async (req) => {
-    const { records, dropped } = Buffer.isBuffer(req.body) ? binaryReport(req.body, req.agent!) : jsonReport(req.body, req.agent!);
-    await ctx.store.addDecisions(records);
-    // One counter update per (decision, reason) in the batch, not per decision.
-    const counts = new Map<string, { decision: string; reason: string; n: number }>();
-    for (const r of records) {
-      const k = `${r.decision}\u0000${r.reason}`;
-      const c = counts.get(k);
-      if (c) c.n++;
-      else counts.set(k, { decision: r.decision, reason: r.reason, n: 1 });
-    }
-    for (const c of counts.values()) ctx.metrics.decisions.inc({ decision: c.decision, reason: c.reason }, c.n);
-    if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped);
-    return ok({ stored: records.length });
-  }, { limit: 8 * DEFAULT_BODY_LIMIT, protobuf: 'writ.authz.v1.ReportRequest' });
+  add(
+    'POST',
+    '/v1/agent/decisions',
+    'agent',
+    'Report a batch of decisions: a protobuf writ.authz.v1.ReportRequest (application/x-protobuf, what agents send), or JSON {decisions: [...], dropped}.',
+    async (req) => {
+      const { records, dropped } = Buffer.isBuffer(req.body) ? binaryReport(req.body, req.agent!) : jsonReport(req.body, req.agent!);
+      await ctx.store.addDecisions(records);
+      // One counter update per (decision, reason) in the batch, not per decision.
+      const counts = new Map<string, { decision: string; reason: string; n: number }>();
+      for (const r of records) {
+        const k = `${r.decision}\u0000${r.reason}`;
+        const c = counts.get(k);
+        if (c) c.n++;
+        else counts.set(k, { decision: r.decision, reason: r.reason, n: 1 });
+      }
+      for (const c of counts.values()) ctx.metrics.decisions.inc({ decision: c.decision, reason: c.reason }, c.n);
+      if (dropped) ctx.metrics.decisionsDropped.inc({ reporter: req.agent! }, dropped);
+      return ok({ stored: records.length });
+    },
+    { limit: 8 * DEFAULT_BODY_LIMIT, protobuf: 'writ.authz.v1.ReportRequest' },
+  );
 
   // ---------------------------------------------------------------- operator's view
   const agentParam = async (req: Request): Promise<Agent> => {

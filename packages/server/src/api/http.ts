@@ -58,7 +58,10 @@ export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: 
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   const binary = body.protobuf !== undefined && (type === 'application/x-protobuf' || type === 'application/protobuf');
   if (type !== 'application/json' && !binary) {
-    throw new WritError('ERR_CONTENT_TYPE', `Content-Type must be application/json${body.protobuf ? ' or application/x-protobuf' : ''}, got ${JSON.stringify(type.slice(0, 60) || 'none')}`);
+    throw new WritError(
+      'ERR_CONTENT_TYPE',
+      `Content-Type must be application/json${body.protobuf ? ' or application/x-protobuf' : ''}, got ${JSON.stringify(type.slice(0, 60) || 'none')}`,
+    );
   }
   const { limit } = body;
   const declared = Number(req.headers['content-length'] ?? 0);
@@ -113,7 +116,10 @@ export function object(v: unknown, field = 'body'): Json {
 /** Rejects any key not in `allowed`, naming it. */
 export function onlyKeys(o: Json, allowed: readonly string[], prefix = ''): void {
   for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown field "${prefix}${k.slice(0, 64)}"; allowed: ${allowed.join(', ')}`, { field: prefix + k.slice(0, 64) });
+    if (!allowed.includes(k))
+      throw new WritError('ERR_FIELD_UNKNOWN', `unknown field "${prefix}${k.slice(0, 64)}"; allowed: ${allowed.join(', ')}`, {
+        field: prefix + k.slice(0, 64),
+      });
   }
 }
 

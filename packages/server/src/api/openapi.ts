@@ -28,18 +28,27 @@ export function openApiDocument(routes: readonly Route[], serverUrl: string): Re
       summary: r.summary,
       ...(params.length ? { parameters: params } : {}),
       ...(r.role ? { security: [{ bearer: [] }], 'x-writ-role': r.role } : { security: [] }),
-      ...(r.body ? {
-        requestBody: {
-          required: true,
-          content: {
-            'application/json': { schema: r.name.startsWith('/v1/entries') && r.name !== '/v1/entries/batch' ? { $ref: '#/components/schemas/EntryInput' } : { type: 'object' } },
-            ...(r.body.protobuf ? { 'application/x-protobuf': { schema: { type: 'string', format: 'binary', description: `protobuf ${r.body.protobuf}` } } } : {}),
-          },
-        },
-      } : {}),
+      ...(r.body
+        ? {
+            requestBody: {
+              required: true,
+              content: {
+                'application/json': {
+                  schema: r.name.startsWith('/v1/entries') && r.name !== '/v1/entries/batch' ? { $ref: '#/components/schemas/EntryInput' } : { type: 'object' },
+                },
+                ...(r.body.protobuf
+                  ? { 'application/x-protobuf': { schema: { type: 'string', format: 'binary', description: `protobuf ${r.body.protobuf}` } } }
+                  : {}),
+              },
+            },
+          }
+        : {}),
       responses: {
         '2XX': { description: 'success' },
-        '4XX': { description: 'bad request, authentication or authorization failure', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '4XX': {
+          description: 'bad request, authentication or authorization failure',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
         '503': { description: 'database or CA unavailable; retry', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     };

@@ -9,7 +9,10 @@ import type { ApiContext } from './routes.ts';
 
 /** Splits multi-document YAML into its documents' text, by policy name (after validation). */
 function sourcesByName(text: string, policies: readonly Policy[]): Record<string, string> {
-  const docs = text.split(/^---[ \t]*$/m).map((d) => d.replace(/^\s*\n/, '').trimEnd()).filter((d) => d.trim() !== '');
+  const docs = text
+    .split(/^---[ \t]*$/m)
+    .map((d) => d.replace(/^\s*\n/, '').trimEnd())
+    .filter((d) => d.trim() !== '');
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
@@ -24,12 +27,13 @@ export function lineDiff(a: string, b: string): string[] {
   const y = b.split('\n');
   if (x.length * y.length > 4_000_000) return [...x.map((l) => `-${l}`), ...y.map((l) => `+${l}`)];
   const dp = Array.from({ length: x.length + 1 }, () => new Uint32Array(y.length + 1));
-  for (let i = x.length - 1; i >= 0; i--) for (let j = y.length - 1; j >= 0; j--) dp[i]![j] = x[i] === y[j] ? dp[i + 1]![j + 1]! + 1 : Math.max(dp[i + 1]![j]!, dp[i]![j + 1]!);
+  for (let i = x.length - 1; i >= 0; i--)
+    for (let j = y.length - 1; j >= 0; j--) dp[i]![j] = x[i] === y[j] ? dp[i + 1]![j + 1]! + 1 : Math.max(dp[i + 1]![j]!, dp[i]![j + 1]!);
   const out: string[] = [];
   let i = 0;
   let j = 0;
   while (i < x.length && j < y.length) {
-    if (x[i] === y[j]) (out.push(` ${x[i]}`), i++, j++);
+    if (x[i] === y[j]) out.push(` ${x[i]}`), i++, j++;
     else if (dp[i + 1]![j]! >= dp[i]![j + 1]!) out.push(`-${x[i++]}`);
     else out.push(`+${y[j++]}`);
   }
@@ -38,7 +42,10 @@ export function lineDiff(a: string, b: string): string[] {
   return out;
 }
 
-export function policyRoutes(ctx: ApiContext, add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void): void {
+export function policyRoutes(
+  ctx: ApiContext,
+  add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void,
+): void {
   let cached: { revision: number; engine: PolicyEngine } | undefined;
   const engineFor = async (): Promise<PolicyEngine> => {
     const rev = await ctx.store.getPolicyRevision();
@@ -75,11 +82,18 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
       const req = { from: e.from || undefined, to: e.to, action };
       const x = a.decide(req);
       const y = b.decide(req);
-      if (x.decision !== y.decision) out.push({ from: e.from || null, to: e.to, action: e.action, seen: e.seen, before: x.decision, after: y.decision, rule: y.rule?.name ?? null });
+      if (x.decision !== y.decision)
+        out.push({ from: e.from || null, to: e.to, action: e.action, seen: e.seen, before: x.decision, after: y.decision, rule: y.rule?.name ?? null });
     }
     return out.sort((p, q) => q.seen - p.seen).slice(0, 200);
   };
-  const summary = (r: PolicyRevision) => ({ revision: r.revision, createdAt: new Date(r.createdAt).toISOString(), createdBy: r.createdBy, comment: r.comment, policies: Object.keys(r.policies).sort() });
+  const summary = (r: PolicyRevision) => ({
+    revision: r.revision,
+    createdAt: new Date(r.createdAt).toISOString(),
+    createdBy: r.createdBy,
+    comment: r.comment,
+    policies: Object.keys(r.policies).sort(),
+  });
   const revParam = (v: unknown, field: string): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < 1) throw new WritError('ERR_FIELD_INVALID', `${field} must be a revision number (1, 2, ...)`, { field });
@@ -96,33 +110,47 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     return rev;
   };
 
-  add('POST', '/v1/policies', 'operator', 'Apply AccessPolicy YAML: validates (with line numbers), then stores a new revision with these policies added or replaced. dryRun: validate and show what would change.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['yaml', 'dryRun', 'comment', 'replace']);
-    const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
-    const comment = str(o, 'comment', { max: 500 }) ?? '';
-    const { policies, others } = parsePolicies(yaml, { file: 'request' });
-    if (others.length) throw new WritError('ERR_POLICY_INVALID', `only kind AccessPolicy can be applied (found ${others.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`);
-    if (policies.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
-    const current = await ctx.store.getPolicyRevision();
-    const incoming = sourcesByName(yaml, policies);
-    const next: Record<string, string> = o['replace'] === true ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
-    const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
-    const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
-    const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
-    if (o['dryRun'] === true) return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
-    if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
-    const rev = await write(current, next, req.role ?? 'operator', comment);
-    return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
-  }, { limit: 5 * DEFAULT_BODY_LIMIT });
+  add(
+    'POST',
+    '/v1/policies',
+    'operator',
+    'Apply AccessPolicy YAML: validates (with line numbers), then stores a new revision with these policies added or replaced. dryRun: validate and show what would change.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['yaml', 'dryRun', 'comment', 'replace']);
+      const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
+      const comment = str(o, 'comment', { max: 500 }) ?? '';
+      const { policies, others } = parsePolicies(yaml, { file: 'request' });
+      if (others.length)
+        throw new WritError(
+          'ERR_POLICY_INVALID',
+          `only kind AccessPolicy can be applied (found ${others.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+        );
+      if (policies.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
+      const current = await ctx.store.getPolicyRevision();
+      const incoming = sourcesByName(yaml, policies);
+      const next: Record<string, string> = o['replace'] === true ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
+      const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
+      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
+      if (o['dryRun'] === true)
+        return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
+      if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
+      const rev = await write(current, next, req.role ?? 'operator', comment);
+      return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
+    },
+    { limit: 5 * DEFAULT_BODY_LIMIT },
+  );
 
   add('GET', '/v1/policies', 'viewer', 'The current policy set.', async () => {
     const r = await ctx.store.getPolicyRevision();
     if (!r) return ok({ revision: 0, policies: [] });
-    const policies = Object.entries(r.policies).sort().map(([name, y]) => {
-      const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
-      return { name, to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
-    });
+    const policies = Object.entries(r.policies)
+      .sort()
+      .map(([name, y]) => {
+        const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
+        return { name, to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
+      });
     return ok({ revision: r.revision, policies });
   });
   add('GET', '/v1/policies/history', 'viewer', 'Policy revisions, newest first.', async (req) => {
@@ -133,21 +161,35 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     const a = await mustGet(revParam(req.query.get('from'), 'from'));
     const b = req.query.get('to') ? await mustGet(revParam(req.query.get('to'), 'to')) : (await ctx.store.getPolicyRevision())!;
     const names = [...new Set([...Object.keys(a.policies), ...Object.keys(b.policies)])].sort();
-    const changes = names.filter((n) => a.policies[n] !== b.policies[n]).map((n) => ({
-      name: n,
-      change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
-      diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, _i, all) => l[0] !== ' ' || all.length < 40),
-    }));
+    const changes = names
+      .filter((n) => a.policies[n] !== b.policies[n])
+      .map((n) => ({
+        name: n,
+        change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
+        diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, _i, all) => l[0] !== ' ' || all.length < 40),
+      }));
     return ok({ from: a.revision, to: b.revision, changes });
   });
-  add('POST', '/v1/policies/rollback', 'operator', 'Make an earlier revision current again (as a new revision).', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['revision', 'comment']);
-    const target = await mustGet(revParam(o['revision'], 'revision'));
-    const current = await ctx.store.getPolicyRevision();
-    const rev = await write(current, { ...target.policies }, req.role ?? 'operator', str(o, 'comment', { max: 500 }) ?? `rollback to revision ${target.revision}`);
-    return ok({ revision: rev.revision, restored: target.revision }, 201);
-  }, { limit: DEFAULT_BODY_LIMIT });
+  add(
+    'POST',
+    '/v1/policies/rollback',
+    'operator',
+    'Make an earlier revision current again (as a new revision).',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['revision', 'comment']);
+      const target = await mustGet(revParam(o['revision'], 'revision'));
+      const current = await ctx.store.getPolicyRevision();
+      const rev = await write(
+        current,
+        { ...target.policies },
+        req.role ?? 'operator',
+        str(o, 'comment', { max: 500 }) ?? `rollback to revision ${target.revision}`,
+      );
+      return ok({ revision: rev.revision, restored: target.revision }, 201);
+    },
+    { limit: DEFAULT_BODY_LIMIT },
+  );
   add('GET', '/v1/policies/{name}', 'viewer', 'One policy of the current set, as YAML (?revision=N for an earlier one).', async (req) => {
     const r = req.query.get('revision') ? await mustGet(revParam(req.query.get('revision'), 'revision')) : await ctx.store.getPolicyRevision();
     const name = decodeURIComponent(req.params[0]!);
@@ -167,21 +209,34 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
 
   // ---------------------------------------------------------------- quarantine
   const quarantineJson = (q: { spiffeId: string; reason: string; createdBy: string; createdAt: number; expiresAt: number | null }) => ({
-    spiffeId: q.spiffeId, reason: q.reason, createdBy: q.createdBy, createdAt: new Date(q.createdAt).toISOString(), expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString(),
+    spiffeId: q.spiffeId,
+    reason: q.reason,
+    createdBy: q.createdBy,
+    createdAt: new Date(q.createdAt).toISOString(),
+    expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString(),
   });
-  add('POST', '/v1/quarantine', 'operator', 'Quarantine an identity: it can neither call nor be called (break-glass identities excepted), and agents stop serving its SVIDs.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['spiffeId', 'reason', 'ttl']);
-    const spiffeId = withField('spiffeId', () => parseSpiffeId(str(o, 'spiffeId', { required: true })!)).uri;
-    const reason = str(o, 'reason', { required: true, max: 500 })!;
-    const ttl = ttlField(o, 'ttl', 366 * 86_400_000);
-    const now = ctx.clock();
-    const q = { spiffeId, reason, createdBy: req.role ?? 'operator', createdAt: now, expiresAt: ttl === undefined ? null : now + ttl };
-    await ctx.store.putQuarantine(q);
-    notifyChange();
-    return ok(quarantineJson(q), 201);
-  }, { limit: 64 * 1024 });
-  add('GET', '/v1/quarantine', 'viewer', 'Quarantined identities.', async () => ok({ quarantine: (await ctx.store.listQuarantine(ctx.clock())).map(quarantineJson), breakGlass: ctx.breakGlass }));
+  add(
+    'POST',
+    '/v1/quarantine',
+    'operator',
+    'Quarantine an identity: it can neither call nor be called (break-glass identities excepted), and agents stop serving its SVIDs.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['spiffeId', 'reason', 'ttl']);
+      const spiffeId = withField('spiffeId', () => parseSpiffeId(str(o, 'spiffeId', { required: true })!)).uri;
+      const reason = str(o, 'reason', { required: true, max: 500 })!;
+      const ttl = ttlField(o, 'ttl', 366 * 86_400_000);
+      const now = ctx.clock();
+      const q = { spiffeId, reason, createdBy: req.role ?? 'operator', createdAt: now, expiresAt: ttl === undefined ? null : now + ttl };
+      await ctx.store.putQuarantine(q);
+      notifyChange();
+      return ok(quarantineJson(q), 201);
+    },
+    { limit: 64 * 1024 },
+  );
+  add('GET', '/v1/quarantine', 'viewer', 'Quarantined identities.', async () =>
+    ok({ quarantine: (await ctx.store.listQuarantine(ctx.clock())).map(quarantineJson), breakGlass: ctx.breakGlass }),
+  );
   add('DELETE', '/v1/quarantine/{id}', 'operator', 'Lift a quarantine (id: URL-encoded SPIFFE ID).', async (req) => {
     const id = decodeURIComponent(req.params[0]!);
     if (!(await ctx.store.removeQuarantine(id))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
@@ -196,44 +251,71 @@ export function policyRoutes(ctx: ApiContext, add: (method: string, name: string
     return ok({
       revision: current,
       agents: (await ctx.store.listPolicyAcks()).map((a) => ({
-        spiffeId: a.spiffeId, revision: a.policyRevision, behind: current - a.policyRevision,
-        ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null, secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
+        spiffeId: a.spiffeId,
+        revision: a.policyRevision,
+        behind: current - a.policyRevision,
+        ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null,
+        secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
       })),
     });
   });
 
-  add('GET', '/v1/decisions', 'viewer', 'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=); with ?after=CURSOR, those that arrived since that cursor, in arrival order. `cursor` in the answer is where to follow on from.', async (req) => {
-    const q = req.query;
-    for (const k of q.keys()) if (!['from', 'to', 'decision', 'since', 'after', 'limit'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
-    const since = q.get('since');
-    const sinceMs = since === null ? undefined : Date.parse(since);
-    if (sinceMs !== undefined && !Number.isFinite(sinceMs)) throw new WritError('ERR_FIELD_INVALID', 'since must be an RFC 3339 time', { field: 'since' });
-    const afterRaw = q.get('after');
-    const after = afterRaw === null ? undefined : Number(afterRaw);
-    if (after !== undefined && (!/^\d{1,16}$/.test(afterRaw!) || !Number.isSafeInteger(after))) throw new WritError('ERR_FIELD_INVALID', 'after must be a cursor from an earlier answer (a whole number)', { field: 'after' });
-    const limit = Math.min(Math.max(Number(q.get('limit') ?? 100) || 100, 1), 10_000);
-    // Read first: every decision up to it has been committed, so following on from it skips none.
-    const upTo = await ctx.store.decisionCursor();
-    const rows = await ctx.store.queryDecisions({
-      ...(q.get('from') !== null ? { from: q.get('from')! } : {}), ...(q.get('to') !== null ? { to: q.get('to')! } : {}),
-      ...(q.get('decision') !== null ? { decision: q.get('decision')! } : {}), ...(sinceMs !== undefined ? { since: sinceMs } : {}),
-      ...(after !== undefined ? { after, upTo } : {}), limit,
-    });
-    // A full page of arrivals continues where it ended; otherwise everything up to `upTo` was seen.
-    const cursor = after !== undefined && rows.length === limit ? rows.at(-1)!.seq! : upTo;
-    return ok({ decisions: rows.map(({ seq: _seq, ...d }) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })), cursor: String(cursor) });
-  });
+  add(
+    'GET',
+    '/v1/decisions',
+    'viewer',
+    'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=); with ?after=CURSOR, those that arrived since that cursor, in arrival order. `cursor` in the answer is where to follow on from.',
+    async (req) => {
+      const q = req.query;
+      for (const k of q.keys())
+        if (!['from', 'to', 'decision', 'since', 'after', 'limit'].includes(k))
+          throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
+      const since = q.get('since');
+      const sinceMs = since === null ? undefined : Date.parse(since);
+      if (sinceMs !== undefined && !Number.isFinite(sinceMs)) throw new WritError('ERR_FIELD_INVALID', 'since must be an RFC 3339 time', { field: 'since' });
+      const afterRaw = q.get('after');
+      const after = afterRaw === null ? undefined : Number(afterRaw);
+      if (after !== undefined && (!/^\d{1,16}$/.test(afterRaw!) || !Number.isSafeInteger(after)))
+        throw new WritError('ERR_FIELD_INVALID', 'after must be a cursor from an earlier answer (a whole number)', { field: 'after' });
+      const limit = Math.min(Math.max(Number(q.get('limit') ?? 100) || 100, 1), 10_000);
+      // Read first: every decision up to it has been committed, so following on from it skips none.
+      const upTo = await ctx.store.decisionCursor();
+      const rows = await ctx.store.queryDecisions({
+        ...(q.get('from') !== null ? { from: q.get('from')! } : {}),
+        ...(q.get('to') !== null ? { to: q.get('to')! } : {}),
+        ...(q.get('decision') !== null ? { decision: q.get('decision')! } : {}),
+        ...(sinceMs !== undefined ? { since: sinceMs } : {}),
+        ...(after !== undefined ? { after, upTo } : {}),
+        limit,
+      });
+      // A full page of arrivals continues where it ended; otherwise everything up to `upTo` was seen.
+      const cursor = after !== undefined && rows.length === limit ? rows.at(-1)!.seq! : upTo;
+      return ok({ decisions: rows.map(({ seq: _seq, ...d }) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })), cursor: String(cursor) });
+    },
+  );
 
-  add('POST', '/v1/authz/check', 'viewer', 'Decide and explain one request against the current policy set: {from, to, action, headers?}.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['from', 'to', 'action', 'headers']);
-    const from = str(o, 'from', { max: 2048 });
-    const to = str(o, 'to', { required: true, max: 2048 })!;
-    withField(from === undefined ? 'to' : 'from', () => checkRequestIds({ ...(from !== undefined ? { from } : {}), to }));
-    const action = withField('action', () => parseAction(str(o, 'action', { required: true, max: 2048 })!));
-    const headers = o['headers'] === undefined ? undefined : object(o['headers'], 'headers');
-    const engine = await engineFor();
-    const x = engine.explain({ from, to, action, ...(headers ? { headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), String(v)])) } : {}) });
-    return ok({ ...x, request: { from: from ?? null, to, action: o['action'] } });
-  }, { limit: 64 * 1024 });
+  add(
+    'POST',
+    '/v1/authz/check',
+    'viewer',
+    'Decide and explain one request against the current policy set: {from, to, action, headers?}.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['from', 'to', 'action', 'headers']);
+      const from = str(o, 'from', { max: 2048 });
+      const to = str(o, 'to', { required: true, max: 2048 })!;
+      withField(from === undefined ? 'to' : 'from', () => checkRequestIds({ ...(from !== undefined ? { from } : {}), to }));
+      const action = withField('action', () => parseAction(str(o, 'action', { required: true, max: 2048 })!));
+      const headers = o['headers'] === undefined ? undefined : object(o['headers'], 'headers');
+      const engine = await engineFor();
+      const x = engine.explain({
+        from,
+        to,
+        action,
+        ...(headers ? { headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), String(v)])) } : {}),
+      });
+      return ok({ ...x, request: { from: from ?? null, to, action: o['action'] } });
+    },
+    { limit: 64 * 1024 },
+  );
 }

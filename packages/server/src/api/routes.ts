@@ -1,8 +1,18 @@
 /** The admin and public HTTP API: one table of routes, each with its role and handler. */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import {
-  WritError, bundleToPem, certificatesToPem, formatBundleJson, jwkOf, jwtAlgorithmFor, keyTypeOf, parseBundleJson, parseCsr, parseSpiffeId,
-  parseTrustDomain, type TrustBundle,
+  WritError,
+  bundleToPem,
+  certificatesToPem,
+  formatBundleJson,
+  jwkOf,
+  jwtAlgorithmFor,
+  keyTypeOf,
+  parseBundleJson,
+  parseCsr,
+  parseSpiffeId,
+  parseTrustDomain,
+  type TrustBundle,
 } from '@writ/spiffe';
 import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
@@ -39,7 +49,8 @@ const BATCH_LIMIT = 10_000;
 function audienceList(o: Record<string, unknown>): string[] {
   const v = o['audience'];
   const list = typeof v === 'string' ? [v] : strList(o, 'audience', { max: 16, itemMax: 512 });
-  if (!list || list.length === 0 || list.some((a) => a.length === 0)) throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
+  if (!list || list.length === 0 || list.some((a) => a.length === 0))
+    throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
   return list;
 }
 
@@ -62,10 +73,16 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     await ctx.ready();
     return ok({ status: 'ok' });
   });
-  add('GET', '/metrics', undefined, 'Prometheus metrics.', async () => ({ status: 200, body: await ctx.metrics.registry.metrics(), contentType: ctx.metrics.registry.contentType }));
+  add('GET', '/metrics', undefined, 'Prometheus metrics.', async () => ({
+    status: 200,
+    body: await ctx.metrics.registry.metrics(),
+    contentType: ctx.metrics.registry.contentType,
+  }));
 
   // ---------------------------------------------------------------- bundle, federation and OIDC (public)
-  add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () => ok(formatBundleJson(ctx.ca.bundle())));
+  add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () =>
+    ok(formatBundleJson(ctx.ca.bundle())),
+  );
   add('GET', '/.well-known/openid-configuration', undefined, 'OpenID Connect discovery for JWT-SVID verification.', () =>
     ok({
       issuer: ctx.jwtIssuer,
@@ -84,10 +101,13 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   // ---------------------------------------------------------------- entries
   add('GET', '/v1/entries', 'viewer', 'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).', async (req) => {
     const q = req.query;
-    for (const k of q.keys()) if (!['spiffeId', 'parentId', 'selector', 'pageSize', 'pageToken'].includes(k)) throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
+    for (const k of q.keys())
+      if (!['spiffeId', 'parentId', 'selector', 'pageSize', 'pageToken'].includes(k))
+        throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
     const pageSizeRaw = q.get('pageSize');
     const pageSize = pageSizeRaw === null ? undefined : Number(pageSizeRaw);
-    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000)) throw new WritError('ERR_FIELD_INVALID', 'pageSize must be an integer from 1 to 1000', { field: 'pageSize' });
+    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000))
+      throw new WritError('ERR_FIELD_INVALID', 'pageSize must be an integer from 1 to 1000', { field: 'pageSize' });
     const spiffeId = q.get('spiffeId');
     const parentId = q.get('parentId');
     if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
@@ -101,44 +121,73 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     });
     return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
   });
-  add('POST', '/v1/entries', 'operator', 'Create a registration entry.', async (req) => {
-    const now = ctx.clock();
-    const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
-    notifyChange();
-    return ok(entryJson(e!), 201);
-  }, JSON_BODY);
-  add('POST', '/v1/entries/batch', 'operator', `Create up to ${BATCH_LIMIT} entries, all or none.`, async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['entries']);
-    const list = o['entries'];
-    if (!Array.isArray(list) || list.length === 0) throw new WritError('ERR_FIELD_INVALID', 'field "entries" must be a non-empty array', { field: 'entries' });
-    if (list.length > BATCH_LIMIT) throw new WritError('ERR_FIELD_INVALID', `field "entries" has more than ${BATCH_LIMIT} items`, { field: 'entries' });
-    const now = ctx.clock();
-    const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
-    const created = await ctx.store.createEntries(inputs, now);
-    notifyChange();
-    return ok({ entries: created.map(entryJson) }, 201);
-  }, { limit: 16 * DEFAULT_BODY_LIMIT });
+  add(
+    'POST',
+    '/v1/entries',
+    'operator',
+    'Create a registration entry.',
+    async (req) => {
+      const now = ctx.clock();
+      const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
+      notifyChange();
+      return ok(entryJson(e!), 201);
+    },
+    JSON_BODY,
+  );
+  add(
+    'POST',
+    '/v1/entries/batch',
+    'operator',
+    `Create up to ${BATCH_LIMIT} entries, all or none.`,
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['entries']);
+      const list = o['entries'];
+      if (!Array.isArray(list) || list.length === 0)
+        throw new WritError('ERR_FIELD_INVALID', 'field "entries" must be a non-empty array', { field: 'entries' });
+      if (list.length > BATCH_LIMIT) throw new WritError('ERR_FIELD_INVALID', `field "entries" has more than ${BATCH_LIMIT} items`, { field: 'entries' });
+      const now = ctx.clock();
+      const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
+      const created = await ctx.store.createEntries(inputs, now);
+      notifyChange();
+      return ok({ entries: created.map(entryJson) }, 201);
+    },
+    { limit: 16 * DEFAULT_BODY_LIMIT },
+  );
   const getEntry = async (req: Request) => {
     const e = await ctx.store.getEntry(req.params[0]!);
     if (!e) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
     return e;
   };
   add('GET', '/v1/entries/{id}', 'viewer', 'Get one entry.', async (req) => ok(entryJson(await getEntry(req))));
-  add('PATCH', '/v1/entries/{id}', 'operator', 'Change the given fields of an entry.', async (req) => {
-    const base = await getEntry(req);
-    const now = ctx.clock();
-    const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
-    notifyChange();
-    return ok(entryJson(updated));
-  }, JSON_BODY);
-  add('PUT', '/v1/entries/{id}', 'operator', 'Replace an entry.', async (req) => {
-    const base = await getEntry(req);
-    const now = ctx.clock();
-    const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
-    notifyChange();
-    return ok(entryJson(updated));
-  }, JSON_BODY);
+  add(
+    'PATCH',
+    '/v1/entries/{id}',
+    'operator',
+    'Change the given fields of an entry.',
+    async (req) => {
+      const base = await getEntry(req);
+      const now = ctx.clock();
+      const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
+      notifyChange();
+      return ok(entryJson(updated));
+    },
+    JSON_BODY,
+  );
+  add(
+    'PUT',
+    '/v1/entries/{id}',
+    'operator',
+    'Replace an entry.',
+    async (req) => {
+      const base = await getEntry(req);
+      const now = ctx.clock();
+      const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
+      notifyChange();
+      return ok(entryJson(updated));
+    },
+    JSON_BODY,
+  );
   add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
     if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
     notifyChange();
@@ -146,18 +195,26 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   // ---------------------------------------------------------------- join tokens
-  add('POST', '/v1/join-tokens', 'operator', 'Create a single-use join token for an agent.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['nodeName', 'ttl']);
-    const nodeName = str(o, 'nodeName', { max: 128 }) ?? `node-${randomBytes(4).toString('hex')}`;
-    if (!NODE_NAME.test(nodeName)) throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" may hold only a-z A-Z 0-9 . _ - (1 to 128 characters)', { field: 'nodeName' });
-    if (nodeName === '.' || nodeName === '..') throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" cannot be "." or ".."', { field: 'nodeName' });
-    const ttlMs = ttlField(o, 'ttl', MAX_JOIN_TOKEN_TTL_MS) ?? 3_600_000;
-    const token = newJoinToken();
-    const now = ctx.clock();
-    await ctx.store.createJoinToken({ hash: hashToken(token), nodeName, expiresAt: now + ttlMs, createdAt: now });
-    return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
-  }, JSON_BODY);
+  add(
+    'POST',
+    '/v1/join-tokens',
+    'operator',
+    'Create a single-use join token for an agent.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['nodeName', 'ttl']);
+      const nodeName = str(o, 'nodeName', { max: 128 }) ?? `node-${randomBytes(4).toString('hex')}`;
+      if (!NODE_NAME.test(nodeName))
+        throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" may hold only a-z A-Z 0-9 . _ - (1 to 128 characters)', { field: 'nodeName' });
+      if (nodeName === '.' || nodeName === '..') throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" cannot be "." or ".."', { field: 'nodeName' });
+      const ttlMs = ttlField(o, 'ttl', MAX_JOIN_TOKEN_TTL_MS) ?? 3_600_000;
+      const token = newJoinToken();
+      const now = ctx.clock();
+      await ctx.store.createJoinToken({ hash: hashToken(token), nodeName, expiresAt: now + ttlMs, createdAt: now });
+      return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
+    },
+    JSON_BODY,
+  );
 
   // ---------------------------------------------------------------- node attestation
   /** Signs the agent SVID and records the agent; a banned agent is refused. */
@@ -167,53 +224,99 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     const now = ctx.clock();
     const svid = ctx.ca.signX509Svid({ spiffeId, spki });
     await ctx.store.upsertAgent({
-      spiffeId, nodeName, attestationType, selectors, serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, banned: false, createdAt: existing?.createdAt ?? now, updatedAt: now,
+      spiffeId,
+      nodeName,
+      attestationType,
+      selectors,
+      serial: svid.chain[0]!.serialHex,
+      expiresAt: svid.expiresAt,
+      banned: false,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: now,
     });
     ctx.metrics.svidsIssued.inc({ type: 'agent' });
-    return ok({ spiffeId, selectors, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() }, 201);
+    return ok(
+      { spiffeId, selectors, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() },
+      201,
+    );
   };
-  add('POST', '/v1/agent/attest/join-token', undefined, 'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['joinToken', 'csr']);
-    const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
-    const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
-    const { spki } = withField('csr', () => parseCsr(csr));
-    const spiffeIdOf = (node: string): string => `spiffe://${td}/writ/agent/${node}`;
-    // Checked before redeeming, so a banned node does not burn a token.
-    const peek = await ctx.store.getAgent(spiffeIdOf((await ctx.store.peekJoinToken(hashToken(joinToken)))?.nodeName ?? ''));
-    if (peek?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${peek.spiffeId} is banned`);
-    const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
-    return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
-  }, JSON_BODY);
-  add('POST', '/v1/agent/attest/k8s-psat', undefined, 'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['cluster', 'token', 'csr']);
-    const cluster = str(o, 'cluster', { required: true, max: 253 })!;
-    const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
-    const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
-    if (!ctx.psat) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat node attestation is not configured on this server');
-    const r = await ctx.psat.attest(cluster, token);
-    return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
-  }, JSON_BODY);
+  add(
+    'POST',
+    '/v1/agent/attest/join-token',
+    undefined,
+    'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['joinToken', 'csr']);
+      const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
+      const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
+      const { spki } = withField('csr', () => parseCsr(csr));
+      const spiffeIdOf = (node: string): string => `spiffe://${td}/writ/agent/${node}`;
+      // Checked before redeeming, so a banned node does not burn a token.
+      const peek = await ctx.store.getAgent(spiffeIdOf((await ctx.store.peekJoinToken(hashToken(joinToken)))?.nodeName ?? ''));
+      if (peek?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${peek.spiffeId} is banned`);
+      const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
+      return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
+    },
+    JSON_BODY,
+  );
+  add(
+    'POST',
+    '/v1/agent/attest/k8s-psat',
+    undefined,
+    'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['cluster', 'token', 'csr']);
+      const cluster = str(o, 'cluster', { required: true, max: 253 })!;
+      const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
+      const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
+      if (!ctx.psat) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat node attestation is not configured on this server');
+      const r = await ctx.psat.attest(cluster, token);
+      return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
+    },
+    JSON_BODY,
+  );
 
   // ---------------------------------------------------------------- admin tokens
-  add('POST', '/v1/admin-tokens', 'admin', 'Create an API token with a role (admin, operator, viewer). The token is shown once.', async (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['role', 'name', 'ttl']);
-    const role = str(o, 'role', { required: true, max: 16 }) as Role;
-    if (!ROLES.includes(role)) throw new WritError('ERR_FIELD_INVALID', `field "role" must be one of ${ROLES.join(', ')}`, { field: 'role' });
-    const name = str(o, 'name', { max: 128 }) ?? '';
-    const ttlMs = ttlField(o, 'ttl', 3660 * 86_400_000);
-    const token = newAdminToken();
-    const now = ctx.clock();
-    const rec = { id: randomUUID(), hash: hashToken(token), role, name, createdAt: now, expiresAt: ttlMs === undefined ? null : now + ttlMs };
-    await ctx.store.createAdminToken(rec);
-    return ok({ id: rec.id, token, role, name, createdAt: new Date(now).toISOString(), expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString() }, 201);
-  }, JSON_BODY);
+  add(
+    'POST',
+    '/v1/admin-tokens',
+    'admin',
+    'Create an API token with a role (admin, operator, viewer). The token is shown once.',
+    async (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['role', 'name', 'ttl']);
+      const role = str(o, 'role', { required: true, max: 16 }) as Role;
+      if (!ROLES.includes(role)) throw new WritError('ERR_FIELD_INVALID', `field "role" must be one of ${ROLES.join(', ')}`, { field: 'role' });
+      const name = str(o, 'name', { max: 128 }) ?? '';
+      const ttlMs = ttlField(o, 'ttl', 3660 * 86_400_000);
+      const token = newAdminToken();
+      const now = ctx.clock();
+      const rec = { id: randomUUID(), hash: hashToken(token), role, name, createdAt: now, expiresAt: ttlMs === undefined ? null : now + ttlMs };
+      await ctx.store.createAdminToken(rec);
+      return ok(
+        {
+          id: rec.id,
+          token,
+          role,
+          name,
+          createdAt: new Date(now).toISOString(),
+          expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString(),
+        },
+        201,
+      );
+    },
+    JSON_BODY,
+  );
   add('GET', '/v1/admin-tokens', 'admin', 'List API tokens (never the tokens themselves).', async () =>
     ok({
       adminTokens: (await ctx.store.listAdminTokens()).map((t) => ({
-        id: t.id, role: t.role, name: t.name, createdAt: new Date(t.createdAt).toISOString(), expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
+        id: t.id,
+        role: t.role,
+        name: t.name,
+        createdAt: new Date(t.createdAt).toISOString(),
+        expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
       })),
     }),
   );
@@ -223,35 +326,52 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   // ---------------------------------------------------------------- minting (admin; for CI systems and tests)
-  add('POST', '/v1/svids/x509', 'admin', 'Sign an X.509-SVID for a SPIFFE ID from a CSR (PEM). The private key stays with the caller.', (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['spiffeId', 'csr', 'ttl', 'dnsNames']);
-    const spiffeId = str(o, 'spiffeId', { required: true })!;
-    withField('spiffeId', () => parseSpiffeId(spiffeId));
-    const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
-    const { spki } = withField('csr', () => parseCsr(csr));
-    const ttlMs = ttlField(o, 'ttl', MAX_X509_TTL_MS);
-    const dnsNames = (strList(o, 'dnsNames', { max: 32, itemMax: 253 }) ?? []).map((d, i) => parseDnsName(d, `dnsNames[${i}]`));
-    const svid = ctx.ca.signX509Svid({ spiffeId, spki, dnsNames, ...(ttlMs ? { ttlMs } : {}) });
-    ctx.metrics.svidsIssued.inc({ type: 'x509' });
-    return ok({
-      spiffeId,
-      svid: certificatesToPem(svid.chain),
-      bundle: bundleToPem(ctx.ca.bundle()),
-      expiresAt: new Date(svid.expiresAt).toISOString(),
-    }, 201);
-  }, JSON_BODY);
-  add('POST', '/v1/svids/jwt', 'admin', 'Mint a JWT-SVID for a SPIFFE ID and audience.', (req) => {
-    const o = object(req.body);
-    onlyKeys(o, ['spiffeId', 'audience', 'ttl']);
-    const spiffeId = str(o, 'spiffeId', { required: true })!;
-    withField('spiffeId', () => parseSpiffeId(spiffeId));
-    const audience = audienceList(o);
-    const ttlMs = ttlField(o, 'ttl', MAX_JWT_TTL_MS);
-    const jwt = ctx.ca.signJwtSvid(spiffeId, audience, ttlMs);
-    ctx.metrics.svidsIssued.inc({ type: 'jwt' });
-    return ok({ spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() }, 201);
-  }, JSON_BODY);
+  add(
+    'POST',
+    '/v1/svids/x509',
+    'admin',
+    'Sign an X.509-SVID for a SPIFFE ID from a CSR (PEM). The private key stays with the caller.',
+    (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['spiffeId', 'csr', 'ttl', 'dnsNames']);
+      const spiffeId = str(o, 'spiffeId', { required: true })!;
+      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
+      const { spki } = withField('csr', () => parseCsr(csr));
+      const ttlMs = ttlField(o, 'ttl', MAX_X509_TTL_MS);
+      const dnsNames = (strList(o, 'dnsNames', { max: 32, itemMax: 253 }) ?? []).map((d, i) => parseDnsName(d, `dnsNames[${i}]`));
+      const svid = ctx.ca.signX509Svid({ spiffeId, spki, dnsNames, ...(ttlMs ? { ttlMs } : {}) });
+      ctx.metrics.svidsIssued.inc({ type: 'x509' });
+      return ok(
+        {
+          spiffeId,
+          svid: certificatesToPem(svid.chain),
+          bundle: bundleToPem(ctx.ca.bundle()),
+          expiresAt: new Date(svid.expiresAt).toISOString(),
+        },
+        201,
+      );
+    },
+    JSON_BODY,
+  );
+  add(
+    'POST',
+    '/v1/svids/jwt',
+    'admin',
+    'Mint a JWT-SVID for a SPIFFE ID and audience.',
+    (req) => {
+      const o = object(req.body);
+      onlyKeys(o, ['spiffeId', 'audience', 'ttl']);
+      const spiffeId = str(o, 'spiffeId', { required: true })!;
+      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const audience = audienceList(o);
+      const ttlMs = ttlField(o, 'ttl', MAX_JWT_TTL_MS);
+      const jwt = ctx.ca.signJwtSvid(spiffeId, audience, ttlMs);
+      ctx.metrics.svidsIssued.inc({ type: 'jwt' });
+      return ok({ spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() }, 201);
+    },
+    JSON_BODY,
+  );
 
   // ---------------------------------------------------------------- federated bundles
   const tdParam = (req: Request): string => {
@@ -270,14 +390,21 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     if (!b) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
     return ok(federatedJson(name, parseBundleJson(name, b.bundle), b.updatedAt));
   });
-  add('PUT', '/v1/federated-bundles/{trustDomain}', 'admin', "Set a foreign trust domain's bundle (body: SPIFFE bundle JSON).", async (req) => {
-    const name = tdParam(req);
-    const bundle = parseBundleJson(name, req.body);
-    const now = ctx.clock();
-    await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
-    notifyChange();
-    return ok(federatedJson(name, bundle, now));
-  }, JSON_BODY);
+  add(
+    'PUT',
+    '/v1/federated-bundles/{trustDomain}',
+    'admin',
+    "Set a foreign trust domain's bundle (body: SPIFFE bundle JSON).",
+    async (req) => {
+      const name = tdParam(req);
+      const bundle = parseBundleJson(name, req.body);
+      const now = ctx.clock();
+      await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
+      notifyChange();
+      return ok(federatedJson(name, bundle, now));
+    },
+    JSON_BODY,
+  );
   add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
     const name = tdParam(req);
     if (!(await ctx.store.deleteFederatedBundle(name))) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);

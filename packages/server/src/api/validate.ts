@@ -11,7 +11,11 @@ export const MAX_JWT_TTL_MS = 86_400_000;
 
 export function parseSelector(s: string, field: string): string {
   if (!SELECTOR.test(s)) {
-    throw new WritError('ERR_SELECTOR_INVALID', `${field}: ${JSON.stringify(s.slice(0, 80))} is not a selector "type:value" (type a-z 0-9 _ -, value printable ASCII, at most 256 characters)`, { field });
+    throw new WritError(
+      'ERR_SELECTOR_INVALID',
+      `${field}: ${JSON.stringify(s.slice(0, 80))} is not a selector "type:value" (type a-z 0-9 _ -, value printable ASCII, at most 256 characters)`,
+      { field },
+    );
   }
   return s;
 }
@@ -30,7 +34,8 @@ export function ttlField(o: Json, key: string, maxMs: number, prefix = ''): numb
   const field = prefix + key;
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'number' && !Number.isInteger(v)) throw new WritError('ERR_DURATION_INVALID', `field "${field}" must be whole seconds`, { field });
-  if (typeof v !== 'number' && typeof v !== 'string') throw new WritError('ERR_DURATION_INVALID', `field "${field}" must be seconds or a duration like "1h"`, { field });
+  if (typeof v !== 'number' && typeof v !== 'string')
+    throw new WritError('ERR_DURATION_INVALID', `field "${field}" must be seconds or a duration like "1h"`, { field });
   if (typeof v === 'number' && v <= 0) throw new WritError('ERR_DURATION_INVALID', `field "${field}" must be positive`, { field });
   return parseDuration(v, field, maxMs);
 }
@@ -51,27 +56,33 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
     if (v === undefined) return b![key];
     const parsed = withField(prefix + key, () => parseSpiffeId(v));
     if (parsed.trustDomain !== ctx.trustDomain) {
-      throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}${key}": ${v} is not in this server's trust domain "${ctx.trustDomain}"`, { field: prefix + key });
+      throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}${key}": ${v} is not in this server's trust domain "${ctx.trustDomain}"`, {
+        field: prefix + key,
+      });
     }
-    if (key === 'spiffeId' && parsed.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}spiffeId": a workload ID needs a path`, { field: `${prefix}spiffeId` });
+    if (key === 'spiffeId' && parsed.path === '')
+      throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}spiffeId": a workload ID needs a path`, { field: `${prefix}spiffeId` });
     return parsed.uri;
   };
   const spiffeId = id('spiffeId');
   const parentId = id('parentId');
   const sel = strList(o, 'selectors', { max: 64, itemMax: 300, prefix });
   const selectors = sel === undefined ? b?.selectors : sel.map((s, i) => parseSelector(s, `${prefix}selectors[${i}]`));
-  if (!selectors || selectors.length === 0) throw new WritError('ERR_SELECTOR_INVALID', `field "${prefix}selectors" needs at least one "type:value" selector`, { field: `${prefix}selectors` });
+  if (!selectors || selectors.length === 0)
+    throw new WritError('ERR_SELECTOR_INVALID', `field "${prefix}selectors" needs at least one "type:value" selector`, { field: `${prefix}selectors` });
   const dns = strList(o, 'dnsNames', { max: 32, itemMax: 253, prefix });
   const fed = strList(o, 'federatesWith', { max: 64, itemMax: 255, prefix });
   const federatesWith = fed?.map((td, i) => {
     const f = `${prefix}federatesWith[${i}]`;
     const name = td.startsWith('spiffe://') ? td.slice(9) : td;
     withField(f, () => parseTrustDomain(name));
-    if (name === ctx.trustDomain) throw new WritError('ERR_TRUST_DOMAIN_INVALID', `field "${f}": an entry cannot federate with its own trust domain`, { field: f });
+    if (name === ctx.trustDomain)
+      throw new WritError('ERR_TRUST_DOMAIN_INVALID', `field "${f}": an entry cannot federate with its own trust domain`, { field: f });
     return name;
   });
   const admin = o['admin'];
-  if (admin !== undefined && typeof admin !== 'boolean') throw new WritError('ERR_FIELD_INVALID', `field "${prefix}admin" must be true or false`, { field: `${prefix}admin` });
+  if (admin !== undefined && typeof admin !== 'boolean')
+    throw new WritError('ERR_FIELD_INVALID', `field "${prefix}admin" must be true or false`, { field: `${prefix}admin` });
   const hint = str(o, 'hint', { max: 128, prefix });
   let expiresAt = b?.expiresAt ?? null;
   if ('expiresAt' in o) {
@@ -79,7 +90,10 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
     if (v === null) expiresAt = null;
     else {
       const t = typeof v === 'string' && /^\d{4}-\d\d-\d\dT/.test(v) ? Date.parse(v) : NaN;
-      if (!Number.isFinite(t)) throw new WritError('ERR_FIELD_INVALID', `field "${prefix}expiresAt" must be an RFC 3339 time like 2027-01-01T00:00:00Z, or null`, { field: `${prefix}expiresAt` });
+      if (!Number.isFinite(t))
+        throw new WritError('ERR_FIELD_INVALID', `field "${prefix}expiresAt" must be an RFC 3339 time like 2027-01-01T00:00:00Z, or null`, {
+          field: `${prefix}expiresAt`,
+        });
       if (t <= ctx.now) throw new WritError('ERR_FIELD_INVALID', `field "${prefix}expiresAt" is in the past`, { field: `${prefix}expiresAt` });
       expiresAt = t;
     }

@@ -36,7 +36,8 @@ export class PsatAttestor {
     this.#clusters = new Map(Object.entries(clusters));
     for (const [name, c] of this.#clusters) {
       if (!NAME.test(name)) throw new WritError('ERR_CONFIG_INVALID', `k8sPsat: cluster name "${name}" must be lowercase a-z 0-9 . -`, { field: 'k8sPsat' });
-      if (!c.jwksUrl === !c.jwksFile) throw new WritError('ERR_CONFIG_INVALID', `k8sPsat.${name}: give exactly one of jwksUrl or jwksFile`, { field: 'k8sPsat' });
+      if (!c.jwksUrl === !c.jwksFile)
+        throw new WritError('ERR_CONFIG_INVALID', `k8sPsat.${name}: give exactly one of jwksUrl or jwksFile`, { field: 'k8sPsat' });
     }
   }
 
@@ -58,8 +59,13 @@ export class PsatAttestor {
     for (const k of doc.keys ?? []) {
       if (k['use'] !== undefined && k['use'] !== 'sig') continue;
       try {
-        keys.set(String(k['kid'] ?? ''), createPublicKey({ key: { kty: k['kty'], n: k['n'], e: k['e'], crv: k['crv'], x: k['x'], y: k['y'] } as never, format: 'jwk' }));
-      } catch { /* unknown key type: skipped */ }
+        keys.set(
+          String(k['kid'] ?? ''),
+          createPublicKey({ key: { kty: k['kty'], n: k['n'], e: k['e'], crv: k['crv'], x: k['x'], y: k['y'] } as never, format: 'jwk' }),
+        );
+      } catch {
+        /* unknown key type: skipped */
+      }
     }
     this.#jwks.set(name, { at: Date.now(), keys });
     return keys;
@@ -91,13 +97,25 @@ export class PsatAttestor {
     const ns = k?.namespace;
     const sa = k?.serviceaccount?.name;
     const node = k?.node?.name;
-    if (!ns || !sa) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat: the token has no kubernetes.io namespace/serviceaccount claims (not a projected service account token?)');
-    if (!node || !NAME.test(node)) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat: the token is not bound to a node (kubernetes.io.node.name); use a projected token from a pod');
-    if (c.serviceAccounts && !c.serviceAccounts.includes(`${ns}:${sa}`)) throw new WritError('ERR_FORBIDDEN', `k8s_psat: service account ${ns}:${sa} may not attest agents`);
+    if (!ns || !sa)
+      throw new WritError(
+        'ERR_UNAUTHENTICATED',
+        'k8s_psat: the token has no kubernetes.io namespace/serviceaccount claims (not a projected service account token?)',
+      );
+    if (!node || !NAME.test(node))
+      throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat: the token is not bound to a node (kubernetes.io.node.name); use a projected token from a pod');
+    if (c.serviceAccounts && !c.serviceAccounts.includes(`${ns}:${sa}`))
+      throw new WritError('ERR_FORBIDDEN', `k8s_psat: service account ${ns}:${sa} may not attest agents`);
     return {
       nodeName: node,
       agentPath: `k8s_psat/${cluster}/${node}`,
-      selectors: [`k8s_psat:cluster:${cluster}`, `k8s_psat:agent_ns:${ns}`, `k8s_psat:agent_sa:${sa}`, `k8s_psat:agent_node_name:${node}`, ...(k?.pod?.name ? [`k8s_psat:agent_pod_name:${k.pod.name}`] : [])],
+      selectors: [
+        `k8s_psat:cluster:${cluster}`,
+        `k8s_psat:agent_ns:${ns}`,
+        `k8s_psat:agent_sa:${sa}`,
+        `k8s_psat:agent_node_name:${node}`,
+        ...(k?.pod?.name ? [`k8s_psat:agent_pod_name:${k.pod.name}`] : []),
+      ],
     };
   }
 }

@@ -22,8 +22,16 @@ describe('certificate authority', () => {
   let now = Date.UTC(2026, 0, 1);
   const clock = (): number => now;
   const opts = (over: Partial<CaOptions> = {}): CaOptions => ({
-    store: t.store, trustDomain: 'example.org', dataDir: dir, serverId: 's1', keyType: 'ec-p256',
-    caTtlMs: 24 * H, x509SvidTtlMs: H, jwtSvidTtlMs: 5 * 60_000, clock, ...over,
+    store: t.store,
+    trustDomain: 'example.org',
+    dataDir: dir,
+    serverId: 's1',
+    keyType: 'ec-p256',
+    caTtlMs: 24 * H,
+    x509SvidTtlMs: H,
+    jwtSvidTtlMs: 5 * 60_000,
+    clock,
+    ...over,
   });
   before(async () => {
     t = await sqliteTestStore();
@@ -37,7 +45,13 @@ describe('certificate authority', () => {
   it('rotates prepared -> active -> old at 1/2 and 5/6 of the CA life, publishing the successor first', async () => {
     const ca = new CertificateAuthority(opts());
     await ca.rotate();
-    const status = () => ca.authorities().filter((a) => a.kind === 'x509').map((a) => a.status).sort().join(',');
+    const status = () =>
+      ca
+        .authorities()
+        .filter((a) => a.kind === 'x509')
+        .map((a) => a.status)
+        .sort()
+        .join(',');
     assert.equal(status(), 'active');
     const first = ca.bundle().x509Authorities[0]!;
     const kids0 = [...ca.bundle().jwtAuthorities.keys()];
@@ -61,9 +75,16 @@ describe('certificate authority', () => {
     // both the old SVID and the new one validate against the current bundle
     const nowDate = new Date(now);
     const b = new Map([['example.org', ca.bundle()]]);
-    assert.throws(() => verifyX509Svid(svid0.chain, b, nowDate), (e) => isWritError(e, 'ERR_X509_EXPIRED'), 'old SVID expired by TTL');
+    assert.throws(
+      () => verifyX509Svid(svid0.chain, b, nowDate),
+      (e) => isWritError(e, 'ERR_X509_EXPIRED'),
+      'old SVID expired by TTL',
+    );
     verifyX509Svid(svid1.chain, b, nowDate);
-    assert.ok(ca.bundle().x509Authorities.some((c) => c.der.equals(first.der)), 'old CA still published');
+    assert.ok(
+      ca.bundle().x509Authorities.some((c) => c.der.equals(first.der)),
+      'old CA still published',
+    );
 
     now += 5 * H; // the first CA has expired
     await ca.rotate();
@@ -83,7 +104,10 @@ describe('certificate authority', () => {
     assert.equal(leaf.basicConstraints?.ca, false);
     assert.equal(leaf.keyUsage?.critical, true);
     assert.ok(leaf.extensions.has(OID.extKeyUsage));
-    assert.throws(() => ca.signX509Svid({ spiffeId: 'spiffe://other.org/db', spki: csrSpki() }), (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'));
+    assert.throws(
+      () => ca.signX509Svid({ spiffeId: 'spiffe://other.org/db', spki: csrSpki() }),
+      (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'),
+    );
     const jwt = ca.signJwtSvid('spiffe://example.org/db', ['a', 'b']);
     const v = validateJwtSvid(jwt.token, new Map([['example.org', ca.bundle()]]), { audience: 'b', now: new Date(now) });
     assert.equal(v.spiffeId.uri, 'spiffe://example.org/db');
@@ -99,8 +123,14 @@ describe('certificate authority', () => {
       const p = join(kdir, 'keys', f);
       assert.equal(statSync(p).mode & 0o777, 0o600);
       assert.match(readFileSync(p, 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
-      assert.throws(() => readPrivateKey(p, undefined), (e) => isWritError(e, 'ERR_KEY_INVALID') && /encrypted/.test(e.message));
-      assert.throws(() => readPrivateKey(p, 'hunter2-not-it'), (e) => isWritError(e, 'ERR_KEY_INVALID') && !e.message.includes('hunter2'));
+      assert.throws(
+        () => readPrivateKey(p, undefined),
+        (e) => isWritError(e, 'ERR_KEY_INVALID') && /encrypted/.test(e.message),
+      );
+      assert.throws(
+        () => readPrivateKey(p, 'hunter2-not-it'),
+        (e) => isWritError(e, 'ERR_KEY_INVALID') && !e.message.includes('hunter2'),
+      );
     }
     rmSync(kdir, { recursive: true, force: true });
   });
@@ -108,14 +138,24 @@ describe('certificate authority', () => {
   it('sits under an upstream CA: SVIDs chain through our intermediate to the upstream root', async () => {
     const rootSigner = generateSigner('ec-p384');
     const root = issueCertificate(
-      { subject: buildName([[OID.commonName, 'Corp Root']]), spki: rootSigner.publicKey.export({ format: 'der', type: 'spki' }), notBefore: new Date(now - H), notAfter: new Date(now + 1000 * H), ca: true, uris: [] },
+      {
+        subject: buildName([[OID.commonName, 'Corp Root']]),
+        spki: rootSigner.publicKey.export({ format: 'der', type: 'spki' }),
+        notBefore: new Date(now - H),
+        notAfter: new Date(now + 1000 * H),
+        ca: true,
+        uris: [],
+      },
       { cert: undefined, signer: rootSigner },
     );
     const udir = mkdtempSync(join(tmpdir(), 'writ-up-'));
     const ut = await sqliteTestStore();
     const ca = new CertificateAuthority(opts({ store: ut.store, dataDir: udir, upstream: { chain: [root], signer: rootSigner, roots: [root] } }));
     await ca.rotate();
-    assert.deepEqual(ca.bundle().x509Authorities.map((c) => c.der), [root.der]);
+    assert.deepEqual(
+      ca.bundle().x509Authorities.map((c) => c.der),
+      [root.der],
+    );
     const svid = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
     assert.equal(svid.chain.length, 2);
     const v = verifyX509Svid(svid.chain, new Map([['example.org', ca.bundle()]]), new Date(now));
@@ -132,7 +172,17 @@ describe('certificate authority key types', () => {
       const t = await sqliteTestStore();
       const dir = mkdtempSync(join(tmpdir(), `writ-${keyType}-`));
       const now = Date.now();
-      const ca = new CertificateAuthority({ store: t.store, trustDomain: 'kt.example', dataDir: dir, serverId: keyType, keyType, caTtlMs: 24 * H, x509SvidTtlMs: H, jwtSvidTtlMs: 300_000, clock: () => now });
+      const ca = new CertificateAuthority({
+        store: t.store,
+        trustDomain: 'kt.example',
+        dataDir: dir,
+        serverId: keyType,
+        keyType,
+        caTtlMs: 24 * H,
+        x509SvidTtlMs: H,
+        jwtSvidTtlMs: 300_000,
+        clock: () => now,
+      });
       await ca.rotate();
       const bundles = new Map([['kt.example', ca.bundle()]]);
       const svid = ca.signX509Svid({ spiffeId: 'spiffe://kt.example/w', spki: csrSpki() });

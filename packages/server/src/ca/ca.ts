@@ -12,8 +12,20 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import {
-  OID, WritError, buildName, certificatesToPem, issueCertificate, jwkOf, parseCertificatesPem, parseSpiffeId, signJwtSvid, trustDomainId,
-  type Certificate, type KeyType, type Signer, type TrustBundle,
+  OID,
+  WritError,
+  buildName,
+  certificatesToPem,
+  issueCertificate,
+  jwkOf,
+  parseCertificatesPem,
+  parseSpiffeId,
+  signJwtSvid,
+  trustDomainId,
+  type Certificate,
+  type KeyType,
+  type Signer,
+  type TrustBundle,
 } from '@writ/spiffe';
 import type { Authority, Store } from '../store/types.ts';
 import { generateSigner, readPrivateKey, writePrivateKey } from './keys.ts';
@@ -179,7 +191,11 @@ export class CertificateAuthority {
       if (up) notAfter = Math.min(notAfter, up.chain[0]!.notAfter.getTime());
       const cert = issueCertificate(
         {
-          subject: buildName([[OID.countryName, 'US'], [OID.organization, 'Writ'], [OID.commonName, `${this.#o.trustDomain} CA ${id.slice(0, 8)}`]]),
+          subject: buildName([
+            [OID.countryName, 'US'],
+            [OID.organization, 'Writ'],
+            [OID.commonName, `${this.#o.trustDomain} CA ${id.slice(0, 8)}`],
+          ]),
           spki: signer.publicKey.export({ format: 'der', type: 'spki' }),
           notBefore: new Date(now - BACKDATE_MS),
           notAfter: new Date(notAfter),
@@ -215,14 +231,18 @@ export class CertificateAuthority {
   /** Signs an X.509-SVID. The leaf never outlives the CA that signs it. */
   signX509Svid(req: X509SvidRequest): X509Svid {
     const id = parseSpiffeId(req.spiffeId);
-    if (id.trustDomain !== this.#o.trustDomain) throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${req.spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
+    if (id.trustDomain !== this.#o.trustDomain)
+      throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${req.spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
     if (id.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', 'an X.509-SVID needs a SPIFFE ID with a path', { field: 'spiffeId' });
     const ca = this.#active(this.#x509);
     const now = this.#clock();
     const notAfter = Math.min(now + (req.ttlMs ?? this.#o.x509SvidTtlMs), ca.record.notAfter);
     const leaf = issueCertificate(
       {
-        subject: buildName([[OID.countryName, 'US'], [OID.organization, 'Writ']]),
+        subject: buildName([
+          [OID.countryName, 'US'],
+          [OID.organization, 'Writ'],
+        ]),
         spki: req.spki,
         notBefore: new Date(now - BACKDATE_MS),
         notAfter: new Date(notAfter),
@@ -241,7 +261,8 @@ export class CertificateAuthority {
   /** Signs a JWT-SVID with the active key; `iat`, `exp` (capped at the key's end) and `iss` when configured. */
   signJwtSvid(spiffeId: string, audience: readonly string[], ttlMs?: number): { token: string; expiresAt: number } {
     const id = parseSpiffeId(spiffeId);
-    if (id.trustDomain !== this.#o.trustDomain) throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
+    if (id.trustDomain !== this.#o.trustDomain)
+      throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
     const key = this.#active(this.#jwt);
     const now = this.#clock();
     const expiresAt = Math.min(now + (ttlMs ?? this.#o.jwtSvidTtlMs), key.record.notAfter);
@@ -258,7 +279,14 @@ export class CertificateAuthority {
 
   /** Public state of this replica's authorities, for `writ ca show` style introspection and tests. */
   authorities(): Array<Pick<Authority, 'id' | 'kind' | 'status' | 'notBefore' | 'notAfter' | 'serverId'>> {
-    return [...this.#x509, ...this.#jwt].map(({ record: { id, kind, status, notBefore, notAfter, serverId } }) => ({ id, kind, status, notBefore, notAfter, serverId }));
+    return [...this.#x509, ...this.#jwt].map(({ record: { id, kind, status, notBefore, notAfter, serverId } }) => ({
+      id,
+      kind,
+      status,
+      notBefore,
+      notAfter,
+      serverId,
+    }));
   }
 }
 

@@ -15,9 +15,7 @@ export function generateSigner(keyType: KeyType): Signer & { publicKey: KeyObjec
 /** Writes atomically (temp file + rename) so a crash never leaves half a key. */
 export function writePrivateKey(path: string, key: KeyObject, kek: string | undefined): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const pem = kek
-    ? key.export({ format: 'pem', type: 'pkcs8', cipher: 'aes-256-cbc', passphrase: kek })
-    : key.export({ format: 'pem', type: 'pkcs8' });
+  const pem = kek ? key.export({ format: 'pem', type: 'pkcs8', cipher: 'aes-256-cbc', passphrase: kek }) : key.export({ format: 'pem', type: 'pkcs8' });
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, pem, { mode: 0o600 });
   chmodSync(tmp, 0o600);
@@ -38,7 +36,10 @@ export function readPrivateKey(path: string, kek: string | undefined): Signer {
     key = createPrivateKey(encrypted ? { key: pem, passphrase: kek! } : { key: pem });
   } catch {
     // The OpenSSL message can quote the passphrase context; keep ours generic.
-    throw new WritError('ERR_KEY_INVALID', encrypted ? `cannot decrypt key file ${path} (wrong key-encryption key?)` : `key file ${path} is not a PEM private key`);
+    throw new WritError(
+      'ERR_KEY_INVALID',
+      encrypted ? `cannot decrypt key file ${path} (wrong key-encryption key?)` : `key file ${path} is not a PEM private key`,
+    );
   }
   return { key, keyType: keyTypeOf(key) };
 }

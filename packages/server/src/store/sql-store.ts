@@ -3,12 +3,30 @@ import { WritError } from '@writ/spiffe';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import {
-  DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
-  type AdminToken, type Agent, type Authority, type Entry, type EntryInput, type FederatedBundle, type JoinToken,
-  type ChangeStamp, type DecisionEdge, type DecisionQuery, type DecisionRecord, type ListEntriesQuery, type Page, type PolicyAck, type PolicyRevision, type QuarantineEntry, type Role, type Store,
+  DEFAULT_PAGE_SIZE,
+  MAX_PAGE_SIZE,
+  type AdminToken,
+  type Agent,
+  type Authority,
+  type Entry,
+  type EntryInput,
+  type FederatedBundle,
+  type JoinToken,
+  type ChangeStamp,
+  type DecisionEdge,
+  type DecisionQuery,
+  type DecisionRecord,
+  type ListEntriesQuery,
+  type Page,
+  type PolicyAck,
+  type PolicyRevision,
+  type QuarantineEntry,
+  type Role,
+  type Store,
 } from './types.ts';
 
-const ENTRY_COLUMNS = 'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+const ENTRY_COLUMNS =
+  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
 const INSERT_CHUNK = 500;
 
@@ -72,7 +90,13 @@ function toAuthority(r: Row): Authority {
 }
 
 function toPolicyRevision(r: Row): PolicyRevision {
-  return { revision: num(r['revision']), createdAt: num(r['created_at']), createdBy: r['created_by'] as string, comment: r['comment'] as string, policies: JSON.parse(r['policies'] as string) as Record<string, string> };
+  return {
+    revision: num(r['revision']),
+    createdAt: num(r['created_at']),
+    createdBy: r['created_by'] as string,
+    comment: r['comment'] as string,
+    policies: JSON.parse(r['policies'] as string) as Record<string, string>,
+  };
 }
 
 function toFederated(r: Row): FederatedBundle {
@@ -87,19 +111,34 @@ function canonicalSelectors(selectors: readonly string[]): string[] {
 function entryParams(id: string, e: EntryInput, revision: number, createdAt: number, updatedAt: number): SqlValue[] {
   const selectors = canonicalSelectors(e.selectors);
   return [
-    id, e.spiffeId, e.parentId, JSON.stringify(selectors), selectors.join('\n'), e.x509SvidTtl, e.jwtSvidTtl,
-    JSON.stringify(e.dnsNames), JSON.stringify(e.federatesWith), e.admin ? 1 : 0, e.hint, e.expiresAt, revision, createdAt, updatedAt,
+    id,
+    e.spiffeId,
+    e.parentId,
+    JSON.stringify(selectors),
+    selectors.join('\n'),
+    e.x509SvidTtl,
+    e.jwtSvidTtl,
+    JSON.stringify(e.dnsNames),
+    JSON.stringify(e.federatesWith),
+    e.admin ? 1 : 0,
+    e.hint,
+    e.expiresAt,
+    revision,
+    createdAt,
+    updatedAt,
   ];
 }
 
-const ENTRY_INSERT_COLUMNS = 'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+const ENTRY_INSERT_COLUMNS =
+  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
 const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
 
 function encodePageToken(id: string): string {
   return Buffer.from(id, 'utf8').toString('base64url');
 }
 function decodePageToken(token: string): string {
-  if (token.length > 200 || !/^[A-Za-z0-9_-]*$/.test(token)) throw new WritError('ERR_PAGE_TOKEN_INVALID', 'pageToken is not one this server issued', { field: 'pageToken' });
+  if (token.length > 200 || !/^[A-Za-z0-9_-]*$/.test(token))
+    throw new WritError('ERR_PAGE_TOKEN_INVALID', 'pageToken is not one this server issued', { field: 'pageToken' });
   return Buffer.from(token, 'base64url').toString('utf8');
 }
 
@@ -153,7 +192,10 @@ export class SqlStore implements Store {
     inputs.forEach((e, i) => {
       const key = `${e.spiffeId}\u0000${e.parentId}\u0000${canonicalSelectors(e.selectors).join('\n')}`;
       const prev = seen.get(key);
-      if (prev !== undefined) throw new WritError('ERR_ENTRY_EXISTS', `entries[${i}] duplicates entries[${prev}] (same spiffeId, parentId and selectors)`, { field: `entries[${i}]` });
+      if (prev !== undefined)
+        throw new WritError('ERR_ENTRY_EXISTS', `entries[${i}] duplicates entries[${prev}] (same spiffeId, parentId and selectors)`, {
+          field: `entries[${i}]`,
+        });
       seen.set(key, i);
     });
     try {
@@ -183,7 +225,12 @@ export class SqlStore implements Store {
         return created;
       });
     } catch (err) {
-      return this.#unique(err, inputs.length === 1 ? 'an entry with this spiffeId, parentId and selectors already exists' : 'an entry in the batch already exists (same spiffeId, parentId and selectors); nothing was created');
+      return this.#unique(
+        err,
+        inputs.length === 1
+          ? 'an entry with this spiffeId, parentId and selectors already exists'
+          : 'an entry in the batch already exists (same spiffeId, parentId and selectors); nothing was created',
+      );
     }
   }
 
@@ -196,18 +243,20 @@ export class SqlStore implements Store {
     const pageSize = Math.min(Math.max(q.pageSize ?? DEFAULT_PAGE_SIZE, 1), MAX_PAGE_SIZE);
     const where: string[] = [];
     const params: SqlValue[] = [];
-    if (q.spiffeId !== undefined) (where.push('spiffe_id = ?'), params.push(q.spiffeId));
-    if (q.parentId !== undefined) (where.push('parent_id = ?'), params.push(q.parentId));
+    if (q.spiffeId !== undefined) where.push('spiffe_id = ?'), params.push(q.spiffeId);
+    if (q.parentId !== undefined) where.push('parent_id = ?'), params.push(q.parentId);
     const selectors = q.selectors ? canonicalSelectors(q.selectors) : [];
     if (selectors.length > 0) {
-      where.push(`id IN (SELECT entry_id FROM entry_selectors WHERE selector IN (${selectors.map(() => '?').join(', ')}) GROUP BY entry_id HAVING COUNT(*) = ?)`);
+      where.push(
+        `id IN (SELECT entry_id FROM entry_selectors WHERE selector IN (${selectors.map(() => '?').join(', ')}) GROUP BY entry_id HAVING COUNT(*) = ?)`,
+      );
       params.push(...selectors, selectors.length);
     }
-    if (q.pageToken) (where.push('id > ?'), params.push(decodePageToken(q.pageToken)));
-    const rows = await this.#db.query(
-      `SELECT ${ENTRY_COLUMNS} FROM entries ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`,
-      [...params, pageSize + 1],
-    );
+    if (q.pageToken) where.push('id > ?'), params.push(decodePageToken(q.pageToken));
+    const rows = await this.#db.query(`SELECT ${ENTRY_COLUMNS} FROM entries ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`, [
+      ...params,
+      pageSize + 1,
+    ]);
     const items = rows.slice(0, pageSize).map(toEntry);
     return { items, nextPageToken: rows.length > pageSize ? encodePageToken(items[items.length - 1]!.id) : undefined };
   }
@@ -230,7 +279,11 @@ export class SqlStore implements Store {
         );
         await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
         const selectors = canonicalSelectors(input.selectors);
-        if (selectors.length) await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`, selectors.flatMap((s) => [id, s]));
+        if (selectors.length)
+          await tx.query(
+            `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
+            selectors.flatMap((s) => [id, s]),
+          );
         return { ...input, selectors, id, revision, createdAt, updatedAt: now };
       });
     } catch (err) {
@@ -251,7 +304,12 @@ export class SqlStore implements Store {
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
-    await this.#db.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [t.hash, t.nodeName, t.expiresAt, t.createdAt]);
+    await this.#db.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [
+      t.hash,
+      t.nodeName,
+      t.expiresAt,
+      t.createdAt,
+    ]);
   }
 
   async peekJoinToken(hash: string): Promise<JoinToken | undefined> {
@@ -274,7 +332,14 @@ export class SqlStore implements Store {
   }
 
   async createAdminToken(t: AdminToken): Promise<void> {
-    await this.#db.query('INSERT INTO admin_tokens (id, hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [t.id, t.hash, t.role, t.name, t.createdAt, t.expiresAt]);
+    await this.#db.query('INSERT INTO admin_tokens (id, hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
+      t.id,
+      t.hash,
+      t.role,
+      t.name,
+      t.createdAt,
+      t.expiresAt,
+    ]);
   }
 
   async findAdminToken(hash: string): Promise<AdminToken | undefined> {
@@ -294,8 +359,15 @@ export class SqlStore implements Store {
     // No transaction needed: the revision is read first, so anything committed after it has a
     // higher revision and is (re)sent by the next call. Sending a change twice is harmless.
     const revision = num((await this.#db.query("SELECT value FROM counters WHERE name = 'entry_revision'"))[0]!['value']);
-    const entries = (await this.#db.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent_id = ? AND revision > ? ORDER BY revision`, [parentId, sinceRevision])).map(toEntry);
-    const removed = sinceRevision === 0 ? [] : (await this.#db.query('SELECT entry_id FROM entry_tombstones WHERE parent_id = ? AND revision > ?', [parentId, sinceRevision])).map((r) => r['entry_id'] as string);
+    const entries = (
+      await this.#db.query(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent_id = ? AND revision > ? ORDER BY revision`, [parentId, sinceRevision])
+    ).map(toEntry);
+    const removed =
+      sinceRevision === 0
+        ? []
+        : (await this.#db.query('SELECT entry_id FROM entry_tombstones WHERE parent_id = ? AND revision > ?', [parentId, sinceRevision])).map(
+            (r) => r['entry_id'] as string,
+          );
     return { entries, removed, revision: entries.reduce((m, e) => Math.max(m, e.revision), revision) };
   }
 
@@ -350,9 +422,16 @@ export class SqlStore implements Store {
     try {
       return await this.#db.transaction(async (tx) => {
         const cur = num((await tx.query('SELECT COALESCE(MAX(revision), 0) AS r FROM policy_revisions'))[0]!['r']);
-        if (cur !== expectedCurrent) throw new WritError('ERR_CONFLICT', `the policy set changed meanwhile (revision ${cur}, expected ${expectedCurrent}); apply again`);
+        if (cur !== expectedCurrent)
+          throw new WritError('ERR_CONFLICT', `the policy set changed meanwhile (revision ${cur}, expected ${expectedCurrent}); apply again`);
         const revision = cur + 1;
-        await tx.query('INSERT INTO policy_revisions (revision, created_at, created_by, comment, policies) VALUES (?, ?, ?, ?, ?)', [revision, rev.createdAt, rev.createdBy, rev.comment, JSON.stringify(rev.policies)]);
+        await tx.query('INSERT INTO policy_revisions (revision, created_at, created_by, comment, policies) VALUES (?, ?, ?, ?, ?)', [
+          revision,
+          rev.createdAt,
+          rev.createdBy,
+          rev.comment,
+          JSON.stringify(rev.policies),
+        ]);
         return { ...rev, revision };
       });
     } catch (err) {
@@ -362,9 +441,10 @@ export class SqlStore implements Store {
   }
 
   async getPolicyRevision(revision?: number): Promise<PolicyRevision | undefined> {
-    const rows = revision === undefined
-      ? await this.#db.query('SELECT * FROM policy_revisions ORDER BY revision DESC LIMIT 1')
-      : await this.#db.query('SELECT * FROM policy_revisions WHERE revision = ?', [revision]);
+    const rows =
+      revision === undefined
+        ? await this.#db.query('SELECT * FROM policy_revisions ORDER BY revision DESC LIMIT 1')
+        : await this.#db.query('SELECT * FROM policy_revisions WHERE revision = ?', [revision]);
     return rows[0] ? toPolicyRevision(rows[0]) : undefined;
   }
 
@@ -386,20 +466,26 @@ export class SqlStore implements Store {
 
   async listQuarantine(now: number): Promise<QuarantineEntry[]> {
     return (await this.#db.query('SELECT * FROM quarantine WHERE expires_at IS NULL OR expires_at > ? ORDER BY spiffe_id', [now])).map((r) => ({
-      spiffeId: r['spiffe_id'] as string, reason: r['reason'] as string, createdBy: r['created_by'] as string, createdAt: num(r['created_at']), expiresAt: numOrNull(r['expires_at']),
+      spiffeId: r['spiffe_id'] as string,
+      reason: r['reason'] as string,
+      createdBy: r['created_by'] as string,
+      createdAt: num(r['created_at']),
+      expiresAt: numOrNull(r['expires_at']),
     }));
   }
 
   async ackPolicies(acks: readonly PolicyAck[]): Promise<void> {
     if (acks.length === 0) return;
     await this.#db.transaction(async (tx) => {
-      for (const a of acks) await tx.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [a.policyRevision, a.ackedAt, a.spiffeId]);
+      for (const a of acks)
+        await tx.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [a.policyRevision, a.ackedAt, a.spiffeId]);
     });
   }
 
   async changeStamp(now: number): Promise<ChangeStamp> {
-    const r = (await this.#db.query(
-      `SELECT (SELECT value FROM counters WHERE name = 'entry_revision') AS e,
+    const r = (
+      await this.#db.query(
+        `SELECT (SELECT value FROM counters WHERE name = 'entry_revision') AS e,
          (SELECT COALESCE(MAX(revision), 0) FROM policy_revisions) AS p,
          (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NULL OR expires_at > ?) AS qn,
          (SELECT COALESCE(MAX(created_at), 0) FROM quarantine) AS qt,
@@ -407,15 +493,22 @@ export class SqlStore implements Store {
          (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
          (SELECT COUNT(*) FROM agents) AS an,
          (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab`,
-      [now],
-    ))[0]!;
+        [now],
+      )
+    )[0]!;
     const agents = `${num(r['an'])}/${num(r['ab'])}`;
-    return { entryRevision: num(r['e']), agents, all: `${num(r['e'])}|${num(r['p'])}|${num(r['qn'])}@${num(r['qt'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}` };
+    return {
+      entryRevision: num(r['e']),
+      agents,
+      all: `${num(r['e'])}|${num(r['p'])}|${num(r['qn'])}@${num(r['qt'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
+    };
   }
 
   async listPolicyAcks(): Promise<PolicyAck[]> {
     return (await this.#db.query('SELECT spiffe_id, policy_revision, policy_acked_at FROM agents WHERE banned = 0 ORDER BY spiffe_id')).map((r) => ({
-      spiffeId: r['spiffe_id'] as string, policyRevision: num(r['policy_revision']), ackedAt: num(r['policy_acked_at']),
+      spiffeId: r['spiffe_id'] as string,
+      policyRevision: num(r['policy_revision']),
+      ackedAt: num(r['policy_acked_at']),
     }));
   }
 
@@ -430,12 +523,14 @@ export class SqlStore implements Store {
         let byAction = byTo.get(d.to);
         if (!byAction) byTo.set(d.to, (byAction = new Map()));
         const e = byAction.get(d.action);
-        if (e) (e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at)));
+        if (e) e.seen++, (e.first = Math.min(e.first, d.at)), (e.last = Math.max(e.last, d.at));
         else byAction.set(d.action, { first: d.at, last: d.at, seen: 1 });
       };
       // Arrival numbers for the batch: the counter row also orders batches of several replicas (a
       // second one waits for the first to commit), so followers never see a lower seq appear later.
-      let seq = num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'decision_seq' RETURNING value", [records.length]))[0]!['value']) - records.length;
+      let seq =
+        num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'decision_seq' RETURNING value", [records.length]))[0]!['value']) -
+        records.length;
       for (let i = 0; i < records.length; i += 200) {
         const chunk = records.slice(i, i + 200);
         const insert = `INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter, seq) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`;
@@ -453,7 +548,9 @@ export class SqlStore implements Store {
         }
         await tx.execute('RELEASE SAVEPOINT decisions_chunk');
       }
-      const list = [...edges].flatMap(([from, byTo]) => [...byTo].flatMap(([to, byAction]) => [...byAction].map(([action, e]) => ({ from, to, action, ...e }))));
+      const list = [...edges].flatMap(([from, byTo]) =>
+        [...byTo].flatMap(([to, byAction]) => [...byAction].map(([action, e]) => ({ from, to, action, ...e }))),
+      );
       for (let i = 0; i < list.length; i += 200) {
         const chunk = list.slice(i, i + 200);
         await tx.execute(
@@ -468,27 +565,45 @@ export class SqlStore implements Store {
   }
 
   async listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]> {
-    const rows = await this.#db.query('SELECT * FROM decision_edges WHERE last_seen >= ? ORDER BY seen DESC, from_id, to_id, action LIMIT ?', [q.since, q.limit]);
+    const rows = await this.#db.query('SELECT * FROM decision_edges WHERE last_seen >= ? ORDER BY seen DESC, from_id, to_id, action LIMIT ?', [
+      q.since,
+      q.limit,
+    ]);
     return rows.map((r) => ({
-      from: r['from_id'] as string, to: r['to_id'] as string, action: r['action'] as string,
-      firstSeen: num(r['first_seen']), lastSeen: num(r['last_seen']), seen: num(r['seen']),
+      from: r['from_id'] as string,
+      to: r['to_id'] as string,
+      action: r['action'] as string,
+      firstSeen: num(r['first_seen']),
+      lastSeen: num(r['last_seen']),
+      seen: num(r['seen']),
     }));
   }
 
   async queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]> {
     const where: string[] = [];
     const params: SqlValue[] = [];
-    if (q.from !== undefined) (where.push('from_id = ?'), params.push(q.from));
-    if (q.to !== undefined) (where.push('to_id = ?'), params.push(q.to));
-    if (q.decision !== undefined) (where.push('decision = ?'), params.push(q.decision));
-    if (q.since !== undefined) (where.push('at >= ?'), params.push(q.since));
-    if (q.after !== undefined) (where.push('seq > ?'), params.push(q.after));
-    if (q.upTo !== undefined) (where.push('seq <= ?'), params.push(q.upTo));
+    if (q.from !== undefined) where.push('from_id = ?'), params.push(q.from);
+    if (q.to !== undefined) where.push('to_id = ?'), params.push(q.to);
+    if (q.decision !== undefined) where.push('decision = ?'), params.push(q.decision);
+    if (q.since !== undefined) where.push('at >= ?'), params.push(q.since);
+    if (q.after !== undefined) where.push('seq > ?'), params.push(q.after);
+    if (q.upTo !== undefined) where.push('seq <= ?'), params.push(q.upTo);
     const order = q.after !== undefined ? 'seq' : 'at DESC, id';
-    const rows = await this.#db.query(`SELECT * FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`, [...params, q.limit]);
+    const rows = await this.#db.query(`SELECT * FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`, [
+      ...params,
+      q.limit,
+    ]);
     return rows.map((r) => ({
-      id: r['id'] as string, at: num(r['at']), from: r['from_id'] as string, to: r['to_id'] as string, action: r['action'] as string,
-      decision: r['decision'] as DecisionRecord['decision'], reason: r['reason'] as string, policyRevision: num(r['policy_revision']), rule: r['rule'] as string, reporter: r['reporter'] as string,
+      id: r['id'] as string,
+      at: num(r['at']),
+      from: r['from_id'] as string,
+      to: r['to_id'] as string,
+      action: r['action'] as string,
+      decision: r['decision'] as DecisionRecord['decision'],
+      reason: r['reason'] as string,
+      policyRevision: num(r['policy_revision']),
+      rule: r['rule'] as string,
+      reporter: r['reporter'] as string,
       seq: num(r['seq']),
     }));
   }
@@ -496,7 +611,6 @@ export class SqlStore implements Store {
   async decisionCursor(): Promise<number> {
     return num((await this.#db.query("SELECT value FROM counters WHERE name = 'decision_seq'"))[0]?.['value'] ?? 0);
   }
-
 
   async pruneDecisions(before: number, batch = 5000): Promise<number> {
     // In batches, each its own statement: one DELETE of an hour's decisions (millions of rows at

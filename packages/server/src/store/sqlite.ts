@@ -16,7 +16,9 @@ export class SqliteDriver implements SqlDriver {
   constructor(path: string) {
     try {
       this.#db = new DatabaseSync(path);
-      this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;');
+      this.#db.exec(
+        'PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;',
+      );
     } catch (err) {
       throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open SQLite database ${path}: ${(err as Error).message}`, { cause: err });
     }

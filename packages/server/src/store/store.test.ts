@@ -47,19 +47,37 @@ for (const factory of STORE_FACTORIES) {
       await assert.rejects(t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/dup' }], 1), (e) => isWritError(e, 'ERR_ENTRY_EXISTS'));
       // same selectors in another order are the same identity
       await assert.rejects(
-        t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/new1' }, { ...base, spiffeId: 'spiffe://example.org/dup' }], 1),
+        t.store.createEntries(
+          [
+            { ...base, spiffeId: 'spiffe://example.org/new1' },
+            { ...base, spiffeId: 'spiffe://example.org/dup' },
+          ],
+          1,
+        ),
         (e) => isWritError(e, 'ERR_ENTRY_EXISTS'),
       );
       const page = await t.store.listEntries({ spiffeId: 'spiffe://example.org/new1' });
       assert.equal(page.items.length, 0, 'the failed batch left nothing behind');
       await assert.rejects(
-        t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/x', selectors: ['a:1', 'b:2'] }, { ...base, spiffeId: 'spiffe://example.org/x', selectors: ['b:2', 'a:1'] }], 1),
+        t.store.createEntries(
+          [
+            { ...base, spiffeId: 'spiffe://example.org/x', selectors: ['a:1', 'b:2'] },
+            { ...base, spiffeId: 'spiffe://example.org/x', selectors: ['b:2', 'a:1'] },
+          ],
+          1,
+        ),
         (e) => isWritError(e, 'ERR_ENTRY_EXISTS') && e.field === 'entries[1]',
       );
     });
 
     it('updating an entry into a duplicate of another is refused and changes nothing', async () => {
-      const [a, b] = await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/ua' }, { ...base, spiffeId: 'spiffe://example.org/ub' }], 1);
+      const [a, b] = await t.store.createEntries(
+        [
+          { ...base, spiffeId: 'spiffe://example.org/ua' },
+          { ...base, spiffeId: 'spiffe://example.org/ub' },
+        ],
+        1,
+      );
       await assert.rejects(t.store.updateEntry(b!.id, { ...base, spiffeId: 'spiffe://example.org/ua' }, 2), (e) => isWritError(e, 'ERR_ENTRY_EXISTS'));
       assert.deepEqual(await t.store.getEntry(b!.id), b);
       assert.ok(a);
@@ -68,7 +86,12 @@ for (const factory of STORE_FACTORIES) {
 
     it('lists by parent, SPIFFE ID and selectors, with pagination that visits each entry once', async () => {
       const parent = 'spiffe://example.org/writ/agent/pager';
-      const inputs = Array.from({ length: 25 }, (_, i) => ({ ...base, parentId: parent, spiffeId: `spiffe://example.org/p/${i}`, selectors: i % 2 ? ['k8s:ns:a', 'k8s:sa:x'] : ['k8s:ns:a'] }));
+      const inputs = Array.from({ length: 25 }, (_, i) => ({
+        ...base,
+        parentId: parent,
+        spiffeId: `spiffe://example.org/p/${i}`,
+        selectors: i % 2 ? ['k8s:ns:a', 'k8s:sa:x'] : ['k8s:ns:a'],
+      }));
       await t.store.createEntries(inputs, 1);
       const seen: string[] = [];
       let token: string | undefined;
@@ -113,7 +136,10 @@ for (const factory of STORE_FACTORIES) {
       assert.equal(await t.store.bundleSequence(), s0 + 1);
       await t.store.saveAuthorities([{ ...a, status: 'old' }], ['j1']);
       const all = await t.store.listAuthorities();
-      assert.deepEqual(all.map((x) => [x.id, x.status]), [['x1', 'old']]);
+      assert.deepEqual(
+        all.map((x) => [x.id, x.status]),
+        [['x1', 'old']],
+      );
       assert.equal(await t.store.bundleSequence(), s0 + 2);
     });
 
@@ -124,7 +150,17 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await t.store.listFederatedBundles()).length, 1);
       assert.equal(await t.store.deleteFederatedBundle('other.org'), true);
       assert.equal(await t.store.getFederatedBundle('other.org'), undefined);
-      const agent = { spiffeId: 'spiffe://example.org/writ/agent/n', nodeName: 'n', attestationType: 'join_token', selectors: ['join_token:n'], serial: 'ab', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 };
+      const agent = {
+        spiffeId: 'spiffe://example.org/writ/agent/n',
+        nodeName: 'n',
+        attestationType: 'join_token',
+        selectors: ['join_token:n'],
+        serial: 'ab',
+        expiresAt: 9,
+        banned: false,
+        createdAt: 1,
+        updatedAt: 1,
+      };
       await t.store.upsertAgent(agent);
       await t.store.upsertAgent({ ...agent, banned: true, updatedAt: 2 });
       assert.deepEqual(await t.store.getAgent(agent.spiffeId), { ...agent, banned: true, updatedAt: 2 });
@@ -139,20 +175,42 @@ for (const factory of STORE_FACTORIES) {
       await t.store.appendPolicyRevision({ createdAt: 3, createdBy: 'a', comment: 'two', policies: { p: 'y', q: 'z' } }, 1);
       assert.deepEqual((await t.store.getPolicyRevision())?.policies, { p: 'y', q: 'z' });
       assert.deepEqual((await t.store.getPolicyRevision(1))?.policies, { p: 'x' });
-      assert.deepEqual((await t.store.listPolicyRevisions(10)).map((r) => r.revision), [2, 1]);
+      assert.deepEqual(
+        (await t.store.listPolicyRevisions(10)).map((r) => r.revision),
+        [2, 1],
+      );
     });
 
     it('quarantine entries expire; policy acks are recorded per agent', async () => {
       await t.store.putQuarantine({ spiffeId: 'spiffe://e/q1', reason: 'compromised', createdBy: 'admin', createdAt: 1, expiresAt: null });
       await t.store.putQuarantine({ spiffeId: 'spiffe://e/q2', reason: 'test', createdBy: 'admin', createdAt: 1, expiresAt: 100 });
-      assert.deepEqual((await t.store.listQuarantine(50)).map((q) => q.spiffeId), ['spiffe://e/q1', 'spiffe://e/q2']);
-      assert.deepEqual((await t.store.listQuarantine(100)).map((q) => q.spiffeId), ['spiffe://e/q1']);
+      assert.deepEqual(
+        (await t.store.listQuarantine(50)).map((q) => q.spiffeId),
+        ['spiffe://e/q1', 'spiffe://e/q2'],
+      );
+      assert.deepEqual(
+        (await t.store.listQuarantine(100)).map((q) => q.spiffeId),
+        ['spiffe://e/q1'],
+      );
       assert.equal(await t.store.removeQuarantine('spiffe://e/q1'), true);
       assert.equal(await t.store.removeQuarantine('spiffe://e/q1'), false);
-      const agent = { spiffeId: 'spiffe://e/writ/agent/ack', nodeName: 'ack', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 };
+      const agent = {
+        spiffeId: 'spiffe://e/writ/agent/ack',
+        nodeName: 'ack',
+        attestationType: 'join_token',
+        selectors: [],
+        serial: 's',
+        expiresAt: 9,
+        banned: false,
+        createdAt: 1,
+        updatedAt: 1,
+      };
       await t.store.upsertAgent(agent);
       await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 }]);
-      assert.deepEqual((await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 });
+      assert.deepEqual(
+        (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
+        { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 },
+      );
     });
 
     it('the change stamp moves with every change an agent must hear of, and only then', async () => {
@@ -161,9 +219,41 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual(await t.store.changeStamp(now), s0, 'stable while nothing changes');
       const steps: Array<[string, () => Promise<unknown>]> = [
         ['quarantine add', () => t.store.putQuarantine({ spiffeId: 'spiffe://e/st', reason: 'r', createdBy: 'a', createdAt: 5, expiresAt: now + 50 })],
-        ['policy revision', async () => t.store.appendPolicyRevision({ createdAt: 1, createdBy: 'a', comment: '', policies: {} }, (await t.store.getPolicyRevision())?.revision ?? 0)],
-        ['agent added', () => t.store.upsertAgent({ spiffeId: 'spiffe://e/writ/agent/st', nodeName: 'st', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: false, createdAt: 1, updatedAt: 1 })],
-        ['agent banned', () => t.store.upsertAgent({ spiffeId: 'spiffe://e/writ/agent/st', nodeName: 'st', attestationType: 'join_token', selectors: [], serial: 's', expiresAt: 9, banned: true, createdAt: 1, updatedAt: 2 })],
+        [
+          'policy revision',
+          async () =>
+            t.store.appendPolicyRevision({ createdAt: 1, createdBy: 'a', comment: '', policies: {} }, (await t.store.getPolicyRevision())?.revision ?? 0),
+        ],
+        [
+          'agent added',
+          () =>
+            t.store.upsertAgent({
+              spiffeId: 'spiffe://e/writ/agent/st',
+              nodeName: 'st',
+              attestationType: 'join_token',
+              selectors: [],
+              serial: 's',
+              expiresAt: 9,
+              banned: false,
+              createdAt: 1,
+              updatedAt: 1,
+            }),
+        ],
+        [
+          'agent banned',
+          () =>
+            t.store.upsertAgent({
+              spiffeId: 'spiffe://e/writ/agent/st',
+              nodeName: 'st',
+              attestationType: 'join_token',
+              selectors: [],
+              serial: 's',
+              expiresAt: 9,
+              banned: true,
+              createdAt: 1,
+              updatedAt: 2,
+            }),
+        ],
         ['agent evicted', () => t.store.deleteAgent('spiffe://e/writ/agent/st')],
         ['quarantine remove', () => t.store.removeQuarantine('spiffe://e/st')],
       ];
@@ -184,45 +274,115 @@ for (const factory of STORE_FACTORIES) {
     });
 
     it('decisions are stored once, queried newest first with filters, and pruned', async () => {
-      const d = (id: string, at: number, decision: 'allow' | 'deny') => ({ id, at, from: 'spiffe://e/a', to: 'spiffe://e/b', action: 'GET /', decision, reason: decision === 'allow' ? 'ALLOW_RULE' : 'DENY_RULE', policyRevision: 3, rule: 'p#0', reporter: 'spiffe://e/writ/agent/x' });
+      const d = (id: string, at: number, decision: 'allow' | 'deny') => ({
+        id,
+        at,
+        from: 'spiffe://e/a',
+        to: 'spiffe://e/b',
+        action: 'GET /',
+        decision,
+        reason: decision === 'allow' ? 'ALLOW_RULE' : 'DENY_RULE',
+        policyRevision: 3,
+        rule: 'p#0',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
       await t.store.addDecisions([d('d1', 10, 'allow'), d('d2', 20, 'deny'), d('d3', 30, 'allow')]);
       await t.store.addDecisions([d('d1', 10, 'allow')]); // a retried batch
-      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3', 'd2', 'd1']);
-      assert.deepEqual((await t.store.queryDecisions({ decision: 'deny', limit: 10 })).map((x) => x.id), ['d2']);
-      assert.deepEqual((await t.store.queryDecisions({ since: 20, limit: 10 })).map((x) => x.id), ['d3', 'd2']);
+      assert.deepEqual(
+        (await t.store.queryDecisions({ limit: 10 })).map((x) => x.id),
+        ['d3', 'd2', 'd1'],
+      );
+      assert.deepEqual(
+        (await t.store.queryDecisions({ decision: 'deny', limit: 10 })).map((x) => x.id),
+        ['d2'],
+      );
+      assert.deepEqual(
+        (await t.store.queryDecisions({ since: 20, limit: 10 })).map((x) => x.id),
+        ['d3', 'd2'],
+      );
       assert.equal(await t.store.pruneDecisions(25), 2);
-      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
+      assert.deepEqual(
+        (await t.store.queryDecisions({ limit: 10 })).map((x) => x.id),
+        ['d3'],
+      );
       // In batches: 7 old ones in batches of 2 all go, the newer ones stay.
       await t.store.addDecisions([1, 2, 3, 4, 5, 6, 7].map((i) => d(`old${i}`, i, 'allow')));
       assert.equal(await t.store.pruneDecisions(25, 2), 7);
-      assert.deepEqual((await t.store.queryDecisions({ limit: 10 })).map((x) => x.id), ['d3']);
+      assert.deepEqual(
+        (await t.store.queryDecisions({ limit: 10 })).map((x) => x.id),
+        ['d3'],
+      );
     });
 
     it('followers read decisions in arrival order from a cursor, whatever their decision times', async () => {
-      const d = (id: string, at: number) => ({ id, at, from: 'spiffe://e/a', to: 'spiffe://e/follow', action: 'GET /', decision: 'allow' as const, reason: 'ALLOW_RULE', policyRevision: 1, rule: 'r', reporter: 'spiffe://e/writ/agent/x' });
+      const d = (id: string, at: number) => ({
+        id,
+        at,
+        from: 'spiffe://e/a',
+        to: 'spiffe://e/follow',
+        action: 'GET /',
+        decision: 'allow' as const,
+        reason: 'ALLOW_RULE',
+        policyRevision: 1,
+        rule: 'r',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
       const start = await t.store.decisionCursor();
       await t.store.addDecisions([d('f1', 500), d('f2', 600)]);
       await t.store.addDecisions([d('f3', 100)]); // decided earlier, arrived later (a late reporter)
       const all = await t.store.queryDecisions({ to: 'spiffe://e/follow', after: start, limit: 10 });
-      assert.deepEqual(all.map((x) => x.id), ['f1', 'f2', 'f3']);
+      assert.deepEqual(
+        all.map((x) => x.id),
+        ['f1', 'f2', 'f3'],
+      );
       assert.equal(await t.store.decisionCursor(), all.at(-1)!.seq);
-      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', after: all[0]!.seq!, limit: 10 })).map((x) => x.id), ['f2', 'f3']);
-      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', after: start, upTo: all[1]!.seq!, limit: 10 })).map((x) => x.id), ['f1', 'f2']);
-      assert.deepEqual((await t.store.queryDecisions({ to: 'spiffe://e/follow', limit: 10 })).map((x) => x.id), ['f2', 'f1', 'f3'], 'without a cursor: newest decision first');
+      assert.deepEqual(
+        (await t.store.queryDecisions({ to: 'spiffe://e/follow', after: all[0]!.seq!, limit: 10 })).map((x) => x.id),
+        ['f2', 'f3'],
+      );
+      assert.deepEqual(
+        (await t.store.queryDecisions({ to: 'spiffe://e/follow', after: start, upTo: all[1]!.seq!, limit: 10 })).map((x) => x.id),
+        ['f1', 'f2'],
+      );
+      assert.deepEqual(
+        (await t.store.queryDecisions({ to: 'spiffe://e/follow', limit: 10 })).map((x) => x.id),
+        ['f2', 'f1', 'f3'],
+        'without a cursor: newest decision first',
+      );
     });
 
     it('decisions are counted on their edges once each, and old edges are pruned', async () => {
-      const d = (id: string, at: number, from: string, action: string) => ({ id, at, from, to: 'spiffe://e/edges', action, decision: 'allow' as const, reason: 'ALLOW_RULE', policyRevision: 1, rule: 'p#0', reporter: 'spiffe://e/writ/agent/x' });
+      const d = (id: string, at: number, from: string, action: string) => ({
+        id,
+        at,
+        from,
+        to: 'spiffe://e/edges',
+        action,
+        decision: 'allow' as const,
+        reason: 'ALLOW_RULE',
+        policyRevision: 1,
+        rule: 'p#0',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
       await t.store.addDecisions([d('e1', 100, 'spiffe://e/a', 'GET /x'), d('e2', 300, 'spiffe://e/a', 'GET /x'), d('e3', 200, '', 'tcp 5432')]);
       await t.store.addDecisions([d('e2', 300, 'spiffe://e/a', 'GET /x'), d('e4', 50, 'spiffe://e/a', 'GET /x')]); // e2 retried, e4 late
       const edges = (await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges');
-      assert.deepEqual(edges.map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]), [
-        ['spiffe://e/a', 'GET /x', 3, 50, 300],
-        ['', 'tcp 5432', 1, 200, 200],
-      ]);
-      assert.deepEqual((await t.store.listDecisionEdges({ since: 250, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action), ['GET /x']);
+      assert.deepEqual(
+        edges.map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]),
+        [
+          ['spiffe://e/a', 'GET /x', 3, 50, 300],
+          ['', 'tcp 5432', 1, 200, 200],
+        ],
+      );
+      assert.deepEqual(
+        (await t.store.listDecisionEdges({ since: 250, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action),
+        ['GET /x'],
+      );
       await t.store.pruneDecisions(250);
-      assert.deepEqual((await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action), ['GET /x']);
+      assert.deepEqual(
+        (await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action),
+        ['GET /x'],
+      );
     });
 
     it('migrations are idempotent', async () => {
@@ -243,7 +403,13 @@ for (const factory of STORE_FACTORIES) {
     it('gives an agent its entries incrementally by revision, with removals and moves', async () => {
       const a = 'spiffe://example.org/writ/agent/a';
       const b = 'spiffe://example.org/writ/agent/b';
-      const [e1, e2] = await t.store.createEntries([{ ...base, parentId: a, spiffeId: 'spiffe://example.org/s1' }, { ...base, parentId: a, spiffeId: 'spiffe://example.org/s2' }], 1);
+      const [e1, e2] = await t.store.createEntries(
+        [
+          { ...base, parentId: a, spiffeId: 'spiffe://example.org/s1' },
+          { ...base, parentId: a, spiffeId: 'spiffe://example.org/s2' },
+        ],
+        1,
+      );
       await t.store.createEntries([{ ...base, parentId: b, spiffeId: 'spiffe://example.org/s3' }], 1);
       const full = await t.store.syncEntries(a, 0);
       assert.deepEqual(full.entries.map((e) => e.id).sort(), [e1!.id, e2!.id].sort());
@@ -256,8 +422,11 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual(delta.removed.sort(), [e1!.id, e2!.id].sort());
       assert.equal(delta.entries.length, 0);
       const forB = await t.store.syncEntries(b, full.revision);
-      assert.deepEqual(forB.entries.map((e) => e.spiffeId), ['spiffe://example.org/s2']);
-      assert.ok(await t.store.deleteAgent('nobody') === false);
+      assert.deepEqual(
+        forB.entries.map((e) => e.spiffeId),
+        ['spiffe://example.org/s2'],
+      );
+      assert.ok((await t.store.deleteAgent('nobody')) === false);
     });
   });
 }
@@ -279,20 +448,61 @@ describe('migrations 6 and 7 on a store that already has decisions', () => {
         for (const stmt of m.statements) await db.query(stmt);
         await db.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, 0]);
       }
-      const row = (id: string, at: number, from: string, action: string) => [id, at, from, 'spiffe://e/b', action, 'allow', 'ALLOW_RULE', 1, 'r', 'spiffe://e/writ/agent/x'];
+      const row = (id: string, at: number, from: string, action: string) => [
+        id,
+        at,
+        from,
+        'spiffe://e/b',
+        action,
+        'allow',
+        'ALLOW_RULE',
+        1,
+        'r',
+        'spiffe://e/writ/agent/x',
+      ];
       for (const r of [row('a', 10, 'spiffe://e/a', 'GET /'), row('b', 30, 'spiffe://e/a', 'GET /'), row('c', 20, '', 'tcp 1')]) {
-        await db.query('INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', r);
+        await db.query(
+          'INSERT INTO decisions (id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          r,
+        );
       }
       const store = new SqlStore(db);
       await store.migrate();
-      assert.deepEqual((await store.listDecisionEdges({ since: 0, limit: 10 })).map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]), [
-        ['spiffe://e/a', 'GET /', 2, 10, 30],
-        ['', 'tcp 1', 1, 20, 20],
-      ]);
-      assert.deepEqual((await store.queryDecisions({ after: 0, limit: 10 })).map((d) => [d.seq, d.id]), [[1, 'a'], [2, 'c'], [3, 'b']]);
+      assert.deepEqual(
+        (await store.listDecisionEdges({ since: 0, limit: 10 })).map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]),
+        [
+          ['spiffe://e/a', 'GET /', 2, 10, 30],
+          ['', 'tcp 1', 1, 20, 20],
+        ],
+      );
+      assert.deepEqual(
+        (await store.queryDecisions({ after: 0, limit: 10 })).map((d) => [d.seq, d.id]),
+        [
+          [1, 'a'],
+          [2, 'c'],
+          [3, 'b'],
+        ],
+      );
       assert.equal(await store.decisionCursor(), 3);
-      await store.addDecisions([{ id: 'd', at: 5, from: '', to: 'spiffe://e/b', action: 'GET /', decision: 'allow', reason: 'ALLOW_RULE', policyRevision: 1, rule: 'r', reporter: 'spiffe://e/writ/agent/x' }]);
-      assert.deepEqual((await store.queryDecisions({ after: 3, limit: 10 })).map((d) => [d.seq, d.id]), [[4, 'd']], 'new arrivals follow on');
+      await store.addDecisions([
+        {
+          id: 'd',
+          at: 5,
+          from: '',
+          to: 'spiffe://e/b',
+          action: 'GET /',
+          decision: 'allow',
+          reason: 'ALLOW_RULE',
+          policyRevision: 1,
+          rule: 'r',
+          reporter: 'spiffe://e/writ/agent/x',
+        },
+      ]);
+      assert.deepEqual(
+        (await store.queryDecisions({ after: 3, limit: 10 })).map((d) => [d.seq, d.id]),
+        [[4, 'd']],
+        'new arrivals follow on',
+      );
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });
