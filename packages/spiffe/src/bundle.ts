@@ -3,7 +3,7 @@
  */
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { WritError } from './errors.ts';
-import { parseTrustDomain } from './id.ts';
+import { parseSpiffeId, parseTrustDomain } from './id.ts';
 import { certificatesToPem, parseCertificate, parseCertificatesPem, publicKeyOf, type Certificate } from './x509.ts';
 
 export interface TrustBundle {
@@ -130,4 +130,26 @@ export function parseBundlePem(trustDomain: string, pem: string): TrustBundle {
   const certs = parseCertificatesPem(pem);
   if (certs.length === 0) invalid('no CERTIFICATE blocks in PEM');
   return { trustDomain, x509Authorities: certs, jwtAuthorities: new Map() };
+}
+
+/**
+ * The trust domain a PEM bundle of CA certificates names: SPIFFE CA certificates carry the trust
+ * domain's ID (`spiffe://example.org`) as their URI SAN. Undefined when no certificate names one
+ * (an upstream PKI's roots) or they disagree; callers then need the trust domain given explicitly.
+ *
+ * @example trustDomainOfCaPem(readFileSync('bundle.pem', 'utf8')) // 'example.org'
+ */
+export function trustDomainOfCaPem(pem: string): string | undefined {
+  const found = new Set<string>();
+  for (const cert of parseCertificatesPem(pem)) {
+    for (const uri of cert.uris) {
+      try {
+        const id = parseSpiffeId(uri);
+        if (id.path === '') found.add(id.trustDomain);
+      } catch {
+        // not a SPIFFE ID: says nothing about the trust domain
+      }
+    }
+  }
+  return found.size === 1 ? [...found][0] : undefined;
 }

@@ -52,5 +52,15 @@ export {
   type ValidatedJwtSvid,
   type JwtValidationOptions,
 } from './jwt.ts';
-export { parseBundleJson, formatBundleJson, bundleToPem, parseBundlePem, jwkOf, MAX_BUNDLE_BYTES, type TrustBundle, type BundleJson } from './bundle.ts';
+export {
+  parseBundleJson,
+  formatBundleJson,
+  bundleToPem,
+  parseBundlePem,
+  trustDomainOfCaPem,
+  jwkOf,
+  MAX_BUNDLE_BYTES,
+  type TrustBundle,
+  type BundleJson,
+} from './bundle.ts';
 export { parseDuration, formatDuration } from './duration.ts';

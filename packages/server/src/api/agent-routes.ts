@@ -4,7 +4,7 @@ import type { Agent, ChangeStamp, DecisionRecord, PolicyAck, Store } from '../st
 import { decodeReport, newDecisionId } from '@writ/sdk';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { entryJson } from './validate.ts';
-import type { ApiContext } from './routes.ts';
+import type { ApiContext } from './context.ts';
 
 /**
  * In-process wake-ups for long-polling agents; other replicas' changes arrive through `watch`.

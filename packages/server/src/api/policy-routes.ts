@@ -5,7 +5,7 @@ import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
 import type { PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, withField, type Route } from './http.ts';
-import type { ApiContext } from './routes.ts';
+import type { ApiContext } from './context.ts';
 
 /** Splits multi-document YAML into its documents' text, by policy name (after validation). */
 function sourcesByName(text: string, policies: readonly Policy[]): Record<string, string> {

@@ -14,29 +14,12 @@ import {
   parseTrustDomain,
   type TrustBundle,
 } from '@writ/spiffe';
-import type { CertificateAuthority } from '../ca/ca.ts';
-import type { PsatAttestor } from '../attest/psat.ts';
-import type { Metrics } from '../metrics.ts';
-import { ROLES, type Role, type Store } from '../store/types.ts';
+import { ROLES, type Role } from '../store/types.ts';
+import type { ApiContext } from './context.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { agentRoutes, notifyChange } from './agent-routes.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
-
-export interface ApiContext {
-  readonly store: Store;
-  readonly ca: CertificateAuthority;
-  readonly trustDomain: string;
-  /** Base URL clients reach this server at, e.g. https://127.0.0.1:8443. */
-  readonly publicUrl: string;
-  readonly jwtIssuer: string;
-  readonly metrics: Metrics;
-  readonly clock: () => number;
-  /** Resolves when the server can serve: store reachable and CA initialised. */
-  readonly ready: () => Promise<void>;
-  readonly psat?: PsatAttestor | undefined;
-  readonly breakGlass: readonly string[];
-}
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;

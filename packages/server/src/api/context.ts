@@ -1,0 +1,20 @@
+/** What every route handler may use: the server's services, injected once at start. */
+import type { CertificateAuthority } from '../ca/ca.ts';
+import type { PsatAttestor } from '../attest/psat.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Store } from '../store/types.ts';
+
+export interface ApiContext {
+  readonly store: Store;
+  readonly ca: CertificateAuthority;
+  readonly trustDomain: string;
+  /** Base URL clients reach this server at, e.g. https://127.0.0.1:8443. */
+  readonly publicUrl: string;
+  readonly jwtIssuer: string;
+  readonly metrics: Metrics;
+  readonly clock: () => number;
+  /** Resolves when the server can serve: store reachable and CA initialised. */
+  readonly ready: () => Promise<void>;
+  readonly psat?: PsatAttestor | undefined;
+  readonly breakGlass: readonly string[];
+}
