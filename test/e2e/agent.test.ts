@@ -140,7 +140,7 @@ describe('the Workload API, driven by Python grpcio', () => {
 
 describe('hostile input on the socket', () => {
   it('an oversized request message gets ResourceExhausted, an unknown method Unimplemented', async () => {
-    const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk');
+    const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk/internal');
     const g = new GrpcClient(`unix://${agent.socket}`);
     const big = Buffer.alloc(200 * 1024, 1);
     await assert.rejects(

@@ -23,7 +23,7 @@ import {
   type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
-import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk';
+import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk/internal';
 import { ServerClient } from './server-client.ts';
 
 export interface EntryView {

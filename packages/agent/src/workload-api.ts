@@ -29,7 +29,7 @@ import {
   newDecisionId,
   readReport,
   type ReportedDecision,
-} from '@writ/sdk';
+} from '@writ/sdk/internal';
 import type { Agent, EntryView } from './agent.ts';
 import { attestUnix, processStartTime } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';

@@ -27,7 +27,8 @@ import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSock
 import type { Logger } from 'pino';
 import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { formatAction, httpAction, normalizePath } from '@writ/policy';
-import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
+import { DecisionReporter, LocalPolicy, X509Source, authorizeId, mtlsConnect } from '@writ/sdk';
+import { newDecisionId, peerChain } from '@writ/sdk/internal';
 import { UpstreamPool, VIA, connectTcp, finalHop, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
 export interface Inbound {

@@ -1,7 +1,7 @@
 /** The agent-facing API (mTLS with the agent's SVID) and the operator's view of agents. */
 import { WritError, bundleToPem, certificatesToPem, formatBundleJson, parseCsr, parseSpiffeId } from '@writ/spiffe';
 import type { Agent, ChangeStamp, DecisionRecord, PolicyAck, Store } from '../store/types.ts';
-import { decodeReport, newDecisionId } from '@writ/sdk';
+import { decodeReport, newDecisionId } from '@writ/sdk/internal';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import { entryJson } from './validate.ts';
 import type { ApiContext } from './context.ts';
