@@ -8,7 +8,6 @@ import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHt
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
-import { parseAction } from '@writ/policy';
 import {
   GRPC_STATUS,
   GrpcError,
@@ -26,7 +25,9 @@ import {
   type JwtSvid,
   decisionShape,
   decodeDecision,
+  enforce,
   newDecisionId,
+  parseCheckAction,
   readReport,
   type ReportedDecision,
 } from '@writ/sdk/internal';
@@ -282,27 +283,17 @@ export class WorkloadApiServer {
       return call.end(GRPC_STATUS.PERMISSION_DENIED, `"to" must be one of the caller's own identities (${mine.join(', ').slice(0, 300)})`);
     let action;
     try {
-      action = parseAction(req.action);
+      action = parseCheckAction(req.action);
       if (req.from) parseSpiffeId(req.from);
     } catch (err) {
-      return call.end(GRPC_STATUS.INVALID_ARGUMENT, (err as Error).message);
+      // The code too, as the HTTP enforcement points answer it (ERR_PATH_INVALID for a dot segment).
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, isWritError(err) ? `${err.message} [${err.code}]` : (err as Error).message);
     }
-    const t0 = process.hrtime.bigint();
-    const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
-    const latencyNs = Number(process.hrtime.bigint() - t0);
-    const decisionId = newDecisionId();
-    this.#o.agent.logDecision({
-      id: decisionId,
-      at: Date.now(),
-      from: req.from,
-      to: req.to,
-      action: req.action,
-      decision: d.decision,
-      reason: d.reason,
-      policyRevision: d.revision,
-      rule: d.rule?.name ?? '',
-      latencyNs,
-    });
+    const agent = this.#o.agent;
+    const { decision: d, decisionId } = enforce(
+      { decide: (r) => agent.engine.decide(r), record: (x) => agent.logDecision(x), log: (entry) => this.#o.log.info(entry, 'decision') },
+      { from: req.from || undefined, to: req.to, action, headers: req.headers },
+    );
     call.send(
       encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }),
     );

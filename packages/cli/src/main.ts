@@ -527,9 +527,15 @@ export function buildProgram(): Command {
         .default('http'),
     )
     .option('--workers <n>', 'processes sharing the listeners: a number, or "auto" for one per CPU', '1')
+    .option(
+      '--wait-timeout <duration>',
+      "how long to wait for the workload's identity from the agent before exiting 1 (saying why every few seconds meanwhile)",
+      '60s',
+    )
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (f: {
+        waitTimeout: string;
         socket?: string;
         spiffeId?: string;
         inbound?: string[];
@@ -540,6 +546,7 @@ export function buildProgram(): Command {
         logLevel: string;
       }) => {
         const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
+        const { parseDuration } = await import('@writ/spiffe');
         const pino = (await import('pino')).default;
         const cluster = (await import('node:cluster')).default;
         const log = pino({
@@ -553,10 +560,11 @@ export function buildProgram(): Command {
         const workers = f.workers === 'auto' ? (await import('node:os')).availableParallelism() : Number(f.workers);
         if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
           throw new CommanderError(2, 'writ.usage', `--workers ${JSON.stringify(f.workers)}: a number from 1 to 64, or auto`);
+        const waitTimeoutMs = parseDuration(f.waitTimeout, '--wait-timeout', 366 * 86_400_000, 1);
         const inbound = (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode));
         const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
         if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
-        const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log });
+        const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log, waitTimeoutMs });
         let ports: Awaited<ReturnType<typeof proxy.start>>;
         try {
           ports = await proxy.start();

@@ -1,7 +1,7 @@
 // What a service author uses. The agent's, server's and proxy's plumbing (the gRPC layer, wire
 // codecs, the decision log's encoding) is in ./internal.ts, an entry point that is not published.
 export { WorkloadClient, type X509Context, type X509SvidItem, type RetryOptions } from './workload-client.ts';
-export { BundleSet, X509Source, JwtSource, validateJwtSvid, type SourceOptions } from './sources.ts';
+export { BundleSet, X509Source, JwtSource, validateJwtSvid, type SourceOptions, type SourceWait } from './sources.ts';
 export type { JwtSvid } from './proto.ts';
 export {
   createMtlsServer,

@@ -59,3 +59,15 @@ export {
   type ReportedDecision,
 } from './decision-log.ts';
 export { ReportBuffer, type FailedMessage } from './report-buffer.ts';
+export {
+  enforce,
+  httpRefusal,
+  grpcRefusal,
+  pathRefusal,
+  requestPath,
+  parseCheckAction,
+  type Enforced,
+  type EnforcerOptions,
+  type DecisionLogEntry,
+  type HttpRefusal,
+} from './enforce.ts';
