@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { connect as http2Connect, constants as h2constants } from 'node:http2';
 import { connect } from 'node:net';
@@ -16,6 +17,7 @@ import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { normalizePath } from '@writ/policy';
 import {
+  DEBIAN_PYTHON,
   WRIT,
   applyPolicy,
   cleanup,
@@ -736,6 +738,73 @@ describe('writ proxy', () => {
       20_000,
     );
     await apply(POLICY('GET'));
+  });
+});
+
+describe('writ proxy waiting for its identity says why, and gives up after --wait-timeout', () => {
+  /**
+   * Runs `writ proxy` with `args` and a 7 s --wait-timeout to its exit: what it said while waiting
+   * (its "waiting for" log lines) and its last words.
+   */
+  async function waiting(args: string[]): Promise<{ code: number | null; waits: Array<Record<string, unknown>>; stderr: string }> {
+    const listen = `127.0.0.1:${await freePort()}=127.0.0.1:1`;
+    const r = await run(process.execPath, [WRIT, 'proxy', ...args, '--inbound', listen, '--wait-timeout', '7s'], { timeoutMs: 60_000 });
+    const waits = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => String(l['msg']).startsWith('waiting for'));
+    return { code: r.code, waits, stderr: r.stderr };
+  }
+
+  /** The same reason within a second and then every 5 s (2 lines in 7 s: neither silence nor a flood), then one line and exit 1. */
+  function assertWaited(r: Awaited<ReturnType<typeof waiting>>, socket: string, reason: RegExp): void {
+    const what = JSON.stringify(r);
+    assert.equal(r.code, 1, what);
+    assert.ok(r.waits.length >= 2 && r.waits.length <= 3, `said it ${r.waits.length} times: ${what}`);
+    for (const w of r.waits) {
+      assert.equal(w['socket'], `unix://${socket}`, what);
+      assert.match(String(w['reason']), reason, what);
+      assert.equal(w['level'], 40, 'a warning');
+    }
+    const last = r.stderr.trim().split('\n');
+    assert.equal(last.length, 1, `one clear line: ${r.stderr}`);
+    assert.match(last[0]!, new RegExp(`^writ: gave up after 7s waiting for .* at unix://${socket.replace(/[.]/g, '\\.')}: `), r.stderr);
+    assert.match(last[0]!, reason, r.stderr);
+  }
+
+  it('a wrong --socket: no such socket, or connection refused when nothing listens on it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-proxy-wait-'));
+    try {
+      const missing = join(dir, 'missing.sock');
+      // A socket file nothing listens on (bound, never listening): what a crashed agent leaves behind.
+      const dead = join(dir, 'dead.sock');
+      const bound = await run(DEBIAN_PYTHON, ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', dead]);
+      assert.equal(bound.code, 0, bound.stderr);
+      const [a, b] = await Promise.all([waiting(['--socket', missing]), waiting(['--socket', dead])]);
+      assertWaited(a, missing, /no such socket/);
+      assertWaited(b, dead, /connection refused/);
+    } finally {
+      cleanup(dir);
+    }
+  });
+
+  it('no identity issued for its process (naming its uid), and an --spiffe-id it does not have (naming those it has)', async () => {
+    // An agent with no registration entry for anyone.
+    const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px-empty', '-o', 'json'])).stdout).token as string;
+    const empty = await startAgentProcess(srv, { joinToken: token });
+    try {
+      const uid = process.getuid!();
+      const [none, other] = await Promise.all([
+        waiting(['--socket', empty.socket]),
+        waiting(['--socket', agent.socket, '--spiffe-id', `${TD}/nobody/sa/here`]),
+      ]);
+      assertWaited(none, empty.socket, new RegExp(`no identity issued for this process \\(uid ${uid}\\)`));
+      assertWaited(other, agent.socket, new RegExp(`identities present but not ${TD}/nobody/sa/here: this process has .*${ORDERS}`));
+    } finally {
+      await empty.stop();
+      cleanup(empty.dataDir);
+    }
   });
 });
 

@@ -97,7 +97,7 @@ export function waitReason(why: SourceWait, want: string | undefined): string {
   if ('spiffeIds' in why) return `identities present but not ${want}: this process has ${why.spiffeIds.join(', ') || 'none'}`;
   const e = why.error;
   if (e.code === GRPC_STATUS.PERMISSION_DENIED)
-    return `no identity issued for this process (uid ${process.getuid?.() ?? '?'}): no registration entry of this agent matches it (${e.details})`;
+    return `no identity issued for this process (uid ${process.getuid?.() ?? '?'}): no registration entry of this agent matches it${e.details === 'no identity issued' ? '' : ` (${e.details})`}`;
   const m = /\b(ENOENT|ECONNREFUSED|EACCES|ENOTSOCK)\b/.exec(e.message);
   if (m?.[1] === 'ENOENT') return 'no such socket';
   if (m?.[1] === 'ECONNREFUSED') return 'connection refused (no agent listens on the socket)';
