@@ -238,7 +238,7 @@ describe('the shared enforcement table in the SDK middleware', () => {
   it('node:http, Express and Fastify give every case of the table its answer (as the proxy and the agent do)', async () => {
     // The table's policy alone governs ME: the orders policy of the tests above goes.
     const del = await writ(srv, ['policy', 'delete', 'orders']);
-    assert.equal(del.code, 0, del.stderr);
+    assert.ok(del.code === 0 || /ERR_NOT_FOUND/.test(del.stderr), del.stderr);
     await apply(tablePolicy(ME));
     const mint = async (id: string): Promise<string> => {
       const r = await writ(srv, ['svid', 'mint-jwt', '--spiffe-id', id, '--audience', ME]);
