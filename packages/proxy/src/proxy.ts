@@ -88,9 +88,9 @@ export interface ProxyOptions {
   readonly waitTimeoutMs?: number;
 }
 
-/** How often a proxy still waiting for its identity says so (the first time after WAIT_FIRST_MS). */
+/** How often a proxy still waiting for its identity says why; and when it says so if the agent has not answered at all. */
 const WAIT_REPEAT_MS = 5000;
-const WAIT_FIRST_MS = 500;
+const WAIT_FIRST_MS = 800;
 
 /** Why the Workload API has not given the proxy its SVID, in words that say what to fix. */
 export function waitReason(why: SourceWait, want: string | undefined): string {
@@ -227,14 +227,22 @@ export class WritProxy {
     const socket = this.#o.endpoint;
     const what = want ?? 'an X.509-SVID';
     let why = 'the agent has not answered yet';
-    const say = (): void => this.#o.log.warn({ socket, waitingFor: what, reason: why }, `waiting for ${what} from the Workload API at ${socket}: ${why}`);
-    const first = setTimeout(say, WAIT_FIRST_MS);
+    let said = false;
+    const say = (): void => {
+      said = true;
+      this.#o.log.warn({ socket, waitingFor: what, reason: why }, `waiting for ${what} from the Workload API at ${socket}: ${why}`);
+    };
+    // A new reason is said at once (retries back off, so that is no flood); a slow agent after a moment.
+    const first = setTimeout(() => said || say(), WAIT_FIRST_MS);
     const every = setInterval(say, WAIT_REPEAT_MS);
     try {
       return await X509Source.create({
         endpoint: socket,
         timeoutMs,
-        onWaiting: (w) => (why = waitReason(w, want)),
+        onWaiting: (w) => {
+          const next = waitReason(w, want);
+          if (next !== why) (why = next), say();
+        },
         ...(want ? { pick: (s) => s.find((x) => x.spiffeId === want) } : {}),
       });
     } catch (err) {
