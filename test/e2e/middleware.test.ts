@@ -17,6 +17,7 @@ import {
   waitFor,
   writ,
   type AgentProcess,
+  type RunResult,
   type ServerProcess,
 } from './helpers.ts';
 import { CALLER, CASES, assertHttpAnswer, tablePolicy } from './enforcement-cases.ts';
@@ -36,11 +37,18 @@ const servers: Array<{ name: string; url: string; close: () => Promise<unknown> 
 
 const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
 
+/** `writ` against `server`; it must exit 0. */
+async function ok(server: ServerProcess, args: string[]): Promise<RunResult> {
+  const r = await writ(server, args);
+  assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+  return r;
+}
+
 before(async () => {
   srv = await startServerProcess();
   for (const id of [ME, WEB, LEGACY])
-    await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
-  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'mw', '-o', 'json'])).stdout).token as string;
+    await ok(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/mw', '--selector', 'unix:uid:0']);
+  const token = JSON.parse((await ok(srv, ['token', 'create', '--node-name', 'mw', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   await apply(ordersPolicy(ME, 'GET'));
   const endpoint = `unix://${agent.socket}`;
@@ -216,7 +224,7 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
     try {
       await waitFor('the live connection to close', async () => (closed ? true : undefined), 5000);
     } finally {
-      await writ(srv, ['quarantine', 'remove', WEB]);
+      await ok(srv, ['quarantine', 'remove', WEB]);
       server.close();
       serverSrc.close();
       clientSrc.close();
@@ -266,7 +274,7 @@ describe('the shared enforcement table in the SDK middleware', () => {
           assertHttpAnswer(s.name, c, r.status, r.body);
         }
     } finally {
-      await writ(srv, ['quarantine', 'remove', CALLER.quarantined]);
+      await ok(srv, ['quarantine', 'remove', CALLER.quarantined]);
     }
   });
 });

@@ -28,6 +28,7 @@ import {
   waitFor,
   writ,
   type AgentProcess,
+  type RunResult,
   type ServerProcess,
 } from './helpers.ts';
 import { CALLER, CASES, assertHttpAnswer, tablePolicy } from './enforcement-cases.ts';
@@ -80,6 +81,13 @@ spec:
 ${tablePolicy(TABLE)}`;
 
 const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
+
+/** `writ` against `server`; it must exit 0. */
+async function ok(server: ServerProcess, args: string[]): Promise<RunResult> {
+  const r = await writ(server, args);
+  assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+  return r;
+}
 
 /**
  * Starts a proxy listening on `ports` (names in `port`), with arguments built from them. A port
@@ -222,9 +230,9 @@ async function fuzzH2(
 before(async () => {
   srv = await startServerProcess();
   for (const id of [ORDERS, WEB, LEGACY, REPORTS, TABLE])
-    await writ(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
+    await ok(srv, ['entry', 'create', '--spiffe-id', id, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:0']);
   // A DNS name as well: Python's gRPC client checks a host name against the server certificate.
-  await writ(srv, [
+  await ok(srv, [
     'entry',
     'create',
     '--spiffe-id',
@@ -236,7 +244,7 @@ before(async () => {
     '--dns-name',
     'localhost',
   ]);
-  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
+  const token = JSON.parse((await ok(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
   await apply(POLICY('GET'));
   // The apps: plain HTTP servers that report what the proxy told them.
@@ -504,9 +512,9 @@ describe('writ proxy', () => {
       // Federated (bundle stored, orders' entry federates with it): the same SVID is an identity,
       // checked against partner.test's bundle, and the policy decides (no rule allows it).
       const f = join(agent.dataDir, 'partner-bundle.json');
-      writeFileSync(f, (await writ(partner, ['bundle', 'show'])).stdout);
+      writeFileSync(f, (await ok(partner, ['bundle', 'show'])).stdout);
       assert.equal((await writ(srv, ['bundle', 'set', '--trust-domain', 'partner.test', '-f', f])).code, 0);
-      const entries = JSON.parse((await writ(srv, ['entry', 'list', '-o', 'json'])).stdout) as Array<{ id: string; spiffeId: string }>;
+      const entries = JSON.parse((await ok(srv, ['entry', 'list', '-o', 'json'])).stdout) as Array<{ id: string; spiffeId: string }>;
       const orders = entries.find((e) => e.spiffeId === ORDERS)!;
       assert.equal((await writ(srv, ['entry', 'update', orders.id, '--federates-with', 'partner.test'])).code, 0);
       const federated = await waitFor(
@@ -795,7 +803,7 @@ describe('writ proxy waiting for its identity says why, and gives up after --wai
 
   it('no identity issued for its process (naming its uid), and an --spiffe-id it does not have (naming those it has)', async () => {
     // An agent with no registration entry for anyone.
-    const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'px-empty', '-o', 'json'])).stdout).token as string;
+    const token = JSON.parse((await ok(srv, ['token', 'create', '--node-name', 'px-empty', '-o', 'json'])).stdout).token as string;
     const empty = await startAgentProcess(srv, { joinToken: token });
     try {
       const uid = process.getuid!();
