@@ -228,7 +228,7 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   const dataDir = keepDir ?? join(ws.dir, 'server');
   const bundle = join(dataDir, 'bundle.pem');
   const uid = process.getuid?.() ?? 0;
-  say(`Writ demo: trust domain ${TD}, everything under ${ws.dir} (removed at the end)\n`);
+  say(`Writ demo: trust domain ${TD}, everything under ${ws.dir} (removed at the end)${keepDir ? `; the server's state in ${keepDir} (kept)` : ''}\n`);
 
   // 1. The server, in this process: the agent and the proxies are the processes attestation must see.
   const cfg = loadServerConfig({ trustDomain: TD, dataDir, listen: '127.0.0.1:0' });
@@ -245,6 +245,12 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   const exe = { web: workloadExecutable(bin, 'web', process.execPath), orders: '' };
   exe.orders = workloadExecutable(bin, 'orders', exe.web);
   const agentId = `spiffe://${TD}/writ/agent/${NODE}`;
+  if (keepDir) {
+    // A kept store remembers the last run: its quarantine and its entries would change this story.
+    for (const id of [WEB, ORDERS]) await api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`).catch(() => undefined);
+    const old = await api.call<{ entries: Array<{ id: string }> }>('GET', `/v1/entries?parentId=${encodeURIComponent(agentId)}`);
+    for (const e of old.entries) await api.call('DELETE', `/v1/entries/${encodeURIComponent(e.id)}`);
+  }
   const entries: Record<'web' | 'orders', { id: string; selectors: string[] }> = { web: { id: '', selectors: [] }, orders: { id: '', selectors: [] } };
   for (const [name, id] of [
     ['web', WEB],
