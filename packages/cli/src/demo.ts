@@ -6,10 +6,10 @@
  * stopped and everything it writes is removed, also on Ctrl-C or SIGTERM.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { constants, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
@@ -24,6 +24,9 @@ const WEB = `spiffe://${TD}/ns/shop/sa/web`;
 const ORDERS = `spiffe://${TD}/ns/shop/sa/orders`;
 const NODE = 'demo-node';
 const WRIT = fileURLToPath(new URL('../bin/writ.js', import.meta.url));
+
+/** Ctrl-C, kill, and a closed terminal: each stops what the demo started before it exits. */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 const say = (s = ''): void => void process.stdout.write(`${s}\n`);
 const proves = (s: string): void => say(`   proves: ${s}`);
@@ -72,8 +75,10 @@ class Workspace {
   start(name: string, exe: string, args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<{ child: Child; line: Record<string, unknown> }> {
     const child = this.#spawn(name, exe, args, env);
     const proc = child.proc;
+    // A child that fails to start says why in its last lines: they go into the error.
+    const failed = (why: string): WritError => new WritError('ERR_INTERNAL', `demo: ${name} ${why}:\n${child.lines.slice(-10).join('\n')}`);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new WritError('ERR_INTERNAL', `demo: ${name} did not start in 20 s`)), 20_000);
+      const timer = setTimeout(() => reject(failed('did not start in 20 s')), 20_000);
       let buf = '';
       const onData = (d: Buffer): void => {
         buf += d.toString();
@@ -92,11 +97,12 @@ class Workspace {
       };
       proc.stdout.on('data', onData);
       proc.stderr.on('data', (d: Buffer) => child.lines.push(...d.toString().trimEnd().split('\n')));
-      proc.once('error', (err) => (clearTimeout(timer), reject(err)));
-      proc.once(
-        'exit',
-        (code, signal) => (clearTimeout(timer), reject(new WritError('ERR_INTERNAL', `demo: ${name} exited (${signal ?? code}) before it was ready`))),
-      );
+      proc.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        const hint = err.code === 'EACCES' && exe !== process.execPath ? ' (is TMPDIR on a noexec filesystem? point TMPDIR elsewhere)' : '';
+        reject(new WritError('ERR_CONFIG_INVALID', `demo: cannot run ${exe}: ${err.code ?? err.message}${hint}`));
+      });
+      proc.once('exit', (code, signal) => (clearTimeout(timer), reject(failed(`exited (${signal ?? code}) before it was ready`))));
     });
   }
 
@@ -158,7 +164,7 @@ function workloadExecutable(dir: string, name: string, from: string): string {
   try {
     linkSync(from, exe);
   } catch {
-    copyFileSync(from, exe);
+    copyFileSync(from, exe, constants.COPYFILE_FICLONE); // a reflink where the filesystem has them
   }
   return exe;
 }
@@ -203,10 +209,9 @@ export async function runDemo(keepDir?: string): Promise<void> {
     if (interrupted) return; // a second Ctrl-C while stopping must not leave things behind
     interrupted = true;
     process.stderr.write(`\nwrit demo: ${signal}; stopping what it started and removing ${ws.dir}\n`);
-    void ws.stop().then(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    void ws.stop().then(() => process.exit(128 + osConstants.signals[signal]));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const sig of SIGNALS) process.on(sig, onSignal);
   try {
     await story(ws, keepDir);
   } catch (err) {
@@ -216,8 +221,7 @@ export async function runDemo(keepDir?: string): Promise<void> {
   } finally {
     if (!interrupted) {
       await ws.stop();
-      process.removeListener('SIGINT', onSignal);
-      process.removeListener('SIGTERM', onSignal);
+      for (const sig of SIGNALS) process.removeListener(sig, onSignal);
     }
   }
   say(`\nDone in ${((performance.now() - t0) / 1000).toFixed(1)} s. Stopped the agent and both proxies; removed ${ws.dir}.`);
@@ -251,15 +255,11 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
     const old = await api.call<{ entries: Array<{ id: string }> }>('GET', `/v1/entries?parentId=${encodeURIComponent(agentId)}`);
     for (const e of old.entries) await api.call('DELETE', `/v1/entries/${encodeURIComponent(e.id)}`);
   }
-  const entries: Record<'web' | 'orders', { id: string; selectors: string[] }> = { web: { id: '', selectors: [] }, orders: { id: '', selectors: [] } };
-  for (const [name, id] of [
-    ['web', WEB],
-    ['orders', ORDERS],
-  ] as const) {
-    const selectors = [`unix:uid:${uid}`, `unix:path:${exe[name]}`];
-    const e = await api.call<{ id: string }>('POST', '/v1/entries', { spiffeId: id, parentId: agentId, selectors });
-    entries[name] = { id: e.id, selectors };
-  }
+  const ids = { web: WEB, orders: ORDERS };
+  const selectors = (name: 'web' | 'orders'): string[] => [`unix:uid:${uid}`, `unix:path:${exe[name]}`];
+  const entryIds = { web: '', orders: '' };
+  for (const name of ['web', 'orders'] as const)
+    entryIds[name] = (await api.call<{ id: string }>('POST', '/v1/entries', { spiffeId: ids[name], parentId: agentId, selectors: selectors(name) })).id;
   const join_ = await api.call<{ token: string }>('POST', '/v1/join-tokens', { nodeName: NODE, ttl: '10m' });
   // Children get no admin token; the join token goes by environment, not argv (ps shows argv).
   const env: NodeJS.ProcessEnv = { ...process.env, WRIT_SERVER: server.url, WRIT_CA_FILE: bundle };
@@ -276,8 +276,7 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   claim(agent.line['spiffeId'] === agentId, `the agent attested as ${String(agent.line['spiffeId'])}, not ${agentId}`);
   say(`\n2. Agent (pid ${agent.child.proc.pid}) attested to the server with a single-use join token: it is ${agentId}.`);
   say(`   It serves the SPIFFE Workload API on ${socket}.`);
-  for (const name of ['web', 'orders'] as const)
-    say(`   Entry ${entries[name].id.slice(0, 8)}: a process of uid ${uid} running ${exe[name]} is spiffe://${TD}/ns/shop/sa/${name}.`);
+  for (const name of ['web', 'orders'] as const) say(`   Entry ${entryIds[name].slice(0, 8)}: a process of uid ${uid} running ${exe[name]} is ${ids[name]}.`);
   proves('identities are registered by what the kernel can observe (uid, executable), not by a secret handed to the workload.');
 
   // 3. The two workloads' proxies, each from its own executable.
@@ -306,16 +305,16 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   );
   const webPort = portOf(web.line, 'outbound');
   say('\n3. Two workloads, each behind `writ proxy`, got their identities from the agent by attestation:');
-  for (const [name, p, id] of [
-    ['orders', orders, ORDERS],
-    ['web', web, WEB],
+  for (const [name, p] of [
+    ['orders', orders],
+    ['web', web],
   ] as const) {
-    claim(p.line['spiffeId'] === id, `the ${name} proxy got ${String(p.line['spiffeId'])}, not ${id}`);
+    claim(p.line['spiffeId'] === ids[name], `the ${name} proxy got ${String(p.line['spiffeId'])}, not ${ids[name]}`);
     const pid = p.child.proc.pid!;
-    // The facts the agent read: SO_PEERCRED's uid, /proc/PID/exe's path.
-    const path = readlinkSync(`/proc/${pid}/exe`);
-    say(`   ${name.padEnd(6)} pid ${pid}, uid ${uid}, /proc/${pid}/exe = ${path}`);
-    say(`          selectors ${entries[name].selectors.join(' + ')}  ->  ${id}`);
+    // The facts the agent reads: the uid (SO_PEERCRED gives the same as /proc), the executable's path.
+    const procUid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    say(`   ${name.padEnd(6)} pid ${pid}, uid ${procUid}, /proc/${pid}/exe = ${readlinkSync(`/proc/${pid}/exe`)}`);
+    say(`          selectors ${selectors(name).join(' + ')}  ->  ${ids[name]}`);
   }
   say(`   orders' proxy terminates mTLS on 127.0.0.1:${ordersPort} in front of its app (127.0.0.1:${appPort});`);
   say(`   web's app (this demo) calls plain http://127.0.0.1:${webPort}, and web's proxy carries it over mTLS to orders.`);
