@@ -13,7 +13,6 @@ import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { WritError } from '@writ/spiffe';
 import { loadServerConfig, startServer, type RunningServer } from '@writ/server';
@@ -23,7 +22,8 @@ const TD = 'demo.example';
 const WEB = `spiffe://${TD}/ns/shop/sa/web`;
 const ORDERS = `spiffe://${TD}/ns/shop/sa/orders`;
 const NODE = 'demo-node';
-const WRIT = fileURLToPath(new URL('../bin/writ.js', import.meta.url));
+/** The writ command running this demo (bin/writ.js): its children are the same CLI, from sources or from dist/. */
+const WRIT = process.argv[1]!;
 
 /** Ctrl-C, kill, and a closed terminal: each stops what the demo started before it exits. */
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
