@@ -923,7 +923,7 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description(
-      'the whole story in ~10 s: a server on SQLite, an agent, two workloads attested behind writ proxy, allowed and denied calls, a policy change, a quarantine, the decision log; removes everything at the end',
+      'the whole story in a few seconds: a server on SQLite, an agent, two workloads attested behind writ proxy, allowed and denied calls, a policy change, a quarantine, the decision log; removes everything at the end',
     )
     .option('--data-dir <dir>', 'keep the demo server state here (default: a temporary directory)')
     .action(async (f: { dataDir?: string }) => (await import('./demo.ts')).runDemo(f.dataDir));
