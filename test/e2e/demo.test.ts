@@ -40,10 +40,16 @@ interface DemoRun {
   readonly mark: string;
   /** Processes of this run alive when the signal was sent. */
   readonly aliveAtSignal: number[];
+  /** What was left once the demo had exited (then cleared, so that a failed test leaves nothing to the next). */
+  readonly left: { readonly processes: number[]; readonly files: string[] };
 }
 
-/** Runs `writ demo` (as `uid` when given, through setpriv); with `stopAt`, sends `signal` once stdout matches it. */
-function demo(opts: { uid?: number; stopAt?: RegExp; signal?: NodeJS.Signals; env?: NodeJS.ProcessEnv } = {}): Promise<DemoRun> {
+/**
+ * Runs `writ demo` (as `uid` when given, through setpriv); with `stopAt`, sends `signal` once stdout
+ * matches it: to the demo alone (`kill PID`), or with `group` to its whole process group, children
+ * included, as a terminal's Ctrl-C does.
+ */
+function demo(opts: { uid?: number; stopAt?: RegExp; signal?: NodeJS.Signals; group?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<DemoRun> {
   const tmp = mkdtempSync(join(tmpdir(), 'writ-demo-test-'));
   if (opts.uid !== undefined) chownSync(tmp, opts.uid, opts.uid);
   const mark = `${process.pid}-${performance.now()}`;
@@ -54,7 +60,7 @@ function demo(opts: { uid?: number; stopAt?: RegExp; signal?: NodeJS.Signals; en
       ? [process.execPath, [WRIT, 'demo']]
       : ['setpriv', [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', process.execPath, WRIT, 'demo']];
   const t = performance.now();
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.group === true });
   let stdout = '';
   let stderr = '';
   let aliveAtSignal: number[] = [];
@@ -62,7 +68,8 @@ function demo(opts: { uid?: number; stopAt?: RegExp; signal?: NodeJS.Signals; en
     stdout += d.toString();
     if (opts.stopAt?.test(stdout) && aliveAtSignal.length === 0) {
       aliveAtSignal = marked(mark);
-      child.kill(opts.signal);
+      if (opts.group) process.kill(-child.pid!, opts.signal);
+      else child.kill(opts.signal);
     }
   });
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -71,20 +78,19 @@ function demo(opts: { uid?: number; stopAt?: RegExp; signal?: NodeJS.Signals; en
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(guard);
-      resolve({ code, stdout, stderr, seconds: (performance.now() - t) / 1000, tmp, mark, aliveAtSignal });
+      const seconds = (performance.now() - t) / 1000;
+      const left = { processes: marked(mark), files: readdirSync(tmp) };
+      for (const pid of left.processes) process.kill(pid, 'SIGKILL');
+      cleanup(tmp);
+      resolve({ code, stdout, stderr, seconds, tmp, mark, aliveAtSignal, left });
     });
   });
 }
 
-/** Nothing of the run is left: no process with its mark, nothing in the TMPDIR it was given. */
+/** Nothing of the run was left: no process with its mark, nothing in the TMPDIR it was given. */
 function assertNothingLeft(r: DemoRun): void {
-  const processes = marked(r.mark);
-  const files = readdirSync(r.tmp);
-  // Cleared before asserting, so that a failure here does not leave them to the next test.
-  for (const pid of processes) process.kill(pid, 'SIGKILL');
-  cleanup(r.tmp);
-  assert.deepEqual(processes, [], 'no process of the demo is left running');
-  assert.deepEqual(files, [], 'no socket file, directory or executable copy is left');
+  assert.deepEqual(r.left.processes, [], 'no process of the demo is left running');
+  assert.deepEqual(r.left.files, [], 'no socket file, directory or executable copy is left');
 }
 
 /** Each step of the story, as the output must tell it. */
@@ -136,15 +142,16 @@ describe('writ demo', () => {
   });
 
   // Alive at the signal: the demo and its agent (step 2), and both proxies (step 3).
-  for (const [signal, step, stopAt, alive] of [
-    ['SIGTERM', 3, /^3\. /m, 4],
-    ['SIGINT', 2, /^2\. /m, 2],
+  for (const [signal, how, group, step, stopAt, alive] of [
+    ['SIGTERM', 'to the demo alone', false, 3, /^3\. /m, 4],
+    ['SIGINT', 'to its process group (Ctrl-C)', true, 2, /^2\. /m, 2],
   ] as const) {
-    it(`stopped by ${signal} half-way (once step ${step} is printed), stops its agent and proxies and removes everything`, async () => {
-      const r = await demo({ stopAt, signal });
-      assert.ok(r.aliveAtSignal.length >= alive, `the demo and its children were running: ${r.aliveAtSignal.join(', ')}`);
-      assert.equal(r.code, signal === 'SIGINT' ? 130 : 143, r.stderr);
-      assert.match(r.stderr, new RegExp(`writ demo: ${signal}; stopping what it started`));
+    it(`stopped by ${signal} ${how} half-way (once step ${step} is printed), stops its agent and proxies and removes everything`, async () => {
+      const r = await demo({ stopAt, signal, group });
+      const output = `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+      assert.ok(r.aliveAtSignal.length >= alive, `the demo and its children were running: ${r.aliveAtSignal.join(', ')}\n${output}`);
+      assert.equal(r.code, signal === 'SIGINT' ? 130 : 143, output);
+      assert.match(r.stderr, new RegExp(`writ demo: ${signal}; stopping what it started`), output);
       assertNothingLeft(r);
     });
   }
