@@ -930,7 +930,9 @@ export function buildProgram(): Command {
   // ---------------------------------------------------------------- demo and completion
   program
     .command('demo')
-    .description('start a throwaway server on SQLite, issue and verify an X.509-SVID and a JWT-SVID, and explain each step')
+    .description(
+      'the whole story in a few seconds: a server on SQLite, an agent, two workloads attested behind writ proxy, allowed and denied calls, a policy change, a quarantine, the decision log; removes everything at the end',
+    )
     .option('--data-dir <dir>', 'keep the demo server state here (default: a temporary directory)')
     .action(async (f: { dataDir?: string }) => (await import('./demo.ts')).runDemo(f.dataDir));
   program
