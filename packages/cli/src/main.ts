@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
-import { ApiClient, DEFAULT_SERVER } from './client.ts';
+import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { completionScript } from './completion.ts';
 import { FORMATS, checkFormat, print } from './output.ts';
 
@@ -24,16 +24,18 @@ interface Globals {
   server?: string;
   token?: string;
   caFile?: string;
+  trustDomain?: string;
+  serverSpiffeId?: string;
   output: string;
 }
 
+/** The `--trust-domain` options that name the server's trust domain (`bundle set`'s names a foreign one). */
+const PIN_OPTIONS = new WeakSet<Option>();
+
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
-  const api = new ApiClient({
-    server: g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER,
-    token: g.token ?? process.env['WRIT_TOKEN'] ?? undefined,
-    caFile: g.caFile ?? process.env['WRIT_CA_FILE'] ?? undefined,
-  });
+  const pins = cmd.options.some((o) => PIN_OPTIONS.has(o));
+  const api = new ApiClient(connectionOf({ ...g, trustDomain: pins ? g.trustDomain : undefined }));
   return { api, format: checkFormat(g.output) };
 }
 
@@ -933,7 +935,40 @@ export function buildProgram(): Command {
       if (shell !== 'bash' && shell !== 'zsh') throw new CommanderError(2, 'writ.usage', 'completion supports bash and zsh');
       process.stdout.write(completionScript(program, shell));
     });
+  addPinOptions(program);
   return program;
+}
+
+/** Commands that never talk to the server: no pinning flags in their help. */
+const OFFLINE = new Set([
+  'completion',
+  'demo',
+  'proxy',
+  'writ server start',
+  'writ agent start',
+  'writ policy test',
+  'writ svid fetch',
+  'writ svid jwt',
+  'writ svid watch',
+]);
+
+/**
+ * `--trust-domain` and `--server-spiffe-id` on every command that calls the server. Per command,
+ * not global: a global option would swallow `server start --trust-domain` and `bundle set --trust-domain`.
+ */
+function addPinOptions(cmd: Command, path = 'writ'): void {
+  for (const c of cmd.commands) addPinOptions(c, `${path} ${c.name()}`);
+  if (cmd.commands.length || OFFLINE.has(cmd.name()) || OFFLINE.has(path)) return;
+  if (!cmd.options.some((o) => o.long === '--trust-domain')) {
+    const o = new Option(
+      '--trust-domain <td>',
+      "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
+    );
+    PIN_OPTIONS.add(o);
+    cmd.addOption(o);
+  }
+  if (!cmd.options.some((o) => o.long === '--server-spiffe-id'))
+    cmd.addOption(new Option('--server-spiffe-id <id>', 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID)'));
 }
 
 /**
@@ -994,7 +1029,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (isWritError(err)) {
-      process.stderr.write(`writ: ${err.message} [${err.code}]\n`);
+      process.stderr.write(`writ: ${err.message} [${err instanceof ApiError ? err.serverCode : err.code}]\n`);
       return 1;
     }
     process.stderr.write(`writ: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
