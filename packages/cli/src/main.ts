@@ -633,14 +633,27 @@ export function buildProgram(): Command {
     .description('print a line each time the Workload API sends new X.509-SVIDs (Ctrl-C to stop)')
     .action(async (f: { socket?: string }) => {
       const c = await workloadClient(f.socket);
+      const { GRPC_STATUS } = await import('@writ/sdk');
+      // The client's retry timers do not hold the process; a watch must outlive a stream that ends
+      // (no identity yet, the agent restarting), so this one does.
+      const hold = setInterval(() => undefined, 1 << 30);
+      let fail: (err: Error) => void = () => undefined;
+      const stopped = new Promise<never>((_, reject) => (fail = (err) => (clearInterval(hold), reject(err))));
       c.watchX509Context(
         (ctx) =>
           process.stdout.write(
             `${new Date().toISOString()} ${ctx.svids.map((s) => `${s.spiffeId} serial=${s.chain[0]!.serialHex} expires=${s.chain[0]!.notAfter.toISOString()}`).join(' ')}\n`,
           ),
-        (err) => process.stderr.write(`${new Date().toISOString()} ${err.message}; reconnecting\n`),
+        (err) => {
+          // InvalidArgument is the one answer the client does not retry: this request will never work.
+          if (err.code === GRPC_STATUS.INVALID_ARGUMENT) fail(new WritError('ERR_REQUEST_FAILED', `Workload API: ${err.message}`));
+          else
+            process.stderr.write(
+              `${new Date().toISOString()} waiting for an X.509-SVID from ${f.socket ?? process.env['SPIFFE_ENDPOINT_SOCKET']}: ${err.message}; still watching\n`,
+            );
+        },
       );
-      await new Promise(() => undefined);
+      await stopped;
     });
 
   // ---------------------------------------------------------------- policy
@@ -900,6 +913,10 @@ export function buildProgram(): Command {
     .description('authorization decisions')
     .command('check')
     .description('decide and explain one request against the current policy set')
+    .addHelpText(
+      'after',
+      '\nExit status: 0 when the request would pass (allow, and audit-would-deny: an audit-mode rule logs but lets it pass), 3 on deny, 1 on error.',
+    )
     .requiredOption('--from <id>', 'caller SPIFFE ID')
     .requiredOption('--to <id>', 'callee SPIFFE ID')
     .requiredOption('--action <action>', '"GET /path", "grpc /pkg.Svc/Method" or "tcp PORT"')
@@ -914,11 +931,14 @@ export function buildProgram(): Command {
         rule?: { name: string; policy: string; line: number };
         nearest: Array<{ name: string; policy: string; mismatched: string[] }>;
       }>('POST', '/v1/authz/check', { from: f.from, to: f.to, action: f.action, ...(f.header ? { headers } : {}) });
-      if (format !== 'table') return print(format, res);
-      process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
-      if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
-      for (const n of res.nearest)
-        process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+      if (format !== 'table') print(format, res);
+      else {
+        process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
+        if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
+        for (const n of res.nearest)
+          process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+      }
+      if (res.decision === 'deny') throw new CommanderError(3, 'writ.violation', `denied: ${res.reason}`);
     });
 
   // ---------------------------------------------------------------- demo and completion
