@@ -4,8 +4,12 @@
  * the documented shape.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createH2Server } from 'node:http2';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -171,5 +175,366 @@ spec:
     assert.equal(audited.code, 0, audited.stderr);
     assert.match(audited.stdout, /^AUDIT-WOULD-DENY/);
     assert.match((await writ(undefined, ['authz', 'check', '--help'])).stdout, /3 on deny/);
+  });
+});
+
+// ------------------------------------------------------------------ a fake of the documented server answers
+
+interface FakeRequest {
+  method: string;
+  path: string;
+  auth: string | undefined;
+  body: unknown;
+}
+type FakeRoute = (req: FakeRequest) => { status?: number; body: unknown } | Promise<{ status?: number; body: unknown }>;
+
+/** An HTTPS server with a real Writ-shaped identity (spiffe://fake.test/writ/server from its own CA) and a route table. */
+async function fakeServer(routes: Record<string, FakeRoute>): Promise<{ url: string; caFile: string; requests: FakeRequest[]; close: () => Promise<void> }> {
+  const ca = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const leafKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const spki = (k: typeof ca) => k.publicKey.export({ format: 'der', type: 'spki' });
+  const now = Date.now();
+  const caSigner = { key: ca.privateKey, keyType: 'ec-p256' as const };
+  const caCert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'fake CA']]),
+      spki: spki(ca),
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+      ca: true,
+      uris: ['spiffe://fake.test'],
+    },
+    { cert: undefined, signer: caSigner },
+  );
+  const leaf = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'fake server']]),
+      spki: spki(leafKey),
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+      ca: false,
+      uris: ['spiffe://fake.test/writ/server'],
+      ipAddresses: [Buffer.from([127, 0, 0, 1])],
+    },
+    { cert: caCert, signer: caSigner },
+  );
+  const caFile = join(work, `fake-ca-${Math.random().toString(36).slice(2)}.pem`);
+  writeFileSync(caFile, toPem('CERTIFICATE', caCert.der));
+  const requests: FakeRequest[] = [];
+  const server = createHttpsServer({ cert: toPem('CERTIFICATE', leaf.der), key: leafKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) }, (req, res) => {
+    let text = '';
+    req.on('data', (d: Buffer) => (text += d.toString()));
+    req.on('end', async () => {
+      const path = req.url ?? '/';
+      const r: FakeRequest = { method: req.method ?? 'GET', path, auth: req.headers.authorization, body: text ? JSON.parse(text) : undefined };
+      requests.push(r);
+      const route = routes[`${r.method} ${path.split('?')[0]}`];
+      const out = route ? await route(r) : { status: 404, body: { code: 'ERR_NOT_FOUND', message: `no route ${r.method} ${path}` } };
+      res.writeHead(out.status ?? 200, { 'content-type': 'application/json' }).end(JSON.stringify(out.body));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `https://127.0.0.1:${(server.address() as { port: number }).port}`,
+    caFile,
+    requests,
+    close: () => new Promise((r) => (server.closeAllConnections(), server.close(() => r()))),
+  };
+}
+
+/** The CLI against a fake server. */
+const writFake = (fake: { url: string; caFile: string }, args: string[], env: NodeJS.ProcessEnv = {}) =>
+  writ(undefined, args, { env: { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token', ...env } });
+
+const DECISION = {
+  id: 'd-7f3a',
+  at: '2026-12-01T22:00:00.000Z',
+  from: 'spiffe://fake.test/ns/legacy/a',
+  to: 'spiffe://fake.test/ns/orders',
+  action: 'GET /v1/orders/7',
+  decision: 'deny',
+  reason: 'DENIED_BY_RULE',
+  rule: 'orders#1',
+  policyRevision: 4,
+};
+
+describe('decisions (fake server of the documented shape)', () => {
+  it('show ID prints the decision; an unknown id is ERR_NOT_FOUND, exit 1', async () => {
+    const fake = await fakeServer({
+      [`GET /v1/decisions/${DECISION.id}`]: () => ({ body: DECISION }),
+      'GET /v1/decisions/nope': () => ({ status: 404, body: { code: 'ERR_NOT_FOUND', message: 'no decision nope' } }),
+    });
+    try {
+      const t = await writFake(fake, ['decisions', 'show', DECISION.id]);
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /DENIED_BY_RULE.*spiffe:\/\/fake\.test\/ns\/legacy\/a/);
+      const j = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'json']);
+      assert.deepEqual(JSON.parse(j.stdout), DECISION);
+      const y = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'yaml']);
+      assert.match(y.stdout, /^id: d-7f3a$/m);
+      const missing = await writFake(fake, ['decisions', 'show', 'nope']);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /no decision nope \[ERR_NOT_FOUND\]/);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('tail -o json prints one object per line, -o yaml documents separated by ---', async () => {
+    const second = { ...DECISION, id: 'd-2', decision: 'allow', reason: 'ALLOWED', rule: 'orders#0' };
+    const fake = await fakeServer({
+      // The first page (newest first), then whatever arrives after the cursor.
+      'GET /v1/decisions': (r) => ({ body: r.path.includes('after=') ? { decisions: [], cursor: 'c1' } : { decisions: [second, DECISION], cursor: 'c1' } }),
+    });
+    try {
+      for (const format of ['json', 'yaml'] as const) {
+        const w = spawnWrit(['decisions', 'tail', '-o', format], { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token' });
+        try {
+          await waitFor('two decisions', async () => (w.out().includes('d-2') ? true : undefined));
+          if (format === 'json') {
+            const lines = w.out().trim().split('\n');
+            assert.deepEqual(
+              lines.map((l) => JSON.parse(l).id),
+              ['d-7f3a', 'd-2'],
+            );
+          } else {
+            const { parseAllDocuments } = await import('yaml');
+            assert.deepEqual(
+              parseAllDocuments(w.out()).map((d) => (d.toJS() as { id: string }).id),
+              ['d-7f3a', 'd-2'],
+            );
+            assert.match(w.out(), /^---$/m);
+          }
+        } finally {
+          w.child.kill('SIGTERM');
+          await w.exited;
+        }
+      }
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ version and doctor
+
+const hour = 3_600_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+/** A healthy server's answers, as documented; tests override single routes. */
+function healthyRoutes(over: Record<string, FakeRoute> = {}): Record<string, FakeRoute> {
+  const now = Date.now();
+  return {
+    'GET /v1/version': () => ({ body: { version: '0.1.0', trustDomain: 'fake.test' } }),
+    'GET /v1/whoami': (r) =>
+      r.auth === 'Bearer fake-admin-token'
+        ? { body: { role: 'admin', tokenId: 't1', name: 'bootstrap', expiresAt: null } }
+        : { status: 401, body: { code: 'ERR_UNAUTHENTICATED', message: 'unknown token' } },
+    'GET /v1/ca/authorities': () => ({
+      body: {
+        authorities: [
+          { id: 'x1', kind: 'x509', status: 'active', serverId: 's1', notBefore: iso(now - hour), notAfter: iso(now + 23 * hour) },
+          { id: 'j1', kind: 'jwt', status: 'active', serverId: 's1', notBefore: iso(now - hour), notAfter: iso(now + 23 * hour) },
+          { id: 'x0', kind: 'x509', status: 'old', serverId: 's1', notBefore: iso(now - 25 * hour), notAfter: iso(now - hour) },
+        ],
+      },
+    }),
+    'GET /v1/policy/status': () => ({
+      body: {
+        revision: 3,
+        quarantineVersion: 1,
+        agents: [
+          {
+            spiffeId: 'spiffe://fake.test/writ/agent/n1',
+            revision: 3,
+            behind: 0,
+            quarantineVersion: 1,
+            ackedAt: iso(now - 2000),
+            secondsSinceAck: 2,
+            live: true,
+          },
+        ],
+      },
+    }),
+    ...over,
+  };
+}
+
+/** A fake agent socket answering writ.agent.v1.Debug/WhoAmI with `me` (protobuf strings: 1 selectors, 2 spiffe_ids, 3 agent_id). */
+async function fakeAgent(me: { selectors: string[]; spiffeIds: string[]; agentId: string }): Promise<{ socket: string; close: () => Promise<void> }> {
+  const str = (field: number, v: string) => {
+    const b = Buffer.from(v);
+    const len: number[] = [];
+    for (let n = b.length; ; n >>= 7) {
+      if (n < 0x80) {
+        len.push(n);
+        break;
+      }
+      len.push((n & 0x7f) | 0x80);
+    }
+    return Buffer.concat([Buffer.from([(field << 3) | 2, ...len]), b]);
+  };
+  const msg = Buffer.concat([...me.selectors.map((x) => str(1, x)), ...me.spiffeIds.map((x) => str(2, x)), str(3, me.agentId)]);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(msg.length, 1);
+  const server = createH2Server();
+  server.on('stream', (stream, headers) => {
+    stream.on('data', () => undefined);
+    if (headers[':path'] !== '/writ.agent.v1.Debug/WhoAmI' || headers['workload.spiffe.io'] !== 'true') {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' }, { endStream: true });
+      return;
+    }
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+    stream.end(Buffer.concat([head, msg]));
+  });
+  const socket = join(mkdtempSync(join(tmpdir(), 'writ-fake-agent-')), 'api.sock');
+  await new Promise<void>((r) => server.listen(socket, () => r()));
+  return { socket, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('version and doctor (fake server of the documented shape)', () => {
+  it('version prints client and server, -o json both; an unreachable server is exit 1 with the client still printed', async () => {
+    const fake = await fakeServer(healthyRoutes());
+    try {
+      const t = await writFake(fake, ['version']);
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /^client: 0\.1\.0\nserver: 0\.1\.0 \(https:\/\/127\.0\.0\.1:\d+, trust domain fake\.test\)$/m);
+      const j = JSON.parse((await writFake(fake, ['version', '-o', 'json'])).stdout);
+      assert.deepEqual(j.client, { version: '0.1.0' });
+      assert.equal(j.server.version, '0.1.0');
+      assert.equal(j.server.trustDomain, 'fake.test');
+      assert.ok(
+        fake.requests.every((r) => r.auth === undefined),
+        'version sent a token',
+      );
+    } finally {
+      await fake.close();
+    }
+    const down = await writFake(fake, ['version']);
+    assert.equal(down.code, 1);
+    assert.match(down.stdout, /^client: 0\.1\.0$/m);
+    assert.match(down.stderr, /cannot reach/);
+  });
+
+  it('doctor: every check OK on a healthy server; WARN for a stale agent and an overdue CA; FAIL (exit 1) for a bad token', async () => {
+    const fake = await fakeServer(healthyRoutes());
+    try {
+      const ok = await writFake(fake, ['doctor']);
+      assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+      for (const name of ['server', 'token', 'x509-authority', 'jwt-authority', 'agents']) assert.match(ok.stdout, new RegExp(`^OK\\s+${name}\\s`, 'm'));
+      assert.match(ok.stdout, /server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/fake\.test\/writ\/server/);
+      assert.match(ok.stdout, /role admin/);
+      assert.match(ok.stdout, /spiffe:\/\/fake\.test\/writ\/agent\/n1 \(2s ago\)/);
+      const j = JSON.parse((await writFake(fake, ['doctor', '-o', 'json'])).stdout);
+      assert.equal(j.ok, true);
+      assert.equal(j.checks.length, 5);
+
+      const bad = await writFake(fake, ['doctor'], { WRIT_TOKEN: 'wrong' });
+      assert.equal(bad.code, 1);
+      assert.match(bad.stdout, /^FAIL\s+token\s+unknown token/m);
+      assert.match(bad.stdout, /hint: pass --token or set WRIT_TOKEN/);
+    } finally {
+      await fake.close();
+    }
+    const now = Date.now();
+    const sick = await fakeServer(
+      healthyRoutes({
+        'GET /v1/ca/authorities': () => ({
+          body: {
+            authorities: [
+              { id: 'x1', kind: 'x509', status: 'active', serverId: 's1', notBefore: iso(now - 23 * hour), notAfter: iso(now + 10 * 60_000) },
+              { id: 'j1', kind: 'jwt', status: 'prepared', serverId: 's1', notBefore: iso(now), notAfter: iso(now + 24 * hour) },
+            ],
+          },
+        }),
+        'GET /v1/policy/status': () => ({
+          body: {
+            revision: 3,
+            quarantineVersion: 1,
+            agents: [
+              {
+                spiffeId: 'spiffe://fake.test/writ/agent/gone',
+                revision: 2,
+                behind: 1,
+                quarantineVersion: 1,
+                ackedAt: iso(now - 600_000),
+                secondsSinceAck: 600,
+                live: false,
+              },
+            ],
+          },
+        }),
+      }),
+    );
+    try {
+      const r = await writFake(sick, ['doctor']);
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /^WARN\s+x509-authority\s+X\.509 CA x1 expires in 10m/m);
+      assert.match(r.stdout, /rotation is overdue/);
+      assert.match(r.stdout, /^FAIL\s+jwt-authority\s+no active JWT key/m);
+      assert.match(r.stdout, /^WARN\s+agents\s+1 of 1 not seen in 90s: spiffe:\/\/fake\.test\/writ\/agent\/gone \(10m ago, 1 behind\)/m);
+    } finally {
+      await sick.close();
+    }
+  });
+
+  it('doctor against an impostor fails the server check, names both IDs and sends no token', async () => {
+    const out = join(work, 'imp-svid');
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/imp', '--dns-name', 'localhost', '--out', out])).code, 0);
+    const fake = await impostor(join(out, 'svid.pem'), join(out, 'svid.key'));
+    try {
+      const r = await writ(srv, ['doctor'], { env: { WRIT_SERVER: fake.url } });
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /^FAIL\s+server\s+.*presented spiffe:\/\/e2e\.test\/ns\/imp, not spiffe:\/\/e2e\.test\/writ\/server/m);
+      assert.equal(fake.received(), '');
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('doctor --socket: OK with the identity the agent gives; without one, FAIL and each entry of that agent with the selectors it lacks', async () => {
+    const entries = [
+      { id: 'e-web', spiffeId: 'spiffe://fake.test/ns/web', parentId: 'spiffe://fake.test/writ/agent/n1', selectors: ['unix:uid:1000', 'unix:gid:1000'] },
+      {
+        id: 'e-db',
+        spiffeId: 'spiffe://fake.test/ns/db',
+        parentId: 'spiffe://fake.test/writ/agent/n1',
+        selectors: ['unix:uid:0', 'unix:path:/usr/bin/postgres'],
+      },
+    ];
+    const fake = await fakeServer(
+      healthyRoutes({
+        'GET /v1/entries': (r) => ({
+          body: { entries: new URL(r.path, 'https://x').searchParams.get('parentId') === 'spiffe://fake.test/writ/agent/n1' ? entries : [] },
+        }),
+      }),
+    );
+    const none = await fakeAgent({ selectors: ['unix:uid:0', 'unix:gid:0', 'unix:user:root'], spiffeIds: [], agentId: 'spiffe://fake.test/writ/agent/n1' });
+    const some = await fakeAgent({
+      selectors: ['unix:uid:1000', 'unix:gid:1000'],
+      spiffeIds: ['spiffe://fake.test/ns/web'],
+      agentId: 'spiffe://fake.test/writ/agent/n1',
+    });
+    try {
+      const ok = await writFake(fake, ['doctor', '--socket', some.socket]);
+      assert.equal(ok.code, 0, ok.stdout);
+      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/fake\.test\/ns\/web from spiffe:\/\/fake\.test\/writ\/agent\/n1/m);
+
+      const r = await writFake(fake, ['doctor', '--socket', none.socket]);
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stdout,
+        /^FAIL\s+identity\s+no identity for this process from spiffe:\/\/fake\.test\/writ\/agent\/n1; its selectors: unix:uid:0 unix:gid:0 unix:user:root/m,
+      );
+      assert.match(r.stdout, /entry e-web\s+spiffe:\/\/fake\.test\/ns\/web needs unix:uid:1000 unix:gid:1000$/m);
+      assert.match(r.stdout, /entry e-db\s+spiffe:\/\/fake\.test\/ns\/db needs unix:path:\/usr\/bin\/postgres$/m);
+
+      const gone = await writFake(fake, ['doctor', '--socket', join(work, 'no-such.sock')]);
+      assert.equal(gone.code, 1);
+      assert.match(gone.stdout, /^FAIL\s+identity\s+.*no-such\.sock/m);
+      assert.match(gone.stdout, /hint: is the agent running/);
+    } finally {
+      await Promise.all([fake.close(), none.close(), some.close()]);
+    }
   });
 });
