@@ -538,3 +538,103 @@ describe('version and doctor (fake server of the documented shape)', () => {
     }
   });
 });
+
+// ------------------------------------------------------------------ policy apply: tests in the file, --wait
+
+const WITH_TESTS = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: spiffe://fake.test/ns/orders
+  rules:
+    - { effect: allow, from: ["spiffe://fake.test/ns/web/**"] }
+---
+kind: PolicyTest
+cases:
+  - { name: legacy reads, from: spiffe://fake.test/ns/legacy/a, to: spiffe://fake.test/ns/orders, action: GET /, expect: allow }
+`;
+
+describe('policy apply (fake server of the documented shape)', () => {
+  it('a failing PolicyTest case in the file stops the apply: exit 3, the failure listed; --skip-tests applies', async () => {
+    const fake = await fakeServer({
+      'POST /v1/policies': (r) =>
+        (r.body as { skipTests?: boolean }).skipTests
+          ? { body: { revision: 5, changed: ['orders'], added: ['orders'], removed: [], dryRun: false, tests: { passed: 0, failed: 1 } } }
+          : {
+              status: 400,
+              body: {
+                code: 'ERR_POLICY_TEST_FAILED',
+                message: '1 policy test case failed',
+                details: { failures: [{ name: 'legacy reads', expected: 'allow', got: 'deny', reason: 'NO_MATCHING_ALLOW', rule: null }] },
+              },
+            },
+    });
+    try {
+      const f = join(work, 'with-tests.yaml');
+      writeFileSync(f, WITH_TESTS);
+      const r = await writFake(fake, ['policy', 'apply', '-f', f]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stdout, /^FAIL {2}legacy reads: expected allow, got deny \(NO_MATCHING_ALLOW\)$/m);
+      assert.match(r.stderr, /1 policy test case\(s\) failed; nothing applied/);
+      assert.equal((fake.requests.at(-1)!.body as { yaml: string }).yaml, WITH_TESTS, 'the tests went to the server with the policies');
+      const j = await writFake(fake, ['policy', 'apply', '-f', f, '-o', 'json']);
+      assert.equal(j.code, 3);
+      assert.equal(JSON.parse(j.stdout).failures[0].name, 'legacy reads');
+
+      const skip = await writFake(fake, ['policy', 'apply', '-f', f, '--skip-tests']);
+      assert.equal(skip.code, 0, skip.stderr);
+      assert.match(skip.stdout, /revision 5; changed: orders; tests 0 passed, 1 failed/);
+      assert.equal((fake.requests.at(-1)!.body as { skipTests?: boolean }).skipTests, true);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('--wait returns once every live agent enforces the new revision; stragglers are listed, exit 1', async () => {
+    let polls = 0;
+    const agents = (laggard: boolean) => {
+      polls++;
+      const now = Date.now();
+      const a = (id: string, revision: number, live = true) => ({
+        spiffeId: `spiffe://fake.test/writ/agent/${id}`,
+        revision,
+        behind: 5 - revision,
+        quarantineVersion: polls > 2 ? 2 : 1,
+        ackedAt: iso(now),
+        secondsSinceAck: 0,
+        live,
+      });
+      return [a('n1', polls > 2 ? 5 : 4), ...(laggard ? [a('n2', 4)] : []), a('dead', 1, false)];
+    };
+    let laggard = false;
+    const fake = await fakeServer({
+      'POST /v1/policies': () => ({ body: { revision: 5, changed: ['orders'], added: [], removed: [], dryRun: false, tests: { passed: 1, failed: 0 } } }),
+      'POST /v1/quarantine': () => ({ status: 201, body: { spiffeId: 'spiffe://fake.test/ns/web', reason: 'x', expiresAt: null } }),
+      'GET /v1/policy/status': () => ({ body: { revision: 5, quarantineVersion: 2, agents: agents(laggard) } }),
+    });
+    try {
+      const f = join(work, 'plain.yaml');
+      writeFileSync(f, ordersPolicy('spiffe://fake.test/ns/orders', 'GET'));
+      const r = await writFake(fake, ['policy', 'apply', '-f', f, '--wait']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(polls >= 3, `returned after ${polls} polls, before the agent acknowledged`);
+      assert.match(r.stderr, /waiting for 1 of 1 live agents to enforce policy revision 5/);
+      assert.match(r.stderr, /acknowledged by all 1 live agent\(s\)/);
+
+      polls = 0;
+      const q = await writFake(fake, ['quarantine', 'add', 'spiffe://fake.test/ns/web', '--reason', 'x', '--wait=10s']);
+      assert.equal(q.code, 0, q.stderr);
+      assert.ok(polls >= 3);
+      assert.match(q.stderr, /to enforce quarantine version 2/);
+
+      polls = 0;
+      laggard = true;
+      const late = await writFake(fake, ['policy', 'apply', '-f', f, '--wait=1s']);
+      assert.equal(late.code, 1);
+      assert.match(late.stderr, /1 live agent\(s\) did not acknowledge within 1s: spiffe:\/\/fake\.test\/writ\/agent\/n2 \(the change is applied/);
+      assert.doesNotMatch(late.stderr, /agent\/dead/);
+    } finally {
+      await fake.close();
+    }
+  });
+});
