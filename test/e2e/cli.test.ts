@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createH2Server } from 'node:http2';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { WRIT, applyPolicy, cleanup, ordersPolicy, startAgentProcess, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { WRIT, applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let work: string;
@@ -635,6 +635,87 @@ describe('policy apply (fake server of the documented shape)', () => {
       assert.doesNotMatch(late.stderr, /agent\/dead/);
     } finally {
       await fake.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ completion
+
+/** Sources `writ completion bash` in a real bash, sets COMP_WORDS/COMP_CWORD, calls _writ and prints COMPREPLY one per line. */
+async function complete(words: string[], env: NodeJS.ProcessEnv): Promise<{ replies: string[]; stderr: string }> {
+  const script = join(work, 'writ-completion.bash');
+  if (!existsSync(script)) writeFileSync(script, (await writ(undefined, ['completion', 'bash'])).stdout);
+  const quoted = words.map((w) => `'${w.replace(/'/g, `'\\''`)}'`).join(' ');
+  const r = await run(
+    'bash',
+    ['--norc', '-c', `source ${script}; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _writ; printf '%s\\n' "\${COMPREPLY[@]}"`],
+    {
+      env: { ...env, PATH: process.env['PATH'] },
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  return { replies: r.stdout.split('\n').filter(Boolean), stderr: r.stderr };
+}
+
+describe('shell completion (bash)', () => {
+  it('completes commands, -o values, and entry ids, policy names and agent SPIFFE IDs from the server, for writ and npx writ', async () => {
+    const env = { WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
+    const token = (await writ(srv, ['token', 'create', '--node-name', 'comp-node'])).stdout.trim();
+    const agent = await startAgentProcess(srv, { joinToken: token });
+    await agent.stop();
+    cleanup(agent.dataDir);
+    const e = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/comp',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/comp-node',
+      '--selector',
+      'unix:uid:4242',
+      '-o',
+      'json',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const entryId = JSON.parse(e.stdout).id as string;
+    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/comp-orders', 'GET').replace('name: orders', 'name: comp-orders'));
+
+    for (const cmd of [['writ'], ['npx', 'writ']]) {
+      assert.deepEqual((await complete([...cmd, 'ent'], env)).replies, ['entry']);
+      assert.deepEqual((await complete([...cmd, 'entry', 'l'], env)).replies, ['list']);
+      assert.deepEqual((await complete([...cmd, 'entry', 'list', '-o', ''], env)).replies, ['table', 'json', 'yaml']);
+      // bash splits --output=j at '=': its current word is "j".
+      assert.deepEqual((await complete([...cmd, 'agent', 'list', '--output', '=', 'j'], env)).replies, ['json']);
+      assert.ok((await complete([...cmd, 'entry', 'show', ''], env)).replies.includes(entryId));
+      assert.ok((await complete([...cmd, 'policy', 'get', 'comp-'], env)).replies.includes('comp-orders'));
+      // bash splits spiffe://... at ':': its current word is "//e2e.test/...".
+      assert.deepEqual((await complete([...cmd, 'agent', 'show', 'spiffe', ':', '//e2e.test/writ/agent/comp'], env)).replies, [
+        '//e2e.test/writ/agent/comp-node',
+      ]);
+      assert.ok(
+        (await complete([...cmd, 'entry', 'create', '--parent-id', ''], env)).replies.includes('spiffe://e2e.test/writ/agent/comp-node'),
+        '--parent-id completes agent IDs',
+      );
+    }
+    // The connection flags on the command line are the ones __complete uses.
+    const flagged = await complete(['writ', 'entry', 'delete', '--server', 'https', ':', `//127.0.0.1:${srv.port}`, ''], {
+      ...env,
+      WRIT_SERVER: 'https://127.0.0.1:1',
+    });
+    assert.ok(flagged.replies.includes(entryId), flagged.replies.join(' '));
+  });
+
+  it('is quiet when the server cannot answer: no candidates, nothing on stderr', async () => {
+    const hole = createTlsServer(() => undefined); // no certificate: every handshake fails
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', () => r()));
+    try {
+      for (const server of ['https://127.0.0.1:1', `https://127.0.0.1:${(hole.address() as { port: number }).port}`]) {
+        const r = await complete(['writ', 'entry', 'show', ''], { WRIT_SERVER: server, WRIT_TOKEN: 'x', WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') });
+        assert.deepEqual(r.replies, []);
+        assert.equal(r.stderr, '');
+      }
+    } finally {
+      await new Promise((r) => hole.close(r));
     }
   });
 });

@@ -6,7 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
-import { completionScript } from './completion.ts';
+import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
@@ -1032,7 +1032,21 @@ export function buildProgram(): Command {
     .description('print a shell completion script: source <(writ completion bash)')
     .action((shell: string) => {
       if (shell !== 'bash' && shell !== 'zsh') throw new CommanderError(2, 'writ.usage', 'completion supports bash and zsh');
-      process.stdout.write(completionScript(program, shell));
+      // The script calls back into this very program (node and script path): quick, and the same for npx writ.
+      process.stdout.write(completionScript(program, shell, [process.execPath, ...(process.argv[1] ? [resolve(process.argv[1])] : [])]));
+    });
+  program
+    .command('__complete', { hidden: true })
+    .argument('<kind>', DYNAMIC.join(', '))
+    .description('values for shell completion, from the server')
+    .action(async (kind: string, _o: unknown, cmd: Command) => {
+      let api: ApiClient;
+      try {
+        api = clientOf(cmd).api;
+      } catch {
+        return;
+      }
+      await completeFromServer(api, kind);
     });
   addPinOptions(program);
   return program;
