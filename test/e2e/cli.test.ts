@@ -719,3 +719,35 @@ describe('shell completion (bash)', () => {
     }
   });
 });
+
+describe('-o on every read', () => {
+  it('json and yaml parse for each read command against the real server', async () => {
+    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/o-orders', 'GET').replace('name: orders', 'name: o-orders'));
+    const { parse: parseYamlDoc } = await import('yaml');
+    const reads = [
+      ['entry', 'list'],
+      ['agent', 'list'],
+      ['admin-token', 'list'],
+      ['bundle', 'list'],
+      ['bundle', 'show'],
+      ['policy', 'list'],
+      ['policy', 'get', 'o-orders'],
+      ['policy', 'history'],
+      ['policy', 'diff', '1'],
+      ['policy', 'status'],
+      ['decisions', 'query'],
+      ['quarantine', 'list'],
+    ];
+    for (const args of reads) {
+      const j = await writ(srv, [...args, '-o', 'json']);
+      assert.equal(j.code, 0, `${args.join(' ')}: ${j.stderr}`);
+      assert.doesNotThrow(() => JSON.parse(j.stdout), `${args.join(' ')} -o json: ${j.stdout}`);
+      // yaml is the same printer for all: checked where the command formats its own output.
+      if (!['bundle show', 'policy get o-orders', 'policy diff 1', 'decisions query'].includes(args.join(' '))) continue;
+      const y = await writ(srv, [...args, '-o', 'yaml']);
+      assert.equal(y.code, 0, `${args.join(' ')}: ${y.stderr}`);
+      assert.deepEqual(parseYamlDoc(y.stdout), JSON.parse(j.stdout), `${args.join(' ')}: yaml and json differ`);
+    }
+    assert.equal(JSON.parse((await writ(srv, ['policy', 'get', 'o-orders', '-o', 'json'])).stdout).metadata.name, 'o-orders');
+  });
+});

@@ -759,7 +759,9 @@ export function buildProgram(): Command {
     .argument('<name>')
     .description('remove a policy (a new revision)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
-      const res = await clientOf(cmd).api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      if (format !== 'table') return print(format, res);
       process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
     });
   policy
@@ -796,7 +798,9 @@ export function buildProgram(): Command {
     .argument('<revision>')
     .description('make an earlier revision current (as a new revision)')
     .action(async (rev: string, _o: unknown, cmd: Command) => {
-      const res = await clientOf(cmd).api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+      if (format !== 'table') return print(format, res);
       process.stdout.write(`restored revision ${res.restored} as revision ${res.revision}\n`);
     });
   policy
