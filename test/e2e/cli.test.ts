@@ -641,23 +641,24 @@ describe('policy apply (fake server of the documented shape)', () => {
 
 // ------------------------------------------------------------------ completion
 
-/** Sources `writ completion bash` in a real bash, sets COMP_WORDS/COMP_CWORD, calls _writ and prints COMPREPLY one per line. */
-async function complete(words: string[], env: NodeJS.ProcessEnv): Promise<{ replies: string[]; stderr: string }> {
-  const script = join(work, 'writ-completion.bash');
-  if (!existsSync(script)) writeFileSync(script, (await writ(undefined, ['completion', 'bash'])).stdout);
+/**
+ * Sources `writ completion SHELL` in a real bash (or zsh, through bashcompinit), sets
+ * COMP_WORDS/COMP_CWORD as the shell would, calls _writ and prints COMPREPLY one per line.
+ */
+async function complete(words: string[], env: NodeJS.ProcessEnv, shell: 'bash' | 'zsh' = 'bash'): Promise<{ replies: string[]; stderr: string }> {
+  const script = join(work, `writ-completion.${shell}`);
+  if (!existsSync(script)) writeFileSync(script, (await writ(undefined, ['completion', shell])).stdout);
   const quoted = words.map((w) => `'${w.replace(/'/g, `'\\''`)}'`).join(' ');
-  const r = await run(
-    'bash',
-    ['--norc', '-c', `source ${script}; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _writ; printf '%s\\n' "\${COMPREPLY[@]}"`],
-    {
-      env: { ...env, PATH: process.env['PATH'] },
-    },
-  );
+  // zsh -f loads no compinit; bashcompinit's complete only needs compdef to register with it.
+  const pre = shell === 'zsh' ? 'compdef() { :; }; ' : '';
+  const body = `${pre}source ${script}; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _writ; printf '%s\\n' "\${COMPREPLY[@]}"`;
+  const r = await run(shell, shell === 'zsh' ? ['-fc', body] : ['--norc', '-c', body], { env: { ...env, PATH: process.env['PATH'] } });
   assert.equal(r.code, 0, r.stderr);
   return { replies: r.stdout.split('\n').filter(Boolean), stderr: r.stderr };
 }
+const HAVE_ZSH = existsSync('/usr/bin/zsh') || existsSync('/bin/zsh');
 
-describe('shell completion (bash)', () => {
+describe('shell completion (bash, and zsh where installed)', () => {
   it('completes commands, -o values, and entry ids, policy names and agent SPIFFE IDs from the server, for writ and npx writ', async () => {
     const env = { WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
     const token = (await writ(srv, ['token', 'create', '--node-name', 'comp-node'])).stdout.trim();
@@ -697,6 +698,17 @@ describe('shell completion (bash)', () => {
         '--parent-id completes agent IDs',
       );
     }
+    // zsh keeps spiffe://... and --output=j as one word; its answers are whole words.
+    if (HAVE_ZSH)
+      for (const cmd of [['writ'], ['npx', 'writ']]) {
+        assert.deepEqual((await complete([...cmd, 'entry', 'l'], env, 'zsh')).replies, ['list']);
+        assert.deepEqual((await complete([...cmd, 'entry', 'list', '-o', ''], env, 'zsh')).replies, ['table', 'json', 'yaml']);
+        assert.deepEqual((await complete([...cmd, 'agent', 'list', '--output=j'], env, 'zsh')).replies, ['--output=json']);
+        assert.ok((await complete([...cmd, 'entry', 'show', ''], env, 'zsh')).replies.includes(entryId));
+        assert.deepEqual((await complete([...cmd, 'agent', 'show', 'spiffe://e2e.test/writ/agent/comp'], env, 'zsh')).replies, [
+          'spiffe://e2e.test/writ/agent/comp-node',
+        ]);
+      }
     // The connection flags on the command line are the ones __complete uses.
     const flagged = await complete(['writ', 'entry', 'delete', '--server', 'https', ':', `//127.0.0.1:${srv.port}`, ''], {
       ...env,

@@ -43,6 +43,8 @@ export function completionScript(program: Command, shell: 'bash' | 'zsh', self: 
   const body = `# writ completion (${shell}): source <(writ completion ${shell})
 _writ_self=(${self.map(q).join(' ')})
 _writ() {
+  # zsh (bashcompinit) indexes arrays from 1 unless told otherwise.
+  [[ -n "\${ZSH_VERSION-}" ]] && setopt localoptions ksharrays shwordsplit
   local -a w
   local i x glue=0 start=1 cur prev path="" words="" dyn="" skip=0 pre
   # Words as typed: bash splits spiffe://a/b and --output=json at ':' and '='; join them again.
@@ -58,7 +60,7 @@ _writ() {
   done
   # npx writ ...: the command's words start after "writ".
   if [[ "\${w[0]##*/}" == "npx" ]]; then
-    [[ "\${w[1]}" == "writ" ]] || { COMPREPLY=($(compgen -f -- "\${w[\${#w[@]}-1]}")); return; }
+    [[ "\${w[1]}" == "writ" ]] || return 1
     start=2
   fi
   cur="\${w[\${#w[@]}-1]}"
@@ -99,17 +101,20 @@ ${Object.entries(FLAG_VALUES)
     # The command's argument: ids and names the server knows (nothing, quickly, when it cannot answer).
     cand="$("\${_writ_self[@]}" __complete "$dyn" "\${conn[@]}" 2>/dev/null)"
   fi
-  COMPREPLY=($(compgen -W "$cand" -- "$value"))
+  # Filtered here, not with compgen: zsh's compgen (bashcompinit) does not work under ksharrays.
+  COMPREPLY=()
+  for x in $cand; do [[ "$x" == "$value"* ]] && COMPREPLY+=("$x"); done
   # What bash replaces is its own current word, which starts after the last ':' or '='.
   pre="\${cur:0:\${#cur}-\${#COMP_WORDS[COMP_CWORD]}}"
   [[ "$value" != "$cur" ]] && COMPREPLY=("\${COMPREPLY[@]/#/--output=}")
   if [[ -n "$pre" ]]; then
-    for i in "\${!COMPREPLY[@]}"; do COMPREPLY[i]="\${COMPREPLY[i]#"$pre"}"; done
+    for ((i = 0; i < \${#COMPREPLY[@]}; i++)); do COMPREPLY[i]="\${COMPREPLY[i]#"$pre"}"; done
   fi
 }
 _writ_value_flags="${[...valueFlags].sort().join(' ')}"
 complete -F _writ writ
-complete -F _writ npx
+# For anything but "npx writ", npx keeps the shell's default (file names).
+complete -o default -F _writ npx
 `;
   return shell === 'zsh' ? `autoload -U +X bashcompinit && bashcompinit\n${body}` : body;
 }
