@@ -116,7 +116,10 @@ export function buildProgram(): Command {
     .version(CLIENT_VERSION)
     .option('--server <url>', `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER})`)
     .option('--token <token>', 'API token (env WRIT_TOKEN)')
-    .option('--ca-file <file>', "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE)")
+    .option(
+      '--ca-file <file>',
+      "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE); the server must present spiffe://TD/writ/server, TD from this file (or --trust-domain)",
+    )
     .addOption(new Option('-o, --output <format>', 'output of read commands').choices(FORMATS).default('table'))
     .showHelpAfterError()
     .exitOverride();
