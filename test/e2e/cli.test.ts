@@ -581,6 +581,15 @@ describe('policy apply (fake server of the documented shape)', () => {
       assert.equal(j.code, 3);
       assert.equal(JSON.parse(j.stdout).failures[0].name, 'legacy reads');
 
+      // A kind that is neither is refused here, with its line, before anything is sent.
+      const sent = fake.requests.length;
+      const foo = join(work, 'foo.yaml');
+      writeFileSync(foo, `${WITH_TESTS}---\nkind: Foo\n`);
+      const bad = await writFake(fake, ['policy', 'apply', '-f', foo]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /foo\.yaml: line 13: unknown kind "Foo"/);
+      assert.equal(fake.requests.length, sent);
+
       const skip = await writFake(fake, ['policy', 'apply', '-f', f, '--skip-tests']);
       assert.equal(skip.code, 0, skip.stderr);
       assert.match(skip.stdout, /revision 5; changed: orders; tests 0 passed, 1 failed/);

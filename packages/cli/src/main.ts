@@ -685,7 +685,8 @@ export function buildProgram(): Command {
       const yaml = readText(f.file);
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
-      parsePolicies(yaml, { file: f.file });
+      const other = parsePolicies(yaml, { file: f.file }).others.find((o) => o.kind !== 'PolicyTest');
+      if (other) throw new WritError('ERR_POLICY_INVALID', `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy or PolicyTest)`);
       const startedAt = Date.now();
       let res: {
         revision: number;
@@ -845,13 +846,19 @@ export function buildProgram(): Command {
     .description("each agent's enforced policy revision and lag")
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<{ revision: number; agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null }> }>(
-        'GET',
-        '/v1/policy/status',
-      );
+      const res = await api.call<{
+        revision: number;
+        agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null; live?: boolean }>;
+      }>('GET', '/v1/policy/status');
       print(format, res, () => ({
-        head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'],
-        body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]),
+        head: ['AGENT', 'REVISION', 'BEHIND', 'LIVE', 'LAST SEEN'],
+        body: res.agents.map((a) => [
+          a.spiffeId,
+          String(a.revision),
+          String(a.behind),
+          a.live === undefined ? '' : a.live ? 'yes' : 'no',
+          a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`,
+        ]),
       }));
     });
 
