@@ -478,6 +478,25 @@ describe('version and doctor (fake server of the documented shape)', () => {
     }
   });
 
+  it('doctor against a server older than this CLI: WARN for each missing route, no FAIL', async () => {
+    const routes = healthyRoutes();
+    for (const r of ['GET /v1/version', 'GET /v1/whoami', 'GET /v1/ca/authorities']) delete routes[r];
+    routes['GET /v1/policy/status'] = () => ({
+      body: { revision: 1, agents: [{ spiffeId: 'spiffe://fake.test/writ/agent/n1', revision: 1, behind: 0, ackedAt: iso(Date.now()), secondsSinceAck: 3 }] },
+    });
+    const fake = await fakeServer(routes);
+    try {
+      const r = await writFake(fake, ['doctor']);
+      assert.equal(r.code, 0, r.stdout);
+      assert.match(r.stdout, /^WARN\s+server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/fake\.test\/writ\/server, but has no GET \/v1\/version/m);
+      assert.match(r.stdout, /^WARN\s+token\s+the server has no GET \/v1\/whoami/m);
+      assert.match(r.stdout, /^WARN\s+authorities\s/m);
+      assert.match(r.stdout, /^OK\s+agents\s+1 live/m);
+    } finally {
+      await fake.close();
+    }
+  });
+
   it('doctor against an impostor fails the server check, names both IDs and sends no token', async () => {
     const out = join(work, 'imp-svid');
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/imp', '--dns-name', 'localhost', '--out', out])).code, 0);

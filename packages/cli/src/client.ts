@@ -3,7 +3,7 @@
  * pinned, bearer token, errors as WritErrors.
  */
 import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { ERROR_CODES, WritError, parseSpiffeId, trustDomainOfCaPem, type ErrorCode } from '@writ/spiffe';
 
@@ -46,6 +46,10 @@ export class ApiClient {
   readonly #ca: string | undefined;
   /** The server's SPIFFE ID, or why it cannot be known (then nothing is sent). */
   readonly #expected: { id: string } | { problem: string };
+  /** Connections of this client only: a pooled socket was checked against this client's expected ID. */
+  #agent: Agent | undefined;
+  /** Set when the handshake found another ID (the request's error is then this one). */
+  #mismatch: WritError | undefined;
 
   constructor(conn: Connection) {
     try {
@@ -119,26 +123,29 @@ export class ApiClient {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const url = new URL(path, this.#url);
     const timeoutMs = opts.timeoutMs ?? 30_000;
-    let mismatch: WritError | undefined;
+    this.#agent ??= new Agent({
+      keepAlive: true,
+      ...(this.#ca ? { ca: this.#ca } : {}),
+      // Runs in the handshake, before the request (and its token) is written: a certificate
+      // from the right CA for the right address is not enough, it must be the server's SVID.
+      checkServerIdentity: (host, cert) => {
+        const err = checkServerIdentity(host, cert);
+        if (err) return err;
+        const uris = urisOf(cert);
+        if (uris.length === 1 && uris[0] === expected.id) return undefined;
+        this.#mismatch = new WritError(
+          'ERR_X509_SVID_INVALID',
+          `${this.#url.origin} presented ${uris.join(', ') || 'no SPIFFE ID'}, not ${expected.id}: it is not the Writ server, nothing was sent (--server-spiffe-id overrides the expected ID)`,
+        );
+        return this.#mismatch;
+      },
+    });
     return new Promise<T>((resolve, reject) => {
       const req = request(
         url,
         {
           method,
-          ...(this.#ca ? { ca: this.#ca } : {}),
-          // Runs in the handshake, before the request (and its token) is written: a certificate
-          // from the right CA for the right address is not enough, it must be the server's SVID.
-          checkServerIdentity: (host, cert) => {
-            const err = checkServerIdentity(host, cert);
-            if (err) return err;
-            const uris = urisOf(cert);
-            if (uris.length === 1 && uris[0] === expected.id) return undefined;
-            mismatch = new WritError(
-              'ERR_X509_SVID_INVALID',
-              `${this.#url.origin} presented ${uris.join(', ') || 'no SPIFFE ID'}, not ${expected.id}: it is not the Writ server, nothing was sent (--server-spiffe-id overrides the expected ID)`,
-            );
-            return mismatch;
-          },
+          agent: this.#agent,
           headers: {
             accept: 'application/json',
             ...(auth ? { authorization: `Bearer ${this.#token}` } : {}),
@@ -173,7 +180,7 @@ export class ApiClient {
       );
       req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs / 1000}s`)));
       req.on('error', (e: NodeJS.ErrnoException) => {
-        if (mismatch) return reject(mismatch);
+        if (this.#mismatch) return reject(this.#mismatch);
         const hint = /certificate|self.signed|CERT/i.test(e.code ?? e.message) ? ' (pass --ca-file DATA_DIR/bundle.pem or set WRIT_CA_FILE)' : '';
         reject(new WritError('ERR_REQUEST_FAILED', `cannot reach ${this.#url.origin}: ${e.code ?? e.message}${hint}`));
       });

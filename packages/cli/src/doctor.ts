@@ -3,7 +3,7 @@
  * Each doctor check is OK, WARN or FAIL with a one-line hint; any FAIL makes the exit status 1.
  */
 import { isWritError } from '@writ/spiffe';
-import type { ApiClient } from './client.ts';
+import { ApiError, type ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
 
 export const CLIENT_VERSION = '0.1.0';
@@ -52,7 +52,7 @@ interface AgentStatus {
   revision: number;
   behind: number;
   secondsSinceAck: number | null;
-  live: boolean;
+  live?: boolean;
 }
 interface Entry {
   id: string;
@@ -73,6 +73,15 @@ const inTime = (ms: number): string =>
   ms < 0 ? `${ago(Math.round(-ms / 1000))} (expired)` : ms < 7_200_000 ? `in ${Math.round(ms / 60_000)}m` : `in ${Math.round(ms / 3_600_000)}h`;
 const messageOf = (err: unknown): string => (isWritError(err) ? err.message : String((err as Error)?.message ?? err));
 
+/** A 404 through the pinned connection: the server is there, only older than this CLI. */
+const older = (err: unknown): boolean => err instanceof ApiError && err.httpStatus === 404;
+const hintFor = (msg: string): string =>
+  /presented/.test(msg)
+    ? 'that is not the Writ server of this trust domain: check --server, or --ca-file / --trust-domain / --server-spiffe-id'
+    : /pin/.test(msg)
+      ? 'pass --ca-file DATA_DIR/bundle.pem (or WRIT_CA_FILE)'
+      : 'is the server running? check --server (WRIT_SERVER) and --ca-file (WRIT_CA_FILE)';
+
 async function serverChecks(api: ApiClient, now: number): Promise<Check[]> {
   const checks: Check[] = [];
   try {
@@ -80,12 +89,14 @@ async function serverChecks(api: ApiClient, now: number): Promise<Check[]> {
     checks.push({ name: 'server', status: 'OK', message: `${api.origin} answers as ${api.serverSpiffeId} (version ${v.version})` });
   } catch (err) {
     const msg = messageOf(err);
-    const hint = /presented/.test(msg)
-      ? 'that is not the Writ server of this trust domain: check --server, or --ca-file / --trust-domain / --server-spiffe-id'
-      : /pin/.test(msg)
-        ? 'pass --ca-file DATA_DIR/bundle.pem (or WRIT_CA_FILE)'
-        : 'is the server running? check --server (WRIT_SERVER) and --ca-file (WRIT_CA_FILE)';
-    return [{ name: 'server', status: 'FAIL', message: msg, hint }];
+    if (older(err))
+      checks.push({
+        name: 'server',
+        status: 'WARN',
+        message: `${api.origin} answers as ${api.serverSpiffeId}, but has no GET /v1/version`,
+        hint: 'the server is older than this CLI',
+      });
+    else return [{ name: 'server', status: 'FAIL', message: msg, hint: hintFor(msg) }];
   }
 
   try {
@@ -98,13 +109,16 @@ async function serverChecks(api: ApiClient, now: number): Promise<Check[]> {
         : { name: 'token', status: 'OK', message: what },
     );
   } catch (err) {
-    checks.push({
-      name: 'token',
-      status: 'FAIL',
-      message: messageOf(err),
-      hint: 'pass --token or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)',
-    });
-    return checks;
+    if (older(err)) checks.push({ name: 'token', status: 'WARN', message: 'the server has no GET /v1/whoami', hint: 'the server is older than this CLI' });
+    else {
+      checks.push({
+        name: 'token',
+        status: 'FAIL',
+        message: messageOf(err),
+        hint: 'pass --token or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)',
+      });
+      return checks;
+    }
   }
 
   try {
@@ -129,7 +143,11 @@ async function serverChecks(api: ApiClient, now: number): Promise<Check[]> {
       else checks.push({ name: `${kind}-authority`, status: 'OK', message });
     }
   } catch (err) {
-    checks.push({ name: 'authorities', status: 'FAIL', message: messageOf(err), hint: 'the server has no GET /v1/ca/authorities: is it older than this CLI?' });
+    checks.push(
+      older(err)
+        ? { name: 'authorities', status: 'WARN', message: 'the server has no GET /v1/ca/authorities', hint: 'the server is older than this CLI' }
+        : { name: 'authorities', status: 'FAIL', message: messageOf(err), hint: 'GET /v1/ca/authorities failed' },
+    );
   }
 
   try {
@@ -142,7 +160,8 @@ async function serverChecks(api: ApiClient, now: number): Promise<Check[]> {
         hint: 'start one: writ agent start --join-token "$(writ token create)"',
       });
     else {
-      const stale = agents.filter((a) => !a.live);
+      // An older server does not say `live`: the same 90 s rule on its secondsSinceAck.
+      const stale = agents.filter((a) => !(a.live ?? (a.secondsSinceAck !== null && a.secondsSinceAck <= 90)));
       const list = agents.map((a) => `${a.spiffeId} (${ago(a.secondsSinceAck)}${a.behind ? `, ${a.behind} behind` : ''})`).join(', ');
       checks.push(
         stale.length
