@@ -392,7 +392,7 @@ async function fakeAgent(me: { selectors: string[]; spiffeIds: string[]; agentId
   return { socket, close: () => new Promise((r) => server.close(() => r())) };
 }
 
-describe('version and doctor (fake server of the documented shape)', () => {
+describe('version and doctor (a fake of the documented server answers, and a real agent)', () => {
   it('version prints client and server, -o json both; an unreachable server is exit 1 with the client still printed', async () => {
     const fake = await fakeServer(healthyRoutes());
     try {
@@ -508,6 +508,40 @@ describe('version and doctor (fake server of the documented shape)', () => {
       assert.equal(fake.received(), '');
     } finally {
       await fake.close();
+    }
+  });
+
+  it('doctor --socket against a real agent: FAIL while no entry selects this process, OK once one does', async () => {
+    const token = (await writ(srv, ['token', 'create', '--node-name', 'doctor-node'])).stdout.trim();
+    const agent = await startAgentProcess(srv, { joinToken: token });
+    try {
+      const none = await writ(srv, ['doctor', '--socket', agent.socket]);
+      assert.equal(none.code, 1, none.stdout);
+      assert.match(none.stdout, /^FAIL\s+identity\s+.*no identity/m);
+      const uid = process.getuid!();
+      const e = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/ns/doctored',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/doctor-node',
+        '--selector',
+        `unix:uid:${uid}`,
+      ]);
+      assert.equal(e.code, 0, e.stderr);
+      const ok = await waitFor(
+        'doctor to see the identity',
+        async () => {
+          const r = await writ(srv, ['doctor', '--socket', agent.socket]);
+          return r.code === 0 ? r : undefined;
+        },
+        30_000,
+      );
+      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/e2e\.test\/ns\/doctored/m);
+    } finally {
+      await agent.stop();
+      cleanup(agent.dataDir);
     }
   });
 
