@@ -14,11 +14,11 @@ interface ServerVersion {
 }
 
 /** Prints the client's and the server's version; the server part fails (exit 1) when it cannot be reached. */
-export async function runVersion(api: ApiClient | (() => ApiClient), format: Format): Promise<number> {
+export async function runVersion(api: () => ApiClient, format: Format): Promise<number> {
   let server: (ServerVersion & { url: string }) | undefined;
   let error: string | undefined;
   try {
-    const c = typeof api === 'function' ? api() : api;
+    const c = api();
     server = { ...(await c.call<ServerVersion>('GET', '/v1/version', undefined, { auth: false, timeoutMs: 10_000 })), url: c.origin };
   } catch (err) {
     error = (err as Error).message;
