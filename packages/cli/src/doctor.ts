@@ -260,7 +260,8 @@ export async function runDoctor(opts: {
  * still tells whether an SVID is issued (FetchX509SVID), only not the selectors.
  */
 export async function askAgent(endpoint: string): Promise<WhoAmI> {
-  const { GrpcClient, GrpcError, GRPC_STATUS, WorkloadClient, fields } = await import('@writ/sdk');
+  const { GrpcError, GRPC_STATUS, WorkloadClient } = await import('@writ/sdk');
+  const { GrpcClient, fields } = await import('@writ/sdk/internal');
   const grpc = new GrpcClient(endpoint);
   try {
     const msg = await grpc.unary('/writ.agent.v1.Debug/WhoAmI', Buffer.alloc(0), { 'workload.spiffe.io': 'true' });
