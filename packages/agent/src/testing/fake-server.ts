@@ -63,8 +63,8 @@ export class FakeCa {
     return { trustDomain: this.trustDomain, x509Authorities: [this.cert], jwtAuthorities: new Map() };
   }
 
-  /** An X.509-SVID for `spiffeId` and the key in `csr` (PEM). */
-  sign(spiffeId: string, csr: string, ttlMs = 3600_000): string {
+  /** An X.509-SVID for `spiffeId` and the key in `csr` (PEM), with optional DNS names (a TLS server's). */
+  sign(spiffeId: string, csr: string, ttlMs = 3600_000, dnsNames: readonly string[] = []): string {
     const now = this.#clock();
     const leaf = issueCertificate(
       {
@@ -74,6 +74,7 @@ export class FakeCa {
         notAfter: new Date(now + ttlMs),
         ca: false,
         uris: [spiffeId],
+        dnsNames,
       },
       { cert: this.cert, signer: { key: this.#key, keyType: 'ec-p256' } },
     );
