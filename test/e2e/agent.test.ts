@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WorkloadClient } from '@writ/sdk';
+import { GRPC_STATUS, WorkloadClient } from '@writ/sdk';
 import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
@@ -200,6 +200,55 @@ print(ids(), flush=True)
   });
 });
 
+describe('connect, then exec()', () => {
+  it('a process that connects, then exec()s an allowed binary while a child keeps the connection, gets nothing for it', async () => {
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/exec-target', '--selector', 'unix:path:/usr/bin/sleep']);
+    const dir = mkdtempSync(join(tmpdir(), 'writ-exec-'));
+    // The connecting process (python) waits until the agent accepted (its HTTP/2 SETTINGS arrived,
+    // peeked, not read), hands the socket to a child, then becomes /usr/bin/sleep.
+    writeFileSync(
+      join(dir, 'connect-exec.py'),
+      `import os, socket, subprocess, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.recv(1, socket.MSG_PEEK)
+subprocess.Popen([sys.argv[2], sys.argv[3], str(s.fileno()), str(os.getpid())], pass_fds=[s.fileno()])
+os.execv("/usr/bin/sleep", ["sleep", "60"])
+`,
+    );
+    // The child asks over the inherited connection once its parent runs /usr/bin/sleep.
+    writeFileSync(
+      join(dir, 'child.mjs'),
+      `import { connect } from 'node:http2';
+import { Socket } from 'node:net';
+import { readlinkSync } from 'node:fs';
+const [fd, ppid] = process.argv.slice(2).map(Number);
+while (readlinkSync('/proc/' + ppid + '/exe') !== '/usr/bin/sleep') await new Promise((r) => setTimeout(r, 10));
+const s = connect('http://localhost', { createConnection: () => new Socket({ fd, readable: true, writable: true }) });
+const req = s.request({ ':method': 'POST', ':path': '/SpiffeWorkloadAPI/FetchX509SVID', 'content-type': 'application/grpc', te: 'trailers', 'workload.spiffe.io': 'true' });
+let data = Buffer.alloc(0);
+let status = {};
+req.on('response', (h) => (status = h));
+req.on('trailers', (h) => (status = h));
+req.on('data', (d) => {
+  data = Buffer.concat([data, d]);
+  if (data.includes('spiffe://e2e.test/ns/exec-target')) done({ served: true });
+});
+req.on('close', () => done({ served: false, status: status['grpc-status'], message: decodeURIComponent(status['grpc-message'] ?? '') }));
+// The parent (now sleep) has served its purpose.
+const done = (o) => (console.log(JSON.stringify(o)), process.kill(ppid, 'SIGKILL'), process.exit(0));
+req.end(Buffer.alloc(5));
+`,
+    );
+    const r = await run(DEBIAN_PYTHON, [join(dir, 'connect-exec.py'), agent.socket, process.execPath, join(dir, 'child.mjs')], { timeoutMs: 20_000 });
+    cleanup(dir);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1) || JSON.stringify({ stderr: r.stderr }));
+    assert.equal(out.served, false, 'the SVID of the exec()ed binary is not handed over a connection made before the exec');
+    assert.equal(out.status, String(GRPC_STATUS.PERMISSION_DENIED));
+    assert.match(out.message, /runs another executable than when it connected/);
+  });
+});
+
 describe('sync, rotation and outages', () => {
   it('a new entry reaches the workload stream, a deleted one is withdrawn within seconds', async () => {
     const c = new WorkloadClient(`unix://${agent.socket}`);
@@ -371,7 +420,7 @@ describe('the SDK as published', () => {
     assert.equal(inst.code, 0, inst.stderr);
     writeFileSync(
       join(proj, 'app.mjs'),
-      `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`,
+      `import { GRPC_STATUS, WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`,
     );
     const r = await run(process.execPath, [join(proj, 'app.mjs'), `unix://${agent.socket}`], { env: { NODE_TEST_CONTEXT: '' } });
     assert.ok(r.stdout.trim().split(' ').includes('spiffe://e2e.test/ns/web'), r.stdout + r.stderr);
