@@ -9,7 +9,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GRPC_STATUS, WorkloadClient } from '@writ/sdk';
-import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  DEBIAN_PYTHON,
+  ROOT,
+  WRIT,
+  cleanup,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 let srv: ServerProcess;
 let partner: ServerProcess;
@@ -100,12 +112,16 @@ describe('the Workload API, driven by Python grpcio', () => {
     assert.equal(out.validate_federated, 'spiffe://partner.test/billing', "a federated domain's token, checked against its own keys");
     assert.equal(out.wit, 'UNIMPLEMENTED');
     // The chain the Python client received verifies with openssl against the bundle it received.
-    await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'bundle.der'), '-out', join(stubs, 'bundle.pem')]);
-    const v = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), '-inform', 'DER', join(stubs, 'svid.der')]).catch(() => undefined);
+    const bundle = await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'bundle.der'), '-out', join(stubs, 'bundle.pem')]);
+    assert.equal(bundle.code, 0, bundle.stderr);
     const leaf = await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'svid.der'), '-out', join(stubs, 'svid.pem')]);
-    assert.equal(leaf.code, 0);
-    const v2 = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(stubs, 'svid.pem')]);
-    assert.match(v2.stdout, /svid\.pem: OK/, `${v?.stderr ?? ''}${v2.stderr}`);
+    assert.equal(leaf.code, 0, leaf.stderr);
+    const v = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(stubs, 'svid.pem')]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout.trim(), `${join(stubs, 'svid.pem')}: OK`);
+    // And a certificate it does not sign does not verify: the check can fail.
+    const other = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(partner.dataDir, 'bundle.pem')]);
+    assert.notEqual(other.code, 0, other.stdout);
   });
 
   it('a caller with no identity (another uid) gets PermissionDenied', async () => {
@@ -325,18 +341,46 @@ describe('agent management', () => {
     // A second node, evicted then banned.
     const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
     const b = await startAgentProcess(srv, { joinToken: tok });
+    await writ(srv, [
+      'entry',
+      'create',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/node-b',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/on-b',
+      '--selector',
+      'unix:uid:0',
+    ]);
+    const servedByB = async (): Promise<true | undefined> => {
+      const r = await writ(undefined, ['svid', 'fetch', '--socket', b.socket, '-o', 'json']);
+      return r.code === 0 && r.stdout.includes('spiffe://e2e.test/ns/on-b') ? true : undefined;
+    };
+    await waitFor('node-b serving its workload', servedByB, 20_000);
+    let b2: AgentProcess | undefined;
     try {
       assert.equal((await writ(srv, ['agent', 'evict', 'spiffe://e2e.test/writ/agent/node-b'])).code, 0);
       await waitFor('the evicted agent to notice', async () => (b.logs.some((l) => /not attested|evicted/.test(l)) ? true : undefined), 30_000);
-      // A banned node cannot attest again, even with a fresh join token.
       assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-b'])).code, 1, 'an evicted agent has no record to ban');
+      // Restarted with a new join token on the same data dir: it attests again with it and serves fresh SVIDs.
+      await b.stop();
+      const fresh = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
+      b2 = await startAgentProcess(srv, { joinToken: fresh, dataDir: b.dataDir, socket: b.socket });
+      assert.ok(
+        b2.logs.some((l) => l.includes('"attested to the server"')),
+        b2.logs.join('\n'),
+      );
+      const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-b', '-o', 'json'])).stdout);
+      assert.equal(shown.attestationType, 'join_token', 'the server knows node-b again');
+      await waitFor('node-b serving again', servedByB, 20_000);
+      assert.ok(!b2.logs.some((l) => l.includes('sync failed')), 'its syncs are accepted');
+      // A banned node cannot attest again, even with a fresh join token.
       const c1 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
       const c = await startAgentProcess(srv, { joinToken: c1 });
       await c.stop();
       cleanup(c.dataDir);
       assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-c'])).code, 0);
-      const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
-      assert.equal(shown.banned, true);
+      const bannedC = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
+      assert.equal(bannedC.banned, true);
       const c2 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
       const refused = await run(
         process.execPath,
@@ -359,8 +403,27 @@ describe('agent management', () => {
       assert.match(refused.stderr, /banned.*ERR_FORBIDDEN/);
     } finally {
       await b.stop();
+      await b2?.stop();
       cleanup(b.dataDir);
     }
+  });
+
+  it('pinned to another server ID, the agent refuses the real server, naming both IDs, and its join token stays unspent', async () => {
+    const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-pin', '-o', 'json'])).stdout).token as string;
+    const dataDir = mkdtempSync(join(tmpdir(), 'writ-pin-'));
+    const args = [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', join(dataDir, 'api.sock'), '--join-token', tok];
+    const env = { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
+    const refused = await run(process.execPath, [...args, '--server-spiffe-id', 'spiffe://e2e.test/ns/not-the-server'], { env });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /presented spiffe:\/\/e2e\.test\/writ\/server, expected spiffe:\/\/e2e\.test\/ns\/not-the-server/);
+    assert.ok(!refused.stderr.includes(tok) && !refused.stdout.includes(tok), 'the token is in no message');
+    // Nothing was redeemed: the same token still attests, with the default pin (WRIT_TRUST_DOMAIN names the domain).
+    const a = await startAgentProcess(srv, { dataDir, joinToken: tok, extraArgs: [] });
+    await a.stop();
+    const wrongTd = await run(process.execPath, args, { env: { ...env, WRIT_TRUST_DOMAIN: 'other.test' } });
+    cleanup(dataDir);
+    assert.equal(wrongTd.code, 1);
+    assert.match(wrongTd.stderr, /expected spiffe:\/\/other\.test\/writ\/server/);
   });
 });
 
