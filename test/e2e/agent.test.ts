@@ -313,6 +313,57 @@ describe('sync, rotation and outages', () => {
   });
 });
 
+describe("the decision log's drop counts reach the server", () => {
+  it("a reporter's drops and the agent's own buffer-full drops are counted in writ_decision_log_dropped_total", async () => {
+    const { GrpcClient, Writer, encodeDecision } = await import('@writ/sdk');
+    const dropped = async (): Promise<number> => {
+      const m = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/metrics`]);
+      return Number(/writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/node-a"\} (\d+)/.exec(m.stdout)?.[1] ?? 0);
+    };
+    const decision = (i: number): Buffer =>
+      encodeDecision({
+        id: `d-${i}`,
+        at: Date.now(),
+        from: '',
+        to: 'spiffe://e2e.test/ns/web',
+        action: 'tcp 1',
+        decision: 'deny',
+        reason: 'NO_MATCHING_ALLOW',
+        rule: '',
+        policyRevision: 0,
+        latencyNs: 1,
+      });
+    const report = (decisions: Buffer[], droppedHere: number): Buffer => {
+      const w = new Writer();
+      for (const d of decisions) w.message(1, d);
+      if (droppedHere) w.enumValue(2, droppedHere);
+      return w.finish();
+    };
+    const g = new GrpcClient(`unix://${agent.socket}`);
+    const send = (msg: Buffer) => g.unary('/writ.authz.v1.DecisionLog/Report', msg, { 'workload.spiffe.io': 'true' });
+    const start = await dropped();
+    // A reporter (an SDK in a workload) says it dropped 7.
+    await send(report([decision(0)], 7));
+    await waitFor("the reporter's drops on the server", async () => ((await dropped()) === start + 7 ? true : undefined), 20_000);
+    // With the server away the agent buffers 10,000 decisions; 500 more are dropped and counted.
+    await srv.stop();
+    try {
+      for (let i = 0; i < 3; i++)
+        await send(
+          report(
+            Array.from({ length: 3500 }, (_, j) => decision(1 + i * 3500 + j)),
+            0,
+          ),
+        );
+    } finally {
+      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+    }
+    const after = await waitFor('the buffer-full drops on the restarted server', async () => ((await dropped()) >= 500 ? dropped() : undefined), 30_000);
+    assert.equal(after, 500, 'a restarted server counts from zero: exactly the 500 the full buffer dropped');
+    g.close();
+  });
+});
+
 describe('long polling', () => {
   it('an agent of a server that has no entries at all waits on its poll instead of asking again and again', async () => {
     const empty = await startServerProcess();

@@ -104,6 +104,7 @@ export class Agent extends EventEmitter {
   /** Decision posts refused as unauthenticated: not before this time, and the next wait. */
   #postsPausedUntil = 0;
   #postBackoff = 0;
+  #flushing: Promise<void> | undefined;
 
   constructor(opts: AgentOptions) {
     super();
@@ -421,8 +422,17 @@ export class Agent extends EventEmitter {
     this.#decisions.countDropped(n);
   }
 
-  async #flushDecisions(): Promise<void> {
-    if (this.#clock() < this.#postsPausedUntil) return;
+  /**
+   * One flush at a time: two in flight would each carry the same drop count (the buffer takes it
+   * off only once a message is acknowledged) and the server would count it twice.
+   */
+  #flushDecisions(): Promise<void> {
+    if (this.#flushing || this.#clock() < this.#postsPausedUntil) return Promise.resolve();
+    this.#flushing = this.#drainDecisions().finally(() => (this.#flushing = undefined));
+    return this.#flushing;
+  }
+
+  async #drainDecisions(): Promise<void> {
     let refused = false;
     // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
     // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
