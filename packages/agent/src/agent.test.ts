@@ -249,6 +249,25 @@ describe('re-attestation', () => {
     await waitFor('a sync accepted', () => again.agent.connected || undefined);
   });
 
+  it('a new token that could not be used at start is used on the first 401', async () => {
+    const server = new FakeServer();
+    const first = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await first.agent.start();
+    first.agent.stop();
+    // The server is briefly away when the agent restarts with a new token: it serves its cached identity.
+    server.answer.set('POST /v1/agent/attest/join-token', () => {
+      throw new WritError('ERR_REQUEST_FAILED', 'server unreachable: ECONNREFUSED');
+    });
+    const again = newAgent(server, { joinToken: server.joinToken('node-a'), dataDir: first.dataDir });
+    await again.agent.start();
+    assert.ok(!attested(again.lines));
+    await waitFor('connected with the cached identity', () => again.agent.connected || undefined);
+    server.answer.delete('POST /v1/agent/attest/join-token');
+    server.evict('spiffe://fake.test/writ/agent/node-a');
+    await waitFor('attested with the new token after the 401', () => attested(again.lines) || undefined);
+    await waitFor('connected again', () => again.agent.connected || undefined);
+  });
+
   it('a restart with the token it attested with does not spend it again', async () => {
     const server = new FakeServer();
     const token = server.joinToken('node-a');

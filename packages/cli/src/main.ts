@@ -458,8 +458,8 @@ export function buildProgram(): Command {
         const a = new Agent({
           serverUrl: server,
           caPem,
-          trustDomain: f.trustDomain ?? g.trustDomain ?? process.env['WRIT_TRUST_DOMAIN'],
-          serverSpiffeId: f.serverSpiffeId ?? g.serverSpiffeId ?? process.env['WRIT_SERVER_SPIFFE_ID'],
+          trustDomain: f.trustDomain ?? g.trustDomain ?? (process.env['WRIT_TRUST_DOMAIN'] || undefined),
+          serverSpiffeId: f.serverSpiffeId ?? g.serverSpiffeId ?? (process.env['WRIT_SERVER_SPIFFE_ID'] || undefined),
           joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
           dataDir: f.dataDir,
           log,
