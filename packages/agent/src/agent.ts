@@ -200,7 +200,7 @@ export class Agent extends EventEmitter {
 
   async #attest(): Promise<void> {
     // Attestation presents no client certificate; the server's identity is pinned all the same.
-    this.#client.configure({ ca: this.#o.caPem, identity: undefined });
+    this.#client.configure({ ca: this.#trustPem(), identity: undefined });
     let id;
     try {
       id = await attestNode(this.#client, { joinToken: this.#o.joinToken, psat: this.#o.psat }, this.#trust(), this.#clock());
@@ -234,12 +234,13 @@ export class Agent extends EventEmitter {
 
   #useIdentity(): void {
     const s = this.#state!;
-    const ca = s.bundle
-      ? parseBundleJson(this.#td, s.bundle)
-          .x509Authorities.map((c) => toPem('CERTIFICATE', c.der))
-          .join('')
-      : this.#o.caPem;
-    this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem } });
+    this.#client.configure({ ca: this.#trustPem(), identity: { cert: s.svidPem, key: s.keyPem } });
+  }
+
+  #trustPem(): string {
+    return this.#trust()
+      .x509Authorities.map((c) => toPem('CERTIFICATE', c.der))
+      .join('');
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -257,7 +258,7 @@ export class Agent extends EventEmitter {
       } catch (err) {
         this.#o.log.warn(
           { code: isWritError(err) ? err.code : undefined, err: (err as Error).message },
-          'the new join token was refused; keeping the cached identity',
+          'could not attest with the new join token; keeping the cached identity',
         );
       }
     }
