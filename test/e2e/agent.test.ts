@@ -459,6 +459,36 @@ describe('agent management', () => {
     }
   });
 
+  it('a TLS server presenting a workload SVID of the same CA for localhost gets no byte of the join token', async () => {
+    // A real workload SVID from the real CA, with the DNS name the agent dials.
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/impostor', '--selector', 'unix:uid:0', '--dns-name', 'localhost']);
+    const c = new WorkloadClient(`unix://${agent.socket}`);
+    const svid = await waitFor('the impostor SVID', async () => (await c.fetchX509Context()).svids.find((s) => s.spiffeId === 'spiffe://e2e.test/ns/impostor'));
+    c.close();
+    const { createServer } = await import('node:tls');
+    const { certificatesToPem } = await import('@writ/spiffe');
+    const received: Buffer[] = [];
+    const impostor = createServer({ key: svid.key.export({ format: 'pem', type: 'pkcs8' }) as string, cert: certificatesToPem(svid.chain) }, (s) => {
+      s.on('data', (d: Buffer) => received.push(d));
+      s.on('error', () => undefined);
+    });
+    impostor.on('tlsClientError', () => undefined);
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-x', '-o', 'json'])).stdout).token as string;
+    const dataDir = mkdtempSync(join(tmpdir(), 'writ-impostor-'));
+    try {
+      const r = await run(process.execPath, [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', join(dataDir, 'api.sock'), '--join-token', tok], {
+        env: { WRIT_SERVER: `https://localhost:${(impostor.address() as { port: number }).port}`, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') },
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /presented spiffe:\/\/e2e\.test\/ns\/impostor, expected spiffe:\/\/e2e\.test\/writ\/server/);
+      assert.equal(Buffer.concat(received).length, 0, 'not a byte of the request reached the impostor');
+    } finally {
+      impostor.close();
+      cleanup(dataDir);
+    }
+  });
+
   it('pinned to another server ID, the agent refuses the real server, naming both IDs, and its join token stays unspent', async () => {
     const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-pin', '-o', 'json'])).stdout).token as string;
     const dataDir = mkdtempSync(join(tmpdir(), 'writ-pin-'));
