@@ -22,7 +22,8 @@ import {
   type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
-import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk';
+import type { ReportedDecision } from '@writ/sdk';
+import { DecisionUplink } from './decision-uplink.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
 import { StateFile, type AgentState } from './state.ts';
@@ -62,9 +63,6 @@ export interface AgentOptions {
 }
 
 const DECISION_BUFFER = 10_000;
-/** Decision posts the server refuses (401/403) wait this long at first, doubling up to the cap. */
-const REFUSED_BACKOFF_MS = 1000;
-const REFUSED_BACKOFF_MAX_MS = 60_000;
 
 /** The trust domain and pinned server ID from the options: given, or read off the bundle's CA. */
 export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | 'serverSpiffeId'>): { trustDomain: string; serverSpiffeId: string } {
@@ -97,14 +95,11 @@ export class Agent extends EventEmitter {
   #resync = true;
   /** A join token given that the server refused: not tried again by this process. */
   #tokenRefused = false;
+  /** Said once per refusal streak: the agent needs a new join token. */
+  #toldEvicted = false;
   #engine = new PolicyEngine(undefined);
-  /** Encoded `writ.authz.v1.Decision` messages, shipped to the server as they are (4 MiB messages at most). */
-  readonly #decisions: ReportBuffer;
+  readonly #decisions: DecisionUplink;
   #quarantined: ReadonlySet<string> = new Set();
-  /** Decision posts refused as unauthenticated: not before this time, and the next wait. */
-  #postsPausedUntil = 0;
-  #postBackoff = 0;
-  #flushing: Promise<void> | undefined;
 
   constructor(opts: AgentOptions) {
     super();
@@ -114,7 +109,7 @@ export class Agent extends EventEmitter {
     this.#td = id.trustDomain;
     this.#client = opts.client ?? new ServerClient(opts.serverUrl, opts.caPem, id.serverSpiffeId);
     this.#file = new StateFile(opts.dataDir);
-    this.#decisions = new ReportBuffer(opts.decisionBuffer ?? DECISION_BUFFER, 4 * 1024 * 1024);
+    this.#decisions = new DecisionUplink({ client: this.#client, clock: this.#clock, log: opts.log, max: opts.decisionBuffer ?? DECISION_BUFFER });
     this.#svids = new SvidManager({
       client: this.#client,
       clock: this.#clock,
@@ -226,7 +221,8 @@ export class Agent extends EventEmitter {
       ...(kept?.quarantine ? { quarantine: kept.quarantine } : {}),
     };
     this.#resync = true;
-    this.#postsPausedUntil = 0;
+    this.#toldEvicted = false;
+    this.#decisions.resume();
     this.#save();
     this.#useIdentity();
     this.#o.log.info({ spiffeId: id.spiffeId, method: id.method }, 'attested to the server');
@@ -270,7 +266,7 @@ export class Agent extends EventEmitter {
     );
     // Small, frequent batches: the server stores each in a few milliseconds instead of one
     // burst a second that preempts the workloads and proxies sharing its cores.
-    this.#timers.push(setInterval(() => void this.#flushDecisions(), 250));
+    this.#timers.push(setInterval(() => void this.#decisions.flush(), 250));
     await this.#rotate().catch(() => undefined);
   }
 
@@ -327,6 +323,10 @@ export class Agent extends EventEmitter {
       }
     }
     if (expired) this.#o.log.error('the agent SVID has expired and join tokens are single use: restart the agent with a new --join-token');
+    else if (!this.#toldEvicted) {
+      this.#toldEvicted = true;
+      this.#o.log.error('the server refuses this agent (evicted?); join tokens are single use: restart it with a new --join-token');
+    }
     return false;
   }
 
@@ -408,54 +408,14 @@ export class Agent extends EventEmitter {
     return { revision: this.#engine.revision, documents: docs, quarantine: [...this.#quarantined], breakGlass: s?.quarantine?.breakGlass ?? [] };
   }
 
-  /**
-   * Records a decision for the server's decision log: a decision (encoded here) or an encoded
-   * `writ.authz.v1.Decision` from a workload's report (kept as it is). The buffer is bounded:
-   * when it is full the decision is dropped and counted, and the count is reported with the next batch.
-   */
+  /** Records a decision for the server's decision log (see decision-uplink.ts). */
   logDecision(d: ReportedDecision | Buffer): void {
-    if (this.#decisions.full) return this.#decisions.countDropped(1);
-    this.#decisions.push(Buffer.isBuffer(d) ? d : encodeDecision(d)); // copied in
+    this.#decisions.record(d);
   }
 
   /** Drops reported by in-process reporters travel with this agent's own. */
   countDropped(n: number): void {
     this.#decisions.countDropped(n);
-  }
-
-  /**
-   * One flush at a time: two in flight would each carry the same drop count (the buffer takes it
-   * off only once a message is acknowledged) and the server would count it twice.
-   */
-  #flushDecisions(): Promise<void> {
-    if (this.#flushing || this.#clock() < this.#postsPausedUntil) return Promise.resolve();
-    this.#flushing = this.#drainDecisions().finally(() => (this.#flushing = undefined));
-    return this.#flushing;
-  }
-
-  async #drainDecisions(): Promise<void> {
-    let refused = false;
-    // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
-    // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
-    await this.#decisions.drain(
-      async (message) => {
-        await this.#client.call('POST', '/v1/agent/decisions', message);
-        if (this.#postBackoff > 0) this.#o.log.info('the server takes decision reports again');
-        this.#postBackoff = 0;
-      },
-      (err) => {
-        if (!isWritError(err)) return 'retry';
-        if (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID')
-          return 'drop';
-        refused = err.code === 'ERR_UNAUTHENTICATED' || err.code === 'ERR_FORBIDDEN';
-        return 'retry';
-      },
-    );
-    if (!refused) return;
-    // Refused (evicted, banned): kept and retried less and less often instead of four times a second.
-    if (this.#postBackoff === 0) this.#o.log.warn('the server refuses decision reports from this agent; retrying with backoff');
-    this.#postBackoff = Math.min(this.#postBackoff * 2 || REFUSED_BACKOFF_MS, REFUSED_BACKOFF_MAX_MS);
-    this.#postsPausedUntil = this.#clock() + this.#postBackoff;
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {
