@@ -400,7 +400,9 @@ export function buildProgram(): Command {
     .command('start')
     .description('start an agent in the foreground: attests the node, serves the Workload API on --socket')
     .requiredOption('--data-dir <dir>', 'identity and SVID cache (kept across restarts)')
-    .option('--join-token <token>', 'single-use join token (writ token create); only needed the first time')
+    .option('--join-token <token>', 'single-use join token (writ token create); needed the first time, and a new one attests again')
+    .option('--trust-domain <td>', "the trust domain (or WRIT_TRUST_DOMAIN); default: the one the --ca-file's CA names")
+    .option('--server-spiffe-id <id>', "the server's SPIFFE ID to require (or WRIT_SERVER_SPIFFE_ID); default spiffe://TD/writ/server")
     .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
     .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
     .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
@@ -417,6 +419,8 @@ export function buildProgram(): Command {
         f: {
           dataDir: string;
           joinToken?: string;
+          trustDomain?: string;
+          serverSpiffeId?: string;
           socket: string;
           socketMode: string;
           logLevel: string;
@@ -431,7 +435,7 @@ export function buildProgram(): Command {
         },
         cmd: Command,
       ) => {
-        const g = cmd.optsWithGlobals<Globals>();
+        const g = cmd.optsWithGlobals<Globals & { trustDomain?: string; serverSpiffeId?: string }>();
         const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
         const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
         if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
@@ -462,6 +466,8 @@ export function buildProgram(): Command {
         const a = new Agent({
           serverUrl: server,
           caPem,
+          trustDomain: f.trustDomain ?? g.trustDomain ?? (process.env['WRIT_TRUST_DOMAIN'] || undefined),
+          serverSpiffeId: f.serverSpiffeId ?? g.serverSpiffeId ?? (process.env['WRIT_SERVER_SPIFFE_ID'] || undefined),
           joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
           dataDir: f.dataDir,
           log,
