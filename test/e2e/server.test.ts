@@ -700,7 +700,7 @@ describe('bad input never produces a 500 or a crash', () => {
     assert.equal((await call('GET', '/v1/nothing')).status, 404);
     assert.equal((await call('GET', '/v1/entries?pageToken=***')).body['code'], 'ERR_PAGE_TOKEN_INVALID');
     assert.equal((await call('GET', '/v1/entries?pageSize=0')).status, 400);
-    assert.equal((await call('GET', '/v1/entries/%ZZ')).status, 404);
+    assert.equal((await call('GET', '/v1/entries/%ZZ')).body['code'], 'ERR_FIELD_INVALID');
     assert.equal((await call('GET', '/v1/entries', { token: 'writ_forged' })).body['code'], 'ERR_UNAUTHENTICATED');
     assert.equal(
       (await call('POST', '/v1/svids/jwt', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', audience: [] }) })).body['code'],

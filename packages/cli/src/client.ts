@@ -1,7 +1,7 @@
 /** The CLI's client of the admin API: HTTPS with the trust bundle as CA, bearer token, errors as WritErrors. */
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
@@ -76,7 +76,7 @@ export class ApiClient {
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300) return resolve((opts.raw ? { __text: text } : json) as T);
             const err = json as { code?: string; message?: string; field?: string } | undefined;
-            const code = (err?.code && err.code in ERROR_CODES ? err.code : 'ERR_REQUEST_FAILED') as ErrorCode;
+            const code = typeof err?.code === 'string' && ERROR_CODE_FORMAT.test(err.code) ? err.code : 'ERR_REQUEST_FAILED';
             reject(new WritError(code, err?.message ?? `server answered HTTP ${status}`, err?.field ? { field: err.field } : undefined));
           });
         },

@@ -1,5 +1,5 @@
 /** The OpenAPI 3.1 document, generated from the route table so it cannot drift from what is served. */
-import { ERROR_CODES } from '@writ/spiffe';
+import { HTTP_STATUS } from '../errors.ts';
 import type { Route } from './http.ts';
 
 const ENTRY_SCHEMA = {
@@ -64,7 +64,7 @@ export function openApiDocument(routes: readonly Route[], serverUrl: string): Re
         Error: {
           type: 'object',
           required: ['code', 'message'],
-          properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, field: { type: 'string' } },
+          properties: { code: { type: 'string', enum: Object.keys(HTTP_STATUS).sort() }, message: { type: 'string' }, field: { type: 'string' } },
         },
       },
     },
