@@ -34,7 +34,7 @@ import { notifyChange } from './api/agent-routes.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
-import type { Role, Store } from './store/types.ts';
+import type { AdminToken, Role, Store } from './store/types.ts';
 
 export interface RunningServer {
   readonly url: string;
@@ -333,7 +333,7 @@ async function authenticateAgent(req: IncomingMessage, store: Store, ca: Certifi
   return id;
 }
 
-async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<Role> {
+async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {
   const h = req.headers.authorization;
   const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
   if (!m)
@@ -345,7 +345,7 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
   if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now))
     throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
   if (ROLE_RANK[tok.role] < ROLE_RANK[need]) throw new WritError('ERR_FORBIDDEN', `this needs the ${need} role; the token has ${tok.role}`);
-  return tok.role;
+  return tok;
 }
 
 async function handle(
@@ -384,11 +384,15 @@ async function handle(
       params,
       raw,
       role: undefined,
+      token: undefined,
       agent: undefined,
       body: undefined,
     };
     if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
-    else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
+    else if (route.role) {
+      req.token = await authenticate(raw, store, route.role, Date.now());
+      req.role = req.token.role;
+    }
     if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
     const reply = await route.handler(req);
     status = reply.status;

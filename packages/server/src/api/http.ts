@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { WritError, isWritError } from '@writ/spiffe';
 import { httpStatusOf } from '../errors.ts';
-import type { Role } from '../store/types.ts';
+import type { AdminToken, Role } from '../store/types.ts';
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
@@ -14,6 +14,8 @@ export interface Request {
   readonly raw: IncomingMessage;
   /** The caller's role, once authenticated. */
   role: Role | undefined;
+  /** The caller's API token record (never the token itself), once authenticated. */
+  token: AdminToken | undefined;
   /** The calling agent's SPIFFE ID, on agent routes (authenticated by its X.509-SVID). */
   agent: string | undefined;
   /** The parsed JSON body (routes with `body`). */

@@ -2,7 +2,8 @@
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { flushAcks } from './agent-routes.ts';
 import { ttlField } from './validate.ts';
-import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
+import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
+import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
 import type { ApiContext } from './context.ts';
@@ -12,7 +13,8 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
   const docs = text
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
-    .filter((d) => d.trim() !== '');
+    // A PolicyTest's case names must not be taken for a policy's name.
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?PolicyTest\b/m.test(d));
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
@@ -68,9 +70,10 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
    * aggregate; the 100,000 most used when there are more) whose outcome the proposed set would
    * change. Header conditions cannot be replayed (headers are not logged): they count as absent.
    */
+  /** An engine for a policy set (name -> YAML), without quarantine: what the set itself decides. */
+  const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
+    new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
   const changedEdges = async (before: Readonly<Record<string, string>> | undefined, after: Readonly<Record<string, string>>) => {
-    const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
-      new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
     const a = compile(before);
     const b = compile(after);
     const out: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string; rule: string | null }> = [];
@@ -116,31 +119,52 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/policies',
     'operator',
-    'Apply AccessPolicy YAML: validates (with line numbers), then stores a new revision with these policies added or replaced. dryRun: validate and show what would change.',
+    'Apply AccessPolicy YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these policies added or replaced. dryRun: validate, test and show what would change.',
     async (req) => {
       const o = object(req.body);
       const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
       const comment = str(o, 'comment', { max: 500 }) ?? '';
       const { policies, others } = parsePolicies(yaml, { file: 'request' });
-      if (others.length)
+      const tests = others.filter((x) => x.kind === 'PolicyTest');
+      const refused = others.filter((x) => x.kind !== 'PolicyTest');
+      if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kind AccessPolicy can be applied (found ${others.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy and PolicyTest can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
-      if (policies.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
+      if (policies.length === 0 && tests.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
       const current = await ctx.store.getPolicyRevision();
       const incoming = sourcesByName(yaml, policies);
-      const next: Record<string, string> = o['replace'] === true ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      // Tests alone change nothing (even with replace): they are checked against the current set.
+      const next: Record<string, string> = o['replace'] === true && policies.length ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      const results = o['skipTests'] === true || tests.length === 0 ? [] : runPolicyTests(compile(next), tests);
+      const failures = results
+        .filter((r) => !r.passed)
+        .map((r) => ({ name: r.name, expected: r.expected, got: r.got.decision, reason: r.got.reason, rule: r.got.rule?.name ?? null }));
+      if (failures.length)
+        return {
+          status: httpStatusOf('ERR_POLICY_TEST_FAILED'),
+          body: {
+            code: 'ERR_POLICY_TEST_FAILED',
+            message: `${failures.length} of ${results.length} policy test case(s) failed against the proposed set; nothing was applied (skipTests to override): ${failures
+              .slice(0, 5)
+              .map((f) => `${f.name}: expected ${f.expected}, got ${f.got}`)
+              .join('; ')
+              .slice(0, 1000)}`,
+            details: { failures },
+          },
+        };
+      const testSummary = { passed: results.length, failed: 0 };
       const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
       const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
-      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
+      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]), tests: testSummary };
       if (o['dryRun'] === true)
         return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
       if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
       const rev = await write(current, next, req.role ?? 'operator', comment);
       return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
     },
-    { limit: 5 * DEFAULT_BODY_LIMIT, fields: ['yaml', 'dryRun', 'comment', 'replace'] },
+    { limit: 5 * DEFAULT_BODY_LIMIT, fields: ['yaml', 'dryRun', 'comment', 'replace', 'skipTests'] },
   );
 
   add('GET', '/v1/policies', 'viewer', 'The current policy set.', async () => {
@@ -314,6 +338,13 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       limit: integerParam(1, 10_000),
     },
   );
+
+  add('GET', '/v1/decisions/{id}', 'viewer', 'One logged decision (the id a 403 names).', async (req) => {
+    const id = decodeURIComponent(req.params[0]!);
+    const d = await ctx.store.getDecision(id);
+    if (!d) throw new WritError('ERR_NOT_FOUND', `no decision ${JSON.stringify(id.slice(0, 100))} in the log (pruned, or not reported yet?)`);
+    return ok(decisionJson(d));
+  });
 
   add(
     'POST',

@@ -15,6 +15,7 @@ import {
   type TrustBundle,
 } from '@writ/spiffe';
 import { ROLES, type Role } from '../store/types.ts';
+import { VERSION } from '../version.ts';
 import type { ApiContext } from './context.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, object, ok, str, stringParam, strList, withField, type AddRoute, type Request, type Route } from './http.ts';
 import { agentRoutes } from './agent-routes.ts';
@@ -24,6 +25,8 @@ import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName,
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
 const newJoinToken = (): string => randomBytes(24).toString('base64url');
+
+const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
 const NODE_NAME = /^[a-zA-Z0-9._-]{1,128}$/;
 const MAX_JOIN_TOKEN_TTL_MS = 30 * 86_400_000;
@@ -61,6 +64,23 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     body: await ctx.metrics.registry.metrics(),
     contentType: ctx.metrics.registry.contentType,
   }));
+
+  add('GET', '/v1/version', undefined, "The server's version and trust domain.", () => ok({ version: VERSION, trustDomain: td }));
+  add('GET', '/v1/whoami', 'viewer', "The calling token's role, id, name and expiry (never the token).", (req) =>
+    ok({ role: req.token!.role, tokenId: req.token!.id, name: req.token!.name, expiresAt: iso(req.token!.expiresAt) }),
+  );
+  add('GET', '/v1/ca/authorities', 'viewer', 'The X.509 CAs and JWT keys of every server: status (prepared, active, old) and validity.', async () =>
+    ok({
+      authorities: (await ctx.store.listAuthorities()).map((a) => ({
+        id: a.id,
+        kind: a.kind,
+        status: a.status,
+        serverId: a.serverId,
+        notBefore: new Date(a.notBefore).toISOString(),
+        notAfter: new Date(a.notAfter).toISOString(),
+      })),
+    }),
+  );
 
   // ---------------------------------------------------------------- bundle, federation and OIDC (public)
   add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () =>
