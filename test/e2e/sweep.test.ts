@@ -7,58 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { request } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
-import pg from 'pg';
-import { pino } from 'pino';
+import { describe, it } from 'node:test';
 import { createCsr, toPem } from '@writ/spiffe';
 import { HTTP_STATUS } from '../../packages/server/src/errors.ts';
-import { loadServerConfig } from '../../packages/server/src/config.ts';
-import { startServer, type RunningServer } from '../../packages/server/src/server.ts';
-import { TEST_PG_URL } from '../../packages/server/src/testing/stores.ts';
-import { cleanup } from './helpers.ts';
-
-interface Answer {
-  readonly status: number;
-  readonly text: string;
-}
-
-interface Client {
-  call(method: string, path: string, opts?: { body?: string; agent?: boolean; type?: string }): Promise<Answer>;
-}
-
-function clientOf(srv: RunningServer, dataDir: string, token: string, agentCert?: { key: string; cert: string }): Client {
-  const ca = readFileSync(join(dataDir, 'bundle.pem'));
-  return {
-    call: (method, path, opts = {}) =>
-      new Promise((resolve, reject) => {
-        const req = request(
-          `${srv.url}${path}`,
-          {
-            method,
-            ca,
-            servername: 'localhost',
-            headers: {
-              ...(opts.agent ? {} : { authorization: `Bearer ${token}` }),
-              ...(opts.body !== undefined ? { 'content-type': opts.type ?? 'application/json', 'content-length': Buffer.byteLength(opts.body) } : {}),
-            },
-            ...(opts.agent && agentCert ? agentCert : {}),
-            agent: false,
-          },
-          (res) => {
-            let text = '';
-            res.on('data', (d: Buffer) => (text += d.toString()));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-          },
-        );
-        req.on('error', reject);
-        req.end(opts.body);
-      }),
-  };
-}
+import { startInProcess } from './in-process.ts';
 
 const deep = (n: number): string => `${'['.repeat(n)}1${']'.repeat(n)}`;
 
@@ -173,24 +125,21 @@ function casesOf(op: Operation): Case[] {
   return out;
 }
 
-async function sweep(db: 'sqlite' | string): Promise<{ cases: number; refused: number }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'writ-sweep-'));
-  const srv = await startServer(loadServerConfig({ trustDomain: 'sweep.test', dataDir, listen: '127.0.0.1:0', db }), { log: pino({ level: 'silent' }) });
+async function sweep(db: 'sqlite' | 'postgres'): Promise<{ cases: number; refused: number }> {
+  const server = await startInProcess(db, 'sweep.test');
   try {
-    const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
-    const admin = clientOf(srv, dataDir, token);
     // A real agent, so agent routes are swept past their authentication.
-    const joinToken = JSON.parse((await admin.call('POST', '/v1/join-tokens', { body: '{"nodeName":"sweeper"}' })).text).token as string;
+    const joinToken = (await server.call('POST', '/v1/join-tokens', { body: { nodeName: 'sweeper' } })).json['token'] as string;
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: privateKey, keyType: 'ec-p256' }, publicKey));
-    const attested = await admin.call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken, csr }) });
+    const attested = await server.call('POST', '/v1/agent/attest/join-token', { body: { joinToken, csr } });
     assert.equal(attested.status, 201, attested.text);
-    const agentCert = { key: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, cert: JSON.parse(attested.text).svid as string };
-    const client = clientOf(srv, dataDir, token, agentCert);
+    const cert = { key: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, cert: attested.json['svid'] as string };
 
-    const doc = JSON.parse((await admin.call('GET', '/v1/openapi.json')).text);
-    const entrySchema = doc.components.schemas.EntryInput as { properties: Record<string, unknown> };
-    const ops = operationsOf(doc, Object.keys(entrySchema.properties));
+    const doc = (await server.call('GET', '/v1/openapi.json')).json as unknown as Parameters<typeof operationsOf>[0] & {
+      components: { schemas: Record<string, { properties: Record<string, unknown> }> };
+    };
+    const ops = operationsOf(doc, Object.keys(doc.components.schemas['EntryInput']!.properties));
     assert.ok(ops.length >= 40, `the route table has ${ops.length} operations`);
     const problems: string[] = [];
     let cases = 0;
@@ -199,57 +148,37 @@ async function sweep(db: 'sqlite' | string): Promise<{ cases: number; refused: n
       // The long poll would hold each case for its wait; it gets wait=0 beside each hostile value.
       for (const c of casesOf(op)) {
         const path = op.path === '/v1/agent/sync' ? `${c.path}${c.path.includes('?') ? '&' : '?'}wait=0` : c.path;
-        const a = await client.call(op.method, path, { agent: op.agent, ...(c.body !== undefined ? { body: c.body } : {}) });
+        const a = await server.call(op.method, path, { ...(op.agent ? { cert } : {}), ...(c.body !== undefined ? { body: c.body } : {}) });
         cases++;
         if (a.status >= 500) problems.push(`${op.method} ${op.path} ${c.what}: ${a.status} ${a.text.slice(0, 200)}`);
         else if (a.status >= 400) {
           refused++;
-          let code: unknown;
-          try {
-            code = JSON.parse(a.text).code;
-          } catch {
-            code = undefined;
-          }
+          const code = a.json['code'];
           if (typeof code !== 'string' || HTTP_STATUS[code] !== a.status)
             problems.push(`${op.method} ${op.path} ${c.what}: ${a.status} without a registered code of that status: ${a.text.slice(0, 200)}`);
         }
       }
     }
     // A request head over 16 KiB: an answer, not a dropped connection.
-    const long = await admin.call('GET', `/v1/entries?spiffeId=${'x'.repeat(20_000)}`);
+    const long = await server.call('GET', `/v1/entries?spiffeId=${'x'.repeat(20_000)}`);
     assert.equal(long.status, 431, long.text);
-    assert.equal(JSON.parse(long.text).code, 'ERR_HEADERS_TOO_LARGE');
-    const longish = await admin.call('GET', `/v1/entries?spiffeId=${'x'.repeat(10_000)}`);
+    assert.equal(long.json['code'], 'ERR_HEADERS_TOO_LARGE');
+    const longish = await server.call('GET', `/v1/entries?spiffeId=${'x'.repeat(10_000)}`);
     assert.equal(longish.status, 414, longish.text);
-    assert.equal(JSON.parse(longish.text).code, 'ERR_URI_TOO_LONG');
+    assert.equal(longish.json['code'], 'ERR_URI_TOO_LONG');
     assert.deepEqual(problems.slice(0, 30), [], `${problems.length} of ${cases} cases failed`);
-    const metrics = (await admin.call('GET', '/metrics')).text;
+    const metrics = (await server.call('GET', '/metrics')).text;
     assert.doesNotMatch(metrics, /writ_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx counted');
     return { cases, refused };
   } finally {
-    await srv.close();
-    cleanup(dataDir);
+    await server.stop();
   }
 }
 
 describe('bad-input sweep over every route', () => {
-  const dbName = `writ_sweep_${process.pid}`;
-  const admin = async (sql: string): Promise<void> => {
-    const c = new pg.Client({ connectionString: TEST_PG_URL });
-    await c.connect();
-    await c.query(sql).finally(() => c.end());
-  };
-  after(() => admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
-
-  it('on SQLite: no 5xx, every refusal a 4xx with a registered code', async (t) => {
-    const r = await sweep('sqlite');
-    t.diagnostic(`sqlite: ${r.cases} cases, ${r.refused} refused with a 4xx`);
-  });
-  it('on PostgreSQL: no 5xx, every refusal a 4xx with a registered code', async (t) => {
-    await admin(`CREATE DATABASE ${dbName}`);
-    const u = new URL(TEST_PG_URL);
-    u.pathname = `/${dbName}`;
-    const r = await sweep(u.toString());
-    t.diagnostic(`postgres: ${r.cases} cases, ${r.refused} refused with a 4xx`);
-  });
+  for (const db of ['sqlite', 'postgres'] as const)
+    it(`on ${db}: no 5xx, every refusal a 4xx with a registered code`, async (t) => {
+      const r = await sweep(db);
+      t.diagnostic(`${db}: ${r.cases} cases, ${r.refused} refused with a 4xx, the rest accepted`);
+    });
 });

@@ -115,7 +115,10 @@ function checkJson(value: unknown): void {
     const [v, field, depth] = stack.pop()!;
     if (typeof v === 'string') noNul(v, field, `field "${field}"`);
     if (v === null || typeof v !== 'object') continue;
-    if (depth >= MAX_JSON_DEPTH) throw new WritError('ERR_JSON_INVALID', `request body is nested deeper than ${MAX_JSON_DEPTH} levels`, { field });
+    if (depth >= MAX_JSON_DEPTH) {
+      const top = field.split(/[.[]/)[0]!;
+      throw new WritError('ERR_JSON_INVALID', `field "${top}" is nested deeper than ${MAX_JSON_DEPTH} levels`, { field: top });
+    }
     for (const [k, x] of Object.entries(v)) {
       const name = Array.isArray(v) ? `${field}[${k}]` : field === 'body' ? k : `${field}.${k}`;
       noNul(k, name, `field "${name}"`);
