@@ -267,7 +267,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
       }
     };
-    const every = Math.min(Math.max(cfg.caTtlMs / 100, 1000), 10_000);
+    // Often enough to renew the server's own certificate (at half its life) before it expires, too.
+    const every = Math.max(Math.min(cfg.caTtlMs / 100, cfg.x509SvidTtlMs / 4, 10_000), 1000);
     timers.push(setInterval(() => void tick(), every).unref());
 
     log.info(
