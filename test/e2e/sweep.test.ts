@@ -118,14 +118,14 @@ function casesOf(op: Operation): Case[] {
     for (const { v, raw } of HOSTILE_QUERY)
       out.push({ op, path: `${fill({})}?${q}=${raw ? v : encodeURIComponent(v)}`, body: benignBody, what: `query ${q}=${v.slice(0, 20)}` });
   if (op.body) {
-    for (const f of op.fields ?? ['spiffeId', 'keys', 'decisions'])
+    for (const f of op.fields ?? ['keys', 'spiffeId'])
       for (const v of HOSTILE_JSON) out.push({ op, path: fill({}), body: `{${JSON.stringify(f)}: ${v}}`, what: `field ${f}=${v.slice(0, 20)}` });
     for (const b of HOSTILE_BODY) out.push({ op, path: fill({}), body: b, what: `body ${b.slice(0, 20)}` });
   }
   return out;
 }
 
-async function sweep(db: 'sqlite' | 'postgres'): Promise<{ cases: number; refused: number }> {
+async function sweep(db: 'sqlite' | 'postgres'): Promise<{ cases: number; refused: number; agentPastAuth: number }> {
   const server = await startInProcess(db, 'sweep.test');
   try {
     // A real agent, so agent routes are swept past their authentication.
@@ -139,17 +139,29 @@ async function sweep(db: 'sqlite' | 'postgres'): Promise<{ cases: number; refuse
     const doc = (await server.call('GET', '/v1/openapi.json')).json as unknown as Parameters<typeof operationsOf>[0] & {
       components: { schemas: Record<string, { properties: Record<string, unknown> }> };
     };
-    const ops = operationsOf(doc, Object.keys(doc.components.schemas['EntryInput']!.properties));
+    const ops: Operation[] = [];
+    for (const op of operationsOf(doc, Object.keys(doc.components.schemas['EntryInput']!.properties))) {
+      if (!op.body || op.fields) {
+        ops.push(op);
+        continue;
+      }
+      // A route that does not declare its fields names them when it refuses an unknown one.
+      const probe = await server.call(op.method, op.path.replace(/\{[^}]+\}/g, 'sweep'), { ...(op.agent ? { cert } : {}), body: '{"sweepProbe":1}' });
+      const allowed = /allowed: (.*)$/.exec(String(probe.json['message']))?.[1]?.split(', ');
+      ops.push({ ...op, fields: allowed });
+    }
     assert.ok(ops.length >= 40, `the route table has ${ops.length} operations`);
     const problems: string[] = [];
     let cases = 0;
     let refused = 0;
+    let agentPastAuth = 0;
     for (const op of ops) {
       // The long poll would hold each case for its wait; it gets wait=0 beside each hostile value.
       for (const c of casesOf(op)) {
         const path = op.path === '/v1/agent/sync' ? `${c.path}${c.path.includes('?') ? '&' : '?'}wait=0` : c.path;
         const a = await server.call(op.method, path, { ...(op.agent ? { cert } : {}), ...(c.body !== undefined ? { body: c.body } : {}) });
         cases++;
+        if (op.agent && a.status !== 401 && a.status !== 403) agentPastAuth++;
         if (a.status >= 500) problems.push(`${op.method} ${op.path} ${c.what}: ${a.status} ${a.text.slice(0, 200)}`);
         else if (a.status >= 400) {
           refused++;
@@ -169,7 +181,9 @@ async function sweep(db: 'sqlite' | 'postgres'): Promise<{ cases: number; refuse
     assert.deepEqual(problems.slice(0, 30), [], `${problems.length} of ${cases} cases failed`);
     const metrics = (await server.call('GET', '/metrics')).text;
     assert.doesNotMatch(metrics, /writ_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx counted');
-    return { cases, refused };
+    // The agent routes were swept past their authentication, not only refused at it.
+    assert.ok(agentPastAuth > 100, `${agentPastAuth} agent-route cases got past authentication`);
+    return { cases, refused, agentPastAuth };
   } finally {
     await server.stop();
   }
@@ -179,6 +193,6 @@ describe('bad-input sweep over every route', () => {
   for (const db of ['sqlite', 'postgres'] as const)
     it(`on ${db}: no 5xx, every refusal a 4xx with a registered code`, async (t) => {
       const r = await sweep(db);
-      t.diagnostic(`${db}: ${r.cases} cases, ${r.refused} refused with a 4xx, the rest accepted`);
+      t.diagnostic(`${db}: ${r.cases} cases, ${r.refused} refused with a 4xx, the rest accepted; ${r.agentPastAuth} agent-route cases past authentication`);
     });
 });
