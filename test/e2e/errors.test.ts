@@ -8,7 +8,7 @@ import { POLICY_ERROR_CODES } from '@writ/policy';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
 import { PROXY_ERROR_CODES } from '../../packages/proxy/src/errors.ts';
 import { HTTP_STATUS, SERVER_ERROR_CODES } from '../../packages/server/src/errors.ts';
-import { ROOT } from './helpers.ts';
+import { ROOT, cleanup, startServerProcess, writ } from './helpers.ts';
 
 const REGISTERED = new Set<string>([
   ...SPIFFE_ERROR_CODES,
@@ -43,4 +43,26 @@ it('docs/api.md lists every registered code', () => {
     [...REGISTERED].filter((c) => !doc.includes(`\`${c}\``)),
     [],
   );
+});
+
+it("the CLI passes on a server's code it has no registry entry for (any well-formed code), and exits 1", async () => {
+  const srv = await startServerProcess();
+  try {
+    const r = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/writ/server',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/a',
+      '--selector',
+      'unix:uid:0',
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /ERR_ENTRY_RESERVED_ID/);
+    assert.doesNotMatch(r.stderr, /ERR_REQUEST_FAILED/);
+  } finally {
+    await srv.stop();
+    cleanup(srv.dataDir);
+  }
 });
