@@ -111,6 +111,21 @@ for (const db of ['sqlite', 'postgres'] as const)
       }
     });
 
+    it('the OpenAPI document shows the new endpoints and the declared query parameters and body fields', async () => {
+      const doc = (await s.call('GET', '/v1/openapi.json', { token: null })).json as { paths: Record<string, Record<string, Record<string, unknown>>> };
+      for (const [path, method] of [
+        ['/v1/version', 'get'],
+        ['/v1/whoami', 'get'],
+        ['/v1/ca/authorities', 'get'],
+        ['/v1/decisions/{id}', 'get'],
+      ] as const)
+        assert.ok(doc.paths[path]?.[method], `${method} ${path}`);
+      const limit = (doc.paths['/v1/decisions']!['get']!['parameters'] as Array<{ name: string; schema: unknown }>).find((p) => p.name === 'limit');
+      assert.deepEqual(limit?.schema, { type: 'integer', minimum: 1, maximum: 10_000 });
+      const apply = doc.paths['/v1/policies']!['post']!['requestBody'] as { content: { 'application/json': { schema: { properties: object } } } };
+      assert.deepEqual(Object.keys(apply.content['application/json'].schema.properties), ['yaml', 'dryRun', 'comment', 'replace', 'skipTests']);
+    });
+
     it('GET /v1/decisions/{id}: one decision shaped like the list items; 404 for an unknown id', async () => {
       const at = Date.now();
       await s.srv.store.addDecisions([
