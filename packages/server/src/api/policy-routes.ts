@@ -5,7 +5,7 @@ import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
-import { DEFAULT_BODY_LIMIT, integerParam, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
+import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
 import type { ApiContext } from './context.ts';
 
 /** Splits multi-document YAML into its documents' text, by policy name (after validation). */
@@ -258,7 +258,7 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     reason: q.reason,
     createdBy: q.createdBy,
     createdAt: new Date(q.createdAt).toISOString(),
-    expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString(),
+    expiresAt: isoOrNull(q.expiresAt),
   });
   add(
     'POST',

@@ -17,7 +17,20 @@ import {
 import { ROLES, type Role } from '../store/types.ts';
 import { VERSION } from '../version.ts';
 import type { ApiContext } from './context.ts';
-import { DEFAULT_BODY_LIMIT, integerParam, object, ok, str, stringParam, strList, withField, type AddRoute, type Request, type Route } from './http.ts';
+import {
+  DEFAULT_BODY_LIMIT,
+  integerParam,
+  isoOrNull,
+  object,
+  ok,
+  str,
+  stringParam,
+  strList,
+  withField,
+  type AddRoute,
+  type Request,
+  type Route,
+} from './http.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
@@ -25,8 +38,6 @@ import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName,
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
 const newJoinToken = (): string => randomBytes(24).toString('base64url');
-
-const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
 const NODE_NAME = /^[a-zA-Z0-9._-]{1,128}$/;
 const MAX_JOIN_TOKEN_TTL_MS = 30 * 86_400_000;
@@ -67,7 +78,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
 
   add('GET', '/v1/version', undefined, "The server's version and trust domain.", () => ok({ version: VERSION, trustDomain: td }));
   add('GET', '/v1/whoami', 'viewer', "The calling token's role, id, name and expiry (never the token).", (req) =>
-    ok({ role: req.token!.role, tokenId: req.token!.id, name: req.token!.name, expiresAt: iso(req.token!.expiresAt) }),
+    ok({ role: req.token!.role, tokenId: req.token!.id, name: req.token!.name, expiresAt: isoOrNull(req.token!.expiresAt) }),
   );
   add('GET', '/v1/ca/authorities', 'viewer', 'The X.509 CAs and JWT keys of every server: status (prepared, active, old) and validity.', async () =>
     ok({
@@ -296,7 +307,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
           role,
           name,
           createdAt: new Date(now).toISOString(),
-          expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString(),
+          expiresAt: isoOrNull(rec.expiresAt),
         },
         201,
       );
@@ -310,7 +321,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
         role: t.role,
         name: t.name,
         createdAt: new Date(t.createdAt).toISOString(),
-        expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
+        expiresAt: isoOrNull(t.expiresAt),
       })),
     }),
   );

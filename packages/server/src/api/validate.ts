@@ -1,7 +1,7 @@
 /** Validation of API input into store types. Every error names the field it is about. */
 import { WritError, parseDuration, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
 import type { Entry, EntryInput } from '../store/types.ts';
-import { object, onlyKeys, str, strList, withField, type Json } from './http.ts';
+import { isoOrNull, object, onlyKeys, str, strList, withField, type Json } from './http.ts';
 
 const SELECTOR = /^[a-z0-9_-]{1,32}:[\x21-\x7e][\x20-\x7e]{0,255}$/;
 const DNS_LABEL = /^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$/;
@@ -147,7 +147,7 @@ export function entryJson(e: Entry): Json {
     federatesWith: e.federatesWith,
     admin: e.admin,
     hint: e.hint,
-    expiresAt: e.expiresAt === null ? null : new Date(e.expiresAt).toISOString(),
+    expiresAt: isoOrNull(e.expiresAt),
     revision: e.revision,
     createdAt: new Date(e.createdAt).toISOString(),
     updatedAt: new Date(e.updatedAt).toISOString(),
