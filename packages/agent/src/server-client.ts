@@ -1,7 +1,7 @@
 /** The agent's HTTPS client of the server: trusts the bundle, pins the server's SPIFFE ID, presents the agent SVID on agent routes. */
 import { Agent as HttpsAgent, request } from 'node:https';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
-import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError } from '@writ/spiffe';
 
 /** What the agent needs of the server: the seam its unit tests fill with a fake (testing/fake-server.ts). */
 export interface ServerApi {
@@ -89,7 +89,7 @@ export class ServerClient implements ServerApi {
             }
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300 && json) return resolve(json as T);
-            const code = (typeof json?.['code'] === 'string' && json['code'] in ERROR_CODES ? json['code'] : 'ERR_REQUEST_FAILED') as ErrorCode;
+            const code = typeof json?.['code'] === 'string' && ERROR_CODE_FORMAT.test(json['code']) ? json['code'] : 'ERR_REQUEST_FAILED';
             reject(
               new WritError(
                 code,

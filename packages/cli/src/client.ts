@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
-import { ERROR_CODES, WritError, parseSpiffeId, trustDomainOfCaPem, type ErrorCode } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError, parseSpiffeId, trustDomainOfCaPem } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
@@ -24,7 +24,7 @@ export class ApiError extends WritError {
   readonly serverCode: string;
   readonly httpStatus: number;
   readonly details: unknown;
-  constructor(code: ErrorCode, serverCode: string, httpStatus: number, message: string, extra: { field?: string; details?: unknown }) {
+  constructor(code: string, serverCode: string, httpStatus: number, message: string, extra: { field?: string; details?: unknown }) {
     super(code, message, extra.field ? { field: extra.field } : undefined);
     this.serverCode = serverCode;
     this.httpStatus = httpStatus;
@@ -168,7 +168,7 @@ export class ApiClient {
             if (status >= 200 && status < 300) return resolve((opts.raw ? { __text: text } : json) as T);
             const err = json as { code?: string; message?: string; field?: string; details?: unknown } | undefined;
             const serverCode = typeof err?.code === 'string' ? err.code : 'ERR_REQUEST_FAILED';
-            const code = (serverCode in ERROR_CODES ? serverCode : 'ERR_REQUEST_FAILED') as ErrorCode;
+            const code = ERROR_CODE_FORMAT.test(serverCode) ? serverCode : 'ERR_REQUEST_FAILED';
             reject(
               new ApiError(code, serverCode, status, err?.message ?? `server answered HTTP ${status}`, {
                 ...(err?.field ? { field: err.field } : {}),

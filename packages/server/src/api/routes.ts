@@ -15,11 +15,25 @@ import {
   type TrustBundle,
 } from '@writ/spiffe';
 import { ROLES, type Role } from '../store/types.ts';
+import { VERSION } from '../version.ts';
 import type { ApiContext } from './context.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
-import { agentRoutes, notifyChange } from './agent-routes.ts';
+import {
+  DEFAULT_BODY_LIMIT,
+  integerParam,
+  isoOrNull,
+  object,
+  ok,
+  str,
+  stringParam,
+  strList,
+  withField,
+  type AddRoute,
+  type Request,
+  type Route,
+} from './http.ts';
+import { agentRoutes } from './agent-routes.ts';
 import { policyRoutes } from './policy-routes.ts';
-import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
+import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
@@ -44,11 +58,11 @@ function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: numb
 export function buildRoutes(ctx: ApiContext): Route[] {
   const td = ctx.trustDomain;
   const routes: Route[] = [];
-  const add = (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody): void => {
+  const add: AddRoute = (method, name, role, summary, handler, body, query) => {
     const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
-    routes.push({ method, name, pattern, role, summary, handler, body });
+    routes.push({ method, name, pattern, role, summary, handler, body, query });
   };
-  const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
+  const ENTRY_BODY = { limit: DEFAULT_BODY_LIMIT, fields: ENTRY_FIELDS };
 
   // ---------------------------------------------------------------- health and metadata
   add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ok({ status: 'ok' }));
@@ -61,6 +75,23 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     body: await ctx.metrics.registry.metrics(),
     contentType: ctx.metrics.registry.contentType,
   }));
+
+  add('GET', '/v1/version', undefined, "The server's version and trust domain.", () => ok({ version: VERSION, trustDomain: td }));
+  add('GET', '/v1/whoami', 'viewer', "The calling token's role, id, name and expiry (never the token).", (req) =>
+    ok({ role: req.token!.role, tokenId: req.token!.id, name: req.token!.name, expiresAt: isoOrNull(req.token!.expiresAt) }),
+  );
+  add('GET', '/v1/ca/authorities', 'viewer', 'The X.509 CAs and JWT keys of every server: status (prepared, active, old) and validity.', async () =>
+    ok({
+      authorities: (await ctx.store.listAuthorities()).map((a) => ({
+        id: a.id,
+        kind: a.kind,
+        status: a.status,
+        serverId: a.serverId,
+        notBefore: new Date(a.notBefore).toISOString(),
+        notAfter: new Date(a.notAfter).toISOString(),
+      })),
+    }),
+  );
 
   // ---------------------------------------------------------------- bundle, federation and OIDC (public)
   add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () =>
@@ -82,28 +113,29 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   // ---------------------------------------------------------------- entries
-  add('GET', '/v1/entries', 'viewer', 'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).', async (req) => {
-    const q = req.query;
-    for (const k of q.keys())
-      if (!['spiffeId', 'parentId', 'selector', 'pageSize', 'pageToken'].includes(k))
-        throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
-    const pageSizeRaw = q.get('pageSize');
-    const pageSize = pageSizeRaw === null ? undefined : Number(pageSizeRaw);
-    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000))
-      throw new WritError('ERR_FIELD_INVALID', 'pageSize must be an integer from 1 to 1000', { field: 'pageSize' });
-    const spiffeId = q.get('spiffeId');
-    const parentId = q.get('parentId');
-    if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
-    if (parentId !== null) withField('parentId', () => parseSpiffeId(parentId));
-    const page = await ctx.store.listEntries({
-      ...(spiffeId !== null ? { spiffeId } : {}),
-      ...(parentId !== null ? { parentId } : {}),
-      selectors: q.getAll('selector'),
-      ...(pageSize !== undefined ? { pageSize } : {}),
-      ...(q.get('pageToken') ? { pageToken: q.get('pageToken')! } : {}),
-    });
-    return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
-  });
+  add(
+    'GET',
+    '/v1/entries',
+    'viewer',
+    'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).',
+    async (req) => {
+      const q = req.query;
+      const spiffeId = q.get('spiffeId');
+      const parentId = q.get('parentId');
+      if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
+      if (parentId !== null) withField('parentId', () => parseSpiffeId(parentId));
+      const page = await ctx.store.listEntries({
+        ...(spiffeId !== null ? { spiffeId } : {}),
+        ...(parentId !== null ? { parentId } : {}),
+        selectors: q.getAll('selector'),
+        ...(q.has('pageSize') ? { pageSize: Number(q.get('pageSize')) } : {}),
+        ...(q.get('pageToken') ? { pageToken: q.get('pageToken')! } : {}),
+      });
+      return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
+    },
+    undefined,
+    { spiffeId: stringParam(), parentId: stringParam(), selector: stringParam(300, true), pageSize: integerParam(1, 1000), pageToken: stringParam(512) },
+  );
   add(
     'POST',
     '/v1/entries',
@@ -112,10 +144,9 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     async (req) => {
       const now = ctx.clock();
       const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
-      notifyChange();
       return ok(entryJson(e!), 201);
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add(
     'POST',
@@ -124,7 +155,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     `Create up to ${BATCH_LIMIT} entries, all or none.`,
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['entries']);
       const list = o['entries'];
       if (!Array.isArray(list) || list.length === 0)
         throw new WritError('ERR_FIELD_INVALID', 'field "entries" must be a non-empty array', { field: 'entries' });
@@ -132,10 +162,9 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const now = ctx.clock();
       const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
       const created = await ctx.store.createEntries(inputs, now);
-      notifyChange();
       return ok({ entries: created.map(entryJson) }, 201);
     },
-    { limit: 16 * DEFAULT_BODY_LIMIT },
+    { limit: 16 * DEFAULT_BODY_LIMIT, fields: ['entries'] },
   );
   const getEntry = async (req: Request) => {
     const e = await ctx.store.getEntry(req.params[0]!);
@@ -152,10 +181,9 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const base = await getEntry(req);
       const now = ctx.clock();
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
-      notifyChange();
       return ok(entryJson(updated));
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add(
     'PUT',
@@ -166,14 +194,12 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const base = await getEntry(req);
       const now = ctx.clock();
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
-      notifyChange();
       return ok(entryJson(updated));
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
     if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
-    notifyChange();
     return { status: 204, body: '' };
   });
 
@@ -185,7 +211,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Create a single-use join token for an agent.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['nodeName', 'ttl']);
       const nodeName = str(o, 'nodeName', { max: 128 }) ?? `node-${randomBytes(4).toString('hex')}`;
       if (!NODE_NAME.test(nodeName))
         throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" may hold only a-z A-Z 0-9 . _ - (1 to 128 characters)', { field: 'nodeName' });
@@ -196,7 +221,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       await ctx.store.createJoinToken({ hash: hashToken(token), nodeName, expiresAt: now + ttlMs, createdAt: now });
       return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['nodeName', 'ttl'] },
   );
 
   // ---------------------------------------------------------------- node attestation
@@ -230,7 +255,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['joinToken', 'csr']);
       const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
       const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
       const { spki } = withField('csr', () => parseCsr(csr));
@@ -241,7 +265,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
       return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['joinToken', 'csr'] },
   );
   add(
     'POST',
@@ -250,7 +274,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['cluster', 'token', 'csr']);
       const cluster = str(o, 'cluster', { required: true, max: 253 })!;
       const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
       const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
@@ -258,7 +281,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const r = await ctx.psat.attest(cluster, token);
       return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['cluster', 'token', 'csr'] },
   );
 
   // ---------------------------------------------------------------- admin tokens
@@ -269,7 +292,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Create an API token with a role (admin, operator, viewer). The token is shown once.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['role', 'name', 'ttl']);
       const role = str(o, 'role', { required: true, max: 16 }) as Role;
       if (!ROLES.includes(role)) throw new WritError('ERR_FIELD_INVALID', `field "role" must be one of ${ROLES.join(', ')}`, { field: 'role' });
       const name = str(o, 'name', { max: 128 }) ?? '';
@@ -285,12 +307,12 @@ export function buildRoutes(ctx: ApiContext): Route[] {
           role,
           name,
           createdAt: new Date(now).toISOString(),
-          expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString(),
+          expiresAt: isoOrNull(rec.expiresAt),
         },
         201,
       );
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['role', 'name', 'ttl'] },
   );
   add('GET', '/v1/admin-tokens', 'admin', 'List API tokens (never the tokens themselves).', async () =>
     ok({
@@ -299,7 +321,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
         role: t.role,
         name: t.name,
         createdAt: new Date(t.createdAt).toISOString(),
-        expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
+        expiresAt: isoOrNull(t.expiresAt),
       })),
     }),
   );
@@ -316,9 +338,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Sign an X.509-SVID for a SPIFFE ID from a CSR (PEM). The private key stays with the caller.',
     (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['spiffeId', 'csr', 'ttl', 'dnsNames']);
-      const spiffeId = str(o, 'spiffeId', { required: true })!;
-      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const spiffeId = parseWorkloadId(str(o, 'spiffeId', { required: true })!, 'spiffeId', td);
       const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
       const { spki } = withField('csr', () => parseCsr(csr));
       const ttlMs = ttlField(o, 'ttl', MAX_X509_TTL_MS);
@@ -335,7 +355,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
         201,
       );
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['spiffeId', 'csr', 'ttl', 'dnsNames'] },
   );
   add(
     'POST',
@@ -344,16 +364,14 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Mint a JWT-SVID for a SPIFFE ID and audience.',
     (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['spiffeId', 'audience', 'ttl']);
-      const spiffeId = str(o, 'spiffeId', { required: true })!;
-      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const spiffeId = parseWorkloadId(str(o, 'spiffeId', { required: true })!, 'spiffeId', td);
       const audience = audienceList(o);
       const ttlMs = ttlField(o, 'ttl', MAX_JWT_TTL_MS);
       const jwt = ctx.ca.signJwtSvid(spiffeId, audience, ttlMs);
       ctx.metrics.svidsIssued.inc({ type: 'jwt' });
       return ok({ spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() }, 201);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['spiffeId', 'audience', 'ttl'] },
   );
 
   // ---------------------------------------------------------------- federated bundles
@@ -383,15 +401,13 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const bundle = parseBundleJson(name, req.body);
       const now = ctx.clock();
       await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
-      notifyChange();
       return ok(federatedJson(name, bundle, now));
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT },
   );
   add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
     const name = tdParam(req);
     if (!(await ctx.store.deleteFederatedBundle(name))) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
-    notifyChange();
     return { status: 204, body: '' };
   });
 

@@ -1,7 +1,7 @@
 /** Validation of API input into store types. Every error names the field it is about. */
 import { WritError, parseDuration, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
 import type { Entry, EntryInput } from '../store/types.ts';
-import { object, onlyKeys, str, strList, withField, type Json } from './http.ts';
+import { isoOrNull, object, onlyKeys, str, strList, withField, type Json } from './http.ts';
 
 const SELECTOR = /^[a-z0-9_-]{1,32}:[\x21-\x7e][\x20-\x7e]{0,255}$/;
 const DNS_LABEL = /^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$/;
@@ -40,7 +40,28 @@ export function ttlField(o: Json, key: string, maxMs: number, prefix = ''): numb
   return parseDuration(v, field, maxMs);
 }
 
-const ENTRY_FIELDS = ['spiffeId', 'parentId', 'selectors', 'x509SvidTtl', 'jwtSvidTtl', 'dnsNames', 'federatesWith', 'admin', 'hint', 'expiresAt'];
+/**
+ * A SPIFFE ID a workload may be given: in this trust domain, with a path, and outside
+ * `/writ/**`, the namespace of the server's and the agents' own identities (an entry or a mint
+ * there would let a workload play the server or an agent).
+ */
+export function parseWorkloadId(v: string, field: string, trustDomain: string): string {
+  const parsed = withField(field, () => parseSpiffeId(v));
+  if (parsed.trustDomain !== trustDomain)
+    throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": ${v} is not in this server's trust domain "${trustDomain}"`, { field });
+  if (parsed.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": a workload ID needs a path`, { field });
+  if (parsed.path === '/writ' || parsed.path.startsWith('/writ/'))
+    throw new WritError(
+      'ERR_ENTRY_RESERVED_ID',
+      `field "${field}": ${parsed.uri} is in spiffe://${trustDomain}/writ/, reserved for the server and its agents`,
+      {
+        field,
+      },
+    );
+  return parsed.uri;
+}
+
+export const ENTRY_FIELDS = ['spiffeId', 'parentId', 'selectors', 'x509SvidTtl', 'jwtSvidTtl', 'dnsNames', 'federatesWith', 'admin', 'hint', 'expiresAt'];
 
 /**
  * Parses an entry from a request body. With `base` (PATCH), absent fields keep their value.
@@ -54,14 +75,13 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   const id = (key: 'spiffeId' | 'parentId'): string => {
     const v = str(o, key, { required: !b, prefix });
     if (v === undefined) return b![key];
+    if (key === 'spiffeId') return parseWorkloadId(v, prefix + key, ctx.trustDomain);
     const parsed = withField(prefix + key, () => parseSpiffeId(v));
     if (parsed.trustDomain !== ctx.trustDomain) {
       throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}${key}": ${v} is not in this server's trust domain "${ctx.trustDomain}"`, {
         field: prefix + key,
       });
     }
-    if (key === 'spiffeId' && parsed.path === '')
-      throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}spiffeId": a workload ID needs a path`, { field: `${prefix}spiffeId` });
     return parsed.uri;
   };
   const spiffeId = id('spiffeId');
@@ -127,7 +147,7 @@ export function entryJson(e: Entry): Json {
     federatesWith: e.federatesWith,
     admin: e.admin,
     hint: e.hint,
-    expiresAt: e.expiresAt === null ? null : new Date(e.expiresAt).toISOString(),
+    expiresAt: isoOrNull(e.expiresAt),
     revision: e.revision,
     createdAt: new Date(e.createdAt).toISOString(),
     updatedAt: new Date(e.updatedAt).toISOString(),
