@@ -92,6 +92,11 @@ export class LocalPolicy {
     return () => this.#listeners.delete(fn);
   }
 
+  /** Whether `id` is in the quarantine list the agent sent. */
+  isQuarantined(id: string): boolean {
+    return this.#engine.quarantined.has(id);
+  }
+
   decide(req: Parameters<PolicyEngine['decide']>[0]): Decision {
     return this.#engine.decide(req);
   }
