@@ -18,6 +18,7 @@ import fc from 'fast-check';
 import { normalizePath } from '@writ/policy';
 import {
   DEBIAN_PYTHON,
+  ROOT,
   WRIT,
   applyPolicy,
   cleanup,
@@ -491,9 +492,7 @@ describe('writ proxy', () => {
       await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
       assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
       // (orders closes its side too, unless web's proxy closed it first: either may say so.)
-      await waitFor("web's proxy to say why", async () =>
-        logs.slice(before).some((l) => l.includes(`identity ${WEB} withdrawn (`)) ? true : undefined,
-      );
+      await waitFor("web's proxy to say why", async () => (logs.slice(before).some((l) => l.includes(`identity ${WEB} withdrawn (`)) ? true : undefined));
       assert.equal(await fresh(port['web']!), '', 'a new connection from the app is closed unanswered');
     } finally {
       assert.equal((await writ(srv, ['quarantine', 'remove', WEB])).code, 0);
@@ -528,6 +527,71 @@ describe('writ proxy', () => {
       assert.ok(logs.some((l) => l.includes(`identity ${ISOLATED} issued again: serving`)));
     } finally {
       proxy.kill();
+    }
+  });
+
+  it('an SDK mTLS server (createMtlsServer with the policy, as uid 1002): withdrawn, it closes its live connections and refuses new ones; a quarantined caller is refused at accept; lifted, it serves again', async () => {
+    const SDK_SERVER = `${TD}/orders/sa/sdk`;
+    await ok(srv, ['entry', 'create', '--spiffe-id', SDK_SERVER, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1002']);
+    const code = `import { LocalPolicy, X509Source, authorizeAny, createMtlsServer } from '@writ/sdk';
+      const source = await X509Source.create({ timeoutMs: 20000 });
+      const policy = await LocalPolicy.create({ timeoutMs: 20000 });
+      const server = createMtlsServer({ source, authorize: authorizeAny(), policy }, (s, peer) => (s.on('error', () => {}), s.on('data', (d) => s.write(peer.uri + ' ' + d))));
+      server.on('rejected', (err) => console.log(JSON.stringify({ rejected: err.message })));
+      server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));`;
+    const child = spawn('setpriv', ['--reuid=1002', '--regid=1002', '--clear-groups', process.execPath, '--input-type=module', '-e', code], {
+      cwd: ROOT,
+      env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, NODE_TEST_CONTEXT: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: string[] = [];
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const listening = await waitFor(
+        'the SDK server listening',
+        async () => {
+          assert.equal(child.exitCode, null, `the SDK server exited: ${stderr}`);
+          const l = lines.find((x) => x.startsWith('{"port"'));
+          return l ? (JSON.parse(l) as { port: number }) : undefined;
+        },
+        30_000,
+      );
+      const web = join(agent.dataDir, 'direct-web');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', web])).code, 0);
+      /** A connection from web: the echo of "ping", or '' when the server closes it unanswered. */
+      const ping = async (): Promise<string> => exchange(await mtls(listening.port, svidFiles(web), 'x'), [Buffer.from('ping')]);
+      assert.equal(await ping(), `${WEB} ping`);
+      const live = await mtls(listening.port, svidFiles(web), 'x');
+      let closed = false;
+      live.on('error', () => undefined);
+      live.on('close', () => (closed = true));
+      assert.equal((await writ(srv, ['quarantine', 'add', SDK_SERVER, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (closed ? true : undefined), 10_000);
+        assert.equal(await ping(), '', 'a new connection is closed unanswered');
+        assert.ok(
+          lines.some((l) => l.includes('was withdrawn by the agent')),
+          `the refusal is reported: ${lines.join('\n')}`,
+        );
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', SDK_SERVER])).code, 0);
+      }
+      await waitFor('the SDK server to serve again', async () => ((await ping()) === `${WEB} ping` ? true : undefined), 30_000);
+      assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('a quarantined caller refused at accept', async () => ((await ping()) === '' ? true : undefined), 10_000);
+        assert.ok(
+          lines.some((l) => l.includes(`peer ${WEB} or this workload is quarantined`)),
+          lines.join('\n'),
+        );
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', WEB])).code, 0);
+      }
+      await waitFor('web served again', async () => ((await ping()) === `${WEB} ping` ? true : undefined), 10_000);
+    } finally {
+      child.kill();
     }
   });
 
