@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect as http2Connect, constants as h2constants } from 'node:http2';
 import { connect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
@@ -527,6 +528,40 @@ describe('writ proxy', () => {
       assert.ok(logs.some((l) => l.includes(`identity ${ISOLATED} issued again: serving`)));
     } finally {
       proxy.kill();
+    }
+  });
+
+  it("outbound to a quarantined server: the live connection is closed and a new one refused by the caller's own proxy, even when the server does not follow the quarantine", async () => {
+    // A server holding a valid SVID that knows nothing of quarantine: only the caller's proxy can refuse it.
+    const PLAIN = `${TD}/plain/sa/api`;
+    const dir = join(agent.dataDir, 'plain-server');
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', PLAIN, '--out', dir])).code, 0);
+    const plain = createHttpsServer({ cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')) }, (_req, res) =>
+      res.end('{"plain":true}'),
+    );
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
+    port['toPlain'] = await freePort();
+    const proxy = await startProxyOn(['toPlain'], () => [
+      '--spiffe-id',
+      WEB,
+      '--outbound',
+      `127.0.0.1:${port['toPlain']}=${PLAIN}@127.0.0.1:${(plain.address() as AddressInfo).port}`,
+    ]);
+    try {
+      const live = await liveConnection(port['toPlain']!);
+      assert.equal((await writ(srv, ['quarantine', 'add', PLAIN, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+        assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
+        assert.equal(await fresh(port['toPlain']!), '', 'a new connection is closed unanswered');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', PLAIN])).code, 0);
+      }
+      await waitFor('calls to work again', async () => (status(await curl('toPlain')) === '200' ? true : undefined), 10_000);
+    } finally {
+      proxy.kill();
+      plain.closeAllConnections();
+      plain.close();
     }
   });
 
