@@ -531,15 +531,18 @@ describe('writ proxy', () => {
     }
   });
 
+  /** An HTTPS server holding a valid SVID (`${TD}/NAME/sa/api`) that knows nothing of quarantine: only a caller's proxy can refuse it. */
+  async function plainServer(name: string): Promise<{ id: string; server: ReturnType<typeof createHttpsServer> }> {
+    const id = `${TD}/${name}/sa/api`;
+    const dir = join(agent.dataDir, `${name}-server`);
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', dir])).code, 0);
+    const server = createHttpsServer({ cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')) }, (_req, res) => res.end('{}'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return { id, server };
+  }
+
   it("outbound to a quarantined server: the live connection is closed and a new one refused by the caller's own proxy, even when the server does not follow the quarantine", async () => {
-    // A server holding a valid SVID that knows nothing of quarantine: only the caller's proxy can refuse it.
-    const PLAIN = `${TD}/plain/sa/api`;
-    const dir = join(agent.dataDir, 'plain-server');
-    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', PLAIN, '--out', dir])).code, 0);
-    const plain = createHttpsServer({ cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')) }, (_req, res) =>
-      res.end('{"plain":true}'),
-    );
-    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
+    const { id: PLAIN, server: plain } = await plainServer('plain');
     port['toPlain'] = await freePort();
     const proxy = await startProxyOn(['toPlain'], () => [
       '--spiffe-id',
@@ -562,6 +565,34 @@ describe('writ proxy', () => {
       proxy.kill();
       plain.closeAllConnections();
       plain.close();
+    }
+  });
+
+  it("--outbound-mode tcp, the caller's only identity quarantined (uid 1003), the server not closing its side: the caller's proxy closes the app's connection, refuses new ones, and carries them again once lifted", async () => {
+    const CALLER_TCP = `${TD}/web/sa/tcp`;
+    await ok(srv, ['entry', 'create', '--spiffe-id', CALLER_TCP, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1003']);
+    const { id, server } = await plainServer('tcp-target');
+    port['tcpCaller'] = await freePort();
+    const proxy = await startProxyOn(
+      ['tcpCaller'],
+      () => ['--outbound-mode', 'tcp', '--outbound', `127.0.0.1:${port['tcpCaller']}=${id}@127.0.0.1:${(server.address() as AddressInfo).port}`],
+      1003,
+    );
+    try {
+      const live = await liveConnection(port['tcpCaller']!);
+      assert.equal((await writ(srv, ['quarantine', 'add', CALLER_TCP, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+        assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
+        assert.equal(await fresh(port['tcpCaller']!), '', 'a new connection is closed unanswered');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', CALLER_TCP])).code, 0);
+      }
+      await waitFor('calls to work again', async () => (status(await curl('tcpCaller')) === '200' ? true : undefined), 30_000);
+    } finally {
+      proxy.kill();
+      server.closeAllConnections();
+      server.close();
     }
   });
 
