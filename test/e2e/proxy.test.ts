@@ -536,7 +536,11 @@ describe('writ proxy', () => {
     const id = `${TD}/${name}/sa/api`;
     const dir = join(agent.dataDir, `${name}-server`);
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', dir])).code, 0);
-    const server = createHttpsServer({ cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')) }, (_req, res) => res.end('{}'));
+    // keepAliveTimeout 0: it never closes an idle connection itself.
+    const server = createHttpsServer(
+      { cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')), keepAliveTimeout: 0 },
+      (_req, res) => res.end('{}'),
+    );
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     return { id, server };
   }
