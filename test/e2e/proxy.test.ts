@@ -43,6 +43,8 @@ const REPORTS = `${TD}/reports/sa/api`;
 const BILLING = `${TD}/billing/sa/grpc`;
 /** The service the shared enforcement table is decided for. */
 const TABLE = `${TD}/table/sa/api`;
+/** A service behind the SDK middleware (not a proxy), run by one test as uid 1004. */
+const MW = `${TD}/mw/sa/api`;
 let srv: ServerProcess;
 let agent: AgentProcess;
 let sockDir: string | undefined;
@@ -80,6 +82,14 @@ spec:
   rules:
     - { effect: allow, from: ["${TD}/web/**"], actions: [{ grpc: [/billing.v1.Billing/Get, /billing.v1.Billing/Fail, /billing.v1.Billing/Watch] }] }
     - { effect: deny, from: ["${TD}/legacy/**"] }
+---
+apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: mw }
+spec:
+  to: ${MW}
+  rules:
+    - { effect: allow, from: ["${TD}/web/**"] }
 ---
 ${tablePolicy(TABLE)}`;
 
@@ -600,6 +610,69 @@ describe('writ proxy', () => {
     }
   });
 
+  /** Runs `code` (an ES module using @writ/sdk, printing `{"port":N}` once it listens) as `uid`; its stdout lines are collected. */
+  async function sdkWorkload(uid: number, code: string): Promise<{ child: ChildProcess; lines: string[]; port: number }> {
+    const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, '--input-type=module', '-e', code], {
+      cwd: ROOT,
+      env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, NODE_TEST_CONTEXT: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: string[] = [];
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const { port } = await waitFor(
+        'the SDK workload listening',
+        async () => {
+          assert.equal(child.exitCode, null, `the SDK workload exited: ${stderr}`);
+          const l = lines.find((x) => x.startsWith('{"port"'));
+          return l ? (JSON.parse(l) as { port: number }) : undefined;
+        },
+        30_000,
+      );
+      return { child, lines, port };
+    } catch (err) {
+      child.kill();
+      throw err;
+    }
+  }
+
+  it('the SDK middleware of a workload whose only identity is quarantined (uid 1004) answers 403 NO_POLICY_LOADED instead of deciding on the last policy; lifted, it allows again', async () => {
+    await ok(srv, ['entry', 'create', '--spiffe-id', MW, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1004']);
+    const code = `import { createServer } from 'node:https';
+      import { LocalPolicy, X509Source, writMiddleware } from '@writ/sdk';
+      const source = await X509Source.create({ timeoutMs: 20000 });
+      const policy = await LocalPolicy.create({ timeoutMs: 20000 });
+      const mw = writMiddleware({ policy, x509: source });
+      const server = createServer({ ...source.tlsCredentials(), requestCert: true, rejectUnauthorized: false }, (req, res) => mw(req, res, () => res.end('{"served":true}')));
+      server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));`;
+    const { child, port: mwPort } = await sdkWorkload(1004, code);
+    try {
+      const web = join(agent.dataDir, 'direct-web');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', web])).code, 0);
+      const call = async (): Promise<{ status: string | undefined; body: Record<string, unknown> }> => {
+        const r = await run('curl', ['-sSk', ...curlSvid(web), '-w', '\n%{http_code}', `https://127.0.0.1:${mwPort}/v1/things/1`]);
+        return { status: status(r), body: body(r) };
+      };
+      await waitFor('web allowed by the middleware', async () => ((await call()).status === '200' ? true : undefined), 10_000);
+      assert.equal((await writ(srv, ['quarantine', 'add', MW, '--reason', 'compromised'])).code, 0);
+      try {
+        const refused = await waitFor('the middleware to stop deciding on the last policy', async () => {
+          const r = await call();
+          return r.status === '200' ? undefined : r;
+        });
+        assert.equal(refused.status, '403');
+        assert.equal(refused.body['code'], 'NO_POLICY_LOADED');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', MW])).code, 0);
+      }
+      await waitFor('web allowed again', async () => ((await call()).status === '200' ? true : undefined), 30_000);
+    } finally {
+      child.kill();
+    }
+  });
+
   it('an SDK mTLS server (createMtlsServer with the policy, as uid 1002): withdrawn, it closes its live connections and refuses new ones; a quarantined caller is refused at accept; lifted, it serves again', async () => {
     const SDK_SERVER = `${TD}/orders/sa/sdk`;
     await ok(srv, ['entry', 'create', '--spiffe-id', SDK_SERVER, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1002']);
@@ -609,31 +682,14 @@ describe('writ proxy', () => {
       const server = createMtlsServer({ source, authorize: authorizeAny(), policy }, (s, peer) => (s.on('error', () => {}), s.on('data', (d) => s.write(peer.uri + ' ' + d))));
       server.on('rejected', (err) => console.log(JSON.stringify({ rejected: err.message })));
       server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));`;
-    const child = spawn('setpriv', ['--reuid=1002', '--regid=1002', '--clear-groups', process.execPath, '--input-type=module', '-e', code], {
-      cwd: ROOT,
-      env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, NODE_TEST_CONTEXT: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const lines: string[] = [];
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const { child, lines, port: sdkPort } = await sdkWorkload(1002, code);
     try {
-      const listening = await waitFor(
-        'the SDK server listening',
-        async () => {
-          assert.equal(child.exitCode, null, `the SDK server exited: ${stderr}`);
-          const l = lines.find((x) => x.startsWith('{"port"'));
-          return l ? (JSON.parse(l) as { port: number }) : undefined;
-        },
-        30_000,
-      );
       const web = join(agent.dataDir, 'direct-web');
       assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', web])).code, 0);
       /** A connection from web: the echo of "ping", or '' when the server closes it unanswered. */
-      const ping = async (): Promise<string> => exchange(await mtls(listening.port, svidFiles(web), 'x'), [Buffer.from('ping')]);
+      const ping = async (): Promise<string> => exchange(await mtls(sdkPort, svidFiles(web), 'x'), [Buffer.from('ping')]);
       assert.equal(await ping(), `${WEB} ping`);
-      const live = await mtls(listening.port, svidFiles(web), 'x');
+      const live = await mtls(sdkPort, svidFiles(web), 'x');
       let closed = false;
       live.on('error', () => undefined);
       live.on('close', () => (closed = true));
