@@ -117,6 +117,12 @@ async function startProxyOn(ports: string[], args: () => string[], uid?: number)
   }
 }
 
+/** Stops a proxy a test started for itself: it leaves `proxies`, whose members the tests expect running. */
+function stopProxy(child: ChildProcess): void {
+  proxies.splice(proxies.indexOf(child), 1);
+  child.kill();
+}
+
 /** A proxy as root (all the uid:0 identities), or as `uid` (through setpriv), whose identities are its own. */
 async function startProxy(args: string[], uid?: number): Promise<ChildProcess> {
   const command = [process.execPath, WRIT, 'proxy', '--socket', agent.socket, ...args];
@@ -537,7 +543,7 @@ describe('writ proxy', () => {
       await waitFor('calls to work again', async () => (status(await curl('isolated')) === '200' ? true : undefined), 30_000);
       assert.ok(logs.some((l) => l.includes(`identity ${ISOLATED} issued again: serving`)));
     } finally {
-      proxy.kill();
+      stopProxy(proxy);
     }
   });
 
@@ -576,7 +582,7 @@ describe('writ proxy', () => {
       }
       await waitFor('calls to work again', async () => (status(await curl('toPlain')) === '200' ? true : undefined), 10_000);
     } finally {
-      proxy.kill();
+      stopProxy(proxy);
       plain.closeAllConnections();
       plain.close();
     }
@@ -604,7 +610,7 @@ describe('writ proxy', () => {
       }
       await waitFor('calls to work again', async () => (status(await curl('tcpCaller')) === '200' ? true : undefined), 30_000);
     } finally {
-      proxy.kill();
+      stopProxy(proxy);
       server.closeAllConnections();
       server.close();
     }
