@@ -119,13 +119,13 @@ function assertStory(t: TestContext, r: DemoRun, uid: number): void {
   );
   const applied = /^6\. Policy revision 2 also allows POST: the same POST -> 200, (\d+) ms after the apply\.$/m.exec(out)?.[1];
   assert.ok(applied, out);
-  const closed = /was closed (\d+) ms later;\n {3}a new GET \/v1\/orders\/7 -> 403 \{"code":"QUARANTINED","decisionId":"([0-9a-f-]{36})"\}$/m.exec(out);
+  // web's own proxy refuses it (its identity is withdrawn): no request reaches orders to be answered 403.
+  const closed = /was closed (\d+) ms later;\n {3}a new GET \/v1\/orders\/7 -> refused \(.+\)$/m.exec(out);
   assert.ok(closed, `the live connection closed and new calls refused:\n${out}`);
   // The log: the table the CLI printed, and the ids the callers were shown.
   assert.match(out, new RegExp(`deny +NO_MATCHING_ALLOW +${esc(WEB)} +${esc(ORDERS)} +POST /v1/orders/7`));
-  assert.match(out, new RegExp(`deny +QUARANTINED +${esc(WEB)} +${esc(ORDERS)} +GET /v1/orders/7`));
   assert.match(out, new RegExp(`allow +ALLOW_RULE +${esc(WEB)} +${esc(ORDERS)} +GET /v1/orders/7 +orders#0`));
-  assert.match(out, new RegExp(`ids the callers were shown are there: ${denied} \\(deny NO_MATCHING_ALLOW\\), ${closed[2]} \\(deny QUARANTINED\\)\\.`));
+  assert.match(out, new RegExp(`ids the callers were shown are there: ${denied} \\(deny NO_MATCHING_ALLOW\\)\\.`));
   const took = /^Done in (\d+\.\d) s\. Stopped the agent and both proxies; removed (\S+)\.$/m.exec(out);
   assert.ok(took, out);
   assert.equal(took[2], work);

@@ -5,9 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect as http2Connect, constants as h2constants } from 'node:http2';
 import { connect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
@@ -18,6 +19,7 @@ import fc from 'fast-check';
 import { normalizePath } from '@writ/policy';
 import {
   DEBIAN_PYTHON,
+  ROOT,
   WRIT,
   applyPolicy,
   cleanup,
@@ -41,8 +43,11 @@ const REPORTS = `${TD}/reports/sa/api`;
 const BILLING = `${TD}/billing/sa/grpc`;
 /** The service the shared enforcement table is decided for. */
 const TABLE = `${TD}/table/sa/api`;
+/** A service behind the SDK middleware (not a proxy), run by one test as uid 1004. */
+const MW = `${TD}/mw/sa/api`;
 let srv: ServerProcess;
 let agent: AgentProcess;
+let sockDir: string | undefined;
 let app: Server;
 let grpcApp: ChildProcess | undefined;
 const proxies: ChildProcess[] = [];
@@ -78,6 +83,14 @@ spec:
     - { effect: allow, from: ["${TD}/web/**"], actions: [{ grpc: [/billing.v1.Billing/Get, /billing.v1.Billing/Fail, /billing.v1.Billing/Watch] }] }
     - { effect: deny, from: ["${TD}/legacy/**"] }
 ---
+apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: mw }
+spec:
+  to: ${MW}
+  rules:
+    - { effect: allow, from: ["${TD}/web/**"] }
+---
 ${tablePolicy(TABLE)}`;
 
 const apply = (yaml: string): Promise<void> => applyPolicy(srv, agent.dataDir, yaml);
@@ -93,10 +106,10 @@ async function ok(server: ServerProcess, args: string[]): Promise<RunResult> {
  * Starts a proxy listening on `ports` (names in `port`), with arguments built from them. A port
  * picked free can be taken by another process before the proxy binds it: then new ones are picked.
  */
-async function startProxyOn(ports: string[], args: () => string[]): Promise<void> {
+async function startProxyOn(ports: string[], args: () => string[], uid?: number): Promise<ChildProcess> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startProxy(args());
+      return await startProxy(args(), uid);
     } catch (err) {
       if (attempt === 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
       for (const k of ports) port[k] = await freePort();
@@ -104,11 +117,17 @@ async function startProxyOn(ports: string[], args: () => string[]): Promise<void
   }
 }
 
-async function startProxy(args: string[]): Promise<void> {
-  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_TEST_CONTEXT: '' },
-  });
+/** Stops a proxy a test started for itself: it leaves `proxies`, whose members the tests expect running. */
+function stopProxy(child: ChildProcess): void {
+  proxies.splice(proxies.indexOf(child), 1);
+  child.kill();
+}
+
+/** A proxy as root (all the uid:0 identities), or as `uid` (through setpriv), whose identities are its own. */
+async function startProxy(args: string[], uid?: number): Promise<ChildProcess> {
+  const command = [process.execPath, WRIT, 'proxy', '--socket', agent.socket, ...args];
+  const [exe, ...argv] = uid === undefined ? command : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...command];
+  const child = spawn(exe!, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
   proxies.push(child);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => ((err += d.toString()), process.env['DEBUG_PROXY'] && process.stderr.write(d)));
@@ -127,6 +146,7 @@ async function startProxy(args: string[]): Promise<void> {
       reject(new Error(`proxy exited ${c}: ${err}`));
     });
   });
+  return child;
 }
 
 const curl = (name: string, args: string[] = []) => run('curl', ['-sS', '-w', '\n%{http_code}', ...args, `http://127.0.0.1:${port[name]}/v1/orders/7`]);
@@ -245,7 +265,10 @@ before(async () => {
     'localhost',
   ]);
   const token = JSON.parse((await ok(srv, ['token', 'create', '--node-name', 'px', '-o', 'json'])).stdout).token as string;
-  agent = await startAgentProcess(srv, { joinToken: token });
+  // A socket other uids can reach (the data dir is the agent's own): one proxy runs as uid 1001.
+  sockDir = mkdtempSync(join(tmpdir(), 'writ-px-sock-'));
+  chmodSync(sockDir, 0o755);
+  agent = await startAgentProcess(srv, { joinToken: token, socket: join(sockDir, 'api.sock') });
   await apply(POLICY('GET'));
   // The apps: plain HTTP servers that report what the proxy told them.
   app = createServer((req, res) => {
@@ -291,6 +314,7 @@ after(async () => {
   await srv?.stop();
   cleanup(srv.dataDir);
   cleanup(agent.dataDir);
+  if (sockDir) cleanup(sockDir);
 });
 
 describe('writ proxy', () => {
@@ -460,34 +484,247 @@ describe('writ proxy', () => {
     t.diagnostic(`enforced in ${Date.now() - t0} ms`);
   });
 
-  it('quarantine: the proxy closes the live connection from web, and a new call is refused with 403 QUARANTINED', async () => {
-    const sock = connect(port['web']!, '127.0.0.1');
+  /** A keep-alive connection to the outbound on `port` that got a 200: its bytes so far, and whether it closed. */
+  async function liveConnection(p: number): Promise<{ got: () => string; closed: () => boolean }> {
+    const sock = connect(p, '127.0.0.1');
     let closed = false;
     let got = '';
     sock.on('data', (d) => (got += d.toString()));
     sock.on('error', (err) => assert.fail(`the connection failed instead of being closed: ${err.message}`));
     sock.on('close', () => (closed = true));
     sock.write('GET /v1/orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n');
-    await waitFor('the first response on the live connection', async () => (got.includes('HTTP/1.1 200') ? true : undefined), 5000);
+    await waitFor('the first response on the live connection', async () => (got.includes('HTTP/1.1 200') ? true : undefined), 10_000);
+    return { got: () => got, closed: () => closed };
+  }
+
+  /** What a new connection to `p` gets for a request: '' when the proxy closes it unanswered. */
+  const fresh = (p: number): Promise<string> =>
+    exchange(connect(p, '127.0.0.1'), [Buffer.from('GET /v1/orders/2 HTTP/1.1\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n')]);
+
+  it("quarantine of web (its proxy runs as root and holds every uid:0 identity, web by --spiffe-id): web's proxy closes the app's live connection and refuses new ones", async () => {
+    const live = await liveConnection(port['web']!);
     const before = logs.length;
     assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'compromised'])).code, 0);
     try {
-      await waitFor('the live connection to close', async () => (closed ? true : undefined), 5000);
-      assert.equal(got.match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${got}`);
-      const closing = logs.slice(before).filter((l) => l.includes('closing a live connection: quarantined'));
-      assert.ok(
-        closing.some((l) => l.includes(WEB)),
-        `a proxy says it closed a connection of web's: ${closing.join('\n')}`,
-      );
-      const after = await curl('web');
-      assert.equal(after.code, 0, after.stderr);
-      assert.equal(status(after), '403', after.stdout);
-      assert.equal(body(after)['code'], 'QUARANTINED');
-      assert.match(String(body(after)['decisionId']), /^[0-9a-f-]{36}$/);
+      await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+      assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
+      // (orders closes its side too, unless web's proxy closed it first: either may say so.)
+      await waitFor("web's proxy to say why", async () => (logs.slice(before).some((l) => l.includes(`identity ${WEB} withdrawn (`)) ? true : undefined));
+      assert.equal(await fresh(port['web']!), '', 'a new connection from the app is closed unanswered');
     } finally {
       assert.equal((await writ(srv, ['quarantine', 'remove', WEB])).code, 0);
     }
-    await waitFor('web back', async () => (status(await curl('web')) === '200' ? true : undefined), 5000);
+    await waitFor('web back', async () => (status(await curl('web')) === '200' ? true : undefined), 10_000);
+  });
+
+  it("quarantine of a caller whose only identity it is (its proxy runs as uid 1001, default --outbound-mode http): its app's keep-alive connection is closed, not answered 403; new ones are refused; lifted, calls work again", async () => {
+    const ISOLATED = `${TD}/web/sa/isolated`;
+    await ok(srv, ['entry', 'create', '--spiffe-id', ISOLATED, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1001']);
+    port['isolated'] = await freePort();
+    const proxy = await startProxyOn(['isolated'], () => ['--outbound', `127.0.0.1:${port['isolated']}=${ORDERS}@127.0.0.1:${port['orders']}`], 1001);
+    try {
+      await waitFor('an allowed call from the isolated caller', async () => (status(await curl('isolated')) === '200' ? true : undefined), 10_000);
+      const live = await liveConnection(port['isolated']!);
+      const before = logs.length;
+      assert.equal((await writ(srv, ['quarantine', 'add', ISOLATED, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+        assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `closed, with nothing after the one response: ${live.got()}`);
+        await waitFor("the caller's proxy to say why", async () =>
+          logs.slice(before).some((l) => l.includes(`identity ${ISOLATED} withdrawn (the agent no longer issues it`)) ? true : undefined,
+        );
+        assert.equal(await fresh(port['isolated']!), '', 'a new connection is closed unanswered');
+        const refused = await curl('isolated');
+        assert.notEqual(refused.code, 0, `curl got no answer: ${refused.stdout}`);
+        assert.equal(proxy.exitCode, null, 'the proxy keeps running, waiting for its identity');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', ISOLATED])).code, 0);
+      }
+      await waitFor('calls to work again', async () => (status(await curl('isolated')) === '200' ? true : undefined), 30_000);
+      assert.ok(logs.some((l) => l.includes(`identity ${ISOLATED} issued again: serving`)));
+    } finally {
+      stopProxy(proxy);
+    }
+  });
+
+  /** An HTTPS server holding a valid SVID (`${TD}/NAME/sa/api`) that knows nothing of quarantine: only a caller's proxy can refuse it. */
+  async function plainServer(name: string): Promise<{ id: string; server: ReturnType<typeof createHttpsServer> }> {
+    const id = `${TD}/${name}/sa/api`;
+    const dir = join(agent.dataDir, `${name}-server`);
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', id, '--out', dir])).code, 0);
+    // keepAliveTimeout 0: it never closes an idle connection itself.
+    const server = createHttpsServer(
+      { cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')), keepAliveTimeout: 0 },
+      (_req, res) => res.end('{}'),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return { id, server };
+  }
+
+  it("outbound to a quarantined server: the live connection is closed and a new one refused by the caller's own proxy, even when the server does not follow the quarantine", async () => {
+    const { id: PLAIN, server: plain } = await plainServer('plain');
+    port['toPlain'] = await freePort();
+    const proxy = await startProxyOn(['toPlain'], () => [
+      '--spiffe-id',
+      WEB,
+      '--outbound',
+      `127.0.0.1:${port['toPlain']}=${PLAIN}@127.0.0.1:${(plain.address() as AddressInfo).port}`,
+    ]);
+    try {
+      const live = await liveConnection(port['toPlain']!);
+      assert.equal((await writ(srv, ['quarantine', 'add', PLAIN, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+        assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
+        assert.equal(await fresh(port['toPlain']!), '', 'a new connection is closed unanswered');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', PLAIN])).code, 0);
+      }
+      await waitFor('calls to work again', async () => (status(await curl('toPlain')) === '200' ? true : undefined), 10_000);
+    } finally {
+      stopProxy(proxy);
+      plain.closeAllConnections();
+      plain.close();
+    }
+  });
+
+  it("--outbound-mode tcp, the caller's only identity quarantined (uid 1003), the server not closing its side: the caller's proxy closes the app's connection, refuses new ones, and carries them again once lifted", async () => {
+    const CALLER_TCP = `${TD}/web/sa/tcp`;
+    await ok(srv, ['entry', 'create', '--spiffe-id', CALLER_TCP, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1003']);
+    const { id, server } = await plainServer('tcp-target');
+    port['tcpCaller'] = await freePort();
+    const proxy = await startProxyOn(
+      ['tcpCaller'],
+      () => ['--outbound-mode', 'tcp', '--outbound', `127.0.0.1:${port['tcpCaller']}=${id}@127.0.0.1:${(server.address() as AddressInfo).port}`],
+      1003,
+    );
+    try {
+      const live = await liveConnection(port['tcpCaller']!);
+      assert.equal((await writ(srv, ['quarantine', 'add', CALLER_TCP, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (live.closed() ? true : undefined), 10_000);
+        assert.equal(live.got().match(/HTTP\/1\.1 /g)?.length, 1, `nothing after the one response: ${live.got()}`);
+        assert.equal(await fresh(port['tcpCaller']!), '', 'a new connection is closed unanswered');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', CALLER_TCP])).code, 0);
+      }
+      await waitFor('calls to work again', async () => (status(await curl('tcpCaller')) === '200' ? true : undefined), 30_000);
+    } finally {
+      stopProxy(proxy);
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  /** Runs `code` (an ES module using @writ/sdk, printing `{"port":N}` once it listens) as `uid`; its stdout lines are collected. */
+  async function sdkWorkload(uid: number, code: string): Promise<{ child: ChildProcess; lines: string[]; port: number }> {
+    const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, '--input-type=module', '-e', code], {
+      cwd: ROOT,
+      env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socket}`, NODE_TEST_CONTEXT: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: string[] = [];
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const { port } = await waitFor(
+        'the SDK workload listening',
+        async () => {
+          assert.equal(child.exitCode, null, `the SDK workload exited: ${stderr}`);
+          const l = lines.find((x) => x.startsWith('{"port"'));
+          return l ? (JSON.parse(l) as { port: number }) : undefined;
+        },
+        30_000,
+      );
+      return { child, lines, port };
+    } catch (err) {
+      child.kill();
+      throw err;
+    }
+  }
+
+  it('the SDK middleware of a workload whose only identity is quarantined (uid 1004) answers 403 NO_POLICY_LOADED instead of deciding on the last policy; lifted, it allows again', async () => {
+    await ok(srv, ['entry', 'create', '--spiffe-id', MW, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1004']);
+    const code = `import { createServer } from 'node:https';
+      import { LocalPolicy, X509Source, writMiddleware } from '@writ/sdk';
+      const source = await X509Source.create({ timeoutMs: 20000 });
+      const policy = await LocalPolicy.create({ timeoutMs: 20000 });
+      const mw = writMiddleware({ policy, x509: source });
+      const server = createServer({ ...source.tlsCredentials(), requestCert: true, rejectUnauthorized: false }, (req, res) => mw(req, res, () => res.end('{"served":true}')));
+      server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));`;
+    const { child, port: mwPort } = await sdkWorkload(1004, code);
+    try {
+      const web = join(agent.dataDir, 'direct-web');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', web])).code, 0);
+      const call = async (): Promise<{ status: string | undefined; body: Record<string, unknown> }> => {
+        const r = await run('curl', ['-sSk', ...curlSvid(web), '-w', '\n%{http_code}', `https://127.0.0.1:${mwPort}/v1/things/1`]);
+        return { status: status(r), body: body(r) };
+      };
+      await waitFor('web allowed by the middleware', async () => ((await call()).status === '200' ? true : undefined), 10_000);
+      assert.equal((await writ(srv, ['quarantine', 'add', MW, '--reason', 'compromised'])).code, 0);
+      try {
+        const refused = await waitFor('the middleware to stop deciding on the last policy', async () => {
+          const r = await call();
+          return r.status === '200' ? undefined : r;
+        });
+        assert.equal(refused.status, '403');
+        assert.equal(refused.body['code'], 'NO_POLICY_LOADED');
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', MW])).code, 0);
+      }
+      await waitFor('web allowed again', async () => ((await call()).status === '200' ? true : undefined), 30_000);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('an SDK mTLS server (createMtlsServer with the policy, as uid 1002): withdrawn, it closes its live connections and refuses new ones; a quarantined caller is refused at accept; lifted, it serves again', async () => {
+    const SDK_SERVER = `${TD}/orders/sa/sdk`;
+    await ok(srv, ['entry', 'create', '--spiffe-id', SDK_SERVER, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1002']);
+    const code = `import { LocalPolicy, X509Source, authorizeAny, createMtlsServer } from '@writ/sdk';
+      const source = await X509Source.create({ timeoutMs: 20000 });
+      const policy = await LocalPolicy.create({ timeoutMs: 20000 });
+      const server = createMtlsServer({ source, authorize: authorizeAny(), policy }, (s, peer) => (s.on('error', () => {}), s.on('data', (d) => s.write(peer.uri + ' ' + d))));
+      server.on('rejected', (err) => console.log(JSON.stringify({ rejected: err.message })));
+      server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));`;
+    const { child, lines, port: sdkPort } = await sdkWorkload(1002, code);
+    try {
+      const web = join(agent.dataDir, 'direct-web');
+      assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', WEB, '--out', web])).code, 0);
+      /** A connection from web: the echo of "ping", or '' when the server closes it unanswered. */
+      const ping = async (): Promise<string> => exchange(await mtls(sdkPort, svidFiles(web), 'x'), [Buffer.from('ping')]);
+      assert.equal(await ping(), `${WEB} ping`);
+      const live = await mtls(sdkPort, svidFiles(web), 'x');
+      let closed = false;
+      live.on('error', () => undefined);
+      live.on('close', () => (closed = true));
+      assert.equal((await writ(srv, ['quarantine', 'add', SDK_SERVER, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('the live connection to close', async () => (closed ? true : undefined), 10_000);
+        assert.equal(await ping(), '', 'a new connection is closed unanswered');
+        assert.ok(
+          lines.some((l) => l.includes('was withdrawn by the agent')),
+          `the refusal is reported: ${lines.join('\n')}`,
+        );
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', SDK_SERVER])).code, 0);
+      }
+      await waitFor('the SDK server to serve again', async () => ((await ping()) === `${WEB} ping` ? true : undefined), 30_000);
+      assert.equal((await writ(srv, ['quarantine', 'add', WEB, '--reason', 'compromised'])).code, 0);
+      try {
+        await waitFor('a quarantined caller refused at accept', async () => ((await ping()) === '' ? true : undefined), 10_000);
+        assert.ok(
+          lines.some((l) => l.includes(`peer ${WEB} or this workload is quarantined`)),
+          lines.join('\n'),
+        );
+      } finally {
+        assert.equal((await writ(srv, ['quarantine', 'remove', WEB])).code, 0);
+      }
+      await waitFor('web served again', async () => ((await ping()) === `${WEB} ping` ? true : undefined), 10_000);
+    } finally {
+      child.kill();
+    }
   });
 
   it('an SVID from a trust domain orders does not federate with is no identity (401 UNAUTHENTICATED); once federated, it is checked against that bundle and the policy decides', async () => {

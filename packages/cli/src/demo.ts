@@ -298,8 +298,7 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   const web = await ws.start(
     'web proxy',
     exe.web,
-    // tcp: one mTLS connection per app connection, so the app's connection ends with the mTLS one.
-    [WRIT, 'proxy', '--socket', socket, '--outbound-mode', 'tcp', '--outbound', `127.0.0.1:0=${ORDERS}@127.0.0.1:${ordersPort}`],
+    [WRIT, 'proxy', '--socket', socket, '--outbound', `127.0.0.1:0=${ORDERS}@127.0.0.1:${ordersPort}`],
     env,
     'writ proxy listening',
   );

@@ -9,7 +9,10 @@
  * - outbound LISTEN=spiffe://ID@HOST:PORT: accepts plaintext from the local app and originates
  *   mTLS, refusing a server whose SPIFFE ID is not ID (a reused IP cannot fool it).
  * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
- * connections; live connections from or to a quarantined identity are closed.
+ * connections; connections from or to a quarantined identity are refused, live ones closed. When
+ * the proxy's own identity is withdrawn (its SVID stream ends with PermissionDenied, or the
+ * quarantine list names it), it closes every connection it carries and refuses new ones until the
+ * agent issues the identity again: the app learns of it by a close, whatever the remote side does.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import {
@@ -106,8 +109,9 @@ export function waitReason(why: SourceWait, want: string | undefined): string {
   return e.message;
 }
 
+/** A connection the proxy carries, with the identities at its two ends (for inbound, the caller is `from`). */
 interface Live {
-  readonly peer: string | undefined;
+  readonly from: string | undefined;
   readonly to: string;
   readonly socket: Socket;
 }
@@ -188,6 +192,8 @@ export class WritProxy {
   readonly #live = new Set<Live>();
   #reporter!: DecisionReporter;
   #enforcer!: EnforcerOptions;
+  /** Why the proxy's own identity is withdrawn, while it is; then it carries nothing. */
+  #withdrawn: string | undefined;
 
   constructor(opts: ProxyOptions) {
     this.#o = opts;
@@ -209,7 +215,9 @@ export class WritProxy {
       log: (entry) => this.#o.log.info(entry, 'decision'),
     };
     // Quarantine (or any policy change) re-checks live connections; the denied ones are closed.
-    this.#policy.onUpdate(() => this.#recheck());
+    this.#policy.onUpdate(() => (this.#checkIdentity(), this.#recheck()));
+    this.#source.on('withdrawn', () => this.#checkIdentity());
+    this.#source.on('update', () => this.#checkIdentity());
     const ports: Array<{ kind: string; port: number }> = [];
     for (const ib of this.#o.inbound)
       ports.push({ kind: `inbound-${ib.mode}`, port: await this.#listen(ib.mode === 'http' ? this.#httpInbound(ib) : this.#tcpInbound(ib), ib.listen) });
@@ -294,20 +302,45 @@ export class WritProxy {
     return enforce(this.#enforcer, { from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
   }
 
-  #track(peer: string | undefined, socket: Socket): void {
-    const l = { peer, to: this.spiffeId, socket };
+  #track(from: string | undefined, to: string, socket: Socket): void {
+    const l = { from, to, socket };
     this.#live.add(l);
     socket.once('close', () => this.#live.delete(l));
   }
 
+  #quarantined(from: string | undefined, to: string): boolean {
+    return this.#policy.decide({ from, to, action: { kind: 'tcp', port: 0 } }).reason === 'QUARANTINED';
+  }
+
   #recheck(): void {
     for (const l of this.#live) {
-      const d = this.#policy.decide({ from: l.peer, to: l.to, action: { kind: 'tcp', port: 0 } });
-      if (d.reason === 'QUARANTINED') {
-        this.#o.log.warn({ peer: l.peer, to: l.to }, 'closing a live connection: quarantined');
+      if (!l.socket.destroyed && this.#quarantined(l.from, l.to)) {
+        this.#o.log.warn({ from: l.from, to: l.to }, 'closing a live connection: quarantined');
         l.socket.destroy();
       }
     }
+  }
+
+  /**
+   * Follows whether the agent still issues this proxy its identity. Withdrawn, every connection it
+   * carries is closed (the app's own included, which no remote side can close) and new ones are
+   * refused; issued again, it serves again.
+   */
+  #checkIdentity(): void {
+    const id = this.spiffeId;
+    const why = this.#source.withdrawn
+      ? 'the agent no longer issues it (no identity issued)'
+      : this.#policy.isQuarantined(id)
+        ? 'it is quarantined'
+        : undefined;
+    if (why === this.#withdrawn) return;
+    this.#withdrawn = why;
+    if (!why) return void this.#o.log.info({ spiffeId: id }, `identity ${id} issued again: serving`);
+    this.#o.log.warn(
+      { spiffeId: id, reason: why, closing: this.#live.size },
+      `identity ${id} withdrawn (${why}): closing every live connection and refusing new ones until it is issued again`,
+    );
+    for (const l of this.#live) l.socket.destroy();
   }
 
   #tlsOptions() {
@@ -323,9 +356,10 @@ export class WritProxy {
     const server = tlsCreateServer(this.#tlsOptions(), (socket) => {
       socket.on('error', () => undefined);
       socket.setNoDelay(true);
+      if (this.#withdrawn) return void socket.destroy();
       const peer = this.#peer(socket);
       if (!this.#decide(peer?.uri, { kind: 'tcp', port: ib.listen.port }).decision.allowed) return void socket.destroy();
-      this.#track(peer?.uri, socket);
+      this.#track(peer?.uri, this.spiffeId, socket);
       const up = netConnect({ port: ib.upstream.port, host: ib.upstream.host, noDelay: true });
       up.on('error', () => socket.destroy());
       socket.on('close', () => up.destroy());
@@ -358,9 +392,10 @@ export class WritProxy {
       { ...this.#tlsOptions(), ALPNProtocols: h2Only ? ['h2'] : ['h2', 'http/1.1'] },
       (socket: TLSSocket & { writPeer?: string | undefined }) => {
         socket.on('error', () => undefined);
+        if (this.#withdrawn) return void socket.destroy();
         socket.setNoDelay(true);
         const peer = (socket.writPeer = this.#peer(socket)?.uri);
-        this.#track(peer, socket);
+        this.#track(peer, this.spiffeId, socket);
         if (socket.alpnProtocol === 'h2') return void h2.emit('secureConnection', socket);
         if (h2Only) return void socket.end(response(505, { code: 'ERR_HTTP_VERSION', message: 'this service is reached over HTTP/2 only (ALPN h2)' }, true));
         relayHttp1(socket, {
@@ -529,9 +564,22 @@ export class WritProxy {
   readonly #pools: UpstreamPool[] = [];
 
   #outbound(ob: Outbound): NetServer {
+    // Nothing is carried while this proxy's identity is withdrawn, nor to a quarantined server.
+    const refused = (): string | undefined =>
+      this.#withdrawn
+        ? `this proxy's identity is withdrawn: ${this.#withdrawn}`
+        : this.#quarantined(this.spiffeId, ob.spiffeId)
+          ? `${ob.spiffeId} is quarantined`
+          : undefined;
     const open = async (onData?: OnData, alpn?: readonly string[]): Promise<Socket> => {
+      const check = (): void => {
+        const no = refused();
+        if (no) throw new WritError('ERR_FORBIDDEN', `not connecting to ${ob.spiffeId}: ${no}`);
+      };
+      check();
+      let remote: Socket;
       try {
-        const remote = await mtlsConnect({
+        remote = await mtlsConnect({
           source: this.#source,
           authorize: authorizeId(ob.spiffeId),
           host: ob.target.host,
@@ -539,21 +587,35 @@ export class WritProxy {
           ...(onData ? { onData } : {}),
           ...(alpn ? { alpn } : {}),
         });
-        remote.setNoDelay(true);
-        this.#track(ob.spiffeId, remote);
-        return remote;
       } catch (err) {
+        // Withdrawn while the handshake was under way: not the server's fault.
+        check();
         this.#o.log.warn(
           { target: `${ob.target.host}:${ob.target.port}`, expected: ob.spiffeId, err: (err as Error).message },
           'outbound connection refused: the server is not who it should be',
         );
         throw err;
       }
+      remote.setNoDelay(true);
+      this.#track(this.spiffeId, ob.spiffeId, remote);
+      // Withdrawn or quarantined while the handshake was under way: the closing passed this one by.
+      if (refused()) remote.destroy();
+      check();
+      return remote;
+    };
+    /** A connection from the app, carried unless refused. */
+    const accept = (local: Socket): boolean => {
+      local.on('error', () => undefined);
+      if (refused()) {
+        local.destroy();
+        return false;
+      }
+      this.#track(this.spiffeId, ob.spiffeId, local);
+      return true;
     };
     // One mTLS connection per client connection. Nagle off everywhere: a proxy that batches small
     // writes turns into 40 ms delayed-ACK stalls.
     const tunnel = (local: Socket, alpn?: readonly string[]): void => {
-      local.on('error', () => undefined);
       local.pause();
       open(undefined, alpn).then(
         (remote) => {
@@ -574,14 +636,14 @@ export class WritProxy {
       this.#pools.push(pool);
       // allowHalfOpen: a client that half-closes after its request still gets the answer.
       return netCreateServer({ noDelay: true, allowHalfOpen: true }, (local) => {
-        this.#track(ob.spiffeId, local);
+        if (!accept(local)) return;
         // A client that speaks HTTP/2 from its first byte (gRPC over h2c) is tunnelled with ALPN h2.
         // (HTTP clients speak first, so waiting for the first bytes cannot stall a protocol.)
         sniffH2(local, (h2) => (h2 ? tunnel(local, ['h2']) : (relayHttp1(local, { pool }), local.resume())));
       });
     }
     // Not sniffed: in many protocols the server speaks first (MySQL, SMTP).
-    return netCreateServer({ noDelay: true }, (local) => tunnel(local));
+    return netCreateServer({ noDelay: true }, (local) => accept(local) && tunnel(local));
   }
 
   async close(): Promise<void> {

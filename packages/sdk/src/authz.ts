@@ -16,7 +16,12 @@ import { peerChain, peerIdOf } from './tls.ts';
 
 const WATCH = '/writ.authz.v1.PolicyDistribution/WatchPolicy';
 
-/** The local policy: follows the agent's updates; denies everything until the first one arrives. */
+/**
+ * The local policy: follows the agent's updates; denies everything (NO_POLICY_LOADED) until the
+ * first one arrives, and again once the agent withdraws this workload's identity (the stream ends
+ * with PermissionDenied: quarantined, its entry deleted) until it sends a policy again. An agent
+ * that is down (Unavailable) leaves the last policy in force.
+ */
 export class LocalPolicy {
   #engine = new PolicyEngine(undefined);
   readonly #grpc: GrpcClient;
@@ -50,6 +55,7 @@ export class LocalPolicy {
           },
           (err: GrpcError | undefined) => {
             if (lp.#closed || err?.code === GRPC_STATUS.INVALID_ARGUMENT) return;
+            if (err?.code === GRPC_STATUS.PERMISSION_DENIED && lp.#engine.loaded) lp.#use(new PolicyEngine(undefined));
             setTimeout(start, backoff).unref();
             backoff = Math.min(backoff * 2, 10_000);
           },
@@ -75,11 +81,15 @@ export class LocalPolicy {
       const policies = revision === 0 ? undefined : docs.flatMap((d) => parsePolicies(d, { allowExpired: true }).policies);
       const engine = new PolicyEngine(policies, { revision, breakGlass });
       engine.setQuarantine(quarantine);
-      this.#engine = engine;
-      for (const fn of this.#listeners) fn();
+      this.#use(engine);
     } catch {
       // A set that does not compile keeps the last good one (the agent checked it already).
     }
+  }
+
+  #use(engine: PolicyEngine): void {
+    this.#engine = engine;
+    for (const fn of this.#listeners) fn();
   }
 
   get revision(): number {
@@ -90,6 +100,11 @@ export class LocalPolicy {
   onUpdate(fn: () => void): () => void {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
+  }
+
+  /** Whether `id` is in the quarantine list the agent sent. */
+  isQuarantined(id: string): boolean {
+    return this.#engine.quarantined.has(id);
   }
 
   decide(req: Parameters<PolicyEngine['decide']>[0]): Decision {

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { JwtSvidValidator, WritError, toPem, type TrustBundle, type ValidatedJwtSvid } from '@writ/spiffe';
-import type { GrpcError } from './grpc.ts';
+import { GRPC_STATUS, type GrpcError } from './grpc.ts';
 import type { JwtSvid } from './proto.ts';
 import { WorkloadClient, type X509Context, type X509SvidItem } from './workload-client.ts';
 
@@ -44,11 +44,17 @@ export type SourceWait = { readonly error: GrpcError } | { readonly spiffeIds: r
 
 const pemCache = new WeakMap<X509SvidItem, { key: string; cert: string }>();
 
-/** The workload's current X.509-SVID and X.509 bundles; emits 'update' on every rotation. */
+/**
+ * The workload's current X.509-SVID and X.509 bundles; emits 'update' on every rotation. Emits
+ * 'withdrawn' when the agent takes the identity away (quarantine, a deleted entry): its stream ends
+ * with PermissionDenied, or an update no longer holds the SVID `pick` chose. Until an update brings
+ * one back (then 'update' again), `withdrawn` is true and `mtlsConnect` refuses to use the source.
+ */
 export class X509Source extends EventEmitter {
   readonly #client: WorkloadClient;
   readonly #pick: NonNullable<SourceOptions['pick']>;
   #ctx: X509Context | undefined;
+  #withdrawn = false;
   #bundles = new BundleSet();
   #stop: () => void = () => undefined;
 
@@ -73,7 +79,11 @@ export class X509Source extends EventEmitter {
       let lastError = '';
       src.#stop = src.#client.watchX509Context(
         (ctx) => {
-          if (!src.#pick(ctx.svids)) return void (src.#ctx || opts.onWaiting?.({ spiffeIds: ctx.svids.map((x) => x.spiffeId) }));
+          if (!src.#pick(ctx.svids)) {
+            if (src.#ctx) return src.#withdraw();
+            return opts.onWaiting?.({ spiffeIds: ctx.svids.map((x) => x.spiffeId) });
+          }
+          src.#withdrawn = false;
           src.#ctx = ctx;
           src.#bundles = new BundleSet(ctx.bundles);
           clearTimeout(timer);
@@ -83,11 +93,24 @@ export class X509Source extends EventEmitter {
         (err: GrpcError) => {
           lastError = err.message;
           if (!src.#ctx) opts.onWaiting?.({ error: err });
+          // Unavailable (an agent restarting) takes nothing away; PermissionDenied says no identity is issued.
+          else if (err.code === GRPC_STATUS.PERMISSION_DENIED) src.#withdraw();
           src.emit('error', err);
         },
       );
     });
     return src;
+  }
+
+  #withdraw(): void {
+    if (this.#withdrawn) return;
+    this.#withdrawn = true;
+    this.emit('withdrawn');
+  }
+
+  /** Whether the agent took the identity away (see the class comment); the last SVID is still held. */
+  get withdrawn(): boolean {
+    return this.#withdrawn;
   }
 
   /** The SVID to present now. */

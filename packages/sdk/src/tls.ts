@@ -48,31 +48,38 @@ export const peerIdOf = (socket: TLSSocket): SpiffeId | undefined => peers.get(s
 export interface MtlsServerOptions extends Omit<TlsOptions, 'key' | 'cert' | 'ca' | 'requestCert' | 'rejectUnauthorized'> {
   readonly source: X509Source;
   readonly authorize: Authorizer;
-  /** With the policy the agent streams: live connections from or to a quarantined identity are closed. */
+  /** With the policy the agent streams: connections from or to a quarantined identity are refused, live ones closed. */
   readonly policy?: LocalPolicy;
 }
 
 /**
  * A TLS server that presents the workload's current SVID and accepts only peers with a valid,
  * authorized X.509-SVID. `onConnection` gets authorized connections only; `server.on('rejected')`
- * reports the others.
+ * reports the others. While the source's identity is withdrawn (see X509Source) every live
+ * connection is closed and new ones are refused.
  */
 export function createMtlsServer(opts: MtlsServerOptions, onConnection: (socket: TLSSocket, peer: SpiffeId) => void): Server {
   const { source, authorize, policy, ...tls } = opts;
   const server = tlsCreateServer({ ...tls, ...source.tlsCredentials(), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
   const rotate = (): void => server.setSecureContext({ ...source.tlsCredentials(), minVersion: 'TLSv1.2' });
-  source.on('update', rotate);
+  const quarantined = (peer: SpiffeId): boolean =>
+    policy?.decide({ from: peer.uri, to: source.svid.spiffeId, action: { kind: 'tcp', port: 0 } }).reason === 'QUARANTINED';
   const live = new Map<TLSSocket, SpiffeId>();
   const recheck = (): void => {
-    for (const [socket, peer] of live) {
-      if (policy!.decide({ from: peer.uri, to: source.svid.spiffeId, action: { kind: 'tcp', port: 0 } }).reason === 'QUARANTINED') socket.destroy();
-    }
+    for (const [socket, peer] of live) if (quarantined(peer)) socket.destroy();
   };
+  const withdrawn = (): void => {
+    for (const socket of live.keys()) socket.destroy();
+  };
+  source.on('update', rotate);
+  source.on('withdrawn', withdrawn);
   const stopWatching = policy?.onUpdate(recheck);
-  server.on('close', () => (source.off('update', rotate), stopWatching?.()));
+  server.on('close', () => (source.off('update', rotate), source.off('withdrawn', withdrawn), stopWatching?.()));
   server.on('secureConnection', (socket: TLSSocket) => {
     try {
+      if (source.withdrawn) throw new WritError('ERR_FORBIDDEN', `this workload's identity ${source.svid.spiffeId} was withdrawn by the agent`);
       const id = verifyPeer(socket, source, authorize);
+      if (quarantined(id)) throw new WritError('ERR_FORBIDDEN', `peer ${id.uri} or this workload is quarantined`);
       peers.set(socket, id);
       live.set(socket, id);
       socket.once('close', () => live.delete(socket));
@@ -104,9 +111,14 @@ export interface MtlsConnectOptions {
 /** One read buffer for every `onData` connection: reads are handed over synchronously and copied out. */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
-/** Connects with the current SVID; resolves only once the server's SVID is verified and authorized. */
+/** Connects with the current SVID; resolves only once the server's SVID is verified and authorized. Refused while the identity is withdrawn. */
 export function mtlsConnect(opts: MtlsConnectOptions): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
+    if (opts.source.withdrawn)
+      throw new WritError(
+        'ERR_FORBIDDEN',
+        `this workload's identity ${opts.source.svid.spiffeId} was withdrawn by the agent: it connects nowhere until one is issued again`,
+      );
     const socket = tlsConnect({
       host: opts.host,
       port: opts.port,
