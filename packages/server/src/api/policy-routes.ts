@@ -1,6 +1,5 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
-import { flushAcks, notifyChange } from './agent-routes.ts';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
 import type { PolicyRevision } from '../store/types.ts';
@@ -106,7 +105,6 @@ export function policyRoutes(
   };
   const write = async (current: PolicyRevision | undefined, policies: Record<string, string>, by: string, comment: string) => {
     const rev = await ctx.store.appendPolicyRevision({ createdAt: ctx.clock(), createdBy: by, comment, policies }, current?.revision ?? 0);
-    notifyChange(); // agents waiting on a sync hear of it now
     return rev;
   };
 
@@ -229,7 +227,6 @@ export function policyRoutes(
       const now = ctx.clock();
       const q = { spiffeId, reason, createdBy: req.role ?? 'operator', createdAt: now, expiresAt: ttl === undefined ? null : now + ttl };
       await ctx.store.putQuarantine(q);
-      notifyChange();
       return ok(quarantineJson(q), 201);
     },
     { limit: 64 * 1024 },
@@ -240,24 +237,7 @@ export function policyRoutes(
   add('DELETE', '/v1/quarantine/{id}', 'operator', 'Lift a quarantine (id: URL-encoded SPIFFE ID).', async (req) => {
     const id = decodeURIComponent(req.params[0]!);
     if (!(await ctx.store.removeQuarantine(id))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
-    notifyChange();
     return { status: 204, body: '' };
-  });
-
-  add('GET', '/v1/policy/status', 'viewer', 'Which policy revision each agent enforces, and how far behind it is.', async () => {
-    await flushAcks(ctx);
-    const current = (await ctx.store.getPolicyRevision())?.revision ?? 0;
-    const now = ctx.clock();
-    return ok({
-      revision: current,
-      agents: (await ctx.store.listPolicyAcks()).map((a) => ({
-        spiffeId: a.spiffeId,
-        revision: a.policyRevision,
-        behind: current - a.policyRevision,
-        ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null,
-        secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
-      })),
-    });
   });
 
   add(

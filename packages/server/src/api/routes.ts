@@ -1,5 +1,5 @@
 /** The admin and public HTTP API: one table of routes, each with its role and handler. */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   WritError,
   bundleToPem,
@@ -17,11 +17,13 @@ import {
 import { ROLES, type Role } from '../store/types.ts';
 import type { ApiContext } from './context.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
-import { agentRoutes, notifyChange } from './agent-routes.ts';
+import { agentRoutes } from './agent-routes.ts';
+import { attestRoutes } from '../attest/routes.ts';
+import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
 
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+export { hashToken };
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
 const newJoinToken = (): string => randomBytes(24).toString('base64url');
 
@@ -112,7 +114,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     async (req) => {
       const now = ctx.clock();
       const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
-      notifyChange();
       return ok(entryJson(e!), 201);
     },
     JSON_BODY,
@@ -132,7 +133,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const now = ctx.clock();
       const inputs = list.map((e, i) => parseEntryInput(e, { trustDomain: td, now, prefix: `entries[${i}].` }));
       const created = await ctx.store.createEntries(inputs, now);
-      notifyChange();
       return ok({ entries: created.map(entryJson) }, 201);
     },
     { limit: 16 * DEFAULT_BODY_LIMIT },
@@ -152,7 +152,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const base = await getEntry(req);
       const now = ctx.clock();
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
-      notifyChange();
       return ok(entryJson(updated));
     },
     JSON_BODY,
@@ -166,14 +165,12 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const base = await getEntry(req);
       const now = ctx.clock();
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
-      notifyChange();
       return ok(entryJson(updated));
     },
     JSON_BODY,
   );
   add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
     if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
-    notifyChange();
     return { status: 204, body: '' };
   });
 
@@ -199,67 +196,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     JSON_BODY,
   );
 
-  // ---------------------------------------------------------------- node attestation
-  /** Signs the agent SVID and records the agent; a banned agent is refused. */
-  const admitAgent = async (spiffeId: string, nodeName: string, attestationType: string, selectors: string[], spki: Buffer) => {
-    const existing = await ctx.store.getAgent(spiffeId);
-    if (existing?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${spiffeId} is banned`);
-    const now = ctx.clock();
-    const svid = ctx.ca.signX509Svid({ spiffeId, spki });
-    await ctx.store.upsertAgent({
-      spiffeId,
-      nodeName,
-      attestationType,
-      selectors,
-      serial: svid.chain[0]!.serialHex,
-      expiresAt: svid.expiresAt,
-      banned: false,
-      createdAt: existing?.createdAt ?? now,
-      updatedAt: now,
-    });
-    ctx.metrics.svidsIssued.inc({ type: 'agent' });
-    return ok(
-      { spiffeId, selectors, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() },
-      201,
-    );
-  };
-  add(
-    'POST',
-    '/v1/agent/attest/join-token',
-    undefined,
-    'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.',
-    async (req) => {
-      const o = object(req.body);
-      onlyKeys(o, ['joinToken', 'csr']);
-      const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
-      const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
-      const { spki } = withField('csr', () => parseCsr(csr));
-      const spiffeIdOf = (node: string): string => `spiffe://${td}/writ/agent/${node}`;
-      // Checked before redeeming, so a banned node does not burn a token.
-      const peek = await ctx.store.getAgent(spiffeIdOf((await ctx.store.peekJoinToken(hashToken(joinToken)))?.nodeName ?? ''));
-      if (peek?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${peek.spiffeId} is banned`);
-      const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
-      return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
-    },
-    JSON_BODY,
-  );
-  add(
-    'POST',
-    '/v1/agent/attest/k8s-psat',
-    undefined,
-    'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.',
-    async (req) => {
-      const o = object(req.body);
-      onlyKeys(o, ['cluster', 'token', 'csr']);
-      const cluster = str(o, 'cluster', { required: true, max: 253 })!;
-      const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
-      const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
-      if (!ctx.psat) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat node attestation is not configured on this server');
-      const r = await ctx.psat.attest(cluster, token);
-      return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
-    },
-    JSON_BODY,
-  );
+  attestRoutes(ctx, add);
 
   // ---------------------------------------------------------------- admin tokens
   add(
@@ -383,7 +320,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const bundle = parseBundleJson(name, req.body);
       const now = ctx.clock();
       await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
-      notifyChange();
       return ok(federatedJson(name, bundle, now));
     },
     JSON_BODY,
@@ -391,7 +327,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
     const name = tdParam(req);
     if (!(await ctx.store.deleteFederatedBundle(name))) throw new WritError('ERR_BUNDLE_NOT_FOUND', `no bundle for trust domain "${name}"`);
-    notifyChange();
     return { status: 204, body: '' };
   });
 

@@ -1,5 +1,6 @@
 /** Validation of API input into store types. Every error names the field it is about. */
 import { WritError, parseDuration, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
+import { encodeEntry } from '@writ/protocol';
 import type { Entry, EntryInput } from '../store/types.ts';
 import { object, onlyKeys, str, strList, withField, type Json } from './http.ts';
 
@@ -114,22 +115,5 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   };
 }
 
-/** The API form of an entry: times as RFC 3339, TTLs in seconds (0 = server default). */
-export function entryJson(e: Entry): Json {
-  return {
-    id: e.id,
-    spiffeId: e.spiffeId,
-    parentId: e.parentId,
-    selectors: e.selectors,
-    x509SvidTtl: e.x509SvidTtl,
-    jwtSvidTtl: e.jwtSvidTtl,
-    dnsNames: e.dnsNames,
-    federatesWith: e.federatesWith,
-    admin: e.admin,
-    hint: e.hint,
-    expiresAt: e.expiresAt === null ? null : new Date(e.expiresAt).toISOString(),
-    revision: e.revision,
-    createdAt: new Date(e.createdAt).toISOString(),
-    updatedAt: new Date(e.updatedAt).toISOString(),
-  };
-}
+/** The API form of an entry (times as RFC 3339, TTLs in seconds, 0 = server default): the agent<->server contract's one entry shape. */
+export const entryJson = encodeEntry;

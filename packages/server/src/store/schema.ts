@@ -115,4 +115,10 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO counters (name, value) SELECT 'decision_seq', COUNT(*) FROM decisions`,
     ],
   },
+  {
+    // The quarantine version each agent last reported on sync, beside its policy revision: what
+    // `writ quarantine add --wait` waits on.
+    version: 8,
+    statements: [`ALTER TABLE agents ADD COLUMN quarantine_version TEXT NOT NULL DEFAULT ''`],
+  },
 ];
