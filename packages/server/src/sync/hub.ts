@@ -72,7 +72,8 @@ export class ChangeHub {
   #agentsGeneration = 0;
   #snapshot: { at: number; generation: number; value: Promise<SyncSnapshot> } | undefined;
   #watcher: NodeJS.Timeout | undefined;
-  #lastStamp: ChangeStamp | undefined;
+  /** The stamp of the latest snapshot: what the waiting polls have seen. */
+  #seen: ChangeStamp | undefined;
   /** Last acknowledgement written per agent. */
   readonly #acks = new Map<string, AgentReport & { at: number }>();
   readonly #pendingAcks = new Map<string, PolicyAck>();
@@ -121,6 +122,7 @@ export class ChangeHub {
   async #read(): Promise<SyncSnapshot> {
     const { store, ca, clock, breakGlass } = this.#o;
     const stamp = await store.changeStamp(clock());
+    this.#seen = stamp;
     // The journal moved on (our own rotation commits before the CA reloads; a replica's shows
     // only in the store): the bundle is read from it, not from a CA that has not caught up.
     if ((ca.bundle().sequence ?? 0) < stamp.bundleSequence) await ca.reload();
@@ -173,14 +175,16 @@ export class ChangeHub {
       if (this.#waiting.size === 0) {
         clearInterval(this.#watcher);
         this.#watcher = undefined;
-        this.#lastStamp = undefined;
         return;
       }
       this.#o.store.changeStamp(this.#o.clock()).then(
         (s) => {
-          const last = this.#lastStamp;
-          this.#lastStamp = s;
-          if (last && last.all !== s.all) this.#wake(last.agents !== s.agents);
+          // Against what the polls saw, not the previous tick: a change just before the first tick counts too.
+          const seen = this.#seen;
+          if (seen && seen.all !== s.all) {
+            this.#seen = s;
+            this.#wake(seen.agents !== s.agents);
+          }
         },
         () => undefined,
       );
