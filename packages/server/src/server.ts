@@ -87,10 +87,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   }
 
   const timers: NodeJS.Timeout[] = [];
-  const hubs: ChangeHub[] = [];
   let publicUrl = '';
   let jwtIssuer = cfg.jwtIssuer ?? '';
   let httpServer: Server | undefined;
+  let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -149,8 +149,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     let ready = true;
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
-    const hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
-    hubs.push(hub);
+    hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
     const ctx = {
       store,
       ca,
@@ -260,7 +259,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
-        hub.close();
+        hub?.close();
         srv.closeAllConnections();
         await new Promise<void>((r) => srv.close(() => r()));
         await store.close();
@@ -268,7 +267,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
-    for (const h of hubs) h.close();
+    hub?.close();
     httpServer?.close();
     await store.close().catch(() => undefined);
     throw err;
