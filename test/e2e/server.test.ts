@@ -586,6 +586,13 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     // reporter that was cut off) is shown, where following by decision time would skip it.
     const env: NodeJS.ProcessEnv = { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
     delete env['NODE_TEST_CONTEXT'];
+    const listed = async (): Promise<number> =>
+      Number(
+        /writ_http_requests_total\{method="GET",route="\/v1\/decisions",status="200"\} (\d+)/.exec(
+          (await call('GET', '/metrics', { token: null })).text,
+        )?.[1] ?? 0,
+      );
+    const listedBefore = await listed();
     const tail = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'decisions', 'tail', '--to', marker], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -593,12 +600,8 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     let tailed = '';
     tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
     try {
-      await waitFor(
-        'tail to start',
-        async () => ((await call('GET', '/metrics', { token: null })).text.includes('route="/v1/decisions"') ? true : undefined),
-        10_000,
-      );
-      await new Promise((r) => setTimeout(r, 500));
+      // Its first read has answered: the cursor it follows on from is before the late decision.
+      await waitFor('tail to start', async () => ((await listed()) > listedBefore ? true : undefined), 20_000);
       const hourAgo = Date.now() - 3_600_000;
       writeFileSync(
         join(work, 'late.json'),

@@ -8,9 +8,12 @@ import {
   encodeEntry,
   encodeSyncAnswer,
   type JwtSvidAnswer,
+  type JwtSvidRequest,
   type RenewAnswer,
+  type RenewRequest,
   type SignedSvid,
   type SvidBatchAnswer,
+  type SvidBatchRequest,
 } from '@writ/protocol';
 import type { Agent, DecisionRecord, Store } from '../store/types.ts';
 import { decodeReport, newDecisionId } from '@writ/sdk';
@@ -118,15 +121,14 @@ export function agentRoutes(
         throw new WritError('ERR_FIELD_INVALID', `field "requests" must hold 1 to ${MAX_SVID_BATCH} items`, { field: 'requests' });
       const svids: SignedSvid[] = [];
       for (const [i, item] of list.entries()) {
-        const r = object(item, `requests[${i}]`);
-        onlyKeys(r, ['entryId', 'csr'], `requests[${i}].`);
-        const entry = await ownEntry(
-          ctx.store,
-          req.agent!,
-          str(r, 'entryId', { required: true, max: 64, prefix: `requests[${i}].` })!,
-          `requests[${i}].entryId`,
-        );
-        const { spki } = withField(`requests[${i}].csr`, () => parseCsr(str(r, 'csr', { required: true, max: 32 * 1024, prefix: `requests[${i}].` })!));
+        const o = object(item, `requests[${i}]`);
+        onlyKeys(o, ['entryId', 'csr'], `requests[${i}].`);
+        const r: SvidBatchRequest['requests'][number] = {
+          entryId: str(o, 'entryId', { required: true, max: 64, prefix: `requests[${i}].` })!,
+          csr: str(o, 'csr', { required: true, max: 32 * 1024, prefix: `requests[${i}].` })!,
+        };
+        const entry = await ownEntry(ctx.store, req.agent!, r.entryId, `requests[${i}].entryId`);
+        const { spki } = withField(`requests[${i}].csr`, () => parseCsr(r.csr));
         const svid = ctx.ca.signX509Svid({
           spiffeId: entry.spiffeId,
           spki,
@@ -149,11 +151,11 @@ export function agentRoutes(
     async (req) => {
       const o = object(req.body);
       onlyKeys(o, ['entryId', 'audience']);
-      const entry = await ownEntry(ctx.store, req.agent!, str(o, 'entryId', { required: true, max: 64 })!, 'entryId');
-      const audience = strList(o, 'audience', { max: 16, itemMax: 512 }) ?? [];
-      if (audience.length === 0 || audience.some((a) => !a))
+      const r: JwtSvidRequest = { entryId: str(o, 'entryId', { required: true, max: 64 })!, audience: strList(o, 'audience', { max: 16, itemMax: 512 }) ?? [] };
+      const entry = await ownEntry(ctx.store, req.agent!, r.entryId, 'entryId');
+      if (r.audience.length === 0 || r.audience.some((a) => !a))
         throw new WritError('ERR_FIELD_MISSING', 'field "audience" needs at least one non-empty value', { field: 'audience' });
-      const jwt = ctx.ca.signJwtSvid(entry.spiffeId, audience, entry.jwtSvidTtl ? entry.jwtSvidTtl * 1000 : undefined);
+      const jwt = ctx.ca.signJwtSvid(entry.spiffeId, r.audience, entry.jwtSvidTtl ? entry.jwtSvidTtl * 1000 : undefined);
       ctx.metrics.svidsIssued.inc({ type: 'jwt' });
       return ok({ spiffeId: entry.spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() } satisfies JwtSvidAnswer);
     },
@@ -168,8 +170,11 @@ export function agentRoutes(
     async (req) => {
       const o = object(req.body);
       onlyKeys(o, ['csr']);
-      const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
-      const agent = (await ctx.store.getAgent(req.agent!))!;
+      const r: RenewRequest = { csr: str(o, 'csr', { required: true, max: 32 * 1024 })! };
+      const { spki } = withField('csr', () => parseCsr(r.csr));
+      // Evicted since it authenticated (a race, not a crash): it must attest again.
+      const agent = await ctx.store.getAgent(req.agent!);
+      if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${req.agent} is not attested (evicted?); it must attest again`);
       const svid = ctx.ca.signX509Svid({ spiffeId: agent.spiffeId, spki });
       await ctx.store.upsertAgent({ ...agent, serial: svid.chain[0]!.serialHex, expiresAt: svid.expiresAt, updatedAt: ctx.clock() });
       return ok({
