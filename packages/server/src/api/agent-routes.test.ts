@@ -116,3 +116,35 @@ describe('decision metrics', () => {
     assert.ok(stored.some((d) => d.reason === 'REASON_2_7'));
   });
 });
+
+describe('agent renewal', () => {
+  it('an agent evicted after it authenticated, before its request body arrived, gets a 401 (not a 500)', async () => {
+    const identity = await attest('renew-race');
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const body = JSON.stringify({ csr: toPem('CERTIFICATE REQUEST', createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey)) });
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      // Expect: 100-continue: the server says "continue" once it has authenticated the agent.
+      const req = request(new URL(AGENT_PATHS.renew, srv.url), {
+        method: 'POST',
+        ca: caPem,
+        ...identity,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), expect: '100-continue' },
+      });
+      req.on('continue', () => {
+        call('POST', `/v1/agents/${encodeURIComponent('spiffe://routes.test/writ/agent/renew-race')}/evict`, { token: admin }).then((r) => {
+          assert.equal(r.status, 200, r.text);
+          req.end(body);
+        }, reject);
+      });
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    assert.equal(answer.status, 401, answer.text);
+    assert.equal(JSON.parse(answer.text).code, 'ERR_UNAUTHENTICATED');
+  });
+});
