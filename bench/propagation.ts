@@ -12,6 +12,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createCsr, toPem } from '@writ/spiffe';
+import { quarantineVersionOf } from '@writ/protocol';
 import { percentile, responseReader, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -242,8 +243,10 @@ async function measure(n: number): Promise<void> {
     const yaml = `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: p }\nspec:\n  to: spiffe://bench.example/ns/a/sa/b\n  rules: [{ effect: allow, from: ["spiffe://bench.example/**"] }]\n`;
     await report('policy apply -> all have it', 'policy:1', () => call(server.url, admin, 'POST', '/v1/policies', { yaml }, token), 1);
     await new Promise((r) => setTimeout(r, 1000));
-    await report('quarantine add -> all have it', 'quarantine:spiffe://bench.example/ns/x/sa/y@', () =>
-      call(server.url, admin, 'POST', '/v1/quarantine', { spiffeId: 'spiffe://bench.example/ns/x/sa/y', reason: 'bench' }, token),
+    await report(
+      'quarantine add -> all have it',
+      `quarantine:${quarantineVersionOf([{ spiffeId: 'spiffe://bench.example/ns/x/sa/y', expiresAt: null }])}`,
+      () => call(server.url, admin, 'POST', '/v1/quarantine', { spiffeId: 'spiffe://bench.example/ns/x/sa/y', reason: 'bench' }, token),
     );
     for (const s of sims) (s.stopped = true), s.conn.destroy();
     server.stop();

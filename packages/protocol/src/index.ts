@@ -13,6 +13,7 @@ export {
   decodeSyncQuery,
   encodeSyncAnswer,
   encodeSyncQuery,
+  quarantineVersionOf,
 } from './sync.ts';
 export {
   MAX_SVID_BATCH,

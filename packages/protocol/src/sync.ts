@@ -3,6 +3,7 @@
  * bundles version, the policy revision and quarantine version it enforces: its acknowledgement)
  * and gets what changed.
  */
+import { createHash } from 'node:crypto';
 import { WritError, parseBundleJson, type BundleJson } from '@writ/spiffe';
 import { isObject, isStrings, refuse } from './check.ts';
 import { type EntryMessage, entryProblem } from './entry.ts';
@@ -58,6 +59,18 @@ export interface QuarantineState {
   readonly ids: string[];
   /** Identities that may still call and be called while quarantined. */
   readonly breakGlass: string[];
+}
+
+/**
+ * The quarantine's version: a short fingerprint of the live set ('' when nothing is quarantined),
+ * which agents echo back on every sync; short, so a long list does not make every poll's URL long.
+ */
+export function quarantineVersionOf(q: ReadonlyArray<{ spiffeId: string; expiresAt: number | null }>): string {
+  if (q.length === 0) return '';
+  return createHash('sha256')
+    .update(q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join('\n'))
+    .digest('base64url')
+    .slice(0, 22);
 }
 
 export interface PolicyState {

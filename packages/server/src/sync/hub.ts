@@ -3,9 +3,8 @@
  * change stamp, other replicas'), wakes the agents' long polls, shares one snapshot of what every
  * sync answer has in common, and batches the agents' acknowledgements.
  */
-import { createHash } from 'node:crypto';
 import { formatBundleJson, type BundleJson, type TrustBundle } from '@writ/spiffe';
-import { toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
+import { quarantineVersionOf, toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
 import type { ChangeStamp, PolicyAck, Store, StoreChange, StoreChangeKind } from '../store/types.ts';
 
 /** What a sync answer depends on. Writes of any other kind (decisions, tokens, tables added later) wake nobody. */
@@ -47,15 +46,6 @@ export interface SyncSnapshot {
 export interface AgentReport {
   readonly policyRevision: number;
   readonly quarantineVersion: string;
-}
-
-/** A short fingerprint of the live quarantine ('' when nothing is quarantined): agents echo it back on every sync. */
-export function quarantineVersionOf(q: ReadonlyArray<{ spiffeId: string; expiresAt: number | null }>): string {
-  if (q.length === 0) return '';
-  return createHash('sha256')
-    .update(q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join('\n'))
-    .digest('base64url')
-    .slice(0, 22);
 }
 
 const HEARTBEAT_MS = 30_000;
