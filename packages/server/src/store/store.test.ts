@@ -458,6 +458,7 @@ const READS = new Set([
   'listDecisionEdges',
   'getFederatedBundle',
   'listFederatedBundles',
+  'getDecision',
 ]);
 
 for (const factory of STORE_FACTORIES) {
