@@ -168,8 +168,8 @@ describe('policies on the server', () => {
 describe('policy status with real agents (what `--wait` waits on)', () => {
   interface Status {
     revision: number;
-    quarantineVersion: string;
-    agents: Array<{ spiffeId: string; revision: number; behind: number; quarantineVersion: string; ackedAt: string | null; live: boolean }>;
+    quarantineVersion: number;
+    agents: Array<{ spiffeId: string; revision: number; behind: number; quarantineVersion: number; ackedAt: string | null; live: boolean }>;
   }
   const status = async (): Promise<Status> => {
     const r = await writ(srv, ['policy', 'status', '-o', 'json']);
@@ -196,16 +196,17 @@ describe('policy status with real agents (what `--wait` waits on)', () => {
       assert.equal(add.code, 0, add.stderr);
       const quarantined = await waitFor('every live agent at the new quarantine version', async () => {
         const s = await status();
-        return s.quarantineVersion !== start.quarantineVersion && mine(s, ids).every((a) => a.live && a.quarantineVersion === s.quarantineVersion)
+        return s.quarantineVersion > start.quarantineVersion && mine(s, ids).every((a) => a.live && a.quarantineVersion === s.quarantineVersion)
           ? s
           : undefined;
       });
       assert.equal(mine(quarantined, ids).length, 2);
       const lifted = await writ(srv, ['quarantine', 'remove', 'spiffe://e2e.test/ns/status/compromised']);
       assert.equal(lifted.code, 0, lifted.stderr);
-      await waitFor('every live agent back at the version without it', async () => {
+      // Versions only grow: `--wait` asks "at or past the version after my change".
+      await waitFor('every live agent at the version of the lifting', async () => {
         const s = await status();
-        return s.quarantineVersion === start.quarantineVersion && mine(s, ids).every((a) => a.quarantineVersion === start.quarantineVersion) ? s : undefined;
+        return s.quarantineVersion > quarantined.quarantineVersion && mine(s, ids).every((a) => a.quarantineVersion === s.quarantineVersion) ? s : undefined;
       });
       const f = join(dir, 'status.yaml');
       writeFileSync(f, REPORTS.replace('name: reports', 'name: status-reports'));

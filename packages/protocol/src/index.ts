@@ -13,7 +13,7 @@ export {
   decodeSyncQuery,
   encodeSyncAnswer,
   encodeSyncQuery,
-  quarantineVersionOf,
+  quarantineVersionNumber,
 } from './sync.ts';
 export {
   MAX_SVID_BATCH,

@@ -3,7 +3,6 @@
  * bundles version, the policy revision and quarantine version it enforces: its acknowledgement)
  * and gets what changed.
  */
-import { createHash } from 'node:crypto';
 import { WritError, parseBundleJson, type BundleJson } from '@writ/spiffe';
 import { isObject, isStrings, refuse } from './check.ts';
 import { type EntryMessage, entryProblem } from './entry.ts';
@@ -54,23 +53,16 @@ export function decodeSyncQuery(p: URLSearchParams): SyncQuery {
 }
 
 export interface QuarantineState {
-  /** Changes whenever the set changes; agents echo it back. */
+  /** A whole number (as a string) that grows whenever the set changes; agents echo it back. */
   readonly version: string;
   readonly ids: string[];
   /** Identities that may still call and be called while quarantined. */
   readonly breakGlass: string[];
 }
 
-/**
- * The quarantine's version: a short fingerprint of the live set ('' when nothing is quarantined),
- * which agents echo back on every sync; short, so a long list does not make every poll's URL long.
- */
-export function quarantineVersionOf(q: ReadonlyArray<{ spiffeId: string; expiresAt: number | null }>): string {
-  if (q.length === 0) return '';
-  return createHash('sha256')
-    .update(q.map((x) => `${x.spiffeId}@${x.expiresAt ?? ''}`).join('\n'))
-    .digest('base64url')
-    .slice(0, 22);
+/** The quarantine version an agent echoes (`quarantine=`), as the number it is; 0 for none or one from before versions were numbers. */
+export function quarantineVersionNumber(v: string | undefined): number {
+  return v !== undefined && /^\d{1,15}$/.test(v) ? Number(v) : 0;
 }
 
 export interface PolicyState {

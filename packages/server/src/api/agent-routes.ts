@@ -6,6 +6,7 @@ import {
   MAX_SVID_BATCH,
   decodeSyncQuery,
   encodeEntry,
+  quarantineVersionNumber,
   encodeSyncAnswer,
   type JwtSvidAnswer,
   type JwtSvidRequest,
@@ -67,7 +68,8 @@ export function agentRoutes(
       const agent = req.agent!;
       const hub = ctx.hub;
       // The agent reports what it enforces with every sync: its acknowledgement.
-      if (q.policy !== undefined && q.policy >= 0) hub.acknowledge(agent, { policyRevision: q.policy, quarantineVersion: q.quarantine ?? '' });
+      if (q.policy !== undefined && q.policy >= 0)
+        hub.acknowledge(agent, { policyRevision: q.policy, quarantineVersion: quarantineVersionNumber(q.quarantine) });
       const deadline = Date.now() + q.wait * 1000;
       // Authentication has just read the agent's record; it is read again only after an eviction or ban.
       let seenAgents = hub.agentsGeneration;
@@ -88,7 +90,7 @@ export function agentRoutes(
           r.entries.length > 0 ||
           r.removed.length > 0 ||
           bundlesChanged ||
-          (q.quarantine !== undefined && snap.quarantineVersion !== q.quarantine) ||
+          (q.quarantine !== undefined && String(snap.quarantineVersion) !== q.quarantine) ||
           policyChanged;
         if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
           const body = encodeSyncAnswer({

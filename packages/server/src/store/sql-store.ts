@@ -130,6 +130,15 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
   ];
 }
 
+/**
+ * The quarantine version at `?` (now): writes count 2 each, expired rows 1 each. An expiry raises
+ * it by 1; a write raises it by at least 1 even when it replaces or removes an expired row (which
+ * lowers the expired count by 1). So it grows with every change of the live set, and never falls.
+ */
+const QUARANTINE_VERSION =
+  "((SELECT value FROM counters WHERE name = 'quarantine_writes') + (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NOT NULL AND expires_at <= ?))";
+const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
+
 const ENTRY_INSERT_COLUMNS =
   'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
 const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
@@ -490,17 +499,29 @@ export class SqlStore implements Store {
   }
 
   async putQuarantine(q: QuarantineEntry): Promise<void> {
-    await this.#db.query(
-      `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-      [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
-    );
+    await this.#db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+        [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
+      );
+      await tx.query(QUARANTINE_WRITTEN);
+    });
     this.#changed(undefined, { kind: 'quarantine' });
   }
 
   async removeQuarantine(spiffeId: string): Promise<boolean> {
-    const deleted = (await this.#db.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+    const deleted = await this.#db.transaction(async (tx) => {
+      const rows = await tx.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]);
+      if (rows.length) await tx.query(QUARANTINE_WRITTEN);
+      return rows.length > 0;
+    });
     return deleted && this.#changed(true, { kind: 'quarantine' });
+  }
+
+  async quarantineVersion(now: number): Promise<number> {
+    const r = await this.#db.query(`SELECT ${QUARANTINE_VERSION} AS v`, [now]);
+    return num(r[0]!['v']);
   }
 
   async listQuarantine(now: number): Promise<QuarantineEntry[]> {
@@ -533,8 +554,7 @@ export class SqlStore implements Store {
         `SELECT (SELECT value FROM counters WHERE name = 'entry_revision') AS e,
          (SELECT value FROM counters WHERE name = 'bundle_sequence') AS b,
          (SELECT COALESCE(MAX(revision), 0) FROM policy_revisions) AS p,
-         (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NULL OR expires_at > ?) AS qn,
-         (SELECT COALESCE(MAX(created_at), 0) FROM quarantine) AS qt,
+         ${QUARANTINE_VERSION} AS q,
          (SELECT COUNT(*) FROM federated_bundles) AS fn,
          (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
          (SELECT COUNT(*) FROM agents) AS an,
@@ -547,7 +567,7 @@ export class SqlStore implements Store {
       entryRevision: num(r['e']),
       bundleSequence: num(r['b']),
       agents,
-      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['qn'])}@${num(r['qt'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
+      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
     };
   }
 
@@ -556,7 +576,7 @@ export class SqlStore implements Store {
     return rows.map((r) => ({
       spiffeId: r['spiffe_id'] as string,
       policyRevision: num(r['policy_revision']),
-      quarantineVersion: r['quarantine_version'] as string,
+      quarantineVersion: num(r['quarantine_version']),
       ackedAt: num(r['policy_acked_at']),
     }));
   }

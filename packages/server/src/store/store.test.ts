@@ -206,10 +206,10 @@ for (const factory of STORE_FACTORIES) {
         updatedAt: 1,
       };
       await t.store.upsertAgent(agent);
-      await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 'q7', ackedAt: 1000 }]);
+      await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 }]);
       assert.deepEqual(
         (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
-        { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 'q7', ackedAt: 1000 },
+        { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 },
       );
     });
 
@@ -385,6 +385,27 @@ for (const factory of STORE_FACTORIES) {
       );
     });
 
+    it('the quarantine version grows with every change of the live set: a write, an expiry, a write over an expired row', async () => {
+      const s = t.store;
+      const v = (now: number) => s.quarantineVersion(now);
+      const q = { spiffeId: 'spiffe://e/qv', reason: 'r', createdBy: 't', createdAt: 1 };
+      const v0 = await v(1000);
+      await s.putQuarantine({ ...q, expiresAt: 5000 });
+      const v1 = await v(1000);
+      assert.ok(v1 > v0, 'a write');
+      assert.equal(await v(4999), v1, 'nothing changes by itself before the expiry');
+      const v2 = await v(5000);
+      assert.ok(v2 > v1, 'the expiry, with no write');
+      await s.putQuarantine({ ...q, expiresAt: null });
+      const v3 = await v(5000);
+      assert.ok(v3 > v2, 'quarantined again over the expired row');
+      assert.equal(await s.removeQuarantine(q.spiffeId), true);
+      const v4 = await v(5000);
+      assert.ok(v4 > v3, 'lifted');
+      assert.equal(await s.removeQuarantine(q.spiffeId), false);
+      assert.equal(await v(5000), v4, 'a no-op removal is no change');
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();
@@ -451,6 +472,7 @@ const READS = new Set([
   'getPolicyRevision',
   'listPolicyRevisions',
   'listQuarantine',
+  'quarantineVersion',
   'listPolicyAcks',
   'changeStamp',
   'queryDecisions',
@@ -511,7 +533,7 @@ for (const factory of STORE_FACTORIES) {
       );
       await expect('deleteAdminToken', { kind: 'admin-tokens' }, () => s.deleteAdminToken('t1'));
       await expect('upsertAgent', { kind: 'agents' }, () => s.upsertAgent(a));
-      await expect('ackPolicies', { kind: 'policy-acks' }, () => s.ackPolicies([{ spiffeId: agent, policyRevision: 1, quarantineVersion: '', ackedAt: 5 }]));
+      await expect('ackPolicies', { kind: 'policy-acks' }, () => s.ackPolicies([{ spiffeId: agent, policyRevision: 1, quarantineVersion: 0, ackedAt: 5 }]));
       heard.length = 0;
       await s.upsertAgent({ ...a, banned: true });
       assert.deepEqual(heard, [{ kind: 'agents', revoked: [agent] }], 'a ban names the agent it revokes');

@@ -126,8 +126,8 @@ export interface ChangeStamp {
 export interface PolicyAck {
   readonly spiffeId: string;
   readonly policyRevision: number;
-  /** The quarantine version the agent reported it enforces ('' before any quarantine). */
-  readonly quarantineVersion: string;
+  /** The quarantine version the agent reported it enforces (0 before it reported one). */
+  readonly quarantineVersion: number;
   readonly ackedAt: number;
 }
 
@@ -251,6 +251,11 @@ export interface Store {
   removeQuarantine(spiffeId: string): Promise<boolean>;
   /** Identities quarantined at `now` (expired ones left out). */
   listQuarantine(now: number): Promise<QuarantineEntry[]>;
+  /**
+   * A number that grows whenever the quarantine at `now` may differ: every write, and every
+   * expiry. Read it before `listQuarantine`: a list newer than its version is sent again later, never the reverse.
+   */
+  quarantineVersion(now: number): Promise<number>;
   /** Records the policy revisions and quarantine versions agents report they enforce, all in one transaction. */
   ackPolicies(acks: readonly PolicyAck[]): Promise<void>;
   listPolicyAcks(): Promise<PolicyAck[]>;

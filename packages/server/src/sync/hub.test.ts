@@ -70,9 +70,9 @@ describe('change hub', () => {
     await b.putQuarantine({ spiffeId: 'spiffe://hub.test/bad', reason: 'test', createdBy: 't', createdAt: now, expiresAt: null });
     await waiting;
     const quarantined = await hub.snapshot();
-    assert.notEqual(quarantined.quarantineVersion, first.quarantineVersion);
+    assert.ok(quarantined.quarantineVersion > first.quarantineVersion);
     assert.deepEqual(JSON.parse(quarantined.quarantine), {
-      version: quarantined.quarantineVersion,
+      version: String(quarantined.quarantineVersion),
       ids: ['spiffe://hub.test/bad'],
       breakGlass: ['spiffe://hub.test/admin'],
     });
@@ -137,16 +137,16 @@ describe('change hub', () => {
       await hub.flushAcks();
       return (await a.listPolicyAcks()).find((x) => x.spiffeId === id);
     };
-    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: '' });
-    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: '', ackedAt: now });
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 0 });
+    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: 0, ackedAt: now });
     const at = now;
     now += 1000;
-    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: '' });
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 0 });
     assert.equal((await acked())?.ackedAt, at, 'the same report within 30 s is not written again');
-    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 'q1' });
-    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: 'q1', ackedAt: now }, 'a new quarantine version is');
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 4 });
+    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: 4, ackedAt: now }, 'a new quarantine version is');
     now += 31_000;
-    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 'q1' });
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 4 });
     assert.equal((await acked())?.ackedAt, now, 'and a heartbeat after 30 s');
   });
 });

@@ -4,7 +4,7 @@
  * sync answer has in common, and batches the agents' acknowledgements.
  */
 import { formatBundleJson, type BundleJson, type TrustBundle } from '@writ/spiffe';
-import { quarantineVersionOf, toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
+import { toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
 import type { ChangeStamp, PolicyAck, Store, StoreChange, StoreChangeKind } from '../store/types.ts';
 
 /** What a sync answer depends on. Writes of any other kind (decisions, tokens, tables added later) wake nobody. */
@@ -36,7 +36,8 @@ export interface SyncSnapshot {
   readonly bundlesVersion: string;
   /** Sent only to agents that do not have `bundlesVersion`. */
   readonly bundles: Json<SyncBundles>;
-  readonly quarantineVersion: string;
+  /** Grows with every change of the quarantine; on the wire as a string (`QuarantineState.version`). */
+  readonly quarantineVersion: number;
   readonly quarantine: Json<QuarantineState>;
   readonly policyRevision: number;
   readonly policy: Json<PolicyState>;
@@ -45,7 +46,7 @@ export interface SyncSnapshot {
 /** An agent's acknowledgement: what it reported it enforces. */
 export interface AgentReport {
   readonly policyRevision: number;
-  readonly quarantineVersion: string;
+  readonly quarantineVersion: number;
 }
 
 const HEARTBEAT_MS = 30_000;
@@ -118,9 +119,12 @@ export class ChangeHub {
     if ((ca.bundle().sequence ?? 0) < stamp.bundleSequence) await ca.reload();
     const fed = await store.listFederatedBundles();
     const bundle = ca.bundle();
-    const q = await store.listQuarantine(clock());
+    const now = clock();
+    // The version first: a list newer than its version is sent again with the next version; an
+    // older list under a newer version would never be.
+    const quarantineVersion = await store.quarantineVersion(now);
+    const q = await store.listQuarantine(now);
     const policy = await store.getPolicyRevision();
-    const quarantineVersion = quarantineVersionOf(q);
     return {
       stamp,
       bundlesVersion: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
@@ -129,7 +133,7 @@ export class ChangeHub {
         federatedBundles: Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as BundleJson])),
       }),
       quarantineVersion,
-      quarantine: toJson<QuarantineState>({ version: quarantineVersion, ids: q.map((x) => x.spiffeId), breakGlass: [...breakGlass] }),
+      quarantine: toJson<QuarantineState>({ version: String(quarantineVersion), ids: q.map((x) => x.spiffeId), breakGlass: [...breakGlass] }),
       policyRevision: policy?.revision ?? 0,
       policy: toJson<PolicyState>({ revision: policy?.revision ?? 0, policies: { ...(policy?.policies ?? {}) } }),
     };
