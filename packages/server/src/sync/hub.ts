@@ -216,12 +216,11 @@ export class ChangeHub {
     if (this.#flushing === flushing) this.#flushing = undefined;
   }
 
-  /** Stops listening and wakes every waiting poll (the server is closing). */
+  /** Stops listening and polling (the server is closing; its connections, and so the waits, end with it). */
   close(): void {
     this.#closed = true;
     this.#unsubscribe();
     clearInterval(this.#watcher);
     this.#watcher = undefined;
-    this.#wake(false);
   }
 }
