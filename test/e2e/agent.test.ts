@@ -8,8 +8,20 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WorkloadClient } from '@writ/sdk';
-import { DEBIAN_PYTHON, ROOT, cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { GRPC_STATUS, WorkloadClient } from '@writ/sdk';
+import {
+  DEBIAN_PYTHON,
+  ROOT,
+  WRIT,
+  cleanup,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 let srv: ServerProcess;
 let partner: ServerProcess;
@@ -100,12 +112,16 @@ describe('the Workload API, driven by Python grpcio', () => {
     assert.equal(out.validate_federated, 'spiffe://partner.test/billing', "a federated domain's token, checked against its own keys");
     assert.equal(out.wit, 'UNIMPLEMENTED');
     // The chain the Python client received verifies with openssl against the bundle it received.
-    await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'bundle.der'), '-out', join(stubs, 'bundle.pem')]);
-    const v = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), '-inform', 'DER', join(stubs, 'svid.der')]).catch(() => undefined);
+    const bundle = await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'bundle.der'), '-out', join(stubs, 'bundle.pem')]);
+    assert.equal(bundle.code, 0, bundle.stderr);
     const leaf = await run('openssl', ['x509', '-inform', 'DER', '-in', join(stubs, 'svid.der'), '-out', join(stubs, 'svid.pem')]);
-    assert.equal(leaf.code, 0);
-    const v2 = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(stubs, 'svid.pem')]);
-    assert.match(v2.stdout, /svid\.pem: OK/, `${v?.stderr ?? ''}${v2.stderr}`);
+    assert.equal(leaf.code, 0, leaf.stderr);
+    const v = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(stubs, 'svid.pem')]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout.trim(), `${join(stubs, 'svid.pem')}: OK`);
+    // And a certificate it does not sign does not verify: the check can fail.
+    const other = await run('openssl', ['verify', '-CAfile', join(stubs, 'bundle.pem'), join(partner.dataDir, 'bundle.pem')]);
+    assert.notEqual(other.code, 0, other.stdout);
   });
 
   it('a caller with no identity (another uid) gets PermissionDenied', async () => {
@@ -140,7 +156,7 @@ describe('the Workload API, driven by Python grpcio', () => {
 
 describe('hostile input on the socket', () => {
   it('an oversized request message gets ResourceExhausted, an unknown method Unimplemented', async () => {
-    const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk');
+    const { GrpcClient, GrpcError, GRPC_STATUS } = await import('@writ/sdk/internal');
     const g = new GrpcClient(`unix://${agent.socket}`);
     const big = Buffer.alloc(200 * 1024, 1);
     await assert.rejects(
@@ -200,6 +216,55 @@ print(ids(), flush=True)
   });
 });
 
+describe('connect, then exec()', () => {
+  it('a process that connects, then exec()s an allowed binary while a child keeps the connection, gets nothing for it', async () => {
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/exec-target', '--selector', 'unix:path:/usr/bin/sleep']);
+    const dir = mkdtempSync(join(tmpdir(), 'writ-exec-'));
+    // The connecting process (python) waits until the agent accepted (its HTTP/2 SETTINGS arrived,
+    // peeked, not read), hands the socket to a child, then becomes /usr/bin/sleep.
+    writeFileSync(
+      join(dir, 'connect-exec.py'),
+      `import os, socket, subprocess, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.recv(1, socket.MSG_PEEK)
+subprocess.Popen([sys.argv[2], sys.argv[3], str(s.fileno()), str(os.getpid())], pass_fds=[s.fileno()])
+os.execv("/usr/bin/sleep", ["sleep", "60"])
+`,
+    );
+    // The child asks over the inherited connection once its parent runs /usr/bin/sleep.
+    writeFileSync(
+      join(dir, 'child.mjs'),
+      `import { connect } from 'node:http2';
+import { Socket } from 'node:net';
+import { readlinkSync } from 'node:fs';
+const [fd, ppid] = process.argv.slice(2).map(Number);
+while (readlinkSync('/proc/' + ppid + '/exe') !== '/usr/bin/sleep') await new Promise((r) => setTimeout(r, 10));
+const s = connect('http://localhost', { createConnection: () => new Socket({ fd, readable: true, writable: true }) });
+const req = s.request({ ':method': 'POST', ':path': '/SpiffeWorkloadAPI/FetchX509SVID', 'content-type': 'application/grpc', te: 'trailers', 'workload.spiffe.io': 'true' });
+let data = Buffer.alloc(0);
+let status = {};
+req.on('response', (h) => (status = h));
+req.on('trailers', (h) => (status = h));
+req.on('data', (d) => {
+  data = Buffer.concat([data, d]);
+  if (data.includes('spiffe://e2e.test/ns/exec-target')) done({ served: true });
+});
+req.on('close', () => done({ served: false, status: status['grpc-status'], message: decodeURIComponent(status['grpc-message'] ?? '') }));
+// The parent (now sleep) has served its purpose.
+const done = (o) => (console.log(JSON.stringify(o)), process.kill(ppid, 'SIGKILL'), process.exit(0));
+req.end(Buffer.alloc(5));
+`,
+    );
+    const r = await run(DEBIAN_PYTHON, [join(dir, 'connect-exec.py'), agent.socket, process.execPath, join(dir, 'child.mjs')], { timeoutMs: 20_000 });
+    cleanup(dir);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1) || JSON.stringify({ stderr: r.stderr }));
+    assert.equal(out.served, false, 'the SVID of the exec()ed binary is not handed over a connection made before the exec');
+    assert.equal(out.status, String(GRPC_STATUS.PERMISSION_DENIED));
+    assert.match(out.message, /runs another executable than when it connected/);
+  });
+});
+
 describe('sync, rotation and outages', () => {
   it('a new entry reaches the workload stream, a deleted one is withdrawn within seconds', async () => {
     const c = new WorkloadClient(`unix://${agent.socket}`);
@@ -248,6 +313,57 @@ describe('sync, rotation and outages', () => {
   });
 });
 
+describe("the decision log's drop counts reach the server", () => {
+  it("a reporter's drops and the agent's own buffer-full drops are counted in writ_decision_log_dropped_total", async () => {
+    const { GrpcClient, Writer, encodeDecision } = await import('@writ/sdk/internal');
+    const dropped = async (): Promise<number> => {
+      const m = await run('curl', ['-sS', '--cacert', join(srv.dataDir, 'bundle.pem'), `${srv.url}/metrics`]);
+      return Number(/writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/node-a"\} (\d+)/.exec(m.stdout)?.[1] ?? 0);
+    };
+    const decision = (i: number): Buffer =>
+      encodeDecision({
+        id: `d-${i}`,
+        at: Date.now(),
+        from: '',
+        to: 'spiffe://e2e.test/ns/web',
+        action: 'tcp 1',
+        decision: 'deny',
+        reason: 'NO_MATCHING_ALLOW',
+        rule: '',
+        policyRevision: 0,
+        latencyNs: 1,
+      });
+    const report = (decisions: Buffer[], droppedHere: number): Buffer => {
+      const w = new Writer();
+      for (const d of decisions) w.message(1, d);
+      if (droppedHere) w.enumValue(2, droppedHere);
+      return w.finish();
+    };
+    const g = new GrpcClient(`unix://${agent.socket}`);
+    const send = (msg: Buffer) => g.unary('/writ.authz.v1.DecisionLog/Report', msg, { 'workload.spiffe.io': 'true' });
+    const start = await dropped();
+    // A reporter (an SDK in a workload) says it dropped 7.
+    await send(report([decision(0)], 7));
+    await waitFor("the reporter's drops on the server", async () => ((await dropped()) === start + 7 ? true : undefined), 20_000);
+    // With the server away the agent buffers 10,000 decisions; 500 more are dropped and counted.
+    await srv.stop();
+    try {
+      for (let i = 0; i < 3; i++)
+        await send(
+          report(
+            Array.from({ length: 3500 }, (_, j) => decision(1 + i * 3500 + j)),
+            0,
+          ),
+        );
+    } finally {
+      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+    }
+    const after = await waitFor('the buffer-full drops on the restarted server', async () => ((await dropped()) >= 500 ? dropped() : undefined), 30_000);
+    assert.equal(after, 500, 'a restarted server counts from zero: exactly the 500 the full buffer dropped');
+    g.close();
+  });
+});
+
 describe('long polling', () => {
   it('an agent of a server that has no entries at all waits on its poll instead of asking again and again', async () => {
     const empty = await startServerProcess();
@@ -276,18 +392,46 @@ describe('agent management', () => {
     // A second node, evicted then banned.
     const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
     const b = await startAgentProcess(srv, { joinToken: tok });
+    await writ(srv, [
+      'entry',
+      'create',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/node-b',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/on-b',
+      '--selector',
+      'unix:uid:0',
+    ]);
+    const servedByB = async (): Promise<true | undefined> => {
+      const r = await writ(undefined, ['svid', 'fetch', '--socket', b.socket, '-o', 'json']);
+      return r.code === 0 && r.stdout.includes('spiffe://e2e.test/ns/on-b') ? true : undefined;
+    };
+    await waitFor('node-b serving its workload', servedByB, 20_000);
+    let b2: AgentProcess | undefined;
     try {
       assert.equal((await writ(srv, ['agent', 'evict', 'spiffe://e2e.test/writ/agent/node-b'])).code, 0);
       await waitFor('the evicted agent to notice', async () => (b.logs.some((l) => /not attested|evicted/.test(l)) ? true : undefined), 30_000);
-      // A banned node cannot attest again, even with a fresh join token.
       assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-b'])).code, 1, 'an evicted agent has no record to ban');
+      // Restarted with a new join token on the same data dir: it attests again with it and serves fresh SVIDs.
+      await b.stop();
+      const fresh = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-b', '-o', 'json'])).stdout).token as string;
+      b2 = await startAgentProcess(srv, { joinToken: fresh, dataDir: b.dataDir, socket: b.socket });
+      assert.ok(
+        b2.logs.some((l) => l.includes('"attested to the server"')),
+        b2.logs.join('\n'),
+      );
+      const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-b', '-o', 'json'])).stdout);
+      assert.equal(shown.attestationType, 'join_token', 'the server knows node-b again');
+      await waitFor('node-b serving again', servedByB, 20_000);
+      assert.ok(!b2.logs.some((l) => l.includes('sync failed')), 'its syncs are accepted');
+      // A banned node cannot attest again, even with a fresh join token.
       const c1 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
       const c = await startAgentProcess(srv, { joinToken: c1 });
       await c.stop();
       cleanup(c.dataDir);
       assert.equal((await writ(srv, ['agent', 'ban', 'spiffe://e2e.test/writ/agent/node-c'])).code, 0);
-      const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
-      assert.equal(shown.banned, true);
+      const bannedC = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-c', '-o', 'json'])).stdout);
+      assert.equal(bannedC.banned, true);
       const c2 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;
       const refused = await run(
         process.execPath,
@@ -310,8 +454,57 @@ describe('agent management', () => {
       assert.match(refused.stderr, /banned.*ERR_FORBIDDEN/);
     } finally {
       await b.stop();
+      await b2?.stop();
       cleanup(b.dataDir);
     }
+  });
+
+  it('a TLS server presenting a workload SVID of the same CA for localhost gets no byte of the join token', async () => {
+    // A real workload SVID from the real CA, with the DNS name the agent dials.
+    await entry(['--spiffe-id', 'spiffe://e2e.test/ns/impostor', '--selector', 'unix:uid:0', '--dns-name', 'localhost']);
+    const c = new WorkloadClient(`unix://${agent.socket}`);
+    const svid = await waitFor('the impostor SVID', async () => (await c.fetchX509Context()).svids.find((s) => s.spiffeId === 'spiffe://e2e.test/ns/impostor'));
+    c.close();
+    const { createServer } = await import('node:tls');
+    const { certificatesToPem } = await import('@writ/spiffe');
+    const received: Buffer[] = [];
+    const impostor = createServer({ key: svid.key.export({ format: 'pem', type: 'pkcs8' }) as string, cert: certificatesToPem(svid.chain) }, (s) => {
+      s.on('data', (d: Buffer) => received.push(d));
+      s.on('error', () => undefined);
+    });
+    impostor.on('tlsClientError', () => undefined);
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-x', '-o', 'json'])).stdout).token as string;
+    const dataDir = mkdtempSync(join(tmpdir(), 'writ-impostor-'));
+    try {
+      const r = await run(process.execPath, [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', join(dataDir, 'api.sock'), '--join-token', tok], {
+        env: { WRIT_SERVER: `https://localhost:${(impostor.address() as { port: number }).port}`, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') },
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /presented spiffe:\/\/e2e\.test\/ns\/impostor, expected spiffe:\/\/e2e\.test\/writ\/server/);
+      assert.equal(Buffer.concat(received).length, 0, 'not a byte of the request reached the impostor');
+    } finally {
+      impostor.close();
+      cleanup(dataDir);
+    }
+  });
+
+  it('pinned to another server ID, the agent refuses the real server, naming both IDs, and its join token stays unspent', async () => {
+    const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-pin', '-o', 'json'])).stdout).token as string;
+    const dataDir = mkdtempSync(join(tmpdir(), 'writ-pin-'));
+    const args = [WRIT, 'agent', 'start', '--data-dir', dataDir, '--socket', join(dataDir, 'api.sock'), '--join-token', tok];
+    const env = { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
+    const refused = await run(process.execPath, [...args, '--server-spiffe-id', 'spiffe://e2e.test/ns/not-the-server'], { env });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /presented spiffe:\/\/e2e\.test\/writ\/server, expected spiffe:\/\/e2e\.test\/ns\/not-the-server/);
+    assert.ok(!refused.stderr.includes(tok) && !refused.stdout.includes(tok), 'the token is in no message');
+    // Nothing was redeemed: the same token still attests, with the default pin (WRIT_TRUST_DOMAIN names the domain).
+    const a = await startAgentProcess(srv, { dataDir, joinToken: tok, extraArgs: [] });
+    await a.stop();
+    const wrongTd = await run(process.execPath, args, { env: { ...env, WRIT_TRUST_DOMAIN: 'other.test' } });
+    cleanup(dataDir);
+    assert.equal(wrongTd.code, 1);
+    assert.match(wrongTd.stderr, /expected spiffe:\/\/other\.test\/writ\/server/);
   });
 });
 
@@ -371,7 +564,7 @@ describe('the SDK as published', () => {
     assert.equal(inst.code, 0, inst.stderr);
     writeFileSync(
       join(proj, 'app.mjs'),
-      `import { WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`,
+      `import { GRPC_STATUS, WorkloadClient } from '@writ/sdk';\nconst c = new WorkloadClient(process.argv[2]);\nconst ctx = await c.fetchX509Context();\nconsole.log(ctx.svids.map((s) => s.spiffeId).join(' '));\nc.close();\n`,
     );
     const r = await run(process.execPath, [join(proj, 'app.mjs'), `unix://${agent.socket}`], { env: { NODE_TEST_CONTEXT: '' } });
     assert.ok(r.stdout.trim().split(' ').includes('spiffe://e2e.test/ns/web'), r.stdout + r.stderr);

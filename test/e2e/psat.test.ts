@@ -96,9 +96,9 @@ after(async () => {
 });
 
 async function attest(body: Record<string, unknown>): Promise<{ status: string; body: Record<string, unknown> }> {
-  const csr = (
-    await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x'])
-  ).stdout;
+  const req = await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x']);
+  assert.equal(req.code, 0, req.stderr);
+  const csr = req.stdout;
   const r = await run('curl', [
     '-sS',
     '--cacert',
@@ -111,6 +111,7 @@ async function attest(body: Record<string, unknown>): Promise<{ status: string; 
     '\n%{http_code}',
     `${srv.url}/v1/agent/attest/k8s-psat`,
   ]);
+  assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   const status = lines.pop()!;
   return { status, body: JSON.parse(lines.join('\n')) };
@@ -159,14 +160,22 @@ describe('k8s_psat node attestation', () => {
     const adir = mkdtempSync(join(tmpdir(), 'writ-psat-agent-'));
     agent = await startAgentProcessWithPsat(srv, adir, tokenFile);
     assert.ok(agent.logs.some((l) => l.includes('k8s_psat/c1/node-7')));
-    const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/k8s_psat/c1/node-7', '-o', 'json'])).stdout);
+    const show = await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/k8s_psat/c1/node-7', '-o', 'json']);
+    assert.equal(show.code, 0, show.stderr);
+    const shown = JSON.parse(show.stdout);
     assert.equal(shown.attestationType, 'k8s_psat');
-    // Offline for longer than the 4 s agent SVID lives.
+    // Offline until the agent's SVID (4 s of life) has expired: a wait on its expiry, not a fixed sleep.
+    const expiresAt = Date.parse(shown.expiresAt);
+    assert.ok(Number.isFinite(expiresAt), show.stdout);
     const port = srv.port;
     await srv.stop();
-    await new Promise((r) => setTimeout(r, 6000));
-    srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--config', join(dir, 'writ.yaml'), '--listen', `127.0.0.1:${port}`] });
-    await writ(srv, [
+    await waitFor('the agent SVID to expire', async () => (Date.now() > expiresAt + 1000 ? true : undefined), 30_000);
+    // The freed port may be taken for a moment (TIME_WAIT, another test): retried until it binds.
+    const dataDir = srv.dataDir;
+    srv = await waitFor('the server to start again on its port', () =>
+      startServerProcess({ dataDir, args: ['--config', join(dir, 'writ.yaml'), '--listen', `127.0.0.1:${port}`] }),
+    );
+    const created = await writ(srv, [
       'entry',
       'create',
       '--spiffe-id',
@@ -176,6 +185,7 @@ describe('k8s_psat node attestation', () => {
       '--selector',
       'unix:uid:0',
     ]);
+    assert.equal(created.code, 0, created.stderr);
     const c = new WorkloadClient(`unix://${agent.socket}`);
     await waitFor(
       'an SVID through the re-attested agent',

@@ -586,13 +586,14 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     // reporter that was cut off) is shown, where following by decision time would skip it.
     const env: NodeJS.ProcessEnv = { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
     delete env['NODE_TEST_CONTEXT'];
-    const listed = async (): Promise<number> =>
+    // The tail has its cursor once its first read of the log was answered: counted, since earlier tests read the log too.
+    const logReads = async (): Promise<number> =>
       Number(
         /writ_http_requests_total\{method="GET",route="\/v1\/decisions",status="200"\} (\d+)/.exec(
           (await call('GET', '/metrics', { token: null })).text,
         )?.[1] ?? 0,
       );
-    const listedBefore = await listed();
+    const readsBefore = await logReads();
     const tail = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/writ.js'), 'decisions', 'tail', '--to', marker], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -600,8 +601,7 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     let tailed = '';
     tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
     try {
-      // Its first read has answered: the cursor it follows on from is before the late decision.
-      await waitFor('tail to start', async () => ((await listed()) > listedBefore ? true : undefined), 20_000);
+      await waitFor('the tail to have read the log', async () => ((await logReads()) > readsBefore ? true : undefined), 15_000);
       const hourAgo = Date.now() - 3_600_000;
       writeFileSync(
         join(work, 'late.json'),
@@ -701,7 +701,7 @@ describe('bad input never produces a 500 or a crash', () => {
     assert.equal((await call('GET', '/v1/nothing')).status, 404);
     assert.equal((await call('GET', '/v1/entries?pageToken=***')).body['code'], 'ERR_PAGE_TOKEN_INVALID');
     assert.equal((await call('GET', '/v1/entries?pageSize=0')).status, 400);
-    assert.equal((await call('GET', '/v1/entries/%ZZ')).status, 404);
+    assert.equal((await call('GET', '/v1/entries/%ZZ')).body['code'], 'ERR_FIELD_INVALID');
     assert.equal((await call('GET', '/v1/entries', { token: 'writ_forged' })).body['code'], 'ERR_UNAUTHENTICATED');
     assert.equal(
       (await call('POST', '/v1/svids/jwt', { body: JSON.stringify({ spiffeId: 'spiffe://e2e.test/x', audience: [] }) })).body['code'],

@@ -1,57 +1,36 @@
 /**
- * The agent: attests its node to the server, keeps the entries it is entitled to in sync, has
- * X.509-SVIDs signed for keys it generates itself, rotates them at half life (±10% jitter), keeps
- * everything in its data directory so a restart serves at once, and keeps serving from that cache
- * while the server is away.
+ * The agent: attests its node to the server (node-attestor.ts), keeps the entries it is entitled
+ * to in sync (sync.ts), has X.509-SVIDs signed for keys it generates itself and rotates them
+ * (svid-manager.ts), keeps everything in its data directory (state.ts) so a restart serves at
+ * once, and keeps serving from that cache while the server is away. The server client is
+ * injected: unit tests run it against testing/fake-server.ts.
  */
 import { EventEmitter } from 'node:events';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomInt, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createPrivateKey } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   WritError,
-  createCsr,
   formatBundleJson,
   isWritError,
   parseBundleJson,
   parseCertificatesPem,
+  parseSpiffeId,
   toPem,
-  type BundleJson,
+  trustDomainOfCaPem,
   type Certificate,
   type TrustBundle,
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
-import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk';
-import { decodeSyncAnswer, type EntryMessage } from '@writ/protocol';
-import { ServerClient } from './server-client.ts';
+import type { ReportedDecision } from '@writ/sdk';
+import { DecisionUplink } from './decision-uplink.ts';
+import { attestNode, tokenSha256 } from './node-attestor.ts';
+import { ServerClient, type ServerApi } from './server-client.ts';
+import { StateFile, type AgentState } from './state.ts';
+import { SvidManager, agentSvidExpiry } from './svid-manager.ts';
+import { applySync, checkSyncResponse, type EntryView } from './sync.ts';
 
-/** An entry as the agent keeps and serves it: the contract's one entry shape. */
-export type EntryView = EntryMessage;
-
-interface StoredSvid {
-  readonly chainPem: string;
-  readonly keyPem: string;
-  readonly notBefore: number;
-  readonly expiresAt: number;
-  readonly rotateAt: number;
-}
-
-interface State {
-  spiffeId: string;
-  svidPem: string;
-  keyPem: string;
-  revision: number;
-  bundlesVersion: string;
-  bundle: BundleJson | undefined;
-  federated: Record<string, BundleJson>;
-  entries: Record<string, EntryView>;
-  svids: Record<string, StoredSvid>;
-  /** The last good policy set (name -> YAML) and its revision: enforced while the server is away. */
-  policyRevision?: number;
-  policies?: Record<string, string>;
-  quarantine?: { version: string; ids: string[]; breakGlass: string[] };
-}
+export type { EntryView } from './sync.ts';
 
 /** An SVID ready to hand to a workload. */
 export interface ServedSvid {
@@ -65,6 +44,10 @@ export interface AgentOptions {
   readonly serverUrl: string;
   /** PEM bundle to trust the server with on first contact. */
   readonly caPem: string;
+  /** The trust domain; by default the one the CA certificates in `caPem` name. */
+  readonly trustDomain?: string | undefined;
+  /** The server's SPIFFE ID, pinned on every connection; default `spiffe://TD/writ/server`. */
+  readonly serverSpiffeId?: string | undefined;
   readonly joinToken?: string | undefined;
   /** k8s_psat node attestation: the cluster name the server knows and the projected token's file. */
   readonly psat?: { readonly cluster: string; readonly tokenFile: string } | undefined;
@@ -73,62 +56,75 @@ export interface AgentOptions {
   readonly clock?: () => number;
   /** How long a sync request may wait on the server for a change. */
   readonly syncWaitSeconds?: number;
+  /** The server client; default the HTTPS ServerClient of `serverUrl`. */
+  readonly client?: ServerApi;
+  /** Decisions buffered for the server at most (default 10,000); more are dropped and counted. */
+  readonly decisionBuffer?: number;
 }
 
-const STATE_FILE = 'agent-state.json';
 const DECISION_BUFFER = 10_000;
 
-function generateKey(): { key: KeyObject; pub: KeyObject } {
-  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { key: k.privateKey, pub: k.publicKey };
+/** The trust domain and pinned server ID from the options: given, or read off the bundle's CA. */
+export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | 'serverSpiffeId'>): { trustDomain: string; serverSpiffeId: string } {
+  let td = o.trustDomain ?? trustDomainOfCaPem(o.caPem);
+  if (o.serverSpiffeId !== undefined) {
+    const id = parseSpiffeId(o.serverSpiffeId);
+    td ??= id.trustDomain;
+    return { trustDomain: td, serverSpiffeId: id.uri };
+  }
+  if (!td)
+    throw new WritError('ERR_CONFIG_INVALID', "the bundle file's CA names no trust domain: give --trust-domain (or WRIT_TRUST_DOMAIN)", {
+      field: 'trustDomain',
+    });
+  return { trustDomain: td, serverSpiffeId: `spiffe://${td}/writ/server` };
 }
-
-function csrFor(k: { key: KeyObject; pub: KeyObject }): string {
-  return toPem('CERTIFICATE REQUEST', createCsr({ key: k.key, keyType: 'ec-p256' }, k.pub));
-}
-
-/**
- * Rotation at half the remaining life from issuance, ±10% jitter so a fleet does not renew in
- * lockstep. (Measured from when the SVID arrived: NotBefore is backdated and would make short TTLs
- * look half-spent already.)
- */
-function rotationTime(issuedAt: number, expiresAt: number): number {
-  const half = (expiresAt - issuedAt) / 2;
-  return issuedAt + half + (half * randomInt(-100, 101)) / 1000;
-}
-
-/** Writ backdates NotBefore by this much (see the CA); the real issuance time is later. */
-const BACKDATE_MS = 10_000;
 
 export class Agent extends EventEmitter {
   readonly #o: AgentOptions;
   readonly #clock: () => number;
-  readonly #client: ServerClient;
-  #state: State | undefined;
+  readonly #client: ServerApi;
+  readonly #td: string;
+  readonly #file: StateFile;
+  readonly #svids: SvidManager;
+  #state: AgentState | undefined;
   #bundles = new Map<string, TrustBundle>();
   #stopped = false;
   #timers: NodeJS.Timeout[] = [];
   #jwtCache = new Map<string, { token: string; refreshAt: number; expiresAt: number }>();
-  #syncing: Promise<void> | undefined;
   #connected = false;
   #resync = true;
+  /** A join token given that the server refused: not tried again by this process. */
+  #tokenRefused = false;
+  /** Said once per refusal streak: the agent needs a new join token. */
+  #toldEvicted = false;
   #engine = new PolicyEngine(undefined);
-  /** Encoded `writ.authz.v1.Decision` messages, shipped to the server as they are (4 MiB messages at most). */
-  readonly #decisions = new ReportBuffer(DECISION_BUFFER, 4 * 1024 * 1024);
+  readonly #decisions: DecisionUplink;
   #quarantined: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
     super();
     this.#o = opts;
     this.#clock = opts.clock ?? Date.now;
-    this.#client = new ServerClient(opts.serverUrl, opts.caPem);
+    const id = serverIdentity(opts);
+    this.#td = id.trustDomain;
+    this.#client = opts.client ?? new ServerClient(opts.serverUrl, opts.caPem, id.serverSpiffeId);
+    this.#file = new StateFile(opts.dataDir);
+    this.#decisions = new DecisionUplink({ client: this.#client, clock: this.#clock, log: opts.log, max: opts.decisionBuffer ?? DECISION_BUFFER });
+    this.#svids = new SvidManager({
+      client: this.#client,
+      clock: this.#clock,
+      log: opts.log,
+      trust: () => this.#trust(),
+      renewed: () => (this.#useIdentity(), this.#save()),
+      stored: () => (this.#save(), this.emit('update')),
+    });
   }
 
   get spiffeId(): string {
     return this.#state?.spiffeId ?? '';
   }
   get trustDomain(): string {
-    return this.spiffeId.slice(9).split('/')[0] ?? '';
+    return this.#td;
   }
   /** Whether the last exchange with the server succeeded. */
   get connected(): boolean {
@@ -138,15 +134,19 @@ export class Agent extends EventEmitter {
   // ---------------------------------------------------------------- persistence
 
   #load(): void {
-    const f = join(this.#o.dataDir, STATE_FILE);
-    if (!existsSync(f)) return;
     try {
-      this.#state = JSON.parse(readFileSync(f, 'utf8')) as State;
+      const s = this.#file.load();
+      if (!s) return;
+      if (!s.spiffeId.startsWith(`spiffe://${this.#td}/`)) {
+        this.#o.log.warn({ spiffeId: s.spiffeId, trustDomain: this.#td }, 'the cached identity is of another trust domain; attesting afresh');
+        return;
+      }
+      this.#state = s;
       this.#rebuildBundles();
-      if (this.#state.policies && this.#state.policyRevision !== undefined) this.#loadPolicy(this.#state.policyRevision, this.#state.policies);
+      if (s.policies && s.policyRevision !== undefined) this.#loadPolicy(s.policyRevision, s.policies);
       this.#applyQuarantine();
       this.#o.log.info(
-        { spiffeId: this.#state.spiffeId, entries: Object.keys(this.#state.entries).length, svids: Object.keys(this.#state.svids).length },
+        { spiffeId: s.spiffeId, entries: Object.keys(s.entries).length, svids: Object.keys(s.svids).length },
         'loaded cached identity and SVIDs',
       );
     } catch (err) {
@@ -156,19 +156,13 @@ export class Agent extends EventEmitter {
   }
 
   #save(): void {
-    if (!this.#state) return;
-    mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
-    const f = join(this.#o.dataDir, STATE_FILE);
-    const tmp = `${f}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(this.#state), { mode: 0o600 });
-    chmodSync(tmp, 0o600);
-    renameSync(tmp, f);
+    if (this.#state) this.#file.save(this.#state);
   }
 
   #rebuildBundles(): void {
     const s = this.#state!;
     const m = new Map<string, TrustBundle>();
-    if (s.bundle) m.set(this.trustDomain, parseBundleJson(this.trustDomain, s.bundle));
+    if (s.bundle) m.set(this.#td, parseBundleJson(this.#td, s.bundle));
     for (const [td, b] of Object.entries(s.federated)) {
       try {
         m.set(td, parseBundleJson(td, b));
@@ -179,63 +173,70 @@ export class Agent extends EventEmitter {
     this.#bundles = m;
   }
 
+  /** What the server's SVIDs must chain to: the synced bundle and the bundle file the agent was started with. */
+  #trust(): TrustBundle {
+    const synced = this.#bundles.get(this.#td)?.x509Authorities ?? [];
+    let file: Certificate[] = [];
+    try {
+      file = parseCertificatesPem(this.#o.caPem);
+    } catch {
+      // an unparsable bundle file trusts nothing of its own
+    }
+    return { trustDomain: this.#td, x509Authorities: [...synced, ...file], jwtAuthorities: new Map() };
+  }
+
   // ---------------------------------------------------------------- node attestation
 
+  /** A join token given that this identity was not attested with, and the server has not refused. */
+  #unusedJoinToken(): string | undefined {
+    const t = this.#o.joinToken;
+    return t && !this.#o.psat && !this.#tokenRefused && tokenSha256(t) !== this.#state?.joinTokenSha256 ? t : undefined;
+  }
+
   async #attest(): Promise<void> {
-    const k = generateKey();
-    let res: { spiffeId: string; svid: string; bundle: string };
-    if (this.#o.psat) {
-      let token: string;
-      try {
-        token = readFileSync(this.#o.psat.tokenFile, 'utf8').trim();
-      } catch (err) {
-        throw new WritError(
-          'ERR_CONFIG_INVALID',
-          `cannot read the projected service account token ${this.#o.psat.tokenFile}: ${(err as NodeJS.ErrnoException).code}`,
-          { field: 'psatTokenFile' },
-        );
-      }
-      // Attestation is unauthenticated TLS to the server: no client certificate yet.
-      this.#client.configure({ ca: this.#o.caPem, identity: undefined });
-      res = await this.#client.call('POST', '/v1/agent/attest/k8s-psat', { cluster: this.#o.psat.cluster, token, csr: csrFor(k) });
-    } else {
-      if (!this.#o.joinToken)
-        throw new WritError(
-          'ERR_CONFIG_INVALID',
-          'the agent has no valid identity: give it a join token (--join-token; writ token create makes one), or use k8s_psat attestation',
-          { field: 'joinToken' },
-        );
-      res = await this.#client.call('POST', '/v1/agent/attest/join-token', { joinToken: this.#o.joinToken, csr: csrFor(k) });
+    // Attestation presents no client certificate; the server's identity is pinned all the same.
+    this.#client.configure({ ca: this.#trustPem(), identity: undefined });
+    let id;
+    try {
+      id = await attestNode(this.#client, { joinToken: this.#o.joinToken, psat: this.#o.psat }, this.#trust(), this.#clock());
+    } catch (err) {
+      if (!this.#o.psat && isWritError(err) && /^ERR_(JOIN_TOKEN|FORBIDDEN|UNAUTHENTICATED)/.test(err.code)) this.#tokenRefused = true;
+      if (this.#state) this.#useIdentity(); // back to the identity still held
+      throw err;
     }
     const kept = this.#state;
     this.#state = {
-      spiffeId: res.spiffeId,
-      svidPem: res.svid,
-      keyPem: k.key.export({ format: 'pem', type: 'pkcs8' }) as string,
+      spiffeId: id.spiffeId,
+      svidPem: id.svidPem,
+      keyPem: id.keyPem,
+      ...(id.joinTokenSha256 ? { joinTokenSha256: id.joinTokenSha256 } : {}),
       revision: 0,
       bundlesVersion: '',
-      bundle: undefined,
-      federated: {},
-      entries: kept?.entries ?? {},
-      svids: kept?.svids ?? {},
+      bundle: kept?.bundle,
+      federated: kept?.federated ?? {},
+      // Another node identity is entitled to other entries: a full sync decides what stays.
+      entries: kept?.spiffeId === id.spiffeId ? kept.entries : {},
+      svids: kept?.spiffeId === id.spiffeId ? kept.svids : {},
+      ...(kept?.policyRevision !== undefined && kept.policies ? { policyRevision: kept.policyRevision, policies: kept.policies } : {}),
+      ...(kept?.quarantine ? { quarantine: kept.quarantine } : {}),
     };
+    this.#resync = true;
+    this.#toldEvicted = false;
+    this.#decisions.resume();
     this.#save();
-    this.#o.log.info({ spiffeId: res.spiffeId, method: this.#o.psat ? 'k8s_psat' : 'join_token' }, 'attested to the server');
+    this.#useIdentity();
+    this.#o.log.info({ spiffeId: id.spiffeId, method: id.method }, 'attested to the server');
   }
 
   #useIdentity(): void {
     const s = this.#state!;
-    const ca = s.bundle
-      ? parseBundleJson(this.trustDomain, s.bundle)
-          .x509Authorities.map((c) => toPem('CERTIFICATE', c.der))
-          .join('')
-      : this.#o.caPem;
-    this.#client.configure({ ca: ca || this.#o.caPem, identity: { cert: s.svidPem, key: s.keyPem }, serverId: `spiffe://${this.trustDomain}/writ/server` });
+    this.#client.configure({ ca: this.#trustPem(), identity: { cert: s.svidPem, key: s.keyPem } });
   }
 
-  #agentSvidExpiry(): { notBefore: number; expiresAt: number } {
-    const leaf = parseCertificatesPem(this.#state!.svidPem)[0]!;
-    return { notBefore: leaf.notBefore.getTime(), expiresAt: leaf.notAfter.getTime() };
+  #trustPem(): string {
+    return this.#trust()
+      .x509Authorities.map((c) => toPem('CERTIFICATE', c.der))
+      .join('');
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -243,9 +244,19 @@ export class Agent extends EventEmitter {
   async start(): Promise<void> {
     mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
     this.#load();
-    if (!this.#state || this.#agentSvidExpiry().expiresAt <= this.#clock()) {
+    if (!this.#state || agentSvidExpiry(this.#state).expiresAt <= this.#clock()) {
       if (this.#state) this.#o.log.warn('the agent SVID has expired; attesting again');
       await this.#attest();
+    } else if (this.#unusedJoinToken()) {
+      // A new join token for a node that has an identity (after an eviction, say): attest with it.
+      try {
+        await this.#attest();
+      } catch (err) {
+        this.#o.log.warn(
+          { code: isWritError(err) ? err.code : undefined, err: (err as Error).message },
+          'could not attest with the new join token; keeping the cached identity',
+        );
+      }
     }
     this.#useIdentity();
     this.emit('update');
@@ -255,7 +266,7 @@ export class Agent extends EventEmitter {
     );
     // Small, frequent batches: the server stores each in a few milliseconds instead of one
     // burst a second that preempts the workloads and proxies sharing its cores.
-    this.#timers.push(setInterval(() => void this.#flushDecisions(), 250));
+    this.#timers.push(setInterval(() => void this.#decisions.flush(), 250));
     await this.#rotate().catch(() => undefined);
   }
 
@@ -285,24 +296,38 @@ export class Agent extends EventEmitter {
         lastError = msg;
         this.#connected = false;
         this.#resync = true;
-        // Offline longer than the agent SVID lives (or evicted): attest again instead of getting stuck.
-        const expired = this.#agentSvidExpiry().expiresAt <= this.#clock();
-        if ((expired || isWritError(err, 'ERR_UNAUTHENTICATED')) && this.#o.psat) {
-          try {
-            await this.#attest();
-            this.#useIdentity();
-            backoff = 500;
-            continue;
-          } catch (e) {
-            this.#o.log.warn({ err: (e as Error).message }, 're-attestation failed; will retry');
-          }
-        } else if (expired) {
-          this.#o.log.error('the agent SVID has expired and join tokens are single use: restart the agent with a new --join-token');
+        if (await this.#reattest(err)) {
+          backoff = 500;
+          continue;
         }
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 10_000);
       }
     }
+  }
+
+  /**
+   * After a failed exchange: offline longer than the agent SVID lives, or evicted (401), the agent
+   * attests again when it can (PSAT, or a join token it has not used). True when it did.
+   */
+  async #reattest(err: unknown): Promise<boolean> {
+    const expired = agentSvidExpiry(this.#state!).expiresAt <= this.#clock();
+    if (!expired && !isWritError(err, 'ERR_UNAUTHENTICATED')) return false;
+    if (this.#o.psat || this.#unusedJoinToken()) {
+      try {
+        await this.#attest();
+        return true;
+      } catch (e) {
+        this.#o.log.warn({ err: (e as Error).message }, 're-attestation failed; will retry');
+        return false;
+      }
+    }
+    if (expired) this.#o.log.error('the agent SVID has expired and join tokens are single use: restart the agent with a new --join-token');
+    else if (!this.#toldEvicted) {
+      this.#toldEvicted = true;
+      this.#o.log.error('the server refuses this agent (evicted?); join tokens are single use: restart it with a new --join-token');
+    }
+    return false;
   }
 
   /** One sync exchange (exposed for tests and the benchmark). */
@@ -320,47 +345,20 @@ export class Agent extends EventEmitter {
     });
     const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
-    const r = decodeSyncAnswer(raw, this.trustDomain, s.bundlesVersion);
+    const r = checkSyncResponse(raw, this.#td, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
-    let changed = false;
-    // Quarantine ahead of everything else in the answer.
-    if (r.quarantine && r.quarantine.version !== (s.quarantine?.version ?? '')) {
-      s.quarantine = r.quarantine;
+    const applied = applySync(s, r, (revision, policies) => this.#loadPolicy(revision, policies));
+    if (applied.quarantine) {
       this.#applyQuarantine();
-      changed = true;
-      this.#o.log.info({ quarantined: r.quarantine.ids.length }, 'quarantine changed');
+      this.#o.log.info({ quarantined: s.quarantine?.ids.length ?? 0 }, 'quarantine changed');
     }
-    if (r.policy && r.policy.revision !== s.policyRevision) {
-      if (this.#loadPolicy(r.policy.revision, r.policy.policies)) {
-        s.policyRevision = r.policy.revision;
-        s.policies = r.policy.policies;
-        changed = true;
-      }
-    }
-    if (r.full) {
-      const keep = new Set(r.entries.map((e) => e.id));
-      for (const id of Object.keys(s.entries)) if (!keep.has(id)) delete s.entries[id], delete s.svids[id], (changed = true);
-    }
-    for (const id of r.removed) if (s.entries[id]) delete s.entries[id], delete s.svids[id], (changed = true);
-    for (const e of r.entries) {
-      const prev = s.entries[e.id];
-      // A changed entry (new TTL, DNS names, ID) needs a new SVID.
-      if (prev && (prev.spiffeId !== e.spiffeId || prev.x509SvidTtl !== e.x509SvidTtl || prev.dnsNames.join() !== e.dnsNames.join())) delete s.svids[e.id];
-      s.entries[e.id] = e;
-      changed = true;
-    }
-    if (r.bundlesVersion !== s.bundlesVersion) {
-      s.bundle = r.bundle;
-      s.federated = r.federatedBundles!;
-      s.bundlesVersion = r.bundlesVersion;
+    if (applied.bundles) {
       this.#rebuildBundles();
       this.#useIdentity();
-      changed = true;
     }
-    s.revision = r.revision;
     this.#resync = false;
-    if (changed) {
+    if (applied.changed) {
       this.#jwtCache.clear();
       this.#save();
       this.emit('update');
@@ -369,61 +367,9 @@ export class Agent extends EventEmitter {
   }
 
   /** Signs what is missing or due, in batches; renews the agent's own SVID at half life. */
-  async #rotate(): Promise<void> {
-    if (this.#syncing) return this.#syncing;
-    this.#syncing = (async () => {
-      const s = this.#state;
-      if (!s) return;
-      const now = this.#clock();
-      const own = this.#agentSvidExpiry();
-      const issued = Math.min(own.notBefore + BACKDATE_MS, own.expiresAt);
-      if (now >= issued + (own.expiresAt - issued) / 2) {
-        const k = generateKey();
-        const r = await this.#client.call<{ svid: string }>('POST', '/v1/agent/renew', { csr: csrFor(k) });
-        s.svidPem = r.svid;
-        s.keyPem = k.key.export({ format: 'pem', type: 'pkcs8' }) as string;
-        this.#useIdentity();
-        this.#save();
-        this.#o.log.info('renewed the agent SVID');
-      }
-      const due = Object.values(s.entries).filter((e) => {
-        const sv = s.svids[e.id];
-        return !sv || now >= sv.rotateAt;
-      });
-      for (let i = 0; i < due.length; i += 500) {
-        const batch = due.slice(i, i + 500).map((e) => ({ e, k: generateKey() }));
-        const res = await this.#client.call<{ svids: Array<{ entryId: string; svid: string; expiresAt: string }> }>('POST', '/v1/agent/svids', {
-          requests: batch.map(({ e, k }) => ({ entryId: e.id, csr: csrFor(k) })),
-        });
-        const keys = new Map(batch.map(({ e, k }) => [e.id, k.key]));
-        if (!Array.isArray(res?.svids)) throw new WritError('ERR_REQUEST_FAILED', 'the server sent a malformed signing answer');
-        for (const sv of res.svids) {
-          const key = keys.get(sv?.entryId);
-          const leaf = typeof sv?.svid === 'string' ? parseCertificatesPem(sv.svid)[0] : undefined;
-          // Only a certificate for the key we generated is kept; anything else is dropped.
-          const want = s.entries[sv?.entryId]?.spiffeId;
-          if (!key || !leaf?.spki.equals(createPublicKey(key).export({ format: 'der', type: 'spki' })) || leaf.uris[0] !== want) {
-            this.#o.log.warn({ entryId: String(sv?.entryId).slice(0, 64) }, 'ignoring a signed SVID that does not match the request');
-            continue;
-          }
-          const notBefore = leaf.notBefore.getTime();
-          const expiresAt = leaf.notAfter.getTime();
-          s.svids[sv.entryId] = {
-            chainPem: sv.svid,
-            keyPem: key.export({ format: 'pem', type: 'pkcs8' }) as string,
-            notBefore,
-            expiresAt,
-            rotateAt: rotationTime(this.#clock(), expiresAt),
-          };
-        }
-        this.#save();
-        this.emit('update');
-      }
-    })().finally(() => (this.#syncing = undefined));
-    return this.#syncing;
+  #rotate(): Promise<void> {
+    return this.#state ? this.#svids.rotate(this.#state) : Promise.resolve();
   }
-
-  // ---------------------------------------------------------------- what the Workload API serves
 
   // ---------------------------------------------------------------- policy and quarantine
 
@@ -462,32 +408,14 @@ export class Agent extends EventEmitter {
     return { revision: this.#engine.revision, documents: docs, quarantine: [...this.#quarantined], breakGlass: s?.quarantine?.breakGlass ?? [] };
   }
 
-  /**
-   * Records a decision for the server's decision log: a decision (encoded here) or an encoded
-   * `writ.authz.v1.Decision` from a workload's report (kept as it is). The buffer is bounded:
-   * when it is full the decision is dropped and counted, and the count is reported with the next batch.
-   */
+  /** Records a decision for the server's decision log (see decision-uplink.ts). */
   logDecision(d: ReportedDecision | Buffer): void {
-    if (this.#decisions.full) return this.#decisions.countDropped(1);
-    this.#decisions.push(Buffer.isBuffer(d) ? d : encodeDecision(d)); // copied in
+    this.#decisions.record(d);
   }
 
   /** Drops reported by in-process reporters travel with this agent's own. */
   countDropped(n: number): void {
     this.#decisions.countDropped(n);
-  }
-
-  async #flushDecisions(): Promise<void> {
-    // A batch the server refuses as malformed or too large would be refused forever: counted as dropped.
-    // Binary (writ.authz.v1.ReportRequest): the reporters' bytes go on unchanged, no JSON on either side.
-    await this.#decisions.drain(
-      (message) => this.#client.call('POST', '/v1/agent/decisions', message),
-      (err) =>
-        isWritError(err) &&
-        (err.code === 'ERR_FIELD_INVALID' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_JSON_INVALID' || err.code === 'ERR_PROTOBUF_INVALID')
-          ? 'drop'
-          : 'retry',
-    );
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {

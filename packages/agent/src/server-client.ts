@@ -1,18 +1,32 @@
-/** The agent's HTTPS client of the server: trusts the bundle, presents the agent SVID on agent routes. */
+/** The agent's HTTPS client of the server: trusts the bundle, pins the server's SPIFFE ID, presents the agent SVID on agent routes. */
 import { Agent as HttpsAgent, request } from 'node:https';
-import { checkServerIdentity } from 'node:tls';
-import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
+import { checkServerIdentity, type TLSSocket } from 'node:tls';
+import { ERROR_CODE_FORMAT, WritError } from '@writ/spiffe';
 
-export class ServerClient {
+/** What the agent needs of the server: the seam its unit tests fill with a fake (testing/fake-server.ts). */
+export interface ServerApi {
+  /** A JSON request (a Buffer body goes as protobuf); rejects with the server's `WritError` code. */
+  call<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T>;
+  /** New trust roots or a new agent SVID (undefined: none, as when attesting): later requests use them. */
+  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void;
+  close(): void;
+}
+
+/** Thrown when the peer is not the pinned server; nothing has been sent to it. */
+class ServerIdentityError extends Error {}
+
+export class ServerClient implements ServerApi {
   readonly #base: URL;
+  readonly #serverId: string;
   #ca: string;
   #agent: HttpsAgent;
   #identity: { cert: string; key: string } | undefined;
-  #serverId: string | undefined;
 
-  constructor(serverUrl: string, caPem: string) {
+  /** `serverId` is pinned from the first request on: a workload SVID from the same CA, with the right address, is not the server. */
+  constructor(serverUrl: string, caPem: string, serverId: string) {
     this.#base = new URL(serverUrl);
     this.#ca = caPem;
+    this.#serverId = serverId;
     this.#agent = this.#newAgent();
   }
 
@@ -23,32 +37,29 @@ export class ServerClient {
       maxSockets: 8,
       ca: this.#ca,
       ...(this.#identity ?? {}),
-      // Once the trust domain is known, the server must also prove it is the Writ server of it:
-      // a workload SVID from the same CA, with the right address, is not enough.
       checkServerIdentity: (host, cert) => {
         const err = checkServerIdentity(host, cert);
-        if (err || !expected) return err;
+        if (err) return err;
         const uris = (cert.subjectaltname ?? '')
           .split(', ')
           .filter((n) => n.startsWith('URI:'))
           .map((n) => n.slice(4));
         return uris.length === 1 && uris[0] === expected
           ? undefined
-          : new Error(`the server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${expected}`);
+          : new ServerIdentityError(
+              `the server at ${this.#base.host} presented ${uris.join(', ') || 'no SPIFFE ID'}, expected ${expected} (another ID: --server-spiffe-id)`,
+            );
       },
     });
   }
 
-  /** New trust roots or a new agent SVID: later requests use them. */
-  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined; serverId?: string }): void {
+  configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void {
     if (opts.ca !== undefined) this.#ca = opts.ca;
-    if (opts.serverId !== undefined) this.#serverId = opts.serverId;
     if ('identity' in opts) this.#identity = opts.identity;
     this.#agent.destroy();
     this.#agent = this.#newAgent();
   }
 
-  /** A JSON request; a Buffer body goes as protobuf (`application/x-protobuf`). */
   call<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body);
     const type = Buffer.isBuffer(body) ? 'application/x-protobuf' : 'application/json';
@@ -78,7 +89,7 @@ export class ServerClient {
             }
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300 && json) return resolve(json as T);
-            const code = (typeof json?.['code'] === 'string' && json['code'] in ERROR_CODES ? json['code'] : 'ERR_REQUEST_FAILED') as ErrorCode;
+            const code = typeof json?.['code'] === 'string' && ERROR_CODE_FORMAT.test(json['code']) ? json['code'] : 'ERR_REQUEST_FAILED';
             reject(
               new WritError(
                 code,
@@ -90,10 +101,23 @@ export class ServerClient {
       );
       req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
       req.on('error', (e: NodeJS.ErrnoException) =>
-        reject(new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`)),
+        reject(
+          e instanceof ServerIdentityError
+            ? new WritError('ERR_REQUEST_FAILED', e.message)
+            : new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`),
+        ),
       );
-      if (payload !== undefined) req.write(payload);
-      req.end();
+      // The body (a join token, a PSAT) goes only to a peer that passed the identity check:
+      // a fresh socket is written to once its handshake and checkServerIdentity succeeded.
+      req.once('socket', (socket) => {
+        const tls = socket as TLSSocket;
+        const send = (): void => {
+          if (payload !== undefined) req.write(payload);
+          req.end();
+        };
+        if (tls.authorized) send();
+        else tls.once('secureConnect', send);
+      });
     });
   }
 

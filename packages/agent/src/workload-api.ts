@@ -8,7 +8,6 @@ import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHt
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
-import { parseAction } from '@writ/policy';
 import {
   GRPC_STATUS,
   GrpcError,
@@ -26,18 +25,21 @@ import {
   type JwtSvid,
   decisionShape,
   decodeDecision,
+  enforce,
   newDecisionId,
+  parseCheckAction,
   readReport,
   type ReportedDecision,
-} from '@writ/sdk';
+} from '@writ/sdk/internal';
 import type { Agent, EntryView } from './agent.ts';
-import { attestUnix, processStartTime } from './attest/unix.ts';
+import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
 const WATCH_POLICY = '/writ.authz.v1.PolicyDistribution/WatchPolicy';
 const DECISION_REPORT = '/writ.authz.v1.DecisionLog/Report';
+const WHO_AM_I = '/writ.agent.v1.Debug/WhoAmI';
 
 function decodeCheckRequest(buf: Buffer): { from: string; to: string; action: string; headers: Record<string, string> } {
   const out = { from: '', to: '', action: '', headers: {} as Record<string, string> };
@@ -73,6 +75,8 @@ const kCaller = Symbol('writ.caller');
 interface Caller {
   readonly cred: PeerCred;
   readonly startTime: string;
+  /** The executable when the connection was accepted (opened then, hashed meanwhile). */
+  readonly exe: Promise<ExeIdentity | undefined>;
 }
 
 export interface WorkloadApiOptions {
@@ -101,7 +105,8 @@ export class WorkloadApiServer {
       try {
         const cred = peerCred(socket);
         try {
-          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime: processStartTime(cred.pid) };
+          const startTime = processStartTime(cred.pid);
+          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime, exe: exeIdentity(cred.pid) };
         } catch {
           /* caller already gone: its calls are refused */
         }
@@ -151,7 +156,7 @@ export class WorkloadApiServer {
     const caller = socket?.[kCaller];
     if (!caller) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'the calling process could not be identified');
     try {
-      const { selectors } = await attestUnix(caller.cred, { expectedStartTime: caller.startTime });
+      const { selectors } = await attestUnix(caller.cred, { expectedStartTime: caller.startTime, expectedExe: caller.exe });
       for (const a of this.#o.attestors ?? []) {
         try {
           selectors.push(...(await a(caller.cred)));
@@ -169,6 +174,7 @@ export class WorkloadApiServer {
   async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
     if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
     if (call.method === DECISION_REPORT) return this.#report(call, request, stream);
+    if (call.method === WHO_AM_I) return this.#whoAmI(call, stream);
     if (call.method === WATCH_POLICY) {
       if (call.metadata['workload.spiffe.io'] !== 'true')
         return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
@@ -282,30 +288,33 @@ export class WorkloadApiServer {
       return call.end(GRPC_STATUS.PERMISSION_DENIED, `"to" must be one of the caller's own identities (${mine.join(', ').slice(0, 300)})`);
     let action;
     try {
-      action = parseAction(req.action);
+      action = parseCheckAction(req.action);
       if (req.from) parseSpiffeId(req.from);
     } catch (err) {
-      return call.end(GRPC_STATUS.INVALID_ARGUMENT, (err as Error).message);
+      // The code too, as the HTTP enforcement points answer it (ERR_PATH_INVALID for a dot segment).
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, isWritError(err) ? `${err.message} [${err.code}]` : (err as Error).message);
     }
-    const t0 = process.hrtime.bigint();
-    const d = this.#o.agent.engine.decide({ from: req.from || undefined, to: req.to, action, headers: req.headers });
-    const latencyNs = Number(process.hrtime.bigint() - t0);
-    const decisionId = newDecisionId();
-    this.#o.agent.logDecision({
-      id: decisionId,
-      at: Date.now(),
-      from: req.from,
-      to: req.to,
-      action: req.action,
-      decision: d.decision,
-      reason: d.reason,
-      policyRevision: d.revision,
-      rule: d.rule?.name ?? '',
-      latencyNs,
-    });
+    const agent = this.#o.agent;
+    const { decision: d, decisionId } = enforce(
+      { decide: (r) => agent.engine.decide(r), record: (x) => agent.logDecision(x), log: (entry) => this.#o.log.info(entry, 'decision') },
+      { from: req.from || undefined, to: req.to, action, headers: req.headers },
+    );
     call.send(
       encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }),
     );
+    return call.end();
+  }
+
+  /** writ.agent.v1.Debug/WhoAmI (packages/sdk/proto/writ_agent_debug.proto): the caller's selectors, even when they match no entry. */
+  async #whoAmI(call: ServerCall, stream: ServerHttp2Stream): Promise<void> {
+    if (call.metadata['workload.spiffe.io'] !== 'true')
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    const selectors = await this.#caller(stream);
+    const w = new Writer();
+    for (const sel of selectors) w.string(1, sel);
+    for (const e of uniqueBySpiffeId(this.#o.agent.entriesFor(selectors))) w.string(2, e.spiffeId);
+    w.string(3, this.#o.agent.spiffeId);
+    call.send(w.finish());
     return call.end();
   }
 

@@ -1,20 +1,55 @@
-/** The CLI's client of the admin API: HTTPS with the trust bundle as CA, bearer token, errors as WritErrors. */
+/**
+ * The CLI's client of the admin API: HTTPS with the trust bundle as CA, the server's SPIFFE ID
+ * pinned, bearer token, errors as WritErrors.
+ */
 import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
-import { ERROR_CODES, WritError, type ErrorCode } from '@writ/spiffe';
+import { Agent, request } from 'node:https';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { ERROR_CODE_FORMAT, WritError, parseSpiffeId, trustDomainOfCaPem } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
   readonly token: string | undefined;
   readonly caFile: string | undefined;
+  /** The server's trust domain; default: the one the CA file's certificates name. */
+  readonly trustDomain?: string | undefined;
+  /** The SPIFFE ID the server must present; default `spiffe://TD/writ/server`. */
+  readonly serverSpiffeId?: string | undefined;
 }
 
 export const DEFAULT_SERVER = 'https://127.0.0.1:8443';
+
+/** An error answer of the server; `serverCode` is its code even when this build does not know it. */
+export class ApiError extends WritError {
+  readonly serverCode: string;
+  readonly httpStatus: number;
+  readonly details: unknown;
+  constructor(code: string, serverCode: string, httpStatus: number, message: string, extra: { field?: string; details?: unknown }) {
+    super(code, message, extra.field ? { field: extra.field } : undefined);
+    this.serverCode = serverCode;
+    this.httpStatus = httpStatus;
+    this.details = extra.details;
+  }
+}
+
+/** The SPIFFE IDs in a peer certificate's URI SANs. */
+function urisOf(cert: PeerCertificate): string[] {
+  return (cert.subjectaltname ?? '')
+    .split(', ')
+    .filter((n) => n.startsWith('URI:'))
+    .map((n) => n.slice(4));
+}
 
 export class ApiClient {
   readonly #url: URL;
   readonly #token: string | undefined;
   readonly #ca: string | undefined;
+  /** The server's SPIFFE ID, or why it cannot be known (then nothing is sent). */
+  readonly #expected: { id: string } | { problem: string };
+  /** Connections of this client only: a pooled socket was checked against this client's expected ID. */
+  #agent: Agent | undefined;
+  /** Set when the handshake found another ID (the request's error is then this one). */
+  #mismatch: WritError | undefined;
 
   constructor(conn: Connection) {
     try {
@@ -31,6 +66,37 @@ export class ApiClient {
         throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${conn.caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
       }
     }
+    this.#expected = ApiClient.#expectedId(conn, this.#ca);
+  }
+
+  static #expectedId(conn: Connection, ca: string | undefined): { id: string } | { problem: string } {
+    if (conn.serverSpiffeId) {
+      parseSpiffeId(conn.serverSpiffeId); // a typo fails here, not as a mismatch
+      return { id: conn.serverSpiffeId };
+    }
+    let td = conn.trustDomain;
+    if (!td && ca) {
+      try {
+        td = trustDomainOfCaPem(ca);
+      } catch {
+        return { problem: `--ca-file ${conn.caFile} holds no PEM certificates` };
+      }
+      if (!td) return { problem: `the certificates of --ca-file ${conn.caFile} name no single trust domain: pass --trust-domain or --server-spiffe-id` };
+    }
+    // Without a CA file the system's roots decide the TLS trust, but the server must still prove
+    // it is the Writ server of a trust domain the operator named.
+    if (!td)
+      return { problem: "cannot pin the server's identity: pass --ca-file DATA_DIR/bundle.pem (or WRIT_CA_FILE), or --trust-domain / --server-spiffe-id" };
+    return { id: `spiffe://${parseSpiffeId(`spiffe://${td}`).trustDomain}/writ/server` };
+  }
+
+  /** The SPIFFE ID the server must present (undefined when it cannot be known; every call then fails). */
+  get serverSpiffeId(): string | undefined {
+    return 'id' in this.#expected ? this.#expected.id : undefined;
+  }
+
+  get origin(): string {
+    return this.#url.origin;
   }
 
   /** GETs a text document (YAML); errors as for `call`. */
@@ -40,27 +106,52 @@ export class ApiClient {
   }
 
   /** Calls the API; resolves with the parsed JSON body (undefined for 204). */
-  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { auth?: boolean; raw?: boolean } = {}): Promise<T> {
+  call<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { auth?: boolean; raw?: boolean; timeoutMs?: number } = {},
+  ): Promise<T> {
     const auth = opts.auth ?? true;
     if (auth && !this.#token) {
       return Promise.reject(
         new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'),
       );
     }
+    const expected = this.#expected;
+    if (!('id' in expected)) return Promise.reject(new WritError('ERR_CONFIG_INVALID', expected.problem, { field: 'caFile' }));
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const url = new URL(path, this.#url);
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#agent ??= new Agent({
+      keepAlive: true,
+      ...(this.#ca ? { ca: this.#ca } : {}),
+      // Runs in the handshake, before the request (and its token) is written: a certificate
+      // from the right CA for the right address is not enough, it must be the server's SVID.
+      checkServerIdentity: (host, cert) => {
+        const err = checkServerIdentity(host, cert);
+        if (err) return err;
+        const uris = urisOf(cert);
+        if (uris.length === 1 && uris[0] === expected.id) return undefined;
+        this.#mismatch = new WritError(
+          'ERR_X509_SVID_INVALID',
+          `${this.#url.origin} presented ${uris.join(', ') || 'no SPIFFE ID'}, not ${expected.id}: it is not the Writ server, nothing was sent (--server-spiffe-id overrides the expected ID)`,
+        );
+        return this.#mismatch;
+      },
+    });
     return new Promise<T>((resolve, reject) => {
       const req = request(
         url,
         {
           method,
-          ...(this.#ca ? { ca: this.#ca } : {}),
+          agent: this.#agent,
           headers: {
             accept: 'application/json',
             ...(auth ? { authorization: `Bearer ${this.#token}` } : {}),
             ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
           },
-          timeout: 30_000,
+          timeout: timeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -75,14 +166,21 @@ export class ApiClient {
             }
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300) return resolve((opts.raw ? { __text: text } : json) as T);
-            const err = json as { code?: string; message?: string; field?: string } | undefined;
-            const code = (err?.code && err.code in ERROR_CODES ? err.code : 'ERR_REQUEST_FAILED') as ErrorCode;
-            reject(new WritError(code, err?.message ?? `server answered HTTP ${status}`, err?.field ? { field: err.field } : undefined));
+            const err = json as { code?: string; message?: string; field?: string; details?: unknown } | undefined;
+            const serverCode = typeof err?.code === 'string' ? err.code : 'ERR_REQUEST_FAILED';
+            const code = ERROR_CODE_FORMAT.test(serverCode) ? serverCode : 'ERR_REQUEST_FAILED';
+            reject(
+              new ApiError(code, serverCode, status, err?.message ?? `server answered HTTP ${status}`, {
+                ...(err?.field ? { field: err.field } : {}),
+                details: err?.details,
+              }),
+            );
           });
         },
       );
-      req.on('timeout', () => req.destroy(new Error('timed out after 30s')));
+      req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs / 1000}s`)));
       req.on('error', (e: NodeJS.ErrnoException) => {
+        if (this.#mismatch) return reject(this.#mismatch);
         const hint = /certificate|self.signed|CERT/i.test(e.code ?? e.message) ? ' (pass --ca-file DATA_DIR/bundle.pem or set WRIT_CA_FILE)' : '';
         reject(new WritError('ERR_REQUEST_FAILED', `cannot reach ${this.#url.origin}: ${e.code ?? e.message}${hint}`));
       });
@@ -90,4 +188,22 @@ export class ApiClient {
       req.end();
     });
   }
+}
+
+/** Connection settings from flags, then the environment (WRIT_SERVER, WRIT_TOKEN, WRIT_CA_FILE, WRIT_TRUST_DOMAIN, WRIT_SERVER_SPIFFE_ID). */
+export function connectionOf(g: {
+  server?: string | undefined;
+  token?: string | undefined;
+  caFile?: string | undefined;
+  trustDomain?: string | undefined;
+  serverSpiffeId?: string | undefined;
+}): Connection {
+  const env = process.env;
+  return {
+    server: g.server ?? env['WRIT_SERVER'] ?? DEFAULT_SERVER,
+    token: g.token ?? env['WRIT_TOKEN'] ?? undefined,
+    caFile: g.caFile ?? env['WRIT_CA_FILE'] ?? undefined,
+    trustDomain: g.trustDomain ?? env['WRIT_TRUST_DOMAIN'] ?? undefined,
+    serverSpiffeId: g.serverSpiffeId ?? env['WRIT_SERVER_SPIFFE_ID'] ?? undefined,
+  };
 }

@@ -5,11 +5,14 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
-import { ApiClient, DEFAULT_SERVER } from './client.ts';
-import { completionScript } from './completion.ts';
-import { FORMATS, checkFormat, print } from './output.ts';
+import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
+import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
+import { CLIENT_VERSION } from './doctor.ts';
+import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 
 /** Workload API errors become WritErrors (exit 1) with the gRPC status in the message. */
 async function grpcCall<T>(fn: () => Promise<T>): Promise<T> {
@@ -24,16 +27,18 @@ interface Globals {
   server?: string;
   token?: string;
   caFile?: string;
+  trustDomain?: string;
+  serverSpiffeId?: string;
   output: string;
 }
 
+/** The `--trust-domain` options that name the server's trust domain (`bundle set`'s names a foreign one). */
+const PIN_OPTIONS = new WeakSet<Option>();
+
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
-  const api = new ApiClient({
-    server: g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER,
-    token: g.token ?? process.env['WRIT_TOKEN'] ?? undefined,
-    caFile: g.caFile ?? process.env['WRIT_CA_FILE'] ?? undefined,
-  });
+  const pins = cmd.options.some((o) => PIN_OPTIONS.has(o));
+  const api = new ApiClient(connectionOf({ ...g, trustDomain: pins ? g.trustDomain : undefined }));
   return { api, format: checkFormat(g.output) };
 }
 
@@ -108,10 +113,13 @@ function readDataFile(file: string): unknown {
 export function buildProgram(): Command {
   const program = new Command('writ')
     .description('Writ: workload identity and runtime trust for containers')
-    .version('0.1.0')
+    .version(CLIENT_VERSION)
     .option('--server <url>', `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER})`)
     .option('--token <token>', 'API token (env WRIT_TOKEN)')
-    .option('--ca-file <file>', "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE)")
+    .option(
+      '--ca-file <file>',
+      "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE); the server must present spiffe://TD/writ/server, TD from this file (or --trust-domain)",
+    )
     .addOption(new Option('-o, --output <format>', 'output of read commands').choices(FORMATS).default('table'))
     .showHelpAfterError()
     .exitOverride();
@@ -294,13 +302,13 @@ export function buildProgram(): Command {
     .description("show this trust domain's bundle")
     .addOption(new Option('--format <format>', 'spiffe (bundle JSON) or pem (X.509 authorities)').choices(['spiffe', 'pem']).default('spiffe'))
     .action(async (f: { format: string }, cmd: Command) => {
-      const { api } = clientOf(cmd);
+      const { api, format } = clientOf(cmd);
       const doc = await api.call('GET', '/v1/bundle', undefined, { auth: false });
       if (f.format === 'pem') {
         // The JSON form does not name its trust domain; the label only matters for error messages.
         return void process.stdout.write(bundleToPem(parseBundleJson('bundle', doc)));
       }
-      process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+      print(format === 'table' ? 'json' : format, doc);
     });
   bundle
     .command('set')
@@ -392,7 +400,9 @@ export function buildProgram(): Command {
     .command('start')
     .description('start an agent in the foreground: attests the node, serves the Workload API on --socket')
     .requiredOption('--data-dir <dir>', 'identity and SVID cache (kept across restarts)')
-    .option('--join-token <token>', 'single-use join token (writ token create); only needed the first time')
+    .option('--join-token <token>', 'single-use join token (writ token create); needed the first time, and a new one attests again')
+    .option('--trust-domain <td>', "the trust domain (or WRIT_TRUST_DOMAIN); default: the one the --ca-file's CA names")
+    .option('--server-spiffe-id <id>', "the server's SPIFFE ID to require (or WRIT_SERVER_SPIFFE_ID); default spiffe://TD/writ/server")
     .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
     .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
     .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
@@ -409,6 +419,8 @@ export function buildProgram(): Command {
         f: {
           dataDir: string;
           joinToken?: string;
+          trustDomain?: string;
+          serverSpiffeId?: string;
           socket: string;
           socketMode: string;
           logLevel: string;
@@ -423,7 +435,7 @@ export function buildProgram(): Command {
         },
         cmd: Command,
       ) => {
-        const g = cmd.optsWithGlobals<Globals>();
+        const g = cmd.optsWithGlobals<Globals & { trustDomain?: string; serverSpiffeId?: string }>();
         const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
         const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
         if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
@@ -454,6 +466,8 @@ export function buildProgram(): Command {
         const a = new Agent({
           serverUrl: server,
           caPem,
+          trustDomain: f.trustDomain ?? g.trustDomain ?? (process.env['WRIT_TRUST_DOMAIN'] || undefined),
+          serverSpiffeId: f.serverSpiffeId ?? g.serverSpiffeId ?? (process.env['WRIT_SERVER_SPIFFE_ID'] || undefined),
           joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
           dataDir: f.dataDir,
           log,
@@ -527,9 +541,15 @@ export function buildProgram(): Command {
         .default('http'),
     )
     .option('--workers <n>', 'processes sharing the listeners: a number, or "auto" for one per CPU', '1')
+    .option(
+      '--wait-timeout <duration>',
+      "how long to wait for the workload's identity from the agent before exiting 1 (saying why every few seconds meanwhile)",
+      '60s',
+    )
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (f: {
+        waitTimeout: string;
         socket?: string;
         spiffeId?: string;
         inbound?: string[];
@@ -540,6 +560,7 @@ export function buildProgram(): Command {
         logLevel: string;
       }) => {
         const { WritProxy, parseInbound, parseOutbound } = await import('@writ/proxy');
+        const { parseDuration } = await import('@writ/spiffe');
         const pino = (await import('pino')).default;
         const cluster = (await import('node:cluster')).default;
         const log = pino({
@@ -553,10 +574,11 @@ export function buildProgram(): Command {
         const workers = f.workers === 'auto' ? (await import('node:os')).availableParallelism() : Number(f.workers);
         if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
           throw new CommanderError(2, 'writ.usage', `--workers ${JSON.stringify(f.workers)}: a number from 1 to 64, or auto`);
+        const waitTimeoutMs = parseDuration(f.waitTimeout, '--wait-timeout', 366 * 86_400_000, 1);
         const inbound = (f.inbound ?? []).map((x) => parseInbound(x, f.inboundMode));
         const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
         if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
-        const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log });
+        const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log, waitTimeoutMs });
         let ports: Awaited<ReturnType<typeof proxy.start>>;
         try {
           ports = await proxy.start();
@@ -628,57 +650,104 @@ export function buildProgram(): Command {
       }
     });
   socketOpt(svid.command('watch'))
-    .description('print a line each time the Workload API sends new X.509-SVIDs (Ctrl-C to stop)')
-    .action(async (f: { socket?: string }) => {
+    .description('print a line each time the Workload API sends new X.509-SVIDs (Ctrl-C to stop); -o json: one object per line')
+    .action(async (f: { socket?: string }, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
       const c = await workloadClient(f.socket);
+      const { GRPC_STATUS } = await import('@writ/sdk');
+      // The client's retry timers do not hold the process; a watch must outlive a stream that ends
+      // (no identity yet, the agent restarting), so this one does.
+      const hold = setInterval(() => undefined, 1 << 30);
+      let fail: (err: Error) => void = () => undefined;
+      const stopped = new Promise<never>((_, reject) => (fail = (err) => (clearInterval(hold), reject(err))));
       c.watchX509Context(
-        (ctx) =>
+        (ctx) => {
+          const at = new Date().toISOString();
+          const svids = ctx.svids.map((s) => ({ spiffeId: s.spiffeId, serial: s.chain[0]!.serialHex, expiresAt: s.chain[0]!.notAfter.toISOString() }));
           process.stdout.write(
-            `${new Date().toISOString()} ${ctx.svids.map((s) => `${s.spiffeId} serial=${s.chain[0]!.serialHex} expires=${s.chain[0]!.notAfter.toISOString()}`).join(' ')}\n`,
-          ),
-        (err) => process.stderr.write(`${new Date().toISOString()} ${err.message}; reconnecting\n`),
+            streamed(format, { at, svids }, () => `${at} ${svids.map((s) => `${s.spiffeId} serial=${s.serial} expires=${s.expiresAt}`).join(' ')}`),
+          );
+        },
+        (err) => {
+          // InvalidArgument is the one answer the client does not retry: this request will never work.
+          if (err.code === GRPC_STATUS.INVALID_ARGUMENT) fail(new WritError('ERR_REQUEST_FAILED', `Workload API: ${err.message}`));
+          else
+            process.stderr.write(
+              `${new Date().toISOString()} waiting for an X.509-SVID from ${f.socket ?? process.env['SPIFFE_ENDPOINT_SOCKET']}: ${err.message}; still watching\n`,
+            );
+        },
       );
-      await new Promise(() => undefined);
+      await stopped;
     });
 
   // ---------------------------------------------------------------- policy
   const policy = program.command('policy').description('access policies: who may call whom');
   policy
     .command('apply')
-    .description('validate and apply AccessPolicy YAML (adds or replaces policies by name; a new revision)')
+    .description(
+      'validate and apply AccessPolicy YAML (adds or replaces policies by name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+    )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
     .option('--replace', 'make the file the whole policy set (policies not in it are removed)')
     .option('--comment <text>', 'why (kept in the history)')
-    .action(async (f: { file: string; dryRun?: boolean; replace?: boolean; comment?: string }, cmd: Command) => {
+    .option('--skip-tests', "apply even when the file's PolicyTest cases fail")
+    .option('--wait [timeout]', `return once every live agent enforces the new revision (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
+    .action(async (f: { file: string; dryRun?: boolean; replace?: boolean; comment?: string; skipTests?: boolean; wait?: string | true }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
+      const timeoutMs = f.wait === undefined ? undefined : waitTimeoutMs(f.wait);
       const yaml = readText(f.file);
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
-      parsePolicies(yaml, { file: f.file });
-      const res = await api.call<{
+      const other = parsePolicies(yaml, { file: f.file }).others.find((o) => o.kind !== 'PolicyTest');
+      if (other) throw new WritError('ERR_POLICY_INVALID', `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy or PolicyTest)`);
+      const startedAt = Date.now();
+      let res: {
         revision: number;
         changed: string[];
         added: string[];
         removed: string[];
         dryRun: boolean;
+        tests?: { passed: number; failed: number };
         changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }>;
-      }>('POST', '/v1/policies', {
-        yaml,
-        ...(f.dryRun ? { dryRun: true } : {}),
-        ...(f.replace ? { replace: true } : {}),
-        ...(f.comment ? { comment: f.comment } : {}),
-      });
-      if (format !== 'table') return print(format, res);
-      const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
-      process.stdout.write(`${res.dryRun ? 'dry run: ' : ''}revision ${res.revision}; ${what}\n`);
-      if (res.changedEdges) {
-        process.stdout.write(
-          res.changedEdges.length ? `calls seen in the last day whose outcome would change:\n` : 'no call seen in the last day would change outcome\n',
-        );
-        for (const e of res.changedEdges)
-          process.stdout.write(`  ${e.before} -> ${e.after}  ${e.from ?? '(no identity)'} -> ${e.to}  ${e.action}  (seen ${e.seen}x)\n`);
+      };
+      try {
+        res = await api.call('POST', '/v1/policies', {
+          yaml,
+          ...(f.dryRun ? { dryRun: true } : {}),
+          ...(f.replace ? { replace: true } : {}),
+          ...(f.comment ? { comment: f.comment } : {}),
+          ...(f.skipTests ? { skipTests: true } : {}),
+        });
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.serverCode !== 'ERR_POLICY_TEST_FAILED') throw err;
+        const failures = ((err.details as { failures?: unknown } | undefined)?.failures ?? []) as Array<{
+          name: string;
+          expected: string;
+          got: string;
+          reason: string;
+          rule: string | null;
+        }>;
+        if (format !== 'table') print(format, { applied: false, failures });
+        else
+          for (const x of failures)
+            process.stdout.write(`FAIL  ${x.name}: expected ${x.expected}, got ${x.got} (${x.reason}${x.rule ? `, rule ${x.rule}` : ''})\n`);
+        throw new CommanderError(3, 'writ.violation', `${failures.length} policy test case(s) failed; nothing applied (--skip-tests applies anyway)`);
       }
+      if (format !== 'table') print(format, res);
+      else {
+        const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
+        const tests = res.tests && res.tests.passed + res.tests.failed > 0 ? `; tests ${res.tests.passed} passed, ${res.tests.failed} failed` : '';
+        process.stdout.write(`${res.dryRun ? 'dry run: ' : ''}revision ${res.revision}; ${what}${tests}\n`);
+        if (res.changedEdges) {
+          process.stdout.write(
+            res.changedEdges.length ? `calls seen in the last day whose outcome would change:\n` : 'no call seen in the last day would change outcome\n',
+          );
+          for (const e of res.changedEdges)
+            process.stdout.write(`  ${e.before} -> ${e.after}  ${e.from ?? '(no identity)'} -> ${e.to}  ${e.action}  (seen ${e.seen}x)\n`);
+        }
+      }
+      if (timeoutMs !== undefined && !res.dryRun) reportWait(await waitForAgents(api, 'revision', res.revision, timeoutMs, progress), timeoutMs, startedAt);
     });
   policy
     .command('list')
@@ -697,15 +766,20 @@ export function buildProgram(): Command {
     .option('--revision <n>', 'from an earlier revision')
     .description('print one policy as YAML')
     .action(async (name: string, f: { revision?: string }, cmd: Command) => {
-      const { api } = clientOf(cmd);
-      process.stdout.write(await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`));
+      const { api, format } = clientOf(cmd);
+      const text = await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`);
+      // The server keeps the YAML as written (comments too): table and yaml print it as it is.
+      if (format === 'json') print(format, parseYaml(text));
+      else process.stdout.write(text);
     });
   policy
     .command('delete')
     .argument('<name>')
     .description('remove a policy (a new revision)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
-      const res = await clientOf(cmd).api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      if (format !== 'table') return print(format, res);
       process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
     });
   policy
@@ -742,7 +816,9 @@ export function buildProgram(): Command {
     .argument('<revision>')
     .description('make an earlier revision current (as a new revision)')
     .action(async (rev: string, _o: unknown, cmd: Command) => {
-      const res = await clientOf(cmd).api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+      const { api, format } = clientOf(cmd);
+      const res = await api.call<{ revision: number; restored: number }>('POST', '/v1/policies/rollback', { revision: Number(rev) });
+      if (format !== 'table') return print(format, res);
       process.stdout.write(`restored revision ${res.restored} as revision ${res.revision}\n`);
     });
   policy
@@ -784,13 +860,19 @@ export function buildProgram(): Command {
     .description("each agent's enforced policy revision and lag")
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<{ revision: number; agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null }> }>(
-        'GET',
-        '/v1/policy/status',
-      );
+      const res = await api.call<{
+        revision: number;
+        agents: Array<{ spiffeId: string; revision: number; behind: number; secondsSinceAck: number | null; live?: boolean }>;
+      }>('GET', '/v1/policy/status');
       print(format, res, () => ({
-        head: ['AGENT', 'REVISION', 'BEHIND', 'LAST SEEN'],
-        body: res.agents.map((a) => [a.spiffeId, String(a.revision), String(a.behind), a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`]),
+        head: ['AGENT', 'REVISION', 'BEHIND', 'LIVE', 'LAST SEEN'],
+        body: res.agents.map((a) => [
+          a.spiffeId,
+          String(a.revision),
+          String(a.behind),
+          a.live === undefined ? '' : a.live ? 'yes' : 'no',
+          a.secondsSinceAck === null ? 'never' : `${a.secondsSinceAck}s ago`,
+        ]),
       }));
     });
 
@@ -810,6 +892,8 @@ export function buildProgram(): Command {
     head: ['TIME', 'DECISION', 'REASON', 'FROM', 'TO', 'ACTION', 'RULE'],
     body: rows.map((d) => [d.at, d.decision, d.reason, d.from ?? '(none)', d.to, d.action, d.rule]),
   });
+  const decisionLine = (d: DecisionRow): string =>
+    `${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}`;
   const decisionFilters = (c: Command): Command =>
     c.option('--from <id>', 'only this caller').option('--to <id>', 'only this callee').option('--decision <d>', 'allow, deny or audit-would-deny');
   decisionFilters(decisions.command('query'))
@@ -824,16 +908,22 @@ export function buildProgram(): Command {
       const res = await api.call<{ decisions: DecisionRow[] }>('GET', `/v1/decisions?${q}`);
       print(format, res.decisions, decisionRows(res.decisions));
     });
+  decisions
+    .command('show')
+    .argument('<id>', 'decision id (a 403 from a proxy or the middleware carries it)')
+    .description('show one decision')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const d = await api.call<DecisionRow>('GET', `/v1/decisions/${encodeURIComponent(id)}`);
+      print(format, d, decisionRows([d]));
+    });
   decisionFilters(decisions.command('tail'))
-    .description('print decisions as they arrive (Ctrl-C to stop): the last minute, then every new arrival')
+    .description('print decisions as they arrive (Ctrl-C to stop): the last minute, then every new arrival; -o json: one object per line')
     .action(async (f: { from?: string; to?: string; decision?: string }, cmd: Command) => {
-      const { api } = clientOf(cmd);
+      const { api, format } = clientOf(cmd);
       const filters = new URLSearchParams();
       for (const k of ['from', 'to', 'decision'] as const) if (f[k]) filters.set(k, f[k]!);
-      const print = (d: DecisionRow): void =>
-        void process.stdout.write(
-          `${d.at} ${d.decision.toUpperCase()} ${d.reason} ${d.from ?? '(none)'} -> ${d.to} ${d.action}${d.rule ? ` [${d.rule}]` : ''}\n`,
-        );
+      const print = (d: DecisionRow): void => void process.stdout.write(streamed(format, d, () => decisionLine(d)));
       // Followed by arrival at the server, not by decision time: reporters deliver late by their
       // flush intervals (more after an outage), and following by time would skip those.
       const first = await api.call<{ decisions: DecisionRow[]; cursor: string }>(
@@ -863,20 +953,29 @@ export function buildProgram(): Command {
     .argument('<spiffe-id>')
     .requiredOption('--reason <text>', 'why (kept and shown)')
     .option('--ttl <duration>', 'lift it automatically after this long')
+    .option('--wait [timeout]', `return once every live agent enforces it (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
     .description('quarantine an identity: it can neither call nor be called; agents stop serving its SVIDs')
-    .action(async (id: string, f: { reason: string; ttl?: string }, cmd: Command) => {
+    .action(async (id: string, f: { reason: string; ttl?: string; wait?: string | true }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
+      const timeoutMs = f.wait === undefined ? undefined : waitTimeoutMs(f.wait);
+      const startedAt = Date.now();
       const res = await api.call('POST', '/v1/quarantine', { spiffeId: id, reason: f.reason, ...(f.ttl ? { ttl: f.ttl } : {}) });
-      if (format !== 'table') return print(format, res);
-      process.stderr.write(`quarantined ${id}\n`);
+      if (format !== 'table') print(format, res);
+      else process.stderr.write(`quarantined ${id}\n`);
+      if (timeoutMs !== undefined) reportWait(await waitForAgents(api, 'quarantineVersion', undefined, timeoutMs, progress), timeoutMs, startedAt);
     });
   quarantine
     .command('remove')
     .argument('<spiffe-id>')
+    .option('--wait [timeout]', `return once every live agent enforces the lift (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
     .description('lift a quarantine')
-    .action(async (id: string, _o: unknown, cmd: Command) => {
-      await clientOf(cmd).api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`);
+    .action(async (id: string, f: { wait?: string | true }, cmd: Command) => {
+      const { api } = clientOf(cmd);
+      const timeoutMs = f.wait === undefined ? undefined : waitTimeoutMs(f.wait);
+      const startedAt = Date.now();
+      await api.call('DELETE', `/v1/quarantine/${encodeURIComponent(id)}`);
       process.stderr.write(`lifted the quarantine of ${id}\n`);
+      if (timeoutMs !== undefined) reportWait(await waitForAgents(api, 'quarantineVersion', undefined, timeoutMs, progress), timeoutMs, startedAt);
     });
   quarantine
     .command('list')
@@ -898,6 +997,10 @@ export function buildProgram(): Command {
     .description('authorization decisions')
     .command('check')
     .description('decide and explain one request against the current policy set')
+    .addHelpText(
+      'after',
+      '\nExit status: 0 when the request would pass (allow, and audit-would-deny: an audit-mode rule logs but lets it pass), 3 on deny, 1 on error.',
+    )
     .requiredOption('--from <id>', 'caller SPIFFE ID')
     .requiredOption('--to <id>', 'callee SPIFFE ID')
     .requiredOption('--action <action>', '"GET /path", "grpc /pkg.Svc/Method" or "tcp PORT"')
@@ -912,17 +1015,45 @@ export function buildProgram(): Command {
         rule?: { name: string; policy: string; line: number };
         nearest: Array<{ name: string; policy: string; mismatched: string[] }>;
       }>('POST', '/v1/authz/check', { from: f.from, to: f.to, action: f.action, ...(f.header ? { headers } : {}) });
-      if (format !== 'table') return print(format, res);
-      process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
-      if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
-      for (const n of res.nearest)
-        process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+      if (format !== 'table') print(format, res);
+      else {
+        process.stdout.write(`${res.decision.toUpperCase()} (${res.reason}) at policy revision ${res.revision}\n`);
+        if (res.rule) process.stdout.write(`  decided by rule ${res.rule.name} (policy ${res.rule.policy}, line ${res.rule.line})\n`);
+        for (const n of res.nearest)
+          process.stdout.write(`  nearest: ${n.name} (policy ${n.policy}) did not match on ${n.mismatched.join(', ') || '(nothing?)'}\n`);
+      }
+      if (res.decision === 'deny') throw new CommanderError(3, 'writ.violation', `denied: ${res.reason}`);
+    });
+
+  // ---------------------------------------------------------------- version and doctor
+  program
+    .command('version')
+    .description("the client's and the server's version (exit 1 when the server cannot be reached)")
+    .action(async (_o: unknown, cmd: Command) => {
+      const { runVersion } = await import('./doctor.ts');
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
+      const code = await runVersion(() => clientOf(cmd).api, format);
+      if (code) throw new CommanderError(1, 'writ.failed', 'the server cannot be reached');
+    });
+  program
+    .command('doctor')
+    .description("check the server (reachable, identity pinned), the token's role, CA and JWT key expiry, agents, and with --socket this process's identity")
+    .option('--socket <path>', "an agent's Workload API socket: would this process get an identity, and if not, which selectors are missing")
+    .addHelpText('after', '\nEach check prints OK, WARN or FAIL with a hint; the exit status is 1 when any check fails.')
+    .action(async (f: { socket?: string }, cmd: Command) => {
+      const { askAgent, runDoctor } = await import('./doctor.ts');
+      const format = checkFormat(cmd.optsWithGlobals<Globals>().output);
+      const endpoint = f.socket ? (f.socket.includes('://') ? f.socket : `unix://${resolve(f.socket)}`) : undefined;
+      const code = await runDoctor({ api: () => clientOf(cmd).api, format, socket: f.socket, ...(endpoint ? { whoAmI: () => askAgent(endpoint) } : {}) });
+      if (code) throw new CommanderError(1, 'writ.failed', 'a check failed');
     });
 
   // ---------------------------------------------------------------- demo and completion
   program
     .command('demo')
-    .description('start a throwaway server on SQLite, issue and verify an X.509-SVID and a JWT-SVID, and explain each step')
+    .description(
+      'the whole story in a few seconds: a server on SQLite, an agent, two workloads attested behind writ proxy, allowed and denied calls, a policy change, a quarantine, the decision log; removes everything at the end',
+    )
     .option('--data-dir <dir>', 'keep the demo server state here (default: a temporary directory)')
     .action(async (f: { dataDir?: string }) => (await import('./demo.ts')).runDemo(f.dataDir));
   program
@@ -931,9 +1062,56 @@ export function buildProgram(): Command {
     .description('print a shell completion script: source <(writ completion bash)')
     .action((shell: string) => {
       if (shell !== 'bash' && shell !== 'zsh') throw new CommanderError(2, 'writ.usage', 'completion supports bash and zsh');
-      process.stdout.write(completionScript(program, shell));
+      // The script calls back into this very program (node and script path): quick, and the same for npx writ.
+      process.stdout.write(completionScript(program, shell, [process.execPath, ...(process.argv[1] ? [resolve(process.argv[1])] : [])]));
     });
+  program
+    .command('__complete', { hidden: true })
+    .argument('<kind>', DYNAMIC.join(', '))
+    .description('values for shell completion, from the server')
+    .action(async (kind: string, _o: unknown, cmd: Command) => {
+      let api: ApiClient;
+      try {
+        api = clientOf(cmd).api;
+      } catch {
+        return;
+      }
+      await completeFromServer(api, kind);
+    });
+  addPinOptions(program);
   return program;
+}
+
+/** Commands that never talk to the server: no pinning flags in their help. */
+const OFFLINE = new Set([
+  'completion',
+  'demo',
+  'proxy',
+  'writ server start',
+  'writ agent start',
+  'writ policy test',
+  'writ svid fetch',
+  'writ svid jwt',
+  'writ svid watch',
+]);
+
+/**
+ * `--trust-domain` and `--server-spiffe-id` on every command that calls the server. Per command,
+ * not global: a global option would swallow `server start --trust-domain` and `bundle set --trust-domain`.
+ */
+function addPinOptions(cmd: Command, path = 'writ'): void {
+  for (const c of cmd.commands) addPinOptions(c, `${path} ${c.name()}`);
+  if (cmd.commands.length || OFFLINE.has(cmd.name()) || OFFLINE.has(path)) return;
+  if (!cmd.options.some((o) => o.long === '--trust-domain')) {
+    const o = new Option(
+      '--trust-domain <td>',
+      "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
+    );
+    PIN_OPTIONS.add(o);
+    cmd.addOption(o);
+  }
+  if (!cmd.options.some((o) => o.long === '--server-spiffe-id'))
+    cmd.addOption(new Option('--server-spiffe-id <id>', 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID)'));
 }
 
 /**
@@ -987,6 +1165,8 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       if (err.code === 'writ.usage') process.stderr.write(`writ: ${err.message}\n`);
+      // Already reported on stdout or stderr by the command.
+      if (err.code === 'writ.failed') return 1;
       if (err.code === 'writ.violation') {
         process.stderr.write(`writ: ${err.message}\n`);
         return 3;
@@ -994,7 +1174,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (isWritError(err)) {
-      process.stderr.write(`writ: ${err.message} [${err.code}]\n`);
+      process.stderr.write(`writ: ${err.message} [${err instanceof ApiError ? err.serverCode : err.code}]\n`);
       return 1;
     }
     process.stderr.write(`writ: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);

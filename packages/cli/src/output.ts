@@ -24,3 +24,10 @@ export function print(format: Format, data: unknown, rows?: () => { head: string
       .trimEnd();
   process.stdout.write(`${[line(head), ...body.map(line)].join('\n')}\n`);
 }
+
+/** One item of a stream (`decisions tail`, `svid watch`): json one object per line, yaml documents separated by ---, table the given line. */
+export function streamed(format: Format, item: unknown, line: () => string): string {
+  if (format === 'json') return `${JSON.stringify(item)}\n`;
+  if (format === 'yaml') return `---\n${stringify(item)}`;
+  return `${line()}\n`;
+}

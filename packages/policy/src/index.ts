@@ -28,3 +28,4 @@ export {
 } from './engine.ts';
 export { parseIdPattern, parsePathPattern, normalizePath, matchSegments, SegmentTrie, type Pattern } from './pattern.ts';
 export { runPolicyTests, type PolicyTestResult } from './policy-test.ts';
+export { POLICY_ERROR_CODES } from './errors.ts';

@@ -143,6 +143,32 @@ spec:
     assert.equal(later.decide(req('spiffe://prod.example/ns/legacy/sa', ORD, 'GET /')).decision, 'allow', 'the deny expired, the allow still holds');
   });
 
+  it('a rule expiring inside a running engine changes the decision it had remembered', () => {
+    let now = NOW;
+    const running = engine(
+      `${ORDERS}---
+apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: temp }
+spec:
+  to: spiffe://prod.example/ns/temp/sa/api
+  rules:
+    - { effect: allow, from: [spiffe://prod.example/ns/web/**], expires: 2026-06-01T01:00:00Z }
+`,
+      () => now,
+    );
+    const legacy = req('spiffe://prod.example/ns/legacy/sa', ORD, 'GET /');
+    const temp = req('spiffe://prod.example/ns/web/sa/a', 'spiffe://prod.example/ns/temp/sa/api', 'GET /');
+    assert.equal(running.decide(legacy).reason, 'DENY_RULE');
+    assert.equal(running.decide(temp).reason, 'ALLOW_RULE');
+    assert.equal(running.decide(temp).reason, 'ALLOW_RULE', 'remembered');
+    now = Date.parse('2026-06-01T01:00:00Z');
+    assert.equal(running.decide(temp).reason, 'NO_MATCHING_ALLOW', 'the temporary allow ended at its expiry');
+    assert.equal(running.decide(legacy).reason, 'DENY_RULE', 'the deny has not expired yet');
+    now = Date.parse('2026-12-31T00:00:00Z');
+    assert.equal(running.decide(legacy).decision, 'allow', 'the deny ended at its expiry; the allow behind it holds');
+  });
+
   it('quarantine comes first, both directions, except for break-glass identities', () => {
     const q = engine();
     q.setQuarantine(['spiffe://prod.example/ns/web/sa/frontend']);
@@ -169,22 +195,36 @@ spec:
     assert.equal(y.rule?.name, 'orders-api#1', 'a deny rule is its own explanation');
   });
 
-  it('property: adding an allow never turns a deny-rule decision into an allow', () => {
+  it('property: adding an allow changes only decisions nothing allowed; a deny rule still wins, for every caller', () => {
     const base = engine();
+    const more = engine(
+      `${ORDERS}---\napiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: extra }\nspec:\n  to: ${ORD}\n  rules:\n    - effect: allow\n      from: [spiffe://prod.example/**]\n`,
+    );
+    const reasons = new Set<string>();
     fc.assert(
       fc.property(
-        fc.constantFrom('web/sa/frontend', 'legacy/sa', 'admin/sa/ops', 'x/y'),
-        fc.constantFrom('GET /', 'GET /v1/orders/1', 'tcp 5432'),
+        fc.oneof(
+          fc.constantFrom('web/sa/frontend', 'legacy/sa', 'legacy/x', 'admin/sa/ops', 'canary/sa/web', 'x/y'),
+          fc.array(fc.constantFrom('web', 'legacy', 'sa', 'ops', 'admin', 'q'), { minLength: 1, maxLength: 4 }).map((s) => s.join('/')),
+        ),
+        fc.constantFrom('GET /', 'GET /v1/orders/1', 'DELETE /v1/orders/1', 'tcp 5432', 'grpc /orders.v1.Orders/Get'),
         (who, act) => {
           const r = req(`spiffe://prod.example/ns/${who}`, ORD, act);
           const before = base.decide(r);
-          const more = engine(
-            `${ORDERS}---\napiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: extra }\nspec:\n  to: ${ORD}\n  rules:\n    - effect: allow\n      from: [spiffe://prod.example/**]\n`,
-          ).decide(r);
-          if (before.reason === 'DENY_RULE') assert.equal(more.reason, 'DENY_RULE');
+          const after = more.decide(r);
+          reasons.add(before.reason);
+          if (before.reason === 'NO_MATCHING_ALLOW') {
+            assert.equal(after.reason, 'ALLOW_RULE');
+            assert.equal(after.rule?.policy, 'extra');
+          } else {
+            assert.equal(after.reason, before.reason, `${who} ${act}`);
+            if (before.reason === 'DENY_RULE') assert.equal(after.rule?.name, before.rule?.name, `${who} ${act}`);
+          }
         },
       ),
+      { numRuns: 500 },
     );
+    assert.deepEqual([...reasons].sort(), ['ALLOW_RULE', 'DENY_RULE', 'NO_MATCHING_ALLOW'], 'every kind of decision was checked');
   });
 });
 

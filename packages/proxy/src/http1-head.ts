@@ -10,7 +10,7 @@
  * the colon, control characters, a missing or repeated Host. The path that decisions are made on
  * is the request's in normal form (`normalizePath`); one with a "." or ".." segment is refused.
  */
-import { normalizePath } from '@writ/policy';
+import { requestPath } from '@writ/sdk/internal';
 
 export const MAX_HEAD = 16 * 1024;
 const MAX_FIELDS = 100;
@@ -304,10 +304,8 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
   if (method === 'CONNECT') throw new HttpError(405, 'CONNECT is not proxied');
   let path: string;
   let authority: string | undefined;
-  if (target.charCodeAt(0) === 47) {
-    const q = target.indexOf('?');
-    path = q < 0 ? target : target.slice(0, q);
-  } else if (target === '*' && method === 'OPTIONS') path = '*';
+  if (target.charCodeAt(0) === 47) path = target;
+  else if (target === '*' && method === 'OPTIONS') path = '*';
   else if (/^https?:\/\//i.test(target)) {
     let u: URL;
     try {
@@ -320,13 +318,12 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead {
     // gets the same checks as an origin-form one.
     const rest = target.slice(target.indexOf('//') + 2);
     const slash = rest.search(/[/?]/);
-    const raw = slash < 0 || rest[slash] === '?' ? '/' : rest.slice(slash);
-    const q = raw.indexOf('?');
-    path = q < 0 ? raw : raw.slice(0, q);
+    path = slash < 0 || rest[slash] === '?' ? '/' : rest.slice(slash);
     authority = u.host;
   } else throw new HttpError(400, 'malformed request target');
   try {
-    path = normalizePath(path);
+    // The enforcement core's normal form, as every enforcement point decides on.
+    path = requestPath(path);
   } catch (err) {
     throw new HttpError(400, (err as Error).message, 'ERR_PATH_INVALID');
   }

@@ -25,9 +25,10 @@ import {
 import { connect as netConnect, createServer as netCreateServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { WritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
-import { formatAction, httpAction, normalizePath } from '@writ/policy';
-import { DecisionReporter, LocalPolicy, newDecisionId, X509Source, authorizeId, mtlsConnect, peerChain } from '@writ/sdk';
+import { WritError, formatDuration, isWritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
+import { httpAction, type ActionRequest } from '@writ/policy';
+import { DecisionReporter, GRPC_STATUS, LocalPolicy, X509Source, authorizeId, mtlsConnect, type SourceWait } from '@writ/sdk';
+import { enforce, grpcRefusal, httpRefusal, pathRefusal, peerChain, requestPath, type Enforced, type EnforcerOptions } from '@writ/sdk/internal';
 import { UpstreamPool, VIA, connectTcp, finalHop, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
 export interface Inbound {
@@ -83,6 +84,26 @@ export interface ProxyOptions {
   readonly inbound: readonly Inbound[];
   readonly outbound: readonly Outbound[];
   readonly log: Logger;
+  /** How long `start` waits for the workload's SVID and policy before it gives up (default 60 s). */
+  readonly waitTimeoutMs?: number;
+}
+
+/** How often a proxy still waiting for its identity says why; and when it says so if the agent has not answered at all. */
+const WAIT_REPEAT_MS = 5000;
+const WAIT_FIRST_MS = 800;
+
+/** Why the Workload API has not given the proxy its SVID, in words that say what to fix. */
+export function waitReason(why: SourceWait, want: string | undefined): string {
+  if ('spiffeIds' in why) return `identities present but not ${want}: this process has ${why.spiffeIds.join(', ') || 'none'}`;
+  const e = why.error;
+  if (e.code === GRPC_STATUS.PERMISSION_DENIED)
+    return `no identity issued for this process (uid ${process.getuid?.() ?? '?'}): no registration entry of this agent matches it${e.details === 'no identity issued' ? '' : ` (${e.details})`}`;
+  const m = /\b(ENOENT|ECONNREFUSED|EACCES|ENOTSOCK)\b/.exec(e.message);
+  if (m?.[1] === 'ENOENT') return 'no such socket';
+  if (m?.[1] === 'ECONNREFUSED') return 'connection refused (no agent listens on the socket)';
+  if (m?.[1] === 'EACCES') return 'permission denied on the socket';
+  if (m?.[1] === 'ENOTSOCK') return 'not a socket';
+  return e.message;
 }
 
 interface Live {
@@ -166,6 +187,7 @@ export class WritProxy {
   readonly #servers: Array<NetServer | TlsServer> = [];
   readonly #live = new Set<Live>();
   #reporter!: DecisionReporter;
+  #enforcer!: EnforcerOptions;
 
   constructor(opts: ProxyOptions) {
     this.#o = opts;
@@ -176,10 +198,16 @@ export class WritProxy {
   }
 
   async start(): Promise<Array<{ kind: string; port: number }>> {
-    const want = this.#o.spiffeId;
-    this.#source = await X509Source.create({ endpoint: this.#o.endpoint, ...(want ? { pick: (s) => s.find((x) => x.spiffeId === want) } : {}) });
-    this.#policy = await LocalPolicy.create({ endpoint: this.#o.endpoint });
+    const timeoutMs = this.#o.waitTimeoutMs ?? 60_000;
+    this.#source = await this.#waitForSvid(timeoutMs);
+    this.#policy = await LocalPolicy.create({ endpoint: this.#o.endpoint, timeoutMs });
     this.#reporter = new DecisionReporter(this.#o.endpoint);
+    const reporter = this.#reporter;
+    this.#enforcer = {
+      decide: (r) => this.#policy.decide(r),
+      record: (d) => reporter.record(d),
+      log: (entry) => this.#o.log.info(entry, 'decision'),
+    };
     // Quarantine (or any policy change) re-checks live connections; the denied ones are closed.
     this.#policy.onUpdate(() => this.#recheck());
     const ports: Array<{ kind: string; port: number }> = [];
@@ -187,6 +215,43 @@ export class WritProxy {
       ports.push({ kind: `inbound-${ib.mode}`, port: await this.#listen(ib.mode === 'http' ? this.#httpInbound(ib) : this.#tcpInbound(ib), ib.listen) });
     for (const ob of this.#o.outbound) ports.push({ kind: 'outbound', port: await this.#listen(this.#outbound(ob), ob.listen) });
     return ports;
+  }
+
+  /**
+   * The workload's X.509 source, once the agent gives it the SVID asked for. Meanwhile it says,
+   * within a second and then every few seconds, what it is waiting for and why; after `timeoutMs`
+   * it gives up with that reason.
+   */
+  async #waitForSvid(timeoutMs: number): Promise<X509Source> {
+    const want = this.#o.spiffeId;
+    const socket = this.#o.endpoint;
+    const what = want ?? 'an X.509-SVID';
+    let why = 'the agent has not answered yet';
+    let said = false;
+    const say = (): void => {
+      said = true;
+      this.#o.log.warn({ socket, waitingFor: what, reason: why }, `waiting for ${what} from the Workload API at ${socket}: ${why}`);
+    };
+    // A new reason is said at once (retries back off, so that is no flood); a slow agent after a moment.
+    const first = setTimeout(() => said || say(), WAIT_FIRST_MS);
+    const every = setInterval(say, WAIT_REPEAT_MS);
+    try {
+      return await X509Source.create({
+        endpoint: socket,
+        timeoutMs,
+        onWaiting: (w) => {
+          const next = waitReason(w, want);
+          if (next !== why) (why = next), say();
+        },
+        ...(want ? { pick: (s) => s.find((x) => x.spiffeId === want) } : {}),
+      });
+    } catch (err) {
+      if (!isWritError(err, 'ERR_REQUEST_FAILED')) throw err;
+      throw new WritError('ERR_REQUEST_FAILED', `gave up after ${formatDuration(timeoutMs)} waiting for ${what} from the Workload API at ${socket}: ${why}`);
+    } finally {
+      clearTimeout(first);
+      clearInterval(every);
+    }
   }
 
   async #listen(server: NetServer | TlsServer, at: { host: string; port: number }): Promise<number> {
@@ -224,32 +289,9 @@ export class WritProxy {
     }
   }
 
-  #decide(
-    peer: string | undefined,
-    action: Parameters<LocalPolicy['decide']>[0]['action'],
-    headers?: Record<string, string>,
-  ): { allowed: boolean; reason: string; decisionId: string } {
-    const to = this.spiffeId;
-    const t0 = process.hrtime.bigint();
-    const d = this.#policy.decide({ from: peer, to, action, ...(headers ? { headers } : {}) });
-    const latencyNs = Number(process.hrtime.bigint() - t0);
-    const at = Date.now();
-    const decisionId = newDecisionId(at);
-    this.#reporter.record({
-      id: decisionId,
-      at,
-      from: peer ?? '',
-      to,
-      action: formatAction(action),
-      decision: d.decision,
-      reason: d.reason,
-      rule: d.rule?.name ?? '',
-      policyRevision: d.revision,
-      latencyNs,
-    });
-    if (d.decision !== 'allow')
-      this.#o.log.info({ decisionId, from: peer ?? null, to, action, decision: d.decision, reason: d.reason, rule: d.rule?.name }, 'decision');
-    return { allowed: d.allowed, reason: d.reason, decisionId };
+  /** Decides through the enforcement core: id, report to the agent, a log line for each deny. */
+  #decide(peer: string | undefined, action: ActionRequest, headers?: Record<string, string>): Enforced {
+    return enforce(this.#enforcer, { from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
   }
 
   #track(peer: string | undefined, socket: Socket): void {
@@ -282,8 +324,7 @@ export class WritProxy {
       socket.on('error', () => undefined);
       socket.setNoDelay(true);
       const peer = this.#peer(socket);
-      const d = this.#decide(peer?.uri, { kind: 'tcp', port: ib.listen.port });
-      if (!d.allowed) return void socket.destroy();
+      if (!this.#decide(peer?.uri, { kind: 'tcp', port: ib.listen.port }).decision.allowed) return void socket.destroy();
       this.#track(peer?.uri, socket);
       const up = netConnect({ port: ib.upstream.port, host: ib.upstream.host, noDelay: true });
       up.on('error', () => socket.destroy());
@@ -335,8 +376,9 @@ export class WritProxy {
             );
             const method = r.method.toUpperCase();
             // The content type is looked at only for a POST (a gRPC call is one).
-            const d = this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers);
-            return d.allowed ? undefined : { status: 403, body: { code: d.reason, decisionId: d.decisionId } };
+            return httpRefusal(
+              this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers),
+            );
           },
           onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
         });
@@ -359,13 +401,15 @@ export class WritProxy {
     for (const [k, v] of Object.entries(headers)) if (typeof v === 'string' && !k.startsWith(':')) fields[k] = v;
     let path: string;
     try {
-      path = normalizePath(String(headers[':path'] ?? '/').split('?')[0]!);
+      path = requestPath(String(headers[':path'] ?? '/'));
     } catch (err) {
-      return void answerStream(stream, 400, { code: (err as WritError).code, message: (err as Error).message });
+      return void answerStream(stream, 400, pathRefusal(err).body);
     }
     const action = httpAction(method, path, fields['content-type'], ib.listen.port);
-    const d = this.#decide(peer, action, fields);
-    if (d.allowed) {
+    const e = this.#decide(peer, action, fields);
+    const grpc = action.kind === 'grpc' ? grpcRefusal(e) : undefined;
+    const http = action.kind === 'grpc' ? undefined : httpRefusal(e);
+    if (!grpc && !http) {
       if (method !== 'OPTIONS' && method !== 'TRACE') return { peer };
       // Max-Forwards (RFC 9110 7.6.2): at 0 this hop is the final recipient; otherwise one fewer.
       let mf: number | undefined;
@@ -380,17 +424,16 @@ export class WritProxy {
       if (!stream.destroyed) stream.respond({ ':status': 200, 'content-length': 0 }, { endStream: true });
       return undefined;
     }
-    if (action.kind !== 'grpc') return void answerStream(stream, 403, { code: d.reason, decisionId: d.decisionId });
-    // A gRPC client reads a gRPC status: PERMISSION_DENIED (UNAUTHENTICATED without an identity) in
-    // a trailers-only answer, the reason and decision id in grpc-message.
-    if (!stream.destroyed) {
+    if (http) return void answerStream(stream, http.status, http.body);
+    // A gRPC client reads a gRPC status in a trailers-only answer, the reason and decision id in grpc-message.
+    if (grpc && !stream.destroyed) {
       stream.respond(
         {
           ':status': 200,
           'content-type': 'application/grpc',
-          'grpc-status': d.reason === 'UNAUTHENTICATED' ? '16' : '7',
-          'grpc-message': `${d.reason} (decision ${d.decisionId})`,
-          'x-writ-decision-id': d.decisionId,
+          'grpc-status': String(grpc.status),
+          'grpc-message': grpc.message,
+          'x-writ-decision-id': e.decisionId,
         },
         { endStream: true },
       );

@@ -5,11 +5,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { PolicyEngine, formatAction, httpAction, normalizePath, parsePolicies, type Decision } from '@writ/policy';
+import { PolicyEngine, httpAction, parsePolicies, type Decision } from '@writ/policy';
 import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
-import { newDecisionId, type DecisionReporter } from './decision-log.ts';
+import type { DecisionReporter, ReportedDecision } from './decision-log.ts';
+import { enforce, httpRefusal, pathRefusal, requestPath } from './enforce.ts';
 import type { JwtSource, X509Source } from './sources.ts';
 import { peerChain, peerIdOf } from './tls.ts';
 
@@ -157,43 +158,34 @@ function answer(res: ServerResponse, status: number, o: object): void {
 }
 
 /**
- * Decides one request on its path in normal form (`normalizePath`); writes the answer itself when
- * denied (403, 401 without an identity, 400 for a path with a "." or ".." segment or a broken
- * escape). Returns the info, or undefined when answered.
+ * Decides one request on its path in normal form (`requestPath`); writes the answer itself when
+ * refused (the enforcement core's: 403 `{code, decisionId}`, 401 without an identity, 400 for a
+ * path with a "." or ".." segment or a broken escape). Returns the info, or undefined when answered.
  */
 export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts: MiddlewareOptions): WritRequestInfo | undefined {
   const to = opts.to ?? opts.x509?.svid.spiffeId;
   if (!to) throw new TypeError('writ middleware needs `to` or an `x509` source');
   let path: string;
   try {
-    path = normalizePath((req.url ?? '/').split('?')[0]!);
+    path = requestPath(req.url ?? '/');
   } catch (err) {
     // Answered before any identity work: nothing is decided on a path two parsers could read apart.
-    return void answer(res, 400, { code: (err as WritError).code, message: (err as Error).message });
+    const r = pathRefusal(err);
+    return void answer(res, r.status, r.body);
   }
   const peer = peerOf(req, opts);
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'authorization') headers[k] = v;
   const method = (req.method ?? 'GET').toUpperCase();
-  const t0 = process.hrtime.bigint();
-  const action = httpAction(method, path, req.headers['content-type']);
-  const decision = opts.policy.decide({ from: peer?.uri, to, action, headers });
-  const latencyNs = Number(process.hrtime.bigint() - t0);
-  const info = { peer, decision, decisionId: newDecisionId() };
+  const reporter = opts.reporter;
+  const e = enforce(
+    { decide: (r) => opts.policy.decide(r), ...(reporter ? { record: (d: ReportedDecision) => reporter.record(d) } : {}) },
+    { from: peer?.uri, to, action: httpAction(method, path, req.headers['content-type']), headers },
+  );
+  const info = { peer, decision: e.decision, decisionId: e.decisionId };
   opts.onDecision?.(info, req);
-  opts.reporter?.record({
-    id: info.decisionId,
-    at: Date.now(),
-    from: peer?.uri ?? '',
-    to,
-    action: formatAction(action),
-    decision: decision.decision,
-    reason: decision.reason,
-    rule: decision.rule?.name ?? '',
-    policyRevision: decision.revision,
-    latencyNs,
-  });
-  if (!decision.allowed) return void answer(res, decision.reason === 'UNAUTHENTICATED' ? 401 : 403, { code: decision.reason, decisionId: info.decisionId });
+  const refused = httpRefusal(e);
+  if (refused) return void answer(res, refused.status, refused.body);
   return info;
 }
 

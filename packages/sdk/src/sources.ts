@@ -32,7 +32,15 @@ export interface SourceOptions {
   readonly timeoutMs?: number;
   /** Picks the SVID to use when the workload has several (default: the first, per the standard). */
   readonly pick?: (svids: readonly X509SvidItem[]) => X509SvidItem | undefined;
+  /**
+   * Told why `create` is still waiting, each time that changes: the Workload API's error (no such
+   * socket, no identity issued), or the identities it did send, none of which `pick` took.
+   */
+  readonly onWaiting?: (why: SourceWait) => void;
 }
+
+/** Why an X509Source is not ready yet. */
+export type SourceWait = { readonly error: GrpcError } | { readonly spiffeIds: readonly string[] };
 
 const pemCache = new WeakMap<X509SvidItem, { key: string; cert: string }>();
 
@@ -65,7 +73,7 @@ export class X509Source extends EventEmitter {
       let lastError = '';
       src.#stop = src.#client.watchX509Context(
         (ctx) => {
-          if (!src.#pick(ctx.svids)) return;
+          if (!src.#pick(ctx.svids)) return void (src.#ctx || opts.onWaiting?.({ spiffeIds: ctx.svids.map((x) => x.spiffeId) }));
           src.#ctx = ctx;
           src.#bundles = new BundleSet(ctx.bundles);
           clearTimeout(timer);
@@ -74,6 +82,7 @@ export class X509Source extends EventEmitter {
         },
         (err: GrpcError) => {
           lastError = err.message;
+          if (!src.#ctx) opts.onWaiting?.({ error: err });
           src.emit('error', err);
         },
       );

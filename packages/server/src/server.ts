@@ -8,13 +8,14 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
 import type { ServerConfig } from './config.ts';
-import { errorReply, readBody, send, type Request, type Route } from './api/http.ts';
+import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
@@ -22,7 +23,7 @@ import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
-import type { Role, Store } from './store/types.ts';
+import type { AdminToken, Role, Store } from './store/types.ts';
 
 export interface RunningServer {
   readonly url: string;
@@ -38,6 +39,19 @@ export interface StartOptions {
 }
 
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
+/** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
+const MAX_URL_LENGTH = 8 * 1024;
+
+/** A malformed request head gets a JSON answer before the connection closes, instead of a silent reset. */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const overflow = err.code === 'HPE_HEADER_OVERFLOW';
+  if (!socket.writable || !(overflow || err.code?.startsWith('HPE_'))) return void socket.destroy();
+  const [status, text, code, message] = overflow
+    ? [431, 'Request Header Fields Too Large', 'ERR_HEADERS_TOO_LARGE', 'the request head (URL and headers) is larger than 16 KiB']
+    : [400, 'Bad Request', 'ERR_BAD_REQUEST', 'the request is not valid HTTP/1.1'];
+  const body = `${JSON.stringify({ code, message })}\n`;
+  socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
 
 function loadUpstream(cfg: NonNullable<ServerConfig['upstreamCa']>, kek: string | undefined): UpstreamCa {
   const read = (f: string, what: string): string => {
@@ -205,7 +219,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       log.debug({ err: err.message }, 'TLS handshake failed');
       socket.destroy();
     });
-    httpServer.on('clientError', (_err, socket) => socket.destroy());
+    httpServer.on('clientError', answerClientError);
     const srv = httpServer;
     await new Promise<void>((resolveListen, rejectListen) => {
       srv.once('error', (err: NodeJS.ErrnoException) =>
@@ -245,7 +259,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
       }
     };
-    const every = Math.min(Math.max(cfg.caTtlMs / 100, 1000), 10_000);
+    // Often enough to renew the server's own certificate (at half its life) before it expires, too.
+    const every = Math.max(Math.min(cfg.caTtlMs / 100, cfg.x509SvidTtlMs / 4, 10_000), 1000);
     timers.push(setInterval(() => void tick(), every).unref());
 
     log.info(
@@ -274,7 +289,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   }
 }
 
-async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<Role> {
+async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {
   const h = req.headers.authorization;
   const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
   if (!m)
@@ -286,7 +301,7 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
   if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now))
     throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
   if (ROLE_RANK[tok.role] < ROLE_RANK[need]) throw new WritError('ERR_FORBIDDEN', `this needs the ${need} role; the token has ${tok.role}`);
-  return tok.role;
+  return tok;
 }
 
 async function handle(
@@ -303,6 +318,7 @@ async function handle(
   let routeName = 'unmatched';
   let status = 500;
   try {
+    if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
     const candidates = routes.filter((r) => r.pattern.test(url.pathname));
     if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
@@ -314,18 +330,25 @@ async function handle(
       return;
     }
     routeName = route.name;
+    const params = route.pattern.exec(url.pathname)!.slice(1);
+    checkParams(route, params);
+    checkQuery(url.searchParams, route.query);
     const req: Request = {
       method,
       path: url.pathname,
       query: url.searchParams,
-      params: route.pattern.exec(url.pathname)!.slice(1),
+      params,
       raw,
       role: undefined,
+      token: undefined,
       agent: undefined,
       body: undefined,
     };
     if (route.role === 'agent') req.agent = await agents.authenticate(raw);
-    else if (route.role) req.role = await authenticate(raw, store, route.role, Date.now());
+    else if (route.role) {
+      req.token = await authenticate(raw, store, route.role, Date.now());
+      req.role = req.token.role;
+    }
     if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
     const reply = await route.handler(req);
     status = reply.status;

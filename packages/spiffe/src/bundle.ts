@@ -26,8 +26,9 @@ function invalid(msg: string): never {
 }
 
 /**
- * Parses SPIFFE bundle JSON. JWKs with an unknown `kty` or `use` are skipped without discarding the
- * rest; an empty `keys` array is a valid bundle that trusts nothing.
+ * Parses SPIFFE bundle JSON. JWKs with an unknown `kty` or `use`, and `x509-svid` JWKs without an
+ * `x5c` value, are skipped without discarding the rest; an empty `keys` array is a valid bundle
+ * that trusts nothing.
  */
 export function parseBundleJson(trustDomain: string, input: string | unknown): TrustBundle {
   parseTrustDomain(trustDomain);
@@ -61,11 +62,13 @@ export function parseBundleJson(trustDomain: string, input: string | unknown): T
     const use = jwk['use'];
     if (use === 'x509-svid') {
       const x5c = jwk['x5c'];
-      if (!Array.isArray(x5c) || x5c.length !== 1 || typeof x5c[0] !== 'string')
-        invalid(`keys[${i}]: an x509-svid key must have exactly one certificate in "x5c"`);
+      // X509-SVID.md 6.2: an entry whose x5c is not set or is empty MUST be ignored, and of several
+      // values all but the first MUST be ignored.
+      if (x5c === undefined || x5c === null || (Array.isArray(x5c) && x5c.length === 0)) return;
+      if (!Array.isArray(x5c) || typeof x5c[0] !== 'string') invalid(`keys[${i}]: "x5c" of an x509-svid key must be an array of base64 certificates`);
       if (jwk['kid'] !== undefined) invalid(`keys[${i}]: an x509-svid key must not have a "kid"`);
       try {
-        x509Authorities.push(parseCertificate(Buffer.from(x5c[0] as string, 'base64')));
+        x509Authorities.push(parseCertificate(Buffer.from(x5c[0], 'base64')));
       } catch (err) {
         invalid(`keys[${i}]: x5c certificate: ${(err as Error).message}`);
       }

@@ -1,91 +1,57 @@
 /**
- * The one error type of Writ. `code` is stable public API: callers `switch (err.code)`.
- * Messages are for humans and never contain a secret (token, key material).
+ * The one error type of Writ. `code` is stable public API: callers `switch (err.code)`. Each
+ * package registers the codes it owns (this one: SPIFFE IDs, SVIDs, bundles); a process that
+ * answers over HTTP maps codes to statuses in its own registry. Messages are for humans and
+ * never contain a secret (token, key material).
  */
-export const ERROR_CODES = {
-  // SPIFFE ID and trust domain
-  ERR_SPIFFE_ID_INVALID: 400,
-  ERR_TRUST_DOMAIN_INVALID: 400,
-  // X.509-SVID
-  ERR_X509_MALFORMED: 400,
-  ERR_X509_SVID_INVALID: 401,
-  ERR_X509_CHAIN_INVALID: 401,
-  ERR_X509_EXPIRED: 401,
-  ERR_CSR_INVALID: 400,
-  // JWT-SVID
-  ERR_JWT_MALFORMED: 401,
-  ERR_JWT_TOO_LARGE: 401,
-  ERR_JWT_ALG_UNSUPPORTED: 401,
-  ERR_JWT_HEADER_INVALID: 401,
-  ERR_JWT_CLAIM_INVALID: 401,
-  ERR_JWT_AUDIENCE_MISMATCH: 401,
-  ERR_JWT_EXPIRED: 401,
-  ERR_JWT_NOT_YET_VALID: 401,
-  ERR_JWT_KEY_NOT_FOUND: 401,
-  ERR_JWT_SIGNATURE_INVALID: 401,
-  // bundles
-  ERR_BUNDLE_INVALID: 400,
-  ERR_BUNDLE_NOT_FOUND: 404,
-  // configuration and input
-  ERR_DURATION_INVALID: 400,
-  ERR_CONFIG_INVALID: 400,
-  ERR_KEY_INVALID: 400,
-  ERR_SELECTOR_INVALID: 400,
-  ERR_POLICY_INVALID: 400,
-  ERR_ACTION_INVALID: 400,
-  ERR_PATH_INVALID: 400,
-  ERR_FIELD_INVALID: 400,
-  ERR_FIELD_UNKNOWN: 400,
-  ERR_FIELD_MISSING: 400,
-  ERR_JSON_INVALID: 400,
-  ERR_PROTOBUF_INVALID: 400,
-  ERR_BODY_TOO_LARGE: 413,
-  ERR_CONTENT_TYPE: 415,
-  ERR_METHOD_NOT_ALLOWED: 405,
-  ERR_NOT_FOUND: 404,
-  ERR_ENTRY_NOT_FOUND: 404,
-  // 400 rather than 409: the issue's contract groups duplicates with other invalid input.
-  ERR_ENTRY_EXISTS: 400,
-  ERR_CONFLICT: 409,
-  ERR_PAGE_TOKEN_INVALID: 400,
-  // authentication
-  ERR_UNAUTHENTICATED: 401,
-  ERR_FORBIDDEN: 403,
-  ERR_JOIN_TOKEN_INVALID: 401,
-  ERR_JOIN_TOKEN_EXPIRED: 401,
-  ERR_JOIN_TOKEN_USED: 401,
-  // server side
-  ERR_STORE_UNAVAILABLE: 503,
-  ERR_STORE: 500,
-  ERR_CA_UNAVAILABLE: 503,
-  ERR_INTERNAL: 500,
-  ERR_REQUEST_FAILED: 502,
-} as const;
+export const SPIFFE_ERROR_CODES = [
+  'ERR_SPIFFE_ID_INVALID',
+  'ERR_TRUST_DOMAIN_INVALID',
+  'ERR_X509_MALFORMED',
+  'ERR_X509_SVID_INVALID',
+  'ERR_X509_CHAIN_INVALID',
+  'ERR_X509_EXPIRED',
+  'ERR_CSR_INVALID',
+  'ERR_JWT_MALFORMED',
+  'ERR_JWT_TOO_LARGE',
+  'ERR_JWT_ALG_UNSUPPORTED',
+  'ERR_JWT_HEADER_INVALID',
+  'ERR_JWT_CLAIM_INVALID',
+  'ERR_JWT_AUDIENCE_MISMATCH',
+  'ERR_JWT_EXPIRED',
+  'ERR_JWT_NOT_YET_VALID',
+  'ERR_JWT_KEY_NOT_FOUND',
+  'ERR_JWT_SIGNATURE_INVALID',
+  'ERR_BUNDLE_INVALID',
+  'ERR_BUNDLE_NOT_FOUND',
+  'ERR_DURATION_INVALID',
+  'ERR_KEY_INVALID',
+] as const;
 
-export type ErrorCode = keyof typeof ERROR_CODES;
+/** The codes this library throws. */
+export type ErrorCode = (typeof SPIFFE_ERROR_CODES)[number];
+
+/** What any Writ error code looks like; a client keeps a peer's code only when it has this form. */
+export const ERROR_CODE_FORMAT = /^ERR_[A-Z0-9_]{1,60}$/;
 
 export class WritError extends Error {
-  readonly code: ErrorCode;
+  /** A registered code (`ERR_SPIFFE_ID_INVALID`); see each package's registry. */
+  readonly code: string;
   /** The request field the error is about, when there is one (`spiffeId`, `selectors[2]`). */
   readonly field: string | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { field?: string; cause?: unknown }) {
+  constructor(code: string, message: string, options?: { field?: string; cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'WritError';
     this.code = code;
     this.field = options?.field;
   }
 
-  /** The HTTP status this error maps to. */
-  get status(): number {
-    return ERROR_CODES[this.code];
-  }
-
-  toJSON(): { code: ErrorCode; message: string; field?: string } {
+  toJSON(): { code: string; message: string; field?: string } {
     return this.field === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, field: this.field };
   }
 }
 
-export function isWritError(err: unknown, code?: ErrorCode): err is WritError {
+export function isWritError(err: unknown, code?: string): err is WritError {
   return err instanceof WritError && (code === undefined || err.code === code);
 }

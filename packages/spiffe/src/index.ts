@@ -1,4 +1,4 @@
-export { ERROR_CODES, WritError, isWritError, type ErrorCode } from './errors.ts';
+export { ERROR_CODE_FORMAT, SPIFFE_ERROR_CODES, WritError, isWritError, type ErrorCode } from './errors.ts';
 export {
   parseSpiffeId,
   parseTrustDomain,

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { createHmac, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { createHmac, generateKeyPairSync, sign as cryptoSign, type verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isWritError, type ErrorCode } from './errors.ts';
@@ -57,6 +58,8 @@ function rejects(tok: string, code: ErrorCode, audience = AUD): void {
     `expected ${code}`,
   );
 }
+/** A validator's refusal: one of the JWT codes (or no bundle for the token's trust domain), never some other error. */
+const isJwtRejection = (e: unknown): boolean => isWritError(e) && (e.code.startsWith('ERR_JWT_') || e.code === 'ERR_BUNDLE_NOT_FOUND');
 function accepts(tok: string, audience = AUD): void {
   assert.equal(validateJwtSvid(tok, bundles, { audience, now: NOW }).spiffeId.uri, JSON.parse(Buffer.from(tok.split('.')[1]!, 'base64url').toString()).sub);
 }
@@ -94,6 +97,7 @@ const CASES: ReadonlyArray<readonly [string, () => string, ErrorCode, () => stri
   ['typ may be absent', () => token({ ...H, typ: 'jwt' }, C), 'ERR_JWT_HEADER_INVALID', () => token({ alg: 'ES256', kid: 'ec' }, C)],
   ['sub is required', () => token(H, { ...C, sub: undefined }), 'ERR_JWT_CLAIM_INVALID', () => token(H, C)],
   ['sub is a SPIFFE ID', () => token(H, { ...C, sub: 'web' }), 'ERR_JWT_CLAIM_INVALID', () => token(H, { ...C, sub: 'spiffe://example.org/web2' })],
+  ['sub names a workload, not a trust domain', () => token(H, { ...C, sub: 'spiffe://example.org' }), 'ERR_JWT_CLAIM_INVALID', () => token(H, C)],
   ['aud is required', () => token(H, { ...C, aud: undefined }), 'ERR_JWT_CLAIM_INVALID', () => token(H, C)],
   ['aud may not be empty', () => token(H, { ...C, aud: [] }), 'ERR_JWT_CLAIM_INVALID', () => token(H, { ...C, aud: ['x', 'db'] })],
   ['aud must contain the audience', () => token(H, { ...C, aud: ['x', 'y'] }), 'ERR_JWT_AUDIENCE_MISMATCH', () => token(H, { ...C, aud: ['x', 'db'] })],
@@ -151,7 +155,7 @@ describe('JWT-SVID validation', () => {
         (s) => {
           assert.throws(
             () => validateJwtSvid(s, bundles, { audience: AUD, now: NOW }),
-            (e) => isWritError(e),
+            (e) => isJwtRejection(e),
           );
         },
       ),
@@ -178,40 +182,97 @@ describe('JWT-SVID validation', () => {
         if (same) return;
         assert.throws(
           () => validateJwtSvid(mutated, bundles, { audience: AUD, now: NOW }),
-          (e) => isWritError(e),
+          (e) => isJwtRejection(e),
         );
       }),
       { numRuns: 3000 },
     );
   });
 
-  it('the caching validator skips the signature check on a hit but still enforces time, audience and key presence', () => {
-    let now = NOW;
+  it('the caching validator refuses a trust-domain sub as validateJwtSvid does', () => {
+    const v = new JwtSvidValidator(bundles, { clock: () => NOW });
+    assert.throws(
+      () => v.validate(token(H, { ...C, sub: 'spiffe://example.org' }), AUD),
+      (e) => isWritError(e, 'ERR_JWT_CLAIM_INVALID') && /path/.test((e as Error).message),
+    );
+    assert.equal(v.cacheSize, 0);
+  });
+});
+
+/** Runs `fn` while node:crypto's verify() answers false for every signature, for every importer of it. */
+function withVerifyFailing(fn: () => void): void {
+  const crypto = createRequire(import.meta.url)('node:crypto') as { verify: typeof cryptoVerify };
+  const real = crypto.verify;
+  crypto.verify = (() => false) as unknown as typeof cryptoVerify;
+  syncBuiltinESMExports();
+  try {
+    fn();
+  } finally {
+    crypto.verify = real;
+    syncBuiltinESMExports();
+  }
+}
+
+describe('JWT-SVID validator cache', () => {
+  const setup = (max = 100) => {
+    const clock = { now: NOW };
     const keys = new Map([['ec', ec256.publicKey]]);
-    const v = new JwtSvidValidator(new Map([['example.org', { jwtAuthorities: keys }]]), { clock: () => now, maxCacheEntries: 2 });
+    const v = new JwtSvidValidator(new Map([['example.org', { jwtAuthorities: keys }]]), { clock: () => clock.now, maxCacheEntries: max });
+    return { clock, keys, v };
+  };
+
+  it('a cache hit skips the signature check: the remembered token passes while verification itself would fail', () => {
+    const { v } = setup();
     const tok = token(H, C);
     assert.equal(v.validate(tok, AUD).spiffeId.uri, C.sub);
-    assert.equal(v.cacheSize, 1);
-    assert.equal(v.validate(tok, AUD).kid, 'ec');
+    withVerifyFailing(() => {
+      assert.equal(v.validate(tok, AUD).spiffeId.uri, C.sub, 'a hit is answered from the cache');
+      assert.throws(
+        () => v.validate(token(H, { ...C, jti: 'fresh' }), AUD),
+        (e) => isWritError(e, 'ERR_JWT_SIGNATURE_INVALID'),
+        'a miss does verify, and verification is failing now',
+      );
+    });
+  });
+
+  it('a cache hit still enforces audience, expiry and the presence of the key', () => {
+    const { clock, keys, v } = setup();
+    const tok = token(H, C);
+    v.validate(tok, AUD);
     assert.throws(
       () => v.validate(tok, 'other-aud'),
       (e) => isWritError(e, 'ERR_JWT_AUDIENCE_MISMATCH'),
     );
-    now = new Date(NOW.getTime() + 400_000);
+    clock.now = new Date(NOW.getTime() + 400_000);
     assert.throws(
       () => v.validate(tok, AUD),
       (e) => isWritError(e, 'ERR_JWT_EXPIRED'),
     );
-    now = NOW;
+    clock.now = NOW;
     keys.delete('ec');
     assert.throws(
       () => v.validate(tok, AUD),
       (e) => isWritError(e, 'ERR_JWT_KEY_NOT_FOUND'),
       'a key removed from the bundle takes effect at once',
     );
-    keys.set('ec', ec256.publicKey);
+  });
+
+  it('a key replaced under the same kid rejects a token cached under the old key', () => {
+    const { keys, v } = setup();
+    const tok = token(H, C);
+    v.validate(tok, AUD);
+    keys.set('ec', other.publicKey);
+    assert.throws(
+      () => v.validate(tok, AUD),
+      (e) => isWritError(e, 'ERR_JWT_SIGNATURE_INVALID'),
+    );
+    assert.equal(v.validate(token(H, C, other.privateKey), AUD).kid, 'ec', 'tokens of the new key pass');
+  });
+
+  it('the cache is bounded', () => {
+    const { v } = setup(2);
     for (let i = 0; i < 5; i++) v.validate(token(H, { ...C, jti: String(i) }), AUD);
-    assert.equal(v.cacheSize, 2, 'the cache is bounded');
+    assert.equal(v.cacheSize, 2);
   });
 });
 

@@ -189,6 +189,8 @@ function parse(token: string): Parsed {
   } catch (err) {
     return reject('ERR_JWT_CLAIM_INVALID', `sub is not a SPIFFE ID: ${(err as Error).message}`);
   }
+  // JWT-SVID.md 3.1: sub is the ID of a workload; the bare trust domain ID names none.
+  if (spiffeId.path === '') reject('ERR_JWT_CLAIM_INVALID', 'sub must be a SPIFFE ID with a path, not the trust domain itself');
   const aud = claims['aud'];
   const audOk = typeof aud === 'string' ? aud.length > 0 : Array.isArray(aud) && aud.length > 0 && aud.every((a) => typeof a === 'string');
   if (!audOk) reject('ERR_JWT_CLAIM_INVALID', 'aud claim is missing or empty');

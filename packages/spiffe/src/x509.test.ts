@@ -29,7 +29,7 @@ function keyPair(): { signer: Signer; spki: Buffer; pub: KeyObject } {
 function makeCa(
   td: string,
   parent?: { cert: Certificate; signer: Signer },
-  opts: { ca?: boolean; keyCertSign?: boolean } = {},
+  opts: { ca?: boolean; keyCertSign?: boolean; pathLen?: number } = {},
 ): { cert: Certificate; signer: Signer } {
   const k = keyPair();
   const exts =
@@ -48,6 +48,7 @@ function makeCa(
       ca: true,
       uris: [`spiffe://${td}`],
       ...(exts ? { extensions: exts } : {}),
+      ...(opts.pathLen === undefined ? {} : { pathLen: opts.pathLen }),
     },
     parent ?? { cert: undefined, signer: k.signer },
   );
@@ -203,6 +204,39 @@ describe('X.509-SVID validation', () => {
     });
   }
 
+  it('pathLenConstraint: an intermediate with 0 can have no CA below it, with 1 exactly one; a correct chain passes', () => {
+    const exceeded = (chain: Certificate[]) =>
+      assert.throws(
+        () => verify(chain),
+        (e) => isWritError(e, 'ERR_X509_SVID_INVALID') && /path length constraint/.test((e as Error).message),
+      );
+    const zero = makeCa('example.org', rootA, { pathLen: 0 });
+    assert.equal(zero.cert.basicConstraints?.pathLen, 0);
+    const belowZero = makeCa('example.org', zero);
+    exceeded([leaf({ issuer: belowZero }), belowZero.cert, zero.cert]);
+    assert.equal(verify([leaf({ issuer: zero }), zero.cert]).chain.length, 3, 'pathLen 0 still issues leaves');
+    const one = makeCa('example.org', rootA, { pathLen: 1 });
+    const belowOne = makeCa('example.org', one);
+    const belowThat = makeCa('example.org', belowOne);
+    assert.equal(verify([leaf({ issuer: belowOne }), belowOne.cert, one.cert]).chain.length, 4);
+    exceeded([leaf({ issuer: belowThat }), belowThat.cert, belowOne.cert, one.cert]);
+    const unbounded = makeCa('example.org', rootA);
+    const mid = makeCa('example.org', unbounded);
+    const deep = makeCa('example.org', mid);
+    assert.equal(verify([leaf({ issuer: deep }), deep.cert, mid.cert, unbounded.cert]).chain.length, 5, 'no constraint, no limit');
+  });
+
+  it("pathLenConstraint of a bundle root binds the CAs below it, as Go's crypto/x509 and OpenSSL enforce it", () => {
+    const root = makeCa('example.org', undefined, { pathLen: 0 });
+    const inter = makeCa('example.org', root);
+    const b = new Map([['example.org', { x509Authorities: [root.cert] }]]);
+    assert.throws(
+      () => verifyX509Svid([leaf({ issuer: inter }), inter.cert], b, NOW),
+      (e) => isWritError(e, 'ERR_X509_SVID_INVALID') && /path length constraint/.test((e as Error).message),
+    );
+    assert.equal(verifyX509Svid([leaf({ issuer: root })], b, NOW).chain.length, 2);
+  });
+
   it('the standard template reads back with the documented extensions', () => {
     const c = leaf();
     assert.equal(c.basicConstraints?.ca, false);
@@ -245,7 +279,7 @@ describe('X.509-SVID validation', () => {
           try {
             parseCertificate(Buffer.from(bytes));
           } catch (err) {
-            assert.ok(isWritError(err, 'ERR_X509_MALFORMED') || isWritError(err), String(err));
+            assert.ok(isWritError(err, 'ERR_X509_MALFORMED'), String(err));
           }
         },
       ),

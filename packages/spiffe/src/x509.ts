@@ -247,6 +247,8 @@ export function verifyX509Svid(chain: readonly Certificate[], bundles: X509Bundl
     const root = roots.find((r) => isSignedBy(current, r));
     if (root) {
       checkValidity(root, now);
+      // As Go's crypto/x509 and OpenSSL do: a root's pathLenConstraint binds the CAs below it too.
+      checkPathLen(root, path);
       path.push(root);
       return { spiffeId, chain: path };
     }
@@ -258,12 +260,18 @@ export function verifyX509Svid(chain: readonly Certificate[], bundles: X509Bundl
       );
     if (next.basicConstraints?.ca !== true) svidError('an intermediate certificate is not a CA (basicConstraints cA=false)');
     if (!hasBit(next, KU.keyCertSign)) svidError('an intermediate certificate lacks keyUsage keyCertSign');
-    const pathLen = next.basicConstraints.pathLen;
-    if (pathLen !== undefined && path.length - 1 > pathLen) svidError('path length constraint exceeded');
+    checkPathLen(next, path);
     path.push(next);
     current = next;
   }
   return svidError('chain too long');
+}
+
+/** RFC 5280 4.2.1.9: `ca`'s pathLenConstraint counts the CA certificates between it and the leaf (`path` holds the leaf and those). */
+function checkPathLen(ca: Certificate, path: readonly Certificate[]): void {
+  const pathLen = ca.basicConstraints?.pathLen;
+  if (pathLen !== undefined && path.length - 1 > pathLen)
+    svidError(`path length constraint exceeded (a CA with pathLenConstraint ${pathLen} has ${path.length - 1} CA certificates below it)`);
 }
 
 function checkValidity(cert: Certificate, now: Date): void {

@@ -5,7 +5,7 @@ import { createServer } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GRPC_STATUS, Writer, acceptUnaryRequest, fields } from '@writ/sdk';
+import { GRPC_STATUS, Writer, acceptUnaryRequest, fields } from '@writ/sdk/internal';
 import { containerdAttestor } from './containerd.ts';
 
 const CID = 'f'.repeat(16) + '0123456789abcdef'.repeat(3);

@@ -5,7 +5,7 @@
  * containerd:label:K:V, containerd:image:REF, containerd:image_digest:sha256:….
  */
 import { WritError } from '@writ/spiffe';
-import { GRPC_STATUS, GrpcClient, GrpcError, Writer, fields } from '@writ/sdk';
+import { GRPC_STATUS, GrpcClient, GrpcError, Writer, fields } from '@writ/sdk/internal';
 import type { PeerCred } from '../peercred.ts';
 import { readCgroup } from './cgroup.ts';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { isWritError } from '@writ/spiffe';
-import { attestUnix, processStartTime } from './unix.ts';
+import { attestUnix, exeIdentity, processStartTime } from './unix.ts';
 
 describe('unix workload attestor', () => {
   it('attests this very process from the real /proc', async () => {
@@ -34,6 +34,26 @@ describe('unix workload attestor', () => {
     const a = await attestUnix({ pid: 42, uid: 1, gid: 1 }, { proc, expectedStartTime: '777' });
     assert.ok(a.selectors.includes(`unix:path:${bin}`));
     await assert.rejects(attestUnix({ pid: 43, uid: 1, gid: 1 }, { proc }), (e) => isWritError(e, 'ERR_FORBIDDEN') && /gone/.test(e.message));
+    rmSync(proc, { recursive: true, force: true });
+  });
+
+  it('refuses a call from a process that runs another executable than when it connected (connect, then exec)', async () => {
+    const proc = mkdtempSync(join(tmpdir(), 'writ-proc-'));
+    mkdirSync(join(proc, '42'));
+    writeFileSync(join(proc, '42', 'stat'), `42 (x) S ${Array.from({ length: 18 }, (_, i) => i + 4).join(' ')} 777 0 0\n`);
+    cpSync('/bin/true', join(proc, 'before'));
+    cpSync('/bin/false', join(proc, 'after'));
+    symlinkSync(join(proc, 'before'), join(proc, '42', 'exe'));
+    const atAccept = exeIdentity(42, proc);
+    const same = await attestUnix({ pid: 42, uid: 1, gid: 1 }, { proc, expectedStartTime: '777', expectedExe: atAccept });
+    assert.ok(same.selectors.includes(`unix:path:${join(proc, 'before')}`), 'the same executable is attested as before');
+    // exec(): same PID, same start time, another executable.
+    rmSync(join(proc, '42', 'exe'));
+    symlinkSync(join(proc, 'after'), join(proc, '42', 'exe'));
+    await assert.rejects(
+      attestUnix({ pid: 42, uid: 1, gid: 1 }, { proc, expectedStartTime: '777', expectedExe: atAccept }),
+      (e) => isWritError(e, 'ERR_FORBIDDEN') && /another executable than when it connected/.test(e.message),
+    );
     rmSync(proc, { recursive: true, force: true });
   });
 });

@@ -3,7 +3,7 @@
  * what the caller says. uid/gid come from SO_PEERCRED; names, executable path and hash from /proc.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { WritError } from '@writ/spiffe';
 import type { PeerCred } from '../peercred.ts';
 
@@ -30,24 +30,57 @@ function names(file: string): Map<number, string> {
 
 const hashCache = new Map<string, string>();
 
-/** sha256 of the executable the process runs (read through /proc, so a file replaced on disk does not fool it). */
-async function exeHash(pid: number, proc: string): Promise<string> {
-  const st = statSync(`${proc}/${pid}/exe`);
-  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
-  const hit = hashCache.get(key);
-  if (hit) return hit;
-  const h = createHash('sha256');
-  await new Promise<void>((resolve, reject) =>
-    createReadStream(`${proc}/${pid}/exe`)
-      .on('data', (d) => h.update(d))
-      .on('end', resolve)
-      .on('error', reject),
-  );
-  const digest = h.digest('hex');
-  if (hashCache.size > 1000) hashCache.clear();
-  hashCache.set(key, digest);
-  return digest;
+/** What a process runs: the executable's path, device and inode, and hash. */
+export interface ExeIdentity {
+  readonly path: string;
+  readonly dev: number;
+  readonly ino: number;
+  readonly sha256: string;
 }
+
+/**
+ * The identity of the executable `pid` runs, read through /proc (a file replaced on disk does not
+ * fool it). The file is opened before this returns, so what is hashed is what ran at the call, even
+ * if the process exec()s meanwhile. Undefined when /proc does not say (another user's process
+ * under a hardened /proc).
+ */
+export function exeIdentity(pid: number, proc = '/proc'): Promise<ExeIdentity | undefined> {
+  let path: string;
+  let fd: number;
+  try {
+    path = readlinkSync(`${proc}/${pid}/exe`).replace(/ \(deleted\)$/, '');
+    fd = openSync(`${proc}/${pid}/exe`, 'r');
+  } catch {
+    return Promise.resolve(undefined);
+  }
+  return (async () => {
+    try {
+      const st = fstatSync(fd);
+      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      let sha256 = hashCache.get(key);
+      if (!sha256) {
+        const h = createHash('sha256');
+        await new Promise<void>((resolve, reject) =>
+          createReadStream('', { fd, autoClose: false, start: 0 })
+            .on('data', (d) => h.update(d))
+            .on('end', resolve)
+            .on('error', reject),
+        );
+        sha256 = h.digest('hex');
+        if (hashCache.size > 1000) hashCache.clear();
+        hashCache.set(key, sha256);
+      }
+      return { path, dev: st.dev, ino: st.ino, sha256 };
+    } catch {
+      return undefined;
+    } finally {
+      closeSync(fd);
+    }
+  })();
+}
+
+const sameExe = (a: ExeIdentity | undefined, b: ExeIdentity | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.path === b.path && a.dev === b.dev && a.ino === b.ino && a.sha256 === b.sha256);
 
 export interface UnixAttestation {
   readonly selectors: string[];
@@ -55,10 +88,14 @@ export interface UnixAttestation {
 }
 
 /**
- * Attests a process. `expectedStartTime` (taken when the connection was accepted) guards against
- * PID reuse: if the process that connected has gone and another took its PID, attestation fails.
+ * Attests a process. `expectedStartTime` and `expectedExe` (taken when the connection was
+ * accepted) guard against PID reuse and exec(): if the process that connected has gone and another
+ * took its PID, or it runs another executable now, attestation fails.
  */
-export async function attestUnix(cred: PeerCred, opts: { proc?: string; expectedStartTime?: string } = {}): Promise<UnixAttestation> {
+export async function attestUnix(
+  cred: PeerCred,
+  opts: { proc?: string; expectedStartTime?: string; expectedExe?: Promise<ExeIdentity | undefined> } = {},
+): Promise<UnixAttestation> {
   const proc = opts.proc ?? '/proc';
   const { pid, uid, gid } = cred;
   let before: string;
@@ -74,12 +111,13 @@ export async function attestUnix(cred: PeerCred, opts: { proc?: string; expected
   const group = names('/etc/group').get(gid);
   if (user) selectors.push(`unix:user:${user}`);
   if (group) selectors.push(`unix:group:${group}`);
-  try {
-    selectors.push(`unix:path:${readlinkSync(`${proc}/${pid}/exe`).replace(/ \(deleted\)$/, '')}`);
-    selectors.push(`unix:sha256:${await exeHash(pid, proc)}`);
-  } catch {
-    // Another user's process under a hardened /proc: path and hash are not offered.
-  }
+  // Another user's process under a hardened /proc: path and hash are not offered.
+  const exe = await exeIdentity(pid, proc);
+  if (exe) selectors.push(`unix:path:${exe.path}`, `unix:sha256:${exe.sha256}`);
+  // Connect, then exec() an allowed binary while a child keeps the connection: the executable
+  // taken when the connection was accepted must still be the one running.
+  if (opts.expectedExe && !sameExe(await opts.expectedExe, exe))
+    throw new WritError('ERR_FORBIDDEN', `workload process ${pid} runs another executable than when it connected`);
   // Re-check after the slow part: the answer must describe the process that is still there.
   let after: string | undefined;
   try {

@@ -17,7 +17,7 @@ import {
   type SvidBatchRequest,
 } from '@writ/protocol';
 import type { Agent, DecisionRecord, Store } from '../store/types.ts';
-import { decodeReport, newDecisionId } from '@writ/sdk';
+import { decodeReport, newDecisionId } from '@writ/sdk/internal';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
 import type { ApiContext } from './context.ts';
 

@@ -1,7 +1,8 @@
 /** Small HTTP plumbing: routing, bounded JSON bodies, error mapping. No framework: the surface is small. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { WritError, isWritError } from '@writ/spiffe';
-import type { Role } from '../store/types.ts';
+import { httpStatusOf } from '../errors.ts';
+import type { AdminToken, Role } from '../store/types.ts';
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
@@ -13,6 +14,8 @@ export interface Request {
   readonly raw: IncomingMessage;
   /** The caller's role, once authenticated. */
   role: Role | undefined;
+  /** The caller's API token record (never the token itself), once authenticated. */
+  token: AdminToken | undefined;
   /** The calling agent's SPIFFE ID, on agent routes (authenticated by its X.509-SVID). */
   agent: string | undefined;
   /** The parsed JSON body (routes with `body`). */
@@ -37,17 +40,95 @@ export interface Route {
   readonly role: Role | 'agent' | undefined;
   /** A body is read (size-limited) before the handler: JSON, or with `protobuf` also `application/x-protobuf` (a Buffer). */
   readonly body?: RouteBody | undefined;
+  /** The query parameters it takes, checked before the handler (any other is refused); undefined: not checked. */
+  readonly query?: QuerySpec | undefined;
   readonly summary: string;
   readonly handler: Handler;
 }
 
 export interface RouteBody {
   readonly limit: number;
+  /** The fields a JSON object body may have, checked before the handler (any other is refused). */
+  readonly fields?: readonly string[];
   /** The protobuf message this route also takes, for the OpenAPI document (`writ.authz.v1.ReportRequest`). */
   readonly protobuf?: string;
 }
 
+/** How route files register routes: `body` and `query` declare what the route takes. */
+export type AddRoute = (method: string, name: string, role: Route['role'], summary: string, handler: Handler, body?: RouteBody, query?: QuerySpec) => void;
+
+export type QueryParam =
+  | { readonly kind: 'integer'; readonly min: number; readonly max: number }
+  | { readonly kind: 'string'; readonly max: number; readonly repeat: boolean };
+export type QuerySpec = Readonly<Record<string, QueryParam>>;
+
+export const integerParam = (min: number, max: number): QueryParam => ({ kind: 'integer', min, max });
+export const stringParam = (max = 2048, repeat = false): QueryParam => ({ kind: 'string', max, repeat });
+
 export const ok = (body: unknown, status = 200): Reply => ({ status, body });
+
+/** An optional time (epoch ms) in API form: RFC 3339, or null. */
+export const isoOrNull = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
+
+/** PostgreSQL cannot store U+0000 in text, and no Writ name or ID holds it: refused at the boundary. */
+function noNul(s: string, field: string, what = field): void {
+  if (s.includes('\0')) throw new WritError('ERR_FIELD_INVALID', `${what.slice(0, 120)} contains a NUL character`, { field: field.slice(0, 100) });
+}
+
+/** Path parameters must be valid percent-encoding without NUL (routes decode them). */
+export function checkParams(route: Route, params: readonly string[]): void {
+  const names = [...route.name.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!);
+  params.forEach((p, i) => {
+    const field = names[i] ?? `param${i}`;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(p);
+    } catch {
+      throw new WritError('ERR_FIELD_INVALID', `path parameter "${field}" is not valid percent-encoding`, { field });
+    }
+    noNul(decoded, field);
+  });
+}
+
+/** Checks the query against what the route declares: known names, integers in range, bounded strings. */
+export function checkQuery(q: URLSearchParams, spec: QuerySpec | undefined): void {
+  for (const [k, v] of q) {
+    noNul(k, k, 'a query parameter name');
+    noNul(v, k);
+    if (!spec) continue;
+    const p = Object.hasOwn(spec, k) ? spec[k] : undefined;
+    if (!p)
+      throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"; allowed: ${Object.keys(spec).join(', ') || 'none'}`, {
+        field: k.slice(0, 64),
+      });
+    if (p.kind === 'integer') {
+      if (!/^-?\d{1,16}$/.test(v) || Number(v) < p.min || Number(v) > p.max)
+        throw new WritError('ERR_FIELD_INVALID', `${k} must be a whole number from ${p.min} to ${p.max}`, { field: k });
+    } else if (v.length > p.max) throw new WritError('ERR_FIELD_INVALID', `${k} is longer than ${p.max} characters`, { field: k });
+    if (!(p.kind === 'string' && p.repeat) && q.getAll(k).length > 1) throw new WritError('ERR_FIELD_INVALID', `${k} is given more than once`, { field: k });
+  }
+}
+
+const MAX_JSON_DEPTH = 32;
+
+/** Walks a parsed body without recursion: no NUL in any key or string, and no deeper nesting than any Writ document needs. */
+function checkJson(value: unknown): void {
+  const stack: Array<[unknown, string, number]> = [[value, 'body', 0]];
+  while (stack.length) {
+    const [v, field, depth] = stack.pop()!;
+    if (typeof v === 'string') noNul(v, field, `field "${field}"`);
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= MAX_JSON_DEPTH) {
+      const top = field.split(/[.[]/)[0]!;
+      throw new WritError('ERR_JSON_INVALID', `field "${top}" is nested deeper than ${MAX_JSON_DEPTH} levels`, { field: top });
+    }
+    for (const [k, x] of Object.entries(v)) {
+      const name = Array.isArray(v) ? `${field}[${k}]` : field === 'body' ? k : `${field}.${k}`;
+      noNul(k, name, `field "${name}"`);
+      stack.push([x, name, depth + 1]);
+    }
+  }
+}
 
 /**
  * Reads the body with a size limit checked while streaming, before parsing: parsed JSON, or the
@@ -77,16 +158,20 @@ export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: 
   if (binary) return Buffer.concat(chunks, size);
   const text = Buffer.concat(chunks, size).toString('utf8');
   if (text.trim() === '') throw new WritError('ERR_JSON_INVALID', 'request body is empty; a JSON object is expected');
+  let parsed: unknown;
   try {
-    return JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new WritError('ERR_JSON_INVALID', `request body is not valid JSON: ${(err as Error).message.slice(0, 120)}`);
   }
+  checkJson(parsed);
+  if (body.fields) onlyKeys(object(parsed), body.fields);
+  return parsed;
 }
 
 /** Serialises an error for the client: WritErrors as themselves, anything else as a bare 500. */
 export function errorReply(err: unknown): Reply {
-  if (isWritError(err)) return { status: err.status, body: err.toJSON() };
+  if (isWritError(err)) return { status: httpStatusOf(err.code), body: err.toJSON() };
   return { status: 500, body: { code: 'ERR_INTERNAL', message: 'internal error; see the server log' } };
 }
 

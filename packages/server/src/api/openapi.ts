@@ -1,5 +1,5 @@
 /** The OpenAPI 3.1 document, generated from the route table so it cannot drift from what is served. */
-import { ERROR_CODES } from '@writ/spiffe';
+import { HTTP_STATUS } from '../errors.ts';
 import type { Route } from './http.ts';
 
 const ENTRY_SCHEMA = {
@@ -23,7 +23,16 @@ const ENTRY_SCHEMA = {
 export function openApiDocument(routes: readonly Route[], serverUrl: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
-    const params = [...r.name.matchAll(/\{([^}]+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    const params = [
+      ...[...r.name.matchAll(/\{([^}]+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } })),
+      ...Object.entries(r.query ?? {}).map(([name, p]) => ({
+        name,
+        in: 'query',
+        required: false,
+        schema: p.kind === 'integer' ? { type: 'integer', minimum: p.min, maximum: p.max } : { type: 'string', maxLength: p.max },
+        ...(p.kind === 'string' && p.repeat ? { explode: true } : {}),
+      })),
+    ];
     (paths[r.name] ??= {})[r.method.toLowerCase()] = {
       summary: r.summary,
       ...(params.length ? { parameters: params } : {}),
@@ -34,7 +43,12 @@ export function openApiDocument(routes: readonly Route[], serverUrl: string): Re
               required: true,
               content: {
                 'application/json': {
-                  schema: r.name.startsWith('/v1/entries') && r.name !== '/v1/entries/batch' ? { $ref: '#/components/schemas/EntryInput' } : { type: 'object' },
+                  schema:
+                    r.name.startsWith('/v1/entries') && r.name !== '/v1/entries/batch'
+                      ? { $ref: '#/components/schemas/EntryInput' }
+                      : r.body.fields
+                        ? { type: 'object', additionalProperties: false, properties: Object.fromEntries(r.body.fields.map((f) => [f, {}])) }
+                        : { type: 'object' },
                 },
                 ...(r.body.protobuf
                   ? { 'application/x-protobuf': { schema: { type: 'string', format: 'binary', description: `protobuf ${r.body.protobuf}` } } }
@@ -64,7 +78,7 @@ export function openApiDocument(routes: readonly Route[], serverUrl: string): Re
         Error: {
           type: 'object',
           required: ['code', 'message'],
-          properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, field: { type: 'string' } },
+          properties: { code: { type: 'string', enum: Object.keys(HTTP_STATUS).sort() }, message: { type: 'string' }, field: { type: 'string' } },
         },
       },
     },

@@ -1,9 +1,10 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { ttlField } from './validate.ts';
-import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, type Policy } from '@writ/policy';
-import type { PolicyRevision } from '../store/types.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, withField, type Route } from './http.ts';
+import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
+import { httpStatusOf } from '../errors.ts';
+import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
+import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
 import type { ApiContext } from './context.ts';
 
 /** Splits multi-document YAML into its documents' text, by policy name (after validation). */
@@ -11,7 +12,8 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
   const docs = text
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
-    .filter((d) => d.trim() !== '');
+    // A PolicyTest's case names must not be taken for a policy's name.
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?PolicyTest\b/m.test(d));
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
@@ -41,10 +43,12 @@ export function lineDiff(a: string, b: string): string[] {
   return out;
 }
 
-export function policyRoutes(
-  ctx: ApiContext,
-  add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: { limit: number }) => void,
-): void {
+const REVISION = integerParam(1, Number.MAX_SAFE_INTEGER);
+
+/** The API form of a logged decision: time as RFC 3339, an unauthenticated caller as null. */
+const decisionJson = ({ seq: _seq, ...d }: DecisionRecord) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null });
+
+export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
   let cached: { revision: number; engine: PolicyEngine } | undefined;
   const engineFor = async (): Promise<PolicyEngine> => {
     const rev = await ctx.store.getPolicyRevision();
@@ -65,9 +69,10 @@ export function policyRoutes(
    * aggregate; the 100,000 most used when there are more) whose outcome the proposed set would
    * change. Header conditions cannot be replayed (headers are not logged): they count as absent.
    */
+  /** An engine for a policy set (name -> YAML), without quarantine: what the set itself decides. */
+  const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
+    new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
   const changedEdges = async (before: Readonly<Record<string, string>> | undefined, after: Readonly<Record<string, string>>) => {
-    const compile = (set: Readonly<Record<string, string>> | undefined): PolicyEngine =>
-      new PolicyEngine(set ? Object.values(set).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies) : undefined, { breakGlass: ctx.breakGlass });
     const a = compile(before);
     const b = compile(after);
     const out: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string; rule: string | null }> = [];
@@ -94,7 +99,8 @@ export function policyRoutes(
     policies: Object.keys(r.policies).sort(),
   });
   const revParam = (v: unknown, field: string): number => {
-    const n = Number(v);
+    // A number, or its digits (query parameters): anything else (an array, an object) is refused before any conversion.
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,16}$/.test(v) ? Number(v) : NaN;
     if (!Number.isSafeInteger(n) || n < 1) throw new WritError('ERR_FIELD_INVALID', `${field} must be a revision number (1, 2, ...)`, { field });
     return n;
   };
@@ -112,32 +118,52 @@ export function policyRoutes(
     'POST',
     '/v1/policies',
     'operator',
-    'Apply AccessPolicy YAML: validates (with line numbers), then stores a new revision with these policies added or replaced. dryRun: validate and show what would change.',
+    'Apply AccessPolicy YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these policies added or replaced. dryRun: validate, test and show what would change.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['yaml', 'dryRun', 'comment', 'replace']);
       const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
       const comment = str(o, 'comment', { max: 500 }) ?? '';
       const { policies, others } = parsePolicies(yaml, { file: 'request' });
-      if (others.length)
+      const tests = others.filter((x) => x.kind === 'PolicyTest');
+      const refused = others.filter((x) => x.kind !== 'PolicyTest');
+      if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kind AccessPolicy can be applied (found ${others.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy and PolicyTest can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
-      if (policies.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
+      if (policies.length === 0 && tests.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
       const current = await ctx.store.getPolicyRevision();
       const incoming = sourcesByName(yaml, policies);
-      const next: Record<string, string> = o['replace'] === true ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      // Tests alone change nothing (even with replace): they are checked against the current set.
+      const next: Record<string, string> = o['replace'] === true && policies.length ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      const results = o['skipTests'] === true || tests.length === 0 ? [] : runPolicyTests(compile(next), tests);
+      const failures = results
+        .filter((r) => !r.passed)
+        .map((r) => ({ name: r.name, expected: r.expected, got: r.got.decision, reason: r.got.reason, rule: r.got.rule?.name ?? null }));
+      if (failures.length)
+        return {
+          status: httpStatusOf('ERR_POLICY_TEST_FAILED'),
+          body: {
+            code: 'ERR_POLICY_TEST_FAILED',
+            message: `${failures.length} of ${results.length} policy test case(s) failed against the proposed set; nothing was applied (skipTests to override): ${failures
+              .slice(0, 5)
+              .map((f) => `${f.name}: expected ${f.expected}, got ${f.got}`)
+              .join('; ')
+              .slice(0, 1000)}`,
+            details: { failures },
+          },
+        };
+      const testSummary = { passed: results.length, failed: 0 };
       const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
       const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
-      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]) };
+      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]), tests: testSummary };
       if (o['dryRun'] === true)
         return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
       if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
       const rev = await write(current, next, req.role ?? 'operator', comment);
       return ok({ dryRun: false, revision: rev.revision, ...result }, 201);
     },
-    { limit: 5 * DEFAULT_BODY_LIMIT },
+    { limit: 5 * DEFAULT_BODY_LIMIT, fields: ['yaml', 'dryRun', 'comment', 'replace', 'skipTests'] },
   );
 
   add('GET', '/v1/policies', 'viewer', 'The current policy set.', async () => {
@@ -151,23 +177,36 @@ export function policyRoutes(
       });
     return ok({ revision: r.revision, policies });
   });
-  add('GET', '/v1/policies/history', 'viewer', 'Policy revisions, newest first.', async (req) => {
-    const limit = Math.min(Number(req.query.get('limit') ?? 50) || 50, 1000);
-    return ok({ revisions: (await ctx.store.listPolicyRevisions(limit)).map(summary) });
-  });
-  add('GET', '/v1/policies/diff', 'viewer', 'What changed between two revisions (?from=N&to=M; to defaults to the latest).', async (req) => {
-    const a = await mustGet(revParam(req.query.get('from'), 'from'));
-    const b = req.query.get('to') ? await mustGet(revParam(req.query.get('to'), 'to')) : (await ctx.store.getPolicyRevision())!;
-    const names = [...new Set([...Object.keys(a.policies), ...Object.keys(b.policies)])].sort();
-    const changes = names
-      .filter((n) => a.policies[n] !== b.policies[n])
-      .map((n) => ({
-        name: n,
-        change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
-        diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, _i, all) => l[0] !== ' ' || all.length < 40),
-      }));
-    return ok({ from: a.revision, to: b.revision, changes });
-  });
+  add(
+    'GET',
+    '/v1/policies/history',
+    'viewer',
+    'Policy revisions, newest first (?limit=, default 50).',
+    async (req) => ok({ revisions: (await ctx.store.listPolicyRevisions(Number(req.query.get('limit') ?? 50))).map(summary) }),
+    undefined,
+    { limit: integerParam(1, 1000) },
+  );
+  add(
+    'GET',
+    '/v1/policies/diff',
+    'viewer',
+    'What changed between two revisions (?from=N&to=M; to defaults to the latest).',
+    async (req) => {
+      const a = await mustGet(revParam(req.query.get('from'), 'from'));
+      const b = req.query.get('to') ? await mustGet(revParam(req.query.get('to'), 'to')) : (await ctx.store.getPolicyRevision())!;
+      const names = [...new Set([...Object.keys(a.policies), ...Object.keys(b.policies)])].sort();
+      const changes = names
+        .filter((n) => a.policies[n] !== b.policies[n])
+        .map((n) => ({
+          name: n,
+          change: !a.policies[n] ? 'added' : !b.policies[n] ? 'removed' : 'changed',
+          diff: lineDiff(a.policies[n] ?? '', b.policies[n] ?? '').filter((l, _i, all) => l[0] !== ' ' || all.length < 40),
+        }));
+      return ok({ from: a.revision, to: b.revision, changes });
+    },
+    undefined,
+    { from: REVISION, to: REVISION },
+  );
   add(
     'POST',
     '/v1/policies/rollback',
@@ -175,7 +214,6 @@ export function policyRoutes(
     'Make an earlier revision current again (as a new revision).',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['revision', 'comment']);
       const target = await mustGet(revParam(o['revision'], 'revision'));
       const current = await ctx.store.getPolicyRevision();
       const rev = await write(
@@ -186,15 +224,23 @@ export function policyRoutes(
       );
       return ok({ revision: rev.revision, restored: target.revision }, 201);
     },
-    { limit: DEFAULT_BODY_LIMIT },
+    { limit: DEFAULT_BODY_LIMIT, fields: ['revision', 'comment'] },
   );
-  add('GET', '/v1/policies/{name}', 'viewer', 'One policy of the current set, as YAML (?revision=N for an earlier one).', async (req) => {
-    const r = req.query.get('revision') ? await mustGet(revParam(req.query.get('revision'), 'revision')) : await ctx.store.getPolicyRevision();
-    const name = decodeURIComponent(req.params[0]!);
-    const y = r?.policies[name];
-    if (!r || y === undefined) throw new WritError('ERR_NOT_FOUND', `no policy named ${JSON.stringify(name.slice(0, 100))}`);
-    return { status: 200, body: y, contentType: 'application/yaml' };
-  });
+  add(
+    'GET',
+    '/v1/policies/{name}',
+    'viewer',
+    'One policy of the current set, as YAML (?revision=N for an earlier one).',
+    async (req) => {
+      const r = req.query.get('revision') ? await mustGet(revParam(req.query.get('revision'), 'revision')) : await ctx.store.getPolicyRevision();
+      const name = decodeURIComponent(req.params[0]!);
+      const y = r?.policies[name];
+      if (!r || y === undefined) throw new WritError('ERR_NOT_FOUND', `no policy named ${JSON.stringify(name.slice(0, 100))}`);
+      return { status: 200, body: y, contentType: 'application/yaml' };
+    },
+    undefined,
+    { revision: REVISION },
+  );
   add('DELETE', '/v1/policies/{name}', 'operator', 'Remove a policy (a new revision without it).', async (req) => {
     const current = await ctx.store.getPolicyRevision();
     const name = decodeURIComponent(req.params[0]!);
@@ -211,7 +257,7 @@ export function policyRoutes(
     reason: q.reason,
     createdBy: q.createdBy,
     createdAt: new Date(q.createdAt).toISOString(),
-    expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString(),
+    expiresAt: isoOrNull(q.expiresAt),
   });
   add(
     'POST',
@@ -220,7 +266,6 @@ export function policyRoutes(
     'Quarantine an identity: it can neither call nor be called (break-glass identities excepted), and agents stop serving its SVIDs.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['spiffeId', 'reason', 'ttl']);
       const spiffeId = withField('spiffeId', () => parseSpiffeId(str(o, 'spiffeId', { required: true })!)).uri;
       const reason = str(o, 'reason', { required: true, max: 500 })!;
       const ttl = ttlField(o, 'ttl', 366 * 86_400_000);
@@ -229,7 +274,7 @@ export function policyRoutes(
       await ctx.store.putQuarantine(q);
       return ok(quarantineJson(q), 201);
     },
-    { limit: 64 * 1024 },
+    { limit: 64 * 1024, fields: ['spiffeId', 'reason', 'ttl'] },
   );
   add('GET', '/v1/quarantine', 'viewer', 'Quarantined identities.', async () =>
     ok({ quarantine: (await ctx.store.listQuarantine(ctx.clock())).map(quarantineJson), breakGlass: ctx.breakGlass }),
@@ -247,17 +292,11 @@ export function policyRoutes(
     'Decisions reported by agents, newest first (?from=&to=&decision=&since=RFC3339&limit=); with ?after=CURSOR, those that arrived since that cursor, in arrival order. `cursor` in the answer is where to follow on from.',
     async (req) => {
       const q = req.query;
-      for (const k of q.keys())
-        if (!['from', 'to', 'decision', 'since', 'after', 'limit'].includes(k))
-          throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
       const since = q.get('since');
       const sinceMs = since === null ? undefined : Date.parse(since);
       if (sinceMs !== undefined && !Number.isFinite(sinceMs)) throw new WritError('ERR_FIELD_INVALID', 'since must be an RFC 3339 time', { field: 'since' });
-      const afterRaw = q.get('after');
-      const after = afterRaw === null ? undefined : Number(afterRaw);
-      if (after !== undefined && (!/^\d{1,16}$/.test(afterRaw!) || !Number.isSafeInteger(after)))
-        throw new WritError('ERR_FIELD_INVALID', 'after must be a cursor from an earlier answer (a whole number)', { field: 'after' });
-      const limit = Math.min(Math.max(Number(q.get('limit') ?? 100) || 100, 1), 10_000);
+      const after = q.has('after') ? Number(q.get('after')) : undefined;
+      const limit = Number(q.get('limit') ?? 100);
       // Read first: every decision up to it has been committed, so following on from it skips none.
       const upTo = await ctx.store.decisionCursor();
       const rows = await ctx.store.queryDecisions({
@@ -270,9 +309,25 @@ export function policyRoutes(
       });
       // A full page of arrivals continues where it ended; otherwise everything up to `upTo` was seen.
       const cursor = after !== undefined && rows.length === limit ? rows.at(-1)!.seq! : upTo;
-      return ok({ decisions: rows.map(({ seq: _seq, ...d }) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null })), cursor: String(cursor) });
+      return ok({ decisions: rows.map(decisionJson), cursor: String(cursor) });
+    },
+    undefined,
+    {
+      from: stringParam(),
+      to: stringParam(),
+      decision: stringParam(32),
+      since: stringParam(64),
+      after: integerParam(0, Number.MAX_SAFE_INTEGER),
+      limit: integerParam(1, 10_000),
     },
   );
+
+  add('GET', '/v1/decisions/{id}', 'viewer', 'One logged decision (the id a 403 names).', async (req) => {
+    const id = decodeURIComponent(req.params[0]!);
+    const d = await ctx.store.getDecision(id);
+    if (!d) throw new WritError('ERR_NOT_FOUND', `no decision ${JSON.stringify(id.slice(0, 100))} in the log (pruned, or not reported yet?)`);
+    return ok(decisionJson(d));
+  });
 
   add(
     'POST',
@@ -281,7 +336,6 @@ export function policyRoutes(
     'Decide and explain one request against the current policy set: {from, to, action, headers?}.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['from', 'to', 'action', 'headers']);
       const from = str(o, 'from', { max: 2048 });
       const to = str(o, 'to', { required: true, max: 2048 })!;
       withField(from === undefined ? 'to' : 'from', () => checkRequestIds({ ...(from !== undefined ? { from } : {}), to }));
@@ -296,6 +350,6 @@ export function policyRoutes(
       });
       return ok({ ...x, request: { from: from ?? null, to, action: o['action'] } });
     },
-    { limit: 64 * 1024 },
+    { limit: 64 * 1024, fields: ['from', 'to', 'action', 'headers'] },
   );
 }

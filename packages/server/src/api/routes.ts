@@ -15,13 +15,27 @@ import {
   type TrustBundle,
 } from '@writ/spiffe';
 import { ROLES, type Role } from '../store/types.ts';
+import { VERSION } from '../version.ts';
 import type { ApiContext } from './context.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
+import {
+  DEFAULT_BODY_LIMIT,
+  integerParam,
+  isoOrNull,
+  object,
+  ok,
+  str,
+  stringParam,
+  strList,
+  withField,
+  type AddRoute,
+  type Request,
+  type Route,
+} from './http.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
-import { MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, ttlField } from './validate.ts';
+import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
 export { hashToken };
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
@@ -46,11 +60,11 @@ function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: numb
 export function buildRoutes(ctx: ApiContext): Route[] {
   const td = ctx.trustDomain;
   const routes: Route[] = [];
-  const add = (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody): void => {
+  const add: AddRoute = (method, name, role, summary, handler, body, query) => {
     const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
-    routes.push({ method, name, pattern, role, summary, handler, body });
+    routes.push({ method, name, pattern, role, summary, handler, body, query });
   };
-  const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
+  const ENTRY_BODY = { limit: DEFAULT_BODY_LIMIT, fields: ENTRY_FIELDS };
 
   // ---------------------------------------------------------------- health and metadata
   add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ok({ status: 'ok' }));
@@ -63,6 +77,23 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     body: await ctx.metrics.registry.metrics(),
     contentType: ctx.metrics.registry.contentType,
   }));
+
+  add('GET', '/v1/version', undefined, "The server's version and trust domain.", () => ok({ version: VERSION, trustDomain: td }));
+  add('GET', '/v1/whoami', 'viewer', "The calling token's role, id, name and expiry (never the token).", (req) =>
+    ok({ role: req.token!.role, tokenId: req.token!.id, name: req.token!.name, expiresAt: isoOrNull(req.token!.expiresAt) }),
+  );
+  add('GET', '/v1/ca/authorities', 'viewer', 'The X.509 CAs and JWT keys of every server: status (prepared, active, old) and validity.', async () =>
+    ok({
+      authorities: (await ctx.store.listAuthorities()).map((a) => ({
+        id: a.id,
+        kind: a.kind,
+        status: a.status,
+        serverId: a.serverId,
+        notBefore: new Date(a.notBefore).toISOString(),
+        notAfter: new Date(a.notAfter).toISOString(),
+      })),
+    }),
+  );
 
   // ---------------------------------------------------------------- bundle, federation and OIDC (public)
   add('GET', '/v1/bundle', undefined, "This trust domain's SPIFFE bundle (federation bundle endpoint, https_web profile).", () =>
@@ -84,28 +115,29 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   // ---------------------------------------------------------------- entries
-  add('GET', '/v1/entries', 'viewer', 'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).', async (req) => {
-    const q = req.query;
-    for (const k of q.keys())
-      if (!['spiffeId', 'parentId', 'selector', 'pageSize', 'pageToken'].includes(k))
-        throw new WritError('ERR_FIELD_UNKNOWN', `unknown query parameter "${k.slice(0, 64)}"`, { field: k.slice(0, 64) });
-    const pageSizeRaw = q.get('pageSize');
-    const pageSize = pageSizeRaw === null ? undefined : Number(pageSizeRaw);
-    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000))
-      throw new WritError('ERR_FIELD_INVALID', 'pageSize must be an integer from 1 to 1000', { field: 'pageSize' });
-    const spiffeId = q.get('spiffeId');
-    const parentId = q.get('parentId');
-    if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
-    if (parentId !== null) withField('parentId', () => parseSpiffeId(parentId));
-    const page = await ctx.store.listEntries({
-      ...(spiffeId !== null ? { spiffeId } : {}),
-      ...(parentId !== null ? { parentId } : {}),
-      selectors: q.getAll('selector'),
-      ...(pageSize !== undefined ? { pageSize } : {}),
-      ...(q.get('pageToken') ? { pageToken: q.get('pageToken')! } : {}),
-    });
-    return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
-  });
+  add(
+    'GET',
+    '/v1/entries',
+    'viewer',
+    'List registration entries (filters spiffeId, parentId, selector (repeatable); pageSize, pageToken).',
+    async (req) => {
+      const q = req.query;
+      const spiffeId = q.get('spiffeId');
+      const parentId = q.get('parentId');
+      if (spiffeId !== null) withField('spiffeId', () => parseSpiffeId(spiffeId));
+      if (parentId !== null) withField('parentId', () => parseSpiffeId(parentId));
+      const page = await ctx.store.listEntries({
+        ...(spiffeId !== null ? { spiffeId } : {}),
+        ...(parentId !== null ? { parentId } : {}),
+        selectors: q.getAll('selector'),
+        ...(q.has('pageSize') ? { pageSize: Number(q.get('pageSize')) } : {}),
+        ...(q.get('pageToken') ? { pageToken: q.get('pageToken')! } : {}),
+      });
+      return ok({ entries: page.items.map(entryJson), ...(page.nextPageToken ? { nextPageToken: page.nextPageToken } : {}) });
+    },
+    undefined,
+    { spiffeId: stringParam(), parentId: stringParam(), selector: stringParam(300, true), pageSize: integerParam(1, 1000), pageToken: stringParam(512) },
+  );
   add(
     'POST',
     '/v1/entries',
@@ -116,7 +148,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const [e] = await ctx.store.createEntries([parseEntryInput(req.body, { trustDomain: td, now })], now);
       return ok(entryJson(e!), 201);
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add(
     'POST',
@@ -125,7 +157,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     `Create up to ${BATCH_LIMIT} entries, all or none.`,
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['entries']);
       const list = o['entries'];
       if (!Array.isArray(list) || list.length === 0)
         throw new WritError('ERR_FIELD_INVALID', 'field "entries" must be a non-empty array', { field: 'entries' });
@@ -135,7 +166,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const created = await ctx.store.createEntries(inputs, now);
       return ok({ entries: created.map(entryJson) }, 201);
     },
-    { limit: 16 * DEFAULT_BODY_LIMIT },
+    { limit: 16 * DEFAULT_BODY_LIMIT, fields: ['entries'] },
   );
   const getEntry = async (req: Request) => {
     const e = await ctx.store.getEntry(req.params[0]!);
@@ -154,7 +185,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now, base }), now);
       return ok(entryJson(updated));
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add(
     'PUT',
@@ -167,7 +198,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       const updated = await ctx.store.updateEntry(base.id, parseEntryInput(req.body, { trustDomain: td, now }), now);
       return ok(entryJson(updated));
     },
-    JSON_BODY,
+    ENTRY_BODY,
   );
   add('DELETE', '/v1/entries/{id}', 'operator', 'Delete an entry.', async (req) => {
     if (!(await ctx.store.deleteEntry(req.params[0]!))) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${req.params[0]!.slice(0, 64)} not found`);
@@ -182,7 +213,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Create a single-use join token for an agent.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['nodeName', 'ttl']);
       const nodeName = str(o, 'nodeName', { max: 128 }) ?? `node-${randomBytes(4).toString('hex')}`;
       if (!NODE_NAME.test(nodeName))
         throw new WritError('ERR_FIELD_INVALID', 'field "nodeName" may hold only a-z A-Z 0-9 . _ - (1 to 128 characters)', { field: 'nodeName' });
@@ -193,7 +223,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       await ctx.store.createJoinToken({ hash: hashToken(token), nodeName, expiresAt: now + ttlMs, createdAt: now });
       return ok({ token, nodeName, spiffeId: `spiffe://${td}/writ/agent/${nodeName}`, expiresAt: new Date(now + ttlMs).toISOString() }, 201);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['nodeName', 'ttl'] },
   );
 
   attestRoutes(ctx, add);
@@ -206,7 +236,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Create an API token with a role (admin, operator, viewer). The token is shown once.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['role', 'name', 'ttl']);
       const role = str(o, 'role', { required: true, max: 16 }) as Role;
       if (!ROLES.includes(role)) throw new WritError('ERR_FIELD_INVALID', `field "role" must be one of ${ROLES.join(', ')}`, { field: 'role' });
       const name = str(o, 'name', { max: 128 }) ?? '';
@@ -222,12 +251,12 @@ export function buildRoutes(ctx: ApiContext): Route[] {
           role,
           name,
           createdAt: new Date(now).toISOString(),
-          expiresAt: rec.expiresAt === null ? null : new Date(rec.expiresAt).toISOString(),
+          expiresAt: isoOrNull(rec.expiresAt),
         },
         201,
       );
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['role', 'name', 'ttl'] },
   );
   add('GET', '/v1/admin-tokens', 'admin', 'List API tokens (never the tokens themselves).', async () =>
     ok({
@@ -236,7 +265,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
         role: t.role,
         name: t.name,
         createdAt: new Date(t.createdAt).toISOString(),
-        expiresAt: t.expiresAt === null ? null : new Date(t.expiresAt).toISOString(),
+        expiresAt: isoOrNull(t.expiresAt),
       })),
     }),
   );
@@ -253,9 +282,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Sign an X.509-SVID for a SPIFFE ID from a CSR (PEM). The private key stays with the caller.',
     (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['spiffeId', 'csr', 'ttl', 'dnsNames']);
-      const spiffeId = str(o, 'spiffeId', { required: true })!;
-      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const spiffeId = parseWorkloadId(str(o, 'spiffeId', { required: true })!, 'spiffeId', td);
       const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
       const { spki } = withField('csr', () => parseCsr(csr));
       const ttlMs = ttlField(o, 'ttl', MAX_X509_TTL_MS);
@@ -272,7 +299,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
         201,
       );
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['spiffeId', 'csr', 'ttl', 'dnsNames'] },
   );
   add(
     'POST',
@@ -281,16 +308,14 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     'Mint a JWT-SVID for a SPIFFE ID and audience.',
     (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['spiffeId', 'audience', 'ttl']);
-      const spiffeId = str(o, 'spiffeId', { required: true })!;
-      withField('spiffeId', () => parseSpiffeId(spiffeId));
+      const spiffeId = parseWorkloadId(str(o, 'spiffeId', { required: true })!, 'spiffeId', td);
       const audience = audienceList(o);
       const ttlMs = ttlField(o, 'ttl', MAX_JWT_TTL_MS);
       const jwt = ctx.ca.signJwtSvid(spiffeId, audience, ttlMs);
       ctx.metrics.svidsIssued.inc({ type: 'jwt' });
       return ok({ spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() }, 201);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['spiffeId', 'audience', 'ttl'] },
   );
 
   // ---------------------------------------------------------------- federated bundles
@@ -322,7 +347,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
       await ctx.store.setFederatedBundle({ trustDomain: name, bundle: JSON.stringify(formatBundleJson(bundle)), updatedAt: now });
       return ok(federatedJson(name, bundle, now));
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT },
   );
   add('DELETE', '/v1/federated-bundles/{trustDomain}', 'admin', "Delete a foreign trust domain's bundle.", async (req) => {
     const name = tdParam(req);

@@ -41,7 +41,28 @@ export function ttlField(o: Json, key: string, maxMs: number, prefix = ''): numb
   return parseDuration(v, field, maxMs);
 }
 
-const ENTRY_FIELDS = ['spiffeId', 'parentId', 'selectors', 'x509SvidTtl', 'jwtSvidTtl', 'dnsNames', 'federatesWith', 'admin', 'hint', 'expiresAt'];
+/**
+ * A SPIFFE ID a workload may be given: in this trust domain, with a path, and outside
+ * `/writ/**`, the namespace of the server's and the agents' own identities (an entry or a mint
+ * there would let a workload play the server or an agent).
+ */
+export function parseWorkloadId(v: string, field: string, trustDomain: string): string {
+  const parsed = withField(field, () => parseSpiffeId(v));
+  if (parsed.trustDomain !== trustDomain)
+    throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": ${v} is not in this server's trust domain "${trustDomain}"`, { field });
+  if (parsed.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": a workload ID needs a path`, { field });
+  if (parsed.path === '/writ' || parsed.path.startsWith('/writ/'))
+    throw new WritError(
+      'ERR_ENTRY_RESERVED_ID',
+      `field "${field}": ${parsed.uri} is in spiffe://${trustDomain}/writ/, reserved for the server and its agents`,
+      {
+        field,
+      },
+    );
+  return parsed.uri;
+}
+
+export const ENTRY_FIELDS = ['spiffeId', 'parentId', 'selectors', 'x509SvidTtl', 'jwtSvidTtl', 'dnsNames', 'federatesWith', 'admin', 'hint', 'expiresAt'];
 
 /**
  * Parses an entry from a request body. With `base` (PATCH), absent fields keep their value.
@@ -55,14 +76,13 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   const id = (key: 'spiffeId' | 'parentId'): string => {
     const v = str(o, key, { required: !b, prefix });
     if (v === undefined) return b![key];
+    if (key === 'spiffeId') return parseWorkloadId(v, prefix + key, ctx.trustDomain);
     const parsed = withField(prefix + key, () => parseSpiffeId(v));
     if (parsed.trustDomain !== ctx.trustDomain) {
       throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}${key}": ${v} is not in this server's trust domain "${ctx.trustDomain}"`, {
         field: prefix + key,
       });
     }
-    if (key === 'spiffeId' && parsed.path === '')
-      throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${prefix}spiffeId": a workload ID needs a path`, { field: `${prefix}spiffeId` });
     return parsed.uri;
   };
   const spiffeId = id('spiffeId');

@@ -2,17 +2,13 @@
 import { WritError, parseCsr } from '@writ/spiffe';
 import { AGENT_PATHS, type JoinTokenAttestRequest, type PsatAttestRequest } from '@writ/protocol';
 import type { ApiContext } from '../api/context.ts';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, withField, type Route, type RouteBody } from '../api/http.ts';
+import { DEFAULT_BODY_LIMIT, object, ok, str, withField, type AddRoute } from '../api/http.ts';
 import { admitAgent } from './admit.ts';
 import { attestJoinToken } from './join-token.ts';
 
 const csrKey = (csr: string): Buffer => withField('csr', () => parseCsr(csr)).spki;
 
-export function attestRoutes(
-  ctx: ApiContext,
-  add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody) => void,
-): void {
-  const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
+export function attestRoutes(ctx: ApiContext, add: AddRoute): void {
   add(
     'POST',
     AGENT_PATHS.attestJoinToken,
@@ -20,7 +16,6 @@ export function attestRoutes(
     'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['joinToken', 'csr']);
       const r: JoinTokenAttestRequest = {
         joinToken: str(o, 'joinToken', { required: true, max: 256 })!,
         csr: str(o, 'csr', { required: true, max: 32 * 1024 })!,
@@ -29,7 +24,7 @@ export function attestRoutes(
       const who = await attestJoinToken(ctx.store, ctx.trustDomain, r.joinToken, ctx.clock());
       return ok(await admitAgent(ctx, { ...who, spki }), 201);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['joinToken', 'csr'] },
   );
   add(
     'POST',
@@ -38,7 +33,6 @@ export function attestRoutes(
     'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.',
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['cluster', 'token', 'csr']);
       const r: PsatAttestRequest = {
         cluster: str(o, 'cluster', { required: true, max: 253 })!,
         token: str(o, 'token', { required: true, max: 16 * 1024 })!,
@@ -58,6 +52,6 @@ export function attestRoutes(
         201,
       );
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: ['cluster', 'token', 'csr'] },
   );
 }

@@ -1,11 +1,22 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { createCsr, isWritError, parseCertificate, parseCsr, validateJwtSvid, verifyX509Svid, OID, buildName, issueCertificate } from '@writ/spiffe';
-import { sqliteTestStore, type TestStore } from '../testing/stores.ts';
+import { describe, it, type TestContext } from 'node:test';
+import {
+  createCsr,
+  isWritError,
+  parseCertificate,
+  parseCsr,
+  validateJwtSvid,
+  verifyX509Svid,
+  OID,
+  buildName,
+  issueCertificate,
+  type Certificate,
+} from '@writ/spiffe';
+import { sqliteTestStore } from '../testing/stores.ts';
 import { CertificateAuthority, type CaOptions } from './ca.ts';
 import { generateSigner, readPrivateKey } from './keys.ts';
 
@@ -16,13 +27,17 @@ function csrSpki(): Buffer {
   return parseCsr(createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey)).spki;
 }
 
-describe('certificate authority', () => {
-  let t: TestStore;
-  let dir: string;
-  let now = Date.UTC(2026, 0, 1);
-  const clock = (): number => now;
-  const opts = (over: Partial<CaOptions> = {}): CaOptions => ({
-    store: t.store,
+/** A CA of its own for one test: its own store, data directory and clock, removed when the test ends. */
+async function fixture(t: TestContext, over: Partial<CaOptions> = {}): Promise<{ ca: CertificateAuthority; clock: { now: number }; dir: string }> {
+  const store = await sqliteTestStore();
+  const dir = mkdtempSync(join(tmpdir(), 'writ-ca-'));
+  t.after(async () => {
+    await store.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const clock = { now: Date.UTC(2026, 0, 1) };
+  const ca = new CertificateAuthority({
+    store: store.store,
     trustDomain: 'example.org',
     dataDir: dir,
     serverId: 's1',
@@ -30,75 +45,119 @@ describe('certificate authority', () => {
     caTtlMs: 24 * H,
     x509SvidTtlMs: H,
     jwtSvidTtlMs: 5 * 60_000,
-    clock,
+    clock: () => clock.now,
     ...over,
   });
-  before(async () => {
-    t = await sqliteTestStore();
-    dir = mkdtempSync(join(tmpdir(), 'writ-ca-'));
-  });
-  after(async () => {
-    await t.dispose();
-    rmSync(dir, { recursive: true, force: true });
+  return { ca, clock, dir };
+}
+
+/** The key identifier of a certificate's AuthorityKeyIdentifier (SEQUENCE { [0] keyIdentifier }). */
+function akiOf(cert: Certificate): Buffer {
+  const v = cert.extensions.get(OID.authorityKeyIdentifier)!.value;
+  assert.equal(v[0], 0x30);
+  assert.equal(v[2], 0x80);
+  return v.subarray(4, 4 + v[3]!);
+}
+
+const kidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()).kid;
+
+describe('certificate authority rotation', () => {
+  // caTtl + the 10 s backdate makes a life of exactly 24 h, so 1/2 and 5/6 of it fall on whole milliseconds.
+  const TTL = 24 * H - 10_000;
+  const LIFE = 24 * H;
+
+  it('prepares a successor at 1/2 of the life, not earlier, and publishes it before it signs', async (t) => {
+    const { ca, clock } = await fixture(t, { caTtlMs: TTL });
+    await ca.rotate();
+    const start = clock.now - 10_000; // notBefore of the first authorities
+    const first = ca.bundle().x509Authorities[0]!;
+    const firstKid = [...ca.bundle().jwtAuthorities.keys()][0]!;
+    clock.now = start + LIFE / 2 - 1;
+    await ca.rotate();
+    assert.equal(ca.bundle().x509Authorities.length, 1, 'no successor just before half life');
+    assert.equal(ca.bundle().jwtAuthorities.size, 1);
+    clock.now = start + LIFE / 2;
+    await ca.rotate();
+    assert.equal(ca.bundle().x509Authorities.length, 2, 'the successor CA is published at half life');
+    assert.equal(ca.bundle().jwtAuthorities.size, 2, 'the successor JWT key is published at half life');
+    const svid = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
+    assert.deepEqual(akiOf(svid.chain[0]!), first.subjectKeyId, 'the predecessor still signs');
+    assert.equal(kidOf(ca.signJwtSvid('spiffe://example.org/web', ['db']).token), firstKid);
   });
 
-  it('rotates prepared -> active -> old at 1/2 and 5/6 of the CA life, publishing the successor first', async () => {
-    const ca = new CertificateAuthority(opts());
+  it('activates the successor at 5/6 of the life, not earlier: new SVIDs chain to it and carry its key id, old ones still validate', async (t) => {
+    const { ca, clock } = await fixture(t, { caTtlMs: TTL });
     await ca.rotate();
-    const status = () =>
+    const start = clock.now - 10_000;
+    const first = ca.bundle().x509Authorities[0]!;
+    const firstKey = [...ca.bundle().jwtAuthorities][0]!;
+    clock.now = start + LIFE / 2;
+    await ca.rotate();
+    const successor = ca.bundle().x509Authorities.find((c) => !c.der.equals(first.der))!;
+    const successorKey = [...ca.bundle().jwtAuthorities].find(([kid]) => kid !== firstKey[0])!;
+    const only = (cert: Certificate) => new Map([['example.org', { x509Authorities: [cert] }]]);
+    const onlyKey = ([kid, key]: [string, KeyObject]) => new Map([['example.org', { jwtAuthorities: new Map([[kid, key]]) }]]);
+
+    clock.now = start + (LIFE * 5) / 6 - 1;
+    await ca.rotate();
+    const before = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
+    assert.deepEqual(akiOf(before.chain[0]!), first.subjectKeyId, 'just before 5/6 the predecessor signs');
+    const beforeJwt = ca.signJwtSvid('spiffe://example.org/web', ['db']).token;
+    assert.equal(kidOf(beforeJwt), firstKey[0]);
+
+    clock.now = start + (LIFE * 5) / 6;
+    await ca.rotate();
+    const at = new Date(clock.now);
+    const after = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
+    assert.deepEqual(akiOf(after.chain[0]!), successor.subjectKeyId, 'at 5/6 the successor signs');
+    assert.equal(verifyX509Svid(after.chain, only(successor), at).chain[1]!.der.toString('hex'), successor.der.toString('hex'));
+    assert.throws(
+      () => verifyX509Svid(after.chain, only(first), at),
+      (e) => isWritError(e, 'ERR_X509_CHAIN_INVALID'),
+      'the predecessor did not sign it',
+    );
+    const afterJwt = ca.signJwtSvid('spiffe://example.org/web', ['db']).token;
+    assert.equal(kidOf(afterJwt), successorKey[0]);
+    assert.equal(validateJwtSvid(afterJwt, onlyKey(successorKey), { audience: 'db', now: at }).kid, successorKey[0]);
+    assert.throws(
+      () => validateJwtSvid(afterJwt, onlyKey(firstKey), { audience: 'db', now: at }),
+      (e) => isWritError(e, 'ERR_JWT_KEY_NOT_FOUND'),
+    );
+    // The predecessor stays published: what it signed just before the switch still validates.
+    const bundles = new Map([['example.org', ca.bundle()]]);
+    verifyX509Svid(before.chain, bundles, at);
+    validateJwtSvid(beforeJwt, bundles, { audience: 'db', now: at });
+    assert.deepEqual(
       ca
         .authorities()
         .filter((a) => a.kind === 'x509')
         .map((a) => a.status)
-        .sort()
-        .join(',');
-    assert.equal(status(), 'active');
-    const first = ca.bundle().x509Authorities[0]!;
-    const kids0 = [...ca.bundle().jwtAuthorities.keys()];
-    assert.equal(kids0.length, 1);
-    const svid0 = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
-
-    now += 12 * H + 1000; // past half life
-    await ca.rotate();
-    assert.equal(status(), 'active,prepared');
-    assert.equal(ca.bundle().x509Authorities.length, 2, 'the prepared CA is in the bundle before it signs');
-    assert.equal(ca.bundle().jwtAuthorities.size, 2, 'the prepared JWT key is published before it signs');
-    const tok = ca.signJwtSvid('spiffe://example.org/web', ['db']);
-    assert.equal(JSON.parse(Buffer.from(tok.token.split('.')[0]!, 'base64url').toString()).kid, kids0[0], 'still signed by the active key');
-
-    now += 8 * H; // past 5/6
-    await ca.rotate();
-    assert.equal(status(), 'active,old');
-    const svid1 = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
-    assert.notDeepEqual(svid1.chain[0]!.issuer, undefined);
-    assert.ok(!svid1.chain[0]!.der.equals(svid0.chain[0]!.der));
-    // both the old SVID and the new one validate against the current bundle
-    const nowDate = new Date(now);
-    const b = new Map([['example.org', ca.bundle()]]);
-    assert.throws(
-      () => verifyX509Svid(svid0.chain, b, nowDate),
-      (e) => isWritError(e, 'ERR_X509_EXPIRED'),
-      'old SVID expired by TTL',
-    );
-    verifyX509Svid(svid1.chain, b, nowDate);
-    assert.ok(
-      ca.bundle().x509Authorities.some((c) => c.der.equals(first.der)),
-      'old CA still published',
+        .sort(),
+      ['active', 'old'],
     );
 
-    now += 5 * H; // the first CA has expired
+    clock.now = first.notAfter.getTime() + 1;
     await ca.rotate();
-    assert.ok(!ca.bundle().x509Authorities.some((c) => c.der.equals(first.der)), 'expired CA left the bundle');
+    // (The successor is past its own half life by now, so its own successor is published beside it.)
+    assert.ok(!ca.bundle().x509Authorities.some((c) => c.der.equals(first.der)), 'the expired predecessor left the bundle');
+    assert.ok(ca.bundle().x509Authorities.some((c) => c.der.equals(successor.der)));
+    assert.ok(!ca.bundle().jwtAuthorities.has(firstKey[0]), 'the expired JWT key left the bundle');
+    assert.ok(ca.bundle().jwtAuthorities.has(successorKey[0]));
+    const later = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
+    assert.deepEqual(akiOf(later.chain[0]!), successor.subjectKeyId, 'the successor signs on after the predecessor is gone');
+    verifyX509Svid(later.chain, new Map([['example.org', ca.bundle()]]), new Date(clock.now));
   });
+});
 
-  it('caps SVID lifetimes at the signing authority and issues the documented template', async () => {
-    const ca = new CertificateAuthority(opts({ x509SvidTtlMs: 365 * 24 * H }));
+describe('certificate authority', () => {
+  it('caps SVID lifetimes at the signing authority and issues the documented template', async (t) => {
+    const { ca, clock } = await fixture(t, { x509SvidTtlMs: 365 * 24 * H });
     await ca.rotate();
     const svid = ca.signX509Svid({ spiffeId: 'spiffe://example.org/db', spki: csrSpki(), dnsNames: ['db.local'] });
     const leaf = svid.chain[0]!;
-    const caCert = ca.bundle().x509Authorities.find((c) => leaf.issuer.equals(c.subject))!;
-    assert.ok(leaf.notAfter <= caCert.notAfter);
-    assert.equal(leaf.notBefore.getTime(), now - 10_000, 'NotBefore backdated 10 s');
+    const caCert = ca.bundle().x509Authorities[0]!;
+    assert.equal(leaf.notAfter.getTime(), caCert.notAfter.getTime(), 'the leaf ends with its CA');
+    assert.equal(leaf.notBefore.getTime(), clock.now - 10_000, 'NotBefore backdated 10 s');
     assert.deepEqual(leaf.uris, ['spiffe://example.org/db']);
     assert.deepEqual(leaf.dnsNames, ['db.local']);
     assert.equal(leaf.basicConstraints?.ca, false);
@@ -109,18 +168,39 @@ describe('certificate authority', () => {
       (e) => isWritError(e, 'ERR_SPIFFE_ID_INVALID'),
     );
     const jwt = ca.signJwtSvid('spiffe://example.org/db', ['a', 'b']);
-    const v = validateJwtSvid(jwt.token, new Map([['example.org', ca.bundle()]]), { audience: 'b', now: new Date(now) });
+    const v = validateJwtSvid(jwt.token, new Map([['example.org', ca.bundle()]]), { audience: 'b', now: new Date(clock.now) });
     assert.equal(v.spiffeId.uri, 'spiffe://example.org/db');
   });
 
-  it('keeps private keys at mode 0600 and encrypts them with a key-encryption key', async () => {
-    const kdir = mkdtempSync(join(tmpdir(), 'writ-kek-'));
-    const ca = new CertificateAuthority(opts({ dataDir: kdir, serverId: 'kek', kek: 'correct horse battery staple' }));
+  it("caps a JWT-SVID's exp at its signing key's end", async (t) => {
+    const { ca, clock } = await fixture(t, { jwtSvidTtlMs: 365 * 24 * H });
     await ca.rotate();
-    const files = readdirSync(join(kdir, 'keys'));
+    const keyEnd = ca.authorities().find((a) => a.kind === 'jwt' && a.status === 'active')!.notAfter;
+    const long = ca.signJwtSvid('spiffe://example.org/db', ['db']);
+    const claims = JSON.parse(Buffer.from(long.token.split('.')[1]!, 'base64url').toString());
+    assert.equal(claims.exp, Math.floor(keyEnd / 1000));
+    assert.equal(long.expiresAt, keyEnd);
+    const short = ca.signJwtSvid('spiffe://example.org/db', ['db'], 60_000);
+    assert.equal(short.expiresAt, clock.now + 60_000, 'a shorter TTL is kept as asked');
+  });
+
+  it('mints no SVID for the bare trust domain ID or another trust domain', async (t) => {
+    const { ca } = await fixture(t);
+    await ca.rotate();
+    for (const spiffeId of ['spiffe://example.org', 'spiffe://other.org/db']) {
+      const refused = (e: unknown) => isWritError(e, 'ERR_SPIFFE_ID_INVALID') && e.field === 'spiffeId';
+      assert.throws(() => ca.signX509Svid({ spiffeId, spki: csrSpki() }), refused, spiffeId);
+      assert.throws(() => ca.signJwtSvid(spiffeId, ['db']), refused, spiffeId);
+    }
+  });
+
+  it('keeps private keys at mode 0600 and encrypts them with a key-encryption key', async (t) => {
+    const { ca, dir } = await fixture(t, { kek: 'correct horse battery staple' });
+    await ca.rotate();
+    const files = readdirSync(join(dir, 'keys'));
     assert.equal(files.length, 2);
     for (const f of files) {
-      const p = join(kdir, 'keys', f);
+      const p = join(dir, 'keys', f);
       assert.equal(statSync(p).mode & 0o777, 0o600);
       assert.match(readFileSync(p, 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
       assert.throws(
@@ -132,10 +212,10 @@ describe('certificate authority', () => {
         (e) => isWritError(e, 'ERR_KEY_INVALID') && !e.message.includes('hunter2'),
       );
     }
-    rmSync(kdir, { recursive: true, force: true });
   });
 
-  it('sits under an upstream CA: SVIDs chain through our intermediate to the upstream root', async () => {
+  it('sits under an upstream CA: SVIDs chain through our intermediate to the upstream root', async (t) => {
+    const now = Date.UTC(2026, 0, 1);
     const rootSigner = generateSigner('ec-p384');
     const root = issueCertificate(
       {
@@ -148,9 +228,7 @@ describe('certificate authority', () => {
       },
       { cert: undefined, signer: rootSigner },
     );
-    const udir = mkdtempSync(join(tmpdir(), 'writ-up-'));
-    const ut = await sqliteTestStore();
-    const ca = new CertificateAuthority(opts({ store: ut.store, dataDir: udir, upstream: { chain: [root], signer: rootSigner, roots: [root] } }));
+    const { ca, clock } = await fixture(t, { upstream: { chain: [root], signer: rootSigner, roots: [root] } });
     await ca.rotate();
     assert.deepEqual(
       ca.bundle().x509Authorities.map((c) => c.der),
@@ -158,11 +236,9 @@ describe('certificate authority', () => {
     );
     const svid = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
     assert.equal(svid.chain.length, 2);
-    const v = verifyX509Svid(svid.chain, new Map([['example.org', ca.bundle()]]), new Date(now));
+    const v = verifyX509Svid(svid.chain, new Map([['example.org', ca.bundle()]]), new Date(clock.now));
     assert.equal(v.chain.length, 3);
     assert.equal(parseCertificate(svid.chain[1]!.der).basicConstraints?.ca, true);
-    await ut.dispose();
-    rmSync(udir, { recursive: true, force: true });
   });
 });
 

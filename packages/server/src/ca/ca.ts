@@ -25,6 +25,7 @@ import {
   type Certificate,
   type KeyType,
   type Signer,
+  type SpiffeId,
   type TrustBundle,
 } from '@writ/spiffe';
 import type { Authority, Store } from '../store/types.ts';
@@ -228,12 +229,18 @@ export class CertificateAuthority {
     return a as T & { signer: Signer };
   }
 
+  /** The subject of an SVID: a workload of our trust domain, so never the bare trust domain ID (which validators refuse). */
+  #subject(spiffeId: string, what: 'an X.509-SVID' | 'a JWT-SVID'): SpiffeId {
+    const id = parseSpiffeId(spiffeId);
+    if (id.trustDomain !== this.#o.trustDomain)
+      throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
+    if (id.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', `${what} needs a SPIFFE ID with a path, not ${spiffeId}`, { field: 'spiffeId' });
+    return id;
+  }
+
   /** Signs an X.509-SVID. The leaf never outlives the CA that signs it. */
   signX509Svid(req: X509SvidRequest): X509Svid {
-    const id = parseSpiffeId(req.spiffeId);
-    if (id.trustDomain !== this.#o.trustDomain)
-      throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${req.spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
-    if (id.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', 'an X.509-SVID needs a SPIFFE ID with a path', { field: 'spiffeId' });
+    const id = this.#subject(req.spiffeId, 'an X.509-SVID');
     const ca = this.#active(this.#x509);
     const now = this.#clock();
     const notAfter = Math.min(now + (req.ttlMs ?? this.#o.x509SvidTtlMs), ca.record.notAfter);
@@ -260,9 +267,7 @@ export class CertificateAuthority {
 
   /** Signs a JWT-SVID with the active key; `iat`, `exp` (capped at the key's end) and `iss` when configured. */
   signJwtSvid(spiffeId: string, audience: readonly string[], ttlMs?: number): { token: string; expiresAt: number } {
-    const id = parseSpiffeId(spiffeId);
-    if (id.trustDomain !== this.#o.trustDomain)
-      throw new WritError('ERR_SPIFFE_ID_INVALID', `SPIFFE ID ${spiffeId} is not in trust domain ${this.#o.trustDomain}`, { field: 'spiffeId' });
+    const id = this.#subject(spiffeId, 'a JWT-SVID');
     const key = this.#active(this.#jwt);
     const now = this.#clock();
     const expiresAt = Math.min(now + (ttlMs ?? this.#o.jwtSvidTtlMs), key.record.notAfter);

@@ -663,19 +663,7 @@ export class SqlStore implements Store {
       ...params,
       q.limit,
     ]);
-    return rows.map((r) => ({
-      id: r['id'] as string,
-      at: num(r['at']),
-      from: r['from_id'] as string,
-      to: r['to_id'] as string,
-      action: r['action'] as string,
-      decision: r['decision'] as DecisionRecord['decision'],
-      reason: r['reason'] as string,
-      policyRevision: num(r['policy_revision']),
-      rule: r['rule'] as string,
-      reporter: r['reporter'] as string,
-      seq: num(r['seq']),
-    }));
+    return rows.map(toDecision);
   }
 
   async decisionCursor(): Promise<number> {
@@ -717,4 +705,25 @@ export class SqlStore implements Store {
     const deleted = (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
     return deleted && this.#changed(true, { kind: 'federated-bundles' });
   }
+
+  async getDecision(id: string): Promise<DecisionRecord | undefined> {
+    const rows = await this.#db.query('SELECT * FROM decisions WHERE id = ?', [id]);
+    return rows[0] ? toDecision(rows[0]) : undefined;
+  }
+}
+
+function toDecision(r: Row): DecisionRecord {
+  return {
+    id: r['id'] as string,
+    at: num(r['at']),
+    from: r['from_id'] as string,
+    to: r['to_id'] as string,
+    action: r['action'] as string,
+    decision: r['decision'] as DecisionRecord['decision'],
+    reason: r['reason'] as string,
+    policyRevision: num(r['policy_revision']),
+    rule: r['rule'] as string,
+    reporter: r['reporter'] as string,
+    seq: num(r['seq']),
+  };
 }

@@ -113,6 +113,8 @@ for (const factory of STORE_FACTORIES) {
     it('join tokens are single use and expire', async () => {
       await t.store.createJoinToken({ hash: 'h1', nodeName: 'n1', expiresAt: 100, createdAt: 1 });
       await t.store.createJoinToken({ hash: 'h2', nodeName: 'n2', expiresAt: 100, createdAt: 1 });
+      // Races for real on PostgreSQL (a pool of connections); one SQLite store queues its calls, so
+      // join-token-race.test.ts races separate connections to one SQLite file.
       const results = await Promise.allSettled([t.store.redeemJoinToken('h1', 50), t.store.redeemJoinToken('h1', 50)]);
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'exactly one racer wins');
       const loser = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;

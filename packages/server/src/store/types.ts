@@ -285,6 +285,9 @@ export interface Store {
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;
   listFederatedBundles(): Promise<FederatedBundle[]>;
   deleteFederatedBundle(trustDomain: string): Promise<boolean>;
+
+  /** One logged decision by its id (the id a 403 names). */
+  getDecision(id: string): Promise<DecisionRecord | undefined>;
 }
 
 export const MAX_PAGE_SIZE = 1000;

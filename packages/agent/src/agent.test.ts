@@ -1,0 +1,325 @@
+/** The agent against a fake server client (testing/fake-server.ts): attestation, answer checks, sync, rotation, re-attestation. */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import pino from 'pino';
+import { WritError } from '@writ/spiffe';
+import { Agent, type AgentOptions } from './agent.ts';
+import { csrFor, generateKey } from './keys.ts';
+import { applySync, type SyncResponse } from './sync.ts';
+import type { AgentState } from './state.ts';
+import { FakeCa, FakeServer, fakeEntry } from './testing/fake-server.ts';
+
+const dirs: string[] = [];
+const agents: Agent[] = [];
+afterEach(() => {
+  for (const a of agents.splice(0)) a.stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function logger(): { log: AgentOptions['log']; lines: string[] } {
+  const lines: string[] = [];
+  return { log: pino({ level: 'debug' }, { write: (s: string) => void lines.push(s) }), lines };
+}
+
+function newAgent(server: FakeServer, o: Partial<AgentOptions> = {}): { agent: Agent; lines: string[]; dataDir: string } {
+  const { log, lines } = logger();
+  const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-agent-unit-'));
+  if (!o.dataDir) dirs.push(dataDir);
+  const agent = new Agent({ serverUrl: 'https://fake.invalid', caPem: server.ca.pem, dataDir, log, client: server, syncWaitSeconds: 5, ...o });
+  agents.push(agent);
+  return { agent, lines, dataDir };
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const attested = (lines: string[]): boolean => lines.some((l) => l.includes('"attested to the server"'));
+
+describe('node attestation checks the answer before anything is stored', () => {
+  it('a good answer: attested as the agent ID, synced, and the workload SVID signed for its entry', async () => {
+    const server = new FakeServer();
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    const { agent, lines } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    assert.equal(agent.spiffeId, 'spiffe://fake.test/writ/agent/node-a');
+    assert.ok(attested(lines));
+    const entry = await waitFor('the entry', () => agent.entriesFor(['unix:uid:0'])[0]);
+    const svid = await waitFor('its SVID', () => agent.svidOf(entry));
+    assert.equal(svid.chain[0]!.uris[0], 'spiffe://fake.test/ns/web');
+  });
+
+  const bogus: Array<[string, (s: FakeServer, csr: string, b: Record<string, unknown>) => unknown, RegExp]> = [
+    ['no SVID at all', () => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a' }), /carries no SVID/],
+    ['an empty answer', () => ({}), /spiffeId is not spiffe:\/\/fake.test\/writ\/agent\//],
+    [
+      'an SVID from a CA the bundle does not hold',
+      (_s, csr) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: new FakeCa('fake.test').sign('spiffe://fake.test/writ/agent/node-a', csr) }),
+      /no path/,
+    ],
+    [
+      'a workload ID instead of an agent ID',
+      (s, csr) => ({ spiffeId: 'spiffe://fake.test/ns/web', svid: s.ca.sign('spiffe://fake.test/ns/web', csr) }),
+      /spiffeId is not/,
+    ],
+    [
+      'an SVID for another ID than the answer names',
+      (s, csr) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: s.ca.sign('spiffe://fake.test/writ/agent/other', csr) }),
+      /names spiffe:\/\/fake.test\/writ\/agent\/other, expected spiffe:\/\/fake.test\/writ\/agent\/node-a/,
+    ],
+    [
+      'an SVID for another key than the agent generated',
+      (s) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: s.ca.sign('spiffe://fake.test/writ/agent/node-a', otherCsr()) }),
+      /not for the key this agent generated/,
+    ],
+  ];
+  for (const [what, answer, message] of bogus) {
+    it(`refuses ${what}: no "attested", no identity, nothing on disk`, async () => {
+      const server = new FakeServer();
+      server.answer.set('POST /v1/agent/attest/join-token', (b) => answer(server, String(b['csr']), b));
+      const { agent, lines, dataDir } = newAgent(server, { joinToken: server.joinToken('node-a') });
+      await assert.rejects(agent.start(), (e) => e instanceof WritError && e.code === 'ERR_REQUEST_FAILED' && message.test(e.message));
+      assert.equal(agent.spiffeId, '');
+      assert.ok(!attested(lines), 'never logs "attested"');
+      assert.ok(!existsSync(join(dataDir, 'agent-state.json')), 'nothing stored');
+      assert.equal(server.calledWith('GET', '/v1/agent/sync').length, 0, 'no sync with an unchecked identity');
+    });
+  }
+
+  it('PSAT attestation answers are checked the same way', async () => {
+    const server = new FakeServer();
+    server.answer.set('POST /v1/agent/attest/k8s-psat', () => ({ spiffeId: 'spiffe://fake.test/writ/agent/k8s_psat/c/n', svid: '' }));
+    const dir = mkdtempSync(join(tmpdir(), 'writ-psat-'));
+    dirs.push(dir);
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'header.payload.sig');
+    const { agent, lines } = newAgent(server, { psat: { cluster: 'c', tokenFile } });
+    await assert.rejects(agent.start(), /carries no SVID/);
+    assert.ok(!attested(lines));
+  });
+});
+
+const otherCsr = (): string => csrFor(generateKey());
+
+describe('renewal and the SVID batch are checked too', () => {
+  it('a renewal answer for another ID is refused; the agent keeps its SVID and says why', async () => {
+    let now = Date.now();
+    const server = new FakeServer('fake.test', () => now);
+    server.svidTtlMs = 60_000;
+    const { agent, lines, dataDir } = newAgent(server, { joinToken: server.joinToken('node-a'), clock: () => now });
+    await agent.start();
+    const before = JSON.parse(readFileSync(join(dataDir, 'agent-state.json'), 'utf8')).svidPem;
+    server.answer.set('POST /v1/agent/renew', (b) => ({
+      spiffeId: 'spiffe://fake.test/writ/agent/evil',
+      svid: server.ca.sign('spiffe://fake.test/writ/agent/evil', String(b['csr'])),
+    }));
+    now += 40_000; // past half life
+    await waitFor('a renewal attempt', () => server.calledWith('POST', '/v1/agent/renew').length > 0);
+    await waitFor('the refusal logged', () => lines.some((l) => l.includes('rotation failed') && l.includes('renewal answer was refused')));
+    assert.equal(JSON.parse(readFileSync(join(dataDir, 'agent-state.json'), 'utf8')).svidPem, before, 'the old SVID is kept');
+    // A good answer is taken.
+    server.answer.delete('POST /v1/agent/renew');
+    await waitFor('the renewal', () => lines.some((l) => l.includes('"renewed the agent SVID"')));
+    assert.notEqual(JSON.parse(readFileSync(join(dataDir, 'agent-state.json'), 'utf8')).svidPem, before);
+  });
+
+  it('a signed SVID for another entry ID, another key or from an untrusted CA is not served', async () => {
+    const server = new FakeServer();
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    server.put(fakeEntry('e2', 'spiffe://fake.test/ns/db', ['unix:uid:0']));
+    server.put(fakeEntry('e3', 'spiffe://fake.test/ns/cache', ['unix:uid:0']));
+    const stranger = new FakeCa('fake.test');
+    server.answer.set('POST /v1/agent/svids', (b) => ({
+      svids: (b['requests'] as Array<{ entryId: string; csr: string }>).map((r) => ({
+        entryId: r.entryId,
+        svid:
+          r.entryId === 'e1'
+            ? server.ca.sign('spiffe://fake.test/ns/admin', r.csr)
+            : r.entryId === 'e2'
+              ? server.ca.sign('spiffe://fake.test/ns/db', otherCsr())
+              : stranger.sign('spiffe://fake.test/ns/cache', r.csr),
+      })),
+    }));
+    const { agent, lines } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    await waitFor('three refusals', () => lines.filter((l) => l.includes('ignoring a signed SVID')).length >= 3);
+    for (const e of agent.entriesFor(['unix:uid:0'])) assert.equal(agent.svidOf(e), undefined, `${e.spiffeId} has no SVID`);
+    server.answer.delete('POST /v1/agent/svids');
+    server.changed();
+    const web = agent.entriesFor(['unix:uid:0']).find((e) => e.id === 'e1')!;
+    const svid = await waitFor('a good SVID', () => agent.svidOf(web));
+    assert.equal(svid.chain[0]!.uris[0], 'spiffe://fake.test/ns/web');
+  });
+});
+
+describe('applying sync answers', () => {
+  const state = (): AgentState => ({
+    spiffeId: 'spiffe://fake.test/writ/agent/a',
+    svidPem: '',
+    keyPem: '',
+    revision: 3,
+    bundlesVersion: 'v1',
+    bundle: undefined,
+    federated: {},
+    entries: { a: fakeEntry('a', 'spiffe://fake.test/a', ['x']), b: fakeEntry('b', 'spiffe://fake.test/b', ['x']) },
+    svids: {
+      a: { chainPem: 'A', keyPem: '', notBefore: 0, expiresAt: 1, rotateAt: 1 },
+      b: { chainPem: 'B', keyPem: '', notBefore: 0, expiresAt: 1, rotateAt: 1 },
+    },
+  });
+  const answer = (r: Partial<SyncResponse>): SyncResponse => ({ revision: 4, full: false, entries: [], removed: [], bundlesVersion: 'v1', ...r });
+
+  it('a full answer drops entries it does not name, with their SVIDs', () => {
+    const s = state();
+    const r = applySync(s, answer({ full: true, entries: [fakeEntry('a', 'spiffe://fake.test/a', ['x'])] }), () => true);
+    assert.deepEqual(Object.keys(s.entries), ['a']);
+    assert.deepEqual(Object.keys(s.svids), ['a'], 'an unchanged entry keeps its SVID');
+    assert.equal(s.revision, 4);
+    assert.ok(r.changed);
+  });
+
+  it('a changed SPIFFE ID or TTL loses its SVID (a new one is signed); removed entries go', () => {
+    const s = state();
+    applySync(s, answer({ entries: [{ ...fakeEntry('a', 'spiffe://fake.test/a2', ['x']) }], removed: ['b'] }), () => true);
+    assert.equal(s.entries['a']!.spiffeId, 'spiffe://fake.test/a2');
+    assert.deepEqual(Object.keys(s.svids), []);
+    assert.deepEqual(Object.keys(s.entries), ['a']);
+  });
+
+  it('a policy that does not compile is not taken; quarantine is; an answer with nothing new changes nothing', () => {
+    const s = state();
+    const r = applySync(
+      s,
+      answer({ policy: { revision: 9, policies: { p: 'bad' } }, quarantine: { version: 'q1', ids: ['spiffe://fake.test/a'], breakGlass: [] } }),
+      () => false,
+    );
+    assert.equal(s.policyRevision, undefined);
+    assert.equal(s.quarantine?.version, 'q1');
+    assert.ok(r.quarantine);
+    assert.equal(applySync(s, answer({ quarantine: { version: 'q1', ids: [], breakGlass: [] } }), () => true).changed, false);
+  });
+});
+
+describe('rotation', () => {
+  it('a workload SVID is signed again at about half its life, with a new key', async () => {
+    let now = Date.now();
+    const server = new FakeServer('fake.test', () => now);
+    server.put({ ...fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']), x509SvidTtl: 100 });
+    const { agent } = newAgent(server, { joinToken: server.joinToken('node-a'), clock: () => now });
+    await agent.start();
+    const entry = await waitFor('the entry', () => agent.entriesFor(['unix:uid:0'])[0]);
+    const first = await waitFor('the first SVID', () => agent.svidOf(entry));
+    now += 40_000; // 40% of its life: not yet
+    const signed = server.calledWith('POST', '/v1/agent/svids').length;
+    await waitFor('a rotation round', () => server.calledWith('GET', '/v1/agent/sync').length > 0);
+    assert.equal(agent.svidOf(entry)!.chain[0]!.serialHex, first.chain[0]!.serialHex);
+    now += 25_000; // 65%: past half life and its jitter
+    const second = await waitFor('the rotated SVID', () => {
+      const s = agent.svidOf(entry);
+      return s && s.chain[0]!.serialHex !== first.chain[0]!.serialHex ? s : undefined;
+    });
+    assert.ok(server.calledWith('POST', '/v1/agent/svids').length > signed);
+    assert.ok(!second.keyPkcs8Der.equals(first.keyPkcs8Der), 'a new key each time');
+  });
+});
+
+describe('re-attestation', () => {
+  it('an evicted agent restarted with a new join token on the same data dir attests with it and is served', async () => {
+    const server = new FakeServer();
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    const first = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await first.agent.start();
+    await waitFor('its SVID', () => first.agent.svidOf(first.agent.entriesFor(['unix:uid:0'])[0]!));
+    first.agent.stop();
+    server.evict('spiffe://fake.test/writ/agent/node-a');
+    const token = server.joinToken('node-a');
+    const again = newAgent(server, { joinToken: token, dataDir: first.dataDir });
+    await again.agent.start();
+    assert.ok(attested(again.lines), `attested again with the new token: ${again.lines.join('')}`);
+    assert.equal(server.calledWith('POST', '/v1/agent/attest/join-token').length, 2);
+    await waitFor('a sync accepted', () => again.agent.connected || undefined);
+  });
+
+  it('a new token that could not be used at start is used on the first 401', async () => {
+    const server = new FakeServer();
+    const first = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await first.agent.start();
+    first.agent.stop();
+    // The server is briefly away when the agent restarts with a new token: it serves its cached identity.
+    server.answer.set('POST /v1/agent/attest/join-token', () => {
+      throw new WritError('ERR_REQUEST_FAILED', 'server unreachable: ECONNREFUSED');
+    });
+    const again = newAgent(server, { joinToken: server.joinToken('node-a'), dataDir: first.dataDir });
+    await again.agent.start();
+    assert.ok(!attested(again.lines));
+    await waitFor('connected with the cached identity', () => again.agent.connected || undefined);
+    server.answer.delete('POST /v1/agent/attest/join-token');
+    server.evict('spiffe://fake.test/writ/agent/node-a');
+    await waitFor('attested with the new token after the 401', () => attested(again.lines) || undefined);
+    await waitFor('connected again', () => again.agent.connected || undefined);
+  });
+
+  it('a restart with the token it attested with does not spend it again', async () => {
+    const server = new FakeServer();
+    const token = server.joinToken('node-a');
+    const first = newAgent(server, { joinToken: token });
+    await first.agent.start();
+    first.agent.stop();
+    const second = newAgent(server, { joinToken: token, dataDir: first.dataDir });
+    await second.agent.start();
+    assert.equal(server.calledWith('POST', '/v1/agent/attest/join-token').length, 1);
+    assert.ok(!second.lines.some((l) => l.includes('refused')), 'no refused token in the log');
+  });
+
+  it('a PSAT agent evicted while running attests again by itself', async () => {
+    const server = new FakeServer();
+    const dir = mkdtempSync(join(tmpdir(), 'writ-psat-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'token'), 'header.payload.sig');
+    const { agent, lines } = newAgent(server, { psat: { cluster: 'c', tokenFile: join(dir, 'token') } });
+    await agent.start();
+    await waitFor('connected', () => agent.connected || undefined);
+    server.evict(agent.spiffeId);
+    await waitFor('attested twice', () => lines.filter((l) => l.includes('"attested to the server"')).length >= 2 || undefined);
+    await waitFor('connected again', () => agent.connected || undefined);
+  });
+
+  it('decision posts refused with 401 back off instead of retrying four times a second', async () => {
+    let now = Date.now();
+    const server = new FakeServer('fake.test', () => now);
+    const { agent, lines } = newAgent(server, { joinToken: server.joinToken('node-a'), clock: () => now });
+    await agent.start();
+    server.evict(agent.spiffeId);
+    agent.logDecision({
+      id: 'd1',
+      at: now,
+      from: '',
+      to: 'spiffe://fake.test/x',
+      action: 'tcp 1',
+      decision: 'deny',
+      reason: 'NO_POLICY_LOADED',
+      policyRevision: 0,
+      rule: '',
+      latencyNs: 1,
+    });
+    const posts = (): number => server.calledWith('POST', '/v1/agent/decisions').length;
+    await waitFor('the first refused post', () => posts() === 1 || undefined);
+    // While the (frozen) clock stays, the sync loop fails three more times (0.5 s, 1 s, 2 s apart) and no post is retried.
+    const syncs = server.calledWith('GET', '/v1/agent/sync').length;
+    await waitFor('three more sync attempts', () => server.calledWith('GET', '/v1/agent/sync').length >= syncs + 3 || undefined);
+    assert.equal(posts(), 1);
+    assert.equal(lines.filter((l) => l.includes('refuses decision reports')).length, 1, 'logged once');
+    now += 1001;
+    await waitFor('a retry once the backoff passed', () => posts() === 2 || undefined);
+    assert.equal(agent.decisionLogStats.buffered, 1, 'the decision is kept, not dropped');
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * The server's error registry (public API, like fastify's errors.js): the codes the server owns,
+ * and the HTTP status of every code it can answer with, its libraries' included. A code missing
+ * here answers 500, and the registry test fails first.
+ */
+import type { ErrorCode as SpiffeErrorCode } from '@writ/spiffe';
+import type { POLICY_ERROR_CODES } from '@writ/policy';
+
+export const SERVER_ERROR_CODES = {
+  // input
+  ERR_SELECTOR_INVALID: 400,
+  ERR_FIELD_INVALID: 400,
+  ERR_FIELD_UNKNOWN: 400,
+  ERR_FIELD_MISSING: 400,
+  ERR_JSON_INVALID: 400,
+  ERR_PROTOBUF_INVALID: 400,
+  ERR_CONFIG_INVALID: 400,
+  ERR_PAGE_TOKEN_INVALID: 400,
+  // 400 rather than 409: the issue's contract groups duplicates with other invalid input.
+  ERR_ENTRY_EXISTS: 400,
+  ERR_ENTRY_RESERVED_ID: 400,
+  ERR_POLICY_TEST_FAILED: 400,
+  ERR_BODY_TOO_LARGE: 413,
+  ERR_URI_TOO_LONG: 414,
+  ERR_CONTENT_TYPE: 415,
+  ERR_HEADERS_TOO_LARGE: 431,
+  ERR_BAD_REQUEST: 400,
+  ERR_METHOD_NOT_ALLOWED: 405,
+  ERR_NOT_FOUND: 404,
+  ERR_ENTRY_NOT_FOUND: 404,
+  ERR_CONFLICT: 409,
+  // authentication
+  ERR_UNAUTHENTICATED: 401,
+  ERR_FORBIDDEN: 403,
+  ERR_JOIN_TOKEN_INVALID: 401,
+  ERR_JOIN_TOKEN_EXPIRED: 401,
+  ERR_JOIN_TOKEN_USED: 401,
+  // the server's side
+  ERR_STORE_UNAVAILABLE: 503,
+  ERR_CA_UNAVAILABLE: 503,
+  ERR_INTERNAL: 500,
+} as const;
+
+const SPIFFE_STATUS: Record<SpiffeErrorCode, number> = {
+  ERR_SPIFFE_ID_INVALID: 400,
+  ERR_TRUST_DOMAIN_INVALID: 400,
+  ERR_X509_MALFORMED: 400,
+  ERR_X509_SVID_INVALID: 401,
+  ERR_X509_CHAIN_INVALID: 401,
+  ERR_X509_EXPIRED: 401,
+  ERR_CSR_INVALID: 400,
+  ERR_JWT_MALFORMED: 401,
+  ERR_JWT_TOO_LARGE: 401,
+  ERR_JWT_ALG_UNSUPPORTED: 401,
+  ERR_JWT_HEADER_INVALID: 401,
+  ERR_JWT_CLAIM_INVALID: 401,
+  ERR_JWT_AUDIENCE_MISMATCH: 401,
+  ERR_JWT_EXPIRED: 401,
+  ERR_JWT_NOT_YET_VALID: 401,
+  ERR_JWT_KEY_NOT_FOUND: 401,
+  ERR_JWT_SIGNATURE_INVALID: 401,
+  ERR_BUNDLE_INVALID: 400,
+  ERR_BUNDLE_NOT_FOUND: 404,
+  ERR_DURATION_INVALID: 400,
+  ERR_KEY_INVALID: 400,
+};
+
+const POLICY_STATUS: Record<(typeof POLICY_ERROR_CODES)[number], number> = {
+  ERR_POLICY_INVALID: 400,
+  ERR_ACTION_INVALID: 400,
+  ERR_PATH_INVALID: 400,
+  ERR_FIELD_INVALID: 400,
+};
+
+/** The HTTP status of every code the server answers with. */
+export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...SERVER_ERROR_CODES };
+
+export function httpStatusOf(code: string): number {
+  return Object.hasOwn(HTTP_STATUS, code) ? HTTP_STATUS[code]! : 500;
+}

@@ -1,0 +1,827 @@
+/**
+ * The writ CLI as a user runs it: against a real server (SQLite), against a TLS impostor, and,
+ * for server answers this build's server does not give yet, against a small HTTPS fake of exactly
+ * the documented shape.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createH2Server } from 'node:http2';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { WRIT, applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+
+let srv: ServerProcess;
+let work: string;
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'writ-cli-'));
+  srv = await startServerProcess();
+});
+after(async () => {
+  await srv?.stop();
+  if (srv) cleanup(srv.dataDir);
+  if (work) cleanup(work);
+});
+
+/** A TLS server with the given certificate that answers nothing and keeps every plaintext byte it receives. */
+async function impostor(certFile: string, keyFile: string): Promise<{ url: string; received: () => string; close: () => Promise<void> }> {
+  const chunks: Buffer[] = [];
+  const sockets = new Set<TLSSocket>();
+  const server = createTlsServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, (s) => {
+    sockets.add(s);
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `https://localhost:${port}`,
+    received: () => Buffer.concat(chunks).toString('latin1'),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => (server.listening ? server.close(() => r()) : r()));
+    },
+  };
+}
+
+describe("the server's identity is pinned", () => {
+  it('a workload SVID from the same CA, valid for the address, gets no token: one error naming both IDs, exit 1', async () => {
+    const out = join(work, 'web-svid');
+    const m = await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/web', '--dns-name', 'localhost', '--out', out]);
+    assert.equal(m.code, 0, m.stderr);
+    const fake = await impostor(join(out, 'svid.pem'), join(out, 'svid.key'));
+    try {
+      const r = await writ(srv, ['entry', 'list'], { env: { WRIT_SERVER: fake.url } });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /presented spiffe:\/\/e2e\.test\/ns\/web, not spiffe:\/\/e2e\.test\/writ\/server/);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.ok(!fake.received().includes(srv.adminToken), 'the admin token reached the impostor');
+      assert.equal(fake.received(), '');
+
+      // The recorder works: told to expect that ID, the CLI does send the request (and the token).
+      const told = writ(srv, ['entry', 'list', '--server-spiffe-id', 'spiffe://e2e.test/ns/web'], { env: { WRIT_SERVER: fake.url } });
+      await waitFor('the overridden request', async () => (fake.received().includes(srv.adminToken) ? true : undefined));
+      await fake.close();
+      assert.equal((await told).code, 1);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('the real server passes with the trust domain taken from the CA file; a wrong --trust-domain fails before the token is sent', async () => {
+    assert.equal((await writ(srv, ['entry', 'list'])).code, 0);
+    const r = await writ(srv, ['entry', 'list', '--trust-domain', 'other.test']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /presented spiffe:\/\/e2e\.test\/writ\/server, not spiffe:\/\/other\.test\/writ\/server/);
+    const env = await writ(srv, ['entry', 'list'], { env: { WRIT_SERVER_SPIFFE_ID: 'spiffe://e2e.test/writ/other' } });
+    assert.equal(env.code, 1);
+    assert.match(env.stderr, /not spiffe:\/\/e2e\.test\/writ\/other/);
+  });
+
+  it('without a CA file nothing is sent unless a trust domain or server ID is named', async () => {
+    const r = await writ(srv, ['entry', 'list'], { env: { WRIT_CA_FILE: '' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot pin the server's identity: pass --ca-file/);
+  });
+});
+
+/** A long-running CLI command whose output a test watches while it runs. */
+function spawnWrit(args: string[], env: NodeJS.ProcessEnv): { out: () => string; err: () => string; child: ChildProcess; exited: Promise<number | null> } {
+  const childEnv = { ...process.env, ...env };
+  delete childEnv['NODE_TEST_CONTEXT'];
+  const child = spawn(process.execPath, [WRIT, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { out: () => out, err: () => err, child, exited };
+}
+
+describe('svid watch', () => {
+  it('with no identity yet it keeps watching, says why on stderr, and prints the SVID once an entry gives one', async () => {
+    const token = (await writ(srv, ['token', 'create', '--node-name', 'watch-node'])).stdout.trim();
+    const agent = await startAgentProcess(srv, { joinToken: token });
+    const w = spawnWrit(['svid', 'watch', '--socket', agent.socket], {});
+    try {
+      await waitFor('the waiting line', async () => (/waiting for an X\.509-SVID from .*no identity issued/.test(w.err()) ? true : undefined), 20_000);
+      assert.equal(w.child.exitCode, null, 'svid watch exited while waiting');
+      const uid = process.getuid!();
+      const e = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/ns/watched',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/watch-node',
+        '--selector',
+        `unix:uid:${uid}`,
+      ]);
+      assert.equal(e.code, 0, e.stderr);
+      await waitFor('the SVID line', async () => (/spiffe:\/\/e2e\.test\/ns\/watched serial=\w+ expires=/.test(w.out()) ? true : undefined), 30_000);
+      assert.doesNotMatch(w.err(), /unsettled top-level await/);
+    } finally {
+      w.child.kill('SIGTERM');
+      await w.exited;
+      await agent.stop();
+      cleanup(agent.dataDir);
+    }
+  });
+});
+
+describe('authz check', () => {
+  it('exits 3 on deny, 0 on allow and on audit-would-deny', async () => {
+    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/orders', 'GET'));
+    const audit = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: reports }
+spec:
+  to: spiffe://e2e.test/ns/reports
+  mode: audit
+  rules:
+    - { effect: allow, from: ["spiffe://e2e.test/ns/web/**"] }
+`;
+    await applyPolicy(srv, work, audit);
+    const check = (from: string, to: string) => writ(srv, ['authz', 'check', '--from', from, '--to', to, '--action', 'GET /v1/orders/7']);
+    const allow = await check('spiffe://e2e.test/ns/web/a', 'spiffe://e2e.test/ns/orders');
+    assert.equal(allow.code, 0, allow.stderr);
+    assert.match(allow.stdout, /^ALLOW/);
+    const deny = await check('spiffe://e2e.test/ns/legacy/a', 'spiffe://e2e.test/ns/orders');
+    assert.equal(deny.code, 3, deny.stderr);
+    assert.match(deny.stdout, /^DENY/);
+    const denyJson = await writ(srv, [
+      'authz',
+      'check',
+      '--from',
+      'spiffe://e2e.test/ns/legacy/a',
+      '--to',
+      'spiffe://e2e.test/ns/orders',
+      '--action',
+      'GET /',
+      '-o',
+      'json',
+    ]);
+    assert.equal(denyJson.code, 3);
+    assert.equal(JSON.parse(denyJson.stdout).decision, 'deny');
+    const audited = await check('spiffe://e2e.test/ns/other/a', 'spiffe://e2e.test/ns/reports');
+    assert.equal(audited.code, 0, audited.stderr);
+    assert.match(audited.stdout, /^AUDIT-WOULD-DENY/);
+    assert.match((await writ(undefined, ['authz', 'check', '--help'])).stdout, /3 on deny/);
+  });
+});
+
+// ------------------------------------------------------------------ a fake of the documented server answers
+
+interface FakeRequest {
+  method: string;
+  path: string;
+  auth: string | undefined;
+  body: unknown;
+}
+type FakeRoute = (req: FakeRequest) => { status?: number; body: unknown } | Promise<{ status?: number; body: unknown }>;
+
+/** An HTTPS server with a real Writ-shaped identity (spiffe://fake.test/writ/server from its own CA) and a route table. */
+async function fakeServer(routes: Record<string, FakeRoute>): Promise<{ url: string; caFile: string; requests: FakeRequest[]; close: () => Promise<void> }> {
+  const ca = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const leafKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const spki = (k: typeof ca) => k.publicKey.export({ format: 'der', type: 'spki' });
+  const now = Date.now();
+  const caSigner = { key: ca.privateKey, keyType: 'ec-p256' as const };
+  const caCert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'fake CA']]),
+      spki: spki(ca),
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+      ca: true,
+      uris: ['spiffe://fake.test'],
+    },
+    { cert: undefined, signer: caSigner },
+  );
+  const leaf = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'fake server']]),
+      spki: spki(leafKey),
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+      ca: false,
+      uris: ['spiffe://fake.test/writ/server'],
+      ipAddresses: [Buffer.from([127, 0, 0, 1])],
+    },
+    { cert: caCert, signer: caSigner },
+  );
+  const caFile = join(work, `fake-ca-${Math.random().toString(36).slice(2)}.pem`);
+  writeFileSync(caFile, toPem('CERTIFICATE', caCert.der));
+  const requests: FakeRequest[] = [];
+  const server = createHttpsServer({ cert: toPem('CERTIFICATE', leaf.der), key: leafKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) }, (req, res) => {
+    let text = '';
+    req.on('data', (d: Buffer) => (text += d.toString()));
+    req.on('end', async () => {
+      const path = req.url ?? '/';
+      const r: FakeRequest = { method: req.method ?? 'GET', path, auth: req.headers.authorization, body: text ? JSON.parse(text) : undefined };
+      requests.push(r);
+      const route = routes[`${r.method} ${path.split('?')[0]}`];
+      const out = route ? await route(r) : { status: 404, body: { code: 'ERR_NOT_FOUND', message: `no route ${r.method} ${path}` } };
+      res.writeHead(out.status ?? 200, { 'content-type': 'application/json' }).end(JSON.stringify(out.body));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `https://127.0.0.1:${(server.address() as { port: number }).port}`,
+    caFile,
+    requests,
+    close: () => new Promise((r) => (server.closeAllConnections(), server.close(() => r()))),
+  };
+}
+
+/** The CLI against a fake server. */
+const writFake = (fake: { url: string; caFile: string }, args: string[], env: NodeJS.ProcessEnv = {}) =>
+  writ(undefined, args, { env: { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token', ...env } });
+
+const DECISION = {
+  id: 'd-7f3a',
+  at: '2026-12-01T22:00:00.000Z',
+  from: 'spiffe://fake.test/ns/legacy/a',
+  to: 'spiffe://fake.test/ns/orders',
+  action: 'GET /v1/orders/7',
+  decision: 'deny',
+  reason: 'DENIED_BY_RULE',
+  rule: 'orders#1',
+  policyRevision: 4,
+};
+
+describe('decisions (fake server of the documented shape)', () => {
+  it('show ID prints the decision; an unknown id is ERR_NOT_FOUND, exit 1', async () => {
+    const fake = await fakeServer({
+      [`GET /v1/decisions/${DECISION.id}`]: () => ({ body: DECISION }),
+      'GET /v1/decisions/nope': () => ({ status: 404, body: { code: 'ERR_NOT_FOUND', message: 'no decision nope' } }),
+    });
+    try {
+      const t = await writFake(fake, ['decisions', 'show', DECISION.id]);
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /DENIED_BY_RULE.*spiffe:\/\/fake\.test\/ns\/legacy\/a/);
+      const j = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'json']);
+      assert.deepEqual(JSON.parse(j.stdout), DECISION);
+      const y = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'yaml']);
+      assert.match(y.stdout, /^id: d-7f3a$/m);
+      const missing = await writFake(fake, ['decisions', 'show', 'nope']);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /no decision nope \[ERR_NOT_FOUND\]/);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('tail -o json prints one object per line, -o yaml documents separated by ---', async () => {
+    const second = { ...DECISION, id: 'd-2', decision: 'allow', reason: 'ALLOWED', rule: 'orders#0' };
+    const fake = await fakeServer({
+      // The first page (newest first), then whatever arrives after the cursor.
+      'GET /v1/decisions': (r) => ({ body: r.path.includes('after=') ? { decisions: [], cursor: 'c1' } : { decisions: [second, DECISION], cursor: 'c1' } }),
+    });
+    try {
+      for (const format of ['json', 'yaml'] as const) {
+        const w = spawnWrit(['decisions', 'tail', '-o', format], { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token' });
+        try {
+          await waitFor('two decisions', async () => (w.out().includes('d-2') ? true : undefined));
+          if (format === 'json') {
+            const lines = w.out().trim().split('\n');
+            assert.deepEqual(
+              lines.map((l) => JSON.parse(l).id),
+              ['d-7f3a', 'd-2'],
+            );
+          } else {
+            const { parseAllDocuments } = await import('yaml');
+            assert.deepEqual(
+              parseAllDocuments(w.out()).map((d) => (d.toJS() as { id: string }).id),
+              ['d-7f3a', 'd-2'],
+            );
+            assert.match(w.out(), /^---$/m);
+          }
+        } finally {
+          w.child.kill('SIGTERM');
+          await w.exited;
+        }
+      }
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ version and doctor
+
+const hour = 3_600_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+/** A healthy server's answers, as documented; tests override single routes. */
+function healthyRoutes(over: Record<string, FakeRoute> = {}): Record<string, FakeRoute> {
+  const now = Date.now();
+  return {
+    'GET /v1/version': () => ({ body: { version: '0.1.0', trustDomain: 'fake.test' } }),
+    'GET /v1/whoami': (r) =>
+      r.auth === 'Bearer fake-admin-token'
+        ? { body: { role: 'admin', tokenId: 't1', name: 'bootstrap', expiresAt: null } }
+        : { status: 401, body: { code: 'ERR_UNAUTHENTICATED', message: 'unknown token' } },
+    'GET /v1/ca/authorities': () => ({
+      body: {
+        authorities: [
+          { id: 'x1', kind: 'x509', status: 'active', serverId: 's1', notBefore: iso(now - hour), notAfter: iso(now + 23 * hour) },
+          { id: 'j1', kind: 'jwt', status: 'active', serverId: 's1', notBefore: iso(now - hour), notAfter: iso(now + 23 * hour) },
+          { id: 'x0', kind: 'x509', status: 'old', serverId: 's1', notBefore: iso(now - 25 * hour), notAfter: iso(now - hour) },
+        ],
+      },
+    }),
+    'GET /v1/policy/status': () => ({
+      body: {
+        revision: 3,
+        quarantineVersion: 1,
+        agents: [
+          {
+            spiffeId: 'spiffe://fake.test/writ/agent/n1',
+            revision: 3,
+            behind: 0,
+            quarantineVersion: 1,
+            ackedAt: iso(now - 2000),
+            secondsSinceAck: 2,
+            live: true,
+          },
+        ],
+      },
+    }),
+    ...over,
+  };
+}
+
+/** A fake agent socket answering writ.agent.v1.Debug/WhoAmI with `me` (protobuf strings: 1 selectors, 2 spiffe_ids, 3 agent_id). */
+async function fakeAgent(me: { selectors: string[]; spiffeIds: string[]; agentId: string }): Promise<{ socket: string; close: () => Promise<void> }> {
+  const str = (field: number, v: string) => {
+    const b = Buffer.from(v);
+    const len: number[] = [];
+    for (let n = b.length; ; n >>= 7) {
+      if (n < 0x80) {
+        len.push(n);
+        break;
+      }
+      len.push((n & 0x7f) | 0x80);
+    }
+    return Buffer.concat([Buffer.from([(field << 3) | 2, ...len]), b]);
+  };
+  const msg = Buffer.concat([...me.selectors.map((x) => str(1, x)), ...me.spiffeIds.map((x) => str(2, x)), str(3, me.agentId)]);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(msg.length, 1);
+  const server = createH2Server();
+  server.on('stream', (stream, headers) => {
+    stream.on('data', () => undefined);
+    if (headers[':path'] !== '/writ.agent.v1.Debug/WhoAmI' || headers['workload.spiffe.io'] !== 'true') {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' }, { endStream: true });
+      return;
+    }
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+    stream.end(Buffer.concat([head, msg]));
+  });
+  const socket = join(mkdtempSync(join(tmpdir(), 'writ-fake-agent-')), 'api.sock');
+  await new Promise<void>((r) => server.listen(socket, () => r()));
+  return { socket, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('version and doctor (a fake of the documented server answers, and a real agent)', () => {
+  it('version prints client and server, -o json both; an unreachable server is exit 1 with the client still printed', async () => {
+    const fake = await fakeServer(healthyRoutes());
+    try {
+      const t = await writFake(fake, ['version']);
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /^client: 0\.1\.0\nserver: 0\.1\.0 \(https:\/\/127\.0\.0\.1:\d+, trust domain fake\.test\)$/m);
+      const j = JSON.parse((await writFake(fake, ['version', '-o', 'json'])).stdout);
+      assert.deepEqual(j.client, { version: '0.1.0' });
+      assert.equal(j.server.version, '0.1.0');
+      assert.equal(j.server.trustDomain, 'fake.test');
+      assert.ok(
+        fake.requests.every((r) => r.auth === undefined),
+        'version sent a token',
+      );
+    } finally {
+      await fake.close();
+    }
+    const down = await writFake(fake, ['version']);
+    assert.equal(down.code, 1);
+    assert.match(down.stdout, /^client: 0\.1\.0$/m);
+    assert.match(down.stderr, /cannot reach/);
+  });
+
+  it('doctor: every check OK on a healthy server; WARN for a stale agent and an overdue CA; FAIL (exit 1) for a bad token', async () => {
+    const fake = await fakeServer(healthyRoutes());
+    try {
+      const ok = await writFake(fake, ['doctor']);
+      assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+      for (const name of ['server', 'token', 'x509-authority', 'jwt-authority', 'agents']) assert.match(ok.stdout, new RegExp(`^OK\\s+${name}\\s`, 'm'));
+      assert.match(ok.stdout, /server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/fake\.test\/writ\/server/);
+      assert.match(ok.stdout, /role admin/);
+      assert.match(ok.stdout, /spiffe:\/\/fake\.test\/writ\/agent\/n1 \(2s ago\)/);
+      const j = JSON.parse((await writFake(fake, ['doctor', '-o', 'json'])).stdout);
+      assert.equal(j.ok, true);
+      assert.equal(j.checks.length, 5);
+
+      const bad = await writFake(fake, ['doctor'], { WRIT_TOKEN: 'wrong' });
+      assert.equal(bad.code, 1);
+      assert.match(bad.stdout, /^FAIL\s+token\s+unknown token/m);
+      assert.match(bad.stdout, /hint: pass --token or set WRIT_TOKEN/);
+    } finally {
+      await fake.close();
+    }
+    const now = Date.now();
+    const sick = await fakeServer(
+      healthyRoutes({
+        'GET /v1/ca/authorities': () => ({
+          body: {
+            authorities: [
+              { id: 'x1', kind: 'x509', status: 'active', serverId: 's1', notBefore: iso(now - 23 * hour), notAfter: iso(now + 10 * 60_000) },
+              { id: 'j1', kind: 'jwt', status: 'prepared', serverId: 's1', notBefore: iso(now), notAfter: iso(now + 24 * hour) },
+            ],
+          },
+        }),
+        'GET /v1/policy/status': () => ({
+          body: {
+            revision: 3,
+            quarantineVersion: 1,
+            agents: [
+              {
+                spiffeId: 'spiffe://fake.test/writ/agent/gone',
+                revision: 2,
+                behind: 1,
+                quarantineVersion: 1,
+                ackedAt: iso(now - 600_000),
+                secondsSinceAck: 600,
+                live: false,
+              },
+            ],
+          },
+        }),
+      }),
+    );
+    try {
+      const r = await writFake(sick, ['doctor']);
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /^WARN\s+x509-authority\s+X\.509 CA x1 expires in 10m/m);
+      assert.match(r.stdout, /rotation is overdue/);
+      assert.match(r.stdout, /^FAIL\s+jwt-authority\s+no active JWT key/m);
+      assert.match(r.stdout, /^WARN\s+agents\s+1 of 1 not seen in 90s: spiffe:\/\/fake\.test\/writ\/agent\/gone \(10m ago, 1 behind\)/m);
+    } finally {
+      await sick.close();
+    }
+  });
+
+  it('doctor against a server older than this CLI: WARN for each missing route, no FAIL', async () => {
+    const routes = healthyRoutes();
+    for (const r of ['GET /v1/version', 'GET /v1/whoami', 'GET /v1/ca/authorities']) delete routes[r];
+    routes['GET /v1/policy/status'] = () => ({
+      body: { revision: 1, agents: [{ spiffeId: 'spiffe://fake.test/writ/agent/n1', revision: 1, behind: 0, ackedAt: iso(Date.now()), secondsSinceAck: 3 }] },
+    });
+    const fake = await fakeServer(routes);
+    try {
+      const r = await writFake(fake, ['doctor']);
+      assert.equal(r.code, 0, r.stdout);
+      assert.match(r.stdout, /^WARN\s+server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/fake\.test\/writ\/server, but has no GET \/v1\/version/m);
+      assert.match(r.stdout, /^WARN\s+token\s+the server has no GET \/v1\/whoami/m);
+      assert.match(r.stdout, /^WARN\s+authorities\s/m);
+      assert.match(r.stdout, /^OK\s+agents\s+1 live/m);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('doctor against an impostor fails the server check, names both IDs and sends no token', async () => {
+    const out = join(work, 'imp-svid');
+    assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/imp', '--dns-name', 'localhost', '--out', out])).code, 0);
+    const fake = await impostor(join(out, 'svid.pem'), join(out, 'svid.key'));
+    try {
+      const r = await writ(srv, ['doctor'], { env: { WRIT_SERVER: fake.url } });
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /^FAIL\s+server\s+.*presented spiffe:\/\/e2e\.test\/ns\/imp, not spiffe:\/\/e2e\.test\/writ\/server/m);
+      assert.equal(fake.received(), '');
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('doctor --socket against a real agent: FAIL while no entry selects this process, OK once one does', async () => {
+    const token = (await writ(srv, ['token', 'create', '--node-name', 'doctor-node'])).stdout.trim();
+    const agent = await startAgentProcess(srv, { joinToken: token });
+    try {
+      const none = await writ(srv, ['doctor', '--socket', agent.socket]);
+      assert.equal(none.code, 1, none.stdout);
+      assert.match(none.stdout, /^FAIL\s+identity\s+.*no identity/m);
+      const uid = process.getuid!();
+      const e = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/ns/doctored',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/doctor-node',
+        '--selector',
+        `unix:uid:${uid}`,
+      ]);
+      assert.equal(e.code, 0, e.stderr);
+      const ok = await waitFor(
+        'doctor to see the identity',
+        async () => {
+          const r = await writ(srv, ['doctor', '--socket', agent.socket]);
+          return r.code === 0 ? r : undefined;
+        },
+        30_000,
+      );
+      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/e2e\.test\/ns\/doctored/m);
+    } finally {
+      await agent.stop();
+      cleanup(agent.dataDir);
+    }
+  });
+
+  it('doctor --socket: OK with the identity the agent gives; without one, FAIL and each entry of that agent with the selectors it lacks', async () => {
+    const entries = [
+      { id: 'e-web', spiffeId: 'spiffe://fake.test/ns/web', parentId: 'spiffe://fake.test/writ/agent/n1', selectors: ['unix:uid:1000', 'unix:gid:1000'] },
+      {
+        id: 'e-db',
+        spiffeId: 'spiffe://fake.test/ns/db',
+        parentId: 'spiffe://fake.test/writ/agent/n1',
+        selectors: ['unix:uid:0', 'unix:path:/usr/bin/postgres'],
+      },
+    ];
+    const fake = await fakeServer(
+      healthyRoutes({
+        'GET /v1/entries': (r) => ({
+          body: { entries: new URL(r.path, 'https://x').searchParams.get('parentId') === 'spiffe://fake.test/writ/agent/n1' ? entries : [] },
+        }),
+      }),
+    );
+    const none = await fakeAgent({ selectors: ['unix:uid:0', 'unix:gid:0', 'unix:user:root'], spiffeIds: [], agentId: 'spiffe://fake.test/writ/agent/n1' });
+    const some = await fakeAgent({
+      selectors: ['unix:uid:1000', 'unix:gid:1000'],
+      spiffeIds: ['spiffe://fake.test/ns/web'],
+      agentId: 'spiffe://fake.test/writ/agent/n1',
+    });
+    try {
+      const ok = await writFake(fake, ['doctor', '--socket', some.socket]);
+      assert.equal(ok.code, 0, ok.stdout);
+      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/fake\.test\/ns\/web from spiffe:\/\/fake\.test\/writ\/agent\/n1/m);
+
+      const r = await writFake(fake, ['doctor', '--socket', none.socket]);
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stdout,
+        /^FAIL\s+identity\s+no identity for this process from spiffe:\/\/fake\.test\/writ\/agent\/n1; its selectors: unix:uid:0 unix:gid:0 unix:user:root/m,
+      );
+      assert.match(r.stdout, /entry e-web\s+spiffe:\/\/fake\.test\/ns\/web needs unix:uid:1000 unix:gid:1000$/m);
+      assert.match(r.stdout, /entry e-db\s+spiffe:\/\/fake\.test\/ns\/db needs unix:path:\/usr\/bin\/postgres$/m);
+
+      const gone = await writFake(fake, ['doctor', '--socket', join(work, 'no-such.sock')]);
+      assert.equal(gone.code, 1);
+      assert.match(gone.stdout, /^FAIL\s+identity\s+.*no-such\.sock/m);
+      assert.match(gone.stdout, /hint: is the agent running/);
+    } finally {
+      await Promise.all([fake.close(), none.close(), some.close()]);
+    }
+  });
+});
+
+// ------------------------------------------------------------------ policy apply: tests in the file, --wait
+
+const WITH_TESTS = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: spiffe://fake.test/ns/orders
+  rules:
+    - { effect: allow, from: ["spiffe://fake.test/ns/web/**"] }
+---
+kind: PolicyTest
+cases:
+  - { name: legacy reads, from: spiffe://fake.test/ns/legacy/a, to: spiffe://fake.test/ns/orders, action: GET /, expect: allow }
+`;
+
+describe('policy apply (fake server of the documented shape)', () => {
+  it('a failing PolicyTest case in the file stops the apply: exit 3, the failure listed; --skip-tests applies', async () => {
+    const fake = await fakeServer({
+      'POST /v1/policies': (r) =>
+        (r.body as { skipTests?: boolean }).skipTests
+          ? { body: { revision: 5, changed: ['orders'], added: ['orders'], removed: [], dryRun: false, tests: { passed: 0, failed: 1 } } }
+          : {
+              status: 400,
+              body: {
+                code: 'ERR_POLICY_TEST_FAILED',
+                message: '1 policy test case failed',
+                details: { failures: [{ name: 'legacy reads', expected: 'allow', got: 'deny', reason: 'NO_MATCHING_ALLOW', rule: null }] },
+              },
+            },
+    });
+    try {
+      const f = join(work, 'with-tests.yaml');
+      writeFileSync(f, WITH_TESTS);
+      const r = await writFake(fake, ['policy', 'apply', '-f', f]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stdout, /^FAIL {2}legacy reads: expected allow, got deny \(NO_MATCHING_ALLOW\)$/m);
+      assert.match(r.stderr, /1 policy test case\(s\) failed; nothing applied/);
+      assert.equal((fake.requests.at(-1)!.body as { yaml: string }).yaml, WITH_TESTS, 'the tests went to the server with the policies');
+      const j = await writFake(fake, ['policy', 'apply', '-f', f, '-o', 'json']);
+      assert.equal(j.code, 3);
+      assert.equal(JSON.parse(j.stdout).failures[0].name, 'legacy reads');
+
+      // A kind that is neither is refused here, with its line, before anything is sent.
+      const sent = fake.requests.length;
+      const foo = join(work, 'foo.yaml');
+      writeFileSync(foo, `${WITH_TESTS}---\nkind: Foo\n`);
+      const bad = await writFake(fake, ['policy', 'apply', '-f', foo]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /foo\.yaml: line 13: unknown kind "Foo"/);
+      assert.equal(fake.requests.length, sent);
+
+      const skip = await writFake(fake, ['policy', 'apply', '-f', f, '--skip-tests']);
+      assert.equal(skip.code, 0, skip.stderr);
+      assert.match(skip.stdout, /revision 5; changed: orders; tests 0 passed, 1 failed/);
+      assert.equal((fake.requests.at(-1)!.body as { skipTests?: boolean }).skipTests, true);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('--wait returns once every live agent enforces the new revision; stragglers are listed, exit 1', async () => {
+    let polls = 0;
+    const agents = (laggard: boolean) => {
+      polls++;
+      const now = Date.now();
+      const a = (id: string, revision: number, live = true) => ({
+        spiffeId: `spiffe://fake.test/writ/agent/${id}`,
+        revision,
+        behind: 5 - revision,
+        quarantineVersion: polls > 2 ? 2 : 1,
+        ackedAt: iso(now),
+        secondsSinceAck: 0,
+        live,
+      });
+      return [a('n1', polls > 2 ? 5 : 4), ...(laggard ? [a('n2', 4)] : []), a('dead', 1, false)];
+    };
+    let laggard = false;
+    const fake = await fakeServer({
+      'POST /v1/policies': () => ({ body: { revision: 5, changed: ['orders'], added: [], removed: [], dryRun: false, tests: { passed: 1, failed: 0 } } }),
+      'POST /v1/quarantine': () => ({ status: 201, body: { spiffeId: 'spiffe://fake.test/ns/web', reason: 'x', expiresAt: null } }),
+      'GET /v1/policy/status': () => ({ body: { revision: 5, quarantineVersion: 2, agents: agents(laggard) } }),
+    });
+    try {
+      const f = join(work, 'plain.yaml');
+      writeFileSync(f, ordersPolicy('spiffe://fake.test/ns/orders', 'GET'));
+      const r = await writFake(fake, ['policy', 'apply', '-f', f, '--wait']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(polls >= 3, `returned after ${polls} polls, before the agent acknowledged`);
+      assert.match(r.stderr, /waiting for 1 of 1 live agents to enforce policy revision 5/);
+      assert.match(r.stderr, /acknowledged by all 1 live agent\(s\)/);
+
+      polls = 0;
+      const q = await writFake(fake, ['quarantine', 'add', 'spiffe://fake.test/ns/web', '--reason', 'x', '--wait=10s']);
+      assert.equal(q.code, 0, q.stderr);
+      assert.ok(polls >= 3);
+      assert.match(q.stderr, /to enforce quarantine version 2/);
+
+      polls = 0;
+      laggard = true;
+      const late = await writFake(fake, ['policy', 'apply', '-f', f, '--wait=1s']);
+      assert.equal(late.code, 1);
+      assert.match(late.stderr, /1 live agent\(s\) did not acknowledge within 1s: spiffe:\/\/fake\.test\/writ\/agent\/n2 \(the change is applied/);
+      assert.doesNotMatch(late.stderr, /agent\/dead/);
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ completion
+
+/**
+ * Sources `writ completion SHELL` in a real bash (or zsh, through bashcompinit), sets
+ * COMP_WORDS/COMP_CWORD as the shell would, calls _writ and prints COMPREPLY one per line.
+ */
+async function complete(words: string[], env: NodeJS.ProcessEnv, shell: 'bash' | 'zsh' = 'bash'): Promise<{ replies: string[]; stderr: string }> {
+  const script = join(work, `writ-completion.${shell}`);
+  if (!existsSync(script)) writeFileSync(script, (await writ(undefined, ['completion', shell])).stdout);
+  const quoted = words.map((w) => `'${w.replace(/'/g, `'\\''`)}'`).join(' ');
+  // zsh -f loads no compinit; bashcompinit's complete only needs compdef to register with it.
+  const pre = shell === 'zsh' ? 'compdef() { :; }; ' : '';
+  const body = `${pre}source ${script}; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _writ; printf '%s\\n' "\${COMPREPLY[@]}"`;
+  const r = await run(shell, shell === 'zsh' ? ['-fc', body] : ['--norc', '-c', body], { env: { ...env, PATH: process.env['PATH'] } });
+  assert.equal(r.code, 0, r.stderr);
+  return { replies: r.stdout.split('\n').filter(Boolean), stderr: r.stderr };
+}
+const HAVE_ZSH = existsSync('/usr/bin/zsh') || existsSync('/bin/zsh');
+
+describe('shell completion (bash, and zsh where installed)', () => {
+  it('completes commands, -o values, and entry ids, policy names and agent SPIFFE IDs from the server, for writ and npx writ', async () => {
+    const env = { WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') };
+    const token = (await writ(srv, ['token', 'create', '--node-name', 'comp-node'])).stdout.trim();
+    const agent = await startAgentProcess(srv, { joinToken: token });
+    await agent.stop();
+    cleanup(agent.dataDir);
+    const e = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/comp',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/comp-node',
+      '--selector',
+      'unix:uid:4242',
+      '-o',
+      'json',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const entryId = JSON.parse(e.stdout).id as string;
+    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/comp-orders', 'GET').replace('name: orders', 'name: comp-orders'));
+
+    for (const cmd of [['writ'], ['npx', 'writ']]) {
+      assert.deepEqual((await complete([...cmd, 'ent'], env)).replies, ['entry']);
+      assert.deepEqual((await complete([...cmd, 'entry', 'l'], env)).replies, ['list']);
+      assert.deepEqual((await complete([...cmd, 'entry', 'list', '-o', ''], env)).replies, ['table', 'json', 'yaml']);
+      // bash splits --output=j at '=': its current word is "j".
+      assert.deepEqual((await complete([...cmd, 'agent', 'list', '--output', '=', 'j'], env)).replies, ['json']);
+      assert.ok((await complete([...cmd, 'entry', 'show', ''], env)).replies.includes(entryId));
+      assert.ok((await complete([...cmd, 'policy', 'get', 'comp-'], env)).replies.includes('comp-orders'));
+      // bash splits spiffe://... at ':': its current word is "//e2e.test/...".
+      assert.deepEqual((await complete([...cmd, 'agent', 'show', 'spiffe', ':', '//e2e.test/writ/agent/comp'], env)).replies, [
+        '//e2e.test/writ/agent/comp-node',
+      ]);
+      assert.ok(
+        (await complete([...cmd, 'entry', 'create', '--parent-id', ''], env)).replies.includes('spiffe://e2e.test/writ/agent/comp-node'),
+        '--parent-id completes agent IDs',
+      );
+    }
+    // zsh keeps spiffe://... and --output=j as one word; its answers are whole words.
+    if (HAVE_ZSH)
+      for (const cmd of [['writ'], ['npx', 'writ']]) {
+        assert.deepEqual((await complete([...cmd, 'entry', 'l'], env, 'zsh')).replies, ['list']);
+        assert.deepEqual((await complete([...cmd, 'entry', 'list', '-o', ''], env, 'zsh')).replies, ['table', 'json', 'yaml']);
+        assert.deepEqual((await complete([...cmd, 'agent', 'list', '--output=j'], env, 'zsh')).replies, ['--output=json']);
+        assert.ok((await complete([...cmd, 'entry', 'show', ''], env, 'zsh')).replies.includes(entryId));
+        assert.deepEqual((await complete([...cmd, 'agent', 'show', 'spiffe://e2e.test/writ/agent/comp'], env, 'zsh')).replies, [
+          'spiffe://e2e.test/writ/agent/comp-node',
+        ]);
+      }
+    // The connection flags on the command line are the ones __complete uses.
+    const flagged = await complete(['writ', 'entry', 'delete', '--server', 'https', ':', `//127.0.0.1:${srv.port}`, ''], {
+      ...env,
+      WRIT_SERVER: 'https://127.0.0.1:1',
+    });
+    assert.ok(flagged.replies.includes(entryId), flagged.replies.join(' '));
+  });
+
+  it('is quiet when the server cannot answer: no candidates, nothing on stderr', async () => {
+    const hole = createTlsServer(() => undefined); // no certificate: every handshake fails
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', () => r()));
+    try {
+      for (const server of ['https://127.0.0.1:1', `https://127.0.0.1:${(hole.address() as { port: number }).port}`]) {
+        const r = await complete(['writ', 'entry', 'show', ''], { WRIT_SERVER: server, WRIT_TOKEN: 'x', WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') });
+        assert.deepEqual(r.replies, []);
+        assert.equal(r.stderr, '');
+      }
+    } finally {
+      await new Promise((r) => hole.close(r));
+    }
+  });
+});
+
+describe('-o on every read', () => {
+  it('json and yaml parse for each read command against the real server', async () => {
+    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/o-orders', 'GET').replace('name: orders', 'name: o-orders'));
+    const { parse: parseYamlDoc } = await import('yaml');
+    const reads = [
+      ['entry', 'list'],
+      ['agent', 'list'],
+      ['admin-token', 'list'],
+      ['bundle', 'list'],
+      ['bundle', 'show'],
+      ['policy', 'list'],
+      ['policy', 'get', 'o-orders'],
+      ['policy', 'history'],
+      ['policy', 'diff', '1'],
+      ['policy', 'status'],
+      ['decisions', 'query'],
+      ['quarantine', 'list'],
+    ];
+    for (const args of reads) {
+      const j = await writ(srv, [...args, '-o', 'json']);
+      assert.equal(j.code, 0, `${args.join(' ')}: ${j.stderr}`);
+      assert.doesNotThrow(() => JSON.parse(j.stdout), `${args.join(' ')} -o json: ${j.stdout}`);
+      // yaml is the same printer for all: checked where the command formats its own output.
+      if (!['bundle show', 'policy get o-orders', 'policy diff 1', 'decisions query'].includes(args.join(' '))) continue;
+      const y = await writ(srv, [...args, '-o', 'yaml']);
+      assert.equal(y.code, 0, `${args.join(' ')}: ${y.stderr}`);
+      assert.deepEqual(parseYamlDoc(y.stdout), JSON.parse(j.stdout), `${args.join(' ')}: yaml and json differ`);
+    }
+    assert.equal(JSON.parse((await writ(srv, ['policy', 'get', 'o-orders', '-o', 'json'])).stdout).metadata.name, 'o-orders');
+  });
+});
