@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, run, startServerProcess, writ, type ServerProcess } from './helpers.ts';
+import { cleanup, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let dir: string;
@@ -161,6 +161,66 @@ describe('policies on the server', () => {
     ] as const) {
       const r = await post(yaml);
       assert.equal(r.stdout.trim().split('\n').pop(), status, r.stdout.slice(0, 300));
+    }
+  });
+});
+
+describe('policy status with real agents (what `--wait` waits on)', () => {
+  interface Status {
+    revision: number;
+    quarantineVersion: number;
+    agents: Array<{ spiffeId: string; revision: number; behind: number; quarantineVersion: number; ackedAt: string | null; live: boolean }>;
+  }
+  const status = async (): Promise<Status> => {
+    const r = await writ(srv, ['policy', 'status', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Status;
+  };
+  const mine = (s: Status, ids: readonly string[]) => s.agents.filter((a) => ids.includes(a.spiffeId));
+
+  it('after a quarantine and its lifting, and a policy apply, every live agent shows the new version', async () => {
+    const agents: AgentProcess[] = [];
+    const ids: string[] = [];
+    try {
+      for (const node of ['status-a', 'status-b']) {
+        const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', node, '-o', 'json'])).stdout).token as string;
+        agents.push(await startAgentProcess(srv, { joinToken: tok }));
+        ids.push(`spiffe://e2e.test/writ/agent/${node}`);
+      }
+      // Both agents acknowledged what they enforce on their first sync.
+      const start = await waitFor('both agents live', async () => {
+        const s = await status();
+        return mine(s, ids).filter((a) => a.live && a.quarantineVersion === s.quarantineVersion && a.behind === 0).length === 2 ? s : undefined;
+      });
+      const add = await writ(srv, ['quarantine', 'add', 'spiffe://e2e.test/ns/status/compromised', '--reason', 'status test']);
+      assert.equal(add.code, 0, add.stderr);
+      const quarantined = await waitFor('every live agent at the new quarantine version', async () => {
+        const s = await status();
+        return s.quarantineVersion > start.quarantineVersion && mine(s, ids).every((a) => a.live && a.quarantineVersion === s.quarantineVersion)
+          ? s
+          : undefined;
+      });
+      assert.equal(mine(quarantined, ids).length, 2);
+      const lifted = await writ(srv, ['quarantine', 'remove', 'spiffe://e2e.test/ns/status/compromised']);
+      assert.equal(lifted.code, 0, lifted.stderr);
+      // Versions only grow: `--wait` asks "at or past the version after my change".
+      await waitFor('every live agent at the version of the lifting', async () => {
+        const s = await status();
+        return s.quarantineVersion > quarantined.quarantineVersion && mine(s, ids).every((a) => a.quarantineVersion === s.quarantineVersion) ? s : undefined;
+      });
+      const f = join(dir, 'status.yaml');
+      writeFileSync(f, REPORTS.replace('name: reports', 'name: status-reports'));
+      assert.equal((await writ(srv, ['policy', 'apply', '-f', f])).code, 0);
+      const applied = await waitFor('every live agent at the new revision', async () => {
+        const s = await status();
+        return s.revision > start.revision && mine(s, ids).every((a) => a.revision === s.revision && a.behind === 0) ? s : undefined;
+      });
+      assert.ok(mine(applied, ids).every((a) => a.live && a.ackedAt !== null));
+    } finally {
+      for (const a of agents) {
+        await a.stop();
+        cleanup(a.dataDir);
+      }
     }
   });
 });

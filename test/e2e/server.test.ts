@@ -513,17 +513,15 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     assert.equal(protoc.code, 0, protoc.stderr);
     const enc = await run(DEBIAN_PYTHON, ['-c', py, marker, join(work, 'report.bin')]);
     assert.equal(enc.code, 0, enc.stderr);
-    const before = Number(
-      /writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/edge-2"\} (\d+)/.exec(
-        (await call('GET', '/metrics', { token: null })).text,
-      )?.[1] ?? 0,
-    );
+    const droppedIn = (metrics: string, reporter: string): number =>
+      Number(new RegExp(`writ_decision_log_dropped_total\\{reporter="${reporter}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
+    const m0 = (await call('GET', '/metrics', { token: null })).text;
     const r = await post('application/x-protobuf', join(work, 'report.bin'));
     assert.equal(r.stdout.trim().split('\n').pop(), '200', r.stdout);
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n')[0]!), { stored: 2 }, 'the decision with an unknown outcome is skipped');
     const metrics = (await call('GET', '/metrics', { token: null })).text;
-    const after = Number(/writ_decision_log_dropped_total\{reporter="spiffe:\/\/e2e\.test\/writ\/agent\/edge-2"\} (\d+)/.exec(metrics)?.[1] ?? 0);
-    assert.equal(after - before, 4, 'the 3 the reporter dropped and the 1 skipped here are counted');
+    assert.equal(droppedIn(metrics, 'agent') - droppedIn(m0, 'agent'), 3, 'the 3 the reporter dropped are counted as lost on the node');
+    assert.equal(droppedIn(metrics, 'server') - droppedIn(m0, 'server'), 1, 'the 1 skipped here is counted as refused by the server');
     const stored = (await call('GET', `/v1/decisions?to=${encodeURIComponent(marker)}`)).body['decisions'] as Array<Record<string, unknown>>;
     assert.deepEqual(
       stored.map((d) => [d['id'], d['at'], d['from'], d['action'], d['decision'], d['reason'], d['policyRevision'], d['rule'], d['reporter']]),

@@ -7,31 +7,20 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
-import {
-  WritError,
-  bundleToPem,
-  certificatesToPem,
-  formatDuration,
-  isWritError,
-  parseCertificate,
-  parseCertificatesPem,
-  toPem,
-  verifyX509Svid,
-  type Certificate,
-} from '@writ/spiffe';
+import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
 import type { ServerConfig } from './config.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
-import { notifyChange } from './api/agent-routes.ts';
+import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
+import { ChangeHub } from './sync/hub.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
@@ -115,6 +104,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let publicUrl = '';
   let jwtIssuer = cfg.jwtIssuer ?? '';
   let httpServer: Server | undefined;
+  let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -173,9 +163,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     let ready = true;
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
+    hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
     const ctx = {
       store,
       ca,
+      hub,
       trustDomain: cfg.trustDomain,
       metrics,
       clock,
@@ -202,6 +194,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       },
     };
     const routes = buildRoutes(ctx);
+    const agents = new AgentAuthenticator(store, ca);
     routes.push({
       method: 'GET',
       name: '/v1/openapi.json',
@@ -214,12 +207,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // admin clients use bearer tokens and have none.
     httpServer = createServer(
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
-      (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log),
+      (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
     );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
-    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, ca, metrics, log));
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -247,8 +240,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         await ca.rotate();
         if (ca.bundle().sequence !== lastSequence) {
           lastSequence = ca.bundle().sequence;
-          writeBundle();
-          notifyChange();
+          writeBundle(); // agents hear of it from the hub: the journal write was a store change
           log.info({ sequence: lastSequence }, 'trust bundle changed');
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
@@ -282,6 +274,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
+        hub?.close();
         srv.closeAllConnections();
         await new Promise<void>((r) => srv.close(() => r()));
         await store.close();
@@ -289,49 +282,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
+    hub?.close();
     httpServer?.close();
     await store.close().catch(() => undefined);
     throw err;
   }
-}
-
-/** Per TLS connection: its client certificate was verified once (it cannot change on the connection). */
-const verifiedPeers = new WeakMap<TLSSocket, { id: string; serial: string; notAfter: number; bundleSequence: number | undefined }>();
-
-/** Agent routes: the TLS client certificate must be the current SVID of a live, unbanned agent. */
-async function authenticateAgent(req: IncomingMessage, store: Store, ca: CertificateAuthority): Promise<string> {
-  const sock = req.socket as TLSSocket;
-  const known = verifiedPeers.get(sock);
-  // Chain verification is the expensive part: redo it only when the connection is new, the
-  // certificate has expired or the bundle changed. The store record is checked on every request.
-  if (known && known.notAfter > Date.now() && known.bundleSequence === ca.bundle().sequence) {
-    const agent = await store.getAgent(known.id);
-    if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${known.id} is not attested (evicted?); it must attest again`);
-    if (agent.banned) throw new WritError('ERR_FORBIDDEN', `agent ${known.id} is banned`);
-    if (agent.serial !== known.serial) throw new WritError('ERR_UNAUTHENTICATED', `agent ${known.id} presented a superseded SVID; it must attest again`);
-    return known.id;
-  }
-  const chain: Certificate[] = [];
-  let peer: DetailedPeerCertificate | undefined = sock.getPeerCertificate?.(true) as DetailedPeerCertificate | undefined;
-  while (peer?.raw && chain.length < 8) {
-    chain.push(parseCertificate(peer.raw));
-    if (!peer.issuerCertificate || peer.issuerCertificate === peer || peer.issuerCertificate.raw.equals(peer.raw)) break;
-    peer = peer.issuerCertificate;
-  }
-  if (chain.length === 0) throw new WritError('ERR_UNAUTHENTICATED', "agent endpoints need the agent's X.509-SVID as TLS client certificate");
-  let id: string;
-  try {
-    id = verifyX509Svid(chain, new Map([[ca.trustDomain, ca.bundle()]])).spiffeId.uri;
-  } catch (err) {
-    throw new WritError('ERR_UNAUTHENTICATED', `client certificate rejected: ${(err as Error).message}`);
-  }
-  if (!id.startsWith(`spiffe://${ca.trustDomain}/writ/agent/`)) throw new WritError('ERR_FORBIDDEN', `${id} is not an agent identity`);
-  const agent = await store.getAgent(id);
-  if (!agent) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} is not attested (evicted?); it must attest again`);
-  if (agent.banned) throw new WritError('ERR_FORBIDDEN', `agent ${id} is banned`);
-  if (agent.serial !== chain[0]!.serialHex) throw new WritError('ERR_UNAUTHENTICATED', `agent ${id} presented a superseded SVID; it must attest again`);
-  verifiedPeers.set(sock, { id, serial: chain[0]!.serialHex, notAfter: chain[0]!.notAfter.getTime(), bundleSequence: ca.bundle().sequence });
-  return id;
 }
 
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {
@@ -354,7 +309,7 @@ async function handle(
   res: ServerResponse,
   routes: Route[],
   store: Store,
-  ca: CertificateAuthority,
+  agents: AgentAuthenticator,
   metrics: ReturnType<typeof createMetrics>,
   log: Logger,
 ): Promise<void> {
@@ -389,7 +344,7 @@ async function handle(
       agent: undefined,
       body: undefined,
     };
-    if (route.role === 'agent') req.agent = await authenticateAgent(raw, store, ca);
+    if (route.role === 'agent') req.agent = await agents.authenticate(raw);
     else if (route.role) {
       req.token = await authenticate(raw, store, route.role, Date.now());
       req.role = req.token.role;

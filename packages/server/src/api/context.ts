@@ -3,10 +3,13 @@ import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Store } from '../store/types.ts';
+import type { ChangeHub } from '../sync/hub.ts';
 
 export interface ApiContext {
   readonly store: Store;
   readonly ca: CertificateAuthority;
+  /** Wake-ups, the shared sync snapshot and acknowledgements; it hears every store write by itself. */
+  readonly hub: ChangeHub;
   readonly trustDomain: string;
   /** Base URL clients reach this server at, e.g. https://127.0.0.1:8443. */
   readonly publicUrl: string;

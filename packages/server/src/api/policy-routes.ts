@@ -1,6 +1,5 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
-import { flushAcks } from './agent-routes.ts';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
 import { httpStatusOf } from '../errors.ts';
@@ -284,22 +283,6 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     const id = decodeURIComponent(req.params[0]!);
     if (!(await ctx.store.removeQuarantine(id))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
     return { status: 204, body: '' };
-  });
-
-  add('GET', '/v1/policy/status', 'viewer', 'Which policy revision each agent enforces, and how far behind it is.', async () => {
-    await flushAcks(ctx);
-    const current = (await ctx.store.getPolicyRevision())?.revision ?? 0;
-    const now = ctx.clock();
-    return ok({
-      revision: current,
-      agents: (await ctx.store.listPolicyAcks()).map((a) => ({
-        spiffeId: a.spiffeId,
-        revision: a.policyRevision,
-        behind: current - a.policyRevision,
-        ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null,
-        secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
-      })),
-    });
   });
 
   add(

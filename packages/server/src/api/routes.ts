@@ -1,5 +1,5 @@
 /** The admin and public HTTP API: one table of routes, each with its role and handler. */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   WritError,
   bundleToPem,
@@ -32,10 +32,12 @@ import {
   type Route,
 } from './http.ts';
 import { agentRoutes } from './agent-routes.ts';
+import { attestRoutes } from '../attest/routes.ts';
+import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+export { hashToken };
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
 const newJoinToken = (): string => randomBytes(24).toString('base64url');
 
@@ -224,65 +226,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
     { limit: DEFAULT_BODY_LIMIT, fields: ['nodeName', 'ttl'] },
   );
 
-  // ---------------------------------------------------------------- node attestation
-  /** Signs the agent SVID and records the agent; a banned agent is refused. */
-  const admitAgent = async (spiffeId: string, nodeName: string, attestationType: string, selectors: string[], spki: Buffer) => {
-    const existing = await ctx.store.getAgent(spiffeId);
-    if (existing?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${spiffeId} is banned`);
-    const now = ctx.clock();
-    const svid = ctx.ca.signX509Svid({ spiffeId, spki });
-    await ctx.store.upsertAgent({
-      spiffeId,
-      nodeName,
-      attestationType,
-      selectors,
-      serial: svid.chain[0]!.serialHex,
-      expiresAt: svid.expiresAt,
-      banned: false,
-      createdAt: existing?.createdAt ?? now,
-      updatedAt: now,
-    });
-    ctx.metrics.svidsIssued.inc({ type: 'agent' });
-    return ok(
-      { spiffeId, selectors, svid: certificatesToPem(svid.chain), bundle: bundleToPem(ctx.ca.bundle()), expiresAt: new Date(svid.expiresAt).toISOString() },
-      201,
-    );
-  };
-  add(
-    'POST',
-    '/v1/agent/attest/join-token',
-    undefined,
-    'Redeem a join token (single use) with a CSR; returns the agent SVID spiffe://TD/writ/agent/NODE.',
-    async (req) => {
-      const o = object(req.body);
-      const joinToken = str(o, 'joinToken', { required: true, max: 256 })!;
-      const csr = str(o, 'csr', { required: true, max: 32 * 1024 })!;
-      const { spki } = withField('csr', () => parseCsr(csr));
-      const spiffeIdOf = (node: string): string => `spiffe://${td}/writ/agent/${node}`;
-      // Checked before redeeming, so a banned node does not burn a token.
-      const peek = await ctx.store.getAgent(spiffeIdOf((await ctx.store.peekJoinToken(hashToken(joinToken)))?.nodeName ?? ''));
-      if (peek?.banned) throw new WritError('ERR_FORBIDDEN', `agent ${peek.spiffeId} is banned`);
-      const redeemed = await ctx.store.redeemJoinToken(hashToken(joinToken), ctx.clock());
-      return admitAgent(spiffeIdOf(redeemed.nodeName), redeemed.nodeName, 'join_token', [`join_token:${redeemed.nodeName}`], spki);
-    },
-    { limit: DEFAULT_BODY_LIMIT, fields: ['joinToken', 'csr'] },
-  );
-  add(
-    'POST',
-    '/v1/agent/attest/k8s-psat',
-    undefined,
-    'Attest with a Kubernetes projected service account token; returns the agent SVID spiffe://TD/writ/agent/k8s_psat/CLUSTER/NODE.',
-    async (req) => {
-      const o = object(req.body);
-      const cluster = str(o, 'cluster', { required: true, max: 253 })!;
-      const token = str(o, 'token', { required: true, max: 16 * 1024 })!;
-      const { spki } = withField('csr', () => parseCsr(str(o, 'csr', { required: true, max: 32 * 1024 })!));
-      if (!ctx.psat) throw new WritError('ERR_UNAUTHENTICATED', 'k8s_psat node attestation is not configured on this server');
-      const r = await ctx.psat.attest(cluster, token);
-      return admitAgent(`spiffe://${td}/writ/agent/${r.agentPath}`, r.nodeName, 'k8s_psat', r.selectors, spki);
-    },
-    { limit: DEFAULT_BODY_LIMIT, fields: ['cluster', 'token', 'csr'] },
-  );
+  attestRoutes(ctx, add);
 
   // ---------------------------------------------------------------- admin tokens
   add(

@@ -1,7 +1,8 @@
 /** Validation of API input into store types. Every error names the field it is about. */
 import { WritError, parseDuration, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
+import { encodeEntry } from '@writ/protocol';
 import type { Entry, EntryInput } from '../store/types.ts';
-import { isoOrNull, object, onlyKeys, str, strList, withField, type Json } from './http.ts';
+import { object, onlyKeys, str, strList, withField, type Json } from './http.ts';
 
 const SELECTOR = /^[a-z0-9_-]{1,32}:[\x21-\x7e][\x20-\x7e]{0,255}$/;
 const DNS_LABEL = /^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$/;
@@ -134,22 +135,5 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   };
 }
 
-/** The API form of an entry: times as RFC 3339, TTLs in seconds (0 = server default). */
-export function entryJson(e: Entry): Json {
-  return {
-    id: e.id,
-    spiffeId: e.spiffeId,
-    parentId: e.parentId,
-    selectors: e.selectors,
-    x509SvidTtl: e.x509SvidTtl,
-    jwtSvidTtl: e.jwtSvidTtl,
-    dnsNames: e.dnsNames,
-    federatesWith: e.federatesWith,
-    admin: e.admin,
-    hint: e.hint,
-    expiresAt: isoOrNull(e.expiresAt),
-    revision: e.revision,
-    createdAt: new Date(e.createdAt).toISOString(),
-    updatedAt: new Date(e.updatedAt).toISOString(),
-  };
-}
+/** The API form of an entry (times as RFC 3339, TTLs in seconds, 0 = server default): the agent<->server contract's one entry shape. */
+export const entryJson = encodeEntry;

@@ -115,4 +115,14 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO counters (name, value) SELECT 'decision_seq', COUNT(*) FROM decisions`,
     ],
   },
+  {
+    // The quarantine version each agent last reported on sync, beside its policy revision: what
+    // `writ quarantine add --wait` waits on. The version grows with every quarantine write (see
+    // SqlStore.quarantineVersion), so "at or past the version I waited for" is a comparison.
+    version: 8,
+    statements: [
+      `ALTER TABLE agents ADD COLUMN quarantine_version BIGINT NOT NULL DEFAULT 0`,
+      `INSERT INTO counters (name, value) VALUES ('quarantine_writes', 0)`,
+    ],
+  },
 ];

@@ -23,6 +23,7 @@ import {
   type QuarantineEntry,
   type Role,
   type Store,
+  type StoreChange,
 } from './types.ts';
 
 const ENTRY_COLUMNS =
@@ -129,6 +130,15 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
   ];
 }
 
+/**
+ * The quarantine version at `?` (now): writes count 2 each, expired rows 1 each. An expiry raises
+ * it by 1; a write raises it by at least 1 even when it replaces or removes an expired row (which
+ * lowers the expired count by 1). So it grows with every change of the live set, and never falls.
+ */
+const QUARANTINE_VERSION =
+  "((SELECT value FROM counters WHERE name = 'quarantine_writes') + (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NOT NULL AND expires_at <= ?))";
+const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
+
 const ENTRY_INSERT_COLUMNS =
   'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
 const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
@@ -145,9 +155,28 @@ function decodePageToken(token: string): string {
 /** The Store over any SqlDriver: the same SQL runs on SQLite and PostgreSQL. */
 export class SqlStore implements Store {
   readonly #db: SqlDriver;
+  readonly #listeners = new Set<(change: StoreChange) => void>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
+  }
+
+  onChange(fn: (change: StoreChange) => void): () => void {
+    const own = (c: StoreChange): void => fn(c); // a function subscribed twice is called twice
+    this.#listeners.add(own);
+    return () => void this.#listeners.delete(own);
+  }
+
+  /** Every write method ends here once its transaction committed: the one path to the change hub. */
+  #changed<T>(result: T, change: StoreChange): T {
+    for (const fn of this.#listeners) {
+      try {
+        fn(change);
+      } catch {
+        // A listener's failure is its own; the write has committed.
+      }
+    }
+    return result;
   }
 
   get kind(): 'sqlite' | 'postgres' {
@@ -199,31 +228,33 @@ export class SqlStore implements Store {
       seen.set(key, i);
     });
     try {
-      return await this.#db.transaction(async (tx) => {
-        const last = await this.#nextRevision(tx, inputs.length);
-        const first = last - inputs.length + 1;
-        const created: Entry[] = inputs.map((e, i) => ({
-          ...e,
-          selectors: canonicalSelectors(e.selectors),
-          id: randomUUID(),
-          revision: first + i,
-          createdAt: now,
-          updatedAt: now,
-        }));
-        for (let i = 0; i < created.length; i += INSERT_CHUNK) {
-          const chunk = created.slice(i, i + INSERT_CHUNK);
-          await tx.query(
-            `INSERT INTO entries (${ENTRY_INSERT_COLUMNS}) VALUES ${chunk.map(() => ENTRY_ROW).join(', ')}`,
-            chunk.flatMap((e) => entryParams(e.id, e, e.revision, now, now)),
-          );
-          const sel = chunk.flatMap((e) => e.selectors.map((s) => [e.id, s] as const));
-          for (let j = 0; j < sel.length; j += INSERT_CHUNK * 2) {
-            const part = sel.slice(j, j + INSERT_CHUNK * 2);
-            await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${part.map(() => '(?, ?)').join(', ')}`, part.flat());
+      return await this.#db
+        .transaction(async (tx) => {
+          const last = await this.#nextRevision(tx, inputs.length);
+          const first = last - inputs.length + 1;
+          const created: Entry[] = inputs.map((e, i) => ({
+            ...e,
+            selectors: canonicalSelectors(e.selectors),
+            id: randomUUID(),
+            revision: first + i,
+            createdAt: now,
+            updatedAt: now,
+          }));
+          for (let i = 0; i < created.length; i += INSERT_CHUNK) {
+            const chunk = created.slice(i, i + INSERT_CHUNK);
+            await tx.query(
+              `INSERT INTO entries (${ENTRY_INSERT_COLUMNS}) VALUES ${chunk.map(() => ENTRY_ROW).join(', ')}`,
+              chunk.flatMap((e) => entryParams(e.id, e, e.revision, now, now)),
+            );
+            const sel = chunk.flatMap((e) => e.selectors.map((s) => [e.id, s] as const));
+            for (let j = 0; j < sel.length; j += INSERT_CHUNK * 2) {
+              const part = sel.slice(j, j + INSERT_CHUNK * 2);
+              await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${part.map(() => '(?, ?)').join(', ')}`, part.flat());
+            }
           }
-        }
-        return created;
-      });
+          return created;
+        })
+        .then((created) => this.#changed(created, { kind: 'entries' }));
     } catch (err) {
       return this.#unique(
         err,
@@ -263,36 +294,38 @@ export class SqlStore implements Store {
 
   async updateEntry(id: string, input: EntryInput, now: number): Promise<Entry> {
     try {
-      return await this.#db.transaction(async (tx) => {
-        const cur = await tx.query('SELECT created_at, parent_id FROM entries WHERE id = ?', [id]);
-        if (!cur[0]) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${id} not found`);
-        const createdAt = num(cur[0]['created_at']);
-        const revision = await this.#nextRevision(tx, 1);
-        if (cur[0]['parent_id'] !== input.parentId) {
-          await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, cur[0]['parent_id'] as string, revision]);
-        }
-        const p = entryParams(id, input, revision, createdAt, now);
-        await tx.query(
-          `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
-             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ? WHERE id = ?`,
-          [...p.slice(1, 13), now, id],
-        );
-        await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
-        const selectors = canonicalSelectors(input.selectors);
-        if (selectors.length)
+      return await this.#db
+        .transaction(async (tx) => {
+          const cur = await tx.query('SELECT created_at, parent_id FROM entries WHERE id = ?', [id]);
+          if (!cur[0]) throw new WritError('ERR_ENTRY_NOT_FOUND', `entry ${id} not found`);
+          const createdAt = num(cur[0]['created_at']);
+          const revision = await this.#nextRevision(tx, 1);
+          if (cur[0]['parent_id'] !== input.parentId) {
+            await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, cur[0]['parent_id'] as string, revision]);
+          }
+          const p = entryParams(id, input, revision, createdAt, now);
           await tx.query(
-            `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
-            selectors.flatMap((s) => [id, s]),
+            `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ? WHERE id = ?`,
+            [...p.slice(1, 13), now, id],
           );
-        return { ...input, selectors, id, revision, createdAt, updatedAt: now };
-      });
+          await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
+          const selectors = canonicalSelectors(input.selectors);
+          if (selectors.length)
+            await tx.query(
+              `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
+              selectors.flatMap((s) => [id, s]),
+            );
+          return { ...input, selectors, id, revision, createdAt, updatedAt: now };
+        })
+        .then((e) => this.#changed(e, { kind: 'entries' }));
     } catch (err) {
       return this.#unique(err, 'another entry with this spiffeId, parentId and selectors already exists');
     }
   }
 
   async deleteEntry(id: string): Promise<boolean> {
-    return this.#db.transaction(async (tx) => {
+    const deleted = await this.#db.transaction(async (tx) => {
       await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
       const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING parent_id', [id]);
       if (rows.length) {
@@ -301,6 +334,7 @@ export class SqlStore implements Store {
       }
       return rows.length > 0;
     });
+    return deleted ? this.#changed(true, { kind: 'entries' }) : false;
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
@@ -310,6 +344,7 @@ export class SqlStore implements Store {
       t.expiresAt,
       t.createdAt,
     ]);
+    this.#changed(undefined, { kind: 'join-tokens' });
   }
 
   async peekJoinToken(hash: string): Promise<JoinToken | undefined> {
@@ -324,7 +359,11 @@ export class SqlStore implements Store {
       [now, hash, now],
     );
     const r = rows[0];
-    if (r) return { hash, nodeName: r['node_name'] as string, expiresAt: num(r['expires_at']), createdAt: num(r['created_at']) };
+    if (r)
+      return this.#changed(
+        { hash, nodeName: r['node_name'] as string, expiresAt: num(r['expires_at']), createdAt: num(r['created_at']) },
+        { kind: 'join-tokens' },
+      );
     const why = (await this.#db.query('SELECT used_at, expires_at FROM join_tokens WHERE hash = ?', [hash]))[0];
     if (!why) throw new WritError('ERR_JOIN_TOKEN_INVALID', 'join token is not known');
     if (why['used_at'] !== null) throw new WritError('ERR_JOIN_TOKEN_USED', 'join token was already used');
@@ -340,6 +379,7 @@ export class SqlStore implements Store {
       t.createdAt,
       t.expiresAt,
     ]);
+    this.#changed(undefined, { kind: 'admin-tokens' });
   }
 
   async findAdminToken(hash: string): Promise<AdminToken | undefined> {
@@ -352,7 +392,8 @@ export class SqlStore implements Store {
   }
 
   async deleteAdminToken(id: string): Promise<boolean> {
-    return (await this.#db.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id', [id])).length > 0;
+    const deleted = (await this.#db.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id', [id])).length > 0;
+    return deleted && this.#changed(true, { kind: 'admin-tokens' });
   }
 
   async syncEntries(parentId: string, sinceRevision: number): Promise<{ entries: Entry[]; removed: string[]; revision: number }> {
@@ -372,7 +413,8 @@ export class SqlStore implements Store {
   }
 
   async deleteAgent(spiffeId: string): Promise<boolean> {
-    return (await this.#db.query('DELETE FROM agents WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+    const deleted = (await this.#db.query('DELETE FROM agents WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+    return deleted && this.#changed(true, { kind: 'agents', revoked: [spiffeId] });
   }
 
   async upsertAgent(a: Agent): Promise<void> {
@@ -383,6 +425,7 @@ export class SqlStore implements Store {
          selectors = excluded.selectors, serial = excluded.serial, expires_at = excluded.expires_at, banned = excluded.banned, updated_at = excluded.updated_at`,
       [a.spiffeId, a.nodeName, a.attestationType, JSON.stringify(a.selectors), a.serial, a.expiresAt, a.banned ? 1 : 0, a.createdAt, a.updatedAt],
     );
+    this.#changed(undefined, a.banned ? { kind: 'agents', revoked: [a.spiffeId] } : { kind: 'agents' });
   }
 
   async getAgent(spiffeId: string): Promise<Agent | undefined> {
@@ -411,6 +454,7 @@ export class SqlStore implements Store {
       for (const id of remove) await tx.query('DELETE FROM authorities WHERE id = ?', [id]);
       await tx.query("UPDATE counters SET value = value + 1 WHERE name = 'bundle_sequence'");
     });
+    this.#changed(undefined, { kind: 'authorities' });
   }
 
   async bundleSequence(): Promise<number> {
@@ -420,20 +464,22 @@ export class SqlStore implements Store {
 
   async appendPolicyRevision(rev: Omit<PolicyRevision, 'revision'>, expectedCurrent: number): Promise<PolicyRevision> {
     try {
-      return await this.#db.transaction(async (tx) => {
-        const cur = num((await tx.query('SELECT COALESCE(MAX(revision), 0) AS r FROM policy_revisions'))[0]!['r']);
-        if (cur !== expectedCurrent)
-          throw new WritError('ERR_CONFLICT', `the policy set changed meanwhile (revision ${cur}, expected ${expectedCurrent}); apply again`);
-        const revision = cur + 1;
-        await tx.query('INSERT INTO policy_revisions (revision, created_at, created_by, comment, policies) VALUES (?, ?, ?, ?, ?)', [
-          revision,
-          rev.createdAt,
-          rev.createdBy,
-          rev.comment,
-          JSON.stringify(rev.policies),
-        ]);
-        return { ...rev, revision };
-      });
+      return await this.#db
+        .transaction(async (tx) => {
+          const cur = num((await tx.query('SELECT COALESCE(MAX(revision), 0) AS r FROM policy_revisions'))[0]!['r']);
+          if (cur !== expectedCurrent)
+            throw new WritError('ERR_CONFLICT', `the policy set changed meanwhile (revision ${cur}, expected ${expectedCurrent}); apply again`);
+          const revision = cur + 1;
+          await tx.query('INSERT INTO policy_revisions (revision, created_at, created_by, comment, policies) VALUES (?, ?, ?, ?, ?)', [
+            revision,
+            rev.createdAt,
+            rev.createdBy,
+            rev.comment,
+            JSON.stringify(rev.policies),
+          ]);
+          return { ...rev, revision };
+        })
+        .then((r) => this.#changed(r, { kind: 'policies' }));
     } catch (err) {
       if (this.#db.isUniqueViolation(err)) throw new WritError('ERR_CONFLICT', 'the policy set changed meanwhile; apply again');
       throw err;
@@ -453,15 +499,29 @@ export class SqlStore implements Store {
   }
 
   async putQuarantine(q: QuarantineEntry): Promise<void> {
-    await this.#db.query(
-      `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-      [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
-    );
+    await this.#db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+        [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
+      );
+      await tx.query(QUARANTINE_WRITTEN);
+    });
+    this.#changed(undefined, { kind: 'quarantine' });
   }
 
   async removeQuarantine(spiffeId: string): Promise<boolean> {
-    return (await this.#db.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+    const deleted = await this.#db.transaction(async (tx) => {
+      const rows = await tx.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]);
+      if (rows.length) await tx.query(QUARANTINE_WRITTEN);
+      return rows.length > 0;
+    });
+    return deleted && this.#changed(true, { kind: 'quarantine' });
+  }
+
+  async quarantineVersion(now: number): Promise<number> {
+    const r = await this.#db.query(`SELECT ${QUARANTINE_VERSION} AS v`, [now]);
+    return num(r[0]!['v']);
   }
 
   async listQuarantine(now: number): Promise<QuarantineEntry[]> {
@@ -478,17 +538,23 @@ export class SqlStore implements Store {
     if (acks.length === 0) return;
     await this.#db.transaction(async (tx) => {
       for (const a of acks)
-        await tx.query('UPDATE agents SET policy_revision = ?, policy_acked_at = ? WHERE spiffe_id = ?', [a.policyRevision, a.ackedAt, a.spiffeId]);
+        await tx.query('UPDATE agents SET policy_revision = ?, quarantine_version = ?, policy_acked_at = ? WHERE spiffe_id = ?', [
+          a.policyRevision,
+          a.quarantineVersion,
+          a.ackedAt,
+          a.spiffeId,
+        ]);
     });
+    this.#changed(undefined, { kind: 'policy-acks' });
   }
 
   async changeStamp(now: number): Promise<ChangeStamp> {
     const r = (
       await this.#db.query(
         `SELECT (SELECT value FROM counters WHERE name = 'entry_revision') AS e,
+         (SELECT value FROM counters WHERE name = 'bundle_sequence') AS b,
          (SELECT COALESCE(MAX(revision), 0) FROM policy_revisions) AS p,
-         (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NULL OR expires_at > ?) AS qn,
-         (SELECT COALESCE(MAX(created_at), 0) FROM quarantine) AS qt,
+         ${QUARANTINE_VERSION} AS q,
          (SELECT COUNT(*) FROM federated_bundles) AS fn,
          (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
          (SELECT COUNT(*) FROM agents) AS an,
@@ -499,15 +565,18 @@ export class SqlStore implements Store {
     const agents = `${num(r['an'])}/${num(r['ab'])}`;
     return {
       entryRevision: num(r['e']),
+      bundleSequence: num(r['b']),
       agents,
-      all: `${num(r['e'])}|${num(r['p'])}|${num(r['qn'])}@${num(r['qt'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
+      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
     };
   }
 
   async listPolicyAcks(): Promise<PolicyAck[]> {
-    return (await this.#db.query('SELECT spiffe_id, policy_revision, policy_acked_at FROM agents WHERE banned = 0 ORDER BY spiffe_id')).map((r) => ({
+    const rows = await this.#db.query('SELECT spiffe_id, policy_revision, quarantine_version, policy_acked_at FROM agents WHERE banned = 0 ORDER BY spiffe_id');
+    return rows.map((r) => ({
       spiffeId: r['spiffe_id'] as string,
       policyRevision: num(r['policy_revision']),
+      quarantineVersion: num(r['quarantine_version']),
       ackedAt: num(r['policy_acked_at']),
     }));
   }
@@ -562,6 +631,7 @@ export class SqlStore implements Store {
         );
       }
     });
+    this.#changed(undefined, { kind: 'decisions' });
   }
 
   async listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]> {
@@ -611,7 +681,7 @@ export class SqlStore implements Store {
       await new Promise((r) => setImmediate(r));
     }
     await this.#db.execute('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
-    return removed;
+    return this.#changed(removed, { kind: 'decisions' });
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {
@@ -619,6 +689,7 @@ export class SqlStore implements Store {
       'INSERT INTO federated_bundles (trust_domain, bundle, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain) DO UPDATE SET bundle = excluded.bundle, updated_at = excluded.updated_at',
       [b.trustDomain, b.bundle, b.updatedAt],
     );
+    this.#changed(undefined, { kind: 'federated-bundles' });
   }
 
   async getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined> {
@@ -631,7 +702,8 @@ export class SqlStore implements Store {
   }
 
   async deleteFederatedBundle(trustDomain: string): Promise<boolean> {
-    return (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
+    const deleted = (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
+    return deleted && this.#changed(true, { kind: 'federated-bundles' });
   }
 
   async getDecision(id: string): Promise<DecisionRecord | undefined> {

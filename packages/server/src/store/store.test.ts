@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { isWritError } from '@writ/spiffe';
 import { STORE_FACTORIES, type TestStore } from '../testing/stores.ts';
-import type { EntryInput } from './types.ts';
+import type { EntryInput, StoreChange } from './types.ts';
 
 const base: EntryInput = {
   spiffeId: 'spiffe://example.org/web',
@@ -208,10 +208,10 @@ for (const factory of STORE_FACTORIES) {
         updatedAt: 1,
       };
       await t.store.upsertAgent(agent);
-      await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 }]);
+      await t.store.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 }]);
       assert.deepEqual(
         (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
-        { spiffeId: agent.spiffeId, policyRevision: 4, ackedAt: 1000 },
+        { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 },
       );
     });
 
@@ -387,6 +387,27 @@ for (const factory of STORE_FACTORIES) {
       );
     });
 
+    it('the quarantine version grows with every change of the live set: a write, an expiry, a write over an expired row', async () => {
+      const s = t.store;
+      const v = (now: number) => s.quarantineVersion(now);
+      const q = { spiffeId: 'spiffe://e/qv', reason: 'r', createdBy: 't', createdAt: 1 };
+      const v0 = await v(1000);
+      await s.putQuarantine({ ...q, expiresAt: 5000 });
+      const v1 = await v(1000);
+      assert.ok(v1 > v0, 'a write');
+      assert.equal(await v(4999), v1, 'nothing changes by itself before the expiry');
+      const v2 = await v(5000);
+      assert.ok(v2 > v1, 'the expiry, with no write');
+      await s.putQuarantine({ ...q, expiresAt: null });
+      const v3 = await v(5000);
+      assert.ok(v3 > v2, 'quarantined again over the expired row');
+      assert.equal(await s.removeQuarantine(q.spiffeId), true);
+      const v4 = await v(5000);
+      assert.ok(v4 > v3, 'lifted');
+      assert.equal(await s.removeQuarantine(q.spiffeId), false);
+      assert.equal(await v(5000), v4, 'a no-op removal is no change');
+    });
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();
@@ -429,6 +450,139 @@ for (const factory of STORE_FACTORIES) {
         ['spiffe://example.org/s2'],
       );
       assert.ok((await t.store.deleteAgent('nobody')) === false);
+    });
+  });
+}
+
+/** The store's read methods; every other method is a write and must notify (the test below fails for a new unclassified one). */
+const READS = new Set([
+  'kind',
+  'onChange',
+  'migrate',
+  'ping',
+  'close',
+  'getEntry',
+  'listEntries',
+  'peekJoinToken',
+  'findAdminToken',
+  'listAdminTokens',
+  'syncEntries',
+  'getAgent',
+  'listAgents',
+  'listAuthorities',
+  'bundleSequence',
+  'getPolicyRevision',
+  'listPolicyRevisions',
+  'listQuarantine',
+  'quarantineVersion',
+  'listPolicyAcks',
+  'changeStamp',
+  'queryDecisions',
+  'decisionCursor',
+  'listDecisionEdges',
+  'getFederatedBundle',
+  'listFederatedBundles',
+  'getDecision',
+]);
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance, change notifications: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(async () => t.dispose());
+
+    it('every write method notifies once its write committed, with what it changed; failed and no-op writes do not', async () => {
+      const s = t.store;
+      const heard: StoreChange[] = [];
+      // The listener reads back at once: a change is announced only after its write is visible.
+      const visible: Array<Promise<number>> = [];
+      const off = s.onChange((c) => {
+        heard.push(c);
+        if (c.kind === 'entries') visible.push(s.changeStamp(0).then((st) => st.entryRevision));
+      });
+      const called = new Set<string>();
+      const expect = async (method: string, change: StoreChange, write: () => Promise<unknown>): Promise<void> => {
+        called.add(method);
+        heard.length = 0;
+        await write();
+        assert.deepEqual(heard, [change], `${method} notified`);
+      };
+      const agent = 'spiffe://example.org/writ/agent/n1';
+      const a = {
+        spiffeId: agent,
+        nodeName: 'n1',
+        attestationType: 'join_token',
+        selectors: [],
+        serial: '01',
+        expiresAt: 9e12,
+        banned: false,
+        createdAt: 1,
+        updatedAt: 1,
+      };
+      let entryId = '';
+      await expect('createEntries', { kind: 'entries' }, async () => {
+        entryId = (await s.createEntries([{ ...base, spiffeId: 'spiffe://example.org/n' }], 1))[0]!.id;
+      });
+      assert.equal(await visible.at(-1), (await s.getEntry(entryId))!.revision, 'the listener saw the committed entry');
+      await expect('updateEntry', { kind: 'entries' }, () => s.updateEntry(entryId, { ...base, spiffeId: 'spiffe://example.org/n', hint: 'x' }, 2));
+      await expect('deleteEntry', { kind: 'entries' }, () => s.deleteEntry(entryId));
+      await expect('createJoinToken', { kind: 'join-tokens' }, () => s.createJoinToken({ hash: 'h1', nodeName: 'n1', expiresAt: 9e12, createdAt: 1 }));
+      await expect('redeemJoinToken', { kind: 'join-tokens' }, () => s.redeemJoinToken('h1', 2));
+      await expect('createAdminToken', { kind: 'admin-tokens' }, () =>
+        s.createAdminToken({ id: 't1', hash: 'th1', role: 'viewer', name: '', createdAt: 1, expiresAt: null }),
+      );
+      await expect('deleteAdminToken', { kind: 'admin-tokens' }, () => s.deleteAdminToken('t1'));
+      await expect('upsertAgent', { kind: 'agents' }, () => s.upsertAgent(a));
+      await expect('ackPolicies', { kind: 'policy-acks' }, () => s.ackPolicies([{ spiffeId: agent, policyRevision: 1, quarantineVersion: 0, ackedAt: 5 }]));
+      heard.length = 0;
+      await s.upsertAgent({ ...a, banned: true });
+      assert.deepEqual(heard, [{ kind: 'agents', revoked: [agent] }], 'a ban names the agent it revokes');
+      await expect('deleteAgent', { kind: 'agents', revoked: [agent] }, () => s.deleteAgent(agent));
+      await expect('saveAuthorities', { kind: 'authorities' }, () =>
+        s.saveAuthorities([{ id: 'au1', kind: 'jwt', serverId: 's', status: 'active', publicData: '{}', notBefore: 0, notAfter: 1 }], []),
+      );
+      await expect('appendPolicyRevision', { kind: 'policies' }, () => s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0));
+      await expect('putQuarantine', { kind: 'quarantine' }, () =>
+        s.putQuarantine({ spiffeId: 'spiffe://e/q', reason: 'r', createdBy: 't', createdAt: 1, expiresAt: null }),
+      );
+      await expect('removeQuarantine', { kind: 'quarantine' }, () => s.removeQuarantine('spiffe://e/q'));
+      const d = {
+        id: 'dn1',
+        at: 1,
+        from: '',
+        to: 'spiffe://e/x',
+        action: 'GET /',
+        decision: 'deny' as const,
+        reason: 'R',
+        policyRevision: 0,
+        rule: '',
+        reporter: agent,
+      };
+      await expect('addDecisions', { kind: 'decisions' }, () => s.addDecisions([d]));
+      await expect('pruneDecisions', { kind: 'decisions' }, () => s.pruneDecisions(10));
+      await expect('setFederatedBundle', { kind: 'federated-bundles' }, () =>
+        s.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[]}', updatedAt: 1 }),
+      );
+      await expect('deleteFederatedBundle', { kind: 'federated-bundles' }, () => s.deleteFederatedBundle('other.org'));
+
+      heard.length = 0;
+      await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
+      await assert.rejects(s.redeemJoinToken('h1', 3), (e) => isWritError(e, 'ERR_JOIN_TOKEN_USED'));
+      assert.equal(await s.deleteEntry('nope'), false);
+      assert.equal(await s.removeQuarantine('spiffe://e/none'), false);
+      assert.deepEqual(heard, [], 'a refused or no-op write announces nothing');
+
+      const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
+      assert.deepEqual(
+        methods.filter((m) => !READS.has(m) && !called.has(m)),
+        [],
+        'every write method is covered (a read belongs in READS)',
+      );
+      off();
+      await s.putQuarantine({ spiffeId: 'spiffe://e/q2', reason: 'r', createdBy: 't', createdAt: 1, expiresAt: null });
+      assert.deepEqual(heard, [], 'unsubscribed');
     });
   });
 }

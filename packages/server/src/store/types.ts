@@ -115,6 +115,8 @@ export interface QuarantineEntry {
 
 export interface ChangeStamp {
   readonly entryRevision: number;
+  /** The CA journal's sequence: a replica's rotation shows here before this server reloads its CA. */
+  readonly bundleSequence: number;
   /** Changes when the agents table loses a row or an agent is banned. */
   readonly agents: string;
   /** Changes when anything in the stamp changes. */
@@ -124,7 +126,30 @@ export interface ChangeStamp {
 export interface PolicyAck {
   readonly spiffeId: string;
   readonly policyRevision: number;
+  /** The quarantine version the agent reported it enforces (0 before it reported one). */
+  readonly quarantineVersion: number;
   readonly ackedAt: number;
+}
+
+/** What a committed write changed, one kind per table (or family of tables). */
+export const STORE_CHANGES = [
+  'entries',
+  'join-tokens',
+  'admin-tokens',
+  'agents',
+  'authorities',
+  'policies',
+  'quarantine',
+  'policy-acks',
+  'decisions',
+  'federated-bundles',
+] as const;
+export type StoreChangeKind = (typeof STORE_CHANGES)[number];
+
+export interface StoreChange {
+  readonly kind: StoreChangeKind;
+  /** `agents` only: agents deleted or banned by this write (their SVIDs must stop working now). */
+  readonly revoked?: readonly string[];
 }
 
 export interface DecisionRecord {
@@ -170,6 +195,11 @@ export interface DecisionQuery {
 
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
+  /**
+   * Calls `fn` after each committed write of this store object (not other replicas': those show
+   * in `changeStamp`). Returns the function that unsubscribes. A throwing listener is ignored.
+   */
+  onChange(fn: (change: StoreChange) => void): () => void;
   /** Applies pending schema migrations. Safe to run from several replicas at once. */
   migrate(): Promise<void>;
   /** Resolves when the database answers a trivial query. */
@@ -221,7 +251,12 @@ export interface Store {
   removeQuarantine(spiffeId: string): Promise<boolean>;
   /** Identities quarantined at `now` (expired ones left out). */
   listQuarantine(now: number): Promise<QuarantineEntry[]>;
-  /** Records the policy revisions agents report they enforce, all in one transaction. */
+  /**
+   * A number that grows whenever the quarantine at `now` may differ: every write, and every
+   * expiry. Read it before `listQuarantine`: a list newer than its version is sent again later, never the reverse.
+   */
+  quarantineVersion(now: number): Promise<number>;
+  /** Records the policy revisions and quarantine versions agents report they enforce, all in one transaction. */
   ackPolicies(acks: readonly PolicyAck[]): Promise<void>;
   listPolicyAcks(): Promise<PolicyAck[]>;
   /**

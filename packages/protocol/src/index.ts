@@ -1,0 +1,34 @@
+export { type Json, toJson, members } from './json.ts';
+export { AGENT_PATHS, DECISION_REPORT_TYPE } from './paths.ts';
+export { type EntryMessage, type EntryRecord, encodeEntry, entryProblem } from './entry.ts';
+export {
+  MAX_SYNC_WAIT_S,
+  type PolicyState,
+  type QuarantineState,
+  type SyncAnswer,
+  type SyncAnswerParts,
+  type SyncBundles,
+  type SyncQuery,
+  decodeSyncAnswer,
+  decodeSyncQuery,
+  encodeSyncAnswer,
+  encodeSyncQuery,
+  quarantineVersionNumber,
+} from './sync.ts';
+export {
+  MAX_SVID_BATCH,
+  type AttestAnswer,
+  type JoinTokenAttestRequest,
+  type JwtSvidAnswer,
+  type JwtSvidRequest,
+  type PsatAttestRequest,
+  type RenewAnswer,
+  type RenewRequest,
+  type SignedSvid,
+  type SvidBatchAnswer,
+  type SvidBatchRequest,
+  decodeAttestAnswer,
+  decodeJwtSvidAnswer,
+  decodeRenewAnswer,
+  decodeSvidBatchAnswer,
+} from './svid.ts';

@@ -1,0 +1,150 @@
+/** The agent API against a real server in this process: real TLS, a real agent SVID, SQLite. */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { createCsr, toPem } from '@writ/spiffe';
+import { AGENT_PATHS } from '@writ/protocol';
+import { loadServerConfig } from '../config.ts';
+import { startServer, type RunningServer } from '../server.ts';
+
+let dir: string;
+let srv: RunningServer;
+let caPem: string;
+let admin: string;
+
+function call(
+  method: string,
+  path: string,
+  opts: { body?: unknown; token?: string; identity?: { cert: string; key: string } } = {},
+): Promise<{ status: number; text: string }> {
+  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      new URL(path, srv.url),
+      {
+        method,
+        ca: caPem,
+        ...(opts.identity ?? {}),
+        headers: {
+          ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+          ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** An attested agent: a join token redeemed with a CSR for a key made here. */
+async function attest(node: string): Promise<{ cert: string; key: string }> {
+  const tok = JSON.parse((await call('POST', '/v1/join-tokens', { body: { nodeName: node }, token: admin })).text).token as string;
+  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey));
+  const r = await call('POST', AGENT_PATHS.attestJoinToken, { body: { joinToken: tok, csr } });
+  assert.equal(r.status, 201, r.text);
+  return { cert: JSON.parse(r.text).svid as string, key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string };
+}
+
+/** The series of one metric family in the Prometheus text. */
+const series = (metrics: string, name: string): string[] => metrics.split('\n').filter((l) => l.startsWith(`${name}{`));
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'writ-agent-routes-'));
+  srv = await startServer(loadServerConfig({ trustDomain: 'routes.test', dataDir: dir, listen: '127.0.0.1:0' }), { log: pino({ level: 'silent' }) });
+  caPem = readFileSync(join(dir, 'bundle.pem'), 'utf8');
+  admin = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+});
+after(async () => {
+  await srv.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('decision metrics', () => {
+  it('1,000 distinct reasons from several reporting agents add a fixed number of series to /metrics', async () => {
+    const metricsText = async (): Promise<string> => (await call('GET', '/metrics')).text;
+    const decision = (i: number, reason: string, decision = 'deny') => ({
+      id: `card-${i}-${reason}`,
+      at: Date.now(),
+      from: 'spiffe://routes.test/a',
+      to: 'spiffe://routes.test/b',
+      action: 'GET /',
+      decision,
+      reason,
+    });
+    const first = await attest('card-0');
+    // The known reasons first: each is a series of its own.
+    const known = await call('POST', AGENT_PATHS.decisions, {
+      identity: first,
+      body: { decisions: [decision(0, 'ALLOW_RULE', 'allow'), decision(1, 'NO_MATCHING_ALLOW'), decision(2, 'QUARANTINED')] },
+    });
+    assert.equal(known.status, 200, known.text);
+    const m0 = await metricsText();
+    assert.ok(series(m0, 'writ_authz_decisions_total').some((l) => l.startsWith('writ_authz_decisions_total{decision="deny",reason="QUARANTINED"}')));
+    const before = series(m0, 'writ_authz_decisions_total').length + series(m0, 'writ_decision_log_dropped_total').length;
+    for (const n of [1, 2, 3]) {
+      const identity = await attest(`card-${n}`);
+      const body = {
+        decisions: Array.from({ length: 1000 }, (_, i) => decision(n * 10_000 + i, `REASON_${n}_${i}`, i % 2 ? 'deny' : 'allow')),
+        dropped: 7,
+      };
+      const r = await call('POST', AGENT_PATHS.decisions, { identity, body });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(JSON.parse(r.text), { stored: 1000 }, 'decisions with unknown reasons are still stored');
+    }
+    const m1 = await metricsText();
+    const grown = series(m1, 'writ_authz_decisions_total').length + series(m1, 'writ_decision_log_dropped_total').length - before;
+    // allow/OTHER and deny/OTHER, and the agents' drops under one reporter label.
+    assert.ok(grown <= 3, `grew by ${grown} series:\n${series(m1, 'writ_authz_decisions_total').join('\n')}`);
+    assert.match(m1, /writ_authz_decisions_total\{decision="deny",reason="OTHER"\} 1500/);
+    assert.match(m1, /writ_decision_log_dropped_total\{reporter="agent"\} 21/);
+    assert.doesNotMatch(m1, /REASON_|card-/, 'no value a client sent is a label');
+    // The log keeps what was reported.
+    const stored = JSON.parse((await call('GET', '/v1/decisions?to=spiffe%3A%2F%2Froutes.test%2Fb&limit=10000', { token: admin })).text).decisions as Array<{
+      reason: string;
+    }>;
+    assert.ok(stored.some((d) => d.reason === 'REASON_2_7'));
+  });
+});
+
+describe('agent renewal', () => {
+  it('an agent evicted after it authenticated, before its request body arrived, gets a 401 (not a 500)', async () => {
+    const identity = await attest('renew-race');
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const body = JSON.stringify({ csr: toPem('CERTIFICATE REQUEST', createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey)) });
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      // Expect: 100-continue: the server says "continue" once it has authenticated the agent.
+      const req = request(new URL(AGENT_PATHS.renew, srv.url), {
+        method: 'POST',
+        ca: caPem,
+        ...identity,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), expect: '100-continue' },
+      });
+      req.on('continue', () => {
+        call('POST', `/v1/agents/${encodeURIComponent('spiffe://routes.test/writ/agent/renew-race')}/evict`, { token: admin }).then((r) => {
+          assert.equal(r.status, 200, r.text);
+          req.end(body);
+        }, reject);
+      });
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    assert.equal(answer.status, 401, answer.text);
+    assert.equal(JSON.parse(answer.text).code, 'ERR_UNAUTHENTICATED');
+  });
+});

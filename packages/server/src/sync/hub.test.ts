@@ -1,0 +1,152 @@
+/** The change hub over real stores and a real CA: what wakes a waiting agent, and what does not. */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CertificateAuthority } from '../ca/ca.ts';
+import { openStore } from '../store/open.ts';
+import type { Store } from '../store/types.ts';
+import { ChangeHub } from './hub.ts';
+
+const H = 3_600_000;
+
+describe('change hub', () => {
+  let dir: string;
+  let a: Store;
+  let b: Store;
+  let now = Date.UTC(2026, 0, 1);
+  const clock = (): number => now;
+  const caOf = (store: Store, serverId: string): CertificateAuthority =>
+    new CertificateAuthority({
+      store,
+      trustDomain: 'hub.test',
+      dataDir: join(dir, serverId),
+      serverId,
+      keyType: 'ec-p256',
+      caTtlMs: 24 * H,
+      x509SvidTtlMs: H,
+      jwtSvidTtlMs: 5 * 60_000,
+      clock,
+    });
+  let ca: CertificateAuthority;
+  let hub: ChangeHub;
+  const socket = new EventEmitter();
+  const forever = (): number => Date.now() + 600_000;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'writ-hub-'));
+    // Two replicas: two stores over one database.
+    a = await openStore({ db: `sqlite:${join(dir, 'writ.db')}`, dataDir: dir });
+    b = await openStore({ db: `sqlite:${join(dir, 'writ.db')}`, dataDir: dir });
+    ca = caOf(a, 's1');
+    await ca.rotate();
+    hub = new ChangeHub({ store: a, ca, clock, breakGlass: ['spiffe://hub.test/admin'], pollMs: 20, ackFlushMs: 5 });
+  });
+  after(async () => {
+    hub.close();
+    await a.close();
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a CA rotation wakes waiting polls, and their snapshot has the new bundle before the CA reloaded it', { timeout: 30_000 }, async () => {
+    const first = await hub.snapshot();
+    const waiting = hub.wait(forever(), socket);
+    now += 13 * H; // past half the CA's life: a successor is prepared and published
+    const rotating = ca.rotate();
+    await waiting;
+    const snap = await hub.snapshot();
+    await rotating;
+    assert.notEqual(snap.bundlesVersion, first.bundlesVersion);
+    const keys = (JSON.parse(snap.bundles) as { bundle: { keys: Array<{ use: string }> } }).bundle.keys.filter((k) => k.use === 'x509-svid');
+    assert.equal(keys.length, 2, 'the prepared authority is in the bundle agents get');
+  });
+
+  it("another replica's writes wake polls through the change stamp, its CA rotation included", { timeout: 30_000 }, async () => {
+    const first = await hub.snapshot();
+    let waiting = hub.wait(forever(), socket);
+    await b.putQuarantine({ spiffeId: 'spiffe://hub.test/bad', reason: 'test', createdBy: 't', createdAt: now, expiresAt: null });
+    await waiting;
+    const quarantined = await hub.snapshot();
+    assert.ok(quarantined.quarantineVersion > first.quarantineVersion);
+    assert.deepEqual(JSON.parse(quarantined.quarantine), {
+      version: String(quarantined.quarantineVersion),
+      ids: ['spiffe://hub.test/bad'],
+      breakGlass: ['spiffe://hub.test/admin'],
+    });
+    waiting = hub.wait(forever(), socket);
+    await caOf(b, 's2').rotate();
+    await waiting;
+    const keys = (JSON.parse((await hub.snapshot()).bundles) as { bundle: { keys: Array<{ use: string }> } }).bundle.keys;
+    assert.equal(keys.filter((k) => k.use === 'x509-svid').length, 3, "the other replica's authority reached this server's agents");
+  });
+
+  it('writes no sync answer depends on wake nobody; an eviction makes every poll re-read its agent', async () => {
+    const snap = hub.snapshot();
+    const generation = hub.agentsGeneration;
+    const agent = {
+      spiffeId: 'spiffe://hub.test/writ/agent/n',
+      nodeName: 'n',
+      attestationType: 'join_token',
+      selectors: [],
+      serial: '01',
+      expiresAt: now + H,
+      banned: false,
+      createdAt: now,
+      updatedAt: now,
+    };
+    await a.upsertAgent(agent); // an attestation or renewal
+    await a.addDecisions([
+      {
+        id: 'd1',
+        at: now,
+        from: '',
+        to: 'spiffe://hub.test/x',
+        action: 'GET /',
+        decision: 'deny',
+        reason: 'NO_POLICY_LOADED',
+        policyRevision: 0,
+        rule: '',
+        reporter: agent.spiffeId,
+      },
+    ]);
+    await a.createJoinToken({ hash: 'h', nodeName: 'n2', expiresAt: now + H, createdAt: now });
+    assert.equal(hub.snapshot(), snap, 'the shared snapshot is still the one read before');
+    assert.equal(hub.agentsGeneration, generation);
+    await a.deleteAgent(agent.spiffeId);
+    assert.equal(hub.agentsGeneration, generation + 1);
+    assert.notEqual(hub.snapshot(), snap);
+  });
+
+  it('acknowledgements are written when what an agent enforces changes, and as a heartbeat', async () => {
+    const id = 'spiffe://hub.test/writ/agent/acker';
+    await a.upsertAgent({
+      spiffeId: id,
+      nodeName: 'acker',
+      attestationType: 'join_token',
+      selectors: [],
+      serial: '02',
+      expiresAt: now + H,
+      banned: false,
+      createdAt: now,
+      updatedAt: now,
+    });
+    const acked = async () => {
+      await hub.flushAcks();
+      return (await a.listPolicyAcks()).find((x) => x.spiffeId === id);
+    };
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 0 });
+    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: 0, ackedAt: now });
+    const at = now;
+    now += 1000;
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 0 });
+    assert.equal((await acked())?.ackedAt, at, 'the same report within 30 s is not written again');
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 4 });
+    assert.deepEqual(await acked(), { spiffeId: id, policyRevision: 3, quarantineVersion: 4, ackedAt: now }, 'a new quarantine version is');
+    now += 31_000;
+    hub.acknowledge(id, { policyRevision: 3, quarantineVersion: 4 });
+    assert.equal((await acked())?.ackedAt, now, 'and a heartbeat after 30 s');
+  });
+});

@@ -1,0 +1,226 @@
+/**
+ * The change hub, one per server: it hears every committed write of the store (and, through the
+ * change stamp, other replicas'), wakes the agents' long polls, shares one snapshot of what every
+ * sync answer has in common, and batches the agents' acknowledgements.
+ */
+import { formatBundleJson, type BundleJson, type TrustBundle } from '@writ/spiffe';
+import { toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
+import type { ChangeStamp, PolicyAck, Store, StoreChange, StoreChangeKind } from '../store/types.ts';
+
+/** What a sync answer depends on. Writes of any other kind (decisions, tokens, tables added later) wake nobody. */
+const SYNC_INPUTS: ReadonlySet<StoreChangeKind> = new Set(['entries', 'authorities', 'policies', 'quarantine', 'federated-bundles']);
+
+/** The CA as the hub needs it: its bundle, and a reload when the journal moved on without it. */
+export interface HubCa {
+  bundle(): TrustBundle;
+  reload(): Promise<void>;
+}
+
+export interface ChangeHubOptions {
+  readonly store: Store;
+  readonly ca: HubCa;
+  readonly clock: () => number;
+  readonly breakGlass: readonly string[];
+  /** How often other replicas' changes are looked for while agents wait. */
+  readonly pollMs?: number;
+  /** How long acknowledgements gather before one transaction writes them. */
+  readonly ackFlushMs?: number;
+}
+
+/**
+ * What every agent's answer has in common, read and serialised once per change and shared by all
+ * waiting polls: a change wakes a thousand agents, not a thousand queries and serialisations.
+ */
+export interface SyncSnapshot {
+  readonly stamp: ChangeStamp;
+  readonly bundlesVersion: string;
+  /** Sent only to agents that do not have `bundlesVersion`. */
+  readonly bundles: Json<SyncBundles>;
+  /** Grows with every change of the quarantine; on the wire as a string (`QuarantineState.version`). */
+  readonly quarantineVersion: number;
+  readonly quarantine: Json<QuarantineState>;
+  readonly policyRevision: number;
+  readonly policy: Json<PolicyState>;
+}
+
+/** An agent's acknowledgement: what it reported it enforces. */
+export interface AgentReport {
+  readonly policyRevision: number;
+  readonly quarantineVersion: number;
+}
+
+const HEARTBEAT_MS = 30_000;
+
+export class ChangeHub {
+  readonly #o: ChangeHubOptions;
+  readonly #unsubscribe: () => void;
+  /**
+   * The waiting polls' wake-ups. A Set, not an EventEmitter: removing each of 5,000 `once`
+   * listeners from the emitter's array is quadratic, and held the admin call that caused the change for 200-300 ms.
+   */
+  readonly #waiting = new Set<() => void>();
+  #generation = 0;
+  #agentsGeneration = 0;
+  #snapshot: { at: number; generation: number; value: Promise<SyncSnapshot> } | undefined;
+  #watcher: NodeJS.Timeout | undefined;
+  /** The stamp of the latest snapshot: what the waiting polls have seen. */
+  #seen: ChangeStamp | undefined;
+  /** Last acknowledgement written per agent. */
+  readonly #acks = new Map<string, AgentReport & { at: number }>();
+  readonly #pendingAcks = new Map<string, PolicyAck>();
+  #flushing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(opts: ChangeHubOptions) {
+    this.#o = opts;
+    this.#unsubscribe = opts.store.onChange((c) => this.#heard(c));
+  }
+
+  #heard(c: StoreChange): void {
+    if (c.kind === 'agents') {
+      // Renewals and attestations rewrite agent records too; only an eviction or ban is news to a poll.
+      if (c.revoked?.length) this.#wake(true);
+    } else if (SYNC_INPUTS.has(c.kind)) this.#wake(false);
+  }
+
+  #wake(agents: boolean): void {
+    this.#generation++;
+    if (agents) this.#agentsGeneration++;
+    const wake = [...this.#waiting];
+    this.#waiting.clear();
+    for (const w of wake) w();
+  }
+
+  /** Bumped whenever an agent was evicted or banned: each poll then re-reads its own record. */
+  get agentsGeneration(): number {
+    return this.#agentsGeneration;
+  }
+
+  /** The shared snapshot; re-read at least every second even without a wake-up, for other replicas' changes. */
+  snapshot(): Promise<SyncSnapshot> {
+    const now = Date.now();
+    const cur = this.#snapshot;
+    if (cur && cur.generation === this.#generation && now - cur.at <= 1000) return cur.value;
+    const value = this.#read();
+    const entry = { at: now, generation: this.#generation, value };
+    this.#snapshot = entry;
+    value.catch(() => {
+      if (this.#snapshot === entry) this.#snapshot = undefined;
+    });
+    return value;
+  }
+
+  async #read(): Promise<SyncSnapshot> {
+    const { store, ca, clock, breakGlass } = this.#o;
+    const stamp = await store.changeStamp(clock());
+    this.#seen = stamp;
+    // The journal moved on (our own rotation commits before the CA reloads; a replica's shows
+    // only in the store): the bundle is read from it, not from a CA that has not caught up.
+    if ((ca.bundle().sequence ?? 0) < stamp.bundleSequence) await ca.reload();
+    const fed = await store.listFederatedBundles();
+    const bundle = ca.bundle();
+    const now = clock();
+    // The version first: a list newer than its version is sent again with the next version; an
+    // older list under a newer version would never be.
+    const quarantineVersion = await store.quarantineVersion(now);
+    const q = await store.listQuarantine(now);
+    const policy = await store.getPolicyRevision();
+    return {
+      stamp,
+      bundlesVersion: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
+      bundles: toJson<SyncBundles>({
+        bundle: formatBundleJson(bundle),
+        federatedBundles: Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as BundleJson])),
+      }),
+      quarantineVersion,
+      quarantine: toJson<QuarantineState>({ version: String(quarantineVersion), ids: q.map((x) => x.spiffeId), breakGlass: [...breakGlass] }),
+      policyRevision: policy?.revision ?? 0,
+      policy: toJson<PolicyState>({ revision: policy?.revision ?? 0, policies: { ...(policy?.policies ?? {}) } }),
+    };
+  }
+
+  /**
+   * Resolves at the next change, at `deadline` (epoch ms), or when `socket` closes, whichever
+   * comes first. While anyone waits, one query a second notices other replicas' changes.
+   */
+  wait(deadline: number, socket: NodeJS.EventEmitter): Promise<void> {
+    this.#watch();
+    return new Promise<void>((resolve) => {
+      const waiting = this.#waiting;
+      const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+      function done(): void {
+        clearTimeout(t);
+        waiting.delete(done);
+        socket.off('close', done);
+        resolve();
+      }
+      waiting.add(done);
+      socket.once('close', done);
+    });
+  }
+
+  /**
+   * One query per server, not one per waiting agent, for changes made through other replicas (or
+   * that happen by themselves, like a quarantine expiring). Stops when nobody waits.
+   */
+  #watch(): void {
+    if (this.#watcher || this.#closed) return;
+    this.#watcher = setInterval(() => {
+      if (this.#waiting.size === 0) {
+        clearInterval(this.#watcher);
+        this.#watcher = undefined;
+        return;
+      }
+      this.#o.store.changeStamp(this.#o.clock()).then(
+        (s) => {
+          // Against what the polls saw, not the previous tick: a change just before the first tick counts too.
+          const seen = this.#seen;
+          if (seen && seen.all !== s.all) {
+            this.#seen = s;
+            this.#wake(seen.agents !== s.agents);
+          }
+        },
+        () => undefined,
+      );
+    }, this.#o.pollMs ?? 1000);
+    this.#watcher.unref();
+  }
+
+  /**
+   * Queues an agent's report of what it enforces. Written when it changes, or every 30 s as a
+   * heartbeat; in batches (one transaction per flush): a change makes every agent acknowledge at
+   * once, and a thousand single-row commits would queue behind each other.
+   */
+  acknowledge(agent: string, report: AgentReport): void {
+    const now = this.#o.clock();
+    const last = this.#acks.get(agent);
+    if (last && last.policyRevision === report.policyRevision && last.quarantineVersion === report.quarantineVersion && now - last.at <= HEARTBEAT_MS) return;
+    this.#acks.set(agent, { ...report, at: now });
+    const first = this.#pendingAcks.size === 0;
+    this.#pendingAcks.set(agent, { spiffeId: agent, ...report, ackedAt: now });
+    if (first) setTimeout(() => void this.flushAcks(), this.#o.ackFlushMs ?? 50).unref();
+  }
+
+  /** Writes the queued acknowledgements; a status read awaits it so that it shows them. */
+  async flushAcks(): Promise<void> {
+    await this.#flushing;
+    if (this.#pendingAcks.size === 0) return;
+    const batch = [...this.#pendingAcks.values()];
+    this.#pendingAcks.clear();
+    const flushing = this.#o.store.ackPolicies(batch).catch(() => {
+      // Store away: forget them so that the agents' next polls queue them again.
+      for (const a of batch) this.#acks.delete(a.spiffeId);
+    });
+    this.#flushing = flushing;
+    await flushing;
+    if (this.#flushing === flushing) this.#flushing = undefined;
+  }
+
+  /** Stops listening and polling (the server is closing; its connections, and so the waits, end with it). */
+  close(): void {
+    this.#closed = true;
+    this.#unsubscribe();
+    clearInterval(this.#watcher);
+    this.#watcher = undefined;
+  }
+}
