@@ -144,12 +144,19 @@ export class PolicyEngine {
 
   decide(req: AuthzRequest): Decision {
     const revision = this.revision;
-    if (!this.loaded) return { decision: 'deny', allowed: false, reason: 'NO_POLICY_LOADED', rule: undefined, revision };
     const from = req.from;
-    if (from === undefined || from === '') return { decision: 'deny', allowed: false, reason: 'UNAUTHENTICATED', rule: undefined, revision };
-    if (this.#quarantine.size > 0 && !this.#breakGlass.has(from) && (this.#quarantine.has(from) || this.#quarantine.has(req.to))) {
+    const anonymous = from === undefined || from === '';
+    // Quarantine first, before anything else is known: also with no policy loaded yet (callers that
+    // close connections on QUARANTINED would otherwise keep a quarantined peer), and for a caller
+    // with no identity calling a quarantined service.
+    if (
+      this.#quarantine.size > 0 &&
+      (anonymous ? this.#quarantine.has(req.to) : !this.#breakGlass.has(from) && (this.#quarantine.has(from) || this.#quarantine.has(req.to)))
+    ) {
       return { decision: 'deny', allowed: false, reason: 'QUARANTINED', rule: undefined, revision };
     }
+    if (!this.loaded) return { decision: 'deny', allowed: false, reason: 'NO_POLICY_LOADED', rule: undefined, revision };
+    if (anonymous) return { decision: 'deny', allowed: false, reason: 'UNAUTHENTICATED', rule: undefined, revision };
     const now = this.#clock();
     if (now >= this.#nextExpiry) this.#onExpiry(now);
     const a = req.action;
