@@ -57,6 +57,31 @@ for (const db of ['sqlite', 'postgres'] as const)
       );
     });
 
+    it('an entry in the reserved namespace stored before it was refused cannot be changed by a PATCH that leaves its ID out', async () => {
+      const [old] = await s.srv.store.createEntries(
+        [
+          {
+            spiffeId: `spiffe://${TD}/writ/server`,
+            parentId: AGENT,
+            selectors: ['unix:uid:7'],
+            x509SvidTtl: 0,
+            jwtSvidTtl: 0,
+            dnsNames: [],
+            federatesWith: [],
+            admin: false,
+            hint: '',
+            expiresAt: null,
+          },
+        ],
+        Date.now(),
+      );
+      const r = await s.call('PATCH', `/v1/entries/${old!.id}`, { body: { selectors: ['unix:uid:0'], dnsNames: ['localhost'] } });
+      assert.equal(r.status, 400, r.text);
+      assert.deepEqual([r.json['code'], r.json['field']], ['ERR_ENTRY_RESERVED_ID', 'spiffeId']);
+      assert.deepEqual((await s.srv.store.getEntry(old!.id))?.selectors, ['unix:uid:7']);
+      await s.srv.store.deleteEntry(old!.id);
+    });
+
     it('answers malformed client input with a 400 naming the field, never a 500', async () => {
       const cases: Array<[string, string, object | string | undefined, string]> = [
         ['GET', '/v1/agents/%ZZ', undefined, 'id'],

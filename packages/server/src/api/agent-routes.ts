@@ -49,6 +49,11 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   const e = await store.getEntry(entryId);
   if (!e || e.parentId !== agent) throw new WritError('ERR_FORBIDDEN', `${field}: entry ${entryId.slice(0, 64)} is not assigned to ${agent}`, { field });
   if (e.expiresAt !== null && e.expiresAt <= Date.now()) throw new WritError('ERR_FORBIDDEN', `${field}: entry ${entryId.slice(0, 64)} has expired`, { field });
+  // Never signed, whatever the store holds (a row from before the namespace was reserved).
+  if (/^spiffe:\/\/[^/]+\/writ(\/|$)/.test(e.spiffeId))
+    throw new WritError('ERR_ENTRY_RESERVED_ID', `${field}: entry ${entryId.slice(0, 64)} claims ${e.spiffeId}, reserved for the server and its agents`, {
+      field,
+    });
   return e;
 }
 

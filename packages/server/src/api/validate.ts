@@ -74,7 +74,9 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   onlyKeys(o, ENTRY_FIELDS, prefix);
   const b = ctx.base;
   const id = (key: 'spiffeId' | 'parentId'): string => {
-    const v = str(o, key, { required: !b, prefix });
+    // A PATCH that leaves the SPIFFE ID out still has it checked: an entry stored before the
+    // reserved namespace was refused must not be given new selectors or DNS names.
+    const v = str(o, key, { required: !b, prefix }) ?? (key === 'spiffeId' ? b!.spiffeId : undefined);
     if (v === undefined) return b![key];
     if (key === 'spiffeId') return parseWorkloadId(v, prefix + key, ctx.trustDomain);
     const parsed = withField(prefix + key, () => parseSpiffeId(v));
