@@ -56,7 +56,8 @@ export function exeIdentity(pid: number, proc = '/proc'): Promise<ExeIdentity | 
   return (async () => {
     try {
       const st = fstatSync(fd);
-      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      // ctime too: a user can put mtime back after rewriting a file in place (touch -r), never ctime.
+      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       let sha256 = hashCache.get(key);
       if (!sha256) {
         const h = createHash('sha256');
