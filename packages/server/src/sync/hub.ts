@@ -198,13 +198,17 @@ export class ChangeHub {
     this.#acks.set(agent, { ...report, at: now });
     const first = this.#pendingAcks.size === 0;
     this.#pendingAcks.set(agent, { spiffeId: agent, ...report, ackedAt: now });
-    if (first) setTimeout(() => void this.flushAcks(), this.#o.ackFlushMs ?? 50).unref();
+    if (first) this.#ackTimer = setTimeout(() => void this.flushAcks(), this.#o.ackFlushMs ?? 50).unref();
   }
+
+  #ackTimer: NodeJS.Timeout | undefined;
 
   /** Writes the queued acknowledgements; a status read awaits it so that it shows them. */
   async flushAcks(): Promise<void> {
-    await this.#flushing;
-    if (this.#pendingAcks.size === 0) return;
+    // Every write under way first, however many started while this waited: a status read must
+    // see every acknowledgement that arrived before it, also those another flush took.
+    while (this.#flushing) await this.#flushing;
+    if (this.#closed || this.#pendingAcks.size === 0) return;
     const batch = [...this.#pendingAcks.values()];
     this.#pendingAcks.clear();
     const flushing = this.#o.store.ackPolicies(batch).catch(() => {
@@ -219,6 +223,7 @@ export class ChangeHub {
   /** Stops listening and polling (the server is closing; its connections, and so the waits, end with it). */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#ackTimer);
     this.#unsubscribe();
     clearInterval(this.#watcher);
     this.#watcher = undefined;
