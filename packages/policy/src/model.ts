@@ -172,7 +172,11 @@ export function parsePolicies(
   };
 
   for (const doc of docList) {
-    for (const e of doc.errors) issues.push({ line: e.linePos?.[0]?.line ?? 1, column: e.linePos?.[0]?.col ?? 1, message: e.message.split('\n')[0]! });
+    // linePos is only filled in with prettyErrors (which also rewrites the message): the offset is always there.
+    for (const e of doc.errors) {
+      const at = lc.linePos(e.pos[0]);
+      issues.push({ line: at.line, column: at.col, message: e.message.split('\n')[0]! });
+    }
     if (doc.errors.length || doc.contents === null) continue;
     const top = fieldsOf(doc.contents, 'the document', ['apiVersion', 'kind', 'metadata', 'spec', 'cases']);
     if (!top) continue;
