@@ -122,6 +122,8 @@ export function buildProgram(): Command {
     )
     .addOption(new Option('-o, --output <format>', 'output of read commands').choices(FORMATS).default('table'))
     .showHelpAfterError()
+    // Every subcommand's help lists --server, --token, --ca-file and -o: a newcomer reads one command's help, not the top.
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride();
 
   // ---------------------------------------------------------------- server
