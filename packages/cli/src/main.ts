@@ -1,6 +1,6 @@
 /** `writ <noun> <verb>`: the operator's and CI's command line. Exit codes: 0 ok, 1 error, 2 usage. */
 import { Command, CommanderError, Option } from 'commander';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
@@ -108,6 +108,16 @@ function readDataFile(file: string): unknown {
   } catch (err) {
     throw new WritError('ERR_JSON_INVALID', `${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML/JSON'}: ${(err as Error).message.split('\n')[0]}`);
   }
+}
+
+/**
+ * Writes a private key so that it is never readable by others, not even for a moment and not when
+ * the file existed with a looser mode: a new file made 0600, then renamed over the old one.
+ */
+function writeSecretFile(path: string, data: string | Buffer): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' });
+  renameSync(tmp, path);
 }
 
 export function buildProgram(): Command {
@@ -370,8 +380,7 @@ export function buildProgram(): Command {
       });
       mkdirSync(f.out, { recursive: true });
       const keyPath = join(f.out, 'svid.key');
-      writeFileSync(keyPath, signer.key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
-      chmodSync(keyPath, 0o600);
+      writeSecretFile(keyPath, signer.key.export({ format: 'pem', type: 'pkcs8' }));
       writeFileSync(join(f.out, 'svid.pem'), res.svid);
       writeFileSync(join(f.out, 'bundle.pem'), res.bundle);
       const out = {
@@ -624,7 +633,7 @@ export function buildProgram(): Command {
           ctx.svids.forEach((s, i) => {
             const base = i === 0 ? 'svid' : `svid.${i}`;
             writeFileSync(join(f.write!, `${base}.pem`), s.chain.map((c) => toPem('CERTIFICATE', c.der)).join(''));
-            writeFileSync(join(f.write!, `${base}.key`), s.key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+            writeSecretFile(join(f.write!, `${base}.key`), s.key.export({ format: 'pem', type: 'pkcs8' }));
           });
           writeFileSync(
             join(f.write, 'bundle.pem'),

@@ -1,0 +1,51 @@
+/** Private keys the CLI writes are never readable by others, also where a looser file was there before. */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+
+let srv: ServerProcess;
+let agent: AgentProcess;
+before(async () => {
+  srv = await startServerProcess();
+  const e = await writ(srv, [
+    'entry',
+    'create',
+    '--spiffe-id',
+    'spiffe://e2e.test/ns/keys',
+    '--parent-id',
+    'spiffe://e2e.test/writ/agent/keys',
+    '--selector',
+    `unix:uid:${process.getuid!()}`,
+  ]);
+  assert.equal(e.code, 0, e.stderr);
+  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'keys', '-o', 'json'])).stdout).token as string;
+  agent = await startAgentProcess(srv, { joinToken: token });
+});
+after(async () => {
+  await agent?.stop();
+  await srv?.stop();
+  for (const d of [srv?.dataDir, agent?.dataDir]) if (d) cleanup(d);
+});
+
+it('svid fetch --write and svid mint-x509 leave svid.key at 0600 even over an existing 0644 file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-keys-'));
+  try {
+    const fetched = join(dir, 'fetched');
+    const minted = join(dir, 'minted');
+    for (const d of [fetched, minted]) {
+      mkdirSync(d);
+      writeFileSync(join(d, 'svid.key'), 'old', { mode: 0o644 });
+    }
+    await waitFor('an SVID to fetch', async () =>
+      (await writ(undefined, ['svid', 'fetch', '--socket', agent.socket, '--write', fetched])).code === 0 ? true : undefined,
+    );
+    const m = await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/minted', '--out', minted]);
+    assert.equal(m.code, 0, m.stderr);
+    for (const d of [fetched, minted]) assert.equal((statSync(join(d, 'svid.key')).mode & 0o777).toString(8), '600', d);
+  } finally {
+    cleanup(dir);
+  }
+});
