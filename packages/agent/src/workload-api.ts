@@ -267,6 +267,9 @@ export class WorkloadApiServer {
         const bundles: Map<string, TrustBundle> = agent.bundlesFor(entries);
         try {
           const v = new JwtSvidValidator(bundles).validate(req.svid, req.audience);
+          // A token minted before its subject was quarantined stays signed until it expires: the
+          // quarantine decides here, as it does for every other call.
+          if (agent.engine.quarantined.has(v.spiffeId.uri)) return call.end(GRPC_STATUS.INVALID_ARGUMENT, `${v.spiffeId.uri} is quarantined`);
           call.send(encodeValidateJwtSvidResponse({ spiffeId: v.spiffeId.uri, claims: v.claims as Record<string, unknown> }));
           return call.end();
         } catch (err) {
