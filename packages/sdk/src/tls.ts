@@ -5,7 +5,7 @@
  */
 import { connect as tlsConnect, createServer as tlsCreateServer, type DetailedPeerCertificate, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
 import { WritError, parseCertificate, parseTrustDomain, verifyX509Svid, type Certificate, type SpiffeId } from '@writ/spiffe';
-import type { LocalPolicy } from './authz.ts';
+import type { AuthzRequest, Decision } from '@writ/policy';
 import type { X509Source } from './sources.ts';
 
 export type Authorizer = (id: SpiffeId) => boolean;
@@ -45,11 +45,17 @@ const peers = new WeakMap<TLSSocket, SpiffeId>();
 /** The verified SPIFFE ID of a connection made or accepted by these helpers. */
 export const peerIdOf = (socket: TLSSocket): SpiffeId | undefined => peers.get(socket);
 
+/** What createMtlsServer needs of a LocalPolicy (structural, so this module does not import authz.ts, which imports it). */
+export interface QuarantineSource {
+  decide(req: AuthzRequest): Decision;
+  onUpdate(fn: () => void): () => void;
+}
+
 export interface MtlsServerOptions extends Omit<TlsOptions, 'key' | 'cert' | 'ca' | 'requestCert' | 'rejectUnauthorized'> {
   readonly source: X509Source;
   readonly authorize: Authorizer;
   /** With the policy the agent streams: connections from or to a quarantined identity are refused, live ones closed. */
-  readonly policy?: LocalPolicy;
+  readonly policy?: QuarantineSource;
 }
 
 /**
