@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
-import { ERROR_CODE_FORMAT, WritError, parseSpiffeId, trustDomainOfCaPem } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError, parseCertificatesPem, parseSpiffeId, trustDomainOfCaPem } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
@@ -50,6 +50,7 @@ export class ApiClient {
   #agent: Agent | undefined;
   /** Set when the handshake found another ID (the request's error is then this one). */
   #mismatch: WritError | undefined;
+  #caFile: string | undefined;
 
   constructor(conn: Connection) {
     try {
@@ -60,6 +61,7 @@ export class ApiClient {
     if (this.#url.protocol !== 'https:') throw new WritError('ERR_CONFIG_INVALID', '--server must be an https:// URL', { field: 'server' });
     this.#token = conn.token;
     if (conn.caFile) {
+      this.#caFile = conn.caFile;
       try {
         this.#ca = readFileSync(conn.caFile, 'utf8');
       } catch (err) {
@@ -76,10 +78,12 @@ export class ApiClient {
     }
     let td = conn.trustDomain;
     if (!td && ca) {
+      const noCert = { problem: `--ca-file ${conn.caFile} holds no PEM certificate (it should be the server's DATA_DIR/bundle.pem)` };
       try {
+        if (parseCertificatesPem(ca).length === 0) return noCert;
         td = trustDomainOfCaPem(ca);
       } catch {
-        return { problem: `--ca-file ${conn.caFile} holds no PEM certificates` };
+        return noCert;
       }
       if (!td) return { problem: `the certificates of --ca-file ${conn.caFile} name no single trust domain: pass --trust-domain or --server-spiffe-id` };
     }
@@ -93,6 +97,20 @@ export class ApiClient {
   /** The SPIFFE ID the server must present (undefined when it cannot be known; every call then fails). */
   get serverSpiffeId(): string | undefined {
     return 'id' in this.#expected ? this.#expected.id : undefined;
+  }
+
+  #describe(e: NodeJS.ErrnoException): string {
+    const code = e.code ?? '';
+    const at = this.#url.origin;
+    if (UNTRUSTED.has(code))
+      return this.#caFile
+        ? `the certificate presented at ${at} is not from the CA in --ca-file ${this.#caFile} (is that this server's DATA_DIR/bundle.pem?) [${code}]`
+        : `the certificate presented at ${at} is not trusted by the system's roots: pass --ca-file DATA_DIR/bundle.pem or set WRIT_CA_FILE [${code}]`;
+    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+      return `the certificate presented at ${at} does not name ${this.#url.hostname}: is --server the Writ server's address? (its certificate names localhost, its listen address and its --dns-name values) [${code}]`;
+    if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+      return `the certificate presented at ${at} is not valid now (are the clocks right?) [${code}]`;
+    return `cannot reach ${at}: ${code || e.message}`;
   }
 
   get origin(): string {
@@ -181,14 +199,24 @@ export class ApiClient {
       req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs / 1000}s`)));
       req.on('error', (e: NodeJS.ErrnoException) => {
         if (this.#mismatch) return reject(this.#mismatch);
-        const hint = /certificate|self.signed|CERT/i.test(e.code ?? e.message) ? ' (pass --ca-file DATA_DIR/bundle.pem or set WRIT_CA_FILE)' : '';
-        reject(new WritError('ERR_REQUEST_FAILED', `cannot reach ${this.#url.origin}: ${e.code ?? e.message}${hint}`));
+        reject(new WritError('ERR_REQUEST_FAILED', this.#describe(e)));
       });
       if (payload !== undefined) req.write(payload);
       req.end();
     });
   }
 }
+
+/** TLS failures name what is wrong with the certificate; only network failures say "cannot reach". */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+]);
 
 /** Connection settings from flags, then the environment (WRIT_SERVER, WRIT_TOKEN, WRIT_CA_FILE, WRIT_TRUST_DOMAIN, WRIT_SERVER_SPIFFE_ID). */
 export function connectionOf(g: {
