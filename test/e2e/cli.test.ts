@@ -775,3 +775,60 @@ describe('-o on every read', () => {
     assert.equal(JSON.parse((await writ(srv, ['policy', 'get', 'o-orders', '-o', 'json'])).stdout).metadata.name, 'o-orders');
   });
 });
+
+describe('help', () => {
+  const help = async (args: string[]) => {
+    const r = await writ(undefined, [...args, '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.replace(/\s+/g, ' ');
+  };
+
+  it('writ --help names the exit codes; every new command and flag is described, the pinning flags in one wording everywhere', async () => {
+    const top = await help([]);
+    assert.match(top, /Exit codes: 0 ok, 1 error, 2 usage, 3 policy violation/);
+    for (const c of ['version', 'doctor', 'completion <shell>']) assert.ok(top.includes(` ${c} `), `writ --help lists ${c}`);
+    for (const args of [
+      ['version'],
+      ['doctor'],
+      ['decisions', 'show'],
+      ['policy', 'apply'],
+      ['quarantine', 'add'],
+      ['quarantine', 'remove'],
+      ['entry', 'list'],
+      ['agent', 'start'],
+    ]) {
+      const h = await help(args);
+      assert.ok(
+        h.includes(
+          "--trust-domain <td> the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
+        ),
+        `${args.join(' ')}: ${h}`,
+      );
+      assert.ok(
+        h.includes('--server-spiffe-id <id> the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)'),
+        args.join(' '),
+      );
+    }
+    for (const args of [
+      ['policy', 'apply'],
+      ['quarantine', 'add'],
+      ['quarantine', 'remove'],
+    ])
+      assert.match(
+        await help(args),
+        /--wait \[timeout\] return once every live agent enforces .* \(e\.g\. --wait=2m; default 30s\); exit 1 listing those that did not/,
+      );
+    const apply = await help(['policy', 'apply']);
+    assert.match(apply, /a failing one stops the apply \(exit 3\)/);
+    assert.match(apply, /--skip-tests apply even when the file's PolicyTest cases fail/);
+    assert.match(await help(['decisions', 'show']), /decision id \(a 403 from a proxy or the middleware carries it\)/);
+    assert.match(await help(['doctor']), /--socket <path>.*the exit status is 1 when any check fails/);
+    assert.match(await help(['version']), /exit 1 when the server cannot be reached/);
+    assert.match(await help(['completion']), /for writ and npx writ/);
+    // Offline commands do not offer the flags that pin a server they never call.
+    assert.doesNotMatch(await help(['policy', 'test']), /--server-spiffe-id/);
+    const fish = await writ(undefined, ['completion', 'fish']);
+    assert.equal(fish.code, 2);
+    assert.match(fish.stderr, /completion supports bash and zsh/);
+  });
+});
