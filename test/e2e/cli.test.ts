@@ -10,6 +10,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { tmpdir } from 'node:os';
+import { parseAllDocuments } from 'yaml';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -260,55 +261,6 @@ async function fakeServer(routes: Record<string, FakeRoute>): Promise<{ url: str
 const writFake = (fake: { url: string; caFile: string }, args: string[], env: NodeJS.ProcessEnv = {}) =>
   writ(undefined, args, { env: { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token', ...env } });
 
-const DECISION = {
-  id: 'd-7f3a',
-  at: '2026-12-01T22:00:00.000Z',
-  from: 'spiffe://fake.test/ns/legacy/a',
-  to: 'spiffe://fake.test/ns/orders',
-  action: 'GET /v1/orders/7',
-  decision: 'deny',
-  reason: 'DENIED_BY_RULE',
-  rule: 'orders#1',
-  policyRevision: 4,
-};
-
-describe('decisions tail (fake server of the documented shape)', () => {
-  it('tail -o json prints one object per line, -o yaml documents separated by ---', async () => {
-    const second = { ...DECISION, id: 'd-2', decision: 'allow', reason: 'ALLOWED', rule: 'orders#0' };
-    const fake = await fakeServer({
-      // The first page (newest first), then whatever arrives after the cursor.
-      'GET /v1/decisions': (r) => ({ body: r.path.includes('after=') ? { decisions: [], cursor: 'c1' } : { decisions: [second, DECISION], cursor: 'c1' } }),
-    });
-    try {
-      for (const format of ['json', 'yaml'] as const) {
-        const w = spawnWrit(['decisions', 'tail', '-o', format], { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token' });
-        try {
-          await waitFor('two decisions', async () => (w.out().includes('d-2') ? true : undefined));
-          if (format === 'json') {
-            const lines = w.out().trim().split('\n');
-            assert.deepEqual(
-              lines.map((l) => JSON.parse(l).id),
-              ['d-7f3a', 'd-2'],
-            );
-          } else {
-            const { parseAllDocuments } = await import('yaml');
-            assert.deepEqual(
-              parseAllDocuments(w.out()).map((d) => (d.toJS() as { id: string }).id),
-              ['d-7f3a', 'd-2'],
-            );
-            assert.match(w.out(), /^---$/m);
-          }
-        } finally {
-          w.child.kill('SIGTERM');
-          await w.exited;
-        }
-      }
-    } finally {
-      await fake.close();
-    }
-  });
-});
-
 // ------------------------------------------------------------------ version and doctor
 
 const hour = 3_600_000;
@@ -540,16 +492,9 @@ cases:
     assert.match(pass.stdout, /^revision \d+; changed: orders; tests 2 passed, 0 failed$/m);
   });
 
-  it('decisions show ID prints the decision the agent made (the id its answer carries); an unknown id is exit 1', async () => {
-    const check = async () => {
-      const r = await run(DEBIAN_PYTHON, [
-        join(ROOT, 'test/e2e/fixtures/authz_client.py'),
-        stubs,
-        a.socket,
-        'spiffe://e2e.test/ns/legacy/a',
-        ME,
-        'GET /v1/orders/7',
-      ]);
+  it('decisions show ID prints the decision the agent made (the id its answer carries), an unknown id is exit 1; decisions tail -o json|yaml prints the last minute, oldest first', async () => {
+    const check = async (from = 'spiffe://e2e.test/ns/legacy/a') => {
+      const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/authz_client.py'), stubs, a.socket, from, ME, 'GET /v1/orders/7']);
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout) as { decision?: string; id?: string };
     };
@@ -573,6 +518,33 @@ cases:
     const missing = await writ(s, ['decisions', 'show', 'no-such-decision']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /\[ERR_NOT_FOUND\]/);
+
+    // tail: the last minute first, oldest first; -o json one object per line, -o yaml documents split by ---.
+    const allowed = await check('spiffe://e2e.test/ns/web/a');
+    assert.equal(allowed.decision, 'allow');
+    for (const format of ['json', 'yaml'] as const) {
+      const w = spawnWrit(['decisions', 'tail', '--to', ME, '-o', format], {
+        WRIT_SERVER: s.url,
+        WRIT_CA_FILE: join(s.dataDir, 'bundle.pem'),
+        WRIT_TOKEN: s.adminToken,
+      });
+      try {
+        await waitFor('both decisions', async () => (w.out().includes(allowed.id!) ? true : undefined), 20_000);
+        const ids =
+          format === 'json'
+            ? w
+                .out()
+                .trim()
+                .split('\n')
+                .map((l) => JSON.parse(l).id as string)
+            : parseAllDocuments(w.out()).map((doc) => (doc.toJS() as { id: string }).id);
+        assert.deepEqual(ids.slice(-2), [d.id, allowed.id]);
+        if (format === 'yaml') assert.match(w.out(), /^---$/m);
+      } finally {
+        w.child.kill('SIGTERM');
+        await w.exited;
+      }
+    }
   });
 
   it('version prints the client and the real server; doctor finds every check OK; a bad token is FAIL', async () => {
