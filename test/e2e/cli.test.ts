@@ -617,7 +617,8 @@ cases:
       b.child.kill('SIGCONT');
     }
     // Resumed, it catches up: the next wait sees both.
-    const caught = await writ(s, ['quarantine', 'add', 'spiffe://e2e.test/ns/evil2', '--reason', 'test', '--wait=60s']);
+    // `--wait` before the ID is the default wait, not a timeout named "spiffe://...".
+    const caught = await writ(s, ['quarantine', 'add', '--wait', 'spiffe://e2e.test/ns/evil2', '--reason', 'test']);
     assert.equal(caught.code, 0, caught.stderr);
     assert.match(caught.stderr, /acknowledged by all 2 live agent\(s\)/);
   });

@@ -1167,10 +1167,18 @@ async function runProxyWorkers(cluster: typeof import('node:cluster').default, n
   return new Promise<never>(() => undefined);
 }
 
+/**
+ * `quarantine add --wait spiffe://...`: commander would take the ID for the timeout and then miss the
+ * argument. A `--wait` not followed by a duration is the default wait, and the next word stays a word.
+ */
+function bareWait(argv: string[]): string[] {
+  return argv.map((a, i) => (a === '--wait' && !/^\d/.test(argv[i + 1] ?? '') ? `--wait=${DEFAULT_WAIT}` : a));
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(bareWait(argv), { from: 'user' });
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
