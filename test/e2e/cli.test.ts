@@ -1,20 +1,35 @@
 /**
- * The writ CLI as a user runs it: against a real server (SQLite), against a TLS impostor, and,
- * for server answers this build's server does not give yet, against a small HTTPS fake of exactly
- * the documented shape.
+ * The writ CLI as a user runs it: against a real server (SQLite) and real agents, against a TLS
+ * impostor, and, for states a real server cannot be put in (an overdue CA, an older server), against
+ * a small HTTPS fake of exactly the documented shape.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createH2Server } from 'node:http2';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { tmpdir } from 'node:os';
+import { parseAllDocuments } from 'yaml';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { WRIT, applyPolicy, cleanup, ordersPolicy, run, startAgentProcess, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import {
+  DEBIAN_PYTHON,
+  ROOT,
+  WRIT,
+  applyPolicy,
+  cleanup,
+  ordersPolicy,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type RunResult,
+  type ServerProcess,
+} from './helpers.ts';
 
 let srv: ServerProcess;
 let work: string;
@@ -246,76 +261,6 @@ async function fakeServer(routes: Record<string, FakeRoute>): Promise<{ url: str
 const writFake = (fake: { url: string; caFile: string }, args: string[], env: NodeJS.ProcessEnv = {}) =>
   writ(undefined, args, { env: { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token', ...env } });
 
-const DECISION = {
-  id: 'd-7f3a',
-  at: '2026-12-01T22:00:00.000Z',
-  from: 'spiffe://fake.test/ns/legacy/a',
-  to: 'spiffe://fake.test/ns/orders',
-  action: 'GET /v1/orders/7',
-  decision: 'deny',
-  reason: 'DENIED_BY_RULE',
-  rule: 'orders#1',
-  policyRevision: 4,
-};
-
-describe('decisions (fake server of the documented shape)', () => {
-  it('show ID prints the decision; an unknown id is ERR_NOT_FOUND, exit 1', async () => {
-    const fake = await fakeServer({
-      [`GET /v1/decisions/${DECISION.id}`]: () => ({ body: DECISION }),
-      'GET /v1/decisions/nope': () => ({ status: 404, body: { code: 'ERR_NOT_FOUND', message: 'no decision nope' } }),
-    });
-    try {
-      const t = await writFake(fake, ['decisions', 'show', DECISION.id]);
-      assert.equal(t.code, 0, t.stderr);
-      assert.match(t.stdout, /DENIED_BY_RULE.*spiffe:\/\/fake\.test\/ns\/legacy\/a/);
-      const j = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'json']);
-      assert.deepEqual(JSON.parse(j.stdout), DECISION);
-      const y = await writFake(fake, ['decisions', 'show', DECISION.id, '-o', 'yaml']);
-      assert.match(y.stdout, /^id: d-7f3a$/m);
-      const missing = await writFake(fake, ['decisions', 'show', 'nope']);
-      assert.equal(missing.code, 1);
-      assert.match(missing.stderr, /no decision nope \[ERR_NOT_FOUND\]/);
-    } finally {
-      await fake.close();
-    }
-  });
-
-  it('tail -o json prints one object per line, -o yaml documents separated by ---', async () => {
-    const second = { ...DECISION, id: 'd-2', decision: 'allow', reason: 'ALLOWED', rule: 'orders#0' };
-    const fake = await fakeServer({
-      // The first page (newest first), then whatever arrives after the cursor.
-      'GET /v1/decisions': (r) => ({ body: r.path.includes('after=') ? { decisions: [], cursor: 'c1' } : { decisions: [second, DECISION], cursor: 'c1' } }),
-    });
-    try {
-      for (const format of ['json', 'yaml'] as const) {
-        const w = spawnWrit(['decisions', 'tail', '-o', format], { WRIT_SERVER: fake.url, WRIT_CA_FILE: fake.caFile, WRIT_TOKEN: 'fake-admin-token' });
-        try {
-          await waitFor('two decisions', async () => (w.out().includes('d-2') ? true : undefined));
-          if (format === 'json') {
-            const lines = w.out().trim().split('\n');
-            assert.deepEqual(
-              lines.map((l) => JSON.parse(l).id),
-              ['d-7f3a', 'd-2'],
-            );
-          } else {
-            const { parseAllDocuments } = await import('yaml');
-            assert.deepEqual(
-              parseAllDocuments(w.out()).map((d) => (d.toJS() as { id: string }).id),
-              ['d-7f3a', 'd-2'],
-            );
-            assert.match(w.out(), /^---$/m);
-          }
-        } finally {
-          w.child.kill('SIGTERM');
-          await w.exited;
-        }
-      }
-    } finally {
-      await fake.close();
-    }
-  });
-});
-
 // ------------------------------------------------------------------ version and doctor
 
 const hour = 3_600_000;
@@ -359,83 +304,8 @@ function healthyRoutes(over: Record<string, FakeRoute> = {}): Record<string, Fak
   };
 }
 
-/** A fake agent socket answering writ.agent.v1.Debug/WhoAmI with `me` (protobuf strings: 1 selectors, 2 spiffe_ids, 3 agent_id). */
-async function fakeAgent(me: { selectors: string[]; spiffeIds: string[]; agentId: string }): Promise<{ socket: string; close: () => Promise<void> }> {
-  const str = (field: number, v: string) => {
-    const b = Buffer.from(v);
-    const len: number[] = [];
-    for (let n = b.length; ; n >>= 7) {
-      if (n < 0x80) {
-        len.push(n);
-        break;
-      }
-      len.push((n & 0x7f) | 0x80);
-    }
-    return Buffer.concat([Buffer.from([(field << 3) | 2, ...len]), b]);
-  };
-  const msg = Buffer.concat([...me.selectors.map((x) => str(1, x)), ...me.spiffeIds.map((x) => str(2, x)), str(3, me.agentId)]);
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(msg.length, 1);
-  const server = createH2Server();
-  server.on('stream', (stream, headers) => {
-    stream.on('data', () => undefined);
-    if (headers[':path'] !== '/writ.agent.v1.Debug/WhoAmI' || headers['workload.spiffe.io'] !== 'true') {
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' }, { endStream: true });
-      return;
-    }
-    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
-    stream.end(Buffer.concat([head, msg]));
-  });
-  const socket = join(mkdtempSync(join(tmpdir(), 'writ-fake-agent-')), 'api.sock');
-  await new Promise<void>((r) => server.listen(socket, () => r()));
-  return { socket, close: () => new Promise((r) => server.close(() => r())) };
-}
-
-describe('version and doctor (a fake of the documented server answers, and a real agent)', () => {
-  it('version prints client and server, -o json both; an unreachable server is exit 1 with the client still printed', async () => {
-    const fake = await fakeServer(healthyRoutes());
-    try {
-      const t = await writFake(fake, ['version']);
-      assert.equal(t.code, 0, t.stderr);
-      assert.match(t.stdout, /^client: 0\.1\.0\nserver: 0\.1\.0 \(https:\/\/127\.0\.0\.1:\d+, trust domain fake\.test\)$/m);
-      const j = JSON.parse((await writFake(fake, ['version', '-o', 'json'])).stdout);
-      assert.deepEqual(j.client, { version: '0.1.0' });
-      assert.equal(j.server.version, '0.1.0');
-      assert.equal(j.server.trustDomain, 'fake.test');
-      assert.ok(
-        fake.requests.every((r) => r.auth === undefined),
-        'version sent a token',
-      );
-    } finally {
-      await fake.close();
-    }
-    const down = await writFake(fake, ['version']);
-    assert.equal(down.code, 1);
-    assert.match(down.stdout, /^client: 0\.1\.0$/m);
-    assert.match(down.stderr, /cannot reach/);
-  });
-
-  it('doctor: every check OK on a healthy server; WARN for a stale agent and an overdue CA; FAIL (exit 1) for a bad token', async () => {
-    const fake = await fakeServer(healthyRoutes());
-    try {
-      const ok = await writFake(fake, ['doctor']);
-      assert.equal(ok.code, 0, ok.stdout + ok.stderr);
-      for (const name of ['server', 'token', 'x509-authority', 'jwt-authority', 'agents']) assert.match(ok.stdout, new RegExp(`^OK\\s+${name}\\s`, 'm'));
-      assert.match(ok.stdout, /server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/fake\.test\/writ\/server/);
-      assert.match(ok.stdout, /role admin/);
-      assert.match(ok.stdout, /spiffe:\/\/fake\.test\/writ\/agent\/n1 \(2s ago\)/);
-      const j = JSON.parse((await writFake(fake, ['doctor', '-o', 'json'])).stdout);
-      assert.equal(j.ok, true);
-      assert.equal(j.checks.length, 5);
-
-      const bad = await writFake(fake, ['doctor'], { WRIT_TOKEN: 'wrong' });
-      assert.equal(bad.code, 1);
-      assert.match(bad.stdout, /^FAIL\s+token\s+unknown token/m);
-      assert.match(bad.stdout, /hint: pass --token or set WRIT_TOKEN/);
-    } finally {
-      await fake.close();
-    }
+describe('doctor (a fake of the documented server answers where the real one cannot show the case, and a real agent)', () => {
+  it('doctor: WARN for a stale agent and an overdue CA, FAIL for a missing JWT key (states a fresh real server cannot be in)', async () => {
     const now = Date.now();
     const sick = await fakeServer(
       healthyRoutes({
@@ -510,194 +380,247 @@ describe('version and doctor (a fake of the documented server answers, and a rea
       await fake.close();
     }
   });
-
-  it('doctor --socket against a real agent: FAIL while no entry selects this process, OK once one does', async () => {
-    const token = (await writ(srv, ['token', 'create', '--node-name', 'doctor-node'])).stdout.trim();
-    const agent = await startAgentProcess(srv, { joinToken: token });
-    try {
-      const none = await writ(srv, ['doctor', '--socket', agent.socket]);
-      assert.equal(none.code, 1, none.stdout);
-      assert.match(none.stdout, /^FAIL\s+identity\s+.*no identity/m);
-      const uid = process.getuid!();
-      const e = await writ(srv, [
-        'entry',
-        'create',
-        '--spiffe-id',
-        'spiffe://e2e.test/ns/doctored',
-        '--parent-id',
-        'spiffe://e2e.test/writ/agent/doctor-node',
-        '--selector',
-        `unix:uid:${uid}`,
-      ]);
-      assert.equal(e.code, 0, e.stderr);
-      const ok = await waitFor(
-        'doctor to see the identity',
-        async () => {
-          const r = await writ(srv, ['doctor', '--socket', agent.socket]);
-          return r.code === 0 ? r : undefined;
-        },
-        30_000,
-      );
-      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/e2e\.test\/ns\/doctored/m);
-    } finally {
-      await agent.stop();
-      cleanup(agent.dataDir);
-    }
-  });
-
-  it('doctor --socket: OK with the identity the agent gives; without one, FAIL and each entry of that agent with the selectors it lacks', async () => {
-    const entries = [
-      { id: 'e-web', spiffeId: 'spiffe://fake.test/ns/web', parentId: 'spiffe://fake.test/writ/agent/n1', selectors: ['unix:uid:1000', 'unix:gid:1000'] },
-      {
-        id: 'e-db',
-        spiffeId: 'spiffe://fake.test/ns/db',
-        parentId: 'spiffe://fake.test/writ/agent/n1',
-        selectors: ['unix:uid:0', 'unix:path:/usr/bin/postgres'],
-      },
-    ];
-    const fake = await fakeServer(
-      healthyRoutes({
-        'GET /v1/entries': (r) => ({
-          body: { entries: new URL(r.path, 'https://x').searchParams.get('parentId') === 'spiffe://fake.test/writ/agent/n1' ? entries : [] },
-        }),
-      }),
-    );
-    const none = await fakeAgent({ selectors: ['unix:uid:0', 'unix:gid:0', 'unix:user:root'], spiffeIds: [], agentId: 'spiffe://fake.test/writ/agent/n1' });
-    const some = await fakeAgent({
-      selectors: ['unix:uid:1000', 'unix:gid:1000'],
-      spiffeIds: ['spiffe://fake.test/ns/web'],
-      agentId: 'spiffe://fake.test/writ/agent/n1',
-    });
-    try {
-      const ok = await writFake(fake, ['doctor', '--socket', some.socket]);
-      assert.equal(ok.code, 0, ok.stdout);
-      assert.match(ok.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/fake\.test\/ns\/web from spiffe:\/\/fake\.test\/writ\/agent\/n1/m);
-
-      const r = await writFake(fake, ['doctor', '--socket', none.socket]);
-      assert.equal(r.code, 1);
-      assert.match(
-        r.stdout,
-        /^FAIL\s+identity\s+no identity for this process from spiffe:\/\/fake\.test\/writ\/agent\/n1; its selectors: unix:uid:0 unix:gid:0 unix:user:root/m,
-      );
-      assert.match(r.stdout, /entry e-web\s+spiffe:\/\/fake\.test\/ns\/web needs unix:uid:1000 unix:gid:1000$/m);
-      assert.match(r.stdout, /entry e-db\s+spiffe:\/\/fake\.test\/ns\/db needs unix:path:\/usr\/bin\/postgres$/m);
-
-      const gone = await writFake(fake, ['doctor', '--socket', join(work, 'no-such.sock')]);
-      assert.equal(gone.code, 1);
-      assert.match(gone.stdout, /^FAIL\s+identity\s+.*no-such\.sock/m);
-      assert.match(gone.stdout, /hint: is the agent running/);
-    } finally {
-      await Promise.all([fake.close(), none.close(), some.close()]);
-    }
-  });
 });
 
-// ------------------------------------------------------------------ policy apply: tests in the file, --wait
+// ------------------------------------------------------------------ the real server and two real agents
 
-const WITH_TESTS = `apiVersion: writ.dev/v1
-kind: AccessPolicy
-metadata: { name: orders }
-spec:
-  to: spiffe://fake.test/ns/orders
-  rules:
-    - { effect: allow, from: ["spiffe://fake.test/ns/web/**"] }
----
+describe('decisions, policy apply, --wait, version and doctor against the real server and two real agents', () => {
+  // A server of its own: agents stopped by other tests stay "live" (acknowledged within 90 s) there.
+  let s: ServerProcess;
+  let a: AgentProcess;
+  let b: AgentProcess;
+  let dir: string;
+  let stubs: string;
+  const uid = process.getuid!();
+  const ME = 'spiffe://e2e.test/ns/cli-orders';
+  const ok = async (args: string[]): Promise<RunResult> => {
+    const r = await writ(s, args);
+    assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const status = async () =>
+    JSON.parse((await ok(['policy', 'status', '-o', 'json'])).stdout) as { revision: number; agents: Array<{ spiffeId: string; revision: number }> };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'writ-cli-real-'));
+    s = await startServerProcess();
+    // This process gets ME from agent a; agent b's only entry also wants a binary this process is not.
+    await ok(['entry', 'create', '--spiffe-id', ME, '--parent-id', 'spiffe://e2e.test/writ/agent/cli-a', '--selector', `unix:uid:${uid}`]);
+    await ok([
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/ns/db',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/cli-b',
+      '--selector',
+      `unix:uid:${uid}`,
+      '--selector',
+      'unix:path:/usr/bin/postgres',
+    ]);
+    a = await startAgentProcess(s, { joinToken: (await ok(['token', 'create', '--node-name', 'cli-a'])).stdout.trim() });
+    b = await startAgentProcess(s, { joinToken: (await ok(['token', 'create', '--node-name', 'cli-b'])).stdout.trim() });
+    stubs = mkdtempSync(join(tmpdir(), 'writ-cli-stubs-'));
+    const gen = await run(DEBIAN_PYTHON, [
+      '-m',
+      'grpc_tools.protoc',
+      `-I${join(ROOT, 'packages/sdk/proto')}`,
+      `--python_out=${stubs}`,
+      `--grpc_python_out=${stubs}`,
+      'writ_authz.proto',
+    ]);
+    assert.equal(gen.code, 0, gen.stderr);
+  });
+  after(async () => {
+    if (b?.child.exitCode === null) b.child.kill('SIGCONT');
+    await a?.stop();
+    await b?.stop();
+    await s?.stop();
+    for (const d of [s?.dataDir, a?.dataDir, b?.dataDir, dir, stubs]) if (d) cleanup(d);
+  });
+
+  it('policy apply runs the PolicyTest cases in the file: a failing one applies nothing (exit 3, listed), --skip-tests applies, passing ones are counted', async () => {
+    const policy = ordersPolicy(ME, 'GET');
+    const failing = join(dir, 'failing.yaml');
+    writeFileSync(
+      failing,
+      `${policy}---
 kind: PolicyTest
 cases:
-  - { name: legacy reads, from: spiffe://fake.test/ns/legacy/a, to: spiffe://fake.test/ns/orders, action: GET /, expect: allow }
-`;
+  - { name: legacy reads, from: spiffe://e2e.test/ns/legacy/a, to: ${ME}, action: GET /v1/orders/1, expect: allow }
+  - { name: web reads, from: spiffe://e2e.test/ns/web/a, to: ${ME}, action: GET /v1/orders/1, expect: allow }
+`,
+    );
+    const before = (await status()).revision;
+    const r = await writ(s, ['policy', 'apply', '-f', failing]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stdout, /^FAIL {2}legacy reads: expected allow, got deny \(DENY_RULE, rule orders#1\)$/m);
+    assert.doesNotMatch(r.stdout, /web reads/);
+    assert.match(r.stderr, /1 policy test case\(s\) failed; nothing applied/);
+    assert.equal((await status()).revision, before, 'a failing test applied the policy');
+    const j = await writ(s, ['policy', 'apply', '-f', failing, '-o', 'json']);
+    assert.equal(j.code, 3);
+    assert.deepEqual(
+      JSON.parse(j.stdout).failures.map((f: { name: string; got: string }) => [f.name, f.got]),
+      [['legacy reads', 'deny']],
+    );
 
-describe('policy apply (fake server of the documented shape)', () => {
-  it('a failing PolicyTest case in the file stops the apply: exit 3, the failure listed; --skip-tests applies', async () => {
-    const fake = await fakeServer({
-      'POST /v1/policies': (r) =>
-        (r.body as { skipTests?: boolean }).skipTests
-          ? { body: { revision: 5, changed: ['orders'], added: ['orders'], removed: [], dryRun: false, tests: { passed: 0, failed: 1 } } }
-          : {
-              status: 400,
-              body: {
-                code: 'ERR_POLICY_TEST_FAILED',
-                message: '1 policy test case failed',
-                details: { failures: [{ name: 'legacy reads', expected: 'allow', got: 'deny', reason: 'NO_MATCHING_ALLOW', rule: null }] },
-              },
-            },
+    // A kind that is neither is refused with its line before anything is sent.
+    const foo = join(dir, 'foo.yaml');
+    writeFileSync(foo, `${readFileSync(failing, 'utf8')}---\nkind: Foo\n`);
+    const bad = await writ(s, ['policy', 'apply', '-f', foo]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /foo\.yaml: line \d+: unknown kind "Foo"/);
+
+    const skip = await writ(s, ['policy', 'apply', '-f', failing, '--skip-tests']);
+    assert.equal(skip.code, 0, skip.stderr);
+    assert.match(skip.stdout, /^revision \d+; changed: orders$/m);
+    assert.equal((await status()).revision, before + 1);
+
+    const passing = join(dir, 'passing.yaml');
+    writeFileSync(
+      passing,
+      `${ordersPolicy(ME, 'GET, DELETE')}---
+kind: PolicyTest
+cases:
+  - { name: legacy is refused, from: spiffe://e2e.test/ns/legacy/a, to: ${ME}, action: GET /v1/orders/1, expect: deny }
+  - { name: web deletes, from: spiffe://e2e.test/ns/web/a, to: ${ME}, action: DELETE /v1/orders/1, expect: allow }
+`,
+    );
+    const pass = await writ(s, ['policy', 'apply', '-f', passing]);
+    assert.equal(pass.code, 0, pass.stderr);
+    assert.match(pass.stdout, /^revision \d+; changed: orders; tests 2 passed, 0 failed$/m);
+  });
+
+  it('decisions show ID prints the decision the agent made (the id its answer carries), an unknown id is exit 1; decisions tail -o json|yaml prints the last minute, oldest first', async () => {
+    const check = async (from = 'spiffe://e2e.test/ns/legacy/a') => {
+      const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/authz_client.py'), stubs, a.socket, from, ME, 'GET /v1/orders/7']);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { decision?: string; id?: string };
+    };
+    const d = await waitFor('a deny from agent a', async () => {
+      const x = await check();
+      return x.decision === 'deny' && x.id ? x : undefined;
     });
-    try {
-      const f = join(work, 'with-tests.yaml');
-      writeFileSync(f, WITH_TESTS);
-      const r = await writFake(fake, ['policy', 'apply', '-f', f]);
-      assert.equal(r.code, 3, r.stderr);
-      assert.match(r.stdout, /^FAIL {2}legacy reads: expected allow, got deny \(NO_MATCHING_ALLOW\)$/m);
-      assert.match(r.stderr, /1 policy test case\(s\) failed; nothing applied/);
-      assert.equal((fake.requests.at(-1)!.body as { yaml: string }).yaml, WITH_TESTS, 'the tests went to the server with the policies');
-      const j = await writFake(fake, ['policy', 'apply', '-f', f, '-o', 'json']);
-      assert.equal(j.code, 3);
-      assert.equal(JSON.parse(j.stdout).failures[0].name, 'legacy reads');
+    const shown = await waitFor('the decision in the log', async () => {
+      const r = await writ(s, ['decisions', 'show', d.id!]);
+      return r.code === 0 ? r : undefined;
+    });
+    assert.match(shown.stdout, /deny/);
+    assert.match(shown.stdout, /DENY_RULE/);
+    assert.match(shown.stdout, /spiffe:\/\/e2e\.test\/ns\/legacy\/a/);
+    const j = JSON.parse((await ok(['decisions', 'show', d.id!, '-o', 'json'])).stdout);
+    assert.deepEqual(
+      [j.id, j.from, j.to, j.action, j.decision, j.reporter],
+      [d.id, 'spiffe://e2e.test/ns/legacy/a', ME, 'GET /v1/orders/7', 'deny', 'spiffe://e2e.test/writ/agent/cli-a'],
+    );
+    assert.match((await ok(['decisions', 'show', d.id!, '-o', 'yaml'])).stdout, new RegExp(`^id: ${d.id}$`, 'm'));
+    const missing = await writ(s, ['decisions', 'show', 'no-such-decision']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /\[ERR_NOT_FOUND\]/);
 
-      // A kind that is neither is refused here, with its line, before anything is sent.
-      const sent = fake.requests.length;
-      const foo = join(work, 'foo.yaml');
-      writeFileSync(foo, `${WITH_TESTS}---\nkind: Foo\n`);
-      const bad = await writFake(fake, ['policy', 'apply', '-f', foo]);
-      assert.equal(bad.code, 1);
-      assert.match(bad.stderr, /foo\.yaml: line 13: unknown kind "Foo"/);
-      assert.equal(fake.requests.length, sent);
-
-      const skip = await writFake(fake, ['policy', 'apply', '-f', f, '--skip-tests']);
-      assert.equal(skip.code, 0, skip.stderr);
-      assert.match(skip.stdout, /revision 5; changed: orders; tests 0 passed, 1 failed/);
-      assert.equal((fake.requests.at(-1)!.body as { skipTests?: boolean }).skipTests, true);
-    } finally {
-      await fake.close();
+    // tail: the last minute first, oldest first; -o json one object per line, -o yaml documents split by ---.
+    const allowed = await check('spiffe://e2e.test/ns/web/a');
+    assert.equal(allowed.decision, 'allow');
+    for (const format of ['json', 'yaml'] as const) {
+      const w = spawnWrit(['decisions', 'tail', '--to', ME, '-o', format], {
+        WRIT_SERVER: s.url,
+        WRIT_CA_FILE: join(s.dataDir, 'bundle.pem'),
+        WRIT_TOKEN: s.adminToken,
+      });
+      try {
+        await waitFor('both decisions', async () => (w.out().includes(allowed.id!) ? true : undefined), 20_000);
+        const ids =
+          format === 'json'
+            ? w
+                .out()
+                .trim()
+                .split('\n')
+                .map((l) => JSON.parse(l).id as string)
+            : parseAllDocuments(w.out()).map((doc) => (doc.toJS() as { id: string }).id);
+        assert.deepEqual(ids.slice(-2), [d.id, allowed.id]);
+        if (format === 'yaml') assert.match(w.out(), /^---$/m);
+      } finally {
+        w.child.kill('SIGTERM');
+        await w.exited;
+      }
     }
   });
 
-  it('--wait returns once every live agent enforces the new revision; stragglers are listed, exit 1', async () => {
-    let polls = 0;
-    const agents = (laggard: boolean) => {
-      polls++;
-      const now = Date.now();
-      const a = (id: string, revision: number, live = true) => ({
-        spiffeId: `spiffe://fake.test/writ/agent/${id}`,
-        revision,
-        behind: 5 - revision,
-        quarantineVersion: polls > 2 ? 2 : 1,
-        ackedAt: iso(now),
-        secondsSinceAck: 0,
-        live,
-      });
-      return [a('n1', polls > 2 ? 5 : 4), ...(laggard ? [a('n2', 4)] : []), a('dead', 1, false)];
-    };
-    let laggard = false;
-    const fake = await fakeServer({
-      'POST /v1/policies': () => ({ body: { revision: 5, changed: ['orders'], added: [], removed: [], dryRun: false, tests: { passed: 1, failed: 0 } } }),
-      'POST /v1/quarantine': () => ({ status: 201, body: { spiffeId: 'spiffe://fake.test/ns/web', reason: 'x', expiresAt: null } }),
-      'GET /v1/policy/status': () => ({ body: { revision: 5, quarantineVersion: 2, agents: agents(laggard) } }),
+  it('version prints the client and the real server; doctor finds every check OK; a bad token is FAIL', async () => {
+    const v = await ok(['version']);
+    assert.match(v.stdout, /^client: \d+\.\d+\.\d+\nserver: \d+\.\d+\.\d+ \(https:\/\/127\.0\.0\.1:\d+, trust domain e2e\.test\)$/m);
+    const vj = JSON.parse((await ok(['version', '-o', 'json'])).stdout);
+    assert.equal(vj.server.trustDomain, 'e2e.test');
+    assert.equal(vj.server.version, vj.client.version);
+
+    const d = await ok(['doctor']);
+    for (const name of ['server', 'token', 'x509-authority', 'jwt-authority', 'agents']) assert.match(d.stdout, new RegExp(`^OK\\s+${name}\\s`, 'm'));
+    assert.match(d.stdout, /server\s+https:\/\/127\.0\.0\.1:\d+ answers as spiffe:\/\/e2e\.test\/writ\/server/);
+    assert.match(d.stdout, /role admin/);
+    assert.match(d.stdout, /2 live: .*spiffe:\/\/e2e\.test\/writ\/agent\/cli-a/);
+    assert.equal(JSON.parse((await ok(['doctor', '-o', 'json'])).stdout).ok, true);
+    const bad = await writ(s, ['doctor'], { token: 'not-a-token' });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /^FAIL\s+token\s/m);
+    assert.match(bad.stdout, /hint: pass --token or set WRIT_TOKEN/);
+    assert.doesNotMatch(bad.stdout + bad.stderr, /not-a-token/);
+  });
+
+  it('doctor --socket: OK with the identity agent a gives; from agent b, FAIL naming the entry and the selector this process lacks', async () => {
+    const good = await waitFor('agent a to give this process its identity', async () => {
+      const r = await writ(s, ['doctor', '--socket', a.socket]);
+      return r.code === 0 ? r : undefined;
     });
+    assert.match(good.stdout, /^OK\s+identity\s+this process gets spiffe:\/\/e2e\.test\/ns\/cli-orders from spiffe:\/\/e2e\.test\/writ\/agent\/cli-a/m);
+    const r = await writ(s, ['doctor', '--socket', b.socket]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stdout,
+      new RegExp(`^FAIL\\s+identity\\s+no identity for this process from spiffe://e2e\\.test/writ/agent/cli-b; its selectors: .*unix:uid:${uid}`, 'm'),
+    );
+    assert.match(r.stdout, /entry \S+\s+spiffe:\/\/e2e\.test\/ns\/db needs unix:path:\/usr\/bin\/postgres$/m);
+    const gone = await writ(s, ['doctor', '--socket', join(dir, 'no-such.sock')]);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stdout, /^FAIL\s+identity\s+.*no-such\.sock/m);
+    assert.match(gone.stdout, /hint: is the agent running/);
+  });
+
+  it('--wait returns once both agents acknowledge; an agent that is live but stopped is listed as a straggler, exit 1', async () => {
+    const f = join(dir, 'wait.yaml');
+    writeFileSync(f, ordersPolicy(ME, 'GET, PUT'));
+    const r = await writ(s, ['policy', 'apply', '-f', f, '--wait=60s']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /acknowledged by all 2 live agent\(s\)/);
+    const target = Number(/^revision (\d+)/.exec(r.stdout)![1]);
+    assert.ok(
+      (await status()).agents.every((x) => x.revision >= target),
+      'returned before both agents enforced the revision',
+    );
+
+    const q = await writ(s, ['quarantine', 'add', 'spiffe://e2e.test/ns/evil', '--reason', 'test', '--wait=60s']);
+    assert.equal(q.code, 0, q.stderr);
+    assert.match(q.stderr, /acknowledged by all 2 live agent\(s\)/);
+
+    b.child.kill('SIGSTOP');
     try {
-      const f = join(work, 'plain.yaml');
-      writeFileSync(f, ordersPolicy('spiffe://fake.test/ns/orders', 'GET'));
-      const r = await writFake(fake, ['policy', 'apply', '-f', f, '--wait']);
-      assert.equal(r.code, 0, r.stderr);
-      assert.ok(polls >= 3, `returned after ${polls} polls, before the agent acknowledged`);
-      assert.match(r.stderr, /waiting for 1 of 1 live agents to enforce policy revision 5/);
-      assert.match(r.stderr, /acknowledged by all 1 live agent\(s\)/);
-
-      polls = 0;
-      const q = await writFake(fake, ['quarantine', 'add', 'spiffe://fake.test/ns/web', '--reason', 'x', '--wait=10s']);
-      assert.equal(q.code, 0, q.stderr);
-      assert.ok(polls >= 3);
-      assert.match(q.stderr, /to enforce quarantine version 2/);
-
-      polls = 0;
-      laggard = true;
-      const late = await writFake(fake, ['policy', 'apply', '-f', f, '--wait=1s']);
-      assert.equal(late.code, 1);
-      assert.match(late.stderr, /1 live agent\(s\) did not acknowledge within 1s: spiffe:\/\/fake\.test\/writ\/agent\/n2 \(the change is applied/);
-      assert.doesNotMatch(late.stderr, /agent\/dead/);
+      writeFileSync(f, ordersPolicy(ME, 'GET'));
+      const late = await writ(s, ['policy', 'apply', '-f', f, '--wait=2s']);
+      assert.equal(late.code, 1, late.stderr);
+      assert.match(late.stderr, /waiting for 1 of 2 live agents to enforce policy revision \d+/);
+      assert.match(late.stderr, /1 live agent\(s\) did not acknowledge within 2s: spiffe:\/\/e2e\.test\/writ\/agent\/cli-b \(the change is applied/);
+      assert.doesNotMatch(late.stderr, /agent\/cli-a/);
+      const lift = await writ(s, ['quarantine', 'remove', 'spiffe://e2e.test/ns/evil', '--wait=2s']);
+      assert.equal(lift.code, 1);
+      assert.match(lift.stderr, /within 2s: spiffe:\/\/e2e\.test\/writ\/agent\/cli-b /);
     } finally {
-      await fake.close();
+      b.child.kill('SIGCONT');
     }
+    // Resumed, it catches up: the next wait sees both.
+    // `--wait` before the ID is the default wait, not a timeout named "spiffe://...".
+    const caught = await writ(s, ['quarantine', 'add', '--wait', 'spiffe://e2e.test/ns/evil2', '--reason', 'test']);
+    assert.equal(caught.code, 0, caught.stderr);
+    assert.match(caught.stderr, /acknowledged by all 2 live agent\(s\)/);
   });
 });
 
@@ -823,5 +746,62 @@ describe('-o on every read', () => {
       assert.deepEqual(parseYamlDoc(y.stdout), JSON.parse(j.stdout), `${args.join(' ')}: yaml and json differ`);
     }
     assert.equal(JSON.parse((await writ(srv, ['policy', 'get', 'o-orders', '-o', 'json'])).stdout).metadata.name, 'o-orders');
+  });
+});
+
+describe('help', () => {
+  const help = async (args: string[]) => {
+    const r = await writ(undefined, [...args, '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.replace(/\s+/g, ' ');
+  };
+
+  it('writ --help names the exit codes; every new command and flag is described, the pinning flags in one wording everywhere', async () => {
+    const top = await help([]);
+    assert.match(top, /Exit codes: 0 ok, 1 error, 2 usage, 3 policy violation/);
+    for (const c of ['version', 'doctor', 'completion <shell>']) assert.ok(top.includes(` ${c} `), `writ --help lists ${c}`);
+    for (const args of [
+      ['version'],
+      ['doctor'],
+      ['decisions', 'show'],
+      ['policy', 'apply'],
+      ['quarantine', 'add'],
+      ['quarantine', 'remove'],
+      ['entry', 'list'],
+      ['agent', 'start'],
+    ]) {
+      const h = await help(args);
+      assert.ok(
+        h.includes(
+          "--trust-domain <td> the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
+        ),
+        `${args.join(' ')}: ${h}`,
+      );
+      assert.ok(
+        h.includes('--server-spiffe-id <id> the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)'),
+        args.join(' '),
+      );
+    }
+    for (const args of [
+      ['policy', 'apply'],
+      ['quarantine', 'add'],
+      ['quarantine', 'remove'],
+    ])
+      assert.match(
+        await help(args),
+        /--wait \[timeout\] return once every live agent enforces .* \(e\.g\. --wait=2m; default 30s\); exit 1 listing those that did not/,
+      );
+    const apply = await help(['policy', 'apply']);
+    assert.match(apply, /a failing one stops the apply \(exit 3\)/);
+    assert.match(apply, /--skip-tests apply even when the file's PolicyTest cases fail/);
+    assert.match(await help(['decisions', 'show']), /decision id \(a 403 from a proxy or the middleware carries it\)/);
+    assert.match(await help(['doctor']), /--socket <path>.*the exit status is 1 when any check fails/);
+    assert.match(await help(['version']), /exit 1 when the server cannot be reached/);
+    assert.match(await help(['completion']), /for writ and npx writ/);
+    // Offline commands do not offer the flags that pin a server they never call.
+    assert.doesNotMatch(await help(['policy', 'test']), /--server-spiffe-id/);
+    const fish = await writ(undefined, ['completion', 'fish']);
+    assert.equal(fish.code, 2);
+    assert.match(fish.stderr, /completion supports bash and zsh/);
   });
 });

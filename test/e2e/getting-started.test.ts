@@ -76,6 +76,10 @@ it('the getting-started guide runs as written: an allowed and a denied call, a p
     assert.match(out, /^\{"code":"NO_MATCHING_ALLOW","decisionId":"[^"]+"\}$/m, 'the DELETE the policy does not allow');
     assert.match(out, /orders: GET \/v1\/orders\/7 from spiffe:\/\/example\.org\/ns\/web\/sa\/frontend/);
     assert.match(out, /2 passed, 0 failed/);
+    assert.match(out, /^revision 1; changed: orders-api; tests 2 passed, 0 failed$/m, 'policy apply ran the PolicyTest cases in orders.yaml');
+    assert.match(err, /### block 7[^#]*acknowledged by all 1 live agent\(s\) in [\d.]+s\n/, 'policy apply --wait returned once the agent enforced revision 1');
+    assert.match(out, /^exit \d+: refused$/m, 'the quarantined caller is cut off once quarantine add --wait returns');
+    assert.match(err, /lifted the quarantine of spiffe:\/\/example\.org\/ns\/web\/sa\/frontend\n(?:waiting for .*\n)?acknowledged by all 1 live agent/);
     assert.match(out, /^DENY \(NO_MATCHING_ALLOW\) at policy revision 1$/m);
     assert.match(out, /exit 3: denied/);
     assert.match(out, /spiffe:\/\/example\.org\/ns\/web\/sa\/frontend.*stolen token/, 'quarantine list');

@@ -34,6 +34,12 @@ interface Globals {
 
 /** The `--trust-domain` options that name the server's trust domain (`bundle set`'s names a foreign one). */
 const PIN_OPTIONS = new WeakSet<Option>();
+/** One wording for the pinning flags wherever they appear (every server call, and `agent start`). */
+const PIN_HELP = {
+  trustDomain: "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
+  serverSpiffeId: 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)',
+} as const;
+const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test)';
 
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
@@ -123,7 +129,7 @@ function writeSecretFile(path: string, data: string | Buffer): void {
 export function buildProgram(): Command {
   const program = new Command('writ')
     .description('Writ: workload identity and runtime trust for containers')
-    .version(CLIENT_VERSION)
+    .version(CLIENT_VERSION, '-V, --version', "print the client's version (writ version asks the server too)")
     .option('--server <url>', `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER})`)
     .option('--token <token>', 'API token (env WRIT_TOKEN)')
     .option(
@@ -131,6 +137,10 @@ export function buildProgram(): Command {
       "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE); the server must present spiffe://TD/writ/server, TD from this file (or --trust-domain)",
     )
     .addOption(new Option('-o, --output <format>', 'output of read commands').choices(FORMATS).default('table'))
+    .addHelpText(
+      'after',
+      `\nEvery command that calls the server also takes --trust-domain and --server-spiffe-id (see its --help).\nExit codes: ${EXIT_CODES}.`,
+    )
     .showHelpAfterError()
     // Every subcommand's help lists --server, --token, --ca-file and -o: a newcomer reads one command's help, not the top.
     .configureHelp({ showGlobalOptions: true })
@@ -412,8 +422,8 @@ export function buildProgram(): Command {
     .description('start an agent in the foreground: attests the node, serves the Workload API on --socket')
     .requiredOption('--data-dir <dir>', 'identity and SVID cache (kept across restarts)')
     .option('--join-token <token>', 'single-use join token (writ token create); needed the first time, and a new one attests again')
-    .option('--trust-domain <td>', "the trust domain (or WRIT_TRUST_DOMAIN); default: the one the --ca-file's CA names")
-    .option('--server-spiffe-id <id>', "the server's SPIFFE ID to require (or WRIT_SERVER_SPIFFE_ID); default spiffe://TD/writ/server")
+    .option('--trust-domain <td>', PIN_HELP.trustDomain)
+    .option('--server-spiffe-id <id>', PIN_HELP.serverSpiffeId)
     .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
     .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
     .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
@@ -703,7 +713,10 @@ export function buildProgram(): Command {
     .option('--replace', 'make the file the whole policy set (policies not in it are removed)')
     .option('--comment <text>', 'why (kept in the history)')
     .option('--skip-tests', "apply even when the file's PolicyTest cases fail")
-    .option('--wait [timeout]', `return once every live agent enforces the new revision (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
+    .option(
+      '--wait [timeout]',
+      `return once every live agent enforces the new revision (e.g. --wait=2m; default ${DEFAULT_WAIT}); exit 1 listing those that did not`,
+    )
     .action(async (f: { file: string; dryRun?: boolean; replace?: boolean; comment?: string; skipTests?: boolean; wait?: string | true }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const timeoutMs = f.wait === undefined ? undefined : waitTimeoutMs(f.wait);
@@ -922,7 +935,7 @@ export function buildProgram(): Command {
   decisions
     .command('show')
     .argument('<id>', 'decision id (a 403 from a proxy or the middleware carries it)')
-    .description('show one decision')
+    .description('show one decision: caller, callee, action, outcome, reason, rule and the agent that reported it (exit 1 when unknown)')
     .action(async (id: string, _o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const d = await api.call<DecisionRow>('GET', `/v1/decisions/${encodeURIComponent(id)}`);
@@ -964,7 +977,7 @@ export function buildProgram(): Command {
     .argument('<spiffe-id>')
     .requiredOption('--reason <text>', 'why (kept and shown)')
     .option('--ttl <duration>', 'lift it automatically after this long')
-    .option('--wait [timeout]', `return once every live agent enforces it (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
+    .option('--wait [timeout]', `return once every live agent enforces it (e.g. --wait=2m; default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
     .description('quarantine an identity: it can neither call nor be called; agents stop serving its SVIDs')
     .action(async (id: string, f: { reason: string; ttl?: string; wait?: string | true }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
@@ -978,7 +991,7 @@ export function buildProgram(): Command {
   quarantine
     .command('remove')
     .argument('<spiffe-id>')
-    .option('--wait [timeout]', `return once every live agent enforces the lift (default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
+    .option('--wait [timeout]', `return once every live agent enforces the lift (e.g. --wait=2m; default ${DEFAULT_WAIT}); exit 1 listing those that did not`)
     .description('lift a quarantine')
     .action(async (id: string, f: { wait?: string | true }, cmd: Command) => {
       const { api } = clientOf(cmd);
@@ -1070,7 +1083,9 @@ export function buildProgram(): Command {
   program
     .command('completion')
     .argument('<shell>', 'bash or zsh')
-    .description('print a shell completion script: source <(writ completion bash)')
+    .description(
+      'print a shell completion script (commands, flags, -o values, and entry ids, policy names and agent IDs from the server; for writ and npx writ): source <(writ completion bash)',
+    )
     .action((shell: string) => {
       if (shell !== 'bash' && shell !== 'zsh') throw new CommanderError(2, 'writ.usage', 'completion supports bash and zsh');
       // The script calls back into this very program (node and script path): quick, and the same for npx writ.
@@ -1114,15 +1129,11 @@ function addPinOptions(cmd: Command, path = 'writ'): void {
   for (const c of cmd.commands) addPinOptions(c, `${path} ${c.name()}`);
   if (cmd.commands.length || OFFLINE.has(cmd.name()) || OFFLINE.has(path)) return;
   if (!cmd.options.some((o) => o.long === '--trust-domain')) {
-    const o = new Option(
-      '--trust-domain <td>',
-      "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
-    );
+    const o = new Option('--trust-domain <td>', PIN_HELP.trustDomain);
     PIN_OPTIONS.add(o);
     cmd.addOption(o);
   }
-  if (!cmd.options.some((o) => o.long === '--server-spiffe-id'))
-    cmd.addOption(new Option('--server-spiffe-id <id>', 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID)'));
+  if (!cmd.options.some((o) => o.long === '--server-spiffe-id')) cmd.addOption(new Option('--server-spiffe-id <id>', PIN_HELP.serverSpiffeId));
 }
 
 /**
@@ -1167,10 +1178,18 @@ async function runProxyWorkers(cluster: typeof import('node:cluster').default, n
   return new Promise<never>(() => undefined);
 }
 
+/**
+ * `quarantine add --wait spiffe://...`: commander would take the ID for the timeout and then miss the
+ * argument. A `--wait` not followed by a duration is the default wait, and the next word stays a word.
+ */
+function bareWait(argv: string[]): string[] {
+  return argv.map((a, i) => (a === '--wait' && !/^\d/.test(argv[i + 1] ?? '') ? `--wait=${DEFAULT_WAIT}` : a));
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(bareWait(argv), { from: 'user' });
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
