@@ -157,7 +157,7 @@ describe('the agent routes declare their inputs in the route table', () => {
     const query = (path: string, method: string): string[] => (doc.paths[path]?.[method]?.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
     const fields = (path: string): string[] =>
       Object.keys(
-        (doc.paths[path]?.['post']?.requestBody as { content: Record<string, { schema: { properties?: object } }> }).content['application/json']!.schema
+        (doc.paths[path]!['post']!.requestBody as { content: Record<string, { schema: { properties?: object } }> }).content['application/json']!.schema
           .properties ?? {},
       );
     assert.deepEqual(query(AGENT_PATHS.sync, 'get'), ['since', 'wait', 'bundles', 'policy', 'quarantine', 'lean']);
