@@ -12,6 +12,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createCsr, toPem } from '@writ/spiffe';
+import { AGENT_PATHS, encodeSyncQuery } from '@writ/protocol';
 import { percentile, responseReader, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -144,7 +145,7 @@ async function measure(n: number): Promise<void> {
           const jt = (await call(server.url, admin, 'POST', '/v1/join-tokens', { nodeName: `sim-${i + k}` }, token))['token'] as string;
           const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
           const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
-          const att = await call(server.url, new HttpsAgent({ ca }), 'POST', '/v1/agent/attest/join-token', { joinToken: jt, csr });
+          const att = await call(server.url, new HttpsAgent({ ca }), 'POST', AGENT_PATHS.attestJoinToken, { joinToken: jt, csr });
           const { hostname, port } = new URL(server.url);
           sims.push({
             polls: 0,
@@ -165,17 +166,17 @@ async function measure(n: number): Promise<void> {
     const arrivals = new Map<string, number[]>();
     const loop = async (s: SimAgent): Promise<void> => {
       while (!s.stopped) {
-        const q = new URLSearchParams({
-          since: String(s.state.since),
-          wait: s.polls === 0 ? '0' : '25',
+        const q = encodeSyncQuery({
+          since: s.state.since,
+          wait: s.polls === 0 ? 0 : 25,
           bundles: s.state.bundles,
-          policy: String(s.state.policy),
+          policy: s.state.policy,
           quarantine: s.state.quarantine,
-          lean: '1',
+          lean: true,
         });
         let r: Record<string, unknown>;
         try {
-          r = await s.conn.get(`/v1/agent/sync?${q}`);
+          r = await s.conn.get(`${AGENT_PATHS.sync}?${q}`);
         } catch {
           if (s.stopped) return;
           continue;

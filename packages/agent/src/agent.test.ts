@@ -8,7 +8,8 @@ import pino from 'pino';
 import { WritError } from '@writ/spiffe';
 import { Agent, type AgentOptions } from './agent.ts';
 import { csrFor, generateKey } from './keys.ts';
-import { applySync, type SyncResponse } from './sync.ts';
+import type { SyncAnswer } from '@writ/protocol';
+import { applySync } from './sync.ts';
 import type { AgentState } from './state.ts';
 import { FakeCa, FakeServer, fakeEntry } from './testing/fake-server.ts';
 
@@ -58,27 +59,32 @@ describe('node attestation checks the answer before anything is stored', () => {
     assert.equal(svid.chain[0]!.uris[0], 'spiffe://fake.test/ns/web');
   });
 
+  /** A well-formed attestation answer (so the agent's own checks are what refuse it). */
+  const whole = (s: FakeServer, spiffeId: string, svid: string | undefined): Record<string, unknown> => ({
+    spiffeId,
+    selectors: [],
+    svid,
+    bundle: s.ca.pem,
+    expiresAt: new Date(Date.now() + 3600_000).toISOString(),
+  });
   const bogus: Array<[string, (s: FakeServer, csr: string, b: Record<string, unknown>) => unknown, RegExp]> = [
-    ['no SVID at all', () => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a' }), /carries no SVID/],
-    ['an empty answer', () => ({}), /spiffeId is not spiffe:\/\/fake.test\/writ\/agent\//],
+    ['no SVID at all', (s) => whole(s, 'spiffe://fake.test/writ/agent/node-a', undefined), /malformed attestation answer: svid/],
+    ['an empty answer', () => ({}), /malformed attestation answer: spiffeId/],
+    ['an answer that is not an object', () => [], /malformed attestation answer: not an object/],
     [
       'an SVID from a CA the bundle does not hold',
-      (_s, csr) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: new FakeCa('fake.test').sign('spiffe://fake.test/writ/agent/node-a', csr) }),
+      (s, csr) => whole(s, 'spiffe://fake.test/writ/agent/node-a', new FakeCa('fake.test').sign('spiffe://fake.test/writ/agent/node-a', csr)),
       /no path/,
     ],
-    [
-      'a workload ID instead of an agent ID',
-      (s, csr) => ({ spiffeId: 'spiffe://fake.test/ns/web', svid: s.ca.sign('spiffe://fake.test/ns/web', csr) }),
-      /spiffeId is not/,
-    ],
+    ['a workload ID instead of an agent ID', (s, csr) => whole(s, 'spiffe://fake.test/ns/web', s.ca.sign('spiffe://fake.test/ns/web', csr)), /spiffeId is not/],
     [
       'an SVID for another ID than the answer names',
-      (s, csr) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: s.ca.sign('spiffe://fake.test/writ/agent/other', csr) }),
+      (s, csr) => whole(s, 'spiffe://fake.test/writ/agent/node-a', s.ca.sign('spiffe://fake.test/writ/agent/other', csr)),
       /names spiffe:\/\/fake.test\/writ\/agent\/other, expected spiffe:\/\/fake.test\/writ\/agent\/node-a/,
     ],
     [
       'an SVID for another key than the agent generated',
-      (s) => ({ spiffeId: 'spiffe://fake.test/writ/agent/node-a', svid: s.ca.sign('spiffe://fake.test/writ/agent/node-a', otherCsr()) }),
+      (s) => whole(s, 'spiffe://fake.test/writ/agent/node-a', s.ca.sign('spiffe://fake.test/writ/agent/node-a', otherCsr())),
       /not for the key this agent generated/,
     ],
   ];
@@ -97,13 +103,13 @@ describe('node attestation checks the answer before anything is stored', () => {
 
   it('PSAT attestation answers are checked the same way', async () => {
     const server = new FakeServer();
-    server.answer.set('POST /v1/agent/attest/k8s-psat', () => ({ spiffeId: 'spiffe://fake.test/writ/agent/k8s_psat/c/n', svid: '' }));
+    server.answer.set('POST /v1/agent/attest/k8s-psat', () => whole(server, 'spiffe://fake.test/writ/agent/k8s_psat/c/n', ''));
     const dir = mkdtempSync(join(tmpdir(), 'writ-psat-'));
     dirs.push(dir);
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, 'header.payload.sig');
     const { agent, lines } = newAgent(server, { psat: { cluster: 'c', tokenFile } });
-    await assert.rejects(agent.start(), /carries no SVID/);
+    await assert.rejects(agent.start(), /malformed attestation answer: svid/);
     assert.ok(!attested(lines));
   });
 });
@@ -121,6 +127,8 @@ describe('renewal and the SVID batch are checked too', () => {
     server.answer.set('POST /v1/agent/renew', (b) => ({
       spiffeId: 'spiffe://fake.test/writ/agent/evil',
       svid: server.ca.sign('spiffe://fake.test/writ/agent/evil', String(b['csr'])),
+      bundle: server.ca.pem,
+      expiresAt: new Date(now + 60_000).toISOString(),
     }));
     now += 40_000; // past half life
     await waitFor('a renewal attempt', () => server.calledWith('POST', '/v1/agent/renew').length > 0);
@@ -141,6 +149,8 @@ describe('renewal and the SVID batch are checked too', () => {
     server.answer.set('POST /v1/agent/svids', (b) => ({
       svids: (b['requests'] as Array<{ entryId: string; csr: string }>).map((r) => ({
         entryId: r.entryId,
+        spiffeId: server.entries.find((e) => e.id === r.entryId)!.spiffeId,
+        expiresAt: new Date(Date.now() + 3600_000).toISOString(),
         svid:
           r.entryId === 'e1'
             ? server.ca.sign('spiffe://fake.test/ns/admin', r.csr)
@@ -161,6 +171,103 @@ describe('renewal and the SVID batch are checked too', () => {
   });
 });
 
+describe('a malformed answer of each kind is refused whole: nothing stored, a clear error', () => {
+  const stateFile = (dataDir: string): AgentState => JSON.parse(readFileSync(join(dataDir, 'agent-state.json'), 'utf8')) as AgentState;
+
+  it('renewal: an answer without expiresAt keeps the old SVID and names the field', async () => {
+    let now = Date.now();
+    const server = new FakeServer('fake.test', () => now);
+    server.svidTtlMs = 60_000;
+    const { agent, lines, dataDir } = newAgent(server, { joinToken: server.joinToken('node-a'), clock: () => now });
+    await agent.start();
+    const before = stateFile(dataDir).svidPem;
+    server.answer.set('POST /v1/agent/renew', (b) => ({
+      spiffeId: agent.spiffeId,
+      svid: server.ca.sign(agent.spiffeId, String(b['csr'])),
+      bundle: server.ca.pem,
+    }));
+    now += 40_000; // past half life
+    await waitFor('the refusal logged', () => lines.some((l) => l.includes('the server sent a malformed renewal answer: expiresAt')));
+    assert.equal(stateFile(dataDir).svidPem, before, 'the old SVID is kept');
+  });
+
+  it('SVID batch: an answer without a list stores nothing; malformed items are left out, the good ones kept', async () => {
+    const server = new FakeServer();
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    server.put(fakeEntry('e2', 'spiffe://fake.test/ns/db', ['unix:uid:0']));
+    server.answer.set('POST /v1/agent/svids', () => ({ svids: 'all of them' }));
+    const { agent, lines, dataDir } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    await waitFor('the refusal logged', () => lines.some((l) => l.includes('the server sent a malformed signing answer: no svids')));
+    assert.deepEqual(stateFile(dataDir).svids, {}, 'no SVID stored');
+    // e2's SVID comes without expiresAt: left out (asked for again), e1's is kept.
+    server.answer.set('POST /v1/agent/svids', (b) => ({
+      svids: (b['requests'] as Array<{ entryId: string; csr: string }>).map((r) => {
+        const e = server.entries.find((x) => x.id === r.entryId)!;
+        const sv = { entryId: e.id, spiffeId: e.spiffeId, svid: server.ca.sign(e.spiffeId, r.csr) };
+        return e.id === 'e1' ? { ...sv, expiresAt: new Date(Date.now() + 3600_000).toISOString() } : sv;
+      }),
+    }));
+    server.changed();
+    await waitFor('the malformed item logged', () =>
+      lines.some((l) => l.includes('ignoring malformed SVIDs in the signing answer') && l.includes('"malformed":1')),
+    );
+    const [db, web] = agent.entriesFor(['unix:uid:0']);
+    assert.equal(web!.id, 'e1');
+    assert.ok(agent.svidOf(web!), 'the well-formed SVID is served');
+    assert.equal(agent.svidOf(db!), undefined, 'the malformed one is not');
+    assert.deepEqual(Object.keys(stateFile(dataDir).svids), ['e1']);
+  });
+
+  it('sync: an answer with one malformed entry applies nothing, not even the good entries beside it', async () => {
+    const server = new FakeServer();
+    const { agent, dataDir } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    await waitFor('the first sync', () => agent.connected || undefined);
+    const good = fakeEntry('e9', 'spiffe://fake.test/ns/new', ['unix:uid:0'], 50);
+    server.answer.set('GET /v1/agent/sync', () => ({
+      revision: 50,
+      full: false,
+      entries: [good, { ...good, id: 'e10', spiffeId: 'not a spiffe id' }],
+      removed: [],
+      bundlesVersion: `v-${server.ca.cert.serialHex}`,
+    }));
+    await assert.rejects(
+      agent.syncOnce(),
+      (e) => e instanceof WritError && e.code === 'ERR_REQUEST_FAILED' && /malformed sync answer: entry e10: spiffeId/.test(e.message),
+    );
+    assert.deepEqual(agent.entriesFor(['unix:uid:0']), [], 'the good entry beside it is not applied');
+    assert.equal(stateFile(dataDir).entries['e9'], undefined, 'nor stored');
+    assert.notEqual(stateFile(dataDir).revision, 50);
+  });
+
+  it('JWT-SVID: a malformed answer or one for another ID is refused and not cached; a good one is', async () => {
+    const server = new FakeServer();
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    const { agent } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    const entry = await waitFor('the entry', () => agent.entriesFor(['unix:uid:0'])[0]);
+    server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: entry.spiffeId, token: 'x.y.z', expiresAt: 'soon' }));
+    await assert.rejects(agent.jwtSvid(entry, ['aud']), /the server sent a malformed JWT-SVID answer: expiresAt/);
+    server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: entry.spiffeId, expiresAt: new Date(Date.now() + 300_000).toISOString() }));
+    await assert.rejects(agent.jwtSvid(entry, ['aud']), /the server sent a malformed JWT-SVID answer: token/);
+    server.answer.set('POST /v1/agent/jwt-svid', () => ({
+      spiffeId: 'spiffe://fake.test/ns/admin',
+      token: 'x.y.z',
+      expiresAt: new Date(Date.now() + 300_000).toISOString(),
+    }));
+    await assert.rejects(
+      agent.jwtSvid(entry, ['aud']),
+      /JWT-SVID answer was refused: it names spiffe:\/\/fake.test\/ns\/admin, expected spiffe:\/\/fake.test\/ns\/web/,
+    );
+    server.answer.delete('POST /v1/agent/jwt-svid');
+    const calls = server.calledWith('POST', '/v1/agent/jwt-svid').length;
+    assert.equal((await agent.jwtSvid(entry, ['aud'])).token, 'fake-jwt.e1', 'nothing refused was cached');
+    assert.equal(server.calledWith('POST', '/v1/agent/jwt-svid').length, calls + 1);
+    assert.deepEqual(server.calledWith('POST', '/v1/agent/jwt-svid').at(-1)!.body, { entryId: 'e1', audience: ['aud'] });
+  });
+});
+
 describe('applying sync answers', () => {
   const state = (): AgentState => ({
     spiffeId: 'spiffe://fake.test/writ/agent/a',
@@ -176,7 +283,7 @@ describe('applying sync answers', () => {
       b: { chainPem: 'B', keyPem: '', notBefore: 0, expiresAt: 1, rotateAt: 1 },
     },
   });
-  const answer = (r: Partial<SyncResponse>): SyncResponse => ({ revision: 4, full: false, entries: [], removed: [], bundlesVersion: 'v1', ...r });
+  const answer = (r: Partial<SyncAnswer>): SyncAnswer => ({ revision: 4, full: false, entries: [], removed: [], bundlesVersion: 'v1', ...r });
 
   it('a full answer drops entries it does not name, with their SVIDs', () => {
     const s = state();

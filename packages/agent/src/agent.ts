@@ -23,12 +23,13 @@ import {
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
 import type { ReportedDecision } from '@writ/sdk';
+import { AGENT_PATHS, decodeJwtSvidAnswer, decodeSyncAnswer, encodeSyncQuery, type JwtSvidRequest, type SyncQuery } from '@writ/protocol';
 import { DecisionUplink } from './decision-uplink.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
 import { StateFile, type AgentState } from './state.ts';
 import { SvidManager, agentSvidExpiry } from './svid-manager.ts';
-import { applySync, checkSyncResponse, type EntryView } from './sync.ts';
+import { applySync, type EntryView } from './sync.ts';
 
 export type { EntryView } from './sync.ts';
 
@@ -335,17 +336,17 @@ export class Agent extends EventEmitter {
     const s = this.#state!;
     // After a failed exchange (a reconnect), ask for everything: nothing missed can linger.
     const since = this.#resync ? 0 : s.revision;
-    const q = new URLSearchParams({
-      since: String(since),
-      wait: String(this.#resync ? 0 : waitSeconds),
+    const q: SyncQuery = {
+      since,
+      wait: this.#resync ? 0 : waitSeconds,
       bundles: s.bundlesVersion,
-      policy: String(s.policyRevision ?? 0),
+      policy: s.policyRevision ?? 0,
       quarantine: s.quarantine?.version ?? '',
-      lean: '1',
-    });
-    const raw = await this.#client.call<unknown>('GET', `/v1/agent/sync?${q}`, undefined, (waitSeconds + 15) * 1000);
+      lean: true,
+    };
+    const raw = await this.#client.call<unknown>('GET', `${AGENT_PATHS.sync}?${encodeSyncQuery(q)}`, undefined, (waitSeconds + 15) * 1000);
     // Checked whole before anything is applied: a malformed answer changes nothing.
-    const r = checkSyncResponse(raw, this.#td, s.bundlesVersion);
+    const r = decodeSyncAnswer(raw, this.#td, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
     const applied = applySync(s, r, (revision, policies) => this.#loadPolicy(revision, policies));
@@ -472,7 +473,10 @@ export class Agent extends EventEmitter {
     const hit = this.#jwtCache.get(key);
     if (hit && now < hit.refreshAt) return hit;
     try {
-      const r = await this.#client.call<{ token: string; expiresAt: string }>('POST', '/v1/agent/jwt-svid', { entryId: entry.id, audience });
+      const req: JwtSvidRequest = { entryId: entry.id, audience };
+      const r = decodeJwtSvidAnswer(await this.#client.call<unknown>('POST', AGENT_PATHS.jwtSvid, req));
+      if (r.spiffeId !== entry.spiffeId)
+        throw new WritError('ERR_REQUEST_FAILED', `the server's JWT-SVID answer was refused: it names ${r.spiffeId.slice(0, 200)}, expected ${entry.spiffeId}`);
       const expiresAt = Date.parse(r.expiresAt);
       const v = { token: r.token, expiresAt, refreshAt: now + (expiresAt - now) / 2 };
       this.#jwtCache.set(key, v);

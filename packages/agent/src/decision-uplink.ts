@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { isWritError } from '@writ/spiffe';
+import { AGENT_PATHS } from '@writ/protocol';
 import { ReportBuffer, encodeDecision, type ReportedDecision } from '@writ/sdk/internal';
 import type { ServerApi } from './server-client.ts';
 
@@ -65,7 +66,7 @@ export class DecisionUplink {
     // Binary: the reporters' bytes go on unchanged, no JSON on either side.
     await this.#buffer.drain(
       async (message) => {
-        await this.#client.call('POST', '/v1/agent/decisions', message);
+        await this.#client.call('POST', AGENT_PATHS.decisions, message);
         if (this.#backoff > 0) this.#log.info('the server takes decision reports again');
         this.#backoff = 0;
       },

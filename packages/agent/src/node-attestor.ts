@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { WritError, type TrustBundle } from '@writ/spiffe';
+import { AGENT_PATHS, decodeAttestAnswer, type AttestAnswer, type JoinTokenAttestRequest, type PsatAttestRequest } from '@writ/protocol';
 import { csrFor, generateKey, keyPem } from './keys.ts';
 import type { ServerApi } from './server-client.ts';
 import { checkSvidAnswer } from './svid-check.ts';
@@ -33,7 +34,7 @@ export const tokenSha256 = (token: string): string => createHash('sha256').updat
  */
 export async function attestNode(client: ServerApi, o: NodeAttestorOptions, bundle: TrustBundle, now: number): Promise<NodeIdentity> {
   const k = generateKey();
-  let res: { spiffeId?: unknown; svid?: unknown } | undefined;
+  let raw: unknown;
   let method: NodeIdentity['method'];
   if (o.psat) {
     let token: string;
@@ -45,7 +46,7 @@ export async function attestNode(client: ServerApi, o: NodeAttestorOptions, bund
       });
     }
     method = 'k8s_psat';
-    res = await client.call('POST', '/v1/agent/attest/k8s-psat', { cluster: o.psat.cluster, token, csr: csrFor(k) });
+    raw = await client.call('POST', AGENT_PATHS.attestPsat, { cluster: o.psat.cluster, token, csr: csrFor(k) } satisfies PsatAttestRequest);
   } else {
     if (!o.joinToken)
       throw new WritError(
@@ -54,15 +55,16 @@ export async function attestNode(client: ServerApi, o: NodeAttestorOptions, bund
         { field: 'joinToken' },
       );
     method = 'join_token';
-    res = await client.call('POST', '/v1/agent/attest/join-token', { joinToken: o.joinToken, csr: csrFor(k) });
+    raw = await client.call('POST', AGENT_PATHS.attestJoinToken, { joinToken: o.joinToken, csr: csrFor(k) } satisfies JoinTokenAttestRequest);
   }
+  const res: AttestAnswer = decodeAttestAnswer(raw);
   const prefix = `spiffe://${bundle.trustDomain}/writ/agent/`;
-  const spiffeId = typeof res?.spiffeId === 'string' ? res.spiffeId : '';
+  const { spiffeId } = res;
   if (!spiffeId.startsWith(prefix)) throw new WritError('ERR_REQUEST_FAILED', `the server's attestation answer was refused: spiffeId is not ${prefix}...`);
-  checkSvidAnswer(res?.svid, { bundle, key: k.pub, expected: (id) => id === spiffeId, wanted: spiffeId, now, what: 'attestation' });
+  checkSvidAnswer(res.svid, { bundle, key: k.pub, expected: (id) => id === spiffeId, wanted: spiffeId, now, what: 'attestation' });
   return {
     spiffeId,
-    svidPem: res!.svid as string,
+    svidPem: res.svid,
     keyPem: keyPem(k.key),
     method,
     ...(method === 'join_token' ? { joinTokenSha256: tokenSha256(o.joinToken!) } : {}),

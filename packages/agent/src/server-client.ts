@@ -2,6 +2,7 @@
 import { Agent as HttpsAgent, request } from 'node:https';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import { ERROR_CODE_FORMAT, WritError } from '@writ/spiffe';
+import { DECISION_REPORT_TYPE } from '@writ/protocol';
 
 /** What the agent needs of the server: the seam its unit tests fill with a fake (testing/fake-server.ts). */
 export interface ServerApi {
@@ -62,7 +63,7 @@ export class ServerClient implements ServerApi {
 
   call<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    const type = Buffer.isBuffer(body) ? 'application/x-protobuf' : 'application/json';
+    const type = Buffer.isBuffer(body) ? DECISION_REPORT_TYPE : 'application/json';
     return new Promise<T>((resolve, reject) => {
       const req = request(
         new URL(path, this.#base),

@@ -2,6 +2,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BundleJson } from '@writ/spiffe';
+import type { QuarantineState } from '@writ/protocol';
 import type { EntryView } from './sync.ts';
 
 export interface StoredSvid {
@@ -27,7 +28,7 @@ export interface AgentState {
   /** The last good policy set (name -> YAML) and its revision: enforced while the server is away. */
   policyRevision?: number;
   policies?: Record<string, string>;
-  quarantine?: { version: string; ids: string[]; breakGlass: string[] };
+  quarantine?: QuarantineState;
 }
 
 const STATE_FILE = 'agent-state.json';

@@ -8,7 +8,7 @@ import { WritError, parseCertificatesPem, verifyX509Svid, type Certificate, type
  * Throws ERR_REQUEST_FAILED saying what was wrong; `what` names the answer ("attestation").
  */
 export function checkSvidAnswer(
-  pem: unknown,
+  pem: string,
   opts: {
     readonly bundle: TrustBundle;
     readonly key: KeyObject;
@@ -21,7 +21,7 @@ export function checkSvidAnswer(
   const bad = (why: string): never => {
     throw new WritError('ERR_REQUEST_FAILED', `the server's ${opts.what} answer was refused: ${why}`);
   };
-  if (typeof pem !== 'string' || pem === '') return bad('it carries no SVID');
+  if (pem === '') return bad('it carries no SVID');
   let chain: Certificate[] = [];
   try {
     chain = parseCertificatesPem(pem);

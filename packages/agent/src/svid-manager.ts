@@ -5,7 +5,8 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { WritError, parseCertificatesPem, type TrustBundle } from '@writ/spiffe';
+import { parseCertificatesPem, type TrustBundle } from '@writ/spiffe';
+import { AGENT_PATHS, MAX_SVID_BATCH, decodeRenewAnswer, decodeSvidBatchAnswer, type RenewRequest, type SvidBatchRequest } from '@writ/protocol';
 import { csrFor, generateKey, keyPem, type KeyPair } from './keys.ts';
 import type { ServerApi } from './server-client.ts';
 import type { AgentState } from './state.ts';
@@ -13,7 +14,7 @@ import { checkSvidAnswer } from './svid-check.ts';
 
 /** Writ backdates NotBefore by this much (see the CA); the real issuance time is later. */
 const BACKDATE_MS = 10_000;
-const BATCH = 500;
+const BATCH = Math.min(500, MAX_SVID_BATCH);
 
 /**
  * Rotation at half the remaining life from issuance, ±10% jitter so a fleet does not renew in
@@ -62,9 +63,9 @@ export class SvidManager {
     const issued = Math.min(own.notBefore + BACKDATE_MS, own.expiresAt);
     if (now >= issued + (own.expiresAt - issued) / 2) {
       const k = generateKey();
-      const r = await this.#o.client.call<{ svid?: unknown }>('POST', '/v1/agent/renew', { csr: csrFor(k) });
-      checkSvidAnswer(r?.svid, { bundle: this.#o.trust(), key: k.pub, expected: (id) => id === s.spiffeId, wanted: s.spiffeId, now, what: 'renewal' });
-      s.svidPem = r.svid as string;
+      const r = decodeRenewAnswer(await this.#o.client.call<unknown>('POST', AGENT_PATHS.renew, { csr: csrFor(k) } satisfies RenewRequest));
+      checkSvidAnswer(r.svid, { bundle: this.#o.trust(), key: k.pub, expected: (id) => id === s.spiffeId, wanted: s.spiffeId, now, what: 'renewal' });
+      s.svidPem = r.svid;
       s.keyPem = keyPem(k.key);
       this.#o.renewed();
       this.#o.log.info('renewed the agent SVID');
@@ -81,15 +82,14 @@ export class SvidManager {
   }
 
   async #signBatch(s: AgentState, batch: Array<{ id: string; k: KeyPair }>): Promise<void> {
-    const res = await this.#o.client.call<{ svids?: unknown }>('POST', '/v1/agent/svids', {
-      requests: batch.map(({ id, k }) => ({ entryId: id, csr: csrFor(k) })),
-    });
-    if (!Array.isArray(res?.svids)) throw new WritError('ERR_REQUEST_FAILED', 'the server sent a malformed signing answer');
+    const req: SvidBatchRequest = { requests: batch.map(({ id, k }) => ({ entryId: id, csr: csrFor(k) })) };
+    const res = decodeSvidBatchAnswer(await this.#o.client.call<unknown>('POST', AGENT_PATHS.svids, req));
+    if (res.malformed > 0) this.#o.log.warn({ malformed: res.malformed }, 'ignoring malformed SVIDs in the signing answer; asking again later');
     const keys = new Map(batch.map(({ id, k }) => [id, k]));
     const bundle = this.#o.trust();
     let stored = 0;
-    for (const sv of res.svids as Array<{ entryId?: unknown; svid?: unknown } | undefined>) {
-      const entryId = typeof sv?.entryId === 'string' ? sv.entryId : '';
+    for (const sv of res.svids) {
+      const { entryId } = sv;
       const k = keys.get(entryId);
       const want = s.entries[entryId]?.spiffeId;
       if (!k || !want) {
@@ -98,10 +98,10 @@ export class SvidManager {
       }
       keys.delete(entryId); // one answer per request
       try {
-        const chain = checkSvidAnswer(sv?.svid, { bundle, key: k.pub, expected: (id) => id === want, wanted: want, now: this.#o.clock(), what: 'signing' });
+        const chain = checkSvidAnswer(sv.svid, { bundle, key: k.pub, expected: (id) => id === want, wanted: want, now: this.#o.clock(), what: 'signing' });
         const expiresAt = chain[0]!.notAfter.getTime();
         s.svids[entryId] = {
-          chainPem: sv!.svid as string,
+          chainPem: sv.svid,
           keyPem: keyPem(k.key),
           notBefore: chain[0]!.notBefore.getTime(),
           expiresAt,

@@ -1,15 +1,13 @@
 /**
- * Sync: the server's answer to `GET /v1/agent/sync`, checked whole, then applied to the agent's
+ * Sync: the server's answer to `GET /v1/agent/sync`, checked whole (@writ/protocol's
+ * decodeSyncAnswer), then applied to the agent's
  * state. Nothing here does I/O: the agent does what an applied answer calls for.
  */
-import { decodeSyncAnswer, type EntryMessage, type SyncAnswer } from '@writ/protocol';
+import type { EntryMessage, SyncAnswer } from '@writ/protocol';
 import type { AgentState } from './state.ts';
 
 /** An entry as the agent keeps and serves it: the contract's one entry shape. */
 export type EntryView = EntryMessage;
-export type SyncResponse = SyncAnswer;
-/** The server's answer, checked whole before anything is applied: the contract's decoder. */
-export const checkSyncResponse = decodeSyncAnswer;
 
 /** What applying an answer changed, for the agent to act on. */
 export interface Applied {
@@ -22,7 +20,7 @@ export interface Applied {
  * Applies a checked answer to `s`: quarantine first, then policy (only when `acceptPolicy`
  * compiles it), entries (a changed entry loses its SVID so a new one is signed), bundles.
  */
-export function applySync(s: AgentState, r: SyncResponse, acceptPolicy: (revision: number, policies: Record<string, string>) => boolean): Applied {
+export function applySync(s: AgentState, r: SyncAnswer, acceptPolicy: (revision: number, policies: Record<string, string>) => boolean): Applied {
   let changed = false;
   let quarantine = false;
   let bundles = false;

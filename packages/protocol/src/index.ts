@@ -3,6 +3,7 @@ export { AGENT_PATHS, DECISION_REPORT_TYPE } from './paths.ts';
 export { type EntryMessage, type EntryRecord, encodeEntry, entryProblem } from './entry.ts';
 export {
   MAX_SYNC_WAIT_S,
+  SYNC_QUERY_PARAMS,
   type PolicyState,
   type QuarantineState,
   type SyncAnswer,
@@ -17,6 +18,8 @@ export {
 } from './sync.ts';
 export {
   MAX_SVID_BATCH,
+  REQUEST_FIELDS,
+  SVID_REQUEST_FIELDS,
   type AttestAnswer,
   type JoinTokenAttestRequest,
   type JwtSvidAnswer,

@@ -4,6 +4,12 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isWritError } from '@writ/spiffe';
 import {
+  REQUEST_FIELDS,
+  SVID_REQUEST_FIELDS,
+  SYNC_QUERY_PARAMS,
+  decodeAttestAnswer,
+  decodeJwtSvidAnswer,
+  decodeRenewAnswer,
   decodeSvidBatchAnswer,
   decodeSyncAnswer,
   decodeSyncQuery,
@@ -11,7 +17,16 @@ import {
   encodeSyncAnswer,
   encodeSyncQuery,
   toJson,
+  type AttestAnswer,
   type EntryRecord,
+  type JoinTokenAttestRequest,
+  type JwtSvidAnswer,
+  type JwtSvidRequest,
+  type PsatAttestRequest,
+  type RenewAnswer,
+  type RenewRequest,
+  type SvidBatchAnswer,
+  type SvidBatchRequest,
   type PolicyState,
   type QuarantineState,
   type SyncBundles,
@@ -118,6 +133,7 @@ describe('sync query', () => {
   it('round-trips, and the server reads an agent that does not enforce policy as not acknowledging', () => {
     const q = { since: 5, wait: 20, bundles: '3:a@1', policy: 2, quarantine: 'v1', lean: true };
     assert.deepEqual(decodeSyncQuery(encodeSyncQuery(q)), q);
+    assert.deepEqual([...encodeSyncQuery(q).keys()], Object.keys(SYNC_QUERY_PARAMS), 'the server declares every parameter an agent sends');
     assert.deepEqual(decodeSyncQuery(new URLSearchParams('since=0&wait=99')), {
       since: 0,
       wait: 30,
@@ -146,5 +162,77 @@ describe('SVID batch answer', () => {
       () => decodeSvidBatchAnswer({}),
       (e) => isWritError(e, 'ERR_REQUEST_FAILED'),
     );
+  });
+});
+
+/** What the server answers, through the wire (JSON text), to what the agent decodes. */
+const wire = (v: unknown): unknown => JSON.parse(JSON.stringify(v));
+const refusedAs = (what: string, why: RegExp) => (e: unknown) =>
+  isWritError(e, 'ERR_REQUEST_FAILED') && e.message.includes(`malformed ${what}`) && why.test(e.message);
+
+describe('SVID answers', () => {
+  const attest: AttestAnswer = {
+    spiffeId: 'spiffe://p.test/writ/agent/n1',
+    selectors: ['k8s_psat:cluster:c'],
+    svid: '-----BEGIN CERTIFICATE-----\n',
+    bundle: '-----BEGIN CERTIFICATE-----\n',
+    expiresAt: '2027-01-01T00:00:00.000Z',
+  };
+  const renew: RenewAnswer = { spiffeId: attest.spiffeId, svid: attest.svid, bundle: attest.bundle, expiresAt: attest.expiresAt };
+  const jwt: JwtSvidAnswer = { spiffeId: 'spiffe://p.test/web', token: 'h.p.s', expiresAt: '2027-01-01T00:05:00.000Z' };
+  const batch: SvidBatchAnswer = { svids: [{ entryId: 'e1', spiffeId: 'spiffe://p.test/web', svid: 'PEM', expiresAt: attest.expiresAt }] };
+
+  it('each decodes to what the server encoded', () => {
+    assert.deepEqual(decodeAttestAnswer(wire(attest)), attest);
+    assert.deepEqual(decodeRenewAnswer(wire(renew)), renew);
+    assert.deepEqual(decodeJwtSvidAnswer(wire(jwt)), jwt);
+    assert.deepEqual(decodeSvidBatchAnswer(wire(batch)), { svids: batch.svids, malformed: 0 });
+  });
+
+  it('each refuses a malformed answer whole, naming the field', () => {
+    assert.throws(() => decodeAttestAnswer(null), refusedAs('attestation answer', /not an object/));
+    assert.throws(() => decodeAttestAnswer({ ...attest, svid: '' }), refusedAs('attestation answer', /svid/));
+    assert.throws(() => decodeAttestAnswer({ ...attest, selectors: [1] }), refusedAs('attestation answer', /selectors/));
+    assert.throws(() => decodeAttestAnswer({ ...attest, expiresAt: 'never' }), refusedAs('attestation answer', /expiresAt/));
+    assert.throws(() => decodeRenewAnswer([renew]), refusedAs('renewal answer', /not an object/));
+    assert.throws(() => decodeRenewAnswer({ ...renew, bundle: 7 }), refusedAs('renewal answer', /bundle/));
+    assert.throws(() => decodeRenewAnswer({ ...renew, expiresAt: undefined }), refusedAs('renewal answer', /expiresAt/));
+    assert.throws(() => decodeJwtSvidAnswer('h.p.s'), refusedAs('JWT-SVID answer', /not an object/));
+    assert.throws(() => decodeJwtSvidAnswer({ ...jwt, token: '' }), refusedAs('JWT-SVID answer', /token/));
+    assert.throws(() => decodeJwtSvidAnswer({ ...jwt, spiffeId: null }), refusedAs('JWT-SVID answer', /spiffeId/));
+    assert.throws(() => decodeSvidBatchAnswer({ svids: {} }), refusedAs('signing answer', /no svids/));
+  });
+
+  it('any JSON value is decoded or refused with ERR_REQUEST_FAILED, never another error', () => {
+    const decoders = [decodeAttestAnswer, decodeRenewAnswer, decodeJwtSvidAnswer, decodeSvidBatchAnswer];
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.record({ spiffeId: fc.string(), svid: fc.string(), svids: fc.array(fc.jsonValue({ maxDepth: 2 })) })),
+        (v) => {
+          for (const decode of decoders)
+            try {
+              decode(v);
+            } catch (e) {
+              assert.ok(isWritError(e, 'ERR_REQUEST_FAILED'), String(e));
+            }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('requests', () => {
+  it('the fields the server declares are exactly those each request type carries', () => {
+    const examples = {
+      attestJoinToken: { joinToken: 't', csr: 'c' } satisfies JoinTokenAttestRequest,
+      attestPsat: { cluster: 'c', token: 't', csr: 'c' } satisfies PsatAttestRequest,
+      renew: { csr: 'c' } satisfies RenewRequest,
+      svids: { requests: [{ entryId: 'e1', csr: 'c' }] } satisfies SvidBatchRequest,
+      jwtSvid: { entryId: 'e1', audience: ['a'] } satisfies JwtSvidRequest,
+    };
+    for (const [k, example] of Object.entries(examples))
+      assert.deepEqual(Object.keys(wire(example) as object), REQUEST_FIELDS[k as keyof typeof REQUEST_FIELDS], k);
+    assert.deepEqual(Object.keys(examples.svids.requests[0]!), SVID_REQUEST_FIELDS);
   });
 });

@@ -70,6 +70,23 @@ export interface JwtSvidAnswer {
   readonly expiresAt: string;
 }
 
+/** The fields of each request body, as the server's route table declares them (any other is refused). */
+export const REQUEST_FIELDS = {
+  attestJoinToken: ['joinToken', 'csr'],
+  attestPsat: ['cluster', 'token', 'csr'],
+  renew: ['csr'],
+  svids: ['requests'],
+  jwtSvid: ['entryId', 'audience'],
+} as const satisfies {
+  attestJoinToken: ReadonlyArray<keyof JoinTokenAttestRequest>;
+  attestPsat: ReadonlyArray<keyof PsatAttestRequest>;
+  renew: ReadonlyArray<keyof RenewRequest>;
+  svids: ReadonlyArray<keyof SvidBatchRequest>;
+  jwtSvid: ReadonlyArray<keyof JwtSvidRequest>;
+};
+/** The fields of each item of `SvidBatchRequest.requests`. */
+export const SVID_REQUEST_FIELDS = ['entryId', 'csr'] as const satisfies ReadonlyArray<keyof SvidBatchRequest['requests'][number]>;
+
 // The agent's side. Shapes only: what the certificates say (chain, SPIFFE ID, key) the agent checks itself.
 
 export function decodeAttestAnswer(raw: unknown): AttestAnswer {

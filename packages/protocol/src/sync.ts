@@ -26,6 +26,19 @@ export interface SyncQuery {
   readonly lean: boolean;
 }
 
+/**
+ * The sync query's parameters as the server's route table declares them (its checks refuse
+ * anything else before decodeSyncQuery runs). A wait above MAX_SYNC_WAIT_S is taken as that.
+ */
+export const SYNC_QUERY_PARAMS = {
+  since: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER },
+  wait: { kind: 'integer', min: 0, max: 3600 },
+  bundles: { kind: 'string', max: 8192, repeat: false },
+  policy: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER },
+  quarantine: { kind: 'string', max: 256, repeat: false },
+  lean: { kind: 'string', max: 1, repeat: false },
+} as const satisfies Record<keyof SyncQuery, unknown>;
+
 export function encodeSyncQuery(q: SyncQuery): URLSearchParams {
   const p = new URLSearchParams({ since: String(q.since), wait: String(q.wait), bundles: q.bundles });
   if (q.policy !== undefined) p.set('policy', String(q.policy));

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
+import { AGENT_PATHS } from '@writ/protocol';
 import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
@@ -368,7 +369,7 @@ async function handle(
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
     // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
-    const level = routeName === '/v1/agent/sync' && status === 200 ? 'debug' : 'info';
+    const level = routeName === AGENT_PATHS.sync && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }

@@ -18,6 +18,16 @@ import {
   type Certificate,
   type TrustBundle,
 } from '@writ/spiffe';
+import {
+  AGENT_PATHS,
+  decodeSyncQuery,
+  type AttestAnswer,
+  type JwtSvidAnswer,
+  type RenewAnswer,
+  type SignedSvid,
+  type SvidBatchAnswer,
+  type SyncAnswer,
+} from '@writ/protocol';
 import type { ServerApi } from '../server-client.ts';
 import type { EntryView } from '../sync.ts';
 
@@ -162,49 +172,63 @@ export class FakeServer implements ServerApi {
     return this.#identity;
   }
 
-  #attested(spiffeId: string, csr: unknown): unknown {
+  #attested(spiffeId: string, csr: unknown): AttestAnswer {
     this.agents.add(spiffeId);
     return {
       spiffeId,
+      selectors: [],
       svid: this.ca.sign(spiffeId, String(csr), this.svidTtlMs),
       bundle: this.ca.pem,
-      expiresAt: new Date(Date.now() + this.svidTtlMs).toISOString(),
+      expiresAt: this.#expiry(),
     };
+  }
+
+  #expiry(): string {
+    return new Date(Date.now() + this.svidTtlMs).toISOString();
   }
 
   async #route(route: string, path: string, b: Record<string, unknown>): Promise<unknown> {
     switch (route) {
-      case 'POST /v1/agent/attest/join-token': {
+      case `POST ${AGENT_PATHS.attestJoinToken}`: {
         const node = this.joinTokens.get(String(b['joinToken']));
         if (!node) throw new WritError('ERR_JOIN_TOKEN_INVALID', 'join token invalid or used');
         this.joinTokens.delete(String(b['joinToken']));
         return this.#attested(`spiffe://${this.trustDomain}/writ/agent/${node}`, b['csr']);
       }
-      case 'POST /v1/agent/attest/k8s-psat':
+      case `POST ${AGENT_PATHS.attestPsat}`:
         return this.#attested(`spiffe://${this.trustDomain}/writ/agent/k8s_psat/${String(b['cluster'])}/node-1`, b['csr']);
-      case 'POST /v1/agent/renew': {
+      case `POST ${AGENT_PATHS.renew}`: {
         const id = this.#agent();
-        return { spiffeId: id, svid: this.ca.sign(id, String(b['csr']), this.svidTtlMs), bundle: this.ca.pem };
+        return { spiffeId: id, svid: this.ca.sign(id, String(b['csr']), this.svidTtlMs), bundle: this.ca.pem, expiresAt: this.#expiry() } satisfies RenewAnswer;
       }
-      case 'POST /v1/agent/svids': {
+      case `POST ${AGENT_PATHS.svids}`: {
         this.#agent();
         const reqs = b['requests'] as Array<{ entryId: string; csr: string }>;
-        const svids = reqs.flatMap((r) => {
+        const svids = reqs.flatMap((r): SignedSvid[] => {
           const e = this.entries.find((x) => x.id === r.entryId);
-          return e ? [{ entryId: e.id, spiffeId: e.spiffeId, svid: this.ca.sign(e.spiffeId, r.csr, e.x509SvidTtl * 1000 || this.svidTtlMs) }] : [];
+          const ttlMs = e ? e.x509SvidTtl * 1000 || this.svidTtlMs : 0;
+          return e
+            ? [{ entryId: e.id, spiffeId: e.spiffeId, svid: this.ca.sign(e.spiffeId, r.csr, ttlMs), expiresAt: new Date(Date.now() + ttlMs).toISOString() }]
+            : [];
         });
-        return { svids };
+        return { svids } satisfies SvidBatchAnswer;
       }
-      case 'POST /v1/agent/decisions':
+      case `POST ${AGENT_PATHS.jwtSvid}`: {
+        this.#agent();
+        const e = this.entries.find((x) => x.id === b['entryId']);
+        if (!e) throw new WritError('ERR_FORBIDDEN', 'entryId: the entry is not assigned to this agent');
+        // Not a signed JWT: the agent hands the token on as it came.
+        return { spiffeId: e.spiffeId, token: `fake-jwt.${e.id}`, expiresAt: new Date(Date.now() + e.jwtSvidTtl * 1000).toISOString() } satisfies JwtSvidAnswer;
+      }
+      case `POST ${AGENT_PATHS.decisions}`:
         this.#agent();
         return { stored: 0 };
-      case 'GET /v1/agent/sync': {
+      case `GET ${AGENT_PATHS.sync}`: {
         this.#agent();
-        const q = new URL(path, 'https://fake').searchParams;
-        const since = Number(q.get('since') ?? 0);
-        if (since >= this.revision && Number(q.get('wait') ?? 0) > 0)
+        const { since, wait, bundles } = decodeSyncQuery(new URL(path, 'https://fake').searchParams);
+        if (since >= this.revision && wait > 0)
           await new Promise<void>((r) => {
-            const t = setTimeout(r, Number(q.get('wait')) * 1000);
+            const t = setTimeout(r, wait * 1000);
             this.#waiters.add(() => (clearTimeout(t), r()));
           });
         this.#agent();
@@ -215,8 +239,8 @@ export class FakeServer implements ServerApi {
           entries: since === 0 ? this.entries : this.entries.filter((e) => e.revision > since),
           removed: [],
           bundlesVersion,
-          ...(q.get('bundles') !== bundlesVersion ? { bundle: formatBundleJson(this.ca.bundle), federatedBundles: {} } : {}),
-        };
+          ...(bundles !== bundlesVersion ? { bundle: formatBundleJson(this.ca.bundle), federatedBundles: {} } : {}),
+        } satisfies SyncAnswer;
       }
       default:
         throw new WritError('ERR_NOT_FOUND', `the fake server has no route ${route}`);

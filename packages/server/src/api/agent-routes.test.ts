@@ -148,3 +148,41 @@ describe('agent renewal', () => {
     assert.equal(JSON.parse(answer.text).code, 'ERR_UNAUTHENTICATED');
   });
 });
+
+describe('the agent routes declare their inputs in the route table', () => {
+  it('the OpenAPI document names the sync query and each body field; anything else is a 400 naming it, before the handler', async () => {
+    const doc = JSON.parse((await call('GET', '/v1/openapi.json')).text) as {
+      paths: Record<string, Record<string, { parameters?: Array<{ name: string; in: string }>; requestBody?: unknown }>>;
+    };
+    const query = (path: string, method: string): string[] => (doc.paths[path]?.[method]?.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
+    const fields = (path: string): string[] =>
+      Object.keys(
+        (doc.paths[path]!['post']!.requestBody as { content: Record<string, { schema: { properties?: object } }> }).content['application/json']!.schema
+          .properties ?? {},
+      );
+    assert.deepEqual(query(AGENT_PATHS.sync, 'get'), ['since', 'wait', 'bundles', 'policy', 'quarantine', 'lean']);
+    assert.deepEqual(fields(AGENT_PATHS.svids), ['requests']);
+    assert.deepEqual(fields(AGENT_PATHS.jwtSvid), ['entryId', 'audience']);
+    assert.deepEqual(fields(AGENT_PATHS.renew), ['csr']);
+    assert.deepEqual(fields(AGENT_PATHS.decisions), ['decisions', 'dropped']);
+
+    const identity = await attest('declared');
+    const refused = async (method: string, path: string, body: unknown, code: string, field: string): Promise<void> => {
+      const r = await call(method, path, { identity, token: admin, ...(body === undefined ? {} : { body }) });
+      assert.equal(r.status, 400, `${method} ${path}: ${r.text}`);
+      assert.deepEqual([JSON.parse(r.text).code, JSON.parse(r.text).field], [code, field], r.text);
+    };
+    await refused('GET', `${AGENT_PATHS.sync}?since=1.5&wait=0`, undefined, 'ERR_FIELD_INVALID', 'since');
+    await refused('GET', `${AGENT_PATHS.sync}?since=0&wait=-1`, undefined, 'ERR_FIELD_INVALID', 'wait');
+    await refused('GET', `${AGENT_PATHS.sync}?since=0&wait=0&policy=x`, undefined, 'ERR_FIELD_INVALID', 'policy');
+    await refused('GET', `${AGENT_PATHS.sync}?since=0&wait=0&sinse=1`, undefined, 'ERR_FIELD_UNKNOWN', 'sinse');
+    await refused('POST', `${AGENT_PATHS.renew}?x=1`, { csr: 'x' }, 'ERR_FIELD_UNKNOWN', 'x');
+    await refused('POST', AGENT_PATHS.renew, { csr: 'x', spiffeId: 'spiffe://routes.test/writ/server' }, 'ERR_FIELD_UNKNOWN', 'spiffeId');
+    await refused('POST', AGENT_PATHS.jwtSvid, { entryId: 'e', audience: ['a'], ttl: 99999 }, 'ERR_FIELD_UNKNOWN', 'ttl');
+    await refused('POST', AGENT_PATHS.decisions, { decisions: [], extra: 1 }, 'ERR_FIELD_UNKNOWN', 'extra');
+    await refused('GET', '/v1/agents?all=1', undefined, 'ERR_FIELD_UNKNOWN', 'all');
+    // A well-formed sync query is still answered.
+    const ok = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&bundles=&policy=0&quarantine=&lean=1`, { identity });
+    assert.equal(ok.status, 200, ok.text);
+  });
+});

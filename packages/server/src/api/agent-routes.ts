@@ -4,6 +4,9 @@ import { REASONS } from '@writ/policy';
 import {
   AGENT_PATHS,
   MAX_SVID_BATCH,
+  REQUEST_FIELDS,
+  SVID_REQUEST_FIELDS,
+  SYNC_QUERY_PARAMS,
   decodeSyncQuery,
   encodeEntry,
   quarantineVersionNumber,
@@ -18,7 +21,7 @@ import {
 } from '@writ/protocol';
 import type { Agent, DecisionRecord, Store } from '../store/types.ts';
 import { decodeReport, newDecisionId } from '@writ/sdk/internal';
-import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type Request, type Route, type RouteBody } from './http.ts';
+import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type AddRoute, type QuerySpec, type Request } from './http.ts';
 import type { ApiContext } from './context.ts';
 
 /** An acknowledgement older than this means the agent is not live (it polls at least every 30 s and heartbeats every 30 s). */
@@ -57,12 +60,10 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   return e;
 }
 
-export function agentRoutes(
-  ctx: ApiContext,
-  add: (method: string, name: string, role: Route['role'], summary: string, handler: Route['handler'], body?: RouteBody) => void,
-): void {
-  const JSON_BODY = { limit: DEFAULT_BODY_LIMIT };
+/** What a route that takes no query parameters declares: any parameter is refused. */
+const NO_QUERY: QuerySpec = {};
 
+export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
   add(
     'GET',
     AGENT_PATHS.sync,
@@ -113,6 +114,8 @@ export function agentRoutes(
         await hub.wait(deadline, req.raw.socket);
       }
     },
+    undefined,
+    SYNC_QUERY_PARAMS,
   );
 
   add(
@@ -121,15 +124,13 @@ export function agentRoutes(
     'agent',
     "Sign X.509-SVIDs for the calling agent's entries from CSRs (keys stay on the node).",
     async (req) => {
-      const o = object(req.body);
-      onlyKeys(o, ['requests']);
-      const list = o['requests'];
+      const list = object(req.body)['requests'];
       if (!Array.isArray(list) || list.length === 0 || list.length > MAX_SVID_BATCH)
         throw new WritError('ERR_FIELD_INVALID', `field "requests" must hold 1 to ${MAX_SVID_BATCH} items`, { field: 'requests' });
       const svids: SignedSvid[] = [];
       for (const [i, item] of list.entries()) {
         const o = object(item, `requests[${i}]`);
-        onlyKeys(o, ['entryId', 'csr'], `requests[${i}].`);
+        onlyKeys(o, SVID_REQUEST_FIELDS, `requests[${i}].`);
         const r: SvidBatchRequest['requests'][number] = {
           entryId: str(o, 'entryId', { required: true, max: 64, prefix: `requests[${i}].` })!,
           csr: str(o, 'csr', { required: true, max: 32 * 1024, prefix: `requests[${i}].` })!,
@@ -147,7 +148,8 @@ export function agentRoutes(
       ctx.metrics.svidsIssued.inc({ type: 'x509' }, svids.length);
       return ok({ svids } satisfies SvidBatchAnswer);
     },
-    { limit: 16 * DEFAULT_BODY_LIMIT },
+    { limit: 16 * DEFAULT_BODY_LIMIT, fields: REQUEST_FIELDS.svids },
+    NO_QUERY,
   );
 
   add(
@@ -157,7 +159,6 @@ export function agentRoutes(
     "Mint a JWT-SVID for one of the calling agent's entries.",
     async (req) => {
       const o = object(req.body);
-      onlyKeys(o, ['entryId', 'audience']);
       const r: JwtSvidRequest = { entryId: str(o, 'entryId', { required: true, max: 64 })!, audience: strList(o, 'audience', { max: 16, itemMax: 512 }) ?? [] };
       const entry = await ownEntry(ctx.store, req.agent!, r.entryId, 'entryId');
       if (r.audience.length === 0 || r.audience.some((a) => !a))
@@ -166,7 +167,8 @@ export function agentRoutes(
       ctx.metrics.svidsIssued.inc({ type: 'jwt' });
       return ok({ spiffeId: entry.spiffeId, token: jwt.token, expiresAt: new Date(jwt.expiresAt).toISOString() } satisfies JwtSvidAnswer);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: REQUEST_FIELDS.jwtSvid },
+    NO_QUERY,
   );
 
   add(
@@ -175,9 +177,7 @@ export function agentRoutes(
     'agent',
     "Renew the calling agent's own SVID from a CSR.",
     async (req) => {
-      const o = object(req.body);
-      onlyKeys(o, ['csr']);
-      const r: RenewRequest = { csr: str(o, 'csr', { required: true, max: 32 * 1024 })! };
+      const r: RenewRequest = { csr: str(object(req.body), 'csr', { required: true, max: 32 * 1024 })! };
       const { spki } = withField('csr', () => parseCsr(r.csr));
       // Evicted since it authenticated (a race, not a crash): it must attest again.
       const agent = await ctx.store.getAgent(req.agent!);
@@ -191,7 +191,8 @@ export function agentRoutes(
         expiresAt: new Date(svid.expiresAt).toISOString(),
       } satisfies RenewAnswer);
     },
-    JSON_BODY,
+    { limit: DEFAULT_BODY_LIMIT, fields: REQUEST_FIELDS.renew },
+    NO_QUERY,
   );
 
   const KINDS = new Set(['allow', 'deny', 'audit-would-deny']);
@@ -234,7 +235,6 @@ export function agentRoutes(
   /** The JSON form, {decisions: [...], dropped}, which agents of earlier versions send. */
   const jsonReport = (body: unknown, reporter: string): { records: DecisionRecord[]; dropped: Dropped } => {
     const o = object(body);
-    onlyKeys(o, ['decisions', 'dropped']);
     const list = o['decisions'];
     if (!Array.isArray(list) || list.length > 5000)
       throw new WritError('ERR_FIELD_INVALID', 'field "decisions" must be a list of at most 5000', { field: 'decisions' });
@@ -289,7 +289,8 @@ export function agentRoutes(
       if (dropped.server) ctx.metrics.decisionsDropped.inc({ reporter: 'server' }, dropped.server);
       return ok({ stored: records.length });
     },
-    { limit: 8 * DEFAULT_BODY_LIMIT, protobuf: 'writ.authz.v1.ReportRequest' },
+    { limit: 8 * DEFAULT_BODY_LIMIT, protobuf: 'writ.authz.v1.ReportRequest', fields: ['decisions', 'dropped'] },
+    NO_QUERY,
   );
 
   // ---------------------------------------------------------------- operator's view
@@ -300,20 +301,44 @@ export function agentRoutes(
     if (!a) throw new WritError('ERR_NOT_FOUND', `agent ${id.slice(0, 200)} not found`);
     return a;
   };
-  add('GET', '/v1/agents', 'viewer', 'List attested agents.', async () => ok({ agents: (await ctx.store.listAgents()).map(agentJson) }));
-  add('GET', '/v1/agents/{id}', 'viewer', 'Show one agent (id: URL-encoded SPIFFE ID).', async (req) => ok(agentJson(await agentParam(req))));
-  add('POST', '/v1/agents/{id}/evict', 'operator', 'Evict an agent: its SVID stops working and it must attest again.', async (req) => {
-    const a = await agentParam(req);
-    if (a.banned) throw new WritError('ERR_CONFLICT', `agent ${a.spiffeId} is banned; evicting would lift the ban`);
-    await ctx.store.deleteAgent(a.spiffeId); // the hub hears of it and wakes its long poll: it learns now, not at the next timeout
-    return ok({ ...agentJson(a), evicted: true });
-  });
-  add('POST', '/v1/agents/{id}/ban', 'admin', 'Ban an agent: its SVID stops working and it cannot attest again under this name.', async (req) => {
-    const a = await agentParam(req);
-    const banned = { ...a, banned: true, updatedAt: ctx.clock() };
-    await ctx.store.upsertAgent(banned);
-    return ok(agentJson(banned));
-  });
+  add('GET', '/v1/agents', 'viewer', 'List attested agents.', async () => ok({ agents: (await ctx.store.listAgents()).map(agentJson) }), undefined, NO_QUERY);
+  add(
+    'GET',
+    '/v1/agents/{id}',
+    'viewer',
+    'Show one agent (id: URL-encoded SPIFFE ID).',
+    async (req) => ok(agentJson(await agentParam(req))),
+    undefined,
+    NO_QUERY,
+  );
+  add(
+    'POST',
+    '/v1/agents/{id}/evict',
+    'operator',
+    'Evict an agent: its SVID stops working and it must attest again.',
+    async (req) => {
+      const a = await agentParam(req);
+      if (a.banned) throw new WritError('ERR_CONFLICT', `agent ${a.spiffeId} is banned; evicting would lift the ban`);
+      await ctx.store.deleteAgent(a.spiffeId); // the hub hears of it and wakes its long poll: it learns now, not at the next timeout
+      return ok({ ...agentJson(a), evicted: true });
+    },
+    undefined,
+    NO_QUERY,
+  );
+  add(
+    'POST',
+    '/v1/agents/{id}/ban',
+    'admin',
+    'Ban an agent: its SVID stops working and it cannot attest again under this name.',
+    async (req) => {
+      const a = await agentParam(req);
+      const banned = { ...a, banned: true, updatedAt: ctx.clock() };
+      await ctx.store.upsertAgent(banned);
+      return ok(agentJson(banned));
+    },
+    undefined,
+    NO_QUERY,
+  );
 
   add(
     'GET',
@@ -338,5 +363,7 @@ export function agentRoutes(
         })),
       });
     },
+    undefined,
+    NO_QUERY,
   );
 }

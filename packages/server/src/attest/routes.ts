@@ -1,6 +1,6 @@
 /** The node attestation routes: unauthenticated TLS, the node proves itself with what it holds. */
 import { WritError, parseCsr } from '@writ/spiffe';
-import { AGENT_PATHS, type JoinTokenAttestRequest, type PsatAttestRequest } from '@writ/protocol';
+import { AGENT_PATHS, REQUEST_FIELDS, type JoinTokenAttestRequest, type PsatAttestRequest } from '@writ/protocol';
 import type { ApiContext } from '../api/context.ts';
 import { DEFAULT_BODY_LIMIT, object, ok, str, withField, type AddRoute } from '../api/http.ts';
 import { admitAgent } from './admit.ts';
@@ -24,7 +24,8 @@ export function attestRoutes(ctx: ApiContext, add: AddRoute): void {
       const who = await attestJoinToken(ctx.store, ctx.trustDomain, r.joinToken, ctx.clock());
       return ok(await admitAgent(ctx, { ...who, spki }), 201);
     },
-    { limit: DEFAULT_BODY_LIMIT, fields: ['joinToken', 'csr'] },
+    { limit: DEFAULT_BODY_LIMIT, fields: REQUEST_FIELDS.attestJoinToken },
+    {},
   );
   add(
     'POST',
@@ -52,6 +53,7 @@ export function attestRoutes(ctx: ApiContext, add: AddRoute): void {
         201,
       );
     },
-    { limit: DEFAULT_BODY_LIMIT, fields: ['cluster', 'token', 'csr'] },
+    { limit: DEFAULT_BODY_LIMIT, fields: REQUEST_FIELDS.attestPsat },
+    {},
   );
 }
