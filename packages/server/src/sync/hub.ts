@@ -3,6 +3,7 @@
  * change stamp, other replicas'), wakes the agents' long polls, shares one snapshot of what every
  * sync answer has in common, and batches the agents' acknowledgements.
  */
+import { createHash } from 'node:crypto';
 import { formatBundleJson, type BundleJson, type TrustBundle } from '@writ/spiffe';
 import { toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
 import type { ChangeStamp, PolicyAck, Store, StoreChange, StoreChangeKind } from '../store/types.ts';
@@ -127,7 +128,12 @@ export class ChangeHub {
     const policy = await store.getPolicyRevision();
     return {
       stamp,
-      bundlesVersion: `${bundle.sequence ?? 0}:${fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(',')}`,
+      // A fingerprint, not the list: agents send it back in the sync URL, which must stay short
+      // however many trust domains federate.
+      bundlesVersion: `${bundle.sequence ?? 0}:${createHash('sha256')
+        .update(fed.map((f) => `${f.trustDomain}@${f.updatedAt}`).join(','))
+        .digest('base64url')
+        .slice(0, 22)}`,
       bundles: toJson<SyncBundles>({
         bundle: formatBundleJson(bundle),
         federatedBundles: Object.fromEntries(fed.map((f) => [f.trustDomain, JSON.parse(f.bundle) as BundleJson])),
