@@ -2,8 +2,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BundleJson } from '@writ/spiffe';
-import type { QuarantineState } from '@writ/protocol';
-import type { EntryView } from './sync.ts';
+import type { EntryMessage, QuarantineState } from '@writ/protocol';
 
 export interface StoredSvid {
   readonly chainPem: string;
@@ -23,7 +22,7 @@ export interface AgentState {
   bundlesVersion: string;
   bundle: BundleJson | undefined;
   federated: Record<string, BundleJson>;
-  entries: Record<string, EntryView>;
+  entries: Record<string, EntryMessage>;
   svids: Record<string, StoredSvid>;
   /** The last good policy set (name -> YAML) and its revision: enforced while the server is away. */
   policyRevision?: number;

@@ -7,14 +7,18 @@ export interface EntryRecord {
   readonly id: string;
   readonly spiffeId: string;
   readonly parentId: string;
+  /** `type:value` selectors; all must match. */
   readonly selectors: readonly string[];
+  /** Seconds; 0 means the server default. */
   readonly x509SvidTtl: number;
   readonly jwtSvidTtl: number;
   readonly dnsNames: readonly string[];
   readonly federatesWith: readonly string[];
   readonly admin: boolean;
   readonly hint: string;
+  /** Epoch milliseconds, or null for no expiry. */
   readonly expiresAt: number | null;
+  /** Increases on every change; the agent sync follows it. */
   readonly revision: number;
   readonly createdAt: number;
   readonly updatedAt: number;

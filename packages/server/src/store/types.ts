@@ -1,28 +1,10 @@
 /** The store: everything the server persists, behind one interface with a SQLite and a Postgres driver. */
+import type { EntryRecord } from '@writ/protocol';
 
-export interface EntryInput {
-  readonly spiffeId: string;
-  readonly parentId: string;
-  /** `type:value` selectors; all must match. Stored sorted and de-duplicated. */
-  readonly selectors: readonly string[];
-  /** Seconds; 0 means the server default. */
-  readonly x509SvidTtl: number;
-  readonly jwtSvidTtl: number;
-  readonly dnsNames: readonly string[];
-  readonly federatesWith: readonly string[];
-  readonly admin: boolean;
-  readonly hint: string;
-  /** Epoch milliseconds, or null for no expiry. */
-  readonly expiresAt: number | null;
-}
-
-export interface Entry extends EntryInput {
-  readonly id: string;
-  /** Increases on every change; the agent sync follows it. */
-  readonly revision: number;
-  readonly createdAt: number;
-  readonly updatedAt: number;
-}
+/** An entry as stored: the one record shape, shared with the agent<->server contract. */
+export type Entry = EntryRecord;
+/** What a caller gives to create or replace an entry (selectors are stored sorted and de-duplicated). */
+export type EntryInput = Omit<EntryRecord, 'id' | 'revision' | 'createdAt' | 'updatedAt'>;
 
 export interface ListEntriesQuery {
   readonly spiffeId?: string;
