@@ -46,7 +46,7 @@ async function check(from: string, action: string, to = ME): Promise<Record<stri
 }
 
 before(async () => {
-  srv = await startServerProcess();
+  srv = await startServerProcess({ restartable: true });
   assert.equal((await ok(['entry', 'create', '--spiffe-id', ME, '--parent-id', 'spiffe://e2e.test/writ/agent/enf', '--selector', 'unix:uid:0'])).code, 0);
   const token = JSON.parse((await ok(['token', 'create', '--node-name', 'enf', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
@@ -188,7 +188,7 @@ describe('local authorization on the agent', () => {
       agent = await startAgentProcess(srv, { dataDir: agent.dataDir, socket: agent.socket });
       assert.equal((await check(WEB, 'DELETE /v1/orders/1'))['decision'], 'allow', 'the policy came back from the data dir');
     } finally {
-      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+      srv = await srv.startAgain();
     }
   });
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { MIGRATIONS } from '../../packages/server/src/store/schema.ts';
-import { CuttableProxy, cleanup, freePort, ordersPolicy, run, startServerProcess, waitFor, writ, WRIT, type ServerProcess } from './helpers.ts';
+import { CuttableProxy, cleanup, ordersPolicy, run, startServerProcess, waitFor, writ, WRIT, type ServerProcess } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const pgPort = Number(new URL(PG_URL).port || 5432);
@@ -43,7 +43,7 @@ describe('server on PostgreSQL', () => {
   });
   after(async () => {
     await srv?.stop();
-    await proxy.cut();
+    await proxy.close();
     if (srv) cleanup(srv.dataDir);
     await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
   });
@@ -132,7 +132,8 @@ describe('server on PostgreSQL', () => {
   });
 
   it('refuses to start when the database is unreachable: one clear line, exit 1', async () => {
-    const dead = await freePort();
+    // Port 1 (tcpmux), where nothing listens: a port picked free could be someone's by the time it is dialled.
+    const dead = 1;
     const dir = mkdtempSync(join(tmpdir(), 'writ-dead-'));
     const r = await run(process.execPath, [
       WRIT,
