@@ -189,7 +189,7 @@ stub = rpc.SpiffeWorkloadAPIStub(grpc.insecure_channel("unix://" + sys.argv[2]))
 def ids():
     for m in stub.FetchX509SVID(pb.X509SVIDRequest(), metadata=[("workload.spiffe.io", "true")], timeout=5):
         return sorted(s.spiffe_id for s in m.svids)
-for _ in range(50):
+for _ in range(150):  # a bounded wait (30 s) for the entry to reach the agent
     try:
         if "spiffe://e2e.test/ns/pinned-binary" in ids(): break
     except grpc.RpcError: pass
@@ -204,13 +204,13 @@ print(ids(), flush=True)
     proc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
     let err = '';
     proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    await waitFor('the first answer', async () => (lines.length >= 1 ? true : undefined), 20_000).catch(() => assert.fail(err));
+    await waitFor('the first answer', async () => (lines.length >= 1 ? true : undefined)).catch(() => assert.fail(err));
     assert.match(lines[0]!, /pinned-binary/);
     // Replace the file on disk with another program.
     copyFileSync('/bin/true', `${bin}.new`);
     renameSync(`${bin}.new`, bin);
     proc.stdin.write('\n');
-    await waitFor('the second answer', async () => (lines.length >= 2 ? true : undefined), 20_000).catch(() => assert.fail(err));
+    await waitFor('the second answer', async () => (lines.length >= 2 ? true : undefined)).catch(() => assert.fail(err));
     assert.match(lines[1]!, /pinned-binary/, 'the running process is still attested by what it runs, not by what the file now holds');
     proc.kill();
     rmSync(join(bin, '..'), { recursive: true, force: true });
@@ -257,7 +257,7 @@ const done = (o) => (console.log(JSON.stringify(o)), process.kill(ppid, 'SIGKILL
 req.end(Buffer.alloc(5));
 `,
     );
-    const r = await run(DEBIAN_PYTHON, [join(dir, 'connect-exec.py'), agent.socket, process.execPath, join(dir, 'child.mjs')], { timeoutMs: 20_000 });
+    const r = await run(DEBIAN_PYTHON, [join(dir, 'connect-exec.py'), agent.socket, process.execPath, join(dir, 'child.mjs')], { timeoutMs: 60_000 });
     cleanup(dir);
     const out = JSON.parse(r.stdout.trim().split('\n').at(-1) || JSON.stringify({ stderr: r.stderr }));
     assert.equal(out.served, false, 'the SVID of the exec()ed binary is not handed over a connection made before the exec');
@@ -277,9 +277,9 @@ describe('sync, rotation and outages', () => {
     );
     await waitFor('initial context', async () => (seen.length > 0 ? true : undefined));
     const extra = await entry(['--spiffe-id', 'spiffe://e2e.test/ns/web-extra', '--selector', 'unix:uid:0', '--selector', 'unix:gid:0']);
-    await waitFor('the new SVID on the stream', async () => (seen.at(-1)?.includes('spiffe://e2e.test/ns/web-extra') ? true : undefined), 10_000);
+    await waitFor('the new SVID on the stream', async () => (seen.at(-1)?.includes('spiffe://e2e.test/ns/web-extra') ? true : undefined));
     assert.equal((await writ(srv, ['entry', 'delete', extra.id])).code, 0);
-    await waitFor('the SVID withdrawn', async () => (seen.at(-1)?.length === 1 ? true : undefined), 10_000);
+    await waitFor('the SVID withdrawn', async () => (seen.at(-1)?.length === 1 ? true : undefined));
     stop();
     c.close();
   });
@@ -346,7 +346,7 @@ describe("the decision log's drop counts reach the server", () => {
     const start = await dropped();
     // A reporter (an SDK in a workload) says it dropped 7.
     await send(report([decision(0)], 7));
-    await waitFor("the reporter's drops on the server", async () => ((await dropped()) === start + 7 ? true : undefined), 20_000);
+    await waitFor("the reporter's drops on the server", async () => ((await dropped()) === start + 7 ? true : undefined));
     // With the server away the agent buffers 10,000 decisions; 500 more are dropped and counted.
     await srv.stop();
     try {
@@ -417,7 +417,7 @@ describe('agent management', () => {
       const r = await writ(undefined, ['svid', 'fetch', '--socket', b.socket, '-o', 'json']);
       return r.code === 0 && r.stdout.includes('spiffe://e2e.test/ns/on-b') ? true : undefined;
     };
-    await waitFor('node-b serving its workload', servedByB, 20_000);
+    await waitFor('node-b serving its workload', servedByB);
     let b2: AgentProcess | undefined;
     try {
       assert.equal((await writ(srv, ['agent', 'evict', 'spiffe://e2e.test/writ/agent/node-b'])).code, 0);
@@ -433,7 +433,7 @@ describe('agent management', () => {
       );
       const shown = JSON.parse((await writ(srv, ['agent', 'show', 'spiffe://e2e.test/writ/agent/node-b', '-o', 'json'])).stdout);
       assert.equal(shown.attestationType, 'join_token', 'the server knows node-b again');
-      await waitFor('node-b serving again', servedByB, 20_000);
+      await waitFor('node-b serving again', servedByB);
       assert.ok(!b2.logs.some((l) => l.includes('sync failed')), 'its syncs are accepted');
       // A banned node cannot attest again, even with a fresh join token.
       const c1 = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'node-c', '-o', 'json'])).stdout).token as string;

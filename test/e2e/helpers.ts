@@ -51,7 +51,7 @@ export async function startServerProcess(opts: ServerOptions = {}, front?: Cutta
   const logs: string[] = [];
   const stderr: string[] = [];
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 20s; stderr: ${stderr.join('')}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s; stderr: ${stderr.join('')}`)), 60_000);
     onLines(child, logs, (line) => {
       try {
         const j = JSON.parse(line) as { msg?: string; url?: string };
@@ -209,7 +209,11 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+/**
+ * Polls `fn` until it gives a value. The bound is only how long a broken system takes to fail:
+ * generous (30 s), since a loaded machine is slow and a passing wait returns at once.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => undefined);
@@ -256,7 +260,7 @@ export async function startAgentProcess(
   const logs: string[] = [];
   const stderr: string[] = [];
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent did not start in 20s: ${stderr.join('')}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`agent did not start in 60 s: ${stderr.join('')}`)), 60_000);
     onLines(child, logs, (line) => {
       if (line.includes('"writ agent serving the Workload API"')) clearTimeout(timer), resolve();
     });

@@ -74,16 +74,12 @@ describe('server on PostgreSQL', () => {
       assert.equal(bundle.keys.filter((k: { use: string }) => k.use === 'x509-svid').length, 2);
       const out = join(replica.dataDir, 'minted');
       assert.equal((await writ(replica, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/r2', '--out', out], { token: srv.adminToken })).code, 0);
-      await waitFor(
-        'the first replica to pick up the second CA',
-        async () => {
-          const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
-          writeFileSync(join(out, 'srv-bundle.pem'), pem);
-          const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
-          return v.code === 0 ? true : undefined;
-        },
-        20_000,
-      );
+      await waitFor('the first replica to pick up the second CA', async () => {
+        const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
+        writeFileSync(join(out, 'srv-bundle.pem'), pem);
+        const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
+        return v.code === 0 ? true : undefined;
+      });
     } finally {
       await replica.stop();
       cleanup(replica.dataDir);
