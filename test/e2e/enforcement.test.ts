@@ -46,7 +46,7 @@ async function check(from: string, action: string, to = ME): Promise<Record<stri
 }
 
 before(async () => {
-  srv = await startServerProcess();
+  srv = await startServerProcess({ restartable: true });
   assert.equal((await ok(['entry', 'create', '--spiffe-id', ME, '--parent-id', 'spiffe://e2e.test/writ/agent/enf', '--selector', 'unix:uid:0'])).code, 0);
   const token = JSON.parse((await ok(['token', 'create', '--node-name', 'enf', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
@@ -72,7 +72,7 @@ describe('local authorization on the agent', () => {
     await waitFor('an identity', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] ? true : undefined));
     assert.equal((await check(WEB, 'GET /v1/orders/1'))['reason'], 'NO_POLICY_LOADED');
     await apply(ordersPolicy(ME, 'GET'));
-    await waitFor('the policy at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
+    await waitFor('the policy at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['allowed'] === true ? true : undefined));
     const a = await check(WEB, 'GET /v1/orders/1');
     assert.equal(a['decision'], 'allow');
     assert.equal(a['rule'], 'orders#0');
@@ -90,7 +90,7 @@ describe('local authorization on the agent', () => {
   it('a policy change is enforced within a second, and every agent reports the revision it enforces', async (t) => {
     const t0 = performance.now();
     await apply(ordersPolicy(ME, 'GET, DELETE'));
-    await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined), 5000);
+    await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined));
     // Measured, not asserted: a loaded machine cannot promise a wall-clock bound (the wait above is the bound).
     t.diagnostic(`applied and enforced in ${(performance.now() - t0).toFixed(0)} ms`);
     await waitFor(
@@ -107,7 +107,7 @@ describe('local authorization on the agent', () => {
   it('quarantine denies a caller within a second, withdraws the SVIDs of a quarantined workload, and lifts cleanly', async (t) => {
     const t0 = performance.now();
     await ok(['quarantine', 'add', WEB, '--reason', 'stolen token']);
-    await waitFor('quarantine at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] === 'QUARANTINED' ? true : undefined), 5000);
+    await waitFor('quarantine at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] === 'QUARANTINED' ? true : undefined));
     t.diagnostic(`quarantine enforced in ${(performance.now() - t0).toFixed(0)} ms`);
     assert.match((await ok(['quarantine', 'list'])).stdout, /spiffe:\/\/e2e\.test\/ns\/web\/sa\/frontend\s+\S+\s+never\s+stolen token/);
     // Quarantining this workload's own identity ends its SVID stream.
@@ -120,10 +120,10 @@ describe('local authorization on the agent', () => {
     );
     await waitFor('the first context', async () => (seen.length ? true : undefined));
     await ok(['quarantine', 'add', ME, '--reason', 'incident 42', '--ttl', '1h']);
-    await waitFor('the stream to end with PermissionDenied', async () => (errors.some((e) => /PERMISSION_DENIED/.test(e)) ? true : undefined), 5000);
+    await waitFor('the stream to end with PermissionDenied', async () => (errors.some((e) => /PERMISSION_DENIED/.test(e)) ? true : undefined));
     await ok(['quarantine', 'remove', ME]);
     await ok(['quarantine', 'remove', WEB]);
-    await waitFor('the identity back', async () => ((await c.fetchX509Context()).svids.length === 1 ? true : undefined), 10_000);
+    await waitFor('the identity back', async () => ((await c.fetchX509Context()).svids.length === 1 ? true : undefined));
     assert.equal((await check(WEB, 'GET /v1/orders/1'))['decision'], 'allow');
     stop();
     c.close();
@@ -132,14 +132,10 @@ describe('local authorization on the agent', () => {
   it('every local decision reaches the decision log and the metrics', async () => {
     const marker = `spiffe://e2e.test/ns/web/sa/logged-${Date.now()}`;
     await check(marker, 'GET /v1/orders/99');
-    const rows = await waitFor(
-      'the decision in the log',
-      async () => {
-        const r = JSON.parse((await ok(['decisions', 'query', '--from', marker, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-        return r.length ? r : undefined;
-      },
-      10_000,
-    );
+    const rows = await waitFor('the decision in the log', async () => {
+      const r = JSON.parse((await ok(['decisions', 'query', '--from', marker, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.length ? r : undefined;
+    });
     assert.equal(rows[0]!['decision'], 'allow');
     assert.equal(rows[0]!['reason'], 'ALLOW_RULE');
     assert.equal(rows[0]!['to'], ME);
@@ -158,14 +154,10 @@ describe('local authorization on the agent', () => {
   it('a dry run lists the calls seen recently whose outcome would change', async () => {
     // web's DELETE was allowed above (revision with GET, DELETE); a policy with GET only would deny it.
     await check(WEB, 'DELETE /v1/orders/1');
-    await waitFor(
-      'the DELETE in the log',
-      async () => {
-        const r = JSON.parse((await ok(['decisions', 'query', '--from', WEB, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
-        return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
-      },
-      10_000,
-    );
+    await waitFor('the DELETE in the log', async () => {
+      const r = JSON.parse((await ok(['decisions', 'query', '--from', WEB, '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
+      return r.some((d) => d['action'] === 'DELETE /v1/orders/1') ? true : undefined;
+    });
     const f = join(stubs, 'dry.yaml');
     writeFileSync(f, ordersPolicy(ME, 'GET'));
     const r = await writ(srv, ['policy', 'apply', '-f', f, '--dry-run']);
@@ -188,7 +180,7 @@ describe('local authorization on the agent', () => {
       agent = await startAgentProcess(srv, { dataDir: agent.dataDir, socket: agent.socket });
       assert.equal((await check(WEB, 'DELETE /v1/orders/1'))['decision'], 'allow', 'the policy came back from the data dir');
     } finally {
-      srv = await startServerProcess({ dataDir: srv.dataDir, args: ['--listen', `127.0.0.1:${srv.port}`] });
+      srv = await srv.startAgain();
     }
   });
 });
@@ -201,15 +193,12 @@ describe('the shared enforcement table at the agent', () => {
     await apply(tablePolicy(ME));
     await ok(['quarantine', 'add', CALLER.quarantined, '--reason', 'enforcement table']);
     try {
-      await waitFor(
-        'the table policy and the quarantine at the agent',
-        async () =>
-          (await check(CALLER.audited, 'GET /v1/orders/7'))['decision'] === 'audit-would-deny' &&
-          (await check(CALLER.quarantined, 'GET /v1/orders/7'))['reason'] === 'QUARANTINED' &&
-          (await check(CALLER.web, 'DELETE /v1/orders/7'))['reason'] === 'NO_MATCHING_ALLOW'
-            ? true
-            : undefined,
-        10_000,
+      await waitFor('the table policy and the quarantine at the agent', async () =>
+        (await check(CALLER.audited, 'GET /v1/orders/7'))['decision'] === 'audit-would-deny' &&
+        (await check(CALLER.quarantined, 'GET /v1/orders/7'))['reason'] === 'QUARANTINED' &&
+        (await check(CALLER.web, 'DELETE /v1/orders/7'))['reason'] === 'NO_MATCHING_ALLOW'
+          ? true
+          : undefined,
       );
       for (const c of CASES) assertCheckAnswer(c, await check(c.from ?? '', `${c.method} ${c.path}`));
     } finally {

@@ -28,16 +28,30 @@ export interface ServerProcess {
   readonly logs: string[];
   readonly stderr: string[];
   stop(): Promise<number | null>;
+  /**
+   * After stop(): the same server again (data dir, arguments) at the same URL. Only for a server
+   * started `restartable`, whose URL is a CuttableProxy's: the process itself takes a new port,
+   * since the freed one may have been taken meanwhile (by any connection's local port).
+   */
+  startAgain(): Promise<ServerProcess>;
 }
 
-export async function startServerProcess(opts: { args?: string[]; dataDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+export interface ServerOptions {
+  args?: string[];
+  dataDir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Behind a CuttableProxy, so startAgain() keeps the URL agents were given. */
+  restartable?: boolean;
+}
+
+export async function startServerProcess(opts: ServerOptions = {}, front?: CuttableProxy): Promise<ServerProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-e2e-'));
   const args = [WRIT, 'server', 'start', '--data-dir', dataDir, '--trust-domain', 'e2e.test', '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv(opts.env) });
   const logs: string[] = [];
   const stderr: string[] = [];
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 20s; stderr: ${stderr.join('')}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s; stderr: ${stderr.join('')}`)), 60_000);
     onLines(child, logs, (line) => {
       try {
         const j = JSON.parse(line) as { msg?: string; url?: string };
@@ -49,16 +63,27 @@ export async function startServerProcess(opts: { args?: string[]; dataDir?: stri
     child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited with ${code}: ${stderr.join('')}`))));
   });
+  if (opts.restartable) {
+    front ??= new CuttableProxy(0);
+    front.targetPort = Number(new URL(url).port);
+    await front.open();
+  }
+  const reached = new URL(url);
+  if (front) reached.port = String(front.port);
   return {
-    url,
-    port: Number(new URL(url).port),
+    url: front ? reached.origin : url,
+    port: Number(reached.port),
     dataDir,
     // Only the first server of a store writes admin.token; replicas share the store's tokens.
     adminToken: existsSync(join(dataDir, 'admin.token')) ? readFileSync(join(dataDir, 'admin.token'), 'utf8').trim() : '',
     child,
     logs,
     stderr,
-    stop: () => stopChild(child),
+    stop: async () => (await front?.cut(), stopChild(child)),
+    startAgain: () => {
+      if (!front) throw new TypeError('startAgain() needs a server started with { restartable: true }');
+      return startServerProcess({ ...opts, dataDir }, front);
+    },
   };
 }
 
@@ -124,18 +149,28 @@ export function writ(
   return run(process.execPath, [WRIT, ...args], { env, ...(opts.input !== undefined ? { input: opts.input } : {}) });
 }
 
-/** A TCP proxy to a real service that a test can cut and restore, to simulate an outage. */
+/**
+ * A TCP proxy to a real service that a test can cut and restore (an outage) and point at a new
+ * port (a restarted server). It keeps its own port for its whole life: a service restarted behind
+ * it never needs a freed port back, which another process may have taken.
+ */
 export class CuttableProxy {
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  #cut = false;
   port = 0;
-  readonly targetPort: number;
+  targetPort: number;
   constructor(targetPort: number) {
     this.targetPort = targetPort;
   }
 
+  /** Forwards (again, after cut()); listens on a port of its own the first time. */
   async open(): Promise<void> {
+    this.#cut = false;
+    if (this.#server) return;
     this.#server = createServer((client) => {
+      // Cut: the service is away, a connection is reset as by a host with nothing listening.
+      if (this.#cut) return void client.on('error', () => undefined).resetAndDestroy();
       const upstream = connect(this.targetPort, '127.0.0.1');
       this.#sockets.add(client).add(upstream);
       const drop = (): void => void (client.destroy(), upstream.destroy(), this.#sockets.delete(client), this.#sockets.delete(upstream));
@@ -143,14 +178,22 @@ export class CuttableProxy {
       upstream.on('error', drop).on('close', drop);
       client.pipe(upstream).pipe(client);
     });
-    await new Promise<void>((r) => this.#server!.listen(this.port, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', () => r()));
+    // A test's last server may stop without closing its proxy: the port alone keeps no test process alive.
+    this.#server.unref();
     const a = this.#server.address();
     if (typeof a === 'object' && a) this.port = a.port;
   }
 
+  /** Drops every connection and resets new ones until open(). */
   async cut(): Promise<void> {
+    this.#cut = true;
     for (const s of this.#sockets) s.destroy();
     this.#sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.cut();
     await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
     this.#server = undefined;
   }
@@ -166,7 +209,11 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+/**
+ * Polls `fn` until it gives a value. The bound is only how long a broken system takes to fail:
+ * generous (30 s), since a loaded machine is slow and a passing wait returns at once.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => undefined);
@@ -213,7 +260,7 @@ export async function startAgentProcess(
   const logs: string[] = [];
   const stderr: string[] = [];
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent did not start in 20s: ${stderr.join('')}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`agent did not start in 60 s: ${stderr.join('')}`)), 60_000);
     onLines(child, logs, (line) => {
       if (line.includes('"writ agent serving the Workload API"')) clearTimeout(timer), resolve();
     });

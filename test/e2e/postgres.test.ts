@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { MIGRATIONS } from '../../packages/server/src/store/schema.ts';
-import { CuttableProxy, cleanup, freePort, ordersPolicy, run, startServerProcess, waitFor, writ, WRIT, type ServerProcess } from './helpers.ts';
+import { CuttableProxy, cleanup, ordersPolicy, run, startServerProcess, waitFor, writ, WRIT, type ServerProcess } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const pgPort = Number(new URL(PG_URL).port || 5432);
@@ -43,7 +43,7 @@ describe('server on PostgreSQL', () => {
   });
   after(async () => {
     await srv?.stop();
-    await proxy.cut();
+    await proxy.close();
     if (srv) cleanup(srv.dataDir);
     await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
   });
@@ -74,16 +74,12 @@ describe('server on PostgreSQL', () => {
       assert.equal(bundle.keys.filter((k: { use: string }) => k.use === 'x509-svid').length, 2);
       const out = join(replica.dataDir, 'minted');
       assert.equal((await writ(replica, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/r2', '--out', out], { token: srv.adminToken })).code, 0);
-      await waitFor(
-        'the first replica to pick up the second CA',
-        async () => {
-          const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
-          writeFileSync(join(out, 'srv-bundle.pem'), pem);
-          const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
-          return v.code === 0 ? true : undefined;
-        },
-        20_000,
-      );
+      await waitFor('the first replica to pick up the second CA', async () => {
+        const pem = (await writ(srv, ['bundle', 'show', '--format', 'pem'])).stdout;
+        writeFileSync(join(out, 'srv-bundle.pem'), pem);
+        const v = await run('openssl', ['verify', '-CAfile', join(out, 'srv-bundle.pem'), join(out, 'svid.pem')]);
+        return v.code === 0 ? true : undefined;
+      });
     } finally {
       await replica.stop();
       cleanup(replica.dataDir);
@@ -132,7 +128,8 @@ describe('server on PostgreSQL', () => {
   });
 
   it('refuses to start when the database is unreachable: one clear line, exit 1', async () => {
-    const dead = await freePort();
+    // Port 1 (tcpmux), where nothing listens: a port picked free could be someone's by the time it is dialled.
+    const dead = 1;
     const dir = mkdtempSync(join(tmpdir(), 'writ-dead-'));
     const r = await run(process.execPath, [
       WRIT,

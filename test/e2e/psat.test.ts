@@ -83,7 +83,7 @@ before(async () => {
       '',
     ].join('\n'),
   );
-  srv = await startServerProcess({ args: ['--config', join(dir, 'writ.yaml')] });
+  srv = await startServerProcess({ args: ['--config', join(dir, 'writ.yaml')], restartable: true });
 });
 
 after(async () => {
@@ -167,14 +167,9 @@ describe('k8s_psat node attestation', () => {
     // Offline until the agent's SVID (4 s of life) has expired: a wait on its expiry, not a fixed sleep.
     const expiresAt = Date.parse(shown.expiresAt);
     assert.ok(Number.isFinite(expiresAt), show.stdout);
-    const port = srv.port;
     await srv.stop();
     await waitFor('the agent SVID to expire', async () => (Date.now() > expiresAt + 1000 ? true : undefined), 30_000);
-    // The freed port may be taken for a moment (TIME_WAIT, another test): retried until it binds.
-    const dataDir = srv.dataDir;
-    srv = await waitFor('the server to start again on its port', () =>
-      startServerProcess({ dataDir, args: ['--config', join(dir, 'writ.yaml'), '--listen', `127.0.0.1:${port}`] }),
-    );
+    srv = await srv.startAgain();
     const created = await writ(srv, [
       'entry',
       'create',

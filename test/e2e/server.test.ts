@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawn } from 'node:child_process';
-import { DEBIAN_PYTHON, ROOT, cleanup, freePort, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { DEBIAN_PYTHON, ROOT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let work: string;
@@ -243,13 +243,13 @@ describe('minted SVIDs work with openssl, curl and PyJWT', () => {
     const c = join(work, 'tls-client');
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/db', '--dns-name', 'localhost', '--out', s])).code, 0);
     assert.equal((await writ(srv, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://e2e.test/ns/api', '--out', c])).code, 0);
-    const port = await freePort();
+    // Port 0, read back from its ACCEPT line: a port picked free beforehand may be taken by then.
     const server = spawn(
       'openssl',
       [
         's_server',
         '-accept',
-        String(port),
+        '0',
         '-cert',
         join(s, 'svid.pem'),
         '-key',
@@ -263,8 +263,10 @@ describe('minted SVIDs work with openssl, curl and PyJWT', () => {
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
+    let out = '';
+    server.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      await waitFor('s_server', async () => ((await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`])).code === 0 ? true : undefined));
+      const port = await waitFor('s_server to listen', async () => /^ACCEPT .*:(\d+)$/m.exec(out)?.[1]);
       const ok = await run('curl', [
         '-sS',
         '--cacert',
@@ -456,9 +458,10 @@ describe('node attestation with a join token', () => {
     assert.equal(again.body['code'], 'ERR_JOIN_TOKEN_USED');
     const unknown = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: 'x'.repeat(32), csr }), token: null });
     assert.equal(unknown.body['code'], 'ERR_JOIN_TOKEN_INVALID');
-    const short = JSON.parse((await writ(srv, ['token', 'create', '--ttl', '1s', '-o', 'json'])).stdout).token;
-    await new Promise((r) => setTimeout(r, 1100));
-    const expired = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: short, csr }), token: null });
+    const short = JSON.parse((await writ(srv, ['token', 'create', '--ttl', '1s', '-o', 'json'])).stdout) as { token: string; expiresAt: string };
+    // A wait on the token's own expiry (the server shares this clock), not a fixed sleep.
+    await waitFor('the short token to expire', async () => (Date.now() > Date.parse(short.expiresAt) ? true : undefined));
+    const expired = await call('POST', '/v1/agent/attest/join-token', { body: JSON.stringify({ joinToken: short.token, csr }), token: null });
     assert.equal(expired.status, 401);
     assert.equal(expired.body['code'], 'ERR_JOIN_TOKEN_EXPIRED');
   });
@@ -601,7 +604,7 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
     let tailed = '';
     tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
     try {
-      await waitFor('the tail to have read the log', async () => ((await logReads()) > readsBefore ? true : undefined), 15_000);
+      await waitFor('the tail to have read the log', async () => ((await logReads()) > readsBefore ? true : undefined));
       const hourAgo = Date.now() - 3_600_000;
       writeFileSync(
         join(work, 'late.json'),
@@ -623,7 +626,7 @@ open(sys.argv[2], "wb").write(r.SerializeToString())
         }),
       );
       assert.match((await post('application/json', join(work, 'late.json'))).stdout, /"stored":1/);
-      await waitFor('the late decision in the tail', async () => (tailed.includes('DELETE /late') ? true : undefined), 10_000);
+      await waitFor('the late decision in the tail', async () => (tailed.includes('DELETE /late') ? true : undefined));
       assert.match(
         tailed,
         new RegExp(
