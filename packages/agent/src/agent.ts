@@ -16,6 +16,7 @@ import {
   parseBundleJson,
   parseCertificatesPem,
   parseSpiffeId,
+  parseTrustDomain,
   toPem,
   trustDomainOfCaPem,
   type Certificate,
@@ -67,7 +68,8 @@ const DECISION_BUFFER = 10_000;
 
 /** The trust domain and pinned server ID from the options: given, or read off the bundle's CA. */
 export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | 'serverSpiffeId'>): { trustDomain: string; serverSpiffeId: string } {
-  let td = o.trustDomain ?? trustDomainOfCaPem(o.caPem);
+  // A typo in --trust-domain fails here, with its own message, not later as an identity mismatch.
+  let td = o.trustDomain !== undefined ? parseTrustDomain(o.trustDomain) : trustDomainOfCaPem(o.caPem);
   if (o.serverSpiffeId !== undefined) {
     const id = parseSpiffeId(o.serverSpiffeId);
     td ??= id.trustDomain;
