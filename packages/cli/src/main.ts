@@ -1193,7 +1193,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
+      // A noun without its verb (or nothing at all): the help went to stderr, and it is a usage error.
+      if (err.code === 'commander.help') return 2;
       if (err.code === 'writ.usage') process.stderr.write(`writ: ${err.message}\n`);
       // Already reported on stdout or stderr by the command.
       if (err.code === 'writ.failed') return 1;
