@@ -1,7 +1,7 @@
 /** The agent's HTTPS client of the server: trusts the bundle, pins the server's SPIFFE ID, presents the agent SVID on agent routes. */
 import { Agent as HttpsAgent, request } from 'node:https';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
-import { ERROR_CODE_FORMAT, WritError } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError, uriSansOf } from '@writ/spiffe';
 import { DECISION_REPORT_TYPE } from '@writ/protocol';
 
 /** What the agent needs of the server: the seam its unit tests fill with a fake (testing/fake-server.ts). */
@@ -41,10 +41,7 @@ export class ServerClient implements ServerApi {
       checkServerIdentity: (host, cert) => {
         const err = checkServerIdentity(host, cert);
         if (err) return err;
-        const uris = (cert.subjectaltname ?? '')
-          .split(', ')
-          .filter((n) => n.startsWith('URI:'))
-          .map((n) => n.slice(4));
+        const uris = uriSansOf(cert);
         return uris.length === 1 && uris[0] === expected
           ? undefined
           : new ServerIdentityError(

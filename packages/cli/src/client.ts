@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
-import { ERROR_CODE_FORMAT, WritError, parseCertificatesPem, parseSpiffeId, trustDomainOfCaPem } from '@writ/spiffe';
+import { checkServerIdentity } from 'node:tls';
+import { ERROR_CODE_FORMAT, WritError, parseCertificatesPem, parseSpiffeId, trustDomainOfCaPem, uriSansOf } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
@@ -30,14 +30,6 @@ export class ApiError extends WritError {
     this.httpStatus = httpStatus;
     this.details = extra.details;
   }
-}
-
-/** The SPIFFE IDs in a peer certificate's URI SANs. */
-function urisOf(cert: PeerCertificate): string[] {
-  return (cert.subjectaltname ?? '')
-    .split(', ')
-    .filter((n) => n.startsWith('URI:'))
-    .map((n) => n.slice(4));
 }
 
 export class ApiClient {
@@ -149,7 +141,7 @@ export class ApiClient {
       checkServerIdentity: (host, cert) => {
         const err = checkServerIdentity(host, cert);
         if (err) return err;
-        const uris = urisOf(cert);
+        const uris = uriSansOf(cert);
         if (uris.length === 1 && uris[0] === expected.id) return undefined;
         this.#mismatch = new WritError(
           'ERR_X509_SVID_INVALID',

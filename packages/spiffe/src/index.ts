@@ -12,6 +12,7 @@ export {
 export { toPem, fromPem } from './pem.ts';
 export {
   parseCertificate,
+  uriSansOf,
   parseCertificatesPem,
   certificatesToPem,
   publicKeyOf,

@@ -474,3 +474,14 @@ export function createCsr(signer: Signer, publicKey: KeyObject): Buffer {
   const sig = cryptoSign(SIG_ALG[signer.keyType].digest, info, signer.key);
   return der.seq(info, algorithmIdentifier(signer.keyType), der.bitString(sig));
 }
+
+/**
+ * The URI SANs of a peer certificate as Node's TLS layer describes it
+ * (`subjectaltname: "DNS:localhost, URI:spiffe://td/writ/server"`), for `checkServerIdentity`.
+ */
+export function uriSansOf(cert: { readonly subjectaltname?: string | undefined }): string[] {
+  return (cert.subjectaltname ?? '')
+    .split(', ')
+    .filter((n) => n.startsWith('URI:'))
+    .map((n) => n.slice(4));
+}
