@@ -294,3 +294,34 @@ export async function applyPolicy(server: ServerProcess, dir: string, yaml: stri
   const r = await writ(server, ['policy', 'apply', '-f', f]);
   assert.equal(r.code, 0, r.stderr);
 }
+
+/**
+ * A server process with one entry for this test process's uid, served by one attested agent:
+ * what a test needs to fetch an SVID for `spiffeId` from the agent's socket.
+ */
+export async function serverWithAgent(spiffeId: string, node: string): Promise<{ srv: ServerProcess; agent: AgentProcess; stop(): Promise<void> }> {
+  const srv = await startServerProcess();
+  const e = await writ(srv, [
+    'entry',
+    'create',
+    '--spiffe-id',
+    spiffeId,
+    '--parent-id',
+    `spiffe://e2e.test/writ/agent/${node}`,
+    '--selector',
+    `unix:uid:${process.getuid!()}`,
+  ]);
+  assert.equal(e.code, 0, e.stderr);
+  const t = await writ(srv, ['token', 'create', '--node-name', node, '-o', 'json']);
+  assert.equal(t.code, 0, t.stderr);
+  const agent = await startAgentProcess(srv, { joinToken: (JSON.parse(t.stdout) as { token: string }).token });
+  return {
+    srv,
+    agent,
+    stop: async () => {
+      await agent.stop();
+      await srv.stop();
+      for (const d of [srv.dataDir, agent.dataDir]) cleanup(d);
+    },
+  };
+}

@@ -2,31 +2,15 @@
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import { WorkloadClient } from '@writ/sdk';
-import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let agent: AgentProcess;
+let stop: () => Promise<void>;
 before(async () => {
-  srv = await startServerProcess();
-  const e = await writ(srv, [
-    'entry',
-    'create',
-    '--spiffe-id',
-    'spiffe://e2e.test/ns/api',
-    '--parent-id',
-    'spiffe://e2e.test/writ/agent/qj',
-    '--selector',
-    `unix:uid:${process.getuid!()}`,
-  ]);
-  assert.equal(e.code, 0, e.stderr);
-  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'qj', '-o', 'json'])).stdout).token as string;
-  agent = await startAgentProcess(srv, { joinToken: token });
+  ({ srv, agent, stop } = await serverWithAgent('spiffe://e2e.test/ns/api', 'qj'));
 });
-after(async () => {
-  await agent?.stop();
-  await srv?.stop();
-  for (const d of [srv?.dataDir, agent?.dataDir]) if (d) cleanup(d);
-});
+after(() => stop?.());
 
 it('ValidateJWTSVID refuses a still-unexpired token whose subject is quarantined, and accepts it again once lifted', async () => {
   const client = new WorkloadClient(`unix://${agent.socket}`);

@@ -4,31 +4,15 @@ import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { cleanup, serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 let srv: ServerProcess;
 let agent: AgentProcess;
+let stop: () => Promise<void>;
 before(async () => {
-  srv = await startServerProcess();
-  const e = await writ(srv, [
-    'entry',
-    'create',
-    '--spiffe-id',
-    'spiffe://e2e.test/ns/keys',
-    '--parent-id',
-    'spiffe://e2e.test/writ/agent/keys',
-    '--selector',
-    `unix:uid:${process.getuid!()}`,
-  ]);
-  assert.equal(e.code, 0, e.stderr);
-  const token = JSON.parse((await writ(srv, ['token', 'create', '--node-name', 'keys', '-o', 'json'])).stdout).token as string;
-  agent = await startAgentProcess(srv, { joinToken: token });
+  ({ srv, agent, stop } = await serverWithAgent('spiffe://e2e.test/ns/keys', 'keys'));
 });
-after(async () => {
-  await agent?.stop();
-  await srv?.stop();
-  for (const d of [srv?.dataDir, agent?.dataDir]) if (d) cleanup(d);
-});
+after(() => stop?.());
 
 it('svid fetch --write and svid mint-x509 leave svid.key at 0600 even over an existing 0644 file', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'writ-keys-'));
