@@ -23,6 +23,7 @@ import type { Agent, DecisionRecord, Store } from '../store/types.ts';
 import { decodeReport, newDecisionId } from '@writ/sdk/internal';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type AddRoute, type QuerySpec, type Request } from './http.ts';
 import type { ApiContext } from './context.ts';
+import { isReservedPath } from './validate.ts';
 
 /** An acknowledgement older than this means the agent is not live (it polls at least every 30 s and heartbeats every 30 s). */
 const LIVE_MS = 90_000;
@@ -53,7 +54,7 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   if (!e || e.parentId !== agent) throw new WritError('ERR_FORBIDDEN', `${field}: entry ${entryId.slice(0, 64)} is not assigned to ${agent}`, { field });
   if (e.expiresAt !== null && e.expiresAt <= Date.now()) throw new WritError('ERR_FORBIDDEN', `${field}: entry ${entryId.slice(0, 64)} has expired`, { field });
   // Never signed, whatever the store holds (a row from before the namespace was reserved).
-  if (/^spiffe:\/\/[^/]+\/writ(\/|$)/.test(e.spiffeId))
+  if (isReservedPath(parseSpiffeId(e.spiffeId).path))
     throw new WritError('ERR_ENTRY_RESERVED_ID', `${field}: entry ${entryId.slice(0, 64)} claims ${e.spiffeId}, reserved for the server and its agents`, {
       field,
     });

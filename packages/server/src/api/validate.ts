@@ -43,7 +43,10 @@ export function ttlField(o: Json, key: string, maxMs: number, prefix = ''): numb
 
 /**
  * A SPIFFE ID a workload may be given: in this trust domain, with a path, and outside
- * `/writ/**`, the namespace of the server's and the agents' own identities (an entry or a mint
+ * `/writ/** `/writ` and below: the server's and the agents' namespace, never a workload's. */
+export const isReservedPath = (path: string): boolean => path === '/writ' || path.startsWith('/writ/');
+
+/**`, the namespace of the server's and the agents' own identities (an entry or a mint
  * there would let a workload play the server or an agent).
  */
 export function parseWorkloadId(v: string, field: string, trustDomain: string): string {
@@ -51,7 +54,7 @@ export function parseWorkloadId(v: string, field: string, trustDomain: string): 
   if (parsed.trustDomain !== trustDomain)
     throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": ${v} is not in this server's trust domain "${trustDomain}"`, { field });
   if (parsed.path === '') throw new WritError('ERR_SPIFFE_ID_INVALID', `field "${field}": a workload ID needs a path`, { field });
-  if (parsed.path === '/writ' || parsed.path.startsWith('/writ/'))
+  if (isReservedPath(parsed.path))
     throw new WritError(
       'ERR_ENTRY_RESERVED_ID',
       `field "${field}": ${parsed.uri} is in spiffe://${trustDomain}/writ/, reserved for the server and its agents`,
