@@ -412,6 +412,8 @@ describe('node attestation with a join token', () => {
   it('a join token is redeemed once for an agent SVID; reuse and expiry are refused with 401 and their codes', async () => {
     const { stdout } = await writ(srv, ['token', 'create', '--node-name', 'edge-1', '-o', 'json']);
     const token = JSON.parse(stdout).token as string;
+    // A bare base64url token starts with '-' one time in 64, and `--join-token "$TOKEN"` then reads it as options.
+    assert.match(token, /^wjt_[A-Za-z0-9_-]{32}$/);
     const csr = (
       await run('openssl', [
         'req',

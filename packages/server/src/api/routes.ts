@@ -39,7 +39,8 @@ import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName,
 
 export { hashToken };
 export const newAdminToken = (): string => `writ_${randomBytes(32).toString('base64url')}`;
-const newJoinToken = (): string => randomBytes(24).toString('base64url');
+/** A prefix, so a token never starts with '-' (a command line would read it as an option) and secret scanners can spot it. */
+const newJoinToken = (): string => `wjt_${randomBytes(24).toString('base64url')}`;
 
 const NODE_NAME = /^[a-zA-Z0-9._-]{1,128}$/;
 const MAX_JOIN_TOKEN_TTL_MS = 30 * 86_400_000;
