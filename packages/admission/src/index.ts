@@ -1,1 +1,1 @@
-export * from './types.ts';
+export type { PodLike, PssLevel, Violation } from './types.ts';

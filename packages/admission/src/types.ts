@@ -1,10 +1,8 @@
 /**
- * The contract between the parts of @writ/admission (and the server and CLI that use them).
- * Pod Security Standards (pss.ts, workload.ts), the documents and their evaluation (model.ts,
- * evaluate.ts), image references and the registry client (reference.ts, registry.ts), cosign
- * signatures and the verifying cache (cosign.ts, images.ts).
+ * The contract between the parts of @writ/admission (and the server and CLI that use them):
+ * Pod Security Standards (pss.ts, workload.ts), the AdmissionPolicy/AdmissionException documents
+ * (model.ts) and their evaluation (evaluate.ts). Images are checked through @writ/oci's ImageChecker.
  */
-import type { KeyObject } from 'node:crypto';
 
 /** One reason an object is refused (or warned about), as `writ admission check -o json` prints it. */
 export interface Violation {
@@ -28,79 +26,4 @@ export interface PodLike {
     readonly ownerReferences?: ReadonlyArray<{ readonly kind?: string; readonly name?: string }>;
   };
   readonly spec?: Record<string, unknown>;
-}
-
-/** An image reference in normal form (docker.io/library/ filled in). */
-export interface ImageRef {
-  /** `registry.example.com:5000`, `docker.io`, `[::1]:5000`. */
-  readonly registry: string;
-  /** `team/app`, `library/nginx`. */
-  readonly repository: string;
-  readonly tag?: string;
-  /** `sha256:` + 64 lowercase hex. */
-  readonly digest?: string;
-  /** As written in the pod spec. */
-  readonly original: string;
-}
-
-/** A manifest as read from a registry: its bytes, their digest, its media type. */
-export interface Manifest {
-  readonly digest: string;
-  readonly mediaType: string;
-  readonly bytes: Buffer;
-  readonly json: Record<string, unknown>;
-}
-
-/** OCI descriptor. */
-export interface Descriptor {
-  readonly mediaType: string;
-  readonly digest: string;
-  readonly size: number;
-  readonly artifactType?: string;
-  readonly annotations?: Record<string, string>;
-  readonly platform?: { readonly os?: string; readonly architecture?: string; readonly variant?: string };
-}
-
-/** What cosign verification needs from a registry (registry.ts implements it; tests may fake it). */
-export interface RegistryReader {
-  /** A manifest by tag or digest (null when the registry answers 404). The digest is checked against the bytes. */
-  manifest(repo: Pick<ImageRef, 'registry' | 'repository'>, reference: string, signal?: AbortSignal): Promise<Manifest | null>;
-  /** A blob, its digest checked, refused past maxBytes. */
-  blob(repo: Pick<ImageRef, 'registry' | 'repository'>, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer>;
-  /** The OCI 1.1 referrers of a digest, or null when the registry has no referrers API (then use the `sha256-<hex>` tag fallback). */
-  referrers(repo: Pick<ImageRef, 'registry' | 'repository'>, digest: string, artifactType?: string, signal?: AbortSignal): Promise<Descriptor[] | null>;
-}
-
-/** One `images.signatures` entry of an AdmissionPolicy: any one of its keys must have signed the image. */
-export interface SignatureRequirement {
-  readonly name: string;
-  readonly keys: readonly KeyObject[];
-  /** Stable fingerprint of the key material (part of the verification cache key). */
-  readonly fingerprint: string;
-}
-
-/** What an AdmissionPolicy asks of images. */
-export interface ImageRequirements {
-  readonly requireDigest: boolean;
-  /** Prefixes an image (in normal form, `registry/repository`) must start with; empty: any. */
-  readonly registries: readonly string[];
-  /** Every requirement must be met (each by one of its keys). */
-  readonly signatures: readonly SignatureRequirement[];
-}
-
-/** The verdict on one image under one policy's requirements. */
-export interface ImageVerdict {
-  readonly image: string;
-  /** The manifest digest it resolved to (absent when it could not be resolved). */
-  readonly digest?: string;
-  /** `registry/repository@sha256:...`, what the mutating webhook writes into the pod. */
-  readonly pinned?: string;
-  readonly violations: readonly Violation[];
-  /** Which signature requirement each key name satisfied, for the events. */
-  readonly signedBy: readonly string[];
-}
-
-/** Checks images (resolve + signatures), with a cache; images.ts implements it. */
-export interface ImageChecker {
-  check(image: string, req: ImageRequirements, signal?: AbortSignal): Promise<ImageVerdict>;
 }

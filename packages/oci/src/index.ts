@@ -1,0 +1,11 @@
+export type {
+  Descriptor,
+  ImageChecker,
+  ImageProblem,
+  ImageRef,
+  ImageRequirements,
+  ImageVerdict,
+  Manifest,
+  RegistryReader,
+  SignatureRequirement,
+} from './types.ts';
