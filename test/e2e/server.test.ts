@@ -374,7 +374,7 @@ describe('the writ CLI', () => {
     const jt = await writ(srv, ['token', 'create', '--node-name', 'node-7', '--ttl', '10m', '-o', 'json']);
     assert.equal(jt.code, 0, jt.stderr);
     const { token, spiffeId } = JSON.parse(jt.stdout);
-    assert.match(token, /^[A-Za-z0-9_-]{32}$/);
+    assert.match(token, /^wjt_[A-Za-z0-9_-]{32}$/);
     assert.equal(spiffeId, 'spiffe://e2e.test/writ/agent/node-7');
     assert.ok(!srv.logs.join('\n').includes(token), 'join tokens never reach the log');
     const at = await writ(srv, ['admin-token', 'create', '--role', 'viewer', '--name', 'ci']);
