@@ -37,10 +37,11 @@ export type PssLevel = 'privileged' | 'baseline' | 'restricted';
 export interface PodLike {
   readonly metadata?: {
     readonly name?: string;
+    readonly generateName?: string;
     readonly namespace?: string;
     readonly labels?: Record<string, string>;
     readonly annotations?: Record<string, string>;
-    readonly ownerReferences?: ReadonlyArray<{ readonly kind?: string; readonly name?: string }>;
+    readonly ownerReferences?: ReadonlyArray<{ readonly kind?: string; readonly name?: string; readonly controller?: boolean }>;
   };
   readonly spec?: Record<string, unknown>;
 }
