@@ -69,8 +69,10 @@ function list(value: unknown): readonly unknown[] {
   return Array.isArray(value) ? value : [];
 }
 
+/** A value as text: what a number or boolean prints as; '' for anything that is not a scalar. */
 function str(value: unknown): string {
-  return typeof value === 'string' ? value : value === undefined || value === null ? '' : String(value);
+  if (typeof value === 'string') return value;
+  return typeof value === 'number' || typeof value === 'boolean' ? String(value) : '';
 }
 
 function isSet(value: unknown): boolean {
@@ -859,11 +861,10 @@ function render(text: Text): string {
   return text.detail === '' ? text.reason : `${text.reason} (${text.detail})`;
 }
 
-function violation(check: Check, draft: Draft): Violation {
+function violation(check: Check, draft: Draft, order: number): Violation {
   const message = render(check.format([draft]));
-  return draft.container === undefined
-    ? { control: check.id, message, pss: draft.pss }
-    : { control: check.id, message, container: draft.container, pss: draft.pss };
+  const pss: PssFinding = { ...draft.pss, order };
+  return draft.container === undefined ? { control: check.id, message, pss } : { control: check.id, message, container: draft.container, pss };
 }
 
 function levelOf(level: unknown): PssLevel {
@@ -887,7 +888,7 @@ export function checkPodSecurity(pod: PodLike, level: PssLevel, version: string)
   const podView = view(pod);
   const out: Violation[] = [];
   for (const { check, run } of level === 'baseline' ? table.baseline : table.restricted) {
-    for (const draft of run(podView)) out.push(violation(check, draft));
+    for (const draft of run(podView)) out.push(violation(check, draft, out.length));
   }
   return out;
 }
@@ -899,7 +900,8 @@ export function checkPodSecurity(pod: PodLike, level: PssLevel, version: string)
  */
 export function podSecurityDetail(violations: readonly Violation[]): string {
   const byControl = new Map<string, Draft[]>();
-  for (const v of violations) {
+  const ordered = [...violations].sort((a, b) => (a.pss?.order ?? 0) - (b.pss?.order ?? 0));
+  for (const v of ordered) {
     if (v.pss === undefined || !CHECK_BY_ID.has(v.control)) continue;
     const drafts = byControl.get(v.control) ?? [];
     drafts.push(v.container === undefined ? { pss: v.pss } : { container: v.container, pss: v.pss });

@@ -29,6 +29,8 @@ export interface PssFinding {
   readonly values?: readonly string[];
   /** Which clauses of the check this finding is under, for checks with several (`drop`/`add`, `explicit`/`implicit`, `user`/`role`). */
   readonly clauses?: readonly string[];
+  /** Position in `checkPodSecurity()`'s answer, so the text keeps PSA's order whatever order the findings come back in. */
+  readonly order?: number;
 }
 
 export type PssLevel = 'privileged' | 'baseline' | 'restricted';
