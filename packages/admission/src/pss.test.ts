@@ -550,6 +550,35 @@ describe('restricted checks', () => {
   });
 });
 
+describe('restricted checks that replace baseline ones', () => {
+  it("mark the findings that are the replaced baseline control's too, so an exception naming that one waives them", () => {
+    const p = pod({
+      securityContext: { runAsNonRoot: true, seccompProfile: { type: 'Unconfined' } },
+      containers: [ctr('a', { ...SC, procMount: 'Unmasked' }), ctr('b')],
+      volumes: [
+        { name: 'h', hostPath: { path: '/' } },
+        { name: 'n', nfs: { server: 's', path: '/' } },
+      ],
+    });
+    assert.deepEqual(
+      checkPodSecurity(p, 'restricted', 'latest').map((v) => [v.control, v.container ?? v.pss?.name ?? 'pod', v.pss?.baselineControl]),
+      [
+        ['procMount_restricted', 'a', 'procMount'],
+        ['restrictedVolumes', 'h', 'hostPathVolumes'],
+        ['restrictedVolumes', 'n', undefined],
+        ['seccompProfile_restricted', 'pod', 'seccompProfile_baseline'],
+        ['seccompProfile_restricted', 'a', undefined],
+        ['seccompProfile_restricted', 'b', undefined],
+      ],
+    );
+    // At baseline the same findings are under the baseline controls themselves.
+    assert.deepEqual(
+      checkPodSecurity(p, 'baseline', 'latest').map((v) => v.control),
+      ['hostPathVolumes', 'procMount', 'seccompProfile_baseline'],
+    );
+  });
+});
+
 describe('the aggregated message', () => {
   const bad = pod(
     {

@@ -122,6 +122,8 @@ interface Check {
   readonly versions: ReadonlyArray<{ readonly min: number; readonly run: Run }>;
   /** Baseline checks this (restricted) check replaces at the restricted level. */
   readonly overrides?: readonly string[];
+  /** The replaced baseline control a finding also falls under (see PssFinding.baselineControl). */
+  readonly baselineControl?: (finding: Draft) => string | undefined;
   readonly format: Format;
 }
 
@@ -500,6 +502,7 @@ const procMountRestricted: Check = {
   level: 'restricted',
   versions: [{ min: 35, run: procMountRun }],
   overrides: ['procMount'],
+  baselineControl: () => 'procMount',
   format: procMountFormat,
 };
 
@@ -547,6 +550,7 @@ const restrictedVolumes: Check = {
     },
   ],
   overrides: ['hostPathVolumes'],
+  baselineControl: (f) => (f.pss.values?.[0] === 'hostPath' ? 'hostPathVolumes' : undefined),
   format: (fs) => {
     const names = fs.map((f) => f.pss.name ?? '');
     const types = sortedUnique(allValues(fs));
@@ -728,6 +732,7 @@ const seccompProfileRestricted: Check = {
     { min: 25, run: windowsExempt(seccompRestrictedRun) },
   ],
   overrides: ['seccompProfile_baseline'],
+  baselineControl: (f) => (f.pss.clauses?.includes('explicit') === true ? 'seccompProfile_baseline' : undefined),
   format: (fs) => {
     const explicit = fs.filter(hasClause('explicit'));
     if (explicit.length > 0) return { reason: 'seccompProfile', detail: seccompExplicitDetail(explicit) };
@@ -863,7 +868,8 @@ function render(text: Text): string {
 
 function violation(check: Check, draft: Draft, order: number): Violation {
   const message = render(check.format([draft]));
-  const pss: PssFinding = { ...draft.pss, order };
+  const baselineControl = check.baselineControl?.(draft);
+  const pss: PssFinding = { ...draft.pss, ...(baselineControl === undefined ? {} : { baselineControl }), order };
   return draft.container === undefined ? { control: check.id, message, pss } : { control: check.id, message, container: draft.container, pss };
 }
 
