@@ -550,6 +550,46 @@ describe('restricted checks', () => {
   });
 });
 
+describe('every version', () => {
+  /** Per control: a pod that fails only it, the level, and the versions it fails at. */
+  const sweep: Array<[string, PssLevel, PodLike, number, number?]> = [
+    ['privileged', 'baseline', pod({ containers: [ctr('a', { ...SC, privileged: true })] }), 0],
+    ['hostNamespaces', 'baseline', pod({ hostIPC: true }), 0],
+    ['hostPathVolumes', 'baseline', pod({ volumes: [{ name: 'h', hostPath: { path: '/' } }] }), 0],
+    ['hostPorts', 'baseline', pod({ containers: [ctr('a', SC, { ports: [{ containerPort: 1, hostPort: 1 }] })] }), 0],
+    ['capabilities_baseline', 'baseline', pod({ containers: [ctr('a', { ...SC, capabilities: { drop: ['ALL'], add: ['SYS_TIME'] } })] }), 0],
+    ['appArmorProfile', 'baseline', pod({ containers: [ctr('a', { ...SC, appArmorProfile: { type: 'Unconfined' } })] }), 0],
+    ['hostProbesAndHostLifecycle', 'baseline', pod({ containers: [ctr('a', SC, { startupProbe: { tcpSocket: { host: 'h', port: 1 } } })] }), 34],
+    ['procMount', 'baseline', pod({ containers: [ctr('a', { ...SC, procMount: 'Unmasked' })] }), 0],
+    ['seLinuxOptions', 'baseline', pod({ containers: [ctr('a', { ...SC, seLinuxOptions: { role: 'sysadm_r' } })] }), 0],
+    ['seccompProfile_baseline', 'baseline', pod({ securityContext: { runAsNonRoot: true, seccompProfile: { type: 'Unconfined' } } }), 19],
+    ['seccompProfile_baseline', 'baseline', pod({}, { 'seccomp.security.alpha.kubernetes.io/pod': 'unconfined' }), 0, 18],
+    ['sysctls', 'baseline', pod({ securityContext: { ...POD_SC, sysctls: [{ name: 'kernel.sem', value: '1' }] } }), 0],
+    ['windowsHostProcess', 'baseline', pod({ containers: [ctr('a', { ...SC, windowsOptions: { hostProcess: true } })] }), 0],
+    ['allowPrivilegeEscalation', 'restricted', pod({ containers: [ctr('a', { capabilities: { drop: ['ALL'] } })] }), 8],
+    ['capabilities_restricted', 'restricted', pod({ containers: [ctr('a', { allowPrivilegeEscalation: false })] }), 22],
+    ['restrictedVolumes', 'restricted', pod({ volumes: [{ name: 'g', gitRepo: { repository: 'r' } }] }), 0],
+    ['runAsNonRoot', 'restricted', pod({ securityContext: { seccompProfile: { type: 'RuntimeDefault' } } }), 0],
+    ['runAsUser', 'restricted', pod({ containers: [ctr('a', { ...SC, runAsUser: 0 })] }), 23],
+    ['seccompProfile_restricted', 'restricted', pod({ securityContext: { runAsNonRoot: true } }), 19],
+  ];
+
+  for (const [control, level, p, from, until = 37] of sweep) {
+    it(`${control} fails at ${level} from v1.${from} to v1.${until}, and only there`, () => {
+      for (const [minor, version] of PSS_VERSIONS.entries()) {
+        const controls = checkPodSecurity(p, level, version).map((v) => v.control);
+        const expected = minor >= from && minor <= until ? [control] : [];
+        assert.deepEqual(controls, expected, version);
+        if (level === 'baseline') assert.equal(checkPodSecurity(p, 'restricted', version).length > 0, expected.length > 0, `restricted:${version}`);
+      }
+      assert.deepEqual(
+        checkPodSecurity(p, level, 'latest').map((v) => v.control),
+        until === 37 ? [control] : [],
+      );
+    });
+  }
+});
+
 describe('restricted checks that replace baseline ones', () => {
   it("mark the findings that are the replaced baseline control's too, so an exception naming that one waives them", () => {
     const p = pod({
