@@ -246,6 +246,13 @@ describe('baseline checks', () => {
     );
   });
 
+  it('annotation values are quoted as Go quotes them (PSA formats them with %q)', () => {
+    const p = pod({}, { 'container.apparmor.security.beta.kubernetes.io/app': 'a"b\\c\n\t\x01\u00a0\u00e9\u{1f600}\u200b\ud800' });
+    assert.deepEqual(messages(p, 'baseline', 'latest'), [
+      'forbidden AppArmor profile (annotation must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/app="a\\"b\\\\c\\n\\t\\x01\\u00a0\u00e9\u{1f600}\\u200b\ufffd"")',
+    ]);
+  });
+
   it('hostProbesAndHostLifecycle: from v1.34, probe and lifecycle hosts, containers sorted', () => {
     const p = pod({
       containers: [

@@ -135,21 +135,33 @@ function joinQuote(items: readonly string[]): string {
   return items.length === 0 ? '' : `"${items.join('", "')}"`;
 }
 
-/** Go's %q for the strings PSA quotes (annotation values). */
+const GO_ESCAPES: Readonly<Record<string, string>> = {
+  '"': '\\"',
+  '\\': '\\\\',
+  '\x07': '\\a',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\v': '\\v',
+};
+/** What Go's strconv.IsPrint accepts: letters, marks, numbers, punctuation, symbols and the ASCII space. */
+const GO_PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
+
+/** Go's %q (strconv.Quote), which PSA uses for annotation values. */
 function goQuote(value: string): string {
   let out = '"';
-  for (const ch of value) {
+  for (const raw of value) {
+    // A lone surrogate cannot come out of Go's JSON decoder: it reads U+FFFD there.
+    const lone = /^[\ud800-\udfff]$/u.test(raw);
+    const ch = lone ? '\ufffd' : raw;
     const code = ch.codePointAt(0) ?? 0;
-    if (ch === '"' || ch === '\\') out += `\\${ch}`;
-    else if (ch === '\n') out += '\\n';
-    else if (ch === '\t') out += '\\t';
-    else if (ch === '\r') out += '\\r';
-    else if (ch === '\x07') out += '\\a';
-    else if (ch === '\b') out += '\\b';
-    else if (ch === '\f') out += '\\f';
-    else if (ch === '\v') out += '\\v';
+    const escape = GO_ESCAPES[ch];
+    if (escape !== undefined) out += escape;
     else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
-    else out += ch;
+    else if (GO_PRINTABLE.test(ch)) out += ch;
+    else out += code < 0x10000 ? `\\u${code.toString(16).padStart(4, '0')}` : `\\U${code.toString(16).padStart(8, '0')}`;
   }
   return `${out}"`;
 }
