@@ -157,8 +157,8 @@ function goQuote(value: string): string {
     const lone = /^[\ud800-\udfff]$/u.test(raw);
     const ch = lone ? '\ufffd' : raw;
     const code = ch.codePointAt(0) ?? 0;
-    const escape = GO_ESCAPES[ch];
-    if (escape !== undefined) out += escape;
+    const escaped = GO_ESCAPES[ch];
+    if (escaped !== undefined) out += escaped;
     else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
     else if (GO_PRINTABLE.test(ch)) out += ch;
     else out += code < 0x10000 ? `\\u${code.toString(16).padStart(4, '0')}` : `\\U${code.toString(16).padStart(8, '0')}`;
