@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { parseAllDocuments } from 'yaml';
 import { checkPodSecurity, podSecurityMessage } from './pss.ts';
 import type { PodLike } from './types.ts';
 import { POD_SPEC_KINDS, isSignificantPodUpdate, ownerName, podOf, podSecurityApplies, podSecurityTarget, workloadNames } from './workload.ts';
@@ -376,5 +378,68 @@ describe('isSignificantPodUpdate', () => {
       ),
       false,
     );
+  });
+});
+
+describe("a multi-document YAML file of workloads (the offline check's input)", () => {
+  const docs = parseAllDocuments(readFileSync(new URL('./testdata/workloads.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as Json);
+
+  it('each document gives its pod, pointer, workload and PSA verdict', () => {
+    const rows = docs.map((doc) => {
+      const found = podOf(String(doc.kind), doc);
+      assert.ok(found, String(doc.kind));
+      return {
+        kind: doc.kind,
+        specPath: found.specPath,
+        owner: ownerName(found.pod),
+        namespace: found.pod.metadata?.namespace,
+        baseline: podSecurityMessage(checkPodSecurity(found.pod, 'baseline', 'latest'), 'baseline', 'latest'),
+        restricted: podSecurityMessage(checkPodSecurity(found.pod, 'restricted', 'v1.30'), 'restricted', 'v1.30'),
+      };
+    });
+    assert.deepEqual(rows, [
+      { kind: 'Deployment', specPath: '/spec/template/spec', owner: 'web', namespace: 'prod', baseline: '', restricted: '' },
+      {
+        kind: 'DaemonSet',
+        specPath: '/spec/template/spec',
+        owner: 'node-exporter',
+        namespace: 'monitoring',
+        baseline:
+          'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true, hostPID=true), hostPath volumes (volume "proc"), hostPort (container "exporter" uses hostPort 9100)',
+        restricted:
+          'violates PodSecurity "restricted:v1.30": host namespaces (hostNetwork=true, hostPID=true), hostPort (container "exporter" uses hostPort 9100), ' +
+          'allowPrivilegeEscalation != false (container "exporter" must set securityContext.allowPrivilegeEscalation=false), ' +
+          'unrestricted capabilities (container "exporter" must set securityContext.capabilities.drop=["ALL"]), ' +
+          'restricted volume types (volume "proc" uses restricted volume type "hostPath"), ' +
+          'runAsNonRoot != true (pod or container "exporter" must set securityContext.runAsNonRoot=true), ' +
+          'seccompProfile (pod or container "exporter" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")',
+      },
+      {
+        kind: 'CronJob',
+        specPath: '/spec/jobTemplate/spec/template/spec',
+        owner: 'backup',
+        namespace: 'prod',
+        baseline:
+          'violates PodSecurity "baseline:latest": forbidden AppArmor profile (annotation must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/dump="unconfined""), ' +
+          'non-default capabilities (container "dump" must not include "SYS_PTRACE" in securityContext.capabilities.add)',
+        restricted:
+          'violates PodSecurity "restricted:v1.30": forbidden AppArmor profile (annotation must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/dump="unconfined""), ' +
+          'allowPrivilegeEscalation != false (container "dump" must set securityContext.allowPrivilegeEscalation=false), ' +
+          'unrestricted capabilities (container "dump" must set securityContext.capabilities.drop=["ALL"]; container "dump" must not include "SYS_PTRACE" in securityContext.capabilities.add), ' +
+          'runAsNonRoot != true (pod or container "dump" must set securityContext.runAsNonRoot=true), ' +
+          'seccompProfile (pod or container "dump" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")',
+      },
+      {
+        // A Windows pod: restricted exempts it from allowPrivilegeEscalation, capabilities and seccomp (v1.25+), not from hostProcess.
+        kind: 'Pod',
+        specPath: '/spec',
+        owner: 'debug-shell',
+        namespace: 'dev',
+        baseline:
+          'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), hostProcess (pod must not set securityContext.windowsOptions.hostProcess=true)',
+        restricted:
+          'violates PodSecurity "restricted:v1.30": host namespaces (hostNetwork=true), hostProcess (pod must not set securityContext.windowsOptions.hostProcess=true)',
+      },
+    ]);
   });
 });
