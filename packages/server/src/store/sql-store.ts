@@ -762,7 +762,7 @@ interface AdmittedImagesSql {
 }
 
 async function recordAdmittedImages(o: AdmittedImagesSql, digests: readonly string[], at: number): Promise<void> {
-  digests.forEach((d, i) => checkImageDigest(String(d), `digests[${i}]`));
+  for (const [i, d] of digests.entries()) checkImageDigest(String(d), `digests[${i}]`);
   const todo = [...new Set(digests)].filter((d) => at - (o.written.get(d) ?? -Infinity) >= LAST_SEEN_EVERY_MS);
   if (todo.length === 0) return;
   let added = 0;
