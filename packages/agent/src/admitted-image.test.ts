@@ -5,17 +5,24 @@
  * Engine on a Unix socket speaking the Engine API's JSON.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:http';
+import { createServer as createHttp2Server } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { WritError } from '@writ/spiffe';
+import { OID, WritError, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcError, WorkloadClient } from '@writ/sdk';
-import { GrpcClient, fields } from '@writ/sdk/internal';
+import { GrpcClient, Writer, acceptUnaryRequest, fields } from '@writ/sdk/internal';
 import { Agent } from './agent.ts';
+import { containerdAttestor } from './attest/containerd.ts';
 import { dockerAttestor } from './attest/docker.ts';
+import { k8sAttestor } from './attest/k8s.ts';
+import type { PeerCred } from './peercred.ts';
 import { FakeServer, fakeEntry } from './testing/fake-server.ts';
 import { WorkloadApiServer } from './workload-api.ts';
 
@@ -67,10 +74,15 @@ interface Node {
   close(): Promise<void>;
 }
 
-async function startNode(server: FakeServer, dataDir: string, joinToken?: string): Promise<Node> {
+async function startNode(
+  server: FakeServer,
+  dataDir: string,
+  joinToken?: string,
+  attestors: ReadonlyArray<(cred: PeerCred) => Promise<string[]>> = [dockerAttestor({ socketPath: join(dir, 'docker.sock'), proc })],
+): Promise<Node> {
   const agent = new Agent({ serverUrl: 'https://fake.invalid', caPem: server.ca.pem, joinToken, dataDir, log, client: server, syncWaitSeconds: 5 });
   const socket = join(dataDir, 'api.sock');
-  const api = new WorkloadApiServer({ agent, socketPath: socket, log, attestors: [dockerAttestor({ socketPath: join(dir, 'docker.sock'), proc })] });
+  const api = new WorkloadApiServer({ agent, socketPath: socket, log, attestors });
   await agent.start();
   await api.listen();
   const grpc = new GrpcClient(`unix://${socket}`);
@@ -232,5 +244,130 @@ describe('requireAdmittedImage through the Workload API socket', () => {
       runs = ADMITTED;
       server.answer.delete('GET /v1/agent/sync');
     }
+  });
+});
+
+describe('requireAdmittedImage with the containerd and kubelet attestors', () => {
+  const CCID = '6d'.repeat(32);
+  const POD_UID = '2c48913c-b29f-11e7-9350-020968147796';
+  const FROM_CONTAINERD = `sha256:${'0c'.repeat(32)}`;
+  const FROM_KUBELET = `sha256:${'0b'.repeat(32)}`;
+  const kdir = mkdtempSync(join(tmpdir(), 'writ-admitted-k8s-'));
+  const kproc = join(kdir, 'proc');
+  const containerd = createHttp2Server();
+  containerd.on('stream', (stream, headers) =>
+    acceptUnaryRequest(stream, headers, 1 << 20, (call, req) => {
+      const id =
+        fields(req)
+          .find((f) => f.field === 1)
+          ?.data.toString() ?? '';
+      if (call.method === '/containerd.services.containers.v1.Containers/Get') {
+        if (id !== CCID) return call.end(GRPC_STATUS.NOT_FOUND, `container "${id}" in namespace "k8s.io": not found`);
+        const label = new Writer().string(1, 'team').string(2, 'web').finish();
+        const c = new Writer().string(1, CCID).message(2, label).string(3, 'registry.example/shop/web:1.4').finish();
+        call.send(new Writer().message(1, c).finish());
+        return call.end();
+      }
+      if (call.method === '/containerd.services.images.v1.Images/Get') {
+        const target = new Writer().string(1, 'application/vnd.oci.image.index.v1+json').string(2, FROM_CONTAINERD).finish();
+        call.send(new Writer().message(1, new Writer().string(1, id).message(3, target).finish()).finish());
+        return call.end();
+      }
+      return call.end(GRPC_STATUS.UNIMPLEMENTED, 'unknown method');
+    }),
+  );
+  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kubeletCert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'kubelet']]),
+      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+      ca: true,
+      uris: [],
+      ipAddresses: [Buffer.from([127, 0, 0, 1])],
+    },
+    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
+  );
+  const kubelet = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', kubeletCert.der) }, (req, res) => {
+    if (req.url !== '/pods') return void ((res.statusCode = 404), res.end('{}'));
+    res.setHeader('content-type', 'application/json');
+    res.end(
+      JSON.stringify({
+        kind: 'PodList',
+        apiVersion: 'v1',
+        items: [
+          {
+            metadata: { name: 'web-7d9f8', namespace: 'shop', uid: POD_UID },
+            spec: { serviceAccountName: 'web', nodeName: 'node-1', containers: [{ name: 'web', image: 'registry.example/shop/web:1.4' }] },
+            status: {
+              containerStatuses: [
+                {
+                  name: 'web',
+                  image: 'registry.example/shop/web:1.4',
+                  imageID: `registry.example/shop/web@${FROM_KUBELET}`,
+                  containerID: `containerd://${CCID}`,
+                },
+              ],
+            },
+          },
+        ],
+      }),
+    );
+  });
+  const server = new FakeServer();
+  let node: Node;
+  const K8S = 'spiffe://fake.test/k8s/shop/web';
+
+  before(async () => {
+    mkdirSync(join(kproc, String(process.pid)), { recursive: true });
+    writeFileSync(
+      join(kproc, String(process.pid), 'cgroup'),
+      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CCID}.scope\n`,
+    );
+    writeFileSync(join(kdir, 'kubelet-ca.pem'), toPem('CERTIFICATE', kubeletCert.der));
+    await new Promise<void>((r) => containerd.listen(join(kdir, 'containerd.sock'), () => r()));
+    await new Promise<void>((r) => kubelet.listen(0, '127.0.0.1', () => r()));
+    const kubeletUrl = `https://127.0.0.1:${(kubelet.address() as AddressInfo).port}`;
+    node = await startNode(server, join(kdir, 'node-k'), server.joinToken('node-k'), [
+      containerdAttestor({ socketPath: join(kdir, 'containerd.sock'), proc: kproc }),
+      k8sAttestor({ kubeletUrl, caFile: join(kdir, 'kubelet-ca.pem'), proc: kproc }),
+    ]);
+    server.put({ ...fakeEntry('k8s-web', K8S, ['k8s:ns:shop', 'k8s:sa:web', 'containerd:label:team:web']), requireAdmittedImage: true });
+    await eventually(
+      () => node.whoAmI(),
+      (m) => m.withheld.length === 1,
+      'the entry synced (withheld)',
+    );
+  });
+  after(async () => {
+    await node.close();
+    containerd.close();
+    kubelet.close();
+    rmSync(kdir, { recursive: true, force: true });
+  });
+
+  it("the kubelet's imageID digest or containerd's image digest, once admitted, gets the SVID; neither admitted, none", async () => {
+    const me = await node.whoAmI();
+    assert.match(me.withheld[0]!, new RegExp(`this container runs ${FROM_CONTAINERD}, ${FROM_KUBELET}, not admitted`));
+    assert.deepEqual(await node.ids(), []);
+    server.setAdmitted([FROM_KUBELET]);
+    await eventually(
+      () => node.ids(),
+      (ids) => ids.includes(K8S),
+      'served: the digest the kubelet reports was admitted',
+    );
+    server.setAdmitted([]);
+    await eventually(
+      () => node.ids(),
+      (ids) => ids.length === 0,
+      'withdrawn when the set no longer holds it',
+    );
+    server.setAdmitted([FROM_CONTAINERD]);
+    await eventually(
+      () => node.ids(),
+      (ids) => ids.includes(K8S),
+      "served: containerd's image digest was admitted",
+    );
   });
 });

@@ -141,9 +141,17 @@ export class FakeServer implements ServerApi {
 
   /** Admits image digests, as the webhook's enforce verdicts do, and wakes waiting syncs. */
   admit(...digests: string[]): void {
-    this.admittedImages = [...new Set([...this.admittedImages, ...digests])];
+    this.setAdmitted([...new Set([...this.admittedImages, ...digests])]);
+  }
+
+  /** Replaces the admitted set (a prune, say): agents get it whole. */
+  setAdmitted(digests: string[]): void {
+    this.admittedImages = digests;
+    this.#imagesEpoch++;
     this.changed();
   }
+
+  #imagesEpoch = 1;
 
   /** Wakes waiting sync calls (after a change to `entries`). */
   changed(): void {
@@ -243,7 +251,7 @@ export class FakeServer implements ServerApi {
           });
         this.#agent();
         const bundlesVersion = `v-${this.ca.cert.serialHex}`;
-        const imagesVersion = `1.${this.admittedImages.length}`;
+        const imagesVersion = `${this.#imagesEpoch}.${this.admittedImages.length}`;
         return {
           revision: this.revision,
           full: since === 0,
