@@ -371,3 +371,36 @@ describe('requireAdmittedImage with the containerd and kubelet attestors', () =>
     );
   });
 });
+
+describe('an agent newer than its server', () => {
+  it('syncs without images= when the server refuses the parameter, and keeps serving', async () => {
+    const server = new FakeServer();
+    const route = 'GET /v1/agent/sync';
+    const older = (_b: unknown, call: { path: string }): Promise<unknown> => {
+      if (call.path.includes('images='))
+        throw new WritError('ERR_FIELD_UNKNOWN', 'unknown query parameter "images"; allowed: since, wait, bundles, policy, quarantine, lean');
+      server.answer.delete(route);
+      return server.call<unknown>('GET', call.path).finally(() => server.answer.set(route, older));
+    };
+    server.answer.set(route, older);
+    const ndir = mkdtempSync(join(tmpdir(), 'writ-older-server-'));
+    const node = await startNode(server, ndir, server.joinToken('node-o'), []);
+    try {
+      server.put(fakeEntry('u', 'spiffe://fake.test/u', [`unix:uid:${process.getuid!()}`]));
+      await eventually(
+        () => node.ids(),
+        (ids) => ids.length === 1,
+        'served by an agent that syncs with an older server',
+      );
+      assert.ok(node.agent.connected);
+      const syncs = server.calls.filter((c) => c.path.startsWith('/v1/agent/sync'));
+      assert.ok(
+        syncs.slice(1).every((c) => !c.path.includes('images=')),
+        'after the refusal it no longer asks',
+      );
+    } finally {
+      await node.close();
+      rmSync(ndir, { recursive: true, force: true });
+    }
+  });
+});

@@ -103,6 +103,8 @@ export class Agent extends EventEmitter {
   #engine = new PolicyEngine(undefined);
   readonly #decisions: DecisionUplink;
   #quarantined: ReadonlySet<string> = new Set();
+  /** The server refused `images=` (older than this agent): not sent again by this process. */
+  #serverWithoutImages = false;
   /** The admitted image digests (from the state, as a set). */
   #admitted: ReadonlySet<string> = new Set();
 
@@ -350,9 +352,19 @@ export class Agent extends EventEmitter {
       policy: s.policyRevision ?? 0,
       quarantine: s.quarantine?.version ?? '',
       lean: true,
-      images: s.admittedImages?.version ?? '',
+      ...(this.#serverWithoutImages ? {} : { images: s.admittedImages?.version ?? '' }),
     };
-    const raw = await this.#client.call<unknown>('GET', `${AGENT_PATHS.sync}?${encodeSyncQuery(q)}`, undefined, (waitSeconds + 15) * 1000);
+    let raw: unknown;
+    try {
+      raw = await this.#client.call<unknown>('GET', `${AGENT_PATHS.sync}?${encodeSyncQuery(q)}`, undefined, (waitSeconds + 15) * 1000);
+    } catch (err) {
+      // A server older than this agent refuses the parameter: sync without it. Entries that require
+      // an admitted image then match no caller (the set stays as it was): closed, not open.
+      if (!isWritError(err, 'ERR_FIELD_UNKNOWN') || !err.message.includes('"images"') || this.#serverWithoutImages) throw err;
+      this.#serverWithoutImages = true;
+      this.#o.log.warn('the server does not send admitted images (it is older than this agent): entries that require an admitted image keep the last set');
+      return this.syncOnce(waitSeconds);
+    }
     // Checked whole before anything is applied: a malformed answer changes nothing.
     const r = decodeSyncAnswer(raw, this.#td, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
