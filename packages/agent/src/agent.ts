@@ -468,9 +468,8 @@ export class Agent extends EventEmitter {
     const reason = digests.length
       ? `requires an admitted image: this container runs ${digests.join(', ')}, not admitted under an enforce admission policy (yet)`
       : 'requires an admitted image: the caller has no image digest (not in a container, or no container attestor)';
-    return this.#matching(selectors)
-      .filter((e) => this.#needsAdmittedImage(e))
-      .map((e) => ({ spiffeId: e.spiffeId, reason }));
+    const ids = new Set(this.#matching(selectors).flatMap((e) => (this.#needsAdmittedImage(e) ? [e.spiffeId] : [])));
+    return [...ids].map((spiffeId) => ({ spiffeId, reason }));
   }
 
   #matching(selectors: readonly string[]): EntryView[] {
