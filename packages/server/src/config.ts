@@ -30,6 +30,8 @@ export interface ServerConfig {
   readonly breakGlass: readonly string[];
   /** How long decision-log records (and edges not seen since) are kept. */
   readonly decisionRetentionMs: number;
+  /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
+  readonly requireAdmittedImage: boolean;
 }
 
 export const SERVER_DEFAULTS = {
@@ -60,9 +62,13 @@ const KEYS = [
   'k8sPsat',
   'breakGlass',
   'decisionRetention',
+  'requireAdmittedImage',
 ] as const;
 type Key = (typeof KEYS)[number];
-export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>, string>> & {
+/** Settings that are not strings: read by their own code, not `get`. */
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage';
+export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
+  requireAdmittedImage?: boolean;
   config?: string;
   dnsNames?: string[];
   upstreamCaCert?: string;
@@ -129,7 +135,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
       for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
     }
   }
-  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>): string | undefined => {
+  const get = (k: Exclude<Key, Structured>): string | undefined => {
     const v = flags[k] ?? file[k];
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
@@ -169,6 +175,8 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     }
     if (!kek) bad('kekFile', `${kekFile} is empty`);
   }
+  const requireAdmittedImage = flags.requireAdmittedImage ?? file['requireAdmittedImage'] ?? false;
+  if (typeof requireAdmittedImage !== 'boolean') bad('requireAdmittedImage', 'must be true or false');
   return {
     trustDomain,
     dataDir,
@@ -187,5 +195,6 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     k8sPsat: psatClusters(file['k8sPsat']),
     breakGlass: breakGlassIds(file['breakGlass']),
     decisionRetentionMs,
+    requireAdmittedImage,
   };
 }
