@@ -459,6 +459,7 @@ export class RegistryClient implements RegistryReader {
     const url = new URL(realm);
     if (service !== undefined) url.searchParams.set('service', service);
     if (scope !== undefined) for (const s of scope.split(' ')) if (s !== '') url.searchParams.append('scope', s);
+    if (settings.username !== undefined) url.searchParams.set('account', settings.username);
     // The realm may be another host: its own settings when it has some, else the registry's (its CA).
     const realmHost = url.host;
     const realmSettings = this.#config.hosts().includes(realmHost.toLowerCase()) ? this.#settings(realmHost) : settings;
