@@ -573,6 +573,9 @@ export class RegistryClient implements RegistryReader {
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
+        // An answer that is not HTTP is the registry's fault, not the network's.
+        if (err.code?.startsWith('HPE_') === true)
+          return done(fail('ERR_REGISTRY_RESPONSE_INVALID', `${host} answered with malformed HTTP (${err.code})`, err));
         const e = fail('ERR_REGISTRY_UNREACHABLE', `cannot reach ${host}: ${describeNetError(err)}`, err);
         if (req.reusedSocket && err.code === 'ECONNRESET') Object.assign(e, { reusedSocket: true });
         done(e);

@@ -669,7 +669,9 @@ export type HostileKind =
   /** 503 to everything. */
   | 'unavailable'
   /** A bearer challenge whose token is accepted by the token endpoint but refused by the registry. */
-  | 'auth-loop';
+  | 'auth-loop'
+  /** Bytes that are not HTTP at all. */
+  | 'not-http';
 
 export interface HostileRegistry {
   readonly host: string;
@@ -704,6 +706,7 @@ export async function startHostileRegistry(kind: HostileKind): Promise<HostileRe
     if (kind === 'redirect-loop') return void res.writeHead(307, { location: path === '/a' ? '/b' : '/a' }).end();
     if (kind === 'redirect-chain') return void res.writeHead(302, { location: `/r/${stats.requests}` }).end();
     if (kind === 'slow') return; // never answers; stop() destroys the socket
+    if (kind === 'not-http') return void res.socket?.end('SSH-2.0-OpenSSH_9.2\r\n\r\n');
     if (kind === 'auth-loop') {
       if (path === '/token') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'useless', expires_in: 300 }));
       return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
