@@ -22,7 +22,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request as httpsRequest, Agent, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
@@ -538,6 +538,49 @@ async function startFront(opts: {
   };
 }
 
+interface Backend {
+  readonly child: ChildProcess;
+  readonly backendHost: string;
+  readonly exited: Promise<void>;
+}
+
+/** The real registry on a free loopback port; a port taken between the probe and the bind is retried. */
+async function spawnRegistry(dir: string, listen: string, ca: TestCa, htpasswd: boolean): Promise<Backend> {
+  if (!existsSync(REGISTRY_BINARY)) throw new Error(`${REGISTRY_BINARY} is missing (Debian package docker-registry)`);
+  for (let attempt = 1; ; attempt++) {
+    const backendHost = `${listen.includes(':') ? `[${listen}]` : listen}:${await freePort(listen)}`;
+    writeFileSync(
+      join(dir, 'config.yml'),
+      [
+        'version: 0.1',
+        'log: { level: error, accesslog: { disabled: true } }',
+        `storage: { filesystem: { rootdirectory: ${JSON.stringify(join(dir, 'data'))} }, delete: { enabled: true } }`,
+        `http: { addr: ${JSON.stringify(backendHost)}, secret: ${JSON.stringify(randomBytes(16).toString('hex'))}, tls: { certificate: ${JSON.stringify(ca.certFile)}, key: ${JSON.stringify(ca.keyFile)} } }`,
+        ...(htpasswd ? [`auth: { htpasswd: { realm: ${SERVICE}, path: ${JSON.stringify(join(dir, 'htpasswd'))} } }`] : []),
+        '',
+      ].join('\n'),
+    );
+    const child = spawn(REGISTRY_BINARY, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const keep = (c: Buffer): void => {
+      output = (output + c.toString()).slice(-4000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      await waitReady(backendHost, ca.caPem, child, () => output);
+      return { child, backendHost, exited };
+    } catch (err) {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      if (attempt >= 3 || !/address already in use/.test(output)) throw err;
+    }
+  }
+}
+
 /**
  * Starts the real registry (and the front when bearer or referrers is asked for).
  *
@@ -556,29 +599,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   const ca = makeTestCa(dir);
   const username = 'writ-test';
   const password = randomBytes(12).toString('base64url');
-  const backendPort = await freePort(listen);
-  const backendHost = bracket(listen, backendPort);
   const htpasswd = auth === 'basic';
-  if (htpasswd) execFileSync('htpasswd', ['-Bbc', join(dir, 'htpasswd'), username, password], { stdio: 'ignore' });
-  writeFileSync(
-    join(dir, 'config.yml'),
-    [
-      'version: 0.1',
-      'log: { level: error, accesslog: { disabled: true } }',
-      `storage: { filesystem: { rootdirectory: ${JSON.stringify(join(dir, 'data'))} }, delete: { enabled: true } }`,
-      `http: { addr: ${JSON.stringify(backendHost)}, secret: ${JSON.stringify(randomBytes(16).toString('hex'))}, tls: { certificate: ${JSON.stringify(ca.certFile)}, key: ${JSON.stringify(ca.keyFile)} } }`,
-      ...(htpasswd ? [`auth: { htpasswd: { realm: ${SERVICE}, path: ${JSON.stringify(join(dir, 'htpasswd'))} } }`] : []),
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(REGISTRY_BINARY, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const keep = (c: Buffer): void => {
-    output = (output + c.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  if (htpasswd) {
+    try {
+      execFileSync('htpasswd', ['-Bbc', join(dir, 'htpasswd'), username, password], { stdio: 'ignore' });
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`htpasswd -B failed (Debian package apache2-utils): ${(err as Error).message}`);
+    }
+  }
+  let backend: Backend;
+  try {
+    backend = await spawnRegistry(dir, listen, ca, htpasswd);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const { child, backendHost, exited } = backend;
   const stats = { requests: 0, tokenRequests: 0 };
   const grants = new Map<string, Grant>();
   let front: Front | undefined;
@@ -593,7 +630,6 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitReady(backendHost, ca.caPem, child, () => output);
     if (auth === 'bearer' || referrersApi) {
       front = await startFront({
         listen,
@@ -614,12 +650,17 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   }
   const host = front === undefined ? backendHost : bracket(listen, front.port);
   const basic = `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+  const pushTokens = new Map<string, string>();
   const pusher = new Pusher(host, ca.caPem, (repository) => {
     if (auth === 'basic') return basic;
     if (auth !== 'bearer') return undefined;
-    // The fixture mints its own push token rather than walking the token protocol for every push.
-    const t = `push-${repository}`;
-    grants.set(t, { scopes: new Set([`repository:${repository}:pull`, `repository:${repository}:push`]), expiresAt: Number.MAX_SAFE_INTEGER });
+    // The fixture mints its own (random) push token rather than walking the token protocol for every push.
+    let t = pushTokens.get(repository);
+    if (t === undefined) {
+      t = randomBytes(24).toString('base64url');
+      pushTokens.set(repository, t);
+      grants.set(t, { scopes: new Set([`repository:${repository}:pull`, `repository:${repository}:push`]), expiresAt: Number.MAX_SAFE_INTEGER });
+    }
     return `Bearer ${t}`;
   });
   return {
