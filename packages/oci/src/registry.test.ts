@@ -267,6 +267,8 @@ describe('hostile registries: each answer within its budget, with its code', () 
     ['unavailable', 'ERR_REGISTRY_UNREACHABLE', /answered 503/],
     ['auth-loop', 'ERR_REGISTRY_AUTH', /refused the credentials/],
     ['not-http', 'ERR_REGISTRY_RESPONSE_INVALID', /malformed HTTP \(HPE_/],
+    ['truncated', 'ERR_REGISTRY_UNREACHABLE', /closed the connection in the middle of its answer|broke off/],
+    ['endless-error', 'ERR_IMAGE_NOT_FOUND', /not found/],
   ];
   for (const [kind, code, message] of cases) {
     it(`${kind}: ${code}`, async () => {

@@ -560,13 +560,17 @@ export class RegistryClient implements RegistryReader {
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > limit) {
-            if (ok) done(fail(x.tooLarge, `${host} sent more than the ${limit} bytes allowed for ${url.pathname.slice(0, 200)}`));
-            else done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url });
-            return;
+            if (ok) return done(fail(x.tooLarge, `${host} sent more than the ${limit} bytes allowed for ${url.pathname.slice(0, 200)}`));
+            // Enough of an error body: keep what came, drop the connection rather than read on.
+            done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url });
+            return req.destroy();
           }
           chunks.push(c);
         });
         res.on('end', () => done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url }));
+        res.on('close', () => {
+          if (!res.complete) done(fail('ERR_REGISTRY_UNREACHABLE', `${host} closed the connection in the middle of its answer`));
+        });
         res.on('error', (err) =>
           done(fail('ERR_REGISTRY_UNREACHABLE', `${host} broke off the answer (${(err as NodeJS.ErrnoException).code ?? err.message})`, err)),
         );

@@ -712,7 +712,11 @@ export type HostileKind =
   /** A bearer challenge whose token is accepted by the token endpoint but refused by the registry. */
   | 'auth-loop'
   /** Bytes that are not HTTP at all. */
-  | 'not-http';
+  | 'not-http'
+  /** A manifest announced longer than what is sent before the connection drops. */
+  | 'truncated'
+  /** A 404 whose body never ends. */
+  | 'endless-error';
 
 export interface HostileRegistry {
   readonly host: string;
@@ -748,6 +752,16 @@ export async function startHostileRegistry(kind: HostileKind): Promise<HostileRe
     if (kind === 'redirect-chain') return void res.writeHead(302, { location: `/r/${stats.requests}` }).end();
     if (kind === 'slow') return; // never answers; stop() destroys the socket
     if (kind === 'not-http') return void res.socket?.end('SSH-2.0-OpenSSH_9.2\r\n\r\n');
+    if (kind === 'truncated' && path !== '/v2/') {
+      res.writeHead(200, { ...manifestHeaders, 'content-length': String(GOOD_MANIFEST.length) });
+      res.write(GOOD_MANIFEST.subarray(0, 10));
+      return void setTimeout(() => res.destroy(), 20);
+    }
+    if (kind === 'endless-error') {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write(Buffer.alloc(16 * 1024, 0x20))), 1);
+      return void timers.add(t);
+    }
     if (kind === 'auth-loop') {
       if (path === '/token') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'useless', expires_in: 300 }));
       return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
