@@ -438,8 +438,12 @@ async function startFront(opts: {
       const extra: Record<string, string> = {};
       after?.(upRes.statusCode ?? 502, extra);
       res.writeHead(upRes.statusCode ?? 502, { ...upRes.headers, ...extra });
+      upRes.on('error', () => res.destroy());
       upRes.pipe(res);
     });
+    // A client or the registry going away mid-request must not take the test process down.
+    req.on('error', () => up.destroy());
+    res.on('error', () => up.destroy());
     up.on('error', () => {
       if (!res.headersSent) res.writeHead(502);
       res.end();
