@@ -194,6 +194,22 @@ describe('bearer tokens (the fixture’s token front before the real registry)',
     c.close();
   });
 
+  it('a caller whose budget runs out while a shared token fetch is slow fails alone; the others get the token', async () => {
+    const slow = await startRegistry({ auth: 'bearer', tokenDelayMs: 300 });
+    const c = clientFor(slow, { username: slow.username, password: slow.password });
+    try {
+      const img = await slow.pushImage('team/app', 'v1');
+      const hurried = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(100) });
+      const patient = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(5000) });
+      await rejectsWith(hurried, 'ERR_REGISTRY_TIMEOUT');
+      assert.equal((await patient).digest, img.digest);
+      assert.equal(slow.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await slow.stop();
+    }
+  });
+
   it('wrong or no credentials at the token endpoint: ERR_REGISTRY_AUTH', async () => {
     const wrong = clientFor(reg, { username: reg.username, password: 'wrong-password-xyz' });
     const err = await rejectsWith(wrong.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /token endpoint .* refused the credentials/);

@@ -445,10 +445,13 @@ export class RegistryClient implements RegistryReader {
     if (cached !== undefined && cached.expiresAt > this.#now()) return cached;
     let pending = this.#tokenFetches.get(key);
     if (pending === undefined) {
-      pending = this.#fetchToken(x, settings, realmUrl, params.service, scope).finally(() => this.#tokenFetches.delete(key));
+      // The shared fetch is bounded by the request timeout, not by the first caller's budget:
+      // each caller waits for it under its own signal.
+      pending = this.#fetchToken({ ...x, signal: undefined }, settings, realmUrl, params.service, scope).finally(() => this.#tokenFetches.delete(key));
+      pending.catch(() => {});
       this.#tokenFetches.set(key, pending);
     }
-    const token = await pending;
+    const token = await withSignal(pending, x.signal, x.host);
     // Cached under our own scope too, so the next request sends it without a challenge.
     if (ourScope !== undefined) this.#tokens.set(`${x.host} ${ourScope}`, token);
     this.#tokens.set(key, token);
@@ -589,6 +592,26 @@ export class RegistryClient implements RegistryReader {
       req.end();
     });
   }
+}
+
+/** p, or ERR_REGISTRY_TIMEOUT as soon as signal aborts (p goes on for whoever else waits on it). */
+function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, host: string): Promise<T> {
+  if (signal === undefined) return p;
+  if (signal.aborted) return Promise.reject(fail('ERR_REGISTRY_TIMEOUT', `${host} did not answer within the time allowed`));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(fail('ERR_REGISTRY_TIMEOUT', `${host} did not answer within the time allowed`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** A network error in words, with the hint an operator needs for TLS trust problems. */

@@ -153,6 +153,8 @@ export interface StartRegistryOptions {
   readonly ipv6?: boolean;
   /** Bearer token lifetime the token endpoint announces (seconds, default 300). */
   readonly tokenTtlSeconds?: number;
+  /** The token endpoint waits this long before answering (default 0): a slow auth server. */
+  readonly tokenDelayMs?: number;
 }
 
 export interface TestRegistry {
@@ -394,6 +396,7 @@ async function startFront(opts: {
   username: string;
   password: string;
   tokenTtlSeconds: number;
+  tokenDelayMs: number;
   stats: { requests: number; tokenRequests: number };
   grants: Map<string, Grant>;
 }): Promise<Front> {
@@ -455,7 +458,7 @@ async function startFront(opts: {
   const server = createHttpsServer({ cert: opts.ca.certPem, key: opts.ca.keyPem }, (req, res) => {
     opts.stats.requests++;
     const url = new URL(req.url ?? '/', 'https://front');
-    if (opts.bearer && url.pathname === '/token') return token(req, res, url);
+    if (opts.bearer && url.pathname === '/token') return void setTimeout(() => token(req, res, url), opts.tokenDelayMs);
     const m = /^\/v2\/(.+?)\/(manifests|blobs|tags|referrers)\/(.*)$/.exec(url.pathname);
     const repository = m?.[1];
     if (opts.bearer && url.pathname.startsWith('/v2/')) {
@@ -644,6 +647,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
         username,
         password,
         tokenTtlSeconds: opts.tokenTtlSeconds ?? 300,
+        tokenDelayMs: opts.tokenDelayMs ?? 0,
         stats,
         grants,
       });
