@@ -127,8 +127,10 @@ describe('against the real registry, no auth', () => {
     untrusting.close();
   });
 
-  it('refuses bad tags before any request', async () => {
+  it('refuses bad tags, repositories and registries before any request', async () => {
     await rejectsWith(client.manifest(parseImageRef(reg.ref('team/app')), '../../etc'), 'ERR_IMAGE_REF_INVALID');
+    await rejectsWith(client.manifest({ registry: reg.host, repository: '../../v2/_catalog' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid repository/);
+    await rejectsWith(client.manifest({ registry: 'evil.example.com/x?', repository: 'a' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid registry/);
     await rejectsWith(client.blob(parseImageRef(reg.ref('team/app')), 'sha256:abc', 10), 'ERR_IMAGE_REF_INVALID');
   });
 });

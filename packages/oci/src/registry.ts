@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { WritError } from '@writ/spiffe';
-import { parseDigest, parseImageRef } from './reference.ts';
+import { isRegistryHost, isRepositoryPath, parseDigest, parseImageRef } from './reference.ts';
 import { RegistryConfig, type RegistrySettings } from './registry-config.ts';
 import type { Descriptor, ImageRef, Manifest, RegistryReader } from './types.ts';
 
@@ -385,6 +385,9 @@ export class RegistryClient implements RegistryReader {
 
   /** One logical request: auth challenges answered, redirects followed, under the caller's signal. */
   async #exchange(x: Exchange): Promise<Response> {
+    // Callers may build the repository by hand: nothing but a valid name reaches a URL.
+    if (!isRegistryHost(x.host)) throw fail('ERR_IMAGE_REF_INVALID', `invalid registry ${JSON.stringify(x.host.slice(0, 100))}`);
+    if (x.repo !== undefined && !isRepositoryPath(x.repo)) throw fail('ERR_IMAGE_REF_INVALID', `invalid repository ${JSON.stringify(x.repo.slice(0, 100))}`);
     if (x.signal?.aborted) throw fail('ERR_REGISTRY_TIMEOUT', `no time left to ask ${x.host}`);
     const settings = this.#settings(x.host);
     const scope = x.repo === undefined ? undefined : `repository:${x.repo}:pull`;
