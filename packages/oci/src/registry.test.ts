@@ -268,6 +268,20 @@ describe('IPv6 loopback', () => {
       await reg.stop();
     }
   });
+
+  it('fetches a bearer token from a realm on [::1] and lists referrers there', async () => {
+    const reg = await startRegistry({ ipv6: true, auth: 'bearer', referrers: true });
+    try {
+      const img = await reg.pushImage('team/app', 'v1');
+      const c = clientFor(reg, { username: reg.username, password: reg.password });
+      assert.equal((await c.resolve(`${reg.host}/team/app:v1`)).digest, img.digest);
+      assert.deepEqual(await c.referrers(parseImageRef(reg.ref('team/app')), img.digest), []);
+      assert.equal(reg.stats.tokenRequests, 1);
+      c.close();
+    } finally {
+      await reg.stop();
+    }
+  });
 });
 
 describe('hostile registries: each answer within its budget, with its code', () => {
