@@ -301,6 +301,7 @@ describe('hostile registries: each answer within its budget, with its code', () 
     ['not-http', 'ERR_REGISTRY_RESPONSE_INVALID', /malformed HTTP \(HPE_/],
     ['truncated', 'ERR_REGISTRY_UNREACHABLE', /closed the connection in the middle of its answer|broke off/],
     ['endless-error', 'ERR_IMAGE_NOT_FOUND', /not found/],
+    ['bad-token', 'ERR_REGISTRY_AUTH', /token endpoint .* not JSON/],
   ];
   for (const [kind, code, message] of cases) {
     it(`${kind}: ${code}`, async () => {

@@ -724,7 +724,9 @@ export type HostileKind =
   /** A manifest announced longer than what is sent before the connection drops. */
   | 'truncated'
   /** A 404 whose body never ends. */
-  | 'endless-error';
+  | 'endless-error'
+  /** A bearer challenge whose token endpoint answers 200 with HTML. */
+  | 'bad-token';
 
 export interface HostileRegistry {
   readonly host: string;
@@ -769,6 +771,10 @@ export async function startHostileRegistry(kind: HostileKind): Promise<HostileRe
       res.writeHead(404, { 'content-type': 'application/json' });
       const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write(Buffer.alloc(16 * 1024, 0x20))), 1);
       return void timers.add(t);
+    }
+    if (kind === 'bad-token') {
+      if (path === '/token') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>sign in</html>');
+      return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
     }
     if (kind === 'auth-loop') {
       if (path === '/token') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'useless', expires_in: 300 }));
