@@ -212,6 +212,19 @@ describe('bearer tokens (the fixture’s token front before the real registry)',
     }
   });
 
+  it('anonymous bearer tokens, as Docker Hub hands out for public images: no credentials configured, none sent', async () => {
+    const pub = await startRegistry({ auth: 'bearer', anonymousPull: true });
+    const c = clientFor(pub);
+    try {
+      const img = await pub.pushImage('library/nginx', 'latest');
+      assert.equal((await c.resolve(`${pub.host}/library/nginx`)).digest, img.digest);
+      assert.equal(pub.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await pub.stop();
+    }
+  });
+
   it('wrong or no credentials at the token endpoint: ERR_REGISTRY_AUTH', async () => {
     const wrong = clientFor(reg, { username: reg.username, password: 'wrong-password-xyz' });
     const err = await rejectsWith(wrong.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /token endpoint .* refused the credentials/);

@@ -155,6 +155,8 @@ export interface StartRegistryOptions {
   readonly tokenTtlSeconds?: number;
   /** The token endpoint waits this long before answering (default 0): a slow auth server. */
   readonly tokenDelayMs?: number;
+  /** With bearer auth: a token request without credentials gets pull access, as on Docker Hub (default false). */
+  readonly anonymousPull?: boolean;
 }
 
 export interface TestRegistry {
@@ -397,6 +399,7 @@ async function startFront(opts: {
   password: string;
   tokenTtlSeconds: number;
   tokenDelayMs: number;
+  anonymousPull: boolean;
   stats: { requests: number; tokenRequests: number };
   grants: Map<string, Grant>;
 }): Promise<Front> {
@@ -409,7 +412,8 @@ async function startFront(opts: {
   const token = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
     opts.stats.tokenRequests++;
     const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString('base64')}`;
-    if (req.headers.authorization !== expected) {
+    const anonymous = req.headers.authorization === undefined && opts.anonymousPull;
+    if (req.headers.authorization !== expected && !anonymous) {
       res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': `Basic realm="${SERVICE}"` });
       res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'wrong credentials' }] }));
       return;
@@ -417,7 +421,8 @@ async function startFront(opts: {
     const scopes = new Set<string>();
     for (const scope of url.searchParams.getAll('scope')) {
       const [type, name, actions] = scope.split(':');
-      if (type === 'repository' && name !== undefined && actions !== undefined) for (const a of actions.split(',')) scopes.add(`repository:${name}:${a}`);
+      if (type === 'repository' && name !== undefined && actions !== undefined)
+        for (const a of actions.split(',')) if (!anonymous || a === 'pull') scopes.add(`repository:${name}:${a}`);
     }
     const t = randomBytes(24).toString('base64url');
     opts.grants.set(t, { scopes, expiresAt: Date.now() + opts.tokenTtlSeconds * 1000 });
@@ -648,6 +653,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
         password,
         tokenTtlSeconds: opts.tokenTtlSeconds ?? 300,
         tokenDelayMs: opts.tokenDelayMs ?? 0,
+        anonymousPull: opts.anonymousPull ?? false,
         stats,
         grants,
       });
