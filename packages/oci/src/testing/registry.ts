@@ -550,6 +550,23 @@ async function startFront(opts: {
   };
 }
 
+/** Registries still running: killed when the test process exits, even if a test never called stop(). */
+const running = new Map<ChildProcess, string>();
+let exitHook = false;
+function track(child: ChildProcess, dir: string): void {
+  running.set(child, dir);
+  child.once('exit', () => running.delete(child));
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const [c, d] of running) {
+        c.kill('SIGKILL');
+        rmSync(d, { recursive: true, force: true });
+      }
+    });
+  }
+}
+
 interface Backend {
   readonly child: ChildProcess;
   readonly backendHost: string;
@@ -573,6 +590,7 @@ async function spawnRegistry(dir: string, listen: string, ca: TestCa, htpasswd: 
       ].join('\n'),
     );
     const child = spawn(REGISTRY_BINARY, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child, dir);
     let output = '';
     const keep = (c: Buffer): void => {
       output = (output + c.toString()).slice(-4000);
