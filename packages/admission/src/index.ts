@@ -1,1 +1,21 @@
 export type { PodLike, PssLevel, Violation } from './types.ts';
+export {
+  parseAdmission,
+  admissionSetOf,
+  admissionKey,
+  isAdmissionKey,
+  signatureRequirements,
+  publicKeyOf,
+  controlCovers,
+  globMatcher,
+  ADMISSION_KINDS,
+  ADMISSION_MODES,
+  WRIT_CONTROLS,
+  type AdmissionPolicy,
+  type AdmissionException,
+  type AdmissionSet,
+  type AdmissionKind,
+  type AdmissionMode,
+  type ImagePolicy,
+  type KeySource,
+} from './model.ts';
