@@ -89,7 +89,8 @@ export class YamlReader {
         const at = this.#lc.linePos(e.pos[0]);
         this.issues.push({ line: at.line, column: at.col, message: e.message.split('\n')[0]! });
       }
-      if (doc.errors.length || doc.contents === null) continue;
+      // An empty document (a trailing `---`) holds nothing to check.
+      if (doc.errors.length || doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue;
       const node = doc.contents as Node;
       const fields = this.fields(node, 'the document', topFields);
       if (!fields) continue;
