@@ -33,3 +33,12 @@ export {
   type ImagePolicy,
   type KeySource,
 } from './model.ts';
+export {
+  evaluate,
+  type AdmissionInput,
+  type AdmissionOperation,
+  type AdmissionVerdict,
+  type EvaluateDeps,
+  type Finding,
+  type JsonPatchOp,
+} from './evaluate.ts';

@@ -23,6 +23,7 @@ import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { isScalar, isSeq, type Node } from 'yaml';
 import { YamlReader } from '@writ/policy';
 import type { SignatureRequirement } from '@writ/oci';
+import { PSS_CONTROLS, resolvePssVersion } from './pss.ts';
 import type { PssLevel } from './types.ts';
 
 export const ADMISSION_KINDS = ['AdmissionPolicy', 'AdmissionException'] as const;
@@ -30,27 +31,6 @@ export type AdmissionKind = (typeof ADMISSION_KINDS)[number];
 export const ADMISSION_MODES = ['enforce', 'warn', 'audit'] as const;
 export type AdmissionMode = (typeof ADMISSION_MODES)[number];
 
-/** Pod Security Admission's check IDs (kubernetes/pod-security-admission, policy/check_*.go): what an exception may name. */
-const PSS_CONTROLS = [
-  'allowPrivilegeEscalation',
-  'appArmorProfile',
-  'capabilities_baseline',
-  'capabilities_restricted',
-  'hostNamespaces',
-  'hostPathVolumes',
-  'hostPorts',
-  'hostProbesAndLifecycle',
-  'privileged',
-  'procMount',
-  'restrictedVolumes',
-  'runAsNonRoot',
-  'runAsUser',
-  'seLinuxOptions',
-  'seccompProfile_baseline',
-  'seccompProfile_restricted',
-  'sysctls',
-  'windowsHostProcess',
-] as const;
 /** Writ's own controls (images and `require`). */
 export const WRIT_CONTROLS = [
   'imageDigest',
@@ -118,6 +98,15 @@ const OTHER_WRIT_KINDS = ['AccessPolicy', 'PolicyTest'];
 const NAMESPACE_GLOB = /^[a-z0-9*?]([a-z0-9*?-]{0,61}[a-z0-9*?])?$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const SUPPORTED_KEYS = 'ECDSA P-256/P-384, RSA (2048 bits or more) or Ed25519';
+
+function validVersion(v: string): boolean {
+  try {
+    resolvePssVersion(v);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A namespace glob (`*` any run, `?` one character) as a matcher. */
 export function globMatcher(glob: string): (s: string) => boolean {
@@ -188,7 +177,7 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
         if (level !== undefined && !['privileged', 'baseline', 'restricted'].includes(level))
           y.issue(ps!.get('level'), 'spec.podSecurity.level must be privileged, baseline or restricted');
         const version = ps?.get('version') ? y.str(ps.get('version'), 'spec.podSecurity.version') : 'latest';
-        if (version !== undefined && !/^(latest|v1\.(0|[1-9][0-9]{0,2}))$/.test(version))
+        if (version !== undefined && !validVersion(version))
           y.issue(ps!.get('version'), 'spec.podSecurity.version must be latest or a Kubernetes minor version like v1.30');
         if (level && version) podSecurity = { level: level as PssLevel, version };
       }
