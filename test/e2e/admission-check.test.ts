@@ -243,7 +243,12 @@ spec:
         ],
       );
       const table = await writ(srv, ['policy', 'list']);
-      assert.match(table.stdout, /^AdmissionPolicy\/monitoring +AdmissionPolicy +namespaces monitoring +enforce/m);
+      assert.match(table.stdout, /^AdmissionPolicy\/monitoring +namespaces monitoring +enforce +AdmissionPolicy$/m);
+      assert.match(
+        table.stdout,
+        /^AdmissionException\/legacy-agent-hostpath +namespaces monitoring +until 2027-03-01T00:00:00.000Z +hostPathVolumes,hostNamespaces +AdmissionException$/m,
+      );
+      assert.match(table.stdout, /^monitoring +spiffe:\/\/e2e.test\/ns\/monitoring\/\*\* +enforce +1 +AccessPolicy$/m);
       const got = await writ(srv, ['policy', 'get', 'AdmissionPolicy/monitoring']);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout, `${POLICY.split('---\n')[0]!}`);

@@ -791,17 +791,21 @@ export function buildProgram(): Command {
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
-      const applies = (p: Record<string, unknown>): string =>
-        p['kind'] === 'AccessPolicy' || p['kind'] === undefined ? String(p['to']) : `namespaces ${(p['namespaces'] as string[]).join(',')}`;
-      const detail = (p: Record<string, unknown>): string =>
-        p['kind'] === 'AdmissionException'
-          ? `${(p['controls'] as string[]).join(',')} until ${String(p['expires'])}`
-          : p['kind'] === 'AdmissionPolicy'
-            ? ''
-            : `${String(p['rules'])} rules`;
+      // Access policies keep their columns; admission documents show their namespaces, and an exception its expiry and controls.
+      const admission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
       print(format, res, () => ({
-        head: ['NAME', 'KIND', 'APPLIES TO', 'MODE', 'DETAIL'],
-        body: res.policies.map((p) => [String(p['name']), String(p['kind'] ?? 'AccessPolicy'), applies(p), String(p['mode'] ?? ''), detail(p)]),
+        head: ['NAME', 'TO', 'MODE', 'RULES', 'KIND'],
+        body: res.policies.map((p) =>
+          admission(p)
+            ? [
+                String(p['name']),
+                `namespaces ${(p['namespaces'] as string[]).join(',')}`,
+                p['kind'] === 'AdmissionException' ? `until ${String(p['expires'])}` : String(p['mode']),
+                p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
+                String(p['kind']),
+              ]
+            : [String(p['name']), String(p['to']), String(p['mode']), String(p['rules']), 'AccessPolicy'],
+        ),
       }));
     });
   policy
