@@ -40,7 +40,7 @@ const PIN_HELP = {
   trustDomain: "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
   serverSpiffeId: 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)',
 } as const;
-const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test)';
+const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test, a denied admission check)';
 
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
