@@ -8,9 +8,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
+import { registerAdmissionCheck } from './admission.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
-import { registerAdmissionCheck } from './admission.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
