@@ -800,7 +800,7 @@ export function buildProgram(): Command {
             ? [
                 String(p['name']),
                 `namespaces ${(p['namespaces'] as string[]).join(',')}`,
-                p['kind'] === 'AdmissionException' ? `until ${String(p['expires'])}` : String(p['mode']),
+                p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
                 p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
                 String(p['kind']),
               ]

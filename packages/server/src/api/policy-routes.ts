@@ -186,7 +186,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
           const p = a.policies[0];
           if (p) return { name, kind: 'AdmissionPolicy', namespaces: p.namespaces, mode: p.mode };
           const e = a.exceptions[0]!;
-          return { name, kind: 'AdmissionException', namespaces: e.namespaces, controls: e.controls, expires: new Date(e.expires).toISOString() };
+          return {
+            name,
+            kind: 'AdmissionException',
+            namespaces: e.namespaces,
+            controls: e.controls,
+            expires: new Date(e.expires).toISOString(),
+            // Kept in the set (a rollback may need it) but of no effect anywhere.
+            expired: e.expires <= ctx.clock(),
+          };
         }
         const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
         return { name, kind: 'AccessPolicy', to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
