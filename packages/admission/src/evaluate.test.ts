@@ -409,3 +409,20 @@ describe('evaluate: exceptions', () => {
     assert.deepEqual(v.exceptionsUsed, [{ name: 'rw', controls: ['readOnlyRootFilesystem'], containers: ['app'] }]);
   });
 });
+
+describe('evaluate: registry prefixes offline, as the verifier reads them', () => {
+  it('a prefix ending in / is a path prefix; another is a whole name or path segment', async () => {
+    const run = async (prefix: string, image: string) =>
+      (
+        await evaluate(input(pod(podSpec([{ name: 'a', image }]))), setOf(policy('r', `  namespaces: [prod]\n  images: { registries: ["${prefix}"] }`)), {
+          now: NOW,
+        })
+      ).allowed;
+    assert.equal(await run('registry.example.com/team/', 'registry.example.com/team/app:1'), true);
+    assert.equal(await run('registry.example.com/team', 'registry.example.com/team/app:1'), true);
+    assert.equal(await run('registry.example.com/team', 'registry.example.com/teamx/app:1'), false);
+    assert.equal(await run('docker.io/library/', 'nginx'), true);
+    assert.equal(await run('localhost:5000/', `localhost:5000/app@sha256:${'1'.repeat(64)}`), true);
+    assert.equal(await run('[::1]:5000/', '[::1]:5000/app:1'), true);
+  });
+});

@@ -168,7 +168,8 @@ function offlineVerdict(image: string, req: ImageRequirements): ImageVerdict {
   const digest = at >= 0 && /^sha256:[0-9a-f]{64}$/.test(image.slice(at + 1)) ? image.slice(at + 1) : undefined;
   if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
   const name = normalName(image);
-  if (req.registries.length && !req.registries.some((r) => name.startsWith(r) || `${name}/`.startsWith(r)))
+  // As @writ/oci's verifier: a prefix ending in / is a path prefix, another one a whole name or path segment.
+  if (req.registries.length && !req.registries.some((r) => (r.endsWith('/') ? name.startsWith(r) : name === r || name.startsWith(`${r}/`))))
     problems.push({ control: 'imageRegistry', message: `image ${q(image)} is not from an allowed registry (${req.registries.map(q).join(', ')})` });
   if (req.signatures.length)
     problems.push({ control: 'imageSignature', message: `image ${q(image)}: signatures cannot be verified without access to its registry` });
