@@ -252,6 +252,8 @@ spec:
       const got = await writ(srv, ['policy', 'get', 'AdmissionPolicy/monitoring']);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout, `${POLICY.split('---\n')[0]!}`);
+      // The access policy of the same name is its own document, not the admission one.
+      assert.equal((await writ(srv, ['policy', 'get', 'monitoring'])).stdout, access);
       // What the webhook evaluates is read back from the store as written.
       const res = await fetchPolicies(srv);
       const set = admissionSetOf(res, Date.parse('2026-12-01T00:00:00Z'));
