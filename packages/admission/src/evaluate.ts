@@ -6,7 +6,7 @@
 import type { ImageChecker, ImageProblem, ImageRequirements, ImageVerdict } from '@writ/oci';
 import { type AdmissionMode, type AdmissionPolicy, type AdmissionSet, controlCovers, globMatcher, signatureRequirements } from './model.ts';
 import { checkPodSecurity, podSecurityMessage } from './pss.ts';
-import type { PodLike, Violation } from './types.ts';
+import type { PodLike, PssLevel, Violation } from './types.ts';
 import { isSignificantPodUpdate, podOf, podSecurityApplies, workloadNames } from './workload.ts';
 
 export type AdmissionOperation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
@@ -273,9 +273,16 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
     return out;
   };
 
+  // Policies at the same level and version share one Pod Security check.
+  const pssBy = new Map<string, Violation[]>();
+  const podSecurity = (level: PssLevel, version: string): Violation[] => {
+    let v = pssBy.get(`${level}:${version}`);
+    if (!v) pssBy.set(`${level}:${version}`, (v = checkPodSecurity(pod, level, version)));
+    return v;
+  };
   const perPolicy = await Promise.all(
     applying.map(async (p) => {
-      const pss = p.podSecurity ? checkPodSecurity(pod, p.podSecurity.level, p.podSecurity.version) : [];
+      const pss = p.podSecurity ? podSecurity(p.podSecurity.level, p.podSecurity.version) : [];
       return { p, pss, writ: [...requireFindings(p, pod, containers), ...(await imageFindings(p))] };
     }),
   );
