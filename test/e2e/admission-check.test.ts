@@ -285,6 +285,14 @@ spec:
       );
     });
 
+    it('a signature key file the server cannot read is applied with a warning that says so', async () => {
+      const text = `apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: signed }\nspec:\n  namespaces: [prod]\n  images: { signatures: [{ name: k, keys: [{ file: /nonexistent/cosign.pub }] }] }\n`;
+      const r = await writ(srv, ['policy', 'apply', '-f', file('signed.yaml', text)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stderr, 'warning: AdmissionPolicy signed: key file /nonexistent/cosign.pub cannot be read on this server (ENOENT)\n');
+      assert.equal((await writ(srv, ['policy', 'delete', 'AdmissionPolicy/signed'])).code, 0);
+    });
+
     it('refuses an invalid admission document with its line, locally and on the server, and stores nothing', async () => {
       const before = JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout).revision;
       const bad = POLICY.replace('controls: [hostPathVolumes, hostNamespaces]', 'controls: [hostPathVolumes, hostNetwork]');
