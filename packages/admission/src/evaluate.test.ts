@@ -425,4 +425,18 @@ describe('evaluate: registry prefixes offline, as the verifier reads them', () =
     assert.equal(await run('localhost:5000/', `localhost:5000/app@sha256:${'1'.repeat(64)}`), true);
     assert.equal(await run('[::1]:5000/', '[::1]:5000/app:1'), true);
   });
+
+  it('a digest of the wrong length or in uppercase is refused as malformed, not taken for a tag', async () => {
+    for (const image of [`registry.example.com/team/a@sha256:${'1'.repeat(63)}`, `registry.example.com/team/a@sha256:${'A'.repeat(64)}`]) {
+      const v = await evaluate(
+        input(pod(podSpec([{ name: 'a', image }]))),
+        setOf(policy('r', '  namespaces: [prod]\n  images: { registries: ["registry.example.com/"] }')),
+        { now: NOW },
+      );
+      assert.deepEqual(
+        v.violations.map((x) => x.message),
+        [`image "${image}" has a malformed digest (sha256: and 64 lowercase hex digits) (container "a")`],
+      );
+    }
+  });
 });

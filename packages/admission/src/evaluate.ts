@@ -166,7 +166,8 @@ function offlineVerdict(image: string, req: ImageRequirements): ImageVerdict {
   const problems: ImageProblem[] = [];
   const at = image.lastIndexOf('@');
   const digest = at >= 0 && /^sha256:[0-9a-f]{64}$/.test(image.slice(at + 1)) ? image.slice(at + 1) : undefined;
-  if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
+  if (at >= 0 && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} has a malformed digest (sha256: and 64 lowercase hex digits)` });
+  else if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
   const name = normalName(image);
   // As @writ/oci's verifier: a prefix ending in / is a path prefix, another one a whole name or path segment.
   if (req.registries.length && !req.registries.some((r) => (r.endsWith('/') ? name.startsWith(r) : name === r || name.startsWith(`${r}/`))))
