@@ -120,6 +120,23 @@ describe('evaluate: Pod Security Standards', () => {
     assert.equal((await evaluate(input(changed, { operation: 'UPDATE', oldObject: old }), set, { now: NOW })).allowed, false);
   });
 
+  it('a workload UPDATE that leaves the pod template as it was is allowed; one that changes it is checked', async () => {
+    const deployment = (replicas: number, spec: unknown) => ({ kind: 'Deployment', metadata: { name: 'web' }, spec: { replicas, template: { spec } } });
+    const set = setOf(BASELINE);
+    const scaled = await evaluate(
+      input(deployment(3, privileged()), { kind: 'Deployment', operation: 'UPDATE', oldObject: deployment(1, privileged()) }),
+      set,
+      { now: NOW },
+    );
+    assert.equal(scaled.allowed, true);
+    const changed = await evaluate(
+      input(deployment(1, privileged()), { kind: 'Deployment', operation: 'UPDATE', oldObject: deployment(1, podSpec([ctr('app')])) }),
+      set,
+      { now: NOW },
+    );
+    assert.equal(changed.allowed, false);
+  });
+
   it('checks ephemeral containers added through pods/ephemeralcontainers', async () => {
     const before = pod(podSpec([ctr('app')]));
     const after = pod(podSpec([ctr('app')], { ephemeralContainers: [{ name: 'debug', image: 'busybox', securityContext: { privileged: true } }] }));

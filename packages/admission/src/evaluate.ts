@@ -204,7 +204,8 @@ function checkWithin(checker: ImageChecker, image: string, req: ImageRequirement
 /**
  * Evaluates one admission request. Allowed unchecked, as Pod Security Admission does: DELETE and
  * CONNECT, the pod subresources PSA ignores (exec, status, ...), workload subresources (scale),
- * Pod UPDATEs that change no container or image, objects without a pod, namespaces no policy matches.
+ * Pod UPDATEs that change no container or image, workload UPDATEs that leave the pod template as
+ * it was, objects without a pod, namespaces no policy matches.
  * @example await evaluate({ kind: 'Pod', namespace: 'prod', name: 'web', operation: 'CREATE', object: pod }, set, { now: Date.now() })
  */
 export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: EvaluateDeps): Promise<AdmissionVerdict> {
@@ -217,9 +218,11 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
   const found = podOf(input.kind, input.object);
   if (!found) return ALLOW;
   const { pod, specPath } = found;
-  if (input.operation === 'UPDATE' && input.kind === 'Pod') {
+  if (input.operation === 'UPDATE') {
     const old = podOf(input.kind, input.oldObject);
-    if (old && !isSignificantPodUpdate(old.pod, pod)) return ALLOW;
+    // Pods: PSA's rule. Workloads: an update that leaves the pod template as it was (replicas, labels
+    // of the workload) is not refused for a template that was admitted (or excepted) before.
+    if (old && (input.kind === 'Pod' ? !isSignificantPodUpdate(old.pod, pod) : JSON.stringify(old.pod) === JSON.stringify(pod))) return ALLOW;
   }
   const containers = containersOf(pod, specPath);
   const names = new Set([input.name, ...workloadNames(pod)].filter((n) => n !== ''));
