@@ -11,3 +11,15 @@ export type {
 } from './types.ts';
 export { OCI_ERROR_CODES, type OciErrorCode } from './errors.ts';
 export { parseImageRef, parseDigest, pinnedRef, formatImageRef, MAX_NAME_LENGTH, MAX_REFERENCE_LENGTH } from './reference.ts';
+export {
+  BUNDLE_ARTIFACT_TYPE,
+  type CosignFailure,
+  type CosignLayout,
+  type CosignResult,
+  parseCosignKey,
+  SIGNATURE_ANNOTATION,
+  SIMPLE_SIGNING_MEDIA_TYPE,
+  signatureRequirement,
+  verifyCosign,
+  verifySignature,
+} from './cosign.ts';
