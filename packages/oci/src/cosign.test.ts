@@ -1,68 +1,26 @@
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, sign } from 'node:crypto';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isWritError, WritError } from '@writ/spiffe';
+import { isWritError } from '@writ/spiffe';
 import { parseCosignKey, signatureRequirement, verifyCosign, verifySignature } from './cosign.ts';
 import { COSIGN_KEY_KINDS, type CosignKey, type CosignKeyKind, cosignSign, makeCosignKey } from './testing/cosign.ts';
 import { MEDIA_TYPES, startRegistry, type TestRegistry } from './testing/registry.ts';
-import type { Descriptor, ImageRef, Manifest, RegistryReader } from './types.ts';
+import { RegistryClient } from './registry.ts';
+import { registryConfig } from './registry-config.ts';
+import type { Descriptor } from './types.ts';
 
-/** Until registry.ts lands: the least reader that speaks the distribution API to the test registry. */
-class TinyReader implements RegistryReader {
-  readonly #agent: Agent;
-  readonly #host: string;
-  constructor(host: string, ca: string) {
-    this.#agent = new Agent({ ca, keepAlive: true });
-    this.#host = host;
-  }
-  #get(path: string, accept: string): Promise<{ status: number; body: Buffer }> {
-    return new Promise((resolve, reject) => {
-      request(`https://${this.#host}${path}`, { agent: this.#agent, headers: { accept } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-      })
-        .on('error', reject)
-        .end();
-    });
-  }
-  async manifest(repo: Pick<ImageRef, 'repository'>, reference: string): Promise<Manifest | null> {
-    const r = await this.#get(
-      `/v2/${repo.repository}/manifests/${reference}`,
-      [MEDIA_TYPES.ociManifest, MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifest, MEDIA_TYPES.dockerList].join(','),
-    );
-    if (r.status === 404) return null;
-    const json = JSON.parse(r.body.toString()) as Record<string, unknown>;
-    return { digest: sha256(r.body), mediaType: String(json.mediaType), bytes: r.body, json };
-  }
-  async blob(repo: Pick<ImageRef, 'repository'>, digest: string, maxBytes: number): Promise<Buffer> {
-    const r = await this.#get(`/v2/${repo.repository}/blobs/${digest}`, '*/*');
-    if (r.status === 404) throw new WritError('ERR_IMAGE_NOT_FOUND', 'no blob');
-    if (r.body.length > maxBytes) throw new WritError('ERR_BLOB_TOO_LARGE', 'too large');
-    if (sha256(r.body) !== digest) throw new WritError('ERR_DIGEST_MISMATCH', 'mismatch');
-    return r.body;
-  }
-  async referrers(repo: Pick<ImageRef, 'repository'>, digest: string): Promise<Descriptor[] | null> {
-    const r = await this.#get(`/v2/${repo.repository}/referrers/${digest}`, MEDIA_TYPES.ociIndex);
-    if (r.status !== 200) return null;
-    return (JSON.parse(r.body.toString()) as { manifests: Descriptor[] }).manifests;
-  }
-  close(): void {
-    this.#agent.destroy();
-  }
+function clientFor(r: TestRegistry): RegistryClient {
+  return new RegistryClient({ config: registryConfig({ registries: { [r.host]: { ca: r.caPem } } }) });
 }
-
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 let dir: string;
 let registry: TestRegistry;
 let withReferrers: TestRegistry;
-let reader: TinyReader;
-let referrersReader: TinyReader;
+let reader: RegistryClient;
+let referrersReader: RegistryClient;
 const keys = new Map<CosignKeyKind, CosignKey>();
 let foreign: CosignKey;
 
@@ -70,8 +28,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'writ-cosign-'));
   registry = await startRegistry();
   withReferrers = await startRegistry({ referrers: true });
-  reader = new TinyReader(registry.host, registry.caPem);
-  referrersReader = new TinyReader(withReferrers.host, withReferrers.caPem);
+  reader = clientFor(registry);
+  referrersReader = clientFor(withReferrers);
   for (const kind of COSIGN_KEY_KINDS) keys.set(kind, await makeCosignKey(dir, kind));
   foreign = await makeCosignKey(mkdtempSync(join(dir, 'foreign-')), 'p256');
 });
@@ -110,7 +68,11 @@ describe('cosign signatures made by the real cosign CLI', () => {
   test('cosign v3 through the OCI 1.1 referrers API (no fallback tag written)', async () => {
     const image = await withReferrers.pushImage('sig/oci11', 'v1');
     await cosignSign('v3', key('p256'), image.ref, withReferrers.caFile, dir);
-    assert.equal(await referrersReader.manifest({ repository: image.repository }, `sha256-${image.digest.slice(7)}`), null, 'cosign used the API, not the tag');
+    assert.equal(
+      await referrersReader.manifest(repoOf(withReferrers, image.repository), `sha256-${image.digest.slice(7)}`),
+      null,
+      'cosign used the API, not the tag',
+    );
     const result = await verifyCosign(referrersReader, repoOf(withReferrers, image.repository), image.digest, requirement(foreign, key('p256')));
     assert.deepEqual(result, { verified: true, layout: 'sigstore-bundle', keyIndex: 1 });
   });
@@ -127,7 +89,7 @@ describe('cosign signatures made by the real cosign CLI', () => {
     const signed = await registry.pushImage('sig/copy', 'signed');
     const victim = await registry.pushImage('sig/copy', 'victim');
     await cosignSign('v2', key('p256'), signed.ref, registry.caFile, dir);
-    const sig = await reader.manifest({ repository: 'sig/copy' }, `sha256-${signed.digest.slice(7)}.sig`);
+    const sig = await reader.manifest(repoOf(registry, 'sig/copy'), `sha256-${signed.digest.slice(7)}.sig`);
     assert.ok(sig);
     await registry.pushManifest('sig/copy', `sha256-${victim.digest.slice(7)}.sig`, sig.bytes, MEDIA_TYPES.ociManifest);
     const result = await verifyCosign(reader, repoOf(registry, 'sig/copy'), victim.digest, requirement(key('p256')));
@@ -139,7 +101,7 @@ describe('cosign signatures made by the real cosign CLI', () => {
     const signed = await registry.pushImage('sig/copy3', 'signed');
     const victim = await registry.pushImage('sig/copy3', 'victim');
     await cosignSign('v3', key('p384'), signed.ref, registry.caFile, dir);
-    const index = await reader.manifest({ repository: 'sig/copy3' }, `sha256-${signed.digest.slice(7)}`);
+    const index = await reader.manifest(repoOf(registry, 'sig/copy3'), `sha256-${signed.digest.slice(7)}`);
     assert.ok(index);
     await registry.pushManifest('sig/copy3', `sha256-${victim.digest.slice(7)}`, index.bytes, MEDIA_TYPES.ociIndex);
     const result = await verifyCosign(reader, repoOf(registry, 'sig/copy3'), victim.digest, requirement(key('p384')));
@@ -150,11 +112,11 @@ describe('cosign signatures made by the real cosign CLI', () => {
     const signed = await registry.pushImage('sig/tamper', 'signed');
     const victim = await registry.pushImage('sig/tamper', 'victim');
     await cosignSign('v2', key('ed25519'), signed.ref, registry.caFile, dir);
-    const sig = await reader.manifest({ repository: 'sig/tamper' }, `sha256-${signed.digest.slice(7)}.sig`);
+    const sig = await reader.manifest(repoOf(registry, 'sig/tamper'), `sha256-${signed.digest.slice(7)}.sig`);
     assert.ok(sig);
     const layer = (sig.json.layers as Descriptor[])[0];
     assert.ok(layer);
-    const payload = await reader.blob({ repository: 'sig/tamper' }, layer.digest, 1 << 20);
+    const payload = await reader.blob(repoOf(registry, 'sig/tamper'), layer.digest, 1 << 20);
     const forged = Buffer.from(payload.toString().replace(signed.digest, victim.digest));
     const forgedDigest = await registry.pushBlob('sig/tamper', forged);
     const withLayer = (l: Descriptor) => Buffer.from(JSON.stringify({ ...sig.json, layers: [l] }));

@@ -44,3 +44,4 @@ export {
   verifyCosign,
   verifySignature,
 } from './cosign.ts';
+export { ImageVerifier, type ImageSource, type ImageVerifierOptions } from './images.ts';
