@@ -10,6 +10,7 @@ import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
+import { registerImage } from './image.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1105,6 +1106,7 @@ export function buildProgram(): Command {
       await completeFromServer(api, kind);
     });
   addPinOptions(program);
+  registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;
 }
 

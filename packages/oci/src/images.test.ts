@@ -132,6 +132,7 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     const missing = await verifier.check(registry.ref('team/unsigned', 'nope'), requirements());
     assert.equal(missing.violations[0]?.control, 'imageResolve');
     assert.match(missing.violations[0]?.message ?? '', /ERR_IMAGE_NOT_FOUND/);
+    assert.equal(missing.violations[0]?.code, undefined, 'a missing tag is a verdict, not a failure to check');
     const bad = await verifier.check('Registry.example.com/UPPER/app', requirements());
     assert.equal(bad.violations[0]?.control, 'imageResolve');
     assert.match(bad.violations[0]?.message ?? '', /not a valid reference/);
@@ -217,6 +218,7 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
       assert.ok(performance.now() - t0 < 500);
       assert.equal(verdict.violations[0]?.control, 'imageResolve');
       assert.match(verdict.violations[0]?.message ?? '', /did not answer within the decision budget/);
+      assert.equal(verdict.violations[0]?.code, 'ERR_REGISTRY_TIMEOUT');
       const image = await registry.pushImage('team/after', 'v1');
       const ok = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ signatures: [] }));
       assert.deepEqual(ok.violations, []);

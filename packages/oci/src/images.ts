@@ -133,7 +133,9 @@ export class ImageVerifier implements ImageChecker {
       try {
         digest = await withBudget(this.#resolve(ref), signal);
       } catch (err) {
-        violations.push({ control: 'imageResolve', message: `image ${image} could not be resolved: ${failure(err, ref.registry)}` });
+        // A tag or digest the registry does not have is a verdict; anything else means it could not be checked.
+        const code = isWritError(err, 'ERR_IMAGE_NOT_FOUND') ? {} : { code: codeOf(err) };
+        violations.push({ control: 'imageResolve', message: `image ${image} could not be resolved: ${failure(err, ref.registry)}`, ...code });
         return { image, violations, signedBy: [] };
       }
     }
@@ -152,7 +154,7 @@ export class ImageVerifier implements ImageChecker {
           if (r.verified) return s.name;
           return { control: 'imageSignature', message: `image ${image} (${d}) is not signed by ${s.name}: ${r.message}` };
         } catch (err) {
-          return { control: 'imageSignature', message: `signatures of ${image} (${d}) could not be checked: ${failure(err, ref.registry)}` };
+          return { control: 'imageSignature', message: `signatures of ${image} (${d}) could not be checked: ${failure(err, ref.registry)}`, code: codeOf(err) };
         }
       }),
     );
@@ -216,6 +218,11 @@ function withBudget<T>(work: Promise<T>, signal: AbortSignal | undefined): Promi
 function failure(err: unknown, registry: string): string {
   if (err instanceof BudgetExceeded || isWritError(err, 'ERR_REGISTRY_TIMEOUT')) return `registry ${registry} did not answer within the decision budget`;
   return messageOf(err);
+}
+
+function codeOf(err: unknown): string {
+  if (err instanceof BudgetExceeded) return 'ERR_REGISTRY_TIMEOUT';
+  return isWritError(err) ? err.code : 'ERR_INTERNAL';
 }
 
 /** WritErrors carry messages written to be shown (no secrets); anything else is summarized. */

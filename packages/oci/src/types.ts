@@ -9,6 +9,8 @@ import type { KeyObject } from 'node:crypto';
 export interface ImageProblem {
   readonly control: string;
   readonly message: string;
+  /** Set when the image could not be checked (the registry's WritError code, or ERR_REGISTRY_TIMEOUT for the budget), not when it was checked and refused. */
+  readonly code?: string;
 }
 
 /** An image reference in normal form (docker.io/library/ filled in). */
