@@ -77,6 +77,18 @@ describe('cosign signatures made by the real cosign CLI', () => {
     assert.deepEqual(result, { verified: true, layout: 'sigstore-bundle', keyIndex: 1 });
   });
 
+  for (const target of ['the referrers API', 'the sha256-<hex> tag fallback'] as const) {
+    test(`cosign v2 simple signing pushed as an OCI 1.1 referrer, found through ${target}`, async () => {
+      const r = target === 'the referrers API' ? withReferrers : registry;
+      const client = target === 'the referrers API' ? referrersReader : reader;
+      const image = await r.pushImage('sig/v2-referrer', target === 'the referrers API' ? 'api' : 'tag');
+      await cosignSign('v2', key('rsa'), image.ref, r.caFile, dir, { referrers: true });
+      assert.equal(await client.manifest(repoOf(r, image.repository), `sha256-${image.digest.slice(7)}.sig`), null, 'not at the .sig tag');
+      const result = await verifyCosign(client, repoOf(r, image.repository), image.digest, requirement(key('rsa')));
+      assert.deepEqual(result, { verified: true, layout: 'simple-signing', keyIndex: 0 });
+    });
+  }
+
   test('an unsigned image is refused as unsigned', async () => {
     const image = await registry.pushImage('sig/unsigned', 'v1');
     const result = await verifyCosign(reader, repoOf(registry, image.repository), image.digest, requirement(key('p256')));

@@ -34,6 +34,7 @@ export {
 } from './registry-config.ts';
 export {
   BUNDLE_ARTIFACT_TYPE,
+  COSIGN_SIG_ARTIFACT_TYPE,
   type CosignFailure,
   type CosignLayout,
   type CosignResult,
