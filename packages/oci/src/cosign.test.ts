@@ -4,13 +4,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isWritError } from '@writ/spiffe';
+import { isWritError, WritError } from '@writ/spiffe';
 import { parseCosignKey, signatureRequirement, verifyCosign, verifySignature } from './cosign.ts';
 import { COSIGN_KEY_KINDS, type CosignKey, type CosignKeyKind, cosignSign, makeCosignKey } from './testing/cosign.ts';
 import { MEDIA_TYPES, startRegistry, type TestRegistry } from './testing/registry.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
-import type { Descriptor } from './types.ts';
+import type { Descriptor, RegistryReader } from './types.ts';
 
 function clientFor(r: TestRegistry): RegistryClient {
   return new RegistryClient({ config: registryConfig({ registries: { [r.host]: { ca: r.caPem } } }) });
@@ -88,6 +88,21 @@ describe('cosign signatures made by the real cosign CLI', () => {
       assert.deepEqual(result, { verified: true, layout: 'simple-signing', keyIndex: 0 });
     });
   }
+
+  test('a referrers endpoint that fails does not hide a valid .sig signature, and never turns into "unsigned"', async () => {
+    const image = await registry.pushImage('sig/broken-referrers', 'v1');
+    const broken: RegistryReader = {
+      manifest: (repo, reference, signal) => reader.manifest(repo, reference, signal),
+      blob: (repo, digest, max, signal) => reader.blob(repo, digest, max, signal),
+      referrers: async () => {
+        throw new WritError('ERR_REGISTRY_RESPONSE_INVALID', 'referrers answer is not an index');
+      },
+    };
+    const repo = repoOf(registry, image.repository);
+    await assert.rejects(verifyCosign(broken, repo, image.digest, requirement(key('p256'))), (e: unknown) => isWritError(e, 'ERR_REGISTRY_RESPONSE_INVALID'));
+    await cosignSign('v2', key('p256'), image.ref, registry.caFile, dir);
+    assert.deepEqual(await verifyCosign(broken, repo, image.digest, requirement(key('p256'))), { verified: true, layout: 'simple-signing', keyIndex: 0 });
+  });
 
   test('an unsigned image is refused as unsigned', async () => {
     const image = await registry.pushImage('sig/unsigned', 'v1');

@@ -63,12 +63,15 @@ export async function verifyCosign(
   signal?: AbortSignal,
 ): Promise<CosignResult> {
   const hex = digestHex(digest);
-  const [simple, bundles] = await Promise.all([
+  // Each place on its own: a registry whose referrers endpoint fails still verifies a .sig tag, and the other way round.
+  const settled = await Promise.allSettled([
     simpleSignatures(reader, repo, digest, hex, requirement.keys, signal),
     referrerSignatures(reader, repo, digest, hex, requirement.keys, signal),
   ]);
-  const outcomes = [...simple, ...bundles];
+  const outcomes = settled.flatMap((s) => (s.status === 'fulfilled' ? s.value : []));
   for (const o of outcomes) if (o.ok) return { verified: true, layout: o.layout, keyIndex: o.keyIndex };
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
   for (const reason of ['other-image', 'bad-signature', 'malformed'] as const) {
     const o = outcomes.find((x): x is Extract<Outcome, { ok: false }> => !x.ok && x.reason === reason);
     if (o !== undefined) return { verified: false, reason, message: o.message };
