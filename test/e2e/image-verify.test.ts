@@ -5,14 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type CosignKey, cosignSign, makeCosignKey } from '../../packages/oci/src/testing/cosign.ts';
 import { freePort, MEDIA_TYPES, startRegistry, type TestRegistry } from '../../packages/oci/src/testing/registry.ts';
+import * as admission from '@writ/admission';
 import { RegistryClient, registryConfig } from '@writ/oci';
 import { cleanup, writ } from './helpers.ts';
+
+const hasAdmissionParser = typeof (admission as Record<string, unknown>).parseAdmission === 'function';
 
 let work: string;
 let plain: TestRegistry;
@@ -145,10 +148,51 @@ describe('writ image verify', () => {
     assert.match(r.stderr, /ERR_REGISTRY_UNREACHABLE|ERR_REGISTRY_TIMEOUT/);
   });
 
+  // --policy reads AdmissionPolicy documents with @writ/admission's parseAdmission (engineer B's part; skipped until it is merged).
+  it('--policy: every AdmissionPolicy spec.images must be met (registries, requireDigest, signatures), key files relative to the policy', {
+    skip: !hasAdmissionParser,
+  }, async () => {
+    const image = await plain.pushImage('team/policy', 'v1');
+    await cosignSign('v3', release, image.ref, plain.caFile, work);
+    const policy = join(work, 'admission.yaml');
+    copyFileSync(release.pubFile, join(work, 'release.pub'));
+    writeFileSync(
+      policy,
+      [
+        'apiVersion: writ.dev/v1',
+        'kind: AdmissionPolicy',
+        'metadata: { name: prod }',
+        'spec:',
+        '  namespaces: [prod]',
+        '  mode: enforce',
+        '  images:',
+        '    requireDigest: true',
+        `    registries: ["${plain.host}/team/"]`,
+        '    signatures:',
+        '      - name: release-key',
+        '        keys: [ { file: release.pub } ]',
+        '',
+      ].join('\n'),
+    );
+    const run = (ref: string) => writ(undefined, ['image', 'verify', ref, '--policy', policy, '--registry-config', config, '-o', 'json']);
+    const ok = await run(image.ref);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.deepEqual((JSON.parse(ok.stdout) as VerifyJson).signedBy, ['release-key']);
+    const tag = await run(plain.ref('team/policy', 'v1'));
+    assert.equal(tag.code, 3);
+    assert.deepEqual(
+      (JSON.parse(tag.stdout) as VerifyJson).problems.map((p) => p.control),
+      ['imageDigest'],
+    );
+    const outside = await run(plain.ref('other/app', 'v1'));
+    assert.equal(outside.code, 3);
+    assert.match(outside.stderr, /AdmissionPolicy prod: .*not from an allowed registry/);
+  });
+
   it('usage and key errors: no --key is exit 2; a private key or a weak key is refused (exit 1, ERR_KEY_INVALID)', async () => {
     const none = await writ(undefined, ['image', 'verify', plain.ref('team/app', 'v1')]);
     assert.equal(none.code, 2);
-    assert.match(none.stderr, /--key/);
+    assert.match(none.stderr, /--key FILE, or --policy FILE/);
     const priv = join(work, 'private.pem');
     writeFileSync(priv, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
     const weak = join(work, 'weak.pem');

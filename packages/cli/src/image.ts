@@ -5,7 +5,19 @@
  */
 import { type Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { type ImageRequirements, type ImageVerdict, ImageVerifier, loadRegistryConfig, parseCosignKey, RegistryClient, signatureRequirement } from '@writ/oci';
+import { dirname, resolve } from 'node:path';
+import * as admission from '@writ/admission';
+import {
+  type ImageProblem,
+  type ImageRequirements,
+  type ImageVerdict,
+  ImageVerifier,
+  loadRegistryConfig,
+  parseCosignKey,
+  RegistryClient,
+  type SignatureRequirement,
+  signatureRequirement,
+} from '@writ/oci';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { checkFormat, print } from './output.ts';
 
@@ -13,6 +25,7 @@ const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
 interface VerifyFlags {
   key?: string[];
+  policy?: string;
   registryConfig?: string;
   timeout: string;
 }
@@ -41,11 +54,68 @@ function readKey(file: string): ImageRequirements['signatures'][number] {
   }
 }
 
-/** One requirement per --key: the image is verified when any of them signed it, and the output says which. */
-export function verifyResult(verdict: ImageVerdict, anyKey: boolean): ImageVerifyResult {
-  const verified = anyKey ? verdict.signedBy.length > 0 && verdict.violations.every((v) => v.control === 'imageSignature') : verdict.violations.length === 0;
-  const problems = anyKey && verified ? [] : verdict.violations.map((v) => ({ control: v.control, message: v.message }));
-  return { image: verdict.image, digest: verdict.digest ?? null, pinned: verdict.pinned ?? null, verified, signedBy: verdict.signedBy, problems };
+/** What `writ image verify --policy` needs of @writ/admission (typed by shape: the CLI reads only the images part). */
+interface AdmissionImages {
+  readonly requireDigest: boolean;
+  readonly registries: readonly string[];
+}
+interface AdmissionApi {
+  parseAdmission(text: string, opts: { file?: string }): { readonly policies: ReadonlyArray<{ readonly name: string; readonly images?: AdmissionImages }> };
+  signatureRequirements(images: AdmissionImages, readKeyFile: (path: string) => string | Buffer): SignatureRequirement[];
+}
+
+/** The images requirements of every AdmissionPolicy in FILE (validated as `writ policy apply` does); key files relative to FILE. */
+export function policyRequirements(file: string): Array<{ readonly policy: string; readonly req: ImageRequirements }> {
+  const api = admission as unknown as Partial<AdmissionApi>;
+  if (api.parseAdmission === undefined || api.signatureRequirements === undefined)
+    throw new WritError('ERR_POLICY_INVALID', '--policy needs @writ/admission with parseAdmission');
+  const { parseAdmission, signatureRequirements } = api;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_POLICY_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, { field: 'policy' });
+  }
+  const readKey = (path: string): string => readFileSync(resolve(dirname(file), path), 'utf8');
+  const out = parseAdmission(text, { file }).policies.flatMap((p) => {
+    if (p.images === undefined) return [];
+    const images = p.images;
+    let signatures: SignatureRequirement[];
+    try {
+      signatures = signatureRequirements(images, readKey);
+    } catch (err) {
+      throw new WritError('ERR_KEY_INVALID', `AdmissionPolicy ${p.name}: ${(err as Error).message}`, { field: 'policy' });
+    }
+    return [{ policy: p.name, req: { requireDigest: images.requireDigest, registries: images.registries, signatures } }];
+  });
+  if (out.length === 0) throw new WritError('ERR_POLICY_INVALID', `${file} has no AdmissionPolicy with spec.images`, { field: 'policy' });
+  return out;
+}
+
+/**
+ * The result of checking one image: with --key (one requirement per key) it is verified when any
+ * key signed it; every --policy must be met whole (registries, digest, all its signatures).
+ */
+export function verifyResult(
+  image: string,
+  byKey: ImageVerdict | undefined,
+  byPolicy: ReadonlyArray<{ policy: string; verdict: ImageVerdict }>,
+): ImageVerifyResult {
+  const keyOk = byKey === undefined || byKey.signedBy.length > 0;
+  const problems: ImageProblem[] = [
+    ...(keyOk ? [] : (byKey?.violations ?? [])),
+    ...byPolicy.flatMap(({ policy, verdict }) => verdict.violations.map((v) => ({ control: v.control, message: `AdmissionPolicy ${policy}: ${v.message}` }))),
+  ];
+  const all = [...(byKey === undefined ? [] : [byKey]), ...byPolicy.map((p) => p.verdict)];
+  const digest = all.find((v) => v.digest !== undefined);
+  return {
+    image,
+    digest: digest?.digest ?? null,
+    pinned: digest?.pinned ?? null,
+    verified: problems.length === 0,
+    signedBy: [...new Set(all.flatMap((v) => v.signedBy))],
+    problems: problems.map((p) => ({ control: p.control, message: p.message })),
+  };
 }
 
 export function registerImage(program: Command): void {
@@ -57,25 +127,31 @@ export function registerImage(program: Command): void {
     )
     .argument('<ref>', 'image reference, e.g. registry.example.com/team/app:v1 or ...@sha256:...')
     .option('--key <file>', 'cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519); repeatable, any one of them suffices', collect)
+    .option('--policy <file>', 'check against the spec.images of every AdmissionPolicy in FILE (registries, requireDigest, every signature requirement)')
     .option('--registry-config <file>', 'per-registry CA and credentials (the server uses the same file)')
     .addOption(new Option('--timeout <duration>', 'give up on the registry after this long').default('30s'))
     .addHelpText('after', '\nExit codes: 0 verified, 1 error (registry unreachable, bad key), 2 usage, 3 not verified.')
     .action(async (ref: string, f: VerifyFlags, cmd: Command) => {
       const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
-      if (!f.key?.length) throw new CommanderError(2, 'writ.usage', 'give at least one --key FILE');
-      const signatures = f.key.map(readKey);
+      if (!f.key?.length && f.policy === undefined) throw new CommanderError(2, 'writ.usage', 'give at least one --key FILE, or --policy FILE');
+      const keys = (f.key ?? []).map(readKey);
+      const policies = f.policy === undefined ? [] : policyRequirements(f.policy);
       const timeoutMs = parseDuration(f.timeout, 'timeout', 3_600_000, 1);
       const client = new RegistryClient(f.registryConfig === undefined ? {} : { config: loadRegistryConfig(f.registryConfig) });
       try {
-        const verdict = await new ImageVerifier({ registry: client }).check(
-          ref,
-          { requireDigest: false, registries: [], signatures },
-          AbortSignal.timeout(timeoutMs),
-        );
-        const result = verifyResult(verdict, true);
+        const verifier = new ImageVerifier({ registry: client });
+        const signal = AbortSignal.timeout(timeoutMs);
+        const [byKey, ...byPolicy] = await Promise.all([
+          keys.length === 0 ? undefined : verifier.check(ref, { requireDigest: false, registries: [], signatures: keys }, signal),
+          ...policies.map((p) => verifier.check(ref, p.req, signal)),
+        ]);
+        const policyVerdicts = byPolicy.flatMap((v, i) => (v === undefined ? [] : [{ policy: policies[i]?.policy ?? '', verdict: v }]));
         // Could not ask the registry at all: an error, not a verdict on the image.
-        const failed = verdict.signedBy.length === 0 ? verdict.violations.find((v) => v.code !== undefined) : undefined;
-        if (failed?.code !== undefined) throw new WritError(failed.code, failed.message);
+        const unchecked = [...(byKey !== undefined && byKey.signedBy.length === 0 ? [byKey] : []), ...policyVerdicts.map((p) => p.verdict)]
+          .flatMap((v) => v.violations)
+          .find((v) => v.code !== undefined);
+        if (unchecked?.code !== undefined) throw new WritError(unchecked.code, unchecked.message);
+        const result = verifyResult(ref, byKey, policyVerdicts);
         print(format, result, () => ({
           head: ['IMAGE', 'DIGEST', 'VERIFIED', 'SIGNED BY'],
           body: [[result.image, result.digest ?? '-', result.verified ? 'yes' : 'no', result.signedBy.join(',') || '-']],
