@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCosignKey, signatureRequirement } from './cosign.ts';
-import { type ImageSource, ImageVerifier } from './images.ts';
+import { type ImageSource, ImageVerifier, registryAllowed } from './images.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
 import { type CosignKey, cosignSign, makeCosignKey } from './testing/cosign.ts';
@@ -105,6 +105,21 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(verdict.pinned, `${registry.host}/team/tagged@${image.digest}`);
     const pinned = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ requireDigest: true, signatures: [] }));
     assert.deepEqual(pinned.violations, []);
+    // The mutating webhook's request: no digest required, but the tag resolved so it can pin it.
+    const mutate = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [], pinTags: true }));
+    assert.deepEqual(mutate.violations, []);
+    assert.equal(mutate.pinned, `${registry.host}/team/tagged@${image.digest}`);
+    const untouched = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [] }));
+    assert.equal(untouched.pinned, undefined, 'nothing asked of the image: the registry is not asked either');
+  });
+
+  test('registry prefixes match on path boundaries', () => {
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team/']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com']));
+    assert.ok(!registryAllowed('registry.example.com/teamx/app', ['registry.example.com/team']));
+    assert.ok(!registryAllowed('registry.example.com.evil.io/team/app', ['registry.example.com']));
+    assert.ok(registryAllowed('anything/at/all', []));
   });
 
   test('a registry outside the allowed prefixes is refused without being contacted', async () => {

@@ -45,4 +45,4 @@ export {
   verifyCosign,
   verifySignature,
 } from './cosign.ts';
-export { ImageVerifier, type ImageSource, type ImageVerifierOptions } from './images.ts';
+export { ImageVerifier, registryAllowed, type ImageSource, type ImageVerifierOptions } from './images.ts';

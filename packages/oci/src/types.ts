@@ -69,6 +69,8 @@ export interface ImageRequirements {
   readonly registries: readonly string[];
   /** Every requirement must be met (each by one of its keys). */
   readonly signatures: readonly SignatureRequirement[];
+  /** Resolve a tag to its digest even when nothing above needs it: the mutating webhook pins it (verdict.pinned). */
+  readonly pinTags?: boolean;
 }
 
 /** The verdict on one image under one policy's requirements. */
