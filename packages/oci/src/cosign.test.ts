@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import { isWritError, WritError } from '@writ/spiffe';
 import { parseCosignKey, signatureRequirement, verifyCosign, verifySignature } from './cosign.ts';
 import { COSIGN_KEY_KINDS, type CosignKey, type CosignKeyKind, cosignSign, makeCosignKey } from './testing/cosign.ts';
@@ -222,6 +223,68 @@ describe('hostile signature manifests (an in-memory registry: the real one refus
     const result = await verifyCosign(reader, repo, digest, req());
     assert.equal(result.verified, false);
     assert.equal(!result.verified && result.reason, 'malformed');
+  });
+
+  test('property: a payload changed in any byte never verifies; random bundles and envelopes never verify and never throw', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const requirementP256 = signatureRequirement('k', [publicKey]);
+    const payload = Buffer.from(
+      JSON.stringify({
+        critical: {
+          identity: { 'docker-reference': 'registry.example.com/team/app' },
+          image: { 'docker-manifest-digest': digest },
+          type: 'cosign container image signature',
+        },
+        optional: null,
+      }),
+    );
+    const signature = sign('sha256', payload, privateKey).toString('base64');
+    const simple = (bytes: Buffer): RegistryReader => {
+      const blobDigest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      const layer = {
+        mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json',
+        digest: blobDigest,
+        size: bytes.length,
+        annotations: { 'dev.cosignproject.cosign/signature': signature },
+      };
+      return fake({ [`sha256-${hex}.sig`]: json({ layers: [layer] }) }, [], { [blobDigest]: bytes });
+    };
+    assert.equal((await verifyCosign(simple(payload), repo, digest, requirementP256)).verified, true, 'the untouched payload verifies');
+    await fc.assert(
+      fc.asyncProperty(fc.nat({ max: payload.length - 1 }), fc.integer({ min: 1, max: 255 }), async (at, xor) => {
+        const changed = Buffer.from(payload);
+        changed[at] = (changed[at] ?? 0) ^ xor;
+        const r = await verifyCosign(simple(changed), repo, digest, requirementP256);
+        assert.equal(r.verified, false);
+      }),
+      { numRuns: 200 },
+    );
+    const bundleDigest = `sha256:${'e'.repeat(64)}`;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.jsonValue(),
+          fc.record({
+            mediaType: fc.constant('application/vnd.dev.sigstore.bundle.v0.3+json'),
+            dsseEnvelope: fc.jsonValue(),
+            messageSignature: fc.jsonValue(),
+          }),
+        ),
+        async (bundle) => {
+          const m = json({ layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: bundleDigest, size: 1 }] });
+          const reader = fake(
+            { [m.digest]: m, [digest]: json({}) },
+            [{ mediaType: MEDIA_TYPES.ociManifest, digest: m.digest, size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }],
+            {
+              [bundleDigest]: Buffer.from(JSON.stringify(bundle) ?? 'null'),
+            },
+          );
+          const r = await verifyCosign(reader, repo, digest, requirementP256);
+          assert.equal(r.verified, false);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   test("a digest that is not sha256 hex is the caller's mistake (TypeError), not a registry question", async () => {
