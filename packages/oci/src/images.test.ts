@@ -92,6 +92,22 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     });
   });
 
+  test('a multi-arch index and a Docker manifest list: the signature on the top-level digest is what counts', async () => {
+    const verifier = new ImageVerifier({ registry: client });
+    for (const [version, pushed] of [
+      ['v3', await registry.pushIndex('team/multi', 'v1')],
+      ['v2', await registry.pushDockerList('team/list', 'v1')],
+    ] as const) {
+      await cosignSign(version, release, pushed.ref, registry.caFile, dir);
+      const verdict = await verifier.check(registry.ref(pushed.repository, 'v1'), requirements());
+      assert.deepEqual(verdict.violations, [], `${pushed.mediaType}`);
+      assert.equal(verdict.digest, pushed.digest);
+      const child = pushed.children[0] ?? assert.fail('no child');
+      const childVerdict = await verifier.check(`${registry.host}/${pushed.repository}@${child.digest}`, requirements());
+      assert.equal(childVerdict.violations[0]?.control, 'imageSignature', 'a platform manifest is not signed by signing its index');
+    }
+  });
+
   test('requireDigest refuses a tag but still reports the digest the mutating webhook would pin', async () => {
     const image = await registry.pushImage('team/tagged', 'v1');
     const verdict = await new ImageVerifier({ registry: client }).check(
