@@ -108,6 +108,30 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     }
   });
 
+  test('a bearer-token registry: cosign signs with credentials, the verifier reads .sig tags and referrers with its own token', async () => {
+    const bearer = await startRegistry({ auth: 'bearer', referrers: true });
+    const bearerClient = new RegistryClient({
+      config: registryConfig({ registries: { [bearer.host]: { ca: bearer.caPem, username: bearer.username, password: bearer.password } } }),
+    });
+    try {
+      const auth = { host: bearer.host, username: bearer.username, password: bearer.password };
+      const v2 = await bearer.pushImage('team/private', 'v2');
+      const v3 = await bearer.pushImage('team/private', 'v3');
+      await cosignSign('v2', release, v2.ref, bearer.caFile, dir, { auth });
+      await cosignSign('v3', release, v3.ref, bearer.caFile, dir, { auth });
+      const verifier = new ImageVerifier({ registry: bearerClient });
+      for (const tag of ['v2', 'v3']) {
+        const verdict = await verifier.check(bearer.ref('team/private', tag), requirements());
+        assert.deepEqual(verdict.violations, [], tag);
+        assert.deepEqual(verdict.signedBy, ['release-key']);
+      }
+      assert.ok(bearer.stats.tokenRequests > 0, 'tokens were asked for');
+    } finally {
+      bearerClient.close();
+      await bearer.stop();
+    }
+  });
+
   test('requireDigest refuses a tag but still reports the digest the mutating webhook would pin', async () => {
     const image = await registry.pushImage('team/tagged', 'v1');
     const verdict = await new ImageVerifier({ registry: client }).check(
