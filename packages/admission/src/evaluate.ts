@@ -3,7 +3,7 @@
  * namespaces match, with the exceptions that are in force at `deps.now`. The webhook and
  * `writ admission check` both call this, so the same object always gets the same answer.
  */
-import type { ImageChecker, ImageProblem, ImageRequirements, ImageVerdict } from '@writ/oci';
+import { parseImageRef, registryAllowed, type ImageChecker, type ImageProblem, type ImageRef, type ImageRequirements, type ImageVerdict } from '@writ/oci';
 import { type AdmissionMode, type AdmissionPolicy, type AdmissionSet, controlCovers, globMatcher, signatureRequirements } from './model.ts';
 import { checkPodSecurity, podSecurityMessage } from './pss.ts';
 import type { PodLike, PssLevel, Violation } from './types.ts';
@@ -152,29 +152,22 @@ function requireFindings(p: AdmissionPolicy, pod: PodLike, containers: readonly 
   return out;
 }
 
-/** `registry/repository` of a reference in normal form (docker.io and library/ filled in), for the offline checks. */
-function normalName(image: string): string {
-  const name = image.split('@')[0]!.replace(/:[^/:]*$/, '');
-  const slash = name.indexOf('/');
-  const first = slash < 0 ? '' : name.slice(0, slash);
-  if (first && (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('['))) return name;
-  return `docker.io/${slash < 0 ? `library/${name}` : name}`;
-}
-
 /** What can be said of an image without a registry: its reference is pinned, its registry allowed; signatures need one. */
 function offlineVerdict(image: string, req: ImageRequirements): ImageVerdict {
+  let ref: ImageRef;
+  try {
+    ref = parseImageRef(image);
+  } catch (err) {
+    const why = (err as Error).message.replace(/^invalid image reference "(?:[^"\\]|\\.)*": /, '');
+    return { image, violations: [{ control: 'imageDigest', message: `image ${q(image)} is not a valid image reference: ${why}` }], signedBy: [] };
+  }
   const problems: ImageProblem[] = [];
-  const at = image.lastIndexOf('@');
-  const digest = at >= 0 && /^sha256:[0-9a-f]{64}$/.test(image.slice(at + 1)) ? image.slice(at + 1) : undefined;
-  if (at >= 0 && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} has a malformed digest (sha256: and 64 lowercase hex digits)` });
-  else if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
-  const name = normalName(image);
-  // As @writ/oci's verifier: a prefix ending in / is a path prefix, another one a whole name or path segment.
-  if (req.registries.length && !req.registries.some((r) => (r.endsWith('/') ? name.startsWith(r) : name === r || name.startsWith(`${r}/`))))
+  if (req.requireDigest && !ref.digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
+  if (!registryAllowed(`${ref.registry}/${ref.repository}`, req.registries))
     problems.push({ control: 'imageRegistry', message: `image ${q(image)} is not from an allowed registry (${req.registries.map(q).join(', ')})` });
   if (req.signatures.length)
     problems.push({ control: 'imageSignature', message: `image ${q(image)}: signatures cannot be verified without access to its registry` });
-  return { image, ...(digest ? { digest } : {}), violations: problems, signedBy: [] };
+  return { image, ...(ref.digest ? { digest: ref.digest } : {}), violations: problems, signedBy: [] };
 }
 
 /** An image check that settles when the budget runs out, whatever the checker does. */
@@ -300,7 +293,9 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
   const waiverOf = (v: Violation): string | undefined => {
     const scope = v.container === undefined ? containers : containers.filter((c) => c.name === v.container);
     for (const e of inForce) {
-      if (!e.controls.some((c) => controlCovers(c, v.control))) continue;
+      // Under restricted, a hostPath volume is a restrictedVolumes finding: an exception for the baseline control it replaces waives it too.
+      const base = v.pss?.baselineControl;
+      if (!e.controls.some((c) => controlCovers(c, v.control) || (base !== undefined && controlCovers(c, base)))) continue;
       // A pod-level finding is waived only when every container of the pod is in the exception's scope.
       if (e.containers && !scope.every((c) => e.containers!.includes(c.name))) continue;
       if (

@@ -143,7 +143,7 @@ describe('parseAdmission', () => {
     [
       'a pem that is not a key',
       policy('  namespaces: [a]\n  images: { signatures: [{ name: k, keys: [{ pem: "hello" }] }] }\n'),
-      /^6:51: spec.images.signatures\[0\].keys\[0\].pem: not a PEM public key/,
+      /^6:51: spec.images.signatures\[0\].keys\[0\].pem: expected a PEM public key/,
     ],
     [
       'signature names unique',
@@ -221,7 +221,7 @@ describe('parseAdmission', () => {
         problems(
           policy(`  namespaces: [a]\n  images:\n    signatures:\n      - name: k\n        keys:\n          - pem: |\n              ${indent(k, 14)}\n`),
         )[0]!,
-        /unsupported key (ec secp256k1|rsa 1024 bits): use ECDSA P-256\/P-384, RSA \(2048 bits or more\) or Ed25519/,
+        /unsupported cosign key: (ec secp256k1|rsa 1024 bits) \(ECDSA P-256\/P-384\/P-521, RSA >= 2048, Ed25519\)/,
       );
   });
 
@@ -278,6 +278,6 @@ describe('signatureRequirements', () => {
     current = pem('ed25519');
     assert.notEqual(signatureRequirements(p!.images!, read)[0]!.fingerprint, a[0]!.fingerprint);
     current = 'garbage';
-    assert.throws(() => signatureRequirements(p!.images!, read), /key file \/k.pub: not a PEM public key/);
+    assert.throws(() => signatureRequirements(p!.images!, read), /key file \/k.pub: expected a PEM public key/);
   });
 });

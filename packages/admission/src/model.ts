@@ -19,10 +19,10 @@
  *           controls: [hostPathVolumes], images: ["sha256:..."], owner: platform-team,
  *           reason: "TICKET-123", expires: 2027-03-01T00:00:00Z }
  */
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { isScalar, isSeq, type Node } from 'yaml';
 import { YamlReader } from '@writ/policy';
-import type { SignatureRequirement } from '@writ/oci';
+import { parseCosignKey, signatureRequirement, type SignatureRequirement } from '@writ/oci';
 import { PSS_CONTROLS, resolvePssVersion } from './pss.ts';
 import type { PssLevel } from './types.ts';
 
@@ -97,7 +97,6 @@ export interface AdmissionSet {
 const OTHER_WRIT_KINDS = ['AccessPolicy', 'PolicyTest'];
 const NAMESPACE_GLOB = /^[a-z0-9*?]([a-z0-9*?-]{0,61}[a-z0-9*?])?$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
-const SUPPORTED_KEYS = 'ECDSA P-256/P-384, RSA (2048 bits or more) or Ed25519';
 
 function validVersion(v: string): boolean {
   try {
@@ -122,19 +121,13 @@ export function globMatcher(glob: string): (s: string) => boolean {
 }
 const GLOBS = new Map<string, (s: string) => boolean>();
 
-/** Checks a PEM public key is one cosign signs with; returns the key or why not. */
+/** A PEM public key cosign signs with (@writ/oci's rules, so `writ image verify --key` agrees), or why not. */
 export function publicKeyOf(pem: string): KeyObject | string {
-  let key: KeyObject;
   try {
-    key = createPublicKey({ key: pem, format: 'pem' });
-  } catch {
-    return `not a PEM public key (${SUPPORTED_KEYS})`;
+    return parseCosignKey(pem);
+  } catch (err) {
+    return (err as Error).message;
   }
-  const d = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === 'ec' && (d?.namedCurve === 'prime256v1' || d?.namedCurve === 'secp384r1')) return key;
-  if (key.asymmetricKeyType === 'ed25519') return key;
-  if ((key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') && (d?.modulusLength ?? 0) >= 2048) return key;
-  return `unsupported key ${key.asymmetricKeyType}${d?.namedCurve ? ` ${d.namedCurve}` : ''}${d?.modulusLength ? ` ${d.modulusLength} bits` : ''}: use ${SUPPORTED_KEYS}`;
 }
 
 /**
@@ -345,22 +338,22 @@ export function admissionSetOf(policies: Readonly<Record<string, string>>, now: 
  * or unsupported key file (the caller turns it into a violation).
  */
 export function signatureRequirements(images: ImagePolicy, readKeyFile: (path: string) => string | Buffer): SignatureRequirement[] {
-  return images.signatures.map((s) => {
-    const keys = s.keys.map((k) => keyOf('key' in k ? k.pem : String(readKeyFile(k.file)), 'key' in k ? 'pem' : `key file ${k.file}`));
-    const h = createHash('sha256').update(s.name);
-    for (const k of keys) h.update('\0').update(k.spki);
-    return { name: s.name, keys: keys.map((k) => k.key), fingerprint: h.digest('hex') };
-  });
+  return images.signatures.map((s) =>
+    signatureRequirement(
+      s.name,
+      s.keys.map((k) => keyOf('key' in k ? k.pem : String(readKeyFile(k.file)), 'key' in k ? 'pem' : `key file ${k.file}`)),
+    ),
+  );
 }
 
 // Parsed keys by their PEM text: a key file is read on every evaluation, parsed once.
-const KEYS = new Map<string, { key: KeyObject; spki: Buffer }>();
-function keyOf(pem: string, what: string): { key: KeyObject; spki: Buffer } {
+const KEYS = new Map<string, KeyObject>();
+function keyOf(pem: string, what: string): KeyObject {
   let k = KEYS.get(pem);
   if (!k) {
     const key = publicKeyOf(pem);
     if (typeof key === 'string') throw new Error(`${what}: ${key}`);
-    k = { key, spki: key.export({ type: 'spki', format: 'der' }) };
+    k = key;
     if (KEYS.size >= 1000) KEYS.clear();
     KEYS.set(pem, k);
   }

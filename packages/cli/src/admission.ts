@@ -16,8 +16,7 @@ import {
   readObjects,
   resolvePssVersion,
 } from '@writ/admission';
-import * as oci from '@writ/oci';
-import type { ImageChecker } from '@writ/oci';
+import { ImageVerifier, RegistryClient, loadRegistryConfig, type ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
 import { checkFormat, print } from './output.ts';
 
@@ -29,28 +28,9 @@ function readInput(file: string): string {
   }
 }
 
-/** What `check` needs of @writ/oci's registry client and verifying cache (typed by shape: see imageCheckerForCli). */
-interface OciApi {
-  readonly ImageVerifier: new (opts: { readonly registry: unknown }) => ImageChecker;
-  readonly RegistryClient: new (opts: { readonly config?: unknown }) => unknown;
-  readonly loadRegistryConfig: (file: string) => unknown;
-}
-
-/**
- * THE wiring point for image verification: @writ/oci's RegistryClient (with `--registry-config`)
- * under its ImageVerifier, the checker the webhook uses. Looked up by shape so this file builds
- * before those land in the same branch (the integrator may import them directly). Without them,
- * evaluate() checks digests and registries from the references alone, and a policy that requires
- * signatures reports that they cannot be verified.
- */
-export function imageCheckerForCli(registryConfig: string | undefined): ImageChecker | undefined {
-  const api = oci as unknown as Partial<OciApi>;
-  if (!api.ImageVerifier || !api.RegistryClient || !api.loadRegistryConfig) {
-    if (registryConfig !== undefined) throw new WritError('ERR_CONFIG_INVALID', '--registry-config: this build of writ has no registry client');
-    return undefined;
-  }
-  const registry = new api.RegistryClient(registryConfig === undefined ? {} : { config: api.loadRegistryConfig(registryConfig) });
-  return new api.ImageVerifier({ registry });
+/** The checker the webhook uses: @writ/oci's RegistryClient (with `--registry-config`) under its ImageVerifier. */
+export function imageCheckerForCli(registryConfig: string | undefined): ImageChecker {
+  return new ImageVerifier({ registry: new RegistryClient(registryConfig === undefined ? {} : { config: loadRegistryConfig(registryConfig) }) });
 }
 
 /** Key files named relative to a --policy file are read from beside it (absolute ones as they are). */

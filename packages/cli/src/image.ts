@@ -6,7 +6,7 @@
 import { type Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import * as admission from '@writ/admission';
+import { parseAdmission, signatureRequirements } from '@writ/admission';
 import {
   type ImageProblem,
   type ImageRequirements,
@@ -54,22 +54,8 @@ function readKey(file: string): ImageRequirements['signatures'][number] {
   }
 }
 
-/** What `writ image verify --policy` needs of @writ/admission (typed by shape: the CLI reads only the images part). */
-interface AdmissionImages {
-  readonly requireDigest: boolean;
-  readonly registries: readonly string[];
-}
-interface AdmissionApi {
-  parseAdmission(text: string, opts: { file?: string }): { readonly policies: ReadonlyArray<{ readonly name: string; readonly images?: AdmissionImages }> };
-  signatureRequirements(images: AdmissionImages, readKeyFile: (path: string) => string | Buffer): SignatureRequirement[];
-}
-
 /** The images requirements of every AdmissionPolicy in FILE (validated as `writ policy apply` does); key files relative to FILE. */
 export function policyRequirements(file: string): Array<{ readonly policy: string; readonly req: ImageRequirements }> {
-  const api = admission as unknown as Partial<AdmissionApi>;
-  if (api.parseAdmission === undefined || api.signatureRequirements === undefined)
-    throw new WritError('ERR_POLICY_INVALID', '--policy needs @writ/admission with parseAdmission');
-  const { parseAdmission, signatureRequirements } = api;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
