@@ -21,7 +21,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { isScalar, isSeq, type Node } from 'yaml';
-import { YamlReader } from '@writ/policy';
+import { YamlReader } from '@writ/policy/internal';
 import { parseCosignKey, signatureRequirement, type SignatureRequirement } from '@writ/oci';
 import { PSS_CONTROLS, resolvePssVersion } from './pss.ts';
 import type { PssLevel } from './types.ts';

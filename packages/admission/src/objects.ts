@@ -4,7 +4,8 @@
  * checked before parsing and aliases are refused (a YAML bomb expands through them).
  */
 import { WritError } from '@writ/spiffe';
-import { PolicyError, YamlReader } from '@writ/policy';
+import { PolicyError } from '@writ/policy';
+import { YamlReader } from '@writ/policy/internal';
 import { POD_SPEC_KINDS } from './workload.ts';
 
 /** Manifests are bigger than policies: rendered charts of a whole application. */

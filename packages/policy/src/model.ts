@@ -20,7 +20,8 @@
  *         expires: 2026-12-31T00:00:00Z
  */
 import { isScalar, isSeq, type Node } from 'yaml';
-import { LIMITS, YamlReader } from './yaml-reader.ts';
+import { LIMITS } from './policy-error.ts';
+import { YamlReader } from './yaml-reader.ts';
 import { parseIdPattern, parsePathPattern, type Pattern } from './pattern.ts';
 
 export const MODES = ['enforce', 'audit'] as const;
@@ -66,7 +67,7 @@ export interface Policy {
   readonly line: number;
 }
 
-export { LIMITS, PolicyError, type PolicyIssue } from './yaml-reader.ts';
+export { LIMITS, PolicyError, type PolicyIssue } from './policy-error.ts';
 
 /**
  * Parses and validates policy YAML (one or many documents). Documents of other kinds are returned
