@@ -166,7 +166,12 @@ export function buildProgram(): Command {
     .option('--upstream-ca-key <file>', 'the upstream CA private key PEM')
     .option('--upstream-ca-bundle <file>', 'trust roots of the upstream PKI, when the chain has no self-signed root')
     .option('--kek-file <file>', 'file holding the key-encryption key for private keys at rest (or env WRIT_KEK)')
-    .option('--decision-retention <duration>', 'how long decision logs are kept (default 7d, at least 1d)')
+    .option('--decision-retention <duration>', 'how long decision logs (and admission events) are kept (default 7d, at least 1d)')
+    .option('--admission-listen <host:port>', 'serve the Kubernetes admission webhook on its own listener (off by default), e.g. 0.0.0.0:8444')
+    .option('--admission-dns <names>', 'DNS names for the webhook certificate, comma-separated (default writ-admission.writ-system.svc)')
+    .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
+    .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
+    .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -188,6 +193,11 @@ export function buildProgram(): Command {
         ...(o['upstreamCaBundle'] ? { upstreamCaBundle: o['upstreamCaBundle'] as string } : {}),
         ...(o['kekFile'] ? { kekFile: o['kekFile'] as string } : {}),
         ...(o['decisionRetention'] ? { decisionRetention: o['decisionRetention'] as string } : {}),
+        ...(o['admissionListen'] ? { admissionListen: o['admissionListen'] as string } : {}),
+        ...(o['admissionDns'] ? { admissionDns: o['admissionDns'] as string } : {}),
+        ...(o['admissionClientCa'] ? { admissionClientCa: o['admissionClientCa'] as string } : {}),
+        ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
+        ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
       const running = await startServer(cfg);
