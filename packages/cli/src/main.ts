@@ -9,6 +9,7 @@ import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -981,6 +982,11 @@ export function buildProgram(): Command {
       }
     });
 
+  // ---------------------------------------------------------------- admission (the webhook's events and manifests)
+  const admission = program.command('admission').description('Kubernetes admission: Pod Security Standards, image trust, exceptions');
+  registerAdmissionEvents(admission);
+  registerAdmissionManifests(admission);
+
   const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
   quarantine
     .command('add')
@@ -1129,6 +1135,7 @@ const OFFLINE = new Set([
   'writ svid fetch',
   'writ svid jwt',
   'writ svid watch',
+  'writ admission manifests',
 ]);
 
 /**
