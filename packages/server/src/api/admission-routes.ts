@@ -56,7 +56,8 @@ export interface AdmissionOutcome {
 
 /** Reaches a verdict; `signal` aborts at the end of the decision budget. */
 export interface AdmissionDecider {
-  decide(input: AdmissionInput, signal: AbortSignal): Promise<AdmissionOutcome>;
+  /** `mutate`: tags that resolve are pinned (the patch) rather than refused by requireDigest. */
+  decide(input: AdmissionInput, signal: AbortSignal, hook: 'validate' | 'mutate'): Promise<AdmissionOutcome>;
   /** The answer when no verdict was reached within the budget: a deny where an enforce policy applies. */
   overBudget(input: AdmissionInput, budgetMs: number): AdmissionOutcome;
 }
@@ -194,7 +195,7 @@ function skipped(why: string): AdmissionOutcome {
 }
 
 /** Races the decider against the budget: an answer always leaves before the API server's timeout. */
-async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput): Promise<AdmissionOutcome> {
+async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hook: 'validate' | 'mutate'): Promise<AdmissionOutcome> {
   // The decider's own I/O is aborted a little early, so its answer (which says what was slow) wins
   // the race; the timer is the backstop for anything that does not honour the signal.
   const abort = new AbortController();
@@ -205,7 +206,7 @@ async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput): Pr
   let backstop: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
-      deps.decider.decide(input, abort.signal),
+      deps.decider.decide(input, abort.signal, hook),
       new Promise<AdmissionOutcome>((resolve) => {
         backstop = setTimeout(() => resolve(deps.decider.overBudget(input, deps.budgetMs)), deps.budgetMs - 20);
       }),
@@ -225,7 +226,7 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     if (!isPodKind(input)) outcome = skipped(`${input.group ? `${input.group}/` : ''}${input.kind} holds no pod: not judged by Writ`);
     else if (input.operation === 'DELETE' || input.operation === 'CONNECT')
       outcome = skipped(`${input.operation} is not judged (Pod Security Admission does not either)`);
-    else outcome = await withinBudget(deps, input);
+    else outcome = await withinBudget(deps, input, hook);
     const now = deps.clock();
     if (hook === 'validate') {
       deps.events.add(eventOf(input, outcome, hook, now));
@@ -234,7 +235,8 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
       if (outcome.allowed && outcome.mode === 'enforce' && !input.dryRun && digests.length)
         deps.admitImages(digests, now).catch((err: Error) => deps.log.warn({ err: err.message }, 'could not record admitted images'));
     }
-    return ok(admissionResponse(input.uid, outcome, hook === 'mutate'));
+    // The validating hook gives the warnings: said once, about the object as it will be stored.
+    return ok(admissionResponse(input.uid, hook === 'mutate' ? { ...outcome, warnings: [] } : outcome, hook === 'mutate'));
   };
   const body = { limit: ADMISSION_BODY_LIMIT, fields: ['apiVersion', 'kind', 'request'] };
   add(
