@@ -34,6 +34,8 @@ export interface ServerConfig {
   readonly admission: AdmissionListenConfig | undefined;
   /** Per-registry CA and credentials for image checks (`--registry-config`, @writ/oci's format). */
   readonly registryConfigFile: string | undefined;
+  /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
+  readonly requireAdmittedImage: boolean;
 }
 
 export interface AdmissionListenConfig {
@@ -85,9 +87,13 @@ const KEYS = [
   'admissionClientCa',
   'admissionBudget',
   'registryConfig',
+  'requireAdmittedImage',
 ] as const;
 type Key = (typeof KEYS)[number];
-export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'admissionDns'>, string>> & {
+/** Settings that are not strings: read by their own code, not `get`. */
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns';
+export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
+  requireAdmittedImage?: boolean;
   config?: string;
   dnsNames?: string[];
   /** Comma-separated on the command line; a list in the file. */
@@ -156,7 +162,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
       for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
     }
   }
-  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'admissionDns'>): string | undefined => {
+  const get = (k: Exclude<Key, Structured>): string | undefined => {
     const v = flags[k] ?? file[k];
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
@@ -199,6 +205,8 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const admission = admissionConfig(get('admissionListen'), flags.admissionDns ?? file['admissionDns'], get('admissionClientCa'), () =>
     dur('admissionBudget', MAX_ADMISSION_BUDGET_MS, 100),
   );
+  const requireAdmittedImage = flags.requireAdmittedImage ?? file['requireAdmittedImage'] ?? false;
+  if (typeof requireAdmittedImage !== 'boolean') bad('requireAdmittedImage', 'must be true or false');
   return {
     trustDomain,
     dataDir,
@@ -219,6 +227,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     decisionRetentionMs,
     admission,
     registryConfigFile: get('registryConfig'),
+    requireAdmittedImage,
   };
 }
 

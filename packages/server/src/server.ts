@@ -174,6 +174,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clock,
       psat,
       breakGlass: cfg.breakGlass,
+      requireAdmittedImage: cfg.requireAdmittedImage,
       get publicUrl() {
         return publicUrl;
       },

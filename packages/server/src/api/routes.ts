@@ -31,6 +31,7 @@ import {
   type Request,
   type Route,
 } from './http.ts';
+import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -366,5 +367,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   agentRoutes(ctx, add);
   policyRoutes(ctx, add);
   admissionEventRoutes(ctx, add);
+  admittedImagesRoutes(ctx, add);
   return routes;
 }

@@ -143,4 +143,17 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
     ],
   },
   // ---- end of migration 9 ----
+  {
+    // Identity follows image trust: an entry may require an admitted image, and the image digests
+    // admitted under an enforce policy are kept (first and last seen) with an arrival number, so
+    // agents follow the set incrementally. The epoch changes when digests are pruned: an agent
+    // at an older epoch gets the whole set again.
+    version: 10,
+    statements: [
+      `ALTER TABLE entries ADD COLUMN require_admitted_image INTEGER NOT NULL DEFAULT 0`,
+      `CREATE TABLE admitted_images (digest TEXT PRIMARY KEY, first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, seq BIGINT NOT NULL)`,
+      `CREATE INDEX admitted_images_seq ON admitted_images (seq)`,
+      `INSERT INTO counters (name, value) VALUES ('admitted_image_seq', 0), ('admitted_image_epoch', 1)`,
+    ],
+  },
 ];

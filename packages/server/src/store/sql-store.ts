@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { WritError } from '@writ/spiffe';
+import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import {
@@ -8,6 +9,8 @@ import {
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
   type AdminToken,
+  type AdmittedImage,
+  type AdmittedImagesPage,
   type Agent,
   type Authority,
   type Entry,
@@ -29,7 +32,7 @@ import {
 } from './types.ts';
 
 const ENTRY_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
 const INSERT_CHUNK = 500;
 
@@ -52,6 +55,7 @@ function toEntry(r: Row): Entry {
     revision: num(r['revision']),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
+    requireAdmittedImage: num(r['require_admitted_image']) === 1,
   };
 }
 
@@ -129,6 +133,7 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
     revision,
     createdAt,
     updatedAt,
+    e.requireAdmittedImage ? 1 : 0,
   ];
 }
 
@@ -142,8 +147,8 @@ const QUARANTINE_VERSION =
 const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
 
 const ENTRY_INSERT_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
-const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
+  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
+const ENTRY_ROW = `(${Array(16).fill('?').join(', ')})`;
 
 function encodePageToken(id: string): string {
   return Buffer.from(id, 'utf8').toString('base64url');
@@ -158,6 +163,8 @@ function decodePageToken(token: string): string {
 export class SqlStore implements Store {
   readonly #db: SqlDriver;
   readonly #listeners = new Set<(change: StoreChange) => void>();
+  /** Digest -> when this store last wrote its `lastSeen`: a webhook records the same digests for every pod. */
+  readonly #admittedWritten = new Map<string, number>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
@@ -241,6 +248,7 @@ export class SqlStore implements Store {
             revision: first + i,
             createdAt: now,
             updatedAt: now,
+            requireAdmittedImage: e.requireAdmittedImage ?? false,
           }));
           for (let i = 0; i < created.length; i += INSERT_CHUNK) {
             const chunk = created.slice(i, i + INSERT_CHUNK);
@@ -308,8 +316,8 @@ export class SqlStore implements Store {
           const p = entryParams(id, input, revision, createdAt, now);
           await tx.query(
             `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
-             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ? WHERE id = ?`,
-            [...p.slice(1, 13), now, id],
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ? WHERE id = ?`,
+            [...p.slice(1, 13), now, p[15]!, id],
           );
           await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
           const selectors = canonicalSelectors(input.selectors);
@@ -318,7 +326,7 @@ export class SqlStore implements Store {
               `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
               selectors.flatMap((s) => [id, s]),
             );
-          return { ...input, selectors, id, revision, createdAt, updatedAt: now };
+          return { ...input, selectors, id, revision, createdAt, updatedAt: now, requireAdmittedImage: input.requireAdmittedImage ?? false };
         })
         .then((e) => this.#changed(e, { kind: 'entries' }));
     } catch (err) {
@@ -560,16 +568,20 @@ export class SqlStore implements Store {
          (SELECT COUNT(*) FROM federated_bundles) AS fn,
          (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
          (SELECT COUNT(*) FROM agents) AS an,
-         (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab`,
+         (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab,
+         (SELECT value FROM counters WHERE name = 'admitted_image_epoch') AS ie,
+         (SELECT COALESCE(MAX(seq), 0) FROM admitted_images) AS iq`,
         [now],
       )
     )[0]!;
     const agents = `${num(r['an'])}/${num(r['ab'])}`;
+    const admittedImages = `${num(r['ie'])}.${num(r['iq'])}`;
     return {
       entryRevision: num(r['e']),
       bundleSequence: num(r['b']),
       agents,
-      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
+      admittedImages,
+      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}|${admittedImages}`,
     };
   }
 
@@ -708,6 +720,28 @@ export class SqlStore implements Store {
     return deleted && this.#changed(true, { kind: 'federated-bundles' });
   }
 
+  // ---------------------------------------------------------------- admitted images
+
+  get #admitted(): AdmittedImagesSql {
+    return { db: this.#db, written: this.#admittedWritten, changed: () => this.#changed(undefined, { kind: 'admitted-images' }) };
+  }
+
+  recordAdmittedImages(digests: readonly string[], at: number): Promise<void> {
+    return recordAdmittedImages(this.#admitted, digests, at);
+  }
+
+  listAdmittedImages(q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage> {
+    return listAdmittedImages(this.#db, q);
+  }
+
+  getAdmittedImage(digest: string): Promise<AdmittedImage | undefined> {
+    return getAdmittedImage(this.#db, digest);
+  }
+
+  pruneAdmittedImages(before: number): Promise<number> {
+    return pruneAdmittedImages(this.#admitted, before);
+  }
+
   async getDecision(id: string): Promise<DecisionRecord | undefined> {
     const rows = await this.#db.query('SELECT * FROM decisions WHERE id = ?', [id]);
     return rows[0] ? toDecision(rows[0]) : undefined;
@@ -809,6 +843,81 @@ function toAdmissionEvent(r: Row): AdmissionEvent {
     policies: JSON.parse(r['policies'] as string) as string[],
     seq: num(r['seq']),
   };
+}
+
+// ---------------------------------------------------------------- admitted images
+
+/** `lastSeen` is refreshed at most this often per digest: it is for retention, not an audit trail. */
+const LAST_SEEN_EVERY_MS = 60_000;
+
+function toAdmittedImage(r: Row): AdmittedImage {
+  return { digest: r['digest'] as string, firstSeen: num(r['first_seen']), lastSeen: num(r['last_seen']), seq: num(r['seq']) };
+}
+
+interface AdmittedImagesSql {
+  readonly db: SqlDriver;
+  readonly written: Map<string, number>;
+  readonly changed: () => void;
+}
+
+async function recordAdmittedImages(o: AdmittedImagesSql, digests: readonly string[], at: number): Promise<void> {
+  digests.forEach((d, i) => checkImageDigest(String(d), `digests[${i}]`));
+  const todo = [...new Set(digests)].filter((d) => at - (o.written.get(d) ?? -Infinity) >= LAST_SEEN_EVERY_MS);
+  if (todo.length === 0) return;
+  let added = 0;
+  for (let i = 0; i < todo.length; i += INSERT_CHUNK) {
+    const chunk = todo.slice(i, i + INSERT_CHUNK);
+    const marks = chunk.map(() => '?').join(', ');
+    added += await o.db.transaction(async (tx) => {
+      const known = new Set((await tx.query(`SELECT digest FROM admitted_images WHERE digest IN (${marks})`, chunk)).map((r) => r['digest'] as string));
+      if (known.size)
+        await tx.execute(`UPDATE admitted_images SET last_seen = ? WHERE last_seen < ? AND digest IN (${[...known].map(() => '?').join(', ')})`, [
+          at,
+          at,
+          ...known,
+        ]);
+      const fresh = chunk.filter((d) => !known.has(d));
+      if (fresh.length === 0) return 0;
+      // The counter row is locked until commit, so arrival numbers become visible in order: a
+      // follower that saw number N never sees a lower one appear later.
+      let seq =
+        num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'admitted_image_seq' RETURNING value", [fresh.length]))[0]!['value']) -
+        fresh.length;
+      // A racing replica may have inserted one meanwhile: it keeps its number (a gap is harmless).
+      await tx.execute(
+        `INSERT INTO admitted_images (digest, first_seen, last_seen, seq) VALUES ${fresh.map(() => '(?, ?, ?, ?)').join(', ')}
+         ON CONFLICT (digest) DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > admitted_images.last_seen THEN excluded.last_seen ELSE admitted_images.last_seen END`,
+        fresh.flatMap((d) => [d, at, at, ++seq]),
+      );
+      return fresh.length;
+    });
+  }
+  if (o.written.size > 100_000) o.written.clear();
+  for (const d of todo) o.written.set(d, at);
+  if (added > 0) o.changed();
+}
+
+async function listAdmittedImages(db: SqlDriver, q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage> {
+  // The epoch first: items read after a prune under the old epoch are read again under the new one, never the reverse.
+  const epoch = num((await db.query("SELECT value FROM counters WHERE name = 'admitted_image_epoch'"))[0]!['value']);
+  const rows = await db.query('SELECT * FROM admitted_images WHERE seq > ? ORDER BY seq LIMIT ?', [q.afterSeq ?? 0, Math.max(1, q.limit)]);
+  return { epoch, items: rows.map(toAdmittedImage) };
+}
+
+async function getAdmittedImage(db: SqlDriver, digest: string): Promise<AdmittedImage | undefined> {
+  const rows = await db.query('SELECT * FROM admitted_images WHERE digest = ?', [digest]);
+  return rows[0] ? toAdmittedImage(rows[0]) : undefined;
+}
+
+async function pruneAdmittedImages(o: AdmittedImagesSql, before: number): Promise<number> {
+  const n = await o.db.transaction(async (tx) => {
+    const removed = await tx.execute('DELETE FROM admitted_images WHERE last_seen < ?', [before]);
+    if (removed > 0) await tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'admitted_image_epoch'");
+    return removed;
+  });
+  o.written.clear();
+  if (n > 0) o.changed();
+  return n;
 }
 
 function toDecision(r: Row): DecisionRecord {

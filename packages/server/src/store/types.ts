@@ -101,6 +101,8 @@ export interface ChangeStamp {
   readonly bundleSequence: number;
   /** Changes when the agents table loses a row or an agent is banned. */
   readonly agents: string;
+  /** The admitted images' epoch and latest arrival (`EPOCH.SEQ`): agents must hear of new digests. */
+  readonly admittedImages: string;
   /** Changes when anything in the stamp changes. */
   readonly all: string;
 }
@@ -127,6 +129,7 @@ export const STORE_CHANGES = [
   'federated-bundles',
   // engineer E: admission events
   'admission-events',
+  'admitted-images',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -226,7 +229,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store {
+export interface Store extends AdmittedImagesStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -332,6 +335,40 @@ export interface Store {
   /** Removes events from before `before`; returns how many. */
   pruneAdmissionEvents(before: number): Promise<number>;
   // ---- end of admission events ----
+}
+
+// ---------------------------------------------------------------- admitted images (identity follows image trust)
+
+/** An image digest admitted under an enforce admission policy. */
+export interface AdmittedImage {
+  /** `sha256:` + 64 hex (or `sha512:` + 128), lower case. */
+  readonly digest: string;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+  /** Arrival order (set by the store): agents follow the set from the last one they have. */
+  readonly seq: number;
+}
+
+export interface AdmittedImagesPage {
+  /** Changes when digests are pruned: a follower at another epoch starts again from 0. */
+  readonly epoch: number;
+  /** Ordered by `seq`. */
+  readonly items: AdmittedImage[];
+}
+
+export interface AdmittedImagesStore {
+  /**
+   * Records digests admitted at `at`: new ones get the next arrival numbers (and a change of kind
+   * `admitted-images`), known ones a later `lastSeen` (no change: agents have them already).
+   * A digest that is not `sha256:<64 hex>` or `sha512:<128 hex>` is refused (ERR_FIELD_INVALID), nothing written.
+   */
+  recordAdmittedImages(digests: readonly string[], at: number): Promise<void>;
+  /** Digests that arrived after `afterSeq` (0: from the start), oldest arrival first, at most `limit`. */
+  listAdmittedImages(q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage>;
+  /** One digest's record. */
+  getAdmittedImage(digest: string): Promise<AdmittedImage | undefined>;
+  /** Forgets digests last seen before `before` and starts a new epoch when any went; returns how many. */
+  pruneAdmittedImages(before: number): Promise<number>;
 }
 
 export const MAX_PAGE_SIZE = 1000;
