@@ -32,3 +32,16 @@ export {
   MAX_REGISTRY_CONFIG_BYTES,
   type RegistryConfigOptions,
 } from './registry-config.ts';
+export {
+  BUNDLE_ARTIFACT_TYPE,
+  type CosignFailure,
+  type CosignLayout,
+  type CosignResult,
+  parseCosignKey,
+  SIGNATURE_ANNOTATION,
+  SIMPLE_SIGNING_MEDIA_TYPE,
+  signatureRequirement,
+  verifyCosign,
+  verifySignature,
+} from './cosign.ts';
+export { ImageVerifier, type ImageSource, type ImageVerifierOptions } from './images.ts';
