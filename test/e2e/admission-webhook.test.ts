@@ -675,36 +675,64 @@ spec:
 
   it('the mutating hook pins a tag to the digest the registry resolves it to; the validating hook admits the pinned pod and records its digest', async () => {
     const tagged = registry.ref('team/app', 'v1');
-    const m = responseOf(await post(w, '/v1/admission/mutate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', tagged) })));
+    const m = responseOf(
+      await post(w, '/v1/admission/mutate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', tagged) })),
+    );
     assert.equal(m.allowed, true, JSON.stringify(m));
     assert.equal(m.patchType, 'JSONPatch');
     const patch = JSON.parse(Buffer.from(m.patch!, 'base64').toString()) as Array<{ op: string; path: string; value: string }>;
     assert.deepEqual(patch, [{ op: 'replace', path: '/spec/containers/0/image', value: `${registry.host}/team/app@${pushed.digest}` }]);
     // Unpinned, the validating hook refuses the tag; pinned, it admits.
-    const unpinned = responseOf(await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', tagged) })));
+    const unpinned = responseOf(
+      await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', tagged) })),
+    );
     assert.equal(unpinned.allowed, false);
-    const pinned = responseOf(await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', patch[0]!.value) })));
+    const pinned = responseOf(
+      await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a1', object: appPod('a1', patch[0]!.value) })),
+    );
     assert.equal(pinned.allowed, true, JSON.stringify(pinned));
     assert.match(pinned.auditAnnotations?.['images'] ?? '', new RegExp(pushed.digest));
     // The admitted digest is what requireAdmittedImage entries are issued against.
     await waitFor('the admitted digest', async () => {
-      const r = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), '-H', `authorization: Bearer ${w.srv.adminToken}`, `${w.srv.url}/v1/admission/images`]);
+      const r = await run('curl', [
+        '-sS',
+        '--cacert',
+        join(w.srv.dataDir, 'bundle.pem'),
+        '-H',
+        `authorization: Bearer ${w.srv.adminToken}`,
+        `${w.srv.url}/v1/admission/images`,
+      ]);
       return r.stdout.includes(pushed.digest) ? true : undefined;
     });
     // A dry run does not add to it.
     const other = await registry.pushImage('team/app', 'v2');
     const dry = responseOf(
-      await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a2', object: appPod('a2', other.ref), dryRun: true })),
+      await post(
+        w,
+        '/v1/admission/validate',
+        review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 'a2', object: appPod('a2', other.ref), dryRun: true }),
+      ),
     );
     assert.equal(dry.allowed, true, JSON.stringify(dry));
     await new Promise((r) => setTimeout(r, 300));
-    const images = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), '-H', `authorization: Bearer ${w.srv.adminToken}`, `${w.srv.url}/v1/admission/images`]);
+    const images = await run('curl', [
+      '-sS',
+      '--cacert',
+      join(w.srv.dataDir, 'bundle.pem'),
+      '-H',
+      `authorization: Bearer ${w.srv.adminToken}`,
+      `${w.srv.url}/v1/admission/images`,
+    ]);
     assert.ok(!images.stdout.includes(other.digest), 'a dry run admits no image');
   });
 
   it('a registry that never answers gets a deny saying so, answered within the budget, and the server keeps serving', async () => {
     const t0 = performance.now();
-    const a = await post(w, '/v1/admission/mutate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 's1', object: appPod('s1', `${slow.host}/team/app:v1`) }));
+    const a = await post(
+      w,
+      '/v1/admission/mutate',
+      review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: 's1', object: appPod('s1', `${slow.host}/team/app:v1`) }),
+    );
     const ms = performance.now() - t0;
     const res = responseOf(a);
     assert.equal(res.allowed, false, JSON.stringify(res));
@@ -712,9 +740,20 @@ spec:
     assert.ok(ms < 1000, `answered in ${Math.round(ms)} ms, within the 1 s budget`);
     // Many at once: each answered in time, nothing piles up.
     const many = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `s${i}`, object: appPod(`s${i}`, `${slow.host}/team/app:v${i}`) }))),
+      Array.from({ length: 20 }, (_, i) =>
+        post(
+          w,
+          '/v1/admission/validate',
+          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `s${i}`, object: appPod(`s${i}`, `${slow.host}/team/app:v${i}`) }),
+        ),
+      ),
     );
     for (const m of many) assert.ok(m.ms < 1200 && responseOf(m).allowed === false, `${Math.round(m.ms)} ms`);
-    assert.equal(responseOf(await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'other', name: 'x', object: appPod('x', 'nginx') }))).allowed, true);
+    assert.equal(
+      responseOf(
+        await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'other', name: 'x', object: appPod('x', 'nginx') })),
+      ).allowed,
+      true,
+    );
   });
 });

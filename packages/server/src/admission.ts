@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { type AdmissionSet, type AdmissionVerdict, admissionSetOf, evaluate, globMatcher, isAdmissionKey } from '@writ/admission';
-import { type ImageChecker, RegistryClient, loadRegistryConfig } from '@writ/oci';
+import { type ImageChecker, ImageVerifier, RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { isWritError } from '@writ/spiffe';
 import type { AdmissionDecider, AdmissionInput, AdmissionOutcome } from './api/admission-routes.ts';
 import type { Store } from './store/types.ts';
@@ -157,10 +157,8 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
  * The image checker the webhook uses: @writ/oci's RegistryClient (per-registry CA and credentials
  * from `--registry-config`) under its verifying cache.
  */
-export function imageCheckerOf(registryConfigFile: string | undefined): ImageChecker | undefined {
+export function imageCheckerOf(registryConfigFile: string | undefined): ImageChecker {
   // Read at start, so a bad file stops the server with its error instead of failing reviews later.
   const config = registryConfigFile ? loadRegistryConfig(registryConfigFile) : undefined;
-  void new RegistryClient(config ? { config } : {});
-  // WIRING POINT (engineer D's ImageVerifier, packages/oci/src/images.ts): return new ImageVerifier({ registry: client }).
-  return undefined;
+  return new ImageVerifier({ registry: new RegistryClient(config ? { config } : {}) });
 }
