@@ -341,7 +341,7 @@ describe('the admission webhook on its own listener', () => {
     assert.match(res.status!.message, /violates PodSecurity "restricted:latest": /);
     assert.match(res.status!.message, /privileged \(container "app" must not set securityContext\.privileged=true\)/);
     assert.match(res.status!.message, /allowPrivilegeEscalation != false/);
-    assert.equal(res.auditAnnotations?.['verdict'], 'denied');
+    assert.equal(res.auditAnnotations?.['decision'], 'deny');
     assert.equal(res.patch, undefined);
   });
 
@@ -361,7 +361,7 @@ describe('the admission webhook on its own listener', () => {
     );
     assert.equal(res.allowed, true, JSON.stringify(res));
     assert.equal(res.status, undefined);
-    assert.equal(res.auditAnnotations?.['verdict'], 'allowed');
+    assert.equal(res.auditAnnotations?.['decision'], 'allow');
     assert.equal(res.auditAnnotations?.['policies'], 'prod');
   });
 
@@ -462,7 +462,7 @@ describe('the admission webhook on its own listener', () => {
       ),
     );
     assert.equal(cm.allowed, true);
-    assert.equal(cm.auditAnnotations?.['verdict'], 'skipped');
+    assert.equal(cm.auditAnnotations?.['decision'], 'skipped');
   });
 
   it('an exception waives its controls until it expires, then has no effect; the events show which was used', async () => {

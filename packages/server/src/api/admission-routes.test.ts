@@ -41,7 +41,7 @@ const outcome = (o: Partial<AdmissionOutcome> = {}): AdmissionOutcome => ({
   allowed: true,
   message: '',
   warnings: [],
-  auditAnnotations: { verdict: 'allowed' },
+  auditAnnotations: { decision: 'allow' },
   mode: 'enforce',
   policies: ['prod'],
   controls: [],
@@ -111,7 +111,7 @@ describe('AdmissionReview in and out', () => {
     const h = harness({ decide: async () => assert.fail('not asked'), overBudget: () => assert.fail('not asked') });
     const cm = await h.post('validate', review({ kind: { group: '', version: 'v1', kind: 'ConfigMap' }, object: { metadata: { name: 'c' } } }));
     assert.equal(cm.response['allowed'], true);
-    assert.equal((cm.response['auditAnnotations'] as Record<string, string>)['verdict'], 'skipped');
+    assert.equal((cm.response['auditAnnotations'] as Record<string, string>)['decision'], 'skipped');
     assert.match((cm.response['auditAnnotations'] as Record<string, string>)['reason']!, /ConfigMap holds no pod/);
     const del = await h.post('validate', review({ operation: 'DELETE', object: null, oldObject: { metadata: { name: 'web' } } }));
     assert.equal(del.response['allowed'], true);

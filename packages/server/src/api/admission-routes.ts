@@ -184,7 +184,7 @@ function skipped(why: string): AdmissionOutcome {
     allowed: true,
     message: '',
     warnings: [],
-    auditAnnotations: { verdict: 'skipped', reason: why },
+    auditAnnotations: { decision: 'skipped', reason: why },
     mode: '',
     policies: [],
     controls: [],
