@@ -11,6 +11,7 @@ import { CLIENT_VERSION } from './doctor.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
+import { registerAdmissionCheck } from './admission.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -712,12 +713,16 @@ export function buildProgram(): Command {
       await stopped;
     });
 
+  // ---------------------------------------------------------------- admission
+  const admission = program.command('admission').description("image trust and Pod Security at admission: offline checks, the webhook's events");
+  registerAdmissionCheck(admission);
+
   // ---------------------------------------------------------------- policy
-  const policy = program.command('policy').description('access policies: who may call whom');
+  const policy = program.command('policy').description('access policies (who may call whom) and admission policies');
   policy
     .command('apply')
     .description(
-      'validate and apply AccessPolicy YAML (adds or replaces policies by name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+      'validate and apply AccessPolicy, AdmissionPolicy and AdmissionException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
     )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
@@ -734,8 +739,15 @@ export function buildProgram(): Command {
       const yaml = readText(f.file);
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
-      const other = parsePolicies(yaml, { file: f.file }).others.find((o) => o.kind !== 'PolicyTest');
-      if (other) throw new WritError('ERR_POLICY_INVALID', `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy or PolicyTest)`);
+      const { ADMISSION_KINDS, parseAdmission } = await import('@writ/admission');
+      const others = parsePolicies(yaml, { file: f.file }).others.filter((o) => o.kind !== 'PolicyTest');
+      const other = others.find((o) => !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
+      if (other)
+        throw new WritError(
+          'ERR_POLICY_INVALID',
+          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy or AdmissionException)`,
+        );
+      if (others.length) parseAdmission(yaml, { file: f.file });
       const startedAt = Date.now();
       let res: {
         revision: number;
@@ -789,10 +801,18 @@ export function buildProgram(): Command {
     .description('the current policy set')
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<{ revision: number; policies: Array<Record<string, string | number>> }>('GET', '/v1/policies');
+      const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
+      const applies = (p: Record<string, unknown>): string =>
+        p['kind'] === 'AccessPolicy' || p['kind'] === undefined ? String(p['to']) : `namespaces ${(p['namespaces'] as string[]).join(',')}`;
+      const detail = (p: Record<string, unknown>): string =>
+        p['kind'] === 'AdmissionException'
+          ? `${(p['controls'] as string[]).join(',')} until ${String(p['expires'])}`
+          : p['kind'] === 'AdmissionPolicy'
+            ? ''
+            : `${String(p['rules'])} rules`;
       print(format, res, () => ({
-        head: ['NAME', 'TO', 'MODE', 'RULES'],
-        body: res.policies.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
+        head: ['NAME', 'KIND', 'APPLIES TO', 'MODE', 'DETAIL'],
+        body: res.policies.map((p) => [String(p['name']), String(p['kind'] ?? 'AccessPolicy'), applies(p), String(p['mode'] ?? ''), detail(p)]),
       }));
     });
   policy
@@ -1132,6 +1152,7 @@ const OFFLINE = new Set([
   'writ server start',
   'writ agent start',
   'writ policy test',
+  'writ admission check',
   'writ svid fetch',
   'writ svid jwt',
   'writ svid watch',
