@@ -231,7 +231,8 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
     let req: ImageRequirements;
     try {
       req = {
-        requireDigest: im.requireDigest && !(deps.pinTags && deps.images),
+        // Asked of the checker even when tags are to be pinned: it resolves them only when a digest is needed.
+        requireDigest: im.requireDigest,
         registries: im.registries,
         signatures: signatureRequirements(
           im,
@@ -263,8 +264,10 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
     );
     for (const { c, v } of all) {
       if (!verdicts.has(c.image) || v.digest) verdicts.set(c.image, v);
+      // The mutating hook pins a tag that resolved (the patch), so it is not refused for being a tag.
       for (const problem of v.violations)
-        out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
+        if (!(problem.control === 'imageDigest' && deps.pinTags && deps.images && v.pinned && v.digest))
+          out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
     }
     return out;
   };

@@ -716,6 +716,8 @@ export function buildProgram(): Command {
   // ---------------------------------------------------------------- admission
   const admission = program.command('admission').description("image trust and Pod Security at admission: offline checks, the webhook's events");
   registerAdmissionCheck(admission);
+  registerAdmissionEvents(admission);
+  registerAdmissionManifests(admission);
 
   // ---------------------------------------------------------------- policy
   const policy = program.command('policy').description('access policies (who may call whom) and admission policies');
@@ -1001,11 +1003,6 @@ export function buildProgram(): Command {
         if (res.decisions.length < 1000) await new Promise((r) => setTimeout(r, 1000));
       }
     });
-
-  // ---------------------------------------------------------------- admission (the webhook's events and manifests)
-  const admission = program.command('admission').description('Kubernetes admission: Pod Security Standards, image trust, exceptions');
-  registerAdmissionEvents(admission);
-  registerAdmissionManifests(admission);
 
   const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
   quarantine
