@@ -571,6 +571,129 @@ describe('the admission webhook on its own listener', () => {
   });
 });
 
+/** Raw JSON texts put where a field's value goes (as the API sweep does for the admin routes). */
+const HOSTILE_JSON = [
+  'null',
+  'true',
+  '1.5',
+  '-1',
+  '1e400',
+  '""',
+  '"a\\u0000b"',
+  JSON.stringify('x'.repeat(70_000)),
+  JSON.stringify('é💥\u202e\ud800'),
+  '{}',
+  '[]',
+  '[null]',
+  '[1, "x", {}]',
+  '{"__proto__": {"allowed": true}}',
+  `${'['.repeat(40)}1${']'.repeat(40)}`,
+];
+/** Where they go: the review, the request, and the pod the checks read (images, security contexts, volumes). */
+const HOSTILE_PATHS = [
+  'apiVersion',
+  'kind',
+  'request',
+  'request.uid',
+  'request.kind',
+  'request.kind.kind',
+  'request.kind.group',
+  'request.resource',
+  'request.subResource',
+  'request.namespace',
+  'request.name',
+  'request.operation',
+  'request.object',
+  'request.oldObject',
+  'request.dryRun',
+  'request.userInfo',
+  'request.object.metadata',
+  'request.object.metadata.ownerReferences',
+  'request.object.metadata.annotations',
+  'request.object.spec',
+  'request.object.spec.containers',
+  'request.object.spec.initContainers',
+  'request.object.spec.ephemeralContainers',
+  'request.object.spec.volumes',
+  'request.object.spec.securityContext',
+  'request.object.spec.hostNetwork',
+  'request.object.spec.os',
+  'request.object.spec.containers.0',
+  'request.object.spec.containers.0.image',
+  'request.object.spec.containers.0.name',
+  'request.object.spec.containers.0.securityContext',
+  'request.object.spec.containers.0.securityContext.capabilities',
+  'request.object.spec.containers.0.ports',
+];
+const ODD_IMAGES = [
+  `nginx@sha256:${'a'.repeat(63)}`,
+  `nginx@sha256:${'A'.repeat(64)}`,
+  'NGINX:latest',
+  'registry.example.com:5000/team/app:v1',
+  '[::1]:5000/team/app:v1',
+  `[fd00::1]:5000/app@sha256:${'b'.repeat(64)}`,
+  'nginx:',
+  `${'a'.repeat(300)}/x:y`,
+  'a//b:c',
+  'nginx@md5:abc',
+];
+
+function setPath(doc: Record<string, unknown>, path: string, raw: string): string {
+  const marker = '"__HOSTILE__"';
+  const copy = JSON.parse(JSON.stringify(doc)) as Record<string, unknown>;
+  const keys = path.split('.');
+  let o: Record<string, unknown> = copy;
+  for (const k of keys.slice(0, -1)) {
+    const next = o[k];
+    if (next === null || typeof next !== 'object') o[k] = {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[keys.at(-1)!] = '__HOSTILE__';
+  return JSON.stringify(copy).replace(marker, raw);
+}
+
+describe('the bad-input sweep of the admission listener', () => {
+  let w: Webhook;
+  before(async () => {
+    w = await startWebhook();
+    const dir = mkdtempSync(join(tmpdir(), 'writ-admission-sweep-'));
+    writeFileSync(join(dir, 'p.yaml'), POLICIES('2099-01-01T00:00:00Z'));
+    const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'p.yaml')]);
+    cleanup(dir);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await w?.srv.stop();
+    if (w) cleanup(w.srv.dataDir);
+  });
+
+  it('no hostile value anywhere in a review gives a 5xx: an AdmissionReview answer or a 4xx with a registered code', async () => {
+    const { HTTP_STATUS } = await import('../../packages/server/src/errors.ts');
+    const base = review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name: 'web', object: pod('web', 'prod', restrictedSpec('nginx:1.27')) });
+    const bodies: Array<[string, string]> = [];
+    for (const path of HOSTILE_PATHS) for (const v of HOSTILE_JSON) bodies.push([`${path}=${v.slice(0, 20)}`, setPath(base, path, v)]);
+    for (const image of ODD_IMAGES)
+      bodies.push([`image ${image.slice(0, 30)}`, setPath(base, 'request.object.spec.containers.0.image', JSON.stringify(image))]);
+    const problems: string[] = [];
+    let reviews = 0;
+    for (const hook of ['validate', 'mutate'])
+      for (const [what, body] of bodies) {
+        const a = await post(w, `/v1/admission/${hook}`, body);
+        if (a.status >= 500) problems.push(`${hook} ${what}: ${a.status} ${JSON.stringify(a.json).slice(0, 200)}`);
+        else if (a.status === 200) {
+          reviews++;
+          const res = a.json['response'] as Response | undefined;
+          if (typeof res?.allowed !== 'boolean' || typeof res.uid !== 'string') problems.push(`${hook} ${what}: 200 without an AdmissionReview answer`);
+        } else if (typeof a.json['code'] !== 'string' || HTTP_STATUS[a.json['code'] as string] !== a.status)
+          problems.push(`${hook} ${what}: ${a.status} without a registered code of that status: ${JSON.stringify(a.json).slice(0, 200)}`);
+      }
+    assert.deepEqual(problems.slice(0, 20), [], `${problems.length} of ${bodies.length * 2} cases failed`);
+    assert.ok(reviews > 100, `${reviews} hostile reviews were judged (not only refused)`);
+    const metrics = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), `${w.srv.url}/metrics`]);
+    assert.doesNotMatch(metrics.stdout, /writ_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx counted');
+  });
+});
+
 describe('client-certificate authentication of the API server', () => {
   let dir: string;
   let w: Webhook;
