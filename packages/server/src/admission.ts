@@ -124,7 +124,9 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
         set = await currentSet();
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'admission policies unavailable');
-        return unavailable(isWritError(err) ? err.message : 'the store did not answer');
+        // A store that is away for a moment: the policies last read still hold (as agents keep theirs).
+        if (cached) set = cached.set;
+        else return unavailable(isWritError(err) ? err.message : 'the store did not answer');
       }
       const verdict = await evaluate(
         {
