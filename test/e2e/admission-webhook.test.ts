@@ -7,14 +7,14 @@
  * `writ admission events`.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startHostileRegistry, startRegistry, type HostileRegistry, type PushedImage, type TestRegistry } from '@writ/oci/testing';
-import { cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { WRIT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
 const DIGEST = `sha256:${'4'.repeat(64)}`;
@@ -535,6 +535,32 @@ describe('the admission webhook on its own listener', () => {
     assert.equal(events.find((e) => e.name === 'web' && e.operation === 'UPDATE')?.allowed, false);
     const denied = await writ(w.srv, ['admission', 'events', '--namespace', 'prod', '--denied', '-o', 'json']);
     assert.ok((JSON.parse(denied.stdout) as Array<{ allowed: boolean }>).every((e) => !e.allowed));
+    // --follow prints what is stored after it started, one JSON object per line.
+    const follow = spawn(process.execPath, [WRIT, 'admission', 'events', '--follow', '--since', '1s', '--namespace', 'team-b', '-o', 'json'], {
+      env: {
+        PATH: process.env['PATH'],
+        HOME: process.env['HOME'],
+        WRIT_SERVER: w.srv.url,
+        WRIT_TOKEN: w.srv.adminToken,
+        WRIT_CA_FILE: join(w.srv.dataDir, 'bundle.pem'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let followed = '';
+    follow.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      await post(
+        w,
+        '/v1/admission/validate',
+        review({ kind: 'Pod', resource: 'pods', namespace: 'team-b', name: 'followed', object: pod('followed', 'team-b', privilegedSpec('nginx:1.27')) }),
+      );
+      const line = await waitFor('the followed event', async () => followed.split('\n').find((l) => l.includes('"followed"')));
+      const e = JSON.parse(line) as { name: string; allowed: boolean; namespace: string };
+      assert.deepEqual([e.name, e.namespace, e.allowed], ['followed', 'team-b', false]);
+    } finally {
+      follow.kill();
+    }
     const table = await writ(w.srv, ['admission', 'events', '--namespace', 'prod']);
     assert.match(table.stdout, /^TIME\s+VERDICT\s+MODE\s+NAMESPACE\s+OBJECT/);
     assert.match(table.stdout, /denied \(dry run\)\s+enforce\s+prod\s+Deployment\/api-dry/);
