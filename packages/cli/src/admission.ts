@@ -3,7 +3,8 @@
  * server runs, on the Pods and workloads of a manifest, against `--pss` and/or the AdmissionPolicy
  * and AdmissionException documents of `--policy` files. No server.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { type Command, CommanderError } from 'commander';
 import {
   type AdmissionPolicy,
@@ -15,6 +16,7 @@ import {
   readObjects,
   resolvePssVersion,
 } from '@writ/admission';
+import * as oci from '@writ/oci';
 import type { ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
 import { checkFormat, print } from './output.ts';
@@ -27,14 +29,40 @@ function readInput(file: string): string {
   }
 }
 
+/** What `check` needs of @writ/oci's registry client and verifying cache (typed by shape: see imageCheckerForCli). */
+interface OciApi {
+  readonly ImageVerifier: new (opts: { readonly registry: unknown }) => ImageChecker;
+  readonly RegistryClient: new (opts: { readonly config?: unknown }) => unknown;
+  readonly loadRegistryConfig: (file: string) => unknown;
+}
+
 /**
- * THE wiring point for image verification: the registry client (@writ/oci RegistryClient) and the
- * verifying cache (ImageVerifier) are built here once they exist. Without a checker, evaluate()
- * checks digests and registries from the references alone, and a policy that requires signatures
- * reports that they cannot be verified.
+ * THE wiring point for image verification: @writ/oci's RegistryClient (with `--registry-config`)
+ * under its ImageVerifier, the checker the webhook uses. Looked up by shape so this file builds
+ * before those land in the same branch (the integrator may import them directly). Without them,
+ * evaluate() checks digests and registries from the references alone, and a policy that requires
+ * signatures reports that they cannot be verified.
  */
-export async function imageCheckerForCli(): Promise<ImageChecker | undefined> {
-  return undefined;
+export function imageCheckerForCli(registryConfig: string | undefined): ImageChecker | undefined {
+  const api = oci as unknown as Partial<OciApi>;
+  if (!api.ImageVerifier || !api.RegistryClient || !api.loadRegistryConfig) {
+    if (registryConfig !== undefined) throw new WritError('ERR_CONFIG_INVALID', '--registry-config: this build of writ has no registry client');
+    return undefined;
+  }
+  const registry = new api.RegistryClient(registryConfig === undefined ? {} : { config: api.loadRegistryConfig(registryConfig) });
+  return new api.ImageVerifier({ registry });
+}
+
+/** Key files named relative to a --policy file are read from beside it (absolute ones as they are). */
+function keyReader(policyFiles: readonly string[]): (path: string) => Buffer {
+  return (path) => {
+    if (isAbsolute(path)) return readFileSync(path);
+    for (const dir of new Set(policyFiles.map((f) => dirname(resolve(f))))) {
+      const p = join(dir, path);
+      if (existsSync(p)) return readFileSync(p);
+    }
+    return readFileSync(path);
+  };
 }
 
 interface CheckFlags {
@@ -45,6 +73,7 @@ interface CheckFlags {
   namespace: string;
   at?: string;
   ignoreOtherKinds?: boolean;
+  registryConfig?: string;
 }
 
 export interface CheckResult {
@@ -71,6 +100,7 @@ export function registerAdmissionCheck(admission: Command): void {
     .option('-n, --namespace <ns>', 'the namespace of objects that name none', 'default')
     .option('--at <time>', 'decide as of this RFC 3339 time (which exceptions are in force; default now)')
     .option('--ignore-other-kinds', 'skip documents without a pod (Services, ConfigMaps, ...) instead of refusing them')
+    .option('--registry-config <file>', "per-registry CA and credentials, for policies that check images (the server's format)")
     .action(async (f: CheckFlags, cmd: Command) => {
       const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
       if (!f.pss && !f.policy?.length) throw new CommanderError(2, 'writ.usage', 'give --pss baseline|restricted, or --policy FILE');
@@ -108,14 +138,15 @@ export function registerAdmissionCheck(admission: Command): void {
       }
       const set: AdmissionSet = { policies, exceptions };
       const objects = readObjects(readInput(f.file), { file: f.file, ...(f.ignoreOtherKinds ? { ignoreOtherKinds: true } : {}) });
-      const images = policies.some((p) => p.images) ? await imageCheckerForCli() : undefined;
+      const images = policies.some((p) => p.images) ? imageCheckerForCli(f.registryConfig) : undefined;
+      const readKeyFile = keyReader(f.policy ?? []);
       const results: Array<CheckResult & { verdict: AdmissionVerdict }> = [];
       for (const o of objects) {
         const namespace = o.namespace || f.namespace;
         const verdict = await evaluate({ kind: o.kind, namespace, name: o.name, operation: 'CREATE', object: o.object }, set, {
           now,
           signal: AbortSignal.timeout(30_000),
-          readKeyFile: (path) => readFileSync(path),
+          readKeyFile,
           ...(images ? { images } : {}),
         });
         results.push({

@@ -8,10 +8,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
+import { registerAdmissionCheck } from './admission.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
-import { registerAdmissionCheck } from './admission.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -41,7 +41,7 @@ const PIN_HELP = {
   trustDomain: "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
   serverSpiffeId: 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)',
 } as const;
-const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test)';
+const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test, a denied admission check)';
 
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
@@ -804,17 +804,21 @@ export function buildProgram(): Command {
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
-      const applies = (p: Record<string, unknown>): string =>
-        p['kind'] === 'AccessPolicy' || p['kind'] === undefined ? String(p['to']) : `namespaces ${(p['namespaces'] as string[]).join(',')}`;
-      const detail = (p: Record<string, unknown>): string =>
-        p['kind'] === 'AdmissionException'
-          ? `${(p['controls'] as string[]).join(',')} until ${String(p['expires'])}`
-          : p['kind'] === 'AdmissionPolicy'
-            ? ''
-            : `${String(p['rules'])} rules`;
+      // Access policies keep their columns; admission documents show their namespaces, and an exception its expiry and controls.
+      const admission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
       print(format, res, () => ({
-        head: ['NAME', 'KIND', 'APPLIES TO', 'MODE', 'DETAIL'],
-        body: res.policies.map((p) => [String(p['name']), String(p['kind'] ?? 'AccessPolicy'), applies(p), String(p['mode'] ?? ''), detail(p)]),
+        head: ['NAME', 'TO', 'MODE', 'RULES', 'KIND'],
+        body: res.policies.map((p) =>
+          admission(p)
+            ? [
+                String(p['name']),
+                `namespaces ${(p['namespaces'] as string[]).join(',')}`,
+                p['kind'] === 'AdmissionException' ? `until ${String(p['expires'])}` : String(p['mode']),
+                p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
+                String(p['kind']),
+              ]
+            : [String(p['name']), String(p['to']), String(p['mode']), String(p['rules']), 'AccessPolicy'],
+        ),
       }));
     });
   policy
