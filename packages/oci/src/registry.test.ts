@@ -4,13 +4,18 @@
  * within its budget, and the client keeps working afterwards.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { isWritError } from '@writ/spiffe';
 import { parseImageRef } from './reference.ts';
 import { registryConfig } from './registry-config.ts';
 import { RegistryClient, parseWwwAuthenticate } from './registry.ts';
-import { type HostileKind, type PushedImage, type TestRegistry, startHostileRegistry, startRegistry } from './testing/registry.ts';
+import { type HostileKind, type PushedImage, type TestRegistry, makeTestCa, sha256Digest, startHostileRegistry, startRegistry } from './testing/registry.ts';
 
 function clientFor(
   reg: { host: string; caPem: string },
@@ -261,6 +266,7 @@ describe('hostile registries: each answer within its budget, with its code', () 
     ['wrong-digest', 'ERR_DIGEST_MISMATCH', /Docker-Content-Digest sha256:b{64}/],
     ['unavailable', 'ERR_REGISTRY_UNREACHABLE', /answered 503/],
     ['auth-loop', 'ERR_REGISTRY_AUTH', /refused the credentials/],
+    ['not-http', 'ERR_REGISTRY_RESPONSE_INVALID', /malformed HTTP \(HPE_/],
   ];
   for (const [kind, code, message] of cases) {
     it(`${kind}: ${code}`, async () => {
@@ -308,6 +314,101 @@ describe('hostile registries: each answer within its budget, with its code', () 
       await rejectsWith(c.resolve(reg.ref('team/app', 'v1'), { signal: AbortSignal.abort() }), 'ERR_REGISTRY_TIMEOUT');
       await rejectsWith(c.resolve('127.0.0.1:1/team/app:v1'), 'ERR_REGISTRY_UNREACHABLE', /connection refused/);
       assert.equal((await c.resolve(reg.ref('team/app', 'v1'))).digest, img.digest);
+    } finally {
+      c.close();
+      await reg.stop();
+    }
+  });
+});
+
+describe('other answers: referrers and blobs from hostile fakes, plain HTTP only when configured', () => {
+  it('a garbage referrers list and a blob with the wrong bytes are refused', async () => {
+    const garbage = await startHostileRegistry('garbage');
+    const wrong = await startHostileRegistry('wrong-digest');
+    const g = clientFor(garbage);
+    const w = clientFor(wrong);
+    try {
+      await rejectsWith(g.referrers(parseImageRef(`${garbage.host}/team/app`), `sha256:${'a'.repeat(64)}`), 'ERR_REGISTRY_RESPONSE_INVALID', /not JSON/);
+      await rejectsWith(w.blob(parseImageRef(`${wrong.host}/team/app`), `sha256:${'a'.repeat(64)}`, 1024), 'ERR_DIGEST_MISMATCH', /hash to sha256:/);
+    } finally {
+      g.close();
+      w.close();
+      await garbage.stop();
+      await wrong.stop();
+    }
+  });
+
+  it('speaks plain HTTP to a registry marked insecureHttp, and only then', async () => {
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'a'.repeat(64)}`, size: 2 },
+        layers: [],
+      }),
+    );
+    const server = createHttpServer((req, res) => {
+      if (req.url === '/v2/team/app/manifests/v1') res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }).end(manifest);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const plain = new RegistryClient({ config: registryConfig({ registries: { [host]: { insecureHttp: true } } }) });
+    const strict = new RegistryClient({ requestTimeoutMs: 1000 });
+    try {
+      assert.equal((await plain.resolve(`${host}/team/app:v1`)).digest, sha256Digest(manifest));
+      await rejectsWith(strict.resolve(`${host}/team/app:v1`), 'ERR_REGISTRY_UNREACHABLE');
+    } finally {
+      plain.close();
+      strict.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('credentials go only to the registry itself: a redirect to another host gets no Authorization', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-redirect-'));
+    const ca = makeTestCa(dir);
+    const seen: { host: string; authorization: string | undefined }[] = [];
+    const server = createHttpsServer({ cert: ca.certPem, key: ca.keyPem }, (req, res) => {
+      seen.push({ host: req.headers.host ?? '', authorization: req.headers.authorization });
+      if (req.headers.host?.startsWith('127.0.0.1') && req.headers.authorization === undefined) {
+        return void res.writeHead(401, { 'www-authenticate': 'Basic realm="r"' }).end();
+      }
+      if (req.headers.host?.startsWith('127.0.0.1')) return void res.writeHead(307, { location: `https://localhost:${port}/storage/blob` }).end();
+      res.writeHead(200).end('{}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const c = new RegistryClient({
+      config: registryConfig({ registries: { [`127.0.0.1:${port}`]: { ca: ca.caPem, username: 'u', password: 'p' } }, default: { ca: ca.caPem } }),
+    });
+    try {
+      const blob = await c.blob(parseImageRef(`127.0.0.1:${port}/team/app`), sha256Digest(Buffer.from('{}')), 1024);
+      assert.equal(blob.toString(), '{}');
+      assert.deepEqual(
+        seen.map((s) => [s.host.split(':')[0], s.authorization !== undefined]),
+        [
+          ['127.0.0.1', false],
+          ['127.0.0.1', true],
+          ['localhost', false],
+        ],
+      );
+    } finally {
+      c.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a configured registry token that the registry refuses is ERR_REGISTRY_AUTH', async () => {
+    const reg = await startRegistry({ auth: 'bearer' });
+    const c = new RegistryClient({ config: registryConfig({ registries: { [reg.host]: { ca: reg.caPem, token: 'not-a-valid-token' } } }) });
+    try {
+      await reg.pushImage('team/app', 'v1');
+      const err = await rejectsWith(c.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /refused the configured credentials/);
+      assert.doesNotMatch(err.message, /not-a-valid-token/);
     } finally {
       c.close();
       await reg.stop();

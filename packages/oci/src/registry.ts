@@ -459,6 +459,7 @@ export class RegistryClient implements RegistryReader {
     const url = new URL(realm);
     if (service !== undefined) url.searchParams.set('service', service);
     if (scope !== undefined) for (const s of scope.split(' ')) if (s !== '') url.searchParams.append('scope', s);
+    if (settings.username !== undefined) url.searchParams.set('account', settings.username);
     // The realm may be another host: its own settings when it has some, else the registry's (its CA).
     const realmHost = url.host;
     const realmSettings = this.#config.hosts().includes(realmHost.toLowerCase()) ? this.#settings(realmHost) : settings;
@@ -572,6 +573,9 @@ export class RegistryClient implements RegistryReader {
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
+        // An answer that is not HTTP is the registry's fault, not the network's.
+        if (err.code?.startsWith('HPE_') === true)
+          return done(fail('ERR_REGISTRY_RESPONSE_INVALID', `${host} answered with malformed HTTP (${err.code})`, err));
         const e = fail('ERR_REGISTRY_UNREACHABLE', `cannot reach ${host}: ${describeNetError(err)}`, err);
         if (req.reusedSocket && err.code === 'ECONNRESET') Object.assign(e, { reusedSocket: true });
         done(e);

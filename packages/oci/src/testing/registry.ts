@@ -14,10 +14,15 @@
  *
  * Also `startHostileRegistry(kind)`: small HTTPS fakes that answer badly (slow, garbage, redirect
  * loops, huge or mis-digested manifests) for the client's bad-input tests.
+ *
+ * The front and the fakes run in the test's own process: drive outside clients (cosign, skopeo)
+ * with async child processes (`execFile`, `spawn`), never `execFileSync`, or nothing answers them.
+ * For cosign: `--registry-cacert=<caFile>` (or SSL_CERT_FILE), and `DOCKER_CONFIG=<dockerConfigDir()>`
+ * when there is auth.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request as httpsRequest, Agent, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
@@ -171,6 +176,8 @@ export interface TestRegistry {
   pushIndex(repository: string, tag?: string, platforms?: readonly string[]): Promise<PushedImage>;
   /** A Docker v2 manifest list of Docker v2 manifests (default linux/amd64 + linux/arm64). */
   pushDockerList(repository: string, tag?: string, platforms?: readonly string[]): Promise<PushedImage>;
+  /** A folder with a Docker `config.json` holding this registry's credentials: `DOCKER_CONFIG` for cosign, skopeo, crane. */
+  dockerConfigDir(): string;
   stop(): Promise<void>;
 }
 
@@ -624,6 +631,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     password,
     stats,
     ...pushHelpers(host, pusher),
+    dockerConfigDir: () => {
+      const d = join(dir, 'docker-config');
+      mkdirSync(d, { recursive: true });
+      const auths = auth === 'none' ? {} : { [host]: { auth: Buffer.from(`${username}:${password}`).toString('base64') } };
+      writeFileSync(join(d, 'config.json'), JSON.stringify({ auths }), { mode: 0o600 });
+      return d;
+    },
     stop: async () => {
       pusher.close();
       await stopAll();
@@ -655,7 +669,9 @@ export type HostileKind =
   /** 503 to everything. */
   | 'unavailable'
   /** A bearer challenge whose token is accepted by the token endpoint but refused by the registry. */
-  | 'auth-loop';
+  | 'auth-loop'
+  /** Bytes that are not HTTP at all. */
+  | 'not-http';
 
 export interface HostileRegistry {
   readonly host: string;
@@ -690,6 +706,7 @@ export async function startHostileRegistry(kind: HostileKind): Promise<HostileRe
     if (kind === 'redirect-loop') return void res.writeHead(307, { location: path === '/a' ? '/b' : '/a' }).end();
     if (kind === 'redirect-chain') return void res.writeHead(302, { location: `/r/${stats.requests}` }).end();
     if (kind === 'slow') return; // never answers; stop() destroys the socket
+    if (kind === 'not-http') return void res.socket?.end('SSH-2.0-OpenSSH_9.2\r\n\r\n');
     if (kind === 'auth-loop') {
       if (path === '/token') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'useless', expires_in: 300 }));
       return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
