@@ -4,13 +4,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isWritError } from '@writ/spiffe';
+import { isWritError, WritError } from '@writ/spiffe';
 import { parseCosignKey, signatureRequirement, verifyCosign, verifySignature } from './cosign.ts';
 import { COSIGN_KEY_KINDS, type CosignKey, type CosignKeyKind, cosignSign, makeCosignKey } from './testing/cosign.ts';
 import { MEDIA_TYPES, startRegistry, type TestRegistry } from './testing/registry.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
-import type { Descriptor } from './types.ts';
+import type { Descriptor, RegistryReader } from './types.ts';
 
 function clientFor(r: TestRegistry): RegistryClient {
   return new RegistryClient({ config: registryConfig({ registries: { [r.host]: { ca: r.caPem } } }) });
@@ -75,6 +75,33 @@ describe('cosign signatures made by the real cosign CLI', () => {
     );
     const result = await verifyCosign(referrersReader, repoOf(withReferrers, image.repository), image.digest, requirement(foreign, key('p256')));
     assert.deepEqual(result, { verified: true, layout: 'sigstore-bundle', keyIndex: 1 });
+  });
+
+  for (const target of ['the referrers API', 'the sha256-<hex> tag fallback'] as const) {
+    test(`cosign v2 simple signing pushed as an OCI 1.1 referrer, found through ${target}`, async () => {
+      const r = target === 'the referrers API' ? withReferrers : registry;
+      const client = target === 'the referrers API' ? referrersReader : reader;
+      const image = await r.pushImage('sig/v2-referrer', target === 'the referrers API' ? 'api' : 'tag');
+      await cosignSign('v2', key('rsa'), image.ref, r.caFile, dir, { referrers: true });
+      assert.equal(await client.manifest(repoOf(r, image.repository), `sha256-${image.digest.slice(7)}.sig`), null, 'not at the .sig tag');
+      const result = await verifyCosign(client, repoOf(r, image.repository), image.digest, requirement(key('rsa')));
+      assert.deepEqual(result, { verified: true, layout: 'simple-signing', keyIndex: 0 });
+    });
+  }
+
+  test('a referrers endpoint that fails does not hide a valid .sig signature, and never turns into "unsigned"', async () => {
+    const image = await registry.pushImage('sig/broken-referrers', 'v1');
+    const broken: RegistryReader = {
+      manifest: (repo, reference, signal) => reader.manifest(repo, reference, signal),
+      blob: (repo, digest, max, signal) => reader.blob(repo, digest, max, signal),
+      referrers: async () => {
+        throw new WritError('ERR_REGISTRY_RESPONSE_INVALID', 'referrers answer is not an index');
+      },
+    };
+    const repo = repoOf(registry, image.repository);
+    await assert.rejects(verifyCosign(broken, repo, image.digest, requirement(key('p256'))), (e: unknown) => isWritError(e, 'ERR_REGISTRY_RESPONSE_INVALID'));
+    await cosignSign('v2', key('p256'), image.ref, registry.caFile, dir);
+    assert.deepEqual(await verifyCosign(broken, repo, image.digest, requirement(key('p256'))), { verified: true, layout: 'simple-signing', keyIndex: 0 });
   });
 
   test('an unsigned image is refused as unsigned', async () => {

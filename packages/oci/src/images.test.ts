@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCosignKey, signatureRequirement } from './cosign.ts';
-import { type ImageSource, ImageVerifier } from './images.ts';
+import { type ImageSource, ImageVerifier, registryAllowed } from './images.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
 import { type CosignKey, cosignSign, makeCosignKey } from './testing/cosign.ts';
@@ -105,6 +105,21 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(verdict.pinned, `${registry.host}/team/tagged@${image.digest}`);
     const pinned = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ requireDigest: true, signatures: [] }));
     assert.deepEqual(pinned.violations, []);
+    // The mutating webhook's request: no digest required, but the tag resolved so it can pin it.
+    const mutate = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [], pinTags: true }));
+    assert.deepEqual(mutate.violations, []);
+    assert.equal(mutate.pinned, `${registry.host}/team/tagged@${image.digest}`);
+    const untouched = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [] }));
+    assert.equal(untouched.pinned, undefined, 'nothing asked of the image: the registry is not asked either');
+  });
+
+  test('registry prefixes match on path boundaries', () => {
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team/']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com']));
+    assert.ok(!registryAllowed('registry.example.com/teamx/app', ['registry.example.com/team']));
+    assert.ok(!registryAllowed('registry.example.com.evil.io/team/app', ['registry.example.com']));
+    assert.ok(registryAllowed('anything/at/all', []));
   });
 
   test('a registry outside the allowed prefixes is refused without being contacted', async () => {
@@ -132,6 +147,7 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     const missing = await verifier.check(registry.ref('team/unsigned', 'nope'), requirements());
     assert.equal(missing.violations[0]?.control, 'imageResolve');
     assert.match(missing.violations[0]?.message ?? '', /ERR_IMAGE_NOT_FOUND/);
+    assert.equal(missing.violations[0]?.code, undefined, 'a missing tag is a verdict, not a failure to check');
     const bad = await verifier.check('Registry.example.com/UPPER/app', requirements());
     assert.equal(bad.violations[0]?.control, 'imageResolve');
     assert.match(bad.violations[0]?.message ?? '', /not a valid reference/);
@@ -217,6 +233,7 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
       assert.ok(performance.now() - t0 < 500);
       assert.equal(verdict.violations[0]?.control, 'imageResolve');
       assert.match(verdict.violations[0]?.message ?? '', /did not answer within the decision budget/);
+      assert.equal(verdict.violations[0]?.code, 'ERR_REGISTRY_TIMEOUT');
       const image = await registry.pushImage('team/after', 'v1');
       const ok = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ signatures: [] }));
       assert.deepEqual(ok.violations, []);

@@ -62,8 +62,21 @@ export async function makeCosignKey(dir: string, kind: CosignKeyKind): Promise<C
   return { kind, keyFile: `${prefix}.key`, pubFile: `${prefix}.pub`, pubPem: readFileSync(`${prefix}.pub`, 'utf8') };
 }
 
-/** `cosign sign` of `ref` (`host/repo@sha256:...`) with a key, trusting the registry's test CA. */
-export async function cosignSign(version: CosignVersion, key: CosignKey, ref: string, caFile: string, dir: string): Promise<void> {
+/**
+ * `cosign sign` of `ref` (`host/repo@sha256:...`) with a key, trusting the registry's test CA.
+ * `referrers` (v2 only): the experimental `--registry-referrers-mode=oci-1-1`, which pushes the
+ * simple-signing manifest as an OCI 1.1 referrer instead of at the `.sig` tag.
+ */
+export async function cosignSign(
+  version: CosignVersion,
+  key: CosignKey,
+  ref: string,
+  caFile: string,
+  dir: string,
+  opts: { referrers?: boolean } = {},
+): Promise<void> {
   const offline = version === 'v2' ? ['--tlog-upload=false'] : ['--use-signing-config=false', '--tlog-upload=false'];
-  await run(cosignBinary(version), ['sign', '--key', key.keyFile, ...offline, '-y', ref], { env: env(dir, caFile), timeout: 60_000 });
+  const referrers = opts.referrers === true ? ['--registry-referrers-mode=oci-1-1'] : [];
+  const environment = { ...env(dir, caFile), ...(opts.referrers === true ? { COSIGN_EXPERIMENTAL: '1' } : {}) };
+  await run(cosignBinary(version), ['sign', '--key', key.keyFile, ...offline, ...referrers, '-y', ref], { env: environment, timeout: 60_000 });
 }
