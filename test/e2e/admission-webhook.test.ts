@@ -315,7 +315,7 @@ describe('the admission webhook on its own listener', () => {
       'content-type: application/json',
       '--data-binary',
       `@${join(dir, 'review.json')}`,
-      `https://${DNS}:${w.port}/v1/admission/validate`,
+      `https://${DNS}:${w.port}/v1/admission/validate?timeout=5s`,
     ]);
     assert.equal(c.code, 0, c.stderr);
     assert.equal((JSON.parse(c.stdout) as { response: Response }).response.allowed, true);
@@ -329,6 +329,70 @@ describe('the admission webhook on its own listener', () => {
       `https://other.svc:${w.port}/livez`,
     ]);
     assert.notEqual(wrong.code, 0);
+  });
+
+  it('writ admission manifests prints both webhook configurations as kube-apiserver takes them', async () => {
+    const m = await writ(w.srv, [
+      'admission',
+      'manifests',
+      '--ca-file',
+      join(w.srv.dataDir, 'bundle.pem'),
+      '--namespace',
+      'security',
+      '--port',
+      '9444',
+      '-o',
+      'json',
+    ]);
+    assert.equal(m.code, 0, m.stderr);
+    type Hook = Record<string, unknown> & {
+      clientConfig: { service: Record<string, unknown>; caBundle: string };
+      rules: Array<{ apiGroups: string[]; resources: string[]; operations: string[] }>;
+    };
+    const items = (JSON.parse(m.stdout) as { items: Array<{ apiVersion: string; kind: string; webhooks: Hook[] }> }).items;
+    assert.deepEqual(
+      items.map((i) => [i.apiVersion, i.kind]),
+      [
+        ['admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration'],
+        ['admissionregistration.k8s.io/v1', 'ValidatingWebhookConfiguration'],
+      ],
+    );
+    for (const [i, hook] of (['mutate', 'validate'] as const).entries()) {
+      const h = items[i]!.webhooks[0]!;
+      assert.deepEqual(h.clientConfig.service, { namespace: 'security', name: 'writ-admission', path: `/v1/admission/${hook}`, port: 9444 });
+      assert.equal(Buffer.from(h.clientConfig.caBundle, 'base64').toString(), readFileSync(join(w.srv.dataDir, 'bundle.pem'), 'utf8'));
+      assert.deepEqual(h['admissionReviewVersions'], ['v1']);
+      assert.equal(h['failurePolicy'], 'Fail');
+      assert.equal(h['sideEffects'], 'None');
+      assert.equal(h['matchPolicy'], 'Equivalent');
+      assert.ok((h['timeoutSeconds'] as number) > 2 && (h['timeoutSeconds'] as number) <= 30, 'above the 2 s budget');
+      assert.deepEqual(h['namespaceSelector'], {
+        matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: ['kube-system', 'security'] }],
+      });
+      assert.deepEqual(
+        h.rules.flatMap((r) => r.resources.map((res) => `${r.apiGroups[0] || 'core'}/${res}`)),
+        [
+          'core/pods',
+          'core/pods/ephemeralcontainers',
+          'core/replicationcontrollers',
+          'core/podtemplates',
+          'apps/deployments',
+          'apps/replicasets',
+          'apps/statefulsets',
+          'apps/daemonsets',
+          'batch/jobs',
+          'batch/cronjobs',
+        ],
+      );
+      assert.ok(h.rules.every((r) => r.operations.join() === 'CREATE,UPDATE'));
+      assert.equal(h['reinvocationPolicy'], hook === 'mutate' ? 'IfNeeded' : undefined);
+    }
+    const ignore = await writ(w.srv, ['admission', 'manifests', '--ca-file', join(w.srv.dataDir, 'bundle.pem'), '--failure-policy', 'Ignore']);
+    assert.equal((ignore.stdout.match(/failurePolicy: Ignore/g) ?? []).length, 2);
+    const bad = await writ(w.srv, ['admission', 'manifests', '--ca-file', join(w.srv.dataDir, 'admin.token')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /holds no PEM certificate/);
+    assert.doesNotMatch(bad.stderr, new RegExp(w.srv.adminToken), 'the file given by mistake is not echoed');
   });
 
   it('denies a privileged Pod in an enforce namespace as Pod Security Admission words it, echoing the uid', async () => {
