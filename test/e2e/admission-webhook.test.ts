@@ -957,11 +957,18 @@ spec:
         post(
           w,
           '/v1/admission/validate',
-          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `s${i}`, object: appPod(`s${i}`, `${slow.host}/team/app:v${i}`) }),
+          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `m${i}`, object: appPod(`m${i}`, `${slow.host}/team/app:v${i}`) }),
         ),
       ),
     );
     for (const m of many) assert.ok(m.ms < 1200 && responseOf(m).allowed === false, `${Math.round(m.ms)} ms`);
+    // The mutating hook's refusal is recorded (the validating hook is never asked after it).
+    const ev = await waitFor('the refusal in the events', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'apps', '--denied', '-o', 'json']);
+      return (JSON.parse(r.stdout) as Array<{ name: string; hook: string; message: string; controls: string[] }>).find((e) => e.name === 's1');
+    });
+    assert.equal(ev.hook, 'mutate');
+    assert.ok(ev.controls.includes('imageResolve'), JSON.stringify(ev));
     assert.equal(
       responseOf(
         await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'other', name: 'x', object: appPod('x', 'nginx') })),

@@ -24,6 +24,7 @@ interface EventRow {
   kind: string;
   name: string;
   subResource: string;
+  hook: string;
   allowed: boolean;
   mode: string;
   dryRun: boolean;

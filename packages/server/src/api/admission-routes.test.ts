@@ -87,7 +87,7 @@ describe('AdmissionReview in and out', () => {
     assert.deepEqual(h.admitted, [], 'a denied pod admits no image');
   });
 
-  it('the mutating hook answers a base64 JSONPatch only when there is something to pin, and records no event', async () => {
+  it('the mutating hook answers a base64 JSONPatch only when there is something to pin, and records only a refusal', async () => {
     const patch = [{ op: 'replace', path: '/spec/containers/0/image', value: `docker.io/library/nginx@sha256:${'b'.repeat(64)}` }];
     const h = harness({ decide: async (_i, _s, hook) => outcome({ patch: hook === 'mutate' ? patch : [] }), overBudget: () => outcome() });
     const r = await h.post('mutate', review({}));
@@ -96,6 +96,14 @@ describe('AdmissionReview in and out', () => {
     assert.equal(h.stored.length, 0);
     const v = await h.post('validate', review({}));
     assert.equal(v.response['patchType'], undefined, 'the validating hook never patches');
+    const refusing = harness({ decide: async () => outcome({ allowed: false, message: 'registry did not answer' }), overBudget: () => outcome() });
+    const r2 = await refusing.post('mutate', review({}));
+    assert.equal(r2.response['allowed'], false);
+    assert.equal(r2.response['patch'], undefined);
+    assert.deepEqual(
+      refusing.stored.map((e) => [e.hook, e.allowed]),
+      [['mutate', false]],
+    );
   });
 
   it('a dry run is recorded as one but admits no image; an enforce admission does', async () => {

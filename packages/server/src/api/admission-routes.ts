@@ -228,6 +228,9 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
       outcome = skipped(`${input.operation} is not judged (Pod Security Admission does not either)`);
     else outcome = await withinBudget(deps, input, hook);
     const now = deps.clock();
+    // The validating hook's verdict is the one recorded; the mutating hook's only when it refuses
+    // (the validating hook is then never asked).
+    if (hook === 'mutate' && !outcome.allowed) deps.events.add(eventOf(input, outcome, hook, now));
     if (hook === 'validate') {
       deps.events.add(eventOf(input, outcome, hook, now));
       const digests = [...new Set(outcome.images.flatMap((i) => (i.digest ? [i.digest] : [])))];
@@ -336,6 +339,7 @@ export function admissionEventJson(e: AdmissionEvent): Record<string, unknown> {
     kind: e.kind,
     name: e.name,
     subResource: e.subResource,
+    hook: e.hook,
     allowed: e.allowed,
     mode: e.mode,
     dryRun: e.dryRun,
