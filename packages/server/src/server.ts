@@ -300,6 +300,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       admissionServer.on('checkContinue', (req, res) => void handle(req, res, webhookRoutes, ctx.store, agents, metrics, log));
       admissionServer.headersTimeout = 10_000;
       admissionServer.requestTimeout = 30_000;
+      // Longer than the API server's idle timeout for pooled connections (Go's 90 s): the client
+      // closes an idle connection first, so it never sends a review on one the server is closing.
+      admissionServer.keepAliveTimeout = 100_000;
       admissionServer.on('tlsClientError', (err, socket) => {
         log.debug({ err: err.message }, 'admission TLS handshake failed');
         socket.destroy();

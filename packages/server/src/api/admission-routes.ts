@@ -194,27 +194,33 @@ function skipped(why: string): AdmissionOutcome {
   };
 }
 
+/** The abort reason of a review's work at the end of its budget (one object: no stack captured per review). */
+const OVER_BUDGET = new WritError('ERR_ADMISSION_BUDGET', 'no verdict within the decision budget');
+
 /** Races the decider against the budget: an answer always leaves before the API server's timeout. */
 async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hook: 'validate' | 'mutate'): Promise<AdmissionOutcome> {
   // The decider's own I/O is aborted a little early, so its answer (which says what was slow) wins
   // the race; the timer is the backstop for anything that does not honour the signal.
   const abort = new AbortController();
-  const early = setTimeout(
-    () => abort.abort(new WritError('ERR_ADMISSION_BUDGET', `no verdict within the ${deps.budgetMs} ms decision budget`)),
-    Math.max(deps.budgetMs - 150, deps.budgetMs * 0.8),
-  );
+  const early = setTimeout(() => abort.abort(OVER_BUDGET), Math.max(deps.budgetMs - 250, deps.budgetMs * 0.75));
   let backstop: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       deps.decider.decide(input, abort.signal, hook),
       new Promise<AdmissionOutcome>((resolve) => {
-        backstop = setTimeout(() => resolve(deps.decider.overBudget(input, deps.budgetMs)), deps.budgetMs - 20);
+        backstop = setTimeout(
+          () => {
+            // Whatever still runs for this review is no longer waited for.
+            abort.abort(OVER_BUDGET);
+            resolve(deps.decider.overBudget(input, deps.budgetMs));
+          },
+          Math.max(deps.budgetMs - 100, deps.budgetMs * 0.9),
+        );
       }),
     ]);
   } finally {
     clearTimeout(early);
     clearTimeout(backstop);
-    abort.abort();
   }
 }
 
@@ -306,7 +312,8 @@ export class AdmissionEventWriter {
       return;
     }
     this.#queue.push(e);
-    this.#flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.#flush());
+    // A short wait gathers the verdicts of a busy moment into one transaction.
+    this.#flushing ??= new Promise<void>((r) => setTimeout(r, 20)).then(() => this.#flush());
   }
 
   async #flush(): Promise<void> {
