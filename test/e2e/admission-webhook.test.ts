@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startHostileRegistry, startRegistry, type HostileRegistry, type PushedImage, type TestRegistry } from '@writ/oci/testing';
+import { cosignSign, makeCosignKey, type CosignKey } from '../../packages/oci/src/testing/cosign.ts';
 import { WRIT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
@@ -455,6 +456,39 @@ describe('the admission webhook on its own listener', () => {
     assert.equal(dry.allowed, false, 'a dry run gets the verdict the real request would');
   });
 
+  it('a Deployment UPDATE (with oldObject) is judged on its new template; a policy applied takes effect on the next review', async () => {
+    const dep = (spec: object, replicas: number) => ({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web', namespace: 'prod', generation: 2 },
+      spec: { replicas, selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec } },
+    });
+    const good = dep(restrictedSpec(`registry.example.com/team/app@${DIGEST}`), 2);
+    const update = (object: object) =>
+      review({ kind: 'Deployment', group: 'apps', resource: 'deployments', operation: 'UPDATE', namespace: 'prod', name: 'web', object, oldObject: good });
+    assert.equal(
+      responseOf(await post(w, '/v1/admission/validate', update(dep(restrictedSpec(`registry.example.com/team/app@${DIGEST}`), 5)))).allowed,
+      true,
+      'scaled',
+    );
+    const worse = responseOf(await post(w, '/v1/admission/validate', update(dep(privilegedSpec('nginx:1.27'), 2))));
+    assert.equal(worse.allowed, false);
+    assert.match(worse.status!.message, /privileged \(container "app"/);
+    // No policy for namespace "late" yet: admitted; once one is applied, the very next review is judged by it.
+    const latePod = () => review({ kind: 'Pod', resource: 'pods', namespace: 'late', name: 'p', object: pod('p', 'late', privilegedSpec('nginx:1.27')) });
+    assert.equal(responseOf(await post(w, '/v1/admission/validate', latePod())).allowed, true);
+    const f = join(dir, 'late.yaml');
+    writeFileSync(
+      f,
+      'apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: late }\nspec:\n  namespaces: [late]\n  mode: enforce\n  podSecurity: { level: baseline, version: v1.30 }\n',
+    );
+    const r = await writ(w.srv, ['policy', 'apply', '-f', f]);
+    assert.equal(r.code, 0, r.stderr);
+    const judged = responseOf(await post(w, '/v1/admission/validate', latePod()));
+    assert.equal(judged.allowed, false);
+    assert.match(judged.status!.message, /^violates PodSecurity "baseline:v1\.30": privileged/);
+  });
+
   it('checks an ephemeral debug container added through pods/ephemeralcontainers', async () => {
     const old = pod('web', 'prod', restrictedSpec(`registry.example.com/team/app@${DIGEST}`));
     const withDebug = {
@@ -857,10 +891,14 @@ describe('images: tags pinned to the digests a real registry serves, within the 
   let registry: TestRegistry;
   let slow: HostileRegistry;
   let pushed: PushedImage;
+  let key: CosignKey;
+  let otherKey: CosignKey;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'writ-admission-images-'));
     [registry, slow] = await Promise.all([startRegistry({}), startHostileRegistry('slow')]);
     pushed = await registry.pushImage('team/app', 'v1');
+    [key, otherKey] = await Promise.all([makeCosignKey(dir, 'p256'), makeCosignKey(dir, 'ed25519')]);
+    writeFileSync(join(dir, 'release.pub'), key.pubPem);
     writeFileSync(join(dir, 'registries.yaml'), `registries:\n  "${registry.host}": { ca: ${registry.caFile} }\n  "${slow.host}": { ca: ${slow.caFile} }\n`);
     w = await startWebhook(['--registry-config', join(dir, 'registries.yaml'), '--admission-budget', '1s']);
     writeFileSync(
@@ -872,6 +910,19 @@ spec:
   namespaces: [apps]
   mode: enforce
   images: { requireDigest: true, registries: ["${registry.host}/team/", "${slow.host}/"] }
+---
+apiVersion: writ.dev/v1
+kind: AdmissionPolicy
+metadata: { name: signed }
+spec:
+  namespaces: [signed]
+  mode: enforce
+  images:
+    requireDigest: true
+    registries: ["${registry.host}/team/"]
+    signatures:
+      - name: release-key
+        keys: [ { file: ${join(dir, 'release.pub')} } ]
 `,
     );
     const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'policy.yaml')]);
@@ -937,6 +988,36 @@ spec:
       `${w.srv.url}/v1/admission/images`,
     ]);
     assert.ok(!images.stdout.includes(other.digest), 'a dry run admits no image');
+  });
+
+  it('a signature made by the real cosign CLI admits its image; an unsigned one is refused; a changed key file takes effect at once', async () => {
+    const signedImage = await registry.pushImage('team/signed', 'v1');
+    const unsigned = await registry.pushImage('team/unsigned', 'v1');
+    await cosignSign('v3', key, signedImage.ref, registry.caFile, dir);
+    const judge = async (name: string, image: string) =>
+      responseOf(
+        await post(
+          w,
+          '/v1/admission/validate',
+          review({ kind: 'Pod', resource: 'pods', namespace: 'signed', name, object: pod(name, 'signed', { containers: [{ name: 'app', image }] }) }),
+        ),
+      );
+    const ok = await judge('sig-ok', signedImage.ref);
+    assert.equal(ok.allowed, true, JSON.stringify(ok));
+    const refused = await judge('sig-none', unsigned.ref);
+    assert.equal(refused.allowed, false);
+    assert.match(refused.status!.message, /not signed by release-key/);
+    const ev = await waitFor('the signed verdict', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'signed', '-o', 'json']);
+      return (JSON.parse(r.stdout) as Array<{ name: string; images: Array<{ digest?: string; signedBy: string[] }> }>).find((e) => e.name === 'sig-ok');
+    });
+    assert.deepEqual(ev.images, [{ image: signedImage.ref, digest: signedImage.digest, signedBy: ['release-key'] }]);
+    // The operator rotates the key file: the cached verification under the old key no longer counts.
+    writeFileSync(join(dir, 'release.pub'), otherKey.pubPem);
+    const rotated = await judge('sig-rotated', signedImage.ref);
+    assert.equal(rotated.allowed, false, 'signed by a key no longer trusted');
+    writeFileSync(join(dir, 'release.pub'), key.pubPem);
+    assert.equal((await judge('sig-back', signedImage.ref)).allowed, true);
   });
 
   it('a registry that never answers gets a deny saying so, answered within the budget, and the server keeps serving', async () => {
