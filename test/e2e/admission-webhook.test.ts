@@ -885,21 +885,35 @@ describe('client-certificate authentication of the API server', () => {
   });
 });
 
+const HOSTILE = [
+  'garbage',
+  'not-a-manifest',
+  'redirect-loop',
+  'redirect-chain',
+  'huge-manifest',
+  'endless-manifest',
+  'wrong-digest',
+  'unavailable',
+  'auth-loop',
+  'slow-body',
+] as const;
+
 describe('images: tags pinned to the digests a real registry serves, within the decision budget', () => {
   let dir: string;
   let w: Webhook;
   let registry: TestRegistry;
   let slow: HostileRegistry;
+  let hostile: HostileRegistry[];
   let pushed: PushedImage;
   let key: CosignKey;
   let otherKey: CosignKey;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'writ-admission-images-'));
-    [registry, slow] = await Promise.all([startRegistry({}), startHostileRegistry('slow')]);
+    [registry, slow, ...hostile] = await Promise.all([startRegistry({}), startHostileRegistry('slow'), ...HOSTILE.map((k) => startHostileRegistry(k))]);
     pushed = await registry.pushImage('team/app', 'v1');
     [key, otherKey] = await Promise.all([makeCosignKey(dir, 'p256'), makeCosignKey(dir, 'ed25519')]);
     writeFileSync(join(dir, 'release.pub'), key.pubPem);
-    writeFileSync(join(dir, 'registries.yaml'), `registries:\n  "${registry.host}": { ca: ${registry.caFile} }\n  "${slow.host}": { ca: ${slow.caFile} }\n`);
+    writeFileSync(join(dir, 'registries.yaml'), `registries:\n${[registry, slow, ...hostile].map((r) => `  "${r.host}": { ca: ${r.caFile} }\n`).join('')}`);
     w = await startWebhook(['--registry-config', join(dir, 'registries.yaml'), '--admission-budget', '1s']);
     writeFileSync(
       join(dir, 'policy.yaml'),
@@ -909,7 +923,7 @@ metadata: { name: pinned }
 spec:
   namespaces: [apps]
   mode: enforce
-  images: { requireDigest: true, registries: ["${registry.host}/team/", "${slow.host}/"] }
+  images: { requireDigest: true, registries: ["${registry.host}/team/", "${slow.host}/", ${hostile.map((h) => `"${h.host}/"`).join(', ')}] }
 ---
 apiVersion: writ.dev/v1
 kind: AdmissionPolicy
@@ -931,11 +945,29 @@ spec:
   after(async () => {
     await w?.srv.stop();
     if (w) cleanup(w.srv.dataDir);
-    await Promise.all([registry?.stop(), slow?.stop()]);
+    await Promise.all([registry?.stop(), slow?.stop(), ...(hostile ?? []).map((h) => h.stop())]);
     cleanup(dir);
   });
 
   const appPod = (name: string, image: string) => pod(name, 'apps', { containers: [{ name: 'app', image }] });
+
+  it('registries that answer with garbage, redirect loops, huge manifests, wrong digests or 503 each give a deny naming the problem, within the budget', async (t) => {
+    for (const [i, h] of hostile.entries()) {
+      const t0 = performance.now();
+      const res = responseOf(
+        await post(
+          w,
+          '/v1/admission/mutate',
+          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `h${i}`, object: appPod(`h${i}`, `${h.host}/team/app:v1`) }),
+        ),
+      );
+      const ms = performance.now() - t0;
+      assert.equal(res.allowed, false, `${HOSTILE[i]}: ${JSON.stringify(res)}`);
+      assert.match(res.status!.message, /could not be (resolved|checked)/, HOSTILE[i]);
+      assert.ok(ms < 1000, `${HOSTILE[i]}: answered in ${Math.round(ms)} ms`);
+      t.diagnostic(`${HOSTILE[i]}: ${Math.round(ms)} ms: ${res.status!.message}`);
+    }
+  });
 
   it('the mutating hook pins a tag to the digest the registry resolves it to; the validating hook admits the pinned pod and records its digest', async () => {
     const tagged = registry.ref('team/app', 'v1');
