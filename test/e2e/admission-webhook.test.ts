@@ -672,7 +672,8 @@ describe('the admission webhook on its own listener', () => {
       ['an array', '[]', 400, 'ERR_FIELD_INVALID'],
       ['v1beta1', { ...good, apiVersion: 'admission.k8s.io/v1beta1' }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
       ['no uid', { ...good, request: { ...(good['request'] as object), uid: undefined } }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
-      ['an unknown top-level field', { ...good, response: {} }, 400, 'ERR_FIELD_UNKNOWN'],
+      ['an unknown top-level field', { ...good, spec: {} }, 400, 'ERR_FIELD_UNKNOWN'],
+      ['an answered review', { ...good, response: { uid: 'x', allowed: true } }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
       [
         'nested 100 000 deep',
         `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,

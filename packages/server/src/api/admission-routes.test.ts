@@ -159,6 +159,7 @@ describe('parseAdmissionReview refuses what kube-apiserver never sends, with a c
     ['v1beta1', { ...review({}), apiVersion: 'admission.k8s.io/v1beta1' }, /admissionReviewVersions: \[v1\]/],
     ['no kind', { ...review({}), kind: 'Pod' }, /kind must be "AdmissionReview"/],
     ['no request', { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }, /request must be a JSON object/],
+    ['an answer, not a request', { ...review({}), response: { allowed: true } }, /response must be absent/],
     ['no uid', review({ uid: undefined }), /request.uid is required/],
     ['odd uid', review({ uid: 'a b' }), /request.uid must be a UID/],
     ['uid not a string', review({ uid: 7 }), /request.uid must be a string/],

@@ -114,6 +114,7 @@ export function parseAdmissionReview(body: unknown): AdmissionInput {
       'apiVersion',
     );
   if (review['kind'] !== 'AdmissionReview') throw invalid('kind must be "AdmissionReview"', 'kind');
+  if (review['response'] !== undefined && review['response'] !== null) throw invalid('response must be absent: this is a review to answer', 'response');
   const req = record(review['request'], 'request');
   const uid = text(req, 'uid', 'request.uid', { required: true, max: 128 });
   if (!UID.test(uid)) throw invalid('request.uid must be a UID (letters, digits, . _ : -)', 'request.uid');
@@ -247,7 +248,7 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     // The validating hook gives the warnings: said once, about the object as it will be stored.
     return ok(admissionResponse(input.uid, hook === 'mutate' ? { ...outcome, warnings: [] } : outcome, hook === 'mutate'));
   };
-  const body = { limit: ADMISSION_BODY_LIMIT, fields: ['apiVersion', 'kind', 'request'] };
+  const body = { limit: ADMISSION_BODY_LIMIT, fields: ['apiVersion', 'kind', 'request', 'response'] };
   add(
     'POST',
     '/v1/admission/validate',
