@@ -252,6 +252,8 @@ spec:
       const got = await writ(srv, ['policy', 'get', 'AdmissionPolicy/monitoring']);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout, `${POLICY.split('---\n')[0]!}`);
+      // The access policy of the same name is its own document, not the admission one.
+      assert.equal((await writ(srv, ['policy', 'get', 'monitoring'])).stdout, access);
       // What the webhook evaluates is read back from the store as written.
       const res = await fetchPolicies(srv);
       const set = admissionSetOf(res, Date.parse('2026-12-01T00:00:00Z'));
@@ -281,6 +283,14 @@ spec:
         (JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout) as { policies: Array<{ name: string }> }).policies.map((p) => p.name),
         ['AdmissionPolicy/monitoring', 'monitoring'],
       );
+    });
+
+    it('a signature key file the server cannot read is applied with a warning that says so', async () => {
+      const text = `apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: signed }\nspec:\n  namespaces: [prod]\n  images: { signatures: [{ name: k, keys: [{ file: /nonexistent/cosign.pub }] }] }\n`;
+      const r = await writ(srv, ['policy', 'apply', '-f', file('signed.yaml', text)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stderr, 'warning: AdmissionPolicy signed: key file /nonexistent/cosign.pub cannot be read on this server (ENOENT)\n');
+      assert.equal((await writ(srv, ['policy', 'delete', 'AdmissionPolicy/signed'])).code, 0);
     });
 
     it('refuses an invalid admission document with its line, locally and on the server, and stores nothing', async () => {

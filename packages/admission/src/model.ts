@@ -194,7 +194,7 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
         if (im) {
           const registries = im.has('registries')
             ? y.strings(im.get('registries'), 'spec.images.registries', (s) =>
-                /^[a-z0-9[][^\s@]*$/.test(s) ? undefined : 'not a registry/repository prefix (lowercase, like registry.example.com/team/)',
+                /^[a-z0-9[][a-z0-9._:/[\]-]*$/.test(s) ? undefined : 'not a registry/repository prefix (lowercase, like registry.example.com/team/)',
               )
             : [];
           const signatures: Array<ImagePolicy['signatures'][number]> = [];

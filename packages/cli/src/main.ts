@@ -779,6 +779,7 @@ export function buildProgram(): Command {
         removed: string[];
         dryRun: boolean;
         tests?: { passed: number; failed: number };
+        warnings?: string[];
         changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }>;
       };
       try {
@@ -804,6 +805,7 @@ export function buildProgram(): Command {
             process.stdout.write(`FAIL  ${x.name}: expected ${x.expected}, got ${x.got} (${x.reason}${x.rule ? `, rule ${x.rule}` : ''})\n`);
         throw new CommanderError(3, 'writ.violation', `${failures.length} policy test case(s) failed; nothing applied (--skip-tests applies anyway)`);
       }
+      for (const w of res.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
       if (format !== 'table') print(format, res);
       else {
         const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
@@ -834,7 +836,7 @@ export function buildProgram(): Command {
             ? [
                 String(p['name']),
                 `namespaces ${(p['namespaces'] as string[]).join(',')}`,
-                p['kind'] === 'AdmissionException' ? `until ${String(p['expires'])}` : String(p['mode']),
+                p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
                 p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
                 String(p['kind']),
               ]

@@ -2,7 +2,8 @@
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
-import { ADMISSION_KINDS, admissionKey, isAdmissionKey, parseAdmission } from '@writ/admission';
+import { readFileSync } from 'node:fs';
+import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
@@ -20,6 +21,24 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
     out[p.name] = `${doc ?? ''}\n`;
   }
+  return out;
+}
+
+/**
+ * Signature key files are read where requests are evaluated (this server): one that cannot be read
+ * or is no key does not stop the apply (another replica may have it) but is said now, not at the
+ * first admission it fails.
+ */
+function keyFileWarnings(policies: readonly AdmissionPolicy[]): string[] {
+  const out: string[] = [];
+  for (const p of policies)
+    if (p.images?.signatures.length)
+      try {
+        signatureRequirements(p.images, (f) => readFileSync(f));
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        out.push(`AdmissionPolicy ${p.name}: ${e.code && e.path ? `key file ${e.path} cannot be read on this server (${e.code})` : e.message.slice(0, 300)}`);
+      }
   return out;
 }
 
@@ -165,7 +184,14 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const testSummary = { passed: results.length, failed: 0 };
       const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
       const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
-      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]), tests: testSummary };
+      const warnings = keyFileWarnings(admission.policies);
+      const result = {
+        changed,
+        added: changed.filter((n) => !current?.policies[n]),
+        removed: changed.filter((n) => !next[n]),
+        tests: testSummary,
+        ...(warnings.length ? { warnings } : {}),
+      };
       if (o['dryRun'] === true)
         return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
       if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
@@ -186,7 +212,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
           const p = a.policies[0];
           if (p) return { name, kind: 'AdmissionPolicy', namespaces: p.namespaces, mode: p.mode };
           const e = a.exceptions[0]!;
-          return { name, kind: 'AdmissionException', namespaces: e.namespaces, controls: e.controls, expires: new Date(e.expires).toISOString() };
+          return {
+            name,
+            kind: 'AdmissionException',
+            namespaces: e.namespaces,
+            controls: e.controls,
+            expires: new Date(e.expires).toISOString(),
+            // Kept in the set (a rollback may need it) but of no effect anywhere.
+            expired: e.expires <= ctx.clock(),
+          };
         }
         const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
         return { name, kind: 'AccessPolicy', to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
