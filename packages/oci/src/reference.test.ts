@@ -113,6 +113,70 @@ describe('parseImageRef: refusals say what is wrong', () => {
   });
 });
 
+describe('parseImageRef: the names distribution accepts and refuses', () => {
+  const valid = [
+    'docker/docker',
+    'library/debian',
+    'debian',
+    'docker.io/docker/docker',
+    'index.docker.io/library/debian',
+    '127.0.0.1:5000/library/debian',
+    '192.168.0.1',
+    '192.168.0.1:80',
+    '192.168.0.1:8/debian',
+    'thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev',
+    '[fc00::1]:5000/docker/docker',
+    '[fc00:1:2:3:4:5:6:7]:5000/library/debian',
+    `docker.io/${'1a3f5e7d'.repeat(8)}`,
+    'Docker/docker',
+    'DOCKER/docker',
+    'docker-rules/docker',
+    'docker---rules/docker',
+    'd/docker',
+    'jess/t',
+    'dock__er/docker',
+  ];
+  const invalid = [
+    'https://github.com/docker/docker',
+    'docker/Docker',
+    '-docker',
+    '-docker/docker',
+    '-docker.io/docker/docker',
+    'docker///docker',
+    'docker.io/docker/Docker',
+    'docker.io/docker///docker',
+    '[fc00::1]',
+    '[fc00::1]:5000',
+    'fc00::1:5000/debian',
+    '[fe80::1%eth0]:5000/debian',
+    '[2001:db8:3:4::192.0.2.33]:5000/debian',
+    '1a3f5e7d'.repeat(8),
+    'docker-/docker',
+    '-docker-/docker',
+    '____/____',
+    '_docker/_docker',
+    'dock..er/docker',
+    'dock_.er/docker',
+    'dock-.er/docker',
+    'docker/',
+    `${'this_is_not_a_valid_namespace_'.repeat(9)}/docker`,
+  ];
+  it('accepts what distribution accepts', () => {
+    for (const s of valid) assert.doesNotThrow(() => parseImageRef(s), s);
+  });
+  it('refuses what distribution refuses, with ERR_IMAGE_REF_INVALID', () => {
+    for (const s of invalid) refused(s, /invalid image reference/);
+  });
+  it('names normalise as Docker does', () => {
+    assert.equal(formatImageRef(parseImageRef('ubuntu-12.04-base')), 'docker.io/library/ubuntu-12.04-base');
+    assert.equal(formatImageRef(parseImageRef('library/foo/bar')), 'docker.io/library/foo/bar');
+    assert.equal(formatImageRef(parseImageRef('FOO/bar')), 'FOO/bar');
+    assert.equal(formatImageRef(parseImageRef('127.0.0.1:8000/privatebase')), '127.0.0.1:8000/privatebase');
+    const withBoth = 'busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa';
+    assert.equal(formatImageRef(parseImageRef(withBoth)), `docker.io/library/${withBoth}`);
+  });
+});
+
 describe('pinnedRef, formatImageRef, parseDigest, isRegistryHost', () => {
   it('pins to registry/repository@digest, the form the mutating webhook writes', () => {
     assert.equal(pinnedRef(parseImageRef('nginx:1.27'), D), `docker.io/library/nginx@${D}`);

@@ -33,6 +33,11 @@ export function isRegistryHost(s: string): boolean {
   return s.length <= MAX_NAME_LENGTH && DOMAIN.test(s);
 }
 
+/** Whether s is a repository path in normal form (`team/app`): lowercase components, at most 255 characters. */
+export function isRepositoryPath(s: string): boolean {
+  return s.length > 0 && s.length <= MAX_NAME_LENGTH && s.split('/').every((c) => PATH_COMPONENT.test(c));
+}
+
 /**
  * Checks a digest (`sha256:` + 64 lowercase hex, or `sha512:` + 128) and returns it.
  * @throws WritError ERR_IMAGE_REF_INVALID saying what is wrong

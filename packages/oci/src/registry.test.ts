@@ -127,8 +127,10 @@ describe('against the real registry, no auth', () => {
     untrusting.close();
   });
 
-  it('refuses bad tags before any request', async () => {
+  it('refuses bad tags, repositories and registries before any request', async () => {
     await rejectsWith(client.manifest(parseImageRef(reg.ref('team/app')), '../../etc'), 'ERR_IMAGE_REF_INVALID');
+    await rejectsWith(client.manifest({ registry: reg.host, repository: '../../v2/_catalog' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid repository/);
+    await rejectsWith(client.manifest({ registry: 'evil.example.com/x?', repository: 'a' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid registry/);
     await rejectsWith(client.blob(parseImageRef(reg.ref('team/app')), 'sha256:abc', 10), 'ERR_IMAGE_REF_INVALID');
   });
 });
@@ -194,6 +196,35 @@ describe('bearer tokens (the fixture’s token front before the real registry)',
     c.close();
   });
 
+  it('a caller whose budget runs out while a shared token fetch is slow fails alone; the others get the token', async () => {
+    const slow = await startRegistry({ auth: 'bearer', tokenDelayMs: 300 });
+    const c = clientFor(slow, { username: slow.username, password: slow.password });
+    try {
+      const img = await slow.pushImage('team/app', 'v1');
+      const hurried = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(100) });
+      const patient = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(5000) });
+      await rejectsWith(hurried, 'ERR_REGISTRY_TIMEOUT');
+      assert.equal((await patient).digest, img.digest);
+      assert.equal(slow.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await slow.stop();
+    }
+  });
+
+  it('anonymous bearer tokens, as Docker Hub hands out for public images: no credentials configured, none sent', async () => {
+    const pub = await startRegistry({ auth: 'bearer', anonymousPull: true });
+    const c = clientFor(pub);
+    try {
+      const img = await pub.pushImage('library/nginx', 'latest');
+      assert.equal((await c.resolve(`${pub.host}/library/nginx`)).digest, img.digest);
+      assert.equal(pub.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await pub.stop();
+    }
+  });
+
   it('wrong or no credentials at the token endpoint: ERR_REGISTRY_AUTH', async () => {
     const wrong = clientFor(reg, { username: reg.username, password: 'wrong-password-xyz' });
     const err = await rejectsWith(wrong.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /token endpoint .* refused the credentials/);
@@ -250,6 +281,20 @@ describe('IPv6 loopback', () => {
       await reg.stop();
     }
   });
+
+  it('fetches a bearer token from a realm on [::1] and lists referrers there', async () => {
+    const reg = await startRegistry({ ipv6: true, auth: 'bearer', referrers: true });
+    try {
+      const img = await reg.pushImage('team/app', 'v1');
+      const c = clientFor(reg, { username: reg.username, password: reg.password });
+      assert.equal((await c.resolve(`${reg.host}/team/app:v1`)).digest, img.digest);
+      assert.deepEqual(await c.referrers(parseImageRef(reg.ref('team/app')), img.digest), []);
+      assert.equal(reg.stats.tokenRequests, 1);
+      c.close();
+    } finally {
+      await reg.stop();
+    }
+  });
 });
 
 describe('hostile registries: each answer within its budget, with its code', () => {
@@ -267,6 +312,9 @@ describe('hostile registries: each answer within its budget, with its code', () 
     ['unavailable', 'ERR_REGISTRY_UNREACHABLE', /answered 503/],
     ['auth-loop', 'ERR_REGISTRY_AUTH', /refused the credentials/],
     ['not-http', 'ERR_REGISTRY_RESPONSE_INVALID', /malformed HTTP \(HPE_/],
+    ['truncated', 'ERR_REGISTRY_UNREACHABLE', /closed the connection in the middle of its answer|broke off/],
+    ['endless-error', 'ERR_IMAGE_NOT_FOUND', /not found/],
+    ['bad-token', 'ERR_REGISTRY_AUTH', /token endpoint .* not JSON/],
   ];
   for (const [kind, code, message] of cases) {
     it(`${kind}: ${code}`, async () => {
