@@ -31,6 +31,7 @@ const MAX_SIGNATURE_BLOB = 1024 * 1024;
 /** Signatures looked at per layout: an image re-signed many times still answers within the budget. */
 const MAX_SIGNATURES = 16;
 const MAX_KEY_PEM = 16 * 1024;
+const DESCRIPTOR_DIGEST = /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
 
 export type CosignLayout = 'simple-signing' | 'sigstore-bundle';
 
@@ -325,8 +326,13 @@ function otherImage(signed: unknown): Outcome {
 
 function isDescriptor(v: unknown): v is Descriptor {
   const d = record(v);
+  // A descriptor with a malformed digest is junk: skipped, never asked for.
   return (
-    d !== undefined && typeof d.mediaType === 'string' && typeof d.digest === 'string' && (d.annotations === undefined || record(d.annotations) !== undefined)
+    d !== undefined &&
+    typeof d.mediaType === 'string' &&
+    typeof d.digest === 'string' &&
+    DESCRIPTOR_DIGEST.test(d.digest) &&
+    (d.annotations === undefined || record(d.annotations) !== undefined)
   );
 }
 

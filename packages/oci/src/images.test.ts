@@ -243,6 +243,47 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     }
   });
 
+  test('every kind of hostile registry: a verdict with a problem within the 2 s budget, never an exception', async () => {
+    const kinds = [
+      'slow',
+      'slow-body',
+      'garbage',
+      'not-a-manifest',
+      'wrong-media-type',
+      'redirect-loop',
+      'redirect-chain',
+      'huge-manifest',
+      'endless-manifest',
+      'wrong-digest',
+      'unavailable',
+      'auth-loop',
+      'not-http',
+      'truncated',
+      'endless-error',
+      'bad-token',
+    ] as const;
+    for (const kind of kinds) {
+      const hostile = await startHostileRegistry(kind);
+      const hostileClient = new RegistryClient({
+        config: registryConfig({ registries: { [hostile.host]: { ca: hostile.caPem, username: 'u', password: 'p' } } }),
+      });
+      try {
+        const verifier = new ImageVerifier({ registry: hostileClient });
+        for (const ref of [`${hostile.host}/team/app:v1`, `${hostile.host}/team/app@sha256:${'f'.repeat(64)}`]) {
+          const t0 = performance.now();
+          const verdict = await verifier.check(ref, requirements(), AbortSignal.timeout(2000));
+          const ms = performance.now() - t0;
+          assert.ok(ms < 2500, `${kind} ${ref}: ${ms.toFixed(0)} ms`);
+          assert.ok(verdict.violations.length > 0, `${kind} ${ref}: refused`);
+          assert.ok(verdict.signedBy.length === 0);
+        }
+      } finally {
+        hostileClient.close();
+        await hostile.stop();
+      }
+    }
+  });
+
   test('first-seen latency on loopback (resolve + both layouts looked up)', async () => {
     const verifier = new ImageVerifier({ registry: client });
     const times: number[] = [];
