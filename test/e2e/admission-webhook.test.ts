@@ -51,7 +51,7 @@ function post(
   w: Webhook,
   path: string,
   body: string | object,
-  opts: { cert?: string; key?: string; contentType?: string; method?: string } = {},
+  opts: { cert?: string; key?: string; contentType?: string; method?: string; expectContinue?: boolean } = {},
 ): Promise<Answer> {
   const payload = typeof body === 'string' ? body : JSON.stringify(body);
   const t0 = performance.now();
@@ -65,7 +65,11 @@ function post(
         method: opts.method ?? 'POST',
         ca: w.ca,
         agent: false,
-        headers: { 'content-type': opts.contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) },
+        headers: {
+          'content-type': opts.contentType ?? 'application/json',
+          'content-length': Buffer.byteLength(payload),
+          ...(opts.expectContinue ? { expect: '100-continue' } : {}),
+        },
         ...(opts.cert ? { cert: opts.cert, key: opts.key } : {}),
       },
       (res) => {
@@ -83,7 +87,9 @@ function post(
       },
     );
     req.on('error', reject);
-    req.end(payload);
+    // With Expect: 100-continue (what curl sends for large bodies) the body waits for the server's go-ahead.
+    if (opts.expectContinue) req.on('continue', () => req.end(payload));
+    else req.end(payload);
   });
 }
 
@@ -666,7 +672,7 @@ describe('the admission webhook on its own listener', () => {
 
   it('malformed, huge, deep and foreign reviews get a 400 or 413 with a code, and the listener keeps serving', async () => {
     const good = review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name: 'web', object: pod('web', 'prod', restrictedSpec(`r.example/a@${DIGEST}`)) });
-    const cases: Array<[string, string | object, number, string, { contentType?: string }?]> = [
+    const cases: Array<[string, string | object, number, string, { contentType?: string; expectContinue?: boolean }?]> = [
       ['not JSON', '{"kind":', 400, 'ERR_JSON_INVALID'],
       ['empty', '', 400, 'ERR_JSON_INVALID'],
       ['an array', '[]', 400, 'ERR_FIELD_INVALID'],
@@ -680,7 +686,7 @@ describe('the admission webhook on its own listener', () => {
         400,
         'ERR_JSON_INVALID',
       ],
-      ['9 MiB', JSON.stringify({ ...good, padding: 'x'.repeat(9 * 1024 * 1024) }), 413, 'ERR_BODY_TOO_LARGE'],
+      ['9 MiB', JSON.stringify({ ...good, padding: 'x'.repeat(9 * 1024 * 1024) }), 413, 'ERR_BODY_TOO_LARGE', { expectContinue: true }],
       ['text/yaml', 'apiVersion: admission.k8s.io/v1', 415, 'ERR_CONTENT_TYPE', { contentType: 'application/yaml' }],
     ];
     for (const [what, body, status, code, opts] of cases) {
