@@ -665,6 +665,9 @@ describe('the admission webhook on its own listener', () => {
     } finally {
       follow.kill();
     }
+    const metrics = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), `${w.srv.url}/metrics`]);
+    assert.match(metrics.stdout, /^writ_admission_reviews_total\{hook="validate",decision="deny",mode="enforce"\} \d+$/m);
+    assert.match(metrics.stdout, /^writ_admission_reviews_total\{hook="validate",decision="skipped",mode="none"\} \d+$/m);
     const table = await writ(w.srv, ['admission', 'events', '--namespace', 'prod']);
     assert.match(table.stdout, /^TIME\s+VERDICT\s+MODE\s+NAMESPACE\s+OBJECT/);
     assert.match(table.stdout, /denied \(dry run\)\s+enforce\s+prod\s+Deployment\/api-dry/);

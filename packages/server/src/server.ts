@@ -265,6 +265,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           clock,
           // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
           admitImages: async (digests, at) => void (await store.recordAdmittedImages(digests, at)),
+          onAnswer: (hook, decision, mode) => metrics.admissionReviews.inc({ hook, decision, mode }),
           log,
         },
         add,

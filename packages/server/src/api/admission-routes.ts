@@ -69,6 +69,8 @@ export interface AdmissionRouteDeps {
   readonly clock: () => number;
   /** Digests admitted under an enforce policy, for `requireAdmittedImage` entries. */
   readonly admitImages: (digests: string[], at: number) => Promise<void>;
+  /** Told of every answer (metrics). */
+  readonly onAnswer?: (hook: 'validate' | 'mutate', decision: string, mode: string) => void;
   readonly log: Logger;
 }
 
@@ -235,6 +237,7 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
       outcome = skipped(`${input.operation} is not judged (Pod Security Admission does not either)`);
     else outcome = await withinBudget(deps, input, hook);
     const now = deps.clock();
+    deps.onAnswer?.(hook, outcome.auditAnnotations['decision'] ?? (outcome.allowed ? 'allow' : 'deny'), outcome.mode || 'none');
     // The validating hook's verdict is the one recorded; the mutating hook's only when it refuses
     // (the validating hook is then never asked).
     if (hook === 'mutate' && !outcome.allowed) deps.events.add(eventOf(input, outcome, hook, now));
