@@ -21,6 +21,19 @@ describe('admission settings', () => {
     assert.deepEqual([named.host, named.dnsNames, named.budgetMs], ['::1', ['a.b.svc', 'writ-admission'], 750]);
   });
 
+  it('come from the config file too, the DNS names as a list', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-adm-cfg-'));
+    try {
+      writeFileSync(join(dir, 'server.yaml'), 'admissionListen: 0.0.0.0:9444\nadmissionDns: [a.ns.svc, b.ns.svc]\nadmissionBudget: 1500ms\n');
+      const c = loadServerConfig({ ...base, config: join(dir, 'server.yaml') });
+      assert.deepEqual([c.admission?.port, c.admission?.dnsNames, c.admission?.budgetMs], [9444, ['a.ns.svc', 'b.ns.svc'], 1500]);
+      // Flags win over the file.
+      assert.equal(loadServerConfig({ ...base, config: join(dir, 'server.yaml'), admissionListen: '127.0.0.1:7000' }).admission?.port, 7000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuse what would fail later, naming the setting', () => {
     const refused = (flags: Record<string, string>, field: string, message: RegExp, code = 'ERR_CONFIG_INVALID'): void =>
       assert.throws(
