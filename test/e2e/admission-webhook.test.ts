@@ -13,9 +13,10 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { startHostileRegistry, startRegistry, type HostileRegistry, type PushedImage, type TestRegistry } from '@writ/oci/testing';
 import { cosignSign, makeCosignKey, type CosignKey } from '../../packages/oci/src/testing/cosign.ts';
-import { WRIT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { CuttableProxy, WRIT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
 const DIGEST = `sha256:${'4'.repeat(64)}`;
@@ -825,6 +826,82 @@ describe('the bad-input sweep of the admission listener', () => {
     assert.ok(reviews > 100, `${reviews} hostile reviews were judged (not only refused)`);
     const metrics = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), `${w.srv.url}/metrics`]);
     assert.doesNotMatch(metrics.stdout, /writ_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx counted');
+  });
+});
+
+describe('on PostgreSQL, with the database away for a while', () => {
+  const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const dbName = `writ_adm_${process.pid}`;
+  const proxy = new CuttableProxy(Number(new URL(PG_URL).port || 5432));
+  const admin = async (sql: string): Promise<void> => {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(sql).finally(() => c.end());
+  };
+  let w: Webhook;
+  before(async () => {
+    await admin(`CREATE DATABASE ${dbName}`);
+    await proxy.open();
+    const u = new URL(PG_URL);
+    u.port = String(proxy.port);
+    u.pathname = `/${dbName}`;
+    w = await startWebhook(['--db', u.toString()]);
+    const dir = mkdtempSync(join(tmpdir(), 'writ-admission-pg-'));
+    writeFileSync(join(dir, 'p.yaml'), POLICIES('2099-01-01T00:00:00Z'));
+    const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'p.yaml')]);
+    cleanup(dir);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await w?.srv.stop();
+    if (w) cleanup(w.srv.dataDir);
+    await proxy.close();
+    await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  });
+
+  it('reviews keep their verdicts and come at once; the verdicts of the outage are stored once the database is back', async () => {
+    const bad = (name: string) => review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name, object: pod(name, 'prod', privilegedSpec('nginx:1.27')) });
+    assert.equal(responseOf(await post(w, '/v1/admission/validate', bad('before-outage'))).allowed, false);
+    await proxy.cut();
+    // Past the second after which the policies are read again: the read fails, the reviews do not wait for it.
+    await new Promise((r) => setTimeout(r, 1200));
+    for (const name of ['during-1', 'during-2', 'during-3']) {
+      const a = await post(w, '/v1/admission/validate', bad(name));
+      assert.equal(responseOf(a).allowed, false, name);
+      assert.ok(a.ms < 500, `${name} answered in ${Math.round(a.ms)} ms with the database away`);
+    }
+    const good = await post(
+      w,
+      '/v1/admission/validate',
+      review({
+        kind: 'Pod',
+        resource: 'pods',
+        namespace: 'prod',
+        name: 'during-ok',
+        object: pod('during-ok', 'prod', restrictedSpec(`r.example/a@${DIGEST}`)),
+      }),
+    );
+    assert.equal(responseOf(good).allowed, true);
+    await proxy.open();
+    const names = await waitFor('the outage verdicts in the store', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'prod', '-o', 'json']);
+      if (r.code !== 0) return undefined;
+      const list = (JSON.parse(r.stdout) as Array<{ name: string }>).map((e) => e.name);
+      return ['during-1', 'during-2', 'during-3', 'during-ok'].every((n) => list.includes(n)) ? list : undefined;
+    });
+    assert.equal(names.filter((n) => n === 'during-1').length, 1, 'stored once');
+    // The digest admitted during the outage reaches the admitted set (what requireAdmittedImage entries need) once it is back.
+    await waitFor('the digest admitted during the outage', async () => {
+      const r = await run('curl', [
+        '-sS',
+        '--cacert',
+        join(w.srv.dataDir, 'bundle.pem'),
+        '-H',
+        `authorization: Bearer ${w.srv.adminToken}`,
+        `${w.srv.url}/v1/admission/images`,
+      ]);
+      return r.stdout.includes(DIGEST) ? true : undefined;
+    });
   });
 });
 

@@ -71,8 +71,20 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
   const currentSet = (): Promise<AdmissionSet> => {
     if (cached && clock() - cached.at < SET_TTL_MS) return Promise.resolve(cached.set);
     // Concurrent reviews share one read of the store.
-    loading ??= load().finally(() => (loading = undefined));
-    return loading;
+    if (!loading) {
+      const had = cached;
+      loading = load().finally(() => (loading = undefined));
+      if (had)
+        loading.catch((err: Error) => {
+          // Tried again after the same wait, not on every review while the store is away.
+          if (cached === had) cached = { ...had, at: clock() };
+          log.warn({ err: err.message }, 'admission policies could not be read again; the last ones still hold');
+        });
+    }
+    if (!cached) return loading;
+    // Stale: this review uses the set it has and the read refreshes it for the next ones, so a slow
+    // or lost database never holds a review up (this server's own applies drop the cache at once).
+    return Promise.resolve(cached.set);
   };
   const readKeyFile = keyFileReader();
 

@@ -19,7 +19,7 @@ import type { AdmissionListenConfig, ServerConfig } from './config.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
-import { type AdmissionDecider, AdmissionEventWriter, admissionWebhookRoutes } from './api/admission-routes.ts';
+import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
@@ -112,6 +112,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let httpServer: Server | undefined;
   let admissionServer: Server | undefined;
   let admissionEvents: AdmissionEventWriter | undefined;
+  let admittedImages: AdmittedImageRecorder | undefined;
   let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
@@ -255,7 +256,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       admission = await listenAdmission(cfg.admission, {
         decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
         events: admissionEvents,
-        store,
+        admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
         clock,
         log,
         metrics,
@@ -327,6 +328,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           s.closeAllConnections();
           await new Promise<void>((r) => s.close(() => r()));
         }
+        admittedImages?.close();
         await admissionEvents?.close();
         await store.close();
       },
@@ -350,8 +352,8 @@ interface AdmissionListener {
 
 interface AdmissionListenerDeps {
   readonly decider: AdmissionDecider;
+  readonly admitted: AdmittedImageRecorder;
   readonly events: AdmissionEventWriter;
-  readonly store: Store;
   readonly clock: () => number;
   readonly log: Logger;
   readonly metrics: ReturnType<typeof createMetrics>;
@@ -371,7 +373,7 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
       events: d.events,
       clock: d.clock,
       // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
-      admitImages: async (digests, at) => void (await d.store.recordAdmittedImages(digests, at)),
+      admitImages: d.admitted.admit,
       onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
       log: d.log,
     },

@@ -6,6 +6,7 @@ import { isWritError } from '@writ/spiffe';
 import type { AdmissionEvent, Store } from '../store/types.ts';
 import {
   AdmissionEventWriter,
+  AdmittedImageRecorder,
   admissionWebhookRoutes,
   parseAdmissionReview,
   type AdmissionDecider,
@@ -181,5 +182,49 @@ describe('parseAdmissionReview refuses what kube-apiserver never sends, with a c
   it('a generateName pod is named by its prefix', () => {
     const input: AdmissionInput = parseAdmissionReview(review({ name: '', object: { metadata: { generateName: 'web-' }, spec: {} } }));
     assert.equal(input.name, 'web-');
+  });
+});
+
+describe('AdmissionEventWriter', () => {
+  it('keeps what the store refused and writes it once the store is back, in order, nothing twice', async () => {
+    const stored: string[] = [];
+    let failures = 2;
+    const store = {
+      addAdmissionEvents: async (e: readonly AdmissionEvent[]) => {
+        if (failures-- > 0) throw new Error('connection refused');
+        stored.push(...e.map((x) => x.id));
+      },
+    } as unknown as Store;
+    const w = new AdmissionEventWriter(store, log);
+    const ev = (id: string) => ({ id }) as AdmissionEvent;
+    w.add(ev('a'));
+    w.add(ev('b'));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(stored, [], 'the store is away');
+    w.add(ev('c'));
+    await new Promise((r) => setTimeout(r, AdmissionEventWriter.RETRY_MS * 2 + 300));
+    assert.deepEqual(stored, ['a', 'b', 'c']);
+    w.add(ev('d'));
+    await w.close();
+    assert.deepEqual(stored, ['a', 'b', 'c', 'd'], 'close() writes what is queued');
+  });
+});
+
+describe('AdmittedImageRecorder', () => {
+  it('records again, a second later, the digests the store refused', async () => {
+    const recorded: string[][] = [];
+    let failures = 1;
+    const r = new AdmittedImageRecorder(
+      async (d) => {
+        if (failures-- > 0) throw new Error('the database is away');
+        recorded.push(d);
+      },
+      () => 5,
+      log,
+    );
+    await assert.rejects(r.admit(['sha256:a', 'sha256:b'], 1));
+    await new Promise((res) => setTimeout(res, 1300));
+    assert.deepEqual(recorded, [['sha256:a', 'sha256:b']]);
+    r.close();
   });
 });

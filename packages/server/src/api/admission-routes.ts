@@ -294,16 +294,19 @@ function eventOf(input: AdmissionInput, o: AdmissionOutcome, hook: 'validate' | 
 
 /**
  * Writes verdicts in batches (one transaction for all that arrived meanwhile), off the answer's
- * path: a slow or lost database never delays or fails an admission. What is queued when the server
- * stops is written by `close()`.
+ * path: a slow or lost database never delays or fails an admission. A batch the store refuses is
+ * kept and written again a second later (at most MAX_QUEUE verdicts wait; past that, new ones are
+ * counted and dropped). What is queued when the server stops is written by `close()`.
  */
 export class AdmissionEventWriter {
   readonly #store: Store;
   readonly #log: Logger;
-  #queue: AdmissionEvent[] = [];
-  #flushing: Promise<void> | undefined;
+  readonly #queue: AdmissionEvent[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<boolean> | undefined;
   #dropped = 0;
   static readonly MAX_QUEUE = 50_000;
+  static readonly RETRY_MS = 1000;
 
   constructor(store: Store, log: Logger) {
     this.#store = store;
@@ -317,26 +320,90 @@ export class AdmissionEventWriter {
     }
     this.#queue.push(e);
     // A short wait gathers the verdicts of a busy moment into one transaction.
-    this.#flushing ??= new Promise<void>((r) => setTimeout(r, 20)).then(() => this.#flush());
+    this.#schedule(20);
   }
 
-  async #flush(): Promise<void> {
+  #schedule(ms: number): void {
+    if (this.#timer || this.#writing) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#writing = this.#flush();
+      void this.#writing.then((ok) => {
+        this.#writing = undefined;
+        if (this.#queue.length) this.#schedule(ok ? 20 : AdmissionEventWriter.RETRY_MS);
+      });
+    }, ms);
+  }
+
+  /** Writes what is queued; false when the store refused (the rest stays queued). */
+  async #flush(): Promise<boolean> {
     while (this.#queue.length) {
-      const batch = this.#queue.splice(0, 1000);
+      const batch = this.#queue.slice(0, 1000);
       try {
         await this.#store.addAdmissionEvents(batch);
       } catch (err) {
-        this.#log.warn({ err: (err as Error).message, lost: batch.length }, 'could not store admission events');
+        this.#log.warn({ err: (err as Error).message, queued: this.#queue.length }, 'could not store admission events; will retry');
+        return false;
       }
+      this.#queue.splice(0, batch.length);
     }
-    if (this.#dropped) this.#log.warn({ dropped: this.#dropped }, 'admission events dropped: the store is behind');
+    if (this.#dropped) this.#log.warn({ dropped: this.#dropped }, 'admission events dropped: the store was away too long');
     this.#dropped = 0;
-    this.#flushing = undefined;
+    return true;
   }
 
+  /** Writes what is queued (one more try), then stops. */
   async close(): Promise<void> {
-    await this.#flushing;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#writing;
     if (this.#queue.length) await this.#flush();
+  }
+}
+
+/**
+ * Records admitted digests for `requireAdmittedImage`, retrying what the store refused every
+ * second until it takes them: a pod admitted while the database was away still gets its identity.
+ */
+export class AdmittedImageRecorder {
+  readonly #record: (digests: string[], at: number) => Promise<void>;
+  readonly #clock: () => number;
+  readonly #log: Logger;
+  readonly #pending = new Set<string>();
+  #retry: NodeJS.Timeout | undefined;
+  static readonly MAX_PENDING = 100_000;
+
+  constructor(record: (digests: string[], at: number) => Promise<void>, clock: () => number, log: Logger) {
+    this.#record = record;
+    this.#clock = clock;
+    this.#log = log;
+  }
+
+  readonly admit = async (digests: string[], at: number): Promise<void> => {
+    try {
+      await this.#record(digests, at);
+    } catch (err) {
+      for (const d of digests) if (this.#pending.size < AdmittedImageRecorder.MAX_PENDING) this.#pending.add(d);
+      this.#schedule();
+      throw err;
+    }
+  };
+
+  #schedule(): void {
+    this.#retry ??= setTimeout(() => {
+      this.#retry = undefined;
+      const digests = [...this.#pending];
+      this.#pending.clear();
+      this.admit(digests, this.#clock()).then(
+        () => this.#log.info({ digests: digests.length }, 'admitted images recorded after a retry'),
+        () => undefined,
+      );
+    }, 1000);
+    this.#retry.unref();
+  }
+
+  close(): void {
+    clearTimeout(this.#retry);
   }
 }
 
