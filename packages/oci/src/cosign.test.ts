@@ -287,6 +287,44 @@ describe('hostile signature manifests (an in-memory registry: the real one refus
     );
   });
 
+  test('a messageSignature bundle (signature over the manifest bytes) verifies when it names this digest', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const image = json({ schemaVersion: 2, config: {}, layers: [] });
+    const bundleFor = (named: string, signature: Buffer) =>
+      Buffer.from(
+        JSON.stringify({
+          mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+          verificationMaterial: { publicKey: { hint: 'x' } },
+          messageSignature: {
+            messageDigest: { algorithm: 'SHA2_256', digest: Buffer.from(named.slice(7), 'hex').toString('base64') },
+            signature: signature.toString('base64'),
+          },
+        }),
+      );
+    const readerWith = (bundle: Buffer): RegistryReader => {
+      const blobDigest = `sha256:${createHash('sha256').update(bundle).digest('hex')}`;
+      const m = json({ layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: blobDigest, size: bundle.length }] });
+      return fake(
+        { [m.digest]: m, [image.digest]: image },
+        [{ mediaType: MEDIA_TYPES.ociManifest, digest: m.digest, size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }],
+        {
+          [blobDigest]: bundle,
+        },
+      );
+    };
+    const good = sign('sha256', image.bytes, privateKey);
+    const r = signatureRequirement('k', [publicKey]);
+    assert.deepEqual(await verifyCosign(readerWith(bundleFor(image.digest, good)), repo, image.digest, r), {
+      verified: true,
+      layout: 'sigstore-bundle',
+      keyIndex: 0,
+    });
+    const elsewhere = await verifyCosign(readerWith(bundleFor(`sha256:${'0'.repeat(64)}`, good)), repo, image.digest, r);
+    assert.equal(!elsewhere.verified && elsewhere.reason, 'other-image');
+    const forged = await verifyCosign(readerWith(bundleFor(image.digest, sign('sha256', Buffer.from('other'), privateKey))), repo, image.digest, r);
+    assert.equal(!forged.verified && forged.reason, 'bad-signature');
+  });
+
   test("a digest that is not sha256 hex is the caller's mistake (TypeError), not a registry question", async () => {
     await assert.rejects(verifyCosign(fake({}, null), repo, 'sha256:ABC', req()), TypeError);
   });

@@ -39,7 +39,12 @@ export type CosignLayout = 'simple-signing' | 'sigstore-bundle';
 export type CosignFailure = 'other-image' | 'bad-signature' | 'malformed' | 'unsigned';
 
 export type CosignResult =
-  | { readonly verified: true; readonly layout: CosignLayout /** Index into requirement.keys. */; readonly keyIndex: number }
+  | {
+      readonly verified: true;
+      readonly layout: CosignLayout;
+      /** Index into requirement.keys of the key that verified it. */
+      readonly keyIndex: number;
+    }
   | { readonly verified: false; readonly reason: CosignFailure; readonly message: string };
 
 /** One signature found: verified by key keyIndex, or refused for a reason. */
@@ -216,11 +221,11 @@ async function messageOutcome(
   if (md?.algorithm !== 'SHA2_256' || typeof md.digest !== 'string' || typeof message.signature !== 'string')
     return malformed('message signature without a SHA2_256 digest');
   const named = `sha256:${base64(md.digest).toString('hex')}`;
+  if (named !== digest) return otherImage(named);
   const manifest = await reader.manifest(repo, digest, signal);
   if (manifest === null) return malformed(`image manifest ${digest} not found`);
   const keyIndex = keys.findIndex((k) => verifySignature(k, manifest.bytes, base64(message.signature as string)));
-  if (keyIndex < 0)
-    return named === digest ? { ok: false, reason: 'bad-signature', message: 'sigstore bundle signature does not verify with any key' } : otherImage(named);
+  if (keyIndex < 0) return { ok: false, reason: 'bad-signature', message: 'sigstore bundle signature does not verify with any key' };
   return { ok: true, layout: 'sigstore-bundle', keyIndex };
 }
 

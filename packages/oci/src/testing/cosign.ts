@@ -6,7 +6,7 @@
  * built by .ci/run from the versions pinned in test/go/cosign-v2 and test/go/cosign-v3.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -73,10 +73,17 @@ export async function cosignSign(
   ref: string,
   caFile: string,
   dir: string,
-  opts: { referrers?: boolean } = {},
+  opts: { referrers?: boolean; auth?: { host: string; username: string; password: string } } = {},
 ): Promise<void> {
   const offline = version === 'v2' ? ['--tlog-upload=false'] : ['--use-signing-config=false', '--tlog-upload=false'];
   const referrers = opts.referrers === true ? ['--registry-referrers-mode=oci-1-1'] : [];
-  const environment = { ...env(dir, caFile), ...(opts.referrers === true ? { COSIGN_EXPERIMENTAL: '1' } : {}) };
+  const environment: NodeJS.ProcessEnv = { ...env(dir, caFile), ...(opts.referrers === true ? { COSIGN_EXPERIMENTAL: '1' } : {}) };
+  if (opts.auth !== undefined) {
+    // cosign reads registry credentials the way docker does: DOCKER_CONFIG/config.json.
+    const config = mkdtempSync(join(dir, 'docker-config-'));
+    const auth = Buffer.from(`${opts.auth.username}:${opts.auth.password}`).toString('base64');
+    writeFileSync(join(config, 'config.json'), JSON.stringify({ auths: { [opts.auth.host]: { auth } } }), { mode: 0o600 });
+    environment.DOCKER_CONFIG = config;
+  }
   await run(cosignBinary(version), ['sign', '--key', key.keyFile, ...offline, ...referrers, '-y', ref], { env: environment, timeout: 60_000 });
 }
