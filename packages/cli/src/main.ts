@@ -11,6 +11,7 @@ import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { registerAdmissionCheck } from './admission.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
 
@@ -186,7 +187,12 @@ export function buildProgram(): Command {
     .option('--upstream-ca-key <file>', 'the upstream CA private key PEM')
     .option('--upstream-ca-bundle <file>', 'trust roots of the upstream PKI, when the chain has no self-signed root')
     .option('--kek-file <file>', 'file holding the key-encryption key for private keys at rest (or env WRIT_KEK)')
-    .option('--decision-retention <duration>', 'how long decision logs are kept (default 7d, at least 1d)')
+    .option('--decision-retention <duration>', 'how long decision logs (and admission events) are kept (default 7d, at least 1d)')
+    .option('--admission-listen <host:port>', 'serve the Kubernetes admission webhook on its own listener (off by default), e.g. 0.0.0.0:8444')
+    .option('--admission-dns <names>', 'DNS names for the webhook certificate, comma-separated (default writ-admission.writ-system.svc)')
+    .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
+    .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
+    .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
@@ -209,6 +215,11 @@ export function buildProgram(): Command {
         ...(o['upstreamCaBundle'] ? { upstreamCaBundle: o['upstreamCaBundle'] as string } : {}),
         ...(o['kekFile'] ? { kekFile: o['kekFile'] as string } : {}),
         ...(o['decisionRetention'] ? { decisionRetention: o['decisionRetention'] as string } : {}),
+        ...(o['admissionListen'] ? { admissionListen: o['admissionListen'] as string } : {}),
+        ...(o['admissionDns'] ? { admissionDns: o['admissionDns'] as string } : {}),
+        ...(o['admissionClientCa'] ? { admissionClientCa: o['admissionClientCa'] as string } : {}),
+        ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
+        ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
@@ -726,6 +737,8 @@ export function buildProgram(): Command {
   // ---------------------------------------------------------------- admission
   const admission = program.command('admission').description("image trust and Pod Security at admission: offline checks, the webhook's events");
   registerAdmissionCheck(admission);
+  registerAdmissionEvents(admission);
+  registerAdmissionManifests(admission);
 
   // ---------------------------------------------------------------- policy
   const policy = program.command('policy').description('access policies (who may call whom) and admission policies');
@@ -1169,6 +1182,7 @@ const OFFLINE = new Set([
   'writ svid fetch',
   'writ svid jwt',
   'writ svid watch',
+  'writ admission manifests',
 ]);
 
 /**

@@ -15,10 +15,12 @@ import { AGENT_PATHS } from '@writ/protocol';
 import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
-import type { ServerConfig } from './config.ts';
+import type { AdmissionListenConfig, ServerConfig } from './config.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
-import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
+import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
+import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
+import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
@@ -29,6 +31,8 @@ import type { AdminToken, Role, Store } from './store/types.ts';
 export interface RunningServer {
   readonly url: string;
   readonly port: number;
+  /** The admission webhook's listener, when `--admission-listen` is set. */
+  readonly admissionUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
   close(): Promise<void>;
@@ -39,6 +43,7 @@ export interface StartOptions {
   readonly clock?: () => number;
 }
 
+const WEBHOOK_ROUTES = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -105,6 +110,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let publicUrl = '';
   let jwtIssuer = cfg.jwtIssuer ?? '';
   let httpServer: Server | undefined;
+  let admissionServer: Server | undefined;
+  let admissionEvents: AdmissionEventWriter | undefined;
+  let admittedImages: AdmittedImageRecorder | undefined;
   let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
@@ -145,21 +153,26 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
     // ---------------------------------------------------------------- TLS identity of the server
     const serverSpiffeId = `spiffe://${cfg.trustDomain}/writ/server`;
-    let tlsExpiresAt = 0;
-    const tlsIdentity = (): { key: string; cert: string } => {
+    /** A certificate from our own CA for a listener on `listenHost` with these DNS names. */
+    const issueTls = (listenHost: string, dnsNames: readonly string[]): { key: string; cert: string; expiresAt: number } => {
       const signer = generateSigner('ec-p256');
       const ips = new Set(['127.0.0.1', '::1']);
-      if (isIP(cfg.host) && cfg.host !== '0.0.0.0' && cfg.host !== '::') ips.add(cfg.host);
-      const dns = new Set(['localhost', ...cfg.dnsNames]);
-      if (!isIP(cfg.host)) dns.add(cfg.host);
+      if (isIP(listenHost) && listenHost !== '0.0.0.0' && listenHost !== '::') ips.add(listenHost);
+      const dns = new Set(['localhost', ...dnsNames]);
+      if (!isIP(listenHost)) dns.add(listenHost);
       const svid = ca.signX509Svid({
         spiffeId: serverSpiffeId,
         spki: signer.publicKey.export({ format: 'der', type: 'spki' }),
         dnsNames: [...dns],
         ipAddresses: [...ips],
       });
-      tlsExpiresAt = svid.expiresAt;
-      return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain) };
+      return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain), expiresAt: svid.expiresAt };
+    };
+    let tlsExpiresAt = 0;
+    const tlsIdentity = (): { key: string; cert: string } => {
+      const { key, cert, expiresAt } = issueTls(cfg.host, cfg.dnsNames);
+      tlsExpiresAt = expiresAt;
+      return { key, cert };
     };
     let ready = true;
     const metrics = createMetrics();
@@ -234,6 +247,27 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     publicUrl = `https://${urlHost}:${port}`;
     if (!jwtIssuer) jwtIssuer = publicUrl;
 
+    // ---------------------------------------------------------------- the admission webhook's own listener
+    // Its own port and certificate (the Service DNS name), so the cluster network reaches the two
+    // webhook routes and nothing of the admin API.
+    let admission: AdmissionListener | undefined;
+    if (cfg.admission) {
+      admissionEvents = new AdmissionEventWriter(store, log);
+      admission = await listenAdmission(cfg.admission, {
+        decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
+        events: admissionEvents,
+        admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
+        clock,
+        log,
+        metrics,
+        issueTls,
+        renewAfterMs: cfg.x509SvidTtlMs / 2,
+        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+      });
+      admissionServer = admission.server;
+    }
+    const admissionUrl = admission?.url;
+
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
     let lastPrune = 0;
@@ -247,6 +281,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
+        admission?.renew();
         if (!ready)
           await ctx.ready().then(
             () => log.info('database is back'),
@@ -256,6 +291,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           lastPrune = clock();
           const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
+          const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
+          if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
         }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
@@ -266,19 +303,33 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     timers.push(setInterval(() => void tick(), every).unref());
 
     log.info(
-      { url: publicUrl, trustDomain: cfg.trustDomain, db: redactDbUrl(cfg.db), store: store.kind, bundle: bundlePath, adminToken: tokenPath },
+      {
+        url: publicUrl,
+        ...(admissionUrl ? { admissionUrl } : {}),
+        trustDomain: cfg.trustDomain,
+        db: redactDbUrl(cfg.db),
+        store: store.kind,
+        bundle: bundlePath,
+        adminToken: tokenPath,
+      },
       'writ server listening',
     );
     return {
       url: publicUrl,
       port,
+      admissionUrl,
       store,
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
         hub?.close();
-        srv.closeAllConnections();
-        await new Promise<void>((r) => srv.close(() => r()));
+        for (const s of [srv, admissionServer]) {
+          if (!s) continue;
+          s.closeAllConnections();
+          await new Promise<void>((r) => s.close(() => r()));
+        }
+        admittedImages?.close();
+        await admissionEvents?.close();
         await store.close();
       },
     };
@@ -286,9 +337,104 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     for (const t of timers) clearInterval(t);
     hub?.close();
     httpServer?.close();
+    admissionServer?.close();
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+interface AdmissionListener {
+  readonly server: Server;
+  readonly url: string;
+  /** Renews the listener's certificate once it is past half its life. */
+  renew(): void;
+}
+
+interface AdmissionListenerDeps {
+  readonly decider: AdmissionDecider;
+  readonly admitted: AdmittedImageRecorder;
+  readonly events: AdmissionEventWriter;
+  readonly clock: () => number;
+  readonly log: Logger;
+  readonly metrics: ReturnType<typeof createMetrics>;
+  readonly issueTls: (listenHost: string, dnsNames: readonly string[]) => { key: string; cert: string; expiresAt: number };
+  readonly renewAfterMs: number;
+  readonly serve: (routes: Route[]) => (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/** The admission listener: the webhook routes and /livez, a certificate for the Service names, an optional client CA. */
+async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDeps): Promise<AdmissionListener> {
+  const { routes, add } = routeTable();
+  add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ({ status: 200, body: { status: 'ok' } }));
+  admissionWebhookRoutes(
+    {
+      decider: d.decider,
+      budgetMs: a.budgetMs,
+      events: d.events,
+      clock: d.clock,
+      // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
+      admitImages: d.admitted.admit,
+      onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
+      log: d.log,
+    },
+    add,
+  );
+  const readClientCa = (): string | undefined => {
+    if (!a.clientCaFile) return undefined;
+    try {
+      return readFileSync(a.clientCaFile, 'utf8');
+    } catch (err) {
+      throw new WritError('ERR_CONFIG_INVALID', `admissionClientCa: cannot read ${a.clientCaFile}: ${(err as NodeJS.ErrnoException).code}`, {
+        field: 'admissionClientCa',
+      });
+    }
+  };
+  let expiresAt = 0;
+  const identity = (): { key: string; cert: string; ca?: string } => {
+    const tls = d.issueTls(a.host, a.dnsNames);
+    expiresAt = tls.expiresAt;
+    const clientCa = readClientCa();
+    return { key: tls.key, cert: tls.cert, ...(clientCa ? { ca: clientCa } : {}) };
+  };
+  // With a client CA, TLS itself refuses any caller (an API server) without a certificate chained to it.
+  const server = createServer(
+    {
+      ...identity(),
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: 10_000,
+      requestCert: a.clientCaFile !== undefined,
+      rejectUnauthorized: a.clientCaFile !== undefined,
+    },
+    d.serve(routes),
+  );
+  server.on('checkContinue', d.serve(routes));
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  // Longer than the API server's idle timeout for pooled connections (Go's 90 s): the client
+  // closes an idle connection first, so it never sends a review on one the server is closing.
+  server.keepAliveTimeout = 100_000;
+  server.on('tlsClientError', (err, socket) => {
+    d.log.debug({ err: err.message }, 'admission TLS handshake failed');
+    socket.destroy();
+  });
+  server.on('clientError', answerClientError);
+  await new Promise<void>((resolveListen, rejectListen) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${a.host}:${a.port}: ${err.code ?? err.message}`, { field: 'admissionListen' })),
+    );
+    server.listen(a.port, a.host, () => resolveListen());
+  });
+  const addr = server.address();
+  const host = a.host === '0.0.0.0' || a.host === '::' ? '127.0.0.1' : a.host;
+  const url = `https://${isIP(host) === 6 ? `[${host}]` : host}:${typeof addr === 'object' && addr ? addr.port : a.port}`;
+  d.log.info({ url, dnsNames: a.dnsNames, clientCa: a.clientCaFile ?? null, budget: formatDuration(a.budgetMs) }, 'admission webhook listening');
+  return {
+    server,
+    url,
+    renew: () => {
+      if (d.clock() > expiresAt - d.renewAfterMs) server.setSecureContext({ ...identity(), minVersion: 'TLSv1.2' });
+    },
+  };
 }
 
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {
@@ -370,7 +516,8 @@ async function handle(
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
     // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
-    const level = routeName === AGENT_PATHS.sync && status === 200 ? 'debug' : 'info';
+    // So are the webhook's reviews: every verdict is in the admission events already.
+    const level = (routeName === AGENT_PATHS.sync || WEBHOOK_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }

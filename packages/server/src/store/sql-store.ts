@@ -4,6 +4,8 @@ import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import {
+  type AdmissionEvent,
+  type AdmissionEventQuery,
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
   type AdminToken,
@@ -744,6 +746,103 @@ export class SqlStore implements Store {
     const rows = await this.#db.query('SELECT * FROM decisions WHERE id = ?', [id]);
     return rows[0] ? toDecision(rows[0]) : undefined;
   }
+
+  // ---- admission events (engineer E) ----
+  async addAdmissionEvents(events: readonly AdmissionEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    await this.#db.transaction(async (tx) => {
+      // Arrival numbers from the counter row, as for decisions: replicas' batches are ordered by it.
+      let seq =
+        num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'admission_event_seq' RETURNING value", [events.length]))[0]!['value']) -
+        events.length;
+      for (let i = 0; i < events.length; i += 200) {
+        const chunk = events.slice(i, i + 200);
+        await tx.execute(
+          `INSERT INTO admission_events (seq, id, at, uid, operation, namespace, kind, name, sub_resource, hook, allowed, mode, dry_run, message, images, controls, exceptions, policies)
+            VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`,
+          chunk.flatMap((e) => [
+            ++seq,
+            e.id,
+            e.at,
+            e.uid,
+            e.operation,
+            e.namespace,
+            e.kind,
+            e.name,
+            e.subResource,
+            e.hook,
+            e.allowed ? 1 : 0,
+            e.mode,
+            e.dryRun ? 1 : 0,
+            e.message,
+            JSON.stringify(e.images),
+            JSON.stringify(e.controls),
+            JSON.stringify(e.exceptions),
+            JSON.stringify(e.policies),
+          ]),
+        );
+      }
+    });
+    this.#changed(undefined, { kind: 'admission-events' });
+  }
+
+  async queryAdmissionEvents(q: AdmissionEventQuery): Promise<AdmissionEvent[]> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (q.namespace !== undefined) where.push('namespace = ?'), params.push(q.namespace);
+    if (q.allowed !== undefined) where.push('allowed = ?'), params.push(q.allowed ? 1 : 0);
+    if (q.since !== undefined) where.push('at >= ?'), params.push(q.since);
+    if (q.after !== undefined) where.push('seq > ?'), params.push(q.after);
+    if (q.upTo !== undefined) where.push('seq <= ?'), params.push(q.upTo);
+    const order = q.after !== undefined ? 'seq' : 'at DESC, seq DESC';
+    const rows = await this.#db.query(`SELECT * FROM admission_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`, [
+      ...params,
+      q.limit,
+    ]);
+    return rows.map(toAdmissionEvent);
+  }
+
+  async admissionEventCursor(): Promise<number> {
+    return num((await this.#db.query("SELECT value FROM counters WHERE name = 'admission_event_seq'"))[0]?.['value'] ?? 0);
+  }
+
+  async pruneAdmissionEvents(before: number): Promise<number> {
+    // In batches, like decisions: one long DELETE would hold the write lock for every verdict.
+    let removed = 0;
+    for (;;) {
+      const n = await this.#db.execute('DELETE FROM admission_events WHERE seq IN (SELECT seq FROM admission_events WHERE at < ? ORDER BY at LIMIT 5000)', [
+        before,
+      ]);
+      removed += n;
+      if (n < 5000) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    return this.#changed(removed, { kind: 'admission-events' });
+  }
+  // ---- end of admission events ----
+}
+
+function toAdmissionEvent(r: Row): AdmissionEvent {
+  return {
+    id: r['id'] as string,
+    at: num(r['at']),
+    uid: r['uid'] as string,
+    operation: r['operation'] as string,
+    namespace: r['namespace'] as string,
+    kind: r['kind'] as string,
+    name: r['name'] as string,
+    subResource: r['sub_resource'] as string,
+    hook: r['hook'] as AdmissionEvent['hook'],
+    allowed: num(r['allowed']) === 1,
+    mode: r['mode'] as string,
+    dryRun: num(r['dry_run']) === 1,
+    message: r['message'] as string,
+    images: JSON.parse(r['images'] as string) as AdmissionEvent['images'],
+    controls: JSON.parse(r['controls'] as string) as string[],
+    exceptions: JSON.parse(r['exceptions'] as string) as AdmissionEvent['exceptions'],
+    policies: JSON.parse(r['policies'] as string) as string[],
+    seq: num(r['seq']),
+  };
 }
 
 // ---------------------------------------------------------------- admitted images

@@ -408,6 +408,61 @@ for (const factory of STORE_FACTORIES) {
       assert.equal(await v(5000), v4, 'a no-op removal is no change');
     });
 
+    // ---- admission events (engineer E) ----
+    it('admission events round-trip, filter by namespace, verdict and time, follow from a cursor, and are pruned', async () => {
+      const ev = (id: string, at: number, namespace: string, allowed: boolean) => ({
+        id,
+        at,
+        uid: `uid-${id}`,
+        operation: 'CREATE',
+        namespace,
+        kind: 'Pod',
+        name: `pod-${id}`,
+        subResource: '',
+        hook: 'validate' as const,
+        allowed,
+        mode: 'enforce',
+        dryRun: id === 'a2',
+        message: allowed ? '' : 'violates PodSecurity "restricted:latest": privileged (container "app" must not set securityContext.privileged=true)',
+        images: [{ image: 'registry.example.com/team/app:1', digest: `sha256:${'a'.repeat(64)}`, signedBy: ['release-key'] }],
+        controls: allowed ? [] : ['privileged'],
+        exceptions: [{ name: 'legacy', controls: ['hostPathVolumes'], containers: ['exporter'] }],
+        policies: ['prod'],
+      });
+      const start = await t.store.admissionEventCursor();
+      // Arrival order differs from time order: a follower still sees each once, in arrival order.
+      await t.store.addAdmissionEvents([ev('a1', 30, 'prod', true), ev('a2', 10, 'prod', false)]);
+      await t.store.addAdmissionEvents([ev('a3', 20, 'team-x', false), ev('a1', 30, 'prod', true)]);
+      const all = await t.store.queryAdmissionEvents({ limit: 10 });
+      assert.deepEqual(
+        all.map((e) => e.id),
+        ['a1', 'a3', 'a2'],
+        'newest first, the duplicate stored once',
+      );
+      const a2 = all.find((e) => e.id === 'a2')!;
+      assert.deepEqual({ ...a2, seq: 0 }, { ...ev('a2', 10, 'prod', false), seq: 0 });
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ namespace: 'prod', allowed: false, limit: 10 })).map((e) => e.id),
+        ['a2'],
+      );
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ since: 20, limit: 10 })).map((e) => e.id),
+        ['a1', 'a3'],
+      );
+      const upTo = await t.store.admissionEventCursor();
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ after: start, upTo, limit: 10 })).map((e) => e.id),
+        ['a1', 'a2', 'a3'],
+      );
+      assert.deepEqual(await t.store.queryAdmissionEvents({ after: upTo, limit: 10 }), []);
+      assert.equal(await t.store.pruneAdmissionEvents(25), 2);
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ limit: 10 })).map((e) => e.id),
+        ['a1'],
+      );
+    });
+    // ---- end of admission events ----
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();
@@ -483,6 +538,9 @@ const READS = new Set([
   'getFederatedBundle',
   'listFederatedBundles',
   'getDecision',
+  // admission events (engineer E)
+  'queryAdmissionEvents',
+  'admissionEventCursor',
   'listAdmittedImages',
   'getAdmittedImage',
 ]);
@@ -568,6 +626,28 @@ for (const factory of STORE_FACTORIES) {
         s.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[]}', updatedAt: 1 }),
       );
       await expect('deleteFederatedBundle', { kind: 'federated-bundles' }, () => s.deleteFederatedBundle('other.org'));
+      // admission events (engineer E)
+      const ae = {
+        id: 'ae1',
+        at: 1,
+        uid: 'u',
+        operation: 'CREATE',
+        namespace: 'n',
+        kind: 'Pod',
+        name: 'p',
+        subResource: '',
+        hook: 'validate' as const,
+        allowed: true,
+        mode: '',
+        dryRun: false,
+        message: '',
+        images: [],
+        controls: [],
+        exceptions: [],
+        policies: [],
+      };
+      await expect('addAdmissionEvents', { kind: 'admission-events' }, () => s.addAdmissionEvents([ae]));
+      await expect('pruneAdmissionEvents', { kind: 'admission-events' }, () => s.pruneAdmissionEvents(10));
       await expect('recordAdmittedImages', { kind: 'admitted-images' }, () => s.recordAdmittedImages([`sha256:${'a'.repeat(64)}`], 1));
       await expect('pruneAdmittedImages', { kind: 'admitted-images' }, () => s.pruneAdmittedImages(10));
 

@@ -127,6 +127,8 @@ export const STORE_CHANGES = [
   'policy-acks',
   'decisions',
   'federated-bundles',
+  // engineer E: admission events
+  'admission-events',
   'admitted-images',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
@@ -177,6 +179,55 @@ export interface DecisionQuery {
   readonly upTo?: number;
   readonly limit: number;
 }
+
+// ---- admission events (engineer E) ----
+/** An image of an admitted or refused object, as the verdict saw it. */
+export interface AdmissionEventImage {
+  readonly image: string;
+  /** The manifest digest it resolved to, when it did. */
+  readonly digest?: string;
+  readonly signedBy: readonly string[];
+}
+
+/** One verdict of the admission webhook. */
+export interface AdmissionEvent {
+  readonly id: string;
+  readonly at: number;
+  /** The AdmissionReview's request.uid. */
+  readonly uid: string;
+  readonly operation: string;
+  readonly namespace: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly subResource: string;
+  /** Which webhook answered: validate or mutate. */
+  readonly hook: 'validate' | 'mutate';
+  readonly allowed: boolean;
+  /** The strictest mode of the policies that applied (enforce, warn, audit), '' when none did. */
+  readonly mode: string;
+  readonly dryRun: boolean;
+  /** The deny message (or the warnings), '' when there was nothing to say. */
+  readonly message: string;
+  readonly images: readonly AdmissionEventImage[];
+  /** The controls violated (after exceptions). */
+  readonly controls: readonly string[];
+  readonly exceptions: ReadonlyArray<{ readonly name: string; readonly controls: readonly string[]; readonly containers: readonly string[] }>;
+  readonly policies: readonly string[];
+  /** Arrival order at the store (set by the store). */
+  readonly seq?: number;
+}
+
+export interface AdmissionEventQuery {
+  readonly namespace?: string;
+  readonly allowed?: boolean;
+  readonly since?: number;
+  /** Only events that arrived after this `seq`, oldest arrival first. */
+  readonly after?: number;
+  /** With `after`: and no later than this `seq`. */
+  readonly upTo?: number;
+  readonly limit: number;
+}
+// ---- end of admission events ----
 
 export interface Store extends AdmittedImagesStore {
   readonly kind: 'sqlite' | 'postgres';
@@ -273,6 +324,17 @@ export interface Store extends AdmittedImagesStore {
 
   /** One logged decision by its id (the id a 403 names). */
   getDecision(id: string): Promise<DecisionRecord | undefined>;
+
+  // ---- admission events (engineer E) ----
+  /** Stores admission verdicts in one transaction, numbered in arrival order (a duplicate id is ignored). */
+  addAdmissionEvents(events: readonly AdmissionEvent[]): Promise<void>;
+  /** Newest first by time; with `after`, in arrival order after that cursor. */
+  queryAdmissionEvents(q: AdmissionEventQuery): Promise<AdmissionEvent[]>;
+  /** The `seq` of the latest arrival (0 when none). */
+  admissionEventCursor(): Promise<number>;
+  /** Removes events from before `before`; returns how many. */
+  pruneAdmissionEvents(before: number): Promise<number>;
+  // ---- end of admission events ----
 }
 
 // ---------------------------------------------------------------- admitted images (identity follows image trust)
