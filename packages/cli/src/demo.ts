@@ -2,12 +2,14 @@
  * `writ demo`: the whole story on one machine, each step printed with what it proves. A server on
  * SQLite (in this process), an agent and two `writ proxy` sidecars (real processes: attestation
  * reads their PIDs), an allowed and a denied call, `writ authz check` explaining the deny, a policy
- * change, a quarantine closing a live connection, and the decision log. Everything it starts is
+ * change, a quarantine closing a live connection, the decision log, and the admission webhook judging
+ * pods against Pod Security Standards. Everything it starts is
  * stopped and everything it writes is removed, also on Ctrl-C or SIGTERM.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { constants, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -235,7 +237,7 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   say(`Writ demo: trust domain ${TD}, everything under ${ws.dir} (removed at the end)${keepDir ? `; the server's state in ${keepDir} (kept)` : ''}\n`);
 
   // 1. The server, in this process: the agent and the proxies are the processes attestation must see.
-  const cfg = loadServerConfig({ trustDomain: TD, dataDir, listen: '127.0.0.1:0' });
+  const cfg = loadServerConfig({ trustDomain: TD, dataDir, listen: '127.0.0.1:0', admissionListen: '127.0.0.1:0' });
   const server: RunningServer = await startServer(cfg, { log: pino({ level: 'warn' }, process.stderr) });
   ws.onStop(() => server.close());
   const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
@@ -387,6 +389,101 @@ async function story(ws: Workspace, keepDir: string | undefined): Promise<void> 
   for (const l of logged.stdout.trimEnd().split('\n')) say(`   ${l}`);
   say(`   The decision ids the callers were shown are there: ${rows.map((d) => `${d!.id} (${d!.decision} ${d!.reason})`).join(', ')}.`);
   proves('every decision, allowed or denied, reaches the central log through the agent, under the id the caller was shown.');
+
+  // 9. Admission: the webhook a kube-apiserver calls, judging pods by the Pod Security Standards.
+  res = await api.call<{ revision: number }>('POST', '/v1/policies', { yaml: ADMISSION_POLICY, comment: 'writ demo: restricted pods in shop' });
+  claim(server.admissionUrl, 'the server has no admission listener');
+  const verdicts: Record<string, AdmissionAnswer> = {};
+  for (const [name, pod] of Object.entries(PODS)) verdicts[name] = await admissionReview(server.admissionUrl, readFileSync(bundle), name, pod);
+  claim(
+    verdicts['web-debug']!.allowed === false && verdicts['web-debug']!.status?.code === 403,
+    `the privileged pod: ${JSON.stringify(verdicts['web-debug'])}`,
+  );
+  claim(verdicts['web']!.allowed === true, `the restricted pod: ${JSON.stringify(verdicts['web'])}`);
+  say(`\n9. Policy revision ${res.revision} adds an AdmissionPolicy: pods in namespace shop must meet Pod Security "restricted".`);
+  say(`   The admission webhook (${server.admissionUrl}), asked as a kube-apiserver asks (AdmissionReview v1):`);
+  say(`   pod web-debug (privileged, root) -> denied: ${verdicts['web-debug']!.status!.message}`);
+  say('   pod web       (non-root, no privilege escalation, capabilities dropped, RuntimeDefault seccomp) -> allowed');
+  const events = await until('the verdicts in the admission events', async () => {
+    const r = await api.call<{ events: Array<{ name: string; allowed: boolean }> }>('GET', '/v1/admission/events?namespace=shop&limit=10');
+    return r.events.length >= 2 ? r.events : undefined;
+  });
+  say(`   Both verdicts are recorded: ${events.map((e) => `${e.name} ${e.allowed ? 'allowed' : 'denied'}`).join(', ')} (writ admission events).`);
+  proves("the same policy store judges pods at admission, in Kubernetes' own words; `writ admission check` gives the same verdict offline in CI.");
+}
+
+const ADMISSION_POLICY = `apiVersion: writ.dev/v1
+kind: AdmissionPolicy
+metadata: { name: shop }
+spec:
+  namespaces: [shop]
+  mode: enforce
+  podSecurity: { level: restricted, version: latest }
+`;
+const IMAGE = `registry.example.com/shop/web@sha256:${'5'.repeat(64)}`;
+const PODS: Record<string, Record<string, unknown>> = {
+  'web-debug': { containers: [{ name: 'web', image: IMAGE, securityContext: { privileged: true, runAsUser: 0 } }] },
+  web: {
+    securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+    containers: [{ name: 'web', image: IMAGE, securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } } }],
+  },
+};
+
+interface AdmissionAnswer {
+  readonly allowed: boolean;
+  readonly status?: { readonly code: number; readonly message: string };
+}
+
+/** One AdmissionReview v1 to the validating hook, over TLS pinned to the server's bundle, as kube-apiserver sends it. */
+function admissionReview(url: string, ca: Buffer, name: string, spec: Record<string, unknown>): Promise<AdmissionAnswer> {
+  const body = JSON.stringify({
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: {
+      uid: `demo-${name}`,
+      kind: { group: '', version: 'v1', kind: 'Pod' },
+      resource: { group: '', version: 'v1', resource: 'pods' },
+      requestKind: { group: '', version: 'v1', kind: 'Pod' },
+      requestResource: { group: '', version: 'v1', resource: 'pods' },
+      name,
+      namespace: 'shop',
+      operation: 'CREATE',
+      userInfo: { username: 'writ-demo' },
+      object: { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop' }, spec },
+      oldObject: null,
+      dryRun: false,
+      options: { apiVersion: 'meta.k8s.io/v1', kind: 'CreateOptions' },
+    },
+  });
+  const u = new URL('/v1/admission/validate', url);
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      // The listener's certificate names the Service (writ-admission.writ-system.svc), as the API server dials it.
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: 'POST',
+        ca,
+        servername: 'writ-admission.writ-system.svc',
+        headers: { 'content-type': 'application/json' },
+      },
+      (r) => {
+        let text = '';
+        r.on('data', (d: Buffer) => (text += d.toString()));
+        r.on('end', () => {
+          try {
+            resolve((JSON.parse(text) as { response: AdmissionAnswer }).response);
+          } catch {
+            reject(new WritError('ERR_INTERNAL', `demo: the admission webhook answered ${r.statusCode}: ${text.slice(0, 200)}`));
+          }
+        });
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('the admission webhook did not answer in 10 s')));
+    req.end(body);
+  });
 }
 
 function portOf(line: Record<string, unknown>, kind: string): number {
