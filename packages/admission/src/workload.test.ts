@@ -186,6 +186,15 @@ describe('workload names for exceptions', () => {
     assert.equal(ownerName(job), 'migrate-2');
   });
 
+  it("names a pod's author picks do not name a workload: a lone non-controller reference, a ConfigMap controller, generateName", () => {
+    const lone: PodLike = { metadata: { name: 'attacker', ownerReferences: [{ kind: 'DaemonSet', name: 'node-exporter' }] } };
+    assert.deepEqual(workloadNames(lone), ['attacker']);
+    const cm: PodLike = { metadata: { name: 'attacker', ownerReferences: [{ kind: 'ConfigMap', name: 'node-exporter', controller: true }] } };
+    assert.deepEqual(workloadNames(cm), ['attacker']);
+    const generated: PodLike = { metadata: { generateName: 'node-exporter-' } };
+    assert.deepEqual(workloadNames(generated), []);
+  });
+
   it('a bare pod is known by its own name; a non-controller owner reference does not count when there are several', () => {
     assert.deepEqual(workloadNames({ metadata: { name: 'solo' } }), ['solo']);
     const many: PodLike = {

@@ -75,16 +75,23 @@ export function podOf(kind: string, object: unknown): PodOfResult | undefined {
 const SAFE_ALPHABET_SUFFIX = /-[bcdfghjklmnpqrstvwxz2456789]{8,10}$/;
 const CRONJOB_SUFFIX = /-[0-9]{8,}$/;
 
+/** The kinds that own pods (a pod's controller) or hold a pod template (the object itself). */
+const CONTROLLER_KINDS = new Set(['ReplicaSet', 'ReplicationController', 'StatefulSet', 'DaemonSet', 'Job', 'Deployment', 'CronJob', 'PodTemplate']);
+
+/**
+ * The pod's controller: only a `controller: true` reference of a workload kind counts (a
+ * ConfigMap owner, or a lone reference without the flag, names no workload).
+ */
 function controllerOf(meta: Json): { kind: string; name: string } | undefined {
-  const refs = list(meta.ownerReferences).map(obj);
-  const ref = refs.find((r) => r?.controller === true) ?? (refs.length === 1 ? refs[0] : undefined);
+  const ref = list(meta.ownerReferences)
+    .map(obj)
+    .find((r) => r?.controller === true && CONTROLLER_KINDS.has(str(r.kind) ?? ''));
   const name = str(ref?.name);
   return name === undefined ? undefined : { kind: str(ref?.kind) ?? '', name };
 }
 
 /**
- * Every name the pod is known by, most specific first: its own name (or generateName's prefix),
- * its controller's name, and the workload above that controller when Kubernetes' naming shows it
+ * Every name the pod is known by, most specific first: its own name, its controller's name, and the workload above that controller when Kubernetes' naming shows it
  * (the Deployment of a ReplicaSet, the CronJob of a Job). Exceptions' `workloads` match any of them.
  * @example workloadNames(podOfDeploymentWeb) // ['web-5d4f8c7b9-x2x7q', 'web-5d4f8c7b9', 'web']
  */
@@ -94,7 +101,8 @@ export function workloadNames(pod: PodLike): string[] {
   const add = (name: string | undefined): void => {
     if (name !== undefined && name !== '' && !names.includes(name)) names.push(name);
   };
-  add(str(meta.name) ?? str(meta.generateName)?.replace(/-$/, ''));
+  // Not generateName: a prefix the pod's author picks would name any workload it likes.
+  add(str(meta.name));
   const controller = controllerOf(meta);
   if (controller !== undefined) {
     add(controller.name);

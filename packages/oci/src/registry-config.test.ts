@@ -61,6 +61,14 @@ describe('registry config', () => {
     assert.deepEqual(cfg.hosts().sort(), ['127.0.0.1:5000', '[::1]:5000', 'registry.example.com']);
   });
 
+  it('refuses credentials and plain HTTP as defaults: they would go to any registry a pod names', () => {
+    for (const k of ['token: t', 'username: u\n  password: p', 'insecureHttp: true'])
+      assert.throws(
+        () => parseRegistryConfig(`default:\n  ${k}\n`),
+        (err: Error & { code?: string }) => err.code === 'ERR_REGISTRY_CONFIG_INVALID' && /^default\.\w+: only ca can be a default/.test(err.message),
+      );
+  });
+
   it('never shows a password or token: not in JSON, not in util.inspect', () => {
     const cfg = registryConfig({ registries: { 'r.example.com': { username: 'u', password: SECRET }, 't.example.com': { token: SECRET } } });
     const shown = `${JSON.stringify(cfg)} ${inspect(cfg, { depth: 10 })} ${inspect(cfg.settingsFor('r.example.com'))} ${JSON.stringify(cfg.settingsFor('t.example.com'))}`;

@@ -203,6 +203,12 @@ export function registryConfig(doc: unknown, opts: RegistryConfigOptions = {}): 
       registries.set(key, settings(field, s, baseDir));
     }
   }
+  // Credentials (and plain HTTP) go only to registries named here: a pod names any registry it
+  // likes, and `default` would hand them to one an attacker runs. `default` holds a CA only.
+  if (o.default !== null && typeof o.default === 'object' && !Array.isArray(o.default))
+    for (const k of ['username', 'password', 'passwordFile', 'token', 'insecureHttp'])
+      if (k in o.default)
+        bad(`default.${k}`, 'only ca can be a default: credentials and insecureHttp go under registries, per host, so they reach no other registry');
   return new RegistryConfig(registries, settings('default', o.default, baseDir));
 }
 

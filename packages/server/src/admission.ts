@@ -22,6 +22,8 @@ export interface DeciderOptions {
 const MODE_RANK: Record<string, number> = { audit: 1, warn: 2, enforce: 3 };
 /** Another replica's policy apply is seen within this long; one of this server's at once. */
 const SET_TTL_MS = 1000;
+/** A policy read taking longer than this is abandoned, and the next review reads again. */
+const LOAD_TIMEOUT_MS = 5000;
 
 /** Key files (`keys: [{file}]`) read again when they change on disk, so a rotated key takes effect at once. */
 /** Every container image of the object's pod (containers, init and ephemeral containers). */
@@ -50,9 +52,13 @@ function keyFileReader(): (path: string) => Buffer {
 export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
   const { store, clock, log } = opts;
   let cached: { revision: number; at: number; set: AdmissionSet } | undefined;
+  // The set before this server's last apply: what holds while the new one is read, if that read is slow.
+  let previous: AdmissionSet | undefined;
   let loading: Promise<AdmissionSet> | undefined;
   store.onChange((c) => {
-    if (c.kind === 'policies') cached = undefined;
+    if (c.kind !== 'policies') return;
+    if (cached) previous = cached.set;
+    cached = undefined;
   });
   const load = async (): Promise<AdmissionSet> => {
     const rev = await store.getPolicyRevision();
@@ -73,7 +79,8 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
     // Concurrent reviews share one read of the store.
     if (!loading) {
       const had = cached;
-      loading = load().finally(() => (loading = undefined));
+      // A read that never settles (a stalled connection) must not hold every later review: give up on it.
+      loading = untilAborted(load(), AbortSignal.timeout(LOAD_TIMEOUT_MS)).finally(() => (loading = undefined));
       if (had)
         loading.catch((err: Error) => {
           // Tried again after the same wait, not on every review while the store is away.
@@ -133,12 +140,17 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
     async decide(input: AdmissionInput, signal: AbortSignal, hook: 'validate' | 'mutate' = 'validate'): Promise<AdmissionOutcome> {
       let set: AdmissionSet;
       try {
-        set = await currentSet();
+        set = await untilAborted(currentSet(), signal);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'admission policies unavailable');
-        // A store that is away for a moment: the policies last read still hold (as agents keep theirs).
-        if (cached) set = cached.set;
-        else return unavailable(isWritError(err) ? err.message : 'the store did not answer');
+        // A store that is away for a moment, or slow past the budget: the policies last read still
+        // hold (as agents keep theirs). With none ever read, nothing can be judged: a deny.
+        const last = cached?.set ?? previous;
+        if (last) set = last;
+        else
+          return unavailable(
+            signal.aborted ? 'the store did not answer within the decision budget' : isWritError(err) ? err.message : 'the store did not answer',
+          );
       }
       const verdict = await evaluate(
         {
@@ -157,8 +169,10 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
       return outcomeOf(set, verdict, input);
     },
     overBudget(input: AdmissionInput, budgetMs: number): AdmissionOutcome {
-      // The set was loaded before any image check could be slow: it is cached by now.
-      const set = cached?.set ?? { policies: [], exceptions: [] };
+      // Never "no policies, so allowed": with no set read yet (a slow store at start or after an
+      // apply), the namespace may well be under an enforce policy.
+      const set = cached?.set ?? previous;
+      if (!set) return unavailable(`no policies read within the ${budgetMs} ms decision budget`);
       const applied = set.policies.filter((p) => p.namespaces.some((g) => globMatcher(g)(input.namespace)));
       const enforce = applied.some((p) => p.mode === 'enforce');
       const message = `no verdict within the ${budgetMs} ms decision budget (a registry did not answer in time)`;
@@ -176,6 +190,19 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
       };
     },
   };
+}
+
+/** Settles with `work`, or rejects once `signal` aborts (the work goes on for the next caller). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
 }
 
 /**
