@@ -293,6 +293,15 @@ spec:
       assert.equal((await writ(srv, ['policy', 'delete', 'AdmissionPolicy/signed'])).code, 0);
     });
 
+    it('refuses a relative key file: beside the policy file for writ admission check, but the server has no such place', async () => {
+      const before = JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout).revision;
+      const text = `apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: signed }\nspec:\n  namespaces: [prod]\n  images: { signatures: [{ name: k, keys: [{ file: k2.pub }] }] }\n`;
+      const r = await writ(srv, ['policy', 'apply', '-f', file('relative.yaml', text)]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /key file "k2\.pub" is a relative path.*absolute path, or the key inline/);
+      assert.equal(JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout).revision, before, 'nothing stored');
+    });
+
     it('refuses an invalid admission document with its line, locally and on the server, and stores nothing', async () => {
       const before = JSON.parse((await writ(srv, ['policy', 'list', '-o', 'json'])).stdout).revision;
       const bad = POLICY.replace('controls: [hostPathVolumes, hostNamespaces]', 'controls: [hostPathVolumes, hostNetwork]');

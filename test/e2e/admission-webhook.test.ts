@@ -26,6 +26,8 @@ interface Webhook {
   readonly port: number;
   /** The caBundle of the manifests, decoded. */
   readonly ca: string;
+  /** The API server's client certificate, sent by post() unless told otherwise (with --admission-client-ca). */
+  readonly client?: { readonly cert: string; readonly key: string };
 }
 
 async function startWebhook(extra: string[] = []): Promise<Webhook> {
@@ -71,7 +73,7 @@ function post(
           'content-length': Buffer.byteLength(payload),
           ...(opts.expectContinue ? { expect: '100-continue' } : {}),
         },
-        ...(opts.cert ? { cert: opts.cert, key: opts.key } : {}),
+        ...(opts.cert ? { cert: opts.cert, key: opts.key } : w.client ? { cert: w.client.cert, key: w.client.key } : {}),
       },
       (res) => {
         let text = '';
@@ -890,69 +892,80 @@ describe('on PostgreSQL, with the database away for a while', () => {
       return ['during-1', 'during-2', 'during-3', 'during-ok'].every((n) => list.includes(n)) ? list : undefined;
     });
     assert.equal(names.filter((n) => n === 'during-1').length, 1, 'stored once');
-    // The digest admitted during the outage reaches the admitted set (what requireAdmittedImage entries need) once it is back.
-    await waitFor('the digest admitted during the outage', async () => {
-      const r = await run('curl', [
-        '-sS',
-        '--cacert',
-        join(w.srv.dataDir, 'bundle.pem'),
-        '-H',
-        `authorization: Bearer ${w.srv.adminToken}`,
-        `${w.srv.url}/v1/admission/images`,
-      ]);
-      return r.stdout.includes(DIGEST) ? true : undefined;
-    });
+    // No client CA, and no policy checking images: the admitted pod admits no image for identity.
+    const r = await run('curl', [
+      '-sS',
+      '--cacert',
+      join(w.srv.dataDir, 'bundle.pem'),
+      '-H',
+      `authorization: Bearer ${w.srv.adminToken}`,
+      `${w.srv.url}/v1/admission/images`,
+    ]);
+    assert.ok(!r.stdout.includes(DIGEST), r.stdout);
+    assert.ok(
+      w.srv.logs.some((l) => l.includes('no --admission-client-ca')),
+      'the server said why at start',
+    );
   });
 });
+
+/** In `dir`: a client CA (ca.pem) and another (other-ca.pem), and client certificates `apiserver` (of ca) and `intruder` (of other-ca), made by openssl. */
+function makeClientCerts(dir: string): { caFile: string; apiserver: { cert: string; key: string } } {
+  const ssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  for (const who of ['ca', 'other-ca'])
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${who}.key`,
+      '-out',
+      `${who}.pem`,
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${who}`,
+    );
+  writeFileSync(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+  for (const [name, ca] of [
+    ['apiserver', 'ca'],
+    ['intruder', 'other-ca'],
+  ] as const) {
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}.pem`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '1',
+      '-extfile',
+      'client.ext',
+    );
+  }
+  return {
+    caFile: join(dir, 'ca.pem'),
+    apiserver: { cert: readFileSync(join(dir, 'apiserver.pem'), 'utf8'), key: readFileSync(join(dir, 'apiserver.key'), 'utf8') },
+  };
+}
 
 describe('client-certificate authentication of the API server', () => {
   let dir: string;
   let w: Webhook;
-  const ssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'writ-admission-mtls-'));
-    for (const who of ['ca', 'other-ca'])
-      ssl(
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        `${who}.key`,
-        '-out',
-        `${who}.pem`,
-        '-days',
-        '1',
-        '-subj',
-        `/CN=${who}`,
-      );
-    writeFileSync(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
-    for (const [name, ca] of [
-      ['apiserver', 'ca'],
-      ['intruder', 'other-ca'],
-    ] as const) {
-      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
-      ssl(
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        `${ca}.pem`,
-        '-CAkey',
-        `${ca}.key`,
-        '-CAcreateserial',
-        '-out',
-        `${name}.pem`,
-        '-days',
-        '1',
-        '-extfile',
-        'client.ext',
-      );
-    }
+    makeClientCerts(dir);
     w = await startWebhook(['--admission-client-ca', join(dir, 'ca.pem')]);
   });
   after(async () => {
@@ -1001,7 +1014,12 @@ describe('images: tags pinned to the digests a real registry serves, within the 
     [key, otherKey] = await Promise.all([makeCosignKey(dir, 'p256'), makeCosignKey(dir, 'ed25519')]);
     writeFileSync(join(dir, 'release.pub'), key.pubPem);
     writeFileSync(join(dir, 'registries.yaml'), `registries:\n${[registry, slow, ...hostile].map((r) => `  "${r.host}": { ca: ${r.caFile} }\n`).join('')}`);
-    w = await startWebhook(['--registry-config', join(dir, 'registries.yaml'), '--admission-budget', '1s']);
+    // The API server proves itself with a client certificate: only then do verdicts admit images for identity.
+    const certs = makeClientCerts(dir);
+    w = {
+      ...(await startWebhook(['--registry-config', join(dir, 'registries.yaml'), '--admission-budget', '1s', '--admission-client-ca', certs.caFile])),
+      client: certs.apiserver,
+    };
     writeFileSync(
       join(dir, 'policy.yaml'),
       `apiVersion: writ.dev/v1

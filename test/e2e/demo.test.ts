@@ -127,7 +127,10 @@ function assertStory(t: TestContext, r: DemoRun, uid: number): void {
   assert.match(out, new RegExp(`allow +ALLOW_RULE +${esc(WEB)} +${esc(ORDERS)} +GET /v1/orders/7 +orders#0`));
   assert.match(out, new RegExp(`ids the callers were shown are there: ${denied} \\(deny NO_MATCHING_ALLOW\\)\\.`));
   // Admission: the webhook denies the privileged pod in PSA's words, admits the restricted one, and records both.
-  assert.match(out, /^ {3}pod web-debug \(privileged, root\) -> denied: violates PodSecurity "restricted:latest": privileged \(container "web" must not set securityContext\.privileged=true\)/m);
+  assert.match(
+    out,
+    /^ {3}pod web-debug \(privileged, root\) -> denied: violates PodSecurity "restricted:latest": privileged \(container "web" must not set securityContext\.privileged=true\)/m,
+  );
   assert.match(out, /^ {3}pod web {7}\(.*\) -> allowed$/m);
   assert.match(out, /^ {3}Both verdicts are recorded: (web allowed, web-debug denied|web-debug denied, web allowed) \(writ admission events\)\.$/m);
   const took = /^Done in (\d+\.\d) s\. Stopped the agent and both proxies; removed (\S+)\.$/m.exec(out);

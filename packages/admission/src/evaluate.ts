@@ -85,7 +85,8 @@ const ALLOW: AdmissionVerdict = Object.freeze({
   violations: [],
   findings: [],
   warnings: [],
-  auditAnnotations: {},
+  // Always a decision in the audit annotations, also when nothing was judged.
+  auditAnnotations: Object.freeze({ decision: 'allow' }),
   message: '',
   policies: [],
   exceptionsUsed: [],

@@ -119,6 +119,7 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
       exceptionsUsed: v.exceptionsUsed,
       images,
       patch: v.patch,
+      imagesChecked: set.policies.some((p) => p.mode === 'enforce' && p.images !== undefined && v.policies.includes(p.name)),
     };
   };
 

@@ -265,6 +265,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
       });
       admissionServer = admission.server;
+      if (!cfg.admission.clientCaFile)
+        log.warn(
+          'admission: no --admission-client-ca, so callers are not known to be the API server: verdicts are answered and recorded, but admit no image for requireAdmittedImage entries',
+        );
     }
     const admissionUrl = admission?.url;
 
@@ -374,6 +378,7 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
       clock: d.clock,
       // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
       admitImages: d.admitted.admit,
+      apiServerAuthenticated: a.clientCaFile !== undefined,
       onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
       log: d.log,
     },

@@ -49,20 +49,22 @@ const outcome = (o: Partial<AdmissionOutcome> = {}): AdmissionOutcome => ({
   exceptionsUsed: [],
   images: [{ image: 'nginx:1.27', digest: `sha256:${'b'.repeat(64)}`, signedBy: [] }],
   patch: [],
+  imagesChecked: true,
   ...o,
 });
 
-function harness(decider: AdmissionDecider, budgetMs = 400) {
+function harness(decider: AdmissionDecider, budgetMs = 400, apiServerAuthenticated = true) {
   const stored: AdmissionEvent[] = [];
   const admitted: string[][] = [];
   const store = { addAdmissionEvents: async (e: readonly AdmissionEvent[]) => void stored.push(...e) } as unknown as Store;
   const events = new AdmissionEventWriter(store, log);
   const handlers = new Map<string, Handler>();
-  admissionWebhookRoutes({ decider, budgetMs, events, clock: () => 1_000, admitImages: async (d) => void admitted.push(d), log }, (_m, name, _r, _s, handler) =>
-    handlers.set(name, handler),
+  admissionWebhookRoutes(
+    { decider, budgetMs, events, clock: () => 1_000, admitImages: async (d) => void admitted.push(d), apiServerAuthenticated, log },
+    (_m, name, _r, _s, handler) => handlers.set(name, handler),
   );
-  const post = async (hook: 'validate' | 'mutate', body: unknown) => {
-    const reply = await handlers.get(`/v1/admission/${hook}`)!({ body } as Request);
+  const post = async (hook: 'validate' | 'mutate', body: unknown, query = '') => {
+    const reply = await handlers.get(`/v1/admission/${hook}`)!({ body, query: new URLSearchParams(query) } as Request);
     await events.close();
     return reply.body as { apiVersion: string; kind: string; response: Record<string, unknown> };
   };
@@ -107,6 +109,15 @@ describe('AdmissionReview in and out', () => {
     );
   });
 
+  it("answers before the API server's ?timeout= when it is shorter than the budget", async () => {
+    const h = harness({ decide: () => new Promise(() => undefined), overBudget: () => outcome({ allowed: false, message: 'over' }) }, 5000);
+    const t0 = performance.now();
+    const r = await h.post('validate', review({}), 'timeout=1s');
+    const ms = performance.now() - t0;
+    assert.equal(r.response['allowed'], false);
+    assert.ok(ms < 1000 && ms > 400, `answered in ${Math.round(ms)} ms`);
+  });
+
   it('a dry run is recorded as one but admits no image; an enforce admission does', async () => {
     const h = harness({ decide: async () => outcome(), overBudget: () => outcome() });
     await h.post('validate', review({ dryRun: true }));
@@ -114,6 +125,16 @@ describe('AdmissionReview in and out', () => {
     assert.deepEqual(h.admitted, []);
     await h.post('validate', review({}));
     assert.deepEqual(h.admitted, [[`sha256:${'b'.repeat(64)}`]]);
+  });
+
+  it('admits no image for identity unless the caller is an authenticated API server and an enforce policy checked images', async () => {
+    const anyone = harness({ decide: async () => outcome(), overBudget: () => outcome() }, 400, false);
+    await anyone.post('validate', review({}));
+    assert.equal(anyone.stored.length, 1, 'the verdict is still recorded');
+    assert.deepEqual(anyone.admitted, [], 'a review anyone could have forged admits nothing');
+    const pssOnly = harness({ decide: async () => outcome({ imagesChecked: false }), overBudget: () => outcome() });
+    await pssOnly.post('validate', review({}));
+    assert.deepEqual(pssOnly.admitted, [], 'Pod Security alone says nothing of the image');
   });
 
   it('kinds that hold no pod, DELETE and CONNECT are allowed without asking the decider, and say so', async () => {

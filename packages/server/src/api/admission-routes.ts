@@ -52,6 +52,8 @@ export interface AdmissionOutcome {
   readonly images: readonly AdmissionEventImage[];
   /** The mutating hook's patch pinning images to the digests verified; empty: nothing to pin. */
   readonly patch: readonly PatchOperation[];
+  /** An enforce policy that checks images (digest, registries or signatures) applied: only then is an allowed image "admitted" for identity. */
+  readonly imagesChecked?: boolean;
 }
 
 /** Reaches a verdict; `signal` aborts at the end of the decision budget. */
@@ -69,6 +71,8 @@ export interface AdmissionRouteDeps {
   readonly clock: () => number;
   /** Digests admitted under an enforce policy, for `requireAdmittedImage` entries. */
   readonly admitImages: (digests: string[], at: number) => Promise<void>;
+  /** Callers are API servers proven by a client certificate (`--admission-client-ca`): only then do verdicts admit images. */
+  readonly apiServerAuthenticated: boolean;
   /** Told of every answer (metrics). */
   readonly onAnswer?: (hook: 'validate' | 'mutate', decision: string, mode: string) => void;
   readonly log: Logger;
@@ -201,11 +205,11 @@ function skipped(why: string): AdmissionOutcome {
 const OVER_BUDGET = new WritError('ERR_ADMISSION_BUDGET', 'no verdict within the decision budget');
 
 /** Races the decider against the budget: an answer always leaves before the API server's timeout. */
-async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hook: 'validate' | 'mutate'): Promise<AdmissionOutcome> {
+async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hook: 'validate' | 'mutate', budgetMs: number): Promise<AdmissionOutcome> {
   // The decider's own I/O is aborted a little early, so its answer (which says what was slow) wins
   // the race; the timer is the backstop for anything that does not honour the signal.
   const abort = new AbortController();
-  const early = setTimeout(() => abort.abort(OVER_BUDGET), Math.max(deps.budgetMs - 250, deps.budgetMs * 0.75));
+  const early = setTimeout(() => abort.abort(OVER_BUDGET), Math.max(budgetMs - 250, budgetMs * 0.75));
   let backstop: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
@@ -215,9 +219,9 @@ async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hoo
           () => {
             // Whatever still runs for this review is no longer waited for.
             abort.abort(OVER_BUDGET);
-            resolve(deps.decider.overBudget(input, deps.budgetMs));
+            resolve(deps.decider.overBudget(input, budgetMs));
           },
-          Math.max(deps.budgetMs - 100, deps.budgetMs * 0.9),
+          Math.max(budgetMs - 100, budgetMs * 0.9),
         );
       }),
     ]);
@@ -227,15 +231,24 @@ async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hoo
   }
 }
 
+/** kube-apiserver's `?timeout=` (a Go duration such as `5s` or `10s`; only seconds and ms are sent); anything else: no limit of its own. */
+function apiServerTimeoutMs(v: string | null): number {
+  const m = v === null ? null : /^(\d{1,6})(ms|s|m)$/.exec(v);
+  if (!m) return Number.POSITIVE_INFINITY;
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : 60_000);
+}
+
 /** The webhook's two routes (and nothing else of the API: the admission listener serves only these and /livez). */
 export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute): void {
-  const review = async (body: unknown, hook: 'validate' | 'mutate'): Promise<Reply> => {
+  const review = async (body: unknown, hook: 'validate' | 'mutate', timeout: string | null): Promise<Reply> => {
     const input = parseAdmissionReview(body);
+    // The API server gives up at its own `?timeout=` (timeoutSeconds): answer a little before it, if that comes before the budget.
+    const budgetMs = Math.min(deps.budgetMs, apiServerTimeoutMs(timeout) - 300);
     let outcome: AdmissionOutcome;
     if (!isPodKind(input)) outcome = skipped(`${input.group ? `${input.group}/` : ''}${input.kind} holds no pod: not judged by Writ`);
     else if (input.operation === 'DELETE' || input.operation === 'CONNECT')
       outcome = skipped(`${input.operation} is not judged (Pod Security Admission does not either)`);
-    else outcome = await withinBudget(deps, input, hook);
+    else outcome = await withinBudget(deps, input, hook, Math.max(100, budgetMs));
     const now = deps.clock();
     deps.onAnswer?.(hook, outcome.auditAnnotations['decision'] ?? (outcome.allowed ? 'allow' : 'deny'), outcome.mode || 'none');
     // The validating hook's verdict is the one recorded; the mutating hook's only when it refuses
@@ -244,8 +257,11 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     if (hook === 'validate') {
       deps.events.add(eventOf(input, outcome, hook, now));
       const digests = [...new Set(outcome.images.flatMap((i) => (i.digest ? [i.digest] : [])))];
-      // A dry run changes nothing: its verdict is logged (flagged), but it admits no image for identity.
-      if (outcome.allowed && outcome.mode === 'enforce' && !input.dryRun && digests.length)
+      // What requireAdmittedImage entries are issued against, so only a verdict that means "this image
+      // is trusted": an enforce policy checked its images, the caller proved it is the API server
+      // (a client certificate: anyone else reaching the listener could forge a review), and not a
+      // dry run (its verdict is logged, flagged, but changes nothing).
+      if (outcome.allowed && outcome.mode === 'enforce' && outcome.imagesChecked === true && deps.apiServerAuthenticated && !input.dryRun && digests.length)
         deps.admitImages(digests, now).catch((err: Error) => deps.log.warn({ err: err.message }, 'could not record admitted images'));
     }
     // The validating hook gives the warnings: said once, about the object as it will be stored.
@@ -257,16 +273,18 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     '/v1/admission/validate',
     undefined,
     'Validating admission webhook: AdmissionReview admission.k8s.io/v1 in and out.',
-    (req) => review(req.body, 'validate'),
+    (req) => review(req.body, 'validate', req.query.get('timeout')),
     body,
+    { timeout: stringParam(32) },
   );
   add(
     'POST',
     '/v1/admission/mutate',
     undefined,
     'Mutating admission webhook: pins each image to the digest verified (JSONPatch); AdmissionReview admission.k8s.io/v1.',
-    (req) => review(req.body, 'mutate'),
+    (req) => review(req.body, 'mutate', req.query.get('timeout')),
     body,
+    { timeout: stringParam(32) },
   );
 }
 

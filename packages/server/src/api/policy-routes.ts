@@ -3,6 +3,7 @@ import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
 import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
@@ -184,6 +185,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const testSummary = { passed: results.length, failed: 0 };
       const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
       const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
+      // A relative key file means "beside the policy file" to `writ admission check`; the server has no such place.
+      for (const p of admission.policies)
+        for (const sig of p.images?.signatures ?? [])
+          for (const k of sig.keys)
+            if ('file' in k && !isAbsolute(k.file))
+              throw new WritError(
+                'ERR_POLICY_INVALID',
+                `request:${p.line}: AdmissionPolicy ${p.name}: key file ${JSON.stringify(k.file.slice(0, 200))} is a relative path; the server reads key files from its own disk: give an absolute path, or the key inline (pem:)`,
+              );
       const warnings = keyFileWarnings(admission.policies);
       const result = {
         changed,
