@@ -27,7 +27,13 @@ function container(name: string, image: string, extra: Json = {}): Json {
     ],
     resources: { limits: { cpu: '500m', memory: '256Mi' }, requests: { cpu: '100m', memory: '128Mi' } },
     volumeMounts: [{ name: 'kube-api-access', readOnly: true, mountPath: '/var/run/secrets/kubernetes.io/serviceaccount' }],
-    livenessProbe: { httpGet: { path: '/healthz', port: 8080, scheme: 'HTTP' }, timeoutSeconds: 1, periodSeconds: 10, successThreshold: 1, failureThreshold: 3 },
+    livenessProbe: {
+      httpGet: { path: '/healthz', port: 8080, scheme: 'HTTP' },
+      timeoutSeconds: 1,
+      periodSeconds: 10,
+      successThreshold: 1,
+      failureThreshold: 3,
+    },
     terminationMessagePath: '/dev/termination-log',
     terminationMessagePolicy: 'File',
     imagePullPolicy: 'IfNotPresent',
@@ -134,14 +140,27 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
     metadata: {
       ...meta(name, namespace, extraMeta),
       generateName: `${name.replace(/-[a-z0-9]+$/, '')}-`,
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: name.replace(/-[a-z0-9]+$/, ''), uid: 'f0e1d2c3-b4a5-4968-8776-655443322110', controller: true, blockOwnerDeletion: true }],
+      ownerReferences: [
+        {
+          apiVersion: 'apps/v1',
+          kind: 'ReplicaSet',
+          name: name.replace(/-[a-z0-9]+$/, ''),
+          uid: 'f0e1d2c3-b4a5-4968-8776-655443322110',
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
     },
     spec,
     status: { phase: 'Pending', qosClass: 'Burstable' },
   });
   const restrictedPodSc = { runAsNonRoot: true, runAsUser: 10001, fsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } };
   return [
-    { label: 'Pod, restricted', allowed: true, review: review('Pod', 'prod', 'web-7d4b9c-x2x1k', pod('web-7d4b9c-x2x1k', 'prod', podSpec([restricted('web')], { securityContext: restrictedPodSc }))) },
+    {
+      label: 'Pod, restricted',
+      allowed: true,
+      review: review('Pod', 'prod', 'web-7d4b9c-x2x1k', pod('web-7d4b9c-x2x1k', 'prod', podSpec([restricted('web')], { securityContext: restrictedPodSc }))),
+    },
     {
       label: 'Deployment, restricted, 2 containers + init',
       allowed: true,
@@ -149,7 +168,13 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
         'Deployment',
         'prod',
         'checkout',
-        { replicas: 3, selector: { matchLabels: { app: 'checkout' } }, strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%', maxSurge: '25%' } }, revisionHistoryLimit: 10, progressDeadlineSeconds: 600 },
+        {
+          replicas: 3,
+          selector: { matchLabels: { app: 'checkout' } },
+          strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%', maxSurge: '25%' } },
+          revisionHistoryLimit: 10,
+          progressDeadlineSeconds: 600,
+        },
         podSpec([restricted('checkout'), restricted('metrics', { ports: [{ name: 'metrics', containerPort: 9090, protocol: 'TCP' }] })], {
           initContainers: [restricted('migrate', { livenessProbe: undefined })],
           securityContext: restrictedPodSc,
@@ -168,7 +193,11 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
         'DaemonSet',
         'monitoring',
         'node-exporter',
-        { selector: { matchLabels: { app: 'node-exporter' } }, updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } }, revisionHistoryLimit: 10 },
+        {
+          selector: { matchLabels: { app: 'node-exporter' } },
+          updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } },
+          revisionHistoryLimit: 10,
+        },
         podSpec(
           [
             restricted('exporter', {
@@ -182,11 +211,7 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
           {
             hostNetwork: true,
             hostPID: true,
-            volumes: [
-              { name: 'proc', hostPath: { path: '/proc', type: '' } },
-              { name: 'sys', hostPath: { path: '/sys', type: '' } },
-              projectedToken,
-            ],
+            volumes: [{ name: 'proc', hostPath: { path: '/proc', type: '' } }, { name: 'sys', hostPath: { path: '/sys', type: '' } }, projectedToken],
             securityContext: restrictedPodSc,
           },
         ),
@@ -226,7 +251,10 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
             metadata: { creationTimestamp: null },
             spec: {
               backoffLimit: 6,
-              template: { metadata: { creationTimestamp: null }, spec: podSpec([restricted('report')], { restartPolicy: 'OnFailure', securityContext: restrictedPodSc }) },
+              template: {
+                metadata: { creationTimestamp: null },
+                spec: podSpec([restricted('report')], { restartPolicy: 'OnFailure', securityContext: restrictedPodSc }),
+              },
             },
           },
         },
@@ -240,11 +268,24 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
         'StatefulSet',
         'prod',
         'db',
-        { replicas: 1, selector: { matchLabels: { app: 'db' } }, serviceName: 'db', podManagementPolicy: 'OrderedReady', updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 0 } } },
-        podSpec([restricted('postgres', { securityContext: { ...restrictedContainerSc, runAsUser: 0, runAsNonRoot: undefined, seccompProfile: { type: 'Unconfined' } } })], {
-          securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
-          volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data-db-0' } }, projectedToken],
-        }),
+        {
+          replicas: 1,
+          selector: { matchLabels: { app: 'db' } },
+          serviceName: 'db',
+          podManagementPolicy: 'OrderedReady',
+          updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 0 } },
+        },
+        podSpec(
+          [
+            restricted('postgres', {
+              securityContext: { ...restrictedContainerSc, runAsUser: 0, runAsNonRoot: undefined, seccompProfile: { type: 'Unconfined' } },
+            }),
+          ],
+          {
+            securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
+            volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data-db-0' } }, projectedToken],
+          },
+        ),
       ),
     },
     (() => {
@@ -252,7 +293,16 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
       const old = pod('web-7d4b9c-x2x1k', 'prod', podSpec([restricted('web')], { securityContext: restrictedPodSc }));
       const next = structuredClone(old) as { spec: Json };
       next.spec['ephemeralContainers'] = [
-        { name: 'debugger-x7k2p', image, terminationMessagePath: '/dev/termination-log', terminationMessagePolicy: 'File', imagePullPolicy: 'IfNotPresent', stdin: true, tty: true, securityContext: restrictedContainerSc },
+        {
+          name: 'debugger-x7k2p',
+          image,
+          terminationMessagePath: '/dev/termination-log',
+          terminationMessagePolicy: 'File',
+          imagePullPolicy: 'IfNotPresent',
+          stdin: true,
+          tty: true,
+          securityContext: restrictedContainerSc,
+        },
       ];
       const r = review('Pod', 'prod', 'web-7d4b9c-x2x1k', next, {
         subResource: 'ephemeralcontainers',
@@ -270,7 +320,14 @@ export function corpus(image: string): Array<{ label: string; allowed: boolean; 
         'Pod',
         'team-win',
         'iis-58d7c-m3n4b',
-        pod('iis-58d7c-m3n4b', 'team-win', podSpec([container('iis', image, { securityContext: { runAsNonRoot: true } })], { os: { name: 'windows' }, nodeSelector: { 'kubernetes.io/os': 'windows' } })),
+        pod(
+          'iis-58d7c-m3n4b',
+          'team-win',
+          podSpec([container('iis', image, { securityContext: { runAsNonRoot: true } })], {
+            os: { name: 'windows' },
+            nodeSelector: { 'kubernetes.io/os': 'windows' },
+          }),
+        ),
       ),
     },
   ];

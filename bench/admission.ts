@@ -1,0 +1,339 @@
+/**
+ * Admission benchmark: the Writ webhook (`writ server --admission-listen`, POST
+ * /v1/admission/validate) and, beside it in the same run, OPA 1.22.3 (built from bench/go)
+ * serving bench/admission/pss.rego as its default decision, both over HTTPS, both sent the same
+ * AdmissionReviews (bench/admission/corpus.ts) under the same load:
+ *   - a fixed 200 rps, open loop (latency p50/p99), and
+ *   - 500 concurrent clients, closed loop (throughput, p50/p99),
+ * for (a) PSS only (Writ and OPA), (b) PSS + an image whose signature Writ has verified already,
+ * (c) a first-seen image per request: a real registry on loopback (Debian's docker-registry), many
+ * distinct signed images pushed beforehand.
+ *
+ * One server at a time, pinned to core 0 (`taskset -c 0`); the load generator (and the registry)
+ * on core 1. The machine is shared, so every number is of one run on a noisy 2-core VM.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { corpus, withUid } from './admission/corpus.ts';
+import type { LoadResult, LoadSpec } from './admission/loadgen.ts';
+import { pushSignedImages } from './admission/sign.ts';
+import { fmt, percentile } from './util.ts';
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
+const OPA = join(ROOT, 'bench/go/bin/opa');
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
+const SERVER_CORE = '0';
+const LOAD_CORE = '1';
+/** BENCH_SERVERS=opa (or writ) measures one side only, for profiling. */
+const SERVERS = (process.env['BENCH_SERVERS'] ?? 'opa,writ').split(',');
+
+const freePort = (): Promise<number> =>
+  new Promise((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
+  });
+
+async function waitPort(port: number, child?: ChildProcess): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (child && child.exitCode !== null) throw new Error(`${child.spawnargs.join(' ')} exited ${child.exitCode}`);
+    const ok = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** OPA from bench/go (go.mod pins v1.22.3), built into the git-ignored bench/go/bin on first use. */
+function ensureOpa(): void {
+  if (existsSync(OPA)) return;
+  console.log('building OPA 1.22.3 (bench/go) ...');
+  execFileSync('go', ['build', '-o', OPA, 'github.com/open-policy-agent/opa'], { cwd: join(ROOT, 'bench/go'), stdio: 'inherit' });
+}
+
+/** The bundled CLI in dist/ is used only while newer than every source: rebuild it when stale, so Writ is measured as shipped. */
+function ensureBundle(): void {
+  const newest = (dir: string): number => {
+    let t = 0;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.name === 'node_modules') continue;
+      const p = join(dir, e.name);
+      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }
+    return t;
+  };
+  const dist = join(ROOT, 'dist/writ.js');
+  if (existsSync(dist) && statSync(dist).mtimeMs > newest(join(ROOT, 'packages'))) return;
+  execFileSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
+}
+
+/** A self-signed CA and a certificate for localhost/127.0.0.1 signed by it (for OPA's listener). */
+function makeTls(dir: string): { caFile: string; certFile: string; keyFile: string } {
+  const f = (n: string): string => join(dir, n);
+  const ssl = (...a: string[]): void => void execFileSync('openssl', a, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=bench CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+  );
+  ssl('req', ...ec, '-keyout', f('tls.key'), '-out', f('tls.csr'), '-subj', '/CN=localhost');
+  writeFileSync(f('tls.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    f('tls.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('tls.pem'),
+    '-days',
+    '1',
+    '-extfile',
+    f('tls.ext'),
+  );
+  return { caFile: f('ca.pem'), certFile: f('tls.pem'), keyFile: f('tls.key') };
+}
+
+interface Target {
+  readonly name: string;
+  readonly port: number;
+  readonly path: string;
+  readonly caFile: string;
+  stop(): Promise<void>;
+}
+
+const stopChild = (c: ChildProcess): Promise<void> =>
+  new Promise((r) => {
+    if (c.exitCode !== null) return r();
+    c.once('exit', () => r());
+    c.kill('SIGTERM');
+    setTimeout(() => c.kill('SIGKILL'), 3000).unref();
+  });
+
+async function startOpa(dir: string): Promise<Target> {
+  const tls = makeTls(dir);
+  const port = await freePort();
+  const c = spawn(
+    'taskset',
+    [
+      '-c',
+      SERVER_CORE,
+      OPA,
+      'run',
+      '--server',
+      '--addr',
+      `127.0.0.1:${port}`,
+      '--tls-cert-file',
+      tls.certFile,
+      '--tls-private-key-file',
+      tls.keyFile,
+      '--set',
+      'default_decision=/writ/admission/review',
+      '--log-level',
+      'error',
+      join(ROOT, 'bench/admission/pss.rego'),
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, GOMAXPROCS: '1' } },
+  );
+  await waitPort(port, c);
+  return { name: 'OPA 1.22.3', port, path: '/', caFile: tls.caFile, stop: () => stopChild(c) };
+}
+
+interface WritOptions {
+  /** AdmissionPolicy YAML applied before the clock starts. */
+  readonly policy: string;
+  /** Registry configuration (the server's --registry-config), when images are checked. */
+  readonly registryConfig?: string;
+}
+
+async function startWrit(dir: string, o: WritOptions): Promise<Target> {
+  const port = await freePort();
+  const data = join(dir, `writ-${port}`);
+  const c = spawn(
+    'taskset',
+    [
+      '-c',
+      SERVER_CORE,
+      process.execPath,
+      WRIT,
+      'server',
+      'start',
+      '--data-dir',
+      data,
+      '--trust-domain',
+      'bench.example',
+      '--listen',
+      '127.0.0.1:0',
+      '--admission-listen',
+      `127.0.0.1:${port}`,
+      '--admission-dns',
+      'localhost',
+      '--log-level',
+      'warn',
+      ...(o.registryConfig ? ['--registry-config', o.registryConfig] : []),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    c.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)"/.exec(out);
+      if (m && existsSync(join(data, 'admin.token'))) resolve(m[1]!);
+    });
+    c.once('exit', (code) => reject(new Error(`writ server exited ${code}: ${out}`)));
+  });
+  await waitPort(port, c);
+  const env = { ...process.env, WRIT_SERVER: url, WRIT_CA_FILE: join(data, 'bundle.pem'), WRIT_TOKEN: readFileSync(join(data, 'admin.token'), 'utf8').trim() };
+  writeFileSync(join(dir, 'policy.yaml'), o.policy);
+  execFileSync(process.execPath, [WRIT, 'policy', 'apply', '-f', join(dir, 'policy.yaml')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  return { name: 'Writ', port, path: '/v1/admission/validate', caFile: join(data, 'bundle.pem'), stop: () => stopChild(c) };
+}
+
+/** Runs the load generator on its own core; `bodies` are cycled through in order. */
+async function load(t: Target, dir: string, bodies: string, spec: Pick<LoadSpec, 'mode' | 'rps' | 'clients' | 'seconds' | 'requests'>): Promise<LoadResult> {
+  const file = join(dir, `load-${t.port}-${Date.now()}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({ port: t.port, path: t.path, caFile: t.caFile, servername: 'localhost', bodiesFile: bodies, preopen: 32, ...spec } satisfies LoadSpec),
+  );
+  const c = spawn('taskset', ['-c', LOAD_CORE, process.execPath, '--max-semi-space-size=32', join(ROOT, 'bench/admission/loadgen.ts'), file], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((r) => c.once('exit', () => r()));
+  return JSON.parse(out) as LoadResult;
+}
+
+interface Row {
+  readonly scenario: string;
+  readonly server: string;
+  readonly load: string;
+  readonly r: LoadResult;
+  readonly expectAllowed?: number;
+}
+
+const rows: Row[] = [];
+
+function report(row: Row): void {
+  rows.push(row);
+  const { r } = row;
+  const rps = r.latencies.length / r.seconds;
+  const allowed = row.expectAllowed === undefined ? '' : ` allowed ${r.allowed}/${r.latencies.length}`;
+  console.log(
+    `  ${row.server.padEnd(11)} ${row.load.padEnd(22)} ${fmt(rps).padStart(7)} req/s  p50 ${percentile(r.latencies, 50).toFixed(2).padStart(7)} ms  p99 ${percentile(r.latencies, 99).toFixed(2).padStart(8)} ms  errors ${r.errors}${allowed}`,
+  );
+}
+
+/** Each kind of request once, synchronously: both servers must answer what restricted:latest says. */
+async function crossCheck(t: Target, dir: string, cases: ReturnType<typeof corpus>): Promise<void> {
+  const bodies = join(dir, `check-${t.port}.json`);
+  for (const [i, c] of cases.entries()) {
+    writeFileSync(bodies, JSON.stringify([JSON.stringify(withUid(c.review, i))]));
+    const r = await load(t, dir, bodies, { mode: 'clients', clients: 1, requests: 1, seconds: 10 });
+    const got = r.allowed === 1;
+    if (r.errors || got !== c.allowed)
+      throw new Error(
+        `${t.name} answered ${r.errors ? 'an error' : got ? 'allowed' : 'denied'} for "${c.label}" (restricted:latest says ${c.allowed ? 'allowed' : 'denied'})`,
+      );
+  }
+}
+
+/** `n` bodies: the corpus cycled through, every request with its own uid. */
+function bodiesFile(dir: string, name: string, cases: ReturnType<typeof corpus>, n: number): string {
+  const f = join(dir, `${name}.json`);
+  writeFileSync(f, JSON.stringify(Array.from({ length: n }, (_, i) => JSON.stringify(withUid(cases[i % cases.length]!.review, i)))));
+  return f;
+}
+
+const allowedShare = (cases: ReturnType<typeof corpus>): number => cases.filter((c) => c.allowed).length / cases.length;
+
+async function measure(scenario: string, t: Target, dir: string, bodies: string, share: number | undefined): Promise<void> {
+  await load(t, dir, bodies, { mode: 'clients', clients: 50, seconds: 3 }); // warm-up (JIT, connection pools)
+  for (const [label, spec] of [
+    ['200 rps, open loop', { mode: 'rate', rps: 200, seconds: SECONDS }],
+    ['500 clients, closed', { mode: 'clients', clients: 500, seconds: SECONDS }],
+  ] as const) {
+    const r = await load(t, dir, bodies, spec);
+    report({ scenario, server: t.name, load: label, r, ...(share === undefined ? {} : { expectAllowed: share }) });
+  }
+}
+
+const PSS_POLICY = `apiVersion: writ.dev/v1
+kind: AdmissionPolicy
+metadata: { name: bench-pss }
+spec:
+  namespaces: ["*"]
+  mode: enforce
+  podSecurity: { level: restricted, version: latest }
+`;
+
+export async function run(): Promise<void> {
+  execFileSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' });
+  ensureOpa();
+  ensureBundle();
+  const dir = mkdtempSync(join(tmpdir(), 'writ-bench-admission-'));
+  try {
+    console.log(`\nAdmission benchmark: HTTPS keep-alive, AdmissionReview v1 bodies (${corpus('x').length} kinds of request, each with its own uid).`);
+    console.log(
+      `Servers one at a time on core ${SERVER_CORE}, load generator (and registry) on core ${LOAD_CORE}; ${SECONDS} s per measurement after a 3 s warm-up.\n`,
+    );
+
+    // (a) PSS only: the same requests to OPA and to Writ.
+    const pssCases = corpus('registry.example.com/team/app:1.4.2');
+    const pssBodies = bodiesFile(dir, 'pss', pssCases, 2_000);
+    console.log('(a) PSS restricted:latest only');
+    for (const side of SERVERS) {
+      const t = side === 'opa' ? await startOpa(dir) : await startWrit(dir, { policy: PSS_POLICY });
+      try {
+        await crossCheck(t, dir, pssCases);
+        await measure('pss', t, dir, pssBodies, allowedShare(pssCases));
+      } finally {
+        await t.stop();
+      }
+    }
+    summary();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function summary(): void {
+  const get = (scenario: string, server: string, load: string): LoadResult | undefined =>
+    rows.find((r) => r.scenario === scenario && r.server.startsWith(server) && r.load.startsWith(load))?.r;
+  const w = get('pss', 'Writ', '500');
+  const o = get('pss', 'OPA', '500');
+  if (w && o) {
+    const ratio = w.latencies.length / w.seconds / (o.latencies.length / o.seconds);
+    console.log(
+      `\nPSS only, 500 clients: Writ ${ratio.toFixed(2)}x OPA's throughput (target >= 3x), p99 ${percentile(w.latencies, 99).toFixed(2)} ms vs ${percentile(o.latencies, 99).toFixed(2)} ms (target: equal or lower)`,
+    );
+  }
+  void generateKeyPairSync;
+  void pushSignedImages;
+}
