@@ -12,6 +12,25 @@ export interface Violation {
   readonly message: string;
   /** The container the violation is about, when it is about one. */
   readonly container?: string;
+  /** For a Pod Security Standards finding: the facts `podSecurityMessage()` needs to rebuild PSA's aggregated text. */
+  readonly pss?: PssFinding;
+}
+
+/**
+ * What one PSS finding is about, kept so that the aggregated message of the findings that remain
+ * (after exceptions waived some) reads exactly as Pod Security Admission's for the same pod would.
+ */
+export interface PssFinding {
+  /** Who set the offending value: the pod's securityContext/spec, a container (`Violation.container`), a volume or a pod annotation. */
+  readonly setter: 'pod' | 'container' | 'volume' | 'annotation';
+  /** The volume name or annotation key, for those setters. */
+  readonly name?: string;
+  /** The offending values (capabilities, ports, profile types, sysctl names, volume types, `key="value"` annotations). */
+  readonly values?: readonly string[];
+  /** Which clauses of the check this finding is under, for checks with several (`drop`/`add`, `explicit`/`implicit`, `user`/`role`). */
+  readonly clauses?: readonly string[];
+  /** Position in `checkPodSecurity()`'s answer, so the text keeps PSA's order whatever order the findings come back in. */
+  readonly order?: number;
 }
 
 export type PssLevel = 'privileged' | 'baseline' | 'restricted';
@@ -20,10 +39,11 @@ export type PssLevel = 'privileged' | 'baseline' | 'restricted';
 export interface PodLike {
   readonly metadata?: {
     readonly name?: string;
+    readonly generateName?: string;
     readonly namespace?: string;
     readonly labels?: Record<string, string>;
     readonly annotations?: Record<string, string>;
-    readonly ownerReferences?: ReadonlyArray<{ readonly kind?: string; readonly name?: string }>;
+    readonly ownerReferences?: ReadonlyArray<{ readonly kind?: string; readonly name?: string; readonly controller?: boolean }>;
   };
   readonly spec?: Record<string, unknown>;
 }
