@@ -15,10 +15,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { corpus, withUid } from './admission/corpus.ts';
+import { corpus, randomReviews, withUid } from './admission/corpus.ts';
 import type { LoadResult, LoadSpec } from './admission/loadgen.ts';
 import { pushSignedImages } from './admission/sign.ts';
 import { fmt, percentile } from './util.ts';
@@ -123,7 +124,15 @@ interface Target {
   readonly port: number;
   readonly path: string;
   readonly caFile: string;
+  /** The server's process (taskset execs it, so the child's pid), for its CPU time. */
+  readonly pid: number;
   stop(): Promise<void>;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
 }
 
 const stopChild = (c: ChildProcess): Promise<void> =>
@@ -160,7 +169,7 @@ async function startOpa(dir: string): Promise<Target> {
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, GOMAXPROCS: '1' } },
   );
   await waitPort(port, c);
-  return { name: 'OPA 1.22.3', port, path: '/', caFile: tls.caFile, stop: () => stopChild(c) };
+  return { name: 'OPA 1.22.3', port, path: '/', caFile: tls.caFile, pid: c.pid!, stop: () => stopChild(c) };
 }
 
 interface WritOptions {
@@ -211,11 +220,13 @@ async function startWrit(dir: string, o: WritOptions): Promise<Target> {
   const env = { ...process.env, WRIT_SERVER: url, WRIT_CA_FILE: join(data, 'bundle.pem'), WRIT_TOKEN: readFileSync(join(data, 'admin.token'), 'utf8').trim() };
   writeFileSync(join(dir, 'policy.yaml'), o.policy);
   execFileSync(process.execPath, [WRIT, 'policy', 'apply', '-f', join(dir, 'policy.yaml')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  return { name: 'Writ', port, path: '/v1/admission/validate', caFile: join(data, 'bundle.pem'), stop: () => stopChild(c) };
+  return { name: 'Writ', port, path: '/v1/admission/validate', caFile: join(data, 'bundle.pem'), pid: c.pid!, stop: () => stopChild(c) };
 }
 
 /** Runs the load generator on its own core; `bodies` are cycled through in order. */
-async function load(t: Target, dir: string, bodies: string, spec: Pick<LoadSpec, 'mode' | 'rps' | 'clients' | 'seconds' | 'requests'>): Promise<LoadResult> {
+type Measured = LoadResult & { cpuUs: number };
+
+async function load(t: Target, dir: string, bodies: string, spec: Pick<LoadSpec, 'mode' | 'rps' | 'clients' | 'seconds' | 'requests'>): Promise<Measured> {
   const file = join(dir, `load-${t.port}-${Date.now()}.json`);
   writeFileSync(
     file,
@@ -226,15 +237,18 @@ async function load(t: Target, dir: string, bodies: string, spec: Pick<LoadSpec,
   });
   let out = '';
   c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const cpu0 = cpuSeconds(t.pid);
   await new Promise<void>((r) => c.once('exit', () => r()));
-  return JSON.parse(out) as LoadResult;
+  const r = JSON.parse(out) as LoadResult;
+  // Includes the connection set-up before the clock starts (TLS handshakes): a little high for 500 clients.
+  return { ...r, cpuUs: ((cpuSeconds(t.pid) - cpu0) * 1e6) / Math.max(1, r.latencies.length) };
 }
 
 interface Row {
   readonly scenario: string;
   readonly server: string;
   readonly load: string;
-  readonly r: LoadResult;
+  readonly r: Measured;
   readonly expectAllowed?: number;
 }
 
@@ -246,22 +260,71 @@ function report(row: Row): void {
   const rps = r.latencies.length / r.seconds;
   const allowed = row.expectAllowed === undefined ? '' : ` allowed ${r.allowed}/${r.latencies.length}`;
   console.log(
-    `  ${row.server.padEnd(11)} ${row.load.padEnd(22)} ${fmt(rps).padStart(7)} req/s  p50 ${percentile(r.latencies, 50).toFixed(2).padStart(7)} ms  p99 ${percentile(r.latencies, 99).toFixed(2).padStart(8)} ms  errors ${r.errors}${allowed}`,
+    `  ${row.server.padEnd(11)} ${row.load.padEnd(22)} ${fmt(rps).padStart(7)} req/s  p50 ${percentile(r.latencies, 50).toFixed(2).padStart(7)} ms  p99 ${percentile(r.latencies, 99).toFixed(2).padStart(8)} ms  max ${(r.latencies.at(-1) ?? 0).toFixed(0).padStart(5)} ms  CPU ${fmt(r.cpuUs).padStart(5)} µs/req  errors ${r.errors}${allowed}`,
   );
 }
 
-/** Each kind of request once, synchronously: both servers must answer what restricted:latest says. */
-async function crossCheck(t: Target, dir: string, cases: ReturnType<typeof corpus>): Promise<void> {
-  const bodies = join(dir, `check-${t.port}.json`);
+/** One AdmissionReview POSTed on its own connection: the answer's `response`. */
+function review(t: Target, body: string): Promise<{ allowed?: boolean; status?: { message?: string } }> {
+  return new Promise((resolve, reject) => {
+    const q = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: t.port,
+        path: t.path,
+        method: 'POST',
+        servername: 'localhost',
+        ca: readFileSync(t.caFile),
+        headers: { 'content-type': 'application/json' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            resolve((JSON.parse(Buffer.concat(chunks).toString()) as { response: { allowed?: boolean } }).response);
+          } catch (err) {
+            reject(new Error(`${t.name} answered ${res.statusCode}: ${Buffer.concat(chunks).toString().slice(0, 300)} (${String(err)})`));
+          }
+        });
+      },
+    );
+    q.on('error', reject);
+    q.end(body);
+  });
+}
+
+/** The PSA part of a deny message (`violates PodSecurity "restricted:latest": ...`), or `allowed`. */
+const verdictOf = (r: { allowed?: boolean; status?: { message?: string } }): string =>
+  r.allowed === true ? 'allowed' : (/violates PodSecurity "[^"]+": .*/.exec(r.status?.message ?? '')?.[0] ?? `denied: ${r.status?.message}`);
+
+/** What the first server answered for each cross-check request: the second must answer the same. */
+let reference: string[] | undefined;
+
+/**
+ * Before timing: each kind of request of the corpus must get the verdict restricted:latest gives it,
+ * and 300 pods with random security settings must get the same verdict and PSA text from Writ as
+ * from OPA (so both do the same checks).
+ */
+async function crossCheck(t: Target, cases: ReturnType<typeof corpus>, random = true): Promise<void> {
   for (const [i, c] of cases.entries()) {
-    writeFileSync(bodies, JSON.stringify([JSON.stringify(withUid(c.review, i))]));
-    const r = await load(t, dir, bodies, { mode: 'clients', clients: 1, requests: 1, seconds: 10 });
-    const got = r.allowed === 1;
-    if (r.errors || got !== c.allowed)
-      throw new Error(
-        `${t.name} answered ${r.errors ? 'an error' : got ? 'allowed' : 'denied'} for "${c.label}" (restricted:latest says ${c.allowed ? 'allowed' : 'denied'})`,
-      );
+    const r = await review(t, JSON.stringify(withUid(c.review, i)));
+    if (r.allowed !== c.allowed)
+      throw new Error(`${t.name} answered ${verdictOf(r)} for "${c.label}" (restricted:latest ${c.allowed ? 'admits it' : 'denies it'})`);
   }
+  if (!random) return;
+  const got: string[] = [];
+  for (const r of randomReviews(300)) got.push(verdictOf(await review(t, JSON.stringify(r))));
+  if (!reference) {
+    reference = got;
+    console.log(
+      `  ${t.name}: corpus verdicts as expected; 300 random pods: ${got.filter((g) => g !== 'allowed').length} denied (reference for the next server)`,
+    );
+    return;
+  }
+  const diffs = got.map((g, i) => [g, reference![i]!, i] as const).filter(([a, b]) => a !== b);
+  console.log(`  ${t.name}: corpus verdicts as expected; 300 random pods: ${diffs.length} answers differ from the reference`);
+  for (const [a, b, i] of diffs.slice(0, 3)) console.log(`    random pod ${i}:\n      ${t.name}: ${a}\n      reference: ${b}`);
 }
 
 /** `n` bodies: the corpus cycled through, every request with its own uid. */
@@ -311,7 +374,7 @@ export async function run(): Promise<void> {
     for (const side of SERVERS) {
       const t = side === 'opa' ? await startOpa(dir) : await startWrit(dir, { policy: PSS_POLICY });
       try {
-        await crossCheck(t, dir, pssCases);
+        await crossCheck(t, pssCases);
         await measure('pss', t, dir, pssBodies, allowedShare(pssCases));
       } finally {
         await t.stop();
@@ -394,7 +457,7 @@ ${pub
       const admitted = (image: string): ReturnType<typeof corpus> => corpus(image).filter((c) => c.allowed);
       console.log('(b) PSS + an image whose signature is cached (verified once by the first request)');
       const cachedCases = admitted(cached.ref);
-      await crossCheck(writ, dir, cachedCases);
+      await crossCheck(writ, cachedCases, false);
       await measure('cached', writ, dir, bodiesFile(dir, 'cached', cachedCases, 2_000), 1);
 
       console.log('(c) PSS + a first-seen image per request (resolve, fetch the signature, verify)');
@@ -433,14 +496,28 @@ ${pub
 }
 
 function summary(): void {
-  const get = (scenario: string, server: string, load: string): LoadResult | undefined =>
+  const get = (scenario: string, server: string, load: string): Measured | undefined =>
     rows.find((r) => r.scenario === scenario && r.server.startsWith(server) && r.load.startsWith(load))?.r;
+  const rate = (m: Measured): number => m.latencies.length / m.seconds;
+  const p = (m: Measured | undefined, q: number): number => (m ? percentile(m.latencies, q) : Number.NaN);
+  const ok = (b: boolean): string => (b ? '✔' : '✘');
+  console.log('\nSummary (targets from issue 12):');
   const w = get('pss', 'Writ', '500');
   const o = get('pss', 'OPA', '500');
   if (w && o) {
-    const ratio = w.latencies.length / w.seconds / (o.latencies.length / o.seconds);
+    const ratio = rate(w) / rate(o);
     console.log(
-      `\nPSS only, 500 clients: Writ ${ratio.toFixed(2)}x OPA's throughput (target >= 3x), p99 ${percentile(w.latencies, 99).toFixed(2)} ms vs ${percentile(o.latencies, 99).toFixed(2)} ms (target: equal or lower)`,
+      `  PSS only, 500 clients: Writ ${fmt(rate(w))} req/s, OPA ${fmt(rate(o))} req/s: ${ratio.toFixed(2)}x (target >= 3x ${ok(ratio >= 3)}); p99 ${p(w, 99).toFixed(1)} ms vs ${p(o, 99).toFixed(1)} ms (target equal or lower ${ok(p(w, 99) <= p(o, 99))})`,
+    );
+    console.log(
+      `  CPU per request at 500 clients: Writ ${fmt(w.cpuUs)} µs, OPA ${fmt(o.cpuUs)} µs: ${(o.cpuUs / w.cpuUs).toFixed(2)}x less (the steadier number on a shared machine)`,
     );
   }
+  const w2 = get('pss', 'Writ', '200');
+  const o2 = get('pss', 'OPA', '200');
+  if (w2 && o2) console.log(`  PSS only, 200 rps: p99 Writ ${p(w2, 99).toFixed(2)} ms (target <= 5 ms ${ok(p(w2, 99) <= 5)}), OPA ${p(o2, 99).toFixed(2)} ms`);
+  const c = get('cached', 'Writ', '200');
+  if (c) console.log(`  PSS + cached signature, 200 rps: p99 ${p(c, 99).toFixed(2)} ms (target <= 10 ms ${ok(p(c, 99) <= 10)})`);
+  const f = get('fresh', 'Writ', '200');
+  if (f) console.log(`  first-seen image, 200 rps: p99 ${p(f, 99).toFixed(1)} ms (target <= 250 ms ${ok(p(f, 99) <= 250)})`);
 }

@@ -339,3 +339,125 @@ export function withUid(review: Json, n: number): Json {
   r.request['uid'] = `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
   return r as Json;
 }
+
+/**
+ * `n` Pod CREATE reviews with security settings drawn at random (seeded, so every run sends the
+ * same ones): the benchmark sends them to both servers before timing and requires the same
+ * verdict and the same PSA text from each, so the Rego is known to check what Writ checks.
+ */
+export function randomReviews(n: number, seed = 12): Json[] {
+  let s = seed >>> 0;
+  const rnd = (): number => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  const maybe = (o: Json, key: string, values: readonly unknown[]): void => {
+    const v = pick([undefined, undefined, ...values]);
+    if (v !== undefined) o[key] = v;
+  };
+  const containerSc = (): Json => {
+    const sc: Json = {};
+    maybe(sc, 'privileged', [true, false]);
+    maybe(sc, 'allowPrivilegeEscalation', [false, false, true]);
+    maybe(sc, 'capabilities', [
+      { drop: ['ALL'] },
+      { drop: ['ALL'] },
+      { drop: ['ALL'], add: ['NET_BIND_SERVICE'] },
+      { add: ['SYS_ADMIN', 'CHOWN'] },
+      { drop: ['NET_RAW'] },
+    ]);
+    maybe(sc, 'runAsNonRoot', [true, true, false]);
+    maybe(sc, 'runAsUser', [0, 1000]);
+    maybe(sc, 'seccompProfile', [{ type: 'RuntimeDefault' }, { type: 'Localhost', localhostProfile: 'p.json' }, { type: 'Unconfined' }]);
+    maybe(sc, 'procMount', ['Default', 'Unmasked']);
+    maybe(sc, 'seLinuxOptions', [{ type: 'container_t' }, { type: 'spc_t' }, { user: 'system_u' }, { role: 'r', type: 'container_init_t' }]);
+    maybe(sc, 'appArmorProfile', [{ type: 'RuntimeDefault' }, { type: 'Unconfined' }, { type: 'Localhost', localhostProfile: 'k8s-x' }]);
+    maybe(sc, 'windowsOptions', [{ hostProcess: true }, { hostProcess: false }]);
+    return sc;
+  };
+  // Half the pods start from a restricted one and change at most one setting, so both verdicts are common.
+  let good = false;
+  const oneOf = (o: Json): Json => {
+    const [k, v] = pick(Object.entries(o)) ?? [];
+    return k === undefined ? {} : { [k]: v };
+  };
+  const mk = (name: string, ephemeral = false): Json => {
+    const c: Json = {
+      name,
+      image: 'registry.example.com/team/app:1.0',
+      imagePullPolicy: 'IfNotPresent',
+      terminationMessagePath: '/dev/termination-log',
+      terminationMessagePolicy: 'File',
+    };
+    if (good) {
+      c['securityContext'] = { ...restrictedContainerSc, ...(rnd() < 0.2 ? oneOf(containerSc()) : {}) };
+      return c;
+    }
+    if (rnd() < 0.9) c['securityContext'] = containerSc();
+    if (!ephemeral) {
+      maybe(c, 'ports', [
+        [{ containerPort: 8080, protocol: 'TCP' }],
+        [{ containerPort: 8080, hostPort: 8080, protocol: 'TCP' }],
+        [{ containerPort: 53, hostPort: 0, protocol: 'UDP' }],
+      ]);
+      maybe(c, 'livenessProbe', [
+        { httpGet: { path: '/', port: 8080 } },
+        { httpGet: { path: '/', port: 8080, host: '10.0.0.1' } },
+        { tcpSocket: { port: 8080, host: 'db' } },
+      ]);
+      maybe(c, 'lifecycle', [{ preStop: { httpGet: { path: '/stop', port: 8080, host: 'example.com' } } }, { postStart: { exec: { command: ['true'] } } }]);
+    }
+    return c;
+  };
+  return Array.from({ length: n }, (_, i) => {
+    const name = `rnd-${i}`;
+    good = rnd() < 0.5;
+    if (good) {
+      const spec = podSpec([mk('app0'), ...(rnd() < 0.3 ? [mk('app1')] : [])], {
+        securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+      });
+      return withUid(review('Pod', 'prod', name, { kind: 'Pod', apiVersion: 'v1', metadata: meta(name, 'prod'), spec, status: {} }), 1_000_000 + i);
+    }
+    const psc: Json = {};
+    maybe(psc, 'runAsNonRoot', [true, true, false]);
+    maybe(psc, 'runAsUser', [0, 1000]);
+    maybe(psc, 'seccompProfile', [{ type: 'RuntimeDefault' }, { type: 'RuntimeDefault' }, { type: 'Unconfined' }]);
+    maybe(psc, 'sysctls', [
+      [{ name: 'net.ipv4.tcp_syncookies', value: '1' }],
+      [
+        { name: 'kernel.msgmax', value: '1' },
+        { name: 'net.ipv4.tcp_rmem', value: '4096' },
+      ],
+    ]);
+    maybe(psc, 'seLinuxOptions', [{ type: 'container_t' }, { type: 'unconfined_t' }]);
+    maybe(psc, 'appArmorProfile', [{ type: 'RuntimeDefault' }, { type: 'Unconfined' }]);
+    maybe(psc, 'windowsOptions', [{ hostProcess: true }]);
+    const spec: Json = podSpec(
+      Array.from({ length: 1 + Math.floor(rnd() * 2) }, (_, k) => mk(`app${k}`)),
+      { securityContext: psc },
+    );
+    if (rnd() < 0.3) spec['initContainers'] = [mk('init')];
+    if (rnd() < 0.2) spec['ephemeralContainers'] = [mk('debug', true)];
+    maybe(spec, 'hostNetwork', [true, false]);
+    maybe(spec, 'hostPID', [true]);
+    maybe(spec, 'hostIPC', [true]);
+    maybe(spec, 'hostUsers', [false, true]);
+    maybe(spec, 'os', [{ name: 'windows' }, { name: 'linux' }]);
+    maybe(spec, 'volumes', [
+      [projectedToken, { name: 'scratch', emptyDir: {} }],
+      [projectedToken, { name: 'host', hostPath: { path: '/var/log', type: '' } }],
+      [
+        { name: 'share', nfs: { server: 'nfs', path: '/x' } },
+        { name: 'cfg', configMap: { name: 'c' } },
+      ],
+    ]);
+    const annotations: Json = {};
+    maybe(annotations, 'container.apparmor.security.beta.kubernetes.io/app0', ['runtime/default', 'unconfined', 'localhost/p']);
+    const object = { kind: 'Pod', apiVersion: 'v1', metadata: { ...meta(name, 'prod'), annotations }, spec, status: {} };
+    return withUid(review('Pod', 'prod', name, object), 1_000_000 + i);
+  });
+}

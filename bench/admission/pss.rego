@@ -33,7 +33,8 @@ userns if spec.hostUsers == false
 
 sc(c) := object.get(c, "securityContext", {})
 
-jq(names) := concat(", ", [sprintf("%q", [n]) | some n in names])
+# PSA's joinQuote: quotes around the list and between items, nothing escaped inside.
+jq(names) := sprintf("\"%s\"", [concat("\", \"", names)])
 
 plural(one, many, n) := one if n == 1
 
@@ -243,7 +244,14 @@ violation contains v("procMount_restricted", "procMount", sprintf("%s must not s
 
 # --- the answer ---
 
-messages := [x.message | some x in violation]
+# PSA's order: baseline checks, then restricted ones, each by check id.
+restricted_ids := {"allowPrivilegeEscalation", "capabilities_restricted", "procMount_restricted", "restrictedVolumes", "runAsNonRoot", "runAsUser", "seccompProfile_restricted"}
+
+level_rank(id) := 1 if id in restricted_ids
+
+else := 0
+
+messages := [k[2] | some k in sort({[level_rank(x.control), x.control, x.message] | some x in violation})]
 
 response := {"uid": input.request.uid, "allowed": true} if count(violation) == 0
 
