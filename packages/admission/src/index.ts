@@ -13,3 +13,32 @@ export {
   type PodSecurityRequest,
   type PodSecurityTarget,
 } from './workload.ts';
+export {
+  parseAdmission,
+  admissionSetOf,
+  admissionKey,
+  isAdmissionKey,
+  signatureRequirements,
+  publicKeyOf,
+  controlCovers,
+  globMatcher,
+  ADMISSION_KINDS,
+  ADMISSION_MODES,
+  WRIT_CONTROLS,
+  type AdmissionPolicy,
+  type AdmissionException,
+  type AdmissionSet,
+  type AdmissionKind,
+  type AdmissionMode,
+  type ImagePolicy,
+  type KeySource,
+} from './model.ts';
+export {
+  evaluate,
+  type AdmissionInput,
+  type AdmissionOperation,
+  type AdmissionVerdict,
+  type EvaluateDeps,
+  type Finding,
+  type JsonPatchOp,
+} from './evaluate.ts';

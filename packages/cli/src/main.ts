@@ -9,6 +9,7 @@ import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -166,7 +167,12 @@ export function buildProgram(): Command {
     .option('--upstream-ca-key <file>', 'the upstream CA private key PEM')
     .option('--upstream-ca-bundle <file>', 'trust roots of the upstream PKI, when the chain has no self-signed root')
     .option('--kek-file <file>', 'file holding the key-encryption key for private keys at rest (or env WRIT_KEK)')
-    .option('--decision-retention <duration>', 'how long decision logs are kept (default 7d, at least 1d)')
+    .option('--decision-retention <duration>', 'how long decision logs (and admission events) are kept (default 7d, at least 1d)')
+    .option('--admission-listen <host:port>', 'serve the Kubernetes admission webhook on its own listener (off by default), e.g. 0.0.0.0:8444')
+    .option('--admission-dns <names>', 'DNS names for the webhook certificate, comma-separated (default writ-admission.writ-system.svc)')
+    .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
+    .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
+    .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -188,6 +194,11 @@ export function buildProgram(): Command {
         ...(o['upstreamCaBundle'] ? { upstreamCaBundle: o['upstreamCaBundle'] as string } : {}),
         ...(o['kekFile'] ? { kekFile: o['kekFile'] as string } : {}),
         ...(o['decisionRetention'] ? { decisionRetention: o['decisionRetention'] as string } : {}),
+        ...(o['admissionListen'] ? { admissionListen: o['admissionListen'] as string } : {}),
+        ...(o['admissionDns'] ? { admissionDns: o['admissionDns'] as string } : {}),
+        ...(o['admissionClientCa'] ? { admissionClientCa: o['admissionClientCa'] as string } : {}),
+        ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
+        ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
       const running = await startServer(cfg);
@@ -971,6 +982,11 @@ export function buildProgram(): Command {
       }
     });
 
+  // ---------------------------------------------------------------- admission (the webhook's events and manifests)
+  const admission = program.command('admission').description('Kubernetes admission: Pod Security Standards, image trust, exceptions');
+  registerAdmissionEvents(admission);
+  registerAdmissionManifests(admission);
+
   const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
   quarantine
     .command('add')
@@ -1119,6 +1135,7 @@ const OFFLINE = new Set([
   'writ svid fetch',
   'writ svid jwt',
   'writ svid watch',
+  'writ admission manifests',
 ]);
 
 /**

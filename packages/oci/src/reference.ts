@@ -28,6 +28,11 @@ function invalid(s: string, why: string): WritError {
   return new WritError('ERR_IMAGE_REF_INVALID', `invalid image reference ${JSON.stringify(s)}: ${why}`);
 }
 
+/** Whether s is a registry `host[:port]` as the grammar has it (`registry.example.com`, `127.0.0.1:5000`, `[::1]:5000`). */
+export function isRegistryHost(s: string): boolean {
+  return s.length <= MAX_NAME_LENGTH && DOMAIN.test(s);
+}
+
 /**
  * Checks a digest (`sha256:` + 64 lowercase hex, or `sha512:` + 128) and returns it.
  * @throws WritError ERR_IMAGE_REF_INVALID saying what is wrong

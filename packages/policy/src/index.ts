@@ -29,3 +29,4 @@ export {
 export { parseIdPattern, parsePathPattern, normalizePath, matchSegments, SegmentTrie, type Pattern } from './pattern.ts';
 export { runPolicyTests, type PolicyTestResult } from './policy-test.ts';
 export { POLICY_ERROR_CODES } from './errors.ts';
+export { YamlReader, type YamlDocument } from './yaml-reader.ts';

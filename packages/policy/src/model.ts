@@ -19,8 +19,8 @@
  *         mode: audit                              # optional, overrides spec.mode
  *         expires: 2026-12-31T00:00:00Z
  */
-import { LineCounter, isMap, isScalar, isSeq, parseAllDocuments, type Node, type Pair, type YAMLMap } from 'yaml';
-import { WritError } from '@writ/spiffe';
+import { isScalar, isSeq, type Node } from 'yaml';
+import { LIMITS, YamlReader } from './yaml-reader.ts';
 import { parseIdPattern, parsePathPattern, type Pattern } from './pattern.ts';
 
 export const MODES = ['enforce', 'audit'] as const;
@@ -66,46 +66,7 @@ export interface Policy {
   readonly line: number;
 }
 
-export const LIMITS = { bytes: 4 * 1024 * 1024, documents: 10_000, rulesPerPolicy: 20_000, listItems: 1000, depth: 64 } as const;
-
-export interface PolicyIssue {
-  readonly line: number;
-  readonly column: number;
-  readonly message: string;
-}
-
-/** Thrown with every problem found, each with its line; `toString()` lists them. */
-export class PolicyError extends WritError {
-  readonly issues: readonly PolicyIssue[];
-  constructor(file: string, issues: readonly PolicyIssue[]) {
-    super(
-      'ERR_POLICY_INVALID',
-      `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}:\n${issues
-        .slice(0, 50)
-        .map((i) => `  ${file}:${i.line}:${i.column}: ${i.message}`)
-        .join('\n')}`,
-    );
-    this.issues = issues;
-  }
-}
-
-/** Rejects nesting deeper than LIMITS.depth before the YAML parser sees it (flow collections recurse). */
-function nestingDepth(text: string): number {
-  let depth = 0;
-  let max = 0;
-  let quote: string | undefined;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quote) {
-      if (c === quote) quote = undefined;
-      else if (c === '\\' && quote === '"') i++;
-    } else if (c === '"' || c === "'") quote = c;
-    else if (c === '#') while (i < text.length && text[i] !== '\n') i++;
-    else if (c === '[' || c === '{') max = Math.max(max, ++depth);
-    else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
-  }
-  return max;
-}
+export { LIMITS, PolicyError, type PolicyIssue } from './yaml-reader.ts';
 
 /**
  * Parses and validates policy YAML (one or many documents). Documents of other kinds are returned
@@ -116,51 +77,16 @@ export function parsePolicies(
   opts: { file?: string; now?: number; allowExpired?: boolean } = {},
 ): { policies: Policy[]; others: Array<{ kind: string; value: unknown; line: number }> } {
   const file = opts.file ?? 'policy';
-  if (typeof text !== 'string') throw new TypeError('policy text must be a string');
-  if (Buffer.byteLength(text) > LIMITS.bytes) throw new PolicyError(file, [{ line: 1, column: 1, message: `larger than ${LIMITS.bytes} bytes` }]);
-  if (nestingDepth(text) > LIMITS.depth) throw new PolicyError(file, [{ line: 1, column: 1, message: `nested deeper than ${LIMITS.depth} levels` }]);
-  const lc = new LineCounter();
-  let docs;
-  try {
-    docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, strict: true });
-  } catch (err) {
-    throw new PolicyError(file, [{ line: 1, column: 1, message: `not YAML: ${(err as Error).message.split('\n')[0]}` }]);
-  }
-  const docList = Array.isArray(docs) ? docs : [docs];
-  if (docList.length > LIMITS.documents) throw new PolicyError(file, [{ line: 1, column: 1, message: `more than ${LIMITS.documents} documents` }]);
-  const issues: PolicyIssue[] = [];
-  const pos = (n: Node | Pair | null | undefined): { line: number; column: number } => {
-    const off = (n && 'range' in n && n.range ? n.range[0] : n && 'key' in n && (n.key as Node)?.range ? (n.key as Node).range![0] : 0) ?? 0;
-    const p = lc.linePos(off);
-    return { line: p.line, column: p.col };
-  };
-  const issue = (n: Node | Pair | null | undefined, message: string): void => void issues.push({ ...pos(n), message });
+  const y = new YamlReader(text, file, ['apiVersion', 'kind', 'metadata', 'spec', 'cases']);
+  const issue = y.issue.bind(y);
+  const fieldsOf = y.fields.bind(y);
+  const str = y.str.bind(y);
+  const list = y.list.bind(y);
+  const pos = y.pos.bind(y);
   const now = opts.now ?? Date.now();
   const policies: Policy[] = [];
   const others: Array<{ kind: string; value: unknown; line: number }> = [];
   const names = new Map<string, number>();
-
-  const fieldsOf = (node: unknown, where: string, allowed: readonly string[], required: readonly string[] = []): Map<string, Node> | undefined => {
-    if (!isMap(node)) return void issue(node as Node, `${where} must be a mapping`);
-    const out = new Map<string, Node>();
-    for (const pair of (node as YAMLMap).items) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : '';
-      if (!allowed.includes(key)) issue(pair as Pair, `unknown field "${key.slice(0, 60)}" in ${where}; allowed: ${allowed.join(', ')}`);
-      else out.set(key, pair.value as Node);
-    }
-    for (const r of required) if (!out.has(r)) issue(node as Node, `${where} needs "${r}"`);
-    return out;
-  };
-  const str = (n: Node | undefined, where: string): string | undefined => {
-    if (!isScalar(n) || typeof n.value !== 'string' || n.value === '') return void issue(n, `${where} must be a non-empty string`);
-    return n.value;
-  };
-  const list = (n: Node | undefined, where: string): Node[] | undefined => {
-    if (isScalar(n) && typeof n.value === 'string') return [n];
-    if (!isSeq(n) || n.items.length === 0) return void issue(n, `${where} must be a non-empty list`);
-    if (n.items.length > LIMITS.listItems) return void issue(n, `${where} has more than ${LIMITS.listItems} items`);
-    return n.items as Node[];
-  };
   const pattern = (n: Node, where: string, parse: (s: string) => Pattern): Pattern | undefined => {
     const s = str(n, where);
     if (s === undefined) return undefined;
@@ -171,30 +97,19 @@ export function parsePolicies(
     }
   };
 
-  for (const doc of docList) {
-    // linePos is only filled in with prettyErrors (which also rewrites the message): the offset is always there.
-    for (const e of doc.errors) {
-      const at = lc.linePos(e.pos[0]);
-      issues.push({ line: at.line, column: at.col, message: e.message.split('\n')[0]! });
-    }
-    if (doc.errors.length || doc.contents === null) continue;
-    const top = fieldsOf(doc.contents, 'the document', ['apiVersion', 'kind', 'metadata', 'spec', 'cases']);
-    if (!top) continue;
-    const kind = isScalar(top.get('kind')) ? String((top.get('kind') as { value: unknown }).value) : '';
+  for (const doc of y.documents) {
+    const top = doc.fields;
+    const kind = doc.kind;
     if (kind !== 'AccessPolicy') {
-      if (!kind) issue(doc.contents, 'the document needs "kind" (AccessPolicy)');
-      else others.push({ kind, value: doc.toJS({ maxAliasCount: 0 }), line: pos(doc.contents).line });
+      if (!kind) issue(doc.node, 'the document needs "kind" (AccessPolicy)');
+      else others.push({ kind, value: doc.toJS(), line: doc.line });
       continue;
     }
-    if (top.has('cases')) issue(doc.contents, 'unknown field "cases" in an AccessPolicy');
+    if (top.has('cases')) issue(doc.node, 'unknown field "cases" in an AccessPolicy');
     const api = top.get('apiVersion');
-    if (!isScalar(api) || api.value !== 'writ.dev/v1') issue(api ?? doc.contents, 'apiVersion must be writ.dev/v1');
+    if (!isScalar(api) || api.value !== 'writ.dev/v1') issue(api ?? doc.node, 'apiVersion must be writ.dev/v1');
     const meta = fieldsOf(top.get('metadata'), 'metadata', ['name', 'labels', 'description'], ['name']);
-    const name = meta?.get('name') ? str(meta.get('name'), 'metadata.name') : undefined;
-    if (name !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name))
-      issue(meta!.get('name'), 'metadata.name must be lowercase a-z 0-9 . - (like a Kubernetes name)');
-    if (name !== undefined && names.has(name)) issue(meta!.get('name'), `policy "${name}" is defined twice (also line ${names.get(name)})`);
-    if (name !== undefined) names.set(name, pos(doc.contents).line);
+    const name = y.name(meta, 'policy', names, doc.line);
     const spec = fieldsOf(top.get('spec'), 'spec', ['to', 'mode', 'protocol', 'rules'], ['to', 'rules']);
     if (!spec) continue;
     const to = spec.get('to') ? pattern(spec.get('to')!, 'spec.to', parseIdPattern) : undefined;
@@ -316,13 +231,9 @@ export function parsePolicies(
         mode: MODES.includes(mode) ? mode : 'enforce',
         protocol: PROTOCOLS.includes(protocol) ? protocol : 'any',
         rules,
-        line: pos(doc.contents).line,
+        line: doc.line,
       });
   }
-  if (issues.length)
-    throw new PolicyError(
-      file,
-      issues.sort((a, b) => a.line - b.line || a.column - b.column),
-    );
+  y.finish();
   return { policies, others };
 }

@@ -22,6 +22,11 @@ export interface EntryRecord {
   readonly revision: number;
   readonly createdAt: number;
   readonly updatedAt: number;
+  /**
+   * SVIDs only for a container whose image digest was admitted under an enforce admission policy
+   * (absent: false, as for entries stored before the field existed).
+   */
+  readonly requireAdmittedImage?: boolean;
 }
 
 /** An entry on the wire (times as RFC 3339). What an agent keeps and serves from. */
@@ -42,6 +47,8 @@ export interface EntryMessage {
   /** Absent in the caches of agents from before they were sent. */
   readonly createdAt?: string;
   readonly updatedAt?: string;
+  /** Present (true) only when set: lean answers, and agents' caches from before it existed. */
+  readonly requireAdmittedImage?: true;
 }
 
 export function encodeEntry(e: EntryRecord): EntryMessage {
@@ -60,6 +67,7 @@ export function encodeEntry(e: EntryRecord): EntryMessage {
     revision: e.revision,
     createdAt: new Date(e.createdAt).toISOString(),
     updatedAt: new Date(e.updatedAt).toISOString(),
+    ...(e.requireAdmittedImage ? { requireAdmittedImage: true as const } : {}),
   };
 }
 
@@ -76,5 +84,7 @@ export function entryProblem(v: unknown): string | undefined {
   if (typeof o['parentId'] !== 'string' || !isStrings(o['selectors']) || !isStrings(o['dnsNames']) || !isStrings(o['federatesWith'])) return `${name}: fields`;
   if (typeof o['x509SvidTtl'] !== 'number' || typeof o['jwtSvidTtl'] !== 'number' || typeof o['hint'] !== 'string') return `${name}: fields`;
   if (o['expiresAt'] !== null && typeof o['expiresAt'] !== 'string') return `${name}: expiresAt`;
+  // Anything but absent or true could be read as "not required" by a careless reader: refused.
+  if (o['requireAdmittedImage'] !== undefined && o['requireAdmittedImage'] !== true) return `${name}: requireAdmittedImage`;
   return undefined;
 }

@@ -35,3 +35,13 @@ export {
   decodeRenewAnswer,
   decodeSvidBatchAnswer,
 } from './svid.ts';
+export {
+  IMAGE_DIGEST,
+  type AdmittedImagesState,
+  type AdmittedImagesVersion,
+  admittedImagesProblem,
+  checkImageDigest,
+  formatImagesVersion,
+  imageDigestsOf,
+  parseImagesVersion,
+} from './admitted-images.ts';

@@ -5,6 +5,7 @@
  */
 import { WritError, parseBundleJson, type BundleJson } from '@writ/spiffe';
 import { isObject, isStrings, refuse } from './check.ts';
+import { type AdmittedImagesState, admittedImagesProblem } from './admitted-images.ts';
 import { type EntryMessage, entryProblem } from './entry.ts';
 import { type Json, members } from './json.ts';
 
@@ -24,6 +25,8 @@ export interface SyncQuery {
   readonly quarantine: string | undefined;
   /** Leave the bundles out of answers when unchanged (agents from before this ask without and get them every time). */
   readonly lean: boolean;
+  /** The admitted images version the agent has ('' for none); undefined from agents that do not check images. */
+  readonly images?: string | undefined;
 }
 
 /**
@@ -37,6 +40,7 @@ export const SYNC_QUERY_PARAMS = {
   policy: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER },
   quarantine: { kind: 'string', max: 256, repeat: false },
   lean: { kind: 'string', max: 1, repeat: false },
+  images: { kind: 'string', max: 40, repeat: false },
 } as const satisfies Record<keyof SyncQuery, unknown>;
 
 export function encodeSyncQuery(q: SyncQuery): URLSearchParams {
@@ -44,6 +48,7 @@ export function encodeSyncQuery(q: SyncQuery): URLSearchParams {
   if (q.policy !== undefined) p.set('policy', String(q.policy));
   if (q.quarantine !== undefined) p.set('quarantine', q.quarantine);
   if (q.lean) p.set('lean', '1');
+  if (q.images !== undefined) p.set('images', q.images);
   return p;
 }
 
@@ -62,6 +67,7 @@ export function decodeSyncQuery(p: URLSearchParams): SyncQuery {
     policy: policy === undefined ? undefined : Number.isSafeInteger(policy) && policy >= 0 ? policy : -1,
     quarantine: p.has('quarantine') ? (p.get('quarantine') ?? '') : undefined,
     lean: p.get('lean') === '1',
+    images: p.has('images') ? (p.get('images') ?? '') : undefined,
   };
 }
 
@@ -104,6 +110,10 @@ export interface SyncAnswer {
   readonly federatedBundles?: Record<string, BundleJson>;
   /** Only when the agent's policy revision is not the current one. */
   readonly policy?: PolicyState;
+  /** Only when the agent asked with `images` and its version is not the current one. */
+  readonly admittedImages?: AdmittedImagesState;
+  /** The server requires an admitted image for every entry (`--require-admitted-image`); absent: only entries that say so. */
+  readonly requireAdmittedImage?: true;
 }
 
 /** The parts of an answer; the shared ones come serialised once for every waiting agent. */
@@ -116,6 +126,8 @@ export interface SyncAnswerParts {
   readonly bundlesVersion: string;
   readonly bundles: Json<SyncBundles> | undefined;
   readonly policy: Json<PolicyState> | undefined;
+  readonly admittedImages?: Json<AdmittedImagesState> | undefined;
+  readonly requireAdmittedImage?: boolean;
 }
 
 /** The answer's JSON text (a line). */
@@ -123,7 +135,8 @@ export function encodeSyncAnswer(a: SyncAnswerParts): Json<SyncAnswer> {
   const text =
     `{"quarantine":${a.quarantine},"revision":${a.revision},"full":${a.full},"entries":${JSON.stringify(a.entries)},` +
     `"removed":${JSON.stringify(a.removed)},"bundlesVersion":${JSON.stringify(a.bundlesVersion)}` +
-    `${a.bundles ? `,${members(a.bundles)}` : ''}${a.policy ? `,"policy":${a.policy}` : ''}}\n`;
+    `${a.bundles ? `,${members(a.bundles)}` : ''}${a.policy ? `,"policy":${a.policy}` : ''}` +
+    `${a.admittedImages ? `,"admittedImages":${a.admittedImages}` : ''}${a.requireAdmittedImage ? ',"requireAdmittedImage":true' : ''}}\n`;
   return text as Json<SyncAnswer>;
 }
 
@@ -161,5 +174,10 @@ export function decodeSyncAnswer(raw: unknown, trustDomain: string, knownBundles
     (!isObject(p) || !Number.isSafeInteger(p['revision']) || !isObject(p['policies']) || !Object.values(p['policies']).every((v) => typeof v === 'string'))
   )
     bad('policy');
+  if (r['admittedImages'] !== undefined) {
+    const why = admittedImagesProblem(r['admittedImages']);
+    if (why) bad(why);
+  }
+  if (r['requireAdmittedImage'] !== undefined && r['requireAdmittedImage'] !== true) bad('requireAdmittedImage');
   return r as unknown as SyncAnswer;
 }

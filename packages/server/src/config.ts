@@ -1,5 +1,5 @@
 /** Server configuration: flags over a YAML file over defaults, validated with errors naming the setting. */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
@@ -28,8 +28,25 @@ export interface ServerConfig {
   readonly k8sPsat: Record<string, PsatCluster>;
   /** Identities that may still call and be called by quarantined workloads (YAML only). */
   readonly breakGlass: readonly string[];
-  /** How long decision-log records (and edges not seen since) are kept. */
+  /** How long decision-log records (and edges not seen since) are kept; admission events too. */
   readonly decisionRetentionMs: number;
+  /** The admission webhook's own listener (`--admission-listen`); undefined: off. */
+  readonly admission: AdmissionListenConfig | undefined;
+  /** Per-registry CA and credentials for image checks (`--registry-config`, @writ/oci's format). */
+  readonly registryConfigFile: string | undefined;
+  /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
+  readonly requireAdmittedImage: boolean;
+}
+
+export interface AdmissionListenConfig {
+  readonly host: string;
+  readonly port: number;
+  /** DNS SANs of the listener's certificate: the Service name the API server calls. */
+  readonly dnsNames: readonly string[];
+  /** When set, only clients presenting a certificate chained to this CA are answered. */
+  readonly clientCaFile: string | undefined;
+  /** The decision budget: a verdict not reached by then is answered as such (a deny in enforce mode). */
+  readonly budgetMs: number;
 }
 
 export const SERVER_DEFAULTS = {
@@ -41,7 +58,12 @@ export const SERVER_DEFAULTS = {
   jwtSvidTtl: '5m',
   decisionRetention: '7d',
   logLevel: 'info',
+  admissionDns: 'writ-admission.writ-system.svc',
+  admissionBudget: '2s',
 } as const;
+
+/** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
+export const MAX_ADMISSION_BUDGET_MS = 25_000;
 
 const KEYS = [
   'trustDomain',
@@ -60,11 +82,22 @@ const KEYS = [
   'k8sPsat',
   'breakGlass',
   'decisionRetention',
+  'admissionListen',
+  'admissionDns',
+  'admissionClientCa',
+  'admissionBudget',
+  'registryConfig',
+  'requireAdmittedImage',
 ] as const;
 type Key = (typeof KEYS)[number];
-export type ServerFlags = Partial<Record<Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>, string>> & {
+/** Settings that are not strings: read by their own code, not `get`. */
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns';
+export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
+  requireAdmittedImage?: boolean;
   config?: string;
   dnsNames?: string[];
+  /** Comma-separated on the command line; a list in the file. */
+  admissionDns?: string[] | string;
   upstreamCaCert?: string;
   upstreamCaKey?: string;
   upstreamCaBundle?: string;
@@ -129,7 +162,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
       for (const k of Object.keys(file)) if (!(KEYS as readonly string[]).includes(k)) bad(k, `unknown setting in ${flags.config}; known: ${KEYS.join(', ')}`);
     }
   }
-  const get = (k: Exclude<Key, 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass'>): string | undefined => {
+  const get = (k: Exclude<Key, Structured>): string | undefined => {
     const v = flags[k] ?? file[k];
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
@@ -145,7 +178,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention', max: number, min = 1000): number =>
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget', max: number, min = 1000): number =>
     parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
@@ -169,6 +202,11 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     }
     if (!kek) bad('kekFile', `${kekFile} is empty`);
   }
+  const admission = admissionConfig(get('admissionListen'), flags.admissionDns ?? file['admissionDns'], get('admissionClientCa'), () =>
+    dur('admissionBudget', MAX_ADMISSION_BUDGET_MS, 100),
+  );
+  const requireAdmittedImage = flags.requireAdmittedImage ?? file['requireAdmittedImage'] ?? false;
+  if (typeof requireAdmittedImage !== 'boolean') bad('requireAdmittedImage', 'must be true or false');
   return {
     trustDomain,
     dataDir,
@@ -187,5 +225,30 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     k8sPsat: psatClusters(file['k8sPsat']),
     breakGlass: breakGlassIds(file['breakGlass']),
     decisionRetentionMs,
+    admission,
+    registryConfigFile: get('registryConfig'),
+    requireAdmittedImage,
   };
 }
+
+function admissionConfig(listen: string | undefined, dns: unknown, clientCaFile: string | undefined, budget: () => number): AdmissionListenConfig | undefined {
+  const budgetMs = budget(); // checked even when the listener is off: a typo should not wait for the day it is turned on
+  if (listen === undefined) {
+    if (clientCaFile !== undefined) bad('admissionClientCa', 'needs --admission-listen');
+    return undefined;
+  }
+  let where: { host: string; port: number };
+  try {
+    where = parseListen(listen);
+  } catch (err) {
+    return bad('admissionListen', (err as Error).message.replace(/^listen: /, ''));
+  }
+  const raw = dns ?? SERVER_DEFAULTS.admissionDns;
+  const list = typeof raw === 'string' ? raw.split(',').map((d) => d.trim()) : raw;
+  if (!Array.isArray(list) || list.length === 0 || list.some((d) => typeof d !== 'string' || !DNS_NAME.test(d)))
+    bad('admissionDns', 'must be DNS names, comma-separated (e.g. writ-admission.writ-system.svc)');
+  if (clientCaFile !== undefined && !existsSync(clientCaFile)) bad('admissionClientCa', `${clientCaFile} does not exist`);
+  return { ...where, dnsNames: list as string[], clientCaFile, budgetMs };
+}
+
+const DNS_NAME = /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*$/i;

@@ -20,6 +20,10 @@ export const SERVER_ERROR_CODES = {
   ERR_ENTRY_EXISTS: 400,
   ERR_ENTRY_RESERVED_ID: 400,
   ERR_POLICY_TEST_FAILED: 400,
+  // admission webhook (engineer E)
+  ERR_ADMISSION_REVIEW_INVALID: 400,
+  // the decision budget ran out (an abort reason inside a verdict, never an HTTP answer of its own)
+  ERR_ADMISSION_BUDGET: 503,
   ERR_BODY_TOO_LARGE: 413,
   ERR_URI_TOO_LONG: 414,
   ERR_CONTENT_TYPE: 415,

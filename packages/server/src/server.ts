@@ -18,7 +18,9 @@ import { generateSigner, readPrivateKey } from './ca/keys.ts';
 import type { ServerConfig } from './config.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
-import { buildRoutes, hashToken, newAdminToken } from './api/routes.ts';
+import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
+import { AdmissionEventWriter, admissionWebhookRoutes } from './api/admission-routes.ts';
+import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
@@ -29,6 +31,8 @@ import type { AdminToken, Role, Store } from './store/types.ts';
 export interface RunningServer {
   readonly url: string;
   readonly port: number;
+  /** The admission webhook's listener, when `--admission-listen` is set. */
+  readonly admissionUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
   close(): Promise<void>;
@@ -39,6 +43,7 @@ export interface StartOptions {
   readonly clock?: () => number;
 }
 
+const WEBHOOK_ROUTES = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -105,6 +110,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let publicUrl = '';
   let jwtIssuer = cfg.jwtIssuer ?? '';
   let httpServer: Server | undefined;
+  let admissionServer: Server | undefined;
+  let admissionEvents: AdmissionEventWriter | undefined;
   let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
@@ -145,21 +152,26 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
     // ---------------------------------------------------------------- TLS identity of the server
     const serverSpiffeId = `spiffe://${cfg.trustDomain}/writ/server`;
-    let tlsExpiresAt = 0;
-    const tlsIdentity = (): { key: string; cert: string } => {
+    /** A certificate from our own CA for a listener on `listenHost` with these DNS names. */
+    const issueTls = (listenHost: string, dnsNames: readonly string[]): { key: string; cert: string; expiresAt: number } => {
       const signer = generateSigner('ec-p256');
       const ips = new Set(['127.0.0.1', '::1']);
-      if (isIP(cfg.host) && cfg.host !== '0.0.0.0' && cfg.host !== '::') ips.add(cfg.host);
-      const dns = new Set(['localhost', ...cfg.dnsNames]);
-      if (!isIP(cfg.host)) dns.add(cfg.host);
+      if (isIP(listenHost) && listenHost !== '0.0.0.0' && listenHost !== '::') ips.add(listenHost);
+      const dns = new Set(['localhost', ...dnsNames]);
+      if (!isIP(listenHost)) dns.add(listenHost);
       const svid = ca.signX509Svid({
         spiffeId: serverSpiffeId,
         spki: signer.publicKey.export({ format: 'der', type: 'spki' }),
         dnsNames: [...dns],
         ipAddresses: [...ips],
       });
-      tlsExpiresAt = svid.expiresAt;
-      return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain) };
+      return { key: toPem('PRIVATE KEY', signer.key.export({ format: 'der', type: 'pkcs8' })), cert: certificatesToPem(svid.chain), expiresAt: svid.expiresAt };
+    };
+    let tlsExpiresAt = 0;
+    const tlsIdentity = (): { key: string; cert: string } => {
+      const { key, cert, expiresAt } = issueTls(cfg.host, cfg.dnsNames);
+      tlsExpiresAt = expiresAt;
+      return { key, cert };
     };
     let ready = true;
     const metrics = createMetrics();
@@ -174,6 +186,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clock,
       psat,
       breakGlass: cfg.breakGlass,
+      requireAdmittedImage: cfg.requireAdmittedImage,
       get publicUrl() {
         return publicUrl;
       },
@@ -233,6 +246,84 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     publicUrl = `https://${urlHost}:${port}`;
     if (!jwtIssuer) jwtIssuer = publicUrl;
 
+    // ---------------------------------------------------------------- the admission webhook's own listener
+    // Its own port and certificate (the Service DNS name), so the cluster network reaches the two
+    // webhook routes and nothing of the admin API.
+    let admissionUrl: string | undefined;
+    let renewAdmissionTls = (): void => undefined;
+    if (cfg.admission) {
+      const a = cfg.admission;
+      admissionEvents = new AdmissionEventWriter(store, log);
+      const decider = createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) });
+      const { routes: webhookRoutes, add } = routeTable();
+      add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ({ status: 200, body: { status: 'ok' } }));
+      admissionWebhookRoutes(
+        {
+          decider,
+          budgetMs: a.budgetMs,
+          events: admissionEvents,
+          clock,
+          // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
+          admitImages: async (digests, at) => void (await store.recordAdmittedImages(digests, at)),
+          log,
+        },
+        add,
+      );
+      const readClientCa = (): string | undefined => {
+        if (!a.clientCaFile) return undefined;
+        try {
+          return readFileSync(a.clientCaFile, 'utf8');
+        } catch (err) {
+          throw new WritError('ERR_CONFIG_INVALID', `admissionClientCa: cannot read ${a.clientCaFile}: ${(err as NodeJS.ErrnoException).code}`, {
+            field: 'admissionClientCa',
+          });
+        }
+      };
+      let admissionTlsExpiresAt = 0;
+      const admissionTls = (): { key: string; cert: string; ca?: string } => {
+        const { key, cert, expiresAt } = issueTls(a.host, a.dnsNames);
+        admissionTlsExpiresAt = expiresAt;
+        const clientCa = readClientCa();
+        return { key, cert, ...(clientCa ? { ca: clientCa } : {}) };
+      };
+      // With a client CA, TLS itself refuses any caller (an API server) without a certificate chained to it.
+      admissionServer = createServer(
+        {
+          ...admissionTls(),
+          minVersion: 'TLSv1.2',
+          handshakeTimeout: 10_000,
+          requestCert: a.clientCaFile !== undefined,
+          rejectUnauthorized: a.clientCaFile !== undefined,
+        },
+        (req, res) => void handle(req, res, webhookRoutes, ctx.store, agents, metrics, log),
+      );
+      admissionServer.on('checkContinue', (req, res) => void handle(req, res, webhookRoutes, ctx.store, agents, metrics, log));
+      admissionServer.headersTimeout = 10_000;
+      admissionServer.requestTimeout = 30_000;
+      admissionServer.on('tlsClientError', (err, socket) => {
+        log.debug({ err: err.message }, 'admission TLS handshake failed');
+        socket.destroy();
+      });
+      admissionServer.on('clientError', answerClientError);
+      const asrv = admissionServer;
+      await new Promise<void>((resolveListen, rejectListen) => {
+        asrv.once('error', (err: NodeJS.ErrnoException) =>
+          rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${a.host}:${a.port}: ${err.code ?? err.message}`, { field: 'admissionListen' })),
+        );
+        asrv.listen(a.port, a.host, () => resolveListen());
+      });
+      const aaddr = asrv.address();
+      const ahost = a.host === '0.0.0.0' || a.host === '::' ? '127.0.0.1' : a.host;
+      admissionUrl = `https://${isIP(ahost) === 6 ? `[${ahost}]` : ahost}:${typeof aaddr === 'object' && aaddr ? aaddr.port : a.port}`;
+      renewAdmissionTls = () => {
+        if (clock() > admissionTlsExpiresAt - cfg.x509SvidTtlMs / 2) asrv.setSecureContext({ ...admissionTls(), minVersion: 'TLSv1.2' });
+      };
+      log.info(
+        { url: admissionUrl, dnsNames: a.dnsNames, clientCa: a.clientCaFile ?? null, budget: formatDuration(a.budgetMs) },
+        'admission webhook listening',
+      );
+    }
+
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
     let lastPrune = 0;
@@ -246,6 +337,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
+        renewAdmissionTls();
         if (!ready)
           await ctx.ready().then(
             () => log.info('database is back'),
@@ -255,6 +347,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           lastPrune = clock();
           const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
+          const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
+          if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
         }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
@@ -265,19 +359,32 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     timers.push(setInterval(() => void tick(), every).unref());
 
     log.info(
-      { url: publicUrl, trustDomain: cfg.trustDomain, db: redactDbUrl(cfg.db), store: store.kind, bundle: bundlePath, adminToken: tokenPath },
+      {
+        url: publicUrl,
+        ...(admissionUrl ? { admissionUrl } : {}),
+        trustDomain: cfg.trustDomain,
+        db: redactDbUrl(cfg.db),
+        store: store.kind,
+        bundle: bundlePath,
+        adminToken: tokenPath,
+      },
       'writ server listening',
     );
     return {
       url: publicUrl,
       port,
+      admissionUrl,
       store,
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
         hub?.close();
-        srv.closeAllConnections();
-        await new Promise<void>((r) => srv.close(() => r()));
+        for (const s of [srv, admissionServer]) {
+          if (!s) continue;
+          s.closeAllConnections();
+          await new Promise<void>((r) => s.close(() => r()));
+        }
+        await admissionEvents?.close();
         await store.close();
       },
     };
@@ -285,6 +392,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     for (const t of timers) clearInterval(t);
     hub?.close();
     httpServer?.close();
+    admissionServer?.close();
     await store.close().catch(() => undefined);
     throw err;
   }
@@ -369,7 +477,8 @@ async function handle(
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
     // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
-    const level = routeName === AGENT_PATHS.sync && status === 200 ? 'debug' : 'info';
+    // So are the webhook's reviews: every verdict is in the admission events already.
+    const level = (routeName === AGENT_PATHS.sync || WEBHOOK_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }

@@ -93,7 +93,9 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
           q.since !== 0 && q.since === snap.stamp.entryRevision ? { entries: [], removed: [], revision: q.since } : await ctx.store.syncEntries(agent, q.since);
         const policyChanged = q.policy !== undefined && snap.policyRevision !== q.policy;
         const bundlesChanged = snap.bundlesVersion !== q.bundles;
+        const images = q.images === undefined ? undefined : snap.admittedImages.forAgent(q.images);
         const changed =
+          images !== undefined ||
           r.entries.length > 0 ||
           r.removed.length > 0 ||
           bundlesChanged ||
@@ -109,6 +111,8 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
             bundlesVersion: snap.bundlesVersion,
             bundles: bundlesChanged || !q.lean ? snap.bundles : undefined,
             policy: policyChanged ? snap.policy : undefined,
+            admittedImages: images,
+            requireAdmittedImage: ctx.requireAdmittedImage === true,
           });
           return { status: 200, body, contentType: 'application/json' };
         }

@@ -20,4 +20,6 @@ export interface ApiContext {
   readonly ready: () => Promise<void>;
   readonly psat?: PsatAttestor | undefined;
   readonly breakGlass: readonly string[];
+  /** `--require-admitted-image`: every entry's SVIDs only for containers running an admitted image. */
+  readonly requireAdmittedImage?: boolean;
 }

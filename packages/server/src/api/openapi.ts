@@ -17,6 +17,10 @@ const ENTRY_SCHEMA = {
     admin: { type: 'boolean' },
     hint: { type: 'string', maxLength: 128 },
     expiresAt: { type: ['string', 'null'], format: 'date-time' },
+    requireAdmittedImage: {
+      type: 'boolean',
+      description: 'SVIDs only for a container whose image digest was admitted under an enforce admission policy (answers carry it only when true)',
+    },
   },
 };
 

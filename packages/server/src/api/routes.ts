@@ -31,10 +31,12 @@ import {
   type Request,
   type Route,
 } from './http.ts';
+import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
+import { admissionEventRoutes } from './admission-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
 export { hashToken };
@@ -58,13 +60,19 @@ function federatedJson(trustDomain: string, bundle: TrustBundle, updatedAt: numb
   return { trustDomain, updatedAt: new Date(updatedAt).toISOString(), bundle: formatBundleJson(bundle) };
 }
 
-export function buildRoutes(ctx: ApiContext): Route[] {
-  const td = ctx.trustDomain;
+/** An empty route table and the `add` that fills it (the admin API's, and the admission listener's). */
+export function routeTable(): { routes: Route[]; add: AddRoute } {
   const routes: Route[] = [];
   const add: AddRoute = (method, name, role, summary, handler, body, query) => {
     const pattern = new RegExp(`^${name.replace(/\{[^}]+\}/g, '([^/]+)').replace(/\./g, '\\.')}$`);
     routes.push({ method, name, pattern, role, summary, handler, body, query });
   };
+  return { routes, add };
+}
+
+export function buildRoutes(ctx: ApiContext): Route[] {
+  const td = ctx.trustDomain;
+  const { routes, add } = routeTable();
   const ENTRY_BODY = { limit: DEFAULT_BODY_LIMIT, fields: ENTRY_FIELDS };
 
   // ---------------------------------------------------------------- health and metadata
@@ -358,5 +366,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
 
   agentRoutes(ctx, add);
   policyRoutes(ctx, add);
+  admissionEventRoutes(ctx, add);
+  admittedImagesRoutes(ctx, add);
   return routes;
 }

@@ -65,7 +65,19 @@ export function parseWorkloadId(v: string, field: string, trustDomain: string): 
   return parsed.uri;
 }
 
-export const ENTRY_FIELDS = ['spiffeId', 'parentId', 'selectors', 'x509SvidTtl', 'jwtSvidTtl', 'dnsNames', 'federatesWith', 'admin', 'hint', 'expiresAt'];
+export const ENTRY_FIELDS = [
+  'spiffeId',
+  'parentId',
+  'selectors',
+  'x509SvidTtl',
+  'jwtSvidTtl',
+  'dnsNames',
+  'federatesWith',
+  'admin',
+  'hint',
+  'expiresAt',
+  'requireAdmittedImage',
+];
 
 /**
  * Parses an entry from a request body. With `base` (PATCH), absent fields keep their value.
@@ -110,6 +122,9 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
   if (admin !== undefined && typeof admin !== 'boolean')
     throw new WritError('ERR_FIELD_INVALID', `field "${prefix}admin" must be true or false`, { field: `${prefix}admin` });
   const hint = str(o, 'hint', { max: 128, prefix });
+  const requireAdmittedImage = o['requireAdmittedImage'];
+  if (requireAdmittedImage !== undefined && typeof requireAdmittedImage !== 'boolean')
+    throw new WritError('ERR_FIELD_INVALID', `field "${prefix}requireAdmittedImage" must be true or false`, { field: `${prefix}requireAdmittedImage` });
   let expiresAt = b?.expiresAt ?? null;
   if ('expiresAt' in o) {
     const v = o['expiresAt'];
@@ -137,6 +152,7 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
     admin: (admin as boolean | undefined) ?? b?.admin ?? false,
     hint: hint ?? b?.hint ?? '',
     expiresAt,
+    requireAdmittedImage: (requireAdmittedImage as boolean | undefined) ?? b?.requireAdmittedImage ?? false,
   };
 }
 

@@ -125,4 +125,35 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO counters (name, value) VALUES ('quarantine_writes', 0)`,
     ],
   },
+  // ---- migration 9 (admission events, engineer E) ----
+  {
+    // Every admission verdict of the webhook, numbered on arrival (a follower's cursor, like
+    // decisions); lists (images, controls, exceptions, policies) are JSON. Pruned with the decisions.
+    version: 9,
+    statements: [
+      `CREATE TABLE admission_events (
+        seq {INT64_PRIMARY_KEY}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, uid TEXT NOT NULL, operation TEXT NOT NULL,
+        namespace TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, sub_resource TEXT NOT NULL, hook TEXT NOT NULL,
+        allowed INTEGER NOT NULL, mode TEXT NOT NULL, dry_run INTEGER NOT NULL, message TEXT NOT NULL,
+        images TEXT NOT NULL, controls TEXT NOT NULL, exceptions TEXT NOT NULL, policies TEXT NOT NULL
+      )`,
+      `CREATE INDEX admission_events_at ON admission_events (at)`,
+      `CREATE INDEX admission_events_namespace ON admission_events (namespace, at)`,
+      `INSERT INTO counters (name, value) VALUES ('admission_event_seq', 0)`,
+    ],
+  },
+  // ---- end of migration 9 ----
+  {
+    // Identity follows image trust: an entry may require an admitted image, and the image digests
+    // admitted under an enforce policy are kept (first and last seen) with an arrival number, so
+    // agents follow the set incrementally. The epoch changes when digests are pruned: an agent
+    // at an older epoch gets the whole set again.
+    version: 10,
+    statements: [
+      `ALTER TABLE entries ADD COLUMN require_admitted_image INTEGER NOT NULL DEFAULT 0`,
+      `CREATE TABLE admitted_images (digest TEXT PRIMARY KEY, first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, seq BIGINT NOT NULL)`,
+      `CREATE INDEX admitted_images_seq ON admitted_images (seq)`,
+      `INSERT INTO counters (name, value) VALUES ('admitted_image_seq', 0), ('admitted_image_epoch', 1)`,
+    ],
+  },
 ];

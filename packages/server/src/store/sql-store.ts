@@ -1,11 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { WritError } from '@writ/spiffe';
+import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import {
+  type AdmissionEvent,
+  type AdmissionEventQuery,
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
   type AdminToken,
+  type AdmittedImage,
+  type AdmittedImagesPage,
   type Agent,
   type Authority,
   type Entry,
@@ -27,7 +32,7 @@ import {
 } from './types.ts';
 
 const ENTRY_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
+  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
 const INSERT_CHUNK = 500;
 
@@ -50,6 +55,7 @@ function toEntry(r: Row): Entry {
     revision: num(r['revision']),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
+    requireAdmittedImage: num(r['require_admitted_image']) === 1,
   };
 }
 
@@ -127,6 +133,7 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
     revision,
     createdAt,
     updatedAt,
+    e.requireAdmittedImage ? 1 : 0,
   ];
 }
 
@@ -140,8 +147,8 @@ const QUARANTINE_VERSION =
 const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
 
 const ENTRY_INSERT_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at';
-const ENTRY_ROW = `(${Array(15).fill('?').join(', ')})`;
+  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
+const ENTRY_ROW = `(${Array(16).fill('?').join(', ')})`;
 
 function encodePageToken(id: string): string {
   return Buffer.from(id, 'utf8').toString('base64url');
@@ -156,6 +163,8 @@ function decodePageToken(token: string): string {
 export class SqlStore implements Store {
   readonly #db: SqlDriver;
   readonly #listeners = new Set<(change: StoreChange) => void>();
+  /** Digest -> when this store last wrote its `lastSeen`: a webhook records the same digests for every pod. */
+  readonly #admittedWritten = new Map<string, number>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
@@ -239,6 +248,7 @@ export class SqlStore implements Store {
             revision: first + i,
             createdAt: now,
             updatedAt: now,
+            requireAdmittedImage: e.requireAdmittedImage ?? false,
           }));
           for (let i = 0; i < created.length; i += INSERT_CHUNK) {
             const chunk = created.slice(i, i + INSERT_CHUNK);
@@ -306,8 +316,8 @@ export class SqlStore implements Store {
           const p = entryParams(id, input, revision, createdAt, now);
           await tx.query(
             `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
-             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ? WHERE id = ?`,
-            [...p.slice(1, 13), now, id],
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ? WHERE id = ?`,
+            [...p.slice(1, 13), now, p[15]!, id],
           );
           await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
           const selectors = canonicalSelectors(input.selectors);
@@ -316,7 +326,7 @@ export class SqlStore implements Store {
               `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
               selectors.flatMap((s) => [id, s]),
             );
-          return { ...input, selectors, id, revision, createdAt, updatedAt: now };
+          return { ...input, selectors, id, revision, createdAt, updatedAt: now, requireAdmittedImage: input.requireAdmittedImage ?? false };
         })
         .then((e) => this.#changed(e, { kind: 'entries' }));
     } catch (err) {
@@ -558,16 +568,20 @@ export class SqlStore implements Store {
          (SELECT COUNT(*) FROM federated_bundles) AS fn,
          (SELECT COALESCE(MAX(updated_at), 0) FROM federated_bundles) AS ft,
          (SELECT COUNT(*) FROM agents) AS an,
-         (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab`,
+         (SELECT COALESCE(SUM(banned), 0) FROM agents) AS ab,
+         (SELECT value FROM counters WHERE name = 'admitted_image_epoch') AS ie,
+         (SELECT COALESCE(MAX(seq), 0) FROM admitted_images) AS iq`,
         [now],
       )
     )[0]!;
     const agents = `${num(r['an'])}/${num(r['ab'])}`;
+    const admittedImages = `${num(r['ie'])}.${num(r['iq'])}`;
     return {
       entryRevision: num(r['e']),
       bundleSequence: num(r['b']),
       agents,
-      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}`,
+      admittedImages,
+      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}|${admittedImages}`,
     };
   }
 
@@ -706,10 +720,204 @@ export class SqlStore implements Store {
     return deleted && this.#changed(true, { kind: 'federated-bundles' });
   }
 
+  // ---------------------------------------------------------------- admitted images
+
+  get #admitted(): AdmittedImagesSql {
+    return { db: this.#db, written: this.#admittedWritten, changed: () => this.#changed(undefined, { kind: 'admitted-images' }) };
+  }
+
+  recordAdmittedImages(digests: readonly string[], at: number): Promise<void> {
+    return recordAdmittedImages(this.#admitted, digests, at);
+  }
+
+  listAdmittedImages(q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage> {
+    return listAdmittedImages(this.#db, q);
+  }
+
+  getAdmittedImage(digest: string): Promise<AdmittedImage | undefined> {
+    return getAdmittedImage(this.#db, digest);
+  }
+
+  pruneAdmittedImages(before: number): Promise<number> {
+    return pruneAdmittedImages(this.#admitted, before);
+  }
+
   async getDecision(id: string): Promise<DecisionRecord | undefined> {
     const rows = await this.#db.query('SELECT * FROM decisions WHERE id = ?', [id]);
     return rows[0] ? toDecision(rows[0]) : undefined;
   }
+
+  // ---- admission events (engineer E) ----
+  async addAdmissionEvents(events: readonly AdmissionEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    await this.#db.transaction(async (tx) => {
+      // Arrival numbers from the counter row, as for decisions: replicas' batches are ordered by it.
+      let seq =
+        num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'admission_event_seq' RETURNING value", [events.length]))[0]!['value']) -
+        events.length;
+      for (let i = 0; i < events.length; i += 200) {
+        const chunk = events.slice(i, i + 200);
+        await tx.execute(
+          `INSERT INTO admission_events (seq, id, at, uid, operation, namespace, kind, name, sub_resource, hook, allowed, mode, dry_run, message, images, controls, exceptions, policies)
+            VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ON CONFLICT (id) DO NOTHING`,
+          chunk.flatMap((e) => [
+            ++seq,
+            e.id,
+            e.at,
+            e.uid,
+            e.operation,
+            e.namespace,
+            e.kind,
+            e.name,
+            e.subResource,
+            e.hook,
+            e.allowed ? 1 : 0,
+            e.mode,
+            e.dryRun ? 1 : 0,
+            e.message,
+            JSON.stringify(e.images),
+            JSON.stringify(e.controls),
+            JSON.stringify(e.exceptions),
+            JSON.stringify(e.policies),
+          ]),
+        );
+      }
+    });
+    this.#changed(undefined, { kind: 'admission-events' });
+  }
+
+  async queryAdmissionEvents(q: AdmissionEventQuery): Promise<AdmissionEvent[]> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (q.namespace !== undefined) where.push('namespace = ?'), params.push(q.namespace);
+    if (q.allowed !== undefined) where.push('allowed = ?'), params.push(q.allowed ? 1 : 0);
+    if (q.since !== undefined) where.push('at >= ?'), params.push(q.since);
+    if (q.after !== undefined) where.push('seq > ?'), params.push(q.after);
+    if (q.upTo !== undefined) where.push('seq <= ?'), params.push(q.upTo);
+    const order = q.after !== undefined ? 'seq' : 'at DESC, seq DESC';
+    const rows = await this.#db.query(`SELECT * FROM admission_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`, [
+      ...params,
+      q.limit,
+    ]);
+    return rows.map(toAdmissionEvent);
+  }
+
+  async admissionEventCursor(): Promise<number> {
+    return num((await this.#db.query("SELECT value FROM counters WHERE name = 'admission_event_seq'"))[0]?.['value'] ?? 0);
+  }
+
+  async pruneAdmissionEvents(before: number): Promise<number> {
+    // In batches, like decisions: one long DELETE would hold the write lock for every verdict.
+    let removed = 0;
+    for (;;) {
+      const n = await this.#db.execute('DELETE FROM admission_events WHERE seq IN (SELECT seq FROM admission_events WHERE at < ? ORDER BY at LIMIT 5000)', [
+        before,
+      ]);
+      removed += n;
+      if (n < 5000) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    return this.#changed(removed, { kind: 'admission-events' });
+  }
+  // ---- end of admission events ----
+}
+
+function toAdmissionEvent(r: Row): AdmissionEvent {
+  return {
+    id: r['id'] as string,
+    at: num(r['at']),
+    uid: r['uid'] as string,
+    operation: r['operation'] as string,
+    namespace: r['namespace'] as string,
+    kind: r['kind'] as string,
+    name: r['name'] as string,
+    subResource: r['sub_resource'] as string,
+    hook: r['hook'] as AdmissionEvent['hook'],
+    allowed: num(r['allowed']) === 1,
+    mode: r['mode'] as string,
+    dryRun: num(r['dry_run']) === 1,
+    message: r['message'] as string,
+    images: JSON.parse(r['images'] as string) as AdmissionEvent['images'],
+    controls: JSON.parse(r['controls'] as string) as string[],
+    exceptions: JSON.parse(r['exceptions'] as string) as AdmissionEvent['exceptions'],
+    policies: JSON.parse(r['policies'] as string) as string[],
+    seq: num(r['seq']),
+  };
+}
+
+// ---------------------------------------------------------------- admitted images
+
+/** `lastSeen` is refreshed at most this often per digest: it is for retention, not an audit trail. */
+const LAST_SEEN_EVERY_MS = 60_000;
+
+function toAdmittedImage(r: Row): AdmittedImage {
+  return { digest: r['digest'] as string, firstSeen: num(r['first_seen']), lastSeen: num(r['last_seen']), seq: num(r['seq']) };
+}
+
+interface AdmittedImagesSql {
+  readonly db: SqlDriver;
+  readonly written: Map<string, number>;
+  readonly changed: () => void;
+}
+
+async function recordAdmittedImages(o: AdmittedImagesSql, digests: readonly string[], at: number): Promise<void> {
+  digests.forEach((d, i) => checkImageDigest(String(d), `digests[${i}]`));
+  const todo = [...new Set(digests)].filter((d) => at - (o.written.get(d) ?? -Infinity) >= LAST_SEEN_EVERY_MS);
+  if (todo.length === 0) return;
+  let added = 0;
+  for (let i = 0; i < todo.length; i += INSERT_CHUNK) {
+    const chunk = todo.slice(i, i + INSERT_CHUNK);
+    const marks = chunk.map(() => '?').join(', ');
+    added += await o.db.transaction(async (tx) => {
+      const known = new Set((await tx.query(`SELECT digest FROM admitted_images WHERE digest IN (${marks})`, chunk)).map((r) => r['digest'] as string));
+      if (known.size)
+        await tx.execute(`UPDATE admitted_images SET last_seen = ? WHERE last_seen < ? AND digest IN (${[...known].map(() => '?').join(', ')})`, [
+          at,
+          at,
+          ...known,
+        ]);
+      const fresh = chunk.filter((d) => !known.has(d));
+      if (fresh.length === 0) return 0;
+      // The counter row is locked until commit, so arrival numbers become visible in order: a
+      // follower that saw number N never sees a lower one appear later.
+      let seq =
+        num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'admitted_image_seq' RETURNING value", [fresh.length]))[0]!['value']) -
+        fresh.length;
+      // A racing replica may have inserted one meanwhile: it keeps its number (a gap is harmless).
+      await tx.execute(
+        `INSERT INTO admitted_images (digest, first_seen, last_seen, seq) VALUES ${fresh.map(() => '(?, ?, ?, ?)').join(', ')}
+         ON CONFLICT (digest) DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > admitted_images.last_seen THEN excluded.last_seen ELSE admitted_images.last_seen END`,
+        fresh.flatMap((d) => [d, at, at, ++seq]),
+      );
+      return fresh.length;
+    });
+  }
+  if (o.written.size > 100_000) o.written.clear();
+  for (const d of todo) o.written.set(d, at);
+  if (added > 0) o.changed();
+}
+
+async function listAdmittedImages(db: SqlDriver, q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage> {
+  // The epoch first: items read after a prune under the old epoch are read again under the new one, never the reverse.
+  const epoch = num((await db.query("SELECT value FROM counters WHERE name = 'admitted_image_epoch'"))[0]!['value']);
+  const rows = await db.query('SELECT * FROM admitted_images WHERE seq > ? ORDER BY seq LIMIT ?', [q.afterSeq ?? 0, Math.max(1, q.limit)]);
+  return { epoch, items: rows.map(toAdmittedImage) };
+}
+
+async function getAdmittedImage(db: SqlDriver, digest: string): Promise<AdmittedImage | undefined> {
+  const rows = await db.query('SELECT * FROM admitted_images WHERE digest = ?', [digest]);
+  return rows[0] ? toAdmittedImage(rows[0]) : undefined;
+}
+
+async function pruneAdmittedImages(o: AdmittedImagesSql, before: number): Promise<number> {
+  const n = await o.db.transaction(async (tx) => {
+    const removed = await tx.execute('DELETE FROM admitted_images WHERE last_seen < ?', [before]);
+    if (removed > 0) await tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'admitted_image_epoch'");
+    return removed;
+  });
+  o.written.clear();
+  if (n > 0) o.changed();
+  return n;
 }
 
 function toDecision(r: Row): DecisionRecord {

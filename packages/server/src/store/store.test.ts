@@ -408,6 +408,61 @@ for (const factory of STORE_FACTORIES) {
       assert.equal(await v(5000), v4, 'a no-op removal is no change');
     });
 
+    // ---- admission events (engineer E) ----
+    it('admission events round-trip, filter by namespace, verdict and time, follow from a cursor, and are pruned', async () => {
+      const ev = (id: string, at: number, namespace: string, allowed: boolean) => ({
+        id,
+        at,
+        uid: `uid-${id}`,
+        operation: 'CREATE',
+        namespace,
+        kind: 'Pod',
+        name: `pod-${id}`,
+        subResource: '',
+        hook: 'validate' as const,
+        allowed,
+        mode: 'enforce',
+        dryRun: id === 'a2',
+        message: allowed ? '' : 'violates PodSecurity "restricted:latest": privileged (container "app" must not set securityContext.privileged=true)',
+        images: [{ image: 'registry.example.com/team/app:1', digest: `sha256:${'a'.repeat(64)}`, signedBy: ['release-key'] }],
+        controls: allowed ? [] : ['privileged'],
+        exceptions: [{ name: 'legacy', controls: ['hostPathVolumes'], containers: ['exporter'] }],
+        policies: ['prod'],
+      });
+      const start = await t.store.admissionEventCursor();
+      // Arrival order differs from time order: a follower still sees each once, in arrival order.
+      await t.store.addAdmissionEvents([ev('a1', 30, 'prod', true), ev('a2', 10, 'prod', false)]);
+      await t.store.addAdmissionEvents([ev('a3', 20, 'team-x', false), ev('a1', 30, 'prod', true)]);
+      const all = await t.store.queryAdmissionEvents({ limit: 10 });
+      assert.deepEqual(
+        all.map((e) => e.id),
+        ['a1', 'a3', 'a2'],
+        'newest first, the duplicate stored once',
+      );
+      const a2 = all.find((e) => e.id === 'a2')!;
+      assert.deepEqual({ ...a2, seq: 0 }, { ...ev('a2', 10, 'prod', false), seq: 0 });
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ namespace: 'prod', allowed: false, limit: 10 })).map((e) => e.id),
+        ['a2'],
+      );
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ since: 20, limit: 10 })).map((e) => e.id),
+        ['a1', 'a3'],
+      );
+      const upTo = await t.store.admissionEventCursor();
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ after: start, upTo, limit: 10 })).map((e) => e.id),
+        ['a1', 'a2', 'a3'],
+      );
+      assert.deepEqual(await t.store.queryAdmissionEvents({ after: upTo, limit: 10 }), []);
+      assert.equal(await t.store.pruneAdmissionEvents(25), 2);
+      assert.deepEqual(
+        (await t.store.queryAdmissionEvents({ limit: 10 })).map((e) => e.id),
+        ['a1'],
+      );
+    });
+    // ---- end of admission events ----
+
     it('migrations are idempotent', async () => {
       await t.store.migrate();
       await t.store.ping();
@@ -483,6 +538,11 @@ const READS = new Set([
   'getFederatedBundle',
   'listFederatedBundles',
   'getDecision',
+  // admission events (engineer E)
+  'queryAdmissionEvents',
+  'admissionEventCursor',
+  'listAdmittedImages',
+  'getAdmittedImage',
 ]);
 
 for (const factory of STORE_FACTORIES) {
@@ -566,13 +626,41 @@ for (const factory of STORE_FACTORIES) {
         s.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[]}', updatedAt: 1 }),
       );
       await expect('deleteFederatedBundle', { kind: 'federated-bundles' }, () => s.deleteFederatedBundle('other.org'));
+      // admission events (engineer E)
+      const ae = {
+        id: 'ae1',
+        at: 1,
+        uid: 'u',
+        operation: 'CREATE',
+        namespace: 'n',
+        kind: 'Pod',
+        name: 'p',
+        subResource: '',
+        hook: 'validate' as const,
+        allowed: true,
+        mode: '',
+        dryRun: false,
+        message: '',
+        images: [],
+        controls: [],
+        exceptions: [],
+        policies: [],
+      };
+      await expect('addAdmissionEvents', { kind: 'admission-events' }, () => s.addAdmissionEvents([ae]));
+      await expect('pruneAdmissionEvents', { kind: 'admission-events' }, () => s.pruneAdmissionEvents(10));
+      await expect('recordAdmittedImages', { kind: 'admitted-images' }, () => s.recordAdmittedImages([`sha256:${'a'.repeat(64)}`], 1));
+      await expect('pruneAdmittedImages', { kind: 'admitted-images' }, () => s.pruneAdmittedImages(10));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
       await assert.rejects(s.redeemJoinToken('h1', 3), (e) => isWritError(e, 'ERR_JOIN_TOKEN_USED'));
       assert.equal(await s.deleteEntry('nope'), false);
       assert.equal(await s.removeQuarantine('spiffe://e/none'), false);
-      assert.deepEqual(heard, [], 'a refused or no-op write announces nothing');
+      assert.equal(await s.pruneAdmittedImages(10), 0);
+      await s.recordAdmittedImages([`sha256:${'b'.repeat(64)}`], 100_000);
+      heard.length = 0;
+      await s.recordAdmittedImages([`sha256:${'b'.repeat(64)}`], 500_000);
+      assert.deepEqual(heard, [], 'a digest admitted again is no news to agents');
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(
@@ -665,3 +753,95 @@ describe('migrations 6 and 7 on a store that already has decisions', () => {
     }
   });
 });
+
+// ---------------------------------------------------------------- admitted images (identity follows image trust)
+
+const digest = (c: string): string => `sha256:${c.repeat(64)}`;
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance, admitted images: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(async () => t.dispose());
+
+    it("keeps an entry's requireAdmittedImage through create, update and listing", async () => {
+      const [e] = await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/img', requireAdmittedImage: true }], 1);
+      assert.equal(e!.requireAdmittedImage, true);
+      assert.equal((await t.store.getEntry(e!.id))!.requireAdmittedImage, true);
+      const off = await t.store.updateEntry(e!.id, { ...base, spiffeId: 'spiffe://example.org/img' }, 2);
+      assert.equal(off.requireAdmittedImage, false, 'an update without the field turns it off (PUT semantics; PATCH keeps it in the API)');
+      assert.deepEqual(await t.store.getEntry(e!.id), off);
+      await t.store.updateEntry(e!.id, { ...base, spiffeId: 'spiffe://example.org/img', requireAdmittedImage: true }, 3);
+      const synced = await t.store.syncEntries(base.parentId, 0);
+      assert.equal(synced.entries.find((x) => x.id === e!.id)?.requireAdmittedImage, true, 'the agent sync sees it');
+      const [plain] = await t.store.createEntries([{ ...base, spiffeId: 'spiffe://example.org/plain' }], 1);
+      assert.equal(plain!.requireAdmittedImage, false);
+    });
+
+    it('records digests once each, in arrival order, with first and last seen; lists them from a cursor', async () => {
+      const before = await t.store.changeStamp(0);
+      await t.store.recordAdmittedImages([digest('1'), digest('2'), digest('1')], 1_000_000);
+      await t.store.recordAdmittedImages([digest('2'), digest('3')], 2_000_000);
+      const all = await t.store.listAdmittedImages({ limit: 100 });
+      assert.deepEqual(
+        all.items.map((i) => i.digest),
+        [digest('1'), digest('2'), digest('3')],
+      );
+      assert.ok(all.items[0]!.seq < all.items[1]!.seq && all.items[1]!.seq < all.items[2]!.seq, 'arrival numbers grow');
+      assert.deepEqual(await t.store.getAdmittedImage(digest('2')), { digest: digest('2'), firstSeen: 1_000_000, lastSeen: 2_000_000, seq: all.items[1]!.seq });
+      assert.equal(await t.store.getAdmittedImage(digest('9')), undefined);
+      const rest = await t.store.listAdmittedImages({ afterSeq: all.items[0]!.seq, limit: 1 });
+      assert.deepEqual(
+        rest.items.map((i) => i.digest),
+        [digest('2')],
+        'a page after the cursor, as long as asked',
+      );
+      const after = await t.store.changeStamp(0);
+      assert.notEqual(after.admittedImages, before.admittedImages, 'the change stamp shows new digests (other replicas notice)');
+      assert.notEqual(after.all, before.all);
+      await t.store.recordAdmittedImages([digest('3')], 9_000_000);
+      assert.equal((await t.store.changeStamp(0)).all, after.all, 'a digest seen again does not move the stamp');
+      assert.equal((await t.store.getAdmittedImage(digest('3')))!.lastSeen, 9_000_000);
+      const sha512 = `sha512:${'e'.repeat(128)}`;
+      await t.store.recordAdmittedImages([sha512], 9_000_000);
+      assert.equal((await t.store.getAdmittedImage(sha512))?.digest, sha512, 'sha512 digests too');
+    });
+
+    it('refuses a malformed digest and writes nothing of the batch', async () => {
+      for (const bad of [
+        `sha256:${'A'.repeat(64)}`,
+        `sha256:${'a'.repeat(63)}`,
+        'sha256:',
+        `md5:${'a'.repeat(32)}`,
+        `${'a'.repeat(64)}`,
+        `sha256:${'a'.repeat(64)}\n`,
+      ]) {
+        await assert.rejects(t.store.recordAdmittedImages([digest('7'), bad], 1), (e) => isWritError(e, 'ERR_FIELD_INVALID') && e.field === 'digests[1]', bad);
+      }
+      assert.equal(await t.store.getAdmittedImage(digest('7')), undefined);
+    });
+
+    it('pruning forgets digests not seen since and starts a new epoch', async () => {
+      const was = await t.store.listAdmittedImages({ limit: 1000 });
+      await t.store.recordAdmittedImages([digest('8')], 50_000_000);
+      const n = await t.store.pruneAdmittedImages(10_000_000);
+      assert.equal(n, was.items.filter((i) => i.lastSeen < 10_000_000).length);
+      const now = await t.store.listAdmittedImages({ limit: 1000 });
+      assert.equal(now.epoch, was.epoch + 1);
+      assert.ok(now.items.every((i) => i.lastSeen >= 10_000_000));
+      assert.ok(now.items.some((i) => i.digest === digest('8')));
+      assert.equal(await t.store.pruneAdmittedImages(10_000_000), 0);
+      assert.equal((await t.store.listAdmittedImages({ limit: 1 })).epoch, now.epoch, 'nothing pruned, same epoch');
+    });
+
+    it('concurrent writers of the same new digests store each once', async () => {
+      const ds = ['4', '5', '6'].map(digest);
+      await Promise.all([t.store.recordAdmittedImages(ds, 60_000_000), t.store.recordAdmittedImages([...ds].reverse(), 60_000_000)]);
+      const got = (await t.store.listAdmittedImages({ limit: 1000 })).items.filter((i) => ds.includes(i.digest));
+      assert.equal(got.length, 3);
+      assert.equal(new Set(got.map((i) => i.seq)).size, 3);
+    });
+  });
+}

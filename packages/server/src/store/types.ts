@@ -101,6 +101,8 @@ export interface ChangeStamp {
   readonly bundleSequence: number;
   /** Changes when the agents table loses a row or an agent is banned. */
   readonly agents: string;
+  /** The admitted images' epoch and latest arrival (`EPOCH.SEQ`): agents must hear of new digests. */
+  readonly admittedImages: string;
   /** Changes when anything in the stamp changes. */
   readonly all: string;
 }
@@ -125,6 +127,9 @@ export const STORE_CHANGES = [
   'policy-acks',
   'decisions',
   'federated-bundles',
+  // engineer E: admission events
+  'admission-events',
+  'admitted-images',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -175,7 +180,56 @@ export interface DecisionQuery {
   readonly limit: number;
 }
 
-export interface Store {
+// ---- admission events (engineer E) ----
+/** An image of an admitted or refused object, as the verdict saw it. */
+export interface AdmissionEventImage {
+  readonly image: string;
+  /** The manifest digest it resolved to, when it did. */
+  readonly digest?: string;
+  readonly signedBy: readonly string[];
+}
+
+/** One verdict of the admission webhook. */
+export interface AdmissionEvent {
+  readonly id: string;
+  readonly at: number;
+  /** The AdmissionReview's request.uid. */
+  readonly uid: string;
+  readonly operation: string;
+  readonly namespace: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly subResource: string;
+  /** Which webhook answered: validate or mutate. */
+  readonly hook: 'validate' | 'mutate';
+  readonly allowed: boolean;
+  /** The strictest mode of the policies that applied (enforce, warn, audit), '' when none did. */
+  readonly mode: string;
+  readonly dryRun: boolean;
+  /** The deny message (or the warnings), '' when there was nothing to say. */
+  readonly message: string;
+  readonly images: readonly AdmissionEventImage[];
+  /** The controls violated (after exceptions). */
+  readonly controls: readonly string[];
+  readonly exceptions: ReadonlyArray<{ readonly name: string; readonly controls: readonly string[]; readonly containers: readonly string[] }>;
+  readonly policies: readonly string[];
+  /** Arrival order at the store (set by the store). */
+  readonly seq?: number;
+}
+
+export interface AdmissionEventQuery {
+  readonly namespace?: string;
+  readonly allowed?: boolean;
+  readonly since?: number;
+  /** Only events that arrived after this `seq`, oldest arrival first. */
+  readonly after?: number;
+  /** With `after`: and no later than this `seq`. */
+  readonly upTo?: number;
+  readonly limit: number;
+}
+// ---- end of admission events ----
+
+export interface Store extends AdmittedImagesStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -270,6 +324,51 @@ export interface Store {
 
   /** One logged decision by its id (the id a 403 names). */
   getDecision(id: string): Promise<DecisionRecord | undefined>;
+
+  // ---- admission events (engineer E) ----
+  /** Stores admission verdicts in one transaction, numbered in arrival order (a duplicate id is ignored). */
+  addAdmissionEvents(events: readonly AdmissionEvent[]): Promise<void>;
+  /** Newest first by time; with `after`, in arrival order after that cursor. */
+  queryAdmissionEvents(q: AdmissionEventQuery): Promise<AdmissionEvent[]>;
+  /** The `seq` of the latest arrival (0 when none). */
+  admissionEventCursor(): Promise<number>;
+  /** Removes events from before `before`; returns how many. */
+  pruneAdmissionEvents(before: number): Promise<number>;
+  // ---- end of admission events ----
+}
+
+// ---------------------------------------------------------------- admitted images (identity follows image trust)
+
+/** An image digest admitted under an enforce admission policy. */
+export interface AdmittedImage {
+  /** `sha256:` + 64 hex (or `sha512:` + 128), lower case. */
+  readonly digest: string;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+  /** Arrival order (set by the store): agents follow the set from the last one they have. */
+  readonly seq: number;
+}
+
+export interface AdmittedImagesPage {
+  /** Changes when digests are pruned: a follower at another epoch starts again from 0. */
+  readonly epoch: number;
+  /** Ordered by `seq`. */
+  readonly items: AdmittedImage[];
+}
+
+export interface AdmittedImagesStore {
+  /**
+   * Records digests admitted at `at`: new ones get the next arrival numbers (and a change of kind
+   * `admitted-images`), known ones a later `lastSeen` (no change: agents have them already).
+   * A digest that is not `sha256:<64 hex>` or `sha512:<128 hex>` is refused (ERR_FIELD_INVALID), nothing written.
+   */
+  recordAdmittedImages(digests: readonly string[], at: number): Promise<void>;
+  /** Digests that arrived after `afterSeq` (0: from the start), oldest arrival first, at most `limit`. */
+  listAdmittedImages(q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage>;
+  /** One digest's record. */
+  getAdmittedImage(digest: string): Promise<AdmittedImage | undefined>;
+  /** Forgets digests last seen before `before` and starts a new epoch when any went; returns how many. */
+  pruneAdmittedImages(before: number): Promise<number>;
 }
 
 export const MAX_PAGE_SIZE = 1000;

@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import { formatBundleJson, type BundleJson, type TrustBundle } from '@writ/spiffe';
 import { toJson, type Json, type PolicyState, type QuarantineState, type SyncBundles } from '@writ/protocol';
 import type { ChangeStamp, PolicyAck, Store, StoreChange, StoreChangeKind } from '../store/types.ts';
+import { AdmittedImagesFeed, type AdmittedImagesView } from './admitted-images.ts';
 
 /** What a sync answer depends on. Writes of any other kind (decisions, tokens, tables added later) wake nobody. */
-const SYNC_INPUTS: ReadonlySet<StoreChangeKind> = new Set(['entries', 'authorities', 'policies', 'quarantine', 'federated-bundles']);
+const SYNC_INPUTS: ReadonlySet<StoreChangeKind> = new Set(['entries', 'authorities', 'policies', 'quarantine', 'federated-bundles', 'admitted-images']);
 
 /** The CA as the hub needs it: its bundle, and a reload when the journal moved on without it. */
 export interface HubCa {
@@ -42,6 +43,8 @@ export interface SyncSnapshot {
   readonly quarantine: Json<QuarantineState>;
   readonly policyRevision: number;
   readonly policy: Json<PolicyState>;
+  /** The admitted image digests; each agent gets what is new since the version it reports. */
+  readonly admittedImages: AdmittedImagesView;
 }
 
 /** An agent's acknowledgement: what it reported it enforces. */
@@ -71,9 +74,11 @@ export class ChangeHub {
   readonly #pendingAcks = new Map<string, PolicyAck>();
   #flushing: Promise<void> | undefined;
   #closed = false;
+  readonly #images: AdmittedImagesFeed;
 
   constructor(opts: ChangeHubOptions) {
     this.#o = opts;
+    this.#images = new AdmittedImagesFeed(opts.store);
     this.#unsubscribe = opts.store.onChange((c) => this.#heard(c));
   }
 
@@ -126,6 +131,7 @@ export class ChangeHub {
     const quarantineVersion = await store.quarantineVersion(now);
     const q = await store.listQuarantine(now);
     const policy = await store.getPolicyRevision();
+    const admittedImages = await this.#images.read();
     return {
       stamp,
       // A fingerprint, not the list: agents send it back in the sync URL, which must stay short
@@ -142,6 +148,7 @@ export class ChangeHub {
       quarantine: toJson<QuarantineState>({ version: String(quarantineVersion), ids: q.map((x) => x.spiffeId), breakGlass: [...breakGlass] }),
       policyRevision: policy?.revision ?? 0,
       policy: toJson<PolicyState>({ revision: policy?.revision ?? 0, policies: { ...(policy?.policies ?? {}) } }),
+      admittedImages,
     };
   }
 

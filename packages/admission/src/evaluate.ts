@@ -1,0 +1,360 @@
+/**
+ * One admission verdict: a Pod (or a workload's pod template) against every AdmissionPolicy whose
+ * namespaces match, with the exceptions that are in force at `deps.now`. The webhook and
+ * `writ admission check` both call this, so the same object always gets the same answer.
+ */
+import type { ImageChecker, ImageProblem, ImageRequirements, ImageVerdict } from '@writ/oci';
+import { type AdmissionMode, type AdmissionPolicy, type AdmissionSet, controlCovers, globMatcher, signatureRequirements } from './model.ts';
+import { checkPodSecurity, podSecurityMessage } from './pss.ts';
+import type { PodLike, Violation } from './types.ts';
+import { isSignificantPodUpdate, podOf, podSecurityApplies, workloadNames } from './workload.ts';
+
+export type AdmissionOperation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
+
+export interface AdmissionInput {
+  /** The object's kind: Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ... */
+  readonly kind: string;
+  readonly namespace: string;
+  /** The object's name (AdmissionReview `name`; may be empty for a pod with generateName). */
+  readonly name: string;
+  readonly operation: AdmissionOperation;
+  readonly object?: unknown;
+  readonly oldObject?: unknown;
+  /** `ephemeralcontainers` for `pods/ephemeralcontainers`; other subresources are not checked. */
+  readonly subResource?: string;
+  readonly dryRun?: boolean;
+}
+
+export interface EvaluateDeps {
+  /** Epoch ms: decides which exceptions are in force. */
+  readonly now: number;
+  /** Resolves and verifies images; without it, digests and registries are checked from the references alone. */
+  readonly images?: ImageChecker;
+  /** The decision budget: when it aborts, pending image checks become violations (never a hang). */
+  readonly signal?: AbortSignal;
+  /** Reads a `keys: [{file}]` public key (default: none, so such a requirement cannot be met). */
+  readonly readKeyFile?: (path: string) => string | Buffer;
+  /** For the mutating hook: a tag that resolves is pinned by `patch`, so `requireDigest` does not refuse it. */
+  readonly pinTags?: boolean;
+}
+
+/** A violation as evaluate reports it: which policy found it and in which mode. */
+export interface Finding extends Violation {
+  readonly policy: string;
+  readonly mode: AdmissionMode;
+  /** The image the finding is about (image controls). */
+  readonly image?: string;
+}
+
+export interface JsonPatchOp {
+  readonly op: 'replace';
+  readonly path: string;
+  readonly value: string;
+}
+
+export interface AdmissionVerdict {
+  readonly allowed: boolean;
+  /** What denies: the enforce-mode findings no exception waived. */
+  readonly violations: readonly Finding[];
+  /** Every finding no exception waived, of every mode. */
+  readonly findings: readonly Finding[];
+  /** warn-mode findings, as PSA words its warnings (`would violate PodSecurity "restricted:latest": ...`). */
+  readonly warnings: readonly string[];
+  /** Keys without a prefix (the API server prefixes them with the webhook's name). */
+  readonly auditAnnotations: Readonly<Record<string, string>>;
+  /** The deny text ('' when allowed): PSA's for Pod Security, Writ's for the rest. */
+  readonly message: string;
+  /** The policies that applied. */
+  readonly policies: readonly string[];
+  readonly exceptionsUsed: ReadonlyArray<{ readonly name: string; readonly controls: readonly string[]; readonly containers: readonly string[] }>;
+  readonly images: ReadonlyArray<{ readonly image: string; readonly digest?: string; readonly pinned?: string; readonly signedBy: readonly string[] }>;
+  /** JSONPatch pinning every resolved image to its digest (for the mutating hook). */
+  readonly patch: readonly JsonPatchOp[];
+}
+
+interface Container {
+  readonly name: string;
+  readonly image: string;
+  readonly path: string;
+  readonly raw: Record<string, unknown>;
+  readonly kind: 'containers' | 'initContainers' | 'ephemeralContainers';
+}
+
+const ALLOW: AdmissionVerdict = Object.freeze({
+  allowed: true,
+  violations: [],
+  findings: [],
+  warnings: [],
+  auditAnnotations: {},
+  message: '',
+  policies: [],
+  exceptionsUsed: [],
+  images: [],
+  patch: [],
+});
+
+const obj = (v: unknown): Record<string, unknown> | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+const q = (s: string): string => JSON.stringify(s);
+
+function containersOf(pod: PodLike, specPath: string): Container[] {
+  const out: Container[] = [];
+  for (const kind of ['initContainers', 'containers', 'ephemeralContainers'] as const) {
+    const list = pod.spec?.[kind];
+    if (!Array.isArray(list)) continue;
+    list.forEach((c, i) => {
+      const raw = obj(c);
+      if (!raw) return;
+      out.push({
+        name: typeof raw['name'] === 'string' ? raw['name'] : '',
+        image: typeof raw['image'] === 'string' ? raw['image'] : '',
+        path: `${specPath}/${kind}/${i}`,
+        raw,
+        kind,
+      });
+    });
+  }
+  return out;
+}
+
+/** Writ's `require` controls, in PSA's `title (detail)` form. */
+function requireFindings(p: AdmissionPolicy, pod: PodLike, containers: readonly Container[]): Violation[] {
+  const out: Violation[] = [];
+  if (p.require.resourceLimits)
+    for (const c of containers) {
+      // Ephemeral containers cannot have resources (the API refuses them).
+      if (c.kind === 'ephemeralContainers') continue;
+      const limits = obj(obj(c.raw['resources'])?.['limits']);
+      const missing = ['cpu', 'memory'].filter((r) => limits?.[r] === undefined || limits[r] === null || limits[r] === '');
+      if (missing.length)
+        out.push({
+          control: 'resourceLimits',
+          container: c.name,
+          message: `resource limits unset (container ${q(c.name)} must set ${missing.map((r) => `resources.limits.${r}`).join(', ')})`,
+        });
+    }
+  if (p.require.readOnlyRootFilesystem)
+    for (const c of containers)
+      if (obj(c.raw['securityContext'])?.['readOnlyRootFilesystem'] !== true)
+        out.push({
+          control: 'readOnlyRootFilesystem',
+          container: c.name,
+          message: `readOnlyRootFilesystem != true (container ${q(c.name)} must set securityContext.readOnlyRootFilesystem=true)`,
+        });
+  if (p.require.runtimeClassNames.length) {
+    const rc = pod.spec?.['runtimeClassName'];
+    if (typeof rc !== 'string' || !p.require.runtimeClassNames.includes(rc))
+      out.push({
+        control: 'runtimeClassName',
+        message: `runtimeClassName not allowed (${typeof rc === 'string' ? `runtimeClassName ${q(rc)} is not` : 'pod must set spec.runtimeClassName to'} one of ${p.require.runtimeClassNames.map(q).join(', ')})`,
+      });
+  }
+  return out;
+}
+
+/** `registry/repository` of a reference in normal form (docker.io and library/ filled in), for the offline checks. */
+function normalName(image: string): string {
+  const name = image.split('@')[0]!.replace(/:[^/:]*$/, '');
+  const slash = name.indexOf('/');
+  const first = slash < 0 ? '' : name.slice(0, slash);
+  if (first && (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('['))) return name;
+  return `docker.io/${slash < 0 ? `library/${name}` : name}`;
+}
+
+/** What can be said of an image without a registry: its reference is pinned, its registry allowed; signatures need one. */
+function offlineVerdict(image: string, req: ImageRequirements): ImageVerdict {
+  const problems: ImageProblem[] = [];
+  const at = image.lastIndexOf('@');
+  const digest = at >= 0 && /^sha256:[0-9a-f]{64}$/.test(image.slice(at + 1)) ? image.slice(at + 1) : undefined;
+  if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
+  const name = normalName(image);
+  if (req.registries.length && !req.registries.some((r) => name.startsWith(r) || `${name}/`.startsWith(r)))
+    problems.push({ control: 'imageRegistry', message: `image ${q(image)} is not from an allowed registry (${req.registries.map(q).join(', ')})` });
+  if (req.signatures.length)
+    problems.push({ control: 'imageSignature', message: `image ${q(image)}: signatures cannot be verified without access to its registry` });
+  return { image, ...(digest ? { digest } : {}), violations: problems, signedBy: [] };
+}
+
+/** An image check that settles when the budget runs out, whatever the checker does. */
+function checkWithin(checker: ImageChecker, image: string, req: ImageRequirements, signal: AbortSignal | undefined): Promise<ImageVerdict> {
+  const failed = (why: string): ImageVerdict => ({
+    image,
+    violations: [{ control: 'imageResolve', message: `image ${q(image)} could not be checked: ${why}` }],
+    signedBy: [],
+  });
+  if (signal?.aborted) return Promise.resolve(failed('the decision budget ran out'));
+  return new Promise((resolve) => {
+    const onAbort = (): void => resolve(failed('the decision budget ran out before the registry answered'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    checker.check(image, req, signal).then(
+      (v) => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(failed(signal?.aborted ? 'the decision budget ran out before the registry answered' : String((err as Error)?.message ?? err).slice(0, 300)));
+      },
+    );
+  });
+}
+
+/**
+ * Evaluates one admission request. Allowed unchecked, as Pod Security Admission does: DELETE and
+ * CONNECT, the pod subresources PSA ignores (exec, status, ...), workload subresources (scale),
+ * Pod UPDATEs that change no container or image, objects without a pod, namespaces no policy matches.
+ * @example await evaluate({ kind: 'Pod', namespace: 'prod', name: 'web', operation: 'CREATE', object: pod }, set, { now: Date.now() })
+ */
+export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: EvaluateDeps): Promise<AdmissionVerdict> {
+  if (input.operation !== 'CREATE' && input.operation !== 'UPDATE') return ALLOW;
+  const sub = input.subResource ?? '';
+  // Pods: every subresource but exec, attach, status, ... (as PSA); workloads: only the object itself.
+  if (input.kind === 'Pod' ? !podSecurityApplies({ resource: 'pods' }, sub) : sub !== '') return ALLOW;
+  const applying = set.policies.filter((p) => p.namespaces.some((g) => globMatcher(g)(input.namespace)));
+  if (applying.length === 0) return ALLOW;
+  const found = podOf(input.kind, input.object);
+  if (!found) return ALLOW;
+  const { pod, specPath } = found;
+  if (input.operation === 'UPDATE' && input.kind === 'Pod') {
+    const old = podOf(input.kind, input.oldObject);
+    if (old && !isSignificantPodUpdate(old.pod, pod)) return ALLOW;
+  }
+  const containers = containersOf(pod, specPath);
+  const names = new Set([input.name, ...workloadNames(pod)].filter((n) => n !== ''));
+
+  // One check per (image, requirements) in this request; the checker shares them across requests.
+  const checks = new Map<string, Promise<ImageVerdict>>();
+  const verdicts = new Map<string, ImageVerdict>();
+  const imageFindings = async (p: AdmissionPolicy): Promise<Array<Violation & { image?: string }>> => {
+    const im = p.images;
+    if (!im || (!im.requireDigest && im.registries.length === 0 && im.signatures.length === 0)) return [];
+    let req: ImageRequirements;
+    try {
+      req = {
+        requireDigest: im.requireDigest && !(deps.pinTags && deps.images),
+        registries: im.registries,
+        signatures: signatureRequirements(
+          im,
+          deps.readKeyFile ??
+            ((f) => {
+              throw new Error(`key file ${f} cannot be read here`);
+            }),
+        ),
+      };
+    } catch (err) {
+      return [
+        { control: 'imageSignature', message: `the signature keys of AdmissionPolicy ${q(p.name)} cannot be used: ${(err as Error).message.slice(0, 300)}` },
+      ];
+    }
+    const key = JSON.stringify([req.requireDigest, req.registries, req.signatures.map((s) => s.fingerprint)]);
+    const out: Array<Violation & { image: string }> = [];
+    const all = await Promise.all(
+      containers
+        .filter((c) => c.image !== '')
+        .map(async (c) => {
+          const k = `${c.image}\0${key}`;
+          let pending = checks.get(k);
+          if (!pending) {
+            pending = deps.images ? checkWithin(deps.images, c.image, req, deps.signal) : Promise.resolve(offlineVerdict(c.image, req));
+            checks.set(k, pending);
+          }
+          return { c, v: await pending };
+        }),
+    );
+    for (const { c, v } of all) {
+      if (!verdicts.has(c.image) || v.digest) verdicts.set(c.image, v);
+      for (const problem of v.violations)
+        out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
+    }
+    return out;
+  };
+
+  const perPolicy = await Promise.all(
+    applying.map(async (p) => {
+      const pss = p.podSecurity ? checkPodSecurity(pod, p.podSecurity.level, p.podSecurity.version) : [];
+      return { p, pss, writ: [...requireFindings(p, pod, containers), ...(await imageFindings(p))] };
+    }),
+  );
+
+  // Exceptions: only those in force now, scoped by namespace, workload, containers and image digests.
+  const digestOf = (c: Container): string | undefined => verdicts.get(c.image)?.digest ?? /@(sha256:[0-9a-f]{64})$/.exec(c.image)?.[1];
+  const inForce = set.exceptions.filter(
+    (e) => e.expires > deps.now && e.namespaces.some((g) => globMatcher(g)(input.namespace)) && (!e.workloads || e.workloads.some((w) => names.has(w))),
+  );
+  const used = new Map<string, { controls: Set<string>; containers: Set<string> }>();
+  const waiverOf = (v: Violation): string | undefined => {
+    const scope = v.container === undefined ? containers : containers.filter((c) => c.name === v.container);
+    for (const e of inForce) {
+      if (!e.controls.some((c) => controlCovers(c, v.control))) continue;
+      // A pod-level finding is waived only when every container of the pod is in the exception's scope.
+      if (e.containers && !scope.every((c) => e.containers!.includes(c.name))) continue;
+      if (
+        e.images &&
+        !scope.every((c) => {
+          const d = digestOf(c);
+          return d !== undefined && e.images!.includes(d);
+        })
+      )
+        continue;
+      const u = used.get(e.name) ?? { controls: new Set(), containers: new Set() };
+      u.controls.add(v.control);
+      if (v.container !== undefined) u.containers.add(v.container);
+      used.set(e.name, u);
+      return e.name;
+    }
+    return undefined;
+  };
+
+  const findings: Finding[] = [];
+  const messages: string[] = [];
+  const warnings: string[] = [];
+  const audit: string[] = [];
+  for (const { p, pss, writ } of perPolicy) {
+    const pssLeft = pss.filter((v) => waiverOf(v) === undefined);
+    const writLeft = writ.filter((v) => waiverOf(v) === undefined);
+    for (const v of [...pssLeft, ...writLeft]) findings.push({ ...v, policy: p.name, mode: p.mode });
+    const parts: string[] = [];
+    if (pssLeft.length && p.podSecurity) parts.push(podSecurityMessage(pssLeft, p.podSecurity.level, p.podSecurity.version));
+    if (writLeft.length) parts.push(`violates AdmissionPolicy ${q(p.name)}: ${writLeft.map((v) => v.message).join(', ')}`);
+    const target = p.mode === 'enforce' ? messages : p.mode === 'warn' ? warnings : audit;
+    for (const part of parts) {
+      const text = p.mode === 'enforce' ? part : part.replace(/^violates /, 'would violate ');
+      if (!target.includes(text)) target.push(text);
+    }
+  }
+  const violations = findings.filter((f) => f.mode === 'enforce');
+  const images = [...verdicts.values()].map((v) => ({
+    image: v.image,
+    ...(v.digest ? { digest: v.digest } : {}),
+    ...(v.pinned ? { pinned: v.pinned } : {}),
+    signedBy: v.signedBy,
+  }));
+  const patch: JsonPatchOp[] = [];
+  for (const c of containers) {
+    const v = verdicts.get(c.image);
+    if (v?.pinned && v.digest && !c.image.endsWith(`@${v.digest}`)) patch.push({ op: 'replace', path: `${c.path}/image`, value: v.pinned });
+  }
+  const exceptionsUsed = [...used].map(([name, u]) => ({ name, controls: [...u.controls].sort(), containers: [...u.containers].sort() }));
+  const allowed = violations.length === 0;
+  const auditAnnotations: Record<string, string> = {
+    decision: allowed ? 'allow' : 'deny',
+    policies: applying.map((p) => p.name).join(','),
+  };
+  if (exceptionsUsed.length) auditAnnotations['exceptions'] = exceptionsUsed.map((e) => e.name).join(',');
+  if (images.length) auditAnnotations['images'] = images.map((i) => (i.digest ? `${i.image}=${i.digest}` : i.image)).join(',');
+  if (audit.length) auditAnnotations['audit-violations'] = audit.join('; ');
+  if (warnings.length) auditAnnotations['warn-violations'] = warnings.join('; ');
+  if (!allowed) auditAnnotations['enforce-violations'] = messages.join('; ');
+  return {
+    allowed,
+    violations,
+    findings,
+    warnings,
+    auditAnnotations,
+    message: messages.join('; '),
+    policies: applying.map((p) => p.name),
+    exceptionsUsed,
+    images,
+    patch,
+  };
+}

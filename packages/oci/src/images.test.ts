@@ -1,0 +1,244 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parseCosignKey, signatureRequirement } from './cosign.ts';
+import { type ImageSource, ImageVerifier } from './images.ts';
+import { RegistryClient } from './registry.ts';
+import { registryConfig } from './registry-config.ts';
+import { type CosignKey, cosignSign, makeCosignKey } from './testing/cosign.ts';
+import { startHostileRegistry, startRegistry, type TestRegistry } from './testing/registry.ts';
+import type { Descriptor, ImageRef, ImageRequirements, Manifest } from './types.ts';
+
+/** The real client, counting what is asked of the registry, optionally slowed down. */
+class Counting implements ImageSource {
+  readonly calls = { resolve: 0, manifest: 0, blob: 0, referrers: 0 };
+  delayMs = 0;
+  readonly #inner: RegistryClient;
+  constructor(inner: RegistryClient) {
+    this.#inner = inner;
+  }
+  async #wait(): Promise<void> {
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+  }
+  async resolve(ref: ImageRef, opts?: { signal?: AbortSignal }): Promise<{ digest: string }> {
+    this.calls.resolve++;
+    await this.#wait();
+    return this.#inner.resolve(ref, opts?.signal === undefined ? {} : { signal: opts.signal });
+  }
+  async manifest(repo: Pick<ImageRef, 'registry' | 'repository'>, reference: string, signal?: AbortSignal): Promise<Manifest | null> {
+    this.calls.manifest++;
+    await this.#wait();
+    return this.#inner.manifest(repo, reference, signal);
+  }
+  async blob(repo: Pick<ImageRef, 'registry' | 'repository'>, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+    this.calls.blob++;
+    return this.#inner.blob(repo, digest, maxBytes, signal);
+  }
+  async referrers(repo: Pick<ImageRef, 'registry' | 'repository'>, digest: string, artifactType?: string, signal?: AbortSignal): Promise<Descriptor[] | null> {
+    this.calls.referrers++;
+    return this.#inner.referrers(repo, digest, artifactType, signal);
+  }
+  get total(): number {
+    return this.calls.resolve + this.calls.manifest + this.calls.blob + this.calls.referrers;
+  }
+}
+
+let dir: string;
+let registry: TestRegistry;
+let client: RegistryClient;
+let release: CosignKey;
+let other: CosignKey;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'writ-images-'));
+  registry = await startRegistry();
+  client = new RegistryClient({ config: registryConfig({ registries: { [registry.host]: { ca: registry.caPem } } }) });
+  release = await makeCosignKey(dir, 'p256');
+  other = await makeCosignKey(mkdtempSync(join(dir, 'other-')), 'ed25519');
+});
+
+after(async () => {
+  client?.close();
+  await registry?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const requirements = (over: Partial<ImageRequirements> = {}, ...keys: CosignKey[]): ImageRequirements => ({
+  requireDigest: false,
+  registries: [],
+  signatures: [
+    signatureRequirement(
+      'release-key',
+      (keys.length > 0 ? keys : [release]).map((k) => parseCosignKey(k.pubPem)),
+    ),
+  ],
+  ...over,
+});
+
+describe('ImageVerifier against a real registry and real cosign signatures', () => {
+  test('a signed tag resolves to its digest, is pinned, and says who signed it', async () => {
+    const image = await registry.pushImage('team/app', 'v1');
+    await cosignSign('v2', release, image.ref, registry.caFile, dir);
+    const verifier = new ImageVerifier({ registry: client });
+    const verdict = await verifier.check(registry.ref('team/app', 'v1'), requirements());
+    assert.deepEqual(verdict, {
+      image: registry.ref('team/app', 'v1'),
+      digest: image.digest,
+      pinned: `${registry.host}/team/app@${image.digest}`,
+      violations: [],
+      signedBy: ['release-key'],
+    });
+  });
+
+  test('requireDigest refuses a tag but still reports the digest the mutating webhook would pin', async () => {
+    const image = await registry.pushImage('team/tagged', 'v1');
+    const verdict = await new ImageVerifier({ registry: client }).check(
+      registry.ref('team/tagged', 'v1'),
+      requirements({ requireDigest: true, signatures: [] }),
+    );
+    assert.deepEqual(
+      verdict.violations.map((v) => v.control),
+      ['imageDigest'],
+    );
+    assert.equal(verdict.pinned, `${registry.host}/team/tagged@${image.digest}`);
+    const pinned = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ requireDigest: true, signatures: [] }));
+    assert.deepEqual(pinned.violations, []);
+  });
+
+  test('a registry outside the allowed prefixes is refused without being contacted', async () => {
+    const counting = new Counting(client);
+    const verifier = new ImageVerifier({ registry: counting });
+    const verdict = await verifier.check(registry.ref('teamx/app', 'v1'), requirements({ registries: [`${registry.host}/team`] }));
+    assert.deepEqual(
+      verdict.violations.map((v) => v.control),
+      ['imageRegistry'],
+    );
+    assert.equal(counting.total, 0);
+    const inside = await verifier.check(registry.ref('team/app', 'v1'), requirements({ registries: [`${registry.host}/team`] }));
+    assert.deepEqual(inside.violations, []);
+  });
+
+  test('unsigned, foreign-key and unresolvable images get their own violation', async () => {
+    const image = await registry.pushImage('team/unsigned', 'v1');
+    const verifier = new ImageVerifier({ registry: client });
+    const unsigned = await verifier.check(image.ref, requirements());
+    assert.equal(unsigned.violations[0]?.control, 'imageSignature');
+    assert.match(unsigned.violations[0]?.message ?? '', /not signed by release-key: no cosign signature/);
+    await cosignSign('v3', other, image.ref, registry.caFile, dir);
+    const foreign = await new ImageVerifier({ registry: client }).check(image.ref, requirements());
+    assert.match(foreign.violations[0]?.message ?? '', /does not verify with any key/);
+    const missing = await verifier.check(registry.ref('team/unsigned', 'nope'), requirements());
+    assert.equal(missing.violations[0]?.control, 'imageResolve');
+    assert.match(missing.violations[0]?.message ?? '', /ERR_IMAGE_NOT_FOUND/);
+    const bad = await verifier.check('Registry.example.com/UPPER/app', requirements());
+    assert.equal(bad.violations[0]?.control, 'imageResolve');
+    assert.match(bad.violations[0]?.message ?? '', /not a valid reference/);
+  });
+
+  test('every requirement must be met: two keys, one signature, one violation', async () => {
+    const image = await registry.pushImage('team/two', 'v1');
+    await cosignSign('v2', release, image.ref, registry.caFile, dir);
+    const req = requirements();
+    const both = { ...req, signatures: [...req.signatures, signatureRequirement('audit-key', [parseCosignKey(other.pubPem)])] };
+    const verdict = await new ImageVerifier({ registry: client }).check(image.ref, both);
+    assert.deepEqual(verdict.signedBy, ['release-key']);
+    assert.deepEqual(
+      verdict.violations.map((v) => v.control),
+      ['imageSignature'],
+    );
+    assert.match(verdict.violations[0]?.message ?? '', /audit-key/);
+  });
+
+  test('the second check of a digest asks the registry nothing; concurrent first checks share one verification', async () => {
+    const image = await registry.pushImage('team/cached', 'v1');
+    await cosignSign('v2', release, image.ref, registry.caFile, dir);
+    const counting = new Counting(client);
+    const verifier = new ImageVerifier({ registry: counting });
+    const ref = registry.ref('team/cached', 'v1');
+    const verdicts = await Promise.all(Array.from({ length: 50 }, () => verifier.check(ref, requirements())));
+    assert.ok(verdicts.every((v) => v.violations.length === 0 && v.digest === image.digest));
+    assert.equal(counting.calls.resolve, 1, 'one tag resolution for 50 concurrent checks');
+    const firstCalls = counting.total;
+    assert.ok(firstCalls <= 6, `one verification's requests, got ${JSON.stringify(counting.calls)}`);
+    const n = 2000;
+    const req = requirements();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await verifier.check(ref, req);
+    const perCheck = (performance.now() - t0) / n;
+    assert.equal(counting.total, firstCalls, 'cached checks make no registry request');
+    assert.ok(perCheck < 1, `cached check ${perCheck.toFixed(3)} ms`);
+    console.log(`# cached check: ${(perCheck * 1000).toFixed(1)} µs`);
+  });
+
+  test('a changed key takes effect at once; a new signature counts once the short refusal memory has passed', async () => {
+    let now = 1_000_000;
+    const image = await registry.pushImage('team/rotate', 'v1');
+    const verifier = new ImageVerifier({ registry: client, now: () => now });
+    const before = await verifier.check(image.ref, requirements());
+    assert.equal(before.violations[0]?.control, 'imageSignature');
+    await cosignSign('v2', release, image.ref, registry.caFile, dir);
+    const remembered = await verifier.check(image.ref, requirements());
+    assert.equal(remembered.violations[0]?.control, 'imageSignature', 'the refusal is remembered for a few seconds');
+    now += 5_001;
+    const signed = await verifier.check(image.ref, requirements());
+    assert.deepEqual(signed.violations, []);
+    // The same digest under another key set: another fingerprint, checked again, refused at once.
+    const rotated = await verifier.check(image.ref, requirements({}, other));
+    assert.equal(rotated.violations[0]?.control, 'imageSignature');
+  });
+
+  test("a caller's budget bounds its wait; the shared work finishes and serves the next caller", async () => {
+    const image = await registry.pushImage('team/slow', 'v1');
+    await cosignSign('v2', release, image.ref, registry.caFile, dir);
+    const counting = new Counting(client);
+    counting.delayMs = 300;
+    const verifier = new ImageVerifier({ registry: counting });
+    const t0 = performance.now();
+    const late = await verifier.check(image.ref, requirements(), AbortSignal.timeout(50));
+    const waited = performance.now() - t0;
+    assert.ok(waited < 200, `answered after ${waited.toFixed(0)} ms`);
+    assert.match(late.violations[0]?.message ?? '', /did not answer within the decision budget/);
+    await new Promise((r) => setTimeout(r, 500));
+    const calls = counting.total;
+    const ready = await verifier.check(image.ref, requirements(), AbortSignal.timeout(50));
+    assert.deepEqual(ready.violations, []);
+    assert.equal(counting.total, calls);
+  });
+
+  test('a registry that never answers gives a deny within the budget, and the verifier keeps serving', async () => {
+    const hostile = await startHostileRegistry('slow');
+    const slowClient = new RegistryClient({ config: registryConfig({ registries: { [hostile.host]: { ca: hostile.caPem } } }) });
+    try {
+      const verifier = new ImageVerifier({ registry: slowClient });
+      const t0 = performance.now();
+      const verdict = await verifier.check(`${hostile.host}/team/app:v1`, requirements(), AbortSignal.timeout(200));
+      assert.ok(performance.now() - t0 < 500);
+      assert.equal(verdict.violations[0]?.control, 'imageResolve');
+      assert.match(verdict.violations[0]?.message ?? '', /did not answer within the decision budget/);
+      const image = await registry.pushImage('team/after', 'v1');
+      const ok = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ signatures: [] }));
+      assert.deepEqual(ok.violations, []);
+    } finally {
+      slowClient.close();
+      await hostile.stop();
+    }
+  });
+
+  test('first-seen latency on loopback (resolve + both layouts looked up)', async () => {
+    const verifier = new ImageVerifier({ registry: client });
+    const times: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const image = await registry.pushImage('team/first', `v${i}`);
+      await cosignSign('v2', release, image.ref, registry.caFile, dir);
+      const t0 = performance.now();
+      const v = await verifier.check(registry.ref('team/first', `v${i}`), requirements());
+      times.push(performance.now() - t0);
+      assert.deepEqual(v.violations, []);
+    }
+    times.sort((a, b) => a - b);
+    console.log(`# first-seen check on loopback: median ${times[5]?.toFixed(1)} ms, max ${times[9]?.toFixed(1)} ms`);
+    assert.ok((times[9] ?? 0) < 250);
+  });
+});

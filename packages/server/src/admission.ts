@@ -1,0 +1,164 @@
+/**
+ * The webhook's decider: the current policy revision's AdmissionSet (parsed once per revision),
+ * @writ/admission's evaluate() and @writ/oci's image checker, behind the `AdmissionDecider` the
+ * routes use. The same evaluate() runs in `writ admission check`, so both give the same answer.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { type AdmissionSet, type AdmissionVerdict, admissionSetOf, evaluate, globMatcher, isAdmissionKey } from '@writ/admission';
+import { type ImageChecker, ImageVerifier, RegistryClient, loadRegistryConfig } from '@writ/oci';
+import { isWritError } from '@writ/spiffe';
+import type { AdmissionDecider, AdmissionInput, AdmissionOutcome } from './api/admission-routes.ts';
+import type { Store } from './store/types.ts';
+
+export interface DeciderOptions {
+  readonly store: Store;
+  readonly clock: () => number;
+  readonly log: Logger;
+  /** Resolves and verifies images (tags to digests, cosign signatures); absent: references are checked as written. */
+  readonly images?: ImageChecker | undefined;
+}
+
+const MODE_RANK: Record<string, number> = { audit: 1, warn: 2, enforce: 3 };
+/** Another replica's policy apply is seen within this long; one of this server's at once. */
+const SET_TTL_MS = 1000;
+
+/** Key files (`keys: [{file}]`) read again when they change on disk, so a rotated key takes effect at once. */
+function keyFileReader(): (path: string) => Buffer {
+  const cache = new Map<string, { stamp: string; bytes: Buffer }>();
+  return (path) => {
+    const st = statSync(path);
+    const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+    const hit = cache.get(path);
+    if (hit?.stamp === stamp) return hit.bytes;
+    const bytes = readFileSync(path);
+    cache.set(path, { stamp, bytes });
+    return bytes;
+  };
+}
+
+export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
+  const { store, clock, log } = opts;
+  let cached: { revision: number; at: number; set: AdmissionSet } | undefined;
+  let loading: Promise<AdmissionSet> | undefined;
+  store.onChange((c) => {
+    if (c.kind === 'policies') cached = undefined;
+  });
+  const load = async (): Promise<AdmissionSet> => {
+    const rev = await store.getPolicyRevision();
+    const revision = rev?.revision ?? 0;
+    if (cached?.revision === revision) {
+      cached = { ...cached, at: clock() };
+      return cached.set;
+    }
+    // Only the admission documents: access policies are the agents' business.
+    const docs = Object.fromEntries(Object.entries(rev?.policies ?? {}).filter(([k]) => isAdmissionKey(k)));
+    const set = admissionSetOf(docs, clock());
+    cached = { revision, at: clock(), set };
+    log.info({ revision, policies: set.policies.length, exceptions: set.exceptions.length }, 'admission policies loaded');
+    return set;
+  };
+  const currentSet = (): Promise<AdmissionSet> => {
+    if (cached && clock() - cached.at < SET_TTL_MS) return Promise.resolve(cached.set);
+    // Concurrent reviews share one read of the store.
+    loading ??= load().finally(() => (loading = undefined));
+    return loading;
+  };
+  const readKeyFile = keyFileReader();
+
+  const modeOf = (set: AdmissionSet, names: readonly string[]): string =>
+    set.policies.filter((p) => names.includes(p.name)).reduce((m, p) => ((MODE_RANK[p.mode] ?? 0) > (MODE_RANK[m] ?? 0) ? p.mode : m), '');
+
+  const outcomeOf = (set: AdmissionSet, v: AdmissionVerdict): AdmissionOutcome => {
+    const mode = modeOf(set, v.policies);
+    return {
+      allowed: v.allowed,
+      message: v.message,
+      warnings: v.warnings,
+      auditAnnotations: {
+        ...v.auditAnnotations,
+        verdict: v.allowed ? 'allowed' : 'denied',
+        ...(mode ? { mode } : {}),
+        ...(v.policies.length ? { policies: v.policies.join(',') } : {}),
+        ...(v.images.length ? { images: v.images.map((i) => (i.digest ? `${i.image}@${i.digest}` : i.image)).join(',') } : {}),
+        ...(v.exceptionsUsed.length ? { exceptions: v.exceptionsUsed.map((e) => e.name).join(',') } : {}),
+      },
+      mode,
+      policies: v.policies,
+      controls: [...new Set(v.findings.map((f) => f.control))],
+      exceptionsUsed: v.exceptionsUsed,
+      images: v.images.map((i) => ({ image: i.image, ...(i.digest ? { digest: i.digest } : {}), signedBy: i.signedBy })),
+      patch: v.patch,
+    };
+  };
+
+  /** When the store cannot give the policies, nothing can be judged: a deny that says so (the API server's failurePolicy is for when Writ is unreachable). */
+  const unavailable = (why: string): AdmissionOutcome => ({
+    allowed: false,
+    message: `Writ admission could not load its policies: ${why}`,
+    warnings: [],
+    auditAnnotations: { verdict: 'denied', reason: 'policies unavailable' },
+    mode: 'enforce',
+    policies: [],
+    controls: [],
+    exceptionsUsed: [],
+    images: [],
+    patch: [],
+  });
+
+  return {
+    async decide(input: AdmissionInput, signal: AbortSignal, hook: 'validate' | 'mutate' = 'validate'): Promise<AdmissionOutcome> {
+      let set: AdmissionSet;
+      try {
+        set = await currentSet();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'admission policies unavailable');
+        return unavailable(isWritError(err) ? err.message : 'the store did not answer');
+      }
+      const verdict = await evaluate(
+        {
+          kind: input.kind,
+          namespace: input.namespace,
+          name: input.name,
+          operation: input.operation,
+          object: input.object,
+          oldObject: input.oldObject,
+          subResource: input.subResource,
+          dryRun: input.dryRun,
+        },
+        set,
+        { now: clock(), signal, readKeyFile, pinTags: hook === 'mutate', ...(opts.images ? { images: opts.images } : {}) },
+      );
+      return outcomeOf(set, verdict);
+    },
+    overBudget(input: AdmissionInput, budgetMs: number): AdmissionOutcome {
+      // The set was loaded before any image check could be slow: it is cached by now.
+      const set = cached?.set ?? { policies: [], exceptions: [] };
+      const applied = set.policies.filter((p) => p.namespaces.some((g) => globMatcher(g)(input.namespace)));
+      const enforce = applied.some((p) => p.mode === 'enforce');
+      const message = `no verdict within the ${budgetMs} ms decision budget (a registry did not answer in time)`;
+      return {
+        allowed: !enforce,
+        message: enforce ? message : '',
+        warnings: applied.some((p) => p.mode === 'warn') ? [message] : [],
+        auditAnnotations: { verdict: enforce ? 'denied' : 'allowed', reason: 'decision budget exceeded' },
+        mode: applied.reduce((m, p) => ((MODE_RANK[p.mode] ?? 0) > (MODE_RANK[m] ?? 0) ? p.mode : m), ''),
+        policies: applied.map((p) => p.name),
+        controls: ['imageResolve'],
+        exceptionsUsed: [],
+        images: [],
+        patch: [],
+      };
+    },
+  };
+}
+
+/**
+ * The image checker the webhook uses: @writ/oci's RegistryClient (per-registry CA and credentials
+ * from `--registry-config`) under its verifying cache.
+ */
+export function imageCheckerOf(registryConfigFile: string | undefined): ImageChecker {
+  // Read at start, so a bad file stops the server with its error instead of failing reviews later.
+  const config = registryConfigFile ? loadRegistryConfig(registryConfigFile) : undefined;
+  return new ImageVerifier({ registry: new RegistryClient(config ? { config } : {}) });
+}
