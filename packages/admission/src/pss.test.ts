@@ -246,6 +246,13 @@ describe('baseline checks', () => {
     );
   });
 
+  it('annotation values are quoted as Go quotes them (PSA formats them with %q)', () => {
+    const p = pod({}, { 'container.apparmor.security.beta.kubernetes.io/app': 'a"b\\c\n\t\x01\u00a0\u00e9\u{1f600}\u200b\ud800' });
+    assert.deepEqual(messages(p, 'baseline', 'latest'), [
+      'forbidden AppArmor profile (annotation must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/app="a\\"b\\\\c\\n\\t\\x01\\u00a0\u00e9\u{1f600}\\u200b\ufffd"")',
+    ]);
+  });
+
   it('hostProbesAndHostLifecycle: from v1.34, probe and lifecycle hosts, containers sorted', () => {
     const p = pod({
       containers: [
@@ -547,6 +554,75 @@ describe('restricted checks', () => {
     expectAt(pod({ os: { name: 'linux' }, securityContext: { runAsNonRoot: true } }), 'restricted', {
       'v1.25': ['seccompProfile (pod or container "app" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")'],
     });
+  });
+});
+
+describe('every version', () => {
+  /** Per control: a pod that fails only it, the level, and the versions it fails at. */
+  const sweep: Array<[string, PssLevel, PodLike, number, number?]> = [
+    ['privileged', 'baseline', pod({ containers: [ctr('a', { ...SC, privileged: true })] }), 0],
+    ['hostNamespaces', 'baseline', pod({ hostIPC: true }), 0],
+    ['hostPathVolumes', 'baseline', pod({ volumes: [{ name: 'h', hostPath: { path: '/' } }] }), 0],
+    ['hostPorts', 'baseline', pod({ containers: [ctr('a', SC, { ports: [{ containerPort: 1, hostPort: 1 }] })] }), 0],
+    ['capabilities_baseline', 'baseline', pod({ containers: [ctr('a', { ...SC, capabilities: { drop: ['ALL'], add: ['SYS_TIME'] } })] }), 0],
+    ['appArmorProfile', 'baseline', pod({ containers: [ctr('a', { ...SC, appArmorProfile: { type: 'Unconfined' } })] }), 0],
+    ['hostProbesAndHostLifecycle', 'baseline', pod({ containers: [ctr('a', SC, { startupProbe: { tcpSocket: { host: 'h', port: 1 } } })] }), 34],
+    ['procMount', 'baseline', pod({ containers: [ctr('a', { ...SC, procMount: 'Unmasked' })] }), 0],
+    ['seLinuxOptions', 'baseline', pod({ containers: [ctr('a', { ...SC, seLinuxOptions: { role: 'sysadm_r' } })] }), 0],
+    ['seccompProfile_baseline', 'baseline', pod({ securityContext: { runAsNonRoot: true, seccompProfile: { type: 'Unconfined' } } }), 19],
+    ['seccompProfile_baseline', 'baseline', pod({}, { 'seccomp.security.alpha.kubernetes.io/pod': 'unconfined' }), 0, 18],
+    ['sysctls', 'baseline', pod({ securityContext: { ...POD_SC, sysctls: [{ name: 'kernel.sem', value: '1' }] } }), 0],
+    ['windowsHostProcess', 'baseline', pod({ containers: [ctr('a', { ...SC, windowsOptions: { hostProcess: true } })] }), 0],
+    ['allowPrivilegeEscalation', 'restricted', pod({ containers: [ctr('a', { capabilities: { drop: ['ALL'] } })] }), 8],
+    ['capabilities_restricted', 'restricted', pod({ containers: [ctr('a', { allowPrivilegeEscalation: false })] }), 22],
+    ['restrictedVolumes', 'restricted', pod({ volumes: [{ name: 'g', gitRepo: { repository: 'r' } }] }), 0],
+    ['runAsNonRoot', 'restricted', pod({ securityContext: { seccompProfile: { type: 'RuntimeDefault' } } }), 0],
+    ['runAsUser', 'restricted', pod({ containers: [ctr('a', { ...SC, runAsUser: 0 })] }), 23],
+    ['seccompProfile_restricted', 'restricted', pod({ securityContext: { runAsNonRoot: true } }), 19],
+  ];
+
+  for (const [control, level, p, from, until = 37] of sweep) {
+    it(`${control} fails at ${level} from v1.${from} to v1.${until}, and only there`, () => {
+      for (const [minor, version] of PSS_VERSIONS.entries()) {
+        const controls = checkPodSecurity(p, level, version).map((v) => v.control);
+        const expected = minor >= from && minor <= until ? [control] : [];
+        assert.deepEqual(controls, expected, version);
+        if (level === 'baseline') assert.equal(checkPodSecurity(p, 'restricted', version).length > 0, expected.length > 0, `restricted:${version}`);
+      }
+      assert.deepEqual(
+        checkPodSecurity(p, level, 'latest').map((v) => v.control),
+        until === 37 ? [control] : [],
+      );
+    });
+  }
+});
+
+describe('restricted checks that replace baseline ones', () => {
+  it("mark the findings that are the replaced baseline control's too, so an exception naming that one waives them", () => {
+    const p = pod({
+      securityContext: { runAsNonRoot: true, seccompProfile: { type: 'Unconfined' } },
+      containers: [ctr('a', { ...SC, procMount: 'Unmasked' }), ctr('b')],
+      volumes: [
+        { name: 'h', hostPath: { path: '/' } },
+        { name: 'n', nfs: { server: 's', path: '/' } },
+      ],
+    });
+    assert.deepEqual(
+      checkPodSecurity(p, 'restricted', 'latest').map((v) => [v.control, v.container ?? v.pss?.name ?? 'pod', v.pss?.baselineControl]),
+      [
+        ['procMount_restricted', 'a', 'procMount'],
+        ['restrictedVolumes', 'h', 'hostPathVolumes'],
+        ['restrictedVolumes', 'n', undefined],
+        ['seccompProfile_restricted', 'pod', 'seccompProfile_baseline'],
+        ['seccompProfile_restricted', 'a', undefined],
+        ['seccompProfile_restricted', 'b', undefined],
+      ],
+    );
+    // At baseline the same findings are under the baseline controls themselves.
+    assert.deepEqual(
+      checkPodSecurity(p, 'baseline', 'latest').map((v) => v.control),
+      ['hostPathVolumes', 'procMount', 'seccompProfile_baseline'],
+    );
   });
 });
 

@@ -122,6 +122,8 @@ interface Check {
   readonly versions: ReadonlyArray<{ readonly min: number; readonly run: Run }>;
   /** Baseline checks this (restricted) check replaces at the restricted level. */
   readonly overrides?: readonly string[];
+  /** The replaced baseline control a finding also falls under (see PssFinding.baselineControl). */
+  readonly baselineControl?: (finding: Draft) => string | undefined;
   readonly format: Format;
 }
 
@@ -133,21 +135,33 @@ function joinQuote(items: readonly string[]): string {
   return items.length === 0 ? '' : `"${items.join('", "')}"`;
 }
 
-/** Go's %q for the strings PSA quotes (annotation values). */
+const GO_ESCAPES: Readonly<Record<string, string>> = {
+  '"': '\\"',
+  '\\': '\\\\',
+  '\x07': '\\a',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\v': '\\v',
+};
+/** What Go's strconv.IsPrint accepts: letters, marks, numbers, punctuation, symbols and the ASCII space. */
+const GO_PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
+
+/** Go's %q (strconv.Quote), which PSA uses for annotation values. */
 function goQuote(value: string): string {
   let out = '"';
-  for (const ch of value) {
+  for (const raw of value) {
+    // A lone surrogate cannot come out of Go's JSON decoder: it reads U+FFFD there.
+    const lone = /^[\ud800-\udfff]$/u.test(raw);
+    const ch = lone ? '\ufffd' : raw;
     const code = ch.codePointAt(0) ?? 0;
-    if (ch === '"' || ch === '\\') out += `\\${ch}`;
-    else if (ch === '\n') out += '\\n';
-    else if (ch === '\t') out += '\\t';
-    else if (ch === '\r') out += '\\r';
-    else if (ch === '\x07') out += '\\a';
-    else if (ch === '\b') out += '\\b';
-    else if (ch === '\f') out += '\\f';
-    else if (ch === '\v') out += '\\v';
+    const escaped = GO_ESCAPES[ch];
+    if (escaped !== undefined) out += escaped;
     else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
-    else out += ch;
+    else if (GO_PRINTABLE.test(ch)) out += ch;
+    else out += code < 0x10000 ? `\\u${code.toString(16).padStart(4, '0')}` : `\\U${code.toString(16).padStart(8, '0')}`;
   }
   return `${out}"`;
 }
@@ -500,6 +514,7 @@ const procMountRestricted: Check = {
   level: 'restricted',
   versions: [{ min: 35, run: procMountRun }],
   overrides: ['procMount'],
+  baselineControl: () => 'procMount',
   format: procMountFormat,
 };
 
@@ -547,6 +562,7 @@ const restrictedVolumes: Check = {
     },
   ],
   overrides: ['hostPathVolumes'],
+  baselineControl: (f) => (f.pss.values?.[0] === 'hostPath' ? 'hostPathVolumes' : undefined),
   format: (fs) => {
     const names = fs.map((f) => f.pss.name ?? '');
     const types = sortedUnique(allValues(fs));
@@ -728,6 +744,7 @@ const seccompProfileRestricted: Check = {
     { min: 25, run: windowsExempt(seccompRestrictedRun) },
   ],
   overrides: ['seccompProfile_baseline'],
+  baselineControl: (f) => (f.pss.clauses?.includes('explicit') === true ? 'seccompProfile_baseline' : undefined),
   format: (fs) => {
     const explicit = fs.filter(hasClause('explicit'));
     if (explicit.length > 0) return { reason: 'seccompProfile', detail: seccompExplicitDetail(explicit) };
@@ -863,7 +880,8 @@ function render(text: Text): string {
 
 function violation(check: Check, draft: Draft, order: number): Violation {
   const message = render(check.format([draft]));
-  const pss: PssFinding = { ...draft.pss, order };
+  const baselineControl = check.baselineControl?.(draft);
+  const pss: PssFinding = { ...draft.pss, ...(baselineControl === undefined ? {} : { baselineControl }), order };
   return draft.container === undefined ? { control: check.id, message, pss } : { control: check.id, message, container: draft.container, pss };
 }
 

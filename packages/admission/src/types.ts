@@ -29,6 +29,12 @@ export interface PssFinding {
   readonly values?: readonly string[];
   /** Which clauses of the check this finding is under, for checks with several (`drop`/`add`, `explicit`/`implicit`, `user`/`role`). */
   readonly clauses?: readonly string[];
+  /**
+   * The baseline control this finding also falls under where a restricted check replaced it: a
+   * hostPath volume under `restrictedVolumes` is a `hostPathVolumes` finding too, so an exception
+   * naming either control waives it.
+   */
+  readonly baselineControl?: string;
   /** Position in `checkPodSecurity()`'s answer, so the text keeps PSA's order whatever order the findings come back in. */
   readonly order?: number;
 }

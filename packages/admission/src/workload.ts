@@ -185,7 +185,8 @@ export type PodSecurityTarget =
 /**
  * What PSA would check for this request: the pod (of a Pod, a workload's template, or the Pod of a
  * `pods/ephemeralcontainers` UPDATE), or why nothing (DELETE/CONNECT, another resource, an ignored
- * subresource, an UPDATE that changes no image or container).
+ * subresource, an UPDATE that changes no image or container). A dryRun request is checked like any
+ * other. Note PSA itself only warns and audits on workloads and enforces on the pods they create.
  */
 export function podSecurityTarget(request: PodSecurityRequest): PodSecurityTarget {
   const operation = request.operation ?? '';
