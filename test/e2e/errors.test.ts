@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { it } from 'node:test';
+import { ADMISSION_ERROR_CODES } from '@writ/admission';
 import { ERROR_CODE_FORMAT, SPIFFE_ERROR_CODES } from '@writ/spiffe';
 import { POLICY_ERROR_CODES } from '@writ/policy';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
@@ -16,6 +17,7 @@ const REGISTERED = new Set<string>([
   ...Object.keys(SERVER_ERROR_CODES),
   ...PROXY_ERROR_CODES,
   ...AGENT_ERROR_CODES,
+  ...ADMISSION_ERROR_CODES,
 ]);
 
 /** Node's own codes that Writ reads from an error it received (never emits). */

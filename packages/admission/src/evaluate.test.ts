@@ -120,6 +120,23 @@ describe('evaluate: Pod Security Standards', () => {
     assert.equal((await evaluate(input(changed, { operation: 'UPDATE', oldObject: old }), set, { now: NOW })).allowed, false);
   });
 
+  it('a workload UPDATE that leaves the pod template as it was is allowed; one that changes it is checked', async () => {
+    const deployment = (replicas: number, spec: unknown) => ({ kind: 'Deployment', metadata: { name: 'web' }, spec: { replicas, template: { spec } } });
+    const set = setOf(BASELINE);
+    const scaled = await evaluate(
+      input(deployment(3, privileged()), { kind: 'Deployment', operation: 'UPDATE', oldObject: deployment(1, privileged()) }),
+      set,
+      { now: NOW },
+    );
+    assert.equal(scaled.allowed, true);
+    const changed = await evaluate(
+      input(deployment(1, privileged()), { kind: 'Deployment', operation: 'UPDATE', oldObject: deployment(1, podSpec([ctr('app')])) }),
+      set,
+      { now: NOW },
+    );
+    assert.equal(changed.allowed, false);
+  });
+
   it('checks ephemeral containers added through pods/ephemeralcontainers', async () => {
     const before = pod(podSpec([ctr('app')]));
     const after = pod(podSpec([ctr('app')], { ephemeralContainers: [{ name: 'debug', image: 'busybox', securityContext: { privileged: true } }] }));
@@ -407,5 +424,36 @@ describe('evaluate: exceptions', () => {
     const v = await run(p, text + exception('rw', '  namespaces: [monitoring]\n  controls: [readOnlyRootFilesystem]'));
     assert.deepEqual(v.warnings, []);
     assert.deepEqual(v.exceptionsUsed, [{ name: 'rw', controls: ['readOnlyRootFilesystem'], containers: ['app'] }]);
+  });
+});
+
+describe('evaluate: registry prefixes offline, as the verifier reads them', () => {
+  it('a prefix ending in / is a path prefix; another is a whole name or path segment', async () => {
+    const run = async (prefix: string, image: string) =>
+      (
+        await evaluate(input(pod(podSpec([{ name: 'a', image }]))), setOf(policy('r', `  namespaces: [prod]\n  images: { registries: ["${prefix}"] }`)), {
+          now: NOW,
+        })
+      ).allowed;
+    assert.equal(await run('registry.example.com/team/', 'registry.example.com/team/app:1'), true);
+    assert.equal(await run('registry.example.com/team', 'registry.example.com/team/app:1'), true);
+    assert.equal(await run('registry.example.com/team', 'registry.example.com/teamx/app:1'), false);
+    assert.equal(await run('docker.io/library/', 'nginx'), true);
+    assert.equal(await run('localhost:5000/', `localhost:5000/app@sha256:${'1'.repeat(64)}`), true);
+    assert.equal(await run('[::1]:5000/', '[::1]:5000/app:1'), true);
+  });
+
+  it('a digest of the wrong length or in uppercase is refused as malformed, not taken for a tag', async () => {
+    for (const image of [`registry.example.com/team/a@sha256:${'1'.repeat(63)}`, `registry.example.com/team/a@sha256:${'A'.repeat(64)}`]) {
+      const v = await evaluate(
+        input(pod(podSpec([{ name: 'a', image }]))),
+        setOf(policy('r', '  namespaces: [prod]\n  images: { registries: ["registry.example.com/"] }')),
+        { now: NOW },
+      );
+      assert.deepEqual(
+        v.violations.map((x) => x.message),
+        [`image "${image}" has a malformed digest (sha256: and 64 lowercase hex digits) (container "a")`],
+      );
+    }
   });
 });

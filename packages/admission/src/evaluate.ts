@@ -6,7 +6,7 @@
 import type { ImageChecker, ImageProblem, ImageRequirements, ImageVerdict } from '@writ/oci';
 import { type AdmissionMode, type AdmissionPolicy, type AdmissionSet, controlCovers, globMatcher, signatureRequirements } from './model.ts';
 import { checkPodSecurity, podSecurityMessage } from './pss.ts';
-import type { PodLike, Violation } from './types.ts';
+import type { PodLike, PssLevel, Violation } from './types.ts';
 import { isSignificantPodUpdate, podOf, podSecurityApplies, workloadNames } from './workload.ts';
 
 export type AdmissionOperation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
@@ -166,9 +166,11 @@ function offlineVerdict(image: string, req: ImageRequirements): ImageVerdict {
   const problems: ImageProblem[] = [];
   const at = image.lastIndexOf('@');
   const digest = at >= 0 && /^sha256:[0-9a-f]{64}$/.test(image.slice(at + 1)) ? image.slice(at + 1) : undefined;
-  if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
+  if (at >= 0 && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} has a malformed digest (sha256: and 64 lowercase hex digits)` });
+  else if (req.requireDigest && !digest) problems.push({ control: 'imageDigest', message: `image ${q(image)} is not pinned by digest (use NAME@sha256:...)` });
   const name = normalName(image);
-  if (req.registries.length && !req.registries.some((r) => name.startsWith(r) || `${name}/`.startsWith(r)))
+  // As @writ/oci's verifier: a prefix ending in / is a path prefix, another one a whole name or path segment.
+  if (req.registries.length && !req.registries.some((r) => (r.endsWith('/') ? name.startsWith(r) : name === r || name.startsWith(`${r}/`))))
     problems.push({ control: 'imageRegistry', message: `image ${q(image)} is not from an allowed registry (${req.registries.map(q).join(', ')})` });
   if (req.signatures.length)
     problems.push({ control: 'imageSignature', message: `image ${q(image)}: signatures cannot be verified without access to its registry` });
@@ -202,7 +204,8 @@ function checkWithin(checker: ImageChecker, image: string, req: ImageRequirement
 /**
  * Evaluates one admission request. Allowed unchecked, as Pod Security Admission does: DELETE and
  * CONNECT, the pod subresources PSA ignores (exec, status, ...), workload subresources (scale),
- * Pod UPDATEs that change no container or image, objects without a pod, namespaces no policy matches.
+ * Pod UPDATEs that change no container or image, workload UPDATEs that leave the pod template as
+ * it was, objects without a pod, namespaces no policy matches.
  * @example await evaluate({ kind: 'Pod', namespace: 'prod', name: 'web', operation: 'CREATE', object: pod }, set, { now: Date.now() })
  */
 export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: EvaluateDeps): Promise<AdmissionVerdict> {
@@ -215,9 +218,11 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
   const found = podOf(input.kind, input.object);
   if (!found) return ALLOW;
   const { pod, specPath } = found;
-  if (input.operation === 'UPDATE' && input.kind === 'Pod') {
+  if (input.operation === 'UPDATE') {
     const old = podOf(input.kind, input.oldObject);
-    if (old && !isSignificantPodUpdate(old.pod, pod)) return ALLOW;
+    // Pods: PSA's rule. Workloads: an update that leaves the pod template as it was (replicas, labels
+    // of the workload) is not refused for a template that was admitted (or excepted) before.
+    if (old && (input.kind === 'Pod' ? !isSignificantPodUpdate(old.pod, pod) : JSON.stringify(old.pod) === JSON.stringify(pod))) return ALLOW;
   }
   const containers = containersOf(pod, specPath);
   const names = new Set([input.name, ...workloadNames(pod)].filter((n) => n !== ''));
@@ -231,7 +236,8 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
     let req: ImageRequirements;
     try {
       req = {
-        requireDigest: im.requireDigest && !(deps.pinTags && deps.images),
+        // Asked of the checker even when tags are to be pinned: it resolves them only when a digest is needed.
+        requireDigest: im.requireDigest,
         registries: im.registries,
         signatures: signatureRequirements(
           im,
@@ -263,15 +269,24 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
     );
     for (const { c, v } of all) {
       if (!verdicts.has(c.image) || v.digest) verdicts.set(c.image, v);
+      // The mutating hook pins a tag that resolved (the patch), so it is not refused for being a tag.
       for (const problem of v.violations)
-        out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
+        if (!(problem.control === 'imageDigest' && deps.pinTags && deps.images && v.pinned && v.digest))
+          out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
     }
     return out;
   };
 
+  // Policies at the same level and version share one Pod Security check.
+  const pssBy = new Map<string, Violation[]>();
+  const podSecurity = (level: PssLevel, version: string): Violation[] => {
+    let v = pssBy.get(`${level}:${version}`);
+    if (!v) pssBy.set(`${level}:${version}`, (v = checkPodSecurity(pod, level, version)));
+    return v;
+  };
   const perPolicy = await Promise.all(
     applying.map(async (p) => {
-      const pss = p.podSecurity ? checkPodSecurity(pod, p.podSecurity.level, p.podSecurity.version) : [];
+      const pss = p.podSecurity ? podSecurity(p.podSecurity.level, p.podSecurity.version) : [];
       return { p, pss, writ: [...requireFindings(p, pod, containers), ...(await imageFindings(p))] };
     }),
   );

@@ -42,3 +42,4 @@ export {
   type Finding,
   type JsonPatchOp,
 } from './evaluate.ts';
+export { readObjects, MAX_MANIFEST_BYTES, type ManifestObject } from './objects.ts';

@@ -110,10 +110,17 @@ function validVersion(v: string): boolean {
 
 /** A namespace glob (`*` any run, `?` one character) as a matcher. */
 export function globMatcher(glob: string): (s: string) => boolean {
-  if (!/[*?]/.test(glob)) return (s) => s === glob;
-  const re = new RegExp(`^${glob.replace(/[*?]/g, (c) => (c === '*' ? '.*' : '.'))}$`);
-  return (s) => re.test(s);
+  let m = GLOBS.get(glob);
+  if (!m) {
+    const re = /[*?]/.test(glob) ? new RegExp(`^${glob.replace(/[*?]/g, (c) => (c === '*' ? '.*' : '.'))}$`) : undefined;
+    m = re ? (s) => re.test(s) : (s) => s === glob;
+    // Globs come from policy documents: bounded, but a stored set can change many times.
+    if (GLOBS.size >= 10_000) GLOBS.clear();
+    GLOBS.set(glob, m);
+  }
+  return m;
 }
+const GLOBS = new Map<string, (s: string) => boolean>();
 
 /** Checks a PEM public key is one cosign signs with; returns the key or why not. */
 export function publicKeyOf(pem: string): KeyObject | string {
@@ -187,7 +194,7 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
         if (im) {
           const registries = im.has('registries')
             ? y.strings(im.get('registries'), 'spec.images.registries', (s) =>
-                /^[a-z0-9[][^\s@]*$/.test(s) ? undefined : 'not a registry/repository prefix (lowercase, like registry.example.com/team/)',
+                /^[a-z0-9[][a-z0-9._:/[\]-]*$/.test(s) ? undefined : 'not a registry/repository prefix (lowercase, like registry.example.com/team/)',
               )
             : [];
           const signatures: Array<ImagePolicy['signatures'][number]> = [];

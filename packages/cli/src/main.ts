@@ -8,6 +8,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
+import { registerAdmissionCheck } from './admission.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
@@ -40,7 +41,7 @@ const PIN_HELP = {
   trustDomain: "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
   serverSpiffeId: 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)',
 } as const;
-const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test)';
+const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test, a denied admission check)';
 
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
@@ -712,12 +713,16 @@ export function buildProgram(): Command {
       await stopped;
     });
 
+  // ---------------------------------------------------------------- admission
+  const admission = program.command('admission').description("image trust and Pod Security at admission: offline checks, the webhook's events");
+  registerAdmissionCheck(admission);
+
   // ---------------------------------------------------------------- policy
-  const policy = program.command('policy').description('access policies: who may call whom');
+  const policy = program.command('policy').description('access policies (who may call whom) and admission policies');
   policy
     .command('apply')
     .description(
-      'validate and apply AccessPolicy YAML (adds or replaces policies by name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+      'validate and apply AccessPolicy, AdmissionPolicy and AdmissionException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
     )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
@@ -734,8 +739,15 @@ export function buildProgram(): Command {
       const yaml = readText(f.file);
       // Validate locally first: the errors carry this file's name and line numbers.
       const { parsePolicies } = await import('@writ/policy');
-      const other = parsePolicies(yaml, { file: f.file }).others.find((o) => o.kind !== 'PolicyTest');
-      if (other) throw new WritError('ERR_POLICY_INVALID', `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy or PolicyTest)`);
+      const { ADMISSION_KINDS, parseAdmission } = await import('@writ/admission');
+      const others = parsePolicies(yaml, { file: f.file }).others.filter((o) => o.kind !== 'PolicyTest');
+      const other = others.find((o) => !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
+      if (other)
+        throw new WritError(
+          'ERR_POLICY_INVALID',
+          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy or AdmissionException)`,
+        );
+      if (others.length) parseAdmission(yaml, { file: f.file });
       const startedAt = Date.now();
       let res: {
         revision: number;
@@ -744,6 +756,7 @@ export function buildProgram(): Command {
         removed: string[];
         dryRun: boolean;
         tests?: { passed: number; failed: number };
+        warnings?: string[];
         changedEdges?: Array<{ from: string | null; to: string; action: string; seen: number; before: string; after: string }>;
       };
       try {
@@ -769,6 +782,7 @@ export function buildProgram(): Command {
             process.stdout.write(`FAIL  ${x.name}: expected ${x.expected}, got ${x.got} (${x.reason}${x.rule ? `, rule ${x.rule}` : ''})\n`);
         throw new CommanderError(3, 'writ.violation', `${failures.length} policy test case(s) failed; nothing applied (--skip-tests applies anyway)`);
       }
+      for (const w of res.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
       if (format !== 'table') print(format, res);
       else {
         const what = res.changed.length === 0 ? 'no change' : `${res.dryRun ? 'would change' : 'changed'}: ${res.changed.join(', ')}`;
@@ -789,10 +803,22 @@ export function buildProgram(): Command {
     .description('the current policy set')
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<{ revision: number; policies: Array<Record<string, string | number>> }>('GET', '/v1/policies');
+      const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
+      // Access policies keep their columns; admission documents show their namespaces, and an exception its expiry and controls.
+      const admission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
       print(format, res, () => ({
-        head: ['NAME', 'TO', 'MODE', 'RULES'],
-        body: res.policies.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
+        head: ['NAME', 'TO', 'MODE', 'RULES', 'KIND'],
+        body: res.policies.map((p) =>
+          admission(p)
+            ? [
+                String(p['name']),
+                `namespaces ${(p['namespaces'] as string[]).join(',')}`,
+                p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
+                p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
+                String(p['kind']),
+              ]
+            : [String(p['name']), String(p['to']), String(p['mode']), String(p['rules']), 'AccessPolicy'],
+        ),
       }));
     });
   policy
@@ -1132,6 +1158,7 @@ const OFFLINE = new Set([
   'writ server start',
   'writ agent start',
   'writ policy test',
+  'writ admission check',
   'writ svid fetch',
   'writ svid jwt',
   'writ svid watch',

@@ -102,7 +102,14 @@ export function parsePolicies(
     const kind = doc.kind;
     if (kind !== 'AccessPolicy') {
       if (!kind) issue(doc.node, 'the document needs "kind" (AccessPolicy)');
-      else others.push({ kind, value: doc.toJS(), line: doc.line });
+      else {
+        try {
+          others.push({ kind, value: doc.toJS(), line: doc.line });
+        } catch (err) {
+          // yaml refuses aliases here (maxAliasCount 0): a bomb is an invalid document, not a crash.
+          issue(doc.node, `cannot read the ${kind.slice(0, 60)} document: ${(err as Error).message.split('\n')[0]!.slice(0, 200)}`);
+        }
+      }
       continue;
     }
     if (top.has('cases')) issue(doc.node, 'unknown field "cases" in an AccessPolicy');

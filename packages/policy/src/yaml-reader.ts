@@ -48,6 +48,10 @@ function nestingDepth(text: string): number {
   return max;
 }
 
+function fieldNames(node: YAMLMap): string[] {
+  return node.items.map((p) => (isScalar(p.key) ? String(p.key.value) : ''));
+}
+
 /** One well-formed YAML document of the text (documents with syntax errors are reported, not listed). */
 export interface YamlDocument {
   /** The top-level mapping's fields (only the allowed ones). */
@@ -69,11 +73,16 @@ export class YamlReader {
   readonly documents: YamlDocument[] = [];
   readonly #lc = new LineCounter();
 
-  /** Throws PolicyError at once for a text over the limits or that is not YAML at all. */
-  constructor(text: string, file: string, topFields: readonly string[]) {
+  /**
+   * Throws PolicyError at once for a text over the limits or that is not YAML at all. `topFields`:
+   * the fields a document may have (null: any, for documents Writ does not define, like Pods).
+   */
+  constructor(text: string, file: string, topFields: readonly string[] | null, limits: { readonly bytes?: number } = {}) {
     this.file = file;
     if (typeof text !== 'string') throw new TypeError('policy text must be a string');
-    if (Buffer.byteLength(text) > LIMITS.bytes) throw new PolicyError(file, [{ line: 1, column: 1, message: `larger than ${LIMITS.bytes} bytes` }]);
+    const maxBytes = limits.bytes ?? LIMITS.bytes;
+    if (text.length > maxBytes || Buffer.byteLength(text) > maxBytes)
+      throw new PolicyError(file, [{ line: 1, column: 1, message: `larger than ${maxBytes} bytes` }]);
     if (nestingDepth(text) > LIMITS.depth) throw new PolicyError(file, [{ line: 1, column: 1, message: `nested deeper than ${LIMITS.depth} levels` }]);
     let docs;
     try {
@@ -92,8 +101,11 @@ export class YamlReader {
       // An empty document (a trailing `---`) holds nothing to check.
       if (doc.errors.length || doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) continue;
       const node = doc.contents as Node;
-      const fields = this.fields(node, 'the document', topFields);
-      if (!fields) continue;
+      const fields = topFields ? this.fields(node, 'the document', topFields) : isMap(node) ? this.fields(node, 'the document', fieldNames(node)) : undefined;
+      if (!fields) {
+        if (!topFields) this.issue(node, 'the document must be a mapping');
+        continue;
+      }
       const k = fields.get('kind');
       const source = text
         .slice(doc.range[0], doc.range[2])

@@ -2,6 +2,8 @@
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { ttlField } from './validate.ts';
 import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
+import { readFileSync } from 'node:fs';
+import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
@@ -12,13 +14,31 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
   const docs = text
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
-    // A PolicyTest's case names must not be taken for a policy's name.
-    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?PolicyTest\b/m.test(d));
+    // A PolicyTest's case names (or an admission document's name) must not be taken for a policy's name.
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException)\b/m.test(d));
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
     out[p.name] = `${doc ?? ''}\n`;
   }
+  return out;
+}
+
+/**
+ * Signature key files are read where requests are evaluated (this server): one that cannot be read
+ * or is no key does not stop the apply (another replica may have it) but is said now, not at the
+ * first admission it fails.
+ */
+function keyFileWarnings(policies: readonly AdmissionPolicy[]): string[] {
+  const out: string[] = [];
+  for (const p of policies)
+    if (p.images?.signatures.length)
+      try {
+        signatureRequirements(p.images, (f) => readFileSync(f));
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        out.push(`AdmissionPolicy ${p.name}: ${e.code && e.path ? `key file ${e.path} cannot be read on this server (${e.code})` : e.message.slice(0, 300)}`);
+      }
   return out;
 }
 
@@ -118,24 +138,32 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/policies',
     'operator',
-    'Apply AccessPolicy YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these policies added or replaced. dryRun: validate, test and show what would change.',
+    'Apply AccessPolicy, AdmissionPolicy and AdmissionException YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these documents added or replaced (admission documents under the names `AdmissionPolicy/NAME`, `AdmissionException/NAME`). dryRun: validate, test and show what would change.',
     async (req) => {
       const o = object(req.body);
       const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
       const comment = str(o, 'comment', { max: 500 }) ?? '';
       const { policies, others } = parsePolicies(yaml, { file: 'request' });
       const tests = others.filter((x) => x.kind === 'PolicyTest');
-      const refused = others.filter((x) => x.kind !== 'PolicyTest');
+      const refused = others.filter((x) => x.kind !== 'PolicyTest' && !(ADMISSION_KINDS as readonly string[]).includes(x.kind));
       if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kinds AccessPolicy and PolicyTest can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy and AdmissionException can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
-      if (policies.length === 0 && tests.length === 0) throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy documents in the request');
+      // Admission documents are validated with their own line numbers and kept under `Kind/name`.
+      const admission = others.length > tests.length ? parseAdmission(yaml, { file: 'request', now: ctx.clock() }) : { policies: [], exceptions: [] };
+      const admissionDocs = [
+        ...admission.policies.map((p) => [admissionKey('AdmissionPolicy', p.name), p.source] as const),
+        ...admission.exceptions.map((e) => [admissionKey('AdmissionException', e.name), e.source] as const),
+      ];
+      if (policies.length === 0 && tests.length === 0 && admissionDocs.length === 0)
+        throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy, AdmissionPolicy or AdmissionException documents in the request');
       const current = await ctx.store.getPolicyRevision();
-      const incoming = sourcesByName(yaml, policies);
+      const incoming = { ...sourcesByName(yaml, policies), ...Object.fromEntries(admissionDocs) };
       // Tests alone change nothing (even with replace): they are checked against the current set.
-      const next: Record<string, string> = o['replace'] === true && policies.length ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
+      const next: Record<string, string> =
+        o['replace'] === true && (policies.length || admissionDocs.length) ? { ...incoming } : { ...(current?.policies ?? {}), ...incoming };
       const results = o['skipTests'] === true || tests.length === 0 ? [] : runPolicyTests(compile(next), tests);
       const failures = results
         .filter((r) => !r.passed)
@@ -156,7 +184,14 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const testSummary = { passed: results.length, failed: 0 };
       const names = new Set([...Object.keys(current?.policies ?? {}), ...Object.keys(next)]);
       const changed = [...names].filter((n) => current?.policies[n] !== next[n]).sort();
-      const result = { changed, added: changed.filter((n) => !current?.policies[n]), removed: changed.filter((n) => !next[n]), tests: testSummary };
+      const warnings = keyFileWarnings(admission.policies);
+      const result = {
+        changed,
+        added: changed.filter((n) => !current?.policies[n]),
+        removed: changed.filter((n) => !next[n]),
+        tests: testSummary,
+        ...(warnings.length ? { warnings } : {}),
+      };
       if (o['dryRun'] === true)
         return ok({ dryRun: true, revision: current?.revision ?? 0, ...result, changedEdges: await changedEdges(current?.policies, next) });
       if (changed.length === 0) return ok({ dryRun: false, revision: current?.revision ?? 0, ...result });
@@ -166,14 +201,29 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     { limit: 5 * DEFAULT_BODY_LIMIT, fields: ['yaml', 'dryRun', 'comment', 'replace', 'skipTests'] },
   );
 
-  add('GET', '/v1/policies', 'viewer', 'The current policy set.', async () => {
+  add('GET', '/v1/policies', 'viewer', 'The current policy set: every document with its kind (admission documents are named `Kind/name`).', async () => {
     const r = await ctx.store.getPolicyRevision();
     if (!r) return ok({ revision: 0, policies: [] });
     const policies = Object.entries(r.policies)
       .sort()
       .map(([name, y]) => {
+        if (isAdmissionKey(name)) {
+          const a = parseAdmission(y, { file: name, allowExpired: true });
+          const p = a.policies[0];
+          if (p) return { name, kind: 'AdmissionPolicy', namespaces: p.namespaces, mode: p.mode };
+          const e = a.exceptions[0]!;
+          return {
+            name,
+            kind: 'AdmissionException',
+            namespaces: e.namespaces,
+            controls: e.controls,
+            expires: new Date(e.expires).toISOString(),
+            // Kept in the set (a rollback may need it) but of no effect anywhere.
+            expired: e.expires <= ctx.clock(),
+          };
+        }
         const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
-        return { name, to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
+        return { name, kind: 'AccessPolicy', to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
       });
     return ok({ revision: r.revision, policies });
   });

@@ -1,0 +1,173 @@
+/**
+ * `writ admission check`: the webhook's verdict offline, for CI pipelines. The same evaluate() the
+ * server runs, on the Pods and workloads of a manifest, against `--pss` and/or the AdmissionPolicy
+ * and AdmissionException documents of `--policy` files. No server.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { type Command, CommanderError } from 'commander';
+import {
+  type AdmissionPolicy,
+  type AdmissionSet,
+  type AdmissionVerdict,
+  evaluate,
+  parseAdmission,
+  type PssLevel,
+  readObjects,
+  resolvePssVersion,
+} from '@writ/admission';
+import * as oci from '@writ/oci';
+import type { ImageChecker } from '@writ/oci';
+import { WritError } from '@writ/spiffe';
+import { checkFormat, print } from './output.ts';
+
+function readInput(file: string): string {
+  try {
+    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_CONFIG_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+  }
+}
+
+/** What `check` needs of @writ/oci's registry client and verifying cache (typed by shape: see imageCheckerForCli). */
+interface OciApi {
+  readonly ImageVerifier: new (opts: { readonly registry: unknown }) => ImageChecker;
+  readonly RegistryClient: new (opts: { readonly config?: unknown }) => unknown;
+  readonly loadRegistryConfig: (file: string) => unknown;
+}
+
+/**
+ * THE wiring point for image verification: @writ/oci's RegistryClient (with `--registry-config`)
+ * under its ImageVerifier, the checker the webhook uses. Looked up by shape so this file builds
+ * before those land in the same branch (the integrator may import them directly). Without them,
+ * evaluate() checks digests and registries from the references alone, and a policy that requires
+ * signatures reports that they cannot be verified.
+ */
+export function imageCheckerForCli(registryConfig: string | undefined): ImageChecker | undefined {
+  const api = oci as unknown as Partial<OciApi>;
+  if (!api.ImageVerifier || !api.RegistryClient || !api.loadRegistryConfig) {
+    if (registryConfig !== undefined) throw new WritError('ERR_CONFIG_INVALID', '--registry-config: this build of writ has no registry client');
+    return undefined;
+  }
+  const registry = new api.RegistryClient(registryConfig === undefined ? {} : { config: api.loadRegistryConfig(registryConfig) });
+  return new api.ImageVerifier({ registry });
+}
+
+/** Key files named relative to a --policy file are read from beside it (absolute ones as they are). */
+function keyReader(policyFiles: readonly string[]): (path: string) => Buffer {
+  return (path) => {
+    if (isAbsolute(path)) return readFileSync(path);
+    for (const dir of new Set(policyFiles.map((f) => dirname(resolve(f))))) {
+      const p = join(dir, path);
+      if (existsSync(p)) return readFileSync(p);
+    }
+    return readFileSync(path);
+  };
+}
+
+interface CheckFlags {
+  file: string;
+  pss?: string;
+  pssVersion?: string;
+  policy?: string[];
+  namespace: string;
+  at?: string;
+  ignoreOtherKinds?: boolean;
+  registryConfig?: string;
+}
+
+export interface CheckResult {
+  readonly kind: string;
+  readonly name: string;
+  readonly namespace: string;
+  readonly allowed: boolean;
+  readonly violations: Array<{ control: string; message: string; container: string | null }>;
+}
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+/** Adds `check` to the `writ admission` command. */
+export function registerAdmissionCheck(admission: Command): void {
+  admission
+    .command('check')
+    .description(
+      'check Pods and workloads (Deployment, StatefulSet, DaemonSet, Job, CronJob, ...) offline, as the admission webhook would: Pod Security Standards (--pss) and/or AdmissionPolicy/AdmissionException files (--policy); exit 0 all admitted, 3 any denied, 1 error',
+    )
+    .requiredOption('-f, --file <file>', 'the objects: YAML or JSON, one or many documents, a List too ("-" for stdin)')
+    .option('--pss <level>', 'Pod Security Standards level for every namespace: baseline or restricted (needed without --policy)')
+    .option('--pss-version <version>', 'policy version: v1.NN or latest (default latest)')
+    .option('--policy <file>', 'AdmissionPolicy and AdmissionException documents (repeatable)', collect)
+    .option('-n, --namespace <ns>', 'the namespace of objects that name none', 'default')
+    .option('--at <time>', 'decide as of this RFC 3339 time (which exceptions are in force; default now)')
+    .option('--ignore-other-kinds', 'skip documents without a pod (Services, ConfigMaps, ...) instead of refusing them')
+    .option('--registry-config <file>', "per-registry CA and credentials, for policies that check images (the server's format)")
+    .action(async (f: CheckFlags, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
+      if (!f.pss && !f.policy?.length) throw new CommanderError(2, 'writ.usage', 'give --pss baseline|restricted, or --policy FILE');
+      if (f.pss && !['baseline', 'restricted', 'privileged'].includes(f.pss))
+        throw new CommanderError(2, 'writ.usage', `--pss ${JSON.stringify(f.pss)}: baseline or restricted`);
+      if (f.pssVersion !== undefined && !f.pss) throw new CommanderError(2, 'writ.usage', '--pss-version needs --pss');
+      try {
+        resolvePssVersion(f.pssVersion ?? 'latest');
+      } catch {
+        throw new CommanderError(2, 'writ.usage', `--pss-version ${JSON.stringify(f.pssVersion)}: v1.NN (like v1.30) or latest`);
+      }
+      const now = f.at === undefined ? Date.now() : Date.parse(f.at);
+      if (!Number.isFinite(now) || (f.at !== undefined && !/^\d{4}-\d\d-\d\dT/.test(f.at)))
+        throw new CommanderError(2, 'writ.usage', `--at ${JSON.stringify(f.at)}: an RFC 3339 time like 2027-01-01T00:00:00Z`);
+
+      const policies: AdmissionPolicy[] = [];
+      const exceptions: AdmissionSet['exceptions'][number][] = [];
+      if (f.pss)
+        policies.push({
+          name: `pss-${f.pss}`,
+          namespaces: ['*'],
+          mode: 'enforce',
+          podSecurity: { level: f.pss as PssLevel, version: f.pssVersion ?? 'latest' },
+          require: { resourceLimits: false, readOnlyRootFilesystem: false, runtimeClassNames: [] },
+          line: 0,
+          source: '',
+        });
+      for (const file of f.policy ?? []) {
+        // Expired exceptions are read (not refused) and then have no effect, as on the server.
+        const s = parseAdmission(readInput(file), { file, now, allowExpired: true });
+        policies.push(...s.policies);
+        exceptions.push(...s.exceptions);
+        for (const e of s.exceptions)
+          if (e.expires <= now) process.stderr.write(`note: exception ${e.name} expired at ${new Date(e.expires).toISOString()}: it has no effect\n`);
+      }
+      const set: AdmissionSet = { policies, exceptions };
+      const objects = readObjects(readInput(f.file), { file: f.file, ...(f.ignoreOtherKinds ? { ignoreOtherKinds: true } : {}) });
+      const images = policies.some((p) => p.images) ? imageCheckerForCli(f.registryConfig) : undefined;
+      const readKeyFile = keyReader(f.policy ?? []);
+      const results: Array<CheckResult & { verdict: AdmissionVerdict }> = [];
+      for (const o of objects) {
+        const namespace = o.namespace || f.namespace;
+        const verdict = await evaluate({ kind: o.kind, namespace, name: o.name, operation: 'CREATE', object: o.object }, set, {
+          now,
+          signal: AbortSignal.timeout(30_000),
+          readKeyFile,
+          ...(images ? { images } : {}),
+        });
+        results.push({
+          kind: o.kind,
+          name: o.name,
+          namespace,
+          allowed: verdict.allowed,
+          violations: verdict.violations.map((v) => ({ control: v.control, message: v.message, container: v.container ?? null })),
+          verdict,
+        });
+      }
+      const denied = results.filter((r) => !r.allowed).length;
+      if (format === 'table') {
+        for (const r of results) {
+          process.stdout.write(`${r.allowed ? 'ADMITTED' : 'DENIED  '}  ${r.kind} ${r.namespace}/${r.name || '(no name)'}\n`);
+          for (const v of r.violations) process.stdout.write(`  ${v.control}: ${v.message}\n`);
+          for (const w of r.verdict.warnings) process.stdout.write(`  warning: ${w}\n`);
+          for (const e of r.verdict.exceptionsUsed) process.stdout.write(`  exception ${e.name} waived ${e.controls.join(', ')}\n`);
+        }
+        process.stdout.write(`${results.length - denied} admitted, ${denied} denied\n`);
+      } else print(format, { results: results.map(({ verdict: _v, ...r }) => r) });
+      if (denied) throw new CommanderError(3, 'writ.violation', `${denied} of ${results.length} object${results.length === 1 ? '' : 's'} denied`);
+    });
+}
