@@ -6,6 +6,7 @@ import { it } from 'node:test';
 import { ADMISSION_ERROR_CODES } from '@writ/admission';
 import { ERROR_CODE_FORMAT, SPIFFE_ERROR_CODES } from '@writ/spiffe';
 import { POLICY_ERROR_CODES } from '@writ/policy';
+import { OCI_ERROR_CODES } from '@writ/oci';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
 import { PROXY_ERROR_CODES } from '../../packages/proxy/src/errors.ts';
 import { HTTP_STATUS, SERVER_ERROR_CODES } from '../../packages/server/src/errors.ts';
@@ -14,6 +15,7 @@ import { ROOT, cleanup, startServerProcess, writ } from './helpers.ts';
 const REGISTERED = new Set<string>([
   ...SPIFFE_ERROR_CODES,
   ...POLICY_ERROR_CODES,
+  ...OCI_ERROR_CODES,
   ...Object.keys(SERVER_ERROR_CODES),
   ...PROXY_ERROR_CODES,
   ...AGENT_ERROR_CODES,
@@ -38,7 +40,7 @@ it("every 'ERR_...' literal in packages/*/src is registered, well formed, and th
   assert.deepEqual(unregistered, []);
   for (const c of REGISTERED) assert.match(c, ERROR_CODE_FORMAT);
   // What the server answers with: its own codes and its libraries' (SPIFFE, policy) all map to a 4xx/5xx.
-  for (const c of [...SPIFFE_ERROR_CODES, ...POLICY_ERROR_CODES, ...Object.keys(SERVER_ERROR_CODES)])
+  for (const c of [...SPIFFE_ERROR_CODES, ...POLICY_ERROR_CODES, ...OCI_ERROR_CODES, ...Object.keys(SERVER_ERROR_CODES)])
     assert.ok((HTTP_STATUS[c] ?? 0) >= 400, `${c} has an HTTP status`);
 });
 

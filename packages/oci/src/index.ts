@@ -10,7 +10,7 @@ export type {
   SignatureRequirement,
 } from './types.ts';
 export { OCI_ERROR_CODES, type OciErrorCode } from './errors.ts';
-export { parseImageRef, parseDigest, pinnedRef, formatImageRef, isRegistryHost, MAX_NAME_LENGTH, MAX_REFERENCE_LENGTH } from './reference.ts';
+export { parseImageRef, parseDigest, pinnedRef, formatImageRef, isRegistryHost, isRepositoryPath, MAX_NAME_LENGTH, MAX_REFERENCE_LENGTH } from './reference.ts';
 export {
   RegistryClient,
   parseWwwAuthenticate,

@@ -9,7 +9,7 @@
 import { WritError } from '@writ/spiffe';
 import type { ImageRef } from './types.ts';
 
-/** A name (registry + repository, normalised) longer than this is refused, as distribution does. */
+/** A repository path (normalised, without the registry) longer than this is refused, as distribution does. */
 export const MAX_NAME_LENGTH = 255;
 /** Longest reference read at all: name + tag (128) + a sha512 digest, with room; checked before any parsing. */
 export const MAX_REFERENCE_LENGTH = 1024;
@@ -31,6 +31,11 @@ function invalid(s: string, why: string): WritError {
 /** Whether s is a registry `host[:port]` as the grammar has it (`registry.example.com`, `127.0.0.1:5000`, `[::1]:5000`). */
 export function isRegistryHost(s: string): boolean {
   return s.length <= MAX_NAME_LENGTH && DOMAIN.test(s);
+}
+
+/** Whether s is a repository path in normal form (`team/app`): lowercase components, at most 255 characters. */
+export function isRepositoryPath(s: string): boolean {
+  return s.length > 0 && s.length <= MAX_NAME_LENGTH && s.split('/').every((c) => PATH_COMPONENT.test(c));
 }
 
 /**
@@ -122,8 +127,8 @@ export function parseImageRef(s: string): ImageRef {
       throw invalid(s, `path component ${JSON.stringify(component)} is invalid (lowercase letters and digits, separated by ".", "_", "__" or dashes)`);
     }
   }
-  const nameLength = registry.length + 1 + repository.length;
-  if (nameLength > MAX_NAME_LENGTH) throw invalid(s, `repository name is ${nameLength} characters, more than ${MAX_NAME_LENGTH}`);
+  // distribution counts the path (after normalisation), not the registry.
+  if (repository.length > MAX_NAME_LENGTH) throw invalid(s, `repository name is ${repository.length} characters, more than ${MAX_NAME_LENGTH}`);
 
   return {
     registry,

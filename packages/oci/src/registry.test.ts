@@ -4,13 +4,18 @@
  * within its budget, and the client keeps working afterwards.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { isWritError } from '@writ/spiffe';
 import { parseImageRef } from './reference.ts';
 import { registryConfig } from './registry-config.ts';
 import { RegistryClient, parseWwwAuthenticate } from './registry.ts';
-import { type HostileKind, type PushedImage, type TestRegistry, startHostileRegistry, startRegistry } from './testing/registry.ts';
+import { type HostileKind, type PushedImage, type TestRegistry, makeTestCa, sha256Digest, startHostileRegistry, startRegistry } from './testing/registry.ts';
 
 function clientFor(
   reg: { host: string; caPem: string },
@@ -122,8 +127,10 @@ describe('against the real registry, no auth', () => {
     untrusting.close();
   });
 
-  it('refuses bad tags before any request', async () => {
+  it('refuses bad tags, repositories and registries before any request', async () => {
     await rejectsWith(client.manifest(parseImageRef(reg.ref('team/app')), '../../etc'), 'ERR_IMAGE_REF_INVALID');
+    await rejectsWith(client.manifest({ registry: reg.host, repository: '../../v2/_catalog' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid repository/);
+    await rejectsWith(client.manifest({ registry: 'evil.example.com/x?', repository: 'a' }, 'v1'), 'ERR_IMAGE_REF_INVALID', /invalid registry/);
     await rejectsWith(client.blob(parseImageRef(reg.ref('team/app')), 'sha256:abc', 10), 'ERR_IMAGE_REF_INVALID');
   });
 });
@@ -189,6 +196,35 @@ describe('bearer tokens (the fixture’s token front before the real registry)',
     c.close();
   });
 
+  it('a caller whose budget runs out while a shared token fetch is slow fails alone; the others get the token', async () => {
+    const slow = await startRegistry({ auth: 'bearer', tokenDelayMs: 300 });
+    const c = clientFor(slow, { username: slow.username, password: slow.password });
+    try {
+      const img = await slow.pushImage('team/app', 'v1');
+      const hurried = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(100) });
+      const patient = c.resolve(slow.ref('team/app', 'v1'), { signal: AbortSignal.timeout(5000) });
+      await rejectsWith(hurried, 'ERR_REGISTRY_TIMEOUT');
+      assert.equal((await patient).digest, img.digest);
+      assert.equal(slow.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await slow.stop();
+    }
+  });
+
+  it('anonymous bearer tokens, as Docker Hub hands out for public images: no credentials configured, none sent', async () => {
+    const pub = await startRegistry({ auth: 'bearer', anonymousPull: true });
+    const c = clientFor(pub);
+    try {
+      const img = await pub.pushImage('library/nginx', 'latest');
+      assert.equal((await c.resolve(`${pub.host}/library/nginx`)).digest, img.digest);
+      assert.equal(pub.stats.tokenRequests, 1);
+    } finally {
+      c.close();
+      await pub.stop();
+    }
+  });
+
   it('wrong or no credentials at the token endpoint: ERR_REGISTRY_AUTH', async () => {
     const wrong = clientFor(reg, { username: reg.username, password: 'wrong-password-xyz' });
     const err = await rejectsWith(wrong.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /token endpoint .* refused the credentials/);
@@ -245,6 +281,20 @@ describe('IPv6 loopback', () => {
       await reg.stop();
     }
   });
+
+  it('fetches a bearer token from a realm on [::1] and lists referrers there', async () => {
+    const reg = await startRegistry({ ipv6: true, auth: 'bearer', referrers: true });
+    try {
+      const img = await reg.pushImage('team/app', 'v1');
+      const c = clientFor(reg, { username: reg.username, password: reg.password });
+      assert.equal((await c.resolve(`${reg.host}/team/app:v1`)).digest, img.digest);
+      assert.deepEqual(await c.referrers(parseImageRef(reg.ref('team/app')), img.digest), []);
+      assert.equal(reg.stats.tokenRequests, 1);
+      c.close();
+    } finally {
+      await reg.stop();
+    }
+  });
 });
 
 describe('hostile registries: each answer within its budget, with its code', () => {
@@ -261,6 +311,10 @@ describe('hostile registries: each answer within its budget, with its code', () 
     ['wrong-digest', 'ERR_DIGEST_MISMATCH', /Docker-Content-Digest sha256:b{64}/],
     ['unavailable', 'ERR_REGISTRY_UNREACHABLE', /answered 503/],
     ['auth-loop', 'ERR_REGISTRY_AUTH', /refused the credentials/],
+    ['not-http', 'ERR_REGISTRY_RESPONSE_INVALID', /malformed HTTP \(HPE_/],
+    ['truncated', 'ERR_REGISTRY_UNREACHABLE', /closed the connection in the middle of its answer|broke off/],
+    ['endless-error', 'ERR_IMAGE_NOT_FOUND', /not found/],
+    ['bad-token', 'ERR_REGISTRY_AUTH', /token endpoint .* not JSON/],
   ];
   for (const [kind, code, message] of cases) {
     it(`${kind}: ${code}`, async () => {
@@ -308,6 +362,101 @@ describe('hostile registries: each answer within its budget, with its code', () 
       await rejectsWith(c.resolve(reg.ref('team/app', 'v1'), { signal: AbortSignal.abort() }), 'ERR_REGISTRY_TIMEOUT');
       await rejectsWith(c.resolve('127.0.0.1:1/team/app:v1'), 'ERR_REGISTRY_UNREACHABLE', /connection refused/);
       assert.equal((await c.resolve(reg.ref('team/app', 'v1'))).digest, img.digest);
+    } finally {
+      c.close();
+      await reg.stop();
+    }
+  });
+});
+
+describe('other answers: referrers and blobs from hostile fakes, plain HTTP only when configured', () => {
+  it('a garbage referrers list and a blob with the wrong bytes are refused', async () => {
+    const garbage = await startHostileRegistry('garbage');
+    const wrong = await startHostileRegistry('wrong-digest');
+    const g = clientFor(garbage);
+    const w = clientFor(wrong);
+    try {
+      await rejectsWith(g.referrers(parseImageRef(`${garbage.host}/team/app`), `sha256:${'a'.repeat(64)}`), 'ERR_REGISTRY_RESPONSE_INVALID', /not JSON/);
+      await rejectsWith(w.blob(parseImageRef(`${wrong.host}/team/app`), `sha256:${'a'.repeat(64)}`, 1024), 'ERR_DIGEST_MISMATCH', /hash to sha256:/);
+    } finally {
+      g.close();
+      w.close();
+      await garbage.stop();
+      await wrong.stop();
+    }
+  });
+
+  it('speaks plain HTTP to a registry marked insecureHttp, and only then', async () => {
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'a'.repeat(64)}`, size: 2 },
+        layers: [],
+      }),
+    );
+    const server = createHttpServer((req, res) => {
+      if (req.url === '/v2/team/app/manifests/v1') res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }).end(manifest);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const plain = new RegistryClient({ config: registryConfig({ registries: { [host]: { insecureHttp: true } } }) });
+    const strict = new RegistryClient({ requestTimeoutMs: 1000 });
+    try {
+      assert.equal((await plain.resolve(`${host}/team/app:v1`)).digest, sha256Digest(manifest));
+      await rejectsWith(strict.resolve(`${host}/team/app:v1`), 'ERR_REGISTRY_UNREACHABLE');
+    } finally {
+      plain.close();
+      strict.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('credentials go only to the registry itself: a redirect to another host gets no Authorization', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-redirect-'));
+    const ca = makeTestCa(dir);
+    const seen: { host: string; authorization: string | undefined }[] = [];
+    const server = createHttpsServer({ cert: ca.certPem, key: ca.keyPem }, (req, res) => {
+      seen.push({ host: req.headers.host ?? '', authorization: req.headers.authorization });
+      if (req.headers.host?.startsWith('127.0.0.1') && req.headers.authorization === undefined) {
+        return void res.writeHead(401, { 'www-authenticate': 'Basic realm="r"' }).end();
+      }
+      if (req.headers.host?.startsWith('127.0.0.1')) return void res.writeHead(307, { location: `https://localhost:${port}/storage/blob` }).end();
+      res.writeHead(200).end('{}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const c = new RegistryClient({
+      config: registryConfig({ registries: { [`127.0.0.1:${port}`]: { ca: ca.caPem, username: 'u', password: 'p' } }, default: { ca: ca.caPem } }),
+    });
+    try {
+      const blob = await c.blob(parseImageRef(`127.0.0.1:${port}/team/app`), sha256Digest(Buffer.from('{}')), 1024);
+      assert.equal(blob.toString(), '{}');
+      assert.deepEqual(
+        seen.map((s) => [s.host.split(':')[0], s.authorization !== undefined]),
+        [
+          ['127.0.0.1', false],
+          ['127.0.0.1', true],
+          ['localhost', false],
+        ],
+      );
+    } finally {
+      c.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a configured registry token that the registry refuses is ERR_REGISTRY_AUTH', async () => {
+    const reg = await startRegistry({ auth: 'bearer' });
+    const c = new RegistryClient({ config: registryConfig({ registries: { [reg.host]: { ca: reg.caPem, token: 'not-a-valid-token' } } }) });
+    try {
+      await reg.pushImage('team/app', 'v1');
+      const err = await rejectsWith(c.resolve(reg.ref('team/app', 'v1')), 'ERR_REGISTRY_AUTH', /refused the configured credentials/);
+      assert.doesNotMatch(err.message, /not-a-valid-token/);
     } finally {
       c.close();
       await reg.stop();

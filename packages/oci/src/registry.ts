@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { WritError } from '@writ/spiffe';
-import { parseDigest, parseImageRef } from './reference.ts';
+import { isRegistryHost, isRepositoryPath, parseDigest, parseImageRef } from './reference.ts';
 import { RegistryConfig, type RegistrySettings } from './registry-config.ts';
 import type { Descriptor, ImageRef, Manifest, RegistryReader } from './types.ts';
 
@@ -385,6 +385,9 @@ export class RegistryClient implements RegistryReader {
 
   /** One logical request: auth challenges answered, redirects followed, under the caller's signal. */
   async #exchange(x: Exchange): Promise<Response> {
+    // Callers may build the repository by hand: nothing but a valid name reaches a URL.
+    if (!isRegistryHost(x.host)) throw fail('ERR_IMAGE_REF_INVALID', `invalid registry ${JSON.stringify(x.host.slice(0, 100))}`);
+    if (x.repo !== undefined && !isRepositoryPath(x.repo)) throw fail('ERR_IMAGE_REF_INVALID', `invalid repository ${JSON.stringify(x.repo.slice(0, 100))}`);
     if (x.signal?.aborted) throw fail('ERR_REGISTRY_TIMEOUT', `no time left to ask ${x.host}`);
     const settings = this.#settings(x.host);
     const scope = x.repo === undefined ? undefined : `repository:${x.repo}:pull`;
@@ -445,10 +448,13 @@ export class RegistryClient implements RegistryReader {
     if (cached !== undefined && cached.expiresAt > this.#now()) return cached;
     let pending = this.#tokenFetches.get(key);
     if (pending === undefined) {
-      pending = this.#fetchToken(x, settings, realmUrl, params.service, scope).finally(() => this.#tokenFetches.delete(key));
+      // The shared fetch is bounded by the request timeout, not by the first caller's budget:
+      // each caller waits for it under its own signal.
+      pending = this.#fetchToken({ ...x, signal: undefined }, settings, realmUrl, params.service, scope).finally(() => this.#tokenFetches.delete(key));
+      pending.catch(() => {});
       this.#tokenFetches.set(key, pending);
     }
-    const token = await pending;
+    const token = await withSignal(pending, x.signal, x.host);
     // Cached under our own scope too, so the next request sends it without a challenge.
     if (ourScope !== undefined) this.#tokens.set(`${x.host} ${ourScope}`, token);
     this.#tokens.set(key, token);
@@ -459,6 +465,7 @@ export class RegistryClient implements RegistryReader {
     const url = new URL(realm);
     if (service !== undefined) url.searchParams.set('service', service);
     if (scope !== undefined) for (const s of scope.split(' ')) if (s !== '') url.searchParams.append('scope', s);
+    if (settings.username !== undefined) url.searchParams.set('account', settings.username);
     // The realm may be another host: its own settings when it has some, else the registry's (its CA).
     const realmHost = url.host;
     const realmSettings = this.#config.hosts().includes(realmHost.toLowerCase()) ? this.#settings(realmHost) : settings;
@@ -559,19 +566,26 @@ export class RegistryClient implements RegistryReader {
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > limit) {
-            if (ok) done(fail(x.tooLarge, `${host} sent more than the ${limit} bytes allowed for ${url.pathname.slice(0, 200)}`));
-            else done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url });
-            return;
+            if (ok) return done(fail(x.tooLarge, `${host} sent more than the ${limit} bytes allowed for ${url.pathname.slice(0, 200)}`));
+            // Enough of an error body: keep what came, drop the connection rather than read on.
+            done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url });
+            return req.destroy();
           }
           chunks.push(c);
         });
         res.on('end', () => done(undefined, { status, headers: res.headers, body: Buffer.concat(chunks), url }));
+        res.on('close', () => {
+          if (!res.complete) done(fail('ERR_REGISTRY_UNREACHABLE', `${host} closed the connection in the middle of its answer`));
+        });
         res.on('error', (err) =>
           done(fail('ERR_REGISTRY_UNREACHABLE', `${host} broke off the answer (${(err as NodeJS.ErrnoException).code ?? err.message})`, err)),
         );
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
+        // An answer that is not HTTP is the registry's fault, not the network's.
+        if (err.code?.startsWith('HPE_') === true)
+          return done(fail('ERR_REGISTRY_RESPONSE_INVALID', `${host} answered with malformed HTTP (${err.code})`, err));
         const e = fail('ERR_REGISTRY_UNREACHABLE', `cannot reach ${host}: ${describeNetError(err)}`, err);
         if (req.reusedSocket && err.code === 'ECONNRESET') Object.assign(e, { reusedSocket: true });
         done(e);
@@ -581,6 +595,26 @@ export class RegistryClient implements RegistryReader {
       req.end();
     });
   }
+}
+
+/** p, or ERR_REGISTRY_TIMEOUT as soon as signal aborts (p goes on for whoever else waits on it). */
+function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, host: string): Promise<T> {
+  if (signal === undefined) return p;
+  if (signal.aborted) return Promise.reject(fail('ERR_REGISTRY_TIMEOUT', `${host} did not answer within the time allowed`));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(fail('ERR_REGISTRY_TIMEOUT', `${host} did not answer within the time allowed`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** A network error in words, with the hint an operator needs for TLS trust problems. */

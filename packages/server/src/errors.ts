@@ -5,6 +5,7 @@
  */
 import type { ErrorCode as SpiffeErrorCode } from '@writ/spiffe';
 import type { POLICY_ERROR_CODES } from '@writ/policy';
+import type { OciErrorCode } from '@writ/oci';
 
 export const SERVER_ERROR_CODES = {
   // input
@@ -76,8 +77,22 @@ const POLICY_STATUS: Record<(typeof POLICY_ERROR_CODES)[number], number> = {
   ERR_FIELD_INVALID: 400,
 };
 
+/** Registry trouble is the server's upstream failing (502/504), not the caller's fault; a bad reference is. */
+const OCI_STATUS: Record<OciErrorCode, number> = {
+  ERR_IMAGE_REF_INVALID: 400,
+  ERR_REGISTRY_CONFIG_INVALID: 400,
+  ERR_IMAGE_NOT_FOUND: 404,
+  ERR_REGISTRY_UNREACHABLE: 502,
+  ERR_REGISTRY_AUTH: 502,
+  ERR_REGISTRY_RESPONSE_INVALID: 502,
+  ERR_DIGEST_MISMATCH: 502,
+  ERR_MANIFEST_TOO_LARGE: 502,
+  ERR_BLOB_TOO_LARGE: 502,
+  ERR_REGISTRY_TIMEOUT: 504,
+};
+
 /** The HTTP status of every code the server answers with. */
-export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...SERVER_ERROR_CODES };
+export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...OCI_STATUS, ...SERVER_ERROR_CODES };
 
 export function httpStatusOf(code: string): number {
   return Object.hasOwn(HTTP_STATUS, code) ? HTTP_STATUS[code]! : 500;

@@ -14,10 +14,15 @@
  *
  * Also `startHostileRegistry(kind)`: small HTTPS fakes that answer badly (slow, garbage, redirect
  * loops, huge or mis-digested manifests) for the client's bad-input tests.
+ *
+ * The front and the fakes run in the test's own process: drive outside clients (cosign, skopeo)
+ * with async child processes (`execFile`, `spawn`), never `execFileSync`, or nothing answers them.
+ * For cosign: `--registry-cacert=<caFile>` (or SSL_CERT_FILE), and `DOCKER_CONFIG=<dockerConfigDir()>`
+ * when there is auth.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request as httpsRequest, Agent, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
@@ -148,6 +153,10 @@ export interface StartRegistryOptions {
   readonly ipv6?: boolean;
   /** Bearer token lifetime the token endpoint announces (seconds, default 300). */
   readonly tokenTtlSeconds?: number;
+  /** The token endpoint waits this long before answering (default 0): a slow auth server. */
+  readonly tokenDelayMs?: number;
+  /** With bearer auth: a token request without credentials gets pull access, as on Docker Hub (default false). */
+  readonly anonymousPull?: boolean;
 }
 
 export interface TestRegistry {
@@ -171,6 +180,8 @@ export interface TestRegistry {
   pushIndex(repository: string, tag?: string, platforms?: readonly string[]): Promise<PushedImage>;
   /** A Docker v2 manifest list of Docker v2 manifests (default linux/amd64 + linux/arm64). */
   pushDockerList(repository: string, tag?: string, platforms?: readonly string[]): Promise<PushedImage>;
+  /** A folder with a Docker `config.json` holding this registry's credentials: `DOCKER_CONFIG` for cosign, skopeo, crane. */
+  dockerConfigDir(): string;
   stop(): Promise<void>;
 }
 
@@ -387,6 +398,8 @@ async function startFront(opts: {
   username: string;
   password: string;
   tokenTtlSeconds: number;
+  tokenDelayMs: number;
+  anonymousPull: boolean;
   stats: { requests: number; tokenRequests: number };
   grants: Map<string, Grant>;
 }): Promise<Front> {
@@ -399,7 +412,8 @@ async function startFront(opts: {
   const token = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
     opts.stats.tokenRequests++;
     const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString('base64')}`;
-    if (req.headers.authorization !== expected) {
+    const anonymous = req.headers.authorization === undefined && opts.anonymousPull;
+    if (req.headers.authorization !== expected && !anonymous) {
       res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': `Basic realm="${SERVICE}"` });
       res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'wrong credentials' }] }));
       return;
@@ -407,7 +421,8 @@ async function startFront(opts: {
     const scopes = new Set<string>();
     for (const scope of url.searchParams.getAll('scope')) {
       const [type, name, actions] = scope.split(':');
-      if (type === 'repository' && name !== undefined && actions !== undefined) for (const a of actions.split(',')) scopes.add(`repository:${name}:${a}`);
+      if (type === 'repository' && name !== undefined && actions !== undefined)
+        for (const a of actions.split(',')) if (!anonymous || a === 'pull') scopes.add(`repository:${name}:${a}`);
     }
     const t = randomBytes(24).toString('base64url');
     opts.grants.set(t, { scopes, expiresAt: Date.now() + opts.tokenTtlSeconds * 1000 });
@@ -431,8 +446,12 @@ async function startFront(opts: {
       const extra: Record<string, string> = {};
       after?.(upRes.statusCode ?? 502, extra);
       res.writeHead(upRes.statusCode ?? 502, { ...upRes.headers, ...extra });
+      upRes.on('error', () => res.destroy());
       upRes.pipe(res);
     });
+    // A client or the registry going away mid-request must not take the test process down.
+    req.on('error', () => up.destroy());
+    res.on('error', () => up.destroy());
     up.on('error', () => {
       if (!res.headersSent) res.writeHead(502);
       res.end();
@@ -444,7 +463,7 @@ async function startFront(opts: {
   const server = createHttpsServer({ cert: opts.ca.certPem, key: opts.ca.keyPem }, (req, res) => {
     opts.stats.requests++;
     const url = new URL(req.url ?? '/', 'https://front');
-    if (opts.bearer && url.pathname === '/token') return token(req, res, url);
+    if (opts.bearer && url.pathname === '/token') return void setTimeout(() => token(req, res, url), opts.tokenDelayMs);
     const m = /^\/v2\/(.+?)\/(manifests|blobs|tags|referrers)\/(.*)$/.exec(url.pathname);
     const repository = m?.[1];
     if (opts.bearer && url.pathname.startsWith('/v2/')) {
@@ -531,6 +550,67 @@ async function startFront(opts: {
   };
 }
 
+/** Registries still running: killed when the test process exits, even if a test never called stop(). */
+const running = new Map<ChildProcess, string>();
+let exitHook = false;
+function track(child: ChildProcess, dir: string): void {
+  running.set(child, dir);
+  child.once('exit', () => running.delete(child));
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const [c, d] of running) {
+        c.kill('SIGKILL');
+        rmSync(d, { recursive: true, force: true });
+      }
+    });
+  }
+}
+
+interface Backend {
+  readonly child: ChildProcess;
+  readonly backendHost: string;
+  readonly exited: Promise<void>;
+}
+
+/** The real registry on a free loopback port; a port taken between the probe and the bind is retried. */
+async function spawnRegistry(dir: string, listen: string, ca: TestCa, htpasswd: boolean): Promise<Backend> {
+  if (!existsSync(REGISTRY_BINARY)) throw new Error(`${REGISTRY_BINARY} is missing (Debian package docker-registry)`);
+  for (let attempt = 1; ; attempt++) {
+    const backendHost = `${listen.includes(':') ? `[${listen}]` : listen}:${await freePort(listen)}`;
+    writeFileSync(
+      join(dir, 'config.yml'),
+      [
+        'version: 0.1',
+        'log: { level: error, accesslog: { disabled: true } }',
+        `storage: { filesystem: { rootdirectory: ${JSON.stringify(join(dir, 'data'))} }, delete: { enabled: true } }`,
+        `http: { addr: ${JSON.stringify(backendHost)}, secret: ${JSON.stringify(randomBytes(16).toString('hex'))}, tls: { certificate: ${JSON.stringify(ca.certFile)}, key: ${JSON.stringify(ca.keyFile)} } }`,
+        ...(htpasswd ? [`auth: { htpasswd: { realm: ${SERVICE}, path: ${JSON.stringify(join(dir, 'htpasswd'))} } }`] : []),
+        '',
+      ].join('\n'),
+    );
+    const child = spawn(REGISTRY_BINARY, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child, dir);
+    let output = '';
+    const keep = (c: Buffer): void => {
+      output = (output + c.toString()).slice(-4000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      await waitReady(backendHost, ca.caPem, child, () => output);
+      return { child, backendHost, exited };
+    } catch (err) {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      if (attempt >= 3 || !/address already in use/.test(output)) throw err;
+    }
+  }
+}
+
 /**
  * Starts the real registry (and the front when bearer or referrers is asked for).
  *
@@ -549,29 +629,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   const ca = makeTestCa(dir);
   const username = 'writ-test';
   const password = randomBytes(12).toString('base64url');
-  const backendPort = await freePort(listen);
-  const backendHost = bracket(listen, backendPort);
   const htpasswd = auth === 'basic';
-  if (htpasswd) execFileSync('htpasswd', ['-Bbc', join(dir, 'htpasswd'), username, password], { stdio: 'ignore' });
-  writeFileSync(
-    join(dir, 'config.yml'),
-    [
-      'version: 0.1',
-      'log: { level: error, accesslog: { disabled: true } }',
-      `storage: { filesystem: { rootdirectory: ${JSON.stringify(join(dir, 'data'))} }, delete: { enabled: true } }`,
-      `http: { addr: ${JSON.stringify(backendHost)}, secret: ${JSON.stringify(randomBytes(16).toString('hex'))}, tls: { certificate: ${JSON.stringify(ca.certFile)}, key: ${JSON.stringify(ca.keyFile)} } }`,
-      ...(htpasswd ? [`auth: { htpasswd: { realm: ${SERVICE}, path: ${JSON.stringify(join(dir, 'htpasswd'))} } }`] : []),
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(REGISTRY_BINARY, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const keep = (c: Buffer): void => {
-    output = (output + c.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  if (htpasswd) {
+    try {
+      execFileSync('htpasswd', ['-Bbc', join(dir, 'htpasswd'), username, password], { stdio: 'ignore' });
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`htpasswd -B failed (Debian package apache2-utils): ${(err as Error).message}`);
+    }
+  }
+  let backend: Backend;
+  try {
+    backend = await spawnRegistry(dir, listen, ca, htpasswd);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const { child, backendHost, exited } = backend;
   const stats = { requests: 0, tokenRequests: 0 };
   const grants = new Map<string, Grant>();
   let front: Front | undefined;
@@ -586,7 +660,6 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitReady(backendHost, ca.caPem, child, () => output);
     if (auth === 'bearer' || referrersApi) {
       front = await startFront({
         listen,
@@ -597,6 +670,8 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
         username,
         password,
         tokenTtlSeconds: opts.tokenTtlSeconds ?? 300,
+        tokenDelayMs: opts.tokenDelayMs ?? 0,
+        anonymousPull: opts.anonymousPull ?? false,
         stats,
         grants,
       });
@@ -607,12 +682,17 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   }
   const host = front === undefined ? backendHost : bracket(listen, front.port);
   const basic = `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+  const pushTokens = new Map<string, string>();
   const pusher = new Pusher(host, ca.caPem, (repository) => {
     if (auth === 'basic') return basic;
     if (auth !== 'bearer') return undefined;
-    // The fixture mints its own push token rather than walking the token protocol for every push.
-    const t = `push-${repository}`;
-    grants.set(t, { scopes: new Set([`repository:${repository}:pull`, `repository:${repository}:push`]), expiresAt: Number.MAX_SAFE_INTEGER });
+    // The fixture mints its own (random) push token rather than walking the token protocol for every push.
+    let t = pushTokens.get(repository);
+    if (t === undefined) {
+      t = randomBytes(24).toString('base64url');
+      pushTokens.set(repository, t);
+      grants.set(t, { scopes: new Set([`repository:${repository}:pull`, `repository:${repository}:push`]), expiresAt: Number.MAX_SAFE_INTEGER });
+    }
     return `Bearer ${t}`;
   });
   return {
@@ -624,6 +704,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     password,
     stats,
     ...pushHelpers(host, pusher),
+    dockerConfigDir: () => {
+      const d = join(dir, 'docker-config');
+      mkdirSync(d, { recursive: true });
+      const auths = auth === 'none' ? {} : { [host]: { auth: Buffer.from(`${username}:${password}`).toString('base64') } };
+      writeFileSync(join(d, 'config.json'), JSON.stringify({ auths }), { mode: 0o600 });
+      return d;
+    },
     stop: async () => {
       pusher.close();
       await stopAll();
@@ -655,7 +742,15 @@ export type HostileKind =
   /** 503 to everything. */
   | 'unavailable'
   /** A bearer challenge whose token is accepted by the token endpoint but refused by the registry. */
-  | 'auth-loop';
+  | 'auth-loop'
+  /** Bytes that are not HTTP at all. */
+  | 'not-http'
+  /** A manifest announced longer than what is sent before the connection drops. */
+  | 'truncated'
+  /** A 404 whose body never ends. */
+  | 'endless-error'
+  /** A bearer challenge whose token endpoint answers 200 with HTML. */
+  | 'bad-token';
 
 export interface HostileRegistry {
   readonly host: string;
@@ -690,6 +785,21 @@ export async function startHostileRegistry(kind: HostileKind): Promise<HostileRe
     if (kind === 'redirect-loop') return void res.writeHead(307, { location: path === '/a' ? '/b' : '/a' }).end();
     if (kind === 'redirect-chain') return void res.writeHead(302, { location: `/r/${stats.requests}` }).end();
     if (kind === 'slow') return; // never answers; stop() destroys the socket
+    if (kind === 'not-http') return void res.socket?.end('SSH-2.0-OpenSSH_9.2\r\n\r\n');
+    if (kind === 'truncated' && path !== '/v2/') {
+      res.writeHead(200, { ...manifestHeaders, 'content-length': String(GOOD_MANIFEST.length) });
+      res.write(GOOD_MANIFEST.subarray(0, 10));
+      return void setTimeout(() => res.destroy(), 20);
+    }
+    if (kind === 'endless-error') {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write(Buffer.alloc(16 * 1024, 0x20))), 1);
+      return void timers.add(t);
+    }
+    if (kind === 'bad-token') {
+      if (path === '/token') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>sign in</html>');
+      return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
+    }
     if (kind === 'auth-loop') {
       if (path === '/token') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'useless', expires_in: 300 }));
       return void res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="hostile"` }).end();
