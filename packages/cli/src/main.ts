@@ -12,6 +12,7 @@ import { registerAdmissionCheck } from './admission.ts';
 import { FORMATS, checkFormat, print, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
+import { registerImage } from './image.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1147,6 +1148,7 @@ export function buildProgram(): Command {
       await completeFromServer(api, kind);
     });
   addPinOptions(program);
+  registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;
 }
 

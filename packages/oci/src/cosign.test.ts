@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isWritError } from '@writ/spiffe';
+import fc from 'fast-check';
+import { isWritError, WritError } from '@writ/spiffe';
 import { parseCosignKey, signatureRequirement, verifyCosign, verifySignature } from './cosign.ts';
 import { COSIGN_KEY_KINDS, type CosignKey, type CosignKeyKind, cosignSign, makeCosignKey } from './testing/cosign.ts';
 import { MEDIA_TYPES, startRegistry, type TestRegistry } from './testing/registry.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
-import type { Descriptor } from './types.ts';
+import type { Descriptor, Manifest, RegistryReader } from './types.ts';
 
 function clientFor(r: TestRegistry): RegistryClient {
   return new RegistryClient({ config: registryConfig({ registries: { [r.host]: { ca: r.caPem } } }) });
@@ -77,6 +78,33 @@ describe('cosign signatures made by the real cosign CLI', () => {
     assert.deepEqual(result, { verified: true, layout: 'sigstore-bundle', keyIndex: 1 });
   });
 
+  for (const target of ['the referrers API', 'the sha256-<hex> tag fallback'] as const) {
+    test(`cosign v2 simple signing pushed as an OCI 1.1 referrer, found through ${target}`, async () => {
+      const r = target === 'the referrers API' ? withReferrers : registry;
+      const client = target === 'the referrers API' ? referrersReader : reader;
+      const image = await r.pushImage('sig/v2-referrer', target === 'the referrers API' ? 'api' : 'tag');
+      await cosignSign('v2', key('rsa'), image.ref, r.caFile, dir, { referrers: true });
+      assert.equal(await client.manifest(repoOf(r, image.repository), `sha256-${image.digest.slice(7)}.sig`), null, 'not at the .sig tag');
+      const result = await verifyCosign(client, repoOf(r, image.repository), image.digest, requirement(key('rsa')));
+      assert.deepEqual(result, { verified: true, layout: 'simple-signing', keyIndex: 0 });
+    });
+  }
+
+  test('a referrers endpoint that fails does not hide a valid .sig signature, and never turns into "unsigned"', async () => {
+    const image = await registry.pushImage('sig/broken-referrers', 'v1');
+    const broken: RegistryReader = {
+      manifest: (repo, reference, signal) => reader.manifest(repo, reference, signal),
+      blob: (repo, digest, max, signal) => reader.blob(repo, digest, max, signal),
+      referrers: async () => {
+        throw new WritError('ERR_REGISTRY_RESPONSE_INVALID', 'referrers answer is not an index');
+      },
+    };
+    const repo = repoOf(registry, image.repository);
+    await assert.rejects(verifyCosign(broken, repo, image.digest, requirement(key('p256'))), (e: unknown) => isWritError(e, 'ERR_REGISTRY_RESPONSE_INVALID'));
+    await cosignSign('v2', key('p256'), image.ref, registry.caFile, dir);
+    assert.deepEqual(await verifyCosign(broken, repo, image.digest, requirement(key('p256'))), { verified: true, layout: 'simple-signing', keyIndex: 0 });
+  });
+
   test('an unsigned image is refused as unsigned', async () => {
     const image = await registry.pushImage('sig/unsigned', 'v1');
     const result = await verifyCosign(reader, repoOf(registry, image.repository), image.digest, requirement(key('p256')));
@@ -136,6 +164,169 @@ describe('cosign signatures made by the real cosign CLI', () => {
     await registry.pushManifest('sig/tamper', `sha256-${signed.digest.slice(7)}.sig`, withLayer({ ...layer, annotations }), MEDIA_TYPES.ociManifest);
     const r2 = await verifyCosign(reader, repoOf(registry, 'sig/tamper'), signed.digest, requirement(key('ed25519')));
     assert.equal(!r2.verified && r2.reason, 'bad-signature');
+  });
+});
+
+describe('hostile signature manifests (an in-memory registry: the real one refuses to store them)', () => {
+  const digest = `sha256:${'a'.repeat(64)}`;
+  const hex = 'a'.repeat(64);
+  const json = (v: unknown): Manifest => {
+    const bytes = Buffer.from(JSON.stringify(v));
+    return {
+      digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+      mediaType: MEDIA_TYPES.ociManifest,
+      bytes,
+      json: v as Record<string, unknown>,
+    };
+  };
+  const fake = (manifests: Record<string, Manifest>, referrers: Descriptor[] | null, blobs: Record<string, Buffer> = {}): RegistryReader => ({
+    manifest: async (_repo, reference) => manifests[reference] ?? null,
+    blob: async (_repo, d, max) => {
+      const b = blobs[d];
+      if (b === undefined) throw new WritError('ERR_IMAGE_NOT_FOUND', 'no such blob');
+      if (b.length > max) throw new WritError('ERR_BLOB_TOO_LARGE', 'too large');
+      return b;
+    },
+    referrers: async () => referrers,
+  });
+  const repo = { registry: 'registry.example.com', repository: 'team/app' };
+  const req = () => signatureRequirement('k', [generateKeyPairSync('ed25519').publicKey]);
+
+  test('junk descriptors, missing and oversized payloads, bundles that are not bundles: not signed, never an exception', async () => {
+    const huge = `sha256:${'b'.repeat(64)}`;
+    const sig = json({
+      layers: [
+        {
+          mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json',
+          digest: '../../../v2/_catalog',
+          annotations: { 'dev.cosignproject.cosign/signature': 'AAAA' },
+        },
+        { mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: huge, annotations: { 'dev.cosignproject.cosign/signature': 'AAAA' } },
+        {
+          mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json',
+          digest: `sha256:${'c'.repeat(64)}`,
+          annotations: { 'dev.cosignproject.cosign/signature': 7 },
+        },
+        'not a descriptor',
+        null,
+      ],
+    });
+    const bundleManifest = json({ layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: `sha256:${'d'.repeat(64)}` }] });
+    const reader = fake(
+      { [`sha256-${hex}.sig`]: sig, [bundleManifest.digest]: bundleManifest },
+      [
+        { mediaType: MEDIA_TYPES.ociManifest, digest: bundleManifest.digest, size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' },
+        { mediaType: MEDIA_TYPES.ociManifest, digest: 'sha256:short', size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' },
+      ],
+      { [huge]: Buffer.alloc(2 * 1024 * 1024), [`sha256:${'d'.repeat(64)}`]: Buffer.from('{"mediaType": 42}') },
+    );
+    const result = await verifyCosign(reader, repo, digest, req());
+    assert.equal(result.verified, false);
+    assert.equal(!result.verified && result.reason, 'malformed');
+  });
+
+  test('property: a payload changed in any byte never verifies; random bundles and envelopes never verify and never throw', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const requirementP256 = signatureRequirement('k', [publicKey]);
+    const payload = Buffer.from(
+      JSON.stringify({
+        critical: {
+          identity: { 'docker-reference': 'registry.example.com/team/app' },
+          image: { 'docker-manifest-digest': digest },
+          type: 'cosign container image signature',
+        },
+        optional: null,
+      }),
+    );
+    const signature = sign('sha256', payload, privateKey).toString('base64');
+    const simple = (bytes: Buffer): RegistryReader => {
+      const blobDigest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      const layer = {
+        mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json',
+        digest: blobDigest,
+        size: bytes.length,
+        annotations: { 'dev.cosignproject.cosign/signature': signature },
+      };
+      return fake({ [`sha256-${hex}.sig`]: json({ layers: [layer] }) }, [], { [blobDigest]: bytes });
+    };
+    assert.equal((await verifyCosign(simple(payload), repo, digest, requirementP256)).verified, true, 'the untouched payload verifies');
+    await fc.assert(
+      fc.asyncProperty(fc.nat({ max: payload.length - 1 }), fc.integer({ min: 1, max: 255 }), async (at, xor) => {
+        const changed = Buffer.from(payload);
+        changed[at] = (changed[at] ?? 0) ^ xor;
+        const r = await verifyCosign(simple(changed), repo, digest, requirementP256);
+        assert.equal(r.verified, false);
+      }),
+      { numRuns: 200 },
+    );
+    const bundleDigest = `sha256:${'e'.repeat(64)}`;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.jsonValue(),
+          fc.record({
+            mediaType: fc.constant('application/vnd.dev.sigstore.bundle.v0.3+json'),
+            dsseEnvelope: fc.jsonValue(),
+            messageSignature: fc.jsonValue(),
+          }),
+        ),
+        async (bundle) => {
+          const m = json({ layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: bundleDigest, size: 1 }] });
+          const reader = fake(
+            { [m.digest]: m, [digest]: json({}) },
+            [{ mediaType: MEDIA_TYPES.ociManifest, digest: m.digest, size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }],
+            {
+              [bundleDigest]: Buffer.from(JSON.stringify(bundle) ?? 'null'),
+            },
+          );
+          const r = await verifyCosign(reader, repo, digest, requirementP256);
+          assert.equal(r.verified, false);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test('a messageSignature bundle (signature over the manifest bytes) verifies when it names this digest', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const image = json({ schemaVersion: 2, config: {}, layers: [] });
+    const bundleFor = (named: string, signature: Buffer) =>
+      Buffer.from(
+        JSON.stringify({
+          mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+          verificationMaterial: { publicKey: { hint: 'x' } },
+          messageSignature: {
+            messageDigest: { algorithm: 'SHA2_256', digest: Buffer.from(named.slice(7), 'hex').toString('base64') },
+            signature: signature.toString('base64'),
+          },
+        }),
+      );
+    const readerWith = (bundle: Buffer): RegistryReader => {
+      const blobDigest = `sha256:${createHash('sha256').update(bundle).digest('hex')}`;
+      const m = json({ layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: blobDigest, size: bundle.length }] });
+      return fake(
+        { [m.digest]: m, [image.digest]: image },
+        [{ mediaType: MEDIA_TYPES.ociManifest, digest: m.digest, size: 1, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }],
+        {
+          [blobDigest]: bundle,
+        },
+      );
+    };
+    const good = sign('sha256', image.bytes, privateKey);
+    const r = signatureRequirement('k', [publicKey]);
+    assert.deepEqual(await verifyCosign(readerWith(bundleFor(image.digest, good)), repo, image.digest, r), {
+      verified: true,
+      layout: 'sigstore-bundle',
+      keyIndex: 0,
+    });
+    const elsewhere = await verifyCosign(readerWith(bundleFor(`sha256:${'0'.repeat(64)}`, good)), repo, image.digest, r);
+    assert.equal(!elsewhere.verified && elsewhere.reason, 'other-image');
+    const forged = await verifyCosign(readerWith(bundleFor(image.digest, sign('sha256', Buffer.from('other'), privateKey))), repo, image.digest, r);
+    assert.equal(!forged.verified && forged.reason, 'bad-signature');
+  });
+
+  test("a digest that is not sha256 hex is the caller's mistake (TypeError), not a registry question", async () => {
+    await assert.rejects(verifyCosign(fake({}, null), repo, 'sha256:ABC', req()), TypeError);
   });
 });
 

@@ -5,18 +5,21 @@
  *    simple-signing payloads, each signed in the `dev.cosignproject.cosign/signature` annotation;
  *  - sigstore bundles (cosign v3): OCI 1.1 referrers of the image with a bundle as their layer
  *    (DSSE envelope over an in-toto statement naming the digest), found through the referrers API
- *    or, for registries without it, the `sha256-<hex>` tag index.
+ *    or, for registries without it, the `sha256-<hex>` tag index. The same referrers may also be
+ *    simple-signing manifests (cosign v2 with `--registry-referrers-mode=oci-1-1`).
  * No transparency log or certificate is consulted: a signature counts when one of the policy's
  * keys made it over a payload that names this very digest. That proves who signed, not when.
  */
 import { createHash, createPublicKey, constants, type KeyObject, verify } from 'node:crypto';
 import { ed25519ph } from '@noble/curves/ed25519.js';
 import { WritError, isWritError } from '@writ/spiffe';
-import type { Descriptor, ImageRef, RegistryReader, SignatureRequirement } from './types.ts';
+import type { Descriptor, ImageRef, Manifest, RegistryReader, SignatureRequirement } from './types.ts';
 
 export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
 export const SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const BUNDLE_ARTIFACT_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+/** The artifactType of a simple-signing manifest that cosign v2 pushes as a referrer (`--registry-referrers-mode=oci-1-1`). */
+export const COSIGN_SIG_ARTIFACT_TYPE = 'application/vnd.dev.cosign.artifact.sig.v1+json';
 /** Bundle media types: `...bundle.v0.3+json` and the newer `...bundle+json;version=0.3` both start so. */
 const BUNDLE_PREFIX = 'application/vnd.dev.sigstore.bundle';
 const SIMPLE_SIGNING_TYPE = 'cosign container image signature';
@@ -28,6 +31,7 @@ const MAX_SIGNATURE_BLOB = 1024 * 1024;
 /** Signatures looked at per layout: an image re-signed many times still answers within the budget. */
 const MAX_SIGNATURES = 16;
 const MAX_KEY_PEM = 16 * 1024;
+const DESCRIPTOR_DIGEST = /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
 
 export type CosignLayout = 'simple-signing' | 'sigstore-bundle';
 
@@ -35,7 +39,12 @@ export type CosignLayout = 'simple-signing' | 'sigstore-bundle';
 export type CosignFailure = 'other-image' | 'bad-signature' | 'malformed' | 'unsigned';
 
 export type CosignResult =
-  | { readonly verified: true; readonly layout: CosignLayout /** Index into requirement.keys. */; readonly keyIndex: number }
+  | {
+      readonly verified: true;
+      readonly layout: CosignLayout;
+      /** Index into requirement.keys of the key that verified it. */
+      readonly keyIndex: number;
+    }
   | { readonly verified: false; readonly reason: CosignFailure; readonly message: string };
 
 /** One signature found: verified by key keyIndex, or refused for a reason. */
@@ -60,12 +69,15 @@ export async function verifyCosign(
   signal?: AbortSignal,
 ): Promise<CosignResult> {
   const hex = digestHex(digest);
-  const [simple, bundles] = await Promise.all([
+  // Each place on its own: a registry whose referrers endpoint fails still verifies a .sig tag, and the other way round.
+  const settled = await Promise.allSettled([
     simpleSignatures(reader, repo, digest, hex, requirement.keys, signal),
-    bundleSignatures(reader, repo, digest, hex, requirement.keys, signal),
+    referrerSignatures(reader, repo, digest, hex, requirement.keys, signal),
   ]);
-  const outcomes = [...simple, ...bundles];
+  const outcomes = settled.flatMap((s) => (s.status === 'fulfilled' ? s.value : []));
   for (const o of outcomes) if (o.ok) return { verified: true, layout: o.layout, keyIndex: o.keyIndex };
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
   for (const reason of ['other-image', 'bad-signature', 'malformed'] as const) {
     const o = outcomes.find((x): x is Extract<Outcome, { ok: false }> => !x.ok && x.reason === reason);
     if (o !== undefined) return { verified: false, reason, message: o.message };
@@ -82,7 +94,19 @@ async function simpleSignatures(
   signal?: AbortSignal,
 ): Promise<Outcome[]> {
   const manifest = await reader.manifest(repo, `sha256-${hex}.sig`, signal);
-  if (manifest === null) return [];
+  return manifest === null ? [] : simpleOutcomes(reader, repo, digest, manifest, `tag sha256-${hex}.sig`, keys, signal);
+}
+
+/** The simple-signing layers of one signature manifest (at the `.sig` tag, or a cosign v2 referrer). */
+function simpleOutcomes(
+  reader: RegistryReader,
+  repo: Repo,
+  digest: string,
+  manifest: Manifest,
+  where: string,
+  keys: readonly KeyObject[],
+  signal?: AbortSignal,
+): Promise<Outcome[]> {
   const layers = Array.isArray(manifest.json.layers) ? (manifest.json.layers as unknown[]) : [];
   const signed = layers.filter((l): l is Descriptor => isDescriptor(l) && l.mediaType === SIMPLE_SIGNING_MEDIA_TYPE).slice(0, MAX_SIGNATURES);
   return Promise.all(
@@ -92,7 +116,7 @@ async function simpleSignatures(
       const payload = await signatureBlob(reader, repo, layer.digest, signal);
       if (payload === null) return malformed(`signature payload ${layer.digest} is missing or damaged`);
       const keyIndex = keys.findIndex((k) => verifySignature(k, payload, base64(sig)));
-      if (keyIndex < 0) return { ok: false, reason: 'bad-signature', message: `signature at tag sha256-${hex}.sig does not verify with any key` };
+      if (keyIndex < 0) return { ok: false, reason: 'bad-signature', message: `signature at ${where} does not verify with any key` };
       const doc = parseJson(payload);
       const critical = record(doc?.critical);
       if (critical?.type !== SIMPLE_SIGNING_TYPE) return malformed(`signed payload is not a cosign image signature`);
@@ -103,7 +127,8 @@ async function simpleSignatures(
   );
 }
 
-async function bundleSignatures(
+/** Referrers of the digest: sigstore bundles (cosign v3) and simple-signing manifests (cosign v2 with --registry-referrers-mode=oci-1-1). */
+async function referrerSignatures(
   reader: RegistryReader,
   repo: Repo,
   digest: string,
@@ -118,9 +143,19 @@ async function bundleSignatures(
     const listed = index !== null && Array.isArray(index.json.manifests) ? (index.json.manifests as unknown[]) : [];
     found = listed.filter(isDescriptor);
   }
-  const candidates = found.filter((d) => d.artifactType?.startsWith(BUNDLE_PREFIX) === true).slice(0, MAX_SIGNATURES);
-  const outcomes = await Promise.all(candidates.map((d) => bundleOutcome(reader, repo, digest, d, keys, signal)));
-  return outcomes.filter((o): o is Outcome => o !== null);
+  const candidates = found
+    .filter((d) => d.artifactType?.startsWith(BUNDLE_PREFIX) === true || d.artifactType === COSIGN_SIG_ARTIFACT_TYPE)
+    .slice(0, MAX_SIGNATURES);
+  const outcomes = await Promise.all(
+    candidates.map(async (d): Promise<Array<Outcome | null>> => {
+      if (d.artifactType !== COSIGN_SIG_ARTIFACT_TYPE) return [await bundleOutcome(reader, repo, digest, d, keys, signal)];
+      const manifest = await reader.manifest(repo, d.digest, signal);
+      return manifest === null
+        ? [malformed(`signature manifest ${d.digest} is listed but missing`)]
+        : simpleOutcomes(reader, repo, digest, manifest, `referrer ${d.digest}`, keys, signal);
+    }),
+  );
+  return outcomes.flat().filter((o): o is Outcome => o !== null);
 }
 
 /** One referrer: null when it is not an image signature at all (an attestation with another predicate). */
@@ -186,11 +221,11 @@ async function messageOutcome(
   if (md?.algorithm !== 'SHA2_256' || typeof md.digest !== 'string' || typeof message.signature !== 'string')
     return malformed('message signature without a SHA2_256 digest');
   const named = `sha256:${base64(md.digest).toString('hex')}`;
+  if (named !== digest) return otherImage(named);
   const manifest = await reader.manifest(repo, digest, signal);
   if (manifest === null) return malformed(`image manifest ${digest} not found`);
   const keyIndex = keys.findIndex((k) => verifySignature(k, manifest.bytes, base64(message.signature as string)));
-  if (keyIndex < 0)
-    return named === digest ? { ok: false, reason: 'bad-signature', message: 'sigstore bundle signature does not verify with any key' } : otherImage(named);
+  if (keyIndex < 0) return { ok: false, reason: 'bad-signature', message: 'sigstore bundle signature does not verify with any key' };
   return { ok: true, layout: 'sigstore-bundle', keyIndex };
 }
 
@@ -296,8 +331,13 @@ function otherImage(signed: unknown): Outcome {
 
 function isDescriptor(v: unknown): v is Descriptor {
   const d = record(v);
+  // A descriptor with a malformed digest is junk: skipped, never asked for.
   return (
-    d !== undefined && typeof d.mediaType === 'string' && typeof d.digest === 'string' && (d.annotations === undefined || record(d.annotations) !== undefined)
+    d !== undefined &&
+    typeof d.mediaType === 'string' &&
+    typeof d.digest === 'string' &&
+    DESCRIPTOR_DIGEST.test(d.digest) &&
+    (d.annotations === undefined || record(d.annotations) !== undefined)
   );
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCosignKey, signatureRequirement } from './cosign.ts';
-import { type ImageSource, ImageVerifier } from './images.ts';
+import { type ImageSource, ImageVerifier, registryAllowed } from './images.ts';
 import { RegistryClient } from './registry.ts';
 import { registryConfig } from './registry-config.ts';
 import { type CosignKey, cosignSign, makeCosignKey } from './testing/cosign.ts';
@@ -92,6 +92,46 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     });
   });
 
+  test('a multi-arch index and a Docker manifest list: the signature on the top-level digest is what counts', async () => {
+    const verifier = new ImageVerifier({ registry: client });
+    for (const [version, pushed] of [
+      ['v3', await registry.pushIndex('team/multi', 'v1')],
+      ['v2', await registry.pushDockerList('team/list', 'v1')],
+    ] as const) {
+      await cosignSign(version, release, pushed.ref, registry.caFile, dir);
+      const verdict = await verifier.check(registry.ref(pushed.repository, 'v1'), requirements());
+      assert.deepEqual(verdict.violations, [], `${pushed.mediaType}`);
+      assert.equal(verdict.digest, pushed.digest);
+      const child = pushed.children[0] ?? assert.fail('no child');
+      const childVerdict = await verifier.check(`${registry.host}/${pushed.repository}@${child.digest}`, requirements());
+      assert.equal(childVerdict.violations[0]?.control, 'imageSignature', 'a platform manifest is not signed by signing its index');
+    }
+  });
+
+  test('a bearer-token registry: cosign signs with credentials, the verifier reads .sig tags and referrers with its own token', async () => {
+    const bearer = await startRegistry({ auth: 'bearer', referrers: true });
+    const bearerClient = new RegistryClient({
+      config: registryConfig({ registries: { [bearer.host]: { ca: bearer.caPem, username: bearer.username, password: bearer.password } } }),
+    });
+    try {
+      const auth = { host: bearer.host, username: bearer.username, password: bearer.password };
+      const v2 = await bearer.pushImage('team/private', 'v2');
+      const v3 = await bearer.pushImage('team/private', 'v3');
+      await cosignSign('v2', release, v2.ref, bearer.caFile, dir, { auth });
+      await cosignSign('v3', release, v3.ref, bearer.caFile, dir, { auth });
+      const verifier = new ImageVerifier({ registry: bearerClient });
+      for (const tag of ['v2', 'v3']) {
+        const verdict = await verifier.check(bearer.ref('team/private', tag), requirements());
+        assert.deepEqual(verdict.violations, [], tag);
+        assert.deepEqual(verdict.signedBy, ['release-key']);
+      }
+      assert.ok(bearer.stats.tokenRequests > 0, 'tokens were asked for');
+    } finally {
+      bearerClient.close();
+      await bearer.stop();
+    }
+  });
+
   test('requireDigest refuses a tag but still reports the digest the mutating webhook would pin', async () => {
     const image = await registry.pushImage('team/tagged', 'v1');
     const verdict = await new ImageVerifier({ registry: client }).check(
@@ -105,6 +145,21 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(verdict.pinned, `${registry.host}/team/tagged@${image.digest}`);
     const pinned = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ requireDigest: true, signatures: [] }));
     assert.deepEqual(pinned.violations, []);
+    // The mutating webhook's request: no digest required, but the tag resolved so it can pin it.
+    const mutate = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [], pinTags: true }));
+    assert.deepEqual(mutate.violations, []);
+    assert.equal(mutate.pinned, `${registry.host}/team/tagged@${image.digest}`);
+    const untouched = await new ImageVerifier({ registry: client }).check(registry.ref('team/tagged', 'v1'), requirements({ signatures: [] }));
+    assert.equal(untouched.pinned, undefined, 'nothing asked of the image: the registry is not asked either');
+  });
+
+  test('registry prefixes match on path boundaries', () => {
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team/']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com/team']));
+    assert.ok(registryAllowed('registry.example.com/team/app', ['registry.example.com']));
+    assert.ok(!registryAllowed('registry.example.com/teamx/app', ['registry.example.com/team']));
+    assert.ok(!registryAllowed('registry.example.com.evil.io/team/app', ['registry.example.com']));
+    assert.ok(registryAllowed('anything/at/all', []));
   });
 
   test('a registry outside the allowed prefixes is refused without being contacted', async () => {
@@ -132,6 +187,7 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     const missing = await verifier.check(registry.ref('team/unsigned', 'nope'), requirements());
     assert.equal(missing.violations[0]?.control, 'imageResolve');
     assert.match(missing.violations[0]?.message ?? '', /ERR_IMAGE_NOT_FOUND/);
+    assert.equal(missing.violations[0]?.code, undefined, 'a missing tag is a verdict, not a failure to check');
     const bad = await verifier.check('Registry.example.com/UPPER/app', requirements());
     assert.equal(bad.violations[0]?.control, 'imageResolve');
     assert.match(bad.violations[0]?.message ?? '', /not a valid reference/);
@@ -151,15 +207,15 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.match(verdict.violations[0]?.message ?? '', /audit-key/);
   });
 
-  test('the second check of a digest asks the registry nothing; concurrent first checks share one verification', async () => {
+  test('the second check of a digest asks the registry nothing; 500 concurrent first checks share one verification', async () => {
     const image = await registry.pushImage('team/cached', 'v1');
     await cosignSign('v2', release, image.ref, registry.caFile, dir);
     const counting = new Counting(client);
     const verifier = new ImageVerifier({ registry: counting });
     const ref = registry.ref('team/cached', 'v1');
-    const verdicts = await Promise.all(Array.from({ length: 50 }, () => verifier.check(ref, requirements())));
+    const verdicts = await Promise.all(Array.from({ length: 500 }, () => verifier.check(ref, requirements())));
     assert.ok(verdicts.every((v) => v.violations.length === 0 && v.digest === image.digest));
-    assert.equal(counting.calls.resolve, 1, 'one tag resolution for 50 concurrent checks');
+    assert.equal(counting.calls.resolve, 1, 'one tag resolution for 500 concurrent checks');
     const firstCalls = counting.total;
     assert.ok(firstCalls <= 6, `one verification's requests, got ${JSON.stringify(counting.calls)}`);
     const n = 2000;
@@ -217,12 +273,54 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
       assert.ok(performance.now() - t0 < 500);
       assert.equal(verdict.violations[0]?.control, 'imageResolve');
       assert.match(verdict.violations[0]?.message ?? '', /did not answer within the decision budget/);
+      assert.equal(verdict.violations[0]?.code, 'ERR_REGISTRY_TIMEOUT');
       const image = await registry.pushImage('team/after', 'v1');
       const ok = await new ImageVerifier({ registry: client }).check(image.ref, requirements({ signatures: [] }));
       assert.deepEqual(ok.violations, []);
     } finally {
       slowClient.close();
       await hostile.stop();
+    }
+  });
+
+  test('every kind of hostile registry: a verdict with a problem within the 2 s budget, never an exception', async () => {
+    const kinds = [
+      'slow',
+      'slow-body',
+      'garbage',
+      'not-a-manifest',
+      'wrong-media-type',
+      'redirect-loop',
+      'redirect-chain',
+      'huge-manifest',
+      'endless-manifest',
+      'wrong-digest',
+      'unavailable',
+      'auth-loop',
+      'not-http',
+      'truncated',
+      'endless-error',
+      'bad-token',
+    ] as const;
+    for (const kind of kinds) {
+      const hostile = await startHostileRegistry(kind);
+      const hostileClient = new RegistryClient({
+        config: registryConfig({ registries: { [hostile.host]: { ca: hostile.caPem, username: 'u', password: 'p' } } }),
+      });
+      try {
+        const verifier = new ImageVerifier({ registry: hostileClient });
+        for (const ref of [`${hostile.host}/team/app:v1`, `${hostile.host}/team/app@sha256:${'f'.repeat(64)}`]) {
+          const t0 = performance.now();
+          const verdict = await verifier.check(ref, requirements(), AbortSignal.timeout(2000));
+          const ms = performance.now() - t0;
+          assert.ok(ms < 2500, `${kind} ${ref}: ${ms.toFixed(0)} ms`);
+          assert.ok(verdict.violations.length > 0, `${kind} ${ref}: refused`);
+          assert.ok(verdict.signedBy.length === 0);
+        }
+      } finally {
+        hostileClient.close();
+        await hostile.stop();
+      }
     }
   });
 

@@ -118,14 +118,14 @@ export class ImageVerifier implements ImageChecker {
     }
     const name = `${ref.registry}/${ref.repository}`;
     const violations: ImageProblem[] = [];
-    if (req.registries.length > 0 && !req.registries.some((p) => underPrefix(name, p))) {
+    if (!registryAllowed(name, req.registries)) {
       // Never contact a registry the policy does not allow.
       violations.push({ control: 'imageRegistry', message: `image ${image} is not from an allowed registry (${req.registries.join(', ')})` });
       return { image, ...(ref.digest === undefined ? {} : { digest: ref.digest, pinned: pinnedRef(ref, ref.digest) }), violations, signedBy: [] };
     }
     if (req.requireDigest && ref.digest === undefined)
       violations.push({ control: 'imageDigest', message: `image ${image} is not pinned by digest (use ${name}@sha256:...)` });
-    const needsDigest = ref.digest !== undefined || req.requireDigest || req.signatures.length > 0;
+    const needsDigest = ref.digest !== undefined || req.requireDigest || req.signatures.length > 0 || req.pinTags === true;
     if (!needsDigest) return { image, violations, signedBy: [] };
 
     let digest = ref.digest;
@@ -133,7 +133,9 @@ export class ImageVerifier implements ImageChecker {
       try {
         digest = await withBudget(this.#resolve(ref), signal);
       } catch (err) {
-        violations.push({ control: 'imageResolve', message: `image ${image} could not be resolved: ${failure(err, ref.registry)}` });
+        // A tag or digest the registry does not have is a verdict; anything else means it could not be checked.
+        const code = isWritError(err, 'ERR_IMAGE_NOT_FOUND') ? {} : { code: codeOf(err) };
+        violations.push({ control: 'imageResolve', message: `image ${image} could not be resolved: ${failure(err, ref.registry)}`, ...code });
         return { image, violations, signedBy: [] };
       }
     }
@@ -152,7 +154,7 @@ export class ImageVerifier implements ImageChecker {
           if (r.verified) return s.name;
           return { control: 'imageSignature', message: `image ${image} (${d}) is not signed by ${s.name}: ${r.message}` };
         } catch (err) {
-          return { control: 'imageSignature', message: `signatures of ${image} (${d}) could not be checked: ${failure(err, ref.registry)}` };
+          return { control: 'imageSignature', message: `signatures of ${image} (${d}) could not be checked: ${failure(err, ref.registry)}`, code: codeOf(err) };
         }
       }),
     );
@@ -185,10 +187,14 @@ export class ImageVerifier implements ImageChecker {
   }
 }
 
-/** `registry.example.com/team/` holds `registry.example.com/team/app`; `.../team` does too, but not `.../teamx/app`. */
-function underPrefix(name: string, prefix: string): boolean {
-  if (prefix.endsWith('/')) return name.startsWith(prefix);
-  return name === prefix || name.startsWith(`${prefix}/`);
+/**
+ * Is `name` (`registry/repository` in normal form) under one of the prefixes (none: any)? On path
+ * boundaries: `registry.example.com/team/` and `registry.example.com/team` hold
+ * `registry.example.com/team/app`, and neither holds `registry.example.com/teamx/app`.
+ */
+export function registryAllowed(name: string, prefixes: readonly string[]): boolean {
+  if (prefixes.length === 0) return true;
+  return prefixes.some((p) => (p.endsWith('/') ? name.startsWith(p) : name === p || name.startsWith(`${p}/`)));
 }
 
 class BudgetExceeded extends Error {}
@@ -216,6 +222,11 @@ function withBudget<T>(work: Promise<T>, signal: AbortSignal | undefined): Promi
 function failure(err: unknown, registry: string): string {
   if (err instanceof BudgetExceeded || isWritError(err, 'ERR_REGISTRY_TIMEOUT')) return `registry ${registry} did not answer within the decision budget`;
   return messageOf(err);
+}
+
+function codeOf(err: unknown): string {
+  if (err instanceof BudgetExceeded) return 'ERR_REGISTRY_TIMEOUT';
+  return isWritError(err) ? err.code : 'ERR_INTERNAL';
 }
 
 /** WritErrors carry messages written to be shown (no secrets); anything else is summarized. */

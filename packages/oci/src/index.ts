@@ -34,6 +34,7 @@ export {
 } from './registry-config.ts';
 export {
   BUNDLE_ARTIFACT_TYPE,
+  COSIGN_SIG_ARTIFACT_TYPE,
   type CosignFailure,
   type CosignLayout,
   type CosignResult,
@@ -44,4 +45,4 @@ export {
   verifyCosign,
   verifySignature,
 } from './cosign.ts';
-export { ImageVerifier, type ImageSource, type ImageVerifierOptions } from './images.ts';
+export { ImageVerifier, registryAllowed, type ImageSource, type ImageVerifierOptions } from './images.ts';

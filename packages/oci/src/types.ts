@@ -9,6 +9,8 @@ import type { KeyObject } from 'node:crypto';
 export interface ImageProblem {
   readonly control: string;
   readonly message: string;
+  /** Set when the image could not be checked (the registry's WritError code, or ERR_REGISTRY_TIMEOUT for the budget), not when it was checked and refused. */
+  readonly code?: string;
 }
 
 /** An image reference in normal form (docker.io/library/ filled in). */
@@ -67,6 +69,8 @@ export interface ImageRequirements {
   readonly registries: readonly string[];
   /** Every requirement must be met (each by one of its keys). */
   readonly signatures: readonly SignatureRequirement[];
+  /** Resolve a tag to its digest even when nothing above needs it: the mutating webhook pins it (verdict.pinned). */
+  readonly pinTags?: boolean;
 }
 
 /** The verdict on one image under one policy's requirements. */

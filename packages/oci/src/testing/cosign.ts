@@ -6,7 +6,7 @@
  * built by .ci/run from the versions pinned in test/go/cosign-v2 and test/go/cosign-v3.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -62,8 +62,28 @@ export async function makeCosignKey(dir: string, kind: CosignKeyKind): Promise<C
   return { kind, keyFile: `${prefix}.key`, pubFile: `${prefix}.pub`, pubPem: readFileSync(`${prefix}.pub`, 'utf8') };
 }
 
-/** `cosign sign` of `ref` (`host/repo@sha256:...`) with a key, trusting the registry's test CA. */
-export async function cosignSign(version: CosignVersion, key: CosignKey, ref: string, caFile: string, dir: string): Promise<void> {
+/**
+ * `cosign sign` of `ref` (`host/repo@sha256:...`) with a key, trusting the registry's test CA.
+ * `referrers` (v2 only): the experimental `--registry-referrers-mode=oci-1-1`, which pushes the
+ * simple-signing manifest as an OCI 1.1 referrer instead of at the `.sig` tag.
+ */
+export async function cosignSign(
+  version: CosignVersion,
+  key: CosignKey,
+  ref: string,
+  caFile: string,
+  dir: string,
+  opts: { referrers?: boolean; auth?: { host: string; username: string; password: string } } = {},
+): Promise<void> {
   const offline = version === 'v2' ? ['--tlog-upload=false'] : ['--use-signing-config=false', '--tlog-upload=false'];
-  await run(cosignBinary(version), ['sign', '--key', key.keyFile, ...offline, '-y', ref], { env: env(dir, caFile), timeout: 60_000 });
+  const referrers = opts.referrers === true ? ['--registry-referrers-mode=oci-1-1'] : [];
+  const environment: NodeJS.ProcessEnv = { ...env(dir, caFile), ...(opts.referrers === true ? { COSIGN_EXPERIMENTAL: '1' } : {}) };
+  if (opts.auth !== undefined) {
+    // cosign reads registry credentials the way docker does: DOCKER_CONFIG/config.json.
+    const config = mkdtempSync(join(dir, 'docker-config-'));
+    const auth = Buffer.from(`${opts.auth.username}:${opts.auth.password}`).toString('base64');
+    writeFileSync(join(config, 'config.json'), JSON.stringify({ auths: { [opts.auth.host]: { auth } } }), { mode: 0o600 });
+    environment.DOCKER_CONFIG = config;
+  }
+  await run(cosignBinary(version), ['sign', '--key', key.keyFile, ...offline, ...referrers, '-y', ref], { env: environment, timeout: 60_000 });
 }

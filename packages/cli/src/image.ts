@@ -1,0 +1,164 @@
+/**
+ * `writ image verify REF`: resolve an image to its digest and check its cosign signatures with
+ * the same checker the admission webhook uses, offline (no Writ server). Exit 0 verified,
+ * 3 not verified, 1 when the registry could not be asked.
+ */
+import { type Command, CommanderError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import * as admission from '@writ/admission';
+import {
+  type ImageProblem,
+  type ImageRequirements,
+  type ImageVerdict,
+  ImageVerifier,
+  loadRegistryConfig,
+  parseCosignKey,
+  RegistryClient,
+  type SignatureRequirement,
+  signatureRequirement,
+} from '@writ/oci';
+import { WritError, parseDuration } from '@writ/spiffe';
+import { checkFormat, print } from './output.ts';
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+interface VerifyFlags {
+  key?: string[];
+  policy?: string;
+  registryConfig?: string;
+  timeout: string;
+}
+
+/** What `-o json` prints. */
+export interface ImageVerifyResult {
+  readonly image: string;
+  readonly digest: string | null;
+  readonly pinned: string | null;
+  readonly verified: boolean;
+  readonly signedBy: readonly string[];
+  readonly problems: ReadonlyArray<{ readonly control: string; readonly message: string }>;
+}
+
+function readKey(file: string): ImageRequirements['signatures'][number] {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_KEY_INVALID', `cannot read key ${file}: ${(err as NodeJS.ErrnoException).code}`, { field: 'key' });
+  }
+  try {
+    return signatureRequirement(file, [parseCosignKey(pem, 'key')]);
+  } catch (err) {
+    throw new WritError('ERR_KEY_INVALID', `${file}: ${(err as Error).message}`, { field: 'key' });
+  }
+}
+
+/** What `writ image verify --policy` needs of @writ/admission (typed by shape: the CLI reads only the images part). */
+interface AdmissionImages {
+  readonly requireDigest: boolean;
+  readonly registries: readonly string[];
+}
+interface AdmissionApi {
+  parseAdmission(text: string, opts: { file?: string }): { readonly policies: ReadonlyArray<{ readonly name: string; readonly images?: AdmissionImages }> };
+  signatureRequirements(images: AdmissionImages, readKeyFile: (path: string) => string | Buffer): SignatureRequirement[];
+}
+
+/** The images requirements of every AdmissionPolicy in FILE (validated as `writ policy apply` does); key files relative to FILE. */
+export function policyRequirements(file: string): Array<{ readonly policy: string; readonly req: ImageRequirements }> {
+  const api = admission as unknown as Partial<AdmissionApi>;
+  if (api.parseAdmission === undefined || api.signatureRequirements === undefined)
+    throw new WritError('ERR_POLICY_INVALID', '--policy needs @writ/admission with parseAdmission');
+  const { parseAdmission, signatureRequirements } = api;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_POLICY_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, { field: 'policy' });
+  }
+  const readKey = (path: string): string => readFileSync(resolve(dirname(file), path), 'utf8');
+  const out = parseAdmission(text, { file }).policies.flatMap((p) => {
+    if (p.images === undefined) return [];
+    const images = p.images;
+    let signatures: SignatureRequirement[];
+    try {
+      signatures = signatureRequirements(images, readKey);
+    } catch (err) {
+      throw new WritError('ERR_KEY_INVALID', `AdmissionPolicy ${p.name}: ${(err as Error).message}`, { field: 'policy' });
+    }
+    return [{ policy: p.name, req: { requireDigest: images.requireDigest, registries: images.registries, signatures } }];
+  });
+  if (out.length === 0) throw new WritError('ERR_POLICY_INVALID', `${file} has no AdmissionPolicy with spec.images`, { field: 'policy' });
+  return out;
+}
+
+/**
+ * The result of checking one image: with --key (one requirement per key) it is verified when any
+ * key signed it; every --policy must be met whole (registries, digest, all its signatures).
+ */
+export function verifyResult(
+  image: string,
+  byKey: ImageVerdict | undefined,
+  byPolicy: ReadonlyArray<{ policy: string; verdict: ImageVerdict }>,
+): ImageVerifyResult {
+  const keyOk = byKey === undefined || byKey.signedBy.length > 0;
+  const problems: ImageProblem[] = [
+    ...(keyOk ? [] : (byKey?.violations ?? [])),
+    ...byPolicy.flatMap(({ policy, verdict }) => verdict.violations.map((v) => ({ control: v.control, message: `AdmissionPolicy ${policy}: ${v.message}` }))),
+  ];
+  const all = [...(byKey === undefined ? [] : [byKey]), ...byPolicy.map((p) => p.verdict)];
+  const digest = all.find((v) => v.digest !== undefined);
+  return {
+    image,
+    digest: digest?.digest ?? null,
+    pinned: digest?.pinned ?? null,
+    verified: problems.length === 0,
+    signedBy: [...new Set(all.flatMap((v) => v.signedBy))],
+    problems: problems.map((p) => ({ control: p.control, message: p.message })),
+  };
+}
+
+export function registerImage(program: Command): void {
+  const image = program.command('image').description('container images: digests and cosign signatures');
+  image
+    .command('verify')
+    .description(
+      'resolve REF to its digest and check its cosign signatures (simple signing and sigstore bundles) with public keys, offline: no transparency log',
+    )
+    .argument('<ref>', 'image reference, e.g. registry.example.com/team/app:v1 or ...@sha256:...')
+    .option('--key <file>', 'cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519); repeatable, any one of them suffices', collect)
+    .option('--policy <file>', 'check against the spec.images of every AdmissionPolicy in FILE (registries, requireDigest, every signature requirement)')
+    .option('--registry-config <file>', 'per-registry CA and credentials (the server uses the same file)')
+    .addOption(new Option('--timeout <duration>', 'give up on the registry after this long').default('30s'))
+    .addHelpText('after', '\nExit codes: 0 verified, 1 error (registry unreachable, bad key), 2 usage, 3 not verified.')
+    .action(async (ref: string, f: VerifyFlags, cmd: Command) => {
+      const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
+      if (!f.key?.length && f.policy === undefined) throw new CommanderError(2, 'writ.usage', 'give at least one --key FILE, or --policy FILE');
+      const keys = (f.key ?? []).map(readKey);
+      const policies = f.policy === undefined ? [] : policyRequirements(f.policy);
+      const timeoutMs = parseDuration(f.timeout, 'timeout', 3_600_000, 1);
+      const client = new RegistryClient(f.registryConfig === undefined ? {} : { config: loadRegistryConfig(f.registryConfig) });
+      try {
+        const verifier = new ImageVerifier({ registry: client });
+        const signal = AbortSignal.timeout(timeoutMs);
+        const [byKey, ...byPolicy] = await Promise.all([
+          keys.length === 0 ? undefined : verifier.check(ref, { requireDigest: false, registries: [], signatures: keys }, signal),
+          ...policies.map((p) => verifier.check(ref, p.req, signal)),
+        ]);
+        const policyVerdicts = byPolicy.flatMap((v, i) => (v === undefined ? [] : [{ policy: policies[i]?.policy ?? '', verdict: v }]));
+        // Could not ask the registry at all: an error, not a verdict on the image.
+        const unchecked = [...(byKey !== undefined && byKey.signedBy.length === 0 ? [byKey] : []), ...policyVerdicts.map((p) => p.verdict)]
+          .flatMap((v) => v.violations)
+          .find((v) => v.code !== undefined);
+        if (unchecked?.code !== undefined) throw new WritError(unchecked.code, unchecked.message);
+        const result = verifyResult(ref, byKey, policyVerdicts);
+        print(format, result, () => ({
+          head: ['IMAGE', 'DIGEST', 'VERIFIED', 'SIGNED BY'],
+          body: [[result.image, result.digest ?? '-', result.verified ? 'yes' : 'no', result.signedBy.join(',') || '-']],
+        }));
+        if (!result.verified) throw new CommanderError(3, 'writ.violation', `not verified: ${result.problems.map((p) => p.message).join('; ')}`);
+      } finally {
+        client.close();
+      }
+    });
+}
