@@ -7,14 +7,16 @@
  * `writ admission events`.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { startHostileRegistry, startRegistry, type HostileRegistry, type PushedImage, type TestRegistry } from '@writ/oci/testing';
-import { cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { cosignSign, makeCosignKey, type CosignKey } from '../../packages/oci/src/testing/cosign.ts';
+import { CuttableProxy, WRIT, cleanup, run, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
 const DIGEST = `sha256:${'4'.repeat(64)}`;
@@ -50,7 +52,7 @@ function post(
   w: Webhook,
   path: string,
   body: string | object,
-  opts: { cert?: string; key?: string; contentType?: string; method?: string } = {},
+  opts: { cert?: string; key?: string; contentType?: string; method?: string; expectContinue?: boolean } = {},
 ): Promise<Answer> {
   const payload = typeof body === 'string' ? body : JSON.stringify(body);
   const t0 = performance.now();
@@ -64,7 +66,11 @@ function post(
         method: opts.method ?? 'POST',
         ca: w.ca,
         agent: false,
-        headers: { 'content-type': opts.contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) },
+        headers: {
+          'content-type': opts.contentType ?? 'application/json',
+          'content-length': Buffer.byteLength(payload),
+          ...(opts.expectContinue ? { expect: '100-continue' } : {}),
+        },
         ...(opts.cert ? { cert: opts.cert, key: opts.key } : {}),
       },
       (res) => {
@@ -82,7 +88,9 @@ function post(
       },
     );
     req.on('error', reject);
-    req.end(payload);
+    // With Expect: 100-continue (what curl sends for large bodies) the body waits for the server's go-ahead.
+    if (opts.expectContinue) req.on('continue', () => req.end(payload));
+    else req.end(payload);
   });
 }
 
@@ -315,7 +323,7 @@ describe('the admission webhook on its own listener', () => {
       'content-type: application/json',
       '--data-binary',
       `@${join(dir, 'review.json')}`,
-      `https://${DNS}:${w.port}/v1/admission/validate`,
+      `https://${DNS}:${w.port}/v1/admission/validate?timeout=5s`,
     ]);
     assert.equal(c.code, 0, c.stderr);
     assert.equal((JSON.parse(c.stdout) as { response: Response }).response.allowed, true);
@@ -331,6 +339,70 @@ describe('the admission webhook on its own listener', () => {
     assert.notEqual(wrong.code, 0);
   });
 
+  it('writ admission manifests prints both webhook configurations as kube-apiserver takes them', async () => {
+    const m = await writ(w.srv, [
+      'admission',
+      'manifests',
+      '--ca-file',
+      join(w.srv.dataDir, 'bundle.pem'),
+      '--namespace',
+      'security',
+      '--port',
+      '9444',
+      '-o',
+      'json',
+    ]);
+    assert.equal(m.code, 0, m.stderr);
+    type Hook = Record<string, unknown> & {
+      clientConfig: { service: Record<string, unknown>; caBundle: string };
+      rules: Array<{ apiGroups: string[]; resources: string[]; operations: string[] }>;
+    };
+    const items = (JSON.parse(m.stdout) as { items: Array<{ apiVersion: string; kind: string; webhooks: Hook[] }> }).items;
+    assert.deepEqual(
+      items.map((i) => [i.apiVersion, i.kind]),
+      [
+        ['admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration'],
+        ['admissionregistration.k8s.io/v1', 'ValidatingWebhookConfiguration'],
+      ],
+    );
+    for (const [i, hook] of (['mutate', 'validate'] as const).entries()) {
+      const h = items[i]!.webhooks[0]!;
+      assert.deepEqual(h.clientConfig.service, { namespace: 'security', name: 'writ-admission', path: `/v1/admission/${hook}`, port: 9444 });
+      assert.equal(Buffer.from(h.clientConfig.caBundle, 'base64').toString(), readFileSync(join(w.srv.dataDir, 'bundle.pem'), 'utf8'));
+      assert.deepEqual(h['admissionReviewVersions'], ['v1']);
+      assert.equal(h['failurePolicy'], 'Fail');
+      assert.equal(h['sideEffects'], 'None');
+      assert.equal(h['matchPolicy'], 'Equivalent');
+      assert.ok((h['timeoutSeconds'] as number) > 2 && (h['timeoutSeconds'] as number) <= 30, 'above the 2 s budget');
+      assert.deepEqual(h['namespaceSelector'], {
+        matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: ['kube-system', 'security'] }],
+      });
+      assert.deepEqual(
+        h.rules.flatMap((r) => r.resources.map((res) => `${r.apiGroups[0] || 'core'}/${res}`)),
+        [
+          'core/pods',
+          'core/pods/ephemeralcontainers',
+          'core/replicationcontrollers',
+          'core/podtemplates',
+          'apps/deployments',
+          'apps/replicasets',
+          'apps/statefulsets',
+          'apps/daemonsets',
+          'batch/jobs',
+          'batch/cronjobs',
+        ],
+      );
+      assert.ok(h.rules.every((r) => r.operations.join() === 'CREATE,UPDATE'));
+      assert.equal(h['reinvocationPolicy'], hook === 'mutate' ? 'IfNeeded' : undefined);
+    }
+    const ignore = await writ(w.srv, ['admission', 'manifests', '--ca-file', join(w.srv.dataDir, 'bundle.pem'), '--failure-policy', 'Ignore']);
+    assert.equal((ignore.stdout.match(/failurePolicy: Ignore/g) ?? []).length, 2);
+    const bad = await writ(w.srv, ['admission', 'manifests', '--ca-file', join(w.srv.dataDir, 'admin.token')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /holds no PEM certificate/);
+    assert.doesNotMatch(bad.stderr, new RegExp(w.srv.adminToken), 'the file given by mistake is not echoed');
+  });
+
   it('denies a privileged Pod in an enforce namespace as Pod Security Admission words it, echoing the uid', async () => {
     const r = review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name: 'bad', object: pod('bad', 'prod', privilegedSpec('nginx:1.27')) });
     const res = responseOf(await post(w, '/v1/admission/validate', r));
@@ -341,7 +413,7 @@ describe('the admission webhook on its own listener', () => {
     assert.match(res.status!.message, /violates PodSecurity "restricted:latest": /);
     assert.match(res.status!.message, /privileged \(container "app" must not set securityContext\.privileged=true\)/);
     assert.match(res.status!.message, /allowPrivilegeEscalation != false/);
-    assert.equal(res.auditAnnotations?.['verdict'], 'denied');
+    assert.equal(res.auditAnnotations?.['decision'], 'deny');
     assert.equal(res.patch, undefined);
   });
 
@@ -361,7 +433,7 @@ describe('the admission webhook on its own listener', () => {
     );
     assert.equal(res.allowed, true, JSON.stringify(res));
     assert.equal(res.status, undefined);
-    assert.equal(res.auditAnnotations?.['verdict'], 'allowed');
+    assert.equal(res.auditAnnotations?.['decision'], 'allow');
     assert.equal(res.auditAnnotations?.['policies'], 'prod');
   });
 
@@ -389,6 +461,39 @@ describe('the admission webhook on its own listener', () => {
       ),
     );
     assert.equal(dry.allowed, false, 'a dry run gets the verdict the real request would');
+  });
+
+  it('a Deployment UPDATE (with oldObject) is judged on its new template; a policy applied takes effect on the next review', async () => {
+    const dep = (spec: object, replicas: number) => ({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web', namespace: 'prod', generation: 2 },
+      spec: { replicas, selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec } },
+    });
+    const good = dep(restrictedSpec(`registry.example.com/team/app@${DIGEST}`), 2);
+    const update = (object: object) =>
+      review({ kind: 'Deployment', group: 'apps', resource: 'deployments', operation: 'UPDATE', namespace: 'prod', name: 'web', object, oldObject: good });
+    assert.equal(
+      responseOf(await post(w, '/v1/admission/validate', update(dep(restrictedSpec(`registry.example.com/team/app@${DIGEST}`), 5)))).allowed,
+      true,
+      'scaled',
+    );
+    const worse = responseOf(await post(w, '/v1/admission/validate', update(dep(privilegedSpec('nginx:1.27'), 2))));
+    assert.equal(worse.allowed, false);
+    assert.match(worse.status!.message, /privileged \(container "app"/);
+    // No policy for namespace "late" yet: admitted; once one is applied, the very next review is judged by it.
+    const latePod = () => review({ kind: 'Pod', resource: 'pods', namespace: 'late', name: 'p', object: pod('p', 'late', privilegedSpec('nginx:1.27')) });
+    assert.equal(responseOf(await post(w, '/v1/admission/validate', latePod())).allowed, true);
+    const f = join(dir, 'late.yaml');
+    writeFileSync(
+      f,
+      'apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: late }\nspec:\n  namespaces: [late]\n  mode: enforce\n  podSecurity: { level: baseline, version: v1.30 }\n',
+    );
+    const r = await writ(w.srv, ['policy', 'apply', '-f', f]);
+    assert.equal(r.code, 0, r.stderr);
+    const judged = responseOf(await post(w, '/v1/admission/validate', latePod()));
+    assert.equal(judged.allowed, false);
+    assert.match(judged.status!.message, /^violates PodSecurity "baseline:v1\.30": privileged/);
   });
 
   it('checks an ephemeral debug container added through pods/ephemeralcontainers', async () => {
@@ -462,7 +567,7 @@ describe('the admission webhook on its own listener', () => {
       ),
     );
     assert.equal(cm.allowed, true);
-    assert.equal(cm.auditAnnotations?.['verdict'], 'skipped');
+    assert.equal(cm.auditAnnotations?.['decision'], 'skipped');
   });
 
   it('an exception waives its controls until it expires, then has no effect; the events show which was used', async () => {
@@ -535,6 +640,35 @@ describe('the admission webhook on its own listener', () => {
     assert.equal(events.find((e) => e.name === 'web' && e.operation === 'UPDATE')?.allowed, false);
     const denied = await writ(w.srv, ['admission', 'events', '--namespace', 'prod', '--denied', '-o', 'json']);
     assert.ok((JSON.parse(denied.stdout) as Array<{ allowed: boolean }>).every((e) => !e.allowed));
+    // --follow prints what is stored after it started, one JSON object per line.
+    const follow = spawn(process.execPath, [WRIT, 'admission', 'events', '--follow', '--since', '1s', '--namespace', 'team-b', '-o', 'json'], {
+      env: {
+        PATH: process.env['PATH'],
+        HOME: process.env['HOME'],
+        WRIT_SERVER: w.srv.url,
+        WRIT_TOKEN: w.srv.adminToken,
+        WRIT_CA_FILE: join(w.srv.dataDir, 'bundle.pem'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let followed = '';
+    follow.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      await post(
+        w,
+        '/v1/admission/validate',
+        review({ kind: 'Pod', resource: 'pods', namespace: 'team-b', name: 'followed', object: pod('followed', 'team-b', privilegedSpec('nginx:1.27')) }),
+      );
+      const line = await waitFor('the followed event', async () => followed.split('\n').find((l) => l.includes('"followed"')));
+      const e = JSON.parse(line) as { name: string; allowed: boolean; namespace: string };
+      assert.deepEqual([e.name, e.namespace, e.allowed], ['followed', 'team-b', false]);
+    } finally {
+      follow.kill();
+    }
+    const metrics = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), `${w.srv.url}/metrics`]);
+    assert.match(metrics.stdout, /^writ_admission_reviews_total\{hook="validate",decision="deny",mode="enforce"\} \d+$/m);
+    assert.match(metrics.stdout, /^writ_admission_reviews_total\{hook="validate",decision="skipped",mode="none"\} \d+$/m);
     const table = await writ(w.srv, ['admission', 'events', '--namespace', 'prod']);
     assert.match(table.stdout, /^TIME\s+VERDICT\s+MODE\s+NAMESPACE\s+OBJECT/);
     assert.match(table.stdout, /denied \(dry run\)\s+enforce\s+prod\s+Deployment\/api-dry/);
@@ -542,20 +676,21 @@ describe('the admission webhook on its own listener', () => {
 
   it('malformed, huge, deep and foreign reviews get a 400 or 413 with a code, and the listener keeps serving', async () => {
     const good = review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name: 'web', object: pod('web', 'prod', restrictedSpec(`r.example/a@${DIGEST}`)) });
-    const cases: Array<[string, string | object, number, string, { contentType?: string }?]> = [
+    const cases: Array<[string, string | object, number, string, { contentType?: string; expectContinue?: boolean }?]> = [
       ['not JSON', '{"kind":', 400, 'ERR_JSON_INVALID'],
       ['empty', '', 400, 'ERR_JSON_INVALID'],
       ['an array', '[]', 400, 'ERR_FIELD_INVALID'],
       ['v1beta1', { ...good, apiVersion: 'admission.k8s.io/v1beta1' }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
       ['no uid', { ...good, request: { ...(good['request'] as object), uid: undefined } }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
-      ['an unknown top-level field', { ...good, response: {} }, 400, 'ERR_FIELD_UNKNOWN'],
+      ['an unknown top-level field', { ...good, spec: {} }, 400, 'ERR_FIELD_UNKNOWN'],
+      ['an answered review', { ...good, response: { uid: 'x', allowed: true } }, 400, 'ERR_ADMISSION_REVIEW_INVALID'],
       [
         'nested 100 000 deep',
         `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
         400,
         'ERR_JSON_INVALID',
       ],
-      ['9 MiB', JSON.stringify({ ...good, padding: 'x'.repeat(9 * 1024 * 1024) }), 413, 'ERR_BODY_TOO_LARGE'],
+      ['9 MiB', JSON.stringify({ ...good, padding: 'x'.repeat(9 * 1024 * 1024) }), 413, 'ERR_BODY_TOO_LARGE', { expectContinue: true }],
       ['text/yaml', 'apiVersion: admission.k8s.io/v1', 415, 'ERR_CONTENT_TYPE', { contentType: 'application/yaml' }],
     ];
     for (const [what, body, status, code, opts] of cases) {
@@ -568,6 +703,205 @@ describe('the admission webhook on its own listener', () => {
     // Still serving, and the admin API too.
     assert.equal(responseOf(await post(w, '/v1/admission/validate', good)).allowed, true);
     assert.equal((await writ(w.srv, ['admission', 'events', '--limit', '1', '-o', 'json'])).code, 0);
+  });
+});
+
+/** Raw JSON texts put where a field's value goes (as the API sweep does for the admin routes). */
+const HOSTILE_JSON = [
+  'null',
+  'true',
+  '1.5',
+  '-1',
+  '1e400',
+  '""',
+  '"a\\u0000b"',
+  JSON.stringify('x'.repeat(70_000)),
+  JSON.stringify('é💥\u202e\ud800'),
+  '{}',
+  '[]',
+  '[null]',
+  '[1, "x", {}]',
+  '{"__proto__": {"allowed": true}}',
+  `${'['.repeat(40)}1${']'.repeat(40)}`,
+];
+/** Where they go: the review, the request, and the pod the checks read (images, security contexts, volumes). */
+const HOSTILE_PATHS = [
+  'apiVersion',
+  'kind',
+  'request',
+  'request.uid',
+  'request.kind',
+  'request.kind.kind',
+  'request.kind.group',
+  'request.resource',
+  'request.subResource',
+  'request.namespace',
+  'request.name',
+  'request.operation',
+  'request.object',
+  'request.oldObject',
+  'request.dryRun',
+  'request.userInfo',
+  'request.object.metadata',
+  'request.object.metadata.ownerReferences',
+  'request.object.metadata.annotations',
+  'request.object.spec',
+  'request.object.spec.containers',
+  'request.object.spec.initContainers',
+  'request.object.spec.ephemeralContainers',
+  'request.object.spec.volumes',
+  'request.object.spec.securityContext',
+  'request.object.spec.hostNetwork',
+  'request.object.spec.os',
+  'request.object.spec.containers.0',
+  'request.object.spec.containers.0.image',
+  'request.object.spec.containers.0.name',
+  'request.object.spec.containers.0.securityContext',
+  'request.object.spec.containers.0.securityContext.capabilities',
+  'request.object.spec.containers.0.ports',
+];
+const ODD_IMAGES = [
+  `nginx@sha256:${'a'.repeat(63)}`,
+  `nginx@sha256:${'A'.repeat(64)}`,
+  'NGINX:latest',
+  'registry.example.com:5000/team/app:v1',
+  '[::1]:5000/team/app:v1',
+  `[fd00::1]:5000/app@sha256:${'b'.repeat(64)}`,
+  'nginx:',
+  `${'a'.repeat(300)}/x:y`,
+  'a//b:c',
+  'nginx@md5:abc',
+];
+
+function setPath(doc: Record<string, unknown>, path: string, raw: string): string {
+  const marker = '"__HOSTILE__"';
+  const copy = JSON.parse(JSON.stringify(doc)) as Record<string, unknown>;
+  const keys = path.split('.');
+  let o: Record<string, unknown> = copy;
+  for (const k of keys.slice(0, -1)) {
+    const next = o[k];
+    if (next === null || typeof next !== 'object') o[k] = {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[keys.at(-1)!] = '__HOSTILE__';
+  return JSON.stringify(copy).replace(marker, raw);
+}
+
+describe('the bad-input sweep of the admission listener', () => {
+  let w: Webhook;
+  before(async () => {
+    w = await startWebhook();
+    const dir = mkdtempSync(join(tmpdir(), 'writ-admission-sweep-'));
+    writeFileSync(join(dir, 'p.yaml'), POLICIES('2099-01-01T00:00:00Z'));
+    const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'p.yaml')]);
+    cleanup(dir);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await w?.srv.stop();
+    if (w) cleanup(w.srv.dataDir);
+  });
+
+  it('no hostile value anywhere in a review gives a 5xx: an AdmissionReview answer or a 4xx with a registered code', async () => {
+    const { HTTP_STATUS } = await import('../../packages/server/src/errors.ts');
+    const base = review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name: 'web', object: pod('web', 'prod', restrictedSpec('nginx:1.27')) });
+    const bodies: Array<[string, string]> = [];
+    for (const path of HOSTILE_PATHS) for (const v of HOSTILE_JSON) bodies.push([`${path}=${v.slice(0, 20)}`, setPath(base, path, v)]);
+    for (const image of ODD_IMAGES)
+      bodies.push([`image ${image.slice(0, 30)}`, setPath(base, 'request.object.spec.containers.0.image', JSON.stringify(image))]);
+    const problems: string[] = [];
+    let reviews = 0;
+    for (const hook of ['validate', 'mutate'])
+      for (const [what, body] of bodies) {
+        const a = await post(w, `/v1/admission/${hook}`, body);
+        if (a.status >= 500) problems.push(`${hook} ${what}: ${a.status} ${JSON.stringify(a.json).slice(0, 200)}`);
+        else if (a.status === 200) {
+          reviews++;
+          const res = a.json['response'] as Response | undefined;
+          if (typeof res?.allowed !== 'boolean' || typeof res.uid !== 'string') problems.push(`${hook} ${what}: 200 without an AdmissionReview answer`);
+        } else if (typeof a.json['code'] !== 'string' || HTTP_STATUS[a.json['code'] as string] !== a.status)
+          problems.push(`${hook} ${what}: ${a.status} without a registered code of that status: ${JSON.stringify(a.json).slice(0, 200)}`);
+      }
+    assert.deepEqual(problems.slice(0, 20), [], `${problems.length} of ${bodies.length * 2} cases failed`);
+    assert.ok(reviews > 100, `${reviews} hostile reviews were judged (not only refused)`);
+    const metrics = await run('curl', ['-sS', '--cacert', join(w.srv.dataDir, 'bundle.pem'), `${w.srv.url}/metrics`]);
+    assert.doesNotMatch(metrics.stdout, /writ_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx counted');
+  });
+});
+
+describe('on PostgreSQL, with the database away for a while', () => {
+  const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const dbName = `writ_adm_${process.pid}`;
+  const proxy = new CuttableProxy(Number(new URL(PG_URL).port || 5432));
+  const admin = async (sql: string): Promise<void> => {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(sql).finally(() => c.end());
+  };
+  let w: Webhook;
+  before(async () => {
+    await admin(`CREATE DATABASE ${dbName}`);
+    await proxy.open();
+    const u = new URL(PG_URL);
+    u.port = String(proxy.port);
+    u.pathname = `/${dbName}`;
+    w = await startWebhook(['--db', u.toString()]);
+    const dir = mkdtempSync(join(tmpdir(), 'writ-admission-pg-'));
+    writeFileSync(join(dir, 'p.yaml'), POLICIES('2099-01-01T00:00:00Z'));
+    const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'p.yaml')]);
+    cleanup(dir);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await w?.srv.stop();
+    if (w) cleanup(w.srv.dataDir);
+    await proxy.close();
+    await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  });
+
+  it('reviews keep their verdicts and come at once; the verdicts of the outage are stored once the database is back', async () => {
+    const bad = (name: string) => review({ kind: 'Pod', resource: 'pods', namespace: 'prod', name, object: pod(name, 'prod', privilegedSpec('nginx:1.27')) });
+    assert.equal(responseOf(await post(w, '/v1/admission/validate', bad('before-outage'))).allowed, false);
+    await proxy.cut();
+    // Past the second after which the policies are read again: the read fails, the reviews do not wait for it.
+    await new Promise((r) => setTimeout(r, 1200));
+    for (const name of ['during-1', 'during-2', 'during-3']) {
+      const a = await post(w, '/v1/admission/validate', bad(name));
+      assert.equal(responseOf(a).allowed, false, name);
+      assert.ok(a.ms < 500, `${name} answered in ${Math.round(a.ms)} ms with the database away`);
+    }
+    const good = await post(
+      w,
+      '/v1/admission/validate',
+      review({
+        kind: 'Pod',
+        resource: 'pods',
+        namespace: 'prod',
+        name: 'during-ok',
+        object: pod('during-ok', 'prod', restrictedSpec(`r.example/a@${DIGEST}`)),
+      }),
+    );
+    assert.equal(responseOf(good).allowed, true);
+    await proxy.open();
+    const names = await waitFor('the outage verdicts in the store', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'prod', '-o', 'json']);
+      if (r.code !== 0) return undefined;
+      const list = (JSON.parse(r.stdout) as Array<{ name: string }>).map((e) => e.name);
+      return ['during-1', 'during-2', 'during-3', 'during-ok'].every((n) => list.includes(n)) ? list : undefined;
+    });
+    assert.equal(names.filter((n) => n === 'during-1').length, 1, 'stored once');
+    // The digest admitted during the outage reaches the admitted set (what requireAdmittedImage entries need) once it is back.
+    await waitFor('the digest admitted during the outage', async () => {
+      const r = await run('curl', [
+        '-sS',
+        '--cacert',
+        join(w.srv.dataDir, 'bundle.pem'),
+        '-H',
+        `authorization: Bearer ${w.srv.adminToken}`,
+        `${w.srv.url}/v1/admission/images`,
+      ]);
+      return r.stdout.includes(DIGEST) ? true : undefined;
+    });
   });
 });
 
@@ -638,17 +972,35 @@ describe('client-certificate authentication of the API server', () => {
   });
 });
 
+const HOSTILE = [
+  'garbage',
+  'not-a-manifest',
+  'redirect-loop',
+  'redirect-chain',
+  'huge-manifest',
+  'endless-manifest',
+  'wrong-digest',
+  'unavailable',
+  'auth-loop',
+  'slow-body',
+] as const;
+
 describe('images: tags pinned to the digests a real registry serves, within the decision budget', () => {
   let dir: string;
   let w: Webhook;
   let registry: TestRegistry;
   let slow: HostileRegistry;
+  let hostile: HostileRegistry[];
   let pushed: PushedImage;
+  let key: CosignKey;
+  let otherKey: CosignKey;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'writ-admission-images-'));
-    [registry, slow] = await Promise.all([startRegistry({}), startHostileRegistry('slow')]);
+    [registry, slow, ...hostile] = await Promise.all([startRegistry({}), startHostileRegistry('slow'), ...HOSTILE.map((k) => startHostileRegistry(k))]);
     pushed = await registry.pushImage('team/app', 'v1');
-    writeFileSync(join(dir, 'registries.yaml'), `registries:\n  "${registry.host}": { ca: ${registry.caFile} }\n  "${slow.host}": { ca: ${slow.caFile} }\n`);
+    [key, otherKey] = await Promise.all([makeCosignKey(dir, 'p256'), makeCosignKey(dir, 'ed25519')]);
+    writeFileSync(join(dir, 'release.pub'), key.pubPem);
+    writeFileSync(join(dir, 'registries.yaml'), `registries:\n${[registry, slow, ...hostile].map((r) => `  "${r.host}": { ca: ${r.caFile} }\n`).join('')}`);
     w = await startWebhook(['--registry-config', join(dir, 'registries.yaml'), '--admission-budget', '1s']);
     writeFileSync(
       join(dir, 'policy.yaml'),
@@ -658,7 +1010,20 @@ metadata: { name: pinned }
 spec:
   namespaces: [apps]
   mode: enforce
-  images: { requireDigest: true, registries: ["${registry.host}/team/", "${slow.host}/"] }
+  images: { requireDigest: true, registries: ["${registry.host}/team/", "${slow.host}/", ${hostile.map((h) => `"${h.host}/"`).join(', ')}] }
+---
+apiVersion: writ.dev/v1
+kind: AdmissionPolicy
+metadata: { name: signed }
+spec:
+  namespaces: [signed]
+  mode: enforce
+  images:
+    requireDigest: true
+    registries: ["${registry.host}/team/"]
+    signatures:
+      - name: release-key
+        keys: [ { file: ${join(dir, 'release.pub')} } ]
 `,
     );
     const r = await writ(w.srv, ['policy', 'apply', '-f', join(dir, 'policy.yaml')]);
@@ -667,11 +1032,29 @@ spec:
   after(async () => {
     await w?.srv.stop();
     if (w) cleanup(w.srv.dataDir);
-    await Promise.all([registry?.stop(), slow?.stop()]);
+    await Promise.all([registry?.stop(), slow?.stop(), ...(hostile ?? []).map((h) => h.stop())]);
     cleanup(dir);
   });
 
   const appPod = (name: string, image: string) => pod(name, 'apps', { containers: [{ name: 'app', image }] });
+
+  it('registries that answer with garbage, redirect loops, huge manifests, wrong digests or 503 each give a deny naming the problem, within the budget', async (t) => {
+    for (const [i, h] of hostile.entries()) {
+      const t0 = performance.now();
+      const res = responseOf(
+        await post(
+          w,
+          '/v1/admission/mutate',
+          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `h${i}`, object: appPod(`h${i}`, `${h.host}/team/app:v1`) }),
+        ),
+      );
+      const ms = performance.now() - t0;
+      assert.equal(res.allowed, false, `${HOSTILE[i]}: ${JSON.stringify(res)}`);
+      assert.match(res.status!.message, /could not be (resolved|checked)/, HOSTILE[i]);
+      assert.ok(ms < 1000, `${HOSTILE[i]}: answered in ${Math.round(ms)} ms`);
+      t.diagnostic(`${HOSTILE[i]}: ${Math.round(ms)} ms: ${res.status!.message}`);
+    }
+  });
 
   it('the mutating hook pins a tag to the digest the registry resolves it to; the validating hook admits the pinned pod and records its digest', async () => {
     const tagged = registry.ref('team/app', 'v1');
@@ -726,6 +1109,36 @@ spec:
     assert.ok(!images.stdout.includes(other.digest), 'a dry run admits no image');
   });
 
+  it('a signature made by the real cosign CLI admits its image; an unsigned one is refused; a changed key file takes effect at once', async () => {
+    const signedImage = await registry.pushImage('team/signed', 'v1');
+    const unsigned = await registry.pushImage('team/unsigned', 'v1');
+    await cosignSign('v3', key, signedImage.ref, registry.caFile, dir);
+    const judge = async (name: string, image: string) =>
+      responseOf(
+        await post(
+          w,
+          '/v1/admission/validate',
+          review({ kind: 'Pod', resource: 'pods', namespace: 'signed', name, object: pod(name, 'signed', { containers: [{ name: 'app', image }] }) }),
+        ),
+      );
+    const ok = await judge('sig-ok', signedImage.ref);
+    assert.equal(ok.allowed, true, JSON.stringify(ok));
+    const refused = await judge('sig-none', unsigned.ref);
+    assert.equal(refused.allowed, false);
+    assert.match(refused.status!.message, /not signed by release-key/);
+    const ev = await waitFor('the signed verdict', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'signed', '-o', 'json']);
+      return (JSON.parse(r.stdout) as Array<{ name: string; images: Array<{ digest?: string; signedBy: string[] }> }>).find((e) => e.name === 'sig-ok');
+    });
+    assert.deepEqual(ev.images, [{ image: signedImage.ref, digest: signedImage.digest, signedBy: ['release-key'] }]);
+    // The operator rotates the key file: the cached verification under the old key no longer counts.
+    writeFileSync(join(dir, 'release.pub'), otherKey.pubPem);
+    const rotated = await judge('sig-rotated', signedImage.ref);
+    assert.equal(rotated.allowed, false, 'signed by a key no longer trusted');
+    writeFileSync(join(dir, 'release.pub'), key.pubPem);
+    assert.equal((await judge('sig-back', signedImage.ref)).allowed, true);
+  });
+
   it('a registry that never answers gets a deny saying so, answered within the budget, and the server keeps serving', async () => {
     const t0 = performance.now();
     const a = await post(
@@ -744,11 +1157,18 @@ spec:
         post(
           w,
           '/v1/admission/validate',
-          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `s${i}`, object: appPod(`s${i}`, `${slow.host}/team/app:v${i}`) }),
+          review({ kind: 'Pod', resource: 'pods', namespace: 'apps', name: `m${i}`, object: appPod(`m${i}`, `${slow.host}/team/app:v${i}`) }),
         ),
       ),
     );
     for (const m of many) assert.ok(m.ms < 1200 && responseOf(m).allowed === false, `${Math.round(m.ms)} ms`);
+    // The mutating hook's refusal is recorded (the validating hook is never asked after it).
+    const ev = await waitFor('the refusal in the events', async () => {
+      const r = await writ(w.srv, ['admission', 'events', '--namespace', 'apps', '--denied', '-o', 'json']);
+      return (JSON.parse(r.stdout) as Array<{ name: string; hook: string; message: string; controls: string[] }>).find((e) => e.name === 's1');
+    });
+    assert.equal(ev.hook, 'mutate');
+    assert.ok(ev.controls.includes('imageResolve'), JSON.stringify(ev));
     assert.equal(
       responseOf(
         await post(w, '/v1/admission/validate', review({ kind: 'Pod', resource: 'pods', namespace: 'other', name: 'x', object: appPod('x', 'nginx') })),

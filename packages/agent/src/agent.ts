@@ -24,7 +24,7 @@ import {
 } from '@writ/spiffe';
 import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
 import type { ReportedDecision } from '@writ/sdk';
-import { AGENT_PATHS, decodeJwtSvidAnswer, decodeSyncAnswer, encodeSyncQuery, type JwtSvidRequest, type SyncQuery } from '@writ/protocol';
+import { AGENT_PATHS, decodeJwtSvidAnswer, decodeSyncAnswer, encodeSyncQuery, imageDigestsOf, type JwtSvidRequest, type SyncQuery } from '@writ/protocol';
 import { DecisionUplink } from './decision-uplink.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
@@ -103,6 +103,10 @@ export class Agent extends EventEmitter {
   #engine = new PolicyEngine(undefined);
   readonly #decisions: DecisionUplink;
   #quarantined: ReadonlySet<string> = new Set();
+  /** The server refused `images=` (older than this agent): not sent again by this process. */
+  #serverWithoutImages = false;
+  /** The admitted image digests (from the state, as a set). */
+  #admitted: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
     super();
@@ -148,6 +152,7 @@ export class Agent extends EventEmitter {
       this.#rebuildBundles();
       if (s.policies && s.policyRevision !== undefined) this.#loadPolicy(s.policyRevision, s.policies);
       this.#applyQuarantine();
+      this.#admitted = new Set(s.admittedImages?.digests ?? []);
       this.#o.log.info(
         { spiffeId: s.spiffeId, entries: Object.keys(s.entries).length, svids: Object.keys(s.svids).length },
         'loaded cached identity and SVIDs',
@@ -222,6 +227,8 @@ export class Agent extends EventEmitter {
       svids: kept?.spiffeId === id.spiffeId ? kept.svids : {},
       ...(kept?.policyRevision !== undefined && kept.policies ? { policyRevision: kept.policyRevision, policies: kept.policies } : {}),
       ...(kept?.quarantine ? { quarantine: kept.quarantine } : {}),
+      ...(kept?.admittedImages ? { admittedImages: kept.admittedImages } : {}),
+      ...(kept?.requireAdmittedImage ? { requireAdmittedImage: true } : {}),
     };
     this.#resync = true;
     this.#toldEvicted = false;
@@ -345,8 +352,19 @@ export class Agent extends EventEmitter {
       policy: s.policyRevision ?? 0,
       quarantine: s.quarantine?.version ?? '',
       lean: true,
+      ...(this.#serverWithoutImages ? {} : { images: s.admittedImages?.version ?? '' }),
     };
-    const raw = await this.#client.call<unknown>('GET', `${AGENT_PATHS.sync}?${encodeSyncQuery(q)}`, undefined, (waitSeconds + 15) * 1000);
+    let raw: unknown;
+    try {
+      raw = await this.#client.call<unknown>('GET', `${AGENT_PATHS.sync}?${encodeSyncQuery(q)}`, undefined, (waitSeconds + 15) * 1000);
+    } catch (err) {
+      // A server older than this agent refuses the parameter: sync without it. Entries that require
+      // an admitted image then match no caller (the set stays as it was): closed, not open.
+      if (!isWritError(err, 'ERR_FIELD_UNKNOWN') || !err.message.includes('"images"') || this.#serverWithoutImages) throw err;
+      this.#serverWithoutImages = true;
+      this.#o.log.warn('the server does not send admitted images (it is older than this agent): entries that require an admitted image keep the last set');
+      return this.syncOnce(waitSeconds);
+    }
     // Checked whole before anything is applied: a malformed answer changes nothing.
     const r = decodeSyncAnswer(raw, this.#td, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
@@ -359,6 +377,10 @@ export class Agent extends EventEmitter {
     if (applied.bundles) {
       this.#rebuildBundles();
       this.#useIdentity();
+    }
+    if (applied.images) {
+      this.#admitted = new Set(s.admittedImages?.digests ?? []);
+      this.#o.log.info({ admittedImages: this.#admitted.size, requireAdmittedImage: s.requireAdmittedImage === true }, 'admitted images changed');
     }
     this.#resync = false;
     if (applied.changed) {
@@ -430,13 +452,40 @@ export class Agent extends EventEmitter {
     return this.#engine;
   }
 
-  /** Entries whose selectors are all among `selectors`; never a quarantined identity. */
+  /**
+   * Entries whose selectors are all among `selectors`; never a quarantined identity, and an entry
+   * that requires an admitted image only when one of the caller's image digests was admitted.
+   */
   entriesFor(selectors: readonly string[]): EntryView[] {
+    const admitted = this.#runsAdmittedImage(selectors);
+    return this.#matching(selectors).filter((e) => admitted || !this.#needsAdmittedImage(e));
+  }
+
+  /** Entries the caller matches but does not get because its image was not admitted, each with why (for Debug/WhoAmI). */
+  withheldFor(selectors: readonly string[]): Array<{ spiffeId: string; reason: string }> {
+    if (this.#runsAdmittedImage(selectors)) return [];
+    const digests = imageDigestsOf(selectors);
+    const reason = digests.length
+      ? `requires an admitted image: this container runs ${digests.join(', ')}, not admitted under an enforce admission policy (yet)`
+      : 'requires an admitted image: the caller has no image digest (not in a container, or no container attestor)';
+    const ids = new Set(this.#matching(selectors).flatMap((e) => (this.#needsAdmittedImage(e) ? [e.spiffeId] : [])));
+    return [...ids].map((spiffeId) => ({ spiffeId, reason }));
+  }
+
+  #matching(selectors: readonly string[]): EntryView[] {
     const have = new Set(selectors);
     const now = this.#clock();
     return Object.values(this.#state?.entries ?? {})
       .filter((e) => !this.#quarantined.has(e.spiffeId) && (e.expiresAt === null || Date.parse(e.expiresAt) > now) && e.selectors.every((x) => have.has(x)))
       .sort((a, b) => (a.spiffeId === b.spiffeId ? a.id.localeCompare(b.id) : a.spiffeId.localeCompare(b.spiffeId)));
+  }
+
+  #needsAdmittedImage(e: EntryView): boolean {
+    return e.requireAdmittedImage === true || this.#state?.requireAdmittedImage === true;
+  }
+
+  #runsAdmittedImage(selectors: readonly string[]): boolean {
+    return imageDigestsOf(selectors).some((d) => this.#admitted.has(d));
   }
 
   /** The current, unexpired SVID of an entry. */

@@ -28,6 +28,10 @@ export interface AgentState {
   policyRevision?: number;
   policies?: Record<string, string>;
   quarantine?: QuarantineState;
+  /** Image digests admitted under an enforce admission policy, at the server's `version` of the set. */
+  admittedImages?: { version: string; digests: string[] };
+  /** The server requires an admitted image for every entry (its `--require-admitted-image`). */
+  requireAdmittedImage?: boolean;
 }
 
 const STATE_FILE = 'agent-state.json';

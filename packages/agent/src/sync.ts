@@ -14,6 +14,8 @@ export interface Applied {
   readonly changed: boolean;
   readonly quarantine: boolean;
   readonly bundles: boolean;
+  /** The admitted images or the server's requireAdmittedImage changed. */
+  readonly images: boolean;
 }
 
 /**
@@ -56,6 +58,20 @@ export function applySync(s: AgentState, r: SyncAnswer, acceptPolicy: (revision:
     s.bundlesVersion = r.bundlesVersion;
     bundles = changed = true;
   }
+  let images = false;
+  if (r.admittedImages) {
+    const a = r.admittedImages;
+    const had = s.admittedImages?.digests ?? [];
+    const seen = new Set(had);
+    // A delta adds to the set of the version the agent reported; a full answer replaces it.
+    s.admittedImages = { version: a.version, digests: a.full ? a.digests : [...had, ...a.digests.filter((d) => !seen.has(d))] };
+    images = changed = true;
+  }
+  const requireAll = r.requireAdmittedImage === true;
+  if (requireAll !== (s.requireAdmittedImage === true)) {
+    s.requireAdmittedImage = requireAll;
+    images = changed = true;
+  }
   s.revision = r.revision;
-  return { changed, quarantine, bundles };
+  return { changed, quarantine, bundles, images };
 }

@@ -317,6 +317,7 @@ export class WorkloadApiServer {
     for (const sel of selectors) w.string(1, sel);
     for (const e of uniqueBySpiffeId(this.#o.agent.entriesFor(selectors))) w.string(2, e.spiffeId);
     w.string(3, this.#o.agent.spiffeId);
+    for (const x of this.#o.agent.withheldFor(selectors)) w.string(4, `${x.spiffeId}: ${x.reason}`);
     call.send(w.finish());
     return call.end();
   }

@@ -1,5 +1,6 @@
 /** `writ admission events` (the webhook's verdicts, from the server) and `writ admission manifests` (the two webhook configurations, offline). */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { WritError, parseDuration } from '@writ/spiffe';
@@ -24,6 +25,7 @@ interface EventRow {
   kind: string;
   name: string;
   subResource: string;
+  hook: string;
   allowed: boolean;
   mode: string;
   dryRun: boolean;
@@ -156,7 +158,8 @@ export function registerAdmissionManifests(admission: Command): void {
     .option('--port <port>', "the Service's port", '8444')
     .option('--failure-policy <policy>', 'Fail (default: nothing is admitted unchecked) or Ignore (admit when Writ cannot answer)', 'Fail')
     .option('--timeout <seconds>', 'timeoutSeconds: above the server --admission-budget (default 2s), at most 30', '5')
-    .action((f: { namespace: string; service: string; port: string; failurePolicy: string; timeout: string }, cmd: Command) => {
+    .option('--data-dir <dir>', "the server's data directory: the caBundle is its bundle.pem (instead of --ca-file)")
+    .action((f: { namespace: string; service: string; port: string; failurePolicy: string; timeout: string; dataDir?: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<Globals>();
       for (const [flag, v] of [
         ['--namespace', f.namespace],
@@ -173,9 +176,11 @@ export function registerAdmissionManifests(admission: Command): void {
       const timeoutSeconds = Number(f.timeout);
       if (!/^\d{1,2}$/.test(f.timeout) || timeoutSeconds < 1 || timeoutSeconds > 30)
         throw new WritError('ERR_FIELD_INVALID', '--timeout must be whole seconds from 1 to 30 (the API server allows no more)', { field: 'timeout' });
-      const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
+      const caFile = f.dataDir ? join(f.dataDir, 'bundle.pem') : (g.caFile ?? process.env['WRIT_CA_FILE']);
       if (!caFile)
-        throw new WritError('ERR_CONFIG_INVALID', "needs --ca-file DATA_DIR/bundle.pem (the server's trust bundle) or WRIT_CA_FILE", { field: 'caFile' });
+        throw new WritError('ERR_CONFIG_INVALID', "needs --ca-file DATA_DIR/bundle.pem (the server's trust bundle), --data-dir DATA_DIR or WRIT_CA_FILE", {
+          field: 'caFile',
+        });
       let caPem: string;
       try {
         caPem = readFileSync(caFile, 'utf8');

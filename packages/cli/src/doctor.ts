@@ -65,6 +65,8 @@ export interface WhoAmI {
   readonly selectors: readonly string[];
   readonly spiffeIds: readonly string[];
   readonly agentId: string;
+  /** "SPIFFE_ID: why" for identities the caller matches but does not get (an image not admitted). */
+  readonly withheld?: readonly string[];
 }
 
 const ago = (s: number | null): string =>
@@ -190,9 +192,18 @@ async function identityCheck(socket: string, whoAmI: () => Promise<WhoAmI>, api:
       { name: 'identity', status: 'FAIL', message: `${socket}: ${messageOf(err)}`, hint: 'is the agent running, and is --socket its Workload API socket?' },
     ];
   }
+  const withheld = (me.withheld ?? []).map(
+    (w): Check => ({
+      name: 'image',
+      status: 'FAIL',
+      message: w,
+      hint: 'deploy the image through the admission webhook (an enforce policy), or pin it to a digest that was admitted',
+    }),
+  );
   if (me.spiffeIds.length)
-    return [{ name: 'identity', status: 'OK', message: `this process gets ${me.spiffeIds.join(', ')} from ${me.agentId || 'the agent'}` }];
+    return [{ name: 'identity', status: 'OK', message: `this process gets ${me.spiffeIds.join(', ')} from ${me.agentId || 'the agent'}` }, ...withheld];
   const checks: Check[] = [
+    ...withheld,
     {
       name: 'identity',
       status: 'FAIL',
@@ -265,12 +276,13 @@ export async function askAgent(endpoint: string): Promise<WhoAmI> {
   const grpc = new GrpcClient(endpoint);
   try {
     const msg = await grpc.unary('/writ.agent.v1.Debug/WhoAmI', Buffer.alloc(0), { 'workload.spiffe.io': 'true' });
-    const me = { selectors: [] as string[], spiffeIds: [] as string[], agentId: '' };
+    const me = { selectors: [] as string[], spiffeIds: [] as string[], agentId: '', withheld: [] as string[] };
     for (const f of fields(msg)) {
       if (f.wire !== 2) continue;
       if (f.field === 1) me.selectors.push(f.data.toString('utf8'));
       else if (f.field === 2) me.spiffeIds.push(f.data.toString('utf8'));
       else if (f.field === 3) me.agentId = f.data.toString('utf8');
+      else if (f.field === 4) me.withheld.push(f.data.toString('utf8'));
     }
     return me;
   } catch (err) {

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
+import { addAdmittedImagesCommand } from './admitted-images.ts';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
@@ -52,10 +53,20 @@ function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof che
 }
 
 type EntryJson = { id: string; spiffeId: string; parentId: string; selectors: string[]; [k: string]: unknown };
-const entryRows = (entries: EntryJson[]) => () => ({
-  head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS'],
-  body: entries.map((e) => [e.id, e.spiffeId, e.parentId, e.selectors.join(',')]),
-});
+const entryRows = (entries: EntryJson[]) => () => {
+  // The column appears once an entry needs it: tables of entries without it read as before.
+  const image = entries.some((e) => e['requireAdmittedImage'] === true);
+  return {
+    head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', ...(image ? ['IMAGE'] : [])],
+    body: entries.map((e) => [
+      e.id,
+      e.spiffeId,
+      e.parentId,
+      e.selectors.join(','),
+      ...(image ? [e['requireAdmittedImage'] === true ? 'admitted only' : 'any'] : []),
+    ]),
+  };
+};
 
 interface EntryFlags {
   spiffeId?: string;
@@ -68,6 +79,7 @@ interface EntryFlags {
   admin?: boolean;
   hint?: string;
   expiresAt?: string;
+  requireAdmittedImage?: boolean;
 }
 function entryBody(f: EntryFlags): Record<string, unknown> {
   const b: Record<string, unknown> = {};
@@ -81,6 +93,7 @@ function entryBody(f: EntryFlags): Record<string, unknown> {
   if (f.admin !== undefined) b['admin'] = f.admin;
   if (f.hint !== undefined) b['hint'] = f.hint;
   if (f.expiresAt !== undefined) b['expiresAt'] = f.expiresAt === 'never' ? null : f.expiresAt;
+  if (f.requireAdmittedImage !== undefined) b['requireAdmittedImage'] = f.requireAdmittedImage;
   return b;
 }
 function entryOptions(c: Command): Command {
@@ -94,7 +107,12 @@ function entryOptions(c: Command): Command {
     .option('--federates-with <trust-domain>', 'foreign trust domain whose bundle the workload gets (repeatable)', collect)
     .option('--admin', 'the workload may use the admin API')
     .option('--hint <text>', 'hint to tell apart several SVIDs of one workload')
-    .option('--expires-at <time>', 'RFC 3339 time after which the entry is invalid ("never" to clear)');
+    .option('--expires-at <time>', 'RFC 3339 time after which the entry is invalid ("never" to clear)')
+    .option(
+      '--require-admitted-image',
+      'SVIDs only for a container whose image digest was admitted under an enforce admission policy (a plain process never gets them)',
+    )
+    .option('--no-require-admitted-image', 'any workload with the selectors gets the SVIDs (the default)');
 }
 
 function readText(file: string): string {
@@ -175,8 +193,9 @@ export function buildProgram(): Command {
     .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
     .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
     .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
+    .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
     .option('--log-level <level>', 'debug, info (default), warn, error')
-    .action(async (o: Record<string, string | string[] | undefined>) => {
+    .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
       const { loadServerConfig, startServer } = await import('@writ/server');
       const cfg = loadServerConfig({
@@ -201,6 +220,7 @@ export function buildProgram(): Command {
         ...(o['admissionClientCa'] ? { admissionClientCa: o['admissionClientCa'] as string } : {}),
         ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
         ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
+        ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
       const running = await startServer(cfg);
@@ -717,6 +737,8 @@ export function buildProgram(): Command {
   // ---------------------------------------------------------------- admission
   const admission = program.command('admission').description("image trust and Pod Security at admission: offline checks, the webhook's events");
   registerAdmissionCheck(admission);
+  registerAdmissionEvents(admission);
+  registerAdmissionManifests(admission);
 
   // ---------------------------------------------------------------- policy
   const policy = program.command('policy').description('access policies (who may call whom) and admission policies');
@@ -1009,11 +1031,6 @@ export function buildProgram(): Command {
       }
     });
 
-  // ---------------------------------------------------------------- admission (the webhook's events and manifests)
-  const admission = program.command('admission').description('Kubernetes admission: Pod Security Standards, image trust, exceptions');
-  registerAdmissionEvents(admission);
-  registerAdmissionManifests(admission);
-
   const quarantine = program.command('quarantine').description('contain a compromised identity everywhere at once');
   quarantine
     .command('add')
@@ -1147,6 +1164,7 @@ export function buildProgram(): Command {
       }
       await completeFromServer(api, kind);
     });
+  addAdmittedImagesCommand(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

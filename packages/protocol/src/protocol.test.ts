@@ -131,7 +131,7 @@ describe('sync answer', () => {
 
 describe('sync query', () => {
   it('round-trips, and the server reads an agent that does not enforce policy as not acknowledging', () => {
-    const q = { since: 5, wait: 20, bundles: '3:a@1', policy: 2, quarantine: 'v1', lean: true };
+    const q = { since: 5, wait: 20, bundles: '3:a@1', policy: 2, quarantine: 'v1', lean: true, images: '1.42' };
     assert.deepEqual(decodeSyncQuery(encodeSyncQuery(q)), q);
     assert.deepEqual([...encodeSyncQuery(q).keys()], Object.keys(SYNC_QUERY_PARAMS), 'the server declares every parameter an agent sends');
     assert.deepEqual(decodeSyncQuery(new URLSearchParams('since=0&wait=99')), {
@@ -141,6 +141,7 @@ describe('sync query', () => {
       policy: undefined,
       quarantine: undefined,
       lean: false,
+      images: undefined,
     });
     assert.equal(decodeSyncQuery(new URLSearchParams('policy=x')).policy, -1, 'a malformed revision is one the agent does not have');
     assert.throws(

@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { type AdmissionSet, type AdmissionVerdict, admissionSetOf, evaluate, globMatcher, isAdmissionKey } from '@writ/admission';
+import { type AdmissionSet, type AdmissionVerdict, admissionSetOf, evaluate, globMatcher, isAdmissionKey, podOf } from '@writ/admission';
 import { type ImageChecker, ImageVerifier, RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { isWritError } from '@writ/spiffe';
 import type { AdmissionDecider, AdmissionInput, AdmissionOutcome } from './api/admission-routes.ts';
@@ -24,6 +24,16 @@ const MODE_RANK: Record<string, number> = { audit: 1, warn: 2, enforce: 3 };
 const SET_TTL_MS = 1000;
 
 /** Key files (`keys: [{file}]`) read again when they change on disk, so a rotated key takes effect at once. */
+/** Every container image of the object's pod (containers, init and ephemeral containers). */
+function imagesOf(input: AdmissionInput): string[] {
+  const spec = podOf(input.kind, input.object)?.pod.spec ?? {};
+  const out: string[] = [];
+  for (const list of ['initContainers', 'containers', 'ephemeralContainers'])
+    for (const c of Array.isArray(spec[list]) ? (spec[list] as unknown[]) : [])
+      if (c && typeof c === 'object' && typeof (c as { image?: unknown }).image === 'string') out.push((c as { image: string }).image.slice(0, 1000));
+  return [...new Set(out)];
+}
+
 function keyFileReader(): (path: string) => Buffer {
   const cache = new Map<string, { stamp: string; bytes: Buffer }>();
   return (path) => {
@@ -61,33 +71,46 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
   const currentSet = (): Promise<AdmissionSet> => {
     if (cached && clock() - cached.at < SET_TTL_MS) return Promise.resolve(cached.set);
     // Concurrent reviews share one read of the store.
-    loading ??= load().finally(() => (loading = undefined));
-    return loading;
+    if (!loading) {
+      const had = cached;
+      loading = load().finally(() => (loading = undefined));
+      if (had)
+        loading.catch((err: Error) => {
+          // Tried again after the same wait, not on every review while the store is away.
+          if (cached === had) cached = { ...had, at: clock() };
+          log.warn({ err: err.message }, 'admission policies could not be read again; the last ones still hold');
+        });
+    }
+    if (!cached) return loading;
+    // Stale: this review uses the set it has and the read refreshes it for the next ones, so a slow
+    // or lost database never holds a review up (this server's own applies drop the cache at once).
+    return Promise.resolve(cached.set);
   };
   const readKeyFile = keyFileReader();
 
   const modeOf = (set: AdmissionSet, names: readonly string[]): string =>
     set.policies.filter((p) => names.includes(p.name)).reduce((m, p) => ((MODE_RANK[p.mode] ?? 0) > (MODE_RANK[m] ?? 0) ? p.mode : m), '');
 
-  const outcomeOf = (set: AdmissionSet, v: AdmissionVerdict): AdmissionOutcome => {
+  const outcomeOf = (set: AdmissionSet, v: AdmissionVerdict, input: AdmissionInput): AdmissionOutcome => {
     const mode = modeOf(set, v.policies);
+    // The images as checked; when no policy looked at images, as written (an event always names them).
+    const images = v.images.length
+      ? v.images.map((i) => ({ image: i.image, ...(i.digest ? { digest: i.digest } : {}), signedBy: i.signedBy }))
+      : imagesOf(input).map((image) => ({ image, ...(/@(sha256:[0-9a-f]{64})$/.exec(image) ? { digest: image.slice(-71) } : {}), signedBy: [] }));
     return {
       allowed: v.allowed,
       message: v.message,
       warnings: v.warnings,
       auditAnnotations: {
         ...v.auditAnnotations,
-        verdict: v.allowed ? 'allowed' : 'denied',
         ...(mode ? { mode } : {}),
-        ...(v.policies.length ? { policies: v.policies.join(',') } : {}),
-        ...(v.images.length ? { images: v.images.map((i) => (i.digest ? `${i.image}@${i.digest}` : i.image)).join(',') } : {}),
-        ...(v.exceptionsUsed.length ? { exceptions: v.exceptionsUsed.map((e) => e.name).join(',') } : {}),
+        ...(images.length ? { images: images.map((i) => (i.digest && !i.image.endsWith(i.digest) ? `${i.image}@${i.digest}` : i.image)).join(',') } : {}),
       },
       mode,
       policies: v.policies,
       controls: [...new Set(v.findings.map((f) => f.control))],
       exceptionsUsed: v.exceptionsUsed,
-      images: v.images.map((i) => ({ image: i.image, ...(i.digest ? { digest: i.digest } : {}), signedBy: i.signedBy })),
+      images,
       patch: v.patch,
     };
   };
@@ -97,7 +120,7 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
     allowed: false,
     message: `Writ admission could not load its policies: ${why}`,
     warnings: [],
-    auditAnnotations: { verdict: 'denied', reason: 'policies unavailable' },
+    auditAnnotations: { decision: 'deny', reason: 'policies unavailable' },
     mode: 'enforce',
     policies: [],
     controls: [],
@@ -113,7 +136,9 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
         set = await currentSet();
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'admission policies unavailable');
-        return unavailable(isWritError(err) ? err.message : 'the store did not answer');
+        // A store that is away for a moment: the policies last read still hold (as agents keep theirs).
+        if (cached) set = cached.set;
+        else return unavailable(isWritError(err) ? err.message : 'the store did not answer');
       }
       const verdict = await evaluate(
         {
@@ -129,7 +154,7 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
         set,
         { now: clock(), signal, readKeyFile, pinTags: hook === 'mutate', ...(opts.images ? { images: opts.images } : {}) },
       );
-      return outcomeOf(set, verdict);
+      return outcomeOf(set, verdict, input);
     },
     overBudget(input: AdmissionInput, budgetMs: number): AdmissionOutcome {
       // The set was loaded before any image check could be slow: it is cached by now.
@@ -141,7 +166,7 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
         allowed: !enforce,
         message: enforce ? message : '',
         warnings: applied.some((p) => p.mode === 'warn') ? [message] : [],
-        auditAnnotations: { verdict: enforce ? 'denied' : 'allowed', reason: 'decision budget exceeded' },
+        auditAnnotations: { decision: enforce ? 'deny' : 'allow', reason: 'decision budget exceeded' },
         mode: applied.reduce((m, p) => ((MODE_RANK[p.mode] ?? 0) > (MODE_RANK[m] ?? 0) ? p.mode : m), ''),
         policies: applied.map((p) => p.name),
         controls: ['imageResolve'],

@@ -9,6 +9,8 @@ export interface Metrics {
   readonly decisions: Counter<'decision' | 'reason'>;
   readonly decisionLatency: Histogram<string>;
   readonly decisionsDropped: Counter<'reporter'>;
+  /** Admission webhook answers by hook, decision (allow, deny, skipped) and the strictest mode that applied. */
+  readonly admissionReviews: Counter<'hook' | 'decision' | 'mode'>;
 }
 
 export function createMetrics(): Metrics {
@@ -46,6 +48,12 @@ export function createMetrics(): Metrics {
       name: 'writ_decision_log_dropped_total',
       help: 'Decisions that did not reach the log: dropped by an enforcement point whose buffer was full, or refused here as malformed.',
       labelNames: ['reporter'],
+      registers: [registry],
+    }),
+    admissionReviews: new Counter({
+      name: 'writ_admission_reviews_total',
+      help: 'Admission webhook answers by hook, decision and mode.',
+      labelNames: ['hook', 'decision', 'mode'],
       registers: [registry],
     }),
   };

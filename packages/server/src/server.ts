@@ -15,11 +15,11 @@ import { AGENT_PATHS } from '@writ/protocol';
 import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
-import type { ServerConfig } from './config.ts';
+import type { AdmissionListenConfig, ServerConfig } from './config.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
-import { AdmissionEventWriter, admissionWebhookRoutes } from './api/admission-routes.ts';
+import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
@@ -112,6 +112,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let httpServer: Server | undefined;
   let admissionServer: Server | undefined;
   let admissionEvents: AdmissionEventWriter | undefined;
+  let admittedImages: AdmittedImageRecorder | undefined;
   let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
@@ -249,80 +250,23 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // ---------------------------------------------------------------- the admission webhook's own listener
     // Its own port and certificate (the Service DNS name), so the cluster network reaches the two
     // webhook routes and nothing of the admin API.
-    let admissionUrl: string | undefined;
-    let renewAdmissionTls = (): void => undefined;
+    let admission: AdmissionListener | undefined;
     if (cfg.admission) {
-      const a = cfg.admission;
       admissionEvents = new AdmissionEventWriter(store, log);
-      const decider = createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) });
-      const { routes: webhookRoutes, add } = routeTable();
-      add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ({ status: 200, body: { status: 'ok' } }));
-      admissionWebhookRoutes(
-        {
-          decider,
-          budgetMs: a.budgetMs,
-          events: admissionEvents,
-          clock,
-          // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
-          admitImages: async (digests, at) => void (await store.recordAdmittedImages(digests, at)),
-          log,
-        },
-        add,
-      );
-      const readClientCa = (): string | undefined => {
-        if (!a.clientCaFile) return undefined;
-        try {
-          return readFileSync(a.clientCaFile, 'utf8');
-        } catch (err) {
-          throw new WritError('ERR_CONFIG_INVALID', `admissionClientCa: cannot read ${a.clientCaFile}: ${(err as NodeJS.ErrnoException).code}`, {
-            field: 'admissionClientCa',
-          });
-        }
-      };
-      let admissionTlsExpiresAt = 0;
-      const admissionTls = (): { key: string; cert: string; ca?: string } => {
-        const { key, cert, expiresAt } = issueTls(a.host, a.dnsNames);
-        admissionTlsExpiresAt = expiresAt;
-        const clientCa = readClientCa();
-        return { key, cert, ...(clientCa ? { ca: clientCa } : {}) };
-      };
-      // With a client CA, TLS itself refuses any caller (an API server) without a certificate chained to it.
-      admissionServer = createServer(
-        {
-          ...admissionTls(),
-          minVersion: 'TLSv1.2',
-          handshakeTimeout: 10_000,
-          requestCert: a.clientCaFile !== undefined,
-          rejectUnauthorized: a.clientCaFile !== undefined,
-        },
-        (req, res) => void handle(req, res, webhookRoutes, ctx.store, agents, metrics, log),
-      );
-      admissionServer.on('checkContinue', (req, res) => void handle(req, res, webhookRoutes, ctx.store, agents, metrics, log));
-      admissionServer.headersTimeout = 10_000;
-      admissionServer.requestTimeout = 30_000;
-      admissionServer.on('tlsClientError', (err, socket) => {
-        log.debug({ err: err.message }, 'admission TLS handshake failed');
-        socket.destroy();
+      admission = await listenAdmission(cfg.admission, {
+        decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
+        events: admissionEvents,
+        admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
+        clock,
+        log,
+        metrics,
+        issueTls,
+        renewAfterMs: cfg.x509SvidTtlMs / 2,
+        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
       });
-      admissionServer.on('clientError', answerClientError);
-      const asrv = admissionServer;
-      await new Promise<void>((resolveListen, rejectListen) => {
-        asrv.once('error', (err: NodeJS.ErrnoException) =>
-          rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${a.host}:${a.port}: ${err.code ?? err.message}`, { field: 'admissionListen' })),
-        );
-        asrv.listen(a.port, a.host, () => resolveListen());
-      });
-      const aaddr = asrv.address();
-      const ahost = a.host === '0.0.0.0' || a.host === '::' ? '127.0.0.1' : a.host;
-      admissionUrl = `https://${isIP(ahost) === 6 ? `[${ahost}]` : ahost}:${typeof aaddr === 'object' && aaddr ? aaddr.port : a.port}`;
-      renewAdmissionTls = () => {
-        if (clock() > admissionTlsExpiresAt - cfg.x509SvidTtlMs / 2) asrv.setSecureContext({ ...admissionTls(), minVersion: 'TLSv1.2' });
-      };
-      log.info(
-        { url: admissionUrl, dnsNames: a.dnsNames, clientCa: a.clientCaFile ?? null, budget: formatDuration(a.budgetMs) },
-        'admission webhook listening',
-      );
+      admissionServer = admission.server;
     }
+    const admissionUrl = admission?.url;
 
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
@@ -337,7 +281,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         }
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
-        renewAdmissionTls();
+        admission?.renew();
         if (!ready)
           await ctx.ready().then(
             () => log.info('database is back'),
@@ -384,6 +328,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           s.closeAllConnections();
           await new Promise<void>((r) => s.close(() => r()));
         }
+        admittedImages?.close();
         await admissionEvents?.close();
         await store.close();
       },
@@ -396,6 +341,100 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+interface AdmissionListener {
+  readonly server: Server;
+  readonly url: string;
+  /** Renews the listener's certificate once it is past half its life. */
+  renew(): void;
+}
+
+interface AdmissionListenerDeps {
+  readonly decider: AdmissionDecider;
+  readonly admitted: AdmittedImageRecorder;
+  readonly events: AdmissionEventWriter;
+  readonly clock: () => number;
+  readonly log: Logger;
+  readonly metrics: ReturnType<typeof createMetrics>;
+  readonly issueTls: (listenHost: string, dnsNames: readonly string[]) => { key: string; cert: string; expiresAt: number };
+  readonly renewAfterMs: number;
+  readonly serve: (routes: Route[]) => (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/** The admission listener: the webhook routes and /livez, a certificate for the Service names, an optional client CA. */
+async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDeps): Promise<AdmissionListener> {
+  const { routes, add } = routeTable();
+  add('GET', '/livez', undefined, 'Liveness: the process is serving.', () => ({ status: 200, body: { status: 'ok' } }));
+  admissionWebhookRoutes(
+    {
+      decider: d.decider,
+      budgetMs: a.budgetMs,
+      events: d.events,
+      clock: d.clock,
+      // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
+      admitImages: d.admitted.admit,
+      onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
+      log: d.log,
+    },
+    add,
+  );
+  const readClientCa = (): string | undefined => {
+    if (!a.clientCaFile) return undefined;
+    try {
+      return readFileSync(a.clientCaFile, 'utf8');
+    } catch (err) {
+      throw new WritError('ERR_CONFIG_INVALID', `admissionClientCa: cannot read ${a.clientCaFile}: ${(err as NodeJS.ErrnoException).code}`, {
+        field: 'admissionClientCa',
+      });
+    }
+  };
+  let expiresAt = 0;
+  const identity = (): { key: string; cert: string; ca?: string } => {
+    const tls = d.issueTls(a.host, a.dnsNames);
+    expiresAt = tls.expiresAt;
+    const clientCa = readClientCa();
+    return { key: tls.key, cert: tls.cert, ...(clientCa ? { ca: clientCa } : {}) };
+  };
+  // With a client CA, TLS itself refuses any caller (an API server) without a certificate chained to it.
+  const server = createServer(
+    {
+      ...identity(),
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: 10_000,
+      requestCert: a.clientCaFile !== undefined,
+      rejectUnauthorized: a.clientCaFile !== undefined,
+    },
+    d.serve(routes),
+  );
+  server.on('checkContinue', d.serve(routes));
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  // Longer than the API server's idle timeout for pooled connections (Go's 90 s): the client
+  // closes an idle connection first, so it never sends a review on one the server is closing.
+  server.keepAliveTimeout = 100_000;
+  server.on('tlsClientError', (err, socket) => {
+    d.log.debug({ err: err.message }, 'admission TLS handshake failed');
+    socket.destroy();
+  });
+  server.on('clientError', answerClientError);
+  await new Promise<void>((resolveListen, rejectListen) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      rejectListen(new WritError('ERR_CONFIG_INVALID', `cannot listen on ${a.host}:${a.port}: ${err.code ?? err.message}`, { field: 'admissionListen' })),
+    );
+    server.listen(a.port, a.host, () => resolveListen());
+  });
+  const addr = server.address();
+  const host = a.host === '0.0.0.0' || a.host === '::' ? '127.0.0.1' : a.host;
+  const url = `https://${isIP(host) === 6 ? `[${host}]` : host}:${typeof addr === 'object' && addr ? addr.port : a.port}`;
+  d.log.info({ url, dnsNames: a.dnsNames, clientCa: a.clientCaFile ?? null, budget: formatDuration(a.budgetMs) }, 'admission webhook listening');
+  return {
+    server,
+    url,
+    renew: () => {
+      if (d.clock() > expiresAt - d.renewAfterMs) server.setSecureContext({ ...identity(), minVersion: 'TLSv1.2' });
+    },
+  };
 }
 
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {

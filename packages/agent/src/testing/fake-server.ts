@@ -102,6 +102,10 @@ export class FakeServer implements ServerApi {
   /** Agent IDs the server knows (attested, not evicted). */
   readonly agents = new Set<string>();
   entries: EntryView[] = [];
+  /** Image digests admitted under an enforce policy (sent whole whenever the agent's version differs). */
+  admittedImages: string[] = [];
+  /** The server's --require-admitted-image. */
+  requireAdmittedImage = false;
   revision = 1;
   svidTtlMs = 3600_000;
   /** Replaces a route's answer ("POST /v1/agent/renew"); throw from it to answer with an error. */
@@ -134,6 +138,20 @@ export class FakeServer implements ServerApi {
     this.entries = [...this.entries.filter((x) => x.id !== e.id), { ...e, revision: this.revision + 1 }];
     this.changed();
   }
+
+  /** Admits image digests, as the webhook's enforce verdicts do, and wakes waiting syncs. */
+  admit(...digests: string[]): void {
+    this.setAdmitted([...new Set([...this.admittedImages, ...digests])]);
+  }
+
+  /** Replaces the admitted set (a prune, say): agents get it whole. */
+  setAdmitted(digests: string[]): void {
+    this.admittedImages = digests;
+    this.#imagesEpoch++;
+    this.changed();
+  }
+
+  #imagesEpoch = 1;
 
   /** Wakes waiting sync calls (after a change to `entries`). */
   changed(): void {
@@ -225,7 +243,7 @@ export class FakeServer implements ServerApi {
         return { stored: 0 };
       case `GET ${AGENT_PATHS.sync}`: {
         this.#agent();
-        const { since, wait, bundles } = decodeSyncQuery(new URL(path, 'https://fake').searchParams);
+        const { since, wait, bundles, images } = decodeSyncQuery(new URL(path, 'https://fake').searchParams);
         if (since >= this.revision && wait > 0)
           await new Promise<void>((r) => {
             const t = setTimeout(r, wait * 1000);
@@ -233,6 +251,7 @@ export class FakeServer implements ServerApi {
           });
         this.#agent();
         const bundlesVersion = `v-${this.ca.cert.serialHex}`;
+        const imagesVersion = `${this.#imagesEpoch}.${this.admittedImages.length}`;
         return {
           revision: this.revision,
           full: since === 0,
@@ -240,6 +259,8 @@ export class FakeServer implements ServerApi {
           removed: [],
           bundlesVersion,
           ...(bundles !== bundlesVersion ? { bundle: formatBundleJson(this.ca.bundle), federatedBundles: {} } : {}),
+          ...(images !== undefined && images !== imagesVersion ? { admittedImages: { version: imagesVersion, full: true, digests: this.admittedImages } } : {}),
+          ...(this.requireAdmittedImage ? { requireAdmittedImage: true as const } : {}),
         } satisfies SyncAnswer;
       }
       default:

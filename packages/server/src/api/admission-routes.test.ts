@@ -6,6 +6,7 @@ import { isWritError } from '@writ/spiffe';
 import type { AdmissionEvent, Store } from '../store/types.ts';
 import {
   AdmissionEventWriter,
+  AdmittedImageRecorder,
   admissionWebhookRoutes,
   parseAdmissionReview,
   type AdmissionDecider,
@@ -41,7 +42,7 @@ const outcome = (o: Partial<AdmissionOutcome> = {}): AdmissionOutcome => ({
   allowed: true,
   message: '',
   warnings: [],
-  auditAnnotations: { verdict: 'allowed' },
+  auditAnnotations: { decision: 'allow' },
   mode: 'enforce',
   policies: ['prod'],
   controls: [],
@@ -87,7 +88,7 @@ describe('AdmissionReview in and out', () => {
     assert.deepEqual(h.admitted, [], 'a denied pod admits no image');
   });
 
-  it('the mutating hook answers a base64 JSONPatch only when there is something to pin, and records no event', async () => {
+  it('the mutating hook answers a base64 JSONPatch only when there is something to pin, and records only a refusal', async () => {
     const patch = [{ op: 'replace', path: '/spec/containers/0/image', value: `docker.io/library/nginx@sha256:${'b'.repeat(64)}` }];
     const h = harness({ decide: async (_i, _s, hook) => outcome({ patch: hook === 'mutate' ? patch : [] }), overBudget: () => outcome() });
     const r = await h.post('mutate', review({}));
@@ -96,6 +97,14 @@ describe('AdmissionReview in and out', () => {
     assert.equal(h.stored.length, 0);
     const v = await h.post('validate', review({}));
     assert.equal(v.response['patchType'], undefined, 'the validating hook never patches');
+    const refusing = harness({ decide: async () => outcome({ allowed: false, message: 'registry did not answer' }), overBudget: () => outcome() });
+    const r2 = await refusing.post('mutate', review({}));
+    assert.equal(r2.response['allowed'], false);
+    assert.equal(r2.response['patch'], undefined);
+    assert.deepEqual(
+      refusing.stored.map((e) => [e.hook, e.allowed]),
+      [['mutate', false]],
+    );
   });
 
   it('a dry run is recorded as one but admits no image; an enforce admission does', async () => {
@@ -111,7 +120,7 @@ describe('AdmissionReview in and out', () => {
     const h = harness({ decide: async () => assert.fail('not asked'), overBudget: () => assert.fail('not asked') });
     const cm = await h.post('validate', review({ kind: { group: '', version: 'v1', kind: 'ConfigMap' }, object: { metadata: { name: 'c' } } }));
     assert.equal(cm.response['allowed'], true);
-    assert.equal((cm.response['auditAnnotations'] as Record<string, string>)['verdict'], 'skipped');
+    assert.equal((cm.response['auditAnnotations'] as Record<string, string>)['decision'], 'skipped');
     assert.match((cm.response['auditAnnotations'] as Record<string, string>)['reason']!, /ConfigMap holds no pod/);
     const del = await h.post('validate', review({ operation: 'DELETE', object: null, oldObject: { metadata: { name: 'web' } } }));
     assert.equal(del.response['allowed'], true);
@@ -151,6 +160,7 @@ describe('parseAdmissionReview refuses what kube-apiserver never sends, with a c
     ['v1beta1', { ...review({}), apiVersion: 'admission.k8s.io/v1beta1' }, /admissionReviewVersions: \[v1\]/],
     ['no kind', { ...review({}), kind: 'Pod' }, /kind must be "AdmissionReview"/],
     ['no request', { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }, /request must be a JSON object/],
+    ['an answer, not a request', { ...review({}), response: { allowed: true } }, /response must be absent/],
     ['no uid', review({ uid: undefined }), /request.uid is required/],
     ['odd uid', review({ uid: 'a b' }), /request.uid must be a UID/],
     ['uid not a string', review({ uid: 7 }), /request.uid must be a string/],
@@ -172,5 +182,49 @@ describe('parseAdmissionReview refuses what kube-apiserver never sends, with a c
   it('a generateName pod is named by its prefix', () => {
     const input: AdmissionInput = parseAdmissionReview(review({ name: '', object: { metadata: { generateName: 'web-' }, spec: {} } }));
     assert.equal(input.name, 'web-');
+  });
+});
+
+describe('AdmissionEventWriter', () => {
+  it('keeps what the store refused and writes it once the store is back, in order, nothing twice', async () => {
+    const stored: string[] = [];
+    let failures = 2;
+    const store = {
+      addAdmissionEvents: async (e: readonly AdmissionEvent[]) => {
+        if (failures-- > 0) throw new Error('connection refused');
+        stored.push(...e.map((x) => x.id));
+      },
+    } as unknown as Store;
+    const w = new AdmissionEventWriter(store, log);
+    const ev = (id: string) => ({ id }) as AdmissionEvent;
+    w.add(ev('a'));
+    w.add(ev('b'));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(stored, [], 'the store is away');
+    w.add(ev('c'));
+    await new Promise((r) => setTimeout(r, AdmissionEventWriter.RETRY_MS * 2 + 300));
+    assert.deepEqual(stored, ['a', 'b', 'c']);
+    w.add(ev('d'));
+    await w.close();
+    assert.deepEqual(stored, ['a', 'b', 'c', 'd'], 'close() writes what is queued');
+  });
+});
+
+describe('AdmittedImageRecorder', () => {
+  it('records again, a second later, the digests the store refused', async () => {
+    const recorded: string[][] = [];
+    let failures = 1;
+    const r = new AdmittedImageRecorder(
+      async (d) => {
+        if (failures-- > 0) throw new Error('the database is away');
+        recorded.push(d);
+      },
+      () => 5,
+      log,
+    );
+    await assert.rejects(r.admit(['sha256:a', 'sha256:b'], 1));
+    await new Promise((res) => setTimeout(res, 1300));
+    assert.deepEqual(recorded, [['sha256:a', 'sha256:b']]);
+    r.close();
   });
 });

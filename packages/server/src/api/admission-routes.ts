@@ -69,6 +69,8 @@ export interface AdmissionRouteDeps {
   readonly clock: () => number;
   /** Digests admitted under an enforce policy, for `requireAdmittedImage` entries. */
   readonly admitImages: (digests: string[], at: number) => Promise<void>;
+  /** Told of every answer (metrics). */
+  readonly onAnswer?: (hook: 'validate' | 'mutate', decision: string, mode: string) => void;
   readonly log: Logger;
 }
 
@@ -114,6 +116,7 @@ export function parseAdmissionReview(body: unknown): AdmissionInput {
       'apiVersion',
     );
   if (review['kind'] !== 'AdmissionReview') throw invalid('kind must be "AdmissionReview"', 'kind');
+  if (review['response'] !== undefined && review['response'] !== null) throw invalid('response must be absent: this is a review to answer', 'response');
   const req = record(review['request'], 'request');
   const uid = text(req, 'uid', 'request.uid', { required: true, max: 128 });
   if (!UID.test(uid)) throw invalid('request.uid must be a UID (letters, digits, . _ : -)', 'request.uid');
@@ -184,7 +187,7 @@ function skipped(why: string): AdmissionOutcome {
     allowed: true,
     message: '',
     warnings: [],
-    auditAnnotations: { verdict: 'skipped', reason: why },
+    auditAnnotations: { decision: 'skipped', reason: why },
     mode: '',
     policies: [],
     controls: [],
@@ -194,27 +197,33 @@ function skipped(why: string): AdmissionOutcome {
   };
 }
 
+/** The abort reason of a review's work at the end of its budget (one object: no stack captured per review). */
+const OVER_BUDGET = new WritError('ERR_ADMISSION_BUDGET', 'no verdict within the decision budget');
+
 /** Races the decider against the budget: an answer always leaves before the API server's timeout. */
 async function withinBudget(deps: AdmissionRouteDeps, input: AdmissionInput, hook: 'validate' | 'mutate'): Promise<AdmissionOutcome> {
   // The decider's own I/O is aborted a little early, so its answer (which says what was slow) wins
   // the race; the timer is the backstop for anything that does not honour the signal.
   const abort = new AbortController();
-  const early = setTimeout(
-    () => abort.abort(new WritError('ERR_ADMISSION_BUDGET', `no verdict within the ${deps.budgetMs} ms decision budget`)),
-    Math.max(deps.budgetMs - 150, deps.budgetMs * 0.8),
-  );
+  const early = setTimeout(() => abort.abort(OVER_BUDGET), Math.max(deps.budgetMs - 250, deps.budgetMs * 0.75));
   let backstop: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       deps.decider.decide(input, abort.signal, hook),
       new Promise<AdmissionOutcome>((resolve) => {
-        backstop = setTimeout(() => resolve(deps.decider.overBudget(input, deps.budgetMs)), deps.budgetMs - 20);
+        backstop = setTimeout(
+          () => {
+            // Whatever still runs for this review is no longer waited for.
+            abort.abort(OVER_BUDGET);
+            resolve(deps.decider.overBudget(input, deps.budgetMs));
+          },
+          Math.max(deps.budgetMs - 100, deps.budgetMs * 0.9),
+        );
       }),
     ]);
   } finally {
     clearTimeout(early);
     clearTimeout(backstop);
-    abort.abort();
   }
 }
 
@@ -228,6 +237,10 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
       outcome = skipped(`${input.operation} is not judged (Pod Security Admission does not either)`);
     else outcome = await withinBudget(deps, input, hook);
     const now = deps.clock();
+    deps.onAnswer?.(hook, outcome.auditAnnotations['decision'] ?? (outcome.allowed ? 'allow' : 'deny'), outcome.mode || 'none');
+    // The validating hook's verdict is the one recorded; the mutating hook's only when it refuses
+    // (the validating hook is then never asked).
+    if (hook === 'mutate' && !outcome.allowed) deps.events.add(eventOf(input, outcome, hook, now));
     if (hook === 'validate') {
       deps.events.add(eventOf(input, outcome, hook, now));
       const digests = [...new Set(outcome.images.flatMap((i) => (i.digest ? [i.digest] : [])))];
@@ -238,7 +251,7 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     // The validating hook gives the warnings: said once, about the object as it will be stored.
     return ok(admissionResponse(input.uid, hook === 'mutate' ? { ...outcome, warnings: [] } : outcome, hook === 'mutate'));
   };
-  const body = { limit: ADMISSION_BODY_LIMIT, fields: ['apiVersion', 'kind', 'request'] };
+  const body = { limit: ADMISSION_BODY_LIMIT, fields: ['apiVersion', 'kind', 'request', 'response'] };
   add(
     'POST',
     '/v1/admission/validate',
@@ -281,16 +294,19 @@ function eventOf(input: AdmissionInput, o: AdmissionOutcome, hook: 'validate' | 
 
 /**
  * Writes verdicts in batches (one transaction for all that arrived meanwhile), off the answer's
- * path: a slow or lost database never delays or fails an admission. What is queued when the server
- * stops is written by `close()`.
+ * path: a slow or lost database never delays or fails an admission. A batch the store refuses is
+ * kept and written again a second later (at most MAX_QUEUE verdicts wait; past that, new ones are
+ * counted and dropped). What is queued when the server stops is written by `close()`.
  */
 export class AdmissionEventWriter {
   readonly #store: Store;
   readonly #log: Logger;
-  #queue: AdmissionEvent[] = [];
-  #flushing: Promise<void> | undefined;
+  readonly #queue: AdmissionEvent[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<boolean> | undefined;
   #dropped = 0;
   static readonly MAX_QUEUE = 50_000;
+  static readonly RETRY_MS = 1000;
 
   constructor(store: Store, log: Logger) {
     this.#store = store;
@@ -303,26 +319,91 @@ export class AdmissionEventWriter {
       return;
     }
     this.#queue.push(e);
-    this.#flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.#flush());
+    // A short wait gathers the verdicts of a busy moment into one transaction.
+    this.#schedule(20);
   }
 
-  async #flush(): Promise<void> {
+  #schedule(ms: number): void {
+    if (this.#timer || this.#writing) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#writing = this.#flush();
+      void this.#writing.then((ok) => {
+        this.#writing = undefined;
+        if (this.#queue.length) this.#schedule(ok ? 20 : AdmissionEventWriter.RETRY_MS);
+      });
+    }, ms);
+  }
+
+  /** Writes what is queued; false when the store refused (the rest stays queued). */
+  async #flush(): Promise<boolean> {
     while (this.#queue.length) {
-      const batch = this.#queue.splice(0, 1000);
+      const batch = this.#queue.slice(0, 1000);
       try {
         await this.#store.addAdmissionEvents(batch);
       } catch (err) {
-        this.#log.warn({ err: (err as Error).message, lost: batch.length }, 'could not store admission events');
+        this.#log.warn({ err: (err as Error).message, queued: this.#queue.length }, 'could not store admission events; will retry');
+        return false;
       }
+      this.#queue.splice(0, batch.length);
     }
-    if (this.#dropped) this.#log.warn({ dropped: this.#dropped }, 'admission events dropped: the store is behind');
+    if (this.#dropped) this.#log.warn({ dropped: this.#dropped }, 'admission events dropped: the store was away too long');
     this.#dropped = 0;
-    this.#flushing = undefined;
+    return true;
   }
 
+  /** Writes what is queued (one more try), then stops. */
   async close(): Promise<void> {
-    await this.#flushing;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#writing;
     if (this.#queue.length) await this.#flush();
+  }
+}
+
+/**
+ * Records admitted digests for `requireAdmittedImage`, retrying what the store refused every
+ * second until it takes them: a pod admitted while the database was away still gets its identity.
+ */
+export class AdmittedImageRecorder {
+  readonly #record: (digests: string[], at: number) => Promise<void>;
+  readonly #clock: () => number;
+  readonly #log: Logger;
+  readonly #pending = new Set<string>();
+  #retry: NodeJS.Timeout | undefined;
+  static readonly MAX_PENDING = 100_000;
+
+  constructor(record: (digests: string[], at: number) => Promise<void>, clock: () => number, log: Logger) {
+    this.#record = record;
+    this.#clock = clock;
+    this.#log = log;
+  }
+
+  readonly admit = async (digests: string[], at: number): Promise<void> => {
+    try {
+      await this.#record(digests, at);
+    } catch (err) {
+      for (const d of digests) if (this.#pending.size < AdmittedImageRecorder.MAX_PENDING) this.#pending.add(d);
+      this.#schedule();
+      throw err;
+    }
+  };
+
+  #schedule(): void {
+    this.#retry ??= setTimeout(() => {
+      this.#retry = undefined;
+      const digests = [...this.#pending];
+      this.#pending.clear();
+      this.admit(digests, this.#clock()).then(
+        () => this.#log.info({ digests: digests.length }, 'admitted images recorded after a retry'),
+        () => undefined,
+      );
+    }, 1000);
+    this.#retry.unref();
+  }
+
+  close(): void {
+    clearTimeout(this.#retry);
   }
 }
 
@@ -336,6 +417,7 @@ export function admissionEventJson(e: AdmissionEvent): Record<string, unknown> {
     kind: e.kind,
     name: e.name,
     subResource: e.subResource,
+    hook: e.hook,
     allowed: e.allowed,
     mode: e.mode,
     dryRun: e.dryRun,

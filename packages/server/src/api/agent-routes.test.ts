@@ -160,7 +160,7 @@ describe('the agent routes declare their inputs in the route table', () => {
         (doc.paths[path]!['post']!.requestBody as { content: Record<string, { schema: { properties?: object } }> }).content['application/json']!.schema
           .properties ?? {},
       );
-    assert.deepEqual(query(AGENT_PATHS.sync, 'get'), ['since', 'wait', 'bundles', 'policy', 'quarantine', 'lean']);
+    assert.deepEqual(query(AGENT_PATHS.sync, 'get'), ['since', 'wait', 'bundles', 'policy', 'quarantine', 'lean', 'images']);
     assert.deepEqual(fields(AGENT_PATHS.svids), ['requests']);
     assert.deepEqual(fields(AGENT_PATHS.jwtSvid), ['entryId', 'audience']);
     assert.deepEqual(fields(AGENT_PATHS.renew), ['csr']);
@@ -184,5 +184,75 @@ describe('the agent routes declare their inputs in the route table', () => {
     // A well-formed sync query is still answered.
     const ok = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&bundles=&policy=0&quarantine=&lean=1`, { identity });
     assert.equal(ok.status, 200, ok.text);
+  });
+});
+
+// ---------------------------------------------------------------- admitted images (identity follows image trust)
+
+describe('admitted images in the agent sync', () => {
+  it('a new agent gets the set, a waiting one is woken with only the new digest, one that does not ask gets none', async () => {
+    const identity = await attest('images');
+    const sync = async (q: string) => {
+      const r = await call('GET', `${AGENT_PATHS.sync}?${q}`, { identity });
+      assert.equal(r.status, 200, r.text);
+      return JSON.parse(r.text) as Record<string, unknown> & {
+        revision: number;
+        bundlesVersion: string;
+        quarantine: { version: string };
+        admittedImages?: { version: string; full: boolean; digests: string[] };
+      };
+    };
+    const d1 = `sha256:${'1'.repeat(64)}`;
+    const d2 = `sha256:${'2'.repeat(64)}`;
+    await srv.store.recordAdmittedImages([d1], Date.now());
+    const first = await sync('since=0&wait=0&lean=1&images=');
+    assert.deepEqual(first.admittedImages?.digests, [d1]);
+    assert.equal(first.admittedImages?.full, true);
+    assert.equal(first.requireAdmittedImage, undefined, 'the server does not require it of every entry');
+    const v = first.admittedImages!.version;
+    const current = `since=${first.revision}&bundles=${encodeURIComponent(first.bundlesVersion)}&quarantine=${first.quarantine.version}&lean=1`;
+    const none = await sync(`${current}&wait=0&images=${v}`);
+    assert.ok(!('admittedImages' in none), 'an agent at the current version gets nothing: the answer stays lean');
+    const waiting = sync(`${current}&wait=20&images=${v}`);
+    await new Promise((r) => setTimeout(r, 100));
+    const recorded = performance.now();
+    await srv.store.recordAdmittedImages([d1, d2], Date.now());
+    const woken = await waiting;
+    const ms = performance.now() - recorded;
+    assert.ok(ms < 1000, `woken at once (${ms} ms), not by the once-a-second stamp`);
+    process.stdout.write(`# a new digest recorded on this replica to the waiting agent's answer: ${ms.toFixed(1)} ms\n`);
+    assert.deepEqual(woken.admittedImages, { version: woken.admittedImages!.version, full: false, digests: [d2] });
+    const old = await sync('since=0&wait=0&lean=1');
+    assert.ok(!('admittedImages' in old), 'an agent that does not ask for images (an older one) gets none');
+    const bad = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&images=${'9'.repeat(41)}`, { identity });
+    assert.equal(bad.status, 400);
+    assert.equal(JSON.parse(bad.text).field, 'images');
+    const garbage = await sync('since=0&wait=0&lean=1&images=not-a-version');
+    assert.equal(garbage.admittedImages?.full, true, 'a version the server never issued gets the whole set');
+  });
+
+  it('GET /v1/admission/images lists them in order, pages, answers one digest, and refuses a malformed one', async () => {
+    const page = async (q: string) => {
+      const r = await call('GET', `/v1/admission/images?${q}`, { token: admin });
+      return { status: r.status, body: JSON.parse(r.text) as { images: Array<{ digest: string }>; nextPageToken?: string; code?: string; field?: string } };
+    };
+    const all = await page('');
+    assert.ok(all.body.images.length >= 2);
+    const p1 = await page('pageSize=1');
+    assert.equal(p1.body.images.length, 1);
+    const p2 = await page(`pageSize=1&pageToken=${p1.body.nextPageToken}`);
+    assert.equal(p2.body.images[0]!.digest, all.body.images[1]!.digest);
+    const one = await page(`digest=${all.body.images[1]!.digest}`);
+    assert.deepEqual(
+      one.body.images.map((i) => i.digest),
+      [all.body.images[1]!.digest],
+    );
+    assert.deepEqual((await page(`digest=sha256:${'f'.repeat(64)}`)).body.images, []);
+    const bad = await page('digest=sha256:XYZ');
+    assert.deepEqual([bad.status, bad.body.code, bad.body.field], [400, 'ERR_FIELD_INVALID', 'digest']);
+    const badToken = await page('pageToken=abc');
+    assert.deepEqual([badToken.status, badToken.body.code], [400, 'ERR_PAGE_TOKEN_INVALID']);
+    const anon = await call('GET', '/v1/admission/images');
+    assert.equal(anon.status, 401);
   });
 });

@@ -861,14 +861,25 @@ interface AdmittedImagesSql {
 }
 
 async function recordAdmittedImages(o: AdmittedImagesSql, digests: readonly string[], at: number): Promise<void> {
-  digests.forEach((d, i) => checkImageDigest(String(d), `digests[${i}]`));
+  for (const [i, d] of digests.entries()) checkImageDigest(String(d), `digests[${i}]`);
   const todo = [...new Set(digests)].filter((d) => at - (o.written.get(d) ?? -Infinity) >= LAST_SEEN_EVERY_MS);
   if (todo.length === 0) return;
   let added = 0;
+  // Chunks are transactions of their own: those committed before a failure are announced all the same.
+  try {
+    await recordChunks(o, todo, at, (n) => (added += n));
+  } finally {
+    if (added > 0) o.changed();
+  }
+  if (o.written.size > 100_000) o.written.clear();
+  for (const d of todo) o.written.set(d, at);
+}
+
+async function recordChunks(o: AdmittedImagesSql, todo: readonly string[], at: number, committed: (n: number) => void): Promise<void> {
   for (let i = 0; i < todo.length; i += INSERT_CHUNK) {
     const chunk = todo.slice(i, i + INSERT_CHUNK);
     const marks = chunk.map(() => '?').join(', ');
-    added += await o.db.transaction(async (tx) => {
+    const n = await o.db.transaction(async (tx) => {
       const known = new Set((await tx.query(`SELECT digest FROM admitted_images WHERE digest IN (${marks})`, chunk)).map((r) => r['digest'] as string));
       if (known.size)
         await tx.execute(`UPDATE admitted_images SET last_seen = ? WHERE last_seen < ? AND digest IN (${[...known].map(() => '?').join(', ')})`, [
@@ -891,10 +902,8 @@ async function recordAdmittedImages(o: AdmittedImagesSql, digests: readonly stri
       );
       return fresh.length;
     });
+    committed(n);
   }
-  if (o.written.size > 100_000) o.written.clear();
-  for (const d of todo) o.written.set(d, at);
-  if (added > 0) o.changed();
 }
 
 async function listAdmittedImages(db: SqlDriver, q: { readonly afterSeq?: number; readonly limit: number }): Promise<AdmittedImagesPage> {
