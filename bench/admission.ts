@@ -201,25 +201,34 @@ async function startWrit(dir: string, o: WritOptions): Promise<Target> {
       `127.0.0.1:${port}`,
       '--admission-dns',
       'localhost',
-      '--log-level',
-      'warn',
       ...(o.registryConfig ? ['--registry-config', o.registryConfig] : []),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    c.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)"/.exec(out);
-      if (m && existsSync(join(data, 'admin.token'))) resolve(m[1]!);
+  try {
+    let out = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      c.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        // The admin API's URL, from the line that says the server is up (the webhook's line has a url too).
+        const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"writ server listening"/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      c.once('exit', (code) => reject(new Error(`writ server exited ${code}: ${out}`)));
     });
-    c.once('exit', (code) => reject(new Error(`writ server exited ${code}: ${out}`)));
-  });
-  await waitPort(port, c);
-  const env = { ...process.env, WRIT_SERVER: url, WRIT_CA_FILE: join(data, 'bundle.pem'), WRIT_TOKEN: readFileSync(join(data, 'admin.token'), 'utf8').trim() };
-  writeFileSync(join(dir, 'policy.yaml'), o.policy);
-  execFileSync(process.execPath, [WRIT, 'policy', 'apply', '-f', join(dir, 'policy.yaml')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    await waitPort(port, c);
+    const env = {
+      ...process.env,
+      WRIT_SERVER: url,
+      WRIT_CA_FILE: join(data, 'bundle.pem'),
+      WRIT_TOKEN: readFileSync(join(data, 'admin.token'), 'utf8').trim(),
+    };
+    writeFileSync(join(dir, 'policy.yaml'), o.policy);
+    execFileSync(process.execPath, [WRIT, 'policy', 'apply', '-f', join(dir, 'policy.yaml')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  } catch (err) {
+    await stopChild(c);
+    throw err;
+  }
   return { name: 'Writ', port, path: '/v1/admission/validate', caFile: join(data, 'bundle.pem'), pid: c.pid!, stop: () => stopChild(c) };
 }
 
