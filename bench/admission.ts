@@ -15,9 +15,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { corpus, randomReviews, withUid } from './admission/corpus.ts';
 import type { LoadResult, LoadSpec } from './admission/loadgen.ts';
@@ -263,13 +264,13 @@ interface Row {
 
 const rows: Row[] = [];
 
-function report(row: Row): void {
+function report(row: Row, note = ''): void {
   rows.push(row);
   const { r } = row;
   const rps = r.latencies.length / r.seconds;
   const allowed = row.expectAllowed === undefined ? '' : ` allowed ${r.allowed}/${r.latencies.length}`;
   console.log(
-    `  ${row.server.padEnd(11)} ${row.load.padEnd(22)} ${fmt(rps).padStart(7)} req/s  p50 ${percentile(r.latencies, 50).toFixed(2).padStart(7)} ms  p99 ${percentile(r.latencies, 99).toFixed(2).padStart(8)} ms  max ${(r.latencies.at(-1) ?? 0).toFixed(0).padStart(5)} ms  CPU ${fmt(r.cpuUs).padStart(5)} µs/req  errors ${r.errors}${allowed}`,
+    `  ${row.server.padEnd(11)} ${row.load.padEnd(22)} ${fmt(rps).padStart(7)} req/s  p50 ${percentile(r.latencies, 50).toFixed(2).padStart(7)} ms  p99 ${percentile(r.latencies, 99).toFixed(2).padStart(8)} ms  max ${(r.latencies.at(-1) ?? 0).toFixed(0).padStart(5)} ms  CPU ${fmt(r.cpuUs).padStart(5)} µs/req  errors ${r.errors}${allowed}${note ? `  (${note})` : ''}`,
   );
 }
 
@@ -345,15 +346,27 @@ function bodiesFile(dir: string, name: string, cases: ReturnType<typeof corpus>,
 
 const allowedShare = (cases: ReturnType<typeof corpus>): number => cases.filter((c) => c.allowed).length / cases.length;
 
+/**
+ * Warm-up, then 200 rps three times (a stall of another tenant of this VM can make one run's p99:
+ * the row is the run with the median p99, the other two are shown), then 500 clients once.
+ */
 async function measure(scenario: string, t: Target, dir: string, bodies: string, share: number | undefined): Promise<void> {
   await load(t, dir, bodies, { mode: 'clients', clients: 50, seconds: 3 }); // warm-up (JIT, connection pools)
-  for (const [label, spec] of [
-    ['200 rps, open loop', { mode: 'rate', rps: 200, seconds: SECONDS }],
-    ['500 clients, closed', { mode: 'clients', clients: 500, seconds: SECONDS }],
-  ] as const) {
-    const r = await load(t, dir, bodies, spec);
-    report({ scenario, server: t.name, load: label, r, ...(share === undefined ? {} : { expectAllowed: share }) });
-  }
+  const extra = share === undefined ? {} : { expectAllowed: share };
+  const runs: Measured[] = [];
+  for (let i = 0; i < 3; i++) runs.push(await load(t, dir, bodies, { mode: 'rate', rps: 200, seconds: SECONDS }));
+  runs.sort((a, b) => percentile(a.latencies, 99) - percentile(b.latencies, 99));
+  report(
+    { scenario, server: t.name, load: '200 rps, open loop', r: runs[1]!, ...extra },
+    `p99 of the 3 runs: ${runs.map((r) => percentile(r.latencies, 99).toFixed(1)).join(' / ')} ms`,
+  );
+  report({
+    scenario,
+    server: t.name,
+    load: '500 clients, closed',
+    r: await load(t, dir, bodies, { mode: 'clients', clients: 500, seconds: SECONDS }),
+    ...extra,
+  });
 }
 
 const PSS_POLICY = `apiVersion: writ.dev/v1
@@ -394,6 +407,55 @@ export async function run(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What the registry alone costs per first-seen image, measured from the benchmark process over a
+ * keep-alive HTTPS connection: the image manifest by digest, the `sha256-<hex>.sig` manifest and
+ * its payload blob, the three reads a simple-signing verification needs. One image at a time
+ * (latency), then 16 at a time (throughput).
+ */
+async function registryFloor(
+  host: string,
+  caPem: string,
+  repository: string,
+  digests: readonly string[],
+): Promise<{ p50: number; p99: number; perSecond: number }> {
+  const agent = new HttpsAgent({ keepAlive: true, ca: caPem, maxSockets: 16 });
+  const [hostname, port] = [host.slice(0, host.lastIndexOf(':')), Number(host.slice(host.lastIndexOf(':') + 1))];
+  const get = (path: string): Promise<Buffer> =>
+    new Promise((resolve, reject) => {
+      const q = httpsRequest({ agent, hostname, port, path, headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`registry answered ${res.statusCode} for ${path}`))));
+      });
+      q.on('error', reject);
+      q.end();
+    });
+  const one = async (digest: string): Promise<void> => {
+    await get(`/v2/${repository}/manifests/${digest}`);
+    const sig = JSON.parse((await get(`/v2/${repository}/manifests/${digest.replace(':', '-')}.sig`)).toString()) as { layers: Array<{ digest: string }> };
+    await get(`/v2/${repository}/blobs/${sig.layers[0]!.digest}`);
+  };
+  const half = Math.floor(digests.length / 2);
+  const times: number[] = [];
+  for (const d of digests.slice(0, half)) {
+    const t0 = performance.now();
+    await one(d);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  const rest = digests.slice(half);
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < rest.length) await one(rest[next++]!);
+    }),
+  );
+  agent.destroy();
+  return { p50: percentile(times, 50), p99: percentile(times, 99), perSecond: rest.length / ((performance.now() - t0) / 1000) };
 }
 
 /** The test registry's own process (a child of ours), moved to the load generator's core. */
@@ -441,11 +503,15 @@ async function imageScenarios(dir: string): Promise<void> {
     // 5 s at 200 rps and 1,500 requests from the 500 clients keep the set to ~2,800 images.
     const freshSeconds = Math.min(SECONDS, 5);
     const counts = { warm: 300, rate: 200 * freshSeconds, clients: 1_500 };
-    const total = counts.warm + counts.rate + counts.clients;
+    const total = counts.warm + counts.rate + counts.clients + 200;
     const t0 = Date.now();
     const digests = await pushSignedImages(reg, reg.host, 'bench/fresh', privateKey, total);
     console.log(
       `\n${fmt(total)} distinct signed images pushed to ${reg.host} in ${((Date.now() - t0) / 1000).toFixed(1)} s; image of the cached case signed by ${COSIGN.split('/').at(-1)}`,
+    );
+    const floor = await registryFloor(reg.host, reg.caPem, 'bench/fresh', digests.slice(total - 200));
+    console.log(
+      `registry alone, the 3 reads of a first-seen image: p50 ${floor.p50.toFixed(1)} ms, p99 ${floor.p99.toFixed(1)} ms one at a time; ${fmt(floor.perSecond)} images/s 16 at a time`,
     );
     writeFileSync(join(dir, 'registries.yaml'), `registries:\n  ${JSON.stringify(reg.host)}: { ca: ${JSON.stringify(reg.caFile)} }\n`);
     const policy = `${PSS_POLICY}  images:

@@ -49,6 +49,7 @@ const requests = (JSON.parse(readFileSync(spec.bodiesFile, 'utf8')) as string[])
   ),
 );
 const ALLOWED = Buffer.from('"allowed":true');
+const SLOW = Number(process.env['BENCH_SLOW'] ?? 0);
 
 interface Conn {
   socket: TLSSocket;
@@ -77,7 +78,10 @@ function open(): Conn {
         errors++;
         process.stderr.write(`loadgen: status ${status} at ${(c.sentAt - start).toFixed(0)} ms: ${body.subarray(0, 200).toString()}\n`);
       } else {
-        latencies.push(performance.now() - c.sentAt);
+        const ms = performance.now() - c.sentAt;
+        latencies.push(ms);
+        // BENCH_SLOW=MS lists the slow ones with when they were sent, to see whether they cluster.
+        if (SLOW && ms > SLOW) process.stderr.write(`slow ${ms.toFixed(1)} ms, sent at ${(c.sentAt - start).toFixed(0)} ms\n`);
         if (body.includes(ALLOWED)) allowed++;
       }
       c.busy = false;
