@@ -189,6 +189,8 @@ async function startWrit(dir: string, o: WritOptions): Promise<Target> {
       '-c',
       SERVER_CORE,
       process.execPath,
+      // BENCH_CPU_PROF=DIR: a V8 CPU profile of each Writ server, written when it stops.
+      ...(process.env['BENCH_CPU_PROF'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['BENCH_CPU_PROF']] : []),
       WRIT,
       'server',
       'start',
