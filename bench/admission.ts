@@ -28,7 +28,7 @@ import { fmt, percentile } from './util.ts';
 const ROOT = new URL('../', import.meta.url).pathname;
 const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
 const OPA = join(ROOT, 'bench/go/bin/opa');
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const SERVER_CORE = '0';
 const LOAD_CORE = '1';
 const REGISTRY_CORE = process.env['BENCH_REGISTRY_CORE'] ?? SERVER_CORE;
