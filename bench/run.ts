@@ -6,6 +6,7 @@ const BENCHES = {
   policy: './policy.ts',
   propagation: './propagation.ts',
   proxy: './proxy.ts',
+  admission: './admission.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {
