@@ -66,6 +66,22 @@ describe('cosign signatures made by the real cosign CLI', () => {
     }
   }
 
+  test('a signature at the .sig tag that verifies: the referrers are not asked for (two fewer reads per first-seen image)', async () => {
+    const image = await registry.pushImage('sig/fast-path', 'v1');
+    await cosignSign('v2', key('p256'), image.ref, registry.caFile, dir);
+    const asked: string[] = [];
+    const counting = {
+      manifest: (r: Parameters<RegistryClient['manifest']>[0], ref: string, sig?: AbortSignal) => (asked.push(`manifest ${ref}`), reader.manifest(r, ref, sig)),
+      blob: (r: Parameters<RegistryClient['blob']>[0], d: string, max: number, sig?: AbortSignal) => (asked.push('blob'), reader.blob(r, d, max, sig)),
+      referrers: (r: Parameters<RegistryClient['referrers']>[0], d: string, t?: string, sig?: AbortSignal) => (
+        asked.push('referrers'), reader.referrers(r, d, t, sig)
+      ),
+    };
+    const result = await verifyCosign(counting, repoOf(registry, image.repository), image.digest, requirement(key('p256')));
+    assert.deepEqual(result, { verified: true, layout: 'simple-signing', keyIndex: 0 });
+    assert.deepEqual(asked, [`manifest sha256-${image.digest.slice(7)}.sig`, 'blob']);
+  });
+
   test('cosign v3 through the OCI 1.1 referrers API (no fallback tag written)', async () => {
     const image = await withReferrers.pushImage('sig/oci11', 'v1');
     await cosignSign('v3', key('p256'), image.ref, withReferrers.caFile, dir);

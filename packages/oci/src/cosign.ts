@@ -69,11 +69,13 @@ export async function verifyCosign(
   signal?: AbortSignal,
 ): Promise<CosignResult> {
   const hex = digestHex(digest);
-  // Each place on its own: a registry whose referrers endpoint fails still verifies a .sig tag, and the other way round.
-  const settled = await Promise.allSettled([
-    simpleSignatures(reader, repo, digest, hex, requirement.keys, signal),
-    referrerSignatures(reader, repo, digest, hex, requirement.keys, signal),
-  ]);
+  // Each place on its own: a registry whose referrers endpoint fails still verifies a .sig tag, and
+  // the other way round. The .sig tag first: when it verifies (cosign v2, the common case), the
+  // referrers and their fallback tag (two more reads, often 404s) are not asked for at all.
+  const first = await Promise.allSettled([simpleSignatures(reader, repo, digest, hex, requirement.keys, signal)]);
+  const early = first[0].status === 'fulfilled' ? first[0].value.find((o) => o.ok) : undefined;
+  if (early?.ok) return { verified: true, layout: early.layout, keyIndex: early.keyIndex };
+  const settled = [...first, ...(await Promise.allSettled([referrerSignatures(reader, repo, digest, hex, requirement.keys, signal)]))];
   const outcomes = settled.flatMap((s) => (s.status === 'fulfilled' ? s.value : []));
   for (const o of outcomes) if (o.ok) return { verified: true, layout: o.layout, keyIndex: o.keyIndex };
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
