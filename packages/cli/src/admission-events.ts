@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { ApiClient, connectionOf } from './client.ts';
-import { checkFormat, print, streamed } from './output.ts';
+import { checkFormat, print, stdoutClosed, streamed } from './output.ts';
 
 interface Globals {
   server?: string;
@@ -88,7 +88,8 @@ export function registerAdmissionEvents(admission: Command): void {
       first.events.reverse().forEach(out);
       const shown = new Set(first.events.map((e) => e.id));
       let cursor = first.cursor;
-      for (;;) {
+      // Until Ctrl-C, or until the reader of stdout goes away (`| head -5`).
+      while (!stdoutClosed.signal.aborted) {
         const res = await api.call<{ events: EventRow[]; cursor: string }>(
           'GET',
           `/v1/admission/events?${filters}&${new URLSearchParams({ after: cursor, limit: '1000' })}`,

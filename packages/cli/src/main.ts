@@ -10,7 +10,7 @@ import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { registerAdmissionCheck } from './admission.ts';
-import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { FORMATS, checkFormat, print, quietOnEpipe, stdoutClosed, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
@@ -713,7 +713,11 @@ export function buildProgram(): Command {
       // (no identity yet, the agent restarting), so this one does.
       const hold = setInterval(() => undefined, 1 << 30);
       let fail: (err: Error) => void = () => undefined;
-      const stopped = new Promise<never>((_, reject) => (fail = (err) => (clearInterval(hold), reject(err))));
+      const stopped = new Promise<void>((done, reject) => {
+        fail = (err) => (clearInterval(hold), reject(err));
+        // The reader of stdout went away (`| head -1`): the watch is over.
+        stdoutClosed.signal.addEventListener('abort', () => (clearInterval(hold), c.close(), done()), { once: true });
+      });
       c.watchX509Context(
         (ctx) => {
           const at = new Date().toISOString();
@@ -1018,7 +1022,7 @@ export function buildProgram(): Command {
       // What arrived between the cursor and that first page is in both: printed once.
       const shown = new Set(first.decisions.map((d) => d.id));
       let cursor = first.cursor;
-      for (;;) {
+      while (!stdoutClosed.signal.aborted) {
         const res = await api.call<{ decisions: DecisionRow[]; cursor: string }>(
           'GET',
           `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), after: cursor, limit: '1000' })}`,
@@ -1251,6 +1255,7 @@ function bareWait(argv: string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  quietOnEpipe();
   const program = buildProgram();
   try {
     await program.parseAsync(bareWait(argv), { from: 'user' });
