@@ -62,6 +62,8 @@ export interface CheckResult {
   readonly namespace: string;
   readonly allowed: boolean;
   readonly violations: Array<{ control: string; message: string; container: string | null }>;
+  /** Tags judged by the digest they resolve to, as the mutating webhook pins them before the validating one looks. */
+  readonly pinned: Array<{ image: string; pinned: string }>;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -127,7 +129,8 @@ export function registerAdmissionCheck(admission: Command): void {
           now,
           signal: AbortSignal.timeout(30_000),
           readKeyFile,
-          ...(images ? { images } : {}),
+          // The cluster runs both webhooks: the mutating one pins a tag that resolves, so requireDigest judges the digest.
+          ...(images ? { images, pinTags: true } : {}),
         });
         results.push({
           kind: o.kind,
@@ -135,6 +138,7 @@ export function registerAdmissionCheck(admission: Command): void {
           namespace,
           allowed: verdict.allowed,
           violations: verdict.violations.map((v) => ({ control: v.control, message: v.message, container: v.container ?? null })),
+          pinned: verdict.images.flatMap((i) => (i.pinned && i.digest && !i.image.endsWith(`@${i.digest}`) ? [{ image: i.image, pinned: i.pinned }] : [])),
           verdict,
         });
       }
@@ -142,6 +146,7 @@ export function registerAdmissionCheck(admission: Command): void {
       if (format === 'table') {
         for (const r of results) {
           process.stdout.write(`${r.allowed ? 'ADMITTED' : 'DENIED  '}  ${r.kind} ${r.namespace}/${r.name || '(no name)'}\n`);
+          for (const p of r.pinned) process.stdout.write(`  pinned: ${p.image} -> ${p.pinned}\n`);
           for (const v of r.violations) process.stdout.write(`  ${v.control}: ${v.message}\n`);
           for (const w of r.verdict.warnings) process.stdout.write(`  warning: ${w}\n`);
           for (const e of r.verdict.exceptionsUsed) process.stdout.write(`  exception ${e.name} waived ${e.controls.join(', ')}\n`);
