@@ -134,6 +134,17 @@ describe('writ admission events', () => {
     assert.match(bad.stderr, /needs a zone.*\[ERR_FIELD_INVALID\]/);
   });
 
+  it('admission images --digest: a digest never admitted prints "not admitted" and exits 3; one admitted exits 0', async () => {
+    const never = await writ(srv, ['admission', 'images', '--digest', `sha256:${'5'.repeat(64)}`]);
+    assert.deepEqual([never.code, never.stdout], [3, 'not admitted\n']);
+    const json = await writ(srv, ['admission', 'images', '--digest', `sha256:${'5'.repeat(64)}`, '-o', 'json']);
+    assert.equal(json.code, 3);
+    assert.deepEqual((JSON.parse(json.stdout) as { images: unknown[] }).images, []);
+    const admitted = await writ(srv, ['admission', 'images', '--digest', DIGEST]);
+    assert.equal(admitted.code, 0, admitted.stderr);
+    assert.match(admitted.stdout, new RegExp(`^${DIGEST}\\s+\\d{4}-`, 'm'));
+  });
+
   it('the help names each default once', async () => {
     const r = await writ(undefined, ['admission', 'events', '--help']);
     assert.equal(r.stdout.match(/default:? "?1h/g)?.length, 1, r.stdout);
