@@ -299,13 +299,24 @@ spec:
           ['monitoring', 'AccessPolicy'],
         ],
       );
+      // Access policies and admission documents each in a table of their own columns.
       const table = await writ(srv, ['policy', 'list']);
-      assert.match(table.stdout, /^AdmissionPolicy\/monitoring +namespaces monitoring +enforce +AdmissionPolicy$/m);
+      assert.equal(table.code, 0, table.stderr);
+      const [accessTable, admissionTable] = table.stdout.split('\n\n');
+      assert.match(accessTable!, /^NAME +TO +MODE +RULES\nmonitoring +spiffe:\/\/e2e.test\/ns\/monitoring\/\*\* +enforce +1$/);
+      assert.match(admissionTable!, /^ADMISSION +NAMESPACES +MODE +CHECKS$/m);
+      assert.match(admissionTable!, /^AdmissionPolicy\/monitoring +monitoring +enforce +podSecurity baseline:latest$/m);
       assert.match(
-        table.stdout,
-        /^AdmissionException\/legacy-agent-hostpath +namespaces monitoring +until 2027-03-01T00:00:00.000Z +hostPathVolumes,hostNamespaces +AdmissionException$/m,
+        admissionTable!,
+        /^AdmissionException\/legacy-agent-hostpath +monitoring +until 2027-03-01T00:00:00.000Z +waives hostPathVolumes,hostNamespaces$/m,
       );
-      assert.match(table.stdout, /^monitoring +spiffe:\/\/e2e.test\/ns\/monitoring\/\*\* +enforce +1 +AccessPolicy$/m);
+      // A name without its kind: the not-found error names the admission document of that name.
+      const bare = await writ(srv, ['policy', 'get', 'legacy-agent-hostpath']);
+      assert.equal(bare.code, 1);
+      assert.match(bare.stderr, /did you mean AdmissionException\/legacy-agent-hostpath\?.*\[ERR_NOT_FOUND\]/);
+      const unknown = await writ(srv, ['policy', 'get', 'nothing-here']);
+      assert.equal(unknown.code, 1);
+      assert.doesNotMatch(unknown.stderr, /did you mean/);
       const got = await writ(srv, ['policy', 'get', 'AdmissionPolicy/monitoring']);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout, `${POLICY.split('---\n')[0]!}`);
