@@ -136,6 +136,18 @@ spec:
     assert.equal(resolved.code, 0, resolved.stderr);
   });
 
+  it('a registry whose CA is not given: denied, and the message names the --registry-config flag', async () => {
+    const f = join(work, 'noca.yaml');
+    writeFileSync(f, pod('noca', signed));
+    const r = await writ(undefined, ['admission', 'check', '-f', f, '--policy', join(work, 'p-true.yaml'), '-o', 'json']);
+    assert.equal(r.code, 3, r.stderr);
+    const [res] = (JSON.parse(r.stdout) as { results: Array<{ violations: Array<{ control: string; message: string }> }> }).results;
+    assert.ok(
+      res!.violations.some((v) => v.message.includes('--registry-config')),
+      JSON.stringify(res),
+    );
+  });
+
   it('an image from another registry is refused before any request', async () => {
     const r = await check(pod('elsewhere', `registry.invalid/team/app@sha256:${'a'.repeat(64)}`));
     assert.equal(r.code, 3, r.stderr);

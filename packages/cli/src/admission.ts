@@ -18,6 +18,7 @@ import {
 } from '@writ/admission';
 import { ImageVerifier, RegistryClient, loadRegistryConfig, type ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
+import { withFlagHint } from './image.ts';
 import { checkFormat, print } from './output.ts';
 
 /** An unreadable -f file is ERR_ADMISSION_OBJECT_INVALID, an unreadable --policy file ERR_POLICY_INVALID (as docs/admission-policy.md says). */
@@ -79,7 +80,7 @@ function mergeViolations(findings: AdmissionVerdict['violations'], pssSource: st
     const seen = out.get(key);
     if (seen) {
       if (!seen.policies.includes(source)) seen.policies.push(source);
-    } else out.set(key, { control: v.control, message: v.message, container: v.container ?? null, policies: [source] });
+    } else out.set(key, { control: v.control, message: withFlagHint(v.message), container: v.container ?? null, policies: [source] });
   }
   return [...out.values()];
 }

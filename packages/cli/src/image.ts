@@ -126,11 +126,13 @@ function timeoutOf(v: string): number {
   }
 }
 
+/** The registry client's CA hint, in the words of the CLI: which flag takes the CA. */
+export const withFlagHint = (message: string): string =>
+  message.replace("set the registry's ca in the registry config", 'give its CA as ca: for this registry in the --registry-config file');
+
 /** The checker's messages end in `(CODE)`, which the CLI prints once as `[CODE]`; its CA hint names the flag. */
 function cliMessage(message: string, code: string): string {
-  return message
-    .replace(` (${code})`, '')
-    .replace("set the registry's ca in the registry config", 'give its CA as ca: for this registry in the --registry-config file');
+  return withFlagHint(message.replace(` (${code})`, ''));
 }
 
 function registryError(err: unknown): unknown {
