@@ -1336,7 +1336,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (isWritError(err)) {
-      process.stderr.write(`writ: ${err.message} [${err instanceof ApiError ? err.serverCode : err.code}]\n`);
+      const code = err instanceof ApiError ? err.serverCode : err.code;
+      // Messages passed up from a library may already end in `(CODE)`: the code is printed once.
+      process.stderr.write(`writ: ${err.message.replace(new RegExp(` \\(${code}\\)$`), '')} [${code}]\n`);
       return 1;
     }
     process.stderr.write(`writ: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
