@@ -4,12 +4,13 @@
  * CLI's table and flags (HOOK column, -n, --since as a duration or an RFC 3339 time, each digest once).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { request } from 'node:https';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { applyPolicy, cleanup, type ServerProcess, startServerProcess, writ } from './helpers.ts';
+import { applyPolicy, cleanup, type ServerProcess, startServerProcess, WRIT, writ } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
 const DIGEST = `sha256:${'4'.repeat(64)}`;
@@ -143,6 +144,21 @@ describe('writ admission events', () => {
     const admitted = await writ(srv, ['admission', 'images', '--digest', DIGEST]);
     assert.equal(admitted.code, 0, admitted.stderr);
     assert.match(admitted.stdout, new RegExp(`^${DIGEST}\\s+\\d{4}-`, 'm'));
+  });
+
+  it('--follow whose reader went away (| head -1) stops by itself, exit 0, no stack trace', async () => {
+    const child = spawn(process.execPath, [WRIT, 'admission', 'events', '--follow', '-n', 'prod'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') },
+    });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    clearTimeout(timer);
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled/);
   });
 
   it('the help names each default once', async () => {
