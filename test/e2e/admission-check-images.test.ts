@@ -84,7 +84,12 @@ spec:
       stderr: r.stderr,
       results: (
         JSON.parse(r.stdout || '{"results":[]}') as {
-          results: Array<{ name: string; allowed: boolean; violations: Array<{ control: string; message: string }> }>;
+          results: Array<{
+            name: string;
+            allowed: boolean;
+            violations: Array<{ control: string; message: string }>;
+            pinned: Array<{ image: string; pinned: string }>;
+          }>;
         }
       ).results,
     };
@@ -102,16 +107,45 @@ spec:
     );
   });
 
-  it('a tag: refused under requireDigest (the mutating hook pins it); resolved and verified without', async () => {
+  it('a tag under requireDigest: judged by the digest it resolves to, as the mutating webhook pins it; a tag that does not resolve is denied', async () => {
     const tag = registry.ref('team/app', 'v1');
     const pinned = await check(pod('tag', tag));
-    assert.equal(pinned.code, 3, pinned.stderr);
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.deepEqual(pinned.results[0]!.pinned, [{ image: tag, pinned: signed }]);
+    // The table says which images were judged by their digest.
+    const f = join(work, 'tag.yaml');
+    writeFileSync(f, pod('tag', tag));
+    const table = await writ(undefined, ['admission', 'check', '-f', f, '--policy', join(work, 'p-true.yaml'), '--registry-config', config]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.ok(table.stdout.includes(`  pinned: ${tag} -> ${signed}\n`), table.stdout);
+    // The tag of an image signed by another key: pinned, and then denied for its signature.
+    const other = await check(pod('other', registry.ref('team/other', 'v1')));
+    assert.equal(other.code, 3, other.stderr);
     assert.deepEqual(
-      pinned.results[0]!.violations.map((v) => v.control),
-      ['imageDigest'],
+      other.results[0]!.violations.map((v) => v.control),
+      ['imageSignature'],
     );
+    const missing = await check(pod('missing', registry.ref('team/app', 'no-such-tag')));
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.ok(
+      missing.results[0]!.violations.some((v) => v.control === 'imageDigest'),
+      JSON.stringify(missing.results),
+    );
+    assert.deepEqual(missing.results[0]!.pinned, []);
     const resolved = await check(pod('tag', tag), false);
     assert.equal(resolved.code, 0, resolved.stderr);
+  });
+
+  it('a registry whose CA is not given: denied, and the message names the --registry-config flag', async () => {
+    const f = join(work, 'noca.yaml');
+    writeFileSync(f, pod('noca', signed));
+    const r = await writ(undefined, ['admission', 'check', '-f', f, '--policy', join(work, 'p-true.yaml'), '-o', 'json']);
+    assert.equal(r.code, 3, r.stderr);
+    const [res] = (JSON.parse(r.stdout) as { results: Array<{ violations: Array<{ control: string; message: string }> }> }).results;
+    assert.ok(
+      res!.violations.some((v) => v.message.includes('--registry-config')),
+      JSON.stringify(res),
+    );
   });
 
   it('an image from another registry is refused before any request', async () => {

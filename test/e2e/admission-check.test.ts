@@ -52,9 +52,17 @@ describe('writ admission check', () => {
           name: 'web',
           namespace: 'prod',
           allowed: false,
-          violations: [{ control: 'privileged', message: 'privileged (container "app" must not set securityContext.privileged=true)', container: 'app' }],
+          violations: [
+            {
+              control: 'privileged',
+              message: 'privileged (container "app" must not set securityContext.privileged=true)',
+              container: 'app',
+              policies: ['--pss baseline'],
+            },
+          ],
+          pinned: [],
         },
-        { kind: 'Deployment', name: 'api', namespace: 'prod', allowed: true, violations: [] },
+        { kind: 'Deployment', name: 'api', namespace: 'prod', allowed: true, violations: [], pinned: [] },
       ],
     });
     assert.match(r.stderr, /1 of 2 objects denied/);
@@ -85,7 +93,53 @@ describe('writ admission check', () => {
     assert.equal(r.code, 3, r.stderr);
     const [res] = (JSON.parse(r.stdout) as { results: Array<{ namespace: string; violations: Array<{ control: string; container: string | null }> }> }).results;
     assert.equal(res!.namespace, 'team-a');
-    assert.deepEqual(res!.violations, [{ control: 'hostNamespaces', message: 'host namespaces (hostNetwork=true)', container: null }]);
+    assert.deepEqual(res!.violations, [
+      { control: 'hostNamespaces', message: 'host namespaces (hostNetwork=true)', container: null, policies: ['--pss baseline'] },
+    ]);
+  });
+
+  it('--pss privileged admits everything, and the help says so', async () => {
+    const r = await writ(undefined, ['admission', 'check', '-f', file('priv.yaml', MANIFEST), '--pss', 'privileged']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ADMITTED {2}Pod prod\/web\n/);
+    const help = await writ(undefined, ['admission', 'check', '--help']);
+    assert.match(help.stdout.replace(/\s+/g, ' '), /privileged \(which admits everything/);
+  });
+
+  it('a namespace no policy matches: ADMITTED, saying no policy applies', async () => {
+    const policy = file(
+      'prod-only.yaml',
+      'apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: prod }\nspec:\n  namespaces: [prod]\n  podSecurity: { level: baseline }\n',
+    );
+    const r = await writ(undefined, ['admission', 'check', '-f', file('ns.yaml', MANIFEST), '--policy', policy, '-n', 'dev']);
+    assert.equal(r.code, 3, r.stderr);
+    const staging = MANIFEST.replaceAll('namespace: prod', 'namespace: staging');
+    const s = await writ(undefined, ['admission', 'check', '-f', file('staging.yaml', staging), '--policy', policy]);
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal(
+      s.stdout,
+      'ADMITTED  Pod staging/web (no policy applies to namespace staging)\nADMITTED  Deployment staging/api (no policy applies to namespace staging)\n2 admitted, 0 denied\n',
+    );
+  });
+
+  it('the same violation from --pss and from a --policy: listed once, naming both sources', async () => {
+    const policy = file(
+      'prod-baseline.yaml',
+      'apiVersion: writ.dev/v1\nkind: AdmissionPolicy\nmetadata: { name: prod }\nspec:\n  namespaces: [prod]\n  podSecurity: { level: baseline }\n',
+    );
+    const args = ['admission', 'check', '-f', file('dup.yaml', MANIFEST.split('---\n')[0]!), '--pss', 'baseline', '--policy', policy];
+    const t = await writ(undefined, args);
+    assert.equal(t.code, 3, t.stderr);
+    assert.equal(
+      t.stdout,
+      'DENIED    Pod prod/web\n  privileged: privileged (container "app" must not set securityContext.privileged=true) [--pss baseline, AdmissionPolicy/prod]\n0 admitted, 1 denied\n',
+    );
+    const j = await writ(undefined, [...args, '-o', 'json']);
+    const [res] = (JSON.parse(j.stdout) as { results: Array<{ violations: Array<{ control: string; policies: string[] }> }> }).results;
+    assert.deepEqual(
+      res!.violations.map((v) => [v.control, v.policies]),
+      [['privileged', ['--pss baseline', 'AdmissionPolicy/prod']]],
+    );
   });
 
   it('usage errors exit 2: no --pss nor --policy, a bad level or version', async () => {
@@ -120,7 +174,10 @@ describe('writ admission check', () => {
     }
     const missing = await writ(undefined, ['admission', 'check', '-f', join(dir, 'nope.yaml'), '--pss', 'baseline']);
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /cannot read .*nope.yaml: ENOENT/);
+    assert.match(missing.stderr, /cannot read .*nope.yaml: ENOENT \[ERR_ADMISSION_OBJECT_INVALID\]/);
+    const noPolicy = await writ(undefined, ['admission', 'check', '-f', file('np.yaml', MANIFEST), '--policy', join(dir, 'nope-policy.yaml')]);
+    assert.equal(noPolicy.code, 1);
+    assert.match(noPolicy.stderr, /cannot read .*nope-policy.yaml: ENOENT \[ERR_POLICY_INVALID\]/);
     const skipped = await writ(undefined, [
       'admission',
       'check',
@@ -242,13 +299,24 @@ spec:
           ['monitoring', 'AccessPolicy'],
         ],
       );
+      // Access policies and admission documents each in a table of their own columns.
       const table = await writ(srv, ['policy', 'list']);
-      assert.match(table.stdout, /^AdmissionPolicy\/monitoring +namespaces monitoring +enforce +AdmissionPolicy$/m);
+      assert.equal(table.code, 0, table.stderr);
+      const [accessTable, admissionTable] = table.stdout.split('\n\n');
+      assert.match(accessTable!, /^NAME +TO +MODE +RULES\nmonitoring +spiffe:\/\/e2e.test\/ns\/monitoring\/\*\* +enforce +1$/);
+      assert.match(admissionTable!, /^ADMISSION +NAMESPACES +MODE +CHECKS$/m);
+      assert.match(admissionTable!, /^AdmissionPolicy\/monitoring +monitoring +enforce +podSecurity baseline:latest$/m);
       assert.match(
-        table.stdout,
-        /^AdmissionException\/legacy-agent-hostpath +namespaces monitoring +until 2027-03-01T00:00:00.000Z +hostPathVolumes,hostNamespaces +AdmissionException$/m,
+        admissionTable!,
+        /^AdmissionException\/legacy-agent-hostpath +monitoring +until 2027-03-01T00:00:00.000Z +waives hostPathVolumes,hostNamespaces$/m,
       );
-      assert.match(table.stdout, /^monitoring +spiffe:\/\/e2e.test\/ns\/monitoring\/\*\* +enforce +1 +AccessPolicy$/m);
+      // A name without its kind: the not-found error names the admission document of that name.
+      const bare = await writ(srv, ['policy', 'get', 'legacy-agent-hostpath']);
+      assert.equal(bare.code, 1);
+      assert.match(bare.stderr, /did you mean AdmissionException\/legacy-agent-hostpath\?.*\[ERR_NOT_FOUND\]/);
+      const unknown = await writ(srv, ['policy', 'get', 'nothing-here']);
+      assert.equal(unknown.code, 1);
+      assert.doesNotMatch(unknown.stderr, /did you mean/);
       const got = await writ(srv, ['policy', 'get', 'AdmissionPolicy/monitoring']);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout, `${POLICY.split('---\n')[0]!}`);

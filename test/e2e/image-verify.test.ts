@@ -56,6 +56,7 @@ interface VerifyJson {
   digest: string | null;
   pinned: string | null;
   verified: boolean;
+  pinnedByWebhook: boolean;
   signedBy: string[];
   problems: { control: string; message: string }[];
 }
@@ -86,6 +87,7 @@ describe('writ image verify', () => {
       digest: image.digest,
       pinned: `${plain.host}/team/app@${image.digest}`,
       verified: true,
+      pinnedByWebhook: false,
       signedBy: [release.pubFile],
       problems: [],
     });
@@ -178,15 +180,60 @@ describe('writ image verify', () => {
     const ok = await run(image.ref);
     assert.equal(ok.code, 0, ok.stderr);
     assert.deepEqual((JSON.parse(ok.stdout) as VerifyJson).signedBy, ['release-key']);
+    // A tag under requireDigest: verified by the digest the mutating webhook would pin, and it says so.
     const tag = await run(plain.ref('team/policy', 'v1'));
-    assert.equal(tag.code, 3);
-    assert.deepEqual(
-      (JSON.parse(tag.stdout) as VerifyJson).problems.map((p) => p.control),
-      ['imageDigest'],
+    assert.equal(tag.code, 0, tag.stderr);
+    const tagJson = JSON.parse(tag.stdout) as VerifyJson;
+    assert.deepEqual([tagJson.verified, tagJson.pinnedByWebhook, tagJson.pinned], [true, true, image.ref]);
+    const table = await writ(undefined, ['image', 'verify', plain.ref('team/policy', 'v1'), '--policy', policy, '--registry-config', config]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, new RegExp(`pinned: ${plain.ref('team/policy', 'v1')} -> ${image.ref.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    // A tag that does not resolve cannot be pinned: still refused.
+    const missing = await run(plain.ref('team/policy', 'nope'));
+    assert.equal(missing.code, 3);
+    assert.ok(
+      (JSON.parse(missing.stdout) as VerifyJson).problems.some((p) => p.control === 'imageDigest'),
+      missing.stdout,
     );
     const outside = await run(plain.ref('other/app', 'v1'));
     assert.equal(outside.code, 3);
     assert.match(outside.stderr, /AdmissionPolicy prod: .*not from an allowed registry/);
+  });
+
+  it('a malformed reference is an error (exit 1, ERR_IMAGE_REF_INVALID, one line), not "not verified"', async () => {
+    for (const ref of [`${plain.host}/Team/app:v1`, `${plain.host}/team/app@sha256:abc`, `https://${plain.host}/team/app:v1`]) {
+      const r = await verify(ref, [release]);
+      assert.equal(r.code, 1, `${ref}: ${r.stderr}`);
+      assert.match(r.stderr, /^writ: .*\[ERR_IMAGE_REF_INVALID\]\n$/, ref);
+      assert.equal(r.stdout, '');
+    }
+  });
+
+  it('a digest the repository does not have: not verified (exit 3) because its manifest was not found, not for want of a signature', async () => {
+    const r = await verify(plain.ref('team/app', `sha256:${'e'.repeat(64)}`), [release]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /manifest sha256:e{64} not found/);
+    assert.doesNotMatch(r.stderr, /signature/);
+    assert.deepEqual(
+      r.json?.problems.map((p) => p.control),
+      ['imageResolve'],
+    );
+  });
+
+  it('an untrusted registry CA: the error names --registry-config and prints its code once', async () => {
+    const image = await plain.pushImage('team/ca', 'v1');
+    const r = await writ(undefined, ['image', 'verify', image.ref, '--key', release.pubFile]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /--registry-config/);
+    assert.equal(r.stderr.match(/ERR_[A-Z_]+/g)?.length, 1, r.stderr);
+  });
+
+  it('--timeout 5 (no unit) is a usage error (exit 2) saying to write 5s; the help names the key types', async () => {
+    const r = await writ(undefined, ['image', 'verify', plain.ref('team/app', 'v1'), '--key', release.pubFile, '--timeout', '5']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /5s/);
+    const help = await writ(undefined, ['image', 'verify', '--help']);
+    assert.match(help.stdout, /P-256\/P-384\/P-521/);
   });
 
   it('usage and key errors: no --key is exit 2; a private key or a weak key is refused (exit 1, ERR_KEY_INVALID)', async () => {

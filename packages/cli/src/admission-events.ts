@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { ApiClient, connectionOf } from './client.ts';
-import { checkFormat, print, streamed } from './output.ts';
+import { checkFormat, print, stdoutClosed, streamed } from './output.ts';
 
 interface Globals {
   server?: string;
@@ -38,16 +38,39 @@ interface EventRow {
 
 const verdictOf = (e: EventRow): string => `${e.allowed ? 'allowed' : 'denied'}${e.dryRun ? ' (dry run)' : ''}`;
 const objectOf = (e: EventRow): string => `${e.kind}/${e.name || '(unnamed)'}${e.subResource ? `/${e.subResource}` : ''}`;
-const imagesOf = (e: EventRow): string => e.images.map((i) => (i.digest ? `${i.image}@${i.digest.slice(0, 19)}` : i.image)).join(',');
+/** A tag with the start of the digest it resolved to; a digest reference once, shortened the same way. */
+const imagesOf = (e: EventRow): string =>
+  e.images
+    .map((i) => {
+      const at = i.image.indexOf('@');
+      const name = at < 0 ? i.image : i.image.slice(0, at);
+      const digest = i.digest ?? (at < 0 ? undefined : i.image.slice(at + 1));
+      return digest ? `${name}@${digest.slice(0, 19)}` : i.image;
+    })
+    .join(',');
+
+/** `--since 15m` or `--since 2026-12-01T10:00:00Z`: how far back, as an instant. */
+export function sinceOf(v: string, now = Date.now()): string {
+  if (/^\d{4}-\d\d-\d\dT/.test(v)) {
+    const t = Date.parse(v);
+    if (!Number.isFinite(t) || !/(Z|[+-]\d\d:\d\d)$/i.test(v))
+      throw new WritError('ERR_FIELD_INVALID', `--since ${JSON.stringify(v.slice(0, 40))}: an RFC 3339 time needs a zone, like 2026-12-01T10:00:00Z`, {
+        field: 'since',
+      });
+    return new Date(t).toISOString();
+  }
+  return new Date(now - parseDuration(v, 'since', 366 * 86_400_000)).toISOString();
+}
 
 const eventRows = (rows: EventRow[]) => () => ({
-  head: ['TIME', 'VERDICT', 'MODE', 'NAMESPACE', 'OBJECT', 'CONTROLS', 'EXCEPTIONS', 'IMAGES'],
+  head: ['TIME', 'VERDICT', 'MODE', 'NAMESPACE', 'OBJECT', 'HOOK', 'CONTROLS', 'EXCEPTIONS', 'IMAGES'],
   body: rows.map((e) => [
     e.at,
     verdictOf(e),
     e.mode || '-',
     e.namespace || '-',
     objectOf(e),
+    e.hook || '-',
     e.controls.join(',') || '-',
     e.exceptions.map((x) => x.name).join(',') || '-',
     imagesOf(e) || '-',
@@ -55,17 +78,17 @@ const eventRows = (rows: EventRow[]) => () => ({
 });
 
 const eventLine = (e: EventRow): string =>
-  `${e.at} ${verdictOf(e).toUpperCase()} ${e.namespace || '-'} ${objectOf(e)}${e.mode ? ` [${e.mode}]` : ''}${e.controls.length ? ` controls=${e.controls.join(',')}` : ''}${e.exceptions.length ? ` exceptions=${e.exceptions.map((x) => x.name).join(',')}` : ''}${e.message ? `: ${e.message}` : ''}`;
+  `${e.at} ${e.hook || '-'} ${verdictOf(e).toUpperCase()} ${e.namespace || '-'} ${objectOf(e)}${e.mode ? ` [${e.mode}]` : ''}${e.controls.length ? ` controls=${e.controls.join(',')}` : ''}${e.exceptions.length ? ` exceptions=${e.exceptions.map((x) => x.name).join(',')}` : ''}${e.message ? `: ${e.message}` : ''}`;
 
 /** `writ admission events [--namespace NS] [--denied|--allowed] [--since 1h] [--limit N] [--follow]`. */
 export function registerAdmissionEvents(admission: Command): void {
   admission
     .command('events')
     .description('admission verdicts of the webhook, newest first: namespace, object, images with digests, verdict, controls, exceptions used')
-    .option('--namespace <ns>', 'only this namespace')
+    .option('-n, --namespace <ns>', 'only this namespace')
     .option('--denied', 'only denials')
     .option('--allowed', 'only admissions')
-    .option('--since <duration>', 'how far back, e.g. 15m (default 1h)', '1h')
+    .option('--since <duration|time>', 'how far back: a duration like 15m, or an RFC 3339 time like 2026-12-01T10:00:00Z', '1h')
     .option('--limit <n>', 'at most this many (newest first)', '100')
     .option('-f, --follow', 'then print verdicts as they are stored (Ctrl-C to stop); -o json: one object per line')
     .action(async (f: { namespace?: string; denied?: boolean; allowed?: boolean; since: string; limit: string; follow?: boolean }, cmd: Command) => {
@@ -78,7 +101,7 @@ export function registerAdmissionEvents(admission: Command): void {
       const filters = new URLSearchParams();
       if (f.namespace) filters.set('namespace', f.namespace);
       if (f.denied || f.allowed) filters.set('allowed', f.allowed ? 'true' : 'false');
-      const since = new Date(Date.now() - parseDuration(f.since, 'since', 366 * 86_400_000)).toISOString();
+      const since = sinceOf(f.since);
       const first = await api.call<{ events: EventRow[]; cursor: string }>(
         'GET',
         `/v1/admission/events?${filters}&${new URLSearchParams({ since, limit: f.limit })}`,
@@ -88,7 +111,8 @@ export function registerAdmissionEvents(admission: Command): void {
       first.events.reverse().forEach(out);
       const shown = new Set(first.events.map((e) => e.id));
       let cursor = first.cursor;
-      for (;;) {
+      // Until Ctrl-C, or until the reader of stdout goes away (`| head -5`).
+      while (!stdoutClosed.signal.aborted) {
         const res = await api.call<{ events: EventRow[]; cursor: string }>(
           'GET',
           `/v1/admission/events?${filters}&${new URLSearchParams({ after: cursor, limit: '1000' })}`,

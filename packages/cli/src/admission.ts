@@ -18,13 +18,15 @@ import {
 } from '@writ/admission';
 import { ImageVerifier, RegistryClient, loadRegistryConfig, type ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
+import { withFlagHint } from './image.ts';
 import { checkFormat, print } from './output.ts';
 
-function readInput(file: string): string {
+/** An unreadable -f file is ERR_ADMISSION_OBJECT_INVALID, an unreadable --policy file ERR_POLICY_INVALID (as docs/admission-policy.md says). */
+function readInput(file: string, code: 'ERR_ADMISSION_OBJECT_INVALID' | 'ERR_POLICY_INVALID'): string {
   try {
     return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
   } catch (err) {
-    throw new WritError('ERR_CONFIG_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+    throw new WritError(code, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
   }
 }
 
@@ -61,7 +63,26 @@ export interface CheckResult {
   readonly name: string;
   readonly namespace: string;
   readonly allowed: boolean;
-  readonly violations: Array<{ control: string; message: string; container: string | null }>;
+  /** Each violation once, with every source that found it (`--pss LEVEL`, `AdmissionPolicy/NAME`). */
+  readonly violations: Array<{ control: string; message: string; container: string | null; policies: string[] }>;
+  /** Tags judged by the digest they resolve to, as the mutating webhook pins them before the validating one looks. */
+  readonly pinned: Array<{ image: string; pinned: string }>;
+}
+
+const PSS_SOURCE = (level: string): string => `--pss ${level}`;
+
+/** Each violation once, with the policies that found it: --pss and a policy at the same level find the same ones. */
+function mergeViolations(findings: AdmissionVerdict['violations'], pssSource: string | undefined): CheckResult['violations'] {
+  const out = new Map<string, CheckResult['violations'][number]>();
+  for (const v of findings) {
+    const key = JSON.stringify([v.control, v.container ?? null, v.message]);
+    const source = v.policy === pssSource ? v.policy : `AdmissionPolicy/${v.policy}`;
+    const seen = out.get(key);
+    if (seen) {
+      if (!seen.policies.includes(source)) seen.policies.push(source);
+    } else out.set(key, { control: v.control, message: withFlagHint(v.message), container: v.container ?? null, policies: [source] });
+  }
+  return [...out.values()];
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -74,7 +95,10 @@ export function registerAdmissionCheck(admission: Command): void {
       'check Pods and workloads (Deployment, StatefulSet, DaemonSet, Job, CronJob, ...) offline, as the admission webhook would: Pod Security Standards (--pss) and/or AdmissionPolicy/AdmissionException files (--policy); exit 0 all admitted, 3 any denied, 1 error',
     )
     .requiredOption('-f, --file <file>', 'the objects: YAML or JSON, one or many documents, a List too ("-" for stdin)')
-    .option('--pss <level>', 'Pod Security Standards level for every namespace: baseline or restricted (needed without --policy)')
+    .option(
+      '--pss <level>',
+      'Pod Security Standards level for every namespace: baseline, restricted, or privileged (which admits everything, as in Kubernetes; only --policy can deny then); needed without --policy',
+    )
     .option('--pss-version <version>', 'policy version: v1.NN or latest (default latest)')
     .option('--policy <file>', 'AdmissionPolicy and AdmissionException documents (repeatable)', collect)
     .option('-n, --namespace <ns>', 'the namespace of objects that name none', 'default')
@@ -85,7 +109,7 @@ export function registerAdmissionCheck(admission: Command): void {
       const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
       if (!f.pss && !f.policy?.length) throw new CommanderError(2, 'writ.usage', 'give --pss baseline|restricted, or --policy FILE');
       if (f.pss && !['baseline', 'restricted', 'privileged'].includes(f.pss))
-        throw new CommanderError(2, 'writ.usage', `--pss ${JSON.stringify(f.pss)}: baseline or restricted`);
+        throw new CommanderError(2, 'writ.usage', `--pss ${JSON.stringify(f.pss)}: baseline, restricted or privileged`);
       if (f.pssVersion !== undefined && !f.pss) throw new CommanderError(2, 'writ.usage', '--pss-version needs --pss');
       try {
         resolvePssVersion(f.pssVersion ?? 'latest');
@@ -100,7 +124,8 @@ export function registerAdmissionCheck(admission: Command): void {
       const exceptions: AdmissionSet['exceptions'][number][] = [];
       if (f.pss)
         policies.push({
-          name: `pss-${f.pss}`,
+          // Not a Kubernetes name, so never the name of a --policy document: the source shown with its violations.
+          name: PSS_SOURCE(f.pss),
           namespaces: ['*'],
           mode: 'enforce',
           podSecurity: { level: f.pss as PssLevel, version: f.pssVersion ?? 'latest' },
@@ -110,14 +135,17 @@ export function registerAdmissionCheck(admission: Command): void {
         });
       for (const file of f.policy ?? []) {
         // Expired exceptions are read (not refused) and then have no effect, as on the server.
-        const s = parseAdmission(readInput(file), { file, now, allowExpired: true });
+        const s = parseAdmission(readInput(file, 'ERR_POLICY_INVALID'), { file, now, allowExpired: true });
         policies.push(...s.policies);
         exceptions.push(...s.exceptions);
         for (const e of s.exceptions)
           if (e.expires <= now) process.stderr.write(`note: exception ${e.name} expired at ${new Date(e.expires).toISOString()}: it has no effect\n`);
       }
       const set: AdmissionSet = { policies, exceptions };
-      const objects = readObjects(readInput(f.file), { file: f.file, ...(f.ignoreOtherKinds ? { ignoreOtherKinds: true } : {}) });
+      const objects = readObjects(readInput(f.file, 'ERR_ADMISSION_OBJECT_INVALID'), {
+        file: f.file,
+        ...(f.ignoreOtherKinds ? { ignoreOtherKinds: true } : {}),
+      });
       const images = policies.some((p) => p.images) ? imageCheckerForCli(f.registryConfig) : undefined;
       const readKeyFile = keyReader(f.policy ?? []);
       const results: Array<CheckResult & { verdict: AdmissionVerdict }> = [];
@@ -127,22 +155,28 @@ export function registerAdmissionCheck(admission: Command): void {
           now,
           signal: AbortSignal.timeout(30_000),
           readKeyFile,
-          ...(images ? { images } : {}),
+          // The cluster runs both webhooks: the mutating one pins a tag that resolves, so requireDigest judges the digest.
+          ...(images ? { images, pinTags: true } : {}),
         });
         results.push({
           kind: o.kind,
           name: o.name,
           namespace,
           allowed: verdict.allowed,
-          violations: verdict.violations.map((v) => ({ control: v.control, message: v.message, container: v.container ?? null })),
+          violations: mergeViolations(verdict.violations, f.pss ? PSS_SOURCE(f.pss) : undefined),
+          pinned: verdict.images.flatMap((i) => (i.pinned && i.digest && !i.image.endsWith(`@${i.digest}`) ? [{ image: i.image, pinned: i.pinned }] : [])),
           verdict,
         });
       }
       const denied = results.filter((r) => !r.allowed).length;
       if (format === 'table') {
         for (const r of results) {
-          process.stdout.write(`${r.allowed ? 'ADMITTED' : 'DENIED  '}  ${r.kind} ${r.namespace}/${r.name || '(no name)'}\n`);
-          for (const v of r.violations) process.stdout.write(`  ${v.control}: ${v.message}\n`);
+          // Admitted because nothing applies is not admitted because it passed.
+          const none = r.verdict.policies.length === 0 ? ` (no policy applies to namespace ${r.namespace})` : '';
+          process.stdout.write(`${r.allowed ? 'ADMITTED' : 'DENIED  '}  ${r.kind} ${r.namespace}/${r.name || '(no name)'}${none}\n`);
+          for (const p of r.pinned) process.stdout.write(`  pinned: ${p.image} -> ${p.pinned}\n`);
+          const sources = new Set(r.violations.flatMap((v) => v.policies)).size > 1;
+          for (const v of r.violations) process.stdout.write(`  ${v.control}: ${v.message}${sources ? ` [${v.policies.join(', ')}]` : ''}\n`);
           for (const w of r.verdict.warnings) process.stdout.write(`  warning: ${w}\n`);
           for (const e of r.verdict.exceptionsUsed) process.stdout.write(`  exception ${e.name} waived ${e.controls.join(', ')}\n`);
         }

@@ -1,5 +1,5 @@
 /** `writ admission images`: the image digests admitted under an enforce policy, which agents check `requireAdmittedImage` entries against. */
-import type { Command } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import type { ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
 
@@ -17,7 +17,7 @@ export function addAdmittedImagesCommand(program: Command, clientOf: (cmd: Comma
   admission
     .command('images')
     .description('image digests admitted under an enforce policy: what entries with --require-admitted-image need (follows every page)')
-    .option('--digest <digest>', 'only this digest (sha256:...): was it admitted, and when')
+    .option('--digest <digest>', 'only this digest (sha256:...): was it admitted, and when (exit 3 and "not admitted" when it never was)')
     .action(async (f: { digest?: string }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const all: ImagesPage['images'] = [];
@@ -30,6 +30,12 @@ export function addAdmittedImagesCommand(program: Command, clientOf: (cmd: Comma
         requireAll = page.requireAdmittedImage;
         pageToken = page.nextPageToken;
       } while (pageToken && !f.digest);
+      // A question with a yes/no answer: scripts test the exit code, people read the line.
+      if (f.digest && all.length === 0) {
+        if (format === 'table') process.stdout.write('not admitted\n');
+        else print(format, { images: all, requireAdmittedImage: requireAll });
+        throw new CommanderError(3, 'writ.violation', `${f.digest} was never admitted under an enforce policy`);
+      }
       print(format, { images: all, requireAdmittedImage: requireAll }, () => ({
         head: ['DIGEST', 'FIRST ADMITTED', 'LAST ADMITTED'],
         body: all.map((i) => [i.digest, i.firstSeen, i.lastSeen]),

@@ -14,11 +14,12 @@ import {
   ImageVerifier,
   loadRegistryConfig,
   parseCosignKey,
+  parseImageRef,
   RegistryClient,
   type SignatureRequirement,
   signatureRequirement,
 } from '@writ/oci';
-import { WritError, parseDuration } from '@writ/spiffe';
+import { WritError, isWritError, parseDuration } from '@writ/spiffe';
 import { checkFormat, print } from './output.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -36,6 +37,8 @@ export interface ImageVerifyResult {
   readonly digest: string | null;
   readonly pinned: string | null;
   readonly verified: boolean;
+  /** A tag under a policy's requireDigest: judged by its digest, as the mutating webhook pins it before the validating one decides. */
+  readonly pinnedByWebhook: boolean;
   readonly signedBy: readonly string[];
   readonly problems: ReadonlyArray<{ readonly control: string; readonly message: string }>;
 }
@@ -88,9 +91,17 @@ export function verifyResult(
   byPolicy: ReadonlyArray<{ policy: string; verdict: ImageVerdict }>,
 ): ImageVerifyResult {
   const keyOk = byKey === undefined || byKey.signedBy.length > 0;
+  // The cluster's mutating webhook pins a tag that resolves, so requireDigest is met by the digest it pins.
+  const pinnable = (v: ImageVerdict): boolean => v.pinned !== undefined && v.digest !== undefined;
+  let pinnedByWebhook = false;
   const problems: ImageProblem[] = [
     ...(keyOk ? [] : (byKey?.violations ?? [])),
-    ...byPolicy.flatMap(({ policy, verdict }) => verdict.violations.map((v) => ({ control: v.control, message: `AdmissionPolicy ${policy}: ${v.message}` }))),
+    ...byPolicy.flatMap(({ policy, verdict }) =>
+      verdict.violations.flatMap((v) => {
+        if (v.control === 'imageDigest' && pinnable(verdict)) return ((pinnedByWebhook = true), []);
+        return [{ control: v.control, message: `AdmissionPolicy ${policy}: ${v.message}` }];
+      }),
+    ),
   ];
   const all = [...(byKey === undefined ? [] : [byKey]), ...byPolicy.map((p) => p.verdict)];
   const digest = all.find((v) => v.digest !== undefined);
@@ -99,9 +110,33 @@ export function verifyResult(
     digest: digest?.digest ?? null,
     pinned: digest?.pinned ?? null,
     verified: problems.length === 0,
+    pinnedByWebhook,
     signedBy: [...new Set(all.flatMap((v) => v.signedBy))],
     problems: problems.map((p) => ({ control: p.control, message: p.message })),
   };
+}
+
+/** `--timeout 5` is refused (5 what?): a duration with its unit, from 1ms to 1h. */
+function timeoutOf(v: string): number {
+  if (/^\d+$/.test(v)) throw new CommanderError(2, 'writ.usage', `--timeout ${v}: give a unit, like ${v}s`);
+  try {
+    return parseDuration(v, 'timeout', 3_600_000, 1);
+  } catch (err) {
+    throw new CommanderError(2, 'writ.usage', `--timeout ${JSON.stringify(v.slice(0, 40))}: a duration like 30s or 2m (${(err as Error).message})`);
+  }
+}
+
+/** The registry client's CA hint, in the words of the CLI: which flag takes the CA. */
+export const withFlagHint = (message: string): string =>
+  message.replace("set the registry's ca in the registry config", 'give its CA as ca: for this registry in the --registry-config file');
+
+/** The checker's messages end in `(CODE)`, which the CLI prints once as `[CODE]`; its CA hint names the flag. */
+function cliMessage(message: string, code: string): string {
+  return withFlagHint(message.replace(` (${code})`, ''));
+}
+
+function registryError(err: unknown): unknown {
+  return isWritError(err) ? new WritError(err.code, cliMessage(err.message, err.code)) : err;
 }
 
 export function registerImage(program: Command): void {
@@ -112,36 +147,72 @@ export function registerImage(program: Command): void {
       'resolve REF to its digest and check its cosign signatures (simple signing and sigstore bundles) with public keys, offline: no transparency log',
     )
     .argument('<ref>', 'image reference, e.g. registry.example.com/team/app:v1 or ...@sha256:...')
-    .option('--key <file>', 'cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519); repeatable, any one of them suffices', collect)
+    .option('--key <file>', 'cosign public key (PEM: ECDSA P-256/P-384/P-521, RSA >= 2048 bits, Ed25519); repeatable, any one of them suffices', collect)
     .option('--policy <file>', 'check against the spec.images of every AdmissionPolicy in FILE (registries, requireDigest, every signature requirement)')
     .option('--registry-config <file>', 'per-registry CA and credentials (the server uses the same file)')
-    .addOption(new Option('--timeout <duration>', 'give up on the registry after this long').default('30s'))
+    .addOption(new Option('--timeout <duration>', 'give up on the registry after this long, e.g. 10s or 2m').default('30s'))
     .addHelpText('after', '\nExit codes: 0 verified, 1 error (registry unreachable, bad key), 2 usage, 3 not verified.')
     .action(async (ref: string, f: VerifyFlags, cmd: Command) => {
       const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
       if (!f.key?.length && f.policy === undefined) throw new CommanderError(2, 'writ.usage', 'give at least one --key FILE, or --policy FILE');
+      const timeoutMs = timeoutOf(f.timeout);
+      let parsed: ReturnType<typeof parseImageRef>;
+      try {
+        parsed = parseImageRef(ref);
+      } catch (err) {
+        // A reference that cannot name an image is bad input (exit 1), not an image that failed verification.
+        throw isWritError(err) ? err : new WritError('ERR_IMAGE_REF_INVALID', `invalid image reference ${JSON.stringify(ref.slice(0, 200))}`);
+      }
       const keys = (f.key ?? []).map(readKey);
       const policies = f.policy === undefined ? [] : policyRequirements(f.policy);
-      const timeoutMs = parseDuration(f.timeout, 'timeout', 3_600_000, 1);
       const client = new RegistryClient(f.registryConfig === undefined ? {} : { config: loadRegistryConfig(f.registryConfig) });
       try {
         const verifier = new ImageVerifier({ registry: client });
         const signal = AbortSignal.timeout(timeoutMs);
+        // A digest is looked up by its signatures alone; ask for its manifest first so that a digest
+        // the repository does not have says so (not "no cosign signature").
+        if (parsed.digest !== undefined) {
+          try {
+            await client.resolve(parsed, { signal });
+          } catch (err) {
+            if (!isWritError(err, 'ERR_IMAGE_NOT_FOUND')) throw registryError(err);
+            const message = `manifest ${parsed.digest} not found in ${parsed.registry}/${parsed.repository}`;
+            print(
+              format,
+              {
+                image: ref,
+                digest: null,
+                pinned: null,
+                verified: false,
+                pinnedByWebhook: false,
+                signedBy: [],
+                problems: [{ control: 'imageResolve', message }],
+              } satisfies ImageVerifyResult,
+              () => ({
+                head: ['IMAGE', 'DIGEST', 'VERIFIED', 'SIGNED BY'],
+                body: [[ref, '-', 'no', '-']],
+              }),
+            );
+            throw new CommanderError(3, 'writ.violation', `not verified: ${message}`);
+          }
+        }
         const [byKey, ...byPolicy] = await Promise.all([
           keys.length === 0 ? undefined : verifier.check(ref, { requireDigest: false, registries: [], signatures: keys }, signal),
-          ...policies.map((p) => verifier.check(ref, p.req, signal)),
+          ...policies.map((p) => verifier.check(ref, { ...p.req, pinTags: true }, signal)),
         ]);
         const policyVerdicts = byPolicy.flatMap((v, i) => (v === undefined ? [] : [{ policy: policies[i]?.policy ?? '', verdict: v }]));
         // Could not ask the registry at all: an error, not a verdict on the image.
         const unchecked = [...(byKey !== undefined && byKey.signedBy.length === 0 ? [byKey] : []), ...policyVerdicts.map((p) => p.verdict)]
           .flatMap((v) => v.violations)
           .find((v) => v.code !== undefined);
-        if (unchecked?.code !== undefined) throw new WritError(unchecked.code, unchecked.message);
+        if (unchecked?.code !== undefined) throw new WritError(unchecked.code, cliMessage(unchecked.message, unchecked.code));
         const result = verifyResult(ref, byKey, policyVerdicts);
         print(format, result, () => ({
           head: ['IMAGE', 'DIGEST', 'VERIFIED', 'SIGNED BY'],
           body: [[result.image, result.digest ?? '-', result.verified ? 'yes' : 'no', result.signedBy.join(',') || '-']],
         }));
+        if (format === 'table' && result.pinnedByWebhook && result.pinned !== null)
+          process.stdout.write(`pinned: ${result.image} -> ${result.pinned} (requireDigest is met by the digest the mutating webhook pins)\n`);
         if (!result.verified) throw new CommanderError(3, 'writ.violation', `not verified: ${result.problems.map((p) => p.message).join('; ')}`);
       } finally {
         client.close();

@@ -10,7 +10,7 @@ import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
 import { CLIENT_VERSION } from './doctor.ts';
 import { registerAdmissionCheck } from './admission.ts';
-import { FORMATS, checkFormat, print, streamed } from './output.ts';
+import { FORMATS, checkFormat, print, quietOnEpipe, stdoutClosed, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
@@ -145,6 +145,59 @@ function writeSecretFile(path: string, data: string | Buffer): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' });
   renameSync(tmp, path);
+}
+
+/** What an admission document of `policy list` checks (a policy) or waives (an exception), from its YAML. */
+async function admissionSummary(api: ApiClient, p: Record<string, unknown>): Promise<string> {
+  if (p['kind'] === 'AdmissionException') return `waives ${((p['controls'] as string[] | undefined) ?? []).join(',')}`;
+  const { parseAdmission } = await import('@writ/admission');
+  const name = String(p['name']);
+  let doc: ReturnType<typeof parseAdmission>['policies'][number] | undefined;
+  try {
+    doc = parseAdmission(await api.text(`/v1/policies/${encodeURIComponent(name)}`), { file: name, allowExpired: true }).policies[0];
+  } catch {
+    return '?';
+  }
+  if (!doc) return '?';
+  const parts: string[] = [];
+  if (doc.podSecurity) parts.push(`podSecurity ${doc.podSecurity.level}:${doc.podSecurity.version}`);
+  const im = doc.images;
+  if (im) {
+    const what = [
+      ...(im.requireDigest ? ['digest'] : []),
+      ...(im.registries.length ? [`registries ${im.registries.join(' ')}`] : []),
+      ...(im.signatures.length ? [`signed by ${im.signatures.map((x) => x.name).join(' ')}`] : []),
+    ];
+    if (what.length) parts.push(`images (${what.join('; ')})`);
+  }
+  if (doc.require.resourceLimits) parts.push('resourceLimits');
+  if (doc.require.readOnlyRootFilesystem) parts.push('readOnlyRootFilesystem');
+  if (doc.require.runtimeClassNames.length) parts.push(`runtimeClassName ${doc.require.runtimeClassNames.join(' ')}`);
+  return parts.join(', ') || '-';
+}
+
+/** `policy get prod` when only `AdmissionPolicy/prod` exists: the not-found error names the document that does. */
+async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.serverCode !== 'ERR_NOT_FOUND' || name.includes('/')) throw err;
+    let names: string[] = [];
+    try {
+      names = (await api.call<{ policies: Array<{ name: string }> }>('GET', '/v1/policies')).policies.map((p) => p.name);
+    } catch {
+      throw err;
+    }
+    const near = ['AdmissionPolicy', 'AdmissionException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
+    if (!near.length) throw err;
+    throw new ApiError(
+      err.code,
+      err.serverCode,
+      err.httpStatus,
+      `${err.message}; admission documents are named Kind/name: did you mean ${near.join(' or ')}?`,
+      {},
+    );
+  }
 }
 
 export function buildProgram(): Command {
@@ -713,7 +766,11 @@ export function buildProgram(): Command {
       // (no identity yet, the agent restarting), so this one does.
       const hold = setInterval(() => undefined, 1 << 30);
       let fail: (err: Error) => void = () => undefined;
-      const stopped = new Promise<never>((_, reject) => (fail = (err) => (clearInterval(hold), reject(err))));
+      const stopped = new Promise<void>((done, reject) => {
+        fail = (err) => (clearInterval(hold), reject(err));
+        // The reader of stdout went away (`| head -1`): the watch is over.
+        stdoutClosed.signal.addEventListener('abort', () => (clearInterval(hold), c.close(), done()), { once: true });
+      });
       c.watchX509Context(
         (ctx) => {
           const at = new Date().toISOString();
@@ -827,22 +884,28 @@ export function buildProgram(): Command {
     .action(async (_o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
-      // Access policies keep their columns; admission documents show their namespaces, and an exception its expiry and controls.
-      const admission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
-      print(format, res, () => ({
-        head: ['NAME', 'TO', 'MODE', 'RULES', 'KIND'],
-        body: res.policies.map((p) =>
-          admission(p)
-            ? [
-                String(p['name']),
-                `namespaces ${(p['namespaces'] as string[]).join(',')}`,
-                p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
-                p['kind'] === 'AdmissionException' ? (p['controls'] as string[]).join(',') : '',
-                String(p['kind']),
-              ]
-            : [String(p['name']), String(p['to']), String(p['mode']), String(p['rules']), 'AccessPolicy'],
-        ),
-      }));
+      if (format !== 'table') return print(format, res);
+      const isAdmission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
+      const access = res.policies.filter((p) => !isAdmission(p));
+      const admission = res.policies.filter(isAdmission);
+      // Admission documents have no TO or RULES: their own table, with what each one checks or waives.
+      const checks = await Promise.all(admission.map((p) => admissionSummary(api, p)));
+      if (access.length || !admission.length)
+        print(format, access, () => ({
+          head: ['NAME', 'TO', 'MODE', 'RULES'],
+          body: access.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
+        }));
+      if (access.length && admission.length) process.stdout.write('\n');
+      if (admission.length)
+        print(format, admission, () => ({
+          head: ['ADMISSION', 'NAMESPACES', 'MODE', 'CHECKS'],
+          body: admission.map((p, i) => [
+            String(p['name']),
+            ((p['namespaces'] as string[] | undefined) ?? []).join(','),
+            p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
+            checks[i] ?? '',
+          ]),
+        }));
     });
   policy
     .command('get')
@@ -851,7 +914,9 @@ export function buildProgram(): Command {
     .description('print one policy as YAML')
     .action(async (name: string, f: { revision?: string }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const text = await api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`);
+      const text = await withKindHint(api, name, () =>
+        api.text(`/v1/policies/${encodeURIComponent(name)}${f.revision ? `?revision=${encodeURIComponent(f.revision)}` : ''}`),
+      );
       // The server keeps the YAML as written (comments too): table and yaml print it as it is.
       if (format === 'json') print(format, parseYaml(text));
       else process.stdout.write(text);
@@ -862,7 +927,7 @@ export function buildProgram(): Command {
     .description('remove a policy (a new revision)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const res = await api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      const res = await withKindHint(api, name, () => api.call<{ revision: number }>('DELETE', `/v1/policies/${encodeURIComponent(name)}`));
       if (format !== 'table') return print(format, res);
       process.stderr.write(`removed ${name}; revision ${res.revision}\n`);
     });
@@ -1018,7 +1083,7 @@ export function buildProgram(): Command {
       // What arrived between the cursor and that first page is in both: printed once.
       const shown = new Set(first.decisions.map((d) => d.id));
       let cursor = first.cursor;
-      for (;;) {
+      while (!stdoutClosed.signal.aborted) {
         const res = await api.call<{ decisions: DecisionRow[]; cursor: string }>(
           'GET',
           `/v1/decisions?${new URLSearchParams({ ...Object.fromEntries(filters), after: cursor, limit: '1000' })}`,
@@ -1251,6 +1316,7 @@ function bareWait(argv: string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  quietOnEpipe();
   const program = buildProgram();
   try {
     await program.parseAsync(bareWait(argv), { from: 'user' });
@@ -1270,7 +1336,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (isWritError(err)) {
-      process.stderr.write(`writ: ${err.message} [${err instanceof ApiError ? err.serverCode : err.code}]\n`);
+      const code = err instanceof ApiError ? err.serverCode : err.code;
+      // Messages passed up from a library may already end in `(CODE)`: the code is printed once.
+      process.stderr.write(`writ: ${err.message.replace(new RegExp(` \\(${code}\\)$`), '')} [${code}]\n`);
       return 1;
     }
     process.stderr.write(`writ: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);

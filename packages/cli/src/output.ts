@@ -2,6 +2,24 @@
 import { stringify } from 'yaml';
 import { WritError } from '@writ/spiffe';
 
+/**
+ * Aborted when the reader of stdout went away (`writ ... | head -1`): the rest of the output is
+ * dropped, commands finish with the exit code they would have had, and endless streams stop.
+ */
+export const stdoutClosed = new AbortController();
+
+/** Once per process: EPIPE on stdout is the reader's choice, not a crash (no 'error' event unhandled). */
+let listening = false;
+export function quietOnEpipe(): void {
+  if (listening) return;
+  listening = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') return void stdoutClosed.abort();
+    process.stderr.write(`writ: cannot write the output: ${err.code ?? err.message}\n`);
+    process.exitCode = 1;
+  });
+}
+
 export const FORMATS = ['table', 'json', 'yaml'] as const;
 export type Format = (typeof FORMATS)[number];
 
