@@ -1,7 +1,7 @@
 /**
  * `writ image verify REF`: resolve an image to its digest and check its cosign signatures with
  * the same checker the admission webhook uses, offline (no Writ server). Exit 0 verified,
- * 3 not verified, 1 when the registry could not be asked.
+ * 3 not verified, 1 for a malformed reference or a registry that could not be asked.
  */
 import { type Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
