@@ -28,8 +28,8 @@ it('the admission guide runs as written: a webhook listener, policies, manifests
       answer.response.status.message,
       /^violates PodSecurity "restricted:latest": .*privileged \(container "app" must not set securityContext\.privileged=true\)/,
     );
-    assert.match(out, /^TIME\s+VERDICT\s+MODE\s+NAMESPACE\s+OBJECT\s+CONTROLS/m);
-    assert.match(out, /denied\s+enforce\s+prod\s+Pod\/debug\s+\S*privileged/);
+    assert.match(out, /^TIME\s+VERDICT\s+MODE\s+NAMESPACE\s+OBJECT\s+HOOK\s+CONTROLS/m);
+    assert.match(out, /denied\s+enforce\s+prod\s+Pod\/debug\s+validate\s+\S*privileged/);
   } finally {
     await g.finish();
   }

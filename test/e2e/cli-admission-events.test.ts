@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openStore } from '../../packages/server/src/store/open.ts';
 import { applyPolicy, cleanup, type ServerProcess, startServerProcess, WRIT, writ } from './helpers.ts';
 
 const DNS = 'writ-admission.writ-system.svc';
@@ -141,6 +142,10 @@ describe('writ admission events', () => {
     const json = await writ(srv, ['admission', 'images', '--digest', `sha256:${'5'.repeat(64)}`, '-o', 'json']);
     assert.equal(json.code, 3);
     assert.deepEqual((JSON.parse(json.stdout) as { images: unknown[] }).images, []);
+    // This listener has no client CA, so its verdicts admit no image: admit one as another replica would, in the store.
+    const store = await openStore({ db: 'sqlite', dataDir: srv.dataDir });
+    await store.recordAdmittedImages([DIGEST], Date.now());
+    await store.close();
     const admitted = await writ(srv, ['admission', 'images', '--digest', DIGEST]);
     assert.equal(admitted.code, 0, admitted.stderr);
     assert.match(admitted.stdout, new RegExp(`^${DIGEST}\\s+\\d{4}-`, 'm'));

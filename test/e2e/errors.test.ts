@@ -23,7 +23,7 @@ const REGISTERED = new Set<string>([
 ]);
 
 /** Node's own codes that Writ reads from an error it received (never emits). */
-const NODE_CODES = new Set(['ERR_TLS_CERT_ALTNAME_INVALID']);
+const NODE_CODES = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'ERR_STREAM_DESTROYED']);
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true, recursive: true })
