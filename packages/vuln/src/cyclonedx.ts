@@ -142,14 +142,14 @@ export function parseCycloneDx(doc: Obj, limits: ParseLimits): Report {
         if (st === 'affected' && installed === undefined) installed = ver;
       });
       // Trivy writes the fixed version only in its recommendation.
-      const rec = recommendation === undefined ? undefined : /to version (\S+?)\.?$/.exec(recommendation)?.[1];
+      const rec = recommendation === undefined ? undefined : /to version (.+?)\.?$/.exec(recommendation)?.[1];
       b.addFinding(
         {
           id: str(v.id, key(vp, 'id')),
           aliases,
           severity: fromSource ?? severity,
           installed,
-          fixed: fixed ?? (rec === undefined ? undefined : rec.split(',')[0]),
+          fixed: fixed ?? rec,
           status,
           description: optStr(v.description, key(vp, 'description')),
         },

@@ -71,7 +71,7 @@ export function parseGrype(doc: Obj, limits: ParseLimits): Report {
         aliases: related,
         severity: severityOf(optStr(v.severity, key(vp, 'severity'))),
         installed: optStr(a.version, key(ap, 'version')),
-        fixed: fixed[0],
+        fixed: fixed.length === 0 ? undefined : fixed.join(', '),
         status: 'affected',
         description: optStr(v.description, key(vp, 'description')),
       },

@@ -51,6 +51,7 @@ export interface Finding {
   severity: Severity;
   packageRef: string;
   installed: string;
+  /** The fixing version(s) as the scanner lists them, comma-separated (`4.19.2, 5.0.0-beta.3`). */
   fixed?: string;
   status: FindingStatus;
   title?: string;
