@@ -108,7 +108,13 @@ export function parsePurl(text: string): PackageUrl {
   if (segs.length > 0) p.namespace = segs.join('/');
   if (version !== undefined) p.version = version;
   if (subpath !== undefined) p.subpath = subpath;
-  return normalize(p);
+  const n = normalize(p);
+  // The few types whose spec makes a part required.
+  if (n.type === 'swift' && (n.namespace === undefined || n.version === undefined)) fail(text, 'swift needs a namespace and a version');
+  if (n.type === 'cran' && n.version === undefined) fail(text, 'cran needs a version');
+  if (n.type === 'conan' && (n.namespace === undefined) !== (n.qualifiers.channel === undefined))
+    fail(text, 'conan needs both a namespace and a channel, or neither');
+  return n;
 }
 
 /** The canonical text: lowercase type, percent-encoded parts, qualifiers sorted by key. */
@@ -154,7 +160,7 @@ export function normalizeVulnId(text: string): string {
     throw vulnError('ERR_VULN_ID_INVALID', `not a vulnerability ID: ${JSON.stringify(text.slice(0, 60))}`);
   const cve = CVE.exec(d);
   if (cve !== null) return `CVE-${cve[1]}-${cve[2]}`;
-  if (/^cve\b/i.test(d)) throw vulnError('ERR_VULN_ID_INVALID', `not a CVE ID (CVE-YYYY-NNNN): ${JSON.stringify(text.slice(0, 60))}`);
+  if (/^cve(?![a-z])/i.test(d)) throw vulnError('ERR_VULN_ID_INVALID', `not a CVE ID (CVE-YYYY-NNNN): ${JSON.stringify(text.slice(0, 60))}`);
   if (GHSA.test(d)) return `GHSA${d.slice(4).toLowerCase()}`;
   if (/^ghsa-/i.test(d)) throw vulnError('ERR_VULN_ID_INVALID', `not a GHSA ID (GHSA-xxxx-xxxx-xxxx): ${JSON.stringify(text.slice(0, 60))}`);
   return s;
