@@ -69,7 +69,7 @@ export function strMap(v: unknown, path: string): Record<string, string> {
   const o = optObj(v, path);
   const out: Record<string, string> = {};
   if (o === undefined) return out;
-  for (const [k, x] of Object.entries(o)) if (typeof x === 'string') out[k] = x;
+  for (const [k, x] of Object.entries(o)) if (typeof x === 'string' && k !== '__proto__') out[k] = x;
   return out;
 }
 

@@ -74,7 +74,7 @@ export function parsePurl(text: string): PackageUrl {
       const eq = pair.indexOf('=');
       if (eq <= 0) fail(text, `qualifier ${JSON.stringify(pair)} has no key=value`);
       const k = pair.slice(0, eq).toLowerCase();
-      if (!QUALIFIER_KEY.test(k)) fail(text, `qualifier key ${JSON.stringify(k)}`);
+      if (!QUALIFIER_KEY.test(k) || k === '__proto__') fail(text, `qualifier key ${JSON.stringify(k)}`);
       if (Object.hasOwn(qualifiers, k)) fail(text, `qualifier ${k} repeated`);
       const v = decode(text, pair.slice(eq + 1));
       if (v !== '') qualifiers[k] = v;
