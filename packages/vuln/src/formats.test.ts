@@ -104,7 +104,7 @@ describe('CycloneDX', () => {
     assert.equal(r.formatVersion, '1.6');
     assert.deepEqual(r.scanner, { name: 'syft', version: '1.18.1' });
     assert.equal(r.image.digest, MANIFEST);
-    assert.deepEqual(r.image.repoTags, ['registry.example.com/shop/web:1.4.2']);
+    assert.deepEqual(r.image.names, ['registry.example.com/shop/web']);
     assert.deepEqual(
       r.packages.map((p) => [p.name, p.layer, p.licenses]),
       [
@@ -116,6 +116,15 @@ describe('CycloneDX', () => {
     assert.deepEqual([ex.fixed, ex.severity, ex.aliases], ['4.19.2, 5.0.0-beta.3', 'medium', ['GHSA-rv95-896h-c2vc']]);
     const musl = r.findings.find((f) => f.id === 'CVE-2025-26519')!;
     assert.deepEqual([musl.status, musl.severity, musl.fixed], ['not_affected', 'high', '1.2.5-r9']);
+  });
+  it('Syft scanning a tag writes repository and tag, no digest; 1.7 is read too', () => {
+    const d = doc('cyclonedx-1.6.json') as { specVersion: string; metadata: { component: Record<string, string> } };
+    d.specVersion = '1.7';
+    d.metadata.component.version = '1.4.2';
+    const r = parseReport(JSON.stringify(d));
+    assert.equal(r.image.digest, undefined);
+    assert.deepEqual(r.image.repoTags, ['registry.example.com/shop/web:1.4.2']);
+    assert.equal(r.formatVersion, '1.7');
   });
   it('1.5 from Trivy: nested components, aquasecurity:trivy properties, pkg:oci purl', () => {
     const r = parseReport(read('cyclonedx-1.5-trivy.json'));
