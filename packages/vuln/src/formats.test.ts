@@ -97,6 +97,26 @@ describe('Grype JSON', () => {
   });
 });
 
+describe('Grype ignored matches', () => {
+  it('a VEX-ignored match keeps its VEX status; a locally ignored one stays affected', () => {
+    const d = doc('grype-image.json') as { matches: Record<string, unknown>[]; ignoredMatches?: unknown[] };
+    const [a, b] = d.matches;
+    d.ignoredMatches = [
+      { ...a, appliedIgnoreRules: [{ namespace: 'vex', 'vex-status': 'not_affected', 'vex-justification': 'vulnerable_code_not_present' }] },
+      { ...b, appliedIgnoreRules: [{ vulnerability: 'GHSA-rv95-896h-c2vc', reason: 'later' }] },
+    ];
+    d.matches = [];
+    const r = parseReport(JSON.stringify(d));
+    assert.deepEqual(
+      r.findings.map((f) => [f.id, f.status]),
+      [
+        ['CVE-2024-9143', 'not_affected'],
+        ['GHSA-rv95-896h-c2vc', 'affected'],
+      ],
+    );
+  });
+});
+
 describe('CycloneDX', () => {
   it('1.6 from Syft: the image from metadata.component, layers from syft:location:0:layerID, VEX analysis', () => {
     const r = parseReport(read('cyclonedx-1.6.json'));
