@@ -56,6 +56,7 @@ describe('Trivy JSON', () => {
   });
   it('refuses another SchemaVersion, and names the path of a bad field', () => {
     refusal({ ...doc('trivy-image.json'), SchemaVersion: 3 }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'SchemaVersion');
+    refusal({ SchemaVersion: 1 }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'SchemaVersion');
     const d = doc('trivy-image.json') as { Results: { Vulnerabilities: Record<string, unknown>[] }[] };
     d.Results[1]!.Vulnerabilities[0]!.PkgName = 42;
     refusal(d, 'ERR_VULN_REPORT_INVALID', 'Results[1].Vulnerabilities[0].PkgName');
