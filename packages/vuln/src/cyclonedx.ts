@@ -85,13 +85,16 @@ export function parseCycloneDx(doc: Obj, limits: ParseLimits): Report {
       if (type === 'container' && root === undefined) readImage(b, c, path);
       continue;
     }
+    // Trivy's targets (a lockfile, a jar) are application components holding packages, not packages.
+    const purl = optStr(c.purl, key(path, 'purl'));
+    if (props.has('aquasecurity:trivy:Class') || (type === 'application' && purl === undefined)) continue;
     const ptype = props.get('aquasecurity:trivy:PkgType')?.[0] ?? props.get('syft:package:type')?.[0];
     const id = b.addPackage(
       {
         name: str(c.name, key(path, 'name')),
         version: optStr(c.version, key(path, 'version')) ?? '',
         type: ptype,
-        purl: optStr(c.purl, key(path, 'purl')),
+        purl,
         layer: layerOf(props),
         licenses: licenses(c.licenses, key(path, 'licenses')),
       },

@@ -161,6 +161,20 @@ describe('CycloneDX', () => {
     );
     assert.deepEqual(r.findings, []);
   });
+  it("Trivy's target components (a lockfile) are not packages; their children are", () => {
+    const d = doc('cyclonedx-1.5-trivy.json') as { components: unknown[] };
+    d.components.push({
+      'bom-ref': 'c2',
+      type: 'application',
+      name: 'app/package-lock.json',
+      properties: [{ name: 'aquasecurity:trivy:Class', value: 'lang-pkgs' }],
+      components: [{ 'bom-ref': 'pkg:npm/ms@2.1.3', type: 'library', name: 'ms', version: '2.1.3', purl: 'pkg:npm/ms@2.1.3' }],
+    });
+    assert.deepEqual(
+      parseReport(JSON.stringify(d)).packages.map((p) => p.name),
+      ['musl', 'ms'],
+    );
+  });
   it('refuses other spec versions and names bad paths', () => {
     refusal({ ...doc('cyclonedx-1.6.json'), specVersion: '1.2' }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'specVersion');
     refusal({ ...doc('cyclonedx-1.6.json'), specVersion: '2.0' }, 'ERR_VULN_SCHEMA_UNSUPPORTED');
@@ -188,6 +202,17 @@ describe('SPDX 2.3', () => {
         ['musl', 'pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=3.20.3', BASE, ['MIT']],
         ['express', 'pkg:npm/express@4.18.2', APP, ['MIT']],
       ],
+    );
+  });
+  it("Trivy's operating-system and lockfile packages are not packages", () => {
+    const d = doc('spdx-2.3.json') as { packages: unknown[] };
+    d.packages.push(
+      { name: 'alpine', SPDXID: 'SPDXRef-OperatingSystem-1', versionInfo: '3.20.3', downloadLocation: 'NONE', primaryPackagePurpose: 'OPERATING-SYSTEM' },
+      { name: 'app/package-lock.json', SPDXID: 'SPDXRef-Application-1', downloadLocation: 'NONE', primaryPackagePurpose: 'APPLICATION' },
+    );
+    assert.deepEqual(
+      parseReport(JSON.stringify(d)).packages.map((p) => p.name),
+      ['musl', 'express'],
     );
   });
   it('refuses SPDX 3 and 2.1', () => {

@@ -63,6 +63,8 @@ export function parseSpdx(doc: Obj, limits: ParseLimits): Report {
       readImage(b, p, pp, purl, n);
       return;
     }
+    // Trivy's operating-system and target (lockfile) packages name what was scanned, not a package.
+    if (p.primaryPackagePurpose === 'OPERATING-SYSTEM' || (p.primaryPackagePurpose === 'APPLICATION' && purl === undefined)) return;
     // Syft describes the scanned source itself as a package without a purl; it carries no content.
     if (spdxId !== undefined && described.has(spdxId) && purl === undefined) return;
     b.addPackage(
