@@ -96,6 +96,14 @@ describe('Grype JSON', () => {
     assert.deepEqual(g.aliases, ['CVE-2024-29041']);
     assert.equal(g.fixed, '4.19.2');
   });
+  it('names the path of a bad field', () => {
+    const d = doc('grype-image.json') as { matches: { artifact: Record<string, unknown> }[] };
+    d.matches[2]!.artifact.name = 5;
+    refusal(d, 'ERR_VULN_REPORT_INVALID', 'matches[2].artifact.name');
+    const e = doc('grype-image.json') as { source: { target: { layers: Record<string, unknown>[] } } };
+    e.source.target.layers[1]!.digest = null;
+    refusal(e, 'ERR_VULN_REPORT_INVALID', 'source.target.layers[1].digest');
+  });
 });
 
 describe('Grype ignored matches', () => {
@@ -214,6 +222,11 @@ describe('SPDX 2.3', () => {
       parseReport(JSON.stringify(d)).packages.map((p) => p.name),
       ['musl', 'express'],
     );
+  });
+  it('names the package whose purl does not parse', () => {
+    const d = doc('spdx-2.3.json') as { packages: { externalRefs: { referenceLocator: string }[] }[] };
+    d.packages[2]!.externalRefs[1]!.referenceLocator = 'pkg:npm/';
+    refusal(d, 'ERR_PURL_INVALID', 'packages[2]');
   });
   it('refuses SPDX 3 and 2.1', () => {
     refusal({ ...doc('spdx-2.3.json'), spdxVersion: 'SPDX-3.0' }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'spdxVersion');
