@@ -146,6 +146,9 @@ export class ReportBuilder {
     img.names = [...new Set([...img.names, ...img.repoTags.map(repoName), ...img.repoDigests.map(repoName)])];
     img.repoTags = [...new Set(img.repoTags)];
     img.repoDigests = [...new Set(img.repoDigests)];
+    // Scanners see the config's labels, not the manifest's annotations; build tools often write the
+    // OCI keys (`org.opencontainers.image.base.name`, `.source`, `.revision`) as labels too.
+    for (const [k, v] of Object.entries(img.labels)) if (k.startsWith('org.opencontainers.image.') && img.annotations[k] === undefined) img.annotations[k] = v;
     if (img.digest === undefined) {
       const d = img.repoDigests.map((r) => r.slice(r.indexOf('@') + 1)).find(isDigest);
       if (d !== undefined) img.digest = d;

@@ -35,6 +35,7 @@ describe('Trivy JSON', () => {
     assert.deepEqual(r.image.names, ['registry.example.com/shop/web']);
     assert.deepEqual(r.image.diffIds, [BASE, APP]);
     assert.equal(r.image.labels['org.opencontainers.image.source'], 'https://github.com/example/web');
+    assert.equal(r.image.annotations['org.opencontainers.image.source'], 'https://github.com/example/web', 'OCI keys from labels');
   });
   it('keeps each package with its layer, and each finding on its package', () => {
     const musl = r.packages.find((p) => p.name === 'musl');

@@ -27,6 +27,7 @@ export interface ReportImage {
   repoDigests: string[];
   /** Layer diff IDs, base first. */
   diffIds: string[];
+  /** OCI annotations as far as the report shows them, including `org.opencontainers.image.*` labels. */
   annotations: Record<string, string>;
   labels: Record<string, string>;
 }
