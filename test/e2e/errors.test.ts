@@ -7,6 +7,7 @@ import { ADMISSION_ERROR_CODES } from '@writ/admission';
 import { ERROR_CODE_FORMAT, SPIFFE_ERROR_CODES } from '@writ/spiffe';
 import { POLICY_ERROR_CODES } from '@writ/policy';
 import { OCI_ERROR_CODES } from '@writ/oci';
+import { VULN_ERROR_CODES } from '@writ/vuln';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
 import { PROXY_ERROR_CODES } from '../../packages/proxy/src/errors.ts';
 import { HTTP_STATUS, SERVER_ERROR_CODES } from '../../packages/server/src/errors.ts';
@@ -20,6 +21,7 @@ const REGISTERED = new Set<string>([
   ...PROXY_ERROR_CODES,
   ...AGENT_ERROR_CODES,
   ...ADMISSION_ERROR_CODES,
+  ...VULN_ERROR_CODES,
 ]);
 
 /** Node's own codes that Writ reads from an error it received (never emits). */

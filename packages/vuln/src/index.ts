@@ -1,0 +1,22 @@
+export { VULN_ERROR_CODES, type VulnErrorCode } from './errors.ts';
+export { detectFormat, parseDocument, parseReport } from './parse.ts';
+export { canonicalPurl, formatPurl, normalizeVulnId, parsePurl, type PackageUrl } from './purl.ts';
+export { VEX_JUSTIFICATIONS } from './openvex.ts';
+export {
+  DEFAULT_LIMITS,
+  FINDING_STATUSES,
+  REPORT_FORMATS,
+  SEVERITIES,
+  VEX_STATUSES,
+  type Finding,
+  type FindingStatus,
+  type ParseLimits,
+  type Report,
+  type ReportFormat,
+  type ReportImage,
+  type ReportPackage,
+  type Severity,
+  type VexProduct,
+  type VexStatement,
+  type VexStatus,
+} from './types.ts';
