@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { MEDIA_TYPES, startRegistry, type TestRegistry } from '@writ/oci/testing';
+import { canonicalPurl, parseReport } from './index.ts';
 import { BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, Lineage, type LineageImage } from './lineage.ts';
 
 const run = promisify(execFile);
@@ -139,6 +140,7 @@ interface Sboms {
   readonly syft: SyftJson;
   readonly cyclonedx: CycloneDx;
   readonly spdx: Spdx;
+  readonly raw: { readonly cyclonedx16: Buffer; readonly cyclonedx15: Buffer; readonly spdx: Buffer };
 }
 interface SyftJson {
   readonly artifacts: readonly { name: string; version: string; type: string; purl?: string; locations: readonly { path: string; layerID?: string }[] }[];
@@ -183,15 +185,32 @@ async function sbom(reg: TestRegistry, image: BuiltImage, work: string): Promise
       '-o',
       `cyclonedx-json=${base}.cdx.json`,
       '-o',
+      `cyclonedx-json@1.6=${base}.cdx16.json`,
+      '-o',
+      `cyclonedx-json@1.5=${base}.cdx15.json`,
+      '-o',
       `spdx-json=${base}.spdx.json`,
     ],
     { env, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
   );
   const read = <T>(ext: string): T => JSON.parse(readFileSync(`${base}.${ext}`, 'utf8')) as T;
-  return { syft: read<SyftJson>('syft.json'), cyclonedx: read<CycloneDx>('cdx.json'), spdx: read<Spdx>('spdx.json') };
+  return {
+    syft: read<SyftJson>('syft.json'),
+    cyclonedx: read<CycloneDx>('cdx.json'),
+    spdx: read<Spdx>('spdx.json'),
+    raw: {
+      cyclonedx16: readFileSync(`${base}.cdx16.json`),
+      cyclonedx15: readFileSync(`${base}.cdx15.json`),
+      spdx: readFileSync(`${base}.spdx.json`),
+    },
+  };
 }
 
-const purls = (s: SyftJson): string[] => s.artifacts.map((a) => a.purl ?? '').filter((p) => p !== '').sort();
+const purls = (s: SyftJson): string[] =>
+  s.artifacts
+    .map((a) => a.purl ?? '')
+    .filter((p) => p !== '')
+    .sort();
 const layerOf = (s: SyftJson, name: string): string | undefined => s.artifacts.find((a) => a.name === name)?.locations[0]?.layerID;
 
 describe('syft (real, offline) on images in the loopback registry', () => {
@@ -220,7 +239,9 @@ describe('syft (real, offline) on images in the loopback registry', () => {
 
   after(async () => {
     await reg?.stop();
-    if (work !== undefined) rmSync(work, { recursive: true, force: true });
+    // WRIT_KEEP_SYFT=1 keeps syft's documents for a look (the path is printed).
+    if (process.env.WRIT_KEEP_SYFT === '1') console.log(`syft output kept in ${work}`);
+    else if (work !== undefined) rmSync(work, { recursive: true, force: true });
   });
 
   const get = (img: BuiltImage): Sboms => {
@@ -286,10 +307,10 @@ describe('syft (real, offline) on images in the loopback registry', () => {
     assert.equal(layerOf(s, 'libc6'), debian.diffIds[0]);
   });
 
-  it('writes CycloneDX with the same purls and each component’s layer as a syft:location property', () => {
+  it('writes CycloneDX (1.7 by default) with the same purls and each component’s layer as a syft:location property', () => {
     const c = get(api).cyclonedx;
     assert.equal(c.bomFormat, 'CycloneDX');
-    assert.match(c.specVersion, /^1\.[56]$/);
+    assert.equal(c.specVersion, '1.7');
     const comps = c.components ?? [];
     const byPurl = new Map(comps.filter((x) => x.purl !== undefined).map((x) => [x.purl, x]));
     for (const p of purls(get(api).syft)) assert.ok(byPurl.has(p), `CycloneDX lacks ${p}`);
@@ -306,6 +327,60 @@ describe('syft (real, offline) on images in the loopback registry', () => {
       .filter((r) => r.referenceType === 'purl')
       .map((r) => r.referenceLocator)
       .sort();
-    assert.deepEqual(spdxPurls, purls(get(worker).syft));
+    // Syft adds the image itself as a package with an OCI purl whose version is the manifest digest.
+    const image = spdxPurls.filter((p) => p.startsWith('pkg:oci/'));
+    assert.equal(image.length, 1);
+    assert.ok(image[0]?.includes(`@${worker.digest.replace(':', '%3A')}`), image[0]);
+    assert.deepEqual(
+      spdxPurls.filter((p) => !p.startsWith('pkg:oci/')),
+      purls(get(worker).syft),
+    );
+  });
+
+  /** name@version → layer, from @writ/vuln's reading of a syft document. */
+  const parsed = (doc: Buffer): { digest: string | undefined; scanner: string; packages: Map<string, string | undefined> } => {
+    const r = parseReport(doc);
+    return {
+      digest: r.image.digest,
+      scanner: `${r.scanner.name} ${r.scanner.version ?? ''}`,
+      packages: new Map(r.packages.filter((p) => p.purl !== undefined).map((p) => [canonicalPurl(p.purl ?? ''), p.layer])),
+    };
+  };
+  const expected = (img: BuiltImage): Map<string, string | undefined> =>
+    new Map(
+      get(img)
+        .syft.artifacts.filter((a) => a.purl !== undefined)
+        .map((a) => [canonicalPurl(a.purl ?? ''), a.locations[0]?.layerID]),
+    );
+
+  for (const version of ['1.5', '1.6'] as const) {
+    it(`@writ/vuln reads syft's CycloneDX ${version} into the same packages, each with the layer syft found it in`, () => {
+      for (const img of [alpine, api, worker, debian]) {
+        const s = get(img).raw;
+        const r = parsed(version === '1.5' ? s.cyclonedx15 : s.cyclonedx16);
+        assert.equal(r.digest, img.digest);
+        assert.equal(r.scanner, 'syft 1.57.1');
+        assert.deepEqual(r.packages, expected(img));
+      }
+      // And the layers lineage needs: in the api image, musl is the base's and left-pad the app's.
+      const r = parsed(get(api).raw.cyclonedx16);
+      const lineage = new Lineage([alpine, api]);
+      const origin = (purl: string): string => lineage.layerOrigin(api, r.packages.get(canonicalPurl(purl)) ?? '').where;
+      assert.equal(origin('pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=x86_64&distro=alpine-3.19.1'), 'base');
+      assert.equal(origin('pkg:npm/left-pad@1.3.0'), 'app');
+    });
+  }
+
+  // Syft names the image in SPDX with `pkg:oci/127.0.0.1%3A5000%2Fteam%2Fapp@sha256%3A…`: the whole
+  // repository, "/" encoded, as the name. @writ/vuln's purl parser refuses an encoded "/" in a name
+  // segment, so today the whole SPDX document is refused; todo until the parser accepts syft's form.
+  it("@writ/vuln reads syft's SPDX 2.3 into the same packages and the image digest", {
+    todo: 'syft writes pkg:oci names with %2F; the purl parser refuses them',
+  }, () => {
+    for (const img of [alpine, api, worker, debian]) {
+      const r = parsed(get(img).raw.spdx);
+      assert.equal(r.digest, img.digest);
+      assert.deepEqual(new Set(r.packages.keys()), new Set(expected(img).keys()));
+    }
   });
 });
