@@ -46,19 +46,19 @@ export interface BaseLink {
 
 /** Lineage over one set of images (the inventory, or the images of one answer). */
 export class Lineage {
-  readonly #images: readonly LineageImage[];
   readonly #byDigest = new Map<string, LineageImage>();
   readonly #byIndex = new Map<string, LineageImage[]>();
+  /** Images by their bottom layer, and by repository: a base shares the one and is found by the other, so lookups stay small in a big inventory. */
+  readonly #byFirstLayer = new Map<string, LineageImage[]>();
+  readonly #byRepository = new Map<string, LineageImage[]>();
 
   constructor(images: Iterable<LineageImage>) {
-    this.#images = [...images];
-    for (const img of this.#images) {
+    for (const img of images) {
       if (!this.#byDigest.has(img.digest)) this.#byDigest.set(img.digest, img);
-      if (img.indexDigest !== undefined) {
-        const list = this.#byIndex.get(img.indexDigest) ?? [];
-        list.push(img);
-        this.#byIndex.set(img.indexDigest, list);
-      }
+      if (img.indexDigest !== undefined) push(this.#byIndex, img.indexDigest, img);
+      const first = img.diffIds[0];
+      if (first !== undefined) push(this.#byFirstLayer, first, img);
+      for (const repo of new Set((img.names ?? []).map(repositoryOf))) push(this.#byRepository, repo, img);
     }
   }
 
@@ -145,10 +145,9 @@ export class Lineage {
     const currentCreated = time(parent.image?.created);
     const currentDigests = new Set([parent.digest, parent.image?.digest, parent.image?.indexDigest].filter((d) => d !== undefined));
     const found = new Map<string, LineageImage>();
-    for (const c of this.#images) {
+    for (const c of [...repos].flatMap((r) => this.#byRepository.get(r) ?? [])) {
       if (currentDigests.has(c.digest) || (c.indexDigest !== undefined && currentDigests.has(c.indexDigest))) continue;
       if (c.digest === image.digest) continue;
-      if (!(c.names ?? []).some((n) => repos.has(repositoryOf(n)))) continue;
       if (!samePlatform(c, image)) continue;
       const created = time(c.created);
       if (currentCreated !== undefined && created !== undefined && created <= currentCreated) continue;
@@ -160,7 +159,8 @@ export class Lineage {
 
   #closestByLayers(image: LineageImage): LineageImage | undefined {
     let best: LineageImage | undefined;
-    for (const c of this.#images) {
+    const first = image.diffIds[0];
+    for (const c of first === undefined ? [] : (this.#byFirstLayer.get(first) ?? [])) {
       if (c.digest === image.digest || c.diffIds.length === 0 || c.diffIds.length >= image.diffIds.length) continue;
       if (prefixLength(c.diffIds, image.diffIds) !== c.diffIds.length) continue;
       // Longest prefix wins; among equals the oldest, then the smallest digest, so the answer is stable.
@@ -185,6 +185,12 @@ export type LayerOrigin =
   | { readonly where: 'base'; readonly base: BaseLink; readonly introducedBy: BaseLink }
   | { readonly where: 'app'; readonly base: BaseLink | undefined }
   | { readonly where: 'unknown'; readonly reason: 'not-in-image' | 'base-not-in-inventory'; readonly base?: BaseLink };
+
+function push<T>(map: Map<string, T[]>, key: string, value: T): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
+}
 
 function link(base: LineageImage, source: BaseSource, name: string | undefined, layers = base.diffIds.length): BaseLink {
   return { digest: base.digest, name: name ?? base.names?.[0], source, image: base, baseLayers: layers };
