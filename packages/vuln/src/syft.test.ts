@@ -1,13 +1,13 @@
 /**
  * SBOMs made by the real Syft (pinned in test/go/syft, built by .ci/run) from real image content:
- * images whose layers hold an Alpine apk database, a Debian dpkg status file, an npm package.json and
- * a Python dist-info, pushed to @writ/oci's real loopback registry. Syft reads them over TLS with the
+ * images whose layers hold an Alpine apk database, a Debian dpkg status file, an npm package.json,
+ * a Python dist-info and a real Go binary (the toolchain's gofmt), pushed to @writ/oci's real loopback registry. Syft reads them over TLS with the
  * fixture's CA, offline (its update check off, every non-loopback connection sent to a dead proxy),
  * and writes CycloneDX, SPDX and Syft JSON. The tests assert what Syft found — packages, purls, the
  * layer (diff ID) each came from — and that lineage puts the base's packages in the base.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +31,7 @@ function syftBinary(): string {
 // --- image content -------------------------------------------------------------------------------
 
 /** A ustar archive of directories and files (parents first), as a real layer holds them. */
-function tar(files: Record<string, string>): Buffer {
+function tar(files: Record<string, string | Buffer>): Buffer {
   const blocks: Buffer[] = [];
   const entry = (name: string, body: Buffer | undefined): void => {
     const h = Buffer.alloc(512);
@@ -62,7 +62,7 @@ function tar(files: Record<string, string>): Buffer {
       }
     }
   }
-  for (const [path, text] of Object.entries(files)) entry(path, Buffer.from(text));
+  for (const [path, body] of Object.entries(files)) entry(path, Buffer.from(body));
   blocks.push(Buffer.alloc(1024));
   return Buffer.concat(blocks);
 }
@@ -85,6 +85,10 @@ const PYTHON_APP = tar({
     'Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\nSummary: Python HTTP for Humans.\nLicense: Apache 2.0\n',
   'usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/RECORD': 'requests/__init__.py,,\n',
 });
+/** A real Go binary, built by the machine's Go toolchain: syft reads its build info (main module and stdlib). */
+const GOROOT = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim();
+const GO_VERSION = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' }).trim();
+const GO_APP = tar({ 'usr/local/bin/gofmt': readFileSync(join(GOROOT, 'bin', 'gofmt')) });
 const DEBIAN_BASE = tar({
   'etc/os-release': 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n',
   'var/lib/dpkg/status': [
@@ -232,7 +236,7 @@ describe('syft (real, offline) on images in the loopback registry', () => {
       [BASE_NAME_ANNOTATION]: reg.ref('library/alpine', '3.19'),
       [BASE_DIGEST_ANNOTATION]: alpine.digest,
     });
-    worker = await pushImage(reg, 'team-b/worker', '2.3', [ALPINE_BASE, PYTHON_APP]);
+    worker = await pushImage(reg, 'team-b/worker', '2.3', [ALPINE_BASE, PYTHON_APP, GO_APP]);
     debian = await pushImage(reg, 'library/debian', '12', [DEBIAN_BASE]);
     for (const img of [alpine, api, worker, debian]) out.set(img.digest, await sbom(reg, img, work));
   });
@@ -278,6 +282,14 @@ describe('syft (real, offline) on images in the loopback registry', () => {
     }
     assert.equal(layerOf(a, 'left-pad'), api.diffIds[1]);
     assert.equal(layerOf(w, 'requests'), worker.diffIds[1]);
+  });
+
+  it('reads the build info of a real Go binary: the Go standard library it was built with, in its own layer', () => {
+    const w = get(worker).syft;
+    const stdlib = w.artifacts.find((a) => a.purl?.startsWith('pkg:golang/stdlib@'));
+    assert.equal(stdlib?.purl, `pkg:golang/stdlib@${GO_VERSION.replace(/^go/, '')}`);
+    assert.equal(stdlib?.locations[0]?.path, '/usr/local/bin/gofmt');
+    assert.equal(stdlib?.locations[0]?.layerID, worker.diffIds[2]);
   });
 
   it("lineage over the pushed images puts each of syft's packages where a fix belongs: base or app", () => {
