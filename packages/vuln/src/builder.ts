@@ -44,6 +44,20 @@ export function repoName(ref: string): string {
   return colon > noDigest.lastIndexOf('/') ? noDigest.slice(0, colon) : noDigest;
 }
 
+/**
+ * The image's name and version as SBOM tools write them on the root component: Syft puts the
+ * repository in `name` and the tag (or, for `latest` and untagged input, the manifest digest) in
+ * `version`; Trivy puts the whole reference in `name`.
+ */
+export function imageNameVersion(img: ReportImage, name: string | undefined, version: string | undefined): void {
+  if (isDigest(version) && img.digest === undefined) img.digest = version;
+  if (name === undefined || looksLikeDigest(name)) return;
+  if (name.includes('@')) img.repoDigests.push(name);
+  else if (name.lastIndexOf(':') > name.lastIndexOf('/')) img.repoTags.push(name);
+  else if (version !== undefined && !looksLikeDigest(version) && /^[\w][\w.-]{0,127}$/.test(version)) img.repoTags.push(`${name}:${version}`);
+  else img.names.push(name);
+}
+
 export function emptyImage(): ReportImage {
   return { names: [], repoTags: [], repoDigests: [], diffIds: [], annotations: {}, labels: {} };
 }

@@ -1,12 +1,12 @@
-/** CycloneDX JSON 1.4–1.6: components (Syft's and Trivy's layer properties), the image, vulnerabilities. */
-import { ReportBuilder, isDigest, looksLikeDigest, repoName, severityOf } from './builder.ts';
+/** CycloneDX JSON 1.4–1.7: components (Syft's and Trivy's layer properties), the image, vulnerabilities. */
+import { ReportBuilder, imageNameVersion, isDigest, repoName, severityOf } from './builder.ts';
 import { vulnError } from './errors.ts';
 import { type Obj, idx, key, obj, optArr, optObj, optStr, optTime, str } from './json.ts';
 import { parsePurl } from './purl.ts';
 import type { FindingStatus, ParseLimits, Report, Severity } from './types.ts';
 import { SEVERITIES } from './types.ts';
 
-const VERSIONS = new Set(['1.4', '1.5', '1.6']);
+const VERSIONS = new Set(['1.4', '1.5', '1.6', '1.7']);
 
 function properties(v: unknown, path: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -58,7 +58,7 @@ function layerOf(props: Map<string, string[]>): string | undefined {
 export function parseCycloneDx(doc: Obj, limits: ParseLimits): Report {
   const spec = doc.specVersion;
   if (typeof spec !== 'string' || !VERSIONS.has(spec))
-    throw vulnError('ERR_VULN_SCHEMA_UNSUPPORTED', `CycloneDX specVersion ${JSON.stringify(spec)} is not supported (1.4, 1.5, 1.6)`, 'specVersion');
+    throw vulnError('ERR_VULN_SCHEMA_UNSUPPORTED', `CycloneDX specVersion ${JSON.stringify(spec)} is not supported (1.4 to 1.7)`, 'specVersion');
   const b = new ReportBuilder(limits);
   const meta = optObj(doc.metadata, 'metadata') ?? {};
   const byRef = new Map<string, string>();
@@ -85,13 +85,16 @@ export function parseCycloneDx(doc: Obj, limits: ParseLimits): Report {
       if (type === 'container' && root === undefined) readImage(b, c, path);
       continue;
     }
+    // Trivy's targets (a lockfile, a jar) are application components holding packages, not packages.
+    const purl = optStr(c.purl, key(path, 'purl'));
+    if (props.has('aquasecurity:trivy:Class') || (type === 'application' && purl === undefined)) continue;
     const ptype = props.get('aquasecurity:trivy:PkgType')?.[0] ?? props.get('syft:package:type')?.[0];
     const id = b.addPackage(
       {
         name: str(c.name, key(path, 'name')),
         version: optStr(c.version, key(path, 'version')) ?? '',
         type: ptype,
-        purl: optStr(c.purl, key(path, 'purl')),
+        purl,
         layer: layerOf(props),
         licenses: licenses(c.licenses, key(path, 'licenses')),
       },
@@ -187,13 +190,9 @@ function readImage(b: ReportBuilder, c: Obj, path: string): void {
     const repo = p.qualifiers.repository_url;
     if (repo !== undefined) img.names.push(repoName(repo));
   }
-  // Syft: name is what was scanned, version the manifest digest.
-  if (isDigest(version) && img.digest === undefined) img.digest = version;
-  if (name !== undefined && img.repoTags.length === 0 && !looksLikeDigest(name)) {
-    if (name.includes('@')) img.repoDigests.push(name);
-    else if (name.includes(':') || name.includes('/')) img.repoTags.push(name);
-    else img.names.push(name);
-  }
+  // Syft: name is the repository, version the tag, or the manifest digest when there is no tag
+  // (or it is `latest`); Trivy: name is the reference as given.
+  imageNameVersion(img, name, version);
 }
 
 function toolOf(v: unknown): Report['scanner'] {

@@ -56,6 +56,7 @@ describe('Trivy JSON', () => {
   });
   it('refuses another SchemaVersion, and names the path of a bad field', () => {
     refusal({ ...doc('trivy-image.json'), SchemaVersion: 3 }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'SchemaVersion');
+    refusal({ SchemaVersion: 1 }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'SchemaVersion');
     const d = doc('trivy-image.json') as { Results: { Vulnerabilities: Record<string, unknown>[] }[] };
     d.Results[1]!.Vulnerabilities[0]!.PkgName = 42;
     refusal(d, 'ERR_VULN_REPORT_INVALID', 'Results[1].Vulnerabilities[0].PkgName');
@@ -95,6 +96,34 @@ describe('Grype JSON', () => {
     assert.deepEqual(g.aliases, ['CVE-2024-29041']);
     assert.equal(g.fixed, '4.19.2');
   });
+  it('names the path of a bad field', () => {
+    const d = doc('grype-image.json') as { matches: { artifact: Record<string, unknown> }[] };
+    d.matches[2]!.artifact.name = 5;
+    refusal(d, 'ERR_VULN_REPORT_INVALID', 'matches[2].artifact.name');
+    const e = doc('grype-image.json') as { source: { target: { layers: Record<string, unknown>[] } } };
+    e.source.target.layers[1]!.digest = null;
+    refusal(e, 'ERR_VULN_REPORT_INVALID', 'source.target.layers[1].digest');
+  });
+});
+
+describe('Grype ignored matches', () => {
+  it('a VEX-ignored match keeps its VEX status; a locally ignored one stays affected', () => {
+    const d = doc('grype-image.json') as { matches: Record<string, unknown>[]; ignoredMatches?: unknown[] };
+    const [a, b] = d.matches;
+    d.ignoredMatches = [
+      { ...a, appliedIgnoreRules: [{ namespace: 'vex', 'vex-status': 'not_affected', 'vex-justification': 'vulnerable_code_not_present' }] },
+      { ...b, appliedIgnoreRules: [{ vulnerability: 'GHSA-rv95-896h-c2vc', reason: 'later' }] },
+    ];
+    d.matches = [];
+    const r = parseReport(JSON.stringify(d));
+    assert.deepEqual(
+      r.findings.map((f) => [f.id, f.status]),
+      [
+        ['CVE-2024-9143', 'not_affected'],
+        ['GHSA-rv95-896h-c2vc', 'affected'],
+      ],
+    );
+  });
 });
 
 describe('CycloneDX', () => {
@@ -104,7 +133,7 @@ describe('CycloneDX', () => {
     assert.equal(r.formatVersion, '1.6');
     assert.deepEqual(r.scanner, { name: 'syft', version: '1.18.1' });
     assert.equal(r.image.digest, MANIFEST);
-    assert.deepEqual(r.image.repoTags, ['registry.example.com/shop/web:1.4.2']);
+    assert.deepEqual(r.image.names, ['registry.example.com/shop/web']);
     assert.deepEqual(
       r.packages.map((p) => [p.name, p.layer, p.licenses]),
       [
@@ -116,6 +145,15 @@ describe('CycloneDX', () => {
     assert.deepEqual([ex.fixed, ex.severity, ex.aliases], ['4.19.2, 5.0.0-beta.3', 'medium', ['GHSA-rv95-896h-c2vc']]);
     const musl = r.findings.find((f) => f.id === 'CVE-2025-26519')!;
     assert.deepEqual([musl.status, musl.severity, musl.fixed], ['not_affected', 'high', '1.2.5-r9']);
+  });
+  it('Syft scanning a tag writes repository and tag, no digest; 1.7 is read too', () => {
+    const d = doc('cyclonedx-1.6.json') as { specVersion: string; metadata: { component: Record<string, string> } };
+    d.specVersion = '1.7';
+    d.metadata.component.version = '1.4.2';
+    const r = parseReport(JSON.stringify(d));
+    assert.equal(r.image.digest, undefined);
+    assert.deepEqual(r.image.repoTags, ['registry.example.com/shop/web:1.4.2']);
+    assert.equal(r.formatVersion, '1.7');
   });
   it('1.5 from Trivy: nested components, aquasecurity:trivy properties, pkg:oci purl', () => {
     const r = parseReport(read('cyclonedx-1.5-trivy.json'));
@@ -130,6 +168,20 @@ describe('CycloneDX', () => {
       [['musl', 'apk', BASE]],
     );
     assert.deepEqual(r.findings, []);
+  });
+  it("Trivy's target components (a lockfile) are not packages; their children are", () => {
+    const d = doc('cyclonedx-1.5-trivy.json') as { components: unknown[] };
+    d.components.push({
+      'bom-ref': 'c2',
+      type: 'application',
+      name: 'app/package-lock.json',
+      properties: [{ name: 'aquasecurity:trivy:Class', value: 'lang-pkgs' }],
+      components: [{ 'bom-ref': 'pkg:npm/ms@2.1.3', type: 'library', name: 'ms', version: '2.1.3', purl: 'pkg:npm/ms@2.1.3' }],
+    });
+    assert.deepEqual(
+      parseReport(JSON.stringify(d)).packages.map((p) => p.name),
+      ['musl', 'ms'],
+    );
   });
   it('refuses other spec versions and names bad paths', () => {
     refusal({ ...doc('cyclonedx-1.6.json'), specVersion: '1.2' }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'specVersion');
@@ -159,6 +211,22 @@ describe('SPDX 2.3', () => {
         ['express', 'pkg:npm/express@4.18.2', APP, ['MIT']],
       ],
     );
+  });
+  it("Trivy's operating-system and lockfile packages are not packages", () => {
+    const d = doc('spdx-2.3.json') as { packages: unknown[] };
+    d.packages.push(
+      { name: 'alpine', SPDXID: 'SPDXRef-OperatingSystem-1', versionInfo: '3.20.3', downloadLocation: 'NONE', primaryPackagePurpose: 'OPERATING-SYSTEM' },
+      { name: 'app/package-lock.json', SPDXID: 'SPDXRef-Application-1', downloadLocation: 'NONE', primaryPackagePurpose: 'APPLICATION' },
+    );
+    assert.deepEqual(
+      parseReport(JSON.stringify(d)).packages.map((p) => p.name),
+      ['musl', 'express'],
+    );
+  });
+  it('names the package whose purl does not parse', () => {
+    const d = doc('spdx-2.3.json') as { packages: { externalRefs: { referenceLocator: string }[] }[] };
+    d.packages[2]!.externalRefs[1]!.referenceLocator = 'pkg:npm/';
+    refusal(d, 'ERR_PURL_INVALID', 'packages[2]');
   });
   it('refuses SPDX 3 and 2.1', () => {
     refusal({ ...doc('spdx-2.3.json'), spdxVersion: 'SPDX-3.0' }, 'ERR_VULN_SCHEMA_UNSUPPORTED', 'spdxVersion');

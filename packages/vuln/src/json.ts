@@ -6,9 +6,17 @@ export type Obj = Record<string, unknown>;
 
 const IDENT = /^[A-Za-z_$][\w$-]*$/;
 
+const plain = new Map<string, boolean>();
+
 export function key(path: string, k: string): string {
-  const part = IDENT.test(k) ? k : `[${JSON.stringify(k)}]`;
-  return path === '' ? part : part.startsWith('[') ? `${path}${part}` : `${path}.${part}`;
+  // The keys are the formats' own few names; remember which need brackets.
+  let p = plain.get(k);
+  if (p === undefined) {
+    p = IDENT.test(k);
+    if (plain.size < 1000) plain.set(k, p);
+  }
+  if (!p) return `${path}[${JSON.stringify(k)}]`;
+  return path === '' ? k : `${path}.${k}`;
 }
 
 export function idx(path: string, i: number): string {

@@ -11,7 +11,7 @@ import { DEFAULT_LIMITS, type ParseLimits, type Report, type ReportFormat } from
 /** Which format a parsed document is in, or undefined. */
 export function detectFormat(doc: unknown): ReportFormat | undefined {
   if (!isObj(doc)) return undefined;
-  if ('SchemaVersion' in doc && ('Results' in doc || 'ArtifactName' in doc)) return 'trivy';
+  if ('SchemaVersion' in doc) return 'trivy';
   if (doc.bomFormat === 'CycloneDX') return 'cyclonedx';
   if (typeof doc.spdxVersion === 'string') return 'spdx';
   if (typeof doc['@context'] === 'string' && doc['@context'].startsWith('https://openvex.dev/')) return 'openvex';

@@ -19,6 +19,7 @@ function fail(text: string, why: string): never {
 }
 
 function decode(text: string, part: string): string {
+  if (!part.includes('%')) return part;
   try {
     return decodeURIComponent(part);
   } catch {
@@ -32,13 +33,14 @@ function encode(s: string): string {
 }
 
 /** Type-specific rules from the spec's PURL-TYPES: which parts are case-insensitive. */
+// golang module paths are case-sensitive (so not here); deb and hackage names are kept as written.
+const LOWER_NAMESPACE = new Set(['bitbucket', 'github', 'deb', 'rpm', 'apk', 'alpm', 'composer', 'hex', 'qpkg']);
+const LOWER_NAME = new Set(['bitbucket', 'github', 'apk', 'alpm', 'composer', 'hex', 'pypi', 'oci', 'pub', 'bitnami']);
+
 function normalize(p: PackageUrl): PackageUrl {
-  const lowerNs = new Set(['bitbucket', 'github', 'deb', 'rpm', 'apk', 'alpm', 'composer', 'hex', 'qpkg', 'golang']);
-  const lowerName = new Set(['bitbucket', 'github', 'apk', 'alpm', 'composer', 'hex', 'pypi', 'oci', 'pub', 'bitnami', 'deb', 'hackage']);
   const out: PackageUrl = { ...p, qualifiers: { ...p.qualifiers } };
-  // golang module paths are case-sensitive; only the host part is not — keep them as written.
-  if (out.namespace !== undefined && lowerNs.has(out.type) && out.type !== 'golang') out.namespace = out.namespace.toLowerCase();
-  if (lowerName.has(out.type) && out.type !== 'deb' && out.type !== 'hackage') out.name = out.name.toLowerCase();
+  if (out.namespace !== undefined && LOWER_NAMESPACE.has(out.type)) out.namespace = out.namespace.toLowerCase();
+  if (LOWER_NAME.has(out.type)) out.name = out.name.toLowerCase();
   if (out.type === 'pypi') out.name = out.name.replace(/_/g, '-');
   if (out.type === 'huggingface' && out.version !== undefined) out.version = out.version.toLowerCase();
   if (out.type === 'oci' && out.version !== undefined) out.version = out.version.toLowerCase();
@@ -119,7 +121,10 @@ export function parsePurl(text: string): PackageUrl {
 
 /** The canonical text: lowercase type, percent-encoded parts, qualifiers sorted by key. */
 export function formatPurl(p: PackageUrl): string {
-  const n = normalize(p);
+  return format(normalize(p));
+}
+
+function format(n: PackageUrl): string {
   let s = `pkg:${n.type}/`;
   if (n.namespace !== undefined && n.namespace !== '') s += `${n.namespace.split('/').filter(Boolean).map(encode).join('/')}/`;
   s += encode(n.name);
@@ -139,7 +144,7 @@ export function formatPurl(p: PackageUrl): string {
 
 /** parsePurl then formatPurl: one spelling per package. */
 export function canonicalPurl(text: string): string {
-  return formatPurl(parsePurl(text));
+  return format(parsePurl(text));
 }
 
 const CVE = /^CVE-(\d{4})-(\d{4,19})$/i;

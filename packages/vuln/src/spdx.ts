@@ -1,5 +1,5 @@
 /** SPDX 2.2/2.3 JSON: packages with purls, the image package, Trivy's layer annotations. */
-import { ReportBuilder, isDigest, looksLikeDigest, repoName } from './builder.ts';
+import { ReportBuilder, imageNameVersion, isDigest, repoName } from './builder.ts';
 import { vulnError } from './errors.ts';
 import { type Obj, idx, key, obj, optArr, optObj, optStr, optTime, str } from './json.ts';
 import { parsePurl } from './purl.ts';
@@ -63,6 +63,8 @@ export function parseSpdx(doc: Obj, limits: ParseLimits): Report {
       readImage(b, p, pp, purl, n);
       return;
     }
+    // Trivy's operating-system and target (lockfile) packages name what was scanned, not a package.
+    if (p.primaryPackagePurpose === 'OPERATING-SYSTEM' || (p.primaryPackagePurpose === 'APPLICATION' && purl === undefined)) return;
     // Syft describes the scanned source itself as a package without a purl; it carries no content.
     if (spdxId !== undefined && described.has(spdxId) && purl === undefined) return;
     b.addPackage(
@@ -107,8 +109,5 @@ function readImage(b: ReportBuilder, p: Obj, path: string, purl: string | undefi
     const repo = parsed.qualifiers.repository_url;
     if (repo !== undefined) img.names.push(repoName(repo));
   }
-  const version = optStr(p.versionInfo, key(path, 'versionInfo'));
-  if (isDigest(version) && img.digest === undefined) img.digest = version;
-  const name = optStr(p.name, key(path, 'name'));
-  if (name !== undefined && img.repoTags.length === 0 && !looksLikeDigest(name)) (name.includes(':') ? img.repoTags : img.names).push(name);
+  imageNameVersion(img, optStr(p.name, key(path, 'name')), optStr(p.versionInfo, key(path, 'versionInfo')));
 }
