@@ -6,6 +6,7 @@ export {
   BASE_DIGEST_ANNOTATION,
   BASE_NAME_ANNOTATION,
   Lineage,
+  lineageImageOf,
   repositoryOf,
   type BaseLink,
   type BaseSource,

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, Lineage, type LineageImage, repositoryOf } from './lineage.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, Lineage, type LineageImage, lineageImageOf, repositoryOf } from './lineage.ts';
+import { parseReport } from './parse.ts';
 
 const d = (n: string): string => `sha256:${n.padEnd(64, '0')}`;
 const L = (n: number): string => d(`d${n}`);
@@ -132,6 +135,39 @@ describe('lineage: the parent of an image', () => {
     const x: LineageImage = { digest: d('x'), diffIds: [L(1)], annotations: { [BASE_DIGEST_ANNOTATION]: d('y') } };
     const y: LineageImage = { digest: d('y'), diffIds: [L(1)], annotations: { [BASE_DIGEST_ANNOTATION]: d('x') } };
     assert.ok(new Lineage([x, y]).ancestors(x).length <= 2);
+  });
+});
+
+describe('lineage from a report', () => {
+  it("a Trivy report's image takes its parent from its diff IDs, and its packages' layers say base or app", () => {
+    const report = parseReport(readFileSync(join(import.meta.dirname, 'testdata', 'trivy-image.json')));
+    const image = lineageImageOf(report.image);
+    assert.ok(image);
+    assert.equal(image.digest, report.image.digest);
+    assert.ok(image.names?.some((n) => n.startsWith('registry.example.com/shop/web')));
+    const bottom = image.diffIds[0];
+    assert.ok(bottom !== undefined && image.diffIds.length >= 2);
+    const base: LineageImage = { digest: d('base'), names: ['alpine:3.20'], diffIds: [bottom] };
+    const lineage = new Lineage([base, image]);
+    assert.equal(lineage.parent(image)?.digest, base.digest);
+    const layered = report.packages.filter((p) => p.layer !== undefined);
+    assert.ok(layered.length > 0);
+    for (const p of layered) assert.equal(lineage.layerOrigin(image, p.layer ?? '').where, p.layer === bottom ? 'base' : 'app');
+  });
+
+  it('base annotations written as labels count, an annotation wins, and a report without a digest gives no image', () => {
+    const img = {
+      names: [],
+      repoTags: ['app:1'],
+      repoDigests: [],
+      diffIds: [L(1)],
+      annotations: { [BASE_NAME_ANNOTATION]: 'alpine:3.20' },
+      labels: { [BASE_NAME_ANNOTATION]: 'alpine:3.18', [BASE_DIGEST_ANNOTATION]: d('b320') },
+    };
+    const v = lineageImageOf({ ...img, digest: d('app') });
+    assert.equal(v?.annotations?.[BASE_NAME_ANNOTATION], 'alpine:3.20');
+    assert.equal(v?.annotations?.[BASE_DIGEST_ANNOTATION], d('b320'));
+    assert.equal(lineageImageOf(img), undefined);
   });
 });
 

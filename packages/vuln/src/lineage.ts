@@ -9,6 +9,8 @@
  * longest such prefix is the closest base, i.e. the parent.
  */
 
+import type { ReportImage } from './types.ts';
+
 export const BASE_DIGEST_ANNOTATION = 'org.opencontainers.image.base.digest';
 export const BASE_NAME_ANNOTATION = 'org.opencontainers.image.base.name';
 
@@ -179,6 +181,27 @@ export class Lineage {
       children.find((c) => prefixLength(c.diffIds, image.diffIds) === c.diffIds.length && c.diffIds.length > 0)
     );
   }
+}
+
+/**
+ * The lineage view of the image a report names (Trivy's `Metadata`, Grype's `source.target`, an SBOM's
+ * subject), or undefined when the report gives no manifest digest. Base annotations are also taken from
+ * labels of the same name, which some builders write instead; an annotation wins.
+ */
+export function lineageImageOf(image: ReportImage, created?: string): LineageImage | undefined {
+  if (image.digest === undefined) return undefined;
+  const annotations: Record<string, string> = {};
+  for (const key of [BASE_NAME_ANNOTATION, BASE_DIGEST_ANNOTATION]) {
+    const v = image.annotations[key] ?? image.labels[key];
+    if (v !== undefined) annotations[key] = v;
+  }
+  return {
+    digest: image.digest,
+    names: [...new Set([...image.repoTags, ...image.repoDigests, ...image.names])],
+    diffIds: image.diffIds,
+    annotations: { ...image.annotations, ...annotations },
+    ...(created === undefined ? {} : { created }),
+  };
 }
 
 export type LayerOrigin =
