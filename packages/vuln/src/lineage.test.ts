@@ -131,6 +131,19 @@ describe('lineage: the parent of an image', () => {
     assert.equal(o.where === 'unknown' ? o.reason : '', 'base-not-in-inventory');
   });
 
+  it('a base.name annotation alone is matched to the layer-found base of that repository', () => {
+    const app: LineageImage = { digest: d('ap'), diffIds: [L(1), L(2)], annotations: { [BASE_NAME_ANNOTATION]: 'alpine:3.19' } };
+    const p = new Lineage([base319, app]).parent(app);
+    assert.equal(p?.digest, base319.digest);
+    assert.equal(p?.name, 'alpine:3.19');
+    assert.equal(p?.baseLayers, 1);
+    // A layer match from another repository is not taken for the named base.
+    const other: LineageImage = { digest: d('ot'), names: ['debian:12'], diffIds: [L(1)] };
+    const q = new Lineage([other, app]).parent(app);
+    assert.equal(q?.digest, undefined);
+    assert.equal(q?.baseLayers, undefined);
+  });
+
   it('ancestors stop at a cycle of annotations instead of looping', () => {
     const x: LineageImage = { digest: d('x'), diffIds: [L(1)], annotations: { [BASE_DIGEST_ANNOTATION]: d('y') } };
     const y: LineageImage = { digest: d('y'), diffIds: [L(1)], annotations: { [BASE_DIGEST_ANNOTATION]: d('x') } };
