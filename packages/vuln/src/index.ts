@@ -3,6 +3,17 @@ export { detectFormat, parseDocument, parseReport } from './parse.ts';
 export { canonicalPurl, formatPurl, normalizeVulnId, parsePurl, type PackageUrl } from './purl.ts';
 export { VEX_JUSTIFICATIONS } from './openvex.ts';
 export {
+  BASE_DIGEST_ANNOTATION,
+  BASE_NAME_ANNOTATION,
+  Lineage,
+  lineageImageOf,
+  repositoryOf,
+  type BaseLink,
+  type BaseSource,
+  type LayerOrigin,
+  type LineageImage,
+} from './lineage.ts';
+export {
   DEFAULT_LIMITS,
   FINDING_STATUSES,
   REPORT_FORMATS,
