@@ -105,7 +105,9 @@ export function parsePurl(text: string): PackageUrl {
     .map((s) => decode(text, s));
   const name = segs.pop();
   if (name === undefined || name === '') fail(text, 'no name');
-  if (segs.some((s) => s.includes('/')) || name.includes('/')) fail(text, 'a namespace or name segment contains an encoded "/"');
+  // Only namespace segments may not hold "/": a decoded name may hold any character (Syft names an
+  // image `pkg:oci/127.0.0.1%3A5000%2Fteam%2Fapp@sha256%3A...`).
+  if (segs.some((s) => s.includes('/'))) fail(text, 'a namespace segment contains an encoded "/"');
   const p: PackageUrl = { type, name, qualifiers };
   if (segs.length > 0) p.namespace = segs.join('/');
   if (version !== undefined) p.version = version;

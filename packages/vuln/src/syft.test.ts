@@ -384,12 +384,8 @@ describe('syft (real, offline) on images in the loopback registry', () => {
   }
 
   // Syft names the image in SPDX with `pkg:oci/127.0.0.1%3A5000%2Fteam%2Fapp@sha256%3A…`: the whole
-  // repository, "/" encoded, as the name. The purl spec allows that (a decoded *name* may hold any
-  // character; only namespace segments may not hold "/"), but @writ/vuln's purl parser refuses it, so
-  // today the whole SPDX document is refused; todo until the parser accepts syft's form.
-  it("@writ/vuln reads syft's SPDX 2.3 into the same packages and the image digest", {
-    todo: 'syft writes pkg:oci names with %2F; the purl parser refuses them',
-  }, () => {
+  // repository, "/" encoded, as the name (a decoded name may hold any character).
+  it("@writ/vuln reads syft's SPDX 2.3 into the same packages and the image digest", () => {
     for (const img of [alpine, api, worker, debian]) {
       const r = parsed(get(img).raw.spdx);
       assert.equal(r.digest, img.digest);
