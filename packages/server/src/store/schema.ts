@@ -156,4 +156,32 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO counters (name, value) VALUES ('admitted_image_seq', 0), ('admitted_image_epoch', 1)`,
     ],
   },
+  {
+    // The image inventory (issue 13): one row per manifest digest, lists and maps as JSON; scanner
+    // reports, one per (image, scanner, scan key: the scan time, or the document's hash when it
+    // has none), with their packages and findings in rows of their own (findings by vulnerability
+    // ID and packages by name are what the answers look up).
+    version: 11,
+    statements: [
+      `CREATE TABLE images (
+        digest TEXT PRIMARY KEY, config_digest TEXT, index_digest TEXT, platform TEXT, names TEXT NOT NULL, tags TEXT NOT NULL,
+        layers TEXT NOT NULL, annotations TEXT NOT NULL, labels TEXT NOT NULL, created BIGINT, first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL
+      )`,
+      `CREATE TABLE reports (
+        id TEXT PRIMARY KEY, image_digest TEXT NOT NULL, scanner TEXT NOT NULL, scanner_version TEXT, format TEXT NOT NULL,
+        format_version TEXT, scan_key TEXT NOT NULL, scanned_at BIGINT, ingested_at BIGINT NOT NULL,
+        package_count INTEGER NOT NULL, finding_count INTEGER NOT NULL, UNIQUE (image_digest, scanner, scan_key)
+      )`,
+      `CREATE TABLE report_packages (
+        report_id TEXT NOT NULL, idx INTEGER NOT NULL, ref TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, type TEXT NOT NULL,
+        purl TEXT, layer TEXT, PRIMARY KEY (report_id, idx)
+      )`,
+      `CREATE INDEX report_packages_name ON report_packages (name)`,
+      `CREATE TABLE report_findings (
+        report_id TEXT NOT NULL, idx INTEGER NOT NULL, vuln_id TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL,
+        installed TEXT NOT NULL, fixed TEXT, package_ref TEXT NOT NULL, PRIMARY KEY (report_id, idx)
+      )`,
+      `CREATE INDEX report_findings_vuln ON report_findings (vuln_id)`,
+    ],
+  },
 ];

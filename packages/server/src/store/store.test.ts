@@ -1,7 +1,9 @@
 /** The store conformance suite: every case runs against SQLite and PostgreSQL alike. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { isWritError } from '@writ/spiffe';
+import { parseReport, type Report } from '@writ/vuln';
 import { STORE_FACTORIES, type TestStore } from '../testing/stores.ts';
 import type { EntryInput, StoreChange } from './types.ts';
 
@@ -17,6 +19,8 @@ const base: EntryInput = {
   hint: '',
   expiresAt: null,
 };
+
+const TRIVY_REPORT = parseReport(readFileSync(new URL('../../../vuln/src/testdata/trivy-image.json', import.meta.url)));
 
 for (const factory of STORE_FACTORIES) {
   describe(`store conformance: ${factory.name.replace('TestStore', '')}`, () => {
@@ -512,6 +516,8 @@ for (const factory of STORE_FACTORIES) {
 /** The store's read methods; every other method is a write and must notify (the test below fails for a new unclassified one). */
 const READS = new Set([
   'kind',
+  'getImage',
+  'listImages',
   'onChange',
   'migrate',
   'ping',
@@ -650,6 +656,7 @@ for (const factory of STORE_FACTORIES) {
       await expect('pruneAdmissionEvents', { kind: 'admission-events' }, () => s.pruneAdmissionEvents(10));
       await expect('recordAdmittedImages', { kind: 'admitted-images' }, () => s.recordAdmittedImages([`sha256:${'a'.repeat(64)}`], 1));
       await expect('pruneAdmittedImages', { kind: 'admitted-images' }, () => s.pruneAdmittedImages(10));
+      await expect('putReport', { kind: 'reports' }, () => s.putReport(TRIVY_REPORT, 1));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
@@ -661,6 +668,8 @@ for (const factory of STORE_FACTORIES) {
       heard.length = 0;
       await s.recordAdmittedImages([`sha256:${'b'.repeat(64)}`], 500_000);
       assert.deepEqual(heard, [], 'a digest admitted again is no news to agents');
+      assert.equal((await s.putReport(TRIVY_REPORT, 2)).created, false);
+      assert.deepEqual(heard, [], 'a report stored again is no news');
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(
@@ -842,6 +851,134 @@ for (const factory of STORE_FACTORIES) {
       const got = (await t.store.listAdmittedImages({ limit: 1000 })).items.filter((i) => ds.includes(i.digest));
       assert.equal(got.length, 3);
       assert.equal(new Set(got.map((i) => i.seq)).size, 3);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- image inventory and reports (issue 13)
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance, image inventory and reports: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(async () => t.dispose());
+
+    it('files a Trivy report under its manifest digest with its packages, layers and findings', async () => {
+      const r = TRIVY_REPORT;
+      const put = await t.store.putReport(r, 1000);
+      assert.equal(put.created, true);
+      assert.equal(put.imageDigest, r.image.digest);
+      const got = await t.store.getImage(put.imageDigest);
+      assert.ok(got);
+      assert.deepEqual(got.image.layers, r.image.diffIds);
+      assert.deepEqual(got.image.names, [...new Set(r.image.names)].sort());
+      assert.equal(got.image.firstSeen, 1000);
+      assert.equal(got.reports.length, 1);
+      const rep = got.reports[0]!;
+      assert.equal(rep.id, put.reportId);
+      assert.equal(rep.scanner, r.scanner.name);
+      assert.equal(rep.packages.length, r.packages.length);
+      assert.equal(rep.findings.length, r.findings.length);
+      assert.ok(rep.findings.length > 0, 'the test document has findings');
+      const f = r.findings[0]!;
+      const sf = rep.findings[0]!;
+      assert.deepEqual(
+        [sf.id, sf.severity, sf.status, sf.installed, sf.fixed, sf.packageRef],
+        [f.id, f.severity, f.status, f.installed, f.fixed ?? null, f.packageRef],
+      );
+      const pkg = rep.packages.find((p) => p.ref === f.packageRef);
+      assert.ok(pkg, 'a finding points at a stored package');
+      assert.deepEqual(
+        rep.packages.map((p) => p.layer),
+        r.packages.map((p) => p.layer ?? null),
+        'each package keeps its layer',
+      );
+    });
+
+    it('the same report again changes nothing and answers with the first id', async () => {
+      const first = await t.store.putReport(TRIVY_REPORT, 1000);
+      const was = await t.store.getImage(first.imageDigest);
+      const again = await t.store.putReport(structuredClone(TRIVY_REPORT), 99_000);
+      assert.deepEqual(again, { ...first, created: false });
+      assert.deepEqual(await t.store.getImage(first.imageDigest), was);
+    });
+
+    it('a later scan becomes the latest report of its scanner; names and tags accumulate', async () => {
+      const d = `sha256:${'c'.repeat(64)}`;
+      const mk = (at: string, tag: string, ids: string[]): Report => ({
+        ...TRIVY_REPORT,
+        scannedAt: at,
+        image: { ...TRIVY_REPORT.image, digest: d, names: ['registry.local/app'], repoTags: [`registry.local/app:${tag}`] },
+        findings: ids.map((id) => ({ id, aliases: [], severity: 'high', packageRef: TRIVY_REPORT.packages[0]!.id, installed: '1', status: 'affected' })),
+      });
+      await t.store.putReport(mk('2026-01-02T00:00:00.000Z', 'v2', ['CVE-2026-0002']), 2000);
+      await t.store.putReport(mk('2026-01-01T00:00:00.000Z', 'v1', ['CVE-2026-0001', 'CVE-2026-0003']), 3000);
+      const got = await t.store.getImage(d);
+      assert.ok(got);
+      assert.deepEqual(got.image.tags, ['registry.local/app:v1', 'registry.local/app:v2']);
+      assert.equal(got.image.firstSeen, 2000);
+      assert.equal(got.image.lastSeen, 3000);
+      assert.equal(got.reports.length, 1, 'one latest report per scanner');
+      assert.deepEqual(
+        got.reports[0]!.findings.map((f) => f.id),
+        ['CVE-2026-0002'],
+        'the newer scan wins, whatever the arrival order',
+      );
+      const other = await t.store.putReport({ ...mk('2026-01-01T00:00:00.000Z', 'v1', []), scanner: { name: 'grype' } }, 4000);
+      assert.equal(other.created, true, 'another scanner at the same time is another report');
+      assert.deepEqual(
+        (await t.store.getImage(d))!.reports.map((r) => r.scanner),
+        ['grype', 'trivy'],
+      );
+    });
+
+    it('a report without a manifest digest or with a bad one is refused and stores nothing', async () => {
+      const noDigest: Report = { ...TRIVY_REPORT, image: { ...TRIVY_REPORT.image, digest: undefined as unknown as string, repoDigests: [] } };
+      delete (noDigest.image as { digest?: string }).digest;
+      await assert.rejects(t.store.putReport(noDigest, 1), (e) => isWritError(e, 'ERR_FIELD_MISSING') && e.field === 'image.digest');
+      await assert.rejects(t.store.putReport({ ...TRIVY_REPORT, image: { ...TRIVY_REPORT.image, digest: 'sha256:xyz' } }, 1), (e) =>
+        isWritError(e, 'ERR_FIELD_INVALID'),
+      );
+      assert.equal(await t.store.getImage('sha256:xyz'), undefined);
+    });
+
+    it('a report that fails half way stores nothing: not the image, not the report', async () => {
+      const d = `sha256:${'d'.repeat(64)}`;
+      // A package with no name breaks the NOT NULL column after the image and report rows were written.
+      const broken = {
+        ...TRIVY_REPORT,
+        image: { ...TRIVY_REPORT.image, digest: d },
+        packages: [...TRIVY_REPORT.packages, { id: 'x', name: null, version: '1', type: 'apk' }],
+      } as unknown as Report;
+      await assert.rejects(t.store.putReport(broken, 1));
+      assert.equal(await t.store.getImage(d), undefined);
+      const ok = await t.store.putReport({ ...TRIVY_REPORT, image: { ...TRIVY_REPORT.image, digest: d } }, 2);
+      assert.equal(ok.created, true, 'the same scan stores once fixed: nothing was left behind');
+    });
+
+    it('two writers of the same new report store it once', async () => {
+      const d = `sha256:${'e'.repeat(64)}`;
+      const r: Report = { ...TRIVY_REPORT, image: { ...TRIVY_REPORT.image, digest: d } };
+      const [a, b] = await Promise.all([t.store.putReport(r, 5), t.store.putReport(structuredClone(r), 5)]);
+      assert.equal(a.reportId, b.reportId);
+      assert.deepEqual([a.created, b.created].sort(), [false, true]);
+      assert.equal((await t.store.getImage(d))!.reports.length, 1);
+    });
+
+    it('lists images by digest, a page at a time', async () => {
+      for (const c of ['1', '2', '3']) await t.store.putReport({ ...TRIVY_REPORT, image: { ...TRIVY_REPORT.image, digest: `sha256:${c.repeat(64)}` } }, 7);
+      const all = await t.store.listImages(1000);
+      const digests = all.map((i) => i.digest);
+      assert.deepEqual(digests, [...digests].sort());
+      const first = await t.store.listImages(2);
+      assert.equal(first.length, 2);
+      const next = await t.store.listImages(1000, first.at(-1)!.digest);
+      assert.deepEqual(
+        [...first, ...next].map((i) => i.digest),
+        digests,
+      );
     });
   });
 }

@@ -1,5 +1,6 @@
 /** The store: everything the server persists, behind one interface with a SQLite and a Postgres driver. */
 import type { EntryRecord } from '@writ/protocol';
+import type { FindingStatus, Report, ReportFormat, Severity } from '@writ/vuln';
 
 /** An entry as stored: the one record shape, shared with the agent<->server contract. */
 export type Entry = EntryRecord;
@@ -130,6 +131,8 @@ export const STORE_CHANGES = [
   // engineer E: admission events
   'admission-events',
   'admitted-images',
+  // issue 13: scanner reports and the image inventory
+  'reports',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -229,7 +232,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -373,3 +376,82 @@ export interface AdmittedImagesStore {
 
 export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_PAGE_SIZE = 100;
+
+// ---------------------------------------------------------------- image inventory and reports (issue 13)
+
+/** An image by manifest digest, as reports (and later admission and agents) showed it. */
+export interface InventoryImage {
+  readonly digest: string;
+  readonly configDigest: string | null;
+  readonly indexDigest: string | null;
+  /** `os/architecture[/variant]`, when known. */
+  readonly platform: string | null;
+  /** Repository names seen (`docker.io/library/alpine`), sorted. */
+  readonly names: readonly string[];
+  /** `name:tag` references seen, sorted. */
+  readonly tags: readonly string[];
+  /** Layer diff IDs, base first. */
+  readonly layers: readonly string[];
+  /** OCI annotations, `org.opencontainers.image.base.name` / `.base.digest` among them. */
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Milliseconds, when the image says when it was built. */
+  readonly created: number | null;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+}
+
+export interface StoredPackage {
+  /** The package's id within its report (findings point at it). */
+  readonly ref: string;
+  readonly name: string;
+  readonly version: string;
+  readonly type: string;
+  readonly purl: string | null;
+  /** The diff ID of the layer that brought it in. */
+  readonly layer: string | null;
+}
+
+export interface StoredFinding {
+  readonly id: string;
+  readonly severity: Severity;
+  readonly status: FindingStatus;
+  readonly installed: string;
+  readonly fixed: string | null;
+  /** The `ref` of its package in the same report. */
+  readonly packageRef: string;
+}
+
+export interface StoredReport {
+  readonly id: string;
+  readonly imageDigest: string;
+  readonly scanner: string;
+  readonly scannerVersion: string | null;
+  readonly format: ReportFormat;
+  readonly formatVersion: string | null;
+  /** Milliseconds; null when the document did not say (then its hash keeps it unique). */
+  readonly scannedAt: number | null;
+  readonly ingestedAt: number;
+  readonly packageCount: number;
+  readonly findingCount: number;
+}
+
+export interface ImageDetail {
+  readonly image: InventoryImage;
+  /** The latest report of each scanner (by scan time, then arrival), with its packages and findings; sorted by scanner. */
+  readonly reports: readonly (StoredReport & { readonly packages: readonly StoredPackage[]; readonly findings: readonly StoredFinding[] })[];
+}
+
+export interface ImageInventoryStore {
+  /**
+   * Stores a parsed report and merges its image into the inventory, in one transaction (a failure
+   * stores nothing). Idempotent per (image digest, scanner name, scan time): the same report
+   * again changes nothing and answers `created: false` with the first one's id. A report without a
+   * manifest digest is refused (ERR_FIELD_MISSING, field `image.digest`).
+   */
+  putReport(report: Report, now: number): Promise<{ readonly reportId: string; readonly created: boolean; readonly imageDigest: string }>;
+  /** One image with its latest report per scanner; undefined when unknown. */
+  getImage(digest: string): Promise<ImageDetail | undefined>;
+  /** Images ordered by digest, after `after` (exclusive), at most `limit`. */
+  listImages(limit: number, after?: string): Promise<InventoryImage[]>;
+}
