@@ -6,6 +6,7 @@
 import type { ErrorCode as SpiffeErrorCode } from '@writ/spiffe';
 import type { POLICY_ERROR_CODES } from '@writ/policy';
 import type { OciErrorCode } from '@writ/oci';
+import type { VulnErrorCode } from '@writ/vuln';
 
 export const SERVER_ERROR_CODES = {
   // input
@@ -91,8 +92,18 @@ const OCI_STATUS: Record<OciErrorCode, number> = {
   ERR_REGISTRY_TIMEOUT: 504,
 };
 
+/** A report that cannot be read is the caller's: 400, and 413 for one over the limits. */
+const VULN_STATUS: Record<VulnErrorCode, number> = {
+  ERR_VULN_REPORT_TOO_LARGE: 413,
+  ERR_VULN_REPORT_INVALID: 400,
+  ERR_VULN_FORMAT_UNKNOWN: 400,
+  ERR_VULN_SCHEMA_UNSUPPORTED: 400,
+  ERR_PURL_INVALID: 400,
+  ERR_VULN_ID_INVALID: 400,
+};
+
 /** The HTTP status of every code the server answers with. */
-export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...OCI_STATUS, ...SERVER_ERROR_CODES };
+export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...OCI_STATUS, ...VULN_STATUS, ...SERVER_ERROR_CODES };
 
 export function httpStatusOf(code: string): number {
   return Object.hasOwn(HTTP_STATUS, code) ? HTTP_STATUS[code]! : 500;

@@ -32,6 +32,7 @@ import {
   type Route,
 } from './http.ts';
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
+import { vulnRoutes } from './vuln-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -368,5 +369,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   policyRoutes(ctx, add);
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
+  vulnRoutes(ctx, add);
   return routes;
 }
