@@ -140,7 +140,7 @@ function registryError(err: unknown): unknown {
 }
 
 export function registerImage(program: Command): void {
-  const image = program.command('image').description('container images: digests and cosign signatures');
+  const image = program.commands.find((c) => c.name() === 'image') ?? program.command('image').description('container images: digests and cosign signatures');
   image
     .command('verify')
     .description(

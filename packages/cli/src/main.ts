@@ -14,6 +14,7 @@ import { FORMATS, checkFormat, print, quietOnEpipe, stdoutClosed, streamed } fro
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
+import { registerVuln } from './vuln.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1230,6 +1231,7 @@ export function buildProgram(): Command {
       await completeFromServer(api, kind);
     });
   addAdmittedImagesCommand(program, clientOf);
+  registerVuln(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

@@ -1006,9 +1006,13 @@ function toStoredReport(r: Row): StoredReport {
 
 const sortedUnion = (a: readonly string[], b: readonly string[]): string[] => [...new Set([...a, ...b])].sort();
 
-/** The identity of a scan: its time, or (without one) a hash of what it says, so that the same document is still the same report. */
+/**
+ * The identity of a scan beside its image and scanner: the document format and scan time (Trivy
+ * writes its JSON, CycloneDX and SPDX of one scan with the same time: three documents, not one), or
+ * without a time a hash of what it says, so that the same document is still the same report.
+ */
 function scanKeyOf(report: Report): string {
-  if (report.scannedAt !== undefined) return report.scannedAt;
+  if (report.scannedAt !== undefined) return `${report.format} ${report.scannedAt}`;
   const h = createHash('sha256');
   h.update(JSON.stringify([report.format, report.image, report.packages, report.findings]));
   return `sha256:${h.digest('hex')}`;

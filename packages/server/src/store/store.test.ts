@@ -928,6 +928,8 @@ for (const factory of STORE_FACTORIES) {
       );
       const other = await t.store.putReport({ ...mk('2026-01-01T00:00:00.000Z', 'v1', []), scanner: { name: 'grype' } }, 4000);
       assert.equal(other.created, true, 'another scanner at the same time is another report');
+      const sbom = await t.store.putReport({ ...mk('2026-01-01T00:00:00.000Z', 'v1', []), format: 'spdx' }, 4000);
+      assert.equal(sbom.created, true, 'the same scan written in another format is another document');
       assert.deepEqual(
         (await t.store.getImage(d))!.reports.map((r) => r.scanner),
         ['grype', 'trivy'],
