@@ -24,6 +24,28 @@ after(async () => {
   cleanup(dir);
 });
 
+/** A POST whose head declares `declared` bytes but sends `body` (the server must answer from the head alone). */
+function postHead(path: string, declared: number, body: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      new URL(path, srv.url),
+      {
+        method: 'POST',
+        ca: readFileSync(join(srv.dataDir, 'bundle.pem'), 'utf8'),
+        checkServerIdentity: () => undefined,
+        headers: { authorization: `Bearer ${srv.adminToken}`, 'content-type': 'application/json', 'content-length': declared },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 function get(path: string): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -110,6 +132,25 @@ describe('writ vuln ingest', () => {
     const missing = await writ(srv, ['vuln', 'ingest', '-f', join(dir, 'nope.json')]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /cannot read .*nope\.json: ENOENT/);
+  });
+});
+
+describe('POST /v1/reports', () => {
+  it('a body over 64 MiB is refused from its declared length (413), and the server keeps serving', async () => {
+    const big = await postHead('/v1/reports', 65 * 1024 * 1024, '');
+    assert.equal(big.status, 413);
+    assert.equal(big.json['code'], 'ERR_BODY_TOO_LARGE');
+    const doc = readFileSync(join(TESTDATA, 'grype-image.json'), 'utf8');
+    const again = await postHead('/v1/reports', Buffer.byteLength(doc), doc);
+    assert.equal(again.status, 200, 'already stored: 200, not 201');
+    assert.equal(again.json['created'], false);
+  });
+
+  it('an OpenVEX document is refused (not a report of one image) and nothing is stored', async () => {
+    const vex = readFileSync(join(TESTDATA, 'openvex-0.2.0.json'), 'utf8');
+    const r = await postHead('/v1/reports', Buffer.byteLength(vex), vex);
+    assert.equal(r.status, 400);
+    assert.equal(r.json['code'], 'ERR_FIELD_INVALID');
   });
 });
 
