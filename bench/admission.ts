@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { corpus, randomReviews, withUid } from './admission/corpus.ts';
 import type { LoadResult, LoadSpec } from './admission/loadgen.ts';
 import { pushSignedImages } from './admission/sign.ts';
+import { makeTestCa } from '../packages/oci/src/testing/registry.ts';
 import { fmt, percentile } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -81,48 +82,6 @@ function ensureBundle(): void {
   execFileSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
 }
 
-/** A self-signed CA and a certificate for localhost/127.0.0.1 signed by it (for OPA's listener). */
-function makeTls(dir: string): { caFile: string; certFile: string; keyFile: string } {
-  const f = (n: string): string => join(dir, n);
-  const ssl = (...a: string[]): void => void execFileSync('openssl', a, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  ssl(
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.pem'),
-    '-days',
-    '1',
-    '-subj',
-    '/CN=bench CA',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-  );
-  ssl('req', ...ec, '-keyout', f('tls.key'), '-out', f('tls.csr'), '-subj', '/CN=localhost');
-  writeFileSync(f('tls.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  ssl(
-    'x509',
-    '-req',
-    '-in',
-    f('tls.csr'),
-    '-CA',
-    f('ca.pem'),
-    '-CAkey',
-    f('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    f('tls.pem'),
-    '-days',
-    '1',
-    '-extfile',
-    f('tls.ext'),
-  );
-  return { caFile: f('ca.pem'), certFile: f('tls.pem'), keyFile: f('tls.key') };
-}
-
 interface Target {
   readonly name: string;
   readonly port: number;
@@ -148,7 +107,8 @@ const stopChild = (c: ChildProcess): Promise<void> =>
   });
 
 async function startOpa(dir: string): Promise<Target> {
-  const tls = makeTls(dir);
+  // A CA and a certificate for 127.0.0.1 and localhost: the fixture the registry tests use.
+  const tls = makeTestCa(dir);
   const port = await freePort();
   const c = spawn(
     'taskset',
