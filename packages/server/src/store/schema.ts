@@ -184,4 +184,21 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX report_findings_vuln ON report_findings (vuln_id)`,
     ],
   },
+  {
+    // What runs where (issue 13): the workloads each agent reports, kept after they end (ended_at)
+    // for the decision retention so a rollout can tell which identities once ran an affected
+    // digest. "Running now" is ended_at IS NULL and last_seen within a minute.
+    version: 12,
+    statements: [
+      `CREATE TABLE workloads (
+        agent_id TEXT NOT NULL, wkey TEXT NOT NULL, node TEXT, spiffe_ids TEXT NOT NULL, container_id TEXT, container_name TEXT,
+        pod_uid TEXT, pod_name TEXT, namespace TEXT, pod_owner TEXT, image_digest TEXT, image_name TEXT, labels TEXT NOT NULL,
+        annotations TEXT NOT NULL, owner TEXT, first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, ended_at BIGINT,
+        PRIMARY KEY (agent_id, wkey)
+      )`,
+      `CREATE INDEX workloads_image ON workloads (image_digest)`,
+      `CREATE INDEX workloads_last_seen ON workloads (last_seen)`,
+      `ALTER TABLE entries ADD COLUMN owner TEXT`,
+    ],
+  },
 ];

@@ -518,6 +518,7 @@ const READS = new Set([
   'kind',
   'getImage',
   'listImages',
+  'listWorkloads',
   'onChange',
   'migrate',
   'ping',
@@ -657,6 +658,23 @@ for (const factory of STORE_FACTORIES) {
       await expect('recordAdmittedImages', { kind: 'admitted-images' }, () => s.recordAdmittedImages([`sha256:${'a'.repeat(64)}`], 1));
       await expect('pruneAdmittedImages', { kind: 'admitted-images' }, () => s.pruneAdmittedImages(10));
       await expect('putReport', { kind: 'reports' }, () => s.putReport(TRIVY_REPORT, 1));
+      const wl = {
+        key: 'c1',
+        spiffeIds: ['spiffe://e/w'],
+        containerId: 'c1',
+        containerName: null,
+        podUid: null,
+        podName: null,
+        namespace: null,
+        podOwner: null,
+        imageDigest: null,
+        imageName: null,
+        labels: {},
+        annotations: {},
+        owner: null,
+      };
+      await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
+      await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
@@ -670,6 +688,11 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual(heard, [], 'a digest admitted again is no news to agents');
       assert.equal((await s.putReport(TRIVY_REPORT, 2)).created, false);
       assert.deepEqual(heard, [], 'a report stored again is no news');
+      await s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 6);
+      heard.length = 0;
+      await s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 7);
+      assert.equal(await s.pruneWorkloads(1), 0);
+      assert.deepEqual(heard, [], 'a heartbeat that changes nothing, and a prune that removes nothing, are no news');
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(

@@ -133,6 +133,7 @@ export const STORE_CHANGES = [
   'admitted-images',
   // issue 13: scanner reports and the image inventory
   'reports',
+  'workloads',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -232,7 +233,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -454,4 +455,70 @@ export interface ImageInventoryStore {
   getImage(digest: string): Promise<ImageDetail | undefined>;
   /** Images ordered by digest, after `after` (exclusive), at most `limit`. */
   listImages(limit: number, after?: string): Promise<InventoryImage[]>;
+}
+
+// ---------------------------------------------------------------- what runs where, now (issue 13)
+
+/** How long a workload stays "running" after its agent last reported it (agents report every 20 s). */
+export const RUNNING_GRACE_MS = 60_000;
+
+/** One workload an agent attested, as the agent reports it. */
+export interface WorkloadInput {
+  /** Unique on its agent: the container ID, else `pod-uid/container-name`, else `pid:PID:START`. */
+  readonly key: string;
+  /** The SPIFFE IDs the agent served it, sorted. */
+  readonly spiffeIds: readonly string[];
+  readonly containerId: string | null;
+  readonly containerName: string | null;
+  readonly podUid: string | null;
+  readonly podName: string | null;
+  readonly namespace: string | null;
+  /** The pod's controller, `Kind/name` (`ReplicaSet/web-7d9f`). */
+  readonly podOwner: string | null;
+  /** The image digest as the runtime reports it (pod status `imageID`): a manifest or an index digest. */
+  readonly imageDigest: string | null;
+  /** The image reference as the runtime reports it, without the digest (`registry.example/team/web`). */
+  readonly imageName: string | null;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  /** Resolved by the server when the report arrives (entry owner, label and annotation keys, namespace map). */
+  readonly owner: string | null;
+}
+
+export interface Workload extends WorkloadInput {
+  /** The SPIFFE ID of the agent that reported it. */
+  readonly agentId: string;
+  readonly node: string | null;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+  /** When its agent stopped reporting it; null while it is reported. */
+  readonly endedAt: number | null;
+}
+
+export interface WorkloadQuery {
+  /** Workloads running now (reported within RUNNING_GRACE_MS, not ended); otherwise the recent history too. */
+  readonly running: boolean;
+  readonly now: number;
+  /** Any of these digests (a manifest digest or an index digest). */
+  readonly imageDigests?: readonly string[];
+  readonly spiffeId?: string;
+  readonly agentId?: string;
+  readonly limit: number;
+}
+
+export interface WorkloadStore {
+  /**
+   * Replaces what an agent runs: the workloads listed are (still) running, first seen kept; the
+   * agent's workloads not listed have ended (now). One transaction. Digests new to the inventory
+   * enter it with the image name the runtime reported.
+   */
+  putAgentWorkloads(
+    agentId: string,
+    node: string | null,
+    workloads: readonly WorkloadInput[],
+    now: number,
+  ): Promise<{ readonly started: number; readonly ended: number }>;
+  listWorkloads(q: WorkloadQuery): Promise<Workload[]>;
+  /** Deletes workloads last seen before `before`: ended ones, and ones whose agent stopped reporting. */
+  pruneWorkloads(before: number): Promise<number>;
 }
