@@ -21,6 +21,7 @@ import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
+import { storeVulnerabilityChecker } from './vuln-gate.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
@@ -254,7 +255,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     if (cfg.admission) {
       admissionEvents = new AdmissionEventWriter(store, log);
       admission = await listenAdmission(cfg.admission, {
-        decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
+        decider: createAdmissionDecider({
+          store,
+          clock,
+          log,
+          images: imageCheckerOf(cfg.registryConfigFile),
+          vulnerabilities: storeVulnerabilityChecker(store, clock),
+        }),
         events: admissionEvents,
         admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
         clock,
