@@ -52,7 +52,7 @@ describe('writ admission check --report', () => {
     assert.equal(r.code, 3, r.stderr);
     assert.match(
       r.stdout,
-      /imageVulnerabilities: image ".*" : ?vulnerabilities cannot be checked without the server's reports \(writ admission check --report FILE\)|imageVulnerabilities: image .*: vulnerabilities cannot be checked without the server's reports/,
+      /imageVulnerabilities: image ".*": vulnerabilities cannot be checked without the server's reports \(writ admission check --report FILE\) \(container "api"\)/,
     );
   });
 
