@@ -21,6 +21,7 @@ import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
+import { VulnEventWatcher } from './vuln-events.ts';
 import { storeVulnerabilityChecker } from './vuln-gate.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
@@ -115,6 +116,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let admissionEvents: AdmissionEventWriter | undefined;
   let admittedImages: AdmittedImageRecorder | undefined;
   let hub: ChangeHub | undefined;
+  let vulnEvents: VulnEventWatcher | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -279,6 +281,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     }
     const admissionUrl = admission?.url;
 
+    // ---------------------------------------------------------------- vulnerability events
+    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents });
+    vulnEvents.start();
+
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
     let lastPrune = 0;
@@ -334,6 +340,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       close: async () => {
         for (const t of timers) clearInterval(t);
         hub?.close();
+        await vulnEvents?.close();
         for (const s of [srv, admissionServer]) {
           if (!s) continue;
           s.closeAllConnections();
@@ -347,6 +354,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   } catch (err) {
     for (const t of timers) clearInterval(t);
     hub?.close();
+    await vulnEvents?.close();
     httpServer?.close();
     admissionServer?.close();
     await store.close().catch(() => undefined);

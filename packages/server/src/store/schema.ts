@@ -232,4 +232,22 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX workloads_running ON workloads (ended_at, last_seen)`,
     ],
   },
+  {
+    // Vulnerability events (issue 13, section 6): the (vulnerability, digest, identity) triples
+    // affected now, so that each fires one event while it stays affected, and the events themselves
+    // in arrival order (a follower's cursor).
+    version: 15,
+    statements: [
+      `CREATE TABLE vuln_exposures (
+        vuln_id TEXT NOT NULL, image_digest TEXT NOT NULL, spiffe_id TEXT NOT NULL, since BIGINT NOT NULL,
+        PRIMARY KEY (vuln_id, image_digest, spiffe_id)
+      )`,
+      `CREATE TABLE vuln_events (
+        seq {INT64_PRIMARY_KEY}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, cause TEXT NOT NULL, vuln_id TEXT NOT NULL, severity TEXT NOT NULL,
+        image_digest TEXT NOT NULL, spiffe_id TEXT NOT NULL, owner TEXT, node TEXT, namespace TEXT, pod TEXT
+      )`,
+      `CREATE INDEX vuln_events_at ON vuln_events (at)`,
+      `INSERT INTO counters (name, value) VALUES ('vuln_event_seq', 0)`,
+    ],
+  },
 ];
