@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
 import { type VulnEventsConfig, vulnEventsConfig } from './vuln-events.ts';
+import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
   readonly trustDomain: string;
@@ -39,6 +40,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** Vulnerability events: the severity that raises one, and the webhook they go to (YAML only). */
   readonly vulnEvents: VulnEventsConfig;
+  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
+  readonly owners: OwnerRules;
 }
 
 export interface AdmissionListenConfig {
@@ -92,10 +95,11 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'vulnEvents',
+  'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'vulnEvents';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'vulnEvents' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -233,6 +237,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     vulnEvents: vulnEventsConfig(file['vulnEvents']),
+    owners: parseOwnerRules(file['owners']),
   };
 }
 
