@@ -104,8 +104,8 @@ export function signBody(secret: Buffer, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
-/** The causes a store change stands for. */
-const CAUSE_OF: Partial<Record<StoreChangeKind, VulnEventCause>> = { reports: 'report', workloads: 'workload', policies: 'exception-expired' };
+/** The store changes that can make a running workload affected (`policies`: an exception removed). */
+const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies']);
 
 export interface VulnEventsOptions {
   readonly store: Store;
@@ -127,8 +127,9 @@ export interface VulnEventsOptions {
  */
 export class VulnEventWatcher {
   readonly #o: VulnEventsOptions;
-  readonly #pending = new Set<VulnEventCause>();
   #lastAt: number;
+  /** (vulnerability, digest) pairs found suppressed by the last evaluation: affected later, an exception ended. */
+  #suppressed = new Set<string>();
   #running: Promise<VulnEvent[]> | undefined;
   #again = false;
   #timer: NodeJS.Timeout | undefined;
@@ -148,18 +149,26 @@ export class VulnEventWatcher {
 
   start(): void {
     this.#unsubscribe = this.#o.store.onChange((c) => {
-      const cause = CAUSE_OF[c.kind];
-      if (!cause) return;
-      this.#pending.add(cause);
+      if (!WATCHED.has(c.kind)) return;
       // Coalesce a burst of writes (an agent's report, a batch of reports) into one evaluation.
       if (!this.#debounce) this.#debounce = setTimeout(() => ((this.#debounce = undefined), void this.#run()), 200).unref();
     });
-    this.#timer = setInterval(() => {
-      this.#pending.add('exception-expired');
-      void this.#run();
-    }, this.#o.config.intervalMs).unref();
-    this.#pending.add('report');
+    this.#timer = setInterval(() => this.tick(), this.#o.config.intervalMs).unref();
     void this.#run();
+  }
+
+  /** What the timer does: evaluate again, for exceptions that expired (no write tells of that). */
+  tick(): void {
+    void this.#run();
+  }
+
+  /** Resolves once no evaluation is due or running (tests, shutdown). */
+  async settled(): Promise<void> {
+    for (;;) {
+      if (this.#debounce) await new Promise((r) => setTimeout(r, 50));
+      else if (this.#running || this.#again) await Promise.resolve<unknown>(this.#running ?? new Promise((r) => setTimeout(r, 10))).catch(() => undefined);
+      else return;
+    }
   }
 
   async close(): Promise<void> {
@@ -197,8 +206,6 @@ export class VulnEventWatcher {
   async #evaluate(): Promise<VulnEvent[]> {
     const { store, clock, config } = this.#o;
     const now = clock();
-    const pending = new Set(this.#pending);
-    this.#pending.clear();
     const since = this.#lastAt;
     const severities = SEVERITIES.filter((s) => atLeast(s, config.minSeverity));
     const [rows, suppressions] = await Promise.all([
@@ -207,6 +214,7 @@ export class VulnEventWatcher {
     ]);
     // (vulnerability, digest) -> worst unsuppressed severity.
     const affected = new Map<string, Map<string, Severity>>();
+    const suppressedNow = new Set<string>();
     for (const r of rows) {
       const s = suppressions.match(
         {
@@ -219,7 +227,10 @@ export class VulnEventWatcher {
         },
         now,
       );
-      if (s) continue;
+      if (s) {
+        suppressedNow.add(`${r.vulnId}\n${r.imageDigest}`);
+        continue;
+      }
       const byVuln = affected.get(r.imageDigest) ?? new Map<string, Severity>();
       const had = byVuln.get(r.vulnId);
       if (had === undefined || severityRank(r.severity) < severityRank(had)) byVuln.set(r.vulnId, r.severity);
@@ -251,18 +262,12 @@ export class VulnEventWatcher {
             },
           });
         }
-    const causeOf = (w: RunningWorkload): VulnEventCause =>
-      w.firstSeen >= since
-        ? 'workload'
-        : pending.has('report')
-          ? 'report'
-          : pending.has('exception-expired')
-            ? 'exception-expired'
-            : pending.has('workload')
-              ? 'workload'
-              : 'report';
-    const events = await store.syncVulnExposures([...current.values()].map(({ e, newest }) => ({ ...e, cause: causeOf(newest) })));
+    // A new workload; else a finding that was suppressed last time (its exception ended); else a new report.
+    const causeOf = (e: Omit<VulnEvent, 'seq'>, w: RunningWorkload): VulnEventCause =>
+      w.firstSeen > since ? 'workload' : this.#suppressed.has(`${e.vulnerability}\n${e.imageDigest}`) ? 'exception-expired' : 'report';
+    const events = await store.syncVulnExposures([...current.values()].map(({ e, newest }) => ({ ...e, cause: causeOf(e, newest) })));
     this.#lastAt = now;
+    this.#suppressed = suppressedNow;
     for (const e of events) this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
     if (config.webhook && events.length) this.#enqueue(events);
     return events;
