@@ -11,6 +11,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startRegistry, type PushedImage, type TestRegistry } from '@writ/oci/testing';
 import { applyPolicy, cleanup, startServerProcess, writ, type ServerProcess } from './helpers.ts';
 import { trivyReport } from './vuln-fixtures.ts';
 
@@ -23,6 +24,8 @@ const dir = mkdtempSync(join(tmpdir(), 'writ-e2e-gate-'));
 let srv: ServerProcess;
 let port = 0;
 let ca = '';
+let registry: TestRegistry;
+let pushed: PushedImage;
 
 const POLICY = `apiVersion: writ.dev/v1
 kind: AdmissionPolicy
@@ -44,7 +47,11 @@ spec:
 `;
 
 before(async () => {
-  srv = await startServerProcess({ args: ['--admission-listen', '127.0.0.1:0', '--admission-dns', DNS] });
+  // A real registry serving a tag: the webhook resolves it, and judges the digest it resolved to.
+  registry = await startRegistry({});
+  pushed = await registry.pushImage('shop/web', 'v2');
+  writeFileSync(join(dir, 'registries.yaml'), `registries:\n  "${registry.host}": { ca: ${registry.caFile} }\n`);
+  srv = await startServerProcess({ args: ['--admission-listen', '127.0.0.1:0', '--admission-dns', DNS, '--registry-config', join(dir, 'registries.yaml')] });
   const line = srv.logs.map((l) => JSON.parse(l) as { msg?: string; admissionUrl?: string }).find((l) => l.msg === 'writ server listening');
   port = Number(new URL(line!.admissionUrl!).port);
   const m = await writ(srv, ['admission', 'manifests', '--ca-file', join(srv.dataDir, 'bundle.pem'), '-o', 'json']);
@@ -64,6 +71,12 @@ before(async () => {
       ],
     }),
     clean: trivyReport({ digest: CLEAN, name: NAME, createdAt: hourAgo, vulns: [], packages: ['musl@1.2.5-r1'] }),
+    pushed: trivyReport({
+      digest: pushed.digest,
+      name: `${registry.host}/shop/web`,
+      createdAt: hourAgo,
+      vulns: [{ id: 'CVE-2026-4242', pkg: 'zlib', version: '1.3.1-r0', fixed: '1.3.1-r2', severity: 'HIGH' }],
+    }),
   };
   for (const [name, text] of Object.entries(reports)) {
     writeFileSync(join(dir, `${name}.json`), text);
@@ -74,6 +87,7 @@ before(async () => {
 });
 after(async () => {
   await srv?.stop();
+  await registry?.stop();
   cleanup(dir);
 });
 
@@ -132,6 +146,16 @@ describe('admission: images.vulnerabilities', () => {
     assert.equal(
       r.status!.message,
       `violates AdmissionPolicy "prod-vulns": image "${NAME}@${VULNERABLE}" has 1 fixable critical/high vulnerability: CVE-2026-31337 (critical, libcrypto3 3.3.2-r0, fixed in 3.3.2-r4) (container "app")`,
+    );
+  });
+
+  it('a tag is judged by the digest the registry resolves it to', async () => {
+    const tag = registry.ref('shop/web', 'v2');
+    const r = await admit('prod', tag);
+    assert.equal(r.allowed, false);
+    assert.equal(
+      r.status!.message,
+      `violates AdmissionPolicy "prod-vulns": image "${tag}" (${pushed.digest.slice(0, 19)}) has 1 fixable critical/high vulnerability: CVE-2026-4242 (high, zlib 1.3.1-r0, fixed in 1.3.1-r2) (container "app")`,
     );
   });
 
