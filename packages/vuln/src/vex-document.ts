@@ -36,6 +36,9 @@ export function vexDocumentOf(doc: unknown, report: Report): VexDocument {
   if (!Number.isSafeInteger(version) || version < 0)
     throw vulnError('ERR_VULN_REPORT_INVALID', 'an OpenVEX document needs a "version" (a whole number its author increments on every change)', 'version');
   const role = optStr(d.role, 'role');
+  // No identifier or statement holds U+0000, and PostgreSQL cannot store it in text.
+  if (JSON.stringify([id, report.scanner.name, role ?? '', report.vex]).includes('\\u0000'))
+    throw vulnError('ERR_VULN_REPORT_INVALID', 'the document contains a NUL character (U+0000)', 'statements');
   return {
     id,
     author: report.scanner.name,
