@@ -6,14 +6,20 @@
  * reader every report goes through) with the stored statements and the exception as not_affected.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseReport } from '@writ/vuln';
-import { ROOT, cleanup, type ServerProcess, startServerProcess, writ } from './helpers.ts';
+import { ROOT, cleanup, run, type ServerProcess, startServerProcess, writ } from './helpers.ts';
 
 const TESTDATA = join(ROOT, 'packages/vuln/src/testdata');
+// OpenVEX's own Go library (github.com/openvex/go-vex, pinned in test/go/vexcheck), built by .ci/run.
+const VEXCHECK = join(ROOT, 'test/go/bin/vexcheck');
+function vexcheck(args: string[]) {
+  if (!existsSync(VEXCHECK)) throw new Error(`${VEXCHECK} is missing: build it as .ci/run does (cd test/go/vexcheck && go build -o ../bin/vexcheck .)`);
+  return run(VEXCHECK, args);
+}
 const VEX_ID = 'https://example.com/vex/2026-0001';
 const dir = mkdtempSync(join(tmpdir(), 'writ-e2e-vex-'));
 let srv: ServerProcess;
@@ -181,6 +187,28 @@ describe('writ vuln vex export', () => {
     assert.deepEqual(ex.products, [
       { id: 'pkg:oci/web?repository_url=registry.example.com%2Fshop', purl: 'pkg:oci/web?repository_url=registry.example.com%2Fshop', subcomponents: [] },
     ]);
+    // OpenVEX's own library reads it, every statement valid by its rules ...
+    const checked = await vexcheck(['validate', out]);
+    assert.equal(checked.code, 0, checked.stderr);
+    const summary = JSON.parse(checked.stdout) as { id: string; version: number; statements: Array<{ vulnerability: string; status: string }> };
+    assert.equal(summary.id, 'urn:writ:e2e.test:vex-export');
+    assert.equal(summary.version, doc['version']);
+    assert.deepEqual(
+      summary.statements.map((s) => [s.vulnerability, s.status]),
+      [
+        ['CVE-2025-26519', 'not_affected'],
+        ['CVE-2024-9143', 'not_affected'],
+      ],
+    );
+    // ... and matches products as Writ does: the repository exception covers an image of it by
+    // digest; the stored statement only the package its subcomponent names.
+    const image = `pkg:oci/web@sha256%3A${'9e'.repeat(32)}?repository_url=registry.example.com%2Fshop`;
+    const match = async (...a: string[]) => (await vexcheck(['match', out, ...a])).stdout.trim();
+    assert.equal(await match('CVE-2024-9143', image), 'not_affected');
+    assert.equal(await match('CVE-2024-9143', `pkg:oci/web@sha256%3A${'9e'.repeat(32)}?repository_url=registry.example.com%2Fother`), 'none');
+    const stored = `pkg:oci/web@sha256%3A${'9e'.repeat(32)}?repository_url=registry.example.com%2Fshop%2Fweb`;
+    assert.equal(await match('CVE-2025-26519', stored, 'pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=3.20.3'), 'not_affected');
+    assert.equal(await match('CVE-2025-26519', stored, 'pkg:apk/alpine/busybox@1.36.1-r29'), 'none');
     // What was exported is what Writ takes in again.
     const again = await writ(srv, ['vuln', 'ingest', '-f', out]);
     assert.equal(again.code, 0, again.stderr);
