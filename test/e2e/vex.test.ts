@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { parseReport } from '@writ/vuln';
 import { TEST_PG_URL } from '../../packages/server/src/testing/stores.ts';
-import { ROOT, cleanup, run, type ServerProcess, startServerProcess, writ } from './helpers.ts';
+import { ROOT, cleanup, ordersPolicy, run, type ServerProcess, startServerProcess, writ } from './helpers.ts';
 
 const TESTDATA = join(ROOT, 'packages/vuln/src/testdata');
 // OpenVEX's own Go library (github.com/openvex/go-vex, pinned in test/go/vexcheck), built by .ci/run.
@@ -110,6 +110,27 @@ for (const backend of ['sqlite', 'postgres'] as const)
           list.policies.map((p) => p.name),
           ['VulnException/shop-web-9143'],
         );
+      });
+
+      it('applies one beside an AccessPolicy and an AdmissionException in the same file, each under its kind', async () => {
+        const admissionException = `apiVersion: writ.dev/v1
+kind: AdmissionException
+metadata: { name: legacy-exporter }
+spec: { namespaces: [monitoring], controls: [hostPathVolumes], reason: "T-1", expires: ${new Date(Date.now() + 5 * 86_400_000).toISOString()} }
+`;
+        const text = [ordersPolicy('spiffe://e2e.test/ns/orders', 'GET'), admissionException, exceptionYaml('shop-web-9143', day(10))].join('---\n');
+        const r = await writ(srv, ['policy', 'apply', '-f', file('mixed.yaml', text)]);
+        assert.equal(r.code, 0, r.stderr);
+        const list = JSON.parse((await writ(srv, ['-o', 'json', 'policy', 'list'])).stdout) as { policies: Array<{ name: string; kind: string }> };
+        assert.deepEqual(
+          list.policies.map((p) => [p.name, p.kind]),
+          [
+            ['AdmissionException/legacy-exporter', 'AdmissionException'],
+            ['VulnException/shop-web-9143', 'VulnException'],
+            ['orders', 'AccessPolicy'],
+          ],
+        );
+        for (const name of ['AdmissionException/legacy-exporter', 'orders']) assert.equal((await writ(srv, ['policy', 'delete', name])).code, 0);
       });
 
       it('refuses one already expired before sending it, naming the file and line', async () => {
