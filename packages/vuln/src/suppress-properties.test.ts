@@ -24,7 +24,13 @@ const SCALARS = fc.oneof(
 it('any VulnException-shaped YAML: exceptions within the rules, or a PolicyError with line:column', () => {
   fc.assert(
     fc.property(
-      fc.record({ vulnerability: SCALARS, kind: fc.constantFrom('digest', 'repository', 'package', 'other'), values: fc.array(SCALARS, { maxLength: 3 }), expires: SCALARS, reason: SCALARS }),
+      fc.record({
+        vulnerability: SCALARS,
+        kind: fc.constantFrom('digest', 'repository', 'package', 'other'),
+        values: fc.array(SCALARS, { maxLength: 3 }),
+        expires: SCALARS,
+        reason: SCALARS,
+      }),
       (r) => {
         const text = `apiVersion: writ.dev/v1\nkind: VulnException\nmetadata: { name: x }\nspec:\n  vulnerability: ${JSON.stringify(r.vulnerability)}\n  scope: { ${r.kind}: ${JSON.stringify(r.values)} }\n  reason: ${JSON.stringify(r.reason)}\n  expires: ${JSON.stringify(r.expires)}\n`;
         try {
@@ -48,13 +54,35 @@ it('match never throws, and an exception never applies at or after its expiry', 
   fc.assert(
     fc.property(
       fc.array(str, { maxLength: 3 }),
-      fc.record({ vulnId: str, aliases: fc.array(str, { maxLength: 2 }), imageDigest: str, repositories: fc.array(str, { maxLength: 2 }), packageName: str, purl: str }),
+      fc.record({
+        vulnId: str,
+        aliases: fc.array(str, { maxLength: 2 }),
+        imageDigest: str,
+        repositories: fc.array(str, { maxLength: 2 }),
+        packageName: str,
+        purl: str,
+      }),
       fc.integer({ min: -1000, max: 1000 }),
       (values, f, dt) => {
         const expires = NOW + 500;
         const set = suppressionSet(
-          (['digest', 'repository', 'package'] as const).map((kind) => ({ name: kind, vulnerability: f.vulnId, scope: { kind, values }, reason: 'r', expires, line: 1, source: '' })),
-          [{ vulnerability: f.vulnId, aliases: [], products: values.map((v) => ({ id: v, purl: v, digest: v, subcomponents: [{ id: v, purl: v }] })), status: 'affected' }],
+          (['digest', 'repository', 'package'] as const).map((kind) => ({
+            name: kind,
+            vulnerability: f.vulnId,
+            scope: { kind, values },
+            reason: 'r',
+            expires,
+            line: 1,
+            source: '',
+          })),
+          [
+            {
+              vulnerability: f.vulnId,
+              aliases: [],
+              products: values.map((v) => ({ id: v, purl: v, digest: v, subcomponents: [{ id: v, purl: v }] })),
+              status: 'affected',
+            },
+          ],
         );
         const m = set.match(f, NOW + dt);
         if (NOW + dt >= expires) assert.equal(m, undefined);
