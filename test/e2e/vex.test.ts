@@ -266,6 +266,24 @@ spec: { namespaces: [monitoring], controls: [hostPathVolumes], reason: "T-1", ex
         await writ(srv, ['vuln', 'vex', 'delete', 'urn:writ:e2e.test:vex-export']);
       });
 
+      it('a digest exception is exported as pkg:oci/NAME@DIGEST of each repository the inventory knows the image under', async () => {
+        assert.equal((await writ(srv, ['vuln', 'ingest', '-f', join(TESTDATA, 'trivy-image.json')])).code, 0);
+        const digest = `sha256:${'9e'.repeat(32)}`;
+        const yaml = exceptionYaml('web-digest', day(3), `{ digest: ["${digest}"] }`).replace('cve-2024-9143', 'CVE-2024-7777');
+        assert.equal((await writ(srv, ['policy', 'apply', '-f', file('digest.yaml', yaml)])).code, 0);
+        const out = join(dir, 'digest.openvex.json');
+        assert.equal((await writ(srv, ['vuln', 'vex', 'export', '--vulnerability', 'CVE-2024-7777', '-f', out])).code, 0);
+        const doc = JSON.parse(readFileSync(out, 'utf8')) as { statements: Array<{ products: Array<{ '@id': string }> }> };
+        const purl = `pkg:oci/web@sha256%3A${'9e'.repeat(32)}?repository_url=registry.example.com%2Fshop`;
+        assert.deepEqual(
+          doc.statements.map((x) => x.products.map((p) => p['@id'])),
+          [[purl]],
+        );
+        // A scanner that names the image by its purl (as Trivy does) finds it not affected.
+        assert.equal((await vexcheck(['match', out, 'CVE-2024-7777', purl])).stdout.trim(), 'not_affected');
+        assert.equal((await writ(srv, ['policy', 'delete', 'VulnException/web-digest'])).code, 0);
+      });
+
       it('--vulnerability narrows it; a deleted exception and a deleted document leave it', async () => {
         const only = JSON.parse((await writ(srv, ['vuln', 'vex', 'export', '--vulnerability', 'CVE-2024-9143'])).stdout) as {
           '@id': string;
