@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { parsePolicies } from '@writ/policy';
 import { DEFAULT_MAX_EXCEPTION_MS, expiryTime, parseVulnExceptions, vulnExceptionsOf } from './exceptions.ts';
@@ -141,6 +142,17 @@ ${doc(
     assert.deepEqual(
       r.others.map((o) => o.kind),
       ['VulnException'],
+    );
+  });
+
+  it("docs/vulnerabilities.md's example is valid and means what the text says", () => {
+    const md = readFileSync(new URL('../../../docs/vulnerabilities.md', import.meta.url), 'utf8');
+    const yaml = /### VulnException\n[\s\S]*?```yaml\n([\s\S]*?)```/.exec(md)?.[1];
+    assert.ok(yaml, 'the section has a yaml example');
+    const [e] = parseVulnExceptions(yaml, { now: NOW });
+    assert.deepEqual(
+      [e?.vulnerability, e?.scope, e?.owner, e && new Date(e.expires).toISOString()],
+      ['CVE-2024-1234', { kind: 'repository', values: ['registry.example.com/team/web'] }, 'team-web', '2027-03-01T00:00:00.000Z'],
     );
   });
 
