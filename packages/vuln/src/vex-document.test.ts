@@ -30,6 +30,9 @@ describe('OpenVEX documents', () => {
     const doc = JSON.parse(TEXT) as Record<string, unknown>;
     assert.deepEqual(refusal({ ...doc, '@id': undefined }), { code: 'ERR_VULN_REPORT_INVALID', field: '["@id"]' });
     assert.deepEqual(refusal({ ...doc, '@id': 'has space' }), { code: 'ERR_VULN_REPORT_INVALID', field: '["@id"]' });
+    // Multi-byte characters count as their bytes (the stored @id is an index key).
+    assert.deepEqual(refusal({ ...doc, '@id': `urn:${'é'.repeat(600)}` }), { code: 'ERR_VULN_REPORT_INVALID', field: '["@id"]' });
+    assert.equal(vexDocumentOf({ ...doc, '@id': `urn:${'e'.repeat(1000)}` }, parseDocument(doc)).id.length, 1004);
     assert.deepEqual(refusal({ ...doc, version: undefined }), { code: 'ERR_VULN_REPORT_INVALID', field: 'version' });
     assert.deepEqual(refusal({ ...doc, version: 1.5 }), { code: 'ERR_VULN_REPORT_INVALID', field: 'version' });
     assert.equal(vexDocumentOf({ ...doc, version: '7' }, parseDocument(doc)).version, 7);

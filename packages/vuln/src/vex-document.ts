@@ -16,7 +16,8 @@ export interface VexDocument {
   readonly statements: readonly VexStatement[];
 }
 
-const MAX_IRI = 2048;
+// Bytes: the stored @id is a primary key, and PostgreSQL's index entries hold at most ~2.7 kB.
+const MAX_IRI = 1024;
 
 /**
  * The document-level fields of an OpenVEX document beside its statements (`report`: what
@@ -29,8 +30,8 @@ export function vexDocumentOf(doc: unknown, report: Report): VexDocument {
   const id = d['@id'] === undefined ? undefined : str(d['@id'], '["@id"]');
   if (id === undefined || id === '') throw vulnError('ERR_VULN_REPORT_INVALID', 'an OpenVEX document needs an "@id" (the IRI naming it)', '["@id"]');
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-  if (id.length > MAX_IRI || /[\s\u0000-\u001f\u007f]/.test(id))
-    throw vulnError('ERR_VULN_REPORT_INVALID', `"@id" must be an IRI of at most ${MAX_IRI} characters without spaces`, '["@id"]');
+  if (new TextEncoder().encode(id).length > MAX_IRI || /[\s\u0000-\u001f\u007f]/.test(id))
+    throw vulnError('ERR_VULN_REPORT_INVALID', `"@id" must be an IRI of at most ${MAX_IRI} bytes without spaces`, '["@id"]');
   const v = d.version;
   const version = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,15}$/.test(v) ? Number(v) : NaN;
   if (!Number.isSafeInteger(version) || version < 0)
