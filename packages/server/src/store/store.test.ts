@@ -516,6 +516,8 @@ for (const factory of STORE_FACTORIES) {
 /** The store's read methods; every other method is a write and must notify (the test below fails for a new unclassified one). */
 const READS = new Set([
   'kind',
+  'listVexStatements',
+  'listVexDocuments',
   'getImage',
   'listImages',
   'listWorkloads',
@@ -675,6 +677,9 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
       await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
+      const vexDoc = { id: 'urn:n', author: 'a', version: 1, statements: [] };
+      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 1));
+      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:n'));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
