@@ -149,6 +149,23 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual(seen, ['vex', 'vex', 'vex']);
     });
 
+    it('replicas storing the same document at once store it once; of two new versions at once the higher one stays', async () => {
+      const same = doc(1, [st('CVE-2024-0009'), st('CVE-2024-0010')], 'urn:race');
+      const r = await Promise.all([t.store.putVexDocument(same, 1), t.store.putVexDocument(same, 1)]);
+      assert.deepEqual(r.map((x) => x.created).sort(), [false, true]);
+      const versions = await Promise.allSettled([
+        t.store.putVexDocument(doc(3, [st('CVE-2024-0011')], 'urn:race'), 2),
+        t.store.putVexDocument(doc(2, [st('CVE-2024-0012')], 'urn:race'), 2),
+      ]);
+      assert.equal(versions[0].status, 'fulfilled');
+      const race = (await t.store.listVexStatements()).filter((x) => x.document.id === 'urn:race');
+      assert.deepEqual(
+        race.map((x) => [x.vulnerability, x.document.version]),
+        [['CVE-2024-0011', 3]],
+      );
+      await t.store.deleteVexDocument('urn:race');
+    });
+
     it('a document of thousands of statements is stored whole (chunked inserts)', async () => {
       const many = Array.from({ length: 1234 }, (_, i) => st(`CVE-2025-${String(10000 + i)}`));
       assert.equal((await t.store.putVexDocument(doc(1, many, 'urn:many'), 6000)).statements, 1234);
