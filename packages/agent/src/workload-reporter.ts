@@ -69,19 +69,22 @@ function fit(m: Readonly<Record<string, string>>, valueMax: number): Record<stri
 
 const short = (v: string | undefined): string | null => (v === undefined || v === '' || v.length > WORKLOAD_LIMITS.string || hasControlChar(v) ? null : v);
 
+/** A caller as the Workload API attested it: process, selectors, and what the attestors found besides. */
+export interface AttestedCaller {
+  readonly pid: number;
+  readonly startTime: string;
+  readonly selectors: readonly string[];
+  readonly containerId?: string | undefined;
+  readonly annotations?: Readonly<Record<string, string>> | undefined;
+}
+
 /**
  * What the selectors (and what the attestors found besides) say about a caller: its container and
  * pod, the image digest as the runtime reports it (the pod status `imageID`, else docker's or
  * containerd's repo digest), and its key: the container ID, else `POD-UID/CONTAINER`, else
  * `pid:PID:STARTTIME` for a process outside containers.
  */
-export function describeWorkload(w: {
-  readonly pid: number;
-  readonly startTime: string;
-  readonly selectors: readonly string[];
-  readonly containerId?: string | undefined;
-  readonly annotations?: Readonly<Record<string, string>> | undefined;
-}): WorkloadFacts {
+export function describeWorkload(w: AttestedCaller): WorkloadFacts {
   const s = w.selectors;
   const podUid = short(sel(s, 'k8s:pod-uid:'));
   const containerName = short(sel(s, 'k8s:container-name:') ?? sel(s, 'docker:container_name:'));
