@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
+import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
   readonly trustDomain: string;
@@ -36,6 +37,8 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
+  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
+  readonly owners: OwnerRules;
 }
 
 export interface AdmissionListenConfig {
@@ -88,10 +91,11 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
+  'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -228,6 +232,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
+    owners: parseOwnerRules(file['owners']),
   };
 }
 
