@@ -415,6 +415,8 @@ export interface StoredPackage {
 
 export interface StoredFinding {
   readonly id: string;
+  /** Other IDs the scanner gave it (a GHSA's CVE), as written. */
+  readonly aliases: readonly string[];
   readonly severity: Severity;
   readonly status: FindingStatus;
   readonly installed: string;
