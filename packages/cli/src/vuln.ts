@@ -5,6 +5,7 @@ import { SEVERITIES, type Severity } from '@writ/vuln';
 import { type Command, CommanderError } from 'commander';
 import { ApiError, type ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
+import { type VexIngestAnswer, vexIngestTable } from './vex.ts';
 
 type Counts = Record<Severity, number>;
 
@@ -87,7 +88,7 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
   vuln
     .command('ingest')
     .description(
-      'send one scanner report to the server (Trivy JSON, Grype JSON, CycloneDX, SPDX): filed under its image digest, idempotent per image, scanner and scan time',
+      'send one scanner report to the server (Trivy JSON, Grype JSON, CycloneDX, SPDX): filed under its image digest, idempotent per image, scanner and scan time; or an OpenVEX document: its statements stored under its @id (a higher version replaces them)',
     )
     .requiredOption('-f, --file <file>', 'the report document ("-" for stdin)')
     .addHelpText('after', '\nExit codes: 0 stored (or already stored), 1 refused (the message names the JSON path) or the server failed, 2 usage.')
@@ -100,6 +101,7 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
         refused(err);
       }
       if (format !== 'table') return print(format, r);
+      if (r.format === 'openvex') return void process.stdout.write(vexIngestTable(r as unknown as VexIngestAnswer));
       process.stdout.write(
         kv([
           ['image', r.image],

@@ -4,8 +4,18 @@
  * The store finds the rows (a few set queries); this module applies suppressions and shapes them.
  * Every answer is JSON-ready and stable: sorted, every field present (null when unknown).
  */
-import { Lineage, type LineageImage, repositoryOf, SEVERITIES, type Severity, whereToFix, type FixAdvice } from '@writ/vuln';
-import { loadSuppressions, type Suppression, type SuppressionSet } from './answers-suppressions.ts';
+import {
+  Lineage,
+  type LineageImage,
+  repositoryOf,
+  SEVERITIES,
+  type Severity,
+  type Suppression,
+  type SuppressionSet,
+  whereToFix,
+  type FixAdvice,
+} from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
 import type { AffectedRow, ImageDetail, LinkedImage, RunningWorkload, Store, VulnerabilityQuery, Workload } from './store/types.ts';
 
 const rank = (s: Severity): number => SEVERITIES.indexOf(s);

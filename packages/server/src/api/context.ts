@@ -22,4 +22,6 @@ export interface ApiContext {
   readonly breakGlass: readonly string[];
   /** `--require-admitted-image`: every entry's SVIDs only for containers running an admitted image. */
   readonly requireAdmittedImage?: boolean;
+  /** The longest a VulnException may run (server config `vulnExceptionMaxAge`); default 90 days. */
+  readonly vulnExceptionMaxMs?: number;
 }
