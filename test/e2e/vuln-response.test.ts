@@ -339,6 +339,43 @@ describe('vulnerable image response, end to end', () => {
     assert.match(table.stdout, /^payments\s+spiffe:\/\/e2e\.test\/shop\/web\s+node-1\s+shop\/web-7d9f-a/m);
   });
 
+  it('a VulnException on the base repository: its finding shown suppressed with the reason, not counted', async () => {
+    const expires = new Date(Date.now() + 30 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const f = join(dir, 'exception.yaml');
+    writeFileSync(
+      f,
+      `apiVersion: writ.dev/v1
+kind: VulnException
+metadata:
+  name: base-alpine-accepted
+spec:
+  vulnerability: ${CVE.toLowerCase()}
+  scope:
+    repository: [${reg.host}/base/alpine]
+  reason: "SEC-42: the base image itself runs nowhere"
+  owner: platform
+  expires: ${expires}
+`,
+    );
+    const applied = await writ(srv, ['policy', 'apply', '-f', f]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const { json: a } = await writJson<AffectedOut>(['vuln', 'affected', CVE]);
+    const b = a.images.find((i) => i.digest === base.digest)!;
+    assert.equal(b.affected, false);
+    assert.deepEqual((b.packages[0] as unknown as { suppressed: unknown }).suppressed, {
+      by: 'exception',
+      name: 'base-alpine-accepted',
+      reason: 'SEC-42: the base image itself runs nowhere',
+      owner: 'platform',
+      expires: new Date(expires).toISOString(),
+      status: null,
+    });
+    assert.deepEqual(a.counts, { images: 2, suppressedImages: 1, workloads: 3, owners: 2 });
+    const table = await writ(srv, ['vuln', 'affected', CVE]);
+    assert.match(table.stdout, /^CVE-2026-31337: 2 images affected, 3 workloads running them, 2 owners \(1 image suppressed\)$/m);
+    assert.match(table.stdout, /base\/alpine:3\.20\s+libssl3 .*suppressed by exception base-alpine-accepted: SEC-42/);
+  });
+
   it('image show: the base, the lineage and the workloads running it; the base lists its children', async () => {
     const r = await writ(srv, ['image', 'show', web.digest]);
     assert.equal(r.code, 0, r.stderr);
