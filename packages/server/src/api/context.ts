@@ -2,6 +2,7 @@
 import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
+import type { OwnerRules } from '../owners.ts';
 import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 
@@ -24,4 +25,6 @@ export interface ApiContext {
   readonly requireAdmittedImage?: boolean;
   /** The longest a VulnException may run (server config `vulnExceptionMaxAge`); default 90 days. */
   readonly vulnExceptionMaxMs?: number;
+  /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
+  readonly owners?: OwnerRules;
 }

@@ -35,6 +35,7 @@ import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
 import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
+import { workloadRoutes } from './workload-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -374,5 +375,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   vulnRoutes(ctx, add);
   vulnerabilityRoutes(ctx, add);
   vexRoutes(ctx, add);
+  workloadRoutes(ctx, add);
   return routes;
 }
