@@ -9,27 +9,36 @@
  * What came from which tool: the images are built by this test (tar layers, OCI config and
  * manifest) and pushed to the registry fixture (`docker-registry`); the Trivy JSON (schema 2) is
  * written by the test in Trivy's exact schema for those digests and diff IDs (Trivy's database
- * cannot be downloaded here). The workloads go into the server's store with `putAgentWorkloads`,
- * the call the agents' reports end in (agent reporting lands on wt-workloads).
+ * cannot be downloaded here). The workloads are real processes (`writ svid watch`) attested by a
+ * real agent with the k8s attestor against a fake kubelet speaking the real PodList format (pod
+ * status `imageID` carries the digest), which reports them to the server; owners from the `team`
+ * label through the server's owners config.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import pino from 'pino';
 import { startRegistry, type TestRegistry } from '@writ/oci/testing';
-import { openStore } from '../../packages/server/src/store/open.ts';
-import type { Store, WorkloadInput } from '../../packages/server/src/store/types.ts';
-import { cleanup, run, type ServerProcess, startServerProcess, WRIT, writ } from './helpers.ts';
+import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
+import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
+import { cleanup, run, type ServerProcess, startServerProcess, waitFor, WRIT, writ } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CVE = 'CVE-2026-31337';
 const dir = mkdtempSync(join(tmpdir(), 'writ-vuln-response-'));
 const dbName = `writ_e2e_vr_${process.pid}`;
-const AGENT = 'spiffe://e2e.test/writ/agent/node-1';
+const NODE = 'node-1';
+const PARENT = `spiffe://e2e.test/writ/agent/${NODE}`;
+const WEB_ID = 'spiffe://e2e.test/shop/web';
+const API_ID = 'spiffe://e2e.test/shop/api';
 
 async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: PG_URL });
@@ -163,28 +172,106 @@ function trivyReport(reg: TestRegistry, img: Built, pkgs: readonly Pkg[], create
   });
 }
 
-function workload(key: string, image: Built, spiffeId: string, owner: string, pod: string): WorkloadInput {
-  return {
-    key,
-    spiffeIds: [spiffeId],
-    containerId: key,
-    containerName: 'main',
-    podUid: `uid-${pod}`,
-    podName: pod,
-    namespace: 'shop',
-    podOwner: `ReplicaSet/${pod.replace(/-[^-]+$/, '')}`,
-    imageDigest: image.digest,
-    imageName: image.repository,
-    labels: { team: owner },
-    annotations: {},
-    owner,
-  };
+/** A pod on the fake kubelet: one container running `image`, its digest in the status's `imageID`. */
+interface Pod {
+  readonly name: string;
+  readonly uid: string;
+  readonly cid: string;
+  readonly app: 'web' | 'api';
+  readonly team: string;
+  readonly image: Built;
 }
+let podSeq = 0;
+function pod(name: string, app: 'web' | 'api', team: string, image: Built): Pod {
+  podSeq++;
+  const hex = podSeq.toString(16).padStart(2, '0');
+  return { name, uid: `${hex.repeat(4)}-0000-4000-8000-${hex.repeat(6)}`, cid: hex.repeat(32), app, team, image };
+}
+const podJson = (p: Pod, host: string) => ({
+  metadata: {
+    name: p.name,
+    namespace: 'shop',
+    uid: p.uid,
+    labels: { app: p.app, team: p.team },
+    annotations: {},
+    ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: p.name.replace(/-[^-]+$/, ''), uid: `rs-${p.uid}`, controller: true }],
+  },
+  spec: { serviceAccountName: p.app, nodeName: NODE, containers: [{ name: 'main', image: `${host}/${p.image.repository}:${p.image.tag}` }] },
+  status: {
+    phase: 'Running',
+    containerStatuses: [
+      {
+        name: 'main',
+        image: `${host}/${p.image.repository}:${p.image.tag}`,
+        imageID: `${host}/${p.image.repository}@${p.image.digest}`,
+        containerID: `containerd://${p.cid}`,
+        ready: true,
+      },
+    ],
+  },
+});
 
 let reg: TestRegistry;
 let srv: ServerProcess;
-let store: Store;
 let dbUrl: string;
+let agent: Agent;
+let workloadApi: WorkloadApiServer;
+let kubelet: Server;
+const pods = new Map<string, Pod>();
+const processes = new Map<string, ChildProcess>();
+const proc = join(dir, 'proc');
+const socket = join(dir, 'api.sock');
+
+/** A workload: the pod on the kubelet, and `writ svid watch` on the agent's socket in it (its cgroup file names the pod). */
+async function startPod(p: Pod): Promise<void> {
+  pods.set(p.name, p);
+  const child = spawn(process.execPath, [WRIT, 'svid', 'watch', '--socket', socket, '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  mkdirSync(join(proc, String(child.pid)), { recursive: true });
+  writeFileSync(
+    join(proc, String(child.pid), 'cgroup'),
+    `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${p.uid.replace(/-/g, '_')}.slice/cri-containerd-${p.cid}.scope\n`,
+  );
+  processes.set(p.name, child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`workload ${p.name} exited with ${code}: ${err}`)));
+  });
+}
+
+/** The pod is deleted: its process ends (the agent reports it gone) and the kubelet no longer lists it. */
+async function stopPod(name: string): Promise<void> {
+  const child = processes.get(name)!;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  processes.delete(name);
+  pods.delete(name);
+}
+
+interface WorkloadRow {
+  podName: string | null;
+  imageDigest: string | null;
+}
+/** Waits until the server's running set is exactly these pods (the agent reports changes within about a second). */
+async function runningPods(...names: string[]): Promise<void> {
+  const want = [...names].sort().join(',');
+  await waitFor(
+    `running pods ${want}`,
+    async () => {
+      const r = await writ(srv, ['workload', 'list', '-o', 'json']);
+      const rows = (JSON.parse(r.stdout) as { workloads: WorkloadRow[] }).workloads;
+      return rows
+        .map((w) => w.podName)
+        .sort()
+        .join(',') === want
+        ? true
+        : undefined;
+    },
+    60_000,
+  );
+}
 let base: Built;
 let base2: Built;
 let web: Built;
@@ -242,8 +329,8 @@ before(async () => {
   u.pathname = `/${dbName}`;
   dbUrl = u.toString();
   reg = await startRegistry();
-  srv = await startServerProcess({ args: ['--db', dbUrl] });
-  store = await openStore({ db: dbUrl, dataDir: dir });
+  writeFileSync(join(dir, 'server.yaml'), 'owners:\n  labels: [team]\n');
+  srv = await startServerProcess({ args: ['--db', dbUrl, '--config', join(dir, 'server.yaml')] });
 
   const ssl = layer('lib/libssl.so.3', 'libssl3 3.1.0-r0\n');
   const ssl2 = layer('lib/libssl.so.3', 'libssl3 3.1.1-r0 (rebuilt base)\n');
@@ -279,20 +366,78 @@ before(async () => {
   );
   await ingest('base2', trivyReport(reg, base2, [{ name: 'libssl3', version: '3.1.1-r0', layer: ssl2.diffId }], '2026-03-01T10:00:00Z'));
 
-  await store.putAgentWorkloads(
-    AGENT,
-    'node-1',
-    [
-      workload('c-web-1', web, 'spiffe://e2e.test/shop/web', 'payments', 'web-7d9f-a'),
-      workload('c-web-2', web, 'spiffe://e2e.test/shop/web', 'payments', 'web-7d9f-b'),
-      workload('c-api-1', api, 'spiffe://e2e.test/shop/api', 'search', 'api-5c4b-a'),
-    ],
-    Date.now(),
+  // The node: a fake kubelet (real PodList JSON over TLS), a real agent joined with a token, its Workload API.
+  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kubeletCert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, 'kubelet']]),
+      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+      ca: true,
+      uris: [],
+      ipAddresses: [Buffer.from([127, 0, 0, 1])],
+    },
+    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
   );
+  writeFileSync(join(dir, 'kubelet-ca.pem'), toPem('CERTIFICATE', kubeletCert.der));
+  kubelet = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', kubeletCert.der) }, (req, res) => {
+    if (req.url !== '/pods') return void ((res.statusCode = 404), res.end('{}'));
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', items: [...pods.values()].map((p) => podJson(p, reg.host)) }));
+  });
+  await new Promise<void>((r) => kubelet.listen(0, '127.0.0.1', () => r()));
+  for (const [id, app] of [
+    [WEB_ID, 'web'],
+    [API_ID, 'api'],
+  ] as const) {
+    const r = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      id,
+      '--parent-id',
+      PARENT,
+      '--selector',
+      'k8s:ns:shop',
+      '--selector',
+      `k8s:pod-label:app:${app}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const token = await writ(srv, ['token', 'create', '--node-name', NODE, '-o', 'json']);
+  assert.equal(token.code, 0, token.stderr);
+  const log = pino({ level: 'silent' });
+  agent = new Agent({
+    serverUrl: srv.url,
+    caPem: readFileSync(join(srv.dataDir, 'bundle.pem'), 'utf8'),
+    joinToken: (JSON.parse(token.stdout) as { token: string }).token,
+    dataDir: join(dir, 'agent'),
+    log,
+    syncWaitSeconds: 10,
+    workloadReportMs: 2000,
+  });
+  workloadApi = new WorkloadApiServer({
+    agent,
+    socketPath: socket,
+    log,
+    attestors: [
+      k8sAttestor({ kubeletUrl: `https://127.0.0.1:${(kubelet.address() as AddressInfo).port}`, caFile: join(dir, 'kubelet-ca.pem'), proc, cacheMs: 0 }),
+    ],
+  });
+  await agent.start();
+  await workloadApi.listen();
+  await startPod(pod('web-7d9f-a', 'web', 'payments', web));
+  await startPod(pod('web-7d9f-b', 'web', 'payments', web));
+  await startPod(pod('api-5c4b-a', 'api', 'search', api));
+  await runningPods('web-7d9f-a', 'web-7d9f-b', 'api-5c4b-a');
 });
 
 after(async () => {
-  await store?.close();
+  for (const c of processes.values()) c.kill('SIGKILL');
+  agent?.stop();
+  await workloadApi?.close();
+  kubelet?.close();
   await srv?.stop();
   await reg?.stop();
   cleanup(dir);
@@ -411,28 +556,13 @@ spec:
     assert.equal(identity(r.json, 'spiffe://e2e.test/shop/web')?.affectedInstances.length, 2);
 
     // The rebuilt web (on the new base) rolls out: one old instance left, then none; no report for it yet.
-    const now = Date.now();
-    await store.putAgentWorkloads(
-      AGENT,
-      'node-1',
-      [
-        workload('c-web-1', web, 'spiffe://e2e.test/shop/web', 'payments', 'web-7d9f-a'),
-        workload('c-web-3', web2, 'spiffe://e2e.test/shop/web', 'payments', 'web-8e1a-a'),
-        workload('c-api-1', api, 'spiffe://e2e.test/shop/api', 'search', 'api-5c4b-a'),
-      ],
-      now,
-    );
+    await stopPod('web-7d9f-b');
+    await startPod(pod('web-8e1a-a', 'web', 'payments', web2));
+    await runningPods('web-7d9f-a', 'web-8e1a-a', 'api-5c4b-a');
     r = await writJson<RolloutOut>(['vuln', 'rollout', CVE]);
     assert.equal(identity(r.json, 'spiffe://e2e.test/shop/web')?.status, 'not verified');
-    await store.putAgentWorkloads(
-      AGENT,
-      'node-1',
-      [
-        workload('c-web-3', web2, 'spiffe://e2e.test/shop/web', 'payments', 'web-8e1a-a'),
-        workload('c-api-1', api, 'spiffe://e2e.test/shop/api', 'search', 'api-5c4b-a'),
-      ],
-      now + 1,
-    );
+    await stopPod('web-7d9f-a');
+    await runningPods('web-8e1a-a', 'api-5c4b-a');
     r = await writJson<RolloutOut>(['vuln', 'rollout', CVE]);
     const webId = identity(r.json, 'spiffe://e2e.test/shop/web');
     assert.deepEqual(
@@ -457,15 +587,8 @@ spec:
       env: { WRIT_SERVER: srv.url, WRIT_TOKEN: srv.adminToken, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem') },
       timeoutMs: 60_000,
     });
-    await store.putAgentWorkloads(
-      AGENT,
-      'node-1',
-      [
-        workload('c-web-3', web2, 'spiffe://e2e.test/shop/web', 'payments', 'web-8e1a-a'),
-        workload('c-api-2', api2, 'spiffe://e2e.test/shop/api', 'search', 'api-6d5c-a'),
-      ],
-      Date.now(),
-    );
+    await startPod(pod('api-6d5c-a', 'api', 'search', api2));
+    await stopPod('api-5c4b-a');
     const w = await watching;
     assert.equal(w.code, 0, w.stderr);
     const states = w.stdout
