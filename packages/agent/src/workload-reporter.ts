@@ -140,9 +140,13 @@ export class WorkloadReporter {
 
   /** A unary call served `spiffeIds` to the workload. */
   served(facts: WorkloadFacts, spiffeIds: readonly string[]): void {
+    const known = this.#tracked.get(facts.key);
+    const news = !known || spiffeIds.some((id) => !known.ids.has(id));
     const t = this.#track(facts, spiffeIds);
     t.lastUnary = this.#o.clock();
-    this.#changed();
+    // A workload already reported calling again (Check, many times a second) changes only when it
+    // leaves: the expiry timer already set finds it still fresh and sets itself again.
+    if (news || !this.#expiry) this.#changed();
   }
 
   /** A stream opened serving `spiffeIds`; the function returned is called once it closes. */
@@ -159,6 +163,7 @@ export class WorkloadReporter {
     };
   }
 
+  /** A workload's facts (labels may change) are taken from its latest call; the next report carries them. */
   #track(facts: WorkloadFacts, spiffeIds: readonly string[]): Tracked {
     let t = this.#tracked.get(facts.key);
     if (!t) {
