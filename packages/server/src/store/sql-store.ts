@@ -809,8 +809,8 @@ export class SqlStore implements Store {
     return vq.imageLineage(this.#db, digest);
   }
 
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]> {
-    return vq.lineageContext(this.#db, digests);
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+    return vq.baseImagesOf(this.#db, images);
   }
 
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]> {

@@ -525,7 +525,7 @@ const READS = new Set([
   'listVulnerabilities',
   'runningImageDigests',
   'imageLineage',
-  'lineageContext',
+  'baseImagesOf',
   'runningWorkloads',
   'rolloutWorkloads',
   'reportedDigests',

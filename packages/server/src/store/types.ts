@@ -621,10 +621,11 @@ export interface VulnQueryStore {
   /** Parent chain and children of one image (empty when unknown). */
   imageLineage(digest: string): Promise<ImageLineage>;
   /**
-   * What `Lineage` needs to place a package of these images: the images, their ancestors in the
-   * inventory, and the other images of their ancestors' repositories (the candidate newer bases).
+   * What `Lineage` needs beside these images to place their packages: their ancestors in the
+   * inventory (by stored parent) and the other images of the ancestors' repositories (the candidate
+   * newer bases). The given images themselves are not repeated.
    */
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]>;
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]>;
   /** Workloads running now on any of these manifest digests (directly or by their index digest). */
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]>;
   /**

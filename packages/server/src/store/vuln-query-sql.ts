@@ -204,22 +204,24 @@ export async function imageLineage(db: SqlDriver, digest: string): Promise<Image
   return { parents, children };
 }
 
-export async function lineageContext(db: SqlDriver, digests: readonly string[]): Promise<LinkedImage[]> {
-  const all = await loadLinkedImages(db, digests);
+export async function baseImagesOf(db: SqlDriver, images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+  const known = new Map(images.map((i) => [i.digest, i]));
+  const found = new Map<string, LinkedImage>();
   // Ancestors, one level per query.
   const ancestors = new Set<string>();
-  let frontier = [...all.values()];
+  let frontier = [...images];
   while (frontier.length > 0) {
-    const next = [...new Set(frontier.flatMap((i) => (i.parent?.digest && !all.has(i.parent.digest) ? [i.parent.digest] : [])))];
+    for (const i of frontier) if (i.parent?.digest && known.has(i.parent.digest)) ancestors.add(i.parent.digest);
+    const next = [...new Set(frontier.flatMap((i) => (i.parent?.digest && !known.has(i.parent.digest) ? [i.parent.digest] : [])))];
     if (next.length === 0) break;
     const loaded = await loadLinkedImages(db, next);
     for (const [d, i] of loaded) {
-      all.set(d, i);
+      known.set(d, i);
+      found.set(d, i);
       ancestors.add(d);
     }
     frontier = [...loaded.values()];
   }
-  for (const i of all.values()) if (i.parent?.digest && all.has(i.parent.digest)) ancestors.add(i.parent.digest);
   // The other images of the ancestors' repositories: the candidate newer bases.
   const repos = new Set<string>();
   for (const c of chunks([...ancestors]))
@@ -228,9 +230,17 @@ export async function lineageContext(db: SqlDriver, digests: readonly string[]):
     for (const r of await db.query(
       `SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM image_repos WHERE repo IN (${marks(c.length)}))`,
       c,
-    ))
-      if (!all.has(r['digest'] as string)) all.set(r['digest'] as string, toLinkedImage(r));
-  return [...all.values()];
+    )) {
+      const d = r['digest'] as string;
+      if (!known.has(d)) {
+        const i = toLinkedImage(r);
+        known.set(d, i);
+        found.set(d, i);
+      } else if (!found.has(d) && !images.some((x) => x.digest === d)) found.set(d, known.get(d)!);
+    }
+  // Ancestors that were among the given images are not repeated.
+  for (const i of images) found.delete(i.digest);
+  return [...found.values()];
 }
 
 async function workloadsOf(db: SqlDriver, digests: readonly string[], since: number | undefined): Promise<RunningWorkload[]> {
