@@ -229,7 +229,6 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX images_base_ref ON images (base_ref)`,
       `CREATE TABLE image_prefixes (chain_id TEXT NOT NULL, digest TEXT NOT NULL, depth INTEGER NOT NULL, PRIMARY KEY (chain_id, digest))`,
       `CREATE TABLE image_repos (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest))`,
-      `CREATE INDEX workloads_running ON workloads (ended_at, last_seen)`,
     ],
   },
   {

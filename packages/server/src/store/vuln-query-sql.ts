@@ -87,16 +87,25 @@ export async function affected(db: SqlDriver, vulnId: string, now: number): Prom
     db,
     rows.map((r) => r['image_digest'] as string),
   );
+  // Workloads by the digest the runtime reported: an affected manifest digest, or the index digest of one.
+  // (IN over a subquery: the planners then look workloads up by image_digest, never the other way round.)
   const since = now - RUNNING_GRACE_MS;
-  const wrows = await db.query(
-    `WITH a AS (${AFFECTED_DIGESTS})
-     SELECT a.digest AS manifest_digest, ${W} FROM a JOIN workloads w ON w.image_digest = a.digest WHERE ${RUNNING}
-     UNION ALL
-     SELECT a.digest AS manifest_digest, ${W} FROM a JOIN images i ON i.digest = a.digest JOIN workloads w ON w.image_digest = i.index_digest WHERE ${RUNNING}`,
-    [vulnId, since, since],
-  );
+  const byIndex = new Map<string, string[]>();
+  for (const i of images.values()) if (i.indexDigest !== null) byIndex.set(i.indexDigest, [...(byIndex.get(i.indexDigest) ?? []), i.digest]);
+  const wrows = (
+    await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${AFFECTED_DIGESTS}) AND ${RUNNING}`, [
+      vulnId,
+      since,
+    ])
+  ).map(toRunning);
+  if (byIndex.size > 0)
+    for (const c of chunks([...byIndex.keys()]))
+      for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING}`, [...c, since])) {
+        const w = toWorkload(r);
+        for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) wrows.push({ ...w, manifestDigest });
+      }
   const running = new Map<string, RunningWorkload[]>();
-  for (const w of wrows.map(toRunning).sort(byWorkload)) {
+  for (const w of wrows.sort(byWorkload)) {
     const list = running.get(w.manifestDigest);
     if (list === undefined) running.set(w.manifestDigest, [w]);
     else list.push(w);
@@ -246,15 +255,23 @@ export async function baseImagesOf(db: SqlDriver, images: readonly LinkedImage[]
 async function workloadsOf(db: SqlDriver, digests: readonly string[], since: number | undefined): Promise<RunningWorkload[]> {
   const out: RunningWorkload[] = [];
   const cond = since === undefined ? '' : ` AND ${RUNNING}`;
+  const tail: SqlValue[] = since === undefined ? [] : [since];
   for (const c of chunks([...new Set(digests)])) {
-    const args: SqlValue[] = since === undefined ? [...c, ...c] : [...c, since, ...c, since];
-    const rows = await db.query(
-      `SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)})${cond}
-       UNION ALL
-       SELECT i.digest AS manifest_digest, ${W} FROM images i JOIN workloads w ON w.image_digest = i.index_digest WHERE i.digest IN (${marks(c.length)})${cond}`,
-      args,
+    out.push(
+      ...(
+        await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)})${cond}`, [...c, ...tail])
+      ).map(toRunning),
     );
-    out.push(...rows.map(toRunning));
+    // The runtime may report the index digest it pulled: those workloads run the manifest of their platform.
+    const byIndex = new Map<string, string[]>();
+    for (const r of await db.query(`SELECT digest, index_digest FROM images WHERE digest IN (${marks(c.length)}) AND index_digest IS NOT NULL`, c))
+      byIndex.set(r['index_digest'] as string, [...(byIndex.get(r['index_digest'] as string) ?? []), r['digest'] as string]);
+    if (byIndex.size === 0) continue;
+    const idx = [...byIndex.keys()];
+    for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(idx.length)})${cond}`, [...idx, ...tail])) {
+      const w = toWorkload(r);
+      for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) out.push({ ...w, manifestDigest });
+    }
   }
   return out.sort(byWorkload);
 }
