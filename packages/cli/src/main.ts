@@ -208,7 +208,7 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
       err.code,
       err.serverCode,
       err.httpStatus,
-      `${err.message}; admission documents are named Kind/name: did you mean ${near.join(' or ')}?`,
+      `${err.message}; admission documents and vulnerability exceptions are named Kind/name: did you mean ${near.join(' or ')}?`,
       {},
     );
   }

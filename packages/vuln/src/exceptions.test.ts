@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parsePolicies } from '@writ/policy';
 import { DEFAULT_MAX_EXCEPTION_MS, expiryTime, parseVulnExceptions, vulnExceptionsOf } from './exceptions.ts';
 
 const NOW = Date.parse('2026-12-02T00:00:00Z');
@@ -131,6 +132,16 @@ ${doc(
     const ok = doc(`  vulnerability: CVE-2024-0001\n  scope: { digest: ["${D}"] }\n  reason: r\n  expires: 2027-01-01`);
     assert.equal(parseVulnExceptions(`kind: AccessPolicy\nmetadata: { name: p }\n---\n${ok}`, { now: NOW }).length, 1);
     assert.match(problems(`${ok}---\n${ok}`).join('\n'), /VulnException "openssl-web" is defined twice \(also line 1\)/);
+  });
+
+  it('is no access policy: the policy language (what agents compile) passes it over without a complaint', () => {
+    const text = doc(`  vulnerability: CVE-2024-0001\n  scope: { digest: ["${D}"] }\n  reason: r\n  expires: 2027-01-01`);
+    const r = parsePolicies(text, { allowExpired: true });
+    assert.deepEqual(r.policies, []);
+    assert.deepEqual(
+      r.others.map((o) => o.kind),
+      ['VulnException'],
+    );
   });
 
   it('expiryTime: RFC 3339 with offsets, dates at 00:00Z, nonsense NaN', () => {

@@ -5,7 +5,7 @@
  * VulnExceptions (`GET /v1/vex/export`).
  */
 import { WritError } from '@writ/spiffe';
-import { type Report, type VexProduct, type VexStatement, type VulnException, normalizeVulnId, openVexDocument, parsePurl, vexDocumentOf } from '@writ/vuln';
+import { type Report, type VexProduct, type VexStatement, type VulnException, normalizeVulnId, openVexDocument, repositoryOf, vexDocumentOf } from '@writ/vuln';
 import type { StoredVexStatement } from '../store/types.ts';
 import { loadVulnExceptions } from '../suppressions.ts';
 import { VERSION } from '../version.ts';
@@ -49,35 +49,41 @@ const statementJson = (s: StoredVexStatement) => ({
   products: s.products,
 });
 
+/** `pkg:oci/NAME[@DIGEST]?repository_url=REGISTRY/PATH` of a repository (`registry.example.com/team/web`). */
+function ociPurl(repository: string, digest?: string): string {
+  const slash = repository.lastIndexOf('/');
+  return `pkg:oci/${encodeURIComponent(repository.slice(slash + 1))}${digest === undefined ? '' : `@${encodeURIComponent(digest)}`}?repository_url=${encodeURIComponent(repository.slice(0, slash))}`;
+}
+
 /**
- * The products an exception's scope stands for in OpenVEX: a digest as itself (with its sha-256
- * hash), a repository as `pkg:oci/NAME?repository_url=...` (no version: every image of it), a
- * package purl as the package. A package name or a repository prefix has no OpenVEX spelling: it
- * becomes a `urn:writ:` IRI that says what it covered and that no tool matches.
+ * The products an exception's scope stands for in OpenVEX: a digest as `pkg:oci/NAME@DIGEST` for
+ * each repository the inventory knows it under (what scanners match images by), or as itself
+ * when it knows none; a repository as `pkg:oci/NAME?repository_url=...` (no version: every image
+ * of it); a package purl as the package. A package name or a repository prefix has no OpenVEX
+ * spelling: it becomes a `urn:writ:` IRI that says what it covered and that no tool matches.
  */
-export function exceptionProducts(e: VulnException): VexProduct[] {
-  return e.scope.values.map((v): VexProduct => {
-    if (e.scope.kind === 'digest') return { id: v, digest: v, subcomponents: [] };
+export function exceptionProducts(e: VulnException, repositoriesOf: (digest: string) => readonly string[] = () => []): VexProduct[] {
+  return e.scope.values.flatMap((v): VexProduct[] => {
+    if (e.scope.kind === 'digest') {
+      const repos = repositoriesOf(v);
+      if (repos.length === 0) return [{ id: v, digest: v, subcomponents: [] }];
+      return repos.map((r) => ({ id: ociPurl(r, v), purl: ociPurl(r, v), digest: v, subcomponents: [] }));
+    }
     if (e.scope.kind === 'repository') {
-      if (v.endsWith('*')) return { id: `urn:writ:repository-prefix:${encodeURIComponent(v.slice(0, -1))}`, subcomponents: [] };
-      const slash = v.lastIndexOf('/');
-      const purl = `pkg:oci/${encodeURIComponent(v.slice(slash + 1))}?repository_url=${encodeURIComponent(v.slice(0, slash))}`;
-      return { id: purl, purl, subcomponents: [] };
+      if (v.endsWith('*')) return [{ id: `urn:writ:repository-prefix:${encodeURIComponent(v.slice(0, -1))}`, subcomponents: [] }];
+      return [{ id: ociPurl(v), purl: ociPurl(v), subcomponents: [] }];
     }
-    if (v.startsWith('pkg:')) {
-      parsePurl(v);
-      return { id: v, purl: v, subcomponents: [] };
-    }
-    return { id: `urn:writ:package-name:${encodeURIComponent(v)}`, subcomponents: [] };
+    if (v.startsWith('pkg:')) return [{ id: v, purl: v, subcomponents: [] }];
+    return [{ id: `urn:writ:package-name:${encodeURIComponent(v)}`, subcomponents: [] }];
   });
 }
 
 /** An active exception as an OpenVEX statement: `not_affected`, its reason as the impact statement (see docs/vulnerabilities.md). */
-export function exceptionStatement(e: VulnException, now: number): VexStatement {
+export function exceptionStatement(e: VulnException, now: number, repositoriesOf?: (digest: string) => readonly string[]): VexStatement {
   return {
     vulnerability: e.vulnerability,
     aliases: [],
-    products: exceptionProducts(e),
+    products: exceptionProducts(e, repositoriesOf),
     status: 'not_affected',
     // None of the five justifications says "an accepted risk": the spec allows an impact statement instead.
     impactStatement: `Accepted risk (Writ VulnException ${e.name}${e.owner ? `, owner ${e.owner}` : ''}, until ${new Date(e.expires).toISOString()}): ${e.reason}`,
@@ -127,9 +133,14 @@ export function vexRoutes(ctx: ApiContext, add: AddRoute): void {
         loadVulnExceptions(ctx.store),
       ]);
       const active = exceptions.filter((e) => e.expires > now && (vulnerability === undefined || e.vulnerability === vulnerability));
+      // The repositories the inventory knows each excepted digest under (a few digests at most).
+      const digests = [...new Set(active.flatMap((e) => (e.scope.kind === 'digest' ? e.scope.values : [])))];
+      const names = new Map(
+        await Promise.all(digests.map(async (d) => [d, [...new Set((await ctx.store.getImage(d))?.image.names.map(repositoryOf) ?? [])].sort()] as const)),
+      );
       const statements: VexStatement[] = [
         ...stored.map(({ document: _d, ...s }) => s),
-        ...active.sort((a, b) => (a.name < b.name ? -1 : 1)).map((e) => exceptionStatement(e, now)),
+        ...active.sort((a, b) => (a.name < b.name ? -1 : 1)).map((e) => exceptionStatement(e, now, (d) => names.get(d) ?? [])),
       ];
       return ok(
         openVexDocument({

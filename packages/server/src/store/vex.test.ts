@@ -134,6 +134,21 @@ for (const factory of STORE_FACTORIES) {
       );
     });
 
+    it("notifies 'vex' for a stored, replaced or deleted document, not for the same one again", async () => {
+      const seen: string[] = [];
+      const off = t.store.onChange((c) => seen.push(c.kind));
+      try {
+        await t.store.putVexDocument(doc(1, [st('CVE-2024-0008')], 'urn:notify'), 1);
+        await t.store.putVexDocument(doc(1, [st('CVE-2024-0008')], 'urn:notify'), 2);
+        await t.store.putVexDocument(doc(2, [st('CVE-2024-0008')], 'urn:notify'), 3);
+        await t.store.deleteVexDocument('urn:notify');
+        await t.store.deleteVexDocument('urn:notify');
+      } finally {
+        off();
+      }
+      assert.deepEqual(seen, ['vex', 'vex', 'vex']);
+    });
+
     it('a document of thousands of statements is stored whole (chunked inserts)', async () => {
       const many = Array.from({ length: 1234 }, (_, i) => st(`CVE-2025-${String(10000 + i)}`));
       assert.equal((await t.store.putVexDocument(doc(1, many, 'urn:many'), 6000)).statements, 1234);
