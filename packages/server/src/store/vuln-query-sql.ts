@@ -152,6 +152,7 @@ export async function affectedDigests(db: SqlDriver, vulnId: string): Promise<st
 
 /** Manifest digests running now, directly or through their index digest (one parameter, used twice). */
 const RUNNING_DIGESTS = `SELECT w.image_digest AS digest FROM workloads w WHERE ${RUNNING} AND w.image_digest IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM images x WHERE x.index_digest = w.image_digest)
   UNION SELECT i.digest AS digest FROM images i JOIN workloads w ON w.image_digest = i.index_digest WHERE ${RUNNING}`;
 
 export async function runningImageDigests(db: SqlDriver, now: number): Promise<string[]> {
