@@ -16,7 +16,16 @@ import {
   type FixAdvice,
 } from '@writ/vuln';
 import { loadSuppressions } from './suppressions.ts';
-import type { AffectedRow, ImageDetail, LinkedImage, RunningWorkload, Store, VulnerabilityQuery, Workload } from './store/types.ts';
+import {
+  type AffectedRow,
+  type ImageDetail,
+  type LinkedImage,
+  RUNNING_GRACE_MS,
+  type RunningWorkload,
+  type Store,
+  type VulnerabilityQuery,
+  type Workload,
+} from './store/types.ts';
 
 const rank = (s: Severity): number => SEVERITIES.indexOf(s);
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
@@ -260,7 +269,7 @@ export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
     };
   });
   // Workloads without a SPIFFE ID still running an affected digest keep the rollout unverified too.
-  const anonymous = history.filter((w) => w.spiffeIds.length === 0 && w.endedAt === null && isAffected(w.imageDigest) && w.lastSeen >= now - 60_000);
+  const anonymous = history.filter((w) => w.spiffeIds.length === 0 && w.endedAt === null && isAffected(w.imageDigest) && w.lastSeen >= now - RUNNING_GRACE_MS);
   const owners = new Map<string | null, typeof result>();
   for (const r of result) owners.set(r.owner, [...(owners.get(r.owner) ?? []), r]);
   const verified = result.every((r) => r.status === 'verified') && anonymous.length === 0;
