@@ -15,6 +15,7 @@ import { TEST_PG_URL } from '../testing/stores.ts';
 import type { SqlDriver } from './driver.ts';
 import { mergeImageTx } from './inventory-sql.ts';
 import { PostgresDriver } from './postgres.ts';
+import { MIGRATIONS } from './schema.ts';
 import { SqlStore } from './sql-store.ts';
 import { SqliteDriver } from './sqlite.ts';
 import type { InventoryImage } from './types.ts';
@@ -157,6 +158,57 @@ for (const d of drivers) {
         l.children.map((c) => c.digest),
         [APP],
       );
+    });
+  });
+}
+
+for (const d of drivers) {
+  describe(`migration 13 over stored reports: ${d.name}`, () => {
+    it('flags the latest report of each (image, scanner) and files existing findings under their IDs', async () => {
+      const { driver, dispose } = await d.open();
+      try {
+        // The schema as version 12 left it, with two scans of one image (the newer without the CVE) and one of another.
+        await driver.query('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+        const int64Key = driver.dialect === 'sqlite' ? 'INTEGER PRIMARY KEY' : 'BIGINT PRIMARY KEY';
+        for (const m of MIGRATIONS.filter((x) => x.version <= 12)) {
+          for (const stmt of m.statements) await driver.query(stmt.replaceAll('{INT64_PRIMARY_KEY}', int64Key));
+          await driver.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, 0]);
+        }
+        for (const digest of [APP, BASE])
+          await driver.query(
+            `INSERT INTO images (digest, config_digest, index_digest, platform, names, tags, layers, annotations, labels, created, first_seen, last_seen)
+             VALUES (?, NULL, NULL, NULL, '[]', '[]', '[]', '{}', '{}', NULL, 1, 1)`,
+            [digest],
+          );
+        const reports: Array<[string, string, number | null, number, boolean]> = [
+          ['r-old', APP, 100, 1, true],
+          ['r-new', APP, 200, 2, false],
+          ['r-base', BASE, null, 3, true],
+        ];
+        for (const [id, digest, scanned, ingested, cve] of reports) {
+          await driver.query(
+            `INSERT INTO reports (id, image_digest, scanner, scanner_version, format, format_version, scan_key, scanned_at, ingested_at, package_count, finding_count)
+             VALUES (?, ?, 'trivy', NULL, 'trivy', '2', ?, ?, ?, 1, ?)`,
+            [id, digest, `k-${id}`, scanned, ingested, cve ? 1 : 0],
+          );
+          await driver.query(
+            `INSERT INTO report_packages (report_id, idx, ref, name, version, type, purl, layer) VALUES (?, 0, 'p0', 'zlib', '1.2', 'apk', NULL, NULL)`,
+            [id],
+          );
+          if (cve)
+            await driver.query(
+              `INSERT INTO report_findings (report_id, idx, vuln_id, severity, status, installed, fixed, package_ref) VALUES (?, 0, 'CVE-2022-37434', 'critical', 'affected', '1.2', NULL, 'p0')`,
+              [id],
+            );
+        }
+        const store = new SqlStore(driver);
+        await store.migrate();
+        assert.deepEqual(await store.affectedDigests('CVE-2022-37434'), [BASE], 'the newer scan of the app has no CVE; the base has only one scan');
+        assert.equal((await store.getImage(APP))?.reports[0]?.id, 'r-new');
+        await store.close();
+      } finally {
+        await dispose();
+      }
     });
   });
 }
