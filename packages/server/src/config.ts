@@ -37,6 +37,8 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
+  /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
+  readonly vulnExceptionMaxMs: number;
   /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
   readonly owners: OwnerRules;
 }
@@ -63,6 +65,7 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
+  vulnExceptionMaxAge: '90d',
 } as const;
 
 /** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
@@ -91,6 +94,7 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
+  'vulnExceptionMaxAge',
   'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
@@ -182,7 +186,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget', max: number, min = 1000): number =>
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge', max: number, min = 1000): number =>
     parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
@@ -232,6 +236,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
+    vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),
   };
 }
