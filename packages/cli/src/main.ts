@@ -15,8 +15,9 @@ import { registerAdmissionEvents, registerAdmissionManifests } from './admission
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
-import { registerWorkload } from './workload.ts';
+import { registerVulnAnswers } from './vuln-answers.ts';
 import { registerVex } from './vex.ts';
+import { registerWorkload } from './workload.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1273,8 +1274,9 @@ export function buildProgram(): Command {
     });
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
-  registerWorkload(program, clientOf);
+  registerVulnAnswers(program, clientOf);
   registerVex(program, clientOf);
+  registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

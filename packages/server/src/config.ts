@@ -37,10 +37,10 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
-  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
-  readonly owners: OwnerRules;
   /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
   readonly vulnExceptionMaxMs: number;
+  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
+  readonly owners: OwnerRules;
 }
 
 export interface AdmissionListenConfig {
@@ -94,8 +94,8 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
-  'owners',
   'vulnExceptionMaxAge',
+  'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
@@ -236,8 +236,8 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
-    owners: parseOwnerRules(file['owners']),
     vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
+    owners: parseOwnerRules(file['owners']),
   };
 }
 

@@ -188,8 +188,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       psat,
       breakGlass: cfg.breakGlass,
       requireAdmittedImage: cfg.requireAdmittedImage,
-      owners: cfg.owners,
       vulnExceptionMaxMs: cfg.vulnExceptionMaxMs,
+      owners: cfg.owners,
       get publicUrl() {
         return publicUrl;
       },

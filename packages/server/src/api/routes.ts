@@ -33,8 +33,9 @@ import {
 } from './http.ts';
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
-import { workloadRoutes } from './workload-routes.ts';
+import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
+import { workloadRoutes } from './workload-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -372,7 +373,8 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
-  workloadRoutes(ctx, add);
+  vulnerabilityRoutes(ctx, add);
   vexRoutes(ctx, add);
+  workloadRoutes(ctx, add);
   return routes;
 }

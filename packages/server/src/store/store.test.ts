@@ -516,11 +516,22 @@ for (const factory of STORE_FACTORIES) {
 /** The store's read methods; every other method is a write and must notify (the test below fails for a new unclassified one). */
 const READS = new Set([
   'kind',
-  'listVexStatements',
-  'listVexDocuments',
   'getImage',
   'listImages',
   'listWorkloads',
+  // answers (issue 13, section 4)
+  'affected',
+  'affectedDigests',
+  'listVulnerabilities',
+  'runningImageDigests',
+  'imageLineage',
+  'baseImagesOf',
+  'runningWorkloads',
+  'rolloutWorkloads',
+  'reportedDigests',
+  // OpenVEX (issue 13, section 5)
+  'listVexStatements',
+  'listVexDocuments',
   'onChange',
   'migrate',
   'ping',
@@ -677,9 +688,16 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
       await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
-      const vexDoc = { id: 'urn:n', author: 'a', version: 1, statements: [] };
-      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 1));
-      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:n'));
+      const vexDoc = {
+        id: 'urn:test:vex',
+        author: 'test',
+        version: 1,
+        statements: [
+          { vulnerability: 'CVE-2024-0001', aliases: [], products: [{ id: `sha256:${'c'.repeat(64)}`, subcomponents: [] }], status: 'not_affected' as const },
+        ],
+      };
+      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 5));
+      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
