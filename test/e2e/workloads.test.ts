@@ -4,7 +4,8 @@
  * format, and three workloads that are real processes (`writ svid watch`, each placed in its pod by
  * a cgroup file the attestor reads). Each shows up in `writ workload list` with the image digest
  * from its pod status `imageID` and its owner (a label, the namespace map, an entry owner), and
- * leaves the running set once its process exits.
+ * leaves the running set once its process exits. Then `writ agent start` itself as a process
+ * (`--workload-report-interval`) with a plain process as the workload.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -18,7 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
-import { type ServerProcess, WRIT, cleanup, startServerProcess, waitFor, writ } from './helpers.ts';
+import { type ServerProcess, WRIT, cleanup, startAgentProcess, startServerProcess, waitFor, writ } from './helpers.ts';
 
 const NODE = 'wl-node';
 const PARENT = `spiffe://e2e.test/writ/agent/${NODE}`;
@@ -293,5 +294,89 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
       return w && w.lastSeen > first.lastSeen ? w : undefined;
     });
     assert.equal(later.firstSeen, first.firstSeen);
+  });
+});
+
+describe('what runs where, now: `writ agent start` as a process, a plain process as the workload', () => {
+  let srv: ServerProcess;
+  let agentProc: Awaited<ReturnType<typeof startAgentProcess>> | undefined;
+  let workload: ChildProcess | undefined;
+  before(async () => {
+    srv = await startServerProcess();
+    const e = await writ(srv, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://e2e.test/host/cron',
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/plain-node',
+      '--selector',
+      `unix:uid:${process.getuid!()}`,
+      '--owner',
+      'infra',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+  });
+  after(async () => {
+    workload?.kill('SIGKILL');
+    await agentProc?.stop();
+    await srv?.stop();
+    if (agentProc) cleanup(agentProc.dataDir);
+    if (srv) cleanup(srv.dataDir);
+  });
+
+  it('refuses a report interval out of range, naming the flag', async () => {
+    const t = await writ(srv, ['token', 'create', '--node-name', 'bad-node', '-o', 'json']);
+    const dataDir = mkdtempSync(join(tmpdir(), 'writ-agent-bad-'));
+    try {
+      const r = await writ(srv, [
+        'agent',
+        'start',
+        '--data-dir',
+        dataDir,
+        '--socket',
+        join(dataDir, 's.sock'),
+        '--join-token',
+        (JSON.parse(t.stdout) as { token: string }).token,
+        '--workload-report-interval',
+        '90s',
+      ]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /--workload-report-interval/);
+    } finally {
+      cleanup(dataDir);
+    }
+  });
+
+  it('a process outside containers is keyed pid:PID:START with its entry owner, and leaves when it exits', async () => {
+    const t = await writ(srv, ['token', 'create', '--node-name', 'plain-node', '-o', 'json']);
+    agentProc = await startAgentProcess(srv, {
+      joinToken: (JSON.parse(t.stdout) as { token: string }).token,
+      extraArgs: ['--workload-report-interval', '1s'],
+    });
+    const child = spawn(process.execPath, [WRIT, 'svid', 'watch', '--socket', agentProc.socket, '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    workload = child;
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`the workload exited with ${code}`)));
+    });
+    const list = async (): Promise<WorkloadRow[]> => {
+      const r = await writ(srv, ['workload', 'list', '-o', 'json']);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { workloads: WorkloadRow[] }).workloads;
+    };
+    const [row] = await waitFor('the watch reported', async () => {
+      const l = await list();
+      return l.length > 0 ? l : undefined;
+    });
+    assert.match(row!.key, new RegExp(`^pid:${child.pid}:\\d+$`));
+    assert.deepEqual(
+      [row!.spiffeIds, row!.owner, row!.node, row!.imageDigest, row!.podName],
+      [['spiffe://e2e.test/host/cron'], 'infra', 'plain-node', null, null],
+    );
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    await waitFor('gone once its process exited', async () => ((await list()).length === 0 ? true : undefined), 60_000);
   });
 });

@@ -6,4 +6,4 @@ export { dockerAttestor, type DockerAttestorOptions } from './attest/docker.ts';
 export { k8sAttestor, type K8sAttestorOptions } from './attest/k8s.ts';
 export { containerdAttestor, type ContainerdAttestorOptions } from './attest/containerd.ts';
 export type { Attestation, WorkloadAttestor } from './attest/attestation.ts';
-export { WorkloadReporter, describeWorkload, type WorkloadFacts, type WorkloadReporterOptions } from './workload-reporter.ts';
+export { WorkloadReporter, describeWorkload, type AttestedCaller, type WorkloadFacts, type WorkloadReporterOptions } from './workload-reporter.ts';

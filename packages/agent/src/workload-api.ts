@@ -35,7 +35,7 @@ import type { Agent, EntryView } from './agent.ts';
 import type { WorkloadAttestor } from './attest/attestation.ts';
 import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
-import { describeWorkload, type WorkloadFacts } from './workload-reporter.ts';
+import { type AttestedCaller, describeWorkload } from './workload-reporter.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
@@ -155,7 +155,7 @@ export class WorkloadApiServer {
     );
   }
 
-  async #caller(stream: ServerHttp2Stream): Promise<{ selectors: string[]; workload: WorkloadFacts }> {
+  async #caller(stream: ServerHttp2Stream): Promise<{ selectors: string[]; workload: AttestedCaller }> {
     const socket = stream.session?.socket as unknown as Record<symbol, Caller | undefined> | undefined;
     const caller = socket?.[kCaller];
     if (!caller) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'the calling process could not be identified');
@@ -177,20 +177,26 @@ export class WorkloadApiServer {
           this.#o.log.warn({ pid: caller.cred.pid, err: (err as Error).message }, 'a workload attestor failed');
         }
       }
-      return { selectors, workload: describeWorkload({ pid: caller.cred.pid, startTime: caller.startTime, selectors, containerId, annotations }) };
+      return { selectors, workload: { pid: caller.cred.pid, startTime: caller.startTime, selectors, containerId, annotations } };
     } catch (err) {
       throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, `workload attestation failed: ${(err as Error).message}`);
     }
   }
 
   /** Tells the reporter what was served to whom: a stream until it closes, a unary call as a sighting. */
-  #served(call: ServerCall, method: string, workload: WorkloadFacts, selectors: readonly string[]): void {
-    const ids = [...new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId))];
-    if (ids.length === 0) return;
-    if (!STREAMING.has(method)) return this.#o.agent.workloads.served(workload, ids);
-    const closed = this.#o.agent.workloads.opened(workload, ids);
-    if (call.stream.closed || call.stream.destroyed) closed();
-    else call.stream.once('close', closed);
+  #served(call: ServerCall, method: string, attested: AttestedCaller, selectors: readonly string[]): void {
+    // Reporting never stands in the way of serving: a failure here is logged and the call goes on.
+    try {
+      const ids = [...new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId))];
+      if (ids.length === 0) return;
+      const workload = describeWorkload(attested);
+      if (!STREAMING.has(method)) return this.#o.agent.workloads.served(workload, ids);
+      const closed = this.#o.agent.workloads.opened(workload, ids);
+      if (call.stream.closed || call.stream.destroyed) closed();
+      else call.stream.once('close', closed);
+    } catch (err) {
+      this.#o.log.warn({ pid: attested.pid, err: (err as Error).message }, 'cannot track the workload for the server report');
+    }
   }
 
   async #dispatch(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {

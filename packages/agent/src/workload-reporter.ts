@@ -69,19 +69,22 @@ function fit(m: Readonly<Record<string, string>>, valueMax: number): Record<stri
 
 const short = (v: string | undefined): string | null => (v === undefined || v === '' || v.length > WORKLOAD_LIMITS.string || hasControlChar(v) ? null : v);
 
+/** A caller as the Workload API attested it: process, selectors, and what the attestors found besides. */
+export interface AttestedCaller {
+  readonly pid: number;
+  readonly startTime: string;
+  readonly selectors: readonly string[];
+  readonly containerId?: string | undefined;
+  readonly annotations?: Readonly<Record<string, string>> | undefined;
+}
+
 /**
  * What the selectors (and what the attestors found besides) say about a caller: its container and
  * pod, the image digest as the runtime reports it (the pod status `imageID`, else docker's or
  * containerd's repo digest), and its key: the container ID, else `POD-UID/CONTAINER`, else
  * `pid:PID:STARTTIME` for a process outside containers.
  */
-export function describeWorkload(w: {
-  readonly pid: number;
-  readonly startTime: string;
-  readonly selectors: readonly string[];
-  readonly containerId?: string | undefined;
-  readonly annotations?: Readonly<Record<string, string>> | undefined;
-}): WorkloadFacts {
+export function describeWorkload(w: AttestedCaller): WorkloadFacts {
   const s = w.selectors;
   const podUid = short(sel(s, 'k8s:pod-uid:'));
   const containerName = short(sel(s, 'k8s:container-name:') ?? sel(s, 'docker:container_name:'));
@@ -140,9 +143,13 @@ export class WorkloadReporter {
 
   /** A unary call served `spiffeIds` to the workload. */
   served(facts: WorkloadFacts, spiffeIds: readonly string[]): void {
+    const known = this.#tracked.get(facts.key);
+    const news = !known || spiffeIds.some((id) => !known.ids.has(id));
     const t = this.#track(facts, spiffeIds);
     t.lastUnary = this.#o.clock();
-    this.#changed();
+    // A workload already reported calling again (Check, many times a second) changes only when it
+    // leaves: the expiry timer already set finds it still fresh and sets itself again.
+    if (news || !this.#expiry) this.#changed();
   }
 
   /** A stream opened serving `spiffeIds`; the function returned is called once it closes. */
@@ -159,6 +166,7 @@ export class WorkloadReporter {
     };
   }
 
+  /** A workload's facts (labels may change) are taken from its latest call; the next report carries them. */
   #track(facts: WorkloadFacts, spiffeIds: readonly string[]): Tracked {
     let t = this.#tracked.get(facts.key);
     if (!t) {

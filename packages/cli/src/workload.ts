@@ -1,7 +1,6 @@
 /** `writ workload list`: what runs where now, as the agents report it (issue 13). */
 import type { Command } from 'commander';
-import { checkImageDigest } from '@writ/protocol';
-import { parseSpiffeId } from '@writ/spiffe';
+import { WritError, parseSpiffeId } from '@writ/spiffe';
 import type { ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
 
@@ -23,6 +22,8 @@ export interface WorkloadJson {
   [k: string]: unknown;
 }
 
+const DIGEST = /^(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
+
 const short = (d: string | null): string => (d ? `${d.slice(0, 19)}…` : '-');
 
 export function registerWorkload(program: Command, clientOf: (cmd: Command) => { api: ApiClient; format: Format }): void {
@@ -39,7 +40,8 @@ export function registerWorkload(program: Command, clientOf: (cmd: Command) => {
     .action(async (f: { all?: boolean; image?: string; spiffeId?: string; limit?: string }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       // Checked here too: a typo is a usage error before anything is sent.
-      if (f.image) checkImageDigest(f.image, 'image');
+      if (f.image && !DIGEST.test(f.image))
+        throw new WritError('ERR_FIELD_INVALID', `--image: ${f.image.slice(0, 80)} is not sha256:<64 hex> or sha512:<128 hex>`, { field: 'image' });
       if (f.spiffeId) parseSpiffeId(f.spiffeId);
       const q = new URLSearchParams({ running: f.all ? 'false' : 'true' });
       if (f.image) q.set('image', f.image);

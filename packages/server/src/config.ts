@@ -40,6 +40,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** Vulnerability events: the severity that raises one, and the webhook they go to (YAML only). */
   readonly vulnEvents: VulnEventsConfig;
+  /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
+  readonly vulnExceptionMaxMs: number;
   /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
   readonly owners: OwnerRules;
 }
@@ -66,6 +68,7 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
+  vulnExceptionMaxAge: '90d',
 } as const;
 
 /** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
@@ -95,6 +98,7 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'vulnEvents',
+  'vulnExceptionMaxAge',
   'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
@@ -186,7 +190,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget', max: number, min = 1000): number =>
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge', max: number, min = 1000): number =>
     parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
@@ -237,6 +241,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     vulnEvents: vulnEventsConfig(file['vulnEvents']),
+    vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),
   };
 }

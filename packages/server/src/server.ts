@@ -191,6 +191,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       psat,
       breakGlass: cfg.breakGlass,
       requireAdmittedImage: cfg.requireAdmittedImage,
+      vulnExceptionMaxMs: cfg.vulnExceptionMaxMs,
       owners: cfg.owners,
       get publicUrl() {
         return publicUrl;

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { parseReport } from '@writ/vuln';
 import { trivyReport } from '../../../test/e2e/vuln-fixtures.ts';
-import type { SuppressionSet } from './gate-suppressions.ts';
+import type { SuppressionSet } from '@writ/vuln';
 import { STORE_FACTORIES, type TestStore } from './testing/stores.ts';
 import type { VulnEvent, WorkloadInput } from './store/types.ts';
 import { contain, quarantineVulnerability } from './vuln-containment.ts';

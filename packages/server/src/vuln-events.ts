@@ -13,7 +13,8 @@ import { request as httpsRequest } from 'node:https';
 import type { Logger } from 'pino';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { SEVERITIES, type Severity } from '@writ/vuln';
-import { type SuppressionSet, loadSuppressions } from './gate-suppressions.ts';
+import type { SuppressionSet } from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
 import type { RunningWorkload, Store, StoreChangeKind, VulnEvent, VulnEventCause } from './store/types.ts';
 import { atLeast, severityRank } from './vuln-exposure.ts';
 

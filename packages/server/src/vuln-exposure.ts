@@ -5,7 +5,8 @@
  * vulnerability events both start from this answer.
  */
 import { SEVERITIES, type Severity } from '@writ/vuln';
-import { loadSuppressions, type SuppressionSet } from './gate-suppressions.ts';
+import type { SuppressionSet } from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
 import type { RunningWorkload, Store } from './store/types.ts';
 
 /** Index in SEVERITIES: lower is worse. */

@@ -5,7 +5,8 @@
  * @writ/admission; this only reads the store.
  */
 import type { ImageVulnerabilities, ImageVulnerability, VulnerabilityChecker } from '@writ/admission';
-import { type SuppressionSet, loadSuppressions } from './gate-suppressions.ts';
+import type { SuppressionSet } from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
 import type { ImageDetail, Store } from './store/types.ts';
 
 /** Formats whose documents are vulnerability scans (an SBOM without findings says nothing about CVEs). */
@@ -28,7 +29,7 @@ export function imageVulnerabilities(d: ImageDetail | undefined, suppressions: S
       const s = suppressions.match(
         {
           vulnId: f.id,
-          aliases: [],
+          aliases: f.aliases,
           imageDigest: d.image.digest,
           repositories: d.image.names,
           packageName: p?.name ?? '',

@@ -23,6 +23,8 @@ export interface ApiContext {
   readonly breakGlass: readonly string[];
   /** `--require-admitted-image`: every entry's SVIDs only for containers running an admitted image. */
   readonly requireAdmittedImage?: boolean;
+  /** The longest a VulnException may run (server config `vulnExceptionMaxAge`); default 90 days. */
+  readonly vulnExceptionMaxMs?: number;
   /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
   readonly owners?: OwnerRules;
 }

@@ -268,10 +268,11 @@ export async function getImage(db: SqlDriver, digest: string): Promise<ImageDeta
       }),
     );
     const findings = (
-      await db.query('SELECT vuln_id, severity, status, installed, fixed, package_ref FROM report_findings WHERE report_id = ? ORDER BY idx', [r.id])
+      await db.query('SELECT vuln_id, aliases, severity, status, installed, fixed, package_ref FROM report_findings WHERE report_id = ? ORDER BY idx', [r.id])
     ).map(
       (f): StoredFinding => ({
         id: f['vuln_id'] as string,
+        aliases: JSON.parse(f['aliases'] as string) as string[],
         severity: f['severity'] as Severity,
         status: f['status'] as FindingStatus,
         installed: f['installed'] as string,

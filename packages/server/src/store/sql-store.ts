@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Report } from '@writ/vuln';
+import type { Report, VexDocument } from '@writ/vuln';
+import type { StoredVexDocument, StoredVexStatement } from './types.ts';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
@@ -9,6 +10,7 @@ import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sq
 import * as vq from './vuln-query-sql.ts';
 import * as ve from './vuln-events-sql.ts';
 import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
+import { deleteVexDocument, listVexDocuments, listVexStatements, putVexDocument } from './vex-sql.ts';
 import {
   type AdmissionEvent,
   type AdmissionEventQuery,
@@ -842,8 +844,8 @@ export class SqlStore implements Store {
     return vq.imageLineage(this.#db, digest);
   }
 
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]> {
-    return vq.lineageContext(this.#db, digests);
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+    return vq.baseImagesOf(this.#db, images);
   }
 
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]> {
@@ -856,6 +858,26 @@ export class SqlStore implements Store {
 
   reportedDigests(digests: readonly string[]): Promise<string[]> {
     return vq.reportedDigests(this.#db, digests);
+  }
+
+  // ---------------------------------------------------------------- OpenVEX statements (issue 13)
+
+  async putVexDocument(doc: VexDocument, now: number): Promise<{ created: boolean; replaced: number | null; statements: number }> {
+    const r = await putVexDocument(this.#db, doc, now);
+    return r.created || r.replaced !== null ? this.#changed(r, { kind: 'vex' }) : r;
+  }
+
+  listVexStatements(q?: { vulnerability?: string }): Promise<StoredVexStatement[]> {
+    return listVexStatements(this.#db, q);
+  }
+
+  listVexDocuments(): Promise<StoredVexDocument[]> {
+    return listVexDocuments(this.#db);
+  }
+
+  async deleteVexDocument(id: string): Promise<boolean> {
+    const r = await deleteVexDocument(this.#db, id);
+    return r ? this.#changed(r, { kind: 'vex' }) : r;
   }
 
   async getDecision(id: string): Promise<DecisionRecord | undefined> {

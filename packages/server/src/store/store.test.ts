@@ -525,10 +525,13 @@ const READS = new Set([
   'listVulnerabilities',
   'runningImageDigests',
   'imageLineage',
-  'lineageContext',
+  'baseImagesOf',
   'runningWorkloads',
   'rolloutWorkloads',
   'reportedDigests',
+  // OpenVEX (issue 13, section 5)
+  'listVexStatements',
+  'listVexDocuments',
   'onChange',
   'migrate',
   'ping',
@@ -685,6 +688,16 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
       await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
+      const vexDoc = {
+        id: 'urn:test:vex',
+        author: 'test',
+        version: 1,
+        statements: [
+          { vulnerability: 'CVE-2024-0001', aliases: [], products: [{ id: `sha256:${'c'.repeat(64)}`, subcomponents: [] }], status: 'not_affected' as const },
+        ],
+      };
+      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 5));
+      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));

@@ -1,6 +1,6 @@
 /** The store: everything the server persists, behind one interface with a SQLite and a Postgres driver. */
 import type { EntryRecord } from '@writ/protocol';
-import type { FindingStatus, Report, ReportFormat, Severity } from '@writ/vuln';
+import type { FindingStatus, Report, ReportFormat, Severity, VexDocument, VexStatement } from '@writ/vuln';
 
 /** An entry as stored: the one record shape, shared with the agent<->server contract. */
 export type Entry = EntryRecord;
@@ -134,6 +134,8 @@ export const STORE_CHANGES = [
   // issue 13: scanner reports and the image inventory
   'reports',
   'workloads',
+  // issue 13: OpenVEX documents
+  'vex',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -420,6 +422,8 @@ export interface StoredPackage {
 
 export interface StoredFinding {
   readonly id: string;
+  /** Other IDs the scanner gave it (a GHSA's CVE), as written. */
+  readonly aliases: readonly string[];
   readonly severity: Severity;
   readonly status: FindingStatus;
   readonly installed: string;
@@ -622,10 +626,11 @@ export interface VulnQueryStore {
   /** Parent chain and children of one image (empty when unknown). */
   imageLineage(digest: string): Promise<ImageLineage>;
   /**
-   * What `Lineage` needs to place a package of these images: the images, their ancestors in the
-   * inventory, and the other images of their ancestors' repositories (the candidate newer bases).
+   * What `Lineage` needs beside these images to place their packages: their ancestors in the
+   * inventory (by stored parent) and the other images of the ancestors' repositories (the candidate
+   * newer bases). The given images themselves are not repeated.
    */
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]>;
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]>;
   /** Workloads running now on any of these manifest digests (directly or by their index digest). */
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]>;
   /**
@@ -673,3 +678,40 @@ export interface VulnEventStore {
   /** The `seq` of the latest event (0 when none). */
   vulnEventCursor(): Promise<number>;
 }
+// ---------------------------------------------------------------- OpenVEX statements (issue 13, section 5)
+
+/** One OpenVEX document as stored: the latest version ingested under its `@id`. */
+export interface StoredVexDocument {
+  readonly id: string;
+  readonly author: string;
+  readonly role: string | null;
+  readonly version: number;
+  /** The document's timestamp (ms), when it has one. */
+  readonly issuedAt: number | null;
+  readonly statementCount: number;
+  readonly ingestedAt: number;
+}
+
+/** A stored statement with the document it belongs to (suppressionSet takes these as they are). */
+export interface StoredVexStatement extends VexStatement {
+  readonly document: { readonly id: string; readonly author: string; readonly version: number };
+}
+
+export interface VexStore {
+  /**
+   * Stores an OpenVEX document's statements in one transaction. A document new by `@id` is
+   * `created`; a higher version replaces the statements of the one stored (`replaced`: its
+   * version); the same version with the same content changes nothing. A lower version, or the
+   * same version with other content, is refused (ERR_VEX_VERSION_CONFLICT) and nothing changes.
+   */
+  putVexDocument(doc: VexDocument, now: number): Promise<{ readonly created: boolean; readonly replaced: number | null; readonly statements: number }>;
+  /** Statements (of every stored document), those about `vulnerability` (as name or alias) when given; by document, then order. */
+  listVexStatements(q?: { readonly vulnerability?: string }): Promise<StoredVexStatement[]>;
+  /** The stored documents by `@id`. */
+  listVexDocuments(): Promise<StoredVexDocument[]>;
+  /** Removes a document and its statements; false when there was none. */
+  deleteVexDocument(id: string): Promise<boolean>;
+}
+
+// Declared beside its section (interface merging) so the Store line above stays as it is.
+export interface Store extends VexStore {}
