@@ -159,6 +159,30 @@ describe('admission: images.vulnerabilities', () => {
     );
   });
 
+  it('a VulnException for the CVE on that digest suppresses the finding: the image is admitted; the deny of another image still names it', async () => {
+    const expires = new Date(Date.now() + 86_400_000).toISOString();
+    await applyPolicy(
+      srv,
+      dir,
+      `apiVersion: writ.dev/v1
+kind: VulnException
+metadata: { name: zlib-web-v2 }
+spec:
+  vulnerability: CVE-2026-4242
+  scope: { digest: ["${pushed.digest}"] }
+  reason: "TICKET-12: zlib's inflate is not reachable from this service"
+  owner: shop-team
+  expires: ${expires}
+`,
+    );
+    const r = await admit('prod', registry.ref('shop/web', 'v2'));
+    assert.equal(r.allowed, true, r.status?.message);
+    // The exception is scoped to the digest: the same CVE elsewhere still refuses.
+    const other = await admit('prod', `${NAME}@${VULNERABLE}`);
+    assert.equal(other.allowed, false);
+    assert.match(other.status!.message, /CVE-2026-31337/);
+  });
+
   it('admits an image whose report has nothing blocking', async () => {
     const r = await admit('prod', `${NAME}@${CLEAN}`);
     assert.equal(r.allowed, true, r.status?.message);

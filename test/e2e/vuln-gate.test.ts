@@ -360,6 +360,40 @@ describe('vulnerability events and containment: a real server, an agent, workloa
     });
   });
 
+  it('a VulnException that expires makes the suppressed finding count: an event with cause exception-expired', async () => {
+    const expires = Date.now() + 8000;
+    const f = join(dir, 'exception.yaml');
+    writeFileSync(
+      f,
+      `apiVersion: writ.dev/v1
+kind: VulnException
+metadata: { name: ledger-zlib }
+spec:
+  vulnerability: CVE-2026-5555
+  scope: { digest: ["${LEDGER_DIGEST}"] }
+  reason: "TICKET-77: until the rebuild"
+  owner: team-payments
+  expires: ${new Date(expires).toISOString()}
+`,
+    );
+    const applied = await writ(srv, ['policy', 'apply', '-f', f]);
+    assert.equal(applied.code, 0, applied.stderr);
+    writeFileSync(
+      join(dir, 'ledger2.json'),
+      trivyReport({
+        digest: LEDGER_DIGEST,
+        name: 'reg.example/payments/ledger',
+        createdAt: new Date(),
+        vulns: [{ id: 'CVE-2026-5555', pkg: 'zlib', version: '1.3.1-r0', fixed: '1.3.1-r2', severity: 'HIGH' }],
+      }),
+    );
+    const r = await writ(srv, ['vuln', 'ingest', '-f', join(dir, 'ledger2.json')]);
+    assert.equal(r.code, 0, r.stderr);
+    const e = await waitFor('the event once the exception expired', async () => (await events()).find((x) => x.vulnerability === 'CVE-2026-5555'), 60_000);
+    assert.deepEqual([e.cause, e.spiffeId, e.severity, e.owner], ['exception-expired', LEDGER, 'high', 'team-payments']);
+    assert.ok(Date.parse(e.at) >= expires, 'not before the exception expired');
+  });
+
   it('bad input: an ID that is not one, a missing reason, a bad severity', async () => {
     const bad = await writ(srv, ['vuln', 'quarantine', 'CVE-24-1', '--reason', 'x']);
     assert.equal(bad.code, 1);
