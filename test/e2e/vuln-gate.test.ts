@@ -394,6 +394,54 @@ spec:
     assert.ok(Date.parse(e.at) >= expires, 'not before the exception expired');
   });
 
+  it('writ vuln affected --quarantine contains first, then answers; the rollout shows the quarantines; release lifts them and the rollout sees what still runs the affected digest', async () => {
+    const a = await writ(srv, ['vuln', 'affected', 'CVE-2026-5555', '--quarantine', '--reason', 'exploited', '--ttl', '2h']);
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stderr, /^quarantined 1 identity running CVE-2026-5555 \(1 affected image\) until 20\d\d-/m);
+    assert.match(a.stdout, /sha256:b2b2b2b2b2b2/, 'then the affected answer');
+    assert.equal((await writ(srv, ['vuln', 'affected', 'CVE-2026-5555', '--reason', 'x'])).code, 2, '--reason needs --quarantine');
+
+    type Rollout = {
+      verified: boolean;
+      owners: Array<{ identities: Array<{ spiffeId: string; status: string; quarantine: { reason: string } | null }> }>;
+    };
+    const rollout = async (id: string): Promise<{ verified: boolean; ids: Map<string, { status: string; quarantine: { reason: string } | null }> }> => {
+      const r = await writ(srv, ['vuln', 'rollout', id, '-o', 'json']);
+      assert.equal(r.code, 0, r.stderr);
+      const j = JSON.parse(r.stdout) as Rollout;
+      return { verified: j.verified, ids: new Map(j.owners.flatMap((g) => g.identities.map((i) => [i.spiffeId, i]))) };
+    };
+    const r1 = await rollout(CVE);
+    assert.equal(r1.ids.get(WEB)?.quarantine?.reason, `[${CVE}] actively exploited`);
+    assert.equal(r1.ids.get(API)?.quarantine?.reason, `[${CVE}] actively exploited`);
+    assert.match((await writ(srv, ['vuln', 'rollout', CVE])).stdout, /spiffe:\/\/e2e\.test\/shop\/web\s+\S+.*, quarantined/);
+
+    // The old web and api pods are gone; lifting CVE-2026-31337's quarantines leaves the other one.
+    for (const name of ['web-1', 'api-1']) {
+      const c = children.get(name)!;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGKILL');
+      await exited;
+    }
+    const dry = await writ(srv, ['vuln', 'release', CVE, '--dry-run', '-o', 'json']);
+    assert.deepEqual((JSON.parse(dry.stdout) as { released: string[] }).released.sort(), [API, WEB]);
+    const rel = await writ(srv, ['vuln', 'release', CVE]);
+    assert.equal(rel.code, 0, rel.stderr);
+    assert.match(rel.stderr, /^released 2 quarantines of CVE-2026-31337$/m);
+    const left = JSON.parse((await writ(srv, ['quarantine', 'list', '-o', 'json'])).stdout) as Array<{ spiffeId: string; reason: string }>;
+    assert.deepEqual(
+      left.map((q) => [q.spiffeId, q.reason]),
+      [[LEDGER, '[CVE-2026-5555] exploited']],
+    );
+
+    // --spiffe-id lifts one: the rollout no longer shows it quarantined.
+    const ledger = await writ(srv, ['vuln', 'release', 'CVE-2026-5555', '--spiffe-id', LEDGER]);
+    assert.equal(ledger.code, 0, ledger.stderr);
+    assert.match(ledger.stderr, /^released 1 quarantine of CVE-2026-5555$/m);
+    assert.deepEqual(JSON.parse((await writ(srv, ['quarantine', 'list', '-o', 'json'])).stdout), []);
+    assert.equal((await rollout('CVE-2026-5555')).ids.get(LEDGER)?.quarantine, null);
+  });
+
   it('bad input: an ID that is not one, a missing reason, a bad severity', async () => {
     const bad = await writ(srv, ['vuln', 'quarantine', 'CVE-24-1', '--reason', 'x']);
     assert.equal(bad.code, 1);

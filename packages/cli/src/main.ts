@@ -1275,9 +1275,10 @@ export function buildProgram(): Command {
     });
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
-  registerVulnGate(program, clientOf);
   registerVulnAnswers(program, clientOf);
   registerVex(program, clientOf);
+  // After the answers: it adds --quarantine to `writ vuln affected`.
+  registerVulnGate(program, clientOf);
   registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags

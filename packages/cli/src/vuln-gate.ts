@@ -126,6 +126,26 @@ export function registerVulnGate(program: Command, clientOf: (cmd: Command) => {
   }
 
   vuln
+    .command('release <id>')
+    .description(
+      'lift the quarantines `writ vuln quarantine` wrote for the vulnerability (all, or --spiffe-id ones), once the fixed digests are deployed; then `writ vuln rollout` shows whether any instance still runs an affected digest',
+    )
+    .option('--spiffe-id <id>', 'only this identity (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--dry-run', 'only show whose quarantine would be lifted')
+    .action(async (id: string, f: { spiffeId?: string[]; dryRun?: boolean }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const r = await api.call<{ vulnerability: string; dryRun: boolean; released: string[] }>(
+        'POST',
+        `/v1/vulnerabilities/${encodeURIComponent(id)}/release`,
+        { ...(f.spiffeId ? { spiffeIds: f.spiffeId } : {}), ...(f.dryRun ? { dryRun: true } : {}) },
+      );
+      print(format, r, () => ({ head: ['SPIFFE ID', 'STATE'], body: r.released.map((s) => [s, r.dryRun ? 'would be released' : 'released']) }));
+      process.stderr.write(
+        `${r.dryRun ? 'would release' : 'released'} ${r.released.length} quarantine${r.released.length === 1 ? '' : 's'} of ${r.vulnerability}\n`,
+      );
+    });
+
+  vuln
     .command('events')
     .description(
       "vulnerability events, newest first: a running workload newly affected (at or above the server's vulnEvents.minSeverity) by a new report, a newly running workload or an exception that ended",

@@ -74,3 +74,18 @@ export async function contain(
     expiresAt,
   };
 }
+
+/** The quarantines in force at `now` that containment of `vulnId` wrote, by SPIFFE ID. */
+export async function containmentQuarantines(store: Store, vulnId: string, now: number): Promise<Map<string, QuarantineEntry>> {
+  return new Map((await store.listQuarantine(now)).filter((q) => quarantineVulnerability(q.reason) === vulnId).map((q) => [q.spiffeId, q]));
+}
+
+/**
+ * A rollout identity's containment: its quarantine for the vulnerability, while in force. (Whether it
+ * may be lifted is the operator's call: a quarantined workload gets no SVIDs, so its agent stops
+ * reporting it, and the running set cannot tell a pod that still runs the affected digest from one gone.)
+ */
+export function containmentState(q: QuarantineEntry | undefined) {
+  if (!q) return null;
+  return { reason: q.reason, expiresAt: q.expiresAt === null ? null : new Date(q.expiresAt).toISOString() };
+}

@@ -4,10 +4,10 @@
  */
 import { WritError } from '@writ/spiffe';
 import { SEVERITIES, type Severity, normalizeVulnId } from '@writ/vuln';
-import { contain, type ContainedIdentity } from '../vuln-containment.ts';
+import { contain, containmentQuarantines, type ContainedIdentity } from '../vuln-containment.ts';
 import { vulnEventJson } from '../vuln-events.ts';
 import type { ApiContext } from './context.ts';
-import { integerParam, isoOrNull, object, ok, str, stringParam, type AddRoute } from './http.ts';
+import { integerParam, isoOrNull, object, ok, str, stringParam, strList, type AddRoute } from './http.ts';
 import { ttlField } from './validate.ts';
 
 const identityJson = (c: ContainedIdentity) => ({ spiffeId: c.spiffeId, workloads: c.workloads });
@@ -51,6 +51,26 @@ export function vulnGateRoutes(ctx: ApiContext, add: AddRoute): void {
       );
     },
     { limit: 64 * 1024, fields: ['reason', 'ttl', 'minSeverity', 'dryRun'] },
+  );
+
+  add(
+    'POST',
+    '/v1/vulnerabilities/{id}/release',
+    'operator',
+    'Lifts the quarantines containment of the vulnerability wrote (reason "[ID] ..."), all of them or those of `spiffeIds`; other quarantines are left alone. Once the fixed digests are deployed: their workloads get SVIDs again and `rollout` shows whether any instance still runs an affected digest. Body {spiffeIds?, dryRun?}.',
+    async (req) => {
+      const vulnId = normalizeVulnId(decodeURIComponent(req.params[0]!));
+      const o = object(req.body ?? {});
+      const dryRun = o['dryRun'];
+      if (dryRun !== undefined && typeof dryRun !== 'boolean') throw new WritError('ERR_FIELD_INVALID', 'dryRun must be true or false', { field: 'dryRun' });
+      const only = strList(o, 'spiffeIds', { max: 10_000, itemMax: 2048 });
+      const now = ctx.clock();
+      const mine = [...(await containmentQuarantines(ctx.store, vulnId, now)).keys()].filter((id) => !only || only.includes(id));
+      const released: string[] = [];
+      if (dryRun !== true) for (const id of mine) if (await ctx.store.removeQuarantine(id)) released.push(id);
+      return ok({ vulnerability: vulnId, dryRun: dryRun === true, released: dryRun === true ? mine : released });
+    },
+    { limit: 1024 * 1024, fields: ['spiffeIds', 'dryRun'] },
   );
 
   add(
