@@ -135,6 +135,8 @@ export class VulnEventWatcher {
   #again = false;
   #timer: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
+  /** How long the last evaluation took (ms). */
+  #lastMs = 0;
   #unsubscribe: (() => void) | undefined;
   readonly #queue: VulnEvent[] = [];
   #delivering: Promise<void> | undefined;
@@ -152,7 +154,10 @@ export class VulnEventWatcher {
     this.#unsubscribe = this.#o.store.onChange((c) => {
       if (!WATCHED.has(c.kind)) return;
       // Coalesce a burst of writes (an agent's report, a batch of reports) into one evaluation.
-      if (!this.#debounce) this.#debounce = setTimeout(() => ((this.#debounce = undefined), void this.#run()), 200).unref();
+      // Agents' heartbeats are writes too: with a large running set, evaluations are spaced by
+      // twice the last one's duration, so they never take more than about a third of the time.
+      const wait = Math.max(200, 2 * this.#lastMs);
+      if (!this.#debounce) this.#debounce = setTimeout(() => ((this.#debounce = undefined), void this.#run()), wait).unref();
     });
     this.#timer = setInterval(() => this.tick(), this.#o.config.intervalMs).unref();
     void this.#run();
@@ -205,6 +210,15 @@ export class VulnEventWatcher {
   }
 
   async #evaluate(): Promise<VulnEvent[]> {
+    const started = performance.now();
+    try {
+      return await this.#evaluateAt();
+    } finally {
+      this.#lastMs = performance.now() - started;
+    }
+  }
+
+  async #evaluateAt(): Promise<VulnEvent[]> {
     const { store, clock, config } = this.#o;
     const now = clock();
     const since = this.#lastAt;
