@@ -86,6 +86,25 @@ describe('writ admission check --report', () => {
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   });
 
+  it('a VulnException in a --policy file suppresses the finding, as on the server', async () => {
+    writeFileSync(
+      join(dir, 'exception.yaml'),
+      `apiVersion: writ.dev/v1
+kind: VulnException
+metadata: { name: zlib-api }
+spec:
+  vulnerability: cve-2026-7777
+  scope: { repository: ["${NAME}"] }
+  reason: "TICKET-3: not reachable"
+  expires: ${new Date(Date.now() + 86_400_000).toISOString()}
+`,
+    );
+    const args = ['admission', 'check', '-f', join(dir, 'pod.yaml'), '--policy', join(dir, 'policy.yaml'), '--report', join(dir, 'trivy.json')];
+    const r = await writ(undefined, [...args, '--policy', join(dir, 'exception.yaml')]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^ADMITTED +Pod prod\/api$/m);
+  });
+
   it('a report that is not one is an error naming the problem (exit 1)', async () => {
     writeFileSync(join(dir, 'bad.json'), '{"hello": 1}');
     const r = await writ(undefined, [

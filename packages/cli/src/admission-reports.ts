@@ -1,15 +1,16 @@
 /**
  * `writ admission check --report FILE`: the vulnerability gate offline. Scanner reports (any format
  * `writ vuln ingest` reads) given on the command line stand in for the server's inventory; each is
- * filed under the manifest digest it names. Offline there are no VulnExceptions or VEX statements:
- * nothing is suppressed (the server's verdict may admit what this refuses).
+ * filed under the manifest digest it names. The VulnExceptions of the --policy files suppress what
+ * they cover, as on the server; VEX statements live on the server only, so the webhook may admit
+ * what this refuses.
  */
 import { readFileSync, statSync } from 'node:fs';
 import type { ImageVulnerabilities, ImageVulnerability, VulnerabilityChecker } from '@writ/admission';
 import { WritError } from '@writ/spiffe';
-import { parseReport } from '@writ/vuln';
+import { type SuppressionSet, parseReport } from '@writ/vuln';
 
-export function reportChecker(files: readonly string[]): VulnerabilityChecker {
+export function reportChecker(files: readonly string[], suppressions: SuppressionSet, now: number): VulnerabilityChecker {
   const byDigest = new Map<string, { scannedAt: number; scanners: Set<string>; findings: ImageVulnerability[] }>();
   for (const file of files) {
     let bytes: Buffer;
@@ -27,7 +28,19 @@ export function reportChecker(files: readonly string[]): VulnerabilityChecker {
     const entry = byDigest.get(digest) ?? { scannedAt: 0, scanners: new Set<string>(), findings: [] };
     entry.scannedAt = Math.max(entry.scannedAt, at);
     entry.scanners.add(report.scanner.name);
-    for (const f of report.findings)
+    for (const f of report.findings) {
+      const p = packages.get(f.packageRef);
+      const s = suppressions.match(
+        {
+          vulnId: f.id,
+          aliases: f.aliases,
+          imageDigest: digest,
+          repositories: report.image.names,
+          packageName: p?.name ?? '',
+          ...(p?.purl ? { purl: p.purl } : {}),
+        },
+        now,
+      );
       entry.findings.push({
         id: f.id,
         severity: f.severity,
@@ -35,7 +48,9 @@ export function reportChecker(files: readonly string[]): VulnerabilityChecker {
         package: packages.get(f.packageRef)?.name ?? f.packageRef,
         installed: f.installed,
         ...(f.fixed ? { fixed: f.fixed } : {}),
+        ...(s ? { suppressed: { by: s.by, name: s.name, reason: s.reason } } : {}),
       });
+    }
     byDigest.set(digest, entry);
   }
   return {

@@ -18,6 +18,7 @@ import {
 } from '@writ/admission';
 import { ImageVerifier, RegistryClient, loadRegistryConfig, type ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
+import { parseVulnExceptions, suppressionSet } from '@writ/vuln';
 import { reportChecker } from './admission-reports.ts';
 import { withFlagHint } from './image.ts';
 import { checkFormat, print } from './output.ts';
@@ -109,7 +110,7 @@ export function registerAdmissionCheck(admission: Command): void {
     .option('--registry-config <file>', "per-registry CA and credentials, for policies that check images (the server's format)")
     .option(
       '--report <file>',
-      'a scanner report (Trivy, Grype, CycloneDX, SPDX) for images.vulnerabilities, filed under the digest it names (repeatable); without one that control refuses, as it cannot be checked offline; no VulnException or VEX applies offline',
+      'a scanner report (Trivy, Grype, CycloneDX, SPDX) for images.vulnerabilities, filed under the digest it names (repeatable); without one that control refuses, as it cannot be checked offline; VulnExceptions in --policy files apply, VEX statements (on the server) do not',
       collect,
     )
     .action(async (f: CheckFlags, cmd: Command) => {
@@ -155,7 +156,16 @@ export function registerAdmissionCheck(admission: Command): void {
       });
       const images = policies.some((p) => p.images) ? imageCheckerForCli(f.registryConfig) : undefined;
       const readKeyFile = keyReader(f.policy ?? []);
-      const vulnerabilities = f.report?.length ? reportChecker(f.report) : undefined;
+      const vulnerabilities = f.report?.length
+        ? reportChecker(
+            f.report,
+            suppressionSet(
+              (f.policy ?? []).flatMap((file) => parseVulnExceptions(readInput(file, 'ERR_POLICY_INVALID'), { file, now, stored: true })),
+              [],
+            ),
+            now,
+          )
+        : undefined;
       const results: Array<CheckResult & { verdict: AdmissionVerdict }> = [];
       for (const o of objects) {
         const namespace = o.namespace || f.namespace;
