@@ -247,6 +247,7 @@ export function buildProgram(): Command {
     .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
     .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
     .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
+    .option('--report-limit <size>', 'largest scanner report POST /v1/reports takes, e.g. 64MiB (default), 256MiB at most')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
@@ -275,6 +276,7 @@ export function buildProgram(): Command {
         ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
         ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
+        ...(o['reportLimit'] ? { reportLimit: o['reportLimit'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
       });
       const running = await startServer(cfg);

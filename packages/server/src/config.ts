@@ -36,6 +36,8 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
+  /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
+  readonly reportLimitBytes: number;
 }
 
 export interface AdmissionListenConfig {
@@ -60,7 +62,21 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
+  reportLimit: '64MiB',
 } as const;
+
+/** The largest `--report-limit`: the body is held and parsed in memory as one string. */
+export const MAX_REPORT_LIMIT_BYTES = 256 * 1024 * 1024;
+
+/** `64MiB`, `512KiB`, `1GiB`, or bytes: a size in bytes. */
+export function parseByteSize(v: string, field: string, max: number, min = 1024): number {
+  const m = /^(\d{1,12})\s*(B|KiB|MiB|GiB)?$/.exec(v.trim());
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m?.[2] ?? 'B'] ?? 1;
+  const n = m ? Number(m[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(n)) bad(field, `${JSON.stringify(v.slice(0, 40))} is not a size like 64MiB, 512KiB or a number of bytes`);
+  if (n < min || n > max) bad(field, `${v} is outside ${min} bytes .. ${max / 1024 ** 2}MiB`);
+  return n;
+}
 
 /** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
 export const MAX_ADMISSION_BUDGET_MS = 25_000;
@@ -88,6 +104,7 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
+  'reportLimit',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
@@ -228,6 +245,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
+    reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
   };
 }
 

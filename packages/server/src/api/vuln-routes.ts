@@ -7,8 +7,9 @@ import type { ApiContext } from './context.ts';
 import { integerParam, isoOrNull, ok, stringParam, type AddRoute } from './http.ts';
 
 /**
- * The largest report document accepted, in bytes: a Trivy report of a big image with every
- * package is some tens of MB. Checked while the body streams in, before anything is parsed.
+ * The default largest report document accepted, in bytes (`--report-limit`): a Trivy report of a
+ * big image with every package is some tens of MB. Checked while the body streams in, before
+ * anything is parsed.
  */
 export const REPORT_BODY_LIMIT = 64 * 1024 * 1024;
 
@@ -57,7 +58,7 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/reports',
     'operator',
-    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3), at most 64 MiB. Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
+    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3), at most --report-limit (default 64 MiB; 413 ERR_BODY_TOO_LARGE as soon as the body passes it). Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
     async (req) => {
       const report = parseDocument(req.body);
       if (report.format === 'openvex')
@@ -80,7 +81,7 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
         r.created ? 201 : 200,
       );
     },
-    { limit: REPORT_BODY_LIMIT },
+    { limit: ctx.reportLimitBytes },
   );
 
   add(
