@@ -15,6 +15,7 @@ import { registerAdmissionEvents, registerAdmissionManifests } from './admission
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
+import { registerImageAdd } from './image-add.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1234,6 +1235,7 @@ export function buildProgram(): Command {
     });
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
+  registerImageAdd(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;
