@@ -27,9 +27,10 @@ const shBlocks = (markdown: string): string[] => [...markdown.matchAll(/^```sh\n
 /** The text under `## heading` up to the next `## ` heading; the whole text without a heading. */
 function sectionOf(markdown: string, heading: string | undefined): string {
   if (heading === undefined) return markdown;
-  const start = markdown.split('\n').findIndex((l) => l === `## ${heading}`);
+  const lines = markdown.split('\n');
+  const start = lines.indexOf(`## ${heading}`);
   assert.ok(start >= 0, `no "## ${heading}" heading`);
-  const rest = markdown.split('\n').slice(start + 1);
+  const rest = lines.slice(start + 1);
   const end = rest.findIndex((l) => l.startsWith('## '));
   return (end < 0 ? rest : rest.slice(0, end)).join('\n');
 }
