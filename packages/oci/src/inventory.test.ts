@@ -76,6 +76,11 @@ describe('readImage', () => {
   it('an unknown tag or repository is ERR_IMAGE_NOT_FOUND; a bad platform ERR_IMAGE_REF_INVALID', async () => {
     await assert.rejects(readImage(client, reg.ref('shop/web', 'nope')), (e) => isWritError(e, 'ERR_IMAGE_NOT_FOUND'));
     await assert.rejects(readImage(client, reg.ref('no/such', '1')), (e) => isWritError(e, 'ERR_IMAGE_NOT_FOUND'));
+    await assert.rejects(
+      readImage(client, reg.ref('shop/web', '2.0'), { platform: parsePlatform('linux/arm64') }),
+      (e) => isWritError(e, 'ERR_IMAGE_NOT_FOUND') && /is a linux\/amd64 image, not an index with a manifest for linux\/arm64/.test(e.message),
+    );
+    assert.equal((await readImage(client, reg.ref('shop/web', '2.0'), { platform: parsePlatform('linux/amd64') })).length, 1);
     assert.throws(
       () => parsePlatform('linux'),
       (e) => isWritError(e, 'ERR_IMAGE_REF_INVALID'),

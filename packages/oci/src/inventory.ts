@@ -34,7 +34,7 @@ export interface ImageFacts {
 }
 
 export interface ReadImageOptions {
-  /** Only this platform of an index (ERR_IMAGE_NOT_FOUND when the index has none); ignored for a plain manifest. */
+  /** Only this platform of an index (ERR_IMAGE_NOT_FOUND when the index has none, or a plain manifest is of another platform). */
   readonly platform?: Platform;
   readonly signal?: AbortSignal;
 }
@@ -150,7 +150,14 @@ export async function readImage(reader: RegistryReader, reference: string | Imag
   const top = await reader.manifest(ref, at, signal);
   if (top === null) throw new WritError('ERR_IMAGE_NOT_FOUND', `${named} not found`);
   const withTag: ImageRef = ref.tag === undefined && ref.digest === undefined ? { ...ref, tag: 'latest' } : ref;
-  if (!INDEX_TYPES.has(top.mediaType)) return [await manifestFacts(reader, withTag, top, undefined, signal)];
+  if (!INDEX_TYPES.has(top.mediaType)) {
+    const facts = await manifestFacts(reader, withTag, top, undefined, signal);
+    // One manifest is one platform: asking it for another is asking for an image it is not.
+    const wanted = opts.platform === undefined ? null : formatPlatform(opts.platform);
+    if (wanted !== null && facts.platform !== null && facts.platform !== wanted && !facts.platform.startsWith(`${wanted}/`))
+      throw new WritError('ERR_IMAGE_NOT_FOUND', `${named} is a ${facts.platform} image, not an index with a manifest for ${wanted}`);
+    return [facts];
+  }
 
   const entries = (top.json['manifests'] as Descriptor[]).filter(runnable);
   const platform = opts.platform;
