@@ -107,6 +107,18 @@ const kv = (rows: Array<[string, string]>): string => {
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`.trimEnd()).join('\n')}\n`;
 };
 
+/** One report's outcome as the table prints it. */
+function ingestTable(r: IngestAnswer, first: Array<[string, string]>): string {
+  return kv([
+    ...first,
+    ['image', r.image],
+    ['scanner', `${r.scanner} (${r.format})${r.scannedAt ? `, scanned ${r.scannedAt}` : ''}`],
+    ['packages', String(r.packages)],
+    ['findings', `${r.findings}${r.findings ? ` (${severityLine(r.bySeverity)})` : ''}`],
+    ['report', `${r.reportId} ${r.created ? 'created' : 'already stored'}`],
+  ]);
+}
+
 export function registerVuln(program: Command, clientOf: (cmd: Command) => { api: ApiClient; format: Format }): void {
   const vuln = program.command('vuln').description('vulnerable images: scanner reports in, the image inventory out');
   vuln
@@ -153,17 +165,7 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
         }
         results.push({ file, ...r });
         if (format !== 'table') continue;
-        process.stdout.write(
-          (many && i > 0 ? '\n' : '') +
-            kv([
-              ...(many ? ([['file', file]] as Array<[string, string]>) : []),
-              ['image', r.image],
-              ['scanner', `${r.scanner} (${r.format})${r.scannedAt ? `, scanned ${r.scannedAt}` : ''}`],
-              ['packages', String(r.packages)],
-              ['findings', `${r.findings}${r.findings ? ` (${severityLine(r.bySeverity)})` : ''}`],
-              ['report', `${r.reportId} ${r.created ? 'created' : 'already stored'}`],
-            ]),
-        );
+        process.stdout.write((many && i > 0 ? '\n' : '') + ingestTable(r, many ? [['file', file]] : []));
       }
       if (format !== 'table') {
         // One file: the answer itself (as before); several: one item per file, refusals included.
