@@ -199,7 +199,7 @@ function review(namespace: string, images: readonly string[], dryRun = false): R
   };
 }
 
-function admit(body: object): Promise<{ allowed: boolean; message: string }> {
+function admit(body: object, hook: 'validate' | 'mutate' = 'validate'): Promise<{ allowed: boolean; message: string; patch: Array<{ value: string }> }> {
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = request(
@@ -207,7 +207,7 @@ function admit(body: object): Promise<{ allowed: boolean; message: string }> {
         host: '127.0.0.1',
         port: webhookPort,
         servername: DNS,
-        path: '/v1/admission/validate',
+        path: `/v1/admission/${hook}`,
         method: 'POST',
         ca: webhookCa,
         agent: false,
@@ -217,8 +217,9 @@ function admit(body: object): Promise<{ allowed: boolean; message: string }> {
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
         res.on('end', () => {
-          const r = (JSON.parse(text) as { response: { allowed: boolean; status?: { message: string } } }).response;
-          resolve({ allowed: r.allowed, message: r.status?.message ?? '' });
+          const r = (JSON.parse(text) as { response: { allowed: boolean; status?: { message: string }; patch?: string } }).response;
+          const patch = r.patch ? (JSON.parse(Buffer.from(r.patch, 'base64').toString()) as Array<{ value: string }>) : [];
+          resolve({ allowed: r.allowed, message: r.status?.message ?? '', patch });
         });
       },
     );
@@ -273,6 +274,20 @@ spec:
     // The refused and the dry-run reviews came first; what came after them is in, so they left nothing.
     assert.equal(await image(denied.digest), undefined, 'a denied image is not recorded');
     assert.equal(await image(dry.digest), undefined, 'a dry run records nothing');
+  });
+
+  it('a tag the mutating hook pinned is recorded with the digest the validating hook admitted', async () => {
+    const tagged = await reg.pushImage('shop/tagged', '5', { layers: 1, seed: 'tagged' });
+    const m = await admit(review('shop', [reg.ref('shop/tagged', '5')]), 'mutate');
+    assert.equal(m.allowed, true, m.message);
+    assert.deepEqual(
+      m.patch.map((p) => p.value),
+      [`${reg.host}/shop/tagged@${tagged.digest}`],
+    );
+    // What kube-apiserver sends the validating hook: the pod as the mutating hook patched it.
+    assert.equal((await admit(review('shop', [m.patch[0]!.value]))).allowed, true);
+    const got = await waitFor('the pinned image', () => image(tagged.digest));
+    assert.deepEqual([got.tags, got.layers.length], [[`${reg.host}/shop/tagged:5`], 1]);
   });
 
   it('an image no policy checked is recorded with its name and tag only: the registry is not asked (no config, no layers)', async () => {

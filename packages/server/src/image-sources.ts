@@ -70,6 +70,8 @@ export class AdmissionInventoryRecorder {
   readonly #queue: Pending[] = [];
   /** Digest → the inventory rows read for it (an index: one per platform), oldest first. */
   readonly #known = new Map<string, InventoryImage[]>();
+  /** `registry/repository@digest` → the tag the mutating hook pinned to it, oldest first. */
+  readonly #tags = new Map<string, string>();
   #running: Promise<void> | undefined;
   #retry: NodeJS.Timeout | undefined;
   #dropped = 0;
@@ -83,6 +85,30 @@ export class AdmissionInventoryRecorder {
     this.#registry = deps.registry;
     this.#clock = deps.clock;
     this.#log = deps.log;
+  }
+
+  /**
+   * The tags the mutating hook pinned (`image` as written, `digest` it resolved to): the validating
+   * hook then sees `name@digest` only, and the tag it came from is recorded with it.
+   */
+  pinned(images: ReadonlyArray<{ readonly image: string; readonly digest?: string | undefined }>): void {
+    for (const i of images) {
+      if (i.digest === undefined) continue;
+      try {
+        const ref = parseImageRef(i.image);
+        if (ref.tag === undefined || ref.digest !== undefined) continue;
+        const key = `${ref.registry}/${ref.repository}@${i.digest}`;
+        this.#tags.delete(key);
+        this.#tags.set(key, ref.tag);
+      } catch {
+        continue;
+      }
+      while (this.#tags.size > AdmissionInventoryRecorder.MAX_KNOWN) {
+        const oldest = this.#tags.keys().next().value;
+        if (oldest === undefined) break;
+        this.#tags.delete(oldest);
+      }
+    }
   }
 
   /**
@@ -137,7 +163,8 @@ export class AdmissionInventoryRecorder {
     while (this.#queue.length && !this.#closed) {
       const p = this.#queue.shift()!;
       const name = `${p.ref.registry}/${p.ref.repository}`;
-      const tag = p.ref.tag === undefined ? null : `${name}:${p.ref.tag}`;
+      const pinnedTag = p.ref.tag ?? this.#tags.get(`${name}@${p.digest}`);
+      const tag = pinnedTag === undefined ? null : `${name}:${pinnedTag}`;
       const now = this.#clock();
       let rows = this.#known.get(p.digest);
       if (rows === undefined && !p.fromRegistry) rows = [bare(p.digest, now)];

@@ -392,7 +392,7 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
       clock: d.clock,
       // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
       admitImages: d.admitted.admit,
-      recordImages: (images, fromRegistry) => d.inventory.record(images, fromRegistry),
+      recordImages: (images, o) => (o.hook === 'mutate' ? d.inventory.pinned(images) : d.inventory.record(images, o.fromRegistry)),
       apiServerAuthenticated: a.clientCaFile !== undefined,
       onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
       log: d.log,
