@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
+import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, parseDuration, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
 import { addAdmittedImagesCommand } from './admitted-images.ts';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
@@ -16,6 +16,7 @@ import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.t
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
 import { registerImageAdd } from './image-add.ts';
+import { registerWorkload } from './workload.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -58,14 +59,16 @@ type EntryJson = { id: string; spiffeId: string; parentId: string; selectors: st
 const entryRows = (entries: EntryJson[]) => () => {
   // The column appears once an entry needs it: tables of entries without it read as before.
   const image = entries.some((e) => e['requireAdmittedImage'] === true);
+  const owner = entries.some((e) => typeof e['owner'] === 'string');
   return {
-    head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', ...(image ? ['IMAGE'] : [])],
+    head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', ...(image ? ['IMAGE'] : []), ...(owner ? ['OWNER'] : [])],
     body: entries.map((e) => [
       e.id,
       e.spiffeId,
       e.parentId,
       e.selectors.join(','),
       ...(image ? [e['requireAdmittedImage'] === true ? 'admitted only' : 'any'] : []),
+      ...(owner ? [typeof e['owner'] === 'string' ? e['owner'] : '-'] : []),
     ]),
   };
 };
@@ -82,6 +85,8 @@ interface EntryFlags {
   hint?: string;
   expiresAt?: string;
   requireAdmittedImage?: boolean;
+  /** false: --no-owner. */
+  owner?: string | false;
 }
 function entryBody(f: EntryFlags): Record<string, unknown> {
   const b: Record<string, unknown> = {};
@@ -96,6 +101,7 @@ function entryBody(f: EntryFlags): Record<string, unknown> {
   if (f.hint !== undefined) b['hint'] = f.hint;
   if (f.expiresAt !== undefined) b['expiresAt'] = f.expiresAt === 'never' ? null : f.expiresAt;
   if (f.requireAdmittedImage !== undefined) b['requireAdmittedImage'] = f.requireAdmittedImage;
+  if (f.owner !== undefined) b['owner'] = f.owner === false ? null : f.owner;
   return b;
 }
 function entryOptions(c: Command): Command {
@@ -114,7 +120,12 @@ function entryOptions(c: Command): Command {
       '--require-admitted-image',
       'SVIDs only for a container whose image digest was admitted under an enforce admission policy (a plain process never gets them)',
     )
-    .option('--no-require-admitted-image', 'any workload with the selectors gets the SVIDs (the default)');
+    .option('--no-require-admitted-image', 'any workload with the selectors gets the SVIDs (the default)')
+    .option(
+      '--owner <name>',
+      'who owns the workloads served this ID (a team): it wins over owner labels and the namespace map in `writ workload list` and `writ vuln affected`',
+    )
+    .option('--no-owner', 'clear the owner (owner labels and the namespace map decide)');
 }
 
 function readText(file: string): string {
@@ -524,10 +535,15 @@ export function buildProgram(): Command {
     .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
     .option('--kubelet-ca <file>', "the kubelet's serving CA")
     .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
+    .option(
+      '--workload-report-interval <duration>',
+      'how often the workloads served are reported whole to the server, between reports on change (env WRIT_WORKLOAD_REPORT_INTERVAL; 1s to 50s, default 20s: the server counts a workload running for a minute after a report)',
+    )
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (
         f: {
+          workloadReportInterval?: string;
           dataDir: string;
           joinToken?: string;
           trustDomain?: string;
@@ -557,6 +573,8 @@ export function buildProgram(): Command {
           throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
         }
         if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
+        const reportEvery = f.workloadReportInterval ?? (process.env['WRIT_WORKLOAD_REPORT_INTERVAL'] || undefined);
+        const workloadReportMs = reportEvery === undefined ? undefined : parseDuration(reportEvery, '--workload-report-interval', 50_000, 1000);
         const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
         const attestors = [
           ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
@@ -582,6 +600,7 @@ export function buildProgram(): Command {
           joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
           dataDir: f.dataDir,
           log,
+          workloadReportMs,
           ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
         });
         await a.start();
@@ -1236,6 +1255,7 @@ export function buildProgram(): Command {
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
   registerImageAdd(program, clientOf);
+  registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

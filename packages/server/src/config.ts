@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
+import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
   readonly trustDomain: string;
@@ -38,6 +39,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
   readonly reportLimitBytes: number;
+  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
+  readonly owners: OwnerRules;
 }
 
 export interface AdmissionListenConfig {
@@ -105,10 +108,11 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'reportLimit',
+  'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -246,6 +250,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
+    owners: parseOwnerRules(file['owners']),
   };
 }
 

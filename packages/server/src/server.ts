@@ -197,6 +197,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       requireAdmittedImage: cfg.requireAdmittedImage,
       registry,
       reportLimitBytes: cfg.reportLimitBytes,
+      owners: cfg.owners,
       get publicUrl() {
         return publicUrl;
       },
@@ -307,6 +308,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
+          const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
+          if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
         }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');

@@ -3,6 +3,7 @@ import type { RegistryReader } from '@writ/oci';
 import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
+import type { OwnerRules } from '../owners.ts';
 import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 
@@ -27,4 +28,6 @@ export interface ApiContext {
   readonly registry: RegistryReader;
   /** `--report-limit`: the largest `POST /v1/reports` body, in bytes. */
   readonly reportLimitBytes: number;
+  /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
+  readonly owners?: OwnerRules;
 }

@@ -34,6 +34,7 @@ import {
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
 import { imageSourceRoutes } from './image-sources-routes.ts';
+import { workloadRoutes } from './workload-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -372,5 +373,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
   imageSourceRoutes(ctx, add);
+  workloadRoutes(ctx, add);
   return routes;
 }

@@ -41,7 +41,7 @@ import {
 } from './types.ts';
 
 const ENTRY_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
+  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image, owner';
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
 const INSERT_CHUNK = 500;
 
@@ -65,6 +65,7 @@ function toEntry(r: Row): Entry {
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
     requireAdmittedImage: num(r['require_admitted_image']) === 1,
+    ...(typeof r['owner'] === 'string' ? { owner: r['owner'] } : {}),
   };
 }
 
@@ -143,6 +144,7 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
     createdAt,
     updatedAt,
     e.requireAdmittedImage ? 1 : 0,
+    e.owner ?? null,
   ];
 }
 
@@ -156,8 +158,8 @@ const QUARANTINE_VERSION =
 const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
 
 const ENTRY_INSERT_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
-const ENTRY_ROW = `(${Array(16).fill('?').join(', ')})`;
+  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image, owner';
+const ENTRY_ROW = `(${Array(17).fill('?').join(', ')})`;
 
 function encodePageToken(id: string): string {
   return Buffer.from(id, 'utf8').toString('base64url');
@@ -325,8 +327,8 @@ export class SqlStore implements Store {
           const p = entryParams(id, input, revision, createdAt, now);
           await tx.query(
             `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
-             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ? WHERE id = ?`,
-            [...p.slice(1, 13), now, p[15]!, id],
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ?, owner = ? WHERE id = ?`,
+            [...p.slice(1, 13), now, p[15]!, p[16] ?? null, id],
           );
           await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
           const selectors = canonicalSelectors(input.selectors);
