@@ -16,6 +16,8 @@ import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.t
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
 import { registerImageAdd } from './image-add.ts';
+import { registerVulnAnswers } from './vuln-answers.ts';
+import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -201,13 +203,13 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
     } catch {
       throw err;
     }
-    const near = ['AdmissionPolicy', 'AdmissionException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
+    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
     if (!near.length) throw err;
     throw new ApiError(
       err.code,
       err.serverCode,
       err.httpStatus,
-      `${err.message}; admission documents are named Kind/name: did you mean ${near.join(' or ')}?`,
+      `${err.message}; admission documents and vulnerability exceptions are named Kind/name: did you mean ${near.join(' or ')}?`,
       {},
     );
   }
@@ -261,6 +263,7 @@ export function buildProgram(): Command {
     .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
     .option('--report-limit <size>', 'largest scanner report POST /v1/reports takes, e.g. 64MiB (default), 256MiB at most')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
+    .option('--vuln-exception-max-age <duration>', 'the longest a VulnException may run: a later expires is refused at apply (default 90d)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -290,6 +293,7 @@ export function buildProgram(): Command {
         ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
         ...(o['reportLimit'] ? { reportLimit: o['reportLimit'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
+        ...(o['vulnExceptionMaxAge'] ? { vulnExceptionMaxAge: o['vulnExceptionMaxAge'] as string } : {}),
       });
       const running = await startServer(cfg);
       const stop = (): void => {
@@ -825,7 +829,7 @@ export function buildProgram(): Command {
   policy
     .command('apply')
     .description(
-      'validate and apply AccessPolicy, AdmissionPolicy and AdmissionException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+      'validate and apply AccessPolicy, AdmissionPolicy, AdmissionException and VulnException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
     )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
@@ -844,13 +848,16 @@ export function buildProgram(): Command {
       const { parsePolicies } = await import('@writ/policy');
       const { ADMISSION_KINDS, parseAdmission } = await import('@writ/admission');
       const others = parsePolicies(yaml, { file: f.file }).others.filter((o) => o.kind !== 'PolicyTest');
-      const other = others.find((o) => !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
+      const other = others.find((o) => o.kind !== 'VulnException' && !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
       if (other)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy or AdmissionException)`,
+          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException or VulnException)`,
         );
-      if (others.length) parseAdmission(yaml, { file: f.file });
+      if (others.some((o) => o.kind !== 'VulnException')) parseAdmission(yaml, { file: f.file });
+      // The longest an exception may run is the server's to say: checked there.
+      if (others.some((o) => o.kind === 'VulnException'))
+        (await import('@writ/vuln')).parseVulnExceptions(yaml, { file: f.file, maxLifetimeMs: Number.POSITIVE_INFINITY });
       const startedAt = Date.now();
       let res: {
         revision: number;
@@ -909,11 +916,13 @@ export function buildProgram(): Command {
       const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
       if (format !== 'table') return print(format, res);
       const isAdmission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
-      const access = res.policies.filter((p) => !isAdmission(p));
+      const isVuln = (p: Record<string, unknown>): boolean => p['kind'] === 'VulnException';
+      const vulnExceptions = res.policies.filter(isVuln);
+      const access = res.policies.filter((p) => !isAdmission(p) && !isVuln(p));
       const admission = res.policies.filter(isAdmission);
       // Admission documents have no TO or RULES: their own table, with what each one checks or waives.
       const checks = await Promise.all(admission.map((p) => admissionSummary(api, p)));
-      if (access.length || !admission.length)
+      if (access.length || (!admission.length && !vulnExceptions.length))
         print(format, access, () => ({
           head: ['NAME', 'TO', 'MODE', 'RULES'],
           body: access.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
@@ -927,6 +936,20 @@ export function buildProgram(): Command {
             ((p['namespaces'] as string[] | undefined) ?? []).join(','),
             p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
             checks[i] ?? '',
+          ]),
+        }));
+      if ((access.length || admission.length) && vulnExceptions.length) process.stdout.write('\n');
+      if (vulnExceptions.length)
+        print(format, vulnExceptions, () => ({
+          head: ['VULN EXCEPTION', 'VULNERABILITY', 'SCOPE', 'OWNER', 'EXPIRES'],
+          body: vulnExceptions.map((p) => [
+            String(p['name']),
+            String(p['vulnerability']),
+            Object.entries((p['scope'] as Record<string, string[]> | undefined) ?? {})
+              .map(([k, v]) => `${k} ${v.join(',')}`)
+              .join(''),
+            String(p['owner'] ?? '-'),
+            `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}`,
           ]),
         }));
     });
@@ -1255,6 +1278,8 @@ export function buildProgram(): Command {
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
   registerImageAdd(program, clientOf);
+  registerVulnAnswers(program, clientOf);
+  registerVex(program, clientOf);
   registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags

@@ -6,6 +6,7 @@ import { SEVERITIES, type Severity } from '@writ/vuln';
 import { type Command, CommanderError } from 'commander';
 import { ApiError, type ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
+import { type VexIngestAnswer, vexIngestTable } from './vex.ts';
 
 type Counts = Record<Severity, number>;
 
@@ -43,6 +44,12 @@ interface ImageAnswer {
     bySeverity: Counts;
     packages: Array<{ layer: string | null }>;
   }>;
+  base: { digest: string | null; name: string | null; source: string; baseLayers: number | null; inInventory: boolean } | null;
+  lineage: {
+    parents: Array<{ digest: string | null; name: string | null; source: string; baseLayers: number | null; inInventory: boolean }>;
+    children: Array<{ digest: string; names: string[]; tags: string[] }>;
+  };
+  workloads: Array<{ spiffeIds: string[]; owner: string | null; node: string | null; namespace: string | null; pod: string | null; container: string | null }>;
 }
 
 /** `critical 1, high 3` (severities with none left out; `none` when there are none at all). */
@@ -109,6 +116,7 @@ const kv = (rows: Array<[string, string]>): string => {
 
 /** One report's outcome as the table prints it. */
 function ingestTable(r: IngestAnswer, first: Array<[string, string]>): string {
+  if (r.format === 'openvex') return first.map(([k, v]) => `${k.padEnd(10)}  ${v}\n`).join('') + vexIngestTable(r as unknown as VexIngestAnswer);
   return kv([
     ...first,
     ['image', r.image],
@@ -124,7 +132,7 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
   vuln
     .command('ingest')
     .description(
-      'send scanner reports to the server (Trivy JSON, Grype JSON, CycloneDX, SPDX), each streamed as it is read: filed under its image digest, idempotent per image, scanner and scan time',
+      'send scanner reports to the server (Trivy JSON, Grype JSON, CycloneDX, SPDX), each streamed as it is read: filed under its image digest, idempotent per image, scanner and scan time; or OpenVEX documents: their statements stored under their @id (a higher version replaces them)',
     )
     .requiredOption('-f, --file <file>', 'a report document ("-" for stdin); repeatable: each file is its own report, stored or refused whole', collect)
     .option('--progress', 'show the bytes sent on stderr even when it is not a terminal (a terminal shows them for files over 4 MiB)')
@@ -183,7 +191,9 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
   const image = program.commands.find((c) => c.name() === 'image') ?? program.command('image').description('container images: digests and cosign signatures');
   image
     .command('show')
-    .description('one image of the inventory by manifest digest: names, layers, and per scanner its packages and findings by severity')
+    .description(
+      "one image of the inventory by manifest digest: names, base and lineage, workloads running it now, layers (the base's marked), and per scanner its packages and findings by severity",
+    )
     .argument('<digest>', 'the manifest digest, sha256:...')
     .addHelpText('after', '\nExit codes: 0 shown, 1 unknown image or error, 2 usage.')
     .action(async (digest: string, _o: unknown, cmd: Command) => {
@@ -195,25 +205,31 @@ export function registerVuln(program: Command, clientOf: (cmd: Command) => { api
         refused(err);
       }
       if (format !== 'table') return print(format, d);
-      const base = d.annotations['org.opencontainers.image.base.name'];
+      const link = (p: { digest: string | null; name: string | null; source: string; baseLayers: number | null; inInventory: boolean }): string =>
+        `${p.name ?? '-'}${p.digest ? `@${p.digest}` : ''} (from ${p.source === 'annotation' ? 'annotations' : 'layers'}${p.inInventory ? '' : ', not in the inventory'})`;
       const rows: Array<[string, string]> = [
         ['digest', d.digest],
         ['names', d.names.join(', ') || '-'],
         ['tags', d.tags.join(', ') || '-'],
         ['created', d.created ?? '-'],
-        [
-          'base',
-          base ? `${base}${d.annotations['org.opencontainers.image.base.digest'] ? `@${d.annotations['org.opencontainers.image.base.digest']}` : ''}` : '-',
-        ],
+        ['base', d.base ? link(d.base) : '-'],
+        ...d.lineage.parents.slice(1).map((p): [string, string] => ['  then', link(p)]),
+        ['children', d.lineage.children.map((c) => `${c.tags[0] ?? c.names[0] ?? '-'}@${c.digest}`).join(', ') || '-'],
         ['seen', `${d.firstSeen} .. ${d.lastSeen}`],
+        ['running', `${d.workloads.length} workload${d.workloads.length === 1 ? '' : 's'}`],
+        ...d.workloads.map((w): [string, string] => [
+          '',
+          `${w.owner ?? '(no owner)'}  ${w.spiffeIds.join(',') || '-'}  ${w.node ?? '-'}  ${w.pod ? `${w.namespace ?? '-'}/${w.pod}` : (w.container ?? '-')}`,
+        ]),
         ['layers', String(d.layers.length)],
       ];
       let out = kv(rows);
+      const baseLayers = d.base?.baseLayers ?? 0;
       const perLayer = new Map<string, number>();
       for (const r of d.reports) for (const p of r.packages) if (p.layer) perLayer.set(p.layer, (perLayer.get(p.layer) ?? 0) + 1);
       d.layers.forEach((l, i) => {
         const n = perLayer.get(l);
-        out += `  ${String(i + 1).padStart(2)}  ${l}${n ? `  ${n} package${n === 1 ? '' : 's'}` : ''}\n`;
+        out += `  ${String(i + 1).padStart(2)}  ${l}${i < baseLayers ? '  base' : ''}${n ? `  ${n} package${n === 1 ? '' : 's'}` : ''}\n`;
       });
       if (d.reports.length === 0) out += 'reports   none\n';
       for (const r of d.reports) {

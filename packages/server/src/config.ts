@@ -39,6 +39,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
   readonly reportLimitBytes: number;
+  /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
+  readonly vulnExceptionMaxMs: number;
   /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
   readonly owners: OwnerRules;
 }
@@ -66,6 +68,7 @@ export const SERVER_DEFAULTS = {
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
   reportLimit: '64MiB',
+  vulnExceptionMaxAge: '90d',
 } as const;
 
 /** The largest `--report-limit`: the body is held and parsed in memory as one string. */
@@ -108,6 +111,7 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'reportLimit',
+  'vulnExceptionMaxAge',
   'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
@@ -199,7 +203,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget', max: number, min = 1000): number =>
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge', max: number, min = 1000): number =>
     parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
@@ -250,6 +254,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
+    vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),
   };
 }

@@ -197,6 +197,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       requireAdmittedImage: cfg.requireAdmittedImage,
       registry,
       reportLimitBytes: cfg.reportLimitBytes,
+      vulnExceptionMaxMs: cfg.vulnExceptionMaxMs,
       owners: cfg.owners,
       get publicUrl() {
         return publicUrl;

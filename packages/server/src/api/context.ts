@@ -28,6 +28,8 @@ export interface ApiContext {
   readonly registry: RegistryReader;
   /** `--report-limit`: the largest `POST /v1/reports` body, in bytes. */
   readonly reportLimitBytes: number;
+  /** The longest a VulnException may run (server config `vulnExceptionMaxAge`); default 90 days. */
+  readonly vulnExceptionMaxMs?: number;
   /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
   readonly owners?: OwnerRules;
 }

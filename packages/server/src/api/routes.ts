@@ -34,6 +34,8 @@ import {
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
 import { imageSourceRoutes } from './image-sources-routes.ts';
+import { vulnerabilityRoutes } from './vulnerability-routes.ts';
+import { vexRoutes } from './vex-routes.ts';
 import { workloadRoutes } from './workload-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
@@ -373,6 +375,8 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
   imageSourceRoutes(ctx, add);
+  vulnerabilityRoutes(ctx, add);
+  vexRoutes(ctx, add);
   workloadRoutes(ctx, add);
   return routes;
 }

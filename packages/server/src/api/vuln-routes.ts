@@ -3,8 +3,10 @@ import { checkImageDigest } from '@writ/protocol';
 import { WritError } from '@writ/spiffe';
 import { SEVERITIES, parseDocument, type Severity } from '@writ/vuln';
 import { MAX_PAGE_SIZE, type ImageDetail, type InventoryImage } from '../store/types.ts';
+import { imageAnswerExtras } from '../vuln-answers.ts';
 import type { ApiContext } from './context.ts';
 import { integerParam, isoOrNull, ok, stringParam, type AddRoute } from './http.ts';
+import { ingestVex } from './vex-routes.ts';
 
 /**
  * The default largest report document accepted, in bytes (`--report-limit`): a Trivy report of a
@@ -58,13 +60,11 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/reports',
     'operator',
-    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3), at most --report-limit (default 64 MiB; 413 ERR_BODY_TOO_LARGE as soon as the body passes it). Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
+    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3, OpenVEX v0.0.1/v0.2.0), at most --report-limit (default 64 MiB; 413 ERR_BODY_TOO_LARGE as soon as the body passes it). An OpenVEX document is stored as statements under its @id: a higher version replaces the stored one (201), the same one again is 200, an older one (or the same version with other statements) 409 ERR_VEX_VERSION_CONFLICT. Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
     async (req) => {
       const report = parseDocument(req.body);
-      if (report.format === 'openvex')
-        throw new WritError('ERR_FIELD_INVALID', 'an OpenVEX document is a set of statements, not a report of one image; this server does not ingest VEX yet', {
-          field: '@context',
-        });
+      // An OpenVEX document is statements about products, not a report of one image.
+      if (report.format === 'openvex') return ingestVex(ctx, req.body, report);
       const r = await ctx.store.putReport(report, ctx.clock());
       return ok(
         {
@@ -88,12 +88,21 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
     'GET',
     '/v1/images/{digest}',
     'viewer',
-    'One image of the inventory by manifest digest: names, tags, layers (diff IDs), annotations, labels, and the latest report of each scanner with its packages and findings.',
+    'One image of the inventory by manifest digest: names, tags, layers (diff IDs), annotations, labels, the latest report of each scanner with its packages and findings (each with its suppression or null), its base and lineage (parent chain, nearest first, and children), and the workloads running it now.',
     async (req) => {
       const digest = checkImageDigest(decodeURIComponent(req.params[0]!), 'digest');
       const d = await ctx.store.getImage(digest);
       if (!d) throw new WritError('ERR_NOT_FOUND', `no image ${digest} in the inventory`, { field: 'digest' });
-      return ok(detailJson(d));
+      // Issue 13's answers: suppressions on each finding, base and lineage, workloads running it now.
+      const extras = await imageAnswerExtras(ctx.store, d, ctx.clock());
+      const body = detailJson(d);
+      return ok({
+        ...body,
+        reports: body.reports.map((r, i) => ({ ...r, findings: r.findings.map((f, j) => ({ ...f, suppressed: extras.suppressed[i]?.[j] ?? null })) })),
+        base: extras.base,
+        lineage: extras.lineage,
+        workloads: extras.workloads,
+      });
     },
     undefined,
     {},

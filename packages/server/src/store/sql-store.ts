@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Report } from '@writ/vuln';
+import type { Report, VexDocument } from '@writ/vuln';
+import type { StoredVexDocument, StoredVexStatement } from './types.ts';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
@@ -7,6 +8,9 @@ import { MIGRATIONS } from './schema.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
 import { recordImages } from './image-sources-sql.ts';
+import * as vq from './vuln-query-sql.ts';
+import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
+import { deleteVexDocument, listVexDocuments, listVexStatements, putVexDocument } from './vex-sql.ts';
 import {
   type AdmissionEvent,
   type AdmissionEventQuery,
@@ -789,6 +793,64 @@ export class SqlStore implements Store {
   async pruneWorkloads(before: number): Promise<number> {
     const n = await pruneWorkloads(this.#db, before);
     return n > 0 ? this.#changed(n, { kind: 'workloads' }) : n;
+  }
+
+  // ---------------------------------------------------------------- answers (issue 13, section 4)
+
+  affected(vulnId: string, now: number): Promise<AffectedRow[]> {
+    return vq.affected(this.#db, vulnId, now);
+  }
+
+  affectedDigests(vulnId: string): Promise<string[]> {
+    return vq.affectedDigests(this.#db, vulnId);
+  }
+
+  listVulnerabilities(q: VulnerabilityQuery): Promise<VulnerabilityFindingRow[]> {
+    return vq.listVulnerabilities(this.#db, q);
+  }
+
+  runningImageDigests(now: number): Promise<string[]> {
+    return vq.runningImageDigests(this.#db, now);
+  }
+
+  imageLineage(digest: string): Promise<ImageLineage> {
+    return vq.imageLineage(this.#db, digest);
+  }
+
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+    return vq.baseImagesOf(this.#db, images);
+  }
+
+  runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]> {
+    return vq.runningWorkloads(this.#db, digests, now);
+  }
+
+  rolloutWorkloads(digests: readonly string[], now: number): Promise<{ history: RunningWorkload[]; running: Workload[] }> {
+    return vq.rolloutWorkloads(this.#db, digests, now);
+  }
+
+  reportedDigests(digests: readonly string[]): Promise<string[]> {
+    return vq.reportedDigests(this.#db, digests);
+  }
+
+  // ---------------------------------------------------------------- OpenVEX statements (issue 13)
+
+  async putVexDocument(doc: VexDocument, now: number): Promise<{ created: boolean; replaced: number | null; statements: number }> {
+    const r = await putVexDocument(this.#db, doc, now);
+    return r.created || r.replaced !== null ? this.#changed(r, { kind: 'vex' }) : r;
+  }
+
+  listVexStatements(q?: { vulnerability?: string }): Promise<StoredVexStatement[]> {
+    return listVexStatements(this.#db, q);
+  }
+
+  listVexDocuments(): Promise<StoredVexDocument[]> {
+    return listVexDocuments(this.#db);
+  }
+
+  async deleteVexDocument(id: string): Promise<boolean> {
+    const r = await deleteVexDocument(this.#db, id);
+    return r ? this.#changed(r, { kind: 'vex' }) : r;
   }
 
   async getDecision(id: string): Promise<DecisionRecord | undefined> {

@@ -519,6 +519,19 @@ const READS = new Set([
   'getImage',
   'listImages',
   'listWorkloads',
+  // answers (issue 13, section 4)
+  'affected',
+  'affectedDigests',
+  'listVulnerabilities',
+  'runningImageDigests',
+  'imageLineage',
+  'baseImagesOf',
+  'runningWorkloads',
+  'rolloutWorkloads',
+  'reportedDigests',
+  // OpenVEX (issue 13, section 5)
+  'listVexStatements',
+  'listVexDocuments',
   'onChange',
   'migrate',
   'ping',
@@ -690,6 +703,16 @@ for (const factory of STORE_FACTORIES) {
         lastSeen: 0,
       };
       await expect('recordImages', { kind: 'images' }, () => s.recordImages([admitted], 8));
+      const vexDoc = {
+        id: 'urn:test:vex',
+        author: 'test',
+        version: 1,
+        statements: [
+          { vulnerability: 'CVE-2024-0001', aliases: [], products: [{ id: `sha256:${'c'.repeat(64)}`, subcomponents: [] }], status: 'not_affected' as const },
+        ],
+      };
+      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 5));
+      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
