@@ -16,6 +16,7 @@ import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.t
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
 import { registerVulnGate } from './vuln-gate.ts';
+import { registerImageAdd } from './image-add.ts';
 import { registerVulnAnswers } from './vuln-answers.ts';
 import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
@@ -261,6 +262,7 @@ export function buildProgram(): Command {
     .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
     .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
     .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
+    .option('--report-limit <size>', 'largest scanner report POST /v1/reports takes, e.g. 64MiB (default), 256MiB at most')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
     .option('--vuln-exception-max-age <duration>', 'the longest a VulnException may run: a later expires is refused at apply (default 90d)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
@@ -290,6 +292,7 @@ export function buildProgram(): Command {
         ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
         ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
+        ...(o['reportLimit'] ? { reportLimit: o['reportLimit'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
         ...(o['vulnExceptionMaxAge'] ? { vulnExceptionMaxAge: o['vulnExceptionMaxAge'] as string } : {}),
       });
@@ -1275,6 +1278,7 @@ export function buildProgram(): Command {
     });
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
+  registerImageAdd(program, clientOf);
   registerVulnAnswers(program, clientOf);
   registerVex(program, clientOf);
   // After the answers: it adds --quarantine to `writ vuln affected`.

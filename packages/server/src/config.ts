@@ -40,6 +40,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** Vulnerability events: the severity that raises one, and the webhook they go to (YAML only). */
   readonly vulnEvents: VulnEventsConfig;
+  /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
+  readonly reportLimitBytes: number;
   /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
   readonly vulnExceptionMaxMs: number;
   /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
@@ -68,8 +70,22 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
+  reportLimit: '64MiB',
   vulnExceptionMaxAge: '90d',
 } as const;
+
+/** The largest `--report-limit`: the body is held and parsed in memory as one string. */
+export const MAX_REPORT_LIMIT_BYTES = 256 * 1024 * 1024;
+
+/** `64MiB`, `512KiB`, `1GiB`, or bytes: a size in bytes. */
+export function parseByteSize(v: string, field: string, max: number, min = 1024): number {
+  const m = /^(\d{1,12})\s*(B|KiB|MiB|GiB)?$/.exec(v.trim());
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m?.[2] ?? 'B'] ?? 1;
+  const n = m ? Number(m[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(n)) bad(field, `${JSON.stringify(v.slice(0, 40))} is not a size like 64MiB, 512KiB or a number of bytes`);
+  if (n < min || n > max) bad(field, `${v} is outside ${min} bytes .. ${max / 1024 ** 2}MiB`);
+  return n;
+}
 
 /** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
 export const MAX_ADMISSION_BUDGET_MS = 25_000;
@@ -98,6 +114,7 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'vulnEvents',
+  'reportLimit',
   'vulnExceptionMaxAge',
   'owners',
 ] as const;
@@ -241,6 +258,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     vulnEvents: vulnEventsConfig(file['vulnEvents']),
+    reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
     vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),
   };

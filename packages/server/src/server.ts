@@ -23,6 +23,8 @@ import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, adm
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { VulnEventWatcher } from './vuln-events.ts';
 import { storeVulnerabilityChecker } from './vuln-gate.ts';
+import { RegistryClient, loadRegistryConfig } from '@writ/oci';
+import { AdmissionInventoryRecorder } from './image-sources.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
@@ -115,6 +117,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let admissionServer: Server | undefined;
   let admissionEvents: AdmissionEventWriter | undefined;
   let admittedImages: AdmittedImageRecorder | undefined;
+  let inventory: AdmissionInventoryRecorder | undefined;
+  let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
   let vulnEvents: VulnEventWatcher | undefined;
   try {
@@ -181,6 +185,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
     hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
+    // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
+    // so they never queue behind the admission checks' within a decision budget.
+    registry = new RegistryClient(cfg.registryConfigFile ? { config: loadRegistryConfig(cfg.registryConfigFile) } : {});
     const ctx = {
       store,
       ca,
@@ -191,6 +198,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       psat,
       breakGlass: cfg.breakGlass,
       requireAdmittedImage: cfg.requireAdmittedImage,
+      registry,
+      reportLimitBytes: cfg.reportLimitBytes,
       vulnExceptionMaxMs: cfg.vulnExceptionMaxMs,
       owners: cfg.owners,
       get publicUrl() {
@@ -268,6 +277,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         }),
         events: admissionEvents,
         admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
+        inventory: (inventory = new AdmissionInventoryRecorder({ store, registry, clock, log })),
         clock,
         log,
         metrics,
@@ -352,6 +362,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           await new Promise<void>((r) => s.close(() => r()));
         }
         admittedImages?.close();
+        await inventory?.close();
+        registry?.close();
         await admissionEvents?.close();
         await store.close();
       },
@@ -360,6 +372,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     for (const t of timers) clearInterval(t);
     hub?.close();
     await vulnEvents?.close();
+    registry?.close();
     httpServer?.close();
     admissionServer?.close();
     await store.close().catch(() => undefined);
@@ -377,6 +390,7 @@ interface AdmissionListener {
 interface AdmissionListenerDeps {
   readonly decider: AdmissionDecider;
   readonly admitted: AdmittedImageRecorder;
+  readonly inventory: AdmissionInventoryRecorder;
   readonly events: AdmissionEventWriter;
   readonly clock: () => number;
   readonly log: Logger;
@@ -398,6 +412,7 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
       clock: d.clock,
       // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
       admitImages: d.admitted.admit,
+      recordImages: (images, o) => (o.hook === 'mutate' ? d.inventory.pinned(images) : d.inventory.record(images, o.fromRegistry)),
       apiServerAuthenticated: a.clientCaFile !== undefined,
       onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
       log: d.log,

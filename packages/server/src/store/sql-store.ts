@@ -7,6 +7,7 @@ import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
+import { recordImages } from './image-sources-sql.ts';
 import * as vq from './vuln-query-sql.ts';
 import * as ve from './vuln-events-sql.ts';
 import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
@@ -804,6 +805,13 @@ export class SqlStore implements Store {
 
   listImages(limit: number, after?: string): Promise<InventoryImage[]> {
     return listImages(this.#db, limit, after);
+  }
+
+  // ---------------------------------------------------------------- images from admission and the registry (issue 13, sources)
+
+  async recordImages(images: readonly InventoryImage[], now: number): Promise<{ added: number; changed: number }> {
+    const r = await recordImages(this.#db, images, now);
+    return r.added + r.changed > 0 ? this.#changed(r, { kind: 'images' }) : r;
   }
 
   // ---------------------------------------------------------------- what runs where, now (issue 13)

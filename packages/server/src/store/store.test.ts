@@ -688,6 +688,21 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
       await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
+      const admitted = {
+        digest: `sha256:${'ad'.repeat(32)}`,
+        configDigest: null,
+        indexDigest: null,
+        platform: null,
+        names: ['registry.example/shop/web'],
+        tags: ['registry.example/shop/web:1'],
+        layers: [],
+        annotations: {},
+        labels: {},
+        created: null,
+        firstSeen: 0,
+        lastSeen: 0,
+      };
+      await expect('recordImages', { kind: 'images' }, () => s.recordImages([admitted], 8));
       const vexDoc = {
         id: 'urn:test:vex',
         author: 'test',
@@ -716,6 +731,10 @@ for (const factory of STORE_FACTORIES) {
       await s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 7);
       assert.equal(await s.pruneWorkloads(1), 0);
       assert.deepEqual(heard, [], 'a heartbeat that changes nothing, and a prune that removes nothing, are no news');
+      await s.recordImages([admitted], 9);
+      assert.deepEqual(heard, [], 'an image admitted again is no news');
+      await expect('recordImages', { kind: 'images' }, () => s.recordImages([{ ...admitted, tags: ['registry.example/shop/web:latest'] }], 10));
+      heard.length = 0;
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(

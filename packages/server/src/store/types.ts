@@ -134,6 +134,8 @@ export const STORE_CHANGES = [
   // issue 13: scanner reports and the image inventory
   'reports',
   'workloads',
+  // issue 13, sources: images recorded from admission and `writ image add`
+  'images',
   // issue 13: OpenVEX documents
   'vex',
 ] as const;
@@ -235,7 +237,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, VulnQueryStore, VulnEventStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore, VulnEventStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -464,6 +466,17 @@ export interface ImageInventoryStore {
   getImage(digest: string): Promise<ImageDetail | undefined>;
   /** Images ordered by digest, after `after` (exclusive), at most `limit`. */
   listImages(limit: number, after?: string): Promise<InventoryImage[]>;
+}
+
+// ---------------------------------------------------------------- images from admission and the registry (issue 13, sources)
+
+export interface ImageSourceStore {
+  /**
+   * Merges images into the inventory (admission, `writ image add`) in one transaction: names and
+   * tags are a union, empty fields are filled, first seen is kept. Notifies `images` only when an
+   * image is new or gained something; seeing one again only moves its last-seen time.
+   */
+  recordImages(images: readonly InventoryImage[], now: number): Promise<{ readonly added: number; readonly changed: number }>;
 }
 
 // ---------------------------------------------------------------- what runs where, now (issue 13)
