@@ -558,8 +558,9 @@ export class SqlStore implements Store {
   }
 
   // ---- vulnerability events (issue 13, section 6)
-  syncVulnExposures(current: readonly Omit<VulnEvent, 'seq'>[]): Promise<VulnEvent[]> {
-    return ve.syncVulnExposures(this.#db, current);
+  async syncVulnExposures(current: readonly Omit<VulnEvent, 'seq'>[]): Promise<VulnEvent[]> {
+    const events = await ve.syncVulnExposures(this.#db, current);
+    return events.length ? this.#changed(events, { kind: 'vuln-events' }) : events;
   }
 
   queryVulnEvents(q: { since?: number; after?: number; upTo?: number; limit: number }): Promise<VulnEvent[]> {

@@ -138,6 +138,8 @@ export const STORE_CHANGES = [
   'images',
   // issue 13: OpenVEX documents
   'vex',
+  // issue 13: vulnerability events
+  'vuln-events',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
