@@ -52,13 +52,29 @@ export function imageVulnerabilities(d: ImageDetail | undefined, suppressions: S
   return { report: { scannedAt, scanners: [...new Set(reports.map((r) => r.scanner))].sort(), findings } };
 }
 
-/** The checker the webhook's evaluate() uses. */
+/** How long one read of the suppressions serves reviews; a policy or VEX write on this server drops it at once. */
+const SUPPRESSIONS_TTL_MS = 1000;
+
+/** The checker the webhook's evaluate() uses: the suppressions read once a second at most (VEX is a table scan), not per image. */
 export function storeVulnerabilityChecker(store: Store, clock: () => number): VulnerabilityChecker {
+  let cached: { at: number; set: Promise<SuppressionSet> } | undefined;
+  store.onChange((c) => {
+    if (c.kind === 'policies' || c.kind === 'vex') cached = undefined;
+  });
+  const suppressions = (now: number): Promise<SuppressionSet> => {
+    if (!cached || now - cached.at >= SUPPRESSIONS_TTL_MS || now < cached.at) {
+      const set = loadSuppressions(store, now);
+      cached = { at: now, set };
+      // A failed read is not kept.
+      set.catch(() => (cached?.set === set ? (cached = undefined) : undefined));
+    }
+    return cached.set;
+  };
   return {
     async vulnerabilities(digest: string): Promise<ImageVulnerabilities> {
       const now = clock();
-      const [d, suppressions] = await Promise.all([store.getImage(digest), loadSuppressions(store, now)]);
-      return imageVulnerabilities(d, suppressions, now);
+      const [d, s] = await Promise.all([store.getImage(digest), suppressions(now)]);
+      return imageVulnerabilities(d, s, now);
     },
   };
 }
