@@ -322,6 +322,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
+          if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
           // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
           const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
           if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');

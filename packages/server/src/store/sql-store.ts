@@ -571,6 +571,10 @@ export class SqlStore implements Store {
     return ve.vulnEventCursor(this.#db);
   }
 
+  async pruneVulnEvents(before: number): Promise<number> {
+    return this.#changed(await ve.pruneVulnEvents(this.#db, before), { kind: 'vuln-events' });
+  }
+
   async removeQuarantine(spiffeId: string): Promise<boolean> {
     const deleted = await this.#db.transaction(async (tx) => {
       const rows = await tx.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]);

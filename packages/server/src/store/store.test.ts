@@ -659,6 +659,8 @@ for (const factory of STORE_FACTORIES) {
       heard.length = 0;
       assert.deepEqual(await s.syncVulnExposures([{ ...ev, id: 've2' }]), [], 'one event while it stays affected');
       assert.deepEqual(heard, [], 'no event, nothing heard');
+      await expect('pruneVulnEvents', { kind: 'vuln-events' }, () => s.pruneVulnEvents(10));
+      assert.deepEqual(await s.queryVulnEvents({ limit: 10 }), [], 'pruned');
       const d = {
         id: 'dn1',
         at: 1,

@@ -692,6 +692,8 @@ export interface VulnEventStore {
   queryVulnEvents(q: { readonly since?: number; readonly after?: number; readonly upTo?: number; readonly limit: number }): Promise<VulnEvent[]>;
   /** The `seq` of the latest event (0 when none). */
   vulnEventCursor(): Promise<number>;
+  /** Removes events from before `before` (kept as long as decisions); returns how many. */
+  pruneVulnEvents(before: number): Promise<number>;
 }
 // ---------------------------------------------------------------- OpenVEX statements (issue 13, section 5)
 

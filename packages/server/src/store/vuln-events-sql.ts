@@ -101,3 +101,14 @@ export async function queryVulnEvents(db: SqlDriver, q: { since?: number; after?
 export async function vulnEventCursor(db: SqlDriver): Promise<number> {
   return num((await db.query("SELECT value FROM counters WHERE name = 'vuln_event_seq'"))[0]?.['value'] ?? 0);
 }
+
+export async function pruneVulnEvents(db: SqlDriver, before: number): Promise<number> {
+  // In batches, as admission events: one long DELETE would hold the write lock.
+  let removed = 0;
+  for (;;) {
+    const n = await db.execute('DELETE FROM vuln_events WHERE seq IN (SELECT seq FROM vuln_events WHERE at < ? ORDER BY at LIMIT 5000)', [before]);
+    removed += n;
+    if (n < 5000) return removed;
+    await new Promise((r) => setImmediate(r));
+  }
+}
