@@ -5,12 +5,15 @@
  * containment quarantining the identities in one write; the webhook config refused with its setting.
  */
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { parseReport } from '@writ/vuln';
 import { trivyReport } from '../../../test/e2e/vuln-fixtures.ts';
 import type { SuppressionSet } from '@writ/vuln';
@@ -257,5 +260,91 @@ describe('vulnEvents config', () => {
     assert.equal(code({ webhook: { url: 'https://x', secretFile: join(dir, 'missing') } }), 'ERR_CONFIG_INVALID vulnEvents.webhook.secretFile');
     assert.equal(code({ interval: 'soon' }), 'ERR_CONFIG_INVALID vulnEvents.interval');
     assert.equal(code({ hook: {} }), 'ERR_CONFIG_INVALID vulnEvents.hook');
+  });
+});
+
+describe('vulnerability events: the webhook over HTTPS', () => {
+  it('signs each event, trusts the configured CA, retries a 503 with backoff and does not retry a 400', async () => {
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const cert = issueCertificate(
+      {
+        subject: buildName([[OID.commonName, 'hooks']]),
+        spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 3_600_000),
+        ca: true,
+        uris: [],
+        ipAddresses: [Buffer.from([127, 0, 0, 1])],
+      },
+      { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
+    );
+    const answers = [503, 204, 400, 204];
+    const got: Array<{ status: number; id: string; valid: boolean }> = [];
+    const secret = Buffer.from('an-hmac-key-of-enough-bytes');
+    const receiver = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', cert.der) }, (req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const status = answers.shift() ?? 204;
+        got.push({ status, id: String(req.headers['x-writ-event-id']), valid: req.headers['x-writ-signature'] === signBody(secret, body) });
+        res.statusCode = status;
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', () => r()));
+    const t = await STORE_FACTORIES[0]!();
+    let now = T0;
+    const waits: number[] = [];
+    const watcher = new VulnEventWatcher({
+      store: t.store,
+      clock: () => now,
+      log: pino({ level: 'silent' }),
+      config: {
+        minSeverity: 'high',
+        intervalMs: 3_600_000,
+        webhook: { url: `https://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, secret, ca: toPem('CERTIFICATE', cert.der) },
+      },
+      suppressions: async () => ({ match: () => undefined }),
+      backoffMs: (n) => (waits.push(n), 5),
+    });
+    try {
+      watcher.start();
+      await t.store.putAgentWorkloads(
+        AGENT,
+        'n1',
+        [workload('web', 'spiffe://example.org/web', WEB, 'payments'), workload('db', 'spiffe://example.org/db', DB, 'dba')],
+        now,
+      );
+      now += 1000;
+      await t.store.putReport(
+        report(
+          WEB,
+          [
+            { id: 'CVE-2026-0001', severity: 'CRITICAL' },
+            { id: 'CVE-2026-0003', severity: 'HIGH' },
+          ],
+          now,
+        ),
+        now,
+      );
+      await watcher.settled();
+      await watcher.flushed();
+      const events = await t.store.queryVulnEvents({ after: 0, limit: 10 });
+      assert.equal(events.length, 2);
+      assert.deepEqual(
+        got.map((g) => [g.status, g.id, g.valid]),
+        [
+          [503, events[0]!.id, true],
+          [204, events[0]!.id, true],
+          [400, events[1]!.id, true],
+        ],
+        'the 503 retried, the 400 given up on',
+      );
+      assert.deepEqual(waits, [1]);
+    } finally {
+      await watcher.close();
+      await t.dispose();
+      receiver.close();
+    }
   });
 });
