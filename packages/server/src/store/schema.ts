@@ -214,6 +214,10 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         ORDER BY CASE WHEN r2.scanned_at IS NULL THEN 1 ELSE 0 END, r2.scanned_at DESC, r2.ingested_at DESC, r2.id DESC LIMIT 1)`,
       // One latest report per (image, scanner), also between racing writers (the loser retries).
       `CREATE UNIQUE INDEX reports_latest ON reports (image_digest, scanner) WHERE latest = 1`,
+      // An SBOM (SPDX, CycloneDX without vulnerabilities) is latest only while its scanner has no
+      // vulnerability report of the image: otherwise it would hide that report's findings.
+      `ALTER TABLE reports ADD COLUMN vuln_data INTEGER NOT NULL DEFAULT 1`,
+      `UPDATE reports SET vuln_data = 0 WHERE format = 'spdx' OR (format = 'cyclonedx' AND finding_count = 0)`,
       `ALTER TABLE report_findings ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'`,
       `CREATE TABLE finding_ids (vuln_id TEXT NOT NULL, report_id TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (vuln_id, report_id, idx))`,
       `INSERT INTO finding_ids (vuln_id, report_id, idx) SELECT DISTINCT vuln_id, report_id, idx FROM report_findings`,
