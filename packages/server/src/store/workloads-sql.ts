@@ -62,17 +62,18 @@ export async function putAgentWorkloads(
 ): Promise<{ started: number; ended: number }> {
   const byKey = new Map(workloads.map((w) => [w.key, w]));
   return db.transaction(async (tx) => {
-    const current = new Map(
-      (await tx.query('SELECT wkey, first_seen FROM workloads WHERE agent_id = ? AND ended_at IS NULL', [agentId])).map((r) => [
-        r['wkey'] as string,
-        num(r['first_seen']),
-      ]),
-    );
+    // A workload that ended within the grace period and is reported again (its agent restarted and
+    // it reconnected) continues: first seen kept, no new start. One that ended longer ago starts again.
+    const rows = await tx.query('SELECT wkey, first_seen, ended_at FROM workloads WHERE agent_id = ? AND (ended_at IS NULL OR ended_at >= ?)', [
+      agentId,
+      now - RUNNING_GRACE_MS,
+    ]);
+    const current = new Map(rows.filter((r) => r['ended_at'] === null || r['ended_at'] === undefined).map((r) => [r['wkey'] as string, num(r['first_seen'])]));
+    const recent = new Map(rows.map((r) => [r['wkey'] as string, num(r['first_seen'])]));
     let started = 0;
     for (const w of byKey.values()) {
-      const first = current.get(w.key);
+      const first = recent.get(w.key);
       if (first === undefined) started++;
-      // A key seen before and ended (a restarted pod keeping its name) starts again.
       await tx.execute(
         `INSERT INTO workloads (${WORKLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
          ON CONFLICT (agent_id, wkey) DO UPDATE SET node = excluded.node, spiffe_ids = excluded.spiffe_ids, container_id = excluded.container_id,

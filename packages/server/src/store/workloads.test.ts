@@ -56,9 +56,25 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await t.store.listWorkloads({ running: true, now: 2000 + RUNNING_GRACE_MS + 1, limit: 10 })).length, 0);
       // Digests from agents enter the inventory under the name the runtime reported.
       assert.deepEqual((await t.store.getImage(D2))?.image.names, ['registry.example/shop/web']);
-      assert.equal(await t.store.pruneWorkloads(1500), 1, 'the one last seen before');
+      // c2 reported again within the grace period after it ended (its agent restarted): it continues.
+      assert.deepEqual(await t.store.putAgentWorkloads(agent, 'n1', [w('c1'), w('c2', { imageDigest: D2 })], 3000), { started: 0, ended: 0 });
+      const back = (await t.store.listWorkloads({ running: true, now: 3000, limit: 10 })).find((x) => x.key === 'c2');
+      assert.deepEqual([back?.firstSeen, back?.endedAt], [1000, null]);
+      await t.store.putAgentWorkloads(agent, 'n1', [w('c1')], 4000);
+      // Long after it ended, the same key is a new start.
+      assert.deepEqual(await t.store.putAgentWorkloads(agent, 'n1', [w('c1'), w('c2', { imageDigest: D2 })], 4000 + RUNNING_GRACE_MS + 1), {
+        started: 1,
+        ended: 0,
+      });
+      assert.equal(
+        (await t.store.listWorkloads({ running: true, now: 4000 + RUNNING_GRACE_MS + 1, limit: 10 })).find((x) => x.key === 'c2')?.firstSeen,
+        4000 + RUNNING_GRACE_MS + 1,
+      );
+      await t.store.putAgentWorkloads(agent, 'n1', [w('c1')], 5000 + RUNNING_GRACE_MS);
+      assert.equal(await t.store.pruneWorkloads(1500), 0, 'nothing last seen before');
+      assert.equal(await t.store.pruneWorkloads(5000 + RUNNING_GRACE_MS), 1, 'the ended one, last seen before');
       assert.deepEqual(
-        (await t.store.listWorkloads({ running: false, now: 2000, limit: 10 })).map((x) => x.key),
+        (await t.store.listWorkloads({ running: false, now: 5000 + RUNNING_GRACE_MS, limit: 10 })).map((x) => x.key),
         ['c1'],
       );
     });
