@@ -9,12 +9,9 @@ import type { SuppressionSet } from '@writ/vuln';
 import { loadSuppressions } from './suppressions.ts';
 import type { ImageDetail, Store } from './store/types.ts';
 
-/** Formats whose documents are vulnerability scans (an SBOM without findings says nothing about CVEs). */
-const SCAN_FORMATS = new Set(['trivy', 'grype']);
-
-/** The reports of an image that speak about vulnerabilities: scanner formats, and SBOMs that carry findings. */
+/** The reports of an image that speak about vulnerabilities: scans (a CycloneDX BOM with an empty vulnerabilities list is a clean scan), not SBOMs. */
 export function vulnerabilityReports(d: ImageDetail): ImageDetail['reports'] {
-  return d.reports.filter((r) => SCAN_FORMATS.has(r.format) || r.findingCount > 0);
+  return d.reports.filter((r) => r.vulnerabilityData || r.findingCount > 0);
 }
 
 /** An image's vulnerabilities as the gate weighs them, suppressions applied at `now`. */
@@ -74,7 +71,21 @@ export function storeVulnerabilityChecker(store: Store, clock: () => number): Vu
     async vulnerabilities(digest: string): Promise<ImageVulnerabilities> {
       const now = clock();
       const [d, s] = await Promise.all([store.getImage(digest), suppressions(now)]);
-      return imageVulnerabilities(d, s, now);
+      const own = imageVulnerabilities(d, s, now);
+      if (own.report) return own;
+      // A tag resolved to an image index: its platforms' manifests carry the reports. The node's
+      // platform is not known here, so every platform counts: findings of any, the oldest scan.
+      const platforms = await Promise.all((await store.platformDigests(digest)).map(async (p) => imageVulnerabilities(await store.getImage(p), s, now)));
+      const reported = platforms.flatMap((p) => (p.report ? [p.report] : []));
+      if (reported.length === 0) return own;
+      return {
+        report: {
+          scannedAt: Math.min(...reported.map((r) => r.scannedAt)),
+          scanners: [...new Set(reported.flatMap((r) => r.scanners))].sort(),
+          // The same finding on several platforms is one.
+          findings: [...new Map(reported.flatMap((r) => r.findings).map((f) => [`${f.id} ${f.package} ${f.installed}`, f])).values()],
+        },
+      };
     },
   };
 }

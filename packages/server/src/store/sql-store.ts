@@ -804,6 +804,10 @@ export class SqlStore implements Store {
     return r.created ? this.#changed(r, { kind: 'reports' }) : r;
   }
 
+  async platformDigests(indexDigest: string): Promise<string[]> {
+    return (await this.#db.query('SELECT digest FROM images WHERE index_digest = ? ORDER BY digest', [indexDigest])).map((r) => r['digest'] as string);
+  }
+
   getImage(digest: string): Promise<ImageDetail | undefined> {
     return getImage(this.#db, digest);
   }

@@ -517,6 +517,7 @@ for (const factory of STORE_FACTORIES) {
 const READS = new Set([
   'kind',
   'getImage',
+  'platformDigests',
   'listImages',
   'listWorkloads',
   // answers (issue 13, section 4)

@@ -448,6 +448,8 @@ export interface StoredReport {
   readonly ingestedAt: number;
   readonly packageCount: number;
   readonly findingCount: number;
+  /** Whether it says which vulnerabilities the image has (a scan), not only what it contains (an SBOM). */
+  readonly vulnerabilityData: boolean;
 }
 
 export interface ImageDetail {
@@ -466,6 +468,8 @@ export interface ImageInventoryStore {
   putReport(report: Report, now: number): Promise<{ readonly reportId: string; readonly created: boolean; readonly imageDigest: string }>;
   /** One image with its latest report per scanner; undefined when unknown. */
   getImage(digest: string): Promise<ImageDetail | undefined>;
+  /** The manifest digests known as platforms of an image index (sorted); empty for a digest that is no known index. */
+  platformDigests(indexDigest: string): Promise<string[]>;
   /** Images ordered by digest, after `after` (exclusive), at most `limit`. */
   listImages(limit: number, after?: string): Promise<InventoryImage[]>;
 }
