@@ -259,7 +259,9 @@ async function insertReportTx(
 export async function getImage(db: SqlDriver, digest: string): Promise<ImageDetail | undefined> {
   const row = (await db.query(`SELECT ${IMAGE_COLUMNS} FROM images WHERE digest = ?`, [digest]))[0];
   if (row === undefined) return undefined;
-  const latest = (await db.query(`SELECT ${REPORT_COLUMNS}, vuln_data FROM reports WHERE image_digest = ? AND latest = 1 ORDER BY scanner`, [digest])).map(toStoredReport);
+  const latest = (await db.query(`SELECT ${REPORT_COLUMNS}, vuln_data FROM reports WHERE image_digest = ? AND latest = 1 ORDER BY scanner`, [digest])).map(
+    toStoredReport,
+  );
   const reports = [];
   for (const r of latest.sort((a, b) => (a.scanner < b.scanner ? -1 : a.scanner > b.scanner ? 1 : 0))) {
     const packages = (await db.query('SELECT ref, name, version, type, purl, layer FROM report_packages WHERE report_id = ? ORDER BY idx', [r.id])).map(
