@@ -2,6 +2,7 @@ export { VULN_ERROR_CODES, type VulnErrorCode } from './errors.ts';
 export { detectFormat, parseDocument, parseReport } from './parse.ts';
 export { canonicalPurl, formatPurl, normalizeVulnId, parsePurl, type PackageUrl } from './purl.ts';
 export { VEX_JUSTIFICATIONS } from './openvex.ts';
+export { FIX_LOCATIONS, whereToFix, type FixAdvice, type FixImageRef, type FixLocation } from './fix.ts';
 export {
   BASE_DIGEST_ANNOTATION,
   BASE_NAME_ANNOTATION,

@@ -33,6 +33,7 @@ import {
 } from './http.ts';
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
+import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -370,5 +371,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
+  vulnerabilityRoutes(ctx, add);
   return routes;
 }

@@ -3,6 +3,7 @@ import { checkImageDigest } from '@writ/protocol';
 import { WritError } from '@writ/spiffe';
 import { SEVERITIES, parseDocument, type Severity } from '@writ/vuln';
 import { MAX_PAGE_SIZE, type ImageDetail, type InventoryImage } from '../store/types.ts';
+import { imageAnswerExtras } from '../vuln-answers.ts';
 import type { ApiContext } from './context.ts';
 import { integerParam, isoOrNull, ok, stringParam, type AddRoute } from './http.ts';
 
@@ -87,12 +88,21 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
     'GET',
     '/v1/images/{digest}',
     'viewer',
-    'One image of the inventory by manifest digest: names, tags, layers (diff IDs), annotations, labels, and the latest report of each scanner with its packages and findings.',
+    'One image of the inventory by manifest digest: names, tags, layers (diff IDs), annotations, labels, the latest report of each scanner with its packages and findings (each with its suppression or null), its base and lineage (parent chain, nearest first, and children), and the workloads running it now.',
     async (req) => {
       const digest = checkImageDigest(decodeURIComponent(req.params[0]!), 'digest');
       const d = await ctx.store.getImage(digest);
       if (!d) throw new WritError('ERR_NOT_FOUND', `no image ${digest} in the inventory`, { field: 'digest' });
-      return ok(detailJson(d));
+      // Issue 13's answers: suppressions on each finding, base and lineage, workloads running it now.
+      const extras = await imageAnswerExtras(ctx.store, d, ctx.clock());
+      const body = detailJson(d);
+      return ok({
+        ...body,
+        reports: body.reports.map((r, i) => ({ ...r, findings: r.findings.map((f, j) => ({ ...f, suppressed: extras.suppressed[i]?.[j] ?? null })) })),
+        base: extras.base,
+        lineage: extras.lineage,
+        workloads: extras.workloads,
+      });
     },
     undefined,
     {},

@@ -1,9 +1,10 @@
 /** The image inventory and scanner reports (issue 13): SQL shared by SQLite and PostgreSQL. */
 import { createHash, randomUUID } from 'node:crypto';
-import type { FindingStatus, Report, ReportFormat, Severity } from '@writ/vuln';
+import { type FindingStatus, normalizeVulnId, type Report, type ReportFormat, type Severity } from '@writ/vuln';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
+import { indexImageTx } from './lineage-sql.ts';
 import { MAX_PAGE_SIZE, type ImageDetail, type InventoryImage, type StoredFinding, type StoredPackage, type StoredReport } from './types.ts';
 
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
@@ -91,14 +92,17 @@ export async function mergeImageTx(tx: SqlExecutor, add: InventoryImage): Promis
   const row = (await tx.query(`SELECT ${IMAGE_COLUMNS} FROM images WHERE digest = ?`, [add.digest]))[0];
   if (row === undefined) {
     await tx.execute(`INSERT INTO images (${IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [add.digest, ...imageParams(add)]);
+    await indexImageTx(tx, undefined, add);
     return;
   }
-  const m = mergeImage(toInventoryImage(row), add);
+  const old = toInventoryImage(row);
+  const m = mergeImage(old, add);
   await tx.execute(
     `UPDATE images SET config_digest = ?, index_digest = ?, platform = ?, names = ?, tags = ?, layers = ?, annotations = ?, labels = ?,
      created = ?, first_seen = ?, last_seen = ? WHERE digest = ?`,
     [...imageParams(m), add.digest],
   );
+  await indexImageTx(tx, old, m);
 }
 
 /** A known image with what a new report adds: names and tags are a union, maps take the new values, empty fields are filled. */
@@ -143,11 +147,26 @@ function reportDigest(report: Report): string {
   return checkImageDigest(d, 'image.digest');
 }
 
+/** Every ID a finding is filed under, normalized: its own and its aliases (a GHSA finding names the CVE it is). */
+export function findingIds(f: { readonly id: string; readonly aliases: readonly string[] }): string[] {
+  // The finding's own ID as the parser left it (already normalized where it could be), its aliases normalized.
+  const ids = new Set<string>([f.id]);
+  for (const id of f.aliases) {
+    try {
+      ids.add(normalizeVulnId(id));
+    } catch {
+      // An alias that is no ID (a URL some scanners put there) is not something anyone asks for.
+    }
+  }
+  return [...ids];
+}
+
 export async function putReport(db: SqlDriver, report: Report, now: number): Promise<{ reportId: string; created: boolean; imageDigest: string }> {
   const digest = reportDigest(report);
   const scanner = report.scanner.name;
   const scanKey = scanKeyOf(report);
   const scannedMs = report.scannedAt === undefined ? null : Date.parse(report.scannedAt);
+  const scannedAt = scannedMs !== null && Number.isFinite(scannedMs) ? scannedMs : null;
   const existing = async (ex: SqlExecutor): Promise<string | undefined> =>
     (await ex.query('SELECT id FROM reports WHERE image_digest = ? AND scanner = ? AND scan_key = ?', [digest, scanner, scanKey]))[0]?.['id'] as
       | string
@@ -155,64 +174,89 @@ export async function putReport(db: SqlDriver, report: Report, now: number): Pro
   const known = await existing(db);
   if (known !== undefined) return { reportId: known, created: false, imageDigest: digest };
   const id = randomUUID();
-  try {
-    await db.transaction(async (tx) => {
-      await mergeImageTx(tx, imageOfReport(report, digest, now));
-      await tx.execute(`INSERT INTO reports (${REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
-        id,
-        digest,
-        scanner,
-        report.scanner.version ?? null,
-        report.format,
-        report.formatVersion ?? null,
-        scanKey,
-        scannedMs !== null && Number.isFinite(scannedMs) ? scannedMs : null,
-        now,
-        report.packages.length,
-        report.findings.length,
-      ]);
-      for (let i = 0; i < report.packages.length; i += INSERT_CHUNK) {
-        const chunk = report.packages.slice(i, i + INSERT_CHUNK);
-        await tx.execute(
-          `INSERT INTO report_packages (report_id, idx, ref, name, version, type, purl, layer) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
-          chunk.flatMap((p, j) => [id, i + j, p.id, p.name, p.version, p.type, p.purl ?? null, p.layer ?? null]),
-        );
-      }
-      for (let i = 0; i < report.findings.length; i += INSERT_CHUNK) {
-        const chunk = report.findings.slice(i, i + INSERT_CHUNK);
-        await tx.execute(
-          `INSERT INTO report_findings (report_id, idx, vuln_id, severity, status, installed, fixed, package_ref) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
-          chunk.flatMap((f, j) => [id, i + j, f.id, f.severity, f.status, f.installed, f.fixed ?? null, f.packageRef]),
-        );
-      }
-    });
-  } catch (err) {
-    // Another writer stored the same report meanwhile: theirs stands, and this is a repeat.
-    if (db.isUniqueViolation(err)) {
+  // A racing writer of another report of the same (image, scanner) can take the latest flag first: retry.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await db.transaction((tx) => insertReportTx(tx, report, id, digest, scanKey, scannedAt, now));
+      return { reportId: id, created: true, imageDigest: digest };
+    } catch (err) {
+      if (!db.isUniqueViolation(err)) throw err;
+      // Another writer stored the same report meanwhile: theirs stands, and this is a repeat.
       const raced = await existing(db);
       if (raced !== undefined) return { reportId: raced, created: false, imageDigest: digest };
+      if (attempt >= 3) throw err;
     }
-    throw err;
   }
-  return { reportId: id, created: true, imageDigest: digest };
+}
+
+/**
+ * Whether a new report (scan time, arrival) replaces the current latest of its (image, scanner):
+ * a later scan does, a scan with a time beats one without, and the same time goes to the newer arrival.
+ */
+function isNewer(scannedAt: number | null, cur: { scannedAt: number | null }): boolean {
+  if (cur.scannedAt === null) return true;
+  if (scannedAt === null) return false;
+  return scannedAt >= cur.scannedAt;
+}
+
+async function insertReportTx(
+  tx: SqlExecutor,
+  report: Report,
+  id: string,
+  digest: string,
+  scanKey: string,
+  scannedAt: number | null,
+  now: number,
+): Promise<void> {
+  const scanner = report.scanner.name;
+  await mergeImageTx(tx, imageOfReport(report, digest, now));
+  const cur = (await tx.query('SELECT id, scanned_at FROM reports WHERE image_digest = ? AND scanner = ? AND latest = 1', [digest, scanner]))[0];
+  const latest = cur === undefined || isNewer(scannedAt, { scannedAt: numOrNull(cur['scanned_at']) });
+  if (latest && cur !== undefined) await tx.execute('UPDATE reports SET latest = 0 WHERE id = ?', [cur['id'] as string]);
+  await tx.execute(`INSERT INTO reports (${REPORT_COLUMNS}, latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    id,
+    digest,
+    scanner,
+    report.scanner.version ?? null,
+    report.format,
+    report.formatVersion ?? null,
+    scanKey,
+    scannedAt,
+    now,
+    report.packages.length,
+    report.findings.length,
+    latest ? 1 : 0,
+  ]);
+  for (let i = 0; i < report.packages.length; i += INSERT_CHUNK) {
+    const chunk = report.packages.slice(i, i + INSERT_CHUNK);
+    await tx.execute(
+      `INSERT INTO report_packages (report_id, idx, ref, name, version, type, purl, layer) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+      chunk.flatMap((p, j) => [id, i + j, p.id, p.name, p.version, p.type, p.purl ?? null, p.layer ?? null]),
+    );
+  }
+  const ids: SqlValue[][] = [];
+  for (let i = 0; i < report.findings.length; i += INSERT_CHUNK) {
+    const chunk = report.findings.slice(i, i + INSERT_CHUNK);
+    await tx.execute(
+      `INSERT INTO report_findings (report_id, idx, vuln_id, severity, status, installed, fixed, package_ref, aliases) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+      chunk.flatMap((f, j) => [id, i + j, f.id, f.severity, f.status, f.installed, f.fixed ?? null, f.packageRef, JSON.stringify(f.aliases)]),
+    );
+    chunk.forEach((f, j) => {
+      for (const v of findingIds(f)) ids.push([v, id, i + j]);
+    });
+  }
+  for (let i = 0; i < ids.length; i += INSERT_CHUNK) {
+    const chunk = ids.slice(i, i + INSERT_CHUNK);
+    await tx.execute(`INSERT INTO finding_ids (vuln_id, report_id, idx) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`, chunk.flat());
+  }
 }
 
 export async function getImage(db: SqlDriver, digest: string): Promise<ImageDetail | undefined> {
   const row = (await db.query(`SELECT ${IMAGE_COLUMNS} FROM images WHERE digest = ?`, [digest]))[0];
   if (row === undefined) return undefined;
-  const all = (
-    await db.query(`SELECT ${REPORT_COLUMNS} FROM reports WHERE image_digest = ? ORDER BY scanner, scanned_at DESC, ingested_at DESC, id`, [digest])
-  ).map(toStoredReport);
-  const latest = new Map<string, StoredReport>();
-  for (const r of all) {
-    const seen = latest.get(r.scanner);
-    // NULL scan times sort differently per database: a report with a time beats one without.
-    if (seen === undefined || (seen.scannedAt === null && r.scannedAt !== null) || (seen.scannedAt === r.scannedAt && r.ingestedAt > seen.ingestedAt))
-      latest.set(r.scanner, r);
-    else if (seen.scannedAt !== null && r.scannedAt !== null && r.scannedAt > seen.scannedAt) latest.set(r.scanner, r);
-  }
+  const latest = (await db.query(`SELECT ${REPORT_COLUMNS} FROM reports WHERE image_digest = ? AND latest = 1 ORDER BY scanner`, [digest])).map(toStoredReport);
   const reports = [];
-  for (const r of [...latest.values()].sort((a, b) => (a.scanner < b.scanner ? -1 : a.scanner > b.scanner ? 1 : 0))) {
+  for (const r of latest.sort((a, b) => (a.scanner < b.scanner ? -1 : a.scanner > b.scanner ? 1 : 0))) {
     const packages = (await db.query('SELECT ref, name, version, type, purl, layer FROM report_packages WHERE report_id = ? ORDER BY idx', [r.id])).map(
       (p): StoredPackage => ({
         ref: p['ref'] as string,
@@ -224,10 +268,11 @@ export async function getImage(db: SqlDriver, digest: string): Promise<ImageDeta
       }),
     );
     const findings = (
-      await db.query('SELECT vuln_id, severity, status, installed, fixed, package_ref FROM report_findings WHERE report_id = ? ORDER BY idx', [r.id])
+      await db.query('SELECT vuln_id, aliases, severity, status, installed, fixed, package_ref FROM report_findings WHERE report_id = ? ORDER BY idx', [r.id])
     ).map(
       (f): StoredFinding => ({
         id: f['vuln_id'] as string,
+        aliases: JSON.parse(f['aliases'] as string) as string[],
         severity: f['severity'] as Severity,
         status: f['status'] as FindingStatus,
         installed: f['installed'] as string,

@@ -201,4 +201,35 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `ALTER TABLE entries ADD COLUMN owner TEXT`,
     ],
   },
+  {
+    // What the answers need fast (issue 13): only the latest report per (image, scanner) counts
+    // (`latest`); every ID a finding is filed under, its own and its aliases (`finding_ids`: a CVE
+    // asked for finds the GHSA that names it); each image's parent (lineage.ts's answer, kept on the
+    // image and recomputed for its children), found by its annotated base (`base_ref`) or by the
+    // chain IDs of its layer prefixes (`image_prefixes`); images by repository for newer bases.
+    version: 13,
+    statements: [
+      `ALTER TABLE reports ADD COLUMN latest INTEGER NOT NULL DEFAULT 0`,
+      `UPDATE reports SET latest = 1 WHERE id = (SELECT r2.id FROM reports r2 WHERE r2.image_digest = reports.image_digest AND r2.scanner = reports.scanner
+        ORDER BY CASE WHEN r2.scanned_at IS NULL THEN 1 ELSE 0 END, r2.scanned_at DESC, r2.ingested_at DESC, r2.id DESC LIMIT 1)`,
+      // One latest report per (image, scanner), also between racing writers (the loser retries).
+      `CREATE UNIQUE INDEX reports_latest ON reports (image_digest, scanner) WHERE latest = 1`,
+      `ALTER TABLE report_findings ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'`,
+      `CREATE TABLE finding_ids (vuln_id TEXT NOT NULL, report_id TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (vuln_id, report_id, idx))`,
+      `INSERT INTO finding_ids (vuln_id, report_id, idx) SELECT DISTINCT vuln_id, report_id, idx FROM report_findings`,
+      `CREATE INDEX report_packages_ref ON report_packages (report_id, ref)`,
+      `ALTER TABLE images ADD COLUMN chain_id TEXT`,
+      `ALTER TABLE images ADD COLUMN base_ref TEXT`,
+      `ALTER TABLE images ADD COLUMN parent_digest TEXT`,
+      `ALTER TABLE images ADD COLUMN parent_name TEXT`,
+      `ALTER TABLE images ADD COLUMN parent_source TEXT`,
+      `ALTER TABLE images ADD COLUMN base_layers INTEGER`,
+      `CREATE INDEX images_index_digest ON images (index_digest)`,
+      `CREATE INDEX images_parent ON images (parent_digest)`,
+      `CREATE INDEX images_base_ref ON images (base_ref)`,
+      `CREATE TABLE image_prefixes (chain_id TEXT NOT NULL, digest TEXT NOT NULL, depth INTEGER NOT NULL, PRIMARY KEY (chain_id, digest))`,
+      `CREATE TABLE image_repos (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest))`,
+      `CREATE INDEX workloads_running ON workloads (ended_at, last_seen)`,
+    ],
+  },
 ];

@@ -6,6 +6,8 @@ import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
+import * as vq from './vuln-query-sql.ts';
+import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
 import {
   type AdmissionEvent,
   type AdmissionEventQuery,
@@ -779,6 +781,44 @@ export class SqlStore implements Store {
   async pruneWorkloads(before: number): Promise<number> {
     const n = await pruneWorkloads(this.#db, before);
     return n > 0 ? this.#changed(n, { kind: 'workloads' }) : n;
+  }
+
+  // ---------------------------------------------------------------- answers (issue 13, section 4)
+
+  affected(vulnId: string, now: number): Promise<AffectedRow[]> {
+    return vq.affected(this.#db, vulnId, now);
+  }
+
+  affectedDigests(vulnId: string): Promise<string[]> {
+    return vq.affectedDigests(this.#db, vulnId);
+  }
+
+  listVulnerabilities(q: VulnerabilityQuery): Promise<VulnerabilityFindingRow[]> {
+    return vq.listVulnerabilities(this.#db, q);
+  }
+
+  runningImageDigests(now: number): Promise<string[]> {
+    return vq.runningImageDigests(this.#db, now);
+  }
+
+  imageLineage(digest: string): Promise<ImageLineage> {
+    return vq.imageLineage(this.#db, digest);
+  }
+
+  lineageContext(digests: readonly string[]): Promise<LinkedImage[]> {
+    return vq.lineageContext(this.#db, digests);
+  }
+
+  runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]> {
+    return vq.runningWorkloads(this.#db, digests, now);
+  }
+
+  rolloutWorkloads(digests: readonly string[], now: number): Promise<{ history: RunningWorkload[]; running: Workload[] }> {
+    return vq.rolloutWorkloads(this.#db, digests, now);
+  }
+
+  reportedDigests(digests: readonly string[]): Promise<string[]> {
+    return vq.reportedDigests(this.#db, digests);
   }
 
   async getDecision(id: string): Promise<DecisionRecord | undefined> {

@@ -233,7 +233,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, VulnQueryStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -415,6 +415,8 @@ export interface StoredPackage {
 
 export interface StoredFinding {
   readonly id: string;
+  /** Other IDs the scanner gave it (a GHSA's CVE), as written. */
+  readonly aliases: readonly string[];
   readonly severity: Severity;
   readonly status: FindingStatus;
   readonly installed: string;
@@ -521,4 +523,113 @@ export interface WorkloadStore {
   listWorkloads(q: WorkloadQuery): Promise<Workload[]>;
   /** Deletes workloads last seen before `before`: ended ones, and ones whose agent stopped reporting. */
   pruneWorkloads(before: number): Promise<number>;
+}
+
+// ---------------------------------------------------------------- answers (issue 13, section 4)
+
+/** An image's parent as stored by lineage (see store/lineage-sql.ts). */
+export interface ImageParent {
+  /** The parent's manifest digest (or the annotated digest when the base is not in the inventory). */
+  readonly digest: string | null;
+  readonly name: string | null;
+  readonly source: 'annotation' | 'layers';
+  /** How many of the image's bottom layers are the base's; null when the base is not in the inventory. */
+  readonly baseLayers: number | null;
+}
+
+/** An image of the inventory with its stored parent. */
+export interface LinkedImage extends InventoryImage {
+  readonly parent: ImageParent | null;
+}
+
+/** A running-now workload with the manifest digest it was matched to (it may report the index digest). */
+export interface RunningWorkload extends Workload {
+  readonly manifestDigest: string;
+}
+
+/** One finding of a vulnerability in one image's latest report of one scanner, with its package. */
+export interface AffectedRow {
+  /** Shared by every row of the same image. */
+  readonly image: LinkedImage;
+  readonly reportId: string;
+  readonly scanner: string;
+  readonly scannedAt: number | null;
+  readonly finding: {
+    readonly id: string;
+    readonly aliases: readonly string[];
+    readonly severity: Severity;
+    readonly status: FindingStatus;
+    readonly installed: string;
+    readonly fixed: string | null;
+  };
+  /** Null when the report's finding names a package the report does not list. */
+  readonly package: {
+    readonly name: string;
+    readonly version: string;
+    readonly type: string;
+    readonly purl: string | null;
+    readonly layer: string | null;
+  } | null;
+  /** Workloads running the image now (by manifest or index digest); shared by every row of the same image. */
+  readonly running: readonly RunningWorkload[];
+}
+
+/** One finding of a latest report, for the vulnerability listing (suppressions and counting happen above the store). */
+export interface VulnerabilityFindingRow {
+  readonly vulnId: string;
+  readonly aliases: readonly string[];
+  readonly severity: Severity;
+  readonly status: FindingStatus;
+  readonly fixed: string | null;
+  readonly imageDigest: string;
+  readonly names: readonly string[];
+  readonly packageName: string | null;
+  readonly purl: string | null;
+}
+
+export interface VulnerabilityQuery {
+  readonly severity?: readonly Severity[];
+  /** Only findings whose image runs now. */
+  readonly running?: boolean;
+  /** Only findings with a fixed version. */
+  readonly fixable?: boolean;
+  readonly now: number;
+}
+
+export interface ImageLineage {
+  /** Parent, grandparent, … nearest first; the last may be a base outside the inventory (image null). */
+  readonly parents: readonly (ImageParent & { readonly image: LinkedImage | null })[];
+  /** Images whose stored parent is this image (or its index), by digest. */
+  readonly children: readonly LinkedImage[];
+}
+
+export interface VulnQueryStore {
+  /**
+   * Every finding of `vulnId` (as ID or alias, normalized) in the latest report of each (image,
+   * scanner), status affected / under investigation / unknown, with the image, its parent, the
+   * package and the workloads running the image now. Sorted by image digest, package, scanner.
+   */
+  affected(vulnId: string, now: number): Promise<AffectedRow[]>;
+  /** Manifest digests whose latest report (of any scanner) carries `vulnId` (as ID or alias), sorted. */
+  affectedDigests(vulnId: string): Promise<string[]>;
+  /** Findings of latest reports, filtered; one row per finding. */
+  listVulnerabilities(q: VulnerabilityQuery): Promise<VulnerabilityFindingRow[]>;
+  /** Manifest digests with a workload running now (by manifest or index digest). */
+  runningImageDigests(now: number): Promise<string[]>;
+  /** Parent chain and children of one image (empty when unknown). */
+  imageLineage(digest: string): Promise<ImageLineage>;
+  /**
+   * What `Lineage` needs to place a package of these images: the images, their ancestors in the
+   * inventory, and the other images of their ancestors' repositories (the candidate newer bases).
+   */
+  lineageContext(digests: readonly string[]): Promise<LinkedImage[]>;
+  /** Workloads running now on any of these manifest digests (directly or by their index digest). */
+  runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]>;
+  /**
+   * For a rollout: every workload (running or ended, as long as it is kept) that ran one of these
+   * manifest digests, and the workloads running now that share a SPIFFE ID with one of them.
+   */
+  rolloutWorkloads(digests: readonly string[], now: number): Promise<{ readonly history: readonly RunningWorkload[]; readonly running: readonly Workload[] }>;
+  /** Of these digests (manifest or index), the ones with at least one stored report, as given. */
+  reportedDigests(digests: readonly string[]): Promise<string[]>;
 }

@@ -1,0 +1,346 @@
+/**
+ * The answers of issue 13, section 4: which images carry a vulnerability and where to fix it, which
+ * workloads run them now and who owns them, whether the fix is running, and the vulnerability list.
+ * The store finds the rows (a few set queries); this module applies suppressions and shapes them.
+ * Every answer is JSON-ready and stable: sorted, every field present (null when unknown).
+ */
+import { Lineage, type LineageImage, repositoryOf, SEVERITIES, type Severity, whereToFix, type FixAdvice } from '@writ/vuln';
+import { loadSuppressions, type Suppression, type SuppressionSet } from './answers-suppressions.ts';
+import type { AffectedRow, ImageDetail, LinkedImage, RunningWorkload, Store, VulnerabilityQuery, Workload } from './store/types.ts';
+
+const rank = (s: Severity): number => SEVERITIES.indexOf(s);
+const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The lineage view of a stored image: base annotations also from labels, references first by tag. */
+export function lineageImage(i: LinkedImage | ImageDetail['image']): LineageImage {
+  const annotations: Record<string, string> = { ...i.annotations };
+  for (const key of ['org.opencontainers.image.base.name', 'org.opencontainers.image.base.digest'])
+    if (annotations[key] === undefined && i.labels[key] !== undefined) annotations[key] = i.labels[key];
+  return {
+    digest: i.digest,
+    indexDigest: i.indexDigest ?? undefined,
+    platform: i.platform ?? undefined,
+    names: [...i.tags, ...i.names],
+    diffIds: i.layers,
+    annotations,
+    created: i.created === null ? undefined : new Date(i.created).toISOString(),
+  };
+}
+
+export const repositoriesOf = (i: { readonly names: readonly string[]; readonly tags: readonly string[] }): string[] =>
+  [...new Set([...i.names, ...i.tags].map(repositoryOf))].sort();
+
+export const suppressionJson = (s: Suppression | undefined) =>
+  s === undefined ? null : { by: s.by, name: s.name, reason: s.reason, owner: s.owner ?? null, expires: s.expires ?? null, status: s.status ?? null };
+
+export const workloadJson = (w: Workload & { readonly manifestDigest?: string }) => ({
+  spiffeIds: w.spiffeIds,
+  owner: w.owner,
+  node: w.node,
+  namespace: w.namespace,
+  pod: w.podName,
+  podOwner: w.podOwner,
+  container: w.containerName,
+  containerId: w.containerId,
+  imageDigest: w.imageDigest,
+  ...(w.manifestDigest === undefined ? {} : { manifestDigest: w.manifestDigest }),
+  agentId: w.agentId,
+  firstSeen: new Date(w.firstSeen).toISOString(),
+  lastSeen: new Date(w.lastSeen).toISOString(),
+  endedAt: iso(w.endedAt),
+});
+
+const refJson = (r: { readonly digest: string | undefined | null; readonly name: string | undefined | null } | undefined) =>
+  r === undefined ? null : { digest: r.digest ?? null, name: r.name ?? null };
+
+const fixJson = (f: FixAdvice) => ({
+  where: f.where,
+  layer: f.layer,
+  base: refJson(f.base),
+  introducedBy: refJson(f.introducedBy),
+  newerBases: f.newerBases.map((b) => ({ digest: b.digest, names: b.names ?? [], created: b.created ?? null })),
+  fixedVersion: f.fixedVersion ?? null,
+});
+
+function suppressionOf(sup: SuppressionSet, row: AffectedRow, now: number): Suppression | undefined {
+  return sup.match(
+    {
+      vulnId: row.finding.id,
+      aliases: row.finding.aliases,
+      imageDigest: row.image.digest,
+      repositories: repositoriesOf(row.image),
+      packageName: row.package?.name ?? '',
+      ...(row.package?.purl ? { purl: row.package.purl } : {}),
+    },
+    now,
+  );
+}
+
+/** Owners sorted by name (no owner last), each with its workloads sorted by SPIFFE ID, node, pod. */
+function byOwner<T extends Workload>(workloads: readonly T[]): { owner: string | null; workloads: T[] }[] {
+  const groups = new Map<string | null, T[]>();
+  for (const w of workloads) {
+    const list = groups.get(w.owner);
+    if (list === undefined) groups.set(w.owner, [w]);
+    else list.push(w);
+  }
+  const key = (w: Workload): string => `${w.spiffeIds[0] ?? ''}\u0000${w.node ?? ''}\u0000${w.namespace ?? ''}\u0000${w.podName ?? ''}\u0000${w.key}`;
+  return [...groups.entries()]
+    .sort(([a], [b]) => (a === null ? 1 : b === null ? -1 : cmp(a, b)))
+    .map(([owner, list]) => ({ owner, workloads: list.sort((x, y) => cmp(key(x), key(y))) }));
+}
+
+/** `GET /v1/vulnerabilities/{id}/affected`: images, where to fix, and the workloads running them now by owner. */
+export async function affectedAnswer(store: Store, vulnId: string, now: number) {
+  const [rows, sup] = await Promise.all([store.affected(vulnId, now), loadSuppressions(store, now)]);
+  const digests = [...new Set(rows.map((r) => r.image.digest))];
+  const context = rows.length === 0 ? [] : await store.lineageContext(digests);
+  const lineage = new Lineage(context.map(lineageImage));
+  // A candidate newer base is named only when it is known to be free of it: reported, and not carrying it.
+  const carrying = new Set(digests);
+  const candidates = context.filter((i) => !carrying.has(i.digest)).map((i) => i.digest);
+  const reported = new Set(candidates.length === 0 ? [] : await store.reportedDigests(candidates));
+  const carries = (c: LineageImage): boolean => carrying.has(c.digest) || !reported.has(c.digest);
+
+  const images = new Map<string, { image: LinkedImage; running: readonly RunningWorkload[]; packages: ReturnType<typeof packageJson>[] }>();
+  function packageJson(r: AffectedRow, suppressed: Suppression | undefined, fix: FixAdvice) {
+    return {
+      scanner: r.scanner,
+      reportId: r.reportId,
+      scannedAt: iso(r.scannedAt),
+      findingId: r.finding.id,
+      aliases: r.finding.aliases,
+      severity: r.finding.severity,
+      status: r.finding.status,
+      name: r.package?.name ?? null,
+      version: r.package?.version ?? r.finding.installed,
+      type: r.package?.type ?? null,
+      purl: r.package?.purl ?? null,
+      layer: r.package?.layer ?? null,
+      installed: r.finding.installed,
+      fixed: r.finding.fixed,
+      fix: fixJson(fix),
+      suppressed: suppressionJson(suppressed),
+    };
+  }
+  for (const r of rows) {
+    const entry = images.get(r.image.digest) ?? { image: r.image, running: r.running, packages: [] };
+    images.set(r.image.digest, entry);
+    const self = lineage.get(r.image.digest) ?? lineageImage(r.image);
+    entry.packages.push(packageJson(r, suppressionOf(sup, r, now), whereToFix(lineage, self, { layer: r.package?.layer, fixed: r.finding.fixed }, carries)));
+  }
+  const out = [...images.values()].map(({ image, running, packages }) => {
+    const affected = packages.some((p) => p.suppressed === null);
+    const live = packages.filter((p) => p.suppressed === null);
+    const severity = (live.length > 0 ? live : packages).map((p) => p.severity).sort((a, b) => rank(a) - rank(b))[0] ?? 'unknown';
+    const parent = lineage.get(image.digest) === undefined ? undefined : lineage.parent(lineage.get(image.digest)!);
+    return {
+      digest: image.digest,
+      indexDigest: image.indexDigest,
+      names: image.names,
+      tags: image.tags,
+      base: parent === undefined ? null : { digest: parent.digest ?? null, name: parent.name ?? null, source: parent.source },
+      severity,
+      affected,
+      packages,
+      running: running.length,
+      workloads: running,
+    };
+  });
+  const runningAffected = out.filter((i) => i.affected).flatMap((i) => i.workloads);
+  const runningSuppressed = out.filter((i) => !i.affected).flatMap((i) => i.workloads);
+  return {
+    vulnerability: vulnId,
+    images: out.map(({ workloads: _w, ...rest }) => rest),
+    counts: {
+      images: out.filter((i) => i.affected).length,
+      suppressedImages: out.filter((i) => !i.affected).length,
+      workloads: runningAffected.length,
+      owners: new Set(runningAffected.map((w) => w.owner)).size,
+    },
+    owners: byOwner(runningAffected).map((g) => ({ owner: g.owner, workloads: g.workloads.map(workloadJson) })),
+    suppressedWorkloads: runningSuppressed.map(workloadJson),
+  };
+}
+
+export type AffectedAnswer = Awaited<ReturnType<typeof affectedAnswer>>;
+
+export type IdentityStatus = 'verified' | 'not verified' | 'unverified';
+
+/**
+ * `GET /v1/vulnerabilities/{id}/rollout`: per owner and identity (every SPIFFE ID that ever ran an
+ * affected digest, from the kept workload history), the instances still running an affected digest,
+ * and the replacement digests it runs now. "verified" only when no instance runs an affected digest
+ * and every replacement has a report free of the vulnerability; a replacement without a report is
+ * "unverified" (reason `no report`).
+ */
+export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
+  const [rows, sup] = await Promise.all([store.affected(vulnId, now), loadSuppressions(store, now)]);
+  const affected = new Set<string>();
+  const suppressedOnly = new Set<string>();
+  const byDigest = new Map<string, AffectedRow[]>();
+  for (const r of rows) byDigest.set(r.image.digest, [...(byDigest.get(r.image.digest) ?? []), r]);
+  // A reported digest may be a manifest's index digest: the runtime reports whichever it pulled.
+  const manifestOf = new Map<string, string>();
+  for (const [digest, list] of byDigest) {
+    const image = list[0]!.image;
+    manifestOf.set(digest, digest);
+    if (image.indexDigest !== null) manifestOf.set(image.indexDigest, digest);
+    if (list.some((r) => suppressionOf(sup, r, now) === undefined)) affected.add(digest);
+    else suppressedOnly.add(digest);
+  }
+  const isAffected = (d: string | null): boolean => d !== null && affected.has(manifestOf.get(d) ?? '');
+  const { history, running } = affected.size === 0 ? { history: [], running: [] } : await store.rolloutWorkloads([...affected], now);
+  const replacementDigests = [...new Set(running.filter((w) => !isAffected(w.imageDigest) && w.imageDigest !== null).map((w) => w.imageDigest!))];
+  const reported = new Set(replacementDigests.length === 0 ? [] : await store.reportedDigests(replacementDigests));
+
+  const identities = [...new Set(history.flatMap((w) => w.spiffeIds))].sort();
+  const result = identities.map((spiffeId) => {
+    const mine = running.filter((w) => w.spiffeIds.includes(spiffeId));
+    const still = mine.filter((w) => isAffected(w.imageDigest));
+    const replacements = [...new Set(mine.filter((w) => !isAffected(w.imageDigest)).map((w) => w.imageDigest))]
+      .sort((a, b) => cmp(a ?? '', b ?? ''))
+      .map((digest) => {
+        const state =
+          digest === null ? 'no report' : suppressedOnly.has(manifestOf.get(digest) ?? '') ? 'suppressed' : reported.has(digest) ? 'free' : 'no report';
+        return { digest, state: state as 'free' | 'suppressed' | 'no report', instances: mine.filter((w) => w.imageDigest === digest).length };
+      });
+    const status: IdentityStatus = still.length > 0 ? 'not verified' : replacements.some((r) => r.state === 'no report') ? 'unverified' : 'verified';
+    const past = history.filter((w) => w.spiffeIds.includes(spiffeId)).sort((a, b) => b.lastSeen - a.lastSeen);
+    const owner = mine[0]?.owner ?? past[0]?.owner ?? null;
+    return {
+      owner,
+      spiffeId,
+      status,
+      reason: status === 'unverified' ? 'no report' : status === 'not verified' ? 'an instance runs an affected digest' : null,
+      affectedInstances: still.map(workloadJson),
+      replacements,
+      running: mine.length,
+      affectedDigestsSeen: [...new Set(past.map((w) => manifestOf.get(w.imageDigest ?? '') ?? w.imageDigest))].sort(),
+    };
+  });
+  // Workloads without a SPIFFE ID still running an affected digest keep the rollout unverified too.
+  const anonymous = history.filter((w) => w.spiffeIds.length === 0 && w.endedAt === null && isAffected(w.imageDigest) && w.lastSeen >= now - 60_000);
+  const owners = new Map<string | null, typeof result>();
+  for (const r of result) owners.set(r.owner, [...(owners.get(r.owner) ?? []), r]);
+  const verified = result.every((r) => r.status === 'verified') && anonymous.length === 0;
+  return {
+    vulnerability: vulnId,
+    verified,
+    status: verified ? 'verified' : 'not verified',
+    counts: {
+      identities: result.length,
+      verified: result.filter((r) => r.status === 'verified').length,
+      notVerified: result.filter((r) => r.status === 'not verified').length,
+      unverified: result.filter((r) => r.status === 'unverified').length,
+      affectedInstances: result.reduce((n, r) => n + r.affectedInstances.length, 0) + anonymous.length,
+    },
+    owners: [...owners.entries()]
+      .sort(([a], [b]) => (a === null ? 1 : b === null ? -1 : cmp(a, b)))
+      .map(([owner, ids]) => ({ owner, identities: ids.map(({ owner: _o, ...rest }) => rest) })),
+    unidentified: anonymous.map(workloadJson),
+  };
+}
+
+export type RolloutAnswer = Awaited<ReturnType<typeof rolloutAnswer>>;
+
+/** `GET /v1/vulnerabilities`: one line per vulnerability of the latest reports, suppressed findings not counted. */
+export async function listAnswer(store: Store, q: VulnerabilityQuery) {
+  const [rows, sup, runningDigests] = await Promise.all([store.listVulnerabilities(q), loadSuppressions(store, q.now), store.runningImageDigests(q.now)]);
+  const running = new Set(runningDigests);
+  const byId = new Map<
+    string,
+    {
+      severity: Severity;
+      aliases: Set<string>;
+      images: Set<string>;
+      fixed: Set<string>;
+      packages: Set<string>;
+      suppressed: Set<string>;
+      imageNames: Set<string>;
+    }
+  >();
+  for (const r of rows) {
+    const e = byId.get(r.vulnId) ?? {
+      severity: 'unknown' as Severity,
+      aliases: new Set<string>(),
+      images: new Set<string>(),
+      fixed: new Set<string>(),
+      packages: new Set<string>(),
+      suppressed: new Set<string>(),
+      imageNames: new Set<string>(),
+    };
+    byId.set(r.vulnId, e);
+    const s = sup.match(
+      {
+        vulnId: r.vulnId,
+        aliases: r.aliases,
+        imageDigest: r.imageDigest,
+        repositories: [...new Set(r.names.map(repositoryOf))].sort(),
+        packageName: r.packageName ?? '',
+        ...(r.purl ? { purl: r.purl } : {}),
+      },
+      q.now,
+    );
+    if (s !== undefined) {
+      e.suppressed.add(r.imageDigest);
+      continue;
+    }
+    if (rank(r.severity) < rank(e.severity)) e.severity = r.severity;
+    for (const a of r.aliases) e.aliases.add(a);
+    e.images.add(r.imageDigest);
+    if (r.fixed) e.fixed.add(r.fixed);
+    if (r.packageName) e.packages.add(r.packageName);
+  }
+  const out = [...byId.entries()]
+    .filter(([, e]) => e.images.size > 0)
+    .map(([id, e]) => ({
+      id,
+      aliases: [...e.aliases].sort(),
+      severity: e.severity,
+      images: e.images.size,
+      runningImages: [...e.images].filter((d) => running.has(d)).length,
+      fixable: e.fixed.size > 0,
+      fixedVersions: [...e.fixed].sort(),
+      packages: [...e.packages].sort(),
+      suppressedImages: [...e.suppressed].filter((d) => !e.images.has(d)).length,
+    }))
+    .sort((a, b) => rank(a.severity) - rank(b.severity) || b.images - a.images || cmp(a.id, b.id));
+  return { vulnerabilities: out };
+}
+
+/** What `GET /v1/images/{digest}` adds: suppressions on each finding, the lineage and the workloads running it now. */
+export async function imageAnswerExtras(store: Store, detail: ImageDetail, now: number) {
+  const [lin, running, sup] = await Promise.all([
+    store.imageLineage(detail.image.digest),
+    store.runningWorkloads([detail.image.digest], now),
+    loadSuppressions(store, now),
+  ]);
+  const repositories = repositoriesOf(detail.image);
+  const suppressed = detail.reports.map((r) => {
+    const pkgs = new Map(r.packages.map((p) => [p.ref, p]));
+    return r.findings.map((f) =>
+      suppressionJson(
+        sup.match(
+          {
+            vulnId: f.id,
+            aliases: f.aliases,
+            imageDigest: detail.image.digest,
+            repositories,
+            packageName: pkgs.get(f.packageRef)?.name ?? '',
+            ...(pkgs.get(f.packageRef)?.purl ? { purl: pkgs.get(f.packageRef)!.purl! } : {}),
+          },
+          now,
+        ),
+      ),
+    );
+  });
+  const parents = lin.parents.map((p) => ({ digest: p.digest, name: p.name, source: p.source, baseLayers: p.baseLayers, inInventory: p.image !== null }));
+  return {
+    base: parents[0] ?? null,
+    lineage: { parents, children: lin.children.map((c) => ({ digest: c.digest, names: c.names, tags: c.tags })) },
+    workloads: byOwner(running).flatMap((g) => g.workloads.map(workloadJson)),
+    suppressed,
+  };
+}
