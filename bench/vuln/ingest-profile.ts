@@ -5,6 +5,7 @@
  *   npx node bench/vuln/ingest-profile.ts [images=3000] [sqlite|postgres]
  *
  * `DROP_INDEXES=report_packages_name,...` drops secondary indexes after migrating, for their cost.
+ * `PRE_SQL='CREATE INDEX ...; ...'` runs schema experiments after migrating.
  * `ASYNC_COMMIT=1` (PostgreSQL) makes each report's transaction `SET LOCAL synchronous_commit = off`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -96,6 +97,12 @@ try {
   await new SqlStore(raw).migrate();
   // DROP_INDEXES=a,b: the same ingest without these secondary indexes (what each costs).
   for (const ix of (process.env['DROP_INDEXES'] ?? '').split(',').filter(Boolean)) await raw.execute(`DROP INDEX ${ix}`);
+  // PRE_SQL='CREATE INDEX ...; ...': other schema experiments, run after migrating.
+  for (const stmt of (process.env['PRE_SQL'] ?? '')
+    .split(';')
+    .map((x) => x.trim())
+    .filter(Boolean))
+    await raw.execute(stmt);
   const db = timedDriver(raw);
   let parse = 0;
   const t0 = performance.now();
@@ -111,7 +118,7 @@ try {
   }
   const total = performance.now() - t0;
   console.log(
-    `${DB}${process.env['DROP_INDEXES'] ? ` without ${process.env['DROP_INDEXES']}` : ''}${process.env['ASYNC_COMMIT'] ? ', async commit' : ''}: ${docs.length} reports in ${(total / 1000).toFixed(1)} s = ${Math.round(docs.length / (total / 1000))}/s; parse ${(parse / docs.length).toFixed(2)} ms/report`,
+    `${DB}${process.env['DROP_INDEXES'] ? ` without ${process.env['DROP_INDEXES']}` : ''}${process.env['PRE_SQL'] ? `, ${process.env['PRE_SQL']}` : ''}${process.env['ASYNC_COMMIT'] ? ', async commit' : ''}: ${docs.length} reports in ${(total / 1000).toFixed(1)} s = ${Math.round(docs.length / (total / 1000))}/s; parse ${(parse / docs.length).toFixed(2)} ms/report`,
   );
   console.log(`  progress: ${marks.join(', ')}`);
   for (const [k, v] of [...spent.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(36)} ${(v / docs.length).toFixed(3)} ms/report`);
