@@ -1,7 +1,8 @@
 /**
  * `writ vuln ingest` and `writ image show` as a user runs them: a real server process, the
  * Trivy/Grype/CycloneDX test documents of packages/vuln, a second ingest that stores nothing, a
- * malformed report refused with its JSON path, and the image's packages, findings and layers.
+ * malformed report refused with its JSON path, an OpenVEX document stored as statements, and the
+ * image's packages, findings and layers.
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:https';
@@ -146,11 +147,16 @@ describe('POST /v1/reports', () => {
     assert.equal(again.json['created'], false);
   });
 
-  it('an OpenVEX document is refused (not a report of one image) and nothing is stored', async () => {
+  it('an OpenVEX document is stored as statements under its @id, not as a report of an image', async () => {
     const vex = readFileSync(join(TESTDATA, 'openvex-0.2.0.json'), 'utf8');
     const r = await postHead('/v1/reports', Buffer.byteLength(vex), vex);
-    assert.equal(r.status, 400);
-    assert.equal(r.json['code'], 'ERR_FIELD_INVALID');
+    assert.equal(r.status, 201);
+    assert.equal(r.json['format'], 'openvex');
+    assert.equal(r.json['document'], 'https://example.com/vex/2026-0001');
+    assert.equal(
+      ((await get(`/v1/images/${DIGEST}`)) as { reports: unknown[] }).reports.filter((x) => (x as { format: string }).format === 'openvex').length,
+      0,
+    );
   });
 });
 

@@ -24,6 +24,17 @@ export interface GuideRun {
 
 const shBlocks = (markdown: string): string[] => [...markdown.matchAll(/^```sh\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
 
+/** The text under `## heading` up to the next `## ` heading; the whole text without a heading. */
+function sectionOf(markdown: string, heading: string | undefined): string {
+  if (heading === undefined) return markdown;
+  const lines = markdown.split('\n');
+  const start = lines.indexOf(`## ${heading}`);
+  assert.ok(start >= 0, `no "## ${heading}" heading`);
+  const rest = lines.slice(start + 1);
+  const end = rest.findIndex((l) => l.startsWith('## '));
+  return (end < 0 ? rest : rest.slice(0, end)).join('\n');
+}
+
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createServer();
@@ -42,15 +53,26 @@ const groupAlive = (pgid: number): boolean => {
 };
 
 /** Each block announces itself on stderr (`### block N: first line`), so a failure names the block it is in. */
-export async function runGuide(doc: string, opts: { ports: readonly number[]; minBlocks: number; timeoutMs: number }): Promise<GuideRun> {
-  const blocks = shBlocks(readFileSync(join(ROOT, doc), 'utf8'));
+export async function runGuide(
+  doc: string,
+  opts: {
+    ports: readonly number[];
+    minBlocks: number;
+    timeoutMs: number;
+    /** Only the blocks under this `## ` heading (up to the next one): a guide of several self-contained sections. */
+    section?: string;
+    /** Variables the guide says it expects (e.g. the registry a test started), beside the fresh shell's. */
+    env?: Readonly<Record<string, string>>;
+  },
+): Promise<GuideRun> {
+  const blocks = shBlocks(sectionOf(readFileSync(join(ROOT, doc), 'utf8'), opts.section));
   assert.ok(blocks.length >= opts.minBlocks, `found ${blocks.length} sh blocks in ${doc}`);
   for (const p of opts.ports) assert.ok(await portFree(p), `port ${p}, which ${doc} uses, is taken on this machine`);
   const home = mkdtempSync(join(tmpdir(), 'writ-guide-'));
   const script = ['set -e', ...blocks.map((b, i) => `echo '### block ${i + 1}: ${b.split('\n')[0]!.replace(/'/g, '')}' >&2\n${b}`)].join('\n');
   const child = spawn('bash', ['-c', script], {
     cwd: ROOT,
-    env: { HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
+    env: { ...opts.env, HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -94,7 +94,7 @@ export interface AdmissionSet {
 }
 
 /** Kinds parseAdmission leaves to others (the access policy language) instead of refusing. */
-const OTHER_WRIT_KINDS = ['AccessPolicy', 'PolicyTest'];
+const OTHER_WRIT_KINDS = ['AccessPolicy', 'PolicyTest', 'VulnException'];
 const NAMESPACE_GLOB = /^[a-z0-9*?]([a-z0-9*?-]{0,61}[a-z0-9*?])?$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 

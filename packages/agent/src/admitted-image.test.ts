@@ -22,7 +22,7 @@ import { Agent } from './agent.ts';
 import { containerdAttestor } from './attest/containerd.ts';
 import { dockerAttestor } from './attest/docker.ts';
 import { k8sAttestor } from './attest/k8s.ts';
-import type { PeerCred } from './peercred.ts';
+import type { WorkloadAttestor } from './attest/attestation.ts';
 import { FakeServer, fakeEntry } from './testing/fake-server.ts';
 import { WorkloadApiServer } from './workload-api.ts';
 
@@ -78,7 +78,7 @@ async function startNode(
   server: FakeServer,
   dataDir: string,
   joinToken?: string,
-  attestors: ReadonlyArray<(cred: PeerCred) => Promise<string[]>> = [dockerAttestor({ socketPath: join(dir, 'docker.sock'), proc })],
+  attestors: ReadonlyArray<WorkloadAttestor> = [dockerAttestor({ socketPath: join(dir, 'docker.sock'), proc })],
 ): Promise<Node> {
   const agent = new Agent({ serverUrl: 'https://fake.invalid', caPem: server.ca.pem, joinToken, dataDir, log, client: server, syncWaitSeconds: 5 });
   const socket = join(dataDir, 'api.sock');

@@ -31,6 +31,7 @@ import { ServerClient, type ServerApi } from './server-client.ts';
 import { StateFile, type AgentState } from './state.ts';
 import { SvidManager, agentSvidExpiry } from './svid-manager.ts';
 import { applySync, type EntryView } from './sync.ts';
+import { WorkloadReporter } from './workload-reporter.ts';
 
 export type { EntryView } from './sync.ts';
 
@@ -62,6 +63,8 @@ export interface AgentOptions {
   readonly client?: ServerApi;
   /** Decisions buffered for the server at most (default 10,000); more are dropped and counted. */
   readonly decisionBuffer?: number;
+  /** How often the workloads this agent serves are reported whole (default 20 s; `--workload-report-interval`). */
+  readonly workloadReportMs?: number | undefined;
 }
 
 const DECISION_BUFFER = 10_000;
@@ -102,6 +105,7 @@ export class Agent extends EventEmitter {
   #toldEvicted = false;
   #engine = new PolicyEngine(undefined);
   readonly #decisions: DecisionUplink;
+  readonly #workloads: WorkloadReporter;
   #quarantined: ReadonlySet<string> = new Set();
   /** The server refused `images=` (older than this agent): not sent again by this process. */
   #serverWithoutImages = false;
@@ -117,6 +121,7 @@ export class Agent extends EventEmitter {
     this.#client = opts.client ?? new ServerClient(opts.serverUrl, opts.caPem, id.serverSpiffeId);
     this.#file = new StateFile(opts.dataDir);
     this.#decisions = new DecisionUplink({ client: this.#client, clock: this.#clock, log: opts.log, max: opts.decisionBuffer ?? DECISION_BUFFER });
+    this.#workloads = new WorkloadReporter({ client: this.#client, clock: this.#clock, log: opts.log, heartbeatMs: opts.workloadReportMs });
     this.#svids = new SvidManager({
       client: this.#client,
       clock: this.#clock,
@@ -277,11 +282,13 @@ export class Agent extends EventEmitter {
     // Small, frequent batches: the server stores each in a few milliseconds instead of one
     // burst a second that preempts the workloads and proxies sharing its cores.
     this.#timers.push(setInterval(() => void this.#decisions.flush(), 250));
+    this.#workloads.start();
     await this.#rotate().catch(() => undefined);
   }
 
   stop(): void {
     this.#stopped = true;
+    this.#workloads.stop();
     for (const t of this.#timers) clearInterval(t);
     this.#client.close();
   }
@@ -441,6 +448,11 @@ export class Agent extends EventEmitter {
   /** Drops reported by in-process reporters travel with this agent's own. */
   countDropped(n: number): void {
     this.#decisions.countDropped(n);
+  }
+
+  /** The workloads served, reported to the server (workload-reporter.ts). */
+  get workloads(): WorkloadReporter {
+    return this.#workloads;
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {

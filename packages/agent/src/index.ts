@@ -5,3 +5,5 @@ export { WorkloadApiServer, type WorkloadApiOptions } from './workload-api.ts';
 export { dockerAttestor, type DockerAttestorOptions } from './attest/docker.ts';
 export { k8sAttestor, type K8sAttestorOptions } from './attest/k8s.ts';
 export { containerdAttestor, type ContainerdAttestorOptions } from './attest/containerd.ts';
+export type { Attestation, WorkloadAttestor } from './attest/attestation.ts';
+export { WorkloadReporter, describeWorkload, type AttestedCaller, type WorkloadFacts, type WorkloadReporterOptions } from './workload-reporter.ts';

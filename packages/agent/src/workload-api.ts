@@ -32,8 +32,10 @@ import {
   type ReportedDecision,
 } from '@writ/sdk/internal';
 import type { Agent, EntryView } from './agent.ts';
+import type { WorkloadAttestor } from './attest/attestation.ts';
 import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
+import { type AttestedCaller, describeWorkload } from './workload-reporter.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
@@ -71,6 +73,8 @@ const KINDS = ['allow', 'deny', 'audit-would-deny'].map((k) => Buffer.from(k));
 /** Decision reports carry many decisions: fewer, larger messages (each call is attested). */
 const MAX_REPORT_BYTES = 1024 * 1024;
 const kCaller = Symbol('writ.caller');
+/** Methods that answer with a stream: the workload runs while one is open. */
+const STREAMING: ReadonlySet<string> = new Set(['FetchX509SVID', 'FetchX509Bundles', 'FetchJWTBundles', WATCH_POLICY]);
 
 interface Caller {
   readonly cred: PeerCred;
@@ -86,7 +90,7 @@ export interface WorkloadApiOptions {
   readonly socketMode?: number;
   readonly log: Logger;
   /** Extra selectors for a caller (docker, k8s attestors); unix selectors are always there. */
-  readonly attestors?: ReadonlyArray<(cred: PeerCred) => Promise<string[]>>;
+  readonly attestors?: ReadonlyArray<WorkloadAttestor>;
 }
 
 const derConcat = (certs: ReadonlyArray<{ der: Buffer }>): Buffer => Buffer.concat(certs.map((c) => c.der));
@@ -151,23 +155,47 @@ export class WorkloadApiServer {
     );
   }
 
-  async #caller(stream: ServerHttp2Stream): Promise<string[]> {
+  async #caller(stream: ServerHttp2Stream): Promise<{ selectors: string[]; workload: AttestedCaller }> {
     const socket = stream.session?.socket as unknown as Record<symbol, Caller | undefined> | undefined;
     const caller = socket?.[kCaller];
     if (!caller) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'the calling process could not be identified');
     try {
       const { selectors } = await attestUnix(caller.cred, { expectedStartTime: caller.startTime, expectedExe: caller.exe });
+      let containerId: string | undefined;
+      let annotations: Readonly<Record<string, string>> | undefined;
       for (const a of this.#o.attestors ?? []) {
         try {
-          selectors.push(...(await a(caller.cred)));
+          const r = await a(caller.cred);
+          if (Array.isArray(r)) selectors.push(...r);
+          else {
+            selectors.push(...r.selectors);
+            containerId ??= r.containerId;
+            annotations ??= r.annotations;
+          }
         } catch (err) {
           // A runtime that does not answer adds no selectors; entries needing them do not match.
           this.#o.log.warn({ pid: caller.cred.pid, err: (err as Error).message }, 'a workload attestor failed');
         }
       }
-      return selectors;
+      return { selectors, workload: { pid: caller.cred.pid, startTime: caller.startTime, selectors, containerId, annotations } };
     } catch (err) {
       throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, `workload attestation failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Tells the reporter what was served to whom: a stream until it closes, a unary call as a sighting. */
+  #served(call: ServerCall, method: string, attested: AttestedCaller, selectors: readonly string[]): void {
+    // Reporting never stands in the way of serving: a failure here is logged and the call goes on.
+    try {
+      const ids = [...new Set(this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId))];
+      if (ids.length === 0) return;
+      const workload = describeWorkload(attested);
+      if (!STREAMING.has(method)) return this.#o.agent.workloads.served(workload, ids);
+      const closed = this.#o.agent.workloads.opened(workload, ids);
+      if (call.stream.closed || call.stream.destroyed) closed();
+      else call.stream.once('close', closed);
+    } catch (err) {
+      this.#o.log.warn({ pid: attested.pid, err: (err as Error).message }, 'cannot track the workload for the server report');
     }
   }
 
@@ -178,7 +206,8 @@ export class WorkloadApiServer {
     if (call.method === WATCH_POLICY) {
       if (call.metadata['workload.spiffe.io'] !== 'true')
         return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
-      const selectors = await this.#caller(stream);
+      const { selectors, workload } = await this.#caller(stream);
+      this.#served(call, WATCH_POLICY, workload, selectors);
       return this.#stream(call, () => {
         const ids = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
         if (ids.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
@@ -199,7 +228,8 @@ export class WorkloadApiServer {
     // SPIFFE_Workload_Endpoint.md: every request carries this header, or it is refused.
     if (call.metadata['workload.spiffe.io'] !== 'true')
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
-    const selectors = await this.#caller(stream);
+    const { selectors, workload } = await this.#caller(stream);
+    this.#served(call, method, workload, selectors);
     const agent = this.#o.agent;
     switch (method) {
       case 'FetchX509SVID':
@@ -284,7 +314,8 @@ export class WorkloadApiServer {
     if (call.metadata['workload.spiffe.io'] !== 'true')
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
     const req = decodeRequest(() => decodeCheckRequest(request));
-    const selectors = await this.#caller(stream);
+    const { selectors, workload } = await this.#caller(stream);
+    this.#served(call, 'Check', workload, selectors);
     const mine = this.#o.agent.entriesFor(selectors).map((e) => e.spiffeId);
     if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
     if (!mine.includes(req.to))
@@ -312,7 +343,7 @@ export class WorkloadApiServer {
   async #whoAmI(call: ServerCall, stream: ServerHttp2Stream): Promise<void> {
     if (call.metadata['workload.spiffe.io'] !== 'true')
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
-    const selectors = await this.#caller(stream);
+    const { selectors } = await this.#caller(stream);
     const w = new Writer();
     for (const sel of selectors) w.string(1, sel);
     for (const e of uniqueBySpiffeId(this.#o.agent.entriesFor(selectors))) w.string(2, e.spiffeId);
@@ -326,7 +357,8 @@ export class WorkloadApiServer {
   async #report(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
     if (call.metadata['workload.spiffe.io'] !== 'true')
       return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
-    const selectors = await this.#caller(stream);
+    const { selectors, workload } = await this.#caller(stream);
+    this.#served(call, 'Report', workload, selectors);
     const mine = this.#o.agent.entriesFor(selectors).map((e) => Buffer.from(e.spiffeId));
     if (mine.length === 0) return call.end(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
     let dropped = 0;

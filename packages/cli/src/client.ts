@@ -4,8 +4,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
+import type { ClientRequest } from 'node:http';
+import type { Readable } from 'node:stream';
 import { checkServerIdentity } from 'node:tls';
-import { ERROR_CODE_FORMAT, WritError, parseCertificatesPem, parseSpiffeId, trustDomainOfCaPem, uriSansOf } from '@writ/spiffe';
+import { ERROR_CODE_FORMAT, WritError, isWritError, parseCertificatesPem, parseSpiffeId, trustDomainOfCaPem, uriSansOf } from '@writ/spiffe';
 
 export interface Connection {
   readonly server: string;
@@ -128,11 +130,69 @@ export class ApiClient {
         new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'),
       );
     }
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return this.#exchange<T>(
+      method,
+      path,
+      payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) },
+      { auth, raw: opts.raw ?? false, timeoutMs: opts.timeoutMs ?? 30_000 },
+      (req) => {
+        if (payload !== undefined) req.write(payload);
+        req.end();
+      },
+    );
+  }
+
+  /**
+   * Sends a JSON document as it is read from `source` (never whole in memory), `length` bytes when
+   * known (else chunked). `onProgress` hears the bytes sent so far. A server that answers before
+   * the end (a 413 once the body passes its limit) stops the upload: its answer is the result.
+   */
+  upload<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    source: Readable,
+    opts: { length?: number | undefined; onProgress?: (sent: number) => void; timeoutMs?: number } = {},
+  ): Promise<T> {
+    if (!this.#token)
+      return Promise.reject(
+        new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'),
+      );
+    let sent = 0;
+    return this.#exchange<T>(
+      method,
+      path,
+      { 'content-type': 'application/json', ...(opts.length === undefined ? {} : { 'content-length': String(opts.length) }) },
+      { auth: true, raw: false, timeoutMs: opts.timeoutMs ?? 30_000 },
+      (req) => {
+        source.on('data', (chunk: Buffer) => {
+          sent += chunk.length;
+          if (!req.write(chunk)) source.pause();
+          opts.onProgress?.(sent);
+        });
+        req.on('drain', () => source.resume());
+        source.once('end', () => req.end());
+        source.once('error', (e: NodeJS.ErrnoException) => req.destroy(new WritError('ERR_FIELD_INVALID', `cannot read the document: ${e.code ?? e.message}`)));
+        // The server has answered (a refusal before the end): send no more.
+        req.once('response', () => {
+          source.removeAllListeners('data');
+          source.destroy();
+        });
+      },
+    );
+  }
+
+  #exchange<T>(
+    method: string,
+    path: string,
+    bodyHeaders: Record<string, string>,
+    opts: { auth: boolean; raw: boolean; timeoutMs: number },
+    write: (req: ClientRequest) => void,
+  ): Promise<T> {
+    const { auth, timeoutMs } = opts;
     const expected = this.#expected;
     if (!('id' in expected)) return Promise.reject(new WritError('ERR_CONFIG_INVALID', expected.problem, { field: 'caFile' }));
-    const payload = body === undefined ? undefined : JSON.stringify(body);
     const url = new URL(path, this.#url);
-    const timeoutMs = opts.timeoutMs ?? 30_000;
     this.#agent ??= new Agent({
       keepAlive: true,
       ...(this.#ca ? { ca: this.#ca } : {}),
@@ -159,7 +219,7 @@ export class ApiClient {
           headers: {
             accept: 'application/json',
             ...(auth ? { authorization: `Bearer ${this.#token}` } : {}),
-            ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+            ...bodyHeaders,
           },
           timeout: timeoutMs,
         },
@@ -189,12 +249,17 @@ export class ApiClient {
         },
       );
       req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs / 1000}s`)));
+      let answered = false;
+      req.once('response', () => (answered = true));
       req.on('error', (e: NodeJS.ErrnoException) => {
         if (this.#mismatch) return reject(this.#mismatch);
+        // A server that answered before the whole body was sent closes the connection after its
+        // answer: the write that follows fails, and the answer is what counts.
+        if (answered && (e.code === 'EPIPE' || e.code === 'ECONNRESET')) return;
+        if (isWritError(e)) return reject(e);
         reject(new WritError('ERR_REQUEST_FAILED', this.#describe(e)));
       });
-      if (payload !== undefined) req.write(payload);
-      req.end();
+      write(req);
     });
   }
 }

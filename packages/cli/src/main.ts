@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, toPem } from '@writ/spiffe';
+import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, parseDuration, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
 import { addAdmittedImagesCommand } from './admitted-images.ts';
 import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
@@ -15,6 +15,10 @@ import { registerAdmissionEvents, registerAdmissionManifests } from './admission
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
+import { registerImageAdd } from './image-add.ts';
+import { registerVulnAnswers } from './vuln-answers.ts';
+import { registerVex } from './vex.ts';
+import { registerWorkload } from './workload.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -57,14 +61,16 @@ type EntryJson = { id: string; spiffeId: string; parentId: string; selectors: st
 const entryRows = (entries: EntryJson[]) => () => {
   // The column appears once an entry needs it: tables of entries without it read as before.
   const image = entries.some((e) => e['requireAdmittedImage'] === true);
+  const owner = entries.some((e) => typeof e['owner'] === 'string');
   return {
-    head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', ...(image ? ['IMAGE'] : [])],
+    head: ['ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', ...(image ? ['IMAGE'] : []), ...(owner ? ['OWNER'] : [])],
     body: entries.map((e) => [
       e.id,
       e.spiffeId,
       e.parentId,
       e.selectors.join(','),
       ...(image ? [e['requireAdmittedImage'] === true ? 'admitted only' : 'any'] : []),
+      ...(owner ? [typeof e['owner'] === 'string' ? e['owner'] : '-'] : []),
     ]),
   };
 };
@@ -81,6 +87,8 @@ interface EntryFlags {
   hint?: string;
   expiresAt?: string;
   requireAdmittedImage?: boolean;
+  /** false: --no-owner. */
+  owner?: string | false;
 }
 function entryBody(f: EntryFlags): Record<string, unknown> {
   const b: Record<string, unknown> = {};
@@ -95,6 +103,7 @@ function entryBody(f: EntryFlags): Record<string, unknown> {
   if (f.hint !== undefined) b['hint'] = f.hint;
   if (f.expiresAt !== undefined) b['expiresAt'] = f.expiresAt === 'never' ? null : f.expiresAt;
   if (f.requireAdmittedImage !== undefined) b['requireAdmittedImage'] = f.requireAdmittedImage;
+  if (f.owner !== undefined) b['owner'] = f.owner === false ? null : f.owner;
   return b;
 }
 function entryOptions(c: Command): Command {
@@ -113,7 +122,12 @@ function entryOptions(c: Command): Command {
       '--require-admitted-image',
       'SVIDs only for a container whose image digest was admitted under an enforce admission policy (a plain process never gets them)',
     )
-    .option('--no-require-admitted-image', 'any workload with the selectors gets the SVIDs (the default)');
+    .option('--no-require-admitted-image', 'any workload with the selectors gets the SVIDs (the default)')
+    .option(
+      '--owner <name>',
+      'who owns the workloads served this ID (a team): it wins over owner labels and the namespace map in `writ workload list` and `writ vuln affected`',
+    )
+    .option('--no-owner', 'clear the owner (owner labels and the namespace map decide)');
 }
 
 function readText(file: string): string {
@@ -189,13 +203,13 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
     } catch {
       throw err;
     }
-    const near = ['AdmissionPolicy', 'AdmissionException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
+    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
     if (!near.length) throw err;
     throw new ApiError(
       err.code,
       err.serverCode,
       err.httpStatus,
-      `${err.message}; admission documents are named Kind/name: did you mean ${near.join(' or ')}?`,
+      `${err.message}; admission documents and vulnerability exceptions are named Kind/name: did you mean ${near.join(' or ')}?`,
       {},
     );
   }
@@ -247,7 +261,9 @@ export function buildProgram(): Command {
     .option('--admission-client-ca <file>', 'answer only API servers presenting a client certificate chained to this CA (PEM)')
     .option('--admission-budget <duration>', 'decision budget of a webhook verdict (default 2s; keep it under the webhook timeoutSeconds)')
     .option('--registry-config <file>', 'per-registry CA and credentials for image checks (YAML)')
+    .option('--report-limit <size>', 'largest scanner report POST /v1/reports takes, e.g. 64MiB (default), 256MiB at most')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
+    .option('--vuln-exception-max-age <duration>', 'the longest a VulnException may run: a later expires is refused at apply (default 90d)')
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -275,7 +291,9 @@ export function buildProgram(): Command {
         ...(o['admissionBudget'] ? { admissionBudget: o['admissionBudget'] as string } : {}),
         ...(o['registryConfig'] ? { registryConfig: o['registryConfig'] as string } : {}),
         ...(o['requireAdmittedImage'] ? { requireAdmittedImage: true } : {}),
+        ...(o['reportLimit'] ? { reportLimit: o['reportLimit'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
+        ...(o['vulnExceptionMaxAge'] ? { vulnExceptionMaxAge: o['vulnExceptionMaxAge'] as string } : {}),
       });
       const running = await startServer(cfg);
       const stop = (): void => {
@@ -521,10 +539,15 @@ export function buildProgram(): Command {
     .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
     .option('--kubelet-ca <file>', "the kubelet's serving CA")
     .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
+    .option(
+      '--workload-report-interval <duration>',
+      'how often the workloads served are reported whole to the server, between reports on change (env WRIT_WORKLOAD_REPORT_INTERVAL; 1s to 50s, default 20s: the server counts a workload running for a minute after a report)',
+    )
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (
         f: {
+          workloadReportInterval?: string;
           dataDir: string;
           joinToken?: string;
           trustDomain?: string;
@@ -554,6 +577,8 @@ export function buildProgram(): Command {
           throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
         }
         if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
+        const reportEvery = f.workloadReportInterval ?? (process.env['WRIT_WORKLOAD_REPORT_INTERVAL'] || undefined);
+        const workloadReportMs = reportEvery === undefined ? undefined : parseDuration(reportEvery, '--workload-report-interval', 50_000, 1000);
         const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
         const attestors = [
           ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
@@ -579,6 +604,7 @@ export function buildProgram(): Command {
           joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
           dataDir: f.dataDir,
           log,
+          workloadReportMs,
           ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
         });
         await a.start();
@@ -803,7 +829,7 @@ export function buildProgram(): Command {
   policy
     .command('apply')
     .description(
-      'validate and apply AccessPolicy, AdmissionPolicy and AdmissionException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+      'validate and apply AccessPolicy, AdmissionPolicy, AdmissionException and VulnException YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
     )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
@@ -822,13 +848,16 @@ export function buildProgram(): Command {
       const { parsePolicies } = await import('@writ/policy');
       const { ADMISSION_KINDS, parseAdmission } = await import('@writ/admission');
       const others = parsePolicies(yaml, { file: f.file }).others.filter((o) => o.kind !== 'PolicyTest');
-      const other = others.find((o) => !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
+      const other = others.find((o) => o.kind !== 'VulnException' && !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
       if (other)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy or AdmissionException)`,
+          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException or VulnException)`,
         );
-      if (others.length) parseAdmission(yaml, { file: f.file });
+      if (others.some((o) => o.kind !== 'VulnException')) parseAdmission(yaml, { file: f.file });
+      // The longest an exception may run is the server's to say: checked there.
+      if (others.some((o) => o.kind === 'VulnException'))
+        (await import('@writ/vuln')).parseVulnExceptions(yaml, { file: f.file, maxLifetimeMs: Number.POSITIVE_INFINITY });
       const startedAt = Date.now();
       let res: {
         revision: number;
@@ -887,11 +916,13 @@ export function buildProgram(): Command {
       const res = await api.call<{ revision: number; policies: Array<Record<string, unknown>> }>('GET', '/v1/policies');
       if (format !== 'table') return print(format, res);
       const isAdmission = (p: Record<string, unknown>): boolean => p['kind'] === 'AdmissionPolicy' || p['kind'] === 'AdmissionException';
-      const access = res.policies.filter((p) => !isAdmission(p));
+      const isVuln = (p: Record<string, unknown>): boolean => p['kind'] === 'VulnException';
+      const vulnExceptions = res.policies.filter(isVuln);
+      const access = res.policies.filter((p) => !isAdmission(p) && !isVuln(p));
       const admission = res.policies.filter(isAdmission);
       // Admission documents have no TO or RULES: their own table, with what each one checks or waives.
       const checks = await Promise.all(admission.map((p) => admissionSummary(api, p)));
-      if (access.length || !admission.length)
+      if (access.length || (!admission.length && !vulnExceptions.length))
         print(format, access, () => ({
           head: ['NAME', 'TO', 'MODE', 'RULES'],
           body: access.map((p) => [String(p['name']), String(p['to']), String(p['mode']), String(p['rules'])]),
@@ -905,6 +936,20 @@ export function buildProgram(): Command {
             ((p['namespaces'] as string[] | undefined) ?? []).join(','),
             p['kind'] === 'AdmissionException' ? `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}` : String(p['mode']),
             checks[i] ?? '',
+          ]),
+        }));
+      if ((access.length || admission.length) && vulnExceptions.length) process.stdout.write('\n');
+      if (vulnExceptions.length)
+        print(format, vulnExceptions, () => ({
+          head: ['VULN EXCEPTION', 'VULNERABILITY', 'SCOPE', 'OWNER', 'EXPIRES'],
+          body: vulnExceptions.map((p) => [
+            String(p['name']),
+            String(p['vulnerability']),
+            Object.entries((p['scope'] as Record<string, string[]> | undefined) ?? {})
+              .map(([k, v]) => `${k} ${v.join(',')}`)
+              .join(''),
+            String(p['owner'] ?? '-'),
+            `${p['expired'] === true ? 'expired' : 'until'} ${String(p['expires'])}`,
           ]),
         }));
     });
@@ -1232,6 +1277,10 @@ export function buildProgram(): Command {
     });
   addAdmittedImagesCommand(program, clientOf);
   registerVuln(program, clientOf);
+  registerImageAdd(program, clientOf);
+  registerVulnAnswers(program, clientOf);
+  registerVex(program, clientOf);
+  registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

@@ -46,3 +46,4 @@ export {
   verifySignature,
 } from './cosign.ts';
 export { ImageVerifier, registryAllowed, type ImageSource, type ImageVerifierOptions } from './images.ts';
+export { readImage, parsePlatform, formatPlatform, MAX_CONFIG_BYTES, MAX_INDEX_PLATFORMS, type ImageFacts, type ReadImageOptions } from './inventory.ts';

@@ -27,6 +27,8 @@ export interface EntryRecord {
    * (absent: false, as for entries stored before the field existed).
    */
   readonly requireAdmittedImage?: boolean;
+  /** Who owns the workloads served this entry's ID (issue 13: affected workloads are grouped by owner); absent: none. Not sent to agents. */
+  readonly owner?: string;
 }
 
 /** An entry on the wire (times as RFC 3339). What an agent keeps and serves from. */

@@ -45,3 +45,13 @@ export {
   imageDigestsOf,
   parseImagesVersion,
 } from './admitted-images.ts';
+export {
+  WORKLOAD_FIELDS,
+  WORKLOAD_LIMITS,
+  type WorkloadReport,
+  type WorkloadsMessage,
+  decodeWorkloads,
+  encodeWorkloads,
+  hasControlChar,
+  imageOf,
+} from './workloads.ts';

@@ -8,6 +8,8 @@ export const AGENT_PATHS = {
   renew: '/v1/agent/renew',
   /** Body: a protobuf `writ.authz.v1.ReportRequest` (its codecs: `encodeReport` / `decodeReport` in @writ/sdk's decision-log.ts). */
   decisions: '/v1/agent/decisions',
+  /** Body: `WorkloadsMessage` (workloads.ts), the whole snapshot of what the agent runs. */
+  workloads: '/v1/agent/workloads',
 } as const;
 
 /** The decision report's content type (JSON `{decisions, dropped}` is still taken from agents of earlier versions). */

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
+import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
   readonly trustDomain: string;
@@ -36,6 +37,12 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
+  /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
+  readonly reportLimitBytes: number;
+  /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
+  readonly vulnExceptionMaxMs: number;
+  /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
+  readonly owners: OwnerRules;
 }
 
 export interface AdmissionListenConfig {
@@ -60,7 +67,22 @@ export const SERVER_DEFAULTS = {
   logLevel: 'info',
   admissionDns: 'writ-admission.writ-system.svc',
   admissionBudget: '2s',
+  reportLimit: '64MiB',
+  vulnExceptionMaxAge: '90d',
 } as const;
+
+/** The largest `--report-limit`: the body is held and parsed in memory as one string. */
+export const MAX_REPORT_LIMIT_BYTES = 256 * 1024 * 1024;
+
+/** `64MiB`, `512KiB`, `1GiB`, or bytes: a size in bytes. */
+export function parseByteSize(v: string, field: string, max: number, min = 1024): number {
+  const m = /^(\d{1,12})\s*(B|KiB|MiB|GiB)?$/.exec(v.trim());
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m?.[2] ?? 'B'] ?? 1;
+  const n = m ? Number(m[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(n)) bad(field, `${JSON.stringify(v.slice(0, 40))} is not a size like 64MiB, 512KiB or a number of bytes`);
+  if (n < min || n > max) bad(field, `${v} is outside ${min} bytes .. ${max / 1024 ** 2}MiB`);
+  return n;
+}
 
 /** Above this the API server gives up first (its webhook timeoutSeconds is at most 30). */
 export const MAX_ADMISSION_BUDGET_MS = 25_000;
@@ -88,10 +110,13 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
+  'reportLimit',
+  'vulnExceptionMaxAge',
+  'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -178,7 +203,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget', max: number, min = 1000): number =>
+  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge', max: number, min = 1000): number =>
     parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
@@ -228,6 +253,9 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
+    reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
+    vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
+    owners: parseOwnerRules(file['owners']),
   };
 }
 

@@ -35,6 +35,8 @@ export const SERVER_ERROR_CODES = {
   ERR_NOT_FOUND: 404,
   ERR_ENTRY_NOT_FOUND: 404,
   ERR_CONFLICT: 409,
+  // OpenVEX ingest (issue 13): a document version older than, or equal with other content to, the one stored
+  ERR_VEX_VERSION_CONFLICT: 409,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,

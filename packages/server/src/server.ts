@@ -21,6 +21,8 @@ import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
+import { RegistryClient, loadRegistryConfig } from '@writ/oci';
+import { AdmissionInventoryRecorder } from './image-sources.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
@@ -113,6 +115,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let admissionServer: Server | undefined;
   let admissionEvents: AdmissionEventWriter | undefined;
   let admittedImages: AdmittedImageRecorder | undefined;
+  let inventory: AdmissionInventoryRecorder | undefined;
+  let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
   try {
     const ca = new CertificateAuthority({
@@ -178,6 +182,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
     hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
+    // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
+    // so they never queue behind the admission checks' within a decision budget.
+    registry = new RegistryClient(cfg.registryConfigFile ? { config: loadRegistryConfig(cfg.registryConfigFile) } : {});
     const ctx = {
       store,
       ca,
@@ -188,6 +195,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       psat,
       breakGlass: cfg.breakGlass,
       requireAdmittedImage: cfg.requireAdmittedImage,
+      registry,
+      reportLimitBytes: cfg.reportLimitBytes,
+      vulnExceptionMaxMs: cfg.vulnExceptionMaxMs,
+      owners: cfg.owners,
       get publicUrl() {
         return publicUrl;
       },
@@ -257,6 +268,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
         events: admissionEvents,
         admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
+        inventory: (inventory = new AdmissionInventoryRecorder({ store, registry, clock, log })),
         clock,
         log,
         metrics,
@@ -297,6 +309,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
+          const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
+          if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
         }
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
@@ -333,6 +348,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           await new Promise<void>((r) => s.close(() => r()));
         }
         admittedImages?.close();
+        await inventory?.close();
+        registry?.close();
         await admissionEvents?.close();
         await store.close();
       },
@@ -340,6 +357,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   } catch (err) {
     for (const t of timers) clearInterval(t);
     hub?.close();
+    registry?.close();
     httpServer?.close();
     admissionServer?.close();
     await store.close().catch(() => undefined);
@@ -357,6 +375,7 @@ interface AdmissionListener {
 interface AdmissionListenerDeps {
   readonly decider: AdmissionDecider;
   readonly admitted: AdmittedImageRecorder;
+  readonly inventory: AdmissionInventoryRecorder;
   readonly events: AdmissionEventWriter;
   readonly clock: () => number;
   readonly log: Logger;
@@ -378,6 +397,7 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
       clock: d.clock,
       // What `requireAdmittedImage` entries are issued against (the agents hear of new digests from the hub).
       admitImages: d.admitted.admit,
+      recordImages: (images, o) => (o.hook === 'mutate' ? d.inventory.pinned(images) : d.inventory.record(images, o.fromRegistry)),
       apiServerAuthenticated: a.clientCaFile !== undefined,
       onAnswer: (hook, decision, mode) => d.metrics.admissionReviews.inc({ hook, decision, mode }),
       log: d.log,

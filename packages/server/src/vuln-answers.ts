@@ -4,9 +4,28 @@
  * The store finds the rows (a few set queries); this module applies suppressions and shapes them.
  * Every answer is JSON-ready and stable: sorted, every field present (null when unknown).
  */
-import { Lineage, type LineageImage, repositoryOf, SEVERITIES, type Severity, whereToFix, type FixAdvice } from '@writ/vuln';
-import { loadSuppressions, type Suppression, type SuppressionSet } from './answers-suppressions.ts';
-import type { AffectedRow, ImageDetail, LinkedImage, RunningWorkload, Store, VulnerabilityQuery, Workload } from './store/types.ts';
+import {
+  Lineage,
+  type LineageImage,
+  repositoryOf,
+  SEVERITIES,
+  type Severity,
+  type Suppression,
+  type SuppressionSet,
+  whereToFix,
+  type FixAdvice,
+} from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
+import {
+  type AffectedRow,
+  type ImageDetail,
+  type LinkedImage,
+  RUNNING_GRACE_MS,
+  type RunningWorkload,
+  type Store,
+  type VulnerabilityQuery,
+  type Workload,
+} from './store/types.ts';
 
 const rank = (s: Severity): number => SEVERITIES.indexOf(s);
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
@@ -91,15 +110,44 @@ function byOwner<T extends Workload>(workloads: readonly T[]): { owner: string |
     .map(([owner, list]) => ({ owner, workloads: list.sort((x, y) => cmp(key(x), key(y))) }));
 }
 
+/**
+ * A small `Lineage` per image over its stored parent chain and the images of its bases'
+ * repositories (cached by image): one over the whole answer would compare every image sharing a
+ * bottom layer with every other, quadratic when ten thousand images share one base.
+ */
+function lineageFor(images: readonly LinkedImage[]): (image: LinkedImage) => { lineage: Lineage; self: LineageImage } {
+  const byDigest = new Map(images.map((i) => [i.digest, i]));
+  const byRepo = new Map<string, LinkedImage[]>();
+  for (const i of images) for (const repo of repositoriesOf(i)) byRepo.set(repo, [...(byRepo.get(repo) ?? []), i]);
+  const cache = new Map<string, { lineage: Lineage; self: LineageImage }>();
+  return (image) => {
+    const hit = cache.get(image.digest);
+    if (hit !== undefined) return hit;
+    const set = new Map<string, LinkedImage>([[image.digest, image]]);
+    let cur: LinkedImage | undefined = image;
+    while (cur?.parent?.digest) {
+      const p = byDigest.get(cur.parent.digest);
+      if (p === undefined || set.has(p.digest)) break;
+      set.set(p.digest, p);
+      for (const repo of repositoriesOf(p)) for (const c of byRepo.get(repo) ?? []) if (!set.has(c.digest)) set.set(c.digest, c);
+      cur = p;
+    }
+    const self = lineageImage(image);
+    const made = { lineage: new Lineage([self, ...[...set.values()].filter((i) => i.digest !== image.digest).map(lineageImage)]), self };
+    cache.set(image.digest, made);
+    return made;
+  };
+}
+
 /** `GET /v1/vulnerabilities/{id}/affected`: images, where to fix, and the workloads running them now by owner. */
 export async function affectedAnswer(store: Store, vulnId: string, now: number) {
   const [rows, sup] = await Promise.all([store.affected(vulnId, now), loadSuppressions(store, now)]);
-  const digests = [...new Set(rows.map((r) => r.image.digest))];
-  const context = rows.length === 0 ? [] : await store.lineageContext(digests);
-  const lineage = new Lineage(context.map(lineageImage));
+  const byDigest = new Map(rows.map((r) => [r.image.digest, r.image]));
+  const bases = rows.length === 0 ? [] : await store.baseImagesOf([...byDigest.values()]);
+  const lineageOf = lineageFor([...byDigest.values(), ...bases]);
   // A candidate newer base is named only when it is known to be free of it: reported, and not carrying it.
-  const carrying = new Set(digests);
-  const candidates = context.filter((i) => !carrying.has(i.digest)).map((i) => i.digest);
+  const carrying = new Set(byDigest.keys());
+  const candidates = bases.filter((i) => !carrying.has(i.digest)).map((i) => i.digest);
   const reported = new Set(candidates.length === 0 ? [] : await store.reportedDigests(candidates));
   const carries = (c: LineageImage): boolean => carrying.has(c.digest) || !reported.has(c.digest);
 
@@ -127,20 +175,20 @@ export async function affectedAnswer(store: Store, vulnId: string, now: number) 
   for (const r of rows) {
     const entry = images.get(r.image.digest) ?? { image: r.image, running: r.running, packages: [] };
     images.set(r.image.digest, entry);
-    const self = lineage.get(r.image.digest) ?? lineageImage(r.image);
+    const { lineage, self } = lineageOf(r.image);
     entry.packages.push(packageJson(r, suppressionOf(sup, r, now), whereToFix(lineage, self, { layer: r.package?.layer, fixed: r.finding.fixed }, carries)));
   }
   const out = [...images.values()].map(({ image, running, packages }) => {
     const affected = packages.some((p) => p.suppressed === null);
     const live = packages.filter((p) => p.suppressed === null);
     const severity = (live.length > 0 ? live : packages).map((p) => p.severity).sort((a, b) => rank(a) - rank(b))[0] ?? 'unknown';
-    const parent = lineage.get(image.digest) === undefined ? undefined : lineage.parent(lineage.get(image.digest)!);
+    const parent = image.parent;
     return {
       digest: image.digest,
       indexDigest: image.indexDigest,
       names: image.names,
       tags: image.tags,
-      base: parent === undefined ? null : { digest: parent.digest ?? null, name: parent.name ?? null, source: parent.source },
+      base: parent === null ? null : { digest: parent.digest, name: parent.name, source: parent.source },
       severity,
       affected,
       packages,
@@ -221,7 +269,7 @@ export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
     };
   });
   // Workloads without a SPIFFE ID still running an affected digest keep the rollout unverified too.
-  const anonymous = history.filter((w) => w.spiffeIds.length === 0 && w.endedAt === null && isAffected(w.imageDigest) && w.lastSeen >= now - 60_000);
+  const anonymous = history.filter((w) => w.spiffeIds.length === 0 && w.endedAt === null && isAffected(w.imageDigest) && w.lastSeen >= now - RUNNING_GRACE_MS);
   const owners = new Map<string | null, typeof result>();
   for (const r of result) owners.set(r.owner, [...(owners.get(r.owner) ?? []), r]);
   const verified = result.every((r) => r.status === 'verified') && anonymous.length === 0;

@@ -4,6 +4,21 @@ export { canonicalPurl, formatPurl, normalizeVulnId, parsePurl, type PackageUrl 
 export { VEX_JUSTIFICATIONS } from './openvex.ts';
 export { FIX_LOCATIONS, whereToFix, type FixAdvice, type FixImageRef, type FixLocation } from './fix.ts';
 export {
+  DEFAULT_MAX_EXCEPTION_MS,
+  VULN_EXCEPTION_KIND,
+  VULN_EXCEPTION_SCOPES,
+  expiryTime,
+  isVulnExceptionKey,
+  parseVulnExceptions,
+  vulnExceptionKey,
+  vulnExceptionsOf,
+  type ParseVulnExceptionOptions,
+  type VulnException,
+  type VulnExceptionScopeKind,
+} from './exceptions.ts';
+export { openVexDocument, openVexStatement, vexDocumentOf, type VexDocument } from './vex-document.ts';
+export { purlCovers, suppressionSet, type FindingContext, type Suppression, type SuppressionSet, type VexInput } from './suppress.ts';
+export {
   BASE_DIGEST_ANNOTATION,
   BASE_NAME_ANNOTATION,
   Lineage,

@@ -62,7 +62,8 @@ describe('containerd attestor against a fake containerd (gRPC on a Unix socket)'
   });
 
   it('reads labels, image and image digest in the k8s.io namespace', async () => {
-    const sel = await containerdAttestor({ socketPath: join(dir, 'containerd.sock'), proc: dir })({ pid: 7, uid: 0, gid: 0 });
+    const { selectors: sel, containerId } = await containerdAttestor({ socketPath: join(dir, 'containerd.sock'), proc: dir })({ pid: 7, uid: 0, gid: 0 });
+    assert.match(containerId ?? '', /^[0-9a-f]{64}$/);
     assert.deepEqual(sel, [
       'containerd:namespace:k8s.io',
       'containerd:label:io.kubernetes.pod.namespace:shop',
@@ -74,6 +75,6 @@ describe('containerd attestor against a fake containerd (gRPC on a Unix socket)'
   });
 
   it('an unknown container adds nothing', async () => {
-    assert.deepEqual(await containerdAttestor({ socketPath: join(dir, 'containerd.sock'), proc: dir })({ pid: 8, uid: 0, gid: 0 }), []);
+    assert.deepEqual(await containerdAttestor({ socketPath: join(dir, 'containerd.sock'), proc: dir })({ pid: 8, uid: 0, gid: 0 }), { selectors: [] });
   });
 });

@@ -7,6 +7,7 @@
 import { WritError } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, GrpcError, Writer, fields } from '@writ/sdk/internal';
 import type { PeerCred } from '../peercred.ts';
+import type { Attestation } from './attestation.ts';
 import { readCgroup } from './cgroup.ts';
 
 export interface ContainerdAttestorOptions {
@@ -57,31 +58,31 @@ export function decodeGetImageDigest(buf: Buffer): string | undefined {
   return digest?.data.toString('utf8');
 }
 
-export function containerdAttestor(opts: ContainerdAttestorOptions = {}): (cred: PeerCred) => Promise<string[]> {
+export function containerdAttestor(opts: ContainerdAttestorOptions = {}): (cred: PeerCred) => Promise<Attestation> {
   const socketPath = opts.socketPath ?? '/run/containerd/containerd.sock';
   const namespace = opts.namespace ?? 'k8s.io';
   const md = { 'containerd-namespace': namespace };
   return async (cred) => {
     const { containerId } = readCgroup(cred.pid, opts.proc);
-    if (!containerId) return [];
+    if (!containerId) return { selectors: [] };
     const client = new GrpcClient(`unix://${socketPath}`);
     try {
       let res: Buffer;
       try {
         res = await client.unary(GET_CONTAINER, new Writer().string(1, containerId).finish(), md);
       } catch (err) {
-        if (err instanceof GrpcError && err.code === GRPC_STATUS.NOT_FOUND) return [];
+        if (err instanceof GrpcError && err.code === GRPC_STATUS.NOT_FOUND) return { selectors: [] };
         throw new WritError('ERR_REQUEST_FAILED', `containerd: ${(err as Error).message}`);
       }
       const c = decodeGetContainerResponse(res);
-      if (!c) return [];
+      if (!c) return { selectors: [] };
       const out = [`containerd:namespace:${namespace}`, ...[...c.labels].map(([k, v]) => `containerd:label:${k}:${v}`)];
       if (c.image) {
         out.push(`containerd:image:${c.image}`);
         const digest = decodeGetImageDigest(await client.unary(GET_IMAGE, new Writer().string(1, c.image).finish(), md).catch(() => Buffer.alloc(0)));
         if (digest) out.push(`containerd:image_digest:${digest}`);
       }
-      return out;
+      return { selectors: out, containerId };
     } finally {
       client.close();
     }

@@ -7,6 +7,7 @@
 import { WritError } from '@writ/spiffe';
 import type { PeerCred } from '../peercred.ts';
 import { readCgroup } from './cgroup.ts';
+import type { Attestation } from './attestation.ts';
 import { getJson } from './http-json.ts';
 
 export interface DockerAttestorOptions {
@@ -25,14 +26,14 @@ interface ImageJson {
   RepoDigests?: string[] | null;
 }
 
-export function dockerAttestor(opts: DockerAttestorOptions = {}): (cred: PeerCred) => Promise<string[]> {
+export function dockerAttestor(opts: DockerAttestorOptions = {}): (cred: PeerCred) => Promise<Attestation> {
   const socketPath = opts.socketPath ?? '/var/run/docker.sock';
   const v = opts.apiVersion ?? 'v1.41';
   return async (cred) => {
     const { containerId } = readCgroup(cred.pid, opts.proc);
-    if (!containerId) return []; // not in a container: nothing to add
+    if (!containerId) return { selectors: [] }; // not in a container: nothing to add
     const c = await getJson(`http://docker/${v}/containers/${containerId}/json`, { socketPath });
-    if (c.status === 404) return [];
+    if (c.status === 404) return { selectors: [] };
     if (c.status !== 200) throw new WritError('ERR_REQUEST_FAILED', `docker: container ${containerId.slice(0, 12)}: HTTP ${c.status}`);
     const info = c.body as ContainerJson;
     const out: string[] = [];
@@ -47,6 +48,6 @@ export function dockerAttestor(opts: DockerAttestorOptions = {}): (cred: PeerCre
       }
     }
     if (info.Name) out.push(`docker:container_name:${info.Name.replace(/^\//, '')}`);
-    return [...new Set(out)];
+    return { selectors: [...new Set(out)], containerId };
   };
 }

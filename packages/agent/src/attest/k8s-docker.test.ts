@@ -85,7 +85,8 @@ describe('docker attestor against a fake Docker Engine on a Unix socket', () => 
 
   it('turns a container into labels, image name, config digest, repo digest and name', async () => {
     const { proc, pid } = fakeProc(`0::/system.slice/docker-${CID}.scope\n`);
-    const sel = await dockerAttestor({ socketPath: sock, proc })({ pid, uid: 0, gid: 0 });
+    const { selectors: sel, containerId } = await dockerAttestor({ socketPath: sock, proc })({ pid, uid: 0, gid: 0 });
+    assert.equal(containerId, CID);
     assert.deepEqual(sel.sort(), [
       'docker:container_name:shop-web-1',
       `docker:image_config_digest:sha256:${'c'.repeat(64)}`,
@@ -100,9 +101,9 @@ describe('docker attestor against a fake Docker Engine on a Unix socket', () => 
 
   it('adds nothing for a process outside containers or an unknown container', async () => {
     const host = fakeProc('0::/user.slice/session-1.scope\n');
-    assert.deepEqual(await dockerAttestor({ socketPath: sock, proc: host.proc })({ pid: host.pid, uid: 0, gid: 0 }), []);
+    assert.deepEqual(await dockerAttestor({ socketPath: sock, proc: host.proc })({ pid: host.pid, uid: 0, gid: 0 }), { selectors: [] });
     const other = fakeProc(`0::/system.slice/docker-${'e'.repeat(64)}.scope\n`);
-    assert.deepEqual(await dockerAttestor({ socketPath: sock, proc: other.proc })({ pid: other.pid, uid: 0, gid: 0 }), []);
+    assert.deepEqual(await dockerAttestor({ socketPath: sock, proc: other.proc })({ pid: other.pid, uid: 0, gid: 0 }), { selectors: [] });
   });
 });
 
@@ -115,7 +116,14 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
     apiVersion: 'v1',
     items: [
       {
-        metadata: { name: 'web-7d9f8', namespace: 'shop', uid: POD_UID, labels: { app: 'web', 'pod-template-hash': '7d9f8' } },
+        metadata: {
+          name: 'web-7d9f8',
+          namespace: 'shop',
+          uid: POD_UID,
+          labels: { app: 'web', 'pod-template-hash': '7d9f8' },
+          annotations: { 'example.com/owner': 'team-shop' },
+          ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-7d9f8', uid: 'rs-uid-1', controller: true }],
+        },
         spec: { serviceAccountName: 'web', nodeName: 'node-1', containers: [{ name: 'web', image: 'registry.example/shop/web:1.4' }] },
         status: {
           phase: 'Running',
@@ -170,7 +178,8 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
     const { proc, pid } = fakeProc(
       `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${POD_UID.replace(/-/g, '_')}.slice/cri-containerd-${CID}.scope\n`,
     );
-    const sel = await k8sAttestor({ kubeletUrl: url, caFile: join(dir, 'ca.pem'), tokenFile: join(dir, 'token'), proc })({ pid, uid: 0, gid: 0 });
+    const att = await k8sAttestor({ kubeletUrl: url, caFile: join(dir, 'ca.pem'), tokenFile: join(dir, 'token'), proc })({ pid, uid: 0, gid: 0 });
+    const sel = att.selectors;
     assert.equal(auth, 'Bearer sa-token-value');
     for (const s of [
       'k8s:ns:shop',
@@ -181,14 +190,21 @@ describe('k8s attestor against a fake kubelet over HTTPS', () => {
       'k8s:pod-label:app:web',
       'k8s:container-name:web',
       'k8s:container-image:registry.example/shop/web:1.4',
+      `k8s:container-image-id:registry.example/shop/web@sha256:${'d'.repeat(64)}`,
+      'k8s:pod-owner:ReplicaSet:web-7d9f8',
+      'k8s:pod-owner-uid:ReplicaSet:rs-uid-1',
     ]) {
       assert.ok(sel.includes(s), `${s} in ${sel.join(' ')}`);
     }
     assert.ok(!sel.includes('k8s:container-name:sidecar'));
+    // Annotations are reported (owners), never selectors.
+    assert.deepEqual(att.annotations, { 'example.com/owner': 'team-shop' });
+    assert.equal(att.containerId, CID);
+    assert.ok(!sel.some((s) => s.includes('team-shop')));
   });
 
   it('yields nothing for a container of no known pod', async () => {
     const { proc, pid } = fakeProc(`0::/kubepods.slice/kubepods-pod${'1'.repeat(8)}_1111_1111_1111_${'1'.repeat(12)}.slice/cri-containerd-${CID}.scope\n`);
-    assert.deepEqual(await k8sAttestor({ kubeletUrl: url, caFile: join(dir, 'ca.pem'), proc })({ pid, uid: 0, gid: 0 }), []);
+    assert.deepEqual(await k8sAttestor({ kubeletUrl: url, caFile: join(dir, 'ca.pem'), proc })({ pid, uid: 0, gid: 0 }), { selectors: [] });
   });
 });

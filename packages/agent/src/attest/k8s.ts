@@ -1,12 +1,16 @@
 /**
  * The k8s workload attestor: pod UID and container ID from the caller's cgroup, then the pod from
  * the kubelet's /pods endpoint. Selectors: k8s:ns, k8s:sa, k8s:pod-label:K:V, k8s:pod-name,
- * k8s:pod-uid, k8s:container-name, k8s:container-image, k8s:node-name.
+ * k8s:pod-uid, k8s:pod-owner:KIND:NAME and k8s:pod-owner-uid:KIND:UID (one pair per owner
+ * reference, as SPIRE's k8s workload attestor has them), k8s:container-name, k8s:container-image,
+ * k8s:container-image-id, k8s:node-name. The pod's annotations go with the attestation for the
+ * workload report (owners), never as selectors: whoever may edit a pod may edit them.
  */
 import { readFileSync } from 'node:fs';
 import { WritError } from '@writ/spiffe';
 import type { PeerCred } from '../peercred.ts';
 import { readCgroup } from './cgroup.ts';
+import type { Attestation } from './attestation.ts';
 import { getJson } from './http-json.ts';
 
 export interface K8sAttestorOptions {
@@ -27,7 +31,14 @@ interface ContainerStatus {
   containerID?: string;
 }
 interface Pod {
-  metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string> | null };
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    labels?: Record<string, string> | null;
+    annotations?: Record<string, string> | null;
+    ownerReferences?: Array<{ kind?: string; name?: string; uid?: string; controller?: boolean }> | null;
+  };
   spec?: { serviceAccountName?: string; nodeName?: string };
   status?: {
     containerStatuses?: ContainerStatus[] | null;
@@ -36,7 +47,7 @@ interface Pod {
   };
 }
 
-export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promise<string[]> {
+export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promise<Attestation> {
   const ca = opts.caFile ? readFileSync(opts.caFile, 'utf8') : undefined;
   let cache: { at: number; pods: Pod[] } | undefined;
   const pods = async (fresh: boolean): Promise<Pod[]> => {
@@ -54,7 +65,7 @@ export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promi
   };
   return async (cred) => {
     const { containerId, podUid } = readCgroup(cred.pid, opts.proc);
-    if (!podUid && !containerId) return [];
+    if (!podUid && !containerId) return { selectors: [] };
     // A pod that just started may be missing from a cached list: look again once.
     for (const fresh of [false, true]) {
       for (const pod of await pods(fresh)) {
@@ -74,13 +85,14 @@ export function k8sAttestor(opts: K8sAttestorOptions): (cred: PeerCred) => Promi
           `k8s:pod-uid:${m.uid ?? ''}`,
           ...(pod.spec?.nodeName ? [`k8s:node-name:${pod.spec.nodeName}`] : []),
           ...Object.entries(m.labels ?? {}).map(([k, v]) => `k8s:pod-label:${k}:${v}`),
+          ...(m.ownerReferences ?? []).flatMap((o) => [`k8s:pod-owner:${o.kind ?? ''}:${o.name ?? ''}`, `k8s:pod-owner-uid:${o.kind ?? ''}:${o.uid ?? ''}`]),
           ...(container?.name ? [`k8s:container-name:${container.name}`] : []),
           ...(container?.image ? [`k8s:container-image:${container.image}`] : []),
           ...(container?.imageID ? [`k8s:container-image-id:${container.imageID}`] : []),
         ];
-        return out;
+        return { selectors: out, containerId, annotations: m.annotations ?? {} };
       }
     }
-    return [];
+    return { selectors: [] };
   };
 }

@@ -1,7 +1,7 @@
 /**
  * A fake of the Writ server for the agent's unit tests, behind the same `ServerApi` the HTTPS
  * client implements, speaking the real JSON shapes of the agent routes (attestation, sync, renewal,
- * the SVID batch, decisions). It has a real CA, so the SVIDs it signs pass the agent's checks;
+ * the SVID batch, decisions, workload reports). It has a real CA, so the SVIDs it signs pass the agent's checks;
  * `answer` replaces what a route answers, to play a server that answers wrongly.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -21,12 +21,14 @@ import {
 import {
   AGENT_PATHS,
   decodeSyncQuery,
+  decodeWorkloads,
   type AttestAnswer,
   type JwtSvidAnswer,
   type RenewAnswer,
   type SignedSvid,
   type SvidBatchAnswer,
   type SyncAnswer,
+  type WorkloadReport,
 } from '@writ/protocol';
 import type { ServerApi } from '../server-client.ts';
 import type { EntryView } from '../sync.ts';
@@ -107,6 +109,8 @@ export class FakeServer implements ServerApi {
   /** The server's --require-admitted-image. */
   requireAdmittedImage = false;
   revision = 1;
+  /** What each agent last reported it runs (POST /v1/agent/workloads, decoded as the server does). */
+  readonly workloads = new Map<string, WorkloadReport[]>();
   svidTtlMs = 3600_000;
   /** Replaces a route's answer ("POST /v1/agent/renew"); throw from it to answer with an error. */
   readonly answer = new Map<string, Handler>();
@@ -241,6 +245,11 @@ export class FakeServer implements ServerApi {
       case `POST ${AGENT_PATHS.decisions}`:
         this.#agent();
         return { stored: 0 };
+      case `POST ${AGENT_PATHS.workloads}`: {
+        const list = decodeWorkloads(b);
+        this.workloads.set(this.#agent(), list);
+        return { workloads: list.length };
+      }
       case `GET ${AGENT_PATHS.sync}`: {
         this.#agent();
         const { since, wait, bundles, images } = decodeSyncQuery(new URL(path, 'https://fake').searchParams);

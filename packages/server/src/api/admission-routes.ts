@@ -71,6 +71,13 @@ export interface AdmissionRouteDeps {
   readonly clock: () => number;
   /** Digests admitted under an enforce policy, for `requireAdmittedImage` entries. */
   readonly admitImages: (digests: string[], at: number) => Promise<void>;
+  /**
+   * The images of an allowed verdict (not a dry run) for the image inventory; returns at once,
+   * never throws. `validate`: the images admitted; `mutate`: the tags it pinned to digests (the
+   * validating hook then sees only `name@digest`). `fromRegistry`: an enforce policy checked these
+   * images (so their registries are allowed and were asked already): their manifests and configs may be read.
+   */
+  readonly recordImages?: (images: readonly AdmissionEventImage[], opts: { readonly hook: 'validate' | 'mutate'; readonly fromRegistry: boolean }) => void;
   /** Callers are API servers proven by a client certificate (`--admission-client-ca`): only then do verdicts admit images. */
   readonly apiServerAuthenticated: boolean;
   /** Told of every answer (metrics). */
@@ -254,6 +261,8 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
     // The validating hook's verdict is the one recorded; the mutating hook's only when it refuses
     // (the validating hook is then never asked).
     if (hook === 'mutate' && !outcome.allowed) deps.events.add(eventOf(input, outcome, hook, now));
+    if (hook === 'mutate' && outcome.allowed && !input.dryRun && outcome.patch.length)
+      deps.recordImages?.(outcome.images, { hook, fromRegistry: outcome.imagesChecked === true });
     if (hook === 'validate') {
       deps.events.add(eventOf(input, outcome, hook, now));
       const digests = [...new Set(outcome.images.flatMap((i) => (i.digest ? [i.digest] : [])))];
@@ -263,6 +272,8 @@ export function admissionWebhookRoutes(deps: AdmissionRouteDeps, add: AddRoute):
       // dry run (its verdict is logged, flagged, but changes nothing).
       if (outcome.allowed && outcome.mode === 'enforce' && outcome.imagesChecked === true && deps.apiServerAuthenticated && !input.dryRun && digests.length)
         deps.admitImages(digests, now).catch((err: Error) => deps.log.warn({ err: err.message }, 'could not record admitted images'));
+      // The image inventory learns every image admitted with a digest, in any mode, after the answer.
+      if (outcome.allowed && !input.dryRun && digests.length) deps.recordImages?.(outcome.images, { hook, fromRegistry: outcome.imagesChecked === true });
     }
     // The validating hook gives the warnings: said once, about the object as it will be stored.
     return ok(admissionResponse(input.uid, hook === 'mutate' ? { ...outcome, warnings: [] } : outcome, hook === 'mutate'));

@@ -1,7 +1,9 @@
 /** What every route handler may use: the server's services, injected once at start. */
+import type { RegistryReader } from '@writ/oci';
 import type { CertificateAuthority } from '../ca/ca.ts';
 import type { PsatAttestor } from '../attest/psat.ts';
 import type { Metrics } from '../metrics.ts';
+import type { OwnerRules } from '../owners.ts';
 import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 
@@ -22,4 +24,12 @@ export interface ApiContext {
   readonly breakGlass: readonly string[];
   /** `--require-admitted-image`: every entry's SVIDs only for containers running an admitted image. */
   readonly requireAdmittedImage?: boolean;
+  /** The inventory's registry client (`--registry-config`): `POST /v1/images` reads images through it. */
+  readonly registry: RegistryReader;
+  /** `--report-limit`: the largest `POST /v1/reports` body, in bytes. */
+  readonly reportLimitBytes: number;
+  /** The longest a VulnException may run (server config `vulnExceptionMaxAge`); default 90 days. */
+  readonly vulnExceptionMaxMs?: number;
+  /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
+  readonly owners?: OwnerRules;
 }

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { WritError, isWritError } from '@writ/spiffe';
 import { httpStatusOf } from '../errors.ts';
+import { jsonPathAt, syntaxErrorAt } from './json-path.ts';
 import type { AdminToken, Role } from '../store/types.ts';
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -162,11 +163,28 @@ export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: 
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new WritError('ERR_JSON_INVALID', `request body is not valid JSON: ${(err as Error).message.slice(0, 120)}`);
+    // Named by the JSON path where it broke, so a big document that breaks says where.
+    const message = (err as Error).message;
+    const pos = syntaxErrorAt(text);
+    const path = pos === undefined ? '' : jsonPathAt(text, pos);
+    const where = pos === undefined ? '' : ` ${path ? `at ${path.slice(0, 200)} ` : ''}(${lineColumn(text, pos)})`;
+    throw new WritError('ERR_JSON_INVALID', `request body is not JSON${where}: ${message.slice(0, 120)}`, path ? { field: path.slice(0, 200) } : {});
   }
   checkJson(parsed);
   if (body.fields) onlyKeys(object(parsed), body.fields);
   return parsed;
+}
+
+/** `line 3, column 14` (1-based) of a position in a text; `the end` past its last character. */
+function lineColumn(text: string, pos: number): string {
+  if (pos >= text.length) return 'at the end';
+  let line = 1;
+  let start = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < pos; i = text.indexOf('\n', i + 1)) {
+    line++;
+    start = i + 1;
+  }
+  return `line ${line}, column ${pos - start + 1}`;
 }
 
 /** Serialises an error for the client: WritErrors as themselves, anything else as a bare 500. */

@@ -5,6 +5,7 @@ import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTes
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
+import { VULN_EXCEPTION_KIND, isVulnExceptionKey, parseVulnExceptions, vulnExceptionKey } from '@writ/vuln';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
@@ -16,7 +17,7 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
     // A PolicyTest's case names (or an admission document's name) must not be taken for a policy's name.
-    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException)\b/m.test(d));
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException)\b/m.test(d));
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
@@ -139,27 +140,39 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/policies',
     'operator',
-    'Apply AccessPolicy, AdmissionPolicy and AdmissionException YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these documents added or replaced (admission documents under the names `AdmissionPolicy/NAME`, `AdmissionException/NAME`). dryRun: validate, test and show what would change.',
+    'Apply AccessPolicy, AdmissionPolicy, AdmissionException and VulnException YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these documents added or replaced (admission documents and vulnerability exceptions under the names `AdmissionPolicy/NAME`, `AdmissionException/NAME`, `VulnException/NAME`). A VulnException whose expires is past, or further away than the server allows (vulnExceptionMaxAge, default 90 days), is refused. dryRun: validate, test and show what would change.',
     async (req) => {
       const o = object(req.body);
       const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
       const comment = str(o, 'comment', { max: 500 }) ?? '';
       const { policies, others } = parsePolicies(yaml, { file: 'request' });
       const tests = others.filter((x) => x.kind === 'PolicyTest');
-      const refused = others.filter((x) => x.kind !== 'PolicyTest' && !(ADMISSION_KINDS as readonly string[]).includes(x.kind));
+      const refused = others.filter(
+        (x) => x.kind !== 'PolicyTest' && x.kind !== VULN_EXCEPTION_KIND && !(ADMISSION_KINDS as readonly string[]).includes(x.kind),
+      );
       if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy and AdmissionException can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException and VulnException can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
       // Admission documents are validated with their own line numbers and kept under `Kind/name`.
-      const admission = others.length > tests.length ? parseAdmission(yaml, { file: 'request', now: ctx.clock() }) : { policies: [], exceptions: [] };
+      const admission = others.some((x) => (ADMISSION_KINDS as readonly string[]).includes(x.kind))
+        ? parseAdmission(yaml, { file: 'request', now: ctx.clock() })
+        : { policies: [], exceptions: [] };
+      const vulnExceptions = others.some((x) => x.kind === VULN_EXCEPTION_KIND)
+        ? parseVulnExceptions(yaml, {
+            file: 'request',
+            now: ctx.clock(),
+            ...(ctx.vulnExceptionMaxMs !== undefined ? { maxLifetimeMs: ctx.vulnExceptionMaxMs } : {}),
+          })
+        : [];
       const admissionDocs = [
         ...admission.policies.map((p) => [admissionKey('AdmissionPolicy', p.name), p.source] as const),
         ...admission.exceptions.map((e) => [admissionKey('AdmissionException', e.name), e.source] as const),
+        ...vulnExceptions.map((e) => [vulnExceptionKey(e.name), e.source] as const),
       ];
       if (policies.length === 0 && tests.length === 0 && admissionDocs.length === 0)
-        throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy, AdmissionPolicy or AdmissionException documents in the request');
+        throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy, AdmissionPolicy, AdmissionException or VulnException documents in the request');
       const current = await ctx.store.getPolicyRevision();
       const incoming = { ...sourcesByName(yaml, policies), ...Object.fromEntries(admissionDocs) };
       // Tests alone change nothing (even with replace): they are checked against the current set.
@@ -217,6 +230,20 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     const policies = Object.entries(r.policies)
       .sort()
       .map(([name, y]) => {
+        if (isVulnExceptionKey(name)) {
+          const e = parseVulnExceptions(y, { file: name, stored: true })[0]!;
+          return {
+            name,
+            kind: VULN_EXCEPTION_KIND,
+            vulnerability: e.vulnerability,
+            scope: { [e.scope.kind]: e.scope.values },
+            reason: e.reason,
+            owner: e.owner ?? null,
+            expires: new Date(e.expires).toISOString(),
+            // Kept in the set (a rollback may need it) but of no effect anywhere.
+            expired: e.expires <= ctx.clock(),
+          };
+        }
         if (isAdmissionKey(name)) {
           const a = parseAdmission(y, { file: name, allowExpired: true });
           const p = a.policies[0];

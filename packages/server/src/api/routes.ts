@@ -33,7 +33,10 @@ import {
 } from './http.ts';
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
+import { imageSourceRoutes } from './image-sources-routes.ts';
 import { vulnerabilityRoutes } from './vulnerability-routes.ts';
+import { vexRoutes } from './vex-routes.ts';
+import { workloadRoutes } from './workload-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -371,6 +374,9 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
+  imageSourceRoutes(ctx, add);
   vulnerabilityRoutes(ctx, add);
+  vexRoutes(ctx, add);
+  workloadRoutes(ctx, add);
   return routes;
 }

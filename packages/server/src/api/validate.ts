@@ -1,6 +1,6 @@
 /** Validation of API input into store types. Every error names the field it is about. */
 import { WritError, parseDuration, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
-import { encodeEntry } from '@writ/protocol';
+import { encodeEntry, hasControlChar, type EntryMessage } from '@writ/protocol';
 import type { Entry, EntryInput } from '../store/types.ts';
 import { object, onlyKeys, str, strList, withField, type Json } from './http.ts';
 
@@ -77,6 +77,7 @@ export const ENTRY_FIELDS = [
   'hint',
   'expiresAt',
   'requireAdmittedImage',
+  'owner',
 ];
 
 /**
@@ -139,6 +140,15 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
       expiresAt = t;
     }
   }
+  // The owner of the workloads served this ID (`writ vuln affected` groups by it); null clears it.
+  let owner = b?.owner;
+  if ('owner' in o) {
+    const v = o['owner'];
+    if (v === null) owner = undefined;
+    else if (typeof v !== 'string' || v.trim() === '' || v.length > 256 || hasControlChar(v))
+      throw new WritError('ERR_FIELD_INVALID', `field "${prefix}owner" must be a name of 1 to 256 printable characters, or null`, { field: `${prefix}owner` });
+    else owner = v.trim();
+  }
   const x509 = ttlField(o, 'x509SvidTtl', MAX_X509_TTL_MS, prefix);
   const jwt = ttlField(o, 'jwtSvidTtl', MAX_JWT_TTL_MS, prefix);
   return {
@@ -153,8 +163,9 @@ export function parseEntryInput(body: unknown, ctx: { trustDomain: string; now: 
     hint: hint ?? b?.hint ?? '',
     expiresAt,
     requireAdmittedImage: (requireAdmittedImage as boolean | undefined) ?? b?.requireAdmittedImage ?? false,
+    ...(owner !== undefined ? { owner } : {}),
   };
 }
 
-/** The API form of an entry (times as RFC 3339, TTLs in seconds, 0 = server default): the agent<->server contract's one entry shape. */
-export const entryJson = encodeEntry;
+/** The API form of an entry (times as RFC 3339, TTLs in seconds, 0 = server default): the agent<->server contract's entry shape, with its owner (not sent to agents). */
+export const entryJson = (e: Entry): EntryMessage & { owner: string | null } => ({ ...encodeEntry(e), owner: e.owner ?? null });

@@ -6,10 +6,12 @@ import { MAX_PAGE_SIZE, type ImageDetail, type InventoryImage } from '../store/t
 import { imageAnswerExtras } from '../vuln-answers.ts';
 import type { ApiContext } from './context.ts';
 import { integerParam, isoOrNull, ok, stringParam, type AddRoute } from './http.ts';
+import { ingestVex } from './vex-routes.ts';
 
 /**
- * The largest report document accepted, in bytes: a Trivy report of a big image with every
- * package is some tens of MB. Checked while the body streams in, before anything is parsed.
+ * The default largest report document accepted, in bytes (`--report-limit`): a Trivy report of a
+ * big image with every package is some tens of MB. Checked while the body streams in, before
+ * anything is parsed.
  */
 export const REPORT_BODY_LIMIT = 64 * 1024 * 1024;
 
@@ -58,13 +60,11 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/reports',
     'operator',
-    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3), at most 64 MiB. Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
+    'Ingests one scanner report: the document itself as the body (Trivy JSON schema 2, Grype JSON, CycloneDX 1.4-1.7, SPDX 2.2/2.3, OpenVEX v0.0.1/v0.2.0), at most --report-limit (default 64 MiB; 413 ERR_BODY_TOO_LARGE as soon as the body passes it). An OpenVEX document is stored as statements under its @id: a higher version replaces the stored one (201), the same one again is 200, an older one (or the same version with other statements) 409 ERR_VEX_VERSION_CONFLICT. Filed under its image manifest digest, with its packages (and their layers) and findings, in one transaction; idempotent per (image, scanner, scan time): 201 when stored, 200 with the first id when already stored. A malformed document is a 400 naming the JSON path.',
     async (req) => {
       const report = parseDocument(req.body);
-      if (report.format === 'openvex')
-        throw new WritError('ERR_FIELD_INVALID', 'an OpenVEX document is a set of statements, not a report of one image; this server does not ingest VEX yet', {
-          field: '@context',
-        });
+      // An OpenVEX document is statements about products, not a report of one image.
+      if (report.format === 'openvex') return ingestVex(ctx, req.body, report);
       const r = await ctx.store.putReport(report, ctx.clock());
       return ok(
         {
@@ -81,7 +81,7 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
         r.created ? 201 : 200,
       );
     },
-    { limit: REPORT_BODY_LIMIT },
+    { limit: ctx.reportLimitBytes },
   );
 
   add(

@@ -229,7 +229,25 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX images_base_ref ON images (base_ref)`,
       `CREATE TABLE image_prefixes (chain_id TEXT NOT NULL, digest TEXT NOT NULL, depth INTEGER NOT NULL, PRIMARY KEY (chain_id, digest))`,
       `CREATE TABLE image_repos (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest))`,
-      `CREATE INDEX workloads_running ON workloads (ended_at, last_seen)`,
+    ],
+  },
+  {
+    // OpenVEX documents (issue 13, section 5): one row per document `@id` (the latest version
+    // ingested) and its statements, products (with their subcomponents) as JSON. A newer version
+    // of a document replaces its statements; statements are looked up by vulnerability ID and
+    // by alias (aliases as JSON, matched in code: few statements per vulnerability).
+    version: 14,
+    statements: [
+      `CREATE TABLE vex_documents (
+        id TEXT PRIMARY KEY, author TEXT NOT NULL, role TEXT, version BIGINT NOT NULL, issued_at BIGINT, content_hash TEXT NOT NULL,
+        statement_count INTEGER NOT NULL, ingested_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE vex_statements (
+        document_id TEXT NOT NULL, idx INTEGER NOT NULL, vuln_id TEXT NOT NULL, aliases TEXT NOT NULL, products TEXT NOT NULL,
+        status TEXT NOT NULL, justification TEXT, impact_statement TEXT, action_statement TEXT, stated_at BIGINT,
+        PRIMARY KEY (document_id, idx)
+      )`,
+      `CREATE INDEX vex_statements_vuln ON vex_statements (vuln_id)`,
     ],
   },
 ];

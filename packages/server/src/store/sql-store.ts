@@ -1,13 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import type { Report } from '@writ/vuln';
+import type { Report, VexDocument } from '@writ/vuln';
+import type { StoredVexDocument, StoredVexStatement } from './types.ts';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
+import { recordImages } from './image-sources-sql.ts';
 import * as vq from './vuln-query-sql.ts';
 import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
+import { deleteVexDocument, listVexDocuments, listVexStatements, putVexDocument } from './vex-sql.ts';
 import {
   type AdmissionEvent,
   type AdmissionEventQuery,
@@ -42,7 +45,7 @@ import {
 } from './types.ts';
 
 const ENTRY_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
+  'id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image, owner';
 // Multi-row inserts are chunked to stay under both databases' bound-parameter limits.
 const INSERT_CHUNK = 500;
 
@@ -66,6 +69,7 @@ function toEntry(r: Row): Entry {
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
     requireAdmittedImage: num(r['require_admitted_image']) === 1,
+    ...(typeof r['owner'] === 'string' ? { owner: r['owner'] } : {}),
   };
 }
 
@@ -144,6 +148,7 @@ function entryParams(id: string, e: EntryInput, revision: number, createdAt: num
     createdAt,
     updatedAt,
     e.requireAdmittedImage ? 1 : 0,
+    e.owner ?? null,
   ];
 }
 
@@ -157,8 +162,8 @@ const QUARANTINE_VERSION =
 const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
 
 const ENTRY_INSERT_COLUMNS =
-  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image';
-const ENTRY_ROW = `(${Array(16).fill('?').join(', ')})`;
+  'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image, owner';
+const ENTRY_ROW = `(${Array(17).fill('?').join(', ')})`;
 
 function encodePageToken(id: string): string {
   return Buffer.from(id, 'utf8').toString('base64url');
@@ -326,8 +331,8 @@ export class SqlStore implements Store {
           const p = entryParams(id, input, revision, createdAt, now);
           await tx.query(
             `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?,
-             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ? WHERE id = ?`,
-            [...p.slice(1, 13), now, p[15]!, id],
+             federates_with = ?, admin = ?, hint = ?, expires_at = ?, revision = ?, updated_at = ?, require_admitted_image = ?, owner = ? WHERE id = ?`,
+            [...p.slice(1, 13), now, p[15]!, p[16] ?? null, id],
           );
           await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
           const selectors = canonicalSelectors(input.selectors);
@@ -767,6 +772,13 @@ export class SqlStore implements Store {
     return listImages(this.#db, limit, after);
   }
 
+  // ---------------------------------------------------------------- images from admission and the registry (issue 13, sources)
+
+  async recordImages(images: readonly InventoryImage[], now: number): Promise<{ added: number; changed: number }> {
+    const r = await recordImages(this.#db, images, now);
+    return r.added + r.changed > 0 ? this.#changed(r, { kind: 'images' }) : r;
+  }
+
   // ---------------------------------------------------------------- what runs where, now (issue 13)
 
   async putAgentWorkloads(agentId: string, node: string | null, workloads: readonly WorkloadInput[], now: number): Promise<{ started: number; ended: number }> {
@@ -805,8 +817,8 @@ export class SqlStore implements Store {
     return vq.imageLineage(this.#db, digest);
   }
 
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]> {
-    return vq.lineageContext(this.#db, digests);
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+    return vq.baseImagesOf(this.#db, images);
   }
 
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]> {
@@ -819,6 +831,26 @@ export class SqlStore implements Store {
 
   reportedDigests(digests: readonly string[]): Promise<string[]> {
     return vq.reportedDigests(this.#db, digests);
+  }
+
+  // ---------------------------------------------------------------- OpenVEX statements (issue 13)
+
+  async putVexDocument(doc: VexDocument, now: number): Promise<{ created: boolean; replaced: number | null; statements: number }> {
+    const r = await putVexDocument(this.#db, doc, now);
+    return r.created || r.replaced !== null ? this.#changed(r, { kind: 'vex' }) : r;
+  }
+
+  listVexStatements(q?: { vulnerability?: string }): Promise<StoredVexStatement[]> {
+    return listVexStatements(this.#db, q);
+  }
+
+  listVexDocuments(): Promise<StoredVexDocument[]> {
+    return listVexDocuments(this.#db);
+  }
+
+  async deleteVexDocument(id: string): Promise<boolean> {
+    const r = await deleteVexDocument(this.#db, id);
+    return r ? this.#changed(r, { kind: 'vex' }) : r;
   }
 
   async getDecision(id: string): Promise<DecisionRecord | undefined> {

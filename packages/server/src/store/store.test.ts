@@ -525,10 +525,13 @@ const READS = new Set([
   'listVulnerabilities',
   'runningImageDigests',
   'imageLineage',
-  'lineageContext',
+  'baseImagesOf',
   'runningWorkloads',
   'rolloutWorkloads',
   'reportedDigests',
+  // OpenVEX (issue 13, section 5)
+  'listVexStatements',
+  'listVexDocuments',
   'onChange',
   'migrate',
   'ping',
@@ -685,6 +688,31 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putAgentWorkloads', { kind: 'workloads' }, () => s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 5));
       await expect('pruneWorkloads', { kind: 'workloads' }, () => s.pruneWorkloads(Number.MAX_SAFE_INTEGER));
+      const admitted = {
+        digest: `sha256:${'ad'.repeat(32)}`,
+        configDigest: null,
+        indexDigest: null,
+        platform: null,
+        names: ['registry.example/shop/web'],
+        tags: ['registry.example/shop/web:1'],
+        layers: [],
+        annotations: {},
+        labels: {},
+        created: null,
+        firstSeen: 0,
+        lastSeen: 0,
+      };
+      await expect('recordImages', { kind: 'images' }, () => s.recordImages([admitted], 8));
+      const vexDoc = {
+        id: 'urn:test:vex',
+        author: 'test',
+        version: 1,
+        statements: [
+          { vulnerability: 'CVE-2024-0001', aliases: [], products: [{ id: `sha256:${'c'.repeat(64)}`, subcomponents: [] }], status: 'not_affected' as const },
+        ],
+      };
+      await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 5));
+      await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));
@@ -703,6 +731,10 @@ for (const factory of STORE_FACTORIES) {
       await s.putAgentWorkloads('spiffe://e/writ/agent/a', null, [wl], 7);
       assert.equal(await s.pruneWorkloads(1), 0);
       assert.deepEqual(heard, [], 'a heartbeat that changes nothing, and a prune that removes nothing, are no news');
+      await s.recordImages([admitted], 9);
+      assert.deepEqual(heard, [], 'an image admitted again is no news');
+      await expect('recordImages', { kind: 'images' }, () => s.recordImages([{ ...admitted, tags: ['registry.example/shop/web:latest'] }], 10));
+      heard.length = 0;
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(

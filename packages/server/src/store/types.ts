@@ -1,6 +1,6 @@
 /** The store: everything the server persists, behind one interface with a SQLite and a Postgres driver. */
 import type { EntryRecord } from '@writ/protocol';
-import type { FindingStatus, Report, ReportFormat, Severity } from '@writ/vuln';
+import type { FindingStatus, Report, ReportFormat, Severity, VexDocument, VexStatement } from '@writ/vuln';
 
 /** An entry as stored: the one record shape, shared with the agent<->server contract. */
 export type Entry = EntryRecord;
@@ -134,6 +134,10 @@ export const STORE_CHANGES = [
   // issue 13: scanner reports and the image inventory
   'reports',
   'workloads',
+  // issue 13, sources: images recorded from admission and `writ image add`
+  'images',
+  // issue 13: OpenVEX documents
+  'vex',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -233,7 +237,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, VulnQueryStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -459,6 +463,17 @@ export interface ImageInventoryStore {
   listImages(limit: number, after?: string): Promise<InventoryImage[]>;
 }
 
+// ---------------------------------------------------------------- images from admission and the registry (issue 13, sources)
+
+export interface ImageSourceStore {
+  /**
+   * Merges images into the inventory (admission, `writ image add`) in one transaction: names and
+   * tags are a union, empty fields are filled, first seen is kept. Notifies `images` only when an
+   * image is new or gained something; seeing one again only moves its last-seen time.
+   */
+  recordImages(images: readonly InventoryImage[], now: number): Promise<{ readonly added: number; readonly changed: number }>;
+}
+
 // ---------------------------------------------------------------- what runs where, now (issue 13)
 
 /** How long a workload stays "running" after its agent last reported it (agents report every 20 s). */
@@ -619,10 +634,11 @@ export interface VulnQueryStore {
   /** Parent chain and children of one image (empty when unknown). */
   imageLineage(digest: string): Promise<ImageLineage>;
   /**
-   * What `Lineage` needs to place a package of these images: the images, their ancestors in the
-   * inventory, and the other images of their ancestors' repositories (the candidate newer bases).
+   * What `Lineage` needs beside these images to place their packages: their ancestors in the
+   * inventory (by stored parent) and the other images of the ancestors' repositories (the candidate
+   * newer bases). The given images themselves are not repeated.
    */
-  lineageContext(digests: readonly string[]): Promise<LinkedImage[]>;
+  baseImagesOf(images: readonly LinkedImage[]): Promise<LinkedImage[]>;
   /** Workloads running now on any of these manifest digests (directly or by their index digest). */
   runningWorkloads(digests: readonly string[], now: number): Promise<RunningWorkload[]>;
   /**
@@ -633,3 +649,41 @@ export interface VulnQueryStore {
   /** Of these digests (manifest or index), the ones with at least one stored report, as given. */
   reportedDigests(digests: readonly string[]): Promise<string[]>;
 }
+
+// ---------------------------------------------------------------- OpenVEX statements (issue 13, section 5)
+
+/** One OpenVEX document as stored: the latest version ingested under its `@id`. */
+export interface StoredVexDocument {
+  readonly id: string;
+  readonly author: string;
+  readonly role: string | null;
+  readonly version: number;
+  /** The document's timestamp (ms), when it has one. */
+  readonly issuedAt: number | null;
+  readonly statementCount: number;
+  readonly ingestedAt: number;
+}
+
+/** A stored statement with the document it belongs to (suppressionSet takes these as they are). */
+export interface StoredVexStatement extends VexStatement {
+  readonly document: { readonly id: string; readonly author: string; readonly version: number };
+}
+
+export interface VexStore {
+  /**
+   * Stores an OpenVEX document's statements in one transaction. A document new by `@id` is
+   * `created`; a higher version replaces the statements of the one stored (`replaced`: its
+   * version); the same version with the same content changes nothing. A lower version, or the
+   * same version with other content, is refused (ERR_VEX_VERSION_CONFLICT) and nothing changes.
+   */
+  putVexDocument(doc: VexDocument, now: number): Promise<{ readonly created: boolean; readonly replaced: number | null; readonly statements: number }>;
+  /** Statements (of every stored document), those about `vulnerability` (as name or alias) when given; by document, then order. */
+  listVexStatements(q?: { readonly vulnerability?: string }): Promise<StoredVexStatement[]>;
+  /** The stored documents by `@id`. */
+  listVexDocuments(): Promise<StoredVexDocument[]>;
+  /** Removes a document and its statements; false when there was none. */
+  deleteVexDocument(id: string): Promise<boolean>;
+}
+
+// Declared beside its section (interface merging) so the Store line above stays as it is.
+export interface Store extends VexStore {}

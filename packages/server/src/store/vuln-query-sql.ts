@@ -87,16 +87,25 @@ export async function affected(db: SqlDriver, vulnId: string, now: number): Prom
     db,
     rows.map((r) => r['image_digest'] as string),
   );
+  // Workloads by the digest the runtime reported: an affected manifest digest, or the index digest of one.
+  // (IN over a subquery: the planners then look workloads up by image_digest, never the other way round.)
   const since = now - RUNNING_GRACE_MS;
-  const wrows = await db.query(
-    `WITH a AS (${AFFECTED_DIGESTS})
-     SELECT a.digest AS manifest_digest, ${W} FROM a JOIN workloads w ON w.image_digest = a.digest WHERE ${RUNNING}
-     UNION ALL
-     SELECT a.digest AS manifest_digest, ${W} FROM a JOIN images i ON i.digest = a.digest JOIN workloads w ON w.image_digest = i.index_digest WHERE ${RUNNING}`,
-    [vulnId, since, since],
-  );
+  const byIndex = new Map<string, string[]>();
+  for (const i of images.values()) if (i.indexDigest !== null) byIndex.set(i.indexDigest, [...(byIndex.get(i.indexDigest) ?? []), i.digest]);
+  const wrows = (
+    await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${AFFECTED_DIGESTS}) AND ${RUNNING}`, [
+      vulnId,
+      since,
+    ])
+  ).map(toRunning);
+  if (byIndex.size > 0)
+    for (const c of chunks([...byIndex.keys()]))
+      for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING}`, [...c, since])) {
+        const w = toWorkload(r);
+        for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) wrows.push({ ...w, manifestDigest });
+      }
   const running = new Map<string, RunningWorkload[]>();
-  for (const w of wrows.map(toRunning).sort(byWorkload)) {
+  for (const w of wrows.sort(byWorkload)) {
     const list = running.get(w.manifestDigest);
     if (list === undefined) running.set(w.manifestDigest, [w]);
     else list.push(w);
@@ -143,6 +152,7 @@ export async function affectedDigests(db: SqlDriver, vulnId: string): Promise<st
 
 /** Manifest digests running now, directly or through their index digest (one parameter, used twice). */
 const RUNNING_DIGESTS = `SELECT w.image_digest AS digest FROM workloads w WHERE ${RUNNING} AND w.image_digest IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM images x WHERE x.index_digest = w.image_digest)
   UNION SELECT i.digest AS digest FROM images i JOIN workloads w ON w.image_digest = i.index_digest WHERE ${RUNNING}`;
 
 export async function runningImageDigests(db: SqlDriver, now: number): Promise<string[]> {
@@ -204,22 +214,24 @@ export async function imageLineage(db: SqlDriver, digest: string): Promise<Image
   return { parents, children };
 }
 
-export async function lineageContext(db: SqlDriver, digests: readonly string[]): Promise<LinkedImage[]> {
-  const all = await loadLinkedImages(db, digests);
+export async function baseImagesOf(db: SqlDriver, images: readonly LinkedImage[]): Promise<LinkedImage[]> {
+  const known = new Map(images.map((i) => [i.digest, i]));
+  const found = new Map<string, LinkedImage>();
   // Ancestors, one level per query.
   const ancestors = new Set<string>();
-  let frontier = [...all.values()];
+  let frontier = [...images];
   while (frontier.length > 0) {
-    const next = [...new Set(frontier.flatMap((i) => (i.parent?.digest && !all.has(i.parent.digest) ? [i.parent.digest] : [])))];
+    for (const i of frontier) if (i.parent?.digest && known.has(i.parent.digest)) ancestors.add(i.parent.digest);
+    const next = [...new Set(frontier.flatMap((i) => (i.parent?.digest && !known.has(i.parent.digest) ? [i.parent.digest] : [])))];
     if (next.length === 0) break;
     const loaded = await loadLinkedImages(db, next);
     for (const [d, i] of loaded) {
-      all.set(d, i);
+      known.set(d, i);
+      found.set(d, i);
       ancestors.add(d);
     }
     frontier = [...loaded.values()];
   }
-  for (const i of all.values()) if (i.parent?.digest && all.has(i.parent.digest)) ancestors.add(i.parent.digest);
   // The other images of the ancestors' repositories: the candidate newer bases.
   const repos = new Set<string>();
   for (const c of chunks([...ancestors]))
@@ -228,23 +240,39 @@ export async function lineageContext(db: SqlDriver, digests: readonly string[]):
     for (const r of await db.query(
       `SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM image_repos WHERE repo IN (${marks(c.length)}))`,
       c,
-    ))
-      if (!all.has(r['digest'] as string)) all.set(r['digest'] as string, toLinkedImage(r));
-  return [...all.values()];
+    )) {
+      const d = r['digest'] as string;
+      if (!known.has(d)) {
+        const i = toLinkedImage(r);
+        known.set(d, i);
+        found.set(d, i);
+      } else if (!found.has(d) && !images.some((x) => x.digest === d)) found.set(d, known.get(d)!);
+    }
+  // Ancestors that were among the given images are not repeated.
+  for (const i of images) found.delete(i.digest);
+  return [...found.values()];
 }
 
 async function workloadsOf(db: SqlDriver, digests: readonly string[], since: number | undefined): Promise<RunningWorkload[]> {
   const out: RunningWorkload[] = [];
   const cond = since === undefined ? '' : ` AND ${RUNNING}`;
+  const tail: SqlValue[] = since === undefined ? [] : [since];
   for (const c of chunks([...new Set(digests)])) {
-    const args: SqlValue[] = since === undefined ? [...c, ...c] : [...c, since, ...c, since];
-    const rows = await db.query(
-      `SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)})${cond}
-       UNION ALL
-       SELECT i.digest AS manifest_digest, ${W} FROM images i JOIN workloads w ON w.image_digest = i.index_digest WHERE i.digest IN (${marks(c.length)})${cond}`,
-      args,
+    out.push(
+      ...(
+        await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)})${cond}`, [...c, ...tail])
+      ).map(toRunning),
     );
-    out.push(...rows.map(toRunning));
+    // The runtime may report the index digest it pulled: those workloads run the manifest of their platform.
+    const byIndex = new Map<string, string[]>();
+    for (const r of await db.query(`SELECT digest, index_digest FROM images WHERE digest IN (${marks(c.length)}) AND index_digest IS NOT NULL`, c))
+      byIndex.set(r['index_digest'] as string, [...(byIndex.get(r['index_digest'] as string) ?? []), r['digest'] as string]);
+    if (byIndex.size === 0) continue;
+    const idx = [...byIndex.keys()];
+    for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(idx.length)})${cond}`, [...idx, ...tail])) {
+      const w = toWorkload(r);
+      for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) out.push({ ...w, manifestDigest });
+    }
   }
   return out.sort(byWorkload);
 }

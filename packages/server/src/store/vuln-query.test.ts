@@ -143,8 +143,9 @@ for (const factory of STORE_FACTORIES) {
         b.children.map((c) => c.digest),
         [WEB, API].sort(),
       );
-      const ctx = await t.store.lineageContext([WEB]);
-      assert.deepEqual(ctx.map((i) => i.digest).sort(), [WEB, BASE, BASE2].sort());
+      const web = (await t.store.affected('CVE-2024-0001', 5000)).find((r) => r.image.digest === WEB)!.image;
+      const ctx = await t.store.baseImagesOf([web]);
+      assert.deepEqual(ctx.map((i) => i.digest).sort(), [BASE, BASE2].sort(), 'its base, and the other image of the base repository');
     });
 
     it('workloads on an image, by manifest digest or by its index digest; rollout history and identities', async () => {
