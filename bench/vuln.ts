@@ -288,6 +288,11 @@ function timed(fn: () => void): number {
 }
 
 export async function run(): Promise<void> {
+  try {
+    execFileSync('jq', ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('the vuln benchmark needs jq for its baseline: apt-get install -y jq');
+  }
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-vuln-'));
   try {
     let t = performance.now();
