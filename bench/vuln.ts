@@ -14,7 +14,8 @@
  *   (read + JSON.parse each file), and `grep -l` (the floor: it reads bytes and parses nothing).
  *
  * `npm run bench -- vuln --quick`: 1,000 images and 10,000 workloads, for a smoke run.
- * `BENCH_DBS=sqlite` (or `postgres`) runs one database only.
+ * `BENCH_DBS=sqlite` (or `postgres`) runs one database only; `BENCH_ANALYZE=0` measures `affected`
+ * without running ANALYZE first. Needs jq (Debian's jq 1.6 here).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
