@@ -4,9 +4,18 @@
  * `writ admission check` both call this, so the same object always gets the same answer.
  */
 import { parseImageRef, registryAllowed, type ImageChecker, type ImageProblem, type ImageRef, type ImageRequirements, type ImageVerdict } from '@writ/oci';
-import { type AdmissionMode, type AdmissionPolicy, type AdmissionSet, controlCovers, globMatcher, signatureRequirements } from './model.ts';
+import { formatDuration } from '@writ/spiffe';
+import {
+  type AdmissionMode,
+  type AdmissionPolicy,
+  type AdmissionSet,
+  type VulnerabilityPolicy,
+  controlCovers,
+  globMatcher,
+  signatureRequirements,
+} from './model.ts';
 import { checkPodSecurity, podSecurityMessage } from './pss.ts';
-import type { PodLike, PssLevel, Violation } from './types.ts';
+import type { ImageVulnerabilities, ImageVulnerability, PodLike, PssLevel, VulnerabilityChecker, Violation } from './types.ts';
 import { isSignificantPodUpdate, podOf, podSecurityApplies, workloadNames } from './workload.ts';
 
 export type AdmissionOperation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
@@ -36,6 +45,8 @@ export interface EvaluateDeps {
   readonly readKeyFile?: (path: string) => string | Buffer;
   /** For the mutating hook: a tag that resolves is pinned by `patch`, so `requireDigest` does not refuse it. */
   readonly pinTags?: boolean;
+  /** Looks up images' vulnerability reports (`images.vulnerabilities`); without it that control refuses, saying it cannot check. */
+  readonly vulnerabilities?: VulnerabilityChecker;
 }
 
 /** A violation as evaluate reports it: which policy found it and in which mode. */
@@ -44,6 +55,8 @@ export interface Finding extends Violation {
   readonly mode: AdmissionMode;
   /** The image the finding is about (image controls). */
   readonly image?: string;
+  /** `imageVulnerabilities`: the vulnerability IDs that refuse the image, worst first. */
+  readonly vulnerabilities?: readonly string[];
 }
 
 export interface JsonPatchOp {
@@ -195,6 +208,83 @@ function checkWithin(checker: ImageChecker, image: string, req: ImageRequirement
   });
 }
 
+/** A vulnerability lookup that settles when the budget runs out: the findings, or why there are none. */
+function lookupWithin(checker: VulnerabilityChecker, digest: string, signal: AbortSignal | undefined): Promise<ImageVulnerabilities | string> {
+  const late = 'the decision budget ran out before its reports were read';
+  if (signal?.aborted) return Promise.resolve(late);
+  return new Promise((resolve) => {
+    const onAbort = (): void => resolve(late);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    checker.vulnerabilities(digest, signal).then(
+      (v) => (signal?.removeEventListener('abort', onAbort), resolve(v)),
+      (err: unknown) => (
+        signal?.removeEventListener('abort', onAbort), resolve(`its vulnerabilities could not be read: ${String((err as Error)?.message ?? err).slice(0, 300)}`)
+      ),
+    );
+  });
+}
+
+const SEVERITY_RANK: Record<string, number> = { critical: 0, high: 1, medium: 2, low: 3, negligible: 4, unknown: 5 };
+/** Findings that still say the package is (or may be) affected; `fixed`/`not_affected` do not refuse. */
+const OPEN_STATUSES = new Set(['affected', 'under_investigation', 'unknown']);
+/** How many vulnerability IDs a deny names before "and N more". */
+export const VULNERABILITIES_NAMED = 5;
+
+/**
+ * The `imageVulnerabilities` problems of one image: no report (`requireReport`), a stale one
+ * (`maxReportAge`), and the findings at a blocked severity (fixable ones only with `fixableOnly`)
+ * that no VulnException or VEX statement suppresses, named worst first, the first few and a count.
+ */
+export function vulnerabilityProblems(
+  image: string,
+  digest: string | undefined,
+  vp: VulnerabilityPolicy,
+  found: ImageVulnerabilities | string,
+  now: number,
+): Array<Violation & { vulnerabilities?: readonly string[] }> {
+  const control = 'imageVulnerabilities';
+  const what = `image ${q(image)}${digest && !image.endsWith(digest) ? ` (${digest.slice(0, 19)})` : ''}`;
+  if (typeof found === 'string') return [{ control, message: `${what}: ${found}` }];
+  const r = found.report;
+  if (!r)
+    return vp.requireReport
+      ? [{ control, message: `${what} has no vulnerability report (the policy requires one: scan the image and send the report with writ vuln ingest)` }]
+      : [];
+  const out: Array<Violation & { vulnerabilities?: readonly string[] }> = [];
+  if (vp.maxReportAge !== undefined && now - r.scannedAt > vp.maxReportAge)
+    out.push({
+      control,
+      message: `${what}: its newest vulnerability report is from ${new Date(r.scannedAt).toISOString()}, older than the policy's maxReportAge ${formatDuration(vp.maxReportAge)} (scan it again)`,
+    });
+  const worst = new Map<string, ImageVulnerability>();
+  let suppressed = 0;
+  const silenced = new Set<string>();
+  for (const f of r.findings) {
+    if (!vp.block.includes(f.severity) || !OPEN_STATUSES.has(f.status) || (vp.fixableOnly && !f.fixed)) continue;
+    if (f.suppressed) {
+      if (!silenced.has(f.id)) suppressed++;
+      silenced.add(f.id);
+      continue;
+    }
+    const had = worst.get(f.id);
+    if (!had || (SEVERITY_RANK[f.severity] ?? 9) < (SEVERITY_RANK[had.severity] ?? 9)) worst.set(f.id, f);
+  }
+  const blocking = [...worst.values()].sort((a, b) => (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9) || (a.id < b.id ? -1 : 1));
+  if (blocking.length) {
+    const named = blocking
+      .slice(0, VULNERABILITIES_NAMED)
+      .map((f) => `${f.id} (${f.severity}, ${f.package} ${f.installed}${f.fixed ? `, fixed in ${f.fixed}` : ''})`);
+    const more = blocking.length > VULNERABILITIES_NAMED ? ` and ${blocking.length - VULNERABILITIES_NAMED} more` : '';
+    const kind = `${vp.fixableOnly ? 'fixable ' : ''}${vp.block.join('/')}`;
+    out.push({
+      control,
+      message: `${what} has ${blocking.length} ${kind} ${blocking.length === 1 ? 'vulnerability' : 'vulnerabilities'}: ${named.join(', ')}${more}${suppressed ? ` (${suppressed} more suppressed by exceptions or VEX)` : ''}`,
+      vulnerabilities: blocking.map((f) => f.id),
+    });
+  }
+  return out;
+}
+
 /**
  * Evaluates one admission request. Allowed unchecked, as Pod Security Admission does: DELETE and
  * CONNECT, the pod subresources PSA ignores (exec, status, ...), workload subresources (scale),
@@ -224,9 +314,11 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
   // One check per (image, requirements) in this request; the checker shares them across requests.
   const checks = new Map<string, Promise<ImageVerdict>>();
   const verdicts = new Map<string, ImageVerdict>();
-  const imageFindings = async (p: AdmissionPolicy): Promise<Array<Violation & { image?: string }>> => {
+  const vulnLookups = new Map<string, Promise<ImageVulnerabilities | string>>();
+  const imageFindings = async (p: AdmissionPolicy): Promise<Array<Violation & { image?: string; vulnerabilities?: readonly string[] }>> => {
     const im = p.images;
-    if (!im || (!im.requireDigest && im.registries.length === 0 && im.signatures.length === 0)) return [];
+    const vp = im?.vulnerabilities;
+    if (!im || (!im.requireDigest && im.registries.length === 0 && im.signatures.length === 0 && !vp)) return [];
     let req: ImageRequirements;
     try {
       req = {
@@ -240,14 +332,16 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
               throw new Error(`key file ${f} cannot be read here`);
             }),
         ),
+        // The vulnerability gate needs the digest a tag runs as.
+        ...(vp ? { pinTags: true } : {}),
       };
     } catch (err) {
       return [
         { control: 'imageSignature', message: `the signature keys of AdmissionPolicy ${q(p.name)} cannot be used: ${(err as Error).message.slice(0, 300)}` },
       ];
     }
-    const key = JSON.stringify([req.requireDigest, req.registries, req.signatures.map((s) => s.fingerprint)]);
-    const out: Array<Violation & { image: string }> = [];
+    const key = JSON.stringify([req.requireDigest, req.registries, req.signatures.map((s) => s.fingerprint), req.pinTags === true]);
+    const out: Array<Violation & { image: string; vulnerabilities?: readonly string[] }> = [];
     const all = await Promise.all(
       containers
         .filter((c) => c.image !== '')
@@ -268,6 +362,20 @@ export async function evaluate(input: AdmissionInput, set: AdmissionSet, deps: E
         if (!(problem.control === 'imageDigest' && deps.pinTags && deps.images && v.pinned && v.digest))
           out.push({ control: problem.control, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
     }
+    if (vp)
+      for (const { c, v } of all) {
+        const digest = v.digest ?? /@(sha256:[0-9a-f]{64})$/.exec(c.image)?.[1];
+        let found: ImageVulnerabilities | string;
+        if (!deps.vulnerabilities) found = "vulnerabilities cannot be checked without the server's reports (writ admission check --report FILE)";
+        else if (digest === undefined) found = 'it did not resolve to a digest, so its vulnerability reports cannot be looked up';
+        else {
+          let pending = vulnLookups.get(digest);
+          if (!pending) vulnLookups.set(digest, (pending = lookupWithin(deps.vulnerabilities, digest, deps.signal)));
+          found = await pending;
+        }
+        for (const problem of vulnerabilityProblems(c.image, digest, vp, found, deps.now))
+          out.push({ ...problem, container: c.name, message: `${problem.message} (container ${q(c.name)})`, image: c.image });
+      }
     return out;
   };
 

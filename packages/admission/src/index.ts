@@ -1,4 +1,4 @@
-export type { PodLike, PssFinding, PssLevel, Violation } from './types.ts';
+export type { ImageVulnerabilities, ImageVulnerability, PodLike, PssFinding, PssLevel, VulnerabilityChecker, Violation } from './types.ts';
 export { ADMISSION_ERROR_CODES, type AdmissionErrorCode } from './errors.ts';
 export { PSS_CONTROLS, PSS_VERSIONS, checkPodSecurity, podSecurityDetail, podSecurityMessage, resolvePssVersion, type PssVersion } from './pss.ts';
 export {
@@ -32,9 +32,12 @@ export {
   type AdmissionMode,
   type ImagePolicy,
   type KeySource,
+  type VulnerabilityPolicy,
 } from './model.ts';
 export {
   evaluate,
+  vulnerabilityProblems,
+  VULNERABILITIES_NAMED,
   type AdmissionInput,
   type AdmissionOperation,
   type AdmissionVerdict,

@@ -10,7 +10,8 @@
  *     mode: enforce                              # enforce | warn | audit
  *     podSecurity: { level: restricted, version: latest }
  *     images: { requireDigest: true, registries: ["registry.example.com/team/"],
- *               signatures: [{ name: release-key, keys: [{ file: /etc/writ/cosign.pub }] }] }
+ *               signatures: [{ name: release-key, keys: [{ file: /etc/writ/cosign.pub }] }],
+ *               vulnerabilities: { block: [critical, high], fixableOnly: true, requireReport: true, maxReportAge: 7d } }
  *     require: { resourceLimits: true, readOnlyRootFilesystem: true, runtimeClassNames: [kata] }
  *
  *   kind: AdmissionException
@@ -23,6 +24,8 @@ import type { KeyObject } from 'node:crypto';
 import { isScalar, isSeq, type Node } from 'yaml';
 import { YamlReader } from '@writ/policy/internal';
 import { parseCosignKey, signatureRequirement, type SignatureRequirement } from '@writ/oci';
+import { parseDuration } from '@writ/spiffe';
+import { SEVERITIES, type Severity } from '@writ/vuln';
 import { PSS_CONTROLS, resolvePssVersion } from './pss.ts';
 import type { PssLevel } from './types.ts';
 
@@ -37,6 +40,7 @@ export const WRIT_CONTROLS = [
   'imageRegistry',
   'imageSignature',
   'imageResolve',
+  'imageVulnerabilities',
   'resourceLimits',
   'readOnlyRootFilesystem',
   'runtimeClassName',
@@ -55,6 +59,19 @@ export interface ImagePolicy {
   readonly requireDigest: boolean;
   readonly registries: readonly string[];
   readonly signatures: ReadonlyArray<{ readonly name: string; readonly keys: readonly KeySource[] }>;
+  readonly vulnerabilities?: VulnerabilityPolicy;
+}
+
+/** `spec.images.vulnerabilities`: what the image's latest scanner reports may hold (control `imageVulnerabilities`). */
+export interface VulnerabilityPolicy {
+  /** Severities that refuse an image (default critical, high). */
+  readonly block: readonly Severity[];
+  /** Only findings with a fixed version refuse (default false: every finding at a blocked severity). */
+  readonly fixableOnly: boolean;
+  /** An image without any report is refused (default false: it passes unjudged). */
+  readonly requireReport: boolean;
+  /** Milliseconds: an image whose newest report is older is refused (absent: any age). */
+  readonly maxReportAge?: number;
 }
 
 export interface AdmissionPolicy {
@@ -183,7 +200,7 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
       }
       let images: ImagePolicy | undefined;
       if (spec.has('images')) {
-        const im = y.fields(spec.get('images'), 'spec.images', ['requireDigest', 'registries', 'signatures']);
+        const im = y.fields(spec.get('images'), 'spec.images', ['requireDigest', 'registries', 'signatures', 'vulnerabilities']);
         if (im) {
           const registries = im.has('registries')
             ? y.strings(im.get('registries'), 'spec.images.registries', (s) =>
@@ -223,7 +240,8 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
             }
             if (sigName !== undefined && keys.length) signatures.push({ name: sigName, keys });
           }
-          images = { requireDigest: optBool(im, 'requireDigest', 'spec.images'), registries, signatures };
+          const vulnerabilities = im.has('vulnerabilities') ? vulnerabilityPolicy(y, im.get('vulnerabilities')) : undefined;
+          images = { requireDigest: optBool(im, 'requireDigest', 'spec.images'), registries, signatures, ...(vulnerabilities ? { vulnerabilities } : {}) };
         }
       }
       let require: AdmissionPolicy['require'] = { resourceLimits: false, readOnlyRootFilesystem: false, runtimeClassNames: [] };
@@ -303,6 +321,37 @@ export function parseAdmission(text: string, opts: { file?: string; now?: number
   }
   y.finish();
   return { policies, exceptions };
+}
+
+/** `spec.images.vulnerabilities`, validated with line numbers (problems go to `y`). */
+function vulnerabilityPolicy(y: YamlReader, node: Node | undefined): VulnerabilityPolicy | undefined {
+  const w = 'spec.images.vulnerabilities';
+  const m = y.fields(node, w, ['block', 'fixableOnly', 'requireReport', 'maxReportAge']);
+  if (!m) return undefined;
+  const block = m.has('block')
+    ? (y.strings(m.get('block'), `${w}.block`, (s) =>
+        (SEVERITIES as readonly string[]).includes(s) ? undefined : `not a severity (${SEVERITIES.join(', ')})`,
+      ) as Severity[])
+    : (['critical', 'high'] as Severity[]);
+  const bool = (key: string): boolean => (m.has(key) ? (y.bool(m.get(key), `${w}.${key}`) ?? false) : false);
+  let maxReportAge: number | undefined;
+  if (m.has('maxReportAge')) {
+    const n = m.get('maxReportAge');
+    const v = isScalar(n) && (typeof n.value === 'string' || typeof n.value === 'number') ? n.value : undefined;
+    if (v === undefined) y.issue(n, `${w}.maxReportAge must be a duration like 7d or 12h`);
+    else
+      try {
+        maxReportAge = parseDuration(v, `${w}.maxReportAge`, 3660 * 86_400_000, 60_000);
+      } catch (err) {
+        y.issue(n, (err as Error).message);
+      }
+  }
+  return {
+    block: [...new Set(block)],
+    fixableOnly: bool('fixableOnly'),
+    requireReport: bool('requireReport'),
+    ...(maxReportAge !== undefined ? { maxReportAge } : {}),
+  };
 }
 
 /** The store key of an admission document (access policies keep their bare names). */

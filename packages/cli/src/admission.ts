@@ -18,6 +18,8 @@ import {
 } from '@writ/admission';
 import { ImageVerifier, RegistryClient, loadRegistryConfig, type ImageChecker } from '@writ/oci';
 import { WritError } from '@writ/spiffe';
+import { parseVulnExceptions, suppressionSet } from '@writ/vuln';
+import { reportChecker } from './admission-reports.ts';
 import { withFlagHint } from './image.ts';
 import { checkFormat, print } from './output.ts';
 
@@ -56,6 +58,7 @@ interface CheckFlags {
   at?: string;
   ignoreOtherKinds?: boolean;
   registryConfig?: string;
+  report?: string[];
 }
 
 export interface CheckResult {
@@ -105,6 +108,11 @@ export function registerAdmissionCheck(admission: Command): void {
     .option('--at <time>', 'decide as of this RFC 3339 time (which exceptions are in force; default now)')
     .option('--ignore-other-kinds', 'skip documents without a pod (Services, ConfigMaps, ...) instead of refusing them')
     .option('--registry-config <file>', "per-registry CA and credentials, for policies that check images (the server's format)")
+    .option(
+      '--report <file>',
+      'a scanner report (Trivy, Grype, CycloneDX, SPDX) for images.vulnerabilities, filed under the digest it names (repeatable); without one that control refuses, as it cannot be checked offline; VulnExceptions in --policy files apply, VEX statements (on the server) do not',
+      collect,
+    )
     .action(async (f: CheckFlags, cmd: Command) => {
       const format = checkFormat(cmd.optsWithGlobals<{ output: string }>().output);
       if (!f.pss && !f.policy?.length) throw new CommanderError(2, 'writ.usage', 'give --pss baseline|restricted, or --policy FILE');
@@ -148,6 +156,16 @@ export function registerAdmissionCheck(admission: Command): void {
       });
       const images = policies.some((p) => p.images) ? imageCheckerForCli(f.registryConfig) : undefined;
       const readKeyFile = keyReader(f.policy ?? []);
+      const vulnerabilities = f.report?.length
+        ? reportChecker(
+            f.report,
+            suppressionSet(
+              (f.policy ?? []).flatMap((file) => parseVulnExceptions(readInput(file, 'ERR_POLICY_INVALID'), { file, now, stored: true })),
+              [],
+            ),
+            now,
+          )
+        : undefined;
       const results: Array<CheckResult & { verdict: AdmissionVerdict }> = [];
       for (const o of objects) {
         const namespace = o.namespace || f.namespace;
@@ -157,6 +175,7 @@ export function registerAdmissionCheck(admission: Command): void {
           readKeyFile,
           // The cluster runs both webhooks: the mutating one pins a tag that resolves, so requireDigest judges the digest.
           ...(images ? { images, pinTags: true } : {}),
+          ...(vulnerabilities ? { vulnerabilities } : {}),
         });
         results.push({
           kind: o.kind,

@@ -15,6 +15,7 @@ import { registerAdmissionEvents, registerAdmissionManifests } from './admission
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
 import { registerVuln } from './vuln.ts';
+import { registerVulnGate } from './vuln-gate.ts';
 import { registerImageAdd } from './image-add.ts';
 import { registerVulnAnswers } from './vuln-answers.ts';
 import { registerVex } from './vex.ts';
@@ -1280,6 +1281,8 @@ export function buildProgram(): Command {
   registerImageAdd(program, clientOf);
   registerVulnAnswers(program, clientOf);
   registerVex(program, clientOf);
+  // After the answers: it adds --quarantine to `writ vuln affected`.
+  registerVulnGate(program, clientOf);
   registerWorkload(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags

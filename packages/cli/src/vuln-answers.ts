@@ -66,6 +66,8 @@ interface RolloutJson {
       affectedInstances: WorkloadJson[];
       replacements: Array<{ digest: string | null; state: string; instances: number }>;
       running: number;
+      /** Containment (`writ vuln quarantine`): its quarantine for this vulnerability, while in force. */
+      quarantine?: { reason: string; expiresAt: string | null } | null;
     }>;
   }>;
 }
@@ -146,7 +148,7 @@ export function rolloutTable(r: RolloutJson): string {
     g.identities.map((i) => [
       g.owner ?? '(no owner)',
       i.spiffeId,
-      i.status === 'unverified' ? `unverified: ${i.reason}` : i.status,
+      `${i.status === 'unverified' ? `unverified: ${i.reason}` : i.status}${i.quarantine ? ', quarantined' : ''}`,
       i.affectedInstances.length ? i.affectedInstances.map((w) => `${pod(w)} ${short(w.manifestDigest ?? w.imageDigest)}`).join(', ') : '-',
       i.replacements.length ? i.replacements.map((x) => `${short(x.digest)} (${x.state})`).join(', ') : '-',
     ]),

@@ -5,7 +5,16 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { type AdmissionSet, type AdmissionVerdict, admissionSetOf, evaluate, globMatcher, isAdmissionKey, podOf } from '@writ/admission';
+import {
+  type AdmissionSet,
+  type AdmissionVerdict,
+  type VulnerabilityChecker,
+  admissionSetOf,
+  evaluate,
+  globMatcher,
+  isAdmissionKey,
+  podOf,
+} from '@writ/admission';
 import { type ImageChecker, ImageVerifier, RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { isWritError } from '@writ/spiffe';
 import type { AdmissionDecider, AdmissionInput, AdmissionOutcome } from './api/admission-routes.ts';
@@ -17,6 +26,8 @@ export interface DeciderOptions {
   readonly log: Logger;
   /** Resolves and verifies images (tags to digests, cosign signatures); absent: references are checked as written. */
   readonly images?: ImageChecker | undefined;
+  /** Looks up images' vulnerability reports (`images.vulnerabilities`); absent: that control refuses, saying so. */
+  readonly vulnerabilities?: VulnerabilityChecker | undefined;
 }
 
 const MODE_RANK: Record<string, number> = { audit: 1, warn: 2, enforce: 3 };
@@ -165,7 +176,14 @@ export function createAdmissionDecider(opts: DeciderOptions): AdmissionDecider {
           dryRun: input.dryRun,
         },
         set,
-        { now: clock(), signal, readKeyFile, pinTags: hook === 'mutate', ...(opts.images ? { images: opts.images } : {}) },
+        {
+          now: clock(),
+          signal,
+          readKeyFile,
+          pinTags: hook === 'mutate',
+          ...(opts.images ? { images: opts.images } : {}),
+          ...(opts.vulnerabilities ? { vulnerabilities: opts.vulnerabilities } : {}),
+        },
       );
       return outcomeOf(set, verdict, input);
     },

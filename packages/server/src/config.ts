@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
+import { type VulnEventsConfig, vulnEventsConfig } from './vuln-events.ts';
 import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
@@ -37,6 +38,8 @@ export interface ServerConfig {
   readonly registryConfigFile: string | undefined;
   /** Every entry's SVIDs only for containers whose image digest was admitted under an enforce policy. */
   readonly requireAdmittedImage: boolean;
+  /** Vulnerability events: the severity that raises one, and the webhook they go to (YAML only). */
+  readonly vulnEvents: VulnEventsConfig;
   /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
   readonly reportLimitBytes: number;
   /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
@@ -110,13 +113,14 @@ const KEYS = [
   'admissionBudget',
   'registryConfig',
   'requireAdmittedImage',
+  'vulnEvents',
   'reportLimit',
   'vulnExceptionMaxAge',
   'owners',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'owners';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'vulnEvents' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -253,6 +257,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     admission,
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
+    vulnEvents: vulnEventsConfig(file['vulnEvents']),
     reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
     vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),

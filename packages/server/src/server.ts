@@ -21,6 +21,8 @@ import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
+import { VulnEventWatcher } from './vuln-events.ts';
+import { storeVulnerabilityChecker } from './vuln-gate.ts';
 import { RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { AdmissionInventoryRecorder } from './image-sources.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
@@ -118,6 +120,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let inventory: AdmissionInventoryRecorder | undefined;
   let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
+  let vulnEvents: VulnEventWatcher | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -265,7 +268,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     if (cfg.admission) {
       admissionEvents = new AdmissionEventWriter(store, log);
       admission = await listenAdmission(cfg.admission, {
-        decider: createAdmissionDecider({ store, clock, log, images: imageCheckerOf(cfg.registryConfigFile) }),
+        decider: createAdmissionDecider({
+          store,
+          clock,
+          log,
+          images: imageCheckerOf(cfg.registryConfigFile),
+          vulnerabilities: storeVulnerabilityChecker(store, clock),
+        }),
         events: admissionEvents,
         admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
         inventory: (inventory = new AdmissionInventoryRecorder({ store, registry, clock, log })),
@@ -283,6 +292,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         );
     }
     const admissionUrl = admission?.url;
+
+    // ---------------------------------------------------------------- vulnerability events
+    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents });
+    vulnEvents.start();
 
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
@@ -309,6 +322,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
+          if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
           // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
           const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
           if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
@@ -342,6 +357,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       close: async () => {
         for (const t of timers) clearInterval(t);
         hub?.close();
+        await vulnEvents?.close();
         for (const s of [srv, admissionServer]) {
           if (!s) continue;
           s.closeAllConnections();
@@ -357,6 +373,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   } catch (err) {
     for (const t of timers) clearInterval(t);
     hub?.close();
+    await vulnEvents?.close();
     registry?.close();
     httpServer?.close();
     admissionServer?.close();

@@ -39,6 +39,7 @@ function report(
           ],
     ),
     vex: [],
+    vulnerabilityData: true,
   };
 }
 

@@ -4,6 +4,7 @@
  * The store finds the rows (a few set queries); this module applies suppressions and shapes them.
  * Every answer is JSON-ready and stable: sorted, every field present (null when unknown).
  */
+import { containmentQuarantines, containmentState } from './vuln-containment.ts';
 import {
   Lineage,
   type LineageImage,
@@ -242,6 +243,8 @@ export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
   const { history, running } = affected.size === 0 ? { history: [], running: [] } : await store.rolloutWorkloads([...affected], now);
   const replacementDigests = [...new Set(running.filter((w) => !isAffected(w.imageDigest) && w.imageDigest !== null).map((w) => w.imageDigest!))];
   const reported = new Set(replacementDigests.length === 0 ? [] : await store.reportedDigests(replacementDigests));
+  // Containment (vuln-containment.ts): the quarantines this vulnerability caused, still in force.
+  const contained = await containmentQuarantines(store, vulnId, now);
 
   const identities = [...new Set(history.flatMap((w) => w.spiffeIds))].sort();
   const result = identities.map((spiffeId) => {
@@ -266,6 +269,7 @@ export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
       replacements,
       running: mine.length,
       affectedDigestsSeen: [...new Set(past.map((w) => manifestOf.get(w.imageDigest ?? '') ?? w.imageDigest))].sort(),
+      quarantine: containmentState(contained.get(spiffeId)),
     };
   });
   // Workloads without a SPIFFE ID still running an affected digest keep the rollout unverified too.

@@ -141,7 +141,11 @@ export class ReportBuilder {
     this.#vex.push(s);
   }
 
-  build(format: ReportFormat, scanner: Report['scanner'], extra: { formatVersion?: string | undefined; scannedAt?: string | undefined }): Report {
+  build(
+    format: ReportFormat,
+    scanner: Report['scanner'],
+    extra: { formatVersion?: string | undefined; scannedAt?: string | undefined; vulnerabilityData?: boolean },
+  ): Report {
     const img = this.image;
     img.names = [...new Set([...img.names, ...img.repoTags.map(repoName), ...img.repoDigests.map(repoName)])];
     img.repoTags = [...new Set(img.repoTags)];
@@ -153,7 +157,15 @@ export class ReportBuilder {
       const d = img.repoDigests.map((r) => r.slice(r.indexOf('@') + 1)).find(isDigest);
       if (d !== undefined) img.digest = d;
     }
-    const r: Report = { format, scanner, image: img, packages: [...this.#packages.values()], findings: [...this.#findings.values()], vex: this.#vex };
+    const r: Report = {
+      format,
+      scanner,
+      image: img,
+      packages: [...this.#packages.values()],
+      findings: [...this.#findings.values()],
+      vex: this.#vex,
+      vulnerabilityData: extra.vulnerabilityData ?? (format === 'trivy' || format === 'grype'),
+    };
     if (extra.formatVersion !== undefined) r.formatVersion = extra.formatVersion;
     if (extra.scannedAt !== undefined) r.scannedAt = extra.scannedAt;
     return r;

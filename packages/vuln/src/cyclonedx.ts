@@ -161,7 +161,11 @@ export function parseCycloneDx(doc: Obj, limits: ParseLimits): Report {
       );
     });
   });
-  return b.build('cyclonedx', toolOf(meta.tools), { formatVersion: spec, scannedAt: optTime(meta.timestamp, 'metadata.timestamp') });
+  return b.build('cyclonedx', toolOf(meta.tools), {
+    formatVersion: spec,
+    scannedAt: optTime(meta.timestamp, 'metadata.timestamp'),
+    vulnerabilityData: Array.isArray(doc.vulnerabilities),
+  });
 }
 
 function parsePurlAt(text: string, path: string) {

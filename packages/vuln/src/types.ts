@@ -90,6 +90,12 @@ export interface Report {
   packages: ReportPackage[];
   findings: Finding[];
   vex: VexStatement[];
+  /**
+   * Whether the document says which vulnerabilities the image has (Trivy and Grype JSON, a
+   * CycloneDX BOM with a `vulnerabilities` array, even an empty one) rather than only what it
+   * contains (SPDX, a CycloneDX SBOM). An SBOM never hides a scan's findings.
+   */
+  vulnerabilityData: boolean;
 }
 
 export interface ParseLimits {

@@ -33,6 +33,7 @@ import {
 } from './http.ts';
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
+import { vulnGateRoutes } from './vuln-gate-routes.ts';
 import { imageSourceRoutes } from './image-sources-routes.ts';
 import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
@@ -374,6 +375,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
+  vulnGateRoutes(ctx, add);
   imageSourceRoutes(ctx, add);
   vulnerabilityRoutes(ctx, add);
   vexRoutes(ctx, add);

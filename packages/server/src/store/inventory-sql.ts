@@ -191,9 +191,11 @@ export async function putReport(db: SqlDriver, report: Report, now: number): Pro
 
 /**
  * Whether a new report (scan time, arrival) replaces the current latest of its (image, scanner):
- * a later scan does, a scan with a time beats one without, and the same time goes to the newer arrival.
+ * a vulnerability report beats an SBOM of any time (and an SBOM never replaces one), then a later
+ * scan does, a scan with a time beats one without, and the same time goes to the newer arrival.
  */
-function isNewer(scannedAt: number | null, cur: { scannedAt: number | null }): boolean {
+function isNewer(scannedAt: number | null, vulnData: boolean, cur: { scannedAt: number | null; vulnData: boolean }): boolean {
+  if (vulnData !== cur.vulnData) return vulnData;
   if (cur.scannedAt === null) return true;
   if (scannedAt === null) return false;
   return scannedAt >= cur.scannedAt;
@@ -210,10 +212,11 @@ async function insertReportTx(
 ): Promise<void> {
   const scanner = report.scanner.name;
   await mergeImageTx(tx, imageOfReport(report, digest, now));
-  const cur = (await tx.query('SELECT id, scanned_at FROM reports WHERE image_digest = ? AND scanner = ? AND latest = 1', [digest, scanner]))[0];
-  const latest = cur === undefined || isNewer(scannedAt, { scannedAt: numOrNull(cur['scanned_at']) });
+  const cur = (await tx.query('SELECT id, scanned_at, vuln_data FROM reports WHERE image_digest = ? AND scanner = ? AND latest = 1', [digest, scanner]))[0];
+  const latest =
+    cur === undefined || isNewer(scannedAt, report.vulnerabilityData, { scannedAt: numOrNull(cur['scanned_at']), vulnData: num(cur['vuln_data']) === 1 });
   if (latest && cur !== undefined) await tx.execute('UPDATE reports SET latest = 0 WHERE id = ?', [cur['id'] as string]);
-  await tx.execute(`INSERT INTO reports (${REPORT_COLUMNS}, latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+  await tx.execute(`INSERT INTO reports (${REPORT_COLUMNS}, latest, vuln_data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
     id,
     digest,
     scanner,
@@ -226,6 +229,7 @@ async function insertReportTx(
     report.packages.length,
     report.findings.length,
     latest ? 1 : 0,
+    report.vulnerabilityData ? 1 : 0,
   ]);
   for (let i = 0; i < report.packages.length; i += INSERT_CHUNK) {
     const chunk = report.packages.slice(i, i + INSERT_CHUNK);

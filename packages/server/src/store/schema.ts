@@ -214,6 +214,10 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         ORDER BY CASE WHEN r2.scanned_at IS NULL THEN 1 ELSE 0 END, r2.scanned_at DESC, r2.ingested_at DESC, r2.id DESC LIMIT 1)`,
       // One latest report per (image, scanner), also between racing writers (the loser retries).
       `CREATE UNIQUE INDEX reports_latest ON reports (image_digest, scanner) WHERE latest = 1`,
+      // An SBOM (SPDX, CycloneDX without vulnerabilities) is latest only while its scanner has no
+      // vulnerability report of the image: otherwise it would hide that report's findings.
+      `ALTER TABLE reports ADD COLUMN vuln_data INTEGER NOT NULL DEFAULT 1`,
+      `UPDATE reports SET vuln_data = 0 WHERE format = 'spdx' OR (format = 'cyclonedx' AND finding_count = 0)`,
       `ALTER TABLE report_findings ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'`,
       `CREATE TABLE finding_ids (vuln_id TEXT NOT NULL, report_id TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (vuln_id, report_id, idx))`,
       `INSERT INTO finding_ids (vuln_id, report_id, idx) SELECT DISTINCT vuln_id, report_id, idx FROM report_findings`,
@@ -248,6 +252,24 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         PRIMARY KEY (document_id, idx)
       )`,
       `CREATE INDEX vex_statements_vuln ON vex_statements (vuln_id)`,
+    ],
+  },
+  {
+    // Vulnerability events (issue 13, section 6): the (vulnerability, digest, identity) triples
+    // affected now, so that each fires one event while it stays affected, and the events themselves
+    // in arrival order (a follower's cursor).
+    version: 15,
+    statements: [
+      `CREATE TABLE vuln_exposures (
+        vuln_id TEXT NOT NULL, image_digest TEXT NOT NULL, spiffe_id TEXT NOT NULL, since BIGINT NOT NULL,
+        PRIMARY KEY (vuln_id, image_digest, spiffe_id)
+      )`,
+      `CREATE TABLE vuln_events (
+        seq {INT64_PRIMARY_KEY}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, cause TEXT NOT NULL, vuln_id TEXT NOT NULL, severity TEXT NOT NULL,
+        image_digest TEXT NOT NULL, spiffe_id TEXT NOT NULL, owner TEXT, node TEXT, namespace TEXT, pod TEXT
+      )`,
+      `CREATE INDEX vuln_events_at ON vuln_events (at)`,
+      `INSERT INTO counters (name, value) VALUES ('vuln_event_seq', 0)`,
     ],
   },
 ];

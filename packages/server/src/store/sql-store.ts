@@ -9,6 +9,7 @@ import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
 import { recordImages } from './image-sources-sql.ts';
 import * as vq from './vuln-query-sql.ts';
+import * as ve from './vuln-events-sql.ts';
 import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
 import { deleteVexDocument, listVexDocuments, listVexStatements, putVexDocument } from './vex-sql.ts';
 import {
@@ -36,6 +37,7 @@ import {
   type PolicyAck,
   type PolicyRevision,
   type QuarantineEntry,
+  type VulnEvent,
   type Role,
   type Store,
   type StoreChange,
@@ -533,6 +535,44 @@ export class SqlStore implements Store {
       await tx.query(QUARANTINE_WRITTEN);
     });
     this.#changed(undefined, { kind: 'quarantine' });
+  }
+
+  async putQuarantines(qs: readonly QuarantineEntry[], now: number): Promise<QuarantineEntry[]> {
+    const added = await this.#db.transaction(async (tx) => {
+      const out: QuarantineEntry[] = [];
+      for (const q of qs) {
+        // An expired row is replaced; a live one (an operator's, or an earlier containment) stands.
+        const rows = await tx.query(
+          `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at
+           WHERE quarantine.expires_at IS NOT NULL AND quarantine.expires_at <= ? RETURNING spiffe_id`,
+          [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt, now],
+        );
+        if (rows.length) out.push(q);
+      }
+      if (out.length) await tx.query(QUARANTINE_WRITTEN);
+      return out;
+    });
+    if (added.length) this.#changed(undefined, { kind: 'quarantine' });
+    return added;
+  }
+
+  // ---- vulnerability events (issue 13, section 6)
+  async syncVulnExposures(current: readonly Omit<VulnEvent, 'seq'>[]): Promise<VulnEvent[]> {
+    const events = await ve.syncVulnExposures(this.#db, current);
+    return events.length ? this.#changed(events, { kind: 'vuln-events' }) : events;
+  }
+
+  queryVulnEvents(q: { since?: number; after?: number; upTo?: number; limit: number }): Promise<VulnEvent[]> {
+    return ve.queryVulnEvents(this.#db, q);
+  }
+
+  vulnEventCursor(): Promise<number> {
+    return ve.vulnEventCursor(this.#db);
+  }
+
+  async pruneVulnEvents(before: number): Promise<number> {
+    return this.#changed(await ve.pruneVulnEvents(this.#db, before), { kind: 'vuln-events' });
   }
 
   async removeQuarantine(spiffeId: string): Promise<boolean> {

@@ -529,6 +529,9 @@ const READS = new Set([
   'runningWorkloads',
   'rolloutWorkloads',
   'reportedDigests',
+  // vulnerability events (issue 13, section 6)
+  'queryVulnEvents',
+  'vulnEventCursor',
   // OpenVEX (issue 13, section 5)
   'listVexStatements',
   'listVexDocuments',
@@ -628,6 +631,36 @@ for (const factory of STORE_FACTORIES) {
         s.putQuarantine({ spiffeId: 'spiffe://e/q', reason: 'r', createdBy: 't', createdAt: 1, expiresAt: null }),
       );
       await expect('removeQuarantine', { kind: 'quarantine' }, () => s.removeQuarantine('spiffe://e/q'));
+      await expect('putQuarantines', { kind: 'quarantine' }, () =>
+        s.putQuarantines([{ spiffeId: 'spiffe://e/q', reason: '[CVE-2026-1] r', createdBy: 't', createdAt: 1, expiresAt: 10 }], 1),
+      );
+      heard.length = 0;
+      assert.deepEqual(
+        await s.putQuarantines([{ spiffeId: 'spiffe://e/q', reason: 'again', createdBy: 't', createdAt: 2, expiresAt: null }], 2),
+        [],
+        'a live quarantine stands',
+      );
+      assert.deepEqual(heard, [], 'nothing written, nothing heard');
+      await s.removeQuarantine('spiffe://e/q');
+      const ev = {
+        id: 've1',
+        at: 1,
+        cause: 'report' as const,
+        vulnerability: 'CVE-2026-1',
+        severity: 'high' as const,
+        imageDigest: `sha256:${'e'.repeat(64)}`,
+        spiffeId: 'spiffe://e/v',
+        owner: null,
+        node: null,
+        namespace: null,
+        pod: null,
+      };
+      await expect('syncVulnExposures', { kind: 'vuln-events' }, () => s.syncVulnExposures([ev]));
+      heard.length = 0;
+      assert.deepEqual(await s.syncVulnExposures([{ ...ev, id: 've2' }]), [], 'one event while it stays affected');
+      assert.deepEqual(heard, [], 'no event, nothing heard');
+      await expect('pruneVulnEvents', { kind: 'vuln-events' }, () => s.pruneVulnEvents(10));
+      assert.deepEqual(await s.queryVulnEvents({ limit: 10 }), [], 'pruned');
       const d = {
         id: 'dn1',
         at: 1,

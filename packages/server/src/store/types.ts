@@ -138,6 +138,8 @@ export const STORE_CHANGES = [
   'images',
   // issue 13: OpenVEX documents
   'vex',
+  // issue 13: vulnerability events
+  'vuln-events',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -237,7 +239,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore, VulnEventStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -292,6 +294,11 @@ export interface Store extends AdmittedImagesStore, ImageInventoryStore, Workloa
 
   /** Adds or updates a quarantined identity. */
   putQuarantine(q: QuarantineEntry): Promise<void>;
+  /**
+   * Quarantines several identities in one transaction (containment of a vulnerability): those not
+   * quarantined at `now` are added, those already quarantined keep their entry. Returns the added ones.
+   */
+  putQuarantines(qs: readonly QuarantineEntry[], now: number): Promise<QuarantineEntry[]>;
   removeQuarantine(spiffeId: string): Promise<boolean>;
   /** Identities quarantined at `now` (expired ones left out). */
   listQuarantine(now: number): Promise<QuarantineEntry[]>;
@@ -650,6 +657,44 @@ export interface VulnQueryStore {
   reportedDigests(digests: readonly string[]): Promise<string[]>;
 }
 
+// ---------------------------------------------------------------- vulnerability events (issue 13, section 6)
+
+export const VULN_EVENT_CAUSES = ['report', 'workload', 'exception-expired'] as const;
+export type VulnEventCause = (typeof VULN_EVENT_CAUSES)[number];
+
+/** A running workload's identity newly affected by a vulnerability at or above the configured severity. */
+export interface VulnEvent {
+  readonly id: string;
+  readonly at: number;
+  /** What made it affected: a new report, a newly running workload, an exception that expired (or was removed). */
+  readonly cause: VulnEventCause;
+  readonly vulnerability: string;
+  readonly severity: Severity;
+  readonly imageDigest: string;
+  readonly spiffeId: string;
+  readonly owner: string | null;
+  readonly node: string | null;
+  readonly namespace: string | null;
+  readonly pod: string | null;
+  /** Arrival order (set by the store). */
+  readonly seq?: number;
+}
+
+export interface VulnEventStore {
+  /**
+   * Makes the stored exposures — (vulnerability, image digest, SPIFFE ID) triples affected now —
+   * those of `current`, in one transaction: triples no longer affected are forgotten (they may
+   * fire again later), new ones are recorded together with their event. Returns the events
+   * recorded (a triple another replica recorded first records none here).
+   */
+  syncVulnExposures(current: readonly Omit<VulnEvent, 'seq'>[]): Promise<VulnEvent[]>;
+  /** Newest first, since `since`; with `after`, in arrival order after that cursor. */
+  queryVulnEvents(q: { readonly since?: number; readonly after?: number; readonly upTo?: number; readonly limit: number }): Promise<VulnEvent[]>;
+  /** The `seq` of the latest event (0 when none). */
+  vulnEventCursor(): Promise<number>;
+  /** Removes events from before `before` (kept as long as decisions); returns how many. */
+  pruneVulnEvents(before: number): Promise<number>;
+}
 // ---------------------------------------------------------------- OpenVEX statements (issue 13, section 5)
 
 /** One OpenVEX document as stored: the latest version ingested under its `@id`. */

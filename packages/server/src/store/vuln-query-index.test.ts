@@ -36,6 +36,7 @@ const report = (digest: string, name: string, layers: string[], annotations: Rec
   packages: [{ id: 'p0', name: 'zlib', version: '1.2', type: 'apk', layer: L1 }],
   findings: cve ? [{ id: 'CVE-2022-37434', aliases: [], severity: 'critical', packageRef: 'p0', installed: '1.2', fixed: '1.3', status: 'affected' }] : [],
   vex: [],
+  vulnerabilityData: true,
 });
 
 const withIndex = (digest: string, indexDigest: string, names: string[]): InventoryImage => ({

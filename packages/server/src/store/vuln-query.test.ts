@@ -51,6 +51,7 @@ function report(digest: string, names: string[], diffIds: string[], pkgs: readon
       })),
     ),
     vex: [],
+    vulnerabilityData: true,
   };
 }
 
@@ -204,6 +205,28 @@ for (const factory of STORE_FACTORIES) {
       const detail = await s.getImage(WEB);
       assert.equal(detail?.reports.length, 1);
       assert.equal(detail?.reports[0]?.scannedAt, Date.parse('2026-01-05T00:00:00.000Z'));
+    });
+
+    it('an SBOM of the same scanner, however new, does not hide a vulnerability report; a newer scan with an empty vulnerabilities list does', async () => {
+      const s = t.store;
+      const OTHER = dg('e');
+      const id = 'CVE-2024-0777';
+      await s.putReport(report(OTHER, ['registry.example/shop/other'], [L1], [SSL([{ id }])], '2026-02-01T00:00:00.000Z'), 40_000);
+      const sbom: Report = {
+        ...report(OTHER, ['registry.example/shop/other'], [L1], [SSL([])], '2026-02-02T00:00:00.000Z'),
+        format: 'cyclonedx',
+        vulnerabilityData: false,
+      };
+      await s.putReport(sbom, 41_000);
+      assert.deepEqual(await s.affectedDigests(id), [OTHER], 'the SBOM says nothing about vulnerabilities');
+      assert.equal((await s.getImage(OTHER))?.reports[0]?.format, 'trivy');
+      const clean: Report = {
+        ...report(OTHER, ['registry.example/shop/other'], [L1], [SSL([])], '2026-02-03T00:00:00.000Z'),
+        format: 'cyclonedx',
+        vulnerabilityData: true,
+      };
+      await s.putReport(clean, 42_000);
+      assert.deepEqual(await s.affectedDigests(id), [], 'a newer scan that found nothing clears it');
     });
 
     it('lists vulnerabilities by severity, fixable and running', async () => {

@@ -1,0 +1,363 @@
+/**
+ * Vulnerability events: when a new report, a newly running workload or an exception that ends
+ * makes a running workload affected by a vulnerability at or above the configured severity, one
+ * event per (vulnerability, image digest, SPIFFE ID) while it stays affected. Evaluated on the
+ * store changes `reports`, `workloads` and `policies` (an exception removed), and on a timer (an
+ * exception expiring is no write). Events are stored (`GET /v1/vulnerabilities/events`, `writ vuln
+ * events`) and, when configured, POSTed to a webhook signed with HMAC-SHA256 (`X-Writ-Signature`).
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Logger } from 'pino';
+import { WritError, parseDuration } from '@writ/spiffe';
+import { SEVERITIES, type Severity } from '@writ/vuln';
+import type { SuppressionSet } from '@writ/vuln';
+import { loadSuppressions } from './suppressions.ts';
+import type { RunningWorkload, Store, StoreChangeKind, VulnEvent, VulnEventCause } from './store/types.ts';
+import { atLeast, severityRank } from './vuln-exposure.ts';
+
+export interface VulnEventsConfig {
+  /** Events for vulnerabilities at or above this severity (default high). */
+  readonly minSeverity: Severity;
+  /** How often the running set is evaluated again without a write (exceptions expire by themselves). Default 30 s. */
+  readonly intervalMs: number;
+  readonly webhook?: {
+    readonly url: string;
+    /** The HMAC-SHA256 key, read from `secretFile` at start. */
+    readonly secret: Buffer;
+    /** A PEM CA to trust for an https URL (default: the system's). */
+    readonly ca?: string;
+  };
+}
+
+export const VULN_EVENTS_DEFAULTS: VulnEventsConfig = { minSeverity: 'high', intervalMs: 30_000 };
+
+function bad(field: string, msg: string): never {
+  throw new WritError('ERR_CONFIG_INVALID', `${field}: ${msg}`, { field });
+}
+
+/** The server config's `vulnEvents` (YAML only): `{ minSeverity, interval, webhook: { url, secretFile, caFile } }`. */
+export function vulnEventsConfig(v: unknown): VulnEventsConfig {
+  if (v === undefined || v === null) return VULN_EVENTS_DEFAULTS;
+  if (typeof v !== 'object' || Array.isArray(v)) bad('vulnEvents', 'must be a mapping { minSeverity, interval, webhook: { url, secretFile, caFile } }');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (!['minSeverity', 'interval', 'webhook'].includes(k)) bad(`vulnEvents.${k}`, 'unknown setting; known: minSeverity, interval, webhook');
+  const minSeverity = (o['minSeverity'] ?? 'high') as Severity;
+  if (!(SEVERITIES as readonly unknown[]).includes(minSeverity)) bad('vulnEvents.minSeverity', `must be one of ${SEVERITIES.join(', ')}`);
+  let intervalMs = VULN_EVENTS_DEFAULTS.intervalMs;
+  if (o['interval'] !== undefined) {
+    try {
+      intervalMs = parseDuration(o['interval'] as string, 'vulnEvents.interval', 3_600_000, 1000);
+    } catch (err) {
+      bad('vulnEvents.interval', (err as Error).message.replace(/^vulnEvents\.interval: /, ''));
+    }
+  }
+  const w = o['webhook'];
+  if (w === undefined || w === null) return { minSeverity, intervalMs };
+  if (typeof w !== 'object' || Array.isArray(w)) bad('vulnEvents.webhook', 'must be a mapping { url, secretFile, caFile? }');
+  const wh = w as Record<string, unknown>;
+  for (const k of Object.keys(wh))
+    if (!['url', 'secretFile', 'caFile'].includes(k)) bad(`vulnEvents.webhook.${k}`, 'unknown setting; known: url, secretFile, caFile');
+  const url = wh['url'];
+  if (typeof url !== 'string' || !/^https?:\/\//.test(url) || !URL.canParse(url)) bad('vulnEvents.webhook.url', 'must be an http:// or https:// URL');
+  const secretFile = wh['secretFile'];
+  if (typeof secretFile !== 'string') bad('vulnEvents.webhook.secretFile', 'is required: a file holding the HMAC key');
+  let secret: Buffer;
+  try {
+    secret = Buffer.from(readFileSync(secretFile, 'utf8').trim());
+  } catch (err) {
+    return bad('vulnEvents.webhook.secretFile', `cannot read ${secretFile}: ${(err as NodeJS.ErrnoException).code}`);
+  }
+  if (secret.length < 16) bad('vulnEvents.webhook.secretFile', `${secretFile} must hold at least 16 bytes`);
+  let ca: string | undefined;
+  if (wh['caFile'] !== undefined) {
+    try {
+      ca = readFileSync(String(wh['caFile']), 'utf8');
+    } catch (err) {
+      bad('vulnEvents.webhook.caFile', `cannot read ${String(wh['caFile'])}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+  }
+  return { minSeverity, intervalMs, webhook: { url, secret, ...(ca ? { ca } : {}) } };
+}
+
+/** An event as the API, the CLI and the webhook show it. */
+export function vulnEventJson(e: VulnEvent): Record<string, unknown> {
+  return {
+    id: e.id,
+    at: new Date(e.at).toISOString(),
+    cause: e.cause,
+    vulnerability: e.vulnerability,
+    severity: e.severity,
+    imageDigest: e.imageDigest,
+    spiffeId: e.spiffeId,
+    owner: e.owner,
+    node: e.node,
+    namespace: e.namespace,
+    pod: e.pod,
+  };
+}
+
+/** The signature header value: `sha256=` and the hex HMAC-SHA256 of the exact body bytes. */
+export function signBody(secret: Buffer, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/** The store changes that can make a running workload affected (`policies`: an exception removed). */
+const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies']);
+
+export interface VulnEventsOptions {
+  readonly store: Store;
+  readonly clock: () => number;
+  readonly log: Logger;
+  readonly config: VulnEventsConfig;
+  /** The suppressions in force (default: the server's loadSuppressions). */
+  readonly suppressions?: (store: Store, now: number) => Promise<SuppressionSet>;
+  /** Webhook delivery: the wait before retry `n` (1-based); default 1 s doubling to 60 s. */
+  readonly backoffMs?: (n: number) => number;
+  /** Delivery attempts per event (default 8) and events waiting at most (default 10,000; the oldest are dropped). */
+  readonly maxAttempts?: number;
+  readonly maxQueue?: number;
+}
+
+/**
+ * Watches the store and records vulnerability events. `evaluate()` is also callable directly
+ * (tests, and once at start).
+ */
+export class VulnEventWatcher {
+  readonly #o: VulnEventsOptions;
+  #lastAt: number;
+  /** (vulnerability, digest) pairs found suppressed by the last evaluation: affected later, an exception ended. */
+  #suppressed = new Set<string>();
+  #running: Promise<VulnEvent[]> | undefined;
+  #again = false;
+  #timer: NodeJS.Timeout | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  /** How long the last evaluation took (ms). */
+  #lastMs = 0;
+  #unsubscribe: (() => void) | undefined;
+  readonly #queue: VulnEvent[] = [];
+  #delivering: Promise<void> | undefined;
+  #closed = false;
+  /** Events dropped because the webhook queue was full (and never delivered). */
+  dropped = 0;
+
+  constructor(o: VulnEventsOptions) {
+    this.#o = o;
+    // Workloads that started before this server did are not "new" to it: a report or an expiry made them affected.
+    this.#lastAt = o.clock();
+  }
+
+  start(): void {
+    this.#unsubscribe = this.#o.store.onChange((c) => {
+      if (!WATCHED.has(c.kind)) return;
+      // Coalesce a burst of writes (an agent's report, a batch of reports) into one evaluation.
+      // Agents' heartbeats are writes too: with a large running set, evaluations are spaced by
+      // twice the last one's duration, so they never take more than about a third of the time.
+      const wait = Math.max(200, 2 * this.#lastMs);
+      if (!this.#debounce) this.#debounce = setTimeout(() => ((this.#debounce = undefined), void this.#run()), wait).unref();
+    });
+    this.#timer = setInterval(() => this.tick(), this.#o.config.intervalMs).unref();
+    void this.#run();
+  }
+
+  /** What the timer does: evaluate again, for exceptions that expired (no write tells of that). */
+  tick(): void {
+    void this.#run();
+  }
+
+  /** Resolves once no evaluation is due or running (tests, shutdown). */
+  async settled(): Promise<void> {
+    for (;;) {
+      if (this.#debounce) await new Promise((r) => setTimeout(r, 50));
+      else if (this.#running || this.#again) await Promise.resolve<unknown>(this.#running ?? new Promise((r) => setTimeout(r, 10))).catch(() => undefined);
+      else return;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#unsubscribe?.();
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#debounce) clearTimeout(this.#debounce);
+    await this.#running?.catch(() => undefined);
+  }
+
+  async #run(): Promise<void> {
+    if (this.#closed) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    try {
+      await this.evaluate();
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, 'vulnerability events: evaluation failed; will retry');
+    }
+    if (this.#again) {
+      this.#again = false;
+      void this.#run();
+    }
+  }
+
+  /** Evaluates the running set now; returns the events it recorded. */
+  evaluate(): Promise<VulnEvent[]> {
+    const p = this.#evaluate().finally(() => (this.#running = undefined));
+    this.#running = p;
+    return p;
+  }
+
+  async #evaluate(): Promise<VulnEvent[]> {
+    const started = performance.now();
+    try {
+      return await this.#evaluateAt();
+    } finally {
+      this.#lastMs = performance.now() - started;
+    }
+  }
+
+  async #evaluateAt(): Promise<VulnEvent[]> {
+    const { store, clock, config } = this.#o;
+    const now = clock();
+    const since = this.#lastAt;
+    const severities = SEVERITIES.filter((s) => atLeast(s, config.minSeverity));
+    const [rows, suppressions] = await Promise.all([
+      store.listVulnerabilities({ severity: severities, running: true, now }),
+      (this.#o.suppressions ?? loadSuppressions)(store, now),
+    ]);
+    // (vulnerability, digest) -> worst unsuppressed severity.
+    const affected = new Map<string, Map<string, Severity>>();
+    const suppressedNow = new Set<string>();
+    for (const r of rows) {
+      const s = suppressions.match(
+        {
+          vulnId: r.vulnId,
+          aliases: r.aliases,
+          imageDigest: r.imageDigest,
+          repositories: r.names,
+          packageName: r.packageName ?? '',
+          ...(r.purl ? { purl: r.purl } : {}),
+        },
+        now,
+      );
+      if (s) {
+        suppressedNow.add(`${r.vulnId}\n${r.imageDigest}`);
+        continue;
+      }
+      const byVuln = affected.get(r.imageDigest) ?? new Map<string, Severity>();
+      const had = byVuln.get(r.vulnId);
+      if (had === undefined || severityRank(r.severity) < severityRank(had)) byVuln.set(r.vulnId, r.severity);
+      affected.set(r.imageDigest, byVuln);
+    }
+    const workloads = affected.size ? await store.runningWorkloads([...affected.keys()], now) : [];
+    // One candidate per (vulnerability, digest, identity), from the newest workload of that identity on that digest.
+    const current = new Map<string, { e: Omit<VulnEvent, 'seq'>; newest: RunningWorkload }>();
+    for (const w of workloads)
+      for (const [vulnId, severity] of affected.get(w.manifestDigest) ?? [])
+        for (const spiffeId of w.spiffeIds) {
+          const k = `${vulnId}\n${w.manifestDigest}\n${spiffeId}`;
+          const had = current.get(k);
+          if (had && had.newest.firstSeen >= w.firstSeen) continue;
+          current.set(k, {
+            newest: w,
+            e: {
+              id: randomUUID(),
+              at: now,
+              cause: 'report',
+              vulnerability: vulnId,
+              severity,
+              imageDigest: w.manifestDigest,
+              spiffeId,
+              owner: w.owner,
+              node: w.node,
+              namespace: w.namespace,
+              pod: w.podName,
+            },
+          });
+        }
+    // A new workload; else a finding that was suppressed last time (its exception ended); else a new report.
+    const causeOf = (e: Omit<VulnEvent, 'seq'>, w: RunningWorkload): VulnEventCause =>
+      w.firstSeen > since ? 'workload' : this.#suppressed.has(`${e.vulnerability}\n${e.imageDigest}`) ? 'exception-expired' : 'report';
+    const events = await store.syncVulnExposures([...current.values()].map(({ e, newest }) => ({ ...e, cause: causeOf(e, newest) })));
+    this.#lastAt = now;
+    this.#suppressed = suppressedNow;
+    for (const e of events) this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
+    if (config.webhook && events.length) this.#enqueue(events);
+    return events;
+  }
+
+  #enqueue(events: readonly VulnEvent[]): void {
+    const max = this.#o.maxQueue ?? 10_000;
+    this.#queue.push(...events);
+    if (this.#queue.length > max) {
+      const n = this.#queue.length - max;
+      this.#queue.splice(0, n);
+      this.dropped += n;
+      this.#o.log.warn({ dropped: n }, 'vulnerability events: the webhook queue is full; the oldest events were dropped');
+    }
+    this.#delivering ??= this.#drain().finally(() => (this.#delivering = undefined));
+  }
+
+  /** Resolves when every queued event was delivered or given up on. */
+  async flushed(): Promise<void> {
+    while (this.#delivering) await this.#delivering;
+  }
+
+  async #drain(): Promise<void> {
+    const wh = this.#o.config.webhook!;
+    const backoff = this.#o.backoffMs ?? ((n: number) => Math.min(1000 * 2 ** (n - 1), 60_000));
+    const attempts = this.#o.maxAttempts ?? 8;
+    while (this.#queue.length && !this.#closed) {
+      const e = this.#queue[0]!;
+      const body = JSON.stringify(vulnEventJson(e));
+      for (let n = 1; n <= attempts && !this.#closed; n++) {
+        const status = await post(wh, body, e.id).catch((err: Error) => err);
+        if (typeof status === 'number' && status >= 200 && status < 300) break;
+        // A 4xx other than 408/429 will not get better by retrying.
+        const final = typeof status === 'number' && status >= 400 && status < 500 && status !== 408 && status !== 429;
+        if (final || n === attempts) {
+          this.#o.log.warn(
+            { id: e.id, status: typeof status === 'number' ? status : status.message, attempts: n },
+            'vulnerability event not delivered to the webhook',
+          );
+          break;
+        }
+        await new Promise((r) => setTimeout(r, backoff(n)).unref());
+      }
+      this.#queue.shift();
+    }
+  }
+}
+
+/** One signed POST; resolves with the status, rejects on a network error or after 10 s. */
+function post(wh: NonNullable<VulnEventsConfig['webhook']>, body: string, id: string): Promise<number> {
+  const url = new URL(wh.url);
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        timeout: 10_000,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'user-agent': 'writ-server',
+          'x-writ-event': 'vulnerability',
+          'x-writ-event-id': id,
+          'x-writ-signature': signBody(wh.secret, body),
+        },
+        ...(wh.ca ? { ca: wh.ca } : {}),
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
