@@ -7,6 +7,7 @@ const BENCHES = {
   propagation: './propagation.ts',
   proxy: './proxy.ts',
   admission: './admission.ts',
+  vuln: './vuln.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

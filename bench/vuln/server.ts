@@ -1,0 +1,78 @@
+/** A real `writ server start` process for the vuln benchmark, and a keep-alive HTTPS client for its admin API. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { join } from 'node:path';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
+
+export interface BenchServer {
+  readonly url: string;
+  /** `method path body?` → status and body; one keep-alive connection at a time. */
+  call(method: 'GET' | 'POST', path: string, body?: Buffer): Promise<{ status: number; body: Buffer }>;
+  stop(): Promise<void>;
+}
+
+const stopChild = (c: ChildProcess): Promise<void> =>
+  new Promise((r) => {
+    if (c.exitCode !== null) return r();
+    c.once('exit', () => r());
+    c.kill('SIGTERM');
+    setTimeout(() => c.kill('SIGKILL'), 5000).unref();
+  });
+
+/** Starts a server on `dataDir` with `db` (`sqlite` or a postgres:// URL) and waits until it listens. */
+export async function startServer(dataDir: string, db: string): Promise<BenchServer> {
+  const c = spawn(
+    process.execPath,
+    [WRIT, 'server', 'start', '--data-dir', dataDir, '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0', '--db', db],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"writ server listening"/.exec(out);
+      if (m) resolve(m[1]!);
+    };
+    c.stdout!.on('data', onData);
+    c.stderr!.on('data', onData);
+    c.once('exit', (code) => reject(new Error(`writ server exited ${code}: ${out}`)));
+  }).catch(async (err: unknown) => {
+    await stopChild(c);
+    throw err;
+  });
+  const ca = readFileSync(join(dataDir, 'bundle.pem'));
+  const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+  const agent = new Agent({ keepAlive: true, maxSockets: 1, ca });
+  const u = new URL(url);
+  return {
+    url,
+    call: (method, path, body) =>
+      new Promise((resolve, reject) => {
+        const req = request(
+          {
+            agent,
+            host: u.hostname,
+            port: u.port,
+            method,
+            path,
+            headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json', 'content-length': body.length } : {}) },
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (d: Buffer) => chunks.push(d));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      }),
+    stop: async () => {
+      agent.destroy();
+      await stopChild(c);
+    },
+  };
+}
