@@ -4,6 +4,30 @@ import { mergeImageTx, strOrNull } from './inventory-sql.ts';
 import { MAX_PAGE_SIZE, RUNNING_GRACE_MS, type Workload, type WorkloadInput, type WorkloadQuery } from './types.ts';
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+// Chunks stay under both databases' bound-parameter limits (17 per upserted row).
+const INSERT_CHUNK = 500;
+const UPSERT_CHUNK = 200;
+
+const CONTENT = [
+  'node',
+  'spiffe_ids',
+  'container_id',
+  'container_name',
+  'pod_uid',
+  'pod_name',
+  'namespace',
+  'pod_owner',
+  'image_digest',
+  'image_name',
+  'labels',
+  'annotations',
+  'owner',
+];
+
+/** Whether a stored row says what these parameters (`params`' order: agent, key, then CONTENT) say. */
+function sameContent(row: Row, p: readonly SqlValue[]): boolean {
+  return CONTENT.every((c, i) => (row[c] ?? null) === p[i + 2]);
+}
 
 export const WORKLOAD_COLUMNS =
   'agent_id, wkey, node, spiffe_ids, container_id, container_name, pod_uid, pod_name, namespace, pod_owner, image_digest, image_name, labels, annotations, owner, first_seen, last_seen, ended_at';
@@ -64,33 +88,64 @@ export async function putAgentWorkloads(
   return db.transaction(async (tx) => {
     // A workload that ended within the grace period and is reported again (its agent restarted and
     // it reconnected) continues: first seen kept, no new start. One that ended longer ago starts again.
-    const rows = await tx.query('SELECT wkey, first_seen, ended_at FROM workloads WHERE agent_id = ? AND (ended_at IS NULL OR ended_at >= ?)', [
+    const rows = await tx.query(`SELECT ${WORKLOAD_COLUMNS} FROM workloads WHERE agent_id = ? AND (ended_at IS NULL OR ended_at >= ?)`, [
       agentId,
       now - RUNNING_GRACE_MS,
     ]);
-    const current = new Map(rows.filter((r) => r['ended_at'] === null || r['ended_at'] === undefined).map((r) => [r['wkey'] as string, num(r['first_seen'])]));
-    const recent = new Map(rows.map((r) => [r['wkey'] as string, num(r['first_seen'])]));
+    const recent = new Map(rows.map((r) => [r['wkey'] as string, r]));
     let started = 0;
+    // A heartbeat mostly repeats what is stored: those rows only get their last seen, in a few
+    // statements whatever the count (one round trip per workload made PostgreSQL the bottleneck).
+    const same: string[] = [];
+    const write: SqlValue[][] = [];
     for (const w of byKey.values()) {
-      const first = recent.get(w.key);
-      if (first === undefined) started++;
+      const row = recent.get(w.key);
+      if (row === undefined) started++;
+      const p = params(agentId, node, w, row === undefined ? now : num(row['first_seen']), now);
+      if (row !== undefined && (row['ended_at'] === null || row['ended_at'] === undefined) && sameContent(row, p)) same.push(w.key);
+      else write.push(p);
+    }
+    for (let i = 0; i < same.length; i += INSERT_CHUNK) {
+      const chunk = same.slice(i, i + INSERT_CHUNK);
+      await tx.execute(`UPDATE workloads SET last_seen = ? WHERE agent_id = ? AND wkey IN (${chunk.map(() => '?').join(', ')})`, [now, agentId, ...chunk]);
+    }
+    for (let i = 0; i < write.length; i += UPSERT_CHUNK) {
+      const chunk = write.slice(i, i + UPSERT_CHUNK);
       await tx.execute(
-        `INSERT INTO workloads (${WORKLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+        `INSERT INTO workloads (${WORKLOAD_COLUMNS}) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)').join(', ')}
          ON CONFLICT (agent_id, wkey) DO UPDATE SET node = excluded.node, spiffe_ids = excluded.spiffe_ids, container_id = excluded.container_id,
            container_name = excluded.container_name, pod_uid = excluded.pod_uid, pod_name = excluded.pod_name, namespace = excluded.namespace,
            pod_owner = excluded.pod_owner, image_digest = excluded.image_digest, image_name = excluded.image_name, labels = excluded.labels,
            annotations = excluded.annotations, owner = excluded.owner, first_seen = excluded.first_seen, last_seen = excluded.last_seen, ended_at = NULL`,
-        params(agentId, node, w, first ?? now, now),
+        chunk.flat(),
       );
     }
+    const gone = rows.filter((r) => (r['ended_at'] === null || r['ended_at'] === undefined) && !byKey.has(r['wkey'] as string)).map((r) => r['wkey'] as string);
     let ended = 0;
-    for (const key of current.keys())
-      if (!byKey.has(key)) ended += await tx.execute('UPDATE workloads SET ended_at = ? WHERE agent_id = ? AND wkey = ?', [now, agentId, key]);
+    for (let i = 0; i < gone.length; i += INSERT_CHUNK) {
+      const chunk = gone.slice(i, i + INSERT_CHUNK);
+      ended += await tx.execute(`UPDATE workloads SET ended_at = ? WHERE agent_id = ? AND wkey IN (${chunk.map(() => '?').join(', ')})`, [
+        now,
+        agentId,
+        ...chunk,
+      ]);
+    }
     // Digests the inventory does not know yet enter it (an index digest may name an image known by its manifest digest).
     const digests = [...new Set(workloads.flatMap((w) => (w.imageDigest ? [w.imageDigest] : [])))];
+    const known = new Set<string>();
+    for (let i = 0; i < digests.length; i += INSERT_CHUNK) {
+      const chunk = digests.slice(i, i + INSERT_CHUNK);
+      const marks = chunk.map(() => '?').join(', ');
+      for (const r of await tx.query(`SELECT digest, index_digest FROM images WHERE digest IN (${marks}) OR index_digest IN (${marks})`, [
+        ...chunk,
+        ...chunk,
+      ])) {
+        known.add(r['digest'] as string);
+        if (r['index_digest']) known.add(r['index_digest'] as string);
+      }
+    }
     for (const digest of digests) {
-      const known = await tx.query('SELECT digest FROM images WHERE digest = ? OR index_digest = ? LIMIT 1', [digest, digest]);
-      if (known.length > 0) continue;
+      if (known.has(digest)) continue;
       const names = [...new Set(workloads.filter((w) => w.imageDigest === digest && w.imageName).map((w) => w.imageName!))].sort();
       await mergeImageTx(tx, {
         digest,

@@ -56,6 +56,11 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await t.store.listWorkloads({ running: true, now: 2000 + RUNNING_GRACE_MS + 1, limit: 10 })).length, 0);
       // Digests from agents enter the inventory under the name the runtime reported.
       assert.deepEqual((await t.store.getImage(D2))?.image.names, ['registry.example/shop/web']);
+      // A heartbeat that changes a field stores it; one that changes nothing only moves last seen.
+      await t.store.putAgentWorkloads(agent, 'n1', [w('c1', { labels: { team: 'shop' }, owner: 'shop' })], 2500);
+      const c1 = (await t.store.listWorkloads({ running: true, now: 2500, limit: 10 }))[0];
+      assert.deepEqual([c1?.labels, c1?.owner, c1?.firstSeen, c1?.lastSeen], [{ team: 'shop' }, 'shop', 1000, 2500]);
+      await t.store.putAgentWorkloads(agent, 'n1', [w('c1')], 2600);
       // c2 reported again within the grace period after it ended (its agent restarted): it continues.
       assert.deepEqual(await t.store.putAgentWorkloads(agent, 'n1', [w('c1'), w('c2', { imageDigest: D2 })], 3000), { started: 0, ended: 0 });
       const back = (await t.store.listWorkloads({ running: true, now: 3000, limit: 10 })).find((x) => x.key === 'c2');
