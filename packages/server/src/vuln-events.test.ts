@@ -205,7 +205,8 @@ for (const factory of STORE_FACTORIES) {
       await t.store.putAgentWorkloads(
         AGENT,
         'n1',
-        [workload('db', 'spiffe://example.org/db', DB, 'dba'), workload('web', 'spiffe://example.org/web', WEB, 'payments')],
+        // A container started again has a new container ID (the same one back within a minute is a reconnect).
+        [workload('db', 'spiffe://example.org/db', DB, 'dba'), workload('web-2', 'spiffe://example.org/web', WEB, 'payments')],
         now,
       );
       const events = await evaluated();

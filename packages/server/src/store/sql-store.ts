@@ -826,8 +826,9 @@ export class SqlStore implements Store {
   // ---------------------------------------------------------------- what runs where, now (issue 13)
 
   async putAgentWorkloads(agentId: string, node: string | null, workloads: readonly WorkloadInput[], now: number): Promise<{ started: number; ended: number }> {
-    const r = await putAgentWorkloads(this.#db, agentId, node, workloads, now);
-    return r.started + r.ended > 0 ? this.#changed(r, { kind: 'workloads' }) : r;
+    const { resumed, ...r } = await putAgentWorkloads(this.#db, agentId, node, workloads, now);
+    // A workload back within the grace period is no new start, but the running set changed.
+    return r.started + r.ended + resumed > 0 ? this.#changed(r, { kind: 'workloads' }) : r;
   }
 
   listWorkloads(q: WorkloadQuery): Promise<Workload[]> {

@@ -83,7 +83,7 @@ export async function putAgentWorkloads(
   node: string | null,
   workloads: readonly WorkloadInput[],
   now: number,
-): Promise<{ started: number; ended: number }> {
+): Promise<{ started: number; ended: number; resumed: number }> {
   const byKey = new Map(workloads.map((w) => [w.key, w]));
   return db.transaction(async (tx) => {
     // A workload that ended within the grace period and is reported again (its agent restarted and
@@ -94,6 +94,7 @@ export async function putAgentWorkloads(
     ]);
     const recent = new Map(rows.map((r) => [r['wkey'] as string, r]));
     let started = 0;
+    let resumed = 0;
     // A heartbeat mostly repeats what is stored: those rows only get their last seen, in a few
     // statements whatever the count (one round trip per workload made PostgreSQL the bottleneck).
     const same: string[] = [];
@@ -101,6 +102,7 @@ export async function putAgentWorkloads(
     for (const w of byKey.values()) {
       const row = recent.get(w.key);
       if (row === undefined) started++;
+      else if (row['ended_at'] !== null && row['ended_at'] !== undefined) resumed++;
       const p = params(agentId, node, w, row === undefined ? now : num(row['first_seen']), now);
       if (row !== undefined && (row['ended_at'] === null || row['ended_at'] === undefined) && sameContent(row, p)) same.push(w.key);
       else write.push(p);
@@ -162,7 +164,7 @@ export async function putAgentWorkloads(
         lastSeen: now,
       });
     }
-    return { started, ended };
+    return { started, ended, resumed };
   });
 }
 
