@@ -8,19 +8,18 @@
  * `writ vuln quarantine` quarantines the identities running it, in one write, the CVE in the reason.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createHmac, generateKeyPairSync } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
-import { type ServerProcess, WRIT, cleanup, startServerProcess, waitFor, writ } from './helpers.ts';
+import { startFakeKubelet, startPodWorkload, type FakeKubelet } from './fake-node.ts';
+import { type ServerProcess, cleanup, startServerProcess, waitFor, writ } from './helpers.ts';
 import { trivyReport } from './vuln-fixtures.ts';
 
 const NODE = 'gate-node';
@@ -130,24 +129,7 @@ describe('vulnerability events and containment: a real server, an agent, workloa
   const dir = mkdtempSync(join(tmpdir(), 'writ-e2e-vuln-gate-'));
   const proc = join(dir, 'proc');
   const socket = join(dir, 'api.sock');
-  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const kubeletCert = issueCertificate(
-    {
-      subject: buildName([[OID.commonName, 'kubelet']]),
-      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 3_600_000),
-      ca: true,
-      uris: [],
-      ipAddresses: [Buffer.from([127, 0, 0, 1])],
-    },
-    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
-  );
-  const kubelet = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', kubeletCert.der) }, (req, res) => {
-    if (req.url !== '/pods') return void ((res.statusCode = 404), res.end('{}'));
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', items: pods.map(podJson) }));
-  });
+  let kubelet: FakeKubelet;
   let srv: ServerProcess;
   let agent: Agent;
   let api: WorkloadApiServer;
@@ -155,24 +137,11 @@ describe('vulnerability events and containment: a real server, an agent, workloa
 
   /** A workload: `writ svid watch` on the agent's socket, in pod `p` (its cgroup file written before it can connect). */
   const startWorkload = async (p: PodSpec): Promise<void> => {
-    const child = spawn(process.execPath, [WRIT, 'svid', 'watch', '--socket', socket, '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    mkdirSync(join(proc, String(child.pid)), { recursive: true });
-    writeFileSync(
-      join(proc, String(child.pid), 'cgroup'),
-      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${p.uid.replace(/-/g, '_')}.slice/cri-containerd-${p.cid}.scope\n`,
-    );
-    children.set(p.name, child);
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      child.once('exit', (code) => reject(new Error(`workload ${p.name} exited with ${code}: ${err}`)));
-    });
+    children.set(p.name, await startPodWorkload({ socket, proc, uid: p.uid, cid: p.cid, name: p.name }));
   };
 
   before(async () => {
-    writeFileSync(join(dir, 'kubelet-ca.pem'), toPem('CERTIFICATE', kubeletCert.der));
-    await new Promise<void>((r) => kubelet.listen(0, '127.0.0.1', () => r()));
+    kubelet = await startFakeKubelet(dir, () => pods.map(podJson));
     await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', () => r()));
     writeFileSync(join(dir, 'hook.secret'), `${SECRET}\n`);
     writeFileSync(
@@ -225,7 +194,7 @@ describe('vulnerability events and containment: a real server, an agent, workloa
       // `writ agent start --workload-report-interval 2s`: heartbeats often, so the test sees several.
       workloadReportMs: 2000,
     });
-    const kubeletUrl = `https://127.0.0.1:${(kubelet.address() as AddressInfo).port}`;
+    const kubeletUrl = kubelet.url;
     api = new WorkloadApiServer({
       agent,
       socketPath: socket,
@@ -240,7 +209,7 @@ describe('vulnerability events and containment: a real server, an agent, workloa
     agent?.stop();
     await api?.close();
     await srv?.stop();
-    kubelet.close();
+    kubelet.server.close();
     receiver.close();
     if (srv) cleanup(srv.dataDir);
     cleanup(dir);

@@ -15,11 +15,9 @@
  * label through the server's owners config.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpsServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -27,8 +25,8 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import pino from 'pino';
 import { startRegistry, type TestRegistry } from '@writ/oci/testing';
-import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
+import { type FakeKubelet, startFakeKubelet, startPodWorkload } from './fake-node.ts';
 import { cleanup, run, type ServerProcess, startServerProcess, waitFor, WRIT, writ } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -216,7 +214,7 @@ let srv: ServerProcess;
 let dbUrl: string;
 let agent: Agent;
 let workloadApi: WorkloadApiServer;
-let kubelet: Server;
+let kubelet: FakeKubelet | undefined;
 const pods = new Map<string, Pod>();
 const processes = new Map<string, ChildProcess>();
 const proc = join(dir, 'proc');
@@ -225,19 +223,7 @@ const socket = join(dir, 'api.sock');
 /** A workload: the pod on the kubelet, and `writ svid watch` on the agent's socket in it (its cgroup file names the pod). */
 async function startPod(p: Pod): Promise<void> {
   pods.set(p.name, p);
-  const child = spawn(process.execPath, [WRIT, 'svid', 'watch', '--socket', socket, '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  mkdirSync(join(proc, String(child.pid)), { recursive: true });
-  writeFileSync(
-    join(proc, String(child.pid), 'cgroup'),
-    `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${p.uid.replace(/-/g, '_')}.slice/cri-containerd-${p.cid}.scope\n`,
-  );
-  processes.set(p.name, child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.once('data', () => resolve());
-    child.once('exit', (code) => reject(new Error(`workload ${p.name} exited with ${code}: ${err}`)));
-  });
+  processes.set(p.name, await startPodWorkload({ socket, proc, uid: p.uid, cid: p.cid, name: p.name }));
 }
 
 /** The pod is deleted: its process ends (the agent reports it gone) and the kubelet no longer lists it. */
@@ -367,26 +353,7 @@ before(async () => {
   await ingest('base2', trivyReport(reg, base2, [{ name: 'libssl3', version: '3.1.1-r0', layer: ssl2.diffId }], '2026-03-01T10:00:00Z'));
 
   // The node: a fake kubelet (real PodList JSON over TLS), a real agent joined with a token, its Workload API.
-  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const kubeletCert = issueCertificate(
-    {
-      subject: buildName([[OID.commonName, 'kubelet']]),
-      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 3_600_000),
-      ca: true,
-      uris: [],
-      ipAddresses: [Buffer.from([127, 0, 0, 1])],
-    },
-    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
-  );
-  writeFileSync(join(dir, 'kubelet-ca.pem'), toPem('CERTIFICATE', kubeletCert.der));
-  kubelet = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', kubeletCert.der) }, (req, res) => {
-    if (req.url !== '/pods') return void ((res.statusCode = 404), res.end('{}'));
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', items: [...pods.values()].map((p) => podJson(p, reg.host)) }));
-  });
-  await new Promise<void>((r) => kubelet.listen(0, '127.0.0.1', () => r()));
+  kubelet = await startFakeKubelet(dir, () => [...pods.values()].map((p) => podJson(p, reg.host)));
   for (const [id, app] of [
     [WEB_ID, 'web'],
     [API_ID, 'api'],
@@ -421,9 +388,7 @@ before(async () => {
     agent,
     socketPath: socket,
     log,
-    attestors: [
-      k8sAttestor({ kubeletUrl: `https://127.0.0.1:${(kubelet.address() as AddressInfo).port}`, caFile: join(dir, 'kubelet-ca.pem'), proc, cacheMs: 0 }),
-    ],
+    attestors: [k8sAttestor({ kubeletUrl: kubelet.url, caFile: kubelet.caFile, proc, cacheMs: 0 })],
   });
   await agent.start();
   await workloadApi.listen();
@@ -437,7 +402,7 @@ after(async () => {
   for (const c of processes.values()) c.kill('SIGKILL');
   agent?.stop();
   await workloadApi?.close();
-  kubelet?.close();
+  kubelet?.server.close();
   await srv?.stop();
   await reg?.stop();
   cleanup(dir);

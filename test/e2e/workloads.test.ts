@@ -9,16 +9,13 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { createServer as createHttpsServer } from 'node:https';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
+import { startFakeKubelet, startPodWorkload, type FakeKubelet } from './fake-node.ts';
 import { type ServerProcess, WRIT, cleanup, startAgentProcess, startServerProcess, waitFor, writ } from './helpers.ts';
 
 const NODE = 'wl-node';
@@ -100,24 +97,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
   const dir = mkdtempSync(join(tmpdir(), 'writ-e2e-workloads-'));
   const proc = join(dir, 'proc');
   const socket = join(dir, 'api.sock');
-  const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const kubeletCert = issueCertificate(
-    {
-      subject: buildName([[OID.commonName, 'kubelet']]),
-      spki: k.publicKey.export({ format: 'der', type: 'spki' }),
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 3_600_000),
-      ca: true,
-      uris: [],
-      ipAddresses: [Buffer.from([127, 0, 0, 1])],
-    },
-    { cert: undefined, signer: { key: k.privateKey, keyType: 'ec-p256' } },
-  );
-  const kubelet = createHttpsServer({ key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: toPem('CERTIFICATE', kubeletCert.der) }, (req, res) => {
-    if (req.url !== '/pods') return void ((res.statusCode = 404), res.end('{}'));
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', items: pods.map(podJson) }));
-  });
+  let kubelet: FakeKubelet;
   let srv: ServerProcess;
   let agent: Agent;
   let api: WorkloadApiServer;
@@ -125,19 +105,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
 
   /** A workload: `writ svid watch` on the agent's socket, in pod `p` (its cgroup file written before it can connect). */
   const startWorkload = async (p: PodSpec): Promise<void> => {
-    const child = spawn(process.execPath, [WRIT, 'svid', 'watch', '--socket', socket, '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    mkdirSync(join(proc, String(child.pid)), { recursive: true });
-    writeFileSync(
-      join(proc, String(child.pid), 'cgroup'),
-      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${p.uid.replace(/-/g, '_')}.slice/cri-containerd-${p.cid}.scope\n`,
-    );
-    children.set(p.name, child);
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      child.once('exit', (code) => reject(new Error(`workload ${p.name} exited with ${code}: ${err}`)));
-    });
+    children.set(p.name, await startPodWorkload({ socket, proc, uid: p.uid, cid: p.cid, name: p.name }));
   };
   const list = async (...args: string[]): Promise<WorkloadRow[]> => {
     const r = await writ(srv, ['workload', 'list', '-o', 'json', ...args]);
@@ -146,8 +114,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
   };
 
   before(async () => {
-    writeFileSync(join(dir, 'kubelet-ca.pem'), toPem('CERTIFICATE', kubeletCert.der));
-    await new Promise<void>((r) => kubelet.listen(0, '127.0.0.1', () => r()));
+    kubelet = await startFakeKubelet(dir, () => pods.map(podJson));
     writeFileSync(
       join(dir, 'server.yaml'),
       'owners:\n  labels: [team, app.kubernetes.io/part-of]\n  annotations: [example.com/owner]\n  namespaces: { payments: team-payments }\n',
@@ -169,7 +136,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
         '--selector',
         sel,
         '--selector',
-        'k8s:ns:' + (id.includes('/payments/') ? 'payments' : 'shop'),
+        `k8s:ns:${id.includes('/payments/') ? 'payments' : 'shop'}`,
         ...extra,
       ]);
       assert.equal(r.code, 0, r.stderr);
@@ -187,7 +154,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
       // `writ agent start --workload-report-interval 2s`: heartbeats often, so the test sees several.
       workloadReportMs: 2000,
     });
-    const kubeletUrl = `https://127.0.0.1:${(kubelet.address() as AddressInfo).port}`;
+    const kubeletUrl = kubelet.url;
     api = new WorkloadApiServer({
       agent,
       socketPath: socket,
@@ -202,7 +169,7 @@ describe('what runs where, now: a real server, an agent with the k8s attestor, w
     agent?.stop();
     await api?.close();
     await srv?.stop();
-    kubelet.close();
+    kubelet.server.close();
     if (srv) cleanup(srv.dataDir);
     cleanup(dir);
   });
