@@ -53,6 +53,31 @@ const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 const MAX_URL_LENGTH = 8 * 1024;
 
 /** A malformed request head gets a JSON answer before the connection closes, instead of a silent reset. */
+/**
+ * A client refused mid-upload is still sending. Closing the socket once the answer is written
+ * makes the kernel reset the connection when more bytes arrive, and the reset can discard the
+ * answer before the client has read it (it sees EPIPE, not the 413). So the answer goes out with
+ * a FIN and the rest of the upload is read and dropped until the client closes, for at most 5 s
+ * and 64 MiB (nginx's lingering close).
+ */
+function lingerAfterAnswer(req: IncomingMessage): void {
+  const socket = req.socket;
+  if (!socket || socket.destroyed) return;
+  socket.destroySoon = function lingeringClose(this: typeof socket): void {
+    let dropped = 0;
+    const timer = setTimeout(() => this.destroy(), 5_000);
+    timer.unref();
+    this.once('close', () => clearTimeout(timer));
+    this.on('data', (chunk: Buffer) => {
+      dropped += chunk.length;
+      if (dropped > 64 * 1024 * 1024) this.destroy();
+    });
+    this.once('end', () => this.destroy());
+    this.end();
+    this.resume();
+  };
+}
+
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   const overflow = err.code === 'HPE_HEADER_OVERFLOW';
   if (!socket.writable || !(overflow || err.code?.startsWith('HPE_'))) return void socket.destroy();
@@ -550,7 +575,10 @@ async function handle(
       log.error({ route: routeName, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'request failed');
     }
     const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : {};
-    if (status === 413) headers['connection'] = 'close';
+    if (status === 413) {
+      headers['connection'] = 'close';
+      lingerAfterAnswer(raw);
+    }
     send(res, { ...reply, headers });
     if (status === 413) raw.resume();
   } finally {

@@ -132,6 +132,32 @@ function checkJson(value: unknown): void {
 }
 
 /**
+ * The body's chunks, refused once past `limit`. Not with `for await`: leaving that loop destroys
+ * the request and its socket, and the 413 would never reach the client.
+ */
+function collect(req: IncomingMessage, limit: number): Promise<{ chunks: Buffer[]; size: number }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (err?: Error): void => {
+      req.off('data', onData).off('end', onEnd).off('error', done).off('close', onClose);
+      if (err) reject(err);
+      else resolve({ chunks, size });
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        done(new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`));
+      } else chunks.push(chunk);
+    };
+    const onEnd = (): void => done();
+    const onClose = (): void => done(Object.assign(new Error('the client closed the connection before the whole body arrived'), { code: 'ECONNRESET' }));
+    req.on('data', onData).once('end', onEnd).once('error', done).once('close', onClose);
+  });
+}
+
+/**
  * Reads the body with a size limit checked while streaming, before parsing: parsed JSON, or the
  * bytes of a protobuf body where the route takes one. `proceed` sends 100 Continue to a client
  * that waits for it, once the content type and declared size have been accepted.
@@ -149,13 +175,7 @@ export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: 
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
   if (proceed && /^100-continue$/i.test(req.headers.expect ?? '')) proceed();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
-    chunks.push(chunk);
-  }
+  const { chunks, size } = await collect(req, limit);
   if (binary) return Buffer.concat(chunks, size);
   const text = Buffer.concat(chunks, size).toString('utf8');
   if (text.trim() === '') throw new WritError('ERR_JSON_INVALID', 'request body is empty; a JSON object is expected');
