@@ -1,6 +1,6 @@
 /**
- * Where `store.affected`'s time goes: ingests the vuln benchmark's corpus and workloads once, then
- * times each statement `affected` runs for CVEs of different spread and prints their query plans.
+ * Where the `affected` answer's time goes: ingests the vuln benchmark's corpus and workloads once, then
+ * times each statement the answer runs for CVEs of different spread (`PLANS=1`: and their query plans).
  *
  *   npx node bench/vuln/affected-profile.ts [images=1000] [sqlite|postgres] [workloads per image=10]
  *
@@ -19,6 +19,7 @@ import { PostgresDriver } from '../../packages/server/src/store/postgres.ts';
 import { SqlStore } from '../../packages/server/src/store/sql-store.ts';
 import { SqliteDriver } from '../../packages/server/src/store/sqlite.ts';
 import type { WorkloadInput } from '../../packages/server/src/store/types.ts';
+import { affectedAnswer } from '../../packages/server/src/vuln-answers.ts';
 import { makeCorpus } from './corpus.ts';
 
 const N = Number(process.argv[2] ?? 1000);
@@ -98,13 +99,17 @@ try {
   if (process.env['ANALYZE']) await raw.execute('ANALYZE');
   const byCount = [...truth.entries()].sort((a, b) => b[1] - a[1]);
   for (const [cve, count] of [byCount[0]!, byCount[Math.floor(byCount.length / 10)]!, byCount[byCount.length - 1]!]) {
-    await store.affected(cve, Date.now());
+    await affectedAnswer(store, cve, Date.now());
     log.length = 0;
     const s = performance.now();
-    const rows = await store.affected(cve, Date.now());
-    console.log(`\n${DB}: affected ${cve} (${count} images): ${(performance.now() - s).toFixed(1)} ms, ${rows.length} rows`);
+    const a = await affectedAnswer(store, cve, Date.now());
+    const total = performance.now() - s;
+    const sql = log.reduce((n, q) => n + q.ms, 0);
+    console.log(
+      `\n${DB}: affected ${cve} (${count} images): ${total.toFixed(1)} ms (SQL ${sql.toFixed(1)}, the rest ${(total - sql).toFixed(1)}), a page of ${a.images.length} images, ${a.page.workloadsListed} of ${a.counts.workloads} workloads listed`,
+    );
     for (const q of log) console.log(`  ${q.ms.toFixed(1).padStart(8)} ms ${String(q.rows).padStart(6)} rows  ${q.sql.replace(/\s+/g, ' ').slice(0, 110)}`);
-    if (cve === byCount[0]![0])
+    if (process.env['PLANS'] && cve === byCount[0]![0])
       for (const q of log) {
         const plan =
           DB === 'sqlite'

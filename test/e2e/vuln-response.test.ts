@@ -449,6 +449,35 @@ describe('vulnerable image response, end to end', () => {
     assert.match(table.stdout, /^payments\s+spiffe:\/\/e2e\.test\/shop\/web\s+node-1\s+shop\/web-7d9f-a/m);
   });
 
+  it('affected in pages: --limit 1 shows one image with the totals of all and how to go on; --all every one; a bad --limit or --after is refused', async () => {
+    const full = await writJson<AffectedOut>(['vuln', 'affected', CVE]);
+    const page = await writ(srv, ['vuln', 'affected', CVE, '--limit', '1']);
+    assert.equal(page.code, 0, page.stderr);
+    assert.match(page.stdout, /^CVE-2026-31337: 3 images affected, 3 workloads running them, 2 owners$/m, 'the counts cover every page');
+    const first = full.json.images[0]!.digest;
+    assert.match(page.stdout, new RegExp(`Showing 1 of 3 images and \\d+ of 3 workloads: --all for every one, --after ${first} for the next page\\.`));
+    const next = await writJson<AffectedOut & { page: { next: string | null } }>(['vuln', 'affected', CVE, '--limit', '2', '--after', first]);
+    assert.deepEqual(
+      next.json.images.map((i) => i.digest),
+      full.json.images.slice(1).map((i) => i.digest),
+      'the page after the first image',
+    );
+    assert.equal(next.json.page.next, null);
+    const all = await writJson<AffectedOut>(['vuln', 'affected', CVE, '--limit', '1', '--all']);
+    assert.deepEqual(
+      all.json.images.map((i) => i.digest),
+      full.json.images.map((i) => i.digest),
+    );
+    const owners = (a: AffectedOut) => a.owners.map((o) => [o.owner, o.workloads.map((w) => `${w.spiffeIds[0]} ${w.pod}`).sort()]);
+    assert.deepEqual(owners(all.json), owners(full.json), 'every workload, under its owner');
+    const bad = await writ(srv, ['vuln', 'affected', CVE, '--limit', '0']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--limit must be a whole number from 1 to 1000/);
+    const badAfter = await writ(srv, ['vuln', 'affected', CVE, '--after', 'latest']);
+    assert.equal(badAfter.code, 1);
+    assert.match(badAfter.stderr, /after must be an image digest .*\[ERR_FIELD_INVALID\]/);
+  });
+
   it('a VulnException on the base repository: its finding shown suppressed with the reason, not counted', async () => {
     const expires = new Date(Date.now() + 30 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
     const f = join(dir, 'exception.yaml');

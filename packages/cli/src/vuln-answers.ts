@@ -2,7 +2,7 @@
  * `writ vuln affected CVE`, `writ vuln rollout CVE [--watch]` and `writ vuln list`: the answers of
  * issue 13 from the server (`GET /v1/vulnerabilities/...`), as readable tables or stable JSON.
  */
-import { isWritError } from '@writ/spiffe';
+import { isWritError, WritError } from '@writ/spiffe';
 import { SEVERITIES } from '@writ/vuln';
 import { type Command, CommanderError, Option } from 'commander';
 import { ApiError, type ApiClient } from './client.ts';
@@ -51,7 +51,9 @@ interface AffectedJson {
     }>;
   }>;
   counts: { images: number; suppressedImages: number; workloads: number; owners: number };
-  owners: Array<{ owner: string | null; workloads: WorkloadJson[] }>;
+  owners: Array<{ owner: string | null; count: number; images: number; workloads: WorkloadJson[] }>;
+  suppressedWorkloads: WorkloadJson[];
+  page: { after: string | null; limit: number; next: string | null; workloadLimit: number; workloadsListed: number };
 }
 interface RolloutJson {
   vulnerability: string;
@@ -131,13 +133,19 @@ export function affectedTable(a: AffectedJson): string {
       ]),
     ),
   )}`;
-  if (a.owners.length > 0)
+  const listed = a.owners.flatMap((g) =>
+    g.workloads.map((w) => [g.owner ?? '(no owner)', w.spiffeIds.join(',') || '-', w.node ?? '-', pod(w), short(w.manifestDigest ?? w.imageDigest)]),
+  );
+  if (listed.length > 0) out += `\n${table(['OWNER', 'SPIFFE ID', 'NODE', 'NAMESPACE/POD', 'IMAGE'], listed)}`;
+  const shown = a.images.length;
+  const total = a.counts.images + a.counts.suppressedImages;
+  if (shown < total || listed.length < a.counts.workloads) {
     out += `\n${table(
-      ['OWNER', 'SPIFFE ID', 'NODE', 'NAMESPACE/POD', 'IMAGE'],
-      a.owners.flatMap((g) =>
-        g.workloads.map((w) => [g.owner ?? '(no owner)', w.spiffeIds.join(',') || '-', w.node ?? '-', pod(w), short(w.manifestDigest ?? w.imageDigest)]),
-      ),
+      ['OWNER', 'WORKLOADS', 'IMAGES'],
+      a.owners.map((g) => [g.owner ?? '(no owner)', String(g.count), String(g.images)]),
     )}`;
+    out += `\nShowing ${shown} of ${total} images and ${listed.length} of ${a.counts.workloads} workloads: --all for every one${a.page.next ? `, --after ${a.page.next} for the next page` : ''}.\n`;
+  }
   return out;
 }
 
@@ -188,10 +196,30 @@ export function registerVulnAnswers(program: Command, clientOf: (cmd: Command) =
       'every image carrying the vulnerability (its ID or an alias): package, installed -> fixed, where to fix it (base image, app layer, no fix yet), and the workloads running it now by owner',
     )
     .argument('<id>', 'CVE-YYYY-NNNN, GHSA-xxxx-xxxx-xxxx or another scanner ID (case and dashes are normalized)')
-    .addHelpText('after', '\nExit codes: 0 answered (also when nothing is affected), 1 invalid ID or error, 2 usage.')
-    .action(async (id: string, _o: unknown, cmd: Command) => {
+    .option('--limit <n>', 'images per page (1-1000; the counts and the owners always cover all)', '100')
+    .option('--after <digest>', 'the page after this image digest (page.next of the previous answer)')
+    .option('--all', 'every image and every running workload, fetched page by page')
+    .addHelpText(
+      'after',
+      '\nThe answer is one page of images (100 by default, in digest order) and at most 1,000 workload rows; the counts and the owner totals always cover everything.\nExit codes: 0 answered (also when nothing is affected), 1 invalid ID or error, 2 usage.',
+    )
+    .action(async (id: string, o: { limit: string; after?: string; all?: boolean }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
-      const a = await get<AffectedJson>(api, `/v1/vulnerabilities/${encodeURIComponent(id)}/affected`);
+      if (!/^[1-9]\d{0,3}$/.test(o.limit) || Number(o.limit) > 1000)
+        throw new WritError('ERR_FIELD_INVALID', '--limit must be a whole number from 1 to 1000', { field: 'limit' });
+      const path = (after: string | null | undefined): string =>
+        `/v1/vulnerabilities/${encodeURIComponent(id)}/affected?limit=${o.all ? 1000 : o.limit}${o.all ? '&workloads=10000' : ''}${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+      const a = await get<AffectedJson>(api, path(o.after));
+      // --all: the pages after the first, merged into one answer (images, listed workloads per owner).
+      for (let next = a.page.next; o.all && next !== null; ) {
+        const more = await get<AffectedJson>(api, path(next));
+        a.images.push(...more.images);
+        a.suppressedWorkloads.push(...more.suppressedWorkloads);
+        for (const g of more.owners) a.owners.find((x) => x.owner === g.owner)?.workloads.push(...g.workloads);
+        a.page.workloadsListed += more.page.workloadsListed;
+        next = more.page.next;
+      }
+      if (o.all) a.page = { ...a.page, next: null, limit: a.images.length };
       if (format !== 'table') return print(format, a);
       process.stdout.write(affectedTable(a));
     });

@@ -8,6 +8,7 @@ import { containmentQuarantines, containmentState } from './vuln-containment.ts'
 import {
   Lineage,
   type LineageImage,
+  normalizeVulnId,
   repositoryOf,
   SEVERITIES,
   type Severity,
@@ -18,6 +19,8 @@ import {
 } from '@writ/vuln';
 import { loadSuppressions } from './suppressions.ts';
 import {
+  type AffectedPage,
+  type AffectedPageQuery,
   type AffectedRow,
   type ImageDetail,
   type LinkedImage,
@@ -140,14 +143,81 @@ function lineageFor(images: readonly LinkedImage[]): (image: LinkedImage) => { l
   };
 }
 
-/** `GET /v1/vulnerabilities/{id}/affected`: images, where to fix, and the workloads running them now by owner. */
-export async function affectedAnswer(store: Store, vulnId: string, now: number) {
-  const [rows, sup] = await Promise.all([store.affected(vulnId, now), loadSuppressions(store, now)]);
+/** The default page of `affected`: enough for every vulnerability in most images; the totals always count everything. */
+export const AFFECTED_PAGE: AffectedPageQuery = { limit: 100, workloadLimit: 1000 };
+
+/**
+ * The page the store would give, from every row in memory with suppressions applied: for a
+ * vulnerability a suppression may touch, whose totals count only what is not suppressed.
+ */
+function pageOfRows(rows: readonly AffectedRow[], sup: SuppressionSet, now: number, q: AffectedPageQuery): AffectedPage & { suppressedImages: number } {
+  const live = new Map<string, boolean>();
+  const runningOf = new Map<string, readonly RunningWorkload[]>();
+  for (const r of rows) {
+    live.set(r.image.digest, live.get(r.image.digest) === true || suppressionOf(sup, r, now) === undefined);
+    runningOf.set(r.image.digest, r.running);
+  }
+  const digests = [...live.keys()].sort(cmp);
+  const owners = new Map<string | null, { workloads: number; images: Set<string> }>();
+  for (const [digest, running] of runningOf)
+    if (live.get(digest))
+      for (const w of running) {
+        const o = owners.get(w.owner) ?? { workloads: 0, images: new Set<string>() };
+        o.workloads++;
+        o.images.add(w.imageDigest ?? digest);
+        owners.set(w.owner, o);
+      }
+  const from = q.after === undefined ? 0 : digests.findIndex((d) => d > q.after!);
+  const page = new Set(from < 0 ? [] : digests.slice(from, from + q.limit));
+  const listed = new Set(
+    [...page]
+      .flatMap((d) => runningOf.get(d) ?? [])
+      .sort((a, b) => cmp(a.agentId, b.agentId) || cmp(a.key, b.key))
+      .slice(0, q.workloadLimit),
+  );
+  const ownerList = [...owners.entries()]
+    .map(([owner, o]) => ({ owner, workloads: o.workloads, images: o.images.size }))
+    .sort((a, b) => (a.owner === null ? 1 : b.owner === null ? -1 : cmp(a.owner, b.owner)));
+  return {
+    images: digests.filter((d) => live.get(d)).length,
+    carrying: digests,
+    suppressedImages: digests.filter((d) => !live.get(d)).length,
+    workloads: ownerList.reduce((n, o) => n + o.workloads, 0),
+    owners: ownerList,
+    rows: rows.filter((r) => page.has(r.image.digest)).map((r) => ({ ...r, running: r.running.filter((w) => listed.has(w)) })),
+    runningByImage: new Map([...page].map((d) => [d, runningOf.get(d)?.length ?? 0])),
+    next: page.size > 0 && from + page.size < digests.length ? [...page][page.size - 1]! : null,
+  };
+}
+
+/**
+ * `GET /v1/vulnerabilities/{id}/affected`: one page of the images (by digest) with where to fix,
+ * the workloads running them now by owner (at most `workloadLimit` listed, all counted), and totals
+ * over every image. When no suppression can touch the vulnerability the store counts in SQL and
+ * loads only the page; otherwise every row is read and suppressions decide what counts.
+ */
+export async function affectedAnswer(store: Store, vulnId: string, now: number, q: AffectedPageQuery = AFFECTED_PAGE) {
+  const sup = await loadSuppressions(store, now);
+  // The store files findings under normalized IDs; a suppression about an ID in another form is matched in memory.
+  const ids = sup.ids();
+  const exotic = ids.some((id) => {
+    try {
+      return normalizeVulnId(id) !== id;
+    } catch {
+      return true;
+    }
+  });
+  const p =
+    exotic || (await store.filedAlsoUnder(vulnId, ids))
+      ? pageOfRows(await store.affected(vulnId, now), sup, now, q)
+      : { ...(await store.affectedPage(vulnId, now, q)), suppressedImages: 0 };
+  const rows = p.rows;
   const byDigest = new Map(rows.map((r) => [r.image.digest, r.image]));
   const bases = rows.length === 0 ? [] : await store.baseImagesOf([...byDigest.values()]);
   const lineageOf = lineageFor([...byDigest.values(), ...bases]);
   // A candidate newer base is named only when it is known to be free of it: reported, and not carrying it.
-  const carrying = new Set(byDigest.keys());
+  // (An image of another page carrying it is no candidate either.)
+  const carrying = new Set(p.carrying);
   const candidates = bases.filter((i) => !carrying.has(i.digest)).map((i) => i.digest);
   const reported = new Set(candidates.length === 0 ? [] : await store.reportedDigests(candidates));
   const carries = (c: LineageImage): boolean => carrying.has(c.digest) || !reported.has(c.digest);
@@ -193,23 +263,27 @@ export async function affectedAnswer(store: Store, vulnId: string, now: number) 
       severity,
       affected,
       packages,
-      running: running.length,
+      running: p.runningByImage.get(image.digest) ?? running.length,
       workloads: running,
     };
   });
-  const runningAffected = out.filter((i) => i.affected).flatMap((i) => i.workloads);
-  const runningSuppressed = out.filter((i) => !i.affected).flatMap((i) => i.workloads);
+  const listed = new Map(byOwner(out.filter((i) => i.affected).flatMap((i) => i.workloads)).map((g) => [g.owner, g.workloads]));
+  const workloadsListed = out.reduce((n, i) => n + i.workloads.length, 0);
   return {
     vulnerability: vulnId,
     images: out.map(({ workloads: _w, ...rest }) => rest),
     counts: {
-      images: out.filter((i) => i.affected).length,
-      suppressedImages: out.filter((i) => !i.affected).length,
-      workloads: runningAffected.length,
-      owners: new Set(runningAffected.map((w) => w.owner)).size,
+      images: p.images,
+      suppressedImages: p.suppressedImages,
+      workloads: p.workloads,
+      owners: p.owners.length,
     },
-    owners: byOwner(runningAffected).map((g) => ({ owner: g.owner, workloads: g.workloads.map(workloadJson) })),
-    suppressedWorkloads: runningSuppressed.map(workloadJson),
+    owners: p.owners.map((o) => ({ owner: o.owner, count: o.workloads, images: o.images, workloads: (listed.get(o.owner) ?? []).map(workloadJson) })),
+    suppressedWorkloads: out
+      .filter((i) => !i.affected)
+      .flatMap((i) => i.workloads)
+      .map(workloadJson),
+    page: { after: q.after ?? null, limit: q.limit, next: p.next, workloadLimit: q.workloadLimit, workloadsListed },
   };
 }
 

@@ -59,6 +59,7 @@ for (const factory of STORE_FACTORIES) {
     // An exception on CVE-2026-0002 in force until T0 + 10 min (what a VulnException would give).
     const expiresAt = T0 + 600_000;
     const suppressions: SuppressionSet = {
+      ids: () => ['CVE-2026-0002'],
       match: (f, at) => (f.vulnId === 'CVE-2026-0002' && at < expiresAt ? { by: 'exception', name: 'db-accepted', reason: 'TICKET-1' } : undefined),
     };
     let watcher: VulnEventWatcher;
@@ -305,7 +306,7 @@ describe('vulnerability events: the webhook over HTTPS', () => {
         intervalMs: 3_600_000,
         webhook: { url: `https://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, secret, ca: toPem('CERTIFICATE', cert.der) },
       },
-      suppressions: async () => ({ match: () => undefined }),
+      suppressions: async () => ({ ids: () => [], match: () => undefined }),
       backoffMs: (n) => (waits.push(n), 5),
     });
     try {

@@ -54,6 +54,8 @@ export interface FindingContext {
 export interface SuppressionSet {
   /** The suppression in force for this finding at `now` (epoch ms), or undefined: the finding is active. */
   match(f: FindingContext, now: number): Suppression | undefined;
+  /** Every vulnerability ID (and VEX alias) a suppression of the set is about: a finding filed under none of them is never suppressed. */
+  ids(): readonly string[];
 }
 
 /** A VEX statement with the document it came from (what the store keeps), for names and ordering. */
@@ -174,6 +176,7 @@ export function suppressionSet(exceptions: readonly VulnException[], vex: readon
   const exByVuln = index(exceptions, (e) => [e.vulnerability]);
   const time = (s: VexInput) => (s.timestamp === undefined ? 0 : Date.parse(s.timestamp));
   return {
+    ids: () => [...new Set([...byVuln.keys(), ...exByVuln.keys()])],
     match(f, now) {
       const repos = f.repositories.map(repositoryOf);
       const statements = candidates(byVuln, f).filter((s) => s.products.some((p) => productMatches(p, f, repos)));

@@ -10,7 +10,16 @@ import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sq
 import { recordImages } from './image-sources-sql.ts';
 import * as vq from './vuln-query-sql.ts';
 import * as ve from './vuln-events-sql.ts';
-import type { AffectedRow, ImageLineage, LinkedImage, RunningWorkload, VulnerabilityFindingRow, VulnerabilityQuery } from './types.ts';
+import type {
+  AffectedPage,
+  AffectedPageQuery,
+  AffectedRow,
+  ImageLineage,
+  LinkedImage,
+  RunningWorkload,
+  VulnerabilityFindingRow,
+  VulnerabilityQuery,
+} from './types.ts';
 import { deleteVexDocument, listVexDocuments, listVexStatements, putVexDocument } from './vex-sql.ts';
 import {
   type AdmissionEvent,
@@ -848,6 +857,14 @@ export class SqlStore implements Store {
 
   affectedDigests(vulnId: string): Promise<string[]> {
     return vq.affectedDigests(this.#db, vulnId);
+  }
+
+  affectedPage(vulnId: string, now: number, q: AffectedPageQuery): Promise<AffectedPage> {
+    return vq.affectedPage(this.#db, vulnId, now, q);
+  }
+
+  filedAlsoUnder(vulnId: string, ids: readonly string[]): Promise<boolean> {
+    return vq.filedAlsoUnder(this.#db, vulnId, ids);
   }
 
   listVulnerabilities(q: VulnerabilityQuery): Promise<VulnerabilityFindingRow[]> {

@@ -523,6 +523,8 @@ const READS = new Set([
   // answers (issue 13, section 4)
   'affected',
   'affectedDigests',
+  'affectedPage',
+  'filedAlsoUnder',
   'listVulnerabilities',
   'runningImageDigests',
   'imageLineage',

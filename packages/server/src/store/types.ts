@@ -600,6 +600,31 @@ export interface AffectedRow {
   readonly running: readonly RunningWorkload[];
 }
 
+/** A page of `affected`: images in digest order after `after`, at most `limit`, and at most `workloadLimit` workload rows in all. */
+export interface AffectedPageQuery {
+  readonly after?: string;
+  readonly limit: number;
+  readonly workloadLimit: number;
+}
+
+/** One page of `affected` with the totals over every image carrying the vulnerability (suppressions not applied). */
+export interface AffectedPage {
+  /** Manifest digests carrying it. */
+  readonly images: number;
+  /** Those digests, sorted (suppressed ones included). */
+  readonly carrying: readonly string[];
+  /** Workloads running one of them now. */
+  readonly workloads: number;
+  /** Per owner (null: none; by name, none last): workloads running an affected image now, and the digests they run. */
+  readonly owners: readonly { readonly owner: string | null; readonly workloads: number; readonly images: number }[];
+  /** The rows of the page's images; their `running` lists at most `workloadLimit` workloads in all. */
+  readonly rows: readonly AffectedRow[];
+  /** Workloads running each image of the page now (by manifest or index digest), all counted. */
+  readonly runningByImage: ReadonlyMap<string, number>;
+  /** The `after` of the next page; null on the last. */
+  readonly next: string | null;
+}
+
 /** One finding of a latest report, for the vulnerability listing (suppressions and counting happen above the store). */
 export interface VulnerabilityFindingRow {
   readonly vulnId: string;
@@ -638,6 +663,10 @@ export interface VulnQueryStore {
   affected(vulnId: string, now: number): Promise<AffectedRow[]>;
   /** Manifest digests whose latest report (of any scanner) carries `vulnId` (as ID or alias), sorted. */
   affectedDigests(vulnId: string): Promise<string[]>;
+  /** One page of `affected`, with totals counted in SQL (the workloads are not all loaded): for answers about common vulnerabilities. */
+  affectedPage(vulnId: string, now: number, q: AffectedPageQuery): Promise<AffectedPage>;
+  /** Whether a latest finding filed under `vulnId` is also filed under one of `ids` (a suppression about one of them could apply to it). */
+  filedAlsoUnder(vulnId: string, ids: readonly string[]): Promise<boolean>;
   /** Findings of latest reports, filtered; one row per finding. */
   listVulnerabilities(q: VulnerabilityQuery): Promise<VulnerabilityFindingRow[]>;
   /** Manifest digests with a workload running now (by manifest or index digest). */

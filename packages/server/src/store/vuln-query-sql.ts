@@ -7,6 +7,8 @@ import type { FindingStatus, Severity } from '@writ/vuln';
 import type { Row, SqlDriver, SqlValue } from './driver.ts';
 import { IMAGE_COLUMNS, strOrNull, toInventoryImage } from './inventory-sql.ts';
 import {
+  type AffectedPage,
+  type AffectedPageQuery,
   type AffectedRow,
   type ImageLineage,
   type ImageParent,
@@ -71,43 +73,70 @@ export async function loadLinkedImages(db: SqlDriver, digests: readonly string[]
   return out;
 }
 
-export async function affected(db: SqlDriver, vulnId: string, now: number): Promise<AffectedRow[]> {
-  const rows = await db.query(
-    `SELECT r.id AS report_id, r.image_digest, r.scanner, r.scanned_at, f.vuln_id, f.aliases, f.severity, f.status, f.installed, f.fixed,
+const FINDING_ROWS = `SELECT r.id AS report_id, r.image_digest, r.scanner, r.scanned_at, f.vuln_id, f.aliases, f.severity, f.status, f.installed, f.fixed,
        p.name AS p_name, p.version AS p_version, p.type AS p_type, p.purl AS p_purl, p.layer AS p_layer
      FROM finding_ids fi
      JOIN reports r ON r.id = fi.report_id
      JOIN report_findings f ON f.report_id = fi.report_id AND f.idx = fi.idx
      LEFT JOIN report_packages p ON p.report_id = f.report_id AND p.ref = f.package_ref
-     WHERE fi.vuln_id = ? AND r.latest = 1 AND ${CARRIES}`,
-    [vulnId],
-  );
+     WHERE fi.vuln_id = ? AND r.latest = 1 AND ${CARRIES}`;
+
+/** Index digest -> the given images (manifest digests) listed under it. */
+function indexDigestsOf(images: Iterable<LinkedImage>): Map<string, string[]> {
+  const byIndex = new Map<string, string[]>();
+  for (const i of images) if (i.indexDigest !== null) byIndex.set(i.indexDigest, [...(byIndex.get(i.indexDigest) ?? []), i.digest]);
+  return byIndex;
+}
+
+/** Workloads running now by their manifest digest (or the index digest of one), sorted, at most `limit` for `digests`. */
+async function runningOn(
+  db: SqlDriver,
+  digests: { sql: string; params: SqlValue[] } | readonly string[],
+  byIndex: Map<string, string[]>,
+  since: number,
+  limit?: number,
+): Promise<RunningWorkload[]> {
+  const cap = limit === undefined ? '' : ` ORDER BY w.agent_id, w.wkey LIMIT ${Math.trunc(limit)}`;
+  const out: RunningWorkload[] = [];
+  if ('sql' in digests)
+    out.push(
+      ...(
+        await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${digests.sql}) AND ${RUNNING}${cap}`, [
+          ...digests.params,
+          since,
+        ])
+      ).map(toRunning),
+    );
+  else
+    for (const c of chunks(digests))
+      out.push(
+        ...(
+          await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING}${cap}`, [
+            ...c,
+            since,
+          ])
+        ).map(toRunning),
+      );
+  for (const c of chunks([...byIndex.keys()]))
+    for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING}${cap}`, [...c, since])) {
+      const w = toWorkload(r);
+      for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) out.push({ ...w, manifestDigest });
+    }
+  out.sort(byWorkload);
+  return limit === undefined ? out : out.slice(0, limit);
+}
+
+/** The rows of `affected`, for the images of `rows` (the finding rows) with their running workloads. */
+async function affectedRows(db: SqlDriver, rows: Row[], running: (images: Map<string, LinkedImage>) => Promise<RunningWorkload[]>): Promise<AffectedRow[]> {
   if (rows.length === 0) return [];
   const images = await loadLinkedImages(
     db,
     rows.map((r) => r['image_digest'] as string),
   );
-  // Workloads by the digest the runtime reported: an affected manifest digest, or the index digest of one.
-  // (IN over a subquery: the planners then look workloads up by image_digest, never the other way round.)
-  const since = now - RUNNING_GRACE_MS;
-  const byIndex = new Map<string, string[]>();
-  for (const i of images.values()) if (i.indexDigest !== null) byIndex.set(i.indexDigest, [...(byIndex.get(i.indexDigest) ?? []), i.digest]);
-  const wrows = (
-    await db.query(`SELECT w.image_digest AS manifest_digest, ${W} FROM workloads w WHERE w.image_digest IN (${AFFECTED_DIGESTS}) AND ${RUNNING}`, [
-      vulnId,
-      since,
-    ])
-  ).map(toRunning);
-  if (byIndex.size > 0)
-    for (const c of chunks([...byIndex.keys()]))
-      for (const r of await db.query(`SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING}`, [...c, since])) {
-        const w = toWorkload(r);
-        for (const manifestDigest of byIndex.get(w.imageDigest!) ?? []) wrows.push({ ...w, manifestDigest });
-      }
-  const running = new Map<string, RunningWorkload[]>();
-  for (const w of wrows.sort(byWorkload)) {
-    const list = running.get(w.manifestDigest);
-    if (list === undefined) running.set(w.manifestDigest, [w]);
+  const byDigest = new Map<string, RunningWorkload[]>();
+  for (const w of await running(images)) {
+    const list = byDigest.get(w.manifestDigest);
+    if (list === undefined) byDigest.set(w.manifestDigest, [w]);
     else list.push(w);
   }
   const out: AffectedRow[] = [];
@@ -138,12 +167,100 @@ export async function affected(db: SqlDriver, vulnId: string, now: number): Prom
               purl: strOrNull(r['p_purl']),
               layer: strOrNull(r['p_layer']),
             },
-      running: running.get(digest) ?? [],
+      running: byDigest.get(digest) ?? [],
     });
   }
   const key = (a: AffectedRow): string =>
     `${a.image.digest}\u0000${a.package?.name ?? ''}\u0000${a.package?.version ?? ''}\u0000${a.scanner}\u0000${a.finding.id}`;
   return out.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+export async function affected(db: SqlDriver, vulnId: string, now: number): Promise<AffectedRow[]> {
+  const since = now - RUNNING_GRACE_MS;
+  // Workloads by the digest the runtime reported: an affected manifest digest, or the index digest of one.
+  // (IN over a subquery: the planners then look workloads up by image_digest, never the other way round.)
+  return affectedRows(db, await db.query(FINDING_ROWS, [vulnId]), (images) =>
+    runningOn(db, { sql: AFFECTED_DIGESTS, params: [vulnId] }, indexDigestsOf(images.values()), since),
+  );
+}
+
+export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q: AffectedPageQuery): Promise<AffectedPage> {
+  const since = now - RUNNING_GRACE_MS;
+  const all = await db.query(
+    `SELECT DISTINCT r.image_digest AS digest, r.id AS report_id, i.index_digest FROM finding_ids fi
+       JOIN reports r ON r.id = fi.report_id
+       JOIN report_findings f ON f.report_id = fi.report_id AND f.idx = fi.idx
+       LEFT JOIN images i ON i.digest = r.image_digest
+       WHERE fi.vuln_id = ? AND r.latest = 1 AND ${CARRIES}`,
+    [vulnId],
+  );
+  const reportsOf = new Map<string, string[]>();
+  for (const r of all) reportsOf.set(r['digest'] as string, [...(reportsOf.get(r['digest'] as string) ?? []), r['report_id'] as string]);
+  const digests = [...reportsOf.keys()].sort();
+  // Running workloads per owner over every affected image (and the index digests listing one): counted, not listed.
+  const owners = new Map<string | null, { workloads: number; images: number }>();
+  const indexDigests = [...new Set(all.map((r) => strOrNull(r['index_digest'])).filter((d): d is string => d !== null))];
+  for (const c of chunks([...digests, ...indexDigests]))
+    for (const r of await db.query(
+      `SELECT w.owner, COUNT(*) AS n, COUNT(DISTINCT w.image_digest) AS images FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.owner`,
+      [...c, since],
+    )) {
+      const owner = strOrNull(r['owner']);
+      const o = owners.get(owner) ?? { workloads: 0, images: 0 };
+      owners.set(owner, { workloads: o.workloads + num(r['n']), images: o.images + num(r['images']) });
+    }
+
+  const from = q.after === undefined ? 0 : digests.findIndex((d) => d > q.after!);
+  const page = from < 0 ? [] : digests.slice(from, from + q.limit);
+  const next = page.length > 0 && from + page.length < digests.length ? page[page.length - 1]! : null;
+  const rows: Row[] = [];
+  for (const c of chunks(page.flatMap((d) => reportsOf.get(d) ?? [])))
+    rows.push(...(await db.query(`${FINDING_ROWS} AND fi.report_id IN (${marks(c.length)})`, [vulnId, ...c])));
+  const runningByImage = new Map<string, number>();
+  const pageRows = await affectedRows(db, rows, async (images) => {
+    const byIndex = indexDigestsOf(images.values());
+    for (const c of chunks(page))
+      for (const r of await db.query(
+        `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.image_digest`,
+        [...c, since],
+      ))
+        runningByImage.set(r['d'] as string, num(r['n']));
+    for (const c of chunks([...byIndex.keys()]))
+      for (const r of await db.query(
+        `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.image_digest`,
+        [...c, since],
+      ))
+        for (const m of byIndex.get(r['d'] as string) ?? []) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
+    return runningOn(db, page, byIndex, since, q.workloadLimit);
+  });
+  const ownerList = [...owners.entries()]
+    .map(([owner, o]) => ({ owner, ...o }))
+    .sort((a, b) => (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
+  return {
+    images: digests.length,
+    carrying: digests,
+    workloads: ownerList.reduce((n, o) => n + o.workloads, 0),
+    owners: ownerList,
+    rows: pageRows,
+    runningByImage,
+    next,
+  };
+}
+
+/** Whether a latest finding filed under `vulnId` is also filed under one of `ids` (a suppression about one of them could apply). */
+export async function filedAlsoUnder(db: SqlDriver, vulnId: string, ids: readonly string[]): Promise<boolean> {
+  if (ids.includes(vulnId)) return true;
+  for (const c of chunks([...new Set(ids)]))
+    if (
+      (
+        await db.query(
+          `SELECT 1 AS x FROM finding_ids a JOIN finding_ids b ON b.report_id = a.report_id AND b.idx = a.idx WHERE a.vuln_id = ? AND b.vuln_id IN (${marks(c.length)}) LIMIT 1`,
+          [vulnId, ...c],
+        )
+      ).length > 0
+    )
+      return true;
+  return false;
 }
 
 export async function affectedDigests(db: SqlDriver, vulnId: string): Promise<string[]> {
