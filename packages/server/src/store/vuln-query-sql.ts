@@ -200,39 +200,46 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
   // Running workloads per owner over every affected image (and the index digests listing one): counted, not listed.
   const owners = new Map<string | null, { workloads: number; images: number }>();
   const indexDigests = [...new Set(all.map((r) => strOrNull(r['index_digest'])).filter((d): d is string => d !== null))];
-  for (const c of chunks([...digests, ...indexDigests]))
-    for (const r of await db.query(
-      `SELECT w.owner, COUNT(*) AS n, COUNT(DISTINCT w.image_digest) AS images FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.owner`,
-      [...c, since],
-    )) {
-      const owner = strOrNull(r['owner']);
-      const o = owners.get(owner) ?? { workloads: 0, images: 0 };
-      owners.set(owner, { workloads: o.workloads + num(r['n']), images: o.images + num(r['images']) });
-    }
+  const counting = Promise.all(
+    chunks([...digests, ...indexDigests]).map((c) =>
+      db.query(
+        `SELECT w.owner, COUNT(*) AS n, COUNT(DISTINCT w.image_digest) AS images FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.owner`,
+        [...c, since],
+      ),
+    ),
+  );
+
+  // Awaited below; a failure of the page first must not leave this rejection unhandled.
+  counting.catch(() => undefined);
 
   const from = q.after === undefined ? 0 : digests.findIndex((d) => d > q.after!);
   const page = from < 0 ? [] : digests.slice(from, from + q.limit);
   const next = page.length > 0 && from + page.length < digests.length ? page[page.length - 1]! : null;
-  const rows: Row[] = [];
-  for (const c of chunks(page.flatMap((d) => reportsOf.get(d) ?? [])))
-    rows.push(...(await db.query(`${FINDING_ROWS} AND fi.report_id IN (${marks(c.length)})`, [vulnId, ...c])));
+  // The page meanwhile (PostgreSQL runs these on other connections of the pool).
+  const rows = (
+    await Promise.all(
+      chunks(page.flatMap((d) => reportsOf.get(d) ?? [])).map((c) => db.query(`${FINDING_ROWS} AND fi.report_id IN (${marks(c.length)})`, [vulnId, ...c])),
+    )
+  ).flat();
   const runningByImage = new Map<string, number>();
+  const RUNNING_BY_DIGEST = (n: number): string =>
+    `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(n)}) AND ${RUNNING} GROUP BY w.image_digest`;
   const pageRows = await affectedRows(db, rows, async (images) => {
     const byIndex = indexDigestsOf(images.values());
-    for (const c of chunks(page))
-      for (const r of await db.query(
-        `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.image_digest`,
-        [...c, since],
-      ))
-        runningByImage.set(r['d'] as string, num(r['n']));
-    for (const c of chunks([...byIndex.keys()]))
-      for (const r of await db.query(
-        `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.image_digest`,
-        [...c, since],
-      ))
-        for (const m of byIndex.get(r['d'] as string) ?? []) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
-    return runningOn(db, page, byIndex, since, q.workloadLimit);
+    const [direct, viaIndex, listed] = await Promise.all([
+      Promise.all(chunks(page).map((c) => db.query(RUNNING_BY_DIGEST(c.length), [...c, since]))),
+      Promise.all(chunks([...byIndex.keys()]).map((c) => db.query(RUNNING_BY_DIGEST(c.length), [...c, since]))),
+      runningOn(db, page, byIndex, since, q.workloadLimit),
+    ]);
+    for (const r of direct.flat()) runningByImage.set(r['d'] as string, num(r['n']));
+    for (const r of viaIndex.flat()) for (const m of byIndex.get(r['d'] as string) ?? []) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
+    return listed;
   });
+  for (const r of (await counting).flat()) {
+    const owner = strOrNull(r['owner']);
+    const o = owners.get(owner) ?? { workloads: 0, images: 0 };
+    owners.set(owner, { workloads: o.workloads + num(r['n']), images: o.images + num(r['images']) });
+  }
   const ownerList = [...owners.entries()]
     .map(([owner, o]) => ({ owner, ...o }))
     .sort((a, b) => (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
