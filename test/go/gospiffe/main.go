@@ -7,7 +7,7 @@
 //	gospiffe bundles  -socket S                     FetchX509Bundles and FetchJWTBundles: the trust domains and their authorities
 //	gospiffe jwt      -socket S -audience A         JWTSource.FetchJWTSVID: the token and its claims
 //	gospiffe validate -socket S -audience A         the token on stdin through workloadapi.ValidateJWTSVID and jwtsvid.ParseAndValidate
-//	gospiffe client   -socket S -authorize ID -url U  an HTTPS GET with tlsconfig.MTLSClientConfig(AuthorizeID(ID))
+//	gospiffe client   -socket S -authorize ID -url U [-http2]  an HTTPS GET with tlsconfig.MTLSClientConfig(AuthorizeID(ID))
 //	gospiffe serve    -socket S -authorize ID -listen A  an HTTPS server with tlsconfig.MTLSServerConfig(AuthorizeID(ID))
 package main
 
@@ -75,6 +75,7 @@ func main() {
 	url := fs.String("url", "", "the URL to GET")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	rotate := fs.Bool("rotate", false, "wait for the SVID to rotate and print it again")
+	http2 := fs.Bool("http2", false, "client: offer h2 in ALPN (HTTP/2 when the server takes it)")
 	_ = fs.Parse(os.Args[2:])
 	addr := *socket
 	if addr == "" {
@@ -83,7 +84,7 @@ func main() {
 	if !strings.Contains(addr, "://") {
 		addr = "unix://" + addr
 	}
-	client := workloadapi.WithClientOptions(workloadapi.WithAddr(addr))
+	client := workloadapi.WithClientOptions(workloadapi.WithAddr(addr), workloadapi.WithLogger(jsonLogger{}))
 
 	switch cmd {
 	case "x509":
@@ -95,7 +96,7 @@ func main() {
 	case "validate":
 		validateCmd(addr, client, *audience)
 	case "client":
-		clientCmd(client, mustID(*authorize), *url)
+		clientCmd(client, mustID(*authorize), *url, *http2)
 	case "serve":
 		serveCmd(client, mustID(*authorize), *listen)
 	default:
@@ -301,14 +302,15 @@ func peerID(certs []*x509.Certificate) string {
 	return id.String()
 }
 
-func clientCmd(client workloadapi.SourceOption, allowed spiffeid.ID, url string) {
+func clientCmd(client workloadapi.SourceOption, allowed spiffeid.ID, url string, http2 bool) {
 	ctx := oneShot()
 	src, err := workloadapi.NewX509Source(ctx, client)
 	if err != nil {
 		fail(err)
 	}
 	defer src.Close()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(allowed))}}
+	transport := &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(allowed)), ForceAttemptHTTP2: http2}
+	hc := &http.Client{Transport: transport}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		fail(err)
@@ -327,6 +329,19 @@ func clientCmd(client workloadapi.SourceOption, allowed spiffeid.ID, url string)
 		parsed = string(body)
 	}
 	emit(map[string]any{"status": res.StatusCode, "body": parsed, "peer": peerID(res.TLS.PeerCertificates), "proto": res.Proto})
+}
+
+// jsonLogger prints go-spiffe's warnings and errors (a refused or failed Workload API watch, which
+// the sources retry) as JSON lines, so a test can see that a source is waiting and why.
+type jsonLogger struct{}
+
+func (jsonLogger) Debugf(string, ...any) {}
+func (jsonLogger) Infof(string, ...any)  {}
+func (jsonLogger) Warnf(format string, args ...any) {
+	emit(map[string]string{"event": "workloadapi-warning", "error": fmt.Sprintf(format, args...)})
+}
+func (jsonLogger) Errorf(format string, args ...any) {
+	emit(map[string]string{"event": "workloadapi-error", "error": fmt.Sprintf(format, args...)})
 }
 
 // lineLog turns the http.Server's error log (TLS handshake errors among them) into JSON lines.
