@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -320,6 +321,30 @@ describe('go-spiffe against the agent', () => {
     });
   });
 
+  it("tlsconfig with the federated bundle: the federating go-spiffe client accepts a partner.test server's SVID; a workload without that bundle refuses it", async () => {
+    // A partner.test service: an HTTPS server with an X.509-SVID the partner server minted.
+    const out = join(agent.dataDir, 'partner-svid');
+    await ok(partner, ['svid', 'mint-x509', '--spiffe-id', 'spiffe://partner.test/billing', '--out', out]);
+    const billing = createHttpsServer({ cert: readFileSync(join(out, 'svid.pem')), key: readFileSync(join(out, 'svid.key')) }, (_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end('{"service":"billing"}');
+    });
+    await new Promise<void>((r) => billing.listen(0, '127.0.0.1', () => r()));
+    try {
+      const at = `https://127.0.0.1:${(billing.address() as AddressInfo).port}/v1/invoices`;
+      const r = await gospiffe(UID.client, ['client', '-authorize', 'spiffe://partner.test/billing', '-url', at]);
+      assert.equal(r.code, 0, r.raw.stdout + r.raw.stderr);
+      assert.equal(r.out['peer'], 'spiffe://partner.test/billing');
+      assert.deepEqual(r.out['body'], { service: 'billing' });
+      // The same call from the workload whose entry does not federate with partner.test.
+      const refused = await gospiffe(UID.server, ['client', '-authorize', 'spiffe://partner.test/billing', '-url', at]);
+      assert.equal(refused.code, 1);
+      assert.match(String(refused.out['error']), /could not get X509 bundle: .*no X\.509 bundle for trust domain "partner\.test"/);
+    } finally {
+      billing.close();
+    }
+  });
+
   it('JWTSource.FetchJWTSVID by one workload; ValidateJWTSVID and jwtsvid.ParseAndValidate by another; the wrong audience or a changed signature refused by both', async () => {
     const minted = await gospiffe(UID.server, ['jwt', '-audience', GO_CLIENT]);
     assert.equal(minted.code, 0, minted.raw.stdout + minted.raw.stderr);
@@ -400,5 +425,68 @@ describe('go-spiffe tlsconfig and writ proxy', () => {
     assert.equal(r.body['code'], 'ERR_UPSTREAM');
     await waitFor('the refusal in the proxy log', async () => (proxyLogs.some((l) => l.includes('outbound connection refused')) ? true : undefined));
     assert.ok(!goServers['ok']!.lines.some((l) => l['path'] === '/v1/impostor'), 'the go-spiffe server got no request');
+  });
+});
+
+describe('go-spiffe follows a CA rotation', () => {
+  let rotating: ServerProcess;
+  let rotatingAgent: AgentProcess;
+  const ID = `${TD}/go/sa/ca-watcher`;
+  before(async () => {
+    // A 30 s CA: a successor is prepared (published) at half its life and activated at 5/6.
+    rotating = await startServerProcess({ args: ['--ca-ttl', '30s'] });
+    await ok(rotating, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      ID,
+      '--parent-id',
+      'spiffe://e2e.test/writ/agent/gsca',
+      '--selector',
+      'unix:uid:1009',
+      '--x509-svid-ttl',
+      '6s',
+    ]);
+    const token = JSON.parse((await ok(rotating, ['token', 'create', '--node-name', 'gsca', '-o', 'json'])).stdout).token as string;
+    rotatingAgent = await startAgentProcess(rotating, { joinToken: token, socket: join(sockDir, 'ca.sock') });
+  });
+  after(async () => {
+    await rotatingAgent?.stop();
+    await rotating?.stop();
+    for (const d of [rotating?.dataDir, rotatingAgent?.dataDir]) if (d) cleanup(d);
+  });
+
+  it('X509Source: the next CA is in the bundle before any SVID chains to it, the SVID moves to it, the old CA stays trusted', async () => {
+    const child = spawn('setpriv', ['--reuid=1009', '--regid=1009', '--clear-groups', GOSPIFFE, 'x509', '-socket', rotatingAgent.socket, '-until-new-ca'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    assert.equal(code, 0, stdout + stderr);
+    type Svid = { spiffeId: string; root: string; bundleAuthorities: string[]; chainVerifies: boolean };
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; svid?: Svid })
+      .filter((e) => e.svid);
+    const first = events[0]!.svid!;
+    const last = events.at(-1)!;
+    assert.equal(last.event, 'ca-rotated');
+    const old = first.root;
+    const next = last.svid!.root;
+    assert.notEqual(next, old);
+    assert.ok(
+      events.slice(0, -1).some((e) => e.svid!.root === old && e.svid!.bundleAuthorities.includes(next)),
+      'an update published the next CA while the SVID still chained to the old one',
+    );
+    assert.ok(last.svid!.bundleAuthorities.includes(old), 'the old CA is still in the bundle: SVIDs it signed stay valid');
+    for (const e of events) {
+      assert.equal(e.svid!.spiffeId, ID);
+      assert.equal(e.svid!.chainVerifies, true);
+    }
   });
 });

@@ -3,7 +3,7 @@
 // subcommand prints JSON on stdout (one object, or one per line for the long-running ones) that
 // the Node test asserts on; errors are printed as {"error": "..."} with exit code 1.
 //
-//	gospiffe x509     -socket S [-rotate]           X509Source: the SVID and the own bundle; with -rotate, waits for a rotated SVID
+//	gospiffe x509     -socket S [-rotate|-until-new-ca]  X509Source: the SVID and the own bundle; then waits for a rotated SVID, or one from a new CA
 //	gospiffe bundles  -socket S                     FetchX509Bundles and FetchJWTBundles: the trust domains and their authorities
 //	gospiffe jwt      -socket S -audience A         JWTSource.FetchJWTSVID: the token and its claims
 //	gospiffe validate -socket S -audience A         the token on stdin through workloadapi.ValidateJWTSVID and jwtsvid.ParseAndValidate
@@ -75,6 +75,7 @@ func main() {
 	url := fs.String("url", "", "the URL to GET")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	rotate := fs.Bool("rotate", false, "wait for the SVID to rotate and print it again")
+	newCA := fs.Bool("until-new-ca", false, "print every update until the SVID chains to an authority the first bundle did not have")
 	http2 := fs.Bool("http2", false, "client: offer h2 in ALPN (HTTP/2 when the server takes it)")
 	_ = fs.Parse(os.Args[2:])
 	addr := *socket
@@ -88,7 +89,7 @@ func main() {
 
 	switch cmd {
 	case "x509":
-		x509Cmd(client, *rotate)
+		x509Cmd(client, *rotate, *newCA)
 	case "bundles":
 		bundlesCmd(addr)
 	case "jwt":
@@ -142,6 +143,8 @@ type svidInfo struct {
 	BundleTD         string   `json:"bundleTrustDomain"`
 	BundleAuthority  []string `json:"bundleAuthorities"`
 	ChainVerifiesOwn bool     `json:"chainVerifies"`
+	// Root is the bundle authority the SVID's verified chain ends at.
+	Root string `json:"root"`
 }
 
 // describe reports the source's current SVID and its own trust domain's bundle, and whether the
@@ -171,13 +174,22 @@ func describe(src *workloadapi.X509Source) svidInfo {
 	}
 	info.BundleTD = bundle.TrustDomain().IDString()
 	info.BundleAuthority = fingerprints(bundle.X509Authorities())
-	_, _, err = x509svid.Verify(svid.Certificates, src)
+	_, chains, err := x509svid.Verify(svid.Certificates, src)
 	info.ChainVerifiesOwn = err == nil
+	if err == nil && len(chains) > 0 {
+		info.Root = fingerprint(chains[0][len(chains[0])-1])
+	}
 	return info
 }
 
-func x509Cmd(client workloadapi.SourceOption, rotate bool) {
+func x509Cmd(client workloadapi.SourceOption, rotate, newCA bool) {
 	ctx := oneShot()
+	if newCA {
+		// A CA rotation takes longer than one SVID: bounded by the caller's CA lifetime instead.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), 3*timeout)
+		defer cancel()
+	}
 	src, err := workloadapi.NewX509Source(ctx, client)
 	if err != nil {
 		fail(err)
@@ -185,18 +197,30 @@ func x509Cmd(client workloadapi.SourceOption, rotate bool) {
 	defer src.Close()
 	first := describe(src)
 	emit(map[string]any{"event": "svid", "svid": first})
-	if !rotate {
+	if !rotate && !newCA {
 		return
 	}
+	known := map[string]bool{}
+	for _, fp := range first.BundleAuthority {
+		known[fp] = true
+	}
+	last := first
 	// The source's Updated channel fires on every Workload API update; a rotation is a new serial.
 	for {
 		select {
 		case <-src.Updated():
 			now := describe(src)
-			if now.Serial != first.Serial {
+			switch {
+			case rotate && now.Serial != first.Serial:
 				emit(map[string]any{"event": "rotated", "svid": now})
 				return
+			case newCA && now.Root != "" && !known[now.Root]:
+				emit(map[string]any{"event": "ca-rotated", "svid": now})
+				return
+			case newCA && (now.Serial != last.Serial || strings.Join(now.BundleAuthority, ",") != strings.Join(last.BundleAuthority, ",")):
+				emit(map[string]any{"event": "update", "svid": now})
 			}
+			last = now
 		case <-ctx.Done():
 			fail(fmt.Errorf("no rotated SVID: %w", ctx.Err()))
 		}
