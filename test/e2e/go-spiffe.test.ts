@@ -70,7 +70,7 @@ interface GoResult {
 /** The go-spiffe program as `uid` against the agent's socket; its one JSON line parsed. */
 async function gospiffe(uid: number, args: string[], input?: string): Promise<GoResult> {
   const raw = await run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', agent.socket, ...args.slice(1)], {
-    timeoutMs: 60_000,
+    timeoutMs: 90_000,
     ...(input !== undefined ? { input } : {}),
   });
   let out: Record<string, unknown> = {};
@@ -101,8 +101,14 @@ function spawnGo(
       buf += d.toString();
       let i: number;
       while ((i = buf.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buf.slice(0, i)) as Record<string, string>;
+        const text = buf.slice(0, i);
         buf = buf.slice(i + 1);
+        let line: Record<string, string>;
+        try {
+          line = JSON.parse(text) as Record<string, string>;
+        } catch {
+          return reject(new Error(`gospiffe ${args[0]} printed a line that is not JSON: ${text}`));
+        }
         lines.push(line);
         if (ready(line)) resolve({ child, lines });
       }
@@ -247,7 +253,8 @@ describe('go-spiffe against the agent', () => {
     // The source connects and is refused (PermissionDenied, which go-spiffe retries) before the entry exists.
     const refused = await spawnGo(UID.late, ['x509'], (l) => l['event'] === 'workloadapi-error' && /PermissionDenied/.test(l['error']!));
     await entry(GO_LATE, UID.late);
-    const got = await waitFor('the SVID at the waiting source', async () => refused.lines.find((l) => l['event'] === 'svid'));
+    // Bounded as the Go side is (go-spiffe retries a refused watch with a growing backoff).
+    const got = await waitFor('the SVID at the waiting source', async () => refused.lines.find((l) => l['event'] === 'svid'), 90_000);
     assert.equal((got['svid'] as unknown as Record<string, string>)['spiffeId'], GO_LATE);
   });
 

@@ -42,7 +42,7 @@ import (
 )
 
 // timeout bounds every one-shot command: how long a broken setup takes to fail, not a measurement.
-const timeout = 30 * time.Second
+const timeout = 60 * time.Second
 
 var (
 	outMu sync.Mutex
@@ -187,7 +187,7 @@ func x509Cmd(client workloadapi.SourceOption, rotate, newCA bool) {
 	if newCA {
 		// A CA rotation takes longer than one SVID: bounded by the caller's CA lifetime instead.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.Background(), 3*timeout)
+		ctx, cancel = context.WithTimeout(context.Background(), 2*timeout)
 		defer cancel()
 	}
 	src, err := workloadapi.NewX509Source(ctx, client)
