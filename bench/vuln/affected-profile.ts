@@ -99,10 +99,16 @@ try {
   if (process.env['ANALYZE']) await raw.execute('ANALYZE');
   const byCount = [...truth.entries()].sort((a, b) => b[1] - a[1]);
   for (const [cve, count] of [byCount[0]!, byCount[Math.floor(byCount.length / 10)]!, byCount[byCount.length - 1]!]) {
-    await affectedAnswer(store, cve, Date.now());
+    // FULL=1: every row (`store.affected`, what events and rollouts read) instead of the answer's page.
+    const answer = async () => {
+      if (!process.env['FULL']) return affectedAnswer(store, cve, Date.now());
+      const rows = await store.affected(cve, Date.now());
+      return { images: rows, page: { workloadsListed: rows.reduce((n, r) => n + r.running.length, 0) }, counts: { workloads: Number.NaN } };
+    };
+    await answer();
     log.length = 0;
     const s = performance.now();
-    const a = await affectedAnswer(store, cve, Date.now());
+    const a = await answer();
     const total = performance.now() - s;
     const sql = log.reduce((n, q) => n + q.ms, 0);
     console.log(
