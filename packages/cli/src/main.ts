@@ -204,7 +204,7 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
     } catch {
       throw err;
     }
-    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
+    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException', 'TokenPolicy'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
     if (!near.length) throw err;
     throw new ApiError(
       err.code,
