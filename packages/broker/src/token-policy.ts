@@ -161,7 +161,7 @@ export function parseTokenPolicies(text: string, opts: { readonly file?: string 
         if (typeof v !== 'string' && typeof v !== 'number') throw new Error('a duration like 2m or 90s');
         maxTtlMs = parseDuration(v, 'spec.maxTtl', MAX_TTL_MS, 1000);
       } catch (err) {
-        y.issue(tn, `spec.maxTtl: ${(err as Error).message} (at most 5m)`);
+        y.issue(tn, (err as Error).message.startsWith('spec.maxTtl') ? (err as Error).message : `spec.maxTtl: ${(err as Error).message}`);
         ok = false;
       }
     }
