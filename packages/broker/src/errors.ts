@@ -45,7 +45,11 @@ export class TokenError extends WritError {
 
   override toJSON(): { code: string; message: string; error: OAuthError; error_description: string } {
     // error_description is limited to printable ASCII without " and \ (RFC 6749 section 5.2).
-    const description = this.message.replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, '?').slice(0, 500);
+    const description = this.message
+      .replace(/"/g, "'")
+      .replace(/\\/g, '/')
+      .replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, '?')
+      .slice(0, 500);
     return { code: this.code, message: this.message, error: this.error, error_description: description };
   }
 }
