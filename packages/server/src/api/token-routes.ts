@@ -26,7 +26,17 @@ import {
   type TokenPolicy,
   type TokenRequest,
 } from '@writ/broker';
-import { isWritError, parseBundleJson, parseCertificate, validateJwtSvid, verifyX509Svid, type Certificate, type TrustBundle } from '@writ/spiffe';
+import {
+  JwtSvidValidator,
+  isWritError,
+  parseBundleJson,
+  parseCertificate,
+  validateJwtSvid,
+  verifyX509Svid,
+  type Certificate,
+  type TrustBundle,
+} from '@writ/spiffe';
+import type { DecisionRecord } from '../store/types.ts';
 import { newDecisionId } from '@writ/sdk/internal';
 import type { ApiContext } from './context.ts';
 import { readBytes, type AddRoute } from './http.ts';
@@ -54,45 +64,71 @@ function peerChain(req: IncomingMessage): Certificate[] {
 
 export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
   const logged = new WeakSet<TokenError>();
+  const verifiedSockets = new WeakMap<TLSSocket, { id: string; notAfter: number; bundleSequence: number | undefined }>();
   const td = ctx.trustDomain;
   const tdId = `spiffe://${td}`;
   const endpoint = (): string => `${ctx.publicUrl}${TOKEN_PATH}`;
   const issuer = (): string => ctx.jwtIssuer || ctx.publicUrl;
   const own = { get: (name: string) => (name === td ? ctx.ca.bundle() : undefined) };
 
+  // Policies and federated bundles from the hub's shared snapshot (what the agents get too): no
+  // query per exchange, and a change on this replica is seen at once, another replica's within 1 s.
   let policyCache: { revision: number; policies: TokenPolicy[] } | undefined;
-  const currentPolicies = async (): Promise<{ revision: number; policies: TokenPolicy[] }> => {
-    const rev = await ctx.store.getPolicyRevision();
-    if (!rev) return { revision: 0, policies: [] };
-    if (policyCache?.revision !== rev.revision) policyCache = { revision: rev.revision, policies: tokenPoliciesOf(rev.policies) };
+  let federated: { version: string; bundles: Map<string, TrustBundle> } = { version: '', bundles: new Map() };
+  const current = async (): Promise<{ revision: number; policies: TokenPolicy[] }> => {
+    const snap = await ctx.hub.snapshot();
+    if (policyCache?.revision !== snap.policyRevision)
+      policyCache = { revision: snap.policyRevision, policies: tokenPoliciesOf((JSON.parse(snap.policy) as { policies: Record<string, string> }).policies) };
+    if (federated.version !== snap.bundlesVersion) {
+      const bundles = new Map<string, TrustBundle>();
+      const fed = (JSON.parse(snap.bundles) as { federatedBundles?: Record<string, unknown> }).federatedBundles ?? {};
+      for (const [name, json] of Object.entries(fed)) {
+        try {
+          bundles.set(name, parseBundleJson(name, json));
+        } catch {
+          // A stored bundle that does not parse signs nothing here.
+        }
+      }
+      federated = { version: snap.bundlesVersion, bundles };
+    }
     return policyCache;
   };
-  const federated = new Map<string, { updatedAt: number; bundle: TrustBundle }>();
   /** This trust domain's bundle and the federated ones the server holds: what a subject JWT-SVID may be signed by. */
-  const subjectBundles = async () => {
-    const rows = await ctx.store.listFederatedBundles();
-    const live = new Set(rows.map((r) => r.trustDomain));
-    for (const k of federated.keys()) if (!live.has(k)) federated.delete(k);
-    for (const r of rows) {
-      if (federated.get(r.trustDomain)?.updatedAt === r.updatedAt) continue;
-      try {
-        federated.set(r.trustDomain, { updatedAt: r.updatedAt, bundle: parseBundleJson(r.trustDomain, r.bundle) });
-      } catch {
-        federated.delete(r.trustDomain);
-      }
-    }
-    return { get: (name: string) => (name === td ? ctx.ca.bundle() : federated.get(name)?.bundle) };
+  const subjectBundles = { get: (name: string) => (name === td ? ctx.ca.bundle() : federated.bundles.get(name)) };
+  // A subject token exchanged again (several targets, retries) is not verified again; a removed key still takes effect at once.
+  const subjectValidator = new JwtSvidValidator(subjectBundles, { clock: () => new Date(ctx.clock()) });
+
+  // Group commit: the decisions of the requests in flight go to the store in one write, and each
+  // answer waits for its own record, so no token leaves unlogged.
+  let pending: DecisionRecord[] = [];
+  let flush: Promise<void> | undefined;
+  const record = (d: DecisionRecord): Promise<void> => {
+    pending.push(d);
+    flush ??= new Promise<void>((r) => setImmediate(r)).then(() => {
+      const batch = pending;
+      pending = [];
+      flush = undefined;
+      return ctx.store.addDecisions(batch);
+    });
+    return flush;
   };
 
   /** The client: its X.509-SVID over mTLS, or a JWT-SVID client assertion (RFC 7523) for this trust domain or this endpoint. */
   const authenticateClient = (raw: IncomingMessage, tr: TokenRequest): string => {
     let fromCert: string | undefined;
-    const chain = peerChain(raw);
-    if (chain.length) {
-      try {
-        fromCert = verifyX509Svid(chain, new Map([[td, ctx.ca.bundle()]])).spiffeId.uri;
-      } catch (err) {
-        asTokenError(err, 'ERR_TOKEN_CLIENT_INVALID', 'client certificate rejected');
+    const sock = raw.socket as TLSSocket;
+    const known = verifiedSockets.get(sock);
+    // A connection's certificate cannot change: its chain is verified again only when it expired or the bundle changed.
+    if (known && known.notAfter > ctx.clock() && known.bundleSequence === ctx.ca.bundle().sequence) fromCert = known.id;
+    else {
+      const chain = peerChain(raw);
+      if (chain.length) {
+        try {
+          fromCert = verifyX509Svid(chain, new Map([[td, ctx.ca.bundle()]]), new Date(ctx.clock())).spiffeId.uri;
+        } catch (err) {
+          asTokenError(err, 'ERR_TOKEN_CLIENT_INVALID', 'client certificate rejected');
+        }
+        verifiedSockets.set(sock, { id: fromCert, notAfter: chain[0]!.notAfter.getTime(), bundleSequence: ctx.ca.bundle().sequence });
       }
     }
     let fromAssertion: string | undefined;
@@ -120,7 +156,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
   };
 
   /** The subject token, verified: a JWT-SVID (this or a federated trust domain), or a token Writ issued. */
-  const verifySubject = async (tr: TokenRequest, client: string): Promise<SubjectInfo & { tctx?: unknown; rctx?: unknown }> => {
+  const verifySubject = (tr: TokenRequest, client: string): SubjectInfo & { tctx?: unknown; rctx?: unknown } => {
     const now = ctx.clock();
     const typ = peekTyp(tr.subjectToken);
     if (typ === ACCESS_TOKEN_TYP || typ === TXN_TOKEN_TYP || tr.subjectTokenType === TOKEN_TYPE_TXN) {
@@ -160,7 +196,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
       );
     let svid;
     try {
-      svid = validateJwtSvid(tr.subjectToken, await subjectBundles(), { audience, now: new Date(now) });
+      svid = subjectValidator.validate(tr.subjectToken, audience);
     } catch (err) {
       asTokenError(err, 'ERR_TOKEN_GRANT_INVALID', 'subject_token rejected');
     }
@@ -192,20 +228,18 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
       let audience = '';
       let revision = 0;
       const log = async (decision: 'allow' | 'deny', reason: string, policy?: string): Promise<void> => {
-        await ctx.store.addDecisions([
-          {
-            id: newDecisionId(now),
-            at: now,
-            from: client,
-            to: audience,
-            action: 'token-exchange',
-            decision,
-            reason: reason.slice(0, 1000),
-            policyRevision: revision,
-            rule: policy ? `TokenPolicy/${policy}` : '',
-            reporter: 'server',
-          },
-        ]);
+        await record({
+          id: newDecisionId(now),
+          at: now,
+          from: client,
+          to: audience,
+          action: 'token-exchange',
+          decision,
+          reason: reason.slice(0, 1000),
+          policyRevision: revision,
+          rule: policy ? `TokenPolicy/${policy}` : '',
+          reporter: 'server',
+        });
       };
       try {
         const type = (req.raw.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -226,9 +260,9 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
         client = authenticateClient(req.raw, tr);
         if (tr.requestedTokenType === TOKEN_TYPE_TXN && tr.audience !== tdId)
           throw new TokenError('ERR_TOKEN_TARGET_INVALID', `a transaction token's audience is this trust domain, ${tdId}`);
-        const subject = await verifySubject(tr, client);
+        const set = await current();
+        const subject = verifySubject(tr, client);
         const actor = verifyActor(tr, client);
-        const set = await currentPolicies();
         revision = set.revision;
         const d = decideGrant(set.policies, {
           client,
