@@ -320,11 +320,35 @@ describe('POST /v1/token', () => {
       });
   });
 
+  it('a subject from a federated trust domain: refused until a TokenPolicy names its subjects, then granted', async () => {
+    const partner = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = partner.publicKey.export({ format: 'jwk' });
+    const put = await call('PUT', '/v1/federated-bundles/partner.test', {
+      body: JSON.stringify({ keys: [{ ...jwk, use: 'jwt-svid', kid: 'p1' }], spiffe_sequence: 1 }),
+      type: 'application/json',
+      admin: true,
+    });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    const bob = foreignSvid('spiffe://partner.test/users/bob', partner.privateKey, 'p1');
+    const refused = await exchange({ subject_token: bob, audience: ORDERS, scope: 'orders:read' }, WEB);
+    assert.equal(refused.status, 400, JSON.stringify(refused.body));
+    assert.equal(refused.body['error'], 'invalid_grant');
+    assert.match(refused.body['error_description'] as string, /does not allow tokens on behalf of spiffe:\/\/partner.test\/users\/bob/);
+    await applyPolicy(
+      srv,
+      srv.dataDir,
+      POLICY.replace('name: shop', 'name: partners').replace(`"${TD}/users/*", "${TD}/ns/shop/*"`, '"spiffe://partner.test/users/*"'),
+    );
+    const granted = await exchange({ subject_token: bob, audience: ORDERS, scope: 'orders:read' }, WEB);
+    assert.equal(granted.status, 200, JSON.stringify(granted.body));
+    assert.equal(claimsOf(granted.body['access_token'] as string)['sub'], 'spiffe://partner.test/users/bob');
+  });
+
   it('every grant and refusal is in the decision log with its reason (action token-exchange)', async () => {
     const r = await call('GET', `/v1/decisions?from=${encodeURIComponent(WEB)}&limit=1000`, { admin: true });
     assert.equal(r.status, 200);
     const mine = (r.body['decisions'] as Array<Record<string, string>>).filter((d) => d['action'] === 'token-exchange');
-    const allow = mine.find((d) => d['decision'] === 'allow' && d['to'] === ORDERS);
+    const allow = mine.find((d) => d['decision'] === 'allow' && d['to'] === ORDERS && d['rule'] === 'TokenPolicy/shop');
     assert.ok(allow, JSON.stringify(mine.slice(0, 3)));
     assert.equal(allow['rule'], 'TokenPolicy/shop');
     assert.match(allow['reason']!, /granted by TokenPolicy shop: orders:read/);
@@ -340,11 +364,10 @@ describe('POST /v1/token', () => {
   });
 });
 
-/** A well-formed JWT-SVID from a trust domain the server holds no bundle for. */
-function foreignSvid(): string {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+/** A well-formed JWT-SVID for web, signed by a key of another trust domain (by default one the server holds no bundle for). */
+function foreignSvid(sub = 'spiffe://evil.test/users/alice', key = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, kid = 'evil'): string {
   const now = Math.floor(Date.now() / 1000);
   const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const input = `${b64({ alg: 'ES256', kid: 'evil', typ: 'JWT' })}.${b64({ sub: 'spiffe://evil.test/users/alice', aud: WEB, exp: now + 300, iat: now })}`;
-  return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+  const input = `${b64({ alg: 'ES256', kid, typ: 'JWT' })}.${b64({ sub, aud: WEB, exp: now + 300, iat: now })}`;
+  return `${input}.${sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
 }
