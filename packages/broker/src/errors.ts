@@ -5,7 +5,10 @@
  */
 import { WritError } from '@writ/spiffe';
 
-/** RFC 6749 section 5.2 error values, and RFC 8693's `invalid_target`. */
+/**
+ * RFC 6749 section 5.2 error values and RFC 8693's `invalid_target` (the token endpoint), and
+ * RFC 6750 section 3.1's `invalid_token` and `insufficient_scope` (a receiver refusing a bearer token).
+ */
 export const OAUTH_ERRORS = [
   'invalid_request',
   'invalid_client',
@@ -14,6 +17,8 @@ export const OAUTH_ERRORS = [
   'unsupported_grant_type',
   'invalid_scope',
   'invalid_target',
+  'invalid_token',
+  'insufficient_scope',
 ] as const;
 export type OAuthError = (typeof OAUTH_ERRORS)[number];
 
@@ -26,10 +31,10 @@ export const BROKER_ERROR_CODES = {
   ERR_TOKEN_GRANT_TYPE_UNSUPPORTED: 'unsupported_grant_type',
   ERR_TOKEN_SCOPE_INVALID: 'invalid_scope',
   ERR_TOKEN_TARGET_INVALID: 'invalid_target',
-  // The receiving side (verifyToken): not a token endpoint answer.
-  ERR_TOKEN_INVALID: 'invalid_request',
-  ERR_TOKEN_SCOPE_INSUFFICIENT: 'invalid_scope',
-  ERR_TOKEN_DEPTH_EXCEEDED: 'invalid_grant',
+  // The receiving side (verifyToken), for a `WWW-Authenticate: Bearer error="..."` answer (RFC 6750).
+  ERR_TOKEN_INVALID: 'invalid_token',
+  ERR_TOKEN_SCOPE_INSUFFICIENT: 'insufficient_scope',
+  ERR_TOKEN_DEPTH_EXCEEDED: 'invalid_token',
 } as const satisfies Record<string, OAuthError>;
 export type BrokerErrorCode = keyof typeof BROKER_ERROR_CODES;
 

@@ -119,6 +119,7 @@ describe('verifying a Writ token (the receiving side)', () => {
     it(`refuses ${name}: ${code}`, () => {
       const e = refused(fn);
       assert.equal(e.code, code);
+      assert.equal(e.error, code === 'ERR_TOKEN_SCOPE_INSUFFICIENT' ? 'insufficient_scope' : 'invalid_token');
       assert.match(e.message, msg);
     });
 });
