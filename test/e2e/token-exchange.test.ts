@@ -355,6 +355,9 @@ describe('POST /v1/token', () => {
     const deny = mine.find((d) => d['decision'] === 'deny' && /billing:pay/.test(d['reason']!));
     assert.ok(deny);
     assert.match(deny['reason']!, /^ERR_TOKEN_SCOPE_INVALID: /);
+    const m = await call('GET', '/metrics');
+    assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="granted"\} [1-9]\d*$/m);
+    assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="invalid_scope"\} [1-9]\d*$/m);
   });
 
   it('the server still has its TokenPolicy in the policy list, with its kind', async () => {

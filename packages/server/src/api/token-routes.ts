@@ -314,6 +314,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
           };
         });
         await log('allow', d.reason, d.policy);
+        ctx.metrics.tokenExchanges.inc({ result: 'granted' });
         return {
           status: 200,
           body: {
@@ -328,7 +329,10 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
         };
       } catch (err) {
         // Refusals decided by policy were logged above with their policy; the other refusals here.
-        if (err instanceof TokenError && !logged.has(err)) await log('deny', `${err.code}: ${err.message}`);
+        if (err instanceof TokenError) {
+          if (!logged.has(err)) await log('deny', `${err.code}: ${err.message}`);
+          ctx.metrics.tokenExchanges.inc({ result: err.error });
+        }
         throw err;
       }
     },
