@@ -21,11 +21,10 @@ import { parseDuration } from '@writ/spiffe';
 import { matchSegments, parseIdPattern, type Pattern } from '@writ/policy';
 import { YamlReader } from '@writ/policy/internal';
 import { TOKEN_TYPE_JWT, TOKEN_TYPE_TXN, type IssuedTokenType } from './request.ts';
+import { DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, MAX_TTL_MS } from './limits.ts';
 
 export const TOKEN_POLICY_KIND = 'TokenPolicy';
-export const DEFAULT_MAX_DEPTH = 3;
-export const MAX_DEPTH_LIMIT = 5;
-export const MAX_TTL_MS = 5 * 60_000;
+export { DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, MAX_TTL_MS };
 export const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
 export type Day = (typeof DAYS)[number];
 

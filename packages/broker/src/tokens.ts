@@ -14,7 +14,7 @@
 import { randomUUID, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { derToJose, isWritError, jwtAlgorithmFor, parseSpiffeId, verifyJws, type JwtBundleSource, type Signer } from '@writ/spiffe';
 import { TokenError } from './errors.ts';
-import { MAX_DEPTH_LIMIT } from './token-policy.ts';
+import { MAX_DEPTH_LIMIT } from './limits.ts';
 
 export const ACCESS_TOKEN_TYP = 'at+jwt';
 export const TXN_TOKEN_TYP = 'txntoken+jwt';
