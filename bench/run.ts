@@ -7,6 +7,7 @@ const BENCHES = {
   propagation: './propagation.ts',
   proxy: './proxy.ts',
   admission: './admission.ts',
+  broker: './broker.ts',
   vuln: './vuln.ts',
 } as const;
 const name = process.argv[2];

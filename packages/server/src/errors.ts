@@ -7,6 +7,7 @@ import type { ErrorCode as SpiffeErrorCode } from '@writ/spiffe';
 import type { POLICY_ERROR_CODES } from '@writ/policy';
 import type { OciErrorCode } from '@writ/oci';
 import type { VulnErrorCode } from '@writ/vuln';
+import type { BrokerErrorCode } from '@writ/broker';
 
 export const SERVER_ERROR_CODES = {
   // input
@@ -104,8 +105,29 @@ const VULN_STATUS: Record<VulnErrorCode, number> = {
   ERR_VULN_ID_INVALID: 400,
 };
 
+/** RFC 6749 section 5.2: invalid_client is a 401, every other token endpoint error a 400; a token a receiver refuses is its 401/403. */
+const BROKER_STATUS: Record<BrokerErrorCode, number> = {
+  ERR_TOKEN_REQUEST_INVALID: 400,
+  ERR_TOKEN_CLIENT_INVALID: 401,
+  ERR_TOKEN_GRANT_INVALID: 400,
+  ERR_TOKEN_CLIENT_UNAUTHORIZED: 400,
+  ERR_TOKEN_GRANT_TYPE_UNSUPPORTED: 400,
+  ERR_TOKEN_SCOPE_INVALID: 400,
+  ERR_TOKEN_TARGET_INVALID: 400,
+  ERR_TOKEN_INVALID: 401,
+  ERR_TOKEN_SCOPE_INSUFFICIENT: 403,
+  ERR_TOKEN_DEPTH_EXCEEDED: 403,
+};
+
 /** The HTTP status of every code the server answers with. */
-export const HTTP_STATUS: Readonly<Record<string, number>> = { ...SPIFFE_STATUS, ...POLICY_STATUS, ...OCI_STATUS, ...VULN_STATUS, ...SERVER_ERROR_CODES };
+export const HTTP_STATUS: Readonly<Record<string, number>> = {
+  ...SPIFFE_STATUS,
+  ...POLICY_STATUS,
+  ...OCI_STATUS,
+  ...VULN_STATUS,
+  ...BROKER_STATUS,
+  ...SERVER_ERROR_CODES,
+};
 
 export function httpStatusOf(code: string): number {
   return Object.hasOwn(HTTP_STATUS, code) ? HTTP_STATUS[code]! : 500;

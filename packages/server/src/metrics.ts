@@ -11,6 +11,8 @@ export interface Metrics {
   readonly decisionsDropped: Counter<'reporter'>;
   /** Admission webhook answers by hook, decision (allow, deny, skipped) and the strictest mode that applied. */
   readonly admissionReviews: Counter<'hook' | 'decision' | 'mode'>;
+  /** `POST /v1/token` answers: granted, or refused with the OAuth error (a closed set). */
+  readonly tokenExchanges: Counter<'result'>;
 }
 
 export function createMetrics(): Metrics {
@@ -32,6 +34,12 @@ export function createMetrics(): Metrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     }),
     svidsIssued: new Counter({ name: 'writ_svids_issued_total', help: 'SVIDs signed by the admin API.', labelNames: ['type'], registers: [registry] }),
+    tokenExchanges: new Counter({
+      name: 'writ_token_exchanges_total',
+      help: 'Token exchange answers: granted, or the RFC 6749 error of a refusal.',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
     decisions: new Counter({
       name: 'writ_authz_decisions_total',
       help: 'Authorization decisions reported by enforcement points.',

@@ -40,6 +40,7 @@ export {
 } from './x509.ts';
 export {
   signJwtSvid,
+  derToJose,
   validateJwtSvid,
   verifyJws,
   JwtSvidValidator,

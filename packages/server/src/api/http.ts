@@ -195,6 +195,13 @@ export async function readBody(req: IncomingMessage, body: RouteBody, proceed?: 
   return parsed;
 }
 
+/** A body's bytes, refused (ERR_BODY_TOO_LARGE) once the declared length or the bytes so far pass `limit`: for routes that read a form themselves. */
+export async function readBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) throw new WritError('ERR_BODY_TOO_LARGE', `request body larger than ${limit} bytes`);
+  const { chunks, size } = await collect(req, limit);
+  return Buffer.concat(chunks, size);
+}
+
 /** `line 3, column 14` (1-based) of a position in a text; `the end` past its last character. */
 function lineColumn(text: string, pos: number): string {
   if (pos >= text.length) return 'at the end';

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
 import { VULN_EXCEPTION_KIND, isVulnExceptionKey, parseVulnExceptions, vulnExceptionKey } from '@writ/vuln';
+import { TOKEN_POLICY_KIND, isTokenPolicyKey, parseTokenPolicies, tokenPolicyKey } from '@writ/broker';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
@@ -17,7 +18,7 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
     // A PolicyTest's case names (or an admission document's name) must not be taken for a policy's name.
-    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException)\b/m.test(d));
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException|TokenPolicy)\b/m.test(d));
   const out: Record<string, string> = {};
   for (const p of policies) {
     const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
@@ -148,12 +149,13 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const { policies, others } = parsePolicies(yaml, { file: 'request' });
       const tests = others.filter((x) => x.kind === 'PolicyTest');
       const refused = others.filter(
-        (x) => x.kind !== 'PolicyTest' && x.kind !== VULN_EXCEPTION_KIND && !(ADMISSION_KINDS as readonly string[]).includes(x.kind),
+        (x) =>
+          x.kind !== 'PolicyTest' && x.kind !== VULN_EXCEPTION_KIND && x.kind !== TOKEN_POLICY_KIND && !(ADMISSION_KINDS as readonly string[]).includes(x.kind),
       );
       if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException and VulnException can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException, VulnException and TokenPolicy can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
       // Admission documents are validated with their own line numbers and kept under `Kind/name`.
       const admission = others.some((x) => (ADMISSION_KINDS as readonly string[]).includes(x.kind))
@@ -170,9 +172,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
         ...admission.policies.map((p) => [admissionKey('AdmissionPolicy', p.name), p.source] as const),
         ...admission.exceptions.map((e) => [admissionKey('AdmissionException', e.name), e.source] as const),
         ...vulnExceptions.map((e) => [vulnExceptionKey(e.name), e.source] as const),
+        ...(others.some((x) => x.kind === TOKEN_POLICY_KIND) ? parseTokenPolicies(yaml, { file: 'request' }) : []).map(
+          (t) => [tokenPolicyKey(t.name), t.source] as const,
+        ),
       ];
       if (policies.length === 0 && tests.length === 0 && admissionDocs.length === 0)
-        throw new WritError('ERR_POLICY_INVALID', 'no AccessPolicy, AdmissionPolicy, AdmissionException or VulnException documents in the request');
+        throw new WritError(
+          'ERR_POLICY_INVALID',
+          'no AccessPolicy, AdmissionPolicy, AdmissionException, VulnException or TokenPolicy documents in the request',
+        );
       const current = await ctx.store.getPolicyRevision();
       const incoming = { ...sourcesByName(yaml, policies), ...Object.fromEntries(admissionDocs) };
       // Tests alone change nothing (even with replace): they are checked against the current set.
@@ -230,6 +238,10 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     const policies = Object.entries(r.policies)
       .sort()
       .map(([name, y]) => {
+        if (isTokenPolicyKey(name)) {
+          const t = parseTokenPolicies(y, { file: name })[0]!;
+          return { name, kind: TOKEN_POLICY_KIND, clients: t.clients.map((p) => p.source), audiences: t.audiences.map((p) => p.source), scopes: t.scopes };
+        }
         if (isVulnExceptionKey(name)) {
           const e = parseVulnExceptions(y, { file: name, stored: true })[0]!;
           return {

@@ -282,6 +282,12 @@ export class CertificateAuthority {
     return { token: signJwtSvid(claims, key.kid, key.signer), expiresAt };
   }
 
+  /** Signs with the active JWT key tokens other than JWT-SVIDs (token exchange): `fn` gets its kid, signer and end (epoch ms). */
+  withJwtKey<T>(fn: (kid: string, signer: Signer, notAfter: number) => T): T {
+    const key = this.#active(this.#jwt);
+    return fn(key.kid, key.signer, key.record.notAfter);
+  }
+
   /** Public state of this replica's authorities, for `writ ca show` style introspection and tests. */
   authorities(): Array<Pick<Authority, 'id' | 'kind' | 'status' | 'notBefore' | 'notAfter' | 'serverId'>> {
     return [...this.#x509, ...this.#jwt].map(({ record: { id, kind, status, notBefore, notAfter, serverId } }) => ({

@@ -1,0 +1,165 @@
+/**
+ * Token-exchange benchmark: the broker's core on one core (decide + claims + sign, and a
+ * receiver's verifyToken) beside plain JWT-SVID signing with the same key, then `POST /v1/token`
+ * through a real `writ server` process (mTLS client, keep-alive) beside `POST /v1/svids/jwt` in the
+ * same run: exchanges per second and p50/p99 latency.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import { TOKEN_TYPE_JWT, accessTokenClaims, decideGrant, parseTokenPolicies, signToken, verifyToken, ACCESS_TOKEN_TYP } from '@writ/broker';
+import { createCsr, signJwtSvid, toPem } from '@writ/spiffe';
+import { generateSigner } from '@writ/server';
+import { fmt, percentile, rate, row } from './util.ts';
+import { startServer } from './vuln/server.ts';
+
+const TD = 'bench.example';
+const WEB = `spiffe://${TD}/ns/shop/web`;
+const ORDERS = `spiffe://${TD}/ns/shop/orders`;
+const USER = `spiffe://${TD}/users/alice`;
+const POLICY = `apiVersion: writ.dev/v1
+kind: TokenPolicy
+metadata: { name: shop }
+spec:
+  clients: ["spiffe://${TD}/ns/shop/*"]
+  subjects: ["spiffe://${TD}/users/*"]
+  audiences: ["spiffe://${TD}/ns/shop/*"]
+  scopes: ["orders:*"]
+`;
+
+function core(seconds: number): void {
+  const signer = generateSigner('ec-p256');
+  const policies = parseTokenPolicies(POLICY);
+  const bundles = new Map([[TD, { jwtAuthorities: new Map([['k', signer.publicKey]]) }]]);
+  const now = Date.now();
+  const subject = { id: USER, kind: 'jwt-svid' as const, actors: [], expiresAt: now + 300_000 };
+  const svid = rate(seconds, (i) => signJwtSvid({ sub: `${USER}${i & 1023}`, aud: ORDERS, exp: Math.floor(now / 1000) + 300 }, 'k', signer));
+  const exchange = rate(seconds, () => {
+    const d = decideGrant(policies, { client: WEB, subject, audience: ORDERS, scopes: ['orders:read'], requestedTokenType: TOKEN_TYPE_JWT, now });
+    if (!d.granted) throw new Error(d.reason);
+    signToken(
+      accessTokenClaims({ issuer: 'https://bench', subject: USER, audience: ORDERS, scopes: d.scopes, client: WEB, actors: d.actors, now, ttlMs: d.ttlMs }),
+      ACCESS_TOKEN_TYP,
+      'k',
+      signer,
+    );
+  });
+  const token = signToken(
+    accessTokenClaims({ issuer: 'https://bench', subject: USER, audience: ORDERS, scopes: ['orders:read'], client: WEB, actors: [WEB], now, ttlMs: 300_000 }),
+    ACCESS_TOKEN_TYP,
+    'k',
+    signer,
+  );
+  const verify = rate(seconds, () => verifyToken(token, { bundles, trustDomain: TD, audience: ORDERS, scopes: ['orders:read'] }), 500);
+  console.log(`\nBroker core (one core, EC P-256, ${seconds}s per measurement)\n`);
+  row('measurement', 'ops/s', 'baseline (same run)', 'ratio', 'target');
+  row('decide + claims + sign (access token)', fmt(exchange), `JWT-SVID sign ${fmt(svid)}/s`, (exchange / svid).toFixed(2), '>= 5,000/s');
+  row('verifyToken (receiver)', fmt(verify), '', '', '');
+}
+
+interface Client {
+  post(path: string, body: string, type: string, auth?: string): Promise<{ status: number; body: string }>;
+  destroy(): void;
+}
+
+function client(url: string, ca: Buffer, tls: { cert?: string; key?: string }, sockets: number): Client {
+  const agent = new Agent({ keepAlive: true, maxSockets: sockets, ca, ...tls });
+  const u = new URL(url);
+  return {
+    post: (path, body, type, auth) =>
+      new Promise((resolve, reject) => {
+        const req = request(
+          {
+            agent,
+            host: u.hostname,
+            port: u.port,
+            method: 'POST',
+            path,
+            headers: { 'content-type': type, 'content-length': Buffer.byteLength(body), ...(auth ? { authorization: `Bearer ${auth}` } : {}) },
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (d: Buffer) => (text += d.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      }),
+    destroy: () => agent.destroy(),
+  };
+}
+
+/** `concurrency` requests in flight for `seconds`: requests/s and p50/p99 in ms. */
+async function load(seconds: number, concurrency: number, send: () => Promise<void>): Promise<{ rate: number; p50: number; p99: number }> {
+  for (let i = 0; i < 200; i++) await send(); // warm-up
+  const lat: number[] = [];
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        await send();
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
+  lat.sort((a, b) => a - b);
+  return { rate: lat.length / ((performance.now() - start) / 1000), p50: percentile(lat, 50), p99: percentile(lat, 99) };
+}
+
+async function throughServer(seconds: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-bench-broker-'));
+  const srv = await startServer(dir, 'sqlite');
+  try {
+    const ca = readFileSync(join(dir, 'bundle.pem'));
+    const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+    const admin = client(srv.url, ca, {}, 8);
+    const json = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
+      const r = await admin.post(path, JSON.stringify(body), 'application/json', token);
+      if (r.status >= 300) throw new Error(`${path}: ${r.status} ${r.body}`);
+      return JSON.parse(r.body) as Record<string, unknown>;
+    };
+    await json('/v1/policies', { yaml: POLICY });
+    const signer = generateSigner('ec-p256');
+    const x509 = await json('/v1/svids/x509', { spiffeId: WEB, csr: toPem('CERTIFICATE REQUEST', createCsr(signer, signer.publicKey)) });
+    const key = signer.key.export({ format: 'pem', type: 'pkcs8' }) as string;
+    const web = client(srv.url, ca, { cert: x509['svid'] as string, key }, 8);
+    const subjects = await Promise.all(
+      Array.from({ length: 50 }, async () => (await json('/v1/svids/jwt', { spiffeId: USER, audience: [WEB] }))['token'] as string),
+    );
+    let i = 0;
+    const form = (t: string) =>
+      `grant_type=${encodeURIComponent('urn:ietf:params:oauth:grant-type:token-exchange')}&subject_token=${t}&subject_token_type=${encodeURIComponent(TOKEN_TYPE_JWT)}&audience=${encodeURIComponent(ORDERS)}&scope=orders%3Aread`;
+    const bodies = subjects.map(form);
+    const ex = await load(seconds, 8, async () => {
+      const r = await web.post('/v1/token', bodies[i++ % bodies.length]!, 'application/x-www-form-urlencoded');
+      if (r.status !== 200) throw new Error(`exchange: ${r.status} ${r.body}`);
+    });
+    const mintBody = JSON.stringify({ spiffeId: USER, audience: [ORDERS] });
+    const mint = await load(seconds, 8, async () => {
+      const r = await admin.post('/v1/svids/jwt', mintBody, 'application/json', token);
+      if (r.status !== 201) throw new Error(`mint: ${r.status} ${r.body}`);
+    });
+    console.log(`\nThrough the server (a writ server process, SQLite, 8 keep-alive connections, ${seconds}s each)\n`);
+    row('measurement', 'req/s', 'p50 / p99 ms', '', 'target');
+    row('POST /v1/token (mTLS, JWT-SVID subject)', fmt(ex.rate), `${ex.p50.toFixed(2)} / ${ex.p99.toFixed(2)}`, '', '>= 5,000/s per core');
+    row('POST /v1/svids/jwt (baseline)', fmt(mint.rate), `${mint.p50.toFixed(2)} / ${mint.p99.toFixed(2)}`, `${(ex.rate / mint.rate).toFixed(2)}x`, '');
+    admin.destroy();
+    web.destroy();
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(): Promise<void> {
+  const seconds = Number(process.env['BENCH_SECONDS'] ?? 3);
+  core(seconds);
+  await throughServer(seconds);
+}
