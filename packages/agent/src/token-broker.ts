@@ -141,6 +141,16 @@ function typOf(token: string): string {
   }
 }
 
+/** The `exp` claim of a compact JWS, undefined when it has none. */
+function expOf(token: string): number | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown };
+    return typeof c.exp === 'number' && Number.isFinite(c.exp) ? c.exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 interface Parsed {
   readonly audience: string;
   readonly scopes: string[];
@@ -261,7 +271,9 @@ export class TokenBroker {
     const j = res.json;
     if (res.status === 200 && j && typeof j['access_token'] === 'string' && typeof j['expires_in'] === 'number') {
       const issued = j['issued_token_type'] === TYPES.txn_token ? 'txn_token' : 'jwt';
-      const expiresAt = now + j['expires_in'] * 1000;
+      // The token's own exp (expires_in is rounded down to whole seconds); it came from the pinned server.
+      const exp = expOf(j['access_token']);
+      const expiresAt = exp !== undefined && exp * 1000 > now ? exp * 1000 : now + j['expires_in'] * 1000;
       return {
         callerId: entry.spiffeId,
         token: j['access_token'],
