@@ -161,6 +161,37 @@ describe('TokenBroker through the agent', () => {
     assert.equal(await exchanges('granted'), granted + 1);
   });
 
+  it('a grpcio client generated from writ_broker.proto speaks the same messages (served from the cache, refusals as statuses)', async () => {
+    const stubs = mkdtempSync(join(tmpdir(), 'writ-broker-stubs-'));
+    try {
+      const gen = await run(DEBIAN_PYTHON, [
+        '-m',
+        'grpc_tools.protoc',
+        `-I${join(ROOT, 'packages/sdk/proto')}`,
+        `--python_out=${stubs}`,
+        `--grpc_python_out=${stubs}`,
+        'writ_broker.proto',
+      ]);
+      assert.equal(gen.code, 0, gen.stderr);
+      const py = async (...args: string[]): Promise<Record<string, unknown>> => {
+        const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/broker_client.py'), stubs, agent.socket, ...args]);
+        assert.equal(r.code, 0, r.stderr);
+        return JSON.parse(r.stdout) as Record<string, unknown>;
+      };
+      const r = await py(ORDERS, 'orders:read');
+      assert.equal(r['token'], first.token);
+      assert.equal(r['cached'], true);
+      assert.equal(r['token_type'], 'jwt');
+      assert.deepEqual(r['scope'], ['orders:read']);
+      assert.equal(r['expires_at'], Math.floor(first.expiresAt.getTime() / 1000));
+      const refused = await py(ORDERS, 'billing:pay');
+      assert.equal(refused['status'], 'INVALID_ARGUMENT');
+      assert.match(String(refused['details']), /^invalid_scope: .*billing:pay.* \[ERR_TOKEN_SCOPE_INVALID\]$/);
+    } finally {
+      cleanup(stubs);
+    }
+  });
+
   it('a transaction token for the trust domain, with the request context', async () => {
     const t = await client.exchangeToken({ audience: TD, scope: 'orders:read', tokenType: 'txn_token', requestContext: { req_ip: '10.0.0.7' } });
     assert.equal(t.tokenType, 'txn_token');
