@@ -214,6 +214,7 @@ describe('TokenBroker through the agent', () => {
     const bad = await refusal(client.exchangeToken({ audience: 'https://orders.example', scope: 'orders:read' }));
     assert.equal(bad.code, GRPC_STATUS.INVALID_ARGUMENT);
     assert.equal(bad.error, 'invalid_request');
+    assert.equal(bad.writCode, 'ERR_TOKEN_REQUEST_INVALID');
     assert.match(bad.message, /audience must be a SPIFFE ID/);
   });
 

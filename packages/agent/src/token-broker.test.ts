@@ -201,7 +201,7 @@ describe('TokenBroker', () => {
     for (const [r, re] of bad) {
       const e = await refusal(f.broker.exchange([entry(WEB)], req(r)));
       assert.equal(e.code, GRPC_STATUS.INVALID_ARGUMENT, re.source);
-      assert.match(e.details, /^invalid_request: /);
+      assert.match(e.details, /^invalid_request: .* \[ERR_TOKEN_REQUEST_INVALID\]$/);
       assert.match(e.details, re);
     }
     assert.equal(f.forms.length, 0);

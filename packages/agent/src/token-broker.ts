@@ -107,7 +107,7 @@ export interface TokenBrokerOptions {
   readonly maxEntries?: number;
 }
 
-const invalid = (msg: string): GrpcError => new GrpcError(GRPC_STATUS.INVALID_ARGUMENT, refusalMessage('invalid_request', msg, ''));
+const invalid = (msg: string): GrpcError => new GrpcError(GRPC_STATUS.INVALID_ARGUMENT, refusalMessage('invalid_request', msg, 'ERR_TOKEN_REQUEST_INVALID'));
 const hash = (s: string): string => (s ? createHash('sha256').update(s).digest('base64url') : '');
 /** RFC 6749 appendix A.4: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
