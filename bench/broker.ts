@@ -2,8 +2,10 @@
  * Token-exchange benchmark: the broker's core on one core (decide + claims + sign, and a
  * receiver's verifyToken) beside plain JWT-SVID signing with the same key, then `POST /v1/token`
  * through a real `writ server` process (mTLS client, keep-alive) beside `POST /v1/svids/jwt` in the
- * same run: exchanges per second and p50/p99 latency.
+ * same run: exchanges per second and p50/p99 latency; then the SDK's `exchangeToken` through a
+ * `writ agent` process (the agent's TokenBroker), answered from its cache and asking the server.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -13,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { TOKEN_TYPE_JWT, accessTokenClaims, decideGrant, parseTokenPolicies, signToken, verifyToken, ACCESS_TOKEN_TYP } from '@writ/broker';
 import { createCsr, signJwtSvid, toPem } from '@writ/spiffe';
 import { generateSigner } from '@writ/server';
+import { WorkloadClient } from '@writ/sdk';
 import { fmt, percentile, rate, row } from './util.ts';
 import { startServer } from './vuln/server.ts';
 
@@ -25,7 +28,7 @@ kind: TokenPolicy
 metadata: { name: shop }
 spec:
   clients: ["spiffe://${TD}/ns/shop/*"]
-  subjects: ["spiffe://${TD}/users/*"]
+  subjects: ["spiffe://${TD}/users/*", "spiffe://${TD}/ns/shop/*"]
   audiences: ["spiffe://${TD}/ns/shop/*"]
   scopes: ["orders:*"]
 `;
@@ -152,9 +155,78 @@ async function throughServer(seconds: number): Promise<void> {
     row('POST /v1/svids/jwt (baseline)', fmt(mint.rate), `${mint.p50.toFixed(2)} / ${mint.p99.toFixed(2)}`, `${(ex.rate / mint.rate).toFixed(2)}x`, '');
     admin.destroy();
     web.destroy();
+    await throughAgent(seconds, dir, srv.url, json);
   } finally {
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The SDK's exchangeToken through a `writ agent` process: cached (one request again and again) and uncached (a new scope set each time). */
+async function throughAgent(seconds: number, dir: string, url: string, json: (path: string, body: unknown) => Promise<Record<string, unknown>>): Promise<void> {
+  await json('/v1/entries', { spiffeId: WEB, parentId: `spiffe://${TD}/writ/agent/bench`, selectors: [`unix:uid:${process.getuid!()}`] });
+  const joinToken = (await json('/v1/join-tokens', { nodeName: 'bench' }))['token'] as string;
+  const socket = join(dir, 'agent.sock');
+  const child = spawn(
+    process.execPath,
+    [
+      new URL('../packages/cli/bin/writ.js', import.meta.url).pathname,
+      'agent',
+      'start',
+      '--data-dir',
+      join(dir, 'agent'),
+      '--socket',
+      socket,
+      '--join-token',
+      joinToken,
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, WRIT_SERVER: url, WRIT_CA_FILE: join(dir, 'bundle.pem') },
+    },
+  );
+  const wl = new WorkloadClient(`unix://${socket}`, { attempts: 1 });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await wl.exchangeToken({ audience: ORDERS, scope: 'orders:read' });
+        break;
+      } catch (err) {
+        if (i > 300) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const svid = await load(seconds, 8, async () => {
+      if ((await wl.fetchJwtSvids([ORDERS])).length === 0) throw new Error('no JWT-SVID');
+    });
+    const cached = await load(seconds, 8, async () => {
+      if (!(await wl.exchangeToken({ audience: ORDERS, scope: 'orders:read' })).cached) throw new Error('expected a cached token');
+    });
+    let n = 0;
+    const fresh = await load(seconds, 8, async () => {
+      if ((await wl.exchangeToken({ audience: ORDERS, scope: `orders:n${n++}` })).cached) throw new Error('expected a new token');
+    });
+    console.log(`\nThrough the agent (SDK exchangeToken on the Workload API socket, 8 in flight, ${seconds}s each)\n`);
+    row('measurement', 'req/s', 'p50 / p99 ms', '', 'target');
+    row(
+      'exchangeToken, from the agent cache',
+      fmt(cached.rate),
+      `${cached.p50.toFixed(2)} / ${cached.p99.toFixed(2)}`,
+      `${(cached.rate / svid.rate).toFixed(2)}x`,
+      '',
+    );
+    row('FetchJWTSVID (baseline, agent-cached)', fmt(svid.rate), `${svid.p50.toFixed(2)} / ${svid.p99.toFixed(2)}`, '', '');
+    row(
+      'exchangeToken, agent asks the server',
+      fmt(fresh.rate),
+      `${fresh.p50.toFixed(2)} / ${fresh.p99.toFixed(2)}`,
+      `${(cached.rate / fresh.rate).toFixed(1)}x`,
+      '',
+    );
+  } finally {
+    wl.close();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
   }
 }
 

@@ -459,6 +459,20 @@ export class Agent extends EventEmitter {
     return this.#decisions.stats;
   }
 
+  /** The server client (the token broker forwards exchanges with it). */
+  get server(): ServerApi {
+    return this.#client;
+  }
+
+  /** The SPIFFE IDs of the current entries, quarantined and expired ones left out. */
+  currentIds(): Set<string> {
+    const now = this.#clock();
+    const live = Object.values(this.#state?.entries ?? {}).filter(
+      (e) => !this.#quarantined.has(e.spiffeId) && (e.expiresAt === null || Date.parse(e.expiresAt) > now),
+    );
+    return new Set(live.map((e) => e.spiffeId));
+  }
+
   /** The local decision engine (the last good policy revision, with the current quarantine). */
   get engine(): PolicyEngine {
     return this.#engine;

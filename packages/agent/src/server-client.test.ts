@@ -9,6 +9,7 @@ import pino from 'pino';
 import { WritError } from '@writ/spiffe';
 import { Agent } from './agent.ts';
 import { csrFor, generateKey, keyPem } from './keys.ts';
+import { ServerClient } from './server-client.ts';
 import { FakeCa } from './testing/fake-server.ts';
 
 const ca = new FakeCa('pin.test');
@@ -72,5 +73,25 @@ describe('the server identity is pinned before the first attestation', () => {
     const a = agentFor({ trustDomain: 'other.test' });
     await assert.rejects(a.start(), /expected spiffe:\/\/other\.test\/writ\/server/);
     a.stop();
+  });
+});
+
+describe('postForm (the token broker: no agent certificate, the client authenticates in the body)', () => {
+  it('is pinned too: the form never reaches an impostor; the pinned server gets it and its status comes back', async () => {
+    received.length = 0;
+    const impostor = new ServerClient(`https://localhost:${port}`, ca.pem, 'spiffe://pin.test/writ/server');
+    await assert.rejects(impostor.postForm('/v1/token', `client_assertion=${TOKEN}`), /presented spiffe:\/\/pin\.test\/ns\/web/);
+    impostor.close();
+    assert.equal(Buffer.concat(received).length, 0);
+    const pinned = new ServerClient(`https://localhost:${port}`, ca.pem, 'spiffe://pin.test/ns/web');
+    const r = await pinned.postForm('/v1/token', `client_assertion=${TOKEN}`);
+    pinned.close();
+    assert.deepEqual(r, { status: 500, json: undefined });
+    // The body may be in a later TLS record than the headers the recorder answered.
+    for (let i = 0; i < 100 && !Buffer.concat(received).toString().endsWith(TOKEN); i++) await new Promise((r) => setTimeout(r, 20));
+    const sent = Buffer.concat(received).toString();
+    assert.match(sent, /^POST \/v1\/token HTTP\/1\.1\r\n/);
+    assert.match(sent, /content-type: application\/x-www-form-urlencoded/i);
+    assert.ok(sent.endsWith(`client_assertion=${TOKEN}`));
   });
 });

@@ -10,6 +10,11 @@ export interface ServerApi {
   call<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T>;
   /** New trust roots or a new agent SVID (undefined: none, as when attesting): later requests use them. */
   configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void;
+  /**
+   * A form-encoded POST without the agent's certificate (the client authenticates in the body,
+   * as POST /v1/token's client_assertion): the status and the JSON answer, whatever the status.
+   */
+  postForm?(path: string, form: string, timeoutMs?: number): Promise<{ status: number; json: Record<string, unknown> | undefined }>;
   close(): void;
 }
 
@@ -21,6 +26,8 @@ export class ServerClient implements ServerApi {
   readonly #serverId: string;
   #ca: string;
   #agent: HttpsAgent;
+  /** The same trust and pinning, no client certificate. */
+  #anonymous: HttpsAgent;
   #identity: { cert: string; key: string } | undefined;
 
   /** `serverId` is pinned from the first request on: a workload SVID from the same CA, with the right address, is not the server. */
@@ -29,15 +36,16 @@ export class ServerClient implements ServerApi {
     this.#ca = caPem;
     this.#serverId = serverId;
     this.#agent = this.#newAgent();
+    this.#anonymous = this.#newAgent(false);
   }
 
-  #newAgent(): HttpsAgent {
+  #newAgent(withIdentity = true): HttpsAgent {
     const expected = this.#serverId;
     return new HttpsAgent({
       keepAlive: true,
       maxSockets: 8,
       ca: this.#ca,
-      ...(this.#identity ?? {}),
+      ...(withIdentity ? (this.#identity ?? {}) : {}),
       checkServerIdentity: (host, cert) => {
         const err = checkServerIdentity(host, cert);
         if (err) return err;
@@ -56,17 +64,44 @@ export class ServerClient implements ServerApi {
     if ('identity' in opts) this.#identity = opts.identity;
     this.#agent.destroy();
     this.#agent = this.#newAgent();
+    if (opts.ca !== undefined) {
+      this.#anonymous.destroy();
+      this.#anonymous = this.#newAgent(false);
+    }
+  }
+
+  postForm(path: string, form: string, timeoutMs = 20_000): Promise<{ status: number; json: Record<string, unknown> | undefined }> {
+    return this.#send('POST', path, Buffer.from(form), 'application/x-www-form-urlencoded', timeoutMs, this.#anonymous, (status, json) => ({ status, json }));
   }
 
   call<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body);
     const type = Buffer.isBuffer(body) ? DECISION_REPORT_TYPE : 'application/json';
+    return this.#send(method, path, payload, type, timeoutMs, this.#agent, (status, json) => {
+      if (status >= 200 && status < 300 && json) return json as T;
+      const code = typeof json?.['code'] === 'string' && ERROR_CODE_FORMAT.test(json['code']) ? json['code'] : 'ERR_REQUEST_FAILED';
+      throw new WritError(
+        code,
+        typeof json?.['message'] === 'string' ? json['message'] : `server answered HTTP ${status}${json ? '' : ' with a body that is not JSON'}`,
+      );
+    });
+  }
+
+  #send<T>(
+    method: string,
+    path: string,
+    payload: string | Buffer | undefined,
+    type: string,
+    timeoutMs: number,
+    agent: HttpsAgent,
+    answer: (status: number, json: Record<string, unknown> | undefined) => T,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const req = request(
         new URL(path, this.#base),
         {
           method,
-          agent: this.#agent,
+          agent,
           timeout: timeoutMs,
           headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}) },
         },
@@ -85,15 +120,11 @@ export class ServerClient implements ServerApi {
             } catch {
               json = undefined;
             }
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300 && json) return resolve(json as T);
-            const code = typeof json?.['code'] === 'string' && ERROR_CODE_FORMAT.test(json['code']) ? json['code'] : 'ERR_REQUEST_FAILED';
-            reject(
-              new WritError(
-                code,
-                typeof json?.['message'] === 'string' ? json['message'] : `server answered HTTP ${status}${json ? '' : ' with a body that is not JSON'}`,
-              ),
-            );
+            try {
+              resolve(answer(res.statusCode ?? 0, json));
+            } catch (err) {
+              reject(err);
+            }
           });
         },
       );
@@ -121,5 +152,6 @@ export class ServerClient implements ServerApi {
 
   close(): void {
     this.#agent.destroy();
+    this.#anonymous.destroy();
   }
 }

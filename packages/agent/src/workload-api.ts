@@ -30,11 +30,15 @@ import {
   parseCheckAction,
   readReport,
   type ReportedDecision,
+  TOKEN_BROKER_EXCHANGE,
+  decodeExchangeRequest,
+  encodeExchangeResponse,
 } from '@writ/sdk/internal';
 import type { Agent, EntryView } from './agent.ts';
 import type { WorkloadAttestor } from './attest/attestation.ts';
 import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
+import { TokenBroker } from './token-broker.ts';
 import { type AttestedCaller, describeWorkload } from './workload-reporter.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
@@ -100,6 +104,7 @@ export class WorkloadApiServer {
   readonly #server: Http2Server;
   readonly #streams = new Set<() => void>();
   readonly #sockets = new Set<Socket>();
+  readonly #broker: TokenBroker;
 
   constructor(opts: WorkloadApiOptions) {
     this.#o = opts;
@@ -121,9 +126,20 @@ export class WorkloadApiServer {
         socket.destroy();
       }
     });
+    const agent = opts.agent;
+    this.#broker = new TokenBroker({
+      trustDomain: agent.trustDomain,
+      jwtSvid: (e, aud) => agent.jwtSvid(e, aud),
+      postForm: (path, form) => {
+        const server = agent.server;
+        if (!server.postForm) throw new Error('this server client cannot post forms');
+        return server.postForm(path, form);
+      },
+    });
     this.#server.on('sessionError', () => undefined);
     this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers));
     opts.agent.on('update', () => {
+      this.#broker.retain(opts.agent.currentIds());
       for (const push of this.#streams) push();
     });
   }
@@ -203,6 +219,7 @@ export class WorkloadApiServer {
     if (call.method === AUTHZ_CHECK) return this.#check(call, request, stream);
     if (call.method === DECISION_REPORT) return this.#report(call, request, stream);
     if (call.method === WHO_AM_I) return this.#whoAmI(call, stream);
+    if (call.method === TOKEN_BROKER_EXCHANGE) return this.#exchange(call, request, stream);
     if (call.method === WATCH_POLICY) {
       if (call.metadata['workload.spiffe.io'] !== 'true')
         return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
@@ -337,6 +354,22 @@ export class WorkloadApiServer {
       encodeCheckResponse({ allowed: d.allowed, decision: d.decision, reason: d.reason, rule: d.rule?.name ?? '', policyRevision: d.revision, decisionId }),
     );
     return call.end();
+  }
+
+  /** writ.broker.v1.TokenBroker/Exchange (packages/sdk/proto/writ_broker.proto): token exchange as the attested caller (token-broker.ts). */
+  async #exchange(call: ServerCall, request: Buffer, stream: ServerHttp2Stream): Promise<void> {
+    if (call.metadata['workload.spiffe.io'] !== 'true')
+      return call.end(GRPC_STATUS.INVALID_ARGUMENT, 'security header missing from request: workload.spiffe.io: true');
+    const req = decodeRequest(() => decodeExchangeRequest(request));
+    const { selectors, workload } = await this.#caller(stream);
+    this.#served(call, 'Exchange', workload, selectors);
+    call.send(encodeExchangeResponse(await this.#broker.exchange(uniqueBySpiffeId(this.#o.agent.entriesFor(selectors)), req)));
+    return call.end();
+  }
+
+  /** The token broker's cache and how often it asked the server (for tests and `writ doctor`). */
+  get tokenBrokerStats(): { cached: number; asked: number } {
+    return this.#broker.stats;
   }
 
   /** writ.agent.v1.Debug/WhoAmI (packages/sdk/proto/writ_agent_debug.proto): the caller's selectors, even when they match no entry. */

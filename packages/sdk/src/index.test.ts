@@ -12,6 +12,7 @@ describe('@writ/sdk public surface', () => {
       'JwtSource',
       'JwtSvidValidator',
       'LocalPolicy',
+      'TokenExchangeError',
       'WorkloadClient',
       'X509Source',
       'authorizeAny',

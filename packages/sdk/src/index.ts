@@ -1,6 +1,14 @@
 // What a service author uses. The agent's, server's and proxy's plumbing (the gRPC layer, wire
 // codecs, the decision log's encoding) is in ./internal.ts, an entry point that is not published.
-export { WorkloadClient, type X509Context, type X509SvidItem, type RetryOptions } from './workload-client.ts';
+export {
+  WorkloadClient,
+  type X509Context,
+  type X509SvidItem,
+  type RetryOptions,
+  type ExchangeTokenOptions,
+  type ExchangedToken,
+} from './workload-client.ts';
+export { TokenExchangeError, type ExchangeTokenType } from './token-exchange.ts';
 export { BundleSet, X509Source, JwtSource, validateJwtSvid, type SourceOptions, type SourceWait } from './sources.ts';
 export type { JwtSvid } from './proto.ts';
 export {

@@ -45,6 +45,14 @@ export {
   type ValidateJwtSvidResponse,
 } from './proto.ts';
 export { splitDer, toX509Context } from './workload-client.ts';
+export {
+  TOKEN_BROKER_EXCHANGE,
+  decodeExchangeRequest,
+  encodeExchangeResponse,
+  refusalMessage,
+  type ExchangeRequestMessage,
+  type ExchangeResponseMessage,
+} from './token-exchange.ts';
 export { verifyPeer, peerChain, peerIdOf } from './tls.ts';
 export {
   DECISION_LIMITS,

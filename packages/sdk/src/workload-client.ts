@@ -16,6 +16,7 @@ import {
   encodeValidateJwtSvidRequest,
   type JwtSvid,
 } from './proto.ts';
+import { TOKEN_BROKER_EXCHANGE, TokenExchangeError, decodeExchangeResponse, encodeExchangeRequest, type ExchangeTokenType } from './token-exchange.ts';
 
 const HEADER = { 'workload.spiffe.io': 'true' };
 const M = '/SpiffeWorkloadAPI/';
@@ -90,6 +91,33 @@ const RETRYABLE: ReadonlySet<number> = new Set([GRPC_STATUS.UNAVAILABLE, GRPC_ST
 export interface RetryOptions {
   /** Attempts in all (default 5: 0.2, 0.4, 0.8, 1.6 s between them). 1 disables retries. */
   readonly attempts?: number;
+}
+
+export interface ExchangeTokenOptions {
+  /** The target's SPIFFE ID (for a transaction token: the trust domain ID). */
+  readonly audience: string;
+  /** One scope per item, or a space-separated string. */
+  readonly scope: string | readonly string[];
+  /** Default `jwt` (an access token for `audience`). */
+  readonly tokenType?: ExchangeTokenType;
+  /** A token this workload received, to act on behalf of its subject; default: the workload's own identity. */
+  readonly subjectToken?: string;
+  /** A JWT-SVID of this workload for the trust domain, passed on as actor_token. */
+  readonly actorToken?: string;
+  /** Transaction tokens: become the token's `rctx` and `tctx`. */
+  readonly requestContext?: Readonly<Record<string, unknown>>;
+  readonly requestDetails?: Readonly<Record<string, unknown>>;
+  /** Which of this workload's SPIFFE IDs asks (default: the first it gets). */
+  readonly spiffeId?: string;
+}
+
+export interface ExchangedToken {
+  readonly token: string;
+  readonly expiresAt: Date;
+  readonly scope: readonly string[];
+  readonly tokenType: ExchangeTokenType;
+  /** The agent answered from its cache. */
+  readonly cached: boolean;
 }
 
 export class WorkloadClient {
@@ -201,6 +229,49 @@ export class WorkloadClient {
     return decodeValidateJwtSvidResponse(
       await this.#retry(() => this.#grpc.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid: token }), HEADER)),
     );
+  }
+
+  /**
+   * Token exchange through the agent (writ.broker.v1.TokenBroker/Exchange): the agent asks the
+   * server's POST /v1/token as this workload and caches the answer. Rejects with a
+   * `TokenExchangeError` (a `GrpcError` with the OAuth `error` and Writ `writCode` of a refusal);
+   * retried only while the agent is unavailable or the workload has no identity yet.
+   */
+  async exchangeToken(opts: ExchangeTokenOptions): Promise<ExchangedToken> {
+    const scope = typeof opts.scope === 'string' ? [opts.scope] : [...opts.scope];
+    const req = encodeExchangeRequest({
+      audience: opts.audience,
+      scope,
+      requestedTokenType: opts.tokenType ?? 'jwt',
+      subjectToken: opts.subjectToken ?? '',
+      actorToken: opts.actorToken ?? '',
+      requestContext: opts.requestContext ? JSON.stringify(opts.requestContext) : '',
+      requestDetails: opts.requestDetails ? JSON.stringify(opts.requestDetails) : '',
+      spiffeId: opts.spiffeId ?? '',
+    });
+    let delay = 200;
+    for (let i = 1; ; i++) {
+      try {
+        const r = decodeExchangeResponse(await this.#grpc.unary(TOKEN_BROKER_EXCHANGE, req, HEADER));
+        if (!r.token) throw new TokenExchangeError(GRPC_STATUS.INTERNAL, 'the agent answered without a token');
+        return {
+          token: r.token,
+          expiresAt: new Date(r.expiresAt * 1000),
+          scope: r.scope,
+          tokenType: r.tokenType === 'txn_token' ? 'txn_token' : 'jwt',
+          cached: r.cached,
+        };
+      } catch (err) {
+        const e = TokenExchangeError.from(err);
+        // A refusal the server decided is not retried; an agent starting or an identity not issued yet is.
+        const retry =
+          e instanceof TokenExchangeError &&
+          (e.code === GRPC_STATUS.UNAVAILABLE || (e.code === GRPC_STATUS.PERMISSION_DENIED && e.error === '' && /no identity issued/.test(e.details)));
+        if (!retry || i >= this.#attempts) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+        delay *= 2;
+      }
+    }
   }
 
   #firstOfStream(method: string): Promise<Buffer> {
