@@ -278,4 +278,16 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO counters (name, value) VALUES ('vuln_event_seq', 0)`,
     ],
   },
+  {
+    // Federation relationships (issue 14, section 2): where each peer's bundle is fetched from and
+    // how the last fetch went. The fetched bundle itself goes into federated_bundles, as before.
+    version: 16,
+    statements: [
+      `CREATE TABLE federation_relationships (
+        trust_domain TEXT PRIMARY KEY, bundle_endpoint_url TEXT NOT NULL, profile TEXT NOT NULL, endpoint_spiffe_id TEXT,
+        created_at BIGINT NOT NULL, last_success_at BIGINT, last_error TEXT, last_error_code TEXT, last_error_at BIGINT,
+        sequence BIGINT, refresh_hint BIGINT, next_refresh_at BIGINT NOT NULL
+      )`,
+    ],
+  },
 ];
