@@ -38,6 +38,7 @@ import { imageSourceRoutes } from './image-sources-routes.ts';
 import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
 import { workloadRoutes } from './workload-routes.ts';
+import { federationRoutes } from './federation-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -380,5 +381,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   vulnerabilityRoutes(ctx, add);
   vexRoutes(ctx, add);
   workloadRoutes(ctx, add);
+  federationRoutes(ctx, add);
   return routes;
 }
