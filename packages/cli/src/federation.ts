@@ -1,6 +1,6 @@
 /** `writ federation ...`: federation relationships with peer trust domains (issue 14), and the server's bundle endpoint flags. */
 import { readFileSync } from 'node:fs';
-import { Option, type Command } from 'commander';
+import { CommanderError, Option, type Command } from 'commander';
 import { WritError, parseSpiffeId, parseTrustDomain } from '@writ/spiffe';
 import type { ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
@@ -155,7 +155,8 @@ export function registerFederation(program: Command, clientOf: (cmd: Command) =>
           r.lastError ? `${r.lastError.code}: ${r.lastError.message}` : '-',
         ]),
       }));
-      if (res.relationships.some((r) => ['failing', 'stale'].includes(statusOf(r)))) process.exitCode = 1;
+      // Already printed: the exit code is what a check script looks at.
+      if (res.relationships.some((r) => ['failing', 'stale'].includes(statusOf(r)))) throw new CommanderError(1, 'writ.failed', 'a peer is failing');
     });
 
   fed
