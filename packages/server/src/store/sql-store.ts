@@ -793,7 +793,8 @@ export class SqlStore implements Store {
   }
 
   async updateFederation(trustDomain: string, update: FederationStatusUpdate): Promise<boolean> {
-    return this.#changed(await fed.updateFederation(this.#db, trustDomain, update), { kind: 'federation' });
+    const updated = await fed.updateFederation(this.#db, trustDomain, update);
+    return updated ? this.#changed(true, { kind: 'federation' }) : false;
   }
 
   async deleteFederation(trustDomain: string): Promise<boolean> {
