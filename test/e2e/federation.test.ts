@@ -11,7 +11,7 @@ import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { cleanup, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 interface Status {
   trustDomain: string;
@@ -97,6 +97,7 @@ const x5cs = (b: BundleDoc): string[] =>
 describe('federation between writ servers', () => {
   let a: ServerProcess;
   let b: ServerProcess;
+  let agent: AgentProcess | undefined;
   let w: ServerProcess;
   let hostile: Server;
   let hostileUrl = '';
@@ -140,8 +141,10 @@ describe('federation between writ servers', () => {
   after(async () => {
     hostile?.closeAllConnections();
     hostile?.close();
+    await agent?.stop();
     await Promise.all([a?.stop(), b?.stop(), w?.stop()]);
     for (const s of [a, b, w]) if (s) cleanup(s.dataDir);
+    if (agent) cleanup(agent.dataDir);
     cleanup(tmp);
   });
 
@@ -183,6 +186,30 @@ describe('federation between writ servers', () => {
     assert.equal(onA.refreshIntervalSeconds, 5);
     assert.equal(onB.sequence, (await ownBundle(a)).spiffe_sequence);
 
+    // A workload of A that federates with B, served by a real agent: it gets what A fetched.
+    const e = await writ(a, [
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://a.test/ns/web',
+      '--parent-id',
+      'spiffe://a.test/writ/agent/node-a',
+      '--selector',
+      `unix:uid:${process.getuid!()}`,
+      '--federates-with',
+      'b.test',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const tok = await writ(a, ['token', 'create', '--node-name', 'node-a', '-o', 'json']);
+    assert.equal(tok.code, 0, tok.stderr);
+    agent = await startAgentProcess(a, { joinToken: (JSON.parse(tok.stdout) as { token: string }).token });
+    const workloadSees = async (): Promise<string> => {
+      const dir = mkdtempSync(join(tmp, 'svid-'));
+      const r = await writ(undefined, ['svid', 'fetch', '--socket', agent!.socket, '--write', dir]);
+      assert.equal(r.code, 0, r.stderr);
+      return readFileSync(join(dir, 'bundle.pem'), 'utf8').replace(/-----[A-Z ]+-----|\s/g, '');
+    };
+
     // The rotation: B publishes a successor CA; A fetches it (authenticating B's endpoint with what it holds)
     // while B's old CA still signs, so nothing B issues after the switch is unknown to A.
     const first = x5cs(bDoc);
@@ -195,6 +222,10 @@ describe('federation between writ servers', () => {
       60_000,
     );
     assert.ok(rotated.length >= 2, 'the old and the new CA are both held during the overlap');
+    const successor = rotated.find((c) => !first.includes(c))!;
+    await waitFor("B's successor CA in the bundles A's workload gets from its agent", async () =>
+      (await workloadSees()).includes(successor) ? true : undefined,
+    );
     const after = await status(a, 'b.test');
     assert.equal(after.lastError, null);
     assert.ok(after.sequence! > onA.sequence!, 'the sequence grew with the rotation');
@@ -237,6 +268,31 @@ describe('federation between writ servers', () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /ERR_BUNDLE_ENDPOINT_AUTH/);
     assert.match(refused.stderr, /spiffe:\/\/b\.test\/writ\/server/);
+
+    // The right ID, but bootstrapped with roots B's SVID does not chain to: refused by TLS too.
+    assert.equal((await writ(w, ['federation', 'delete', 'b.test'])).code, 0);
+    const recreate = (bootstrap: string) =>
+      writ(w, [
+        'federation',
+        'create',
+        '--trust-domain',
+        'b.test',
+        '--bundle-endpoint-url',
+        bUrl,
+        '--profile',
+        'https_spiffe',
+        '--endpoint-spiffe-id',
+        'spiffe://b.test/writ/server',
+        '--bootstrap-bundle',
+        bootstrap,
+      ]);
+    const otherDomain = await recreate(join(a.dataDir, 'bundle.pem'));
+    assert.equal(otherDomain.code, 1, "A's bundle is no bootstrap for b.test");
+    assert.match(otherDomain.stderr, /bootstrapBundle.*trust domain "a\.test".*\[ERR_FIELD_INVALID\]/);
+    assert.equal((await recreate(web.ca)).code, 0);
+    const unchained = await writ(w, ['federation', 'refresh', 'b.test']);
+    assert.equal(unchained.code, 1);
+    assert.match(unchained.stderr, /failed authentication \(https_spiffe\).*\[ERR_BUNDLE_ENDPOINT_AUTH\]/);
   });
 
   it('hostile bundle endpoints leave the last good bundle in place, and status says why', async () => {
@@ -249,6 +305,7 @@ describe('federation between writ servers', () => {
 
     const cases: Array<[string, string, RegExp]> = [
       ['redirect', 'ERR_BUNDLE_ENDPOINT_REDIRECT', /redirect \(302\); redirects are not followed/],
+      ['error', 'ERR_BUNDLE_ENDPOINT_STATUS', /HTTP 500/],
       ['garbage', 'ERR_BUNDLE_ENDPOINT_INVALID', /not JSON/],
       ['huge', 'ERR_BUNDLE_ENDPOINT_TOO_LARGE', /larger than 1048576 bytes/],
       ['other-td', 'ERR_BUNDLE_TRUST_DOMAIN_MISMATCH', /trust domain "b\.test", not "h\.test"/],
