@@ -87,7 +87,10 @@ export function registerFederation(program: Command, clientOf: (cmd: Command) =>
     .requiredOption('--bundle-endpoint-url <url>', 'its bundle endpoint, e.g. https://spire.partner.example:8443/')
     .addOption(new Option('--profile <profile>', 'how the endpoint is authenticated').choices(['https_web', 'https_spiffe']).makeOptionMandatory())
     .option('--endpoint-spiffe-id <id>', "https_spiffe: the endpoint's SPIFFE ID, e.g. spiffe://partner.example/spire/server")
-    .option('--bootstrap-bundle <file>', "https_spiffe: the peer's bundle to authenticate the first fetch (SPIFFE bundle JSON or PEM; '-' for stdin)")
+    .option(
+      '--bootstrap-bundle <file>',
+      "https_spiffe, an endpoint ID of the peer's trust domain: the peer's bundle to authenticate the first fetch (SPIFFE bundle JSON or PEM; '-' for stdin)",
+    )
     .addHelpText(
       'after',
       "\nhttps_spiffe checks the endpoint's X.509-SVID against the peer's bundle held here (the bootstrap bundle the first time), so it follows the peer's CA rotation by itself.\nhttps_web checks the endpoint with the Web PKI (system roots, NODE_EXTRA_CA_CERTS on the server).",
@@ -173,7 +176,7 @@ export function registerFederation(program: Command, clientOf: (cmd: Command) =>
   fed
     .command('delete')
     .argument('<trust-domain>')
-    .description('stop fetching the peer bundle (the last bundle fetched stays: writ bundle delete removes it)')
+    .description("end the relationship: stop fetching and drop the peer's bundle (entries federating with it lose it)")
     .action(async (td: string, _o: unknown, cmd: Command) => {
       await clientOf(cmd).api.call('DELETE', path(td));
       process.stderr.write(`deleted the federation relationship with ${td}\n`);

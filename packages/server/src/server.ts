@@ -233,6 +233,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     federation = new FederationRefresher({
       store,
       trustDomain: cfg.trustDomain,
+      ownAuthorities: () => ca.bundle().x509Authorities,
       fetch: httpsBundleFetcher({ timeoutMs: cfg.federationTimeoutMs, maxBytes: MAX_BUNDLE_BYTES }),
       clock,
       log,

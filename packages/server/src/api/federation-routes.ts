@@ -100,10 +100,11 @@ export function federationRoutes(ctx: ApiContext, add: AddRoute): void {
       if (!FEDERATION_PROFILES.includes(profile))
         throw new WritError('ERR_FIELD_INVALID', `field "profile" must be one of ${FEDERATION_PROFILES.join(', ')}`, { field: 'profile' });
       const endpointId = str(o, 'endpointSpiffeId', { max: 2048 });
+      let endpointTd: string | undefined;
       if (profile === 'https_spiffe') {
         if (endpointId === undefined)
           throw new WritError('ERR_FIELD_MISSING', 'field "endpointSpiffeId" is required for the https_spiffe profile', { field: 'endpointSpiffeId' });
-        withField('endpointSpiffeId', () => parseSpiffeId(endpointId));
+        endpointTd = withField('endpointSpiffeId', () => parseSpiffeId(endpointId)).trustDomain;
       } else if (endpointId !== undefined) {
         throw new WritError('ERR_FIELD_INVALID', 'field "endpointSpiffeId" is for the https_spiffe profile only', { field: 'endpointSpiffeId' });
       }
@@ -112,10 +113,20 @@ export function federationRoutes(ctx: ApiContext, add: AddRoute): void {
         throw new WritError('ERR_FIELD_INVALID', 'field "bootstrapBundle" is for the https_spiffe profile only (https_web trusts the Web PKI)', {
           field: 'bootstrapBundle',
         });
-      if (profile === 'https_spiffe' && !bootstrap && !(await ctx.store.getFederatedBundle(trustDomain)))
+      // A self-serving endpoint (its SPIFFE ID in the peer's trust domain) is first authenticated with
+      // the bootstrap bundle; any other with the bundle of its own trust domain (ours, or federated).
+      if (endpointTd === trustDomain && !bootstrap && !(await ctx.store.getFederatedBundle(trustDomain)))
         throw new WritError('ERR_FIELD_MISSING', `field "bootstrapBundle" is required: no bundle of "${trustDomain}" is held to authenticate its endpoint`, {
           field: 'bootstrapBundle',
         });
+      if (endpointTd !== undefined && endpointTd !== trustDomain && bootstrap)
+        throw new WritError(
+          'ERR_FIELD_INVALID',
+          `field "bootstrapBundle" is for a self-serving endpoint; ${endpointId} is authenticated with the bundle of ${endpointTd}`,
+          {
+            field: 'bootstrapBundle',
+          },
+        );
       const now = ctx.clock();
       const rel: FederationRelationship = {
         trustDomain,
@@ -163,10 +174,12 @@ export function federationRoutes(ctx: ApiContext, add: AddRoute): void {
     'DELETE',
     '/v1/federation/{trustDomain}',
     'admin',
-    'Delete a federation relationship (the bundle last fetched stays; `writ bundle delete` removes it).',
+    "End a federation relationship: stop fetching and drop the peer's bundle (agents drop it too).",
     async (req) => {
       const name = tdParam(req);
       if (!(await ctx.store.deleteFederation(name))) throw new WritError('ERR_FEDERATION_NOT_FOUND', `no federation relationship with trust domain "${name}"`);
+      // SPIFFE_Federation.md 6.3: terminating a relationship is deleting the local copy of the bundle.
+      await ctx.store.deleteFederatedBundle(name);
       return { status: 204, body: '' };
     },
   );

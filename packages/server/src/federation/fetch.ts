@@ -47,7 +47,12 @@ export function httpsBundleFetcher(limits: FetchLimits): BundleFetcher {
       };
       const spiffe = endpoint.profile === 'https_spiffe';
       if (spiffe && endpoint.trustAnchors.length === 0) {
-        reject(new WritError('ERR_BUNDLE_ENDPOINT_AUTH', 'no bundle of the trust domain to authenticate its endpoint with (give a bootstrap bundle)'));
+        reject(
+          new WritError(
+            'ERR_BUNDLE_ENDPOINT_AUTH',
+            `no bundle of the trust domain of ${endpoint.endpointSpiffeId} is held to authenticate the endpoint with (give a bootstrap bundle, or federate with that trust domain)`,
+          ),
+        );
         return;
       }
       const req = request(endpoint.url, {

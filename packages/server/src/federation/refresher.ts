@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
-import { WritError, formatBundleJson, isWritError, parseBundleJson, parseSpiffeId, type TrustBundle } from '@writ/spiffe';
+import { WritError, formatBundleJson, isWritError, parseBundleJson, parseSpiffeId, type Certificate, type TrustBundle } from '@writ/spiffe';
 import type { FederationRelationship, Store } from '../store/types.ts';
 import type { BundleFetcher } from './fetch.ts';
 
@@ -18,8 +18,6 @@ export const MIN_REFRESH_MS = 5_000;
 export const MAX_REFRESH_MS = 3_600_000;
 /** Without a hint (SPIFFE_Federation.md leaves the default to the implementation). */
 export const DEFAULT_REFRESH_MS = 300_000;
-/** After a failure, retried this soon (or at the refresh interval, if shorter). */
-export const RETRY_MS = 30_000;
 /** Up to this fraction earlier than the interval, so peers' fetches do not line up. */
 export const JITTER = 0.1;
 /** A peer whose last success is more than this many refresh intervals ago is stale (warning log, `stale: true`). */
@@ -29,6 +27,8 @@ export interface RefresherOptions {
   readonly store: Store;
   /** This server's own trust domain: never federated with itself. */
   readonly trustDomain: string;
+  /** This trust domain's own X.509 authorities: for a peer whose endpoint has one of our SPIFFE IDs. */
+  readonly ownAuthorities?: () => readonly Certificate[];
   readonly fetch: BundleFetcher;
   readonly clock: () => number;
   /** In [0, 1): the jitter. */
@@ -169,13 +169,12 @@ export class FederationRefresher {
     const rel = await store.getFederation(trustDomain);
     if (!rel) throw new WritError('ERR_FEDERATION_NOT_FOUND', `no federation relationship with trust domain "${trustDomain}"`);
     const stored = await store.getFederatedBundle(trustDomain);
-    const current = stored ? parseBundleJson(trustDomain, stored.bundle) : undefined;
     try {
       const body = await this.#o.fetch({
         url: rel.bundleEndpointUrl,
         profile: rel.profile,
         endpointSpiffeId: rel.endpointSpiffeId,
-        trustAnchors: current?.x509Authorities ?? [],
+        trustAnchors: rel.profile === 'https_spiffe' ? await this.#anchorsFor(rel, stored?.bundle) : [],
       });
       let bundle: TrustBundle;
       try {
@@ -219,7 +218,8 @@ export class FederationRefresher {
         lastError: e.message.slice(0, 500),
         lastErrorCode: e.code,
         lastErrorAt: now,
-        nextRefreshAt: now + this.#jittered(Math.min(interval, RETRY_MS)),
+        // SPIFFE_Federation.md 6.2: retried at the next polling interval, not aggressively.
+        nextRefreshAt: now + this.#jittered(interval),
       };
       await store.updateFederation(trustDomain, update).catch(() => undefined);
       const after = { ...rel, ...update };
@@ -230,6 +230,18 @@ export class FederationRefresher {
       else log.info(fields, 'federated bundle refresh failed; the last good bundle stays in use');
       throw e;
     }
+  }
+
+  /**
+   * The roots an https_spiffe endpoint's SVID must chain to (SPIFFE_Federation.md 5.2.2.4): the
+   * latest bundle of the endpoint SPIFFE ID's trust domain — the peer's own when the endpoint is
+   * self-serving (the bootstrap bundle the first time), else ours or another federated one.
+   */
+  async #anchorsFor(rel: FederationRelationship, peerBundle: string | undefined): Promise<readonly Certificate[]> {
+    const td = parseSpiffeId(rel.endpointSpiffeId ?? '').trustDomain;
+    if (td === this.#o.trustDomain) return this.#o.ownAuthorities?.() ?? [];
+    const json = td === rel.trustDomain ? peerBundle : (await this.#o.store.getFederatedBundle(td))?.bundle;
+    return json ? parseBundleJson(td, json).x509Authorities : [];
   }
 
   #remember(rel: FederationRelationship): void {

@@ -776,6 +776,6 @@ export interface FederationStore {
   listFederations(): Promise<FederationRelationship[]>;
   /** False when there is no such relationship (deleted meanwhile). */
   updateFederation(trustDomain: string, update: FederationStatusUpdate): Promise<boolean>;
-  /** The relationship only: the bundle last fetched stays in the federated bundles. */
+  /** The relationship only (the API also deletes the federated bundle). */
   deleteFederation(trustDomain: string): Promise<boolean>;
 }
