@@ -4,7 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { WritError, isWritError } from '@writ/spiffe';
+import { WritError, isWritError, type Certificate } from '@writ/spiffe';
 import { sqliteTestStore, type TestStore } from '../testing/stores.ts';
 import type { FederationRelationship } from '../store/types.ts';
 import type { BundleEndpoint } from './fetch.ts';
@@ -31,6 +31,9 @@ const rel = (trustDomain: string, now: number): FederationRelationship => ({
   nextRefreshAt: now,
 });
 
+/** Stand-ins for our own CA certificates: only their identity is compared. */
+const OWN = [{}, {}] as unknown as readonly Certificate[];
+
 describe('federation refresher', () => {
   let t: TestStore;
   let now = 1_000_000;
@@ -45,6 +48,7 @@ describe('federation refresher', () => {
     refresher = new FederationRefresher({
       store: t.store,
       trustDomain: 'home.test',
+      ownAuthorities: () => OWN,
       clock: () => now,
       random: () => 0.5,
       log,
@@ -135,6 +139,25 @@ describe('federation refresher', () => {
     assert.match(logs.at(-1)!.msg, /stale/);
     const metric = await registry.getSingleMetricAsString('writ_federation_bundle_staleness_seconds');
     assert.match(metric, /writ_federation_bundle_staleness_seconds\{trust_domain="peer.test"\} 960/);
+  });
+
+  it("https_spiffe: a self-serving endpoint is checked with the peer bundle held, any other with its own trust domain's", async () => {
+    answer = () => JSON.stringify({ keys: [] });
+    const spiffeRel = (td: string, endpoint: string): FederationRelationship => ({
+      ...rel(td, now),
+      profile: 'https_spiffe',
+      endpointSpiffeId: endpoint,
+    });
+    const anchorsOf = async (r: FederationRelationship): Promise<number> => {
+      await t.store.createFederation(r);
+      fetched.length = 0;
+      await refresher.refresh(r.trustDomain).catch(() => undefined);
+      return fetched[0]!.trustAnchors.length;
+    };
+    // No X.509 authority is held for these in this store: what is checked is where the anchors come from.
+    assert.equal(await anchorsOf(spiffeRel('self.test', 'spiffe://self.test/server')), 0, 'self-serving, nothing held yet');
+    assert.equal(await anchorsOf(spiffeRel('hosted.test', 'spiffe://home.test/bundle-server')), 2, 'an endpoint of ours: our own CAs');
+    assert.equal(fetched[0]!.trustAnchors, OWN);
   });
 
   it('an unknown trust domain is ERR_FEDERATION_NOT_FOUND', async () => {
