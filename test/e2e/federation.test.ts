@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -56,6 +57,43 @@ function webPki(): { ca: string; cert: string; key: string } {
   writeFileSync(join(tmp, 'web.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
   o(['x509', '-req', '-in', 'web.csr', '-CA', 'web-ca.pem', '-CAkey', 'web-ca.key', '-CAcreateserial', '-out', 'web.pem', '-days', '2', '-extfile', 'web.ext']);
   return { ca: join(tmp, 'web-ca.pem'), cert: join(tmp, 'web.pem'), key: join(tmp, 'web.key') };
+}
+
+/** A second localhost certificate from the same root (a renewal), as PEM text. */
+function renewedWebCert(): { cert: string; key: string } {
+  const o = (args: string[]): void => void execFileSync('openssl', args, { cwd: tmp, stdio: 'ignore' });
+  o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'web2.key', '-out', 'web2.csr', '-subj', '/CN=localhost']);
+  o([
+    'x509',
+    '-req',
+    '-in',
+    'web2.csr',
+    '-CA',
+    'web-ca.pem',
+    '-CAkey',
+    'web-ca.key',
+    '-CAcreateserial',
+    '-out',
+    'web2.pem',
+    '-days',
+    '2',
+    '-extfile',
+    'web.ext',
+  ]);
+  return { cert: readFileSync(join(tmp, 'web2.pem'), 'utf8'), key: readFileSync(join(tmp, 'web2.key'), 'utf8') };
+}
+
+/** The fingerprint of the certificate a TLS server presents. */
+function presented(url: string, ca: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = tlsConnect({ host: u.hostname, port: Number(u.port), servername: 'localhost', ca: readFileSync(ca) }, () => {
+      const fp = sock.getPeerCertificate().fingerprint256;
+      sock.end();
+      resolve(fp);
+    });
+    sock.once('error', reject);
+  });
 }
 
 /** The bundle endpoint URL a server logged at start. */
@@ -246,6 +284,14 @@ describe('federation between writ servers', () => {
     assert.equal(st.profile, 'https_web');
     assert.ok(st.lastSuccessAt);
     assert.deepEqual(x5cs(await heldBundle(a, 'w.test')), x5cs(await ownBundle(w)));
+
+    // The certificate files are renewed in place (as an ACME client does): W serves the new pair, A still fetches.
+    const renewed = renewedWebCert();
+    writeFileSync(web.key, renewed.key);
+    writeFileSync(web.cert, renewed.cert);
+    const want = new X509Certificate(renewed.cert).fingerprint256;
+    await waitFor('W serving the renewed certificate', async () => ((await presented(wUrl, web.ca)) === want ? true : undefined));
+    assert.equal((await writ(a, ['federation', 'refresh', 'w.test'])).code, 0);
 
     // W federates with B over https_spiffe but expects another endpoint ID: B's SVID does not pass.
     const bUrl = await endpointOf(b);

@@ -41,6 +41,7 @@ function readPem(file: string, field: string): string {
 export async function listenBundleEndpoint(c: BundleEndpointConfig, d: BundleEndpointDeps): Promise<BundleEndpointListener> {
   let expiresAt = 0;
   let files = '';
+  let refused = '';
   const identity = (): { key: string; cert: string } => {
     if (c.profile === 'https_web') {
       const cert = readPem(c.certFile!, 'bundleEndpointCert');
@@ -103,17 +104,22 @@ export async function listenBundleEndpoint(c: BundleEndpointConfig, d: BundleEnd
         if (d.clock() > expiresAt - d.renewAfterMs) server.setSecureContext({ ...identity(), minVersion: 'TLSv1.2' });
         return;
       }
-      let now: string;
+      let cert: string;
+      let key: string;
       try {
-        now = readPem(c.certFile!, 'bundleEndpointCert') + readPem(c.keyFile!, 'bundleEndpointKey');
+        cert = readPem(c.certFile!, 'bundleEndpointCert');
+        key = readPem(c.keyFile!, 'bundleEndpointKey');
       } catch (err) {
         return void d.log.warn({ err: (err as Error).message }, 'bundle endpoint: cannot re-read the certificate files; keeping the current ones');
       }
-      if (now === files) return;
+      // A pair caught half-written is refused once and tried again when the files change again.
+      if (cert + key === files || cert + key === refused) return;
       try {
-        server.setSecureContext({ ...identity(), minVersion: 'TLSv1.2' });
+        server.setSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+        files = cert + key;
         d.log.info('bundle endpoint: certificate files changed; serving the new certificate');
       } catch (err) {
+        refused = cert + key;
         d.log.warn({ err: (err as Error).message }, 'bundle endpoint: the new certificate files are not usable; keeping the current ones');
       }
     },
