@@ -108,6 +108,14 @@ describe('bundle fetcher', () => {
     await refused(spiffe(anchors), 'ERR_BUNDLE_ENDPOINT_STATUS', /HTTP 404/);
   });
 
+  it('a fetch in flight is cancelled when the server stops, without waiting for its timeout', async () => {
+    answer = () => undefined; // never answers
+    const stop = new AbortController();
+    const pending = fetch(spiffe([oldCa.cert, newCaPair.cert]), stop.signal);
+    setImmediate(() => stop.abort());
+    await assert.rejects(pending, (e) => isWritError(e, 'ERR_BUNDLE_ENDPOINT_UNREACHABLE') && /cancelled/.test(e.message));
+  });
+
   it('a port nobody listens on is unreachable', async () => {
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));

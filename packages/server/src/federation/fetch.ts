@@ -19,7 +19,7 @@ export interface BundleEndpoint {
 }
 
 /** Resolves to the response body; rejects with a WritError whose code says what went wrong. */
-export type BundleFetcher = (endpoint: BundleEndpoint) => Promise<string>;
+export type BundleFetcher = (endpoint: BundleEndpoint, signal?: AbortSignal) => Promise<string>;
 
 export interface FetchLimits {
   readonly timeoutMs: number;
@@ -39,7 +39,7 @@ function uriSans(cert: PeerCertificate): string[] {
 
 /** The real fetcher: node:https with a fresh connection per fetch (trust anchors change between fetches). */
 export function httpsBundleFetcher(limits: FetchLimits): BundleFetcher {
-  return (endpoint) =>
+  return (endpoint, signal) =>
     new Promise<string>((resolve, reject) => {
       const fail = (code: string, message: string): void => {
         req.destroy();
@@ -58,6 +58,7 @@ export function httpsBundleFetcher(limits: FetchLimits): BundleFetcher {
       const req = request(endpoint.url, {
         method: 'GET',
         agent: false,
+        ...(signal ? { signal } : {}),
         headers: { accept: 'application/json' },
         ...(spiffe
           ? {
@@ -79,7 +80,8 @@ export function httpsBundleFetcher(limits: FetchLimits): BundleFetcher {
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         const code = err.code ?? '';
-        if (AUTH_ERRORS.test(code))
+        if (code === 'ABORT_ERR') reject(new WritError('ERR_BUNDLE_ENDPOINT_UNREACHABLE', 'the fetch was cancelled: the server is stopping'));
+        else if (AUTH_ERRORS.test(code))
           reject(new WritError('ERR_BUNDLE_ENDPOINT_AUTH', `the endpoint failed authentication (${endpoint.profile}): ${err.message}`));
         else reject(new WritError('ERR_BUNDLE_ENDPOINT_UNREACHABLE', `cannot reach the bundle endpoint: ${code || err.message}`));
       });

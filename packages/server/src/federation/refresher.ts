@@ -94,6 +94,8 @@ export class FederationRefresher {
   /** Per trust domain, so two refreshes of one peer (the timer and `refresh now`) never interleave. */
   readonly #inFlight = new Map<string, Promise<FederationRelationship>>();
   #last: FederationRelationship[] = [];
+  /** Cancels fetches in flight when the server stops, so it does not wait out their timeout. */
+  readonly #stopping = new AbortController();
 
   constructor(o: RefresherOptions) {
     this.#o = o;
@@ -122,6 +124,7 @@ export class FederationRefresher {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    this.#stopping.abort();
     await this.#running;
     await Promise.allSettled([...this.#inFlight.values()]);
   }
@@ -170,12 +173,15 @@ export class FederationRefresher {
     if (!rel) throw new WritError('ERR_FEDERATION_NOT_FOUND', `no federation relationship with trust domain "${trustDomain}"`);
     const stored = await store.getFederatedBundle(trustDomain);
     try {
-      const body = await this.#o.fetch({
-        url: rel.bundleEndpointUrl,
-        profile: rel.profile,
-        endpointSpiffeId: rel.endpointSpiffeId,
-        trustAnchors: rel.profile === 'https_spiffe' ? await this.#anchorsFor(rel, stored?.bundle) : [],
-      });
+      const body = await this.#o.fetch(
+        {
+          url: rel.bundleEndpointUrl,
+          profile: rel.profile,
+          endpointSpiffeId: rel.endpointSpiffeId,
+          trustAnchors: rel.profile === 'https_spiffe' ? await this.#anchorsFor(rel, stored?.bundle) : [],
+        },
+        this.#stopping.signal,
+      );
       let bundle: TrustBundle;
       try {
         bundle = parseBundleJson(trustDomain, body);
