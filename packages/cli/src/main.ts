@@ -20,6 +20,7 @@ import { registerImageAdd } from './image-add.ts';
 import { registerVulnAnswers } from './vuln-answers.ts';
 import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
+import { federationServerFlags, registerFederation } from './federation.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -265,6 +266,11 @@ export function buildProgram(): Command {
     .option('--report-limit <size>', 'largest scanner report POST /v1/reports takes, e.g. 64MiB (default), 256MiB at most')
     .option('--require-admitted-image', "every entry's SVIDs only for containers whose image digest was admitted under an enforce admission policy")
     .option('--vuln-exception-max-age <duration>', 'the longest a VulnException may run: a later expires is refused at apply (default 90d)')
+    .option('--bundle-endpoint-listen <host:port>', 'serve the SPIFFE bundle endpoint for federation peers on its own listener (off by default)')
+    .option('--bundle-endpoint-profile <profile>', "https_spiffe (default: the server's own SVID) or https_web (certificate and key files)")
+    .option('--bundle-endpoint-cert <file>', 'https_web: the bundle endpoint certificate (chain) PEM, re-read when it changes')
+    .option('--bundle-endpoint-key <file>', 'https_web: its private key PEM')
+    .option('--federation-timeout <duration>', "how long one fetch of a federation peer's bundle may take (default 10s)")
     .option('--log-level <level>', 'debug, info (default), warn, error')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       // Loaded here so agent and client commands do not pay for the server's dependencies.
@@ -295,6 +301,7 @@ export function buildProgram(): Command {
         ...(o['reportLimit'] ? { reportLimit: o['reportLimit'] as string } : {}),
         ...(o['logLevel'] ? { logLevel: o['logLevel'] as string } : {}),
         ...(o['vulnExceptionMaxAge'] ? { vulnExceptionMaxAge: o['vulnExceptionMaxAge'] as string } : {}),
+        ...federationServerFlags(o),
       });
       const running = await startServer(cfg);
       const stop = (): void => {
@@ -1285,6 +1292,7 @@ export function buildProgram(): Command {
   // After the answers: it adds --quarantine to `writ vuln affected`.
   registerVulnGate(program, clientOf);
   registerWorkload(program, clientOf);
+  registerFederation(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

@@ -46,6 +46,20 @@ export interface ServerConfig {
   readonly vulnExceptionMaxMs: number;
   /** Who owns a running workload: label and annotation keys, a namespace map (YAML only; owners.ts). */
   readonly owners: OwnerRules;
+  /** The SPIFFE bundle endpoint's own listener (`--bundle-endpoint-listen`); undefined: off. */
+  readonly bundleEndpoint: BundleEndpointConfig | undefined;
+  /** `--federation-timeout`: how long one fetch of a peer's bundle may take (default 10s). */
+  readonly federationTimeoutMs: number;
+}
+
+/** The bundle endpoint listener (SPIFFE_Federation.md section 5): either profile. */
+export interface BundleEndpointConfig {
+  readonly host: string;
+  readonly port: number;
+  /** https_spiffe: the server's own X.509-SVID (spiffe://TD/writ/server); https_web: certFile and keyFile. */
+  readonly profile: 'https_web' | 'https_spiffe';
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
 }
 
 export interface AdmissionListenConfig {
@@ -72,6 +86,8 @@ export const SERVER_DEFAULTS = {
   admissionBudget: '2s',
   reportLimit: '64MiB',
   vulnExceptionMaxAge: '90d',
+  bundleEndpointProfile: 'https_spiffe',
+  federationTimeout: '10s',
 } as const;
 
 /** The largest `--report-limit`: the body is held and parsed in memory as one string. */
@@ -117,6 +133,11 @@ const KEYS = [
   'reportLimit',
   'vulnExceptionMaxAge',
   'owners',
+  'bundleEndpointListen',
+  'bundleEndpointProfile',
+  'bundleEndpointCert',
+  'bundleEndpointKey',
+  'federationTimeout',
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
@@ -207,8 +228,11 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   const { host, port } = parseListen(get('listen') ?? SERVER_DEFAULTS.listen);
   const caKeyType = (get('caKeyType') ?? SERVER_DEFAULTS.caKeyType) as KeyType;
   if (!KEY_TYPES.includes(caKeyType)) bad('caKeyType', `must be one of ${KEY_TYPES.join(', ')}`);
-  const dur = (k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge', max: number, min = 1000): number =>
-    parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
+  const dur = (
+    k: 'caTtl' | 'x509SvidTtl' | 'jwtSvidTtl' | 'decisionRetention' | 'admissionBudget' | 'vulnExceptionMaxAge' | 'federationTimeout',
+    max: number,
+    min = 1000,
+  ): number => parseDuration(get(k) ?? SERVER_DEFAULTS[k], k, max, min);
   const caTtlMs = dur('caTtl', 10 * 366 * 86_400_000);
   const x509SvidTtlMs = dur('x509SvidTtl', 30 * 86_400_000);
   const jwtSvidTtlMs = dur('jwtSvidTtl', 86_400_000);
@@ -261,7 +285,43 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
     vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),
+    bundleEndpoint: bundleEndpointConfig(get('bundleEndpointListen'), get('bundleEndpointProfile'), get('bundleEndpointCert'), get('bundleEndpointKey')),
+    federationTimeoutMs: dur('federationTimeout', 120_000, 100),
   };
+}
+
+function bundleEndpointConfig(
+  listen: string | undefined,
+  profileRaw: string | undefined,
+  certFile: string | undefined,
+  keyFile: string | undefined,
+): BundleEndpointConfig | undefined {
+  const profile = profileRaw ?? SERVER_DEFAULTS.bundleEndpointProfile;
+  if (profile !== 'https_web' && profile !== 'https_spiffe')
+    bad('bundleEndpointProfile', `must be https_web or https_spiffe, not ${JSON.stringify(profile.slice(0, 40))}`);
+  if (listen === undefined) {
+    if (certFile !== undefined || keyFile !== undefined || profileRaw !== undefined)
+      bad('bundleEndpointListen', 'is needed for the other bundle endpoint settings');
+    return undefined;
+  }
+  let where: { host: string; port: number };
+  try {
+    where = parseListen(listen);
+  } catch (err) {
+    return bad('bundleEndpointListen', (err as Error).message.replace(/^listen: /, ''));
+  }
+  if (profile === 'https_web') {
+    if (certFile === undefined || keyFile === undefined)
+      bad('bundleEndpointCert', 'the https_web profile needs --bundle-endpoint-cert and --bundle-endpoint-key (PEM files)');
+    for (const [field, f] of [
+      ['bundleEndpointCert', certFile],
+      ['bundleEndpointKey', keyFile],
+    ] as const)
+      if (!existsSync(f)) bad(field, `${f} does not exist`);
+  } else if (certFile !== undefined || keyFile !== undefined) {
+    bad('bundleEndpointCert', "the https_spiffe profile serves with the server's own SVID: no certificate or key files");
+  }
+  return { ...where, profile, certFile, keyFile };
 }
 
 function admissionConfig(listen: string | undefined, dns: unknown, clientCaFile: string | undefined, budget: () => number): AdmissionListenConfig | undefined {

@@ -12,10 +12,23 @@ import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 import { AGENT_PATHS } from '@writ/protocol';
-import { WritError, bundleToPem, certificatesToPem, formatDuration, isWritError, parseCertificatesPem, toPem, type Certificate } from '@writ/spiffe';
+import {
+  MAX_BUNDLE_BYTES,
+  WritError,
+  bundleToPem,
+  certificatesToPem,
+  formatDuration,
+  isWritError,
+  parseCertificatesPem,
+  toPem,
+  type Certificate,
+} from '@writ/spiffe';
 import { CertificateAuthority, type UpstreamCa } from './ca/ca.ts';
 import { generateSigner, readPrivateKey } from './ca/keys.ts';
 import type { AdmissionListenConfig, ServerConfig } from './config.ts';
+import { FederationRefresher } from './federation/refresher.ts';
+import { httpsBundleFetcher } from './federation/fetch.ts';
+import { listenBundleEndpoint, type BundleEndpointListener } from './federation/bundle-endpoint.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
@@ -37,6 +50,8 @@ export interface RunningServer {
   readonly port: number;
   /** The admission webhook's listener, when `--admission-listen` is set. */
   readonly admissionUrl: string | undefined;
+  /** The SPIFFE bundle endpoint's URL, when `--bundle-endpoint-listen` is set. */
+  readonly bundleEndpointUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
   close(): Promise<void>;
@@ -146,6 +161,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
   let vulnEvents: VulnEventWatcher | undefined;
+  let federation: FederationRefresher | undefined;
+  let bundleEndpoint: BundleEndpointListener | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -213,7 +230,17 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
     // so they never queue behind the admission checks' within a decision budget.
     registry = new RegistryClient(cfg.registryConfigFile ? { config: loadRegistryConfig(cfg.registryConfigFile) } : {});
+    federation = new FederationRefresher({
+      store,
+      trustDomain: cfg.trustDomain,
+      ownAuthorities: () => ca.bundle().x509Authorities,
+      fetch: httpsBundleFetcher({ timeoutMs: cfg.federationTimeoutMs, maxBytes: MAX_BUNDLE_BYTES }),
+      clock,
+      log,
+      registry: metrics.registry,
+    });
     const ctx = {
+      federation,
       store,
       ca,
       hub,
@@ -318,6 +345,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     }
     const admissionUrl = admission?.url;
 
+    // ---------------------------------------------------------------- the SPIFFE bundle endpoint's own listener
+    if (cfg.bundleEndpoint) bundleEndpoint = await listenBundleEndpoint(cfg.bundleEndpoint, { ca, clock, log, issueTls, renewAfterMs: cfg.x509SvidTtlMs / 2 });
+    federation.start();
+
     // ---------------------------------------------------------------- vulnerability events
     vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents });
     vulnEvents.start();
@@ -336,6 +367,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         // Renew the server certificate at half life; new connections get it, live ones keep theirs.
         if (clock() > tlsExpiresAt - cfg.x509SvidTtlMs / 2) srv.setSecureContext({ ...tlsIdentity(), minVersion: 'TLSv1.2' });
         admission?.renew();
+        bundleEndpoint?.renew();
         if (!ready)
           await ctx.ready().then(
             () => log.info('database is back'),
@@ -365,6 +397,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       {
         url: publicUrl,
         ...(admissionUrl ? { admissionUrl } : {}),
+        ...(bundleEndpoint ? { bundleEndpointUrl: bundleEndpoint.url, bundleEndpointProfile: cfg.bundleEndpoint?.profile } : {}),
         trustDomain: cfg.trustDomain,
         db: redactDbUrl(cfg.db),
         store: store.kind,
@@ -377,13 +410,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       url: publicUrl,
       port,
       admissionUrl,
+      bundleEndpointUrl: bundleEndpoint?.url,
       store,
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
+        await federation?.close();
         hub?.close();
         await vulnEvents?.close();
-        for (const s of [srv, admissionServer]) {
+        for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
           if (!s) continue;
           s.closeAllConnections();
           await new Promise<void>((r) => s.close(() => r()));
@@ -402,6 +437,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     registry?.close();
     httpServer?.close();
     admissionServer?.close();
+    bundleEndpoint?.server.close();
+    await federation?.close();
     await store.close().catch(() => undefined);
     throw err;
   }

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.ts';
 import type { OwnerRules } from '../owners.ts';
 import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
+import type { FederationRefresher } from '../federation/refresher.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -32,4 +33,6 @@ export interface ApiContext {
   readonly vulnExceptionMaxMs?: number;
   /** Who owns a running workload (`owners` in the server config); default DEFAULT_OWNER_RULES. */
   readonly owners?: OwnerRules;
+  /** Fetches federation peers' bundles (issue 14); `refresh now` goes through it. */
+  readonly federation?: FederationRefresher;
 }

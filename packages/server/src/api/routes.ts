@@ -39,6 +39,7 @@ import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
 import { workloadRoutes } from './workload-routes.ts';
 import { tokenRoutes } from './token-routes.ts';
+import { federationRoutes } from './federation-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -382,5 +383,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   vexRoutes(ctx, add);
   workloadRoutes(ctx, add);
   tokenRoutes(ctx, add);
+  federationRoutes(ctx, add);
   return routes;
 }

@@ -89,6 +89,11 @@ export interface X509Svid {
   readonly expiresAt: number;
 }
 
+/** `spiffe_refresh_hint` for a CA lifetime: a quarter of the time between a successor's publication and its activation, 1 s to 5 min. */
+export function refreshHintSeconds(caTtlMs: number): number {
+  return Math.max(1, Math.min(300, Math.floor(caTtlMs / 12 / 1000)));
+}
+
 export class CertificateAuthority {
   readonly #o: CaOptions;
   readonly #clock: () => number;
@@ -138,7 +143,9 @@ export class CertificateAuthority {
       x509Authorities: this.#o.upstream ? [...this.#o.upstream.roots] : x509.filter((a) => live(a.record)).map((a) => a.chain[0]!),
       jwtAuthorities: new Map(jwt.filter((a) => live(a.record)).map((a) => [a.kid, a.publicKey])),
       sequence,
-      refreshHint: Math.max(60, Math.min(300, Math.floor(this.#o.caTtlMs / 1000 / 10))),
+      // A successor is published at half an authority's life and signs from 5/6 of it: a peer
+      // polling at a quarter of that window (caTtl / 12) sees it several times before it is used.
+      refreshHint: refreshHintSeconds(this.#o.caTtlMs),
     };
   }
 

@@ -8,6 +8,8 @@ import { MIGRATIONS } from './schema.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
 import { recordImages } from './image-sources-sql.ts';
+import * as fed from './federation-sql.ts';
+import type { FederationRelationship, FederationStatusUpdate } from './types.ts';
 import * as vq from './vuln-query-sql.ts';
 import * as ve from './vuln-events-sql.ts';
 import type {
@@ -782,6 +784,31 @@ export class SqlStore implements Store {
   async deleteFederatedBundle(trustDomain: string): Promise<boolean> {
     const deleted = (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
     return deleted && this.#changed(true, { kind: 'federated-bundles' });
+  }
+
+  // ---------------------------------------------------------------- federation relationships (issue 14)
+
+  async createFederation(rel: FederationRelationship): Promise<void> {
+    await fed.createFederation(this.#db, rel);
+    this.#changed(undefined, { kind: 'federation' });
+  }
+
+  getFederation(trustDomain: string): Promise<FederationRelationship | undefined> {
+    return fed.getFederation(this.#db, trustDomain);
+  }
+
+  listFederations(): Promise<FederationRelationship[]> {
+    return fed.listFederations(this.#db);
+  }
+
+  async updateFederation(trustDomain: string, update: FederationStatusUpdate): Promise<boolean> {
+    const updated = await fed.updateFederation(this.#db, trustDomain, update);
+    return updated ? this.#changed(true, { kind: 'federation' }) : false;
+  }
+
+  async deleteFederation(trustDomain: string): Promise<boolean> {
+    const deleted = await fed.deleteFederation(this.#db, trustDomain);
+    return deleted ? this.#changed(true, { kind: 'federation' }) : false;
   }
 
   // ---------------------------------------------------------------- admitted images

@@ -516,6 +516,8 @@ for (const factory of STORE_FACTORIES) {
 /** The store's read methods; every other method is a write and must notify (the test below fails for a new unclassified one). */
 const READS = new Set([
   'kind',
+  'getFederation',
+  'listFederations',
   'getImage',
   'platformDigests',
   'listImages',
@@ -682,6 +684,15 @@ for (const factory of STORE_FACTORIES) {
         s.setFederatedBundle({ trustDomain: 'other.org', bundle: '{"keys":[]}', updatedAt: 1 }),
       );
       await expect('deleteFederatedBundle', { kind: 'federated-bundles' }, () => s.deleteFederatedBundle('other.org'));
+      const fr = { trustDomain: 'peer.org', bundleEndpointUrl: 'https://peer.org/', profile: 'https_web' as const, endpointSpiffeId: null, createdAt: 1 };
+      const none = { lastSuccessAt: null, lastError: null, lastErrorCode: null, lastErrorAt: null, sequence: null, refreshHint: null, nextRefreshAt: 1 };
+      await expect('createFederation', { kind: 'federation' }, () => s.createFederation({ ...fr, ...none }));
+      await expect('updateFederation', { kind: 'federation' }, () => s.updateFederation('peer.org', { lastSuccessAt: 2 }));
+      await expect('deleteFederation', { kind: 'federation' }, () => s.deleteFederation('peer.org'));
+      heard.length = 0;
+      assert.equal(await s.updateFederation('peer.org', { lastSuccessAt: 3 }), false);
+      assert.equal(await s.deleteFederation('peer.org'), false);
+      assert.deepEqual(heard, [], 'a relationship not there: no news');
       // admission events (engineer E)
       const ae = {
         id: 'ae1',

@@ -140,6 +140,8 @@ export const STORE_CHANGES = [
   'vex',
   // issue 13: vulnerability events
   'vuln-events',
+  // issue 14: federation relationships
+  'federation',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -239,7 +241,7 @@ export interface AdmissionEventQuery {
 }
 // ---- end of admission events ----
 
-export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore, VulnEventStore {
+export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore, VulnEventStore, FederationStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
    * Calls `fn` after each committed write of this store object (not other replicas': those show
@@ -765,3 +767,44 @@ export interface VexStore {
 
 // Declared beside its section (interface merging) so the Store line above stays as it is.
 export interface Store extends VexStore {}
+
+// ---- federation relationships (issue 14) ----
+
+export const FEDERATION_PROFILES = ['https_web', 'https_spiffe'] as const;
+export type FederationProfile = (typeof FEDERATION_PROFILES)[number];
+
+/** A peer trust domain whose bundle this server fetches from its bundle endpoint, and how that went. */
+export interface FederationRelationship {
+  readonly trustDomain: string;
+  readonly bundleEndpointUrl: string;
+  readonly profile: FederationProfile;
+  /** https_spiffe: the SPIFFE ID the endpoint's X.509-SVID must have; null for https_web. */
+  readonly endpointSpiffeId: string | null;
+  readonly createdAt: number;
+  readonly lastSuccessAt: number | null;
+  /** Why the last fetch failed (cleared by a success); never holds secrets. */
+  readonly lastError: string | null;
+  readonly lastErrorCode: string | null;
+  readonly lastErrorAt: number | null;
+  /** The highest `spiffe_sequence` applied (null: the peer sends none). */
+  readonly sequence: number | null;
+  /** The peer's last `spiffe_refresh_hint`, seconds. */
+  readonly refreshHint: number | null;
+  readonly nextRefreshAt: number;
+}
+
+/** What a fetch changes in a relationship: the fields given are written, the rest kept. */
+export type FederationStatusUpdate = Partial<
+  Pick<FederationRelationship, 'lastSuccessAt' | 'lastError' | 'lastErrorCode' | 'lastErrorAt' | 'sequence' | 'refreshHint' | 'nextRefreshAt'>
+>;
+
+export interface FederationStore {
+  /** ERR_FEDERATION_EXISTS when the trust domain has a relationship already. */
+  createFederation(rel: FederationRelationship): Promise<void>;
+  getFederation(trustDomain: string): Promise<FederationRelationship | undefined>;
+  listFederations(): Promise<FederationRelationship[]>;
+  /** False when there is no such relationship (deleted meanwhile). */
+  updateFederation(trustDomain: string, update: FederationStatusUpdate): Promise<boolean>;
+  /** The relationship only (the API also deletes the federated bundle). */
+  deleteFederation(trustDomain: string): Promise<boolean>;
+}
