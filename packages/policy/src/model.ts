@@ -131,7 +131,7 @@ export function parsePolicies(
     if (!outer || !t) return undefined;
     if (protocolNow === 'tcp') issue(cn, `${cw}: token conditions need HTTP, but spec.protocol is tcp`);
     const scopes: string[] = [];
-    for (const [j, sn] of (list(t.get('scope'), `${tw}.scope`) ?? []).entries()) {
+    for (const [j, sn] of (t.has('scope') ? (list(t.get('scope'), `${tw}.scope`) ?? []) : []).entries()) {
       const v = isScalar(sn) && typeof sn.value === 'string' ? sn.value : undefined;
       if (v === undefined || !SCOPE_RE.test(v)) issue(sn, `${tw}.scope[${j}] must be a scope: 1 to 128 printable characters, no space, " or \\`);
       else if (!scopes.includes(v)) scopes.push(v);
