@@ -147,8 +147,8 @@ export interface TokenRead {
 }
 
 /**
- * The Writ token of a request, verified: `Txn-Token: <token>` (draft-ietf-oauth-transaction-tokens)
- * or `Authorization: Bearer <token>` (RFC 6750 section 2.1); the first that verifies counts, else
+ * The Writ token of a request, verified: `Txn-Token: <token>` (draft-ietf-oauth-transaction-tokens,
+ * a transaction token only) or `Authorization: Bearer <token>` (RFC 6750 section 2.1, either kind); the first that verifies counts, else
  * the first one's refusal. Signature by the trust domain's JWT keys, `typ`, `aud` (the receiver; the
  * trust domain for a transaction token), `exp`/`nbf`, depth. Never throws; never keeps the token.
  */
@@ -157,18 +157,20 @@ export function readToken(
   v: TokenVerifier,
   now?: number,
 ): TokenRead {
-  const candidates: string[] = [];
-  if (fields.txnToken !== undefined) candidates.push(fields.txnToken.trim());
+  // Txn-Token carries transaction tokens only (draft-08 section 7.1); Authorization either kind.
+  const candidates: Array<[string, readonly ('access-token' | 'txn-token')[] | undefined]> = [];
+  if (fields.txnToken !== undefined) candidates.push([fields.txnToken.trim(), ['txn-token']]);
   const auth = fields.authorization;
-  if (auth !== undefined && /^bearer /i.test(auth)) candidates.push(auth.slice(7).trim());
+  if (auth !== undefined && /^bearer /i.test(auth)) candidates.push([auth.slice(7).trim(), undefined]);
   let first: TokenError | undefined;
-  for (const t of candidates) {
+  for (const [t, types] of candidates) {
     try {
       if (t.length > MAX_TOKEN_BYTES) throw new TokenError('ERR_TOKEN_INVALID', `token rejected: larger than ${MAX_TOKEN_BYTES} bytes`);
       const token = verifyToken(t, {
         bundles: v.bundles,
         trustDomain: v.trustDomain,
         audience: v.audience,
+        ...(types ? { types } : {}),
         ...(v.maxDepth !== undefined ? { maxDepth: v.maxDepth } : {}),
         ...(now !== undefined ? { now } : {}),
       });
