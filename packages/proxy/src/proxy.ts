@@ -470,7 +470,7 @@ export class WritProxy {
     const action = httpAction(method, path, fields['content-type'], ib.listen.port);
     const read = this.#token(fields['authorization'], fields['txn-token']);
     const e = this.#decide(peer, action, fields, read);
-    const grpc = action.kind === 'grpc' ? grpcRefusal(e) : undefined;
+    const grpc = action.kind === 'grpc' ? grpcRefusal(e, read) : undefined;
     const http = action.kind === 'grpc' ? undefined : httpRefusal(e, read);
     if (!grpc && !http) {
       if (method !== 'OPTIONS' && method !== 'TRACE') return { peer };

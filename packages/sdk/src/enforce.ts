@@ -91,9 +91,17 @@ export function httpRefusal(e: Enforced, token?: TokenRead): HttpRefusal | undef
   return { status: e.decision.reason === 'UNAUTHENTICATED' ? 401 : 403, body: { code: e.decision.reason, decisionId: e.decisionId } };
 }
 
-/** The gRPC status of a refused call: UNAUTHENTICATED (16) without an identity, else PERMISSION_DENIED (7), the reason and id in the message. */
-export function grpcRefusal(e: Enforced): { readonly status: 7 | 16; readonly message: string } | undefined {
+/**
+ * The gRPC status of a refused call: UNAUTHENTICATED (16) without an identity, else PERMISSION_DENIED
+ * (7), the reason and id in the message; a token refusal as `tokenRefusal` decides it (16 for a 401).
+ */
+export function grpcRefusal(e: Enforced, token?: TokenRead): { readonly status: 7 | 16; readonly message: string } | undefined {
   if (e.decision.allowed) return undefined;
+  if (e.decision.token && e.decision.reason === 'NO_MATCHING_ALLOW') {
+    // A token refusal: UNAUTHENTICATED where HTTP says 401, PERMISSION_DENIED where it says 403.
+    const r = tokenRefusal(e.decision.token, token, e.decisionId);
+    return { status: r.status === 401 ? 16 : 7, message: `${r.body.code}: ${r.body.reason} (decision ${e.decisionId})` };
+  }
   return { status: e.decision.reason === 'UNAUTHENTICATED' ? 16 : 7, message: `${e.decision.reason} (decision ${e.decisionId})` };
 }
 

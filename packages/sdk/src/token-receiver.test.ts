@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { accessTokenClaims, signToken, txnTokenClaims } from '@writ/broker';
 import { PolicyEngine, parseAction, parsePolicies } from '@writ/policy';
 import type { DecisionLogEntry } from './enforce.ts';
-import { enforce, httpRefusal, readToken } from './enforce.ts';
+import { enforce, grpcRefusal, httpRefusal, readToken } from './enforce.ts';
 import { requireToken } from './authz.ts';
 
 const TD = 't.test';
@@ -129,6 +129,20 @@ describe('readToken and the refusals of the enforcement core', () => {
       const token = (fields.authorization ?? '').slice(7);
       if (token) assert.ok(!JSON.stringify(refusal).includes(token.slice(0, 40)) && !JSON.stringify(logged).includes(token.slice(0, 40)));
     });
+
+  it('a gRPC call gets the same refusal as a status: UNAUTHENTICATED for a 401, PERMISSION_DENIED for a 403', () => {
+    const none = decide({});
+    assert.deepEqual(grpcRefusal(none.e, {})?.status, 16);
+    assert.match(grpcRefusal(none.e, {})!.message, /^ERR_TOKEN_REQUIRED: a Writ token with scope orders:read is required \(decision /);
+    const narrowRead = readToken({ authorization: `Bearer ${access({ scopes: ['x'] })}` }, verifier);
+    const narrow = enforce({ decide: (r) => engine.decide(r) }, { from: WEB, to: ORDERS, action: parseAction('GET /v1/orders/1'), token: narrowRead.token! });
+    assert.equal(grpcRefusal(narrow, narrowRead)?.status, 7);
+  });
+
+  it('a transaction token in Authorization passes; an access token in Txn-Token does not', () => {
+    assert.ok(readToken({ authorization: `Bearer ${txn()}` }, verifier).token);
+    assert.match(readToken({ txnToken: access() }, verifier).error!.message, /a access-token is not accepted here/);
+  });
 
   it('the log line of a refusal names the token subject and scope, not the token', () => {
     const t = access({ scopes: ['orders:list'] });
