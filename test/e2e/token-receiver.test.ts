@@ -27,14 +27,27 @@ const ALICE = `${TD}/users/alice`;
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
+const BOB = `${TD}/users/bob`;
+
 const POLICY = `apiVersion: writ.dev/v1
+kind: TokenPolicy
+metadata: { name: a-short }
+spec:
+  clients: ["${WEB}"]
+  subjects: ["${BOB}"]
+  audiences: ["${ORDERS}"]
+  scopes: ["orders:read"]
+  maxTtl: 1s
+---
+apiVersion: writ.dev/v1
 kind: TokenPolicy
 metadata: { name: shop }
 spec:
   clients: ["${WEB}"]
   subjects: ["${TD}/users/*"]
-  audiences: ["${TD}/ns/shop/*"]
+  audiences: ["${TD}/ns/shop/*", "${TD}"]
   scopes: ["orders:*"]
+  requestedTokenTypes: [jwt, txn_token]
   maxTtl: 2m
 ---
 apiVersion: writ.dev/v1
@@ -113,11 +126,12 @@ async function jwtSvid(spiffeId: string, audience: string): Promise<string> {
 }
 
 /** A real token from the server's token endpoint: web, over mTLS, on behalf of alice. */
-async function mint(audience: string, scope: string): Promise<string> {
+async function mint(audience: string, scope: string, subject = ALICE, requested = JWT): Promise<string> {
   const body = new URLSearchParams({
+    requested_token_type: requested,
     grant_type: EXCHANGE,
     subject_token_type: JWT,
-    subject_token: await jwtSvid(ALICE, WEB),
+    subject_token: await jwtSvid(subject, WEB),
     audience,
     scope,
   }).toString();
@@ -218,6 +232,18 @@ describe('writ proxy --inbound enforces token conditions', () => {
     assert.match(String(r.headers['www-authenticate']), /^Bearer error="invalid_token", error_description="/);
   });
 
+  it('an expired token (TokenPolicy a-short: maxTtl 1s): allowed while it lives, then 401 ERR_TOKEN_INVALID "expired"', async () => {
+    const token = await mint(ORDERS, 'orders:read', BOB);
+    assert.equal((await viaProxy('/v1/orders/1', { authorization: `Bearer ${token}` })).status, 200);
+    const expiry = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString())['exp'] as number;
+    // Past exp and the 5 s of skew the receiver allows, the same token is refused.
+    await new Promise((r) => setTimeout(r, Math.max(0, (expiry + 6) * 1000 - Date.now())));
+    const r = await viaProxy('/v1/orders/1', { authorization: `Bearer ${token}` });
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body['code'], 'ERR_TOKEN_INVALID');
+    assert.match(r.body['reason'] as string, /^token rejected: expired at /);
+  });
+
   it('a token re-signed with another key, and one with alg none: 401 ERR_TOKEN_INVALID', async () => {
     const token = await mint(ORDERS, 'orders:read');
     const [h, p] = token.split('.') as [string, string];
@@ -234,13 +260,22 @@ describe('writ proxy --inbound enforces token conditions', () => {
     }
   });
 
-  it('a token whose scope does not cover the action: 403 ERR_TOKEN_SCOPE_INSUFFICIENT (insufficient_scope); the same via Txn-Token', async () => {
+  it('a token whose scope does not cover the action: 403 ERR_TOKEN_SCOPE_INSUFFICIENT (insufficient_scope)', async () => {
     const token = await mint(ORDERS, 'orders:list');
     const r = await viaProxy('/v1/orders/42', { authorization: `Bearer ${token}` });
     assert.equal(r.status, 403);
     assert.equal(r.body['code'], 'ERR_TOKEN_SCOPE_INSUFFICIENT');
     assert.match(r.body['reason'] as string, /the token's scope \(orders:list\) does not cover orders:read/);
     assert.match(String(r.headers['www-authenticate']), /error="insufficient_scope"/);
+  });
+
+  it('a transaction token in Txn-Token (aud: the trust domain) passes; one without the scope is refused', async () => {
+    const txn = await mint(TD, 'orders:read', ALICE, 'urn:ietf:params:oauth:token-type:txn_token');
+    const r = await viaProxy('/v1/orders/5', { 'txn-token': txn });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(seen.at(-1)?.peer, WEB);
+    const narrow = await viaProxy('/v1/orders/5', { 'txn-token': await mint(TD, 'orders:list', ALICE, 'urn:ietf:params:oauth:token-type:txn_token') });
+    assert.deepEqual([narrow.status, narrow.body['code']], [403, 'ERR_TOKEN_SCOPE_INSUFFICIENT']);
   });
 
   it('hostile values: garbage is 401, a token past the head limit 431, never a 500', async () => {
