@@ -169,7 +169,8 @@ export function readToken(
   const candidates: Array<[string, readonly ('access-token' | 'txn-token')[] | undefined]> = [];
   if (fields.txnToken !== undefined) candidates.push([fields.txnToken.trim(), ['txn-token']]);
   const auth = fields.authorization;
-  if (auth !== undefined && /^bearer /i.test(auth)) candidates.push([auth.slice(7).trim(), undefined]);
+  // A JWT-SVID there (typ JWT or JOSE) is the caller's identity, not a Writ token: not looked at here.
+  if (auth !== undefined && /^bearer /i.test(auth) && !isJwtSvid(auth.slice(7).trim())) candidates.push([auth.slice(7).trim(), undefined]);
   let first: TokenError | undefined;
   for (const [t, types] of candidates) {
     try {
@@ -188,6 +189,18 @@ export function readToken(
     }
   }
   return first ? { error: first } : {};
+}
+
+/** Whether a compact JWS's header says it is a JWT-SVID (`typ` JWT or JOSE: the SPIFFE JWT-SVID spec, section 3). */
+function isJwtSvid(token: string): boolean {
+  const dot = token.indexOf('.');
+  if (dot <= 0 || dot > 1024) return false;
+  try {
+    const typ = (JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8')) as { typ?: unknown } | null)?.typ;
+    return typ === 'JWT' || typ === 'JOSE';
+  } catch {
+    return false;
+  }
 }
 
 /** A `WWW-Authenticate: Bearer` value (RFC 6750 section 3): quoted-string values kept to safe ASCII. */

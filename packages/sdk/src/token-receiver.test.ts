@@ -8,9 +8,11 @@ import { createServer, request, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { accessTokenClaims, signToken, txnTokenClaims } from '@writ/broker';
 import { PolicyEngine, parseAction, parsePolicies } from '@writ/policy';
+import { JwtSvidValidator, signJwtSvid } from '@writ/spiffe';
 import type { DecisionLogEntry } from './enforce.ts';
 import { enforce, grpcRefusal, httpRefusal, readToken } from './enforce.ts';
-import { requireToken } from './authz.ts';
+import { requireToken, writMiddleware, type LocalPolicy, type WritRequestInfo } from './authz.ts';
+import type { JwtSource } from './sources.ts';
 
 const TD = 't.test';
 const ORDERS = `spiffe://${TD}/ns/shop/orders`;
@@ -207,5 +209,47 @@ describe('requireToken in front of a node:http server', () => {
     guard(request_ as never, { raw: {} as never, hijack: () => assert.fail('hijacked') }, () => (nexted = true));
     assert.ok(nexted);
     assert.equal(request_.writToken?.subject, ALICE);
+  });
+});
+
+describe('writMiddleware with tokens: the policy decides token conditions', () => {
+  let server: Server;
+  let port: number;
+  const engine = new PolicyEngine(parsePolicies(POLICY).policies, { revision: 1 });
+  before(async () => {
+    // The middleware asks its policy only to decide: an engine on the same policy stands in for the agent's.
+    const policy = { decide: (r: Parameters<PolicyEngine['decide']>[0]) => engine.decide(r) } as unknown as LocalPolicy;
+    // The caller is a JWT-SVID in Authorization (plain HTTP, no mTLS); the Writ token a transaction token in Txn-Token.
+    const validator = new JwtSvidValidator(bundles);
+    const jwt = { source: { validate: (t: string, aud: string) => validator.validate(t, aud) } as unknown as JwtSource, audience: ORDERS };
+    const mw = writMiddleware({ policy, to: ORDERS, jwt, tokens: { source: { bundles } } });
+    server = createServer((req, res) =>
+      mw(req, res, () => res.end(JSON.stringify({ subject: (req as typeof req & { writ: WritRequestInfo }).writ.token?.subject }))),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as { port: number }).port;
+  });
+  after(() => server.close());
+  const get = (headers: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> =>
+    new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: '/v1/orders/1', headers }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  it('allows with the token and gives the handler its subject; refuses without, with the reason', async () => {
+    const svid = signJwtSvid({ sub: WEB, aud: ORDERS, exp: Math.floor(Date.now() / 1000) + 300 }, KID, signer);
+    const caller = { authorization: `Bearer ${svid}` };
+    const ok = await get({ ...caller, 'txn-token': txn() });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.deepEqual(ok.body, { subject: ALICE });
+    const none = await get(caller);
+    assert.deepEqual([none.status, none.body['code']], [401, 'ERR_TOKEN_REQUIRED']);
+    const narrow = await get({ ...caller, 'txn-token': txn(['orders:list']) });
+    assert.deepEqual([narrow.status, narrow.body['code']], [403, 'ERR_TOKEN_SCOPE_INSUFFICIENT']);
+    assert.deepEqual((await get({ 'txn-token': txn() })).body['code'], 'UNAUTHENTICATED', 'a token is no caller identity');
   });
 });
