@@ -6,14 +6,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { VerifiedToken } from '@writ/broker/verify';
 import { PolicyEngine, TOKEN_MAX_DEPTH, httpAction, parsePolicies, tokenMismatch, type Decision, type TokenType } from '@writ/policy';
 import { WritError, parseSpiffeId, verifyX509Svid, type JwtBundleSource, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
 import type { DecisionReporter, ReportedDecision } from './decision-log.ts';
 import { newDecisionId } from './decision-log.ts';
-import { enforce, httpRefusal, pathRefusal, readToken, requestPath, tokenRefusal, type HttpRefusal, type TokenRead } from './enforce.ts';
+import { enforce, httpRefusal, pathRefusal, readToken, requestPath, tokenRefusal, type HttpRefusal, type ReceivedToken, type TokenRead } from './enforce.ts';
 import type { JwtSource, X509Source } from './sources.ts';
 import { peerChain, peerIdOf } from './tls.ts';
 
@@ -127,7 +126,7 @@ export interface WritRequestInfo {
   readonly decision: Decision;
   readonly decisionId: string;
   /** The verified Writ token the request carried (with `tokens` set), for the handler. */
-  readonly token?: VerifiedToken;
+  readonly token?: ReceivedToken;
 }
 
 /** Where Writ tokens are verified: the JWT bundles (a JwtSource), and optionally whom for. */
@@ -304,10 +303,10 @@ export interface RequireTokenOptions extends TokenOptions {
   readonly onRefusal?: (refusal: HttpRefusal, req: IncomingMessage) => void;
 }
 
-type RawReq = IncomingMessage & { writToken?: VerifiedToken };
+type RawReq = IncomingMessage & { writToken?: ReceivedToken };
 interface FastifyLike {
   readonly raw: RawReq;
-  writToken?: VerifiedToken;
+  writToken?: ReceivedToken;
 }
 
 /**
@@ -333,7 +332,7 @@ export function requireToken(
     const req = fastify ? (r as FastifyLike).raw : (r as RawReq);
     const res = 'raw' in s && !('writeHead' in s) ? s.raw : (s as ServerResponse);
     let refusal: HttpRefusal | undefined;
-    let token: VerifiedToken | undefined;
+    let token: ReceivedToken | undefined;
     try {
       const audience = opts.audience ?? opts.x509?.svid.spiffeId;
       if (!audience) throw new TypeError('requireToken needs `audience` or an `x509` source');

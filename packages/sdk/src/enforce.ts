@@ -3,8 +3,18 @@
  * Check) decides, names, records and logs a decision here, and turns its reason into an answer
  * here, so the same reason always gets the same answer wherever it is decided.
  */
-import { BROKER_ERROR_CODES, TokenError, verifyToken, type VerifiedToken } from '@writ/broker/verify';
-import { formatAction, normalizePath, parseAction, type ActionRequest, type AuthzRequest, type Decision, type TokenMismatch } from '@writ/policy';
+// Bundled into the published SDK (scripts/pack.mjs): its types are not in the SDK's declarations.
+import { BROKER_ERROR_CODES, TokenError, verifyToken } from '@writ/broker/verify';
+import {
+  formatAction,
+  normalizePath,
+  parseAction,
+  type ActionRequest,
+  type AuthzRequest,
+  type Decision,
+  type TokenContext,
+  type TokenMismatch,
+} from '@writ/policy';
 import { isWritError, type JwtBundleSource } from '@writ/spiffe';
 import { newDecisionId, type ReportedDecision } from './decision-log.ts';
 
@@ -148,10 +158,29 @@ export interface TokenVerifier {
   readonly maxDepth?: number;
 }
 
+/** A verified Writ token, as the handler sees it (`@writ/broker/verify`'s VerifiedToken). */
+export interface ReceivedToken extends TokenContext {
+  /** The `client_id` of an access token. */
+  readonly client?: string;
+  readonly txn: string;
+  /** A transaction token's `req_wl`. */
+  readonly requestingWorkloads: readonly string[];
+  /** Epoch ms. */
+  readonly expiresAt: number;
+  readonly claims: Readonly<Record<string, unknown>>;
+}
+
+/** Why a token was refused: a stable code (ERR_TOKEN_*), the message, and the RFC 6750 error. */
+export interface TokenRejection {
+  readonly code: string;
+  readonly message: string;
+  readonly error: string;
+}
+
 /** What a request carried: a verified token, the refusal of the one it carried, or nothing (`{}`). */
 export interface TokenRead {
-  readonly token?: VerifiedToken;
-  readonly error?: TokenError;
+  readonly token?: ReceivedToken;
+  readonly error?: TokenRejection;
 }
 
 /**
@@ -171,7 +200,7 @@ export function readToken(
   const auth = fields.authorization;
   // A JWT-SVID there (typ JWT or JOSE) is the caller's identity, not a Writ token: not looked at here.
   if (auth !== undefined && /^bearer /i.test(auth) && !isJwtSvid(auth.slice(7).trim())) candidates.push([auth.slice(7).trim(), undefined]);
-  let first: TokenError | undefined;
+  let first: TokenRejection | undefined;
   for (const [t, types] of candidates) {
     try {
       if (t.length > MAX_TOKEN_BYTES) throw new TokenError('ERR_TOKEN_INVALID', `token rejected: larger than ${MAX_TOKEN_BYTES} bytes`);

@@ -69,6 +69,8 @@ export {
   readToken,
   tokenRefusal,
   type TokenRead,
+  type TokenRejection,
+  type ReceivedToken,
   type TokenVerifier,
   type Enforced,
   type EnforcerOptions,
