@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '@writ/broker';
-import { WRIT, applyPolicy, cleanup, freePort, serverWithAgent, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { WRIT, applyPolicy, cleanup, freePort, serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test';
 const WEB = `${TD}/ns/shop/web`;
@@ -319,8 +319,13 @@ describe('writ proxy --inbound enforces token conditions', () => {
     const token = await mint(ORDERS, 'orders:list');
     const r = await viaProxy('/v1/orders/43', { authorization: `Bearer ${token}` });
     assert.equal(r.status, 403);
-    const line = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['decisionId'] === r.body['decisionId']);
-    assert.ok(line, 'a log line for the refusal');
+    // The proxy writes its log line as it answers; it reaches this process's pipe a moment later.
+    const line = await waitFor('the log line of the refusal', async () =>
+      logs
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l['decisionId'] === r.body['decisionId']),
+    );
     assert.deepEqual(line['token'], { subject: ALICE, scopes: 'orders:list', type: 'access-token' });
     const signature = token.split('.')[2]!;
     assert.ok(!logs.some((l) => l.includes(signature) || l.includes(token.split('.')[1]!)), 'no token in the log');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PolicyEngine, parseAction, type AuthzRequest, type TokenContext } from './engine.ts';
 import { PolicyError, parsePolicies } from './model.ts';
+import { runPolicyTests } from './policy-test.ts';
 
 const TD = 'spiffe://t.test';
 const ORDERS = `${TD}/ns/shop/orders`;
@@ -149,5 +150,33 @@ describe('token conditions: the engine', () => {
   it('explain names the token condition as a when mismatch', () => {
     const x = e.explain(req('GET /v1/orders/42', tok({ scopes: [] })));
     assert.deepEqual(x.nearest[0]?.mismatched, ['when']);
+  });
+});
+
+describe('token conditions: PolicyTest cases', () => {
+  it('a case carries a token (subject, scope, type, actors) and the decision follows it', () => {
+    const e = new PolicyEngine(parsePolicies(POLICY).policies);
+    const { others } = parsePolicies(`apiVersion: writ.dev/v1
+kind: PolicyTest
+cases:
+  - { name: with token, from: ${WEB}, to: ${ORDERS}, action: GET /v1/orders/1, token: { subject: ${TD}/users/alice, scope: orders:read }, expect: allow }
+  - { name: no token, from: ${WEB}, to: ${ORDERS}, action: GET /v1/orders/1, expect: deny }
+  - { name: too deep, from: ${WEB}, to: ${ORDERS}, action: GET /v1/orders/1, token: { subject: ${TD}/users/alice, scope: [orders:read], actors: [${WEB}, ${TD}/x] }, expect: deny }
+`);
+    const results = runPolicyTests(e, others);
+    assert.deepEqual(
+      results.map((r) => [r.name, r.passed, r.got.token?.kind]),
+      [
+        ['with token', true, undefined],
+        ['no token', true, 'missing'],
+        ['too deep', true, 'depth'],
+      ],
+    );
+    const bad = parsePolicies(`apiVersion: writ.dev/v1
+kind: PolicyTest
+cases:
+  - { name: bad, from: ${WEB}, to: ${ORDERS}, action: GET /, token: { subject: ${TD}/u, scope: a, issuer: x }, expect: deny }
+`).others;
+    assert.throws(() => runPolicyTests(e, bad), /bad: unknown field "token.issuer"/);
   });
 });
