@@ -47,12 +47,13 @@ for (const name of ['spiffe', 'policy', 'sdk']) {
     platform: 'node',
     target: 'node20',
     // Our own packages stay separate; third-party code (yaml) is bundled, so the SDK installs alone.
-    external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/')),
+    // @writ/broker (not published) is bundled: the SDK uses only its pure `verify` entry.
+    external: Object.keys(pkg.dependencies ?? {}).filter((d) => d.startsWith('@writ/') && d !== '@writ/broker'),
     logLevel: 'warning',
     // Bundled CommonJS (yaml) calls require() for Node built-ins.
     banner: { js: "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);" },
   });
-  pkg.dependencies = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([d]) => d.startsWith('@writ/')));
+  pkg.dependencies = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([d]) => d.startsWith('@writ/') && d !== '@writ/broker'));
   cpSync(join(stage, 'types', name, 'src'), join(dest, 'types'), { recursive: true });
   pkg.exports = { '.': { types: './types/index.d.ts', default: './dist/index.js' } };
   pkg.types = './types/index.d.ts';

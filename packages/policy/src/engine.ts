@@ -6,7 +6,7 @@
  * allow -> allow; otherwise deny. Audit mode computes the same answer but lets the request pass.
  */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
-import type { Action, Policy, Rule } from './model.ts';
+import type { Action, Policy, Rule, TokenCondition } from './model.ts';
 import { SegmentTrie, idSegments, matchSegments, normalizePath } from './pattern.ts';
 
 export const REASONS = ['ALLOW_RULE', 'DENY_RULE', 'NO_MATCHING_ALLOW', 'QUARANTINED', 'UNAUTHENTICATED', 'NO_POLICY_LOADED', 'AUDIT_ALLOWED'] as const;
@@ -24,6 +24,28 @@ export interface AuthzRequest {
   readonly action: ActionRequest;
   /** Lowercase header names (HTTP/gRPC), for `when` conditions. */
   readonly headers?: Readonly<Record<string, string | undefined>>;
+  /** The Writ token the request carries, already verified by the enforcement point, for `token` conditions. */
+  readonly token?: TokenContext;
+}
+
+/** What a `token` condition sees of a verified token (a `@writ/broker/verify` VerifiedToken is one). */
+export interface TokenContext {
+  readonly type: 'access-token' | 'txn-token';
+  readonly subject: string;
+  readonly audience: readonly string[];
+  readonly scopes: readonly string[];
+  /** The actors of `act`, outermost first. */
+  readonly actors: readonly string[];
+}
+
+/**
+ * Why the nearest rule with a `token` condition did not match a request that matched it
+ * otherwise: `missing` (no verified token), `scope`, `depth`, `type`, `subject`, `audience`.
+ */
+export interface TokenMismatch {
+  readonly kind: 'missing' | 'scope' | 'depth' | 'type' | 'subject' | 'audience';
+  readonly message: string;
+  readonly rule: RuleRef;
 }
 
 export interface RuleRef {
@@ -41,6 +63,8 @@ export interface Decision {
   readonly reason: Reason;
   readonly rule: RuleRef | undefined;
   readonly revision: number;
+  /** On a NO_MATCHING_ALLOW deny: an allow rule that matched but for its token condition, and why. */
+  readonly token?: TokenMismatch;
 }
 
 const CACHE_ENTRIES = 100_000;
@@ -83,6 +107,22 @@ function whenHolds(rule: Rule, headers: AuthzRequest['headers']): boolean {
     if (c.equals !== undefined ? v !== c.equals : c.present === false ? v !== undefined : v === undefined) return false;
   }
   return true;
+}
+
+/** Why `token` does not satisfy `c`, or undefined when it does. */
+export function tokenMismatch(c: TokenCondition, token: TokenContext | undefined): Omit<TokenMismatch, 'rule'> | undefined {
+  if (!token) return { kind: 'missing', message: `a Writ token with scope ${c.scopes.join(' ')} is required` };
+  const missing = c.scopes.filter((s) => !token.scopes.includes(s));
+  if (missing.length) return { kind: 'scope', message: `the token's scope (${token.scopes.join(' ').slice(0, 200)}) does not cover ${missing.join(' ')}` };
+  if (c.type !== undefined && (c.type === 'jwt') !== (token.type === 'access-token'))
+    return { kind: 'type', message: `a ${c.type === 'jwt' ? 'access token (jwt)' : 'transaction token (txn_token)'} is required, not a ${token.type}` };
+  if (c.maxDepth !== undefined && token.actors.length > c.maxDepth)
+    return { kind: 'depth', message: `the delegation chain is ${token.actors.length} actors deep; at most ${c.maxDepth} accepted` };
+  if (c.subject && !matchSegments(c.subject.segments, idSegments(token.subject)))
+    return { kind: 'subject', message: `the token's subject ${token.subject.slice(0, 200)} is not ${c.subject.source}` };
+  if (c.audience && !token.audience.some((a) => matchSegments(c.audience!.segments, idSegments(a))))
+    return { kind: 'audience', message: `the token's audience is not ${c.audience.source}` };
+  return undefined;
 }
 
 export interface EngineOptions {
@@ -170,6 +210,7 @@ export class PolicyEngine {
     let allow: Rule | undefined;
     let governed = false;
     let enforced = false;
+    let nearToken: TokenMismatch | undefined;
     const policies = this.#byTo.collect(idSegments(req.to), this.#scratchPolicies);
     for (let p = 0; p < policies.length; p++) {
       const cp = policies[p]!;
@@ -180,8 +221,15 @@ export class PolicyEngine {
         const r = rules[k]!;
         if (r.expires !== null && r.expires <= now) continue;
         if (r.effect === 'deny' ? (r.mode === 'enforce' ? enforceDeny : auditDeny) : allow) continue; // already have one of this kind
-        if (r.when.length > 0) conditional = true;
+        if (r.when.length > 0 || r.token) conditional = true;
         if (!actionMatches(r.actions, req.action) || !whenHolds(r, req.headers)) continue;
+        if (r.token) {
+          const why = tokenMismatch(r.token, req.token);
+          if (why) {
+            if (r.effect === 'allow' && !nearToken) nearToken = { ...why, rule: ref(r) };
+            continue;
+          }
+        }
         if (r.effect === 'allow') allow = r;
         else if (r.mode === 'enforce') enforceDeny = r;
         else auditDeny = r;
@@ -195,8 +243,8 @@ export class PolicyEngine {
     else if (allow) d = { decision: 'allow', allowed: true, reason: 'ALLOW_RULE', rule: ref(allow), revision };
     // Nothing allows it. Governed only by audit-mode policies: it passes, logged as would-deny.
     else if (governed && !enforced) d = { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: undefined, revision };
-    else d = { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision };
-    // Header conditions make the answer depend on more than the key: those are not remembered.
+    else d = { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision, ...(nearToken ? { token: nearToken } : {}) };
+    // Header (and token) conditions make the answer depend on more than the key: those are not remembered.
     if (!conditional) {
       if (this.#cache.size >= CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
       this.#cache.set(key, Object.freeze(d));
@@ -231,7 +279,7 @@ export class PolicyEngine {
         if (!toOk) mismatched.push('to');
         if (!r.from.some((f) => matchSegments(f.segments, fromSeg))) mismatched.push('from');
         if (!actionMatches(r.actions, req.action)) mismatched.push('action');
-        if (!whenHolds(r, req.headers)) mismatched.push('when');
+        if (!whenHolds(r, req.headers) || (r.token && tokenMismatch(r.token, req.token))) mismatched.push('when');
         if (r.expires !== null && r.expires <= now) mismatched.push('expires');
         scored.push({ ...ref(r), effect: r.effect, mismatched });
       }

@@ -16,10 +16,12 @@
  *           - { grpc: ["/orders.v1.Orders/*"] }
  *           - { ports: [5432] }
  *         when: [{ header: x-env, equals: prod }]  # HTTP request conditions, all must hold
+ *         # or a Writ token (verified by the enforcement point; see docs/token-receiver.md):
+ *         # when: [{ token: { scope: orders:read, type: jwt, subject: "spiffe://prod.example/users/*", maxDepth: 2 } }]
  *         mode: audit                              # optional, overrides spec.mode
  *         expires: 2026-12-31T00:00:00Z
  */
-import { isScalar, isSeq, type Node } from 'yaml';
+import { isMap, isScalar, isSeq, type Node } from 'yaml';
 import { LIMITS } from './policy-error.ts';
 import { YamlReader } from './yaml-reader.ts';
 import { parseIdPattern, parsePathPattern, type Pattern } from './pattern.ts';
@@ -42,6 +44,27 @@ export interface Condition {
   readonly present?: boolean;
 }
 
+/** The token types a `token` condition names: `jwt` (a Writ access token) or `txn_token` (a transaction token). */
+export const TOKEN_TYPES = ['jwt', 'txn_token'] as const;
+export type TokenType = (typeof TOKEN_TYPES)[number];
+
+/**
+ * A `token` condition: the request must carry a verified Writ token (the enforcement point checks
+ * signature, `aud` = the callee, expiry) that has every scope in `scopes`, and, when given, whose
+ * subject and some audience match the patterns, of the given type, with at most `maxDepth` actors.
+ */
+export interface TokenCondition {
+  readonly scopes: readonly string[];
+  readonly audience?: Pattern;
+  readonly subject?: Pattern;
+  readonly type?: TokenType;
+  readonly maxDepth?: number;
+}
+
+/** The largest `maxDepth` a token condition takes (the broker's limit on actors). */
+export const TOKEN_MAX_DEPTH = 5;
+const SCOPE_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
+
 export interface Rule {
   readonly policy: string;
   /** Position in the policy's rules, from 0. */
@@ -52,6 +75,8 @@ export interface Rule {
   /** null: any action. */
   readonly actions: readonly Action[] | null;
   readonly when: readonly Condition[];
+  /** A `token` entry of `when`, or null. */
+  readonly token: TokenCondition | null;
   readonly mode: Mode;
   /** Epoch ms, or null. */
   readonly expires: number | null;
@@ -97,6 +122,37 @@ export function parsePolicies(
       return void issue(n, `${where}: ${(err as Error).message}`);
     }
   };
+  let protocolNow: Protocol = 'any';
+  /** `{ token: { scope, audience?, subject?, type?, maxDepth? } }` */
+  const readToken = (cn: Node, cw: string): TokenCondition | undefined => {
+    const outer = fieldsOf(cn, cw, ['token'], ['token']);
+    const tw = `${cw}.token`;
+    const t = fieldsOf(outer?.get('token'), tw, ['scope', 'audience', 'subject', 'type', 'maxDepth'], ['scope']);
+    if (!outer || !t) return undefined;
+    if (protocolNow === 'tcp') issue(cn, `${cw}: token conditions need HTTP, but spec.protocol is tcp`);
+    const scopes: string[] = [];
+    for (const [j, sn] of (t.has('scope') ? (list(t.get('scope'), `${tw}.scope`) ?? []) : []).entries()) {
+      const v = isScalar(sn) && typeof sn.value === 'string' ? sn.value : undefined;
+      if (v === undefined || !SCOPE_RE.test(v)) issue(sn, `${tw}.scope[${j}] must be a scope: 1 to 128 printable characters, no space, " or \\`);
+      else if (!scopes.includes(v)) scopes.push(v);
+    }
+    const audience = t.get('audience') ? pattern(t.get('audience')!, `${tw}.audience`, parseIdPattern) : undefined;
+    const subject = t.get('subject') ? pattern(t.get('subject')!, `${tw}.subject`, parseIdPattern) : undefined;
+    const typeNode = t.get('type');
+    const type = typeNode ? str(typeNode, `${tw}.type`) : undefined;
+    if (type !== undefined && !(TOKEN_TYPES as readonly string[]).includes(type)) issue(typeNode, `${tw}.type must be jwt or txn_token`);
+    const depthNode = t.get('maxDepth');
+    const depth = depthNode && isScalar(depthNode) ? depthNode.value : undefined;
+    if (depthNode && (typeof depth !== 'number' || !Number.isInteger(depth) || depth < 0 || depth > TOKEN_MAX_DEPTH))
+      issue(depthNode, `${tw}.maxDepth must be a whole number from 0 to ${TOKEN_MAX_DEPTH}`);
+    return {
+      scopes,
+      ...(audience ? { audience } : {}),
+      ...(subject ? { subject } : {}),
+      ...(type && (TOKEN_TYPES as readonly string[]).includes(type) ? { type: type as TokenType } : {}),
+      ...(typeof depth === 'number' && Number.isInteger(depth) && depth >= 0 && depth <= TOKEN_MAX_DEPTH ? { maxDepth: depth } : {}),
+    };
+  };
 
   for (const doc of y.documents) {
     const top = doc.fields;
@@ -127,6 +183,7 @@ export function parsePolicies(
     const protoNode = spec.get('protocol');
     const protocol = (protoNode ? str(protoNode, 'spec.protocol') : 'any') as Protocol;
     if (protoNode && !PROTOCOLS.includes(protocol)) issue(protoNode, `spec.protocol must be one of ${PROTOCOLS.join(', ')}`);
+    protocolNow = protocol;
     const rulesNode = spec.get('rules');
     const rules: Rule[] = [];
     if (rulesNode && !isSeq(rulesNode)) issue(rulesNode, 'spec.rules must be a list');
@@ -183,18 +240,25 @@ export function parsePolicies(
           }
         }
         const when: Condition[] = [];
+        let token: TokenCondition | null = null;
         if (r.get('when')) {
           for (const [i, cn] of (list(r.get('when'), `${w}.when`) ?? []).entries()) {
-            const c = fieldsOf(cn, `${w}.when[${i}]`, ['header', 'equals', 'present'], ['header']);
+            const cw = `${w}.when[${i}]`;
+            if (isMap(cn) && cn.items.some((p) => isScalar(p.key) && p.key.value === 'token')) {
+              const t = readToken(cn, cw);
+              if (t && token) issue(cn, `${cw}: one token condition per rule (put every scope in one)`);
+              else if (t) token = t;
+              continue;
+            }
+            const c = fieldsOf(cn, cw, ['header', 'equals', 'present'], ['header']);
             if (!c) continue;
-            const header = str(c.get('header'), `${w}.when[${i}].header`);
-            if (header !== undefined && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/.test(header))
-              issue(c.get('header'), `${w}.when[${i}].header is not a header name`);
+            const header = str(c.get('header'), `${cw}.header`);
+            if (header !== undefined && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/.test(header)) issue(c.get('header'), `${cw}.header is not a header name`);
             const eq = c.get('equals');
             const present = c.get('present');
-            if (eq && present) issue(cn, `${w}.when[${i}] takes "equals" or "present", not both`);
-            if (present && (!isScalar(present) || typeof present.value !== 'boolean')) issue(present, `${w}.when[${i}].present must be true or false`);
-            if (protocol === 'tcp') issue(cn, `${w}.when[${i}]: header conditions need HTTP, but spec.protocol is ${protocol}`);
+            if (eq && present) issue(cn, `${cw} takes "equals" or "present", not both`);
+            if (present && (!isScalar(present) || typeof present.value !== 'boolean')) issue(present, `${cw}.present must be true or false`);
+            if (protocol === 'tcp') issue(cn, `${cw}: header conditions need HTTP, but spec.protocol is ${protocol}`);
             if (header)
               when.push({
                 header: header.toLowerCase(),
@@ -225,6 +289,7 @@ export function parsePolicies(
             from,
             actions,
             when,
+            token,
             mode: MODES.includes(ruleMode) ? ruleMode : mode,
             expires,
             line: pos(rn).line,

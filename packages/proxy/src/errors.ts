@@ -10,4 +10,7 @@ export const PROXY_ERROR_CODES = [
   'ERR_UPSTREAM',
   'ERR_HTTP_VERSION',
   'ERR_CONFIG_INVALID',
+  // Token refusals (the SDK's middleware and requireToken answer them too; enforce.ts tokenRefusal).
+  'ERR_TOKEN_REQUIRED',
+  'ERR_TOKEN_NOT_ACCEPTED',
 ] as const;

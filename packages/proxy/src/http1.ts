@@ -296,6 +296,15 @@ export class UpstreamPool {
 export interface Refusal {
   readonly status: number;
   readonly body: Record<string, unknown>;
+  /** Response fields sent with it (lower-case names), e.g. `www-authenticate`. */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Response field lines for `response`: names and values with no CR, LF or NUL. */
+export function fieldLines(h: Readonly<Record<string, string>> | undefined): string {
+  let out = '';
+  for (const [k, v] of Object.entries(h ?? {})) if (!/[\r\n\0]/.test(k + v)) out += `${k}: ${v}\r\n`;
+  return out;
 }
 
 export interface RelayOptions {
@@ -316,6 +325,7 @@ export interface RelayOptions {
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   405: 'Method Not Allowed',
   408: 'Request Timeout',
@@ -622,7 +632,7 @@ export function relayHttp1(client: Socket, o: RelayOptions): void {
           // Answered here; a request with a body is answered and the connection closed rather
           // than reading a body nobody will use.
           const close = !r.keepAlive || r.body.kind !== 'none';
-          client.write(refusal ? response(refusal.status, refusal.body, close) : finalHopResponse(r.method, close));
+          client.write(refusal ? response(refusal.status, refusal.body, close, fieldLines(refusal.headers)) : finalHopResponse(r.method, close));
           if (close) {
             state = 'done';
             return void client.end();

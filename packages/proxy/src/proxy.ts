@@ -5,7 +5,10 @@
  *   connection (tcp) or per request (http: HTTP/1.1 and HTTP/2 via ALPN; gRPC calls as gRPC
  *   actions), forwards plaintext to the local app (HTTP/1.1, or HTTP/2 for an h2c:// upstream) with
  *   `x-writ-peer-id`; a denied request gets 403 `{code, decisionId}` (a gRPC call the gRPC status
- *   PERMISSION_DENIED), a denied connection is closed.
+ *   PERMISSION_DENIED), a denied connection is closed. A Writ token the request carries
+ *   (`Authorization: Bearer` or `Txn-Token`) is verified against the trust domain's JWT bundle
+ *   from the Workload API and decided by the policy's `token` conditions (401/403
+ *   `{code, decisionId, reason}` with `WWW-Authenticate: Bearer` when one refuses).
  * - outbound LISTEN=spiffe://ID@HOST:PORT: accepts plaintext from the local app and originates
  *   mTLS, refusing a server whose SPIFFE ID is not ID (a reused IP cannot fool it).
  * Decisions come from the policy the agent streams (in-process); SVIDs rotate without dropping
@@ -30,8 +33,19 @@ import { createServer as tlsCreateServer, type Server as TlsServer, type TLSSock
 import type { Logger } from 'pino';
 import { WritError, formatDuration, isWritError, parseSpiffeId, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
 import { httpAction, type ActionRequest } from '@writ/policy';
-import { DecisionReporter, GRPC_STATUS, LocalPolicy, X509Source, authorizeId, mtlsConnect, type SourceWait } from '@writ/sdk';
-import { enforce, grpcRefusal, httpRefusal, pathRefusal, peerChain, requestPath, type Enforced, type EnforcerOptions } from '@writ/sdk/internal';
+import { DecisionReporter, GRPC_STATUS, JwtSource, LocalPolicy, X509Source, authorizeId, mtlsConnect, type SourceWait } from '@writ/sdk';
+import {
+  enforce,
+  grpcRefusal,
+  httpRefusal,
+  pathRefusal,
+  peerChain,
+  readToken,
+  requestPath,
+  type Enforced,
+  type EnforcerOptions,
+  type TokenRead,
+} from '@writ/sdk/internal';
 import { UpstreamPool, VIA, connectTcp, finalHop, parseMaxForwards, relayHttp1, response, type OnData } from './http1.ts';
 
 export interface Inbound {
@@ -187,6 +201,7 @@ function endToEnd(h: IncomingHttpHeaders, status = false): OutgoingHttpHeaders {
 export class WritProxy {
   readonly #o: ProxyOptions;
   #source!: X509Source;
+  #jwt: JwtSource | undefined;
   #policy!: LocalPolicy;
   readonly #servers: Array<NetServer | TlsServer> = [];
   readonly #live = new Set<Live>();
@@ -207,6 +222,8 @@ export class WritProxy {
     const timeoutMs = this.#o.waitTimeoutMs ?? 60_000;
     this.#source = await this.#waitForSvid(timeoutMs);
     this.#policy = await LocalPolicy.create({ endpoint: this.#o.endpoint, timeoutMs });
+    // The JWT bundles verify the Writ tokens requests carry (HTTP inbound only).
+    if (this.#o.inbound.some((ib) => ib.mode === 'http')) this.#jwt = await JwtSource.create({ endpoint: this.#o.endpoint, timeoutMs });
     this.#reporter = new DecisionReporter(this.#o.endpoint);
     const reporter = this.#reporter;
     this.#enforcer = {
@@ -298,8 +315,16 @@ export class WritProxy {
   }
 
   /** Decides through the enforcement core: id, report to the agent, a log line for each deny. */
-  #decide(peer: string | undefined, action: ActionRequest, headers?: Record<string, string>): Enforced {
-    return enforce(this.#enforcer, { from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}) });
+  #decide(peer: string | undefined, action: ActionRequest, headers?: Record<string, string>, read?: TokenRead): Enforced {
+    const token = read?.token;
+    return enforce(this.#enforcer, { from: peer, to: this.spiffeId, action, ...(headers ? { headers } : {}), ...(token ? { token } : {}) });
+  }
+
+  /** The Writ token of a request (Txn-Token or Authorization: Bearer), verified for this proxy's identity; `{}` without one. */
+  #token(authorization: string | undefined, txnToken: string | undefined): TokenRead {
+    if ((authorization === undefined && txnToken === undefined) || !this.#jwt) return {};
+    const to = this.spiffeId;
+    return readToken({ authorization, txnToken }, { bundles: this.#jwt.bundles, trustDomain: parseSpiffeId(to).trustDomain, audience: to });
   }
 
   #track(from: string | undefined, to: string, socket: Socket): void {
@@ -410,9 +435,11 @@ export class WritProxy {
               { get: (_t, name) => (typeof name === 'string' ? r.fields.all(name).join(', ') || undefined : undefined) },
             );
             const method = r.method.toUpperCase();
+            const read = this.#token(r.fields.all('authorization')[0], r.fields.all('txn-token')[0]);
             // The content type is looked at only for a POST (a gRPC call is one).
             return httpRefusal(
-              this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers),
+              this.#decide(peer, httpAction(method, r.path, method === 'POST' ? r.fields.all('content-type')[0] : undefined, ib.listen.port), headers, read),
+              read,
             );
           },
           onUpstreamError: (err) => this.#o.log.warn({ upstream: `${ib.upstream.host}:${ib.upstream.port}`, err: err.message }, 'upstream unavailable'),
@@ -441,9 +468,10 @@ export class WritProxy {
       return void answerStream(stream, 400, pathRefusal(err).body);
     }
     const action = httpAction(method, path, fields['content-type'], ib.listen.port);
-    const e = this.#decide(peer, action, fields);
-    const grpc = action.kind === 'grpc' ? grpcRefusal(e) : undefined;
-    const http = action.kind === 'grpc' ? undefined : httpRefusal(e);
+    const read = this.#token(fields['authorization'], fields['txn-token']);
+    const e = this.#decide(peer, action, fields, read);
+    const grpc = action.kind === 'grpc' ? grpcRefusal(e, read) : undefined;
+    const http = action.kind === 'grpc' ? undefined : httpRefusal(e, read);
     if (!grpc && !http) {
       if (method !== 'OPTIONS' && method !== 'TRACE') return { peer };
       // Max-Forwards (RFC 9110 7.6.2): at 0 this hop is the final recipient; otherwise one fewer.
@@ -459,7 +487,7 @@ export class WritProxy {
       if (!stream.destroyed) stream.respond({ ':status': 200, 'content-length': 0 }, { endStream: true });
       return undefined;
     }
-    if (http) return void answerStream(stream, http.status, http.body);
+    if (http) return void answerStream(stream, http.status, http.body, http.headers);
     // A gRPC client reads a gRPC status in a trailers-only answer, the reason and decision id in grpc-message.
     if (grpc && !stream.destroyed) {
       stream.respond(
@@ -652,6 +680,7 @@ export class WritProxy {
     await this.#reporter?.close();
     this.#policy?.close();
     this.#source?.close();
+    this.#jwt?.close();
     this.#agent.destroy();
     for (const s of this.#h2c.values()) s.destroy();
     for (const p of this.#pools) p.close();

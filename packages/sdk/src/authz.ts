@@ -1,16 +1,18 @@
 /**
  * In-process authorization for services: the policy governing this workload's identities, streamed
  * from the agent (writ.authz.v1.PolicyDistribution/WatchPolicy) and compiled locally, so a decision
- * is a function call. Middleware for node:http, Express and Fastify on top.
+ * is a function call. Middleware for node:http, Express and Fastify on top, and `requireToken` for
+ * routes that need a Writ access or transaction token with given scopes.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { PolicyEngine, httpAction, parsePolicies, type Decision } from '@writ/policy';
-import { WritError, verifyX509Svid, type SpiffeId } from '@writ/spiffe';
+import { PolicyEngine, TOKEN_MAX_DEPTH, httpAction, parsePolicies, tokenMismatch, type Decision, type TokenType } from '@writ/policy';
+import { WritError, parseSpiffeId, verifyX509Svid, type JwtBundleSource, type SpiffeId } from '@writ/spiffe';
 import { GRPC_STATUS, GrpcClient, type GrpcError } from './grpc.ts';
 import { fields } from './proto.ts';
 import type { DecisionReporter, ReportedDecision } from './decision-log.ts';
-import { enforce, httpRefusal, pathRefusal, requestPath } from './enforce.ts';
+import { newDecisionId } from './decision-log.ts';
+import { enforce, httpRefusal, pathRefusal, readToken, requestPath, tokenRefusal, type HttpRefusal, type ReceivedToken, type TokenRead } from './enforce.ts';
 import type { JwtSource, X509Source } from './sources.ts';
 import { peerChain, peerIdOf } from './tls.ts';
 
@@ -123,6 +125,18 @@ export interface WritRequestInfo {
   readonly peer: SpiffeId | undefined;
   readonly decision: Decision;
   readonly decisionId: string;
+  /** The verified Writ token the request carried (with `tokens` set), for the handler. */
+  readonly token?: ReceivedToken;
+}
+
+/** Where Writ tokens are verified: the JWT bundles (a JwtSource), and optionally whom for. */
+export interface TokenOptions {
+  /** The trust domains' JWT keys: a JwtSource (its `bundles` follow the agent), or any JwtBundleSource holder. */
+  readonly source: { readonly bundles: JwtBundleSource };
+  /** The receiver's SPIFFE ID, an access token's `aud`; default the middleware's `to`. */
+  readonly audience?: string;
+  /** The trust domain whose keys sign the tokens; default the audience's. */
+  readonly trustDomain?: string;
 }
 
 export interface MiddlewareOptions {
@@ -137,6 +151,19 @@ export interface MiddlewareOptions {
   readonly onDecision?: (info: WritRequestInfo, req: IncomingMessage) => void;
   /** Sends every decision to the server's decision log through the agent. */
   readonly reporter?: DecisionReporter;
+  /**
+   * Verifies a Writ token (`Authorization: Bearer` or `Txn-Token`) for the policy's `token`
+   * conditions; without it, rules with a token condition never match.
+   */
+  readonly tokens?: TokenOptions;
+}
+
+function readTokenFor(req: IncomingMessage, t: TokenOptions, audience: string): TokenRead {
+  const txn = req.headers['txn-token'];
+  return readToken(
+    { authorization: req.headers.authorization, txnToken: typeof txn === 'string' ? txn : undefined },
+    { bundles: t.source.bundles, audience, trustDomain: t.trustDomain ?? parseSpiffeId(audience).trustDomain },
+  );
 }
 
 function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undefined {
@@ -166,9 +193,9 @@ function peerOf(req: IncomingMessage, opts: MiddlewareOptions): SpiffeId | undef
   return undefined;
 }
 
-function answer(res: ServerResponse, status: number, o: object): void {
+function answer(res: ServerResponse, status: number, o: object, fields: Readonly<Record<string, string>> = {}): void {
   const body = JSON.stringify(o);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, { ...fields, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 
@@ -192,15 +219,18 @@ export function authorizeRequest(req: IncomingMessage, res: ServerResponse, opts
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'authorization') headers[k] = v;
   const method = (req.method ?? 'GET').toUpperCase();
+  delete headers['txn-token'];
   const reporter = opts.reporter;
+  const read = opts.tokens ? readTokenFor(req, opts.tokens, opts.tokens.audience ?? to) : undefined;
+  const token = read?.token;
   const e = enforce(
     { decide: (r) => opts.policy.decide(r), ...(reporter ? { record: (d: ReportedDecision) => reporter.record(d) } : {}) },
-    { from: peer?.uri, to, action: httpAction(method, path, req.headers['content-type']), headers },
+    { from: peer?.uri, to, action: httpAction(method, path, req.headers['content-type']), headers, ...(token ? { token } : {}) },
   );
-  const info = { peer, decision: e.decision, decisionId: e.decisionId };
+  const info = { peer, decision: e.decision, decisionId: e.decisionId, ...(token ? { token } : {}) };
   opts.onDecision?.(info, req);
-  const refused = httpRefusal(e);
-  if (refused) return void answer(res, refused.status, refused.body);
+  const refused = httpRefusal(e, read);
+  if (refused) return void answer(res, refused.status, refused.body, refused.headers);
   return info;
 }
 
@@ -259,3 +289,70 @@ export function writFastify(
 }
 // Like fastify-plugin: the hook applies to the instance that registers it, not only a child scope.
 (writFastify as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true;
+
+export interface RequireTokenOptions extends TokenOptions {
+  /** Scopes the token must hold, all of them. */
+  readonly scope: string | readonly string[];
+  /** Only this token type: `jwt` (an access token) or `txn_token`; default either. */
+  readonly type?: TokenType;
+  /** At most this many actors in the token's `act` chain (default 5). */
+  readonly maxDepth?: number;
+  /** The receiver's SPIFFE ID (an access token's `aud`): this or `x509`'s SVID. */
+  readonly x509?: { readonly svid: { readonly spiffeId: string } };
+  /** Told of every refusal (no token in it), for the process's log. */
+  readonly onRefusal?: (refusal: HttpRefusal, req: IncomingMessage) => void;
+}
+
+type RawReq = IncomingMessage & { writToken?: ReceivedToken };
+interface FastifyLike {
+  readonly raw: RawReq;
+  writToken?: ReceivedToken;
+}
+
+/**
+ * Middleware for a route that needs a Writ token with `scope`, verified like `writ proxy` does
+ * (signature by the trust domain's JWT keys, `aud` = this service, not expired, depth) and refused
+ * the same way: 401 `ERR_TOKEN_REQUIRED` / `ERR_TOKEN_INVALID`, 403 `ERR_TOKEN_SCOPE_INSUFFICIENT`
+ * / `ERR_TOKEN_DEPTH_EXCEEDED` / `ERR_TOKEN_NOT_ACCEPTED`, each `{code, decisionId, reason}` with a
+ * `WWW-Authenticate: Bearer` challenge. The token is in `req.writToken` for the handler.
+ * Express / node:http: `app.get('/orders', requireToken({ scope: 'orders:read', source }), handler)`;
+ * Fastify: `{ preHandler: requireToken({ scope: 'orders:read', source }) }` (`request.writToken`).
+ */
+export function requireToken(
+  opts: RequireTokenOptions,
+): (req: IncomingMessage | FastifyLike, res: ServerResponse | { readonly raw: ServerResponse; hijack(): void }, next: (err?: Error) => void) => void {
+  const scopes = typeof opts.scope === 'string' ? [opts.scope] : [...opts.scope];
+  if (scopes.length === 0) throw new TypeError('requireToken needs at least one scope');
+  const depth = opts.maxDepth;
+  if (depth !== undefined && (!Number.isInteger(depth) || depth < 0 || depth > TOKEN_MAX_DEPTH))
+    throw new TypeError(`maxDepth must be 0 to ${TOKEN_MAX_DEPTH}`);
+  const condition = { scopes, ...(opts.type ? { type: opts.type } : {}), ...(depth !== undefined ? { maxDepth: depth } : {}) };
+  return (r, s, next) => {
+    const fastify = 'raw' in r && !('socket' in r);
+    const req = fastify ? (r as FastifyLike).raw : (r as RawReq);
+    const res = 'raw' in s && !('writeHead' in s) ? s.raw : (s as ServerResponse);
+    let refusal: HttpRefusal | undefined;
+    let token: ReceivedToken | undefined;
+    try {
+      const audience = opts.audience ?? opts.x509?.svid.spiffeId;
+      if (!audience) throw new TypeError('requireToken needs `audience` or an `x509` source');
+      const read = readTokenFor(req, opts, audience);
+      token = read.token;
+      const why = tokenMismatch(condition, token);
+      if (why) refusal = tokenRefusal(why, read, newDecisionId());
+    } catch (err) {
+      return next(err as Error);
+    }
+    if (refusal) {
+      opts.onRefusal?.(refusal, req);
+      answer(res, refusal.status, refusal.body, refusal.headers);
+      if (fastify) (s as { hijack(): void }).hijack();
+      return;
+    }
+    if (token) {
+      req.writToken = token;
+      if (fastify) (r as FastifyLike).writToken = token;
+    }
+    next();
+  };
+}

@@ -21,6 +21,7 @@ describe('@writ/sdk public surface', () => {
       'authorizeRequest',
       'createMtlsServer',
       'mtlsConnect',
+      'requireToken',
       'validateJwtSvid',
       'writFastify',
       'writMiddleware',

@@ -23,6 +23,7 @@ export {
 } from './tls.ts';
 export { JwtSvidValidator, type ValidatedJwtSvid } from '@writ/spiffe';
 export { LocalPolicy, writMiddleware, writFastify, authorizeRequest, type MiddlewareOptions, type WritRequestInfo } from './authz.ts';
+export { requireToken, type TokenOptions, type RequireTokenOptions } from './authz.ts';
 export { DecisionReporter, type ReportedDecision } from './decision-log.ts';
 // The errors the Workload API client rejects with, so a caller can `switch (err.code)`.
 export { GrpcError, GRPC_STATUS, type GrpcStatus } from './grpc.ts';
