@@ -1,0 +1,195 @@
+/**
+ * SPIRE, the SPIFFE project's reference implementation, as a peer of Writ: a real spire-server
+ * (v1.13.3, pinned in test/go/spire, built by .ci/run into test/go/bin) with a SQLite datastore and
+ * an https_spiffe bundle endpoint, a real spire-agent attested by a join token, and go-spiffe
+ * fetching a SPIRE-issued X.509-SVID as another uid. Then federation both ways: Writ fetches
+ * SPIRE's bundle from SPIRE's endpoint, and SPIRE fetches Writ's from Writ's.
+ * The HCL is in test/e2e/fixtures/spire/*.conf.tmpl (the test fills in the @@NAMES@@).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ROOT, cleanup, freePort, run, startServerProcess, waitFor, writ, type RunResult, type ServerProcess } from './helpers.ts';
+
+const BIN = join(ROOT, 'test/go/bin');
+const SPIRE_SERVER = join(BIN, 'spire-server');
+const SPIRE_AGENT = join(BIN, 'spire-agent');
+const GOSPIFFE = join(BIN, 'gospiffe');
+const FIXTURES = join(ROOT, 'test/e2e/fixtures/spire');
+const missing = [SPIRE_SERVER, SPIRE_AGENT, GOSPIFFE].filter((f) => !existsSync(f));
+const SKIP = missing.length
+  ? `${missing.join(', ')} missing: build them as .ci/run does (cd test/go/spire && go build -o ../bin/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent; cd test/go/gospiffe && go build -o ../bin/gospiffe .)`
+  : false;
+
+const NODE_ID = 'spiffe://spire.test/node/writ-e2e';
+const WORKLOAD_ID = 'spiffe://spire.test/workload/go';
+const WORKLOAD_UID = 1009;
+
+let dir: string;
+let serverSock: string;
+let agentSock: string;
+let bundlePort: number;
+let writSrv: ServerProcess | undefined;
+const children: ChildProcess[] = [];
+const logs: Record<string, string[]> = { server: [], agent: [] };
+
+interface BundleDoc {
+  keys: Array<{ use: string; x5c?: string[] }>;
+}
+
+/** A config template with its @@NAMES@@ filled in, written to the temp dir. */
+function config(name: string, values: Record<string, string | number>): string {
+  let text = readFileSync(join(FIXTURES, `${name}.conf.tmpl`), 'utf8');
+  for (const [k, v] of Object.entries(values)) text = text.replaceAll(`@@${k}@@`, String(v));
+  assert.doesNotMatch(text, /@@\w+@@/, `${name}.conf.tmpl has a name the test did not fill in`);
+  const file = join(dir, `${name}.conf`);
+  writeFileSync(file, text);
+  return file;
+}
+
+function start(name: 'server' | 'agent', cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const keep = (d: Buffer): void => void logs[name]!.push(d.toString());
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return child;
+}
+
+/** spire-server's CLI against its API socket; fails the test on a non-zero exit. */
+async function spire(args: string[]): Promise<RunResult> {
+  const r = await run(SPIRE_SERVER, [...args, '-socketPath', serverSock]);
+  assert.equal(r.code, 0, `spire-server ${args.join(' ')}: ${r.stdout}${r.stderr}\nserver log: ${logs['server']!.join('').slice(-3000)}`);
+  return r;
+}
+
+const x5cs = (b: BundleDoc): string[] =>
+  b.keys
+    .filter((k) => k.use === 'x509-svid')
+    .map((k) => k.x5c![0]!)
+    .sort();
+
+before(async () => {
+  if (SKIP) return;
+  dir = mkdtempSync(join(tmpdir(), 'writ-spire-'));
+  // The agent socket in a directory other uids reach: attestation decides who gets what.
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, 'data'));
+  mkdirSync(join(dir, 'sock'), { mode: 0o755 });
+  serverSock = join(dir, 'server.sock');
+  agentSock = join(dir, 'sock', 'agent.sock');
+  const [port, bp] = [await freePort(), await freePort()];
+  bundlePort = bp;
+  start('server', SPIRE_SERVER, ['run', '-config', config('server', { DIR: dir, PORT: port, BUNDLE_PORT: bundlePort })]);
+  await waitFor(
+    'spire-server healthy',
+    async () => ((await run(SPIRE_SERVER, ['healthcheck', '-socketPath', serverSock])).code === 0 ? true : undefined),
+    60_000,
+  );
+  const token = /Token: (\S+)/.exec((await spire(['token', 'generate', '-spiffeID', NODE_ID, '-ttl', '600'])).stdout)?.[1];
+  assert.ok(token, 'spire-server token generate printed no token');
+  writeFileSync(join(dir, 'bootstrap.pem'), (await spire(['bundle', 'show'])).stdout);
+  start('agent', SPIRE_AGENT, ['run', '-config', config('agent', { DIR: dir, PORT: port, SOCKET: agentSock }), '-joinToken', token]);
+  await waitFor('spire-agent healthy', async () => ((await run(SPIRE_AGENT, ['healthcheck', '-socketPath', agentSock])).code === 0 ? true : undefined), 60_000);
+});
+
+after(async () => {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  await writSrv?.stop();
+  if (writSrv) cleanup(writSrv.dataDir);
+  if (dir) cleanup(dir);
+});
+
+describe('SPIRE as a peer', { skip: SKIP }, () => {
+  it("a SPIRE agent serves go-spiffe (as another uid) the X.509-SVID of its registration entry, chained to SPIRE's CA", async () => {
+    await spire(['entry', 'create', '-parentID', NODE_ID, '-spiffeID', WORKLOAD_ID, '-selector', `unix:uid:${WORKLOAD_UID}`]);
+    // The agent learns of the new entry on its next sync: go-spiffe's X509Source waits for it.
+    const r = await run('setpriv', [`--reuid=${WORKLOAD_UID}`, `--regid=${WORKLOAD_UID}`, '--clear-groups', GOSPIFFE, 'x509', '-socket', agentSock], {
+      timeoutMs: 90_000,
+    });
+    assert.equal(r.code, 0, `gospiffe x509: ${r.stdout}${r.stderr}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
+    const svid = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { svid: Record<string, unknown> }).svid;
+    assert.equal(svid['spiffeId'], WORKLOAD_ID);
+    assert.equal(svid['bundleTrustDomain'], 'spiffe://spire.test');
+    assert.equal(svid['chainVerifies'], true);
+  });
+
+  it("Writ federates with SPIRE: Writ fetches SPIRE's bundle from SPIRE's https_spiffe endpoint, and SPIRE fetches Writ's from Writ's", async () => {
+    writSrv = await startServerProcess({ args: ['--trust-domain', 'writ.test', '--bundle-endpoint-listen', '127.0.0.1:0'] });
+    const srv = writSrv;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    // Writ -> SPIRE: SPIRE's bundle (SPIFFE format) bootstraps the first fetch.
+    const spireBundle = JSON.parse((await spire(['bundle', 'show', '-format', 'spiffe'])).stdout) as BundleDoc;
+    writeFileSync(join(dir, 'spire-bundle.json'), JSON.stringify(spireBundle));
+    await ok([
+      'federation',
+      'create',
+      '--trust-domain',
+      'spire.test',
+      '--bundle-endpoint-url',
+      `https://127.0.0.1:${bundlePort}`,
+      '--profile',
+      'https_spiffe',
+      '--endpoint-spiffe-id',
+      'spiffe://spire.test/spire/server',
+      '--bootstrap-bundle',
+      join(dir, 'spire-bundle.json'),
+    ]);
+    const shown = await waitFor('spire.test fetched', async () => {
+      const st = JSON.parse((await ok(['federation', 'show', 'spire.test', '-o', 'json'])).stdout) as { lastSuccessAt: string | null; lastError: unknown };
+      return st.lastSuccessAt ? st : undefined;
+    });
+    assert.equal(shown.lastError, null);
+    const held = (JSON.parse((await ok(['bundle', 'list', '-o', 'json'])).stdout) as Array<{ trustDomain: string; bundle: BundleDoc }>).find(
+      (b) => b.trustDomain === 'spire.test',
+    );
+    assert.ok(held, 'Writ holds no bundle of spire.test');
+    assert.deepEqual(x5cs(held.bundle), x5cs(spireBundle), "Writ holds SPIRE's CA");
+    assert.match((await ok(['federation', 'status'])).stdout, /spire\.test/);
+
+    // SPIRE -> Writ: Writ's bundle as SPIRE's bootstrap, then a fetch from Writ's endpoint.
+    const writBundle = JSON.parse((await ok(['bundle', 'show'])).stdout) as BundleDoc;
+    const endpoint = await waitFor('the bundle endpoint log line', async () => {
+      for (const line of srv.logs) {
+        const j = JSON.parse(line) as { msg?: string; url?: string };
+        if (j.msg === 'bundle endpoint listening') return j.url;
+      }
+      return undefined;
+    });
+    writeFileSync(join(dir, 'writ-bundle.json'), JSON.stringify(writBundle));
+    await spire(['bundle', 'set', '-format', 'spiffe', '-id', 'spiffe://writ.test', '-path', join(dir, 'writ-bundle.json')]);
+    await spire([
+      'federation',
+      'create',
+      '-trustDomain',
+      'writ.test',
+      '-bundleEndpointURL',
+      endpoint,
+      '-bundleEndpointProfile',
+      'https_spiffe',
+      '-endpointSpiffeID',
+      'spiffe://writ.test/writ/server',
+    ]);
+    const refreshed = await run(SPIRE_SERVER, ['federation', 'refresh', '-id', 'writ.test', '-socketPath', serverSock]);
+    assert.equal(refreshed.code, 0, `spire-server federation refresh: ${refreshed.stdout}${refreshed.stderr}\n${logs['server']!.join('').slice(-3000)}`);
+    const list = await spire(['bundle', 'list', '-format', 'spiffe', '-id', 'spiffe://writ.test']);
+    const spireHeld = JSON.parse(list.stdout.slice(list.stdout.indexOf('{'))) as BundleDoc;
+    assert.deepEqual(x5cs(spireHeld), x5cs(writBundle), "SPIRE holds Writ's CA");
+  });
+});
