@@ -12,7 +12,19 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ROOT, cleanup, freePort, run, startServerProcess, waitFor, writ, type RunResult, type ServerProcess } from './helpers.ts';
+import {
+  ROOT,
+  cleanup,
+  freePort,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type RunResult,
+  type ServerProcess,
+} from './helpers.ts';
 
 const BIN = join(ROOT, 'test/go/bin');
 const SPIRE_SERVER = join(BIN, 'spire-server');
@@ -33,6 +45,7 @@ let serverSock: string;
 let agentSock: string;
 let bundlePort: number;
 let writSrv: ServerProcess | undefined;
+let writAgent: AgentProcess | undefined;
 const children: ChildProcess[] = [];
 const logs: Record<string, string[]> = { server: [], agent: [] };
 
@@ -65,6 +78,55 @@ async function spire(args: string[]): Promise<RunResult> {
   assert.equal(r.code, 0, `spire-server ${args.join(' ')}: ${r.stdout}${r.stderr}\nserver log: ${logs['server']!.join('').slice(-3000)}`);
   return r;
 }
+
+/** gospiffe as `uid` against `socket`: its last JSON line. */
+async function gospiffe(uid: number, socket: string, args: string[]): Promise<{ code: number | null; out: Record<string, unknown>; raw: string }> {
+  const r = await run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', socket, ...args.slice(1)], {
+    timeoutMs: 90_000,
+  });
+  const raw = r.stdout + r.stderr;
+  try {
+    return { code: r.code, out: JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>, raw };
+  } catch {
+    return assert.fail(`gospiffe ${args.join(' ')} printed no JSON (exit ${r.code}): ${raw}`);
+  }
+}
+
+/** A long-running gospiffe as `uid`: resolves with its lines so far once one has `event: listening`. */
+function serveGo(uid: number, socket: string, args: string[]): Promise<Array<Record<string, string>>> {
+  const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, 'serve', '-socket', socket, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const lines: Array<Record<string, string>> = [];
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buf.slice(0, i)) as Record<string, string>;
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        if (line['event'] === 'listening') resolve(lines);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`gospiffe serve exited ${code}: ${JSON.stringify(lines)} ${err}`)));
+  });
+}
+
+/** The trust domains of the X.509 bundles a workload gets, once `td` is among them. */
+const bundlesWith = (uid: number, socket: string, td: string): Promise<Array<{ trustDomain: string; authorities: string[] }>> =>
+  waitFor(
+    `${td} in the bundles of uid ${uid}`,
+    async () => {
+      const x509 = (await gospiffe(uid, socket, ['bundles'])).out['x509'] as Array<{ trustDomain: string; authorities: string[] }> | undefined;
+      return x509?.some((b) => b.trustDomain === td) ? x509 : undefined;
+    },
+    90_000,
+  );
 
 const x5cs = (b: BundleDoc): string[] =>
   b.keys
@@ -107,8 +169,10 @@ after(async () => {
         }),
     ),
   );
+  await writAgent?.stop();
   await writSrv?.stop();
   if (writSrv) cleanup(writSrv.dataDir);
+  if (writAgent) cleanup(writAgent.dataDir);
   if (dir) cleanup(dir);
 });
 
@@ -191,5 +255,71 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     const list = await spire(['bundle', 'list', '-format', 'spiffe', '-id', 'spiffe://writ.test']);
     const spireHeld = JSON.parse(list.stdout.slice(list.stdout.indexOf('{'))) as BundleDoc;
     assert.deepEqual(x5cs(spireHeld), x5cs(writBundle), "SPIRE holds Writ's CA");
+  });
+
+  it('mTLS across the two trust domains: a go-spiffe client with a SPIRE SVID calls a go-spiffe server with a Writ SVID, each trusting the federated bundle', async () => {
+    assert.ok(writSrv, 'the federation test starts the Writ server');
+    const srv = writSrv;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
+    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
+    const [writUid, spireUid] = [1010, 1011];
+    await ok([
+      'entry',
+      'create',
+      '--spiffe-id',
+      WRIT_SERVER_ID,
+      '--parent-id',
+      'spiffe://writ.test/writ/agent/sp',
+      '--selector',
+      `unix:uid:${writUid}`,
+      '--federates-with',
+      'spire.test',
+    ]);
+    const token = JSON.parse((await ok(['token', 'create', '--node-name', 'sp', '-o', 'json'])).stdout).token as string;
+    writAgent = await startAgentProcess(srv, { joinToken: token, socket: join(dir, 'sock', 'writ.sock') });
+    await spire([
+      'entry',
+      'create',
+      '-parentID',
+      NODE_ID,
+      '-spiffeID',
+      SPIRE_CLIENT_ID,
+      '-selector',
+      `unix:uid:${spireUid}`,
+      '-federatesWith',
+      'spiffe://writ.test',
+    ]);
+
+    // Each workload gets the other trust domain's bundle from its own agent.
+    const onWrit = await bundlesWith(writUid, writAgent.socket, 'spire.test');
+    const onSpire = await bundlesWith(spireUid, agentSock, 'writ.test');
+    assert.deepEqual(
+      onWrit.map((b) => b.trustDomain),
+      ['spire.test', 'writ.test'],
+    );
+    assert.deepEqual(
+      onSpire.map((b) => b.trustDomain),
+      ['spire.test', 'writ.test'],
+    );
+    assert.deepEqual(onWrit.find((b) => b.trustDomain === 'spire.test')!.authorities, onSpire.find((b) => b.trustDomain === 'spire.test')!.authorities);
+    assert.deepEqual(onSpire.find((b) => b.trustDomain === 'writ.test')!.authorities, onWrit.find((b) => b.trustDomain === 'writ.test')!.authorities);
+
+    const lines = await serveGo(writUid, writAgent.socket, ['-authorize', SPIRE_CLIENT_ID]);
+    const listening = lines.find((l) => l['event'] === 'listening')!;
+    assert.equal(listening['spiffeId'], WRIT_SERVER_ID);
+    const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
+    assert.equal(call.code, 0, call.raw);
+    assert.equal(call.out['status'], 200);
+    assert.equal(call.out['peer'], WRIT_SERVER_ID);
+    assert.deepEqual(call.out['body'], { server: WRIT_SERVER_ID, peer: SPIRE_CLIENT_ID, method: 'GET', path: '/v1/hello' });
+    // The SPIRE workload whose entry does not federate with writ.test cannot verify Writ's server.
+    const unfederated = await gospiffe(WORKLOAD_UID, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
+    assert.notEqual(unfederated.code, 0);
+    assert.match(String(unfederated.out['error']), /writ\.test|unknown authority|bundle/);
   });
 });
