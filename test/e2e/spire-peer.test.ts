@@ -3,8 +3,10 @@
  * (v1.13.3, pinned in test/go/spire, built by .ci/run into test/go/bin) with a SQLite datastore and
  * an https_spiffe bundle endpoint, a real spire-agent attested by a join token, and go-spiffe
  * fetching a SPIRE-issued X.509-SVID as another uid. Then federation both ways: Writ fetches
- * SPIRE's bundle from SPIRE's endpoint, and SPIRE fetches Writ's from Writ's.
+ * SPIRE's bundle from SPIRE's endpoint, and SPIRE fetches Writ's from Writ's; then a go-spiffe
+ * client with a SPIRE SVID and a go-spiffe server with a Writ SVID authenticate each other.
  * The HCL is in test/e2e/fixtures/spire/*.conf.tmpl (the test fills in the @@NAMES@@).
+ * The tests run in order: the mTLS one uses the servers and relationships of the ones before.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -180,11 +182,9 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
   it("a SPIRE agent serves go-spiffe (as another uid) the X.509-SVID of its registration entry, chained to SPIRE's CA", async () => {
     await spire(['entry', 'create', '-parentID', NODE_ID, '-spiffeID', WORKLOAD_ID, '-selector', `unix:uid:${WORKLOAD_UID}`]);
     // The agent learns of the new entry on its next sync: go-spiffe's X509Source waits for it.
-    const r = await run('setpriv', [`--reuid=${WORKLOAD_UID}`, `--regid=${WORKLOAD_UID}`, '--clear-groups', GOSPIFFE, 'x509', '-socket', agentSock], {
-      timeoutMs: 90_000,
-    });
-    assert.equal(r.code, 0, `gospiffe x509: ${r.stdout}${r.stderr}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
-    const svid = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { svid: Record<string, unknown> }).svid;
+    const r = await gospiffe(WORKLOAD_UID, agentSock, ['x509']);
+    assert.equal(r.code, 0, `gospiffe x509: ${r.raw}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
+    const svid = r.out['svid'] as Record<string, unknown>;
     assert.equal(svid['spiffeId'], WORKLOAD_ID);
     assert.equal(svid['bundleTrustDomain'], 'spiffe://spire.test');
     assert.equal(svid['chainVerifies'], true);
