@@ -1,0 +1,355 @@
+/**
+ * SPIRE, the SPIFFE project's reference implementation, as a peer of Writ: a real spire-server
+ * (v1.13.3, pinned in test/go/spire, built by .ci/run into test/go/bin) with a SQLite datastore and
+ * an https_spiffe bundle endpoint, a real spire-agent attested by a join token, and go-spiffe
+ * fetching a SPIRE-issued X.509-SVID as another uid. Then federation both ways: Writ fetches
+ * SPIRE's bundle from SPIRE's endpoint, and SPIRE fetches Writ's from Writ's; then a go-spiffe
+ * client with a SPIRE SVID and a go-spiffe server with a Writ SVID authenticate each other.
+ * The HCL is in test/e2e/fixtures/spire/*.conf.tmpl (the test fills in the @@NAMES@@).
+ * The tests run in order: the mTLS one uses the servers and relationships of the ones before.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  ROOT,
+  cleanup,
+  freePort,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type RunResult,
+  type ServerProcess,
+} from './helpers.ts';
+
+const BIN = join(ROOT, 'test/go/bin');
+const SPIRE_SERVER = join(BIN, 'spire-server');
+const SPIRE_AGENT = join(BIN, 'spire-agent');
+const GOSPIFFE = join(BIN, 'gospiffe');
+const FIXTURES = join(ROOT, 'test/e2e/fixtures/spire');
+const missing = [SPIRE_SERVER, SPIRE_AGENT, GOSPIFFE].filter((f) => !existsSync(f));
+const SKIP = missing.length
+  ? `${missing.join(', ')} missing: build them as .ci/run does (cd test/go/spire && go build -o ../bin/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent; cd test/go/gospiffe && go build -o ../bin/gospiffe .)`
+  : false;
+
+const NODE_ID = 'spiffe://spire.test/node/writ-e2e';
+const WORKLOAD_ID = 'spiffe://spire.test/workload/go';
+const WORKLOAD_UID = 1009;
+
+let dir: string;
+let serverSock: string;
+let agentSock: string;
+let bundlePort: number;
+let writSrv: ServerProcess | undefined;
+let writAgent: AgentProcess | undefined;
+const children: ChildProcess[] = [];
+const logs: Record<string, string[]> = { server: [], agent: [] };
+
+interface BundleDoc {
+  keys: Array<{ use: string; x5c?: string[] }>;
+}
+
+/** A config template with its @@NAMES@@ filled in, written to the temp dir. */
+function config(name: string, values: Record<string, string | number>): string {
+  let text = readFileSync(join(FIXTURES, `${name}.conf.tmpl`), 'utf8');
+  for (const [k, v] of Object.entries(values)) text = text.replaceAll(`@@${k}@@`, String(v));
+  assert.doesNotMatch(text, /@@\w+@@/, `${name}.conf.tmpl has a name the test did not fill in`);
+  const file = join(dir, `${name}.conf`);
+  writeFileSync(file, text);
+  return file;
+}
+
+function start(name: 'server' | 'agent', cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const keep = (d: Buffer): void => void logs[name]!.push(d.toString());
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return child;
+}
+
+/** spire-server's CLI against its API socket; fails the test on a non-zero exit. */
+async function spire(args: string[]): Promise<RunResult> {
+  const r = await run(SPIRE_SERVER, [...args, '-socketPath', serverSock]);
+  assert.equal(r.code, 0, `spire-server ${args.join(' ')}: ${r.stdout}${r.stderr}\nserver log: ${logs['server']!.join('').slice(-3000)}`);
+  return r;
+}
+
+/** gospiffe as `uid` against `socket`: its last JSON line. */
+async function gospiffe(uid: number, socket: string, args: string[]): Promise<{ code: number | null; out: Record<string, unknown>; raw: string }> {
+  const r = await run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', socket, ...args.slice(1)], {
+    timeoutMs: 90_000,
+  });
+  const raw = r.stdout + r.stderr;
+  try {
+    return { code: r.code, out: JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>, raw };
+  } catch {
+    return assert.fail(`gospiffe ${args.join(' ')} printed no JSON (exit ${r.code}): ${raw}`);
+  }
+}
+
+/** A long-running gospiffe as `uid`: resolves with its lines so far once one has `event: listening`. */
+function serveGo(uid: number, socket: string, args: string[]): Promise<Array<Record<string, string>>> {
+  const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, 'serve', '-socket', socket, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const lines: Array<Record<string, string>> = [];
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buf.slice(0, i)) as Record<string, string>;
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        if (line['event'] === 'listening') resolve(lines);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`gospiffe serve exited ${code}: ${JSON.stringify(lines)} ${err}`)));
+  });
+}
+
+/** The trust domains of the X.509 bundles a workload gets, once `td` is among them. */
+const bundlesWith = (uid: number, socket: string, td: string): Promise<Array<{ trustDomain: string; authorities: string[] }>> =>
+  waitFor(
+    `${td} in the bundles of uid ${uid}`,
+    async () => {
+      const x509 = (await gospiffe(uid, socket, ['bundles'])).out['x509'] as Array<{ trustDomain: string; authorities: string[] }> | undefined;
+      return x509?.some((b) => b.trustDomain === td) ? x509 : undefined;
+    },
+    90_000,
+  );
+
+const x5cs = (b: BundleDoc): string[] =>
+  b.keys
+    .filter((k) => k.use === 'x509-svid')
+    .map((k) => k.x5c![0]!)
+    .sort();
+
+before(async () => {
+  if (SKIP) return;
+  dir = mkdtempSync(join(tmpdir(), 'writ-spire-'));
+  // The agent socket in a directory other uids reach: attestation decides who gets what.
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, 'data'));
+  mkdirSync(join(dir, 'sock'), { mode: 0o755 });
+  serverSock = join(dir, 'server.sock');
+  agentSock = join(dir, 'sock', 'agent.sock');
+  const [port, bp] = [await freePort(), await freePort()];
+  bundlePort = bp;
+  start('server', SPIRE_SERVER, ['run', '-config', config('server', { DIR: dir, PORT: port, BUNDLE_PORT: bundlePort })]);
+  await waitFor(
+    'spire-server healthy',
+    async () => ((await run(SPIRE_SERVER, ['healthcheck', '-socketPath', serverSock])).code === 0 ? true : undefined),
+    60_000,
+  );
+  const token = /Token: (\S+)/.exec((await spire(['token', 'generate', '-spiffeID', NODE_ID, '-ttl', '600'])).stdout)?.[1];
+  assert.ok(token, 'spire-server token generate printed no token');
+  writeFileSync(join(dir, 'bootstrap.pem'), (await spire(['bundle', 'show'])).stdout);
+  start('agent', SPIRE_AGENT, ['run', '-config', config('agent', { DIR: dir, PORT: port, SOCKET: agentSock }), '-joinToken', token]);
+  await waitFor('spire-agent healthy', async () => ((await run(SPIRE_AGENT, ['healthcheck', '-socketPath', agentSock])).code === 0 ? true : undefined), 60_000);
+});
+
+after(async () => {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  await writAgent?.stop();
+  await writSrv?.stop();
+  if (writSrv) cleanup(writSrv.dataDir);
+  if (writAgent) cleanup(writAgent.dataDir);
+  if (dir) cleanup(dir);
+});
+
+describe('SPIRE as a peer', { skip: SKIP }, () => {
+  it("a SPIRE agent serves go-spiffe (as another uid) the X.509-SVID of its registration entry, chained to SPIRE's CA", async () => {
+    await spire(['entry', 'create', '-parentID', NODE_ID, '-spiffeID', WORKLOAD_ID, '-selector', `unix:uid:${WORKLOAD_UID}`]);
+    // The agent learns of the new entry on its next sync: go-spiffe's X509Source waits for it.
+    const r = await gospiffe(WORKLOAD_UID, agentSock, ['x509']);
+    assert.equal(r.code, 0, `gospiffe x509: ${r.raw}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
+    const svid = r.out['svid'] as Record<string, unknown>;
+    assert.equal(svid['spiffeId'], WORKLOAD_ID);
+    assert.equal(svid['bundleTrustDomain'], 'spiffe://spire.test');
+    assert.equal(svid['chainVerifies'], true);
+  });
+
+  it("Writ federates with SPIRE: Writ fetches SPIRE's bundle from SPIRE's https_spiffe endpoint, and SPIRE fetches Writ's from Writ's", async () => {
+    writSrv = await startServerProcess({ args: ['--trust-domain', 'writ.test', '--bundle-endpoint-listen', '127.0.0.1:0'] });
+    const srv = writSrv;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    // Writ -> SPIRE: SPIRE's bundle (SPIFFE format) bootstraps the first fetch.
+    const spireBundle = JSON.parse((await spire(['bundle', 'show', '-format', 'spiffe'])).stdout) as BundleDoc;
+    writeFileSync(join(dir, 'spire-bundle.json'), JSON.stringify(spireBundle));
+    await ok([
+      'federation',
+      'create',
+      '--trust-domain',
+      'spire.test',
+      '--bundle-endpoint-url',
+      `https://127.0.0.1:${bundlePort}`,
+      '--profile',
+      'https_spiffe',
+      '--endpoint-spiffe-id',
+      'spiffe://spire.test/spire/server',
+      '--bootstrap-bundle',
+      join(dir, 'spire-bundle.json'),
+    ]);
+    const shown = await waitFor('spire.test fetched', async () => {
+      const st = JSON.parse((await ok(['federation', 'show', 'spire.test', '-o', 'json'])).stdout) as { lastSuccessAt: string | null; lastError: unknown };
+      return st.lastSuccessAt ? st : undefined;
+    });
+    assert.equal(shown.lastError, null);
+    const held = (JSON.parse((await ok(['bundle', 'list', '-o', 'json'])).stdout) as Array<{ trustDomain: string; bundle: BundleDoc }>).find(
+      (b) => b.trustDomain === 'spire.test',
+    );
+    assert.ok(held, 'Writ holds no bundle of spire.test');
+    assert.deepEqual(x5cs(held.bundle), x5cs(spireBundle), "Writ holds SPIRE's CA");
+    assert.match((await ok(['federation', 'status'])).stdout, /spire\.test/);
+
+    // SPIRE -> Writ: Writ's bundle as SPIRE's bootstrap, then a fetch from Writ's endpoint.
+    const writBundle = JSON.parse((await ok(['bundle', 'show'])).stdout) as BundleDoc;
+    const endpoint = await waitFor('the bundle endpoint log line', async () => {
+      for (const line of srv.logs) {
+        const j = JSON.parse(line) as { msg?: string; url?: string };
+        if (j.msg === 'bundle endpoint listening') return j.url;
+      }
+      return undefined;
+    });
+    writeFileSync(join(dir, 'writ-bundle.json'), JSON.stringify(writBundle));
+    await spire(['bundle', 'set', '-format', 'spiffe', '-id', 'spiffe://writ.test', '-path', join(dir, 'writ-bundle.json')]);
+    await spire([
+      'federation',
+      'create',
+      '-trustDomain',
+      'writ.test',
+      '-bundleEndpointURL',
+      endpoint,
+      '-bundleEndpointProfile',
+      'https_spiffe',
+      '-endpointSpiffeID',
+      'spiffe://writ.test/writ/server',
+    ]);
+    const spireCopy = async (): Promise<BundleDoc> => {
+      const list = await spire(['bundle', 'list', '-format', 'spiffe', '-id', 'spiffe://writ.test']);
+      return JSON.parse(list.stdout.slice(list.stdout.indexOf('{'))) as BundleDoc;
+    };
+    // SPIRE authenticates Writ's endpoint: under another endpoint SPIFFE ID the fetch is refused.
+    await spire([
+      'federation',
+      'update',
+      '-trustDomain',
+      'writ.test',
+      '-bundleEndpointURL',
+      endpoint,
+      '-bundleEndpointProfile',
+      'https_spiffe',
+      '-endpointSpiffeID',
+      'spiffe://writ.test/not-the-server',
+    ]);
+    const refused = await run(SPIRE_SERVER, ['federation', 'refresh', '-id', 'writ.test', '-socketPath', serverSock]);
+    assert.notEqual(refused.code, 0, 'SPIRE accepted an endpoint with the wrong SPIFFE ID');
+    assert.match(refused.stdout + refused.stderr, /not-the-server|unexpected ID|SPIFFE ID/i);
+    await spire([
+      'federation',
+      'update',
+      '-trustDomain',
+      'writ.test',
+      '-bundleEndpointURL',
+      endpoint,
+      '-bundleEndpointProfile',
+      'https_spiffe',
+      '-endpointSpiffeID',
+      'spiffe://writ.test/writ/server',
+    ]);
+    await spire(['federation', 'refresh', '-id', 'writ.test']);
+    const spireHeld = await spireCopy();
+    assert.deepEqual(x5cs(spireHeld), x5cs(writBundle), "SPIRE holds Writ's CA");
+  });
+
+  it('mTLS across the two trust domains: a go-spiffe client with a SPIRE SVID calls a go-spiffe server with a Writ SVID, each trusting the federated bundle', async () => {
+    assert.ok(writSrv, 'the federation test starts the Writ server');
+    const srv = writSrv;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
+    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
+    const [writUid, spireUid] = [1010, 1011];
+    await ok([
+      'entry',
+      'create',
+      '--spiffe-id',
+      WRIT_SERVER_ID,
+      '--parent-id',
+      'spiffe://writ.test/writ/agent/sp',
+      '--selector',
+      `unix:uid:${writUid}`,
+      '--federates-with',
+      'spire.test',
+    ]);
+    const token = JSON.parse((await ok(['token', 'create', '--node-name', 'sp', '-o', 'json'])).stdout).token as string;
+    writAgent = await startAgentProcess(srv, { joinToken: token, socket: join(dir, 'sock', 'writ.sock') });
+    await spire([
+      'entry',
+      'create',
+      '-parentID',
+      NODE_ID,
+      '-spiffeID',
+      SPIRE_CLIENT_ID,
+      '-selector',
+      `unix:uid:${spireUid}`,
+      '-federatesWith',
+      'spiffe://writ.test',
+    ]);
+
+    // Each workload gets the other trust domain's bundle from its own agent.
+    const onWrit = await bundlesWith(writUid, writAgent.socket, 'spire.test');
+    const onSpire = await bundlesWith(spireUid, agentSock, 'writ.test');
+    assert.deepEqual(
+      onWrit.map((b) => b.trustDomain),
+      ['spire.test', 'writ.test'],
+    );
+    assert.deepEqual(
+      onSpire.map((b) => b.trustDomain),
+      ['spire.test', 'writ.test'],
+    );
+    assert.deepEqual(onWrit.find((b) => b.trustDomain === 'spire.test')!.authorities, onSpire.find((b) => b.trustDomain === 'spire.test')!.authorities);
+    assert.deepEqual(onSpire.find((b) => b.trustDomain === 'writ.test')!.authorities, onWrit.find((b) => b.trustDomain === 'writ.test')!.authorities);
+
+    const lines = await serveGo(writUid, writAgent.socket, ['-authorize', SPIRE_CLIENT_ID]);
+    const listening = lines.find((l) => l['event'] === 'listening')!;
+    assert.equal(listening['spiffeId'], WRIT_SERVER_ID);
+    const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
+    assert.equal(call.code, 0, call.raw);
+    assert.equal(call.out['status'], 200);
+    assert.equal(call.out['peer'], WRIT_SERVER_ID);
+    assert.deepEqual(call.out['body'], { server: WRIT_SERVER_ID, peer: SPIRE_CLIENT_ID, method: 'GET', path: '/v1/hello' });
+    // The SPIRE workload whose entry does not federate with writ.test cannot verify Writ's server.
+    const unfederated = await gospiffe(WORKLOAD_UID, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
+    assert.notEqual(unfederated.code, 0);
+    assert.match(String(unfederated.out['error']), /no X\.509 bundle for trust domain "writ\.test"/);
+  });
+});
