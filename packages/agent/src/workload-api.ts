@@ -367,11 +367,6 @@ export class WorkloadApiServer {
     return call.end();
   }
 
-  /** The token broker's cache and how often it asked the server (for tests and `writ doctor`). */
-  get tokenBrokerStats(): { cached: number; asked: number } {
-    return this.#broker.stats;
-  }
-
   /** writ.agent.v1.Debug/WhoAmI (packages/sdk/proto/writ_agent_debug.proto): the caller's selectors, even when they match no entry. */
   async #whoAmI(call: ServerCall, stream: ServerHttp2Stream): Promise<void> {
     if (call.metadata['workload.spiffe.io'] !== 'true')
