@@ -223,4 +223,39 @@ describe('policy status with real agents (what `--wait` waits on)', () => {
       }
     }
   });
+
+  it('an agent that stops (SIGTERM) or dies (SIGKILL) is not live at once, and `policy apply --wait` does not wait for it', async () => {
+    const agents: AgentProcess[] = [];
+    const ids: string[] = [];
+    try {
+      for (const node of ['gone-term', 'gone-kill']) {
+        const tok = JSON.parse((await writ(srv, ['token', 'create', '--node-name', node, '-o', 'json'])).stdout).token as string;
+        agents.push(await startAgentProcess(srv, { joinToken: tok }));
+        ids.push(`spiffe://e2e.test/writ/agent/${node}`);
+      }
+      await waitFor('both agents live', async () =>
+        (await status()).agents.filter((a) => ids.includes(a.spiffeId) && a.live).length === 2 ? true : undefined,
+      );
+      await agents[0]!.stop();
+      agents[1]!.child.kill('SIGKILL');
+      await new Promise((r) => agents[1]!.child.once('exit', r));
+      const gone = await waitFor('both agents no longer live', async () => {
+        const s = mine(await status(), ids);
+        return s.length === 2 && s.every((a) => !a.live) ? s : undefined;
+      });
+      // Their acknowledgements are recent: liveness did not wait out the 90 s acknowledgement age.
+      for (const a of gone) assert.ok(a.ackedAt !== null && Date.now() - Date.parse(a.ackedAt) < 90_000, `${a.spiffeId} acked at ${a.ackedAt}`);
+      const f = join(dir, 'gone.yaml');
+      writeFileSync(f, REPORTS.replace('name: reports', 'name: gone-reports'));
+      const r = await writ(srv, ['policy', 'apply', '-f', f, '--wait=60s']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /gone-term|gone-kill/, 'a stopped agent is neither waited for nor a straggler');
+      assert.match(r.stderr, /^acknowledged by /m);
+    } finally {
+      for (const a of agents) {
+        if (a.child.exitCode === null && a.child.signalCode === null) await a.stop();
+        cleanup(a.dataDir);
+      }
+    }
+  });
 });

@@ -32,7 +32,7 @@ export async function waitForAgents(
   target: number | undefined,
   timeoutMs: number,
   progress: (line: string) => void,
-): Promise<{ acked: string[]; stragglers: string[]; target: number }> {
+): Promise<WaitOutcome> {
   const end = Date.now() + timeoutMs;
   const seen = new Map<string, AgentStatus>();
   let said = '';
@@ -42,18 +42,30 @@ export async function waitForAgents(
     if (typeof want !== 'number' || st.agents.some((a) => typeof a[what] !== 'number' || typeof a.live !== 'boolean'))
       throw new WritError('ERR_REQUEST_FAILED', `the server does not report each agent's ${what} and liveness: it is older than this CLI, --wait cannot work`);
     for (const a of st.agents) if (a.live || seen.has(a.spiffeId)) seen.set(a.spiffeId, a);
-    const behind = [...seen.values()].filter((a) => a[what] < want).map((a) => a.spiffeId);
-    const acked = [...seen.values()].filter((a) => a[what] >= want).map((a) => a.spiffeId);
-    if (behind.length === 0) return { acked, stragglers: [], target: want };
-    if (Date.now() >= end) return { acked, stragglers: behind, target: want };
+    const all = [...seen.values()];
+    // An agent that stopped while we waited cannot acknowledge: it is named, not waited for.
+    const gone = all.filter((a) => a[what] < want && !a.live).map((a) => a.spiffeId);
+    const behind = all.filter((a) => a[what] < want && a.live).map((a) => a.spiffeId);
+    const acked = all.filter((a) => a[what] >= want).map((a) => a.spiffeId);
+    if (behind.length === 0) return { acked, stragglers: [], gone, target: want };
+    if (Date.now() >= end) return { acked, stragglers: behind, gone, target: want };
     const line = `waiting for ${behind.length} of ${seen.size} live agents to enforce ${what === 'revision' ? 'policy revision' : 'quarantine version'} ${want}`;
     if (line !== said) progress((said = line));
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
-/** Reports the outcome of a wait; stragglers are an error (exit 1). */
-export function reportWait(r: { acked: string[]; stragglers: string[]; target: number }, timeoutMs: number, startedAt: number): void {
+/** What a wait saw: who enforces the target, who is live and does not yet, who stopped while it waited. */
+export interface WaitOutcome {
+  acked: string[];
+  stragglers: string[];
+  gone: string[];
+  target: number;
+}
+
+/** Reports the outcome of a wait; stragglers are an error (exit 1), agents that stopped are named. */
+export function reportWait(r: WaitOutcome, timeoutMs: number, startedAt: number): void {
+  if (r.gone.length) process.stderr.write(`${r.gone.length} agent(s) stopped while waiting and did not acknowledge: ${r.gone.join(', ')}\n`);
   if (r.stragglers.length)
     throw new WritError(
       'ERR_REQUEST_FAILED',

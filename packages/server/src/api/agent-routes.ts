@@ -80,43 +80,52 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
       const deadline = Date.now() + q.wait * 1000;
       // Authentication has just read the agent's record; it is read again only after an eviction or ban.
       let seenAgents = hub.agentsGeneration;
-      for (;;) {
-        if (seenAgents !== hub.agentsGeneration) {
-          seenAgents = hub.agentsGeneration;
-          const me = await ctx.store.getAgent(agent);
-          if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${agent} is not attested (evicted?); it must attest again`);
-          if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${agent} is banned`);
+      // The agent stopped or died: its side of the connection is closed (the server holds the socket half open for an answer).
+      const cutOff = (): boolean => req.raw.socket.destroyed || req.raw.socket.readableEnded;
+      hub.syncBegan(agent);
+      try {
+        for (;;) {
+          if (seenAgents !== hub.agentsGeneration) {
+            seenAgents = hub.agentsGeneration;
+            const me = await ctx.store.getAgent(agent);
+            if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${agent} is not attested (evicted?); it must attest again`);
+            if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${agent} is banned`);
+          }
+          const snap = await hub.snapshot();
+          // An agent already at the store's entries revision cannot have missed an entry change.
+          const r =
+            q.since !== 0 && q.since === snap.stamp.entryRevision
+              ? { entries: [], removed: [], revision: q.since }
+              : await ctx.store.syncEntries(agent, q.since);
+          const policyChanged = q.policy !== undefined && snap.policyRevision !== q.policy;
+          const bundlesChanged = snap.bundlesVersion !== q.bundles;
+          const images = q.images === undefined ? undefined : snap.admittedImages.forAgent(q.images);
+          const changed =
+            images !== undefined ||
+            r.entries.length > 0 ||
+            r.removed.length > 0 ||
+            bundlesChanged ||
+            (q.quarantine !== undefined && String(snap.quarantineVersion) !== q.quarantine) ||
+            policyChanged;
+          if (changed || Date.now() >= deadline || cutOff()) {
+            const body = encodeSyncAnswer({
+              quarantine: snap.quarantine,
+              revision: r.revision,
+              full: q.since === 0,
+              entries: r.entries.map(encodeEntry),
+              removed: r.removed,
+              bundlesVersion: snap.bundlesVersion,
+              bundles: bundlesChanged || !q.lean ? snap.bundles : undefined,
+              policy: policyChanged ? snap.policy : undefined,
+              admittedImages: images,
+              requireAdmittedImage: ctx.requireAdmittedImage === true,
+            });
+            return { status: 200, body, contentType: 'application/json' };
+          }
+          await hub.wait(deadline, req.raw.socket);
         }
-        const snap = await hub.snapshot();
-        // An agent already at the store's entries revision cannot have missed an entry change.
-        const r =
-          q.since !== 0 && q.since === snap.stamp.entryRevision ? { entries: [], removed: [], revision: q.since } : await ctx.store.syncEntries(agent, q.since);
-        const policyChanged = q.policy !== undefined && snap.policyRevision !== q.policy;
-        const bundlesChanged = snap.bundlesVersion !== q.bundles;
-        const images = q.images === undefined ? undefined : snap.admittedImages.forAgent(q.images);
-        const changed =
-          images !== undefined ||
-          r.entries.length > 0 ||
-          r.removed.length > 0 ||
-          bundlesChanged ||
-          (q.quarantine !== undefined && String(snap.quarantineVersion) !== q.quarantine) ||
-          policyChanged;
-        if (changed || Date.now() >= deadline || req.raw.socket.destroyed) {
-          const body = encodeSyncAnswer({
-            quarantine: snap.quarantine,
-            revision: r.revision,
-            full: q.since === 0,
-            entries: r.entries.map(encodeEntry),
-            removed: r.removed,
-            bundlesVersion: snap.bundlesVersion,
-            bundles: bundlesChanged || !q.lean ? snap.bundles : undefined,
-            policy: policyChanged ? snap.policy : undefined,
-            admittedImages: images,
-            requireAdmittedImage: ctx.requireAdmittedImage === true,
-          });
-          return { status: 200, body, contentType: 'application/json' };
-        }
-        await hub.wait(deadline, req.raw.socket);
+      } finally {
+        hub.syncEnded(agent, cutOff());
       }
     },
     undefined,
@@ -349,10 +358,11 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
     'GET',
     '/v1/policy/status',
     'viewer',
-    'What each agent enforces: the policy revision and quarantine version it last reported, how far behind it is, and whether it is live (acknowledged within 90 s).',
+    'What each agent enforces: the policy revision and quarantine version it last reported, how far behind it is, and whether it is live (acknowledged within 90 s, and its last poll not cut off by its going away).',
     async () => {
       await ctx.hub.flushAcks();
-      const snap = await ctx.hub.snapshot();
+      const hub = ctx.hub;
+      const snap = await hub.snapshot();
       const now = ctx.clock();
       return ok({
         revision: snap.policyRevision,
@@ -364,7 +374,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
           quarantineVersion: a.quarantineVersion,
           ackedAt: a.ackedAt ? new Date(a.ackedAt).toISOString() : null,
           secondsSinceAck: a.ackedAt ? Math.round((now - a.ackedAt) / 1000) : null,
-          live: a.ackedAt > 0 && now - a.ackedAt <= LIVE_MS,
+          live: a.ackedAt > 0 && now - a.ackedAt <= LIVE_MS && !hub.hasGone(a.spiffeId),
         })),
       });
     },

@@ -62,14 +62,14 @@ function akiOf(cert: Certificate): Buffer {
 const kidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()).kid;
 
 describe('certificate authority rotation', () => {
-  // caTtl + the 10 s backdate makes a life of exactly 24 h, so 1/2 and 5/6 of it fall on whole milliseconds.
-  const TTL = 24 * H - 10_000;
-  const LIFE = 24 * H;
+  // Ages count from creation (notBefore is backdated 10 s for skew), so the life is the CA TTL.
+  const TTL = 24 * H;
+  const LIFE = TTL;
 
   it('prepares a successor at 1/2 of the life, not earlier, and publishes it before it signs', async (t) => {
     const { ca, clock } = await fixture(t, { caTtlMs: TTL });
     await ca.rotate();
-    const start = clock.now - 10_000; // notBefore of the first authorities
+    const start = clock.now; // when the first authorities were created
     const first = ca.bundle().x509Authorities[0]!;
     const firstKid = [...ca.bundle().jwtAuthorities.keys()][0]!;
     clock.now = start + LIFE / 2 - 1;
@@ -88,7 +88,7 @@ describe('certificate authority rotation', () => {
   it('activates the successor at 5/6 of the life, not earlier: new SVIDs chain to it and carry its key id, old ones still validate', async (t) => {
     const { ca, clock } = await fixture(t, { caTtlMs: TTL });
     await ca.rotate();
-    const start = clock.now - 10_000;
+    const start = clock.now;
     const first = ca.bundle().x509Authorities[0]!;
     const firstKey = [...ca.bundle().jwtAuthorities][0]!;
     clock.now = start + LIFE / 2;
@@ -146,6 +146,49 @@ describe('certificate authority rotation', () => {
     const later = ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() });
     assert.deepEqual(akiOf(later.chain[0]!), successor.subjectKeyId, 'the successor signs on after the predecessor is gone');
     verifyX509Svid(later.chain, new Map([['example.org', ca.bundle()]]), new Date(clock.now));
+  });
+
+  it('after an outage past 5/6 of the life, publishes the successor first and lets it sign only two refresh hints later', async (t) => {
+    const { ca, clock } = await fixture(t, { caTtlMs: TTL });
+    await ca.rotate();
+    const start = clock.now;
+    const first = ca.bundle().x509Authorities[0]!;
+    clock.now = start + LIFE * 0.9; // the server was down from before half life until now
+    await ca.rotate();
+    const successor = ca.bundle().x509Authorities.find((c) => !c.der.equals(first.der));
+    assert.ok(successor, 'the successor is published at once');
+    const svid = () => akiOf(ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() }).chain[0]!);
+    assert.deepEqual(svid(), first.subjectKeyId, 'an unpublished successor does not sign');
+    clock.now += 2 * 300_000 - 1; // the refresh hint of a 24 h CA is 300 s
+    await ca.rotate();
+    assert.deepEqual(svid(), first.subjectKeyId, 'not before peers had two refresh hints to fetch it');
+    clock.now += 1;
+    await ca.rotate();
+    assert.deepEqual(svid(), successor.subjectKeyId, 'two refresh hints after publication it signs');
+  });
+
+  it('with a 10 s CA TTL, every authority is published two refresh hints before it signs and one always signs', async (t) => {
+    const ttl = 10_000;
+    const { ca, clock } = await fixture(t, { caTtlMs: ttl, x509SvidTtlMs: 5_000 });
+    await ca.rotate();
+    const first = ca.bundle().x509Authorities[0]!;
+    assert.equal(ca.bundle().x509Authorities.length, 1, 'a short TTL is not half spent at birth');
+    const publishedAt = new Map<string, number>();
+    const signers = new Set<string>();
+    for (let step = 0; step <= 120; step++) {
+      if (step > 0) {
+        clock.now += 500;
+        await ca.rotate();
+      }
+      for (const c of ca.bundle().x509Authorities)
+        if (!publishedAt.has(c.subjectKeyId!.toString('hex'))) publishedAt.set(c.subjectKeyId!.toString('hex'), clock.now);
+      const signer = akiOf(ca.signX509Svid({ spiffeId: 'spiffe://example.org/web', spki: csrSpki() }).chain[0]!).toString('hex');
+      signers.add(signer);
+      if (signer !== first.subjectKeyId!.toString('hex')) {
+        assert.ok(clock.now - publishedAt.get(signer)! >= 2_000, `step ${step}: the signing CA was published two refresh hints (2 s) before it signed`);
+      }
+    }
+    assert.ok(signers.size >= 5, `60 s of a 10 s CA saw ${signers.size} signing authorities`);
   });
 });
 

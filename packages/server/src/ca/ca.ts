@@ -72,6 +72,8 @@ interface LoadedJwt {
 }
 
 const BACKDATE_MS = 10_000;
+/** When an authority was created: its notBefore is backdated for clock skew. */
+const bornAt = (a: Authority): number => a.notBefore + BACKDATE_MS;
 
 export interface X509SvidRequest {
   readonly spiffeId: string;
@@ -174,12 +176,20 @@ export class CertificateAuthority {
         prepared = undefined;
       }
       if (!active) upsert.push((active = this.#create(kind, 'active', now)));
-      const life = active.notAfter - active.notBefore;
-      const age = now - active.notBefore;
+      // Ages count from creation, not from the backdated notBefore, so a short CA TTL is not half spent at birth.
+      const life = active.notAfter - bornAt(active);
+      const age = now - bornAt(active);
       if (!prepared && age >= life / 2) upsert.push((prepared = this.#create(kind, 'prepared', now)));
       if (prepared && age >= (life * 5) / 6) {
-        upsert.push({ ...active, status: 'old' }, { ...prepared, status: 'active' });
-        this.#o.onEvent?.('ca.activated', { kind, id: prepared.id, retired: active.id });
+        // A successor signs only once peers had time to fetch it: normally it was published at 1/2 and it
+        // is 5/6 now, but after an outage it may be minutes old. It waits two refresh hints (capped at
+        // a third of the life) unless the predecessor is about to expire and nothing else could sign.
+        const publishedFor = now - bornAt(prepared);
+        const hintMs = refreshHintSeconds(this.#o.caTtlMs) * 1000;
+        if (publishedFor >= Math.min(2 * hintMs, life / 3) || active.notAfter - now <= hintMs) {
+          upsert.push({ ...active, status: 'old' }, { ...prepared, status: 'active' });
+          this.#o.onEvent?.('ca.activated', { kind, id: prepared.id, retired: active.id, publishedForMs: publishedFor });
+        }
       }
     }
     if (upsert.length === 0 && remove.length === 0) return false;

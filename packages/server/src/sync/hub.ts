@@ -54,6 +54,8 @@ export interface AgentReport {
 }
 
 const HEARTBEAT_MS = 30_000;
+/** An agent whose sync connection closed unanswered and that has not polled again for this long has gone. */
+const GONE_AFTER_MS = 2_000;
 
 export class ChangeHub {
   readonly #o: ChangeHubOptions;
@@ -153,7 +155,7 @@ export class ChangeHub {
   }
 
   /**
-   * Resolves at the next change, at `deadline` (epoch ms), or when `socket` closes, whichever
+   * Resolves at the next change, at `deadline` (epoch ms), or when the client closes `socket`, whichever
    * comes first. While anyone waits, one query a second notices other replicas' changes.
    */
   wait(deadline: number, socket: NodeJS.EventEmitter): Promise<void> {
@@ -165,10 +167,13 @@ export class ChangeHub {
         clearTimeout(t);
         waiting.delete(done);
         socket.off('close', done);
+        socket.off('end', done);
         resolve();
       }
       waiting.add(done);
+      // 'end': the client closed its side (an HTTP server keeps the socket half open for the answer).
       socket.once('close', done);
+      socket.once('end', done);
     });
   }
 
@@ -215,6 +220,34 @@ export class ChangeHub {
   }
 
   #ackTimer: NodeJS.Timeout | undefined;
+
+  /** Open sync polls per agent, and when each agent's last poll was cut off by its side (this replica's view). */
+  readonly #open = new Map<string, number>();
+  readonly #cutOff = new Map<string, number>();
+
+  /** A sync poll of `agent` began: it is here. */
+  syncBegan(agent: string): void {
+    this.#open.set(agent, (this.#open.get(agent) ?? 0) + 1);
+    this.#cutOff.delete(agent);
+  }
+
+  /** A sync poll of `agent` ended; `cutOff`: its connection closed before the answer (the agent stopped or died). */
+  syncEnded(agent: string, cutOff: boolean): void {
+    const open = (this.#open.get(agent) ?? 1) - 1;
+    if (open > 0) this.#open.set(agent, open);
+    else this.#open.delete(agent);
+    if (cutOff && open === 0) this.#cutOff.set(agent, this.#o.clock());
+  }
+
+  /**
+   * Whether `agent` left: its last poll to this replica was cut off over 2 s ago and it has not
+   * polled since. A live agent always has a poll open, bar the moment between an answer and the
+   * next poll, so a stopped agent need not wait out the acknowledgement age to count as gone.
+   */
+  hasGone(agent: string): boolean {
+    const at = this.#cutOff.get(agent);
+    return at !== undefined && !this.#open.has(agent) && this.#o.clock() - at >= GONE_AFTER_MS;
+  }
 
   /** Writes the queued acknowledgements; a status read awaits it so that it shows them. */
   async flushAcks(): Promise<void> {
