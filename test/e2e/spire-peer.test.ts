@@ -10,12 +10,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   ROOT,
+  WRIT,
   cleanup,
   freePort,
   run,
@@ -351,5 +354,119 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     const unfederated = await gospiffe(WORKLOAD_UID, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
     assert.notEqual(unfederated.code, 0);
     assert.match(String(unfederated.out['error']), /no X\.509 bundle for trust domain "writ\.test"/);
+  });
+
+  it("through writ proxy both ways: a SPIRE workload calls a Writ workload behind writ proxy, and the Writ workload calls it back; each side authorizes the other's SPIFFE ID", async () => {
+    assert.ok(writSrv && writAgent, 'the tests before start the Writ server and agent');
+    const srv = writSrv;
+    const wa = writAgent;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    const WRIT_API = 'spiffe://writ.test/ns/orders/sa/api';
+    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
+    const spireUid = 1011;
+    // The proxy runs as this test's uid; its identity is the entry for that uid.
+    await ok([
+      'entry',
+      'create',
+      '--spiffe-id',
+      WRIT_API,
+      '--parent-id',
+      'spiffe://writ.test/writ/agent/sp',
+      '--selector',
+      `unix:uid:${process.getuid!()}`,
+      '--federates-with',
+      'spire.test',
+    ]);
+    const policy = join(dir, 'orders.yaml');
+    writeFileSync(
+      policy,
+      `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders-from-spire }
+spec:
+  to: ${WRIT_API}
+  rules:
+    - effect: allow
+      from: [${SPIRE_CLIENT_ID}]
+      actions: [{ methods: [GET], paths: ["/v1/orders/*"] }]
+`,
+    );
+    await ok(['policy', 'apply', '-f', policy, '--wait=60s']);
+
+    // The Writ workload: a plain HTTP app that says who the proxy said called it.
+    const app = createServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ app: 'orders', caller: req.headers['x-writ-peer-id'] ?? null, path: req.url }));
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    try {
+      // The SPIRE workload's own server, authorizing only the Writ workload's ID.
+      const spireServe = (await serveGo(spireUid, agentSock, ['-authorize', WRIT_API])).find((l) => l['event'] === 'listening')!;
+      assert.equal(spireServe['spiffeId'], SPIRE_CLIENT_ID);
+      const appPort = (app.address() as AddressInfo).port;
+      let proxy: ChildProcess | undefined;
+      let ports: number[] = [];
+      for (let attempt = 1; !proxy; attempt++) {
+        ports = [await freePort(), await freePort(), await freePort()];
+        const child = spawn(
+          process.execPath,
+          [
+            WRIT,
+            'proxy',
+            '--socket',
+            wa.socket,
+            '--spiffe-id',
+            WRIT_API,
+            '--inbound',
+            `127.0.0.1:${ports[0]}=127.0.0.1:${appPort}`,
+            '--outbound',
+            `127.0.0.1:${ports[1]}=${SPIRE_CLIENT_ID}@${spireServe['addr']}`,
+            '--outbound',
+            `127.0.0.1:${ports[2]}=spiffe://spire.test/workload/someone-else@${spireServe['addr']}`,
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } },
+        );
+        children.push(child);
+        let out = '';
+        const up = await new Promise<boolean>((resolve) => {
+          child.stdout!.on('data', (d: Buffer) => {
+            out += d.toString();
+            if (out.includes('"writ proxy listening"')) resolve(true);
+          });
+          child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+          child.once('exit', () => resolve(false));
+        });
+        if (up) proxy = child;
+        else assert.ok(attempt < 3 && /EADDRINUSE/.test(out), `writ proxy did not start: ${out}`);
+      }
+
+      // SPIRE -> Writ: go-spiffe with its SPIRE SVID; the proxy presents the Writ SVID and authorizes by policy.
+      const url = (path: string): string => `https://127.0.0.1:${ports[0]}${path}`;
+      const allowed = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', url('/v1/orders/7')]);
+      assert.equal(allowed.code, 0, allowed.raw);
+      assert.equal(allowed.out['status'], 200);
+      assert.equal(allowed.out['peer'], WRIT_API, 'go-spiffe verified the Writ SVID through the federated bundle');
+      assert.deepEqual(allowed.out['body'], { app: 'orders', caller: SPIRE_CLIENT_ID, path: '/v1/orders/7' });
+      const denied = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', url('/admin')]);
+      assert.equal(denied.out['status'], 403, denied.raw);
+      const body = denied.out['body'] as { code: string; decisionId: string };
+      assert.equal(body.code, 'NO_MATCHING_ALLOW', 'refused by policy: nothing allows this path');
+      const shown = JSON.parse((await ok(['decisions', 'show', body.decisionId, '-o', 'json'])).stdout) as { from: string; to: string; decision: string };
+      assert.deepEqual([shown.from, shown.to, shown.decision], [SPIRE_CLIENT_ID, WRIT_API, 'deny']);
+
+      // Writ -> SPIRE: plain HTTP into the outbound listener; the proxy checks the SPIRE peer's ID and the SPIRE side checks Writ's.
+      const back = await fetch(`http://127.0.0.1:${ports[1]}/v1/hello`);
+      assert.equal(back.status, 200);
+      assert.deepEqual(await back.json(), { server: SPIRE_CLIENT_ID, peer: WRIT_API, method: 'GET', path: '/v1/hello' });
+      const wrongPeer = await fetch(`http://127.0.0.1:${ports[2]}/v1/hello`);
+      assert.equal(wrongPeer.status, 502, 'the outbound listener expecting another SPIFFE ID refuses the SPIRE server');
+      assert.equal(((await wrongPeer.json()) as { code: string }).code, 'ERR_UPSTREAM');
+    } finally {
+      await new Promise((r) => app.close(r));
+    }
   });
 });
