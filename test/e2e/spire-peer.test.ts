@@ -4,12 +4,15 @@
  * an https_spiffe bundle endpoint, a real spire-agent attested by a join token, and go-spiffe
  * fetching a SPIRE-issued X.509-SVID as another uid. Then federation both ways: Writ fetches
  * SPIRE's bundle from SPIRE's endpoint, and SPIRE fetches Writ's from Writ's; then a go-spiffe
- * client with a SPIRE SVID and a go-spiffe server with a Writ SVID authenticate each other.
+ * client with a SPIRE SVID and a go-spiffe server with a Writ SVID authenticate each other; the
+ * SPIRE workload calls a Writ workload behind `writ proxy` and is called back through it; and CA
+ * rotations are followed both ways (SPIRE's forced with `localauthority`, Writ's own 4-minute CA).
  * The HCL is in test/e2e/fixtures/spire/*.conf.tmpl (the test fills in the @@NAMES@@).
  * The tests run in order: the mTLS one uses the servers and relationships of the ones before.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -51,7 +54,11 @@ let agentSock: string;
 let bundlePort: number;
 let writSrv: ServerProcess | undefined;
 let writAgent: AgentProcess | undefined;
+/** The inbound listener of the writ proxy the proxy test starts (the rotation test calls it again). */
+let proxyInbound: string | undefined;
 const children: ChildProcess[] = [];
+/** In-process servers a test leaves running for the tests after it. */
+const closers: Array<() => Promise<void>> = [];
 const logs: Record<string, string[]> = { server: [], agent: [] };
 
 interface BundleDoc {
@@ -164,6 +171,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const close of closers) await close();
   await Promise.all(
     children.map(
       (c) =>
@@ -194,7 +202,8 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
   });
 
   it("Writ federates with SPIRE: Writ fetches SPIRE's bundle from SPIRE's https_spiffe endpoint, and SPIRE fetches Writ's from Writ's", async () => {
-    writSrv = await startServerProcess({ args: ['--trust-domain', 'writ.test', '--bundle-endpoint-listen', '127.0.0.1:0'] });
+    // A 4-minute CA: a successor is published at 2 min and signs from 3 min 20 s, which the rotation test waits for.
+    writSrv = await startServerProcess({ args: ['--trust-domain', 'writ.test', '--bundle-endpoint-listen', '127.0.0.1:0', '--ca-ttl', '4m'] });
     const srv = writSrv;
     const ok = async (args: string[]): Promise<RunResult> => {
       const r = await writ(srv, args);
@@ -403,7 +412,8 @@ spec:
       res.end(JSON.stringify({ app: 'orders', caller: req.headers['x-writ-peer-id'] ?? null, path: req.url }));
     });
     await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-    try {
+    closers.push(() => new Promise<void>((r) => app.close(() => r())));
+    {
       // The SPIRE workload's own server, authorizing only the Writ workload's ID.
       const spireServe = (await serveGo(spireUid, agentSock, ['-authorize', WRIT_API])).find((l) => l['event'] === 'listening')!;
       assert.equal(spireServe['spiffeId'], SPIRE_CLIENT_ID);
@@ -445,7 +455,8 @@ spec:
       }
 
       // SPIRE -> Writ: go-spiffe with its SPIRE SVID; the proxy presents the Writ SVID and authorizes by policy.
-      const url = (path: string): string => `https://127.0.0.1:${ports[0]}${path}`;
+      proxyInbound = `https://127.0.0.1:${ports[0]}`;
+      const url = (path: string): string => `${proxyInbound}${path}`;
       const allowed = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', url('/v1/orders/7')]);
       assert.equal(allowed.code, 0, allowed.raw);
       assert.equal(allowed.out['status'], 200);
@@ -465,8 +476,94 @@ spec:
       const wrongPeer = await fetch(`http://127.0.0.1:${ports[2]}/v1/hello`);
       assert.equal(wrongPeer.status, 502, 'the outbound listener expecting another SPIFFE ID refuses the SPIRE server');
       assert.equal(((await wrongPeer.json()) as { code: string }).code, 'ERR_UPSTREAM');
-    } finally {
-      await new Promise((r) => app.close(r));
     }
+  });
+
+  it("CA rotations are followed both ways without an operator on the other side: SPIRE's (forced with localauthority) by Writ, and Writ's own (its 4-minute CA) by SPIRE", {
+    timeout: 600_000,
+  }, async () => {
+    assert.ok(writSrv && writAgent && proxyInbound, 'the tests before start the Writ server, agent and proxy');
+    const srv = writSrv;
+    const ok = async (args: string[]): Promise<RunResult> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    const fp = (b64: string): string => createHash('sha256').update(Buffer.from(b64, 'base64')).digest('hex');
+    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
+    const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
+    const [writUid, spireUid] = [1010, 1011];
+    const spireBundle = async (): Promise<string[]> => x5cs(JSON.parse((await spire(['bundle', 'show', '-format', 'spiffe'])).stdout) as BundleDoc);
+    const writsCopyOfSpire = async (): Promise<string[]> =>
+      x5cs(
+        (JSON.parse((await ok(['bundle', 'list', '-o', 'json'])).stdout) as Array<{ trustDomain: string; bundle: BundleDoc }>).find(
+          (b) => b.trustDomain === 'spire.test',
+        )!.bundle,
+      );
+    const writBundle = async (): Promise<string[]> => x5cs(JSON.parse((await ok(['bundle', 'show'])).stdout) as BundleDoc);
+    const spiresCopyOfWrit = async (): Promise<string[]> => {
+      const list = await spire(['bundle', 'list', '-format', 'spiffe', '-id', 'spiffe://writ.test']);
+      return x5cs(JSON.parse(list.stdout.slice(list.stdout.indexOf('{'))) as BundleDoc);
+    };
+    const authorityId = (out: string, slot: string): string => {
+      const j = JSON.parse(out) as Record<string, { authority_id?: string; authorityId?: string } | undefined>;
+      const id = j[slot]?.authority_id ?? j[slot]?.authorityId;
+      assert.ok(id, `no ${slot} authority in ${out}`);
+      return id;
+    };
+    const svidRoot = async (uid: number, socket: string): Promise<string> =>
+      String(((await gospiffe(uid, socket, ['x509'])).out['svid'] as Record<string, unknown>)['root']);
+
+    // 1. SPIRE prepares a new X.509 CA; Writ fetches it at SPIRE's refresh hint (5 s here), before it signs.
+    const spireBefore = await spireBundle();
+    const prepared = authorityId((await spire(['localauthority', 'x509', 'prepare', '-output', 'json'])).stdout, 'prepared_authority');
+    const spireNow = await spireBundle();
+    const spireNew = spireNow.find((c) => !spireBefore.includes(c));
+    assert.ok(spireNew, 'SPIRE published its prepared CA');
+    await waitFor(
+      "Writ holds SPIRE's prepared CA",
+      async () => (JSON.stringify(await writsCopyOfSpire()) === JSON.stringify(spireNow) ? true : undefined),
+      90_000,
+    );
+    // 2. It signs: activated, the old one tainted, so SPIRE's agent re-signs its workloads' SVIDs at once.
+    await spire(['localauthority', 'x509', 'activate', '-authorityID', prepared]);
+    const old = authorityId((await spire(['localauthority', 'x509', 'show', '-output', 'json'])).stdout, 'old');
+    await spire(['localauthority', 'x509', 'taint', '-authorityID', old]);
+    await waitFor(
+      "the SPIRE workload's SVID chains to SPIRE's new CA",
+      async () => ((await svidRoot(spireUid, agentSock)) === fp(spireNew) ? true : undefined),
+      180_000,
+    );
+    // 3. Writ's proxy accepts the SVID of SPIRE's new CA: nobody told Writ about the rotation.
+    const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', 'spiffe://writ.test/ns/orders/sa/api', '-url', `${proxyInbound}/v1/orders/8`]);
+    assert.equal(call.code, 0, call.raw);
+    assert.equal(call.out['status'], 200);
+    assert.deepEqual(call.out['body'], { app: 'orders', caller: SPIRE_CLIENT_ID, path: '/v1/orders/8' });
+
+    // 4. Writ rotates by itself: a successor is published at half its 4-minute CA life; SPIRE fetches it.
+    const writNow = await waitFor(
+      'Writ publishes a successor CA',
+      async () => {
+        const b = await writBundle();
+        return b.length >= 2 ? b : undefined;
+      },
+      240_000,
+    );
+    const writNew = writNow.reduce((a, b) =>
+      new X509Certificate(Buffer.from(a, 'base64')).validFrom > new X509Certificate(Buffer.from(b, 'base64')).validFrom ? a : b,
+    );
+    await waitFor("SPIRE holds Writ's successor CA", async () => ((await spiresCopyOfWrit()).includes(writNew) ? true : undefined), 180_000);
+    // 5. Once the successor signs, a Writ workload's SVID chains to it, and the SPIRE workload trusts it.
+    await waitFor(
+      "the Writ workload's SVID chains to Writ's successor CA",
+      async () => ((await svidRoot(writUid, writAgent!.socket)) === fp(writNew) ? true : undefined),
+      300_000,
+    );
+    const lines = await serveGo(writUid, writAgent.socket, ['-authorize', SPIRE_CLIENT_ID]);
+    const listening = lines.find((l) => l['event'] === 'listening')!;
+    const back = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/after-rotation`]);
+    assert.equal(back.code, 0, back.raw);
+    assert.equal(back.out['peer'], WRIT_SERVER_ID);
+    assert.deepEqual(back.out['body'], { server: WRIT_SERVER_ID, peer: SPIRE_CLIENT_ID, method: 'GET', path: '/v1/after-rotation' });
   });
 });
