@@ -9,6 +9,8 @@ const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
 
 export interface BenchServer {
   readonly url: string;
+  /** The server process's id (its CPU time is in /proc/PID/stat). */
+  readonly pid: number;
   /** `method path body?` → status and body; one keep-alive connection at a time. */
   call(method: 'GET' | 'POST', path: string, body?: Buffer): Promise<{ status: number; body: Buffer }>;
   stop(): Promise<void>;
@@ -26,7 +28,21 @@ const stopChild = (c: ChildProcess): Promise<void> =>
 export async function startServer(dataDir: string, db: string): Promise<BenchServer> {
   const c = spawn(
     process.execPath,
-    [WRIT, 'server', 'start', '--data-dir', dataDir, '--trust-domain', 'bench.example', '--listen', '127.0.0.1:0', '--db', db],
+    // BENCH_PROFILE=DIR: the server writes a V8 CPU profile there when it stops (open it in Chrome's DevTools).
+    [
+      ...(process.env['BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROFILE']}`] : []),
+      WRIT,
+      'server',
+      'start',
+      '--data-dir',
+      dataDir,
+      '--trust-domain',
+      'bench.example',
+      '--listen',
+      '127.0.0.1:0',
+      '--db',
+      db,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -49,6 +65,7 @@ export async function startServer(dataDir: string, db: string): Promise<BenchSer
   const u = new URL(url);
   return {
     url,
+    pid: c.pid!,
     call: (method, path, body) =>
       new Promise((resolve, reject) => {
         const req = request(

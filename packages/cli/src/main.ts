@@ -602,7 +602,10 @@ export function buildProgram(): Command {
             : []),
         ];
         const pino = (await import('pino')).default;
-        const log = pino({ level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
+        const log = pino(
+          { level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime },
+          pino.destination({ dest: 1, sync: false }),
+        );
         mkdirSync(dirname(f.socket), { recursive: true });
         const a = new Agent({
           serverUrl: server,
