@@ -33,19 +33,13 @@ import { JwtSvids, type MintedJwtSvid } from './jwt-svids.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
 import { StateFile, type AgentState } from './state.ts';
-import { SvidManager, agentSvidExpiry } from './svid-manager.ts';
+import { SvidManager, agentSvidExpiry, type ServedSvid } from './svid-manager.ts';
 import { applySync, type EntryView } from './sync.ts';
+import type { WorkloadApiAgent } from './workload-api.ts';
 import { WorkloadReporter } from './workload-reporter.ts';
 
 export type { EntryView } from './sync.ts';
-
-/** An SVID ready to hand to a workload. */
-export interface ServedSvid {
-  readonly entry: EntryView;
-  readonly chain: readonly Certificate[];
-  readonly keyPkcs8Der: Buffer;
-  readonly expiresAt: number;
-}
+export type { ServedSvid } from './svid-manager.ts';
 
 export interface AgentOptions {
   readonly serverUrl: string;
@@ -89,7 +83,7 @@ export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | '
   return { trustDomain: td, serverSpiffeId: `spiffe://${td}/writ/server` };
 }
 
-export class Agent extends EventEmitter {
+export class Agent extends EventEmitter implements WorkloadApiAgent {
   readonly #o: AgentOptions;
   readonly #clock: () => number;
   readonly #client: ServerApi;

@@ -46,6 +46,7 @@ export class JwtSvids {
    * has not expired is still served; a refused answer is never cached.
    */
   async get(entry: EntryView, audience: readonly string[]): Promise<MintedJwtSvid> {
+    if (audience.length === 0) throw new TypeError('a JWT-SVID needs at least one audience');
     const key = `${entry.id}\u0000${[...audience].sort().join('\u0000')}`;
     const now = this.#o.clock();
     const hit = this.#cache.get(key);

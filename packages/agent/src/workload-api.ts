@@ -35,7 +35,6 @@ import {
   decodeExchangeRequest,
   encodeExchangeResponse,
 } from '@writ/sdk/internal';
-import type { EntryView, ServedSvid } from './agent.ts';
 import type { WorkloadAttestor } from './attest/attestation.ts';
 import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import type { PolicyView } from './enforcement-state.ts';
@@ -43,6 +42,8 @@ import type { Withheld } from './entry-matcher.ts';
 import type { MintedJwtSvid } from './jwt-svids.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
 import type { ServerApi } from './server-client.ts';
+import type { ServedSvid } from './svid-manager.ts';
+import type { EntryView } from './sync.ts';
 import { TokenBroker } from './token-broker.ts';
 import { type AttestedCaller, type WorkloadReporter, describeWorkload } from './workload-reporter.ts';
 
