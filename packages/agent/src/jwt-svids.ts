@@ -76,9 +76,10 @@ export class JwtSvids {
     };
     if (named !== entry.spiffeId) refuse(`it names ${named.slice(0, 200)}, expected ${entry.spiffeId}`);
     const bundle = this.#o.bundle();
-    if (!bundle || bundle.jwtAuthorities.size === 0) refuse(`the agent holds no JWT authorities of ${entry.spiffeId.slice(9).split('/')[0]} to check it with`);
+    if (!bundle || bundle.jwtAuthorities.size === 0)
+      return refuse(`the agent holds no JWT authorities of ${entry.spiffeId.slice(9).split('/')[0]} to check it with`);
     // Only the agent's own trust domain: its entries' IDs are in it, so a token signed elsewhere is not theirs.
-    const bundles = new Map([[bundle!.trustDomain, bundle!]]);
+    const bundles = new Map([[bundle.trustDomain, bundle]]);
     let exp = 0;
     let aud: readonly string[] = [];
     let sub = '';
