@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import pino from 'pino';
-import { WritError } from '@writ/spiffe';
+import { WritError, validateJwtSvid } from '@writ/spiffe';
 import { Agent, type AgentOptions } from './agent.ts';
 import { csrFor, generateKey } from './keys.ts';
 import type { SyncAnswer } from '@writ/protocol';
@@ -244,27 +244,76 @@ describe('a malformed answer of each kind is refused whole: nothing stored, a cl
   it('JWT-SVID: a malformed answer or one for another ID is refused and not cached; a good one is', async () => {
     const server = new FakeServer();
     server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
-    const { agent } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    const { agent, lines } = newAgent(server, { joinToken: server.joinToken('node-a') });
     await agent.start();
     const entry = await waitFor('the entry', () => agent.entriesFor(['unix:uid:0'])[0]);
-    server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: entry.spiffeId, token: 'x.y.z', expiresAt: 'soon' }));
-    await assert.rejects(agent.jwtSvid(entry, ['aud']), /the server sent a malformed JWT-SVID answer: expiresAt/);
-    server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: entry.spiffeId, expiresAt: new Date(Date.now() + 300_000).toISOString() }));
-    await assert.rejects(agent.jwtSvid(entry, ['aud']), /the server sent a malformed JWT-SVID answer: token/);
-    server.answer.set('POST /v1/agent/jwt-svid', () => ({
-      spiffeId: 'spiffe://fake.test/ns/admin',
-      token: 'x.y.z',
-      expiresAt: new Date(Date.now() + 300_000).toISOString(),
-    }));
-    await assert.rejects(
-      agent.jwtSvid(entry, ['aud']),
-      /JWT-SVID answer was refused: it names spiffe:\/\/fake.test\/ns\/admin, expected spiffe:\/\/fake.test\/ns\/web/,
-    );
+    const web = entry.spiffeId;
+    const later = (): string => new Date(Date.now() + 300_000).toISOString();
+    /** The server answers `token` (in a well-formed envelope that names the entry's ID). */
+    const answers = (token: string): void => void server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: web, token, expiresAt: later() }));
+    const refused: Array<[string, () => void, RegExp]> = [
+      [
+        'a malformed envelope',
+        () => server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: web, token: 'x.y.z', expiresAt: 'soon' })),
+        /the server sent a malformed JWT-SVID answer: expiresAt/,
+      ],
+      [
+        'no token',
+        () => server.answer.set('POST /v1/agent/jwt-svid', () => ({ spiffeId: web, expiresAt: later() })),
+        /the server sent a malformed JWT-SVID answer: token/,
+      ],
+      [
+        'an envelope for another ID',
+        () =>
+          server.answer.set('POST /v1/agent/jwt-svid', () => ({
+            spiffeId: 'spiffe://fake.test/ns/admin',
+            token: server.ca.signJwt('spiffe://fake.test/ns/admin', ['aud']),
+            expiresAt: later(),
+          })),
+        /JWT-SVID answer was refused: it names spiffe:\/\/fake.test\/ns\/admin, expected spiffe:\/\/fake.test\/ns\/web/,
+      ],
+      ['a token that is not a JWT', () => answers('fake-jwt.e1'), /JWT-SVID answer was refused: its token does not validate: not a JWS compact serialization/],
+      [
+        'a token for another sub',
+        () => answers(server.ca.signJwt('spiffe://fake.test/ns/admin', ['aud'])),
+        /JWT-SVID answer was refused: its token's sub is spiffe:\/\/fake.test\/ns\/admin, expected spiffe:\/\/fake.test\/ns\/web/,
+      ],
+      [
+        'a token for another audience',
+        () => answers(server.ca.signJwt(web, ['other'])),
+        /its token does not validate: audience "aud" is not in the token's aud claim/,
+      ],
+      ['a token for more audiences than asked', () => answers(server.ca.signJwt(web, ['aud', 'other'])), /its token is also for other, not asked for/],
+      [
+        'a token signed by a key not in the bundle (same kid)',
+        () => answers(new FakeCa('fake.test').signJwt(web, ['aud'])),
+        /its token does not validate: signature does not verify/,
+      ],
+      ['a token that has expired', () => answers(server.ca.signJwt(web, ['aud'], -120_000)), /its token does not validate: token expired at/],
+      ['a token past its exp, within the leeway', () => answers(server.ca.signJwt(web, ['aud'], -5_000)), /its token expired at/],
+    ];
+    for (const [what, play, error] of refused) {
+      play();
+      const before = lines.length;
+      await assert.rejects(agent.jwtSvid(entry, ['aud']), error, what);
+      if (!/malformed/.test(String(error)))
+        assert.ok(
+          lines.slice(before).some((l) => l.includes("refused the server's JWT-SVID answer")),
+          `${what}: logged`,
+        );
+    }
     server.answer.delete('POST /v1/agent/jwt-svid');
     const calls = server.calledWith('POST', '/v1/agent/jwt-svid').length;
-    assert.equal((await agent.jwtSvid(entry, ['aud'])).token, 'fake-jwt.e1', 'nothing refused was cached');
-    assert.equal(server.calledWith('POST', '/v1/agent/jwt-svid').length, calls + 1);
+    const good = await agent.jwtSvid(entry, ['aud']);
+    assert.equal(server.calledWith('POST', '/v1/agent/jwt-svid').length, calls + 1, 'nothing refused was cached: the server was asked again');
+    assert.equal(
+      validateJwtSvid(good.token, new Map([['fake.test', server.ca.bundle]]), { audience: 'aud' }).spiffeId.uri,
+      web,
+      'the good token is the one served',
+    );
     assert.deepEqual(server.calledWith('POST', '/v1/agent/jwt-svid').at(-1)!.body, { entryId: 'e1', audience: ['aud'] });
+    assert.equal((await agent.jwtSvid(entry, ['aud'])).token, good.token, 'the good one is cached');
+    assert.equal(server.calledWith('POST', '/v1/agent/jwt-svid').length, calls + 1);
   });
 });
 

@@ -2,8 +2,10 @@
  * The agent: attests its node to the server (node-attestor.ts), keeps the entries it is entitled
  * to in sync (sync.ts), has X.509-SVIDs signed for keys it generates itself and rotates them
  * (svid-manager.ts), keeps everything in its data directory (state.ts) so a restart serves at
- * once, and keeps serving from that cache while the server is away. The server client is
- * injected: unit tests run it against testing/fake-server.ts.
+ * once, and keeps serving from that cache while the server is away. It enforces the last good
+ * policy and the quarantine (enforcement-state.ts), decides which entries a caller gets
+ * (entry-matcher.ts) and has JWT-SVIDs minted, checked and cached (jwt-svids.ts). The server
+ * client is injected: unit tests run it against testing/fake-server.ts.
  */
 import { EventEmitter } from 'node:events';
 import { createPrivateKey } from 'node:crypto';
@@ -11,7 +13,6 @@ import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   WritError,
-  formatBundleJson,
   isWritError,
   parseBundleJson,
   parseCertificatesPem,
@@ -22,26 +23,23 @@ import {
   type Certificate,
   type TrustBundle,
 } from '@writ/spiffe';
-import { PolicyEngine, matchSegments, parsePolicies } from '@writ/policy';
+import type { PolicyEngine } from '@writ/policy';
 import type { ReportedDecision } from '@writ/sdk';
-import { AGENT_PATHS, decodeJwtSvidAnswer, decodeSyncAnswer, encodeSyncQuery, imageDigestsOf, type JwtSvidRequest, type SyncQuery } from '@writ/protocol';
+import { AGENT_PATHS, decodeSyncAnswer, encodeSyncQuery, type SyncQuery } from '@writ/protocol';
 import { DecisionUplink } from './decision-uplink.ts';
+import { EnforcementState, type PolicyView } from './enforcement-state.ts';
+import { EntryMatcher, type Withheld } from './entry-matcher.ts';
+import { JwtSvids, type MintedJwtSvid } from './jwt-svids.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
 import { StateFile, type AgentState } from './state.ts';
-import { SvidManager, agentSvidExpiry } from './svid-manager.ts';
+import { SvidManager, agentSvidExpiry, type ServedSvid } from './svid-manager.ts';
 import { applySync, type EntryView } from './sync.ts';
+import type { WorkloadApiAgent } from './workload-api.ts';
 import { WorkloadReporter } from './workload-reporter.ts';
 
 export type { EntryView } from './sync.ts';
-
-/** An SVID ready to hand to a workload. */
-export interface ServedSvid {
-  readonly entry: EntryView;
-  readonly chain: readonly Certificate[];
-  readonly keyPkcs8Der: Buffer;
-  readonly expiresAt: number;
-}
+export type { ServedSvid } from './svid-manager.ts';
 
 export interface AgentOptions {
   readonly serverUrl: string;
@@ -85,7 +83,7 @@ export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | '
   return { trustDomain: td, serverSpiffeId: `spiffe://${td}/writ/server` };
 }
 
-export class Agent extends EventEmitter {
+export class Agent extends EventEmitter implements WorkloadApiAgent {
   readonly #o: AgentOptions;
   readonly #clock: () => number;
   readonly #client: ServerApi;
@@ -96,21 +94,19 @@ export class Agent extends EventEmitter {
   #bundles = new Map<string, TrustBundle>();
   #stopped = false;
   #timers: NodeJS.Timeout[] = [];
-  #jwtCache = new Map<string, { token: string; refreshAt: number; expiresAt: number }>();
   #connected = false;
   #resync = true;
   /** A join token given that the server refused: not tried again by this process. */
   #tokenRefused = false;
   /** Said once per refusal streak: the agent needs a new join token. */
   #toldEvicted = false;
-  #engine = new PolicyEngine(undefined);
+  readonly #enforcement: EnforcementState;
+  readonly #matcher: EntryMatcher;
+  readonly #jwt: JwtSvids;
   readonly #decisions: DecisionUplink;
   readonly #workloads: WorkloadReporter;
-  #quarantined: ReadonlySet<string> = new Set();
   /** The server refused `images=` (older than this agent): not sent again by this process. */
   #serverWithoutImages = false;
-  /** The admitted image digests (from the state, as a set). */
-  #admitted: ReadonlySet<string> = new Set();
 
   constructor(opts: AgentOptions) {
     super();
@@ -130,6 +126,14 @@ export class Agent extends EventEmitter {
       renewed: () => (this.#useIdentity(), this.#save()),
       stored: () => (this.#save(), this.emit('update')),
     });
+    this.#enforcement = new EnforcementState({ clock: this.#clock, log: opts.log });
+    this.#matcher = new EntryMatcher({
+      clock: this.#clock,
+      entries: () => Object.values(this.#state?.entries ?? {}),
+      requireAdmittedImage: () => this.#state?.requireAdmittedImage === true,
+      quarantined: () => this.#enforcement.quarantined,
+    });
+    this.#jwt = new JwtSvids({ client: this.#client, clock: this.#clock, log: opts.log, bundle: () => this.#bundles.get(this.#td) });
   }
 
   get spiffeId(): string {
@@ -155,9 +159,9 @@ export class Agent extends EventEmitter {
       }
       this.#state = s;
       this.#rebuildBundles();
-      if (s.policies && s.policyRevision !== undefined) this.#loadPolicy(s.policyRevision, s.policies);
-      this.#applyQuarantine();
-      this.#admitted = new Set(s.admittedImages?.digests ?? []);
+      this.#enforcement.setQuarantine(s.quarantine);
+      if (s.policies && s.policyRevision !== undefined) this.#enforcement.loadPolicy(s.policyRevision, s.policies);
+      this.#matcher.setAdmitted(s.admittedImages?.digests ?? []);
       this.#o.log.info(
         { spiffeId: s.spiffeId, entries: Object.keys(s.entries).length, svids: Object.keys(s.svids).length },
         'loaded cached identity and SVIDs',
@@ -376,9 +380,9 @@ export class Agent extends EventEmitter {
     const r = decodeSyncAnswer(raw, this.#td, s.bundlesVersion);
     if (!this.#connected) this.#o.log.info({ revision: r.revision, full: r.full }, 'synced with the server');
     this.#connected = true;
-    const applied = applySync(s, r, (revision, policies) => this.#loadPolicy(revision, policies));
+    const applied = applySync(s, r, (revision, policies) => this.#enforcement.loadPolicy(revision, policies));
     if (applied.quarantine) {
-      this.#applyQuarantine();
+      this.#enforcement.setQuarantine(s.quarantine);
       this.#o.log.info({ quarantined: s.quarantine?.ids.length ?? 0 }, 'quarantine changed');
     }
     if (applied.bundles) {
@@ -386,12 +390,12 @@ export class Agent extends EventEmitter {
       this.#useIdentity();
     }
     if (applied.images) {
-      this.#admitted = new Set(s.admittedImages?.digests ?? []);
-      this.#o.log.info({ admittedImages: this.#admitted.size, requireAdmittedImage: s.requireAdmittedImage === true }, 'admitted images changed');
+      this.#matcher.setAdmitted(s.admittedImages?.digests ?? []);
+      this.#o.log.info({ admittedImages: this.#matcher.admittedCount, requireAdmittedImage: s.requireAdmittedImage === true }, 'admitted images changed');
     }
     this.#resync = false;
     if (applied.changed) {
-      this.#jwtCache.clear();
+      this.#jwt.clear();
       this.#save();
       this.emit('update');
       await this.#rotate().catch(() => undefined);
@@ -403,41 +407,11 @@ export class Agent extends EventEmitter {
     return this.#state ? this.#svids.rotate(this.#state) : Promise.resolve();
   }
 
-  // ---------------------------------------------------------------- policy and quarantine
-
-  /** Compiles a policy set; a set that does not compile is refused and the last good one stays. */
-  #loadPolicy(revision: number, policies: Record<string, string>): boolean {
-    try {
-      const parsed = Object.values(policies).flatMap((y) => parsePolicies(y, { allowExpired: true }).policies);
-      this.#engine = new PolicyEngine(parsed, { revision, breakGlass: this.#state?.quarantine?.breakGlass ?? [], clock: this.#clock });
-      this.#applyQuarantine();
-      this.#o.log.info({ revision, policies: parsed.length }, 'enforcing policy revision');
-      return true;
-    } catch (err) {
-      this.#o.log.error({ revision, err: (err as Error).message.slice(0, 500) }, 'policy revision does not compile; keeping the last good one');
-      return false;
-    }
-  }
-
-  #applyQuarantine(): void {
-    const q = this.#state?.quarantine;
-    if (q && this.#engine.loaded) {
-      // Break-glass identities come with the quarantine list; a new engine keeps them.
-      this.#engine = new PolicyEngine(this.#engine.policies, { revision: this.#engine.revision, breakGlass: q.breakGlass, clock: this.#clock });
-    }
-    this.#engine.setQuarantine(q?.ids ?? []);
-    this.#quarantined = new Set(q?.ids ?? []);
-  }
+  // ---------------------------------------------------------------- what workloads get
 
   /** The policy documents whose destination matches one of `ids`, for SDKs that decide in-process. */
-  policyFor(ids: readonly string[]): { revision: number; documents: string[]; quarantine: string[]; breakGlass: string[] } {
-    const s = this.#state;
-    const docs: string[] = [];
-    for (const p of this.#engine.policies) {
-      const yaml = s?.policies?.[p.name];
-      if (yaml && ids.some((id) => matchSegments(p.to.segments, id.slice(9).split('/')))) docs.push(yaml);
-    }
-    return { revision: this.#engine.revision, documents: docs, quarantine: [...this.#quarantined], breakGlass: s?.quarantine?.breakGlass ?? [] };
+  policyFor(ids: readonly string[]): PolicyView {
+    return this.#enforcement.policyFor(ids);
   }
 
   /** Records a decision for the server's decision log (see decision-uplink.ts). */
@@ -466,16 +440,12 @@ export class Agent extends EventEmitter {
 
   /** The SPIFFE IDs of the current entries, quarantined and expired ones left out. */
   currentIds(): Set<string> {
-    const now = this.#clock();
-    const live = Object.values(this.#state?.entries ?? {}).filter(
-      (e) => !this.#quarantined.has(e.spiffeId) && (e.expiresAt === null || Date.parse(e.expiresAt) > now),
-    );
-    return new Set(live.map((e) => e.spiffeId));
+    return this.#matcher.currentIds();
   }
 
   /** The local decision engine (the last good policy revision, with the current quarantine). */
   get engine(): PolicyEngine {
-    return this.#engine;
+    return this.#enforcement.engine;
   }
 
   /**
@@ -483,35 +453,12 @@ export class Agent extends EventEmitter {
    * that requires an admitted image only when one of the caller's image digests was admitted.
    */
   entriesFor(selectors: readonly string[]): EntryView[] {
-    const admitted = this.#runsAdmittedImage(selectors);
-    return this.#matching(selectors).filter((e) => admitted || !this.#needsAdmittedImage(e));
+    return this.#matcher.entriesFor(selectors);
   }
 
   /** Entries the caller matches but does not get because its image was not admitted, each with why (for Debug/WhoAmI). */
-  withheldFor(selectors: readonly string[]): Array<{ spiffeId: string; reason: string }> {
-    if (this.#runsAdmittedImage(selectors)) return [];
-    const digests = imageDigestsOf(selectors);
-    const reason = digests.length
-      ? `requires an admitted image: this container runs ${digests.join(', ')}, not admitted under an enforce admission policy (yet)`
-      : 'requires an admitted image: the caller has no image digest (not in a container, or no container attestor)';
-    const ids = new Set(this.#matching(selectors).flatMap((e) => (this.#needsAdmittedImage(e) ? [e.spiffeId] : [])));
-    return [...ids].map((spiffeId) => ({ spiffeId, reason }));
-  }
-
-  #matching(selectors: readonly string[]): EntryView[] {
-    const have = new Set(selectors);
-    const now = this.#clock();
-    return Object.values(this.#state?.entries ?? {})
-      .filter((e) => !this.#quarantined.has(e.spiffeId) && (e.expiresAt === null || Date.parse(e.expiresAt) > now) && e.selectors.every((x) => have.has(x)))
-      .sort((a, b) => (a.spiffeId === b.spiffeId ? a.id.localeCompare(b.id) : a.spiffeId.localeCompare(b.spiffeId)));
-  }
-
-  #needsAdmittedImage(e: EntryView): boolean {
-    return e.requireAdmittedImage === true || this.#state?.requireAdmittedImage === true;
-  }
-
-  #runsAdmittedImage(selectors: readonly string[]): boolean {
-    return imageDigestsOf(selectors).some((d) => this.#admitted.has(d));
+  withheldFor(selectors: readonly string[]): Withheld[] {
+    return this.#matcher.withheldFor(selectors);
   }
 
   /** The current, unexpired SVID of an entry. */
@@ -543,30 +490,8 @@ export class Agent extends EventEmitter {
     return out;
   }
 
-  /** A JWT-SVID from the server, cached per entry and audience until half its life. */
-  async jwtSvid(entry: EntryView, audience: readonly string[]): Promise<{ token: string; expiresAt: number }> {
-    const key = `${entry.id}\u0000${[...audience].sort().join('\u0000')}`;
-    const now = this.#clock();
-    const hit = this.#jwtCache.get(key);
-    if (hit && now < hit.refreshAt) return hit;
-    try {
-      const req: JwtSvidRequest = { entryId: entry.id, audience };
-      const r = decodeJwtSvidAnswer(await this.#client.call<unknown>('POST', AGENT_PATHS.jwtSvid, req));
-      if (r.spiffeId !== entry.spiffeId)
-        throw new WritError('ERR_REQUEST_FAILED', `the server's JWT-SVID answer was refused: it names ${r.spiffeId.slice(0, 200)}, expected ${entry.spiffeId}`);
-      const expiresAt = Date.parse(r.expiresAt);
-      const v = { token: r.token, expiresAt, refreshAt: now + (expiresAt - now) / 2 };
-      this.#jwtCache.set(key, v);
-      return v;
-    } catch (err) {
-      // Server away: a cached token that has not expired is still good.
-      if (hit && hit.expiresAt > now + 5000) return hit;
-      throw err;
-    }
-  }
-
-  /** Keep the bundles JSON shape for the JWT bundle RPC. */
-  jwtBundleJson(b: TrustBundle): Buffer {
-    return Buffer.from(JSON.stringify({ keys: formatBundleJson({ ...b, x509Authorities: [] }).keys }));
+  /** A JWT-SVID from the server, checked against this agent's bundle, cached per entry and audience until half its life (jwt-svids.ts). */
+  jwtSvid(entry: EntryView, audience: readonly string[]): Promise<MintedJwtSvid> {
+    return this.#jwt.get(entry, audience);
   }
 }

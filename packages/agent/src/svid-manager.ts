@@ -5,12 +5,21 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { parseCertificatesPem, type TrustBundle } from '@writ/spiffe';
+import { parseCertificatesPem, type Certificate, type TrustBundle } from '@writ/spiffe';
 import { AGENT_PATHS, MAX_SVID_BATCH, decodeRenewAnswer, decodeSvidBatchAnswer, type RenewRequest, type SvidBatchRequest } from '@writ/protocol';
 import { csrFor, generateKey, keyPem, type KeyPair } from './keys.ts';
 import type { ServerApi } from './server-client.ts';
 import type { AgentState } from './state.ts';
 import { checkSvidAnswer } from './svid-check.ts';
+import type { EntryView } from './sync.ts';
+
+/** An SVID ready to hand to a workload. */
+export interface ServedSvid {
+  readonly entry: EntryView;
+  readonly chain: readonly Certificate[];
+  readonly keyPkcs8Der: Buffer;
+  readonly expiresAt: number;
+}
 
 /** Writ backdates NotBefore by this much (see the CA); the real issuance time is later. */
 const BACKDATE_MS = 10_000;

@@ -1,13 +1,29 @@
-/** The Workload API server against a real agent on a fake server client, called over a real Unix socket with the SDK's gRPC client. */
+/**
+ * The Workload API server over a real Unix socket, called with the SDK's gRPC client: against a real
+ * agent on a fake server client (Debug/WhoAmI), and against a fake of what it needs of the agent
+ * (testing/fake-agent.ts) for the JWT-SVID methods and the authz Check.
+ */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { GRPC_STATUS, GrpcClient, GrpcError, fields } from '@writ/sdk/internal';
+import {
+  GRPC_STATUS,
+  GrpcClient,
+  GrpcError,
+  Writer,
+  decodeJwtSvidResponse,
+  decodeValidateJwtSvidResponse,
+  encodeJwtSvidRequest,
+  encodeValidateJwtSvidRequest,
+  fields,
+} from '@writ/sdk/internal';
+import { validateJwtSvid } from '@writ/spiffe';
 import { Agent } from './agent.ts';
-import { FakeServer, fakeEntry } from './testing/fake-server.ts';
+import { FakeAgent } from './testing/fake-agent.ts';
+import { FakeCa, FakeServer, fakeEntry } from './testing/fake-server.ts';
 import { WorkloadApiServer } from './workload-api.ts';
 
 const WHO_AM_I = '/writ.agent.v1.Debug/WhoAmI';
@@ -19,16 +35,35 @@ const api = new WorkloadApiServer({ agent, socketPath: join(dir, 'api.sock'), lo
 const client = new GrpcClient(`unix://${join(dir, 'api.sock')}`);
 const uid = process.getuid!();
 
+// The same server class against a fake of the agent, on a socket of its own.
+const fake = new FakeAgent();
+const fakeApi = new WorkloadApiServer({ agent: fake, socketPath: join(dir, 'fake.sock'), log });
+const fakeClient = new GrpcClient(`unix://${join(dir, 'fake.sock')}`);
+
 before(async () => {
   await agent.start();
   await api.listen();
+  await fakeApi.listen();
 });
 after(async () => {
   client.close();
+  fakeClient.close();
   agent.stop();
   await api.close();
+  await fakeApi.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+const HEADER = { 'workload.spiffe.io': 'true' };
+const M = '/SpiffeWorkloadAPI/';
+const WEB = 'spiffe://fake.test/ns/web';
+const API = 'spiffe://fake.test/ns/api';
+const ORDERS = 'spiffe://fake.test/ns/orders';
+/** Rejects with a GrpcError of `code` whose message matches `message`. */
+const grpcError =
+  (code: number, message?: RegExp) =>
+  (e: unknown): boolean =>
+    e instanceof GrpcError && e.code === code && (message === undefined || message.test(e.message));
 
 function decodeWhoAmI(buf: Buffer): { selectors: string[]; spiffeIds: string[]; agentId: string } {
   const out = { selectors: [] as string[], spiffeIds: [] as string[], agentId: '' };
@@ -68,5 +103,120 @@ describe('writ.agent.v1.Debug/WhoAmI', () => {
       r = decodeWhoAmI(await client.unary(WHO_AM_I, Buffer.alloc(0), { 'workload.spiffe.io': 'true' }));
     }
     assert.deepEqual(r.spiffeIds, ['spiffe://fake.test/ns/web']);
+  });
+});
+
+describe('SpiffeWorkloadAPI/FetchJWTSVID (against a fake agent)', () => {
+  const fetch = (audience: string[], spiffeId = '') =>
+    fakeClient.unary(`${M}FetchJWTSVID`, encodeJwtSvidRequest({ audience, spiffeId }), HEADER).then(decodeJwtSvidResponse);
+
+  it('refuses a request with no audience, or an empty one (InvalidArgument), before asking the agent', async () => {
+    fake.setEntries([fakeEntry('w', WEB, [`unix:uid:${uid}`])]);
+    const asked = fake.jwtRequests.length;
+    await assert.rejects(fetch([]), grpcError(GRPC_STATUS.INVALID_ARGUMENT, /audience must be specified/));
+    await assert.rejects(fetch(['db', '']), grpcError(GRPC_STATUS.INVALID_ARGUMENT, /audience must be specified/));
+    assert.equal(fake.jwtRequests.length, asked, 'no token was minted');
+  });
+
+  it('refuses a caller with no identity (PermissionDenied)', async () => {
+    fake.setEntries([fakeEntry('o', WEB, ['unix:uid:424242'])]);
+    await assert.rejects(fetch(['db']), grpcError(GRPC_STATUS.PERMISSION_DENIED, /no identity issued/));
+  });
+
+  it('answers a token for each identity of the caller; the spiffe_id filter picks one, and refuses one the caller does not have', async () => {
+    fake.setEntries([fakeEntry('w', WEB, [`unix:uid:${uid}`]), fakeEntry('a', API, [`unix:uid:${uid}`]), fakeEntry('o', ORDERS, ['unix:uid:424242'])]);
+    const all = await fetch(['db']);
+    assert.deepEqual(all.map((s) => s.spiffeId).sort(), [API, WEB]);
+    const bundles = new Map([['fake.test', fake.ca.bundle]]);
+    for (const s of all) assert.equal(validateJwtSvid(s.svid, bundles, { audience: 'db' }).spiffeId.uri, s.spiffeId, 'each token is for its own ID');
+    const one = await fetch(['db', 'cache'], API);
+    assert.deepEqual(
+      one.map((s) => s.spiffeId),
+      [API],
+    );
+    assert.deepEqual(fake.jwtRequests.at(-1), { spiffeId: API, audience: ['db', 'cache'] });
+    await assert.rejects(fetch(['db'], ORDERS), grpcError(GRPC_STATUS.PERMISSION_DENIED, /not entitled to spiffe:\/\/fake.test\/ns\/orders/));
+  });
+});
+
+describe('SpiffeWorkloadAPI/ValidateJWTSVID (against a fake agent)', () => {
+  const validate = (svid: string, audience: string) =>
+    fakeClient.unary(`${M}ValidateJWTSVID`, encodeValidateJwtSvidRequest({ audience, svid }), HEADER).then(decodeValidateJwtSvidResponse);
+
+  it('a good token: its SPIFFE ID and claims', async () => {
+    fake.setEntries([fakeEntry('o', ORDERS, [`unix:uid:${uid}`])]);
+    const r = await validate(fake.ca.signJwt(WEB, ['spiffe://fake.test/ns/orders']), ORDERS);
+    assert.equal(r.spiffeId, WEB);
+    assert.equal(r.claims['sub'], WEB);
+    assert.equal(r.claims['aud'], ORDERS);
+  });
+
+  it('a token for another audience, or with a signature no key of the bundle made, is InvalidArgument', async () => {
+    fake.setEntries([fakeEntry('o', ORDERS, [`unix:uid:${uid}`])]);
+    await assert.rejects(validate(fake.ca.signJwt(WEB, ['spiffe://fake.test/ns/other']), ORDERS), grpcError(GRPC_STATUS.INVALID_ARGUMENT, /audience/));
+    // Another CA of the same trust domain: same kid, another key.
+    await assert.rejects(
+      validate(new FakeCa('fake.test').signJwt(WEB, [ORDERS]), ORDERS),
+      grpcError(GRPC_STATUS.INVALID_ARGUMENT, /signature does not verify/),
+    );
+    await assert.rejects(validate('not-a-jwt', ORDERS), grpcError(GRPC_STATUS.INVALID_ARGUMENT));
+  });
+});
+
+describe('writ.authz.v1.Authorizer/Check (against a fake agent)', () => {
+  const CHECK = '/writ.authz.v1.Authorizer/Check';
+  const POLICY = `apiVersion: writ.dev/v1
+kind: AccessPolicy
+metadata: { name: orders }
+spec:
+  to: ${ORDERS}
+  rules: [{ effect: allow, from: ["${WEB}"] }]
+`;
+  const check = async (from: string, to = ORDERS) => {
+    const res = await fakeClient.unary(CHECK, new Writer().string(1, from).string(2, to).string(3, 'GET /orders').finish(), HEADER);
+    const out = { allowed: false, decision: '', reason: '', rule: '', revision: 0, decisionId: '' };
+    for (const f of fields(res)) {
+      if (f.field === 1 && f.wire === 0) out.allowed = f.int === 1;
+      else if (f.field === 5 && f.wire === 0) out.revision = f.int;
+      else if (f.wire === 2) {
+        const v = f.data.toString('utf8');
+        if (f.field === 2) out.decision = v;
+        else if (f.field === 3) out.reason = v;
+        else if (f.field === 4) out.rule = v;
+        else if (f.field === 6) out.decisionId = v;
+      }
+    }
+    return out;
+  };
+
+  it('allows what the policy allows, with the rule and revision, and logs the decision', async () => {
+    fake.setEntries([fakeEntry('o', ORDERS, [`unix:uid:${uid}`])]);
+    fake.setPolicy(POLICY, 4);
+    const r = await check(WEB);
+    assert.deepEqual(
+      { ...r, decisionId: undefined },
+      { allowed: true, decision: 'allow', reason: 'ALLOW_RULE', rule: 'orders#0', revision: 4, decisionId: undefined },
+    );
+    const logged = fake.decisions.at(-1) as { id: string; decision: string; from: string; to: string };
+    assert.deepEqual([logged.id, logged.decision, logged.from, logged.to], [r.decisionId, 'allow', WEB, ORDERS]);
+  });
+
+  it('denies what it does not, with its reason and the decision id that was logged', async () => {
+    fake.setEntries([fakeEntry('o', ORDERS, [`unix:uid:${uid}`])]);
+    fake.setPolicy(POLICY, 4);
+    const r = await check('spiffe://fake.test/ns/admin');
+    assert.equal(r.allowed, false);
+    assert.equal(r.decision, 'deny');
+    assert.equal(r.reason, 'NO_MATCHING_ALLOW');
+    assert.match(r.decisionId, /^[0-9a-f-]{36}$/);
+    const logged = fake.decisions.at(-1) as { id: string; decision: string; reason: string };
+    assert.deepEqual([logged.id, logged.decision, logged.reason], [r.decisionId, 'deny', 'NO_MATCHING_ALLOW']);
+  });
+
+  it('refuses a "to" that is not one of the caller\'s identities (PermissionDenied), deciding nothing', async () => {
+    fake.setEntries([fakeEntry('o', ORDERS, [`unix:uid:${uid}`])]);
+    const n = fake.decisions.length;
+    await assert.rejects(check(WEB, API), grpcError(GRPC_STATUS.PERMISSION_DENIED, /must be one of the caller's own identities/));
+    assert.equal(fake.decisions.length, n);
   });
 });

@@ -7,7 +7,8 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { JwtSvidValidator, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
+import { JwtSvidValidator, formatBundleJson, isWritError, parseSpiffeId, trustDomainId, type TrustBundle } from '@writ/spiffe';
+import type { AuthzRequest, Decision } from '@writ/policy';
 import {
   GRPC_STATUS,
   GrpcError,
@@ -34,12 +35,17 @@ import {
   decodeExchangeRequest,
   encodeExchangeResponse,
 } from '@writ/sdk/internal';
-import type { Agent, EntryView } from './agent.ts';
 import type { WorkloadAttestor } from './attest/attestation.ts';
 import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
+import type { PolicyView } from './enforcement-state.ts';
+import type { Withheld } from './entry-matcher.ts';
+import type { MintedJwtSvid } from './jwt-svids.ts';
 import { peerCred, type PeerCred } from './peercred.ts';
+import type { ServerApi } from './server-client.ts';
+import type { ServedSvid } from './svid-manager.ts';
+import type { EntryView } from './sync.ts';
 import { TokenBroker } from './token-broker.ts';
-import { type AttestedCaller, describeWorkload } from './workload-reporter.ts';
+import { type AttestedCaller, type WorkloadReporter, describeWorkload } from './workload-reporter.ts';
 
 const SERVICE = '/SpiffeWorkloadAPI/';
 const AUTHZ_CHECK = '/writ.authz.v1.Authorizer/Check';
@@ -87,8 +93,36 @@ interface Caller {
   readonly exe: Promise<ExeIdentity | undefined>;
 }
 
+/**
+ * What the Workload API needs of the agent (Agent implements it; testing/fake-agent.ts fakes it):
+ * who gets which entries, their SVIDs and bundles, JWT-SVIDs, the local policy, and where
+ * decisions and served workloads go. `update` is emitted whenever any of that changed.
+ */
+export interface WorkloadApiAgent {
+  readonly trustDomain: string;
+  /** The agent's own SPIFFE ID (WhoAmI). */
+  readonly spiffeId: string;
+  entriesFor(selectors: readonly string[]): EntryView[];
+  withheldFor(selectors: readonly string[]): Withheld[];
+  /** The SPIFFE IDs of every current entry (the token broker keeps only their tokens). */
+  currentIds(): ReadonlySet<string>;
+  svidOf(entry: EntryView): ServedSvid | undefined;
+  /** Own trust domain's bundle plus those the given entries federate with. */
+  bundlesFor(entries: readonly EntryView[]): Map<string, TrustBundle>;
+  jwtSvid(entry: EntryView, audience: readonly string[]): Promise<MintedJwtSvid>;
+  policyFor(ids: readonly string[]): PolicyView;
+  /** The local decision engine: decides Check, and says who is quarantined. */
+  readonly engine: { decide(req: AuthzRequest): Decision; readonly quarantined: ReadonlySet<string> };
+  logDecision(d: ReportedDecision | Buffer): void;
+  countDropped(n: number): void;
+  readonly workloads: Pick<WorkloadReporter, 'served' | 'opened'>;
+  /** The server client (the token broker posts exchanges with it). */
+  readonly server: Pick<ServerApi, 'postForm'>;
+  on(event: 'update', listener: () => void): unknown;
+}
+
 export interface WorkloadApiOptions {
-  readonly agent: Agent;
+  readonly agent: WorkloadApiAgent;
   readonly socketPath: string;
   /** File mode of the socket; default 0o777: attestation, not permissions, decides who gets what. */
   readonly socketMode?: number;
@@ -255,9 +289,10 @@ export class WorkloadApiServer {
           if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
           const svids = entries.map((e) => agent.svidOf(e)).filter((s) => s !== undefined);
           if (svids.length === 0) return undefined; // signed soon: the stream answers when they are
-          const own = agent.bundle(agent.trustDomain);
+          const bundles = agent.bundlesFor(entries);
+          const own = bundles.get(agent.trustDomain);
           const federated = new Map<string, Buffer>();
-          for (const [td, b] of agent.bundlesFor(entries)) if (td !== agent.trustDomain) federated.set(trustDomainId(td), derConcat(b.x509Authorities));
+          for (const [td, b] of bundles) if (td !== agent.trustDomain) federated.set(trustDomainId(td), derConcat(b.x509Authorities));
           return encodeX509SvidResponse({
             svids: svids.map((s) => ({
               spiffeId: s.entry.spiffeId,
@@ -283,7 +318,7 @@ export class WorkloadApiServer {
         return this.#stream(call, () => {
           const entries = agent.entriesFor(selectors);
           if (entries.length === 0) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'no identity issued');
-          return encodeJwtBundlesResponse({ bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), agent.jwtBundleJson(b)])) });
+          return encodeJwtBundlesResponse({ bundles: new Map([...agent.bundlesFor(entries)].map(([td, b]) => [trustDomainId(td), jwtBundleJson(b)])) });
         });
       case 'FetchJWTSVID': {
         const req = decodeRequest(() => decodeJwtSvidRequest(request));
@@ -456,6 +491,11 @@ function decodeRequest<T>(fn: () => T): T {
   } catch (err) {
     throw new GrpcError(GRPC_STATUS.INVALID_ARGUMENT, `malformed request message: ${(err as Error).message}`);
   }
+}
+
+/** A bundle's JWT authorities as the JWK set FetchJWTBundles carries. */
+function jwtBundleJson(b: TrustBundle): Buffer {
+  return Buffer.from(JSON.stringify({ keys: formatBundleJson({ ...b, x509Authorities: [] }).keys }));
 }
 
 function uniqueBySpiffeId(entries: readonly EntryView[]): EntryView[] {

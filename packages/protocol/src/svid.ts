@@ -120,6 +120,7 @@ export function decodeSvidBatchAnswer(raw: unknown): { svids: SignedSvid[]; malf
   return { svids, malformed };
 }
 
+/** The envelope only: the token itself (signature, `sub`, `aud`, `exp`) the agent validates against its bundle (agent/src/jwt-svids.ts). */
 export function decodeJwtSvidAnswer(raw: unknown): JwtSvidAnswer {
   const bad = refuse('JWT-SVID answer');
   if (!isObject(raw)) return bad('not an object');

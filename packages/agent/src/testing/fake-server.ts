@@ -1,8 +1,9 @@
 /**
  * A fake of the Writ server for the agent's unit tests, behind the same `ServerApi` the HTTPS
  * client implements, speaking the real JSON shapes of the agent routes (attestation, sync, renewal,
- * the SVID batch, decisions, workload reports). It has a real CA, so the SVIDs it signs pass the agent's checks;
- * `answer` replaces what a route answers, to play a server that answers wrongly.
+ * the SVID batch, JWT-SVIDs, decisions, workload reports). It has a real CA and a real JWT key, both
+ * in the bundle it serves, so the SVIDs it signs pass the agent's checks; `answer` replaces what a
+ * route answers, to play a server that answers wrongly.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import {
@@ -14,7 +15,9 @@ import {
   issueCertificate,
   parseCertificatesPem,
   parseCsr,
+  signJwtSvid,
   trustDomainId,
+  type JwtClaims,
   type Certificate,
   type TrustBundle,
 } from '@writ/spiffe';
@@ -45,12 +48,16 @@ export interface FakeCall {
 export class FakeCa {
   readonly trustDomain: string;
   readonly cert: Certificate;
+  /** The `kid` of its JWT key: the same in every FakeCa of a trust domain, so another CA's token differs only by its signature. */
+  readonly jwtKid: string;
   readonly #key: KeyObject;
+  readonly #jwtKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   readonly #clock: () => number;
 
   constructor(trustDomain: string, clock: () => number = Date.now) {
     this.trustDomain = trustDomain;
     this.#clock = clock;
+    this.jwtKid = `${trustDomain}-jwt`;
     const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     this.#key = k.privateKey;
     const now = clock();
@@ -72,7 +79,17 @@ export class FakeCa {
   }
 
   get bundle(): TrustBundle {
-    return { trustDomain: this.trustDomain, x509Authorities: [this.cert], jwtAuthorities: new Map() };
+    return { trustDomain: this.trustDomain, x509Authorities: [this.cert], jwtAuthorities: new Map([[this.jwtKid, this.#jwtKey.publicKey]]) };
+  }
+
+  /** A JWT-SVID signed with this CA's JWT key; `claims` replaces what it would say (`exp` in seconds). */
+  signJwt(sub: string, audience: readonly string[], ttlMs = 300_000, claims: Partial<JwtClaims> = {}): string {
+    const now = this.#clock();
+    const aud = audience.length === 1 ? audience[0]! : [...audience];
+    return signJwtSvid({ sub, aud, exp: Math.floor((now + ttlMs) / 1000), iat: Math.floor(now / 1000), ...claims }, this.jwtKid, {
+      key: this.#jwtKey.privateKey,
+      keyType: 'ec-p256',
+    });
   }
 
   /** An X.509-SVID for `spiffeId` and the key in `csr` (PEM), with optional DNS names (a TLS server's). */
@@ -239,8 +256,9 @@ export class FakeServer implements ServerApi {
         this.#agent();
         const e = this.entries.find((x) => x.id === b['entryId']);
         if (!e) throw new WritError('ERR_FORBIDDEN', 'entryId: the entry is not assigned to this agent');
-        // Not a signed JWT: the agent hands the token on as it came.
-        return { spiffeId: e.spiffeId, token: `fake-jwt.${e.id}`, expiresAt: new Date(Date.now() + e.jwtSvidTtl * 1000).toISOString() } satisfies JwtSvidAnswer;
+        const ttlMs = e.jwtSvidTtl * 1000 || 300_000;
+        const token = this.ca.signJwt(e.spiffeId, (b['audience'] as string[] | undefined) ?? [], ttlMs);
+        return { spiffeId: e.spiffeId, token, expiresAt: new Date(Date.now() + ttlMs).toISOString() } satisfies JwtSvidAnswer;
       }
       case `POST ${AGENT_PATHS.decisions}`:
         this.#agent();
