@@ -21,13 +21,13 @@ const TOP_COLLECTION = /^(?:export\s+)?const\s+([\w$]+)\s*(?::\s*([^=]+?))?\s*=\
 /** The module-level mutable declarations of one source text (lines at column 0 are module level in formatted code). */
 export function moduleState(text: string): Array<{ name: string; line: number; what: string }> {
   const found: Array<{ name: string; line: number; what: string }> = [];
-  text.split('\n').forEach((l, i) => {
+  for (const [i, l] of text.split('\n').entries()) {
     const m = TOP_LET.exec(l);
-    if (m) return void found.push({ name: m[1]!, line: i + 1, what: l.trim().split(/\s+/)[l.startsWith('export') ? 1 : 0]! });
     const c = TOP_COLLECTION.exec(l);
+    if (m) found.push({ name: m[1]!, line: i + 1, what: l.trim().split(/\s+/)[l.startsWith('export') ? 1 : 0]! });
     // A table typed read-only cannot be added to: it is a constant, not state.
-    if (c && !/^Readonly(Set|Map)\b/.test(c[2] ?? '')) found.push({ name: c[1]!, line: i + 1, what: `new ${c[3]}` });
-  });
+    else if (c && !/^Readonly(Set|Map)\b/.test(c[2] ?? '')) found.push({ name: c[1]!, line: i + 1, what: `new ${c[3]}` });
+  }
   return found;
 }
 
