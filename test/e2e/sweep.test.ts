@@ -27,6 +27,7 @@ const HOSTILE_JSON = [
   '0',
   '1e400',
   '18446744073709551616',
+  '9e15',
   '""',
   '"a\\u0000b"',
   JSON.stringify('x'.repeat(70_000)),
@@ -350,7 +351,7 @@ function formCases(op: Operation): Case[] {
 }
 
 /** Sweep size floors: the sweep must not silently shrink (a route table read wrongly, a case list emptied). */
-const FLOORS = { cases: 5300, item: 1200, protobuf: 120, form: 480, reads: 100 } as const;
+const FLOORS = { cases: 5500, item: 1250, protobuf: 120, form: 480, reads: 100 } as const;
 
 interface SweepResult {
   cases: number;
@@ -452,19 +453,21 @@ async function sweep(db: 'sqlite' | 'postgres'): Promise<SweepResult> {
     }
     // Whatever the hostile writes stored, every read answers: each GET route as it is, and each
     // stored decision and entry one by one.
-    const reads: string[] = ops.filter((o) => o.method === 'GET' && o.pathParams.length === 0 && o.path !== '/v1/agent/sync').map((o) => o.path);
-    reads.push('/v1/agent/sync?since=0&wait=0', '/v1/decisions?limit=10000', '/v1/workloads?running=false&limit=50000', '/v1/entries?pageSize=1000');
-    const stored = (await server.call('GET', '/v1/decisions?limit=10000')).json['decisions'] as Array<{ id: string }> | undefined;
-    assert.ok((stored?.length ?? 0) > 50, `the hostile writes stored decisions to read back (${stored?.length})`);
-    for (const d of stored!.slice(0, 200)) reads.push(`/v1/decisions/${encodeURIComponent(d.id)}`);
-    const entries = (await server.call('GET', '/v1/entries?pageSize=1000')).json['entries'] as Array<{ id: string }> | undefined;
-    for (const e of (entries ?? []).slice(0, 100)) reads.push(`/v1/entries/${encodeURIComponent(e.id)}`);
-    for (const path of reads) {
+    const read = async (path: string): Promise<Answer> => {
       const a = await server.call('GET', path, path.startsWith('/v1/agent/') ? { cert } : {});
       cases++;
       byKind.reads++;
       check(`GET ${path} after the hostile writes`, a);
-    }
+      return a;
+    };
+    const stored = ((await read('/v1/decisions?limit=10000')).json['decisions'] ?? []) as Array<{ id: string }>;
+    if (stored.length < 50) problems.push(`the hostile writes stored ${stored.length} decisions to read back, fewer than 50`);
+    for (const d of stored.slice(0, 200)) await read(`/v1/decisions/${encodeURIComponent(d.id)}`);
+    const entries = ((await read('/v1/entries?pageSize=1000')).json['entries'] ?? []) as Array<{ id: string }>;
+    for (const e of entries.slice(0, 100)) await read(`/v1/entries/${encodeURIComponent(e.id)}`);
+    for (const o of ops) if (o.method === 'GET' && o.pathParams.length === 0 && o.path !== '/v1/agent/sync') await read(o.path);
+    await read('/v1/agent/sync?since=0&wait=0');
+    await read('/v1/workloads?running=false&limit=50000');
     // A request head over 16 KiB: an answer, not a dropped connection.
     const long = await server.call('GET', `/v1/entries?spiffeId=${'x'.repeat(20_000)}`);
     assert.equal(long.status, 431, long.text);
