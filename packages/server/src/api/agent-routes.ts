@@ -229,7 +229,9 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
   type Dropped = { agent: number; server: number };
   /**
    * A protobuf writ.authz.v1.ReportRequest, as agents send it. A malformed message is refused whole;
-   * a malformed or out-of-range decision inside a well-formed one is skipped and counted as dropped.
+   * a malformed or out-of-range decision inside a well-formed one (an unknown outcome, a NUL
+   * character, a time or revision badNumber refuses) is skipped and counted as dropped, so the
+   * agent is not refused a batch it would send again for ever.
    */
   const binaryReport = (body: Buffer, reporter: string): { records: DecisionRecord[]; dropped: Dropped } => {
     let report;
@@ -277,13 +279,9 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
         throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
       const bad = badNumber(x['at'], x['policyRevision']);
       if (bad === 'at')
-        throw new WritError(
-          'ERR_FIELD_INVALID',
-          `decisions[${i}].at must be epoch milliseconds, a whole number no more than a day ahead of the server's clock`,
-          {
-            field: `decisions[${i}].at`,
-          },
-        );
+        throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].at must be whole epoch ms, at most a day past the server's clock`, {
+          field: `decisions[${i}].at`,
+        });
       if (bad === 'policyRevision')
         throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].policyRevision must be a whole number >= 0`, { field: `decisions[${i}].policyRevision` });
       const latencyUs = Number(x['latencyUs']);
