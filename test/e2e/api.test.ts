@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { createCsr, toPem } from '@writ/spiffe';
+import { encodeDecision, encodeReport, type ReportedDecision } from '@writ/sdk/internal';
 import { ROOT } from './helpers.ts';
 import { startInProcess, type InProcessServer } from './in-process.ts';
 
@@ -175,6 +178,101 @@ for (const db of ['sqlite', 'postgres'] as const)
       assert.equal(one.json['at'], new Date(at).toISOString());
       const missing = await s.call('GET', '/v1/decisions/nope');
       assert.deepEqual([missing.status, missing.json['code']], [404, 'ERR_NOT_FOUND']);
+    });
+
+    describe('decision reports: what cannot be stored or shown is refused, never a 500 the agent would retry for ever', () => {
+      let agent: { key: string; cert: string };
+      before(async () => {
+        const joinToken = (await s.call('POST', '/v1/join-tokens', { body: { nodeName: 'reporter' } })).json['token'] as string;
+        const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: privateKey, keyType: 'ec-p256' }, publicKey));
+        const attested = await s.call('POST', '/v1/agent/attest/join-token', { body: { joinToken, csr } });
+        assert.equal(attested.status, 201, attested.text);
+        agent = { key: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, cert: attested.json['svid'] as string };
+      });
+      const decision = (to: string, over: Partial<ReportedDecision> = {}): ReportedDecision => ({
+        id: '',
+        at: Date.now(),
+        from: '',
+        to,
+        action: 'GET /x',
+        decision: 'deny',
+        reason: 'NO_MATCHING_ALLOW',
+        rule: '',
+        policyRevision: 1,
+        latencyNs: 0,
+        ...over,
+      });
+      const droppedByServer = async (): Promise<number> =>
+        Number(/writ_decision_log_dropped_total\{reporter="server"\} (\d+)/.exec((await s.call('GET', '/metrics')).text)?.[1] ?? 0);
+
+      it('protobuf: a decision with a NUL byte or a time past a day ahead is dropped and counted, the rest stored, the log still answers', async () => {
+        const to = `spiffe://${TD}/ns/proto-report`;
+        const before = await droppedByServer();
+        const report = encodeReport(
+          [
+            encodeDecision(decision(to, { action: 'GET /kept' })),
+            encodeDecision(decision(to, { action: 'GET /a\u0000b' })),
+            encodeDecision(decision(`${to}\u0000`)),
+            encodeDecision(decision(to, { at: 9e15 })),
+          ],
+          0,
+        );
+        const r = await s.call('POST', '/v1/agent/decisions', { cert: agent, body: report, contentType: 'application/x-protobuf' });
+        assert.equal(r.status, 200, r.text);
+        assert.deepEqual(r.json, { stored: 1 });
+        assert.equal((await droppedByServer()) - before, 3, 'the three that cannot be stored are counted as dropped by the server');
+        const log = await s.call('GET', `/v1/decisions?to=${encodeURIComponent(to)}`);
+        assert.equal(log.status, 200, log.text);
+        assert.deepEqual(
+          (log.json['decisions'] as Array<Record<string, unknown>>).map((d) => d['action']),
+          ['GET /kept'],
+        );
+      });
+
+      it('JSON: an `at` or `policyRevision` that is no whole number in range is a 400 naming it, and nothing of the batch is stored', async () => {
+        const to = `spiffe://${TD}/ns/json-report`;
+        const cases: Array<[Record<string, unknown>, string]> = [
+          [{ at: 1.5 }, 'at'],
+          [{ at: 1e300 }, 'at'],
+          [{ at: 9e15 }, 'at'],
+          [{ at: -1 }, 'at'],
+          [{ at: '2026-01-01' }, 'at'],
+          [{ policyRevision: 1.5 }, 'policyRevision'],
+          [{ policyRevision: 1e300 }, 'policyRevision'],
+          [{ policyRevision: -1 }, 'policyRevision'],
+        ];
+        for (const [over, field] of cases) {
+          const body = {
+            decisions: [
+              { to, decision: 'allow', at: Date.now() },
+              { to, decision: 'deny', reason: 'NO_MATCHING_ALLOW', ...over },
+            ],
+            dropped: 0,
+          };
+          const r = await s.call('POST', '/v1/agent/decisions', { cert: agent, body });
+          assert.equal(r.status, 400, `${JSON.stringify(over)}: ${r.text}`);
+          assert.deepEqual([r.json['code'], r.json['field']], ['ERR_FIELD_INVALID', `decisions[1].${field}`], JSON.stringify(over));
+        }
+        const log = await s.call('GET', `/v1/decisions?to=${encodeURIComponent(to)}`);
+        assert.equal(log.status, 200, log.text);
+        assert.deepEqual(log.json['decisions'], []);
+        // Absent numbers still default: the server's clock, revision 0.
+        const ok = await s.call('POST', '/v1/agent/decisions', { cert: agent, body: { decisions: [{ to, decision: 'allow' }] } });
+        assert.deepEqual([ok.status, ok.json], [200, { stored: 1 }], ok.text);
+      });
+
+      it('a stored row whose time is no date (written before times were checked) shows `at: null` instead of failing the whole log', async () => {
+        const to = `spiffe://${TD}/ns/old-row`;
+        await s.srv.store.addDecisions([
+          { id: 'old-bad-at', at: 9e15, from: '', to, action: 'GET /x', decision: 'allow', reason: 'ALLOW_RULE', policyRevision: 0, rule: '', reporter: AGENT },
+        ]);
+        const log = await s.call('GET', '/v1/decisions');
+        assert.equal(log.status, 200, log.text);
+        assert.equal((log.json['decisions'] as Array<Record<string, unknown>>).find((d) => d['id'] === 'old-bad-at')?.['at'], null);
+        const one = await s.call('GET', '/v1/decisions/old-bad-at');
+        assert.deepEqual([one.status, one.json['at']], [200, null], one.text);
+      });
     });
 
     it('POST /v1/policies runs the PolicyTest cases of the file against the proposed set, and applies nothing when one fails', async () => {

@@ -18,7 +18,9 @@ export interface Answer {
 }
 
 export interface CallOptions {
-  readonly body?: string | object;
+  readonly body?: string | Buffer | object;
+  /** The body's type (default application/json): a protobuf report, a form. */
+  readonly contentType?: string;
   /** Another bearer token; null: none. */
   readonly token?: string | null;
   /** A TLS client certificate (an agent's SVID) instead of a token. */
@@ -54,7 +56,7 @@ export async function startInProcess(db: 'sqlite' | 'postgres', trustDomain = 'a
   const ca = readFileSync(join(dataDir, 'bundle.pem'));
   const call = (method: string, path: string, opts: CallOptions = {}): Promise<Answer> =>
     new Promise((resolve, reject) => {
-      const body = opts.body === undefined ? undefined : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+      const body = opts.body === undefined ? undefined : typeof opts.body === 'string' || Buffer.isBuffer(opts.body) ? opts.body : JSON.stringify(opts.body);
       const token = opts.cert || opts.token === null ? undefined : (opts.token ?? adminToken);
       const req = request(
         `${srv.url}${path}`,
@@ -64,7 +66,7 @@ export async function startInProcess(db: 'sqlite' | 'postgres', trustDomain = 'a
           agent: false,
           headers: {
             ...(token ? { authorization: `Bearer ${token}` } : {}),
-            ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {}),
+            ...(body !== undefined ? { 'content-type': opts.contentType ?? 'application/json', 'content-length': Buffer.byteLength(body) } : {}),
           },
           ...(opts.cert ?? {}),
         },

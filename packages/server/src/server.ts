@@ -44,6 +44,7 @@ import { ChangeHub } from './sync/hub.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
+import { Suppressions } from './suppressions.ts';
 
 export interface RunningServer {
   readonly url: string;
@@ -62,7 +63,7 @@ export interface StartOptions {
   readonly clock?: () => number;
 }
 
-const WEBHOOK_ROUTES = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
+const WEBHOOK_ROUTES: ReadonlySet<string> = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -242,8 +243,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       log,
       registry: metrics.registry,
     });
+    const suppressions = new Suppressions(store);
     const ctx = {
       federation,
+      suppressions,
       store,
       ca,
       hub,
@@ -328,7 +331,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           clock,
           log,
           images: imageCheckerOf(cfg.registryConfigFile),
-          vulnerabilities: storeVulnerabilityChecker(store, clock),
+          vulnerabilities: storeVulnerabilityChecker(store, clock, suppressions),
         }),
         events: admissionEvents,
         admitted: (admittedImages = new AdmittedImageRecorder((digests, at) => store.recordAdmittedImages(digests, at), clock, log)),
@@ -353,7 +356,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     federation.start();
 
     // ---------------------------------------------------------------- vulnerability events
-    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents });
+    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents, suppressions: (_store, now) => suppressions.load(now) });
     vulnEvents.start();
 
     // ---------------------------------------------------------------- background work

@@ -7,29 +7,40 @@
 import { type SuppressionSet, type VulnException, suppressionSet, vulnExceptionsOf } from '@writ/vuln';
 import type { Store } from './store/types.ts';
 
-// Parsing the policy set is the costly part: once per revision (per store: tests run several).
-const EXCEPTIONS = new WeakMap<Store, { revision: number; exceptions: VulnException[] }>();
-
-/** The VulnExceptions of the current policy revision, expired ones included. */
-export async function loadVulnExceptions(store: Store): Promise<VulnException[]> {
-  const rev = await store.getPolicyRevision();
-  if (!rev) return [];
-  const cached = EXCEPTIONS.get(store);
-  if (cached?.revision === rev.revision) return cached.exceptions;
-  const exceptions = vulnExceptionsOf(rev.policies);
-  EXCEPTIONS.set(store, { revision: rev.revision, exceptions });
-  return exceptions;
-}
-
 /**
- * Active VulnExceptions of the current policy revision and the stored VEX statements, as one set.
- * @example (await loadSuppressions(ctx.store, ctx.clock())).match({ vulnId, aliases, imageDigest, repositories, packageName, purl }, ctx.clock())
+ * One server's suppressions, its VulnExceptions parsed once per policy revision (parsing the
+ * policy set is the costly part). Built once per server (server.ts, `ApiContext.suppressions`):
+ * no cache outlives its server or is shared between two.
+ * @example (await ctx.suppressions.load(ctx.clock())).match({ vulnId, aliases, imageDigest, repositories, packageName, purl }, ctx.clock())
  */
-export async function loadSuppressions(store: Store, now: number): Promise<SuppressionSet> {
-  const [exceptions, vex] = await Promise.all([loadVulnExceptions(store), store.listVexStatements()]);
-  // Expired ones cannot apply at `now` or later; the set keeps the rest (a caller may ask for a later `now`).
-  return suppressionSet(
-    exceptions.filter((e) => e.expires > now),
-    vex,
-  );
+export class Suppressions {
+  readonly #store: Store;
+  #cached: { revision: number; exceptions: VulnException[] } | undefined;
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  /** The VulnExceptions of the current policy revision, expired ones included. */
+  async vulnExceptions(): Promise<VulnException[]> {
+    const rev = await this.#store.getPolicyRevision();
+    if (!rev) return [];
+    if (this.#cached?.revision === rev.revision) return this.#cached.exceptions;
+    const exceptions = vulnExceptionsOf(rev.policies);
+    this.#cached = { revision: rev.revision, exceptions };
+    return exceptions;
+  }
+
+  /** Active VulnExceptions of the current policy revision and the stored VEX statements, as one set. */
+  async load(now: number): Promise<SuppressionSet> {
+    const [exceptions, vex] = await Promise.all([this.vulnExceptions(), this.#store.listVexStatements()]);
+    // Expired ones cannot apply at `now` or later; the set keeps the rest (a caller may ask for a later `now`).
+    return suppressionSet(
+      exceptions.filter((e) => e.expires > now),
+      vex,
+    );
+  }
 }
+
+/** The suppressions at `now` without a server's cache (a one-off read: tests, tools). */
+export const loadSuppressions = (store: Store, now: number): Promise<SuppressionSet> => new Suppressions(store).load(now);

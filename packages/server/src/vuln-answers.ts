@@ -17,7 +17,7 @@ import {
   whereToFix,
   type FixAdvice,
 } from '@writ/vuln';
-import { loadSuppressions } from './suppressions.ts';
+import { Suppressions } from './suppressions.ts';
 import {
   type AffectedPage,
   type AffectedPageQuery,
@@ -196,8 +196,8 @@ function pageOfRows(rows: readonly AffectedRow[], sup: SuppressionSet, now: numb
  * over every image. When no suppression can touch the vulnerability the store counts in SQL and
  * loads only the page; otherwise every row is read and suppressions decide what counts.
  */
-export async function affectedAnswer(store: Store, vulnId: string, now: number, q: AffectedPageQuery = AFFECTED_PAGE) {
-  const sup = await loadSuppressions(store, now);
+export async function affectedAnswer(store: Store, vulnId: string, now: number, q: AffectedPageQuery = AFFECTED_PAGE, suppressions = new Suppressions(store)) {
+  const sup = await suppressions.load(now);
   // The store files findings under normalized IDs; a suppression about an ID in another form is matched in memory.
   const ids = sup.ids();
   const exotic = ids.some((id) => {
@@ -298,8 +298,8 @@ export type IdentityStatus = 'verified' | 'not verified' | 'unverified';
  * and every replacement has a report free of the vulnerability; a replacement without a report is
  * "unverified" (reason `no report`).
  */
-export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
-  const [rows, sup] = await Promise.all([store.affected(vulnId, now), loadSuppressions(store, now)]);
+export async function rolloutAnswer(store: Store, vulnId: string, now: number, suppressions = new Suppressions(store)) {
+  const [rows, sup] = await Promise.all([store.affected(vulnId, now), suppressions.load(now)]);
   const affected = new Set<string>();
   const suppressedOnly = new Set<string>();
   const byDigest = new Map<string, AffectedRow[]>();
@@ -372,8 +372,8 @@ export async function rolloutAnswer(store: Store, vulnId: string, now: number) {
 export type RolloutAnswer = Awaited<ReturnType<typeof rolloutAnswer>>;
 
 /** `GET /v1/vulnerabilities`: one line per vulnerability of the latest reports, suppressed findings not counted. */
-export async function listAnswer(store: Store, q: VulnerabilityQuery) {
-  const [rows, sup, runningDigests] = await Promise.all([store.listVulnerabilities(q), loadSuppressions(store, q.now), store.runningImageDigests(q.now)]);
+export async function listAnswer(store: Store, q: VulnerabilityQuery, suppressions = new Suppressions(store)) {
+  const [rows, sup, runningDigests] = await Promise.all([store.listVulnerabilities(q), suppressions.load(q.now), store.runningImageDigests(q.now)]);
   const running = new Set(runningDigests);
   const byId = new Map<
     string,
@@ -437,11 +437,11 @@ export async function listAnswer(store: Store, q: VulnerabilityQuery) {
 }
 
 /** What `GET /v1/images/{digest}` adds: suppressions on each finding, the lineage and the workloads running it now. */
-export async function imageAnswerExtras(store: Store, detail: ImageDetail, now: number) {
+export async function imageAnswerExtras(store: Store, detail: ImageDetail, now: number, suppressions = new Suppressions(store)) {
   const [lin, running, sup] = await Promise.all([
     store.imageLineage(detail.image.digest),
     store.runningWorkloads([detail.image.digest], now),
-    loadSuppressions(store, now),
+    suppressions.load(now),
   ]);
   const repositories = repositoriesOf(detail.image);
   const suppressed = detail.reports.map((r) => {

@@ -7,6 +7,7 @@
  */
 import type { Severity } from '@writ/vuln';
 import { exposure } from './vuln-exposure.ts';
+import { Suppressions } from './suppressions.ts';
 import type { QuarantineEntry, Store } from './store/types.ts';
 
 /** The reason a containment writes: the vulnerability first, so the entry says what caused it. */
@@ -44,8 +45,9 @@ export interface Containment {
 export async function contain(
   store: Store,
   o: { vulnId: string; reason: string; ttlMs?: number; minSeverity: Severity; createdBy: string; now: number; dryRun?: boolean },
+  suppressions = new Suppressions(store),
 ): Promise<Containment> {
-  const images = await exposure(store, o.vulnId, o.minSeverity, o.now);
+  const images = await exposure(store, o.vulnId, o.minSeverity, o.now, await suppressions.load(o.now));
   const identities = new Map<string, ContainedIdentity['workloads'][number][]>();
   for (const img of images)
     for (const w of img.running)

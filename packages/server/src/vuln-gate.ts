@@ -6,7 +6,7 @@
  */
 import type { ImageVulnerabilities, ImageVulnerability, VulnerabilityChecker } from '@writ/admission';
 import type { SuppressionSet } from '@writ/vuln';
-import { loadSuppressions } from './suppressions.ts';
+import { Suppressions } from './suppressions.ts';
 import type { ImageDetail, Store } from './store/types.ts';
 
 /** The reports of an image that speak about vulnerabilities: scans (a CycloneDX BOM with an empty vulnerabilities list is a clean scan), not SBOMs. */
@@ -53,14 +53,14 @@ export function imageVulnerabilities(d: ImageDetail | undefined, suppressions: S
 const SUPPRESSIONS_TTL_MS = 1000;
 
 /** The checker the webhook's evaluate() uses: the suppressions read once a second at most (VEX is a table scan), not per image. */
-export function storeVulnerabilityChecker(store: Store, clock: () => number): VulnerabilityChecker {
+export function storeVulnerabilityChecker(store: Store, clock: () => number, sups = new Suppressions(store)): VulnerabilityChecker {
   let cached: { at: number; set: Promise<SuppressionSet> } | undefined;
   store.onChange((c) => {
     if (c.kind === 'policies' || c.kind === 'vex') cached = undefined;
   });
   const suppressions = (now: number): Promise<SuppressionSet> => {
     if (!cached || now - cached.at >= SUPPRESSIONS_TTL_MS || now < cached.at) {
-      const set = loadSuppressions(store, now);
+      const set = sups.load(now);
       cached = { at: now, set };
       // A failed read is not kept.
       set.catch(() => (cached?.set === set ? (cached = undefined) : undefined));

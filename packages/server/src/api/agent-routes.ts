@@ -20,13 +20,15 @@ import {
   type SvidBatchRequest,
 } from '@writ/protocol';
 import type { Agent, DecisionRecord, Store } from '../store/types.ts';
-import { decodeReport, newDecisionId } from '@writ/sdk/internal';
+import { decodeReport, newDecisionId, type ReportedDecision } from '@writ/sdk/internal';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type AddRoute, type QuerySpec, type Request } from './http.ts';
 import type { ApiContext } from './context.ts';
 import { isReservedPath } from './validate.ts';
 
 /** An acknowledgement older than this means the agent is not live (it polls at least every 30 s and heartbeats every 30 s). */
 const LIVE_MS = 90_000;
+/** How far past the server's clock a reported decision's time may be (clock skew between nodes). */
+const MAX_AHEAD_MS = 86_400_000;
 /**
  * Label values of the decision metrics come from a closed set: a reporter's reason or kind that is
  * not one counts as OTHER, so no client can grow /metrics without bound.
@@ -210,11 +212,26 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
   );
 
   const KINDS = new Set(['allow', 'deny', 'audit-would-deny']);
+  /**
+   * Why a decision's time or revision cannot be stored, or undefined. Both are BIGINTs and `at` is
+   * shown as an RFC 3339 time: whole numbers only, a time from 1970 to a day past the server's
+   * clock (a decision dated later would head the newest-first log for ever), a revision >= 0.
+   */
+  const badNumber = (at: unknown, policyRevision: unknown): 'at' | 'policyRevision' | undefined => {
+    if (at !== undefined && at !== null && (!Number.isSafeInteger(at) || (at as number) < 0 || (at as number) > ctx.clock() + MAX_AHEAD_MS)) return 'at';
+    if (policyRevision !== undefined && policyRevision !== null && (!Number.isSafeInteger(policyRevision) || (policyRevision as number) < 0))
+      return 'policyRevision';
+    return undefined;
+  };
+  /** PostgreSQL cannot store U+0000 in text (the JSON form is checked when its body is read). */
+  const hasNul = (d: ReportedDecision): boolean => [d.id, d.from, d.to, d.action, d.decision, d.reason, d.rule].some((v) => v.includes('\0'));
   /** Decisions lost on the node (a full buffer, counted by the agent) and here (malformed, refused). */
   type Dropped = { agent: number; server: number };
   /**
    * A protobuf writ.authz.v1.ReportRequest, as agents send it. A malformed message is refused whole;
-   * a malformed or out-of-range decision inside a well-formed one is skipped and counted as dropped.
+   * a malformed or out-of-range decision inside a well-formed one (an unknown outcome, a NUL
+   * character, a time or revision badNumber refuses) is skipped and counted as dropped, so the
+   * agent is not refused a batch it would send again for ever.
    */
   const binaryReport = (body: Buffer, reporter: string): { records: DecisionRecord[]; dropped: Dropped } => {
     let report;
@@ -226,7 +243,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
     const records: DecisionRecord[] = [];
     let rejected = report.malformed;
     for (const d of report.decisions) {
-      if (!KINDS.has(d.decision)) {
+      if (!KINDS.has(d.decision) || hasNul(d) || badNumber(d.at, d.policyRevision)) {
         rejected++;
         continue;
       }
@@ -260,18 +277,24 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
       const s = (k: string, max = 2048): string => (typeof x[k] === 'string' ? (x[k] as string).slice(0, max) : '');
       if (!KINDS.has(s('decision')))
         throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].decision must be allow, deny or audit-would-deny`, { field: `decisions[${i}].decision` });
-      const at = Number(x['at']);
+      const bad = badNumber(x['at'], x['policyRevision']);
+      if (bad === 'at')
+        throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].at must be whole epoch ms, at most a day past the server's clock`, {
+          field: `decisions[${i}].at`,
+        });
+      if (bad === 'policyRevision')
+        throw new WritError('ERR_FIELD_INVALID', `decisions[${i}].policyRevision must be a whole number >= 0`, { field: `decisions[${i}].policyRevision` });
       const latencyUs = Number(x['latencyUs']);
       if (Number.isFinite(latencyUs) && latencyUs >= 0) ctx.metrics.decisionLatency.observe(latencyUs / 1e6);
       return {
         id: s('id', 64) || newDecisionId(),
-        at: Number.isFinite(at) ? at : ctx.clock(),
+        at: (x['at'] as number | null | undefined) || ctx.clock(),
         from: s('from'),
         to: s('to'),
         action: s('action', 512),
         decision: s('decision') as DecisionRecord['decision'],
         reason: s('reason', 64),
-        policyRevision: Number(x['policyRevision']) || 0,
+        policyRevision: (x['policyRevision'] as number | null | undefined) ?? 0,
         rule: s('rule', 256),
         reporter,
       };

@@ -7,6 +7,7 @@ import type { OwnerRules } from '../owners.ts';
 import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 import type { FederationRefresher } from '../federation/refresher.ts';
+import type { Suppressions } from '../suppressions.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -35,4 +36,6 @@ export interface ApiContext {
   readonly owners?: OwnerRules;
   /** Fetches federation peers' bundles (issue 14); `refresh now` goes through it. */
   readonly federation?: FederationRefresher;
+  /** The VulnExceptions and VEX statements in force, parsed once per policy revision for this server. */
+  readonly suppressions: Suppressions;
 }

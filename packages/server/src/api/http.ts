@@ -71,6 +71,12 @@ export const ok = (body: unknown, status = 200): Reply => ({ status, body });
 /** An optional time (epoch ms) in API form: RFC 3339, or null. */
 export const isoOrNull = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 
+/**
+ * A stored time in API form, null when it is no date (a row written before times were checked):
+ * one bad row must not make a whole listing fail.
+ */
+export const isoIfValid = (t: number): string | null => (Number.isFinite(t) && Math.abs(t) <= 8.64e15 ? new Date(t).toISOString() : null);
+
 /** PostgreSQL cannot store U+0000 in text, and no Writ name or ID holds it: refused at the boundary. */
 function noNul(s: string, field: string, what = field): void {
   if (s.includes('\0')) throw new WritError('ERR_FIELD_INVALID', `${what.slice(0, 120)} contains a NUL character`, { field: field.slice(0, 100) });

@@ -39,7 +39,7 @@ export function jsonPathAt(text: string, pos: number): string {
 }
 
 const NUMBER_OR_LITERAL = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
-const ESCAPES = new Set(['"', '\\', '/', 'b', 'f', 'n', 'r', 't']);
+const ESCAPES: ReadonlySet<string> = new Set(['"', '\\', '/', 'b', 'f', 'n', 'r', 't']);
 
 /** The end of the string starting at `i` (its opening quote), or the position of what breaks it as a negative number minus one. */
 function stringEnd(text: string, i: number): number {

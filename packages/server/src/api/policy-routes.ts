@@ -9,7 +9,7 @@ import { VULN_EXCEPTION_KIND, isVulnExceptionKey, parseVulnExceptions, vulnExcep
 import { TOKEN_POLICY_KIND, isTokenPolicyKey, parseTokenPolicies, tokenPolicyKey } from '@writ/broker';
 import { httpStatusOf } from '../errors.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
-import { DEFAULT_BODY_LIMIT, integerParam, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
+import { DEFAULT_BODY_LIMIT, integerParam, isoIfValid, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
 import type { ApiContext } from './context.ts';
 
 /** Splits multi-document YAML into its documents' text, by policy name (after validation). */
@@ -69,7 +69,7 @@ export function lineDiff(a: string, b: string): string[] {
 const REVISION = integerParam(1, Number.MAX_SAFE_INTEGER);
 
 /** The API form of a logged decision: time as RFC 3339, an unauthenticated caller as null. */
-const decisionJson = ({ seq: _seq, ...d }: DecisionRecord) => ({ ...d, at: new Date(d.at).toISOString(), from: d.from || null });
+const decisionJson = ({ seq: _seq, ...d }: DecisionRecord) => ({ ...d, at: isoIfValid(d.at), from: d.from || null });
 
 export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
   let cached: { revision: number; engine: PolicyEngine } | undefined;

@@ -41,12 +41,12 @@ export function ttlField(o: Json, key: string, maxMs: number, prefix = ''): numb
   return parseDuration(v, field, maxMs);
 }
 
-/**
- * A SPIFFE ID a workload may be given: in this trust domain, with a path, and outside
- * `/writ/** `/writ` and below: the server's and the agents' namespace, never a workload's. */
+/** `/writ` and below: the server's and the agents' namespace, never a workload's. */
 export const isReservedPath = (path: string): boolean => path === '/writ' || path.startsWith('/writ/');
 
-/**`, the namespace of the server's and the agents' own identities (an entry or a mint
+/**
+ * A SPIFFE ID a workload may be given: in this trust domain, with a path, and outside `/writ`
+ * and below, the namespace of the server's and the agents' own identities (an entry or a mint
  * there would let a workload play the server or an agent).
  */
 export function parseWorkloadId(v: string, field: string, trustDomain: string): string {

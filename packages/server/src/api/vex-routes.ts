@@ -7,7 +7,6 @@
 import { WritError } from '@writ/spiffe';
 import { type Report, type VexProduct, type VexStatement, type VulnException, normalizeVulnId, openVexDocument, repositoryOf, vexDocumentOf } from '@writ/vuln';
 import type { StoredVexStatement } from '../store/types.ts';
-import { loadVulnExceptions } from '../suppressions.ts';
 import { VERSION } from '../version.ts';
 import type { ApiContext } from './context.ts';
 import { isoOrNull, ok, stringParam, withField, type AddRoute, type Reply } from './http.ts';
@@ -130,7 +129,7 @@ export function vexRoutes(ctx: ApiContext, add: AddRoute): void {
       const now = ctx.clock();
       const [stored, exceptions] = await Promise.all([
         ctx.store.listVexStatements(vulnerability === undefined ? {} : { vulnerability }),
-        loadVulnExceptions(ctx.store),
+        ctx.suppressions.vulnExceptions(),
       ]);
       const active = exceptions.filter((e) => e.expires > now && (vulnerability === undefined || e.vulnerability === vulnerability));
       // The repositories the inventory knows each excepted digest under (a few digests at most).

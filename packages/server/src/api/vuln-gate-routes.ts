@@ -28,15 +28,19 @@ export function vulnGateRoutes(ctx: ApiContext, add: AddRoute): void {
         throw new WritError('ERR_FIELD_INVALID', `minSeverity must be one of ${SEVERITIES.join(', ')}`, { field: 'minSeverity' });
       const dryRun = o['dryRun'];
       if (dryRun !== undefined && typeof dryRun !== 'boolean') throw new WritError('ERR_FIELD_INVALID', 'dryRun must be true or false', { field: 'dryRun' });
-      const c = await contain(ctx.store, {
-        vulnId,
-        reason,
-        ...(ttlMs !== undefined ? { ttlMs } : {}),
-        minSeverity: min as Severity,
-        createdBy: req.role ?? 'operator',
-        now: ctx.clock(),
-        dryRun: dryRun === true,
-      });
+      const c = await contain(
+        ctx.store,
+        {
+          vulnId,
+          reason,
+          ...(ttlMs !== undefined ? { ttlMs } : {}),
+          minSeverity: min as Severity,
+          createdBy: req.role ?? 'operator',
+          now: ctx.clock(),
+          dryRun: dryRun === true,
+        },
+        ctx.suppressions,
+      );
       return ok(
         {
           vulnerability: c.vulnerability,

@@ -94,7 +94,7 @@ export function vulnRoutes(ctx: ApiContext, add: AddRoute): void {
       const d = await ctx.store.getImage(digest);
       if (!d) throw new WritError('ERR_NOT_FOUND', `no image ${digest} in the inventory`, { field: 'digest' });
       // Issue 13's answers: suppressions on each finding, base and lineage, workloads running it now.
-      const extras = await imageAnswerExtras(ctx.store, d, ctx.clock());
+      const extras = await imageAnswerExtras(ctx.store, d, ctx.clock(), ctx.suppressions);
       const body = detailJson(d);
       return ok({
         ...body,

@@ -1,11 +1,26 @@
-/** The refresher on a real SQLite store with a fake clock and a fake network: no sleeps. */
+/** The refresher on a real SQLite store with a fake clock and a fake network (no sleeps); and over a real https_spiffe endpoint on both stores. */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { WritError, isWritError, type Certificate } from '@writ/spiffe';
-import { sqliteTestStore, type TestStore } from '../testing/stores.ts';
+import { createServer, type Server } from 'node:https';
+import {
+  OID,
+  WritError,
+  buildName,
+  certificatesToPem,
+  formatBundleJson,
+  isWritError,
+  issueCertificate,
+  jwkOf,
+  parseBundleJson,
+  toPem,
+  type Certificate,
+} from '@writ/spiffe';
+import { generateSigner } from '../ca/keys.ts';
+import { STORE_FACTORIES, sqliteTestStore, type TestStore } from '../testing/stores.ts';
+import { httpsBundleFetcher } from './fetch.ts';
 import type { FederationRelationship } from '../store/types.ts';
 import type { BundleEndpoint } from './fetch.ts';
 import { DEFAULT_REFRESH_MS, FederationRefresher, MAX_REFRESH_MS, MIN_REFRESH_MS, federationStatus, refreshIntervalMs } from './refresher.ts';
@@ -164,3 +179,103 @@ describe('federation refresher', () => {
     await assert.rejects(refresher.refresh('nobody.test'), (e) => isWritError(e, 'ERR_FEDERATION_NOT_FOUND'));
   });
 });
+
+/** A CA of the peer, and an SVID it signs: what a real https_spiffe bundle endpoint serves with. */
+function peerCa(name: string): { cert: Certificate; signer: ReturnType<typeof generateSigner> } {
+  const signer = generateSigner('ec-p256');
+  const cert = issueCertificate(
+    {
+      subject: buildName([[OID.commonName, name]]),
+      spki: signer.publicKey.export({ format: 'der', type: 'spki' }),
+      notBefore: new Date(Date.now() - 3_600_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+      ca: true,
+      uris: ['spiffe://peer.test'],
+    },
+    { cert: undefined, signer },
+  );
+  return { cert, signer };
+}
+
+for (const factory of STORE_FACTORIES)
+  describe(`federation refresher over a real https_spiffe endpoint, ${factory.name.replace('TestStore', '')}`, () => {
+    const ENDPOINT_ID = 'spiffe://peer.test/bundle-server';
+    const ca = peerCa('peer-a');
+    const second = peerCa('peer-b');
+    const third = peerCa('peer-c');
+    let t: TestStore;
+    let server: Server;
+    let body = '{"keys":[]}';
+    let refresher: FederationRefresher;
+    before(async () => {
+      t = await factory();
+      const k = generateSigner('ec-p256');
+      const leaf = issueCertificate(
+        {
+          subject: buildName([]),
+          spki: k.publicKey.export({ format: 'der', type: 'spki' }),
+          notBefore: new Date(Date.now() - 3_600_000),
+          notAfter: new Date(Date.now() + 3_600_000),
+          ca: false,
+          uris: [ENDPOINT_ID],
+        },
+        ca,
+      );
+      server = createServer({ cert: certificatesToPem([leaf]), key: toPem('PRIVATE KEY', k.key.export({ format: 'der', type: 'pkcs8' })) }, (req, res) => {
+        req.resume();
+        res.end(body);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const a = server.address();
+      const now = Date.now();
+      await t.store.createFederation({
+        ...rel('peer.test', now),
+        bundleEndpointUrl: `https://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/bundle.json`,
+        profile: 'https_spiffe',
+        endpointSpiffeId: ENDPOINT_ID,
+      });
+      // The bootstrap bundle: the peer's CA, which authenticates its endpoint.
+      await t.store.setFederatedBundle({
+        trustDomain: 'peer.test',
+        bundle: JSON.stringify(formatBundleJson({ trustDomain: 'peer.test', x509Authorities: [ca.cert], jwtAuthorities: new Map() })),
+        updatedAt: now,
+      });
+      refresher = new FederationRefresher({
+        store: t.store,
+        trustDomain: 'home.test',
+        ownAuthorities: () => OWN,
+        fetch: httpsBundleFetcher({ timeoutMs: 5000, maxBytes: 64 * 1024 }),
+        clock: Date.now,
+        log: pino({ level: 'silent' }),
+        registry: new Registry(),
+      });
+    });
+    after(async () => {
+      await refresher?.close();
+      server?.closeAllConnections();
+      server?.close();
+      await t?.dispose();
+    });
+
+    it('x509-svid keys with no or an empty x5c are ignored, of several x5c values the first is used, and the rest of the bundle is stored (X509-SVID 6.2)', async () => {
+      const x509 = (x5c: unknown): Record<string, unknown> => ({ use: 'x509-svid', ...jwkOf(second.signer.publicKey), ...(x5c === undefined ? {} : { x5c }) });
+      const b64 = (c: Certificate): string => c.der.toString('base64');
+      body = JSON.stringify({
+        keys: [x509(undefined), x509([]), x509([b64(ca.cert), b64(second.cert)]), x509([b64(third.cert)]), jwk('j1')],
+        spiffe_sequence: 1,
+      });
+      const r = await refresher.refresh('peer.test');
+      assert.deepEqual([r.lastErrorCode, r.sequence], [null, 1], r.lastError ?? '');
+      const held = parseBundleJson('peer.test', (await t.store.getFederatedBundle('peer.test'))!.bundle);
+      assert.deepEqual(
+        held.x509Authorities.map((c) => c.der.toString('hex')),
+        [ca.cert, third.cert].map((c) => c.der.toString('hex')),
+        'the first of several x5c values and the lone one; nothing of the keys without one',
+      );
+      assert.deepEqual([...held.jwtAuthorities.keys()], ['j1']);
+      // The authority kept from the first x5c still authenticates the endpoint at the next fetch.
+      body = JSON.stringify({ keys: [x509([b64(ca.cert)])], spiffe_sequence: 2 });
+      const again = await refresher.refresh('peer.test');
+      assert.deepEqual([again.lastErrorCode, again.sequence], [null, 2], again.lastError ?? '');
+    });
+  });

@@ -3,7 +3,18 @@ import { WritError } from '@writ/spiffe';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 
 // Connection-level failures: the database is away, not the request wrong. Mapped to 503.
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+]);
 
 function isUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
