@@ -4,7 +4,7 @@
  * (testing/fake-agent.ts) for the JWT-SVID methods and the authz Check.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -218,5 +218,50 @@ spec:
     const n = fake.decisions.length;
     await assert.rejects(check(WEB, API), grpcError(GRPC_STATUS.PERMISSION_DENIED, /must be one of the caller's own identities/));
     assert.equal(fake.decisions.length, n);
+  });
+});
+
+describe('container attestation and PID reuse', () => {
+  it("refuses the call when the caller's PID belongs to another process once the container attestors have answered", async () => {
+    // A process table of our own: this process's stat and exe, so the start time can change under the attestor.
+    const proc = join(dir, 'proc');
+    const me = join(proc, String(process.pid));
+    mkdirSync(me, { recursive: true });
+    const stat = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
+    writeFileSync(join(me, 'stat'), stat);
+    symlinkSync(process.execPath, join(me, 'exe'));
+    let reuse = false;
+    const attestor = async (): Promise<string[]> => {
+      if (reuse) {
+        // The caller died and another process got its PID while the runtime answered: field 22 (start time) changes.
+        const head = stat.slice(0, stat.lastIndexOf(')') + 2);
+        const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        rest[19] = String(Number(rest[19]) + 1);
+        writeFileSync(join(me, 'stat'), head + rest.join(' '));
+      }
+      return ['docker:label:app:web'];
+    };
+    const sock = join(dir, 'reuse.sock');
+    const srv = new WorkloadApiServer({ agent, socketPath: sock, log, proc, attestors: [attestor] });
+    await srv.listen();
+    try {
+      const ask = async (): Promise<{ selectors: string[] }> => {
+        const c = new GrpcClient(`unix://${sock}`);
+        try {
+          return decodeWhoAmI(await c.unary(WHO_AM_I, Buffer.alloc(0), { 'workload.spiffe.io': 'true' }));
+        } finally {
+          c.close();
+        }
+      };
+      assert.ok((await ask()).selectors.includes('docker:label:app:web'), 'while the PID is the caller, the attestor adds its selectors');
+      writeFileSync(join(me, 'stat'), stat);
+      reuse = true;
+      await assert.rejects(
+        ask(),
+        (e) => e instanceof GrpcError && e.code === GRPC_STATUS.PERMISSION_DENIED && /changed while its container was being attested/.test(e.message),
+      );
+    } finally {
+      await srv.close();
+    }
   });
 });

@@ -129,6 +129,8 @@ export interface WorkloadApiOptions {
   readonly log: Logger;
   /** Extra selectors for a caller (docker, k8s attestors); unix selectors are always there. */
   readonly attestors?: ReadonlyArray<WorkloadAttestor>;
+  /** Where the process table is mounted (tests give a directory of their own); default /proc. */
+  readonly proc?: string;
 }
 
 const derConcat = (certs: ReadonlyArray<{ der: Buffer }>): Buffer => Buffer.concat(certs.map((c) => c.der));
@@ -148,8 +150,8 @@ export class WorkloadApiServer {
       try {
         const cred = peerCred(socket);
         try {
-          const startTime = processStartTime(cred.pid);
-          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime, exe: exeIdentity(cred.pid) };
+          const startTime = processStartTime(cred.pid, opts.proc);
+          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime, exe: exeIdentity(cred.pid, opts.proc) };
         } catch {
           /* caller already gone: its calls are refused */
         }
@@ -210,7 +212,11 @@ export class WorkloadApiServer {
     const caller = socket?.[kCaller];
     if (!caller) throw new GrpcError(GRPC_STATUS.PERMISSION_DENIED, 'the calling process could not be identified');
     try {
-      const { selectors } = await attestUnix(caller.cred, { expectedStartTime: caller.startTime, expectedExe: caller.exe });
+      const { selectors } = await attestUnix(caller.cred, {
+        expectedStartTime: caller.startTime,
+        expectedExe: caller.exe,
+        ...(this.#o.proc ? { proc: this.#o.proc } : {}),
+      });
       let containerId: string | undefined;
       let annotations: Readonly<Record<string, string>> | undefined;
       for (const a of this.#o.attestors ?? []) {
@@ -226,6 +232,17 @@ export class WorkloadApiServer {
           // A runtime that does not answer adds no selectors; entries needing them do not match.
           this.#o.log.warn({ pid: caller.cred.pid, err: (err as Error).message }, 'a workload attestor failed');
         }
+      }
+      // The runtimes were asked about a PID; if it now belongs to another process (the caller died and
+      // its PID was reused while they answered), their selectors describe that one: refuse.
+      if (this.#o.attestors?.length) {
+        let now: string | undefined;
+        try {
+          now = processStartTime(caller.cred.pid, this.#o.proc);
+        } catch {
+          /* gone */
+        }
+        if (now !== caller.startTime) throw new Error(`workload process ${caller.cred.pid} changed while its container was being attested`);
       }
       return { selectors, workload: { pid: caller.cred.pid, startTime: caller.startTime, selectors, containerId, annotations } };
     } catch (err) {
