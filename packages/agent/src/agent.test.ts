@@ -230,7 +230,7 @@ describe('a malformed answer of each kind is refused whole: nothing stored, a cl
       full: false,
       entries: [good, { ...good, id: 'e10', spiffeId: 'not a spiffe id' }],
       removed: [],
-      bundlesVersion: `v-${server.ca.cert.serialHex}`,
+      bundlesVersion: `v-${server.ca.cert.serialHex}.${server.bundlesEpoch}`,
     }));
     await assert.rejects(
       agent.syncOnce(),
@@ -477,5 +477,37 @@ describe('re-attestation', () => {
     now += 1001;
     await waitFor('a retry once the backoff passed', () => posts() === 2 || undefined);
     assert.equal(agent.decisionLogStats.buffered, 1, 'the decision is kept, not dropped');
+  });
+});
+
+describe('federated bundles from the server', () => {
+  it('x509-svid keys with no or an empty x5c are ignored and of several x5c values the first is used (X509-SVID 6.2); the rest of the bundle is kept', async () => {
+    const server = new FakeServer();
+    const [a, b, c] = [new FakeCa('peer.test'), new FakeCa('peer.test'), new FakeCa('peer.test')];
+    const x5c = (ca: FakeCa): string => ca.cert.der.toString('base64');
+    const key = (x: string[] | undefined): Record<string, unknown> => ({
+      kty: 'EC',
+      use: 'x509-svid',
+      crv: 'P-256',
+      x: 'AA',
+      y: 'AA',
+      ...(x ? { x5c: x } : {}),
+    });
+    server.federated = {
+      'peer.test': {
+        keys: [key(undefined), key([]), key([x5c(a), x5c(b)]), key([x5c(c)])],
+        spiffe_sequence: 7,
+      },
+    };
+    server.bundlesEpoch++;
+    server.put(fakeEntry('e1', 'spiffe://fake.test/ns/web', ['unix:uid:0']));
+    const { agent } = newAgent(server, { joinToken: server.joinToken('node-a') });
+    await agent.start();
+    const peer = await waitFor('the federated bundle', () => agent.bundle('peer.test'));
+    assert.deepEqual(
+      peer.x509Authorities.map((cert) => cert.der.toString('hex')).sort(),
+      [a.cert.der.toString('hex'), c.cert.der.toString('hex')].sort(),
+      'the keys with no or an empty x5c are skipped, the second of two x5c values is not an authority',
+    );
   });
 });

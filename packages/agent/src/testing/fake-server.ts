@@ -125,6 +125,9 @@ export class FakeServer implements ServerApi {
   admittedImages: string[] = [];
   /** The server's --require-admitted-image. */
   requireAdmittedImage = false;
+  /** Federated bundles (SPIFFE bundle JSON by trust domain) the sync answers carry; change `bundlesEpoch` with them. */
+  federated: Record<string, ReturnType<typeof formatBundleJson>> = {};
+  bundlesEpoch = 0;
   revision = 1;
   /** What each agent last reported it runs (POST /v1/agent/workloads, decoded as the server does). */
   readonly workloads = new Map<string, WorkloadReport[]>();
@@ -277,7 +280,7 @@ export class FakeServer implements ServerApi {
             this.#waiters.add(() => (clearTimeout(t), r()));
           });
         this.#agent();
-        const bundlesVersion = `v-${this.ca.cert.serialHex}`;
+        const bundlesVersion = `v-${this.ca.cert.serialHex}.${this.bundlesEpoch}`;
         const imagesVersion = `${this.#imagesEpoch}.${this.admittedImages.length}`;
         return {
           revision: this.revision,
@@ -285,7 +288,7 @@ export class FakeServer implements ServerApi {
           entries: since === 0 ? this.entries : this.entries.filter((e) => e.revision > since),
           removed: [],
           bundlesVersion,
-          ...(bundles !== bundlesVersion ? { bundle: formatBundleJson(this.ca.bundle), federatedBundles: {} } : {}),
+          ...(bundles !== bundlesVersion ? { bundle: formatBundleJson(this.ca.bundle), federatedBundles: this.federated } : {}),
           ...(images !== undefined && images !== imagesVersion ? { admittedImages: { version: imagesVersion, full: true, digests: this.admittedImages } } : {}),
           ...(this.requireAdmittedImage ? { requireAdmittedImage: true as const } : {}),
         } satisfies SyncAnswer;
