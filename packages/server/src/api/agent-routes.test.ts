@@ -190,7 +190,9 @@ describe('the agent routes declare their inputs in the route table', () => {
 // ---------------------------------------------------------------- admitted images (identity follows image trust)
 
 describe('admitted images in the agent sync', () => {
-  it('a new agent gets the set, a waiting one is woken by the write with only the new digest, one that does not ask gets none', { timeout: 30_000 }, async () => {
+  it('a new agent gets the set, a waiting one is woken by the write with only the new digest, one that does not ask gets none', {
+    timeout: 30_000,
+  }, async () => {
     const identity = await attest('images');
     const sync = async (q: string) => {
       const r = await call('GET', `${AGENT_PATHS.sync}?${q}`, { identity });
