@@ -242,7 +242,8 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(rotated.violations[0]?.control, 'imageSignature');
   });
 
-  test("a caller's budget bounds its wait; the shared work finishes and serves the next caller", async () => {
+  // The gate opens only after the late caller's verdict: a budget not honoured would hang until the test's timeout.
+  test("a caller's budget bounds its wait; the shared work finishes and serves the next caller", { timeout: 30_000 }, async () => {
     const image = await registry.pushImage('team/slow', 'v1');
     await cosignSign('v2', release, image.ref, registry.caFile, dir);
     const counting = new Counting(client);
