@@ -166,11 +166,10 @@ describe('writ admission check', () => {
       [`${'['.repeat(200)}${']'.repeat(200)}`, /nested deeper than 64 levels/],
     ];
     for (const [i, [text, want]] of cases.entries()) {
-      const started = Date.now();
+      // A CLI that hung would be killed by run()'s guard: its exit code would not be 1.
       const r = await writ(undefined, ['admission', 'check', '-f', file(`bad${i}.yaml`, text), '--pss', 'baseline']);
       assert.equal(r.code, 1, `${i}: ${r.stderr}`);
       assert.match(r.stderr, want);
-      assert.ok(Date.now() - started < 15_000, `${i} answered in time`);
     }
     const missing = await writ(undefined, ['admission', 'check', '-f', join(dir, 'nope.yaml'), '--pss', 'baseline']);
     assert.equal(missing.code, 1);

@@ -87,7 +87,7 @@ describe('local authorization on the agent', () => {
     assert.equal((await check(WEB, 'launch the missiles'))['status'], 'INVALID_ARGUMENT');
   });
 
-  it('a policy change is enforced within a second, and every agent reports the revision it enforces', async (t) => {
+  it('a policy change is enforced by the agent (time printed), and every agent reports the revision it enforces', async (t) => {
     const t0 = performance.now();
     await apply(ordersPolicy(ME, 'GET, DELETE'));
     await waitFor('the new revision at the agent', async () => ((await check(WEB, 'DELETE /v1/orders/1'))['allowed'] === true ? true : undefined));
@@ -104,7 +104,7 @@ describe('local authorization on the agent', () => {
     );
   });
 
-  it('quarantine denies a caller within a second, withdraws the SVIDs of a quarantined workload, and lifts cleanly', async (t) => {
+  it('quarantine denies a caller once the agent has it (time printed), withdraws the SVIDs of a quarantined workload, and lifts cleanly', async (t) => {
     const t0 = performance.now();
     await ok(['quarantine', 'add', WEB, '--reason', 'stolen token']);
     await waitFor('quarantine at the agent', async () => ((await check(WEB, 'GET /v1/orders/1'))['reason'] === 'QUARANTINED' ? true : undefined));

@@ -21,7 +21,7 @@ import {
   WRIT,
   applyPolicy,
   cleanup,
-  freePort,
+  onFreePorts,
   run,
   startAgentProcess,
   startServerProcess,
@@ -194,8 +194,10 @@ spec:
     res.end(JSON.stringify({ peer: peer ?? null, path: req.url }));
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
-  port['orders'] = await freePort();
-  await startProxy(['--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${(app.address() as AddressInfo).port}`]);
+  await onFreePorts(1, ([p]) => {
+    port['orders'] = p!;
+    return startProxy(['--spiffe-id', ORDERS, '--inbound', `127.0.0.1:${p}=127.0.0.1:${(app.address() as AddressInfo).port}`]);
+  });
   for (const [name, allowed] of [
     ['ok', WEB],
     ['strict', `${TD}/nobody`],
@@ -203,18 +205,20 @@ spec:
     const { lines } = await spawnGo(UID.server, ['serve', '-authorize', allowed], (l) => l['event'] === 'listening');
     goServers[name] = { addr: lines.find((l) => l['event'] === 'listening')!['addr']!, lines };
   }
-  for (const k of ['toOk', 'toStrict', 'wrongId']) port[k] = await freePort();
-  await startProxy([
-    '--spiffe-id',
-    WEB,
-    '--outbound',
-    `127.0.0.1:${port['toOk']}=${GO_SERVER}@${goServers['ok']!.addr}`,
-    '--outbound',
-    `127.0.0.1:${port['toStrict']}=${GO_SERVER}@${goServers['strict']!.addr}`,
-    // The go-spiffe server is GO_SERVER, not the ID this outbound expects: Writ must refuse it.
-    '--outbound',
-    `127.0.0.1:${port['wrongId']}=${TD}/go/sa/other@${goServers['ok']!.addr}`,
-  ]);
+  await onFreePorts(3, (picked) => {
+    for (const [i, k] of ['toOk', 'toStrict', 'wrongId'].entries()) port[k] = picked[i]!;
+    return startProxy([
+      '--spiffe-id',
+      WEB,
+      '--outbound',
+      `127.0.0.1:${port['toOk']}=${GO_SERVER}@${goServers['ok']!.addr}`,
+      '--outbound',
+      `127.0.0.1:${port['toStrict']}=${GO_SERVER}@${goServers['strict']!.addr}`,
+      // The go-spiffe server is GO_SERVER, not the ID this outbound expects: Writ must refuse it.
+      '--outbound',
+      `127.0.0.1:${port['wrongId']}=${TD}/go/sa/other@${goServers['ok']!.addr}`,
+    ]);
+  });
 });
 
 after(async () => {

@@ -210,6 +210,24 @@ export function freePort(): Promise<number> {
 }
 
 /**
+ * Starts something that binds ports picked by freePort(), with fresh ports up to `attempts` times
+ * when one was taken meanwhile: between freePort() and the child's bind, any connection may get
+ * the freed port as its local port. `start` fails with an error whose message says EADDRINUSE (or
+ * "address already in use") when that happened; any other failure is thrown at once.
+ */
+export async function onFreePorts<T>(count: number, start: (ports: number[]) => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const ports: number[] = [];
+    for (let i = 0; i < count; i++) ports.push(await freePort());
+    try {
+      return await start(ports);
+    } catch (err) {
+      if (attempt >= attempts || !/EADDRINUSE|address already in use/i.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/**
  * Polls `fn` until it gives a value. The bound is only how long a broken system takes to fail:
  * generous (30 s), since a loaded machine is slow and a passing wait returns at once.
  */

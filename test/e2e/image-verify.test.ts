@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type CosignKey, cosignSign, makeCosignKey } from '../../packages/oci/src/testing/cosign.ts';
-import { freePort, MEDIA_TYPES, startRegistry, type TestRegistry } from '../../packages/oci/src/testing/registry.ts';
+import { MEDIA_TYPES, startRegistry, type TestRegistry } from '../../packages/oci/src/testing/registry.ts';
 import * as admission from '@writ/admission';
 import { RegistryClient, registryConfig } from '@writ/oci';
 import { cleanup, writ } from './helpers.ts';
@@ -144,8 +144,8 @@ describe('writ image verify', () => {
   });
 
   it('a registry nobody listens on is an error (exit 1), not a verdict', async () => {
-    const port = await freePort();
-    const r = await verify(`127.0.0.1:${port}/team/app:v1`, [release], ['--timeout', '5s']);
+    // Port 1: outside the ephemeral range, so no connection's local port can take it (as a freed port could be).
+    const r = await verify(`127.0.0.1:1/team/app:v1`, [release], ['--timeout', '5s']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ERR_REGISTRY_UNREACHABLE|ERR_REGISTRY_TIMEOUT/);
   });

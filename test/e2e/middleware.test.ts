@@ -228,7 +228,7 @@ describe('SDK middleware, deciding in-process from the policy the agent streams'
     await waitFor('the quarantine lifted in-process', async () => ((await call(servers[0]!.url, 'GET', WEB)).status === 200 ? true : undefined));
   });
 
-  it('a policy change reaches the in-process policy within a second', async (t) => {
+  it('a policy change reaches the in-process policy of every server (time printed)', async (t) => {
     const t0 = Date.now();
     await apply(ordersPolicy(ME, 'GET, POST'));
     await waitFor('POST allowed', async () => ((await call(servers[0]!.url, 'POST', WEB)).status === 200 ? true : undefined));

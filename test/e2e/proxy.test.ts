@@ -1,6 +1,6 @@
 /**
  * Three workloads (web, orders, legacy) behind `writ proxy`, called with curl: allowed and denied
- * calls per policy, a policy change within a second, quarantine closing a live connection, audit
+ * calls per policy, a policy change taking effect, quarantine closing a live connection, audit
  * mode, and hostile input at the proxy.
  */
 import assert from 'node:assert/strict';
@@ -24,6 +24,7 @@ import {
   applyPolicy,
   cleanup,
   freePort,
+  onFreePorts,
   run,
   startAgentProcess,
   startServerProcess,
@@ -102,19 +103,12 @@ async function ok(server: ServerProcess, args: string[]): Promise<RunResult> {
   return r;
 }
 
-/**
- * Starts a proxy listening on `ports` (names in `port`), with arguments built from them. A port
- * picked free can be taken by another process before the proxy binds it: then new ones are picked.
- */
-async function startProxyOn(ports: string[], args: () => string[], uid?: number): Promise<ChildProcess> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startProxy(args(), uid);
-    } catch (err) {
-      if (attempt === 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
-      for (const k of ports) port[k] = await freePort();
-    }
-  }
+/** Starts a proxy listening on `ports` (names in `port`, picked free, again if one was taken), with arguments built from them. */
+function startProxyOn(ports: string[], args: () => string[], uid?: number): Promise<ChildProcess> {
+  return onFreePorts(ports.length, (picked) => {
+    for (const [i, k] of ports.entries()) port[k] = picked[i]!;
+    return startProxy(args(), uid);
+  });
 }
 
 /** Stops a proxy a test started for itself: it leaves `proxies`, whose members the tests expect running. */
@@ -280,7 +274,6 @@ before(async () => {
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
   const appPort = (app.address() as AddressInfo).port;
-  for (const k of ['orders', 'reports', 'table', 'web', 'legacy', 'webToReports', 'legacyToReports', 'impostor']) port[k] = await freePort();
   // orders runs as two worker processes sharing the listener: every test below goes through them.
   await startProxyOn(['orders'], () => ['--spiffe-id', ORDERS, '--workers', '2', '--inbound', `127.0.0.1:${port['orders']}=127.0.0.1:${appPort}`]);
   await startProxyOn(['reports'], () => ['--spiffe-id', REPORTS, '--inbound', `127.0.0.1:${port['reports']}=127.0.0.1:${appPort}`]);
@@ -466,7 +459,7 @@ describe('writ proxy', () => {
     );
   });
 
-  it('a policy change is enforced within a second', async (t) => {
+  it('a policy change is enforced by the proxy: POST allowed after it (time printed)', async (t) => {
     const t0 = Date.now();
     await apply(POLICY('GET, POST'));
     await waitFor('POST allowed', async () => (status(await curl('web', ['-X', 'POST'])) === '200' ? true : undefined));
@@ -510,7 +503,6 @@ describe('writ proxy', () => {
   it("quarantine of a caller whose only identity it is (its proxy runs as uid 1001, default --outbound-mode http): its app's keep-alive connection is closed, not answered 403; new ones are refused; lifted, calls work again", async () => {
     const ISOLATED = `${TD}/web/sa/isolated`;
     await ok(srv, ['entry', 'create', '--spiffe-id', ISOLATED, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1001']);
-    port['isolated'] = await freePort();
     const proxy = await startProxyOn(['isolated'], () => ['--outbound', `127.0.0.1:${port['isolated']}=${ORDERS}@127.0.0.1:${port['orders']}`], 1001);
     try {
       await waitFor('an allowed call from the isolated caller', async () => (status(await curl('isolated')) === '200' ? true : undefined));
@@ -553,7 +545,6 @@ describe('writ proxy', () => {
 
   it("outbound to a quarantined server: the live connection is closed and a new one refused by the caller's own proxy, even when the server does not follow the quarantine", async () => {
     const { id: PLAIN, server: plain } = await plainServer('plain');
-    port['toPlain'] = await freePort();
     const proxy = await startProxyOn(['toPlain'], () => [
       '--spiffe-id',
       WEB,
@@ -582,7 +573,6 @@ describe('writ proxy', () => {
     const CALLER_TCP = `${TD}/web/sa/tcp`;
     await ok(srv, ['entry', 'create', '--spiffe-id', CALLER_TCP, '--parent-id', 'spiffe://e2e.test/writ/agent/px', '--selector', 'unix:uid:1003']);
     const { id, server } = await plainServer('tcp-target');
-    port['tcpCaller'] = await freePort();
     const proxy = await startProxyOn(
       ['tcpCaller'],
       () => ['--outbound-mode', 'tcp', '--outbound', `127.0.0.1:${port['tcpCaller']}=${id}@127.0.0.1:${(server.address() as AddressInfo).port}`],
@@ -1051,8 +1041,6 @@ describe('writ proxy in front of a gRPC server (h2c:// upstream), called by Pyth
       grpcApp!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
       grpcApp!.once('exit', (c) => reject(new Error(`grpc app exited ${c}`)));
     });
-    port['billing'] = await freePort();
-    port['webToBilling'] = await freePort();
     await startProxyOn(['billing'], () => ['--spiffe-id', BILLING, '--inbound', `127.0.0.1:${port['billing']}=h2c://127.0.0.1:${appPort}`]);
     await startProxyOn(['webToBilling'], () => ['--spiffe-id', WEB, '--outbound', `127.0.0.1:${port['webToBilling']}=${BILLING}@127.0.0.1:${port['billing']}`]);
     svid = {};

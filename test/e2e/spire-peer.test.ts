@@ -23,7 +23,7 @@ import {
   ROOT,
   WRIT,
   cleanup,
-  freePort,
+  onFreePorts,
   run,
   startAgentProcess,
   startServerProcess,
@@ -155,14 +155,18 @@ before(async () => {
   mkdirSync(join(dir, 'sock'), { mode: 0o755 });
   serverSock = join(dir, 'server.sock');
   agentSock = join(dir, 'sock', 'agent.sock');
-  const [port, bp] = [await freePort(), await freePort()];
-  bundlePort = bp;
-  start('server', SPIRE_SERVER, ['run', '-config', config('server', { DIR: dir, PORT: port, BUNDLE_PORT: bundlePort })]);
-  await waitFor(
-    'spire-server healthy',
-    async () => ((await run(SPIRE_SERVER, ['healthcheck', '-socketPath', serverSock])).code === 0 ? true : undefined),
-    60_000,
-  );
+  // spire-server binds both ports itself: one taken meanwhile makes it exit, and it starts again on fresh ones.
+  const port = await onFreePorts(2, async ([p, bp]) => {
+    bundlePort = bp!;
+    logs['server']!.length = 0;
+    const server = start('server', SPIRE_SERVER, ['run', '-config', config('server', { DIR: dir, PORT: p!, BUNDLE_PORT: bundlePort })]);
+    // Polled by hand, not with waitFor (which takes a throw for "not yet"): an exit ends the wait at once.
+    for (const end = Date.now() + 60_000; ; await new Promise((r) => setTimeout(r, 100))) {
+      if (server.exitCode !== null) throw new Error(`spire-server exited ${server.exitCode}: ${logs['server']!.join('').slice(-3000)}`);
+      if ((await run(SPIRE_SERVER, ['healthcheck', '-socketPath', serverSock])).code === 0) return p!;
+      if (Date.now() > end) throw new Error(`spire-server not healthy in 60 s: ${logs['server']!.join('').slice(-3000)}`);
+    }
+  });
   const token = /Token: (\S+)/.exec((await spire(['token', 'generate', '-spiffeID', NODE_ID, '-ttl', '600'])).stdout)?.[1];
   assert.ok(token, 'spire-server token generate printed no token');
   writeFileSync(join(dir, 'bootstrap.pem'), (await spire(['bundle', 'show'])).stdout);

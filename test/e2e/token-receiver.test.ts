@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '@writ/broker';
-import { WRIT, applyPolicy, cleanup, freePort, serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { WRIT, applyPolicy, cleanup, onFreePorts, serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test';
 const WEB = `${TD}/ns/shop/web`;
@@ -167,31 +167,30 @@ before(async () => {
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
   const appPort = (app.address() as { port: number }).port;
-  proxyPort = await freePort();
-  proxy = spawn(process.execPath, [WRIT, 'proxy', '--socket', env.agent.socket, '--inbound', `127.0.0.1:${proxyPort}=127.0.0.1:${appPort}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_TEST_CONTEXT: '' },
-  });
-  let err = '';
-  proxy.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    proxy.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const line of lines) {
-        logs.push(line);
-        if (line.includes('"writ proxy listening"')) resolve();
-      }
+  await onFreePorts(1, async ([p]) => {
+    proxyPort = p!;
+    proxy = spawn(process.execPath, [WRIT, 'proxy', '--socket', env.agent.socket, '--inbound', `127.0.0.1:${proxyPort}=127.0.0.1:${appPort}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_TEST_CONTEXT: '' },
     });
-    proxy.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
+    let err = '';
+    proxy.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      let buf = '';
+      proxy.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const lines = buf.split('\n');
+        buf = lines.pop()!;
+        for (const line of lines) {
+          logs.push(line);
+          if (line.includes('"writ proxy listening"')) resolve();
+        }
+      });
+      proxy.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
+    });
   });
   // The policy with the token rule reaches the proxy through the agent.
-  for (let i = 0; i < 100; i++) {
-    if ((await viaProxy('/healthz')).status === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor('the proxy to serve with the policy', async () => ((await viaProxy('/healthz')).status === 200 ? true : undefined));
 });
 
 after(async () => {

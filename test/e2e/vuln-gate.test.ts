@@ -159,7 +159,8 @@ describe('vulnerability events and containment: a real server, an agent, workloa
         '',
       ].join('\n'),
     );
-    srv = await startServerProcess({ args: ['--config', join(dir, 'server.yaml')] });
+    // Debug: the server logs each evaluation of the running set, which a negative check waits for.
+    srv = await startServerProcess({ args: ['--config', join(dir, 'server.yaml'), '--log-level', 'debug'] });
     const entries: Array<[string, string, string[]]> = [
       ['spiffe://e2e.test/shop/web', 'k8s:pod-name:web-1', []],
       ['spiffe://e2e.test/payments/ledger', 'k8s:pod-name:ledger-1', []],
@@ -277,8 +278,10 @@ describe('vulnerability events and containment: a real server, an agent, workloa
     });
     const api = list.find((x) => x.spiffeId === API)!;
     assert.deepEqual([api.cause, api.imageDigest, api.owner, api.pod], ['workload', WEB_DIGEST, 'storefront', 'api-1']);
-    // Several evaluations later (the timer runs every 2 s; heartbeats every 2 s), still one event per identity, none for ledger.
-    await new Promise((r) => setTimeout(r, 4500));
+    // Two evaluations later (the timer runs every 2 s; heartbeats every 2 s), still one event per identity, none for ledger.
+    const evaluations = (): number => srv.logs.filter((l) => l.includes('"vulnerability events evaluated"')).length;
+    const seen = evaluations();
+    await waitFor('two more evaluations of the running set', async () => (evaluations() >= seen + 2 ? true : undefined));
     assert.deepEqual((await events()).map((x) => x.spiffeId).sort(), [API, WEB]);
     const table = await writ(srv, ['vuln', 'events']);
     assert.match(table.stdout, /^TIME\s+SEVERITY\s+VULNERABILITY\s+SPIFFE ID\s+IMAGE\s+NODE\s+POD\s+OWNER\s+CAUSE/);

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { OID, WritError, buildName, issueCertificate, toPem } from '@writ/spiffe';
+import { AGENT_PATHS } from '@writ/protocol';
 import { GRPC_STATUS, GrpcError, WorkloadClient } from '@writ/sdk';
 import { GrpcClient, Writer, acceptUnaryRequest, fields } from '@writ/sdk/internal';
 import { Agent } from './agent.ts';
@@ -123,6 +124,12 @@ async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, what
   return v;
 }
 
+/** The admitted-images version the agent last reported in a sync: it moves only once the agent applied a new set. */
+function imagesVersionReported(server: FakeServer): string | null {
+  const syncs = server.calledWith('GET', AGENT_PATHS.sync);
+  return syncs.length ? new URLSearchParams(syncs.at(-1)!.path.split('?')[1]).get('images') : null;
+}
+
 describe('requireAdmittedImage through the Workload API socket', () => {
   const server = new FakeServer();
   let node: Node;
@@ -153,8 +160,14 @@ describe('requireAdmittedImage through the Workload API socket', () => {
   });
 
   it('gets it once the digest is admitted, without reconnecting the agent', async () => {
+    const before = imagesVersionReported(server);
     server.admit(OTHER);
-    await new Promise((r) => setTimeout(r, 200));
+    // Proof the agent holds the new set before saying it changed nothing: its next sync reports a new version.
+    await eventually(
+      async () => imagesVersionReported(server),
+      (v) => v !== before,
+      'the agent applied the set with the other image',
+    );
     assert.deepEqual(await node.ids(), [PLAIN], 'another image admitted changes nothing for this one');
     server.admit(ADMITTED);
     await eventually(
@@ -181,7 +194,6 @@ describe('requireAdmittedImage through the Workload API socket', () => {
     server.put({ ...fakeEntry('host', HOST, [`unix:uid:${uid}`]), requireAdmittedImage: true });
     inContainer(false);
     try {
-      await new Promise((r) => setTimeout(r, 200));
       const me = await eventually(
         () => node.whoAmI(),
         (m) => m.withheld.some((w) => w.startsWith(HOST)),

@@ -14,13 +14,14 @@ import type { Descriptor, ImageRef, ImageRequirements, Manifest } from './types.
 /** The real client, counting what is asked of the registry, optionally slowed down. */
 class Counting implements ImageSource {
   readonly calls = { resolve: 0, manifest: 0, blob: 0, referrers: 0 };
-  delayMs = 0;
+  /** While set, tag resolutions and manifest reads wait for it: a registry that has not answered yet. */
+  gate: Promise<void> | undefined;
   readonly #inner: RegistryClient;
   constructor(inner: RegistryClient) {
     this.#inner = inner;
   }
   async #wait(): Promise<void> {
-    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    await this.gate;
   }
   async resolve(ref: ImageRef, opts?: { signal?: AbortSignal }): Promise<{ digest: string }> {
     this.calls.resolve++;
@@ -218,14 +219,10 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(counting.calls.resolve, 1, 'one tag resolution for 500 concurrent checks');
     const firstCalls = counting.total;
     assert.ok(firstCalls <= 6, `one verification's requests, got ${JSON.stringify(counting.calls)}`);
-    const n = 2000;
+    // How fast a cached check is, is measured by bench/admission.ts (case b); here: it asks the registry nothing.
     const req = requirements();
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await verifier.check(ref, req);
-    const perCheck = (performance.now() - t0) / n;
+    for (let i = 0; i < 2000; i++) await verifier.check(ref, req);
     assert.equal(counting.total, firstCalls, 'cached checks make no registry request');
-    assert.ok(perCheck < 1, `cached check ${perCheck.toFixed(3)} ms`);
-    console.log(`# cached check: ${(perCheck * 1000).toFixed(1)} µs`);
   });
 
   test('a changed key takes effect at once; a new signature counts once the short refusal memory has passed', async () => {
@@ -245,32 +242,36 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     assert.equal(rotated.violations[0]?.control, 'imageSignature');
   });
 
-  test("a caller's budget bounds its wait; the shared work finishes and serves the next caller", async () => {
+  // The gate opens only after the late caller's verdict: a budget not honoured would hang until the test's timeout.
+  test("a caller's budget bounds its wait; the shared work finishes and serves the next caller", { timeout: 30_000 }, async () => {
     const image = await registry.pushImage('team/slow', 'v1');
     await cosignSign('v2', release, image.ref, registry.caFile, dir);
     const counting = new Counting(client);
-    counting.delayMs = 300;
+    let answer = (): void => undefined;
+    counting.gate = new Promise((r) => (answer = r));
     const verifier = new ImageVerifier({ registry: counting });
-    const t0 = performance.now();
+    // The registry has not answered (it cannot: the gate is shut), yet the caller has its verdict.
     const late = await verifier.check(image.ref, requirements(), AbortSignal.timeout(50));
-    const waited = performance.now() - t0;
-    assert.ok(waited < 200, `answered after ${waited.toFixed(0)} ms`);
     assert.match(late.violations[0]?.message ?? '', /did not answer within the decision budget/);
-    await new Promise((r) => setTimeout(r, 500));
+    const asked = counting.total;
+    assert.ok(asked > 0, 'the registry was asked, and has not answered');
+    answer();
+    // A caller with no budget of its own joins the work the first one started: nothing asked twice.
+    const joined = await verifier.check(image.ref, requirements());
+    assert.deepEqual(joined.violations, []);
     const calls = counting.total;
     const ready = await verifier.check(image.ref, requirements(), AbortSignal.timeout(50));
     assert.deepEqual(ready.violations, []);
-    assert.equal(counting.total, calls);
+    assert.equal(counting.total, calls, 'served from what the shared work found');
   });
 
   test('a registry that never answers gives a deny within the budget, and the verifier keeps serving', async () => {
     const hostile = await startHostileRegistry('slow');
     const slowClient = new RegistryClient({ config: registryConfig({ registries: { [hostile.host]: { ca: hostile.caPem } } }) });
     try {
-      const verifier = new ImageVerifier({ registry: slowClient });
-      const t0 = performance.now();
+      // The verifier's own work would wait a minute: only the caller's budget can end this check.
+      const verifier = new ImageVerifier({ registry: slowClient, workTimeoutMs: 600_000 });
       const verdict = await verifier.check(`${hostile.host}/team/app:v1`, requirements(), AbortSignal.timeout(200));
-      assert.ok(performance.now() - t0 < 500);
       assert.equal(verdict.violations[0]?.control, 'imageResolve');
       assert.match(verdict.violations[0]?.message ?? '', /did not answer within the decision budget/);
       assert.equal(verdict.violations[0]?.code, 'ERR_REGISTRY_TIMEOUT');
@@ -283,7 +284,8 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     }
   });
 
-  test('every kind of hostile registry: a verdict with a problem within the 2 s budget, never an exception', async () => {
+  // The test's timeout is far below the verifier's own (10 minutes): a check the budget did not end would time it out.
+  test('every kind of hostile registry: a verdict with a problem within the 2 s budget, never an exception', { timeout: 120_000 }, async () => {
     const kinds = [
       'slow',
       'slow-body',
@@ -308,12 +310,9 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
         config: registryConfig({ registries: { [hostile.host]: { ca: hostile.caPem, username: 'u', password: 'p' } } }),
       });
       try {
-        const verifier = new ImageVerifier({ registry: hostileClient });
+        const verifier = new ImageVerifier({ registry: hostileClient, workTimeoutMs: 600_000 });
         for (const ref of [`${hostile.host}/team/app:v1`, `${hostile.host}/team/app@sha256:${'f'.repeat(64)}`]) {
-          const t0 = performance.now();
           const verdict = await verifier.check(ref, requirements(), AbortSignal.timeout(2000));
-          const ms = performance.now() - t0;
-          assert.ok(ms < 2500, `${kind} ${ref}: ${ms.toFixed(0)} ms`);
           assert.ok(verdict.violations.length > 0, `${kind} ${ref}: refused`);
           assert.ok(verdict.signedBy.length === 0);
         }
@@ -324,19 +323,15 @@ describe('ImageVerifier against a real registry and real cosign signatures', () 
     }
   });
 
-  test('first-seen latency on loopback (resolve + both layouts looked up)', async () => {
+  // Its latency is measured by bench/admission.ts (case c).
+  test('ten first-seen signed images each verify (resolve + both layouts looked up)', async () => {
     const verifier = new ImageVerifier({ registry: client });
-    const times: number[] = [];
     for (let i = 0; i < 10; i++) {
       const image = await registry.pushImage('team/first', `v${i}`);
       await cosignSign('v2', release, image.ref, registry.caFile, dir);
-      const t0 = performance.now();
       const v = await verifier.check(registry.ref('team/first', `v${i}`), requirements());
-      times.push(performance.now() - t0);
       assert.deepEqual(v.violations, []);
+      assert.deepEqual(v.signedBy, ['release-key']);
     }
-    times.sort((a, b) => a - b);
-    console.log(`# first-seen check on loopback: median ${times[5]?.toFixed(1)} ms, max ${times[9]?.toFixed(1)} ms`);
-    assert.ok((times[9] ?? 0) < 250);
   });
 });

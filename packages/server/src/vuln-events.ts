@@ -284,6 +284,8 @@ export class VulnEventWatcher {
     this.#lastAt = now;
     this.#suppressed = suppressedNow;
     for (const e of events) this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
+    // At debug only: with --log-level debug, a test (or an operator) sees that evaluations happen.
+    this.#o.log.debug({ events: events.length, running: workloads.length }, 'vulnerability events evaluated');
     if (config.webhook && events.length) this.#enqueue(events);
     return events;
   }

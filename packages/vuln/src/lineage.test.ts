@@ -196,7 +196,8 @@ describe('repositoryOf', () => {
 });
 
 describe('lineage at inventory scale', () => {
-  it('finds the parent and the newer base of each of 10,000 images on 100 bases in well under a second each batch', () => {
+  // How long this takes is bench/vuln.ts's business; here: every answer is found at that scale.
+  it('finds the parent and the newer base of each of 10,000 images on 100 bases', () => {
     const bases: LineageImage[] = [];
     const apps: LineageImage[] = [];
     for (let b = 0; b < 100; b++) {
@@ -209,14 +210,11 @@ describe('lineage at inventory scale', () => {
       for (let a = 0; a < 99; a++) apps.push({ digest: d(`a${b}x${a}`), names: [`registry.example/app${a}/svc:${b}`], diffIds: [L(b), d(`u${b}x${a}`)] });
     }
     const lineage = new Lineage([...bases, ...apps]);
-    const start = performance.now();
     let found = 0;
     for (const app of apps) if (lineage.parent(app)?.image !== undefined) found++;
     const newer = lineage.newerBasesWithout(apps[0] as LineageImage, () => false);
-    const ms = performance.now() - start;
     assert.equal(found, apps.length);
     assert.ok(newer.length > 0);
-    assert.ok(ms < 1000, `${ms} ms`);
   });
 });
 

