@@ -42,6 +42,8 @@ export async function startServer(dataDir: string, db: string): Promise<BenchSer
       '127.0.0.1:0',
       '--db',
       db,
+      // BENCH_SERVER_LOG=warn: without the per-request access log (what it costs, measured).
+      ...(process.env['BENCH_SERVER_LOG'] ? ['--log-level', process.env['BENCH_SERVER_LOG']] : []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -50,7 +52,13 @@ export async function startServer(dataDir: string, db: string): Promise<BenchSer
     const onData = (d: Buffer): void => {
       out += d.toString();
       const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"writ server listening"/.exec(out);
-      if (m) resolve(m[1]!);
+      if (!m) return;
+      // Listening: from now on the log is drained, not kept and searched (that cost the load generator CPU).
+      c.stdout!.off('data', onData);
+      c.stderr!.off('data', onData);
+      c.stdout!.resume();
+      c.stderr!.resume();
+      resolve(m[1]!);
     };
     c.stdout!.on('data', onData);
     c.stderr!.on('data', onData);

@@ -422,10 +422,7 @@ spec:
       const spireServe = (await serveGo(spireUid, agentSock, ['-authorize', WRIT_API])).find((l) => l['event'] === 'listening')!;
       assert.equal(spireServe['spiffeId'], SPIRE_CLIENT_ID);
       const appPort = (app.address() as AddressInfo).port;
-      let proxy: ChildProcess | undefined;
-      let ports: number[] = [];
-      for (let attempt = 1; !proxy; attempt++) {
-        ports = [await freePort(), await freePort(), await freePort()];
+      const ports = await onFreePorts(3, async (ports) => {
         const child = spawn(
           process.execPath,
           [
@@ -446,17 +443,16 @@ spec:
         );
         children.push(child);
         let out = '';
-        const up = await new Promise<boolean>((resolve) => {
+        await new Promise<void>((resolve, reject) => {
           child.stdout!.on('data', (d: Buffer) => {
             out += d.toString();
-            if (out.includes('"writ proxy listening"')) resolve(true);
+            if (out.includes('"writ proxy listening"')) resolve();
           });
           child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-          child.once('exit', () => resolve(false));
+          child.once('exit', () => reject(new Error(`writ proxy did not start: ${out}`)));
         });
-        if (up) proxy = child;
-        else assert.ok(attempt < 3 && /EADDRINUSE/.test(out), `writ proxy did not start: ${out}`);
-      }
+        return ports;
+      });
 
       // SPIRE -> Writ: go-spiffe with its SPIRE SVID; the proxy presents the Writ SVID and authorizes by policy.
       proxyInbound = `https://127.0.0.1:${ports[0]}`;
