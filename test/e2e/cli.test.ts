@@ -702,6 +702,52 @@ describe('shell completion (bash, and zsh where installed)', () => {
     assert.ok(flagged.replies.includes(entryId), flagged.replies.join(' '));
   });
 
+  it('sourcing the script registers it for writ and for npx; the function registered for npx completes npx writ <TAB>', async (t) => {
+    const env = { WRIT_SERVER: 'https://127.0.0.1:1', WRIT_TOKEN: 'x' };
+    const words = (ws: string[]) => `COMP_WORDS=(${ws.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${ws.length - 1}`;
+    const bash = join(work, 'writ-completion.bash');
+    if (!existsSync(bash)) writeFileSync(bash, (await writ(undefined, ['completion', 'bash'])).stdout);
+    // bash: what `complete -p` says, then the function it names for npx, called as bash calls it.
+    const b = await run(
+      'bash',
+      [
+        '--norc',
+        '-c',
+        `source ${bash}; complete -p writ; complete -p npx; f=$(complete -p npx | sed -E 's/.*-F ([^ ]+).*/\\1/'); ${words(['npx', 'writ', ''])}; "$f"; printf 'reply %s\\n' "\${COMPREPLY[@]}"; ${words(['npx', 'writ', 'entry', 'l'])}; "$f"; printf 'reply %s\\n' "\${COMPREPLY[@]}"`,
+      ],
+      { env: { ...env, PATH: process.env['PATH'] } },
+    );
+    assert.equal(b.code, 0, b.stderr);
+    const lines = b.stdout.split('\n');
+    assert.equal(lines[0], 'complete -F _writ writ');
+    assert.equal(lines[1], 'complete -o default -F _writ npx');
+    const replies = lines.filter((l) => l.startsWith('reply ')).map((l) => l.slice(6));
+    for (const c of ['entry', 'policy', 'agent', 'decisions', 'proxy']) assert.ok(replies.includes(c), `npx writ <TAB> offers ${c}: ${replies.join(' ')}`);
+    assert.ok(replies.includes('list'), `npx writ entry l<TAB> offers list: ${replies.join(' ')}`);
+    assert.ok(!replies.includes('npx') && !replies.includes('writ'), replies.join(' '));
+
+    // zsh: a real compinit, then the script; both commands land in $_comps with the one function.
+    if (!HAVE_ZSH) {
+      assert.ok(!process.env['CI'], 'zsh is missing; .ci/run installs it');
+      return t.diagnostic('zsh is not installed: its half was not run');
+    }
+    const zsh = join(work, 'writ-completion.zsh');
+    if (!existsSync(zsh)) writeFileSync(zsh, (await writ(undefined, ['completion', 'zsh'])).stdout);
+    const z = await run(
+      'zsh',
+      [
+        '-fc',
+        `autoload -U compinit && compinit -u -D; source ${zsh}; print -r -- "writ=\${_comps[writ]}"; print -r -- "npx=\${_comps[npx]}"; f=\${\${_comps[npx]}##*-F }; ${words(['npx', 'writ', 'entry', 'l'])}; $f; print -r -- "reply \${COMPREPLY[@]}"`,
+      ],
+      { env: { ...env, PATH: process.env['PATH'] } },
+    );
+    assert.equal(z.code, 0, z.stderr);
+    const zl = z.stdout.split('\n');
+    assert.equal(zl[0], 'writ=_bash_complete -F _writ');
+    assert.equal(zl[1], 'npx=_bash_complete -o default -F _writ');
+    assert.equal(zl[2], 'reply list');
+  });
+
   it('is quiet when the server cannot answer: no candidates, nothing on stderr', async () => {
     const hole = createTlsServer(() => undefined); // no certificate: every handshake fails
     await new Promise<void>((r) => hole.listen(0, '127.0.0.1', () => r()));
