@@ -451,6 +451,22 @@ describe('writ proxy', () => {
     assert.equal(deny['reporter'], 'spiffe://e2e.test/writ/agent/px');
   });
 
+  it('the decisionId of a 403 from writ proxy is the decision `writ decisions show ID` prints', async () => {
+    const post = await curl('web', ['-X', 'POST']);
+    assert.equal(status(post), '403', post.stdout);
+    const id = String(body(post)['decisionId']);
+    const shown = await waitFor('the 403 in the decision log', async () => {
+      const r = await writ(srv, ['decisions', 'show', id]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    for (const said of ['deny', 'NO_MATCHING_ALLOW', WEB, ORDERS, 'POST /v1/orders/7']) assert.ok(shown.includes(said), `${said} in:\n${shown}`);
+    const j = JSON.parse((await ok(srv, ['decisions', 'show', id, '-o', 'json'])).stdout) as Record<string, unknown>;
+    assert.deepEqual(
+      [j['id'], j['decision'], j['reason'], j['from'], j['to'], j['action']],
+      [id, 'deny', 'NO_MATCHING_ALLOW', WEB, ORDERS, 'POST /v1/orders/7'],
+    );
+  });
+
   it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
     const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
     assert.equal(status(r), '502');
