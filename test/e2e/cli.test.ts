@@ -124,7 +124,7 @@ function spawnWrit(args: string[], env: NodeJS.ProcessEnv): { out: () => string;
 }
 
 describe('svid watch', () => {
-  it('with no identity yet it keeps watching, says why on stderr, and prints the SVID once an entry gives one', async () => {
+  it('with no identity yet it keeps watching, says why on stderr, prints the SVID once an entry gives one, and a line for each later change', async () => {
     const token = (await writ(srv, ['token', 'create', '--node-name', 'watch-node'])).stdout.trim();
     const agent = await startAgentProcess(srv, { joinToken: token });
     const w = spawnWrit(['svid', 'watch', '--socket', agent.socket], {});
@@ -145,6 +145,36 @@ describe('svid watch', () => {
       assert.equal(e.code, 0, e.stderr);
       await waitFor('the SVID line', async () => (/spiffe:\/\/e2e\.test\/ns\/watched serial=\w+ expires=/.test(w.out()) ? true : undefined), 30_000);
       assert.doesNotMatch(w.err(), /unsettled top-level await/);
+      // Each later change is a line of its own: a second identity for this process, then the first one withdrawn.
+      const lines = () => w.out().trim().split('\n');
+      const second = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/ns/watched-2',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/watch-node',
+        '--selector',
+        `unix:uid:${uid}`,
+      ]);
+      assert.equal(second.code, 0, second.stderr);
+      const both = await waitFor('a line with both SVIDs', async () => {
+        const i = lines().findIndex((l) => l.includes('spiffe://e2e.test/ns/watched ') && l.includes('spiffe://e2e.test/ns/watched-2 '));
+        return i >= 0 ? i : undefined;
+      });
+      const listed = JSON.parse((await writ(srv, ['entry', 'list', '--spiffe-id', 'spiffe://e2e.test/ns/watched', '-o', 'json'])).stdout) as Array<{
+        id: string;
+      }>;
+      assert.equal(listed.length, 1, JSON.stringify(listed));
+      assert.equal((await writ(srv, ['entry', 'delete', listed[0]!.id])).code, 0);
+      await waitFor('a line with the second SVID alone', async () =>
+        lines()
+          .slice(both + 1)
+          .some((l) => l.includes('spiffe://e2e.test/ns/watched-2 ') && !l.includes('spiffe://e2e.test/ns/watched '))
+          ? true
+          : undefined,
+      );
+      assert.equal(w.child.exitCode, null, 'svid watch keeps running after the changes');
     } finally {
       w.child.kill('SIGTERM');
       await w.exited;
