@@ -968,6 +968,16 @@ describe('-o on every read', () => {
       const docs = parseAllDocuments(text).map((d) => d.toJS() as unknown);
       return docs.length === 1 ? docs[0] : docs;
     };
+    /** JSON over several lines: what a command printed that ignored -o yaml (one-line [] or {} is both). */
+    const isJson = (text: string): boolean => {
+      if (text.trim().split('\n').length <= 1) return false;
+      try {
+        JSON.parse(text);
+        return true;
+      } catch {
+        return false;
+      }
+    };
     const firstItem = async (args: string[], format: 'json' | 'yaml'): Promise<unknown> => {
       const w = spawnWrit([...args, '-o', format], { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem'), WRIT_TOKEN: srv.adminToken });
       try {
@@ -977,6 +987,7 @@ describe('-o on every read', () => {
           if (format === 'json') return out.includes('\n') ? out.slice(0, out.indexOf('\n')) : undefined;
           return out.startsWith('---\n') && out.length > 4 ? out : undefined;
         });
+        if (format === 'yaml') assert.ok(!isJson(text.replace(/^---\n/, '')), `${args.join(' ')} -o yaml printed JSON:\n${text.slice(0, 300)}`);
         return format === 'json' ? JSON.parse(text) : parseAllDocuments(text)[0]!.toJS();
       } finally {
         w.child.kill('SIGTERM');
@@ -999,6 +1010,7 @@ describe('-o on every read', () => {
         }
         const r = await writ(srv, [...args, '-o', format]);
         assert.ok(codes.includes(r.code ?? -1), `writ ${cmd} -o ${format}: exit ${r.code}: ${r.stderr}`);
+        if (format === 'yaml') assert.ok(!isJson(r.stdout), `writ ${cmd} -o yaml printed JSON (YAML parses it too):\n${r.stdout.slice(0, 300)}`);
         out[format] = format === 'json' ? JSON.parse(r.stdout) : parseYaml(r.stdout);
       }
       assert.ok(out.json !== null && typeof out.json === 'object', `${cmd} -o json: ${JSON.stringify(out.json)}`);
