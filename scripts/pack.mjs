@@ -3,8 +3,8 @@
 // repository the packages run from their TypeScript sources; Node does not strip types under
 // node_modules, so what is published must be JavaScript.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
@@ -33,6 +33,26 @@ writeFileSync(
 );
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(stage, 'tsconfig.json')], { stdio: 'inherit' });
 
+/**
+ * The declaration files index.d.ts reaches through relative imports: what a consumer's compiler
+ * reads. The internal entry (`internal.d.ts`, the gRPC server layer the agent uses) and whatever only
+ * it reaches are left out, as its JavaScript is.
+ */
+function publicDeclarations(dir) {
+  const seen = new Set();
+  const visit = (rel) => {
+    if (seen.has(rel)) return;
+    seen.add(rel);
+    const text = readFileSync(join(dir, rel), 'utf8');
+    for (const m of text.matchAll(/\bfrom\s+['"](\.{1,2}\/[^'"]+)['"]|\bimport\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g)) {
+      const spec = (m[1] ?? m[2]).replace(/\.(ts|js)$/, '');
+      visit(normalize(join(dirname(rel), `${spec}.d.ts`)));
+    }
+  };
+  visit('index.d.ts');
+  return [...seen];
+}
+
 const tarballs = [];
 for (const name of ['spiffe', 'policy', 'sdk']) {
   const pkgDir = join(root, 'packages', name);
@@ -54,7 +74,10 @@ for (const name of ['spiffe', 'policy', 'sdk']) {
     banner: { js: "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);" },
   });
   pkg.dependencies = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([d]) => d.startsWith('@writ/') && d !== '@writ/broker'));
-  cpSync(join(stage, 'types', name, 'src'), join(dest, 'types'), { recursive: true });
+  for (const rel of publicDeclarations(join(stage, 'types', name, 'src'))) {
+    mkdirSync(dirname(join(dest, 'types', rel)), { recursive: true });
+    copyFileSync(join(stage, 'types', name, 'src', rel), join(dest, 'types', rel));
+  }
   pkg.exports = { '.': { types: './types/index.d.ts', default: './dist/index.js' } };
   pkg.types = './types/index.d.ts';
   pkg.files = ['dist', 'types'];

@@ -3,7 +3,7 @@
  * (Debian python3-grpcio, stubs compiled with python3-grpc-tools) and by the writ CLI.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -557,7 +557,13 @@ describe('two workloads under two uids talk mTLS through the SDK', () => {
 });
 
 describe('the SDK as published', () => {
-  it('packs to JavaScript + types that a plain project installs offline, type-checks against, and runs from node_modules', async () => {
+  it('packs to JavaScript + types that a plain project installs offline, type-checks against, and runs from node_modules; the internal entry is not reachable there', async () => {
+    // Every workspace package's exports name files that exist (a dangling one breaks whoever imports it).
+    for (const name of readdirSync(join(ROOT, 'packages'))) {
+      const pkg = JSON.parse(readFileSync(join(ROOT, 'packages', name, 'package.json'), 'utf8')) as { exports?: Record<string, string> };
+      for (const [sub, file] of Object.entries(pkg.exports ?? {}))
+        assert.ok(existsSync(join(ROOT, 'packages', name, file)), `packages/${name}/package.json exports ${sub} as ${file}, which does not exist`);
+    }
     const packed = await run(process.execPath, [join(ROOT, 'scripts/pack.mjs')], { timeoutMs: 120_000 });
     assert.equal(packed.code, 0, packed.stderr);
     const tarballs = packed.stdout
@@ -565,6 +571,16 @@ describe('the SDK as published', () => {
       .split('\n')
       .filter((l) => l.endsWith('.tgz'));
     assert.equal(tarballs.length, 3);
+    // What ships: no internal entry's declarations (the gRPC server layer and codecs the agent uses).
+    for (const tgz of tarballs) {
+      const files = (await run('tar', ['tzf', tgz])).stdout.split('\n').filter(Boolean);
+      assert.ok(files.includes('package/types/index.d.ts'), `${tgz}: ${files.join(' ')}`);
+      assert.deepEqual(
+        files.filter((f) => /internal/.test(f)),
+        [],
+        `${tgz} ships internal files`,
+      );
+    }
     const proj = mkdtempSync(join(tmpdir(), 'writ-consumer-'));
     writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     const inst = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], {
@@ -579,6 +595,10 @@ describe('the SDK as published', () => {
     );
     const r = await run(process.execPath, [join(proj, 'app.mjs'), `unix://${agent.socket}`], { env: { NODE_TEST_CONTEXT: '' } });
     assert.ok(r.stdout.trim().split(' ').includes('spiffe://e2e.test/ns/web'), r.stdout + r.stderr);
+    // The internal entry exists in the repository (the agent imports it) but not for a consumer.
+    writeFileSync(join(proj, 'internal.mjs'), `try { await import('@writ/sdk/internal'); console.log('imported'); } catch (err) { console.log(err.code); }\n`);
+    const internal = await run(process.execPath, [join(proj, 'internal.mjs')], { env: { NODE_TEST_CONTEXT: '' } });
+    assert.equal(internal.stdout.trim(), 'ERR_PACKAGE_PATH_NOT_EXPORTED', internal.stderr);
     writeFileSync(
       join(proj, 'app.ts'),
       `import { X509Source, authorizeMemberOf, type X509Context } from '@writ/sdk';\nconst s: Promise<X509Source> = X509Source.create({ timeoutMs: 1 });\nconst a = authorizeMemberOf('example.org');\nexport const used: [typeof s, typeof a, X509Context | undefined] = [s, a, undefined];\n`,

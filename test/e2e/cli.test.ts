@@ -12,8 +12,10 @@ import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
 import { tmpdir } from 'node:os';
 import { parseAllDocuments } from 'yaml';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Command } from 'commander';
 import {
   DEBIAN_PYTHON,
   ROOT,
@@ -122,7 +124,7 @@ function spawnWrit(args: string[], env: NodeJS.ProcessEnv): { out: () => string;
 }
 
 describe('svid watch', () => {
-  it('with no identity yet it keeps watching, says why on stderr, and prints the SVID once an entry gives one', async () => {
+  it('with no identity yet it keeps watching, says why on stderr, prints the SVID once an entry gives one, and a line for each later change', async () => {
     const token = (await writ(srv, ['token', 'create', '--node-name', 'watch-node'])).stdout.trim();
     const agent = await startAgentProcess(srv, { joinToken: token });
     const w = spawnWrit(['svid', 'watch', '--socket', agent.socket], {});
@@ -143,6 +145,36 @@ describe('svid watch', () => {
       assert.equal(e.code, 0, e.stderr);
       await waitFor('the SVID line', async () => (/spiffe:\/\/e2e\.test\/ns\/watched serial=\w+ expires=/.test(w.out()) ? true : undefined), 30_000);
       assert.doesNotMatch(w.err(), /unsettled top-level await/);
+      // Each later change is a line of its own: a second identity for this process, then the first one withdrawn.
+      const lines = () => w.out().trim().split('\n');
+      const second = await writ(srv, [
+        'entry',
+        'create',
+        '--spiffe-id',
+        'spiffe://e2e.test/ns/watched-2',
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/watch-node',
+        '--selector',
+        `unix:uid:${uid}`,
+      ]);
+      assert.equal(second.code, 0, second.stderr);
+      const both = await waitFor('a line with both SVIDs', async () => {
+        const i = lines().findIndex((l) => l.includes('spiffe://e2e.test/ns/watched ') && l.includes('spiffe://e2e.test/ns/watched-2 '));
+        return i >= 0 ? i : undefined;
+      });
+      const listed = JSON.parse((await writ(srv, ['entry', 'list', '--spiffe-id', 'spiffe://e2e.test/ns/watched', '-o', 'json'])).stdout) as Array<{
+        id: string;
+      }>;
+      assert.equal(listed.length, 1, JSON.stringify(listed));
+      assert.equal((await writ(srv, ['entry', 'delete', listed[0]!.id])).code, 0);
+      await waitFor('a line with the second SVID alone', async () =>
+        lines()
+          .slice(both + 1)
+          .some((l) => l.includes('spiffe://e2e.test/ns/watched-2 ') && !l.includes('spiffe://e2e.test/ns/watched '))
+          ? true
+          : undefined,
+      );
+      assert.equal(w.child.exitCode, null, 'svid watch keeps running after the changes');
     } finally {
       w.child.kill('SIGTERM');
       await w.exited;
@@ -702,6 +734,52 @@ describe('shell completion (bash, and zsh where installed)', () => {
     assert.ok(flagged.replies.includes(entryId), flagged.replies.join(' '));
   });
 
+  it('sourcing the script registers it for writ and for npx; the function registered for npx completes npx writ <TAB>', async (t) => {
+    const env = { WRIT_SERVER: 'https://127.0.0.1:1', WRIT_TOKEN: 'x' };
+    const words = (ws: string[]) => `COMP_WORDS=(${ws.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${ws.length - 1}`;
+    const bash = join(work, 'writ-completion.bash');
+    if (!existsSync(bash)) writeFileSync(bash, (await writ(undefined, ['completion', 'bash'])).stdout);
+    // bash: what `complete -p` says, then the function it names for npx, called as bash calls it.
+    const b = await run(
+      'bash',
+      [
+        '--norc',
+        '-c',
+        `source ${bash}; complete -p writ; complete -p npx; f=$(complete -p npx | sed -E 's/.*-F ([^ ]+).*/\\1/'); ${words(['npx', 'writ', ''])}; "$f"; printf 'reply %s\\n' "\${COMPREPLY[@]}"; ${words(['npx', 'writ', 'entry', 'l'])}; "$f"; printf 'reply %s\\n' "\${COMPREPLY[@]}"`,
+      ],
+      { env: { ...env, PATH: process.env['PATH'] } },
+    );
+    assert.equal(b.code, 0, b.stderr);
+    const lines = b.stdout.split('\n');
+    assert.equal(lines[0], 'complete -F _writ writ');
+    assert.equal(lines[1], 'complete -o default -F _writ npx');
+    const replies = lines.filter((l) => l.startsWith('reply ')).map((l) => l.slice(6));
+    for (const c of ['entry', 'policy', 'agent', 'decisions', 'proxy']) assert.ok(replies.includes(c), `npx writ <TAB> offers ${c}: ${replies.join(' ')}`);
+    assert.ok(replies.includes('list'), `npx writ entry l<TAB> offers list: ${replies.join(' ')}`);
+    assert.ok(!replies.includes('npx') && !replies.includes('writ'), replies.join(' '));
+
+    // zsh: a real compinit, then the script; both commands land in $_comps with the one function.
+    if (!HAVE_ZSH) {
+      assert.ok(!process.env['CI'], 'zsh is missing; .ci/run installs it');
+      return t.diagnostic('zsh is not installed: its half was not run');
+    }
+    const zsh = join(work, 'writ-completion.zsh');
+    if (!existsSync(zsh)) writeFileSync(zsh, (await writ(undefined, ['completion', 'zsh'])).stdout);
+    const z = await run(
+      'zsh',
+      [
+        '-fc',
+        `autoload -U compinit && compinit -u -D; source ${zsh}; print -r -- "writ=\${_comps[writ]}"; print -r -- "npx=\${_comps[npx]}"; f=\${\${_comps[npx]}##*-F }; ${words(['npx', 'writ', 'entry', 'l'])}; $f; print -r -- "reply \${COMPREPLY[@]}"`,
+      ],
+      { env: { ...env, PATH: process.env['PATH'] } },
+    );
+    assert.equal(z.code, 0, z.stderr);
+    const zl = z.stdout.split('\n');
+    assert.equal(zl[0], 'writ=_bash_complete -F _writ');
+    assert.equal(zl[1], 'npx=_bash_complete -o default -F _writ');
+    assert.equal(zl[2], 'reply list');
+  });
+
   it('is quiet when the server cannot answer: no candidates, nothing on stderr', async () => {
     const hole = createTlsServer(() => undefined); // no certificate: every handshake fails
     await new Promise<void>((r) => hole.listen(0, '127.0.0.1', () => r()));
@@ -717,35 +795,243 @@ describe('shell completion (bash, and zsh where installed)', () => {
   });
 });
 
+/** Every leaf command of the program, by its path (`policy get`), hidden ones too. */
+function leafCommands(c: Command, path: string[] = []): string[] {
+  return c.commands.flatMap((s) => (s.commands.length ? leafCommands(s, [...path, s.name()]) : [[...path, s.name()].join(' ')]));
+}
+
+/**
+ * The rule: every command is a read, whose answer -o json and -o yaml must print, unless it is
+ * listed here with the reason it is not (it changes state, runs a process, or prints a script).
+ */
+const NOT_READS: Record<string, string> = {
+  'server start': 'runs the server',
+  'agent start': 'runs an agent',
+  proxy: 'runs a proxy',
+  demo: 'runs the demo',
+  completion: 'prints a shell script',
+  __complete: "prints the shell's candidates, one per line (hidden)",
+  'entry create': 'a write',
+  'entry update': 'a write',
+  'entry delete': 'a write',
+  'token create': 'a write (issues a join token)',
+  'admin-token create': 'a write (issues an API token)',
+  'admin-token delete': 'a write',
+  'bundle set': 'a write',
+  'bundle delete': 'a write',
+  'svid mint-x509': 'a write (issues an SVID, written to files)',
+  'svid mint-jwt': 'a write (issues a JWT-SVID)',
+  'agent evict': 'a write',
+  'agent ban': 'a write',
+  'policy apply': 'a write',
+  'policy delete': 'a write',
+  'policy rollback': 'a write',
+  'quarantine add': 'a write',
+  'quarantine remove': 'a write',
+  'vuln ingest': 'a write (stores a report)',
+  'vuln vex delete': 'a write',
+  'vuln quarantine': 'a write',
+  'vuln release': 'a write',
+  'image add': 'a write (adds to the inventory)',
+  'federation create': 'a write',
+  'federation refresh': 'a write (fetches the peer bundle now)',
+  'federation delete': 'a write',
+};
+/** Reads whose document has one format of its own, whatever -o says (their help says so). */
+const ONE_FORMAT: Record<string, RegExp> = { 'vuln vex export': /The document is JSON whatever -o says \(OpenVEX is JSON\)/ };
+/** Reads that need what this file cannot start; the named file runs them with -o json. */
+const ELSEWHERE: Record<string, string> = { 'image verify': 'test/e2e/image-verify.test.ts' };
+
 describe('-o on every read', () => {
-  it('json and yaml parse for each read command against the real server', async () => {
-    await applyPolicy(srv, work, ordersPolicy('spiffe://e2e.test/ns/o-orders', 'GET').replace('name: orders', 'name: o-orders'));
-    const { parse: parseYamlDoc } = await import('yaml');
-    const reads = [
-      ['entry', 'list'],
-      ['agent', 'list'],
-      ['admin-token', 'list'],
-      ['bundle', 'list'],
-      ['bundle', 'show'],
-      ['policy', 'list'],
-      ['policy', 'get', 'o-orders'],
-      ['policy', 'history'],
-      ['policy', 'diff', '1'],
-      ['policy', 'status'],
-      ['decisions', 'query'],
-      ['quarantine', 'list'],
-    ];
-    for (const args of reads) {
-      const j = await writ(srv, [...args, '-o', 'json']);
-      assert.equal(j.code, 0, `${args.join(' ')}: ${j.stderr}`);
-      assert.doesNotThrow(() => JSON.parse(j.stdout), `${args.join(' ')} -o json: ${j.stdout}`);
-      // yaml is the same printer for all: checked where the command formats its own output.
-      if (!['bundle show', 'policy get o-orders', 'policy diff 1', 'decisions query'].includes(args.join(' '))) continue;
-      const y = await writ(srv, [...args, '-o', 'yaml']);
-      assert.equal(y.code, 0, `${args.join(' ')}: ${y.stderr}`);
-      assert.deepEqual(parseYamlDoc(y.stdout), JSON.parse(j.stdout), `${args.join(' ')}: yaml and json differ`);
+  let agent: AgentProcess | undefined;
+  let stubs: string | undefined;
+  after(async () => {
+    await agent?.stop();
+    if (agent) cleanup(agent.dataDir);
+    if (stubs) cleanup(stubs);
+  });
+
+  it('every read command of the program (walked from buildProgram) prints the same data with -o json and -o yaml; any other is listed with why it is not a read', async (t) => {
+    const ME = 'spiffe://e2e.test/ns/o-orders';
+    await applyPolicy(srv, work, ordersPolicy(ME, 'GET').replace('name: orders', 'name: o-orders'));
+    const ok = async (args: string[]): Promise<string> => {
+      const r = await writ(srv, args);
+      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    // This process's identity from an agent of its own (svid fetch|jwt|watch), and a decision it made (decisions show|tail).
+    const e = JSON.parse(
+      await ok([
+        'entry',
+        'create',
+        '--spiffe-id',
+        ME,
+        '--parent-id',
+        'spiffe://e2e.test/writ/agent/o-node',
+        '--selector',
+        `unix:uid:${process.getuid!()}`,
+        '-o',
+        'json',
+      ]),
+    ) as { id: string };
+    agent = await startAgentProcess(srv, { joinToken: (await ok(['token', 'create', '--node-name', 'o-node'])).trim() });
+    stubs = mkdtempSync(join(tmpdir(), 'writ-cli-o-stubs-'));
+    const gen = await run(DEBIAN_PYTHON, [
+      '-m',
+      'grpc_tools.protoc',
+      `-I${join(ROOT, 'packages/sdk/proto')}`,
+      `--python_out=${stubs}`,
+      `--grpc_python_out=${stubs}`,
+      'writ_authz.proto',
+    ]);
+    assert.equal(gen.code, 0, gen.stderr);
+    const decision = await waitFor('a decision from the agent', async () => {
+      const r = await run(DEBIAN_PYTHON, [
+        join(ROOT, 'test/e2e/fixtures/authz_client.py'),
+        stubs!,
+        agent!.socket,
+        'spiffe://e2e.test/ns/web/o',
+        ME,
+        'GET /v1/orders/7',
+      ]);
+      const d = JSON.parse(r.stdout) as { decision?: string; id?: string };
+      return d.decision === 'allow' && d.id ? d.id : undefined;
+    });
+    await waitFor('the decision in the log', async () => ((await writ(srv, ['decisions', 'show', decision])).code === 0 ? true : undefined));
+    // An image in the inventory (from a report), a federation relationship, files for the offline checks.
+    await ok(['vuln', 'ingest', '-f', join(ROOT, 'packages/vuln/src/testdata/trivy-image.json')]);
+    await ok(['federation', 'create', '--trust-domain', 'o-partner.test', '--bundle-endpoint-url', 'https://127.0.0.1:1/', '--profile', 'https_web']);
+    const pod = join(work, 'o-pod.yaml');
+    writeFileSync(
+      pod,
+      `apiVersion: v1\nkind: Pod\nmetadata: { name: o }\nspec: { containers: [{ name: c, image: registry.example/o@sha256:${'1'.repeat(64)} }] }\n`,
+    );
+    const tests = join(work, 'o-tests.yaml');
+    writeFileSync(
+      tests,
+      `${ordersPolicy(ME, 'GET')}---\nkind: PolicyTest\ncases:\n  - { name: web reads, from: spiffe://e2e.test/ns/web/a, to: ${ME}, action: GET /v1/orders/1, expect: allow }\n`,
+    );
+    const sock = ['--socket', agent.socket];
+
+    /** How each read is run; `stream`: its first item is read, then it is stopped. */
+    const READS: Record<string, { args: string[]; codes?: number[]; stream?: true; shapeOnly?: true }> = {
+      'entry list': { args: ['entry', 'list'] },
+      'entry show': { args: ['entry', 'show', e.id] },
+      'admin-token list': { args: ['admin-token', 'list'] },
+      'bundle show': { args: ['bundle', 'show'] },
+      'bundle list': { args: ['bundle', 'list'] },
+      'svid fetch': { args: ['svid', 'fetch', ...sock] },
+      'svid jwt': { args: ['svid', 'jwt', ...sock, '--audience', 'spiffe://e2e.test/ns/db'] },
+      'svid watch': { args: ['svid', 'watch', ...sock], stream: true },
+      'agent list': { args: ['agent', 'list'] },
+      'agent show': { args: ['agent', 'show', 'spiffe://e2e.test/writ/agent/o-node'] },
+      'admission check': { args: ['admission', 'check', '-f', pod, '--pss', 'baseline'] },
+      'admission events': { args: ['admission', 'events'] },
+      'admission manifests': { args: ['admission', 'manifests'] },
+      'admission images': { args: ['admission', 'images'] },
+      'policy list': { args: ['policy', 'list'] },
+      'policy get': { args: ['policy', 'get', 'o-orders'] },
+      'policy history': { args: ['policy', 'history'] },
+      'policy diff': { args: ['policy', 'diff', '1'] },
+      'policy test': { args: ['policy', 'test', tests] },
+      'policy status': { args: ['policy', 'status'] },
+      'decisions query': { args: ['decisions', 'query'] },
+      'decisions show': { args: ['decisions', 'show', decision] },
+      'decisions tail': { args: ['decisions', 'tail', '--to', ME], stream: true },
+      'quarantine list': { args: ['quarantine', 'list'] },
+      'authz check': { args: ['authz', 'check', '--from', 'spiffe://e2e.test/ns/web/o', '--to', ME, '--action', 'GET /v1/orders/7'] },
+      version: { args: ['version'] },
+      // Agents stopped by other tests of this file may be WARN or FAIL; -o is what is checked here.
+      doctor: { args: ['doctor'], codes: [0, 1], shapeOnly: true },
+      'vuln affected': { args: ['vuln', 'affected', 'CVE-2024-0001'] },
+      'vuln rollout': { args: ['vuln', 'rollout', 'CVE-2024-0001'] },
+      'vuln list': { args: ['vuln', 'list'] },
+      'vuln vex list': { args: ['vuln', 'vex', 'list'] },
+      'vuln events': { args: ['vuln', 'events'] },
+      'image show': { args: ['image', 'show', `sha256:${'9e'.repeat(32)}`] },
+      'workload list': { args: ['workload', 'list'] },
+      'federation list': { args: ['federation', 'list'] },
+      'federation show': { args: ['federation', 'show', 'o-partner.test'] },
+      // exit 1 once the relationship created above has failed to reach its (closed) endpoint, 0 while its first fetch is pending.
+      'federation status': { args: ['federation', 'status'], codes: [0, 1] },
+    };
+
+    // The walk: a command added to the CLI is a read until it is listed above as something else.
+    const { buildProgram } = await import('../../packages/cli/src/main.ts');
+    const walked = leafCommands(buildProgram());
+    const unclassified = walked.filter((c) => !(c in READS) && !(c in NOT_READS) && !(c in ONE_FORMAT) && !(c in ELSEWHERE));
+    assert.deepEqual(unclassified, [], 'commands that are neither exercised here with -o json and -o yaml nor listed as not reads');
+    const gone = [...Object.keys(READS), ...Object.keys(NOT_READS), ...Object.keys(ONE_FORMAT), ...Object.keys(ELSEWHERE)].filter((c) => !walked.includes(c));
+    assert.deepEqual(gone, [], 'listed commands the CLI no longer has');
+
+    const parseYaml = (text: string): unknown => {
+      const docs = parseAllDocuments(text).map((d) => d.toJS() as unknown);
+      return docs.length === 1 ? docs[0] : docs;
+    };
+    /** JSON over several lines: what a command printed that ignored -o yaml (one-line [] or {} is both). */
+    const isJson = (text: string): boolean => {
+      if (text.trim().split('\n').length <= 1) return false;
+      try {
+        JSON.parse(text);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const firstItem = async (args: string[], format: 'json' | 'yaml'): Promise<unknown> => {
+      const w = spawnWrit([...args, '-o', format], { WRIT_SERVER: srv.url, WRIT_CA_FILE: join(srv.dataDir, 'bundle.pem'), WRIT_TOKEN: srv.adminToken });
+      try {
+        // One whole item: a JSON line, or a YAML document with the next one's --- begun.
+        const text = await waitFor(`the first item of ${args.join(' ')} -o ${format}`, async () => {
+          const out = w.out();
+          if (format === 'json') return out.includes('\n') ? out.slice(0, out.indexOf('\n')) : undefined;
+          return out.startsWith('---\n') && out.length > 4 ? out : undefined;
+        });
+        if (format === 'yaml') assert.ok(!isJson(text.replace(/^---\n/, '')), `${args.join(' ')} -o yaml printed JSON:\n${text.slice(0, 300)}`);
+        return format === 'json' ? JSON.parse(text) : parseAllDocuments(text)[0]!.toJS();
+      } finally {
+        w.child.kill('SIGTERM');
+        await w.exited;
+      }
+    };
+    /** What two runs share once the fields that differ by time (expiry, tokens, the clock) are dropped. */
+    const varies = /^(at|now|token|svid|serial|expiresAt|checkedAt|nextRefreshAt)$|seconds|since|ms$/i;
+    const stable = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (k, x) => (varies.test(k) ? undefined : x)));
+    const shape = (v: unknown): unknown =>
+      Array.isArray(v) ? v.map(shape) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : typeof v;
+    for (const cmd of walked.filter((c) => c in READS)) {
+      const { args, codes = [0], stream, shapeOnly } = READS[cmd]!;
+      const t0 = performance.now();
+      const out: Partial<Record<'json' | 'yaml', unknown>> = {};
+      for (const format of ['json', 'yaml'] as const) {
+        if (stream) {
+          out[format] = await firstItem(args, format);
+          continue;
+        }
+        const r = await writ(srv, [...args, '-o', format]);
+        assert.ok(codes.includes(r.code ?? -1), `writ ${cmd} -o ${format}: exit ${r.code}: ${r.stderr}`);
+        if (format === 'yaml') assert.ok(!isJson(r.stdout), `writ ${cmd} -o yaml printed JSON (YAML parses it too):\n${r.stdout.slice(0, 300)}`);
+        out[format] = format === 'json' ? JSON.parse(r.stdout) : parseYaml(r.stdout);
+      }
+      assert.ok(out.json !== null && typeof out.json === 'object', `${cmd} -o json: ${JSON.stringify(out.json)}`);
+      // admission manifests: JSON wraps the documents in a List, YAML gives them one by one (kubectl apply -f takes both).
+      const json = cmd === 'admission manifests' ? (out.json as { items: unknown[] }).items : out.json;
+      // doctor's messages carry ages ("18s ago"): the two runs agree on the fields and their types.
+      const same = shapeOnly ? shape : stable;
+      assert.deepEqual(same(out.yaml), same(json), `${cmd}: -o yaml and -o json differ`);
+      t.diagnostic(`${cmd}: ${Math.round(performance.now() - t0)} ms`);
     }
-    assert.equal(JSON.parse((await writ(srv, ['policy', 'get', 'o-orders', '-o', 'json'])).stdout).metadata.name, 'o-orders');
+    for (const [cmd, says] of Object.entries(ONE_FORMAT)) {
+      const words = cmd.split(' ');
+      assert.match((await writ(undefined, [...words, '--help'])).stdout.replace(/\s+/g, ' '), says, `${cmd} --help says why -o is not honoured`);
+      const y = await writ(srv, [...words, '-o', 'yaml']);
+      assert.equal(y.code, 0, y.stderr);
+      assert.doesNotThrow(() => JSON.parse(y.stdout), `${cmd} -o yaml prints its JSON document: ${y.stdout.slice(0, 200)}`);
+    }
+    for (const [cmd, file] of Object.entries(ELSEWHERE)) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      assert.ok(text.includes(`'${cmd.split(' ').join("', '")}'`) && text.includes("'-o', 'json'"), `${file} runs ${cmd} with -o json`);
+    }
   });
 });
 

@@ -444,6 +444,22 @@ describe('writ proxy', () => {
     assert.equal(deny['reporter'], 'spiffe://e2e.test/writ/agent/px');
   });
 
+  it('the decisionId of a 403 from writ proxy is the decision `writ decisions show ID` prints', async () => {
+    const post = await curl('web', ['-X', 'POST']);
+    assert.equal(status(post), '403', post.stdout);
+    const id = String(body(post)['decisionId']);
+    const shown = await waitFor('the 403 in the decision log', async () => {
+      const r = await writ(srv, ['decisions', 'show', id]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    for (const said of ['deny', 'NO_MATCHING_ALLOW', WEB, ORDERS, 'POST /v1/orders/7']) assert.ok(shown.includes(said), `${said} in:\n${shown}`);
+    const j = JSON.parse((await ok(srv, ['decisions', 'show', id, '-o', 'json'])).stdout) as Record<string, unknown>;
+    assert.deepEqual(
+      [j['id'], j['decision'], j['reason'], j['from'], j['to'], j['action']],
+      [id, 'deny', 'NO_MATCHING_ALLOW', WEB, ORDERS, 'POST /v1/orders/7'],
+    );
+  });
+
   it('outbound refuses a server that is not the expected SPIFFE ID', async () => {
     const r = await run('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${port['impostor']}/v1/orders/7`]);
     assert.equal(status(r), '502');
@@ -958,15 +974,26 @@ describe('writ proxy waiting for its identity says why, and gives up after --wai
    * Runs `writ proxy` with `args` and a 7 s --wait-timeout to its exit: what it said while waiting
    * (its "waiting for" log lines) and its last words.
    */
-  async function waiting(args: string[]): Promise<{ code: number | null; waits: Array<Record<string, unknown>>; stderr: string }> {
+  async function waiting(
+    args: string[],
+  ): Promise<{ code: number | null; first: Record<string, unknown> | undefined; waits: Array<Record<string, unknown>>; stderr: string }> {
     const listen = `127.0.0.1:${await freePort()}=127.0.0.1:1`;
     const r = await run(process.execPath, [WRIT, 'proxy', ...args, '--inbound', listen, '--wait-timeout', '7s'], { timeoutMs: 60_000 });
-    const waits = r.stdout
+    const lines = r.stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter((l) => String(l['msg']).startsWith('waiting for'));
-    return { code: r.code, waits, stderr: r.stderr };
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const waits = lines.filter((l) => String(l['msg']).startsWith('waiting for'));
+    return { code: r.code, first: lines[0], waits, stderr: r.stderr };
+  }
+
+  /** The proxy's first line is its start; its first "waiting for" line follows within a second, both by the proxy's own clock. */
+  function assertSaidWithinASecond(r: { first: Record<string, unknown> | undefined; waits: Array<Record<string, unknown>> }, waitTimeoutMs: number): void {
+    const what = JSON.stringify(r);
+    assert.equal(r.first?.['msg'], 'writ proxy starting', what);
+    assert.equal(r.first?.['waitTimeoutMs'], waitTimeoutMs, what);
+    const after = Date.parse(String(r.waits[0]?.['time'])) - Date.parse(String(r.first?.['time']));
+    assert.ok(after >= 0 && after <= 1000, `the first "waiting for" line came ${after} ms after the start: ${what}`);
   }
 
   /**
@@ -976,6 +1003,7 @@ describe('writ proxy waiting for its identity says why, and gives up after --wai
   function assertWaited(r: Awaited<ReturnType<typeof waiting>>, socket: string, reason: RegExp): void {
     const what = JSON.stringify(r);
     assert.equal(r.code, 1, what);
+    assertSaidWithinASecond(r, 7000);
     assert.ok(r.waits.length >= 2 && r.waits.length <= 4, `said it ${r.waits.length} times: ${what}`);
     for (const w of r.waits) {
       assert.equal(w['socket'], `unix://${socket}`, what);
@@ -1001,6 +1029,33 @@ describe('writ proxy waiting for its identity says why, and gives up after --wai
       assertWaited(a, missing, /no such socket/);
       assertWaited(b, dead, /connection refused/);
     } finally {
+      cleanup(dir);
+    }
+  });
+
+  it('without --wait-timeout it waits 60 s (its help and its first line say so), saying why within a second', async () => {
+    assert.match((await run(process.execPath, [WRIT, 'proxy', '--help'])).stdout.replace(/\s+/g, ' '), /--wait-timeout <duration> .*\(default: "60s"\)/);
+    const dir = mkdtempSync(join(tmpdir(), 'writ-proxy-wait-'));
+    const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', join(dir, 'missing.sock'), '--inbound', `127.0.0.1:${await freePort()}=127.0.0.1:1`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_TEST_CONTEXT: '' },
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      const lines = await waitFor('its start and first "waiting for" line', async () => {
+        const ls = out
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        return ls.some((l) => String(l['msg']).startsWith('waiting for')) ? ls : undefined;
+      });
+      assertSaidWithinASecond({ first: lines[0], waits: lines.filter((l) => String(l['msg']).startsWith('waiting for')) }, 60_000);
+      assert.equal(child.exitCode, null, 'still waiting');
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
       cleanup(dir);
     }
   });

@@ -724,6 +724,8 @@ export function buildProgram(): Command {
         const outbound = (f.outbound ?? []).map((x) => parseOutbound(x, f.outboundMode));
         if (workers > 1 && cluster.isPrimary) return runProxyWorkers(cluster, workers, log);
         const proxy = new WritProxy({ endpoint, ...(f.spiffeId ? { spiffeId: f.spiffeId } : {}), inbound, outbound, log, waitTimeoutMs });
+        // Its first line: when it began to wait, and for how long it will (the "waiting for" lines follow within a second).
+        log.info({ socket: endpoint, waitTimeoutMs }, 'writ proxy starting');
         let ports: Awaited<ReturnType<typeof proxy.start>>;
         try {
           ports = await proxy.start();
