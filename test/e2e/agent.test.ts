@@ -21,6 +21,7 @@ import {
   writ,
   type AgentProcess,
   type ServerProcess,
+  pythonStubs,
 } from './helpers.ts';
 
 let srv: ServerProcess;
@@ -49,16 +50,7 @@ before(async () => {
   const sockDir = mkdtempSync(join(tmpdir(), 'writ-sock-'));
   chmodSync(sockDir, 0o755);
   agent = await startAgentProcess(srv, { joinToken: token, socket: join(sockDir, 'api.sock') });
-  stubs = mkdtempSync(join(tmpdir(), 'writ-pystubs-'));
-  const gen = await run(DEBIAN_PYTHON, [
-    '-m',
-    'grpc_tools.protoc',
-    `-I${join(ROOT, 'test/e2e/fixtures')}`,
-    `--python_out=${stubs}`,
-    `--grpc_python_out=${stubs}`,
-    'workload.proto',
-  ]);
-  assert.equal(gen.code, 0, gen.stderr);
+  stubs = await pythonStubs('workload.proto', 'test/e2e/fixtures');
   chmodSync(stubs, 0o755);
 });
 

@@ -31,6 +31,7 @@ import {
   type AgentProcess,
   type RunResult,
   type ServerProcess,
+  pythonStubs,
 } from './helpers.ts';
 
 let srv: ServerProcess;
@@ -452,16 +453,7 @@ describe('decisions, policy apply, --wait, version and doctor against the real s
     ]);
     a = await startAgentProcess(s, { joinToken: (await ok(['token', 'create', '--node-name', 'cli-a'])).stdout.trim() });
     b = await startAgentProcess(s, { joinToken: (await ok(['token', 'create', '--node-name', 'cli-b'])).stdout.trim() });
-    stubs = mkdtempSync(join(tmpdir(), 'writ-cli-stubs-'));
-    const gen = await run(DEBIAN_PYTHON, [
-      '-m',
-      'grpc_tools.protoc',
-      `-I${join(ROOT, 'packages/sdk/proto')}`,
-      `--python_out=${stubs}`,
-      `--grpc_python_out=${stubs}`,
-      'writ_authz.proto',
-    ]);
-    assert.equal(gen.code, 0, gen.stderr);
+    stubs = await pythonStubs('writ_authz.proto');
   });
   after(async () => {
     if (b?.child.exitCode === null) b.child.kill('SIGCONT');
@@ -875,16 +867,7 @@ describe('-o on every read', () => {
       ]),
     ) as { id: string };
     agent = await startAgentProcess(srv, { joinToken: (await ok(['token', 'create', '--node-name', 'o-node'])).trim() });
-    stubs = mkdtempSync(join(tmpdir(), 'writ-cli-o-stubs-'));
-    const gen = await run(DEBIAN_PYTHON, [
-      '-m',
-      'grpc_tools.protoc',
-      `-I${join(ROOT, 'packages/sdk/proto')}`,
-      `--python_out=${stubs}`,
-      `--grpc_python_out=${stubs}`,
-      'writ_authz.proto',
-    ]);
-    assert.equal(gen.code, 0, gen.stderr);
+    stubs = await pythonStubs('writ_authz.proto');
     const decision = await waitFor('a decision from the agent', async () => {
       const r = await run(DEBIAN_PYTHON, [
         join(ROOT, 'test/e2e/fixtures/authz_client.py'),

@@ -3,8 +3,7 @@
  * writ.authz.v1.Authorizer driven by Python grpcio.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +22,7 @@ import {
   type AgentProcess,
   type RunResult,
   type ServerProcess,
+  pythonStubs,
 } from './helpers.ts';
 import { CALLER, CASES, assertCheckAnswer, tablePolicy } from './enforcement-cases.ts';
 
@@ -50,16 +50,7 @@ before(async () => {
   assert.equal((await ok(['entry', 'create', '--spiffe-id', ME, '--parent-id', 'spiffe://e2e.test/writ/agent/enf', '--selector', 'unix:uid:0'])).code, 0);
   const token = JSON.parse((await ok(['token', 'create', '--node-name', 'enf', '-o', 'json'])).stdout).token as string;
   agent = await startAgentProcess(srv, { joinToken: token });
-  stubs = mkdtempSync(join(tmpdir(), 'writ-authz-stubs-'));
-  const gen = await run(DEBIAN_PYTHON, [
-    '-m',
-    'grpc_tools.protoc',
-    `-I${join(ROOT, 'packages/sdk/proto')}`,
-    `--python_out=${stubs}`,
-    `--grpc_python_out=${stubs}`,
-    'writ_authz.proto',
-  ]);
-  assert.equal(gen.code, 0, gen.stderr);
+  stubs = await pythonStubs('writ_authz.proto');
 });
 after(async () => {
   await agent.stop();

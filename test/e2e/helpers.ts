@@ -343,3 +343,11 @@ export async function serverWithAgent(spiffeId: string, node: string): Promise<{
     },
   };
 }
+
+/** Python gRPC stubs of `proto` (in `dir`, relative to the checkout) in a new temp directory, made by Debian's grpc_tools. */
+export async function pythonStubs(proto: string, dir = 'packages/sdk/proto'): Promise<string> {
+  const stubs = mkdtempSync(join(tmpdir(), 'writ-pystubs-'));
+  const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, dir)}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, proto]);
+  if (gen.code !== 0) throw new Error(`grpc_tools.protoc ${proto}: ${gen.stderr}`);
+  return stubs;
+}

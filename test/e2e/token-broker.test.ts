@@ -26,6 +26,7 @@ import {
   writ,
   type AgentProcess,
   type ServerProcess,
+  pythonStubs,
 } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test';
@@ -162,17 +163,8 @@ describe('TokenBroker through the agent', () => {
   });
 
   it('a grpcio client generated from writ_broker.proto speaks the same messages (served from the cache, refusals as statuses)', async () => {
-    const stubs = mkdtempSync(join(tmpdir(), 'writ-broker-stubs-'));
+    const stubs = await pythonStubs('writ_broker.proto');
     try {
-      const gen = await run(DEBIAN_PYTHON, [
-        '-m',
-        'grpc_tools.protoc',
-        `-I${join(ROOT, 'packages/sdk/proto')}`,
-        `--python_out=${stubs}`,
-        `--grpc_python_out=${stubs}`,
-        'writ_broker.proto',
-      ]);
-      assert.equal(gen.code, 0, gen.stderr);
       const py = async (...args: string[]): Promise<Record<string, unknown>> => {
         const r = await run(DEBIAN_PYTHON, [join(ROOT, 'test/e2e/fixtures/broker_client.py'), stubs, agent.socket, ...args]);
         assert.equal(r.code, 0, r.stderr);
