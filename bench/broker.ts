@@ -202,6 +202,7 @@ async function throughAgent(seconds: number, dir: string, url: string, json: (pa
   const child = spawn(
     process.execPath,
     [
+      ...(process.env['BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROFILE']}`] : []),
       new URL('../packages/cli/bin/writ.js', import.meta.url).pathname,
       'agent',
       'start',

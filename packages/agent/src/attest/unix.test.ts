@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { isWritError } from '@writ/spiffe';
-import { attestUnix, exeIdentity, processStartTime } from './unix.ts';
+import { attestUnix, exeIdentity, names, processStartTime } from './unix.ts';
 
 describe('unix workload attestor', () => {
   it('attests this very process from the real /proc', async () => {
@@ -55,5 +55,25 @@ describe('unix workload attestor', () => {
       (e) => isWritError(e, 'ERR_FORBIDDEN') && /another executable than when it connected/.test(e.message),
     );
     rmSync(proc, { recursive: true, force: true });
+  });
+});
+
+describe('user and group names', () => {
+  it('are read again when the file changes (same size, new times), and not offered when it is gone', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-names-'));
+    try {
+      const f = join(dir, 'passwd');
+      writeFileSync(f, 'alice:x:1001:1001::/home/alice:/bin/sh\n');
+      assert.equal(names(f).get(1001), 'alice');
+      writeFileSync(f, 'carol:x:1001:1001::/home/alice:/bin/sh\n'); // same length
+      // File times tick at the kernel's coarse clock (a few ms): a rewrite that fast may keep them, so this one is set.
+      const later = new Date(Date.now() + 10_000);
+      utimesSync(f, later, later);
+      assert.equal(names(f).get(1001), 'carol', 'a renamed user is seen at once');
+      rmSync(f);
+      assert.equal(names(f).size, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
