@@ -9,6 +9,7 @@ const BENCHES = {
   admission: './admission.ts',
   broker: './broker.ts',
   vuln: './vuln.ts',
+  spire: './spire.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

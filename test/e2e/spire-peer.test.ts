@@ -466,7 +466,11 @@ spec:
       assert.equal(denied.out['status'], 403, denied.raw);
       const body = denied.out['body'] as { code: string; decisionId: string };
       assert.equal(body.code, 'NO_MATCHING_ALLOW', 'refused by policy: nothing allows this path');
-      const shown = JSON.parse((await ok(['decisions', 'show', body.decisionId, '-o', 'json'])).stdout) as { from: string; to: string; decision: string };
+      // The agent reports decisions in batches: the deny reaches the server's log a moment later.
+      const shown = await waitFor('the deny in the decision log', async () => {
+        const r = await writ(srv, ['decisions', 'show', body.decisionId, '-o', 'json']);
+        return r.code === 0 ? (JSON.parse(r.stdout) as { from: string; to: string; decision: string }) : undefined;
+      });
       assert.deepEqual([shown.from, shown.to, shown.decision], [SPIRE_CLIENT_ID, WRIT_API, 'deny']);
 
       // Writ -> SPIRE: plain HTTP into the outbound listener; the proxy checks the SPIRE peer's ID and the SPIRE side checks Writ's.

@@ -55,14 +55,27 @@ export interface SvidManagerOptions {
 export class SvidManager {
   readonly #o: SvidManagerOptions;
   #running: Promise<void> | undefined;
+  #again: Promise<void> | undefined;
 
   constructor(opts: SvidManagerOptions) {
     this.#o = opts;
   }
 
-  /** One round; a round already running is joined, not doubled. */
+  /**
+   * One round. A call while a round runs gets one more round right after it (calls meanwhile share
+   * it): the running round chose what was due before this call's entries arrived, and leaving
+   * them to the next tick held a batch of new entries back by up to a second.
+   */
   rotate(s: AgentState): Promise<void> {
-    this.#running ??= this.#round(s).finally(() => (this.#running = undefined));
+    if (this.#running) {
+      const next = (): Promise<void> => {
+        this.#again = undefined;
+        return this.rotate(s);
+      };
+      this.#again ??= this.#running.then(next, next);
+      return this.#again;
+    }
+    this.#running = this.#round(s).finally(() => (this.#running = undefined));
     return this.#running;
   }
 

@@ -9,6 +9,7 @@
 //	gospiffe validate -socket S -audience A         the token on stdin through workloadapi.ValidateJWTSVID and jwtsvid.ParseAndValidate
 //	gospiffe client   -socket S -authorize ID -url U [-http2]  an HTTPS GET with tlsconfig.MTLSClientConfig(AuthorizeID(ID))
 //	gospiffe serve    -socket S -authorize ID -listen A  an HTTPS server with tlsconfig.MTLSServerConfig(AuthorizeID(ID))
+//	gospiffe watch    -socket S                     workloadapi.WatchX509Context: one line per update, the SPIFFE IDs held (until killed)
 package main
 
 import (
@@ -100,6 +101,8 @@ func main() {
 		clientCmd(client, mustID(*authorize), *url, *http2)
 	case "serve":
 		serveCmd(client, mustID(*authorize), *listen)
+	case "watch":
+		watchCmd(addr)
 	default:
 		fail(fmt.Errorf("unknown command %q", cmd))
 	}
@@ -417,3 +420,30 @@ var (
 	_ x509bundle.Source = (*workloadapi.X509Source)(nil)
 	_ jwtbundle.Source  = (*workloadapi.JWTSource)(nil)
 )
+
+// idWatcher prints the SPIFFE IDs of every X.509 context the Workload API streams.
+type idWatcher struct{}
+
+func (idWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	ids := make([]string, 0, len(c.SVIDs))
+	for _, s := range c.SVIDs {
+		ids = append(ids, s.ID.String())
+	}
+	sort.Strings(ids)
+	emit(map[string]any{"event": "update", "ids": ids})
+}
+
+func (idWatcher) OnX509ContextWatchError(err error) {
+	// "no identity issued" while nothing is registered yet: the stream goes on.
+	emit(map[string]string{"event": "watch-error", "error": err.Error()})
+}
+
+func watchCmd(addr string) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	emit(map[string]string{"event": "watching"})
+	err := workloadapi.WatchX509Context(ctx, idWatcher{}, workloadapi.WithAddr(addr))
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fail(err)
+	}
+}
