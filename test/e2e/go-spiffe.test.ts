@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  ROOT,
   WRIT,
   applyPolicy,
   cleanup,
@@ -31,8 +30,8 @@ import {
   type RunResult,
   type ServerProcess,
 } from './helpers.ts';
+import { GOSPIFFE, gospiffe as runGospiffe, spawnGospiffe, type GoResult } from './gospiffe.ts';
 
-const GOSPIFFE = join(ROOT, 'test/go/bin/gospiffe');
 const TD = 'spiffe://e2e.test/ns';
 /** The go-spiffe client workload (uid 1005), federating with partner.test. */
 const GO_CLIENT = `${TD}/go/sa/client`;
@@ -61,61 +60,11 @@ const port: Record<string, number> = {};
 /** The go-spiffe servers: `ok` authorizes WEB (the proxy's identity), `strict` only an ID nobody has. */
 const goServers: Record<string, { addr: string; lines: Array<Record<string, string>> }> = {};
 
-interface GoResult {
-  readonly code: number | null;
-  readonly out: Record<string, unknown>;
-  readonly raw: RunResult;
-}
-
 /** The go-spiffe program as `uid` against the agent's socket; its one JSON line parsed. */
-async function gospiffe(uid: number, args: string[], input?: string): Promise<GoResult> {
-  const raw = await run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', agent.socket, ...args.slice(1)], {
-    timeoutMs: 90_000,
-    ...(input !== undefined ? { input } : {}),
-  });
-  let out: Record<string, unknown> = {};
-  try {
-    out = JSON.parse(raw.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>;
-  } catch {
-    assert.fail(`gospiffe ${args.join(' ')} printed no JSON (exit ${raw.code}): ${raw.stdout}${raw.stderr}`);
-  }
-  return { code: raw.code, out, raw };
-}
+const gospiffe = (uid: number, args: string[], input?: string): Promise<GoResult> => runGospiffe(uid, agent.socket, args, input);
 
 /** A long-running go-spiffe command as `uid`: resolves with its JSON lines so far once `ready` says so. */
-function spawnGo(
-  uid: number,
-  args: string[],
-  ready: (line: Record<string, string>) => boolean,
-): Promise<{ child: ChildProcess; lines: Array<Record<string, string>> }> {
-  const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', agent.socket, ...args.slice(1)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const lines: Array<Record<string, string>> = [];
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const text = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let line: Record<string, string>;
-        try {
-          line = JSON.parse(text) as Record<string, string>;
-        } catch {
-          return reject(new Error(`gospiffe ${args[0]} printed a line that is not JSON: ${text}`));
-        }
-        lines.push(line);
-        if (ready(line)) resolve({ child, lines });
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`gospiffe ${args[0]} exited ${code}: ${JSON.stringify(lines)} ${err}`)));
-  });
-}
+const spawnGo = (uid: number, args: string[], ready: (line: Record<string, string>) => boolean) => spawnGospiffe(uid, agent.socket, args, children, ready);
 
 /** `writ proxy` as root (ORDERS and WEB are uid 0's identities); resolves once it listens. */
 async function startProxy(args: string[]): Promise<ChildProcess> {

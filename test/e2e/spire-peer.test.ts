@@ -33,11 +33,11 @@ import {
   type RunResult,
   type ServerProcess,
 } from './helpers.ts';
+import { GOSPIFFE, gospiffe, spawnGospiffe } from './gospiffe.ts';
 
 const BIN = join(ROOT, 'test/go/bin');
 const SPIRE_SERVER = join(BIN, 'spire-server');
 const SPIRE_AGENT = join(BIN, 'spire-agent');
-const GOSPIFFE = join(BIN, 'gospiffe');
 const FIXTURES = join(ROOT, 'test/e2e/fixtures/spire');
 const missing = [SPIRE_SERVER, SPIRE_AGENT, GOSPIFFE].filter((f) => !existsSync(f));
 const SKIP = missing.length
@@ -47,6 +47,11 @@ const SKIP = missing.length
 const NODE_ID = 'spiffe://spire.test/node/writ-e2e';
 const WORKLOAD_ID = 'spiffe://spire.test/workload/go';
 const WORKLOAD_UID = 1009;
+/** The workloads of the cross-domain tests: a Writ one (uid 1010, and the proxy's as this test's uid) and a SPIRE one (uid 1011). */
+const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
+const WRIT_API = 'spiffe://writ.test/ns/orders/sa/api';
+const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
+const [writUid, spireUid] = [1010, 1011];
 
 let dir: string;
 let serverSock: string;
@@ -91,43 +96,31 @@ async function spire(args: string[]): Promise<RunResult> {
   return r;
 }
 
-/** gospiffe as `uid` against `socket`: its last JSON line. */
-async function gospiffe(uid: number, socket: string, args: string[]): Promise<{ code: number | null; out: Record<string, unknown>; raw: string }> {
-  const r = await run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, args[0]!, '-socket', socket, ...args.slice(1)], {
-    timeoutMs: 90_000,
-  });
-  const raw = r.stdout + r.stderr;
-  try {
-    return { code: r.code, out: JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>, raw };
-  } catch {
-    return assert.fail(`gospiffe ${args.join(' ')} printed no JSON (exit ${r.code}): ${raw}`);
-  }
+/** `writ ARGS` against `srv`; fails the test on a non-zero exit. */
+async function writOk(srv: ServerProcess, args: string[]): Promise<RunResult> {
+  const r = await writ(srv, args);
+  assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
+  return r;
 }
 
-/** A long-running gospiffe as `uid`: resolves with its lines so far once one has `event: listening`. */
-function serveGo(uid: number, socket: string, args: string[]): Promise<Array<Record<string, string>>> {
-  const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', GOSPIFFE, 'serve', '-socket', socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const lines: Array<Record<string, string>> = [];
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buf.slice(0, i)) as Record<string, string>;
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        if (line['event'] === 'listening') resolve(lines);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`gospiffe serve exited ${code}: ${JSON.stringify(lines)} ${err}`)));
-  });
-}
+/** SPIRE's federation relationship with writ.test (`create` or `update`), the endpoint authenticated as `endpointId`. */
+const spireFederation = (verb: 'create' | 'update', endpoint: string, endpointId: string): Promise<RunResult> =>
+  spire([
+    'federation',
+    verb,
+    '-trustDomain',
+    'writ.test',
+    '-bundleEndpointURL',
+    endpoint,
+    '-bundleEndpointProfile',
+    'https_spiffe',
+    '-endpointSpiffeID',
+    endpointId,
+  ]);
+
+/** A long-running `gospiffe serve` as `uid`: its lines so far once one has `event: listening`. */
+const serveGo = async (uid: number, socket: string, args: string[]): Promise<Array<Record<string, string>>> =>
+  (await spawnGospiffe(uid, socket, ['serve', ...args], children, (l) => l['event'] === 'listening')).lines;
 
 /** The trust domains of the X.509 bundles a workload gets, once `td` is among them. */
 const bundlesWith = (uid: number, socket: string, td: string): Promise<Array<{ trustDomain: string; authorities: string[] }>> =>
@@ -198,7 +191,7 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     await spire(['entry', 'create', '-parentID', NODE_ID, '-spiffeID', WORKLOAD_ID, '-selector', `unix:uid:${WORKLOAD_UID}`]);
     // The agent learns of the new entry on its next sync: go-spiffe's X509Source waits for it.
     const r = await gospiffe(WORKLOAD_UID, agentSock, ['x509']);
-    assert.equal(r.code, 0, `gospiffe x509: ${r.raw}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
+    assert.equal(r.code, 0, `gospiffe x509: ${r.raw.stdout}${r.raw.stderr}\nagent log: ${logs['agent']!.join('').slice(-3000)}`);
     const svid = r.out['svid'] as Record<string, unknown>;
     assert.equal(svid['spiffeId'], WORKLOAD_ID);
     assert.equal(svid['bundleTrustDomain'], 'spiffe://spire.test');
@@ -209,11 +202,7 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     // A 4-minute CA: a successor is published at 2 min and signs from 3 min 20 s, which the rotation test waits for.
     writSrv = await startServerProcess({ args: ['--trust-domain', 'writ.test', '--bundle-endpoint-listen', '127.0.0.1:0', '--ca-ttl', '4m'] });
     const srv = writSrv;
-    const ok = async (args: string[]): Promise<RunResult> => {
-      const r = await writ(srv, args);
-      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
-      return r;
-    };
+    const ok = (args: string[]): Promise<RunResult> => writOk(srv, args);
     // Writ -> SPIRE: SPIRE's bundle (SPIFFE format) bootstraps the first fetch.
     const spireBundle = JSON.parse((await spire(['bundle', 'show', '-format', 'spiffe'])).stdout) as BundleDoc;
     writeFileSync(join(dir, 'spire-bundle.json'), JSON.stringify(spireBundle));
@@ -254,50 +243,17 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     });
     writeFileSync(join(dir, 'writ-bundle.json'), JSON.stringify(writBundle));
     await spire(['bundle', 'set', '-format', 'spiffe', '-id', 'spiffe://writ.test', '-path', join(dir, 'writ-bundle.json')]);
-    await spire([
-      'federation',
-      'create',
-      '-trustDomain',
-      'writ.test',
-      '-bundleEndpointURL',
-      endpoint,
-      '-bundleEndpointProfile',
-      'https_spiffe',
-      '-endpointSpiffeID',
-      'spiffe://writ.test/writ/server',
-    ]);
+    await spireFederation('create', endpoint, 'spiffe://writ.test/writ/server');
     const spireCopy = async (): Promise<BundleDoc> => {
       const list = await spire(['bundle', 'list', '-format', 'spiffe', '-id', 'spiffe://writ.test']);
       return JSON.parse(list.stdout.slice(list.stdout.indexOf('{'))) as BundleDoc;
     };
     // SPIRE authenticates Writ's endpoint: under another endpoint SPIFFE ID the fetch is refused.
-    await spire([
-      'federation',
-      'update',
-      '-trustDomain',
-      'writ.test',
-      '-bundleEndpointURL',
-      endpoint,
-      '-bundleEndpointProfile',
-      'https_spiffe',
-      '-endpointSpiffeID',
-      'spiffe://writ.test/not-the-server',
-    ]);
+    await spireFederation('update', endpoint, 'spiffe://writ.test/not-the-server');
     const refused = await run(SPIRE_SERVER, ['federation', 'refresh', '-id', 'writ.test', '-socketPath', serverSock]);
     assert.notEqual(refused.code, 0, 'SPIRE accepted an endpoint with the wrong SPIFFE ID');
     assert.match(refused.stdout + refused.stderr, /not-the-server|unexpected ID|SPIFFE ID/i);
-    await spire([
-      'federation',
-      'update',
-      '-trustDomain',
-      'writ.test',
-      '-bundleEndpointURL',
-      endpoint,
-      '-bundleEndpointProfile',
-      'https_spiffe',
-      '-endpointSpiffeID',
-      'spiffe://writ.test/writ/server',
-    ]);
+    await spireFederation('update', endpoint, 'spiffe://writ.test/writ/server');
     await spire(['federation', 'refresh', '-id', 'writ.test']);
     const spireHeld = await spireCopy();
     assert.deepEqual(x5cs(spireHeld), x5cs(writBundle), "SPIRE holds Writ's CA");
@@ -306,14 +262,7 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
   it('mTLS across the two trust domains: a go-spiffe client with a SPIRE SVID calls a go-spiffe server with a Writ SVID, each trusting the federated bundle', async () => {
     assert.ok(writSrv, 'the federation test starts the Writ server');
     const srv = writSrv;
-    const ok = async (args: string[]): Promise<RunResult> => {
-      const r = await writ(srv, args);
-      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
-      return r;
-    };
-    const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
-    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
-    const [writUid, spireUid] = [1010, 1011];
+    const ok = (args: string[]): Promise<RunResult> => writOk(srv, args);
     await ok([
       'entry',
       'create',
@@ -359,7 +308,7 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     const listening = lines.find((l) => l['event'] === 'listening')!;
     assert.equal(listening['spiffeId'], WRIT_SERVER_ID);
     const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/hello`]);
-    assert.equal(call.code, 0, call.raw);
+    assert.equal(call.code, 0, `${call.raw.stdout}${call.raw.stderr}`);
     assert.equal(call.out['status'], 200);
     assert.equal(call.out['peer'], WRIT_SERVER_ID);
     assert.deepEqual(call.out['body'], { server: WRIT_SERVER_ID, peer: SPIRE_CLIENT_ID, method: 'GET', path: '/v1/hello' });
@@ -373,14 +322,7 @@ describe('SPIRE as a peer', { skip: SKIP }, () => {
     assert.ok(writSrv && writAgent, 'the tests before start the Writ server and agent');
     const srv = writSrv;
     const wa = writAgent;
-    const ok = async (args: string[]): Promise<RunResult> => {
-      const r = await writ(srv, args);
-      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
-      return r;
-    };
-    const WRIT_API = 'spiffe://writ.test/ns/orders/sa/api';
-    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
-    const spireUid = 1011;
+    const ok = (args: string[]): Promise<RunResult> => writOk(srv, args);
     // The proxy runs as this test's uid; its identity is the entry for that uid.
     await ok([
       'entry',
@@ -458,12 +400,12 @@ spec:
       proxyInbound = `https://127.0.0.1:${ports[0]}`;
       const url = (path: string): string => `${proxyInbound}${path}`;
       const allowed = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', url('/v1/orders/7')]);
-      assert.equal(allowed.code, 0, allowed.raw);
+      assert.equal(allowed.code, 0, `${allowed.raw.stdout}${allowed.raw.stderr}`);
       assert.equal(allowed.out['status'], 200);
       assert.equal(allowed.out['peer'], WRIT_API, 'go-spiffe verified the Writ SVID through the federated bundle');
       assert.deepEqual(allowed.out['body'], { app: 'orders', caller: SPIRE_CLIENT_ID, path: '/v1/orders/7' });
       const denied = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', url('/admin')]);
-      assert.equal(denied.out['status'], 403, denied.raw);
+      assert.equal(denied.out['status'], 403, `${denied.raw.stdout}${denied.raw.stderr}`);
       const body = denied.out['body'] as { code: string; decisionId: string };
       assert.equal(body.code, 'NO_MATCHING_ALLOW', 'refused by policy: nothing allows this path');
       // The agent reports decisions in batches: the deny reaches the server's log a moment later.
@@ -488,15 +430,8 @@ spec:
   }, async () => {
     assert.ok(writSrv && writAgent && proxyInbound, 'the tests before start the Writ server, agent and proxy');
     const srv = writSrv;
-    const ok = async (args: string[]): Promise<RunResult> => {
-      const r = await writ(srv, args);
-      assert.equal(r.code, 0, `writ ${args.join(' ')}: ${r.stderr}`);
-      return r;
-    };
+    const ok = (args: string[]): Promise<RunResult> => writOk(srv, args);
     const fp = (b64: string): string => createHash('sha256').update(Buffer.from(b64, 'base64')).digest('hex');
-    const SPIRE_CLIENT_ID = 'spiffe://spire.test/workload/client';
-    const WRIT_SERVER_ID = 'spiffe://writ.test/ns/go/sa/server';
-    const [writUid, spireUid] = [1010, 1011];
     const spireBundle = async (): Promise<string[]> => x5cs(JSON.parse((await spire(['bundle', 'show', '-format', 'spiffe'])).stdout) as BundleDoc);
     const writsCopyOfSpire = async (): Promise<string[]> =>
       x5cs(
@@ -539,8 +474,8 @@ spec:
       180_000,
     );
     // 3. Writ's proxy accepts the SVID of SPIRE's new CA: nobody told Writ about the rotation.
-    const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', 'spiffe://writ.test/ns/orders/sa/api', '-url', `${proxyInbound}/v1/orders/8`]);
-    assert.equal(call.code, 0, call.raw);
+    const call = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_API, '-url', `${proxyInbound}/v1/orders/8`]);
+    assert.equal(call.code, 0, `${call.raw.stdout}${call.raw.stderr}`);
     assert.equal(call.out['status'], 200);
     assert.deepEqual(call.out['body'], { app: 'orders', caller: SPIRE_CLIENT_ID, path: '/v1/orders/8' });
 
@@ -566,7 +501,7 @@ spec:
     const lines = await serveGo(writUid, writAgent.socket, ['-authorize', SPIRE_CLIENT_ID]);
     const listening = lines.find((l) => l['event'] === 'listening')!;
     const back = await gospiffe(spireUid, agentSock, ['client', '-authorize', WRIT_SERVER_ID, '-url', `https://${listening['addr']}/v1/after-rotation`]);
-    assert.equal(back.code, 0, back.raw);
+    assert.equal(back.code, 0, `${back.raw.stdout}${back.raw.stderr}`);
     assert.equal(back.out['peer'], WRIT_SERVER_ID);
     assert.deepEqual(back.out['body'], { server: WRIT_SERVER_ID, peer: SPIRE_CLIENT_ID, method: 'GET', path: '/v1/after-rotation' });
   });
