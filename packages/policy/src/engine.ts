@@ -4,12 +4,24 @@
  * rule list. Semantics, in order: not loaded -> deny; no authenticated caller -> deny; quarantine
  * (either side, unless the caller is break-glass) -> deny; any matching deny -> deny; any matching
  * allow -> allow; otherwise deny. Audit mode computes the same answer but lets the request pass.
+ * Learning (a LearningWindow until its end, or a policy in `mode: learn`) lets every authenticated,
+ * unquarantined call to its destination pass with reason LEARNING, whatever the other policies say:
+ * the decision log then holds every edge observed into it.
  */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import type { Action, Policy, Rule, TokenCondition } from './model.ts';
 import { SegmentTrie, idSegments, matchSegments, normalizePath } from './pattern.ts';
 
-export const REASONS = ['ALLOW_RULE', 'DENY_RULE', 'NO_MATCHING_ALLOW', 'QUARANTINED', 'UNAUTHENTICATED', 'NO_POLICY_LOADED', 'AUDIT_ALLOWED'] as const;
+export const REASONS = [
+  'ALLOW_RULE',
+  'DENY_RULE',
+  'NO_MATCHING_ALLOW',
+  'QUARANTINED',
+  'UNAUTHENTICATED',
+  'NO_POLICY_LOADED',
+  'AUDIT_ALLOWED',
+  'LEARNING',
+] as const;
 export type Reason = (typeof REASONS)[number];
 
 export type ActionRequest =
@@ -211,9 +223,15 @@ export class PolicyEngine {
     let governed = false;
     let enforced = false;
     let nearToken: TokenMismatch | undefined;
+    let learning = false;
     const policies = this.#byTo.collect(idSegments(req.to), this.#scratchPolicies);
     for (let p = 0; p < policies.length; p++) {
       const cp = policies[p]!;
+      if (cp.policy.mode === 'learn') {
+        // An ended window has no effect at all: the destination's own policies decide again.
+        if (cp.policy.until !== undefined && cp.policy.until <= now) continue;
+        learning = true;
+      }
       governed = true;
       if (cp.policy.mode === 'enforce') enforced = true;
       const rules = cp.byFrom.collect(fromSeg, this.#scratchRules);
@@ -244,6 +262,8 @@ export class PolicyEngine {
     // Nothing allows it. Governed only by audit-mode policies: it passes, logged as would-deny.
     else if (governed && !enforced) d = { decision: 'audit-would-deny', allowed: true, reason: 'AUDIT_ALLOWED', rule: undefined, revision };
     else d = { decision: 'deny', allowed: false, reason: 'NO_MATCHING_ALLOW', rule: undefined, revision, ...(nearToken ? { token: nearToken } : {}) };
+    // Learning: it passes; what the policies would have said stays in `decision` and `rule`.
+    if (learning) d = { decision: d.allowed ? d.decision : 'audit-would-deny', allowed: true, reason: 'LEARNING', rule: d.rule, revision };
     // Header (and token) conditions make the answer depend on more than the key: those are not remembered.
     if (!conditional) {
       if (this.#cache.size >= CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
@@ -256,7 +276,10 @@ export class PolicyEngine {
   #onExpiry(now: number): void {
     this.#cache.clear();
     let next = Infinity;
-    for (const p of this.#policies) for (const r of p.rules) if (r.expires !== null && r.expires > now && r.expires < next) next = r.expires;
+    for (const p of this.#policies) {
+      if (p.until !== undefined && p.until > now && p.until < next) next = p.until;
+      for (const r of p.rules) if (r.expires !== null && r.expires > now && r.expires < next) next = r.expires;
+    }
     this.#nextExpiry = next;
   }
 

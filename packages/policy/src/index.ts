@@ -3,6 +3,7 @@ export {
   PolicyError,
   LIMITS,
   MODES,
+  LEARNING_WINDOW_KIND,
   PROTOCOLS,
   type Policy,
   type Rule,
@@ -36,3 +37,14 @@ export {
 export { parseIdPattern, parsePathPattern, normalizePath, matchSegments, SegmentTrie, type Pattern } from './pattern.ts';
 export { runPolicyTests, type PolicyTestResult } from './policy-test.ts';
 export { POLICY_ERROR_CODES } from './errors.ts';
+export {
+  proposePolicy,
+  generalisePath,
+  isIdLikeSegment,
+  siblingParent,
+  type ObservedEdge,
+  type ProposeOptions,
+  type Proposal,
+  type CallerGroup,
+  type Coverage,
+} from './propose.ts';

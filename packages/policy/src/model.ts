@@ -6,7 +6,7 @@
  *   metadata: { name: orders-api }
  *   spec:
  *     to: spiffe://prod.example/ns/orders/sa/api   # identity or pattern
- *     mode: enforce                                # or audit
+ *     mode: enforce                                # or audit, or learn (allow everything, record it)
  *     protocol: any                                # any | http | grpc | tcp
  *     rules:
  *       - effect: allow                            # allow | deny
@@ -20,14 +20,26 @@
  *         # when: [{ token: { scope: orders:read, type: jwt, subject: "spiffe://prod.example/users/*", maxDepth: 2 } }]
  *         mode: audit                              # optional, overrides spec.mode
  *         expires: 2026-12-31T00:00:00Z
+ *
+ * And `kind: LearningWindow` (what `writ learn start` stores): calls to `spec.to` are allowed and
+ * decided with reason LEARNING until `spec.until`, then the destination's own policies decide again.
+ *
+ *   apiVersion: writ.dev/v1
+ *   kind: LearningWindow
+ *   metadata: { name: learn-orders }
+ *   spec: { to: "spiffe://prod.example/ns/orders/**", since: 2026-12-02T18:00:00Z, until: 2026-12-03T18:00:00Z }
  */
 import { isMap, isScalar, isSeq, type Node } from 'yaml';
 import { LIMITS } from './policy-error.ts';
 import { YamlReader } from './yaml-reader.ts';
 import { parseIdPattern, parsePathPattern, type Pattern } from './pattern.ts';
 
-export const MODES = ['enforce', 'audit'] as const;
+/** A policy's modes; `learn` only for a whole policy (spec.mode), a rule takes enforce or audit. */
+export const MODES = ['enforce', 'audit', 'learn'] as const;
 export type Mode = (typeof MODES)[number];
+const RULE_MODES: readonly Mode[] = ['enforce', 'audit'];
+/** The kind of the document `writ learn start` stores; its policy's name is `LearningWindow/NAME`. */
+export const LEARNING_WINDOW_KIND = 'LearningWindow';
 export const PROTOCOLS = ['any', 'http', 'grpc', 'tcp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE', '*'];
@@ -90,6 +102,10 @@ export interface Policy {
   readonly protocol: Protocol;
   readonly rules: readonly Rule[];
   readonly line: number;
+  /** A LearningWindow's end (epoch ms): learning until then, after it the window has no effect. */
+  readonly until?: number;
+  /** A LearningWindow's start (epoch ms), when it says. */
+  readonly since?: number;
 }
 
 export { LIMITS, PolicyError, type PolicyIssue } from './policy-error.ts';
@@ -154,9 +170,43 @@ export function parsePolicies(
     };
   };
 
+  const windowNames = new Map<string, number>();
+  const time = (n: Node | undefined, where: string): number | undefined => {
+    const v = n && isScalar(n) ? n.value : undefined;
+    const t = v instanceof Date ? v.getTime() : typeof v === 'string' && /^\d{4}-\d\d-\d\dT/.test(v) ? Date.parse(v) : NaN;
+    if (!Number.isFinite(t)) return void issue(n, `${where} must be an RFC 3339 time like 2026-12-31T00:00:00Z`);
+    return t;
+  };
   for (const doc of y.documents) {
     const top = doc.fields;
     const kind = doc.kind;
+    if (kind === LEARNING_WINDOW_KIND) {
+      if (top.has('cases')) issue(doc.node, `unknown field "cases" in a ${LEARNING_WINDOW_KIND}`);
+      const api = top.get('apiVersion');
+      if (!isScalar(api) || api.value !== 'writ.dev/v1') issue(api ?? doc.node, 'apiVersion must be writ.dev/v1');
+      const meta = fieldsOf(top.get('metadata'), 'metadata', ['name', 'labels', 'description'], ['name']);
+      const name = y.name(meta, LEARNING_WINDOW_KIND, windowNames, doc.line);
+      const spec = fieldsOf(top.get('spec'), 'spec', ['to', 'since', 'until'], ['to', 'until']);
+      if (!spec) continue;
+      const to = spec.get('to') ? pattern(spec.get('to')!, 'spec.to', parseIdPattern) : undefined;
+      const until = time(spec.get('until'), 'spec.until');
+      const since = spec.get('since') ? time(spec.get('since'), 'spec.since') : undefined;
+      if (until !== undefined && until <= now && !opts.allowExpired)
+        issue(spec.get('until'), `spec.until is in the past (${new Date(until).toISOString()}): the window would never apply`);
+      if (until !== undefined && since !== undefined && since >= until) issue(spec.get('since'), 'spec.since must be before spec.until');
+      if (name !== undefined && to && until !== undefined)
+        policies.push({
+          name: `${LEARNING_WINDOW_KIND}/${name}`,
+          to,
+          mode: 'learn',
+          protocol: 'any',
+          rules: [],
+          line: doc.line,
+          until,
+          ...(since !== undefined ? { since } : {}),
+        });
+      continue;
+    }
     if (kind !== 'AccessPolicy') {
       if (!kind) issue(doc.node, 'the document needs "kind" (AccessPolicy)');
       else {
@@ -179,7 +229,7 @@ export function parsePolicies(
     const to = spec.get('to') ? pattern(spec.get('to')!, 'spec.to', parseIdPattern) : undefined;
     const modeNode = spec.get('mode');
     const mode = (modeNode ? str(modeNode, 'spec.mode') : 'enforce') as Mode;
-    if (modeNode && !MODES.includes(mode)) issue(modeNode, 'spec.mode must be enforce or audit');
+    if (modeNode && !MODES.includes(mode)) issue(modeNode, 'spec.mode must be enforce, audit or learn');
     const protoNode = spec.get('protocol');
     const protocol = (protoNode ? str(protoNode, 'spec.protocol') : 'any') as Protocol;
     if (protoNode && !PROTOCOLS.includes(protocol)) issue(protoNode, `spec.protocol must be one of ${PROTOCOLS.join(', ')}`);
@@ -269,7 +319,8 @@ export function parsePolicies(
         }
         const ruleModeNode = r.get('mode');
         const ruleMode = (ruleModeNode ? str(ruleModeNode, `${w}.mode`) : mode) as Mode;
-        if (ruleModeNode && !MODES.includes(ruleMode)) issue(ruleModeNode, `${w}.mode must be enforce or audit`);
+        if (ruleModeNode && !RULE_MODES.includes(ruleMode))
+          issue(ruleModeNode, `${w}.mode must be enforce or audit (learn is for a whole policy: spec.mode)`);
         let expires: number | null = null;
         const exp = r.get('expires');
         if (exp) {
@@ -290,7 +341,7 @@ export function parsePolicies(
             actions,
             when,
             token,
-            mode: MODES.includes(ruleMode) ? ruleMode : mode,
+            mode: ruleModeNode ? (RULE_MODES.includes(ruleMode) ? ruleMode : 'enforce') : MODES.includes(mode) ? mode : 'enforce',
             expires,
             line: pos(rn).line,
           });
