@@ -297,4 +297,18 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
     version: 17,
     statements: [`CREATE INDEX workloads_image_running ON workloads (image_digest, ended_at, last_seen, owner)`],
   },
+  {
+    // Learning mode (issue 15, section 2): the (caller, action) edges observed into a destination
+    // while it learned (decisions with reason LEARNING), counted as they arrive like decision_edges,
+    // what `writ policy propose` builds a policy from. Cleared when the destination learns anew.
+    version: 18,
+    statements: [
+      `CREATE TABLE learned_edges (
+        to_id TEXT NOT NULL, from_id TEXT NOT NULL, action TEXT NOT NULL,
+        first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, seen BIGINT NOT NULL,
+        PRIMARY KEY (to_id, from_id, action)
+      )`,
+      `CREATE INDEX learned_edges_last_seen ON learned_edges (last_seen)`,
+    ],
+  },
 ];

@@ -41,6 +41,7 @@ import {
   type JoinToken,
   type ChangeStamp,
   type DecisionEdge,
+  type DecisionHit,
   type DecisionQuery,
   type DecisionRecord,
   type ListEntriesQuery,
@@ -665,8 +666,15 @@ export class SqlStore implements Store {
     if (records.length === 0) return;
     await this.#db.transaction(async (tx) => {
       // Edges by caller, callee and action (nested maps: no key string per decision).
-      const edges = new Map<string, Map<string, Map<string, { first: number; last: number; seen: number }>>>();
+      type Edges = Map<string, Map<string, Map<string, { first: number; last: number; seen: number }>>>;
+      const edges: Edges = new Map();
+      // Decisions made while their destination learned, counted again as observed edges.
+      const learned: Edges = new Map();
       const count = (d: DecisionRecord): void => {
+        countOn(edges, d);
+        if (d.reason === 'LEARNING') countOn(learned, d);
+      };
+      const countOn = (edges: Edges, d: DecisionRecord): void => {
         let byTo = edges.get(d.from);
         if (!byTo) edges.set(d.from, (byTo = new Map()));
         let byAction = byTo.get(d.to);
@@ -697,21 +705,57 @@ export class SqlStore implements Store {
         }
         await tx.execute('RELEASE SAVEPOINT decisions_chunk');
       }
-      const list = [...edges].flatMap(([from, byTo]) =>
-        [...byTo].flatMap(([to, byAction]) => [...byAction].map(([action, e]) => ({ from, to, action, ...e }))),
-      );
-      for (let i = 0; i < list.length; i += 200) {
-        const chunk = list.slice(i, i + 200);
-        await tx.execute(
-          `INSERT INTO decision_edges (from_id, to_id, action, first_seen, last_seen, seen) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
-            ON CONFLICT (from_id, to_id, action) DO UPDATE SET seen = decision_edges.seen + excluded.seen,
-              first_seen = CASE WHEN excluded.first_seen < decision_edges.first_seen THEN excluded.first_seen ELSE decision_edges.first_seen END,
-              last_seen = CASE WHEN excluded.last_seen > decision_edges.last_seen THEN excluded.last_seen ELSE decision_edges.last_seen END`,
-          chunk.flatMap((e) => [e.from, e.to, e.action, e.first, e.last, e.seen]),
+      for (const [table, key, counted] of [
+        ['decision_edges', 'from_id, to_id, action', edges],
+        ['learned_edges', 'to_id, from_id, action', learned],
+      ] as const) {
+        const list = [...counted].flatMap(([from, byTo]) =>
+          [...byTo].flatMap(([to, byAction]) => [...byAction].map(([action, e]) => ({ from, to, action, ...e }))),
         );
+        for (let i = 0; i < list.length; i += 200) {
+          const chunk = list.slice(i, i + 200);
+          await tx.execute(
+            `INSERT INTO ${table} (from_id, to_id, action, first_seen, last_seen, seen) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
+              ON CONFLICT (${key}) DO UPDATE SET seen = ${table}.seen + excluded.seen,
+                first_seen = CASE WHEN excluded.first_seen < ${table}.first_seen THEN excluded.first_seen ELSE ${table}.first_seen END,
+                last_seen = CASE WHEN excluded.last_seen > ${table}.last_seen THEN excluded.last_seen ELSE ${table}.last_seen END`,
+            chunk.flatMap((e) => [e.from, e.to, e.action, e.first, e.last, e.seen]),
+          );
+        }
       }
     });
     this.#changed(undefined, { kind: 'decisions' });
+  }
+
+  async listLearnedEdges(q: { readonly to?: string; readonly limit: number }): Promise<DecisionEdge[]> {
+    const rows = await this.#db.query(
+      `SELECT * FROM learned_edges ${q.to !== undefined ? 'WHERE to_id = ?' : ''} ORDER BY seen DESC, to_id, from_id, action LIMIT ?`,
+      q.to !== undefined ? [q.to, q.limit] : [q.limit],
+    );
+    return rows.map(toEdge);
+  }
+
+  async deleteLearnedEdges(toIds: readonly string[]): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < toIds.length; i += 200) {
+      const chunk = toIds.slice(i, i + 200);
+      n += await this.#db.execute(`DELETE FROM learned_edges WHERE to_id IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    }
+    return n > 0 ? this.#changed(n, { kind: 'decisions' }) : 0;
+  }
+
+  async decisionHits(q: { readonly to?: string; readonly since: number; readonly minRevision: number; readonly limit: number }): Promise<DecisionHit[]> {
+    const rows = await this.#db.query(
+      `SELECT to_id, rule, decision, COUNT(*) AS n FROM decisions WHERE at >= ? AND policy_revision >= ? ${q.to !== undefined ? 'AND to_id = ?' : ''}
+        GROUP BY to_id, rule, decision ORDER BY n DESC, to_id, rule, decision LIMIT ?`,
+      [q.since, q.minRevision, ...(q.to !== undefined ? [q.to] : []), q.limit],
+    );
+    return rows.map((r) => ({
+      to: r['to_id'] as string,
+      rule: r['rule'] as string,
+      decision: r['decision'] as DecisionRecord['decision'],
+      count: num(r['n']),
+    }));
   }
 
   async listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]> {
@@ -761,6 +805,7 @@ export class SqlStore implements Store {
       await new Promise((r) => setImmediate(r));
     }
     await this.#db.execute('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
+    await this.#db.execute('DELETE FROM learned_edges WHERE last_seen < ?', [before]);
     return this.#changed(removed, { kind: 'decisions' });
   }
 
@@ -1127,6 +1172,17 @@ async function pruneAdmittedImages(o: AdmittedImagesSql, before: number): Promis
   o.written.clear();
   if (n > 0) o.changed();
   return n;
+}
+
+function toEdge(r: Row): DecisionEdge {
+  return {
+    from: r['from_id'] as string,
+    to: r['to_id'] as string,
+    action: r['action'] as string,
+    firstSeen: num(r['first_seen']),
+    lastSeen: num(r['last_seen']),
+    seen: num(r['seen']),
+  };
 }
 
 function toDecision(r: Row): DecisionRecord {

@@ -391,6 +391,49 @@ for (const factory of STORE_FACTORIES) {
       );
     });
 
+    it('decisions made while learning are counted again on learned edges, once each; hits group by rule and decision', async () => {
+      const to = 'spiffe://e/learned';
+      const d = (id: string, at: number, from: string, action: string, reason = 'LEARNING', decision: 'allow' | 'audit-would-deny' = 'audit-would-deny') => ({
+        id,
+        at,
+        from,
+        to,
+        action,
+        decision,
+        reason,
+        policyRevision: at >= 300 ? 5 : 4,
+        rule: reason === 'ALLOW_RULE' ? 'shop' : '',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
+      await t.store.addDecisions([
+        d('l1', 100, 'spiffe://e/a', 'GET /x'),
+        d('l2', 200, 'spiffe://e/a', 'GET /x'),
+        d('l3', 150, 'spiffe://e/b', 'tcp 1'),
+        d('l4', 300, 'spiffe://e/a', 'GET /x', 'ALLOW_RULE', 'allow'),
+        d('l5', 310, 'spiffe://e/c', 'GET /y', 'AUDIT_ALLOWED'),
+      ]);
+      await t.store.addDecisions([d('l2', 200, 'spiffe://e/a', 'GET /x'), d('l6', 50, 'spiffe://e/a', 'GET /x')]); // l2 retried
+      assert.deepEqual(
+        (await t.store.listLearnedEdges({ to, limit: 10 })).map((e) => [e.from, e.action, e.seen, e.firstSeen, e.lastSeen]),
+        [
+          ['spiffe://e/a', 'GET /x', 3, 50, 200],
+          ['spiffe://e/b', 'tcp 1', 1, 150, 150],
+        ],
+        'only LEARNING decisions, each once',
+      );
+      assert.equal((await t.store.listLearnedEdges({ limit: 1 })).length, 1);
+      assert.deepEqual(
+        (await t.store.decisionHits({ to, since: 0, minRevision: 5, limit: 10 })).map((h) => [h.rule, h.decision, h.count]),
+        [
+          ['', 'audit-would-deny', 1],
+          ['shop', 'allow', 1],
+        ],
+      );
+      assert.equal((await t.store.decisionHits({ to, since: 0, minRevision: 0, limit: 10 })).find((h) => h.rule === '')?.count, 5);
+      assert.equal(await t.store.deleteLearnedEdges([to, 'spiffe://e/none']), 2);
+      assert.deepEqual(await t.store.listLearnedEdges({ to, limit: 10 }), []);
+    });
+
     it('the quarantine version grows with every change of the live set: a write, an expiry, a write over an expired row', async () => {
       const s = t.store;
       const v = (now: number) => s.quarantineVersion(now);
@@ -563,6 +606,8 @@ const READS = new Set([
   'queryDecisions',
   'decisionCursor',
   'listDecisionEdges',
+  'listLearnedEdges',
+  'decisionHits',
   'getFederatedBundle',
   'listFederatedBundles',
   'getDecision',
@@ -760,6 +805,12 @@ for (const factory of STORE_FACTORIES) {
       };
       await expect('putVexDocument', { kind: 'vex' }, () => s.putVexDocument(vexDoc, 5));
       await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
+
+      await s.addDecisions([
+        { id: 'learn-n1', at: 1, from: 'spiffe://e/a', to: 'spiffe://e/learn-n', action: 'GET /', decision: 'allow', reason: 'LEARNING', policyRevision: 1, rule: '', reporter: agent },
+      ]);
+      await expect('deleteLearnedEdges', { kind: 'decisions' }, () => s.deleteLearnedEdges(['spiffe://e/learn-n']));
+      assert.equal(await s.deleteLearnedEdges(['spiffe://e/learn-n']), 0);
 
       heard.length = 0;
       await assert.rejects(s.appendPolicyRevision({ createdAt: 1, createdBy: 't', comment: '', policies: {} }, 0), (e) => isWritError(e, 'ERR_CONFLICT'));

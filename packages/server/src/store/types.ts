@@ -169,6 +169,14 @@ export interface DecisionRecord {
 }
 
 /** A (caller, callee, action) edge of the decision log. */
+export interface DecisionHit {
+  readonly to: string;
+  /** '' when no rule decided (nothing matched). */
+  readonly rule: string;
+  readonly decision: DecisionRecord['decision'];
+  readonly count: number;
+}
+
 export interface DecisionEdge {
   /** '' when the caller was unauthenticated. */
   readonly from: string;
@@ -333,6 +341,15 @@ export interface Store extends AdmittedImagesStore, ImageInventoryStore, Workloa
   listDecisionEdges(q: { readonly since: number; readonly limit: number }): Promise<DecisionEdge[]>;
   /** Removes decisions made before `before` (in batches of `batch`) and edges last seen before it; returns how many decisions. */
   pruneDecisions(before: number, batch?: number): Promise<number>;
+  /** Edges observed while learning (decisions with reason LEARNING), into `to` or into any destination; most seen first. */
+  listLearnedEdges(q: { readonly to?: string; readonly limit: number }): Promise<DecisionEdge[]>;
+  /** Forgets what was learned about these destinations (a new learning window starts afresh); returns how many edges. */
+  deleteLearnedEdges(toIds: readonly string[]): Promise<number>;
+  /**
+   * Decisions per (destination, rule, decision) made since `since` under policy revision
+   * `minRevision` or later, most first: a shadow policy's hit counts.
+   */
+  decisionHits(q: { readonly to?: string; readonly since: number; readonly minRevision: number; readonly limit: number }): Promise<DecisionHit[]>;
 
   setFederatedBundle(bundle: FederatedBundle): Promise<void>;
   getFederatedBundle(trustDomain: string): Promise<FederatedBundle | undefined>;
