@@ -21,6 +21,7 @@ import { registerVulnAnswers } from './vuln-answers.ts';
 import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
+import { registerLearn } from './learn.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1298,6 +1299,7 @@ export function buildProgram(): Command {
   registerVulnGate(program, clientOf);
   registerWorkload(program, clientOf);
   registerFederation(program, clientOf);
+  registerLearn(program, policy, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

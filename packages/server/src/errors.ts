@@ -50,6 +50,10 @@ export const SERVER_ERROR_CODES = {
   ERR_BUNDLE_TRUST_DOMAIN_MISMATCH: 502,
   ERR_BUNDLE_SEQUENCE_STALE: 502,
   ERR_BUNDLE_ENDPOINT_TIMEOUT: 504,
+  // learning mode (issue 15): a window to stop that is not there, a proposal with nothing observed, a promote without a shadow
+  ERR_LEARNING_NOT_FOUND: 404,
+  ERR_NOTHING_LEARNED: 409,
+  ERR_NO_SHADOW_POLICY: 409,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,

@@ -1,7 +1,7 @@
 /** Policy revisions (apply, list, get, history, diff, rollback, delete) and authorization checks. */
 import { WritError, parseSpiffeId } from '@writ/spiffe';
 import { ttlField } from './validate.ts';
-import { PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
+import { LEARNING_WINDOW_KIND, PolicyEngine, checkRequestIds, parseAction, parsePolicies, runPolicyTests, type Policy } from '@writ/policy';
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, parseAdmission, signatureRequirements } from '@writ/admission';
@@ -20,8 +20,12 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
     // A PolicyTest's case names (or an admission document's name) must not be taken for a policy's name.
     .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException|TokenPolicy)\b/m.test(d));
   const out: Record<string, string> = {};
+  const windowDoc = (d: string): boolean => new RegExp(`^kind:\\s*["']?${LEARNING_WINDOW_KIND}\\b`, 'm').test(d);
   for (const p of policies) {
-    const doc = docs.find((d) => new RegExp(`name:\\s*["']?${p.name.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
+    // A LearningWindow's policy is named `LearningWindow/NAME`; its document says NAME.
+    const window = p.name.startsWith(`${LEARNING_WINDOW_KIND}/`);
+    const bare = window ? p.name.slice(LEARNING_WINDOW_KIND.length + 1) : p.name;
+    const doc = docs.find((d) => windowDoc(d) === window && new RegExp(`name:\\s*["']?${bare.replace(/[.]/g, '\\.')}["']?\\s*([,}\\n]|$)`).test(d));
     out[p.name] = `${doc ?? ''}\n`;
   }
   return out;
@@ -272,6 +276,8 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
           };
         }
         const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
+        if (p.until !== undefined)
+          return { name, kind: LEARNING_WINDOW_KIND, to: p.to.source, mode: 'learn', rules: 0, until: new Date(p.until).toISOString(), active: p.until > ctx.clock() };
         return { name, kind: 'AccessPolicy', to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
       });
     return ok({ revision: r.revision, policies });

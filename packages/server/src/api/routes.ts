@@ -44,6 +44,7 @@ import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
+import { learningRoutes } from './learning-routes.ts';
 import { admissionEventRoutes } from './admission-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
@@ -373,6 +374,8 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   });
 
   agentRoutes(ctx, add);
+  // Before policyRoutes: /v1/policies/proposal and /hits are not policies named so.
+  learningRoutes(ctx, add);
   policyRoutes(ctx, add);
   admissionEventRoutes(ctx, add);
   admittedImagesRoutes(ctx, add);
