@@ -828,11 +828,18 @@ const NOT_READS: Record<string, string> = {
   'federation create': 'a write',
   'federation refresh': 'a write (fetches the peer bundle now)',
   'federation delete': 'a write',
+  'learn start': 'a write (a new policy revision)',
+  'learn stop': 'a write (a new policy revision)',
+  'policy promote': 'a write (a new policy revision)',
 };
 /** Reads whose document has one format of its own, whatever -o says (their help says so). */
 const ONE_FORMAT: Record<string, RegExp> = { 'vuln vex export': /The document is JSON whatever -o says \(OpenVEX is JSON\)/ };
 /** Reads that need what this file cannot start; the named file runs them with -o json. */
-const ELSEWHERE: Record<string, string> = { 'image verify': 'test/e2e/image-verify.test.ts' };
+const ELSEWHERE: Record<string, string> = {
+  'image verify': 'test/e2e/image-verify.test.ts',
+  // A proposal needs a destination that learned from real calls (and --apply-shadow is a write).
+  'policy propose': 'test/e2e/learning.test.ts',
+};
 
 describe('-o on every read', () => {
   let agent: AgentProcess | undefined;
@@ -918,6 +925,9 @@ describe('-o on every read', () => {
       'policy diff': { args: ['policy', 'diff', '1'] },
       'policy test': { args: ['policy', 'test', tests] },
       'policy status': { args: ['policy', 'status'] },
+      'policy hits': { args: ['policy', 'hits', '--to', ME] },
+      'learn list': { args: ['learn', 'list'] },
+      'learn edges': { args: ['learn', 'edges', '--to', ME] },
       'decisions query': { args: ['decisions', 'query'] },
       'decisions show': { args: ['decisions', 'show', decision] },
       'decisions tail': { args: ['decisions', 'tail', '--to', ME], stream: true },

@@ -11,7 +11,19 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { PolicyEngine, parseAction, parsePolicies } from '@writ/policy';
-import { WRIT, applyPolicy, cleanup, onFreePorts, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  WRIT,
+  applyPolicy,
+  cleanup,
+  onFreePorts,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 const TD = 'spiffe://e2e.test/ns';
 const ORDERS = `${TD}/orders/sa/api`;
@@ -133,12 +145,12 @@ describe('learning mode: observe, propose, shadow, enforce', () => {
     );
 
     // Propose: the siblings grouped, ID-like segments generalised, covering every observed request.
-    const p = await json<{ yaml: string; name: string; coverage: { requests: number; allowed: number; deniedEdges: number }; groups: Array<{ pattern: string }> }>([
-      'policy',
-      'propose',
-      '--to',
-      ORDERS,
-    ]);
+    const p = await json<{
+      yaml: string;
+      name: string;
+      coverage: { requests: number; allowed: number; deniedEdges: number };
+      groups: Array<{ pattern: string }>;
+    }>(['policy', 'propose', '--to', ORDERS]);
     assert.equal(p.name, 'orders', "named as the destination's own policy, which it replaces");
     assert.deepEqual(
       p.groups.map((g) => g.pattern),

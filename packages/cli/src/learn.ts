@@ -146,36 +146,39 @@ export function registerLearn(program: Command, policy: Command, clientOf: Clien
     .option('--min-count <n>', 'leave out a (caller, action) seen fewer times than this')
     .option('--min-share <fraction>', 'leave out a (caller, action) with a smaller share of all requests, e.g. 0.0001')
     .option('--diff', 'show it as a diff against the current policy for that destination')
-    .option('--apply-shadow', "apply it in audit mode (replacing the destination's own policy, ending its learning window); see policy hits, then policy promote")
+    .option(
+      '--apply-shadow',
+      "apply it in audit mode (replacing the destination's own policy, ending its learning window); see policy hits, then policy promote",
+    )
     .option('--wait [timeout]', `with --apply-shadow: ${WAIT_HELP}`)
-    .action(
-      async (f: { to: string; minCount?: string; minShare?: string; diff?: boolean; applyShadow?: boolean; wait?: string | true }, cmd: Command) => {
-        const { api, format } = clientOf(cmd);
-        const startedAt = Date.now();
-        const res = f.applyShadow
-          ? await api.call<ProposalJson>('POST', '/v1/policies/shadow', {
+    .action(async (f: { to: string; minCount?: string; minShare?: string; diff?: boolean; applyShadow?: boolean; wait?: string | true }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const startedAt = Date.now();
+      const res = f.applyShadow
+        ? await api.call<ProposalJson>('POST', '/v1/policies/shadow', {
+            to: f.to,
+            ...(f.minCount !== undefined ? { minCount: f.minCount } : {}),
+            ...(f.minShare !== undefined ? { minShare: f.minShare } : {}),
+          })
+        : await api.call<ProposalJson>(
+            'GET',
+            `/v1/policies/proposal?${new URLSearchParams({
               to: f.to,
               ...(f.minCount !== undefined ? { minCount: f.minCount } : {}),
               ...(f.minShare !== undefined ? { minShare: f.minShare } : {}),
-            })
-          : await api.call<ProposalJson>(
-              'GET',
-              `/v1/policies/proposal?${new URLSearchParams({
-                to: f.to,
-                ...(f.minCount !== undefined ? { minCount: f.minCount } : {}),
-                ...(f.minShare !== undefined ? { minShare: f.minShare } : {}),
-              })}`,
-            );
-        if (format !== 'table') print(format, res);
-        else {
-          process.stdout.write(f.diff ? `--- ${res.current ?? '(no policy for this destination)'}\n+++ ${res.name} (proposed)\n${res.diff.join('\n')}\n` : res.yaml);
-          process.stderr.write(coverageText(res.coverage));
-          if (res.truncated) process.stderr.write('only the most seen 100,000 edges were looked at\n');
-          if (res.revision !== undefined) process.stderr.write(`applied ${res.name} in audit mode (shadow): revision ${res.revision}\n`);
-        }
-        if (res.revision !== undefined) await waitIfAsked(api, f.wait, res.revision, startedAt);
-      },
-    );
+            })}`,
+          );
+      if (format !== 'table') print(format, res);
+      else {
+        process.stdout.write(
+          f.diff ? `--- ${res.current ?? '(no policy for this destination)'}\n+++ ${res.name} (proposed)\n${res.diff.join('\n')}\n` : res.yaml,
+        );
+        process.stderr.write(coverageText(res.coverage));
+        if (res.truncated) process.stderr.write('only the most seen 100,000 edges were looked at\n');
+        if (res.revision !== undefined) process.stderr.write(`applied ${res.name} in audit mode (shadow): revision ${res.revision}\n`);
+      }
+      if (res.revision !== undefined) await waitIfAsked(api, f.wait, res.revision, startedAt);
+    });
   policy
     .command('hits')
     .description("per-rule hit counts of a destination's policy since its current version: allowed, would deny (audit), denied, and no rule matched")

@@ -319,8 +319,7 @@ export function parsePolicies(
         }
         const ruleModeNode = r.get('mode');
         const ruleMode = (ruleModeNode ? str(ruleModeNode, `${w}.mode`) : mode) as Mode;
-        if (ruleModeNode && !RULE_MODES.includes(ruleMode))
-          issue(ruleModeNode, `${w}.mode must be enforce or audit (learn is for a whole policy: spec.mode)`);
+        if (ruleModeNode && !RULE_MODES.includes(ruleMode)) issue(ruleModeNode, `${w}.mode must be enforce or audit (learn is for a whole policy: spec.mode)`);
         let expires: number | null = null;
         const exp = r.get('expires');
         if (exp) {

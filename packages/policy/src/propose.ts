@@ -144,7 +144,8 @@ function actionsYaml(actions: readonly GenAction[]): Array<Record<string, unknow
     l.push(path);
   }
   const out: Array<Record<string, unknown>> = [];
-  const chunks = <T>(l: readonly T[]): T[][] => Array.from({ length: Math.ceil(l.length / LIMITS.listItems) }, (_, i) => l.slice(i * LIMITS.listItems, (i + 1) * LIMITS.listItems));
+  const chunks = <T>(l: readonly T[]): T[][] =>
+    Array.from({ length: Math.ceil(l.length / LIMITS.listItems) }, (_, i) => l.slice(i * LIMITS.listItems, (i + 1) * LIMITS.listItems));
   for (const [k, paths] of [...pathsByMethods].sort((x, y) => x[0].localeCompare(y[0])))
     for (const c of chunks(paths)) out.push({ methods: k.split(','), paths: c });
   for (const c of chunks([...grpc].sort())) out.push({ grpc: c });
@@ -195,7 +196,15 @@ export function proposePolicy(edges: readonly ObservedEdge[], o: ProposeOptions)
   const weight = new Map<string, number>();
   for (const [caller, m] of byCaller) {
     const acts = [...m.values()].filter((x) => x.seen >= minCount && (requests === 0 || x.seen / requests >= minShare));
-    if (acts.length) kept.set(caller, acts.map((x) => x.action)), weight.set(caller, acts.reduce((n, x) => n + x.seen, 0));
+    if (acts.length)
+      kept.set(
+        caller,
+        acts.map((x) => x.action),
+      ),
+        weight.set(
+          caller,
+          acts.reduce((n, x) => n + x.seen, 0),
+        );
   }
   // Siblings grouped under their parent, one level only.
   const byParent = new Map<string, string[]>();

@@ -116,12 +116,22 @@ export function learningRoutes(ctx: ApiContext, add: AddRoute): void {
     const name = current?.name ?? windowName(o.to.source).replace(/^learn-/, 'learned-');
     const p = proposePolicy(
       edges.map((e) => ({ from: e.from, to: e.to, action: e.action, seen: e.seen })),
-      { to: o.to.source, name, mode: o.mode, ...(o.minCount !== undefined ? { minCount: o.minCount } : {}), ...(o.minShare !== undefined ? { minShare: o.minShare } : {}) },
+      {
+        to: o.to.source,
+        name,
+        mode: o.mode,
+        ...(o.minCount !== undefined ? { minCount: o.minCount } : {}),
+        ...(o.minShare !== undefined ? { minShare: o.minShare } : {}),
+      },
     );
     if (!p.policy)
-      throw new WritError('ERR_NOTHING_LEARNED', `no observed edge into ${o.to.source.slice(0, 300)} is left to allow (every one is below --min-count/--min-share, or has no caller identity)`, {
-        field: 'to',
-      });
+      throw new WritError(
+        'ERR_NOTHING_LEARNED',
+        `no observed edge into ${o.to.source.slice(0, 300)} is left to allow (every one is below --min-count/--min-share, or has no caller identity)`,
+        {
+          field: 'to',
+        },
+      );
     return { rev, current, name, proposal: p };
   };
   const proposalJson = (r: Awaited<ReturnType<typeof propose>>, to: string) => ({
@@ -160,16 +170,31 @@ export function learningRoutes(ctx: ApiContext, add: AddRoute): void {
       const current = await ctx.store.getPolicyRevision();
       if (o['keep'] !== true) await ctx.store.deleteLearnedEdges([...new Set((await observed(to)).map((e) => e.to))]);
       const rev = await write(current, { ...(current?.policies ?? {}), [`${WINDOW_PREFIX}${name}`]: yaml }, req.role ?? 'operator', `learn ${to.source}`);
-      return ok({ name: `${WINDOW_PREFIX}${name}`, to: to.source, since: new Date(now).toISOString(), until: new Date(now + forMs).toISOString(), revision: rev.revision }, 201);
+      return ok(
+        {
+          name: `${WINDOW_PREFIX}${name}`,
+          to: to.source,
+          since: new Date(now).toISOString(),
+          until: new Date(now + forMs).toISOString(),
+          revision: rev.revision,
+        },
+        201,
+      );
     },
     { limit: 64 * 1024, fields: ['to', 'for', 'keep'] },
   );
-  add('GET', '/v1/learning', 'viewer', 'Learning windows of the current policy set: destination, start, end, whether active, and what each observed so far.', async () => {
-    const windows = windowsOf(await ctx.store.getPolicyRevision());
-    const out = [];
-    for (const w of windows.slice(0, 1000)) out.push(windowJson(w, await observed(parseIdPattern(w.to))));
-    return ok({ windows: out });
-  });
+  add(
+    'GET',
+    '/v1/learning',
+    'viewer',
+    'Learning windows of the current policy set: destination, start, end, whether active, and what each observed so far.',
+    async () => {
+      const windows = windowsOf(await ctx.store.getPolicyRevision());
+      const out = [];
+      for (const w of windows.slice(0, 1000)) out.push(windowJson(w, await observed(parseIdPattern(w.to))));
+      return ok({ windows: out });
+    },
+  );
   add(
     'POST',
     '/v1/learning/stop',
@@ -180,7 +205,8 @@ export function learningRoutes(ctx: ApiContext, add: AddRoute): void {
       const to = destination(str(o, 'to', { required: true, max: 2048 }));
       const current = await ctx.store.getPolicyRevision();
       const windows = windowsOf(current).filter((w) => w.to === to.source);
-      if (!windows.length) throw new WritError('ERR_LEARNING_NOT_FOUND', `${to.source.slice(0, 300)} has no learning window (writ learn list)`, { field: 'to' });
+      if (!windows.length)
+        throw new WritError('ERR_LEARNING_NOT_FOUND', `${to.source.slice(0, 300)} has no learning window (writ learn list)`, { field: 'to' });
       const rev = await write(current, withoutWindows(current!.policies, to.source, windows), req.role ?? 'operator', `stop learning ${to.source}`);
       return ok({ to: to.source, stopped: windows.map((w) => w.key), revision: rev.revision });
     },
@@ -258,9 +284,9 @@ export function learningRoutes(ctx: ApiContext, add: AddRoute): void {
         since = r;
       }
       const exact = !to.segments.some((s) => s === '*' || s === '**');
-      const hits = (await ctx.store.decisionHits({ ...(exact ? { to: to.source } : {}), since: since.createdAt, minRevision: since.revision, limit: 100_000 })).filter(
-        (h) => exact || matchSegments(to.segments, h.to.slice(9).split('/')),
-      );
+      const hits = (
+        await ctx.store.decisionHits({ ...(exact ? { to: to.source } : {}), since: since.createdAt, minRevision: since.revision, limit: 100_000 })
+      ).filter((h) => exact || matchSegments(to.segments, h.to.slice(9).split('/')));
       const empty = () => ({ allowed: 0, wouldDeny: 0, denied: 0 });
       const rules = new Map(own.policy.rules.map((r) => [r.name, { name: r.name, effect: r.effect, ...empty() }]));
       const unmatched = empty();
@@ -296,7 +322,7 @@ export function learningRoutes(ctx: ApiContext, add: AddRoute): void {
       const to = destination(str(o, 'to', { required: true, max: 2048 }));
       const rev = await ctx.store.getPolicyRevision();
       const own = policyOf(rev, to.source);
-      if (!own || own.policy.mode !== 'audit')
+      if (own?.policy.mode !== 'audit')
         throw new WritError(
           'ERR_NO_SHADOW_POLICY',
           own

@@ -277,7 +277,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
         }
         const p = parsePolicies(y, { allowExpired: true }).policies[0]!;
         if (p.until !== undefined)
-          return { name, kind: LEARNING_WINDOW_KIND, to: p.to.source, mode: 'learn', rules: 0, until: new Date(p.until).toISOString(), active: p.until > ctx.clock() };
+          return {
+            name,
+            kind: LEARNING_WINDOW_KIND,
+            to: p.to.source,
+            mode: 'learn',
+            rules: 0,
+            until: new Date(p.until).toISOString(),
+            active: p.until > ctx.clock(),
+          };
         return { name, kind: 'AccessPolicy', to: p.to.source, mode: p.mode, protocol: p.protocol, rules: p.rules.length };
       });
     return ok({ revision: r.revision, policies });

@@ -807,7 +807,18 @@ for (const factory of STORE_FACTORIES) {
       await expect('deleteVexDocument', { kind: 'vex' }, () => s.deleteVexDocument('urn:test:vex'));
 
       await s.addDecisions([
-        { id: 'learn-n1', at: 1, from: 'spiffe://e/a', to: 'spiffe://e/learn-n', action: 'GET /', decision: 'allow', reason: 'LEARNING', policyRevision: 1, rule: '', reporter: agent },
+        {
+          id: 'learn-n1',
+          at: 1,
+          from: 'spiffe://e/a',
+          to: 'spiffe://e/learn-n',
+          action: 'GET /',
+          decision: 'allow',
+          reason: 'LEARNING',
+          policyRevision: 1,
+          rule: '',
+          reporter: agent,
+        },
       ]);
       await expect('deleteLearnedEdges', { kind: 'decisions' }, () => s.deleteLearnedEdges(['spiffe://e/learn-n']));
       assert.equal(await s.deleteLearnedEdges(['spiffe://e/learn-n']), 0);
