@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PolicyEngine, parseAction, parsePolicies } from '@writ/policy';
 import {
@@ -200,5 +202,27 @@ describe('learning mode: observe, propose, shadow, enforce', () => {
     const again = await writ(srv, ['policy', 'promote', '--to', ORDERS]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /in enforce mode, not audit.*ERR_NO_SHADOW_POLICY/);
+  });
+
+  it('a LearningWindow applied by hand is listed, stopped by learn stop, and a window that is not there is ERR_LEARNING_NOT_FOUND', async () => {
+    const f = join(agent.dataDir, 'window.yaml');
+    const until = new Date(Date.now() + 3_600_000).toISOString();
+    writeFileSync(f, `apiVersion: writ.dev/v1\nkind: LearningWindow\nmetadata: { name: reports }\nspec: { to: "${TD}/reports/**", until: ${until} }\n`);
+    await ok(['policy', 'apply', '-f', f]);
+    const list = await json<{ policies: Array<{ name: string; kind: string; to: string; active: boolean }> }>(['policy', 'list']);
+    assert.deepEqual(
+      list.policies.filter((p) => p.kind === 'LearningWindow').map((p) => [p.name, p.to, p.active]),
+      [['LearningWindow/reports', `${TD}/reports/**`, true]],
+    );
+    assert.match(await ok(['policy', 'get', 'LearningWindow/reports']), /kind: LearningWindow/, 'stored as written');
+    assert.deepEqual(
+      (await json<Array<{ to: string }>>(['learn', 'list'])).map((w) => w.to),
+      [`${TD}/reports/**`],
+    );
+    await ok(['learn', 'stop', '--to', `${TD}/reports/**`]);
+    assert.deepEqual(await json<unknown[]>(['learn', 'list']), []);
+    const gone = await writ(srv, ['learn', 'stop', '--to', `${TD}/reports/**`]);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /ERR_LEARNING_NOT_FOUND/);
   });
 });

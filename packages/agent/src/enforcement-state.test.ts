@@ -22,6 +22,17 @@ function state(): { e: EnforcementState; lines: string[] } {
 }
 
 describe('EnforcementState', () => {
+  it('a learning window in the set is enforced here and handed to the SDK services of its destination', () => {
+    const { e } = state();
+    const key = 'LearningWindow/learn-orders';
+    const window = `apiVersion: writ.dev/v1\nkind: LearningWindow\nmetadata: { name: learn-orders }\nspec: { to: "${TD}/orders", until: ${new Date(Date.now() + 3_600_000).toISOString()} }\n`;
+    assert.equal(e.loadPolicy(5, { orders: ORDERS, [key]: window }), true);
+    const d = e.engine.decide({ from: `${TD}/stranger`, to: `${TD}/orders`, action: tcp });
+    assert.deepEqual([d.allowed, d.reason], [true, 'LEARNING']);
+    assert.deepEqual(e.policyFor([`${TD}/orders`]).documents.sort(), [ORDERS, window].sort(), 'an SDK service decides with the window too');
+    assert.deepEqual(e.policyFor([`${TD}/billing`]).documents, []);
+  });
+
   it('denies everything until a policy compiles; a revision that does not compile is refused and the last good one stays', () => {
     const { e, lines } = state();
     assert.equal(e.engine.decide({ from: `${TD}/web`, to: `${TD}/orders`, action: tcp }).reason, 'NO_POLICY_LOADED');
