@@ -316,7 +316,7 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `INSERT INTO workload_counts (image_digest, owner_key, n)
         SELECT image_digest, COALESCE('=' || owner, ''), COUNT(*) FROM workloads WHERE ended_at IS NULL AND image_digest IS NOT NULL
         GROUP BY image_digest, COALESCE('=' || owner, '')`,
-      `CREATE INDEX workloads_unended ON workloads (last_seen) WHERE ended_at IS NULL`,
+      `CREATE INDEX workloads_unended ON workloads (last_seen, image_digest, owner) WHERE ended_at IS NULL`,
     ],
   },
 ];

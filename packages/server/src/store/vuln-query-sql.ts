@@ -199,35 +199,47 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
   const since = now - RUNNING_GRACE_MS;
   const after = q.after ?? '';
   const limit = Math.trunc(q.limit);
-  // The page's digests, and the digests its workloads may report (manifest, or the index digest of one).
-  const PAGE = `page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit}),
-    reported AS (SELECT digest AS m, digest AS d FROM page UNION ALL SELECT i.digest AS m, i.index_digest AS d FROM images i JOIN page ON page.digest = i.digest WHERE i.index_digest IS NOT NULL)`;
+  // The page's digests, and the digests its workloads may report (manifest, or the index digest of
+  // one). Workloads are found by `image_digest IN (...)`: with a join the planners may walk every
+  // running workload instead (workloads_unended) and probe the page.
+  const PAGE = `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})`;
+  const REPORTED = `w.image_digest IN (SELECT digest FROM page UNION SELECT index_digest FROM images WHERE digest IN (SELECT digest FROM page) AND index_digest IS NOT NULL)`;
   const [all, owners, rows, images, counts, listed] = await Promise.all([
     db.query('SELECT image_digest, report_id FROM vuln_images WHERE vuln_id = ? ORDER BY image_digest', [vulnId]),
     ownerTotals(db, vulnId, since),
     db.query(
-      `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})
-       ${FINDING_ROWS} AND fi.report_id IN (SELECT v.report_id FROM vuln_images v JOIN page ON v.image_digest = page.digest WHERE v.vuln_id = ?)`,
+      `${PAGE} ${FINDING_ROWS} AND fi.report_id IN (SELECT v.report_id FROM vuln_images v JOIN page ON v.image_digest = page.digest WHERE v.vuln_id = ?)`,
       [vulnId, after, vulnId, vulnId],
     ),
-    db.query(`WITH ${PAGE} SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM page)`, [vulnId, after]),
-    db.query(
-      `WITH ${PAGE} SELECT reported.m AS d, COUNT(*) AS n FROM reported JOIN workloads w ON w.image_digest = reported.d WHERE ${RUNNING} GROUP BY reported.m`,
-      [vulnId, after, since],
-    ),
-    db.query(
-      `WITH ${PAGE} SELECT reported.m AS manifest_digest, ${W} FROM reported JOIN workloads w ON w.image_digest = reported.d WHERE ${RUNNING}
-       ORDER BY w.agent_id, w.wkey, reported.m LIMIT ${Math.trunc(q.workloadLimit)}`,
-      [vulnId, after, since],
-    ),
+    db.query(`${PAGE} SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM page)`, [vulnId, after]),
+    db.query(`${PAGE} SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE ${REPORTED} AND ${RUNNING} GROUP BY w.image_digest`, [
+      vulnId,
+      after,
+      since,
+    ]),
+    db.query(`${PAGE} SELECT ${W} FROM workloads w WHERE ${REPORTED} AND ${RUNNING} ORDER BY w.agent_id, w.wkey LIMIT ${Math.trunc(q.workloadLimit)}`, [
+      vulnId,
+      after,
+      since,
+    ]),
   ]);
   const digests: string[] = [];
   for (const r of all) if (digests[digests.length - 1] !== r['image_digest']) digests.push(r['image_digest'] as string);
   const from = digests.findIndex((d) => d > after);
   const pageSize = from < 0 ? 0 : Math.min(limit, digests.length - from);
   const next = pageSize > 0 && from + pageSize < digests.length ? digests[from + pageSize - 1]! : null;
-  const runningByImage = new Map(counts.map((r) => [r['d'] as string, num(r['n'])]));
-  const pageRows = shapeRows(rows, new Map(images.map((r) => [r['digest'] as string, toLinkedImage(r)])), listed.map(toRunning).sort(byWorkload));
+  const linked = new Map(images.map((r) => [r['digest'] as string, toLinkedImage(r)]));
+  // A workload reporting a digest runs that manifest of the page, and every page image listed under it as index digest.
+  const byIndex = indexDigestsOf(linked.values());
+  const manifestsOf = (d: string): string[] => [...(linked.has(d) ? [d] : []), ...(byIndex.get(d) ?? [])];
+  const runningByImage = new Map<string, number>();
+  for (const r of counts) for (const m of manifestsOf(r['d'] as string)) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
+  const running = listed
+    .map(toWorkload)
+    .flatMap((w) => manifestsOf(w.imageDigest!).map((manifestDigest) => ({ ...w, manifestDigest })))
+    .sort(byWorkload)
+    .slice(0, q.workloadLimit);
+  const pageRows = shapeRows(rows, linked, running);
   return {
     images: digests.length,
     carrying: digests,
@@ -245,12 +257,14 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
  * less the workloads not ended but silent since `since` (few: an agent gone without a word).
  */
 async function ownerTotals(db: SqlDriver, vulnId: string, since: number): Promise<{ owner: string | null; workloads: number; images: number }[]> {
+  // SQLite would rather scan all of the covering workloads_image_running than range-scan the silent ones.
+  const unended = db.dialect === 'sqlite' ? 'INDEXED BY workloads_unended' : '';
   const rows = await db.query(
     `WITH d AS (SELECT image_digest AS digest FROM vuln_images WHERE vuln_id = ?
         UNION SELECT i.index_digest AS digest FROM vuln_images v JOIN images i ON i.digest = v.image_digest WHERE v.vuln_id = ? AND i.index_digest IS NOT NULL),
       c AS (SELECT c.image_digest, c.owner_key, c.n FROM d JOIN workload_counts c ON c.image_digest = d.digest WHERE c.n > 0),
-      s AS (SELECT w.image_digest, ${OWNER_KEY_SQL('w.owner')} AS owner_key, COUNT(*) AS n FROM workloads w
-        WHERE w.ended_at IS NULL AND w.last_seen < ? AND w.image_digest IS NOT NULL GROUP BY w.image_digest, ${OWNER_KEY_SQL('w.owner')})
+      s AS (SELECT w.image_digest, ${OWNER_KEY_SQL('w.owner')} AS owner_key, COUNT(*) AS n FROM workloads w ${unended}
+        WHERE w.ended_at IS NULL AND w.last_seen < ? GROUP BY w.image_digest, ${OWNER_KEY_SQL('w.owner')})
      SELECT c.owner_key, SUM(c.n - COALESCE(s.n, 0)) AS n, SUM(CASE WHEN c.n > COALESCE(s.n, 0) THEN 1 ELSE 0 END) AS images
      FROM c LEFT JOIN s ON s.image_digest = c.image_digest AND s.owner_key = c.owner_key GROUP BY c.owner_key`,
     [vulnId, vulnId, since],
