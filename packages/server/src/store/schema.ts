@@ -317,6 +317,8 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         SELECT image_digest, COALESCE('=' || owner, ''), COUNT(*) FROM workloads WHERE ended_at IS NULL AND image_digest IS NOT NULL
         GROUP BY image_digest, COALESCE('=' || owner, '')`,
       `CREATE INDEX workloads_unended ON workloads (last_seen, image_digest, owner) WHERE ended_at IS NULL`,
+      // The repositories of an image (its bases' newer versions are looked up by them).
+      `CREATE INDEX image_repos_digest ON image_repos (digest, repo)`,
     ],
   },
 ];

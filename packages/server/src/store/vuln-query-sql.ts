@@ -26,6 +26,10 @@ const W = WORKLOAD_COLUMNS.split(', ')
   .map((c) => `w.${c}`)
   .join(', ');
 const LINKED_COLUMNS = `${IMAGE_COLUMNS}, parent_digest, parent_name, parent_source, base_layers`;
+/** LINKED_COLUMNS with '@' before each, for a table alias. */
+const LINKED = LINKED_COLUMNS.split(', ')
+  .map((c) => `@${c}`)
+  .join(', ');
 /** Statuses that mean the package is (or may be) affected: a `fixed` or `not_affected` finding carries nothing. */
 const CARRIES = "f.status IN ('affected', 'under_investigation', 'unknown')";
 const RUNNING = 'w.ended_at IS NULL AND w.last_seen >= ?';
@@ -204,7 +208,7 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
   // running workload instead (workloads_unended) and probe the page.
   const PAGE = `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})`;
   const REPORTED = `w.image_digest IN (SELECT digest FROM page UNION SELECT index_digest FROM images WHERE digest IN (SELECT digest FROM page) AND index_digest IS NOT NULL)`;
-  const [all, owners, rows, images, counts, listed] = await Promise.all([
+  const [all, owners, rows, images, counts, listed, bases] = await Promise.all([
     db.query('SELECT image_digest, report_id FROM vuln_images WHERE vuln_id = ? ORDER BY image_digest', [vulnId]),
     ownerTotals(db, vulnId, since),
     db.query(
@@ -222,6 +226,14 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
       after,
       since,
     ]),
+    db.query(
+      `${PAGE}, ${FAMILY}
+       SELECT ${LINKED.replaceAll('@', 'b.')}, CASE WHEN ${REPORTED_IMAGE} THEN 1 ELSE 0 END AS reported,
+         CASE WHEN b.digest IN (SELECT digest FROM anc) THEN 1 ELSE 0 END AS ancestor,
+         CASE WHEN EXISTS (SELECT 1 FROM images q WHERE q.digest = b.parent_digest) THEN 1 ELSE 0 END AS parent_known
+       FROM images b WHERE b.digest IN (SELECT digest FROM family) AND b.digest NOT IN (SELECT digest FROM page) ORDER BY b.digest`,
+      [vulnId, after],
+    ),
   ]);
   const digests: string[] = [];
   for (const r of all) if (digests[digests.length - 1] !== r['image_digest']) digests.push(r['image_digest'] as string);
@@ -248,8 +260,28 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
     rows: pageRows,
     runningByImage,
     next,
+    bases: oneLevel(linked, bases) ? bases.map((r) => ({ ...toLinkedImage(r), reported: num(r['reported']) === 1 })) : undefined,
   };
 }
+
+/** Whether the page's ancestors are all its images' parents: no parent's parent in the inventory is neither. */
+function oneLevel(page: ReadonlyMap<string, LinkedImage>, family: readonly Row[]): boolean {
+  const parents = new Set([...page.values()].flatMap((i) => (i.parent?.digest ? [i.parent.digest] : [])));
+  return family.every(
+    (r) => num(r['ancestor']) === 0 || num(r['parent_known']) === 0 || page.has(r['parent_digest'] as string) || parents.has(r['parent_digest'] as string),
+  );
+}
+
+// What baseImagesOf and reportedDigests find, for the images of a `page` CTE whose lineage is one
+// level deep (the usual case: app -> base), in one statement: their parents in the inventory (`anc`),
+// those and the other images of the parents' repositories (`family`), whether a report is stored for
+// each (by its digest, or as the index digest of one), and whether a parent's own parent is in the
+// inventory (then the chain goes on, and the caller asks baseImagesOf). Not a recursive CTE: its
+// row estimate made PostgreSQL scan every image.
+const FAMILY = `anc AS (SELECT DISTINCT p.digest FROM images i JOIN images p ON p.digest = i.parent_digest WHERE i.digest IN (SELECT digest FROM page)),
+  family AS (SELECT digest FROM anc UNION SELECT x.digest FROM image_repos y JOIN image_repos x ON x.repo = y.repo WHERE y.digest IN (SELECT digest FROM anc))`;
+const REPORTED_IMAGE = `(EXISTS (SELECT 1 FROM reports r WHERE r.image_digest = b.digest)
+    OR EXISTS (SELECT 1 FROM images x JOIN reports r ON r.image_digest = x.digest WHERE x.index_digest = b.digest))`;
 
 /**
  * Running workloads per owner over every image carrying `vulnId` (and the index digests listing
