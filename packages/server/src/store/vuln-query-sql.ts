@@ -205,7 +205,7 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
   const limit = Math.trunc(q.limit);
   // The page's digests, and the digests its workloads may report (manifest, or the index digest of
   // one). Workloads are found by `image_digest IN (...)`: with a join the planners may walk every
-  // running workload instead (workloads_unended) and probe the page.
+  // running workload instead and probe the page.
   const PAGE = `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})`;
   const REPORTED = `w.image_digest IN (SELECT digest FROM page UNION SELECT index_digest FROM images WHERE digest IN (SELECT digest FROM page) AND index_digest IS NOT NULL)`;
   const [all, owners, rows, images, counts, listed, bases] = await Promise.all([
@@ -289,14 +289,12 @@ const REPORTED_IMAGE = `(EXISTS (SELECT 1 FROM reports r WHERE r.image_digest = 
  * less the workloads not ended but silent since `since` (few: an agent gone without a word).
  */
 async function ownerTotals(db: SqlDriver, vulnId: string, since: number): Promise<{ owner: string | null; workloads: number; images: number }[]> {
-  // SQLite would rather scan all of the covering workloads_image_running than range-scan the silent ones.
-  const unended = db.dialect === 'sqlite' ? 'INDEXED BY workloads_unended' : '';
   const rows = await db.query(
     `WITH d AS (SELECT image_digest AS digest FROM vuln_images WHERE vuln_id = ?
         UNION SELECT i.index_digest AS digest FROM vuln_images v JOIN images i ON i.digest = v.image_digest WHERE v.vuln_id = ? AND i.index_digest IS NOT NULL),
       c AS (SELECT c.image_digest, c.owner_key, c.n FROM d JOIN workload_counts c ON c.image_digest = d.digest WHERE c.n > 0),
-      s AS (SELECT w.image_digest, ${OWNER_KEY_SQL('w.owner')} AS owner_key, COUNT(*) AS n FROM workloads w ${unended}
-        WHERE w.ended_at IS NULL AND w.last_seen < ? GROUP BY w.image_digest, ${OWNER_KEY_SQL('w.owner')})
+      s AS (SELECT w.image_digest, ${OWNER_KEY_SQL('w.owner')} AS owner_key, COUNT(*) AS n FROM workloads w
+        WHERE w.image_digest IN (SELECT digest FROM d) AND w.ended_at IS NULL AND w.last_seen < ? GROUP BY w.image_digest, ${OWNER_KEY_SQL('w.owner')})
      SELECT c.owner_key, SUM(c.n - COALESCE(s.n, 0)) AS n, SUM(CASE WHEN c.n > COALESCE(s.n, 0) THEN 1 ELSE 0 END) AS images
      FROM c LEFT JOIN s ON s.image_digest = c.image_digest AND s.owner_key = c.owner_key GROUP BY c.owner_key`,
     [vulnId, vulnId, since],
