@@ -102,7 +102,12 @@ for (const factory of STORE_FACTORIES) {
     });
 
     it('workloads: started, ended, moved to another image or owner, silent for a minute, resumed, pruned', async () => {
-      await t.store.putAgentWorkloads(A, 'a', [w('a1', IMG1, 'red'), w('a2', IMG1, 'red'), w('a3', IMG1, 'red'), w('a4', IMG2, null), w('a5', IMG3, 'red'), w('a6', null, 'red')], T0);
+      await t.store.putAgentWorkloads(
+        A,
+        'a',
+        [w('a1', IMG1, 'red'), w('a2', IMG1, 'red'), w('a3', IMG1, 'red'), w('a4', IMG2, null), w('a5', IMG3, 'red'), w('a6', null, 'red')],
+        T0,
+      );
       await t.store.putAgentWorkloads(B, 'b', [w('b1', IMG1, 'blue'), w('b2', IMG2, 'blue')], T0);
       assert.deepEqual(await totals(T0), [
         { owner: 'blue', workloads: 2, images: 2 },
@@ -110,7 +115,12 @@ for (const factory of STORE_FACTORIES) {
         { owner: null, workloads: 1, images: 1 },
       ]);
       // a1 ends; a2 changes owner; a4 moves from image 2 to image 1 (its owner too).
-      await t.store.putAgentWorkloads(A, 'a', [w('a2', IMG1, 'blue'), w('a3', IMG1, 'red'), w('a4', IMG1, 'red'), w('a5', IMG3, 'red'), w('a6', null, 'red')], T0 + 20_000);
+      await t.store.putAgentWorkloads(
+        A,
+        'a',
+        [w('a2', IMG1, 'blue'), w('a3', IMG1, 'red'), w('a4', IMG1, 'red'), w('a5', IMG3, 'red'), w('a6', null, 'red')],
+        T0 + 20_000,
+      );
       assert.deepEqual(await totals(T0 + 20_000), [
         { owner: 'blue', workloads: 3, images: 2 },
         { owner: 'red', workloads: 2, images: 1 },

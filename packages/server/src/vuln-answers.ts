@@ -150,7 +150,12 @@ export const AFFECTED_PAGE: AffectedPageQuery = { limit: 100, workloadLimit: 100
  * The page the store would give, from every row in memory with suppressions applied: for a
  * vulnerability a suppression may touch, whose totals count only what is not suppressed.
  */
-function pageOfRows(rows: readonly AffectedRow[], sup: SuppressionSet, now: number, q: AffectedPageQuery): Omit<AffectedPage, 'bases'> & { suppressedImages: number } {
+function pageOfRows(
+  rows: readonly AffectedRow[],
+  sup: SuppressionSet,
+  now: number,
+  q: AffectedPageQuery,
+): Omit<AffectedPage, 'bases'> & { suppressedImages: number } {
   const live = new Map<string, boolean>();
   const runningOf = new Map<string, readonly RunningWorkload[]>();
   for (const r of rows) {
