@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Report } from '@writ/vuln';
 import { RUNNING_GRACE_MS, type WorkloadInput } from './store/types.ts';
 import { STORE_FACTORIES, type TestStore } from './testing/stores.ts';
+import { affectedAnswer } from './vuln-answers.ts';
 
 const CVE = 'CVE-2026-7101';
 const dg = (c: string): string => `sha256:${c.repeat(64)}`;
@@ -153,6 +154,81 @@ for (const factory of STORE_FACTORIES) {
         { owner: 'blue', workloads: 2, images: 1 },
         { owner: 'red', workloads: 2, images: 1 },
       ]);
+    });
+  });
+}
+
+// A base with a newer release free of the CVE, a runtime on the base, and apps on each.
+const L = (c: string): string => `sha256:${c.repeat(64)}`;
+const BASE = dg('b');
+const BASE2 = dg('c');
+const RUNTIME = dg('d');
+const APP1 = dg('e');
+const APP2 = dg('f');
+function layered(digest: string, name: string, layers: string[], created: string, cves: string[]): Report {
+  return {
+    format: 'trivy',
+    scanner: { name: 'trivy' },
+    scannedAt: '2026-01-01T00:00:00Z',
+    image: {
+      digest,
+      names: [name],
+      repoTags: [],
+      repoDigests: [],
+      diffIds: layers,
+      annotations: { 'org.opencontainers.image.created': created },
+      labels: {},
+    },
+    packages: [{ id: 'p0', name: 'zlib', version: '1.2', type: 'deb', layer: layers[0]! }],
+    findings: cves.map((id) => ({ id, aliases: [], severity: 'high' as const, packageRef: 'p0', installed: '1.2', fixed: '1.3', status: 'affected' as const })),
+    vex: [],
+    vulnerabilityData: true,
+  };
+}
+
+for (const factory of STORE_FACTORIES) {
+  describe(`affected: the page's bases from the page's own statements: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+      await t.store.putReport(layered(BASE, 'reg.example/base', [L('1')], '2026-01-01T00:00:00Z', ['CVE-2026-7201', 'CVE-2026-7202']), 1);
+      await t.store.putReport(layered(BASE2, 'reg.example/base', [L('9')], '2026-02-01T00:00:00Z', []), 1);
+      await t.store.putReport(layered(RUNTIME, 'reg.example/runtime', [L('1'), L('2')], '2026-01-02T00:00:00Z', ['CVE-2026-7201', 'CVE-2026-7202']), 1);
+      await t.store.putReport(layered(APP1, 'reg.example/app1', [L('1'), L('2'), L('3')], '2026-01-03T00:00:00Z', ['CVE-2026-7201', 'CVE-2026-7203']), 1);
+      await t.store.putReport(layered(APP2, 'reg.example/app2', [L('1'), L('4')], '2026-01-03T00:00:00Z', ['CVE-2026-7201', 'CVE-2026-7202']), 1);
+    });
+    after(async () => t.dispose());
+
+    it('give the answer baseImagesOf and reportedDigests give, whether the lineage ends at the page or goes further', async () => {
+      // The same store, asked the old way: no bases with the page, so the answer asks baseImagesOf and reportedDigests.
+      const oldWay = new Proxy(t.store, {
+        get(target, prop) {
+          const v = Reflect.get(target, prop, target) as unknown;
+          if (prop === 'affectedPage')
+            return async (...args: Parameters<typeof target.affectedPage>) => ({ ...(await target.affectedPage(...args)), bases: undefined });
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      // 7201: every image but the new base, whose ancestors are all on the page; 7203: only app 1, whose runtime's base is not.
+      const pages = await Promise.all(['CVE-2026-7201', 'CVE-2026-7203'].map((id) => t.store.affectedPage(id, T0, PAGE)));
+      assert.notEqual(pages[0]!.bases, undefined, 'one level: the page brings its bases');
+      assert.deepEqual(
+        pages[0]!.bases!.map((b) => [b.digest, b.reported]),
+        [[BASE2, true]],
+      );
+      assert.equal(pages[1]!.bases, undefined, 'the runtime has a parent of its own: the answer asks baseImagesOf');
+      for (const id of ['CVE-2026-7201', 'CVE-2026-7202', 'CVE-2026-7203']) {
+        const a = await affectedAnswer(t.store, id, T0);
+        assert.deepEqual(a, await affectedAnswer(oldWay, id, T0), id);
+        if (id === 'CVE-2026-7202') {
+          const app2 = a.images.find((i) => i.digest === APP2)!;
+          assert.deepEqual(
+            app2.packages[0]!.fix.newerBases.map((b) => b.digest),
+            [BASE2],
+            'the newer base, reported free of it, is named',
+          );
+        }
+      }
     });
   });
 }
