@@ -150,7 +150,12 @@ export const AFFECTED_PAGE: AffectedPageQuery = { limit: 100, workloadLimit: 100
  * The page the store would give, from every row in memory with suppressions applied: for a
  * vulnerability a suppression may touch, whose totals count only what is not suppressed.
  */
-function pageOfRows(rows: readonly AffectedRow[], sup: SuppressionSet, now: number, q: AffectedPageQuery): AffectedPage & { suppressedImages: number } {
+function pageOfRows(
+  rows: readonly AffectedRow[],
+  sup: SuppressionSet,
+  now: number,
+  q: AffectedPageQuery,
+): Omit<AffectedPage, 'bases'> & { suppressedImages: number } {
   const live = new Map<string, boolean>();
   const runningOf = new Map<string, readonly RunningWorkload[]>();
   for (const r of rows) {
@@ -197,6 +202,10 @@ function pageOfRows(rows: readonly AffectedRow[], sup: SuppressionSet, now: numb
  * loads only the page; otherwise every row is read and suppressions decide what counts.
  */
 export async function affectedAnswer(store: Store, vulnId: string, now: number, q: AffectedPageQuery = AFFECTED_PAGE, suppressions = new Suppressions(store)) {
+  // The store's page is asked for at once, beside the suppressions (one round trip less on PostgreSQL);
+  // it is dropped in the rare case that a suppression may touch the vulnerability.
+  const storePage = store.affectedPage(vulnId, now, q);
+  storePage.catch(() => undefined);
   const sup = await suppressions.load(now);
   // The store files findings under normalized IDs; a suppression about an ID in another form is matched in memory.
   const ids = sup.ids();
@@ -207,19 +216,22 @@ export async function affectedAnswer(store: Store, vulnId: string, now: number, 
       return true;
     }
   });
-  const p =
+  const p: Omit<AffectedPage, 'bases'> & { suppressedImages: number; bases?: AffectedPage['bases'] } =
     exotic || (await store.filedAlsoUnder(vulnId, ids))
       ? pageOfRows(await store.affected(vulnId, now), sup, now, q)
-      : { ...(await store.affectedPage(vulnId, now, q)), suppressedImages: 0 };
+      : { ...(await storePage), suppressedImages: 0 };
   const rows = p.rows;
   const byDigest = new Map(rows.map((r) => [r.image.digest, r.image]));
-  const bases = rows.length === 0 ? [] : await store.baseImagesOf([...byDigest.values()]);
+  const bases = p.bases ?? (rows.length === 0 ? [] : await store.baseImagesOf([...byDigest.values()]));
   const lineageOf = lineageFor([...byDigest.values(), ...bases]);
   // A candidate newer base is named only when it is known to be free of it: reported, and not carrying it.
   // (An image of another page carrying it is no candidate either.)
   const carrying = new Set(p.carrying);
   const candidates = bases.filter((i) => !carrying.has(i.digest)).map((i) => i.digest);
-  const reported = new Set(candidates.length === 0 ? [] : await store.reportedDigests(candidates));
+  const reported =
+    p.bases === undefined
+      ? new Set(candidates.length === 0 ? [] : await store.reportedDigests(candidates))
+      : new Set(p.bases.filter((b) => b.reported).map((b) => b.digest));
   const carries = (c: LineageImage): boolean => carrying.has(c.digest) || !reported.has(c.digest);
 
   const images = new Map<string, { image: LinkedImage; running: readonly RunningWorkload[]; packages: ReturnType<typeof packageJson>[] }>();

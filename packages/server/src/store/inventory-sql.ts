@@ -254,7 +254,21 @@ async function insertReportTx(
     const chunk = ids.slice(i, i + INSERT_CHUNK);
     await tx.execute(`INSERT INTO finding_ids (vuln_id, report_id, idx) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`, chunk.flat());
   }
+  // vuln_images follows `latest` (migration 18): the replaced report's IDs leave, this one's carried IDs enter.
+  if (!latest) return;
+  if (cur !== undefined) await tx.execute('DELETE FROM vuln_images WHERE report_id = ?', [cur['id'] as string]);
+  const carried = [...new Set(report.findings.filter((f) => CARRYING.has(f.status)).flatMap(findingIds))].sort();
+  for (let i = 0; i < carried.length; i += INSERT_CHUNK) {
+    const chunk = carried.slice(i, i + INSERT_CHUNK);
+    await tx.execute(
+      `INSERT INTO vuln_images (vuln_id, image_digest, report_id) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`,
+      chunk.flatMap((v) => [v, digest, id]),
+    );
+  }
 }
+
+/** Finding statuses that carry the vulnerability (a `fixed` or `not_affected` finding carries nothing); the SQL of vuln-query-sql.ts says the same. */
+export const CARRYING: ReadonlySet<FindingStatus> = new Set(['affected', 'under_investigation', 'unknown']);
 
 export async function getImage(db: SqlDriver, digest: string): Promise<ImageDetail | undefined> {
   const row = (await db.query(`SELECT ${IMAGE_COLUMNS} FROM images WHERE digest = ?`, [digest]))[0];

@@ -73,7 +73,9 @@ export class PostgresDriver implements SqlDriver {
       connectionTimeoutMillis: 3000,
       idleTimeoutMillis: 30_000,
       types,
-      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+      // No JIT: the store's statements are small, and a plan the planner overestimates (a recursive CTE)
+      // spent 49 ms compiling to run for 9 (bench/vuln/affected-profile.ts, PLANS=1).
+      options: `-c jit=off${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
     });
     // An idle client losing its connection must not crash the process; the pool replaces it.
     this.#pool.on('error', (err) => opts.onError?.(err));

@@ -642,6 +642,11 @@ export interface AffectedPage {
   readonly runningByImage: ReadonlyMap<string, number>;
   /** The `after` of the next page; null on the last. */
   readonly next: string | null;
+  /**
+   * `baseImagesOf` the page's images (sorted by digest), each with whether it has a stored report
+   * (`reportedDigests`); undefined when their lineage goes deeper than their parents (ask baseImagesOf).
+   */
+  readonly bases: readonly (LinkedImage & { readonly reported: boolean })[] | undefined;
 }
 
 /** One finding of a latest report, for the vulnerability listing (suppressions and counting happen above the store). */

@@ -144,6 +144,13 @@ for (const d of drivers) {
       );
       assert.deepEqual(await store.runningImageDigests(10), [APP]);
       assert.deepEqual(await store.reportedDigests([APP_INDEX, dg('e')]), [APP_INDEX]);
+      const page = await store.affectedPage('CVE-2022-37434', 10, { limit: 100, workloadLimit: 1000 });
+      assert.deepEqual(page.owners, [{ owner: 'shop', workloads: 1, images: 1 }], 'counted through the index digest too');
+      assert.equal(page.runningByImage.get(APP), 1);
+      assert.deepEqual(
+        page.rows.filter((x) => x.image.digest === APP).flatMap((x) => x.running.map((w) => [w.key, w.manifestDigest])),
+        [['c1', APP]],
+      );
       const r = await store.rolloutWorkloads([APP], 10);
       assert.deepEqual(
         r.history.map((w) => w.key),
@@ -164,8 +171,8 @@ for (const d of drivers) {
 }
 
 for (const d of drivers) {
-  describe(`migration 13 over stored reports: ${d.name}`, () => {
-    it('flags the latest report of each (image, scanner) and files existing findings under their IDs', async () => {
+  describe(`migrations 13 and 19 over stored reports and workloads: ${d.name}`, () => {
+    it('flags the latest report of each (image, scanner), files existing findings under their IDs, and counts what carries them and runs', async () => {
       const { driver, dispose } = await d.open();
       try {
         // The schema as version 12 left it, with two scans of one image (the newer without the CVE) and one of another.
@@ -202,9 +209,31 @@ for (const d of drivers) {
               [id],
             );
         }
+        // Workloads as version 12 kept them: on the base two running for ops, one without an owner, one ended; one on the app.
+        const workloads: Array<[string, string, string | null, number | null]> = [
+          ['w1', BASE, 'ops', null],
+          ['w2', BASE, 'ops', null],
+          ['w3', BASE, null, null],
+          ['w4', BASE, 'ops', 40],
+          ['w5', APP, 'ops', null],
+        ];
+        for (const [key, digest, owner, ended] of workloads)
+          await driver.query(
+            `INSERT INTO workloads (agent_id, wkey, node, spiffe_ids, container_id, container_name, pod_uid, pod_name, namespace, pod_owner, image_digest,
+               image_name, labels, annotations, owner, first_seen, last_seen, ended_at)
+             VALUES ('spiffe://example.org/writ/agent/n1', ?, 'n1', '[]', NULL, NULL, NULL, NULL, NULL, NULL, ?, NULL, '{}', '{}', ?, 1, 50, ?)`,
+            [key, digest, owner, ended],
+          );
         const store = new SqlStore(driver);
         await store.migrate();
         assert.deepEqual(await store.affectedDigests('CVE-2022-37434'), [BASE], 'the newer scan of the app has no CVE; the base has only one scan');
+        // Migration 19 fills vuln_images and workload_counts from what is stored.
+        const page = await store.affectedPage('CVE-2022-37434', 50, { limit: 100, workloadLimit: 1000 });
+        assert.deepEqual(page.carrying, [BASE]);
+        assert.deepEqual(page.owners, [
+          { owner: 'ops', workloads: 2, images: 1 },
+          { owner: null, workloads: 1, images: 1 },
+        ]);
         assert.equal((await store.getImage(APP))?.reports[0]?.id, 'r-new');
         await store.close();
       } finally {

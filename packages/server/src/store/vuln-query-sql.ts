@@ -19,13 +19,17 @@ import {
   type VulnerabilityQuery,
   type Workload,
 } from './types.ts';
-import { toWorkload, WORKLOAD_COLUMNS } from './workloads-sql.ts';
+import { OWNER_KEY_SQL, ownerOfKey, toWorkload, WORKLOAD_COLUMNS } from './workloads-sql.ts';
 
 const CHUNK = 500;
 const W = WORKLOAD_COLUMNS.split(', ')
   .map((c) => `w.${c}`)
   .join(', ');
 const LINKED_COLUMNS = `${IMAGE_COLUMNS}, parent_digest, parent_name, parent_source, base_layers`;
+/** LINKED_COLUMNS with '@' before each, for a table alias. */
+const LINKED = LINKED_COLUMNS.split(', ')
+  .map((c) => `@${c}`)
+  .join(', ');
 /** Statuses that mean the package is (or may be) affected: a `fixed` or `not_affected` finding carries nothing. */
 const CARRIES = "f.status IN ('affected', 'under_investigation', 'unknown')";
 const RUNNING = 'w.ended_at IS NULL AND w.last_seen >= ?';
@@ -133,8 +137,13 @@ async function affectedRows(db: SqlDriver, rows: Row[], running: (images: Map<st
     db,
     rows.map((r) => r['image_digest'] as string),
   );
+  return shapeRows(rows, images, await running(images));
+}
+
+/** Finding rows with their images and the workloads running them (sorted by workload), as `AffectedRow`s sorted by image, package, scanner. */
+function shapeRows(rows: Row[], images: ReadonlyMap<string, LinkedImage>, running: readonly RunningWorkload[]): AffectedRow[] {
   const byDigest = new Map<string, RunningWorkload[]>();
-  for (const w of await running(images)) {
+  for (const w of running) {
     const list = byDigest.get(w.manifestDigest);
     if (list === undefined) byDigest.set(w.manifestDigest, [w]);
     else list.push(w);
@@ -184,74 +193,116 @@ export async function affected(db: SqlDriver, vulnId: string, now: number): Prom
   );
 }
 
+/**
+ * One page of `affected`, every statement in parallel (PostgreSQL runs them on connections of its
+ * pool; one round trip instead of one per step): the carrying digests from `vuln_images`, the owners'
+ * totals from `workload_counts`, and the page's findings with their images, running counts and
+ * workload rows, the page chosen in SQL by the same order and cursor.
+ */
 export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q: AffectedPageQuery): Promise<AffectedPage> {
   const since = now - RUNNING_GRACE_MS;
-  const all = await db.query(
-    `SELECT DISTINCT r.image_digest AS digest, r.id AS report_id, i.index_digest FROM finding_ids fi
-       JOIN reports r ON r.id = fi.report_id
-       JOIN report_findings f ON f.report_id = fi.report_id AND f.idx = fi.idx
-       LEFT JOIN images i ON i.digest = r.image_digest
-       WHERE fi.vuln_id = ? AND r.latest = 1 AND ${CARRIES}`,
-    [vulnId],
-  );
-  const reportsOf = new Map<string, string[]>();
-  for (const r of all) reportsOf.set(r['digest'] as string, [...(reportsOf.get(r['digest'] as string) ?? []), r['report_id'] as string]);
-  const digests = [...reportsOf.keys()].sort();
-  // Running workloads per owner over every affected image (and the index digests listing one): counted, not listed.
-  const owners = new Map<string | null, { workloads: number; images: number }>();
-  const indexDigests = [...new Set(all.map((r) => strOrNull(r['index_digest'])).filter((d): d is string => d !== null))];
-  const counting = Promise.all(
-    chunks([...digests, ...indexDigests]).map((c) =>
-      db.query(
-        `SELECT w.owner, COUNT(*) AS n, COUNT(DISTINCT w.image_digest) AS images FROM workloads w WHERE w.image_digest IN (${marks(c.length)}) AND ${RUNNING} GROUP BY w.owner`,
-        [...c, since],
-      ),
+  const after = q.after ?? '';
+  const limit = Math.trunc(q.limit);
+  // The page's digests, and the digests its workloads may report (manifest, or the index digest of
+  // one). Workloads are found by `image_digest IN (...)`: with a join the planners may walk every
+  // running workload instead and probe the page.
+  const PAGE = `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})`;
+  const REPORTED = `w.image_digest IN (SELECT digest FROM page UNION SELECT index_digest FROM images WHERE digest IN (SELECT digest FROM page) AND index_digest IS NOT NULL)`;
+  const [all, owners, rows, images, counts, listed, bases] = await Promise.all([
+    db.query('SELECT image_digest, report_id FROM vuln_images WHERE vuln_id = ? ORDER BY image_digest', [vulnId]),
+    ownerTotals(db, vulnId, since),
+    db.query(
+      `${PAGE} ${FINDING_ROWS} AND fi.report_id IN (SELECT v.report_id FROM vuln_images v JOIN page ON v.image_digest = page.digest WHERE v.vuln_id = ?)`,
+      [vulnId, after, vulnId, vulnId],
     ),
-  );
-
-  // Awaited below; a failure of the page first must not leave this rejection unhandled.
-  counting.catch(() => undefined);
-
-  const from = q.after === undefined ? 0 : digests.findIndex((d) => d > q.after!);
-  const page = from < 0 ? [] : digests.slice(from, from + q.limit);
-  const next = page.length > 0 && from + page.length < digests.length ? page[page.length - 1]! : null;
-  // The page meanwhile (PostgreSQL runs these on other connections of the pool).
-  const rows = (
-    await Promise.all(
-      chunks(page.flatMap((d) => reportsOf.get(d) ?? [])).map((c) => db.query(`${FINDING_ROWS} AND fi.report_id IN (${marks(c.length)})`, [vulnId, ...c])),
-    )
-  ).flat();
+    db.query(`${PAGE} SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM page)`, [vulnId, after]),
+    db.query(`${PAGE} SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE ${REPORTED} AND ${RUNNING} GROUP BY w.image_digest`, [
+      vulnId,
+      after,
+      since,
+    ]),
+    db.query(`${PAGE} SELECT ${W} FROM workloads w WHERE ${REPORTED} AND ${RUNNING} ORDER BY w.agent_id, w.wkey LIMIT ${Math.trunc(q.workloadLimit)}`, [
+      vulnId,
+      after,
+      since,
+    ]),
+    db.query(
+      `${PAGE}, ${FAMILY}
+       SELECT ${LINKED.replaceAll('@', 'b.')}, CASE WHEN ${REPORTED_IMAGE} THEN 1 ELSE 0 END AS reported,
+         CASE WHEN b.digest IN (SELECT digest FROM anc) THEN 1 ELSE 0 END AS ancestor,
+         CASE WHEN EXISTS (SELECT 1 FROM images q WHERE q.digest = b.parent_digest) THEN 1 ELSE 0 END AS parent_known
+       FROM images b WHERE b.digest IN (SELECT digest FROM family) AND b.digest NOT IN (SELECT digest FROM page) ORDER BY b.digest`,
+      [vulnId, after],
+    ),
+  ]);
+  const digests: string[] = [];
+  for (const r of all) if (digests[digests.length - 1] !== r['image_digest']) digests.push(r['image_digest'] as string);
+  const from = digests.findIndex((d) => d > after);
+  const pageSize = from < 0 ? 0 : Math.min(limit, digests.length - from);
+  const next = pageSize > 0 && from + pageSize < digests.length ? digests[from + pageSize - 1]! : null;
+  const linked = new Map(images.map((r) => [r['digest'] as string, toLinkedImage(r)]));
+  // A workload reporting a digest runs that manifest of the page, and every page image listed under it as index digest.
+  const byIndex = indexDigestsOf(linked.values());
+  const manifestsOf = (d: string): string[] => [...(linked.has(d) ? [d] : []), ...(byIndex.get(d) ?? [])];
   const runningByImage = new Map<string, number>();
-  const RUNNING_BY_DIGEST = (n: number): string =>
-    `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(n)}) AND ${RUNNING} GROUP BY w.image_digest`;
-  const pageRows = await affectedRows(db, rows, async (images) => {
-    const byIndex = indexDigestsOf(images.values());
-    const [direct, viaIndex, listed] = await Promise.all([
-      Promise.all(chunks(page).map((c) => db.query(RUNNING_BY_DIGEST(c.length), [...c, since]))),
-      Promise.all(chunks([...byIndex.keys()]).map((c) => db.query(RUNNING_BY_DIGEST(c.length), [...c, since]))),
-      runningOn(db, page, byIndex, since, q.workloadLimit),
-    ]);
-    for (const r of direct.flat()) runningByImage.set(r['d'] as string, num(r['n']));
-    for (const r of viaIndex.flat()) for (const m of byIndex.get(r['d'] as string) ?? []) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
-    return listed;
-  });
-  for (const r of (await counting).flat()) {
-    const owner = strOrNull(r['owner']);
-    const o = owners.get(owner) ?? { workloads: 0, images: 0 };
-    owners.set(owner, { workloads: o.workloads + num(r['n']), images: o.images + num(r['images']) });
-  }
-  const ownerList = [...owners.entries()]
-    .map(([owner, o]) => ({ owner, ...o }))
-    .sort((a, b) => (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
+  for (const r of counts) for (const m of manifestsOf(r['d'] as string)) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
+  const running = listed
+    .map(toWorkload)
+    .flatMap((w) => manifestsOf(w.imageDigest!).map((manifestDigest) => ({ ...w, manifestDigest })))
+    .sort(byWorkload)
+    .slice(0, q.workloadLimit);
+  const pageRows = shapeRows(rows, linked, running);
   return {
     images: digests.length,
     carrying: digests,
-    workloads: ownerList.reduce((n, o) => n + o.workloads, 0),
-    owners: ownerList,
+    workloads: owners.reduce((n, o) => n + o.workloads, 0),
+    owners,
     rows: pageRows,
     runningByImage,
     next,
+    bases: oneLevel(linked, bases) ? bases.map((r) => ({ ...toLinkedImage(r), reported: num(r['reported']) === 1 })) : undefined,
   };
+}
+
+/** Whether the page's ancestors are all its images' parents: no parent's parent in the inventory is neither. */
+function oneLevel(page: ReadonlyMap<string, LinkedImage>, family: readonly Row[]): boolean {
+  const parents = new Set([...page.values()].flatMap((i) => (i.parent?.digest ? [i.parent.digest] : [])));
+  return family.every(
+    (r) => num(r['ancestor']) === 0 || num(r['parent_known']) === 0 || page.has(r['parent_digest'] as string) || parents.has(r['parent_digest'] as string),
+  );
+}
+
+// What baseImagesOf and reportedDigests find, for the images of a `page` CTE whose lineage is one
+// level deep (the usual case: app -> base), in one statement: their parents in the inventory (`anc`),
+// those and the other images of the parents' repositories (`family`), whether a report is stored for
+// each (by its digest, or as the index digest of one), and whether a parent's own parent is in the
+// inventory (then the chain goes on, and the caller asks baseImagesOf). Not a recursive CTE: its
+// row estimate made PostgreSQL scan every image.
+const FAMILY = `anc AS (SELECT DISTINCT p.digest FROM images i JOIN images p ON p.digest = i.parent_digest WHERE i.digest IN (SELECT digest FROM page)),
+  family AS (SELECT digest FROM anc UNION SELECT x.digest FROM image_repos y JOIN image_repos x ON x.repo = y.repo WHERE y.digest IN (SELECT digest FROM anc))`;
+const REPORTED_IMAGE = `(EXISTS (SELECT 1 FROM reports r WHERE r.image_digest = b.digest)
+    OR EXISTS (SELECT 1 FROM images x JOIN reports r ON r.image_digest = x.digest WHERE x.index_digest = b.digest))`;
+
+/**
+ * Running workloads per owner over every image carrying `vulnId` (and the index digests listing
+ * one), and how many of those digests each owner runs: the not-ended counts of `workload_counts`
+ * less the workloads not ended but silent since `since` (few: an agent gone without a word).
+ */
+async function ownerTotals(db: SqlDriver, vulnId: string, since: number): Promise<{ owner: string | null; workloads: number; images: number }[]> {
+  const rows = await db.query(
+    `WITH d AS (SELECT image_digest AS digest FROM vuln_images WHERE vuln_id = ?
+        UNION SELECT i.index_digest AS digest FROM vuln_images v JOIN images i ON i.digest = v.image_digest WHERE v.vuln_id = ? AND i.index_digest IS NOT NULL),
+      c AS (SELECT c.image_digest, c.owner_key, c.n FROM d JOIN workload_counts c ON c.image_digest = d.digest WHERE c.n > 0),
+      s AS (SELECT w.image_digest, ${OWNER_KEY_SQL('w.owner')} AS owner_key, COUNT(*) AS n FROM workloads w
+        WHERE w.image_digest IN (SELECT digest FROM d) AND w.ended_at IS NULL AND w.last_seen < ? GROUP BY w.image_digest, ${OWNER_KEY_SQL('w.owner')})
+     SELECT c.owner_key, SUM(c.n - COALESCE(s.n, 0)) AS n, SUM(CASE WHEN c.n > COALESCE(s.n, 0) THEN 1 ELSE 0 END) AS images
+     FROM c LEFT JOIN s ON s.image_digest = c.image_digest AND s.owner_key = c.owner_key GROUP BY c.owner_key`,
+    [vulnId, vulnId, since],
+  );
+  return rows
+    .map((r) => ({ owner: ownerOfKey(r['owner_key'] as string), workloads: num(r['n']), images: num(r['images']) }))
+    .filter((o) => o.workloads > 0)
+    .sort((a, b) => (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
 }
 
 /** Whether a latest finding filed under `vulnId` is also filed under one of `ids` (a suppression about one of them could apply). */

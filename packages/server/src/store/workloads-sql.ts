@@ -1,5 +1,5 @@
 /** What runs where, now (issue 13): the workloads agents report, SQL shared by SQLite and PostgreSQL. */
-import type { Row, SqlDriver, SqlValue } from './driver.ts';
+import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { mergeImageTx, strOrNull } from './inventory-sql.ts';
 import { MAX_PAGE_SIZE, RUNNING_GRACE_MS, type Workload, type WorkloadInput, type WorkloadQuery } from './types.ts';
 
@@ -27,6 +27,32 @@ const CONTENT = [
 /** Whether a stored row says what these parameters (`params`' order: agent, key, then CONTENT) say. */
 function sameContent(row: Row, p: readonly SqlValue[]): boolean {
   return CONTENT.every((c, i) => (row[c] ?? null) === p[i + 2]);
+}
+
+/** The key of an owner in workload_counts (migration 18): NULLs never meet in a key, so none is ''. */
+export const ownerKey = (owner: string | null): string => (owner === null ? '' : `=${owner}`);
+export const ownerOfKey = (key: string): string | null => (key === '' ? null : key.slice(1));
+/** The same as `ownerKey`, in SQL. */
+export const OWNER_KEY_SQL = (column: string): string => `COALESCE('=' || ${column}, '')`;
+
+/** Adds `delta` per (image digest, owner) to workload_counts, in key order (two writers lock rows in the same order). */
+async function addCounts(tx: SqlExecutor, delta: ReadonlyMap<string, number>): Promise<void> {
+  const rows = [...delta.entries()].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+    const chunk = rows.slice(i, i + INSERT_CHUNK);
+    await tx.execute(
+      `INSERT INTO workload_counts (image_digest, owner_key, n) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}
+       ON CONFLICT (image_digest, owner_key) DO UPDATE SET n = workload_counts.n + excluded.n`,
+      chunk.flatMap(([k, d]) => [...k.split('\u0000'), d]),
+    );
+  }
+}
+
+/** Counts one workload more (+1) or less (-1) under its digest and owner; workloads without a digest are not counted. */
+function count(delta: Map<string, number>, digest: unknown, owner: unknown, by: number): void {
+  if (typeof digest !== 'string') return;
+  const k = `${digest}\u0000${ownerKey(strOrNull(owner))}`;
+  delta.set(k, (delta.get(k) ?? 0) + by);
 }
 
 export const WORKLOAD_COLUMNS =
@@ -99,13 +125,20 @@ export async function putAgentWorkloads(
     // statements whatever the count (one round trip per workload made PostgreSQL the bottleneck).
     const same: string[] = [];
     const write: SqlValue[][] = [];
+    const delta = new Map<string, number>();
     for (const w of byKey.values()) {
       const row = recent.get(w.key);
       if (row === undefined) started++;
       else if (row['ended_at'] !== null && row['ended_at'] !== undefined) resumed++;
       const p = params(agentId, node, w, row === undefined ? now : num(row['first_seen']), now);
-      if (row !== undefined && (row['ended_at'] === null || row['ended_at'] === undefined) && sameContent(row, p)) same.push(w.key);
-      else write.push(p);
+      const open = row !== undefined && (row['ended_at'] === null || row['ended_at'] === undefined);
+      if (open && sameContent(row, p)) same.push(w.key);
+      else {
+        write.push(p);
+        // The upsert leaves it not ended, under its new digest and owner.
+        if (open) count(delta, row['image_digest'], row['owner'], -1);
+        count(delta, w.imageDigest, w.owner, 1);
+      }
     }
     for (let i = 0; i < same.length; i += INSERT_CHUNK) {
       const chunk = same.slice(i, i + INSERT_CHUNK);
@@ -122,7 +155,10 @@ export async function putAgentWorkloads(
         chunk.flat(),
       );
     }
-    const gone = rows.filter((r) => (r['ended_at'] === null || r['ended_at'] === undefined) && !byKey.has(r['wkey'] as string)).map((r) => r['wkey'] as string);
+    const goneRows = rows.filter((r) => (r['ended_at'] === null || r['ended_at'] === undefined) && !byKey.has(r['wkey'] as string));
+    for (const r of goneRows) count(delta, r['image_digest'], r['owner'], -1);
+    await addCounts(tx, delta);
+    const gone = goneRows.map((r) => r['wkey'] as string);
     let ended = 0;
     for (let i = 0; i < gone.length; i += INSERT_CHUNK) {
       const chunk = gone.slice(i, i + INSERT_CHUNK);
@@ -195,5 +231,13 @@ export async function listWorkloads(db: SqlDriver, q: WorkloadQuery): Promise<Wo
 }
 
 export async function pruneWorkloads(db: SqlDriver, before: number): Promise<number> {
-  return db.execute('DELETE FROM workloads WHERE last_seen < ?', [before]);
+  return db.transaction(async (tx) => {
+    // Those not ended leave workload_counts too: what the DELETE took, not what a SELECT saw before a heartbeat.
+    const open = await tx.query('DELETE FROM workloads WHERE last_seen < ? AND ended_at IS NULL RETURNING image_digest, owner', [before]);
+    const delta = new Map<string, number>();
+    for (const r of open) count(delta, r['image_digest'], r['owner'], -1);
+    await addCounts(tx, delta);
+    await tx.execute('DELETE FROM workload_counts WHERE n <= 0');
+    return open.length + (await tx.execute('DELETE FROM workloads WHERE last_seen < ?', [before]));
+  });
 }
