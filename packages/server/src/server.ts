@@ -565,6 +565,25 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
   return tok;
 }
 
+/** For the paths that are route names themselves (no parameters), the routes whose pattern matches, found once. */
+const candidateIndex = new WeakMap<Route[], { size: number; byPath: Map<string, Route[]> }>();
+
+/** The routes whose pattern matches `path` (in table order): the index, else every pattern tested. */
+function candidatesFor(routes: Route[], path: string): Route[] {
+  let ix = candidateIndex.get(routes);
+  if (ix?.size !== routes.length) {
+    const byPath = new Map<string, Route[]>();
+    for (const r of routes)
+      if (!r.name.includes('{'))
+        byPath.set(
+          r.name,
+          routes.filter((c) => c.pattern.test(r.name)),
+        );
+    candidateIndex.set(routes, (ix = { size: routes.length, byPath }));
+  }
+  return ix.byPath.get(path) ?? routes.filter((r) => r.pattern.test(path));
+}
+
 async function handle(
   raw: IncomingMessage,
   res: ServerResponse,
@@ -581,7 +600,7 @@ async function handle(
   try {
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
-    const candidates = routes.filter((r) => r.pattern.test(url.pathname));
+    const candidates = candidatesFor(routes, url.pathname);
     if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
     const route = candidates.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
     if (!route) {
