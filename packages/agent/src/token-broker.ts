@@ -222,7 +222,7 @@ export class TokenBroker {
       p.type,
       hash(p.subjectToken),
       hash(p.actorToken),
-      p.requestContext || p.requestDetails ? hash(`${p.requestContext}.${p.requestDetails}`) : '',
+      hash(`${p.requestContext}.${p.requestDetails}`),
     ]);
     const hit = this.#cache.get(key, this.#clock());
     if (hit) return answer(hit, true);

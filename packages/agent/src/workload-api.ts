@@ -36,7 +36,7 @@ import {
   encodeExchangeResponse,
 } from '@writ/sdk/internal';
 import type { WorkloadAttestor } from './attest/attestation.ts';
-import { ProcessStat, attestUnix, exeIdentity, type ExeIdentity } from './attest/unix.ts';
+import { attestUnix, exeIdentity, processStartTime, type ExeIdentity } from './attest/unix.ts';
 import type { PolicyView } from './enforcement-state.ts';
 import type { Withheld } from './entry-matcher.ts';
 import type { MintedJwtSvid } from './jwt-svids.ts';
@@ -89,8 +89,6 @@ const STREAMING: ReadonlySet<string> = new Set(['FetchX509SVID', 'FetchX509Bundl
 interface Caller {
   readonly cred: PeerCred;
   readonly startTime: string;
-  /** Its /proc/PID/stat, open from the accept on (bound to that process; closed with the connection). */
-  readonly stat: ProcessStat;
   /** The executable when the connection was accepted (opened then, hashed meanwhile). */
   readonly exe: Promise<ExeIdentity | undefined>;
 }
@@ -152,9 +150,8 @@ export class WorkloadApiServer {
       try {
         const cred = peerCred(socket);
         try {
-          const stat = new ProcessStat(cred.pid, opts.proc);
-          socket.once('close', () => stat.close());
-          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime: stat.startTime(), stat, exe: exeIdentity(cred.pid, opts.proc) };
+          const startTime = processStartTime(cred.pid, opts.proc);
+          (socket as unknown as Record<symbol, Caller>)[kCaller] = { cred, startTime, exe: exeIdentity(cred.pid, opts.proc) };
         } catch {
           /* caller already gone: its calls are refused */
         }
@@ -218,7 +215,6 @@ export class WorkloadApiServer {
       const { selectors } = await attestUnix(caller.cred, {
         expectedStartTime: caller.startTime,
         expectedExe: caller.exe,
-        stat: caller.stat,
         ...(this.#o.proc ? { proc: this.#o.proc } : {}),
       });
       let containerId: string | undefined;
@@ -242,7 +238,7 @@ export class WorkloadApiServer {
       if (this.#o.attestors?.length) {
         let now: string | undefined;
         try {
-          now = caller.stat.startTime();
+          now = processStartTime(caller.cred.pid, this.#o.proc);
         } catch {
           /* gone */
         }

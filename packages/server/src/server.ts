@@ -31,7 +31,6 @@ import { httpsBundleFetcher } from './federation/fetch.ts';
 import { listenBundleEndpoint, type BundleEndpointListener } from './federation/bundle-endpoint.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
-import { TOKEN_PATH } from './api/token-routes.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
@@ -65,8 +64,6 @@ export interface StartOptions {
 }
 
 const WEBHOOK_ROUTES: ReadonlySet<string> = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
-/** Routes whose every answer is a record already (admission events, the decision log): logged at debug when they succeed. */
-const RECORDED_ROUTES: ReadonlySet<string> = new Set([...WEBHOOK_ROUTES, TOKEN_PATH]);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -565,25 +562,6 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
   return tok;
 }
 
-/** For the paths that are route names themselves (no parameters), the routes whose pattern matches, found once. */
-const candidateIndex = new WeakMap<Route[], { size: number; byPath: Map<string, Route[]> }>();
-
-/** The routes whose pattern matches `path` (in table order): the index, else every pattern tested. */
-function candidatesFor(routes: Route[], path: string): Route[] {
-  let ix = candidateIndex.get(routes);
-  if (ix?.size !== routes.length) {
-    const byPath = new Map<string, Route[]>();
-    for (const r of routes)
-      if (!r.name.includes('{'))
-        byPath.set(
-          r.name,
-          routes.filter((c) => c.pattern.test(r.name)),
-        );
-    candidateIndex.set(routes, (ix = { size: routes.length, byPath }));
-  }
-  return ix.byPath.get(path) ?? routes.filter((r) => r.pattern.test(path));
-}
-
 async function handle(
   raw: IncomingMessage,
   res: ServerResponse,
@@ -600,7 +578,7 @@ async function handle(
   try {
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
-    const candidates = candidatesFor(routes, url.pathname);
+    const candidates = routes.filter((r) => r.pattern.test(url.pathname));
     if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
     const route = candidates.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
     if (!route) {
@@ -650,10 +628,9 @@ async function handle(
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
-    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail. So are the
-    // webhook's reviews and the granted token exchanges: every verdict is in the admission events,
-    // every grant in the decision log already (the line was a tenth of an exchange's CPU).
-    const level = (routeName === AGENT_PATHS.sync || RECORDED_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
+    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
+    // So are the webhook's reviews: every verdict is in the admission events already.
+    const level = (routeName === AGENT_PATHS.sync || WEBHOOK_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }

@@ -3,48 +3,16 @@
  * what the caller says. uid/gid come from SO_PEERCRED; names, executable path and hash from /proc.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, openSync, readFileSync, readSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { WritError } from '@writ/spiffe';
 import type { PeerCred } from '../peercred.ts';
 
 /** Field 22 of /proc/PID/stat: the process start time, which tells a reused PID apart. */
 export function processStartTime(pid: number, proc = '/proc'): string {
-  return startTimeOf(readFileSync(`${proc}/${pid}/stat`, 'utf8'));
-}
-
-function startTimeOf(stat: string): string {
+  const stat = readFileSync(`${proc}/${pid}/stat`, 'utf8');
   // The command name (field 2) may contain spaces and parentheses; fields are counted after the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const t = rest[19];
-  if (t === undefined || !/^\d+$/.test(t)) throw new WritError('ERR_FORBIDDEN', 'cannot read the process start time');
-  return t;
-}
-
-/**
- * /proc/PID/stat held open from the moment a caller connects. The kernel binds the open file to that
- * process, not to its number: once the process exits every read fails (ESRCH), even after its PID
- * is reused. A read is one pread, where opening, reading and closing the file by its path cost
- * twice as much and a call read it twice.
- */
-export class ProcessStat {
-  readonly #fd: number;
-  readonly #buf = Buffer.allocUnsafe(4096);
-  #open = true;
-
-  constructor(pid: number, proc = '/proc') {
-    this.#fd = openSync(`${proc}/${pid}/stat`, 'r');
-  }
-
-  /** Field 22, the start time; throws when the process is gone. */
-  startTime(): string {
-    if (!this.#open) throw new WritError('ERR_FORBIDDEN', 'the connection is closed');
-    const n = readSync(this.#fd, this.#buf, 0, this.#buf.length, 0);
-    return startTimeOf(this.#buf.toString('latin1', 0, n));
-  }
-
-  close(): void {
-    if (this.#open) (this.#open = false), closeSync(this.#fd);
-  }
+  return rest[19]!;
 }
 
 /** /etc/passwd and /etc/group as read last, by the file's identity then (read again when it changes). */
@@ -75,8 +43,6 @@ export function names(file: string): Map<number, string> {
 }
 
 const hashCache = new Map<string, string>();
-// ctime too: a user can put mtime back after rewriting a file in place (touch -r), never ctime.
-const fileKey = (st: Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
 /** What a process runs: the executable's path, device and inode, and hash. */
 export interface ExeIdentity {
@@ -97,11 +63,6 @@ export function exeIdentity(pid: number, proc = '/proc'): Promise<ExeIdentity | 
   let fd: number;
   try {
     path = readlinkSync(`${proc}/${pid}/exe`).replace(/ \(deleted\)$/, '');
-    // A file hashed before (same device, inode, size and times, seen through the link): nothing to
-    // hash, so nothing to open (a call did open, fstat and close it every time).
-    const st = statSync(`${proc}/${pid}/exe`);
-    const sha256 = hashCache.get(fileKey(st));
-    if (sha256) return Promise.resolve({ path, dev: st.dev, ino: st.ino, sha256 });
     fd = openSync(`${proc}/${pid}/exe`, 'r');
   } catch {
     return Promise.resolve(undefined);
@@ -109,7 +70,8 @@ export function exeIdentity(pid: number, proc = '/proc'): Promise<ExeIdentity | 
   return (async () => {
     try {
       const st = fstatSync(fd);
-      const key = fileKey(st);
+      // ctime too: a user can put mtime back after rewriting a file in place (touch -r), never ctime.
+      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       let sha256 = hashCache.get(key);
       if (!sha256) {
         const h = createHash('sha256');
@@ -143,20 +105,17 @@ export interface UnixAttestation {
 /**
  * Attests a process. `expectedStartTime` and `expectedExe` (taken when the connection was
  * accepted) guard against PID reuse and exec(): if the process that connected has gone and another
- * took its PID, or it runs another executable now, attestation fails. `stat` (opened then too) is
- * read for the start time instead of /proc/PID/stat by its path.
+ * took its PID, or it runs another executable now, attestation fails.
  */
 export async function attestUnix(
   cred: PeerCred,
-  opts: { proc?: string; expectedStartTime?: string; expectedExe?: Promise<ExeIdentity | undefined>; stat?: ProcessStat } = {},
+  opts: { proc?: string; expectedStartTime?: string; expectedExe?: Promise<ExeIdentity | undefined> } = {},
 ): Promise<UnixAttestation> {
   const proc = opts.proc ?? '/proc';
   const { pid, uid, gid } = cred;
-  // The caller's stat held open since it connected, if given: it fails once that process is gone.
-  const startTime = (): string => (opts.stat ? opts.stat.startTime() : processStartTime(pid, proc));
   let before: string;
   try {
-    before = startTime();
+    before = processStartTime(pid, proc);
   } catch {
     throw new WritError('ERR_FORBIDDEN', `workload process ${pid} is gone`);
   }
@@ -177,7 +136,7 @@ export async function attestUnix(
   // Re-check after the slow part: the answer must describe the process that is still there.
   let after: string | undefined;
   try {
-    after = startTime();
+    after = processStartTime(pid, proc);
   } catch {
     /* gone */
   }

@@ -84,7 +84,6 @@ function noNul(s: string, field: string, what = field): void {
 
 /** Path parameters must be valid percent-encoding without NUL (routes decode them). */
 export function checkParams(route: Route, params: readonly string[]): void {
-  if (params.length === 0) return;
   const names = [...route.name.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!);
   params.forEach((p, i) => {
     const field = names[i] ?? `param${i}`;
