@@ -763,14 +763,7 @@ export class SqlStore implements Store {
       q.since,
       q.limit,
     ]);
-    return rows.map((r) => ({
-      from: r['from_id'] as string,
-      to: r['to_id'] as string,
-      action: r['action'] as string,
-      firstSeen: num(r['first_seen']),
-      lastSeen: num(r['last_seen']),
-      seen: num(r['seen']),
-    }));
+    return rows.map(toEdge);
   }
 
   async queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]> {
