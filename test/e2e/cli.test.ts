@@ -798,6 +798,8 @@ function leafCommands(c: Command, path: string[] = []): string[] {
  */
 const NOT_READS: Record<string, string> = {
   'server start': 'runs the server',
+  'server backup': 'a write (an archive file)',
+  'server restore': 'a write (a data directory)',
   'agent start': 'runs an agent',
   proxy: 'runs a proxy',
   demo: 'runs the demo',

@@ -22,6 +22,7 @@ import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
 import { registerLearn } from './learn.ts';
+import { registerServerBackup } from './server-backup.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -312,6 +313,7 @@ export function buildProgram(): Command {
       process.once('SIGTERM', stop);
       await new Promise(() => undefined);
     });
+  registerServerBackup(server);
 
   // ---------------------------------------------------------------- entries
   const entry = program.command('entry').description('registration entries: which workloads get which SPIFFE ID');
@@ -1311,6 +1313,8 @@ const OFFLINE = new Set([
   'demo',
   'proxy',
   'writ server start',
+  'writ server backup',
+  'writ server restore',
   'writ agent start',
   'writ policy test',
   'writ admission check',

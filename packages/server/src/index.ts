@@ -4,3 +4,14 @@ export { CertificateAuthority, type CaOptions, type UpstreamCa } from './ca/ca.t
 export { generateSigner, readPrivateKey, writePrivateKey } from './ca/keys.ts';
 export { openStore, redactDbUrl } from './store/open.ts';
 export { ROLES, type Role, type Store, type Entry, type EntryInput } from './store/types.ts';
+export {
+  createBackup,
+  postgresDumpCommand,
+  postgresRestoreCommand,
+  readBackup,
+  restoreBackup,
+  SCHEMA_VERSION,
+  type BackupManifest,
+  type BackupOptions,
+  type RestoreOptions,
+} from './backup.ts';
