@@ -2,7 +2,7 @@
 import { Agent as HttpsAgent, request } from 'node:https';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import { ERROR_CODE_FORMAT, WritError, uriSansOf } from '@writ/spiffe';
-import { DECISION_REPORT_TYPE } from '@writ/protocol';
+import { DECISION_REPORT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, parseProtocolVersion } from '@writ/protocol';
 
 /** What the agent needs of the server: the seam its unit tests fill with a fake (testing/fake-server.ts). */
 export interface ServerApi {
@@ -29,6 +29,7 @@ export class ServerClient implements ServerApi {
   /** The same trust and pinning, no client certificate. */
   #anonymous: HttpsAgent;
   #identity: { cert: string; key: string } | undefined;
+  #serverProtocol: number | undefined;
 
   /** `serverId` is pinned from the first request on: a workload SVID from the same CA, with the right address, is not the server. */
   constructor(serverUrl: string, caPem: string, serverId: string) {
@@ -57,6 +58,11 @@ export class ServerClient implements ServerApi {
             );
       },
     });
+  }
+
+  /** The protocol version the server said it speaks in its last answer (undefined before the first). */
+  get serverProtocol(): number | undefined {
+    return this.#serverProtocol;
   }
 
   configure(opts: { ca?: string; identity?: { cert: string; key: string } | undefined }): void {
@@ -103,9 +109,14 @@ export class ServerClient implements ServerApi {
           method,
           agent,
           timeout: timeoutMs,
-          headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}) },
+          headers: {
+            accept: 'application/json',
+            [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
+            ...(payload !== undefined ? { 'content-type': type, 'content-length': Buffer.byteLength(payload) } : {}),
+          },
         },
         (res) => {
+          this.#serverProtocol = parseProtocolVersion(res.headers[PROTOCOL_HEADER]);
           const chunks: Buffer[] = [];
           let size = 0;
           res.on('data', (c: Buffer) => {

@@ -55,3 +55,4 @@ export {
   hasControlChar,
   imageOf,
 } from './workloads.ts';
+export { MIN_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION, parseProtocolVersion } from './version.ts';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
-import { AGENT_PATHS } from '@writ/protocol';
+import { AGENT_PATHS, PROTOCOL_HEADER, PROTOCOL_VERSION } from '@writ/protocol';
 import {
   MAX_BUNDLE_BYTES,
   WritError,
@@ -575,6 +575,8 @@ async function handle(
   const method = raw.method ?? 'GET';
   let routeName = 'unmatched';
   let status = 500;
+  // Agent routes say which protocol version the server speaks (docs/design.md, agent protocol versions).
+  if (raw.url?.startsWith('/v1/agent/')) res.setHeader(PROTOCOL_HEADER, String(PROTOCOL_VERSION));
   try {
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createCsr, toPem } from '@writ/spiffe';
-import { AGENT_PATHS } from '@writ/protocol';
+import { AGENT_PATHS, PROTOCOL_HEADER, PROTOCOL_VERSION } from '@writ/protocol';
 import { loadServerConfig } from '../config.ts';
 import { startServer, type RunningServer } from '../server.ts';
 
@@ -20,8 +20,8 @@ let admin: string;
 function call(
   method: string,
   path: string,
-  opts: { body?: unknown; token?: string; identity?: { cert: string; key: string } } = {},
-): Promise<{ status: number; text: string }> {
+  opts: { body?: unknown; token?: string; identity?: { cert: string; key: string }; headers?: Record<string, string> } = {},
+): Promise<{ status: number; text: string; headers: Record<string, string | string[] | undefined> }> {
   const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   return new Promise((resolve, reject) => {
     const req = request(
@@ -31,6 +31,7 @@ function call(
         ca: caPem,
         ...(opts.identity ?? {}),
         headers: {
+          ...opts.headers,
           ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
           ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
         },
@@ -38,7 +39,7 @@ function call(
       (res) => {
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
       },
     );
     req.on('error', reject);
@@ -184,6 +185,51 @@ describe('the agent routes declare their inputs in the route table', () => {
     // A well-formed sync query is still answered.
     const ok = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&bundles=&policy=0&quarantine=&lean=1`, { identity });
     assert.equal(ok.status, 200, ok.text);
+  });
+});
+
+// ---------------------------------------------------------------- protocol versions (issue 16 §3)
+
+describe('agent protocol versions', () => {
+  it('an agent one version older (no writ-protocol header, a version-1 sync query) keeps syncing; every agent answer names the version the server speaks', async () => {
+    const identity = await attest('older');
+    const agentId = JSON.parse((await call('GET', '/v1/agents', { token: admin })).text).agents.find((a: { nodeName: string }) => a.nodeName === 'older')
+      .spiffeId as string;
+    const made = await call('POST', '/v1/entries', {
+      token: admin,
+      body: { spiffeId: 'spiffe://routes.test/older/web', parentId: agentId, selectors: ['unix:uid:1000'] },
+    });
+    assert.equal(made.status, 201, made.text);
+    const entryId = JSON.parse(made.text).id as string;
+    // Version 1: since, wait and bundles only (no lean, policy, quarantine or images), no header.
+    const v1 = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&bundles=`, { identity });
+    assert.equal(v1.status, 200, v1.text);
+    assert.equal(v1.headers[PROTOCOL_HEADER], String(PROTOCOL_VERSION));
+    const a1 = JSON.parse(v1.text) as { entries: Array<{ id: string }>; bundle?: { keys: unknown[] }; full: boolean; revision: number };
+    assert.deepEqual(
+      a1.entries.map((e) => e.id),
+      [entryId],
+    );
+    assert.equal(a1.full, true);
+    assert.ok(a1.bundle && a1.bundle.keys.length > 0, 'an agent that does not ask lean gets the bundle every time');
+    // The next poll of that agent, from the revision it has: nothing new, the bundle again.
+    const again = JSON.parse((await call('GET', `${AGENT_PATHS.sync}?since=${a1.revision}&wait=0&bundles=`, { identity })).text) as typeof a1;
+    assert.deepEqual(again.entries, []);
+    assert.ok(again.bundle);
+    // The current version says so; a garbled header is taken as version 1, never refused.
+    for (const v of [String(PROTOCOL_VERSION), 'x', '0', '99999']) {
+      const r = await call('GET', `${AGENT_PATHS.sync}?since=0&wait=0&bundles=&lean=1`, { identity, headers: { [PROTOCOL_HEADER]: v } });
+      assert.equal(r.status, 200, `${v}: ${r.text}`);
+      assert.equal(r.headers[PROTOCOL_HEADER], String(PROTOCOL_VERSION));
+    }
+    // The version-1 SVID request (a CSR for an entry) still signs.
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey));
+    const svids = await call('POST', AGENT_PATHS.svids, { identity, body: { requests: [{ entryId, csr }] } });
+    assert.equal(svids.status, 200, svids.text);
+    assert.equal(svids.headers[PROTOCOL_HEADER], String(PROTOCOL_VERSION));
+    // Routes other than the agent's carry no protocol header.
+    assert.equal((await call('GET', '/livez')).headers[PROTOCOL_HEADER], undefined);
   });
 });
 
