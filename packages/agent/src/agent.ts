@@ -83,6 +83,18 @@ export function serverIdentity(o: Pick<AgentOptions, 'caPem' | 'trustDomain' | '
   return { trustDomain: td, serverSpiffeId: `spiffe://${td}/writ/server` };
 }
 
+export interface AgentHealth {
+  /** Holds an agent SVID (from attestation or the cache). */
+  readonly attested: boolean;
+  /** The last sync with the server succeeded. */
+  readonly connected: boolean;
+  readonly agentSvidExpiresAt: number | undefined;
+  readonly entries: number;
+  readonly policyRevision: number;
+  readonly quarantined: number;
+  readonly decisions: { readonly buffered: number; readonly dropped: number };
+}
+
 export class Agent extends EventEmitter implements WorkloadApiAgent {
   readonly #o: AgentOptions;
   readonly #clock: () => number;
@@ -427,6 +439,20 @@ export class Agent extends EventEmitter implements WorkloadApiAgent {
   /** The workloads served, reported to the server (workload-reporter.ts). */
   get workloads(): WorkloadReporter {
     return this.#workloads;
+  }
+
+  /** What the health endpoint reports (`--health-addr`, docs/metrics.md). */
+  health(): AgentHealth {
+    const s = this.#state;
+    return {
+      attested: s !== undefined,
+      connected: this.#connected,
+      agentSvidExpiresAt: s ? agentSvidExpiry(s).expiresAt : undefined,
+      entries: s ? Object.keys(s.entries).length : 0,
+      policyRevision: this.#enforcement.engine.revision,
+      quarantined: this.#enforcement.quarantined.size,
+      decisions: this.#decisions.stats,
+    };
   }
 
   get decisionLogStats(): { buffered: number; dropped: number } {

@@ -1,5 +1,5 @@
 // What the CLI (and a program embedding an agent) uses; attestation internals stay inside.
-export { Agent, type AgentOptions, type EntryView, type ServedSvid } from './agent.ts';
+export { Agent, type AgentHealth, type AgentOptions, type EntryView, type ServedSvid } from './agent.ts';
 export type { ServerApi } from './server-client.ts';
 export { WorkloadApiServer, type WorkloadApiOptions } from './workload-api.ts';
 export { dockerAttestor, type DockerAttestorOptions } from './attest/docker.ts';

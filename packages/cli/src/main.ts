@@ -554,10 +554,12 @@ export function buildProgram(): Command {
       '--workload-report-interval <duration>',
       'how often the workloads served are reported whole to the server, between reports on change (env WRIT_WORKLOAD_REPORT_INTERVAL; 1s to 50s, default 20s: the server counts a workload running for a minute after a report)',
     )
+    .option('--health-addr <host:port>', 'serve /livez, /readyz and /metrics over plain HTTP here (off by default), e.g. 127.0.0.1:8081')
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (
         f: {
+          healthAddr?: string;
           workloadReportInterval?: string;
           dataDir: string;
           joinToken?: string;
@@ -621,13 +623,23 @@ export function buildProgram(): Command {
           workloadReportMs,
           ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
         });
+        let serving = false;
+        const health = f.healthAddr
+          ? await startHealth(
+              f.healthAddr,
+              () => agentNotReady(a, serving),
+              () => agentMetrics(a, serving),
+            )
+          : undefined;
+        if (health) log.info({ port: health.port }, 'writ agent health endpoint listening');
         await a.start();
         const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
         await api.listen();
+        serving = true;
         log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
         const stop = (): void => {
           a.stop();
-          void api.close().then(() => process.exit(0));
+          void Promise.all([api.close(), health?.close()]).then(() => process.exit(0));
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
@@ -694,9 +706,14 @@ export function buildProgram(): Command {
       "how long to wait for the workload's identity from the agent before exiting 1 (saying why every few seconds meanwhile)",
       '60s',
     )
+    .option(
+      '--health-addr <host:port>',
+      'serve /livez, /readyz and /metrics over plain HTTP here (off by default; with --workers, the first process only binds it)',
+    )
     .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
     .action(
       async (f: {
+        healthAddr?: string;
         waitTimeout: string;
         socket?: string;
         spiffeId?: string;
@@ -730,8 +747,19 @@ export function buildProgram(): Command {
         // Its first line: when it began to wait, and for how long it will (the "waiting for" lines follow within a second).
         log.info({ socket: endpoint, waitTimeoutMs }, 'writ proxy starting');
         let ports: Awaited<ReturnType<typeof proxy.start>>;
+        let listening = false;
+        // With --workers, the workers share the listeners but not this port: the primary has no proxy of its own, so the first worker serves it.
+        const health =
+          f.healthAddr && (cluster.isPrimary || cluster.worker?.id === 1)
+            ? await startHealth(
+                f.healthAddr,
+                () => (listening ? undefined : "waiting for the workload's identity from the Workload API"),
+                () => proxyMetrics(listening),
+              )
+            : undefined;
         try {
           ports = await proxy.start();
+          listening = true;
         } catch (err) {
           // Nothing may keep the process up after a failed start (the agent streams, a worker's IPC).
           await proxy.close().catch(() => undefined);
@@ -743,7 +771,7 @@ export function buildProgram(): Command {
         }
         log.info({ spiffeId: proxy.spiffeId, ports }, 'writ proxy listening');
         if (cluster.isWorker) process.send?.('writ:listening');
-        const stop = (): void => void proxy.close().then(() => process.exit(0));
+        const stop = (): void => void Promise.all([proxy.close(), health?.close()]).then(() => process.exit(0));
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
         await new Promise(() => undefined);
@@ -1379,6 +1407,71 @@ async function runProxyWorkers(cluster: typeof import('node:cluster').default, n
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   return new Promise<never>(() => undefined);
+}
+
+/** `--health-addr HOST:PORT` of the agent and the proxy: /livez, /readyz and /metrics (docs/metrics.md). */
+async function startHealth(
+  addr: string,
+  notReady: () => string | undefined,
+  metrics: () => import('@writ/sdk/internal').MetricFamily[],
+): Promise<import('@writ/sdk/internal').HealthServer> {
+  const m = /^(.+):(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[2]) : Number.NaN;
+  if (!m || port > 65535) throw new CommanderError(2, 'writ.usage', `--health-addr ${JSON.stringify(addr)}: give HOST:PORT, e.g. 127.0.0.1:8081`);
+  healthModule = await import('@writ/sdk/internal');
+  const h = new healthModule.HealthServer({ host: m[1]!.replace(/^\[|\]$/g, ''), port, notReady, metrics });
+  try {
+    await h.listen();
+  } catch (err) {
+    throw new WritError('ERR_CONFIG_INVALID', `cannot listen on --health-addr ${addr}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      field: 'healthAddr',
+    });
+  }
+  return h;
+}
+
+function agentNotReady(a: import('@writ/agent').Agent, serving: boolean): string | undefined {
+  const h = a.health();
+  if (!h.attested) return 'attesting to the server';
+  if (h.agentSvidExpiresAt !== undefined && h.agentSvidExpiresAt <= Date.now()) return 'the agent SVID has expired';
+  if (!serving) return 'starting the Workload API';
+  return undefined;
+}
+
+const processMetrics = (prefix: string): import('@writ/sdk/internal').MetricFamily[] => healthModule!.processMetrics(prefix);
+let healthModule: typeof import('@writ/sdk/internal') | undefined;
+
+function agentMetrics(a: import('@writ/agent').Agent, serving: boolean): import('@writ/sdk/internal').MetricFamily[] {
+  const h = a.health();
+  const g = (name: string, help: string, value: number) => ({ name, help, type: 'gauge' as const, samples: [{ value }] });
+  return [
+    g('writ_agent_ready', '1 when /readyz answers 200: the agent holds an unexpired SVID and serves the Workload API.', agentNotReady(a, serving) ? 0 : 1),
+    g('writ_agent_server_connected', '1 while the last sync with the server succeeded; 0 while the agent serves from its cache.', h.connected ? 1 : 0),
+    g('writ_agent_svid_expiry_timestamp_seconds', "When the agent's own X.509-SVID expires (unix seconds).", Math.floor((h.agentSvidExpiresAt ?? 0) / 1000)),
+    g('writ_agent_entries', 'Registration entries the agent holds for its node.', h.entries),
+    g('writ_agent_policy_revision', 'The policy revision the agent enforces.', h.policyRevision),
+    g('writ_agent_quarantined_identities', 'SPIFFE IDs quarantined on this node.', h.quarantined),
+    g('writ_agent_decisions_buffered', 'Decisions waiting to be sent to the server.', h.decisions.buffered),
+    {
+      name: 'writ_agent_decisions_dropped_total',
+      help: 'Decisions dropped because the buffer was full (the server was away too long).',
+      type: 'counter',
+      samples: [{ value: h.decisions.dropped }],
+    },
+    ...processMetrics('writ_'),
+  ];
+}
+
+function proxyMetrics(listening: boolean): import('@writ/sdk/internal').MetricFamily[] {
+  return [
+    {
+      name: 'writ_proxy_ready',
+      help: '1 when /readyz answers 200: the proxy has its identity from the Workload API and listens.',
+      type: 'gauge',
+      samples: [{ value: listening ? 1 : 0 }],
+    },
+    ...processMetrics('writ_'),
+  ];
 }
 
 /**

@@ -85,3 +85,4 @@ export {
   type DecisionLogEntry,
   type HttpRefusal,
 } from './enforce.ts';
+export { HealthServer, processMetrics, renderMetrics, type HealthOptions, type MetricFamily, type MetricSample } from './health.ts';
