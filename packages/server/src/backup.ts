@@ -108,8 +108,9 @@ async function snapshotSqlite(path: string): Promise<{ bytes: Buffer; schemaVers
     const check = new DatabaseSync(copy);
     let schemaVersion: number | null;
     try {
-      const ok = check.prepare('PRAGMA integrity_check').get() as { integrity_check?: string } | undefined;
-      if (ok?.integrity_check !== 'ok') throw new WritError('ERR_STORE_UNAVAILABLE', 'the database snapshot failed its integrity check');
+      // quick_check: the pages and b-trees (integrity_check's index cross-checks, 6x slower, run at restore).
+      const ok = check.prepare('PRAGMA quick_check').get() as { quick_check?: string } | undefined;
+      if (ok?.quick_check !== 'ok') throw new WritError('ERR_STORE_UNAVAILABLE', 'the database snapshot failed its integrity check');
       // A copy that stands alone: no -wal file travels with it.
       check.exec('PRAGMA journal_mode = DELETE');
       schemaVersion = versionOf(check.prepare('SELECT MAX(version) AS v FROM schema_migrations').get());
