@@ -243,7 +243,8 @@ export function readBackup(file: string): { manifest: BackupManifest; files: Map
   if (manifest.store !== 'sqlite' && manifest.store !== 'postgres') throw corrupt('store');
   const enc = manifest.encryption;
   if (enc?.cipher !== 'aes-256-gcm' || enc.kdf !== 'scrypt' || typeof enc.salt !== 'string') throw corrupt('encryption');
-  if (![enc.N, enc.r, enc.p].every((x) => Number.isInteger(x) && x > 0) || enc.N > 2 ** 20 || enc.r > 32 || enc.p > 16) throw corrupt('encryption parameters');
+  // Bounded: a crafted archive must not make the restore allocate gigabytes for scrypt (at most 128 MiB here).
+  if (![enc.N, enc.r, enc.p].every((x) => Number.isInteger(x) && x > 0) || enc.N > 2 ** 17 || enc.r > 8 || enc.p > 4) throw corrupt('encryption parameters');
   if (!Array.isArray(manifest.files)) throw corrupt('files');
   const files = new Map<string, Buffer>();
   let at = start + n;
