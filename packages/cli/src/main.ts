@@ -628,7 +628,7 @@ export function buildProgram(): Command {
           ? await startHealth(
               f.healthAddr,
               () => agentNotReady(a, serving),
-              () => agentMetrics(a, serving),
+              (pm) => agentMetrics(a, serving, pm),
             )
           : undefined;
         if (health) log.info({ port: health.port }, 'writ agent health endpoint listening');
@@ -754,7 +754,7 @@ export function buildProgram(): Command {
             ? await startHealth(
                 f.healthAddr,
                 () => (listening ? undefined : "waiting for the workload's identity from the Workload API"),
-                () => proxyMetrics(listening),
+                (pm) => proxyMetrics(listening, pm),
               )
             : undefined;
         try {
@@ -1409,17 +1409,19 @@ async function runProxyWorkers(cluster: typeof import('node:cluster').default, n
   return new Promise<never>(() => undefined);
 }
 
+type ProcessMetrics = (prefix: string) => import('@writ/sdk/internal').MetricFamily[];
+
 /** `--health-addr HOST:PORT` of the agent and the proxy: /livez, /readyz and /metrics (docs/metrics.md). */
 async function startHealth(
   addr: string,
   notReady: () => string | undefined,
-  metrics: () => import('@writ/sdk/internal').MetricFamily[],
+  metrics: (processMetrics: ProcessMetrics) => import('@writ/sdk/internal').MetricFamily[],
 ): Promise<import('@writ/sdk/internal').HealthServer> {
   const m = /^(.+):(\d{1,5})$/.exec(addr);
   const port = m ? Number(m[2]) : Number.NaN;
   if (!m || port > 65535) throw new CommanderError(2, 'writ.usage', `--health-addr ${JSON.stringify(addr)}: give HOST:PORT, e.g. 127.0.0.1:8081`);
-  healthModule = await import('@writ/sdk/internal');
-  const h = new healthModule.HealthServer({ host: m[1]!.replace(/^\[|\]$/g, ''), port, notReady, metrics });
+  const { HealthServer, processMetrics } = await import('@writ/sdk/internal');
+  const h = new HealthServer({ host: m[1]!.replace(/^\[|\]$/g, ''), port, notReady, metrics: () => metrics(processMetrics) });
   try {
     await h.listen();
   } catch (err) {
@@ -1438,10 +1440,7 @@ function agentNotReady(a: import('@writ/agent').Agent, serving: boolean): string
   return undefined;
 }
 
-const processMetrics = (prefix: string): import('@writ/sdk/internal').MetricFamily[] => healthModule!.processMetrics(prefix);
-let healthModule: typeof import('@writ/sdk/internal') | undefined;
-
-function agentMetrics(a: import('@writ/agent').Agent, serving: boolean): import('@writ/sdk/internal').MetricFamily[] {
+function agentMetrics(a: import('@writ/agent').Agent, serving: boolean, processMetrics: ProcessMetrics): import('@writ/sdk/internal').MetricFamily[] {
   const h = a.health();
   const g = (name: string, help: string, value: number) => ({ name, help, type: 'gauge' as const, samples: [{ value }] });
   return [
@@ -1462,7 +1461,7 @@ function agentMetrics(a: import('@writ/agent').Agent, serving: boolean): import(
   ];
 }
 
-function proxyMetrics(listening: boolean): import('@writ/sdk/internal').MetricFamily[] {
+function proxyMetrics(listening: boolean, processMetrics: ProcessMetrics): import('@writ/sdk/internal').MetricFamily[] {
   return [
     {
       name: 'writ_proxy_ready',
