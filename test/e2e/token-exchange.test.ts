@@ -360,6 +360,22 @@ describe('POST /v1/token', () => {
     assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="invalid_scope"\} [1-9]\d*$/m);
   });
 
+  it('exchanges in flight together share a commit of the decision log, and each answer comes after its own record', async () => {
+    const grants = async (): Promise<number> => {
+      const r = await call('GET', `/v1/decisions?from=${encodeURIComponent(WEB)}&limit=1000`, { admin: true });
+      return (r.body['decisions'] as Array<Record<string, string>>).filter(
+        (d) => d['action'] === 'token-exchange' && d['decision'] === 'allow' && /orders:together/.test(d['reason']!),
+      ).length;
+    };
+    const subject = await jwtSvid(ALICE, WEB);
+    const before = await grants();
+    const answers = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => exchange({ subject_token: subject, audience: ORDERS, scope: `orders:together${i}` }, WEB)),
+    );
+    for (const a of answers) assert.equal(a.status, 200, JSON.stringify(a.body));
+    assert.equal(await grants(), before + 16, 'every grant of the batch is in the log once all were answered');
+  });
+
   it('the server still has its TokenPolicy in the policy list, with its kind', async () => {
     const r = await call('GET', '/v1/policies', { admin: true });
     const p = (r.body['policies'] as Array<Record<string, unknown>>).find((x) => x['name'] === 'TokenPolicy/shop');
