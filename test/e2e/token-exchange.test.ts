@@ -360,6 +360,19 @@ describe('POST /v1/token', () => {
     assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="invalid_scope"\} [1-9]\d*$/m);
   });
 
+  it('the server log (level info) has a request line for each refused exchange, none for a granted one: grants are in the decision log', () => {
+    const lines = srv.logs.map((l) => JSON.parse(l) as { msg?: string; route?: string; status?: number; level?: number });
+    const token = lines.filter((l) => l.msg === 'request' && l.route === '/v1/token');
+    assert.ok(
+      token.some((l) => l.status === 400),
+      'a refused exchange (invalid_scope) is logged',
+    );
+    assert.deepEqual(
+      token.filter((l) => l.status === 200),
+      [],
+    );
+  });
+
   it('exchanges in flight together share a commit of the decision log, and each answer comes after its own record', async () => {
     const grants = async (): Promise<number> => {
       const r = await call('GET', `/v1/decisions?from=${encodeURIComponent(WEB)}&limit=1000`, { admin: true });

@@ -31,6 +31,7 @@ import { httpsBundleFetcher } from './federation/fetch.ts';
 import { listenBundleEndpoint, type BundleEndpointListener } from './federation/bundle-endpoint.ts';
 import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
+import { TOKEN_PATH } from './api/token-routes.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
@@ -64,6 +65,8 @@ export interface StartOptions {
 }
 
 const WEBHOOK_ROUTES: ReadonlySet<string> = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
+/** Routes whose every answer is on record already (admission events, the decision log): logged at debug when they succeed. */
+const RECORDED_ROUTES: ReadonlySet<string> = new Set([...WEBHOOK_ROUTES, TOKEN_PATH]);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -628,9 +631,10 @@ async function handle(
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
-    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
-    // So are the webhook's reviews: every verdict is in the admission events already.
-    const level = (routeName === AGENT_PATHS.sync || WEBHOOK_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
+    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail. So are the
+    // webhook's reviews and granted token exchanges: every verdict is in the admission events, every
+    // grant in the decision log already (the line cost a tenth of an exchange's CPU). Refusals stay at info.
+    const level = (routeName === AGENT_PATHS.sync || RECORDED_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }
