@@ -360,6 +360,26 @@ describe('POST /v1/token', () => {
     assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="invalid_scope"\} [1-9]\d*$/m);
   });
 
+  it('a client assertion used again is granted again (verified once, remembered); the same one with another signature is refused', async () => {
+    const assertion = await jwtSvid(WEB, TD);
+    const subject = await jwtSvid(ALICE, WEB);
+    const asClient = (client_assertion: string) =>
+      exchange({
+        subject_token: subject,
+        audience: ORDERS,
+        scope: 'orders:read',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion,
+      });
+    for (let i = 0; i < 2; i++) assert.equal((await asClient(assertion)).status, 200);
+    const [h, p, sig] = assertion.split('.');
+    const forged = `${h}.${p}.${sig!.slice(0, -4)}${sig!.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`;
+    const r = await asClient(forged);
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body['error'], 'invalid_client');
+    assert.match(r.body['error_description'] as string, /client_assertion rejected/);
+  });
+
   it('the server log (level info) has a request line for each refused exchange, none for a granted one: grants are in the decision log', () => {
     const lines = srv.logs.map((l) => JSON.parse(l) as { msg?: string; route?: string; status?: number; level?: number });
     const token = lines.filter((l) => l.msg === 'request' && l.route === '/v1/token');

@@ -26,16 +26,7 @@ import {
   type TokenPolicy,
   type TokenRequest,
 } from '@writ/broker';
-import {
-  JwtSvidValidator,
-  isWritError,
-  parseBundleJson,
-  parseCertificate,
-  validateJwtSvid,
-  verifyX509Svid,
-  type Certificate,
-  type TrustBundle,
-} from '@writ/spiffe';
+import { JwtSvidValidator, isWritError, parseBundleJson, parseCertificate, verifyX509Svid, type Certificate, type TrustBundle } from '@writ/spiffe';
 import type { DecisionRecord } from '../store/types.ts';
 import { newDecisionId } from '@writ/sdk/internal';
 import type { ApiContext } from './context.ts';
@@ -99,6 +90,10 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
   const subjectBundles = { get: (name: string) => (name === td ? ctx.ca.bundle() : federated.bundles.get(name)) };
   // A subject token exchanged again (several targets, retries) is not verified again; a removed key still takes effect at once.
   const subjectValidator = new JwtSvidValidator(subjectBundles, { clock: () => new Date(ctx.clock()) });
+  // The same for client assertions and actor tokens (this trust domain's keys only), keyed by the
+  // token's exact bytes, at most 10,000: an agent sends its caller's JWT-SVID with every exchange.
+  // A remembered one is still checked for expiry and audience, and that its key is in the bundle.
+  const ownValidator = new JwtSvidValidator(own, { clock: () => new Date(ctx.clock()) });
 
   // Group commit: the decisions of the requests in flight go to the store in one write, and each
   // answer waits for its own record, so no token leaves unlogged. The write waits while turns of
@@ -152,7 +147,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
       const audience = auds.includes(tdId) ? tdId : auds.includes(endpoint()) ? endpoint() : undefined;
       if (!audience) throw new TokenError('ERR_TOKEN_CLIENT_INVALID', `client_assertion must be a JWT-SVID for audience ${tdId} or ${endpoint()}`);
       try {
-        fromAssertion = validateJwtSvid(tr.clientAssertion, own, { audience, now: new Date(ctx.clock()) }).spiffeId.uri;
+        fromAssertion = ownValidator.validate(tr.clientAssertion, audience).spiffeId.uri;
       } catch (err) {
         asTokenError(err, 'ERR_TOKEN_CLIENT_INVALID', 'client_assertion rejected');
       }
@@ -226,7 +221,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
     const audience = auds.includes(tdId) ? tdId : auds.includes(endpoint()) ? endpoint() : undefined;
     if (!audience) throw new TokenError('ERR_TOKEN_GRANT_INVALID', `actor_token must be a JWT-SVID for audience ${tdId} or ${endpoint()}`);
     try {
-      return validateJwtSvid(tr.actorToken, own, { audience, now: new Date(ctx.clock()) }).spiffeId.uri;
+      return ownValidator.validate(tr.actorToken, audience).spiffeId.uri;
     } catch (err) {
       return asTokenError(err, 'ERR_TOKEN_GRANT_INVALID', `actor_token rejected (client ${client})`);
     }
