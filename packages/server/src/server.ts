@@ -29,7 +29,7 @@ import type { AdmissionListenConfig, ServerConfig } from './config.ts';
 import { FederationRefresher } from './federation/refresher.ts';
 import { httpsBundleFetcher } from './federation/fetch.ts';
 import { listenBundleEndpoint, type BundleEndpointListener } from './federation/bundle-endpoint.ts';
-import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
+import { RouteIndex, checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { TOKEN_PATH } from './api/token-routes.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
@@ -295,14 +295,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     });
     // Client certificates are requested (agents present their SVID) but checked per route, not by TLS:
     // admin clients use bearer tokens and have none.
+    const index = new RouteIndex(routes);
     httpServer = createServer(
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
-      (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+      (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log),
     );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
-    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log));
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -344,7 +345,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         metrics,
         issueTls,
         renewAfterMs: cfg.x509SvidTtlMs / 2,
-        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+        serve: (routes) => {
+          const index = new RouteIndex(routes);
+          return (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log);
+        },
       });
       admissionServer = admission.server;
       if (!cfg.admission.clientCaFile)
@@ -568,7 +572,7 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
 async function handle(
   raw: IncomingMessage,
   res: ServerResponse,
-  routes: Route[],
+  routes: RouteIndex,
   store: Store,
   agents: AgentAuthenticator,
   metrics: ReturnType<typeof createMetrics>,
@@ -581,7 +585,7 @@ async function handle(
   try {
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
-    const candidates = routes.filter((r) => r.pattern.test(url.pathname));
+    const candidates = routes.candidates(url.pathname);
     if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
     const route = candidates.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
     if (!route) {
