@@ -6,13 +6,16 @@
  * of writ-system under Pod Security "restricted", and says why the agent cannot be (writ-node).
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import { connect } from 'node:tls';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseAllDocuments, parse as parseYaml, stringify } from 'yaml';
 import { loadServerConfig } from '@writ/server';
-import { ROOT, cleanup, run, writ } from './helpers.ts';
+import { ROOT, WRIT, cleanup, run, waitFor, writ } from './helpers.ts';
 
 // Built by .ci/run from test/go/k8scheck (its own go.mod, versions pinned).
 const K8SCHECK = join(ROOT, 'test/go/bin/k8scheck');
@@ -48,6 +51,9 @@ const find = (docs: Doc[], kind: string, name: string): Doc => {
 
 const rendered = new Map<string, string>();
 let caPem: string;
+// The cluster's service account signing key: its JWKS goes in the rendered ConfigMap.
+const saKey = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const children: ChildProcess[] = [];
 
 before(async () => {
   // The upstream CA an operator makes (docs/deploy.md), and a cluster JWKS as the API server serves it.
@@ -58,7 +64,7 @@ before(async () => {
   ]); // biome-ignore format: one openssl command
   assert.equal(ca.code, 0, ca.stderr);
   caPem = readFileSync(join(dir, 'ca.pem'), 'utf8');
-  writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', kid: 'k1', use: 'sig', x: 'x', y: 'y' }] }));
+  writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...saKey.publicKey.export({ format: 'jwk' }), kid: 'sa1', use: 'sig', alg: 'RS256' }] }));
   for (const o of OVERLAYS) {
     const r = await k8scheck(['render', '-ca-bundle', join(dir, 'ca.pem'), '-jwks', join(dir, 'jwks.json'), join(ROOT, 'deploy/kubernetes/overlays', o)]);
     assert.equal(r.code, 0, r.stderr);
@@ -67,7 +73,45 @@ before(async () => {
     rendered.set(o, file);
   }
 });
-after(() => cleanup(dir));
+after(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
+  cleanup(dir);
+});
+
+/** The files the server's pod mounts under /etc/writ, at a temporary root; the config pointed at them. */
+function mountedConfig(docs: Doc[], name: string): string {
+  const cm = find(docs, 'ConfigMap', 'writ-server-config') as Doc & { data: Record<string, string> };
+  const jwks = find(docs, 'ConfigMap', 'writ-cluster-jwks') as Doc & { data: Record<string, string> };
+  const etc = join(dir, name, 'etc');
+  for (const [f, text] of [
+    ['kek/kek', 'a'.repeat(64)],
+    ['upstream-ca/tls.crt', caPem],
+    ['upstream-ca/tls.key', readFileSync(join(dir, 'ca.key'), 'utf8')],
+    ['jwks/jwks.json', jwks.data['jwks.json']!],
+  ] as const) {
+    mkdirSync(join(etc, f, '..'), { recursive: true });
+    writeFileSync(join(etc, f), text);
+  }
+  const file = join(dir, name, 'config.yaml');
+  writeFileSync(file, cm.data['config.yaml']!.replaceAll('/etc/writ/', `${etc}/`).replace('/var/lib/writ', join(dir, name, 'data')));
+  return file;
+}
+
+function lineOf(child: ChildProcess, re: RegExp, what: string): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${out}${err}`)), 60_000);
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = re.exec(out);
+      if (m) clearTimeout(timer), resolve(m);
+    });
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`${what} exited ${code}: ${out}${err}`))));
+  });
+}
 
 describe('deploy/kubernetes overlays', () => {
   for (const o of OVERLAYS) {
@@ -186,20 +230,7 @@ describe('deploy/kubernetes overlays', () => {
 
   it("the server accepts the ConfigMap's config, and the webhooks are the ones `writ admission manifests` prints", async () => {
     const docs = docsOf(rendered.get('trial')!);
-    const cm = find(docs, 'ConfigMap', 'writ-server-config') as Doc & { data: Record<string, string> };
-    // The mounted files, at a temporary root.
-    const etc = join(dir, 'etc');
-    for (const [f, text] of [
-      ['kek/kek', 'a'.repeat(64)],
-      ['upstream-ca/tls.crt', caPem],
-      ['upstream-ca/tls.key', readFileSync(join(dir, 'ca.key'), 'utf8')],
-      ['jwks/jwks.json', readFileSync(join(dir, 'jwks.json'), 'utf8')],
-    ] as const) {
-      mkdirSync(join(etc, f, '..'), { recursive: true });
-      writeFileSync(join(etc, f), text);
-    }
-    const cfgFile = join(dir, 'config.yaml');
-    writeFileSync(cfgFile, cm.data['config.yaml']!.replaceAll('/etc/writ/', `${etc}/`));
+    const cfgFile = mountedConfig(docs, 'load');
     const cfg = loadServerConfig({ config: cfgFile }, {});
     assert.equal(cfg.port, 8443);
     assert.equal(cfg.admission?.port, 8444);
@@ -217,5 +248,106 @@ describe('deploy/kubernetes overlays', () => {
       const sel = got.webhooks[0]!['namespaceSelector'] as { matchExpressions: Array<{ values: string[] }> };
       assert.deepEqual(sel.matchExpressions[0]!.values, ['kube-system', 'writ-system', 'writ-node']);
     }
+  });
+
+  it("runs as rendered: the webhook's certificate verifies against the caBundle for its Service name; the DaemonSet's token and trust bundle attest an agent", async () => {
+    const docs = docsOf(rendered.get('production')!);
+    const cfgFile = mountedConfig(docs, 'run');
+    // The pod's args, with loopback ports for this machine and SQLite in place of the Secret's URL.
+    const server = spawn(
+      process.execPath,
+      [WRIT, 'server', 'start', '--config', cfgFile, '--db', 'sqlite', '--listen', '127.0.0.1:0', '--admission-listen', '127.0.0.1:0'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    children.push(server);
+    const started = lineOf(server, /"msg":"writ server listening"/, 'the server');
+    const out = (await started).input;
+    const admissionUrl = /"url":"(https:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"admission webhook listening"/.exec(out)?.[1];
+    const url = /"url":"(https:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"writ server listening"/.exec(out)![1]!;
+    assert.ok(admissionUrl, out);
+
+    // What the API server does: TLS to the Service's DNS name, trusting only the caBundle.
+    const hook = find(docs, 'ValidatingWebhookConfiguration', 'writ-admission') as Doc & {
+      webhooks: Array<{ clientConfig: { caBundle: string; service: { name: string; namespace: string } } }>;
+    };
+    const cc = hook.webhooks[0]!.clientConfig;
+    const servername = `${cc.service.name}.${cc.service.namespace}.svc`;
+    const port = Number(new URL(admissionUrl!).port);
+    const authorized = await new Promise<boolean>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port, servername, ca: Buffer.from(cc.caBundle, 'base64').toString('utf8') }, () => {
+        resolve(s.authorized);
+        s.end();
+      });
+      s.once('error', reject);
+    });
+    assert.equal(authorized, true);
+
+    // The agent as the DaemonSet runs it: its projected token (audience, service account) and the trust bundle ConfigMap.
+    const ds = find(docs, 'DaemonSet', 'writ-agent') as Doc & {
+      spec: { template: { spec: { serviceAccountName: string; volumes: Array<Record<string, unknown>>; containers: Array<{ args: string[] }> } } };
+    };
+    const pod = ds.spec.template.spec;
+    const arg = (k: string): string => pod.containers[0]!.args.find((a) => a.startsWith(`--${k}=`))!.split('=')[1]!;
+    const audience = (pod.volumes.find((v) => v['name'] === 'psat') as { projected: { sources: Array<{ serviceAccountToken: { audience: string } }> } })
+      .projected.sources[0]!.serviceAccountToken.audience;
+    const nowS = Math.floor(Date.now() / 1000);
+    const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const claims = {
+      aud: [audience],
+      exp: nowS + 3600,
+      iat: nowS,
+      nbf: nowS,
+      iss: 'https://kubernetes.default.svc.cluster.local',
+      sub: `system:serviceaccount:${ds.metadata.namespace}:${pod.serviceAccountName}`,
+      'kubernetes.io': {
+        namespace: ds.metadata.namespace,
+        serviceaccount: { name: pod.serviceAccountName, uid: randomUUID() },
+        pod: { name: 'writ-agent-abcde', uid: randomUUID() },
+        node: { name: 'node-1', uid: randomUUID() },
+      },
+    };
+    const input = `${b64({ alg: 'RS256', kid: 'sa1', typ: 'JWT' })}.${b64(claims)}`;
+    const agentDir = join(dir, 'run', 'agent');
+    mkdirSync(agentDir, { recursive: true });
+    writeFileSync(join(agentDir, 'token'), `${input}.${sign('sha256', Buffer.from(input), saKey.privateKey).toString('base64url')}`);
+    const trust = find(docs, 'ConfigMap', 'writ-trust-bundle') as Doc & { data: Record<string, string> };
+    writeFileSync(join(agentDir, 'bundle.pem'), trust.data['bundle.pem']!);
+    const agent = spawn(
+      process.execPath,
+      [
+        WRIT,
+        'agent',
+        'start',
+        '--data-dir',
+        agentDir,
+        '--socket',
+        join(agentDir, 'api.sock'),
+        `--trust-domain=${arg('trust-domain')}`,
+        `--psat-cluster=${arg('psat-cluster')}`,
+        '--psat-token-file',
+        join(agentDir, 'token'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '', WRIT_SERVER: url, WRIT_CA_FILE: join(agentDir, 'bundle.pem') } },
+    );
+    children.push(agent);
+    await lineOf(agent, /"msg":"writ agent serving the Workload API"/, 'the agent');
+    const env = {
+      WRIT_SERVER: url,
+      WRIT_CA_FILE: join(agentDir, 'bundle.pem'),
+      WRIT_TRUST_DOMAIN: arg('trust-domain'),
+      WRIT_TOKEN: readFileSync(join(dir, 'run', 'data', 'admin.token'), 'utf8').trim(),
+    };
+    const agents = await waitFor('the agent in writ agent list', async () => {
+      const r = await writ(undefined, ['agent', 'list', '-o', 'json'], { env });
+      assert.equal(r.code, 0, r.stderr);
+      const list = JSON.parse(r.stdout) as Array<{ spiffeId: string; attestationType: string }>;
+      return list.length > 0 ? list : undefined;
+    });
+    assert.deepEqual(
+      agents.map((a) => [a.spiffeId, a.attestationType]),
+      [[`spiffe://${arg('trust-domain')}/writ/agent/k8s_psat/k8s/node-1`, 'k8s_psat']],
+    );
   });
 });
