@@ -802,6 +802,7 @@ const NOT_READS: Record<string, string> = {
   proxy: 'runs a proxy',
   'oci-hook prepare': "prints or edits an OCI runtime config (JSON is the runtime's format)",
   'oci-hook create-container': 'an OCI runtime hook: mounts, prints nothing',
+  csi: 'runs the CSI node plugin',
   demo: 'runs the demo',
   completion: 'prints a shell script',
   __complete: "prints the shell's candidates, one per line (hidden)",

@@ -23,6 +23,7 @@ import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
 import { registerLearn } from './learn.ts';
 import { registerOciHook } from './oci-hook.ts';
+import { registerCsi } from './csi.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1302,6 +1303,7 @@ export function buildProgram(): Command {
   registerFederation(program, clientOf);
   registerLearn(program, policy, clientOf);
   registerOciHook(program);
+  registerCsi(program);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;
