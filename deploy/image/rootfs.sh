@@ -1,8 +1,8 @@
 #!/bin/sh
 # Lays out the root filesystem of Writ's image in DEST from a repository where `npm ci` has run:
-# the pinned Node 24 binary, the bundled CLI (dist/), the agent's SO_PEERCRED addon, the shared
-# libraries those two link (glibc, libstdc++, libgcc) and passwd entries for uid 10001. Nothing
-# else: no shell, no package manager. deploy/Containerfile and deploy/build-image.sh both run it,
+# the pinned Node 24 binary, the bundled CLI (dist/), the agent's SO_PEERCRED addon, mount(8) and
+# umount(8) for `writ csi` (without their set-uid bit), the shared libraries all of these link and
+# passwd entries for uid 10001. Nothing else: no shell, no package manager. deploy/Containerfile and deploy/build-image.sh both run it,
 # so the two build the same files.
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 DEST" >&2; exit 2; }
@@ -20,11 +20,13 @@ cp "$node" "$dest/usr/local/bin/node"
 cp -R "$repo/dist" "$dest/opt/writ/dist"
 cp "$repo/packages/cli/bin/writ.js" "$dest/opt/writ/packages/cli/bin/writ.js"
 cp "$addon" "$dest/opt/writ/packages/agent/native/build/peercred.node"
+mkdir -p "$dest/usr/bin"
+for b in mount umount; do cp "$(command -v $b)" "$dest/usr/bin/$b" && chmod 0755 "$dest/usr/bin/$b"; done
 # dist/ is ES modules; without packages/*/src the bin runs dist/ and never the TypeScript sources.
 printf '{ "name": "writ-image", "private": true, "type": "module" }\n' > "$dest/opt/writ/package.json"
 
 # The libraries the dynamic loader resolves for node and the addon, at the same paths.
-for lib in $(ldd "$node" "$addon" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }' | sort -u); do
+for lib in $(ldd "$node" "$addon" "$dest/usr/bin/mount" "$dest/usr/bin/umount" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }' | sort -u); do
   mkdir -p "$dest$(dirname "$lib")"
   cp -L "$lib" "$dest$lib"
 done

@@ -20,8 +20,8 @@ it('the deploy guide runs as written: image, upstream CA, overlays rendered and 
     assert.match(g.out, /^built \S+\/writ-deploy\/oci:0\.1\.0$/m);
     assert.match(g.out, /^1$/m, "the layer's history names rootfs.sh");
     assert.match(g.out, /^subject=CN ?= ?writ upstream CA$/m);
-    assert.match(g.out, /^trial: 26 documents decode$/m);
-    assert.match(g.out, /^production: 21 documents decode$/m);
+    assert.match(g.out, /^trial: 27 documents decode$/m);
+    assert.match(g.out, /^production: 22 documents decode$/m);
     assert.match(g.out, /^units: exposure under 3\.0$/m);
   } finally {
     await g.finish();

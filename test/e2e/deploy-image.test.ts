@@ -94,7 +94,7 @@ describe('the image deploy/build-image.sh builds', () => {
     });
   });
 
-  it('runs `writ --version` as uid 10001 on a read-only root, with nothing but node, writ and their libraries', async () => {
+  it('runs `writ --version` as uid 10001 on a read-only root, with nothing but node, writ, mount and their libraries', async () => {
     let args: string[] = [];
     const b = await bundle((c) => {
       assert.deepEqual(c.process.user, { uid: 10001, gid: 10001 });

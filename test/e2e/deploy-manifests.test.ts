@@ -137,6 +137,7 @@ describe('deploy/kubernetes overlays', () => {
         'NetworkPolicy',
         'PodDisruptionBudget',
         'ConfigMap',
+        'CSIDriver',
       ])
         assert.ok(kinds.has(k), `${o} renders a ${k}`);
       assert.equal(kinds.has('StatefulSet'), o === 'trial', 'only the trial runs its own PostgreSQL');
@@ -203,9 +204,40 @@ describe('deploy/kubernetes overlays', () => {
     const r = await writ(undefined, ['admission', 'check', '-f', file, '--pss', 'baseline', '-o', 'json']);
     assert.equal(r.code, 3, r.stdout + r.stderr);
     const v = (JSON.parse(r.stdout) as { results: Array<{ violations: Array<{ control: string; message: string }> }> }).results[0]!.violations;
-    assert.deepEqual([...new Set(v.map((x) => x.control))].sort(), ['hostNamespaces', 'hostPathVolumes']);
+    // hostPID and the socket hostPath for the agent; the CSI container's privilege for mount propagation.
+    assert.deepEqual([...new Set(v.map((x) => x.control))].sort(), ['hostNamespaces', 'hostPathVolumes', 'privileged']);
     const p = await writ(undefined, ['admission', 'check', '-f', file, '--pss', 'privileged', '-o', 'json']);
     assert.equal(p.code, 0, p.stdout + p.stderr);
+  });
+
+  it('a workload pod using the csi.writ.dev inline volume meets Pod Security restricted', async () => {
+    const docs = docsOf(rendered.get('production')!);
+    const driver = find(docs, 'CSIDriver', 'csi.writ.dev') as Doc & { spec: { volumeLifecycleModes: string[] } };
+    assert.deepEqual(driver.spec.volumeLifecycleModes, ['Ephemeral']);
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+        containers: [
+          {
+            name: 'web',
+            image: 'registry.example.com/shop/web:1',
+            env: [{ name: 'SPIFFE_ENDPOINT_SOCKET', value: 'unix:///run/spiffe/workload/api.sock' }],
+            securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+            volumeMounts: [{ name: 'spiffe', mountPath: '/run/spiffe/workload', readOnly: true }],
+          },
+        ],
+        volumes: [{ name: 'spiffe', csi: { driver: driver.metadata.name, readOnly: true } }],
+      },
+    };
+    const file = join(dir, 'workload.yaml');
+    writeFileSync(file, stringify(pod));
+    const r = await writ(undefined, ['admission', 'check', '-f', file, '--pss', 'restricted', '-o', 'json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const k = await k8scheck(['check', file]);
+    assert.equal(k.code, 0, k.stdout + k.stderr);
   });
 
   it("the agent's projected token carries the audience the server's k8sPsat cluster expects", () => {
