@@ -22,6 +22,8 @@ import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
 import { registerLearn } from './learn.ts';
+import { registerOciHook } from './oci-hook.ts';
+import { registerCsi } from './csi.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1300,6 +1302,8 @@ export function buildProgram(): Command {
   registerWorkload(program, clientOf);
   registerFederation(program, clientOf);
   registerLearn(program, policy, clientOf);
+  registerOciHook(program);
+  registerCsi(program);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;
