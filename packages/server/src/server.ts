@@ -356,7 +356,14 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     federation.start();
 
     // ---------------------------------------------------------------- vulnerability events
-    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents, suppressions: (_store, now) => suppressions.load(now) });
+    vulnEvents = new VulnEventWatcher({
+      store,
+      clock,
+      log,
+      config: cfg.vulnEvents,
+      suppressions: (_store, now) => suppressions.load(now),
+      onDrop: (n) => metrics.webhookDropped.inc({ event: 'vulnerability' }, n),
+    });
     vulnEvents.start();
 
     // ---------------------------------------------------------------- background work
