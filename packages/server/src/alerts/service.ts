@@ -154,6 +154,7 @@ export class AlertService {
   #rules: AlertRule[] = [];
   #enforced: Policy[] = [];
   #revision = -1;
+  #reloading: Promise<void> = Promise.resolve();
   readonly #edges: Recent<EdgeState>;
   readonly #identities: Recent<true>;
   /** Quarantined identities last seen, to tell the added ones (undefined until first read). */
@@ -231,8 +232,14 @@ export class AlertService {
     void q.finally(() => this.#pending.delete(q));
   }
 
-  /** Re-reads the AlertRules (and the enforce-mode destinations) when the policy revision changed. */
-  async reload(): Promise<void> {
+  /** Re-reads the AlertRules (and the enforce-mode destinations) when the policy revision changed; one at a time, in call order. */
+  reload(): Promise<void> {
+    const p = this.#reloading.then(() => this.#reload());
+    this.#reloading = p.catch(() => undefined);
+    return p;
+  }
+
+  async #reload(): Promise<void> {
     const rev = await this.#o.store.getPolicyRevision();
     if ((rev?.revision ?? 0) === this.#revision) return;
     this.#revision = rev?.revision ?? 0;
