@@ -251,9 +251,9 @@ describe('alerts: rules over real decisions, the webhook, responses and undo', (
     });
     assert.equal(a?.response?.quarantined, BATCH);
     assert.ok(a?.response?.expiresAt, 'with the TTL');
-    const q = await json<{ quarantine: Array<{ spiffeId: string; createdBy: string }> }>(['quarantine', 'list']);
+    const q = await json<Array<{ spiffeId: string; createdBy: string }>>(['quarantine', 'list']);
     assert.deepEqual(
-      q.quarantine.map((x) => [x.spiffeId, x.createdBy]),
+      q.map((x) => [x.spiffeId, x.createdBy]),
       [[BATCH, 'alert-rule:contain-batch']],
     );
     await waitFor('batch refused while quarantined', async () => ((await call('batch'))[0] !== '200' ? true : undefined));
