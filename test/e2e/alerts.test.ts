@@ -14,7 +14,19 @@ import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WRIT, applyPolicy, cleanup, onFreePorts, run, startAgentProcess, startServerProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import {
+  WRIT,
+  applyPolicy,
+  cleanup,
+  onFreePorts,
+  run,
+  startAgentProcess,
+  startServerProcess,
+  waitFor,
+  writ,
+  type AgentProcess,
+  type ServerProcess,
+} from './helpers.ts';
 
 const TD = 'spiffe://e2e.test/ns';
 const DB = `${TD}/shop/sa/db`;
@@ -91,7 +103,14 @@ function startProxy(args: string[]): Promise<ChildProcess> {
       if (out.includes('"writ proxy listening"')) resolve(child);
     });
     child.once('exit', (c) =>
-      reject(new Error(`proxy exited ${c}: ${err}\nagent log:\n${agent.logs.filter((l) => !l.includes('"level":30')).slice(-15).join('\n')}`)),
+      reject(
+        new Error(
+          `proxy exited ${c}: ${err}\nagent log:\n${agent.logs
+            .filter((l) => !l.includes('"level":30'))
+            .slice(-15)
+            .join('\n')}`,
+        ),
+      ),
     );
   });
 }
@@ -206,7 +225,10 @@ describe('alerts: rules over real decisions, the webhook, responses and undo', (
     assert.ok(table.includes(`${WEB} -> ${DB}`), table);
     assert.equal(table.trim().split('\n').length, 2, 'one alert for the edge');
     // The server log has it at warn.
-    assert.ok(srv.logs.some((l) => l.includes('"msg":"alert"') && l.includes('"level":40') && l.includes(a!.id)), 'logged at warn');
+    assert.ok(
+      srv.logs.some((l) => l.includes('"msg":"alert"') && l.includes('"level":40') && l.includes(a!.id)),
+      'logged at warn',
+    );
 
     // The webhook: answered 500 first, delivered again, each body signed over its exact bytes.
     const delivered = await waitFor('the webhook delivery after a 500', async () => {

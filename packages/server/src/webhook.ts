@@ -126,7 +126,8 @@ export class WebhookDeliverer {
     const backoff = this.#o.backoffMs ?? backoffWithJitter;
     const attempts = this.#o.maxAttempts ?? 8;
     while (this.#queue.length && !this.#closed) {
-      const { id, body } = this.#queue[0]!;
+      // Taken off the queue while in flight: the bound counts the waiting ones, and a drop never hits it.
+      const { id, body } = this.#queue.shift()!;
       for (let n = 1; n <= attempts && !this.#closed; n++) {
         const status = await post(this.#o.target, this.#o.event, body, id).catch((err: Error) => err);
         if (typeof status === 'number' && status >= 200 && status < 300) {
@@ -147,7 +148,6 @@ export class WebhookDeliverer {
         });
         this.#wake = undefined;
       }
-      this.#queue.shift();
     }
   }
 }
