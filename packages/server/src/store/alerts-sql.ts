@@ -87,22 +87,34 @@ export async function pruneAlerts(db: SqlDriver, before: number): Promise<number
   return db.execute('DELETE FROM alerts WHERE last_at < ?', [before]);
 }
 
-/** Of these (caller, destination) pairs, the ones with a decision logged on any action (`from\ntto` keys). */
+/** Lookups per statement: a first batch from a busy node can name thousands of edges. */
+const CHUNK = 200;
+
+/** Of these (caller, destination) pairs, the ones with a decision logged on any action (`from\nto` keys). */
 export async function seenEdges(db: SqlDriver, pairs: readonly { from: string; to: string }[]): Promise<Set<string>> {
   const out = new Set<string>();
-  for (const p of pairs)
-    if ((await db.query('SELECT 1 AS x FROM decision_edges WHERE from_id = ? AND to_id = ? LIMIT 1', [p.from, p.to])).length) out.add(`${p.from}\n${p.to}`);
+  for (let i = 0; i < pairs.length; i += CHUNK) {
+    const part = pairs.slice(i, i + CHUNK);
+    const rows = await db.query(
+      `SELECT DISTINCT from_id, to_id FROM decision_edges WHERE ${part.map(() => '(from_id = ? AND to_id = ?)').join(' OR ')}`,
+      part.flatMap((p) => [p.from, p.to]),
+    );
+    for (const r of rows) out.add(`${r['from_id'] as string}\n${r['to_id'] as string}`);
+  }
   return out;
 }
 
 /** Of these identities, the ones that called or were called in a logged decision. */
 export async function seenIdentities(db: SqlDriver, ids: readonly string[]): Promise<Set<string>> {
   const out = new Set<string>();
-  for (const id of ids)
-    if (
-      (await db.query('SELECT 1 AS x FROM decision_edges WHERE from_id = ? LIMIT 1', [id])).length ||
-      (await db.query('SELECT 1 AS x FROM decision_edges WHERE to_id = ? LIMIT 1', [id])).length
-    )
-      out.add(id);
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const part = ids.slice(i, i + CHUNK);
+    const marks = part.map(() => '?').join(', ');
+    const rows = await db.query(
+      `SELECT DISTINCT from_id AS id FROM decision_edges WHERE from_id IN (${marks}) UNION SELECT DISTINCT to_id AS id FROM decision_edges WHERE to_id IN (${marks})`,
+      [...part, ...part],
+    );
+    for (const r of rows) out.add(r['id'] as string);
+  }
   return out;
 }

@@ -128,6 +128,14 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual([...seen], ['spiffe://example.org/web\nspiffe://example.org/api']);
       const ids = await t.store.seenIdentities(['spiffe://example.org/web', 'spiffe://example.org/db', 'spiffe://example.org/new']);
       assert.deepEqual([...ids].sort(), ['spiffe://example.org/db', 'spiffe://example.org/web'], 'a caller, and one only ever called');
+      // More than one statement's worth of lookups.
+      const many = Array.from({ length: 450 }, (_, i) => ({ from: `spiffe://example.org/c${i}`, to: 'spiffe://example.org/api' }));
+      many.push({ from: 'spiffe://example.org/web', to: 'spiffe://example.org/api' });
+      assert.deepEqual([...(await t.store.seenEdges(many))], ['spiffe://example.org/web\nspiffe://example.org/api']);
+      assert.deepEqual([...(await t.store.seenIdentities([...many.map((p) => p.from), 'spiffe://example.org/db']))].sort(), [
+        'spiffe://example.org/db',
+        'spiffe://example.org/web',
+      ]);
     });
   });
 }
