@@ -832,6 +832,8 @@ const NOT_READS: Record<string, string> = {
   'federation refresh': 'a write (fetches the peer bundle now)',
   'federation delete': 'a write',
   'learn start': 'a write (a new policy revision)',
+  'alerts ack': 'a write (the alert is acknowledged)',
+  'alerts undo': 'a write (lifts a quarantine)',
   'learn stop': 'a write (a new policy revision)',
   'policy promote': 'a write (a new policy revision)',
 };
@@ -930,6 +932,7 @@ describe('-o on every read', () => {
       'policy status': { args: ['policy', 'status'] },
       'policy hits': { args: ['policy', 'hits', '--to', ME] },
       'learn list': { args: ['learn', 'list'] },
+      'alerts list': { args: ['alerts', 'list'] },
       'learn edges': { args: ['learn', 'edges', '--to', ME] },
       'decisions query': { args: ['decisions', 'query'] },
       'decisions show': { args: ['decisions', 'show', decision] },

@@ -54,6 +54,8 @@ export const SERVER_ERROR_CODES = {
   ERR_LEARNING_NOT_FOUND: 404,
   ERR_NOTHING_LEARNED: 409,
   ERR_NO_SHADOW_POLICY: 409,
+  // alerts (issue 15, section 3): undo of an alert whose rule did nothing
+  ERR_ALERT_NO_RESPONSE: 409,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,

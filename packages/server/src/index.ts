@@ -4,3 +4,5 @@ export { CertificateAuthority, type CaOptions, type UpstreamCa } from './ca/ca.t
 export { generateSigner, readPrivateKey, writePrivateKey } from './ca/keys.ts';
 export { openStore, redactDbUrl } from './store/open.ts';
 export { ROLES, type Role, type Store, type Entry, type EntryInput } from './store/types.ts';
+export { parseAlertRules, ALERT_RULE_KIND, ALERT_RULE_KINDS, type AlertRule, type AlertRuleKind } from './alerts/rules.ts';
+export { AlertService, type AlertsConfig } from './alerts/service.ts';

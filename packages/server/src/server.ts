@@ -36,6 +36,7 @@ import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { VulnEventWatcher } from './vuln-events.ts';
+import { AlertService } from './alerts/service.ts';
 import { storeVulnerabilityChecker } from './vuln-gate.ts';
 import { RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { AdmissionInventoryRecorder } from './image-sources.ts';
@@ -56,6 +57,8 @@ export interface RunningServer {
   readonly bundleEndpointUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
+  /** The alert rules' evaluator; `alerts.raise(kind, details)` raises one from elsewhere (the audit check). */
+  readonly alerts: AlertService;
   close(): Promise<void>;
 }
 
@@ -168,6 +171,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
   let vulnEvents: VulnEventWatcher | undefined;
+  let alerts: AlertService | undefined;
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
   try {
@@ -247,7 +251,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       registry: metrics.registry,
     });
     const suppressions = new Suppressions(store);
+    alerts = new AlertService({ store, clock, log, config: cfg.alerts, trustDomain: cfg.trustDomain, breakGlass: cfg.breakGlass, metrics });
     const ctx = {
+      alerts,
       federation,
       suppressions,
       store,
@@ -363,8 +369,16 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     federation.start();
 
     // ---------------------------------------------------------------- vulnerability events
-    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents, suppressions: (_store, now) => suppressions.load(now) });
+    vulnEvents = new VulnEventWatcher({
+      store,
+      clock,
+      log,
+      config: cfg.vulnEvents,
+      suppressions: (_store, now) => suppressions.load(now),
+      onDrop: (n) => metrics.webhookDropped.inc({ event: 'vulnerability' }, n),
+    });
     vulnEvents.start();
+    await alerts.start();
 
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
@@ -392,6 +406,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          const alertsPruned = await store.pruneAlerts(clock() - cfg.decisionRetentionMs);
+          if (alertsPruned) log.info({ removed: alertsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old alerts pruned');
           const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
           if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
           // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
@@ -426,11 +442,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       bundleEndpointUrl: bundleEndpoint?.url,
       store,
       ca,
+      alerts,
       close: async () => {
         for (const t of timers) clearInterval(t);
         await federation?.close();
         hub?.close();
         await vulnEvents?.close();
+        await alerts?.close();
         for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
           if (!s) continue;
           s.closeAllConnections();
@@ -447,6 +465,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     for (const t of timers) clearInterval(t);
     hub?.close();
     await vulnEvents?.close();
+    await alerts?.close();
     registry?.close();
     httpServer?.close();
     admissionServer?.close();
