@@ -14,7 +14,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,7 +24,7 @@ import { corpus, randomReviews, withUid } from './admission/corpus.ts';
 import type { LoadResult, LoadSpec } from './admission/loadgen.ts';
 import { pushSignedImages } from './admission/sign.ts';
 import { makeTestCa } from '../packages/oci/src/testing/registry.ts';
-import { fmt, percentile } from './util.ts';
+import { ensureBundle, fmt, percentile } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
@@ -64,22 +64,6 @@ function ensureOpa(): void {
   if (existsSync(OPA)) return;
   console.log('building OPA 1.22.3 (bench/go) ...');
   execFileSync('go', ['build', '-o', OPA, 'github.com/open-policy-agent/opa'], { cwd: join(ROOT, 'bench/go'), stdio: 'inherit' });
-}
-
-/** The bundled CLI in dist/ is used only while newer than every source: rebuild it when stale, so Writ is measured as shipped. */
-function ensureBundle(): void {
-  const newest = (dir: string): number => {
-    let t = 0;
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      if (e.name === 'node_modules') continue;
-      const p = join(dir, e.name);
-      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }
-    return t;
-  };
-  const dist = join(ROOT, 'dist/writ.js');
-  if (existsSync(dist) && statSync(dist).mtimeMs > newest(join(ROOT, 'packages'))) return;
-  execFileSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
 }
 
 interface Target {

@@ -3,12 +3,14 @@
  * receiver's verifyToken) beside plain JWT-SVID signing with the same key, then `POST /v1/token`
  * through a real `writ server` process (mTLS client, keep-alive) beside `POST /v1/svids/jwt` in the
  * same run: exchanges per second and p50/p99 latency; then the SDK's `exchangeToken` through a
- * `writ agent` process (the agent's TokenBroker), answered from its cache and asking the server.
+ * `writ agent` process (the agent's TokenBroker), answered from its cache and asking the server:
+ * by the SDK in this process, and one call at a time by `bench/go/brokerload`, a grpc-go client in
+ * a process of its own (exact p50/p99 over BENCH_CALLS calls) beside its FetchJWTSVID.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
@@ -16,7 +18,7 @@ import { TOKEN_TYPE_JWT, accessTokenClaims, decideGrant, parseTokenPolicies, sig
 import { createCsr, signJwtSvid, toPem } from '@writ/spiffe';
 import { generateSigner } from '@writ/server';
 import { WorkloadClient } from '@writ/sdk';
-import { fmt, percentile, rate, row } from './util.ts';
+import { ensureBundle, fmt, percentile, rate, row } from './util.ts';
 import { startServer } from './vuln/server.ts';
 
 const TD = 'bench.example';
@@ -61,6 +63,37 @@ function core(seconds: number): void {
   row('measurement', 'ops/s', 'baseline (same run)', 'ratio', 'target');
   row('decide + claims + sign (access token)', fmt(exchange), `JWT-SVID sign ${fmt(svid)}/s`, (exchange / svid).toFixed(2), '>= 5,000/s');
   row('verifyToken (receiver)', fmt(verify), '', '', '');
+}
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const BROKERLOAD = join(ROOT, 'bench/go/bin/brokerload');
+
+/** The Go load generator (bench/go/brokerload, grpc-go pinned by its go.mod), built into the git-ignored bench/go/bin on first use. */
+function ensureBrokerload(): void {
+  if (existsSync(BROKERLOAD)) return;
+  console.log('building bench/go/brokerload (grpc-go) ...');
+  execFileSync('go', ['build', '-o', BROKERLOAD, '.'], { cwd: join(ROOT, 'bench/go/brokerload'), stdio: 'inherit' });
+}
+
+interface GoResult {
+  readonly calls: number;
+  readonly rate: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+}
+
+/** One brokerload run: `calls` calls one at a time on the agent socket; its JSON line. */
+function brokerload(socket: string, args: string[]): Promise<GoResult> {
+  return new Promise((resolve, reject) =>
+    execFile(BROKERLOAD, ['-socket', socket, ...args], { maxBuffer: 1 << 20 }, (err, stdout) => {
+      const line = JSON.parse(stdout.trim().split('\n').pop() || '{}') as GoResult & { error?: string };
+      if (err || line.error) return reject(new Error(`brokerload ${args.join(' ')}: ${line.error ?? err?.message}`));
+      resolve(line);
+    }),
+  );
 }
 
 interface Client {
@@ -187,7 +220,8 @@ async function throughServer(seconds: number): Promise<void> {
     row('POST /v1/svids/jwt, one at a time', fmt(mint1.rate), `${mint1.p50.toFixed(2)} / ${mint1.p99.toFixed(2)}`, '', '');
     admin.destroy();
     web.destroy();
-    await throughAgent(seconds, dir, srv.url, json);
+    // BENCH_AGENT=0: the server's lines only (a quicker loop while working on the server).
+    if (process.env['BENCH_AGENT'] !== '0') await throughAgent(seconds, dir, srv.url, json);
   } finally {
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -263,6 +297,19 @@ async function throughAgent(seconds: number, dir: string, url: string, json: (pa
     );
     row('exchangeToken, cached, one at a time', fmt(cached1.rate), `${cached1.p50.toFixed(2)} / ${cached1.p99.toFixed(2)}`, '', 'p99 <= 0.5 ms');
     row('exchangeToken, uncached, one at a time', fmt(fresh1.rate), `${fresh1.p50.toFixed(2)} / ${fresh1.p99.toFixed(2)}`, '', 'p99 <= 5 ms');
+
+    // The same calls from a client in a process of its own: the bench's pauses are not in these.
+    const calls = String(Number(process.env['BENCH_CALLS'] ?? 20_000));
+    const goSvid = await brokerload(socket, ['-method', 'jwtsvid', '-audience', ORDERS, '-calls', calls]);
+    const goCached = await brokerload(socket, ['-method', 'exchange', '-audience', ORDERS, '-scope', 'orders:read', '-calls', calls]);
+    const goFresh = await brokerload(socket, ['-method', 'exchange', '-audience', ORDERS, '-scope', 'orders:g', '-fresh', '-calls', calls]);
+    console.log(`\nThrough the agent, one call at a time from bench/go/brokerload (grpc-go, its own process, ${calls} calls each)\n`);
+    row('measurement', 'calls/s', 'p50 / p99 ms', 'p99.9', 'target');
+    const goRow = (name: string, r: GoResult, target: string): void =>
+      row(name, fmt(r.rate), `${r.p50.toFixed(3)} / ${r.p99.toFixed(3)}`, r.p999.toFixed(2), target);
+    goRow('FetchJWTSVID (baseline, agent-cached)', goSvid, '');
+    goRow('Exchange, from the agent cache', goCached, 'p99 <= 0.5 ms');
+    goRow('Exchange, agent asks the server', goFresh, 'p99 <= 5 ms');
   } finally {
     wl.close();
     child.kill('SIGTERM');
@@ -272,6 +319,13 @@ async function throughAgent(seconds: number, dir: string, url: string, json: (pa
 
 export async function run(): Promise<void> {
   const seconds = Number(process.env['BENCH_SECONDS'] ?? 3);
+  ensureBundle();
+  ensureBrokerload();
+  console.log(
+    `load average at the start: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} (${new Date().toISOString()})`,
+  );
   core(seconds);
   await throughServer(seconds);
 }

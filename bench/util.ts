@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 /** Calls `fn` repeatedly for about `seconds`, in chunks, and returns operations per second. */
@@ -53,4 +55,22 @@ export function responseReader(onResponse: (status: number, body: Buffer, closin
       onResponse(Number(head.slice(9, 12)), body, /\r\nconnection: *close\r?$/im.test(head));
     }
   };
+}
+
+const ROOT = new URL('../', import.meta.url).pathname;
+
+/** The bundled CLI in dist/ is used only while newer than every source: rebuild it when stale, so Writ is measured as shipped. */
+export function ensureBundle(): void {
+  const newest = (dir: string): number => {
+    let t = 0;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.name === 'node_modules') continue;
+      const p = join(dir, e.name);
+      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }
+    return t;
+  };
+  const dist = join(ROOT, 'dist/writ.js');
+  if (existsSync(dist) && statSync(dist).mtimeMs > newest(join(ROOT, 'packages'))) return;
+  execFileSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
 }

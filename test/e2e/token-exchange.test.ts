@@ -360,6 +360,55 @@ describe('POST /v1/token', () => {
     assert.match(m.body['text'] as string, /^writ_token_exchanges_total\{result="invalid_scope"\} [1-9]\d*$/m);
   });
 
+  it('a client assertion used again is granted again (verified once, remembered); the same one with another signature is refused', async () => {
+    const assertion = await jwtSvid(WEB, TD);
+    const subject = await jwtSvid(ALICE, WEB);
+    const asClient = (client_assertion: string) =>
+      exchange({
+        subject_token: subject,
+        audience: ORDERS,
+        scope: 'orders:read',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion,
+      });
+    for (let i = 0; i < 2; i++) assert.equal((await asClient(assertion)).status, 200);
+    const [h, p, sig] = assertion.split('.');
+    const forged = `${h}.${p}.${sig!.slice(0, -4)}${sig!.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`;
+    const r = await asClient(forged);
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body['error'], 'invalid_client');
+    assert.match(r.body['error_description'] as string, /client_assertion rejected/);
+  });
+
+  it('the server log (level info) has a request line for each refused exchange, none for a granted one: grants are in the decision log', () => {
+    const lines = srv.logs.map((l) => JSON.parse(l) as { msg?: string; route?: string; status?: number; level?: number });
+    const token = lines.filter((l) => l.msg === 'request' && l.route === '/v1/token');
+    assert.ok(
+      token.some((l) => l.status === 400),
+      'a refused exchange (invalid_scope) is logged',
+    );
+    assert.deepEqual(
+      token.filter((l) => l.status === 200),
+      [],
+    );
+  });
+
+  it('exchanges in flight together share a commit of the decision log, and each answer comes after its own record', async () => {
+    const grants = async (): Promise<number> => {
+      const r = await call('GET', `/v1/decisions?from=${encodeURIComponent(WEB)}&limit=1000`, { admin: true });
+      return (r.body['decisions'] as Array<Record<string, string>>).filter(
+        (d) => d['action'] === 'token-exchange' && d['decision'] === 'allow' && /orders:together/.test(d['reason']!),
+      ).length;
+    };
+    const subject = await jwtSvid(ALICE, WEB);
+    const before = await grants();
+    const answers = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => exchange({ subject_token: subject, audience: ORDERS, scope: `orders:together${i}` }, WEB)),
+    );
+    for (const a of answers) assert.equal(a.status, 200, JSON.stringify(a.body));
+    assert.equal(await grants(), before + 16, 'every grant of the batch is in the log once all were answered');
+  });
+
   it('the server still has its TokenPolicy in the policy list, with its kind', async () => {
     const r = await call('GET', '/v1/policies', { admin: true });
     const p = (r.body['policies'] as Array<Record<string, unknown>>).find((x) => x['name'] === 'TokenPolicy/shop');

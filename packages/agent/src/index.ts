@@ -2,6 +2,7 @@
 export { Agent, type AgentHealth, type AgentOptions, type EntryView, type ServedSvid } from './agent.ts';
 export type { ServerApi } from './server-client.ts';
 export { WorkloadApiServer, type WorkloadApiOptions } from './workload-api.ts';
+export { CSI_DRIVER_NAME, CsiNodePlugin, systemMounter, type CsiPluginOptions, type Mounter } from './csi.ts';
 export { dockerAttestor, type DockerAttestorOptions } from './attest/docker.ts';
 export { k8sAttestor, type K8sAttestorOptions } from './attest/k8s.ts';
 export { containerdAttestor, type ContainerdAttestorOptions } from './attest/containerd.ts';

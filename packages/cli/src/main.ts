@@ -23,6 +23,9 @@ import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
 import { registerLearn } from './learn.ts';
 import { registerServerBackup } from './server-backup.ts';
+import { registerOciHook } from './oci-hook.ts';
+import { registerCsi } from './csi.ts';
+import { registerAlerts } from './alerts.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -207,7 +210,9 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
     } catch {
       throw err;
     }
-    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException', 'TokenPolicy'].map((k) => `${k}/${name}`).filter((n) => names.includes(n));
+    const near = ['AdmissionPolicy', 'AdmissionException', 'VulnException', 'TokenPolicy', 'AlertRule']
+      .map((k) => `${k}/${name}`)
+      .filter((n) => names.includes(n));
     if (!near.length) throw err;
     throw new ApiError(
       err.code,
@@ -873,7 +878,7 @@ export function buildProgram(): Command {
   policy
     .command('apply')
     .description(
-      'validate and apply AccessPolicy, AdmissionPolicy, AdmissionException, VulnException and TokenPolicy YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
+      'validate and apply AccessPolicy, AdmissionPolicy, AdmissionException, VulnException, TokenPolicy and AlertRule YAML (adds or replaces documents by kind and name; a new revision); PolicyTest cases in the file run against the proposed set first, and a failing one stops the apply (exit 3)',
     )
     .requiredOption('-f, --file <file>', 'YAML file, one or many documents ("-" for stdin)')
     .option('--dry-run', 'validate and show what would change, apply nothing')
@@ -892,14 +897,17 @@ export function buildProgram(): Command {
       const { parsePolicies } = await import('@writ/policy');
       const { ADMISSION_KINDS, parseAdmission } = await import('@writ/admission');
       const others = parsePolicies(yaml, { file: f.file }).others.filter((o) => o.kind !== 'PolicyTest');
-      const other = others.find((o) => o.kind !== 'VulnException' && o.kind !== 'TokenPolicy' && !(ADMISSION_KINDS as readonly string[]).includes(o.kind));
+      const other = others.find(
+        (o) => o.kind !== 'VulnException' && o.kind !== 'TokenPolicy' && o.kind !== 'AlertRule' && !(ADMISSION_KINDS as readonly string[]).includes(o.kind),
+      );
       if (other)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException, VulnException or TokenPolicy)`,
+          `${f.file}: line ${other.line}: unknown kind "${other.kind}" (expected AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException, VulnException, TokenPolicy or AlertRule)`,
         );
       if (others.some((o) => (ADMISSION_KINDS as readonly string[]).includes(o.kind))) parseAdmission(yaml, { file: f.file });
       if (others.some((o) => o.kind === 'TokenPolicy')) (await import('@writ/broker')).parseTokenPolicies(yaml, { file: f.file });
+      if (others.some((o) => o.kind === 'AlertRule')) (await import('@writ/server')).parseAlertRules(yaml, { file: f.file });
       // The longest an exception may run is the server's to say: checked there.
       if (others.some((o) => o.kind === 'VulnException'))
         (await import('@writ/vuln')).parseVulnExceptions(yaml, { file: f.file, maxLifetimeMs: Number.POSITIVE_INFINITY });
@@ -1330,6 +1338,9 @@ export function buildProgram(): Command {
   registerWorkload(program, clientOf);
   registerFederation(program, clientOf);
   registerLearn(program, policy, clientOf);
+  registerOciHook(program);
+  registerCsi(program);
+  registerAlerts(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

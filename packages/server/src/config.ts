@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
 import type { PsatCluster } from './attest/psat.ts';
 import { type VulnEventsConfig, vulnEventsConfig } from './vuln-events.ts';
+import { type AlertsConfig, alertsConfig } from './alerts/service.ts';
 import { parseOwnerRules, type OwnerRules } from './owners.ts';
 
 export interface ServerConfig {
@@ -40,6 +41,8 @@ export interface ServerConfig {
   readonly requireAdmittedImage: boolean;
   /** Vulnerability events: the severity that raises one, and the webhook they go to (YAML only). */
   readonly vulnEvents: VulnEventsConfig;
+  /** Alerts (issue 15, section 3): the server-wide webhook, automatic quarantine limit, bounds. */
+  readonly alerts: AlertsConfig;
   /** `--report-limit`: the largest scanner report `POST /v1/reports` takes, in bytes. */
   readonly reportLimitBytes: number;
   /** The longest a VulnException may run (`vulnExceptionMaxAge`, default 90d): `expires` further away is refused at apply. */
@@ -130,6 +133,7 @@ const KEYS = [
   'registryConfig',
   'requireAdmittedImage',
   'vulnEvents',
+  'alerts',
   'reportLimit',
   'vulnExceptionMaxAge',
   'owners',
@@ -141,7 +145,7 @@ const KEYS = [
 ] as const;
 type Key = (typeof KEYS)[number];
 /** Settings that are not strings: read by their own code, not `get`. */
-type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'vulnEvents' | 'owners';
+type Structured = 'upstreamCa' | 'dnsNames' | 'k8sPsat' | 'breakGlass' | 'requireAdmittedImage' | 'admissionDns' | 'vulnEvents' | 'alerts' | 'owners';
 export type ServerFlags = Partial<Record<Exclude<Key, Structured>, string>> & {
   requireAdmittedImage?: boolean;
   config?: string;
@@ -282,6 +286,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     registryConfigFile: get('registryConfig'),
     requireAdmittedImage,
     vulnEvents: vulnEventsConfig(file['vulnEvents']),
+    alerts: alertsConfig(file['alerts']),
     reportLimitBytes: parseByteSize(get('reportLimit') ?? SERVER_DEFAULTS.reportLimit, 'reportLimit', MAX_REPORT_LIMIT_BYTES),
     vulnExceptionMaxMs: dur('vulnExceptionMaxAge', 10 * 366 * 86_400_000, 60_000),
     owners: parseOwnerRules(file['owners']),

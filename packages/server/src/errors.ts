@@ -59,6 +59,8 @@ export const SERVER_ERROR_CODES = {
   ERR_BACKUP_UNSUPPORTED: 400,
   ERR_BACKUP_KEK_REQUIRED: 400,
   ERR_RESTORE_TARGET_NOT_EMPTY: 409,
+  // alerts (issue 15, section 3): undo of an alert whose rule did nothing
+  ERR_ALERT_NO_RESPONSE: 409,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,

@@ -15,3 +15,5 @@ export {
   type BackupOptions,
   type RestoreOptions,
 } from './backup.ts';
+export { parseAlertRules, ALERT_RULE_KIND, ALERT_RULE_KINDS, type AlertRule, type AlertRuleKind } from './alerts/rules.ts';
+export { AlertService, type AlertsConfig } from './alerts/service.ts';

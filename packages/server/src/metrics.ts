@@ -13,6 +13,14 @@ export interface Metrics {
   readonly admissionReviews: Counter<'hook' | 'decision' | 'mode'>;
   /** `POST /v1/token` answers: granted, or refused with the OAuth error (a closed set). */
   readonly tokenExchanges: Counter<'result'>;
+  /** Webhook bodies dropped from a full queue, by event (vulnerability, alert). */
+  readonly webhookDropped: Counter<'event'>;
+  /** Alerts raised (a new alert, or a repeat counted into one) by rule kind. */
+  readonly alerts: Counter<'kind'>;
+  /** Automatic quarantines by alert rules: done, or skipped (protected identity, hourly limit). */
+  readonly alertResponses: Counter<'result'>;
+  /** Per-edge alert state evicted to keep it bounded (least recently seen first). */
+  readonly alertEdgeEvictions: Counter<string>;
 }
 
 export function createMetrics(): Metrics {
@@ -56,6 +64,24 @@ export function createMetrics(): Metrics {
       name: 'writ_decision_log_dropped_total',
       help: 'Decisions that did not reach the log: dropped by an enforcement point whose buffer was full, or refused here as malformed.',
       labelNames: ['reporter'],
+      registers: [registry],
+    }),
+    webhookDropped: new Counter({
+      name: 'writ_webhook_dropped_total',
+      help: 'Webhook bodies dropped because the delivery queue was full, by event.',
+      labelNames: ['event'],
+      registers: [registry],
+    }),
+    alerts: new Counter({ name: 'writ_alerts_total', help: 'Alerts raised (new or repeated) by rule kind.', labelNames: ['kind'], registers: [registry] }),
+    alertResponses: new Counter({
+      name: 'writ_alert_responses_total',
+      help: 'Automatic quarantines by alert rules: quarantined, protected (own agents, the server), limited (hourly limit reached), failed.',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    alertEdgeEvictions: new Counter({
+      name: 'writ_alert_edge_evictions_total',
+      help: 'Edges whose alert state (deny rate, seen edges) was evicted to keep it bounded.',
       registers: [registry],
     }),
     admissionReviews: new Counter({

@@ -29,12 +29,14 @@ import type { AdmissionListenConfig, ServerConfig } from './config.ts';
 import { FederationRefresher } from './federation/refresher.ts';
 import { httpsBundleFetcher } from './federation/fetch.ts';
 import { listenBundleEndpoint, type BundleEndpointListener } from './federation/bundle-endpoint.ts';
-import { checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
+import { RouteIndex, checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
+import { TOKEN_PATH } from './api/token-routes.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
 import { VulnEventWatcher } from './vuln-events.ts';
+import { AlertService } from './alerts/service.ts';
 import { storeVulnerabilityChecker } from './vuln-gate.ts';
 import { RegistryClient, loadRegistryConfig } from '@writ/oci';
 import { AdmissionInventoryRecorder } from './image-sources.ts';
@@ -55,6 +57,8 @@ export interface RunningServer {
   readonly bundleEndpointUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
+  /** The alert rules' evaluator; `alerts.raise(kind, details)` raises one from elsewhere (the audit check). */
+  readonly alerts: AlertService;
   close(): Promise<void>;
 }
 
@@ -64,6 +68,8 @@ export interface StartOptions {
 }
 
 const WEBHOOK_ROUTES: ReadonlySet<string> = new Set(['/v1/admission/validate', '/v1/admission/mutate']);
+/** Routes whose every answer is on record already (admission events, the decision log): logged at debug when they succeed. */
+const RECORDED_ROUTES: ReadonlySet<string> = new Set([...WEBHOOK_ROUTES, TOKEN_PATH]);
 const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 /** Longer URLs get 414; Node refuses a request head over 16 KiB before any handler (431, see `clientError`). */
 const MAX_URL_LENGTH = 8 * 1024;
@@ -165,6 +171,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let registry: RegistryClient | undefined;
   let hub: ChangeHub | undefined;
   let vulnEvents: VulnEventWatcher | undefined;
+  let alerts: AlertService | undefined;
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
   try {
@@ -244,7 +251,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       registry: metrics.registry,
     });
     const suppressions = new Suppressions(store);
+    alerts = new AlertService({ store, clock, log, config: cfg.alerts, trustDomain: cfg.trustDomain, breakGlass: cfg.breakGlass, metrics });
     const ctx = {
+      alerts,
       federation,
       suppressions,
       store,
@@ -292,14 +301,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     });
     // Client certificates are requested (agents present their SVID) but checked per route, not by TLS:
     // admin clients use bearer tokens and have none.
+    const index = new RouteIndex(routes);
     httpServer = createServer(
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
-      (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+      (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log),
     );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
-    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log));
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -341,7 +351,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         metrics,
         issueTls,
         renewAfterMs: cfg.x509SvidTtlMs / 2,
-        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+        serve: (routes) => {
+          const index = new RouteIndex(routes);
+          return (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log);
+        },
       });
       admissionServer = admission.server;
       if (!cfg.admission.clientCaFile)
@@ -356,8 +369,16 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     federation.start();
 
     // ---------------------------------------------------------------- vulnerability events
-    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents, suppressions: (_store, now) => suppressions.load(now) });
+    vulnEvents = new VulnEventWatcher({
+      store,
+      clock,
+      log,
+      config: cfg.vulnEvents,
+      suppressions: (_store, now) => suppressions.load(now),
+      onDrop: (n) => metrics.webhookDropped.inc({ event: 'vulnerability' }, n),
+    });
     vulnEvents.start();
+    await alerts.start();
 
     // ---------------------------------------------------------------- background work
     let lastSequence = ca.bundle().sequence;
@@ -385,6 +406,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
           if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
           const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
           if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+          const alertsPruned = await store.pruneAlerts(clock() - cfg.decisionRetentionMs);
+          if (alertsPruned) log.info({ removed: alertsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old alerts pruned');
           const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
           if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
           // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
@@ -419,11 +442,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       bundleEndpointUrl: bundleEndpoint?.url,
       store,
       ca,
+      alerts,
       close: async () => {
         for (const t of timers) clearInterval(t);
         await federation?.close();
         hub?.close();
         await vulnEvents?.close();
+        await alerts?.close();
         for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
           if (!s) continue;
           s.closeAllConnections();
@@ -440,6 +465,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     for (const t of timers) clearInterval(t);
     hub?.close();
     await vulnEvents?.close();
+    await alerts?.close();
     registry?.close();
     httpServer?.close();
     admissionServer?.close();
@@ -565,7 +591,7 @@ async function authenticate(req: IncomingMessage, store: Store, need: Role, now:
 async function handle(
   raw: IncomingMessage,
   res: ServerResponse,
-  routes: Route[],
+  routes: RouteIndex,
   store: Store,
   agents: AgentAuthenticator,
   metrics: ReturnType<typeof createMetrics>,
@@ -580,7 +606,7 @@ async function handle(
   try {
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
-    const candidates = routes.filter((r) => r.pattern.test(url.pathname));
+    const candidates = routes.candidates(url.pathname);
     if (candidates.length === 0) throw new WritError('ERR_NOT_FOUND', `no such endpoint: ${url.pathname.slice(0, 100)}`);
     const route = candidates.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
     if (!route) {
@@ -630,9 +656,10 @@ async function handle(
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);
-    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail.
-    // So are the webhook's reviews: every verdict is in the admission events already.
-    const level = (routeName === AGENT_PATHS.sync || WEBHOOK_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
+    // Agents' long polls are a heartbeat, not news: logged at debug unless they fail. So are the
+    // webhook's reviews and granted token exchanges: every verdict is in the admission events, every
+    // grant in the decision log already (the line cost a tenth of an exchange's CPU). Refusals stay at info.
+    const level = (routeName === AGENT_PATHS.sync || RECORDED_ROUTES.has(routeName)) && status === 200 ? 'debug' : 'info';
     log[level]({ method, route: routeName, status, ms: Math.round(seconds * 10000) / 10 }, 'request');
   }
 }

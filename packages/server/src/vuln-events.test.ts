@@ -20,7 +20,8 @@ import type { SuppressionSet } from '@writ/vuln';
 import { STORE_FACTORIES, type TestStore } from './testing/stores.ts';
 import type { VulnEvent, WorkloadInput } from './store/types.ts';
 import { contain, quarantineVulnerability } from './vuln-containment.ts';
-import { VULN_EVENTS_DEFAULTS, VulnEventWatcher, signBody, vulnEventsConfig } from './vuln-events.ts';
+import { VULN_EVENTS_DEFAULTS, VulnEventWatcher, vulnEventsConfig } from './vuln-events.ts';
+import { signBody } from './webhook.ts';
 
 const WEB = `sha256:${'a1'.repeat(32)}`;
 const DB = `sha256:${'d2'.repeat(32)}`;

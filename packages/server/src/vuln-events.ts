@@ -6,10 +6,7 @@
  * exception expiring is no write). Events are stored (`GET /v1/vulnerabilities/events`, `writ vuln
  * events`) and, when configured, POSTed to a webhook signed with HMAC-SHA256 (`X-Writ-Signature`).
  */
-import { createHmac, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { SEVERITIES, type Severity } from '@writ/vuln';
@@ -17,19 +14,14 @@ import type { SuppressionSet } from '@writ/vuln';
 import { loadSuppressions } from './suppressions.ts';
 import type { RunningWorkload, Store, StoreChangeKind, VulnEvent, VulnEventCause } from './store/types.ts';
 import { atLeast, severityRank } from './vuln-exposure.ts';
+import { WebhookDeliverer, type WebhookTarget, webhookTarget } from './webhook.ts';
 
 export interface VulnEventsConfig {
   /** Events for vulnerabilities at or above this severity (default high). */
   readonly minSeverity: Severity;
   /** How often the running set is evaluated again without a write (exceptions expire by themselves). Default 30 s. */
   readonly intervalMs: number;
-  readonly webhook?: {
-    readonly url: string;
-    /** The HMAC-SHA256 key, read from `secretFile` at start. */
-    readonly secret: Buffer;
-    /** A PEM CA to trust for an https URL (default: the system's). */
-    readonly ca?: string;
-  };
+  readonly webhook?: WebhookTarget;
 }
 
 export const VULN_EVENTS_DEFAULTS: VulnEventsConfig = { minSeverity: 'high', intervalMs: 30_000 };
@@ -57,30 +49,7 @@ export function vulnEventsConfig(v: unknown): VulnEventsConfig {
   }
   const w = o['webhook'];
   if (w === undefined || w === null) return { minSeverity, intervalMs };
-  if (typeof w !== 'object' || Array.isArray(w)) bad('vulnEvents.webhook', 'must be a mapping { url, secretFile, caFile? }');
-  const wh = w as Record<string, unknown>;
-  for (const k of Object.keys(wh))
-    if (!['url', 'secretFile', 'caFile'].includes(k)) bad(`vulnEvents.webhook.${k}`, 'unknown setting; known: url, secretFile, caFile');
-  const url = wh['url'];
-  if (typeof url !== 'string' || !/^https?:\/\//.test(url) || !URL.canParse(url)) bad('vulnEvents.webhook.url', 'must be an http:// or https:// URL');
-  const secretFile = wh['secretFile'];
-  if (typeof secretFile !== 'string') bad('vulnEvents.webhook.secretFile', 'is required: a file holding the HMAC key');
-  let secret: Buffer;
-  try {
-    secret = Buffer.from(readFileSync(secretFile, 'utf8').trim());
-  } catch (err) {
-    return bad('vulnEvents.webhook.secretFile', `cannot read ${secretFile}: ${(err as NodeJS.ErrnoException).code}`);
-  }
-  if (secret.length < 16) bad('vulnEvents.webhook.secretFile', `${secretFile} must hold at least 16 bytes`);
-  let ca: string | undefined;
-  if (wh['caFile'] !== undefined) {
-    try {
-      ca = readFileSync(String(wh['caFile']), 'utf8');
-    } catch (err) {
-      bad('vulnEvents.webhook.caFile', `cannot read ${String(wh['caFile'])}: ${(err as NodeJS.ErrnoException).code}`);
-    }
-  }
-  return { minSeverity, intervalMs, webhook: { url, secret, ...(ca ? { ca } : {}) } };
+  return { minSeverity, intervalMs, webhook: webhookTarget(w, 'vulnEvents.webhook') };
 }
 
 /** An event as the API, the CLI and the webhook show it. */
@@ -100,11 +69,6 @@ export function vulnEventJson(e: VulnEvent): Record<string, unknown> {
   };
 }
 
-/** The signature header value: `sha256=` and the hex HMAC-SHA256 of the exact body bytes. */
-export function signBody(secret: Buffer, body: string): string {
-  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-}
-
 /** The store changes that can make a running workload affected (`policies`: an exception removed). */
 const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies']);
 
@@ -115,11 +79,13 @@ export interface VulnEventsOptions {
   readonly config: VulnEventsConfig;
   /** The suppressions in force (default: the server's loadSuppressions). */
   readonly suppressions?: (store: Store, now: number) => Promise<SuppressionSet>;
-  /** Webhook delivery: the wait before retry `n` (1-based); default 1 s doubling to 60 s. */
+  /** Webhook delivery: the wait before retry `n` (1-based); default backoffWithJitter (1 s doubling to 60 s). */
   readonly backoffMs?: (n: number) => number;
   /** Delivery attempts per event (default 8) and events waiting at most (default 10,000; the oldest are dropped). */
   readonly maxAttempts?: number;
   readonly maxQueue?: number;
+  /** Told of every event dropped from the full webhook queue (the server's metric). */
+  readonly onDrop?: (n: number) => void;
 }
 
 /**
@@ -138,14 +104,22 @@ export class VulnEventWatcher {
   /** How long the last evaluation took (ms). */
   #lastMs = 0;
   #unsubscribe: (() => void) | undefined;
-  readonly #queue: VulnEvent[] = [];
-  #delivering: Promise<void> | undefined;
+  readonly #webhook: WebhookDeliverer | undefined;
   #closed = false;
-  /** Events dropped because the webhook queue was full (and never delivered). */
-  dropped = 0;
 
   constructor(o: VulnEventsOptions) {
     this.#o = o;
+    this.#webhook = o.config.webhook
+      ? new WebhookDeliverer({
+          target: o.config.webhook,
+          event: 'vulnerability',
+          log: o.log,
+          ...(o.backoffMs ? { backoffMs: o.backoffMs } : {}),
+          ...(o.maxAttempts !== undefined ? { maxAttempts: o.maxAttempts } : {}),
+          ...(o.maxQueue !== undefined ? { maxQueue: o.maxQueue } : {}),
+          ...(o.onDrop ? { onDrop: o.onDrop } : {}),
+        })
+      : undefined;
     // Workloads that started before this server did are not "new" to it: a report or an expiry made them affected.
     this.#lastAt = o.clock();
   }
@@ -183,6 +157,12 @@ export class VulnEventWatcher {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#debounce) clearTimeout(this.#debounce);
     await this.#running?.catch(() => undefined);
+    this.#webhook?.close();
+  }
+
+  /** Events dropped because the webhook queue was full (and never delivered). */
+  get dropped(): number {
+    return this.#webhook?.dropped ?? 0;
   }
 
   async #run(): Promise<void> {
@@ -286,80 +266,12 @@ export class VulnEventWatcher {
     for (const e of events) this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
     // At debug only: with --log-level debug, a test (or an operator) sees that evaluations happen.
     this.#o.log.debug({ events: events.length, running: workloads.length }, 'vulnerability events evaluated');
-    if (config.webhook && events.length) this.#enqueue(events);
+    for (const e of events) this.#webhook?.send(e.id, vulnEventJson(e));
     return events;
-  }
-
-  #enqueue(events: readonly VulnEvent[]): void {
-    const max = this.#o.maxQueue ?? 10_000;
-    this.#queue.push(...events);
-    if (this.#queue.length > max) {
-      const n = this.#queue.length - max;
-      this.#queue.splice(0, n);
-      this.dropped += n;
-      this.#o.log.warn({ dropped: n }, 'vulnerability events: the webhook queue is full; the oldest events were dropped');
-    }
-    this.#delivering ??= this.#drain().finally(() => (this.#delivering = undefined));
   }
 
   /** Resolves when every queued event was delivered or given up on. */
   async flushed(): Promise<void> {
-    while (this.#delivering) await this.#delivering;
+    await this.#webhook?.flushed();
   }
-
-  async #drain(): Promise<void> {
-    const wh = this.#o.config.webhook!;
-    const backoff = this.#o.backoffMs ?? ((n: number) => Math.min(1000 * 2 ** (n - 1), 60_000));
-    const attempts = this.#o.maxAttempts ?? 8;
-    while (this.#queue.length && !this.#closed) {
-      const e = this.#queue[0]!;
-      const body = JSON.stringify(vulnEventJson(e));
-      for (let n = 1; n <= attempts && !this.#closed; n++) {
-        const status = await post(wh, body, e.id).catch((err: Error) => err);
-        if (typeof status === 'number' && status >= 200 && status < 300) break;
-        // A 4xx other than 408/429 will not get better by retrying.
-        const final = typeof status === 'number' && status >= 400 && status < 500 && status !== 408 && status !== 429;
-        if (final || n === attempts) {
-          this.#o.log.warn(
-            { id: e.id, status: typeof status === 'number' ? status : status.message, attempts: n },
-            'vulnerability event not delivered to the webhook',
-          );
-          break;
-        }
-        await new Promise((r) => setTimeout(r, backoff(n)).unref());
-      }
-      this.#queue.shift();
-    }
-  }
-}
-
-/** One signed POST; resolves with the status, rejects on a network error or after 10 s. */
-function post(wh: NonNullable<VulnEventsConfig['webhook']>, body: string, id: string): Promise<number> {
-  const url = new URL(wh.url);
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      {
-        method: 'POST',
-        timeout: 10_000,
-        headers: {
-          'content-type': 'application/json',
-          'content-length': Buffer.byteLength(body),
-          'user-agent': 'writ-server',
-          'x-writ-event': 'vulnerability',
-          'x-writ-event-id': id,
-          'x-writ-signature': signBody(wh.secret, body),
-        },
-        ...(wh.ca ? { ca: wh.ca } : {}),
-      },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
-    req.on('error', reject);
-    req.end(body);
-  });
 }

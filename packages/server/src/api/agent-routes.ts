@@ -309,6 +309,8 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
     'Report a batch of decisions: a protobuf writ.authz.v1.ReportRequest (application/x-protobuf, what agents send), or JSON {decisions: [...], dropped}.',
     async (req) => {
       const { records, dropped } = Buffer.isBuffer(req.body) ? binaryReport(req.body, req.agent!) : jsonReport(req.body, req.agent!);
+      // Before storing: an edge is new to the alert rules when no stored decision has it yet.
+      await ctx.alerts?.observeDecisions(records);
       await ctx.store.addDecisions(records);
       // One counter update per (decision, reason) in the batch, not per decision. `decision` is
       // one of KINDS already (others were refused above).

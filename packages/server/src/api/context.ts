@@ -8,6 +8,7 @@ import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 import type { FederationRefresher } from '../federation/refresher.ts';
 import type { Suppressions } from '../suppressions.ts';
+import type { AlertService } from '../alerts/service.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -38,4 +39,6 @@ export interface ApiContext {
   readonly federation?: FederationRefresher;
   /** The VulnExceptions and VEX statements in force, parsed once per policy revision for this server. */
   readonly suppressions: Suppressions;
+  /** Alert rules over decisions and events (issue 15, section 3); `raise()` for alerts from elsewhere. */
+  readonly alerts?: AlertService;
 }

@@ -6,7 +6,8 @@ import { it } from 'node:test';
 import fc from 'fast-check';
 import { isWritError } from '@writ/spiffe';
 import { HTTP_STATUS } from '../errors.ts';
-import { checkParams, checkQuery, integerParam, readBody, stringParam, type Route } from './http.ts';
+import { RouteIndex, checkParams, checkQuery, integerParam, readBody, stringParam, type Route } from './http.ts';
+import { routeTable } from './routes.ts';
 
 const refusedWell = (fn: () => unknown): boolean => {
   try {
@@ -76,4 +77,30 @@ it('JSON bodies: any JSON value is returned or refused with a 4xx code; NUL and 
   );
   await assert.rejects(readBody(bodyOf('{"x": 1, "y": 2}'), { limit: 1024, fields: ['x'] }), (e) => isWritError(e, 'ERR_FIELD_UNKNOWN') && e.field === 'y');
   assert.deepEqual(await readBody(bodyOf('{"x": [1, {"y": "z"}]}'), { limit: 1024, fields: ['x'] }), { x: [1, { y: 'z' }] });
+});
+
+it('the route index finds the same routes, in the same order, as testing every pattern: for route names and any other path', () => {
+  const { routes, add } = routeTable();
+  const h = () => ({ status: 200, body: {} });
+  add('GET', '/v1/things', 'viewer', 'list', h);
+  add('POST', '/v1/things', 'operator', 'create', h);
+  add('GET', '/v1/things/{id}', 'viewer', 'one', h);
+  add('POST', '/v1/things/batch', 'operator', 'many', h);
+  add('DELETE', '/v1/things/{id}', 'operator', 'delete', h);
+  add('POST', '/v1/token', undefined, 'exchange', h);
+  const index = new RouteIndex(routes);
+  const scan = (path: string) => routes.filter((r) => r.pattern.test(path));
+  const names = (rs: readonly Route[]) => rs.map((r) => `${r.method} ${r.name}`);
+  // A path that names a route without parameters may match a route with one too: both, in table order (405 lists both methods).
+  assert.deepEqual(names(index.candidates('/v1/things/batch')), ['GET /v1/things/{id}', 'POST /v1/things/batch', 'DELETE /v1/things/{id}']);
+  assert.deepEqual(names(index.candidates('/v1/things')), ['GET /v1/things', 'POST /v1/things']);
+  assert.deepEqual(index.candidates('/v1/nothing'), []);
+  const paths = fc.oneof(
+    fc.constantFrom('/v1/things', '/v1/things/batch', '/v1/token', '/v1/things/x', '/v1/token/', '/V1/TOKEN'),
+    fc.string().map((s) => `/v1/${s}`),
+  );
+  fc.assert(fc.property(paths, (p) => assert.deepEqual(names(index.candidates(p)), names(scan(p)))));
+  // Routes added to the table afterwards are not in an index built before: it is built once the table is complete.
+  add('GET', '/v1/later', undefined, 'later', h);
+  assert.deepEqual(index.candidates('/v1/later'), []);
 });

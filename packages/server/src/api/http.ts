@@ -47,6 +47,31 @@ export interface Route {
   readonly handler: Handler;
 }
 
+/**
+ * A route table's lookup: the routes whose pattern matches a path, in table order. A path that is
+ * the name of a route without parameters (`/v1/token`) is answered from a map built once, since
+ * the table does not change while the server serves; any other path tests every pattern. Build it
+ * once the table is complete.
+ */
+export class RouteIndex {
+  readonly #routes: readonly Route[];
+  readonly #exact = new Map<string, readonly Route[]>();
+
+  constructor(routes: readonly Route[]) {
+    this.#routes = [...routes];
+    for (const r of this.#routes) if (!r.name.includes('{') && !this.#exact.has(r.name)) this.#exact.set(r.name, this.#scan(r.name));
+  }
+
+  /** The routes that match `path` (several when they differ by method), in table order; empty: no such endpoint. */
+  candidates(path: string): readonly Route[] {
+    return this.#exact.get(path) ?? this.#scan(path);
+  }
+
+  #scan(path: string): readonly Route[] {
+    return this.#routes.filter((r) => r.pattern.test(path));
+  }
+}
+
 export interface RouteBody {
   readonly limit: number;
   /** The fields a JSON object body may have, checked before the handler (any other is refused). */
@@ -84,6 +109,7 @@ function noNul(s: string, field: string, what = field): void {
 
 /** Path parameters must be valid percent-encoding without NUL (routes decode them). */
 export function checkParams(route: Route, params: readonly string[]): void {
+  if (params.length === 0) return;
   const names = [...route.name.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!);
   params.forEach((p, i) => {
     const field = names[i] ?? `param${i}`;

@@ -8,6 +8,8 @@ import { ADMISSION_KINDS, type AdmissionPolicy, admissionKey, isAdmissionKey, pa
 import { VULN_EXCEPTION_KIND, isVulnExceptionKey, parseVulnExceptions, vulnExceptionKey } from '@writ/vuln';
 import { TOKEN_POLICY_KIND, isTokenPolicyKey, parseTokenPolicies, tokenPolicyKey } from '@writ/broker';
 import { httpStatusOf } from '../errors.ts';
+import { ALERT_RULE_KIND, alertRuleKey, isAlertRuleKey, parseAlertRules } from '../alerts/rules.ts';
+import { liftQuarantine, quarantineIdentity } from '../quarantine.ts';
 import type { DecisionRecord, PolicyRevision } from '../store/types.ts';
 import { DEFAULT_BODY_LIMIT, integerParam, isoIfValid, isoOrNull, object, ok, str, stringParam, withField, type AddRoute } from './http.ts';
 import type { ApiContext } from './context.ts';
@@ -18,7 +20,7 @@ function sourcesByName(text: string, policies: readonly Policy[]): Record<string
     .split(/^---[ \t]*$/m)
     .map((d) => d.replace(/^\s*\n/, '').trimEnd())
     // A PolicyTest's case names (or an admission document's name) must not be taken for a policy's name.
-    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException|TokenPolicy)\b/m.test(d));
+    .filter((d) => d.trim() !== '' && !/^kind:\s*["']?(PolicyTest|AdmissionPolicy|AdmissionException|VulnException|TokenPolicy|AlertRule)\b/m.test(d));
   const out: Record<string, string> = {};
   const windowDoc = (d: string): boolean => new RegExp(`^kind:\\s*["']?${LEARNING_WINDOW_KIND}\\b`, 'm').test(d);
   for (const p of policies) {
@@ -145,7 +147,7 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     'POST',
     '/v1/policies',
     'operator',
-    'Apply AccessPolicy, AdmissionPolicy, AdmissionException and VulnException YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these documents added or replaced (admission documents and vulnerability exceptions under the names `AdmissionPolicy/NAME`, `AdmissionException/NAME`, `VulnException/NAME`). A VulnException whose expires is past, or further away than the server allows (vulnExceptionMaxAge, default 90 days), is refused. dryRun: validate, test and show what would change.',
+    'Apply AccessPolicy, AdmissionPolicy, AdmissionException, VulnException, TokenPolicy and AlertRule YAML: validates (with line numbers), runs the PolicyTest cases in it against the proposed set (unless skipTests), then stores a new revision with these documents added or replaced (admission documents and vulnerability exceptions under the names `AdmissionPolicy/NAME`, `AdmissionException/NAME`, `VulnException/NAME`). A VulnException whose expires is past, or further away than the server allows (vulnExceptionMaxAge, default 90 days), is refused. dryRun: validate, test and show what would change.',
     async (req) => {
       const o = object(req.body);
       const yaml = str(o, 'yaml', { required: true, max: 4 * 1024 * 1024 })!;
@@ -154,12 +156,16 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const tests = others.filter((x) => x.kind === 'PolicyTest');
       const refused = others.filter(
         (x) =>
-          x.kind !== 'PolicyTest' && x.kind !== VULN_EXCEPTION_KIND && x.kind !== TOKEN_POLICY_KIND && !(ADMISSION_KINDS as readonly string[]).includes(x.kind),
+          x.kind !== 'PolicyTest' &&
+          x.kind !== VULN_EXCEPTION_KIND &&
+          x.kind !== TOKEN_POLICY_KIND &&
+          x.kind !== ALERT_RULE_KIND &&
+          !(ADMISSION_KINDS as readonly string[]).includes(x.kind),
       );
       if (refused.length)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException, VulnException and TokenPolicy can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
+          `only kinds AccessPolicy, PolicyTest, AdmissionPolicy, AdmissionException, VulnException, TokenPolicy and AlertRule can be applied (found ${refused.map((x) => `${x.kind} at line ${x.line}`).join(', ')})`,
         );
       // Admission documents are validated with their own line numbers and kept under `Kind/name`.
       const admission = others.some((x) => (ADMISSION_KINDS as readonly string[]).includes(x.kind))
@@ -179,11 +185,14 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
         ...(others.some((x) => x.kind === TOKEN_POLICY_KIND) ? parseTokenPolicies(yaml, { file: 'request' }) : []).map(
           (t) => [tokenPolicyKey(t.name), t.source] as const,
         ),
+        ...(others.some((x) => x.kind === ALERT_RULE_KIND) ? parseAlertRules(yaml, { file: 'request' }) : []).map(
+          (r) => [alertRuleKey(r.name), r.source] as const,
+        ),
       ];
       if (policies.length === 0 && tests.length === 0 && admissionDocs.length === 0)
         throw new WritError(
           'ERR_POLICY_INVALID',
-          'no AccessPolicy, AdmissionPolicy, AdmissionException, VulnException or TokenPolicy documents in the request',
+          'no AccessPolicy, AdmissionPolicy, AdmissionException, VulnException, TokenPolicy or AlertRule documents in the request',
         );
       const current = await ctx.store.getPolicyRevision();
       const incoming = { ...sourcesByName(yaml, policies), ...Object.fromEntries(admissionDocs) };
@@ -242,6 +251,15 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
     const policies = Object.entries(r.policies)
       .sort()
       .map(([name, y]) => {
+        if (isAlertRuleKey(name)) {
+          const a = parseAlertRules(y, { file: name })[0]!;
+          return {
+            name,
+            kind: ALERT_RULE_KIND,
+            ruleKind: a.kind,
+            respond: a.respond ? { quarantine: { ttlSeconds: a.respond.quarantineTtlMs / 1000 } } : null,
+          };
+        }
         if (isTokenPolicyKey(name)) {
           const t = parseTokenPolicies(y, { file: name })[0]!;
           return { name, kind: TOKEN_POLICY_KIND, clients: t.clients.map((p) => p.source), audiences: t.audiences.map((p) => p.source), scopes: t.scopes };
@@ -382,10 +400,8 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
       const spiffeId = withField('spiffeId', () => parseSpiffeId(str(o, 'spiffeId', { required: true })!)).uri;
       const reason = str(o, 'reason', { required: true, max: 500 })!;
       const ttl = ttlField(o, 'ttl', 366 * 86_400_000);
-      const now = ctx.clock();
-      const q = { spiffeId, reason, createdBy: req.role ?? 'operator', createdAt: now, expiresAt: ttl === undefined ? null : now + ttl };
-      await ctx.store.putQuarantine(q);
-      return ok(quarantineJson(q), 201);
+      const q = await quarantineIdentity(ctx.store, { spiffeId, reason, createdBy: req.role ?? 'operator', ttlMs: ttl, now: ctx.clock() });
+      return ok(quarantineJson(q!), 201);
     },
     { limit: 64 * 1024, fields: ['spiffeId', 'reason', 'ttl'] },
   );
@@ -394,7 +410,7 @@ export function policyRoutes(ctx: ApiContext, add: AddRoute): void {
   );
   add('DELETE', '/v1/quarantine/{id}', 'operator', 'Lift a quarantine (id: URL-encoded SPIFFE ID).', async (req) => {
     const id = decodeURIComponent(req.params[0]!);
-    if (!(await ctx.store.removeQuarantine(id))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
+    if (!(await liftQuarantine(ctx.store, id, { now: ctx.clock() }))) throw new WritError('ERR_NOT_FOUND', `${id.slice(0, 200)} is not quarantined`);
     return { status: 204, body: '' };
   });
 

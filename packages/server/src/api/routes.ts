@@ -40,6 +40,7 @@ import { vexRoutes } from './vex-routes.ts';
 import { workloadRoutes } from './workload-routes.ts';
 import { tokenRoutes } from './token-routes.ts';
 import { federationRoutes } from './federation-routes.ts';
+import { alertRoutes } from './alert-routes.ts';
 import { agentRoutes } from './agent-routes.ts';
 import { attestRoutes } from '../attest/routes.ts';
 import { hashToken } from '../attest/join-token.ts';
@@ -387,5 +388,6 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   workloadRoutes(ctx, add);
   tokenRoutes(ctx, add);
   federationRoutes(ctx, add);
+  alertRoutes(ctx, add);
   return routes;
 }

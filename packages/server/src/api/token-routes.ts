@@ -26,22 +26,15 @@ import {
   type TokenPolicy,
   type TokenRequest,
 } from '@writ/broker';
-import {
-  JwtSvidValidator,
-  isWritError,
-  parseBundleJson,
-  parseCertificate,
-  validateJwtSvid,
-  verifyX509Svid,
-  type Certificate,
-  type TrustBundle,
-} from '@writ/spiffe';
+import { JwtSvidValidator, isWritError, parseBundleJson, parseCertificate, verifyX509Svid, type Certificate, type TrustBundle } from '@writ/spiffe';
 import type { DecisionRecord } from '../store/types.ts';
 import { newDecisionId } from '@writ/sdk/internal';
 import type { ApiContext } from './context.ts';
 import { readBytes, type AddRoute } from './http.ts';
 
 export const TOKEN_PATH = '/v1/token';
+/** At most this many turns of the event loop a decision waits for more to share its commit. */
+const GROUP_COMMIT_TURNS = 4;
 
 /** A library error about a token the client sent, re-thrown as the OAuth error it is. */
 function asTokenError(err: unknown, code: 'ERR_TOKEN_GRANT_INVALID' | 'ERR_TOKEN_CLIENT_INVALID' | 'ERR_TOKEN_REQUEST_INVALID', what: string): never {
@@ -97,14 +90,31 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
   const subjectBundles = { get: (name: string) => (name === td ? ctx.ca.bundle() : federated.bundles.get(name)) };
   // A subject token exchanged again (several targets, retries) is not verified again; a removed key still takes effect at once.
   const subjectValidator = new JwtSvidValidator(subjectBundles, { clock: () => new Date(ctx.clock()) });
+  // The same for client assertions and actor tokens (this trust domain's keys only), keyed by the
+  // token's exact bytes, at most 10,000: an agent sends its caller's JWT-SVID with every exchange.
+  // A remembered one is still checked for expiry and audience, and that its key is in the bundle.
+  const ownValidator = new JwtSvidValidator(own, { clock: () => new Date(ctx.clock()) });
 
   // Group commit: the decisions of the requests in flight go to the store in one write, and each
-  // answer waits for its own record, so no token leaves unlogged.
+  // answer waits for its own record, so no token leaves unlogged. The write waits while turns of
+  // the event loop bring more (a commit costs about as much as several records), at most
+  // GROUP_COMMIT_TURNS turns, and goes at once after a turn that brought none.
   let pending: DecisionRecord[] = [];
   let flush: Promise<void> | undefined;
+  const gathered = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      let seen = 0;
+      let turns = 0;
+      const turn = (): void => {
+        if (pending.length === seen || turns++ === GROUP_COMMIT_TURNS) return resolve();
+        seen = pending.length;
+        setImmediate(turn);
+      };
+      turn();
+    });
   const record = (d: DecisionRecord): Promise<void> => {
     pending.push(d);
-    flush ??= new Promise<void>((r) => setImmediate(r)).then(() => {
+    flush ??= gathered().then(() => {
       const batch = pending;
       pending = [];
       flush = undefined;
@@ -137,7 +147,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
       const audience = auds.includes(tdId) ? tdId : auds.includes(endpoint()) ? endpoint() : undefined;
       if (!audience) throw new TokenError('ERR_TOKEN_CLIENT_INVALID', `client_assertion must be a JWT-SVID for audience ${tdId} or ${endpoint()}`);
       try {
-        fromAssertion = validateJwtSvid(tr.clientAssertion, own, { audience, now: new Date(ctx.clock()) }).spiffeId.uri;
+        fromAssertion = ownValidator.validate(tr.clientAssertion, audience).spiffeId.uri;
       } catch (err) {
         asTokenError(err, 'ERR_TOKEN_CLIENT_INVALID', 'client_assertion rejected');
       }
@@ -211,7 +221,7 @@ export function tokenRoutes(ctx: ApiContext, add: AddRoute): void {
     const audience = auds.includes(tdId) ? tdId : auds.includes(endpoint()) ? endpoint() : undefined;
     if (!audience) throw new TokenError('ERR_TOKEN_GRANT_INVALID', `actor_token must be a JWT-SVID for audience ${tdId} or ${endpoint()}`);
     try {
-      return validateJwtSvid(tr.actorToken, own, { audience, now: new Date(ctx.clock()) }).spiffeId.uri;
+      return ownValidator.validate(tr.actorToken, audience).spiffeId.uri;
     } catch (err) {
       return asTokenError(err, 'ERR_TOKEN_GRANT_INVALID', `actor_token rejected (client ${client})`);
     }

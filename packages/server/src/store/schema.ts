@@ -335,4 +335,20 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX image_repos_digest ON image_repos (digest, repo)`,
     ],
   },
+  {
+    // Alerts (issue 15, section 3): one row per (rule, key) occurrence run, repeats within the
+    // rule's window counted into it; `response` is what an automatic quarantine did (JSON).
+    version: 21,
+    statements: [
+      `CREATE TABLE alerts (
+        id TEXT PRIMARY KEY, rule TEXT NOT NULL, kind TEXT NOT NULL, dedupe_key TEXT NOT NULL,
+        first_at BIGINT NOT NULL, last_at BIGINT NOT NULL, count BIGINT NOT NULL, state TEXT NOT NULL,
+        acked_by TEXT, acked_at BIGINT, details TEXT NOT NULL, response TEXT
+      )`,
+      `CREATE INDEX alerts_rule_key ON alerts (rule, dedupe_key, last_at)`,
+      `CREATE INDEX alerts_last_at ON alerts (last_at)`,
+      // `new-identity` asks whether an identity was ever called: the primary key serves callers only.
+      `CREATE INDEX decision_edges_to ON decision_edges (to_id)`,
+    ],
+  },
 ];

@@ -12,6 +12,8 @@ import * as fed from './federation-sql.ts';
 import type { FederationRelationship, FederationStatusUpdate } from './types.ts';
 import * as vq from './vuln-query-sql.ts';
 import * as ve from './vuln-events-sql.ts';
+import * as al from './alerts-sql.ts';
+import type { Alert, AlertInput, AlertResponse, AlertState } from './types.ts';
 import type {
   AffectedPage,
   AffectedPageQuery,
@@ -567,6 +569,42 @@ export class SqlStore implements Store {
     });
     if (added.length) this.#changed(undefined, { kind: 'quarantine' });
     return added;
+  }
+
+  // ---- alerts (issue 15, section 3)
+  async raiseAlert(a: AlertInput, windowMs: number): Promise<{ alert: Alert; created: boolean }> {
+    return this.#changed(await al.raiseAlert(this.#db, a, windowMs), { kind: 'alerts' });
+  }
+
+  listAlerts(q: { rule?: string; state?: AlertState; limit: number }): Promise<Alert[]> {
+    return al.listAlerts(this.#db, q);
+  }
+
+  getAlert(id: string): Promise<Alert | undefined> {
+    return al.getAlert(this.#db, id);
+  }
+
+  async ackAlert(id: string, by: string, at: number): Promise<Alert | undefined> {
+    const { alert, changed } = await al.ackAlert(this.#db, id, by, at);
+    return changed ? this.#changed(alert, { kind: 'alerts' }) : alert;
+  }
+
+  async setAlertResponse(id: string, response: AlertResponse): Promise<Alert | undefined> {
+    const a = await al.setAlertResponse(this.#db, id, response);
+    return a ? this.#changed(a, { kind: 'alerts' }) : a;
+  }
+
+  seenEdges(pairs: readonly { from: string; to: string }[]): Promise<Set<string>> {
+    return al.seenEdges(this.#db, pairs);
+  }
+
+  seenIdentities(ids: readonly string[]): Promise<Set<string>> {
+    return al.seenIdentities(this.#db, ids);
+  }
+
+  async pruneAlerts(before: number): Promise<number> {
+    const n = await al.pruneAlerts(this.#db, before);
+    return n ? this.#changed(n, { kind: 'alerts' }) : n;
   }
 
   // ---- vulnerability events (issue 13, section 6)

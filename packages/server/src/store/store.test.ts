@@ -577,6 +577,11 @@ const READS = new Set([
   'runningWorkloads',
   'rolloutWorkloads',
   'reportedDigests',
+  // alerts (issue 15, section 3)
+  'listAlerts',
+  'getAlert',
+  'seenEdges',
+  'seenIdentities',
   // vulnerability events (issue 13, section 6)
   'queryVulnEvents',
   'vulnEventCursor',
@@ -844,6 +849,22 @@ for (const factory of STORE_FACTORIES) {
       assert.deepEqual(heard, [], 'an image admitted again is no news');
       await expect('recordImages', { kind: 'images' }, () => s.recordImages([{ ...admitted, tags: ['registry.example/shop/web:latest'] }], 10));
       heard.length = 0;
+
+      // alerts (issue 15, section 3)
+      const al = { id: 'al1', rule: 'r', kind: 'new-edge', key: 'k', at: 100, details: {} };
+      await expect('raiseAlert', { kind: 'alerts' }, () => s.raiseAlert(al, 1000));
+      await expect('ackAlert', { kind: 'alerts' }, () => s.ackAlert('al1', 'operator', 101));
+      heard.length = 0;
+      await s.ackAlert('al1', 'operator', 102);
+      await s.setAlertResponse('none', { quarantined: 'spiffe://e/x', expiresAt: null, undoneAt: null, undoneBy: null });
+      assert.deepEqual(heard, [], 'an alert acked again, a response to no alert: no news');
+      await expect('setAlertResponse', { kind: 'alerts' }, () =>
+        s.setAlertResponse('al1', { quarantined: 'spiffe://e/x', expiresAt: null, undoneAt: null, undoneBy: null }),
+      );
+      await expect('pruneAlerts', { kind: 'alerts' }, () => s.pruneAlerts(1000));
+      heard.length = 0;
+      assert.equal(await s.pruneAlerts(1000), 0);
+      assert.deepEqual(heard, [], 'nothing pruned, nothing heard');
 
       const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).filter((m) => m !== 'constructor');
       assert.deepEqual(

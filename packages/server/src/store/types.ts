@@ -142,6 +142,8 @@ export const STORE_CHANGES = [
   'vuln-events',
   // issue 14: federation relationships
   'federation',
+  // issue 15: alerts
+  'alerts',
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
@@ -830,3 +832,67 @@ export interface FederationStore {
   /** The relationship only (the API also deletes the federated bundle). */
   deleteFederation(trustDomain: string): Promise<boolean>;
 }
+
+// ---- alerts (issue 15, section 3) ----
+
+export const ALERT_STATES = ['open', 'acked'] as const;
+export type AlertState = (typeof ALERT_STATES)[number];
+
+/** What an alert rule's response did: the identity it quarantined (until when), and whether that was undone. */
+export interface AlertResponse {
+  readonly quarantined: string;
+  readonly expiresAt: number | null;
+  readonly undoneAt: number | null;
+  readonly undoneBy: string | null;
+}
+
+/** One alert: a rule that fired for one key (an edge, an identity, a key ID), with its repeats counted. */
+export interface Alert {
+  readonly id: string;
+  /** The AlertRule's name (`audit` etc. for alerts the server raises by itself). */
+  readonly rule: string;
+  readonly kind: string;
+  /** What repeats are counted by: the same rule and key within the rule's window make one alert. */
+  readonly key: string;
+  readonly firstAt: number;
+  readonly lastAt: number;
+  readonly count: number;
+  readonly state: AlertState;
+  readonly ackedBy: string | null;
+  readonly ackedAt: number | null;
+  /** What fired it (the edge, the identity, the deny rate …), as of its first occurrence. */
+  readonly details: Readonly<Record<string, unknown>>;
+  readonly response: AlertResponse | null;
+}
+
+export interface AlertInput {
+  readonly id: string;
+  readonly rule: string;
+  readonly kind: string;
+  readonly key: string;
+  readonly at: number;
+  readonly details: Readonly<Record<string, unknown>>;
+}
+
+export interface AlertStore {
+  /**
+   * Records an occurrence: counted into the open alert of the same rule and key last seen within
+   * `windowMs`, else a new alert. `created` says which.
+   */
+  raiseAlert(a: AlertInput, windowMs: number): Promise<{ readonly alert: Alert; readonly created: boolean }>;
+  /** Newest first (by last occurrence), at most `limit`. */
+  listAlerts(q: { readonly rule?: string; readonly state?: AlertState; readonly limit: number }): Promise<Alert[]>;
+  getAlert(id: string): Promise<Alert | undefined>;
+  /** Marks an alert acknowledged; undefined when there is none. Acking an acked alert keeps the first ack. */
+  ackAlert(id: string, by: string, at: number): Promise<Alert | undefined>;
+  /** Records (or replaces) what the rule's response did. */
+  setAlertResponse(id: string, response: AlertResponse): Promise<Alert | undefined>;
+  /** Removes alerts last seen before `before`; returns how many. */
+  pruneAlerts(before: number): Promise<number>;
+  /** Of these (caller, destination) pairs, those with a logged decision on any action, as `from + "\n" + to`. */
+  seenEdges(pairs: readonly { readonly from: string; readonly to: string }[]): Promise<Set<string>>;
+  /** Of these identities, those that called or were called in a logged decision. */
+  seenIdentities(ids: readonly string[]): Promise<Set<string>>;
+}
+
+export interface Store extends AlertStore {}
