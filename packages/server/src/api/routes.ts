@@ -46,6 +46,8 @@ import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { learningRoutes } from './learning-routes.ts';
 import { admissionEventRoutes } from './admission-routes.ts';
+import { graphRoutes } from './graph-routes.ts';
+import { uiRoutes } from './ui-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
 export { hashToken };
@@ -387,5 +389,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   workloadRoutes(ctx, add);
   tokenRoutes(ctx, add);
   federationRoutes(ctx, add);
+  graphRoutes(ctx, add);
+  uiRoutes(ctx, add);
   return routes;
 }
