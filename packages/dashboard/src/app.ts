@@ -60,6 +60,9 @@ export class Dashboard {
 
   async start(): Promise<void> {
     this.#session = await this.#api.resume().catch(() => undefined);
+    // Filters from the address (`/ui?window=24h&namespace=shop#graph`): a view can be linked to.
+    const q = new URLSearchParams(location.search);
+    this.#filters = { window: q.get('window') || '1h', trustDomain: q.get('trustDomain') ?? '', namespace: q.get('namespace') ?? '' };
     const v = location.hash.slice(1) as View;
     if (VIEWS.includes(v)) this.#view = v;
     window.addEventListener('hashchange', () => {
@@ -293,7 +296,7 @@ export class Dashboard {
     const f = this.#filters;
     const e = this.#selected;
     return html`<form id="graph-filters" @change=${(ev: Event) => this.#filter(ev)} @submit=${(ev: Event) => this.#filter(ev)}>
-        <label>Window <select name="window">${['5m', '1h', '24h', '7d'].map((w) => html`<option ?selected=${w === f.window}>${w}</option>`)}</select></label>
+        <label>Window <select name="window">${[...new Set(['5m', '1h', '24h', '7d', f.window])].map((w) => html`<option ?selected=${w === f.window}>${w}</option>`)}</select></label>
         <label>Trust domain <input name="trustDomain" .value=${f.trustDomain} placeholder="any" /></label>
         <label>Namespace <input name="namespace" .value=${f.namespace} placeholder="any" /></label>
         <span class="legend"><i class="allow"></i>allow <i class="deny"></i>deny <i class="would-deny"></i>audit: would deny</span>
