@@ -3,15 +3,12 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { isWritError } from '@writ/spiffe';
 import type { ApiContext } from './context.ts';
 import { errorReply, type Reply, type Request, type Route } from './http.ts';
 import { routeTable } from './routes.ts';
 import { UI_CSP, uiRoutes } from './ui-routes.ts';
-
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 function routesFor(uiDir: string): Route[] {
   const { routes, add } = routeTable();
@@ -41,20 +38,23 @@ describe('/ui', () => {
 
   it('serves the page under the strict CSP, and only hashed asset names, cached for a year', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-ui-'));
-    dirs.push(dir);
-    mkdirSync(join(dir, 'assets'));
-    writeFileSync(join(dir, 'index.html'), '<!doctype html><script type="module" src="/ui/assets/app-ABCDEFGH.js"></script>');
-    writeFileSync(join(dir, 'assets', 'app-ABCDEFGH.js'), 'console.log(1)');
-    writeFileSync(join(dir, 'secret.txt'), 'not an asset');
-    const routes = routesFor(dir);
-    const page = await get(routes, '/ui');
-    assert.equal(page.status, 200);
-    assert.equal(page.headers?.['content-security-policy'], UI_CSP);
-    assert.match(UI_CSP, /default-src 'self'.*script-src 'self';.*frame-ancestors 'none'/);
-    const js = await get(routes, '/ui/assets/app-ABCDEFGH.js');
-    assert.equal(js.contentType, 'text/javascript; charset=utf-8');
-    assert.equal(js.headers?.['cache-control'], 'public, max-age=31536000, immutable');
-    for (const bad of ['/ui/assets/..%2Fsecret.txt', '/ui/assets/secret.txt', '/ui/assets/app-abcdefgh.js', '/ui/assets/app-ABCDEFGH.js.map'])
-      assert.equal((await get(routes, bad)).status, 404, bad);
+    try {
+      mkdirSync(join(dir, 'assets'));
+      writeFileSync(join(dir, 'index.html'), '<!doctype html><script type="module" src="/ui/assets/app-ABCDEFGH.js"></script>');
+      writeFileSync(join(dir, 'assets', 'app-ABCDEFGH.js'), 'console.log(1)');
+      writeFileSync(join(dir, 'secret.txt'), 'not an asset');
+      const routes = routesFor(dir);
+      const page = await get(routes, '/ui');
+      assert.equal(page.status, 200);
+      assert.equal(page.headers?.['content-security-policy'], UI_CSP);
+      assert.match(UI_CSP, /default-src 'self'.*script-src 'self';.*frame-ancestors 'none'/);
+      const js = await get(routes, '/ui/assets/app-ABCDEFGH.js');
+      assert.equal(js.contentType, 'text/javascript; charset=utf-8');
+      assert.equal(js.headers?.['cache-control'], 'public, max-age=31536000, immutable');
+      for (const bad of ['/ui/assets/..%2Fsecret.txt', '/ui/assets/secret.txt', '/ui/assets/app-abcdefgh.js', '/ui/assets/app-ABCDEFGH.js.map'])
+        assert.equal((await get(routes, bad)).status, 404, bad);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
