@@ -7,7 +7,7 @@
  * namespace filter matching nothing), and the raw fetch + JSON parse of the graph answer.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { openStore } from '@writ/server';
@@ -18,8 +18,11 @@ import { readFileSync } from 'node:fs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TD = 'bench.example';
-const IDENTITIES = 5000;
-const EDGES = 50_000;
+// BENCH_DASHBOARD_SCALE=0.1: a tenth of the graph, for a quick look.
+const SCALE = Number(process.env['BENCH_DASHBOARD_SCALE'] ?? 1);
+const IDENTITIES = Math.round(5000 * SCALE);
+const EDGES = Math.round(50_000 * SCALE);
+const progress = (what: string): void => void process.stderr.write(`dashboard bench: ${what}\n`);
 const NAMESPACES = 50;
 
 const id = (i: number): string => `spiffe://${TD}/ns/ns${i % NAMESPACES}/sa/svc${i}`;
@@ -29,7 +32,8 @@ function decisions(now: number): DecisionRecord[] {
   const out: DecisionRecord[] = [];
   const seen = new Set<string>();
   let x = 12345;
-  const rnd = (): number => ((x = (x * 1103515245 + 12345) & 0x7fffffff), x / 0x7fffffff);
+  // A 32-bit LCG in integer arithmetic (Math.imul): the same graph every run.
+  const rnd = (): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0), x / 2 ** 32);
   while (out.length < EDGES) {
     // Calls mostly stay in their namespace's neighbourhood, as services do.
     const a = Math.floor(rnd() * IDENTITIES);
@@ -94,6 +98,23 @@ function panFps(page: Page, ms: number): Promise<number> {
   }, ms);
 }
 
+/** Frames per second with nothing moving: what the page's own work leaves of the frame rate. */
+function idleFps(page: Page, ms: number): Promise<number> {
+  return page.evaluate(async (ms) => {
+    let frames = 0;
+    const start = performance.now();
+    await new Promise<void>((done) => {
+      const step = (t: number): void => {
+        frames++;
+        if (t - start < ms) requestAnimationFrame(step);
+        else done();
+      };
+      requestAnimationFrame(step);
+    });
+    return (frames * 1000) / (performance.now() - start);
+  }, ms);
+}
+
 /** The raw fetch and JSON parse of the graph answer, in the page: the floor under any drawing. */
 function fetchTime(page: Page, query: string): Promise<number> {
   return page.evaluate(async (q) => {
@@ -110,6 +131,7 @@ export async function run(): Promise<void> {
   const server = await startServer(dataDir, 'sqlite');
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--enable-unsafe-swiftshader'] });
   try {
+    progress(`seeding ${EDGES} decisions`);
     const store = await openStore({ db: 'sqlite', dataDir });
     const all = decisions(Date.now());
     for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
@@ -130,6 +152,7 @@ export async function run(): Promise<void> {
     const fetched: number[] = [];
     let edges = 0;
     for (let r = 0; r < runs; r++) {
+      progress(`run ${r + 1} of ${runs}`);
       const e = await drawTime(page, server.url, empty);
       drawnEmpty.push(e.ms);
       const f = await drawTime(page, server.url, full);
@@ -137,8 +160,11 @@ export async function run(): Promise<void> {
       edges = f.edges;
       fetched.push(await fetchTime(page, full));
     }
+    progress('panning');
+    const idle = await idleFps(page, 2000);
     const fps = await panFps(page, 3000);
     await drawTime(page, server.url, empty);
+    const idleEmpty = await idleFps(page, 2000);
     const fpsEmpty = await panFps(page, 3000);
     const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
     console.log(
@@ -154,6 +180,12 @@ export async function run(): Promise<void> {
     );
     row('  of which fetch + JSON of /v1/graph', `${Math.round(med(fetched))} ms`, '', '', '');
     row('pan (drag), frames per second', `${fps.toFixed(1)}`, `empty graph ${fpsEmpty.toFixed(1)}`, `${(fps / fpsEmpty).toFixed(2)}x`, '>= 30');
+    row('idle (nothing moving), frames per second', `${idle.toFixed(1)}`, `empty graph ${idleEmpty.toFixed(1)}`, `${(idle / idleEmpty).toFixed(2)}x`, '');
+    console.log(
+      `load average during the run: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
     await ctx.close();
   } finally {
     await browser.close();

@@ -123,14 +123,16 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     edges.set(key, sum);
   }
   const large = g.size > 20_000;
+  // Past 2,000 edges they are not drawn while the view moves (sigma's hideEdgesOnMove): a software
+  // WebGL renderer (a server without a GPU, headless Chromium) cannot redraw 50,000 lines per frame.
+  const busy = g.size > 2000;
   const sigma = new Sigma(g, container, {
     enableEdgeEvents: !large,
-    // Past 20,000 edges the edges are not drawn while the view moves: panning stays smooth.
-    hideEdgesOnMove: large,
+    hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
     renderEdgeLabels: false,
     defaultEdgeType: 'arrow',
-    labelRenderedSizeThreshold: large ? 8 : 0,
+    labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
     zIndex: true,
   });
   // Sigma renders the first frame inside its constructor: the mark is set at the next animation
