@@ -4,11 +4,12 @@
  * for a caller, curl through them. Sign in with a token, see the edge of a real call appear in the
  * service graph, explain it, quarantine the caller from the UI and see its next call refused. A
  * viewer cannot quarantine; a forged cookie, a cookie replayed after sign-out and cross-site writes
- * are refused. Screenshots go to docs/img/.
+ * are refused. Screenshots go to docs/img/ with WRIT_UPDATE_SCREENSHOTS=1.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
 import { request } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -42,7 +43,8 @@ spec:
   rules:
     - { name: shop-reads, effect: allow, from: ["${TD}/shop/**"], actions: [{ methods: [GET] }] }
 `;
-const IMG = join(ROOT, 'docs', 'img');
+// WRIT_UPDATE_SCREENSHOTS=1 writes them to docs/img (committed); otherwise to a temporary directory.
+const IMG = process.env['WRIT_UPDATE_SCREENSHOTS'] ? join(ROOT, 'docs', 'img') : mkdtempSync(join(tmpdir(), 'writ-ui-shots-'));
 
 let srv: ServerProcess;
 let agent: AgentProcess;
@@ -169,6 +171,7 @@ after(async () => {
   app?.close();
   await agent?.stop();
   await srv?.stop();
+  if (!process.env['WRIT_UPDATE_SCREENSHOTS']) cleanup(IMG);
   if (srv) cleanup(srv.dataDir);
   if (agent) cleanup(agent.dataDir);
 });
