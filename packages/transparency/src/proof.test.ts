@@ -5,6 +5,8 @@ import {
   type NodeBatchReader,
   assembleProof,
   batchReader,
+  CompactRange,
+  compactRangeNodes,
   consistencyPlan,
   consistencyProof,
   inclusionPlan,
@@ -194,6 +196,16 @@ describe('every proof up to 64 leaves', () => {
         ),
       { code: 'ERR_AUDIT_PROOF_INVALID' },
     );
+  });
+
+  it('the compact range nodes of every size give its root', async () => {
+    for (let size = 0; size <= 64; size++) {
+      const nodes = compactRangeNodes(size);
+      const range = new CompactRange(size, await read(nodes));
+      assert.equal(hex(range.root()), hex(ROOTS[size] as Uint8Array), `size ${size}`);
+    }
+    assert.equal(compactRangeNodes(2 ** 53 - 1).length, 53);
+    assert.throws(() => compactRangeNodes(-1), { code: 'ERR_AUDIT_RANGE' });
   });
 
   it('assembleProof refuses a hash list that does not fit the plan', () => {
