@@ -11,6 +11,7 @@ const BENCHES = {
   vuln: './vuln.ts',
   spire: './spire.ts',
   dashboard: './dashboard.ts',
+  transparency: './transparency.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {
