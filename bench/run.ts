@@ -11,6 +11,8 @@ const BENCHES = {
   vuln: './vuln.ts',
   spire: './spire.ts',
   backup: './backup.ts',
+  dashboard: './dashboard.ts',
+  transparency: './transparency.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

@@ -3,8 +3,8 @@
 // stripper and per-file loading cost ~50 MB of RSS, which matters for an agent on every node.
 // bin/writ.js uses dist/ only while it is newer than every source file.
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,3 +31,39 @@ await esbuild.build({
   logLevel: 'warning',
 });
 console.log('writ: built dist/writ.js');
+
+// The dashboard (packages/dashboard): a browser bundle the server serves at /ui, with hashed names
+// (cached for a year) and a page that loads them without any inline script or style (strict CSP).
+const ui = join(root, 'dist', 'dashboard');
+const result = await esbuild.build({
+  entryPoints: { app: join(root, 'packages', 'dashboard', 'src', 'main.ts') },
+  outdir: join(ui, 'assets'),
+  entryNames: '[name]-[hash]',
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  minify: true,
+  metafile: true,
+  legalComments: 'eof',
+  logLevel: 'warning',
+});
+const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
+const js = outputs.find((p) => p.endsWith('.js'));
+const css = outputs.find((p) => p.endsWith('.css'));
+mkdirSync(ui, { recursive: true });
+writeFileSync(
+  join(ui, 'index.html'),
+  `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Writ</title>
+${css ? `<link rel="stylesheet" href="/ui/assets/${css}">\n` : ''}<script type="module" src="/ui/assets/${js}"></script>
+</head>
+<body><div id="app"></div></body>
+</html>
+`,
+);
+console.log(`writ: built dist/dashboard (${outputs.filter((p) => !p.endsWith('.txt')).join(', ')})`);

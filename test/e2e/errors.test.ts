@@ -9,6 +9,7 @@ import { POLICY_ERROR_CODES } from '@writ/policy';
 import { OCI_ERROR_CODES } from '@writ/oci';
 import { VULN_ERROR_CODES } from '@writ/vuln';
 import { BROKER_ERROR_CODES } from '@writ/broker';
+import { TRANSPARENCY_ERROR_CODES } from '@writ/transparency';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
 import { PROXY_ERROR_CODES } from '../../packages/proxy/src/errors.ts';
 import { HTTP_STATUS, SERVER_ERROR_CODES } from '../../packages/server/src/errors.ts';
@@ -24,6 +25,7 @@ const REGISTERED = new Set<string>([
   ...ADMISSION_ERROR_CODES,
   ...VULN_ERROR_CODES,
   ...Object.keys(BROKER_ERROR_CODES),
+  ...TRANSPARENCY_ERROR_CODES,
 ]);
 
 /** Node's own codes that Writ reads from an error it received (never emits). */

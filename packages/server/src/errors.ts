@@ -61,6 +61,13 @@ export const SERVER_ERROR_CODES = {
   ERR_RESTORE_TARGET_NOT_EMPTY: 409,
   // alerts (issue 15, section 3): undo of an alert whose rule did nothing
   ERR_ALERT_NO_RESPONSE: 409,
+  // the dashboard (issue 15): a graph over more than a week, a forged, signed-out or expired session,
+  // a write with a session but not from the dashboard's page, the bundle not built
+  ERR_GRAPH_WINDOW_TOO_LONG: 400,
+  ERR_SESSION_INVALID: 401,
+  ERR_CSRF_ORIGIN: 403,
+  ERR_CSRF_TOKEN: 403,
+  ERR_UI_NOT_BUILT: 503,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,

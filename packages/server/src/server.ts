@@ -32,6 +32,7 @@ import { listenBundleEndpoint, type BundleEndpointListener } from './federation/
 import { RouteIndex, checkParams, checkQuery, errorReply, readBody, send, type Request, type Route } from './api/http.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { TOKEN_PATH } from './api/token-routes.ts';
+import { authenticateSession, sessionCookieOf } from './api/ui-session.ts';
 import { buildRoutes, hashToken, newAdminToken, routeTable } from './api/routes.ts';
 import { type AdmissionDecider, AdmissionEventWriter, AdmittedImageRecorder, admissionWebhookRoutes } from './api/admission-routes.ts';
 import { createAdmissionDecider, imageCheckerOf } from './admission.ts';
@@ -573,17 +574,23 @@ async function listenAdmission(a: AdmissionListenConfig, d: AdmissionListenerDep
   };
 }
 
+/** The caller's API token: from the Authorization header, or (the dashboard) from a session cookie. */
 async function authenticate(req: IncomingMessage, store: Store, need: Role, now: number): Promise<AdminToken> {
   const h = req.headers.authorization;
-  const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
-  if (!m)
-    throw new WritError(
-      'ERR_UNAUTHENTICATED',
-      h ? 'Authorization header must be "Bearer <token>"' : 'this endpoint needs an API token (Authorization: Bearer <token>)',
-    );
-  const tok = await store.findAdminToken(hashToken(m[1]!));
-  if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now))
-    throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
+  const cookie = h ? undefined : sessionCookieOf(req);
+  let tok: AdminToken | undefined;
+  if (cookie !== undefined) tok = await authenticateSession(req, cookie, store, now);
+  else {
+    const m = h ? /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(h) : null;
+    if (!m)
+      throw new WritError(
+        'ERR_UNAUTHENTICATED',
+        h ? 'Authorization header must be "Bearer <token>"' : 'this endpoint needs an API token (Authorization: Bearer <token>)',
+      );
+    tok = await store.findAdminToken(hashToken(m[1]!));
+    if (!tok || (tok.expiresAt !== null && tok.expiresAt <= now))
+      throw new WritError('ERR_UNAUTHENTICATED', 'the API token is not valid (unknown, revoked or expired)');
+  }
   if (ROLE_RANK[tok.role] < ROLE_RANK[need]) throw new WritError('ERR_FORBIDDEN', `this needs the ${need} role; the token has ${tok.role}`);
   return tok;
 }

@@ -47,6 +47,8 @@ import { hashToken } from '../attest/join-token.ts';
 import { policyRoutes } from './policy-routes.ts';
 import { learningRoutes } from './learning-routes.ts';
 import { admissionEventRoutes } from './admission-routes.ts';
+import { graphRoutes } from './graph-routes.ts';
+import { uiRoutes } from './ui-routes.ts';
 import { ENTRY_FIELDS, MAX_JWT_TTL_MS, MAX_X509_TTL_MS, entryJson, parseDnsName, parseEntryInput, parseWorkloadId, ttlField } from './validate.ts';
 
 export { hashToken };
@@ -389,5 +391,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   tokenRoutes(ctx, add);
   federationRoutes(ctx, add);
   alertRoutes(ctx, add);
+  graphRoutes(ctx, add);
+  uiRoutes(ctx, add);
   return routes;
 }

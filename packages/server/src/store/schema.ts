@@ -351,4 +351,15 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX decision_edges_to ON decision_edges (to_id)`,
     ],
   },
+  {
+    // Dashboard sessions (issue 15, section 4): the cookie's random id and its CSRF value, hashed;
+    // the token signed in with gives the role, so revoking the token ends its sessions.
+    version: 22,
+    statements: [
+      `CREATE TABLE ui_sessions (
+        id_hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, csrf_hash TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at)`,
+    ],
+  },
 ];

@@ -31,6 +31,9 @@ import {
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
   type AdminToken,
+  type GraphEdgeRow,
+  type GraphQuery,
+  type UiSession,
   type AdmittedImage,
   type AdmittedImagesPage,
   type Agent,
@@ -437,6 +440,46 @@ export class SqlStore implements Store {
     return deleted && this.#changed(true, { kind: 'admin-tokens' });
   }
 
+  async createUiSession(u: UiSession): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      await tx.execute('DELETE FROM ui_sessions WHERE expires_at <= ?', [u.createdAt]);
+      await tx.execute('INSERT INTO ui_sessions (id_hash, token_id, csrf_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)', [
+        u.idHash,
+        u.tokenId,
+        u.csrfHash,
+        u.createdAt,
+        u.expiresAt,
+      ]);
+    });
+    this.#changed(undefined, { kind: 'admin-tokens' });
+  }
+
+  async findUiSession(idHash: string, now: number): Promise<{ session: UiSession; token: AdminToken } | undefined> {
+    const rows = await this.#db.query(
+      `SELECT s.id_hash, s.token_id, s.csrf_hash, s.created_at AS s_created_at, s.expires_at AS s_expires_at, t.*
+        FROM ui_sessions s JOIN admin_tokens t ON t.id = s.token_id
+        WHERE s.id_hash = ? AND s.expires_at > ? AND (t.expires_at IS NULL OR t.expires_at > ?)`,
+      [idHash, now, now],
+    );
+    const r = rows[0];
+    if (!r) return undefined;
+    return {
+      session: {
+        idHash: r['id_hash'] as string,
+        tokenId: r['token_id'] as string,
+        csrfHash: r['csrf_hash'] as string,
+        createdAt: num(r['s_created_at']),
+        expiresAt: num(r['s_expires_at']),
+      },
+      token: toAdminToken(r),
+    };
+  }
+
+  async deleteUiSession(idHash: string): Promise<boolean> {
+    const deleted = (await this.#db.execute('DELETE FROM ui_sessions WHERE id_hash = ?', [idHash])) > 0;
+    return deleted && this.#changed(true, { kind: 'admin-tokens' });
+  }
+
   async syncEntries(parentId: string, sinceRevision: number): Promise<{ entries: Entry[]; removed: string[]; revision: number }> {
     // No transaction needed: the revision is read first, so anything committed after it has a
     // higher revision and is (re)sent by the next call. Sending a change twice is harmless.
@@ -802,6 +845,30 @@ export class SqlStore implements Store {
       q.limit,
     ]);
     return rows.map(toEdge);
+  }
+
+  async graphEdges(q: GraphQuery): Promise<GraphEdgeRow[]> {
+    const where = ['at >= ?'];
+    const params: SqlValue[] = [q.since];
+    // LIKE with every wildcard of the filter escaped: a filter is matched as text, never as a pattern.
+    const like = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
+    if (q.prefix !== undefined) where.push("(from_id LIKE ? ESCAPE '\\' OR to_id LIKE ? ESCAPE '\\')"), params.push(`${like(q.prefix)}%`, `${like(q.prefix)}%`);
+    if (q.contains !== undefined)
+      where.push("(from_id LIKE ? ESCAPE '\\' OR to_id LIKE ? ESCAPE '\\')"), params.push(`%${like(q.contains)}%`, `%${like(q.contains)}%`);
+    const rows = await this.#db.query(
+      `SELECT from_id, to_id, action, decision, rule, COUNT(*) AS n, MAX(at) AS last_seen FROM decisions WHERE ${where.join(' AND ')}
+        GROUP BY from_id, to_id, action, decision, rule ORDER BY n DESC, from_id, to_id, action, decision, rule LIMIT ?`,
+      [...params, q.limit],
+    );
+    return rows.map((r) => ({
+      from: r['from_id'] as string,
+      to: r['to_id'] as string,
+      action: r['action'] as string,
+      decision: r['decision'] as DecisionRecord['decision'],
+      rule: r['rule'] as string,
+      count: num(r['n']),
+      lastSeen: num(r['last_seen']),
+    }));
   }
 
   async queryDecisions(q: DecisionQuery): Promise<DecisionRecord[]> {

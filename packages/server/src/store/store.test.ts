@@ -596,6 +596,8 @@ const READS = new Set([
   'listEntries',
   'peekJoinToken',
   'findAdminToken',
+  'findUiSession',
+  'graphEdges',
   'listAdminTokens',
   'syncEntries',
   'getAgent',
@@ -672,6 +674,13 @@ for (const factory of STORE_FACTORIES) {
         s.createAdminToken({ id: 't1', hash: 'th1', role: 'viewer', name: '', createdAt: 1, expiresAt: null }),
       );
       await expect('deleteAdminToken', { kind: 'admin-tokens' }, () => s.deleteAdminToken('t1'));
+      await expect('createUiSession', { kind: 'admin-tokens' }, () =>
+        s.createUiSession({ idHash: 'sh1', tokenId: 't1', csrfHash: 'c1', createdAt: 1, expiresAt: 9e12 }),
+      );
+      await expect('deleteUiSession', { kind: 'admin-tokens' }, () => s.deleteUiSession('sh1'));
+      heard.length = 0;
+      assert.equal(await s.deleteUiSession('sh1'), false);
+      assert.deepEqual(heard, [], 'signing out twice is no news');
       await expect('upsertAgent', { kind: 'agents' }, () => s.upsertAgent(a));
       await expect('ackPolicies', { kind: 'policy-acks' }, () => s.ackPolicies([{ spiffeId: agent, policyRevision: 1, quarantineVersion: 0, ackedAt: 5 }]));
       heard.length = 0;

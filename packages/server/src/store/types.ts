@@ -41,6 +41,38 @@ export interface AdminToken {
   readonly expiresAt: number | null;
 }
 
+/** A dashboard sign-in (issue 15, section 4): the cookie and CSRF values are stored hashed only. */
+export interface UiSession {
+  readonly idHash: string;
+  /** The API token signed in with: revoking it ends its sessions. */
+  readonly tokenId: string;
+  readonly csrfHash: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+/** One (caller, callee, action) edge of the service graph over a time window, by decision. */
+export interface GraphEdgeRow {
+  readonly from: string;
+  readonly to: string;
+  readonly action: string;
+  readonly decision: DecisionRecord['decision'];
+  /** '' when no rule decided. */
+  readonly rule: string;
+  readonly count: number;
+  readonly lastSeen: number;
+}
+
+/** What the service graph reads: decisions since `since`, of identities under these ID prefixes. */
+export interface GraphQuery {
+  readonly since: number;
+  /** Only edges with an end whose SPIFFE ID starts with this (e.g. `spiffe://example.org/`). */
+  readonly prefix?: string;
+  /** Only edges with an end whose SPIFFE ID contains this (e.g. `/ns/shop/`). */
+  readonly contains?: string;
+  readonly limit: number;
+}
+
 export interface Agent {
   readonly spiffeId: string;
   readonly nodeName: string;
@@ -281,6 +313,15 @@ export interface Store extends AdmittedImagesStore, ImageInventoryStore, Workloa
   findAdminToken(hash: string): Promise<AdminToken | undefined>;
   listAdminTokens(): Promise<AdminToken[]>;
   deleteAdminToken(id: string): Promise<boolean>;
+
+  /** Stores a dashboard session; sessions expired before `createdAt` are removed on the way. */
+  createUiSession(session: UiSession): Promise<void>;
+  /** A live session and the API token behind it; undefined when unknown, expired, or its token is gone or expired. */
+  findUiSession(idHash: string, now: number): Promise<{ session: UiSession; token: AdminToken } | undefined>;
+  /** Signs a session out; false when it was not there. */
+  deleteUiSession(idHash: string): Promise<boolean>;
+  /** The service graph's rows (grouped by edge, decision and rule), most used first, at most `limit`. */
+  graphEdges(q: GraphQuery): Promise<GraphEdgeRow[]>;
 
   /**
    * What changed for one agent since `sinceRevision` (0: everything): its entries with a higher

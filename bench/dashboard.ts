@@ -1,0 +1,195 @@
+/**
+ * Dashboard benchmark (issue 15): the service graph of 5,000 identities and 50,000 edges in
+ * headless Chromium against a real `writ server` (SQLite). Measured with the browser's own clocks:
+ * the time from navigation to the `writ:graph-drawn` performance mark (first frame of the graph
+ * handed to the screen), and frames per second (requestAnimationFrame) while the graph is panned by
+ * mouse drags on sigma's canvas. Baselines in the same run: the same page with an empty graph (a
+ * namespace filter matching nothing), and the raw fetch + JSON parse of the graph answer.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Page } from 'playwright-core';
+import { openStore } from '@writ/server';
+import type { DecisionRecord } from '../packages/server/src/store/types.ts';
+import { row } from './util.ts';
+import { startServer } from './vuln/server.ts';
+import { readFileSync } from 'node:fs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const TD = 'bench.example';
+// BENCH_DASHBOARD_SCALE=0.1: a tenth of the graph, for a quick look.
+const SCALE = Number(process.env['BENCH_DASHBOARD_SCALE'] ?? 1);
+const IDENTITIES = Math.round(5000 * SCALE);
+const EDGES = Math.round(50_000 * SCALE);
+const progress = (what: string): void => void process.stderr.write(`dashboard bench: ${what}\n`);
+const NAMESPACES = 50;
+
+const id = (i: number): string => `spiffe://${TD}/ns/ns${i % NAMESPACES}/sa/svc${i}`;
+
+/** 50,000 distinct (caller, destination) edges over 5,000 identities, one decision each; 1 in 20 a deny, 1 in 50 would-deny. */
+function decisions(now: number): DecisionRecord[] {
+  const out: DecisionRecord[] = [];
+  const seen = new Set<string>();
+  let x = 12345;
+  // A 32-bit LCG in integer arithmetic (Math.imul): the same graph every run.
+  const rnd = (): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0), x / 2 ** 32);
+  while (out.length < EDGES) {
+    // Calls mostly stay in their namespace's neighbourhood, as services do.
+    const a = Math.floor(rnd() * IDENTITIES);
+    const b = rnd() < 0.7 ? (a + NAMESPACES * (1 + Math.floor(rnd() * 20))) % IDENTITIES : Math.floor(rnd() * IDENTITIES);
+    if (a === b || seen.has(`${a}>${b}`)) continue;
+    seen.add(`${a}>${b}`);
+    const n = out.length;
+    const decision = n % 20 === 0 ? 'deny' : n % 50 === 1 ? 'audit-would-deny' : 'allow';
+    out.push({
+      id: `bench-${n}`,
+      at: now - Math.floor(rnd() * 1_800_000),
+      from: id(a),
+      to: id(b),
+      action: 'GET /v1/items',
+      decision,
+      reason: decision === 'deny' ? 'NO_MATCHING_ALLOW' : 'ALLOW_RULE',
+      policyRevision: 1,
+      rule: decision === 'deny' ? '' : `ns${b % NAMESPACES}#0`,
+      reporter: `spiffe://${TD}/writ/agent/bench`,
+    });
+  }
+  return out;
+}
+
+/** Navigates to `/ui?query#graph` (the session resumes) and waits for the graph mark: ms since navigation start. */
+async function drawTime(page: Page, url: string, query: string): Promise<{ ms: number; edges: number }> {
+  await page.goto(`${url}/ui?${query}#graph`);
+  await page.waitForFunction(() => performance.getEntriesByName('writ:graph-drawn').length > 0, undefined, { timeout: 120_000 });
+  return page.evaluate(() => ({
+    ms: performance.getEntriesByName('writ:graph-drawn')[0]!.startTime,
+    edges: Number(document.querySelector<HTMLElement>('#graph')?.dataset['drawn'] ?? 0),
+  }));
+}
+
+/** Frames per second while the graph is dragged 4 px per frame for `ms`, counted with requestAnimationFrame. */
+function panFps(page: Page, ms: number): Promise<number> {
+  return page.evaluate(async (ms) => {
+    const canvas = document.querySelector<HTMLCanvasElement>('#graph canvas.sigma-mouse')!;
+    const box = canvas.getBoundingClientRect();
+    let x = box.left + box.width / 3;
+    const y = box.top + box.height / 2;
+    const mouse = (type: string, target: EventTarget): void => {
+      target.dispatchEvent(new MouseEvent(type, { clientX: x, clientY: y, bubbles: true, cancelable: true, button: 0, buttons: 1 }));
+    };
+    mouse('mousedown', canvas);
+    let frames = 0;
+    const start = performance.now();
+    await new Promise<void>((done) => {
+      const step = (t: number): void => {
+        frames++;
+        x += 4;
+        if (x > box.right - 20) x = box.left + 20;
+        mouse('mousemove', document);
+        if (t - start < ms) requestAnimationFrame(step);
+        else done();
+      };
+      requestAnimationFrame(step);
+    });
+    const elapsed = performance.now() - start;
+    mouse('mouseup', document);
+    return (frames * 1000) / elapsed;
+  }, ms);
+}
+
+/** Frames per second with nothing moving: what the page's own work leaves of the frame rate. */
+function idleFps(page: Page, ms: number): Promise<number> {
+  return page.evaluate(async (ms) => {
+    let frames = 0;
+    const start = performance.now();
+    await new Promise<void>((done) => {
+      const step = (t: number): void => {
+        frames++;
+        if (t - start < ms) requestAnimationFrame(step);
+        else done();
+      };
+      requestAnimationFrame(step);
+    });
+    return (frames * 1000) / (performance.now() - start);
+  }, ms);
+}
+
+/** The raw fetch and JSON parse of the graph answer, in the page: the floor under any drawing. */
+function fetchTime(page: Page, query: string): Promise<number> {
+  return page.evaluate(async (q) => {
+    const t = performance.now();
+    const r = await fetch(`/v1/graph?${q}`);
+    await r.json();
+    return performance.now() - t;
+  }, query);
+}
+
+export async function run(): Promise<void> {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'writ-bench-dashboard-'));
+  const server = await startServer(dataDir, 'sqlite');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--enable-unsafe-swiftshader'] });
+  try {
+    progress(`seeding ${EDGES} decisions`);
+    const store = await openStore({ db: 'sqlite', dataDir });
+    const all = decisions(Date.now());
+    for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
+    await store.close();
+
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+    const page = await ctx.newPage();
+    await page.goto(`${server.url}/ui`);
+    await page.fill('#signin input[name=token]', readFileSync(join(dataDir, 'admin.token'), 'utf8').trim());
+    await page.click('#signin button[type=submit]');
+    await page.waitForSelector('header .who');
+
+    const full = 'window=1h';
+    const empty = 'window=1h&namespace=nothing-here';
+    const runs = 3;
+    const drawn: number[] = [];
+    const drawnEmpty: number[] = [];
+    const fetched: number[] = [];
+    let edges = 0;
+    for (let r = 0; r < runs; r++) {
+      progress(`run ${r + 1} of ${runs}`);
+      const e = await drawTime(page, server.url, empty);
+      drawnEmpty.push(e.ms);
+      const f = await drawTime(page, server.url, full);
+      drawn.push(f.ms);
+      edges = f.edges;
+      fetched.push(await fetchTime(page, full));
+    }
+    progress('panning');
+    const idle = await idleFps(page, 2000);
+    const fps = await panFps(page, 3000);
+    await drawTime(page, server.url, empty);
+    const idleEmpty = await idleFps(page, 2000);
+    const fpsEmpty = await panFps(page, 3000);
+    const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+    console.log(
+      `\nDashboard: service graph of ${IDENTITIES.toLocaleString('en-US')} identities, ${edges.toLocaleString('en-US')} drawn edges, headless Chromium (median of ${runs})\n`,
+    );
+    row('measurement', 'value', 'baseline (same run)', 'ratio', 'target');
+    row(
+      'navigation -> graph drawn',
+      `${Math.round(med(drawn))} ms`,
+      `empty graph ${Math.round(med(drawnEmpty))} ms`,
+      `${(med(drawn) / med(drawnEmpty)).toFixed(1)}x`,
+      '<= 2000 ms',
+    );
+    row('  of which fetch + JSON of /v1/graph', `${Math.round(med(fetched))} ms`, '', '', '');
+    row('pan (drag), frames per second', `${fps.toFixed(1)}`, `empty graph ${fpsEmpty.toFixed(1)}`, `${(fps / fpsEmpty).toFixed(2)}x`, '>= 30');
+    row('idle (nothing moving), frames per second', `${idle.toFixed(1)}`, `empty graph ${idleEmpty.toFixed(1)}`, `${(idle / idleEmpty).toFixed(2)}x`, '');
+    console.log(
+      `load average during the run: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
+    await ctx.close();
+  } finally {
+    await browser.close();
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}

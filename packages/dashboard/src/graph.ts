@@ -1,0 +1,158 @@
+/// <reference lib="dom" />
+/**
+ * The service graph: graphology holds it, sigma draws it with WebGL. The layout is computed in
+ * one pass (identities grouped by trust domain and namespace, each group a sunflower spiral on a
+ * ring of groups): a force layout of 5,000 nodes would cost seconds before the first frame.
+ */
+import { DirectedGraph } from 'graphology';
+import Sigma from 'sigma';
+
+export interface GraphEdge {
+  readonly from: string;
+  readonly to: string;
+  readonly action: string;
+  readonly allow: number;
+  readonly deny: number;
+  readonly auditWouldDeny: number;
+  readonly rules: readonly string[];
+  readonly lastSeen: string;
+}
+
+export interface GraphAnswer {
+  readonly nodes: ReadonlyArray<{ readonly id: string }>;
+  readonly edges: readonly GraphEdge[];
+  readonly truncated: boolean;
+}
+
+export const COLORS = { allow: '#2e9e5b', deny: '#d23b3b', auditWouldDeny: '#e8a317', node: '#3b6fd2', unauthenticated: '#888888' } as const;
+
+/** The colour of an edge: red when anything was denied, amber when audit mode would have, green otherwise. */
+export function edgeColor(e: GraphEdge): string {
+  return e.deny > 0 ? COLORS.deny : e.auditWouldDeny > 0 ? COLORS.auditWouldDeny : COLORS.allow;
+}
+
+/** `spiffe://td/ns/shop/sa/web` → `td/shop`: the group an identity is laid out in. */
+export function groupOf(id: string): string {
+  const m = /^spiffe:\/\/([^/]+)(?:\/ns\/([^/]+))?/.exec(id);
+  return m ? `${m[1]}/${m[2] ?? ''}` : '';
+}
+
+/** A short label: the last two path segments. */
+export function labelOf(id: string): string {
+  if (id === '') return '(unauthenticated)';
+  const parts = id.replace(/^spiffe:\/\//, '').split('/');
+  return parts.length > 2 ? parts.slice(-2).join('/') : parts.join('/');
+}
+
+/** Positions for every node, in O(n). */
+export function layout(ids: readonly string[]): Map<string, { x: number; y: number }> {
+  const groups = new Map<string, string[]>();
+  for (const id of ids) {
+    const g = groupOf(id);
+    let list = groups.get(g);
+    if (!list) groups.set(g, (list = []));
+    list.push(id);
+  }
+  const out = new Map<string, { x: number; y: number }>();
+  const golden = Math.PI * (3 - Math.sqrt(5));
+  const names = [...groups.keys()].sort();
+  const ring = names.length > 1 ? Math.sqrt(ids.length) * 2 + 10 : 0;
+  names.forEach((name, gi) => {
+    const a = (2 * Math.PI * gi) / names.length;
+    const cx = ring * Math.cos(a);
+    const cy = ring * Math.sin(a);
+    groups.get(name)!.forEach((id, i) => {
+      const r = Math.sqrt(i + 0.5);
+      out.set(id, { x: cx + r * Math.cos(i * golden), y: cy + r * Math.sin(i * golden) });
+    });
+  });
+  return out;
+}
+
+export interface DrawnGraph {
+  readonly sigma: Sigma;
+  readonly edges: Map<string, GraphEdge>;
+  kill(): void;
+}
+
+/** Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn` once the first frame is rendered. */
+export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (e: GraphEdge) => void): DrawnGraph {
+  const g = new DirectedGraph();
+  const pos = layout(answer.nodes.map((n) => n.id));
+  const degree = new Map<string, number>();
+  for (const e of answer.edges) degree.set(e.from, (degree.get(e.from) ?? 0) + 1).set(e.to, (degree.get(e.to) ?? 0) + 1);
+  for (const n of answer.nodes) {
+    const p = pos.get(n.id)!;
+    g.addNode(n.id, {
+      x: p.x,
+      y: p.y,
+      size: Math.min(12, 2 + Math.sqrt(degree.get(n.id) ?? 0)),
+      label: labelOf(n.id),
+      color: n.id === '' ? COLORS.unauthenticated : COLORS.node,
+    });
+  }
+  // One drawn edge per (caller, destination): the actions on it are listed when it is clicked.
+  const byPair = new Map<string, GraphEdge[]>();
+  for (const e of answer.edges) {
+    const key = `${e.from}\n${e.to}`;
+    let list = byPair.get(key);
+    if (!list) byPair.set(key, (list = []));
+    list.push(e);
+  }
+  const edges = new Map<string, GraphEdge>();
+  for (const [key, list] of byPair) {
+    const first = list[0]!;
+    if (first.from === first.to) continue;
+    const sum: GraphEdge = {
+      from: first.from,
+      to: first.to,
+      action: list.map((e) => e.action).join('\n'),
+      allow: list.reduce((n, e) => n + e.allow, 0),
+      deny: list.reduce((n, e) => n + e.deny, 0),
+      auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
+      rules: [...new Set(list.flatMap((e) => e.rules))],
+      lastSeen: list
+        .map((e) => e.lastSeen)
+        .sort()
+        .at(-1)!,
+    };
+    g.addDirectedEdgeWithKey(key, first.from, first.to, {
+      color: edgeColor(sum),
+      size: 1 + Math.min(4, Math.log10(1 + sum.allow + sum.deny + sum.auditWouldDeny)),
+    });
+    edges.set(key, sum);
+  }
+  const large = g.size > 20_000;
+  // Past 2,000 edges they are not drawn while the view moves (sigma's hideEdgesOnMove): a software
+  // WebGL renderer (a server without a GPU, headless Chromium) cannot redraw 50,000 lines per frame.
+  const busy = g.size > 2000;
+  const sigma = new Sigma(g, container, {
+    enableEdgeEvents: !large,
+    hideEdgesOnMove: busy,
+    hideLabelsOnMove: true,
+    renderEdgeLabels: false,
+    defaultEdgeType: 'arrow',
+    labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
+    zIndex: true,
+  });
+  // Sigma renders the first frame inside its constructor: the mark is set at the next animation
+  // frame, once that frame has been handed to the screen.
+  requestAnimationFrame(() => {
+    performance.mark('writ:graph-drawn');
+    container.dataset['drawn'] = String(g.size);
+  });
+  sigma.on('clickEdge', ({ edge }) => {
+    const e = edges.get(edge);
+    if (e) onEdge(e);
+  });
+  // With edge events off (a large graph), a click on a node lists the node's busiest edge.
+  sigma.on('clickNode', ({ node }) => {
+    let best: GraphEdge | undefined;
+    for (const k of g.edges(node)) {
+      const e = edges.get(k);
+      if (e && (!best || e.allow + e.deny + e.auditWouldDeny > best.allow + best.deny + best.auditWouldDeny)) best = e;
+    }
+    if (best) onEdge(best);
+  });
+  return { sigma, edges, kill: () => sigma.kill() };
+}
