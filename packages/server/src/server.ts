@@ -41,6 +41,7 @@ import { AdmissionInventoryRecorder } from './image-sources.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
+import { Leases } from './leases.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
@@ -55,6 +56,14 @@ export interface RunningServer {
   readonly bundleEndpointUrl: string | undefined;
   readonly store: Store;
   readonly ca: CertificateAuthority;
+  /** Run-once jobs: `runOnce(name, fn)` runs `fn` on the one replica holding the lease `name`. */
+  readonly leases: Leases;
+  /**
+   * Stops gracefully: no new connections, every waiting long poll and every later request on a
+   * kept-alive connection answered 503 ERR_SERVER_DRAINING (agents move to another replica), the
+   * requests under way finished, the job leases given up; then everything closes.
+   */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -167,12 +176,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let vulnEvents: VulnEventWatcher | undefined;
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
+  let leases: Leases | undefined;
   try {
+    const id = serverId(cfg.dataDir);
+    leases = new Leases({ store, holder: id, clock, log });
     const ca = new CertificateAuthority({
       store,
       trustDomain: cfg.trustDomain,
       dataDir: cfg.dataDir,
-      serverId: serverId(cfg.dataDir),
+      serverId: id,
       keyType: cfg.caKeyType,
       caTtlMs: cfg.caTtlMs,
       x509SvidTtlMs: cfg.x509SvidTtlMs,
@@ -228,9 +240,20 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       return { key, cert };
     };
     let ready = true;
+    /** Requests being handled, and whether the server is draining (every new request then gets 503). */
+    const inFlight = { count: 0, draining: false };
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
-    hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
+    hub = new ChangeHub({
+      store,
+      ca,
+      clock,
+      breakGlass: cfg.breakGlass,
+      onFeed: (live, err) =>
+        live
+          ? log.info("listening for other replicas' changes (PostgreSQL LISTEN writ_changes)")
+          : log.warn({ err: err?.message }, "lost the change notification connection; polling other replicas' changes every second until it is back"),
+    });
     // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
     // so they never queue behind the admission checks' within a decision budget.
     registry = new RegistryClient(cfg.registryConfigFile ? { config: loadRegistryConfig(cfg.registryConfigFile) } : {});
@@ -294,12 +317,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // admin clients use bearer tokens and have none.
     httpServer = createServer(
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
-      (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+      (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log, inFlight),
     );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
-    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log));
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log, inFlight));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -341,7 +364,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         metrics,
         issueTls,
         renewAfterMs: cfg.x509SvidTtlMs / 2,
-        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
+        serve: (routes) => (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log, inFlight),
       });
       admissionServer = admission.server;
       if (!cfg.admission.clientCaFile)
@@ -353,10 +376,22 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
     // ---------------------------------------------------------------- the SPIFFE bundle endpoint's own listener
     if (cfg.bundleEndpoint) bundleEndpoint = await listenBundleEndpoint(cfg.bundleEndpoint, { ca, clock, log, issueTls, renewAfterMs: cfg.x509SvidTtlMs / 2 });
-    federation.start();
+    // Peers are fetched by one replica (the lease holder); the others hear of new bundles from the store.
+    const runsFederation = federation;
+    timers.push(setInterval(() => void leases?.runOnce('federation-refresh', () => runsFederation.tick()), 1000).unref());
 
     // ---------------------------------------------------------------- vulnerability events
-    vulnEvents = new VulnEventWatcher({ store, clock, log, config: cfg.vulnEvents, suppressions: (_store, now) => suppressions.load(now) });
+    // Exposures are evaluated (exceptions expire, events recorded and delivered) by the lease holder only.
+    leases.want('vuln-events');
+    const jobs = leases;
+    vulnEvents = new VulnEventWatcher({
+      store,
+      clock,
+      log,
+      config: cfg.vulnEvents,
+      suppressions: (_store, now) => suppressions.load(now),
+      runsHere: () => jobs.held('vuln-events'),
+    });
     vulnEvents.start();
 
     // ---------------------------------------------------------------- background work
@@ -379,25 +414,39 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
             () => log.info('database is back'),
             () => undefined,
           );
-        if (clock() - lastPrune > 3_600_000) {
-          lastPrune = clock();
-          const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
-          if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
-          const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
-          if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
-          const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
-          if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
-          // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
-          const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
-          if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
-        }
+        await jobs.runOnce('prune', () => prune());
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
+      }
+    };
+    const prune = async (): Promise<void> => {
+      if (clock() - lastPrune > 3_600_000) {
+        lastPrune = clock();
+        const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
+        if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
+        const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
+        if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+        const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
+        if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
+        // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
+        const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
+        if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
       }
     };
     // Often enough to renew the server's own certificate (at half its life) before it expires, too.
     const every = Math.max(Math.min(cfg.caTtlMs / 100, cfg.x509SvidTtlMs / 4, 10_000), 1000);
     timers.push(setInterval(() => void tick(), every).unref());
+    // A quarantine that expires is a change no write makes: the lease holder tells every replica's hub.
+    let quarantineSeen: number | undefined;
+    const quarantineExpiry = async (): Promise<void> => {
+      const v = await store.quarantineVersion(clock());
+      if (v !== quarantineSeen) {
+        if (quarantineSeen !== undefined) await store.announce('quarantine');
+        quarantineSeen = v;
+      }
+    };
+    timers.push(setInterval(() => void jobs.runOnce('quarantine-expiry', quarantineExpiry).catch(() => undefined), 1000).unref());
+    leases.start();
 
     log.info(
       {
@@ -419,10 +468,25 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       bundleEndpointUrl: bundleEndpoint?.url,
       store,
       ca,
+      leases,
+      drain: async () => {
+        if (inFlight.draining) return;
+        inFlight.draining = true;
+        log.info('draining: answering every waiting agent poll, then stopping');
+        for (const s of [srv, admissionServer, bundleEndpoint?.server]) s?.close();
+        hub?.drain();
+        // Kept-alive idle connections would take a request after the answer; idle ones close now,
+        // busy ones once their request is answered (Node sends `connection: close` while closing).
+        srv.closeIdleConnections();
+        const until = Date.now() + 10_000;
+        while (inFlight.count > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        await leases?.close();
+      },
       close: async () => {
         for (const t of timers) clearInterval(t);
+        await leases?.close();
         await federation?.close();
-        hub?.close();
+        await hub?.close();
         await vulnEvents?.close();
         for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
           if (!s) continue;
@@ -438,7 +502,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
-    hub?.close();
+    await leases?.close();
+    await hub?.close();
     await vulnEvents?.close();
     registry?.close();
     httpServer?.close();
@@ -570,12 +635,18 @@ async function handle(
   agents: AgentAuthenticator,
   metrics: ReturnType<typeof createMetrics>,
   log: Logger,
+  inFlight: { count: number; draining: boolean } = { count: 0, draining: false },
 ): Promise<void> {
   const start = performance.now();
   const method = raw.method ?? 'GET';
   let routeName = 'unmatched';
   let status = 500;
+  inFlight.count++;
   try {
+    if (inFlight.draining) {
+      res.setHeader('connection', 'close');
+      throw new WritError('ERR_SERVER_DRAINING', 'this server is stopping; send the request to another replica');
+    }
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
     const candidates = routes.filter((r) => r.pattern.test(url.pathname));
@@ -625,6 +696,7 @@ async function handle(
     send(res, { ...reply, headers });
     if (status === 413) raw.resume();
   } finally {
+    inFlight.count--;
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);

@@ -120,6 +120,8 @@ export interface VulnEventsOptions {
   /** Delivery attempts per event (default 8) and events waiting at most (default 10,000; the oldest are dropped). */
   readonly maxAttempts?: number;
   readonly maxQueue?: number;
+  /** Whether this replica runs the evaluations (the holder of their lease; default: always). */
+  readonly runsHere?: () => boolean;
 }
 
 /**
@@ -186,7 +188,7 @@ export class VulnEventWatcher {
   }
 
   async #run(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#o.runsHere?.() === false) return;
     if (this.#running) {
       this.#again = true;
       return;
