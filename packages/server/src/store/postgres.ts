@@ -173,7 +173,8 @@ export class PostgresDriver implements SqlDriver {
       retry = undefined;
       const c = new pg.Client({
         connectionString: this.#opts.url,
-        application_name: `writ-listen ${this.#instance}`,
+        // The schema in the name too: an operator (or a test) finds the listener of one deployment.
+        application_name: `writ-listen ${this.#instance}${this.#opts.schema ? ` ${this.#opts.schema}` : ''}`.slice(0, 63),
         connectionTimeoutMillis: 3000,
         // Dead peers (a failed-over database) are noticed by TCP keepalive, not only by the next write.
         keepAlive: true,

@@ -197,6 +197,8 @@ export class SqlStore implements Store {
   readonly #listeners = new Set<(change: StoreChange) => void>();
   /** Digest -> when this store last wrote its `lastSeen`: a webhook records the same digests for every pod. */
   readonly #admittedWritten = new Map<string, number>();
+  /** The notification listeners running (`listen`), stopped by `close`. */
+  readonly #listening = new Set<() => Promise<void>>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
@@ -226,7 +228,7 @@ export class SqlStore implements Store {
 
   listen(onState: (live: boolean, err?: Error) => void): () => Promise<void> {
     if (!this.#db.listen) return async () => undefined;
-    return this.#db.listen({
+    const stop = this.#db.listen({
       onState,
       onTopic: (topic, arg) => {
         if (!(STORE_CHANGES as readonly string[]).includes(topic)) return;
@@ -234,6 +236,8 @@ export class SqlStore implements Store {
         this.#changed(undefined, kind === 'agents' ? { kind, revoked: arg ? [arg] : [] } : { kind });
       },
     });
+    this.#listening.add(stop);
+    return () => (this.#listening.delete(stop), stop());
   }
 
   async announce(kind: StoreChangeKind): Promise<void> {
@@ -283,8 +287,10 @@ export class SqlStore implements Store {
     await this.#db.query('SELECT 1 AS ok');
   }
 
-  close(): Promise<void> {
-    return this.#db.close();
+  async close(): Promise<void> {
+    await Promise.all([...this.#listening].map((stop) => stop()));
+    this.#listening.clear();
+    await this.#db.close();
   }
 
   async #nextRevision(tx: SqlExecutor, count: number): Promise<number> {
