@@ -440,8 +440,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     let quarantineSeen: number | undefined;
     const quarantineExpiry = async (): Promise<void> => {
       const v = await store.quarantineVersion(clock());
+      // The first run here (at start, or having taken the lease over from a replica that died) announces
+      // too: an expiry while nobody held the lease would otherwise wait for the agents' next poll.
       if (v !== quarantineSeen) {
-        if (quarantineSeen !== undefined) await store.announce('quarantine');
+        await store.announce('quarantine');
         quarantineSeen = v;
       }
     };
