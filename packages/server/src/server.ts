@@ -384,6 +384,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     // Exposures are evaluated (exceptions expire, events recorded and delivered) by the lease holder only.
     leases.want('vuln-events');
     const jobs = leases;
+    // Tried once now, so the first evaluation at start runs on the replica that holds it (renewals follow every 2 s).
+    await jobs.renew();
     vulnEvents = new VulnEventWatcher({
       store,
       clock,
