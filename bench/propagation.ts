@@ -102,7 +102,7 @@ interface SimAgent {
   stopped: boolean;
 }
 
-async function startServer(dir: string, extra: readonly string[] = []): Promise<{ url: string; stop: () => void }> {
+async function startServer(dir: string, extra: readonly string[] = []): Promise<{ url: string; dir: string; stop: () => void }> {
   const child = spawn(
     process.execPath,
     [
@@ -134,7 +134,7 @@ async function startServer(dir: string, extra: readonly string[] = []): Promise<
   // BENCH_SERVER_LOG=FILE keeps the server's log (request timings) for a closer look.
   if (process.env['BENCH_SERVER_LOG']) child.stdout!.pipe(createWriteStream(process.env['BENCH_SERVER_LOG']));
   else child.stdout!.resume();
-  return { url, stop: () => child.kill() };
+  return { url, dir, stop: () => child.kill() };
 }
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -165,7 +165,9 @@ async function measure(n: number, replicas = 0): Promise<void> {
   const server = servers[0]!;
   // Every replica's CA in the trust bundle (each publishes its own on start).
   await new Promise((r) => setTimeout(r, replicas > 1 ? 1500 : 0));
-  const ca = servers.length > 1 ? await bundlePem(server.url, readFileSync(join(dir, 'bundle.pem'), 'utf8')) : readFileSync(join(dir, 'bundle.pem'), 'utf8');
+  // The last replica started knows every CA (it read the others' from the store at start): its bundle is the one to trust.
+  const last = servers.at(-1)!;
+  const ca = servers.length > 1 ? await bundlePem(last.url, readFileSync(join(last.dir, 'bundle.pem'), 'utf8')) : readFileSync(join(dir, 'bundle.pem'), 'utf8');
   const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
   const admin = new HttpsAgent({ ca, keepAlive: true });
   const label = replicas === 0 ? `${n} agents` : `${n} agents, ${replicas} replica${replicas > 1 ? 's' : ''}`;
