@@ -129,16 +129,10 @@ describe('two server replicas on one PostgreSQL database', { timeout: 600_000 },
     dbUrl = u.toString();
     a = await startServerProcess({ args: ['--db', dbUrl] });
     b = await startServerProcess({ args: ['--db', dbUrl] });
-    ca = readFileSync(join(a.dataDir, 'bundle.pem'), 'utf8');
+    // B started second: the bundle.pem it wrote at start has both replicas' CAs (A's file catches up later).
+    ca = readFileSync(join(b.dataDir, 'bundle.pem'), 'utf8');
+    assert.equal(ca.match(/BEGIN CERTIFICATE/g)?.length, 2, "both replicas' CAs in B's bundle");
     token = a.adminToken;
-    adminAgent = new HttpsAgent({ ca, keepAlive: true });
-    // Both replicas' CAs in the bundle the agents are given.
-    await waitFor('both CAs in the bundle', async () => {
-      const pem = readFileSync(join(a.dataDir, 'bundle.pem'), 'utf8');
-      const bundle = await call(a.url, ca, 'GET', '/v1/bundle');
-      return (JSON.stringify(bundle.json).match(/x509-svid/g)?.length ?? 0) >= 2 ? (ca = pem) : undefined;
-    });
-    adminAgent.destroy();
     adminAgent = new HttpsAgent({ ca, keepAlive: true });
   });
   after(async () => {
@@ -234,7 +228,8 @@ describe('two server replicas on one PostgreSQL database', { timeout: 600_000 },
       parentId: 'spiffe://e2e.test/writ/agent/real-node',
       selectors: [`unix:uid:${uid}`],
     });
-    realAgent = await startAgentProcess(a, { joinToken: rt, serverUrl: `${a.url},${b.url}` });
+    // Given B's bundle file (both CAs); A first in its list.
+    realAgent = await startAgentProcess(b, { joinToken: rt, serverUrl: `${a.url},${b.url}` });
     const workload = new WorkloadClient(`unix://${realAgent.socket}`, { attempts: 1 });
     let why = '';
     await waitFor('the SVID', async () =>
