@@ -2,7 +2,13 @@
  * Propagation benchmark: N simulated agents (light in-process clients speaking the real agent
  * protocol: join-token attestation, mTLS with their own SVIDs, long-poll sync) against a server
  * process; time from the `policy apply` / `quarantine add` call until each agent has the change.
+ *
+ * Then the replicas mode (issue 16): on PostgreSQL, one replica and two replicas measured in the
+ * same run, the agents split over both and every change applied through the first, so half the
+ * agents hear of it through the other replica's LISTEN (BENCH_REPLICA_AGENTS, default 2000;
+ * BENCH_REPLICAS=0 skips it, BENCH_AGENTS= (empty) skips the SQLite run).
  */
+import pg from 'pg';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -96,7 +102,7 @@ interface SimAgent {
   stopped: boolean;
 }
 
-async function startServer(dir: string): Promise<{ url: string; stop: () => void }> {
+async function startServer(dir: string, extra: readonly string[] = []): Promise<{ url: string; dir: string; stop: () => void }> {
   const child = spawn(
     process.execPath,
     [
@@ -111,6 +117,7 @@ async function startServer(dir: string): Promise<{ url: string; stop: () => void
       '--listen',
       '127.0.0.1:0',
       ...(process.env['BENCH_SERVER_LOG'] ? ['--log-level', 'debug'] : []),
+      ...extra,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -127,15 +134,43 @@ async function startServer(dir: string): Promise<{ url: string; stop: () => void
   // BENCH_SERVER_LOG=FILE keeps the server's log (request timings) for a closer look.
   if (process.env['BENCH_SERVER_LOG']) child.stdout!.pipe(createWriteStream(process.env['BENCH_SERVER_LOG']));
   else child.stdout!.resume();
-  return { url, stop: () => child.kill() };
+  return { url, dir, stop: () => child.kill() };
 }
 
-async function measure(n: number): Promise<void> {
+const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+async function pgAdmin(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** `replicas`: 0 for one server on SQLite (the default store), else that many servers on one fresh PostgreSQL database. */
+async function measure(n: number, replicas = 0): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-prop-'));
-  const server = await startServer(dir);
-  const ca = readFileSync(join(dir, 'bundle.pem'), 'utf8');
+  const dbName = `writ_bench_prop_${process.pid}_${replicas}_${n}`;
+  let dbArgs: string[] = [];
+  if (replicas > 0) {
+    await pgAdmin(`CREATE DATABASE ${dbName}`);
+    const u = new URL(PG_URL);
+    u.pathname = `/${dbName}`;
+    dbArgs = ['--db', u.toString()];
+  }
+  const servers = [await startServer(dir, dbArgs)];
+  for (let i = 1; i < replicas; i++) servers.push(await startServer(mkdtempSync(join(tmpdir(), 'writ-bench-prop-')), dbArgs));
+  const server = servers[0]!;
+  // Every replica's CA in the trust bundle (each publishes its own on start).
+  await new Promise((r) => setTimeout(r, replicas > 1 ? 1500 : 0));
+  // The last replica started knows every CA (it read the others' from the store at start): its bundle is the one to trust.
+  const last = servers.at(-1)!;
+  const ca = servers.length > 1 ? await bundlePem(last.url, readFileSync(join(last.dir, 'bundle.pem'), 'utf8')) : readFileSync(join(dir, 'bundle.pem'), 'utf8');
   const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
   const admin = new HttpsAgent({ ca, keepAlive: true });
+  const label = replicas === 0 ? `${n} agents` : `${n} agents, ${replicas} replica${replicas > 1 ? 's' : ''}`;
   try {
     // Attest n agents (in batches, to keep the setup itself reasonable).
     const sims: SimAgent[] = [];
@@ -146,7 +181,8 @@ async function measure(n: number): Promise<void> {
           const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
           const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
           const att = await call(server.url, new HttpsAgent({ ca }), 'POST', AGENT_PATHS.attestJoinToken, { joinToken: jt, csr });
-          const { hostname, port } = new URL(server.url);
+          // Split over the replicas: agent i syncs with replica i mod R, the change is applied on the first.
+          const { hostname, port } = new URL(servers[(i + k) % servers.length]!.url);
           sims.push({
             polls: 0,
             conn: new LightConn({
@@ -224,7 +260,7 @@ async function measure(n: number): Promise<void> {
       await acked;
       const lat = (arrivals.get(key) ?? []).map((t) => t - t0).sort((a, b) => a - b);
       row(
-        `${n} agents: ${what}`,
+        `${label}: ${what}`,
         `p50 ${percentile(lat, 50).toFixed(0)} ms`,
         `p99 ${percentile(lat, 99).toFixed(0)} ms, all ${lat.at(-1)?.toFixed(0)} ms`,
         `${lat.length}/${n}`,
@@ -232,7 +268,7 @@ async function measure(n: number): Promise<void> {
       );
       if (revision !== undefined)
         row(
-          `${n} agents: ${what.replace('all have it', 'all acknowledged')}`,
+          `${label}: ${what.replace('all have it', 'all acknowledged')}`,
           `p50 ${percentile(acks, 50).toFixed(0)} ms`,
           `p99 ${percentile(acks, 99).toFixed(0)} ms, all ${acks.at(-1)?.toFixed(0)} ms`,
           `${acks.length}/${n}`,
@@ -247,17 +283,40 @@ async function measure(n: number): Promise<void> {
       call(server.url, admin, 'POST', '/v1/quarantine', { spiffeId: 'spiffe://bench.example/ns/x/sa/y', reason: 'bench' }, token),
     );
     for (const s of sims) (s.stopped = true), s.conn.destroy();
-    server.stop();
+    for (const sv of servers) sv.stop();
     await Promise.allSettled(loops);
   } finally {
-    server.stop();
+    for (const sv of servers) sv.stop();
     admin.destroy();
     rmSync(dir, { recursive: true, force: true });
+    if (replicas > 0) {
+      await new Promise((r) => setTimeout(r, 500));
+      await pgAdmin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    }
   }
+}
+
+/** The trust bundle as PEM from `GET /v1/bundle` (JWKS with x5c): every replica's CA. */
+async function bundlePem(url: string, ca: string): Promise<string> {
+  const b = (await call(url, new HttpsAgent({ ca }), 'GET', '/v1/bundle')) as { keys: Array<{ use: string; x5c?: string[] }> };
+  const certs = b.keys.filter((k) => k.use === 'x509-svid').flatMap((k) => k.x5c ?? []);
+  return certs.map((c) => `-----BEGIN CERTIFICATE-----\n${c.match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`).join('');
 }
 
 export async function run(): Promise<void> {
   console.log('\nPropagation benchmark (server process on SQLite; simulated agents in this process)\n');
   row('measurement', 'p50', 'p99 / slowest', 'reached', 'target');
-  for (const n of (process.env['BENCH_AGENTS'] ?? '1000,5000').split(',').map(Number)) await measure(n);
+  const counts = (v: string): number[] =>
+    v
+      .split(',')
+      .filter((x) => x.trim() !== '')
+      .map(Number);
+  for (const n of counts(process.env['BENCH_AGENTS'] ?? '1000,5000')) await measure(n);
+  if (process.env['BENCH_REPLICAS'] === '0') return;
+  console.log('\nReplicas on PostgreSQL (one, then two in the same run; agents split over both, every change applied through the first)\n');
+  row('measurement', 'p50', 'p99 / slowest', 'reached', 'target');
+  for (const n of counts(process.env['BENCH_REPLICA_AGENTS'] ?? '2000')) {
+    await measure(n, 1);
+    await measure(n, 2);
+  }
 }

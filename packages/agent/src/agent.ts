@@ -32,6 +32,7 @@ import { EntryMatcher, type Withheld } from './entry-matcher.ts';
 import { JwtSvids, type MintedJwtSvid } from './jwt-svids.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
+import { FailoverClient } from './failover-client.ts';
 import { StateFile, type AgentState } from './state.ts';
 import { SvidManager, agentSvidExpiry, type ServedSvid } from './svid-manager.ts';
 import { applySync, type EntryView } from './sync.ts';
@@ -42,6 +43,7 @@ export type { EntryView } from './sync.ts';
 export type { ServedSvid } from './svid-manager.ts';
 
 export interface AgentOptions {
+  /** The server's URL, or several replicas' as a comma list (each pinned to the same server ID); the agent fails over between them. */
   readonly serverUrl: string;
   /** PEM bundle to trust the server with on first contact. */
   readonly caPem: string;
@@ -95,6 +97,37 @@ export interface AgentHealth {
   readonly decisions: { readonly buffered: number; readonly dropped: number };
 }
 
+/** The server URLs of `--server` (a comma list): one must be given, each an https:// URL. */
+export function serverUrls(list: string): string[] {
+  const urls = list
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw new WritError('ERR_CONFIG_INVALID', 'give the server URL: --server https://HOST:PORT', { field: 'server' });
+  for (const u of urls) {
+    let url: URL;
+    try {
+      url = new URL(u);
+    } catch {
+      throw new WritError('ERR_CONFIG_INVALID', `--server ${JSON.stringify(u.slice(0, 200))} is not a URL (e.g. https://127.0.0.1:8443)`, { field: 'server' });
+    }
+    if (url.protocol !== 'https:') throw new WritError('ERR_CONFIG_INVALID', `--server ${url.origin} must be an https:// URL`, { field: 'server' });
+  }
+  return urls;
+}
+
+function serverClientOf(list: string, caPem: string, serverSpiffeId: string, log: Logger): ServerApi {
+  const urls = serverUrls(list);
+  if (urls.length === 1) return new ServerClient(urls[0]!, caPem, serverSpiffeId);
+  return new FailoverClient(
+    urls.map((u) => {
+      const client = new ServerClient(u, caPem, serverSpiffeId);
+      return { client, name: client.origin };
+    }),
+    log,
+  );
+}
+
 export class Agent extends EventEmitter implements WorkloadApiAgent {
   readonly #o: AgentOptions;
   readonly #clock: () => number;
@@ -126,7 +159,7 @@ export class Agent extends EventEmitter implements WorkloadApiAgent {
     this.#clock = opts.clock ?? Date.now;
     const id = serverIdentity(opts);
     this.#td = id.trustDomain;
-    this.#client = opts.client ?? new ServerClient(opts.serverUrl, opts.caPem, id.serverSpiffeId);
+    this.#client = opts.client ?? serverClientOf(opts.serverUrl, opts.caPem, id.serverSpiffeId, opts.log);
     this.#file = new StateFile(opts.dataDir);
     this.#decisions = new DecisionUplink({ client: this.#client, clock: this.#clock, log: opts.log, max: opts.decisionBuffer ?? DECISION_BUFFER });
     this.#workloads = new WorkloadReporter({ client: this.#client, clock: this.#clock, log: opts.log, heartbeatMs: opts.workloadReportMs });

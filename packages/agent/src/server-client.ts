@@ -21,6 +21,16 @@ export interface ServerApi {
 /** Thrown when the peer is not the pinned server; nothing has been sent to it. */
 class ServerIdentityError extends Error {}
 
+/**
+ * No answer from the server (refused, reset, timed out, not the pinned server): another replica
+ * may answer. Code ERR_REQUEST_FAILED, as before there were replicas.
+ */
+export class ServerUnreachableError extends WritError {
+  constructor(message: string) {
+    super('ERR_REQUEST_FAILED', message);
+  }
+}
+
 export class ServerClient implements ServerApi {
   readonly #base: URL;
   readonly #serverId: string;
@@ -143,8 +153,8 @@ export class ServerClient implements ServerApi {
       req.on('error', (e: NodeJS.ErrnoException) =>
         reject(
           e instanceof ServerIdentityError
-            ? new WritError('ERR_REQUEST_FAILED', e.message)
-            : new WritError('ERR_REQUEST_FAILED', `server ${this.#base.origin} unreachable: ${e.code ?? e.message}`),
+            ? new ServerUnreachableError(e.message)
+            : new ServerUnreachableError(`server ${this.#base.origin} unreachable: ${e.code ?? e.message}`),
         ),
       );
       // The body (a join token, a PSAT) goes only to a peer that passed the identity check:
@@ -159,6 +169,11 @@ export class ServerClient implements ServerApi {
         else tls.once('secureConnect', send);
       });
     });
+  }
+
+  /** The server's origin, for logs. */
+  get origin(): string {
+    return this.#base.origin;
   }
 
   close(): void {

@@ -47,6 +47,8 @@ export class ApiClient {
   #caFile: string | undefined;
 
   constructor(conn: Connection) {
+    if (conn.server.includes(','))
+      throw new WritError('ERR_CONFIG_INVALID', 'give one --server URL here (several replicas are for writ agent start)', { field: 'server' });
     try {
       this.#url = new URL(conn.server);
     } catch {

@@ -228,7 +228,11 @@ export function buildProgram(): Command {
   const program = new Command('writ')
     .description('Writ: workload identity and runtime trust for containers')
     .version(CLIENT_VERSION, '-V, --version', "print the client's version (writ version asks the server too)")
-    .option('--server <url>', `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER})`)
+    .option(
+      '--server <url>',
+      `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER}); writ agent start takes several (repeat it, or a comma list) and fails over between them`,
+      (v: string, prev?: string) => (prev ? `${prev},${v}` : v),
+    )
     .option('--token <token>', 'API token (env WRIT_TOKEN)')
     .option(
       '--ca-file <file>',
@@ -311,8 +315,12 @@ export function buildProgram(): Command {
         ...federationServerFlags(o),
       });
       const running = await startServer(cfg);
+      // Drained first: waiting agents are answered at once and move to another replica before this one exits.
       const stop = (): void => {
-        void running.close().then(() => process.exit(0));
+        void running
+          .drain()
+          .then(() => running.close())
+          .then(() => process.exit(0));
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

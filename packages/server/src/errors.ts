@@ -77,6 +77,7 @@ export const SERVER_ERROR_CODES = {
   // the server's side
   ERR_STORE_UNAVAILABLE: 503,
   ERR_CA_UNAVAILABLE: 503,
+  ERR_SERVER_DRAINING: 503,
   ERR_INTERNAL: 500,
 } as const;
 

@@ -44,6 +44,7 @@ import { AdmissionInventoryRecorder } from './image-sources.ts';
 import { AgentAuthenticator } from './attest/authenticate.ts';
 import { PsatAttestor } from './attest/psat.ts';
 import { ChangeHub } from './sync/hub.ts';
+import { Leases } from './leases.ts';
 import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
@@ -60,6 +61,14 @@ export interface RunningServer {
   readonly ca: CertificateAuthority;
   /** The alert rules' evaluator; `alerts.raise(kind, details)` raises one from elsewhere (the audit check). */
   readonly alerts: AlertService;
+  /** Run-once jobs: `runOnce(name, fn)` runs `fn` on the one replica holding the lease `name`. */
+  readonly leases: Leases;
+  /**
+   * Stops gracefully: no new connections, every waiting long poll and every later request on a
+   * kept-alive connection answered 503 ERR_SERVER_DRAINING (agents move to another replica), the
+   * requests under way finished, the job leases given up; then everything closes.
+   */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -175,12 +184,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let alerts: AlertService | undefined;
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
+  let leases: Leases | undefined;
   try {
+    const id = serverId(cfg.dataDir);
+    leases = new Leases({ store, holder: id, clock, log });
     const ca = new CertificateAuthority({
       store,
       trustDomain: cfg.trustDomain,
       dataDir: cfg.dataDir,
-      serverId: serverId(cfg.dataDir),
+      serverId: id,
       keyType: cfg.caKeyType,
       caTtlMs: cfg.caTtlMs,
       x509SvidTtlMs: cfg.x509SvidTtlMs,
@@ -236,9 +248,20 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       return { key, cert };
     };
     let ready = true;
+    /** Requests being handled, and whether the server is draining (every new request then gets 503). */
+    const inFlight = { count: 0, draining: false };
     const metrics = createMetrics();
     const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
-    hub = new ChangeHub({ store, ca, clock, breakGlass: cfg.breakGlass });
+    hub = new ChangeHub({
+      store,
+      ca,
+      clock,
+      breakGlass: cfg.breakGlass,
+      onFeed: (live, err) =>
+        live
+          ? log.info("listening for other replicas' changes (PostgreSQL LISTEN writ_changes)")
+          : log.warn({ err: err?.message }, "lost the change notification connection; polling other replicas' changes every second until it is back"),
+    });
     // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
     // so they never queue behind the admission checks' within a decision budget.
     registry = new RegistryClient(cfg.registryConfigFile ? { config: loadRegistryConfig(cfg.registryConfigFile) } : {});
@@ -305,12 +328,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const index = new RouteIndex(routes);
     httpServer = createServer(
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
-      (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log),
+      (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log, inFlight),
     );
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
-    httpServer.on('checkContinue', (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log));
+    httpServer.on('checkContinue', (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log, inFlight));
     httpServer.headersTimeout = 10_000;
     httpServer.requestTimeout = 60_000;
     httpServer.on('tlsClientError', (err, socket) => {
@@ -354,7 +377,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         renewAfterMs: cfg.x509SvidTtlMs / 2,
         serve: (routes) => {
           const index = new RouteIndex(routes);
-          return (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log);
+          return (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log, inFlight);
         },
       });
       admissionServer = admission.server;
@@ -367,9 +390,16 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
     // ---------------------------------------------------------------- the SPIFFE bundle endpoint's own listener
     if (cfg.bundleEndpoint) bundleEndpoint = await listenBundleEndpoint(cfg.bundleEndpoint, { ca, clock, log, issueTls, renewAfterMs: cfg.x509SvidTtlMs / 2 });
-    federation.start();
+    // Peers are fetched by one replica (the lease holder); the others hear of new bundles from the store.
+    const runsFederation = federation;
+    timers.push(setInterval(() => void leases?.runOnce('federation-refresh', () => runsFederation.tick()), 1000).unref());
 
     // ---------------------------------------------------------------- vulnerability events
+    // Exposures are evaluated (exceptions expire, events recorded and delivered) by the lease holder only.
+    leases.want('vuln-events');
+    const jobs = leases;
+    // Tried once now, so the first evaluation at start runs on the replica that holds it (renewals follow every 2 s).
+    await jobs.renew();
     vulnEvents = new VulnEventWatcher({
       store,
       clock,
@@ -377,6 +407,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       config: cfg.vulnEvents,
       suppressions: (_store, now) => suppressions.load(now),
       onDrop: (n) => metrics.webhookDropped.inc({ event: 'vulnerability' }, n),
+      runsHere: () => jobs.held('vuln-events'),
     });
     vulnEvents.start();
     await alerts.start();
@@ -401,27 +432,43 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
             () => log.info('database is back'),
             () => undefined,
           );
-        if (clock() - lastPrune > 3_600_000) {
-          lastPrune = clock();
-          const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
-          if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
-          const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
-          if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
-          const alertsPruned = await store.pruneAlerts(clock() - cfg.decisionRetentionMs);
-          if (alertsPruned) log.info({ removed: alertsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old alerts pruned');
-          const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
-          if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
-          // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
-          const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
-          if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
-        }
+        await jobs.runOnce('prune', () => prune());
       } catch (err) {
         if (ready) log.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'background rotation failed; will retry');
+      }
+    };
+    const prune = async (): Promise<void> => {
+      if (clock() - lastPrune > 3_600_000) {
+        lastPrune = clock();
+        const removed = await store.pruneDecisions(clock() - cfg.decisionRetentionMs);
+        if (removed) log.info({ removed, retention: formatDuration(cfg.decisionRetentionMs) }, 'old decisions pruned');
+        const events = await store.pruneAdmissionEvents(clock() - cfg.decisionRetentionMs);
+        if (events) log.info({ removed: events, retention: formatDuration(cfg.decisionRetentionMs) }, 'old admission events pruned');
+        const alertsPruned = await store.pruneAlerts(clock() - cfg.decisionRetentionMs);
+        if (alertsPruned) log.info({ removed: alertsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old alerts pruned');
+        const vulnEventsPruned = await store.pruneVulnEvents(clock() - cfg.decisionRetentionMs);
+        if (vulnEventsPruned) log.info({ removed: vulnEventsPruned, retention: formatDuration(cfg.decisionRetentionMs) }, 'old vulnerability events pruned');
+        // Ended workloads (and those of agents that stopped reporting) are kept as long as decisions.
+        const workloads = await store.pruneWorkloads(clock() - cfg.decisionRetentionMs);
+        if (workloads) log.info({ removed: workloads, retention: formatDuration(cfg.decisionRetentionMs) }, 'old workloads pruned');
       }
     };
     // Often enough to renew the server's own certificate (at half its life) before it expires, too.
     const every = Math.max(Math.min(cfg.caTtlMs / 100, cfg.x509SvidTtlMs / 4, 10_000), 1000);
     timers.push(setInterval(() => void tick(), every).unref());
+    // A quarantine that expires is a change no write makes: the lease holder tells every replica's hub.
+    let quarantineSeen: number | undefined;
+    const quarantineExpiry = async (): Promise<void> => {
+      const v = await store.quarantineVersion(clock());
+      // The first run here (at start, or having taken the lease over from a replica that died) announces
+      // too: an expiry while nobody held the lease would otherwise wait for the agents' next poll.
+      if (v !== quarantineSeen) {
+        await store.announce('quarantine');
+        quarantineSeen = v;
+      }
+    };
+    timers.push(setInterval(() => void jobs.runOnce('quarantine-expiry', quarantineExpiry).catch(() => undefined), 1000).unref());
+    leases.start();
 
     log.info(
       {
@@ -444,10 +491,25 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       store,
       ca,
       alerts,
+      leases,
+      drain: async () => {
+        if (inFlight.draining) return;
+        inFlight.draining = true;
+        log.info('draining: answering every waiting agent poll, then stopping');
+        for (const s of [srv, admissionServer, bundleEndpoint?.server]) s?.close();
+        hub?.drain();
+        // Kept-alive idle connections would take a request after the answer; idle ones close now,
+        // busy ones once their request is answered (Node sends `connection: close` while closing).
+        srv.closeIdleConnections();
+        const until = Date.now() + 10_000;
+        while (inFlight.count > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        await leases?.close();
+      },
       close: async () => {
         for (const t of timers) clearInterval(t);
+        await leases?.close();
         await federation?.close();
-        hub?.close();
+        await hub?.close();
         await vulnEvents?.close();
         await alerts?.close();
         for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
@@ -464,7 +526,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
-    hub?.close();
+    await leases?.close();
+    await hub?.close();
     await vulnEvents?.close();
     await alerts?.close();
     registry?.close();
@@ -603,6 +666,7 @@ async function handle(
   agents: AgentAuthenticator,
   metrics: ReturnType<typeof createMetrics>,
   log: Logger,
+  inFlight: { count: number; draining: boolean } = { count: 0, draining: false },
 ): Promise<void> {
   const start = performance.now();
   const method = raw.method ?? 'GET';
@@ -610,7 +674,12 @@ async function handle(
   let status = 500;
   // Agent routes say which protocol version the server speaks (docs/design.md, agent protocol versions).
   if (raw.url?.startsWith('/v1/agent/')) res.setHeader(PROTOCOL_HEADER, String(PROTOCOL_VERSION));
+  inFlight.count++;
   try {
+    if (inFlight.draining) {
+      res.setHeader('connection', 'close');
+      throw new WritError('ERR_SERVER_DRAINING', 'this server is stopping; send the request to another replica');
+    }
     if ((raw.url?.length ?? 0) > MAX_URL_LENGTH) throw new WritError('ERR_URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     const url = new URL(raw.url ?? '/', 'https://writ.invalid');
     const candidates = routes.candidates(url.pathname);
@@ -660,6 +729,7 @@ async function handle(
     send(res, { ...reply, headers });
     if (status === 413) raw.resume();
   } finally {
+    inFlight.count--;
     const seconds = (performance.now() - start) / 1000;
     metrics.httpRequests.inc({ method, route: routeName, status: String(status) });
     metrics.httpDuration.observe({ method, route: routeName }, seconds);

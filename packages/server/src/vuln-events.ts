@@ -86,6 +86,8 @@ export interface VulnEventsOptions {
   readonly maxQueue?: number;
   /** Told of every event dropped from the full webhook queue (the server's metric). */
   readonly onDrop?: (n: number) => void;
+  /** Whether this replica runs the evaluations (the holder of their lease; default: always). */
+  readonly runsHere?: () => boolean;
 }
 
 /**
@@ -166,7 +168,7 @@ export class VulnEventWatcher {
   }
 
   async #run(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#o.runsHere?.() === false) return;
     if (this.#running) {
       this.#again = true;
       return;

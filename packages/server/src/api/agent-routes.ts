@@ -87,6 +87,8 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
       hub.syncBegan(agent);
       try {
         for (;;) {
+          // Stopping: the agent takes its revision to another replica, which answers what it missed.
+          if (hub.draining) throw new WritError('ERR_SERVER_DRAINING', 'this server is stopping; sync with another replica');
           if (seenAgents !== hub.agentsGeneration) {
             seenAgents = hub.agentsGeneration;
             const me = await ctx.store.getAgent(agent);

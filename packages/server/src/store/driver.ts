@@ -20,5 +20,18 @@ export interface SqlDriver extends SqlExecutor {
   lockForMigration(tx: SqlExecutor): Promise<void>;
   /** Maps a driver error to a WritError where it means something to callers (unique violation, lost connection). */
   isUniqueViolation(err: unknown): boolean;
+  /**
+   * Other processes' committed writes, as the `topic`s their notification triggers name (PostgreSQL
+   * LISTEN on one dedicated connection, reconnected with backoff); undefined on SQLite, which one
+   * process owns. `onState(true)` each time the connection is (re)established, false when lost.
+   */
+  listen?(handlers: ChangeListenHandlers): () => Promise<void>;
+  /** Tells other processes of a change that no write made (a quarantine that expired); PostgreSQL only. */
+  announce?(topic: string): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface ChangeListenHandlers {
+  onTopic(topic: string, arg: string): void;
+  onState(live: boolean, err?: Error): void;
 }

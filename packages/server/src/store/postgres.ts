@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { WritError } from '@writ/spiffe';
-import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
+import type { ChangeListenHandlers, Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 
 // Connection-level failures: the database is away, not the request wrong. Mapped to 503.
 const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
@@ -62,13 +63,22 @@ export interface PostgresOptions {
   readonly onError?: (err: Error) => void;
 }
 
+/** The channel of the notification triggers (migration 23): `topic|schema|application_name|arg`. */
+export const CHANGE_CHANNEL = 'writ_changes';
+const LISTEN_BACKOFF_MS = [250, 500, 1000, 2000, 5000] as const;
+
 export class PostgresDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly #pool: pg.Pool;
+  readonly #opts: PostgresOptions;
+  /** Names this process's connections, so that its listener skips the notifications of its own writes. */
+  readonly #instance = randomUUID().slice(0, 8);
 
   constructor(opts: PostgresOptions) {
+    this.#opts = opts;
     this.#pool = new pg.Pool({
       connectionString: opts.url,
+      application_name: `writ-server ${this.#instance}`,
       max: 10,
       connectionTimeoutMillis: 3000,
       idleTimeoutMillis: 30_000,
@@ -131,6 +141,78 @@ export class PostgresDriver implements SqlDriver {
 
   isUniqueViolation(err: unknown): boolean {
     return (err as { code?: string })?.code === '23505';
+  }
+
+  async announce(topic: string): Promise<void> {
+    await this.query(`SELECT pg_notify('${CHANGE_CHANNEL}', ? || '|' || current_schema() || '|' || current_setting('application_name') || '|')`, [topic]);
+  }
+
+  /**
+   * One dedicated connection (not the pool's: a LISTEN lives as long as its session) that hears
+   * the notification triggers of every other process on this schema; reconnects with backoff.
+   */
+  listen(h: ChangeListenHandlers): () => Promise<void> {
+    const own = `writ-server ${this.#instance}`;
+    let client: pg.Client | undefined;
+    let stopped = false;
+    let attempt = 0;
+    let retry: NodeJS.Timeout | undefined;
+    let schema = '';
+    const lost = (err?: Error): void => {
+      const c = client;
+      client = undefined;
+      c?.removeAllListeners();
+      c?.on('error', () => undefined);
+      void c?.end().catch(() => undefined);
+      if (stopped) return;
+      h.onState(false, err);
+      retry = setTimeout(connect, LISTEN_BACKOFF_MS[Math.min(attempt++, LISTEN_BACKOFF_MS.length - 1)]);
+      retry.unref();
+    };
+    const connect = (): void => {
+      retry = undefined;
+      const c = new pg.Client({
+        connectionString: this.#opts.url,
+        // The schema in the name too: an operator (or a test) finds the listener of one deployment.
+        application_name: `writ-listen ${this.#instance}${this.#opts.schema ? ` ${this.#opts.schema}` : ''}`.slice(0, 63),
+        connectionTimeoutMillis: 3000,
+        // Dead peers (a failed-over database) are noticed by TCP keepalive, not only by the next write.
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 5000,
+        options: this.#opts.schema ? `-c search_path=${this.#opts.schema}` : '',
+      });
+      client = c;
+      c.on('error', (err) => client === c && lost(err));
+      c.on('end', () => client === c && lost(new Error('the notification connection closed')));
+      c.on('notification', (n) => {
+        const parts = (n.payload ?? '').split('|');
+        if (parts.length < 4 || parts[1] !== schema) return;
+        const app = parts.slice(2, -1).join('|');
+        if (app === own) return;
+        h.onTopic(parts[0]!, parts[parts.length - 1]!);
+      });
+      c.connect()
+        .then(async () => {
+          schema = String((await c.query('SELECT current_schema() AS s')).rows[0]?.['s'] ?? '');
+          await c.query(`LISTEN ${CHANGE_CHANNEL}`);
+          if (client !== c || stopped) return;
+          attempt = 0;
+          h.onState(true);
+        })
+        .catch((err: Error) => client === c && lost(err));
+    };
+    connect();
+    return async () => {
+      stopped = true;
+      clearTimeout(retry);
+      const c = client;
+      client = undefined;
+      if (c) {
+        c.removeAllListeners();
+        c.on('error', () => undefined);
+        await c.end().catch(() => undefined);
+      }
+    };
   }
 
   close(): Promise<void> {

@@ -2,9 +2,10 @@
  * Schema migrations. The DDL is portable between SQLite and PostgreSQL on purpose: times are
  * epoch milliseconds in BIGINT, lists are JSON in TEXT, flags are INTEGER 0/1. One word differs:
  * `{INT64_PRIMARY_KEY}` is `INTEGER PRIMARY KEY` in SQLite (the rowid itself, 64-bit) and
- * `BIGINT PRIMARY KEY` in PostgreSQL (where INTEGER is 32-bit).
+ * `BIGINT PRIMARY KEY` in PostgreSQL (where INTEGER is 32-bit). `postgres` statements run on
+ * PostgreSQL only, after the portable ones (what only several processes need: notification triggers).
  */
-export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly string[] }> = [
+export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly string[]; postgres?: readonly string[] }> = [
   {
     version: 1,
     statements: [
@@ -360,6 +361,40 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         id_hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, csrf_hash TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL
       )`,
       `CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at)`,
+    ],
+  },
+  {
+    // Several replicas (issue 16): run-once jobs under a lease (leases.ts), and a NOTIFY on
+    // `writ_changes` from every write other replicas' change hubs and caches must hear of, sent
+    // by triggers inside the writing transaction (so delivered on commit only, and no write path,
+    // however it reaches the table, can forget it). Statement triggers: a batch of 10,000 entries
+    // is one notification. Agents: only a deletion or a ban is news (the hub's `revoked`); renewals
+    // and acknowledgements rewrite agent rows all the time and notify nobody.
+    version: 23,
+    statements: [`CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)`],
+    postgres: [
+      `CREATE FUNCTION writ_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('writ_changes', TG_ARGV[0] || '|' || current_schema() || '|' || current_setting('application_name') || '|');
+        RETURN NULL;
+      END $$`,
+      `CREATE TRIGGER writ_notify_entries AFTER INSERT OR UPDATE OR DELETE ON entries FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('entries')`,
+      `CREATE TRIGGER writ_notify_authorities AFTER INSERT OR UPDATE OR DELETE ON authorities FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('authorities')`,
+      `CREATE TRIGGER writ_notify_policy_revisions AFTER INSERT OR UPDATE OR DELETE ON policy_revisions FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('policies')`,
+      `CREATE TRIGGER writ_notify_quarantine AFTER INSERT OR UPDATE OR DELETE ON quarantine FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('quarantine')`,
+      `CREATE TRIGGER writ_notify_federated_bundles AFTER INSERT OR UPDATE OR DELETE ON federated_bundles FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('federated-bundles')`,
+      `CREATE TRIGGER writ_notify_federation_relationships AFTER INSERT OR UPDATE OR DELETE ON federation_relationships FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('federation')`,
+      `CREATE TRIGGER writ_notify_admitted_images AFTER INSERT OR UPDATE OR DELETE ON admitted_images FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('admitted-images')`,
+      `CREATE TRIGGER writ_notify_reports AFTER INSERT OR UPDATE OR DELETE ON reports FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('reports')`,
+      `CREATE TRIGGER writ_notify_workloads AFTER INSERT OR UPDATE OR DELETE ON workloads FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('workloads')`,
+      `CREATE TRIGGER writ_notify_vex_documents AFTER INSERT OR UPDATE OR DELETE ON vex_documents FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_change('vex')`,
+      `CREATE FUNCTION writ_notify_agent_revoked() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('writ_changes', 'agents|' || current_schema() || '|' || current_setting('application_name') || '|' || OLD.spiffe_id);
+        RETURN NULL;
+      END $$`,
+      `CREATE TRIGGER writ_notify_agents_deleted AFTER DELETE ON agents FOR EACH ROW EXECUTE FUNCTION writ_notify_agent_revoked()`,
+      `CREATE TRIGGER writ_notify_agents_banned AFTER UPDATE ON agents FOR EACH ROW WHEN (NEW.banned <> OLD.banned) EXECUTE FUNCTION writ_notify_agent_revoked()`,
     ],
   },
 ];

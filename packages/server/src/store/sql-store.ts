@@ -57,7 +57,10 @@ import {
   type VulnEvent,
   type Role,
   type Store,
+  type Lease,
   type StoreChange,
+  type StoreChangeKind,
+  STORE_CHANGES,
   type Workload,
   type WorkloadInput,
   type WorkloadQuery,
@@ -199,6 +202,8 @@ export class SqlStore implements Store {
   readonly #listeners = new Set<(change: StoreChange) => void>();
   /** Digest -> when this store last wrote its `lastSeen`: a webhook records the same digests for every pod. */
   readonly #admittedWritten = new Map<string, number>();
+  /** The notification listeners running (`listen`), stopped by `close`. */
+  readonly #listening = new Set<() => Promise<void>>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
@@ -226,6 +231,48 @@ export class SqlStore implements Store {
     return this.#db.dialect;
   }
 
+  listen(onState: (live: boolean, err?: Error) => void): () => Promise<void> {
+    if (!this.#db.listen) return async () => undefined;
+    const stop = this.#db.listen({
+      onState,
+      onTopic: (topic, arg) => {
+        if (!(STORE_CHANGES as readonly string[]).includes(topic)) return;
+        const kind = topic as StoreChangeKind;
+        this.#changed(undefined, kind === 'agents' ? { kind, revoked: arg ? [arg] : [] } : { kind });
+      },
+    });
+    this.#listening.add(stop);
+    return () => (this.#listening.delete(stop), stop());
+  }
+
+  async announce(kind: StoreChangeKind): Promise<void> {
+    this.#changed(undefined, { kind });
+    await this.#db.announce?.(kind);
+  }
+
+  async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
+    // One statement: two replicas racing for an expired lease cannot both win.
+    const rows = await this.#db.query(
+      `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+       WHERE leases.holder = excluded.holder OR leases.expires_at <= ? RETURNING holder`,
+      [name, holder, now + ttlMs, now],
+    );
+    return rows.length > 0;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.#db.execute('DELETE FROM leases WHERE name = ? AND holder = ?', [name, holder]);
+  }
+
+  async listLeases(): Promise<Lease[]> {
+    return (await this.#db.query('SELECT name, holder, expires_at FROM leases ORDER BY name')).map((r) => ({
+      name: r['name'] as string,
+      holder: r['holder'] as string,
+      expiresAt: num(r['expires_at']),
+    }));
+  }
+
   async migrate(): Promise<void> {
     await this.#db.transaction(async (tx) => {
       await this.#db.lockForMigration(tx);
@@ -235,6 +282,7 @@ export class SqlStore implements Store {
         if (done.has(m.version)) continue;
         const int64Key = this.#db.dialect === 'sqlite' ? 'INTEGER PRIMARY KEY' : 'BIGINT PRIMARY KEY';
         for (const stmt of m.statements) await tx.query(stmt.replaceAll('{INT64_PRIMARY_KEY}', int64Key));
+        if (this.#db.dialect === 'postgres') for (const stmt of m.postgres ?? []) await tx.query(stmt);
         await tx.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, Date.now()]);
       }
     });
@@ -244,8 +292,10 @@ export class SqlStore implements Store {
     await this.#db.query('SELECT 1 AS ok');
   }
 
-  close(): Promise<void> {
-    return this.#db.close();
+  async close(): Promise<void> {
+    await Promise.all([...this.#listening].map((stop) => stop()));
+    this.#listening.clear();
+    await this.#db.close();
   }
 
   async #nextRevision(tx: SqlExecutor, count: number): Promise<number> {

@@ -589,6 +589,11 @@ const READS = new Set([
   'listVexStatements',
   'listVexDocuments',
   'onChange',
+  // replicas (issue 16): hearing other replicas' writes, and job leases (replicas.test.ts), which no listener needs to hear of
+  'listen',
+  'acquireLease',
+  'releaseLease',
+  'listLeases',
   'migrate',
   'ping',
   'close',
@@ -857,6 +862,8 @@ for (const factory of STORE_FACTORIES) {
       await s.recordImages([admitted], 9);
       assert.deepEqual(heard, [], 'an image admitted again is no news');
       await expect('recordImages', { kind: 'images' }, () => s.recordImages([{ ...admitted, tags: ['registry.example/shop/web:latest'] }], 10));
+      heard.length = 0;
+      await expect('announce', { kind: 'quarantine' }, () => s.announce('quarantine'));
       heard.length = 0;
 
       // alerts (issue 15, section 3)

@@ -179,6 +179,13 @@ export const STORE_CHANGES = [
 ] as const;
 export type StoreChangeKind = (typeof STORE_CHANGES)[number];
 
+/** A run-once job's lease: which replica (server ID) holds it, until when (epoch ms). */
+export interface Lease {
+  readonly name: string;
+  readonly holder: string;
+  readonly expiresAt: number;
+}
+
 export interface StoreChange {
   readonly kind: StoreChangeKind;
   /** `agents` only: agents deleted or banned by this write (their SVIDs must stop working now). */
@@ -286,10 +293,27 @@ export interface AdmissionEventQuery {
 export interface Store extends AdmittedImagesStore, ImageInventoryStore, WorkloadStore, ImageSourceStore, VulnQueryStore, VulnEventStore, FederationStore {
   readonly kind: 'sqlite' | 'postgres';
   /**
-   * Calls `fn` after each committed write of this store object (not other replicas': those show
-   * in `changeStamp`). Returns the function that unsubscribes. A throwing listener is ignored.
+   * Calls `fn` after each committed write of this store object, and, while `listen` runs, of other
+   * replicas' (on PostgreSQL). Returns the function that unsubscribes. A throwing listener is ignored.
    */
   onChange(fn: (change: StoreChange) => void): () => void;
+  /**
+   * Hears other replicas' writes (PostgreSQL LISTEN on one connection of its own, reconnected with
+   * backoff) and passes them to `onChange` listeners; `onState` says when that connection is up or
+   * lost (while lost, `changeStamp` is how other replicas' changes are found). On SQLite nothing
+   * to hear: `onState` is never called. Resolves the returned function once stopped.
+   */
+  listen(onState: (live: boolean, err?: Error) => void): () => Promise<void>;
+  /** A change no write made (a quarantine that expired): to this store's listeners and other replicas'. */
+  announce(kind: StoreChangeKind): Promise<void>;
+  /**
+   * Takes or renews the lease `name` for `holder` until `now + ttlMs`: true when `holder` holds it
+   * (it held it, or it was free or had expired). One statement, so two replicas never both win.
+   */
+  acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
+  /** Gives the lease up (a replica stopping), so another takes it at its next try, not at expiry. */
+  releaseLease(name: string, holder: string): Promise<void>;
+  listLeases(): Promise<Lease[]>;
   /** Applies pending schema migrations. Safe to run from several replicas at once. */
   migrate(): Promise<void>;
   /** Resolves when the database answers a trivial query. */

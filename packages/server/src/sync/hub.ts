@@ -1,6 +1,7 @@
 /**
- * The change hub, one per server: it hears every committed write of the store (and, through the
- * change stamp, other replicas'), wakes the agents' long polls, shares one snapshot of what every
+ * The change hub, one per server: it hears every committed write of the store and, on PostgreSQL,
+ * other replicas' (their NOTIFYs, through the store's `listen`; the change stamp polled once a
+ * second only while that connection is down), wakes the agents' long polls, shares one snapshot of what every
  * sync answer has in common, and batches the agents' acknowledgements.
  */
 import { createHash } from 'node:crypto';
@@ -27,6 +28,8 @@ export interface ChangeHubOptions {
   readonly pollMs?: number;
   /** How long acknowledgements gather before one transaction writes them. */
   readonly ackFlushMs?: number;
+  /** The notification connection to other replicas came up (true) or was lost (false). */
+  readonly onFeed?: (live: boolean, err?: Error) => void;
 }
 
 /**
@@ -77,11 +80,38 @@ export class ChangeHub {
   #flushing: Promise<void> | undefined;
   #closed = false;
   readonly #images: AdmittedImagesFeed;
+  /** Other replicas' changes arrive as notifications: no polling while this holds. */
+  #feedLive = false;
+  readonly #stopListening: () => Promise<void>;
+  #draining = false;
 
   constructor(opts: ChangeHubOptions) {
     this.#o = opts;
     this.#images = new AdmittedImagesFeed(opts.store);
     this.#unsubscribe = opts.store.onChange((c) => this.#heard(c));
+    this.#stopListening = opts.store.listen((live, err) => {
+      this.#feedLive = live;
+      opts.onFeed?.(live, err);
+      // Back after a loss: whatever was committed meanwhile was announced to nobody; one look catches up.
+      if (live) this.#checkStamp();
+      else if (this.#waiting.size > 0) this.#watch();
+    });
+  }
+
+  /** Whether other replicas' changes arrive as notifications now (false on SQLite, and while the connection is lost). */
+  get feedLive(): boolean {
+    return this.#feedLive;
+  }
+
+  /** True once `drain()` was called: waiting polls are answered at once, and sync refuses new ones. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** The server is stopping: every waiting poll returns now (its handler answers ERR_SERVER_DRAINING, and the agent moves on). */
+  drain(): void {
+    this.#draining = true;
+    this.#wake(true);
   }
 
   #heard(c: StoreChange): void {
@@ -189,19 +219,23 @@ export class ChangeHub {
         this.#watcher = undefined;
         return;
       }
-      this.#o.store.changeStamp(this.#o.clock()).then(
-        (s) => {
-          // Against what the polls saw, not the previous tick: a change just before the first tick counts too.
-          const seen = this.#seen;
-          if (seen && seen.all !== s.all) {
-            this.#seen = s;
-            this.#wake(seen.agents !== s.agents);
-          }
-        },
-        () => undefined,
-      );
+      if (!this.#feedLive) this.#checkStamp();
     }, this.#o.pollMs ?? 1000);
     this.#watcher.unref();
+  }
+
+  #checkStamp(): void {
+    this.#o.store.changeStamp(this.#o.clock()).then(
+      (s) => {
+        // Against what the polls saw, not the previous tick: a change just before the first tick counts too.
+        const seen = this.#seen;
+        if (seen && seen.all !== s.all) {
+          this.#seen = s;
+          this.#wake(seen.agents !== s.agents);
+        }
+      },
+      () => undefined,
+    );
   }
 
   /**
@@ -267,11 +301,13 @@ export class ChangeHub {
   }
 
   /** Stops listening and polling (the server is closing; its connections, and so the waits, end with it). */
-  close(): void {
+  close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#ackTimer);
     this.#unsubscribe();
+    const stopped = this.#stopListening();
     clearInterval(this.#watcher);
     this.#watcher = undefined;
+    return stopped;
   }
 }

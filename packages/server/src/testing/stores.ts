@@ -11,13 +11,29 @@ export const TEST_PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgr
 export interface TestStore {
   readonly name: 'sqlite' | 'postgres';
   readonly store: Store;
+  /** Another store over the same database, as a second replica opens it (closed by `dispose`). */
+  replica(): Promise<Store>;
   dispose(): Promise<void>;
 }
 
 export async function sqliteTestStore(): Promise<TestStore> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-store-'));
   const store = await openStore({ db: 'sqlite', dataDir: dir });
-  return { name: 'sqlite', store, dispose: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
+  const replicas: Store[] = [];
+  return {
+    name: 'sqlite',
+    store,
+    replica: async () => {
+      const r = await openStore({ db: 'sqlite', dataDir: dir });
+      replicas.push(r);
+      return r;
+    },
+    dispose: async () => {
+      for (const r of replicas) await r.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export async function postgresTestStore(): Promise<TestStore> {
@@ -27,10 +43,17 @@ export async function postgresTestStore(): Promise<TestStore> {
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.end();
   const store = await openStore({ db: TEST_PG_URL, dataDir: tmpdir(), schema });
+  const replicas: Store[] = [];
   return {
     name: 'postgres',
     store,
+    replica: async () => {
+      const r = await openStore({ db: TEST_PG_URL, dataDir: tmpdir(), schema });
+      replicas.push(r);
+      return r;
+    },
     dispose: async () => {
+      for (const r of replicas) await r.close();
       await store.close();
       const c = new pg.Client({ connectionString: TEST_PG_URL });
       await c.connect();

@@ -1,0 +1,153 @@
+/**
+ * What several replicas share through the store, on SQLite and PostgreSQL: job leases (one holder,
+ * taken over once expired or given up), and on PostgreSQL other replicas' writes heard through
+ * NOTIFY — each once, none of one's own twice — and heard again after the listening connection
+ * was killed.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { STORE_FACTORIES, TEST_PG_URL, type TestStore } from '../testing/stores.ts';
+import type { Store, StoreChange } from './types.ts';
+
+const waitUntil = async (what: string, ok: () => boolean, ms = 10_000): Promise<void> => {
+  const until = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance, replicas: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    let b: Store;
+    before(async () => {
+      t = await factory();
+      b = await t.replica();
+    });
+    after(async () => t.dispose());
+
+    it('a lease has one holder; another takes it once it expired, or at once when given up', async () => {
+      const a = t.store;
+      assert.equal(await a.acquireLease('prune', 'server-a', 1000, 6000), true);
+      assert.equal(await b.acquireLease('prune', 'server-b', 1001, 6000), false, 'held by A');
+      assert.equal(await a.acquireLease('prune', 'server-a', 3000, 6000), true, 'A renews');
+      assert.equal(await b.acquireLease('prune', 'server-b', 8999, 6000), false, "A's renewal runs to 9000");
+      assert.deepEqual(await b.listLeases(), [{ name: 'prune', holder: 'server-a', expiresAt: 9000 }]);
+      assert.equal(await b.acquireLease('prune', 'server-b', 9000, 6000), true, 'expired: B takes it');
+      assert.equal(await a.acquireLease('prune', 'server-a', 9001, 6000), false, 'A, back, finds it taken');
+      assert.equal(await a.acquireLease('federation-refresh', 'server-a', 9001, 6000), true, 'another job is another lease');
+      await b.releaseLease('prune', 'server-a'); // not A's to give up: nothing changes
+      assert.equal(await a.acquireLease('prune', 'server-a', 9002, 6000), false);
+      await b.releaseLease('prune', 'server-b');
+      assert.equal(await a.acquireLease('prune', 'server-a', 9003, 6000), true, 'given up: A takes it at once');
+    });
+
+    it('racing replicas: exactly one wins an expired lease', async () => {
+      const wins = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? b : t.store).acquireLease('race', `server-${i}`, 50_000, 6000)));
+      assert.equal(wins.filter(Boolean).length, 1);
+    });
+
+    it('announce tells this store’s listeners of a change no write made', async () => {
+      const heard: StoreChange[] = [];
+      const off = t.store.onChange((c) => heard.push(c));
+      await t.store.announce('quarantine');
+      off();
+      assert.deepEqual(heard, [{ kind: 'quarantine' }]);
+    });
+
+    if (factory.name.startsWith('sqlite')) {
+      it('SQLite: nothing to listen to (one process owns the file); the state is never reported live', async () => {
+        const states: boolean[] = [];
+        const stop = t.store.listen((live) => states.push(live));
+        await new Promise((r) => setTimeout(r, 100));
+        await stop();
+        assert.deepEqual(states, []);
+      });
+      return;
+    }
+
+    it("PostgreSQL: another replica's committed writes arrive, each once, with the agent a ban revokes; one's own are not heard twice", async () => {
+      const heard: StoreChange[] = [];
+      const off = t.store.onChange((c) => heard.push(c));
+      let live = false;
+      const stop = t.store.listen((l) => (live = l));
+      try {
+        await waitUntil('the listener', () => live);
+        const now = Date.now();
+        await b.createEntries(
+          Array.from({ length: 50 }, (_, i) => ({
+            spiffeId: `spiffe://r.test/w${i}`,
+            parentId: 'spiffe://r.test/writ/agent/n',
+            selectors: [`unix:uid:${i}`],
+            x509SvidTtl: 3600,
+            jwtSvidTtl: 300,
+            dnsNames: [],
+            federatesWith: [],
+            admin: false,
+            hint: '',
+            expiresAt: null,
+          })),
+          now,
+        );
+        await b.appendPolicyRevision({ createdAt: now, createdBy: 't', comment: '', policies: {} }, 0);
+        await b.putQuarantine({ spiffeId: 'spiffe://r.test/bad', reason: 'r', createdBy: 't', createdAt: now, expiresAt: null });
+        const agent = {
+          spiffeId: 'spiffe://r.test/writ/agent/n',
+          nodeName: 'n',
+          attestationType: 'join_token',
+          selectors: [],
+          serial: '01',
+          expiresAt: now + 3_600_000,
+          banned: false,
+          createdAt: now,
+          updatedAt: now,
+        };
+        await b.upsertAgent(agent); // an attestation: news to nobody
+        await b.ackPolicies([{ spiffeId: agent.spiffeId, policyRevision: 1, quarantineVersion: 2, ackedAt: now }]);
+        await b.upsertAgent({ ...agent, banned: true });
+        await waitUntil('the ban', () => heard.some((c) => c.kind === 'agents'));
+        assert.deepEqual(heard, [
+          { kind: 'entries' }, // 50 entries, one statement: one notification
+          { kind: 'policies' },
+          { kind: 'quarantine' },
+          { kind: 'agents', revoked: [agent.spiffeId] },
+        ]);
+        heard.length = 0;
+        await t.store.removeQuarantine('spiffe://r.test/bad');
+        await b.announce('quarantine');
+        await waitUntil('the announcement', () => heard.length >= 2);
+        await new Promise((r) => setTimeout(r, 100));
+        assert.deepEqual(heard, [{ kind: 'quarantine' }, { kind: 'quarantine' }], "this store's own write once (from the store), then B's announcement");
+      } finally {
+        off();
+        await stop();
+      }
+    });
+
+    it('PostgreSQL: the listening connection killed, the state goes down and comes back, and later writes are heard', async () => {
+      const states: boolean[] = [];
+      const heard: StoreChange[] = [];
+      const off = t.store.onChange((c) => heard.push(c));
+      const stop = t.store.listen((l) => states.push(l));
+      const c = new pg.Client({ connectionString: TEST_PG_URL });
+      await c.connect();
+      try {
+        await waitUntil('the listener', () => states.at(-1) === true);
+        const killed = await c.query('SELECT pg_terminate_backend(pid) AS k FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()', [
+          `writ-listen % writ_t_${process.pid}_%`,
+        ]);
+        assert.ok(killed.rows.length >= 1);
+        await waitUntil('the loss', () => states.includes(false));
+        await waitUntil('the reconnection', () => states.at(-1) === true && states.indexOf(false) < states.lastIndexOf(true));
+        await b.putQuarantine({ spiffeId: 'spiffe://r.test/again', reason: 'r', createdBy: 't', createdAt: Date.now(), expiresAt: null });
+        await waitUntil('the write after the reconnection', () => heard.some((h) => h.kind === 'quarantine'));
+      } finally {
+        await c.end();
+        off();
+        await stop();
+      }
+    });
+  });
+}
