@@ -45,6 +45,8 @@ import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
 import { Suppressions } from './suppressions.ts';
+import { AuditLog, auditOrigin } from './audit/audit-log.ts';
+import { loadLogKey } from './audit/log-key.ts';
 
 export interface RunningServer {
   readonly url: string;
@@ -167,6 +169,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let vulnEvents: VulnEventWatcher | undefined;
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
+  let audit: AuditLog | undefined;
   try {
     const ca = new CertificateAuthority({
       store,
@@ -244,7 +247,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       registry: metrics.registry,
     });
     const suppressions = new Suppressions(store);
+    // The audit log's key sits beside the CA's (KEK-wrapped when there is one); the vkey is published for verifiers.
+    const origin = auditOrigin(cfg.trustDomain);
+    const logKey = loadLogKey(cfg.dataDir, origin, cfg.kek);
+    writeFileSync(join(cfg.dataDir, 'audit-log.vkey'), `${logKey.vkey}\n`, { mode: 0o644 });
+    audit = new AuditLog({ store, origin, signer: logKey.signer, vkey: logKey.vkey, clock, log });
     const ctx = {
+      audit,
       federation,
       suppressions,
       store,
@@ -296,6 +305,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
       (req, res) => void handle(req, res, routes, ctx.store, agents, metrics, log),
     );
+    audit.start();
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
@@ -421,6 +431,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       ca,
       close: async () => {
         for (const t of timers) clearInterval(t);
+        await audit?.close();
         await federation?.close();
         hub?.close();
         await vulnEvents?.close();
@@ -438,6 +449,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
+    await audit?.close();
     hub?.close();
     await vulnEvents?.close();
     registry?.close();
@@ -608,7 +620,9 @@ async function handle(
       req.role = req.token.role;
     }
     if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
-    const reply = await route.handler(req);
+    // Whoever the route authenticated is the author of the audit leaves its writes append.
+    const actor = req.token ? `token:${req.token.name}` : req.agent;
+    const reply = actor ? await store.withActor(actor, async () => route.handler(req)) : await route.handler(req);
     status = reply.status;
     send(res, reply);
   } catch (err) {

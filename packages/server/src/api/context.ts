@@ -8,6 +8,7 @@ import type { Store } from '../store/types.ts';
 import type { ChangeHub } from '../sync/hub.ts';
 import type { FederationRefresher } from '../federation/refresher.ts';
 import type { Suppressions } from '../suppressions.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -38,4 +39,6 @@ export interface ApiContext {
   readonly federation?: FederationRefresher;
   /** The VulnExceptions and VEX statements in force, parsed once per policy revision for this server. */
   readonly suppressions: Suppressions;
+  /** The audit log: checkpoints, entries and proofs (issue 15). */
+  readonly audit: AuditLog;
 }

@@ -335,4 +335,22 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE INDEX image_repos_digest ON image_repos (digest, repo)`,
     ],
   },
+  {
+    // The audit log (issue 15, section 1): a verifiable log, RFC 9162 Merkle tree. Every control-plane
+    // write appends its leaf in its own transaction. audit_leaves keeps each leaf's exact bytes (body,
+    // JSON text) and hash; audit_nodes the completed perfect subtrees (level >= 1) so a proof needs
+    // O(log n) reads; audit_head the one row appends serialise on (size, compact range, last leaf
+    // hash for the chained encoding); audit_checkpoints the signed notes served. Hashes are hex.
+    version: 20,
+    statements: [
+      `CREATE TABLE audit_leaves (
+        leaf_index BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        body TEXT NOT NULL, leaf_hash TEXT NOT NULL
+      )`,
+      `CREATE TABLE audit_nodes (level INTEGER NOT NULL, node_index BIGINT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (level, node_index))`,
+      `CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, hashes TEXT NOT NULL, last_leaf TEXT NOT NULL)`,
+      `INSERT INTO audit_head (id, size, hashes, last_leaf) VALUES (1, 0, '', '')`,
+      `CREATE TABLE audit_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, at BIGINT NOT NULL)`,
+    ],
+  },
 ];
