@@ -10,6 +10,7 @@ const BENCHES = {
   broker: './broker.ts',
   vuln: './vuln.ts',
   spire: './spire.ts',
+  audit: './audit.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

@@ -22,6 +22,7 @@ import { registerVex } from './vex.ts';
 import { registerWorkload } from './workload.ts';
 import { federationServerFlags, registerFederation } from './federation.ts';
 import { registerLearn } from './learn.ts';
+import { registerAudit } from './audit.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1300,6 +1301,7 @@ export function buildProgram(): Command {
   registerWorkload(program, clientOf);
   registerFederation(program, clientOf);
   registerLearn(program, policy, clientOf);
+  registerAudit(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

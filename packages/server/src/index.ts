@@ -4,3 +4,5 @@ export { CertificateAuthority, type CaOptions, type UpstreamCa } from './ca/ca.t
 export { generateSigner, readPrivateKey, writePrivateKey } from './ca/keys.ts';
 export { openStore, redactDbUrl } from './store/open.ts';
 export { ROLES, type Role, type Store, type Entry, type EntryInput } from './store/types.ts';
+export { AuditLog, auditOrigin, MAX_AUDIT_PAGE, type AuditLogOptions } from './audit/audit-log.ts';
+export { loadLogKey, logKeyPath, noteKeysOf, type LogKey } from './audit/log-key.ts';

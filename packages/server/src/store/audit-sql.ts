@@ -63,7 +63,10 @@ export async function auditHead(db: SqlExecutor): Promise<AuditHead> {
 
 /** Leaves [start, end) in order. */
 export async function listAuditEntries(db: SqlExecutor, start: number, end: number): Promise<AuditEntry[]> {
-  const rows = await db.query('SELECT leaf_index, body, leaf_hash FROM audit_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index', [start, end]);
+  const rows = await db.query('SELECT leaf_index, body, leaf_hash FROM audit_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index', [
+    start,
+    end,
+  ]);
   return rows.map((r) => ({ index: num(r['leaf_index']), body: r['body'] as string, leafHash: r['leaf_hash'] as string }));
 }
 

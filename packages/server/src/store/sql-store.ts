@@ -445,10 +445,11 @@ export class SqlStore implements Store {
     // One conditional UPDATE: two agents racing with the same token cannot both win.
     const rows = await this.#audited(
       (tx) =>
-        tx.query(
-          'UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING hash, node_name, expires_at, created_at',
-          [now, hash, now],
-        ),
+        tx.query('UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING hash, node_name, expires_at, created_at', [
+          now,
+          hash,
+          now,
+        ]),
       (rows) => rows.map((r) => ({ kind: 'join-token.redeem', subject: r['node_name'] as string, detail: {} })),
     );
     const r = rows[0];
@@ -600,7 +601,13 @@ export class SqlStore implements Store {
           await this.#audit(tx, {
             kind: 'policy.apply',
             subject: `revision ${revision}`,
-            detail: { revision, createdBy: rev.createdBy, comment: rev.comment, policies: sha256Of(JSON.stringify(rev.policies)), names: Object.keys(rev.policies) },
+            detail: {
+              revision,
+              createdBy: rev.createdBy,
+              comment: rev.comment,
+              policies: sha256Of(JSON.stringify(rev.policies)),
+              names: Object.keys(rev.policies),
+            },
           });
           return { ...rev, revision };
         })
@@ -755,8 +762,13 @@ export class SqlStore implements Store {
     if (records.length === 0) return;
     // One leaf per stored batch, its SHA-256: the hot path pays one hash pass and one append.
     const digest = createHash('sha256');
-    for (const d of records) digest.update(`${JSON.stringify([d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter])}\n`);
-    const batchLeaf: AuditLeafInput = { kind: 'decisions.batch', subject: records[0]!.reporter, detail: { count: records.length, sha256: digest.digest('hex') } };
+    for (const d of records)
+      digest.update(`${JSON.stringify([d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter])}\n`);
+    const batchLeaf: AuditLeafInput = {
+      kind: 'decisions.batch',
+      subject: records[0]!.reporter,
+      detail: { count: records.length, sha256: digest.digest('hex') },
+    };
     await this.#db.transaction(async (tx) => {
       // Edges by caller, callee and action (nested maps: no key string per decision).
       type Edges = Map<string, Map<string, Map<string, { first: number; last: number; seen: number }>>>;
@@ -931,7 +943,13 @@ export class SqlStore implements Store {
   async createFederation(rel: FederationRelationship): Promise<void> {
     await this.#audited(
       (tx) => fed.createFederation(this.#withDriver(tx), rel),
-      () => [{ kind: 'federation.create', subject: rel.trustDomain, detail: { bundleEndpointUrl: rel.bundleEndpointUrl, profile: rel.profile, endpointSpiffeId: rel.endpointSpiffeId } }],
+      () => [
+        {
+          kind: 'federation.create',
+          subject: rel.trustDomain,
+          detail: { bundleEndpointUrl: rel.bundleEndpointUrl, profile: rel.profile, endpointSpiffeId: rel.endpointSpiffeId },
+        },
+      ],
     );
     this.#changed(undefined, { kind: 'federation' });
   }
@@ -1131,7 +1149,9 @@ export class SqlStore implements Store {
       await this.#audit(tx, {
         kind: 'admission.verdicts',
         subject: `${events.length} verdicts`,
-        detail: { verdicts: events.map((e) => ({ uid: e.uid, namespace: e.namespace, kind: e.kind, name: e.name, allowed: e.allowed, mode: e.mode, dryRun: e.dryRun })) },
+        detail: {
+          verdicts: events.map((e) => ({ uid: e.uid, namespace: e.namespace, kind: e.kind, name: e.name, allowed: e.allowed, mode: e.mode, dryRun: e.dryRun })),
+        },
       });
     });
     this.#changed(undefined, { kind: 'admission-events' });

@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/types.ts';
@@ -11,13 +12,24 @@ export const TEST_PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgr
 export interface TestStore {
   readonly name: 'sqlite' | 'postgres';
   readonly store: Store;
+  /** Runs SQL on the store's database over a connection of its own: what a database administrator could do behind the server's back. */
+  sql(statement: string): Promise<void>;
   dispose(): Promise<void>;
 }
 
 export async function sqliteTestStore(): Promise<TestStore> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-store-'));
   const store = await openStore({ db: 'sqlite', dataDir: dir });
-  return { name: 'sqlite', store, dispose: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
+  const sql = async (statement: string): Promise<void> => {
+    const db = new DatabaseSync(join(dir, 'writ.db'));
+    try {
+      db.exec('PRAGMA busy_timeout = 5000');
+      db.exec(statement);
+    } finally {
+      db.close();
+    }
+  };
+  return { name: 'sqlite', store, sql, dispose: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
 }
 
 export async function postgresTestStore(): Promise<TestStore> {
@@ -30,6 +42,15 @@ export async function postgresTestStore(): Promise<TestStore> {
   return {
     name: 'postgres',
     store,
+    sql: async (statement) => {
+      const c = new pg.Client({ connectionString: TEST_PG_URL, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query(statement);
+      } finally {
+        await c.end();
+      }
+    },
     dispose: async () => {
       await store.close();
       const c = new pg.Client({ connectionString: TEST_PG_URL });
