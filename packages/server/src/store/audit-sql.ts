@@ -35,9 +35,7 @@ export async function appendAudit(tx: SqlExecutor, dialect: SqlDriver['dialect']
     const index = range.size;
     const body = auditBody(at, actor, leaf);
     const lh = leafHash(encodeAuditLeaf(index, prev, Buffer.from(body, 'utf8')));
-    range.append(lh, (level, i, h) => {
-      if (level >= 1) nodeRows.push([level, i, hex(h)]);
-    });
+    range.append(lh, (level, i, h) => void nodeRows.push([level, i, hex(h)]));
     leafRows.push([index, at, actor, leaf.kind, leaf.subject.slice(0, 512), body, hex(lh)]);
     prev = lh;
   }
@@ -70,18 +68,14 @@ export async function listAuditEntries(db: SqlExecutor, start: number, end: numb
   return rows.map((r) => ({ index: num(r['leaf_index']), body: r['body'] as string, leafHash: r['leaf_hash'] as string }));
 }
 
-/** Perfect-subtree hashes: level 0 is the leaf's hash, higher levels the stored nodes. */
+/**
+ * Perfect-subtree hashes, leaves (level 0) included: proofs read the tree's own table, never the
+ * entry rows, so an entry rewritten in place cannot bend the proofs of its neighbours.
+ */
 export async function auditNodes(db: SqlExecutor, nodes: readonly { level: number; index: number }[]): Promise<Uint8Array[]> {
   const found = new Map<string, string>();
-  const leaves = nodes.filter((n) => n.level === 0).map((n) => n.index);
-  const inner = nodes.filter((n) => n.level > 0);
-  for (let i = 0; i < leaves.length; i += 200) {
-    const chunk = leaves.slice(i, i + 200);
-    for (const r of await db.query(`SELECT leaf_index, leaf_hash FROM audit_leaves WHERE leaf_index IN (${chunk.map(() => '?').join(', ')})`, chunk))
-      found.set(`0/${num(r['leaf_index'])}`, r['leaf_hash'] as string);
-  }
-  for (let i = 0; i < inner.length; i += 100) {
-    const chunk = inner.slice(i, i + 100);
+  for (let i = 0; i < nodes.length; i += 100) {
+    const chunk = nodes.slice(i, i + 100);
     const rows = await db.query(
       `SELECT level, node_index, hash FROM audit_nodes WHERE ${chunk.map(() => '(level = ? AND node_index = ?)').join(' OR ')}`,
       chunk.flatMap((n) => [n.level, n.index]),

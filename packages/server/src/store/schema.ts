@@ -338,8 +338,8 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
   {
     // The audit log (issue 15, section 1): a verifiable log, RFC 9162 Merkle tree. Every control-plane
     // write appends its leaf in its own transaction. audit_leaves keeps each leaf's exact bytes (body,
-    // JSON text) and hash; audit_nodes the completed perfect subtrees (level >= 1) so a proof needs
-    // O(log n) reads; audit_head the one row appends serialise on (size, compact range, last leaf
+    // JSON text) and hash; audit_nodes the tree: every completed perfect subtree, leaves (level 0)
+    // included, so a proof needs O(log n) reads and none of the entry rows; audit_head the one row appends serialise on (size, compact range, last leaf
     // hash for the chained encoding); audit_checkpoints the signed notes served. Hashes are hex.
     version: 20,
     statements: [
