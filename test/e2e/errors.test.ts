@@ -9,6 +9,7 @@ import { POLICY_ERROR_CODES } from '@writ/policy';
 import { OCI_ERROR_CODES } from '@writ/oci';
 import { VULN_ERROR_CODES } from '@writ/vuln';
 import { BROKER_ERROR_CODES } from '@writ/broker';
+import { TRANSPARENCY_ERROR_CODES } from '@writ/transparency';
 import { AGENT_ERROR_CODES } from '../../packages/agent/src/errors.ts';
 import { PROXY_ERROR_CODES } from '../../packages/proxy/src/errors.ts';
 import { HTTP_STATUS, SERVER_ERROR_CODES } from '../../packages/server/src/errors.ts';
@@ -24,6 +25,7 @@ const REGISTERED = new Set<string>([
   ...ADMISSION_ERROR_CODES,
   ...VULN_ERROR_CODES,
   ...Object.keys(BROKER_ERROR_CODES),
+  ...TRANSPARENCY_ERROR_CODES,
 ]);
 
 /** Node's own codes that Writ reads from an error it received (never emits). */
@@ -44,7 +46,14 @@ it("every 'ERR_...' literal in packages/*/src is registered, well formed, and th
   assert.deepEqual(unregistered, []);
   for (const c of REGISTERED) assert.match(c, ERROR_CODE_FORMAT);
   // What the server answers with: its own codes and its libraries' (SPIFFE, policy) all map to a 4xx/5xx.
-  for (const c of [...SPIFFE_ERROR_CODES, ...POLICY_ERROR_CODES, ...OCI_ERROR_CODES, ...Object.keys(BROKER_ERROR_CODES), ...Object.keys(SERVER_ERROR_CODES)])
+  for (const c of [
+    ...SPIFFE_ERROR_CODES,
+    ...POLICY_ERROR_CODES,
+    ...OCI_ERROR_CODES,
+    ...Object.keys(BROKER_ERROR_CODES),
+    ...TRANSPARENCY_ERROR_CODES,
+    ...Object.keys(SERVER_ERROR_CODES),
+  ])
     assert.ok((HTTP_STATUS[c] ?? 0) >= 400, `${c} has an HTTP status`);
 });
 

@@ -19,6 +19,7 @@ import {
   verifyConsistency,
   verifyInclusion,
   type NoteVerifier,
+  TRANSPARENCY_ERROR_CODES,
 } from '@writ/transparency';
 import type { ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
@@ -96,7 +97,8 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
   try {
     checkpoint = (await latestCheckpoint(api, verifier)).checkpoint;
   } catch (err) {
-    if (isWritError(err) && err.code.startsWith('ERR_AUDIT_')) throw violation(undefined, `the latest checkpoint does not verify: ${err.message}`);
+    if (isWritError(err) && (TRANSPARENCY_ERROR_CODES as readonly string[]).includes(err.code))
+      throw violation(undefined, `the latest checkpoint does not verify: ${err.message}`);
     throw err;
   }
   if (trusted && trusted.size > checkpoint.size)
