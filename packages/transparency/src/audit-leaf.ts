@@ -1,0 +1,196 @@
+/**
+ * The leaf encoding of Writ's audit log, and the verifier of a run of stored entries.
+ *
+ *   leaf data = 0x01 (version) || uint64 big endian index || previous leaf hash (32 bytes; zeros at index 0) || body
+ *
+ * Each leaf names its own index and the hash of the leaf before it, so an entry edited, deleted,
+ * inserted or moved in the store breaks the chain at the first index where the log changed —
+ * without a proof from the server. Only a rewrite of the whole tail from some index on keeps the
+ * chain whole, and that is what a trusted checkpoint (its root) catches.
+ */
+import { TransparencyError } from './errors.ts';
+import { CompactRange, HASH_SIZE, checkSize, leafHash } from './merkle.ts';
+
+export const AUDIT_LEAF_VERSION = 1;
+const HEADER = 1 + 8 + HASH_SIZE;
+
+/** The leaf data of entry `index` whose predecessor has leaf hash `prevLeafHash` (null only at index 0). */
+export function encodeAuditLeaf(index: number, prevLeafHash: Uint8Array | null, body: Uint8Array): Uint8Array {
+  checkSize(index, 'index');
+  if ((index === 0) !== (prevLeafHash === null))
+    throw new TransparencyError('ERR_AUDIT_RANGE', 'entry 0 has no previous leaf, every other entry has one', { field: 'prevLeafHash' });
+  if (prevLeafHash !== null && prevLeafHash.length !== HASH_SIZE)
+    throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `a previous leaf hash is ${HASH_SIZE} bytes`, { field: 'prevLeafHash' });
+  const out = new Uint8Array(HEADER + body.length);
+  out[0] = AUDIT_LEAF_VERSION;
+  new DataView(out.buffer).setBigUint64(1, BigInt(index));
+  if (prevLeafHash !== null) out.set(prevLeafHash, 9);
+  out.set(body, HEADER);
+  return out;
+}
+
+export interface AuditLeaf {
+  index: number;
+  /** null at index 0. */
+  prevLeafHash: Uint8Array | null;
+  body: Uint8Array;
+}
+
+/** The parts of an encoded audit leaf; throws ERR_AUDIT_ENTRY_MALFORMED. */
+export function decodeAuditLeaf(data: Uint8Array): AuditLeaf {
+  if (!(data instanceof Uint8Array) || data.length < HEADER)
+    throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `an audit leaf is at least ${HEADER} bytes`);
+  if (data[0] !== AUDIT_LEAF_VERSION) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `unknown audit leaf version ${data[0]}`);
+  const big = new DataView(data.buffer, data.byteOffset, data.length).getBigUint64(1);
+  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'an audit leaf index beyond 2^53-1');
+  const index = Number(big);
+  const prev = data.subarray(9, HEADER);
+  const zero = prev.every((b) => b === 0);
+  if (index === 0 && !zero) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'entry 0 names a previous leaf');
+  return { index, prevLeafHash: index === 0 ? null : prev, body: data.subarray(HEADER) };
+}
+
+/** A tree head to check the entries against: the root of the first `size` entries. */
+export interface TrustedHead {
+  size: number;
+  rootHash: Uint8Array;
+}
+
+export interface VerifyEntriesOptions {
+  /** The tree of the entries before the first one given (default: empty, the entries start at 0). */
+  range?: CompactRange;
+  /** The leaf hash of entry range.size - 1, to check the first entry's link (required when range.size > 0). */
+  prevLeafHash?: Uint8Array;
+  /** Tree heads (e.g. checkpoints saved earlier) the prefixes of the log must match. */
+  trusted?: readonly TrustedHead[];
+  /** Stop with firstBadIndex if more than this many entries come (default: unlimited). */
+  maxEntries?: number;
+}
+
+export interface VerifyEntriesResult {
+  /** How many entries (from 0) were verified: the tree size reached, before the first bad one. */
+  size: number;
+  /** The root of the tree of those `size` entries. */
+  root: Uint8Array;
+  /** The leaf hash of entry size - 1 (to continue with the next page); absent when size is 0. */
+  lastLeafHash?: Uint8Array;
+  /** The first index where the log differs from what it claims or from a trusted head. */
+  firstBadIndex?: number;
+  reason?: string;
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Recomputes the tree from stored entries (`body` = the encoded leaf data, in index order) and
+ * checks each entry's own index and its link to the entry before, and every trusted head on the
+ * way. Never throws on bad data: the answer says where the log stops being what it claims, and
+ * `size`/`root` describe the good prefix before that index. When the link from entry k to entry
+ * k-1 is broken, firstBadIndex is k-1: the lowest index that may have changed (an edit of k-1
+ * is the usual cause; an edit of k's link is the other). The last entries are vouched for by
+ * the trusted heads only: a mismatch there reports the size of the last head that matched.
+ *
+ * @example
+ *   const r = verifyEntries(rows, { trusted: [savedCheckpoint] });
+ *   if (r.firstBadIndex !== undefined) console.error(`entry ${r.firstBadIndex}: ${r.reason}`);
+ */
+export function verifyEntries(entries: Iterable<{ index: number; body: Uint8Array }>, opts: VerifyEntriesOptions = {}): VerifyEntriesResult {
+  const range = opts.range?.clone() ?? new CompactRange();
+  const start = range.size;
+  if (start > 0 && opts.prevLeafHash === undefined)
+    throw new TransparencyError('ERR_AUDIT_RANGE', 'continuing after entry 0 needs the leaf hash of the entry before', { field: 'prevLeafHash' });
+  for (const t of opts.trusted ?? []) {
+    checkSize(t.size, 'trusted.size');
+    if (!(t.rootHash instanceof Uint8Array) || t.rootHash.length !== HASH_SIZE)
+      throw new TransparencyError('ERR_AUDIT_PROOF_INVALID', `a trusted root is ${HASH_SIZE} bytes`, { field: 'trusted.rootHash' });
+  }
+  const trusted = [...(opts.trusted ?? [])].filter((t) => t.size > start).sort((a, b) => a.size - b.size);
+  let ti = 0;
+  // The leaf hash of the last entry appended to `range`, and of the entry read after it, whose
+  // content only the next entry's link (or a trusted head) vouches for.
+  let last: Uint8Array | null = start === 0 ? null : (opts.prevLeafHash as Uint8Array);
+  let pending: Uint8Array | null = null;
+  // The longest prefix that matched a trusted head: a mismatch at a later head lies after it.
+  let vouched = { range: range.clone(), last };
+  const result = (r: CompactRange, lastLeaf: Uint8Array | null, bad?: { index: number; reason: string }): VerifyEntriesResult => {
+    const out: VerifyEntriesResult = { size: r.size, root: r.root() };
+    if (lastLeaf !== null) out.lastLeafHash = lastLeaf;
+    if (bad !== undefined) {
+      out.firstBadIndex = bad.index;
+      out.reason = bad.reason;
+    }
+    return out;
+  };
+  const bad = (index: number, reason: string) => result(range, last, { index, reason });
+  // Appends the pending leaf, then checks a trusted head of the new size; a mismatch answers.
+  const commit = (): VerifyEntriesResult | undefined => {
+    if (pending === null) return undefined;
+    range.append(pending);
+    last = pending;
+    pending = null;
+    while (ti < trusted.length && (trusted[ti] as TrustedHead).size <= range.size) {
+      const t = trusted[ti++] as TrustedHead;
+      if (!equal(range.root(), t.rootHash)) {
+        const from = vouched.range.size;
+        return result(vouched.range, vouched.last, {
+          index: from,
+          reason: `the first ${t.size} entries do not hash to the trusted root of that size: the log differs from entry ${from} on`,
+        });
+      }
+      vouched = { range: range.clone(), last };
+    }
+    return undefined;
+  };
+  let next = start;
+  for (const e of entries) {
+    if (opts.maxEntries !== undefined && next - start >= opts.maxEntries) {
+      const r = commit();
+      return r ?? bad(next, `more than ${opts.maxEntries} entries`);
+    }
+    // A repeat of the entry just read (a store without a unique index): the log changed there.
+    if (e.index === next - 1 && pending !== null) return bad(next - 1, `entry ${next - 1} is stored twice`);
+    if (e.index !== next) {
+      const r = commit();
+      return (
+        r ??
+        bad(
+          next,
+          e.index > next ? `entry ${next} is missing (the next stored entry is ${e.index})` : `entry ${e.index} comes after entry ${next - 1}: out of order`,
+        )
+      );
+    }
+    let leaf: AuditLeaf;
+    try {
+      leaf = decodeAuditLeaf(e.body);
+    } catch (err) {
+      const r = commit();
+      return r ?? bad(next, `entry ${next} does not decode: ${(err as Error).message}`);
+    }
+    // An entry that names another index was moved there: when it names the index before, the
+    // entry read just before it is the intruder.
+    if (leaf.index === next - 1 && pending !== null) return bad(next - 1, `entry ${next - 1} was inserted: the entry after it says it is entry ${next - 1}`);
+    if (leaf.index !== next) {
+      const r = commit();
+      return r ?? bad(next, `the entry stored at ${next} says it is entry ${leaf.index}`);
+    }
+    const linkTo = pending ?? last;
+    if (linkTo !== null && leaf.prevLeafHash !== null && !equal(leaf.prevLeafHash, linkTo)) {
+      // The entry before is not the one this entry follows: it (or this link) was changed.
+      if (pending === null) return bad(next, `entry ${next} does not follow the entry before it`);
+      return bad(next - 1, `entry ${next - 1} is not the entry that entry ${next} follows: one of them was changed`);
+    }
+    const r = commit();
+    if (r !== undefined) return r;
+    pending = leafHash(e.body);
+    next++;
+  }
+  const r = commit();
+  if (r !== undefined) return r;
+  if (ti < trusted.length) {
+    const t = trusted[ti] as TrustedHead;
+    return bad(range.size, `the log has ${range.size} entries, fewer than the ${t.size} of a trusted checkpoint`);
+  }
+  return result(range, last);
+}

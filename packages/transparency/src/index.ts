@@ -1,0 +1,40 @@
+export { TRANSPARENCY_ERROR_CODES, TransparencyError, type TransparencyErrorCode } from './errors.ts';
+export { CompactRange, HASH_SIZE, emptyRoot, leafHash, nodeHash, rootOf } from './merkle.ts';
+export {
+  assembleProof,
+  batchReader,
+  consistencyPlan,
+  consistencyProof,
+  inclusionPlan,
+  inclusionProof,
+  verifyConsistency,
+  verifyInclusion,
+  type NodeBatchReader,
+  type NodeId,
+  type NodeReader,
+  type ProofPlan,
+} from './proof.ts';
+export { MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_EXTENSIONS, formatCheckpoint, parseCheckpoint, type Checkpoint } from './checkpoint.ts';
+export {
+  MAX_NOTE_BYTES,
+  MAX_NOTE_SIGNATURES,
+  generateNoteKey,
+  isValidKeyName,
+  noteKeyHash,
+  noteSigner,
+  noteVerifier,
+  openNote,
+  signNote,
+  type NoteSigner,
+  type NoteVerifier,
+} from './note.ts';
+export {
+  AUDIT_LEAF_VERSION,
+  decodeAuditLeaf,
+  encodeAuditLeaf,
+  verifyEntries,
+  type AuditLeaf,
+  type TrustedHead,
+  type VerifyEntriesOptions,
+  type VerifyEntriesResult,
+} from './audit-leaf.ts';
