@@ -22,7 +22,7 @@ import {
   TRANSPARENCY_ERROR_CODES,
 } from '@writ/transparency';
 import type { ApiClient } from './client.ts';
-import { print, type Format } from './output.ts';
+import { print, streamed, type Format } from './output.ts';
 
 type ClientOf = (cmd: Command) => { api: ApiClient; format: Format };
 
@@ -265,20 +265,18 @@ export function registerAudit(program: Command, clientOf: ClientOf): void {
 
   audit
     .command('tail')
-    .description('the latest entries of the audit log (checkpointed ones); -f follows new ones as they are checkpointed')
+    .description(
+      'the latest entries of the audit log (checkpointed ones), one line each (-o json: a JSON line, -o yaml: a document each); -f follows new ones as they are checkpointed',
+    )
     .option('-n, --lines <n>', 'how many of the latest entries', '20')
     .option('-f, --follow', 'keep printing new entries')
     .action(async (f: { lines: string; follow?: boolean }, cmd: Command) => {
       const { api, format } = clientOf(cmd);
       if (!/^\d{1,6}$/.test(f.lines)) throw new WritError('ERR_FIELD_INVALID', '--lines must be a whole number up to 999999', { field: 'lines' });
       const show = (entries: EntryJson[]): void => {
-        if (format !== 'table') {
-          for (const e of entries) process.stdout.write(`${JSON.stringify({ index: e.index, ...(JSON.parse(e.body) as object) })}\n`);
-          return;
-        }
         for (const e of entries) {
           const d = describeBody(e.body);
-          process.stdout.write(`${e.index}  ${d.at}  ${d.actor}  ${d.kind}  ${d.subject}\n`);
+          process.stdout.write(streamed(format, { index: e.index, ...d, body: e.body }, () => `${e.index}  ${d.at}  ${d.actor}  ${d.kind}  ${d.subject}`));
         }
       };
       const head = await api.call<PageJson>('GET', '/v1/audit/entries?start=0&end=0');
