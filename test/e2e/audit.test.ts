@@ -92,17 +92,18 @@ async function expectBad(srv: ServerProcess, index: number, what: string, ...arg
 async function rewriteConsistently(db: Db, from: number): Promise<void> {
   const rows = await db.query('SELECT leaf_index, body FROM audit_leaves ORDER BY leaf_index');
   const range = new CompactRange();
-  const nodes: [number, number, string][] = [];
+  const nodes: [number, string][] = [];
   let prev: Uint8Array | null = null;
   for (const r of rows) {
     const i = Number(r['leaf_index']);
     const h = leafHash(encodeAuditLeaf(i, prev, Buffer.from(r['body'] as string, 'utf8')));
     if (i >= from) await db.query('UPDATE audit_leaves SET leaf_hash = ? WHERE leaf_index = ?', [Buffer.from(h).toString('hex'), i]);
-    range.append(h, (level, index, hash) => void nodes.push([level, index, Buffer.from(hash).toString('hex')]));
+    range.append(h, (level, index, hash) => void nodes.push([index * 2 ** (level + 1) + 2 ** level - 1, Buffer.from(hash).toString('hex')]));
     prev = h;
   }
   await db.query('DELETE FROM audit_nodes');
-  for (const [level, index, hash] of nodes) await db.query('INSERT INTO audit_nodes (level, node_index, hash) VALUES (?, ?, ?)', [level, index, hash]);
+  // Keyed by in-order position, as the store keys them (audit-sql.ts).
+  for (const [id, hash] of nodes) await db.query('INSERT INTO audit_nodes (node_id, hash) VALUES (?, ?)', [id, hash]);
   await db.query('UPDATE audit_head SET size = ?, hashes = ?, last_leaf = ? WHERE id = 1', [
     range.size,
     range.hashes.map((h) => Buffer.from(h).toString('hex')).join(''),

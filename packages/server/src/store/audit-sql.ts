@@ -12,6 +12,9 @@ const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const unhex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 
+/** The in-order position of the perfect node of 2^level leaves from leaf index * 2^level: unique over all levels (exact below 2^52 leaves). */
+export const auditNodeId = (level: number, index: number): number => index * 2 ** (level + 1) + 2 ** level - 1;
+
 /** The exact bytes of a leaf's body: what `writ audit verify` hashes again. */
 export function auditBody(at: number, actor: string, leaf: AuditLeafInput): string {
   return JSON.stringify({ at, actor, kind: leaf.kind, subject: leaf.subject, detail: leaf.detail });
@@ -35,7 +38,7 @@ export async function appendAudit(tx: SqlExecutor, dialect: SqlDriver['dialect']
     const index = range.size;
     const body = auditBody(at, actor, leaf);
     const lh = leafHash(encodeAuditLeaf(index, prev, Buffer.from(body, 'utf8')));
-    range.append(lh, (level, i, h) => void nodeRows.push([level, i, hex(h)]));
+    range.append(lh, (level, i, h) => void nodeRows.push([auditNodeId(level, i), hex(h)]));
     leafRows.push([index, at, actor, leaf.kind, leaf.subject.slice(0, 512), body, hex(lh)]);
     prev = lh;
   }
@@ -46,9 +49,9 @@ export async function appendAudit(tx: SqlExecutor, dialect: SqlDriver['dialect']
       chunk.flat(),
     );
   }
-  for (let i = 0; i < nodeRows.length; i += 300) {
-    const chunk = nodeRows.slice(i, i + 300);
-    await tx.execute(`INSERT INTO audit_nodes (level, node_index, hash) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`, chunk.flat());
+  for (let i = 0; i < nodeRows.length; i += 400) {
+    const chunk = nodeRows.slice(i, i + 400);
+    await tx.execute(`INSERT INTO audit_nodes (node_id, hash) VALUES ${chunk.map(() => '(?, ?)').join(', ')}`, chunk.flat());
   }
   await tx.execute('UPDATE audit_head SET size = ?, hashes = ?, last_leaf = ? WHERE id = 1', [range.size, range.hashes.map(hex).join(''), hex(prev!)]);
 }
@@ -73,17 +76,15 @@ export async function listAuditEntries(db: SqlExecutor, start: number, end: numb
  * entry rows, so an entry rewritten in place cannot bend the proofs of its neighbours.
  */
 export async function auditNodes(db: SqlExecutor, nodes: readonly { level: number; index: number }[]): Promise<Uint8Array[]> {
-  const found = new Map<string, string>();
-  for (let i = 0; i < nodes.length; i += 100) {
-    const chunk = nodes.slice(i, i + 100);
-    const rows = await db.query(
-      `SELECT level, node_index, hash FROM audit_nodes WHERE ${chunk.map(() => '(level = ? AND node_index = ?)').join(' OR ')}`,
-      chunk.flatMap((n) => [n.level, n.index]),
-    );
-    for (const r of rows) found.set(`${num(r['level'])}/${num(r['node_index'])}`, r['hash'] as string);
+  const found = new Map<number, string>();
+  const ids = nodes.map((n) => auditNodeId(n.level, n.index));
+  for (let i = 0; i < ids.length; i += 200) {
+    const chunk = ids.slice(i, i + 200);
+    const rows = await db.query(`SELECT node_id, hash FROM audit_nodes WHERE node_id IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    for (const r of rows) found.set(num(r['node_id']), r['hash'] as string);
   }
-  return nodes.map((n) => {
-    const h = found.get(`${n.level}/${n.index}`);
+  return nodes.map((n, i) => {
+    const h = found.get(ids[i]!);
     if (h === undefined) throw new WritError('ERR_AUDIT_RANGE', `the audit log has no node ${n.level}/${n.index}`);
     return unhex(h);
   });

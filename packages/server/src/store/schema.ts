@@ -347,7 +347,9 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
         leaf_index {INT64_PRIMARY_KEY}, at BIGINT NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
         body TEXT NOT NULL, leaf_hash TEXT NOT NULL
       )`,
-      `CREATE TABLE audit_nodes (level INTEGER NOT NULL, node_index BIGINT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (level, node_index))`,
+      // A node's key is its in-order position in the tree, index * 2^(level+1) + 2^level - 1: one
+      // integer (SQLite's rowid), and new nodes land at the right end of the b-tree.
+      `CREATE TABLE audit_nodes (node_id {INT64_PRIMARY_KEY}, hash TEXT NOT NULL)`,
       `CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, hashes TEXT NOT NULL, last_leaf TEXT NOT NULL)`,
       `INSERT INTO audit_head (id, size, hashes, last_leaf) VALUES (1, 0, '', '')`,
       `CREATE TABLE audit_checkpoints (size {INT64_PRIMARY_KEY}, note TEXT NOT NULL, at BIGINT NOT NULL)`,
