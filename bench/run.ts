@@ -11,6 +11,7 @@ const BENCHES = {
   vuln: './vuln.ts',
   spire: './spire.ts',
   audit: './audit.ts',
+  transparency: './transparency.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

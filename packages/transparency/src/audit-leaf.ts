@@ -23,7 +23,9 @@ export function encodeAuditLeaf(index: number, prevLeafHash: Uint8Array | null, 
     throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `a previous leaf hash is ${HASH_SIZE} bytes`, { field: 'prevLeafHash' });
   const out = new Uint8Array(HEADER + body.length);
   out[0] = AUDIT_LEAF_VERSION;
-  new DataView(out.buffer).setBigUint64(1, BigInt(index));
+  const view = new DataView(out.buffer);
+  view.setUint32(1, Math.floor(index / 2 ** 32));
+  view.setUint32(5, index % 2 ** 32);
   if (prevLeafHash !== null) out.set(prevLeafHash, 9);
   out.set(body, HEADER);
   return out;
@@ -41,12 +43,12 @@ export function decodeAuditLeaf(data: Uint8Array): AuditLeaf {
   if (!(data instanceof Uint8Array) || data.length < HEADER)
     throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `an audit leaf is at least ${HEADER} bytes`);
   if (data[0] !== AUDIT_LEAF_VERSION) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `unknown audit leaf version ${data[0]}`);
-  const big = new DataView(data.buffer, data.byteOffset, data.length).getBigUint64(1);
-  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'an audit leaf index beyond 2^53-1');
-  const index = Number(big);
+  const view = new DataView(data.buffer, data.byteOffset, HEADER);
+  const hi = view.getUint32(1);
+  if (hi > 0x1fffff) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'an audit leaf index beyond 2^53-1');
+  const index = hi * 2 ** 32 + view.getUint32(5);
   const prev = data.subarray(9, HEADER);
-  const zero = prev.every((b) => b === 0);
-  if (index === 0 && !zero) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'entry 0 names a previous leaf');
+  if (index === 0 && prev.some((b) => b !== 0)) throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', 'entry 0 names a previous leaf');
   return { index, prevLeafHash: index === 0 ? null : prev, body: data.subarray(HEADER) };
 }
 
@@ -80,7 +82,9 @@ export interface VerifyEntriesResult {
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
