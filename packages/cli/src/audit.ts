@@ -105,16 +105,17 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
     throw violation(checkpoint.size, `the log has ${checkpoint.size} entries, fewer than the ${trusted.size} of the trusted checkpoint: entries were removed`);
   const range = new CompactRange();
   let prev: Uint8Array | null = null;
-  // The last RECENT recomputed leaf hashes: where a mismatch is found, the first bad index is searched among them.
-  const recent: Uint8Array[] = [];
+  // The last RECENT recomputed leaf hashes (a ring): where a mismatch is found, the first bad index is searched among them.
+  const recent: Uint8Array[] = new Array(RECENT);
+  const kept = (): number => Math.min(range.size, RECENT);
   let trustedRoot = trusted?.size === 0 ? range.root() : undefined;
   /** The first of the recent leaves (below `i`) not in the signed tree: leaf j chains on j-1, so once one is out all later ones are. */
   const locate = async (i: number): Promise<number> => {
-    let lo = i - recent.length;
+    let lo = i - kept();
     let hi = i;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const h = recent[mid - (i - recent.length)]!;
+      const h = recent[mid % RECENT]!;
       const p = await api.call<{ proof: string[] }>('GET', `/v1/audit/proof/inclusion?index=${mid}&size=${checkpoint.size}`);
       let included = true;
       try {
@@ -146,11 +147,11 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
       if (e.index !== i) throw violation(i, e.index > i ? `entry ${i} is missing (deleted)` : `entry ${e.index} is out of place (inserted or reordered)`);
       const lh = leafHash(encodeAuditLeaf(i, prev, utf8(e.body)));
       // Differs from the hash stored when it was appended: this entry, or one before it rewritten with its hash (the chain breaks here).
-      if (hex(lh) !== e.leafHash) throw violation(await locate(i), 'the entry is not the one that was appended');
+      if (!Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(Buffer.from(e.leafHash, 'hex')))
+        throw violation(await locate(i), 'the entry is not the one that was appended');
       range.append(lh);
       prev = lh;
-      recent.push(lh);
-      if (recent.length > RECENT) recent.shift();
+      recent[i % RECENT] = lh;
       if (trusted && range.size === trusted.size) trustedRoot = range.root();
     }
     if (p.entries.length === 0 && range.size < checkpoint.size) break;
