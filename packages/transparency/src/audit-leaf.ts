@@ -9,7 +9,7 @@
  * chain whole, and that is what a trusted checkpoint (its root) catches.
  */
 import { TransparencyError } from './errors.ts';
-import { CompactRange, HASH_SIZE, checkSize, leafHash } from './merkle.ts';
+import { CompactRange, HASH_SIZE, LeafHasher, checkSize } from './merkle.ts';
 
 export const AUDIT_LEAF_VERSION = 1;
 const HEADER = 1 + 8 + HASH_SIZE;
@@ -147,6 +147,7 @@ export function verifyEntries(entries: Iterable<{ index: number; body: Uint8Arra
     }
     return undefined;
   };
+  const hasher = new LeafHasher();
   let next = start;
   for (const e of entries) {
     if (opts.maxEntries !== undefined && next - start >= opts.maxEntries) {
@@ -187,7 +188,7 @@ export function verifyEntries(entries: Iterable<{ index: number; body: Uint8Arra
     }
     const r = commit();
     if (r !== undefined) return r;
-    pending = leafHash(e.body);
+    pending = hasher.hash(e.body);
     next++;
   }
   const r = commit();

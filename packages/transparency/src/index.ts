@@ -3,6 +3,7 @@ export { CompactRange, HASH_SIZE, emptyRoot, leafHash, nodeHash, rootOf } from '
 export {
   assembleProof,
   batchReader,
+  compactRangeNodes,
   consistencyPlan,
   consistencyProof,
   inclusionPlan,

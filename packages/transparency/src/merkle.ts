@@ -30,6 +30,28 @@ export function nodeHash(l: Uint8Array, r: Uint8Array): Uint8Array {
   return sha256(b);
 }
 
+/**
+ * nodeHash through a caller's 65-byte scratch buffer, and leafHash through a growable one: the
+ * same hashes without allocating an input buffer per call (the hot loops of appends and verify).
+ */
+export function nodeHashInto(scratch: Uint8Array, l: Uint8Array, r: Uint8Array): Uint8Array {
+  scratch[0] = 1;
+  scratch.set(l, 1);
+  scratch.set(r, 33);
+  return sha256(scratch);
+}
+
+export class LeafHasher {
+  #buf = new Uint8Array(1024);
+
+  hash(data: Uint8Array): Uint8Array {
+    if (data.length + 1 > this.#buf.length) this.#buf = new Uint8Array(Math.max(data.length + 1, this.#buf.length * 2));
+    this.#buf[0] = 0;
+    this.#buf.set(data, 1);
+    return sha256(this.#buf.subarray(0, data.length + 1));
+  }
+}
+
 /** The hash of an empty tree: SHA-256 of nothing. */
 export function emptyRoot(): Uint8Array {
   return sha256(new Uint8Array(0));
@@ -73,6 +95,7 @@ export function popcount(n: number): number {
 export class CompactRange {
   #size: number;
   #hashes: Uint8Array[];
+  readonly #scratch = new Uint8Array(65);
 
   constructor(size = 0, hashes: readonly Uint8Array[] = []) {
     checkSize(size, 'size');
@@ -101,7 +124,7 @@ export class CompactRange {
     onNode?.(0, index, h);
     while (index % 2 === 1) {
       const left = this.#hashes.pop() as Uint8Array;
-      h = nodeHash(left, h);
+      h = nodeHashInto(this.#scratch, left, h);
       index = (index - 1) / 2;
       level++;
       onNode?.(level, index, h);

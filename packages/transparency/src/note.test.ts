@@ -85,6 +85,15 @@ describe('checkpoints (C2SP tlog-checkpoint)', () => {
     assert.throws(() => formatCheckpoint({ origin: ORIGIN, size: 1, rootHash: root, extensions: [''] }), { code: 'ERR_AUDIT_CHECKPOINT_MALFORMED' });
   });
 
+  it('refuses a huge text by its size before splitting it', () => {
+    const huge = `${ORIGIN}\n8\n${'\n'.repeat(20 * 1024 * 1024)}`;
+    assert.throws(() => parseCheckpoint(huge), { code: 'ERR_AUDIT_CHECKPOINT_MALFORMED', message: /at most 16384 bytes/ });
+    assert.throws(() => openNote(huge, []), { code: 'ERR_AUDIT_SIGNATURE_INVALID', message: /at most 65536 bytes/ });
+    // Multi-byte characters count as bytes, not as characters.
+    const wide = `${'\u00e9'.repeat(MAX_CHECKPOINT_BYTES / 2 + 1)}\n8\nAAAA\n`;
+    assert.throws(() => parseCheckpoint(wide), { message: /at most/ });
+  });
+
   it('never throws anything but its own code on arbitrary text (property)', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 200 }), (s) => {

@@ -5,6 +5,8 @@ import {
   type NodeBatchReader,
   assembleProof,
   batchReader,
+  CompactRange,
+  compactRangeNodes,
   consistencyPlan,
   consistencyProof,
   inclusionPlan,
@@ -169,6 +171,21 @@ describe('every proof up to 64 leaves', () => {
     }
   });
 
+  it('random proofs never verify, and every refusal is a TransparencyError (property)', () => {
+    const hash = fc.uint8Array({ minLength: 32, maxLength: 32 });
+    fc.assert(
+      fc.property(fc.nat(70), fc.nat(70), fc.array(hash, { maxLength: 8 }), hash, (a, b, proof, leaf) => {
+        const [index, size] = [Math.min(a, b), Math.max(a, b)];
+        const root = ROOTS[Math.min(size, 64)] as Uint8Array;
+        assert.throws(() => verifyInclusion(leaf, index, size, proof, root), { code: /^ERR_AUDIT_(PROOF_INVALID|RANGE)$/ });
+        if (index > 0 && index < size)
+          assert.throws(() => verifyConsistency(index, size, proof, ROOTS[Math.min(index, 64)] as Uint8Array, root), {
+            code: /^ERR_AUDIT_(PROOF_INVALID|INCONSISTENT)$/,
+          });
+      }),
+    );
+  });
+
   it('refuses ranges that do not exist', async () => {
     await assert.rejects(inclusionProof(5, 5, read), { code: 'ERR_AUDIT_RANGE' });
     await assert.rejects(inclusionProof(0, 0, read), { code: 'ERR_AUDIT_RANGE' });
@@ -194,6 +211,16 @@ describe('every proof up to 64 leaves', () => {
         ),
       { code: 'ERR_AUDIT_PROOF_INVALID' },
     );
+  });
+
+  it('the compact range nodes of every size give its root', async () => {
+    for (let size = 0; size <= 64; size++) {
+      const nodes = compactRangeNodes(size);
+      const range = new CompactRange(size, await read(nodes));
+      assert.equal(hex(range.root()), hex(ROOTS[size] as Uint8Array), `size ${size}`);
+    }
+    assert.equal(compactRangeNodes(2 ** 53 - 1).length, 53);
+    assert.throws(() => compactRangeNodes(-1), { code: 'ERR_AUDIT_RANGE' });
   });
 
   it('assembleProof refuses a hash list that does not fit the plan', () => {

@@ -71,6 +71,24 @@ function pathPlan(level: number, index: number, size: number): ProofPlan {
   return { nodes, fold };
 }
 
+/**
+ * The perfect nodes whose hashes make the compact range of the first `size` leaves, largest
+ * first: read them from a store and `new CompactRange(size, hashes).root()` is the root at that
+ * size (a past checkpoint's, say) without touching a leaf.
+ */
+export function compactRangeNodes(size: number): NodeId[] {
+  checkSize(size, 'size');
+  const nodes: NodeId[] = [];
+  let pos = 0;
+  for (let b = 53; b >= 0; b--) {
+    if (shr(size, b) % 2 === 1) {
+      nodes.push({ level: b, index: pos / pow2(b) });
+      pos += pow2(b);
+    }
+  }
+  return nodes;
+}
+
 /** The perfect nodes of the inclusion proof of leaf `index` in the tree of `size` leaves. */
 export function inclusionPlan(index: number, size: number): ProofPlan {
   checkSize(index, 'index');
