@@ -12,6 +12,7 @@ const BENCHES = {
   spire: './spire.ts',
   backup: './backup.ts',
   dashboard: './dashboard.ts',
+  audit: './audit.ts',
   transparency: './transparency.ts',
 } as const;
 const name = process.argv[2];

@@ -838,6 +838,7 @@ const NOT_READS: Record<string, string> = {
   'alerts undo': 'a write (lifts a quarantine)',
   'learn stop': 'a write (a new policy revision)',
   'policy promote': 'a write (a new policy revision)',
+  'audit export-checkpoint': 'prints the signed note itself (a file for a witness), whatever -o says',
 };
 /** Reads whose document has one format of its own, whatever -o says (their help says so). */
 const ONE_FORMAT: Record<string, RegExp> = { 'vuln vex export': /The document is JSON whatever -o says \(OpenVEX is JSON\)/ };
@@ -955,6 +956,10 @@ describe('-o on every read', () => {
       'federation show': { args: ['federation', 'show', 'o-partner.test'] },
       // exit 1 once the relationship created above has failed to reach its (closed) endpoint, 0 while its first fetch is pending.
       'federation status': { args: ['federation', 'status'], codes: [0, 1] },
+      // The log grows while this runs (the agent's reports, renewals): the two runs agree on fields and types.
+      'audit verify': { args: ['audit', 'verify'], shapeOnly: true },
+      'audit prove': { args: ['audit', 'prove', '0'], shapeOnly: true },
+      'audit tail': { args: ['audit', 'tail', '-n', '999999', '-f'], stream: true },
     };
 
     // The walk: a command added to the CLI is a read until it is listed above as something else.

@@ -46,7 +46,14 @@ it("every 'ERR_...' literal in packages/*/src is registered, well formed, and th
   assert.deepEqual(unregistered, []);
   for (const c of REGISTERED) assert.match(c, ERROR_CODE_FORMAT);
   // What the server answers with: its own codes and its libraries' (SPIFFE, policy) all map to a 4xx/5xx.
-  for (const c of [...SPIFFE_ERROR_CODES, ...POLICY_ERROR_CODES, ...OCI_ERROR_CODES, ...Object.keys(BROKER_ERROR_CODES), ...Object.keys(SERVER_ERROR_CODES)])
+  for (const c of [
+    ...SPIFFE_ERROR_CODES,
+    ...POLICY_ERROR_CODES,
+    ...OCI_ERROR_CODES,
+    ...Object.keys(BROKER_ERROR_CODES),
+    ...TRANSPARENCY_ERROR_CODES,
+    ...Object.keys(SERVER_ERROR_CODES),
+  ])
     assert.ok((HTTP_STATUS[c] ?? 0) >= 400, `${c} has an HTTP status`);
 });
 

@@ -26,6 +26,7 @@ import { registerServerBackup } from './server-backup.ts';
 import { registerOciHook } from './oci-hook.ts';
 import { registerCsi } from './csi.ts';
 import { registerAlerts } from './alerts.ts';
+import { registerAudit } from './audit.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -1349,6 +1350,7 @@ export function buildProgram(): Command {
   registerOciHook(program);
   registerCsi(program);
   registerAlerts(program, clientOf);
+  registerAudit(program, clientOf);
   addPinOptions(program);
   registerImage(program); // offline: after addPinOptions, so it takes no server-pinning flags
   return program;

@@ -8,6 +8,7 @@ import type { POLICY_ERROR_CODES } from '@writ/policy';
 import type { OciErrorCode } from '@writ/oci';
 import type { VulnErrorCode } from '@writ/vuln';
 import type { BrokerErrorCode } from '@writ/broker';
+import type { TransparencyErrorCode } from '@writ/transparency';
 
 export const SERVER_ERROR_CODES = {
   // input
@@ -68,6 +69,8 @@ export const SERVER_ERROR_CODES = {
   ERR_CSRF_ORIGIN: 403,
   ERR_CSRF_TOKEN: 403,
   ERR_UI_NOT_BUILT: 503,
+  // the audit log (issue 15): no checkpoint signed yet (a log that has never had a leaf)
+  ERR_AUDIT_NO_CHECKPOINT: 404,
   // authentication
   ERR_UNAUTHENTICATED: 401,
   ERR_FORBIDDEN: 403,
@@ -150,6 +153,17 @@ const BROKER_STATUS: Record<BrokerErrorCode, number> = {
   ERR_TOKEN_DEPTH_EXCEEDED: 403,
 };
 
+/** A range, size or proof request the audit log cannot answer is the caller's: 400. */
+const TRANSPARENCY_STATUS: Record<TransparencyErrorCode, number> = {
+  ERR_AUDIT_PROOF_INVALID: 400,
+  ERR_AUDIT_RANGE: 400,
+  ERR_AUDIT_INCONSISTENT: 400,
+  ERR_AUDIT_CHECKPOINT_MALFORMED: 400,
+  ERR_AUDIT_SIGNATURE_INVALID: 400,
+  ERR_AUDIT_KEY_INVALID: 400,
+  ERR_AUDIT_ENTRY_MALFORMED: 400,
+};
+
 /** The HTTP status of every code the server answers with. */
 export const HTTP_STATUS: Readonly<Record<string, number>> = {
   ...SPIFFE_STATUS,
@@ -157,6 +171,7 @@ export const HTTP_STATUS: Readonly<Record<string, number>> = {
   ...OCI_STATUS,
   ...VULN_STATUS,
   ...BROKER_STATUS,
+  ...TRANSPARENCY_STATUS,
   ...SERVER_ERROR_CODES,
 };
 

@@ -17,3 +17,5 @@ export {
 } from './backup.ts';
 export { parseAlertRules, ALERT_RULE_KIND, ALERT_RULE_KINDS, type AlertRule, type AlertRuleKind } from './alerts/rules.ts';
 export { AlertService, type AlertsConfig } from './alerts/service.ts';
+export { AuditLog, auditOrigin, MAX_AUDIT_PAGE, type AuditLogOptions } from './audit/audit-log.ts';
+export { loadLogKey, logKeyPath, noteKeysOf, type LogKey } from './audit/log-key.ts';

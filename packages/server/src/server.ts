@@ -49,6 +49,8 @@ import { createMetrics } from './metrics.ts';
 import { openStore, redactDbUrl } from './store/open.ts';
 import type { AdminToken, Role, Store } from './store/types.ts';
 import { Suppressions } from './suppressions.ts';
+import { AuditLog, auditOrigin } from './audit/audit-log.ts';
+import { loadLogKey } from './audit/log-key.ts';
 
 export interface RunningServer {
   readonly url: string;
@@ -185,6 +187,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let federation: FederationRefresher | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
   let leases: Leases | undefined;
+  let audit: AuditLog | undefined;
   try {
     const id = serverId(cfg.dataDir);
     leases = new Leases({ store, holder: id, clock, log });
@@ -275,9 +278,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       registry: metrics.registry,
     });
     const suppressions = new Suppressions(store);
+    // The audit log's key sits beside the CA's (KEK-wrapped when there is one); the vkey is published for verifiers.
+    const origin = auditOrigin(cfg.trustDomain);
+    const logKey = loadLogKey(cfg.dataDir, origin, cfg.kek);
+    writeFileSync(join(cfg.dataDir, 'audit-log.vkey'), `${logKey.vkey}\n`, { mode: 0o644 });
+    audit = new AuditLog({ store, origin, signer: logKey.signer, vkey: logKey.vkey, clock, log });
     alerts = new AlertService({ store, clock, log, config: cfg.alerts, trustDomain: cfg.trustDomain, breakGlass: cfg.breakGlass, metrics });
     const ctx = {
       alerts,
+      audit,
       federation,
       suppressions,
       store,
@@ -330,6 +339,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       { ...tlsIdentity(), minVersion: 'TLSv1.2', handshakeTimeout: 10_000, requestCert: true, rejectUnauthorized: false },
       (req, res) => void handle(req, res, index, ctx.store, agents, metrics, log, inFlight),
     );
+    audit.start();
     // Expect: 100-continue is answered by `handle` once the route, the caller and the declared size
     // are known to be acceptable, so a refused upload is refused before its body is sent (Node's
     // automatic 100 would invite the body and then lose the 413 in the connection reset).
@@ -508,6 +518,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       close: async () => {
         for (const t of timers) clearInterval(t);
         await leases?.close();
+        await audit?.close();
         await federation?.close();
         await hub?.close();
         await vulnEvents?.close();
@@ -527,6 +538,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   } catch (err) {
     for (const t of timers) clearInterval(t);
     await leases?.close();
+    await audit?.close();
     await hub?.close();
     await vulnEvents?.close();
     await alerts?.close();
@@ -712,7 +724,9 @@ async function handle(
       req.role = req.token.role;
     }
     if (route.body) req.body = await readBody(raw, route.body, () => res.writeContinue());
-    const reply = await route.handler(req);
+    // Whoever the route authenticated is the author of the audit leaves its writes append.
+    const actor = req.token ? `token:${req.token.name}` : req.agent;
+    const reply = actor ? await store.withActor(actor, async () => route.handler(req)) : await route.handler(req);
     status = reply.status;
     send(res, reply);
   } catch (err) {

@@ -9,6 +9,7 @@ import type { ChangeHub } from '../sync/hub.ts';
 import type { FederationRefresher } from '../federation/refresher.ts';
 import type { Suppressions } from '../suppressions.ts';
 import type { AlertService } from '../alerts/service.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -41,4 +42,6 @@ export interface ApiContext {
   readonly suppressions: Suppressions;
   /** Alert rules over decisions and events (issue 15, section 3); `raise()` for alerts from elsewhere. */
   readonly alerts?: AlertService;
+  /** The audit log: checkpoints, entries and proofs (issue 15). */
+  readonly audit: AuditLog;
 }

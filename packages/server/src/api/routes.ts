@@ -34,6 +34,7 @@ import {
 import { admittedImagesRoutes } from './admitted-images-routes.ts';
 import { vulnRoutes } from './vuln-routes.ts';
 import { vulnGateRoutes } from './vuln-gate-routes.ts';
+import { auditRoutes } from './audit-routes.ts';
 import { imageSourceRoutes } from './image-sources-routes.ts';
 import { vulnerabilityRoutes } from './vulnerability-routes.ts';
 import { vexRoutes } from './vex-routes.ts';
@@ -384,6 +385,7 @@ export function buildRoutes(ctx: ApiContext): Route[] {
   admittedImagesRoutes(ctx, add);
   vulnRoutes(ctx, add);
   vulnGateRoutes(ctx, add);
+  auditRoutes(ctx, add);
   imageSourceRoutes(ctx, add);
   vulnerabilityRoutes(ctx, add);
   vexRoutes(ctx, add);

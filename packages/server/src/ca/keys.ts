@@ -23,6 +23,12 @@ export function writePrivateKey(path: string, key: KeyObject, kek: string | unde
 }
 
 export function readPrivateKey(path: string, kek: string | undefined): Signer {
+  const key = readKeyObject(path, kek);
+  return { key, keyType: keyTypeOf(key) };
+}
+
+/** Any private key file (the audit log's Ed25519 key too), decrypted with the KEK when it is encrypted. */
+export function readKeyObject(path: string, kek: string | undefined): KeyObject {
   let pem: string;
   try {
     pem = readFileSync(path, 'utf8');
@@ -41,5 +47,5 @@ export function readPrivateKey(path: string, kek: string | undefined): Signer {
       encrypted ? `cannot decrypt key file ${path} (wrong key-encryption key?)` : `key file ${path} is not a PEM private key`,
     );
   }
-  return { key, keyType: keyTypeOf(key) };
+  return key;
 }

@@ -1,6 +1,6 @@
 /** Federation relationships (issue 14): SQL shared by SQLite and PostgreSQL. */
 import { WritError } from '@writ/spiffe';
-import type { Row, SqlDriver, SqlValue } from './driver.ts';
+import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import type { FederationProfile, FederationRelationship, FederationStatusUpdate } from './types.ts';
 
 const nullableNum = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
@@ -32,7 +32,7 @@ const COLUMNS: Record<keyof FederationStatusUpdate, string> = {
   nextRefreshAt: 'next_refresh_at',
 };
 
-export async function createFederation(db: SqlDriver, f: FederationRelationship): Promise<void> {
+export async function createFederation(db: SqlExecutor & Pick<SqlDriver, 'isUniqueViolation'>, f: FederationRelationship): Promise<void> {
   try {
     await db.execute(
       `INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, last_success_at,
@@ -80,6 +80,6 @@ export async function updateFederation(db: SqlDriver, trustDomain: string, u: Fe
   return (await db.execute(`UPDATE federation_relationships SET ${sets.join(', ')} WHERE trust_domain = ?`, [...params, trustDomain])) > 0;
 }
 
-export async function deleteFederation(db: SqlDriver, trustDomain: string): Promise<boolean> {
+export async function deleteFederation(db: SqlExecutor, trustDomain: string): Promise<boolean> {
   return (await db.execute('DELETE FROM federation_relationships WHERE trust_domain = ?', [trustDomain])) > 0;
 }

@@ -337,6 +337,26 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
     ],
   },
   {
+    // The audit log (issue 15, section 1): a verifiable log, RFC 9162 Merkle tree. Every control-plane
+    // write appends its leaf in its own transaction. audit_leaves keeps each leaf's exact bytes (body,
+    // JSON text) and hash; audit_nodes the tree: every completed perfect subtree, leaves (level 0)
+    // included, so a proof needs O(log n) reads and none of the entry rows; audit_head the one row appends serialise on (size, compact range, last leaf
+    // hash for the chained encoding); audit_checkpoints the signed notes served. Hashes are hex.
+    version: 20,
+    statements: [
+      `CREATE TABLE audit_leaves (
+        leaf_index {INT64_PRIMARY_KEY}, at BIGINT NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        body TEXT NOT NULL, leaf_hash TEXT NOT NULL
+      )`,
+      // A node's key is its in-order position in the tree, index * 2^(level+1) + 2^level - 1: one
+      // integer (SQLite's rowid), and new nodes land at the right end of the b-tree.
+      `CREATE TABLE audit_nodes (node_id {INT64_PRIMARY_KEY}, hash TEXT NOT NULL)`,
+      `CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, hashes TEXT NOT NULL, last_leaf TEXT NOT NULL)`,
+      `INSERT INTO audit_head (id, size, hashes, last_leaf) VALUES (1, 0, '', '')`,
+      `CREATE TABLE audit_checkpoints (size {INT64_PRIMARY_KEY}, note TEXT NOT NULL, at BIGINT NOT NULL)`,
+    ],
+  },
+  {
     // Alerts (issue 15, section 3): one row per (rule, key) occurrence run, repeats within the
     // rule's window counted into it; `response` is what an automatic quarantine did (JSON).
     version: 21,

@@ -1,10 +1,13 @@
-import { randomUUID } from 'node:crypto';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Report, VexDocument } from '@writ/vuln';
 import type { StoredVexDocument, StoredVexStatement } from './types.ts';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
 import { MIGRATIONS } from './schema.ts';
+import * as audit from './audit-sql.ts';
+import type { AuditCheckpoint, AuditEntry, AuditHead, AuditLeafInput } from './types.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
 import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
 import { recordImages } from './image-sources-sql.ts';
@@ -204,9 +207,54 @@ export class SqlStore implements Store {
   readonly #admittedWritten = new Map<string, number>();
   /** The notification listeners running (`listen`), stopped by `close`. */
   readonly #listening = new Set<() => Promise<void>>();
+  /** Who the writes of the current request are by (set by the server's request handler). */
+  readonly #actor = new AsyncLocalStorage<string>();
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
+  }
+
+  withActor<T>(actor: string, fn: () => Promise<T>): Promise<T> {
+    return this.#actor.run(actor, fn);
+  }
+
+  /** Appends the audit leaves of a change inside its transaction, as its last statements: if this fails the change is rolled back. */
+  #audit(tx: SqlExecutor, ...leaves: AuditLeafInput[]): Promise<void> {
+    return audit.appendAudit(tx, this.#db.dialect, Date.now(), this.#actor.getStore() ?? 'system', leaves);
+  }
+
+  /** A write of one statement or a helper's: in a transaction with its audit leaves. */
+  #audited<T>(fn: (tx: SqlExecutor) => Promise<T>, leaves: (result: T) => AuditLeafInput[]): Promise<T> {
+    return this.#db.transaction(async (tx) => {
+      const out = await fn(tx);
+      await this.#audit(tx, ...leaves(out));
+      return out;
+    });
+  }
+
+  /** A transaction-scoped executor that also knows the driver's error kinds (for the helpers in other files). */
+  #withDriver(tx: SqlExecutor): SqlExecutor & Pick<SqlDriver, 'isUniqueViolation'> {
+    return { query: tx.query, execute: tx.execute, isUniqueViolation: (e) => this.#db.isUniqueViolation(e) };
+  }
+
+  auditHead(): Promise<AuditHead> {
+    return audit.auditHead(this.#db);
+  }
+
+  listAuditEntries(start: number, end: number): Promise<AuditEntry[]> {
+    return audit.listAuditEntries(this.#db, start, end);
+  }
+
+  auditNodes(nodes: readonly { level: number; index: number }[]): Promise<Uint8Array[]> {
+    return audit.auditNodes(this.#db, nodes);
+  }
+
+  putAuditCheckpoint(c: AuditCheckpoint): Promise<void> {
+    return audit.putAuditCheckpoint(this.#db, c);
+  }
+
+  latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    return audit.latestAuditCheckpoint(this.#db);
   }
 
   onChange(fn: (change: StoreChange) => void): () => void {
@@ -346,6 +394,7 @@ export class SqlStore implements Store {
               await tx.query(`INSERT INTO entry_selectors (entry_id, selector) VALUES ${part.map(() => '(?, ?)').join(', ')}`, part.flat());
             }
           }
+          await this.#audit(tx, ...created.map((e) => ({ kind: 'entry.create', subject: e.spiffeId, detail: entryDetail(e) })));
           return created;
         })
         .then((created) => this.#changed(created, { kind: 'entries' }));
@@ -410,7 +459,9 @@ export class SqlStore implements Store {
               `INSERT INTO entry_selectors (entry_id, selector) VALUES ${selectors.map(() => '(?, ?)').join(', ')}`,
               selectors.flatMap((s) => [id, s]),
             );
-          return { ...input, selectors, id, revision, createdAt, updatedAt: now, requireAdmittedImage: input.requireAdmittedImage ?? false };
+          const updated = { ...input, selectors, id, revision, createdAt, updatedAt: now, requireAdmittedImage: input.requireAdmittedImage ?? false };
+          await this.#audit(tx, { kind: 'entry.update', subject: updated.spiffeId, detail: entryDetail(updated) });
+          return updated;
         })
         .then((e) => this.#changed(e, { kind: 'entries' }));
     } catch (err) {
@@ -421,10 +472,11 @@ export class SqlStore implements Store {
   async deleteEntry(id: string): Promise<boolean> {
     const deleted = await this.#db.transaction(async (tx) => {
       await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
-      const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING parent_id', [id]);
+      const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING parent_id, spiffe_id', [id]);
       if (rows.length) {
         const revision = await this.#nextRevision(tx, 1);
         await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, rows[0]!['parent_id'] as string, revision]);
+        await this.#audit(tx, { kind: 'entry.delete', subject: rows[0]!['spiffe_id'] as string, detail: { id, revision } });
       }
       return rows.length > 0;
     });
@@ -432,12 +484,10 @@ export class SqlStore implements Store {
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
-    await this.#db.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [
-      t.hash,
-      t.nodeName,
-      t.expiresAt,
-      t.createdAt,
-    ]);
+    await this.#audited(
+      (tx) => tx.query('INSERT INTO join_tokens (hash, node_name, expires_at, created_at) VALUES (?, ?, ?, ?)', [t.hash, t.nodeName, t.expiresAt, t.createdAt]),
+      () => [{ kind: 'join-token.create', subject: t.nodeName, detail: { expiresAt: t.expiresAt } }],
+    );
     this.#changed(undefined, { kind: 'join-tokens' });
   }
 
@@ -448,9 +498,14 @@ export class SqlStore implements Store {
 
   async redeemJoinToken(hash: string, now: number): Promise<JoinToken> {
     // One conditional UPDATE: two agents racing with the same token cannot both win.
-    const rows = await this.#db.query(
-      'UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING hash, node_name, expires_at, created_at',
-      [now, hash, now],
+    const rows = await this.#audited(
+      (tx) =>
+        tx.query('UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING hash, node_name, expires_at, created_at', [
+          now,
+          hash,
+          now,
+        ]),
+      (rows) => rows.map((r) => ({ kind: 'join-token.redeem', subject: r['node_name'] as string, detail: {} })),
     );
     const r = rows[0];
     if (r)
@@ -465,14 +520,18 @@ export class SqlStore implements Store {
   }
 
   async createAdminToken(t: AdminToken): Promise<void> {
-    await this.#db.query('INSERT INTO admin_tokens (id, hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
-      t.id,
-      t.hash,
-      t.role,
-      t.name,
-      t.createdAt,
-      t.expiresAt,
-    ]);
+    await this.#audited(
+      (tx) =>
+        tx.query('INSERT INTO admin_tokens (id, hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
+          t.id,
+          t.hash,
+          t.role,
+          t.name,
+          t.createdAt,
+          t.expiresAt,
+        ]),
+      () => [{ kind: 'token.create', subject: t.name, detail: { id: t.id, role: t.role, expiresAt: t.expiresAt } }],
+    );
     this.#changed(undefined, { kind: 'admin-tokens' });
   }
 
@@ -486,7 +545,11 @@ export class SqlStore implements Store {
   }
 
   async deleteAdminToken(id: string): Promise<boolean> {
-    const deleted = (await this.#db.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id', [id])).length > 0;
+    const rows = await this.#audited(
+      (tx) => tx.query('DELETE FROM admin_tokens WHERE id = ? RETURNING id, name', [id]),
+      (rows) => rows.map((r) => ({ kind: 'token.delete', subject: r['name'] as string, detail: { id } })),
+    );
+    const deleted = rows.length > 0;
     return deleted && this.#changed(true, { kind: 'admin-tokens' });
   }
 
@@ -547,17 +610,31 @@ export class SqlStore implements Store {
   }
 
   async deleteAgent(spiffeId: string): Promise<boolean> {
-    const deleted = (await this.#db.query('DELETE FROM agents WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId])).length > 0;
+    const rows = await this.#audited(
+      (tx) => tx.query('DELETE FROM agents WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]),
+      (rows) => rows.map(() => ({ kind: 'agent.evict', subject: spiffeId, detail: {} })),
+    );
+    const deleted = rows.length > 0;
     return deleted && this.#changed(true, { kind: 'agents', revoked: [spiffeId] });
   }
 
   async upsertAgent(a: Agent): Promise<void> {
-    await this.#db.query(
-      `INSERT INTO agents (spiffe_id, node_name, attestation_type, selectors, serial, expires_at, banned, created_at, updated_at)
+    await this.#audited(
+      (tx) =>
+        tx.query(
+          `INSERT INTO agents (spiffe_id, node_name, attestation_type, selectors, serial, expires_at, banned, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (spiffe_id) DO UPDATE SET node_name = excluded.node_name, attestation_type = excluded.attestation_type,
          selectors = excluded.selectors, serial = excluded.serial, expires_at = excluded.expires_at, banned = excluded.banned, updated_at = excluded.updated_at`,
-      [a.spiffeId, a.nodeName, a.attestationType, JSON.stringify(a.selectors), a.serial, a.expiresAt, a.banned ? 1 : 0, a.createdAt, a.updatedAt],
+          [a.spiffeId, a.nodeName, a.attestationType, JSON.stringify(a.selectors), a.serial, a.expiresAt, a.banned ? 1 : 0, a.createdAt, a.updatedAt],
+        ),
+      () => [
+        {
+          kind: a.banned ? 'agent.ban' : 'agent.attest',
+          subject: a.spiffeId,
+          detail: { nodeName: a.nodeName, attestationType: a.attestationType, serial: a.serial, expiresAt: a.expiresAt },
+        },
+      ],
     );
     this.#changed(undefined, a.banned ? { kind: 'agents', revoked: [a.spiffeId] } : { kind: 'agents' });
   }
@@ -587,6 +664,11 @@ export class SqlStore implements Store {
       }
       for (const id of remove) await tx.query('DELETE FROM authorities WHERE id = ?', [id]);
       await tx.query("UPDATE counters SET value = value + 1 WHERE name = 'bundle_sequence'");
+      await this.#audit(tx, {
+        kind: 'authorities.save',
+        subject: [...new Set(upsert.map((a) => a.kind))].join(',') || 'removed',
+        detail: { upsert: upsert.map((a) => ({ id: a.id, kind: a.kind, status: a.status, serverId: a.serverId, notAfter: a.notAfter })), remove },
+      });
     });
     this.#changed(undefined, { kind: 'authorities' });
   }
@@ -611,6 +693,17 @@ export class SqlStore implements Store {
             rev.comment,
             JSON.stringify(rev.policies),
           ]);
+          await this.#audit(tx, {
+            kind: 'policy.apply',
+            subject: `revision ${revision}`,
+            detail: {
+              revision,
+              createdBy: rev.createdBy,
+              comment: rev.comment,
+              policies: sha256Of(JSON.stringify(rev.policies)),
+              names: Object.keys(rev.policies),
+            },
+          });
           return { ...rev, revision };
         })
         .then((r) => this.#changed(r, { kind: 'policies' }));
@@ -640,6 +733,7 @@ export class SqlStore implements Store {
         [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
       );
       await tx.query(QUARANTINE_WRITTEN);
+      await this.#audit(tx, quarantineLeaf(q));
     });
     this.#changed(undefined, { kind: 'quarantine' });
   }
@@ -658,6 +752,7 @@ export class SqlStore implements Store {
         if (rows.length) out.push(q);
       }
       if (out.length) await tx.query(QUARANTINE_WRITTEN);
+      await this.#audit(tx, ...out.map(quarantineLeaf));
       return out;
     });
     if (added.length) this.#changed(undefined, { kind: 'quarantine' });
@@ -722,6 +817,7 @@ export class SqlStore implements Store {
     const deleted = await this.#db.transaction(async (tx) => {
       const rows = await tx.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]);
       if (rows.length) await tx.query(QUARANTINE_WRITTEN);
+      if (rows.length) await this.#audit(tx, { kind: 'quarantine.remove', subject: spiffeId, detail: {} });
       return rows.length > 0;
     });
     return deleted && this.#changed(true, { kind: 'quarantine' });
@@ -795,6 +891,15 @@ export class SqlStore implements Store {
 
   async addDecisions(records: readonly DecisionRecord[]): Promise<void> {
     if (records.length === 0) return;
+    // One leaf per stored batch, its SHA-256: the hot path pays one hash pass and one append.
+    const digest = createHash('sha256');
+    for (const d of records)
+      digest.update(`${JSON.stringify([d.id, d.at, d.from, d.to, d.action, d.decision, d.reason, d.policyRevision, d.rule, d.reporter])}\n`);
+    const batchLeaf: AuditLeafInput = {
+      kind: 'decisions.batch',
+      subject: records[0]!.reporter,
+      detail: { count: records.length, sha256: digest.digest('hex') },
+    };
     await this.#db.transaction(async (tx) => {
       // Edges by caller, callee and action (nested maps: no key string per decision).
       type Edges = Map<string, Map<string, Map<string, { first: number; last: number; seen: number }>>>;
@@ -854,6 +959,7 @@ export class SqlStore implements Store {
           );
         }
       }
+      await this.#audit(tx, batchLeaf);
     });
     this.#changed(undefined, { kind: 'decisions' });
   }
@@ -958,9 +1064,13 @@ export class SqlStore implements Store {
   }
 
   async setFederatedBundle(b: FederatedBundle): Promise<void> {
-    await this.#db.query(
-      'INSERT INTO federated_bundles (trust_domain, bundle, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain) DO UPDATE SET bundle = excluded.bundle, updated_at = excluded.updated_at',
-      [b.trustDomain, b.bundle, b.updatedAt],
+    await this.#audited(
+      (tx) =>
+        tx.query(
+          'INSERT INTO federated_bundles (trust_domain, bundle, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain) DO UPDATE SET bundle = excluded.bundle, updated_at = excluded.updated_at',
+          [b.trustDomain, b.bundle, b.updatedAt],
+        ),
+      () => [{ kind: 'federated-bundle.set', subject: b.trustDomain, detail: { sha256: sha256Of(b.bundle) } }],
     );
     this.#changed(undefined, { kind: 'federated-bundles' });
   }
@@ -975,14 +1085,27 @@ export class SqlStore implements Store {
   }
 
   async deleteFederatedBundle(trustDomain: string): Promise<boolean> {
-    const deleted = (await this.#db.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain])).length > 0;
+    const rows = await this.#audited(
+      (tx) => tx.query('DELETE FROM federated_bundles WHERE trust_domain = ? RETURNING trust_domain', [trustDomain]),
+      (rows) => rows.map(() => ({ kind: 'federated-bundle.delete', subject: trustDomain, detail: {} })),
+    );
+    const deleted = rows.length > 0;
     return deleted && this.#changed(true, { kind: 'federated-bundles' });
   }
 
   // ---------------------------------------------------------------- federation relationships (issue 14)
 
   async createFederation(rel: FederationRelationship): Promise<void> {
-    await fed.createFederation(this.#db, rel);
+    await this.#audited(
+      (tx) => fed.createFederation(this.#withDriver(tx), rel),
+      () => [
+        {
+          kind: 'federation.create',
+          subject: rel.trustDomain,
+          detail: { bundleEndpointUrl: rel.bundleEndpointUrl, profile: rel.profile, endpointSpiffeId: rel.endpointSpiffeId },
+        },
+      ],
+    );
     this.#changed(undefined, { kind: 'federation' });
   }
 
@@ -1000,7 +1123,10 @@ export class SqlStore implements Store {
   }
 
   async deleteFederation(trustDomain: string): Promise<boolean> {
-    const deleted = await fed.deleteFederation(this.#db, trustDomain);
+    const deleted = await this.#audited(
+      (tx) => fed.deleteFederation(this.#withDriver(tx), trustDomain),
+      (d) => (d ? [{ kind: 'federation.delete', subject: trustDomain, detail: {} }] : []),
+    );
     return deleted ? this.#changed(true, { kind: 'federation' }) : false;
   }
 
@@ -1175,6 +1301,13 @@ export class SqlStore implements Store {
           ]),
         );
       }
+      await this.#audit(tx, {
+        kind: 'admission.verdicts',
+        subject: `${events.length} verdicts`,
+        detail: {
+          verdicts: events.map((e) => ({ uid: e.uid, namespace: e.namespace, kind: e.kind, name: e.name, allowed: e.allowed, mode: e.mode, dryRun: e.dryRun })),
+        },
+      });
     });
     this.#changed(undefined, { kind: 'admission-events' });
   }
@@ -1213,6 +1346,25 @@ export class SqlStore implements Store {
     return this.#changed(removed, { kind: 'admission-events' });
   }
   // ---- end of admission events ----
+}
+
+const sha256Of = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+function entryDetail(e: Entry): Record<string, unknown> {
+  return {
+    id: e.id,
+    parentId: e.parentId,
+    selectors: e.selectors,
+    admin: e.admin,
+    dnsNames: e.dnsNames,
+    federatesWith: e.federatesWith,
+    expiresAt: e.expiresAt,
+    revision: e.revision,
+  };
+}
+
+function quarantineLeaf(q: QuarantineEntry): AuditLeafInput {
+  return { kind: 'quarantine.add', subject: q.spiffeId, detail: { reason: q.reason, createdBy: q.createdBy, expiresAt: q.expiresAt } };
 }
 
 function toAdmissionEvent(r: Row): AdmissionEvent {

@@ -628,6 +628,14 @@ const READS = new Set([
   'admissionEventCursor',
   'listAdmittedImages',
   'getAdmittedImage',
+  // the audit log (issue 15): its reads, withActor (no write of its own), and the checkpointer's
+  // putAuditCheckpoint, which is no news to any agent (every audited write notifies already)
+  'withActor',
+  'auditHead',
+  'listAuditEntries',
+  'auditNodes',
+  'putAuditCheckpoint',
+  'latestAuditCheckpoint',
 ]);
 
 for (const factory of STORE_FACTORIES) {

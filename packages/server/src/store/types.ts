@@ -961,3 +961,45 @@ export interface AlertStore {
 }
 
 export interface Store extends AlertStore {}
+// ---- the audit log (issue 15, section 1) ----
+
+/** What a write appends to the audit log: its kind (`entry.create`), what it is about, and its detail. */
+export interface AuditLeafInput {
+  readonly kind: string;
+  readonly subject: string;
+  readonly detail: Readonly<Record<string, unknown>>;
+}
+
+/** One leaf as stored: its exact body text, and the leaf hash computed when it was appended. */
+export interface AuditEntry {
+  readonly index: number;
+  readonly body: string;
+  readonly leafHash: string;
+}
+
+export interface AuditHead {
+  readonly size: number;
+  readonly root: Uint8Array;
+}
+
+export interface AuditCheckpoint {
+  readonly size: number;
+  /** The signed note (C2SP tlog-checkpoint in a C2SP signed note). */
+  readonly note: string;
+  readonly at: number;
+}
+
+export interface AuditStore {
+  /** Runs `fn` with `actor` (token name, agent SPIFFE ID) as the author of the audit leaves its writes append; "system" outside. */
+  withActor<T>(actor: string, fn: () => Promise<T>): Promise<T>;
+  /** The tree's current size and root (leaves appended, checkpointed or not). */
+  auditHead(): Promise<AuditHead>;
+  /** Leaves [start, end) in index order. */
+  listAuditEntries(start: number, end: number): Promise<AuditEntry[]>;
+  /** Perfect-subtree hashes for proofs (level 0 = a leaf hash). ERR_AUDIT_RANGE when one is not stored. */
+  auditNodes(nodes: readonly { level: number; index: number }[]): Promise<Uint8Array[]>;
+  putAuditCheckpoint(c: AuditCheckpoint): Promise<void>;
+  latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined>;
+}
+
+export interface Store extends AuditStore {}

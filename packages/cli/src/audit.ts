@@ -1,0 +1,309 @@
+/**
+ * `writ audit verify|prove|tail|export-checkpoint` (issue 15, section 1): the audit log checked
+ * on the client's side. verify recomputes the tree from every entry (streamed page by page; only
+ * the compact range and the last few thousand leaf hashes are kept), checks the signed checkpoint with the log key and, given a
+ * checkpoint saved earlier, that the log only grew since. Any edit, deletion, insertion or
+ * reordering: exit 3 naming the first bad index.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { type Command, CommanderError } from 'commander';
+import { WritError, isWritError } from '@writ/spiffe';
+import {
+  type Checkpoint,
+  CompactRange,
+  encodeAuditLeaf,
+  leafHash,
+  noteVerifier,
+  openNote,
+  parseCheckpoint,
+  verifyConsistency,
+  verifyInclusion,
+  type NoteVerifier,
+  TRANSPARENCY_ERROR_CODES,
+} from '@writ/transparency';
+import type { ApiClient } from './client.ts';
+import { print, streamed, type Format } from './output.ts';
+
+type ClientOf = (cmd: Command) => { api: ApiClient; format: Format };
+
+interface EntryJson {
+  index: number;
+  body: string;
+  leafHash: string;
+}
+interface PageJson {
+  size: number;
+  start: number;
+  end: number;
+  entries: EntryJson[];
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
+const equal = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
+const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
+/** How many of the last leaf hashes verify keeps to find the first bad index among (32 bytes each). */
+const RECENT = 4096;
+
+/** The log's verifier: the pinned key file, or the server's (trust on first use; pin it with --key). */
+async function verifierOf(api: ApiClient, keyFile: string | undefined): Promise<NoteVerifier> {
+  const vkey = keyFile ? readText(keyFile, '--key') : await api.text('/v1/audit/key');
+  return noteVerifier(vkey.trim());
+}
+
+function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new WritError('ERR_CONFIG_INVALID', `cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { field: what.slice(2) });
+  }
+}
+
+/** A signed checkpoint opened with the log key: the signature must be the log's and name its origin. */
+function openCheckpoint(note: string, verifier: NoteVerifier): Checkpoint {
+  const { text } = openNote(note, [verifier]);
+  const c = parseCheckpoint(text);
+  if (c.origin !== verifier.name)
+    throw new WritError('ERR_AUDIT_SIGNATURE_INVALID', `the checkpoint is for log "${c.origin.slice(0, 200)}", the key for "${verifier.name}"`);
+  return c;
+}
+
+async function latestCheckpoint(api: ApiClient, verifier: NoteVerifier): Promise<{ note: string; checkpoint: Checkpoint }> {
+  const note = await api.text('/v1/audit/checkpoint');
+  return { note, checkpoint: openCheckpoint(note, verifier) };
+}
+
+const violation = (index: number | undefined, why: string): CommanderError =>
+  new CommanderError(3, 'writ.violation', index === undefined ? `audit log: ${why}` : `audit log: first bad index ${index}: ${why}`);
+
+export interface VerifyResult {
+  readonly size: number;
+  readonly root: Uint8Array;
+  readonly origin: string;
+  readonly trustedSize?: number;
+}
+
+/**
+ * Recomputes the tree of the latest checkpoint from its entries. Entry i's leaf is
+ * leafHash(encodeAuditLeaf(i, leaf i-1's hash, body)): a change shows where a recomputed hash
+ * first differs from the one stored at append time (or the root from the signed one), and the
+ * first bad index is then the first recomputed leaf the signed tree does not include (inclusion
+ * proofs; a leaf included vouches for all before it, through the chain).
+ */
+export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFile?: string; pageSize?: number }): Promise<VerifyResult> {
+  const verifier = await verifierOf(api, o.keyFile);
+  const trusted = o.trustedFile ? openCheckpoint(readText(o.trustedFile, '--trusted-checkpoint'), verifier) : undefined;
+  let checkpoint: Checkpoint;
+  try {
+    checkpoint = (await latestCheckpoint(api, verifier)).checkpoint;
+  } catch (err) {
+    if (isWritError(err) && (TRANSPARENCY_ERROR_CODES as readonly string[]).includes(err.code))
+      throw violation(undefined, `the latest checkpoint does not verify: ${err.message}`);
+    throw err;
+  }
+  if (trusted && trusted.size > checkpoint.size)
+    throw violation(checkpoint.size, `the log has ${checkpoint.size} entries, fewer than the ${trusted.size} of the trusted checkpoint: entries were removed`);
+  const range = new CompactRange();
+  let prev: Uint8Array | null = null;
+  // The last RECENT recomputed leaf hashes (a ring): where a mismatch is found, the first bad index is searched among them.
+  const recent: Uint8Array[] = new Array(RECENT);
+  const kept = (): number => Math.min(range.size, RECENT);
+  let trustedRoot = trusted?.size === 0 ? range.root() : undefined;
+  /** The first of the recent leaves (below `i`) not in the signed tree: leaf j chains on j-1, so once one is out all later ones are. */
+  const locate = async (i: number): Promise<number> => {
+    let lo = i - kept();
+    let hi = i;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const h = recent[mid % RECENT]!;
+      const p = await api.call<{ proof: string[] }>('GET', `/v1/audit/proof/inclusion?index=${mid}&size=${checkpoint.size}`);
+      let included = true;
+      try {
+        verifyInclusion(
+          h,
+          mid,
+          checkpoint.size,
+          p.proof.map((x) => Buffer.from(x, 'base64')),
+          checkpoint.rootHash,
+        );
+      } catch {
+        included = false;
+      }
+      if (included) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  const page = (start: number): Promise<PageJson> =>
+    api.call<PageJson>('GET', `/v1/audit/entries?start=${start}&end=${Math.min(checkpoint.size, start + (o.pageSize ?? 10_000))}`, undefined, {
+      timeoutMs: 120_000,
+    });
+  let next = checkpoint.size > 0 ? page(0) : undefined;
+  while (next) {
+    const p = await next;
+    next = p.end < checkpoint.size && p.entries.length > 0 ? page(p.end) : undefined; // the next page loads while this one is hashed
+    for (const e of p.entries) {
+      const i = range.size;
+      if (e.index !== i) throw violation(i, e.index > i ? `entry ${i} is missing (deleted)` : `entry ${e.index} is out of place (inserted or reordered)`);
+      const lh = leafHash(encodeAuditLeaf(i, prev, utf8(e.body)));
+      // Differs from the hash stored when it was appended: this entry, or one before it rewritten with its hash (the chain breaks here).
+      if (!Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(Buffer.from(e.leafHash, 'hex')))
+        throw violation(await locate(i), 'the entry is not the one that was appended');
+      range.append(lh);
+      prev = lh;
+      recent[i % RECENT] = lh;
+      if (trusted && range.size === trusted.size) trustedRoot = range.root();
+    }
+    if (p.entries.length === 0 && range.size < checkpoint.size) break;
+  }
+  if (range.size !== checkpoint.size) throw violation(range.size, `the server gave ${range.size} entries for a checkpoint of ${checkpoint.size}`);
+  if (!equal(range.root(), checkpoint.rootHash)) {
+    const at = await locate(range.size);
+    throw violation(
+      at < range.size ? at : undefined,
+      `the root of the ${range.size} entries (${b64(range.root())}) is not the signed checkpoint's (${b64(checkpoint.rootHash)})`,
+    );
+  }
+  if (trusted) {
+    if (!trustedRoot || !equal(trustedRoot, trusted.rootHash))
+      throw violation(undefined, `the first ${trusted.size} entries are not those of the trusted checkpoint: history before it was rewritten`);
+    if (trusted.size > 0 && trusted.size < checkpoint.size) {
+      const c = await api.call<{ proof: string[] }>('GET', `/v1/audit/proof/consistency?from=${trusted.size}&to=${checkpoint.size}`);
+      try {
+        verifyConsistency(
+          trusted.size,
+          checkpoint.size,
+          c.proof.map((h) => Buffer.from(h, 'base64')),
+          trusted.rootHash,
+          checkpoint.rootHash,
+        );
+      } catch (err) {
+        throw violation(undefined, `the latest checkpoint is not consistent with the trusted one: ${(err as Error).message}`);
+      }
+    }
+  }
+  return { size: range.size, root: range.root(), origin: checkpoint.origin, ...(trusted ? { trustedSize: trusted.size } : {}) };
+}
+
+function describeBody(body: string): { at: string; actor: string; kind: string; subject: string } {
+  try {
+    const b = JSON.parse(body) as { at?: unknown; actor?: unknown; kind?: unknown; subject?: unknown };
+    return {
+      at: typeof b.at === 'number' ? new Date(b.at).toISOString() : '?',
+      actor: String(b.actor ?? '?'),
+      kind: String(b.kind ?? '?'),
+      subject: String(b.subject ?? ''),
+    };
+  } catch {
+    return { at: '?', actor: '?', kind: '?', subject: '(not JSON)' };
+  }
+}
+
+export function registerAudit(program: Command, clientOf: ClientOf): void {
+  const audit = program
+    .command('audit')
+    .description('the audit log: every control-plane change as a leaf of a signed Merkle tree (RFC 9162, C2SP checkpoints)');
+  const keyHelp = "the log's verifier key file (DATA_DIR/audit-log.vkey); default: the server's, as GET /v1/audit/key answers";
+
+  audit
+    .command('verify')
+    .description(
+      'recompute the tree from every entry, check the signed checkpoint with the log key and, with --trusted-checkpoint, that the log only grew since; exit 3 naming the first bad index on any edit, deletion, insertion or reordering',
+    )
+    .option('--trusted-checkpoint <file>', 'a checkpoint saved earlier (writ audit export-checkpoint): the log must be consistent with it')
+    .option('--key <file>', keyHelp)
+    .action(async (f: { trustedCheckpoint?: string; key?: string }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      const r = await verifyLog(api, { ...(f.key ? { keyFile: f.key } : {}), ...(f.trustedCheckpoint ? { trustedFile: f.trustedCheckpoint } : {}) });
+      const out = {
+        verified: true,
+        origin: r.origin,
+        size: r.size,
+        root: b64(r.root),
+        ...(r.trustedSize !== undefined ? { consistentWith: r.trustedSize } : {}),
+      };
+      if (format !== 'table') return print(format, out);
+      process.stdout.write(
+        `verified ${r.size} entries of ${r.origin}: root ${b64(r.root)} matches the signed checkpoint${r.trustedSize !== undefined ? `, consistent with the trusted checkpoint of size ${r.trustedSize}` : ''}\n`,
+      );
+    });
+
+  audit
+    .command('prove')
+    .description("show that entry INDEX is in the latest checkpoint's tree: its inclusion proof, verified here against the signed checkpoint")
+    .argument('<index>', 'the entry index (from 0)')
+    .option('--key <file>', keyHelp)
+    .action(async (index: string, f: { key?: string }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      if (!/^\d{1,16}$/.test(index)) throw new WritError('ERR_AUDIT_RANGE', 'INDEX must be a whole number', { field: 'index' });
+      const i = Number(index);
+      const verifier = await verifierOf(api, f.key);
+      const { checkpoint } = await latestCheckpoint(api, verifier);
+      const proof = await api.call<{ proof: string[] }>('GET', `/v1/audit/proof/inclusion?index=${i}&size=${checkpoint.size}`);
+      const page = await api.call<PageJson>('GET', `/v1/audit/entries?start=${Math.max(0, i - 1)}&end=${i + 1}`);
+      const entry = page.entries.find((e) => e.index === i);
+      const before = page.entries.find((e) => e.index === i - 1);
+      if (!entry || (i > 0 && !before)) throw violation(i, 'the server did not give the entry');
+      const lh = leafHash(encodeAuditLeaf(i, before ? Buffer.from(before.leafHash, 'hex') : null, utf8(entry.body)));
+      try {
+        verifyInclusion(
+          lh,
+          i,
+          checkpoint.size,
+          proof.proof.map((h) => Buffer.from(h, 'base64')),
+          checkpoint.rootHash,
+        );
+      } catch (err) {
+        throw violation(i, `the entry is not in the signed tree: ${(err as Error).message}`);
+      }
+      const out = { index: i, size: checkpoint.size, root: b64(checkpoint.rootHash), leafHash: hex(lh), proof: proof.proof, body: entry.body };
+      if (format !== 'table') return print(format, out);
+      const d = describeBody(entry.body);
+      process.stdout.write(
+        `entry ${i} (${d.kind} ${d.subject} by ${d.actor} at ${d.at}) is in the tree of ${checkpoint.size} entries with root ${b64(checkpoint.rootHash)}: inclusion proof of ${proof.proof.length} hashes verified\n`,
+      );
+    });
+
+  audit
+    .command('tail')
+    .description(
+      'the latest entries of the audit log (checkpointed ones), one line each (-o json: a JSON line, -o yaml: a document each); -f follows new ones as they are checkpointed',
+    )
+    .option('-n, --lines <n>', 'how many of the latest entries', '20')
+    .option('-f, --follow', 'keep printing new entries')
+    .action(async (f: { lines: string; follow?: boolean }, cmd: Command) => {
+      const { api, format } = clientOf(cmd);
+      if (!/^\d{1,6}$/.test(f.lines)) throw new WritError('ERR_FIELD_INVALID', '--lines must be a whole number up to 999999', { field: 'lines' });
+      const show = (entries: EntryJson[]): void => {
+        for (const e of entries) {
+          const d = describeBody(e.body);
+          process.stdout.write(streamed(format, { index: e.index, ...d, body: e.body }, () => `${e.index}  ${d.at}  ${d.actor}  ${d.kind}  ${d.subject}`));
+        }
+      };
+      const head = await api.call<PageJson>('GET', '/v1/audit/entries?start=0&end=0');
+      let at = Math.max(0, head.size - Number(f.lines));
+      for (;;) {
+        const p = await api.call<PageJson>('GET', `/v1/audit/entries?start=${at}`);
+        show(p.entries);
+        at = p.end;
+        if (p.end < p.size) continue;
+        if (!f.follow) return;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    });
+
+  audit
+    .command('export-checkpoint')
+    .description(
+      'the latest signed checkpoint, its signature checked with the log key: keep it off the box (a witness, another store) and verify against it later with --trusted-checkpoint',
+    )
+    .option('--out <file>', 'write it to this file (default: standard output)')
+    .option('--key <file>', keyHelp)
+    .action(async (f: { out?: string; key?: string }, cmd: Command) => {
+      const { api } = clientOf(cmd);
+      const { note, checkpoint } = await latestCheckpoint(api, await verifierOf(api, f.key));
+      if (!f.out) return void process.stdout.write(note);
+      writeFileSync(f.out, note, { mode: 0o644 });
+      process.stderr.write(`wrote the checkpoint of ${checkpoint.size} entries of ${checkpoint.origin} to ${f.out}\n`);
+    });
+}

@@ -1,0 +1,107 @@
+/**
+ * The audit log as the server serves it: a checkpointer that signs the tree head every second
+ * while it grows, and the reads behind /v1/audit/* (entries, proofs), checked against the latest
+ * checkpoint. The tree, proofs and notes are @writ/transparency's; the leaves the store's.
+ */
+import type { Logger } from 'pino';
+import { WritError, isWritError } from '@writ/spiffe';
+import { consistencyProof, formatCheckpoint, inclusionProof, signNote, type NoteSigner } from '@writ/transparency';
+import type { AuditCheckpoint, AuditEntry, Store } from '../store/types.ts';
+
+/** The most entries one page answers (a larger range is cut to this; the answer says where it ended). */
+export const MAX_AUDIT_PAGE = 10_000;
+
+/** The log's origin (checkpoint first line and note key name) for a trust domain. */
+export const auditOrigin = (trustDomain: string): string => `${trustDomain}/writ-audit`;
+
+export interface AuditLogOptions {
+  readonly store: Store;
+  readonly origin: string;
+  readonly signer: NoteSigner;
+  readonly vkey: string;
+  readonly clock: () => number;
+  readonly log?: Logger;
+  /** How often the head is looked at (default 1 s). */
+  readonly intervalMs?: number;
+}
+
+export class AuditLog {
+  readonly #o: AuditLogOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> = Promise.resolve();
+
+  constructor(o: AuditLogOptions) {
+    this.#o = o;
+  }
+
+  get origin(): string {
+    return this.#o.origin;
+  }
+
+  get vkey(): string {
+    return this.#o.vkey;
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.#running = this.checkpoint().catch((err: unknown) => {
+        this.#o.log?.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'audit checkpoint failed; will retry');
+      });
+    };
+    tick();
+    this.#timer = setInterval(tick, this.#o.intervalMs ?? 1000);
+    this.#timer.unref();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#running;
+  }
+
+  /** Signs a checkpoint of the current head when it is larger than the latest one; returns the latest. */
+  async checkpoint(): Promise<AuditCheckpoint | undefined> {
+    const [head, latest] = await Promise.all([this.#o.store.auditHead(), this.#o.store.latestAuditCheckpoint()]);
+    if (head.size === 0 || (latest && latest.size >= head.size)) return latest;
+    const note = signNote(formatCheckpoint({ origin: this.#o.origin, size: head.size, rootHash: head.root, extensions: [] }), this.#o.signer);
+    const c = { size: head.size, note, at: this.#o.clock() };
+    await this.#o.store.putAuditCheckpoint(c);
+    return c;
+  }
+
+  /** The latest signed checkpoint (ERR_AUDIT_NO_CHECKPOINT before the first leaf). */
+  async latest(): Promise<AuditCheckpoint> {
+    const c = await this.#o.store.latestAuditCheckpoint();
+    if (!c) throw new WritError('ERR_AUDIT_NO_CHECKPOINT', 'the audit log has no checkpoint yet (no leaf was appended)');
+    return c;
+  }
+
+  /** Entries [start, end) of the checkpointed tree, at most MAX_AUDIT_PAGE; `end` defaults to the checkpoint's size. */
+  async entries(start: number, end: number | undefined, limit = MAX_AUDIT_PAGE): Promise<{ size: number; start: number; end: number; entries: AuditEntry[] }> {
+    const size = (await this.#o.store.latestAuditCheckpoint())?.size ?? 0;
+    const last = end ?? size;
+    if (last > size) throw range(`end ${last} is past the latest checkpoint's size ${size}`, 'end');
+    if (start > last) throw range(`start ${start} is after end ${last}`, 'start');
+    const cut = Math.min(last, start + limit);
+    return { size, start, end: cut, entries: await this.#o.store.listAuditEntries(start, cut) };
+  }
+
+  /** Inclusion proof of leaf `index` in the tree of `size` leaves (default: the latest checkpoint's). */
+  async inclusion(index: number, size: number | undefined): Promise<{ index: number; size: number; proof: Uint8Array[] }> {
+    const latest = (await this.latest()).size;
+    const n = size ?? latest;
+    if (n > latest) throw range(`size ${n} is past the latest checkpoint's size ${latest}`, 'size');
+    if (index >= n) throw range(`index ${index} is not below size ${n}`, 'index');
+    return { index, size: n, proof: await inclusionProof(index, n, (nodes) => this.#o.store.auditNodes(nodes)) };
+  }
+
+  /** Consistency proof between the trees of `from` and `to` leaves (default `to`: the latest checkpoint's). */
+  async consistency(from: number, to: number | undefined): Promise<{ from: number; to: number; proof: Uint8Array[] }> {
+    const latest = (await this.latest()).size;
+    const n = to ?? latest;
+    if (n > latest) throw range(`to ${n} is past the latest checkpoint's size ${latest}`, 'to');
+    if (from < 1 || from > n) throw range(`from must be from 1 to ${n}`, 'from');
+    return { from, to: n, proof: await consistencyProof(from, n, (nodes) => this.#o.store.auditNodes(nodes)) };
+  }
+}
+
+const range = (message: string, field: string): WritError => new WritError('ERR_AUDIT_RANGE', message, { field });

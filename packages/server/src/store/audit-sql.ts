@@ -1,0 +1,100 @@
+/**
+ * The audit log's SQL (issue 15, section 1): appends inside the caller's transaction, entries,
+ * perfect-subtree nodes for proofs, and the signed checkpoints. The tree itself is
+ * @writ/transparency's; this file only stores what it computes.
+ */
+import { CompactRange, encodeAuditLeaf, leafHash } from '@writ/transparency';
+import { WritError } from '@writ/spiffe';
+import type { SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
+import type { AuditCheckpoint, AuditEntry, AuditHead, AuditLeafInput } from './types.ts';
+
+const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const unhex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+
+/** The in-order position of the perfect node of 2^level leaves from leaf index * 2^level: unique over all levels (exact below 2^52 leaves). */
+export const auditNodeId = (level: number, index: number): number => index * 2 ** (level + 1) + 2 ** level - 1;
+
+/** The exact bytes of a leaf's body: what `writ audit verify` hashes again. */
+export function auditBody(at: number, actor: string, leaf: AuditLeafInput): string {
+  return JSON.stringify({ at, actor, kind: leaf.kind, subject: leaf.subject, detail: leaf.detail });
+}
+
+/**
+ * Appends `leaves` in the open transaction `tx`, last thing before its commit: the head row is
+ * locked (PostgreSQL: FOR UPDATE; SQLite holds the write lock already) only from here to the
+ * commit, so concurrent writers serialise on it for a few statements, not their whole change.
+ */
+export async function appendAudit(tx: SqlExecutor, dialect: SqlDriver['dialect'], at: number, actor: string, leaves: readonly AuditLeafInput[]): Promise<void> {
+  if (leaves.length === 0) return;
+  const head = (await tx.query(`SELECT size, hashes, last_leaf FROM audit_head WHERE id = 1${dialect === 'postgres' ? ' FOR UPDATE' : ''}`))[0];
+  if (!head) throw new WritError('ERR_STORE_UNAVAILABLE', 'the audit log has no head row');
+  const hashes = (head['hashes'] as string).match(/.{64}/g)?.map(unhex) ?? [];
+  const range = new CompactRange(num(head['size']), hashes);
+  let prev = head['last_leaf'] ? unhex(head['last_leaf'] as string) : null;
+  const leafRows: SqlValue[][] = [];
+  const nodeRows: SqlValue[][] = [];
+  for (const leaf of leaves) {
+    const index = range.size;
+    const body = auditBody(at, actor, leaf);
+    const lh = leafHash(encodeAuditLeaf(index, prev, Buffer.from(body, 'utf8')));
+    range.append(lh, (level, i, h) => void nodeRows.push([auditNodeId(level, i), hex(h)]));
+    leafRows.push([index, at, actor, leaf.kind, leaf.subject.slice(0, 512), body, hex(lh)]);
+    prev = lh;
+  }
+  for (let i = 0; i < leafRows.length; i += 100) {
+    const chunk = leafRows.slice(i, i + 100);
+    await tx.execute(
+      `INSERT INTO audit_leaves (leaf_index, at, actor, kind, subject, body, leaf_hash) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+      chunk.flat(),
+    );
+  }
+  for (let i = 0; i < nodeRows.length; i += 400) {
+    const chunk = nodeRows.slice(i, i + 400);
+    await tx.execute(`INSERT INTO audit_nodes (node_id, hash) VALUES ${chunk.map(() => '(?, ?)').join(', ')}`, chunk.flat());
+  }
+  await tx.execute('UPDATE audit_head SET size = ?, hashes = ?, last_leaf = ? WHERE id = 1', [range.size, range.hashes.map(hex).join(''), hex(prev!)]);
+}
+
+export async function auditHead(db: SqlExecutor): Promise<AuditHead> {
+  const r = (await db.query('SELECT size, hashes FROM audit_head WHERE id = 1'))[0]!;
+  const hashes = (r['hashes'] as string).match(/.{64}/g)?.map(unhex) ?? [];
+  return { size: num(r['size']), root: new CompactRange(num(r['size']), hashes).root() };
+}
+
+/** Leaves [start, end) in order. */
+export async function listAuditEntries(db: SqlExecutor, start: number, end: number): Promise<AuditEntry[]> {
+  const rows = await db.query('SELECT leaf_index, body, leaf_hash FROM audit_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index', [
+    start,
+    end,
+  ]);
+  return rows.map((r) => ({ index: num(r['leaf_index']), body: r['body'] as string, leafHash: r['leaf_hash'] as string }));
+}
+
+/**
+ * Perfect-subtree hashes, leaves (level 0) included: proofs read the tree's own table, never the
+ * entry rows, so an entry rewritten in place cannot bend the proofs of its neighbours.
+ */
+export async function auditNodes(db: SqlExecutor, nodes: readonly { level: number; index: number }[]): Promise<Uint8Array[]> {
+  const found = new Map<number, string>();
+  const ids = nodes.map((n) => auditNodeId(n.level, n.index));
+  for (let i = 0; i < ids.length; i += 200) {
+    const chunk = ids.slice(i, i + 200);
+    const rows = await db.query(`SELECT node_id, hash FROM audit_nodes WHERE node_id IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    for (const r of rows) found.set(num(r['node_id']), r['hash'] as string);
+  }
+  return nodes.map((n, i) => {
+    const h = found.get(ids[i]!);
+    if (h === undefined) throw new WritError('ERR_AUDIT_RANGE', `the audit log has no node ${n.level}/${n.index}`);
+    return unhex(h);
+  });
+}
+
+export async function putAuditCheckpoint(db: SqlExecutor, c: AuditCheckpoint): Promise<void> {
+  await db.execute('INSERT INTO audit_checkpoints (size, note, at) VALUES (?, ?, ?) ON CONFLICT (size) DO NOTHING', [c.size, c.note, c.at]);
+}
+
+export async function latestAuditCheckpoint(db: SqlExecutor): Promise<AuditCheckpoint | undefined> {
+  const r = (await db.query('SELECT size, note, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1'))[0];
+  return r ? { size: num(r['size']), note: r['note'] as string, at: num(r['at']) } : undefined;
+}
