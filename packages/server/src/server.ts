@@ -282,8 +282,24 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     const origin = auditOrigin(cfg.trustDomain);
     const logKey = loadLogKey(cfg.dataDir, origin, cfg.kek);
     writeFileSync(join(cfg.dataDir, 'audit-log.vkey'), `${logKey.vkey}\n`, { mode: 0o644 });
-    audit = new AuditLog({ store, origin, signer: logKey.signer, vkey: logKey.vkey, clock, log });
     alerts = new AlertService({ store, clock, log, config: cfg.alerts, trustDomain: cfg.trustDomain, breakGlass: cfg.breakGlass, metrics });
+    const raiseAlert = alerts.raise.bind(alerts);
+    // One replica signs checkpoints (the lease holder); each checks first that the tree extends the last one.
+    leases.want('audit-checkpoint');
+    const auditLeases = leases;
+    audit = new AuditLog({
+      store,
+      origin,
+      signer: logKey.signer,
+      vkey: logKey.vkey,
+      clock,
+      log,
+      runsHere: () => auditLeases.held('audit-checkpoint'),
+      onInconsistent: (details) => {
+        log.error(details, 'audit log: the stored tree does not extend the latest checkpoint; no checkpoint signed');
+        void raiseAlert('audit-verification-failed', { ...details }, `${details.from}-${details.to}`);
+      },
+    });
     const ctx = {
       alerts,
       audit,

@@ -461,7 +461,7 @@ export class AlertService {
    * calls `raise('audit-verification-failed', { index, reason })`): one per rule of that kind, or,
    * when the policy set has none, under a rule named after the kind, so it is never silent.
    */
-  async raise(kind: AlertRuleKind, details: Readonly<Record<string, unknown>>, key = kind): Promise<Alert[]> {
+  async raise(kind: AlertRuleKind, details: Readonly<Record<string, unknown>>, key: string = kind): Promise<Alert[]> {
     if (!(ALERT_RULE_KINDS as readonly string[]).includes(kind)) throw new TypeError(`unknown alert kind ${kind}`);
     const rules = this.#of(kind);
     const fallback = { name: kind, kind, windowMs: HOUR } as AlertRule;
@@ -538,14 +538,18 @@ export class AlertService {
       return undefined;
     }
     try {
-      const q = await quarantineIdentity(store, {
-        spiffeId: id,
-        reason: `alert ${alert.id} (${rule.kind})`.slice(0, 500),
-        createdBy: `alert-rule:${rule.name}`,
-        ttlMs: rule.respond!.quarantineTtlMs,
-        now,
-        keepLive: true,
-      });
+      // The audit log names the rule as the author, not the agent whose decision batch set it off.
+      const by = `alert-rule:${rule.name}`;
+      const q = await store.withActor(by, () =>
+        quarantineIdentity(store, {
+          spiffeId: id,
+          reason: `alert ${alert.id} (${rule.kind})`.slice(0, 500),
+          createdBy: by,
+          ttlMs: rule.respond!.quarantineTtlMs,
+          now,
+          keepLive: true,
+        }),
+      );
       if (!q) {
         result('already');
         return undefined;

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { WritError, isWritError } from '@writ/spiffe';
-import { consistencyProof, formatCheckpoint, inclusionProof, signNote, type NoteSigner } from '@writ/transparency';
+import { consistencyProof, formatCheckpoint, inclusionProof, parseCheckpoint, signNote, verifyConsistency, type NoteSigner } from '@writ/transparency';
 import type { AuditCheckpoint, AuditEntry, Store } from '../store/types.ts';
 
 /** The most entries one page answers (a larger range is cut to this; the answer says where it ended). */
@@ -23,6 +23,13 @@ export interface AuditLogOptions {
   readonly log?: Logger;
   /** How often the head is looked at (default 1 s). */
   readonly intervalMs?: number;
+  /** Whether this replica signs checkpoints (the holder of their lease; default: always). */
+  readonly runsHere?: () => boolean;
+  /**
+   * Told when the stored tree no longer extends the latest signed checkpoint (rows rewritten
+   * behind the server's back): no checkpoint is signed over it. The server raises an alert.
+   */
+  readonly onInconsistent?: (details: { readonly from: number; readonly to: number; readonly reason: string }) => void;
 }
 
 export class AuditLog {
@@ -62,10 +69,29 @@ export class AuditLog {
   async checkpoint(): Promise<AuditCheckpoint | undefined> {
     const [head, latest] = await Promise.all([this.#o.store.auditHead(), this.#o.store.latestAuditCheckpoint()]);
     if (head.size === 0 || (latest && latest.size >= head.size)) return latest;
+    if (this.#o.runsHere && !this.#o.runsHere()) return latest;
+    if (latest) await this.#extendsLatest(latest, head);
     const note = signNote(formatCheckpoint({ origin: this.#o.origin, size: head.size, rootHash: head.root, extensions: [] }), this.#o.signer);
     const c = { size: head.size, note, at: this.#o.clock() };
     await this.#o.store.putAuditCheckpoint(c);
     return c;
+  }
+
+  /**
+   * Checks, by a consistency proof from the stored nodes, that the head extends the latest signed
+   * checkpoint: a log rewritten under the server is never signed over, and is reported.
+   */
+  async #extendsLatest(latest: AuditCheckpoint, head: { readonly size: number; readonly root: Uint8Array }): Promise<void> {
+    try {
+      // The note's text ends at its blank line; the checkpoint may be another replica's, so it is read, not verified.
+      const old = parseCheckpoint(latest.note.slice(0, latest.note.indexOf('\n\n') + 1));
+      const proof = await consistencyProof(old.size, head.size, (nodes) => this.#o.store.auditNodes(nodes));
+      verifyConsistency(old.size, head.size, proof, old.rootHash, head.root);
+    } catch (err) {
+      const reason = (err as Error).message;
+      this.#o.onInconsistent?.({ from: latest.size, to: head.size, reason });
+      throw new WritError('ERR_AUDIT_INCONSISTENT', `the stored audit tree of ${head.size} leaves does not extend the checkpoint of ${latest.size}: ${reason}`);
+    }
   }
 
   /** The latest signed checkpoint (ERR_AUDIT_NO_CHECKPOINT before the first leaf). */
