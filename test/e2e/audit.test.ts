@@ -13,6 +13,8 @@ import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { CompactRange, encodeAuditLeaf, leafHash, noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
+import { verifyLog } from '../../packages/cli/src/audit.ts';
+import { ApiClient } from '../../packages/cli/src/client.ts';
 import { cleanup, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -82,10 +84,29 @@ async function verify(srv: ServerProcess, ...args: string[]): Promise<{ code: nu
   return { code: r.code, out: r.stdout + r.stderr };
 }
 
+/**
+ * verify in this process with pages of 1 to 3 entries (the CLI asks for 10,000, so a small log is
+ * one page): every page boundary, where the pages' workers hand over to each other, is crossed.
+ * The verdict: 'verified N' or the violation's message.
+ */
+async function pagedVerdicts(srv: ServerProcess, trustedFile?: string): Promise<string[]> {
+  const api = new ApiClient({ server: srv.url, token: srv.adminToken, caFile: join(srv.dataDir, 'bundle.pem') });
+  const out: string[] = [];
+  for (const pageSize of [1, 2, 3])
+    out.push(
+      await verifyLog(api, { pageSize, ...(trustedFile ? { trustedFile } : {}) }).then(
+        (r) => `verified ${r.size}`,
+        (e: Error) => e.message,
+      ),
+    );
+  return out;
+}
+
 async function expectBad(srv: ServerProcess, index: number, what: string, ...args: string[]): Promise<void> {
   const r = await verify(srv, ...args);
   assert.equal(r.code, 3, `${what}: ${r.out}`);
   assert.match(r.out, new RegExp(`first bad index ${index}\\b`), `${what}: ${r.out}`);
+  for (const v of await pagedVerdicts(srv)) assert.match(v, new RegExp(`first bad index ${index}\\b`), `${what}, small pages: ${v}`);
 }
 
 /** Rebuilds leaf hashes from `from` on, every node and the head from the bodies as they are now: a history rewritten with care. */
@@ -228,6 +249,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await expectBad(srv, 2, 'edit');
       await db.query('UPDATE audit_leaves SET body = ? WHERE leaf_index = 2', [two['body'] as string]);
       assert.equal((await verify(srv)).code, 0, 'restored');
+      assert.deepEqual(await pagedVerdicts(srv), Array(3).fill(`verified ${size}`), 'restored, small pages');
 
       // The edit with its leaf hash recomputed: caught where the chain breaks, named at the edited entry.
       const forged = (two['body'] as string).replace('e2e.test/web', 'e2e.test/wEb');
@@ -287,6 +309,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const caught = await verify(srv, '--trusted-checkpoint', trusted);
       assert.equal(caught.code, 3, caught.out);
       assert.match(caught.out, new RegExp(`the first ${size} entries are not those of the trusted checkpoint`));
+      for (const v of await pagedVerdicts(srv, trusted)) assert.match(v, new RegExp(`the first ${size} entries are not those of the trusted checkpoint`));
     });
   });
 }

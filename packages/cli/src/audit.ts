@@ -6,6 +6,8 @@
  * reordering: exit 3 naming the first bad index.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { type Command, CommanderError } from 'commander';
 import { WritError, isWritError } from '@writ/spiffe';
 import {
@@ -21,6 +23,7 @@ import {
   type NoteVerifier,
   TRANSPARENCY_ERROR_CODES,
 } from '@writ/transparency';
+import { VERIFY_WORKER_SOURCE } from './audit-verify-worker.ts';
 import type { ApiClient } from './client.ts';
 import { print, streamed, type Format } from './output.ts';
 
@@ -44,6 +47,67 @@ const equal = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(B
 const utf8 = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 /** How many of the last leaf hashes verify keeps to find the first bad index among (32 bytes each). */
 const RECENT = 4096;
+/** The largest page verify asks for: the server's MAX_AUDIT_PAGE. */
+const MAX_PAGE = 10_000;
+/** How many pages verify fetches ahead of the one it folds. */
+const IN_FLIGHT = 4;
+
+type PageResult =
+  | { id: number; error: string }
+  | {
+      id: number;
+      size: number;
+      end: number;
+      count: number;
+      first: Uint8Array | undefined;
+      stored: Uint8Array;
+      hashes: Uint8Array;
+      badIndex: number;
+      badIndexIs: number;
+      badHash: number;
+      badStored: number;
+    };
+
+/** Worker threads that parse and hash pages of entries (audit-verify-worker.ts), given round robin. */
+class PagePool {
+  readonly #workers: Worker[] = [];
+  readonly #waiting = new Map<number, { resolve: (r: PageResult) => void; reject: (e: Error) => void }>();
+  #next = 0;
+
+  constructor(n: number) {
+    for (let k = 0; k < n; k++) {
+      const w = new Worker(VERIFY_WORKER_SOURCE, { eval: true });
+      w.on('message', (r: PageResult) => {
+        const waiter = this.#waiting.get(r.id);
+        this.#waiting.delete(r.id);
+        waiter?.resolve(r);
+      });
+      w.on('error', (e) => this.#fail(e));
+      w.on('exit', (code) => {
+        if (code !== 0) this.#fail(new Error(`a verify worker exited with code ${code}`));
+      });
+      this.#workers.push(w);
+    }
+  }
+
+  #fail(e: Error): void {
+    for (const w of this.#waiting.values()) w.reject(e);
+    this.#waiting.clear();
+  }
+
+  run(text: string, start: number): Promise<PageResult> {
+    const id = this.#next++;
+    const w = this.#workers[id % this.#workers.length] as Worker;
+    return new Promise((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      w.postMessage({ id, text, start });
+    });
+  }
+
+  close(): void {
+    for (const w of this.#workers) void w.terminate();
+  }
+}
 
 /** The log's verifier: the pinned key file, or the server's (trust on first use; pin it with --key). */
 async function verifierOf(api: ApiClient, keyFile: string | undefined): Promise<NoteVerifier> {
@@ -90,7 +154,7 @@ export interface VerifyResult {
  * first bad index is then the first recomputed leaf the signed tree does not include (inclusion
  * proofs; a leaf included vouches for all before it, through the chain).
  */
-export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFile?: string; pageSize?: number }): Promise<VerifyResult> {
+export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFile?: string; pageSize?: number; workers?: number }): Promise<VerifyResult> {
   const verifier = await verifierOf(api, o.keyFile);
   const trusted = o.trustedFile ? openCheckpoint(readText(o.trustedFile, '--trusted-checkpoint'), verifier) : undefined;
   let checkpoint: Checkpoint;
@@ -134,27 +198,64 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
     }
     return lo;
   };
-  const page = (start: number): Promise<PageJson> =>
-    api.call<PageJson>('GET', `/v1/audit/entries?start=${start}&end=${Math.min(checkpoint.size, start + (o.pageSize ?? 10_000))}`, undefined, {
-      timeoutMs: 120_000,
-    });
-  let next = checkpoint.size > 0 ? page(0) : undefined;
-  while (next) {
-    const p = await next;
-    next = p.end < checkpoint.size && p.entries.length > 0 ? page(p.end) : undefined; // the next page loads while this one is hashed
-    for (const e of p.entries) {
-      const i = range.size;
-      if (e.index !== i) throw violation(i, e.index > i ? `entry ${i} is missing (deleted)` : `entry ${e.index} is out of place (inserted or reordered)`);
-      const lh = leafHash(encodeAuditLeaf(i, prev, utf8(e.body)));
-      // Differs from the hash stored when it was appended: this entry, or one before it rewritten with its hash (the chain breaks here).
-      if (!Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(Buffer.from(e.leafHash, 'hex')))
-        throw violation(await locate(i), 'the entry is not the one that was appended');
-      range.append(lh);
-      prev = lh;
-      recent[i % RECENT] = lh;
-      if (trusted && range.size === trusted.size) trustedRoot = range.root();
+  const pageSize = Math.min(MAX_PAGE, o.pageSize ?? MAX_PAGE);
+  const pool = new PagePool(o.workers ?? Math.max(1, Math.min(2, availableParallelism())));
+  try {
+    // Pages are fetched ahead (IN_FLIGHT at once) and parsed and hashed by the pool's workers;
+    // this thread folds the tree in page order. A page that ends early (the server's own limit)
+    // drops the ones fetched ahead, and the next is asked from where it ended.
+    type Pending = { start: number; end: number; result: Promise<PageResult> };
+    const ahead: Pending[] = [];
+    let asked = 0;
+    const ask = (): void => {
+      while (ahead.length < IN_FLIGHT && asked < checkpoint.size) {
+        const start = asked;
+        const end = Math.min(checkpoint.size, start + pageSize);
+        const result = api
+          .call<{ __text: string }>('GET', `/v1/audit/entries?start=${start}&end=${end}`, undefined, { raw: true, timeoutMs: 120_000 })
+          .then((r) => pool.run(r.__text, start));
+        result.catch(() => undefined); // awaited in order below; one dropped or not reached yet must not be unhandled
+        ahead.push({ start, end, result });
+        asked = end;
+      }
+    };
+    ask();
+    while (ahead.length > 0) {
+      const want = ahead.shift() as Pending;
+      const p = await want.result;
+      if ('error' in p) throw violation(range.size, p.error);
+      const firstIndexBad = p.badIndex >= 0 ? p.badIndex : Number.POSITIVE_INFINITY;
+      const firstHashBad = Math.min(p.badHash >= 0 ? p.badHash : Number.POSITIVE_INFINITY, p.badStored >= 0 ? p.badStored : Number.POSITIVE_INFINITY);
+      for (let j = 0; j < p.count; j++) {
+        const i = range.size;
+        if (j === firstIndexBad) {
+          const at = p.badIndexIs;
+          throw violation(i, at > i ? `entry ${i} is missing (deleted)` : `entry ${at} is out of place (inserted or reordered)`);
+        }
+        let lh: Uint8Array;
+        if (j === 0) {
+          lh = leafHash(encodeAuditLeaf(i, prev, p.first as Uint8Array));
+          // Differs from the hash stored when it was appended: this entry, or one before it rewritten with its hash (the chain breaks here).
+          if (firstHashBad === 0 || !Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(p.stored.subarray(0, 32)))
+            throw violation(await locate(i), 'the entry is not the one that was appended');
+        } else {
+          if (j === firstHashBad) throw violation(await locate(i), 'the entry is not the one that was appended');
+          lh = p.hashes.subarray(j * 32, j * 32 + 32);
+        }
+        range.append(lh);
+        prev = lh;
+        recent[i % RECENT] = lh;
+        if (trusted && range.size === trusted.size) trustedRoot = range.root();
+      }
+      if (p.count === 0 && range.size < checkpoint.size) break;
+      if (p.end !== want.end || (ahead.length > 0 && (ahead[0] as Pending).start !== p.end)) {
+        ahead.length = 0;
+        asked = p.end;
+      }
+      if (p.end < checkpoint.size) ask();
     }
-    if (p.entries.length === 0 && range.size < checkpoint.size) break;
+  } finally {
+    pool.close();
   }
   if (range.size !== checkpoint.size) throw violation(range.size, `the server gave ${range.size} entries for a checkpoint of ${checkpoint.size}`);
   if (!equal(range.root(), checkpoint.rootHash)) {
