@@ -230,14 +230,16 @@ export class ApiClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 0;
+            // A raw answer is not parsed (audit verify hands its pages to worker threads to parse).
+            if (opts.raw && status >= 200 && status < 300) return resolve({ __text: text } as T);
             let json: unknown;
             try {
               json = text ? JSON.parse(text) : undefined;
             } catch {
               json = undefined;
             }
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) return resolve((opts.raw ? { __text: text } : json) as T);
+            if (status >= 200 && status < 300) return resolve(json as T);
             const err = json as { code?: string; message?: string; field?: string; details?: unknown } | undefined;
             const serverCode = typeof err?.code === 'string' ? err.code : 'ERR_REQUEST_FAILED';
             const code = ERROR_CODE_FORMAT.test(serverCode) ? serverCode : 'ERR_REQUEST_FAILED';
