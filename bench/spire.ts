@@ -16,7 +16,9 @@
  *
  * `BENCH_ENTRIES` sets N (default 100). `BENCH_SPIRE_ONLY=rss` skips the register and delete timings
  * (issuance and RSS only, a minute less). `BENCH_WRIT_CLI` names the script that starts Writ's agent
- * (default packages/cli/bin/writ.js; a copy of an older dist/writ.js compares two builds). Needs root
+ * (default packages/cli/bin/writ.js; a copy of an older dist/writ.js compares two builds), and
+ * `BENCH_WRIT_NODE_FLAGS` the V8 flags it runs with (default those of deploy/: `--max-semi-space-size=1`;
+ * empty for Node's defaults). Needs root
  * (SPIRE's and Writ's unix attestors match this uid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -35,6 +37,8 @@ const N = Number(process.env['BENCH_ENTRIES'] ?? 100);
 const UID = process.getuid!();
 const RSS_ONLY = process.env['BENCH_SPIRE_ONLY'] === 'rss';
 const WRIT_CLI = process.env['BENCH_WRIT_CLI'] ?? join(ROOT, 'packages/cli/bin/writ.js');
+/** As deploy/systemd/writ-agent.service and deploy/kubernetes/base/agent.yaml start the agent. */
+const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
 
 interface Update {
   at: number;
@@ -179,10 +183,14 @@ async function writSystem(dir: string): Promise<{ sys: System; close(): Promise<
   const parentId = 'spiffe://bench.example/writ/agent/bench';
   const joinToken = (await call('POST', '/v1/join-tokens', { nodeName: 'bench' }))['token'] as string;
   const socket = join(dir, 'writ-agent.sock');
-  const agent = spawn(process.execPath, [WRIT_CLI, 'agent', 'start', '--data-dir', join(dir, 'writ-agent'), '--socket', socket, '--join-token', joinToken], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, WRIT_SERVER: srv.url, WRIT_CA_FILE: join(dir, 'writ', 'bundle.pem') },
-  });
+  const agent = spawn(
+    process.execPath,
+    [...WRIT_NODE_FLAGS, WRIT_CLI, 'agent', 'start', '--data-dir', join(dir, 'writ-agent'), '--socket', socket, '--join-token', joinToken],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, WRIT_SERVER: srv.url, WRIT_CA_FILE: join(dir, 'writ', 'bundle.pem') },
+    },
+  );
   await waitUntil('the Writ agent socket', async () => existsSync(socket));
   const entry = (spiffeId: string) => ({ spiffeId, parentId, selectors: [`unix:uid:${UID}`] });
   return {
