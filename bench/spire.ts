@@ -14,7 +14,12 @@
  *   -data`), until the workload holds all N: X.509-SVIDs signed and delivered through the agent per second.
  * - **agent RSS** holding those N identities for the workload.
  *
- * `BENCH_ENTRIES` sets N (default 100). Needs root (SPIRE's and Writ's unix attestors match this uid).
+ * `BENCH_ENTRIES` sets N (default 100). `BENCH_SPIRE_ONLY=rss` skips the register and delete timings
+ * (issuance and RSS only, a minute less). `BENCH_WRIT_CLI` names the script that starts Writ's agent
+ * (default packages/cli/bin/writ.js; a copy of an older dist/writ.js compares two builds), and
+ * `BENCH_WRIT_NODE_FLAGS` the V8 flags it runs with (default those of deploy/: `--max-semi-space-size=1`;
+ * empty for Node's defaults). Needs root
+ * (SPIRE's and Writ's unix attestors match this uid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,6 +35,10 @@ const BIN = join(ROOT, 'test/go/bin');
 const FIXTURES = join(ROOT, 'test/e2e/fixtures/spire');
 const N = Number(process.env['BENCH_ENTRIES'] ?? 100);
 const UID = process.getuid!();
+const RSS_ONLY = process.env['BENCH_SPIRE_ONLY'] === 'rss';
+const WRIT_CLI = process.env['BENCH_WRIT_CLI'] ?? join(ROOT, 'packages/cli/bin/writ.js');
+/** As deploy/systemd/writ-agent.service and deploy/kubernetes/base/agent.yaml start the agent. */
+const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
 
 interface Update {
   at: number;
@@ -138,18 +147,18 @@ async function measure(sys: System, td: string): Promise<Result> {
     // One after the other, each timed from its own registration's answer (SPIRE's agent syncs every
     // 5 s: waiting for each before the next would take N times that).
     const registered: number[] = [];
-    for (const id of ids) {
+    for (const id of RSS_ONLY ? [] : ids) {
       handles.push(await sys.register(id));
       registered.push(performance.now());
     }
-    for (const [i, id] of ids.entries()) register.push((await w.until(`${id} held`, (u) => u.ids.has(id), registered[i]!)) - registered[i]!);
+    for (const [i, id] of (RSS_ONLY ? [] : ids).entries()) register.push((await w.until(`${id} held`, (u) => u.ids.has(id), registered[i]!)) - registered[i]!);
     const removed: number[] = [];
-    for (const h of handles) {
+    for (const h of RSS_ONLY ? [] : handles) {
       await sys.remove(h);
       removed.push(performance.now());
     }
     const remove: number[] = [];
-    for (const [i, id] of ids.entries()) remove.push((await w.until(`${id} lost`, (u) => !u.ids.has(id), removed[i]!)) - removed[i]!);
+    for (const [i, id] of (RSS_ONLY ? [] : ids).entries()) remove.push((await w.until(`${id} lost`, (u) => !u.ids.has(id), removed[i]!)) - removed[i]!);
     const more = Array.from({ length: N }, (_, i) => `spiffe://${td}/bench/b${i}`);
     const t0 = performance.now();
     await sys.registerMany(more);
@@ -176,8 +185,11 @@ async function writSystem(dir: string): Promise<{ sys: System; close(): Promise<
   const socket = join(dir, 'writ-agent.sock');
   const agent = spawn(
     process.execPath,
-    [join(ROOT, 'packages/cli/bin/writ.js'), 'agent', 'start', '--data-dir', join(dir, 'writ-agent'), '--socket', socket, '--join-token', joinToken],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, WRIT_SERVER: srv.url, WRIT_CA_FILE: join(dir, 'writ', 'bundle.pem') } },
+    [...WRIT_NODE_FLAGS, WRIT_CLI, 'agent', 'start', '--data-dir', join(dir, 'writ-agent'), '--socket', socket, '--join-token', joinToken],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, WRIT_SERVER: srv.url, WRIT_CA_FILE: join(dir, 'writ', 'bundle.pem') },
+    },
   );
   await waitUntil('the Writ agent socket', async () => existsSync(socket));
   const entry = (spiffeId: string) => ({ spiffeId, parentId, selectors: [`unix:uid:${UID}`] });
@@ -268,17 +280,19 @@ export async function run(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   const [[, w], [, s]] = results as [[string, Result], [string, Result]];
-  console.log(`\nWrit next to SPIRE 1.13.3 (one agent each, one go-spiffe workload watching, ${N} entries)\n`);
+  console.log(`\nWrit next to SPIRE 1.13.3 (${RSS_ONLY ? 'issuance and RSS only, ' : ''}one agent each, one go-spiffe workload watching, ${N} entries)\n`);
   row('measurement', 'Writ', 'SPIRE', 'ratio', 'target');
   const p = (xs: number[]): string => `${ms(percentile(xs, 50))} / ${ms(percentile(xs, 99))} ms`;
-  row(
-    'register -> SVID held, p50 / p99',
-    p(w.register),
-    p(s.register),
-    `${(percentile(s.register, 50) / percentile(w.register, 50)).toFixed(0)}x`,
-    '>= 10x faster',
-  );
-  row('delete -> SVID gone, p50 / p99', p(w.remove), p(s.remove), `${(percentile(s.remove, 50) / percentile(w.remove, 50)).toFixed(0)}x`, 'Writ ahead');
+  if (!RSS_ONLY)
+    row(
+      'register -> SVID held, p50 / p99',
+      p(w.register),
+      p(s.register),
+      `${(percentile(s.register, 50) / percentile(w.register, 50)).toFixed(0)}x`,
+      '>= 10x faster',
+    );
+  if (!RSS_ONLY)
+    row('delete -> SVID gone, p50 / p99', p(w.remove), p(s.remove), `${(percentile(s.remove, 50) / percentile(w.remove, 50)).toFixed(0)}x`, 'Writ ahead');
   row(`issuance, ${N} at once, SVIDs/s`, w.issuance.toFixed(0), s.issuance.toFixed(0), `${(w.issuance / s.issuance).toFixed(1)}x`, 'Writ ahead');
   row(`agent RSS holding ${N} identities`, `${w.rss.toFixed(0)} MB`, `${s.rss.toFixed(0)} MB`, `${(s.rss / w.rss).toFixed(2)}x`, 'Writ ahead');
 }

@@ -3,7 +3,7 @@
  * issue 13 from the server (`GET /v1/vulnerabilities/...`), as readable tables or stable JSON.
  */
 import { isWritError, WritError } from '@writ/spiffe';
-import { SEVERITIES } from '@writ/vuln';
+import { SEVERITIES } from '@writ/vuln/types';
 import { type Command, CommanderError, Option } from 'commander';
 import { ApiError, type ApiClient } from './client.ts';
 import { type Format, print, stdoutClosed } from './output.ts';

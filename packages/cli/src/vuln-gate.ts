@@ -3,7 +3,7 @@
  * --quarantine` where that command exists) and `writ vuln events [--follow]`.
  */
 import { type Command, CommanderError } from 'commander';
-import { SEVERITIES } from '@writ/vuln';
+import { SEVERITIES } from '@writ/vuln/types';
 import type { ApiClient } from './client.ts';
 import { sinceOf } from './admission-events.ts';
 import { type Format, print, stdoutClosed, streamed } from './output.ts';

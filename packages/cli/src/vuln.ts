@@ -2,7 +2,7 @@
 import { createReadStream, fstatSync, openSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { WritError, isWritError } from '@writ/spiffe';
-import { SEVERITIES, type Severity } from '@writ/vuln';
+import { SEVERITIES, type Severity } from '@writ/vuln/types';
 import { type Command, CommanderError } from 'commander';
 import { ApiError, type ApiClient } from './client.ts';
 import { print, type Format } from './output.ts';
