@@ -19,7 +19,7 @@ const esc = (s: string): string => s.replace(/[/.*+?()[\]{}|\\^$]/g, '\\$&');
 /** The claim for the whole story, by the demo's own clock. */
 const LIMIT_S = 20;
 /** The demo's numbered steps, each followed by the line that says what it proves. */
-const STEPS = 9;
+const STEPS = 10;
 
 /** Every process whose environment carries this run's mark: the demo's children inherit it. */
 function marked(mark: string): number[] {
@@ -138,6 +138,8 @@ function assertStory(t: TestContext, r: DemoRun, uid: number): void {
     /^ {3}pod web-debug \(privileged, root\) -> denied: violates PodSecurity "restricted:latest": privileged \(container "web" must not set securityContext\.privileged=true\)/m,
   );
   assert.match(out, /^ {3}pod web {7}\(.*\) -> allowed$/m);
+  assert.match(out, /^10\. The audit log holds every change above: .*\b1 quarantine\.add\b.*\.$/m);
+  assert.match(out, /^ {4}verified \d+ entries of demo\.example\/writ-audit: root \S+ matches the signed checkpoint$/m);
   assert.match(out, /^ {3}Both verdicts are recorded: (web allowed, web-debug denied|web-debug denied, web allowed) \(writ admission events\)\.$/m);
   const took = /^Done in (\d+\.\d) s\. Stopped the agent and both proxies; removed (\S+)\.$/m.exec(out);
   assert.ok(took, out);
