@@ -16,6 +16,7 @@ function serverCertFromCaKey(dataDir: string): { key: string; cert: string } {
   const [caCert] = parseCertificatesPem(readFileSync(join(dataDir, 'bundle.pem'), 'utf8'));
   const keys = join(dataDir, 'keys');
   const signer = readdirSync(keys)
+    .filter((f) => f !== 'audit-log.pem') // the audit log's Ed25519 note key signs no certificate
     .map((f) => readPrivateKey(join(keys, f), undefined))
     .find((k) => createPublicKey(k.key).export({ format: 'der', type: 'spki' }).equals(caCert!.spki));
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
