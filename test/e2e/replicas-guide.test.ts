@@ -32,7 +32,7 @@ it('the replicas guide runs as written: two replicas, an agent on both, one drai
       lines.filter((l) => l === '1'),
       ['1', '1', '1'],
     );
-    assert.match(g.out, /^federation-refresh\|t\nprune\|t\nquarantine-expiry\|t\nvuln-events\|t$/m);
+    assert.match(g.out, /^audit-checkpoint\|t\nfederation-refresh\|t\nprune\|t\nquarantine-expiry\|t\nvuln-events\|t$/m);
   } finally {
     await g.finish();
     await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
