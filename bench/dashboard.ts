@@ -11,6 +11,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { openStore } from '@writ/server';
+import { foldGraph } from '../packages/server/src/api/graph-routes.ts';
 import type { DecisionRecord } from '../packages/server/src/store/types.ts';
 import { row } from './util.ts';
 import { startServer } from './vuln/server.ts';
@@ -135,6 +136,23 @@ export async function run(): Promise<void> {
     const store = await openStore({ db: 'sqlite', dataDir });
     const all = decisions(Date.now());
     for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
+    // The server's side of the answer, in this process: the store's GROUP BY, the fold into
+    // edges and the JSON text, the compact answer against one repeating both SPIFFE IDs per edge.
+    const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number }[] = [];
+    for (let r = 0; r < 3; r++) {
+      let t = performance.now();
+      const rows = await store.graphEdges({ since: Date.now() - 3_600_000, limit: 100_000 * 4 + 1 });
+      const sql = performance.now() - t;
+      t = performance.now();
+      const graph = foldGraph(rows, 100_000);
+      const fold = performance.now() - t;
+      t = performance.now();
+      const bytes = Buffer.byteLength(JSON.stringify(graph));
+      const json = performance.now() - t;
+      const full = graph.edges.map((e) => ({ ...e, from: graph.nodes[e.from], to: graph.nodes[e.to], rules: e.rules.map((i) => graph.rules[i]) }));
+      const fullBytes = Buffer.byteLength(JSON.stringify({ nodes: graph.nodes.map((id) => ({ id })), edges: full, truncated: graph.truncated }));
+      server1.push({ sql, fold, json, bytes, fullBytes });
+    }
     await store.close();
 
     const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
@@ -179,6 +197,17 @@ export async function run(): Promise<void> {
       '<= 2000 ms',
     );
     row('  of which fetch + JSON of /v1/graph', `${Math.round(med(fetched))} ms`, '', '', '');
+    const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes'): number => med(server1.map((x) => x[k]));
+    row('  server: store.graphEdges (GROUP BY)', `${Math.round(sm('sql'))} ms`, '', '', '');
+    row('  server: fold rows into edges', `${Math.round(sm('fold'))} ms`, '', '', '');
+    row('  server: JSON.stringify of the answer', `${Math.round(sm('json'))} ms`, '', '', '');
+    row(
+      '  answer size',
+      `${(sm('bytes') / 1e6).toFixed(1)} MB`,
+      `full IDs per edge ${(sm('fullBytes') / 1e6).toFixed(1)} MB`,
+      `${(sm('bytes') / sm('fullBytes')).toFixed(2)}x`,
+      '',
+    );
     row('pan (drag), frames per second', `${fps.toFixed(1)}`, `empty graph ${fpsEmpty.toFixed(1)}`, `${(fps / fpsEmpty).toFixed(2)}x`, '>= 30');
     row('idle (nothing moving), frames per second', `${idle.toFixed(1)}`, `empty graph ${idleEmpty.toFixed(1)}`, `${(idle / idleEmpty).toFixed(2)}x`, '');
     console.log(

@@ -9,7 +9,11 @@ it('the dashboard guide runs as written: the page under its CSP, a viewer sessio
     assert.equal(g.code, 0, `the guide failed\nstdout:\n${g.out}\nstderr:\n${g.err}\n${g.logs(['writ-ui/server.log'])}`);
     assert.match(g.out, /^200 default-src 'self'; script-src 'self';.*frame-ancestors 'none'$/m, 'the page under its CSP');
     assert.match(g.out, /^"role":"viewer"$/m, 'signed in');
-    assert.match(g.out, /^\{"window":\{"from":"[^"]+","to":"[^"]+"\},"nodes":\[\],"edges":\[\],"truncated":false\}$/m, 'the graph read with the cookie');
+    assert.match(
+      g.out,
+      /^\{"window":\{"from":"[^"]+","to":"[^"]+"\},"nodes":\[\],"rules":\[\],"edges":\[\],"truncated":false\}$/m,
+      'the graph read with the cookie',
+    );
     assert.match(g.out, /^\{"code":"ERR_CSRF_TOKEN",/m, 'a write without the CSRF value refused');
     assert.match(g.out, /^\{"code":"ERR_GRAPH_WINDOW_TOO_LONG",/m, 'a year refused');
     assert.match(g.out, /^204$/m, 'signed out');

@@ -84,7 +84,7 @@ function raw(
   path: string,
   headers: Record<string, string>,
   body?: unknown,
-): Promise<{ status: number; code: string | undefined; headers: Record<string, string | string[] | undefined> }> {
+): Promise<{ status: number; code: string | undefined; body: unknown; headers: Record<string, string | string[] | undefined> }> {
   const u = new URL(path, srv.url);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
@@ -99,13 +99,14 @@ function raw(
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
         res.on('end', () => {
-          let code: string | undefined;
+          let body: unknown;
           try {
-            code = (JSON.parse(text) as { code?: string }).code;
+            body = JSON.parse(text);
           } catch {
-            code = undefined;
+            body = undefined;
           }
-          resolve({ status: res.statusCode ?? 0, code, headers: res.headers });
+          const code = (body as { code?: string } | undefined)?.code;
+          resolve({ status: res.statusCode ?? 0, code, body, headers: res.headers });
         });
       },
     );
@@ -322,6 +323,26 @@ describe('the dashboard in Chromium', () => {
     assert.ok(fromElsewhere === 0 || fromElsewhere === 401 || fromElsewhere === 415, `cross-site POST got ${fromElsewhere}`);
     assert.equal(await call('/v1/orders/6'), '200');
     await page.context().close();
+  });
+
+  it('GET /v1/graph lists each identity and rule once, and edges name them by index', async () => {
+    const answer = (await raw('GET', '/v1/graph?window=7d', { authorization: `Bearer ${tokens.viewer}` })).body as {
+      nodes: string[];
+      rules: string[];
+      edges: { from: number; to: number; action: string; allow: number; deny: number; auditWouldDeny: number; rules: number[]; lastSeen: string }[];
+    };
+    assert.ok(answer.nodes.includes(WEB) && answer.nodes.includes(ORDERS), 'both ends of the real calls are nodes');
+    assert.equal(new Set(answer.nodes).size, answer.nodes.length, 'each identity once');
+    const edge = answer.edges.find((e) => answer.nodes[e.from] === WEB && answer.nodes[e.to] === ORDERS && e.action.includes('/v1/orders/1'));
+    assert.ok(edge, 'the edge of the first call, by index into nodes');
+    assert.ok(edge.allow >= 1, 'its allowed call is counted');
+    assert.ok(
+      edge.rules.some((r) => /shop-reads/.test(answer.rules[r]!)),
+      'its rule, by index into rules',
+    );
+    assert.ok(!Number.isNaN(Date.parse(edge.lastSeen)));
+    const text = JSON.stringify(answer.edges);
+    assert.ok(!text.includes('spiffe://'), 'no edge repeats a SPIFFE ID');
   });
 
   it('GET /v1/graph refuses a year-long window and bad filters with 400 codes', async () => {

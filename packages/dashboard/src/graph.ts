@@ -18,9 +18,22 @@ export interface GraphEdge {
   readonly lastSeen: string;
 }
 
+/** An edge as `GET /v1/graph` sends it: `from`/`to` index the answer's `nodes`, `rules` its `rules`. */
+export interface WireEdge {
+  readonly from: number;
+  readonly to: number;
+  readonly action: string;
+  readonly allow: number;
+  readonly deny: number;
+  readonly auditWouldDeny: number;
+  readonly rules: readonly number[];
+  readonly lastSeen: string;
+}
+
 export interface GraphAnswer {
-  readonly nodes: ReadonlyArray<{ readonly id: string }>;
-  readonly edges: readonly GraphEdge[];
+  readonly nodes: readonly string[];
+  readonly rules: readonly string[];
+  readonly edges: readonly WireEdge[];
   readonly truncated: boolean;
 }
 
@@ -78,45 +91,51 @@ export interface DrawnGraph {
 /** Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn` once the first frame is rendered. */
 export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (e: GraphEdge) => void): DrawnGraph {
   const g = new DirectedGraph();
-  const pos = layout(answer.nodes.map((n) => n.id));
-  const degree = new Map<string, number>();
-  for (const e of answer.edges) degree.set(e.from, (degree.get(e.from) ?? 0) + 1).set(e.to, (degree.get(e.to) ?? 0) + 1);
-  for (const n of answer.nodes) {
-    const p = pos.get(n.id)!;
-    g.addNode(n.id, {
+  const { nodes, rules } = answer;
+  const pos = layout(nodes);
+  const degree = new Uint32Array(nodes.length);
+  for (const e of answer.edges) {
+    degree[e.from]! += 1;
+    degree[e.to]! += 1;
+  }
+  nodes.forEach((id, i) => {
+    const p = pos.get(id)!;
+    g.addNode(id, {
       x: p.x,
       y: p.y,
-      size: Math.min(12, 2 + Math.sqrt(degree.get(n.id) ?? 0)),
-      label: labelOf(n.id),
-      color: n.id === '' ? COLORS.unauthenticated : COLORS.node,
+      size: Math.min(12, 2 + Math.sqrt(degree[i]!)),
+      label: labelOf(id),
+      color: id === '' ? COLORS.unauthenticated : COLORS.node,
     });
-  }
+  });
   // One drawn edge per (caller, destination): the actions on it are listed when it is clicked.
-  const byPair = new Map<string, GraphEdge[]>();
+  const byPair = new Map<number, WireEdge[]>();
   for (const e of answer.edges) {
-    const key = `${e.from}\n${e.to}`;
+    const key = e.from * nodes.length + e.to;
     let list = byPair.get(key);
     if (!list) byPair.set(key, (list = []));
     list.push(e);
   }
   const edges = new Map<string, GraphEdge>();
-  for (const [key, list] of byPair) {
+  for (const list of byPair.values()) {
     const first = list[0]!;
     if (first.from === first.to) continue;
+    const from = nodes[first.from]!;
+    const to = nodes[first.to]!;
+    const key = `${from}\n${to}`;
+    let lastSeen = first.lastSeen;
+    for (const e of list) if (e.lastSeen > lastSeen) lastSeen = e.lastSeen;
     const sum: GraphEdge = {
-      from: first.from,
-      to: first.to,
+      from,
+      to,
       action: list.map((e) => e.action).join('\n'),
       allow: list.reduce((n, e) => n + e.allow, 0),
       deny: list.reduce((n, e) => n + e.deny, 0),
       auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
-      rules: [...new Set(list.flatMap((e) => e.rules))],
-      lastSeen: list
-        .map((e) => e.lastSeen)
-        .sort()
-        .at(-1)!,
+      rules: [...new Set(list.flatMap((e) => e.rules))].map((r) => rules[r]!),
+      lastSeen,
     };
-    g.addDirectedEdgeWithKey(key, first.from, first.to, {
+    g.addDirectedEdgeWithKey(key, from, to, {
       color: edgeColor(sum),
       size: 1 + Math.min(4, Math.log10(1 + sum.allow + sum.deny + sum.auditWouldDeny)),
     });

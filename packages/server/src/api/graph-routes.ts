@@ -15,21 +15,50 @@ export const MAX_GRAPH_EDGES = 100_000;
 const DEFAULT_WINDOW_MS = 3_600_000;
 const NAMESPACE = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 
+/**
+ * One edge of the answer. The answer is compact (a 50,000-edge graph repeated both full SPIFFE
+ * IDs per edge: 12 MB): `from` and `to` are indexes into the answer's `nodes`, `rules` indexes
+ * into its `rules`.
+ */
 export interface GraphEdge {
-  from: string;
-  to: string;
+  from: number;
+  to: number;
   action: string;
   allow: number;
   deny: number;
   auditWouldDeny: number;
-  /** The rules that decided on this edge, most decisions first ('' when none matched). */
-  rules: string[];
+  /** The rules that decided on this edge, most decisions first (the index of '' when none matched). */
+  rules: number[];
   lastSeen: string;
 }
 
+export interface Graph {
+  /** Every identity at an end of an edge, sorted ('' for unauthenticated callers). */
+  nodes: string[];
+  /** Every rule named by an edge, sorted. */
+  rules: string[];
+  edges: GraphEdge[];
+  truncated: boolean;
+}
+
+/** Index of each string of a sorted list. */
+function indexOf(sorted: readonly string[]): Map<string, number> {
+  return new Map(sorted.map((s, i) => [s, i]));
+}
+
 /** Folds the store's rows (one per edge, decision and rule) into edges, keeping the store's order. */
-export function foldGraph(rows: readonly GraphEdgeRow[], limit: number): { nodes: string[]; edges: GraphEdge[]; truncated: boolean } {
-  const byKey = new Map<string, GraphEdge & { last: number }>();
+export function foldGraph(rows: readonly GraphEdgeRow[], limit: number): Graph {
+  interface Folded {
+    from: string;
+    to: string;
+    action: string;
+    allow: number;
+    deny: number;
+    auditWouldDeny: number;
+    rules: string[];
+    last: number;
+  }
+  const byKey = new Map<string, Folded>();
   let truncated = false;
   for (const r of rows) {
     const key = `${r.from}\n${r.to}\n${r.action}`;
@@ -39,21 +68,36 @@ export function foldGraph(rows: readonly GraphEdgeRow[], limit: number): { nodes
         truncated = true;
         continue;
       }
-      e = { from: r.from, to: r.to, action: r.action, allow: 0, deny: 0, auditWouldDeny: 0, rules: [], lastSeen: '', last: 0 };
+      e = { from: r.from, to: r.to, action: r.action, allow: 0, deny: 0, auditWouldDeny: 0, rules: [], last: 0 };
       byKey.set(key, e);
     }
     if (r.decision === 'allow') e.allow += r.count;
     else if (r.decision === 'deny') e.deny += r.count;
     else e.auditWouldDeny += r.count;
     if (!e.rules.includes(r.rule)) e.rules.push(r.rule);
-    e.last = Math.max(e.last, r.lastSeen);
+    if (r.lastSeen > e.last) e.last = r.lastSeen;
   }
-  const nodes = new Set<string>();
-  const edges = [...byKey.values()].map(({ last, ...e }) => {
-    nodes.add(e.from).add(e.to);
-    return { ...e, lastSeen: new Date(last).toISOString() };
-  });
-  return { nodes: [...nodes].sort(), edges, truncated };
+  const nodeSet = new Set<string>();
+  const ruleSet = new Set<string>();
+  for (const e of byKey.values()) {
+    nodeSet.add(e.from).add(e.to);
+    for (const r of e.rules) ruleSet.add(r);
+  }
+  const nodes = [...nodeSet].sort();
+  const rules = [...ruleSet].sort();
+  const node = indexOf(nodes);
+  const rule = indexOf(rules);
+  const edges = [...byKey.values()].map((e) => ({
+    from: node.get(e.from)!,
+    to: node.get(e.to)!,
+    action: e.action,
+    allow: e.allow,
+    deny: e.deny,
+    auditWouldDeny: e.auditWouldDeny,
+    rules: e.rules.map((r) => rule.get(r)!),
+    lastSeen: new Date(e.last).toISOString(),
+  }));
+  return { nodes, rules, edges, truncated };
 }
 
 export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
@@ -61,7 +105,7 @@ export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
     'GET',
     '/v1/graph',
     'viewer',
-    `The service graph from the decision log: nodes and edges with allow/deny/audit-would-deny counts and rules (window up to 7d, default 1h; trustDomain, namespace filters; at most ${MAX_GRAPH_EDGES} edges).`,
+    `The service graph from the decision log: nodes (SPIFFE IDs) and rules listed once, edges naming them by index, with allow/deny/audit-would-deny counts (window up to 7d, default 1h; trustDomain, namespace filters; at most ${MAX_GRAPH_EDGES} edges).`,
     async (req) => {
       const q = req.query;
       const w = q.get('window');
@@ -88,7 +132,8 @@ export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
       const graph = foldGraph(rows, limit);
       return ok({
         window: { from: new Date(now - windowMs).toISOString(), to: new Date(now).toISOString() },
-        nodes: graph.nodes.map((id) => ({ id })),
+        nodes: graph.nodes,
+        rules: graph.rules,
         edges: graph.edges,
         truncated: graph.truncated || rows.length > limit * 4,
       });
