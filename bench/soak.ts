@@ -145,6 +145,9 @@ export async function run(): Promise<void> {
   const ca = readFileSync(join(dir, 'bundle.pem'), 'utf8');
   const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
   const admin = new HttpsAgent({ ca, keepAlive: true, maxSockets: 32 });
+  // The policy applies on a connection of their own, new each time: not queued behind the admin
+  // writes, and not sent into a keep-alive connection the server is closing (idle 10 s > its 5 s).
+  const policyAgent = new HttpsAgent({ ca });
   const sims: Sim[] = [];
   let stopping = false;
   try {
@@ -299,7 +302,7 @@ export async function run(): Promise<void> {
     const applyPolicy = (): void => {
       const began = performance.now();
       const i = policyN++;
-      call(server.url, admin, 'POST', '/v1/policies', { yaml: policyYaml(i) }, token).then(
+      call(server.url, policyAgent, 'POST', '/v1/policies', { yaml: policyYaml(i) }, token).then(
         (r) => {
           const rev = (r['revision'] as number | undefined) ?? i + 1;
           applied.set(rev, began);
