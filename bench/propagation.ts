@@ -23,7 +23,7 @@ import { percentile, responseReader, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 
-function call(base: string, agent: HttpsAgent, method: string, path: string, body?: unknown, token?: string): Promise<Record<string, unknown>> {
+export function call(base: string, agent: HttpsAgent, method: string, path: string, body?: unknown, token?: string): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
@@ -102,7 +102,7 @@ interface SimAgent {
   stopped: boolean;
 }
 
-async function startServer(dir: string, extra: readonly string[] = []): Promise<{ url: string; dir: string; stop: () => void }> {
+export async function startServer(dir: string, extra: readonly string[] = []): Promise<{ url: string; dir: string; pid: number; stop: () => void }> {
   const child = spawn(
     process.execPath,
     [
@@ -134,12 +134,12 @@ async function startServer(dir: string, extra: readonly string[] = []): Promise<
   // BENCH_SERVER_LOG=FILE keeps the server's log (request timings) for a closer look.
   if (process.env['BENCH_SERVER_LOG']) child.stdout!.pipe(createWriteStream(process.env['BENCH_SERVER_LOG']));
   else child.stdout!.resume();
-  return { url, dir, stop: () => child.kill() };
+  return { url, dir, pid: child.pid!, stop: () => child.kill() };
 }
 
-const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-async function pgAdmin(sql: string): Promise<void> {
+export async function pgAdmin(sql: string): Promise<void> {
   const c = new pg.Client({ connectionString: PG_URL });
   await c.connect();
   try {
@@ -297,7 +297,7 @@ async function measure(n: number, replicas = 0): Promise<void> {
 }
 
 /** The trust bundle as PEM from `GET /v1/bundle` (JWKS with x5c): every replica's CA. */
-async function bundlePem(url: string, ca: string): Promise<string> {
+export async function bundlePem(url: string, ca: string): Promise<string> {
   const b = (await call(url, new HttpsAgent({ ca }), 'GET', '/v1/bundle')) as { keys: Array<{ use: string; x5c?: string[] }> };
   const certs = b.keys.filter((k) => k.use === 'x509-svid').flatMap((k) => k.x5c ?? []);
   return certs.map((c) => `-----BEGIN CERTIFICATE-----\n${c.match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`).join('');

@@ -14,6 +14,7 @@ const BENCHES = {
   dashboard: './dashboard.ts',
   audit: './audit.ts',
   transparency: './transparency.ts',
+  soak: './soak.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {
