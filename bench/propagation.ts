@@ -14,12 +14,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpsAgent, request } from 'node:https';
 import { tmpdir } from 'node:os';
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createCsr, toPem } from '@writ/spiffe';
 import { AGENT_PATHS, encodeSyncQuery } from '@writ/protocol';
-import { percentile, responseReader, row } from './util.ts';
+import { LeanConn, percentile, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 
@@ -49,55 +48,9 @@ export function call(base: string, agent: HttpsAgent, method: string, path: stri
   });
 }
 
-/**
- * One simulated agent's connection: mTLS with its own SVID, HTTP/1.1 keep-alive, requests written
- * and answers parsed by hand. Node's http client machinery cost more than the server's whole
- * answer, so with it the benchmark measured its own client.
- */
-class LightConn {
-  readonly #opts: ConnectionOptions;
-  #socket: TLSSocket | undefined;
-  #waiting: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void } | undefined;
-
-  constructor(opts: ConnectionOptions) {
-    this.#opts = opts;
-  }
-
-  get(path: string): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      this.#waiting = { resolve, reject };
-      if (!this.#socket) {
-        const s = tlsConnect(this.#opts);
-        s.setNoDelay(true);
-        s.on(
-          'data',
-          responseReader((status, body) => {
-            const w = this.#waiting;
-            this.#waiting = undefined;
-            if (status !== 200) w?.reject(new Error(`HTTP ${status}: ${body.toString().slice(0, 200)}`));
-            else w?.resolve(JSON.parse(body.toString()) as Record<string, unknown>);
-          }),
-        );
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          if (this.#socket === s) this.#socket = undefined;
-          this.#waiting?.reject(new Error('connection closed'));
-          this.#waiting = undefined;
-        });
-        this.#socket = s;
-      }
-      this.#socket.write(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`);
-    });
-  }
-
-  destroy(): void {
-    this.#socket?.destroy();
-  }
-}
-
 interface SimAgent {
   polls: number;
-  conn: LightConn;
+  conn: LeanConn;
   state: { since: number; bundles: string; policy: number; quarantine: string };
   stopped: boolean;
 }
@@ -185,7 +138,7 @@ async function measure(n: number, replicas = 0): Promise<void> {
           const { hostname, port } = new URL(servers[(i + k) % servers.length]!.url);
           sims.push({
             polls: 0,
-            conn: new LightConn({
+            conn: new LeanConn({
               host: hostname,
               port: Number(port),
               ca,
@@ -212,7 +165,9 @@ async function measure(n: number, replicas = 0): Promise<void> {
         });
         let r: Record<string, unknown>;
         try {
-          r = await s.conn.get(`${AGENT_PATHS.sync}?${q}`);
+          const a = await s.conn.request('GET', `${AGENT_PATHS.sync}?${q}`);
+          if (a.status !== 200) throw new Error(`HTTP ${a.status}: ${a.body.toString().slice(0, 200)}`);
+          r = JSON.parse(a.body.toString()) as Record<string, unknown>;
         } catch {
           if (s.stopped) return;
           continue;

@@ -19,81 +19,21 @@ import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { AGENT_PATHS, encodeSyncQuery } from '@writ/protocol';
 import { createCsr, toPem } from '@writ/spiffe';
 import { call, PG_URL, pgAdmin, startServer } from './propagation.ts';
-import { fmt, percentile, responseReader } from './util.ts';
+import { fmt, LeanConn, percentile } from './util.ts';
 
 const BATCH = 50;
 const POLICY_EVERY_MS = 10_000;
 /** A policy change not at every agent by then counts as an error. */
 const POLICY_DEADLINE_MS = 10_000;
 
-/** One keep-alive mTLS connection, one request at a time, written and parsed by hand (as in the propagation benchmark). */
-class Conn {
-  readonly #opts: ConnectionOptions;
-  #socket: TLSSocket | undefined;
-  #waiting: { resolve: (v: { status: number; body: Buffer }) => void; reject: (e: Error) => void } | undefined;
-
-  constructor(opts: ConnectionOptions) {
-    this.#opts = opts;
-  }
-
-  #lastUsed = 0;
-
-  get busy(): boolean {
-    return this.#waiting !== undefined;
-  }
-
-  request(method: string, path: string, body?: string): Promise<{ status: number; body: Buffer }> {
-    return new Promise((resolve, reject) => {
-      this.#waiting = { resolve, reject };
-      // Node servers close a keep-alive connection idle for 5 s: one idle for 4 s is not reused, so
-      // a request written into that close does not count as a failure of the server (as in loadgen.ts).
-      const now = performance.now();
-      if (this.#socket && now - this.#lastUsed > 4000) {
-        const old = this.#socket;
-        this.#socket = undefined;
-        old.removeAllListeners('close');
-        old.destroy();
-      }
-      this.#lastUsed = now;
-      if (!this.#socket) {
-        const s = tlsConnect(this.#opts);
-        s.setNoDelay(true);
-        s.on(
-          'data',
-          responseReader((status, b) => {
-            const w = this.#waiting;
-            this.#waiting = undefined;
-            this.#lastUsed = performance.now();
-            w?.resolve({ status, body: b });
-          }),
-        );
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          if (this.#socket === s) this.#socket = undefined;
-          this.#waiting?.reject(new Error('connection closed'));
-          this.#waiting = undefined;
-        });
-        this.#socket = s;
-      }
-      const head = `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n`;
-      if (body === undefined) this.#socket.write(`${head}\r\n`);
-      else this.#socket.write(`${head}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-    });
-  }
-
-  destroy(): void {
-    this.#socket?.destroy();
-  }
-}
-
 interface Sim {
   spiffeId: string;
-  sync: Conn;
-  report: Conn;
+  sync: LeanConn;
+  report: LeanConn;
   polls: number;
   state: { since: number; bundles: string; policy: number; quarantine: string };
 }
@@ -168,7 +108,13 @@ export async function run(): Promise<void> {
             key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
             servername: 'localhost',
           };
-          sims.push({ spiffeId: '', sync: new Conn(opts), report: new Conn(opts), polls: 0, state: { since: 0, bundles: '', policy: 0, quarantine: '' } });
+          sims.push({
+            spiffeId: '',
+            sync: new LeanConn(opts),
+            report: new LeanConn(opts),
+            polls: 0,
+            state: { since: 0, bundles: '', policy: 0, quarantine: '' },
+          });
         }),
       );
     }

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 
 /** Calls `fn` repeatedly for about `seconds`, in chunks, and returns operations per second. */
 export function rate(seconds: number, fn: (i: number) => void, chunk = 1000): number {
@@ -73,4 +74,68 @@ export function ensureBundle(): void {
   const dist = join(ROOT, 'dist/writ.js');
   if (existsSync(dist) && statSync(dist).mtimeMs > newest(join(ROOT, 'packages'))) return;
   execFileSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
+}
+
+/**
+ * One simulated agent's keep-alive mTLS connection, one request at a time, written and parsed by
+ * hand: Node's http client machinery cost more than the server's whole answer, so with it a
+ * benchmark measured its own client (propagation, soak).
+ */
+export class LeanConn {
+  readonly #opts: ConnectionOptions;
+  #socket: TLSSocket | undefined;
+  #waiting: { resolve: (v: { status: number; body: Buffer }) => void; reject: (e: Error) => void } | undefined;
+
+  constructor(opts: ConnectionOptions) {
+    this.#opts = opts;
+  }
+
+  #lastUsed = 0;
+
+  get busy(): boolean {
+    return this.#waiting !== undefined;
+  }
+
+  request(method: string, path: string, body?: string): Promise<{ status: number; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      this.#waiting = { resolve, reject };
+      // Node servers close a keep-alive connection idle for 5 s: one idle for 4 s is not reused, so
+      // a request written into that close does not count as a failure of the server (as in loadgen.ts).
+      const now = performance.now();
+      if (this.#socket && now - this.#lastUsed > 4000) {
+        const old = this.#socket;
+        this.#socket = undefined;
+        old.removeAllListeners('close');
+        old.destroy();
+      }
+      this.#lastUsed = now;
+      if (!this.#socket) {
+        const s = tlsConnect(this.#opts);
+        s.setNoDelay(true);
+        s.on(
+          'data',
+          responseReader((status, b) => {
+            const w = this.#waiting;
+            this.#waiting = undefined;
+            this.#lastUsed = performance.now();
+            w?.resolve({ status, body: b });
+          }),
+        );
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          if (this.#socket === s) this.#socket = undefined;
+          this.#waiting?.reject(new Error('connection closed'));
+          this.#waiting = undefined;
+        });
+        this.#socket = s;
+      }
+      const head = `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n`;
+      if (body === undefined) this.#socket.write(`${head}\r\n`);
+      else this.#socket.write(`${head}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+  }
+
+  destroy(): void {
+    this.#socket?.destroy();
+  }
 }
