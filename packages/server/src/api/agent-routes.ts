@@ -95,6 +95,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
             if (!me) throw new WritError('ERR_UNAUTHENTICATED', `agent ${agent} is not attested (evicted?); it must attest again`);
             if (me.banned) throw new WritError('ERR_FORBIDDEN', `agent ${agent} is banned`);
           }
+          const looked = hub.generation;
           const snap = await hub.snapshot();
           // An agent already at the store's entries revision cannot have missed an entry change.
           const r =
@@ -126,7 +127,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
             });
             return { status: 200, body, contentType: 'application/json' };
           }
-          await hub.wait(deadline, req.raw.socket);
+          await hub.wait(deadline, req.raw.socket, agent, looked);
         }
       } finally {
         hub.syncEnded(agent, cutOff());

@@ -76,7 +76,7 @@ for (const factory of STORE_FACTORIES) {
       try {
         await waitUntil('the listener', () => live);
         const now = Date.now();
-        await b.createEntries(
+        const created = await b.createEntries(
           Array.from({ length: 50 }, (_, i) => ({
             spiffeId: `spiffe://r.test/w${i}`,
             parentId: 'spiffe://r.test/writ/agent/n',
@@ -109,10 +109,20 @@ for (const factory of STORE_FACTORIES) {
         await b.upsertAgent({ ...agent, banned: true });
         await waitUntil('the ban', () => heard.some((c) => c.kind === 'agents'));
         assert.deepEqual(heard, [
-          { kind: 'entries' }, // 50 entries, one statement: one notification
+          { kind: 'entries', parents: ['spiffe://r.test/writ/agent/n'] }, // 50 entries, one statement: one notification, with their agent
           { kind: 'policies' },
           { kind: 'quarantine' },
           { kind: 'agents', revoked: [agent.spiffeId] },
+        ]);
+        heard.length = 0;
+        // An entry moved to another agent concerns both; a deletion its last one.
+        const moved = { ...created[0]!, parentId: 'spiffe://r.test/writ/agent/m' };
+        await b.updateEntry(moved.id, moved, now + 1);
+        await b.deleteEntry(moved.id);
+        await waitUntil('the move and the deletion', () => heard.length >= 2);
+        assert.deepEqual(heard, [
+          { kind: 'entries', parents: ['spiffe://r.test/writ/agent/m', 'spiffe://r.test/writ/agent/n'] },
+          { kind: 'entries', parents: ['spiffe://r.test/writ/agent/m'] },
         ]);
         heard.length = 0;
         await t.store.removeQuarantine('spiffe://r.test/bad');

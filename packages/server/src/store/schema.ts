@@ -417,4 +417,33 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; statements: readonly s
       `CREATE TRIGGER writ_notify_agents_banned AFTER UPDATE ON agents FOR EACH ROW WHEN (NEW.banned <> OLD.banned) EXECUTE FUNCTION writ_notify_agent_revoked()`,
     ],
   },
+  {
+    // Entry notifications name the agents whose entries changed (old and new parents), so that
+    // another replica wakes those agents' long polls, not all of them. Still one per statement,
+    // from its transition tables; with too many parents for NOTIFY's 8,000-byte payload it names
+    // none, and every poll wakes.
+    version: 24,
+    statements: [],
+    postgres: [
+      `DROP TRIGGER writ_notify_entries ON entries`,
+      `CREATE FUNCTION writ_notify_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE parents TEXT;
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          SELECT string_agg(DISTINCT parent_id, ',') INTO parents FROM new_rows;
+        ELSIF TG_OP = 'UPDATE' THEN
+          SELECT string_agg(DISTINCT parent_id, ',') INTO parents FROM (SELECT parent_id FROM old_rows UNION SELECT parent_id FROM new_rows) p;
+        ELSE
+          SELECT string_agg(DISTINCT parent_id, ',') INTO parents FROM old_rows;
+        END IF;
+        IF parents IS NULL THEN RETURN NULL; END IF;
+        IF length(parents) > 7000 THEN parents := ''; END IF;
+        PERFORM pg_notify('writ_changes', 'entries|' || current_schema() || '|' || current_setting('application_name') || '|' || parents);
+        RETURN NULL;
+      END $$`,
+      `CREATE TRIGGER writ_notify_entries_insert AFTER INSERT ON entries REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_entries()`,
+      `CREATE TRIGGER writ_notify_entries_update AFTER UPDATE ON entries REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_entries()`,
+      `CREATE TRIGGER writ_notify_entries_delete AFTER DELETE ON entries REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION writ_notify_entries()`,
+    ],
+  },
 ];

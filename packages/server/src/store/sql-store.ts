@@ -286,7 +286,10 @@ export class SqlStore implements Store {
       onTopic: (topic, arg) => {
         if (!(STORE_CHANGES as readonly string[]).includes(topic)) return;
         const kind = topic as StoreChangeKind;
-        this.#changed(undefined, kind === 'agents' ? { kind, revoked: arg ? [arg] : [] } : { kind });
+        // The argument: the agent revoked, or the parents of the entries written (none: too many to tell).
+        if (kind === 'agents') this.#changed(undefined, { kind, revoked: arg ? [arg] : [] });
+        else if (kind === 'entries' && arg) this.#changed(undefined, { kind, parents: arg.split(',') });
+        else this.#changed(undefined, { kind });
       },
     });
     this.#listening.add(stop);
@@ -397,7 +400,13 @@ export class SqlStore implements Store {
           await this.#audit(tx, ...created.map((e) => ({ kind: 'entry.create', subject: e.spiffeId, detail: entryDetail(e) })));
           return created;
         })
-        .then((created) => this.#changed(created, { kind: 'entries' }));
+        .then((created) =>
+          this.#changed(created, {
+            kind: 'entries',
+            parents: [...new Set(created.map((e) => e.parentId))],
+            revisions: [created[0]!.revision, created.at(-1)!.revision],
+          }),
+        );
     } catch (err) {
       return this.#unique(
         err,
@@ -461,9 +470,9 @@ export class SqlStore implements Store {
             );
           const updated = { ...input, selectors, id, revision, createdAt, updatedAt: now, requireAdmittedImage: input.requireAdmittedImage ?? false };
           await this.#audit(tx, { kind: 'entry.update', subject: updated.spiffeId, detail: entryDetail(updated) });
-          return updated;
+          return { updated, parents: [...new Set([cur[0]['parent_id'] as string, input.parentId])] };
         })
-        .then((e) => this.#changed(e, { kind: 'entries' }));
+        .then(({ updated, parents }) => this.#changed(updated, { kind: 'entries', parents, revisions: [updated.revision, updated.revision] }));
     } catch (err) {
       return this.#unique(err, 'another entry with this spiffeId, parentId and selectors already exists');
     }
@@ -473,14 +482,14 @@ export class SqlStore implements Store {
     const deleted = await this.#db.transaction(async (tx) => {
       await tx.query('DELETE FROM entry_selectors WHERE entry_id = ?', [id]);
       const rows = await tx.query('DELETE FROM entries WHERE id = ? RETURNING parent_id, spiffe_id', [id]);
-      if (rows.length) {
-        const revision = await this.#nextRevision(tx, 1);
-        await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, rows[0]!['parent_id'] as string, revision]);
-        await this.#audit(tx, { kind: 'entry.delete', subject: rows[0]!['spiffe_id'] as string, detail: { id, revision } });
-      }
-      return rows.length > 0;
+      if (!rows.length) return undefined;
+      const parent = rows[0]!['parent_id'] as string;
+      const revision = await this.#nextRevision(tx, 1);
+      await tx.query('INSERT INTO entry_tombstones (entry_id, parent_id, revision) VALUES (?, ?, ?)', [id, parent, revision]);
+      await this.#audit(tx, { kind: 'entry.delete', subject: rows[0]!['spiffe_id'] as string, detail: { id, revision } });
+      return { parent, revision };
     });
-    return deleted ? this.#changed(true, { kind: 'entries' }) : false;
+    return deleted ? this.#changed(true, { kind: 'entries', parents: [deleted.parent], revisions: [deleted.revision, deleted.revision] }) : false;
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
@@ -870,13 +879,8 @@ export class SqlStore implements Store {
     )[0]!;
     const agents = `${num(r['an'])}/${num(r['ab'])}`;
     const admittedImages = `${num(r['ie'])}.${num(r['iq'])}`;
-    return {
-      entryRevision: num(r['e']),
-      bundleSequence: num(r['b']),
-      agents,
-      admittedImages,
-      all: `${num(r['e'])}|${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}|${admittedImages}`,
-    };
+    const rest = `${num(r['b'])}|${num(r['p'])}|${num(r['q'])}|${num(r['fn'])}@${num(r['ft'])}|${agents}|${admittedImages}`;
+    return { entryRevision: num(r['e']), bundleSequence: num(r['b']), agents, admittedImages, rest, all: `${num(r['e'])}|${rest}` };
   }
 
   async listPolicyAcks(): Promise<PolicyAck[]> {

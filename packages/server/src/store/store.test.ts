@@ -674,13 +674,26 @@ for (const factory of STORE_FACTORIES) {
         createdAt: 1,
         updatedAt: 1,
       };
+      // Entry writes name the agents they concern and the revisions they used.
+      const rev = (await s.changeStamp(0)).entryRevision;
+      const other = 'spiffe://example.org/writ/agent/other';
       let entryId = '';
-      await expect('createEntries', { kind: 'entries' }, async () => {
-        entryId = (await s.createEntries([{ ...base, spiffeId: 'spiffe://example.org/n' }], 1))[0]!.id;
+      await expect('createEntries', { kind: 'entries', parents: [base.parentId, other], revisions: [rev + 1, rev + 3] }, async () => {
+        const made = await s.createEntries(
+          [
+            { ...base, spiffeId: 'spiffe://example.org/n' },
+            { ...base, spiffeId: 'spiffe://example.org/n2' },
+            { ...base, spiffeId: 'spiffe://example.org/n3', parentId: other },
+          ],
+          1,
+        );
+        entryId = made[0]!.id;
       });
-      assert.equal(await visible.at(-1), (await s.getEntry(entryId))!.revision, 'the listener saw the committed entry');
-      await expect('updateEntry', { kind: 'entries' }, () => s.updateEntry(entryId, { ...base, spiffeId: 'spiffe://example.org/n', hint: 'x' }, 2));
-      await expect('deleteEntry', { kind: 'entries' }, () => s.deleteEntry(entryId));
+      assert.equal(await visible.at(-1), rev + 3, 'the listener saw the committed entries');
+      await expect('updateEntry', { kind: 'entries', parents: [base.parentId, other], revisions: [rev + 4, rev + 4] }, () =>
+        s.updateEntry(entryId, { ...base, spiffeId: 'spiffe://example.org/n', parentId: other, hint: 'x' }, 2),
+      );
+      await expect('deleteEntry', { kind: 'entries', parents: [other], revisions: [rev + 5, rev + 5] }, () => s.deleteEntry(entryId));
       await expect('createJoinToken', { kind: 'join-tokens' }, () => s.createJoinToken({ hash: 'h1', nodeName: 'n1', expiresAt: 9e12, createdAt: 1 }));
       await expect('redeemJoinToken', { kind: 'join-tokens' }, () => s.redeemJoinToken('h1', 2));
       await expect('createAdminToken', { kind: 'admin-tokens' }, () =>

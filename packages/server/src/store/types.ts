@@ -136,6 +136,8 @@ export interface ChangeStamp {
   readonly agents: string;
   /** The admitted images' epoch and latest arrival (`EPOCH.SEQ`): agents must hear of new digests. */
   readonly admittedImages: string;
+  /** Changes when anything in the stamp but the entry revision changes. */
+  readonly rest: string;
   /** Changes when anything in the stamp changes. */
   readonly all: string;
 }
@@ -190,6 +192,13 @@ export interface StoreChange {
   readonly kind: StoreChangeKind;
   /** `agents` only: agents deleted or banned by this write (their SVIDs must stop working now). */
   readonly revoked?: readonly string[];
+  /**
+   * `entries` only: the agents whose entries this write changed (old and new parent of a moved
+   * entry), so that only their long polls wake. Absent when not known: every poll wakes.
+   */
+  readonly parents?: readonly string[];
+  /** `entries` only, this server's own writes: the entry revisions the write used, first and last. */
+  readonly revisions?: readonly [first: number, last: number];
 }
 
 export interface DecisionRecord {

@@ -11,6 +11,21 @@ import type { Store } from '../store/types.ts';
 import { ChangeHub } from './hub.ts';
 
 const H = 3_600_000;
+const AGENT = 'spiffe://hub.test/writ/agent/a';
+const OTHER = 'spiffe://hub.test/writ/agent/b';
+const entry = (parentId: string, n: number) => ({
+  spiffeId: `spiffe://hub.test/w${n}`,
+  parentId,
+  selectors: [`unix:uid:${n}`],
+  x509SvidTtl: 3600,
+  jwtSvidTtl: 300,
+  dnsNames: [],
+  federatesWith: [],
+  admin: false,
+  hint: '',
+  expiresAt: null,
+});
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('change hub', () => {
   let dir: string;
@@ -53,7 +68,7 @@ describe('change hub', () => {
 
   it('a CA rotation wakes waiting polls, and their snapshot has the new bundle before the CA reloaded it', { timeout: 30_000 }, async () => {
     const first = await hub.snapshot();
-    const waiting = hub.wait(forever(), socket);
+    const waiting = hub.wait(forever(), socket, AGENT, hub.generation);
     now += 13 * H; // past half the CA's life: a successor is prepared and published
     const rotating = ca.rotate();
     await waiting;
@@ -66,7 +81,7 @@ describe('change hub', () => {
 
   it("another replica's writes wake polls through the change stamp, its CA rotation included", { timeout: 30_000 }, async () => {
     const first = await hub.snapshot();
-    let waiting = hub.wait(forever(), socket);
+    let waiting = hub.wait(forever(), socket, AGENT, hub.generation);
     await b.putQuarantine({ spiffeId: 'spiffe://hub.test/bad', reason: 'test', createdBy: 't', createdAt: now, expiresAt: null });
     await waiting;
     const quarantined = await hub.snapshot();
@@ -76,11 +91,40 @@ describe('change hub', () => {
       ids: ['spiffe://hub.test/bad'],
       breakGlass: ['spiffe://hub.test/admin'],
     });
-    waiting = hub.wait(forever(), socket);
+    waiting = hub.wait(forever(), socket, AGENT, hub.generation);
     await caOf(b, 's2').rotate();
     await waiting;
     const keys = (JSON.parse((await hub.snapshot()).bundles) as { bundle: { keys: Array<{ use: string }> } }).bundle.keys;
     assert.equal(keys.filter((k) => k.use === 'x509-svid').length, 3, "the other replica's authority reached this server's agents");
+  });
+
+  it("an entry write wakes the polls of the agents it concerns only, also past the second's stamp poll; another replica's wakes all", async () => {
+    await hub.snapshot();
+    const woken: string[] = [];
+    const poll = (agent: string, s = new EventEmitter()) => hub.wait(forever(), s, agent, hub.generation).then(() => woken.push(agent));
+    const closeB = new EventEmitter();
+    const a1 = poll(AGENT);
+    const a2 = poll(AGENT);
+    const bPoll = poll(OTHER, closeB);
+    await a.createEntries([entry(AGENT, 1)], now);
+    await Promise.all([a1, a2]);
+    assert.deepEqual(woken, [AGENT, AGENT], "both of A's polls woke");
+    await settle(100); // five stamp polls (every 20 ms): the stamp moved by this server's own write only
+    assert.deepEqual(woken, [AGENT, AGENT], "B's poll still waits");
+    // A poll that looked before a change returns at once, whoever the change was for.
+    const looked = hub.generation;
+    await a.createEntries([entry(AGENT, 2)], now);
+    await hub.wait(forever(), new EventEmitter(), OTHER, looked);
+    // Another replica's write: this server cannot tell whose it was from the stamp, and wakes all.
+    await b.createEntries([entry(AGENT, 3)], now);
+    await bPoll;
+    assert.deepEqual(woken, [AGENT, AGENT, OTHER]);
+    // A closed connection ends its wait and leaves nothing behind to wake.
+    const gone = new EventEmitter();
+    const cut = hub.wait(forever(), gone, OTHER, hub.generation);
+    gone.emit('close');
+    await cut;
+    closeB.emit('close');
   });
 
   it('writes no sync answer depends on wake nobody; an eviction makes every poll re-read its agent', async () => {

@@ -57,6 +57,8 @@ export interface AgentReport {
 }
 
 const HEARTBEAT_MS = 30_000;
+/** Own entry writes remembered between two stamp polls; past this, the next poll wakes everyone. */
+const MAX_OWN_REVISIONS = 10_000;
 /** An agent whose sync connection closed unanswered and that has not polled again for this long has gone. */
 const GONE_AFTER_MS = 2_000;
 
@@ -64,10 +66,18 @@ export class ChangeHub {
   readonly #o: ChangeHubOptions;
   readonly #unsubscribe: () => void;
   /**
-   * The waiting polls' wake-ups. A Set, not an EventEmitter: removing each of 5,000 `once`
-   * listeners from the emitter's array is quadratic, and held the admin call that caused the change for 200-300 ms.
+   * The waiting polls' wake-ups, per agent: an entry write wakes the polls of the agents it
+   * concerns, not all of them. Sets, not an EventEmitter: removing each of 5,000 `once` listeners
+   * from the emitter's array is quadratic, and held the admin call that caused the change for 200-300 ms.
    */
-  readonly #waiting = new Set<() => void>();
+  readonly #waiting = new Map<string, Set<() => void>>();
+  #waitingCount = 0;
+  /**
+   * Entry revisions this server's own writes used since the polls' stamp, while other replicas'
+   * changes are polled for: a stamp that moved by these alone is no news (their agents were woken
+   * when the writes were heard), so a second's writes for a few agents do not wake all of them.
+   */
+  #ownRevisions: Array<readonly [number, number]> = [];
   #generation = 0;
   #agentsGeneration = 0;
   #snapshot: { at: number; generation: number; value: Promise<SyncSnapshot> } | undefined;
@@ -94,7 +104,7 @@ export class ChangeHub {
       opts.onFeed?.(live, err);
       // Back after a loss: whatever was committed meanwhile was announced to nobody; one look catches up.
       if (live) this.#checkStamp();
-      else if (this.#waiting.size > 0) this.#watch();
+      else if (this.#waitingCount > 0) this.#watch();
     });
   }
 
@@ -118,15 +128,31 @@ export class ChangeHub {
     if (c.kind === 'agents') {
       // Renewals and attestations rewrite agent records too; only an eviction or ban is news to a poll.
       if (c.revoked?.length) this.#wake(true);
+    } else if (c.kind === 'entries' && c.parents) {
+      if (c.revisions && !this.#feedLive && this.#ownRevisions.length < MAX_OWN_REVISIONS) this.#ownRevisions.push(c.revisions);
+      this.#wake(false, c.parents);
     } else if (SYNC_INPUTS.has(c.kind)) this.#wake(false);
   }
 
-  #wake(agents: boolean): void {
+  /** Wakes the polls of `only` these agents, or of all; every wake-up makes the next snapshot a fresh read. */
+  #wake(agents: boolean, only?: readonly string[]): void {
     this.#generation++;
     if (agents) this.#agentsGeneration++;
-    const wake = [...this.#waiting];
-    this.#waiting.clear();
+    const wake: Array<() => void> = [];
+    for (const agent of only ?? [...this.#waiting.keys()]) {
+      const polls = this.#waiting.get(agent);
+      if (!polls) continue;
+      this.#waiting.delete(agent);
+      this.#waitingCount -= polls.size;
+      wake.push(...polls);
+      polls.clear();
+    }
     for (const w of wake) w();
+  }
+
+  /** Grows with every change a poll may care about: `wait` returns at once when it moved since the poll looked. */
+  get generation(): number {
+    return this.#generation;
   }
 
   /** Bumped whenever an agent was evicted or banned: each poll then re-reads its own record. */
@@ -151,7 +177,7 @@ export class ChangeHub {
   async #read(): Promise<SyncSnapshot> {
     const { store, ca, clock, breakGlass } = this.#o;
     const stamp = await store.changeStamp(clock());
-    this.#seen = stamp;
+    this.#saw(stamp);
     // The journal moved on (our own rotation commits before the CA reloads; a replica's shows
     // only in the store): the bundle is read from it, not from a CA that has not caught up.
     if ((ca.bundle().sequence ?? 0) < stamp.bundleSequence) await ca.reload();
@@ -185,22 +211,33 @@ export class ChangeHub {
   }
 
   /**
-   * Resolves at the next change, at `deadline` (epoch ms), or when the client closes `socket`, whichever
-   * comes first. While anyone waits, one query a second notices other replicas' changes.
+   * Resolves at the next change `agent`'s answer may depend on, at `deadline` (epoch ms), or when
+   * the client closes `socket`, whichever comes first; at once when the hub's `generation` is no
+   * longer `looked` (a change came while the poll read what it answers). While anyone waits, one
+   * query a second notices other replicas' changes.
    */
-  wait(deadline: number, socket: NodeJS.EventEmitter): Promise<void> {
+  wait(deadline: number, socket: NodeJS.EventEmitter, agent: string, looked: number): Promise<void> {
+    if (looked !== this.#generation) return Promise.resolve();
     this.#watch();
     return new Promise<void>((resolve) => {
-      const waiting = this.#waiting;
+      let polls = this.#waiting.get(agent);
+      if (!polls) this.#waiting.set(agent, (polls = new Set()));
+      const mine = polls;
       const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+      const hub = this;
       function done(): void {
         clearTimeout(t);
-        waiting.delete(done);
+        // Still waiting (not woken): it leaves the hub's count.
+        if (mine.delete(done)) {
+          hub.#waitingCount--;
+          if (mine.size === 0 && hub.#waiting.get(agent) === mine) hub.#waiting.delete(agent);
+        }
         socket.off('close', done);
         socket.off('end', done);
         resolve();
       }
-      waiting.add(done);
+      mine.add(done);
+      this.#waitingCount++;
       // 'end': the client closed its side (an HTTP server keeps the socket half open for the answer).
       socket.once('close', done);
       socket.once('end', done);
@@ -214,7 +251,7 @@ export class ChangeHub {
   #watch(): void {
     if (this.#watcher || this.#closed) return;
     this.#watcher = setInterval(() => {
-      if (this.#waiting.size === 0) {
+      if (this.#waitingCount === 0) {
         clearInterval(this.#watcher);
         this.#watcher = undefined;
         return;
@@ -229,13 +266,26 @@ export class ChangeHub {
       (s) => {
         // Against what the polls saw, not the previous tick: a change just before the first tick counts too.
         const seen = this.#seen;
-        if (seen && seen.all !== s.all) {
-          this.#seen = s;
-          this.#wake(seen.agents !== s.agents);
-        }
+        if (!seen || seen.all === s.all) return;
+        const ownOnly = seen.rest === s.rest && this.#ownWrites(seen.entryRevision, s.entryRevision);
+        this.#saw(s);
+        if (!ownOnly) this.#wake(seen.agents !== s.agents);
       },
       () => undefined,
     );
+  }
+
+  /** The stamp the polls have seen; own revisions at or below it are accounted for. */
+  #saw(stamp: ChangeStamp): void {
+    this.#seen = stamp;
+    if (this.#ownRevisions.length) this.#ownRevisions = this.#ownRevisions.filter(([, last]) => last > stamp.entryRevision);
+  }
+
+  /** Whether every entry revision in (from, to] was used by this server's own writes (revision ranges never overlap). */
+  #ownWrites(from: number, to: number): boolean {
+    let covered = 0;
+    for (const [first, last] of this.#ownRevisions) covered += Math.max(0, Math.min(last, to) - Math.max(first - 1, from));
+    return covered === to - from;
   }
 
   /**
