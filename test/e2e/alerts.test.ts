@@ -7,7 +7,7 @@
  * lets it through again. Hostile input to the routes gets 4xx with codes.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,12 +15,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  WRIT,
   applyPolicy,
   cleanup,
   onFreePorts,
   run,
   startAgentProcess,
+  startProxyProcess,
   startServerProcess,
   waitFor,
   writ,
@@ -88,31 +88,15 @@ const proxies: ChildProcess[] = [];
 const port: Record<string, number> = {};
 let dir = '';
 
-function startProxy(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_TEST_CONTEXT: '' },
-  });
+async function startProxy(args: string[]): Promise<ChildProcess> {
+  const context = (): string =>
+    `agent log:\n${agent.logs
+      .filter((l) => !l.includes('"level":30'))
+      .slice(-15)
+      .join('\n')}`;
+  const child = await startProxyProcess(agent.socket, args, { context });
   proxies.push(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"writ proxy listening"')) resolve(child);
-    });
-    child.once('exit', (c) =>
-      reject(
-        new Error(
-          `proxy exited ${c}: ${err}\nagent log:\n${agent.logs
-            .filter((l) => !l.includes('"level":30'))
-            .slice(-15)
-            .join('\n')}`,
-        ),
-      ),
-    );
-  });
+  return child;
 }
 
 /** A GET through the caller's outbound proxy: [status, body] ('000' when the proxy would not connect). */

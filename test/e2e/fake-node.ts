@@ -3,14 +3,17 @@
  * over TLS, and workloads that are real `writ svid watch` processes whose cgroup file (under a fake
  * /proc) names their pod and container, as the k8s attestor reads it.
  */
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { OID, buildName, issueCertificate, toPem } from '@writ/spiffe';
-import { WRIT } from './helpers.ts';
+import pino from 'pino';
+import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
+import { WRIT, writ, type ServerProcess } from './helpers.ts';
 
 export interface FakeKubelet {
   readonly server: Server;
@@ -64,4 +67,63 @@ export async function startPodWorkload(o: { socket: string; proc: string; uid: s
     child.once('exit', (code) => reject(new Error(`workload ${o.name} exited with ${code}: ${err}`)));
   });
   return child;
+}
+
+export interface K8sNodeAgent {
+  readonly agent: Agent;
+  readonly api: WorkloadApiServer;
+  /** Stops the agent and closes its socket. */
+  close(): Promise<void>;
+}
+
+/**
+ * A node's agent in this process: registers `entries` under `spiffe://e2e.test/writ/agent/NODE`
+ * (`writ entry create`), attests with a join token, and serves the Workload API on `socket` with
+ * the k8s attestor against `kubelet` (pods found through the cgroup files under `proc`). Reports
+ * its workloads every 2 s (`--workload-report-interval 2s`), so a test sees several heartbeats.
+ */
+export async function startK8sNodeAgent(
+  srv: ServerProcess,
+  o: {
+    dir: string;
+    node: string;
+    socket: string;
+    proc: string;
+    kubelet: FakeKubelet;
+    entries: ReadonlyArray<{ spiffeId: string; selectors: readonly string[]; extra?: readonly string[] }>;
+  },
+): Promise<K8sNodeAgent> {
+  for (const e of o.entries) {
+    const args = ['entry', 'create', '--spiffe-id', e.spiffeId, '--parent-id', `spiffe://e2e.test/writ/agent/${o.node}`];
+    const r = await writ(srv, [...args, ...e.selectors.flatMap((s) => ['--selector', s]), ...(e.extra ?? [])]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const token = await writ(srv, ['token', 'create', '--node-name', o.node, '-o', 'json']);
+  assert.equal(token.code, 0, token.stderr);
+  const log = pino({ level: 'silent' });
+  const agent = new Agent({
+    serverUrl: srv.url,
+    caPem: readFileSync(join(srv.dataDir, 'bundle.pem'), 'utf8'),
+    joinToken: (JSON.parse(token.stdout) as { token: string }).token,
+    dataDir: join(o.dir, 'agent'),
+    log,
+    syncWaitSeconds: 10,
+    workloadReportMs: 2000,
+  });
+  const api = new WorkloadApiServer({
+    agent,
+    socketPath: o.socket,
+    log,
+    attestors: [k8sAttestor({ kubeletUrl: o.kubelet.url, caFile: o.kubelet.caFile, proc: o.proc, cacheMs: 0 })],
+  });
+  await agent.start();
+  await api.listen();
+  return {
+    agent,
+    api,
+    async close() {
+      agent.stop();
+      await api.close();
+    },
+  };
 }

@@ -17,12 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  WRIT,
   applyPolicy,
   cleanup,
   onFreePorts,
   run,
   startAgentProcess,
+  startProxyProcess,
   startServerProcess,
   waitFor,
   writ,
@@ -68,23 +68,8 @@ const spawnGo = (uid: number, args: string[], ready: (line: Record<string, strin
 
 /** `writ proxy` as root (ORDERS and WEB are uid 0's identities); resolves once it listens. */
 async function startProxy(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_TEST_CONTEXT: '' },
-  });
+  const child = await startProxyProcess(agent.socket, args, { logs: proxyLogs });
   children.push(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n').slice(0, -1)) proxyLogs.push(line);
-      if (buf.includes('"writ proxy listening"')) resolve();
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    child.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
-  });
   return child;
 }
 

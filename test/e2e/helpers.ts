@@ -294,6 +294,37 @@ export async function startAgentProcess(
   };
 }
 
+export interface ProxyProcessOptions {
+  /** Run as this uid (through setpriv): the proxy's identities are that uid's. Root's otherwise. */
+  readonly uid?: number | undefined;
+  /** Where its stdout lines (the JSON log) go. */
+  readonly logs?: string[];
+  /** Told on a failed start, e.g. the agent's recent log. */
+  readonly context?: () => string;
+}
+
+/**
+ * `writ proxy --socket SOCKET ARGS` as a child process; resolves once it listens. Rejects with its
+ * stderr (and `context`) if it exits first or has not started in 60 s (then it is killed).
+ */
+export async function startProxyProcess(socket: string, args: readonly string[], opts: ProxyProcessOptions = {}): Promise<ChildProcess> {
+  const command = [process.execPath, WRIT, 'proxy', '--socket', socket, ...args];
+  const [exe, ...argv] = opts.uid === undefined ? command : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', ...command];
+  const child = spawn(exe!, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const failed = (why: string): Error => new Error(`${why}: ${err}${opts.context ? `\n${opts.context()}` : ''}`);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => (child.kill('SIGKILL'), reject(failed('proxy did not start in 60 s'))), 60_000);
+    const exited = (c: number | null): void => (clearTimeout(timer), reject(failed(`proxy exited ${c}`)));
+    onLines(child, opts.logs ?? [], (line) => {
+      if (line.includes('"writ proxy listening"')) clearTimeout(timer), child.off('exit', exited), resolve();
+    });
+    child.once('exit', exited);
+  });
+  return child;
+}
+
 /** The orders policy the enforcement tests share: web may call `to` with `methods` on /v1/orders/*, legacy is denied. */
 export const ordersPolicy = (to: string, methods: string): string => `apiVersion: writ.dev/v1
 kind: AccessPolicy

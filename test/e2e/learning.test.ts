@@ -6,7 +6,7 @@
  * enforces it and a caller never observed is refused with 403 {code, decisionId}.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
@@ -14,12 +14,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PolicyEngine, parseAction, parsePolicies } from '@writ/policy';
 import {
-  WRIT,
   applyPolicy,
   cleanup,
   onFreePorts,
   run,
   startAgentProcess,
+  startProxyProcess,
   startServerProcess,
   waitFor,
   writ,
@@ -47,22 +47,10 @@ let app: Server;
 const proxies: ChildProcess[] = [];
 const port: Record<string, number> = {};
 
-function startProxy(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [WRIT, 'proxy', '--socket', agent.socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_TEST_CONTEXT: '' },
-  });
+async function startProxy(args: string[]): Promise<ChildProcess> {
+  const child = await startProxyProcess(agent.socket, args);
   proxies.push(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"writ proxy listening"')) resolve(child);
-    });
-    child.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
-  });
+  return child;
 }
 
 /** A GET through the caller's outbound proxy: [status, body]. */

@@ -27,6 +27,7 @@ import {
   onFreePorts,
   run,
   startAgentProcess,
+  startProxyProcess,
   startServerProcess,
   waitFor,
   writ,
@@ -119,27 +120,9 @@ function stopProxy(child: ChildProcess): void {
 
 /** A proxy as root (all the uid:0 identities), or as `uid` (through setpriv), whose identities are its own. */
 async function startProxy(args: string[], uid?: number): Promise<ChildProcess> {
-  const command = [process.execPath, WRIT, 'proxy', '--socket', agent.socket, ...args];
-  const [exe, ...argv] = uid === undefined ? command : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...command];
-  const child = spawn(exe!, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: '' } });
+  // A running proxy that exits stays in `proxies` (the tests check on it); one that never started is not one of them.
+  const child = await startProxyProcess(agent.socket, args, { uid, logs });
   proxies.push(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => ((err += d.toString()), process.env['DEBUG_PROXY'] && process.stderr.write(d)));
-  let started = false;
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n').slice(0, -1)) logs.push(line);
-      if (buf.includes('"writ proxy listening"')) (started = true), resolve();
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    child.once('exit', (c) => {
-      if (started) return; // a running proxy that exits stays in `proxies`: the tests check on it
-      proxies.splice(proxies.indexOf(child), 1); // one that never started is not one of them
-      reject(new Error(`proxy exited ${c}: ${err}`));
-    });
-  });
   return child;
 }
 

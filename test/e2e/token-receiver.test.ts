@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '@writ/broker';
-import { WRIT, applyPolicy, cleanup, onFreePorts, serverWithAgent, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
+import { applyPolicy, cleanup, onFreePorts, serverWithAgent, startProxyProcess, waitFor, writ, type AgentProcess, type ServerProcess } from './helpers.ts';
 
 const TD = 'spiffe://e2e.test';
 const WEB = `${TD}/ns/shop/web`;
@@ -169,25 +169,7 @@ before(async () => {
   const appPort = (app.address() as { port: number }).port;
   await onFreePorts(1, async ([p]) => {
     proxyPort = p!;
-    proxy = spawn(process.execPath, [WRIT, 'proxy', '--socket', env.agent.socket, '--inbound', `127.0.0.1:${proxyPort}=127.0.0.1:${appPort}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_TEST_CONTEXT: '' },
-    });
-    let err = '';
-    proxy.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      proxy.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const lines = buf.split('\n');
-        buf = lines.pop()!;
-        for (const line of lines) {
-          logs.push(line);
-          if (line.includes('"writ proxy listening"')) resolve();
-        }
-      });
-      proxy.once('exit', (c) => reject(new Error(`proxy exited ${c}: ${err}`)));
-    });
+    proxy = await startProxyProcess(env.agent.socket, ['--inbound', `127.0.0.1:${proxyPort}=127.0.0.1:${appPort}`], { logs });
   });
   // The policy with the token rule reaches the proxy through the agent.
   await waitFor('the proxy to serve with the policy', async () => ((await viaProxy('/healthz')).status === 200 ? true : undefined));

@@ -11,19 +11,16 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { Agent, WorkloadApiServer, k8sAttestor } from '../../packages/agent/src/index.ts';
-import { startFakeKubelet, startPodWorkload, type FakeKubelet } from './fake-node.ts';
+import { startFakeKubelet, startK8sNodeAgent, startPodWorkload, type FakeKubelet, type K8sNodeAgent } from './fake-node.ts';
 import { type ServerProcess, cleanup, startServerProcess, waitFor, writ } from './helpers.ts';
 import { trivyReport } from './vuln-fixtures.ts';
 
 const NODE = 'gate-node';
-const PARENT = `spiffe://e2e.test/writ/agent/${NODE}`;
 const WEB_DIGEST = `sha256:${'a1'.repeat(32)}`;
 const LEDGER_DIGEST = `sha256:${'b2'.repeat(32)}`;
 const CVE = 'CVE-2026-31337';
@@ -131,8 +128,7 @@ describe('vulnerability events and containment: a real server, an agent, workloa
   const socket = join(dir, 'api.sock');
   let kubelet: FakeKubelet;
   let srv: ServerProcess;
-  let agent: Agent;
-  let api: WorkloadApiServer;
+  let node: K8sNodeAgent | undefined;
   const children = new Map<string, ChildProcess>();
 
   /** A workload: `writ svid watch` on the agent's socket, in pod `p` (its cgroup file written before it can connect). */
@@ -161,54 +157,22 @@ describe('vulnerability events and containment: a real server, an agent, workloa
     );
     // Debug: the server logs each evaluation of the running set, which a negative check waits for.
     srv = await startServerProcess({ args: ['--config', join(dir, 'server.yaml'), '--log-level', 'debug'] });
-    const entries: Array<[string, string, string[]]> = [
-      ['spiffe://e2e.test/shop/web', 'k8s:pod-name:web-1', []],
-      ['spiffe://e2e.test/payments/ledger', 'k8s:pod-name:ledger-1', []],
-      ['spiffe://e2e.test/shop/api', 'k8s:pod-name:api-1', []],
-    ];
-    for (const [id, sel, extra] of entries) {
-      const r = await writ(srv, [
-        'entry',
-        'create',
-        '--spiffe-id',
-        id,
-        '--parent-id',
-        PARENT,
-        '--selector',
-        sel,
-        '--selector',
-        `k8s:ns:${id.includes('/payments/') ? 'payments' : 'shop'}`,
-        ...extra,
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-    }
-    const token = await writ(srv, ['token', 'create', '--node-name', NODE, '-o', 'json']);
-    assert.equal(token.code, 0, token.stderr);
-    const log = pino({ level: 'silent' });
-    agent = new Agent({
-      serverUrl: srv.url,
-      caPem: readFileSync(join(srv.dataDir, 'bundle.pem'), 'utf8'),
-      joinToken: (JSON.parse(token.stdout) as { token: string }).token,
-      dataDir: join(dir, 'agent'),
-      log,
-      syncWaitSeconds: 10,
-      // `writ agent start --workload-report-interval 2s`: heartbeats often, so the test sees several.
-      workloadReportMs: 2000,
+    node = await startK8sNodeAgent(srv, {
+      dir,
+      node: NODE,
+      socket,
+      proc,
+      kubelet,
+      entries: [
+        { spiffeId: 'spiffe://e2e.test/shop/web', selectors: ['k8s:pod-name:web-1', 'k8s:ns:shop'] },
+        { spiffeId: 'spiffe://e2e.test/payments/ledger', selectors: ['k8s:pod-name:ledger-1', 'k8s:ns:payments'] },
+        { spiffeId: 'spiffe://e2e.test/shop/api', selectors: ['k8s:pod-name:api-1', 'k8s:ns:shop'] },
+      ],
     });
-    const kubeletUrl = kubelet.url;
-    api = new WorkloadApiServer({
-      agent,
-      socketPath: socket,
-      log,
-      attestors: [k8sAttestor({ kubeletUrl, caFile: join(dir, 'kubelet-ca.pem'), proc, cacheMs: 0 })],
-    });
-    await agent.start();
-    await api.listen();
   });
   after(async () => {
     for (const c of children.values()) c.kill('SIGKILL');
-    agent?.stop();
-    await api?.close();
+    await node?.close();
     await srv?.stop();
     kubelet.server.close();
     receiver.close();
