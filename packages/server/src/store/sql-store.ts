@@ -218,9 +218,12 @@ export class SqlStore implements Store {
     return this.#actor.run(actor, fn);
   }
 
-  /** Appends the audit leaves of a change inside its transaction, as its last statements: if this fails the change is rolled back. */
+  /**
+   * Queues the audit leaves of a change inside its transaction: if this fails the change is rolled
+   * back; once it commits, the next fold (`auditHead`, which every reader of the log goes through) appends them.
+   */
   #audit(tx: SqlExecutor, ...leaves: AuditLeafInput[]): Promise<void> {
-    return audit.appendAudit(tx, this.#db.dialect, Date.now(), this.#actor.getStore() ?? 'system', leaves);
+    return audit.queueAudit(tx, Date.now(), this.#actor.getStore() ?? 'system', leaves);
   }
 
   /** A write of one statement or a helper's: in a transaction with its audit leaves. */
@@ -237,7 +240,8 @@ export class SqlStore implements Store {
     return { query: tx.query, execute: tx.execute, isUniqueViolation: (e) => this.#db.isUniqueViolation(e) };
   }
 
-  auditHead(): Promise<AuditHead> {
+  async auditHead(): Promise<AuditHead> {
+    await audit.foldAudit(this.#db);
     return audit.auditHead(this.#db);
   }
 
