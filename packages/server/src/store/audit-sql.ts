@@ -66,7 +66,7 @@ export async function foldAudit(db: SqlDriver, batch = FOLD_BATCH): Promise<numb
   let total = 0;
   for (;;) {
     // Nothing queued is the common case of a read: no lock, no transaction.
-    if ((await db.query('SELECT seq FROM audit_pending LIMIT 1')).length === 0) return total;
+    if ((await db.query('SELECT seq FROM audit_pending ORDER BY seq LIMIT 1')).length === 0) return total;
     const n = await db.transaction(async (tx) => {
       const head = await lockHead(tx, db.dialect);
       const rows = await tx.query(
