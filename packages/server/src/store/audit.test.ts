@@ -164,8 +164,14 @@ for (const factory of STORE_FACTORIES) {
       const q = (i: number) => ({ spiffeId: `spiffe://example.org/audit/w${i}`, reason: 'r', createdBy: 'o', createdAt: i, expiresAt: null });
       let next = 0;
       let writing = true;
+      // After its write each writer reads the head (joining whatever fold runs): its leaf must be in it.
+      const seen = new Map<string, number>();
       const writers = Array.from({ length: 8 }, async () => {
-        for (let i = next++; i < 200; i = next++) await (i % 2 ? other : t.store).putQuarantine(q(i));
+        for (let i = next++; i < 200; i = next++) {
+          const s = i % 2 ? other : t.store;
+          await s.putQuarantine(q(i));
+          seen.set(q(i).spiffeId, (await s.auditHead()).size);
+        }
       });
       // Readers fold while the writers commit: each fold takes what has committed by then.
       const folders = [t.store, other].map(async (s) => {
@@ -180,8 +186,10 @@ for (const factory of STORE_FACTORIES) {
       const r = await recompute(t.store);
       assert.equal(r.size, start + 200, 'one leaf per committed change, none twice');
       assert.deepEqual(r.root, (await other.auditHead()).root, 'both replicas see one tree');
-      const got = (await subjects(t.store, start)).sort();
-      assert.deepEqual(got, Array.from({ length: 200 }, (_, i) => q(i).spiffeId).sort());
+      const order = await subjects(t.store, start);
+      assert.deepEqual([...order].sort(), Array.from({ length: 200 }, (_, i) => q(i).spiffeId).sort());
+      const late = order.filter((subject, i) => start + i >= seen.get(subject)!);
+      assert.deepEqual(late, [], 'each writer found its own leaf in the head it read next');
     });
 
     it('a change rolled back after its leaf was queued leaves no leaf, and the log stays dense after it', async () => {
