@@ -2,8 +2,9 @@
  * Audit log benchmark (issue 15, section 1), `npm run bench -- audit`:
  * - appends per second on SQLite and PostgreSQL with the checkpointer signing every second beside
  *   them: a quarantine write (one change, one leaf, one transaction each; 8 writers at once), and
- *   entries created 100 per transaction (a leaf each). Baseline in the same run: the same change
- *   through the raw driver in the same transactions, without its leaf.
+ *   entries created 100 per transaction (a leaf each), timed until the last leaf is folded into
+ *   the tree. Baseline in the same run: the same change through the raw driver in the same
+ *   transactions, without its leaf.
  * - `writ audit verify` over 1,000,000 leaves (appended by the store's own append, 5,000 per
  *   transaction) against a real server (SQLite): the CLI as a child
  *   process; baseline in the same run: the same pages fetched and parsed without being checked.
@@ -19,7 +20,7 @@ import { AuditLog, auditOrigin, loadLogKey, openStore, type EntryInput, type Sto
 import { PostgresDriver } from '../packages/server/src/store/postgres.ts';
 import { SqliteDriver } from '../packages/server/src/store/sqlite.ts';
 import type { SqlDriver } from '../packages/server/src/store/driver.ts';
-import { appendAudit } from '../packages/server/src/store/audit-sql.ts';
+import { appendAudit, foldAudit, queueAudit } from '../packages/server/src/store/audit-sql.ts';
 import { ApiClient } from '../packages/cli/src/client.ts';
 import { printProofBench, proofBench } from './transparency.ts';
 import { startServer } from './vuln/server.ts';
@@ -44,8 +45,8 @@ const entry = (i: number, tag: string): EntryInput => ({
   expiresAt: null,
 });
 
-/** `n` calls of `fn` by WRITERS concurrent writers; calls per second. */
-async function concurrently(n: number, fn: (i: number) => Promise<unknown>): Promise<number> {
+/** `n` calls of `fn` by WRITERS concurrent writers, then `settle` (timed too); calls per second. */
+async function concurrently(n: number, fn: (i: number) => Promise<unknown>, settle?: () => Promise<unknown>): Promise<number> {
   let next = 0;
   const t = performance.now();
   await Promise.all(
@@ -53,6 +54,7 @@ async function concurrently(n: number, fn: (i: number) => Promise<unknown>): Pro
       for (let i = next++; i < n; i = next++) await fn(i);
     }),
   );
+  await settle?.();
   return n / ((performance.now() - t) / 1000);
 }
 
@@ -68,7 +70,13 @@ async function appends(name: string, store: Store, raw: SqlDriver, dataDir: stri
       createdAt: Date.now(),
       expiresAt: null,
     });
-    const audited = await concurrently(WRITES, (i) => store.putQuarantine(q(i, 'a')));
+    // Timed until every leaf is in the tree: the writes queue their leaves, and the last ones are
+    // folded by the auditHead() that ends the run (the checkpointer folds the others each second).
+    const audited = await concurrently(
+      WRITES,
+      (i) => store.putQuarantine(q(i, 'a')),
+      () => store.auditHead(),
+    );
     const plain = await concurrently(WRITES, (i) =>
       raw.transaction(async (tx) => {
         const r = q(i, 'p');
@@ -90,6 +98,7 @@ async function appends(name: string, store: Store, raw: SqlDriver, dataDir: stri
         Array.from({ length: BATCH }, (_, i) => entry(b * BATCH + i, 'a')),
         Date.now(),
       );
+    await store.auditHead();
     const auditedEntries = (batches * BATCH) / ((performance.now() - t) / 1000);
     t = performance.now();
     for (let b = 0; b < batches; b++) {
@@ -120,6 +129,52 @@ async function appends(name: string, store: Store, raw: SqlDriver, dataDir: stri
   } finally {
     await log.close();
   }
+}
+
+/**
+ * BENCH_AUDIT_ONLY=ab: the one-leaf write three ways in alternating rounds under the same load,
+ * in one process: without the leaf; with the leaf appended in the write's transaction under the
+ * head row's lock (`appendAudit`: the append before the queue, kept for bulk loads); and with the
+ * leaf queued (`queueAudit`, what the store's writes do), the round timed until its last leaf is
+ * folded. The checkpointer runs beside all three.
+ */
+async function abBench(name: string, store: Store, raw: SqlDriver, dataDir: string, rounds: number): Promise<void> {
+  const key = loadLogKey(dataDir, auditOrigin('bench.example'), undefined);
+  const log = new AuditLog({ store, origin: auditOrigin('bench.example'), signer: key.signer, vkey: key.vkey, clock: Date.now });
+  log.start();
+  const n = Math.max(WRITERS, Math.floor(WRITES / rounds));
+  const rates = { plain: [] as number[], direct: [] as number[], queued: [] as number[] };
+  let seq = 0;
+  const write = (leaf: 'none' | 'direct' | 'queued') => (_: number) =>
+    raw.transaction(async (tx) => {
+      const id = `spiffe://bench.example/ab/${leaf}/${seq++}`;
+      await tx.query(
+        `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+        [id, 'bench', 'bench', Date.now(), null],
+      );
+      await tx.query("UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'");
+      const leaves = [{ kind: 'quarantine.add', subject: id, detail: { reason: 'bench', expiresAt: null } }];
+      if (leaf === 'direct') await appendAudit(tx, raw.dialect, Date.now(), 'bench', leaves);
+      if (leaf === 'queued') await queueAudit(tx, Date.now(), 'bench', leaves);
+    });
+  try {
+    for (let r = 0; r < rounds; r++) {
+      rates.plain.push(await concurrently(n, write('none')));
+      rates.direct.push(await concurrently(n, write('direct')));
+      rates.queued.push(await concurrently(n, write('queued'), () => foldAudit(raw)));
+    }
+  } finally {
+    await log.close();
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const [plain, direct, queued] = [median(rates.plain), median(rates.direct), median(rates.queued)];
+  const all = (xs: number[]) => xs.map(fmt).join(' ');
+  console.log(
+    `(${name}, ${rounds} rounds of ${fmt(n)} writes each way, per round: plain ${all(rates.plain)}; appended ${all(rates.direct)}; queued ${all(rates.queued)})`,
+  );
+  row(`${name}: 1 leaf, appended under the head lock`, `${fmt(direct)}/s`, `without the leaf ${fmt(plain)}/s`, (direct / plain).toFixed(2), 'median');
+  row(`${name}: 1 leaf, queued and folded`, `${fmt(queued)}/s`, `without the leaf ${fmt(plain)}/s`, (queued / plain).toFixed(2), '>= 5,000/s');
 }
 
 async function verifyBench(): Promise<void> {
@@ -196,21 +251,22 @@ async function verifyBench(): Promise<void> {
 export async function run(): Promise<void> {
   console.log('audit log (issue 15): appends with a checkpoint each second, and verify');
   row('measurement', 'value', 'baseline (same run)', 'ratio', 'target');
-  // BENCH_AUDIT_ONLY=appends|verify|proofs: one part.
+  // BENCH_AUDIT_ONLY=appends|verify|proofs: one part; =ab the appended/queued comparison (not in the default run).
   const only = process.env['BENCH_AUDIT_ONLY'];
-  if (!only || only === 'appends') {
+  const ab = only === 'ab' ? Number(process.env['BENCH_AUDIT_ROUNDS'] ?? 5) : 0;
+  if (!only || only === 'appends' || ab) {
     const dir = mkdtempSync(join(tmpdir(), 'writ-bench-audit-'));
     const store = await openStore({ db: 'sqlite', dataDir: dir });
     const raw = new SqliteDriver(join(dir, 'writ.db'));
     try {
-      await appends('SQLite', store, raw, dir);
+      await (ab ? abBench('SQLite', store, raw, dir, ab) : appends('SQLite', store, raw, dir));
     } finally {
       await raw.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  if (!only || only === 'appends') {
+  if (!only || only === 'appends' || ab) {
     const schema = `writ_bench_audit_${process.pid}`;
     const admin = new pg.Client({ connectionString: PG_URL });
     await admin.connect();
@@ -219,7 +275,7 @@ export async function run(): Promise<void> {
     const store = await openStore({ db: PG_URL, dataDir: dir, schema });
     const raw = new PostgresDriver({ url: PG_URL, schema });
     try {
-      await appends('PostgreSQL', store, raw, dir);
+      await (ab ? abBench('PostgreSQL', store, raw, dir, ab) : appends('PostgreSQL', store, raw, dir));
     } finally {
       await raw.close();
       await store.close();

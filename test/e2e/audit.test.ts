@@ -235,6 +235,20 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.equal((JSON.parse(missing.body) as { code: string }).code, 'ERR_FIELD_MISSING');
     });
 
+    it('a change just made is in the next read of the log: tail, prove and verify fold and sign it first', async () => {
+      const before = await checkpointed(srv, db);
+      assert.equal((await writ(srv, ['quarantine', 'add', 'spiffe://e2e.test/cache', '--reason', 'just now'])).code, 0);
+      const tail = await writ(srv, ['audit', 'tail', '-n', '1']);
+      assert.equal(tail.code, 0, tail.stderr);
+      assert.match(tail.stdout, new RegExp(`^${before} .* token:initial {2}quarantine\\.add {2}spiffe://e2e\\.test/cache$`, 'm'));
+      const prove = await writ(srv, ['audit', 'prove', String(before)]);
+      assert.equal(prove.code, 0, prove.stderr);
+      assert.match(prove.stdout, new RegExp(`^entry ${before} \\(quarantine\\.add spiffe://e2e\\.test/cache by token:initial`, 'm'));
+      assert.equal((await writ(srv, ['quarantine', 'remove', 'spiffe://e2e.test/cache'])).code, 0);
+      const ok = await verify(srv);
+      assert.match(ok.out, new RegExp(`^verified ${before + 2} entries`, 'm'));
+    });
+
     it('catches an edited, deleted, reordered and inserted row at its index, and a rewritten history with a checkpoint saved earlier', async () => {
       const size = await checkpointed(srv, db);
       const trusted = join(srv.dataDir, 'witness.checkpoint');

@@ -1,7 +1,7 @@
 /**
- * The audit log as the server serves it: a checkpointer that signs the tree head every second
- * while it grows, and the reads behind /v1/audit/* (entries, proofs), checked against the latest
- * checkpoint. The tree, proofs and notes are @writ/transparency's; the leaves the store's.
+ * The audit log as the server serves it: a checkpointer that folds the changes' queued leaves
+ * into the tree and signs its head every second while it grows, and the reads behind /v1/audit/*
+ * (checkpoint, entries, proofs), which fold and sign first and answer for the latest checkpoint. The tree, proofs and notes are @writ/transparency's; the leaves the store's.
  */
 import type { Logger } from 'pino';
 import { WritError, isWritError } from '@writ/spiffe';
@@ -94,8 +94,18 @@ export class AuditLog {
     }
   }
 
+  /**
+   * Before a read: folds the leaves of the changes committed so far and, where this replica signs,
+   * signs them, so a change just made is in what the read answers. A failure here (a rewritten
+   * tree, which the timer reports) leaves the read with the latest checkpoint signed before it.
+   */
+  async #fresh(): Promise<void> {
+    await this.checkpoint().catch(() => undefined);
+  }
+
   /** The latest signed checkpoint (ERR_AUDIT_NO_CHECKPOINT before the first leaf). */
   async latest(): Promise<AuditCheckpoint> {
+    await this.#fresh();
     const c = await this.#o.store.latestAuditCheckpoint();
     if (!c) throw new WritError('ERR_AUDIT_NO_CHECKPOINT', 'the audit log has no checkpoint yet (no leaf was appended)');
     return c;
@@ -103,6 +113,7 @@ export class AuditLog {
 
   /** Entries [start, end) of the checkpointed tree, at most MAX_AUDIT_PAGE; `end` defaults to the checkpoint's size. */
   async entries(start: number, end: number | undefined, limit = MAX_AUDIT_PAGE): Promise<{ size: number; start: number; end: number; entries: AuditEntry[] }> {
+    await this.#fresh();
     const size = (await this.#o.store.latestAuditCheckpoint())?.size ?? 0;
     const last = end ?? size;
     if (last > size) throw range(`end ${last} is past the latest checkpoint's size ${size}`, 'end');

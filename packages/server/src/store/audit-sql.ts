@@ -1,7 +1,7 @@
 /**
- * The audit log's SQL (issue 15, section 1): appends inside the caller's transaction, entries,
- * perfect-subtree nodes for proofs, and the signed checkpoints. The tree itself is
- * @writ/transparency's; this file only stores what it computes.
+ * The audit log's SQL (issue 15, section 1): leaves queued inside the caller's transaction and
+ * folded into the log after its commit, entries, perfect-subtree nodes for proofs, and the signed
+ * checkpoints. The tree itself is @writ/transparency's; this file only stores what it computes.
  */
 import { CompactRange, encodeAuditLeaf, leafHash } from '@writ/transparency';
 import { WritError } from '@writ/spiffe';
@@ -20,26 +20,115 @@ export function auditBody(at: number, actor: string, leaf: AuditLeafInput): stri
   return JSON.stringify({ at, actor, kind: leaf.kind, subject: leaf.subject, detail: leaf.detail });
 }
 
+/** A leaf's columns before it has an index: what a write queues and the folder appends. */
+export interface AuditLeafRow {
+  readonly at: number;
+  readonly actor: string;
+  readonly kind: string;
+  readonly subject: string;
+  readonly body: string;
+}
+
+const leafRow = (at: number, actor: string, leaf: AuditLeafInput): AuditLeafRow => ({
+  at,
+  actor,
+  kind: leaf.kind,
+  subject: leaf.subject.slice(0, 512),
+  body: auditBody(at, actor, leaf),
+});
+
 /**
- * Appends `leaves` in the open transaction `tx`, last thing before its commit: the head row is
- * locked (PostgreSQL: FOR UPDATE; SQLite holds the write lock already) only from here to the
- * commit, so concurrent writers serialise on it for a few statements, not their whole change.
+ * Queues `leaves` in the open transaction `tx` of the change they record: they commit (or roll
+ * back) with it. No lock is shared with other writers, so concurrent changes commit side by side;
+ * `foldAudit` gives them their index, chain and tree nodes after the commit.
+ */
+export async function queueAudit(tx: SqlExecutor, at: number, actor: string, leaves: readonly AuditLeafInput[]): Promise<void> {
+  for (let i = 0; i < leaves.length; i += 100) {
+    const chunk = leaves.slice(i, i + 100).map((l) => leafRow(at, actor, l));
+    await tx.execute(
+      `INSERT INTO audit_pending (at, actor, kind, subject, body) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
+      chunk.flatMap((r) => [r.at, r.actor, r.kind, r.subject, r.body]),
+    );
+  }
+}
+
+/** The most queued leaves one fold transaction moves (a longer queue takes several). */
+export const FOLD_BATCH = 5000;
+
+/**
+ * Folds the committed queued leaves into the log: each fold transaction locks the head row
+ * (PostgreSQL: FOR UPDATE; SQLite: the write lock), takes the queued rows committed by then in
+ * `seq` order and deletes them in the same statement, and appends them (index, chain, nodes,
+ * head). So each queued leaf is appended exactly once, and folders (a reader, the checkpointer,
+ * another replica) take turns. Returns how many were folded.
+ */
+export async function foldAudit(db: SqlDriver, batch = FOLD_BATCH): Promise<number> {
+  let total = 0;
+  for (;;) {
+    // Nothing queued is the common case of a read: no lock, no transaction.
+    if ((await db.query('SELECT seq FROM audit_pending ORDER BY seq LIMIT 1')).length === 0) return total;
+    const n = await db.transaction(async (tx) => {
+      const head = await lockHead(tx, db.dialect);
+      const rows = await tx.query(
+        'DELETE FROM audit_pending WHERE seq IN (SELECT seq FROM audit_pending ORDER BY seq LIMIT ?) RETURNING seq, at, actor, kind, subject, body',
+        [batch],
+      );
+      rows.sort((a, b) => num(a['seq']) - num(b['seq']));
+      await appendRows(
+        tx,
+        head,
+        rows.map((r) => ({
+          at: num(r['at']),
+          actor: r['actor'] as string,
+          kind: r['kind'] as string,
+          subject: r['subject'] as string,
+          body: r['body'] as string,
+        })),
+      );
+      return rows.length;
+    });
+    total += n;
+    if (n < batch) return total;
+  }
+}
+
+/**
+ * Appends `leaves` at the end of the log in the open transaction `tx`, at once (no queue): for
+ * loading a log in bulk (the benchmark's million leaves). The writes of the store queue theirs.
  */
 export async function appendAudit(tx: SqlExecutor, dialect: SqlDriver['dialect'], at: number, actor: string, leaves: readonly AuditLeafInput[]): Promise<void> {
   if (leaves.length === 0) return;
+  await appendRows(
+    tx,
+    await lockHead(tx, dialect),
+    leaves.map((l) => leafRow(at, actor, l)),
+  );
+}
+
+interface LockedHead {
+  readonly range: CompactRange;
+  readonly last: Uint8Array | null;
+}
+
+async function lockHead(tx: SqlExecutor, dialect: SqlDriver['dialect']): Promise<LockedHead> {
   const head = (await tx.query(`SELECT size, hashes, last_leaf FROM audit_head WHERE id = 1${dialect === 'postgres' ? ' FOR UPDATE' : ''}`))[0];
   if (!head) throw new WritError('ERR_STORE_UNAVAILABLE', 'the audit log has no head row');
   const hashes = (head['hashes'] as string).match(/.{64}/g)?.map(unhex) ?? [];
-  const range = new CompactRange(num(head['size']), hashes);
-  let prev = head['last_leaf'] ? unhex(head['last_leaf'] as string) : null;
+  return { range: new CompactRange(num(head['size']), hashes), last: head['last_leaf'] ? unhex(head['last_leaf'] as string) : null };
+}
+
+/** The leaves at the head's end: each one's index, its hash chained on the one before, the perfect nodes it completes, the new head. */
+async function appendRows(tx: SqlExecutor, head: LockedHead, leaves: readonly AuditLeafRow[]): Promise<void> {
+  if (leaves.length === 0) return;
+  const { range } = head;
+  let prev = head.last;
   const leafRows: SqlValue[][] = [];
   const nodeRows: SqlValue[][] = [];
   for (const leaf of leaves) {
     const index = range.size;
-    const body = auditBody(at, actor, leaf);
-    const lh = leafHash(encodeAuditLeaf(index, prev, Buffer.from(body, 'utf8')));
+    const lh = leafHash(encodeAuditLeaf(index, prev, Buffer.from(leaf.body, 'utf8')));
     range.append(lh, (level, i, h) => void nodeRows.push([auditNodeId(level, i), hex(h)]));
-    leafRows.push([index, at, actor, leaf.kind, leaf.subject.slice(0, 512), body, hex(lh)]);
+    leafRows.push([index, leaf.at, leaf.actor, leaf.kind, leaf.subject, leaf.body, hex(lh)]);
     prev = lh;
   }
   for (let i = 0; i < leafRows.length; i += 100) {

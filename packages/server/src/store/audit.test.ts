@@ -39,15 +39,21 @@ async function recompute(store: Store): Promise<{ size: number; root: Uint8Array
 const kinds = async (store: Store, from: number): Promise<string[]> =>
   (await store.listAuditEntries(from, (await store.auditHead()).size)).map((e) => (JSON.parse(e.body) as { kind: string }).kind);
 
-/** A trigger that makes every audit append fail: the database refusing, or full. */
-function faultSql(t: TestStore, on: boolean): string {
+/**
+ * A trigger that makes every insert into `table` fail: the database refusing, or full. BEFORE: the
+ * row is refused; AFTER: the row went in and the statement (so its transaction) fails after it.
+ */
+function faultSql(t: TestStore, on: boolean, table = 'audit_pending', when: 'BEFORE' | 'AFTER' = 'BEFORE'): string {
   if (t.name === 'sqlite')
-    return on ? "CREATE TRIGGER audit_fault BEFORE INSERT ON audit_leaves BEGIN SELECT RAISE(ABORT, 'injected audit fault'); END" : 'DROP TRIGGER audit_fault';
+    return on ? `CREATE TRIGGER audit_fault ${when} INSERT ON ${table} BEGIN SELECT RAISE(ABORT, 'injected audit fault'); END` : 'DROP TRIGGER audit_fault';
   return on
     ? `CREATE FUNCTION audit_fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected audit fault'; END $$ LANGUAGE plpgsql;
-       CREATE TRIGGER audit_fault BEFORE INSERT ON audit_leaves FOR EACH ROW EXECUTE FUNCTION audit_fault()`
-    : 'DROP TRIGGER audit_fault ON audit_leaves; DROP FUNCTION audit_fault()';
+       CREATE TRIGGER audit_fault ${when} INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION audit_fault()`
+    : `DROP TRIGGER audit_fault ON ${table}; DROP FUNCTION audit_fault()`;
 }
+
+const subjects = async (store: Store, from: number): Promise<string[]> =>
+  (await store.listAuditEntries(from, (await store.auditHead()).size)).map((e) => (JSON.parse(e.body) as { subject: string }).subject);
 
 for (const factory of STORE_FACTORIES) {
   describe(`audit log store: ${factory.name.replace('TestStore', '')}`, () => {
@@ -149,6 +155,80 @@ for (const factory of STORE_FACTORIES) {
       const r = await recompute(t.store);
       assert.equal(r.size, start + 40);
       assert.deepEqual(r.root, (await t.store.auditHead()).root);
+    });
+
+    it('concurrent one-leaf writers and folders (on PostgreSQL two replicas) make a dense, verifiable log with each change once', async () => {
+      const start = (await t.store.auditHead()).size;
+      // One SQLite file has one server; PostgreSQL is where replicas write and fold side by side.
+      const other = t.name === 'postgres' ? await t.replica() : t.store;
+      const q = (i: number) => ({ spiffeId: `spiffe://example.org/audit/w${i}`, reason: 'r', createdBy: 'o', createdAt: i, expiresAt: null });
+      let next = 0;
+      let writing = true;
+      // After its write each writer reads the head (joining whatever fold runs): its leaf must be in it.
+      const seen = new Map<string, number>();
+      const writers = Array.from({ length: 8 }, async () => {
+        for (let i = next++; i < 200; i = next++) {
+          const s = i % 2 ? other : t.store;
+          await s.putQuarantine(q(i));
+          seen.set(q(i).spiffeId, (await s.auditHead()).size);
+        }
+      });
+      // Readers fold while the writers commit: each fold takes what has committed by then.
+      const folders = [t.store, other].map(async (s) => {
+        while (writing) await s.auditHead();
+      });
+      try {
+        await Promise.all(writers);
+      } finally {
+        writing = false;
+        await Promise.all(folders);
+      }
+      const r = await recompute(t.store);
+      assert.equal(r.size, start + 200, 'one leaf per committed change, none twice');
+      assert.deepEqual(r.root, (await other.auditHead()).root, 'both replicas see one tree');
+      const order = await subjects(t.store, start);
+      assert.deepEqual([...order].sort(), Array.from({ length: 200 }, (_, i) => q(i).spiffeId).sort());
+      const late = order.filter((subject, i) => start + i >= seen.get(subject)!);
+      assert.deepEqual(late, [], 'each writer found its own leaf in the head it read next');
+    });
+
+    it('a change rolled back after its leaf was queued leaves no leaf, and the log stays dense after it', async () => {
+      const start = (await t.store.auditHead()).size;
+      await t.sql(faultSql(t, true, 'audit_pending', 'AFTER'));
+      try {
+        await assert.rejects(
+          t.store.putQuarantine({ spiffeId: 'spiffe://example.org/audit/never', reason: 'r', createdBy: 'o', createdAt: 1, expiresAt: null }),
+          /injected audit fault/,
+        );
+      } finally {
+        await t.sql(faultSql(t, false, 'audit_pending'));
+      }
+      assert.deepEqual(
+        (await t.store.listQuarantine(0)).filter((x) => x.spiffeId === 'spiffe://example.org/audit/never'),
+        [],
+      );
+      await t.store.putQuarantine({ spiffeId: 'spiffe://example.org/audit/then', reason: 'r', createdBy: 'o', createdAt: 1, expiresAt: null });
+      assert.deepEqual(await subjects(t.store, start), ['spiffe://example.org/audit/then']);
+      assert.equal((await recompute(t.store)).size, start + 1);
+    });
+
+    it('a change committed but not yet folded (its writer gone, or the fold failing) is appended by the next fold, once', async () => {
+      const start = (await t.store.auditHead()).size;
+      // A replica commits a change and is never heard of again: nothing of it folded its leaf.
+      const gone = await t.replica();
+      await gone.putQuarantine({ spiffeId: 'spiffe://example.org/audit/crash', reason: 'r', createdBy: 'o', createdAt: 1, expiresAt: null });
+      assert.deepEqual(await t.store.listAuditEntries(start, start + 1), [], 'committed, queued, not in the log yet');
+      // The fold fails (the database refuses the tree's rows): the change stays committed, its leaf queued.
+      await t.sql(faultSql(t, true, 'audit_nodes'));
+      try {
+        await assert.rejects(t.store.auditHead(), /injected audit fault/);
+      } finally {
+        await t.sql(faultSql(t, false, 'audit_nodes'));
+      }
+      assert.equal((await t.store.listQuarantine(0)).filter((x) => x.spiffeId === 'spiffe://example.org/audit/crash').length, 1);
+      assert.deepEqual(await subjects(t.store, start), ['spiffe://example.org/audit/crash']);
+      assert.equal((await t.store.auditHead()).size, start + 1, 'folded once');
+      assert.equal((await recompute(t.store)).size, start + 1);
     });
 
     it('serves the perfect-subtree nodes every inclusion and consistency proof needs', async () => {

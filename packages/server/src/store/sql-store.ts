@@ -209,6 +209,9 @@ export class SqlStore implements Store {
   readonly #listening = new Set<() => Promise<void>>();
   /** Who the writes of the current request are by (set by the server's request handler). */
   readonly #actor = new AsyncLocalStorage<string>();
+  /** The audit fold running in this process, and the one queued behind it (`#fold`). */
+  #folding: Promise<void> | undefined;
+  #foldNext: Promise<void> | undefined;
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
@@ -218,9 +221,12 @@ export class SqlStore implements Store {
     return this.#actor.run(actor, fn);
   }
 
-  /** Appends the audit leaves of a change inside its transaction, as its last statements: if this fails the change is rolled back. */
+  /**
+   * Queues the audit leaves of a change inside its transaction: if this fails the change is rolled
+   * back; once it commits, the next fold (`auditHead`, which every reader of the log goes through) appends them.
+   */
   #audit(tx: SqlExecutor, ...leaves: AuditLeafInput[]): Promise<void> {
-    return audit.appendAudit(tx, this.#db.dialect, Date.now(), this.#actor.getStore() ?? 'system', leaves);
+    return audit.queueAudit(tx, Date.now(), this.#actor.getStore() ?? 'system', leaves);
   }
 
   /** A write of one statement or a helper's: in a transaction with its audit leaves. */
@@ -237,8 +243,39 @@ export class SqlStore implements Store {
     return { query: tx.query, execute: tx.execute, isUniqueViolation: (e) => this.#db.isUniqueViolation(e) };
   }
 
-  auditHead(): Promise<AuditHead> {
+  async auditHead(): Promise<AuditHead> {
+    await this.#fold();
     return audit.auditHead(this.#db);
+  }
+
+  /**
+   * One fold at a time in this process, and one more queued behind it for every caller that came
+   * while it ran (it starts after their calls, so it takes their committed changes): many readers
+   * at once wait for two folds, not one pool connection each on the head row's lock.
+   */
+  #fold(): Promise<void> {
+    if (this.#foldNext) return this.#foldNext;
+    if (this.#folding) {
+      const next = this.#folding
+        .catch(() => undefined)
+        .then(() => {
+          this.#foldNext = undefined;
+          return this.#fold();
+        });
+      this.#foldNext = next;
+      return next;
+    }
+    const running = audit.foldAudit(this.#db).then(
+      () => {
+        this.#folding = undefined;
+      },
+      (err: unknown) => {
+        this.#folding = undefined;
+        throw err;
+      },
+    );
+    this.#folding = running;
+    return running;
   }
 
   listAuditEntries(start: number, end: number): Promise<AuditEntry[]> {

@@ -628,8 +628,9 @@ const READS = new Set([
   'admissionEventCursor',
   'listAdmittedImages',
   'getAdmittedImage',
-  // the audit log (issue 15): its reads, withActor (no write of its own), and the checkpointer's
-  // putAuditCheckpoint, which is no news to any agent (every audited write notifies already)
+  // the audit log (issue 15): its reads, withActor (no write of its own), auditHead's fold of the
+  // queued leaves and the checkpointer's putAuditCheckpoint, which are no news to any agent (every
+  // audited write notifies already)
   'withActor',
   'auditHead',
   'listAuditEntries',

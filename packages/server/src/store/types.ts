@@ -1001,7 +1001,10 @@ export interface AuditCheckpoint {
 export interface AuditStore {
   /** Runs `fn` with `actor` (token name, agent SPIFFE ID) as the author of the audit leaves its writes append; "system" outside. */
   withActor<T>(actor: string, fn: () => Promise<T>): Promise<T>;
-  /** The tree's current size and root (leaves appended, checkpointed or not). */
+  /**
+   * The tree's size and root, once the leaves of every change committed so far are folded in
+   * (checkpointed or not): the changes' transactions queue their leaves, and this appends them.
+   */
   auditHead(): Promise<AuditHead>;
   /** Leaves [start, end) in index order. */
   listAuditEntries(start: number, end: number): Promise<AuditEntry[]>;
