@@ -22,7 +22,15 @@ import { LeanConn, percentile, row } from './util.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 
-export function call(base: string, agent: HttpsAgent, method: string, path: string, body?: unknown, token?: string): Promise<Record<string, unknown>> {
+export function call(
+  base: string,
+  agent: HttpsAgent,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+  retried = false,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
@@ -43,7 +51,11 @@ export function call(base: string, agent: HttpsAgent, method: string, path: stri
         });
       },
     );
-    req.on('error', reject);
+    // A keep-alive connection the server closed just as this request went out on it (Node's
+    // documented race, `reusedSocket`): once more on a new one, not a failure of the server.
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      !retried && req.reusedSocket && e.code === 'ECONNRESET' ? call(base, agent, method, path, body, token, true).then(resolve, reject) : reject(e),
+    );
     req.end(payload);
   });
 }
