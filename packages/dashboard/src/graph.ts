@@ -6,6 +6,7 @@
  */
 import { DirectedGraph } from 'graphology';
 import Sigma from 'sigma';
+import { fastGestures } from './gestures.ts';
 
 export interface GraphEdge {
   readonly from: string;
@@ -142,10 +143,15 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     edges.set(key, sum);
   }
   const large = g.size > 20_000;
-  // Past 2,000 edges they are not drawn while the view moves (sigma's hideEdgesOnMove): a software
-  // WebGL renderer (a server without a GPU, headless Chromium) cannot redraw 50,000 lines per frame.
+  // Past 2,000 edges they are not drawn while sigma animates the view (a double-click zoom, a touch
+  // drag): a software WebGL renderer (no GPU) cannot redraw 50,000 lines per frame. Mouse drags
+  // and the wheel do not redraw at all while they last (gestures.ts).
   const busy = g.size > 2000;
-  const sigma = new Sigma(g, container, {
+  // Sigma draws into a layer of its own, which a gesture moves; the frame clips it.
+  const layer = document.createElement('div');
+  layer.className = 'graph-layer';
+  container.append(layer);
+  const sigma = new Sigma(g, layer, {
     enableEdgeEvents: !large,
     hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
@@ -154,8 +160,9 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
     zIndex: true,
   });
-  // Sigma renders the first frame inside its constructor: the mark is set at the next animation
-  // frame, once that frame has been handed to the screen.
+  // Sigma renders the first frame inside its constructor: its picture is taken now (it lasts only
+  // until shown), and the mark is set at the next animation frame, once it has been shown.
+  const gestures = fastGestures(container, layer, sigma);
   requestAnimationFrame(() => {
     performance.mark('writ:graph-drawn');
     container.dataset['drawn'] = String(g.size);
@@ -173,5 +180,13 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     }
     if (best) onEdge(best);
   });
-  return { sigma, edges, kill: () => sigma.kill() };
+  return {
+    sigma,
+    edges,
+    kill: () => {
+      gestures.kill();
+      sigma.kill();
+      layer.remove();
+    },
+  };
 }
