@@ -357,7 +357,7 @@ describe('the dashboard in Chromium', () => {
     assert.deepEqual((await raw('GET', `/v1/graph?namespace=${'a'.repeat(300)}`, auth)).code, 'ERR_FIELD_INVALID');
   });
 
-  it('the graph follows a mouse drag and stays where it is dropped: a node is clicked at its new place, not its old one', async () => {
+  it('the graph follows a mouse drag and the wheel: a node dragged away, then zoomed about, is clicked at its new place, not its old one', async () => {
     const page = await signIn(tokens.viewer);
     await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#graph')?.dataset['drawn'] ?? 0) >= 1);
     // Where a node is on screen: the centre of the first patch of the node colour in the first
@@ -390,6 +390,10 @@ describe('the dashboard in Chromium', () => {
     assert.match((await page.textContent('#edge')) ?? '', /Click an edge/, 'the drag was not a click');
     await page.mouse.click(box.x + node.x, box.y + node.y);
     assert.match((await page.textContent('#edge')) ?? '', /Click an edge/, 'nothing is left where the node was');
+    // The wheel zooms in about the pointer: the node under it stays under it.
+    await page.mouse.move(box.x + node.x + dx, box.y + node.y + dy);
+    await page.mouse.wheel(0, -300);
+    await page.waitForFunction(() => performance.getEntriesByName('writ:graph-redrawn').length > 1);
     // Two clicks in quick succession are a double click (sigma zooms): let the first one age.
     await page.waitForTimeout(600);
     await page.mouse.click(box.x + node.x + dx, box.y + node.y + dy);
