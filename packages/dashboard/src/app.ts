@@ -397,6 +397,13 @@ export class Dashboard {
     }
     if (stats) stats.textContent = `${answer.nodes.length} identities, ${answer.edges.length} edges${answer.truncated ? ' (truncated)' : ''}`;
     // Live: every 3 s, or every 30 s for a graph of more than 10,000 edges (each refresh reads it whole).
-    if (this.#timer === undefined) this.#timer = window.setInterval(() => void this.#refreshGraph(), answer.edges.length > 10_000 ? 30_000 : 3000);
+    // A tick that comes while the user drags or zooms is skipped: reading a large answer would stall the gesture.
+    if (this.#timer === undefined)
+      this.#timer = window.setInterval(
+        () => {
+          if (!this.#graph?.moving()) void this.#refreshGraph();
+        },
+        answer.edges.length > 10_000 ? 30_000 : 3000,
+      );
   }
 }

@@ -15,6 +15,8 @@ const DRAG_THRESHOLD = 3;
 const WHEEL_END_MS = 150;
 
 export interface Gestures {
+  /** True while a drag or a wheel gesture lasts, or its redraw is pending. */
+  active(): boolean;
   /** Stops listening (the graph is being replaced). */
   kill(): void;
 }
@@ -173,6 +175,7 @@ export function fastGestures(frame: HTMLElement, layer: HTMLElement, sigma: Sigm
   frame.addEventListener('click', onClick, true);
   frame.addEventListener('wheel', onWheel, { capture: true, passive: false });
   return {
+    active: () => pressed || wheelTimer !== undefined || pending !== undefined,
     kill(): void {
       frame.removeEventListener('mousedown', onDown, true);
       frame.removeEventListener('click', onClick, true);

@@ -139,6 +139,8 @@ export function fingerprint(answer: GraphAnswer): string {
 export interface DrawnGraph {
   readonly sigma: Sigma;
   readonly edges: Map<string, GraphEdge>;
+  /** True while the user drags or zooms it. */
+  moving(): boolean;
   kill(): void;
 }
 
@@ -225,6 +227,7 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
   return {
     sigma,
     edges,
+    moving: () => gestures.active(),
     kill: () => {
       gestures.kill();
       sigma.kill();
