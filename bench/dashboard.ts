@@ -69,34 +69,69 @@ async function drawTime(page: Page, url: string, query: string): Promise<{ ms: n
   }));
 }
 
-/** Frames per second while the graph is dragged 4 px per frame for `ms`, counted with requestAnimationFrame. */
-function panFps(page: Page, ms: number): Promise<number> {
-  return page.evaluate(async (ms) => {
-    const canvas = document.querySelector<HTMLCanvasElement>('#graph canvas.sigma-mouse')!;
-    const box = canvas.getBoundingClientRect();
-    let x = box.left + box.width / 3;
-    const y = box.top + box.height / 2;
-    const mouse = (type: string, target: EventTarget): void => {
-      target.dispatchEvent(new MouseEvent(type, { clientX: x, clientY: y, bubbles: true, cancelable: true, button: 0, buttons: 1 }));
+interface Pan {
+  /** Animation frames per second while the pointer moved. */
+  fps: number;
+  /** The longest gap between two frames during the drag (ms). */
+  worstFrameMs: number;
+  /** From the release of the button to the first frame after the page is free again (ms). */
+  settleMs: number;
+}
+
+/**
+ * A real drag: the pointer pressed on the graph and moved 4 px at a time, at a mouse's 125 Hz, for
+ * `ms`, through the browser's input pipeline (CDP Input events, as a user's mouse), then released.
+ * Frames are counted in the page with requestAnimationFrame: a frame the main thread could not
+ * produce (busy drawing) is not counted.
+ */
+let shot = 0;
+async function pan(page: Page, ms: number): Promise<Pan> {
+  const box = (await page.locator('#graph canvas.sigma-mouse').boundingBox())!;
+  let x = box.x + box.width / 3;
+  const y = box.y + box.height / 2;
+  await page.mouse.move(x, y);
+  await page.evaluate(() => {
+    const w = window as unknown as { benchFrames: number[]; benchStop: boolean };
+    w.benchFrames = [];
+    w.benchStop = false;
+    const step = (t: number): void => {
+      w.benchFrames.push(t);
+      if (!w.benchStop) requestAnimationFrame(step);
     };
-    mouse('mousedown', canvas);
-    let frames = 0;
-    const start = performance.now();
-    await new Promise<void>((done) => {
-      const step = (t: number): void => {
-        frames++;
-        x += 4;
-        if (x > box.right - 20) x = box.left + 20;
-        mouse('mousemove', document);
-        if (t - start < ms) requestAnimationFrame(step);
-        else done();
-      };
-      requestAnimationFrame(step);
-    });
-    const elapsed = performance.now() - start;
-    mouse('mouseup', document);
-    return (frames * 1000) / elapsed;
-  }, ms);
+    requestAnimationFrame(step);
+  });
+  await page.mouse.down();
+  const started = await page.evaluate(() => performance.now());
+  const until = Date.now() + ms;
+  let dir = 4;
+  while (Date.now() < until) {
+    x += dir;
+    if (x > box.x + box.width - 20 || x < box.x + 20) dir = -dir;
+    await page.mouse.move(x, y);
+    await new Promise((r) => setTimeout(r, 8));
+  }
+  const ended = await page.evaluate(() => performance.now());
+  // BENCH_DASHBOARD_SHOTS=DIR: the graph before the release and after the redraw, to compare by eye.
+  const shots = process.env['BENCH_DASHBOARD_SHOTS'];
+  if (shots) await page.locator('#graph').screenshot({ path: join(shots, `drag-${shot}.png`) });
+  await page.mouse.up();
+  const released = await page.evaluate(() => performance.now());
+  // Two frames after the release: the first is where the page redraws, the second starts once it is done.
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  if (shots) await page.locator('#graph').screenshot({ path: join(shots, `released-${shot++}.png`) });
+  return page.evaluate(
+    ({ started, ended, released }) => {
+      const w = window as unknown as { benchFrames: number[]; benchStop: boolean };
+      w.benchStop = true;
+      const during = w.benchFrames.filter((t) => t >= started && t <= ended);
+      let worst = 0;
+      for (let i = 1; i < during.length; i++) worst = Math.max(worst, during[i]! - during[i - 1]!);
+      const after = w.benchFrames.filter((t) => t > released);
+      const span = during.length > 1 ? during[during.length - 1]! - during[0]! : ended - started;
+      return { fps: ((during.length - 1) * 1000) / span, worstFrameMs: worst, settleMs: (after[1] ?? after[0] ?? released) - released };
+    },
+    { started, ended, released },
+  );
 }
 
 /** Frames per second with nothing moving: what the page's own work leaves of the frame rate. */
@@ -180,10 +215,11 @@ export async function run(): Promise<void> {
     }
     progress('panning');
     const idle = await idleFps(page, 2000);
-    const fps = await panFps(page, 3000);
+    const drag = await pan(page, 3000);
+    const drag2 = await pan(page, 3000);
     await drawTime(page, server.url, empty);
     const idleEmpty = await idleFps(page, 2000);
-    const fpsEmpty = await panFps(page, 3000);
+    const dragEmpty = await pan(page, 3000);
     const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
     console.log(
       `\nDashboard: service graph of ${IDENTITIES.toLocaleString('en-US')} identities, ${edges.toLocaleString('en-US')} drawn edges, headless Chromium (median of ${runs})\n`,
@@ -208,7 +244,28 @@ export async function run(): Promise<void> {
       `${(sm('bytes') / sm('fullBytes')).toFixed(2)}x`,
       '',
     );
-    row('pan (drag), frames per second', `${fps.toFixed(1)}`, `empty graph ${fpsEmpty.toFixed(1)}`, `${(fps / fpsEmpty).toFixed(2)}x`, '>= 30');
+    const fps = Math.min(drag.fps, drag2.fps);
+    row(
+      'pan (drag), frames per second (worse of 2)',
+      `${fps.toFixed(1)}`,
+      `empty graph ${dragEmpty.fps.toFixed(1)}`,
+      `${(fps / dragEmpty.fps).toFixed(2)}x`,
+      '>= 30',
+    );
+    row(
+      '  longest frame during the drag',
+      `${Math.round(Math.max(drag.worstFrameMs, drag2.worstFrameMs))} ms`,
+      `empty graph ${Math.round(dragEmpty.worstFrameMs)} ms`,
+      '',
+      '',
+    );
+    row(
+      '  release -> page free again (redrawn)',
+      `${Math.round(Math.max(drag.settleMs, drag2.settleMs))} ms`,
+      `empty graph ${Math.round(dragEmpty.settleMs)} ms`,
+      '',
+      '',
+    );
     row('idle (nothing moving), frames per second', `${idle.toFixed(1)}`, `empty graph ${idleEmpty.toFixed(1)}`, `${(idle / idleEmpty).toFixed(2)}x`, '');
     console.log(
       `load average during the run: ${loadavg()

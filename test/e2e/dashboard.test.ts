@@ -356,4 +356,49 @@ describe('the dashboard in Chromium', () => {
     assert.deepEqual((await raw('GET', '/v1/graph?trustDomain=bad%20td', auth)).code, 'ERR_TRUST_DOMAIN_INVALID');
     assert.deepEqual((await raw('GET', `/v1/graph?namespace=${'a'.repeat(300)}`, auth)).code, 'ERR_FIELD_INVALID');
   });
+
+  it('the graph follows a mouse drag and the wheel: a node dragged away, then zoomed about, is clicked at its new place, not its old one', async () => {
+    const page = await signIn(tokens.viewer);
+    await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#graph')?.dataset['drawn'] ?? 0) >= 1);
+    // Where a node is on screen: the centre of the first patch of the node colour in the first
+    // picture of the graph (the one a gesture shows in its gaps).
+    const node = await page.evaluate(() => {
+      const c = document.querySelector<HTMLCanvasElement>('#graph canvas.graph-overview')!;
+      const scale = c.width / c.clientWidth;
+      const px = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let first: { x: number; y: number } | undefined;
+      let [sx, sy, n] = [0, 0, 0];
+      for (let i = 0; i < px.length; i += 4) {
+        if (px[i] !== 0x3b || px[i + 1] !== 0x6f || px[i + 2] !== 0xd2) continue;
+        const x = (i / 4) % c.width;
+        const y = Math.floor(i / 4 / c.width);
+        first ??= { x, y };
+        if (Math.abs(x - first.x) > 20 || y - first.y > 20) continue;
+        [sx, sy, n] = [sx + x, sy + y, n + 1];
+      }
+      return n ? { x: sx / n / scale, y: sy / n / scale } : undefined;
+    });
+    assert.ok(node, 'a node is drawn');
+    const box = (await page.locator('#graph').boundingBox())!;
+    const [dx, dy] = [140, 50];
+    // From an empty corner, in steps, as a hand would.
+    await page.mouse.move(box.x + 8, box.y + 8);
+    await page.mouse.down();
+    for (let i = 1; i <= 10; i++) await page.mouse.move(box.x + 8 + (dx * i) / 10, box.y + 8 + (dy * i) / 10);
+    await page.mouse.up();
+    await page.waitForFunction(() => performance.getEntriesByName('writ:graph-redrawn').length > 0);
+    assert.match((await page.textContent('#edge')) ?? '', /Click an edge/, 'the drag was not a click');
+    await page.mouse.click(box.x + node.x, box.y + node.y);
+    assert.match((await page.textContent('#edge')) ?? '', /Click an edge/, 'nothing is left where the node was');
+    // The wheel zooms in about the pointer: the node under it stays under it.
+    await page.mouse.move(box.x + node.x + dx, box.y + node.y + dy);
+    await page.mouse.wheel(0, -300);
+    await page.waitForFunction(() => performance.getEntriesByName('writ:graph-redrawn').length > 1);
+    // Two clicks in quick succession are a double click (sigma zooms): let the first one age.
+    await page.waitForTimeout(600);
+    await page.mouse.click(box.x + node.x + dx, box.y + node.y + dy);
+    await page.waitForSelector('#edge dd.from');
+    assert.match((await page.textContent('#edge dd.to')) ?? '', /^spiffe:\/\//, 'the node, where it was dropped, opens its edge');
+    await page.context().close();
+  });
 });

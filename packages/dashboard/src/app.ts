@@ -2,7 +2,7 @@
 /** The dashboard's pages, drawn with lit-html: each view loads what it shows from the server API. */
 import { html, nothing, render, type TemplateResult } from 'lit-html';
 import { Api, ApiError, type Session } from './api.ts';
-import { drawGraph, type DrawnGraph, type GraphAnswer, type GraphEdge } from './graph.ts';
+import { busiest, drawGraph, fingerprint, type DrawnGraph, type GraphAnswer, type GraphEdge } from './graph.ts';
 
 export const VIEWS = ['graph', 'identities', 'policies', 'quarantine', 'images', 'audit', 'alerts', 'learning'] as const;
 export type View = (typeof VIEWS)[number];
@@ -385,18 +385,25 @@ export class Dashboard {
       return;
     }
     performance.mark('writ:graph-fetched');
-    const signature = `${answer.nodes.length}/${answer.edges.map((e) => `${e.from}>${e.to}:${e.allow}:${e.deny}:${e.auditWouldDeny}`).join(',').length}`;
+    const signature = fingerprint(answer);
     if (!this.#graph || el.dataset['signature'] !== signature) {
       this.#graph?.kill();
       el.dataset['signature'] = signature;
       this.#graph = drawGraph(el, answer, (e) => this.#select(e));
       // The busiest edges as a list too (readable without the picture, and keyboard-reachable).
-      this.#top = [...this.#graph.edges.values()].sort((a, b) => b.allow + b.deny + b.auditWouldDeny - (a.allow + a.deny + a.auditWouldDeny)).slice(0, 25);
+      this.#top = busiest(this.#graph.edges.values(), 25);
       this.#content = this.#graphView();
       this.#draw();
     }
     if (stats) stats.textContent = `${answer.nodes.length} identities, ${answer.edges.length} edges${answer.truncated ? ' (truncated)' : ''}`;
     // Live: every 3 s, or every 30 s for a graph of more than 10,000 edges (each refresh reads it whole).
-    if (this.#timer === undefined) this.#timer = window.setInterval(() => void this.#refreshGraph(), answer.edges.length > 10_000 ? 30_000 : 3000);
+    // A tick that comes while the user drags or zooms is skipped: reading a large answer would stall the gesture.
+    if (this.#timer === undefined)
+      this.#timer = window.setInterval(
+        () => {
+          if (!this.#graph?.moving()) void this.#refreshGraph();
+        },
+        answer.edges.length > 10_000 ? 30_000 : 3000,
+      );
   }
 }

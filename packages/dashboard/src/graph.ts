@@ -6,6 +6,7 @@
  */
 import { DirectedGraph } from 'graphology';
 import Sigma from 'sigma';
+import { fastGestures } from './gestures.ts';
 
 export interface GraphEdge {
   readonly from: string;
@@ -82,9 +83,64 @@ export function layout(ids: readonly string[]): Map<string, { x: number; y: numb
   return out;
 }
 
+/** The edge of a pair with one action (nearly every pair). */
+function one(e: WireEdge, from: string, to: string, rules: readonly string[]): GraphEdge {
+  return {
+    from,
+    to,
+    action: e.action,
+    allow: e.allow,
+    deny: e.deny,
+    auditWouldDeny: e.auditWouldDeny,
+    rules: e.rules.map((r) => rules[r]!),
+    lastSeen: e.lastSeen,
+  };
+}
+
+/** The edge of a pair with several actions: counts summed, actions and rules listed. */
+function many(list: readonly WireEdge[], from: string, to: string, rules: readonly string[]): GraphEdge {
+  let lastSeen = list[0]!.lastSeen;
+  for (const e of list) if (e.lastSeen > lastSeen) lastSeen = e.lastSeen;
+  return {
+    from,
+    to,
+    action: list.map((e) => e.action).join('\n'),
+    allow: list.reduce((n, e) => n + e.allow, 0),
+    deny: list.reduce((n, e) => n + e.deny, 0),
+    auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
+    rules: [...new Set(list.flatMap((e) => e.rules))].map((r) => rules[r]!),
+    lastSeen,
+  };
+}
+
+/** The `n` edges with the most decisions, busiest first, without sorting them all. */
+export function busiest(edges: Iterable<GraphEdge>, n: number): GraphEdge[] {
+  const total = (e: GraphEdge): number => e.allow + e.deny + e.auditWouldDeny;
+  const top: GraphEdge[] = [];
+  for (const e of edges) {
+    if (top.length === n && total(e) <= total(top[n - 1]!)) continue;
+    let i = top.length === n ? n - 1 : top.length;
+    while (i > 0 && total(top[i - 1]!) < total(e)) {
+      top[i] = top[i - 1]!;
+      i--;
+    }
+    top[i] = e;
+  }
+  return top;
+}
+
+/** A cheap fingerprint of an answer: the page redraws only when it changes. */
+export function fingerprint(answer: GraphAnswer): string {
+  let h = 0;
+  for (const e of answer.edges) h = (Math.imul(h, 31) + e.from * 65_599 + e.to * 257 + e.allow * 7 + e.deny * 3 + e.auditWouldDeny) | 0;
+  return `${answer.nodes.length}/${answer.edges.length}/${h >>> 0}`;
+}
+
 export interface DrawnGraph {
   readonly sigma: Sigma;
   readonly edges: Map<string, GraphEdge>;
+  /** True while the user drags or zooms it. */
+  moving(): boolean;
   kill(): void;
 }
 
@@ -122,19 +178,9 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     if (first.from === first.to) continue;
     const from = nodes[first.from]!;
     const to = nodes[first.to]!;
-    const key = `${from}\n${to}`;
-    let lastSeen = first.lastSeen;
-    for (const e of list) if (e.lastSeen > lastSeen) lastSeen = e.lastSeen;
-    const sum: GraphEdge = {
-      from,
-      to,
-      action: list.map((e) => e.action).join('\n'),
-      allow: list.reduce((n, e) => n + e.allow, 0),
-      deny: list.reduce((n, e) => n + e.deny, 0),
-      auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
-      rules: [...new Set(list.flatMap((e) => e.rules))].map((r) => rules[r]!),
-      lastSeen,
-    };
+    // Keys by index: short strings to hash, 50,000 times.
+    const key = `${first.from}>${first.to}`;
+    const sum: GraphEdge = list.length === 1 ? one(first, from, to, rules) : many(list, from, to, rules);
     g.addDirectedEdgeWithKey(key, from, to, {
       color: edgeColor(sum),
       size: 1 + Math.min(4, Math.log10(1 + sum.allow + sum.deny + sum.auditWouldDeny)),
@@ -142,20 +188,25 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     edges.set(key, sum);
   }
   const large = g.size > 20_000;
-  // Past 2,000 edges they are not drawn while the view moves (sigma's hideEdgesOnMove): a software
-  // WebGL renderer (a server without a GPU, headless Chromium) cannot redraw 50,000 lines per frame.
+  // Past 2,000 edges they are not drawn while sigma animates the view (a double-click zoom, a touch
+  // drag): a software WebGL renderer (no GPU) cannot redraw 50,000 lines per frame. Mouse drags
+  // and the wheel do not redraw at all while they last (gestures.ts).
   const busy = g.size > 2000;
-  const sigma = new Sigma(g, container, {
+  // Sigma draws into a layer of its own, which a gesture moves; the frame clips it.
+  const layer = document.createElement('div');
+  layer.className = 'graph-layer';
+  container.append(layer);
+  const sigma = new Sigma(g, layer, {
     enableEdgeEvents: !large,
     hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
     renderEdgeLabels: false,
     defaultEdgeType: 'arrow',
     labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
-    zIndex: true,
   });
-  // Sigma renders the first frame inside its constructor: the mark is set at the next animation
-  // frame, once that frame has been handed to the screen.
+  // Sigma renders the first frame inside its constructor: its picture is taken now (it lasts only
+  // until shown), and the mark is set at the next animation frame, once it has been shown.
+  const gestures = fastGestures(container, layer, sigma);
   requestAnimationFrame(() => {
     performance.mark('writ:graph-drawn');
     container.dataset['drawn'] = String(g.size);
@@ -173,5 +224,14 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     }
     if (best) onEdge(best);
   });
-  return { sigma, edges, kill: () => sigma.kill() };
+  return {
+    sigma,
+    edges,
+    moving: () => gestures.active(),
+    kill: () => {
+      gestures.kill();
+      sigma.kill();
+      layer.remove();
+    },
+  };
 }
