@@ -1,4 +1,4 @@
-/** Server configuration: flags over a YAML file over defaults, validated with errors naming the setting. */
+/** Server configuration: flags over a YAML file over defaults (`db`: the flag, then env WRIT_DB, then the file), validated with errors naming the setting. */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -13,7 +13,7 @@ export interface ServerConfig {
   readonly dataDir: string;
   readonly host: string;
   readonly port: number;
-  /** `sqlite` (default), `sqlite:/path`, or a postgres:// URL. */
+  /** `sqlite` (default), `sqlite:/path`, or a postgres:// URL: `--db`, else env WRIT_DB, else the file's `db`. Never logged whole (redactDbUrl). */
   readonly db: string;
   readonly caKeyType: KeyType;
   readonly caTtlMs: number;
@@ -269,7 +269,9 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     dataDir,
     host,
     port,
-    db: get('db') ?? SERVER_DEFAULTS.db,
+    // WRIT_DB between the flag and the file: a Kubernetes Secret reaches the server as an environment
+    // variable, so the URL and its password are neither in a ConfigMap nor on the command line (ps).
+    db: flags.db ?? (env['WRIT_DB'] || undefined) ?? get('db') ?? SERVER_DEFAULTS.db,
     caKeyType,
     caTtlMs,
     x509SvidTtlMs,

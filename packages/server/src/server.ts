@@ -169,7 +169,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     store = await openStore({ db: cfg.db, dataDir: cfg.dataDir, onError: (err) => log.warn({ err: err.message }, 'database connection lost; will reconnect') });
   } catch (err) {
     const why = isWritError(err) ? err.message : (err as Error).message || String((err as { code?: string }).code ?? err);
-    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${why}`, { cause: err });
+    // No `cause`: the URL parser's error carries the whole URL (its `input`), password and all.
+    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${redactDbUrl(why)}`);
   }
 
   const timers: NodeJS.Timeout[] = [];
