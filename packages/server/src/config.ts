@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
-import type { PsatCluster } from './attest/psat.ts';
+import { checkPsatCluster, type PsatCluster } from './attest/psat.ts';
 import { type VulnEventsConfig, vulnEventsConfig } from './vuln-events.ts';
 import { type AlertsConfig, alertsConfig } from './alerts/service.ts';
 import { parseOwnerRules, type OwnerRules } from './owners.ts';
@@ -168,16 +168,17 @@ export function parseListen(v: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'issuer', 'audience', 'serviceAccounts'];
+const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'jwksTokenFile', 'issuer', 'audience', 'serviceAccounts'];
 
 function psatClusters(v: unknown): Record<string, PsatCluster> {
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v))
-    bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, issuer?, audience?, serviceAccounts? }');
+    bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, jwksTokenFile?, issuer?, audience?, serviceAccounts? }');
   const out: Record<string, PsatCluster> = {};
   for (const [name, c] of Object.entries(v as Record<string, unknown>)) {
     if (!c || typeof c !== 'object' || Array.isArray(c)) bad(`k8sPsat.${name}`, 'must be a mapping');
     for (const k of Object.keys(c)) if (!PSAT_KEYS.includes(k)) bad(`k8sPsat.${name}.${k}`, `unknown setting; known: ${PSAT_KEYS.join(', ')}`);
+    checkPsatCluster(name, c as PsatCluster);
     out[name] = c as PsatCluster;
   }
   return out;

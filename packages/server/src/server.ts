@@ -255,7 +255,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     /** Requests being handled, and whether the server is draining (every new request then gets 503). */
     const inFlight = { count: 0, draining: false };
     const metrics = createMetrics();
-    const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
+    const psat = Object.keys(cfg.k8sPsat).length
+      ? new PsatAttestor(cfg.k8sPsat, {
+          onJwksError: (cluster, err) => log.warn({ cluster, err }, 'k8s_psat: cannot get the cluster JWKS; PSAT attestation fails until it can'),
+        })
+      : undefined;
     hub = new ChangeHub({
       store,
       ca,
