@@ -44,6 +44,14 @@ const env = (k: string, d: number): number => {
   const v = process.env[k];
   return v === undefined || v === '' ? d : Number(v);
 };
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const load = (): string =>
   loadavg()
@@ -95,7 +103,8 @@ export async function run(): Promise<void> {
     // Simulated agents: attested through the replica they start on (half each).
     const setup0 = performance.now();
     const half = [Math.ceil(n / 2), Math.floor(n / 2)];
-    const creds = await Promise.all(servers.map((s, r) => attestSimAgents(s.url, adminAgent, ca, token, half[r]!, (i) => `sim-${r}-${i}`)));
+    const creds = [];
+    for (const [r, s] of servers.entries()) creds.push(await attestSimAgents(s.url, adminAgent, ca, token, half[r]!, (i) => `sim-${r}-${i}`, 50));
     const conn = (srv: { url: string }, tls: { cert: string; key: string }): LeanConn => {
       const { hostname, port } = new URL(srv.url);
       return new LeanConn({ host: hostname, port: Number(port), ca, ...tls, servername: 'localhost' });
@@ -322,6 +331,9 @@ export async function run(): Promise<void> {
     for (const f of [...new Set(failures)].slice(0, 5)) console.log(`   failed call: ${f}`);
     for (const [k, v] of syncErrors) console.log(`   sync answer ${k} x${v}`);
     console.log(`   load average at the end: ${load()}`);
+  } catch (err) {
+    console.log(`   FAILED: ${(err as Error).stack}`);
+    throw err;
   } finally {
     stopping = true;
     for (const s of sims) for (const c of s.conns) c.destroy();
@@ -329,7 +341,8 @@ export async function run(): Promise<void> {
     for (const c of children) c.kill();
     for (const s of servers) s.stop();
     admin?.destroy();
-    await sleep(500);
+    // The drain of B (SIGTERM) ends before its database goes.
+    await until('the replicas to exit', () => servers.every((s) => !alive(s.pid)), 15_000);
     rmSync(work, { recursive: true, force: true });
     await pgAdmin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   }

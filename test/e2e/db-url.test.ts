@@ -63,7 +63,10 @@ describe('the database URL from WRIT_DB', { timeout: 180_000 }, () => {
 
     const onFlag = await startServerProcess({ args: ['--db', 'sqlite'], env: { WRIT_DB: withPassword } });
     servers.push(onFlag);
-    assert.ok(onFlag.logs.some((l) => l.includes('"writ server listening"') && l.includes('"store":"sqlite"')), '--db over WRIT_DB');
+    assert.ok(
+      onFlag.logs.some((l) => l.includes('"writ server listening"') && l.includes('"store":"sqlite"')),
+      '--db over WRIT_DB',
+    );
     for (const s of servers) assert.ok(!s.logs.join('\n').includes(SECRET) && !s.stderr.join('').includes(SECRET), 'no password in the logs');
   });
 
@@ -76,9 +79,13 @@ describe('the database URL from WRIT_DB', { timeout: 180_000 }, () => {
   ];
   for (const [what, url] of bad)
     it(`a bad URL (${what}): the server exits 1 with ERR_STORE_UNAVAILABLE and the URL without its password`, async () => {
-      const r = await writ(undefined, ['server', 'start', '--data-dir', mkdtempSync(join(dir, 'd-')), '--trust-domain', 'e2e.test', '--listen', '127.0.0.1:0'], {
-        env: { WRIT_DB: url },
-      });
+      const r = await writ(
+        undefined,
+        ['server', 'start', '--data-dir', mkdtempSync(join(dir, 'd-')), '--trust-domain', 'e2e.test', '--listen', '127.0.0.1:0'],
+        {
+          env: { WRIT_DB: url },
+        },
+      );
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.match(r.stderr, /ERR_STORE_UNAVAILABLE/);
       assert.match(r.stderr, /cannot open the database postgres(ql)?:\/\/[^ ]*\*\*\*/);
