@@ -114,6 +114,48 @@ export async function pgAdmin(sql: string): Promise<void> {
   }
 }
 
+/**
+ * Attests `n` simulated agents through the server at `url` (a join token each, then the join-token
+ * attestation with a CSR), in batches to keep the setup itself reasonable: each agent's client
+ * certificate and key, for a LeanConn to any replica. `batch` at a time (every attestation appends
+ * an audit leaf under one row lock: on a loaded machine 200 at once can outwait the pool's 3 s).
+ */
+export async function attestSimAgents(
+  url: string,
+  admin: HttpsAgent,
+  ca: string,
+  token: string,
+  n: number,
+  nodeName: (i: number) => string,
+  batch = 200,
+): Promise<Array<{ cert: string; key: string }>> {
+  const out: Array<{ cert: string; key: string }> = [];
+  for (let i = 0; i < n; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, n - i) }, async (_, k) => {
+        // A 503 (the store's pool busier than its connect timeout, on a loaded machine) or a reset
+        // (a kept-alive connection the server closed as it was reused) is retried from a new join
+        // token: setup, not the measurement.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const jt = (await call(url, admin, 'POST', '/v1/join-tokens', { nodeName: nodeName(i + k) }, token))['token'] as string;
+            const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+            const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
+            const att = await call(url, new HttpsAgent({ ca }), 'POST', AGENT_PATHS.attestJoinToken, { joinToken: jt, csr });
+            out[i + k] = { cert: att['svid'] as string, key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string };
+            return;
+          } catch (err) {
+            const e = err as NodeJS.ErrnoException;
+            if (attempt >= 5 || !(/: 503 /.test(e.message) || e.code === 'ECONNRESET')) throw err;
+            await new Promise((r) => setTimeout(r, 500 * attempt));
+          }
+        }
+      }),
+    );
+  }
+  return out;
+}
+
 /** `replicas`: 0 for one server on SQLite (the default store), else that many servers on one fresh PostgreSQL database. */
 async function measure(n: number, replicas = 0): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-prop-'));
@@ -137,33 +179,16 @@ async function measure(n: number, replicas = 0): Promise<void> {
   const admin = new HttpsAgent({ ca, keepAlive: true });
   const label = replicas === 0 ? `${n} agents` : `${n} agents, ${replicas} replica${replicas > 1 ? 's' : ''}`;
   try {
-    // Attest n agents (in batches, to keep the setup itself reasonable).
-    const sims: SimAgent[] = [];
-    for (let i = 0; i < n; i += 200) {
-      await Promise.all(
-        Array.from({ length: Math.min(200, n - i) }, async (_, k) => {
-          const jt = (await call(server.url, admin, 'POST', '/v1/join-tokens', { nodeName: `sim-${i + k}` }, token))['token'] as string;
-          const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-          const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
-          const att = await call(server.url, new HttpsAgent({ ca }), 'POST', AGENT_PATHS.attestJoinToken, { joinToken: jt, csr });
-          // Split over the replicas: agent i syncs with replica i mod R, the change is applied on the first.
-          const { hostname, port } = new URL(servers[(i + k) % servers.length]!.url);
-          sims.push({
-            polls: 0,
-            conn: new LeanConn({
-              host: hostname,
-              port: Number(port),
-              ca,
-              cert: att['svid'] as string,
-              key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
-              servername: 'localhost',
-            }),
-            state: { since: 0, bundles: '', policy: 0, quarantine: '' },
-            stopped: false,
-          });
-        }),
-      );
-    }
+    // Attest n agents; agent i syncs with replica i mod R, the change is applied on the first.
+    const sims: SimAgent[] = (await attestSimAgents(server.url, admin, ca, token, n, (i) => `sim-${i}`)).map((tls, i) => {
+      const { hostname, port } = new URL(servers[i % servers.length]!.url);
+      return {
+        polls: 0,
+        conn: new LeanConn({ host: hostname, port: Number(port), ca, ...tls, servername: 'localhost' }),
+        state: { since: 0, bundles: '', policy: 0, quarantine: '' },
+        stopped: false,
+      };
+    });
     const arrivals = new Map<string, number[]>();
     const loop = async (s: SimAgent): Promise<void> => {
       while (!s.stopped) {

@@ -15,6 +15,7 @@ const BENCHES = {
   audit: './audit.ts',
   transparency: './transparency.ts',
   soak: './soak.ts',
+  failover: './failover.ts',
 } as const;
 const name = process.argv[2];
 if (name && !(name in BENCHES)) {

@@ -13,7 +13,6 @@
  * must stay within ±10% of its value at the end of the warm-up, errors must be 0, and the p99 of
  * the last minute is set against the first minute after the warm-up (drift).
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -21,8 +20,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ConnectionOptions } from 'node:tls';
 import { AGENT_PATHS, encodeSyncQuery } from '@writ/protocol';
-import { createCsr, toPem } from '@writ/spiffe';
-import { call, PG_URL, pgAdmin, startServer } from './propagation.ts';
+import { attestSimAgents, call, PG_URL, pgAdmin, startServer } from './propagation.ts';
 import { fmt, LeanConn, percentile } from './util.ts';
 
 const BATCH = 50;
@@ -93,30 +91,15 @@ export async function run(): Promise<void> {
   try {
     const setup0 = performance.now();
     const { hostname, port } = new URL(server.url);
-    for (let i = 0; i < n; i += 200) {
-      await Promise.all(
-        Array.from({ length: Math.min(200, n - i) }, async (_, k) => {
-          const jt = (await call(server.url, admin, 'POST', '/v1/join-tokens', { nodeName: `soak-${i + k}` }, token))['token'] as string;
-          const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-          const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey));
-          const att = await call(server.url, new HttpsAgent({ ca }), 'POST', AGENT_PATHS.attestJoinToken, { joinToken: jt, csr });
-          const opts: ConnectionOptions = {
-            host: hostname,
-            port: Number(port),
-            ca,
-            cert: att['svid'] as string,
-            key: kp.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
-            servername: 'localhost',
-          };
-          sims.push({
-            spiffeId: '',
-            sync: new LeanConn(opts),
-            report: new LeanConn(opts),
-            polls: 0,
-            state: { since: 0, bundles: '', policy: 0, quarantine: '' },
-          });
-        }),
-      );
+    for (const tls of await attestSimAgents(server.url, admin, ca, token, n, (i) => `soak-${i}`)) {
+      const opts: ConnectionOptions = { host: hostname, port: Number(port), ca, ...tls, servername: 'localhost' };
+      sims.push({
+        spiffeId: '',
+        sync: new LeanConn(opts),
+        report: new LeanConn(opts),
+        polls: 0,
+        state: { since: 0, bundles: '', policy: 0, quarantine: '' },
+      });
     }
     const listed = (await call(server.url, admin, 'GET', '/v1/agents', undefined, token))['agents'] as Array<{ spiffeId: string }>;
     for (const [i, s] of sims.entries()) s.spiffeId = listed[i % listed.length]!.spiffeId;

@@ -22,18 +22,21 @@ interface Replica {
   url: string;
   hits: string[];
   answer: { status: number; body: unknown };
+  /** Answers given first, one per request, before `answer`. */
+  first: Array<{ status: number; body: unknown }>;
 }
 
 async function replica(spiffeId = SERVER_ID): Promise<Replica> {
   const k = generateKey();
   const cert = ca.sign(spiffeId, csrFor(k), 3600_000, ['localhost']);
-  const r: Replica = { server: undefined as unknown as Server, url: '', hits: [], answer: { status: 200, body: { ok: true } } };
+  const r: Replica = { server: undefined as unknown as Server, url: '', hits: [], answer: { status: 200, body: { ok: true } }, first: [] };
   r.server = createServer({ key: keyPem(k.key), cert }, (req, res) => {
     r.hits.push(`${req.method} ${req.url}`);
     req.resume();
     req.on('end', () => {
-      res.writeHead(r.answer.status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(r.answer.body));
+      const a = r.first.shift() ?? r.answer;
+      res.writeHead(a.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(a.body));
     });
   });
   await new Promise<void>((ok) => r.server.listen(0, '127.0.0.1', () => ok()));
@@ -99,6 +102,23 @@ describe('failover between server replicas', () => {
     draining.answer = { status: 200, body: { back: true } };
     assert.deepEqual(await c.call('GET', '/v1/agent/sync'), { back: true });
     draining.answer = { status: 503, body: { code: 'ERR_SERVER_DRAINING', message: 'stopping' } };
+  });
+
+  it('the survivor of a failover answering that its database is busy, the other replica dead: asked again after a pause, and the request succeeds', async () => {
+    const busy = await replica();
+    try {
+      busy.first.push({
+        status: 503,
+        body: { code: 'ERR_STORE_UNAVAILABLE', message: 'the database is unavailable (timeout exceeded when trying to connect)' },
+      });
+      busy.answer = { status: 200, body: { minted: true } };
+      const c = failover([busy.url, refusedUrl]);
+      assert.deepEqual(await c.call('POST', '/v1/agent/jwt-svids', { audience: ['a'] }), { minted: true });
+      assert.equal(busy.hits.length, 2, 'the busy replica, then (the dead one refused) the busy one again');
+      assert.equal(c.current, new URL(busy.url).origin);
+    } finally {
+      busy.server.close();
+    }
   });
 
   it('--server lists: repeated or comma-separated, each an https URL', () => {

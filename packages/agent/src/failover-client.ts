@@ -3,8 +3,9 @@
  * pinning the same server ID. Requests go to the current one; when it does not answer (refused,
  * reset, timed out), says it is stopping (ERR_SERVER_DRAINING) or lost its database, the same
  * request goes to the next, and the next becomes current. Sync state is the agent's, so it carries
- * over: the revision it reports is the shared database's, valid at every replica. When none answers,
- * the caller's error handling (the sync loop's backoff) takes over.
+ * over: the revision it reports is the shared database's, valid at every replica. When one said its
+ * database is busy, every replica is asked once more after a short pause; when none answers, the
+ * caller's error handling (the sync loop's backoff) takes over.
  */
 import type { Logger } from 'pino';
 import { isWritError } from '@writ/spiffe';
@@ -14,6 +15,9 @@ import { ServerUnreachableError, type ServerApi } from './server-client.ts';
 function movesOn(err: unknown): boolean {
   return err instanceof ServerUnreachableError || isWritError(err, 'ERR_SERVER_DRAINING') || isWritError(err, 'ERR_STORE_UNAVAILABLE');
 }
+
+/** How long a request waits before asking every replica once more after one said its database is busy. */
+const BUSY_PAUSE_MS = 250;
 
 export interface FailoverServer {
   readonly client: ServerApi;
@@ -39,18 +43,32 @@ export class FailoverClient implements ServerApi {
 
   async #each<T>(fn: (c: ServerApi) => Promise<T>): Promise<T> {
     let last: unknown;
-    for (let tried = 0; tried < this.#servers.length; tried++) {
-      const i = this.#current;
-      try {
-        return await fn(this.#servers[i]!.client);
-      } catch (err) {
-        if (!movesOn(err)) throw err;
-        last = err;
-        // Another request may have moved on meanwhile: move from where this one was only.
-        if (this.#current === i) {
-          this.#current = (i + 1) % this.#servers.length;
-          if (this.#servers.length > 1)
-            this.#log?.warn({ from: this.#servers[i]!.name, to: this.current, err: (err as Error).message }, 'server replica unavailable; moving to the next');
+    let busy = false;
+    // A second round, after a pause, when a replica answered that its database is busy: just after
+    // a failover the survivor's pool is crowded by every agent at once, and the next URL in the list
+    // is the dead one. A workload's JWT-SVID call then waits a moment instead of failing.
+    for (let round = 0; round < 2; round++) {
+      if (round > 0) {
+        if (!busy) break;
+        await new Promise((r) => setTimeout(r, BUSY_PAUSE_MS));
+      }
+      for (let tried = 0; tried < this.#servers.length; tried++) {
+        const i = this.#current;
+        try {
+          return await fn(this.#servers[i]!.client);
+        } catch (err) {
+          if (!movesOn(err)) throw err;
+          last = err;
+          if (isWritError(err, 'ERR_STORE_UNAVAILABLE')) busy = true;
+          // Another request may have moved on meanwhile: move from where this one was only.
+          if (this.#current === i) {
+            this.#current = (i + 1) % this.#servers.length;
+            if (this.#servers.length > 1)
+              this.#log?.warn(
+                { from: this.#servers[i]!.name, to: this.current, err: (err as Error).message },
+                'server replica unavailable; moving to the next',
+              );
+          }
         }
       }
     }

@@ -257,8 +257,11 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'where keys, bundle.pem, admin.token and the SQLite database live')
     .option('--trust-domain <td>', 'trust domain, e.g. example.org')
     .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8443)')
-    .option('--db <db>', 'sqlite (default), sqlite:/path/file.db, or postgres://user@host/db')
-    .option('--config <file>', 'YAML file with the same settings (flags win)')
+    .option(
+      '--db <db>',
+      'sqlite (default), sqlite:/path/file.db, or postgres://user:password@host/db; else env WRIT_DB (e.g. from a Kubernetes Secret), else db in --config; the password is never logged',
+    )
+    .option('--config <file>', 'YAML file with the same settings (flags win; for db, WRIT_DB wins too)')
     .option('--ca-key-type <type>', 'ec-p256 (default), ec-p384 or rsa-2048')
     .option('--ca-ttl <duration>', 'CA lifetime (default 24h)')
     .option('--x509-svid-ttl <duration>', 'default X.509-SVID lifetime (default 1h)')

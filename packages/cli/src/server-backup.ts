@@ -28,16 +28,17 @@ export function registerServerBackup(server: Command): void {
     .description("a consistent snapshot of a running (or stopped) server's data directory and database, keys encrypted")
     .requiredOption('--out <file>', 'the archive to write')
     .option('--data-dir <dir>', "the server's data directory", '.')
-    .option('--db <db>', 'the store, as given to server start: sqlite (default), sqlite:/path/file.db, or postgres://…', 'sqlite')
+    .option('--db <db>', 'the store, as given to server start: sqlite (default), sqlite:/path/file.db, or postgres://… (else env WRIT_DB)')
     .option('--kek-file <file>', 'key-encryption key that encrypts the keys in the archive (or env WRIT_KEK); required')
-    .action(async (o: { out: string; dataDir: string; db: string; kekFile?: string }) => {
+    .action(async (o: { out: string; dataDir: string; db?: string; kekFile?: string }) => {
       const { createBackup, postgresDumpCommand, redactDbUrl } = await import('@writ/server');
-      const m = await createBackup({ dataDir: o.dataDir, db: o.db, out: o.out, kek: kekOf(o.kekFile) });
+      const db = o.db ?? (process.env['WRIT_DB'] || 'sqlite');
+      const m = await createBackup({ dataDir: o.dataDir, db, out: o.out, kek: kekOf(o.kekFile) });
       const bytes = m.files.reduce((n, f) => n + f.size, 0);
       say(`wrote ${resolve(o.out)}: ${m.files.length} files, ${bytes} bytes, schema version ${m.schemaVersion ?? 'none'}, keys encrypted`);
       if (m.store === 'postgres') {
         say('the database is PostgreSQL: it is not in the archive. Dump it now, beside the archive:');
-        say(`  ${postgresDumpCommand(redactDbUrl(o.db), `${o.out}.pgdump`)}`);
+        say(`  ${postgresDumpCommand(redactDbUrl(db), `${o.out}.pgdump`)}`);
       }
     });
   server

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DatabaseSync, backup as sqliteBackup } from 'node:sqlite';
 import { WritError } from '@writ/spiffe';
+import { redactDbUrl } from './store/open.ts';
 import { PostgresDriver } from './store/postgres.ts';
 import { MIGRATIONS } from './store/schema.ts';
 import { VERSION } from './version.ts';
@@ -133,7 +134,8 @@ async function postgresSchemaVersion(url: string): Promise<number | null> {
   try {
     return versionOf((await driver.query('SELECT MAX(version) AS v FROM schema_migrations'))[0]);
   } catch (err) {
-    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot read the schema version from PostgreSQL: ${(err as Error).message}`, { cause: err });
+    // No `cause`: the URL parser's error carries the whole URL (its `input`), password and all.
+    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot read the schema version from PostgreSQL ${redactDbUrl(url)}: ${(err as Error).message}`);
   } finally {
     await driver.close().catch(() => undefined);
   }

@@ -1,9 +1,9 @@
-/** Server configuration: flags over a YAML file over defaults, validated with errors naming the setting. */
+/** Server configuration: flags over a YAML file over defaults (`db`: the flag, then env WRIT_DB, then the file), validated with errors naming the setting. */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KEY_TYPES, WritError, parseDuration, parseSpiffeId, parseTrustDomain, type KeyType } from '@writ/spiffe';
-import type { PsatCluster } from './attest/psat.ts';
+import { checkPsatCluster, type PsatCluster } from './attest/psat.ts';
 import { type VulnEventsConfig, vulnEventsConfig } from './vuln-events.ts';
 import { type AlertsConfig, alertsConfig } from './alerts/service.ts';
 import { parseOwnerRules, type OwnerRules } from './owners.ts';
@@ -13,7 +13,7 @@ export interface ServerConfig {
   readonly dataDir: string;
   readonly host: string;
   readonly port: number;
-  /** `sqlite` (default), `sqlite:/path`, or a postgres:// URL. */
+  /** `sqlite` (default), `sqlite:/path`, or a postgres:// URL: `--db`, else env WRIT_DB, else the file's `db`. Never logged whole (redactDbUrl). */
   readonly db: string;
   readonly caKeyType: KeyType;
   readonly caTtlMs: number;
@@ -168,16 +168,17 @@ export function parseListen(v: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'issuer', 'audience', 'serviceAccounts'];
+const PSAT_KEYS = ['jwksUrl', 'jwksFile', 'jwksCaFile', 'jwksTokenFile', 'issuer', 'audience', 'serviceAccounts'];
 
 function psatClusters(v: unknown): Record<string, PsatCluster> {
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v))
-    bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, issuer?, audience?, serviceAccounts? }');
+    bad('k8sPsat', 'must map cluster names to { jwksUrl | jwksFile, jwksCaFile?, jwksTokenFile?, issuer?, audience?, serviceAccounts? }');
   const out: Record<string, PsatCluster> = {};
   for (const [name, c] of Object.entries(v as Record<string, unknown>)) {
     if (!c || typeof c !== 'object' || Array.isArray(c)) bad(`k8sPsat.${name}`, 'must be a mapping');
     for (const k of Object.keys(c)) if (!PSAT_KEYS.includes(k)) bad(`k8sPsat.${name}.${k}`, `unknown setting; known: ${PSAT_KEYS.join(', ')}`);
+    checkPsatCluster(name, c as PsatCluster);
     out[name] = c as PsatCluster;
   }
   return out;
@@ -269,7 +270,9 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
     dataDir,
     host,
     port,
-    db: get('db') ?? SERVER_DEFAULTS.db,
+    // WRIT_DB between the flag and the file: a Kubernetes Secret reaches the server as an environment
+    // variable, so the URL and its password are neither in a ConfigMap nor on the command line (ps).
+    db: flags.db ?? (env['WRIT_DB'] || undefined) ?? get('db') ?? SERVER_DEFAULTS.db,
     caKeyType,
     caTtlMs,
     x509SvidTtlMs,

@@ -169,7 +169,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     store = await openStore({ db: cfg.db, dataDir: cfg.dataDir, onError: (err) => log.warn({ err: err.message }, 'database connection lost; will reconnect') });
   } catch (err) {
     const why = isWritError(err) ? err.message : (err as Error).message || String((err as { code?: string }).code ?? err);
-    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${why}`, { cause: err });
+    // No `cause`: the URL parser's error carries the whole URL (its `input`), password and all.
+    throw new WritError('ERR_STORE_UNAVAILABLE', `cannot open the database ${redactDbUrl(cfg.db)}: ${redactDbUrl(why)}`);
   }
 
   const timers: NodeJS.Timeout[] = [];
@@ -254,7 +255,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     /** Requests being handled, and whether the server is draining (every new request then gets 503). */
     const inFlight = { count: 0, draining: false };
     const metrics = createMetrics();
-    const psat = Object.keys(cfg.k8sPsat).length ? new PsatAttestor(cfg.k8sPsat) : undefined;
+    const psat = Object.keys(cfg.k8sPsat).length
+      ? new PsatAttestor(cfg.k8sPsat, {
+          onJwksError: (cluster, err) => log.warn({ cluster, err }, 'k8s_psat: cannot get the cluster JWKS; PSAT attestation fails until it can'),
+        })
+      : undefined;
     hub = new ChangeHub({
       store,
       ca,

@@ -2,17 +2,23 @@
  * Node attestation with Kubernetes projected service account tokens (k8s_psat): the token's
  * signature is checked against the cluster issuer's JWKS (URL or file), then its audience, expiry,
  * issuer and, when configured, the allowed service accounts. Selectors come from its claims.
+ *
+ * A JWKS URL on the API server itself (`/openid/v1/jwks`) needs a bearer token unless anonymous
+ * discovery is on: `jwksTokenFile` names it (a service account token the kubelet rotates, so it is
+ * read again at each fetch), `jwksCaFile` the API server's CA.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { WritError, verifyJws } from '@writ/spiffe';
+import { WritError, isWritError, verifyJws } from '@writ/spiffe';
 
 export interface PsatCluster {
   readonly jwksUrl?: string;
   readonly jwksFile?: string;
   /** CA to trust for jwksUrl (the API server's CA). */
   readonly jwksCaFile?: string;
+  /** A bearer token for jwksUrl (e.g. /var/run/secrets/kubernetes.io/serviceaccount/token), read at each fetch. */
+  readonly jwksTokenFile?: string;
   readonly issuer?: string;
   /** Audience the token must carry (default: writ-server). */
   readonly audience?: string;
@@ -32,13 +38,13 @@ export class PsatAttestor {
   readonly #clusters: ReadonlyMap<string, PsatCluster>;
   readonly #jwks = new Map<string, { at: number; keys: Map<string, KeyObject> }>();
 
-  constructor(clusters: Record<string, PsatCluster>) {
+  readonly #onJwksError: ((cluster: string, message: string) => void) | undefined;
+
+  /** `onJwksError`: told of every failed JWKS fetch (the agent only sees a 503), for the server's log. */
+  constructor(clusters: Record<string, PsatCluster>, opts: { onJwksError?: (cluster: string, message: string) => void } = {}) {
     this.#clusters = new Map(Object.entries(clusters));
-    for (const [name, c] of this.#clusters) {
-      if (!NAME.test(name)) throw new WritError('ERR_CONFIG_INVALID', `k8sPsat: cluster name "${name}" must be lowercase a-z 0-9 . -`, { field: 'k8sPsat' });
-      if (!c.jwksUrl === !c.jwksFile)
-        throw new WritError('ERR_CONFIG_INVALID', `k8sPsat.${name}: give exactly one of jwksUrl or jwksFile`, { field: 'k8sPsat' });
-    }
+    this.#onJwksError = opts.onJwksError;
+    for (const [name, c] of this.#clusters) checkPsatCluster(name, c);
   }
 
   get clusters(): string[] {
@@ -48,7 +54,16 @@ export class PsatAttestor {
   async #keys(name: string, c: PsatCluster, refresh: boolean): Promise<Map<string, KeyObject>> {
     const hit = this.#jwks.get(name);
     if (hit && !refresh && Date.now() - hit.at < 300_000) return hit.keys;
-    const text = c.jwksFile ? readFileSync(c.jwksFile, 'utf8') : await fetchText(c.jwksUrl!, c.jwksCaFile ? readFileSync(c.jwksCaFile, 'utf8') : undefined);
+    let text: string;
+    try {
+      text = c.jwksFile ? readFileSync(c.jwksFile, 'utf8') : await fetchJwks(name, c);
+    } catch (err) {
+      const e = isWritError(err)
+        ? err
+        : new WritError('ERR_CA_UNAVAILABLE', `k8sPsat.${name}: cannot read jwksFile ${c.jwksFile}: ${(err as NodeJS.ErrnoException).code}`);
+      this.#onJwksError?.(name, e.message);
+      throw e;
+    }
     let doc: { keys?: Array<Record<string, unknown>> };
     try {
       doc = JSON.parse(text) as typeof doc;
@@ -74,14 +89,17 @@ export class PsatAttestor {
   async attest(cluster: string, token: string, now = Date.now()): Promise<PsatResult> {
     const c = this.#clusters.get(cluster);
     if (!c) throw new WritError('ERR_UNAUTHENTICATED', `k8s_psat: cluster "${cluster.slice(0, 64)}" is not configured on this server`);
+    // The cluster's keys first: a JWKS that cannot be fetched is the server's trouble (503), not the token's.
     let verified: { claims: Record<string, unknown> };
+    const keys = await this.#keys(cluster, c, false);
     try {
-      verified = verifyJws(token, await this.#keys(cluster, c, false));
+      verified = verifyJws(token, keys);
     } catch (err) {
       // A key rotated in the cluster: look again once.
       if ((err as WritError).code !== 'ERR_JWT_KEY_NOT_FOUND') throw new WritError('ERR_UNAUTHENTICATED', `k8s_psat: ${(err as Error).message}`);
+      const fresh = await this.#keys(cluster, c, true);
       try {
-        verified = verifyJws(token, await this.#keys(cluster, c, true));
+        verified = verifyJws(token, fresh);
       } catch (err2) {
         throw new WritError('ERR_UNAUTHENTICATED', `k8s_psat: ${(err2 as Error).message}`);
       }
@@ -120,18 +138,115 @@ export class PsatAttestor {
   }
 }
 
-function fetchText(url: string, ca: string | undefined): Promise<string> {
+/**
+ * Checks one cluster's settings at start, each error naming its setting: one key source, a URL that
+ * is https, a token only with a URL, and files that are there (the token file is
+ * read again at each fetch, the CA file too).
+ */
+export function checkPsatCluster(name: string, c: PsatCluster): void {
+  const bad = (key: string, msg: string): never => {
+    throw new WritError('ERR_CONFIG_INVALID', `k8sPsat.${name}${key ? `.${key}` : ''}: ${msg}`, { field: `k8sPsat.${name}${key ? `.${key}` : ''}` });
+  };
+  if (!NAME.test(name)) bad('', `cluster name "${name.slice(0, 64)}" must be lowercase a-z 0-9 . -`);
+  for (const k of ['jwksUrl', 'jwksFile', 'jwksCaFile', 'jwksTokenFile', 'issuer', 'audience'] as const)
+    if (c[k] !== undefined && (typeof c[k] !== 'string' || c[k] === '')) bad(k, 'must be a non-empty string');
+  if (c.serviceAccounts !== undefined && (!Array.isArray(c.serviceAccounts) || c.serviceAccounts.some((x) => typeof x !== 'string')))
+    bad('serviceAccounts', 'must be a list of namespace:serviceaccount');
+  if (!c.jwksUrl === !c.jwksFile) bad('', 'give exactly one of jwksUrl or jwksFile');
+  if (c.jwksFile) {
+    for (const k of ['jwksCaFile', 'jwksTokenFile'] as const) if (c[k] !== undefined) bad(k, 'is for jwksUrl (a jwksFile is read from disk)');
+    return;
+  }
+  let url: URL;
+  try {
+    url = new URL(c.jwksUrl!);
+  } catch {
+    return bad('jwksUrl', 'is not a URL (e.g. https://kubernetes.default.svc/openid/v1/jwks)');
+  }
+  if (url.protocol !== 'https:') bad('jwksUrl', 'must be an https:// URL');
+  if (url.username || url.password) bad('jwksUrl', 'must not carry credentials; give a bearer token with jwksTokenFile');
+  if (c.jwksTokenFile !== undefined) {
+    let token: string;
+    try {
+      token = readFileSync(c.jwksTokenFile, 'utf8').trim();
+    } catch (err) {
+      return bad('jwksTokenFile', `cannot read ${c.jwksTokenFile}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    if (!token) bad('jwksTokenFile', `${c.jwksTokenFile} is empty`);
+  }
+  if (c.jwksCaFile !== undefined) {
+    if (!existsSync(c.jwksCaFile)) bad('jwksCaFile', `${c.jwksCaFile} does not exist`);
+    try {
+      new X509Certificate(readFileSync(c.jwksCaFile));
+    } catch {
+      bad('jwksCaFile', `${c.jwksCaFile} holds no PEM certificate`);
+    }
+  }
+}
+
+/** What the API server says it refuses, from its `Status` body (`message`), never more than a line. */
+function statusMessage(body: string): string {
+  try {
+    const m = (JSON.parse(body) as { message?: unknown }).message;
+    return typeof m === 'string' ? `: ${m.slice(0, 200)}` : '';
+  } catch {
+    return '';
+  }
+}
+
+/** GET jwksUrl, with the CA and the bearer token (read now: the kubelet rotates it) when configured. */
+function fetchJwks(name: string, c: PsatCluster): Promise<string> {
+  const url = c.jwksUrl!;
+  const fail = (msg: string): WritError => new WritError('ERR_CA_UNAVAILABLE', `k8sPsat.${name}: JWKS ${url}: ${msg}`);
+  let ca: string | undefined;
+  let token: string | undefined;
+  try {
+    ca = c.jwksCaFile ? readFileSync(c.jwksCaFile, 'utf8') : undefined;
+  } catch (err) {
+    return Promise.reject(fail(`cannot read jwksCaFile ${c.jwksCaFile}: ${(err as NodeJS.ErrnoException).code}`));
+  }
+  if (c.jwksTokenFile) {
+    try {
+      token = readFileSync(c.jwksTokenFile, 'utf8').trim();
+    } catch (err) {
+      return Promise.reject(fail(`cannot read jwksTokenFile ${c.jwksTokenFile}: ${(err as NodeJS.ErrnoException).code}`));
+    }
+    if (!token) return Promise.reject(fail(`jwksTokenFile ${c.jwksTokenFile} is empty`));
+  }
   return new Promise((resolve, reject) => {
-    const req = request(url, { ...(ca ? { ca } : {}), timeout: 5000 }, (res) => {
-      let t = '';
-      res.on('data', (d: Buffer) => {
-        t += d.toString();
-        if (t.length > 1024 * 1024) req.destroy(new Error('JWKS too large'));
-      });
-      res.on('end', () => (res.statusCode === 200 ? resolve(t) : reject(new WritError('ERR_CA_UNAVAILABLE', `JWKS ${url}: HTTP ${res.statusCode}`))));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (e: NodeJS.ErrnoException) => reject(new WritError('ERR_CA_UNAVAILABLE', `JWKS ${url}: ${e.code ?? e.message}`)));
+    const req = request(
+      url,
+      {
+        ...(ca ? { ca } : {}),
+        timeout: 5000,
+        headers: { accept: 'application/jwk-set+json, application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      },
+      (res) => {
+        let t = '';
+        res.on('data', (d: Buffer) => {
+          t += d.toString();
+          if (t.length > 1024 * 1024) req.destroy(new Error('the JWKS is larger than 1 MiB'));
+        });
+        res.on('end', () => {
+          const code = res.statusCode ?? 0;
+          if (code === 200) return resolve(t);
+          const said = statusMessage(t);
+          if (code === 401)
+            return reject(
+              fail(
+                c.jwksTokenFile
+                  ? `HTTP 401${said} (the API server did not accept the token in ${c.jwksTokenFile}: expired, or not a token of this cluster)`
+                  : `HTTP 401${said} (the API server wants a bearer token: set jwksTokenFile, e.g. /var/run/secrets/kubernetes.io/serviceaccount/token)`,
+              ),
+            );
+          if (code === 403)
+            return reject(fail(`HTTP 403${said} (bind the token's service account to the ClusterRole system:service-account-issuer-discovery)`));
+          reject(fail(`HTTP ${code}${said}`));
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timed out after 5 s')));
+    req.on('error', (e: NodeJS.ErrnoException) => reject(fail(e.code ?? e.message)));
     req.end();
   });
 }

@@ -34,7 +34,20 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   return store;
 }
 
-/** Redacts the password of a database URL for logs and errors. */
+/**
+ * A database URL without its secrets, for logs and errors: the password of the user part (up to the
+ * last `@`, so a password with a raw `@` or `/` in it is hidden whole) and the `password` and
+ * `sslpassword` query parameters libpq and pg take. `postgres://writ:s3cret@db/writ` gives
+ * `postgres://writ:***@db/writ`.
+ */
 export function redactDbUrl(db: string): string {
-  return db.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@');
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)(.*)$/is.exec(db);
+  if (!m) return db;
+  let rest = m[2]!;
+  const at = rest.lastIndexOf('@');
+  if (at >= 0) {
+    const colon = rest.slice(0, at).indexOf(':');
+    if (colon >= 0) rest = `${rest.slice(0, colon)}:***${rest.slice(at)}`;
+  }
+  return m[1] + rest.replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }

@@ -115,6 +115,11 @@ export class PostgresDriver implements SqlDriver {
       return wrap(err);
     }
     let broken = false;
+    // A checked-out client has no error listener of the pool's: a connection terminated between two
+    // of the transaction's statements (pg_terminate_backend, a database restart) would be an
+    // unhandled 'error' event and end the process. The next statement fails instead.
+    const onError = (): void => void (broken = true);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const out = await fn({
@@ -131,6 +136,7 @@ export class PostgresDriver implements SqlDriver {
       }
       return wrap(err);
     } finally {
+      client.removeListener('error', onError);
       client.release(broken);
     }
   }

@@ -161,3 +161,31 @@ for (const factory of STORE_FACTORIES) {
     });
   });
 }
+
+describe('PostgreSQL: a connection terminated in the middle of a transaction', () => {
+  it('fails that transaction, not the process, and the next one runs', async () => {
+    const { PostgresDriver } = await import('./postgres.ts');
+    const driver = new PostgresDriver({ url: TEST_PG_URL });
+    const killer = new pg.Client({ connectionString: TEST_PG_URL });
+    await killer.connect();
+    try {
+      const failed = await driver
+        .transaction(async (tx) => {
+          const pid = (await tx.query('SELECT pg_backend_pid() AS pid'))[0]!['pid'];
+          await killer.query('SELECT pg_terminate_backend($1)', [pid]);
+          // The 'error' event arrives while no statement runs: the process must outlive it.
+          await new Promise((r) => setTimeout(r, 300));
+          await tx.query('SELECT 1');
+        })
+        .then(
+          () => false,
+          () => true,
+        );
+      assert.equal(failed, true, 'the transaction failed');
+      assert.equal((await driver.transaction((tx) => tx.query('SELECT 1 AS one')))[0]!['one'], 1);
+    } finally {
+      await killer.end();
+      await driver.close();
+    }
+  });
+});
