@@ -64,38 +64,38 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   return e;
 }
 
-/** Per snapshot, the answers without entries, encoded once: a change wakes thousands of agents that have none to get. */
-const sharedAnswers = new WeakMap<SyncSnapshot, Map<string, Buffer>>();
 /** Distinct such answers kept per snapshot (agents at other revisions get theirs encoded each time). */
 const MAX_SHARED_ANSWERS = 64;
-
-function sharedAnswer(snap: SyncSnapshot, revision: number, full: boolean, withBundles: boolean, withPolicy: boolean, requireAdmittedImage: boolean): Buffer {
-  let answers = sharedAnswers.get(snap);
-  if (!answers) sharedAnswers.set(snap, (answers = new Map()));
-  const key = `${revision}/${full}/${withBundles}/${withPolicy}/${requireAdmittedImage}`;
-  let body = answers.get(key);
-  if (body) return body;
-  body = Buffer.from(
-    encodeSyncAnswer({
-      quarantine: snap.quarantine,
-      revision,
-      full,
-      entries: [],
-      removed: [],
-      bundlesVersion: snap.bundlesVersion,
-      bundles: withBundles ? snap.bundles : undefined,
-      policy: withPolicy ? snap.policy : undefined,
-      requireAdmittedImage,
-    }),
-  );
-  if (answers.size < MAX_SHARED_ANSWERS) answers.set(key, body);
-  return body;
-}
 
 /** What a route that takes no query parameters declares: any parameter is refused. */
 const NO_QUERY: QuerySpec = {};
 
 export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
+  /** Per snapshot, the answers without entries, encoded once: a change wakes thousands of agents that have none to get. */
+  const sharedAnswers = new WeakMap<SyncSnapshot, Map<string, Buffer>>();
+  function sharedAnswer(snap: SyncSnapshot, revision: number, full: boolean, withBundles: boolean, withPolicy: boolean, requireAdmittedImage: boolean): Buffer {
+    let answers = sharedAnswers.get(snap);
+    if (!answers) sharedAnswers.set(snap, (answers = new Map()));
+    const key = `${revision}/${full}/${withBundles}/${withPolicy}/${requireAdmittedImage}`;
+    let body = answers.get(key);
+    if (body) return body;
+    body = Buffer.from(
+      encodeSyncAnswer({
+        quarantine: snap.quarantine,
+        revision,
+        full,
+        entries: [],
+        removed: [],
+        bundlesVersion: snap.bundlesVersion,
+        bundles: withBundles ? snap.bundles : undefined,
+        policy: withPolicy ? snap.policy : undefined,
+        requireAdmittedImage,
+      }),
+    );
+    if (answers.size < MAX_SHARED_ANSWERS) answers.set(key, body);
+    return body;
+  }
+
   add(
     'GET',
     AGENT_PATHS.sync,
