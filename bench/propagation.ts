@@ -289,7 +289,7 @@ async function measure(n: number, replicas = 0): Promise<void> {
   } finally {
     for (const sv of servers) sv.stop();
     admin.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    for (const sv of servers) rmSync(sv.dir, { recursive: true, force: true });
     if (replicas > 0) {
       // Dropped once the servers have stopped: a connection terminated under a draining server ends it with an error.
       await Promise.race([Promise.all(servers.map((sv) => sv.exited)), new Promise((r) => setTimeout(r, 10_000))]);
