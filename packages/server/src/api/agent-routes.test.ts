@@ -312,3 +312,53 @@ describe('admitted images in the agent sync', () => {
     assert.equal(anon.status, 401);
   });
 });
+
+// ---------------------------------------------------------------- one change, many agents
+
+// Last: the policy it applies would answer the other tests' polls at policy=0 at once.
+describe('one change answered to many agents', () => {
+  it('a policy apply reaches a lean agent without the bundle, an older one with it, and one with a new entry with that entry', async () => {
+    const agents = await Promise.all(['fan-lean', 'fan-full', 'fan-entry'].map(attest));
+    const [lean, full, withEntry] = agents as [(typeof agents)[number], (typeof agents)[number], (typeof agents)[number]];
+    type Answer = {
+      revision: number;
+      bundlesVersion: string;
+      quarantine: { version: string };
+      entries: Array<{ spiffeId: string }>;
+      bundle?: unknown;
+      policy?: { revision: number };
+    };
+    const sync = async (identity: { cert: string; key: string }, q: string): Promise<Answer> => {
+      const r = await call('GET', `${AGENT_PATHS.sync}?${q}`, { identity });
+      assert.equal(r.status, 200, r.text);
+      return JSON.parse(r.text) as Answer;
+    };
+    const first = await sync(lean, 'since=0&wait=0&lean=1&policy=0');
+    const entryAgent = JSON.parse((await call('GET', '/v1/agents', { token: admin })).text).agents.find((a: { nodeName: string }) => a.nodeName === 'fan-entry')
+      .spiffeId as string;
+    const made = await call('POST', '/v1/entries', {
+      token: admin,
+      body: { spiffeId: 'spiffe://routes.test/fan/web', parentId: entryAgent, selectors: ['unix:uid:1001'] },
+    });
+    assert.equal(made.status, 201, made.text);
+    const at = (lean: boolean) =>
+      `since=${first.revision}&wait=30&bundles=${encodeURIComponent(first.bundlesVersion)}&quarantine=${first.quarantine.version}&policy=${first.policy?.revision ?? 0}${lean ? '&lean=1' : ''}`;
+    // Whether the polls wait before the apply or arrive after it, each must get the new policy.
+    const answers = Promise.all([sync(lean, at(true)), sync(full, at(false)), sync(withEntry, at(true))]);
+    const yaml = `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: fan }\nspec:\n  to: spiffe://routes.test/fan/web\n  rules: [{ effect: allow, from: ["spiffe://routes.test/**"] }]\n`;
+    const applied = await call('POST', '/v1/policies', { token: admin, body: { yaml } });
+    assert.equal(applied.status < 300, true, applied.text);
+    const [l, f, e] = await answers;
+    for (const a of [l, f]) {
+      assert.ok(a.policy && a.policy.revision > (first.policy?.revision ?? 0), 'the new policy');
+      assert.deepEqual(a.entries, [], 'an agent without entries of its own gets none');
+    }
+    assert.equal(l.bundle, undefined, 'the lean agent gets no bundle it has');
+    assert.ok(f.bundle, 'the agent that does not ask lean gets the bundle');
+    assert.deepEqual(
+      e.entries.map((x) => x.spiffeId),
+      ['spiffe://routes.test/fan/web'],
+      "the entry's agent gets its entry",
+    );
+  });
+});

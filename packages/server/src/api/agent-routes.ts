@@ -23,6 +23,7 @@ import type { Agent, DecisionRecord, Store } from '../store/types.ts';
 import { decodeReport, newDecisionId, type ReportedDecision } from '@writ/sdk/internal';
 import { DEFAULT_BODY_LIMIT, object, ok, onlyKeys, str, strList, withField, type AddRoute, type QuerySpec, type Request } from './http.ts';
 import type { ApiContext } from './context.ts';
+import type { SyncSnapshot } from '../sync/hub.ts';
 import { isReservedPath } from './validate.ts';
 
 /** An acknowledgement older than this means the agent is not live (it polls at least every 30 s and heartbeats every 30 s). */
@@ -63,10 +64,38 @@ async function ownEntry(store: Store, agent: string, entryId: string, field: str
   return e;
 }
 
+/** Distinct such answers kept per snapshot (agents at other revisions get theirs encoded each time). */
+const MAX_SHARED_ANSWERS = 64;
+
 /** What a route that takes no query parameters declares: any parameter is refused. */
 const NO_QUERY: QuerySpec = {};
 
 export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
+  /** Per snapshot, the answers without entries, encoded once: a change wakes thousands of agents that have none to get. */
+  const sharedAnswers = new WeakMap<SyncSnapshot, Map<string, Buffer>>();
+  function sharedAnswer(snap: SyncSnapshot, revision: number, full: boolean, withBundles: boolean, withPolicy: boolean, requireAdmittedImage: boolean): Buffer {
+    let answers = sharedAnswers.get(snap);
+    if (!answers) sharedAnswers.set(snap, (answers = new Map()));
+    const key = `${revision}/${full}/${withBundles}/${withPolicy}/${requireAdmittedImage}`;
+    let body = answers.get(key);
+    if (body) return body;
+    body = Buffer.from(
+      encodeSyncAnswer({
+        quarantine: snap.quarantine,
+        revision,
+        full,
+        entries: [],
+        removed: [],
+        bundlesVersion: snap.bundlesVersion,
+        bundles: withBundles ? snap.bundles : undefined,
+        policy: withPolicy ? snap.policy : undefined,
+        requireAdmittedImage,
+      }),
+    );
+    if (answers.size < MAX_SHARED_ANSWERS) answers.set(key, body);
+    return body;
+  }
+
   add(
     'GET',
     AGENT_PATHS.sync,
@@ -97,9 +126,11 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
           }
           const looked = hub.generation;
           const snap = await hub.snapshot();
-          // An agent already at the store's entries revision cannot have missed an entry change.
+          // An agent already at the store's entries revision cannot have missed an entry change. So
+          // also one at 0 that waits while the store has no entries yet (it holds none); `since=0&wait=0`
+          // is a full resync, read from the store.
           const r =
-            q.since !== 0 && q.since === snap.stamp.entryRevision
+            q.since === snap.stamp.entryRevision && (q.since !== 0 || q.wait > 0)
               ? { entries: [], removed: [], revision: q.since }
               : await ctx.store.syncEntries(agent, q.since);
           const policyChanged = q.policy !== undefined && snap.policyRevision !== q.policy;
@@ -113,6 +144,14 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
             (q.quarantine !== undefined && String(snap.quarantineVersion) !== q.quarantine) ||
             policyChanged;
           if (changed || Date.now() >= deadline || cutOff()) {
+            const withBundles = bundlesChanged || !q.lean;
+            // No entries of its own to send: the answer is the same bytes as every other such agent's.
+            if (r.entries.length === 0 && r.removed.length === 0 && images === undefined)
+              return {
+                status: 200,
+                body: sharedAnswer(snap, r.revision, q.since === 0, withBundles, policyChanged, ctx.requireAdmittedImage === true),
+                contentType: 'application/json',
+              };
             const body = encodeSyncAnswer({
               quarantine: snap.quarantine,
               revision: r.revision,
@@ -120,7 +159,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
               entries: r.entries.map(encodeEntry),
               removed: r.removed,
               bundlesVersion: snap.bundlesVersion,
-              bundles: bundlesChanged || !q.lean ? snap.bundles : undefined,
+              bundles: withBundles ? snap.bundles : undefined,
               policy: policyChanged ? snap.policy : undefined,
               admittedImages: images,
               requireAdmittedImage: ctx.requireAdmittedImage === true,

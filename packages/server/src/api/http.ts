@@ -252,12 +252,13 @@ export function errorReply(err: unknown): Reply {
   return { status: 500, body: { code: 'ERR_INTERNAL', message: 'internal error; see the server log' } };
 }
 
+/** Writes a reply: a string as text, a Buffer as it is (bytes encoded once for many answers), anything else as JSON. */
 export function send(res: ServerResponse, reply: Reply): void {
   if (res.headersSent) return;
   const isText = typeof reply.body === 'string';
-  const payload = isText ? (reply.body as string) : `${JSON.stringify(reply.body)}\n`;
+  const payload = Buffer.isBuffer(reply.body) ? reply.body : isText ? (reply.body as string) : `${JSON.stringify(reply.body)}\n`;
   res.writeHead(reply.status, {
-    'content-type': reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : 'application/json'),
+    'content-type': reply.contentType ?? (Buffer.isBuffer(payload) ? 'application/octet-stream' : isText ? 'text/plain; charset=utf-8' : 'application/json'),
     'content-length': Buffer.byteLength(payload),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',

@@ -127,6 +127,20 @@ describe('change hub', () => {
     closeB.emit('close');
   });
 
+  it('a quarantine add wakes every one of a thousand waiting polls (released over several turns), each to a snapshot that has it', async () => {
+    await hub.snapshot();
+    const ids = Array.from({ length: 1000 }, (_, i) => `spiffe://hub.test/writ/agent/many-${i}`);
+    const seen = await Promise.all([
+      ...ids.map((id) => hub.wait(forever(), new EventEmitter(), id, hub.generation).then(async () => (await hub.snapshot()).quarantine)),
+      a.putQuarantine({ spiffeId: 'spiffe://hub.test/bad', reason: 't', createdBy: 't', createdAt: now, expiresAt: null }).then(() => undefined),
+    ]);
+    const answers = seen.slice(0, ids.length);
+    assert.ok(
+      answers.every((q) => q !== undefined && (JSON.parse(q) as { ids: string[] }).ids.includes('spiffe://hub.test/bad')),
+      'every woken poll answers with the new quarantine',
+    );
+  });
+
   it('writes no sync answer depends on wake nobody; an eviction makes every poll re-read its agent', async () => {
     const snap = hub.snapshot();
     const generation = hub.agentsGeneration;

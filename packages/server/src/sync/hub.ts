@@ -59,6 +59,8 @@ export interface AgentReport {
 const HEARTBEAT_MS = 30_000;
 /** Own entry writes remembered between two stamp polls; past this, the next poll wakes everyone. */
 const MAX_OWN_REVISIONS = 10_000;
+/** Woken polls released in one turn of the event loop (see `#wake`). */
+const WAKE_BATCH = 250;
 /** An agent whose sync connection closed unanswered and that has not polled again for this long has gone. */
 const GONE_AFTER_MS = 2_000;
 
@@ -121,7 +123,7 @@ export class ChangeHub {
   /** The server is stopping: every waiting poll returns now (its handler answers ERR_SERVER_DRAINING, and the agent moves on). */
   drain(): void {
     this.#draining = true;
-    this.#wake(true);
+    this.#wake(true, undefined, false);
   }
 
   #heard(c: StoreChange): void {
@@ -134,8 +136,14 @@ export class ChangeHub {
     } else if (SYNC_INPUTS.has(c.kind)) this.#wake(false);
   }
 
-  /** Wakes the polls of `only` these agents, or of all; every wake-up makes the next snapshot a fresh read. */
-  #wake(agents: boolean, only?: readonly string[]): void {
+  /**
+   * Wakes the polls of `only` these agents, or of all; every wake-up makes the next snapshot a fresh
+   * read. They are taken off the waiting list now, and released once the new snapshot is read
+   * (`fresh`; whatever its outcome), WAKE_BATCH at a time with a turn of the event loop between:
+   * released all at once, 5,000 polls would each build its answer before the first one left
+   * (Node writes a response when the microtasks have run), and the agents would get them in one burst at the end.
+   */
+  #wake(agents: boolean, only?: readonly string[], fresh = true): void {
     this.#generation++;
     if (agents) this.#agentsGeneration++;
     const wake: Array<() => void> = [];
@@ -147,7 +155,16 @@ export class ChangeHub {
       wake.push(...polls);
       polls.clear();
     }
-    for (const w of wake) w();
+    if (wake.length === 0) return;
+    const release = (from: number): void => {
+      for (const w of wake.slice(from, from + WAKE_BATCH)) w();
+      if (from + WAKE_BATCH < wake.length) setImmediate(release, from + WAKE_BATCH);
+    };
+    if (!fresh) return release(0);
+    this.snapshot().then(
+      () => release(0),
+      () => release(0),
+    );
   }
 
   /** Grows with every change a poll may care about: `wait` returns at once when it moved since the poll looked. */
