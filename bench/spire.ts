@@ -176,7 +176,13 @@ async function measure(sys: System, td: string): Promise<Result> {
     const t0 = performance.now();
     await sys.registerMany(more);
     const all = await w.until(`all ${N} of the batch held`, (u) => more.every((id) => u.ids.has(id)), t0);
-    return { register: register.sort((a, b) => a - b), remove: remove.sort((a, b) => a - b), issuance: (N * 1000) / (all - t0), batchMs: all - t0, rss: rssMb(sys.agentPid) };
+    return {
+      register: register.sort((a, b) => a - b),
+      remove: remove.sort((a, b) => a - b),
+      issuance: (N * 1000) / (all - t0),
+      batchMs: all - t0,
+      rss: rssMb(sys.agentPid),
+    };
   } finally {
     await stop(w.child);
   }
