@@ -18,6 +18,19 @@ try {
   process.exit(0);
 }
 rmSync(join(root, 'dist'), { recursive: true, force: true });
+// `import ... from 'node:http'` in an ES module makes Node build the module's ESM facade, which
+// reads every export, and the `WebSocket` getter among them loads Node's bundled undici: about
+// 12 MB of RSS in every process, agent included (docs/benchmarks.md, spire section). Taking
+// node:http through require() reads only what is used.
+const httpByRequire = {
+  name: 'node-http-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, (a) =>
+      a.namespace === 'writ-cjs-builtin' ? { path: 'node:http', external: true } : { path: 'node:http', namespace: 'writ-cjs-builtin' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'writ-cjs-builtin' }, (a) => ({ contents: `module.exports = require(${JSON.stringify(a.path)});`, loader: 'js' }));
+  },
+};
 await esbuild.build({
   entryPoints: { writ: join(root, 'packages', 'cli', 'src', 'main.ts') },
   outdir: join(root, 'dist'),
@@ -27,6 +40,7 @@ await esbuild.build({
   platform: 'node',
   target: 'node22',
   external: ['pg-native'],
+  plugins: [httpByRequire],
   banner: { js: "import { createRequire as __writCreateRequire } from 'node:module'; const require = __writCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });

@@ -33,7 +33,7 @@ import { JwtSvids, type MintedJwtSvid } from './jwt-svids.ts';
 import { attestNode, tokenSha256 } from './node-attestor.ts';
 import { ServerClient, type ServerApi } from './server-client.ts';
 import { FailoverClient } from './failover-client.ts';
-import { StateFile, type AgentState } from './state.ts';
+import { StateFile, type AgentState, type StoredSvid } from './state.ts';
 import { SvidManager, agentSvidExpiry, type ServedSvid } from './svid-manager.ts';
 import { applySync, type EntryView } from './sync.ts';
 import type { WorkloadApiAgent } from './workload-api.ts';
@@ -152,6 +152,8 @@ export class Agent extends EventEmitter implements WorkloadApiAgent {
   readonly #workloads: WorkloadReporter;
   /** The server refused `images=` (older than this agent): not sent again by this process. */
   #serverWithoutImages = false;
+  /** svidOf's answers by the stored SVID they were parsed from (gone with it). */
+  readonly #served = new WeakMap<StoredSvid, ServedSvid>();
 
   constructor(opts: AgentOptions) {
     super();
@@ -520,16 +522,26 @@ export class Agent extends EventEmitter implements WorkloadApiAgent {
     return this.#matcher.withheldFor(selectors);
   }
 
-  /** The current, unexpired SVID of an entry. */
+  /**
+   * The current, unexpired SVID of an entry. Parsed once per stored SVID (a new one is a new
+   * object): every push to a workload asks for all of its SVIDs, and parsing each chain and key
+   * again was most of a push's CPU.
+   */
   svidOf(entry: EntryView): ServedSvid | undefined {
     const sv = this.#state?.svids[entry.id];
     if (!sv || sv.expiresAt <= this.#clock()) return undefined;
-    return {
-      entry,
-      chain: parseCertificatesPem(sv.chainPem),
-      keyPkcs8Der: createPrivateKey(sv.keyPem).export({ format: 'der', type: 'pkcs8' }),
-      expiresAt: sv.expiresAt,
-    };
+    const hit = this.#served.get(sv);
+    if (hit?.entry === entry) return hit;
+    const served: ServedSvid = hit
+      ? { ...hit, entry }
+      : {
+          entry,
+          chain: parseCertificatesPem(sv.chainPem),
+          keyPkcs8Der: createPrivateKey(sv.keyPem).export({ format: 'der', type: 'pkcs8' }),
+          expiresAt: sv.expiresAt,
+        };
+    this.#served.set(sv, served);
+    return served;
   }
 
   bundle(trustDomain: string): TrustBundle | undefined {

@@ -20,6 +20,21 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.exit(r.status ?? 1);
 }
 
+// `writ agent start` runs on every node: it re-executes itself (same PID) with the V8 flags that
+// keep its RSS down, unless they were given already (deploy/ gives them; docs/benchmarks.md, spire
+// section, has the numbers). V8 sizes its heap and compilers at start, so they cannot be set from
+// inside. WRIT_AGENT_NODE_FLAGS replaces the list ('' for Node's defaults).
+const AGENT_NODE_FLAGS = (process.env.WRIT_AGENT_NODE_FLAGS ?? '--max-semi-space-size=1 --no-opt --no-maglev').split(/\s+/).filter(Boolean);
+if (process.argv[2] === 'agent' && process.argv[3] === 'start' && typeof process.execve === 'function') {
+  const missing = AGENT_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
+  if (missing.length > 0)
+    try {
+      process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, ...process.argv.slice(1)]);
+    } catch {
+      // not allowed here (a seccomp filter, say): run with the flags it has
+    }
+}
+
 function newestSource(dir) {
   let t = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
