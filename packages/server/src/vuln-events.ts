@@ -69,6 +69,13 @@ export function vulnEventJson(e: VulnEvent): Record<string, unknown> {
   };
 }
 
+/**
+ * An evaluation walks every running workload and every finding of a running image (100,000 and
+ * more); it hands the event loop back this often, so that the server's answers are not held up behind it.
+ */
+const YIELD_EVERY = 2000;
+const breathe = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 /** The store changes that can make a running workload affected (`policies`: an exception removed). */
 const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies']);
 
@@ -212,7 +219,9 @@ export class VulnEventWatcher {
     // (vulnerability, digest) -> worst unsuppressed severity.
     const affected = new Map<string, Map<string, Severity>>();
     const suppressedNow = new Set<string>();
+    let n = 0;
     for (const r of rows) {
+      if (++n % YIELD_EVERY === 0) await breathe();
       const s = suppressions.match(
         {
           vulnId: r.vulnId,
@@ -236,7 +245,8 @@ export class VulnEventWatcher {
     const workloads = affected.size ? await store.runningWorkloads([...affected.keys()], now) : [];
     // One candidate per (vulnerability, digest, identity), from the newest workload of that identity on that digest.
     const current = new Map<string, { e: Omit<VulnEvent, 'seq'>; newest: RunningWorkload }>();
-    for (const w of workloads)
+    for (const w of workloads) {
+      if (++n % YIELD_EVERY === 0) await breathe();
       for (const [vulnId, severity] of affected.get(w.manifestDigest) ?? [])
         for (const spiffeId of w.spiffeIds) {
           const k = `${vulnId}\n${w.manifestDigest}\n${spiffeId}`;
@@ -259,6 +269,7 @@ export class VulnEventWatcher {
             },
           });
         }
+    }
     // A new workload; else a finding that was suppressed last time (its exception ended); else a new report.
     const causeOf = (e: Omit<VulnEvent, 'seq'>, w: RunningWorkload): VulnEventCause =>
       w.firstSeen > since ? 'workload' : this.#suppressed.has(`${e.vulnerability}\n${e.imageDigest}`) ? 'exception-expired' : 'report';
