@@ -276,7 +276,10 @@ export class VulnEventWatcher {
     const events = await store.syncVulnExposures([...current.values()].map(({ e, newest }) => ({ ...e, cause: causeOf(e, newest) })));
     this.#lastAt = now;
     this.#suppressed = suppressedNow;
-    for (const e of events) this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
+    for (const e of events) {
+      if (++n % YIELD_EVERY === 0) await breathe();
+      this.#o.log.info({ event: vulnEventJson(e) }, 'vulnerability event');
+    }
     // At debug only: with --log-level debug, a test (or an operator) sees that evaluations happen.
     this.#o.log.debug({ events: events.length, running: workloads.length }, 'vulnerability events evaluated');
     for (const e of events) this.#webhook?.send(e.id, vulnEventJson(e));
