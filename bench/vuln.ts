@@ -66,6 +66,25 @@ async function rawExec(db: string, dataDir: string, sql: string): Promise<void> 
   }
 }
 
+/** A number from the store's database through a connection of its own (the server's progress). */
+async function rawCount(db: string, dataDir: string, sql: string): Promise<number> {
+  if (db === 'sqlite') {
+    const d = new DatabaseSync(join(dataDir, 'writ.db'), { readOnly: true });
+    try {
+      return Number((d.prepare(sql).get() as { n: number | bigint }).n);
+    } finally {
+      d.close();
+    }
+  }
+  const c = new pg.Client({ connectionString: db });
+  await c.connect();
+  try {
+    return Number((await c.query(sql)).rows[0].n);
+  } finally {
+    await c.end();
+  }
+}
+
 const ms = (t: number): string => `${t.toFixed(t < 10 ? 2 : t < 100 ? 1 : 0)} ms`;
 const stats = (times: number[]): { p50: number; p99: number; max: number } => {
   const s = [...times].sort((a, b) => a - b);
@@ -246,6 +265,20 @@ async function measureDb(
     const server = await startServer(dataDir, db);
     try {
       {
+        // A server starting on this inventory first evaluates the vulnerability events of every running
+        // workload (vuln-events.ts) and records one exposure per (CVE, image, identity) at or above high:
+        // the answers are measured after that, in the steady state (timed: it is a cost users see once).
+        t = performance.now();
+        let exposures = 0;
+        while (performance.now() - t < 600_000 && (exposures = await rawCount(db, dataDir, 'SELECT COUNT(*) AS n FROM vuln_exposures')) === 0)
+          await new Promise((r) => setTimeout(r, 250));
+        row(
+          `${name}: the server's first events evaluation`,
+          `${((performance.now() - t) / 1000).toFixed(1)} s`,
+          `${fmt(exposures)} exposures stored`,
+          '',
+          '(reported)',
+        );
         // A spread over the sample, common to rare.
         const bySpread = [...sample].sort((a, b) => (truth.get(b) ?? 0) - (truth.get(a) ?? 0));
         const httpCves = Array.from({ length: HTTP_CVES }, (_, k) => bySpread[Math.floor((k * bySpread.length) / HTTP_CVES)]!);

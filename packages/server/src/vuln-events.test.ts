@@ -230,6 +230,64 @@ for (const factory of STORE_FACTORIES) {
   });
 }
 
+for (const factory of STORE_FACTORIES) {
+  // A large running set is stored in statements of a few hundred rows: the sets must come out whole across their seams.
+  describe(`vulnerability exposures of a large running set: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    before(async () => {
+      t = await factory();
+    });
+    after(() => t.dispose());
+    const exposure = (i: number, at: number): Omit<VulnEvent, 'seq'> => ({
+      id: `ev-${at}-${i}`,
+      at,
+      cause: 'report',
+      vulnerability: `CVE-2026-${String(1000 + (i % 7)).padStart(4, '0')}`,
+      imageDigest: `sha256:${i.toString(16).padStart(64, '0')}`,
+      spiffeId: `spiffe://example.org/w${i}`,
+      severity: 'high',
+      owner: i % 2 ? 'payments' : null,
+      node: 'n1',
+      namespace: 'shop',
+      pod: `p${i}`,
+    });
+    const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, k) => from + k);
+
+    it('1,000 exposures: one event each, in order with consecutive seqs; then 450 gone and 450 new: events for the new ones only', async () => {
+      const first = await t.store.syncVulnExposures(range(0, 1000).map((i) => exposure(i, T0)));
+      assert.equal(first.length, 1000);
+      assert.deepEqual(
+        first.map((e) => e.spiffeId),
+        range(0, 1000).map((i) => `spiffe://example.org/w${i}`),
+      );
+      assert.deepEqual(
+        first.map((e) => e.seq! - first[0]!.seq!),
+        range(0, 1000),
+      );
+      assert.equal(first[1]!.owner, 'payments');
+      assert.equal(first[0]!.owner, null);
+      // The same set again: nothing new.
+      assert.deepEqual(await t.store.syncVulnExposures(range(0, 1000).map((i) => exposure(i, T0 + 1))), []);
+      // 450 stop being affected, 450 others start; the ones that stayed raise nothing.
+      const second = await t.store.syncVulnExposures(range(450, 1450).map((i) => exposure(i, T0 + 2)));
+      assert.deepEqual(
+        second.map((e) => e.spiffeId),
+        range(1000, 1450).map((i) => `spiffe://example.org/w${i}`),
+      );
+      assert.equal(second[0]!.seq, first[999]!.seq! + 1);
+      // Those that left are forgotten: affected again, they are new events.
+      const third = await t.store.syncVulnExposures(range(0, 1450).map((i) => exposure(i, T0 + 3)));
+      assert.deepEqual(
+        third.map((e) => e.spiffeId),
+        range(0, 450).map((i) => `spiffe://example.org/w${i}`),
+      );
+      const stored = await t.store.queryVulnEvents({ after: 0, limit: 10_000 });
+      assert.equal(stored.length, 1000 + 450 + 450);
+      assert.deepEqual(stored.at(-1), third.at(-1));
+    });
+  });
+}
+
 describe('vulnEvents config', () => {
   const dir = mkdtempSync(join(tmpdir(), 'writ-vuln-events-config-'));
   writeFileSync(join(dir, 'secret'), 'an-hmac-key-of-enough-bytes\n');

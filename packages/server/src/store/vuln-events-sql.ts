@@ -25,6 +25,21 @@ function toEvent(r: Row): VulnEvent {
   };
 }
 
+/** Rows per multi-row statement: well under both databases' parameter limits. */
+const BATCH = 400;
+
+function batches<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += BATCH) out.push(items.slice(i, i + BATCH));
+  return out;
+}
+
+/**
+ * Makes the stored exposures `current` and records one event for each new one. Set statements of
+ * a few hundred rows each, not one per exposure: the first evaluation of a large running set
+ * (100,000 workloads) stores a hundred thousand exposures, and one round trip each kept a
+ * transaction open for minutes beside the answers the server was giving.
+ */
 export async function syncVulnExposures(db: SqlDriver, current: readonly Omit<VulnEvent, 'seq'>[]): Promise<VulnEvent[]> {
   const wanted = new Map(current.map((e) => [key(e), e]));
   return db.transaction(async (tx) => {
@@ -33,45 +48,43 @@ export async function syncVulnExposures(db: SqlDriver, current: readonly Omit<Vu
         key({ vulnerability: r['vuln_id'] as string, imageDigest: r['image_digest'] as string, spiffeId: r['spiffe_id'] as string }),
       ),
     );
-    for (const k of stored)
-      if (!wanted.has(k)) {
-        const [v, d, s] = k.split('\n') as [string, string, string];
-        await tx.execute('DELETE FROM vuln_exposures WHERE vuln_id = ? AND image_digest = ? AND spiffe_id = ?', [v, d, s]);
-      }
-    const fresh: Omit<VulnEvent, 'seq'>[] = [];
-    for (const [k, e] of wanted) {
-      if (stored.has(k)) continue;
-      // Another replica may have recorded it since the read: the key decides who records the event.
-      const n = await tx.execute('INSERT INTO vuln_exposures (vuln_id, image_digest, spiffe_id, since) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING', [
-        e.vulnerability,
-        e.imageDigest,
-        e.spiffeId,
-        e.at,
-      ]);
-      if (n > 0) fresh.push(e);
-    }
+    for (const c of batches([...stored].filter((k) => !wanted.has(k))))
+      await tx.execute(
+        `DELETE FROM vuln_exposures WHERE (vuln_id, image_digest, spiffe_id) IN (VALUES ${c.map(() => '(?, ?, ?)').join(', ')})`,
+        c.flatMap((k) => k.split('\n')),
+      );
+    // Another replica may have recorded some since the read: the key decides who records the event.
+    const inserted = new Set<string>();
+    for (const c of batches([...wanted].filter(([k]) => !stored.has(k)).map(([, e]) => e)))
+      for (const r of await tx.query(
+        `INSERT INTO vuln_exposures (vuln_id, image_digest, spiffe_id, since) VALUES ${c.map(() => '(?, ?, ?, ?)').join(', ')}
+         ON CONFLICT DO NOTHING RETURNING vuln_id, image_digest, spiffe_id`,
+        c.flatMap((e) => [e.vulnerability, e.imageDigest, e.spiffeId, e.at]),
+      ))
+        inserted.add(key({ vulnerability: r['vuln_id'] as string, imageDigest: r['image_digest'] as string, spiffeId: r['spiffe_id'] as string }));
+    const fresh = [...wanted].filter(([k]) => inserted.has(k)).map(([, e]) => e);
     if (fresh.length === 0) return [];
     let seq =
       num((await tx.query("UPDATE counters SET value = value + ? WHERE name = 'vuln_event_seq' RETURNING value", [fresh.length]))[0]!['value']) - fresh.length;
-    const out: VulnEvent[] = [];
-    for (const e of fresh) {
-      const ev = { ...e, seq: ++seq };
-      await tx.execute(`INSERT INTO vuln_events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
-        ev.seq,
-        ev.id,
-        ev.at,
-        ev.cause,
-        ev.vulnerability,
-        ev.severity,
-        ev.imageDigest,
-        ev.spiffeId,
-        ev.owner,
-        ev.node,
-        ev.namespace,
-        ev.pod,
-      ]);
-      out.push(ev);
-    }
+    const out = fresh.map((e) => ({ ...e, seq: ++seq }));
+    for (const c of batches(out))
+      await tx.execute(
+        `INSERT INTO vuln_events (${COLUMNS}) VALUES ${c.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+        c.flatMap((ev) => [
+          ev.seq,
+          ev.id,
+          ev.at,
+          ev.cause,
+          ev.vulnerability,
+          ev.severity,
+          ev.imageDigest,
+          ev.spiffeId,
+          ev.owner,
+          ev.node,
+          ev.namespace,
+          ev.pod,
+        ]),
+      );
     return out;
   });
 }
