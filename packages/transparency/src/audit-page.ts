@@ -52,34 +52,82 @@ function getU64(view: DataView, at: number, what: string): number {
   return hi * 2 ** 32 + view.getUint32(at + 4);
 }
 
-/** The page's bytes. Throws ERR_AUDIT_PAGE_MALFORMED for a page no decoder would take (a bad range, hash or body). */
+/**
+ * Writes a page entry by entry into one growing buffer: bodies as the store keeps them (text,
+ * UTF-8 encoded straight into the page) or as bytes. Throws ERR_AUDIT_PAGE_MALFORMED for what no
+ * decoder would take (a bad range or hash, a body over MAX_AUDIT_BODY_BYTES).
+ *
+ * @example
+ *   const w = new AuditPageWriter(size, start, end);
+ *   for (const row of rows) w.add(row.index, hashBytes, row.body);
+ *   const bytes = w.finish();
+ */
+export class AuditPageWriter {
+  readonly #limit: number;
+  readonly #encoder = new TextEncoder();
+  #buf: Uint8Array;
+  #view: DataView;
+  #at = PAGE_HEADER;
+  #count = 0;
+
+  constructor(size: number, start: number, end: number, capacity = 1024 * 1024) {
+    for (const n of [size, start, end]) if (!Number.isSafeInteger(n) || n < 0) throw malformed('needs sizes from 0 to 2^53-1');
+    if (!(start <= end && end <= size)) throw malformed(`cannot cover [${start}, ${end}) of ${size}`);
+    this.#limit = end - start;
+    this.#buf = new Uint8Array(Math.max(PAGE_HEADER, capacity));
+    this.#view = new DataView(this.#buf.buffer);
+    this.#buf.set(MAGIC, 0);
+    putU64(this.#view, 4, size);
+    putU64(this.#view, 12, start);
+    putU64(this.#view, 20, end);
+  }
+
+  add(index: number, leafHash: Uint8Array, body: Uint8Array | string): void {
+    if (this.#count >= this.#limit) throw malformed(`cannot hold more than the ${this.#limit} entries of its range`);
+    if (!Number.isSafeInteger(index) || index < 0) throw malformed('needs entry indexes from 0 to 2^53-1');
+    if (leafHash.length !== HASH_SIZE) throw malformed(`needs ${HASH_SIZE}-byte leaf hashes`);
+    const text = typeof body === 'string';
+    const room = Math.min(text ? body.length * 3 : body.length, MAX_AUDIT_BODY_BYTES + 4);
+    const need = this.#at + ENTRY_HEADER + room;
+    if (need > this.#buf.length) {
+      const grown = new Uint8Array(Math.max(need, this.#buf.length * 2));
+      grown.set(this.#buf.subarray(0, this.#at));
+      this.#buf = grown;
+      this.#view = new DataView(grown.buffer);
+    }
+    const at = this.#at;
+    const from = at + ENTRY_HEADER;
+    let length: number;
+    if (text) {
+      const r = this.#encoder.encodeInto(body, this.#buf.subarray(from, from + room));
+      if (r.read < body.length) throw malformed(`cannot hold a body over ${MAX_AUDIT_BODY_BYTES} bytes (entry ${index})`);
+      length = r.written;
+    } else {
+      this.#buf.set(body, from);
+      length = body.length;
+    }
+    if (length > MAX_AUDIT_BODY_BYTES) throw malformed(`cannot hold a body over ${MAX_AUDIT_BODY_BYTES} bytes (entry ${index})`);
+    putU64(this.#view, at, index);
+    this.#buf.set(leafHash, at + 8);
+    this.#view.setUint32(at + 8 + HASH_SIZE, length);
+    this.#at = from + length;
+    this.#count++;
+  }
+
+  /** The page's bytes (a view of the writer's buffer). */
+  finish(): Uint8Array {
+    this.#view.setUint32(28, this.#count);
+    return this.#buf.subarray(0, this.#at);
+  }
+}
+
+/** A whole page's bytes (AuditPageWriter over its entries). */
 export function encodeAuditPage(page: AuditPage): Uint8Array {
-  const { size, start, end, entries } = page;
-  for (const n of [size, start, end]) if (!Number.isSafeInteger(n) || n < 0) throw malformed('needs sizes from 0 to 2^53-1');
-  if (!(start <= end && end <= size) || entries.length > end - start) throw malformed(`cannot hold ${entries.length} entries in [${start}, ${end}) of ${size}`);
-  let total = PAGE_HEADER;
-  for (const e of entries) {
-    if (e.leafHash.length !== HASH_SIZE) throw malformed(`needs ${HASH_SIZE}-byte leaf hashes`);
-    if (e.body.length > MAX_AUDIT_BODY_BYTES) throw malformed(`cannot hold a body over ${MAX_AUDIT_BODY_BYTES} bytes (entry ${e.index})`);
-    if (!Number.isSafeInteger(e.index) || e.index < 0) throw malformed('needs entry indexes from 0 to 2^53-1');
-    total += ENTRY_HEADER + e.body.length;
-  }
-  const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
-  out.set(MAGIC, 0);
-  putU64(view, 4, size);
-  putU64(view, 12, start);
-  putU64(view, 20, end);
-  view.setUint32(28, entries.length);
-  let at = PAGE_HEADER;
-  for (const e of entries) {
-    putU64(view, at, e.index);
-    out.set(e.leafHash, at + 8);
-    view.setUint32(at + 8 + HASH_SIZE, e.body.length);
-    out.set(e.body, at + ENTRY_HEADER);
-    at += ENTRY_HEADER + e.body.length;
-  }
-  return out;
+  let bytes = 0;
+  for (const e of page.entries) bytes += ENTRY_HEADER + e.body.length;
+  const w = new AuditPageWriter(page.size, page.start, page.end, PAGE_HEADER + bytes);
+  for (const e of page.entries) w.add(e.index, e.leafHash, e.body);
+  return w.finish();
 }
 
 /**

@@ -42,6 +42,7 @@ export {
 } from './audit-leaf.ts';
 export {
   AUDIT_PAGE_MEDIA_TYPE,
+  AuditPageWriter,
   MAX_AUDIT_BODY_BYTES,
   MAX_AUDIT_PAGE_BYTES,
   decodeAuditPage,
