@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { MAX_AUDIT_PAGE_BYTES, decodeAuditPage, encodeAuditPage, type AuditPage } from './index.ts';
+import { AuditPageWriter, MAX_AUDIT_PAGE_BYTES, decodeAuditPage, encodeAuditPage, type AuditPage } from './index.ts';
 import { hex } from './testing.ts';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -77,6 +77,23 @@ describe('compact pages of audit entries', () => {
         }
       }),
     );
+  });
+
+  it('write text bodies as their UTF-8 bytes, growing from any capacity', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: 'grapheme', maxLength: 200 }), { maxLength: 12 }), fc.nat({ max: 64 }), (bodies, capacity) => {
+        const w = new AuditPageWriter(bodies.length, 0, bodies.length, capacity);
+        for (const [j, b] of bodies.entries()) w.add(j, hash(j), b);
+        const p = decodeAuditPage(w.finish(), bodies.length);
+        assert.deepEqual(
+          p.entries.map((e) => Buffer.from(e.body).toString('utf8')),
+          bodies,
+        );
+      }),
+    );
+    const w = new AuditPageWriter(1, 0, 1);
+    w.add(0, hash(0), 'a');
+    assert.throws(() => w.add(1, hash(1), 'b'), { code: 'ERR_AUDIT_PAGE_MALFORMED', message: /more than the 1 entries/ });
   });
 
   it('refuse to encode a page no decoder would take', () => {
