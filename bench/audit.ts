@@ -10,9 +10,9 @@
  *   process; baseline in the same run: the same pages fetched and parsed without being checked.
  * - inclusion proofs at 10,000,000 leaves: bench/transparency.ts's proofBench, printed here too.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
@@ -22,6 +22,7 @@ import { SqliteDriver } from '../packages/server/src/store/sqlite.ts';
 import type { SqlDriver } from '../packages/server/src/store/driver.ts';
 import { appendAudit, foldAudit, queueAudit } from '../packages/server/src/store/audit-sql.ts';
 import { ApiClient } from '../packages/cli/src/client.ts';
+import { AUDIT_PAGE_MEDIA_TYPE, MAX_AUDIT_PAGE_BYTES, decodeAuditPage } from '@writ/transparency';
 import { printProofBench, proofBench } from './transparency.ts';
 import { startServer } from './vuln/server.ts';
 import { fmt, row } from './util.ts';
@@ -44,6 +45,17 @@ const entry = (i: number, tag: string): EntryInput => ({
   hint: '',
   expiresAt: null,
 });
+
+/** User + system CPU seconds of process `pid` so far (Linux /proc, 100 ticks a second; 0 elsewhere). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
 
 /** `n` calls of `fn` by WRITERS concurrent writers, then `settle` (timed too); calls per second. */
 async function concurrently(n: number, fn: (i: number) => Promise<unknown>, settle?: () => Promise<unknown>): Promise<number> {
@@ -214,12 +226,19 @@ async function verifyBench(): Promise<void> {
         await new Promise((r) => setTimeout(r, 200));
       }
       t = performance.now();
-      const out = execFileSync(process.execPath, [WRIT, 'audit', 'verify'], {
+      // On a loaded machine the wall time is mostly waiting for a core: the CPU seconds of verify
+      // (GNU time, when there is one) and of the server while it ran are printed beside it.
+      const serverCpu0 = cpuSeconds(srv.pid);
+      const timed = existsSync('/usr/bin/time');
+      const run = spawnSync(timed ? '/usr/bin/time' : process.execPath, [...(timed ? ['-f', 'cpu %U %S', process.execPath] : []), WRIT, 'audit', 'verify'], {
         env: { ...process.env, WRIT_SERVER: srv.url, WRIT_TOKEN: token, WRIT_CA_FILE: join(dir, 'bundle.pem') },
         encoding: 'utf8',
       });
       const verifyS = (performance.now() - t) / 1000;
-      if (!/^verified \d+ entries/.test(out)) throw new Error(`writ audit verify said: ${out}`);
+      const serverCpu = cpuSeconds(srv.pid) - serverCpu0;
+      const out = run.stdout;
+      if (!/^verified \d+ entries/.test(out)) throw new Error(`writ audit verify said: ${out} ${run.stderr}`);
+      const cpu = /cpu ([\d.]+) ([\d.]+)/.exec(run.stderr);
       // A client of its own: the polling one's keep-alive connection may have been closed while verify ran.
       const fetcher = new ApiClient({ server: srv.url, token, caFile: join(dir, 'bundle.pem') });
       t = performance.now();
@@ -240,6 +259,35 @@ async function verifyBench(): Promise<void> {
         (verifyS / fetchS).toFixed(2),
         '<= 10 s',
       );
+      console.log(
+        `(CPU while verify ran: verify ${cpu ? `${(Number(cpu[1]) + Number(cpu[2])).toFixed(2)} s` : '?'}, the server ${serverCpu.toFixed(2)} s; load average ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')})`,
+      );
+      // The compact pages verify reads, fetched one after another and decoded, nothing checked (a server that answers only JSON: skipped).
+      t = performance.now();
+      let compact = 0;
+      for (let start = 0; ; ) {
+        const r = await fetcher.bytes(`/v1/audit/entries?start=${start}`, {
+          accept: AUDIT_PAGE_MEDIA_TYPE,
+          maxBytes: MAX_AUDIT_PAGE_BYTES,
+          timeoutMs: 120_000,
+        });
+        if (!r.type.startsWith(AUDIT_PAGE_MEDIA_TYPE)) break;
+        const p = decodeAuditPage(r.body, 10_000);
+        compact += p.entries.length;
+        start = p.end;
+        if (p.end >= p.size) break;
+      }
+      const compactS = (performance.now() - t) / 1000;
+      if (compact === n)
+        row(
+          `compact pages fetched + decoded only, ${fmt(n)} leaves`,
+          `${compactS.toFixed(2)} s`,
+          `JSON ${fetchS.toFixed(2)} s`,
+          (compactS / fetchS).toFixed(2),
+          '',
+        );
     } finally {
       await srv.stop();
     }

@@ -32,7 +32,11 @@ const httpByRequire = {
   },
 };
 await esbuild.build({
-  entryPoints: { writ: join(root, 'packages', 'cli', 'src', 'main.ts') },
+  // The verify worker is an entry of its own: audit.ts starts dist/audit-verify-worker.js beside it.
+  entryPoints: {
+    writ: join(root, 'packages', 'cli', 'src', 'main.ts'),
+    'audit-verify-worker': join(root, 'packages', 'cli', 'src', 'audit-verify-worker.ts'),
+  },
   outdir: join(root, 'dist'),
   bundle: true,
   splitting: true, // the agent never loads the server's code, and the reverse

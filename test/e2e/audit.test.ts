@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { CompactRange, encodeAuditLeaf, leafHash, noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
+import { AUDIT_PAGE_MEDIA_TYPE, CompactRange, decodeAuditPage, encodeAuditLeaf, leafHash, noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
 import { verifyLog } from '../../packages/cli/src/audit.ts';
 import { ApiClient } from '../../packages/cli/src/client.ts';
 import { cleanup, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
@@ -51,14 +51,26 @@ async function postgresDb(url: string): Promise<Db> {
   };
 }
 
-/** GET with the server's CA: status and body, for the hostile-input checks. */
-function get(srv: ServerProcess, path: string, token = srv.adminToken): Promise<{ status: number; body: string }> {
+/** GET with the server's CA: status, content type and body, for the hostile-input checks. */
+function get(
+  srv: ServerProcess,
+  path: string,
+  token = srv.adminToken,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; type: string; body: string; bytes: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, srv.url), { ca: readFileSync(join(srv.dataDir, 'bundle.pem')), headers: { authorization: `Bearer ${token}` } }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      new URL(path, srv.url),
+      { ca: readFileSync(join(srv.dataDir, 'bundle.pem')), headers: { authorization: `Bearer ${token}`, ...headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => {
+          const bytes = Buffer.concat(chunks);
+          resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body: bytes.toString('utf8'), bytes });
+        });
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -211,6 +223,25 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const size = await checkpointed(srv, db);
       assert.equal((await get(srv, '/v1/audit/entries?start=0&end=2', viewer.token)).status, 200);
       assert.equal((await get(srv, '/v1/audit/key', viewer.token)).status, 200);
+      // The compact page (what writ audit verify asks for) holds the same entries as the JSON one, which stays the default.
+      const json = await get(srv, '/v1/audit/entries?start=1&end=4', viewer.token, { accept: 'application/json' });
+      assert.equal(json.type, 'application/json');
+      const compact = await get(srv, '/v1/audit/entries?start=1&end=4', viewer.token, { accept: `application/json;q=0.5, ${AUDIT_PAGE_MEDIA_TYPE}` });
+      assert.equal(compact.status, 200);
+      assert.equal(compact.type, AUDIT_PAGE_MEDIA_TYPE);
+      const page = decodeAuditPage(compact.bytes, 3);
+      assert.deepEqual(
+        {
+          size: page.size,
+          start: page.start,
+          end: page.end,
+          entries: page.entries.map((e) => ({ index: e.index, body: Buffer.from(e.body).toString('utf8'), leafHash: Buffer.from(e.leafHash).toString('hex') })),
+        },
+        JSON.parse(json.body),
+      );
+      const refused = await get(srv, `/v1/audit/entries?start=0&end=${size + 1}`, viewer.token, { accept: AUDIT_PAGE_MEDIA_TYPE });
+      assert.equal(refused.status, 400);
+      assert.equal((JSON.parse(refused.body) as { code: string }).code, 'ERR_AUDIT_RANGE');
       for (const path of [
         `/v1/audit/entries?start=0&end=${size + 1}`,
         `/v1/audit/entries?start=${size + 5}`,

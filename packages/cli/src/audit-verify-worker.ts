@@ -1,78 +1,87 @@
 /**
- * The worker thread of `writ audit verify` (packages/cli/src/audit.ts): parses one page of
- * `GET /v1/audit/entries` and recomputes the leaf hash of each of its entries but the first,
- * chained on the leaf hash the server stored for the entry before (`leafHash`), not the one
- * recomputed. That breaks the chain's order dependency: entry j's hash needs nothing from the
- * other pages, so pages hash in parallel. It gives the same verdict as hashing in order: up to
- * the first entry whose recomputed hash differs from its stored one, the stored hashes are the
- * recomputed ones, so each entry is hashed with the same predecessor either way. The first entry
- * of a page is hashed by the caller, with the page before's last recomputed hash.
+ * The worker thread of `writ audit verify` (packages/cli/src/audit.ts): decodes one compact page
+ * of `GET /v1/audit/entries` (@writ/transparency's audit-page.ts) and recomputes the leaf hash of
+ * each of its entries but the first, chained on the leaf hash the server stored for the entry
+ * before, not the one recomputed. That breaks the chain's order dependency: entry j's hash needs
+ * nothing from the other pages, so pages hash in parallel. It gives the same verdict as hashing
+ * in order: up to the first entry whose recomputed hash differs from its stored one, the stored
+ * hashes are the recomputed ones, so each entry is hashed with the same predecessor either way.
+ * The first entry of a page is hashed by the caller, with the page before's last recomputed hash.
  *
- * The source is a string run with `new Worker(..., { eval: true })`, so the bundled build in
- * dist/ and the TypeScript sources start the same code without a separate file to locate.
- *
- * Message in: { id, text (the answer's body), start (the index the page's first entry must have) }.
- * Message out: { id, error } when the text is not a page, else { id, size, end, count, first
- * (the first entry's body, UTF-8), stored (count x 32 bytes, the stored hashes; a stored hash that
- * is not 64 hex digits is zeros and marked in badStored), hashes (count x 32, recomputed; the first
- * slot empty), badIndex / badIndexIs (the first entry whose index is not start + j, and its
- * index), badHash (the first j >= 1 whose recomputed hash is not the stored one) }.
+ * A file of its own (dist/audit-verify-worker.js in the bundle, see scripts/build.mjs) so that it
+ * hashes with the one leaf encoding, @writ/transparency's AuditLeafHasher.
  */
-export const VERIFY_WORKER_SOURCE = `
-'use strict';
-const { parentPort } = require('node:worker_threads');
-const { hash } = require('node:crypto');
-let buf = Buffer.alloc(4096);
-const HEX = /^[0-9a-fA-F]{64}$/;
-parentPort.on('message', (m) => {
-  let p;
+import { parentPort } from 'node:worker_threads';
+import { AuditLeafHasher, decodeAuditPage } from '@writ/transparency';
+
+/** A page to check: the answer's bytes, and the range it was asked for. */
+export interface PageTask {
+  readonly id: number;
+  readonly data: Uint8Array;
+  readonly start: number;
+  readonly end: number;
+}
+
+export type PageResult =
+  | { readonly id: number; readonly error: string }
+  | {
+      readonly id: number;
+      readonly size: number;
+      readonly end: number;
+      readonly count: number;
+      /** The first entry's body (a copy); undefined for an empty page. */
+      readonly first: Uint8Array | undefined;
+      /** count x 32 bytes: the hashes the server stored. */
+      readonly stored: Uint8Array;
+      /** count x 32 bytes: the recomputed hashes, the first slot empty (the caller's). */
+      readonly hashes: Uint8Array;
+      /** The first entry whose index is not start + j (-1: none), and the index it has. */
+      readonly badIndex: number;
+      readonly badIndexIs: number;
+      /** The first j >= 1 whose recomputed hash is not the stored one (-1: none). */
+      readonly badHash: number;
+    };
+
+const hasher = new AuditLeafHasher();
+
+/** Checks one page (see the file's comment); a page that does not decode, or is not the range asked for, is an error result. */
+export function hashPage(t: PageTask): PageResult {
+  let page: ReturnType<typeof decodeAuditPage>;
   try {
-    p = JSON.parse(m.text);
-  } catch {
-    p = undefined;
+    page = decodeAuditPage(t.data, t.end - t.start);
+  } catch (err) {
+    return { id: t.id, error: `the server's page of entries from ${t.start} is malformed: ${(err as Error).message}` };
   }
-  if (!p || typeof p !== 'object' || !Array.isArray(p.entries) || !Number.isSafeInteger(p.end) || !Number.isSafeInteger(p.size)) {
-    parentPort.postMessage({ id: m.id, error: 'the server answered a page of entries that is not one' });
-    return;
-  }
-  const es = p.entries;
+  if (page.start !== t.start || page.end > t.end)
+    return { id: t.id, error: `the server answered the entries [${page.start}, ${page.end}) for [${t.start}, ${t.end})` };
+  const es = page.entries;
   const n = es.length;
   const stored = new Uint8Array(n * 32);
   const hashes = new Uint8Array(n * 32);
-  const sb = Buffer.from(stored.buffer);
   let badIndex = -1;
   let badIndexIs = 0;
   let badHash = -1;
-  let badStored = -1;
-  let first;
   for (let j = 0; j < n; j++) {
-    const e = es[j];
-    const i = m.start + j;
-    if (!e || typeof e !== 'object' || e.index !== i) {
+    const e = es[j]!;
+    const i = t.start + j;
+    if (e.index !== i) {
       badIndex = j;
-      badIndexIs = e && typeof e === 'object' && Number.isSafeInteger(e.index) ? e.index : -1;
+      badIndexIs = e.index;
       break;
     }
-    const body = typeof e.body === 'string' ? e.body : String(e.body);
-    if (typeof e.leafHash === 'string' && HEX.test(e.leafHash)) sb.write(e.leafHash, j * 32, 'hex');
-    else if (badStored < 0) badStored = j;
-    if (j === 0) {
-      first = Buffer.from(body, 'utf8');
-      continue;
-    }
-    const need = 42 + body.length * 3;
-    if (buf.length < need) buf = Buffer.alloc(need * 2);
-    buf[0] = 0;
-    buf[1] = 1;
-    buf.writeUInt32BE(Math.floor(i / 4294967296), 2);
-    buf.writeUInt32BE(i % 4294967296, 6);
-    buf.set(stored.subarray((j - 1) * 32, j * 32), 10);
-    const len = buf.write(body, 42, 'utf8');
-    const h = hash('sha256', buf.subarray(0, 42 + len), 'buffer');
+    stored.set(e.leafHash, j * 32);
+    if (j === 0) continue;
+    const h = hasher.hash(i, es[j - 1]!.leafHash, e.body);
     hashes.set(h, j * 32);
-    if (badHash < 0 && !h.equals(sb.subarray(j * 32, j * 32 + 32))) badHash = j;
+    if (badHash < 0 && !Buffer.from(h.buffer, h.byteOffset, 32).equals(e.leafHash)) badHash = j;
   }
-  const out = { id: m.id, size: p.size, end: p.end, count: n, first, stored, hashes, badIndex, badIndexIs, badHash, badStored };
-  parentPort.postMessage(out, [stored.buffer, hashes.buffer]);
-});
-`;
+  const first = n > 0 ? es[0]!.body.slice() : undefined;
+  return { id: t.id, size: page.size, end: page.end, count: n, first, stored, hashes, badIndex, badIndexIs, badHash };
+}
+
+const port = parentPort;
+if (port)
+  port.on('message', (t: PageTask) => {
+    const r = hashPage(t);
+    port.postMessage(r, 'error' in r ? [] : [r.stored.buffer as ArrayBuffer, r.hashes.buffer as ArrayBuffer]);
+  });

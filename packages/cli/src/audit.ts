@@ -11,8 +11,10 @@ import { Worker } from 'node:worker_threads';
 import { type Command, CommanderError } from 'commander';
 import { WritError, isWritError } from '@writ/spiffe';
 import {
+  AUDIT_PAGE_MEDIA_TYPE,
   type Checkpoint,
   CompactRange,
+  MAX_AUDIT_PAGE_BYTES,
   encodeAuditLeaf,
   leafHash,
   noteVerifier,
@@ -23,7 +25,7 @@ import {
   type NoteVerifier,
   TRANSPARENCY_ERROR_CODES,
 } from '@writ/transparency';
-import { VERIFY_WORKER_SOURCE } from './audit-verify-worker.ts';
+import type { PageResult, PageTask } from './audit-verify-worker.ts';
 import type { ApiClient } from './client.ts';
 import { print, streamed, type Format } from './output.ts';
 
@@ -51,24 +53,13 @@ const RECENT = 4096;
 const MAX_PAGE = 10_000;
 /** How many pages verify fetches ahead of the one it folds. */
 const IN_FLIGHT = 4;
+/** The worker's module beside this one: audit-verify-worker.ts in the sources, .js in the bundle in dist/. */
+const WORKER = new URL(import.meta.url.endsWith('.ts') ? './audit-verify-worker.ts' : './audit-verify-worker.js', import.meta.url);
 
-type PageResult =
-  | { id: number; error: string }
-  | {
-      id: number;
-      size: number;
-      end: number;
-      count: number;
-      first: Uint8Array | undefined;
-      stored: Uint8Array;
-      hashes: Uint8Array;
-      badIndex: number;
-      badIndexIs: number;
-      badHash: number;
-      badStored: number;
-    };
+/** The bytes as a buffer of their own, to transfer to a worker (a small Buffer lives in Node's shared pool). */
+const own = (b: Buffer): Uint8Array => (b.byteOffset === 0 && b.buffer.byteLength === b.length ? new Uint8Array(b.buffer) : new Uint8Array(b));
 
-/** Worker threads that parse and hash pages of entries (audit-verify-worker.ts), given round robin. */
+/** Worker threads that decode and hash pages of entries (audit-verify-worker.ts), given round robin. */
 class PagePool {
   readonly #workers: Worker[] = [];
   readonly #waiting = new Map<number, { resolve: (r: PageResult) => void; reject: (e: Error) => void }>();
@@ -76,7 +67,7 @@ class PagePool {
 
   constructor(n: number) {
     for (let k = 0; k < n; k++) {
-      const w = new Worker(VERIFY_WORKER_SOURCE, { eval: true });
+      const w = new Worker(WORKER);
       w.on('message', (r: PageResult) => {
         const waiter = this.#waiting.get(r.id);
         this.#waiting.delete(r.id);
@@ -95,12 +86,13 @@ class PagePool {
     this.#waiting.clear();
   }
 
-  run(text: string, start: number): Promise<PageResult> {
+  run(data: Uint8Array, start: number, end: number): Promise<PageResult> {
     const id = this.#next++;
     const w = this.#workers[id % this.#workers.length] as Worker;
     return new Promise((resolve, reject) => {
       this.#waiting.set(id, { resolve, reject });
-      w.postMessage({ id, text, start });
+      const task: PageTask = { id, data, start, end };
+      w.postMessage(task, [data.buffer as ArrayBuffer]);
     });
   }
 
@@ -212,8 +204,15 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
         const start = asked;
         const end = Math.min(checkpoint.size, start + pageSize);
         const result = api
-          .call<{ __text: string }>('GET', `/v1/audit/entries?start=${start}&end=${end}`, undefined, { raw: true, timeoutMs: 120_000 })
-          .then((r) => pool.run(r.__text, start));
+          .bytes(`/v1/audit/entries?start=${start}&end=${end}`, { accept: AUDIT_PAGE_MEDIA_TYPE, maxBytes: MAX_AUDIT_PAGE_BYTES, timeoutMs: 120_000 })
+          .then((r) => {
+            if (r.type.split(';')[0]?.trim().toLowerCase() !== AUDIT_PAGE_MEDIA_TYPE)
+              return {
+                id: -1,
+                error: `the server answered entries as ${JSON.stringify(r.type.slice(0, 60))}, not ${AUDIT_PAGE_MEDIA_TYPE} (is it older than this writ?)`,
+              };
+            return pool.run(own(r.body), start, end);
+          });
         result.catch(() => undefined); // awaited in order below; one dropped or not reached yet must not be unhandled
         ahead.push({ start, end, result });
         asked = end;
@@ -225,7 +224,7 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
       const p = await want.result;
       if ('error' in p) throw violation(range.size, p.error);
       const firstIndexBad = p.badIndex >= 0 ? p.badIndex : Number.POSITIVE_INFINITY;
-      const firstHashBad = Math.min(p.badHash >= 0 ? p.badHash : Number.POSITIVE_INFINITY, p.badStored >= 0 ? p.badStored : Number.POSITIVE_INFINITY);
+      const firstHashBad = p.badHash >= 0 ? p.badHash : Number.POSITIVE_INFINITY;
       for (let j = 0; j < p.count; j++) {
         const i = range.size;
         if (j === firstIndexBad) {
@@ -236,7 +235,7 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
         if (j === 0) {
           lh = leafHash(encodeAuditLeaf(i, prev, p.first as Uint8Array));
           // Differs from the hash stored when it was appended: this entry, or one before it rewritten with its hash (the chain breaks here).
-          if (firstHashBad === 0 || !Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(p.stored.subarray(0, 32)))
+          if (!Buffer.from(lh.buffer, lh.byteOffset, lh.length).equals(p.stored.subarray(0, 32)))
             throw violation(await locate(i), 'the entry is not the one that was appended');
         } else {
           if (j === firstHashBad) throw violation(await locate(i), 'the entry is not the one that was appended');

@@ -119,6 +119,25 @@ export class ApiClient {
     return r.__text;
   }
 
+  /**
+   * GETs a document in another format than JSON (`accept`), as bytes with its content type. An
+   * answer past `maxBytes` is cut off: ERR_REQUEST_FAILED, before it is all in memory. Errors as
+   * for `call` (a JSON error body).
+   */
+  bytes(path: string, opts: { accept: string; maxBytes: number; timeoutMs?: number }): Promise<{ type: string; body: Buffer }> {
+    if (!this.#token)
+      return Promise.reject(
+        new WritError('ERR_UNAUTHENTICATED', 'no API token: pass --token, or set WRIT_TOKEN (the server wrote one to DATA_DIR/admin.token)'),
+      );
+    return this.#exchange<{ type: string; body: Buffer }>(
+      'GET',
+      path,
+      { accept: opts.accept },
+      { auth: true, raw: false, bytes: opts.maxBytes, timeoutMs: opts.timeoutMs ?? 30_000 },
+      (req) => req.end(),
+    );
+  }
+
   /** Calls the API; resolves with the parsed JSON body (undefined for 204). */
   call<T = Record<string, unknown>>(
     method: string,
@@ -188,7 +207,7 @@ export class ApiClient {
     method: string,
     path: string,
     bodyHeaders: Record<string, string>,
-    opts: { auth: boolean; raw: boolean; timeoutMs: number },
+    opts: { auth: boolean; raw: boolean; bytes?: number; timeoutMs: number },
     write: (req: ClientRequest) => void,
   ): Promise<T> {
     const { auth, timeoutMs } = opts;
@@ -227,10 +246,23 @@ export class ApiClient {
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
+          let size = 0;
+          const limit = opts.bytes;
+          // A request destroyed after its answer began (too large, timed out) fails the answer too.
+          res.on('error', (e: NodeJS.ErrnoException) => reject(isWritError(e) ? e : new WritError('ERR_REQUEST_FAILED', this.#describe(e))));
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (limit !== undefined && size > limit) {
+              req.destroy(new WritError('ERR_REQUEST_FAILED', `the server's answer to GET ${path.slice(0, 200)} is over ${limit} bytes: refused`));
+              return;
+            }
+            chunks.push(c);
+          });
           res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
             const status = res.statusCode ?? 0;
+            if (limit !== undefined && status >= 200 && status < 300)
+              return resolve({ type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks, size) } as T);
+            const text = Buffer.concat(chunks).toString('utf8');
             // A raw answer is not parsed (audit verify hands its pages to worker threads to parse).
             if (opts.raw && status >= 200 && status < 300) return resolve({ __text: text } as T);
             let json: unknown;

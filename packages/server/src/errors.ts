@@ -162,6 +162,8 @@ const TRANSPARENCY_STATUS: Record<TransparencyErrorCode, number> = {
   ERR_AUDIT_SIGNATURE_INVALID: 400,
   ERR_AUDIT_KEY_INVALID: 400,
   ERR_AUDIT_ENTRY_MALFORMED: 400,
+  // Only the server encodes pages (a stored body past the format's limit): never the caller's fault.
+  ERR_AUDIT_PAGE_MALFORMED: 500,
 };
 
 /** The HTTP status of every code the server answers with. */

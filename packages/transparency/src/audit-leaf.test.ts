@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CompactRange, decodeAuditLeaf, encodeAuditLeaf, leafHash, rootOf, verifyEntries } from './index.ts';
+import { AuditLeafHasher, CompactRange, decodeAuditLeaf, encodeAuditLeaf, leafHash, rootOf, verifyEntries } from './index.ts';
 import { hex } from './testing.ts';
 
 /** A log of `n` entries as a store would keep them: index and encoded leaf. */
@@ -29,6 +29,18 @@ describe('audit leaves', () => {
     assert.deepEqual(decodeAuditLeaf(leaf), { index: 7, prevLeafHash: prev, body });
     assert.deepEqual(decodeAuditLeaf(encodeAuditLeaf(0, null, body)).prevLeafHash, null);
     assert.equal(decodeAuditLeaf(encodeAuditLeaf(2 ** 53 - 1, prev, body)).index, 2 ** 53 - 1);
+  });
+
+  it('hash through AuditLeafHasher exactly as leafHash of the encoded leaf, with one buffer grown as bodies grow', () => {
+    const hasher = new AuditLeafHasher();
+    fc.assert(
+      fc.property(fc.nat({ max: 2 ** 53 - 1 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ maxLength: 3000 }), (index, prev, body) => {
+        const p = index === 0 ? null : prev;
+        assert.equal(hex(hasher.hash(index, p, body)), hex(leafHash(encodeAuditLeaf(index, p, body))));
+      }),
+    );
+    assert.throws(() => hasher.hash(0, leafHash(new Uint8Array()), new Uint8Array()), { code: 'ERR_AUDIT_RANGE' });
+    assert.throws(() => hasher.hash(3, new Uint8Array(31), new Uint8Array()), { code: 'ERR_AUDIT_ENTRY_MALFORMED' });
   });
 
   it('refuse a wrong first link, short or unknown leaves', () => {

@@ -9,26 +9,65 @@
  * chain whole, and that is what a trusted checkpoint (its root) catches.
  */
 import { TransparencyError } from './errors.ts';
-import { CompactRange, HASH_SIZE, LeafHasher, checkSize } from './merkle.ts';
+import { CompactRange, HASH_SIZE, LeafHasher, checkSize, sha256 } from './merkle.ts';
 
 export const AUDIT_LEAF_VERSION = 1;
 const HEADER = 1 + 8 + HASH_SIZE;
 
-/** The leaf data of entry `index` whose predecessor has leaf hash `prevLeafHash` (null only at index 0). */
-export function encodeAuditLeaf(index: number, prevLeafHash: Uint8Array | null, body: Uint8Array): Uint8Array {
+function checkLeaf(index: number, prevLeafHash: Uint8Array | null): void {
   checkSize(index, 'index');
   if ((index === 0) !== (prevLeafHash === null))
     throw new TransparencyError('ERR_AUDIT_RANGE', 'entry 0 has no previous leaf, every other entry has one', { field: 'prevLeafHash' });
   if (prevLeafHash !== null && prevLeafHash.length !== HASH_SIZE)
     throw new TransparencyError('ERR_AUDIT_ENTRY_MALFORMED', `a previous leaf hash is ${HASH_SIZE} bytes`, { field: 'prevLeafHash' });
+}
+
+/** Writes the HEADER bytes of the leaf data (version, index, previous leaf hash) at out[at]. */
+function writeHeader(out: Uint8Array, at: number, index: number, prevLeafHash: Uint8Array | null): void {
+  out[at] = AUDIT_LEAF_VERSION;
+  const hi = Math.floor(index / 2 ** 32);
+  const lo = index % 2 ** 32;
+  out[at + 1] = hi >>> 24;
+  out[at + 2] = (hi >>> 16) & 0xff;
+  out[at + 3] = (hi >>> 8) & 0xff;
+  out[at + 4] = hi & 0xff;
+  out[at + 5] = lo >>> 24;
+  out[at + 6] = (lo >>> 16) & 0xff;
+  out[at + 7] = (lo >>> 8) & 0xff;
+  out[at + 8] = lo & 0xff;
+  if (prevLeafHash === null) out.fill(0, at + 9, at + HEADER);
+  else out.set(prevLeafHash, at + 9);
+}
+
+/** The leaf data of entry `index` whose predecessor has leaf hash `prevLeafHash` (null only at index 0). */
+export function encodeAuditLeaf(index: number, prevLeafHash: Uint8Array | null, body: Uint8Array): Uint8Array {
+  checkLeaf(index, prevLeafHash);
   const out = new Uint8Array(HEADER + body.length);
-  out[0] = AUDIT_LEAF_VERSION;
-  const view = new DataView(out.buffer);
-  view.setUint32(1, Math.floor(index / 2 ** 32));
-  view.setUint32(5, index % 2 ** 32);
-  if (prevLeafHash !== null) out.set(prevLeafHash, 9);
+  writeHeader(out, 0, index, prevLeafHash);
   out.set(body, HEADER);
   return out;
+}
+
+/**
+ * leafHash(encodeAuditLeaf(index, prevLeafHash, body)) through one growable buffer, without
+ * allocating the leaf data per entry: the hot loop of `writ audit verify`.
+ *
+ * @example
+ *   const hasher = new AuditLeafHasher();
+ *   const h = hasher.hash(i, prev, body); // equal to leafHash(encodeAuditLeaf(i, prev, body))
+ */
+export class AuditLeafHasher {
+  #buf = new Uint8Array(1024);
+
+  hash(index: number, prevLeafHash: Uint8Array | null, body: Uint8Array): Uint8Array {
+    checkLeaf(index, prevLeafHash);
+    const need = 1 + HEADER + body.length;
+    if (need > this.#buf.length) this.#buf = new Uint8Array(Math.max(need, this.#buf.length * 2));
+    this.#buf[0] = 0; // RFC 6962's leaf prefix, as leafHash adds it
+    writeHeader(this.#buf, 1, index, prevLeafHash);
+    this.#buf.set(body, 1 + HEADER);
+    return sha256(this.#buf.subarray(0, need));
+  }
 }
 
 export interface AuditLeaf {

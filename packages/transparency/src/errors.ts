@@ -20,6 +20,8 @@ export const TRANSPARENCY_ERROR_CODES = [
   'ERR_AUDIT_KEY_INVALID',
   /** An audit leaf that does not decode (too short, unknown version). */
   'ERR_AUDIT_ENTRY_MALFORMED',
+  /** A page of audit entries in the compact format (application/x-writ-audit-entries) that does not decode: truncated, bad lengths, trailing bytes, a bad range. */
+  'ERR_AUDIT_PAGE_MALFORMED',
 ] as const;
 
 export type TransparencyErrorCode = (typeof TRANSPARENCY_ERROR_CODES)[number];

@@ -31,6 +31,7 @@ export {
 } from './note.ts';
 export {
   AUDIT_LEAF_VERSION,
+  AuditLeafHasher,
   decodeAuditLeaf,
   encodeAuditLeaf,
   verifyEntries,
@@ -39,3 +40,13 @@ export {
   type VerifyEntriesOptions,
   type VerifyEntriesResult,
 } from './audit-leaf.ts';
+export {
+  AUDIT_PAGE_MEDIA_TYPE,
+  AuditPageWriter,
+  MAX_AUDIT_BODY_BYTES,
+  MAX_AUDIT_PAGE_BYTES,
+  decodeAuditPage,
+  encodeAuditPage,
+  type AuditPage,
+  type AuditPageEntry,
+} from './audit-page.ts';

@@ -256,9 +256,10 @@ export function errorReply(err: unknown): Reply {
 export function send(res: ServerResponse, reply: Reply): void {
   if (res.headersSent) return;
   const isText = typeof reply.body === 'string';
-  const payload = Buffer.isBuffer(reply.body) ? reply.body : isText ? (reply.body as string) : `${JSON.stringify(reply.body)}\n`;
+  const isBytes = reply.body instanceof Uint8Array;
+  const payload = isText || isBytes ? (reply.body as string | Uint8Array) : `${JSON.stringify(reply.body)}\n`;
   res.writeHead(reply.status, {
-    'content-type': reply.contentType ?? (Buffer.isBuffer(payload) ? 'application/octet-stream' : isText ? 'text/plain; charset=utf-8' : 'application/json'),
+    'content-type': reply.contentType ?? (isText ? 'text/plain; charset=utf-8' : isBytes ? 'application/octet-stream' : 'application/json'),
     'content-length': Buffer.byteLength(payload),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { generateNoteKey, noteSigner, noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
 import { STORE_FACTORIES, type TestStore } from '../testing/stores.ts';
-import { AuditLog } from './audit-log.ts';
+import type { Store } from '../store/types.ts';
+import { AUDIT_PAGE_BUDGET, AuditLog } from './audit-log.ts';
 
 const origin = 'example.org/writ-audit';
 const quarantine = (n: number) => ({ spiffeId: `spiffe://example.org/audit/q${n}`, reason: 'r', createdBy: 'ops', createdAt: n, expiresAt: null });
@@ -55,3 +56,24 @@ for (const factory of STORE_FACTORIES) {
     });
   });
 }
+
+describe('audit entries pages', () => {
+  it('stop after about AUDIT_PAGE_BUDGET of bodies, at the next stored index, and always hold one entry', async () => {
+    const big = 'x'.repeat(AUDIT_PAGE_BUDGET / 2 + 1);
+    // Rows 0, 1, 3, 4 (2 deleted): the page that stops after row 1 ends at 3, the next stored index.
+    const rows = [0, 1, 3, 4].map((index) => ({ index, body: big, leafHash: '00'.repeat(32) }));
+    const store = {
+      latestAuditCheckpoint: async () => ({ size: 5, note: '', at: 0 }),
+      listAuditEntries: async (start: number, end: number) => rows.filter((r) => r.index >= start && r.index < end),
+    } as unknown as Store;
+    const key = generateNoteKey(origin);
+    const log = new AuditLog({ store, origin, signer: noteSigner(key.skey), vkey: key.vkey, clock: () => 1 });
+    const first = await log.entries(0, undefined);
+    assert.deepEqual([first.end, first.entries.map((e) => e.index)], [3, [0, 1]]);
+    const next = await log.entries(3, undefined);
+    assert.deepEqual([next.end, next.entries.map((e) => e.index)], [5, [3, 4]]);
+    rows[0] = { index: 0, body: 'y'.repeat(AUDIT_PAGE_BUDGET * 2), leafHash: '00'.repeat(32) };
+    const one = await log.entries(0, 2);
+    assert.deepEqual([one.end, one.entries.length], [1, 1]);
+  });
+});

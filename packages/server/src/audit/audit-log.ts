@@ -10,6 +10,8 @@ import type { AuditCheckpoint, AuditEntry, Store } from '../store/types.ts';
 
 /** The most entries one page answers (a larger range is cut to this; the answer says where it ended). */
 export const MAX_AUDIT_PAGE = 10_000;
+/** A page also stops once its bodies pass this many characters (always after at least one entry). */
+export const AUDIT_PAGE_BUDGET = 8 * 1024 * 1024;
 
 /** The log's origin (checkpoint first line and note key name) for a trust domain. */
 export const auditOrigin = (trustDomain: string): string => `${trustDomain}/writ-audit`;
@@ -119,7 +121,14 @@ export class AuditLog {
     if (last > size) throw range(`end ${last} is past the latest checkpoint's size ${size}`, 'end');
     if (start > last) throw range(`start ${start} is after end ${last}`, 'start');
     const cut = Math.min(last, start + limit);
-    return { size, start, end: cut, entries: await this.#o.store.listAuditEntries(start, cut) };
+    const rows = await this.#o.store.listAuditEntries(start, cut);
+    let chars = 0;
+    for (let k = 0; k < rows.length; k++) {
+      chars += (rows[k] as AuditEntry).body.length;
+      // Over budget: the page ends before the next row (its index, since deleted rows leave gaps).
+      if (chars > AUDIT_PAGE_BUDGET && k + 1 < rows.length) return { size, start, end: (rows[k + 1] as AuditEntry).index, entries: rows.slice(0, k + 1) };
+    }
+    return { size, start, end: cut, entries: rows };
   }
 
   /** Inclusion proof of leaf `index` in the tree of `size` leaves (default: the latest checkpoint's). */
