@@ -23,7 +23,7 @@
  * (issuance and RSS only, a minute less). `BENCH_WRIT_CLI` names the script that starts Writ's agent
  * (default packages/cli/bin/writ.js; a copy of an older dist/writ.js compares two builds), and
  * `BENCH_WRIT_NODE_FLAGS` the V8 flags it runs with (default those of deploy/ and of the agent's
- * re-exec in bin/writ.js: `--max-semi-space-size=1 --no-opt --no-maglev`; empty for Node's
+ * re-exec in bin/writ.js: `--max-semi-space-size=1`; empty for Node's
  * defaults). Needs root (SPIRE's and Writ's unix attestors match this uid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -44,7 +44,7 @@ const RSS_ONLY = process.env['BENCH_SPIRE_ONLY'] === 'rss';
 const ANCHOR = process.env['BENCH_SPIRE_ANCHOR'] !== '0';
 const WRIT_CLI = process.env['BENCH_WRIT_CLI'] ?? join(ROOT, 'packages/cli/bin/writ.js');
 /** As deploy/systemd/writ-agent.service and deploy/kubernetes/base/agent.yaml start the agent. */
-const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1 --no-opt --no-maglev').split(/\s+/).filter(Boolean);
+const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
 
 interface Update {
   at: number;
