@@ -9,20 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { cleanup, startServerProcess, writ, type ServerProcess } from './helpers.ts';
+import { PG_URL, cleanup, pgAdmin, startServerProcess, writ, type ServerProcess } from './helpers.ts';
 
-const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SECRET = 'Hunter2-db-Secret';
-
-async function pgAdmin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 describe('the database URL from WRIT_DB', { timeout: 180_000 }, () => {
   const dbName = `writ_db_env_${process.pid}`;

@@ -5,11 +5,25 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const WRIT = join(ROOT, 'packages/cli/bin/writ.js');
 /** Debian's python3, where python3-jwt and python3-grpcio live (a pyenv python may come first on PATH). */
 export const DEBIAN_PYTHON = '/usr/bin/python3';
+/** The PostgreSQL the tests use (trust auth on loopback; `.ci/run` starts it). */
+export const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** One statement on its own connection (CREATE or DROP DATABASE: not inside a transaction). */
+export async function pgAdmin(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
 
 /** The environment for children: the test runner's own variables would make a child node act as a test file. */
 function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {

@@ -1,20 +1,8 @@
 /** docs/replicas.md stays true: its ```sh blocks run as written (see guide.ts), two replicas on a fresh PostgreSQL database and an agent listing both. */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import pg from 'pg';
 import { runGuide } from './guide.ts';
-
-const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+import { PG_URL, pgAdmin as admin } from './helpers.ts';
 
 it('the replicas guide runs as written: two replicas, an agent on both, one drained, its leases taken over', async () => {
   const db = `writ_guide_replicas_${process.pid}`;

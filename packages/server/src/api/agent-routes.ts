@@ -73,27 +73,35 @@ const NO_QUERY: QuerySpec = {};
 export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
   /** Per snapshot, the answers without entries, encoded once: a change wakes thousands of agents that have none to get. */
   const sharedAnswers = new WeakMap<SyncSnapshot, Map<string, Buffer>>();
-  function sharedAnswer(snap: SyncSnapshot, revision: number, full: boolean, withBundles: boolean, withPolicy: boolean, requireAdmittedImage: boolean): Buffer {
+  function sharedAnswer(snap: SyncSnapshot, revision: number, full: boolean, withBundles: boolean, withPolicy: boolean): Buffer {
     let answers = sharedAnswers.get(snap);
     if (!answers) sharedAnswers.set(snap, (answers = new Map()));
-    const key = `${revision}/${full}/${withBundles}/${withPolicy}/${requireAdmittedImage}`;
+    const key = `${revision}/${full}/${withBundles}/${withPolicy}`;
     let body = answers.get(key);
     if (body) return body;
-    body = Buffer.from(
-      encodeSyncAnswer({
-        quarantine: snap.quarantine,
-        revision,
-        full,
-        entries: [],
-        removed: [],
-        bundlesVersion: snap.bundlesVersion,
-        bundles: withBundles ? snap.bundles : undefined,
-        policy: withPolicy ? snap.policy : undefined,
-        requireAdmittedImage,
-      }),
-    );
+    body = Buffer.from(syncAnswer(snap, revision, full, withBundles, withPolicy));
     if (answers.size < MAX_SHARED_ANSWERS) answers.set(key, body);
     return body;
+  }
+  /** One agent's sync answer: what the snapshot holds, and its own entries, removals and images. */
+  function syncAnswer(
+    snap: SyncSnapshot,
+    revision: number,
+    full: boolean,
+    withBundles: boolean,
+    withPolicy: boolean,
+    own: Pick<Parameters<typeof encodeSyncAnswer>[0], 'entries' | 'removed' | 'admittedImages'> = { entries: [], removed: [] },
+  ): string {
+    return encodeSyncAnswer({
+      quarantine: snap.quarantine,
+      revision,
+      full,
+      ...own,
+      bundlesVersion: snap.bundlesVersion,
+      bundles: withBundles ? snap.bundles : undefined,
+      policy: withPolicy ? snap.policy : undefined,
+      requireAdmittedImage: ctx.requireAdmittedImage === true,
+    });
   }
 
   add(
@@ -149,20 +157,13 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
             if (r.entries.length === 0 && r.removed.length === 0 && images === undefined)
               return {
                 status: 200,
-                body: sharedAnswer(snap, r.revision, q.since === 0, withBundles, policyChanged, ctx.requireAdmittedImage === true),
+                body: sharedAnswer(snap, r.revision, q.since === 0, withBundles, policyChanged),
                 contentType: 'application/json',
               };
-            const body = encodeSyncAnswer({
-              quarantine: snap.quarantine,
-              revision: r.revision,
-              full: q.since === 0,
+            const body = syncAnswer(snap, r.revision, q.since === 0, withBundles, policyChanged, {
               entries: r.entries.map(encodeEntry),
               removed: r.removed,
-              bundlesVersion: snap.bundlesVersion,
-              bundles: withBundles ? snap.bundles : undefined,
-              policy: policyChanged ? snap.policy : undefined,
               admittedImages: images,
-              requireAdmittedImage: ctx.requireAdmittedImage === true,
             });
             return { status: 200, body, contentType: 'application/json' };
           }
