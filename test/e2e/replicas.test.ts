@@ -6,7 +6,7 @@
  * Workload API call and no acknowledged write.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent as HttpsAgent, request } from 'node:https';
 import { join } from 'node:path';
@@ -164,6 +164,36 @@ describe('two server replicas on one PostgreSQL database', { timeout: 600_000 },
       b.logs.some((l) => l.includes("listening for other replicas' changes")),
       'B listens',
     );
+  });
+
+  it('an agent renewed through B: A refuses its old SVID as soon as it hears (A checks agents from memory), takes the new one, and refuses it once B evicts the agent', async () => {
+    const jt = await joinToken(b, 'sim-renew');
+    const identity = () => {
+      const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      return { kp, csr: toPem('CERTIFICATE REQUEST', createCsr({ key: kp.privateKey, keyType: 'ec-p256' }, kp.publicKey)) };
+    };
+    const first = identity();
+    const att = await call(b.url, ca, 'POST', AGENT_PATHS.attestJoinToken, { body: { joinToken: jt, csr: first.csr } });
+    assert.ok(att.status < 300, JSON.stringify(att.json));
+    const tls = (cert: string, key: KeyObject) => {
+      const agent = new HttpsAgent({ ca, cert, key: key.export({ format: 'pem', type: 'pkcs8' }) as string, keepAlive: true });
+      sims.push(agent);
+      return agent;
+    };
+    const oldTls = tls(att.json['svid'] as string, first.kp.privateKey);
+    const syncOn = async (srv: ServerProcess, agent: HttpsAgent) => (await call(srv.url, ca, 'GET', `${AGENT_PATHS.sync}?since=0&wait=0`, { agent })).status;
+    // Twice on A: the second from the record A read for the first.
+    for (const _ of [1, 2]) assert.equal(await syncOn(a, oldTls), 200);
+    const second = identity();
+    const renewed = await call(b.url, ca, 'POST', AGENT_PATHS.renew, { body: { csr: second.csr }, agent: oldTls });
+    assert.equal(renewed.status, 200, JSON.stringify(renewed.json));
+    const t0 = performance.now();
+    await waitFor('A to refuse the superseded SVID', async () => ((await syncOn(a, oldTls)) === 401 ? true : undefined), 5_000);
+    console.log(`   superseded SVID refused on A ${(performance.now() - t0).toFixed(0)} ms after B renewed it`);
+    const newTls = tls(renewed.json['svid'] as string, second.kp.privateKey);
+    for (const _ of [1, 2]) assert.equal(await syncOn(a, newTls), 200);
+    await api(b, 'POST', `/v1/agents/${encodeURIComponent(att.json['spiffeId'] as string)}/evict`);
+    await waitFor('A to refuse the evicted agent', async () => ((await syncOn(a, newTls)) === 401 ? true : undefined), 5_000);
   });
 
   it('the LISTEN connections killed: a change made meanwhile still arrives, and LISTEN comes back', async () => {

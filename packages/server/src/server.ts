@@ -344,7 +344,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       },
     };
     const routes = buildRoutes(ctx);
-    const agents = new AgentAuthenticator(store, ca);
+    const agents = new AgentAuthenticator(store, ca, () => hub?.heardAll);
     routes.push({
       method: 'GET',
       name: '/v1/openapi.json',

@@ -119,6 +119,27 @@ describe('decision metrics', () => {
 });
 
 describe('agent renewal', () => {
+  it('after a renewal the old SVID is refused at once, the new one works, and a ban refuses it too (each request, not each connection)', async () => {
+    const old = await attest('renew-supersede');
+    const sync = (identity: { cert: string; key: string }) => call('GET', `${AGENT_PATHS.sync}?since=0&wait=0`, { identity });
+    // Twice: the second is answered from the record the first read.
+    for (const _ of [1, 2]) assert.equal((await sync(old)).status, 200);
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = toPem('CERTIFICATE REQUEST', createCsr({ key: k.privateKey, keyType: 'ec-p256' }, k.publicKey));
+    const renewed = await call('POST', AGENT_PATHS.renew, { identity: old, body: { csr } });
+    assert.equal(renewed.status, 200, renewed.text);
+    const fresh = { cert: JSON.parse(renewed.text).svid as string, key: k.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string };
+    const refused = await sync(old);
+    assert.equal(refused.status, 401, refused.text);
+    assert.match(JSON.parse(refused.text).message, /superseded SVID/);
+    for (const _ of [1, 2]) assert.equal((await sync(fresh)).status, 200);
+    const ban = await call('POST', `/v1/agents/${encodeURIComponent('spiffe://routes.test/writ/agent/renew-supersede')}/ban`, { token: admin });
+    assert.equal(ban.status, 200, ban.text);
+    const banned = await sync(fresh);
+    assert.equal(banned.status, 403, banned.text);
+    assert.equal(JSON.parse(banned.text).code, 'ERR_FORBIDDEN');
+  });
+
   it('an agent evicted after it authenticated, before its request body arrived, gets a 401 (not a 500)', async () => {
     const identity = await attest('renew-race');
     const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -117,7 +117,7 @@ export function agentRoutes(ctx: ApiContext, add: AddRoute): void {
       if (q.policy !== undefined && q.policy >= 0)
         hub.acknowledge(agent, { policyRevision: q.policy, quarantineVersion: quarantineVersionNumber(q.quarantine) });
       const deadline = Date.now() + q.wait * 1000;
-      // Authentication has just read the agent's record; it is read again only after an eviction or ban.
+      // Authentication has just checked the agent's record; it is read again only after an eviction or ban.
       let seenAgents = hub.agentsGeneration;
       // The agent stopped or died: its side of the connection is closed (the server holds the socket half open for an answer).
       const cutOff = (): boolean => req.raw.socket.destroyed || req.raw.socket.readableEnded;

@@ -5,7 +5,7 @@ import type { StoredVexDocument, StoredVexStatement } from './types.ts';
 import { WritError } from '@writ/spiffe';
 import { checkImageDigest } from '@writ/protocol';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './driver.ts';
-import { MIGRATIONS } from './schema.ts';
+import { AGENT_RENEWED_TOPIC, MIGRATIONS } from './schema.ts';
 import * as audit from './audit-sql.ts';
 import type { AuditCheckpoint, AuditEntry, AuditHead, AuditLeafInput } from './types.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
@@ -321,6 +321,8 @@ export class SqlStore implements Store {
     const stop = this.#db.listen({
       onState,
       onTopic: (topic, arg) => {
+        // A renewal's notification has a topic of its own, which servers before migration 30 ignore.
+        if (topic === AGENT_RENEWED_TOPIC) return void this.#changed(undefined, { kind: 'agents', renewed: [arg] });
         if (!(STORE_CHANGES as readonly string[]).includes(topic)) return;
         const kind = topic as StoreChangeKind;
         // The argument: the agent revoked, or the parents of the entries written (none: too many to tell).
@@ -682,7 +684,7 @@ export class SqlStore implements Store {
         },
       ],
     );
-    this.#changed(undefined, a.banned ? { kind: 'agents', revoked: [a.spiffeId] } : { kind: 'agents' });
+    this.#changed(undefined, a.banned ? { kind: 'agents', revoked: [a.spiffeId] } : { kind: 'agents', renewed: [a.spiffeId] });
   }
 
   async getAgent(spiffeId: string): Promise<Agent | undefined> {

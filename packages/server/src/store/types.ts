@@ -193,6 +193,12 @@ export interface StoreChange {
   /** `agents` only: agents deleted or banned by this write (their SVIDs must stop working now). */
   readonly revoked?: readonly string[];
   /**
+   * `agents` only: agents whose record was rewritten with a new SVID (a renewal or a new
+   * attestation): a cached copy of their record is out of date. Neither this nor `revoked`: any
+   * agent may have changed.
+   */
+  readonly renewed?: readonly string[];
+  /**
    * `entries` only: the agents whose entries this write changed (old and new parent of a moved
    * entry), so that only their long polls wake. Absent when not known: every poll wakes.
    */

@@ -94,6 +94,7 @@ export class ChangeHub {
   readonly #images: AdmittedImagesFeed;
   /** Other replicas' changes arrive as notifications: no polling while this holds. */
   #feedLive = false;
+  #feedEpoch = 0;
   readonly #stopListening: () => Promise<void>;
   #draining = false;
 
@@ -103,6 +104,7 @@ export class ChangeHub {
     this.#unsubscribe = opts.store.onChange((c) => this.#heard(c));
     this.#stopListening = opts.store.listen((live, err) => {
       this.#feedLive = live;
+      this.#feedEpoch++;
       opts.onFeed?.(live, err);
       // Back after a loss: whatever was committed meanwhile was announced to nobody; one look catches up.
       if (live) this.#checkStamp();
@@ -113,6 +115,16 @@ export class ChangeHub {
   /** Whether other replicas' changes arrive as notifications now (false on SQLite, and while the connection is lost). */
   get feedLive(): boolean {
     return this.#feedLive;
+  }
+
+  /**
+   * Whether every write to the store, this server's and other replicas', is heard as a change now,
+   * and since when: a number that moves whenever that may have stopped being true. `undefined`
+   * while other replicas' changes are only polled for. On SQLite (one server) always 0.
+   */
+  get heardAll(): number | undefined {
+    if (this.#o.store.kind === 'sqlite') return 0;
+    return this.#feedLive ? this.#feedEpoch : undefined;
   }
 
   /** True once `drain()` was called: waiting polls are answered at once, and sync refuses new ones. */
@@ -134,6 +146,9 @@ export class ChangeHub {
       if (c.revisions && !this.#feedLive && this.#ownRevisions.length < MAX_OWN_REVISIONS) this.#ownRevisions.push(c.revisions);
       this.#wake(false, c.parents);
     } else if (SYNC_INPUTS.has(c.kind)) this.#wake(false);
+    // Another replica's new authority must be known before its agents authenticate here, whether
+    // or not any poll waits: the snapshot read reloads the CA.
+    if (c.kind === 'authorities') this.snapshot().catch(() => undefined);
   }
 
   /**
