@@ -217,6 +217,15 @@ for (const factory of STORE_FACTORIES) {
         (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
         { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 },
       );
+      // A whole fleet acknowledging at once, past one statement's rows: each agent keeps its own report.
+      const fleet = Array.from({ length: 503 }, (_, i) => `spiffe://e/writ/agent/fleet-${i}`);
+      for (const spiffeId of fleet) await t.store.upsertAgent({ ...agent, spiffeId, nodeName: spiffeId.slice(-9) });
+      const acks = fleet.map((spiffeId, i) => ({ spiffeId, policyRevision: 5 + (i % 3), quarantineVersion: i, ackedAt: 2_000 + i }));
+      await t.store.ackPolicies([...acks, { spiffeId: 'spiffe://e/writ/agent/never-attested', policyRevision: 9, quarantineVersion: 9, ackedAt: 9 }]);
+      const stored = new Map((await t.store.listPolicyAcks()).map((a) => [a.spiffeId, a]));
+      for (const a of acks) assert.deepEqual(stored.get(a.spiffeId), a);
+      assert.equal(stored.has('spiffe://e/writ/agent/never-attested'), false, 'an acknowledgement creates no agent');
+      assert.deepEqual(stored.get(agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 }, 'others untouched');
     });
 
     it('the change stamp moves with every change an agent must hear of, and only then', async () => {
