@@ -255,6 +255,7 @@ async function measure(n: number, replicas = 0): Promise<void> {
 
     const report = async (what: string, key: string, act: () => Promise<unknown>, revision?: number): Promise<void> => {
       const t0 = performance.now();
+      const hr0 = process.hrtime.bigint() / 1000n;
       const wall0 = Date.now();
       if (process.env['BENCH_SERVER_LOG']) console.log(`   ${what} at ${new Date().toISOString()}`);
       await act();
@@ -281,12 +282,15 @@ async function measure(n: number, replicas = 0): Promise<void> {
             })();
       await acked;
       const lat = (arrivals.get(key) ?? []).map((t) => t - t0).sort((a, b) => a - b);
+      // The fan-out's window on the monotonic clock the servers' CPU profiles are stamped with.
+      if (process.env['BENCH_PROFILE'])
+        console.log(`   (profile window for ${what}: ${hr0} to ${process.hrtime.bigint() / 1000n} us)`);
       row(
         `${label}: ${what}`,
         `p50 ${percentile(lat, 50).toFixed(0)} ms`,
         `p99 ${percentile(lat, 99).toFixed(0)} ms, all ${lat.at(-1)?.toFixed(0)} ms`,
         `${lat.length}/${n}`,
-        'p99 <= 250 ms',
+        replicas > 1 ? 'p99 <= 1 s' : 'p99 <= 250 ms',
       );
       if (revision !== undefined)
         row(
