@@ -213,15 +213,17 @@ export class ChangeHub {
     // The journal moved on (our own rotation commits before the CA reloads; a replica's shows
     // only in the store): the bundle is read from it, not from a CA that has not caught up.
     if ((ca.bundle().sequence ?? 0) < stamp.bundleSequence) await ca.reload();
-    const fed = await store.listFederatedBundles();
     const bundle = ca.bundle();
     const now = clock();
-    // The version first: a list newer than its version is sent again with the next version; an
-    // older list under a newer version would never be.
-    const quarantineVersion = await store.quarantineVersion(now);
-    const q = await store.listQuarantine(now);
-    const policy = await store.getPolicyRevision();
-    const admittedImages = await this.#images.read();
+    // Each read after the stamp, side by side (one round trip's wait, not four, before woken polls
+    // are answered). The quarantine's version before its list: a list newer than its version is
+    // sent again with the next version; an older list under a newer version would never be.
+    const [fed, [quarantineVersion, q], policy, admittedImages] = await Promise.all([
+      store.listFederatedBundles(),
+      store.quarantineVersion(now).then(async (v) => [v, await store.listQuarantine(now)] as const),
+      store.getPolicyRevision(),
+      this.#images.read(),
+    ]);
     return {
       stamp,
       // A fingerprint, not the list: agents send it back in the sync URL, which must stay short
