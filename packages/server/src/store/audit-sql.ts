@@ -151,6 +151,11 @@ export async function auditHead(db: SqlExecutor): Promise<AuditHead> {
   return { size: num(r['size']), root: new CompactRange(num(r['size']), hashes).root() };
 }
 
+/** The queued leaves not folded yet. */
+export async function auditPending(db: SqlExecutor): Promise<number> {
+  return num((await db.query('SELECT COUNT(*) AS n FROM audit_pending'))[0]?.['n'] ?? 0);
+}
+
 /** Leaves [start, end) in order. */
 export async function listAuditEntries(db: SqlExecutor, start: number, end: number): Promise<AuditEntry[]> {
   const rows = await db.query('SELECT leaf_index, body, leaf_hash FROM audit_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index', [

@@ -278,6 +278,10 @@ export class SqlStore implements Store {
     return running;
   }
 
+  auditPending(): Promise<number> {
+    return audit.auditPending(this.#db);
+  }
+
   listAuditEntries(start: number, end: number): Promise<AuditEntry[]> {
     return audit.listAuditEntries(this.#db, start, end);
   }
