@@ -143,17 +143,23 @@ export class PostgresDriver implements SqlDriver {
     // unhandled 'error' event and end the process. The next statement fails instead.
     const onError = (): void => void (broken = true);
     client.on('error', onError);
-    // Statements for the COMMIT's message (`atCommit`), their values inlined when they are given.
+    // BEGIN goes with the first statement that needs an answer, or with the COMMIT's message when
+    // none does (`atCommit` only: the whole transaction is one round trip).
+    let begun: Promise<unknown> | undefined;
+    const begin = (): Promise<unknown> => (begun ??= client.query('BEGIN'));
+    // Statements for the COMMIT's message (`atCommit`), their values inlined.
     const atCommit: string[] = [];
     try {
-      await client.query('BEGIN');
       const out = await fn({
-        query: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[],
-        execute: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0,
+        query: async (sql, params = []) => (await begin(), (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[]),
+        execute: async (sql, params = []) => (await begin(), (await client.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0),
         atCommit: (sql, params = []) => void atCommit.push(inlineParams(sql, params)),
       });
       // One simple-protocol message: the statements then COMMIT. If one fails, PostgreSQL skips the
       // rest of the message, COMMIT included, and the transaction is rolled back below.
+      if (begun) await begun;
+      else if (atCommit.length > 0) atCommit.unshift('BEGIN');
+      else return out; // nothing was asked of the database
       atCommit.push('COMMIT');
       await client.query(atCommit.join(';\n'));
       return out;

@@ -633,6 +633,7 @@ const READS = new Set([
   // audited write notifies already)
   'withActor',
   'auditHead',
+  'auditPending',
   'listAuditEntries',
   'auditNodes',
   'putAuditCheckpoint',
