@@ -6,8 +6,10 @@
  * and is caught by a checkpoint exported earlier.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
@@ -145,6 +147,45 @@ async function rewriteConsistently(db: Db, from: number): Promise<void> {
   await db.query('DELETE FROM audit_checkpoints');
 }
 
+/**
+ * A server as one older than the compact page format answers: an HTTPS front (its own
+ * certificate, made by openssl, naming the server's SPIFFE ID) that forwards every request to
+ * `srv` but drops `Accept` from the entries requests, so they are answered in JSON; with
+ * `html`, entries are answered as a web page instead (not a Writ server at all).
+ */
+async function olderServer(srv: ServerProcess, answer: 'json' | 'html'): Promise<{ env: NodeJS.ProcessEnv; close(): void }> {
+  const dir = join(srv.dataDir, `older-${answer}`);
+  mkdirSync(dir, { recursive: true });
+  execFileSync(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '1'],
+      ...['-subj', '/CN=older', '-addext', 'subjectAltName=URI:spiffe://e2e.test/writ/server,IP:127.0.0.1,DNS:localhost'],
+    ],
+    { cwd: dir, stdio: 'pipe' },
+  );
+  const ca = readFileSync(join(srv.dataDir, 'bundle.pem'));
+  const front = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
+    const entries = (req.url ?? '').startsWith('/v1/audit/entries');
+    if (entries && answer === 'html') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>a proxy login page</html>');
+    const headers = { ...req.headers };
+    delete headers.host;
+    if (entries) delete headers.accept;
+    const up = request(new URL(req.url ?? '/', srv.url), { method: req.method ?? 'GET', headers, ca }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', () => r()));
+  const port = (front.address() as AddressInfo).port;
+  return {
+    env: { WRIT_SERVER: `https://127.0.0.1:${port}`, WRIT_CA_FILE: join(dir, 'cert.pem'), WRIT_SERVER_SPIFFE_ID: 'spiffe://e2e.test/writ/server' },
+    close: () => void (front.closeAllConnections(), front.close()),
+  };
+}
+
 for (const backend of ['sqlite', 'postgres'] as const) {
   describe(`audit log on ${backend}`, () => {
     const dbName = `writ_audit_${process.pid}`;
@@ -278,6 +319,36 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.equal((await writ(srv, ['quarantine', 'remove', 'spiffe://e2e.test/cache'])).code, 0);
       const ok = await verify(srv);
       assert.match(ok.out, new RegExp(`^verified ${before + 2} entries`, 'm'));
+    });
+
+    it('verify against a server that answers entries only in JSON checks those (an edit still found at its index); entries as neither format: exit 1, no index', async () => {
+      const size = await checkpointed(srv, db);
+      const older = await olderServer(srv, 'json');
+      try {
+        const ok = await writ(srv, ['audit', 'verify', '--key', join(srv.dataDir, 'audit-log.vkey')], { env: older.env });
+        assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+        assert.match(ok.stdout, new RegExp(`^verified ${size} entries of e2e\\.test/writ-audit`, 'm'));
+        const two = (await db.query('SELECT body FROM audit_leaves WHERE leaf_index = 2'))[0]!['body'] as string;
+        await db.query('UPDATE audit_leaves SET body = ? WHERE leaf_index = 2', [two.replace('e2e.test/web', 'e2e.test/wEb')]);
+        try {
+          const bad = await writ(srv, ['audit', 'verify'], { env: older.env });
+          assert.equal(bad.code, 3, bad.stdout + bad.stderr);
+          assert.match(bad.stderr, /first bad index 2\b/);
+        } finally {
+          await db.query('UPDATE audit_leaves SET body = ? WHERE leaf_index = 2', [two]);
+        }
+      } finally {
+        older.close();
+      }
+      const html = await olderServer(srv, 'html');
+      try {
+        const r = await writ(srv, ['audit', 'verify'], { env: html.env });
+        assert.equal(r.code, 1, r.stdout + r.stderr);
+        assert.match(r.stderr, /answered GET \/v1\/audit\/entries as "text\/html", neither application\/x-writ-audit-entries nor application\/json/);
+        assert.doesNotMatch(r.stderr, /bad index/);
+      } finally {
+        html.close();
+      }
     });
 
     it('catches an edited, deleted, reordered and inserted row at its index, and a rewritten history with a checkpoint saved earlier', async () => {

@@ -12,6 +12,7 @@ import { type Command, CommanderError } from 'commander';
 import { WritError, isWritError } from '@writ/spiffe';
 import {
   AUDIT_PAGE_MEDIA_TYPE,
+  AuditPageWriter,
   type Checkpoint,
   CompactRange,
   MAX_AUDIT_PAGE_BYTES,
@@ -98,6 +99,36 @@ class PagePool {
 
   close(): void {
     for (const w of this.#workers) void w.terminate();
+  }
+}
+
+/**
+ * A JSON page of entries (`{size, start, end, entries: [{index, body, leafHash}]}`, what a server
+ * without the compact format answers) as a compact page, for the workers to check like any other;
+ * a string saying what is wrong when it is not such a page.
+ */
+function compactOfJson(body: Buffer, start: number, end: number): Uint8Array | string {
+  const bad = (why: string): string => `the server's JSON page of entries from ${start} is malformed: ${why}`;
+  let p: Partial<PageJson>;
+  try {
+    p = JSON.parse(body.toString('utf8')) as Partial<PageJson>;
+  } catch {
+    return bad('not JSON');
+  }
+  if (typeof p !== 'object' || p === null || !Array.isArray(p.entries)) return bad('no entries');
+  const { size, start: s, end: e, entries } = p;
+  if (![size, s, e].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) return bad('no size, start and end');
+  if (entries.length > end - start) return bad(`${entries.length} entries for the ${end - start} asked for`);
+  try {
+    const w = new AuditPageWriter(size as number, s as number, e as number);
+    for (const x of entries) {
+      if (typeof x?.body !== 'string' || typeof x.leafHash !== 'string' || !/^[0-9a-f]{64}$/i.test(x.leafHash))
+        return bad('an entry without body or leaf hash');
+      w.add(x.index, Buffer.from(x.leafHash, 'hex'), x.body);
+    }
+    return w.finish().slice();
+  } catch (err) {
+    return bad((err as Error).message);
   }
 }
 
@@ -205,13 +236,18 @@ export async function verifyLog(api: ApiClient, o: { keyFile?: string; trustedFi
         const end = Math.min(checkpoint.size, start + pageSize);
         const result = api
           .bytes(`/v1/audit/entries?start=${start}&end=${end}`, { accept: AUDIT_PAGE_MEDIA_TYPE, maxBytes: MAX_AUDIT_PAGE_BYTES, timeoutMs: 120_000 })
-          .then((r) => {
-            if (r.type.split(';')[0]?.trim().toLowerCase() !== AUDIT_PAGE_MEDIA_TYPE)
-              return {
-                id: -1,
-                error: `the server answered entries as ${JSON.stringify(r.type.slice(0, 60))}, not ${AUDIT_PAGE_MEDIA_TYPE} (is it older than this writ?)`,
-              };
-            return pool.run(own(r.body), start, end);
+          .then((r): PageResult | Promise<PageResult> => {
+            const type = r.type.split(';')[0]?.trim().toLowerCase();
+            if (type === AUDIT_PAGE_MEDIA_TYPE) return pool.run(own(r.body), start, end);
+            // A server older than the compact format answers its JSON page: the same entries, checked the same way.
+            if (type === 'application/json') {
+              const page = compactOfJson(r.body, start, end);
+              return typeof page === 'string' ? { id: -1, error: page } : pool.run(page, start, end);
+            }
+            throw new WritError(
+              'ERR_REQUEST_FAILED',
+              `the server answered GET /v1/audit/entries as ${JSON.stringify(r.type.slice(0, 60))}, neither ${AUDIT_PAGE_MEDIA_TYPE} nor application/json: is ${api.origin} a Writ server?`,
+            );
           });
         result.catch(() => undefined); // awaited in order below; one dropped or not reached yet must not be unhandled
         ahead.push({ start, end, result });

@@ -300,6 +300,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clock,
       log,
       runsHere: () => auditLeases.held('audit-checkpoint'),
+      registry: metrics.registry,
       onInconsistent: (details) => {
         log.error(details, 'audit log: the stored tree does not extend the latest checkpoint; no checkpoint signed');
         void raiseAlert('audit-verification-failed', { ...details }, `${details.from}-${details.to}`);
@@ -539,7 +540,6 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       close: async () => {
         for (const t of timers) clearInterval(t);
         await leases?.close();
-        await audit?.close();
         await federation?.close();
         await hub?.close();
         await vulnEvents?.close();
@@ -553,6 +553,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         await inventory?.close();
         registry?.close();
         await admissionEvents?.close();
+        // Last before the store: every change made until now (requests, background jobs) is folded and signed.
+        await audit?.close();
         await store.close();
       },
     };

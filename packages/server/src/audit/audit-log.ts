@@ -4,6 +4,7 @@
  * (checkpoint, entries, proofs), which fold and sign first and answer for the latest checkpoint. The tree, proofs and notes are @writ/transparency's; the leaves the store's.
  */
 import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
 import { WritError, isWritError } from '@writ/spiffe';
 import { consistencyProof, formatCheckpoint, inclusionProof, parseCheckpoint, signNote, verifyConsistency, type NoteSigner } from '@writ/transparency';
 import type { AuditCheckpoint, AuditEntry, Store } from '../store/types.ts';
@@ -32,15 +33,35 @@ export interface AuditLogOptions {
    * behind the server's back): no checkpoint is signed over it. The server raises an alert.
    */
   readonly onInconsistent?: (details: { readonly from: number; readonly to: number; readonly reason: string }) => void;
+  /** Where `writ_audit_pending_leaves` is served (the server's metrics). */
+  readonly registry?: Registry;
 }
 
 export class AuditLog {
   readonly #o: AuditLogOptions;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> = Promise.resolve();
+  #started = false;
+  #closing: Promise<void> | undefined;
 
   constructor(o: AuditLogOptions) {
     this.#o = o;
+    if (o.registry) {
+      const store = o.store;
+      new Gauge({
+        name: 'writ_audit_pending_leaves',
+        help: 'Audit leaves of committed changes not yet folded into the tree (queued by every replica; folded each second and before every read of the log).',
+        registers: [o.registry],
+        // Read at each scrape; with the database away the last value stands (the 5xx and readiness alerts say why).
+        async collect(this: Gauge) {
+          try {
+            this.set(await store.auditPending());
+          } catch {
+            /* keep the last value */
+          }
+        },
+      });
+    }
   }
 
   get origin(): string {
@@ -52,6 +73,7 @@ export class AuditLog {
   }
 
   start(): void {
+    this.#started = true;
     const tick = (): void => {
       this.#running = this.checkpoint().catch((err: unknown) => {
         this.#o.log?.warn({ code: isWritError(err) ? err.code : undefined, err: (err as Error).message }, 'audit checkpoint failed; will retry');
@@ -62,16 +84,39 @@ export class AuditLog {
     this.#timer.unref();
   }
 
-  async close(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#running;
+  /**
+   * Stops the timer and, once a started log's last tick is done, folds what is queued and signs
+   * it, whether or not this replica holds the signing lease: the changes this process committed
+   * are in a signed checkpoint before it exits. Another replica signing the same size signs the
+   * same note (one key, deterministic Ed25519), and each checks consistency first. A failure
+   * (the database away) is logged: the leaves stay queued for the next fold, here or elsewhere.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      clearInterval(this.#timer);
+      await this.#running;
+      if (!this.#started) return;
+      try {
+        const c = await this.checkpoint({ final: true });
+        this.#o.log?.info({ size: c?.size ?? 0 }, 'audit log: folded and signed before stopping');
+      } catch (err) {
+        this.#o.log?.warn(
+          { code: isWritError(err) ? err.code : undefined, err: (err as Error).message },
+          'audit log: the final fold or checkpoint failed; queued leaves are folded by the next server',
+        );
+      }
+    })();
+    return this.#closing;
   }
 
-  /** Signs a checkpoint of the current head when it is larger than the latest one; returns the latest. */
-  async checkpoint(): Promise<AuditCheckpoint | undefined> {
+  /**
+   * Signs a checkpoint of the current head when it is larger than the latest one; returns the
+   * latest. Only where this replica signs (`runsHere`), but for the `final` one at close.
+   */
+  async checkpoint(o: { final?: boolean } = {}): Promise<AuditCheckpoint | undefined> {
     const [head, latest] = await Promise.all([this.#o.store.auditHead(), this.#o.store.latestAuditCheckpoint()]);
     if (head.size === 0 || (latest && latest.size >= head.size)) return latest;
-    if (this.#o.runsHere && !this.#o.runsHere()) return latest;
+    if (!o.final && this.#o.runsHere && !this.#o.runsHere()) return latest;
     if (latest) await this.#extendsLatest(latest, head);
     const note = signNote(formatCheckpoint({ origin: this.#o.origin, size: head.size, rootHash: head.root, extensions: [] }), this.#o.signer);
     const c = { size: head.size, note, at: this.#o.clock() };

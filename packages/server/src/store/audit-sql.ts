@@ -45,10 +45,12 @@ const leafRow = (at: number, actor: string, leaf: AuditLeafInput): AuditLeafRow 
 export async function queueAudit(tx: SqlExecutor, at: number, actor: string, leaves: readonly AuditLeafInput[]): Promise<void> {
   for (let i = 0; i < leaves.length; i += 100) {
     const chunk = leaves.slice(i, i + 100).map((l) => leafRow(at, actor, l));
-    await tx.execute(
-      `INSERT INTO audit_pending (at, actor, kind, subject, body) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
-      chunk.flatMap((r) => [r.at, r.actor, r.kind, r.subject, r.body]),
-    );
+    const sql = `INSERT INTO audit_pending (at, actor, kind, subject, body) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`;
+    const params = chunk.flatMap((r) => [r.at, r.actor, r.kind, r.subject, r.body]);
+    // On PostgreSQL in the COMMIT's message: the leaf costs the change no round trip of its own,
+    // and fails the commit (the change rolled back) if it cannot be queued.
+    if (tx.atCommit) tx.atCommit(sql, params);
+    else await tx.execute(sql, params);
   }
 }
 
@@ -149,6 +151,11 @@ export async function auditHead(db: SqlExecutor): Promise<AuditHead> {
   const r = (await db.query('SELECT size, hashes FROM audit_head WHERE id = 1'))[0]!;
   const hashes = (r['hashes'] as string).match(/.{64}/g)?.map(unhex) ?? [];
   return { size: num(r['size']), root: new CompactRange(num(r['size']), hashes).root() };
+}
+
+/** The queued leaves not folded yet. */
+export async function auditPending(db: SqlExecutor): Promise<number> {
+  return num((await db.query('SELECT COUNT(*) AS n FROM audit_pending'))[0]?.['n'] ?? 0);
 }
 
 /** Leaves [start, end) in order. */

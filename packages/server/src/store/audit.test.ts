@@ -149,6 +149,29 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await t.store.auditHead()).size, head.size + 1);
     });
 
+    it('stores values as given when the write and its leaf go with the COMMIT: quotes, backslashes, placeholders, statement text', async () => {
+      const start = (await t.store.auditHead()).size;
+      const reason = 'it\'s \\ a "test" $$ ? $1 \'; COMMIT; DROP TABLE quarantine; -- \u00e9\u{1f600}';
+      const spiffeId = "spiffe://example.org/audit/o'brien\\x";
+      await t.store.withActor("token:it's", () => t.store.putQuarantine({ spiffeId, reason, createdBy: "o'", createdAt: 1, expiresAt: null }));
+      const [q] = (await t.store.listQuarantine(0)).filter((x) => x.spiffeId === spiffeId);
+      assert.equal(q?.reason, reason);
+      assert.equal(q?.createdBy, "o'");
+      assert.equal((await t.store.auditHead()).size, start + 1);
+      const [leaf] = await t.store.listAuditEntries(start, start + 1);
+      const body = JSON.parse(leaf!.body) as { actor: string; subject: string; detail: { reason: string } };
+      assert.deepEqual([body.actor, body.subject, body.detail.reason], ["token:it's", spiffeId, reason]);
+      assert.deepEqual((await recompute(t.store)).root, (await t.store.auditHead()).root);
+      if (t.name === 'postgres') {
+        // PostgreSQL stores no NUL in text, as a parameter or inlined: refused, nothing written.
+        await assert.rejects(
+          t.store.putQuarantine({ spiffeId: 'spiffe://example.org/audit/nul', reason: 'a\0b', createdBy: 'o', createdAt: 1, expiresAt: null }),
+        );
+        assert.equal((await t.store.listQuarantine(0)).filter((x) => x.spiffeId === 'spiffe://example.org/audit/nul').length, 0);
+        assert.equal((await t.store.auditHead()).size, start + 1);
+      }
+    });
+
     it('serialises concurrent appends: contiguous indexes, one tree', async () => {
       const start = (await t.store.auditHead()).size;
       await Promise.all(Array.from({ length: 40 }, (_, i) => t.store.createEntries([{ ...base, spiffeId: `spiffe://example.org/audit/c${i}` }], 1)));

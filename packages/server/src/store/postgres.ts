@@ -49,6 +49,29 @@ function pgSql(sql: string): string {
   return out;
 }
 
+/**
+ * `sql` with its `?` placeholders replaced by literals, for a statement sent in the simple query
+ * protocol (which takes no parameters): numbers as numbers, strings quoted by pg's
+ * `escapeLiteral` (quotes and backslashes doubled, E'' when there is a backslash). A string with
+ * NUL is refused, as PostgreSQL refuses it in a parameter: the protocol's query text ends there.
+ */
+export function inlineParams(sql: string, params: readonly SqlValue[]): string {
+  let n = 0;
+  const out = sql.replace(/\?/g, () => {
+    if (n >= params.length) throw new TypeError(`the statement has more placeholders than its ${params.length} values`);
+    const v = params[n++];
+    if (v === null || v === undefined) return 'NULL';
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw new TypeError(`${v} is not a number PostgreSQL stores`);
+      return String(v);
+    }
+    if (v.includes('\0')) throw new WritError('ERR_FIELD_INVALID', 'a text value holds a NUL character, which PostgreSQL does not store');
+    return pg.escapeLiteral(v);
+  });
+  if (n !== params.length) throw new TypeError(`the statement has ${n} placeholders for ${params.length} values`);
+  return out;
+}
+
 const types = {
   getTypeParser(oid: number, format?: 'text' | 'binary'): (v: string) => unknown {
     if (oid === 20) return Number; // int8 as number: all our BIGINTs are epoch ms or counters
@@ -120,13 +143,25 @@ export class PostgresDriver implements SqlDriver {
     // unhandled 'error' event and end the process. The next statement fails instead.
     const onError = (): void => void (broken = true);
     client.on('error', onError);
+    // BEGIN goes with the first statement that needs an answer, or with the COMMIT's message when
+    // none does (`atCommit` only: the whole transaction is one round trip).
+    let begun: Promise<unknown> | undefined;
+    const begin = (): Promise<unknown> => (begun ??= client.query('BEGIN'));
+    // Statements for the COMMIT's message (`atCommit`), their values inlined.
+    const atCommit: string[] = [];
     try {
-      await client.query('BEGIN');
       const out = await fn({
-        query: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[],
-        execute: async (sql, params = []) => (await client.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0,
+        query: async (sql, params = []) => (await begin(), (await client.query(pgSql(sql), params as SqlValue[])).rows as Row[]),
+        execute: async (sql, params = []) => (await begin(), (await client.query(pgSql(sql), params as SqlValue[])).rowCount ?? 0),
+        atCommit: (sql, params = []) => void atCommit.push(inlineParams(sql, params)),
       });
-      await client.query('COMMIT');
+      // One simple-protocol message: the statements then COMMIT. If one fails, PostgreSQL skips the
+      // rest of the message, COMMIT included, and the transaction is rolled back below.
+      if (begun) await begun;
+      else if (atCommit.length > 0) atCommit.unshift('BEGIN');
+      else return out; // nothing was asked of the database
+      atCommit.push('COMMIT');
+      await client.query(atCommit.join(';\n'));
       return out;
     } catch (err) {
       try {

@@ -186,6 +186,16 @@ const QUARANTINE_VERSION =
   "((SELECT value FROM counters WHERE name = 'quarantine_writes') + (SELECT COUNT(*) FROM quarantine WHERE expires_at IS NOT NULL AND expires_at <= ?))";
 const QUARANTINE_WRITTEN = "UPDATE counters SET value = value + 2 WHERE name = 'quarantine_writes'";
 
+/**
+ * A statement of a transaction whose answer nothing in it needs (a counter bumped for the readers
+ * of a table): sent with the COMMIT where the driver can (`atCommit`), so a row many writers update
+ * (the counter) is held for the commit only, not for one more round trip before it.
+ */
+async function late(tx: SqlExecutor, sql: string, params: readonly SqlValue[] = []): Promise<void> {
+  if (tx.atCommit) tx.atCommit(sql, params);
+  else await tx.execute(sql, params);
+}
+
 const ENTRY_INSERT_COLUMNS =
   'id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint, expires_at, revision, created_at, updated_at, require_admitted_image, owner';
 const ENTRY_ROW = `(${Array(17).fill('?').join(', ')})`;
@@ -243,7 +253,12 @@ export class SqlStore implements Store {
 
   /** A transaction-scoped executor that also knows the driver's error kinds (for the helpers in other files). */
   #withDriver(tx: SqlExecutor): SqlExecutor & Pick<SqlDriver, 'isUniqueViolation'> {
-    return { query: tx.query, execute: tx.execute, isUniqueViolation: (e) => this.#db.isUniqueViolation(e) };
+    return {
+      query: tx.query,
+      execute: tx.execute,
+      ...(tx.atCommit ? { atCommit: tx.atCommit } : {}),
+      isUniqueViolation: (e) => this.#db.isUniqueViolation(e),
+    };
   }
 
   async auditHead(): Promise<AuditHead> {
@@ -279,6 +294,10 @@ export class SqlStore implements Store {
     );
     this.#folding = running;
     return running;
+  }
+
+  auditPending(): Promise<number> {
+    return audit.auditPending(this.#db);
   }
 
   listAuditEntries(start: number, end: number): Promise<AuditEntry[]> {
@@ -714,7 +733,7 @@ export class SqlStore implements Store {
         );
       }
       for (const id of remove) await tx.query('DELETE FROM authorities WHERE id = ?', [id]);
-      await tx.query("UPDATE counters SET value = value + 1 WHERE name = 'bundle_sequence'");
+      await late(tx, "UPDATE counters SET value = value + 1 WHERE name = 'bundle_sequence'");
       await this.#audit(tx, {
         kind: 'authorities.save',
         subject: [...new Set(upsert.map((a) => a.kind))].join(',') || 'removed',
@@ -777,13 +796,15 @@ export class SqlStore implements Store {
   }
 
   async putQuarantine(q: QuarantineEntry): Promise<void> {
+    // Nothing here needs an answer: on PostgreSQL the write, the counter and the leaf are one message with BEGIN and COMMIT.
     await this.#db.transaction(async (tx) => {
-      await tx.query(
+      await late(
+        tx,
         `INSERT INTO quarantine (spiffe_id, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at`,
         [q.spiffeId, q.reason, q.createdBy, q.createdAt, q.expiresAt],
       );
-      await tx.query(QUARANTINE_WRITTEN);
+      await late(tx, QUARANTINE_WRITTEN);
       await this.#audit(tx, quarantineLeaf(q));
     });
     this.#changed(undefined, { kind: 'quarantine' });
@@ -802,7 +823,7 @@ export class SqlStore implements Store {
         );
         if (rows.length) out.push(q);
       }
-      if (out.length) await tx.query(QUARANTINE_WRITTEN);
+      if (out.length) await late(tx, QUARANTINE_WRITTEN);
       await this.#audit(tx, ...out.map(quarantineLeaf));
       return out;
     });
@@ -867,7 +888,7 @@ export class SqlStore implements Store {
   async removeQuarantine(spiffeId: string): Promise<boolean> {
     const deleted = await this.#db.transaction(async (tx) => {
       const rows = await tx.query('DELETE FROM quarantine WHERE spiffe_id = ? RETURNING spiffe_id', [spiffeId]);
-      if (rows.length) await tx.query(QUARANTINE_WRITTEN);
+      if (rows.length) await late(tx, QUARANTINE_WRITTEN);
       if (rows.length) await this.#audit(tx, { kind: 'quarantine.remove', subject: spiffeId, detail: {} });
       return rows.length > 0;
     });

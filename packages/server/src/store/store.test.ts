@@ -642,6 +642,7 @@ const READS = new Set([
   // audited write notifies already)
   'withActor',
   'auditHead',
+  'auditPending',
   'listAuditEntries',
   'auditNodes',
   'putAuditCheckpoint',

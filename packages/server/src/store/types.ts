@@ -1012,6 +1012,8 @@ export interface AuditStore {
    * (checkpointed or not): the changes' transactions queue their leaves, and this appends them.
    */
   auditHead(): Promise<AuditHead>;
+  /** How many leaves committed changes have queued that no fold has appended yet (every replica's). */
+  auditPending(): Promise<number>;
   /** Leaves [start, end) in index order. */
   listAuditEntries(start: number, end: number): Promise<AuditEntry[]>;
   /** Perfect-subtree hashes for proofs (level 0 = a leaf hash). ERR_AUDIT_RANGE when one is not stored. */
