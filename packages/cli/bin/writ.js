@@ -26,7 +26,8 @@ if (major < 22 || (major === 22 && minor < 18)) {
 // set from inside. WRIT_AGENT_NODE_FLAGS replaces the list ('' for Node's defaults;
 // '--max-semi-space-size=1 --no-opt --no-maglev' saves 10 MB more and halves the token broker's rate).
 const AGENT_NODE_FLAGS = (process.env.WRIT_AGENT_NODE_FLAGS ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
-if (process.argv[2] === 'agent' && process.argv[3] === 'start' && typeof process.execve === 'function') {
+const agentStart = process.argv[2] === 'agent' && process.argv[3] === 'start';
+if (agentStart && typeof process.execve === 'function') {
   const missing = AGENT_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
   if (missing.length > 0)
     try {
@@ -52,5 +53,9 @@ if (existsSync(dist) && process.env.WRIT_FROM_SOURCE !== '1') {
   const pkgs = existsSync(`${root}packages`) ? readdirSync(`${root}packages`) : [];
   useDist = pkgs.every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
 }
-const { main } = await import(useDist ? dist : '../src/main.ts');
+// The agent runs its own entry: the `agent start` command alone, about 2 MB less code parsed and
+// kept than the whole CLI's (docs/benchmarks.md, spire section).
+const agentDist = `${root}dist/agent.js`;
+const entry = agentStart && (!useDist || existsSync(agentDist)) ? (useDist ? agentDist : '../src/agent-main.ts') : useDist ? dist : '../src/main.ts';
+const { main } = await import(entry);
 process.exitCode = await main(process.argv.slice(2));
