@@ -53,8 +53,8 @@ if (existsSync(dist) && process.env.WRIT_FROM_SOURCE !== '1') {
   const pkgs = existsSync(`${root}packages`) ? readdirSync(`${root}packages`) : [];
   useDist = pkgs.every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
 }
-// The agent runs its own entry: the `agent start` command alone, about 2 MB less code parsed and
-// kept than the whole CLI's (docs/benchmarks.md, spire section).
+// The agent runs its own entry: the `agent start` command alone, without the CLI's other commands
+// and their modules (2 MB less RSS; docs/benchmarks.md, spire section).
 const agentDist = `${root}dist/agent.js`;
 const entry = agentStart && (!useDist || existsSync(agentDist)) ? (useDist ? agentDist : '../src/agent-main.ts') : useDist ? dist : '../src/main.ts';
 const { main } = await import(entry);
