@@ -237,7 +237,8 @@ async function throughAgent(seconds: number, dir: string, url: string, json: (pa
     process.execPath,
     [
       ...(process.env['BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROFILE']}`] : []),
-      new URL('../packages/cli/bin/writ.js', import.meta.url).pathname,
+      // BENCH_WRIT_CLI: another build's bin/writ.js (a copy of an older tree), to compare two agents.
+      process.env['BENCH_WRIT_CLI'] ?? new URL('../packages/cli/bin/writ.js', import.meta.url).pathname,
       'agent',
       'start',
       '--data-dir',

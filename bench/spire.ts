@@ -20,16 +20,17 @@
  * the first registrations were timed through that wait. `BENCH_SPIRE_ANCHOR=0` measures without it.
  *
  * `BENCH_ENTRIES` sets N (default 100). `BENCH_SPIRE_ONLY=rss` skips the register and delete timings
- * (issuance and RSS only, a minute less). `BENCH_WRIT_CLI` names the script that starts Writ's agent
+ * (issuance and RSS only, a minute less). `BENCH_SPIRE_SYSTEMS=writ` runs Writ's side only (`spire`
+ * SPIRE's only), for A/B runs of Writ's agent against itself. `BENCH_WRIT_CLI` names the script that starts Writ's agent
  * (default packages/cli/bin/writ.js; a copy of an older dist/writ.js compares two builds), and
  * `BENCH_WRIT_NODE_FLAGS` the V8 flags it runs with (default those of deploy/ and of the agent's
- * re-exec in bin/writ.js: `--max-semi-space-size=1`; empty for Node's
+ * re-exec in bin/writ.js: `--max-semi-space-size=1 --no-maglev`; empty for Node's
  * defaults). Needs root (SPIRE's and Writ's unix attestors match this uid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { percentile, row } from './util.ts';
@@ -42,9 +43,10 @@ const N = Number(process.env['BENCH_ENTRIES'] ?? 100);
 const UID = process.getuid!();
 const RSS_ONLY = process.env['BENCH_SPIRE_ONLY'] === 'rss';
 const ANCHOR = process.env['BENCH_SPIRE_ANCHOR'] !== '0';
+const SYSTEMS = (process.env['BENCH_SPIRE_SYSTEMS'] ?? 'writ,spire').split(',');
 const WRIT_CLI = process.env['BENCH_WRIT_CLI'] ?? join(ROOT, 'packages/cli/bin/writ.js');
 /** As deploy/systemd/writ-agent.service and deploy/kubernetes/base/agent.yaml start the agent. */
-const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
+const WRIT_NODE_FLAGS = (process.env['BENCH_WRIT_NODE_FLAGS'] ?? '--max-semi-space-size=1 --no-maglev').split(/\s+/).filter(Boolean);
 
 interface Update {
   at: number;
@@ -107,6 +109,8 @@ function sh(cmd: string, args: string[], input?: string): Promise<{ code: number
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // A command that exits before reading its input (a failed call) must not crash the bench with EPIPE.
+    c.stdin.on('error', () => undefined);
     c.stdin.end(input ?? '');
     c.once('exit', (code) => resolve({ code, out }));
   });
@@ -282,13 +286,13 @@ async function spireSystem(dir: string): Promise<{ sys: System; close(): Promise
 const ms = (v: number): string => (v < 10 ? v.toFixed(2) : v.toFixed(0));
 
 export async function run(): Promise<void> {
-  for (const b of ['spire-server', 'spire-agent', 'gospiffe'])
+  for (const b of [...(SYSTEMS.includes('spire') ? ['spire-server', 'spire-agent'] : []), 'gospiffe'])
     if (!existsSync(join(BIN, b))) throw new Error(`${join(BIN, b)} missing: build it as .ci/run does`);
   const dir = mkdtempSync(join(tmpdir(), 'writ-bench-spire-'));
   chmodSync(dir, 0o755);
   const results: Array<[string, Result]> = [];
   try {
-    for (const make of [writSystem, spireSystem]) {
+    for (const make of [...(SYSTEMS.includes('writ') ? [writSystem] : []), ...(SYSTEMS.includes('spire') ? [spireSystem] : [])]) {
       const { sys, close } = await make(dir);
       try {
         results.push([sys.name, await measure(sys, sys.name === 'Writ' ? 'bench.example' : 'spire.test')]);
@@ -298,6 +302,23 @@ export async function run(): Promise<void> {
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} (${new Date().toISOString()})`,
+  );
+  if (results.length === 1) {
+    const [[name, r]] = results as [[string, Result]];
+    const p = (xs: number[]): string => `${ms(percentile(xs, 50))} / ${ms(percentile(xs, 99))} ms`;
+    console.log(
+      `\n${name} only (${N} entries${ANCHOR ? ' and the anchor' : ''}${name === 'Writ' ? `; node ${WRIT_NODE_FLAGS.join(' ') || "(Node's defaults)"}, ${WRIT_CLI}` : ''})\n`,
+    );
+    if (!RSS_ONLY) row('register -> SVID held, p50 / p99', p(r.register), '', '', '');
+    if (!RSS_ONLY) row('delete -> SVID gone, p50 / p99', p(r.remove), '', '', '');
+    row(`issuance, ${N} at once: all held, SVIDs/s`, `${ms(r.batchMs)} ms, ${r.issuance.toFixed(0)}/s`, '', '', '');
+    row(`agent RSS holding ${N} identities`, `${r.rss.toFixed(1)} MB`, '', '', '');
+    return;
   }
   const [[, w], [, s]] = results as [[string, Result], [string, Result]];
   console.log(

@@ -33,8 +33,10 @@ const httpByRequire = {
 };
 await esbuild.build({
   // The verify worker is an entry of its own: audit.ts starts dist/audit-verify-worker.js beside it.
+  // `writ agent start` runs dist/agent.js (bin/writ.js): the agent's command alone, not the CLI's.
   entryPoints: {
     writ: join(root, 'packages', 'cli', 'src', 'main.ts'),
+    agent: join(root, 'packages', 'cli', 'src', 'agent-main.ts'),
     'audit-verify-worker': join(root, 'packages', 'cli', 'src', 'audit-verify-worker.ts'),
   },
   outdir: join(root, 'dist'),

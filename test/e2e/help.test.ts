@@ -24,3 +24,16 @@ it('writ with no command, or a noun without its verb, is a usage error: the help
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Usage: writ/);
 });
+
+it('writ agent start, run by its own entry (the agent loads only its code), has the same help as through the whole CLI', async () => {
+  // A global option before the noun takes the whole CLI's program (bin/writ.js picks the agent's entry for `agent start ...` only).
+  const lean = await writ(undefined, ['agent', 'start', '--help']);
+  const whole = await writ(undefined, ['-o', 'table', 'agent', 'start', '--help']);
+  assert.equal(lean.code, 0, lean.stderr);
+  assert.equal(whole.code, 0, whole.stderr);
+  assert.match(lean.stdout, /--data-dir <dir>/);
+  assert.equal(lean.stdout, whole.stdout);
+  const missing = await writ(undefined, ['agent', 'start']);
+  assert.equal(missing.code, 2, 'a usage error exits 2');
+  assert.match(missing.stderr, /required option '--data-dir <dir>' not specified/);
+});

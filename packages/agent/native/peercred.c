@@ -1,9 +1,14 @@
 /* getPeerCred(fd) -> { pid, uid, gid }: the kernel's record of who is at the other end of a
- * Unix socket (SO_PEERCRED). Node does not expose it; this is the whole addon. N-API only, so one
- * build serves every Node version. */
+ * Unix socket (SO_PEERCRED). Node does not expose it. And mallocTrim(): glibc keeps memory freed
+ * in its arenas (TLS, X.509 and compiler allocations of a signing round); malloc_trim(0) gives
+ * the free pages back (docs/benchmarks.md, spire section). N-API only, so one build serves every
+ * Node version. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/socket.h>
 #include <node_api.h>
 
@@ -33,8 +38,22 @@ static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* true when memory was given back; false without glibc (musl returns freed memory by itself). */
+static napi_value malloc_trim_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  int released = 0;
+#ifdef __GLIBC__
+  released = malloc_trim(0);
+#endif
+  napi_value out;
+  napi_get_boolean(env, released != 0, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
+  napi_create_function(env, "mallocTrim", NAPI_AUTO_LENGTH, malloc_trim_js, NULL, &fn);
+  napi_set_named_property(env, exports, "mallocTrim", fn);
   napi_create_function(env, "getPeerCred", NAPI_AUTO_LENGTH, get_peer_cred, NULL, &fn);
   napi_set_named_property(env, exports, "getPeerCred", fn);
   return exports;

@@ -38,6 +38,7 @@ import { SvidManager, agentSvidExpiry, type ServedSvid } from './svid-manager.ts
 import { applySync, type EntryView } from './sync.ts';
 import type { WorkloadApiAgent } from './workload-api.ts';
 import { WorkloadReporter } from './workload-reporter.ts';
+import { releaseFreedMemory } from './peercred.ts';
 
 export type { EntryView } from './sync.ts';
 export type { ServedSvid } from './svid-manager.ts';
@@ -171,7 +172,8 @@ export class Agent extends EventEmitter implements WorkloadApiAgent {
       log: opts.log,
       trust: () => this.#trust(),
       renewed: () => (this.#useIdentity(), this.#save()),
-      stored: () => (this.#save(), this.emit('update')),
+      // After the pushes: the round's freed allocations go back to the kernel, not stay in glibc's arenas.
+      stored: () => (this.#save(), this.emit('update'), releaseFreedMemory()),
     });
     this.#enforcement = new EnforcementState({ clock: this.#clock, log: opts.log });
     this.#matcher = new EntryMatcher({

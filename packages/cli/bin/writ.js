@@ -20,13 +20,15 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.exit(r.status ?? 1);
 }
 
-// `writ agent start` runs on every node: it re-executes itself (same PID) with the V8 flag that
-// keeps its RSS down (a 1 MB young generation), unless it was given already (deploy/ gives it;
-// docs/benchmarks.md, spire section, has the numbers). V8 sizes its heap at start, so it cannot be
-// set from inside. WRIT_AGENT_NODE_FLAGS replaces the list ('' for Node's defaults;
-// '--max-semi-space-size=1 --no-opt --no-maglev' saves 10 MB more and halves the token broker's rate).
-const AGENT_NODE_FLAGS = (process.env.WRIT_AGENT_NODE_FLAGS ?? '--max-semi-space-size=1').split(/\s+/).filter(Boolean);
-if (process.argv[2] === 'agent' && process.argv[3] === 'start' && typeof process.execve === 'function') {
+// `writ agent start` runs on every node: it re-executes itself (same PID) with the V8 flags that
+// keep its RSS down (a 1 MB young generation; no Maglev, the mid-tier compiler: 3 MB, and TurboFan
+// still optimizes the hot code), unless they were given already (deploy/ gives them;
+// docs/benchmarks.md, spire section, has the numbers). V8 sizes its heap and compilers at start, so
+// they cannot be set from inside. WRIT_AGENT_NODE_FLAGS replaces the list ('' for Node's defaults;
+// '--max-semi-space-size=1 --no-opt --no-maglev' saves 7 MB more and halves the token broker's rate).
+const AGENT_NODE_FLAGS = (process.env.WRIT_AGENT_NODE_FLAGS ?? '--max-semi-space-size=1 --no-maglev').split(/\s+/).filter(Boolean);
+const agentStart = process.argv[2] === 'agent' && process.argv[3] === 'start';
+if (agentStart && typeof process.execve === 'function') {
   const missing = AGENT_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
   if (missing.length > 0)
     try {
@@ -52,5 +54,9 @@ if (existsSync(dist) && process.env.WRIT_FROM_SOURCE !== '1') {
   const pkgs = existsSync(`${root}packages`) ? readdirSync(`${root}packages`) : [];
   useDist = pkgs.every((p) => !existsSync(`${root}packages/${p}/src`) || newestSource(`${root}packages/${p}/src`) <= built);
 }
-const { main } = await import(useDist ? dist : '../src/main.ts');
+// The agent runs its own entry: the `agent start` command alone, without the CLI's other commands
+// and their modules (2 MB less RSS; docs/benchmarks.md, spire section).
+const agentDist = `${root}dist/agent.js`;
+const entry = agentStart && (!useDist || existsSync(agentDist)) ? (useDist ? agentDist : '../src/agent-main.ts') : useDist ? dist : '../src/main.ts';
+const { main } = await import(entry);
 process.exitCode = await main(process.argv.slice(2));

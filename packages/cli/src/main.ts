@@ -1,16 +1,15 @@
 /** `writ <noun> <verb>`: the operator's and CI's command line. Exit codes: 0 ok, 1 error, 2 usage. */
-import { Command, CommanderError, Option } from 'commander';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { type Command, CommanderError, Option } from 'commander';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { WritError, bundleToPem, createCsr, isWritError, parseBundleJson, parseDuration, toPem } from '@writ/spiffe';
+import { WritError, bundleToPem, createCsr, parseBundleJson, toPem } from '@writ/spiffe';
 import { generateKeyPairSync } from 'node:crypto';
 import { addAdmittedImagesCommand } from './admitted-images.ts';
-import { ApiClient, ApiError, DEFAULT_SERVER, connectionOf } from './client.ts';
+import { ApiClient, ApiError, connectionOf } from './client.ts';
 import { DYNAMIC, completeFromServer, completionScript } from './completion.ts';
-import { CLIENT_VERSION } from './doctor.ts';
 import { registerAdmissionCheck } from './admission.ts';
-import { FORMATS, checkFormat, print, quietOnEpipe, stdoutClosed, streamed } from './output.ts';
+import { checkFormat, print, stdoutClosed, streamed } from './output.ts';
 import { registerAdmissionEvents, registerAdmissionManifests } from './admission-events.ts';
 import { DEFAULT_WAIT, reportWait, waitForAgents, waitTimeoutMs } from './wait.ts';
 import { registerImage } from './image.ts';
@@ -27,6 +26,8 @@ import { registerOciHook } from './oci-hook.ts';
 import { registerCsi } from './csi.ts';
 import { registerAlerts } from './alerts.ts';
 import { registerAudit } from './audit.ts';
+import { type ProcessMetrics, addAgentStart, startHealth } from './agent-start.ts';
+import { type Globals, PIN_HELP, newProgram, runProgram } from './program.ts';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -40,24 +41,8 @@ async function grpcCall<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-interface Globals {
-  server?: string;
-  token?: string;
-  caFile?: string;
-  trustDomain?: string;
-  serverSpiffeId?: string;
-  output: string;
-}
-
 /** The `--trust-domain` options that name the server's trust domain (`bundle set`'s names a foreign one). */
 const PIN_OPTIONS = new WeakSet<Option>();
-/** One wording for the pinning flags wherever they appear (every server call, and `agent start`). */
-const PIN_HELP = {
-  trustDomain: "the server's trust domain, to pin its identity spiffe://TD/writ/server (env WRIT_TRUST_DOMAIN; default: from --ca-file)",
-  serverSpiffeId: 'the SPIFFE ID the server must present (env WRIT_SERVER_SPIFFE_ID; default spiffe://TD/writ/server)',
-} as const;
-const EXIT_CODES = '0 ok, 1 error, 2 usage, 3 policy violation (a denied authz check, a failing policy test, a denied admission check)';
-
 function clientOf(cmd: Command): { api: ApiClient; format: ReturnType<typeof checkFormat> } {
   const g = cmd.optsWithGlobals<Globals>();
   const pins = cmd.options.some((o) => PIN_OPTIONS.has(o));
@@ -226,28 +211,7 @@ async function withKindHint<T>(api: ApiClient, name: string, fn: () => Promise<T
 }
 
 export function buildProgram(): Command {
-  const program = new Command('writ')
-    .description('Writ: workload identity and runtime trust for containers')
-    .version(CLIENT_VERSION, '-V, --version', "print the client's version (writ version asks the server too)")
-    .option(
-      '--server <url>',
-      `server URL (env WRIT_SERVER, default ${DEFAULT_SERVER}); writ agent start takes several (repeat it, or a comma list) and fails over between them`,
-      (v: string, prev?: string) => (prev ? `${prev},${v}` : v),
-    )
-    .option('--token <token>', 'API token (env WRIT_TOKEN)')
-    .option(
-      '--ca-file <file>',
-      "PEM file of the server's trust bundle, e.g. DATA_DIR/bundle.pem (env WRIT_CA_FILE); the server must present spiffe://TD/writ/server, TD from this file (or --trust-domain)",
-    )
-    .addOption(new Option('-o, --output <format>', 'output of read commands').choices(FORMATS).default('table'))
-    .addHelpText(
-      'after',
-      `\nEvery command that calls the server also takes --trust-domain and --server-spiffe-id (see its --help).\nExit codes: ${EXIT_CODES}.`,
-    )
-    .showHelpAfterError()
-    // Every subcommand's help lists --server, --token, --ca-file and -o: a newcomer reads one command's help, not the top.
-    .configureHelp({ showGlobalOptions: true })
-    .exitOverride();
+  const program = newProgram();
 
   // ---------------------------------------------------------------- server
   const server = program.command('server').description('run the Writ server');
@@ -550,119 +514,7 @@ export function buildProgram(): Command {
 
   // ---------------------------------------------------------------- agents
   const agent = program.command('agent').description('node agents: run one, or manage the attested ones');
-  agent
-    .command('start')
-    .description('start an agent in the foreground: attests the node, serves the Workload API on --socket')
-    .requiredOption('--data-dir <dir>', 'identity and SVID cache (kept across restarts)')
-    .option('--join-token <token>', 'single-use join token (writ token create); needed the first time, and a new one attests again')
-    .option('--trust-domain <td>', PIN_HELP.trustDomain)
-    .option('--server-spiffe-id <id>', PIN_HELP.serverSpiffeId)
-    .option('--socket <path>', 'Workload API socket', '/tmp/writ-agent/public/api.sock')
-    .option('--socket-mode <octal>', 'socket file mode (default 0777: attestation decides, not permissions)', '0777')
-    .option('--psat-cluster <name>', 'attest with a Kubernetes projected service account token for this cluster (as configured on the server)')
-    .option('--psat-token-file <file>', 'the projected token', '/var/run/secrets/tokens/writ-agent')
-    .option('--docker-socket <path>', 'enable the docker workload attestor (e.g. /var/run/docker.sock)')
-    .option('--containerd-socket <path>', 'enable the containerd workload attestor (e.g. /run/containerd/containerd.sock)')
-    .option('--containerd-namespace <ns>', 'containerd namespace', 'k8s.io')
-    .option('--kubelet-url <url>', 'enable the k8s workload attestor (e.g. https://127.0.0.1:10250)')
-    .option('--kubelet-ca <file>', "the kubelet's serving CA")
-    .option('--kubelet-token-file <file>', 'bearer token for the kubelet', '/var/run/secrets/kubernetes.io/serviceaccount/token')
-    .option(
-      '--workload-report-interval <duration>',
-      'how often the workloads served are reported whole to the server, between reports on change (env WRIT_WORKLOAD_REPORT_INTERVAL; 1s to 50s, default 20s: the server counts a workload running for a minute after a report)',
-    )
-    .option('--health-addr <host:port>', 'serve /livez, /readyz and /metrics over plain HTTP here (off by default), e.g. 127.0.0.1:8081')
-    .option('--log-level <level>', 'debug, info (default), warn, error', 'info')
-    .action(
-      async (
-        f: {
-          healthAddr?: string;
-          workloadReportInterval?: string;
-          dataDir: string;
-          joinToken?: string;
-          trustDomain?: string;
-          serverSpiffeId?: string;
-          socket: string;
-          socketMode: string;
-          logLevel: string;
-          dockerSocket?: string;
-          kubeletUrl?: string;
-          kubeletCa?: string;
-          kubeletTokenFile: string;
-          psatCluster?: string;
-          psatTokenFile: string;
-          containerdSocket?: string;
-          containerdNamespace: string;
-        },
-        cmd: Command,
-      ) => {
-        const g = cmd.optsWithGlobals<Globals & { trustDomain?: string; serverSpiffeId?: string }>();
-        const server = g.server ?? process.env['WRIT_SERVER'] ?? DEFAULT_SERVER;
-        const caFile = g.caFile ?? process.env['WRIT_CA_FILE'];
-        if (!caFile) throw new WritError('ERR_CONFIG_INVALID', "the agent needs the server's trust bundle: --ca-file or WRIT_CA_FILE", { field: 'caFile' });
-        let caPem: string;
-        try {
-          caPem = readFileSync(caFile, 'utf8');
-        } catch (err) {
-          throw new WritError('ERR_CONFIG_INVALID', `cannot read --ca-file ${caFile}: ${(err as NodeJS.ErrnoException).code}`, { field: 'caFile' });
-        }
-        if (!/^0?[0-7]{3}$/.test(f.socketMode)) throw new CommanderError(2, 'writ.usage', '--socket-mode must be octal like 0777 or 0770');
-        const reportEvery = f.workloadReportInterval ?? (process.env['WRIT_WORKLOAD_REPORT_INTERVAL'] || undefined);
-        const workloadReportMs = reportEvery === undefined ? undefined : parseDuration(reportEvery, '--workload-report-interval', 50_000, 1000);
-        const { Agent, WorkloadApiServer, dockerAttestor, k8sAttestor, containerdAttestor } = await import('@writ/agent');
-        const attestors = [
-          ...(f.containerdSocket ? [containerdAttestor({ socketPath: f.containerdSocket, namespace: f.containerdNamespace })] : []),
-          ...(f.dockerSocket ? [dockerAttestor({ socketPath: f.dockerSocket })] : []),
-          ...(f.kubeletUrl
-            ? [
-                k8sAttestor({
-                  kubeletUrl: f.kubeletUrl,
-                  ...(f.kubeletCa ? { caFile: f.kubeletCa } : {}),
-                  ...(existsSync(f.kubeletTokenFile) ? { tokenFile: f.kubeletTokenFile } : {}),
-                }),
-              ]
-            : []),
-        ];
-        const pino = (await import('pino')).default;
-        const log = pino(
-          { level: f.logLevel, base: { svc: 'writ-agent' }, timestamp: pino.stdTimeFunctions.isoTime },
-          pino.destination({ dest: 1, sync: false }),
-        );
-        mkdirSync(dirname(f.socket), { recursive: true });
-        const a = new Agent({
-          serverUrl: server,
-          caPem,
-          trustDomain: f.trustDomain ?? g.trustDomain ?? (process.env['WRIT_TRUST_DOMAIN'] || undefined),
-          serverSpiffeId: f.serverSpiffeId ?? g.serverSpiffeId ?? (process.env['WRIT_SERVER_SPIFFE_ID'] || undefined),
-          joinToken: f.joinToken ?? process.env['WRIT_JOIN_TOKEN'],
-          dataDir: f.dataDir,
-          log,
-          workloadReportMs,
-          ...(f.psatCluster ? { psat: { cluster: f.psatCluster, tokenFile: f.psatTokenFile } } : {}),
-        });
-        let serving = false;
-        const health = f.healthAddr
-          ? await startHealth(
-              f.healthAddr,
-              () => agentNotReady(a, serving),
-              (pm) => agentMetrics(a, serving, pm),
-            )
-          : undefined;
-        if (health) log.info({ port: health.port }, 'writ agent health endpoint listening');
-        await a.start();
-        const api = new WorkloadApiServer({ agent: a, socketPath: f.socket, socketMode: parseInt(f.socketMode, 8), log, attestors });
-        await api.listen();
-        serving = true;
-        log.info({ spiffeId: a.spiffeId, socket: f.socket }, 'writ agent serving the Workload API');
-        const stop = (): void => {
-          a.stop();
-          void Promise.all([api.close(), health?.close()]).then(() => process.exit(0));
-        };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        await new Promise(() => undefined);
-      },
-    );
+  addAgentStart(agent);
   agent
     .command('list')
     .description('list attested agents')
@@ -1433,58 +1285,6 @@ async function runProxyWorkers(cluster: typeof import('node:cluster').default, n
   return new Promise<never>(() => undefined);
 }
 
-type ProcessMetrics = (prefix: string) => import('@writ/sdk/internal').MetricFamily[];
-
-/** `--health-addr HOST:PORT` of the agent and the proxy: /livez, /readyz and /metrics (docs/metrics.md). */
-async function startHealth(
-  addr: string,
-  notReady: () => string | undefined,
-  metrics: (processMetrics: ProcessMetrics) => import('@writ/sdk/internal').MetricFamily[],
-): Promise<import('@writ/sdk/internal').HealthServer> {
-  const m = /^(.+):(\d{1,5})$/.exec(addr);
-  const port = m ? Number(m[2]) : Number.NaN;
-  if (!m || port > 65535) throw new CommanderError(2, 'writ.usage', `--health-addr ${JSON.stringify(addr)}: give HOST:PORT, e.g. 127.0.0.1:8081`);
-  const { HealthServer, processMetrics } = await import('@writ/sdk/internal');
-  const h = new HealthServer({ host: m[1]!.replace(/^\[|\]$/g, ''), port, notReady, metrics: () => metrics(processMetrics) });
-  try {
-    await h.listen();
-  } catch (err) {
-    throw new WritError('ERR_CONFIG_INVALID', `cannot listen on --health-addr ${addr}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-      field: 'healthAddr',
-    });
-  }
-  return h;
-}
-
-function agentNotReady(a: import('@writ/agent').Agent, serving: boolean): string | undefined {
-  const h = a.health();
-  if (!h.attested) return 'attesting to the server';
-  if (h.agentSvidExpiresAt !== undefined && h.agentSvidExpiresAt <= Date.now()) return 'the agent SVID has expired';
-  if (!serving) return 'starting the Workload API';
-  return undefined;
-}
-
-function agentMetrics(a: import('@writ/agent').Agent, serving: boolean, processMetrics: ProcessMetrics): import('@writ/sdk/internal').MetricFamily[] {
-  const h = a.health();
-  const g = (name: string, help: string, value: number) => ({ name, help, type: 'gauge' as const, samples: [{ value }] });
-  return [
-    g('writ_agent_ready', '1 when /readyz answers 200: the agent holds an unexpired SVID and serves the Workload API.', agentNotReady(a, serving) ? 0 : 1),
-    g('writ_agent_server_connected', '1 while the last sync with the server succeeded; 0 while the agent serves from its cache.', h.connected ? 1 : 0),
-    g('writ_agent_svid_expiry_timestamp_seconds', "When the agent's own X.509-SVID expires (unix seconds).", Math.floor((h.agentSvidExpiresAt ?? 0) / 1000)),
-    g('writ_agent_entries', 'Registration entries the agent holds for its node.', h.entries),
-    g('writ_agent_policy_revision', 'The policy revision the agent enforces.', h.policyRevision),
-    g('writ_agent_quarantined_identities', 'SPIFFE IDs quarantined on this node.', h.quarantined),
-    g('writ_agent_decisions_buffered', 'Decisions waiting to be sent to the server.', h.decisions.buffered),
-    {
-      name: 'writ_agent_decisions_dropped_total',
-      help: 'Decisions dropped because the buffer was full (the server was away too long).',
-      type: 'counter',
-      samples: [{ value: h.decisions.dropped }],
-    },
-    ...processMetrics('writ_'),
-  ];
-}
-
 function proxyMetrics(listening: boolean, processMetrics: ProcessMetrics): import('@writ/sdk/internal').MetricFamily[] {
   return [
     {
@@ -1506,32 +1306,5 @@ function bareWait(argv: string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  quietOnEpipe();
-  const program = buildProgram();
-  try {
-    await program.parseAsync(bareWait(argv), { from: 'user' });
-    return 0;
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
-      // A noun without its verb (or nothing at all): the help went to stderr, and it is a usage error.
-      if (err.code === 'commander.help') return 2;
-      if (err.code === 'writ.usage') process.stderr.write(`writ: ${err.message}\n`);
-      // Already reported on stdout or stderr by the command.
-      if (err.code === 'writ.failed') return 1;
-      if (err.code === 'writ.violation') {
-        process.stderr.write(`writ: ${err.message}\n`);
-        return 3;
-      }
-      return 2;
-    }
-    if (isWritError(err)) {
-      const code = err instanceof ApiError ? err.serverCode : err.code;
-      // Messages passed up from a library may already end in `(CODE)`: the code is printed once.
-      process.stderr.write(`writ: ${err.message.replace(new RegExp(` \\(${code}\\)$`), '')} [${code}]\n`);
-      return 1;
-    }
-    process.stderr.write(`writ: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
-    return 1;
-  }
+  return runProgram(buildProgram(), bareWait(argv));
 }
