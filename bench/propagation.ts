@@ -283,8 +283,7 @@ async function measure(n: number, replicas = 0): Promise<void> {
       await acked;
       const lat = (arrivals.get(key) ?? []).map((t) => t - t0).sort((a, b) => a - b);
       // The fan-out's window on the monotonic clock the servers' CPU profiles are stamped with.
-      if (process.env['BENCH_PROFILE'])
-        console.log(`   (profile window for ${what}: ${hr0} to ${process.hrtime.bigint() / 1000n} us)`);
+      if (process.env['BENCH_PROFILE']) console.log(`   (profile window for ${what}: ${hr0} to ${process.hrtime.bigint() / 1000n} us)`);
       row(
         `${label}: ${what}`,
         `p50 ${percentile(lat, 50).toFixed(0)} ms`,
