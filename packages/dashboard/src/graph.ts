@@ -6,6 +6,7 @@
  */
 import { DirectedGraph } from 'graphology';
 import Sigma from 'sigma';
+import { EdgeLineProgram } from 'sigma/rendering';
 import { fastGestures } from './gestures.ts';
 
 export interface GraphEdge {
@@ -113,18 +114,21 @@ function many(list: readonly WireEdge[], from: string, to: string, rules: readon
   };
 }
 
-/** The `n` edges with the most decisions, busiest first, without sorting them all. */
-export function busiest(edges: Iterable<GraphEdge>, n: number): GraphEdge[] {
-  const total = (e: GraphEdge): number => e.allow + e.deny + e.auditWouldDeny;
-  const top: GraphEdge[] = [];
-  for (const e of edges) {
-    if (top.length === n && total(e) <= total(top[n - 1]!)) continue;
+/** The `n` items with the largest `total`, largest first, without sorting them all. */
+export function busiest<T>(items: Iterable<T>, n: number, total: (item: T) => number): T[] {
+  const top: T[] = [];
+  const totals: number[] = [];
+  for (const e of items) {
+    const t = total(e);
+    if (top.length === n && t <= totals[n - 1]!) continue;
     let i = top.length === n ? n - 1 : top.length;
-    while (i > 0 && total(top[i - 1]!) < total(e)) {
+    while (i > 0 && totals[i - 1]! < t) {
       top[i] = top[i - 1]!;
+      totals[i] = totals[i - 1]!;
       i--;
     }
     top[i] = e;
+    totals[i] = t;
   }
   return top;
 }
@@ -138,17 +142,28 @@ export function fingerprint(answer: GraphAnswer): string {
 
 export interface DrawnGraph {
   readonly sigma: Sigma;
-  readonly edges: Map<string, GraphEdge>;
+  /** How many edges are drawn (one per caller and destination). */
+  readonly size: number;
+  /** The `n` drawn edges with the most decisions, busiest first. */
+  busiest(n: number): GraphEdge[];
   /** True while the user drags or zooms it. */
   moving(): boolean;
   kill(): void;
 }
 
-/** Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn` once the first frame is rendered. */
+/** Past this many edges they are drawn as plain 1-pixel lines (gl.LINES), without arrowheads. */
+export const LINE_EDGES_ABOVE = 5000;
+
+/**
+ * Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn`
+ * once the first frame is rendered (and the phases before it: writ:graph-layout, -built,
+ * -rendered, -captured).
+ */
 export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (e: GraphEdge) => void): DrawnGraph {
   const g = new DirectedGraph();
   const { nodes, rules } = answer;
   const pos = layout(nodes);
+  performance.mark('writ:graph-layout');
   const degree = new Uint32Array(nodes.length);
   for (const e of answer.edges) {
     degree[e.from]! += 1;
@@ -167,26 +182,46 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
   // One drawn edge per (caller, destination): the actions on it are listed when it is clicked.
   const byPair = new Map<number, WireEdge[]>();
   for (const e of answer.edges) {
+    if (e.from === e.to) continue;
     const key = e.from * nodes.length + e.to;
-    let list = byPair.get(key);
-    if (!list) byPair.set(key, (list = []));
-    list.push(e);
+    const list = byPair.get(key);
+    if (list) list.push(e);
+    else byPair.set(key, [e]);
   }
-  const edges = new Map<string, GraphEdge>();
-  for (const list of byPair.values()) {
+  const lines = byPair.size > LINE_EDGES_ABOVE;
+  const total = (list: readonly WireEdge[]): number => {
+    let n = 0;
+    for (const e of list) n += e.allow + e.deny + e.auditWouldDeny;
+    return n;
+  };
+  const colorOf = (list: readonly WireEdge[]): string => {
+    let deny = false;
+    let would = false;
+    for (const e of list) (deny ||= e.deny > 0), (would ||= e.auditWouldDeny > 0);
+    return deny ? COLORS.deny : would ? COLORS.auditWouldDeny : COLORS.allow;
+  };
+  for (const [key, list] of byPair) {
     const first = list[0]!;
-    if (first.from === first.to) continue;
+    // Keys by index (`from * nodes + to`): short strings to hash, 50,000 times. Lines have one width.
+    g.addDirectedEdgeWithKey(
+      key,
+      nodes[first.from]!,
+      nodes[first.to]!,
+      lines ? { color: colorOf(list) } : { color: colorOf(list), size: 1 + Math.min(4, Math.log10(1 + total(list))) },
+    );
+  }
+  performance.mark('writ:graph-built');
+  // The summary of a drawn edge, made when it is asked for (a click, the busiest list), not for all 50,000 up front.
+  const summary = (list: readonly WireEdge[]): GraphEdge => {
+    const first = list[0]!;
     const from = nodes[first.from]!;
     const to = nodes[first.to]!;
-    // Keys by index: short strings to hash, 50,000 times.
-    const key = `${first.from}>${first.to}`;
-    const sum: GraphEdge = list.length === 1 ? one(first, from, to, rules) : many(list, from, to, rules);
-    g.addDirectedEdgeWithKey(key, from, to, {
-      color: edgeColor(sum),
-      size: 1 + Math.min(4, Math.log10(1 + sum.allow + sum.deny + sum.auditWouldDeny)),
-    });
-    edges.set(key, sum);
-  }
+    return list.length === 1 ? one(first, from, to, rules) : many(list, from, to, rules);
+  };
+  const edgeOf = (key: string): GraphEdge | undefined => {
+    const list = byPair.get(Number(key));
+    return list ? summary(list) : undefined;
+  };
   const large = g.size > 20_000;
   // Past 2,000 edges they are not drawn while sigma animates the view (a double-click zoom, a touch
   // drag): a software WebGL renderer (no GPU) cannot redraw 50,000 lines per frame. Mouse drags
@@ -201,32 +236,39 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
     renderEdgeLabels: false,
-    defaultEdgeType: 'arrow',
+    // A large graph's edges as 1-pixel lines: a twentieth of the vertices of an arrow (a clamped
+    // rectangle and a head) and no antialiasing pass per pixel, which is most of what a software
+    // renderer spends on the first frame (docs/benchmarks.md). Arrows come back below the threshold
+    // (a namespace or trust-domain filter).
+    ...(lines ? { defaultEdgeType: 'fast', edgeProgramClasses: { fast: EdgeLineProgram } } : { defaultEdgeType: 'arrow' }),
     labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
   });
   // Sigma renders the first frame inside its constructor: its picture is taken now (it lasts only
   // until shown), and the mark is set at the next animation frame, once it has been shown.
+  performance.mark('writ:graph-rendered');
   const gestures = fastGestures(container, layer, sigma);
+  performance.mark('writ:graph-captured');
   requestAnimationFrame(() => {
     performance.mark('writ:graph-drawn');
     container.dataset['drawn'] = String(g.size);
   });
   sigma.on('clickEdge', ({ edge }) => {
-    const e = edges.get(edge);
+    const e = edgeOf(edge);
     if (e) onEdge(e);
   });
   // With edge events off (a large graph), a click on a node lists the node's busiest edge.
   sigma.on('clickNode', ({ node }) => {
-    let best: GraphEdge | undefined;
-    for (const k of g.edges(node)) {
-      const e = edges.get(k);
-      if (e && (!best || e.allow + e.deny + e.auditWouldDeny > best.allow + best.deny + best.auditWouldDeny)) best = e;
-    }
-    if (best) onEdge(best);
+    const [best] = busiest(
+      g.edges(node).map((k) => byPair.get(Number(k))!),
+      1,
+      total,
+    );
+    if (best) onEdge(summary(best));
   });
   return {
     sigma,
-    edges,
+    size: g.size,
+    busiest: (n) => busiest(byPair.values(), n, total).map(summary),
     moving: () => gestures.active(),
     kill: () => {
       gestures.kill();
