@@ -5,13 +5,14 @@ import { foldGraph } from './graph-routes.ts';
 
 const WEB = 'spiffe://a.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://a.org/ns/shop/sa/orders';
-const row = (from: string, to: string, decision: GraphEdgeRow['decision'], rule: string, count: number, lastSeen: number): GraphEdgeRow => ({
+const row = (from: string, to: string, decision: 'allow' | 'deny' | 'audit-would-deny', rule: string, count: number, lastSeen: number): GraphEdgeRow => ({
   from,
   to,
   action: 'GET /v1/orders',
-  decision,
   rule,
-  count,
+  allow: decision === 'allow' ? count : 0,
+  deny: decision === 'deny' ? count : 0,
+  auditWouldDeny: decision === 'audit-would-deny' ? count : 0,
   lastSeen,
 });
 

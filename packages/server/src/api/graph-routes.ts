@@ -41,63 +41,79 @@ export interface Graph {
   truncated: boolean;
 }
 
-/** Index of each string of a sorted list. */
-function indexOf(sorted: readonly string[]): Map<string, number> {
-  return new Map(sorted.map((s, i) => [s, i]));
+/** Strings numbered in the order first seen, then renumbered in sorted order. */
+class Names {
+  readonly #index = new Map<string, number>();
+  readonly list: string[] = [];
+  id(s: string): number {
+    let i = this.#index.get(s);
+    if (i === undefined) this.#index.set(s, (i = this.list.push(s) - 1));
+    return i;
+  }
+  /** The names sorted, and each first-seen number's place among them. */
+  sorted(): { names: string[]; place: Int32Array } {
+    const order = this.list.map((_, i) => i).sort((a, b) => (this.list[a]! < this.list[b]! ? -1 : 1));
+    const place = new Int32Array(order.length);
+    for (const [at, i] of order.entries()) place[i] = at;
+    return { names: order.map((i) => this.list[i]!), place };
+  }
 }
 
-/** Folds the store's rows (one per edge, decision and rule) into edges, keeping the store's order. */
+/**
+ * Folds the store's rows (one per edge and rule) into edges, keeping the store's order.
+ * Edges are found by nested maps (caller, destination, action): no key string is built per row.
+ */
 export function foldGraph(rows: readonly GraphEdgeRow[], limit: number): Graph {
   interface Folded {
-    from: string;
-    to: string;
+    from: number;
+    to: number;
     action: string;
     allow: number;
     deny: number;
     auditWouldDeny: number;
-    rules: string[];
+    rules: number[];
     last: number;
   }
-  const byKey = new Map<string, Folded>();
+  const nodes = new Names();
+  const rules = new Names();
+  const byFrom = new Map<string, Map<string, Map<string, Folded>>>();
+  const folded: Folded[] = [];
   let truncated = false;
   for (const r of rows) {
-    const key = `${r.from}\n${r.to}\n${r.action}`;
-    let e = byKey.get(key);
+    let byTo = byFrom.get(r.from);
+    if (!byTo) byFrom.set(r.from, (byTo = new Map()));
+    let byAction = byTo.get(r.to);
+    if (!byAction) byTo.set(r.to, (byAction = new Map()));
+    let e = byAction.get(r.action);
     if (!e) {
-      if (byKey.size >= limit) {
+      if (folded.length >= limit) {
         truncated = true;
         continue;
       }
-      e = { from: r.from, to: r.to, action: r.action, allow: 0, deny: 0, auditWouldDeny: 0, rules: [], last: 0 };
-      byKey.set(key, e);
+      e = { from: nodes.id(r.from), to: nodes.id(r.to), action: r.action, allow: 0, deny: 0, auditWouldDeny: 0, rules: [], last: 0 };
+      byAction.set(r.action, e);
+      folded.push(e);
     }
-    if (r.decision === 'allow') e.allow += r.count;
-    else if (r.decision === 'deny') e.deny += r.count;
-    else e.auditWouldDeny += r.count;
-    if (!e.rules.includes(r.rule)) e.rules.push(r.rule);
+    e.allow += r.allow;
+    e.deny += r.deny;
+    e.auditWouldDeny += r.auditWouldDeny;
+    const rule = rules.id(r.rule);
+    if (!e.rules.includes(rule)) e.rules.push(rule);
     if (r.lastSeen > e.last) e.last = r.lastSeen;
   }
-  const nodeSet = new Set<string>();
-  const ruleSet = new Set<string>();
-  for (const e of byKey.values()) {
-    nodeSet.add(e.from).add(e.to);
-    for (const r of e.rules) ruleSet.add(r);
-  }
-  const nodes = [...nodeSet].sort();
-  const rules = [...ruleSet].sort();
-  const node = indexOf(nodes);
-  const rule = indexOf(rules);
-  const edges = [...byKey.values()].map((e) => ({
-    from: node.get(e.from)!,
-    to: node.get(e.to)!,
+  const n = nodes.sorted();
+  const ru = rules.sorted();
+  const edges = folded.map((e) => ({
+    from: n.place[e.from]!,
+    to: n.place[e.to]!,
     action: e.action,
     allow: e.allow,
     deny: e.deny,
     auditWouldDeny: e.auditWouldDeny,
-    rules: e.rules.map((r) => rule.get(r)!),
+    rules: e.rules.map((r) => ru.place[r]!),
     lastSeen: new Date(e.last).toISOString(),
   }));
-  return { nodes, rules, edges, truncated };
+  return { nodes: n.names, rules: ru.names, edges, truncated };
 }
 
 export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
@@ -121,11 +137,13 @@ export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
         throw new WritError('ERR_FIELD_INVALID', 'namespace must be a Kubernetes namespace name (a-z 0-9 . -, at most 253 characters)', { field: 'namespace' });
       const limit = q.has('limit') ? Number(q.get('limit')) : MAX_GRAPH_EDGES;
       const now = ctx.clock();
+      // The store counts decisions per minute: the window starts at the minute.
+      const since = now - windowMs - ((now - windowMs) % 60_000);
       const t0 = performance.now();
-      // Rows are per (edge, decision, rule): three decisions and a few rules per edge are plenty
-      // to fill `limit` edges; an edge cut off past them is reported as truncation.
+      // Rows are per (edge, rule): a few rules per edge are plenty to fill `limit` edges; an edge
+      // cut off past them is reported as truncation.
       const rows = await ctx.store.graphEdges({
-        since: now - windowMs,
+        since,
         ...(td !== undefined ? { prefix: `spiffe://${td}/` } : {}),
         ...(ns !== undefined ? { contains: `/ns/${ns}/` } : {}),
         limit: limit * 4 + 1,
@@ -134,7 +152,7 @@ export function graphRoutes(ctx: ApiContext, add: AddRoute): void {
       const graph = foldGraph(rows, limit);
       const t2 = performance.now();
       const body = `${JSON.stringify({
-        window: { from: new Date(now - windowMs).toISOString(), to: new Date(now).toISOString() },
+        window: { from: new Date(since).toISOString(), to: new Date(now).toISOString() },
         nodes: graph.nodes,
         rules: graph.rules,
         edges: graph.edges,
