@@ -6,7 +6,7 @@
  * mouse drags on sigma's canvas. Baselines in the same run: the same page with an empty graph (a
  * namespace filter matching nothing), and the raw fetch + JSON parse of the graph answer.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
@@ -57,6 +57,40 @@ function decisions(now: number): DecisionRecord[] {
     });
   }
   return out;
+}
+
+/**
+ * CPU time (ms, user + system) used so far by the processes under `root` (itself included), from
+ * /proc: what a load costs whatever the machine's load average (on a shared, loaded machine the
+ * wall time is mostly waiting for a core). `skip` and its descendants are left out, and `root`
+ * itself unless `withRoot`.
+ */
+function cpuMs(root: number, skip?: number, withRoot = true): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // After the command in parentheses: state, ppid, ..., utime (14th field), stime (15th).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parent.set(Number(name), Number(f[1]));
+    ticks.set(Number(name), Number(f[11]) + Number(f[12]));
+  }
+  const under = (pid: number): boolean => {
+    for (let p: number | undefined = pid; p !== undefined && p > 0; p = parent.get(p)) {
+      if (p === skip) return false;
+      if (p === root) return true;
+    }
+    return false;
+  };
+  let sum = 0;
+  for (const [pid, t] of ticks) if (under(pid) && (withRoot || pid !== root)) sum += t;
+  return sum * 10; // USER_HZ is 100 on Linux
 }
 
 /** The phases of a load, in the order they happen: [name, ms]. */
@@ -199,7 +233,7 @@ export async function run(): Promise<void> {
     const store = await openStore({ db: 'sqlite', dataDir });
     const all = decisions(Date.now());
     for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
-    // The server's side of the answer, in this process: the store's GROUP BY, the fold into
+    // The server's side of the answer, in this process: the store's query, the fold into
     // edges and the JSON text, the compact answer against one repeating both SPIFFE IDs per edge.
     const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number }[] = [];
     for (let r = 0; r < 3; r++) {
@@ -230,6 +264,7 @@ export async function run(): Promise<void> {
     const runs = 3;
     const drawn: number[] = [];
     const phases: Phases[] = [];
+    const cpu: { browser: number; server: number }[] = [];
     const drawnEmpty: number[] = [];
     const fetched: number[] = [];
     let edges = 0;
@@ -237,7 +272,13 @@ export async function run(): Promise<void> {
       progress(`run ${r + 1} of ${runs}`);
       const e = await drawTime(page, server.url, empty);
       drawnEmpty.push(e.ms);
+      // CPU of the browser (this process's other children) and of the server during the load.
+      const before = { browser: cpuMs(process.pid, server.pid, false), server: cpuMs(server.pid) };
       const f = await drawTime(page, server.url, full);
+      cpu.push({
+        browser: cpuMs(process.pid, server.pid, false) - before.browser,
+        server: cpuMs(server.pid) - before.server,
+      });
       drawn.push(f.ms);
       phases.push(f.phases);
       edges = f.edges;
@@ -262,13 +303,20 @@ export async function run(): Promise<void> {
       `${(med(drawn) / med(drawnEmpty)).toFixed(1)}x`,
       '<= 2000 ms',
     );
+    row(
+      '  CPU time of the load: browser + server',
+      `${Math.round(med(cpu.map((c) => c.browser + c.server)))} ms`,
+      `browser ${Math.round(med(cpu.map((c) => c.browser)))} ms, server ${Math.round(med(cpu.map((c) => c.server)))} ms`,
+      '',
+      '',
+    );
     // Each phase's median over the runs (the medians need not add up to the total's).
     for (const [i, [name]] of (phases[0] ?? []).entries()) row(`  ${name}`, `${Math.round(med(phases.map((p) => p[i]?.[1] ?? Number.NaN)))} ms`, '', '', '');
     row('  (fetch + JSON of /v1/graph by itself, after)', `${Math.round(med(fetched))} ms`, '', '', '');
     const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes'): number => med(server1.map((x) => x[k]));
-    row('  server: store.graphEdges (GROUP BY)', `${Math.round(sm('sql'))} ms`, '', '', '');
-    row('  server: fold rows into edges', `${Math.round(sm('fold'))} ms`, '', '', '');
-    row('  server: JSON.stringify of the answer', `${Math.round(sm('json'))} ms`, '', '', '');
+    row('  server: store.graphEdges (in this process)', `${Math.round(sm('sql'))} ms`, '', '', '');
+    row('  server: fold rows into edges (in this process)', `${Math.round(sm('fold'))} ms`, '', '', '');
+    row('  server: JSON.stringify (in this process)', `${Math.round(sm('json'))} ms`, '', '', '');
     row(
       '  answer size',
       `${(sm('bytes') / 1e6).toFixed(1)} MB`,
