@@ -142,8 +142,6 @@ export function fingerprint(answer: GraphAnswer): string {
 
 export interface DrawnGraph {
   readonly sigma: Sigma;
-  /** How many edges are drawn (one per caller and destination). */
-  readonly size: number;
   /** The `n` drawn edges with the most decisions, busiest first. */
   busiest(n: number): GraphEdge[];
   /** True while the user drags or zooms it. */
@@ -236,10 +234,10 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
     renderEdgeLabels: false,
-    // A large graph's edges as 1-pixel lines: a twentieth of the vertices of an arrow (a clamped
-    // rectangle and a head) and no antialiasing pass per pixel, which is most of what a software
-    // renderer spends on the first frame (docs/benchmarks.md). Arrows come back below the threshold
-    // (a namespace or trust-domain filter).
+    // A large graph's edges as 1-pixel lines: 2 vertices an edge instead of an arrow's 9 (a clamped
+    // rectangle and a head) and no antialiasing per pixel; rasterising the arrows was most of what
+    // a software renderer spent on the first frame (docs/benchmarks.md). Arrows come back below
+    // the threshold (a namespace or trust-domain filter).
     ...(lines ? { defaultEdgeType: 'fast', edgeProgramClasses: { fast: EdgeLineProgram } } : { defaultEdgeType: 'arrow' }),
     labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
   });
@@ -267,7 +265,6 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
   });
   return {
     sigma,
-    size: g.size,
     busiest: (n) => busiest(byPair.values(), n, total).map(summary),
     moving: () => gestures.active(),
     kill: () => {
