@@ -11,7 +11,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { openStore } from '@writ/server';
-import { foldGraph } from '../packages/server/src/api/graph-routes.ts';
+import { foldGraph, foldGraphColumns } from '../packages/server/src/api/graph-routes.ts';
 import type { DecisionRecord } from '../packages/server/src/store/types.ts';
 import { row } from './util.ts';
 import { startServer } from './vuln/server.ts';
@@ -213,11 +213,11 @@ function idleFps(page: Page, ms: number): Promise<number> {
   }, ms);
 }
 
-/** The raw fetch and JSON parse of the graph answer, in the page: the floor under any drawing. */
+/** The raw fetch and JSON parse of the graph answer (the columns the page asks for), in the page: the floor under any drawing. */
 function fetchTime(page: Page, query: string): Promise<number> {
   return page.evaluate(async (q) => {
     const t = performance.now();
-    const r = await fetch(`/v1/graph?${q}`);
+    const r = await fetch(`/v1/graph?${q}&shape=columns`);
     await r.json();
     return performance.now() - t;
   }, query);
@@ -235,7 +235,7 @@ export async function run(): Promise<void> {
     for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
     // The server's side of the answer, in this process: the store's query, the fold into
     // edges and the JSON text, the compact answer against one repeating both SPIFFE IDs per edge.
-    const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number }[] = [];
+    const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number; columnsBytes: number }[] = [];
     for (let r = 0; r < 3; r++) {
       let t = performance.now();
       const rows = await store.graphEdges({ since: Date.now() - 3_600_000, limit: 100_000 * 4 + 1 });
@@ -248,7 +248,8 @@ export async function run(): Promise<void> {
       const json = performance.now() - t;
       const full = graph.edges.map((e) => ({ ...e, from: graph.nodes[e.from], to: graph.nodes[e.to], rules: e.rules.map((i) => graph.rules[i]) }));
       const fullBytes = Buffer.byteLength(JSON.stringify({ nodes: graph.nodes.map((id) => ({ id })), edges: full, truncated: graph.truncated }));
-      server1.push({ sql, fold, json, bytes, fullBytes });
+      const columnsBytes = Buffer.byteLength(JSON.stringify(foldGraphColumns(rows, 100_000)));
+      server1.push({ sql, fold, json, bytes, fullBytes, columnsBytes });
     }
     await store.close();
 
@@ -313,7 +314,7 @@ export async function run(): Promise<void> {
     // Each phase's median over the runs (the medians need not add up to the total's).
     for (const [i, [name]] of (phases[0] ?? []).entries()) row(`  ${name}`, `${Math.round(med(phases.map((p) => p[i]?.[1] ?? Number.NaN)))} ms`, '', '', '');
     row('  (fetch + JSON of /v1/graph by itself, after)', `${Math.round(med(fetched))} ms`, '', '', '');
-    const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes'): number => med(server1.map((x) => x[k]));
+    const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes' | 'columnsBytes'): number => med(server1.map((x) => x[k]));
     row('  server: store.graphEdges (in this process)', `${Math.round(sm('sql'))} ms`, '', '', '');
     row('  server: fold rows into edges (in this process)', `${Math.round(sm('fold'))} ms`, '', '', '');
     row('  server: JSON.stringify (in this process)', `${Math.round(sm('json'))} ms`, '', '', '');
@@ -324,6 +325,7 @@ export async function run(): Promise<void> {
       `${(sm('bytes') / sm('fullBytes')).toFixed(2)}x`,
       '',
     );
+    row('  answer size, shape=columns (what the page reads)', `${(sm('columnsBytes') / 1e6).toFixed(1)} MB`, '', '', '');
     const fps = Math.min(drag.fps, drag2.fps);
     row(
       'pan (drag), frames per second (worse of 2)',

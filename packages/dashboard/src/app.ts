@@ -370,7 +370,7 @@ export class Dashboard {
   /** Loads the graph and redraws it when it changed; while the view is open, again and again (live from the decision log). */
   async #refreshGraph(): Promise<void> {
     const f = this.#filters;
-    const q = new URLSearchParams({ window: f.window });
+    const q = new URLSearchParams({ window: f.window, shape: 'columns' });
     if (f.trustDomain) q.set('trustDomain', f.trustDomain);
     if (f.namespace) q.set('namespace', f.namespace);
     const el = this.#root.querySelector<HTMLElement>('#graph');
@@ -396,7 +396,8 @@ export class Dashboard {
       this.#draw();
       performance.mark('writ:graph-listed');
     }
-    if (stats) stats.textContent = `${answer.nodes.length} identities, ${answer.edges.length} edges${answer.truncated ? ' (truncated)' : ''}`;
+    const edges = answer.edges.from.length;
+    if (stats) stats.textContent = `${answer.nodes.length} identities, ${edges} edges${answer.truncated ? ' (truncated)' : ''}`;
     // Live: every 3 s, or every 30 s for a graph of more than 10,000 edges (each refresh reads it whole).
     // A tick that comes while the user drags or zooms is skipped: reading a large answer would stall the gesture.
     if (this.#timer === undefined)
@@ -404,7 +405,7 @@ export class Dashboard {
         () => {
           if (!this.#graph?.moving()) void this.#refreshGraph();
         },
-        answer.edges.length > 10_000 ? 30_000 : 3000,
+        edges > 10_000 ? 30_000 : 3000,
       );
   }
 }

@@ -20,22 +20,26 @@ export interface GraphEdge {
   readonly lastSeen: string;
 }
 
-/** An edge as `GET /v1/graph` sends it: `from`/`to` index the answer's `nodes`, `rules` its `rules`. */
-export interface WireEdge {
-  readonly from: number;
-  readonly to: number;
-  readonly action: string;
-  readonly allow: number;
-  readonly deny: number;
-  readonly auditWouldDeny: number;
-  readonly rules: readonly number[];
-  readonly lastSeen: string;
-}
-
+/**
+ * `GET /v1/graph?shape=columns`: an array per field, entry i of each is edge i; `from`/`to` index
+ * `nodes`, `action` indexes `actions`, edge i's rules are `rules[rulesEnd[i-1] ?? 0 .. rulesEnd[i]]`
+ * (indexes into the answer's `rules`), `lastSeen` in epoch ms.
+ */
 export interface GraphAnswer {
   readonly nodes: readonly string[];
   readonly rules: readonly string[];
-  readonly edges: readonly WireEdge[];
+  readonly actions: readonly string[];
+  readonly edges: {
+    readonly from: readonly number[];
+    readonly to: readonly number[];
+    readonly action: readonly number[];
+    readonly allow: readonly number[];
+    readonly deny: readonly number[];
+    readonly auditWouldDeny: readonly number[];
+    readonly rules: readonly number[];
+    readonly rulesEnd: readonly number[];
+    readonly lastSeen: readonly number[];
+  };
   readonly truncated: boolean;
 }
 
@@ -84,33 +88,28 @@ export function layout(ids: readonly string[]): Map<string, { x: number; y: numb
   return out;
 }
 
-/** The edge of a pair with one action (nearly every pair). */
-function one(e: WireEdge, from: string, to: string, rules: readonly string[]): GraphEdge {
+/** The drawn edge of the answer's edges `list` (one per action of a caller and destination): counts summed, actions and rules listed. */
+function summary(answer: GraphAnswer, list: readonly number[]): GraphEdge {
+  const c = answer.edges;
+  const rules = new Set<number>();
+  let [allow, deny, auditWouldDeny, last] = [0, 0, 0, 0];
+  for (const i of list) {
+    allow += c.allow[i]!;
+    deny += c.deny[i]!;
+    auditWouldDeny += c.auditWouldDeny[i]!;
+    last = Math.max(last, c.lastSeen[i]!);
+    for (let r = i > 0 ? c.rulesEnd[i - 1]! : 0; r < c.rulesEnd[i]!; r++) rules.add(c.rules[r]!);
+  }
+  const first = list[0]!;
   return {
-    from,
-    to,
-    action: e.action,
-    allow: e.allow,
-    deny: e.deny,
-    auditWouldDeny: e.auditWouldDeny,
-    rules: e.rules.map((r) => rules[r]!),
-    lastSeen: e.lastSeen,
-  };
-}
-
-/** The edge of a pair with several actions: counts summed, actions and rules listed. */
-function many(list: readonly WireEdge[], from: string, to: string, rules: readonly string[]): GraphEdge {
-  let lastSeen = list[0]!.lastSeen;
-  for (const e of list) if (e.lastSeen > lastSeen) lastSeen = e.lastSeen;
-  return {
-    from,
-    to,
-    action: list.map((e) => e.action).join('\n'),
-    allow: list.reduce((n, e) => n + e.allow, 0),
-    deny: list.reduce((n, e) => n + e.deny, 0),
-    auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
-    rules: [...new Set(list.flatMap((e) => e.rules))].map((r) => rules[r]!),
-    lastSeen,
+    from: answer.nodes[c.from[first]!]!,
+    to: answer.nodes[c.to[first]!]!,
+    action: list.map((i) => answer.actions[c.action[i]!]!).join('\n'),
+    allow,
+    deny,
+    auditWouldDeny,
+    rules: [...rules].map((r) => answer.rules[r]!),
+    lastSeen: new Date(last).toISOString(),
   };
 }
 
@@ -135,9 +134,11 @@ export function busiest<T>(items: Iterable<T>, n: number, total: (item: T) => nu
 
 /** A cheap fingerprint of an answer: the page redraws only when it changes. */
 export function fingerprint(answer: GraphAnswer): string {
+  const c = answer.edges;
   let h = 0;
-  for (const e of answer.edges) h = (Math.imul(h, 31) + e.from * 65_599 + e.to * 257 + e.allow * 7 + e.deny * 3 + e.auditWouldDeny) | 0;
-  return `${answer.nodes.length}/${answer.edges.length}/${h >>> 0}`;
+  for (let i = 0; i < c.from.length; i++)
+    h = (Math.imul(h, 31) + c.from[i]! * 65_599 + c.to[i]! * 257 + c.allow[i]! * 7 + c.deny[i]! * 3 + c.auditWouldDeny[i]!) | 0;
+  return `${answer.nodes.length}/${c.from.length}/${h >>> 0}`;
 }
 
 export interface DrawnGraph {
@@ -159,13 +160,14 @@ export const LINE_EDGES_ABOVE = 5000;
  */
 export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (e: GraphEdge) => void): DrawnGraph {
   const g = new DirectedGraph();
-  const { nodes, rules } = answer;
+  const { nodes } = answer;
   const pos = layout(nodes);
   performance.mark('writ:graph-layout');
+  const c = answer.edges;
   const degree = new Uint32Array(nodes.length);
-  for (const e of answer.edges) {
-    degree[e.from]! += 1;
-    degree[e.to]! += 1;
+  for (let i = 0; i < c.from.length; i++) {
+    degree[c.from[i]!]! += 1;
+    degree[c.to[i]!]! += 1;
   }
   nodes.forEach((id, i) => {
     const p = pos.get(id)!;
@@ -177,25 +179,26 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
       color: id === '' ? COLORS.unauthenticated : COLORS.node,
     });
   });
-  // One drawn edge per (caller, destination): the actions on it are listed when it is clicked.
-  const byPair = new Map<number, WireEdge[]>();
-  for (const e of answer.edges) {
-    if (e.from === e.to) continue;
-    const key = e.from * nodes.length + e.to;
+  // One drawn edge per (caller, destination), the answer's edges of its actions by index: the
+  // actions are listed when it is clicked.
+  const byPair = new Map<number, number[]>();
+  for (let i = 0; i < c.from.length; i++) {
+    if (c.from[i] === c.to[i]) continue;
+    const key = c.from[i]! * nodes.length + c.to[i]!;
     const list = byPair.get(key);
-    if (list) list.push(e);
-    else byPair.set(key, [e]);
+    if (list) list.push(i);
+    else byPair.set(key, [i]);
   }
   const lines = byPair.size > LINE_EDGES_ABOVE;
-  const total = (list: readonly WireEdge[]): number => {
+  const total = (list: readonly number[]): number => {
     let n = 0;
-    for (const e of list) n += e.allow + e.deny + e.auditWouldDeny;
+    for (const i of list) n += c.allow[i]! + c.deny[i]! + c.auditWouldDeny[i]!;
     return n;
   };
-  const colorOf = (list: readonly WireEdge[]): string => {
+  const colorOf = (list: readonly number[]): string => {
     let deny = false;
     let would = false;
-    for (const e of list) (deny ||= e.deny > 0), (would ||= e.auditWouldDeny > 0);
+    for (const i of list) (deny ||= c.deny[i]! > 0), (would ||= c.auditWouldDeny[i]! > 0);
     return deny ? COLORS.deny : would ? COLORS.auditWouldDeny : COLORS.allow;
   };
   for (const [key, list] of byPair) {
@@ -203,22 +206,16 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     // Keys by index (`from * nodes + to`): short strings to hash, 50,000 times. Lines have one width.
     g.addDirectedEdgeWithKey(
       key,
-      nodes[first.from]!,
-      nodes[first.to]!,
+      nodes[c.from[first]!]!,
+      nodes[c.to[first]!]!,
       lines ? { color: colorOf(list) } : { color: colorOf(list), size: 1 + Math.min(4, Math.log10(1 + total(list))) },
     );
   }
   performance.mark('writ:graph-built');
-  // The summary of a drawn edge, made when it is asked for (a click, the busiest list), not for all 50,000 up front.
-  const summary = (list: readonly WireEdge[]): GraphEdge => {
-    const first = list[0]!;
-    const from = nodes[first.from]!;
-    const to = nodes[first.to]!;
-    return list.length === 1 ? one(first, from, to, rules) : many(list, from, to, rules);
-  };
+  // The summary of a drawn edge is made when it is asked for (a click, the busiest list), not for all 50,000 up front.
   const edgeOf = (key: string): GraphEdge | undefined => {
     const list = byPair.get(Number(key));
-    return list ? summary(list) : undefined;
+    return list ? summary(answer, list) : undefined;
   };
   const large = g.size > 20_000;
   // Past 2,000 edges they are not drawn while sigma animates the view (a double-click zoom, a touch
@@ -261,11 +258,11 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
       1,
       total,
     );
-    if (best) onEdge(summary(best));
+    if (best) onEdge(summary(answer, best));
   });
   return {
     sigma,
-    busiest: (n) => busiest(byPair.values(), n, total).map(summary),
+    busiest: (n) => busiest(byPair.values(), n, total).map((list) => summary(answer, list)),
     moving: () => gestures.active(),
     kill: () => {
       gestures.kill();
