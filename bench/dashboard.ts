@@ -6,12 +6,12 @@
  * mouse drags on sigma's canvas. Baselines in the same run: the same page with an empty graph (a
  * namespace filter matching nothing), and the raw fetch + JSON parse of the graph answer.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { openStore } from '@writ/server';
-import { foldGraph } from '../packages/server/src/api/graph-routes.ts';
+import { foldGraph, foldGraphColumns } from '../packages/server/src/api/graph-routes.ts';
 import type { DecisionRecord } from '../packages/server/src/store/types.ts';
 import { row } from './util.ts';
 import { startServer } from './vuln/server.ts';
@@ -59,14 +59,76 @@ function decisions(now: number): DecisionRecord[] {
   return out;
 }
 
-/** Navigates to `/ui?query#graph` (the session resumes) and waits for the graph mark: ms since navigation start. */
-async function drawTime(page: Page, url: string, query: string): Promise<{ ms: number; edges: number }> {
+/**
+ * CPU time (ms, user + system) used so far by the processes under `root` (itself included), from
+ * /proc: what a load costs whatever the machine's load average (on a shared, loaded machine the
+ * wall time is mostly waiting for a core). `skip` and its descendants are left out, and `root`
+ * itself unless `withRoot`.
+ */
+function cpuMs(root: number, skip?: number, withRoot = true): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // After the command in parentheses: state, ppid, ..., utime (14th field), stime (15th).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parent.set(Number(name), Number(f[1]));
+    ticks.set(Number(name), Number(f[11]) + Number(f[12]));
+  }
+  const under = (pid: number): boolean => {
+    for (let p: number | undefined = pid; p !== undefined && p > 0; p = parent.get(p)) {
+      if (p === skip) return false;
+      if (p === root) return true;
+    }
+    return false;
+  };
+  let sum = 0;
+  for (const [pid, t] of ticks) if (under(pid) && (withRoot || pid !== root)) sum += t;
+  return sum * 10; // USER_HZ is 100 on Linux
+}
+
+/** The phases of a load, in the order they happen: [name, ms]. */
+type Phases = [string, number][];
+
+/**
+ * Navigates to `/ui?query#graph` (the session resumes) and waits for the graph mark: ms since
+ * navigation start, and where they went, from the page's performance marks, the resource timing of
+ * the `GET /v1/graph` and the server's own Server-Timing on it.
+ */
+async function drawTime(page: Page, url: string, query: string): Promise<{ ms: number; edges: number; phases: Phases }> {
   await page.goto(`${url}/ui?${query}#graph`);
   await page.waitForFunction(() => performance.getEntriesByName('writ:graph-drawn').length > 0, undefined, { timeout: 120_000 });
-  return page.evaluate(() => ({
-    ms: performance.getEntriesByName('writ:graph-drawn')[0]!.startTime,
-    edges: Number(document.querySelector<HTMLElement>('#graph')?.dataset['drawn'] ?? 0),
-  }));
+  return page.evaluate(() => {
+    const at = (name: string): number => performance.getEntriesByName(name)[0]?.startTime ?? Number.NaN;
+    const res = performance.getEntriesByType('resource').find((r) => r.name.includes('/v1/graph')) as PerformanceResourceTiming | undefined;
+    const server = new Map((res?.serverTiming ?? []).map((t) => [t.name, t.duration]));
+    const phases: [string, number][] = [
+      ['page, script and session until the graph is asked for', at('writ:graph-fetch')],
+      ['request sent -> first byte of the answer', res ? res.responseStart - res.requestStart : Number.NaN],
+    ];
+    for (const [name, d] of server) phases.push([`  server: ${name}`, d]);
+    phases.push(
+      ['answer transferred', res ? res.responseEnd - res.responseStart : Number.NaN],
+      ['answer decoded (text + JSON.parse)', res ? at('writ:graph-fetched') - res.responseEnd : Number.NaN],
+      ['layout', at('writ:graph-layout') - at('writ:graph-fetched')],
+      ['graph built (graphology)', at('writ:graph-built') - at('writ:graph-layout')],
+      ['sigma created (index, first render)', at('writ:graph-rendered') - at('writ:graph-built')],
+      ['overview picture captured', at('writ:graph-captured') - at('writ:graph-rendered')],
+      ['busiest-edges list drawn', at('writ:graph-listed') - at('writ:graph-captured')],
+      ['-> next animation frame (shown)', at('writ:graph-drawn') - at('writ:graph-listed')],
+    );
+    return {
+      ms: at('writ:graph-drawn'),
+      edges: Number(document.querySelector<HTMLElement>('#graph')?.dataset['drawn'] ?? 0),
+      phases,
+    };
+  });
 }
 
 interface Pan {
@@ -151,11 +213,11 @@ function idleFps(page: Page, ms: number): Promise<number> {
   }, ms);
 }
 
-/** The raw fetch and JSON parse of the graph answer, in the page: the floor under any drawing. */
+/** The raw fetch and JSON parse of the graph answer (the columns the page asks for), in the page: the floor under any drawing. */
 function fetchTime(page: Page, query: string): Promise<number> {
   return page.evaluate(async (q) => {
     const t = performance.now();
-    const r = await fetch(`/v1/graph?${q}`);
+    const r = await fetch(`/v1/graph?${q}&shape=columns`);
     await r.json();
     return performance.now() - t;
   }, query);
@@ -171,9 +233,9 @@ export async function run(): Promise<void> {
     const store = await openStore({ db: 'sqlite', dataDir });
     const all = decisions(Date.now());
     for (let i = 0; i < all.length; i += 5000) await store.addDecisions(all.slice(i, i + 5000));
-    // The server's side of the answer, in this process: the store's GROUP BY, the fold into
+    // The server's side of the answer, in this process: the store's query, the fold into
     // edges and the JSON text, the compact answer against one repeating both SPIFFE IDs per edge.
-    const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number }[] = [];
+    const server1: { sql: number; fold: number; json: number; bytes: number; fullBytes: number; columnsBytes: number }[] = [];
     for (let r = 0; r < 3; r++) {
       let t = performance.now();
       const rows = await store.graphEdges({ since: Date.now() - 3_600_000, limit: 100_000 * 4 + 1 });
@@ -186,7 +248,8 @@ export async function run(): Promise<void> {
       const json = performance.now() - t;
       const full = graph.edges.map((e) => ({ ...e, from: graph.nodes[e.from], to: graph.nodes[e.to], rules: e.rules.map((i) => graph.rules[i]) }));
       const fullBytes = Buffer.byteLength(JSON.stringify({ nodes: graph.nodes.map((id) => ({ id })), edges: full, truncated: graph.truncated }));
-      server1.push({ sql, fold, json, bytes, fullBytes });
+      const columnsBytes = Buffer.byteLength(JSON.stringify(foldGraphColumns(rows, 100_000)));
+      server1.push({ sql, fold, json, bytes, fullBytes, columnsBytes });
     }
     await store.close();
 
@@ -201,6 +264,8 @@ export async function run(): Promise<void> {
     const empty = 'window=1h&namespace=nothing-here';
     const runs = 3;
     const drawn: number[] = [];
+    const phases: Phases[] = [];
+    const cpu: { browser: number; server: number }[] = [];
     const drawnEmpty: number[] = [];
     const fetched: number[] = [];
     let edges = 0;
@@ -208,8 +273,15 @@ export async function run(): Promise<void> {
       progress(`run ${r + 1} of ${runs}`);
       const e = await drawTime(page, server.url, empty);
       drawnEmpty.push(e.ms);
+      // CPU of the browser (this process's other children) and of the server during the load.
+      const before = { browser: cpuMs(process.pid, server.pid, false), server: cpuMs(server.pid) };
       const f = await drawTime(page, server.url, full);
+      cpu.push({
+        browser: cpuMs(process.pid, server.pid, false) - before.browser,
+        server: cpuMs(server.pid) - before.server,
+      });
       drawn.push(f.ms);
+      phases.push(f.phases);
       edges = f.edges;
       fetched.push(await fetchTime(page, full));
     }
@@ -232,11 +304,20 @@ export async function run(): Promise<void> {
       `${(med(drawn) / med(drawnEmpty)).toFixed(1)}x`,
       '<= 2000 ms',
     );
-    row('  of which fetch + JSON of /v1/graph', `${Math.round(med(fetched))} ms`, '', '', '');
-    const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes'): number => med(server1.map((x) => x[k]));
-    row('  server: store.graphEdges (GROUP BY)', `${Math.round(sm('sql'))} ms`, '', '', '');
-    row('  server: fold rows into edges', `${Math.round(sm('fold'))} ms`, '', '', '');
-    row('  server: JSON.stringify of the answer', `${Math.round(sm('json'))} ms`, '', '', '');
+    row(
+      '  CPU time of the load: browser + server',
+      `${Math.round(med(cpu.map((c) => c.browser + c.server)))} ms`,
+      `browser ${Math.round(med(cpu.map((c) => c.browser)))} ms, server ${Math.round(med(cpu.map((c) => c.server)))} ms`,
+      '',
+      '',
+    );
+    // Each phase's median over the runs (the medians need not add up to the total's).
+    for (const [i, [name]] of (phases[0] ?? []).entries()) row(`  ${name}`, `${Math.round(med(phases.map((p) => p[i]?.[1] ?? Number.NaN)))} ms`, '', '', '');
+    row('  (fetch + JSON of /v1/graph by itself, after)', `${Math.round(med(fetched))} ms`, '', '', '');
+    const sm = (k: 'sql' | 'fold' | 'json' | 'bytes' | 'fullBytes' | 'columnsBytes'): number => med(server1.map((x) => x[k]));
+    row('  server: store.graphEdges (in this process)', `${Math.round(sm('sql'))} ms`, '', '', '');
+    row('  server: fold rows into edges (in this process)', `${Math.round(sm('fold'))} ms`, '', '', '');
+    row('  server: JSON.stringify (in this process)', `${Math.round(sm('json'))} ms`, '', '', '');
     row(
       '  answer size',
       `${(sm('bytes') / 1e6).toFixed(1)} MB`,
@@ -244,6 +325,7 @@ export async function run(): Promise<void> {
       `${(sm('bytes') / sm('fullBytes')).toFixed(2)}x`,
       '',
     );
+    row('  answer size, shape=columns (what the page reads)', `${(sm('columnsBytes') / 1e6).toFixed(1)} MB`, '', '', '');
     const fps = Math.min(drag.fps, drag2.fps);
     row(
       'pan (drag), frames per second (worse of 2)',

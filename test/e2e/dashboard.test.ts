@@ -352,6 +352,7 @@ describe('the dashboard in Chromium', () => {
     assert.equal((await raw('GET', '/v1/graph?window=7d', auth)).status, 200, 'a week is the most');
     assert.deepEqual((await raw('GET', '/v1/graph?window=soon', auth)).code, 'ERR_DURATION_INVALID');
     assert.deepEqual((await raw('GET', '/v1/graph?limit=100001', auth)).code, 'ERR_FIELD_INVALID');
+    assert.deepEqual((await raw('GET', '/v1/graph?shape=tables', auth)).code, 'ERR_FIELD_INVALID');
     assert.deepEqual((await raw('GET', '/v1/graph?namespace=Not_A_Namespace', auth)).code, 'ERR_FIELD_INVALID');
     assert.deepEqual((await raw('GET', '/v1/graph?trustDomain=bad%20td', auth)).code, 'ERR_TRUST_DOMAIN_INVALID');
     assert.deepEqual((await raw('GET', `/v1/graph?namespace=${'a'.repeat(300)}`, auth)).code, 'ERR_FIELD_INVALID');

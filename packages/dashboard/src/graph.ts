@@ -6,6 +6,7 @@
  */
 import { DirectedGraph } from 'graphology';
 import Sigma from 'sigma';
+import { EdgeLineProgram } from 'sigma/rendering';
 import { fastGestures } from './gestures.ts';
 
 export interface GraphEdge {
@@ -19,22 +20,26 @@ export interface GraphEdge {
   readonly lastSeen: string;
 }
 
-/** An edge as `GET /v1/graph` sends it: `from`/`to` index the answer's `nodes`, `rules` its `rules`. */
-export interface WireEdge {
-  readonly from: number;
-  readonly to: number;
-  readonly action: string;
-  readonly allow: number;
-  readonly deny: number;
-  readonly auditWouldDeny: number;
-  readonly rules: readonly number[];
-  readonly lastSeen: string;
-}
-
+/**
+ * `GET /v1/graph?shape=columns`: an array per field, entry i of each is edge i; `from`/`to` index
+ * `nodes`, `action` indexes `actions`, edge i's rules are `rules[rulesEnd[i-1] ?? 0 .. rulesEnd[i]]`
+ * (indexes into the answer's `rules`), `lastSeen` in epoch ms.
+ */
 export interface GraphAnswer {
   readonly nodes: readonly string[];
   readonly rules: readonly string[];
-  readonly edges: readonly WireEdge[];
+  readonly actions: readonly string[];
+  readonly edges: {
+    readonly from: readonly number[];
+    readonly to: readonly number[];
+    readonly action: readonly number[];
+    readonly allow: readonly number[];
+    readonly deny: readonly number[];
+    readonly auditWouldDeny: readonly number[];
+    readonly rules: readonly number[];
+    readonly rulesEnd: readonly number[];
+    readonly lastSeen: readonly number[];
+  };
   readonly truncated: boolean;
 }
 
@@ -83,76 +88,86 @@ export function layout(ids: readonly string[]): Map<string, { x: number; y: numb
   return out;
 }
 
-/** The edge of a pair with one action (nearly every pair). */
-function one(e: WireEdge, from: string, to: string, rules: readonly string[]): GraphEdge {
+/** The drawn edge of the answer's edges `list` (one per action of a caller and destination): counts summed, actions and rules listed. */
+function summary(answer: GraphAnswer, list: readonly number[]): GraphEdge {
+  const c = answer.edges;
+  const rules = new Set<number>();
+  let [allow, deny, auditWouldDeny, last] = [0, 0, 0, 0];
+  for (const i of list) {
+    allow += c.allow[i]!;
+    deny += c.deny[i]!;
+    auditWouldDeny += c.auditWouldDeny[i]!;
+    last = Math.max(last, c.lastSeen[i]!);
+    for (let r = i > 0 ? c.rulesEnd[i - 1]! : 0; r < c.rulesEnd[i]!; r++) rules.add(c.rules[r]!);
+  }
+  const first = list[0]!;
   return {
-    from,
-    to,
-    action: e.action,
-    allow: e.allow,
-    deny: e.deny,
-    auditWouldDeny: e.auditWouldDeny,
-    rules: e.rules.map((r) => rules[r]!),
-    lastSeen: e.lastSeen,
+    from: answer.nodes[c.from[first]!]!,
+    to: answer.nodes[c.to[first]!]!,
+    action: list.map((i) => answer.actions[c.action[i]!]!).join('\n'),
+    allow,
+    deny,
+    auditWouldDeny,
+    rules: [...rules].map((r) => answer.rules[r]!),
+    lastSeen: new Date(last).toISOString(),
   };
 }
 
-/** The edge of a pair with several actions: counts summed, actions and rules listed. */
-function many(list: readonly WireEdge[], from: string, to: string, rules: readonly string[]): GraphEdge {
-  let lastSeen = list[0]!.lastSeen;
-  for (const e of list) if (e.lastSeen > lastSeen) lastSeen = e.lastSeen;
-  return {
-    from,
-    to,
-    action: list.map((e) => e.action).join('\n'),
-    allow: list.reduce((n, e) => n + e.allow, 0),
-    deny: list.reduce((n, e) => n + e.deny, 0),
-    auditWouldDeny: list.reduce((n, e) => n + e.auditWouldDeny, 0),
-    rules: [...new Set(list.flatMap((e) => e.rules))].map((r) => rules[r]!),
-    lastSeen,
-  };
-}
-
-/** The `n` edges with the most decisions, busiest first, without sorting them all. */
-export function busiest(edges: Iterable<GraphEdge>, n: number): GraphEdge[] {
-  const total = (e: GraphEdge): number => e.allow + e.deny + e.auditWouldDeny;
-  const top: GraphEdge[] = [];
-  for (const e of edges) {
-    if (top.length === n && total(e) <= total(top[n - 1]!)) continue;
+/** The `n` items with the largest `total`, largest first, without sorting them all. */
+export function busiest<T>(items: Iterable<T>, n: number, total: (item: T) => number): T[] {
+  const top: T[] = [];
+  const totals: number[] = [];
+  for (const e of items) {
+    const t = total(e);
+    if (top.length === n && t <= totals[n - 1]!) continue;
     let i = top.length === n ? n - 1 : top.length;
-    while (i > 0 && total(top[i - 1]!) < total(e)) {
+    while (i > 0 && totals[i - 1]! < t) {
       top[i] = top[i - 1]!;
+      totals[i] = totals[i - 1]!;
       i--;
     }
     top[i] = e;
+    totals[i] = t;
   }
   return top;
 }
 
 /** A cheap fingerprint of an answer: the page redraws only when it changes. */
 export function fingerprint(answer: GraphAnswer): string {
+  const c = answer.edges;
   let h = 0;
-  for (const e of answer.edges) h = (Math.imul(h, 31) + e.from * 65_599 + e.to * 257 + e.allow * 7 + e.deny * 3 + e.auditWouldDeny) | 0;
-  return `${answer.nodes.length}/${answer.edges.length}/${h >>> 0}`;
+  for (let i = 0; i < c.from.length; i++)
+    h = (Math.imul(h, 31) + c.from[i]! * 65_599 + c.to[i]! * 257 + c.allow[i]! * 7 + c.deny[i]! * 3 + c.auditWouldDeny[i]!) | 0;
+  return `${answer.nodes.length}/${c.from.length}/${h >>> 0}`;
 }
 
 export interface DrawnGraph {
   readonly sigma: Sigma;
-  readonly edges: Map<string, GraphEdge>;
+  /** The `n` drawn edges with the most decisions, busiest first. */
+  busiest(n: number): GraphEdge[];
   /** True while the user drags or zooms it. */
   moving(): boolean;
   kill(): void;
 }
 
-/** Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn` once the first frame is rendered. */
+/** Past this many edges they are drawn as plain 1-pixel lines (gl.LINES), without arrowheads. */
+export const LINE_EDGES_ABOVE = 5000;
+
+/**
+ * Draws the answer into `container`; `onEdge` hears a click on an edge. Marks `writ:graph-drawn`
+ * once the first frame is rendered (and the phases before it: writ:graph-layout, -built,
+ * -rendered, -captured).
+ */
 export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (e: GraphEdge) => void): DrawnGraph {
   const g = new DirectedGraph();
-  const { nodes, rules } = answer;
+  const { nodes } = answer;
   const pos = layout(nodes);
+  performance.mark('writ:graph-layout');
+  const c = answer.edges;
   const degree = new Uint32Array(nodes.length);
-  for (const e of answer.edges) {
-    degree[e.from]! += 1;
-    degree[e.to]! += 1;
+  for (let i = 0; i < c.from.length; i++) {
+    degree[c.from[i]!]! += 1;
+    degree[c.to[i]!]! += 1;
   }
   nodes.forEach((id, i) => {
     const p = pos.get(id)!;
@@ -164,29 +179,44 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
       color: id === '' ? COLORS.unauthenticated : COLORS.node,
     });
   });
-  // One drawn edge per (caller, destination): the actions on it are listed when it is clicked.
-  const byPair = new Map<number, WireEdge[]>();
-  for (const e of answer.edges) {
-    const key = e.from * nodes.length + e.to;
-    let list = byPair.get(key);
-    if (!list) byPair.set(key, (list = []));
-    list.push(e);
+  // One drawn edge per (caller, destination), the answer's edges of its actions by index: the
+  // actions are listed when it is clicked.
+  const byPair = new Map<number, number[]>();
+  for (let i = 0; i < c.from.length; i++) {
+    if (c.from[i] === c.to[i]) continue;
+    const key = c.from[i]! * nodes.length + c.to[i]!;
+    const list = byPair.get(key);
+    if (list) list.push(i);
+    else byPair.set(key, [i]);
   }
-  const edges = new Map<string, GraphEdge>();
-  for (const list of byPair.values()) {
+  const lines = byPair.size > LINE_EDGES_ABOVE;
+  const total = (list: readonly number[]): number => {
+    let n = 0;
+    for (const i of list) n += c.allow[i]! + c.deny[i]! + c.auditWouldDeny[i]!;
+    return n;
+  };
+  const colorOf = (list: readonly number[]): string => {
+    let deny = false;
+    let would = false;
+    for (const i of list) (deny ||= c.deny[i]! > 0), (would ||= c.auditWouldDeny[i]! > 0);
+    return deny ? COLORS.deny : would ? COLORS.auditWouldDeny : COLORS.allow;
+  };
+  for (const [key, list] of byPair) {
     const first = list[0]!;
-    if (first.from === first.to) continue;
-    const from = nodes[first.from]!;
-    const to = nodes[first.to]!;
-    // Keys by index: short strings to hash, 50,000 times.
-    const key = `${first.from}>${first.to}`;
-    const sum: GraphEdge = list.length === 1 ? one(first, from, to, rules) : many(list, from, to, rules);
-    g.addDirectedEdgeWithKey(key, from, to, {
-      color: edgeColor(sum),
-      size: 1 + Math.min(4, Math.log10(1 + sum.allow + sum.deny + sum.auditWouldDeny)),
-    });
-    edges.set(key, sum);
+    // Keys by index (`from * nodes + to`): short strings to hash, 50,000 times. Lines have one width.
+    g.addDirectedEdgeWithKey(
+      key,
+      nodes[c.from[first]!]!,
+      nodes[c.to[first]!]!,
+      lines ? { color: colorOf(list) } : { color: colorOf(list), size: 1 + Math.min(4, Math.log10(1 + total(list))) },
+    );
   }
+  performance.mark('writ:graph-built');
+  // The summary of a drawn edge is made when it is asked for (a click, the busiest list), not for all 50,000 up front.
+  const edgeOf = (key: string): GraphEdge | undefined => {
+    const list = byPair.get(Number(key));
+    return list ? summary(answer, list) : undefined;
+  };
   const large = g.size > 20_000;
   // Past 2,000 edges they are not drawn while sigma animates the view (a double-click zoom, a touch
   // drag): a software WebGL renderer (no GPU) cannot redraw 50,000 lines per frame. Mouse drags
@@ -201,32 +231,38 @@ export function drawGraph(container: HTMLElement, answer: GraphAnswer, onEdge: (
     hideEdgesOnMove: busy,
     hideLabelsOnMove: true,
     renderEdgeLabels: false,
-    defaultEdgeType: 'arrow',
+    // A large graph's edges as 1-pixel lines: 2 vertices an edge instead of an arrow's 9 (a clamped
+    // rectangle and a head) and no antialiasing per pixel; rasterising the arrows was most of what
+    // a software renderer spent on the first frame (docs/benchmarks.md). Arrows come back below
+    // the threshold (a namespace or trust-domain filter).
+    ...(lines ? { defaultEdgeType: 'fast', edgeProgramClasses: { fast: EdgeLineProgram } } : { defaultEdgeType: 'arrow' }),
     labelRenderedSizeThreshold: g.order > 200 ? 8 : 0,
   });
   // Sigma renders the first frame inside its constructor: its picture is taken now (it lasts only
   // until shown), and the mark is set at the next animation frame, once it has been shown.
+  performance.mark('writ:graph-rendered');
   const gestures = fastGestures(container, layer, sigma);
+  performance.mark('writ:graph-captured');
   requestAnimationFrame(() => {
     performance.mark('writ:graph-drawn');
     container.dataset['drawn'] = String(g.size);
   });
   sigma.on('clickEdge', ({ edge }) => {
-    const e = edges.get(edge);
+    const e = edgeOf(edge);
     if (e) onEdge(e);
   });
   // With edge events off (a large graph), a click on a node lists the node's busiest edge.
   sigma.on('clickNode', ({ node }) => {
-    let best: GraphEdge | undefined;
-    for (const k of g.edges(node)) {
-      const e = edges.get(k);
-      if (e && (!best || e.allow + e.deny + e.auditWouldDeny > best.allow + best.deny + best.auditWouldDeny)) best = e;
-    }
-    if (best) onEdge(best);
+    const [best] = busiest(
+      g.edges(node).map((k) => byPair.get(Number(k))!),
+      1,
+      total,
+    );
+    if (best) onEdge(summary(answer, best));
   });
   return {
     sigma,
-    edges,
+    busiest: (n) => busiest(byPair.values(), n, total).map((list) => summary(answer, list)),
     moving: () => gestures.active(),
     kill: () => {
       gestures.kill();

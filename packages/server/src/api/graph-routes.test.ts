@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { GraphEdgeRow } from '../store/types.ts';
-import { foldGraph } from './graph-routes.ts';
+import { foldGraph, foldGraphColumns } from './graph-routes.ts';
 
 const WEB = 'spiffe://a.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://a.org/ns/shop/sa/orders';
-const row = (from: string, to: string, decision: GraphEdgeRow['decision'], rule: string, count: number, lastSeen: number): GraphEdgeRow => ({
+const row = (from: string, to: string, decision: 'allow' | 'deny' | 'audit-would-deny', rule: string, count: number, lastSeen: number): GraphEdgeRow => ({
   from,
   to,
   action: 'GET /v1/orders',
-  decision,
   rule,
-  count,
+  allow: decision === 'allow' ? count : 0,
+  deny: decision === 'deny' ? count : 0,
+  auditWouldDeny: decision === 'audit-would-deny' ? count : 0,
   lastSeen,
 });
 
@@ -52,5 +53,29 @@ describe('foldGraph: the compact graph answer', () => {
     assert.equal(g.truncated, true);
     assert.deepEqual(g.rules, ['r1']);
     assert.deepEqual([g.nodes[g.edges[0]!.from], g.nodes[g.edges[0]!.to]], [WEB, ORDERS]);
+  });
+
+  it('in columns (shape=columns): the same edges, an array per field, actions listed once, rules by offsets', () => {
+    const rows = [
+      row(WEB, ORDERS, 'allow', 'shop-reads', 5, 2000),
+      row(WEB, ORDERS, 'deny', '', 2, 3000),
+      row('', ORDERS, 'deny', '', 1, 1000),
+      { ...row(ORDERS, WEB, 'audit-would-deny', 'shop-reads', 1, 500), action: 'POST /v1/refunds' },
+    ];
+    const g = foldGraph(rows, 10);
+    const c = foldGraphColumns(rows, 10);
+    assert.deepEqual([c.nodes, c.rules, c.actions], [g.nodes, g.rules, ['GET /v1/orders', 'POST /v1/refunds']]);
+    const back = c.edges.from.map((from, i) => ({
+      from,
+      to: c.edges.to[i],
+      action: c.actions[c.edges.action[i]!],
+      allow: c.edges.allow[i],
+      deny: c.edges.deny[i],
+      auditWouldDeny: c.edges.auditWouldDeny[i],
+      rules: c.edges.rules.slice(i > 0 ? c.edges.rulesEnd[i - 1] : 0, c.edges.rulesEnd[i]),
+      lastSeen: new Date(c.edges.lastSeen[i]!).toISOString(),
+    }));
+    assert.deepEqual(back, g.edges);
+    assert.equal(c.truncated, false);
   });
 });

@@ -53,27 +53,36 @@ for (const factory of STORE_FACTORIES) {
       assert.equal(await s.deleteUiSession('s2'), false, 'expired session removed when another was made');
     });
 
-    it('the graph counts each edge by decision and rule within the window, filtered by ID prefix and substring, matched as text', async () => {
+    it('the graph counts each edge and rule by decision within the window, filtered by ID prefix and substring, matched as text', async () => {
       const s = t.store;
       const web = 'spiffe://a.org/ns/shop/sa/web';
       const db = 'spiffe://a.org/ns/shop/sa/db';
       const other = 'spiffe://b.org/ns/ops/sa/job';
+      const M = 60_000;
+      const H = 3_600_000;
+      // Counted as they arrive, per minute and per hour: a window reads the hours inside it and the minutes before them.
+      const base = 10 * H;
       await s.addDecisions([
-        decision('g1', 100, web, db, 'allow', 'shop#0'),
-        decision('g2', 200, web, db, 'allow', 'shop#0'),
-        decision('g3', 300, web, db, 'deny', ''),
-        decision('g4', 400, other, db, 'audit-would-deny', 'shop#1'),
-        decision('g5', 50, other, web, 'allow', 'old#0'),
+        decision('g1', base + 2 * H + 5 * M, web, db, 'allow', 'shop#0'),
+        decision('g2', base + 2 * H + 5 * M + 1, web, db, 'allow', 'shop#0'),
+        decision('g3', base + H - 10 * M, web, db, 'deny', ''),
+        decision('g4', base + H - 30 * M, other, db, 'audit-would-deny', 'shop#1'),
+        decision('g5', base + 20 * M, other, web, 'allow', 'old#0'),
       ]);
-      const rows = await s.graphEdges({ since: 100, limit: 100 });
+      // A second batch on an edge, in another request: added to its counts, not a row of its own.
+      await s.addDecisions([decision('g6', base + 3 * H, web, db, 'allow', 'shop#0')]);
+      const since = base + H - 30 * M + 30_000; // in the middle of g4's minute: counted from the start of the minute
+      const rows = await s.graphEdges({ since, limit: 100 });
       assert.deepEqual(
-        rows.map((r) => [r.from, r.to, r.decision, r.rule, r.count, r.lastSeen]),
+        rows.map((r) => [r.from, r.to, r.rule, r.allow, r.deny, r.auditWouldDeny, r.lastSeen]),
         [
-          [web, db, 'allow', 'shop#0', 2, 200],
-          [web, db, 'deny', '', 1, 300],
-          [other, db, 'audit-would-deny', 'shop#1', 1, 400],
+          [web, db, 'shop#0', 3, 0, 0, base + 3 * H],
+          [web, db, '', 0, 1, 0, base + H - 10 * M],
+          [other, db, 'shop#1', 0, 0, 1, base + H - 30 * M],
         ],
       );
+      assert.equal((await s.graphEdges({ since: base + H - 29 * M, limit: 100 })).length, 2, 'a minute later: g4 is out');
+      assert.equal((await s.graphEdges({ since: base + 3 * H + 1, limit: 100 })).length, 1, 'the last minute alone');
       assert.equal((await s.graphEdges({ since: 0, limit: 100 })).length, 4, 'a longer window sees the older edge');
       assert.equal((await s.graphEdges({ since: 0, limit: 2 })).length, 2, 'bounded');
       assert.deepEqual(
@@ -84,6 +93,17 @@ for (const factory of STORE_FACTORIES) {
       assert.equal((await s.graphEdges({ since: 0, contains: '/ns/ops/', limit: 100 })).length, 2);
       assert.equal((await s.graphEdges({ since: 0, contains: '/ns/%/', limit: 100 })).length, 0, 'a % in a filter is a character, not a wildcard');
       assert.equal((await s.graphEdges({ since: 0, prefix: 'spiffe://a_org/', limit: 100 })).length, 0, 'so is _');
+
+      // A retried batch is not counted twice.
+      await s.addDecisions([decision('g6', base + 3 * H, web, db, 'allow', 'shop#0')]);
+      assert.equal((await s.graphEdges({ since: base + 3 * H, limit: 100 }))[0]?.allow, 1);
+
+      // Pruned with the decisions: what ended before the cut is gone from every window.
+      await s.pruneDecisions(base + H);
+      assert.deepEqual(
+        (await s.graphEdges({ since: 0, limit: 100 })).map((r) => [r.from, r.rule, r.allow + r.deny + r.auditWouldDeny]),
+        [[web, 'shop#0', 3]],
+      );
     });
   });
 }

@@ -75,6 +75,28 @@ const ENTRY_COLUMNS =
 const INSERT_CHUNK = 500;
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+
+/** The service graph's counts are kept per minute and per hour (graph_counts, migration 28). */
+const GRAPH_MINUTE = 60_000;
+const GRAPH_HOUR = 3_600_000;
+interface GraphCount {
+  span: number;
+  bucket: number;
+  from: string;
+  to: string;
+  action: string;
+  rule: string;
+  allow: number;
+  deny: number;
+  wouldDeny: number;
+  last: number;
+}
+function addTo(c: GraphCount, decision: DecisionRecord['decision'], n: number, at: number): void {
+  if (decision === 'allow') c.allow += n;
+  else if (decision === 'deny') c.deny += n;
+  else c.wouldDeny += n;
+  if (at > c.last) c.last = at;
+}
 const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
 
 function toEntry(r: Row): Entry {
@@ -393,7 +415,8 @@ export class SqlStore implements Store {
       for (const m of MIGRATIONS) {
         if (done.has(m.version)) continue;
         const int64Key = this.#db.dialect === 'sqlite' ? 'INTEGER PRIMARY KEY' : 'BIGINT PRIMARY KEY';
-        for (const stmt of m.statements) await tx.query(stmt.replaceAll('{INT64_PRIMARY_KEY}', int64Key));
+        const withoutRowid = this.#db.dialect === 'sqlite' ? ' WITHOUT ROWID' : '';
+        for (const stmt of m.statements) await tx.query(stmt.replaceAll('{INT64_PRIMARY_KEY}', int64Key).replaceAll('{WITHOUT_ROWID}', withoutRowid));
         if (this.#db.dialect === 'postgres') for (const stmt of m.postgres ?? []) await tx.query(stmt);
         await tx.query('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [m.version, Date.now()]);
       }
@@ -977,9 +1000,20 @@ export class SqlStore implements Store {
       const edges: Edges = new Map();
       // Decisions made while their destination learned, counted again as observed edges.
       const learned: Edges = new Map();
+      // The service graph's counts per minute (and, below, per hour) of each edge and rule.
+      const graph = new Map<string, GraphCount>();
       const count = (d: DecisionRecord): void => {
         countOn(edges, d);
         if (d.reason === 'LEARNING') countOn(learned, d);
+        const bucket = d.at - (d.at % GRAPH_MINUTE);
+        const key = `${bucket}\n${d.from}\n${d.to}\n${d.action}\n${d.rule}`;
+        let c = graph.get(key);
+        if (!c)
+          graph.set(
+            key,
+            (c = { span: GRAPH_MINUTE, bucket, from: d.from, to: d.to, action: d.action, rule: d.rule, allow: 0, deny: 0, wouldDeny: 0, last: d.at }),
+          );
+        addTo(c, d.decision, 1, d.at);
       };
       const countOn = (edges: Edges, d: DecisionRecord): void => {
         let byTo = edges.get(d.from);
@@ -1030,9 +1064,37 @@ export class SqlStore implements Store {
           );
         }
       }
+      await this.#upsertGraphCounts(tx, graph);
       await this.#audit(tx, batchLeaf);
     });
     this.#changed(undefined, { kind: 'decisions' });
+  }
+
+  /** Adds a batch's minute counts, and the same summed per hour, to graph_counts (in key order: two replicas never wait on each other crosswise). */
+  async #upsertGraphCounts(tx: SqlExecutor, minutes: Map<string, GraphCount>): Promise<void> {
+    const all = new Map(minutes);
+    for (const m of minutes.values()) {
+      const bucket = m.bucket - (m.bucket % GRAPH_HOUR);
+      const key = `h${bucket}\n${m.from}\n${m.to}\n${m.action}\n${m.rule}`;
+      let h = all.get(key);
+      if (!h) all.set(key, (h = { ...m, span: GRAPH_HOUR, bucket, allow: 0, deny: 0, wouldDeny: 0 }));
+      h.allow += m.allow;
+      h.deny += m.deny;
+      h.wouldDeny += m.wouldDeny;
+      if (m.last > h.last) h.last = m.last;
+    }
+    const list = [...all].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c);
+    for (let i = 0; i < list.length; i += 200) {
+      const chunk = list.slice(i, i + 200);
+      await tx.execute(
+        `INSERT INTO graph_counts (span, bucket, from_id, to_id, action, rule, allow, deny, would_deny, last_seen)
+          VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}
+          ON CONFLICT (span, bucket, from_id, to_id, action, rule) DO UPDATE SET allow = graph_counts.allow + excluded.allow,
+            deny = graph_counts.deny + excluded.deny, would_deny = graph_counts.would_deny + excluded.would_deny,
+            last_seen = CASE WHEN excluded.last_seen > graph_counts.last_seen THEN excluded.last_seen ELSE graph_counts.last_seen END`,
+        chunk.flatMap((c) => [c.span, c.bucket, c.from, c.to, c.action, c.rule, c.allow, c.deny, c.wouldDeny, c.last]),
+      );
+    }
   }
 
   async listLearnedEdges(q: { readonly to?: string; readonly limit: number }): Promise<DecisionEdge[]> {
@@ -1075,25 +1137,30 @@ export class SqlStore implements Store {
   }
 
   async graphEdges(q: GraphQuery): Promise<GraphEdgeRow[]> {
-    const where = ['at >= ?'];
-    const params: SqlValue[] = [q.since];
+    // The hours from the first whole one on, and the minutes before it from the minute of `since`.
+    const firstMinute = q.since - (((q.since % GRAPH_MINUTE) + GRAPH_MINUTE) % GRAPH_MINUTE);
+    const firstHour = Math.ceil(firstMinute / GRAPH_HOUR) * GRAPH_HOUR;
+    const where = ['((span = ? AND bucket >= ?) OR (span = ? AND bucket >= ? AND bucket < ?))'];
+    const params: SqlValue[] = [GRAPH_HOUR, firstHour, GRAPH_MINUTE, firstMinute, firstHour];
     // LIKE with every wildcard of the filter escaped: a filter is matched as text, never as a pattern.
     const like = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
     if (q.prefix !== undefined) where.push("(from_id LIKE ? ESCAPE '\\' OR to_id LIKE ? ESCAPE '\\')"), params.push(`${like(q.prefix)}%`, `${like(q.prefix)}%`);
     if (q.contains !== undefined)
       where.push("(from_id LIKE ? ESCAPE '\\' OR to_id LIKE ? ESCAPE '\\')"), params.push(`%${like(q.contains)}%`, `%${like(q.contains)}%`);
     const rows = await this.#db.query(
-      `SELECT from_id, to_id, action, decision, rule, COUNT(*) AS n, MAX(at) AS last_seen FROM decisions WHERE ${where.join(' AND ')}
-        GROUP BY from_id, to_id, action, decision, rule ORDER BY n DESC, from_id, to_id, action, decision, rule LIMIT ?`,
+      `SELECT from_id, to_id, action, rule, SUM(allow) AS allow, SUM(deny) AS deny, SUM(would_deny) AS would_deny, MAX(last_seen) AS last_seen
+        FROM graph_counts WHERE ${where.join(' AND ')}
+        GROUP BY from_id, to_id, action, rule ORDER BY SUM(allow) + SUM(deny) + SUM(would_deny) DESC, from_id, to_id, action, rule LIMIT ?`,
       [...params, q.limit],
     );
     return rows.map((r) => ({
       from: r['from_id'] as string,
       to: r['to_id'] as string,
       action: r['action'] as string,
-      decision: r['decision'] as DecisionRecord['decision'],
       rule: r['rule'] as string,
-      count: num(r['n']),
+      allow: num(r['allow']),
+      deny: num(r['deny']),
+      auditWouldDeny: num(r['would_deny']),
       lastSeen: num(r['last_seen']),
     }));
   }
@@ -1130,6 +1197,8 @@ export class SqlStore implements Store {
       await new Promise((r) => setImmediate(r));
     }
     await this.#db.execute('DELETE FROM decision_edges WHERE last_seen < ?', [before]);
+    // The graph's minutes and hours that ended before it (one that straddles it stays whole).
+    for (const span of [GRAPH_MINUTE, GRAPH_HOUR]) await this.#db.execute('DELETE FROM graph_counts WHERE span = ? AND bucket <= ?', [span, before - span]);
     await this.#db.execute('DELETE FROM learned_edges WHERE last_seen < ?', [before]);
     return this.#changed(removed, { kind: 'decisions' });
   }

@@ -52,18 +52,23 @@ export interface UiSession {
 }
 
 /** One (caller, callee, action) edge of the service graph over a time window, by decision. */
+/** One edge of the service graph and one rule behind it: its decisions counted by kind. */
 export interface GraphEdgeRow {
   readonly from: string;
   readonly to: string;
   readonly action: string;
-  readonly decision: DecisionRecord['decision'];
   /** '' when no rule decided. */
   readonly rule: string;
-  readonly count: number;
+  readonly allow: number;
+  readonly deny: number;
+  readonly auditWouldDeny: number;
   readonly lastSeen: number;
 }
 
-/** What the service graph reads: decisions since `since`, of identities under these ID prefixes. */
+/**
+ * What the service graph reads: decisions since `since` (from the start of its minute: the counts
+ * are kept per minute and per hour as decisions arrive), of identities under these ID prefixes.
+ */
 export interface GraphQuery {
   readonly since: number;
   /** Only edges with an end whose SPIFFE ID starts with this (e.g. `spiffe://example.org/`). */

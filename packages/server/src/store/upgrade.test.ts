@@ -38,6 +38,27 @@ async function migrateTo(db: SqlDriver, upTo: number): Promise<void> {
 /** Rows as the version at migration 15 wrote them (its columns, no later ones). */
 async function oldRows(db: SqlDriver): Promise<void> {
   await db.transaction(async (tx) => {
+    for (const [seq, decision] of [
+      [1, 'allow'],
+      [2, 'allow'],
+      [3, 'deny'],
+    ] as const)
+      await tx.execute(
+        `INSERT INTO decisions (seq, id, at, from_id, to_id, action, decision, reason, policy_revision, rule, reporter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [
+          seq,
+          `d-old-${seq}`,
+          NOW - 60_000 * seq,
+          'spiffe://up.test/web',
+          'spiffe://up.test/api',
+          'GET /',
+          decision,
+          'ALLOW_RULE',
+          1,
+          'r#0',
+          'spiffe://up.test/agent/n1',
+        ],
+      );
     await tx.execute(`UPDATE counters SET value = 7 WHERE name = 'entry_revision'`);
     await tx.execute(
       `INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, hint,
@@ -128,6 +149,12 @@ async function checkUpgraded(store: Store): Promise<void> {
   assert.deepEqual(
     page.owners.map((o) => [o.owner, o.workloads]),
     [['team-a', 1]],
+  );
+  // Backfilled by migration 28 from the decisions the old version logged: the service graph's counts.
+  const graph = await store.graphEdges({ since: NOW - 3_600_000, limit: 10 });
+  assert.deepEqual(
+    graph.map((r) => [r.from, r.to, r.rule, r.allow, r.deny]),
+    [['spiffe://up.test/web', 'spiffe://up.test/api', 'r#0', 2, 1]],
   );
   // New writes work on the upgraded schema.
   const [made] = await store.createEntries(
