@@ -166,6 +166,9 @@ export class VulnEventWatcher {
    * write, an exception's expiry, a workload silent past the grace period (no write tells of the last two).
    */
   async tick(): Promise<void> {
+    // One running: a write meanwhile queues the next itself; an expiry or a silence is seen at the next tick.
+    // (A tick queueing a second evaluation behind the first one at start read the whole running set twice.)
+    if (this.#running) return;
     let due = true;
     try {
       due = await this.#due();
