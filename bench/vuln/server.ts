@@ -18,7 +18,8 @@ export interface BenchServer {
 
 const stopChild = (c: ChildProcess): Promise<void> =>
   new Promise((r) => {
-    if (c.exitCode !== null) return r();
+    // A child killed by a signal has no exit code but its signal: it has exited, and says so no more.
+    if (c.exitCode !== null || c.signalCode !== null) return r();
     c.once('exit', () => r());
     c.kill('SIGTERM');
     setTimeout(() => c.kill('SIGKILL'), 5000).unref();
@@ -62,7 +63,7 @@ export async function startServer(dataDir: string, db: string): Promise<BenchSer
     };
     c.stdout!.on('data', onData);
     c.stderr!.on('data', onData);
-    c.once('exit', (code) => reject(new Error(`writ server exited ${code}: ${out}`)));
+    c.once('exit', (code, signal) => reject(new Error(`writ server exited ${code ?? signal}: ${out}`)));
   }).catch(async (err: unknown) => {
     await stopChild(c);
     throw err;

@@ -265,10 +265,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       ca,
       clock,
       breakGlass: cfg.breakGlass,
-      onFeed: (live, err) =>
-        live
-          ? log.info("listening for other replicas' changes (PostgreSQL LISTEN writ_changes)")
-          : log.warn({ err: err?.message }, "lost the change notification connection; polling other replicas' changes every second until it is back"),
+      onFeed: (live, err) => {
+        if (live) {
+          log.info("listening for other replicas' changes (PostgreSQL LISTEN writ_changes)");
+          // What other replicas wrote while the connection was down was heard by nobody.
+          vulnEvents?.changed();
+        } else log.warn({ err: err?.message }, "lost the change notification connection; polling other replicas' changes every second until it is back");
+      },
     });
     // The inventory's registry reads (`writ image add`, admitted images) have their own connections,
     // so they never queue behind the admission checks' within a decision budget.
@@ -440,6 +443,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       suppressions: (_store, now) => suppressions.load(now),
       onDrop: (n) => metrics.webhookDropped.inc({ event: 'vulnerability' }, n),
       runsHere: () => jobs.held('vuln-events'),
+      othersHeard: () => store.kind !== 'postgres' || hub?.feedLive === true,
     });
     vulnEvents.start();
     await alerts.start();

@@ -62,6 +62,7 @@ for (const factory of STORE_FACTORIES) {
     const suppressions: SuppressionSet = {
       ids: () => ['CVE-2026-0002'],
       match: (f, at) => (f.vulnId === 'CVE-2026-0002' && at < expiresAt ? { by: 'exception', name: 'db-accepted', reason: 'TICKET-1' } : undefined),
+      nextExpiry: (at) => (at < expiresAt ? expiresAt : undefined),
     };
     let watcher: VulnEventWatcher;
     before(async () => {
@@ -83,7 +84,7 @@ for (const factory of STORE_FACTORIES) {
     /** The events recorded once the store changes so far were evaluated. */
     const evaluated = async (tick = false): Promise<VulnEvent[]> => {
       const before = await t.store.vulnEventCursor();
-      if (tick) watcher.tick();
+      if (tick) await watcher.tick();
       await watcher.settled();
       return t.store.queryVulnEvents({ after: before, limit: 100 });
     };
@@ -231,6 +232,109 @@ for (const factory of STORE_FACTORIES) {
 }
 
 for (const factory of STORE_FACTORIES) {
+  // The timer reads the whole running set only when something may have changed: 100,000 workloads
+  // re-read every 30 s for nothing held the answers up behind it.
+  describe(`vulnerability events: the timer skips an idle period: ${factory.name.replace('TestStore', '')}`, () => {
+    let t: TestStore;
+    let now = T0;
+    const expiresAt = T0 + 150_000;
+    const suppressions: SuppressionSet = {
+      ids: () => ['CVE-2026-0002'],
+      match: (f, at) => (f.vulnId === 'CVE-2026-0002' && at < expiresAt ? { by: 'exception', name: 'db-accepted', reason: 'TICKET-1' } : undefined),
+      nextExpiry: (at) => (at < expiresAt ? expiresAt : undefined),
+    };
+    let watcher: VulnEventWatcher;
+    const N2 = 'spiffe://example.org/writ/agent/n2';
+    const mine = [workload('web', 'spiffe://example.org/web', WEB, 'payments'), workload('db', 'spiffe://example.org/db', DB, 'dba')];
+    const other = [workload('web-n2', 'spiffe://example.org/web-n2', WEB, 'payments')];
+    before(async () => {
+      t = await factory();
+      watcher = new VulnEventWatcher({
+        store: t.store,
+        clock: () => now,
+        log: pino({ level: 'silent' }),
+        config: { ...VULN_EVENTS_DEFAULTS, intervalMs: 3_600_000 },
+        suppressions: async () => suppressions,
+      });
+      watcher.start();
+      await t.store.putAgentWorkloads(AGENT, 'n1', mine, now);
+      await t.store.putAgentWorkloads(N2, 'n2', other, now);
+      await t.store.putReport(report(WEB, [{ id: 'CVE-2026-0001', severity: 'CRITICAL' }], now), now);
+      await t.store.putReport(report(DB, [{ id: 'CVE-2026-0002', severity: 'HIGH' }], now), now);
+      await watcher.settled();
+    });
+    after(async () => {
+      await watcher.close();
+      await t.dispose();
+    });
+    /** Ticks the timer `dt` ms later; how many evaluations that made, and the events they recorded. */
+    const tickAfter = async (dt: number, heartbeat: 'both' | 'n1' = 'both'): Promise<{ evaluations: number; events: string[] }> => {
+      now += dt;
+      // Agents' heartbeats: the same workloads again, no write anyone needs to hear of.
+      await t.store.putAgentWorkloads(AGENT, 'n1', mine, now);
+      if (heartbeat === 'both') await t.store.putAgentWorkloads(N2, 'n2', other, now);
+      await watcher.settled();
+      const [n, cursor] = [watcher.evaluations, await t.store.vulnEventCursor()];
+      await watcher.tick();
+      await watcher.settled();
+      return {
+        evaluations: watcher.evaluations - n,
+        events: (await t.store.queryVulnEvents({ after: cursor, limit: 100 })).map((e) => `${e.cause} ${e.vulnerability} ${e.spiffeId}`),
+      };
+    };
+
+    it('ticks with only heartbeats between them evaluate nothing', async () => {
+      assert.equal((await t.store.queryVulnEvents({ after: 0, limit: 100 })).length, 2, 'the first evaluation: web and web-n2 on CVE-2026-0001');
+      for (let i = 0; i < 3; i++) assert.deepEqual(await tickAfter(20_000), { evaluations: 0, events: [] });
+    });
+
+    it('a write makes the next tick evaluate (once), even one the watcher evaluated already', async () => {
+      await t.store.putReport(
+        report(
+          DB,
+          [
+            { id: 'CVE-2026-0002', severity: 'HIGH' },
+            { id: 'CVE-2026-0009', severity: 'MEDIUM' },
+          ],
+          now + 1,
+        ),
+        now + 1,
+      );
+      await watcher.settled();
+      // The write's own evaluation ran; the timer's next tick finds nothing new.
+      assert.deepEqual(await tickAfter(1000), { evaluations: 0, events: [] });
+      // A write heard while the last evaluation could have missed it: the tick evaluates.
+      watcher.changed();
+      assert.deepEqual(await tickAfter(1000), { evaluations: 1, events: [] });
+      assert.deepEqual(await tickAfter(1000), { evaluations: 0, events: [] });
+    });
+
+    it('an exception that expires makes one evaluation, at the first tick after it, with its event', async () => {
+      while (now + 20_000 < expiresAt - 1000) assert.deepEqual(await tickAfter(20_000), { evaluations: 0, events: [] });
+      assert.deepEqual(await tickAfter(expiresAt - 1000 - now), { evaluations: 0, events: [] });
+      assert.deepEqual(await tickAfter(2000), { evaluations: 1, events: ['exception-expired CVE-2026-0002 spiffe://example.org/db'] });
+      assert.deepEqual(await tickAfter(20_000), { evaluations: 0, events: [] }, 'no exception left to expire');
+    });
+
+    it('a workload whose agent fell silent makes one evaluation once it stops counting as running; reported again, a new event', async () => {
+      assert.deepEqual(await tickAfter(30_000, 'n1'), { evaluations: 0, events: [] }, 'n2 silent for 30 s: still running');
+      assert.deepEqual(await tickAfter(31_000, 'n1'), { evaluations: 1, events: [] }, 'n2 silent past the grace period: web-n2 runs no more');
+      assert.deepEqual(await tickAfter(30_000, 'n1'), { evaluations: 0, events: [] });
+      // n2 is back: the same workload reported again is a change of the running set.
+      now += 1000;
+      await t.store.putAgentWorkloads(N2, 'n2', other, now);
+      await watcher.settled();
+      assert.deepEqual(
+        (await t.store.queryVulnEvents({ after: 0, limit: 100 })).at(-1)?.spiffeId,
+        'spiffe://example.org/web-n2',
+        'affected again: a new event',
+      );
+      assert.deepEqual(await tickAfter(1000), { evaluations: 0, events: [] });
+    });
+  });
+}
+
+for (const factory of STORE_FACTORIES) {
   // A large running set is stored in statements of a few hundred rows: the sets must come out whole across their seams.
   describe(`vulnerability exposures of a large running set: ${factory.name.replace('TestStore', '')}`, () => {
     let t: TestStore;
@@ -365,7 +469,7 @@ describe('vulnerability events: the webhook over HTTPS', () => {
         intervalMs: 3_600_000,
         webhook: { url: `https://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, secret, ca: toPem('CERTIFICATE', cert.der) },
       },
-      suppressions: async () => ({ ids: () => [], match: () => undefined }),
+      suppressions: async () => ({ ids: () => [], match: () => undefined, nextExpiry: () => undefined }),
       backoffMs: (n) => (waits.push(n), 5),
     });
     try {

@@ -2,8 +2,10 @@
  * Vulnerability events: when a new report, a newly running workload or an exception that ends
  * makes a running workload affected by a vulnerability at or above the configured severity, one
  * event per (vulnerability, image digest, SPIFFE ID) while it stays affected. Evaluated on the
- * store changes `reports`, `workloads` and `policies` (an exception removed), and on a timer (an
- * exception expiring is no write). Events are stored (`GET /v1/vulnerabilities/events`, `writ vuln
+ * store changes `reports`, `workloads`, `policies` (exceptions), `vex` and `images`, and on a timer
+ * for what is no write: an exception expiring, a workload whose agent fell silent. The timer skips
+ * the evaluation (a read of the whole running set) when neither happened and nothing was written
+ * since the last one. Events are stored (`GET /v1/vulnerabilities/events`, `writ vuln
  * events`) and, when configured, POSTed to a webhook signed with HMAC-SHA256 (`X-Writ-Signature`).
  */
 import { randomUUID } from 'node:crypto';
@@ -19,7 +21,7 @@ import { WebhookDeliverer, type WebhookTarget, webhookTarget } from './webhook.t
 export interface VulnEventsConfig {
   /** Events for vulnerabilities at or above this severity (default high). */
   readonly minSeverity: Severity;
-  /** How often the running set is evaluated again without a write (exceptions expire by themselves). Default 30 s. */
+  /** How often the timer looks for an exception expired or a workload gone silent (then evaluates). Default 30 s. */
   readonly intervalMs: number;
   readonly webhook?: WebhookTarget;
 }
@@ -76,8 +78,8 @@ export function vulnEventJson(e: VulnEvent): Record<string, unknown> {
 const YIELD_EVERY = 2000;
 const breathe = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-/** The store changes that can make a running workload affected (`policies`: an exception removed). */
-const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies']);
+/** The store changes that can change what an evaluation finds (`policies`: exceptions; `images`: names, index digests). */
+const WATCHED: ReadonlySet<StoreChangeKind> = new Set(['reports', 'workloads', 'policies', 'vex', 'images']);
 
 export interface VulnEventsOptions {
   readonly store: Store;
@@ -95,6 +97,11 @@ export interface VulnEventsOptions {
   readonly onDrop?: (n: number) => void;
   /** Whether this replica runs the evaluations (the holder of their lease; default: always). */
   readonly runsHere?: () => boolean;
+  /**
+   * Whether every write of other replicas reaches `store.onChange` now (PostgreSQL: the notification
+   * connection is up; default: always, as on SQLite). While not, the timer evaluates every time.
+   */
+  readonly othersHeard?: () => boolean;
 }
 
 /**
@@ -115,6 +122,13 @@ export class VulnEventWatcher {
   #unsubscribe: (() => void) | undefined;
   readonly #webhook: WebhookDeliverer | undefined;
   #closed = false;
+  /** A write the last evaluation may not have seen (or none yet, or it failed): the timer must not skip. */
+  #dirty = true;
+  /** The `now` of the last evaluation, and when an exception in force then ends. */
+  #evaluatedAt: number | undefined;
+  #nextExpiry: number | undefined;
+  /** Evaluations run (tests: an idle period runs none). */
+  #evaluations = 0;
 
   constructor(o: VulnEventsOptions) {
     this.#o = o;
@@ -136,19 +150,49 @@ export class VulnEventWatcher {
   start(): void {
     this.#unsubscribe = this.#o.store.onChange((c) => {
       if (!WATCHED.has(c.kind)) return;
+      this.#dirty = true;
       // Coalesce a burst of writes (an agent's report, a batch of reports) into one evaluation.
       // Agents' heartbeats are writes too: with a large running set, evaluations are spaced by
       // twice the last one's duration, so they never take more than about a third of the time.
       const wait = Math.max(200, 2 * this.#lastMs);
       if (!this.#debounce) this.#debounce = setTimeout(() => ((this.#debounce = undefined), void this.#run()), wait).unref();
     });
-    this.#timer = setInterval(() => this.tick(), this.#o.config.intervalMs).unref();
+    this.#timer = setInterval(() => void this.tick(), this.#o.config.intervalMs).unref();
     void this.#run();
   }
 
-  /** What the timer does: evaluate again, for exceptions that expired (no write tells of that). */
-  tick(): void {
-    void this.#run();
+  /**
+   * What the timer does: evaluate again if anything may have changed since the last evaluation — a
+   * write, an exception's expiry, a workload silent past the grace period (no write tells of the last two).
+   */
+  async tick(): Promise<void> {
+    // One running: a write meanwhile queues the next itself; an expiry or a silence is seen at the next tick.
+    // (A tick queueing a second evaluation behind the first one at start read the whole running set twice.)
+    if (this.#running) return;
+    let due = true;
+    try {
+      due = await this.#due();
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, 'vulnerability events: could not tell whether to evaluate; evaluating');
+    }
+    if (due) await this.#run();
+  }
+
+  /** Something may have been written that `store.onChange` did not tell (server.ts: the notification connection came back). */
+  changed(): void {
+    this.#dirty = true;
+  }
+
+  /** How many evaluations ran. */
+  get evaluations(): number {
+    return this.#evaluations;
+  }
+
+  async #due(): Promise<boolean> {
+    if (this.#dirty || this.#evaluatedAt === undefined || this.#o.othersHeard?.() === false) return true;
+    const now = this.#o.clock();
+    if (this.#nextExpiry !== undefined && now >= this.#nextExpiry) return true;
+    return this.#o.store.workloadsWentSilent(this.#evaluatedAt, now);
   }
 
   /** Resolves once no evaluation is due or running (tests, shutdown). */
@@ -175,7 +219,9 @@ export class VulnEventWatcher {
   }
 
   async #run(): Promise<void> {
-    if (this.#closed || this.#o.runsHere?.() === false) return;
+    if (this.#closed) return;
+    // Another replica evaluates meanwhile; once this one holds the lease again, it starts afresh.
+    if (this.#o.runsHere?.() === false) return void (this.#dirty = true);
     if (this.#running) {
       this.#again = true;
       return;
@@ -183,6 +229,7 @@ export class VulnEventWatcher {
     try {
       await this.evaluate();
     } catch (err) {
+      this.#dirty = true;
       this.#o.log.warn({ err: (err as Error).message }, 'vulnerability events: evaluation failed; will retry');
     }
     if (this.#again) {
@@ -211,6 +258,9 @@ export class VulnEventWatcher {
     const { store, clock, config } = this.#o;
     const now = clock();
     const since = this.#lastAt;
+    // Writes from here on are the next evaluation's (this one may read before or after them).
+    this.#dirty = false;
+    this.#evaluations++;
     const severities = SEVERITIES.filter((s) => atLeast(s, config.minSeverity));
     const [rows, suppressions] = await Promise.all([
       store.listVulnerabilities({ severity: severities, running: true, now }),
@@ -275,6 +325,8 @@ export class VulnEventWatcher {
       w.firstSeen > since ? 'workload' : this.#suppressed.has(`${e.vulnerability}\n${e.imageDigest}`) ? 'exception-expired' : 'report';
     const events = await store.syncVulnExposures([...current.values()].map(({ e, newest }) => ({ ...e, cause: causeOf(e, newest) })));
     this.#lastAt = now;
+    this.#evaluatedAt = now;
+    this.#nextExpiry = suppressions.nextExpiry(now);
     this.#suppressed = suppressedNow;
     for (const e of events) {
       if (++n % YIELD_EVERY === 0) await breathe();

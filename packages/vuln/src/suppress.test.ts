@@ -118,6 +118,20 @@ describe('suppressionSet: exceptions', () => {
       undefined,
     );
   });
+
+  it('tells when the next exception ends (what a watcher must evaluate again at): the earliest after now, none once all ended', () => {
+    const set = suppressionSet(
+      [
+        exception({ kind: 'digest', values: [D1] }, { name: 'short', expires: T0 + 1000 }),
+        exception({ kind: 'package', values: ['openssl'] }, { name: 'long' }),
+      ],
+      [statement([product(D1)])],
+    );
+    assert.equal(set.nextExpiry(T0), T0 + 1000);
+    assert.equal(set.nextExpiry(T0 + 1000), EXPIRES);
+    assert.equal(set.nextExpiry(EXPIRES), undefined);
+    assert.equal(suppressionSet([], [statement([product(D1)])]).nextExpiry(T0), undefined, 'VEX statements do not expire');
+  });
 });
 
 describe('suppressionSet: OpenVEX statements', () => {

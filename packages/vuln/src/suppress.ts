@@ -56,6 +56,8 @@ export interface SuppressionSet {
   match(f: FindingContext, now: number): Suppression | undefined;
   /** Every vulnerability ID (and VEX alias) a suppression of the set is about: a finding filed under none of them is never suppressed. */
   ids(): readonly string[];
+  /** The first instant after `now` at which an exception of the set stops applying (undefined: none does): answers may change then without a write. */
+  nextExpiry(now: number): number | undefined;
 }
 
 /** A VEX statement with the document it came from (what the store keeps), for names and ordering. */
@@ -177,6 +179,8 @@ export function suppressionSet(exceptions: readonly VulnException[], vex: readon
   const time = (s: VexInput) => (s.timestamp === undefined ? 0 : Date.parse(s.timestamp));
   return {
     ids: () => [...new Set([...byVuln.keys(), ...exByVuln.keys()])],
+    nextExpiry: (now) =>
+      exceptions.reduce<number | undefined>((next, e) => (e.expires > now && (next === undefined || e.expires < next) ? e.expires : next), undefined),
     match(f, now) {
       const repos = f.repositories.map(repositoryOf);
       const statements = candidates(byVuln, f).filter((s) => s.products.some((p) => productMatches(p, f, repos)));

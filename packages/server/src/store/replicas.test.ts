@@ -136,6 +136,41 @@ for (const factory of STORE_FACTORIES) {
       }
     });
 
+    it("PostgreSQL: another replica's image writes arrive when the vulnerability events read them (new, names, index digest), not for a last-seen time", async () => {
+      const heard: StoreChange[] = [];
+      const off = t.store.onChange((c) => heard.push(c));
+      let live = false;
+      const stop = t.store.listen((l) => (live = l));
+      try {
+        await waitUntil('the listener', () => live);
+        const now = Date.now();
+        const image = {
+          digest: `sha256:${'e7'.repeat(32)}`,
+          configDigest: null,
+          indexDigest: null,
+          platform: null,
+          names: ['registry.example/shop/web'],
+          tags: [],
+          layers: [],
+          annotations: {},
+          labels: {},
+          created: null,
+          firstSeen: now,
+          lastSeen: now,
+        };
+        await b.recordImages([image], now);
+        await waitUntil('the new image', () => heard.length >= 1);
+        await b.recordImages([image], now + 1000); // admitted again: only its last-seen time moves
+        await b.recordImages([{ ...image, indexDigest: `sha256:${'e8'.repeat(32)}` }], now + 2000);
+        await waitUntil('the index digest', () => heard.length >= 2);
+        await new Promise((r) => setTimeout(r, 100));
+        assert.deepEqual(heard, [{ kind: 'images' }, { kind: 'images' }]);
+      } finally {
+        off();
+        await stop();
+      }
+    });
+
     it('PostgreSQL: the listening connection killed, the state goes down and comes back, and later writes are heard', async () => {
       const states: boolean[] = [];
       const heard: StoreChange[] = [];

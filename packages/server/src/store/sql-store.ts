@@ -9,7 +9,7 @@ import { AGENT_RENEWED_TOPIC, MIGRATIONS } from './schema.ts';
 import * as audit from './audit-sql.ts';
 import type { AuditCheckpoint, AuditEntry, AuditHead, AuditLeafInput } from './types.ts';
 import { getImage, listImages, putReport } from './inventory-sql.ts';
-import { listWorkloads, pruneWorkloads, putAgentWorkloads } from './workloads-sql.ts';
+import { listWorkloads, pruneWorkloads, putAgentWorkloads, workloadsWentSilent } from './workloads-sql.ts';
 import { recordImages } from './image-sources-sql.ts';
 import * as fed from './federation-sql.ts';
 import type { FederationRelationship, FederationStatusUpdate } from './types.ts';
@@ -1322,7 +1322,7 @@ export class SqlStore implements Store {
 
   async putAgentWorkloads(agentId: string, node: string | null, workloads: readonly WorkloadInput[], now: number): Promise<{ started: number; ended: number }> {
     const { resumed, ...r } = await putAgentWorkloads(this.#db, agentId, node, workloads, now);
-    // A workload back within the grace period is no new start, but the running set changed.
+    // A workload back within the grace period, or reported again after a silence, is no new start, but the running set changed.
     return r.started + r.ended + resumed > 0 ? this.#changed(r, { kind: 'workloads' }) : r;
   }
 
@@ -1333,6 +1333,10 @@ export class SqlStore implements Store {
   async pruneWorkloads(before: number): Promise<number> {
     const n = await pruneWorkloads(this.#db, before);
     return n > 0 ? this.#changed(n, { kind: 'workloads' }) : n;
+  }
+
+  workloadsWentSilent(since: number, now: number): Promise<boolean> {
+    return workloadsWentSilent(this.#db, since, now);
   }
 
   // ---------------------------------------------------------------- answers (issue 13, section 4)

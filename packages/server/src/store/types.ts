@@ -655,6 +655,11 @@ export interface WorkloadStore {
   listWorkloads(q: WorkloadQuery): Promise<Workload[]>;
   /** Deletes workloads last seen before `before`: ended ones, and ones whose agent stopped reporting. */
   pruneWorkloads(before: number): Promise<number>;
+  /**
+   * Whether a workload running at `since` stopped running by `now` with no write: not ended, its
+   * agent silent past the grace period. (Every other change of the running set is a `workloads` write.)
+   */
+  workloadsWentSilent(since: number, now: number): Promise<boolean>;
 }
 
 // ---------------------------------------------------------------- answers (issue 13, section 4)

@@ -194,55 +194,68 @@ export async function affected(db: SqlDriver, vulnId: string, now: number): Prom
 }
 
 /**
- * One page of `affected`, every statement in parallel (PostgreSQL runs them on connections of its
- * pool; one round trip instead of one per step): the carrying digests from `vuln_images`, the owners'
- * totals from `workload_counts`, and the page's findings with their images, running counts and
- * workload rows, the page chosen in SQL by the same order and cursor.
+ * One page of `affected` in two steps. First, beside the totals (the carrying digests from
+ * `vuln_images`, the owners' totals from `workload_counts`), the page's images, chosen in SQL by the
+ * same order and cursor; then, in parallel (PostgreSQL runs them on connections of its pool), the
+ * page's findings, running counts, workload rows and base images, each given the page's digests as
+ * values. Given a subquery instead, PostgreSQL estimated the page's workloads from the table and
+ * scanned all 100,000 of them twice per answer (EXPLAIN ANALYZE in bench/vuln/affected-profile.ts).
  */
 export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q: AffectedPageQuery): Promise<AffectedPage> {
   const since = now - RUNNING_GRACE_MS;
   const after = q.after ?? '';
   const limit = Math.trunc(q.limit);
-  // The page's digests, and the digests its workloads may report (manifest, or the index digest of
-  // one). Workloads are found by `image_digest IN (...)`: with a join the planners may walk every
-  // running workload instead and probe the page.
   const PAGE = `WITH page AS (SELECT DISTINCT image_digest AS digest FROM vuln_images WHERE vuln_id = ? AND image_digest > ? ORDER BY image_digest LIMIT ${limit})`;
-  const REPORTED = `w.image_digest IN (SELECT digest FROM page UNION SELECT index_digest FROM images WHERE digest IN (SELECT digest FROM page) AND index_digest IS NOT NULL)`;
-  const [all, owners, rows, images, counts, listed, bases] = await Promise.all([
-    db.query('SELECT image_digest, report_id FROM vuln_images WHERE vuln_id = ? ORDER BY image_digest', [vulnId]),
+  const totals = Promise.all([
+    db.query('SELECT DISTINCT image_digest FROM vuln_images WHERE vuln_id = ? ORDER BY image_digest', [vulnId]),
     ownerTotals(db, vulnId, since),
-    db.query(
-      `${PAGE} ${FINDING_ROWS} AND fi.report_id IN (SELECT v.report_id FROM vuln_images v JOIN page ON v.image_digest = page.digest WHERE v.vuln_id = ?)`,
-      [vulnId, after, vulnId, vulnId],
-    ),
-    db.query(`${PAGE} SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM page)`, [vulnId, after]),
-    db.query(`${PAGE} SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE ${REPORTED} AND ${RUNNING} GROUP BY w.image_digest`, [
-      vulnId,
-      after,
-      since,
-    ]),
-    db.query(`${PAGE} SELECT ${W} FROM workloads w WHERE ${REPORTED} AND ${RUNNING} ORDER BY w.agent_id, w.wkey LIMIT ${Math.trunc(q.workloadLimit)}`, [
-      vulnId,
-      after,
-      since,
-    ]),
-    db.query(
-      `${PAGE}, ${FAMILY}
-       SELECT ${LINKED.replaceAll('@', 'b.')}, CASE WHEN ${REPORTED_IMAGE} THEN 1 ELSE 0 END AS reported,
-         CASE WHEN b.digest IN (SELECT digest FROM anc) THEN 1 ELSE 0 END AS ancestor,
-         CASE WHEN EXISTS (SELECT 1 FROM images q WHERE q.digest = b.parent_digest) THEN 1 ELSE 0 END AS parent_known
-       FROM images b WHERE b.digest IN (SELECT digest FROM family) AND b.digest NOT IN (SELECT digest FROM page) ORDER BY b.digest`,
-      [vulnId, after],
-    ),
   ]);
-  const digests: string[] = [];
-  for (const r of all) if (digests[digests.length - 1] !== r['image_digest']) digests.push(r['image_digest'] as string);
+  totals.catch(() => undefined);
+  const images = await db.query(`${PAGE} SELECT ${LINKED_COLUMNS} FROM images WHERE digest IN (SELECT digest FROM page) ORDER BY digest`, [vulnId, after]);
+  const linked = new Map(images.map((r) => [r['digest'] as string, toLinkedImage(r)]));
+  const page = [...linked.keys()];
+  // A workload reporting a digest runs that manifest of the page, and every page image listed under it as index digest.
+  const byIndex = indexDigestsOf(linked.values());
+  // The digests the page's workloads may report: a manifest's, or the index digest of one.
+  const reported = [...new Set([...page, ...byIndex.keys()])];
+  // The page's parents in the inventory are among the family below (its images' `parent_digest`).
+  const parents = [...new Set([...linked.values()].flatMap((i) => (i.parent?.digest ? [i.parent.digest] : [])))];
+  const none = Promise.resolve([] as Row[]);
+  const [rows, counts, listed, family] = await Promise.all([
+    page.length === 0
+      ? none
+      : db.query(
+          `${FINDING_ROWS} AND fi.report_id IN (SELECT v.report_id FROM vuln_images v WHERE v.vuln_id = ? AND v.image_digest IN (${marks(page.length)}))`,
+          [vulnId, vulnId, ...page],
+        ),
+    reported.length === 0
+      ? none
+      : db.query(
+          `SELECT w.image_digest AS d, COUNT(*) AS n FROM workloads w WHERE w.image_digest IN (${marks(reported.length)}) AND ${RUNNING} GROUP BY w.image_digest`,
+          [...reported, since],
+        ),
+    reported.length === 0
+      ? none
+      : db.query(
+          `SELECT ${W} FROM workloads w WHERE w.image_digest IN (${marks(reported.length)}) AND ${RUNNING} ORDER BY w.agent_id, w.wkey LIMIT ${Math.trunc(q.workloadLimit)}`,
+          [...reported, since],
+        ),
+    parents.length === 0
+      ? none
+      : db.query(
+          `WITH family AS (SELECT digest FROM images WHERE digest IN (${marks(parents.length)})
+             UNION SELECT x.digest FROM image_repos y JOIN image_repos x ON x.repo = y.repo WHERE y.digest IN (${marks(parents.length)}))
+           SELECT ${LINKED.replaceAll('@', 'b.')}, CASE WHEN ${REPORTED_IMAGE} THEN 1 ELSE 0 END AS reported,
+             CASE WHEN EXISTS (SELECT 1 FROM images q WHERE q.digest = b.parent_digest) THEN 1 ELSE 0 END AS parent_known
+           FROM images b WHERE b.digest IN (SELECT digest FROM family)${page.length ? ` AND b.digest NOT IN (${marks(page.length)})` : ''} ORDER BY b.digest`,
+          [...parents, ...parents, ...page],
+        ),
+  ]);
+  const [all, owners] = await totals;
+  const digests = all.map((r) => r['image_digest'] as string);
   const from = digests.findIndex((d) => d > after);
   const pageSize = from < 0 ? 0 : Math.min(limit, digests.length - from);
   const next = pageSize > 0 && from + pageSize < digests.length ? digests[from + pageSize - 1]! : null;
-  const linked = new Map(images.map((r) => [r['digest'] as string, toLinkedImage(r)]));
-  // A workload reporting a digest runs that manifest of the page, and every page image listed under it as index digest.
-  const byIndex = indexDigestsOf(linked.values());
   const manifestsOf = (d: string): string[] => [...(linked.has(d) ? [d] : []), ...(byIndex.get(d) ?? [])];
   const runningByImage = new Map<string, number>();
   for (const r of counts) for (const m of manifestsOf(r['d'] as string)) runningByImage.set(m, (runningByImage.get(m) ?? 0) + num(r['n']));
@@ -252,6 +265,8 @@ export async function affectedPage(db: SqlDriver, vulnId: string, now: number, q
     .sort(byWorkload)
     .slice(0, q.workloadLimit);
   const pageRows = shapeRows(rows, linked, running);
+  const ancestors = new Set(parents);
+  const bases: Row[] = family.map((r) => ({ ...r, ancestor: ancestors.has(r['digest'] as string) ? 1 : 0 }));
   return {
     images: digests.length,
     carrying: digests,
@@ -272,14 +287,11 @@ function oneLevel(page: ReadonlyMap<string, LinkedImage>, family: readonly Row[]
   );
 }
 
-// What baseImagesOf and reportedDigests find, for the images of a `page` CTE whose lineage is one
-// level deep (the usual case: app -> base), in one statement: their parents in the inventory (`anc`),
-// those and the other images of the parents' repositories (`family`), whether a report is stored for
-// each (by its digest, or as the index digest of one), and whether a parent's own parent is in the
-// inventory (then the chain goes on, and the caller asks baseImagesOf). Not a recursive CTE: its
-// row estimate made PostgreSQL scan every image.
-const FAMILY = `anc AS (SELECT DISTINCT p.digest FROM images i JOIN images p ON p.digest = i.parent_digest WHERE i.digest IN (SELECT digest FROM page)),
-  family AS (SELECT digest FROM anc UNION SELECT x.digest FROM image_repos y JOIN image_repos x ON x.repo = y.repo WHERE y.digest IN (SELECT digest FROM anc))`;
+// What baseImagesOf and reportedDigests find, for the images of a page whose lineage is one level
+// deep (the usual case: app -> base), in one statement: their parents in the inventory, those and
+// the other images of the parents' repositories (`family`), whether a report is stored for each (by
+// its digest, or as the index digest of one), and whether a parent's own parent is in the inventory
+// (then the chain goes on, and the caller asks baseImagesOf).
 const REPORTED_IMAGE = `(EXISTS (SELECT 1 FROM reports r WHERE r.image_digest = b.digest)
     OR EXISTS (SELECT 1 FROM images x JOIN reports r ON r.image_digest = x.digest WHERE x.index_digest = b.digest))`;
 

@@ -130,6 +130,8 @@ export async function putAgentWorkloads(
       const row = recent.get(w.key);
       if (row === undefined) started++;
       else if (row['ended_at'] !== null && row['ended_at'] !== undefined) resumed++;
+      // Not ended but silent past the grace period (its agent was away): it runs again, as far as answers go.
+      else if (num(row['last_seen']) < now - RUNNING_GRACE_MS) resumed++;
       const p = params(agentId, node, w, row === undefined ? now : num(row['first_seen']), now);
       const open = row !== undefined && (row['ended_at'] === null || row['ended_at'] === undefined);
       if (open && sameContent(row, p)) same.push(w.key);
@@ -240,4 +242,14 @@ export async function pruneWorkloads(db: SqlDriver, before: number): Promise<num
     await tx.execute('DELETE FROM workload_counts WHERE n <= 0');
     return open.length + (await tx.execute('DELETE FROM workloads WHERE last_seen < ?', [before]));
   });
+}
+
+export async function workloadsWentSilent(db: SqlDriver, since: number, now: number): Promise<boolean> {
+  // Running at `since`: last seen at or after since - grace; no longer at `now`: before now - grace (last_seen only grows).
+  if (now <= since) return false;
+  const rows = await db.query('SELECT 1 AS x FROM workloads WHERE last_seen >= ? AND last_seen < ? AND ended_at IS NULL LIMIT 1', [
+    since - RUNNING_GRACE_MS,
+    now - RUNNING_GRACE_MS,
+  ]);
+  return rows.length > 0;
 }
