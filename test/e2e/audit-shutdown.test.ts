@@ -9,44 +9,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
-import { PG_URL, cleanup, pgAdmin, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { PG_URL, cleanup, pgAdmin, postgresDb, sqliteDb, startServerProcess, waitFor, writ, type Db, type ServerProcess } from './helpers.ts';
 
 /** SQL straight on the server's database, `?` placeholders on both. */
-interface Db {
-  query(sql: string, params?: readonly (string | number)[]): Promise<Record<string, unknown>[]>;
-  close(): Promise<void>;
-}
-
-function sqliteDb(file: string): Db {
-  const db = new DatabaseSync(file);
-  db.exec('PRAGMA busy_timeout = 10000');
-  return {
-    query: async (sql, params = []) => db.prepare(sql).all(...params) as Record<string, unknown>[],
-    close: async () => db.close(),
-  };
-}
-
-async function postgresDb(url: string): Promise<Db> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  return {
-    query: async (sql, params = []) => {
-      let n = 0;
-      return (
-        await c.query(
-          sql.replace(/\?/g, () => `$${++n}`),
-          [...params],
-        )
-      ).rows as Record<string, unknown>[];
-    },
-    close: () => c.end(),
-  };
-}
-
 /** `writ_audit_pending_leaves` as the server's /metrics serves it now. */
 function pendingMetric(srv: ServerProcess): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -11,48 +11,16 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { AUDIT_PAGE_MEDIA_TYPE, CompactRange, decodeAuditPage, encodeAuditLeaf, leafHash, noteVerifier, openNote, parseCheckpoint } from '@writ/transparency';
 import { verifyLog } from '../../packages/cli/src/audit.ts';
 import { ApiClient } from '../../packages/cli/src/client.ts';
-import { cleanup, startServerProcess, waitFor, writ, type ServerProcess } from './helpers.ts';
+import { cleanup, postgresDb, sqliteDb, startServerProcess, waitFor, writ, type Db, type ServerProcess } from './helpers.ts';
 
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** SQL straight on the server's database, `?` placeholders on both. */
-interface Db {
-  query(sql: string, params?: readonly (string | number)[]): Promise<Record<string, unknown>[]>;
-  close(): Promise<void>;
-}
-
-function sqliteDb(file: string): Db {
-  const db = new DatabaseSync(file);
-  db.exec('PRAGMA busy_timeout = 10000');
-  return {
-    query: async (sql, params = []) => db.prepare(sql).all(...params) as Record<string, unknown>[],
-    close: async () => db.close(),
-  };
-}
-
-async function postgresDb(url: string): Promise<Db> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  return {
-    query: async (sql, params = []) => {
-      let n = 0;
-      return (
-        await c.query(
-          sql.replace(/\?/g, () => `$${++n}`),
-          [...params],
-        )
-      ).rows as Record<string, unknown>[];
-    },
-    close: () => c.end(),
-  };
-}
-
 /** GET with the server's CA: status, content type and body, for the hostile-input checks. */
 function get(
   srv: ServerProcess,

@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
@@ -395,4 +396,36 @@ export async function pythonStubs(proto: string, dir = 'packages/sdk/proto'): Pr
   const gen = await run(DEBIAN_PYTHON, ['-m', 'grpc_tools.protoc', `-I${join(ROOT, dir)}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, proto]);
   if (gen.code !== 0) throw new Error(`grpc_tools.protoc ${proto}: ${gen.stderr}`);
   return stubs;
+}
+
+/** A direct connection to a server's database, behind its back (what an administrator could edit). */
+export interface Db {
+  query(sql: string, params?: readonly (string | number)[]): Promise<Record<string, unknown>[]>;
+  close(): Promise<void>;
+}
+
+export function sqliteDb(file: string): Db {
+  const db = new DatabaseSync(file);
+  db.exec('PRAGMA busy_timeout = 10000');
+  return {
+    query: async (sql, params = []) => db.prepare(sql).all(...params) as Record<string, unknown>[],
+    close: async () => db.close(),
+  };
+}
+
+export async function postgresDb(url: string): Promise<Db> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  return {
+    query: async (sql, params = []) => {
+      let n = 0;
+      return (
+        await c.query(
+          sql.replace(/\?/g, () => `$${++n}`),
+          [...params],
+        )
+      ).rows as Record<string, unknown>[];
+    },
+    close: () => c.end(),
+  };
 }
