@@ -20,6 +20,8 @@ const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
 function isUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (e?.code && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+  // At connect: the database was dropped (3D000), or is closed to connections (55000, ALLOW_CONNECTIONS false).
+  if (e?.code === '3D000' || (e?.code === '55000' && /not currently accepting connections/.test(e.message ?? ''))) return true;
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
     e?.message ?? '',
   );
@@ -87,8 +89,22 @@ export class PostgresDriver implements SqlDriver {
       // spent 49 ms compiling to run for 9 (bench/vuln/affected-profile.ts, PLANS=1).
       options: `-c jit=off${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
     });
-    // An idle client losing its connection must not crash the process; the pool replaces it.
-    this.#pool.on('error', (err) => opts.onError?.(err));
+    // Every client listens for 'error' for its whole life, and reports its loss once. pg-pool's own
+    // listener is on a client only while it is idle; a checked-out client whose connection dies
+    // between two of its user's statements emits 'error' with nobody listening, and an unhandled
+    // 'error' event ends the process. That happens at every handoff too: a released client goes to
+    // the next waiter of `connect()` within the socket read that carried its last answer, and the
+    // FATAL of a terminated backend in the same read (pg_terminate_backend, a dropped database, a
+    // restart) comes before the waiter's continuation runs. Its user sees the next statement fail.
+    this.#pool.on('connect', (client) => {
+      let reported = false;
+      client.on('error', (err) => {
+        if (!reported) opts.onError?.(err);
+        reported = true;
+      });
+    });
+    // An idle client's loss, re-emitted by the pool (reported above): the pool replaces it.
+    this.#pool.on('error', () => undefined);
   }
 
   async query(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
@@ -115,9 +131,8 @@ export class PostgresDriver implements SqlDriver {
       return wrap(err);
     }
     let broken = false;
-    // A checked-out client has no error listener of the pool's: a connection terminated between two
-    // of the transaction's statements (pg_terminate_backend, a database restart) would be an
-    // unhandled 'error' event and end the process. The next statement fails instead.
+    // A connection terminated between two of the transaction's statements: the next one fails, and
+    // the client is not given back to the pool.
     const onError = (): void => void (broken = true);
     client.on('error', onError);
     try {
