@@ -14,7 +14,12 @@ const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
   '57P01',
   '57P02',
   '57P03',
+  '57P05',
   '53300',
+  // This connection's own transaction outlived IDLE_IN_TRANSACTION_MS (the process was frozen): ended by the server.
+  '25P03',
+  // A lock waited for longer than LOCK_TIMEOUT_MS (lock_not_available).
+  '55P03',
 ]);
 
 function isUnavailable(err: unknown): boolean {
@@ -69,6 +74,36 @@ export interface PostgresOptions {
 export const CHANGE_CHANNEL = 'writ_changes';
 const LISTEN_BACKOFF_MS = [250, 500, 1000, 2000, 5000] as const;
 
+/**
+ * How long one of Writ's transactions may sit open between two statements before PostgreSQL ends
+ * its session. Every transaction sends its statements back to back (milliseconds); one idle for
+ * seconds belongs to a process that is frozen or a node that is gone, and its row locks (the
+ * revision and decision counters, the audit head) would stop every other replica's writes until
+ * PostgreSQL noticed, which for a lost node is TCP keepalive's two hours by default.
+ */
+export const IDLE_IN_TRANSACTION_MS = 5000;
+
+/**
+ * How long a statement waits for a row lock before it fails (ERR_STORE_UNAVAILABLE, 503: the
+ * caller retries). Shorter than IDLE_IN_TRANSACTION_MS on purpose: a frozen process's other
+ * transactions, queued on the lock its first one holds, give up before that one is ended, instead
+ * of each taking the lock in turn and holding it for another IDLE_IN_TRANSACTION_MS.
+ */
+export const LOCK_TIMEOUT_MS = 3000;
+
+/**
+ * Session settings of every connection Writ opens (startup options, so a pooler that refuses them
+ * refuses `jit` as before). Keepalives from the database's side: a lost node's idle connections are
+ * closed within about 25 s instead of two hours, and give their connection slots back.
+ */
+const SESSION_OPTIONS = [
+  `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`,
+  `-c lock_timeout=${LOCK_TIMEOUT_MS}`,
+  '-c tcp_keepalives_idle=10',
+  '-c tcp_keepalives_interval=5',
+  '-c tcp_keepalives_count=3',
+].join(' ');
+
 export class PostgresDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly #pool: pg.Pool;
@@ -87,7 +122,10 @@ export class PostgresDriver implements SqlDriver {
       types,
       // No JIT: the store's statements are small, and a plan the planner overestimates (a recursive CTE)
       // spent 49 ms compiling to run for 9 (bench/vuln/affected-profile.ts, PLANS=1).
-      options: `-c jit=off${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
+      options: `-c jit=off ${SESSION_OPTIONS}${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
+      // And from ours: a database host that is gone is noticed on an idle connection too.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
     });
     // Every client listens for 'error' for its whole life, and reports its loss once. pg-pool's own
     // listener is on a client only while it is idle; a checked-out client whose connection dies
@@ -157,6 +195,9 @@ export class PostgresDriver implements SqlDriver {
   }
 
   async lockForMigration(tx: SqlExecutor): Promise<void> {
+    // Another replica's migration, or an older version's queries in a rolling upgrade, may hold
+    // their locks for longer than LOCK_TIMEOUT_MS: a migration waits for them.
+    await tx.query('SET LOCAL lock_timeout = 0');
     await tx.query("SELECT pg_advisory_xact_lock(hashtext('writ-migrate'))");
   }
 
@@ -200,7 +241,7 @@ export class PostgresDriver implements SqlDriver {
         // Dead peers (a failed-over database) are noticed by TCP keepalive, not only by the next write.
         keepAlive: true,
         keepAliveInitialDelayMillis: 5000,
-        options: this.#opts.schema ? `-c search_path=${this.#opts.schema}` : '',
+        options: `${SESSION_OPTIONS}${this.#opts.schema ? ` -c search_path=${this.#opts.schema}` : ''}`,
       });
       client = c;
       c.on('error', (err) => client === c && lost(err));
