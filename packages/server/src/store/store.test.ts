@@ -217,6 +217,19 @@ for (const factory of STORE_FACTORIES) {
         (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
         { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 },
       );
+      // A batch of many agents (more than one statement's worth), an unknown one among them: each known agent gets its own.
+      const many = Array.from({ length: 501 }, (_, i) => `spiffe://e/writ/agent/ack-${String(i).padStart(3, '0')}`);
+      for (const id of many) await t.store.upsertAgent({ ...agent, spiffeId: id, nodeName: id.slice(-7) });
+      await t.store.ackPolicies([
+        ...many.map((id, i) => ({ spiffeId: id, policyRevision: 5, quarantineVersion: i, ackedAt: 2000 + i })),
+        { spiffeId: 'spiffe://e/writ/agent/unknown', policyRevision: 5, quarantineVersion: 0, ackedAt: 2000 },
+      ]);
+      const acks = new Map((await t.store.listPolicyAcks()).map((a) => [a.spiffeId, a]));
+      assert.deepEqual(
+        many.map((id) => acks.get(id)),
+        many.map((id, i) => ({ spiffeId: id, policyRevision: 5, quarantineVersion: i, ackedAt: 2000 + i })),
+      );
+      assert.equal(acks.has('spiffe://e/writ/agent/unknown'), false);
     });
 
     it('the change stamp moves with every change an agent must hear of, and only then', async () => {
