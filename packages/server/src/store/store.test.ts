@@ -404,6 +404,29 @@ for (const factory of STORE_FACTORIES) {
       );
     });
 
+    it('batches reported at once are each stored, numbered in order and counted once, a retried one among them too', async () => {
+      const d = (id: string) => ({
+        id,
+        at: 500,
+        from: 'spiffe://e/a',
+        to: 'spiffe://e/together',
+        action: 'GET /t',
+        decision: 'allow' as const,
+        reason: 'ALLOW_RULE',
+        policyRevision: 1,
+        rule: 'p#0',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
+      // Twenty batches in flight together (the writer groups those that wait), batch 7 sent twice.
+      const batches = Array.from({ length: 20 }, (_, b) => Array.from({ length: 30 }, (_, i) => d(`t${b}-${i}`)));
+      await Promise.all([...batches, batches[7]!].map((batch) => t.store.addDecisions(batch)));
+      const stored = await t.store.queryDecisions({ to: 'spiffe://e/together', after: 0, limit: 1000 });
+      assert.equal(stored.length, 600);
+      assert.equal(new Set(stored.map((x) => x.seq)).size, 600, 'one arrival number each');
+      const edge = (await t.store.listDecisionEdges({ since: 0, limit: 100 })).find((e) => e.to === 'spiffe://e/together');
+      assert.equal(edge?.seen, 600, 'each decision counted once on its edge');
+    });
+
     it('decisions made while learning are counted again on learned edges, once each; hits group by rule and decision', async () => {
       const to = 'spiffe://e/learned';
       const d = (id: string, at: number, from: string, action: string, reason = 'LEARNING', decision: 'allow' | 'audit-would-deny' = 'audit-would-deny') => ({
