@@ -213,10 +213,16 @@ export async function run(): Promise<void> {
     const yaml = (name: string): string =>
       `apiVersion: writ.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${name} }\nspec:\n  to: spiffe://bench.example/failover/w0\n  rules: [{ effect: allow, from: ["spiffe://bench.example/**"] }]\n`;
     /** Applies a policy through B; each agent's time from the call until it had the revision. */
-    const change = async (name: string): Promise<{ rev: number; t0: number; lat: () => number[] }> => {
+    const change = async (name: string): Promise<{ rev: number; t0: number; applyMs: number; lat: (on?: 0 | 1) => number[] }> => {
       const t0 = performance.now();
       const rev = (await api(b, 'POST', '/v1/policies', { yaml: yaml(name) }))['revision'] as number;
-      return { rev, t0, lat: () => sims.flatMap((s) => (s.had.has(rev) ? [s.had.get(rev)! - t0] : [])).sort((x, y) => x - y) };
+      const applyMs = performance.now() - t0;
+      return {
+        rev,
+        t0,
+        applyMs,
+        lat: (on) => sims.flatMap((s) => (s.had.has(rev) && (on === undefined || s.startedOn === on) ? [s.had.get(rev)! - t0] : [])).sort((x, y) => x - y),
+      };
     };
     // The baseline: the same change through B with both replicas up.
     const before = await change('before-kill');
@@ -269,6 +275,8 @@ export async function run(): Promise<void> {
 
     killedAt = performance.now();
     process.kill(a.pid, 'SIGKILL');
+    // Wall-clock time of the kill: to line it up with pg_stat_activity / pg_locks samples taken beside the run.
+    const killedWall = new Date().toISOString();
     const afterKill = await change('after-kill');
     const onA = sims.filter((s) => s.startedOn === 0);
     await until('every agent of A back through B', () => onA.every((s) => s.backOnB !== undefined));
@@ -311,6 +319,10 @@ export async function run(): Promise<void> {
       'max <= 10 s',
     );
     console.log(`   after the kill: ${dist(after)} (${after.length}/${n}); before: ${dist(baseline)} (${baseline.length}/${n})`);
+    // B's own agents never moved: what the change itself cost them, apart from the reconnections.
+    console.log(
+      `   B's own agents: after the kill ${dist(afterKill.lat(1))}; before ${dist(before.lat(1))}; the apply call through B took ${ms(afterKill.applyMs)} after the kill, ${ms(before.applyMs)} before (A killed at ${killedWall})`,
+    );
     row(
       'real agents acknowledged via B',
       [...realAcked.values()]

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { Agent as HttpsAgent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -168,6 +169,123 @@ describe('server on PostgreSQL', () => {
       assert.match(r.stderr, pattern);
     }
     cleanup(dir);
+  });
+});
+
+describe('server on PostgreSQL: its connections terminated under load', () => {
+  const dbName = `writ_e2e_term_${process.pid}`;
+  let dbUrl: string;
+  let srv: ServerProcess | undefined;
+  const terminate = (): Promise<number> =>
+    admin(
+      async (c) =>
+        (await c.query('SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]))
+          .rows[0].n as number,
+    );
+  before(async () => {
+    await admin((c) => c.query(`CREATE DATABASE ${dbName}`));
+    const u = new URL(PG_URL);
+    u.pathname = `/${dbName}`;
+    dbUrl = u.toString();
+  });
+  after(async () => {
+    if (srv && srv.child.exitCode === null && srv.child.signalCode === null) await srv.stop();
+    if (srv) cleanup(srv.dataDir);
+    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+  });
+
+  it('pg_terminate_backend of every backend, then the database closed for a while: the process lives, answers 503, serves again when it is back, and stops with exit 0 while it is dropped', async () => {
+    const server = await startServerProcess({ args: ['--db', dbUrl] });
+    srv = server;
+    const ca = readFileSync(join(server.dataDir, 'bundle.pem'), 'utf8');
+    const agent = new HttpsAgent({ ca, keepAlive: true, maxSockets: 64 });
+    /** Statuses answered, by phase; 0 for a connection that failed. */
+    const seen = new Map<string, Map<number, number>>();
+    let phase = 'before';
+    let stop = false;
+    const one = (method: string, path: string, body?: unknown): Promise<number> =>
+      new Promise((resolve) => {
+        const req = request(
+          new URL(path, server.url),
+          { method, agent, headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', () => resolve(0));
+        req.end(body === undefined ? undefined : JSON.stringify(body));
+      });
+    // More requests at once than the pool has connections: clients go from one user to a waiting one all the time.
+    let n = 0;
+    const loops = Array.from({ length: 24 }, async (_, i) => {
+      while (!stop) {
+        const at = phase;
+        const status =
+          i % 3 === 0
+            ? await one('POST', '/v1/entries', {
+                spiffeId: `spiffe://e2e.test/term/${n++}`,
+                parentId: 'spiffe://e2e.test/writ/agent/t',
+                selectors: ['unix:uid:9'],
+              })
+            : await one('GET', '/v1/entries?pageSize=20');
+        const m = seen.get(at) ?? seen.set(at, new Map()).get(at)!;
+        m.set(status, (m.get(status) ?? 0) + 1);
+        if (status !== 200 && status !== 201) await new Promise((r) => setTimeout(r, 50));
+      }
+    });
+    const count = (p: string, ok: (s: number) => boolean): number =>
+      [...(seen.get(p) ?? new Map<number, number>())].reduce((t, [s, k]) => t + (ok(s) ? k : 0), 0);
+    try {
+      await waitFor('the load under way', async () => (count('before', (s) => s === 201) >= 10 ? true : undefined));
+      phase = 'terminated';
+      let killed = 0;
+      for (let i = 0; i < 8; i++) {
+        killed += await terminate();
+        await new Promise((r) => setTimeout(r, 150 + i * 40));
+      }
+      assert.ok(killed >= 8, `backends terminated (${killed})`);
+      assert.equal(server.child.exitCode, null, `the server outlived its connections being terminated: ${server.stderr.join('')}`);
+
+      // Away: closed to new connections, and every open one terminated.
+      phase = 'away';
+      await admin((c) => c.query(`ALTER DATABASE ${dbName} WITH ALLOW_CONNECTIONS false`));
+      await terminate();
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(server.child.exitCode, null, server.stderr.join(''));
+      phase = 'back';
+      await admin((c) => c.query(`ALTER DATABASE ${dbName} WITH ALLOW_CONNECTIONS true`));
+      await waitFor('writes answered again', async () => (count('back', (s) => s === 201) >= 5 ? true : undefined));
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+      await admin((c) => c.query(`ALTER DATABASE ${dbName} WITH ALLOW_CONNECTIONS true`));
+    }
+    const summary = JSON.stringify(Object.fromEntries([...seen].map(([p, m]) => [p, Object.fromEntries(m)])));
+    console.log(`   statuses by phase: ${summary}`);
+    // While away, the store is unavailable: 503, never an internal error.
+    assert.ok(count('away', (s) => s === 503) > 0, `503 while the database was away: ${summary}`);
+    assert.equal(
+      count('away', (s) => s !== 503 && s !== 200 && s !== 201),
+      0,
+      summary,
+    );
+    assert.equal(
+      count('terminated', (s) => s !== 503 && s !== 200 && s !== 201),
+      0,
+      summary,
+    );
+    const logs = server.logs.join('\n');
+    assert.ok(!/"level":50/.test(logs), 'a lost connection is not an internal error');
+    assert.match(logs, /database connection lost; will reconnect|the database is unavailable/, 'the loss is in the log');
+    assert.equal(await one('GET', '/v1/entries?pageSize=1'), 200, 'serving again');
+
+    // Stopped while its database is dropped under it: the drain and the close end in exit 0.
+    const exited = server.stop();
+    await admin((c) => c.query(`DROP DATABASE ${dbName} WITH (FORCE)`));
+    assert.equal(await exited, 0, server.stderr.join(''));
+    assert.ok(!server.stderr.join('').includes('Unhandled'), server.stderr.join(''));
+    agent.destroy();
   });
 });
 

@@ -223,6 +223,100 @@ describe('two server replicas on one PostgreSQL database', { timeout: 600_000 },
     assert.ok(((await again).json['quarantine'] as { ids: string[] }).ids.includes('spiffe://e2e.test/listen-back'));
   });
 
+  it('a replica frozen (SIGSTOP) holding a write transaction open: PostgreSQL ends that transaction, and the other replica writes again while it is still frozen', async () => {
+    // Writes through A only, several at once, until A is frozen while one of them holds the entry revision counter.
+    let stopA = false;
+    let k = 0;
+    const writer = new HttpsAgent({ ca, keepAlive: true });
+    const entry = (i: number): { spiffeId: string; parentId: string; selectors: string[] } => ({
+      spiffeId: `spiffe://e2e.test/frozen/${i}`,
+      parentId: 'spiffe://e2e.test/writ/agent/nowhere',
+      selectors: ['unix:uid:1'],
+    });
+    const aWrites = Array.from({ length: 3 }, async () => {
+      while (!stopA) await call(a.url, ca, 'POST', '/v1/entries', { token, agent: writer, body: entry(k++) }).catch(() => undefined);
+    });
+    /** Whether the entry revision counter is locked by an open transaction now (NOWAIT: fails at once if so). */
+    const counterLocked = (): Promise<boolean> =>
+      admin(
+        (c) =>
+          c.query("BEGIN; SELECT value FROM counters WHERE name = 'entry_revision' FOR UPDATE NOWAIT; ROLLBACK").then(
+            () => false,
+            async (err: { code?: string }) => (await c.query('ROLLBACK'), err.code === '55P03'),
+          ),
+        dbName,
+      );
+    let frozenPid: number | undefined;
+    try {
+      for (let attempt = 0; attempt < 200 && frozenPid === undefined; attempt++) {
+        const open = await admin(
+          async (c) =>
+            (
+              await c.query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND application_name LIKE 'writ-server %'", [
+                dbName,
+              ])
+            ).rows as Array<{ pid: number }>,
+          dbName,
+        );
+        if (!open.length) continue;
+        a.child.kill('SIGSTOP');
+        const holder = await admin(
+          async (c) =>
+            (
+              await c.query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND application_name LIKE 'writ-server %'", [
+                dbName,
+              ])
+            ).rows as Array<{ pid: number }>,
+          dbName,
+        );
+        if (holder.length && (await counterLocked())) frozenPid = holder[0]!.pid;
+        else a.child.kill('SIGCONT');
+      }
+      assert.ok(frozenPid !== undefined, 'A frozen while a write of its holds the entry revision counter');
+      // B's write waits on that lock; it goes through once PostgreSQL has ended the frozen transaction
+      // (a lock wait over its lock_timeout answers 503, and is tried again).
+      const statuses: number[] = [];
+      let pending: Promise<number> | undefined;
+      await waitFor(
+        'a write through B while A is frozen',
+        async () => {
+          // One write at a time, each given 10 s: a write that never ends fails the wait, not the run.
+          if (statuses.includes(201)) return true;
+          if (pending) return undefined;
+          pending = call(b.url, ca, 'POST', '/v1/entries', { token, agent: adminAgent, body: entry(100_000 + statuses.length) }).then((r) => {
+            statuses.push(r.status);
+            pending = undefined;
+            return r.status;
+          });
+          const status = await Promise.race([pending, new Promise((r) => setTimeout(r, 10_000, 0))]);
+          return status === 201 ? true : undefined;
+        },
+        60_000,
+      );
+      assert.deepEqual(
+        statuses.filter((s) => s !== 201 && s !== 503),
+        [],
+        `while A is frozen B answers 201, or 503 while the lock is held: ${statuses.join(', ')}`,
+      );
+      const stillThere = await admin(async (c) => (await c.query('SELECT pid FROM pg_stat_activity WHERE pid = $1', [frozenPid])).rows.length, dbName);
+      assert.equal(stillThere, 0, "PostgreSQL ended the frozen replica's idle transaction");
+      assert.equal(a.child.signalCode, null, 'A is still there (stopped, not dead)');
+    } finally {
+      a.child.kill('SIGCONT');
+      stopA = true;
+      await Promise.all(aWrites);
+    }
+    // Thawed, A finds its connection ended, says so, and writes again.
+    await waitFor('a write through A after SIGCONT', async () =>
+      (await call(a.url, ca, 'POST', '/v1/entries', { token, agent: writer, body: entry(200_000) }).catch(() => undefined))?.status === 201 ? true : undefined,
+    );
+    assert.ok(
+      a.logs.some((l) => l.includes('"code":"25P03"') && l.includes('database connection lost')),
+      'A logs that its idle transaction was ended',
+    );
+    writer.destroy();
+  });
+
   it('the holder of the quarantine-expiry lease killed with SIGKILL: the other takes the lease and runs the job within seconds', async () => {
     const holderId = await waitFor('a holder', () => leaseHolder('quarantine-expiry'));
     const [holder, other] = holderId === serverIdOf(a) ? [a, b] : [b, a];

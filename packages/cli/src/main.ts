@@ -288,7 +288,13 @@ export function buildProgram(): Command {
         void running
           .drain()
           .then(() => running.close())
-          .then(() => process.exit(0));
+          .then(
+            () => process.exit(0),
+            (err: Error) => {
+              process.stderr.write(`writ server: could not stop cleanly: ${err.message}\n`);
+              process.exit(1);
+            },
+          );
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

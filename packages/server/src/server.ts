@@ -166,7 +166,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
 
   let store: Store;
   try {
-    store = await openStore({ db: cfg.db, dataDir: cfg.dataDir, onError: (err) => log.warn({ err: err.message }, 'database connection lost; will reconnect') });
+    store = await openStore({
+      db: cfg.db,
+      dataDir: cfg.dataDir,
+      onError: (err) => log.warn({ code: (err as { code?: string }).code, err: err.message }, 'database connection lost; will reconnect'),
+    });
   } catch (err) {
     const why = isWritError(err) ? err.message : (err as Error).message || String((err as { code?: string }).code ?? err);
     // No `cause`: the URL parser's error carries the whole URL (its `input`), password and all.
@@ -543,23 +547,35 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       },
       close: async () => {
         for (const t of timers) clearInterval(t);
-        await leases?.close();
-        await federation?.close();
-        await hub?.close();
-        await vulnEvents?.close();
-        await alerts?.close();
+        // Each part on its own: a database gone while stopping (dropped, restarted) fails the last
+        // writes of some, and the rest must close all the same; the process then exits as asked.
+        const step = async (part: string, fn: () => unknown): Promise<void> => {
+          try {
+            await fn();
+          } catch (err) {
+            log.warn(
+              { part, code: isWritError(err) ? err.code : (err as { code?: string }).code, err: (err as Error).message },
+              'stopping: could not close cleanly',
+            );
+          }
+        };
+        await step('leases', () => leases?.close());
+        await step('federation', () => federation?.close());
+        await step('hub', () => hub?.close());
+        await step('vuln-events', () => vulnEvents?.close());
+        await step('alerts', () => alerts?.close());
         for (const s of [srv, admissionServer, bundleEndpoint?.server]) {
           if (!s) continue;
           s.closeAllConnections();
           await new Promise<void>((r) => s.close(() => r()));
         }
         admittedImages?.close();
-        await inventory?.close();
+        await step('admission-inventory', () => inventory?.close());
         registry?.close();
-        await admissionEvents?.close();
+        await step('admission-events', () => admissionEvents?.close());
         // Last before the store: every change made until now (requests, background jobs) is folded and signed.
-        await audit?.close();
-        await store.close();
+        await step('audit', () => audit?.close());
+        await step('store', () => store.close());
       },
     };
   } catch (err) {

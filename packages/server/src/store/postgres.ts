@@ -14,12 +14,19 @@ const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
   '57P01',
   '57P02',
   '57P03',
+  '57P05',
   '53300',
+  // This connection's own transaction outlived IDLE_IN_TRANSACTION_MS (the process was frozen): ended by the server.
+  '25P03',
+  // A lock waited for longer than LOCK_TIMEOUT_MS (lock_not_available).
+  '55P03',
 ]);
 
 function isUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (e?.code && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+  // At connect: the database was dropped (3D000), or is closed to connections (55000, ALLOW_CONNECTIONS false).
+  if (e?.code === '3D000' || (e?.code === '55000' && /not currently accepting connections/.test(e.message ?? ''))) return true;
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
     e?.message ?? '',
   );
@@ -90,6 +97,36 @@ export interface PostgresOptions {
 export const CHANGE_CHANNEL = 'writ_changes';
 const LISTEN_BACKOFF_MS = [250, 500, 1000, 2000, 5000] as const;
 
+/**
+ * How long one of Writ's transactions may sit open between two statements before PostgreSQL ends
+ * its session. Every transaction sends its statements back to back (milliseconds); one idle for
+ * seconds belongs to a process that is frozen or a node that is gone, and its row locks (the
+ * revision and decision counters, the audit head) would stop every other replica's writes until
+ * PostgreSQL noticed, which for a lost node is TCP keepalive's two hours by default.
+ */
+export const IDLE_IN_TRANSACTION_MS = 5000;
+
+/**
+ * How long a statement waits for a row lock before it fails (ERR_STORE_UNAVAILABLE, 503: the
+ * caller retries). Shorter than IDLE_IN_TRANSACTION_MS on purpose: a frozen process's other
+ * transactions, queued on the lock its first one holds, give up before that one is ended, instead
+ * of each taking the lock in turn and holding it for another IDLE_IN_TRANSACTION_MS.
+ */
+export const LOCK_TIMEOUT_MS = 3000;
+
+/**
+ * Session settings of every connection Writ opens (startup options, so a pooler that refuses them
+ * refuses `jit` as before). Keepalives from the database's side: a lost node's idle connections are
+ * closed within about 25 s instead of two hours, and give their connection slots back.
+ */
+const SESSION_OPTIONS = [
+  `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`,
+  `-c lock_timeout=${LOCK_TIMEOUT_MS}`,
+  '-c tcp_keepalives_idle=10',
+  '-c tcp_keepalives_interval=5',
+  '-c tcp_keepalives_count=3',
+].join(' ');
+
 export class PostgresDriver implements SqlDriver {
   readonly dialect = 'postgres' as const;
   readonly #pool: pg.Pool;
@@ -108,10 +145,27 @@ export class PostgresDriver implements SqlDriver {
       types,
       // No JIT: the store's statements are small, and a plan the planner overestimates (a recursive CTE)
       // spent 49 ms compiling to run for 9 (bench/vuln/affected-profile.ts, PLANS=1).
-      options: `-c jit=off${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
+      options: `-c jit=off ${SESSION_OPTIONS}${opts.schema ? ` -c search_path=${opts.schema}` : ''}`,
+      // And from ours: a database host that is gone is noticed on an idle connection too.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
     });
-    // An idle client losing its connection must not crash the process; the pool replaces it.
-    this.#pool.on('error', (err) => opts.onError?.(err));
+    // Every client listens for 'error' for its whole life, and reports its loss once. pg-pool's own
+    // listener is on a client only while it is idle; a checked-out client whose connection dies
+    // between two of its user's statements emits 'error' with nobody listening, and an unhandled
+    // 'error' event ends the process. That happens at every handoff too: a released client goes to
+    // the next waiter of `connect()` within the socket read that carried its last answer, and the
+    // FATAL of a terminated backend in the same read (pg_terminate_backend, a dropped database, a
+    // restart) comes before the waiter's continuation runs. Its user sees the next statement fail.
+    this.#pool.on('connect', (client) => {
+      let reported = false;
+      client.on('error', (err) => {
+        if (!reported) opts.onError?.(err);
+        reported = true;
+      });
+    });
+    // An idle client's loss, re-emitted by the pool (reported above): the pool replaces it.
+    this.#pool.on('error', () => undefined);
   }
 
   async query(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
@@ -138,9 +192,8 @@ export class PostgresDriver implements SqlDriver {
       return wrap(err);
     }
     let broken = false;
-    // A checked-out client has no error listener of the pool's: a connection terminated between two
-    // of the transaction's statements (pg_terminate_backend, a database restart) would be an
-    // unhandled 'error' event and end the process. The next statement fails instead.
+    // A connection terminated between two of the transaction's statements: the next one fails, and
+    // the client is not given back to the pool.
     const onError = (): void => void (broken = true);
     client.on('error', onError);
     // BEGIN goes with the first statement that needs an answer, or with the COMMIT's message when
@@ -177,6 +230,9 @@ export class PostgresDriver implements SqlDriver {
   }
 
   async lockForMigration(tx: SqlExecutor): Promise<void> {
+    // Another replica's migration, or an older version's queries in a rolling upgrade, may hold
+    // their locks for longer than LOCK_TIMEOUT_MS: a migration waits for them.
+    await tx.query('SET LOCAL lock_timeout = 0');
     await tx.query("SELECT pg_advisory_xact_lock(hashtext('writ-migrate'))");
   }
 
@@ -220,7 +276,7 @@ export class PostgresDriver implements SqlDriver {
         // Dead peers (a failed-over database) are noticed by TCP keepalive, not only by the next write.
         keepAlive: true,
         keepAliveInitialDelayMillis: 5000,
-        options: this.#opts.schema ? `-c search_path=${this.#opts.schema}` : '',
+        options: `${SESSION_OPTIONS}${this.#opts.schema ? ` -c search_path=${this.#opts.schema}` : ''}`,
       });
       client = c;
       c.on('error', (err) => client === c && lost(err));

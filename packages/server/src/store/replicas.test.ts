@@ -224,3 +224,50 @@ describe('PostgreSQL: a connection terminated in the middle of a transaction', (
     }
   });
 });
+
+describe('PostgreSQL: connections terminated just as their clients go to waiting transactions', () => {
+  it('fails the transaction that got a dead client, not the process; the next one runs', async () => {
+    const { PostgresDriver } = await import('./postgres.ts');
+    const { Worker } = await import('node:worker_threads');
+    const marker = `handoff_${process.pid}`;
+    const driver = new PostgresDriver({ url: TEST_PG_URL });
+    // The killer runs on a thread of its own: this one is blocked while it strikes.
+    const killer = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const pg = require(workerData.pg);
+       const c = new pg.Client({ connectionString: workerData.url });
+       c.connect().then(() => parentPort.postMessage('ready'));
+       parentPort.on('message', (ms) => setTimeout(async () => {
+         const r = await c.query("SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()", ['%' + workerData.marker + '%']);
+         await c.end();
+         parentPort.postMessage(r.rows[0].n);
+       }, ms));`,
+      { eval: true, workerData: { url: TEST_PG_URL, marker, pg: import.meta.resolve('pg').replace('file://', '') } },
+    );
+    try {
+      await new Promise((r) => killer.once('message', r));
+      // Every pool connection open and busy for 300 ms, and a transaction waiting for one of them.
+      await Promise.all(Array.from({ length: 10 }, () => driver.query('SELECT pg_sleep(0.05)')));
+      const sleeps = Array.from({ length: 10 }, () => driver.query(`SELECT pg_sleep(0.3) /* ${marker} */`).catch(() => undefined));
+      const waiting = driver
+        .transaction((tx) => tx.query('SELECT 1 AS one'))
+        .then(
+          () => 'committed',
+          (err: { code?: string }) => err.code,
+        );
+      await new Promise((r) => setTimeout(r, 50));
+      const killed = new Promise<number>((r) => killer.once('message', r));
+      killer.postMessage(350);
+      // Blocked past the sleeps' end and the kill: each socket then holds the last answer and the
+      // FATAL together, and the pool hands the client on between the two.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 800);
+      await Promise.all(sleeps);
+      assert.equal(await killed, 10, 'the pool’s ten backends terminated');
+      assert.equal(await waiting, 'ERR_STORE_UNAVAILABLE', 'the waiting transaction got a dead client: the database is unavailable');
+      assert.equal((await driver.transaction((tx) => tx.query('SELECT 1 AS one')))[0]!['one'], 1, 'the pool reconnects');
+    } finally {
+      await killer.terminate();
+      await driver.close();
+    }
+  });
+});

@@ -217,15 +217,19 @@ for (const factory of STORE_FACTORIES) {
         (await t.store.listPolicyAcks()).find((a) => a.spiffeId === agent.spiffeId),
         { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 },
       );
-      // A whole fleet acknowledging at once, past one statement's rows: each agent keeps its own report.
-      const fleet = Array.from({ length: 503 }, (_, i) => `spiffe://e/writ/agent/fleet-${i}`);
-      for (const spiffeId of fleet) await t.store.upsertAgent({ ...agent, spiffeId, nodeName: spiffeId.slice(-9) });
-      const acks = fleet.map((spiffeId, i) => ({ spiffeId, policyRevision: 5 + (i % 3), quarantineVersion: i, ackedAt: 2_000 + i }));
-      await t.store.ackPolicies([...acks, { spiffeId: 'spiffe://e/writ/agent/never-attested', policyRevision: 9, quarantineVersion: 9, ackedAt: 9 }]);
-      const stored = new Map((await t.store.listPolicyAcks()).map((a) => [a.spiffeId, a]));
-      for (const a of acks) assert.deepEqual(stored.get(a.spiffeId), a);
-      assert.equal(stored.has('spiffe://e/writ/agent/never-attested'), false, 'an acknowledgement creates no agent');
-      assert.deepEqual(stored.get(agent.spiffeId), { spiffeId: agent.spiffeId, policyRevision: 4, quarantineVersion: 7, ackedAt: 1000 }, 'others untouched');
+      // A batch of many agents (more than one statement's worth), an unknown one among them: each known agent gets its own.
+      const many = Array.from({ length: 501 }, (_, i) => `spiffe://e/writ/agent/ack-${String(i).padStart(3, '0')}`);
+      for (const id of many) await t.store.upsertAgent({ ...agent, spiffeId: id, nodeName: id.slice(-7) });
+      await t.store.ackPolicies([
+        ...many.map((id, i) => ({ spiffeId: id, policyRevision: 5, quarantineVersion: i, ackedAt: 2000 + i })),
+        { spiffeId: 'spiffe://e/writ/agent/unknown', policyRevision: 5, quarantineVersion: 0, ackedAt: 2000 },
+      ]);
+      const acks = new Map((await t.store.listPolicyAcks()).map((a) => [a.spiffeId, a]));
+      assert.deepEqual(
+        many.map((id) => acks.get(id)),
+        many.map((id, i) => ({ spiffeId: id, policyRevision: 5, quarantineVersion: i, ackedAt: 2000 + i })),
+      );
+      assert.equal(acks.has('spiffe://e/writ/agent/unknown'), false);
     });
 
     it('the change stamp moves with every change an agent must hear of, and only then', async () => {
@@ -398,6 +402,29 @@ for (const factory of STORE_FACTORIES) {
         (await t.store.listDecisionEdges({ since: 0, limit: 10 })).filter((e) => e.to === 'spiffe://e/edges').map((e) => e.action),
         ['GET /x'],
       );
+    });
+
+    it('batches reported at once are each stored, numbered in order and counted once, a retried one among them too', async () => {
+      const d = (id: string) => ({
+        id,
+        at: 500,
+        from: 'spiffe://e/a',
+        to: 'spiffe://e/together',
+        action: 'GET /t',
+        decision: 'allow' as const,
+        reason: 'ALLOW_RULE',
+        policyRevision: 1,
+        rule: 'p#0',
+        reporter: 'spiffe://e/writ/agent/x',
+      });
+      // Twenty batches in flight together (the writer groups those that wait), batch 7 sent twice.
+      const batches = Array.from({ length: 20 }, (_, b) => Array.from({ length: 30 }, (_, i) => d(`t${b}-${i}`)));
+      await Promise.all([...batches, batches[7]!].map((batch) => t.store.addDecisions(batch)));
+      const stored = await t.store.queryDecisions({ to: 'spiffe://e/together', after: 0, limit: 1000 });
+      assert.equal(stored.length, 600);
+      assert.equal(new Set(stored.map((x) => x.seq)).size, 600, 'one arrival number each');
+      const edge = (await t.store.listDecisionEdges({ since: 0, limit: 100 })).find((e) => e.to === 'spiffe://e/together');
+      assert.equal(edge?.seen, 600, 'each decision counted once on its edge');
     });
 
     it('decisions made while learning are counted again on learned edges, once each; hits group by rule and decision', async () => {
