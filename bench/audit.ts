@@ -30,7 +30,8 @@ import { fmt, row } from './util.ts';
 const PG_URL = process.env['WRIT_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const WRITES = Number(process.env['BENCH_AUDIT_WRITES'] ?? 10_000);
 const VERIFY_LEAVES = Number(process.env['BENCH_AUDIT_LEAVES'] ?? 1_000_000);
-const WRITERS = 8;
+/** Concurrent writers (BENCH_AUDIT_WRITERS, default 8). */
+const WRITERS = Number(process.env['BENCH_AUDIT_WRITERS'] ?? 8);
 const WRIT = new URL('../packages/cli/bin/writ.js', import.meta.url).pathname;
 
 const entry = (i: number, tag: string): EntryInput => ({
