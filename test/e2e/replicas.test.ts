@@ -246,29 +246,24 @@ describe('two server replicas on one PostgreSQL database', { timeout: 600_000 },
           ),
         dbName,
       );
+    // A replica's connections that hold a transaction open between statements.
+    const idleInTransaction = () =>
+      admin(
+        async (c) =>
+          (
+            await c.query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND application_name LIKE 'writ-server %'", [
+              dbName,
+            ])
+          ).rows as Array<{ pid: number }>,
+        dbName,
+      );
     let frozenPid: number | undefined;
     try {
       for (let attempt = 0; attempt < 200 && frozenPid === undefined; attempt++) {
-        const open = await admin(
-          async (c) =>
-            (
-              await c.query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND application_name LIKE 'writ-server %'", [
-                dbName,
-              ])
-            ).rows as Array<{ pid: number }>,
-          dbName,
-        );
+        const open = await idleInTransaction();
         if (!open.length) continue;
         a.child.kill('SIGSTOP');
-        const holder = await admin(
-          async (c) =>
-            (
-              await c.query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction' AND application_name LIKE 'writ-server %'", [
-                dbName,
-              ])
-            ).rows as Array<{ pid: number }>,
-          dbName,
-        );
+        const holder = await idleInTransaction();
         if (holder.length && (await counterLocked())) frozenPid = holder[0]!.pid;
         else a.child.kill('SIGCONT');
       }

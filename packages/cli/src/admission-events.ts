@@ -6,15 +6,7 @@ import { stringify } from 'yaml';
 import { WritError, parseDuration } from '@writ/spiffe';
 import { ApiClient, connectionOf } from './client.ts';
 import { checkFormat, print, stdoutClosed, streamed } from './output.ts';
-
-interface Globals {
-  server?: string;
-  token?: string;
-  caFile?: string;
-  trustDomain?: string;
-  serverSpiffeId?: string;
-  output: string;
-}
+import type { Globals } from './program.ts';
 
 interface EventRow {
   id: string;
